@@ -1,0 +1,90 @@
+/**
+ * Entry point: parse → dispatch → map errors to exit codes. Nothing else lives here.
+ *
+ * @module
+ */
+import denoJson from "./deno.json" with { type: "json" };
+import { parseCommand } from "./src/cli/args.ts";
+import { RUN_HELP, VERIFY_HELP } from "./src/cli/help.ts";
+import { runCommand } from "./src/commands/run.ts";
+import { BackfillError, ExitCode } from "./src/errors.ts";
+import type { Logger } from "./src/run_events.ts";
+
+const encoder = new TextEncoder();
+const stdout = (text: string) => writeAll(Deno.stdout, text);
+const stderr = (text: string) => writeAll(Deno.stderr, text);
+
+function writeAll(stream: { writeSync(p: Uint8Array): number }, text: string): void {
+  let bytes = encoder.encode(text);
+  while (bytes.length > 0) bytes = bytes.subarray(stream.writeSync(bytes));
+}
+
+const textLogger = (quiet: boolean): Logger => ({
+  log(level, _event, message) {
+    if (quiet && (level === "info" || level === "debug")) return;
+    stderr(`${new Date().toISOString()} ${level.padEnd(5)} ${message}\n`);
+  },
+});
+
+/** Exit code for the signal that stopped a run. */
+const SIGNAL_EXIT: Record<string, number> = { SIGINT: ExitCode.sigint, SIGTERM: ExitCode.sigterm };
+
+/** Runs the CLI with `argv` and returns the process exit code. */
+export async function main(argv: readonly string[]): Promise<number> {
+  let command;
+  try {
+    command = parseCommand(argv, { REDIS_URL: Deno.env.get("REDIS_URL") });
+  } catch (error) {
+    return reportError(error);
+  }
+  switch (command.kind) {
+    case "help":
+      stdout(command.topic === "verify" ? VERIFY_HELP : RUN_HELP);
+      return ExitCode.ok;
+    case "version":
+      stdout(`backfill ${denoJson.version}\n`);
+      return ExitCode.ok;
+  }
+  // First SIGINT/SIGTERM: stop after the sub-batches in flight, save the checkpoint, print the
+  // summary. A second one: exit at once (the stored checkpoint is written atomically, so it is
+  // consistent whenever the process dies).
+  const controller = new AbortController();
+  const onSignal = (name: "SIGINT" | "SIGTERM") => () => {
+    if (controller.signal.aborted) Deno.exit(SIGNAL_EXIT[name]);
+    stderr(`received ${name}: finishing the sub-batches in flight (again to exit at once)\n`);
+    controller.abort(name);
+  };
+  const handlers = { SIGINT: onSignal("SIGINT"), SIGTERM: onSignal("SIGTERM") };
+  for (const [name, handler] of Object.entries(handlers)) {
+    Deno.addSignalListener(name as Deno.Signal, handler);
+  }
+  try {
+    const io = { stdout, logger: textLogger(command.options.quiet), signal: controller.signal };
+    const code = command.kind === "run" ? await runCommand(command.options, io) : ExitCode.usage;
+    const reason = controller.signal.reason;
+    return typeof reason === "string" && reason in SIGNAL_EXIT ? SIGNAL_EXIT[reason]! : code;
+  } catch (error) {
+    return reportError(error);
+  } finally {
+    for (const [name, handler] of Object.entries(handlers)) {
+      Deno.removeSignalListener(name as Deno.Signal, handler);
+    }
+  }
+}
+
+/** Expected errors: one line and their exit code. Anything else is a bug: stack trace, exit 1. */
+function reportError(error: unknown): number {
+  if (error instanceof BackfillError) {
+    const hint = error.exitCode === ExitCode.usage ? " (backfill --help for usage)" : "";
+    stderr(`error: ${error.message}${hint}\n`);
+    return error.exitCode;
+  }
+  stderr(
+    `internal error (a bug, please report): ${
+      error instanceof Error ? error.stack : String(error)
+    }\n`,
+  );
+  return ExitCode.failed;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,80 @@
+/**
+ * Help texts, next to nothing else so they are easy to keep true.
+ *
+ * @module
+ */
+
+/** `backfill --help`. */
+export const RUN_HELP =
+  `backfill — copy jobs from ai:jobs:<job_id> to ai:job:<workspace_id>:<job_id>, live
+
+Usage:
+  backfill (--dry-run | --execute) [options]
+  backfill verify [--sample N] [--min-parity PCT] [options]     (backfill verify --help)
+  backfill --help | --version
+
+Mode (exactly one):
+  --dry-run                 classify every old key and count; write nothing at all
+  --execute                 copy what only exists in the old schema (old keys are never touched)
+
+Scope and pace:
+  --rps N                   at most N jobs in any 1-second window; 0 = unlimited   [100]
+  --batch N                 SCAN COUNT hint and work-unit size (>= 1)               [500]
+  --max-keys N              process at most N old keys in this run
+  --workspace W             migrate only jobs of workspace W (others: filtered)
+  --workspace-pattern RE    what counts as a valid workspace id
+                            [^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$]
+
+Checkpoints:
+  --progress-key P          prefix of the checkpoint and lock keys                  [ai:backfill]
+  --cursor C                start from this SCAN cursor instead of the stored one
+  --reset-progress          clear the stored checkpoint and start from cursor 0
+
+Connection:
+  --redis-url URL           redis://, rediss:// (TLS), redis+sentinel://; repeat or comma-separate
+                            cluster seeds                    [$REDIS_URL, else redis://127.0.0.1:6379]
+  --tls-ca FILE             CA bundle for rediss://
+  --tls-cert FILE           client certificate (with --tls-key)
+  --tls-key FILE            client private key
+  --tls-servername NAME     TLS SNI name                                            [URL host]
+  --max-outage S            wait up to S seconds for a lost Redis, then exit 3      [60]
+
+Safety:
+  --max-memory-pct P        refuse / pause when Redis memory would pass P% of maxmemory   [90]
+
+Output and telemetry:
+  --json                    print the summary as one JSON object on stdout
+  --quiet, -q               summary only (no progress, no info logs)
+  --log-format F            text | json (one object per line on stderr)             [text]
+  --progress-interval S     seconds between progress lines when stderr is not a TTY [10]
+  --metrics-port N          serve Prometheus /metrics and /healthz on 0.0.0.0:N
+  --metrics-workspace-label B   true | false: false collapses workspace_id to "_all"  [true]
+  --pushgateway URL         push the final metrics to a Prometheus Pushgateway
+
+Environment: REDIS_URL, TELEMETRY_ENABLED (false: no metrics server, no push).
+Exit codes: 0 done · 1 per-key errors · 2 usage · 3 Redis unreachable · 4 refused by a safety
+check · 130 SIGINT · 143 SIGTERM.
+`;
+
+/** `backfill verify --help`. */
+export const VERIFY_HELP =
+  `backfill verify — read-only parity check between the old and the new schema
+
+Usage:
+  backfill verify [--sample N] [--min-parity PCT] [options]
+
+Options:
+  --sample N                old keys to check, uniformly at random; N >= all checks each once [1000]
+  --min-parity PCT          exit 1 when parity is below PCT percent                 [100]
+  --ttl-tolerance S         TTLs may differ by up to S seconds                      [5]
+  --recheck N               re-check a mismatch up to N times before counting it    [3]
+  --workspace W             only jobs of workspace W
+  --workspace-pattern RE    what counts as a valid workspace id
+  --rps N                   at most N keys checked per second; 0 = unlimited        [0]
+  --redis-url URL, --tls-ca FILE, --tls-cert FILE, --tls-key FILE, --tls-servername NAME
+  --json                    print the report as one JSON object on stdout
+  --quiet, -q; --log-format text|json
+
+Writes nothing to Redis. Exit codes: 0 parity reached and no orphans · 1 below --min-parity or
+orphans found · 2 usage · 3 Redis unreachable.
+`;

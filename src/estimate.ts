@@ -1,0 +1,36 @@
+/**
+ * How far a SCAN has come, from its cursor alone. Redis walks the hash table in reverse-binary
+ * order: the cursor's bits, reversed within the table size, give the share of buckets already
+ * visited. That turns "keys seen so far" into an estimate of the total, refined as the scan goes.
+ *
+ * @module
+ */
+
+/** Share (0..1) of the table a SCAN has visited when it is at `cursor`, for a table of ~`keys` keys. */
+export function scanFraction(cursor: string, keys: number): number {
+  const value = BigInt(cursor);
+  if (value === 0n) return 0;
+  let bits = Math.max(1, Math.ceil(Math.log2(Math.max(keys, 2))));
+  while (value >> BigInt(bits) !== 0n) bits++;
+  let reversed = 0n;
+  for (let i = 0; i < bits; i++) reversed = (reversed << 1n) | ((value >> BigInt(i)) & 1n);
+  return Number(reversed) / 2 ** bits;
+}
+
+/**
+ * Estimated number of old keys in this run: the initial guess until the scan has covered 2% of the
+ * table, then `seen / covered share`.
+ */
+export function estimateTotal(options: {
+  initial: number;
+  seen: number;
+  startFraction: number;
+  fraction: number;
+  done: boolean;
+}): number {
+  if (options.done) return options.seen;
+  const covered = options.fraction - options.startFraction;
+  if (covered < 0.02) return Math.max(options.initial, options.seen);
+  const remaining = 1 - options.startFraction;
+  return Math.max(options.seen, Math.round((options.seen / covered) * remaining));
+}

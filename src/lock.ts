@@ -1,0 +1,112 @@
+/**
+ * One runner per progress key: `--execute` holds `<P>:lock` (SET NX PX) and renews it while it
+ * runs. The value names the holder, so a refused runner can say who holds it and until when; a
+ * holder that dies stops renewing and the lock expires by itself.
+ *
+ * @module
+ */
+import { SafetyRefusal } from "./errors.ts";
+import type { Cluster, Redis } from "./redis/ioredis.ts";
+
+/** Who holds a lock (stored as the lock's JSON value). */
+export interface LockHolder {
+  host: string;
+  pid: number;
+  started: string;
+  token: string;
+}
+
+const RENEW = `if redis.call("GET", KEYS[1]) == ARGV[1] then
+  return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`;
+const RELEASE = `if redis.call("GET", KEYS[1]) == ARGV[1] then
+  return redis.call("DEL", KEYS[1]) end return 0`;
+
+/** Options for {@linkcode RunLock.acquire}. */
+export interface LockOptions {
+  /** Lock lifetime; renewed every third of it. Default 30 s. */
+  ttlMs?: number;
+  /** Called when a renewal finds the lock gone or taken (the run must stop). */
+  onLost?: (reason: string) => void;
+  host?: string;
+}
+
+/** A held lock; renews itself until {@linkcode RunLock.release}. */
+export class RunLock {
+  readonly key: string;
+  readonly holder: LockHolder;
+  readonly #client: Redis | Cluster;
+  readonly #value: string;
+  readonly #timer: ReturnType<typeof setInterval>;
+
+  private constructor(
+    client: Redis | Cluster,
+    key: string,
+    holder: LockHolder,
+    options: LockOptions,
+  ) {
+    this.#client = client;
+    this.key = key;
+    this.holder = holder;
+    this.#value = JSON.stringify(holder);
+    const ttl = options.ttlMs ?? 30_000;
+    this.#timer = setInterval(async () => {
+      try {
+        const renewed = await this.#client.eval(RENEW, 1, key, this.#value, ttl);
+        if (renewed !== 1) options.onLost?.("the lock was taken over or expired");
+      } catch {
+        // Redis unreachable: the engine handles the outage; the lock keeps its last expiry.
+      }
+    }, Math.max(ttl / 3, 10));
+  }
+
+  /**
+   * Takes the lock or refuses.
+   *
+   * @throws {SafetyRefusal} naming the current holder and its expiry when the lock is taken.
+   */
+  static async acquire(
+    client: Redis | Cluster,
+    key: string,
+    options: LockOptions = {},
+  ): Promise<RunLock> {
+    const ttl = options.ttlMs ?? 30_000;
+    const holder: LockHolder = {
+      host: options.host ?? hostname(),
+      pid: Deno.pid,
+      started: new Date().toISOString(),
+      token: crypto.randomUUID(),
+    };
+    const taken = await client.set(key, JSON.stringify(holder), "PX", ttl, "NX");
+    if (taken === "OK") return new RunLock(client, key, holder, options);
+    const [value, pttl] = await Promise.all([client.get(key), client.pttl(key)]);
+    let who = "an unknown holder";
+    try {
+      const other = JSON.parse(value ?? "") as LockHolder;
+      who = `${other.host} pid ${other.pid} (since ${other.started})`;
+    } catch {
+      // not our format: keep the generic text
+    }
+    const until = pttl > 0 ? new Date(Date.now() + pttl).toISOString() : "unknown";
+    throw new SafetyRefusal(
+      `another backfill holds the lock ${key}: ${who}, until ${until} unless renewed`,
+    );
+  }
+
+  /** Stops renewing and deletes the lock if it is still ours. */
+  async release(): Promise<void> {
+    clearInterval(this.#timer);
+    try {
+      await this.#client.eval(RELEASE, 1, this.key, this.#value);
+    } catch {
+      // unreachable Redis: the lock expires by itself
+    }
+  }
+}
+
+function hostname(): string {
+  try {
+    return Deno.hostname();
+  } catch {
+    return "unknown-host";
+  }
+}

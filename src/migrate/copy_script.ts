@@ -1,0 +1,126 @@
+/**
+ * The Lua script that classifies and migrates a sub-batch of old keys inside Redis, atomically per
+ * call: between reading an old key and creating its new key nothing else runs, so a job deleted by
+ * the application is never re-created and a value it dual-wrote is never overwritten.
+ *
+ * Per key (KEYS[i] = `ai:jobs:<job_id>`):
+ *   HGET workspace_id → WRONGTYPE: invalid · nil: gone (key missing) or invalid (field missing)
+ *   empty job id or invalid workspace id → invalid · other workspace than the filter → filtered
+ *   COPY old new (no REPLACE): 1 → migrated (fields and TTL copied by the server)
+ *   0 → the new key exists: HSETNX each field it lacks and PEXPIRE it with the old TTL if it has
+ *       none → repaired, or nothing to add → exists. A new key of another type is an error.
+ * In dry-run the same decisions are made with EXISTS/HEXISTS/PTTL and nothing is written; the dry
+ * variant carries `flags=no-writes` and runs as EVALSHA_RO, so Redis itself refuses any write.
+ *
+ * ARGV: [1] old prefix length, [2] new prefix, [3] workspace filter ("" = none),
+ *       [4] rule: "default" (check the default pattern here) | "expect" (ARGV[4+i] is the id the
+ *           client validated for KEYS[i]; a different value now → "changed") | "probe" (report ids only)
+ * Reply: a flat array, two entries per key: code, then the workspace id (or an error code for 6).
+ *
+ * @module
+ */
+
+/** Result codes of the script, in reply order. */
+export const ScriptCode = {
+  migrated: 0,
+  repaired: 1,
+  exists: 2,
+  invalid: 3,
+  gone: 4,
+  filtered: 5,
+  error: 6,
+  /** expect mode: the workspace id is not the one the client validated (changed in between). */
+  changed: 7,
+  /** probe mode: the key is a hash with this workspace id; nothing decided yet. */
+  probed: 8,
+} as const;
+
+const BODY = `
+local dry = DRY
+local skip = tonumber(ARGV[1])
+local new_prefix = ARGV[2]
+local only = ARGV[3]
+local rule = ARGV[4]
+local out = {}
+
+local function valid_default(ws)
+  return #ws <= 64 and string.find(ws, "^[A-Za-z0-9][A-Za-z0-9_%-]*$") ~= nil
+end
+
+local function err_code(reply)
+  return string.match(reply.err, "^(%u+)") or "ERR"
+end
+
+local function complete(old, new)
+  local t = redis.call("TYPE", new)["ok"]
+  if t ~= "hash" then return 6, "WRONGTYPE" end
+  local fields = redis.call("HGETALL", old)
+  local added = 0
+  for j = 1, #fields, 2 do
+    if dry then
+      added = added + (1 - redis.call("HEXISTS", new, fields[j]))
+    else
+      local r = redis.pcall("HSETNX", new, fields[j], fields[j + 1])
+      if type(r) == "table" then return 6, err_code(r) end
+      added = added + r
+    end
+  end
+  if redis.call("PTTL", new) == -1 then
+    local pttl = redis.call("PTTL", old)
+    if pttl > 0 then
+      if not dry then
+        local r = redis.pcall("PEXPIRE", new, pttl)
+        if type(r) == "table" then return 6, err_code(r) end
+      end
+      added = added + 1
+    end
+  end
+  if added > 0 then return 1 end
+  return 2
+end
+
+for i, old in ipairs(KEYS) do
+  local code, ws, detail = 3, "", nil
+  local job = string.sub(old, skip + 1)
+  local got = redis.pcall("HGET", old, "workspace_id")
+  if type(got) == "table" then
+    code = 3
+  elseif not got then
+    if redis.call("EXISTS", old) == 0 then code = 4 end
+  elseif job ~= "" and (rule == "probe" or (rule == "expect" and got == ARGV[4 + i])
+      or (rule == "default" and valid_default(got))) then
+    ws = got
+    if rule == "probe" then
+      code = 8
+    elseif only ~= "" and got ~= only then
+      code = 5
+    else
+      local new = new_prefix .. got .. ":" .. job
+      if dry then
+        if redis.call("EXISTS", new) == 0 then code = 0 else code, detail = complete(old, new) end
+      else
+        local r = redis.pcall("COPY", old, new)
+        if type(r) == "table" then
+          code, detail = 6, err_code(r)
+        elseif r == 1 then
+          code = 0
+        else
+          code, detail = complete(old, new)
+        end
+      end
+      if code == 6 then ws = detail end
+    end
+  elseif job ~= "" and rule == "expect" then
+    code = 7
+  end
+  out[#out + 1] = code
+  out[#out + 1] = ws
+end
+return out
+`;
+
+/** The executing variant (plain EVALSHA; may write). */
+export const COPY_SCRIPT: string = BODY.replace("DRY", "false");
+/** The dry-run variant: `no-writes`, so it runs as EVALSHA_RO and Redis refuses any write. */
+export const DRY_RUN_SCRIPT: string = "#!lua flags=no-writes\n" +
+  BODY.replace("DRY", "true");

@@ -1,0 +1,147 @@
+/**
+ * Standalone strategy: one script call per sub-batch does the whole per-key work inside Redis
+ * (see copy_script.ts). The client never reads a value and writes it back.
+ *
+ * @module
+ */
+import type { Buffer } from "node:buffer";
+import { SafetyRefusal } from "../errors.ts";
+import type { Redis } from "../redis/ioredis.ts";
+import { NEW_PREFIX, OLD_PREFIX, type WorkspaceRule } from "../schema.ts";
+import { COPY_SCRIPT, DRY_RUN_SCRIPT, ScriptCode } from "./copy_script.ts";
+import type { MigrateOptions, MigrationStrategy, StrategyResult } from "./strategy.ts";
+
+/** Errors worth a retry: the condition passes (memory freed, loading done, failover over). */
+const TRANSIENT = new Set(["OOM", "BUSY", "LOADING", "TRYAGAIN", "READONLY", "MASTERDOWN"]);
+
+const OUTCOME_OF_CODE: Record<number, StrategyResult["outcome"]> = {
+  [ScriptCode.migrated]: "migrated",
+  [ScriptCode.repaired]: "repaired",
+  [ScriptCode.exists]: "skipped_exists",
+  [ScriptCode.invalid]: "skipped_invalid",
+  [ScriptCode.gone]: "skipped_gone",
+  [ScriptCode.filtered]: "filtered",
+  [ScriptCode.error]: "errors",
+  [ScriptCode.changed]: "errors",
+};
+
+/** Parses `INFO server`'s redis_version into [major, minor]. */
+export function redisVersion(info: string): [number, number] {
+  const match = info.match(/redis_version:(\d+)\.(\d+)/);
+  return match ? [Number(match[1]), Number(match[2])] : [0, 0];
+}
+
+/** Migrates with one atomic script call per sub-batch on a standalone Redis (≥ 6.2). */
+export class InServerCopy implements MigrationStrategy {
+  readonly #client: Redis;
+  readonly #rule: WorkspaceRule;
+  #copySha = "";
+  #drySha = "";
+  /** EVALSHA_RO exists from Redis 7.0; before that the dry script runs as plain EVALSHA. */
+  #hasReadOnlyEval = true;
+
+  constructor(client: Redis, rule: WorkspaceRule) {
+    this.#client = client;
+    this.#rule = rule;
+  }
+
+  async init(): Promise<void> {
+    const [major, minor] = redisVersion(await this.#client.info("server"));
+    if (major < 6 || (major === 6 && minor < 2)) {
+      throw new SafetyRefusal(
+        `Redis ${major}.${minor} has no COPY command; backfill needs Redis 6.2 or newer`,
+      );
+    }
+    this.#hasReadOnlyEval = major >= 7;
+    await this.#load();
+  }
+
+  async #load(): Promise<void> {
+    const dry = this.#hasReadOnlyEval ? DRY_RUN_SCRIPT : DRY_RUN_SCRIPT.replace(/^#!.*\n/, "");
+    this.#copySha = await this.#client.script("LOAD", COPY_SCRIPT) as string;
+    this.#drySha = await this.#client.script("LOAD", dry) as string;
+  }
+
+  async migrate(keys: readonly Buffer[], options: MigrateOptions): Promise<StrategyResult[]> {
+    if (keys.length === 0) return [];
+    if (this.#rule.isDefault) return this.#decode(await this.#run(keys, options, ["default"]));
+    // A custom pattern is a JavaScript RegExp, which Lua cannot evaluate: read the ids first
+    // (probe), validate them here, then migrate with the validated ids; the script re-checks that
+    // each id is still the one validated, atomically with the copy.
+    const probed = await this.#run(keys, { ...options, dryRun: true }, ["probe"]);
+    const results: StrategyResult[] = new Array(keys.length);
+    const pending: { index: number; workspace: string }[] = [];
+    for (let i = 0; i < keys.length; i++) {
+      const code = probed[2 * i] as number;
+      const raw = probed[2 * i + 1] as Buffer;
+      const workspace = code === ScriptCode.probed ? this.#rule.check(raw) : undefined;
+      if (workspace !== undefined) pending.push({ index: i, workspace });
+      else {
+        results[i] = {
+          outcome: code === ScriptCode.gone ? "skipped_gone" : "skipped_invalid",
+        };
+      }
+    }
+    if (pending.length > 0) {
+      const reply = await this.#run(
+        pending.map((p) => keys[p.index]!),
+        options,
+        ["expect", ...pending.map((p) => p.workspace)],
+      );
+      const decoded = this.#decode(reply);
+      pending.forEach((p, j) => results[p.index] = decoded[j]!);
+    }
+    return results;
+  }
+
+  async #run(
+    keys: readonly Buffer[],
+    options: MigrateOptions,
+    rule: string[],
+  ): Promise<(number | Buffer)[]> {
+    const args = [
+      keys.length,
+      ...keys,
+      String(OLD_PREFIX.length),
+      NEW_PREFIX,
+      options.workspace ?? "",
+      ...rule,
+    ];
+    const call = () =>
+      options.dryRun
+        ? this.#client.callBuffer(
+          this.#hasReadOnlyEval ? "EVALSHA_RO" : "EVALSHA",
+          this.#drySha,
+          ...args,
+        )
+        : this.#client.callBuffer("EVALSHA", this.#copySha, ...args);
+    try {
+      return await call() as (number | Buffer)[];
+    } catch (error) {
+      // The script cache is empty after a restart or failover: load again, once.
+      if (!(error instanceof Error) || !error.message.startsWith("NOSCRIPT")) throw error;
+      await this.#load();
+      return await call() as (number | Buffer)[];
+    }
+  }
+
+  #decode(reply: (number | Buffer)[]): StrategyResult[] {
+    const results: StrategyResult[] = [];
+    for (let i = 0; i < reply.length; i += 2) {
+      const code = reply[i] as number;
+      const detail = (reply[i + 1] as Buffer).toString("latin1");
+      const outcome = OUTCOME_OF_CODE[code];
+      if (outcome === undefined) throw new Error(`migration script returned unknown code ${code}`);
+      if (code === ScriptCode.error) {
+        results.push({ outcome, errorCode: detail, retryable: TRANSIENT.has(detail) });
+      } else if (code === ScriptCode.changed) {
+        results.push({ outcome, errorCode: "CHANGED", retryable: true });
+      } else if (outcome === "skipped_invalid" || outcome === "skipped_gone") {
+        results.push({ outcome });
+      } else {
+        results.push({ outcome, workspace: detail });
+      }
+    }
+    return results;
+  }
+}

@@ -1,0 +1,109 @@
+/**
+ * A sliding-window rate limiter: no window of `windowMs` (1 s) ever holds more than `rps` permits.
+ * It keeps a log of grants (time, count) for the last window, which is exact (unlike a token bucket,
+ * which allows a burst of 2×rps across a window boundary) and small (at most `rps` entries).
+ *
+ * @module
+ */
+
+/** Time source and sleep, injectable so the limiter is unit-tested without real waiting. */
+export interface Clock {
+  /** Milliseconds, monotonic. */
+  now(): number;
+  /** Resolves after `ms`; rejects with `signal.reason` when aborted. */
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+}
+
+/** The real clock: `performance.now()` and an abortable `setTimeout`. */
+export const realClock: Clock = {
+  now: () => performance.now(),
+  sleep(ms, signal) {
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) return reject(signal.reason);
+      const onAbort = () => {
+        clearTimeout(timer);
+        reject(signal?.reason);
+      };
+      const timer = setTimeout(() => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve();
+      }, ms);
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  },
+};
+
+/** What the engine needs of a limiter. */
+export interface RateLimiter {
+  readonly rps: number;
+  acquire(n: number, signal?: AbortSignal): Promise<number>;
+}
+
+/** Limits permits per sliding window. `rps` 0 means unlimited. */
+export class SlidingWindowLimiter implements RateLimiter {
+  readonly rps: number;
+  readonly #clock: Clock;
+  readonly #windowMs: number;
+  /** Grants within the current window, oldest first. */
+  readonly #grants: { at: number; count: number }[] = [];
+  #inWindow = 0;
+
+  /**
+   * @param rps permits per window; 0 = unlimited.
+   * @throws {RangeError} when `rps` is negative or not an integer.
+   */
+  constructor(rps: number, options: { clock?: Clock; windowMs?: number } = {}) {
+    if (!Number.isInteger(rps) || rps < 0) {
+      throw new RangeError(`rps must be a non-negative integer, got ${rps}`);
+    }
+    this.rps = rps;
+    this.#clock = options.clock ?? realClock;
+    this.#windowMs = options.windowMs ?? 1000;
+  }
+
+  /** The largest `n` one {@linkcode acquire} call may ask for. */
+  get maxPermits(): number {
+    return this.rps === 0 ? Infinity : this.rps;
+  }
+
+  /**
+   * Waits until `n` permits fit in the window and takes them.
+   *
+   * @returns the seconds spent waiting.
+   * @throws {RangeError} when `n` exceeds {@linkcode maxPermits}; `signal.reason` when aborted.
+   */
+  async acquire(n: number, signal?: AbortSignal): Promise<number> {
+    signal?.throwIfAborted();
+    if (this.rps === 0 || n <= 0) return 0;
+    if (n > this.rps) {
+      throw new RangeError(`cannot acquire ${n} permits at once with rps ${this.rps}`);
+    }
+    const started = this.#clock.now();
+    for (;;) {
+      const now = this.#clock.now();
+      this.#expire(now);
+      if (this.#inWindow + n <= this.rps) {
+        this.#grants.push({ at: now, count: n });
+        this.#inWindow += n;
+        return (now - started) / 1000;
+      }
+      await this.#clock.sleep(this.#waitFor(n, now), signal);
+    }
+  }
+
+  #expire(now: number): void {
+    while (this.#grants.length > 0 && this.#grants[0]!.at + this.#windowMs <= now) {
+      this.#inWindow -= this.#grants.shift()!.count;
+    }
+  }
+
+  /** Milliseconds until enough old grants leave the window for `n` more permits. */
+  #waitFor(n: number, now: number): number {
+    let excess = this.#inWindow + n - this.rps;
+    for (const grant of this.#grants) {
+      excess -= grant.count;
+      if (excess <= 0) return Math.max(grant.at + this.#windowMs - now, 0.1);
+    }
+    return this.#windowMs;
+  }
+}

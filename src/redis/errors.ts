@@ -1,0 +1,40 @@
+/**
+ * Which Redis failures mean "Redis is not there right now" (wait for it, then resume from the
+ * checkpoint) as opposed to a failure of one command.
+ *
+ * @module
+ */
+
+const OUTAGE = new RegExp(
+  [
+    "Connection is closed",
+    "ECONNREFUSED",
+    "ECONNRESET",
+    "EPIPE",
+    "ETIMEDOUT",
+    "EHOSTUNREACH",
+    "max retries per request",
+    "Stream isn't writeable",
+    "Socket closed unexpectedly",
+    "connect ETIMEDOUT",
+    "^LOADING",
+    "^READONLY",
+    "^MASTERDOWN",
+    "^CLUSTERDOWN",
+    "^TRYAGAIN",
+    "None of the sentinels are available",
+    "Failed to refresh slots cache",
+  ].join("|"),
+  "i",
+);
+
+/** True when `error` says the connection (or the server's availability) is gone, not the command. */
+export function isOutage(error: unknown): boolean {
+  return error instanceof Error && OUTAGE.test(error.message);
+}
+
+/** The Redis error code of `error` (`OOM`, `WRONGTYPE`, ...), or its class name; never values. */
+export function errorCode(error: unknown): string {
+  if (!(error instanceof Error)) return "UNKNOWN";
+  return error.message.match(/^([A-Z][A-Z_]+)\b/)?.[1] ?? error.name;
+}

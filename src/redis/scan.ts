@@ -1,0 +1,45 @@
+/**
+ * SCAN over one node as an async generator of batches. The next SCAN is already on the wire while
+ * the caller processes the current batch, so the scan never waits for processing.
+ *
+ * @module
+ */
+import type { Buffer } from "node:buffer";
+import type { Redis } from "./ioredis.ts";
+
+/** One SCAN reply. */
+export interface ScanBatch {
+  /** The cursor this batch was read from (resume here to re-read it). */
+  cursor: string;
+  /** The cursor after this batch ("0" when the scan is complete). */
+  next: string;
+  /** Matching key names, as bytes. */
+  keys: Buffer[];
+}
+
+/** Options for {@linkcode scanBatches}. */
+export interface ScanOptions {
+  match: string;
+  /** SCAN COUNT hint. */
+  count: number;
+  /** Start cursor (default "0"). */
+  cursor?: string;
+}
+
+/** Yields SCAN batches from `options.cursor` until the cursor returns to "0". */
+export async function* scanBatches(node: Redis, options: ScanOptions): AsyncGenerator<ScanBatch> {
+  const scan = (cursor: string) =>
+    node.scanBuffer(cursor, "MATCH", options.match, "COUNT", options.count)
+      .then(([next, keys]) => ({ cursor, next: next.toString(), keys }));
+  let pending = scan(options.cursor ?? "0");
+  for (;;) {
+    const batch = await pending;
+    if (batch.next !== "0") {
+      pending = scan(batch.next);
+      // If the consumer stops early this prefetch is dropped; keep its rejection from going unhandled.
+      pending.catch(() => {});
+    }
+    yield batch;
+    if (batch.next === "0") return;
+  }
+}

@@ -1,0 +1,153 @@
+import assert from "node:assert/strict";
+import { parseCommand } from "../src/cli/args.ts";
+import { UsageError } from "../src/errors.ts";
+
+function run(argv: string[], env = {}) {
+  const command = parseCommand(argv, env);
+  assert.equal(command.kind, "run");
+  return (command as Extract<typeof command, { kind: "run" }>).options;
+}
+
+function usage(argv: string[], pattern: RegExp) {
+  assert.throws(() => parseCommand(argv), (error: unknown) => {
+    assert.ok(error instanceof UsageError, `expected UsageError, got ${error}`);
+    assert.equal(error.exitCode, 2);
+    assert.match(error.message, pattern);
+    assert.ok(!error.message.includes("\n"), "one line");
+    return true;
+  });
+}
+
+Deno.test("defaults follow DESIGN.md", () => {
+  const options = run(["--dry-run"]);
+  assert.equal(options.mode, "dry-run");
+  assert.equal(options.rps, 100);
+  assert.equal(options.batch, 500);
+  assert.equal(options.progressKey, "ai:backfill");
+  assert.equal(options.maxKeys, undefined);
+  assert.equal(options.cursor, undefined);
+  assert.deepEqual(options.redisUrls, ["redis://127.0.0.1:6379"]);
+  assert.equal(options.progressInterval, 10);
+  assert.equal(options.maxMemoryPct, 90);
+  assert.equal(options.maxOutage, 60);
+  assert.equal(options.metricsWorkspaceLabel, true);
+  assert.equal(options.rule.isDefault, true);
+});
+
+Deno.test("REDIS_URL is used when --redis-url is absent; the flag wins", () => {
+  assert.deepEqual(run(["--execute"], { REDIS_URL: "redis://h:1" }).redisUrls, ["redis://h:1"]);
+  assert.deepEqual(
+    run(["--execute", "--redis-url", "redis://x:2"], { REDIS_URL: "redis://h:1" }).redisUrls,
+    ["redis://x:2"],
+  );
+  assert.deepEqual(
+    run(["--execute", "--redis-url", "redis://a:1,redis://b:2", "--redis-url", "redis://c:3"])
+      .redisUrls,
+    ["redis://a:1", "redis://b:2", "redis://c:3"],
+  );
+});
+
+Deno.test("every run flag is parsed", () => {
+  const options = run([
+    "--execute",
+    "--rps=0",
+    "--batch",
+    "1000",
+    "--cursor",
+    "1234",
+    "--max-keys",
+    "10",
+    "--workspace",
+    "ws-1",
+    "--progress-key",
+    "p:x",
+    "--reset-progress",
+    "--metrics-port",
+    "9464",
+    "--metrics-workspace-label=false",
+    "--pushgateway",
+    "http://pgw:9091",
+    "--progress-interval",
+    "0.5",
+    "--max-memory-pct",
+    "80",
+    "--max-outage",
+    "5",
+    "--log-format",
+    "json",
+    "--quiet",
+    "--json",
+  ]);
+  assert.equal(options.mode, "execute");
+  assert.equal(options.rps, 0);
+  assert.equal(options.batch, 1000);
+  assert.equal(options.cursor, "1234");
+  assert.equal(options.maxKeys, 10);
+  assert.equal(options.workspace, "ws-1");
+  assert.equal(options.progressKey, "p:x");
+  assert.equal(options.resetProgress, true);
+  assert.equal(options.metricsPort, 9464);
+  assert.equal(options.metricsWorkspaceLabel, false);
+  assert.equal(options.pushgateway, "http://pgw:9091");
+  assert.equal(options.progressInterval, 0.5);
+  assert.equal(options.maxMemoryPct, 80);
+  assert.equal(options.maxOutage, 5);
+  assert.equal(options.logFormat, "json");
+  assert.equal(options.quiet, true);
+  assert.equal(options.json, true);
+});
+
+Deno.test("bad input is a one-line usage error", async (t) => {
+  const cases: [string[], RegExp][] = [
+    [[], /exactly one of --dry-run or --execute/],
+    [["--dry-run", "--execute"], /exactly one/],
+    [["--dry-run", "--rsp", "5"], /unknown flag '--rsp'/],
+    [["--dry-run", "--rps=-1"], /--rps must be an integer >= 0/],
+    [["--dry-run", "--rps", "-1"], /flag '--rps' got a value starting with '-'/],
+    [["--dry-run", "--rps", "1.5"], /--rps must be an integer/],
+    [["--dry-run", "--rps", "ten"], /--rps must be an integer/],
+    [["--dry-run", "--batch", "0"], /--batch must be an integer from 1/],
+    [["--dry-run", "--max-keys", "0"], /--max-keys must be an integer >= 1/],
+    [["--dry-run", "--cursor", "abc"], /--cursor must be a SCAN cursor/],
+    [["--dry-run", "--workspace", "no spaces"], /--workspace .* is not a valid workspace id/],
+    [["--dry-run", "--workspace-pattern", "("], /not a valid regular expression/],
+    [["--dry-run", "--redis-url", "http://x"], /must start with redis:\/\//],
+    [["--dry-run", "--metrics-port", "70000"], /--metrics-port must be an integer from 1 to 65535/],
+    [["--dry-run", "--metrics-workspace-label=maybe"], /true or false/],
+    [["--dry-run", "--pushgateway", "ftp://x"], /http/],
+    [["--dry-run", "--max-memory-pct", "0"], /--max-memory-pct must be a number from 1 to 100/],
+    [["--dry-run", "--log-format", "xml"], /text or json/],
+    [["--dry-run", "extra"], /unexpected argument 'extra'/],
+    [["--dry-run", "--batch"], /needs a value/],
+    [["verify", "--sample", "0"], /--sample must be an integer >= 1/],
+    [["verify", "--min-parity", "101"], /--min-parity must be a number from 0 to 100/],
+    [["verify", "--execute"], /unknown flag '--execute'/],
+  ];
+  for (const [argv, pattern] of cases) {
+    await t.step(argv.join(" ") || "(nothing)", () => usage(argv, pattern));
+  }
+});
+
+Deno.test("a bad Redis URL never echoes its password", () => {
+  for (const url of ["http://user:s3cret@host", "redis://:s3cret@"]) {
+    assert.throws(() => parseCommand(["--dry-run", "--redis-url", url]), (error: unknown) => {
+      assert.ok(error instanceof UsageError);
+      assert.ok(!error.message.includes("s3cret"));
+      return true;
+    });
+  }
+});
+
+Deno.test("help, version and verify", () => {
+  assert.deepEqual(parseCommand(["--help"]), { kind: "help", topic: "run" });
+  assert.deepEqual(parseCommand(["verify", "-h"]), { kind: "help", topic: "verify" });
+  assert.deepEqual(parseCommand(["--version"]), { kind: "version" });
+  const command = parseCommand(["verify", "--sample", "50", "--min-parity", "97.5"]);
+  assert.equal(command.kind, "verify");
+  if (command.kind !== "verify") return;
+  assert.equal(command.options.sample, 50);
+  assert.equal(command.options.minParity, 97.5);
+  assert.equal(command.options.rps, 0);
+  assert.equal(command.options.recheck, 3);
+  assert.equal(command.options.ttlTolerance, 5);
+});

@@ -1,0 +1,80 @@
+import assert from "node:assert/strict";
+import { type Clock, SlidingWindowLimiter } from "../src/rate_limit.ts";
+
+/** A manual clock: sleeping advances time instantly and records the sleep. */
+function fakeClock(): Clock & { t: number; sleeps: number[] } {
+  const clock = {
+    t: 0,
+    sleeps: [] as number[],
+    now: () => clock.t,
+    sleep(ms: number, signal?: AbortSignal) {
+      signal?.throwIfAborted();
+      clock.sleeps.push(ms);
+      clock.t += ms;
+      return Promise.resolve();
+    },
+  };
+  return clock;
+}
+
+Deno.test("no 1-second window ever holds more than rps permits", async () => {
+  const clock = fakeClock();
+  const limiter = new SlidingWindowLimiter(100, { clock });
+  const grants: number[] = [];
+  for (let i = 0; i < 1000; i++) {
+    await limiter.acquire(7, undefined);
+    for (let k = 0; k < 7; k++) grants.push(clock.t);
+    clock.t += 1; // processing takes 1 ms
+  }
+  for (let i = 0; i < grants.length; i++) {
+    const windowEnd = grants[i]! + 1000;
+    let inWindow = 0;
+    for (let j = i; j < grants.length && grants[j]! < windowEnd; j++) inWindow++;
+    assert.ok(inWindow <= 100, `window at ${grants[i]} holds ${inWindow}`);
+  }
+  // A long run averages the configured rate: 7000 permits at 100/s take ~69-70 s.
+  const rate = grants.length / ((grants.at(-1)! - grants[0]!) / 1000);
+  assert.ok(Math.abs(rate - 100) / 100 < 0.05, `average ${rate}/s`);
+});
+
+Deno.test("the first burst up to rps is immediate, the next waits for the window", async () => {
+  const clock = fakeClock();
+  const limiter = new SlidingWindowLimiter(10, { clock });
+  assert.equal(await limiter.acquire(10), 0);
+  assert.equal(clock.sleeps.length, 0);
+  clock.t = 300;
+  const waited = await limiter.acquire(1);
+  assert.equal(clock.t, 1000);
+  assert.equal(waited, 0.7);
+});
+
+Deno.test("rps 0 is unlimited and never sleeps", async () => {
+  const clock = fakeClock();
+  const limiter = new SlidingWindowLimiter(0, { clock });
+  for (let i = 0; i < 100; i++) assert.equal(await limiter.acquire(1_000_000), 0);
+  assert.equal(clock.sleeps.length, 0);
+  assert.equal(limiter.maxPermits, Infinity);
+});
+
+Deno.test("bad arguments throw RangeError naming the value", async () => {
+  assert.throws(() => new SlidingWindowLimiter(-1), /rps must be a non-negative integer, got -1/);
+  const limiter = new SlidingWindowLimiter(5, { clock: fakeClock() });
+  await assert.rejects(() => limiter.acquire(6), /cannot acquire 6 permits at once with rps 5/);
+});
+
+Deno.test("acquire is abortable", async () => {
+  const limiter = new SlidingWindowLimiter(1);
+  await limiter.acquire(1);
+  const controller = new AbortController();
+  const pending = limiter.acquire(1, controller.signal);
+  controller.abort(new Error("stop"));
+  await assert.rejects(pending, /stop/);
+});
+
+Deno.test("real clock: 30 permits at rps 20 take about half a second more than a window", async () => {
+  const limiter = new SlidingWindowLimiter(20);
+  const started = performance.now();
+  for (let i = 0; i < 30; i++) await limiter.acquire(1);
+  const elapsed = performance.now() - started;
+  assert.ok(elapsed >= 990, `took ${elapsed} ms`);
+});

@@ -1,0 +1,75 @@
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { estimateTotal, scanFraction } from "../src/estimate.ts";
+import {
+  escapeForLog,
+  jobIdOf,
+  newKeyFor,
+  oldKeyFor,
+  parseNewKey,
+  WorkspaceRule,
+} from "../src/schema.ts";
+
+Deno.test("key names are built and parsed byte-exact", () => {
+  const id = Buffer.from([0x6a, 0xff, 0x00, 0x3a, 0x80]);
+  const old = oldKeyFor(id);
+  assert.deepEqual(jobIdOf(old), id);
+  assert.equal(jobIdOf(Buffer.from("ai:job:x:1")), undefined);
+  assert.deepEqual(jobIdOf(Buffer.from("ai:jobs:")), Buffer.alloc(0));
+  const key = newKeyFor("ws-1", id);
+  assert.deepEqual(key, Buffer.concat([Buffer.from("ai:job:ws-1:"), id]));
+  assert.deepEqual(parseNewKey(key), { workspace: "ws-1", jobId: id });
+  assert.equal(parseNewKey(Buffer.from("ai:jobs:1")), undefined);
+});
+
+Deno.test("the default workspace rule", () => {
+  const rule = new WorkspaceRule();
+  assert.equal(rule.isDefault, true);
+  assert.equal(rule.check("ws-1_A"), "ws-1_A");
+  assert.equal(rule.check("a".repeat(64)), "a".repeat(64));
+  for (const bad of ["", "-ws", "_ws", "a".repeat(65), "ws 1", "ws:1", "wś", null, undefined]) {
+    assert.equal(rule.check(bad), undefined, String(bad));
+  }
+  assert.equal(rule.check(new Uint8Array([0x77, 0xff])), undefined, "not UTF-8");
+  assert.equal(rule.check(Buffer.from("ws9")), "ws9");
+});
+
+Deno.test("a custom workspace rule, never allowing ':'", () => {
+  const rule = new WorkspaceRule("^.+$");
+  assert.equal(rule.isDefault, false);
+  assert.equal(rule.check("any thing"), "any thing");
+  assert.equal(rule.check("a:b"), undefined);
+});
+
+Deno.test("escapeForLog escapes and truncates", () => {
+  assert.equal(escapeForLog("ok-1"), "ok-1");
+  assert.equal(escapeForLog(new Uint8Array([0x61, 0x0a, 0xff, 0x5c])), "a\\x0a\\xff\\x5c");
+  assert.equal(escapeForLog("x".repeat(100), 10), "x".repeat(10) + "…");
+});
+
+Deno.test("scanFraction reads SCAN's reverse-binary cursor", () => {
+  assert.equal(scanFraction("0", 1024), 0);
+  // For a 8-bucket table the order is 0,4,2,6,1,5,3,7: cursor 4 = 1/8 done, 6 = 3/8, 7 = 7/8.
+  assert.equal(scanFraction("4", 8), 1 / 8);
+  assert.equal(scanFraction("6", 8), 3 / 8);
+  assert.equal(scanFraction("7", 8), 7 / 8);
+});
+
+Deno.test("estimateTotal refines the initial guess", () => {
+  assert.equal(
+    estimateTotal({ initial: 500, seen: 5, startFraction: 0, fraction: 0.01, done: false }),
+    500,
+  );
+  assert.equal(
+    estimateTotal({ initial: 500, seen: 250, startFraction: 0, fraction: 0.25, done: false }),
+    1000,
+  );
+  assert.equal(
+    estimateTotal({ initial: 500, seen: 50, startFraction: 0.5, fraction: 0.75, done: false }),
+    100,
+  );
+  assert.equal(
+    estimateTotal({ initial: 500, seen: 42, startFraction: 0, fraction: 1, done: true }),
+    42,
+  );
+});

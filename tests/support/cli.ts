@@ -1,0 +1,66 @@
+/**
+ * Runs the real CLI as a subprocess under the permission set in deno.json ("backfill"), the same
+ * list `deno task compile` bakes into the binary, so the tests exercise the binary's permissions.
+ *
+ * @module
+ */
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+
+/** The command line that runs the CLI like the compiled binary would. */
+export function cliCommand(args: string[], env: Record<string, string> = {}): Deno.Command {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-q", "-P=backfill", `--config=${ROOT}deno.json`, `${ROOT}main.ts`, ...args],
+    cwd: ROOT,
+    // A clean environment (no stray REDIS_URL), but keep what Deno needs to find its cache.
+    env: { ...passThrough(), NO_COLOR: "1", ...env },
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  });
+}
+
+/** What a CLI run printed and returned. */
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI to completion. */
+export async function runCli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  const output = await cliCommand(args, env).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+/** Runs the CLI with `--json` and parses the one JSON object on stdout. */
+export async function runJson(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<CliResult & { summary: Record<string, unknown> }> {
+  const result = await runCli([...args, "--json"], env);
+  let summary: Record<string, unknown>;
+  try {
+    summary = JSON.parse(result.stdout);
+  } catch {
+    throw new Error(
+      `stdout is not one JSON object (exit ${result.code}):\n${result.stdout}\n${result.stderr}`,
+    );
+  }
+  return { ...result, summary };
+}
+
+function passThrough(): Record<string, string> {
+  const kept: Record<string, string> = {};
+  for (const name of ["HOME", "PATH", "DENO_DIR", "XDG_CACHE_HOME", "TMPDIR"]) {
+    const value = Deno.env.get(name);
+    if (value !== undefined) kept[name] = value;
+  }
+  return kept;
+}

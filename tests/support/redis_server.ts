@@ -1,0 +1,133 @@
+/**
+ * Starts and stops real `redis-server` processes on free loopback ports for the tests.
+ * Never touches a shared server on 6379.
+ *
+ * @module
+ */
+import { Redis } from "../../src/redis/ioredis.ts";
+
+/** A free TCP port on 127.0.0.1 (the OS picks it; closed again before returning). */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/** Options for {@linkcode startRedis}. */
+export interface RedisServerOptions {
+  /** Persist with an append-only file, so a restart keeps the data. */
+  aof?: boolean;
+  /** `requirepass` for the default user. */
+  password?: string;
+  /** More `redis-server` arguments, e.g. `["--maxmemory", "10mb"]`. */
+  args?: string[];
+  /** Port to use (default: a free one). */
+  port?: number;
+}
+
+/** A running redis-server owned by a test. */
+export interface RedisServer {
+  port: number;
+  /** `redis://127.0.0.1:<port>` (with the password when one is set). */
+  url: string;
+  dir: string;
+  /** A new client connected to this server (the caller quits it). */
+  client(): Redis;
+  /** Stops the server (SIGTERM, waits for exit) and removes its directory. */
+  stop(): Promise<void>;
+  /** Kills the server with SIGKILL (no save), keeping its directory. */
+  kill(): Promise<void>;
+  /** Starts the server again on the same port and directory (after kill or stop(keepDir)). */
+  start(): Promise<void>;
+}
+
+/** Starts a redis-server on a free loopback port and waits until it answers PING. */
+export async function startRedis(options: RedisServerOptions = {}): Promise<RedisServer> {
+  const port = options.port ?? freePort();
+  const dir = await Deno.makeTempDir({ prefix: "backfill-redis-" });
+  const args = [
+    "--port",
+    String(port),
+    "--bind",
+    "127.0.0.1",
+    "--dir",
+    dir,
+    "--save",
+    "",
+    "--appendonly",
+    options.aof ? "yes" : "no",
+    "--appendfsync",
+    "always",
+    "--daemonize",
+    "no",
+    "--logfile",
+    "",
+    "--loglevel",
+    "warning",
+    ...(options.password ? ["--requirepass", options.password] : []),
+    ...(options.args ?? []),
+  ];
+  let child: Deno.ChildProcess | undefined;
+  const auth = options.password ? `:${encodeURIComponent(options.password)}@` : "";
+  const url = `redis://${auth}127.0.0.1:${port}`;
+
+  const server: RedisServer = {
+    port,
+    url,
+    dir,
+    client: () => new Redis(url, { maxRetriesPerRequest: 1, lazyConnect: false }),
+    async start() {
+      child = new Deno.Command("redis-server", { args, stdout: "null", stderr: "null" }).spawn();
+      await waitForPing(port, options.password);
+    },
+    async kill() {
+      if (!child) return;
+      child.kill("SIGKILL");
+      await child.status;
+      child = undefined;
+    },
+    async stop() {
+      if (child) {
+        child.kill("SIGTERM");
+        await child.status;
+        child = undefined;
+      }
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+  await server.start();
+  return server;
+}
+
+/** Polls PING over raw TCP (no client library, so no reconnect timers leak) until it answers. */
+export async function waitForPing(
+  port: number,
+  password?: string,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const command = (password ? `AUTH ${password}\r\n` : "") + "PING\r\n";
+  while (Date.now() < deadline) {
+    try {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        await conn.write(new TextEncoder().encode(command));
+        const buf = new Uint8Array(256);
+        let text = "";
+        while (!text.includes("PONG") && !text.includes("-")) {
+          const n = await conn.read(buf);
+          if (n === null) break;
+          text += new TextDecoder().decode(buf.subarray(0, n));
+        }
+        if (text.includes("PONG")) return;
+      } finally {
+        conn.close();
+      }
+    } catch {
+      // not listening yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`redis-server on port ${port} did not answer PING within ${timeoutMs} ms`);
+}

@@ -1,0 +1,74 @@
+/**
+ * Writes old-schema (and optionally new-schema) jobs for tests, and reads the resulting state.
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import type { Redis } from "../../src/redis/ioredis.ts";
+import { newKeyFor, oldKeyFor } from "../../src/schema.ts";
+
+/** One test job. */
+export interface TestJob {
+  id: string;
+  workspace: string;
+  fields?: Record<string, string>;
+  /** TTL in seconds (none when absent). */
+  ttl?: number;
+}
+
+/** `count` jobs `job-<i>` across `workspaces`, every third with a TTL. */
+export function makeJobs(count: number, workspaces = ["ws-a", "ws-b", "ws-c"]): TestJob[] {
+  return Array.from({ length: count }, (_, i) => ({
+    id: `job-${i}`,
+    workspace: workspaces[i % workspaces.length]!,
+    fields: { status: i % 2 ? "done" : "queued", payload: `p${i}`, attempt: String(i % 4) },
+    ttl: i % 3 === 0 ? 3600 + i : undefined,
+  }));
+}
+
+/** Writes jobs in the old schema (pipelined). */
+export async function seedOld(client: Redis, jobs: TestJob[]): Promise<void> {
+  for (let i = 0; i < jobs.length; i += 1000) {
+    const pipeline = client.pipeline();
+    for (const job of jobs.slice(i, i + 1000)) {
+      const key = oldKeyFor(job.id);
+      pipeline.hset(key, { workspace_id: job.workspace, ...job.fields });
+      if (job.ttl) pipeline.expire(key, job.ttl);
+    }
+    await pipeline.exec();
+  }
+}
+
+/** The full state of a hash key: fields and TTL in ms (-1 none, -2 missing). */
+export async function keyState(
+  client: Redis,
+  key: Buffer | string,
+): Promise<{ fields: Record<string, string>; pttl: number }> {
+  const [fields, pttl] = await Promise.all([client.hgetall(key), client.pttl(key)]);
+  return { fields, pttl };
+}
+
+/** The new key of a job. */
+export function newKey(job: Pick<TestJob, "id" | "workspace">): Buffer {
+  return newKeyFor(job.workspace, job.id);
+}
+
+/** Count of keys matching a pattern (SCAN, so it works on big keyspaces). */
+export async function countKeys(client: Redis, match: string): Promise<number> {
+  let cursor = "0";
+  let count = 0;
+  do {
+    const [next, keys] = await client.scanBuffer(cursor, "MATCH", match, "COUNT", 1000);
+    cursor = next.toString();
+    count += keys.length;
+  } while (cursor !== "0");
+  return count;
+}
+
+/** `rdb_changes_since_last_save`: grows with every write, so equal before/after proves none. */
+export async function writeCounter(client: Redis): Promise<number> {
+  const info = await client.info("persistence");
+  return Number(info.match(/rdb_changes_since_last_save:(\d+)/)?.[1] ?? NaN);
+}
+
+export { Buffer };
