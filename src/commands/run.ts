@@ -8,7 +8,7 @@ import { CheckpointStore } from "../checkpoint.ts";
 import type { RunOptions } from "../cli/args.ts";
 import { BackfillError, ExitCode, SafetyRefusal } from "../errors.ts";
 import { RunLock } from "../lock.ts";
-import { InServerCopy } from "../migrate/in_server.ts";
+import { nodeIdFor, strategyFor } from "../migrate/select.ts";
 import { SlidingWindowLimiter } from "../rate_limit.ts";
 import { connectRedis } from "../redis/connect.ts";
 import type { Redis } from "../redis/ioredis.ts";
@@ -63,7 +63,8 @@ export async function runCommand(options: RunOptions, io: CommandIo): Promise<nu
         },
         {
           target,
-          strategy: new InServerCopy(client, options.rule),
+          strategy: strategyFor(target, options.rule),
+          nodeId: nodeIdFor(target),
           checkpoints,
           limiter: new SlidingWindowLimiter(options.rps),
           logger,

@@ -1,0 +1,130 @@
+/**
+ * Structured logs on stderr, as text for people or JSON lines for log pipelines. Every string that
+ * goes out has URL passwords redacted and, in text form, control characters escaped, so one event is
+ * always exactly one line and never carries a credential.
+ *
+ * @module
+ */
+import type { Logger, LogLevel } from "../run_events.ts";
+import { redactSecrets } from "./redact.ts";
+
+/** Log output formats. */
+export type LogFormat = "text" | "json";
+
+/** Options of {@linkcode createLogger}. */
+export interface LoggerOptions {
+  /** `text`: `time LEVEL event: message k=v`; `json`: one object per line. */
+  format: LogFormat;
+  /**
+   * Drop `debug` and `info` (default `false`). Warnings and errors are still written: with
+   * `--quiet` stdout carries only the summary, and a run that goes wrong must still say why.
+   */
+  quiet?: boolean;
+  /** Also write `debug` events (default `false`); `quiet` wins. */
+  debug?: boolean;
+  /** Writes one finished line (newline included) to stderr. */
+  write: (text: string) => void;
+  /** Current time in epoch milliseconds (default `Date.now`). */
+  now?: () => number;
+}
+
+const SEVERITY: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
+/** Keys every JSON line has; a field with one of these names is renamed `field_<name>`. */
+const RESERVED = new Set(["time", "level", "event", "message"]);
+/** Text values that need no quotes: they cannot be mistaken for a separator or another field. */
+const BARE = /^[A-Za-z0-9_.:/@%+,*-]+$/;
+
+/**
+ * A {@linkcode Logger} writing to `write`.
+ *
+ * @example
+ * ```ts
+ * import { createLogger } from "./logger.ts";
+ * const lines: string[] = [];
+ * const logger = createLogger({ format: "text", write: (t) => lines.push(t), now: () => 0 });
+ * logger.log("info", "resume", "Resuming from stored cursor", { cursor: "1234" });
+ * // lines[0] === "1970-01-01T00:00:00.000Z INFO resume: Resuming from stored cursor cursor=1234\n"
+ * ```
+ */
+export function createLogger(options: LoggerOptions): Logger {
+  const { format, write } = options;
+  const now = options.now ?? Date.now;
+  const min = options.quiet ? SEVERITY.warn : options.debug ? SEVERITY.debug : SEVERITY.info;
+  return {
+    log(level, event, message, fields) {
+      if ((SEVERITY[level] ?? SEVERITY.error) < min) return;
+      const time = new Date(now()).toISOString();
+      write(
+        format === "json"
+          ? jsonLine(time, level, event, message, fields)
+          : textLine(time, level, event, message, fields),
+      );
+    },
+  };
+}
+
+function textLine(
+  time: string,
+  level: LogLevel,
+  event: string,
+  message: string,
+  fields: Record<string, unknown> | undefined,
+): string {
+  let line = `${time} ${level.toUpperCase()} ${oneLine(event)}: ${oneLine(redactSecrets(message))}`;
+  for (const [key, value] of Object.entries(fields ?? {})) {
+    if (value === undefined) continue;
+    line += ` ${oneLine(key)}=${textValue(value)}`;
+  }
+  return `${line}\n`;
+}
+
+function textValue(value: unknown): string {
+  if (typeof value === "number" || typeof value === "boolean" || typeof value === "bigint") {
+    return String(value);
+  }
+  if (value === null) return "null";
+  const text = typeof value === "string"
+    ? redactSecrets(value)
+    : value instanceof Error
+    ? redactSecrets(`${value.name}: ${value.message}`)
+    : safeJson(value);
+  return BARE.test(text) ? text : JSON.stringify(text);
+}
+
+function jsonLine(
+  time: string,
+  level: LogLevel,
+  event: string,
+  message: string,
+  fields: Record<string, unknown> | undefined,
+): string {
+  const record: Record<string, unknown> = { time, level, event, message };
+  for (const [key, value] of Object.entries(fields ?? {})) {
+    record[RESERVED.has(key) ? `field_${key}` : key] = value;
+  }
+  return `${safeJson(record)}\n`;
+}
+
+/** JSON that never throws: bigints become strings, errors `name: message`, bytes escaped text. */
+function safeJson(value: unknown): string {
+  try {
+    return JSON.stringify(value, (_key, v: unknown) => {
+      if (typeof v === "string") return redactSecrets(v);
+      if (typeof v === "bigint") return v.toString();
+      if (v instanceof Error) return redactSecrets(`${v.name}: ${v.message}`);
+      if (v instanceof Uint8Array) return `<${v.byteLength} bytes>`;
+      return v;
+    }) ?? "null";
+  } catch {
+    return JSON.stringify("[unserializable]");
+  }
+}
+
+/** Escapes control characters (and Unicode line breaks) so a value can never start a new line. */
+function oneLine(text: string): string {
+  // deno-lint-ignore no-control-regex
+  return text.replace(/[\u0000-\u001f\u007f\u0085\u2028\u2029]/g, (c) => {
+    const code = c.charCodeAt(0);
+    return code <= 0xff ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u{${code.toString(16)}}`;
+  });
+}

@@ -1,0 +1,160 @@
+/**
+ * Pushing the final metrics of a run to a Prometheus Pushgateway, so a run that ends between two
+ * scrapes is still seen. A push is best effort: it is logged when it fails and never fails the run.
+ *
+ * @module
+ */
+import type { Registry } from "prom-client";
+import type { Logger } from "../run_events.ts";
+import { redactSecrets } from "./redact.ts";
+
+/** The Pushgateway `job` every push uses. */
+export const PUSH_JOB = "relay_backfill";
+
+/** Options of {@linkcode pushMetrics}. */
+export interface PushOptions {
+  /** Pushgateway base URL, e.g. `http://user:pass@pushgateway:9091` (credentials become Basic auth). */
+  url: string;
+  /** Registry whose metrics are pushed. */
+  registry: Registry;
+  /** Value of the `instance` grouping label (the progress key). */
+  instance: string;
+  /** Give up after this many milliseconds (default 10000). */
+  timeoutMs?: number;
+  /** Where the outcome is reported (default: nowhere). */
+  logger?: Logger;
+}
+
+/**
+ * One grouping-key path segment pair `name/value` as the Pushgateway expects it: base64url with an
+ * `@base64` name suffix when the value contains `/` (which would otherwise split the path) or is
+ * empty (an empty segment vanishes when the path is cleaned); URI-component encoding otherwise.
+ *
+ * @example
+ * ```ts
+ * import { groupingSegment } from "./pushgateway.ts";
+ * groupingSegment("instance", "ai:backfill"); // "instance/ai%3Abackfill"
+ * groupingSegment("instance", "a/b"); // "instance@base64/YS9i"
+ * ```
+ */
+export function groupingSegment(name: string, value: string): string {
+  if (value === "") return `${name}@base64/=`;
+  if (value.includes("/")) return `${name}@base64/${base64url(value)}`;
+  return `${name}/${encodeURIComponent(value)}`;
+}
+
+/**
+ * The push URL for a base URL and an instance, with any credentials removed (they travel in the
+ * `Authorization` header instead, see {@linkcode pushMetrics}).
+ *
+ * @throws {TypeError} when `baseUrl` is not a valid URL.
+ */
+export function pushUrl(baseUrl: string, instance: string): URL {
+  const url = new URL(baseUrl);
+  url.username = "";
+  url.password = "";
+  // Keep a path prefix (a Pushgateway behind a reverse proxy at /pgw) and append the grouping key.
+  const prefix = url.pathname.replace(/\/+$/, "");
+  url.pathname = `${prefix}/metrics/${groupingSegment("job", PUSH_JOB)}/${
+    groupingSegment("instance", instance)
+  }`;
+  url.search = "";
+  url.hash = "";
+  return url;
+}
+
+/**
+ * PUTs the registry to `URL/metrics/job/relay_backfill/instance/<instance>`.
+ *
+ * PUT, not POST: PUT replaces every metric of the group, so the group shows exactly the last run
+ * (POST would keep metric names an older version pushed and this one no longer has). Counters in the
+ * group therefore describe the last run, not the sum of all runs.
+ *
+ * Resolves to `true` on a 2xx answer and `false` otherwise; never rejects. Logs never contain the
+ * URL's password.
+ *
+ * @example
+ * ```ts ignore
+ * import { Registry } from "prom-client";
+ * import { pushMetrics } from "./pushgateway.ts";
+ * await pushMetrics({ url: "http://pushgateway:9091", registry: new Registry(), instance: "ai:backfill" });
+ * ```
+ */
+export async function pushMetrics(options: PushOptions): Promise<boolean> {
+  const { registry, instance, logger } = options;
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const shown = redactSecrets(options.url);
+  let target: URL;
+  const headers = new Headers({ "content-type": registry.contentType });
+  try {
+    const parsed = new URL(options.url);
+    if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+      throw new TypeError(`unsupported protocol ${parsed.protocol}`);
+    }
+    if (parsed.username !== "" || parsed.password !== "") {
+      // fetch does not turn URL credentials into Basic auth, and they would show in error messages.
+      const user = decodeURIComponent(parsed.username);
+      const password = decodeURIComponent(parsed.password);
+      headers.set("authorization", `Basic ${base64(`${user}:${password}`)}`);
+    }
+    target = pushUrl(options.url, instance);
+  } catch (error: unknown) {
+    logger?.log("warn", "push_failed", "invalid Pushgateway URL; metrics not pushed", {
+      url: shown,
+      error: describe(error),
+    });
+    return false;
+  }
+
+  const controller = new AbortController();
+  const timer = setTimeout(
+    () => controller.abort(new Error(`timed out after ${timeoutMs} ms`)),
+    timeoutMs,
+  );
+  try {
+    const body = await registry.metrics();
+    const response = await fetch(target, {
+      method: "PUT",
+      headers,
+      body,
+      signal: controller.signal,
+    });
+    // Read the body in every case: it frees the connection, and on failure the gateway says why.
+    const answer = (await response.text()).slice(0, 200).trim();
+    if (!response.ok) {
+      logger?.log("warn", "push_failed", "Pushgateway refused the metrics", {
+        url: redactSecrets(target.href),
+        status: response.status,
+        answer: redactSecrets(answer),
+      });
+      return false;
+    }
+    logger?.log("info", "push_done", "metrics pushed to the Pushgateway", {
+      url: redactSecrets(target.href),
+      status: response.status,
+    });
+    return true;
+  } catch (error: unknown) {
+    logger?.log("warn", "push_failed", "could not push metrics to the Pushgateway", {
+      url: shown,
+      error: describe(controller.signal.aborted ? controller.signal.reason : error),
+    });
+    return false;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function describe(error: unknown): string {
+  return redactSecrets(error instanceof Error ? error.message : String(error));
+}
+
+function base64(text: string): string {
+  let binary = "";
+  for (const byte of new TextEncoder().encode(text)) binary += String.fromCharCode(byte);
+  return btoa(binary);
+}
+
+function base64url(text: string): string {
+  return base64(text).replaceAll("+", "-").replaceAll("/", "_");
+}

@@ -1,0 +1,118 @@
+/**
+ * The `/metrics` and `/healthz` endpoint, up for the whole run so Prometheus can scrape it.
+ *
+ * @module
+ */
+import type { Registry } from "prom-client";
+import type { Logger } from "../run_events.ts";
+
+/** The metrics server could not start (port in use, no permission, bad address). */
+export class MetricsServerError extends Error {
+  /** Creates the error; `cause` is the error Deno.serve threw. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "MetricsServerError";
+  }
+}
+
+/** Options of {@linkcode startMetricsServer}. */
+export interface MetricsServerOptions {
+  /** Registry whose metrics `/metrics` serves. */
+  registry: Registry;
+  /** TCP port; `0` picks a free one (see {@linkcode MetricsServer.port}). */
+  port: number;
+  /** Address to bind (default `0.0.0.0`, so a Prometheus outside the host can scrape). */
+  hostname?: string;
+  /** Where scrape failures are reported (default: nowhere). */
+  logger?: Logger;
+}
+
+/** A running metrics server. */
+export interface MetricsServer {
+  /** Port actually bound (useful with port 0). */
+  readonly port: number;
+  /** Address actually bound. */
+  readonly hostname: string;
+  /** Stops accepting connections, lets in-flight scrapes finish; safe to call more than once. */
+  shutdown(): Promise<void>;
+}
+
+/**
+ * Serves `GET /metrics` (Prometheus text format, the registry's content type) and `GET /healthz`
+ * (`ok`). Prints nothing: stdout belongs to the summary.
+ *
+ * @throws {MetricsServerError} when the port cannot be bound.
+ *
+ * @example
+ * ```ts ignore
+ * import { Registry } from "prom-client";
+ * import { startMetricsServer } from "./server.ts";
+ * const server = startMetricsServer({ registry: new Registry(), port: 9464 });
+ * // ... run ...
+ * await server.shutdown();
+ * ```
+ */
+export function startMetricsServer(options: MetricsServerOptions): MetricsServer {
+  const { registry, logger } = options;
+  const hostname = options.hostname ?? "0.0.0.0";
+  if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) {
+    throw new RangeError(`port must be an integer in 0..65535, got ${options.port}`);
+  }
+
+  const handler = async (request: Request): Promise<Response> => {
+    const { pathname } = new URL(request.url);
+    if (pathname !== "/metrics" && pathname !== "/healthz") {
+      return new Response("not found\n", { status: 404 });
+    }
+    if (request.method !== "GET" && request.method !== "HEAD") {
+      return new Response("method not allowed\n", { status: 405, headers: { allow: "GET, HEAD" } });
+    }
+    if (pathname === "/healthz") {
+      return new Response("ok\n", { headers: { "content-type": "text/plain; charset=utf-8" } });
+    }
+    try {
+      const body = await registry.metrics();
+      return new Response(request.method === "HEAD" ? null : body, {
+        headers: { "content-type": registry.contentType },
+      });
+    } catch (error: unknown) {
+      logger?.log("warn", "metrics_scrape_failed", "could not render metrics", {
+        error: String(error),
+      });
+      return new Response("metrics unavailable\n", { status: 500 });
+    }
+  };
+
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({
+      port: options.port,
+      hostname,
+      // The default onListen prints "Listening on ..."; nothing but the summary may reach stdout.
+      onListen() {},
+      onError(error) {
+        logger?.log("warn", "metrics_server_error", "metrics request failed", {
+          error: String(error),
+        });
+        return new Response("internal error\n", { status: 500 });
+      },
+    }, handler);
+  } catch (error: unknown) {
+    throw new MetricsServerError(
+      `cannot serve metrics on ${hostname}:${options.port}: ${
+        error instanceof Error ? error.message : String(error)
+      }`,
+      { cause: error },
+    );
+  }
+
+  let closing: Promise<void> | undefined;
+  return {
+    port: server.addr.port,
+    hostname: server.addr.hostname,
+    shutdown() {
+      closing ??= server.shutdown().then(() => server.finished);
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,284 @@
+/**
+ * Uniform random samples of one kind of key (old jobs, new jobs) across every master, read-only.
+ *
+ * Two methods, picked per call:
+ *
+ * - **random** (large keyspaces): rejection sampling over the whole keyspace. Each draw picks a
+ *   node with probability proportional to its DBSIZE, asks it for RANDOMKEY, and keeps the key when
+ *   it belongs to the population. Every key of the cluster is then equally likely per draw
+ *   (`DBSIZE_n / total * 1 / DBSIZE_n`), so the kept keys are uniform over the population and the
+ *   nodes are weighted by their key counts without any estimate. Duplicates are dropped, which turns
+ *   draws with replacement into a sample without replacement. Cost: about `N / p` pipelined
+ *   RANDOMKEY calls, where `p` is the population's share of the keyspace, independent of its size.
+ * - **scan** (small keyspaces, rare populations, or N close to the population): SCAN MATCH every
+ *   node and keep a reservoir (Algorithm R) of N keys. Exact: when N is at least the population,
+ *   the reservoir holds every key exactly once (SCAN's rare duplicates are dropped against it).
+ *
+ * RANDOMKEY is not perfectly uniform: Redis picks a random bucket neighbourhood of its hash table
+ * and then a key within it (`dictGetFairRandomKey`), so keys in long chains or during a rehash are
+ * slightly more or less likely. The table position of a key comes from SipHash with a per-process
+ * random seed, so this bias is unrelated to a key's name, workspace or migration state: the
+ * estimate of parity stays unbiased, only its variance is marginally higher than ideal.
+ *
+ * The random method switches to scan when the population looks too small for it: fewer than
+ * `minHits` members in the probe budget, or N above `maxRandomFraction` of the estimated
+ * population (there the duplicate rate grows and "every key exactly once" must hold). With at least
+ * `minHits` hits, overestimating a population of at most N by the factor `1 / maxRandomFraction`
+ * is practically impossible, so a population not larger than N is always fully scanned.
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import type { Redis } from "./redis/ioredis.ts";
+import type { SamplingMethod } from "./verify_report.ts";
+
+/** One kind of key to sample (old jobs, new jobs), optionally narrowed by reading the keys. */
+export interface KeyPopulation {
+  /** SCAN MATCH pattern covering every member (it may cover more; see `isCandidate`). */
+  match: string;
+  /** True when the key's name makes it a member (before `confirm`). */
+  isCandidate(key: Buffer): boolean;
+  /**
+   * Confirms candidates by reading them (e.g. their workspace id): one verdict per key, in order.
+   * Only called for distinct keys; the sampler caches verdicts.
+   */
+  confirm?(keys: Buffer[]): Promise<boolean[]>;
+}
+
+/** Knobs of the sampling method (defaults in {@linkcode DEFAULT_SAMPLING}). */
+export interface SamplingTuning {
+  /** Keyspaces (sum of DBSIZE) up to this size are always scanned: cheap and exact. */
+  scanBelow: number;
+  /** RANDOMKEY draws in the first probe round. */
+  probeDraws: number;
+  /** Population members needed before the population estimate is trusted. */
+  minHits: number;
+  /** Scan instead when N exceeds this share of the estimated population. */
+  maxRandomFraction: number;
+  /** Scan instead when random draws would exceed this share of the keyspace. */
+  maxDrawFraction: number;
+  /** Upper bound of RANDOMKEYs per pipelined round (bounds client memory per round). */
+  maxRoundDraws: number;
+  /** SCAN COUNT hint. */
+  scanCount: number;
+}
+
+/** Default sampling knobs. */
+export const DEFAULT_SAMPLING: Readonly<SamplingTuning> = {
+  scanBelow: 50_000,
+  probeDraws: 1024,
+  minHits: 32,
+  maxRandomFraction: 0.2,
+  maxDrawFraction: 0.25,
+  maxRoundDraws: 16_384,
+  scanCount: 5_000,
+};
+
+/** A sample and what is known about the population it came from. */
+export interface SampleResult {
+  /** The sampled keys, distinct. */
+  keys: Buffer[];
+  /** Members of the population: exact after a scan, an estimate after random draws. */
+  population: number;
+  /** True when `population` is exact. */
+  exact: boolean;
+  /** How the sample was drawn. */
+  method: SamplingMethod;
+}
+
+/** Options of {@linkcode sampleKeys}. */
+export interface SampleOptions {
+  signal?: AbortSignal;
+  /** Overrides of {@linkcode DEFAULT_SAMPLING}. */
+  tuning?: Partial<SamplingTuning>;
+  /** Source of randomness in [0, 1) (default `Math.random`). */
+  random?: () => number;
+}
+
+/**
+ * Draws `size` distinct keys of `population`, uniformly, from `nodes` (every master; a standalone
+ * server is one node). Issues only DBSIZE, RANDOMKEY and SCAN to the nodes, plus whatever
+ * `population.confirm` reads.
+ *
+ * @throws {RangeError} when `size` is not a positive integer.
+ */
+export async function sampleKeys(
+  nodes: readonly Redis[],
+  population: KeyPopulation,
+  size: number,
+  options: SampleOptions = {},
+): Promise<SampleResult> {
+  if (!Number.isInteger(size) || size < 1) {
+    throw new RangeError(`sample size must be a positive integer, got ${size}`);
+  }
+  const tuning = { ...DEFAULT_SAMPLING, ...options.tuning };
+  const random = options.random ?? Math.random;
+  const signal = options.signal;
+  signal?.throwIfAborted();
+
+  const sizes = await Promise.all(nodes.map((node) => node.dbsize()));
+  const total = sizes.reduce((a, b) => a + b, 0);
+  if (total <= tuning.scanBelow || size >= total) {
+    return await scanSample(nodes, population, size, tuning, random, signal);
+  }
+  const drawn = await randomSample(nodes, sizes, total, population, size, tuning, random, signal);
+  return drawn ?? await scanSample(nodes, population, size, tuning, random, signal);
+}
+
+/** Random draws; `undefined` when the population turns out too small or rare for them. */
+async function randomSample(
+  nodes: readonly Redis[],
+  sizes: readonly number[],
+  total: number,
+  population: KeyPopulation,
+  size: number,
+  tuning: SamplingTuning,
+  random: () => number,
+  signal: AbortSignal | undefined,
+): Promise<SampleResult | undefined> {
+  const pool = new Map<string, Buffer>();
+  const verdicts = new Map<string, boolean>();
+  const maxDraws = Math.max(tuning.probeDraws, Math.floor(total * tuning.maxDrawFraction));
+  let draws = 0;
+  let hits = 0;
+  let round = tuning.probeDraws;
+  while (true) {
+    signal?.throwIfAborted();
+    const keys = await drawRandom(nodes, sizes, total, round, random);
+    draws += round;
+    const candidates = keys.filter((key) => population.isCandidate(key));
+    if (population.confirm) {
+      const unknown = new Map<string, Buffer>();
+      for (const key of candidates) {
+        const id = key.toString("latin1");
+        if (!verdicts.has(id)) unknown.set(id, key);
+      }
+      if (unknown.size > 0) {
+        const answers = await population.confirm([...unknown.values()]);
+        [...unknown.keys()].forEach((id, i) => verdicts.set(id, answers[i] === true));
+      }
+    }
+    for (const key of candidates) {
+      const id = key.toString("latin1");
+      if (population.confirm && !verdicts.get(id)) continue;
+      hits++;
+      pool.set(id, key);
+    }
+
+    const trusted = hits >= tuning.minHits;
+    const estimate = Math.round(total * hits / draws);
+    // Too few members in view: a scan is the only way to be exact and not waste draws.
+    if (!trusted && draws >= maxDraws) return undefined;
+    // N is a large share of the population: duplicates pile up, and if the population is not
+    // larger than N every key must be checked exactly once, which only a scan guarantees.
+    if (trusted && size > tuning.maxRandomFraction * estimate) return undefined;
+    if (pool.size >= size) {
+      return {
+        keys: pickSubset([...pool.values()], size, random),
+        population: estimate,
+        exact: false,
+        method: "random",
+      };
+    }
+    if (draws >= maxDraws) return undefined;
+    // Size the next round to finish in one more round trip (20% headroom for misses and dupes).
+    const next = trusted ? Math.ceil((size - pool.size) * (draws / hits) * 1.2) : round * 2;
+    round = Math.max(256, Math.min(next, tuning.maxRoundDraws, maxDraws - draws));
+  }
+}
+
+/** `count` RANDOMKEY draws, each from a node picked with probability proportional to its size. */
+async function drawRandom(
+  nodes: readonly Redis[],
+  sizes: readonly number[],
+  total: number,
+  count: number,
+  random: () => number,
+): Promise<Buffer[]> {
+  const perNode = sizes.map(() => 0);
+  for (let i = 0; i < count; i++) {
+    let at = random() * total;
+    let node = 0;
+    while (node < sizes.length - 1 && at >= (sizes[node] ?? 0)) at -= sizes[node++] ?? 0;
+    perNode[node] = (perNode[node] ?? 0) + 1;
+  }
+  const batches = await Promise.all(nodes.map(async (node, i) => {
+    const n = perNode[i] ?? 0;
+    if (n === 0) return [];
+    const pipeline = node.pipeline();
+    for (let j = 0; j < n; j++) pipeline.randomkeyBuffer();
+    const replies = await pipeline.exec();
+    const keys: Buffer[] = [];
+    for (const [error, key] of replies ?? []) {
+      if (error) throw error;
+      // null: the node emptied since DBSIZE; the draw simply missed.
+      if (key instanceof Buffer) keys.push(key);
+    }
+    return keys;
+  }));
+  return batches.flat();
+}
+
+/** Full SCAN of every node into one reservoir of `size` keys (exact population count). */
+async function scanSample(
+  nodes: readonly Redis[],
+  population: KeyPopulation,
+  size: number,
+  tuning: SamplingTuning,
+  random: () => number,
+  signal: AbortSignal | undefined,
+): Promise<SampleResult> {
+  const reservoir: Buffer[] = [];
+  // Ids in the reservoir: SCAN may return a key twice (rehashing); a repeat is dropped here, so
+  // when the reservoir holds the whole population, it holds every key exactly once.
+  const held = new Set<string>();
+  let seen = 0;
+  const offer = (key: Buffer) => {
+    const id = key.toString("latin1");
+    if (held.has(id)) return;
+    seen++;
+    if (reservoir.length < size) {
+      reservoir.push(key);
+      held.add(id);
+      return;
+    }
+    const slot = Math.floor(random() * seen);
+    if (slot < size) {
+      held.delete((reservoir[slot] as Buffer).toString("latin1"));
+      reservoir[slot] = key;
+      held.add(id);
+    }
+  };
+  await Promise.all(nodes.map(async (node) => {
+    let cursor = "0";
+    do {
+      signal?.throwIfAborted();
+      const [next, keys] = await node.scanBuffer(
+        cursor,
+        "MATCH",
+        population.match,
+        "COUNT",
+        tuning.scanCount,
+      );
+      cursor = next.toString();
+      const candidates = keys.filter((key) => population.isCandidate(key));
+      if (population.confirm && candidates.length > 0) {
+        const answers = await population.confirm(candidates);
+        candidates.forEach((key, i) => answers[i] && offer(key));
+      } else {
+        candidates.forEach(offer);
+      }
+    } while (cursor !== "0");
+  }));
+  return { keys: reservoir, population: seen, exact: true, method: "scan" };
+}
+
+/** `size` elements of `items` chosen uniformly (partial Fisher-Yates; reorders `items`). */
+function pickSubset<T>(items: T[], size: number, random: () => number): T[] {
+  const n = Math.min(size, items.length);
+  for (let i = 0; i < n; i++) {
+    const j = i + Math.floor(random() * (items.length - i));
+    [items[i], items[j]] = [items[j] as T, items[i] as T];
+  }
+  return items.slice(0, n);
+}
