@@ -8,6 +8,7 @@ import { CheckpointStore } from "../checkpoint.ts";
 import type { RunOptions } from "../cli/args.ts";
 import { BackfillError, ExitCode, SafetyRefusal } from "../errors.ts";
 import { RunLock } from "../lock.ts";
+import { MemoryGuard } from "../safety/memory.ts";
 import { nodeIdFor, strategyFor } from "../migrate/select.ts";
 import { SlidingWindowLimiter } from "../rate_limit.ts";
 import { connectRedis } from "../redis/connect.ts";
@@ -33,6 +34,12 @@ export async function runCommand(options: RunOptions, io: CommandIo): Promise<nu
     logger.log("info", "connected", `connected to ${target.redacted} (${target.kind})`);
     const client = target.client as Redis;
     const checkpoints = new CheckpointStore(client, options.progressKey);
+    // Headroom before anything is written (the lock included): refusing must leave Redis untouched.
+    const memory = new MemoryGuard(target.masters(), (node) => target.nodeName(node), {
+      maxPct: options.maxMemoryPct,
+      logger,
+    });
+    await memory.precheck(options.mode === "execute");
     if (options.mode === "execute") {
       lock = await RunLock.acquire(client, `${options.progressKey}:lock`, {
         onLost: (reason) => {
@@ -69,6 +76,9 @@ export async function runCommand(options: RunOptions, io: CommandIo): Promise<nu
           limiter: new SlidingWindowLimiter(options.rps),
           logger,
           signal: stop,
+          beforeBatch: options.mode === "execute"
+            ? (signal) => memory.waitForHeadroom(signal)
+            : undefined,
         },
       );
     } catch (error) {

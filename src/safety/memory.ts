@@ -1,0 +1,214 @@
+/**
+ * Memory headroom. Keeping the old keys while copying them roughly doubles the memory of every
+ * migrated job, and a Redis that hits `maxmemory` either rejects the application's writes (OOM) or
+ * evicts its keys. So: estimate before writing and refuse when the copy would not fit; pause while
+ * memory is above the bound during the run.
+ *
+ * @module
+ */
+import { SafetyRefusal } from "../errors.ts";
+import type { Redis } from "../redis/ioredis.ts";
+import type { Logger } from "../run_events.ts";
+import { newKeyFor, OLD_MATCH, OLD_PREFIX } from "../schema.ts";
+
+/** The fields of `INFO memory` this module uses. */
+export interface MemoryInfo {
+  used: number;
+  /** `maxmemory`; 0 = no limit. */
+  max: number;
+  policy: string;
+}
+
+/** Parses `INFO memory`. */
+export function parseMemoryInfo(info: string): MemoryInfo {
+  const field = (name: string) => info.match(new RegExp(`^${name}:(.*)$`, "m"))?.[1]?.trim() ?? "";
+  return {
+    used: Number(field("used_memory")) || 0,
+    max: Number(field("maxmemory")) || 0,
+    policy: field("maxmemory_policy") || "noeviction",
+  };
+}
+
+/** What the copy would do to memory (pure). */
+export function headroom(memory: MemoryInfo, estimateBytes: number, maxPct: number): {
+  limit: number;
+  projected: number;
+  fits: boolean;
+} {
+  const limit = memory.max * (maxPct / 100);
+  const projected = memory.used + estimateBytes;
+  return { limit, projected, fits: memory.max === 0 || projected <= limit };
+}
+
+/** True for policies under which a full Redis silently drops keys (maybe jobs). */
+export function isEvicting(policy: string): boolean {
+  return policy !== "noeviction" && policy !== "";
+}
+
+/** Human-readable bytes (MiB with one decimal). */
+export function mib(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+/**
+ * Bytes the copy will add on one node: the mean `MEMORY USAGE` of a sample of old keys that have no
+ * new key yet, times the node's estimated count of such keys. Read-only.
+ */
+export async function estimateCopyBytes(node: Redis, sampleSize = 64): Promise<number> {
+  const size = await node.dbsize();
+  if (size === 0) return 0;
+  // Random keys give an unbiased share of old keys; a first SCAN page backs them up when old keys
+  // are too rare for RANDOMKEY to find.
+  const random = node.pipeline();
+  for (let i = 0; i < sampleSize; i++) random.randomkey();
+  const drawn = ((await random.exec()) ?? []).map(([, key]) => key as string | null);
+  let old = drawn.filter((key): key is string => key?.startsWith(OLD_PREFIX) ?? false);
+  const oldShare = old.length / Math.max(drawn.length, 1);
+  if (old.length < 8) {
+    const [, keys] = await node.scan("0", "MATCH", OLD_MATCH, "COUNT", 1000);
+    old = keys.slice(0, sampleSize);
+  }
+  if (old.length === 0) return 0;
+  const probe = node.pipeline();
+  for (const key of old) {
+    probe.call("MEMORY", "USAGE", key);
+    probe.hget(key, "workspace_id");
+  }
+  const replies = (await probe.exec()) ?? [];
+  const usages: number[] = [];
+  const check = node.pipeline();
+  const pending: number[] = [];
+  for (let i = 0; i < old.length; i++) {
+    const usage = Number(replies[2 * i]?.[1] ?? 0);
+    const workspace = replies[2 * i + 1]?.[1];
+    if (typeof workspace !== "string") continue;
+    pending.push(usage);
+    check.exists(newKeyFor(workspace, old[i]!.slice(OLD_PREFIX.length)));
+  }
+  const exists = pending.length > 0 ? (await check.exec()) ?? [] : [];
+  pending.forEach((usage, i) => {
+    // An error (a cluster's MOVED: the new key lives on another node) counts as "to copy".
+    if (exists[i]?.[1] !== 1) usages.push(usage);
+  });
+  const share = old.length === 0 ? 0 : usages.length / old.length;
+  const mean = usages.length === 0 ? 0 : usages.reduce((a, b) => a + b, 0) / usages.length;
+  const oldKeys = oldShare > 0 ? size * oldShare : old.length;
+  return Math.round(mean * share * oldKeys);
+}
+
+/** Options for {@linkcode MemoryGuard}. */
+export interface MemoryGuardOptions {
+  maxPct: number;
+  logger: Logger;
+  /** How often the run re-reads INFO memory (ms). */
+  checkEveryMs?: number;
+}
+
+/** Checks headroom before the run and pauses it while memory is above the bound. */
+export class MemoryGuard {
+  readonly #nodes: Redis[];
+  readonly #options: MemoryGuardOptions;
+  readonly #name: (node: Redis) => string;
+  #lastCheck = 0;
+
+  constructor(nodes: Redis[], name: (node: Redis) => string, options: MemoryGuardOptions) {
+    this.#nodes = nodes;
+    this.#name = name;
+    this.#options = options;
+  }
+
+  /**
+   * Estimates the copy on every node and refuses when it would pass the bound. In dry-run the
+   * verdict is reported, not enforced.
+   *
+   * @throws {SafetyRefusal} when `enforce` and a node lacks the headroom.
+   */
+  async precheck(enforce: boolean): Promise<void> {
+    const { logger, maxPct } = this.#options;
+    for (const node of this.#nodes) {
+      const name = this.#name(node);
+      const [memory, estimate] = await Promise.all([
+        node.info("memory").then(parseMemoryInfo),
+        estimateCopyBytes(node),
+      ]);
+      if (isEvicting(memory.policy) && memory.max > 0) {
+        logger.log(
+          "warn",
+          "memory_evicting_policy",
+          `Redis at ${name} has maxmemory-policy ${memory.policy}: at the limit it evicts keys ` +
+            `(possibly jobs) instead of refusing writes; consider noeviction during the backfill`,
+          { node: name },
+        );
+      }
+      if (memory.max === 0) {
+        logger.log(
+          "info",
+          "memory_estimate",
+          `the copy needs about ${mib(estimate)} more on ${name} (used ${mib(memory.used)}, ` +
+            `no maxmemory set)`,
+          { node: name, estimate_bytes: estimate, used_bytes: memory.used },
+        );
+        continue;
+      }
+      const verdict = headroom(memory, estimate, maxPct);
+      const detail = `used ${mib(memory.used)} + about ${mib(estimate)} to copy = ` +
+        `${mib(verdict.projected)}, over ${maxPct}% of maxmemory (${mib(verdict.limit)})`;
+      if (!verdict.fits) {
+        if (enforce) {
+          throw new SafetyRefusal(
+            `not enough memory headroom on ${name}: ${detail}; raise maxmemory, free memory, ` +
+              `or migrate per --workspace`,
+          );
+        }
+        logger.log("warn", "memory_headroom", `execute would be refused: ${detail}`, {
+          node: name,
+        });
+        continue;
+      }
+      logger.log(
+        "info",
+        "memory_estimate",
+        `the copy needs about ${mib(estimate)} more on ${name}: ${mib(verdict.projected)} of ` +
+          `${mib(memory.max)} maxmemory (bound ${maxPct}%)`,
+        { node: name, estimate_bytes: estimate, used_bytes: memory.used },
+      );
+    }
+  }
+
+  /** Returns when every node is below the bound; pauses (logging) while one is above it. */
+  async waitForHeadroom(signal?: AbortSignal): Promise<void> {
+    const every = this.#options.checkEveryMs ?? 1000;
+    if (performance.now() - this.#lastCheck < every) return;
+    this.#lastCheck = performance.now();
+    for (const node of this.#nodes) {
+      let pausedSince: number | undefined;
+      for (;;) {
+        if (signal?.aborted) return;
+        const memory = parseMemoryInfo(await node.info("memory"));
+        const limit = memory.max * (this.#options.maxPct / 100);
+        if (memory.max === 0 || memory.used <= limit) break;
+        if (pausedSince === undefined) {
+          pausedSince = performance.now();
+          this.#options.logger.log(
+            "warn",
+            "memory_pause",
+            `pausing: Redis at ${this.#name(node)} uses ${
+              mib(memory.used)
+            }, above ${this.#options.maxPct}% ` +
+              `of maxmemory (${mib(limit)}); resuming when it drops below`,
+            { node: this.#name(node) },
+          );
+        }
+        await new Promise((resolve) => setTimeout(resolve, every));
+      }
+      if (pausedSince !== undefined) {
+        const seconds = ((performance.now() - pausedSince) / 1000).toFixed(1);
+        this.#options.logger.log(
+          "info",
+          "memory_resume",
+          `memory back below the bound after ${seconds} s; resuming`,
+        );
+      }
+    }
+  }
+}
