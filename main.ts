@@ -8,23 +8,15 @@ import { parseCommand } from "./src/cli/args.ts";
 import { RUN_HELP, VERIFY_HELP } from "./src/cli/help.ts";
 import { runCommand } from "./src/commands/run.ts";
 import { BackfillError, ExitCode } from "./src/errors.ts";
-import type { Logger } from "./src/run_events.ts";
+import type { CommandIo } from "./src/commands/io.ts";
+import { stderrWriter, telemetryEnabled } from "./src/telemetry/mod.ts";
 
 const encoder = new TextEncoder();
-const stdout = (text: string) => writeAll(Deno.stdout, text);
-const stderr = (text: string) => writeAll(Deno.stderr, text);
-
-function writeAll(stream: { writeSync(p: Uint8Array): number }, text: string): void {
+const stderr = stderrWriter();
+function stdout(text: string): void {
   let bytes = encoder.encode(text);
-  while (bytes.length > 0) bytes = bytes.subarray(stream.writeSync(bytes));
+  while (bytes.length > 0) bytes = bytes.subarray(Deno.stdout.writeSync(bytes));
 }
-
-const textLogger = (quiet: boolean): Logger => ({
-  log(level, _event, message) {
-    if (quiet && (level === "info" || level === "debug")) return;
-    stderr(`${new Date().toISOString()} ${level.padEnd(5)} ${message}\n`);
-  },
-});
 
 /** Exit code for the signal that stopped a run. */
 const SIGNAL_EXIT: Record<string, number> = { SIGINT: ExitCode.sigint, SIGTERM: ExitCode.sigterm };
@@ -59,7 +51,16 @@ export async function main(argv: readonly string[]): Promise<number> {
     Deno.addSignalListener(name as Deno.Signal, handler);
   }
   try {
-    const io = { stdout, logger: textLogger(command.options.quiet), signal: controller.signal };
+    const io: CommandIo = {
+      stdout,
+      stderr,
+      stderrIsTty: Deno.stderr.isTerminal(),
+      columns: () => Deno.consoleSize().columns,
+      color: !Deno.env.get("NO_COLOR"),
+      telemetryEnabled: telemetryEnabled(Deno.env.get("TELEMETRY_ENABLED")),
+      version: denoJson.version,
+      signal: controller.signal,
+    };
     const code = command.kind === "run" ? await runCommand(command.options, io) : ExitCode.usage;
     const reason = controller.signal.reason;
     return typeof reason === "string" && reason in SIGNAL_EXIT ? SIGNAL_EXIT[reason]! : code;
