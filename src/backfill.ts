@@ -46,7 +46,7 @@ export interface BackfillDeps {
   /** Aborted by SIGINT/SIGTERM: stop at the next sub-batch boundary and save the checkpoint. */
   signal?: AbortSignal;
   /** Awaited before each batch (memory headroom guard); may pause the run. */
-  beforeBatch?: (signal?: AbortSignal) => Promise<void>;
+  beforeBatch?: (signal?: AbortSignal, force?: boolean) => Promise<void>;
   /** The node id used in checkpoint keys ("" = standalone). */
   nodeId?: (node: Redis) => Promise<string>;
 }
@@ -230,21 +230,28 @@ class Run {
         if (signal?.aborted) return { completed: false, cursor: committed };
         if (!isOutage(error)) throw error;
         outageSince ??= performance.now();
+        const code = errorCode(error);
         this.#log.log(
           "warn",
           "redis_lost",
-          `lost Redis at ${name} (${errorCode(error)}); waiting up to ${this.#options.maxOutage} s`,
-          {
-            node: name,
-          },
+          `lost Redis at ${name} (${code}); waiting up to ${this.#options.maxOutage} s`,
+          { node: name, code },
         );
-        await waitForRedis(
-          node,
+        const back = await waitForRedis(node, {
           name,
-          outageSince + this.#options.maxOutage * 1000,
-          committed,
+          deadline: outageSince + this.#options.maxOutage * 1000,
+          cursor: committed,
+          // A failover can leave us on a replica that answers PING but refuses writes.
+          needsPrimary: execute,
           signal,
-        );
+        });
+        if (!back) return { completed: false, cursor: committed };
+        if (performance.now() >= outageSince + this.#options.maxOutage * 1000) {
+          throw new RedisUnavailableError(
+            `Redis at ${name} kept failing (${code}) for longer than --max-outage; ` +
+              `the checkpoint is kept at cursor=${committed}`,
+          );
+        }
         const now = await serverRunId(node);
         if (now !== runId) {
           this.#log.log(
@@ -383,7 +390,16 @@ class Run {
     const retry = results.flatMap((r, i) => (r.outcome === "errors" && r.retryable ? [i] : []));
     if (retry.length > 0) {
       const oom = retry.some((i) => results[i]!.errorCode === "OOM");
-      if (oom) await this.#deps.beforeBatch?.(this.#deps.signal);
+      // OOM: wait for the memory guard's bound (checked now, not on its usual schedule).
+      if (oom) {
+        this.#log.log(
+          "warn",
+          "redis_oom",
+          `Redis at ${node} refused writes (OOM): waiting for memory headroom before the retry`,
+          { node },
+        );
+        await this.#deps.beforeBatch?.(this.#deps.signal, true);
+      }
       await new Promise((resolve) => setTimeout(resolve, oom ? 500 : 50));
       const again = await attempt(retry.map((i) => keys[i]!));
       retry.forEach((index, j) => results[index] = again[j]!);
@@ -412,27 +428,45 @@ export async function serverRunId(node: Redis): Promise<string> {
   return info.match(/run_id:(\w+)/)?.[1] ?? "";
 }
 
+/** Options of {@linkcode waitForRedis}. */
+interface WaitOptions {
+  name: string;
+  /** performance.now() after which the outage is over the bound. */
+  deadline: number;
+  /** Checkpoint cursor, for the error message. */
+  cursor: string;
+  /** Also wait until the node is a primary (writable). */
+  needsPrimary: boolean;
+  signal?: AbortSignal;
+}
+
 /**
- * Waits until the node answers PING, with backoff. False when stopped by `signal`.
+ * Waits, with backoff, until the node answers PING (and is a primary when that is needed). Always
+ * pauses at least once, so an error that persists while PING works cannot spin; the deadline
+ * counts from the first failure since the last good batch, so such an error still ends in exit 3.
  *
- * @throws {RedisUnavailableError} once `deadline` passes.
+ * @returns false when stopped by the signal.
+ * @throws {RedisUnavailableError} once the deadline passes.
  */
-async function waitForRedis(
-  node: Redis,
-  name: string,
-  deadline: number,
-  cursor: string,
-  signal?: AbortSignal,
-): Promise<boolean> {
+async function waitForRedis(node: Redis, options: WaitOptions): Promise<boolean> {
   for (let attempt = 0;; attempt++) {
-    if (signal?.aborted) return false;
-    if (await answersPing(node)) return true;
-    if (performance.now() >= deadline) {
+    await new Promise((resolve) => setTimeout(resolve, Math.min(100 * 2 ** attempt, 2000)));
+    if (options.signal?.aborted) return false;
+    if (await answersPing(node) && (!options.needsPrimary || await isPrimary(node))) return true;
+    if (performance.now() >= options.deadline) {
       throw new RedisUnavailableError(
-        `lost Redis at ${name} for longer than --max-outage; the checkpoint is kept at cursor=${cursor}`,
+        `lost Redis at ${options.name} for longer than --max-outage; ` +
+          `the checkpoint is kept at cursor=${options.cursor}`,
       );
     }
-    await new Promise((resolve) => setTimeout(resolve, Math.min(100 * 2 ** attempt, 2000)));
+  }
+}
+
+async function isPrimary(node: Redis): Promise<boolean> {
+  try {
+    return /^role:master/m.test(await node.info("replication"));
+  } catch {
+    return false;
   }
 }
 

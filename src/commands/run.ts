@@ -99,7 +99,7 @@ export async function runCommand(options: RunOptions, io: CommandIo): Promise<nu
             logger,
             signal: AbortSignal.any([io.signal, lockLost.signal]),
             beforeBatch: options.mode === "execute"
-              ? (signal) => memory.waitForHeadroom(signal)
+              ? (signal, force) => memory.waitForHeadroom(signal, force)
               : undefined,
           },
         );

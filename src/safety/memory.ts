@@ -176,9 +176,9 @@ export class MemoryGuard {
   }
 
   /** Returns when every node is below the bound; pauses (logging) while one is above it. */
-  async waitForHeadroom(signal?: AbortSignal): Promise<void> {
+  async waitForHeadroom(signal?: AbortSignal, force = false): Promise<void> {
     const every = this.#options.checkEveryMs ?? 1000;
-    if (performance.now() - this.#lastCheck < every) return;
+    if (!force && performance.now() - this.#lastCheck < every) return;
     this.#lastCheck = performance.now();
     for (const node of this.#nodes) {
       let pausedSince: number | undefined;

@@ -64,3 +64,41 @@ function passThrough(): Record<string, string> {
   }
   return kept;
 }
+
+/** A CLI process started in the background; its output is collected until it exits. */
+export interface RunningCli {
+  child: Deno.ChildProcess;
+  /** Resolves when the process exits. */
+  done: Promise<CliResult>;
+  /** stderr so far (for waiting on a log line). */
+  stderrSoFar(): string;
+}
+
+/** Starts the CLI without waiting for it. */
+export function spawnCli(args: string[], env: Record<string, string> = {}): RunningCli {
+  const child = cliCommand(args, env).spawn();
+  const decoder = new TextDecoder();
+  let stderr = "";
+  const stderrDone = (async () => {
+    for await (const chunk of child.stderr) stderr += decoder.decode(chunk, { stream: true });
+  })();
+  const stdoutDone = new Response(child.stdout).text();
+  const done = (async () => {
+    const [status, stdout] = await Promise.all([child.status, stdoutDone, stderrDone]);
+    return { code: status.code, stdout, stderr };
+  })();
+  return { child, done, stderrSoFar: () => stderr };
+}
+
+/** Polls `check` every 20 ms until it is true, or fails after `timeoutMs`. */
+export async function waitFor(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 20_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}

@@ -38,8 +38,10 @@ export interface RedisServer {
   stop(): Promise<void>;
   /** Kills the server with SIGKILL (no save), keeping its directory. */
   kill(): Promise<void>;
-  /** Starts the server again on the same port and directory (after kill or stop(keepDir)). */
+  /** Starts the server again on the same port and directory (after kill). */
   start(): Promise<void>;
+  /** Sends a signal to the server process (SIGSTOP freezes it, SIGCONT thaws it). */
+  signal(signal: Deno.Signal): void;
 }
 
 /** Starts a redis-server on a free loopback port and waits until it answers PING. */
@@ -80,6 +82,9 @@ export async function startRedis(options: RedisServerOptions = {}): Promise<Redi
     async start() {
       child = new Deno.Command("redis-server", { args, stdout: "null", stderr: "null" }).spawn();
       await waitForPing(port, options.password);
+    },
+    signal(signal) {
+      child?.kill(signal);
     },
     async kill() {
       if (!child) return;

@@ -1,0 +1,177 @@
+/**
+ * Starts a real Redis Cluster for the tests: N masters (and optionally one replica each) as
+ * `redis-server --cluster-enabled yes` processes on free loopback ports, joined with
+ * `redis-cli --cluster create`. Every node has its own directory (nodes.conf, AOF), so a killed
+ * node restarts with the same node id and data.
+ *
+ * @module
+ */
+import { Cluster, Redis } from "../../src/redis/ioredis.ts";
+import { oldKeyFor } from "../../src/schema.ts";
+import { type RedisServer, startRedis } from "./redis_server.ts";
+import type { TestJob } from "./seed.ts";
+
+/** Options for {@linkcode startCluster}. */
+export interface ClusterOptions {
+  /** Masters (default 3). */
+  masters?: number;
+  /** Replicas per master (default 0). */
+  replicas?: number;
+  /** Persist with AOF, so a restarted node keeps its keys. */
+  aof?: boolean;
+  /** `cluster-node-timeout` in ms (default 2000: quick failure detection in tests). */
+  nodeTimeoutMs?: number;
+}
+
+/** A running test cluster. */
+export interface TestCluster {
+  /** Every node, masters first (as passed to `redis-cli --cluster create`). */
+  nodes: RedisServer[];
+  /** `redis://127.0.0.1:<port>` of the first node (a seed). */
+  url: string;
+  /** A cluster client (the caller disconnects it). */
+  client(): Cluster;
+  /** A standalone client per node (the caller disconnects them). */
+  nodeClients(): Redis[];
+  /** Waits until every running node reports `cluster_state:ok` and agrees on the masters. */
+  waitHealthy(timeoutMs?: number): Promise<void>;
+  /** Stops every node and removes their directories. */
+  stop(): Promise<void>;
+}
+
+/** Starts a cluster and waits until it is healthy. Stops what it started when it fails. */
+export async function startCluster(options: ClusterOptions = {}): Promise<TestCluster> {
+  const masters = options.masters ?? 3;
+  const replicas = options.replicas ?? 0;
+  const nodes: RedisServer[] = [];
+  const stop = async () => {
+    await Promise.all(nodes.map((node) => node.stop()));
+  };
+  try {
+    for (let i = 0; i < masters * (1 + replicas); i++) {
+      nodes.push(
+        await startRedis({
+          aof: options.aof,
+          args: [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            String(options.nodeTimeoutMs ?? 2000),
+            // A replica may be promoted at once however long it was cut off (tests only).
+            "--cluster-replica-validity-factor",
+            "0",
+          ],
+        }),
+      );
+    }
+    const create = await new Deno.Command("redis-cli", {
+      args: [
+        "--cluster",
+        "create",
+        ...nodes.map((node) => `127.0.0.1:${node.port}`),
+        "--cluster-replicas",
+        String(replicas),
+        "--cluster-yes",
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (!create.success) {
+      throw new Error(
+        `redis-cli --cluster create failed:\n${new TextDecoder().decode(create.stdout)}`,
+      );
+    }
+    const cluster: TestCluster = {
+      nodes,
+      url: nodes[0]!.url,
+      client: () =>
+        new Cluster(
+          nodes.slice(0, masters).map((node) => ({ host: "127.0.0.1", port: node.port })),
+          {
+            redisOptions: { maxRetriesPerRequest: 3 },
+          },
+        ),
+      nodeClients: () => nodes.map((node) => node.client()),
+      waitHealthy: (timeoutMs = 30_000) => waitHealthy(nodes, masters, timeoutMs),
+      stop,
+    };
+    await cluster.waitHealthy();
+    return cluster;
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+/** Runs `redis-cli -p <port> <args>` and returns its stdout. */
+export async function redisCli(port: number, ...args: string[]): Promise<string> {
+  const out = await new Deno.Command("redis-cli", {
+    args: ["-p", String(port), ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return new TextDecoder().decode(out.stdout);
+}
+
+async function waitHealthy(nodes: RedisServer[], masters: number, timeoutMs: number) {
+  const deadline = Date.now() + timeoutMs;
+  let last = "";
+  while (Date.now() < deadline) {
+    const states = await Promise.all(nodes.map(async (node) => {
+      const info = await redisCli(node.port, "CLUSTER", "INFO").catch(() => "");
+      const view = await redisCli(node.port, "CLUSTER", "NODES").catch(() => "");
+      const ok = info.includes("cluster_state:ok");
+      const liveMasters = view.split("\n").filter((line) => {
+        const [, , flags = "", , , , , link, ...slots] = line.split(" ");
+        const roles = flags.split(",");
+        return roles.includes("master") && !flags.includes("fail") && link === "connected" &&
+          slots.length > 0;
+      }).length;
+      return { ok, liveMasters };
+    }));
+    last = JSON.stringify(states);
+    // Every node must also see every master with slots, so clients get one consistent map.
+    if (states.every((s) => s.ok && s.liveMasters === masters)) return;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error(`cluster not healthy within ${timeoutMs} ms: ${last}`);
+}
+
+/** Writes jobs in the old schema through a cluster client (keys land on every node). */
+export async function seedOldCluster(client: Cluster, jobs: TestJob[]): Promise<void> {
+  for (let i = 0; i < jobs.length; i += 200) {
+    await Promise.all(
+      jobs.slice(i, i + 200).map(async (job) => {
+        const key = oldKeyFor(job.id);
+        await client.hset(key, { workspace_id: job.workspace, ...job.fields });
+        if (job.ttl) await client.expire(key, job.ttl);
+      }),
+    );
+  }
+}
+
+/** `rdb_changes_since_last_save` of every node, in node order. */
+export async function writeCounters(clients: Redis[]): Promise<number[]> {
+  return await Promise.all(clients.map(async (client) => {
+    const info = await client.info("persistence");
+    return Number(info.match(/rdb_changes_since_last_save:(\d+)/)?.[1] ?? NaN);
+  }));
+}
+
+/** Keys matching `match` over every given node (masters only for an exact count). */
+export async function countClusterKeys(clients: Redis[], match: string): Promise<number> {
+  let total = 0;
+  for (const client of clients) {
+    const role = await client.call("ROLE") as unknown[];
+    if (role[0] !== "master") continue;
+    let cursor = "0";
+    do {
+      const [next, keys] = await client.scanBuffer(cursor, "MATCH", match, "COUNT", 1000);
+      cursor = next.toString();
+      total += keys.length;
+    } while (cursor !== "0");
+  }
+  return total;
+}
