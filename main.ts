@@ -7,6 +7,7 @@ import denoJson from "./deno.json" with { type: "json" };
 import { parseCommand } from "./src/cli/args.ts";
 import { RUN_HELP, VERIFY_HELP } from "./src/cli/help.ts";
 import { runCommand } from "./src/commands/run.ts";
+import { verifyCommand } from "./src/commands/verify.ts";
 import { BackfillError, ExitCode } from "./src/errors.ts";
 import type { CommandIo } from "./src/commands/io.ts";
 import { stderrWriter, telemetryEnabled } from "./src/telemetry/mod.ts";
@@ -61,7 +62,9 @@ export async function main(argv: readonly string[]): Promise<number> {
       version: denoJson.version,
       signal: controller.signal,
     };
-    const code = command.kind === "run" ? await runCommand(command.options, io) : ExitCode.usage;
+    const code = command.kind === "run"
+      ? await runCommand(command.options, io)
+      : await verifyCommand(command.options, io);
     const reason = controller.signal.reason;
     return typeof reason === "string" && reason in SIGNAL_EXIT ? SIGNAL_EXIT[reason]! : code;
   } catch (error) {

@@ -13,12 +13,13 @@ import type { MigrationStrategy, StrategyResult } from "./migrate/strategy.ts";
 import { countResults, emptyCounters } from "./outcome.ts";
 import type { RateLimiter } from "./rate_limit.ts";
 import type { RedisTarget } from "./redis/connect.ts";
-import { errorCode, isOutage } from "./redis/errors.ts";
+import { errorCode, isOom, isOutage } from "./redis/errors.ts";
 import type { Redis } from "./redis/ioredis.ts";
 import { scanBatches } from "./redis/scan.ts";
 import type { Logger, RunMode, RunObserver, Summary } from "./run_events.ts";
 import { silentLogger } from "./run_events.ts";
-import { escapeForLog, jobIdOf, OLD_MATCH, type WorkspaceRule } from "./schema.ts";
+import { jobIdOf, OLD_MATCH, type WorkspaceRule } from "./schema.ts";
+import { escapeForLog } from "./telemetry/redact.ts";
 
 /** What the engine needs from the command line. */
 export interface BackfillOptions {
@@ -77,6 +78,8 @@ class Run {
   #claimed = 0;
   #estimate = 0;
   #dbsize = 0;
+  /** Each node's resume cursor (what its checkpoint says, or would say in dry-run). */
+  readonly #cursors = new Map<string, string>();
 
   constructor(options: BackfillOptions, deps: BackfillDeps) {
     this.#options = options;
@@ -123,13 +126,19 @@ class Run {
       ...this.counters,
       duration_seconds: Math.round((performance.now() - this.#started) / 10) / 100,
       completed: failure === undefined && outcomes.every((o) => o.completed),
-      cursor: outcomes.length === 1 ? outcomes[0]!.cursor : outcomes.map((o) => o.cursor).join(","),
+      cursor: this.#resumeCursor(),
     };
     if (failure !== undefined) {
       (failure as { summary?: Summary }).summary = summary;
       throw failure;
     }
     return summary;
+  }
+
+  /** The cursor to resume from: one node's, or `host:port=cursor` per node (also after a failure). */
+  #resumeCursor(): string {
+    if (this.#cursors.size === 1) return [...this.#cursors.values()][0]!;
+    return [...this.#cursors].map(([name, cursor]) => `${name}=${cursor}`).join(",");
   }
 
   /** DBSIZE × the share of old keys among 64 random keys (read-only, O(1) each). */
@@ -155,6 +164,7 @@ class Run {
     const execute = this.#options.mode === "execute";
     let runId = await serverRunId(node);
     let committed = await this.#startCursor(name, nodeId, runId);
+    this.#cursors.set(name, committed);
     const startFraction = scanFraction(committed, this.#dbsize);
     let lastSave = 0;
     let lastJob: Buffer | undefined;
@@ -190,15 +200,20 @@ class Run {
           const resumeAt = finished ? batch.next : batch.cursor;
           const scanDone = finished && batch.next === "0";
           if (execute && !scanDone && (results.length > 0 || performance.now() - lastSave > 1000)) {
-            await checkpoints.save(nodeId, {
-              cursor: resumeAt,
-              lastJob,
-              runId,
-              params: this.#params,
-            });
+            await this.#untilWritable(
+              name,
+              () =>
+                checkpoints.save(nodeId, {
+                  cursor: resumeAt,
+                  lastJob,
+                  runId,
+                  params: this.#params,
+                }),
+            );
             lastSave = performance.now();
           }
           committed = resumeAt;
+          this.#cursors.set(name, scanDone ? "0" : committed);
           this.#estimate = estimateTotal({
             initial: this.#estimate,
             seen: this.counters.scanned,
@@ -262,6 +277,7 @@ class Run {
           );
           runId = now;
           committed = "0";
+          this.#cursors.set(name, committed);
         } else {
           this.#log.log(
             "info",
@@ -387,29 +403,25 @@ class Run {
       }
     };
     const results = await attempt(keys);
-    const retry = results.flatMap((r, i) => (r.outcome === "errors" && r.retryable ? [i] : []));
-    if (retry.length > 0) {
-      const oom = retry.some((i) => results[i]!.errorCode === "OOM");
-      // OOM: wait for the memory guard's bound (checked now, not on its usual schedule).
-      if (oom) {
-        this.#log.log(
-          "warn",
-          "redis_oom",
-          `Redis at ${node} refused writes (OOM): waiting for memory headroom before the retry`,
-          { node },
-        );
-        await this.#deps.beforeBatch?.(this.#deps.signal, true);
-      }
-      await new Promise((resolve) => setTimeout(resolve, oom ? 500 : 50));
-      const again = await attempt(retry.map((i) => keys[i]!));
-      retry.forEach((index, j) => results[index] = again[j]!);
+    const failing = (code?: string) =>
+      results.flatMap((r, i) =>
+        r.outcome === "errors" && r.retryable && (code === undefined || r.errorCode === code)
+          ? [i]
+          : []
+      );
+    const retryOnce = failing().filter((i) => results[i]!.errorCode !== "OOM");
+    if (retryOnce.length > 0) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const again = await attempt(retryOnce.map((i) => keys[i]!));
+      retryOnce.forEach((index, j) => results[index] = again[j]!);
     }
+    await this.#waitOutOom(keys, results, failing, attempt, node);
     results.forEach((result, i) => {
       if (result.outcome !== "errors") return;
       this.#log.log(
         "error",
         "key_error",
-        `job ${escapeForLog(jobIdOf(keys[i]!) ?? keys[i]!)} failed after one retry: ${
+        `job ${escapeForLog(jobIdOf(keys[i]!) ?? keys[i]!)} failed after retrying: ${
           result.errorCode ?? "error"
         }`,
         {
@@ -419,6 +431,60 @@ class Run {
       );
     });
     return results;
+  }
+
+  /**
+   * Retries the keys that got OOM until Redis accepts them (see {@linkcode #untilWritable}).
+   */
+  async #waitOutOom(
+    keys: Buffer[],
+    results: StrategyResult[],
+    failing: (code?: string) => number[],
+    attempt: (subset: Buffer[]) => Promise<StrategyResult[]>,
+    node: string,
+  ): Promise<void> {
+    if (failing("OOM").length === 0) return;
+    await this.#untilWritable(node, async () => {
+      const oom = failing("OOM");
+      const again = await attempt(oom.map((i) => keys[i]!));
+      oom.forEach((index, j) => results[index] = again[j]!);
+      if (failing("OOM").length > 0) throw new Error("OOM: keys still refused");
+    }, true);
+  }
+
+  /**
+   * OOM means Redis refuses writes (the application's too), so it is not a per-key failure: back
+   * off, pausing on the memory guard, and try again until the write goes through. Past
+   * --max-outage the run stops (exit 4, checkpoint kept) instead of pressing a full Redis.
+   */
+  async #untilWritable<T>(node: string, write: () => Promise<T>, backOffFirst = false): Promise<T> {
+    const { signal } = this.#deps;
+    const deadline = performance.now() + this.#options.maxOutage * 1000;
+    for (let round = 0;; round++) {
+      if (round > 0 || backOffFirst) {
+        if (round === 0 || (round === 1 && !backOffFirst)) {
+          this.#log.log(
+            "warn",
+            "redis_oom",
+            `Redis at ${node} refused writes (OOM): backing off until it accepts them again`,
+            { node },
+          );
+        }
+        if (performance.now() >= deadline) {
+          throw new SafetyRefusal(
+            `Redis at ${node} kept refusing writes (OOM) for longer than --max-outage; ` +
+              `stopped with the checkpoint kept`,
+          );
+        }
+        await this.#deps.beforeBatch?.(signal, true);
+        await new Promise((resolve) => setTimeout(resolve, Math.min(250 * 2 ** round, 5000)));
+      }
+      try {
+        return await write();
+      } catch (error) {
+        if (!isOom(error) || signal?.aborted) throw error;
+      }
+    }
   }
 }
 

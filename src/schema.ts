@@ -87,20 +87,3 @@ export class WorkspaceRule {
     return this.pattern.test(text) ? text : undefined;
   }
 }
-
-/**
- * A printable, bounded form of untrusted bytes for logs: non-printable and non-ASCII bytes escaped
- * as `\xNN`, cut to `max` characters with a trailing `…`.
- */
-export function escapeForLog(value: Uint8Array | string, max = 64): string {
-  const bytes = typeof value === "string" ? new TextEncoder().encode(value) : value;
-  let out = "";
-  for (const byte of bytes) {
-    const piece = byte >= 0x20 && byte < 0x7f && byte !== 0x5c
-      ? String.fromCharCode(byte)
-      : `\\x${byte.toString(16).padStart(2, "0")}`;
-    if (out.length + piece.length > max) return out + "…";
-    out += piece;
-  }
-  return out;
-}

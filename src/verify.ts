@@ -8,16 +8,17 @@
  * counted when they persist, because the application writes both schemas while we read.
  *
  * Only reads reach Redis: DBSIZE, RANDOMKEY, SCAN, HGETALL, HGET, PTTL, EXISTS, pipelined.
- * (Redis itself may delete an already-expired key when a read touches it, as it does for any
- * application read; that is its lazy expiry, not a write of ours.)
+ * (Redis reclaims an already-expired key that a read touches, as for any application read; that
+ * lazy expiry does not count as a change: `rdb_changes_since_last_save` stays put.)
  *
  * @module
  */
 import { Buffer } from "node:buffer";
 import { Cluster, type Redis } from "./redis/ioredis.ts";
+import { type RateLimiter, SlidingWindowLimiter } from "./rate_limit.ts";
 import { type Logger, silentLogger } from "./run_events.ts";
+import { escapeForLog } from "./telemetry/redact.ts";
 import {
-  escapeForLog,
   jobIdOf,
   NEW_MATCH,
   NEW_PREFIX,
@@ -85,22 +86,18 @@ export const VERIFY_DEFAULTS: Readonly<
   minParity: 100,
   ttlToleranceSeconds: 5,
   recheck: 3,
-  recheckDelayMs: 250,
+  // Long enough for an in-flight dual write (two commands) to land; three rounds stay well
+  // inside the latency budget of a default verify.
+  recheckDelayMs: 100,
   rps: 0,
 };
-
-/** The part of `SlidingWindowLimiter` (src/rate_limit.ts) verify uses. */
-export interface RateLimiter {
-  /** Waits until `n` more operations fit the rate; resolves to the seconds waited. */
-  acquire(n: number, signal?: AbortSignal): Promise<number>;
-}
 
 /** Collaborators of {@linkcode runVerify}. */
 export interface VerifyDeps {
   logger?: Logger;
   signal?: AbortSignal;
-  /** Paces key checks; required when `options.rps > 0`. */
-  limiter?: RateLimiter;
+  /** Paces key checks (default: a `SlidingWindowLimiter` of `options.rps`). */
+  limiter?: Pick<RateLimiter, "acquire">;
   /** Source of randomness in [0, 1) (default `Math.random`). */
   random?: () => number;
 }
@@ -122,7 +119,6 @@ const CHECK_BATCH = 500;
  * Deno.exitCode = report.passed ? 0 : 1;
  * ```
  * @throws {RangeError} on an out-of-range option.
- * @throws {TypeError} when `options.rps > 0` and no limiter is given.
  * @throws the abort reason when `deps.signal` aborts; Redis errors (other than WRONGTYPE) as is.
  */
 export async function runVerify(
@@ -131,9 +127,6 @@ export async function runVerify(
   deps: VerifyDeps = {},
 ): Promise<VerifyReport> {
   validate(options);
-  if (options.rps > 0 && !deps.limiter) {
-    throw new TypeError(`options.rps is ${options.rps}, but no deps.limiter was given`);
-  }
   const started = performance.now();
   const logger = deps.logger ?? silentLogger;
   const { signal, random } = deps;
@@ -141,13 +134,13 @@ export async function runVerify(
     reader: target.reader,
     options,
     batch: batchSize(options.rps),
-    limiter: deps.limiter,
+    limiter: deps.limiter ?? new SlidingWindowLimiter(options.rps),
     signal,
     waited: 0,
   };
   logger.log("info", "verify_start", "Verifying parity of the new schema", {
     sample: options.sample,
-    workspace: options.workspace ?? null,
+    workspace: options.workspace === undefined ? null : escapeForLog(options.workspace),
     nodes: target.nodes.length,
   });
 
@@ -220,7 +213,7 @@ export async function runVerify(
     parity,
     orphans,
     orphans_sampled: fresh.keys.length - orphansGone,
-    gone: counts.gone + orphansGone,
+    gone: counts.gone,
     transient: forward.transient + reverse.transient,
     mismatch_reasons: reasons,
     old_keys: old.population,
@@ -232,8 +225,8 @@ export async function runVerify(
     workspace: options.workspace ?? null,
     min_parity: options.minParity,
     passed: verifyPassed(parity, options.minParity, orphans),
-    duration_seconds: (performance.now() - started) / 1000,
-    limiter_wait_seconds: ctx.waited,
+    duration_seconds: Math.round(performance.now() - started) / 1000,
+    limiter_wait_seconds: Math.round(ctx.waited * 1000) / 1000,
     examples,
   };
   logger.log("info", "verify_done", `Verify ${report.passed ? "passed" : "failed"}`, {
@@ -308,7 +301,7 @@ interface CheckContext {
   reader: Redis | Cluster;
   options: VerifyOptions;
   batch: number;
-  limiter: RateLimiter | undefined;
+  limiter: Pick<RateLimiter, "acquire">;
   signal: AbortSignal | undefined;
   /** Seconds spent waiting for the limiter so far. */
   waited: number;
@@ -468,7 +461,7 @@ async function inBatches<T>(
   for (let start = 0; start < keys.length; start += ctx.batch) {
     ctx.signal?.throwIfAborted();
     const batch = keys.slice(start, start + ctx.batch);
-    if (ctx.limiter) ctx.waited += await ctx.limiter.acquire(batch.length, ctx.signal);
+    ctx.waited += await ctx.limiter.acquire(batch.length, ctx.signal);
     out.push(...await work(batch));
   }
   return out;
@@ -577,6 +570,6 @@ function validate(options: VerifyOptions): void {
   integer("recheck", options.recheck, 0);
   number("recheckDelayMs", options.recheckDelayMs, 0);
   number("ttlToleranceSeconds", options.ttlToleranceSeconds, 0);
-  number("rps", options.rps, 0);
+  integer("rps", options.rps, 0);
   number("minParity", options.minParity, 0, 100);
 }

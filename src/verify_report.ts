@@ -42,9 +42,9 @@ export interface VerifyReport {
   parity: number;
   /** Sampled new keys whose old twin does not exist (after every recheck). */
   orphans: number;
-  /** New keys checked for orphans (excludes new keys that vanished during the check). */
+  /** New keys checked for orphans (a sampled new key that vanished meanwhile is not counted). */
   orphans_sampled: number;
-  /** Sampled keys (old or new) that vanished (deleted or expired) before they could be compared. */
+  /** Sampled old keys that vanished (deleted or expired) before they could be compared. */
   gone: number;
   /** Keys that failed a first comparison but passed a recheck (live writes in flight). */
   transient: number;
@@ -76,7 +76,18 @@ export interface VerifyReport {
   examples: VerifyExamples;
 }
 
-/** `matched / (sampled - invalid)`; 1 when nothing valid was sampled (nothing to disagree with). */
+/**
+ * `matched / (sampled - invalid)`; 1 when nothing valid was sampled (nothing to disagree with).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { computeParity } from "./verify_report.ts";
+ *
+ * assert.equal(computeParity(97, 102, 2), 0.97);
+ * assert.equal(computeParity(0, 3, 3), 1);
+ * ```
+ */
 export function computeParity(matched: number, sampled: number, invalid: number): number {
   const valid = sampled - invalid;
   return valid > 0 ? matched / valid : 1;
@@ -96,9 +107,11 @@ export function verifyPassed(parity: number, minParity: number, orphans: number)
  *
  * @example
  * ```ts
- * import { verifyJson } from "./verify_report.ts";
- * declare const report: import("./verify_report.ts").VerifyReport;
- * console.log(JSON.stringify(verifyJson(report)));
+ * import { type VerifyReport, verifyJson } from "./verify_report.ts";
+ *
+ * function jsonLine(report: VerifyReport): string {
+ *   return JSON.stringify(verifyJson(report)) + "\n";
+ * }
  * ```
  */
 export function verifyJson(report: VerifyReport): Record<string, unknown> {
@@ -148,9 +161,11 @@ export function formatPercent(fraction: number): string {
  *
  * @example
  * ```ts
- * import { renderVerifyText } from "./verify_report.ts";
- * declare const report: import("./verify_report.ts").VerifyReport;
- * console.log(renderVerifyText(report));
+ * import { renderVerifyText, type VerifyReport } from "./verify_report.ts";
+ *
+ * function textReport(report: VerifyReport): string {
+ *   return renderVerifyText(report) + "\n";
+ * }
  * ```
  */
 export function renderVerifyText(report: VerifyReport): string {

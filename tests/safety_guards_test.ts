@@ -223,3 +223,35 @@ Deno.test("OOM from Redis is waited out, not counted as errors", async () => {
     assert.equal(await countKeys(client, "ai:job:*"), 6000);
   });
 });
+
+Deno.test("OOM that lasts past --max-outage stops the run with exit 4 and its checkpoint", async () => {
+  await withSeeded(6000, async (server, client) => {
+    const run = spawnCli([
+      "--execute",
+      "--rps",
+      "3000",
+      "--batch",
+      "500",
+      "--max-memory-pct",
+      "100",
+      "--max-outage",
+      "2",
+      "--json",
+      "--redis-url",
+      server.url,
+    ]);
+    await waitFor("a checkpoint", async () => (await client.exists("ai:backfill:cursor")) === 1);
+    const used = parseMemoryInfo(await client.info("memory")).used;
+    await client.config("SET", "maxmemory", String(used + 32 * 1024));
+    const result = await run.done;
+    assert.equal(result.code, 4, result.stderr);
+    assert.match(
+      result.stderr,
+      /error: Redis at 127\.0\.0\.1:\d+ kept refusing writes \(OOM\) for longer than --max-outage/,
+    );
+    const summary = JSON.parse(result.stdout);
+    assert.equal(summary.completed, false);
+    await client.config("SET", "maxmemory", "0");
+    assert.equal(await client.get("ai:backfill:cursor"), summary.cursor);
+  });
+});

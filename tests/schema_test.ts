@@ -1,14 +1,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { estimateTotal, scanFraction } from "../src/estimate.ts";
-import {
-  escapeForLog,
-  jobIdOf,
-  newKeyFor,
-  oldKeyFor,
-  parseNewKey,
-  WorkspaceRule,
-} from "../src/schema.ts";
+import { jobIdOf, newKeyFor, oldKeyFor, parseNewKey, WorkspaceRule } from "../src/schema.ts";
 
 Deno.test("key names are built and parsed byte-exact", () => {
   const id = Buffer.from([0x6a, 0xff, 0x00, 0x3a, 0x80]);
@@ -39,12 +32,6 @@ Deno.test("a custom workspace rule, never allowing ':'", () => {
   assert.equal(rule.isDefault, false);
   assert.equal(rule.check("any thing"), "any thing");
   assert.equal(rule.check("a:b"), undefined);
-});
-
-Deno.test("escapeForLog escapes and truncates", () => {
-  assert.equal(escapeForLog("ok-1"), "ok-1");
-  assert.equal(escapeForLog(new Uint8Array([0x61, 0x0a, 0xff, 0x5c])), "a\\x0a\\xff\\x5c");
-  assert.equal(escapeForLog("x".repeat(100), 10), "x".repeat(10) + "…");
 });
 
 Deno.test("scanFraction reads SCAN's reverse-binary cursor", () => {

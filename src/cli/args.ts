@@ -8,6 +8,7 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { UsageError } from "../errors.ts";
 import { DEFAULT_WORKSPACE_PATTERN, WorkspaceRule } from "../schema.ts";
+import { VERIFY_DEFAULTS } from "../verify.ts";
 
 /** TLS material for `rediss://` connections. */
 export interface TlsOptions {
@@ -131,16 +132,16 @@ export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Comma
   if (parsed.positionals.length > 0) {
     throw new UsageError(`unexpected argument '${parsed.positionals[0]}'`);
   }
-  const shared = commonOptions(values, env, isVerify ? 0 : 100);
+  const shared = commonOptions(values, env, isVerify ? VERIFY_DEFAULTS.rps : 100);
   if (isVerify) {
     return {
       kind: "verify",
       options: {
         ...shared,
-        sample: integer(values, "sample", 1000, 1),
-        minParity: decimal(values, "min-parity", 100, 0, 100),
-        ttlTolerance: decimal(values, "ttl-tolerance", 5, 0),
-        recheck: integer(values, "recheck", 3, 0),
+        sample: integer(values, "sample", VERIFY_DEFAULTS.sample, 1),
+        minParity: decimal(values, "min-parity", VERIFY_DEFAULTS.minParity, 0, 100),
+        ttlTolerance: decimal(values, "ttl-tolerance", VERIFY_DEFAULTS.ttlToleranceSeconds, 0),
+        recheck: integer(values, "recheck", VERIFY_DEFAULTS.recheck, 0),
       },
     };
   }

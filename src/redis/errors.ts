@@ -38,3 +38,14 @@ export function errorCode(error: unknown): string {
   if (!(error instanceof Error)) return "UNKNOWN";
   return error.message.match(/^([A-Z][A-Z_]+)\b/)?.[1] ?? error.name;
 }
+
+/**
+ * True when Redis refused a write for lack of memory: an `OOM` reply, or a transaction aborted
+ * (`EXECABORT`) because one of its commands got one.
+ */
+export function isOom(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  if (error.message.startsWith("OOM")) return true;
+  const previous = (error as { previousErrors?: unknown[] }).previousErrors ?? [];
+  return error.message.startsWith("EXECABORT") && previous.some(isOom);
+}

@@ -29,14 +29,8 @@ export interface CliResult {
 }
 
 /** Runs the CLI to completion. */
-export async function runCli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
-  const output = await cliCommand(args, env).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
+export function runCli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  return spawnCli(args, env).done;
 }
 
 /** Runs the CLI with `--json` and parses the one JSON object on stdout. */
@@ -75,16 +69,28 @@ export interface RunningCli {
 }
 
 /** Starts the CLI without waiting for it. */
-export function spawnCli(args: string[], env: Record<string, string> = {}): RunningCli {
+export function spawnCli(
+  args: string[],
+  env: Record<string, string> = {},
+  timeoutMs = 120_000,
+): RunningCli {
   const child = cliCommand(args, env).spawn();
+  const started = performance.now();
+  const killedByWatchdog = () => performance.now() - started >= timeoutMs;
   const decoder = new TextDecoder();
   let stderr = "";
   const stderrDone = (async () => {
     for await (const chunk of child.stderr) stderr += decoder.decode(chunk, { stream: true });
   })();
   const stdoutDone = new Response(child.stdout).text();
+  // A hung CLI must fail its test, not stall the whole suite: kill it after `timeoutMs`.
+  const watchdog = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
   const done = (async () => {
     const [status, stdout] = await Promise.all([child.status, stdoutDone, stderrDone]);
+    clearTimeout(watchdog);
+    if (status.signal === "SIGKILL" && status.code === 137 && killedByWatchdog()) {
+      throw new Error(`CLI still running after ${timeoutMs} ms, killed:\n${stderr}`);
+    }
     return { code: status.code, stdout, stderr };
   })();
   return { child, done, stderrSoFar: () => stderr };

@@ -1,0 +1,52 @@
+/**
+ * `backfill verify`: connect, sample, compare, report. Read-only.
+ *
+ * @module
+ */
+import type { VerifyOptions as VerifyFlags } from "../cli/args.ts";
+import { ExitCode, RedisUnavailableError } from "../errors.ts";
+import { connectRedis } from "../redis/connect.ts";
+import { errorCode, isOutage } from "../redis/errors.ts";
+import { createLogger } from "../telemetry/logger.ts";
+import { renderVerifyText, runVerify, VERIFY_DEFAULTS, verifyJson } from "../verify.ts";
+import type { CommandIo } from "./io.ts";
+
+/** Runs verify; returns 0 when parity is reached and there are no orphans, else 1. */
+export async function verifyCommand(options: VerifyFlags, io: CommandIo): Promise<number> {
+  const logger = createLogger({
+    format: options.logFormat,
+    quiet: options.quiet,
+    write: io.stderr,
+  });
+  const target = await connectRedis(options.redisUrls, { tls: options.tls, signal: io.signal });
+  try {
+    logger.log("info", "connected", `connected to ${target.redacted} (${target.kind}); read-only`);
+    const report = await runVerify(
+      { nodes: target.masters(), reader: target.client },
+      {
+        sample: options.sample,
+        workspace: options.workspace,
+        rule: options.rule,
+        ttlToleranceSeconds: options.ttlTolerance,
+        recheck: options.recheck,
+        recheckDelayMs: VERIFY_DEFAULTS.recheckDelayMs,
+        rps: options.rps,
+        minParity: options.minParity,
+      },
+      { logger, signal: io.signal },
+    ).catch((error: unknown) => {
+      if (isOutage(error)) {
+        throw new RedisUnavailableError(
+          `lost Redis at ${target.redacted} during verify (${errorCode(error)})`,
+        );
+      }
+      throw error;
+    });
+    io.stdout(
+      options.json ? JSON.stringify(verifyJson(report)) + "\n" : renderVerifyText(report) + "\n",
+    );
+    return report.passed ? ExitCode.ok : ExitCode.failed;
+  } finally {
+    await target.close();
+  }
+}
