@@ -3,6 +3,10 @@
  * It keeps a log of grants (time, count) for the last window, which is exact (unlike a token bucket,
  * which allows a burst of 2×rps across a window boundary) and small (at most `rps` entries).
  *
+ * The window alone would let a whole second's permits go at once and then stall for the rest of
+ * the second; grants are also paced, each `n` permits at least `n / rps` seconds after the
+ * previous grant, so Redis sees a steady trickle of small calls instead of one burst per second.
+ *
  * @module
  */
 
@@ -47,6 +51,8 @@ export class SlidingWindowLimiter implements RateLimiter {
   /** Grants within the current window, oldest first. */
   readonly #grants: { at: number; count: number }[] = [];
   #inWindow = 0;
+  /** Earliest time the next grant may start (pacing). */
+  #nextAt = -Infinity;
 
   /**
    * @param rps permits per window; 0 = unlimited.
@@ -82,12 +88,15 @@ export class SlidingWindowLimiter implements RateLimiter {
     for (;;) {
       const now = this.#clock.now();
       this.#expire(now);
-      if (this.#inWindow + n <= this.rps) {
+      if (now >= this.#nextAt && this.#inWindow + n <= this.rps) {
         this.#grants.push({ at: now, count: n });
         this.#inWindow += n;
+        // Pace from the later of "now" and the planned slot, so a slow caller cannot bank time.
+        this.#nextAt = Math.max(now, this.#nextAt) + (n * this.#windowMs) / this.rps;
         return (now - started) / 1000;
       }
-      await this.#clock.sleep(this.#waitFor(n, now), signal);
+      const windowWait = this.#inWindow + n <= this.rps ? 0 : this.#waitFor(n, now);
+      await this.#clock.sleep(Math.max(windowWait, this.#nextAt - now, 0.1), signal);
     }
   }
 

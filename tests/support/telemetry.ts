@@ -173,14 +173,6 @@ export function startFakePushgateway(
   };
 }
 
-/** A free TCP port on 127.0.0.1 (closed again before returning). */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = listener.addr.port;
-  listener.close();
-  return port;
-}
-
 /** True when nothing accepts TCP connections on 127.0.0.1:`port`. */
 export async function portIsClosed(port: number): Promise<boolean> {
   try {
@@ -220,3 +212,5 @@ export class TrackingClock implements Clock {
     return this.#live.size;
   }
 }
+
+export { freePort } from "./redis_server.ts";
