@@ -291,11 +291,13 @@ export class ProgressReporter implements RunObserver {
     }
     const wait = this.#lastDrawAt + this.#gapMs - this.#clock.now();
     if (wait <= 0) {
+      // A redraw planned earlier would only repeat this line.
+      this.#cancelTimer();
       this.#draw();
     } else {
       this.#timer ??= this.#clock.setTimeout(() => {
         this.#timer = undefined;
-        if (!this.#ended) this.#draw();
+        if (!this.#ended && this.#state.totals.scanned !== this.#drawnScanned) this.#draw();
       }, wait);
     }
   }
