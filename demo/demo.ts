@@ -14,6 +14,7 @@
  * @module
  */
 import { fileURLToPath } from "node:url";
+import { BINARY_FLAGS } from "../tests/support/cli.ts";
 import { freePort, type RedisServer, startRedis } from "../tests/support/redis_server.ts";
 import { print, printError } from "./print.ts";
 import { type SeedReport, seedSampleJobs } from "./seed.ts";
@@ -21,7 +22,7 @@ import { type SeedReport, seedSampleJobs } from "./seed.ts";
 /** The project root: the CLI runs from there, so `-P=backfill` finds deno.json. */
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** How the CLI is started: the permission set the tests and the compiled binary use. */
-const CLI = ["run", "-q", "-P=backfill", "--no-prompt", "main.ts"];
+const CLI = ["run", "-q", ...BINARY_FLAGS, "--no-prompt", "main.ts"];
 
 /** Jobs per second for both runs: quick here, yet visibly rate-limited (the default is 100). */
 const RPS = 2000;

@@ -53,7 +53,7 @@ export interface BackfillDeps {
 }
 
 /** Largest sub-batch: keeps every script call well under ~2 ms of Redis time. */
-export const MAX_SUB_BATCH = 200;
+export const MAX_SUB_BATCH = 100;
 
 /** Runs the backfill to completion, `--max-keys`, or a stop signal, and returns the summary. */
 export async function runBackfill(options: BackfillOptions, deps: BackfillDeps): Promise<Summary> {
@@ -167,6 +167,8 @@ class Run {
     this.#cursors.set(name, committed);
     const startFraction = scanFraction(committed, this.#dbsize);
     let lastSave = 0;
+    /** The checkpoint save in flight, if any. */
+    let saving: Promise<void> | undefined;
     let lastJob: Buffer | undefined;
     let outageSince: number | undefined;
 
@@ -200,16 +202,13 @@ class Run {
           const resumeAt = finished ? batch.next : batch.cursor;
           const scanDone = finished && batch.next === "0";
           if (execute && !scanDone && (results.length > 0 || performance.now() - lastSave > 1000)) {
-            await this.#untilWritable(
-              name,
-              () =>
-                checkpoints.save(nodeId, {
-                  cursor: resumeAt,
-                  lastJob,
-                  runId,
-                  params: this.#params,
-                }),
-            );
+            // The save goes out now but is awaited only before the next one (or the end): the
+            // next batch's scripts follow it on the same connection, so Redis applies this
+            // checkpoint before any write of the next batch, and no round trip stalls the scan.
+            await saving;
+            const checkpoint = { cursor: resumeAt, lastJob, runId, params: this.#params };
+            saving = this.#untilWritable(name, () => checkpoints.save(nodeId, checkpoint));
+            saving.catch(() => {});
             lastSave = performance.now();
           }
           committed = resumeAt;
@@ -231,17 +230,25 @@ class Run {
             totals: { ...this.counters },
             estimatedTotal: this.#estimate,
           });
-          if (!finished || signal?.aborted) return { completed: false, cursor: committed };
+          if (!finished || signal?.aborted) {
+            await saving;
+            return { completed: false, cursor: committed };
+          }
           if (
             this.#options.maxKeys !== undefined && this.#claimed >= this.#options.maxKeys &&
             !scanDone
           ) {
+            await saving;
             return { completed: false, cursor: committed };
           }
         }
+        await saving;
         if (execute) await checkpoints.clear(nodeId);
         return { completed: true, cursor: "0" };
       } catch (error) {
+        // A save still in flight either landed or failed with the same outage: settle it.
+        await saving?.catch(() => {});
+        saving = undefined;
         if (signal?.aborted) return { completed: false, cursor: committed };
         if (!isOutage(error)) throw error;
         outageSince ??= performance.now();

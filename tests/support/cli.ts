@@ -7,10 +7,24 @@
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 
+/**
+ * The runtime flags the compiled binary is built with, read from the `compile` task in deno.json
+ * (everything between `deno compile` and `--output`): the permission set and the V8 flags. The
+ * tests, the demo and the benchmark run the CLI with exactly these, so they exercise the binary's
+ * permissions and memory settings; deno.json stays the one place they are written.
+ */
+export const BINARY_FLAGS: readonly string[] = (() => {
+  const config = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
+  const task: string = config.tasks.compile;
+  const flags = task.match(/^deno compile (.*?) --output /)?.[1];
+  if (!flags) throw new Error(`cannot read the binary's flags from the compile task: ${task}`);
+  return flags.split(/\s+/);
+})();
+
 /** The command line that runs the CLI like the compiled binary would. */
 export function cliCommand(args: string[], env: Record<string, string> = {}): Deno.Command {
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-q", "-P=backfill", `--config=${ROOT}deno.json`, `${ROOT}main.ts`, ...args],
+    args: ["run", "-q", ...BINARY_FLAGS, `--config=${ROOT}deno.json`, `${ROOT}main.ts`, ...args],
     cwd: ROOT,
     // A clean environment (no stray REDIS_URL), but keep what Deno needs to find its cache.
     env: { ...passThrough(), NO_COLOR: "1", ...env },
