@@ -4,8 +4,8 @@
  * which allows a burst of 2×rps across a window boundary) and small (at most `rps` entries).
  *
  * The window alone would let a whole second's permits go at once and then stall for the rest of
- * the second; grants are also paced, each `n` permits at least `n / rps` seconds after the
- * previous grant, so Redis sees a steady trickle of small calls instead of one burst per second.
+ * the second; grants are also paced, `n` permits per `n / rps` seconds, so Redis sees a steady
+ * trickle of small calls instead of one burst per second.
  *
  * @module
  */
@@ -91,8 +91,13 @@ export class SlidingWindowLimiter implements RateLimiter {
       if (now >= this.#nextAt && this.#inWindow + n <= this.rps) {
         this.#grants.push({ at: now, count: n });
         this.#inWindow += n;
-        // Pace from the later of "now" and the planned slot, so a slow caller cannot bank time.
-        this.#nextAt = Math.max(now, this.#nextAt) + (n * this.#windowMs) / this.rps;
+        // Pace from the planned slot, but never from more than a quarter window ago: a caller that
+        // stalled briefly (between batches) catches up instead of losing its slots, and one that
+        // stalled long cannot bank a burst. The window check above still caps every window.
+        const from = this.#nextAt === -Infinity
+          ? now
+          : Math.max(now - this.#windowMs / 4, this.#nextAt);
+        this.#nextAt = from + (n * this.#windowMs) / this.rps;
         return (now - started) / 1000;
       }
       const windowWait = this.#inWindow + n <= this.rps ? 0 : this.#waitFor(n, now);

@@ -59,6 +59,27 @@ Deno.test("a caller slower than the rate is never held back", async () => {
   assert.equal(clock.sleeps.length, 0);
 });
 
+Deno.test("a brief stall is caught up (no lost slots), a long one banks no burst", async () => {
+  const clock = fakeClock();
+  const limiter = new SlidingWindowLimiter(100, { clock });
+  await limiter.acquire(10); // t=0, next slot at 100
+  clock.t = 180; // stalled 80 ms past the slot
+  await limiter.acquire(10);
+  assert.equal(clock.t, 180, "immediate");
+  await limiter.acquire(10);
+  assert.equal(
+    clock.t,
+    200,
+    "the next slot is where pacing planned it, not 100 ms after the stall",
+  );
+  clock.t = 5000; // a long stall
+  await limiter.acquire(10);
+  await limiter.acquire(10);
+  await limiter.acquire(10);
+  await limiter.acquire(10);
+  assert.ok(clock.t >= 5050, `no more than a quarter window banked (t=${clock.t})`);
+});
+
 Deno.test("rps 0 is unlimited and never sleeps", async () => {
   const clock = fakeClock();
   const limiter = new SlidingWindowLimiter(0, { clock });
