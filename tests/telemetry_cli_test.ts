@@ -56,7 +56,9 @@ Deno.test("a run serves /metrics that move, pushes the final values, and prints 
     const later = await scrape(port);
     assert.ok(
       sumOf(later, "relay_backfill_scanned_total") > sumOf(early, "relay_backfill_scanned_total"),
-      `values move: ${sumOf(early, "relay_backfill_scanned_total")} -> ${sumOf(later, "relay_backfill_scanned_total")}`,
+      `values move: ${sumOf(early, "relay_backfill_scanned_total")} -> ${
+        sumOf(later, "relay_backfill_scanned_total")
+      }`,
     );
     assert.equal(typeOf(later, "relay_backfill_migrated_total"), "counter");
     assert.equal(typeOf(later, "relay_backfill_duration_seconds"), "histogram");
