@@ -2,7 +2,9 @@
  * Checkpoints in Redis, under the progress key P: `P:cursor` and `P:last_job` (the DESIGN names),
  * plus `P:meta`, a hash with the node's `run_id` (a restarted node's cursor is meaningless) and the
  * run parameters (a checkpoint made for another workspace or pattern is not silently reused).
- * A cluster keeps one set per master, suffixed with the node id.
+ * A cluster keeps one set per master, named by the master's node id and wrapped in a hash tag so
+ * that every checkpoint key of the run lands in one slot (one MULTI can write them):
+ * `{P}:cursor:<node-id>`, `{P}:last_job:<node-id>`, `{P}:meta:<node-id>`.
  *
  * @module
  */
@@ -39,13 +41,24 @@ export class CheckpointStore {
     this.prefix = prefix;
   }
 
-  /** Key names for a node. */
+  /**
+   * Key names for a node: `P:cursor`, … on a standalone server (node ""), `{P}:cursor:<node>`, … in
+   * a cluster. Redis hashes only what lies between the first `{` and the next `}`; every cluster key
+   * starts with `{P}`, so they share that tag (and slot) whatever braces P itself contains.
+   */
   keys(node: string): { cursor: string; lastJob: string; meta: string } {
-    const suffix = node === "" ? "" : `:${node}`;
+    if (node === "") {
+      return {
+        cursor: `${this.prefix}:cursor`,
+        lastJob: `${this.prefix}:last_job`,
+        meta: `${this.prefix}:meta`,
+      };
+    }
+    const tag = `{${this.prefix}}`;
     return {
-      cursor: `${this.prefix}:cursor${suffix}`,
-      lastJob: `${this.prefix}:last_job${suffix}`,
-      meta: `${this.prefix}:meta${suffix}`,
+      cursor: `${tag}:cursor:${node}`,
+      lastJob: `${tag}:last_job:${node}`,
+      meta: `${tag}:meta:${node}`,
     };
   }
 

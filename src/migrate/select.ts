@@ -4,20 +4,31 @@
  * @module
  */
 import type { RedisTarget } from "../redis/connect.ts";
-import type { Redis } from "../redis/ioredis.ts";
+import type { Cluster, Redis } from "../redis/ioredis.ts";
 import type { WorkspaceRule } from "../schema.ts";
+import { CrossSlotCopy, type CrossSlotOptions } from "./cross_slot.ts";
 import { InServerCopy } from "./in_server.ts";
 import type { MigrationStrategy } from "./strategy.ts";
 
-/** The strategy for `target`: in-server script on a standalone Redis. */
-export function strategyFor(target: RedisTarget, rule: WorkspaceRule): MigrationStrategy {
-  if (target.kind === "cluster") {
-    throw new Error("Redis Cluster support is not wired yet");
-  }
+/**
+ * The strategy for `target`: the in-server script on a standalone server or a Sentinel-managed
+ * primary; the cross-slot copy on a Redis Cluster.
+ */
+export function strategyFor(
+  target: RedisTarget,
+  rule: WorkspaceRule,
+  options: CrossSlotOptions = {},
+): MigrationStrategy {
+  if (target.kind === "cluster") return new CrossSlotCopy(target.client as Cluster, rule, options);
   return new InServerCopy(target.client as Redis, rule);
 }
 
-/** Checkpoint node id: "" on a standalone Redis (keys `P:cursor`, `P:last_job`). */
-export function nodeIdFor(_target: RedisTarget): ((node: Redis) => Promise<string>) | undefined {
-  return undefined;
+/**
+ * Checkpoint node id: none on a standalone server or Sentinel primary (keys `P:cursor`, …); the
+ * master's cluster node id (`CLUSTER MYID`) in a cluster (keys `{P}:cursor:<node-id>`, …). A node
+ * id survives a restart (nodes.conf), so the stored `run_id` is what tells a stale cursor apart.
+ */
+export function nodeIdFor(target: RedisTarget): ((node: Redis) => Promise<string>) | undefined {
+  if (target.kind !== "cluster") return undefined;
+  return async (node) => String(await node.call("CLUSTER", "MYID"));
 }

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { isIP } from "node:net";
 import type { TlsOptions } from "../cli/args.ts";
 import { UsageError } from "../errors.ts";
 import type { RedisOptions } from "./ioredis.ts";
@@ -20,10 +21,15 @@ export function redactUrl(text: string): string {
     if (url.password) url.password = "***";
     out = url.toString();
   } catch {
-    // Not a URL `URL` understands (several hosts): blank the userinfo's password by pattern.
-    out = text.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/?#]*):[^/?#]*@/i, "$1:***@");
-    if (out === text && /@/.test(text.split(/[/?#]/, 3).join("/"))) {
-      out = text.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, "$1***@");
+    // Not a URL `URL` understands (several hosts): blank the userinfo's password by hand. The
+    // userinfo ends at the authority's last "@"; a user name alone may itself be a token.
+    const match = /^([a-z][a-z0-9+.-]*:\/\/)([^/?#]*)@(.*)$/i.exec(text);
+    if (match) {
+      const [, scheme, userinfo, rest] = match;
+      const colon = userinfo!.indexOf(":");
+      out = `${scheme}${colon >= 0 ? userinfo!.slice(0, colon) + ":***" : "***"}@${rest}`;
+    } else {
+      out = text;
     }
   }
   return out.replace(/([?&](?:sentinel_)?password=)[^&#]*/gi, "$1***");
@@ -38,9 +44,14 @@ export function nodeAddress(host: string | undefined, port: number | undefined):
 /** Connection settings shared by every client we open (timeouts, retries, error handling). */
 export const BASE_OPTIONS: RedisOptions = {
   lazyConnect: true,
-  // Fail commands fast while disconnected; the engine owns outage handling (wait, then resume
-  // from the checkpoint), so queued retries inside the client would only hide the outage.
-  maxRetriesPerRequest: 1,
+  // Fail commands at once when the connection drops; the engine owns outage handling (wait, then
+  // compare run_id and resume from the checkpoint). With any retry, ioredis re-sends the commands
+  // that were in flight to whatever server answers after the reconnect, so a SCAN with the old
+  // cursor could reach a restarted server and silently skip keys instead of failing.
+  maxRetriesPerRequest: 0,
+  // Likewise a command issued while reconnecting fails at once instead of waiting in a queue for
+  // whichever server answers next (see fence.ts for the SCAN cursor that makes this matter).
+  enableOfflineQueue: false,
   enableAutoPipelining: false,
   connectTimeout: 5_000,
   retryStrategy: (attempt) => Math.min(100 * 2 ** attempt, 2_000),
@@ -70,7 +81,8 @@ export async function clientOptions(text: string, tls: TlsOptions = {}): Promise
 
 /**
  * TLS settings for `rediss://` (or when a CA or client certificate is given), or `undefined` for a
- * plain connection. SNI is `--tls-servername`, else the host we connect to.
+ * plain connection. SNI (and the name the certificate must match) is `--tls-servername`, else the
+ * host we connect to.
  */
 export async function tlsConnectionOptions(
   secure: boolean,
@@ -85,7 +97,8 @@ export async function tlsConnectionOptions(
     ca: tls.ca ? await readTlsFile(tls.ca, "--tls-ca") : undefined,
     cert: tls.cert ? await readTlsFile(tls.cert, "--tls-cert") : undefined,
     key: tls.key ? await readTlsFile(tls.key, "--tls-key") : undefined,
-    servername: tls.servername ?? host,
+    // SNI carries names only (node:tls refuses an IP); an IP host is verified against IP SANs.
+    servername: tls.servername ?? (host === undefined || isIP(host) !== 0 ? undefined : host),
   };
 }
 

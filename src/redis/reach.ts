@@ -10,7 +10,7 @@ import type { Redis } from "./ioredis.ts";
 const REFUSED_CREDENTIALS = /WRONGPASS|NOAUTH|NOPERM|invalid password|invalid username/i;
 /** A certificate or handshake problem: retrying cannot fix it. */
 const TLS_FAILURE =
-  /certificate|UnknownIssuer|NotValidForName|CERT_|self[- ]signed|handshake|InvalidCertificate|tls/i;
+  /certificate|altnames|fatal alert|UnknownIssuer|NotValidForName|CERT_|self[- ]signed|handshake/i;
 
 /**
  * Connects `client` and PINGs, retrying with backoff until the deadline; never overruns it.
@@ -24,9 +24,36 @@ export async function connectWithin(
   timeoutMs: number,
   signal?: AbortSignal,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError = "no answer";
-  for (let attempt = 0; Date.now() < deadline; attempt++) {
+  // A failed TLS handshake or refused connection reaches us only as an 'error' event; the
+  // command itself just sees a closed stream. Keep the event's message for the diagnosis.
+  const events: Error[] = [];
+  const onError = (error: Error) => events.push(error);
+  client.on("error", onError);
+  try {
+    await attempt(client, name, Date.now() + timeoutMs, events, signal);
+  } catch (error) {
+    client.disconnect();
+    if (error instanceof RedisUnavailableError || signal?.aborted) throw error;
+    throw new RedisUnavailableError(
+      `Redis at ${name} is unreachable after ${Math.round(timeoutMs / 1000)} s (${
+        firstLine(error instanceof Error ? error.message : String(error))
+      })`,
+    );
+  } finally {
+    client.off("error", onError);
+  }
+}
+
+/** Tries until `deadline`; throws the last failure's error (or a RedisUnavailableError at once). */
+async function attempt(
+  client: Redis,
+  name: string,
+  deadline: number,
+  events: Error[],
+  signal?: AbortSignal,
+): Promise<void> {
+  let last: unknown = new Error("no answer");
+  for (let n = 0; Date.now() < deadline; n++) {
     signal?.throwIfAborted();
     const outcome = await withTimeout(
       (async () => {
@@ -36,25 +63,22 @@ export async function connectWithin(
       Math.min(deadline - Date.now(), 3_000),
     );
     if (outcome === undefined) return;
-    const message = firstLine(outcome instanceof Error ? outcome.message : String(outcome));
+    // An event says more than "Stream isn't writeable" or "max retries" while ioredis reconnects;
+    // a certificate or credentials problem says the most, even when later events followed it.
+    last = events.findLast((e) => isFatal(e.message)) ?? events.at(-1) ?? outcome;
+    const message = firstLine(last instanceof Error ? last.message : String(last));
     if (REFUSED_CREDENTIALS.test(message)) {
-      client.disconnect();
       throw new RedisUnavailableError(
         `Redis at ${name} refused the credentials (${message.split(" ")[0]})`,
       );
     }
     if (TLS_FAILURE.test(message)) {
-      client.disconnect();
       throw new RedisUnavailableError(`TLS connection to Redis at ${name} failed: ${message}`);
     }
-    lastError = message;
-    const pause = Math.min(100 * 2 ** attempt, 1_000, Math.max(deadline - Date.now(), 0));
+    const pause = Math.min(100 * 2 ** n, 1_000, Math.max(deadline - Date.now(), 0));
     await new Promise((resolve) => setTimeout(resolve, pause));
   }
-  client.disconnect();
-  throw new RedisUnavailableError(
-    `Redis at ${name} is unreachable after ${Math.round(timeoutMs / 1000)} s (${lastError})`,
-  );
+  throw last;
 }
 
 /** Resolves `undefined` when `work` succeeds in time, else the error (or a timeout error). */
@@ -68,6 +92,10 @@ export async function withTimeout(work: Promise<unknown>, ms: number): Promise<u
   } finally {
     clearTimeout(timer);
   }
+}
+
+function isFatal(message: string): boolean {
+  return REFUSED_CREDENTIALS.test(message) || TLS_FAILURE.test(message);
 }
 
 function firstLine(text: string): string {

@@ -8,8 +8,9 @@
  */
 import { Cluster, Redis } from "../../src/redis/ioredis.ts";
 import { oldKeyFor } from "../../src/schema.ts";
-import { type RedisServer, startRedis } from "./redis_server.ts";
+import { freePort, type RedisServer, startRedis } from "./redis_server.ts";
 import type { TestJob } from "./seed.ts";
+import type { TestPki } from "./tls.ts";
 
 /** Options for {@linkcode startCluster}. */
 export interface ClusterOptions {
@@ -21,6 +22,11 @@ export interface ClusterOptions {
   aof?: boolean;
   /** `cluster-node-timeout` in ms (default 2000: quick failure detection in tests). */
   nodeTimeoutMs?: number;
+  /**
+   * Also listen with TLS (`--tls-port`, `--tls-cluster yes`: the nodes announce their TLS ports to
+   * clients). The plain ports stay open for the test's own tools.
+   */
+  tls?: TestPki;
 }
 
 /** A running test cluster. */
@@ -29,6 +35,8 @@ export interface TestCluster {
   nodes: RedisServer[];
   /** `redis://127.0.0.1:<port>` of the first node (a seed). */
   url: string;
+  /** TLS port per node (with the `tls` option). */
+  tlsPorts: number[];
   /** A cluster client (the caller disconnects it). */
   client(): Cluster;
   /** A standalone client per node (the caller disconnects them). */
@@ -48,11 +56,33 @@ export async function startCluster(options: ClusterOptions = {}): Promise<TestCl
     await Promise.all(nodes.map((node) => node.stop()));
   };
   try {
+    const tlsPorts: number[] = [];
     for (let i = 0; i < masters * (1 + replicas); i++) {
+      const pki = options.tls;
+      if (pki) tlsPorts.push(freePort());
+      const tlsArgs = pki
+        ? [
+          "--tls-port",
+          String(tlsPorts[i]),
+          "--tls-cluster",
+          "yes",
+          "--tls-replication",
+          "yes",
+          "--tls-cert-file",
+          pki.serverCert,
+          "--tls-key-file",
+          pki.serverKey,
+          "--tls-ca-cert-file",
+          pki.ca,
+          "--tls-auth-clients",
+          "no",
+        ]
+        : [];
       nodes.push(
         await startRedis({
           aof: options.aof,
           args: [
+            ...tlsArgs,
             "--cluster-enabled",
             "yes",
             "--cluster-config-file",
@@ -70,7 +100,10 @@ export async function startCluster(options: ClusterOptions = {}): Promise<TestCl
       args: [
         "--cluster",
         "create",
-        ...nodes.map((node) => `127.0.0.1:${node.port}`),
+        // With tls-cluster the bus listens on the TLS port + 10000: introduce nodes by TLS port.
+        ...(options.tls
+          ? [...tlsPorts.map((port) => `127.0.0.1:${port}`), "--tls", "--cacert", options.tls.ca]
+          : nodes.map((node) => `127.0.0.1:${node.port}`)),
         "--cluster-replicas",
         String(replicas),
         "--cluster-yes",
@@ -86,6 +119,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<TestCl
     const cluster: TestCluster = {
       nodes,
       url: nodes[0]!.url,
+      tlsPorts,
       client: () =>
         new Cluster(
           nodes.slice(0, masters).map((node) => ({ host: "127.0.0.1", port: node.port })),
@@ -95,6 +129,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<TestCl
         ),
       nodeClients: () => nodes.map((node) => node.client()),
       waitHealthy: (timeoutMs = 30_000) => waitHealthy(nodes, masters, timeoutMs),
+
       stop,
     };
     await cluster.waitHealthy();
@@ -122,18 +157,20 @@ async function waitHealthy(nodes: RedisServer[], masters: number, timeoutMs: num
     const states = await Promise.all(nodes.map(async (node) => {
       const info = await redisCli(node.port, "CLUSTER", "INFO").catch(() => "");
       const view = await redisCli(node.port, "CLUSTER", "NODES").catch(() => "");
-      const ok = info.includes("cluster_state:ok");
+      const replication = await redisCli(node.port, "INFO", "replication").catch(() => "");
       const liveMasters = view.split("\n").filter((line) => {
         const [, , flags = "", , , , , link, ...slots] = line.split(" ");
-        const roles = flags.split(",");
-        return roles.includes("master") && !flags.includes("fail") && link === "connected" &&
-          slots.length > 0;
+        return flags.split(",").includes("master") && !flags.includes("fail") &&
+          link === "connected" && slots.length > 0;
       }).length;
-      return { ok, liveMasters };
+      const synced = !replication.includes("role:slave") ||
+        replication.includes("master_link_status:up");
+      return { ok: info.includes("cluster_state:ok"), liveMasters, synced };
     }));
     last = JSON.stringify(states);
-    // Every node must also see every master with slots, so clients get one consistent map.
-    if (states.every((s) => s.ok && s.liveMasters === masters)) return;
+    // Every node must also see every master with slots (so clients get one consistent map), and
+    // every replica must be in sync (so it can take over).
+    if (states.every((s) => s.ok && s.liveMasters === masters && s.synced)) return;
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
   throw new Error(`cluster not healthy within ${timeoutMs} ms: ${last}`);

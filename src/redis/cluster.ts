@@ -1,0 +1,199 @@
+/**
+ * Redis Cluster: detection on a seed, the routed cluster client (key reads and writes follow
+ * MOVED/ASK), and one plain connection per master for SCAN, INFO and DBSIZE (SCAN has no key, so
+ * it must run on each master itself).
+ *
+ * @module
+ */
+import { isIP } from "node:net";
+import { RedisUnavailableError, UsageError } from "../errors.ts";
+import { Cluster, type ClusterOptions, Redis, type RedisOptions } from "./ioredis.ts";
+import { nodeAddress } from "./options.ts";
+import { fenceScanCursors } from "./fence.ts";
+import { guardClusterStreamErrors, guardStreamErrors } from "./stream_guard.ts";
+import { connectWithin, withTimeout } from "./reach.ts";
+import type { RedisTarget } from "./connect.ts";
+
+/** True when the server is a cluster node (`INFO cluster` → `cluster_enabled:1`). */
+export async function isClusterNode(client: Redis, name: string): Promise<boolean> {
+  let info: string;
+  try {
+    info = await client.info("cluster");
+  } catch (error) {
+    throw new RedisUnavailableError(
+      `Redis at ${name} refused INFO (needed to detect a cluster and node restarts): ${
+        (error as Error).message.split("\n")[0]
+      }`,
+    );
+  }
+  return /^cluster_enabled:1\b/m.test(info);
+}
+
+/** Options for {@linkcode connectCluster}. */
+export interface ClusterConnectOptions {
+  /** The seed URLs, redacted, for logs. */
+  redacted: string;
+  /** `--tls-servername`: SNI for every node; without it each node's own host is used. */
+  servername?: string;
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * Connects to a cluster through `seeds` (options built from every seed URL; credentials and TLS of
+ * the first apply to every node) and opens one connection per master.
+ *
+ * @throws {UsageError} when a seed selects a database other than 0 (a cluster has only db 0).
+ * @throws {RedisUnavailableError} when the cluster or a master cannot be reached in time.
+ */
+export async function connectCluster(
+  seeds: RedisOptions[],
+  options: ClusterConnectOptions,
+): Promise<RedisTarget> {
+  const first = seeds[0];
+  if (first === undefined) throw new UsageError("no Redis URL given");
+  if (seeds.some((seed) => (seed.db ?? 0) !== 0)) {
+    throw new UsageError("Redis Cluster has only database 0; drop the /N from --redis-url");
+  }
+  const nodeOptions: RedisOptions = {
+    username: first.username,
+    password: first.password,
+    // The seed's SNI would be wrong for the other nodes: only an explicit name applies to all.
+    tls: first.tls ? { ...first.tls, servername: options.servername } : undefined,
+    connectTimeout: first.connectTimeout,
+    maxRetriesPerRequest: first.maxRetriesPerRequest,
+  };
+  const client = new Cluster(
+    seeds.map((seed) => ({ host: seed.host, port: seed.port })),
+    clusterOptions(nodeOptions),
+  );
+  // Without a listener ioredis prints every failed reconnect to stderr (with no redaction).
+  client.on("error", () => {});
+  guardClusterStreamErrors(client);
+  const deadline = Date.now() + options.timeoutMs;
+  const failure = await withTimeout(client.connect(), options.timeoutMs);
+  if (failure !== undefined) {
+    client.disconnect();
+    const message = failure instanceof Error ? failure.message.split("\n")[0] : String(failure);
+    throw new RedisUnavailableError(
+      `Redis Cluster at ${options.redacted} is unreachable (${message})`,
+    );
+  }
+  const masters: Redis[] = [];
+  try {
+    for (const routed of client.nodes("master")) {
+      const node = masterConnection(client, routed.options, {
+        ...first,
+        ...nodeOptions,
+      }, options.servername);
+      masters.push(node);
+      const name = nodeName(node);
+      await connectWithin(node, name, Math.max(deadline - Date.now(), 1_000), options.signal);
+    }
+  } catch (error) {
+    for (const node of masters) node.disconnect();
+    client.disconnect();
+    throw error;
+  }
+  return {
+    kind: "cluster",
+    client,
+    masters: () => masters,
+    nodeName,
+    redacted: options.redacted,
+    layout: () => slotLayout(client),
+    async close() {
+      for (const node of masters) node.disconnect();
+      client.disconnect();
+      await Promise.resolve();
+    },
+  };
+}
+
+/** `start-end=<master node id>` per slot range, sorted (from CLUSTER SLOTS). */
+async function slotLayout(client: Cluster): Promise<string> {
+  const ranges = await client.cluster("SLOTS");
+  return ranges.map(([start, end, master]) => `${start}-${end}=${master?.[2] ?? master?.[1]}`)
+    .sort().join(",");
+}
+
+/** `host:port` the connection points at now (it follows its slots to a promoted replica). */
+function nodeName(node: Redis): string {
+  return nodeAddress(node.options.host, node.options.port);
+}
+
+/**
+ * A plain connection to one master, for SCAN and INFO. It remembers one slot the master served at
+ * the start; when the connection drops, every reconnect attempt goes to whoever serves that slot
+ * now (the routed client's slot map, refreshed on each attempt). So after a failover the scan of
+ * those slots continues on the promoted replica: the engine sees a new `run_id` and rescans from 0.
+ * A master that merely restarts still serves its slots, so the connection returns to it.
+ */
+function masterConnection(
+  client: Cluster,
+  at: RedisOptions,
+  base: RedisOptions,
+  servername: string | undefined,
+): Redis {
+  const address = `${at.host}:${at.port}`;
+  const slot = client.slots.findIndex((owners) => owners?.[0] === address);
+  const retry = base.retryStrategy ?? (() => 1_000);
+  const tls = base.tls ? { ...base.tls, servername: servername ?? sniFor(at.host) } : undefined;
+  const node = new Redis({
+    ...base,
+    tls,
+    host: at.host,
+    port: at.port,
+    db: 0,
+    retryStrategy: (attempt) => {
+      follow();
+      return retry(attempt);
+    },
+  });
+  // Without a listener ioredis prints every failed reconnect to stderr.
+  node.on("error", () => {});
+  fenceScanCursors(node, () => nodeName(node));
+  guardStreamErrors(node);
+  function follow() {
+    const owner = slot >= 0 ? client.slots[slot]?.[0] : undefined;
+    const colon = owner?.lastIndexOf(":") ?? -1;
+    if (owner !== undefined && colon > 0) {
+      node.options.host = owner.slice(0, colon);
+      node.options.port = Number(owner.slice(colon + 1));
+      if (node.options.tls && servername === undefined) {
+        node.options.tls.servername = sniFor(node.options.host);
+      }
+    }
+    // For the next attempt: the map may still name a master that is gone.
+    client.refreshSlotsCache();
+  }
+  return node;
+}
+
+function sniFor(host: string | undefined): string | undefined {
+  return host === undefined || isIP(host) !== 0 ? undefined : host;
+}
+
+/**
+ * Routing and retry settings. ioredis follows MOVED and ASK itself and retries CLUSTERDOWN,
+ * TRYAGAIN and lost node connections after refreshing the slot map; the budget below (about
+ * 32 × 250 ms) is meant to cover a failover's election. What is still failing after it reaches the
+ * strategy, which waits some more before it reports an error.
+ */
+function clusterOptions(nodeOptions: RedisOptions): ClusterOptions {
+  return {
+    redisOptions: nodeOptions,
+    lazyConnect: true,
+    enableAutoPipelining: false,
+    enableReadyCheck: true,
+    scaleReads: "master",
+    maxRedirections: 32,
+    retryDelayOnFailover: 250,
+    retryDelayOnClusterDown: 250,
+    retryDelayOnTryAgain: 100,
+    slotsRefreshTimeout: 2_000,
+    clusterRetryStrategy: (attempt) => Math.min(100 * 2 ** attempt, 2_000),
+    // Keep the announced addresses as they are (no DNS round trip, and TLS SNI stays as given).
+    dnsLookup: (address, callback) => callback(null, address),
+  };
+}

@@ -1,0 +1,52 @@
+/**
+ * A SCAN cursor belongs to one server process. ioredis reconnects by itself, so when a server
+ * restarts (or a Sentinel failover moves us to another primary) while no command is in flight,
+ * nothing fails: the next SCAN simply carries the old cursor to a different keyspace layout and
+ * keys are silently skipped. This fence notices the new `run_id` at reconnect and makes the next
+ * SCAN that continues a cursor fail as an outage, so the engine checks `run_id` and rescans the
+ * node from cursor 0 (a SCAN from cursor 0 is valid anywhere and lifts the fence).
+ *
+ * @module
+ */
+import type { Redis } from "./ioredis.ts";
+
+/** A continued SCAN refused because the server behind the connection changed. */
+export class ServerChangedError extends Error {
+  constructor(name: string) {
+    // "Connection is closed" makes the engine treat it as an outage (wait, compare run_id).
+    super(
+      `Connection is closed and was re-established to another server process at ${name} ` +
+        `(new run_id): its SCAN cursor is meaningless`,
+    );
+    this.name = "ServerChanged";
+  }
+}
+
+type ScanBuffer = Redis["scanBuffer"];
+
+/** Installs the fence on `node` (a connection the scanner uses); `name()` is its `host:port`. */
+export function fenceScanCursors(node: Redis, name: () => string): void {
+  let runId: string | undefined;
+  let fenced = false;
+  let check: Promise<void> = Promise.resolve();
+  node.on("ready", () => {
+    check = node.info("server").then(
+      (info) => {
+        const now = /run_id:(\w+)/.exec(info)?.[1];
+        if (runId !== undefined && now !== runId) fenced = true;
+        runId = now;
+      },
+      // Unknown after a reconnect: assume the worst; a rescan is only slower, never wrong.
+      () => {
+        if (runId !== undefined) fenced = true;
+      },
+    );
+  });
+  const scan = node.scanBuffer.bind(node) as (...args: unknown[]) => ReturnType<ScanBuffer>;
+  node.scanBuffer = (async (cursor: string | number | Uint8Array, ...rest: unknown[]) => {
+    await check;
+    if (String(cursor) === "0") fenced = false;
+    else if (fenced) throw new ServerChangedError(name());
+    return await scan(cursor, ...rest);
+  }) as ScanBuffer;
+}
