@@ -253,14 +253,16 @@ class Run {
         if (!isOutage(error)) throw error;
         outageSince ??= performance.now();
         const code = errorCode(error);
+        // Named now, not at the start: after a failover the node is another host.
+        const where = target.nodeName(node);
         this.#log.log(
           "warn",
           "redis_lost",
-          `lost Redis at ${name} (${code}); waiting up to ${this.#options.maxOutage} s`,
-          { node: name, code },
+          `lost Redis at ${where} (${code}); waiting up to ${this.#options.maxOutage} s`,
+          { node: where, code },
         );
         const back = await waitForRedis(node, {
-          name,
+          name: where,
           deadline: outageSince + this.#options.maxOutage * 1000,
           cursor: committed,
           // A failover can leave us on a replica that answers PING but refuses writes.
@@ -270,17 +272,19 @@ class Run {
         if (!back) return { completed: false, cursor: committed };
         if (performance.now() >= outageSince + this.#options.maxOutage * 1000) {
           throw new RedisUnavailableError(
-            `Redis at ${name} kept failing (${code}) for longer than --max-outage; ` +
+            `Redis at ${where} kept failing (${code}) for longer than --max-outage; ` +
               `the checkpoint is kept at cursor=${committed}`,
           );
         }
         const now = await serverRunId(node);
+        const serving = target.nodeName(node);
         if (now !== runId) {
           this.#log.log(
             "warn",
             "redis_restarted",
-            `Redis at ${name} restarted (new run_id): its SCAN cursor is meaningless, rescanning from cursor 0`,
-            { node: name },
+            `Redis at ${serving} restarted or failed over (new run_id): its SCAN cursor is ` +
+              `meaningless, rescanning from cursor 0`,
+            { node: serving },
           );
           runId = now;
           committed = "0";
@@ -289,8 +293,8 @@ class Run {
           this.#log.log(
             "info",
             "redis_back",
-            `Redis at ${name} is back; resuming from cursor=${committed}`,
-            { node: name },
+            `Redis at ${serving} is back; resuming from cursor=${committed}`,
+            { node: serving },
           );
         }
       }

@@ -238,7 +238,7 @@ Deno.test("cluster: a master restarted mid-run (new run_id) is rescanned from cu
       new RegExp(
         `Redis at 127\\.0\\.0\\.1:${
           cluster.nodes[0]!.port
-        } restarted \\(new run_id\\).*rescanning from cursor 0`,
+        } restarted or failed over \\(new run_id\\).*rescanning from cursor 0`,
       ),
     );
     assert.equal(summary.errors, 0);

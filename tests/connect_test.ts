@@ -82,7 +82,10 @@ Deno.test("fence: after a restart behind a silent reconnect, a continued SCAN fa
   const server = await startRedis({ aof: true });
   const probe = server.client();
   try {
-    await probe.mset("ai:jobs:a", "1", "ai:jobs:b", "2", "ai:jobs:c", "3");
+    // Enough keys that a COUNT 1 SCAN cannot finish in one call.
+    await probe.mset(
+      Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`ai:jobs:${i}`, "1"])),
+    );
     const target = await connectRedis([server.url]);
     try {
       const node = target.masters()[0]!;

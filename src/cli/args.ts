@@ -9,6 +9,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { UsageError } from "../errors.ts";
 import { DEFAULT_WORKSPACE_PATTERN, WorkspaceRule } from "../schema.ts";
 import { VERIFY_DEFAULTS } from "../verify.ts";
+import { isSentinelUrl, parseSentinelUrl } from "../redis/sentinel.ts";
 
 /** TLS material for `rediss://` connections. */
 export interface TlsOptions {
@@ -190,14 +191,16 @@ export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Comma
 type Values = Record<string, string | boolean | string[] | undefined>;
 
 function commonOptions(values: Values, env: ParseEnv, defaultRps: number): CommonOptions {
+  // A Sentinel URL lists its sentinels with commas itself; other URLs may be comma-separated seeds.
   const fromFlags = (values["redis-url"] as string[] | undefined ?? [])
-    .flatMap((url) => url.split(","))
+    .flatMap((url) => isSentinelUrl(url.trim()) ? [url] : url.split(","))
     .map((url) => url.trim())
     .filter((url) => url.length > 0);
   const redisUrls = fromFlags.length > 0
     ? fromFlags
     : [env.REDIS_URL?.trim() || "redis://127.0.0.1:6379"];
-  for (const url of redisUrls) redisUrl(url);
+  // Both validators name the problem without echoing the URL (it may hold a password).
+  for (const url of redisUrls) isSentinelUrl(url) ? parseSentinelUrl(url) : redisUrl(url);
   const patternText = str(values, "workspace-pattern") ?? DEFAULT_WORKSPACE_PATTERN;
   let rule: WorkspaceRule;
   try {

@@ -31,9 +31,10 @@ Checkpoints:
   --reset-progress          clear the stored checkpoint and start from cursor 0
 
 Connection:
-  --redis-url URL           redis://, rediss:// (TLS), redis+sentinel://; repeat or comma-separate
-                            cluster seeds                    [$REDIS_URL, else redis://127.0.0.1:6379]
-  --tls-ca FILE             CA bundle for rediss://
+  --redis-url URL           redis://, rediss:// (TLS), redis+sentinel://host:port[,host:port]/master;
+                            a cluster is detected by itself; repeat or comma-separate cluster seeds
+                                                             [$REDIS_URL, else redis://127.0.0.1:6379]
+  --tls-ca FILE             CA bundle for rediss:// (the TLS flags apply to every node)
   --tls-cert FILE           client certificate (with --tls-key)
   --tls-key FILE            client private key
   --tls-servername NAME     TLS SNI name                                            [URL host]

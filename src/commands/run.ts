@@ -56,6 +56,12 @@ export async function runCommand(options: RunOptions, io: CommandIo): Promise<nu
     try {
       logger.log("info", "connected", `connected to ${target.redacted} (${target.kind})`);
       const client = target.client as Redis;
+      if (target.kind === "cluster" && options.cursor !== undefined) {
+        throw new UsageError(
+          "--cursor is one SCAN cursor, but a cluster keeps one per master " +
+            `({${options.progressKey}}:cursor:<node-id>); use --reset-progress to start over`,
+        );
+      }
       // Headroom before anything is written (the lock included): a refusal leaves Redis untouched.
       const memory = new MemoryGuard(target.masters(), (node) => target.nodeName(node), {
         maxPct: options.maxMemoryPct,
@@ -77,6 +83,7 @@ export async function runCommand(options: RunOptions, io: CommandIo): Promise<nu
           `holding ${lock.key} as ${lock.holder.host} pid ${lock.holder.pid}`,
         );
       }
+      const layoutBefore = await target.layout?.();
       try {
         summary = await runBackfill(
           {
@@ -91,7 +98,9 @@ export async function runCommand(options: RunOptions, io: CommandIo): Promise<nu
           },
           {
             target,
-            strategy: strategyFor(target, options.rule),
+            strategy: strategyFor(target, options.rule, {
+              retryBudgetMs: options.maxOutage * 1000,
+            }),
             nodeId: nodeIdFor(target),
             checkpoints: new CheckpointStore(client, options.progressKey),
             limiter: new SlidingWindowLimiter(options.rps),
@@ -108,6 +117,17 @@ export async function runCommand(options: RunOptions, io: CommandIo): Promise<nu
         const partial = (error as { summary?: Summary }).summary;
         if (partial && error instanceof BackfillError) summary = partial;
         throw error;
+      }
+      if (layoutBefore !== undefined && (await target.layout?.()) !== layoutBefore) {
+        // Keys that moved between masters mid-run may have escaped every master's SCAN.
+        logger.log(
+          "warn",
+          "cluster_layout_changed",
+          "the cluster's slot layout changed during the run (reshard or failover): keys that " +
+            "moved between masters may have escaped this scan; run again (a rerun copies only " +
+            "what is missing)",
+        );
+        summary = { ...summary, completed: false };
       }
       if (lockLost.signal.aborted) throw lockLost.signal.reason;
       return summary.errors > 0 ? ExitCode.failed : ExitCode.ok;

@@ -33,10 +33,26 @@ export function isOutage(error: unknown): boolean {
   return error instanceof Error && OUTAGE.test(error.message);
 }
 
+/** ioredis's connection-state messages, as short codes for log lines. */
+const CONNECTION_STATES: [RegExp, string][] = [
+  [/re-established to another server/i, "node changed"],
+  [/Connection is closed/i, "connection closed"],
+  [/Stream isn't writeable/i, "connection not writable"],
+  [/max retries per request/i, "connection retries exhausted"],
+  [/Socket closed unexpectedly/i, "socket closed"],
+];
+
 /** The Redis error code of `error` (`OOM`, `WRONGTYPE`, ...), or its class name; never values. */
 export function errorCode(error: unknown): string {
   if (!(error instanceof Error)) return "UNKNOWN";
-  return error.message.match(/^([A-Z][A-Z_]+)\b/)?.[1] ?? error.name;
+  const reply = error.message.match(/^([A-Z][A-Z_]+)\b/)?.[1];
+  if (reply) return reply;
+  // Connection errors: the system code (ECONNREFUSED, ...) or the first phrase of the message,
+  // which names at most host:port (ioredis never puts credentials in error messages).
+  const system = (error as { code?: unknown }).code;
+  if (typeof system === "string" && system.length > 0) return system;
+  const known = CONNECTION_STATES.find(([pattern]) => pattern.test(error.message))?.[1];
+  return known ?? error.message.match(/\b(E[A-Z]{3,})\b/)?.[1] ?? error.name;
 }
 
 /**
