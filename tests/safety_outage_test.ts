@@ -36,7 +36,10 @@ Deno.test("a Redis restart mid-run is waited out; the new run_id restarts the sc
     const result = await run.done;
     assert.equal(result.code, 0, result.stderr);
     assert.match(result.stderr, /lost Redis at 127\.0\.0\.1:\d+/);
-    assert.match(result.stderr, /restarted or failed over \(new run_id\).*rescanning from cursor 0/);
+    assert.match(
+      result.stderr,
+      /restarted or failed over \(new run_id\).*rescanning from cursor 0/,
+    );
     const summary = JSON.parse(result.stdout);
     assert.equal(summary.completed, true);
     assert.equal(summary.errors, 0);
