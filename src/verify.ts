@@ -15,7 +15,7 @@
  */
 import { Buffer } from "node:buffer";
 import { Cluster, type Redis } from "./redis/ioredis.ts";
-import { type RateLimiter, SlidingWindowLimiter } from "./rate_limit.ts";
+import { type RateLimiter, realClock, SlidingWindowLimiter } from "./rate_limit.ts";
 import { type Logger, silentLogger } from "./run_events.ts";
 import { escapeForLog } from "./telemetry/redact.ts";
 import {
@@ -437,7 +437,7 @@ async function withRechecks<V>(
   let pending = indicesWhere(verdicts, failed);
   const firstFailures = pending.length;
   for (let round = 0; round < ctx.options.recheck && pending.length > 0; round++) {
-    await delay(ctx.options.recheckDelayMs, ctx.signal);
+    await realClock.sleep(ctx.options.recheckDelayMs, ctx.signal);
     const again = await check(pending.map((i) => keys[i] as Buffer));
     pending.forEach((index, j) => verdicts[index] = again[j] as V);
     pending = pending.filter((index) => failed(verdicts[index] as V));
@@ -535,23 +535,6 @@ function rethrow(error: Error | null): void {
 /** Escapes SCAN MATCH glob characters, so a workspace id matches literally. */
 function escapeGlob(text: string): string {
   return text.replace(/[*?[\]\\]/g, (c) => `\\${c}`);
-}
-
-/** Waits `ms`, or rejects with the signal's reason when it aborts first. */
-function delay(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  signal?.throwIfAborted();
-  if (ms <= 0) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }
 
 function validate(options: VerifyOptions): void {

@@ -5,22 +5,8 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { newKeyFor, oldKeyFor } from "../src/schema.ts";
 import { runCli, runJson } from "./support/cli.ts";
-import { freePort, type RedisServer, startRedis } from "./support/redis_server.ts";
+import { freePort, withRedis } from "./support/redis_server.ts";
 import { countKeys, keyState, makeJobs, newKey, seedOld, writeCounter } from "./support/seed.ts";
-
-async function withRedis(
-  fn: (server: RedisServer, client: ReturnType<RedisServer["client"]>) => Promise<void>,
-  options: Parameters<typeof startRedis>[0] = {},
-) {
-  const server = await startRedis(options);
-  const client = server.client();
-  try {
-    await fn(server, client);
-  } finally {
-    client.disconnect();
-    await server.stop();
-  }
-}
 
 const ZERO = {
   migrated: 0,

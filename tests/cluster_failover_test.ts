@@ -3,9 +3,8 @@
  * replica each (real redis-server processes).
  */
 import assert from "node:assert/strict";
-import { oldKeyFor } from "../src/schema.ts";
-import type { Cluster, Redis } from "../src/redis/ioredis.ts";
-import { cliCommand, runJson } from "./support/cli.ts";
+import type { Cluster } from "../src/redis/ioredis.ts";
+import { cliCommand, runJson, waitFor } from "./support/cli.ts";
 import {
   countClusterKeys,
   redisCli,
@@ -14,7 +13,7 @@ import {
   type TestCluster,
 } from "./support/cluster.ts";
 import type { RedisServer } from "./support/redis_server.ts";
-import { keyState, makeJobs, newKey, type TestJob } from "./support/seed.ts";
+import { assertMigrated, makeJobs } from "./support/seed.ts";
 
 async function withCluster(fn: (cluster: TestCluster, client: Cluster) => Promise<void>) {
   const cluster = await startCluster({ replicas: 1, aof: true });
@@ -24,24 +23,6 @@ async function withCluster(fn: (cluster: TestCluster, client: Cluster) => Promis
   } finally {
     client.disconnect();
     await cluster.stop();
-  }
-}
-
-async function assertMigrated(client: Cluster, jobs: TestJob[]) {
-  for (const job of jobs) {
-    const old = await keyState(client as unknown as Redis, oldKeyFor(job.id));
-    const fresh = await keyState(client as unknown as Redis, newKey(job));
-    assert.deepEqual(fresh.fields, old.fields, job.id);
-    if (job.ttl) assert.ok(Math.abs(fresh.pttl - old.pttl) < 2000, `${job.id} TTL`);
-    else assert.equal(fresh.pttl, -1, `${job.id} has no TTL`);
-  }
-}
-
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 30_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
 

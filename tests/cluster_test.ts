@@ -8,7 +8,7 @@ import type { Cluster, Redis } from "../src/redis/ioredis.ts";
 import { strategyFor } from "../src/migrate/select.ts";
 import { oldKeyFor, WorkspaceRule } from "../src/schema.ts";
 import { runVerify, VERIFY_DEFAULTS } from "../src/verify.ts";
-import { cliCommand, runJson } from "./support/cli.ts";
+import { cliCommand, runJson, waitFor } from "./support/cli.ts";
 import {
   countClusterKeys,
   redisCli,
@@ -18,7 +18,7 @@ import {
   writeCounters,
 } from "./support/cluster.ts";
 import { freePort } from "./support/redis_server.ts";
-import { keyState, makeJobs, newKey, type TestJob } from "./support/seed.ts";
+import { assertMigrated, makeJobs, newKey } from "./support/seed.ts";
 
 async function withCluster(
   fn: (cluster: TestCluster, client: Cluster, nodes: Redis[]) => Promise<void>,
@@ -37,15 +37,6 @@ async function withCluster(
 }
 
 /** Every job's new key has the old key's fields, and its TTL (within 2 s) or none. */
-async function assertMigrated(client: Cluster, jobs: TestJob[]) {
-  for (const job of jobs) {
-    const old = await keyState(client as unknown as Redis, oldKeyFor(job.id));
-    const fresh = await keyState(client as unknown as Redis, newKey(job));
-    assert.deepEqual(fresh.fields, old.fields, job.id);
-    if (job.ttl) assert.ok(Math.abs(fresh.pttl - old.pttl) < 2000, `${job.id} TTL`);
-    else assert.equal(fresh.pttl, -1, `${job.id} has no TTL`);
-  }
-}
 
 Deno.test("cluster: dry-run writes nothing on any node and classifies like execute", async () => {
   await withCluster(async (cluster, client, nodes) => {
@@ -133,14 +124,6 @@ async function storedCursors(client: Cluster, nodes: Redis[]): Promise<Map<strin
     if (cursor !== null) cursors.set(id, cursor);
   }
   return cursors;
-}
-
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 Deno.test("cluster: kill -9 mid-run, then resume from the per-node checkpoints", async () => {

@@ -5,21 +5,8 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { newKeyFor, oldKeyFor, parseNewKey } from "../src/schema.ts";
 import { runJson } from "./support/cli.ts";
-import { type RedisServer, startRedis } from "./support/redis_server.ts";
+import { type RedisServer, withRedis } from "./support/redis_server.ts";
 import { countKeys, makeJobs, newKey, seedOld, type TestJob } from "./support/seed.ts";
-
-async function withRedis(
-  fn: (server: RedisServer, client: ReturnType<RedisServer["client"]>) => Promise<void>,
-) {
-  const server = await startRedis();
-  const client = server.client();
-  try {
-    await fn(server, client);
-  } finally {
-    client.disconnect();
-    await server.stop();
-  }
-}
 
 /**
  * The application's dual-write, as phases 1-2 shipped it: every change goes to the old key first,

@@ -136,3 +136,20 @@ export async function waitForPing(
   }
   throw new Error(`redis-server on port ${port} did not answer PING within ${timeoutMs} ms`);
 }
+
+/**
+ * Runs `fn` with a fresh redis-server and a client, stopping both afterwards (even on failure).
+ */
+export async function withRedis(
+  fn: (server: RedisServer, client: Redis) => Promise<void>,
+  options: RedisServerOptions = {},
+): Promise<void> {
+  const server = await startRedis(options);
+  const client = server.client();
+  try {
+    await fn(server, client);
+  } finally {
+    client.disconnect();
+    await server.stop();
+  }
+}

@@ -4,7 +4,8 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import type { Redis } from "../../src/redis/ioredis.ts";
+import assert from "node:assert/strict";
+import type { Cluster, Redis } from "../../src/redis/ioredis.ts";
 import { newKeyFor, oldKeyFor } from "../../src/schema.ts";
 
 /** One test job. */
@@ -41,7 +42,7 @@ export async function seedOld(client: Redis, jobs: TestJob[]): Promise<void> {
 
 /** The full state of a hash key: fields and TTL in ms (-1 none, -2 missing). */
 export async function keyState(
-  client: Redis,
+  client: Redis | Cluster,
   key: Buffer | string,
 ): Promise<{ fields: Record<string, string>; pttl: number }> {
   const [fields, pttl] = await Promise.all([client.hgetall(key), client.pttl(key)]);
@@ -69,6 +70,17 @@ export async function countKeys(client: Redis, match: string): Promise<number> {
 export async function writeCounter(client: Redis): Promise<number> {
   const info = await client.info("persistence");
   return Number(info.match(/rdb_changes_since_last_save:(\d+)/)?.[1] ?? NaN);
+}
+
+/** Every job's new key has the old key's fields, and its TTL (within 2 s) or none. */
+export async function assertMigrated(client: Redis | Cluster, jobs: TestJob[]): Promise<void> {
+  for (const job of jobs) {
+    const old = await keyState(client, oldKeyFor(job.id));
+    const fresh = await keyState(client, newKey(job));
+    assert.deepEqual(fresh.fields, old.fields, job.id);
+    if (job.ttl) assert.ok(Math.abs(fresh.pttl - old.pttl) < 2000, `${job.id} TTL`);
+    else assert.equal(fresh.pttl, -1, `${job.id} has no TTL`);
+  }
 }
 
 export { Buffer };
