@@ -2,22 +2,9 @@
  * Safety checks that refuse or pause a run: the lock, memory headroom, a foreign checkpoint.
  */
 import assert from "node:assert/strict";
-import type { Redis } from "../src/redis/ioredis.ts";
 import { headroom, isEvicting, parseMemoryInfo } from "../src/safety/memory.ts";
 import { runCli, runJson, spawnCli, waitFor } from "./support/cli.ts";
-import { type RedisServer, withRedis } from "./support/redis_server.ts";
-import { countKeys, makeJobs, seedOld, writeCounter } from "./support/seed.ts";
-
-/** A fresh redis-server holding `count` old-schema jobs. */
-function withSeeded(
-  count: number,
-  fn: (server: RedisServer, client: Redis) => Promise<void>,
-): Promise<void> {
-  return withRedis(async (server, client) => {
-    await seedOld(client, makeJobs(count));
-    await fn(server, client);
-  });
-}
+import { countKeys, withSeeded, writeCounter } from "./support/seed.ts";
 
 Deno.test("one runner per progress key: a second --execute exits 4 naming the holder", async () => {
   await withSeeded(2000, async (server, client) => {

@@ -3,10 +3,8 @@
  * a second signal exits at once, kill -9 loses nothing.
  */
 import assert from "node:assert/strict";
-import type { Redis } from "../src/redis/ioredis.ts";
 import { runJson, spawnCli, waitFor } from "./support/cli.ts";
-import { type RedisServer, withRedis } from "./support/redis_server.ts";
-import { countKeys, makeJobs, newKey, seedOld } from "./support/seed.ts";
+import { countKeys, makeJobs, newKey, withSeeded } from "./support/seed.ts";
 
 for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
   Deno.test(`${signal} stops after the sub-batches in flight, saves the checkpoint, prints the summary, exits ${code}`, async () => {
@@ -59,17 +57,6 @@ for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
       assert.ok(Number(rest.summary.skipped_exists) <= 100, "at most one batch re-read");
       assert.equal(await countKeys(client, "ai:job:*"), 3000);
     });
-  });
-}
-
-/** A fresh redis-server holding `count` old-schema jobs. */
-function withSeeded(
-  count: number,
-  fn: (server: RedisServer, client: Redis) => Promise<void>,
-): Promise<void> {
-  return withRedis(async (server, client) => {
-    await seedOld(client, makeJobs(count));
-    await fn(server, client);
   });
 }
 

@@ -7,6 +7,7 @@ import { Buffer } from "node:buffer";
 import assert from "node:assert/strict";
 import type { Cluster, Redis } from "../../src/redis/ioredis.ts";
 import { newKeyFor, oldKeyFor } from "../../src/schema.ts";
+import { type RedisServer, withRedis } from "./redis_server.ts";
 
 /** One test job. */
 export interface TestJob {
@@ -81,6 +82,17 @@ export async function assertMigrated(client: Redis | Cluster, jobs: TestJob[]): 
     if (job.ttl) assert.ok(Math.abs(fresh.pttl - old.pttl) < 2000, `${job.id} TTL`);
     else assert.equal(fresh.pttl, -1, `${job.id} has no TTL`);
   }
+}
+
+/** Runs `fn` with a fresh redis-server holding `count` old-schema jobs (see {@linkcode makeJobs}). */
+export function withSeeded(
+  count: number,
+  fn: (server: RedisServer, client: Redis) => Promise<void>,
+): Promise<void> {
+  return withRedis(async (server, client) => {
+    await seedOld(client, makeJobs(count));
+    await fn(server, client);
+  });
 }
 
 export { Buffer };
