@@ -68,6 +68,11 @@ export async function main(argv: readonly string[]): Promise<number> {
     const reason = controller.signal.reason;
     return typeof reason === "string" && reason in SIGNAL_EXIT ? SIGNAL_EXIT[reason]! : code;
   } catch (error) {
+    // Stopped by a signal while connecting or verifying: that is the exit code, not a bug.
+    const reason = controller.signal.reason;
+    if (error === reason && typeof reason === "string" && reason in SIGNAL_EXIT) {
+      return SIGNAL_EXIT[reason]!;
+    }
     return reportError(error);
   } finally {
     for (const [name, handler] of Object.entries(handlers)) {

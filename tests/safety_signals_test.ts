@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { runJson, spawnCli, waitFor } from "./support/cli.ts";
+import { freePort } from "./support/redis_server.ts";
 import { countKeys, makeJobs, newKey, withSeeded } from "./support/seed.ts";
 
 for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
@@ -156,4 +157,14 @@ Deno.test("kill -9 at any moment loses nothing; the next run reprocesses at most
     assert.equal(before + Number(rest.summary.migrated), 4000);
     for (const job of makeJobs(4000)) assert.equal(await client.exists(newKey(job)), 1, job.id);
   });
+});
+
+Deno.test("SIGTERM while still trying to reach Redis exits 143, not an internal error", async () => {
+  const run = spawnCli(["--dry-run", "--redis-url", `redis://127.0.0.1:${freePort()}`]);
+  // Nothing listens on that port: the CLI is inside its 10 s connect retry loop.
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  run.child.kill("SIGTERM");
+  const result = await run.done;
+  assert.equal(result.code, 143, result.stderr);
+  assert.doesNotMatch(result.stderr, /internal error/);
 });
