@@ -54,8 +54,10 @@ if redis.call("EXISTS", new) == 0 then
     for j = 2, #ARGV, 200 do
       local r = redis.pcall("HSET", new, unpack(ARGV, j, math.min(j + 199, #ARGV)))
       if type(r) == "table" then return {6, err_code(r)} end
+      -- The expiry goes on with the first chunk: a later chunk that fails (OOM) must not leave
+      -- an immortal partial copy behind.
+      if j == 2 and has_ttl then redis.call("PEXPIREAT", new, at) end
     end
-    if has_ttl then redis.call("PEXPIREAT", new, at) end
   end
   return {0}
 end
