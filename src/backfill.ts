@@ -13,6 +13,7 @@ import type { MigrationStrategy, StrategyResult } from "./migrate/strategy.ts";
 import { countResults, emptyCounters } from "./outcome.ts";
 import type { RateLimiter } from "./rate_limit.ts";
 import type { RedisTarget } from "./redis/connect.ts";
+import { serverRunId, waitForRedis } from "./redis/availability.ts";
 import { errorCode, isOom, isOutage } from "./redis/errors.ts";
 import type { Redis } from "./redis/ioredis.ts";
 import { scanBatches } from "./redis/scan.ts";
@@ -496,65 +497,5 @@ class Run {
         if (!isOom(error) || signal?.aborted) throw error;
       }
     }
-  }
-}
-
-/** The node's `run_id` (new after every restart). */
-export async function serverRunId(node: Redis): Promise<string> {
-  const info = await node.info("server");
-  return info.match(/run_id:(\w+)/)?.[1] ?? "";
-}
-
-/** Options of {@linkcode waitForRedis}. */
-interface WaitOptions {
-  name: string;
-  /** performance.now() after which the outage is over the bound. */
-  deadline: number;
-  /** Checkpoint cursor, for the error message. */
-  cursor: string;
-  /** Also wait until the node is a primary (writable). */
-  needsPrimary: boolean;
-  signal?: AbortSignal;
-}
-
-/**
- * Waits, with backoff, until the node answers PING (and is a primary when that is needed). Always
- * pauses at least once, so an error that persists while PING works cannot spin; the deadline
- * counts from the first failure since the last good batch, so such an error still ends in exit 3.
- *
- * @returns false when stopped by the signal.
- * @throws {RedisUnavailableError} once the deadline passes.
- */
-async function waitForRedis(node: Redis, options: WaitOptions): Promise<boolean> {
-  for (let attempt = 0;; attempt++) {
-    await new Promise((resolve) => setTimeout(resolve, Math.min(100 * 2 ** attempt, 2000)));
-    if (options.signal?.aborted) return false;
-    if (await answersPing(node) && (!options.needsPrimary || await isPrimary(node))) return true;
-    if (performance.now() >= options.deadline) {
-      throw new RedisUnavailableError(
-        `lost Redis at ${options.name} for longer than --max-outage; ` +
-          `the checkpoint is kept at cursor=${options.cursor}`,
-      );
-    }
-  }
-}
-
-async function isPrimary(node: Redis): Promise<boolean> {
-  try {
-    return /^role:master/m.test(await node.info("replication"));
-  } catch {
-    return false;
-  }
-}
-
-/** PING with a 1 s limit; false on any error (down, or LOADING its data). */
-async function answersPing(node: Redis): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), 1000));
-  const ping = node.ping().then((pong) => pong === "PONG", () => false);
-  try {
-    return await Promise.race([ping, timeout]);
-  } finally {
-    clearTimeout(timer);
   }
 }
