@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
+import { SafetyRefusal } from "../src/errors.ts";
 import { estimateTotal, scanFraction } from "../src/estimate.ts";
+import { InServerCopy, redisVersion } from "../src/migrate/in_server.ts";
 import { jobIdOf, newKeyFor, oldKeyFor, parseNewKey, WorkspaceRule } from "../src/schema.ts";
 
 Deno.test("key names are built and parsed byte-exact", () => {
@@ -59,4 +61,20 @@ Deno.test("estimateTotal refines the initial guess", () => {
     estimateTotal({ initial: 500, seen: 42, startFraction: 0, fraction: 1, done: true }),
     42,
   );
+});
+
+Deno.test("a Redis without COPY (before 6.2) is refused", async () => {
+  // An old server cannot be started here (only 7.0 is installed): a stand-in answers INFO.
+  assert.deepEqual(redisVersion("# Server\r\nredis_version:6.0.16\r\n"), [6, 0]);
+  assert.deepEqual(redisVersion("redis_version:7.2.4\r\n"), [7, 2]);
+  const old = { info: () => Promise.resolve("redis_version:6.0.16\r\n") };
+  const strategy = new InServerCopy(old as never, new WorkspaceRule());
+  await assert.rejects(() => strategy.init(), (error: unknown) => {
+    assert.ok(error instanceof SafetyRefusal);
+    assert.match(
+      error.message,
+      /Redis 6\.0 has no COPY command; backfill needs Redis 6\.2 or newer/,
+    );
+    return true;
+  });
 });
