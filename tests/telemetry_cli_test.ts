@@ -3,9 +3,9 @@
  * against the summary, progress lines at the interval, TELEMETRY_ENABLED=false.
  */
 import assert from "node:assert/strict";
-import { spawnCli, waitFor } from "./support/cli.ts";
+import { runCli, spawnCli, waitFor } from "./support/cli.ts";
 import { startRedis } from "./support/redis_server.ts";
-import { makeJobs, seedOld } from "./support/seed.ts";
+import { makeJobs, seedOld, withSeeded, writeCounter } from "./support/seed.ts";
 import {
   freePort,
   portIsClosed,
@@ -122,4 +122,28 @@ Deno.test("TELEMETRY_ENABLED=false starts no server and pushes nothing; the run 
     await pushgateway.close();
     await server.stop();
   }
+});
+
+Deno.test("a --metrics-port already in use exits 2 before anything is written", async () => {
+  await withSeeded(100, async (server, client) => {
+    const taken = Deno.listen({ hostname: "0.0.0.0", port: 0 });
+    try {
+      const before = await writeCounter(client);
+      const result = await runCli([
+        "--execute",
+        "--metrics-port",
+        String(taken.addr.port),
+        "--redis-url",
+        server.url,
+      ]);
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(
+        result.stderr,
+        new RegExp(`error: --metrics-port ${taken.addr.port} cannot be used`),
+      );
+      assert.equal(await writeCounter(client), before);
+    } finally {
+      taken.close();
+    }
+  });
 });
