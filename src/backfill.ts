@@ -19,7 +19,7 @@ import type { Redis } from "./redis/ioredis.ts";
 import { scanBatches } from "./redis/scan.ts";
 import type { Logger, RunMode, RunObserver, Summary } from "./run_events.ts";
 import { silentLogger } from "./run_events.ts";
-import { jobIdOf, OLD_MATCH, type WorkspaceRule } from "./schema.ts";
+import { jobIdOf, OLD_MATCH, OLD_PREFIX, type WorkspaceRule } from "./schema.ts";
 import { escapeForLog } from "./telemetry/redact.ts";
 
 /** What the engine needs from the command line. */
@@ -108,7 +108,7 @@ class Run {
     const masters = target.masters();
     const sizes = await Promise.all(masters.map((node) => node.dbsize()));
     this.#dbsize = sizes.reduce((a, b) => a + b, 0);
-    this.#estimate = await this.#initialEstimate(masters);
+    this.#estimate = await this.#initialEstimate(masters, sizes);
     observer?.onStart?.({
       mode: this.#options.mode,
       rps: this.#deps.limiter.rps,
@@ -143,14 +143,14 @@ class Run {
   }
 
   /** DBSIZE × the share of old keys among 64 random keys (read-only, O(1) each). */
-  async #initialEstimate(masters: Redis[]): Promise<number> {
-    const guesses = await Promise.all(masters.map(async (node) => {
-      const size = await node.dbsize();
+  async #initialEstimate(masters: Redis[], sizes: number[]): Promise<number> {
+    const guesses = await Promise.all(masters.map(async (node, i) => {
+      const size = sizes[i] ?? 0;
       if (size === 0) return 0;
       const pipeline = node.pipeline();
       for (let i = 0; i < 64; i++) pipeline.randomkey();
       const replies = (await pipeline.exec()) ?? [];
-      const old = replies.filter(([, key]) => typeof key === "string" && key.startsWith("ai:jobs:"))
+      const old = replies.filter(([, key]) => typeof key === "string" && key.startsWith(OLD_PREFIX))
         .length;
       return Math.round((size * old) / Math.max(replies.length, 1));
     }));
