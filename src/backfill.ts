@@ -203,13 +203,16 @@ class Run {
           const resumeAt = finished ? batch.next : batch.cursor;
           const scanDone = finished && batch.next === "0";
           if (execute && !scanDone && (results.length > 0 || performance.now() - lastSave > 1000)) {
-            // The save goes out now but is awaited only before the next one (or the end): the
-            // next batch's scripts follow it on the same connection, so Redis applies this
-            // checkpoint before any write of the next batch, and no round trip stalls the scan.
+            // On one server the save goes out now and is awaited only before the next one (or
+            // the end): the next batch's scripts follow it on the same connection, so Redis
+            // applies this checkpoint before any write of the next batch, and no round trip
+            // stalls the scan. A cluster writes checkpoints and copies through different nodes,
+            // with no order between them, so there the save is awaited before going on.
             await saving;
             const checkpoint = { cursor: resumeAt, lastJob, runId, params: this.#params };
             saving = this.#untilWritable(name, () => checkpoints.save(nodeId, checkpoint));
             saving.catch(() => {});
+            if (target.kind === "cluster") await saving;
             lastSave = performance.now();
           }
           committed = resumeAt;
