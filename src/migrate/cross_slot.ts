@@ -30,30 +30,17 @@ import {
   WRITE_SCRIPT,
 } from "./cross_slot_scripts.ts";
 import { redisVersion } from "./in_server.ts";
-import type { MigrateOptions, MigrationStrategy, StrategyResult } from "./strategy.ts";
+import {
+  type MigrateOptions,
+  type MigrationStrategy,
+  type StrategyResult,
+  TRANSIENT_ERRORS,
+} from "./strategy.ts";
 
-/** Errors the engine's one retry may fix (as in the in-server strategy, plus cluster redirects). */
-const TRANSIENT = new Set([
-  "OOM",
-  "BUSY",
-  "LOADING",
-  "TRYAGAIN",
-  "READONLY",
-  "MASTERDOWN",
-  "CLUSTERDOWN",
-  "MOVED",
-  "ASK",
-]);
-/** Errors that pass once the cluster settles: retried here, within the budget. */
-const TOPOLOGY = new Set([
-  "LOADING",
-  "TRYAGAIN",
-  "READONLY",
-  "MASTERDOWN",
-  "CLUSTERDOWN",
-  "MOVED",
-  "ASK",
-]);
+/** Errors the engine's one retry may fix: the shared transient ones, plus cluster redirects. */
+const TRANSIENT = new Set([...TRANSIENT_ERRORS, "CLUSTERDOWN", "MOVED", "ASK"]);
+/** Errors that pass once the cluster settles (not memory or a busy script): retried here. */
+const TOPOLOGY = new Set([...TRANSIENT].filter((code) => code !== "OOM" && code !== "BUSY"));
 
 /** Options for {@linkcode CrossSlotCopy}. */
 export interface CrossSlotOptions {

@@ -9,10 +9,12 @@ import { SafetyRefusal } from "../errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import { NEW_PREFIX, OLD_PREFIX, type WorkspaceRule } from "../schema.ts";
 import { COPY_SCRIPT, DRY_RUN_SCRIPT, ScriptCode } from "./copy_script.ts";
-import type { MigrateOptions, MigrationStrategy, StrategyResult } from "./strategy.ts";
-
-/** Errors worth a retry: the condition passes (memory freed, loading done, failover over). */
-const TRANSIENT = new Set(["OOM", "BUSY", "LOADING", "TRYAGAIN", "READONLY", "MASTERDOWN"]);
+import {
+  type MigrateOptions,
+  type MigrationStrategy,
+  type StrategyResult,
+  TRANSIENT_ERRORS,
+} from "./strategy.ts";
 
 const OUTCOME_OF_CODE: Record<number, StrategyResult["outcome"]> = {
   [ScriptCode.migrated]: "migrated",
@@ -133,7 +135,7 @@ export class InServerCopy implements MigrationStrategy {
       const outcome = OUTCOME_OF_CODE[code];
       if (outcome === undefined) throw new Error(`migration script returned unknown code ${code}`);
       if (code === ScriptCode.error) {
-        results.push({ outcome, errorCode: detail, retryable: TRANSIENT.has(detail) });
+        results.push({ outcome, errorCode: detail, retryable: TRANSIENT_ERRORS.has(detail) });
       } else if (code === ScriptCode.changed) {
         results.push({ outcome, errorCode: "CHANGED", retryable: true });
       } else if (outcome === "skipped_invalid" || outcome === "skipped_gone") {

@@ -8,6 +8,19 @@
 import type { Buffer } from "node:buffer";
 import type { KeyResult } from "../outcome.ts";
 
+/**
+ * Redis error codes worth a retry on any topology: the condition passes (memory freed, loading
+ * done, failover over). The cluster strategy adds its redirects to these.
+ */
+export const TRANSIENT_ERRORS: ReadonlySet<string> = new Set([
+  "OOM",
+  "BUSY",
+  "LOADING",
+  "TRYAGAIN",
+  "READONLY",
+  "MASTERDOWN",
+]);
+
 /** What a strategy needs to know about the run. */
 export interface MigrateOptions {
   /** Classify only, write nothing. */
