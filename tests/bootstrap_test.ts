@@ -1,0 +1,287 @@
+/**
+ * The fresh-machine path of the README's quick start: `script/bootstrap`, `script/demo`,
+ * `script/test`, and the preflight of `deno task test` / `deno task demo`. Each test runs the real
+ * script under a PATH made of a temporary directory only: symlinks to the real programs the case
+ * has, and shims for the installers (apt-get, npm, brew, sudo) that record every call.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { findOnPath, preflightHint } from "./support/preflight.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const REAL_PATH = Deno.env.get("PATH");
+const REDIS = ["redis-server", "redis-cli", "redis-benchmark"];
+const TEST_TOOLS = ["promtool", "prometheus", "prometheus-pushgateway", "shellcheck", "yamllint"];
+const INSTALLERS = ["apt-get", "npm", "brew", "sudo"];
+const isPosix = Deno.build.os !== "windows";
+const bash = findOnPath("bash", REAL_PATH);
+
+function allOnPath(names: readonly string[]): boolean {
+  return names.every((name) => findOnPath(name, REAL_PATH) !== undefined);
+}
+
+/** A PATH of one temporary directory; `calls()` lists what the installer shims were asked to do. */
+interface FakePath {
+  path: string;
+  calls(): Promise<string[]>;
+  remove(): Promise<void>;
+}
+
+/**
+ * A directory holding symlinks to the real `programs` (`deno` always: the running one) and, for
+ * each name in `shims`, a script that appends its name and arguments to a log. A shim exits 1,
+ * except `sudo`, which runs its command, and the names in `succeed`, which exit 0.
+ */
+async function fakePath(
+  programs: readonly string[],
+  options: { shims?: readonly string[]; succeed?: readonly string[] } = {},
+): Promise<FakePath> {
+  const dir = await Deno.makeTempDir({ prefix: "backfill-path-" });
+  const log = `${dir}/.calls`;
+  await Deno.symlink(Deno.execPath(), `${dir}/deno`);
+  for (const name of ["bash", ...programs]) {
+    const real = findOnPath(name, REAL_PATH);
+    assert.ok(real, `${name} is not on this machine's PATH`);
+    await Deno.symlink(real, `${dir}/${name}`);
+  }
+  for (const name of options.shims ?? []) {
+    const body = name === "sudo"
+      ? `[ "$1" = -n ] && shift\n"$@"`
+      : `exit ${options.succeed?.includes(name) ? 0 : 1}`;
+    await Deno.writeTextFile(
+      `${dir}/${name}`,
+      `#!${bash}\necho "${name} $*" >> '${log}'\n${body}\n`,
+      { mode: 0o755 },
+    );
+  }
+  return {
+    path: dir,
+    async calls() {
+      try {
+        return (await Deno.readTextFile(log)).trim().split("\n");
+      } catch (error: unknown) {
+        if (error instanceof Deno.errors.NotFound) return [];
+        throw error;
+      }
+    },
+    remove: () => Deno.remove(dir, { recursive: true }),
+  };
+}
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+/** Runs `command args` from the project root with nothing in the environment but `path`. */
+async function run(command: string, args: string[], path: string): Promise<Run> {
+  const env: Record<string, string> = { PATH: path, NO_COLOR: "1" };
+  for (const name of ["HOME", "DENO_DIR"]) {
+    const value = Deno.env.get(name);
+    if (value !== undefined) env[name] = value;
+  }
+  const started = performance.now();
+  const out = await new Deno.Command(command, {
+    args,
+    cwd: ROOT,
+    clearEnv: true,
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: out.code,
+    stdout: decoder.decode(out.stdout),
+    stderr: decoder.decode(out.stderr),
+    ms: performance.now() - started,
+  };
+}
+
+function lines(text: string): string[] {
+  return text.split("\n").filter((line) => line.trim() !== "");
+}
+
+Deno.test({
+  name: "scripts: script/* and .ci/run are shellcheck-clean (a missing shellcheck fails under CI)",
+  ignore: !findOnPath("shellcheck", REAL_PATH) && Deno.env.get("CI") !== "true",
+  async fn() {
+    assert.ok(findOnPath("shellcheck", REAL_PATH), "CI=true but shellcheck is not on PATH");
+    const scripts = ["script/bootstrap", "script/demo", "script/test", ".ci/run"];
+    const out = await run("shellcheck", scripts, REAL_PATH ?? "");
+    assert.equal(out.code, 0, `shellcheck:\n${out.stdout}${out.stderr}`);
+  },
+});
+
+Deno.test({
+  name: "bootstrap: with everything present it calls no installer and returns quickly",
+  ignore: !isPosix || !bash || !allOnPath([...REDIS, "openssl"]),
+  async fn() {
+    const fake = await fakePath([...REDIS, "openssl"], { shims: INSTALLERS });
+    try {
+      const out = await run(`${ROOT}script/bootstrap`, [], fake.path);
+      assert.equal(out.code, 0, out.stderr);
+      assert.deepEqual(await fake.calls(), []);
+      assert.equal(out.stdout, "");
+      assert.match(out.stderr, /^bootstrap: nothing to install \(deno 2\.9\.6, redis-server \d/);
+      assert.equal(lines(out.stderr).length, 1, out.stderr);
+      assert.ok(out.ms < 3000, `took ${out.ms} ms`);
+    } finally {
+      await fake.remove();
+    }
+  },
+});
+
+Deno.test({
+  name: "bootstrap --test-tools: with the test tools present it calls no installer either",
+  ignore: !isPosix || !bash ||
+    (!allOnPath([...REDIS, "openssl", ...TEST_TOOLS]) && Deno.env.get("CI") !== "true"),
+  async fn() {
+    const fake = await fakePath([...REDIS, "openssl", ...TEST_TOOLS], { shims: INSTALLERS });
+    try {
+      const out = await run(`${ROOT}script/bootstrap`, ["--test-tools"], fake.path);
+      assert.equal(out.code, 0, out.stderr);
+      assert.deepEqual(await fake.calls(), []);
+    } finally {
+      await fake.remove();
+    }
+  },
+});
+
+Deno.test({
+  name: "bootstrap: redis-server missing and no installer → one line naming the command, exit 1",
+  ignore: !isPosix || !bash || !allOnPath(["openssl"]),
+  async fn() {
+    const fake = await fakePath(["openssl"]);
+    try {
+      const out = await run(`${ROOT}script/bootstrap`, [], fake.path);
+      assert.equal(out.code, 1);
+      assert.equal(out.stdout, "");
+      assert.deepEqual(lines(out.stderr), [
+        "error: redis-server, redis-cli, redis-benchmark not found; install them with your " +
+        "package manager (Debian/Ubuntu: sudo apt-get install -y redis-server redis-tools)",
+      ]);
+    } finally {
+      await fake.remove();
+    }
+  },
+});
+
+Deno.test({
+  name: "bootstrap: asks apt-get for exactly the missing packages, then says what is still missing",
+  ignore: !isPosix || !bash || !allOnPath(["openssl", "env"]),
+  async fn() {
+    // apt-get "succeeds" without installing anything: bootstrap must notice.
+    const fake = await fakePath(["openssl", "env"], { shims: INSTALLERS, succeed: ["apt-get"] });
+    try {
+      const out = await run(`${ROOT}script/bootstrap`, [], fake.path);
+      assert.equal(out.code, 1);
+      const apt = (await fake.calls()).filter((call) => call.startsWith("apt-get"));
+      assert.deepEqual(apt, [
+        "apt-get update -qq",
+        "apt-get install -y -qq --no-install-recommends redis-server redis-tools",
+      ]);
+      assert.ok(!(await fake.calls()).some((call) => call.startsWith("npm")), "npm was called");
+      assert.equal(
+        lines(out.stderr).at(-1),
+        "error: redis-server still not found on PATH after installing redis-server redis-tools",
+      );
+    } finally {
+      await fake.remove();
+    }
+  },
+});
+
+Deno.test({
+  name: "bootstrap: another Deno version is not replaced; one line says how to upgrade",
+  ignore: !isPosix || !bash || !allOnPath([...REDIS, "openssl"]),
+  async fn() {
+    const fake = await fakePath([...REDIS, "openssl"], { shims: INSTALLERS });
+    try {
+      // Stands in for a developer's own Deno (a second real version is not installed here).
+      await Deno.remove(`${fake.path}/deno`);
+      await Deno.writeTextFile(
+        `${fake.path}/deno`,
+        `#!${bash}\necho "deno 2.1.0 (stable, release, x86_64-unknown-linux-gnu)"\n`,
+        { mode: 0o755 },
+      );
+      const out = await run(`${ROOT}script/bootstrap`, [], fake.path);
+      assert.equal(out.code, 1);
+      assert.deepEqual(await fake.calls(), []);
+      assert.deepEqual(lines(out.stderr), [
+        "error: deno 2.1.0 is on PATH, this project needs 2.9.6; run: deno upgrade --version 2.9.6",
+      ]);
+    } finally {
+      await fake.remove();
+    }
+  },
+});
+
+for (const script of ["script/demo", "script/test"]) {
+  Deno.test({
+    name: `${script}: runs bootstrap first; its one-line hint stops it before the deno task`,
+    ignore: !isPosix || !bash || !allOnPath(["openssl"]),
+    async fn() {
+      const fake = await fakePath(["openssl"]);
+      try {
+        const out = await run(`${ROOT}${script}`, [], fake.path);
+        assert.equal(out.code, 1);
+        assert.equal(lines(out.stderr).length, 1, out.stderr);
+        assert.match(out.stderr, /^error: redis-server, .*apt-get install -y redis-server/);
+        assert.doesNotMatch(out.stderr, /Task /);
+      } finally {
+        await fake.remove();
+      }
+    },
+  });
+}
+
+for (const task of ["demo", "test"]) {
+  Deno.test({
+    name: `deno task ${task}: without redis-server on PATH, one line naming script/bootstrap`,
+    ignore: !isPosix || !bash,
+    async fn() {
+      const fake = await fakePath([]);
+      try {
+        // `--filter` keeps a broken preflight from running the whole suite inside this test.
+        const args = task === "test" ? ["task", "test", "--filter", "^no test matches this$"] : [
+          "task",
+          "demo",
+        ];
+        const out = await run(Deno.execPath(), args, fake.path);
+        assert.notEqual(out.code, 0);
+        assert.equal(out.stdout, "");
+        const errors = lines(out.stderr).filter((line) => !line.startsWith("Task "));
+        const missing = task === "test"
+          ? ["redis-server", "redis-cli", "openssl"]
+          : ["redis-server"];
+        assert.deepEqual(errors, [preflightHint(missing)]);
+        assert.match(errors[0]!, /^error: redis-server.* not found on PATH; run script\/bootstrap/);
+      } finally {
+        await fake.remove();
+      }
+    },
+  });
+}
+
+Deno.test("preflight: findOnPath finds executables only, in PATH order", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "backfill-path-" });
+  try {
+    await Deno.mkdir(`${dir}/a`);
+    await Deno.mkdir(`${dir}/b`);
+    await Deno.writeTextFile(`${dir}/a/tool`, "", { mode: 0o644 }); // not executable
+    await Deno.writeTextFile(`${dir}/b/tool`, "", { mode: 0o755 });
+    assert.equal(findOnPath("tool", `${dir}/a:${dir}/b`), `${dir}/b/tool`);
+    assert.equal(findOnPath("tool", `${dir}/a`), isPosix ? undefined : `${dir}/a/tool`);
+    assert.equal(findOnPath("tool", ""), undefined);
+    assert.equal(preflightHint([]), "");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
