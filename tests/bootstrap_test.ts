@@ -253,6 +253,25 @@ Deno.test({
 });
 
 Deno.test({
+  name: "bootstrap: Deno and npm missing → one line naming Node.js and the npm command",
+  ignore: !isPosix || !bash,
+  async fn() {
+    const fake = await fakePath([]);
+    try {
+      await Deno.remove(`${fake.path}/deno`);
+      const out = await run(`${ROOT}script/bootstrap`, [], fake.path);
+      assert.equal(out.code, 1);
+      assert.deepEqual(lines(out.stderr), [
+        "error: deno not found and neither is npm; install Node.js 20+ with npm, then run: " +
+        "npm install -g deno@2.9.6",
+      ]);
+    } finally {
+      await fake.remove();
+    }
+  },
+});
+
+Deno.test({
   name: "bootstrap --test-tools: asks apt-get for the test tools' packages too",
   ignore: !isPosix || !bash || !allOnPath(["openssl", "env"]),
   async fn() {
@@ -390,7 +409,7 @@ for (const task of ["demo", "test"]) {
           "demo",
         ];
         const out = await run(Deno.execPath(), args, fake.path);
-        assert.notEqual(out.code, 0);
+        assert.equal(out.code, 1);
         assert.equal(out.stdout, "");
         const errors = lines(out.stderr).filter((line) => !line.startsWith("Task "));
         const missing = task === "test"
