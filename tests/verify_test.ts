@@ -7,16 +7,16 @@ import {
   type KeyState,
   renderVerifyText,
   runVerify,
-  VERIFY_DEFAULTS,
   type VerifyDeps,
   verifyJson,
   type VerifyOptions,
   type VerifyReport,
   type VerifyTarget,
-} from "../src/verify.ts";
-import type { RateLimiter } from "../src/rate_limit.ts";
-import { computeParity, formatPercent, verifyPassed } from "../src/verify_report.ts";
-import { sampleKeys } from "../src/verify_sample.ts";
+} from "../src/verify/run.ts";
+import { VERIFY_DEFAULTS } from "../src/defaults.ts";
+import type { RateLimiter } from "../src/control/rate_limit.ts";
+import { computeParity, formatPercent, verifyPassed } from "../src/verify/report.ts";
+import { sampleKeys } from "../src/verify/sample.ts";
 import { type RedisServer, startRedis } from "./support/redis_server.ts";
 
 // ---------------------------------------------------------------------------------------------

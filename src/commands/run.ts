@@ -4,18 +4,18 @@
  *
  * @module
  */
-import { runBackfill } from "../backfill.ts";
-import { CheckpointStore } from "../checkpoint.ts";
+import { runBackfill } from "../run/engine.ts";
+import { CheckpointStore } from "../checkpoint/store.ts";
 import type { RunOptions } from "../cli/args.ts";
 import { BackfillError, ExitCode, SafetyRefusal, UsageError } from "../errors.ts";
-import { RunLock } from "../lock.ts";
+import { RunLock } from "../safety/lock.ts";
 import { nodeIdFor, strategyFor } from "../migrate/select.ts";
-import { SlidingWindowLimiter } from "../rate_limit.ts";
+import { SlidingWindowLimiter } from "../control/rate_limit.ts";
 import { connectRedis } from "../redis/connect.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import type { Summary } from "../run_events.ts";
 import { MemoryGuard } from "../safety/memory.ts";
-import { renderSummary, summaryJson } from "../summary.ts";
+import { renderSummary, summaryJson } from "../run/summary.ts";
 import { createTelemetry, MetricsServerError, type Telemetry } from "../telemetry/mod.ts";
 import type { CommandIo } from "./io.ts";
 

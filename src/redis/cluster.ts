@@ -12,7 +12,7 @@ import { nodeAddress } from "./options.ts";
 import { fenceScanCursors } from "./fence.ts";
 import { guardClusterStreamErrors, guardStreamErrors } from "./stream_guard.ts";
 import { connectWithin, withTimeout } from "./reach.ts";
-import type { RedisTarget } from "./connect.ts";
+import type { RedisTarget } from "./target.ts";
 
 /** True when the server is a cluster node (`INFO cluster` → `cluster_enabled:1`). */
 export async function isClusterNode(client: Redis, name: string): Promise<boolean> {

@@ -5,9 +5,16 @@
  * @module
  */
 import { isIP } from "node:net";
-import type { TlsOptions } from "../cli/args.ts";
 import { UsageError } from "../errors.ts";
 import type { RedisOptions } from "./ioredis.ts";
+
+/** TLS material for `rediss://` connections (`--tls-ca`, `--tls-cert`, `--tls-key`, `--tls-servername`). */
+export interface TlsOptions {
+  ca?: string;
+  cert?: string;
+  key?: string;
+  servername?: string;
+}
 
 /**
  * `redis://user:secret@host:6379/0` → `redis://user:***@host:6379/0`. Also handles URLs that

@@ -9,14 +9,19 @@
  *
  * @module
  */
-import type { TlsOptions } from "../cli/args.ts";
 import { UsageError } from "../errors.ts";
 import { Redis, type RedisOptions } from "./ioredis.ts";
-import { BASE_OPTIONS, nodeAddress, redactUrl, tlsConnectionOptions } from "./options.ts";
+import {
+  BASE_OPTIONS,
+  nodeAddress,
+  redactUrl,
+  tlsConnectionOptions,
+  type TlsOptions,
+} from "./options.ts";
 import { fenceScanCursors } from "./fence.ts";
 import { guardStreamErrors } from "./stream_guard.ts";
 import { connectWithin } from "./reach.ts";
-import type { RedisTarget } from "./connect.ts";
+import type { RedisTarget } from "./target.ts";
 
 /** Default Sentinel port. */
 export const SENTINEL_PORT = 26379;

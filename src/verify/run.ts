@@ -1,6 +1,6 @@
 /**
  * `backfill verify`: a read-only parity check of the new schema against the old one, on uniform
- * random samples (see `verify_sample.ts` for how they are drawn).
+ * random samples (see `sample.ts` for how they are drawn).
  *
  * Forward: every sampled old key is invalid (the backfill's rule), missing (no new key), mismatched
  * (new key differs in type, fields, values or TTL) or matched. Reverse: every sampled new key
@@ -14,10 +14,10 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import { Cluster, type Redis } from "./redis/ioredis.ts";
-import { type RateLimiter, realClock, SlidingWindowLimiter } from "./rate_limit.ts";
-import { type Logger, silentLogger } from "./run_events.ts";
-import { escapeForLog } from "./telemetry/redact.ts";
+import { Cluster, type Redis } from "../redis/ioredis.ts";
+import { type RateLimiter, realClock, SlidingWindowLimiter } from "../control/rate_limit.ts";
+import { type Logger, silentLogger } from "../run_events.ts";
+import { escapeForLog } from "../telemetry/redact.ts";
 import {
   jobIdOf,
   NEW_MATCH,
@@ -28,7 +28,7 @@ import {
   parseNewKey,
   WORKSPACE_FIELD,
   type WorkspaceRule,
-} from "./schema.ts";
+} from "../schema.ts";
 import {
   computeParity,
   MAX_EXAMPLES,
@@ -36,15 +36,10 @@ import {
   type VerifyExamples,
   verifyPassed,
   type VerifyReport,
-} from "./verify_report.ts";
-import { type KeyPopulation, sampleKeys, type SamplingTuning } from "./verify_sample.ts";
+} from "./report.ts";
+import { type KeyPopulation, sampleKeys, type SamplingTuning } from "./sample.ts";
 
-export {
-  renderVerifyText,
-  type VerifyExamples,
-  verifyJson,
-  type VerifyReport,
-} from "./verify_report.ts";
+export { renderVerifyText, type VerifyExamples, verifyJson, type VerifyReport } from "./report.ts";
 
 /** Where to verify: the masters to sample from, and a client that reads any key. */
 export interface VerifyTarget {
@@ -54,7 +49,7 @@ export interface VerifyTarget {
   reader: Redis | Cluster;
 }
 
-/** What to verify and how strictly (CLI defaults in {@linkcode VERIFY_DEFAULTS}). */
+/** What to verify and how strictly (CLI defaults in `VERIFY_DEFAULTS`, src/defaults.ts). */
 export interface VerifyOptions {
   /** Old keys to sample (`--sample`); when at least the old-key count, every old key once. */
   sample: number;
@@ -77,20 +72,6 @@ export interface VerifyOptions {
   /** Overrides of the sampling knobs (tests and benchmarks). */
   sampling?: Partial<SamplingTuning>;
 }
-
-/** CLI defaults of the verify options. */
-export const VERIFY_DEFAULTS: Readonly<
-  Omit<VerifyOptions, "rule" | "workspace" | "orphanSample" | "sampling">
-> = {
-  sample: 1000,
-  minParity: 100,
-  ttlToleranceSeconds: 5,
-  recheck: 3,
-  // Long enough for an in-flight dual write (two commands) to land; three rounds stay well
-  // inside the latency budget of a default verify.
-  recheckDelayMs: 100,
-  rps: 0,
-};
 
 /** Collaborators of {@linkcode runVerify}. */
 export interface VerifyDeps {

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { Summary } from "./run_events.ts";
+import type { Summary } from "../run_events.ts";
 
 /** The `--json` object, fields in DESIGN.md order. */
 export function summaryJson(summary: Summary): Record<string, unknown> {

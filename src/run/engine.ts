@@ -6,21 +6,21 @@
  * @module
  */
 import type { Buffer } from "node:buffer";
-import { type CheckpointStore, runParams } from "./checkpoint.ts";
-import { RedisUnavailableError, SafetyRefusal } from "./errors.ts";
+import { type CheckpointStore, runParams } from "../checkpoint/store.ts";
+import { RedisUnavailableError, SafetyRefusal } from "../errors.ts";
 import { estimateTotal, scanFraction } from "./estimate.ts";
-import type { MigrationStrategy, StrategyResult } from "./migrate/strategy.ts";
-import { countResults, emptyCounters } from "./outcome.ts";
-import type { RateLimiter } from "./rate_limit.ts";
-import type { RedisTarget } from "./redis/connect.ts";
-import { serverRunId, waitForRedis } from "./redis/availability.ts";
-import { errorCode, isOom, isOutage } from "./redis/errors.ts";
-import type { Redis } from "./redis/ioredis.ts";
-import { scanBatches } from "./redis/scan.ts";
-import type { Logger, RunMode, RunObserver, Summary } from "./run_events.ts";
-import { silentLogger } from "./run_events.ts";
-import { jobIdOf, OLD_MATCH, OLD_PREFIX, type WorkspaceRule } from "./schema.ts";
-import { escapeForLog } from "./telemetry/redact.ts";
+import type { MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
+import { countResults, emptyCounters } from "../outcome.ts";
+import type { RateLimiter } from "../control/rate_limit.ts";
+import type { RedisTarget } from "../redis/target.ts";
+import { serverRunId, waitForRedis } from "../redis/availability.ts";
+import { errorCode, isOom, isOutage } from "../redis/errors.ts";
+import type { Redis } from "../redis/ioredis.ts";
+import { scanBatches } from "../redis/scan.ts";
+import type { Logger, RunMode, RunObserver, Summary } from "../run_events.ts";
+import { silentLogger } from "../run_events.ts";
+import { jobIdOf, OLD_MATCH, OLD_PREFIX, type WorkspaceRule } from "../schema.ts";
+import { escapeForLog } from "../telemetry/redact.ts";
 
 /** What the engine needs from the command line. */
 export interface BackfillOptions {
