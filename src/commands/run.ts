@@ -10,6 +10,7 @@ import type { RunOptions } from "../cli/args.ts";
 import { BackfillError, ExitCode, SafetyRefusal, UsageError } from "../errors.ts";
 import { RunLock } from "../safety/lock.ts";
 import { nodeIdFor, strategyFor } from "../migrate/select.ts";
+import { Gate } from "../control/gate.ts";
 import { SlidingWindowLimiter } from "../control/rate_limit.ts";
 import { connectRedis } from "../redis/connect.ts";
 import type { Redis } from "../redis/ioredis.ts";
@@ -103,13 +104,14 @@ export async function runCommand(options: RunOptions, io: CommandIo): Promise<nu
             }),
             nodeId: nodeIdFor(target),
             checkpoints: new CheckpointStore(client, options.progressKey),
-            limiter: new SlidingWindowLimiter(options.rps),
+            // Dry-run writes nothing, so memory is no reason to hold it back.
+            gate: new Gate(
+              new SlidingWindowLimiter(options.rps),
+              options.mode === "execute" ? [memory] : [],
+            ),
             observer: telemetry.observer,
             logger,
             signal: AbortSignal.any([io.signal, lockLost.signal]),
-            beforeBatch: options.mode === "execute"
-              ? (signal, force) => memory.waitForHeadroom(signal, force)
-              : undefined,
           },
         );
       } catch (error) {

@@ -11,7 +11,7 @@ import { Redis, type RedisOptions } from "./ioredis.ts";
 import { clientOptions, nodeAddress, redactUrl, type TlsOptions } from "./options.ts";
 import { fenceScanCursors } from "./fence.ts";
 import { guardStreamErrors } from "./stream_guard.ts";
-import { connectWithin } from "./reach.ts";
+import { ConnectionRefusedError, connectWithin } from "./reach.ts";
 import { connectSentinel, isSentinelUrl } from "./sentinel.ts";
 import type { RedisTarget } from "./target.ts";
 
@@ -100,7 +100,7 @@ async function connectSeed(
       return { client, name };
     } catch (error) {
       // Refused credentials or an untrusted certificate will not pass on another seed either.
-      if (!(error instanceof RedisUnavailableError) || !/unreachable/.test(error.message)) {
+      if (!(error instanceof RedisUnavailableError) || error instanceof ConnectionRefusedError) {
         throw error;
       }
       lastError = error;

@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { backoffMs, RECONNECT } from "../async/backoff.ts";
 import { UsageError } from "../errors.ts";
 import { Redis, type RedisOptions } from "./ioredis.ts";
 import {
@@ -127,7 +128,7 @@ export async function connectSentinel(
     sentinelUsername: url.sentinelUsername,
     sentinelPassword: url.sentinelPassword,
     // Keep asking the sentinels while none answers; connectWithin owns the deadline.
-    sentinelRetryStrategy: (attempt) => Math.min(100 * 2 ** attempt, 2_000),
+    sentinelRetryStrategy: (attempt) => backoffMs(attempt, RECONNECT),
     ...(tls ? { tls, enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
   };
   const client = new Redis(clientOptions);

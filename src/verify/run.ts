@@ -14,15 +14,17 @@
  * @module
  */
 import { Buffer } from "node:buffer";
+import { classify } from "../redis/errors.ts";
 import { Cluster, type Redis } from "../redis/ioredis.ts";
-import { type RateLimiter, realClock, SlidingWindowLimiter } from "../control/rate_limit.ts";
+import { delay } from "../async/delay.ts";
+import { type RateLimiter, SlidingWindowLimiter } from "../control/rate_limit.ts";
 import { type Logger, silentLogger } from "../run_events.ts";
 import { escapeForLog } from "../telemetry/redact.ts";
 import {
   jobIdOf,
   NEW_MATCH,
-  NEW_PREFIX,
   newKeyFor,
+  newMatchFor,
   OLD_MATCH,
   oldKeyFor,
   parseNewKey,
@@ -321,7 +323,7 @@ function oldPopulation(ctx: CheckContext): KeyPopulation {
 /** New keys; with a workspace, only that workspace's (the name tells, no read needed). */
 function newPopulation(workspace: string | undefined): KeyPopulation {
   return {
-    match: workspace === undefined ? NEW_MATCH : `${NEW_PREFIX}${escapeGlob(workspace)}:*`,
+    match: workspace === undefined ? NEW_MATCH : newMatchFor(workspace),
     isCandidate: (key) => {
       const parsed = parseNewKey(key);
       return parsed !== undefined && (workspace === undefined || parsed.workspace === workspace);
@@ -418,7 +420,7 @@ async function withRechecks<V>(
   let pending = indicesWhere(verdicts, failed);
   const firstFailures = pending.length;
   for (let round = 0; round < ctx.options.recheck && pending.length > 0; round++) {
-    await realClock.sleep(ctx.options.recheckDelayMs, ctx.signal);
+    await delay(ctx.options.recheckDelayMs, { signal: ctx.signal });
     const again = await check(pending.map((i) => keys[i] as Buffer));
     pending.forEach((index, j) => verdicts[index] = again[j] as V);
     pending = pending.filter((index) => failed(verdicts[index] as V));
@@ -505,17 +507,12 @@ function asError(error: unknown): Error {
 }
 
 function isWrongType(error: Error | null): boolean {
-  return error !== null && error.message.startsWith("WRONGTYPE");
+  return error !== null && classify(error).kind === "wrongtype";
 }
 
 /** Throws `error` when set (a Redis error other than the WRONGTYPE we classify). */
 function rethrow(error: Error | null): void {
   if (error) throw error;
-}
-
-/** Escapes SCAN MATCH glob characters, so a workspace id matches literally. */
-function escapeGlob(text: string): string {
-  return text.replace(/[*?[\]\\]/g, (c) => `\\${c}`);
 }
 
 function validate(options: VerifyOptions): void {
