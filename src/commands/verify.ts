@@ -9,7 +9,8 @@ import { ExitCode, RedisUnavailableError } from "../errors.ts";
 import { connectRedis } from "../redis/connect.ts";
 import { errorCode, isOutage } from "../redis/errors.ts";
 import { createLogger } from "../telemetry/logger.ts";
-import { renderVerifyText, runVerify, verifyJson } from "../verify/run.ts";
+import { renderVerifyText, verifyJson } from "../verify/report.ts";
+import { runVerify } from "../verify/run.ts";
 import type { CommandIo } from "./io.ts";
 
 /** Runs verify; returns 0 when parity is reached and there are no orphans, else 1. */
