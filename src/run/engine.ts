@@ -11,10 +11,10 @@ import type { Buffer } from "node:buffer";
 import { decideStart } from "../checkpoint/resume.ts";
 import { type CheckpointStore, runParams } from "../checkpoint/store.ts";
 import type { Gate } from "../control/gate.ts";
-import { RedisUnavailableError, SafetyRefusal } from "../errors.ts";
+import { SafetyRefusal } from "../errors.ts";
 import type { MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
 import { countResults, emptyCounters } from "../outcome.ts";
-import { serverRunId, waitForRedis } from "../redis/availability.ts";
+import { serverRunId } from "../redis/availability.ts";
 import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import { type ScanBatch, scanBatches } from "../redis/scan.ts";
@@ -23,6 +23,7 @@ import type { Logger, RunMode, RunObserver, Summary } from "../run_events.ts";
 import { silentLogger } from "../run_events.ts";
 import { jobIdOf, OLD_MATCH, type WorkspaceRule } from "../schema.ts";
 import { estimateTotal, initialEstimate, scanFraction } from "./estimate.ts";
+import { type NodeState, recoverNode } from "./outage.ts";
 import { KeyRetry } from "./retry.ts";
 
 /** What the engine needs from the command line. */
@@ -59,23 +60,6 @@ export const MAX_SUB_BATCH = 100;
 /** Runs the backfill to completion, `--max-keys`, or a stop signal, and returns the summary. */
 export async function runBackfill(options: BackfillOptions, deps: BackfillDeps): Promise<Summary> {
   return await new Run(options, deps).execute();
-}
-
-/** Where one node's scan stands. */
-interface NodeState {
-  node: Redis;
-  /** `host:port` at the start (the key of the resume cursor). */
-  name: string;
-  nodeId: string;
-  runId: string;
-  /** The cursor the next scan starts from (what the checkpoint says, or will). */
-  committed: string;
-  startFraction: number;
-  lastJob?: Buffer;
-  lastSave: number;
-  /** The checkpoint save in flight, if any. */
-  saving?: Promise<void>;
-  outageSince?: number;
 }
 
 class Run {
@@ -166,7 +150,15 @@ class Run {
         state.saving = undefined;
         if (this.#deps.signal?.aborted) return false;
         if (!classify(error).outage) throw error;
-        if (!await this.#recover(state, error)) return false;
+        const recovery = {
+          target: this.#deps.target,
+          logger: this.#log,
+          maxOutage: this.#options.maxOutage,
+          needsPrimary: this.#options.mode === "execute",
+          signal: this.#deps.signal,
+        };
+        if (!await recoverNode(state, error, recovery)) return false;
+        this.#cursors.set(state.name, state.committed);
       }
     }
   }
@@ -329,61 +321,6 @@ class Run {
       totals: { ...this.counters },
       estimatedTotal: this.#estimate,
     });
-  }
-
-  /**
-   * Waits for a lost node (up to --max-outage since the outage began). False when a stop signal
-   * ended the wait. A node that came back as another server process (new `run_id`) is rescanned
-   * from cursor 0: its SCAN cursor is meaningless.
-   *
-   * @throws {RedisUnavailableError} when the outage outlasts --max-outage.
-   */
-  async #recover(state: NodeState, error: unknown): Promise<boolean> {
-    const { target, signal } = this.#deps;
-    state.outageSince ??= performance.now();
-    const deadline = state.outageSince + this.#options.maxOutage * 1000;
-    const { code } = classify(error);
-    // Named now, not at the start: after a failover the node is another host.
-    const where = target.nodeName(state.node);
-    const wait = `waiting up to ${this.#options.maxOutage} s`;
-    this.#log.log("warn", "redis_lost", `lost Redis at ${where} (${code}); ${wait}`, {
-      node: where,
-      code,
-    });
-    const back = await waitForRedis(state.node, {
-      name: where,
-      deadline,
-      cursor: state.committed,
-      // A failover can leave us on a replica that answers PING but refuses writes.
-      needsPrimary: this.#options.mode === "execute",
-      signal,
-    });
-    if (!back) return false;
-    if (performance.now() >= deadline) {
-      throw new RedisUnavailableError(
-        `Redis at ${where} kept failing (${code}) for longer than --max-outage; ` +
-          `the checkpoint is kept at cursor=${state.committed}`,
-        { cause: error },
-      );
-    }
-    const runId = await serverRunId(state.node);
-    const serving = target.nodeName(state.node);
-    if (runId === state.runId) {
-      const message = `Redis at ${serving} is back; resuming from cursor=${state.committed}`;
-      this.#log.log("info", "redis_back", message, { node: serving });
-      return true;
-    }
-    this.#log.log(
-      "warn",
-      "redis_restarted",
-      `Redis at ${serving} restarted or failed over (new run_id): its SCAN cursor is ` +
-        `meaningless, rescanning from cursor 0`,
-      { node: serving },
-    );
-    state.runId = runId;
-    state.committed = "0";
-    this.#cursors.set(state.name, "0");
-    return true;
   }
 
   /** The estimate, never above --max-keys. */

@@ -1,29 +1,23 @@
 /**
  * The run summary on stdout: the text form of DESIGN.md, or one JSON object with exactly its fields.
+ * The outcome lines and fields come from the one outcome table (src/outcome.ts).
  *
  * @module
  */
+import { outcomeInfo, OUTCOMES } from "../outcome.ts";
 import type { Summary } from "../run_events.ts";
 
 /** The `--json` object, fields in DESIGN.md order. */
 export function summaryJson(summary: Summary): Record<string, unknown> {
-  return {
-    mode: summary.mode,
-    scanned: summary.scanned,
-    migrated: summary.migrated,
-    repaired: summary.repaired,
-    skipped_exists: summary.skipped_exists,
-    skipped_invalid: summary.skipped_invalid,
-    skipped_gone: summary.skipped_gone,
-    filtered: summary.filtered,
-    errors: summary.errors,
-    duration_seconds: summary.duration_seconds,
-    completed: summary.completed,
-    cursor: summary.cursor,
-  };
+  const json: Record<string, unknown> = { mode: summary.mode, scanned: summary.scanned };
+  for (const outcome of OUTCOMES) json[outcome] = summary[outcome];
+  json.duration_seconds = summary.duration_seconds;
+  json.completed = summary.completed;
+  json.cursor = summary.cursor;
+  return json;
 }
 
-/** The human summary. Dry-run counts carry "(counted, not written)". */
+/** The human summary. Dry-run counts of writing outcomes carry "(counted, not written)". */
 export function renderSummary(summary: Summary): string {
   const dry = summary.mode === "dry-run" ? "  (counted, not written)" : "";
   const row = (label: string, value: number | string, note = "") =>
@@ -32,13 +26,10 @@ export function renderSummary(summary: Summary): string {
     "=== Backfill Summary ===",
     row("Mode", summary.mode),
     row("Scanned", summary.scanned),
-    row("Migrated", summary.migrated, dry),
-    row("Repaired", summary.repaired, dry),
-    row("Skipped (exists)", summary.skipped_exists),
-    row("Skipped (invalid)", summary.skipped_invalid),
-    row("Skipped (gone)", summary.skipped_gone),
-    row("Filtered", summary.filtered),
-    row("Errors", summary.errors),
+    ...OUTCOMES.map((outcome) => {
+      const { label, writes } = outcomeInfo(outcome);
+      return row(label, summary[outcome], writes ? dry : "");
+    }),
     row("Duration", `${summary.duration_seconds.toFixed(2)} s`),
     row(
       "Completed",
