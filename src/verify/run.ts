@@ -141,11 +141,35 @@ export async function runVerify(
     (verdict) => verdict === "orphan",
     ctx,
   );
+  const report = toReport({ old, fresh, forward, reverse, options, ctx, started });
+  logger.log("info", "verify_done", `Verify ${report.passed ? "passed" : "failed"}`, {
+    sampled: report.sampled,
+    matched: report.matched,
+    missing: report.missing,
+    mismatched: report.mismatched,
+    invalid: report.invalid,
+    orphans: report.orphans,
+    parity: report.parity,
+  });
+  return report;
+}
+
+/** Everything a verify run found, as the report. */
+function toReport(found: {
+  old: SampleResult;
+  fresh: SampleResult;
+  forward: { verdicts: JobVerdict[]; transient: number };
+  reverse: { verdicts: OrphanVerdict[]; transient: number };
+  options: VerifyOptions;
+  ctx: CheckContext;
+  started: number;
+}): VerifyReport {
+  const { old, fresh, forward, reverse, options } = found;
   const tally = tallyVerdicts(old.keys, forward.verdicts, fresh.keys, reverse.verdicts);
   const { counts } = tally;
   const sampled = counts.matched + counts.missing + counts.mismatched + counts.invalid;
   const parity = computeParity(counts.matched, sampled, counts.invalid);
-  const report: VerifyReport = {
+  return {
     sampled,
     matched: counts.matched,
     missing: counts.missing,
@@ -166,20 +190,10 @@ export async function runVerify(
     workspace: options.workspace ?? null,
     min_parity: options.minParity,
     passed: verifyPassed(parity, options.minParity, tally.orphans),
-    duration_seconds: Math.round(performance.now() - started) / 1000,
-    limiter_wait_seconds: Math.round(ctx.waited * 1000) / 1000,
+    duration_seconds: Math.round(performance.now() - found.started) / 1000,
+    limiter_wait_seconds: Math.round(found.ctx.waited * 1000) / 1000,
     examples: tally.examples,
   };
-  logger.log("info", "verify_done", `Verify ${report.passed ? "passed" : "failed"}`, {
-    sampled,
-    matched: report.matched,
-    missing: report.missing,
-    mismatched: report.mismatched,
-    invalid: report.invalid,
-    orphans: report.orphans,
-    parity,
-  });
-  return report;
 }
 
 /** Draws one sample and logs what it got. */
