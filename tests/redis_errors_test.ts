@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { CheckpointStore } from "../src/checkpoint/store.ts";
 import { classify } from "../src/redis/errors.ts";
+import { ServerChangedError } from "../src/redis/fence.ts";
 import { KeyRetry } from "../src/run/retry.ts";
 import { silentLogger } from "../src/run_events.ts";
 import { withRedis } from "./support/redis_server.ts";
@@ -38,6 +39,8 @@ Deno.test("classify: reply codes become kinds; only availability errors are outa
   assert.equal(classify(new Error("connect ECONNREFUSED 127.0.0.1:1")).code, "ECONNREFUSED");
   assert.equal(classify(new Error("Connection is closed.")).code, "connection closed");
   assert.equal(classify("not an error").kind, "other");
+  const changed = classify(new ServerChangedError("127.0.0.1:6379"));
+  assert.deepEqual([changed.kind, changed.code, changed.outage], ["outage", "node changed", true]);
 });
 
 Deno.test("classify: an EXECABORT is its cause, from previousErrors or from the reply text", () => {

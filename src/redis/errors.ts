@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { ServerChangedError } from "./fence.ts";
 
 /** What kind of failure an error is. */
 export type ErrorKind =
@@ -105,6 +106,8 @@ const TLS_FAILURE =
  */
 export function classify(error: unknown): Classified {
   if (!(error instanceof Error)) return result("other", "UNKNOWN");
+  // Our own typed error: a continued SCAN on another server process (see fence.ts).
+  if (error instanceof ServerChangedError) return result("outage", "node changed");
   const message = error.message;
   const code = replyCode(message);
   if (code === "EXECABORT") {
