@@ -5,35 +5,49 @@
  * @module
  */
 
-/** Every outcome, in summary order. */
-export const OUTCOMES = [
-  "migrated",
-  "repaired",
-  "skipped_exists",
-  "skipped_invalid",
-  "skipped_gone",
-  "filtered",
-  "errors",
-] as const;
+/** What the summary and the metrics show of one outcome. */
+export interface OutcomeInfo {
+  /** The label of its line in the text summary. */
+  readonly label: string;
+  /** Dry-run counts it without writing: the text summary says "(counted, not written)". */
+  readonly writes: boolean;
+  /** Counted in `relay_backfill_skipped_total` under this `reason` (skipped outcomes only). */
+  readonly skipReason?: "exists" | "invalid" | "gone";
+}
+
+/**
+ * The one table of outcomes, in summary order: the counters, the text and JSON summaries and the
+ * metrics all derive from it.
+ */
+export const OUTCOME_TABLE = {
+  migrated: { label: "Migrated", writes: true },
+  repaired: { label: "Repaired", writes: true },
+  skipped_exists: { label: "Skipped (exists)", writes: false, skipReason: "exists" },
+  skipped_invalid: { label: "Skipped (invalid)", writes: false, skipReason: "invalid" },
+  skipped_gone: { label: "Skipped (gone)", writes: false, skipReason: "gone" },
+  filtered: { label: "Filtered", writes: false },
+  errors: { label: "Errors", writes: false },
+} as const satisfies Record<string, OutcomeInfo>;
 
 /** What happened to one old key. */
-export type Outcome = typeof OUTCOMES[number];
+export type Outcome = keyof typeof OUTCOME_TABLE;
+
+/** Every outcome, in summary order. */
+export const OUTCOMES: readonly Outcome[] = Object.keys(OUTCOME_TABLE) as Outcome[];
+
+/** The table entry of `outcome`. */
+export function outcomeInfo(outcome: Outcome): OutcomeInfo {
+  return OUTCOME_TABLE[outcome];
+}
 
 /** Counts of old keys per outcome, plus `scanned`, which is their sum. */
 export type Counters = { scanned: number } & Record<Outcome, number>;
 
 /** A fresh set of counters, all zero. */
 export function emptyCounters(): Counters {
-  return {
-    scanned: 0,
-    migrated: 0,
-    repaired: 0,
-    skipped_exists: 0,
-    skipped_invalid: 0,
-    skipped_gone: 0,
-    filtered: 0,
-    errors: 0,
-  };
+  const counters = { scanned: 0 } as Counters;
+  for (const outcome of OUTCOMES) counters[outcome] = 0;
+  return counters;
 }
 
 /** The result for one old key, as the migration strategy reports it. */

@@ -14,10 +14,23 @@ export const NEW_PREFIX = "ai:job:";
 export const OLD_MATCH = `${OLD_PREFIX}*`;
 /** SCAN MATCH pattern for new keys. */
 export const NEW_MATCH = `${NEW_PREFIX}*`;
+
+/** SCAN MATCH pattern for one workspace's new keys (glob characters in the id match literally). */
+export function newMatchFor(workspaceId: string): string {
+  return `${NEW_PREFIX}${workspaceId.replace(/[*?[\]\\]/g, (c) => `\\${c}`)}:*`;
+}
 /** The hash field that holds the workspace id. */
 export const WORKSPACE_FIELD = "workspace_id";
 /** Default validity rule for workspace ids (DESIGN.md). */
 export const DEFAULT_WORKSPACE_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$";
+/**
+ * The default rule as the in-server script checks it: a Lua pattern (Lua has no `{0,63}`) plus a
+ * length bound. A test holds it equal to {@linkcode DEFAULT_WORKSPACE_PATTERN}.
+ */
+export const DEFAULT_WORKSPACE_LUA: Readonly<{ pattern: string; maxLength: number }> = {
+  pattern: "^[A-Za-z0-9][A-Za-z0-9_%-]*$",
+  maxLength: 64,
+};
 
 const OLD_PREFIX_BYTES = Buffer.from(OLD_PREFIX);
 const NEW_PREFIX_BYTES = Buffer.from(NEW_PREFIX);

@@ -7,7 +7,8 @@ import { connectRedis } from "../src/redis/connect.ts";
 import type { Cluster, Redis } from "../src/redis/ioredis.ts";
 import { strategyFor } from "../src/migrate/select.ts";
 import { oldKeyFor, WorkspaceRule } from "../src/schema.ts";
-import { runVerify, VERIFY_DEFAULTS } from "../src/verify.ts";
+import { VERIFY_DEFAULTS } from "../src/defaults.ts";
+import { runVerify } from "../src/verify/run.ts";
 import { cliCommand, runJson, waitFor } from "./support/cli.ts";
 import {
   countClusterKeys,

@@ -3,7 +3,7 @@
  * layout, and the SCAN-cursor fence against a real redis-server that restarts.
  */
 import assert from "node:assert/strict";
-import { CheckpointStore } from "../src/checkpoint.ts";
+import { CheckpointStore } from "../src/checkpoint/store.ts";
 import { UsageError } from "../src/errors.ts";
 import { connectRedis, redactUrl } from "../src/redis/connect.ts";
 import { ServerChangedError } from "../src/redis/fence.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type Clock, SlidingWindowLimiter } from "../src/rate_limit.ts";
+import { type Clock, SlidingWindowLimiter } from "../src/control/rate_limit.ts";
 
 /** A manual clock: sleeping advances time instantly and records the sleep. */
 function fakeClock(): Clock & { t: number; sleeps: number[] } {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { SafetyRefusal } from "../src/errors.ts";
-import { estimateTotal, scanFraction } from "../src/estimate.ts";
+import { estimateTotal, scanFraction } from "../src/run/estimate.ts";
 import { InServerCopy, redisVersion } from "../src/migrate/in_server.ts";
 import { jobIdOf, newKeyFor, oldKeyFor, parseNewKey, WorkspaceRule } from "../src/schema.ts";
 

@@ -2,21 +2,24 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { Cluster, type Redis } from "../src/redis/ioredis.ts";
 import { newKeyFor, oldKeyFor, WorkspaceRule } from "../src/schema.ts";
+import { compareJob, type KeyState } from "../src/verify/compare.ts";
 import {
-  compareJob,
-  type KeyState,
-  renderVerifyText,
   runVerify,
-  VERIFY_DEFAULTS,
   type VerifyDeps,
-  verifyJson,
   type VerifyOptions,
-  type VerifyReport,
   type VerifyTarget,
-} from "../src/verify.ts";
-import type { RateLimiter } from "../src/rate_limit.ts";
-import { computeParity, formatPercent, verifyPassed } from "../src/verify_report.ts";
-import { sampleKeys } from "../src/verify_sample.ts";
+} from "../src/verify/run.ts";
+import { VERIFY_DEFAULTS } from "../src/defaults.ts";
+import type { RateLimiter } from "../src/control/rate_limit.ts";
+import {
+  computeParity,
+  formatPercent,
+  renderVerifyText,
+  verifyJson,
+  verifyPassed,
+  type VerifyReport,
+} from "../src/verify/report.ts";
+import { sampleKeys } from "../src/verify/sample.ts";
 import { type RedisServer, startRedis } from "./support/redis_server.ts";
 
 // ---------------------------------------------------------------------------------------------

@@ -8,16 +8,9 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { UsageError } from "../errors.ts";
 import { DEFAULT_WORKSPACE_PATTERN, WorkspaceRule } from "../schema.ts";
-import { VERIFY_DEFAULTS } from "../verify.ts";
+import { VERIFY_DEFAULTS } from "../defaults.ts";
+import type { TlsOptions } from "../redis/options.ts";
 import { isSentinelUrl, parseSentinelUrl } from "../redis/sentinel.ts";
-
-/** TLS material for `rediss://` connections. */
-export interface TlsOptions {
-  ca?: string;
-  cert?: string;
-  key?: string;
-  servername?: string;
-}
 
 /** Options shared by the run and verify. */
 export interface CommonOptions {
@@ -51,7 +44,7 @@ export interface RunOptions extends CommonOptions {
 }
 
 /** Options of `backfill verify`. */
-export interface VerifyOptions extends CommonOptions {
+export interface VerifyFlags extends CommonOptions {
   sample: number;
   minParity: number;
   ttlTolerance: number;
@@ -61,7 +54,7 @@ export interface VerifyOptions extends CommonOptions {
 /** What the command line asks for. */
 export type Command =
   | { kind: "run"; options: RunOptions }
-  | { kind: "verify"; options: VerifyOptions }
+  | { kind: "verify"; options: VerifyFlags }
   | { kind: "help"; topic: "run" | "verify" }
   | { kind: "version" };
 

@@ -4,27 +4,55 @@
  *
  * @module
  */
-import { runBackfill } from "../backfill.ts";
-import { CheckpointStore } from "../checkpoint.ts";
+import { CheckpointStore } from "../checkpoint/store.ts";
 import type { RunOptions } from "../cli/args.ts";
+import { Gate } from "../control/gate.ts";
+import { SlidingWindowLimiter } from "../control/rate_limit.ts";
 import { BackfillError, ExitCode, SafetyRefusal, UsageError } from "../errors.ts";
-import { RunLock } from "../lock.ts";
 import { nodeIdFor, strategyFor } from "../migrate/select.ts";
-import { SlidingWindowLimiter } from "../rate_limit.ts";
 import { connectRedis } from "../redis/connect.ts";
 import type { Redis } from "../redis/ioredis.ts";
-import type { Summary } from "../run_events.ts";
+import type { RedisTarget } from "../redis/target.ts";
+import { runBackfill } from "../run/engine.ts";
+import { renderSummary, summaryJson } from "../run/summary.ts";
+import type { Logger, Summary } from "../run_events.ts";
+import { RunLock } from "../safety/lock.ts";
 import { MemoryGuard } from "../safety/memory.ts";
-import { renderSummary, summaryJson } from "../summary.ts";
 import { createTelemetry, MetricsServerError, type Telemetry } from "../telemetry/mod.ts";
 import type { CommandIo } from "./io.ts";
 
 /** Runs the backfill; returns the exit code (errors that map to codes are thrown). */
 export async function runCommand(options: RunOptions, io: CommandIo): Promise<number> {
-  let telemetry: Telemetry;
+  const telemetry = startTelemetry(options, io);
+  /** What the run did, also when it failed part-way (printed in any case). */
+  const outcome: { summary?: Summary } = {};
   try {
-    // Before Redis is touched: a taken metrics port must fail with nothing written.
-    telemetry = createTelemetry({
+    const target = await connectRedis(options.redisUrls, { tls: options.tls, signal: io.signal });
+    try {
+      return await runOn(target, options, { io, telemetry, outcome });
+    } finally {
+      await target.close();
+    }
+  } finally {
+    // Telemetry ends first (last progress line, push, server down), then the summary on stdout.
+    await telemetry.close(outcome.summary);
+    if (outcome.summary) {
+      const { summary } = outcome;
+      io.stdout(
+        options.json ? JSON.stringify(summaryJson(summary)) + "\n" : renderSummary(summary),
+      );
+    }
+  }
+}
+
+/**
+ * Telemetry, before Redis is touched: a metrics port that is taken must fail with nothing written.
+ *
+ * @throws {UsageError} when `--metrics-port` cannot be bound.
+ */
+function startTelemetry(options: RunOptions, io: CommandIo): Telemetry {
+  try {
+    return createTelemetry({
       enabled: io.telemetryEnabled,
       metricsPort: options.metricsPort,
       pushgatewayUrl: options.pushgateway,
@@ -47,101 +75,119 @@ export async function runCommand(options: RunOptions, io: CommandIo): Promise<nu
     }
     throw error;
   }
-  const logger = telemetry.logger;
-  let summary: Summary | undefined;
+}
+
+interface RunContext {
+  io: CommandIo;
+  telemetry: Telemetry;
+  outcome: { summary?: Summary };
+}
+
+/** Headroom, lock, engine on a connected target; the exit code. */
+async function runOn(target: RedisTarget, options: RunOptions, ctx: RunContext): Promise<number> {
+  const logger = ctx.telemetry.logger;
+  logger.log("info", "connected", `connected to ${target.redacted} (${target.kind})`);
+  if (target.kind === "cluster" && options.cursor !== undefined) {
+    throw new UsageError(
+      "--cursor is one SCAN cursor, but a cluster keeps one per master " +
+        `({${options.progressKey}}:cursor:<node-id>); use --reset-progress to start over`,
+    );
+  }
+  // Headroom before anything is written (the lock included): a refusal leaves Redis untouched.
+  const memory = new MemoryGuard(target.masters(), (node) => target.nodeName(node), {
+    maxPct: options.maxMemoryPct,
+    logger,
+  });
+  await memory.precheck(options.mode === "execute");
+  const lockLost = new AbortController();
+  const lock = options.mode === "execute"
+    ? await takeLock(target.client as Redis, options.progressKey, logger, lockLost)
+    : undefined;
   try {
-    const target = await connectRedis(options.redisUrls, { tls: options.tls, signal: io.signal });
-    let lock: RunLock | undefined;
-    const lockLost = new AbortController();
-    try {
-      logger.log("info", "connected", `connected to ${target.redacted} (${target.kind})`);
-      const client = target.client as Redis;
-      if (target.kind === "cluster" && options.cursor !== undefined) {
-        throw new UsageError(
-          "--cursor is one SCAN cursor, but a cluster keeps one per master " +
-            `({${options.progressKey}}:cursor:<node-id>); use --reset-progress to start over`,
-        );
-      }
-      // Headroom before anything is written (the lock included): a refusal leaves Redis untouched.
-      const memory = new MemoryGuard(target.masters(), (node) => target.nodeName(node), {
-        maxPct: options.maxMemoryPct,
-        logger,
-      });
-      await memory.precheck(options.mode === "execute");
-      if (options.mode === "execute") {
-        lock = await RunLock.acquire(client, `${options.progressKey}:lock`, {
-          onLost: (reason) => {
-            logger.log("error", "lock_lost", `stopping: ${reason}`);
-            lockLost.abort(
-              new SafetyRefusal(`lost the run lock ${options.progressKey}:lock: ${reason}`),
-            );
-          },
-        });
-        logger.log(
-          "info",
-          "lock_acquired",
-          `holding ${lock.key} as ${lock.holder.host} pid ${lock.holder.pid}`,
-        );
-      }
-      const layoutBefore = await target.layout?.();
-      try {
-        summary = await runBackfill(
-          {
-            mode: options.mode,
-            batch: options.batch,
-            cursor: options.cursor,
-            maxKeys: options.maxKeys,
-            workspace: options.workspace,
-            rule: options.rule,
-            resetProgress: options.resetProgress,
-            maxOutage: options.maxOutage,
-          },
-          {
-            target,
-            strategy: strategyFor(target, options.rule, {
-              retryBudgetMs: options.maxOutage * 1000,
-            }),
-            nodeId: nodeIdFor(target),
-            checkpoints: new CheckpointStore(client, options.progressKey),
-            limiter: new SlidingWindowLimiter(options.rps),
-            observer: telemetry.observer,
-            logger,
-            signal: AbortSignal.any([io.signal, lockLost.signal]),
-            beforeBatch: options.mode === "execute"
-              ? (signal, force) => memory.waitForHeadroom(signal, force)
-              : undefined,
-          },
-        );
-      } catch (error) {
-        // A run that failed part-way still reports what it did before the error.
-        const partial = (error as { summary?: Summary }).summary;
-        if (partial && error instanceof BackfillError) summary = partial;
-        throw error;
-      }
-      if (layoutBefore !== undefined && (await target.layout?.()) !== layoutBefore) {
-        // Keys that moved between masters mid-run may have escaped every master's SCAN.
-        logger.log(
-          "warn",
-          "cluster_layout_changed",
-          "the cluster's slot layout changed during the run (reshard or failover): keys that " +
-            "moved between masters may have escaped this scan; run again (a rerun copies only " +
-            "what is missing)",
-        );
-        summary = { ...summary, completed: false };
-      }
-      if (lockLost.signal.aborted) throw lockLost.signal.reason;
-      return summary.errors > 0 ? ExitCode.failed : ExitCode.ok;
-    } finally {
-      await lock?.release();
-      await target.close();
-    }
-  } finally {
-    // Telemetry ends first (last progress line, push, server down), then the summary on stdout.
-    await telemetry.close(summary);
-    if (summary) {
-      io.stdout(
-        options.json ? JSON.stringify(summaryJson(summary)) + "\n" : renderSummary(summary),
+    const layoutBefore = await target.layout?.();
+    // Dry-run writes nothing, so memory is no reason to hold it back.
+    const checks = options.mode === "execute" ? [memory] : [];
+    const signal = AbortSignal.any([ctx.io.signal, lockLost.signal]);
+    let summary = await runEngine(target, options, {
+      ...ctx,
+      gate: new Gate(new SlidingWindowLimiter(options.rps), checks),
+      signal,
+    });
+    if (layoutBefore !== undefined && (await target.layout?.()) !== layoutBefore) {
+      // Keys that moved between masters mid-run may have escaped every master's SCAN.
+      logger.log(
+        "warn",
+        "cluster_layout_changed",
+        "the cluster's slot layout changed during the run (reshard or failover): keys that " +
+          "moved between masters may have escaped this scan; run again (a rerun copies only " +
+          "what is missing)",
       );
+      summary = { ...summary, completed: false };
+      ctx.outcome.summary = summary;
     }
+    if (lockLost.signal.aborted) throw lockLost.signal.reason;
+    return summary.errors > 0 ? ExitCode.failed : ExitCode.ok;
+  } finally {
+    await lock?.release();
+  }
+}
+
+/** Takes the run lock; a lost lock aborts `lockLost`, which stops the run. */
+async function takeLock(
+  client: Redis,
+  progressKey: string,
+  logger: Logger,
+  lockLost: AbortController,
+): Promise<RunLock> {
+  const lock = await RunLock.acquire(client, `${progressKey}:lock`, {
+    onLost: (reason) => {
+      logger.log("error", "lock_lost", `stopping: ${reason}`);
+      lockLost.abort(new SafetyRefusal(`lost the run lock ${progressKey}:lock: ${reason}`));
+    },
+  });
+  logger.log(
+    "info",
+    "lock_acquired",
+    `holding ${lock.key} as ${lock.holder.host} pid ${lock.holder.pid}`,
+  );
+  return lock;
+}
+
+/** The engine with its collaborators; a partial summary is kept when it fails part-way. */
+async function runEngine(
+  target: RedisTarget,
+  options: RunOptions,
+  ctx: RunContext & { gate: Gate; signal: AbortSignal },
+): Promise<Summary> {
+  try {
+    const summary = await runBackfill(
+      {
+        mode: options.mode,
+        batch: options.batch,
+        cursor: options.cursor,
+        maxKeys: options.maxKeys,
+        workspace: options.workspace,
+        rule: options.rule,
+        resetProgress: options.resetProgress,
+        maxOutage: options.maxOutage,
+      },
+      {
+        target,
+        strategy: strategyFor(target, options.rule, { retryBudgetMs: options.maxOutage * 1000 }),
+        nodeId: nodeIdFor(target),
+        checkpoints: new CheckpointStore(target.client as Redis, options.progressKey),
+        gate: ctx.gate,
+        observer: ctx.telemetry.observer,
+        logger: ctx.telemetry.logger,
+        signal: ctx.signal,
+      },
+    );
+    ctx.outcome.summary = summary;
+    return summary;
+  } catch (error) {
+    // A run that failed part-way still reports what it did before the error.
+    const partial = (error as { summary?: Summary }).summary;
+    if (partial && error instanceof BackfillError) ctx.outcome.summary = partial;
+    throw error;
   }
 }

@@ -3,12 +3,14 @@
  *
  * @module
  */
-import type { VerifyOptions as VerifyFlags } from "../cli/args.ts";
+import type { VerifyFlags } from "../cli/args.ts";
+import { VERIFY_DEFAULTS } from "../defaults.ts";
 import { ExitCode, RedisUnavailableError } from "../errors.ts";
 import { connectRedis } from "../redis/connect.ts";
 import { errorCode, isOutage } from "../redis/errors.ts";
 import { createLogger } from "../telemetry/logger.ts";
-import { renderVerifyText, runVerify, VERIFY_DEFAULTS, verifyJson } from "../verify.ts";
+import { renderVerifyText, verifyJson } from "../verify/report.ts";
+import { runVerify } from "../verify/run.ts";
 import type { CommandIo } from "./io.ts";
 
 /** Runs verify; returns 0 when parity is reached and there are no orphans, else 1. */

@@ -3,8 +3,8 @@
  * call: between reading an old key and creating its new key nothing else runs, so a job deleted by
  * the application is never re-created and a value it dual-wrote is never overwritten.
  *
- * Per key (KEYS[i] = `ai:jobs:<job_id>`):
- *   HGET workspace_id → WRONGTYPE: invalid · nil: gone (key missing) or invalid (field missing)
+ * Per key (KEYS[i] = an old key):
+ *   HGET <workspace field> → WRONGTYPE: invalid · nil: gone (key missing) or invalid (field missing)
  *   empty job id or invalid workspace id → invalid · other workspace than the filter → filtered
  *   COPY old new (no REPLACE): 1 → migrated (fields and TTL copied by the server)
  *   0 → the new key exists: HSETNX each field it lacks and PEXPIRE it with the old TTL if it has
@@ -12,39 +12,30 @@
  * In dry-run the same decisions are made with EXISTS/HEXISTS/PTTL and nothing is written; the dry
  * variant carries `flags=no-writes` and runs as EVALSHA_RO, so Redis itself refuses any write.
  *
- * ARGV: [1] old prefix length, [2] new prefix, [3] workspace filter ("" = none),
- *       [4] rule: "default" (check the default pattern here) | "expect" (ARGV[4+i] is the id the
+ * ARGV (all from schema.ts, so no key name or field name is spelled in Lua):
+ *       [1] old prefix length, [2] new prefix, [3] the workspace field, [4] workspace filter
+ *       ("" = none), [5] the default workspace rule as a Lua pattern, [6] its maximum length,
+ *       [7] rule: "default" (check the default rule here) | "expect" (ARGV[7+i] is the id the
  *           client validated for KEYS[i]; a different value now → "changed") | "probe" (report ids only)
  * Reply: a flat array, two entries per key: code, then the workspace id (or an error code for 6).
  *
  * @module
  */
 
-/** Result codes of the script, in reply order. */
-export const ScriptCode = {
-  migrated: 0,
-  repaired: 1,
-  exists: 2,
-  invalid: 3,
-  gone: 4,
-  filtered: 5,
-  error: 6,
-  /** expect mode: the workspace id is not the one the client validated (changed in between). */
-  changed: 7,
-  /** probe mode: the key is a hash with this workspace id; nothing decided yet. */
-  probed: 8,
-} as const;
-
 const BODY = `
 local dry = DRY
 local skip = tonumber(ARGV[1])
 local new_prefix = ARGV[2]
-local only = ARGV[3]
-local rule = ARGV[4]
+local field = ARGV[3]
+local only = ARGV[4]
+local default_pattern = ARGV[5]
+local default_max = tonumber(ARGV[6])
+local rule = ARGV[7]
+local EXPECTED = 7
 local out = {}
 
 local function valid_default(ws)
-  return #ws <= 64 and string.find(ws, "^[A-Za-z0-9][A-Za-z0-9_%-]*$") ~= nil
+  return #ws <= default_max and string.find(ws, default_pattern) ~= nil
 end
 
 local function err_code(reply)
@@ -82,12 +73,12 @@ end
 for i, old in ipairs(KEYS) do
   local code, ws, detail = 3, "", nil
   local job = string.sub(old, skip + 1)
-  local got = redis.pcall("HGET", old, "workspace_id")
+  local got = redis.pcall("HGET", old, field)
   if type(got) == "table" then
     code = 3
   elseif not got then
     if redis.call("EXISTS", old) == 0 then code = 4 end
-  elseif job ~= "" and (rule == "probe" or (rule == "expect" and got == ARGV[4 + i])
+  elseif job ~= "" and (rule == "probe" or (rule == "expect" and got == ARGV[EXPECTED + i])
       or (rule == "default" and valid_default(got))) then
     ws = got
     if rule == "probe" then

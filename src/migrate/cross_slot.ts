@@ -18,10 +18,12 @@
  * @module
  */
 import { Buffer } from "node:buffer";
+import { backoffMs, RECONNECT } from "../async/backoff.ts";
+import { pause } from "../async/delay.ts";
 import { SafetyRefusal } from "../errors.ts";
 import { errorCode, isOutage } from "../redis/errors.ts";
 import type { Cluster } from "../redis/ioredis.ts";
-import { jobIdOf, newKeyFor, type WorkspaceRule } from "../schema.ts";
+import { jobIdOf, newKeyFor, WORKSPACE_FIELD, type WorkspaceRule } from "../schema.ts";
 import {
   CrossSlotCode,
   DRY_WRITE_SCRIPT,
@@ -33,6 +35,8 @@ import { redisVersion } from "./in_server.ts";
 import {
   type MigrateOptions,
   type MigrationStrategy,
+  resultOfCode,
+  ScriptCode,
   type StrategyResult,
   TRANSIENT_ERRORS,
 } from "./strategy.ts";
@@ -50,7 +54,7 @@ export interface CrossSlotOptions {
 
 /** The script commands defined on the cluster client (Buffer variants: names are bytes). */
 interface ScriptClient {
-  backfillReadBuffer(key: Buffer, workspace: string): Promise<unknown[]>;
+  backfillReadBuffer(key: Buffer, workspace: string, field: string): Promise<unknown[]>;
   backfillWriteBuffer(key: Buffer, expireAt: string, ...fields: Buffer[]): Promise<unknown[]>;
   backfillDryWriteBuffer(key: Buffer, expireAt: string, ...fields: Buffer[]): Promise<unknown[]>;
   backfillUndoBuffer(key: Buffer, ...fields: Buffer[]): Promise<number>;
@@ -72,6 +76,8 @@ type Settled<T> =
 
 /** Migrates across slots on a Redis Cluster (Redis ≥ 7.0 on every master). */
 export class CrossSlotCopy implements MigrationStrategy {
+  /** Checkpoints and copies go through different nodes, with no order between them. */
+  readonly checkpointOrdering = "awaited";
   readonly #cluster: Cluster;
   readonly #rule: WorkspaceRule;
   readonly #budget: number;
@@ -108,7 +114,7 @@ export class CrossSlotCopy implements MigrationStrategy {
     const only = options.workspace ?? "";
     const retrying = <T>(tasks: (() => Promise<T>)[]) => this.#retrying(tasks, options.signal);
     const reads = await retrying(
-      keys.map((key) => () => this.#scripts.backfillReadBuffer(key, only)),
+      keys.map((key) => () => this.#scripts.backfillReadBuffer(key, only, WORKSPACE_FIELD)),
     );
     const copies: Copy[] = [];
     for (const [index, read] of reads.entries()) {
@@ -206,7 +212,7 @@ export class CrossSlotCopy implements MigrationStrategy {
     const tries = new Array<number>(tasks.length).fill(0);
     const deadline = Date.now() + this.#budget;
     let pending = tasks.map((_, i) => i);
-    for (let delay = 100;; delay = Math.min(delay * 2, 2_000)) {
+    for (let attempt = 0;; attempt++) {
       const settled = await Promise.allSettled(pending.map((i) => tasks[i]!()));
       const again: number[] = [];
       settled.forEach((s, j) => {
@@ -217,30 +223,24 @@ export class CrossSlotCopy implements MigrationStrategy {
         else out[i] = { ok: false, error: s.reason, tries: tries[i]! };
       });
       if (again.length === 0) return out;
-      await new Promise((resolve) => setTimeout(resolve, delay));
+      // A stop signal ends the wait; the next round then reports what still fails.
+      await pause(backoffMs(attempt, RECONNECT), { signal });
       pending = again;
     }
   }
 }
 
 function decodeWrite(reply: unknown[], workspace: string): StrategyResult {
-  switch (reply[0] as number) {
-    case 0:
-      return { outcome: "migrated", workspace };
-    case 1:
-      return { outcome: "repaired", workspace };
-    case 2:
-      return { outcome: "skipped_exists", workspace };
-    default: {
-      const code = Buffer.from(reply[1] as Buffer).toString("latin1");
-      return { outcome: "errors", errorCode: code, retryable: TRANSIENT.has(code) };
-    }
-  }
+  const code = reply[0] as number;
+  const detail = code === ScriptCode.error
+    ? Buffer.from(reply[1] as Buffer).toString("latin1")
+    : workspace;
+  return resultOfCode(code, detail, TRANSIENT);
 }
 
 /** A failed command as a per-key error (retryable when the condition may pass). */
 function failure(error: unknown): StrategyResult {
-  const code = clusterErrorCode(error);
+  const code = errorCode(error);
   return { outcome: "errors", errorCode: code, retryable: TRANSIENT.has(code) || isOutage(error) };
 }
 
@@ -250,18 +250,9 @@ function failure(error: unknown): StrategyResult {
  * (the log names the job); the copy stays.
  */
 function unverified(error: unknown): StrategyResult {
-  return { outcome: "errors", errorCode: clusterErrorCode(error), retryable: false };
+  return { outcome: "errors", errorCode: errorCode(error), retryable: false };
 }
 
 function isTopology(error: unknown): boolean {
-  return isOutage(error) || TOPOLOGY.has(clusterErrorCode(error));
-}
-
-/** The Redis error code, also inside ioredis's "Too many Cluster redirections. Last error: …". */
-function clusterErrorCode(error: unknown): string {
-  if (error instanceof Error) {
-    const last = /Last error: (?:\w+: )?([A-Z][A-Z_]+)\b/.exec(error.message);
-    if (last) return last[1]!;
-  }
-  return errorCode(error);
+  return isOutage(error) || TOPOLOGY.has(errorCode(error));
 }

@@ -4,7 +4,7 @@
  * touches one key and is atomic on that key's node:
  *
  * READ (old key's node, `no-writes`): type, workspace id, absolute expiry (PEXPIRETIME) and every
- *   field, in one consistent snapshot. Reply `{0}` gone · `{1}` not a hash or no workspace_id ·
+ *   field, in one consistent snapshot. Reply `{0}` gone · `{1}` not a hash or no workspace field (ARGV[2]) ·
  *   `{2, ws}` another workspace than ARGV[1] (fields not sent) · `{3, ws, expire_at, {f, v, …}}`.
  * WRITE (new key's node): create-only. The new key absent → HSET every field + PEXPIREAT → `{0}`
  *   migrated. Present → HSETNX each field and PEXPIREAT only if it has no TTL → `{1}` repaired or
@@ -32,7 +32,7 @@ export const READ_SCRIPT = `#!lua flags=no-writes
 local t = redis.call("TYPE", KEYS[1])["ok"]
 if t == "none" then return {0} end
 if t ~= "hash" then return {1} end
-local ws = redis.call("HGET", KEYS[1], "workspace_id")
+local ws = redis.call("HGET", KEYS[1], ARGV[2])
 if not ws then return {1} end
 if ARGV[1] ~= "" and ws ~= ARGV[1] then return {2, ws} end
 return {3, ws, redis.call("PEXPIRETIME", KEYS[1]), redis.call("HGETALL", KEYS[1])}

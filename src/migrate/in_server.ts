@@ -6,26 +6,23 @@
  */
 import type { Buffer } from "node:buffer";
 import { SafetyRefusal } from "../errors.ts";
+import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
-import { NEW_PREFIX, OLD_PREFIX, type WorkspaceRule } from "../schema.ts";
-import { COPY_SCRIPT, DRY_RUN_SCRIPT, ScriptCode } from "./copy_script.ts";
+import {
+  DEFAULT_WORKSPACE_LUA,
+  NEW_PREFIX,
+  OLD_PREFIX,
+  WORKSPACE_FIELD,
+  type WorkspaceRule,
+} from "../schema.ts";
+import { COPY_SCRIPT, DRY_RUN_SCRIPT } from "./copy_script.ts";
 import {
   type MigrateOptions,
   type MigrationStrategy,
+  resultOfCode,
+  ScriptCode,
   type StrategyResult,
-  TRANSIENT_ERRORS,
 } from "./strategy.ts";
-
-const OUTCOME_OF_CODE: Record<number, StrategyResult["outcome"]> = {
-  [ScriptCode.migrated]: "migrated",
-  [ScriptCode.repaired]: "repaired",
-  [ScriptCode.exists]: "skipped_exists",
-  [ScriptCode.invalid]: "skipped_invalid",
-  [ScriptCode.gone]: "skipped_gone",
-  [ScriptCode.filtered]: "filtered",
-  [ScriptCode.error]: "errors",
-  [ScriptCode.changed]: "errors",
-};
 
 /** Parses `INFO server`'s redis_version into [major, minor]. */
 export function redisVersion(info: string): [number, number] {
@@ -35,6 +32,8 @@ export function redisVersion(info: string): [number, number] {
 
 /** Migrates with one atomic script call per sub-batch on a standalone Redis (≥ 6.2). */
 export class InServerCopy implements MigrationStrategy {
+  /** One server, one connection: a save sent before the next batch's scripts lands first. */
+  readonly checkpointOrdering = "pipelined";
   readonly #client: Redis;
   readonly #rule: WorkspaceRule;
   #copySha = "";
@@ -106,7 +105,10 @@ export class InServerCopy implements MigrationStrategy {
       ...keys,
       String(OLD_PREFIX.length),
       NEW_PREFIX,
+      WORKSPACE_FIELD,
       options.workspace ?? "",
+      DEFAULT_WORKSPACE_LUA.pattern,
+      String(DEFAULT_WORKSPACE_LUA.maxLength),
       ...rule,
     ];
     const call = () =>
@@ -121,7 +123,7 @@ export class InServerCopy implements MigrationStrategy {
       return await call() as (number | Buffer)[];
     } catch (error) {
       // The script cache is empty after a restart or failover: load again, once.
-      if (!(error instanceof Error) || !error.message.startsWith("NOSCRIPT")) throw error;
+      if (classify(error).kind !== "noscript") throw error;
       await this.#load();
       return await call() as (number | Buffer)[];
     }
@@ -130,19 +132,7 @@ export class InServerCopy implements MigrationStrategy {
   #decode(reply: (number | Buffer)[]): StrategyResult[] {
     const results: StrategyResult[] = [];
     for (let i = 0; i < reply.length; i += 2) {
-      const code = reply[i] as number;
-      const detail = (reply[i + 1] as Buffer).toString("latin1");
-      const outcome = OUTCOME_OF_CODE[code];
-      if (outcome === undefined) throw new Error(`migration script returned unknown code ${code}`);
-      if (code === ScriptCode.error) {
-        results.push({ outcome, errorCode: detail, retryable: TRANSIENT_ERRORS.has(detail) });
-      } else if (code === ScriptCode.changed) {
-        results.push({ outcome, errorCode: "CHANGED", retryable: true });
-      } else if (outcome === "skipped_invalid" || outcome === "skipped_gone") {
-        results.push({ outcome });
-      } else {
-        results.push({ outcome, workspace: detail });
-      }
+      results.push(resultOfCode(reply[i] as number, (reply[i + 1] as Buffer).toString("latin1")));
     }
     return results;
   }

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { RedisTarget } from "../redis/connect.ts";
+import type { RedisTarget } from "../redis/target.ts";
 import type { Cluster, Redis } from "../redis/ioredis.ts";
 import type { WorkspaceRule } from "../schema.ts";
 import { CrossSlotCopy, type CrossSlotOptions } from "./cross_slot.ts";

@@ -5,6 +5,8 @@
  *
  * @module
  */
+import { backoffMs, RECONNECT } from "../async/backoff.ts";
+import { pause } from "../async/delay.ts";
 import { RedisUnavailableError } from "../errors.ts";
 import type { Redis } from "./ioredis.ts";
 
@@ -36,8 +38,7 @@ export interface WaitOptions {
  */
 export async function waitForRedis(node: Redis, options: WaitOptions): Promise<boolean> {
   for (let attempt = 0;; attempt++) {
-    await new Promise((resolve) => setTimeout(resolve, Math.min(100 * 2 ** attempt, 2000)));
-    if (options.signal?.aborted) return false;
+    if (!await pause(backoffMs(attempt, RECONNECT), { signal: options.signal })) return false;
     if (await answersPing(node) && (!options.needsPrimary || await isPrimary(node))) return true;
     if (performance.now() >= options.deadline) {
       throw new RedisUnavailableError(

@@ -6,13 +6,14 @@
  * @module
  */
 import { isIP } from "node:net";
+import { backoffMs, RECONNECT } from "../async/backoff.ts";
 import { RedisUnavailableError, UsageError } from "../errors.ts";
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from "./ioredis.ts";
 import { nodeAddress } from "./options.ts";
 import { fenceScanCursors } from "./fence.ts";
 import { guardClusterStreamErrors, guardStreamErrors } from "./stream_guard.ts";
 import { connectWithin, withTimeout } from "./reach.ts";
-import type { RedisTarget } from "./connect.ts";
+import type { RedisTarget } from "./target.ts";
 
 /** True when the server is a cluster node (`INFO cluster` → `cluster_enabled:1`). */
 export async function isClusterNode(client: Redis, name: string): Promise<boolean> {
@@ -192,7 +193,7 @@ function clusterOptions(nodeOptions: RedisOptions): ClusterOptions {
     retryDelayOnClusterDown: 250,
     retryDelayOnTryAgain: 100,
     slotsRefreshTimeout: 2_000,
-    clusterRetryStrategy: (attempt) => Math.min(100 * 2 ** attempt, 2_000),
+    clusterRetryStrategy: (attempt) => backoffMs(attempt, RECONNECT),
     // Keep the announced addresses as they are (no DNS round trip, and TLS SNI stays as given).
     dnsLookup: (address, callback) => callback(null, address),
   };

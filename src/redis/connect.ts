@@ -5,40 +5,18 @@
  *
  * @module
  */
-import type { TlsOptions } from "../cli/args.ts";
 import { RedisUnavailableError, UsageError } from "../errors.ts";
 import { connectCluster, isClusterNode } from "./cluster.ts";
-import { type Cluster, Redis, type RedisOptions } from "./ioredis.ts";
-import { clientOptions, nodeAddress, redactUrl } from "./options.ts";
+import { Redis, type RedisOptions } from "./ioredis.ts";
+import { clientOptions, nodeAddress, redactUrl, type TlsOptions } from "./options.ts";
 import { fenceScanCursors } from "./fence.ts";
 import { guardStreamErrors } from "./stream_guard.ts";
-import { connectWithin } from "./reach.ts";
+import { ConnectionRefusedError, connectWithin } from "./reach.ts";
 import { connectSentinel, isSentinelUrl } from "./sentinel.ts";
+import type { RedisTarget } from "./target.ts";
 
 export { clientOptions, redactUrl } from "./options.ts";
 export { connectWithin } from "./reach.ts";
-
-/** A connected Redis deployment. */
-export interface RedisTarget {
-  /** `sentinel` is one primary (found through the sentinels); it migrates like `standalone`. */
-  readonly kind: "standalone" | "cluster" | "sentinel";
-  /** Client for key reads and writes (routes by slot in a cluster). */
-  readonly client: Redis | Cluster;
-  /** One connection per master; the scanner runs over each. Standalone: the client itself. */
-  masters(): Redis[];
-  /** `host:port` of a node; never credentials. */
-  nodeName(node: Redis): string;
-  /** The seed URL(s), redacted. */
-  readonly redacted: string;
-  /**
-   * Cluster only: a fingerprint of which master serves which slots. When it differs between the
-   * start and the end of a run, a reshard or failover happened meanwhile, and keys that moved
-   * from a not-yet-scanned to an already-scanned position of another master escaped this run.
-   */
-  layout?(): Promise<string>;
-  /** Closes every connection. */
-  close(): Promise<void>;
-}
 
 /** Options for {@linkcode connectRedis}. */
 export interface ConnectOptions {
@@ -122,7 +100,7 @@ async function connectSeed(
       return { client, name };
     } catch (error) {
       // Refused credentials or an untrusted certificate will not pass on another seed either.
-      if (!(error instanceof RedisUnavailableError) || !/unreachable/.test(error.message)) {
+      if (!(error instanceof RedisUnavailableError) || error instanceof ConnectionRefusedError) {
         throw error;
       }
       lastError = error;

@@ -1,67 +1,167 @@
 /**
- * Which Redis failures mean "Redis is not there right now" (wait for it, then resume from the
- * checkpoint) as opposed to a failure of one command.
+ * The one place that reads Redis and ioredis error text. {@linkcode classify} turns any failure
+ * into a typed kind and a short code; everything else in the tool decides on those, never on a
+ * message. The text is matched here because Redis replies and ioredis's connection errors carry
+ * their meaning only in it (`OOM command not allowed…`, `Connection is closed.`).
  *
  * @module
  */
+import { ServerChangedError } from "./fence.ts";
 
-const OUTAGE = new RegExp(
-  [
-    "Connection is closed",
-    "ECONNREFUSED",
-    "ECONNRESET",
-    "EPIPE",
-    "ETIMEDOUT",
-    "EHOSTUNREACH",
-    "max retries per request",
-    "Stream isn't writeable",
-    "Socket closed unexpectedly",
-    "connect ETIMEDOUT",
-    "^LOADING",
-    "^READONLY",
-    "^MASTERDOWN",
-    "^CLUSTERDOWN",
-    "^TRYAGAIN",
-    "None of the sentinels are available",
-    "Failed to refresh slots cache",
-  ].join("|"),
-  "i",
-);
+/** What kind of failure an error is. */
+export type ErrorKind =
+  /** The connection (or the server's reachability) is gone, not the command. */
+  | "outage"
+  | "loading"
+  | "readonly"
+  | "masterdown"
+  | "clusterdown"
+  | "tryagain"
+  /** Redis refuses writes for lack of memory. */
+  | "oom"
+  /** A script runs too long; Redis answers nothing else meanwhile. */
+  | "busy"
+  /** The script cache does not hold the script (after a restart or failover). */
+  | "noscript"
+  | "moved"
+  | "ask"
+  | "wrongtype"
+  /** Credentials refused (WRONGPASS, NOAUTH, NOPERM): retrying cannot help. */
+  | "credentials"
+  /** A certificate or TLS handshake problem: retrying cannot help. */
+  | "tls"
+  /** A transaction was discarded without a cause we could read. */
+  | "execabort"
+  | "other";
 
-/** True when `error` says the connection (or the server's availability) is gone, not the command. */
-export function isOutage(error: unknown): boolean {
-  return error instanceof Error && OUTAGE.test(error.message);
+/** A classified failure. */
+export interface Classified {
+  kind: ErrorKind;
+  /** Redis's error code (`OOM`, `READONLY`, …), a system code (`ECONNREFUSED`) or a short phrase; never a value. */
+  code: string;
+  /** True when Redis is not there right now: wait for it, then resume from the checkpoint. */
+  outage: boolean;
+  /** True when the error is an `EXECABORT` whose cause is what `kind` and `code` describe. */
+  inTransaction: boolean;
 }
 
-/** ioredis's connection-state messages, as short codes for log lines. */
-const CONNECTION_STATES: [RegExp, string][] = [
+/** Reply codes whose kind is their lower-case name. */
+const REPLY_KINDS: Record<string, ErrorKind> = {
+  OOM: "oom",
+  BUSY: "busy",
+  NOSCRIPT: "noscript",
+  MOVED: "moved",
+  ASK: "ask",
+  READONLY: "readonly",
+  LOADING: "loading",
+  MASTERDOWN: "masterdown",
+  CLUSTERDOWN: "clusterdown",
+  TRYAGAIN: "tryagain",
+  WRONGTYPE: "wrongtype",
+  WRONGPASS: "credentials",
+  NOAUTH: "credentials",
+  NOPERM: "credentials",
+  EXECABORT: "execabort",
+};
+
+/** Kinds during which Redis (or the node serving a slot) is unavailable, not the command wrong. */
+const OUTAGE_KINDS: ReadonlySet<ErrorKind> = new Set([
+  "outage",
+  "loading",
+  "readonly",
+  "masterdown",
+  "clusterdown",
+  "tryagain",
+]);
+
+/** ioredis's and Node's connection failures, with the short code a log line shows. */
+const CONNECTION_LOST: [RegExp, string][] = [
   [/re-established to another server/i, "node changed"],
   [/Connection is closed/i, "connection closed"],
   [/Stream isn't writeable/i, "connection not writable"],
   [/max retries per request/i, "connection retries exhausted"],
   [/Socket closed unexpectedly/i, "socket closed"],
+  // A system code names these best (found on the error or in its text).
+  [/ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH/, ""],
+  [/None of the sentinels are available/i, "no sentinel"],
+  [/Failed to refresh slots cache/i, "slots unknown"],
 ];
+
+const CREDENTIALS = /WRONGPASS|NOAUTH|NOPERM|invalid password|invalid username/i;
+const TLS_FAILURE =
+  /certificate|altnames|fatal alert|UnknownIssuer|NotValidForName|CERT_|self[- ]signed|handshake/i;
+
+/**
+ * Classifies `error`. An `EXECABORT` is classified by its cause, read from ioredis's
+ * `previousErrors` or, when ioredis left them out, from the reply's own text
+ * (`EXECABORT Transaction discarded because of: OOM …`). A cluster's "Too many Cluster
+ * redirections. Last error: …" is classified by that last error.
+ *
+ * @example
+ * ```ts
+ * import { classify } from "./errors.ts";
+ * const { kind, outage } = classify(new Error("LOADING Redis is loading the dataset in memory"));
+ * // kind === "loading", outage === true
+ * ```
+ */
+export function classify(error: unknown): Classified {
+  if (!(error instanceof Error)) return result("other", "UNKNOWN");
+  // Our own typed error: a continued SCAN on another server process (see fence.ts).
+  if (error instanceof ServerChangedError) return result("outage", "node changed");
+  const message = error.message;
+  const code = replyCode(message);
+  if (code === "EXECABORT") {
+    const cause = transactionCause(error);
+    if (cause !== undefined) return { ...classify(cause), inTransaction: true };
+    return result("execabort", code);
+  }
+  const known = code === undefined ? undefined : REPLY_KINDS[code];
+  if (code !== undefined && known !== undefined) return result(known, code);
+  const redirected = /Last error: (?:\w+: )?([A-Z][A-Z_]+\b.*)$/s.exec(message)?.[1];
+  if (redirected !== undefined) return classify(new Error(redirected));
+  // `ERR invalid password` (an old server's AUTH reply) is refused credentials too.
+  if (CREDENTIALS.test(message)) return result("credentials", credentialsCode(message, code));
+  if (code !== undefined) return result("other", code);
+  if (TLS_FAILURE.test(message)) return result("tls", systemCode(error) ?? error.name);
+  const inText = /\b(E[A-Z]{3,})\b/.exec(message)?.[1];
+  const lost = CONNECTION_LOST.find(([pattern]) => pattern.test(message));
+  if (lost) return result("outage", systemCode(error) ?? (lost[1] || inText) ?? error.name);
+  return result("other", systemCode(error) ?? inText ?? error.name);
+}
+
+/** True when `error` says the connection (or the server's availability) is gone, not the command. */
+export function isOutage(error: unknown): boolean {
+  return classify(error).outage;
+}
 
 /** The Redis error code of `error` (`OOM`, `WRONGTYPE`, ...), or its class name; never values. */
 export function errorCode(error: unknown): string {
-  if (!(error instanceof Error)) return "UNKNOWN";
-  const reply = error.message.match(/^([A-Z][A-Z_]+)\b/)?.[1];
-  if (reply) return reply;
-  // Connection errors: the system code (ECONNREFUSED, ...) or the first phrase of the message,
-  // which names at most host:port (ioredis never puts credentials in error messages).
-  const system = (error as { code?: unknown }).code;
-  if (typeof system === "string" && system.length > 0) return system;
-  const known = CONNECTION_STATES.find(([pattern]) => pattern.test(error.message))?.[1];
-  return known ?? error.message.match(/\b(E[A-Z]{3,})\b/)?.[1] ?? error.name;
+  return classify(error).code;
 }
 
-/**
- * True when Redis refused a write for lack of memory: an `OOM` reply, or a transaction aborted
- * (`EXECABORT`) because one of its commands got one.
- */
-export function isOom(error: unknown): boolean {
-  if (!(error instanceof Error)) return false;
-  if (error.message.startsWith("OOM")) return true;
+function result(kind: ErrorKind, code: string): Classified {
+  return { kind, code, outage: OUTAGE_KINDS.has(kind), inTransaction: false };
+}
+
+/** The leading upper-case word of a Redis error reply (`OOM`, `EXECABORT`), if any. */
+function replyCode(message: string): string | undefined {
+  return /^([A-Z][A-Z_]+)\b/.exec(message)?.[1];
+}
+
+/** The command error that made Redis discard a transaction, when it can be found. */
+function transactionCause(error: Error): unknown {
   const previous = (error as { previousErrors?: unknown[] }).previousErrors ?? [];
-  return error.message.startsWith("EXECABORT") && previous.some(isOom);
+  const first = previous.find((e) => e instanceof Error);
+  if (first !== undefined) return first;
+  const text = /because of: ?(.+)$/s.exec(error.message)?.[1];
+  return text !== undefined && replyCode(text) !== undefined ? new Error(text) : undefined;
+}
+
+function systemCode(error: Error): string | undefined {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === "string" && code.length > 0 ? code : undefined;
+}
+
+function credentialsCode(message: string, code: string | undefined): string {
+  return /\b(WRONGPASS|NOAUTH|NOPERM)\b/.exec(message)?.[1] ?? code ?? "WRONGPASS";
 }

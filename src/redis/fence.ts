@@ -13,7 +13,7 @@ import type { Redis } from "./ioredis.ts";
 /** A continued SCAN refused because the server behind the connection changed. */
 export class ServerChangedError extends Error {
   constructor(name: string) {
-    // "Connection is closed" makes the engine treat it as an outage (wait, compare run_id).
+    // classify() (errors.ts) takes it for an outage: the engine waits, then compares run_id.
     super(
       `Connection is closed and was re-established to another server process at ${name} ` +
         `(new run_id): its SCAN cursor is meaningless`,

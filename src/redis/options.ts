@@ -5,9 +5,18 @@
  * @module
  */
 import { isIP } from "node:net";
-import type { TlsOptions } from "../cli/args.ts";
 import { UsageError } from "../errors.ts";
+import { backoffMs, RECONNECT } from "../async/backoff.ts";
+import { classify } from "./errors.ts";
 import type { RedisOptions } from "./ioredis.ts";
+
+/** TLS material for `rediss://` connections (`--tls-ca`, `--tls-cert`, `--tls-key`, `--tls-servername`). */
+export interface TlsOptions {
+  ca?: string;
+  cert?: string;
+  key?: string;
+  servername?: string;
+}
 
 /**
  * `redis://user:secret@host:6379/0` → `redis://user:***@host:6379/0`. Also handles URLs that
@@ -54,9 +63,9 @@ export const BASE_OPTIONS: RedisOptions = {
   enableOfflineQueue: false,
   enableAutoPipelining: false,
   connectTimeout: 5_000,
-  retryStrategy: (attempt) => Math.min(100 * 2 ** attempt, 2_000),
+  retryStrategy: (attempt) => backoffMs(attempt, RECONNECT),
   // A failover leaves us talking to a replica: reconnect so DNS / the sentinel give the new primary.
-  reconnectOnError: (error) => error.message.startsWith("READONLY") ? 2 : false,
+  reconnectOnError: (error) => classify(error).kind === "readonly" ? 2 : false,
 };
 
 /** ioredis options for one `redis://` or `rediss://` URL (TLS files read here; a missing file is a usage error). */

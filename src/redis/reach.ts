@@ -4,13 +4,22 @@
  *
  * @module
  */
+import { delay } from "../async/delay.ts";
+import { backoffMs } from "../async/backoff.ts";
 import { RedisUnavailableError } from "../errors.ts";
+import { classify } from "./errors.ts";
 import type { Redis } from "./ioredis.ts";
 
-const REFUSED_CREDENTIALS = /WRONGPASS|NOAUTH|NOPERM|invalid password|invalid username/i;
-/** A certificate or handshake problem: retrying cannot fix it. */
-const TLS_FAILURE =
-  /certificate|altnames|fatal alert|UnknownIssuer|NotValidForName|CERT_|self[- ]signed|handshake/i;
+/**
+ * Redis refused us for a reason another try (or another seed) cannot fix: the credentials, or the
+ * TLS certificate. Exit 3, like any unreachable Redis.
+ */
+export class ConnectionRefusedError extends RedisUnavailableError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ConnectionRefusedError";
+  }
+}
 
 /**
  * Connects `client` and PINGs, retrying with backoff until the deadline; never overruns it.
@@ -65,18 +74,25 @@ async function attempt(
     if (outcome === undefined) return;
     // An event says more than "Stream isn't writeable" or "max retries" while ioredis reconnects;
     // a certificate or credentials problem says the most, even when later events followed it.
-    last = events.findLast((e) => isFatal(e.message)) ?? events.at(-1) ?? outcome;
+    last = events.findLast(isFatal) ?? events.at(-1) ?? outcome;
     const message = firstLine(last instanceof Error ? last.message : String(last));
-    if (REFUSED_CREDENTIALS.test(message)) {
-      throw new RedisUnavailableError(
+    const { kind } = classify(last);
+    if (kind === "credentials") {
+      throw new ConnectionRefusedError(
         `Redis at ${name} refused the credentials (${message.split(" ")[0]})`,
+        { cause: last },
       );
     }
-    if (TLS_FAILURE.test(message)) {
-      throw new RedisUnavailableError(`TLS connection to Redis at ${name} failed: ${message}`);
+    if (kind === "tls") {
+      throw new ConnectionRefusedError(`TLS connection to Redis at ${name} failed: ${message}`, {
+        cause: last,
+      });
     }
-    const pause = Math.min(100 * 2 ** n, 1_000, Math.max(deadline - Date.now(), 0));
-    await new Promise((resolve) => setTimeout(resolve, pause));
+    const wait = Math.min(
+      backoffMs(n, { firstMs: 100, maxMs: 1_000 }),
+      Math.max(deadline - Date.now(), 0),
+    );
+    await delay(wait, { signal });
   }
   throw last;
 }
@@ -94,8 +110,9 @@ export async function withTimeout(work: Promise<unknown>, ms: number): Promise<u
   }
 }
 
-function isFatal(message: string): boolean {
-  return REFUSED_CREDENTIALS.test(message) || TLS_FAILURE.test(message);
+function isFatal(error: Error): boolean {
+  const { kind } = classify(error);
+  return kind === "credentials" || kind === "tls";
 }
 
 function firstLine(text: string): string {

@@ -9,14 +9,20 @@
  *
  * @module
  */
-import type { TlsOptions } from "../cli/args.ts";
+import { backoffMs, RECONNECT } from "../async/backoff.ts";
 import { UsageError } from "../errors.ts";
 import { Redis, type RedisOptions } from "./ioredis.ts";
-import { BASE_OPTIONS, nodeAddress, redactUrl, tlsConnectionOptions } from "./options.ts";
+import {
+  BASE_OPTIONS,
+  nodeAddress,
+  redactUrl,
+  tlsConnectionOptions,
+  type TlsOptions,
+} from "./options.ts";
 import { fenceScanCursors } from "./fence.ts";
 import { guardStreamErrors } from "./stream_guard.ts";
 import { connectWithin } from "./reach.ts";
-import type { RedisTarget } from "./connect.ts";
+import type { RedisTarget } from "./target.ts";
 
 /** Default Sentinel port. */
 export const SENTINEL_PORT = 26379;
@@ -122,7 +128,7 @@ export async function connectSentinel(
     sentinelUsername: url.sentinelUsername,
     sentinelPassword: url.sentinelPassword,
     // Keep asking the sentinels while none answers; connectWithin owns the deadline.
-    sentinelRetryStrategy: (attempt) => Math.min(100 * 2 ** attempt, 2_000),
+    sentinelRetryStrategy: (attempt) => backoffMs(attempt, RECONNECT),
     ...(tls ? { tls, enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
   };
   const client = new Redis(clientOptions);

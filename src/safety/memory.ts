@@ -6,10 +6,11 @@
  *
  * @module
  */
+import { pause } from "../async/delay.ts";
 import { SafetyRefusal } from "../errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import type { Logger } from "../run_events.ts";
-import { newKeyFor, OLD_MATCH, OLD_PREFIX } from "../schema.ts";
+import { newKeyFor, OLD_MATCH, OLD_PREFIX, WORKSPACE_FIELD } from "../schema.ts";
 
 /** The fields of `INFO memory` this module uses. */
 export interface MemoryInfo {
@@ -72,7 +73,7 @@ export async function estimateCopyBytes(node: Redis, sampleSize = 64): Promise<n
   const probe = node.pipeline();
   for (const key of old) {
     probe.call("MEMORY", "USAGE", key);
-    probe.hget(key, "workspace_id");
+    probe.hget(key, WORKSPACE_FIELD);
   }
   const replies = (await probe.exec()) ?? [];
   const usages: number[] = [];
@@ -175,10 +176,15 @@ export class MemoryGuard {
     }
   }
 
-  /** Returns when every node is below the bound; pauses (logging) while one is above it. */
-  async waitForHeadroom(signal?: AbortSignal, force = false): Promise<void> {
+  /**
+   * The run's admission check: returns when every node is below the bound, pausing (and logging)
+   * while one is above it. Reads `INFO memory` at most once per `checkEveryMs`, unless `fresh`.
+   * A stop signal ends the pause quietly (the caller sees the signal).
+   */
+  async wait(options: { signal?: AbortSignal; fresh?: boolean } = {}): Promise<void> {
+    const { signal } = options;
     const every = this.#options.checkEveryMs ?? 1000;
-    if (!force && performance.now() - this.#lastCheck < every) return;
+    if (!options.fresh && performance.now() - this.#lastCheck < every) return;
     this.#lastCheck = performance.now();
     for (const node of this.#nodes) {
       let pausedSince: number | undefined;
@@ -199,7 +205,7 @@ export class MemoryGuard {
             { node: this.#name(node) },
           );
         }
-        await new Promise((resolve) => setTimeout(resolve, every));
+        if (!await pause(every, { signal })) return;
       }
       if (pausedSince !== undefined) {
         const seconds = ((performance.now() - pausedSince) / 1000).toFixed(1);

@@ -6,7 +6,7 @@
  * @module
  */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { KeyResult, Outcome } from "../outcome.ts";
+import { type KeyResult, outcomeInfo, OUTCOMES } from "../outcome.ts";
 import type { BatchReport, RunObserver, RunStart, Summary } from "../run_events.ts";
 import { type Clock, systemClock } from "./clock.ts";
 
@@ -49,13 +49,10 @@ export interface BackfillMetricsOptions {
   clock?: Clock;
 }
 
-type Reason = "exists" | "invalid" | "gone";
-
-const SKIP_REASON: Partial<Record<Outcome, Reason>> = {
-  skipped_exists: "exists",
-  skipped_invalid: "invalid",
-  skipped_gone: "gone",
-};
+/** The skip reasons of the outcome table, each once. */
+const SKIP_REASONS = [
+  ...new Set(OUTCOMES.flatMap((outcome) => outcomeInfo(outcome).skipReason ?? [])),
+];
 
 /**
  * Prometheus metrics of one run, updated from {@linkcode RunObserver} events.
@@ -182,7 +179,7 @@ export class BackfillMetrics implements RunObserver {
       ) {
         c.inc({ workspace_id }, 0);
       }
-      for (const reason of ["exists", "invalid", "gone"] as const) {
+      for (const reason of SKIP_REASONS) {
         this.#skipped.inc({ workspace_id, reason }, 0);
       }
     }
@@ -238,7 +235,7 @@ export class BackfillMetrics implements RunObserver {
       : ALL_WORKSPACES_LABEL;
     const labels = { workspace_id };
     this.#scanned.inc(labels, count);
-    const reason = SKIP_REASON[result.outcome];
+    const reason = outcomeInfo(result.outcome).skipReason;
     if (reason !== undefined) {
       this.#skipped.inc({ workspace_id, reason }, count);
       return;

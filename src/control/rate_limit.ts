@@ -37,15 +37,16 @@ export const realClock: Clock = {
   },
 };
 
-/** What the engine needs of a limiter. */
+/** What callers need of a limiter. */
 export interface RateLimiter {
+  /** Permits per window; 0 = unlimited. */
   readonly rps: number;
   acquire(n: number, signal?: AbortSignal): Promise<number>;
 }
 
 /** Limits permits per sliding window. `rps` 0 means unlimited. */
 export class SlidingWindowLimiter implements RateLimiter {
-  readonly rps: number;
+  #rps: number;
   readonly #clock: Clock;
   readonly #windowMs: number;
   /** Grants within the current window, oldest first. */
@@ -59,17 +60,30 @@ export class SlidingWindowLimiter implements RateLimiter {
    * @throws {RangeError} when `rps` is negative or not an integer.
    */
   constructor(rps: number, options: { clock?: Clock; windowMs?: number } = {}) {
-    if (!Number.isInteger(rps) || rps < 0) {
-      throw new RangeError(`rps must be a non-negative integer, got ${rps}`);
-    }
-    this.rps = rps;
+    this.#rps = checkRps(rps);
     this.#clock = options.clock ?? realClock;
     this.#windowMs = options.windowMs ?? 1000;
   }
 
+  /** Permits per window; 0 = unlimited. */
+  get rps(): number {
+    return this.#rps;
+  }
+
+  /**
+   * Changes the rate while the run goes. Grants already in the window keep counting, so a lower
+   * rate takes effect at once without a burst; pacing restarts from the new rate.
+   *
+   * @throws {RangeError} when `rps` is negative or not an integer.
+   */
+  setRps(rps: number): void {
+    this.#rps = checkRps(rps);
+    this.#nextAt = -Infinity;
+  }
+
   /** The largest `n` one {@linkcode acquire} call may ask for. */
   get maxPermits(): number {
-    return this.rps === 0 ? Infinity : this.rps;
+    return this.#rps === 0 ? Infinity : this.#rps;
   }
 
   /**
@@ -80,15 +94,15 @@ export class SlidingWindowLimiter implements RateLimiter {
    */
   async acquire(n: number, signal?: AbortSignal): Promise<number> {
     signal?.throwIfAborted();
-    if (this.rps === 0 || n <= 0) return 0;
-    if (n > this.rps) {
-      throw new RangeError(`cannot acquire ${n} permits at once with rps ${this.rps}`);
+    if (this.#rps === 0 || n <= 0) return 0;
+    if (n > this.#rps) {
+      throw new RangeError(`cannot acquire ${n} permits at once with rps ${this.#rps}`);
     }
     const started = this.#clock.now();
     for (;;) {
       const now = this.#clock.now();
       this.#expire(now);
-      if (now >= this.#nextAt && this.#inWindow + n <= this.rps) {
+      if (now >= this.#nextAt && this.#inWindow + n <= this.#rps) {
         this.#grants.push({ at: now, count: n });
         this.#inWindow += n;
         // Pace from the planned slot, but never from more than a quarter window ago: a caller that
@@ -97,10 +111,10 @@ export class SlidingWindowLimiter implements RateLimiter {
         const from = this.#nextAt === -Infinity
           ? now
           : Math.max(now - this.#windowMs / 4, this.#nextAt);
-        this.#nextAt = from + (n * this.#windowMs) / this.rps;
+        this.#nextAt = from + (n * this.#windowMs) / this.#rps;
         return (now - started) / 1000;
       }
-      const windowWait = this.#inWindow + n <= this.rps ? 0 : this.#waitFor(n, now);
+      const windowWait = this.#inWindow + n <= this.#rps ? 0 : this.#waitFor(n, now);
       await this.#clock.sleep(Math.max(windowWait, this.#nextAt - now, 0.1), signal);
     }
   }
@@ -113,11 +127,18 @@ export class SlidingWindowLimiter implements RateLimiter {
 
   /** Milliseconds until enough old grants leave the window for `n` more permits. */
   #waitFor(n: number, now: number): number {
-    let excess = this.#inWindow + n - this.rps;
+    let excess = this.#inWindow + n - this.#rps;
     for (const grant of this.#grants) {
       excess -= grant.count;
       if (excess <= 0) return Math.max(grant.at + this.#windowMs - now, 0.1);
     }
     return this.#windowMs;
   }
+}
+
+function checkRps(rps: number): number {
+  if (!Number.isInteger(rps) || rps < 0) {
+    throw new RangeError(`rps must be a non-negative integer, got ${rps}`);
+  }
+  return rps;
 }

@@ -29,8 +29,8 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import type { Redis } from "./redis/ioredis.ts";
-import type { SamplingMethod } from "./verify_report.ts";
+import type { Redis } from "../redis/ioredis.ts";
+import type { SamplingMethod } from "./report.ts";
 
 /** One kind of key to sample (old jobs, new jobs), optionally narrowed by reading the keys. */
 export interface KeyPopulation {

@@ -9,7 +9,7 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import type { Cluster, Redis } from "./redis/ioredis.ts";
+import type { Cluster, Redis } from "../redis/ioredis.ts";
 
 /** Where one node's scan stands. */
 export interface NodeCheckpoint {

@@ -82,7 +82,7 @@ export interface VerifyReport {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { computeParity } from "./verify_report.ts";
+ * import { computeParity } from "./report.ts";
  *
  * assert.equal(computeParity(97, 102, 2), 0.97);
  * assert.equal(computeParity(0, 3, 3), 1);
@@ -107,7 +107,7 @@ export function verifyPassed(parity: number, minParity: number, orphans: number)
  *
  * @example
  * ```ts
- * import { type VerifyReport, verifyJson } from "./verify_report.ts";
+ * import { type VerifyReport, verifyJson } from "./report.ts";
  *
  * function jsonLine(report: VerifyReport): string {
  *   return JSON.stringify(verifyJson(report)) + "\n";
@@ -161,7 +161,7 @@ export function formatPercent(fraction: number): string {
  *
  * @example
  * ```ts
- * import { renderVerifyText, type VerifyReport } from "./verify_report.ts";
+ * import { renderVerifyText, type VerifyReport } from "./report.ts";
  *
  * function textReport(report: VerifyReport): string {
  *   return renderVerifyText(report) + "\n";

@@ -5,8 +5,8 @@
  *
  * @module
  */
-import { SafetyRefusal } from "./errors.ts";
-import type { Cluster, Redis } from "./redis/ioredis.ts";
+import { SafetyRefusal } from "../errors.ts";
+import type { Cluster, Redis } from "../redis/ioredis.ts";
 
 /** Who holds a lock (stored as the lock's JSON value). */
 export interface LockHolder {

@@ -1,0 +1,52 @@
+/**
+ * The one sleep of the tool. Every wait (a backoff, a pause, a recheck) goes through it, so a stop
+ * signal (SIGINT, SIGTERM, a lost lock) cuts every one of them short.
+ *
+ * @module
+ */
+
+/** Options of {@linkcode delay}. */
+export interface DelayOptions {
+  /** Aborting rejects the delay at once with `signal.reason`. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Resolves after `ms` milliseconds; rejects with `signal.reason` as soon as `signal` aborts (or at
+ * once when it already has). The timer and the listener are removed either way.
+ *
+ * @example
+ * ```ts
+ * import { delay } from "./delay.ts";
+ * await delay(1);
+ * ```
+ */
+export function delay(ms: number, options: DelayOptions = {}): Promise<void> {
+  const { signal } = options;
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, Math.max(ms, 0));
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/**
+ * Like {@linkcode delay}, but resolves `false` instead of rejecting when `signal` aborts: for loops
+ * that stop quietly on a signal (`if (!await pause(ms, { signal })) return`).
+ */
+export async function pause(ms: number, options: DelayOptions = {}): Promise<boolean> {
+  try {
+    await delay(ms, options);
+    return true;
+  } catch (error) {
+    if (options.signal?.aborted) return false;
+    throw error;
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * Where a node's scan starts: the resume policy as a pure function of the flags, the stored
+ * checkpoint and the node's current `run_id`. No I/O: the engine loads the checkpoint, asks here,
+ * then clears, logs or refuses as told.
+ *
+ * @module
+ */
+import { escapeForLog } from "../telemetry/redact.ts";
+import type { NodeCheckpoint } from "./store.ts";
+
+/** What the decision depends on. */
+export interface ResumeInput {
+  mode: "dry-run" | "execute";
+  /** `--cursor`. */
+  cursor?: string;
+  /** `--reset-progress`. */
+  resetProgress: boolean;
+  /** The node's stored checkpoint, if any. */
+  stored?: NodeCheckpoint;
+  /** The fingerprint of this run's parameters (see `runParams`). */
+  params: string;
+  /** The node's `run_id` now. */
+  runId: string;
+  /** `host:port` of the node. */
+  node: string;
+  /** True on a cluster, where each master has its own checkpoint (log lines name the node). */
+  perNode: boolean;
+  /** The progress key prefix, for the refusal message. */
+  prefix: string;
+}
+
+/** A line for the run's log. */
+export interface ResumeLog {
+  level: "info" | "warn";
+  event: string;
+  message: string;
+  fields?: Record<string, unknown>;
+}
+
+/** Start here (clearing the stored checkpoint first when `clear`), or refuse the run. */
+export type ResumeDecision =
+  | { kind: "start"; cursor: string; clear: boolean; log?: ResumeLog }
+  | { kind: "refuse"; reason: string };
+
+/**
+ * Decides the start cursor. Dry-run never uses a stored checkpoint; `--reset-progress` clears it;
+ * `--cursor` overrides it; a checkpoint made with other parameters is refused; one made before
+ * the server restarted (another `run_id`) is meaningless, so the scan starts over at 0.
+ */
+export function decideStart(input: ResumeInput): ResumeDecision {
+  const where = input.perNode ? ` on ${input.node}` : "";
+  const flag = input.cursor ?? "0";
+  const { stored } = input;
+  if (input.mode === "dry-run") {
+    const ignored = stored !== undefined && input.cursor === undefined;
+    return start(
+      flag,
+      false,
+      ignored
+        ? info(
+          "checkpoint_ignored",
+          `dry-run ignores the stored checkpoint (cursor=${stored.cursor})${where} and scans from cursor 0`,
+        )
+        : undefined,
+    );
+  }
+  if (input.resetProgress) {
+    return start(
+      flag,
+      true,
+      info(
+        "checkpoint_reset",
+        `cleared the stored checkpoint${where}; starting from cursor ${flag}`,
+      ),
+    );
+  }
+  if (input.cursor !== undefined) {
+    return start(
+      input.cursor,
+      false,
+      info("cursor_flag", `starting from --cursor ${input.cursor}${where}`),
+    );
+  }
+  if (stored === undefined) return start("0", false);
+  if (stored.params !== input.params) {
+    return {
+      kind: "refuse",
+      reason: `the checkpoint under ${input.prefix} was made with other parameters (${
+        stored.params || "unknown"
+      }); run with the same --workspace/--workspace-pattern, or --reset-progress to start over`,
+    };
+  }
+  if (stored.runId !== input.runId) {
+    return start("0", false, {
+      level: "warn",
+      event: "checkpoint_stale",
+      message:
+        `Redis at ${input.node} restarted since the checkpoint (run_id changed): its cursor is meaningless, rescanning from cursor 0`,
+    });
+  }
+  const last = stored.lastJob ? escapeForLog(stored.lastJob) : "none";
+  return start(stored.cursor, false, {
+    ...info("resume", `Resuming from stored cursor=${stored.cursor}, last_job=${last}${where}`),
+    fields: { cursor: stored.cursor },
+  });
+}
+
+function start(cursor: string, clear: boolean, log?: ResumeLog): ResumeDecision {
+  return { kind: "start", cursor, clear, log };
+}
+
+function info(event: string, message: string): ResumeLog {
+  return { level: "info", event, message };
+}

@@ -1,0 +1,31 @@
+/**
+ * What a connected deployment offers the rest of the tool: a client for key reads and writes, one
+ * connection per master for SCAN, names for logs, and (cluster only) a slot-layout fingerprint.
+ * Callers ask the target what it can do; only the connect step and the strategy choice know the
+ * topology by name.
+ *
+ * @module
+ */
+import type { Cluster, Redis } from "./ioredis.ts";
+
+/** A connected Redis deployment. */
+export interface RedisTarget {
+  /** `sentinel` is one primary (found through the sentinels); it migrates like `standalone`. */
+  readonly kind: "standalone" | "cluster" | "sentinel";
+  /** Client for key reads and writes (routes by slot in a cluster). */
+  readonly client: Redis | Cluster;
+  /** One connection per master; the scanner runs over each. Standalone: the client itself. */
+  masters(): Redis[];
+  /** `host:port` of a node; never credentials. */
+  nodeName(node: Redis): string;
+  /** The seed URL(s), redacted. */
+  readonly redacted: string;
+  /**
+   * Cluster only: a fingerprint of which master serves which slots. When it differs between the
+   * start and the end of a run, a reshard or failover happened meanwhile, and keys that moved
+   * from a not-yet-scanned to an already-scanned position of another master escaped this run.
+   */
+  layout?(): Promise<string>;
+  /** Closes every connection. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,102 @@
+/**
+ * A lost node: wait for it (up to --max-outage since the outage began), then go on from the
+ * checkpoint, or from cursor 0 when the node came back as another server process (a restart or a
+ * failover gives a new `run_id`, and a SCAN cursor means nothing to another process).
+ *
+ * @module
+ */
+import type { Buffer } from "node:buffer";
+import { RedisUnavailableError } from "../errors.ts";
+import { serverRunId, waitForRedis } from "../redis/availability.ts";
+import { classify } from "../redis/errors.ts";
+import type { Redis } from "../redis/ioredis.ts";
+import type { RedisTarget } from "../redis/target.ts";
+import type { Logger } from "../run_events.ts";
+
+/** Where one node's scan stands. */
+export interface NodeState {
+  node: Redis;
+  /** `host:port` at the start (the key of the resume cursor). */
+  name: string;
+  nodeId: string;
+  runId: string;
+  /** The cursor the next scan starts from (what the checkpoint says, or will). */
+  committed: string;
+  startFraction: number;
+  lastJob?: Buffer;
+  lastSave: number;
+  /** The checkpoint save in flight, if any. */
+  saving?: Promise<void>;
+  outageSince?: number;
+}
+
+/** What {@linkcode recoverNode} needs. */
+export interface RecoveryOptions {
+  target: Pick<RedisTarget, "nodeName">;
+  logger: Logger;
+  /** Seconds an outage may last (`--max-outage`). */
+  maxOutage: number;
+  /** Also wait until the node is a primary: a failover can leave us on a replica. */
+  needsPrimary: boolean;
+  signal?: AbortSignal;
+}
+
+/**
+ * Waits for the node of `state` after `error`. False when a stop signal ended the wait; true when
+ * the node is back, with `state.committed` (and `state.runId`) set to where the scan goes on.
+ *
+ * @throws {RedisUnavailableError} when the outage outlasts --max-outage.
+ */
+export async function recoverNode(
+  state: NodeState,
+  error: unknown,
+  options: RecoveryOptions,
+): Promise<boolean> {
+  const { target, logger, maxOutage } = options;
+  state.outageSince ??= performance.now();
+  const deadline = state.outageSince + maxOutage * 1000;
+  const { code } = classify(error);
+  // Named now, not at the start: after a failover the node is another host.
+  const where = target.nodeName(state.node);
+  logger.log(
+    "warn",
+    "redis_lost",
+    `lost Redis at ${where} (${code}); waiting up to ${maxOutage} s`,
+    {
+      node: where,
+      code,
+    },
+  );
+  const back = await waitForRedis(state.node, {
+    name: where,
+    deadline,
+    cursor: state.committed,
+    needsPrimary: options.needsPrimary,
+    signal: options.signal,
+  });
+  if (!back) return false;
+  if (performance.now() >= deadline) {
+    throw new RedisUnavailableError(
+      `Redis at ${where} kept failing (${code}) for longer than --max-outage; ` +
+        `the checkpoint is kept at cursor=${state.committed}`,
+      { cause: error },
+    );
+  }
+  const runId = await serverRunId(state.node);
+  const serving = target.nodeName(state.node);
+  if (runId === state.runId) {
+    const message = `Redis at ${serving} is back; resuming from cursor=${state.committed}`;
+    logger.log("info", "redis_back", message, { node: serving });
+    return true;
+  }
+  logger.log(
+    "warn",
+    "redis_restarted",
+    `Redis at ${serving} restarted or failed over (new run_id): its SCAN cursor is ` +
+      `meaningless, rescanning from cursor 0`,
+    { node: serving },
+  );
+  state.runId = runId;
+  state.committed = "0";
+  return true;
+}

@@ -1,0 +1,155 @@
+/**
+ * Per-key retries. A sub-batch gets one retry of what failed for a passing reason (a changed
+ * workspace id, a lost reply, a moved slot); keys that Redis refused for lack of memory are not
+ * errors at all but a reason to back off: they are retried, behind the gate's fresh checks, until
+ * Redis accepts them or `--max-outage` passes.
+ *
+ * @module
+ */
+import type { Buffer } from "node:buffer";
+import { backoffMs } from "../async/backoff.ts";
+import { pause } from "../async/delay.ts";
+import type { Gate } from "../control/gate.ts";
+import { SafetyRefusal } from "../errors.ts";
+import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
+import { classify } from "../redis/errors.ts";
+import type { Logger } from "../run_events.ts";
+import { jobIdOf } from "../schema.ts";
+import { escapeForLog } from "../telemetry/redact.ts";
+
+/** Pause before the one retry of a sub-batch's failed keys. */
+const RETRY_DELAY_MS = 50;
+/** Backoff while Redis refuses writes (OOM): 250 ms, doubling, at most 5 s. */
+const OOM_BACKOFF = { firstMs: 250, maxMs: 5_000 };
+
+/** Options of {@linkcode KeyRetry}. */
+export interface KeyRetryOptions {
+  strategy: Pick<MigrationStrategy, "migrate">;
+  /** What every strategy call is told (mode, workspace filter, stop signal). */
+  migrate: MigrateOptions;
+  /** Consulted (fresh) before each OOM retry: the memory pause holds the run while Redis is full. */
+  gate: Pick<Gate, "settle">;
+  logger: Logger;
+  /** How long Redis may refuse writes before the run stops (exit 4), in ms. */
+  maxOutageMs: number;
+}
+
+/** Keys still refused for lack of memory after a retry. */
+class StillRefused extends Error {
+  constructor(keys: number) {
+    super(`${keys} keys still refused for lack of memory`);
+    this.name = "StillRefused";
+  }
+}
+
+/** Migrates sub-batches with their retries, and keeps writes going through an OOM. */
+export class KeyRetry {
+  readonly #options: KeyRetryOptions;
+
+  constructor(options: KeyRetryOptions) {
+    this.#options = options;
+  }
+
+  /**
+   * One sub-batch: one retry of the keys marked retryable (but OOM), then the OOM wait; each key
+   * still failing is logged by job id and error code (never a value).
+   *
+   * @throws an outage error as is (the engine waits for Redis and re-reads the batch).
+   */
+  async migrate(keys: Buffer[], node: string): Promise<StrategyResult[]> {
+    const results = await this.#attempt(keys);
+    const once = failing(results).filter((i) => results[i]!.errorCode !== "OOM");
+    if (once.length > 0) {
+      await pause(RETRY_DELAY_MS, { signal: this.#options.migrate.signal });
+      await this.#redo(keys, results, once);
+    }
+    if (failing(results, "OOM").length > 0) {
+      await this.untilWritable(node, async () => {
+        await this.#redo(keys, results, failing(results, "OOM"));
+        const left = failing(results, "OOM").length;
+        if (left > 0) throw new StillRefused(left);
+      }, { backOffFirst: true });
+    }
+    this.#logErrors(keys, results, node);
+    return results;
+  }
+
+  /**
+   * Runs `write` until Redis stops refusing it for lack of memory: between tries the gate's checks
+   * run fresh (the memory pause) and the wait doubles. Past `maxOutageMs` the run stops with the
+   * checkpoint kept instead of pressing a full Redis.
+   *
+   * @throws {SafetyRefusal} when Redis refuses writes for longer than `maxOutageMs`.
+   */
+  async untilWritable<T>(
+    node: string,
+    write: () => Promise<T>,
+    options: { backOffFirst?: boolean } = {},
+  ): Promise<T> {
+    const { gate, logger, migrate: { signal } } = this.#options;
+    const backOffFirst = options.backOffFirst ?? false;
+    const deadline = performance.now() + this.#options.maxOutageMs;
+    for (let round = 0;; round++) {
+      if (round > 0 || backOffFirst) {
+        if (round === (backOffFirst ? 0 : 1)) {
+          logger.log(
+            "warn",
+            "redis_oom",
+            `Redis at ${node} refused writes (OOM): backing off until it accepts them again`,
+            { node },
+          );
+        }
+        if (performance.now() >= deadline) {
+          throw new SafetyRefusal(
+            `Redis at ${node} kept refusing writes (OOM) for longer than --max-outage; ` +
+              `stopped with the checkpoint kept`,
+          );
+        }
+        await gate.settle({ signal });
+        await pause(backoffMs(round, OOM_BACKOFF), { signal });
+      }
+      try {
+        return await write();
+      } catch (error) {
+        const refused = error instanceof StillRefused || classify(error).kind === "oom";
+        if (!refused || signal?.aborted) throw error;
+      }
+    }
+  }
+
+  /** One strategy call; a failed command makes every key a retryable error (an outage is thrown). */
+  async #attempt(keys: Buffer[]): Promise<StrategyResult[]> {
+    try {
+      return await this.#options.strategy.migrate(keys, this.#options.migrate);
+    } catch (error) {
+      const { outage, code } = classify(error);
+      if (outage) throw error;
+      return keys.map(() => ({ outcome: "errors", errorCode: code, retryable: true }));
+    }
+  }
+
+  /** Migrates `keys[i]` for each index again and puts the new results in place. */
+  async #redo(keys: Buffer[], results: StrategyResult[], indices: number[]): Promise<void> {
+    const again = await this.#attempt(indices.map((i) => keys[i]!));
+    indices.forEach((index, j) => results[index] = again[j]!);
+  }
+
+  #logErrors(keys: Buffer[], results: StrategyResult[], node: string): void {
+    results.forEach((result, i) => {
+      if (result.outcome !== "errors") return;
+      const code = result.errorCode ?? "error";
+      const job = escapeForLog(jobIdOf(keys[i]!) ?? keys[i]!);
+      this.#options.logger.log("error", "key_error", `job ${job} failed after retrying: ${code}`, {
+        node,
+        code,
+      });
+    });
+  }
+}
+
+/** Indices of retryable errors (of one error code, when given). */
+function failing(results: StrategyResult[], code?: string): number[] {
+  return results.flatMap((r, i) =>
+    r.outcome === "errors" && r.retryable && (code === undefined || r.errorCode === code) ? [i] : []
+  );
+}

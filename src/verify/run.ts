@@ -1,0 +1,279 @@
+/**
+ * `backfill verify`: a read-only parity check of the new schema against the old one, on uniform
+ * random samples (see `sample.ts` for how they are drawn).
+ *
+ * Forward: every sampled old key is invalid (the backfill's rule), missing (no new key), mismatched
+ * (new key differs in type, fields, values or TTL) or matched. Reverse: every sampled new key
+ * whose old twin does not exist is an orphan. Failures are rechecked after a pause and only
+ * counted when they persist, because the application writes both schemas while we read.
+ *
+ * Only reads reach Redis: DBSIZE, RANDOMKEY, SCAN, HGETALL, HGET, PTTL, EXISTS, pipelined.
+ * (Redis reclaims an already-expired key that a read touches, as for any application read; that
+ * lazy expiry does not count as a change: `rdb_changes_since_last_save` stays put.)
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import { SlidingWindowLimiter } from "../control/rate_limit.ts";
+import type { RateLimiter } from "../control/rate_limit.ts";
+import type { Cluster, Redis } from "../redis/ioredis.ts";
+import { type Logger, silentLogger } from "../run_events.ts";
+import { jobIdOf, parseNewKey, type WorkspaceRule } from "../schema.ts";
+import { escapeForLog } from "../telemetry/redact.ts";
+import {
+  batchSize,
+  type CheckContext,
+  checkJobs,
+  checkOrphans,
+  newPopulation,
+  oldPopulation,
+  type OrphanVerdict,
+  withRechecks,
+} from "./check.ts";
+import { isJobFailure, type JobVerdict } from "./compare.ts";
+import {
+  computeParity,
+  MAX_EXAMPLES,
+  type MismatchReason,
+  type VerifyExamples,
+  verifyPassed,
+  type VerifyReport,
+} from "./report.ts";
+import {
+  type KeyPopulation,
+  sampleKeys,
+  type SampleResult,
+  type SamplingTuning,
+} from "./sample.ts";
+
+/** Where to verify: the masters to sample from, and a client that reads any key. */
+export interface VerifyTarget {
+  /** Every master (for DBSIZE, RANDOMKEY, SCAN); a standalone server is `[client]`. */
+  nodes: readonly Redis[];
+  /** Reads keys wherever they live: the standalone client, or the cluster client. */
+  reader: Redis | Cluster;
+}
+
+/** What to verify and how strictly (CLI defaults in `VERIFY_DEFAULTS`, src/defaults.ts). */
+export interface VerifyOptions {
+  /** Old keys to sample (`--sample`); when at least the old-key count, every old key once. */
+  sample: number;
+  /** Only this workspace's jobs (`--workspace`). */
+  workspace?: string;
+  /** The workspace id rule (`--workspace-pattern`), the same the backfill uses. */
+  rule: WorkspaceRule;
+  /** TTLs that differ by more than this many seconds are a mismatch (`--ttl-tolerance`). */
+  ttlToleranceSeconds: number;
+  /** Rechecks of a missing/mismatched/orphan key before it counts (`--recheck`). */
+  recheck: number;
+  /** Pause before each recheck round, in milliseconds. */
+  recheckDelayMs: number;
+  /** At most this many key checks per second (`--rps`); 0 = unlimited. */
+  rps: number;
+  /** Percentage of parity needed to pass (`--min-parity`). */
+  minParity: number;
+  /** New keys to sample for orphans (default: `sample`). */
+  orphanSample?: number;
+  /** Overrides of the sampling knobs (tests and benchmarks). */
+  sampling?: Partial<SamplingTuning>;
+}
+
+/** Collaborators of {@linkcode runVerify}. */
+export interface VerifyDeps {
+  logger?: Logger;
+  signal?: AbortSignal;
+  /** Paces key checks (default: a `SlidingWindowLimiter` of `options.rps`). */
+  limiter?: Pick<RateLimiter, "acquire">;
+  /** Source of randomness in [0, 1) (default `Math.random`). */
+  random?: () => number;
+}
+
+/**
+ * Verifies parity between the schemas on uniform samples and returns the report; never writes.
+ *
+ * @example
+ * ```ts ignore
+ * const report = await runVerify(
+ *   { nodes: [client], reader: client },
+ *   { ...VERIFY_DEFAULTS, rule: new WorkspaceRule() },
+ *   { logger },
+ * );
+ * console.log(renderVerifyText(report));
+ * Deno.exitCode = report.passed ? 0 : 1;
+ * ```
+ * @throws {RangeError} on an out-of-range option.
+ * @throws the abort reason when `deps.signal` aborts; Redis errors (other than WRONGTYPE) as is.
+ */
+export async function runVerify(
+  target: VerifyTarget,
+  options: VerifyOptions,
+  deps: VerifyDeps = {},
+): Promise<VerifyReport> {
+  validate(options);
+  const started = performance.now();
+  const logger = deps.logger ?? silentLogger;
+  const ctx: CheckContext = {
+    reader: target.reader,
+    options,
+    batch: batchSize(options.rps),
+    limiter: deps.limiter ?? new SlidingWindowLimiter(options.rps),
+    signal: deps.signal,
+    waited: 0,
+  };
+  logger.log("info", "verify_start", "Verifying parity of the new schema", {
+    sample: options.sample,
+    workspace: options.workspace === undefined ? null : escapeForLog(options.workspace),
+    nodes: target.nodes.length,
+  });
+  const sample = (kind: "old" | "new", population: KeyPopulation, size: number) =>
+    sampleLogged(target.nodes, { kind, population, size, deps, logger, tuning: options.sampling });
+
+  const old = await sample("old", oldPopulation(ctx), options.sample);
+  const forward = await withRechecks(old.keys, (keys) => checkJobs(keys, ctx), isJobFailure, ctx);
+  const fresh = await sample(
+    "new",
+    newPopulation(options.workspace),
+    options.orphanSample ?? options.sample,
+  );
+  const reverse = await withRechecks(
+    fresh.keys,
+    (keys) => checkOrphans(keys, ctx),
+    (verdict) => verdict === "orphan",
+    ctx,
+  );
+  const report = toReport({ old, fresh, forward, reverse, options, ctx, started });
+  logger.log("info", "verify_done", `Verify ${report.passed ? "passed" : "failed"}`, {
+    sampled: report.sampled,
+    matched: report.matched,
+    missing: report.missing,
+    mismatched: report.mismatched,
+    invalid: report.invalid,
+    orphans: report.orphans,
+    parity: report.parity,
+  });
+  return report;
+}
+
+/** Everything a verify run found, as the report. */
+function toReport(found: {
+  old: SampleResult;
+  fresh: SampleResult;
+  forward: { verdicts: JobVerdict[]; transient: number };
+  reverse: { verdicts: OrphanVerdict[]; transient: number };
+  options: VerifyOptions;
+  ctx: CheckContext;
+  started: number;
+}): VerifyReport {
+  const { old, fresh, forward, reverse, options } = found;
+  const tally = tallyVerdicts(old.keys, forward.verdicts, fresh.keys, reverse.verdicts);
+  const { counts } = tally;
+  const sampled = counts.matched + counts.missing + counts.mismatched + counts.invalid;
+  const parity = computeParity(counts.matched, sampled, counts.invalid);
+  return {
+    sampled,
+    matched: counts.matched,
+    missing: counts.missing,
+    mismatched: counts.mismatched,
+    invalid: counts.invalid,
+    parity,
+    orphans: tally.orphans,
+    orphans_sampled: fresh.keys.length - tally.orphansGone,
+    gone: counts.gone,
+    transient: forward.transient + reverse.transient,
+    mismatch_reasons: tally.reasons,
+    old_keys: old.population,
+    old_keys_exact: old.exact,
+    new_keys: fresh.population,
+    new_keys_exact: fresh.exact,
+    sampling: old.method,
+    orphan_sampling: fresh.method,
+    workspace: options.workspace ?? null,
+    min_parity: options.minParity,
+    passed: verifyPassed(parity, options.minParity, tally.orphans),
+    duration_seconds: Math.round(performance.now() - found.started) / 1000,
+    limiter_wait_seconds: Math.round(found.ctx.waited * 1000) / 1000,
+    examples: tally.examples,
+  };
+}
+
+/** Draws one sample and logs what it got. */
+async function sampleLogged(
+  nodes: readonly Redis[],
+  request: {
+    kind: "old" | "new";
+    population: KeyPopulation;
+    size: number;
+    deps: VerifyDeps;
+    logger: Logger;
+    tuning?: Partial<SamplingTuning>;
+  },
+): Promise<SampleResult> {
+  const { kind, deps, logger } = request;
+  const drawn = await sampleKeys(nodes, request.population, request.size, {
+    signal: deps.signal,
+    random: deps.random,
+    tuning: request.tuning,
+  });
+  const message = `Sampled ${drawn.keys.length} ${kind} keys (${drawn.method})`;
+  logger.log("info", "verify_sampled", message, {
+    kind,
+    keys: drawn.keys.length,
+    population: drawn.population,
+    exact: drawn.exact,
+    method: drawn.method,
+  });
+  return drawn;
+}
+
+/** Counts the verdicts by kind and keeps a few example job ids (ids only, escaped). */
+function tallyVerdicts(
+  oldKeys: readonly Buffer[],
+  jobs: readonly JobVerdict[],
+  newKeys: readonly Buffer[],
+  orphanVerdicts: readonly OrphanVerdict[],
+) {
+  const counts = { matched: 0, missing: 0, mismatched: 0, invalid: 0, gone: 0 };
+  const reasons: Record<MismatchReason, number> = { type: 0, fields: 0, ttl: 0 };
+  const examples: VerifyExamples = { missing: [], mismatched: [], invalid: [], orphans: [] };
+  const example = (list: string[], jobId: Buffer) => {
+    if (list.length < MAX_EXAMPLES) list.push(escapeForLog(jobId));
+  };
+  jobs.forEach((verdict, i) => {
+    counts[verdict.kind]++;
+    const jobId = jobIdOf(oldKeys[i] as Buffer) ?? Buffer.alloc(0);
+    if (verdict.kind === "mismatched") {
+      reasons[verdict.reason]++;
+      example(examples.mismatched, jobId);
+    } else if (verdict.kind === "missing") example(examples.missing, jobId);
+    else if (verdict.kind === "invalid") example(examples.invalid, jobId);
+  });
+  let orphans = 0;
+  let orphansGone = 0;
+  orphanVerdicts.forEach((verdict, i) => {
+    if (verdict === "gone") orphansGone++;
+    if (verdict !== "orphan") return;
+    orphans++;
+    example(examples.orphans, parseNewKey(newKeys[i] as Buffer)?.jobId ?? Buffer.alloc(0));
+  });
+  return { counts, reasons, examples, orphans, orphansGone };
+}
+
+function validate(options: VerifyOptions): void {
+  const integer = (name: string, value: number, min: number) => {
+    if (!Number.isInteger(value) || value < min) {
+      throw new RangeError(`options.${name} must be an integer >= ${min}, got ${value}`);
+    }
+  };
+  const number = (name: string, value: number, min: number, max = Infinity) => {
+    if (!Number.isFinite(value) || value < min || value > max) {
+      throw new RangeError(`options.${name} must be a number in [${min}, ${max}], got ${value}`);
+    }
+  };
+  integer("sample", options.sample, 1);
+  if (options.orphanSample !== undefined) integer("orphanSample", options.orphanSample, 1);
+  integer("recheck", options.recheck, 0);
+  number("recheckDelayMs", options.recheckDelayMs, 0);
+  number("ttlToleranceSeconds", options.ttlToleranceSeconds, 0);
+  integer("rps", options.rps, 0);
+  number("minParity", options.minParity, 0, 100);
+}

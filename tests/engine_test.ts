@@ -1,0 +1,310 @@
+/**
+ * The engine with fakes, no Redis: the resume decision, --max-keys trimming, checkpoint ordering,
+ * an outage mid-batch and a stop signal between sub-batches. Real Redis runs of the same paths are
+ * in backfill_test.ts, safety_*_test.ts and cluster_test.ts.
+ */
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { decideStart, type ResumeInput } from "../src/checkpoint/resume.ts";
+import type { NodeCheckpoint } from "../src/checkpoint/store.ts";
+import type { AdmitOptions } from "../src/control/gate.ts";
+import type {
+  CheckpointOrdering,
+  MigrateOptions,
+  MigrationStrategy,
+  StrategyResult,
+} from "../src/migrate/strategy.ts";
+import type { Redis } from "../src/redis/ioredis.ts";
+import { type BackfillOptions, runBackfill } from "../src/run/engine.ts";
+import type { LogLevel } from "../src/run_events.ts";
+import { WorkspaceRule } from "../src/schema.ts";
+
+// ---------------------------------------------------------------------------------------------
+// fakes
+
+/** Everything the fakes saw, in order. */
+type Event =
+  | { kind: "migrate"; keys: string[] }
+  | { kind: "save-start"; cursor: string }
+  | { kind: "save-done"; cursor: string }
+  | { kind: "clear" };
+
+/**
+ * A node whose SCAN returns `batches` in order: cursor "0" reads batch 0 and names "1" next, …;
+ * the last batch names "0". `scanFails` makes the SCAN from a given cursor fail once.
+ */
+class FakeNode {
+  runId = "runa";
+  scans: string[] = [];
+  readonly scanFails = new Set<string>();
+  constructor(readonly batches: string[][]) {}
+  dbsize(): Promise<number> {
+    return Promise.resolve(this.batches.flat().length);
+  }
+  pipeline() {
+    let draws = 0;
+    const pipeline = {
+      randomkey: () => (draws++, pipeline),
+      exec: () => Promise.resolve(Array.from({ length: draws }, () => [null, "ai:jobs:x"])),
+    };
+    return pipeline;
+  }
+  info(section: string): Promise<string> {
+    return Promise.resolve(
+      section === "replication" ? "role:master\r\n" : `run_id:${this.runId}\r\n`,
+    );
+  }
+  ping(): Promise<string> {
+    return Promise.resolve("PONG");
+  }
+  scanBuffer(cursor: string): Promise<[Buffer, Buffer[]]> {
+    this.scans.push(cursor);
+    if (this.scanFails.delete(cursor)) return Promise.reject(new Error("Connection is closed."));
+    const index = Number(cursor);
+    const next = index + 1 < this.batches.length ? String(index + 1) : "0";
+    const keys = (this.batches[index] ?? []).map((id) => Buffer.from(`ai:jobs:${id}`));
+    return Promise.resolve([Buffer.from(next), keys]);
+  }
+  get redis(): Redis {
+    return this as unknown as Redis;
+  }
+}
+
+/** Migrates every key as `migrated`; `failOnce` keys throw an outage on their first call. */
+class FakeStrategy implements MigrationStrategy {
+  readonly failOnce = new Set<string>();
+  readonly signals: (AbortSignal | undefined)[] = [];
+  constructor(readonly checkpointOrdering: CheckpointOrdering, readonly events: Event[]) {}
+  init(): Promise<void> {
+    return Promise.resolve();
+  }
+  migrate(keys: readonly Buffer[], options: MigrateOptions): Promise<StrategyResult[]> {
+    const ids = keys.map((key) => key.toString().slice("ai:jobs:".length));
+    this.signals.push(options.signal);
+    if (ids.some((id) => this.failOnce.delete(id))) {
+      return Promise.reject(new Error("Connection is closed."));
+    }
+    this.events.push({ kind: "migrate", keys: ids });
+    return Promise.resolve(ids.map(() => ({ outcome: "migrated" as const, workspace: "ws" })));
+  }
+}
+
+/** Checkpoints in memory; each save takes `saveMs` to land. */
+class FakeCheckpoints {
+  readonly prefix = "ai:backfill";
+  stored: NodeCheckpoint | undefined;
+  constructor(readonly events: Event[], readonly saveMs = 0) {}
+  load(): Promise<NodeCheckpoint | undefined> {
+    return Promise.resolve(this.stored);
+  }
+  async save(_node: string, checkpoint: NodeCheckpoint): Promise<void> {
+    this.events.push({ kind: "save-start", cursor: checkpoint.cursor });
+    await new Promise((resolve) => setTimeout(resolve, this.saveMs));
+    this.stored = checkpoint;
+    this.events.push({ kind: "save-done", cursor: checkpoint.cursor });
+  }
+  clear(): Promise<void> {
+    this.stored = undefined;
+    this.events.push({ kind: "clear" });
+    return Promise.resolve();
+  }
+}
+
+/** A gate that admits at once and counts; `onAdmit` runs before each admission. */
+class FakeGate {
+  readonly rps = 0;
+  admitted = 0;
+  onAdmit?: (count: number) => void;
+  admit(_n: number, options: AdmitOptions = {}): Promise<number> {
+    this.onAdmit?.(++this.admitted);
+    options.signal?.throwIfAborted();
+    return Promise.resolve(0);
+  }
+  settle(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+const options = (extra: Partial<BackfillOptions> = {}): BackfillOptions => ({
+  mode: "execute",
+  batch: 10,
+  rule: new WorkspaceRule(),
+  resetProgress: false,
+  maxOutage: 5,
+  ...extra,
+});
+
+function ids(prefix: string, n: number): string[] {
+  return Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+}
+
+function setup(batches: string[][], ordering: CheckpointOrdering = "pipelined", saveMs = 0) {
+  const events: Event[] = [];
+  const node = new FakeNode(batches);
+  const strategy = new FakeStrategy(ordering, events);
+  const checkpoints = new FakeCheckpoints(events, saveMs);
+  const gate = new FakeGate();
+  const logs: { level: LogLevel; event: string }[] = [];
+  const deps = {
+    target: { masters: () => [node.redis], nodeName: () => "127.0.0.1:6379" },
+    strategy,
+    checkpoints,
+    gate,
+    logger: { log: (level: LogLevel, event: string) => logs.push({ level, event }) },
+  };
+  return { events, node, strategy, checkpoints, gate, logs, deps };
+}
+
+function migrated(events: Event[]): string[] {
+  return events.flatMap((e) => e.kind === "migrate" ? e.keys : []);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the resume decision (pure)
+
+const PARAMS = '{"workspace":null}';
+const input = (extra: Partial<ResumeInput> = {}): ResumeInput => ({
+  mode: "execute",
+  resetProgress: false,
+  params: PARAMS,
+  runId: "runa",
+  node: "127.0.0.1:6379",
+  perNode: false,
+  prefix: "ai:backfill",
+  ...extra,
+});
+const stored: NodeCheckpoint = {
+  cursor: "42",
+  lastJob: Buffer.from("job-7"),
+  runId: "runa",
+  params: PARAMS,
+};
+
+Deno.test("resume: a stored checkpoint of the same server and parameters is resumed", () => {
+  const decision = decideStart(input({ stored }));
+  assert.equal(decision.kind, "start");
+  assert.ok(decision.kind === "start");
+  assert.equal(decision.cursor, "42");
+  assert.equal(decision.clear, false);
+  assert.equal(decision.log?.message, "Resuming from stored cursor=42, last_job=job-7");
+});
+
+Deno.test("resume: another run_id rescans from 0; other parameters are refused", () => {
+  const stale = decideStart(input({ stored, runId: "runb" }));
+  assert.ok(stale.kind === "start");
+  assert.equal(stale.cursor, "0");
+  assert.equal(stale.log?.event, "checkpoint_stale");
+  const foreign = decideStart(input({ stored: { ...stored, params: '{"workspace":"a"}' } }));
+  assert.ok(foreign.kind === "refuse");
+  assert.match(foreign.reason, /made with other parameters/);
+});
+
+Deno.test("resume: --cursor overrides, --reset-progress clears, dry-run ignores the checkpoint", () => {
+  const flag = decideStart(input({ stored, cursor: "7" }));
+  assert.ok(flag.kind === "start");
+  assert.deepEqual([flag.cursor, flag.clear, flag.log?.event], ["7", false, "cursor_flag"]);
+  const reset = decideStart(input({ stored, resetProgress: true }));
+  assert.ok(reset.kind === "start");
+  assert.deepEqual([reset.cursor, reset.clear, reset.log?.event], ["0", true, "checkpoint_reset"]);
+  const dry = decideStart(input({ stored, mode: "dry-run", runId: "runb" }));
+  assert.ok(dry.kind === "start");
+  assert.deepEqual([dry.cursor, dry.clear, dry.log?.event], ["0", false, "checkpoint_ignored"]);
+  const fresh = decideStart(input());
+  assert.ok(fresh.kind === "start");
+  assert.deepEqual([fresh.cursor, fresh.log], ["0", undefined]);
+});
+
+Deno.test("engine: a refused checkpoint stops the run before any write", async () => {
+  const { deps, events, checkpoints } = setup([ids("a", 5)]);
+  checkpoints.stored = { ...stored, params: "other" };
+  await assert.rejects(() => runBackfill(options(), deps), /made with other parameters/);
+  assert.deepEqual(events, []);
+});
+
+// ---------------------------------------------------------------------------------------------
+// the loop
+
+Deno.test("engine: --max-keys trims the batch it ends in and keeps that batch's start cursor", async () => {
+  const { deps, events, checkpoints } = setup([ids("a", 10), ids("b", 10), ids("c", 10)]);
+  const summary = await runBackfill(options({ maxKeys: 15 }), deps);
+  assert.deepEqual(migrated(events), [...ids("a", 10), ...ids("b", 5)]);
+  assert.equal(summary.scanned, 15);
+  assert.equal(summary.completed, false);
+  // The trimmed batch started at cursor "1": the next run re-reads it whole.
+  assert.equal(summary.cursor, "1");
+  assert.equal(checkpoints.stored?.cursor, "1");
+});
+
+Deno.test("engine: an awaited checkpoint lands before the next batch's first write", async () => {
+  const { deps, events } = setup([ids("a", 10), ids("b", 10), ids("c", 10)], "awaited", 30);
+  const summary = await runBackfill(options(), deps);
+  assert.equal(summary.completed, true);
+  const order = events.map((e) => e.kind === "migrate" ? `m:${e.keys[0]}` : `${e.kind}`);
+  assert.deepEqual(order, [
+    "m:a0",
+    "save-start",
+    "save-done",
+    "m:b0",
+    "save-start",
+    "save-done",
+    "m:c0",
+    "clear",
+  ]);
+});
+
+Deno.test("engine: a pipelined checkpoint is sent before the next batch and awaited before the next save", async () => {
+  const { deps, events } = setup([ids("a", 10), ids("b", 10), ids("c", 10)], "pipelined", 30);
+  await runBackfill(options(), deps);
+  const order = events.map((e) => e.kind === "migrate" ? `m:${e.keys[0]}` : `${e.kind}`);
+  // Sent before b's writes (on one connection Redis applies it first), not waited for.
+  assert.deepEqual(order.slice(0, 3), ["m:a0", "save-start", "m:b0"]);
+  // Never two saves in flight: a's save is done before b's starts; all done before the clear.
+  assert.ok(order.indexOf("save-done") < order.lastIndexOf("save-start"));
+  assert.equal(order.at(-1), "clear");
+  assert.equal(order.filter((e) => e === "save-done").length, 2);
+});
+
+Deno.test("engine: an outage mid-batch waits for the node and re-reads that batch from the checkpoint", async () => {
+  const { deps, events, strategy, logs, node } = setup([ids("a", 10), ids("b", 10), ids("c", 10)]);
+  strategy.failOnce.add("b3");
+  const summary = await runBackfill(options(), deps);
+  assert.equal(summary.completed, true);
+  // Batch b was read again from its start cursor "1"; its first sub-batch had no partial effect.
+  assert.deepEqual(node.scans.filter((c) => c === "1").length, 2);
+  assert.deepEqual(new Set(migrated(events)).size, 30);
+  assert.equal(summary.scanned, 30);
+  assert.deepEqual(
+    logs.filter((l) => l.event.startsWith("redis_")).map((l) => l.event),
+    ["redis_lost", "redis_back"],
+  );
+});
+
+Deno.test("engine: a node that comes back as another server is rescanned from cursor 0", async () => {
+  const { deps, node, logs } = setup([ids("a", 10), ids("b", 10)]);
+  node.scanFails.add("1");
+  const scanBuffer = node.scanBuffer.bind(node);
+  node.scanBuffer = (cursor: string) => {
+    if (cursor === "1" && node.scanFails.has("1")) node.runId = "runb";
+    return scanBuffer(cursor);
+  };
+  const summary = await runBackfill(options(), deps);
+  assert.equal(summary.completed, true);
+  assert.deepEqual(node.scans, ["0", "1", "0", "1"]);
+  assert.ok(logs.some((l) => l.event === "redis_restarted"));
+});
+
+Deno.test("engine: a stop signal between sub-batches sends no more and keeps the batch's start cursor", async () => {
+  const { deps, events, gate, checkpoints, strategy } = setup([ids("a", 10), ids("b", 250)]);
+  const stop = new AbortController();
+  // Sub-batches of 100 keys: a is one, b three; the stop comes at the fourth admission.
+  gate.onAdmit = (count) => count === 4 && stop.abort(new Error("SIGINT"));
+  const summary = await runBackfill(
+    options({ batch: 250 }),
+    { ...deps, signal: stop.signal },
+  );
+  assert.equal(summary.completed, false);
+  assert.equal(summary.cursor, "1");
+  assert.equal(checkpoints.stored?.cursor, "1");
+  assert.equal(migrated(events).length, 10 + 200);
+  assert.ok(strategy.signals.every((signal) => signal === stop.signal), "signal passed on");
+});
