@@ -65,3 +65,26 @@ export function isOom(error: unknown): boolean {
   const previous = (error as { previousErrors?: unknown[] }).previousErrors ?? [];
   return error.message.startsWith("EXECABORT") && previous.some(isOom);
 }
+
+/**
+ * True when a cluster node refused a key it does not serve: a redirect (`MOVED`, `ASK`) or, inside
+ * a script whose keys are undeclared, "Script attempted to access a non local key".
+ */
+export function isNotServedHere(error: unknown): boolean {
+  const message = error instanceof Error ? error.message : typeof error === "string" ? error : "";
+  return /^(MOVED|ASK)\b|non local key/.test(message);
+}
+
+/** True when a node has not cached a script (`NOSCRIPT`: a restart, failover or SCRIPT FLUSH). */
+export function isScriptMissing(error: unknown): boolean {
+  return error instanceof Error && error.message.startsWith("NOSCRIPT");
+}
+
+/** The Redis error code, also inside ioredis's "Too many Cluster redirections. Last error: …". */
+export function clusterErrorCode(error: unknown): string {
+  if (error instanceof Error) {
+    const last = /Last error: (?:\w+: )?([A-Z][A-Z_]+)\b/.exec(error.message);
+    if (last) return last[1]!;
+  }
+  return errorCode(error);
+}
