@@ -19,7 +19,7 @@ import {
   writeCounters,
 } from "./support/cluster.ts";
 import { freePort } from "./support/redis_server.ts";
-import { assertMigrated, makeJobs, newKey } from "./support/seed.ts";
+import { assertMigrated, makeJobs, newKey, type TestJob } from "./support/seed.ts";
 
 async function withCluster(
   fn: (cluster: TestCluster, client: Cluster, nodes: Redis[]) => Promise<void>,
@@ -316,45 +316,49 @@ Deno.test("cluster: jobs the app deletes mid-run are not resurrected, its update
   });
 });
 
-Deno.test("cluster strategy: a copy overtaken by the app's delete is undone only while unchanged", async () => {
+Deno.test("cluster strategy: the app's writes between READ and WRITE are undone and re-read, never copied stale", async () => {
   await withCluster(async (cluster, client) => {
-    const jobs = makeJobs(4, ["ws-a"]);
+    // Jobs whose new key another master serves than their old key.
+    const slotsOf = async (key: Buffer | string) =>
+      Number(await client.call("CLUSTER", "KEYSLOT", key));
+    const ranges = await client.cluster("SLOTS") as unknown as [number, number, [string, number]][];
+    const portOf = async (key: Buffer) => {
+      const slot = await slotsOf(key);
+      return ranges.find(([start, end]) => slot >= start && slot <= end)![2][1];
+    };
+    const jobs: (TestJob & { port: number })[] = [];
+    for (let i = 0; jobs.length < 3; i++) {
+      const job = makeJobs(i + 1, ["ws-a"])[i]!;
+      const port = await portOf(newKey(job));
+      if (
+        port !== await portOf(oldKeyFor(job.id)) && (jobs.length === 0 || port === jobs[0]!.port)
+      ) {
+        jobs.push({ ...job, port });
+      }
+    }
     await seedOldCluster(client, jobs);
-    await client.hset(newKey(jobs[3]!), { workspace_id: "ws-a", status: "running" });
+    await client.hset(newKey(jobs[2]!), { workspace_id: "ws-a", status: "running" });
     const target = await connectRedis([cluster.url]);
     try {
-      assert.equal(target.kind, "cluster");
       const strategy = strategyFor(target, new WorkspaceRule());
       await strategy.init();
-      const routed = target.client as unknown as Record<string, (...args: unknown[]) => unknown>;
-      const write = routed.backfillWriteBuffer!.bind(target.client);
-      // The application deletes job-0 and job-1 between our READ and our WRITE; after our WRITE it
-      // writes job-1's new key again with other values (so that copy is no longer ours to undo).
-      routed.backfillWriteBuffer = async (key: unknown, ...args: unknown[]) => {
-        const id = String(key).split(":").pop()!;
-        if (id === "job-0" || id === "job-1") await client.del(oldKeyFor(id));
-        const reply = await write(key, ...args);
-        if (id === "job-1") await client.hset(key as Buffer, "status", "recreated-by-app");
-        return reply;
-      };
-      const keys = jobs.map((job) => oldKeyFor(job.id));
-      const dry = await strategy.migrate(keys, { dryRun: true });
-      assert.deepEqual(dry.map((r) => r.outcome), ["migrated", "migrated", "migrated", "repaired"]);
-      const results = await strategy.migrate([...keys, Buffer.from("ai:jobs:missing")], {
-        dryRun: false,
-      });
+      // WRITE waits behind the pause; meanwhile the application deletes job-0 and changes job-1.
+      await redisCli(jobs[0]!.port, "CLIENT", "PAUSE", "1500", "WRITE");
+      const running = strategy.migrate(jobs.map((job) => oldKeyFor(job.id)), { dryRun: false });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await client.del(oldKeyFor(jobs[0]!.id));
+      await client.hset(oldKeyFor(jobs[1]!.id), "status", "changed-by-app");
+      await client.hdel(oldKeyFor(jobs[1]!.id), "payload");
+      const results = await running;
       assert.deepEqual(results, [
-        { outcome: "skipped_gone" },
         { outcome: "skipped_gone" },
         { outcome: "migrated", workspace: "ws-a" },
         { outcome: "repaired", workspace: "ws-a" },
-        { outcome: "skipped_gone" },
       ]);
-      assert.equal(await client.exists(newKey(jobs[0]!)), 0, "our copy of a deleted job is undone");
-      assert.equal(await client.hget(newKey(jobs[1]!), "status"), "recreated-by-app");
-      await assertMigrated(client, [jobs[2]!]);
-      assert.equal(await client.hget(newKey(jobs[3]!), "status"), "running", "never overwritten");
-      assert.equal(await client.hget(newKey(jobs[3]!), "payload"), "p3", "missing fields added");
+      assert.equal(await client.exists(newKey(jobs[0]!)), 0, "a deleted job is not re-created");
+      await assertMigrated(client, [jobs[1]!]);
+      assert.equal(await client.hget(newKey(jobs[2]!), "status"), "running", "never overwritten");
+      assert.equal(await client.hget(newKey(jobs[2]!), "payload"), jobs[2]!.fields!.payload);
     } finally {
       await target.close();
     }

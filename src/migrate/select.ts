@@ -6,20 +6,20 @@
 import type { RedisTarget } from "../redis/target.ts";
 import type { Cluster, Redis } from "../redis/ioredis.ts";
 import type { WorkspaceRule } from "../schema.ts";
-import { CrossSlotCopy, type CrossSlotOptions } from "./cross_slot.ts";
+import { ClusterCopy, type ClusterCopyOptions } from "./cluster/copy.ts";
 import { InServerCopy } from "./in_server.ts";
 import type { MigrationStrategy } from "./strategy.ts";
 
 /**
  * The strategy for `target`: the in-server script on a standalone server or a Sentinel-managed
- * primary; the cross-slot copy on a Redis Cluster.
+ * primary; the grouped cluster copy on a Redis Cluster.
  */
 export function strategyFor(
   target: RedisTarget,
   rule: WorkspaceRule,
-  options: CrossSlotOptions = {},
+  options: ClusterCopyOptions = {},
 ): MigrationStrategy {
-  if (target.kind === "cluster") return new CrossSlotCopy(target.client as Cluster, rule, options);
+  if (target.kind === "cluster") return new ClusterCopy(target.client as Cluster, rule, options);
   return new InServerCopy(target.client as Redis, rule);
 }
 

@@ -26,6 +26,8 @@ export type ErrorKind =
   | "moved"
   | "ask"
   | "wrongtype"
+  /** A script touched an undeclared key of a slot this cluster node does not serve. */
+  | "notlocal"
   /** Credentials refused (WRONGPASS, NOAUTH, NOPERM): retrying cannot help. */
   | "credentials"
   /** A certificate or TLS handshake problem: retrying cannot help. */
@@ -117,6 +119,7 @@ export function classify(error: unknown): Classified {
   }
   const known = code === undefined ? undefined : REPLY_KINDS[code];
   if (code !== undefined && known !== undefined) return result(known, code);
+  if (/non local key/.test(message)) return result("notlocal", "MOVED");
   const redirected = /Last error: (?:\w+: )?([A-Z][A-Z_]+\b.*)$/s.exec(message)?.[1];
   if (redirected !== undefined) return classify(new Error(redirected));
   // `ERR invalid password` (an old server's AUTH reply) is refused credentials too.
@@ -164,4 +167,18 @@ function systemCode(error: Error): string | undefined {
 
 function credentialsCode(message: string, code: string | undefined): string {
   return /\b(WRONGPASS|NOAUTH|NOPERM)\b/.exec(message)?.[1] ?? code ?? "WRONGPASS";
+}
+
+/**
+ * True when a cluster node refused a key it does not serve: a redirect (`MOVED`, `ASK`) or, inside
+ * a script whose keys are undeclared, "Script attempted to access a non local key".
+ */
+export function isNotServedHere(error: unknown): boolean {
+  const { kind } = classify(typeof error === "string" ? new Error(error) : error);
+  return kind === "moved" || kind === "ask" || kind === "notlocal";
+}
+
+/** True when a node has not cached a script (`NOSCRIPT`: a restart, failover or SCRIPT FLUSH). */
+export function isScriptMissing(error: unknown): boolean {
+  return classify(error).kind === "noscript";
 }

@@ -1,0 +1,62 @@
+/**
+ * What the steps of the cluster copy share: a job to copy (its validated snapshot) and how a
+ * failed call becomes a per-key result.
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import { errorCode, isOutage } from "../../redis/errors.ts";
+import { type StrategyResult, TRANSIENT_ERRORS } from "../strategy.ts";
+
+/** Error codes the engine's one retry may fix: the shared transient ones and cluster redirects. */
+export const TRANSIENT: ReadonlySet<string> = new Set([
+  ...TRANSIENT_ERRORS,
+  "CLUSTERDOWN",
+  "MOVED",
+  "ASK",
+]);
+
+/** An old key of the sub-batch, by its position in the input. */
+export interface Pending {
+  index: number;
+  oldKey: Buffer;
+}
+
+/** A job whose READ snapshot passed classification. */
+export interface Copy extends Pending {
+  newKey: Buffer;
+  workspace: string;
+  /** Absolute expiry in unix ms, -1 for none. */
+  expireAt: number;
+  /** Field, value, … as read. */
+  fields: Buffer[];
+  /** The READ script's digest of workspace id, expiry and fields. */
+  digest: string;
+}
+
+/** A failed call as a per-key error (retryable when the condition may pass). */
+export function failure(error: unknown): StrategyResult {
+  const code = errorCode(error);
+  return { outcome: "errors", errorCode: code, retryable: TRANSIENT.has(code) || isOutage(error) };
+}
+
+/** An error code a script reported for one job. */
+export function scriptError(code: unknown): StrategyResult {
+  const text = Buffer.isBuffer(code) ? code.toString("latin1") : String(code);
+  return { outcome: "errors", errorCode: text, retryable: TRANSIENT.has(text) };
+}
+
+/**
+ * We wrote, but could not learn whether the old key changed meanwhile, or could not take our
+ * write back. A retry could not undo it, so the key is an error for the operator (the log names
+ * the job) and the copy stays; verify reports it if it differs.
+ */
+export function unverified(error: unknown): StrategyResult {
+  return { outcome: "errors", errorCode: errorCode(error), retryable: false };
+}
+
+/** Appends `items` to `out` one by one (a spread of a 100k-field list overflows the stack). */
+export function append<T>(out: T[], items: readonly T[]): T[] {
+  for (const item of items) out.push(item);
+  return out;
+}

@@ -1,0 +1,191 @@
+/**
+ * Runs the cluster scripts: grouped on the master that serves a group's keys (one call per node),
+ * or for one job through the routed cluster client (which follows MOVED and ASK). A group call
+ * that meets a moved slot, a lost node or a cluster still settling falls back to routed calls per
+ * job, retried with backoff within a budget.
+ *
+ * @module
+ */
+import type { Buffer } from "node:buffer";
+import { errorCode, isNotServedHere, isOutage, isScriptMissing } from "../../redis/errors.ts";
+import type { Cluster, Redis } from "../../redis/ioredis.ts";
+import { backoffMs, RECONNECT } from "../../async/backoff.ts";
+import { pause } from "../../async/delay.ts";
+import { type ClusterScript, Code } from "./scripts.ts";
+import { keySlot } from "./slot.ts";
+
+/** Error codes that pass once the cluster settles: a group falls back, a job is retried. */
+const TOPOLOGY = new Set([
+  "TRYAGAIN",
+  "CLUSTERDOWN",
+  "MOVED",
+  "ASK",
+  "LOADING",
+  "READONLY",
+  "MASTERDOWN",
+]);
+
+/** `callBuffer(command, arg, …, [arg, …])`, which ioredis accepts but does not declare. */
+type FlatCall = (command: string, ...args: unknown[]) => Promise<unknown>;
+
+/** One job's part of a grouped call. */
+export interface Job {
+  /** The key that decides the node (its slot). */
+  key: Buffer;
+  /** This job's ARGV entries, flat (field lists are passed as arrays, never spread). */
+  args: (Buffer | string | number)[];
+}
+
+/** What one job's call gave: its reply (an array) or the error of its call. */
+export type Settled = { ok: true; reply: unknown[]; tries: number } | {
+  ok: false;
+  error: unknown;
+  tries: number;
+};
+
+/** Options of one {@linkcode ScriptRunner.run}. */
+export interface RunOptions {
+  /**
+   * Fall back to routed calls per job (default). Without it a moved job answers `{moved}` and a
+   * failed group call fails its jobs (for scripts that need two keys on one node).
+   */
+  routed?: boolean;
+  signal?: AbortSignal;
+}
+
+/** Options for {@linkcode ScriptRunner}. */
+export interface RunnerOptions {
+  /** How long a job keeps retrying topology errors (a failover's election). */
+  budgetMs: number;
+}
+
+/** Runs grouped script calls on a cluster. */
+export class ScriptRunner {
+  readonly #cluster: Cluster;
+  readonly #budget: number;
+
+  constructor(cluster: Cluster, options: RunnerOptions) {
+    this.#cluster = cluster;
+    this.#budget = options.budgetMs;
+  }
+
+  /**
+   * Runs `script` for every job, grouped by the master serving each job's key, with `header`
+   * first in each call's ARGV. Settles one entry per job, in order.
+   */
+  async run(
+    script: ClusterScript,
+    header: (Buffer | string | number)[],
+    jobs: readonly Job[],
+    options: RunOptions = {},
+  ): Promise<Settled[]> {
+    const out: Settled[] = new Array(jobs.length);
+    const fallback: number[] = [];
+    const routed = options.routed ?? true;
+    await Promise.all([...this.#groups(jobs)].map(async ([node, indexes]) => {
+      if (node === undefined) return void fallback.push(...indexes);
+      const args: (Buffer | string | number)[] = [...header];
+      for (const i of indexes) for (const arg of jobs[i]!.args) args.push(arg);
+      try {
+        const replies = await this.#call(node, script, 0, args) as unknown[][];
+        indexes.forEach((i, j) => {
+          const reply = replies[j]!;
+          if (reply[0] === Code.moved && routed) fallback.push(i);
+          else out[i] = { ok: true, reply, tries: 1 };
+        });
+      } catch (error) {
+        if (isTopology(error) && routed) fallback.push(...indexes);
+        else for (const i of indexes) out[i] = { ok: false, error, tries: 1 };
+      }
+    }));
+    const retried = await this.#routed(
+      script,
+      header,
+      fallback.map((i) => jobs[i]!),
+      options.signal,
+    );
+    fallback.forEach((i, j) => out[i] = retried[j]!);
+    return out;
+  }
+
+  /** True when the client's slot map puts both keys on one master. */
+  sameNode(a: Uint8Array, b: Uint8Array): boolean {
+    const first = this.#cluster.slots[keySlot(a)]?.[0];
+    return first !== undefined && first === this.#cluster.slots[keySlot(b)]?.[0];
+  }
+
+  /** Job indexes by the master serving their key (undefined: slot unknown to the client). */
+  #groups(jobs: readonly Job[]): Map<Redis | undefined, number[]> {
+    const byAddress = new Map<string, Redis>();
+    for (const node of this.#cluster.nodes("master")) {
+      byAddress.set(`${node.options.host}:${node.options.port}`, node);
+    }
+    const groups = new Map<Redis | undefined, number[]>();
+    jobs.forEach((job, i) => {
+      const address = this.#cluster.slots[keySlot(job.key)]?.[0];
+      const node = address === undefined ? undefined : byAddress.get(address);
+      const group = groups.get(node) ?? [];
+      if (group.length === 0) groups.set(node, group);
+      group.push(i);
+    });
+    return groups;
+  }
+
+  /** One job per routed call (its key declared), topology errors retried within the budget. */
+  async #routed(
+    script: ClusterScript,
+    header: (Buffer | string | number)[],
+    jobs: Job[],
+    signal?: AbortSignal,
+  ): Promise<Settled[]> {
+    const out: Settled[] = new Array(jobs.length);
+    const tries = new Array<number>(jobs.length).fill(0);
+    const deadline = Date.now() + this.#budget;
+    let pending = jobs.map((_, i) => i);
+    for (let attempt = 0; pending.length > 0; attempt++) {
+      const settled = await Promise.allSettled(pending.map(async (i) => {
+        const job = jobs[i]!;
+        const args: unknown[] = [job.key, ...header];
+        for (const arg of job.args) args.push(arg);
+        const reply = await this.#call(this.#cluster, script, 1, args);
+        const mine = (reply as unknown[][])[0]!;
+        if (mine[0] === Code.moved) throw new Error("MOVED the slot moved during the call");
+        return mine;
+      }));
+      const again: number[] = [];
+      settled.forEach((s, j) => {
+        const i = pending[j]!;
+        tries[i]!++;
+        if (s.status === "fulfilled") out[i] = { ok: true, reply: s.value, tries: tries[i]! };
+        else if (Date.now() < deadline && !signal?.aborted && isTopology(s.reason)) again.push(i);
+        else out[i] = { ok: false, error: s.reason, tries: tries[i]! };
+      });
+      pending = again;
+      if (pending.length > 0) await pause(backoffMs(attempt, RECONNECT), { signal });
+    }
+    return out;
+  }
+
+  /** EVALSHA (EVALSHA_RO for read-only scripts), loading the script where the node lacks it. */
+  async #call(
+    client: Redis | Cluster,
+    script: ClusterScript,
+    numKeys: number,
+    args: unknown[],
+  ): Promise<unknown> {
+    const ro = script.readOnly ? "_RO" : "";
+    // ioredis flattens one level of arrays: the job arguments go as one array, never spread.
+    const call = client.callBuffer.bind(client) as unknown as FlatCall;
+    try {
+      return await call(`EVALSHA${ro}`, script.sha, numKeys, args);
+    } catch (error) {
+      if (!isScriptMissing(error)) throw error;
+      return await call(`EVAL${ro}`, script.lua, numKeys, args);
+    }
+  }
+}
+
+/** True for errors a routed retry may get past: moved slots, a settling cluster, a lost node. */
+export function isTopology(error: unknown): boolean {
+  return isOutage(error) || isNotServedHere(error) || TOPOLOGY.has(errorCode(error));
+}

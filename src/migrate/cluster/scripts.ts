@@ -1,0 +1,294 @@
+/**
+ * The Lua scripts of the grouped cluster copy. Each call carries the keys of many jobs that one
+ * master serves, undeclared in ARGV with zero KEYS (`allow-cross-slot-keys` lets one script touch
+ * keys of several slots on one node; declared KEYS of two slots would get CROSSSLOT). The routed
+ * fallback sends one job with its key declared, so the cluster client follows MOVED and ASK.
+ *
+ * Each script answers one reply per job, in order. A key the node does not serve (the slot moved,
+ * or is being migrated and the key is absent here) answers {@linkcode Code.moved} for that job
+ * only: the first access of every key is a `pcall`, before anything is written for it.
+ *
+ * - READ (old keys' node, read-only): ARGV field, only-workspace, key… → per key `{gone}`,
+ *   `{invalid}`, `{filtered, ws}` or `{copy, ws, expire_at, {f, v, …}, digest}`. The digest is a
+ *   SHA-1 of the workspace id, the absolute expiry and the fields sorted by name (HGETALL's order
+ *   changes with rehashing), every part length-prefixed.
+ * - RECHECK (old keys' node, read-only): ARGV field, (key, digest)… → `{same}`, `{gone}` or
+ *   `{changed}` per key.
+ * - LOCAL (old and new key on one node): ARGV field, (old, new, expected ws)… → the whole copy in
+ *   one atomic step from the live old key: `{migrated}`, `{repaired}`, `{exists}`, `{gone}`,
+ *   `{changed}` (the workspace id differs from the validated one) or `{error, code}`.
+ * - WRITE (new keys' node): ARGV (key, expire_at, n, f, v, …)… → create-only copy of a snapshot:
+ *   `{created, ttl_set}`, `{completed, ttl_set, {added field…}}`, `{gone}` when the absolute
+ *   expiry has passed by the server's TIME (nothing written), or `{error, code, ttl_set, {added}}`.
+ * - UNDO (new keys' node): ARGV (key, mode, expire_at_we_set, n, f, v, …)… → removes what WRITE
+ *   added, only where it is still as written. Mode 1: created whole (DEL when unchanged, else the
+ *   fields that still hold our values); mode 2: unknown what was added (DEL only when unchanged);
+ *   mode 0: the listed fields. The expiry is removed only while it is still the one we set.
+ * - DRY (new keys' node, read-only): ARGV (key, expire_at, n, field…)… → what WRITE would do.
+ *
+ * Expiries are set after the last chunk of fields: should PEXPIREAT find the time already passed
+ * and delete the key, no later HSET can re-create it without a TTL.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+
+/** Per-job reply codes, shared by every script. */
+export const Code = {
+  gone: 0,
+  invalid: 1,
+  filtered: 2,
+  copy: 3,
+  changed: 4,
+  migrated: 5,
+  repaired: 6,
+  exists: 7,
+  error: 8,
+  moved: 9,
+  created: 10,
+  completed: 11,
+  same: 12,
+} as const;
+
+/** A script and what running it needs. */
+export interface ClusterScript {
+  readonly lua: string;
+  readonly sha: string;
+  /** Flagged `no-writes`: run with EVALSHA_RO. */
+  readonly readOnly: boolean;
+}
+
+const CODES = Object.entries(Code).map(([name, value]) => `local ${name.toUpperCase()} = ${value}`)
+  .join("\n");
+
+const PRELUDE = `
+${CODES}
+local function kind(key)
+  local r = redis.pcall("TYPE", key)
+  if type(r) == "table" and r.err then return nil end
+  return r.ok
+end
+local function err_code(reply)
+  return string.match(reply.err, "^(%u+)") or "ERR"
+end
+local function digest(ws, at, flat)
+  local names, values = {}, {}
+  for j = 1, #flat, 2 do
+    names[#names + 1] = flat[j]
+    values[flat[j]] = flat[j + 1]
+  end
+  table.sort(names)
+  local parts = {#ws, ":", ws, ";", tostring(at)}
+  for _, name in ipairs(names) do
+    local value = values[name]
+    parts[#parts + 1] = ";" .. #name .. ":" .. name .. #value .. ":" .. value
+  end
+  return redis.sha1hex(table.concat(parts))
+end
+-- Creates key from flat[first..last] (field, value pairs) in chunks (unpack has a stack limit),
+-- then sets the expiry. Returns an error code, or nil.
+local function create(key, flat, first, last, at)
+  for j = first, last, 200 do
+    local r = redis.pcall("HSET", key, unpack(flat, j, math.min(j + 199, last)))
+    if type(r) == "table" then
+      redis.call("DEL", key) -- created by this call, so only ours
+      return err_code(r)
+    end
+  end
+  if at > 0 then redis.call("PEXPIREAT", key, at) end
+  return nil
+end
+`;
+
+const READ = `
+local field, only = ARGV[1], ARGV[2]
+local out = {}
+for i = 3, #ARGV do
+  local key = ARGV[i]
+  local t = kind(key)
+  local reply
+  if t == nil then reply = {MOVED}
+  elseif t == "none" then reply = {GONE}
+  elseif t ~= "hash" then reply = {INVALID}
+  else
+    local ws = redis.call("HGET", key, field)
+    if not ws then reply = {INVALID}
+    elseif only ~= "" and ws ~= only then reply = {FILTERED, ws}
+    else
+      local at = redis.call("PEXPIRETIME", key)
+      local flat = redis.call("HGETALL", key)
+      reply = {COPY, ws, at, flat, digest(ws, at, flat)}
+    end
+  end
+  out[#out + 1] = reply
+end
+return out
+`;
+
+const RECHECK = `
+local field = ARGV[1]
+local out = {}
+for i = 2, #ARGV, 2 do
+  local key = ARGV[i]
+  local t = kind(key)
+  local code = CHANGED
+  if t == nil then code = MOVED
+  elseif t == "none" then code = GONE
+  elseif t == "hash" then
+    local ws = redis.call("HGET", key, field)
+    if ws then
+      local at = redis.call("PEXPIRETIME", key)
+      if digest(ws, at, redis.call("HGETALL", key)) == ARGV[i + 1] then code = SAME end
+    end
+  end
+  out[#out + 1] = {code}
+end
+return out
+`;
+
+const LOCAL = `
+local field = ARGV[1]
+local function copy(old, new, expect)
+  local t_old, t_new = kind(old), kind(new)
+  if t_old == nil or t_new == nil then return {MOVED} end
+  if t_old == "none" then return {GONE} end
+  if t_old ~= "hash" or redis.call("HGET", old, field) ~= expect then return {CHANGED} end
+  local at = redis.call("PEXPIRETIME", old)
+  local flat = redis.call("HGETALL", old)
+  if t_new == "none" then
+    local failed = create(new, flat, 1, #flat, at)
+    if failed then return {ERROR, failed} end
+    if redis.call("EXISTS", new) == 0 then return {GONE} end
+    return {MIGRATED}
+  end
+  if t_new ~= "hash" then return {ERROR, "WRONGTYPE"} end
+  local added = 0
+  for j = 1, #flat, 2 do
+    local r = redis.pcall("HSETNX", new, flat[j], flat[j + 1])
+    if type(r) == "table" then return {ERROR, err_code(r)} end
+    added = added + r
+  end
+  if at > 0 and redis.call("PTTL", new) == -1 then
+    redis.call("PEXPIREAT", new, at)
+    added = added + 1
+  end
+  if added > 0 then return {REPAIRED} end
+  return {EXISTS}
+end
+local out = {}
+for i = 2, #ARGV, 3 do out[#out + 1] = copy(ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
+return out
+`;
+
+const WRITE = `
+local time = redis.call("TIME")
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local function write(key, at, first, last)
+  local t = kind(key)
+  if t == nil then return {MOVED} end
+  -- The old key's absolute expiry has passed: it is gone, and a copy must not outlive it.
+  if at > 0 and at <= now then return {GONE} end
+  if t == "none" then
+    local failed = create(key, ARGV, first, last, at)
+    if failed then return {ERROR, failed, 0, {}} end
+    if redis.call("EXISTS", key) == 0 then return {GONE} end
+    return {CREATED, at > 0 and 1 or 0}
+  end
+  if t ~= "hash" then return {ERROR, "WRONGTYPE", 0, {}} end
+  local added = {}
+  for j = first, last, 2 do
+    local r = redis.pcall("HSETNX", key, ARGV[j], ARGV[j + 1])
+    if type(r) == "table" then return {ERROR, err_code(r), 0, added} end
+    if r == 1 then added[#added + 1] = ARGV[j] end
+  end
+  local ttl_set = 0
+  if at > 0 and redis.call("PTTL", key) == -1 then
+    redis.call("PEXPIREAT", key, at)
+    ttl_set = 1
+  end
+  return {COMPLETED, ttl_set, added}
+end
+local out = {}
+local i = 1
+while i <= #ARGV do
+  local n = tonumber(ARGV[i + 2])
+  out[#out + 1] = write(ARGV[i], tonumber(ARGV[i + 1]), i + 3, i + 2 + n)
+  i = i + 3 + n
+end
+return out
+`;
+
+const UNDO = `
+local function unchanged(key, first, last, at)
+  if redis.call("HLEN", key) * 2 ~= last - first + 1 then return false end
+  if redis.call("PEXPIRETIME", key) ~= at then return false end
+  for j = first, last, 2 do
+    if redis.call("HGET", key, ARGV[j]) ~= ARGV[j + 1] then return false end
+  end
+  return true
+end
+local function undo(key, mode, at, first, last)
+  local t = kind(key)
+  if t == nil then return {MOVED} end
+  if t ~= "hash" then return {SAME} end
+  if mode ~= 0 and unchanged(key, first, last, at) then
+    redis.call("DEL", key)
+    return {SAME}
+  end
+  if mode == 2 then return {CHANGED} end
+  for j = first, last, 2 do
+    if redis.call("HGET", key, ARGV[j]) == ARGV[j + 1] then redis.call("HDEL", key, ARGV[j]) end
+  end
+  if at > 0 and redis.call("PEXPIRETIME", key) == at then redis.call("PERSIST", key) end
+  return {SAME}
+end
+local out = {}
+local i = 1
+while i <= #ARGV do
+  local n = tonumber(ARGV[i + 3])
+  out[#out + 1] = undo(ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), i + 4, i + 3 + n)
+  i = i + 4 + n
+end
+return out
+`;
+
+const DRY = `
+local time = redis.call("TIME")
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local function plan(key, at, first, last)
+  local t = kind(key)
+  if t == nil then return {MOVED} end
+  if at > 0 and at <= now then return {GONE} end
+  if t == "none" then return {MIGRATED} end
+  if t ~= "hash" then return {ERROR, "WRONGTYPE"} end
+  for j = first, last do
+    if redis.call("HEXISTS", key, ARGV[j]) == 0 then return {REPAIRED} end
+  end
+  if at > 0 and redis.call("PTTL", key) == -1 then return {REPAIRED} end
+  return {EXISTS}
+end
+local out = {}
+local i = 1
+while i <= #ARGV do
+  local n = tonumber(ARGV[i + 2])
+  out[#out + 1] = plan(ARGV[i], tonumber(ARGV[i + 1]), i + 3, i + 2 + n)
+  i = i + 3 + n
+end
+return out
+`;
+
+function script(body: string, readOnly: boolean): ClusterScript {
+  const flags = readOnly ? "no-writes,allow-cross-slot-keys" : "allow-cross-slot-keys";
+  const lua = `#!lua flags=${flags}\n${PRELUDE}${body}`;
+  return { lua, sha: createHash("sha1").update(lua).digest("hex"), readOnly };
+}
+
+/** The scripts, by step. */
+export const SCRIPTS = {
+  read: script(READ, true),
+  recheck: script(RECHECK, true),
+  local: script(LOCAL, false),
+  write: script(WRITE, false),
+  undo: script(UNDO, false),
+  dry: script(DRY, true),
+} as const;
