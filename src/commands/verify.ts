@@ -8,11 +8,13 @@ import { ExitCode, RedisUnavailableError } from "../errors.ts";
 import { connectRedis } from "../redis/connect.ts";
 import { errorCode, isOutage } from "../redis/errors.ts";
 import { createLogger } from "../telemetry/logger.ts";
-import { renderVerifyText, runVerify, VERIFY_DEFAULTS, verifyJson } from "../verify.ts";
+import { renderVerifyText, runVerify, verifyJson } from "../verify.ts";
+import { fullVerifyCommand } from "./verify_full.ts";
 import type { CommandIo } from "./io.ts";
 
 /** Runs verify; returns 0 when parity is reached and there are no orphans, else 1. */
 export async function verifyCommand(options: VerifyFlags, io: CommandIo): Promise<number> {
+  if (options.full) return await fullVerifyCommand(options, io);
   const logger = createLogger({
     format: options.logFormat,
     quiet: options.quiet,
@@ -29,7 +31,7 @@ export async function verifyCommand(options: VerifyFlags, io: CommandIo): Promis
         rule: options.rule,
         ttlToleranceSeconds: options.ttlTolerance,
         recheck: options.recheck,
-        recheckDelayMs: VERIFY_DEFAULTS.recheckDelayMs,
+        recheckDelayMs: options.recheckDelayMs,
         rps: options.rps,
         minParity: options.minParity,
       },
