@@ -160,3 +160,181 @@ Deno.test("verify --full (3-master cluster): exact counts of each kind, matching
     await Deno.remove(report);
   }
 });
+
+Deno.test("verify --full: a live dual-writer gives no false mismatches after rechecks", async () => {
+  const server = await startRedis();
+  const client = server.client();
+  const writers = Array.from({ length: 30 }, () => server.client());
+  try {
+    const all = jobs(1500);
+    await seedOld(client, all);
+    assert.equal(
+      (await runCli(["--execute", "--rps", "0", "-q", "--redis-url", server.url])).code,
+      0,
+    );
+    // The application: old key first, a pause, then the new key (the window verify may see).
+    let stop = false;
+    const loops = writers.map(async (writer, w) => {
+      for (let n = 0; !stop; n++) {
+        const job = all[(w * 7919 + n * 31) % all.length]!;
+        const [oldKey, newKey] = [oldKeyFor(job.id), newKeyFor(job.workspace, job.id)];
+        const value = `${MARKER}-live-${w}-${n}`;
+        await writer.hset(oldKey, "status", value);
+        if (n % 5 === 0) await writer.expire(oldKey, 7200);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        await writer.hset(newKey, "status", value);
+        if (n % 5 === 0) await writer.expire(newKey, 7200);
+      }
+    });
+    try {
+      // Without rechecks the writer's windows do show up: the test can see a false mismatch.
+      const naive = await runJson([
+        "verify",
+        "--full",
+        "--recheck",
+        "0",
+        "--redis-url",
+        server.url,
+      ]);
+      assert.ok(Number(naive.summary.mismatched) > 0, "the writer's windows are visible");
+      const checked = await runJson([
+        "verify",
+        "--full",
+        "--recheck-delay",
+        "100",
+        "--redis-url",
+        server.url,
+      ]);
+      assert.equal(checked.code, 0, checked.stdout);
+      assert.equal(checked.summary.mismatched, 0);
+      assert.equal(checked.summary.checked, all.length);
+      assert.ok(!checked.stderr.includes(MARKER) && !checked.stdout.includes(MARKER));
+    } finally {
+      stop = true;
+      await Promise.all(loops);
+    }
+  } finally {
+    for (const writer of writers) writer.disconnect();
+    client.disconnect();
+    await server.stop();
+  }
+});
+
+Deno.test("verify --full: kill -9 mid-run, then resume: exact counts, no key counted twice", async () => {
+  const server = await startRedis();
+  const client = server.client();
+  const report = await Deno.makeTempFile({ suffix: ".ndjson" });
+  try {
+    const all = jobs(8000);
+    await seedOld(client, all);
+    assert.equal(
+      (await runCli(["--execute", "--rps", "0", "-q", "--redis-url", server.url])).code,
+      0,
+    );
+    const expected = await tamper(client, all);
+    const args = ["verify", "--full", "--orphans", "--report", report, "--redis-url", server.url];
+    const first = spawnCli([...args, "--rps", "1500", "--recheck-delay", "20"]);
+    // Killed after at least one checkpoint, before the end.
+    await waitFor(
+      "a stored verify checkpoint",
+      async () => (await client.hget("ai:backfill:verify:state", "node:standalone")) !== null,
+    );
+    first.child.kill("SIGKILL");
+    await first.done;
+    const stored = JSON.parse((await client.hget("ai:backfill:verify:state", "node:standalone"))!);
+    assert.ok(stored.phase === "jobs" && stored.cursor !== "0", "killed mid-run");
+    // The dead holder's lock would expire within 30 s; the test does not wait for it.
+    await client.del("ai:backfill:verify:lock");
+    const resumed = await runJson([...args, "--recheck-delay", "20"]);
+    assert.equal(resumed.code, 1, resumed.stderr);
+    assert.equal(resumed.summary.resumed, true);
+    assertCounts(resumed.summary, expected);
+    await assertReport(report, expected, resumed.stderr);
+  } finally {
+    client.disconnect();
+    await server.stop();
+    await Deno.remove(report);
+  }
+});
+
+/** Commands that change a key (their first argument is the key). */
+const WRITES = new Set([
+  "set",
+  "hset",
+  "hsetnx",
+  "hmset",
+  "del",
+  "unlink",
+  "expire",
+  "pexpire",
+  "expireat",
+  "pexpireat",
+  "persist",
+  "hdel",
+  "copy",
+  "restore",
+  "rename",
+  "setex",
+  "psetex",
+  "getdel",
+  "getex",
+]);
+
+Deno.test("verify --full is read-only: it writes only <P>:verify:lock and <P>:verify:state", async () => {
+  const server = await startRedis();
+  const client = server.client();
+  const monitor = await server.client().monitor();
+  try {
+    const all = jobs(900);
+    await seedOld(client, all);
+    assert.equal(
+      (await runCli(["--execute", "--rps", "0", "-q", "--redis-url", server.url])).code,
+      0,
+    );
+    await tamper(client, all);
+    const dumps = async () => {
+      const keys = (await client.keysBuffer("*")).sort(Buffer.compare);
+      return await Promise.all(keys.map(async (key) => [key, await client.dumpBuffer(key)]));
+    };
+    const before = await dumps();
+    const written = new Set<string>();
+    monitor.on("monitor", (_time: string, args: string[]) => {
+      if (WRITES.has(args[0]!.toLowerCase())) written.add(args[1]!);
+    });
+    const result = await runJson([
+      "verify",
+      "--full",
+      "--orphans",
+      "--progress-key",
+      "audit",
+      "--redis-url",
+      server.url,
+    ]);
+    assert.equal(result.code, 1, result.stderr);
+    await client.ping();
+    assert.deepEqual([...written].sort(), ["audit:verify:lock", "audit:verify:state"]);
+    assert.deepEqual(await dumps(), before, "every other key is byte for byte as before");
+  } finally {
+    monitor.disconnect();
+    client.disconnect();
+    await server.stop();
+  }
+});
+
+Deno.test("verify --full: bad input exits 2 before Redis is touched", async () => {
+  // An unreachable URL: had anything been read, the exit code would be 3.
+  const url = `redis://127.0.0.1:${freePort()}`;
+  const cases: [string[], RegExp][] = [
+    [["--full", "--sample", "10"], /--full .* cannot be combined with --sample/],
+    [["--full", "--report", "/nonexistent-dir/findings.ndjson"], /--report .* cannot be written/],
+    [["--full", "--recheck-delay=-1"], /--recheck-delay must be a number/],
+    [["--orphans"], /--orphans needs --full/],
+    [["--report", "x.ndjson"], /--report needs --full/],
+  ];
+  for (const [flags, message] of cases) {
+    const result = await runCli(["verify", ...flags, "--redis-url", url]);
+    assert.equal(result.code, 2, `${flags.join(" ")}: ${result.stderr}`);
+    assert.match(result.stderr, message);
+    assert.equal(result.stderr.trim().split("\n").length, 1);
+  }
+});
