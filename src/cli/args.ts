@@ -49,6 +49,18 @@ export interface VerifyFlags extends CommonOptions {
   minParity: number;
   ttlTolerance: number;
   recheck: number;
+  /** Pause before each recheck round, in milliseconds (`--recheck-delay`). */
+  recheckDelayMs: number;
+  /** `--full`: compare every old key (exact) instead of a sample. */
+  full: boolean;
+  /** `--orphans` (with `--full`): also scan every new key for orphans. */
+  orphans: boolean;
+  /** `--report FILE` (with `--full`): NDJSON findings. */
+  report?: string;
+  /** Prefix of the full verify's checkpoint and lock (`<P>:verify:*`). */
+  progressKey: string;
+  /** `--reset-progress` (with `--full`): ignore a stored full-verify checkpoint. */
+  resetProgress: boolean;
 }
 
 /** What the command line asks for. */
@@ -97,6 +109,12 @@ const verifyFlags = {
   "min-parity": { type: "string" },
   "ttl-tolerance": { type: "string" },
   recheck: { type: "string" },
+  "recheck-delay": { type: "string" },
+  full: { type: "boolean" },
+  orphans: { type: "boolean" },
+  report: { type: "string" },
+  "progress-key": { type: "string" },
+  "reset-progress": { type: "boolean" },
 } satisfies ParseArgsConfig["options"];
 
 /** Environment the parser reads (injected for tests). */
@@ -127,18 +145,7 @@ export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Comma
     throw new UsageError(`unexpected argument '${parsed.positionals[0]}'`);
   }
   const shared = commonOptions(values, env, isVerify ? VERIFY_DEFAULTS.rps : 100);
-  if (isVerify) {
-    return {
-      kind: "verify",
-      options: {
-        ...shared,
-        sample: integer(values, "sample", VERIFY_DEFAULTS.sample, 1),
-        minParity: decimal(values, "min-parity", VERIFY_DEFAULTS.minParity, 0, 100),
-        ttlTolerance: decimal(values, "ttl-tolerance", VERIFY_DEFAULTS.ttlToleranceSeconds, 0),
-        recheck: integer(values, "recheck", VERIFY_DEFAULTS.recheck, 0),
-      },
-    };
-  }
+  if (isVerify) return { kind: "verify", options: verifyOptions(values, shared) };
   const dryRun = values["dry-run"] === true;
   const execute = values.execute === true;
   if (dryRun === execute) {
@@ -148,10 +155,7 @@ export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Comma
   if (cursor !== undefined && !/^\d{1,20}$/.test(cursor)) {
     throw new UsageError(`--cursor must be a SCAN cursor (digits), got '${cursor.slice(0, 40)}'`);
   }
-  const progressKey = str(values, "progress-key") ?? "ai:backfill";
-  if (progressKey.length === 0 || /\s/.test(progressKey)) {
-    throw new UsageError("--progress-key must be non-empty and contain no whitespace");
-  }
+  const progressKey = progressKeyOf(values);
   const label = str(values, "metrics-workspace-label") ?? "true";
   if (label !== "true" && label !== "false") {
     throw new UsageError(`--metrics-workspace-label must be true or false, got '${label}'`);
@@ -182,6 +186,39 @@ export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Comma
 }
 
 type Values = Record<string, string | boolean | string[] | undefined>;
+
+function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
+  const full = values.full === true;
+  if (full && values.sample !== undefined) {
+    throw new UsageError("--full checks every old key; it cannot be combined with --sample");
+  }
+  for (const flag of ["orphans", "report", "reset-progress"]) {
+    if (!full && values[flag] !== undefined) throw new UsageError(`--${flag} needs --full`);
+  }
+  const report = str(values, "report");
+  if (report === "") throw new UsageError("--report needs a file path");
+  return {
+    ...shared,
+    sample: integer(values, "sample", VERIFY_DEFAULTS.sample, 1),
+    minParity: decimal(values, "min-parity", VERIFY_DEFAULTS.minParity, 0, 100),
+    ttlTolerance: decimal(values, "ttl-tolerance", VERIFY_DEFAULTS.ttlToleranceSeconds, 0),
+    recheck: integer(values, "recheck", VERIFY_DEFAULTS.recheck, 0),
+    recheckDelayMs: decimal(values, "recheck-delay", VERIFY_DEFAULTS.recheckDelayMs, 0, 60_000),
+    full,
+    orphans: values.orphans === true,
+    report,
+    progressKey: progressKeyOf(values),
+    resetProgress: values["reset-progress"] === true,
+  };
+}
+
+function progressKeyOf(values: Values): string {
+  const progressKey = str(values, "progress-key") ?? "ai:backfill";
+  if (progressKey.length === 0 || /\s/.test(progressKey)) {
+    throw new UsageError("--progress-key must be non-empty and contain no whitespace");
+  }
+  return progressKey;
+}
 
 function commonOptions(values: Values, env: ParseEnv, defaultRps: number): CommonOptions {
   // A Sentinel URL lists its sentinels with commas itself; other URLs may be comma-separated seeds.

@@ -63,12 +63,19 @@ export const VERIFY_HELP =
 
 Usage:
   backfill verify [--sample N] [--min-parity PCT] [options]
+  backfill verify --full [--orphans] [--report FILE] [--min-parity PCT] [options]
 
 Options:
   --sample N                old keys to check, uniformly at random; N >= all checks each once [1000]
   --min-parity PCT          exit 1 when parity is below PCT percent                 [100]
   --ttl-tolerance S         TTLs may differ by up to S seconds                      [5]
   --recheck N               re-check a mismatch up to N times before counting it    [3]
+  --recheck-delay MS        pause before each recheck, in milliseconds              [100]
+  --full                    compare EVERY old key with its new key, inside Redis (exact; resumable)
+  --orphans                 with --full: also scan every new key for orphans
+  --report FILE             with --full: one NDJSON line per finding (ids and field names only)
+  --progress-key P          with --full: checkpoint and lock under P:verify:*       [ai:backfill]
+  --reset-progress          with --full: ignore a stored full-verify checkpoint
   --workspace W             only jobs of workspace W
   --workspace-pattern RE    what counts as a valid workspace id
   --rps N                   at most N keys checked per second; 0 = unlimited        [0]
@@ -76,6 +83,6 @@ Options:
   --json                    print the report as one JSON object on stdout
   --quiet, -q; --log-format text|json
 
-Writes nothing to Redis. Exit codes: 0 parity reached and no orphans · 1 below --min-parity or
+Writes nothing to Redis (--full writes only P:verify:lock and P:verify:state). Exit codes: 0 parity reached and no orphans · 1 below --min-parity or
 orphans found · 2 usage · 3 Redis unreachable.
 `;

@@ -4,17 +4,18 @@
  * @module
  */
 import type { VerifyFlags } from "../cli/args.ts";
-import { VERIFY_DEFAULTS } from "../defaults.ts";
 import { ExitCode, RedisUnavailableError } from "../errors.ts";
 import { connectRedis } from "../redis/connect.ts";
 import { errorCode, isOutage } from "../redis/errors.ts";
 import { createLogger } from "../telemetry/logger.ts";
 import { renderVerifyText, verifyJson } from "../verify/report.ts";
 import { runVerify } from "../verify/run.ts";
+import { fullVerifyCommand } from "./verify_full.ts";
 import type { CommandIo } from "./io.ts";
 
 /** Runs verify; returns 0 when parity is reached and there are no orphans, else 1. */
 export async function verifyCommand(options: VerifyFlags, io: CommandIo): Promise<number> {
+  if (options.full) return await fullVerifyCommand(options, io);
   const logger = createLogger({
     format: options.logFormat,
     quiet: options.quiet,
@@ -31,7 +32,7 @@ export async function verifyCommand(options: VerifyFlags, io: CommandIo): Promis
         rule: options.rule,
         ttlToleranceSeconds: options.ttlTolerance,
         recheck: options.recheck,
-        recheckDelayMs: VERIFY_DEFAULTS.recheckDelayMs,
+        recheckDelayMs: options.recheckDelayMs,
         rps: options.rps,
         minParity: options.minParity,
       },

@@ -1,0 +1,123 @@
+/**
+ * Pure decisions of `verify --full`: what the script's per-key answers mean, job by job. The same
+ * rules as the sampled verify: an old key that is not a hash, has no valid workspace id or an
+ * empty job id is invalid; a new key that is absent is missing, another type is `type`; fields
+ * that differ (names or values, extra fields included) and TTLs further apart than the tolerance
+ * are mismatches; an old key that vanished is gone (not counted).
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import { KeyCode, type KeyCodeValue } from "./scripts.ts";
+
+/** The kinds of finding a full verify reports (one NDJSON line each). */
+export const FINDING_KINDS = [
+  "missing",
+  "field_missing",
+  "field_differs",
+  "ttl",
+  "type",
+  "orphan",
+  "invalid",
+] as const;
+
+/** One kind of finding. */
+export type FindingKind = typeof FINDING_KINDS[number];
+
+/** One key as the `side` mode of the script saw it. */
+export interface SideState {
+  code: KeyCodeValue;
+  /** Raw workspace field (bytes; empty when absent). */
+  workspace: Buffer;
+  /** PEXPIRETIME: unix ms, -1 no expiry, -2 absent. */
+  expireAt: number;
+  digest: string;
+}
+
+/** The verdict on one old key. */
+export type JobVerdict =
+  | { kind: "matched" | "gone" | "invalid" | "filtered" | "missing" | "type" | "ttl" }
+  /** The digests differ; the `fields` pass tells which fields. */
+  | { kind: "fields" }
+  | { kind: "field_missing" | "field_differs"; fields: string[] };
+
+/** Verdicts that are findings (and get rechecked before they count). */
+export function isMismatch(verdict: JobVerdict): boolean {
+  return verdict.kind !== "matched" && verdict.kind !== "gone" && verdict.kind !== "invalid" &&
+    verdict.kind !== "filtered";
+}
+
+/** Decodes one `side` entry of the script's reply. */
+export function decodeSide(entry: unknown[]): SideState {
+  return {
+    code: Number(entry[0]) as KeyCodeValue,
+    workspace: toBuffer(entry[1]),
+    expireAt: Number(entry[2]),
+    digest: toBuffer(entry[3]).toString("latin1"),
+  };
+}
+
+/** Decodes one `fields` entry: field name (latin1, byte-exact) → salted value hash. */
+export function decodeFields(entry: unknown[]): Map<string, string> | undefined {
+  if (Number(entry[0]) !== KeyCode.hash) return undefined;
+  const flat = entry[1] as unknown[];
+  const fields = new Map<string, string>();
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    fields.set(toBuffer(flat[i]).toString("latin1"), toBuffer(flat[i + 1]).toString("latin1"));
+  }
+  return fields;
+}
+
+/**
+ * Compares an old key (already found valid) with its new key. Order of the first difference as in
+ * the sampled verify: type, fields, TTL.
+ */
+export function compareSides(fresh: SideState, old: SideState, toleranceMs: number): JobVerdict {
+  if (fresh.code === KeyCode.absent) return { kind: "missing" };
+  if (fresh.code !== KeyCode.hash) return { kind: "type" };
+  if (fresh.digest !== old.digest) return { kind: "fields" };
+  if (!sameExpiry(old.expireAt, fresh.expireAt, toleranceMs)) return { kind: "ttl" };
+  return { kind: "matched" };
+}
+
+/** Both without expiry, or both with absolute expiries at most `toleranceMs` apart. */
+export function sameExpiry(a: number, b: number, toleranceMs: number): boolean {
+  if (a < 0 || b < 0) return a === b;
+  return Math.abs(a - b) <= toleranceMs;
+}
+
+/**
+ * Which fields differ: fields of the old key absent from the new key (`field_missing`, which
+ * wins), else fields whose values differ or that only the new key has (`field_differs`). Names
+ * are sorted. `undefined` when the two agree (the key changed between the passes: recheck it).
+ */
+export function diffFields(
+  old: ReadonlyMap<string, string>,
+  fresh: ReadonlyMap<string, string>,
+): JobVerdict | undefined {
+  const missing = [...old.keys()].filter((name) => !fresh.has(name)).sort();
+  if (missing.length > 0) return { kind: "field_missing", fields: missing };
+  const differs = [...fresh].filter(([name, hash]) => old.get(name) !== hash).map(([name]) => name)
+    .sort();
+  return differs.length > 0 ? { kind: "field_differs", fields: differs } : undefined;
+}
+
+/** Why a new key is an orphan, or `undefined` when its old key names its workspace. */
+export type OrphanReason = "old_missing" | "other_workspace";
+
+/**
+ * Decides whether a new key `ai:job:<ws>:<id>` is an orphan from its old key's `owner` entry: the
+ * old key is missing, or it does not name exactly `ws` (another workspace, none, or not a hash).
+ */
+export function orphanReason(newWorkspace: Buffer, owner: unknown[]): OrphanReason | undefined {
+  const code = Number(owner[0]);
+  if (code === KeyCode.absent) return "old_missing";
+  if (code !== KeyCode.hash || !toBuffer(owner[1]).equals(newWorkspace)) return "other_workspace";
+  return undefined;
+}
+
+function toBuffer(value: unknown): Buffer {
+  if (value instanceof Buffer) return value;
+  if (value instanceof Uint8Array) return Buffer.from(value);
+  return Buffer.from(value === null || value === undefined ? "" : String(value), "latin1");
+}

@@ -1,0 +1,222 @@
+/**
+ * Read-only script calls of `verify --full`, grouped by the node that serves the keys. Each call
+ * is EVALSHA_RO with numkeys 0 on one master connection; the script answers as many keys as fit
+ * under the field cap and the caller sends the rest again. Call times (measured by the script
+ * with TIME) are kept, so sub-batches can be sized to a time budget and the summary can show them.
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import { SafetyRefusal } from "../../errors.ts";
+import { redisVersion } from "../../migrate/in_server.ts";
+import type { RedisTarget } from "../../redis/target.ts";
+import { errorCode, isOutage } from "../../redis/errors.ts";
+import type { Cluster, Redis } from "../../redis/ioredis.ts";
+import { OLD_PREFIX, WORKSPACE_FIELD } from "../../schema.ts";
+import { HEADER_ARGS, type ScriptMode, VERIFY_SCRIPT } from "./scripts.ts";
+import { keySlot } from "./slot.ts";
+import { realClock } from "../../control/rate_limit.ts";
+
+/** A script call failed for good (not an outage): the node kept refusing it. */
+export class VerifyCallError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "VerifyCallError";
+  }
+}
+
+/** Options of {@linkcode NodeCalls}. */
+export interface NodeCallsOptions {
+  /** A call stops after the key that brings the fields it read to this many (default 4000). */
+  fieldCap?: number;
+  /** Salt of the per-field value hashes, so a hash never identifies a common value. */
+  salt?: string;
+  signal?: AbortSignal;
+}
+
+/** Running statistics of the calls made (Redis time as measured inside the script). */
+export interface CallStats {
+  calls: number;
+  totalUs: number;
+  maxUs: number;
+}
+
+/** One master and the positions (in the caller's key list) of the keys it serves. */
+export interface NodeGroup {
+  node: Redis;
+  indices: number[];
+}
+
+/** Sends the verify script to the nodes that serve given keys. */
+export class NodeCalls {
+  readonly stats: CallStats = { calls: 0, totalUs: 0, maxUs: 0 };
+  /** The slowest call since the caller last set this to 0 (sizes the next sub-batch). */
+  windowMaxUs = 0;
+  readonly #target: Pick<RedisTarget, "kind" | "client" | "masters">;
+  readonly #fieldCap: number;
+  readonly #salt: string;
+  readonly #signal?: AbortSignal;
+  #sha = "";
+  #byAddress = new Map<string, Redis>();
+
+  constructor(target: Pick<RedisTarget, "kind" | "client" | "masters">, options: NodeCallsOptions) {
+    this.#target = target;
+    this.#fieldCap = options.fieldCap ?? 4000;
+    this.#salt = options.salt ?? crypto.randomUUID();
+    this.#signal = options.signal;
+  }
+
+  /**
+   * Checks every master runs Redis ≥ 7.0 (EVALSHA_RO, PEXPIRETIME, script flags) and loads the
+   * script on each.
+   *
+   * @throws {SafetyRefusal} on an older Redis.
+   */
+  async init(): Promise<void> {
+    for (const node of this.#target.masters()) {
+      const [major, minor] = redisVersion(await node.info("server"));
+      if (major < 7) {
+        throw new SafetyRefusal(
+          `verify --full needs Redis 7.0 or newer (read-only scripts); a node runs ${major}.${minor}`,
+        );
+      }
+      this.#sha = String(await node.script("LOAD", VERIFY_SCRIPT));
+    }
+    this.#mapAddresses();
+  }
+
+  /** Groups key positions by the master that serves each key (one group on a standalone). */
+  group(keys: readonly Buffer[]): NodeGroup[] {
+    if (this.#target.kind !== "cluster") {
+      const node = this.#target.masters()[0] as Redis;
+      return keys.length === 0 ? [] : [{ node, indices: keys.map((_, i) => i) }];
+    }
+    const cluster = this.#target.client as Cluster;
+    const groups = new Map<Redis, number[]>();
+    keys.forEach((key, i) => {
+      const owner = cluster.slots[keySlot(key)]?.[0];
+      const node = owner === undefined ? undefined : this.#byAddress.get(owner);
+      if (node === undefined) {
+        throw new VerifyCallError(
+          `no known master serves slot ${keySlot(key)} (the cluster changed; run verify again)`,
+        );
+      }
+      const list = groups.get(node) ?? [];
+      list.push(i);
+      groups.set(node, list);
+    });
+    return [...groups].map(([node, indices]) => ({ node, indices }));
+  }
+
+  /**
+   * Runs `mode` over `keys`, one call per master at a time (masters in parallel), and returns one
+   * entry per key in order. A stale slot map is refreshed and the keys regrouped, a few times.
+   */
+  async read(
+    keys: readonly Buffer[],
+    mode: ScriptMode,
+    options: { oldSide?: boolean } = {},
+  ): Promise<unknown[][]> {
+    for (let attempt = 0;; attempt++) {
+      try {
+        const out: unknown[][] = new Array(keys.length);
+        await Promise.all(
+          this.group(keys).map(async ({ node, indices }) => {
+            const entries = await this.call(node, mode, indices.map((i) => keys[i]!), options);
+            indices.forEach((index, j) => out[index] = entries[j]!);
+          }),
+        );
+        return out;
+      } catch (error) {
+        if (!(error instanceof StaleRouteError) || attempt >= 5) throw error;
+        await delay(250 * (attempt + 1), this.#signal);
+      }
+    }
+  }
+
+  /**
+   * Runs `mode` over `keys` on `node` and returns one entry per key, in order. `oldSide` makes the
+   * script treat the keys as old keys (workspace field and a non-empty job id required).
+   */
+  async call(
+    node: Redis,
+    mode: ScriptMode,
+    keys: readonly Buffer[],
+    options: { oldSide?: boolean } = {},
+  ): Promise<unknown[][]> {
+    const entries: unknown[][] = [];
+    const prefixLength = options.oldSide ? Buffer.byteLength(OLD_PREFIX) : 0;
+    while (entries.length < keys.length) {
+      this.#signal?.throwIfAborted();
+      const rest = keys.slice(entries.length);
+      const reply = await this.#evalRo(node, [
+        mode,
+        WORKSPACE_FIELD,
+        String(prefixLength),
+        String(this.#fieldCap),
+        this.#salt,
+        ...rest,
+      ]);
+      const [processed, elapsed] = [Number(reply[0]), Number(reply[1])];
+      this.stats.calls++;
+      this.stats.totalUs += elapsed;
+      this.stats.maxUs = Math.max(this.stats.maxUs, elapsed);
+      this.windowMaxUs = Math.max(this.windowMaxUs, elapsed);
+      if (!(processed >= 1) || reply.length !== 2 + processed) {
+        throw new VerifyCallError(`verify script answered ${processed} of ${rest.length} keys`);
+      }
+      for (let i = 0; i < processed; i++) entries.push(reply[2 + i] as unknown[]);
+    }
+    return entries;
+  }
+
+  async #evalRo(node: Redis, args: (string | Buffer)[]): Promise<unknown[]> {
+    const numkeys = "0";
+    let last: unknown;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      try {
+        return await node.callBuffer("EVALSHA_RO", this.#sha, numkeys, ...args) as unknown[];
+      } catch (error) {
+        if (isOutage(error)) throw error;
+        last = error;
+        const code = errorCode(error);
+        if (code === "NOSCRIPT") {
+          // A restarted or failed-over node has an empty script cache.
+          await node.script("LOAD", VERIFY_SCRIPT);
+          continue;
+        }
+        if (this.#target.kind !== "cluster" || args.length <= HEADER_ARGS) break;
+        // A key this node no longer serves (reshard, failover): refresh the map and let the
+        // caller regroup; never read a key on the wrong node as absent.
+        await refreshSlots(this.#target.client as Cluster);
+        this.#mapAddresses();
+        throw new StaleRouteError(code, { cause: error });
+      }
+    }
+    throw new VerifyCallError(`verify script failed on a node (${errorCode(last)})`, {
+      cause: last,
+    });
+  }
+
+  #mapAddresses(): void {
+    this.#byAddress = new Map(
+      this.#target.masters().map((node) => [`${node.options.host}:${node.options.port}`, node]),
+    );
+  }
+}
+
+function refreshSlots(cluster: Cluster): Promise<void> {
+  return new Promise((resolve) => cluster.refreshSlotsCache(() => resolve()));
+}
+
+function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  return realClock.sleep(ms, signal);
+}
+
+/** The node refused a key it does not serve; regroup the keys and call again. */
+export class StaleRouteError extends Error {
+  constructor(code: string, options?: ErrorOptions) {
+    super(`a node refused keys it does not serve (${code}); the slot map was refreshed`, options);
+    this.name = "StaleRouteError";
+  }
+}

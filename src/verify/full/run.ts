@@ -1,0 +1,327 @@
+/**
+ * `backfill verify --full`: every old key compared with its new key, master by master, in chunks
+ * of SCAN batches. A chunk is compared in sub-batches (read-only script calls sized to a Redis
+ * time budget and paced by the limiter), its differences are rechecked after a delay, its
+ * findings are appended to the report, and only then is the node's cursor stored together with
+ * its counts. With `orphans`, each master's new keys are scanned next.
+ *
+ * @module
+ */
+import type { Buffer } from "node:buffer";
+import { SafetyRefusal } from "../../errors.ts";
+import { type RateLimiter, realClock } from "../../control/rate_limit.ts";
+import type { RedisTarget } from "../../redis/target.ts";
+import type { Redis } from "../../redis/ioredis.ts";
+import { scanBatches } from "../../redis/scan.ts";
+import { type Logger, silentLogger } from "../../run_events.ts";
+import { jobIdOf, NEW_MATCH, NEW_PREFIX, OLD_MATCH, type WorkspaceRule } from "../../schema.ts";
+import { type CheckContext, type CheckedJob, checkJobs, checkOrphans } from "./check.ts";
+import {
+  addCounts,
+  type FullCounts,
+  type NodeProgress,
+  type VerifyCheckpoint,
+  type VerifyState,
+  zeroCounts,
+} from "./checkpoint.ts";
+import { isMismatch } from "./compare.ts";
+import { NodeCalls } from "./node_calls.ts";
+import type { Finding, ReportFile } from "./report_file.ts";
+import { type FullReport, fullReport } from "./summary.ts";
+import { countJob, countOrphan } from "./tally.ts";
+
+/** What to verify and how. */
+export interface FullVerifyOptions {
+  rule: WorkspaceRule;
+  workspace?: string;
+  ttlToleranceSeconds: number;
+  /** Rechecks of a difference before it counts. */
+  recheck: number;
+  recheckDelayMs: number;
+  /** Old (and new) keys checked per second; 0 = unlimited. */
+  rps: number;
+  minParity: number;
+  /** Also scan the new schema for orphans. */
+  orphans: boolean;
+  /** Ignore (and overwrite) a stored checkpoint. */
+  resetProgress: boolean;
+  /** Target Redis time of one script call, in µs (default 250). */
+  callBudgetUs?: number;
+  /** Keys per checkpointed chunk (default: see `FullRun.#chunkKeys`); a crash re-checks one. */
+  chunkKeys?: number;
+  /** Milliseconds between progress log lines (default 10 000). */
+  progressIntervalMs?: number;
+}
+
+/** Collaborators of {@linkcode runFullVerify}. */
+export interface FullVerifyDeps {
+  target: Pick<RedisTarget, "kind" | "client" | "masters" | "nodeName">;
+  checkpoint: VerifyCheckpoint;
+  limiter: Pick<RateLimiter, "acquire">;
+  report?: ReportFile;
+  logger?: Logger;
+  signal?: AbortSignal;
+}
+
+const MAX_SUB_BATCH = 512;
+const SCAN_COUNT = 1000;
+
+/**
+ * Runs (or resumes) a full verify and returns its report; writes only `<P>:verify:state`.
+ *
+ * @throws {SafetyRefusal} when a stored checkpoint was made with other parameters.
+ * @throws the abort reason when `deps.signal` aborts; Redis errors as they are.
+ */
+export async function runFullVerify(
+  options: FullVerifyOptions,
+  deps: FullVerifyDeps,
+): Promise<FullReport> {
+  const started = performance.now();
+  const logger = deps.logger ?? silentLogger;
+  const calls = new NodeCalls(deps.target, { signal: deps.signal });
+  await calls.init();
+  const params = JSON.stringify({
+    workspace: options.workspace ?? null,
+    pattern: options.rule.pattern.source,
+    ttl_tolerance: options.ttlToleranceSeconds,
+    orphans: options.orphans,
+  });
+  const stored = options.resetProgress ? undefined : await deps.checkpoint.load();
+  if (stored !== undefined && stored.params !== params) {
+    throw new SafetyRefusal(
+      `${deps.checkpoint.key} holds a verify with other parameters (${stored.params}); ` +
+        "rerun with the same flags, or add --reset-progress to start over",
+    );
+  }
+  const state: VerifyState = stored ??
+    { params, nodes: new Map(), reportBytes: 0, elapsedMs: 0, startedAt: new Date().toISOString() };
+  if (deps.report && !(await deps.report.startAt(state.reportBytes))) {
+    logger.log(
+      "warn",
+      "verify_report_restarted",
+      "the report file is shorter than the " +
+        "checkpoint says: it holds only the findings from here on",
+    );
+  }
+  const run = new FullRun(options, deps, calls, state, logger);
+  if (stored !== undefined) {
+    logger.log("info", "verify_resumed", `resuming the full verify started ${state.startedAt}`);
+  }
+  const total = zeroCounts();
+  for (const node of deps.target.masters()) addCounts(total, await run.node(node));
+  const priorMs = stored?.elapsedMs ?? 0;
+  const sessionMs = performance.now() - started;
+  await deps.checkpoint.clear();
+  return fullReport({
+    counts: total,
+    min_parity: options.minParity,
+    orphans_checked: options.orphans,
+    workspace: options.workspace ?? null,
+    duration_seconds: Math.round(priorMs + sessionMs) / 1000,
+    resumed: stored !== undefined,
+    redis_calls: {
+      calls: calls.stats.calls,
+      mean_ms: calls.stats.calls === 0 ? 0 : calls.stats.totalUs / calls.stats.calls / 1000,
+      max_ms: calls.stats.maxUs / 1000,
+    },
+    report: deps.report?.path ?? null,
+  });
+}
+
+/** The per-node loop and its chunks. */
+class FullRun {
+  readonly #ctx: CheckContext;
+  #size = 16;
+  #lastProgress = performance.now();
+  #sessionStart = performance.now();
+  #sessionChecked = 0;
+
+  constructor(
+    readonly options: FullVerifyOptions,
+    readonly deps: FullVerifyDeps,
+    readonly calls: NodeCalls,
+    readonly state: VerifyState,
+    readonly logger: Logger,
+  ) {
+    this.#ctx = {
+      calls,
+      rule: options.rule,
+      workspace: options.workspace,
+      toleranceMs: options.ttlToleranceSeconds * 1000,
+    };
+  }
+
+  /** Verifies one master (resuming its stored progress) and returns its counts. */
+  async node(node: Redis): Promise<FullCounts> {
+    const id = this.deps.target.kind === "cluster"
+      ? String(await node.call("CLUSTER", "MYID"))
+      : "standalone";
+    const runId = /run_id:(\w+)/.exec(await node.info("server"))?.[1] ?? "";
+    let progress = this.state.nodes.get(id);
+    if (progress !== undefined && progress.runId !== runId) {
+      this.logger.log(
+        "warn",
+        "verify_node_restarted",
+        `${this.deps.target.nodeName(node)} ` +
+          "restarted since the checkpoint (new run_id): its keys are checked again from the start",
+      );
+      progress = undefined;
+    }
+    progress ??= { runId, phase: "jobs", cursor: "0", counts: zeroCounts() };
+    this.state.nodes.set(id, progress);
+    while (progress.phase !== "done") {
+      await this.#phase(node, id, progress);
+      progress.phase = progress.phase === "jobs" && this.options.orphans ? "orphans" : "done";
+      progress.cursor = "0";
+      await this.#save(id);
+    }
+    return progress.counts;
+  }
+
+  async #phase(node: Redis, id: string, progress: NodeProgress): Promise<void> {
+    const jobs = progress.phase === "jobs";
+    const match = jobs ? OLD_MATCH : newMatch(this.options.workspace);
+    let chunk: Buffer[] = [];
+    for await (
+      const batch of scanBatches(node, { match, count: SCAN_COUNT, cursor: progress.cursor })
+    ) {
+      chunk.push(...batch.keys);
+      if (chunk.length < this.#chunkKeys() && batch.next !== "0") continue;
+      const { counts, findings } = jobs ? await this.#jobs(chunk) : await this.#orphans(chunk);
+      // Findings reach the disk before the counts that include them are stored.
+      await this.deps.report?.append(findings);
+      addCounts(progress.counts, counts);
+      progress.cursor = batch.next;
+      if (batch.next !== "0") await this.#save(id);
+      this.#progress(node, progress, chunk.length);
+      chunk = [];
+    }
+  }
+
+  async #jobs(keys: Buffer[]): Promise<{ counts: FullCounts; findings: Finding[] }> {
+    const candidates = keys.filter((key) => jobIdOf(key) !== undefined);
+    const results = await this.#inSubBatches(candidates, (sub) => checkJobs(sub, this.#ctx));
+    const suspects = await this.#recheck(
+      candidates,
+      results,
+      (result) => isMismatch(result.verdict),
+      (sub) => checkJobs(sub, this.#ctx),
+    );
+    const counts = zeroCounts();
+    const findings: Finding[] = [];
+    results.forEach((result, i) => countJob(counts, findings, candidates[i]!, result));
+    counts.transient = suspects.filter((i) => results[i]!.verdict.kind === "matched").length;
+    return { counts, findings };
+  }
+
+  async #orphans(keys: Buffer[]): Promise<{ counts: FullCounts; findings: Finding[] }> {
+    const results = await this.#inSubBatches(keys, (sub) => checkOrphans(sub, this.#ctx));
+    const suspects = await this.#recheck(
+      keys,
+      results,
+      (verdict) => verdict.kind === "orphan",
+      (sub) => checkOrphans(sub, this.#ctx, { confirmNew: true }),
+    );
+    const counts = zeroCounts();
+    const findings: Finding[] = [];
+    results.forEach((verdict) => countOrphan(counts, findings, verdict));
+    counts.transient = suspects.filter((i) => results[i]!.kind === "ok").length;
+    return { counts, findings };
+  }
+
+  /**
+   * Rechecks the results that `failed`, up to `recheck` rounds after the delay, in place. Returns
+   * the positions that failed the first check.
+   */
+  async #recheck<V>(
+    keys: readonly Buffer[],
+    results: V[],
+    failed: (result: V) => boolean,
+    check: (keys: Buffer[]) => Promise<V[]>,
+  ): Promise<number[]> {
+    const first = results.flatMap((result, i) => failed(result) ? [i] : []);
+    let pending = first;
+    for (let round = 0; round < this.options.recheck && pending.length > 0; round++) {
+      await realClock.sleep(this.options.recheckDelayMs, this.deps.signal);
+      const again = await this.#inSubBatches(pending.map((i) => keys[i]!), check);
+      pending.forEach((index, j) => results[index] = again[j]!);
+      pending = pending.filter((index) => failed(results[index]!));
+    }
+    return first;
+  }
+
+  /**
+   * Runs `work` over `keys` in sub-batches, each admitted by the limiter, sized so that the
+   * slowest call of a sub-batch stays near the call budget.
+   */
+  async #inSubBatches<T>(keys: Buffer[], work: (keys: Buffer[]) => Promise<T[]>): Promise<T[]> {
+    const out: T[] = [];
+    const budget = this.options.callBudgetUs ?? 250;
+    const cap = this.options.rps > 0
+      ? Math.max(1, Math.min(MAX_SUB_BATCH, Math.floor(this.options.rps / 4)))
+      : MAX_SUB_BATCH;
+    for (let start = 0; start < keys.length;) {
+      const sub = keys.slice(start, start + Math.min(this.#size, cap));
+      await this.deps.limiter.acquire(sub.length, this.deps.signal);
+      const before = this.calls.stats.calls;
+      this.calls.windowMaxUs = 0;
+      out.push(...await work(sub));
+      start += sub.length;
+      if (this.calls.stats.calls > before && this.calls.windowMaxUs > 0) {
+        // Grow gently, shrink at once: a sub-batch of slow (wide) jobs must not repeat.
+        const ideal = sub.length * budget / this.calls.windowMaxUs;
+        const grown = Math.ceil(this.#size * 1.5);
+        this.#size = Math.max(1, Math.min(cap, Math.floor(Math.min(ideal, grown))));
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Keys per checkpointed chunk: about two seconds of work under `--rps` (between 1 000 and
+   * 10 000), so a paced verify stores its progress often and a crash re-checks little.
+   */
+  #chunkKeys(): number {
+    if (this.options.chunkKeys !== undefined) return this.options.chunkKeys;
+    return this.options.rps > 0 ? Math.min(10_000, Math.max(1_000, this.options.rps * 2)) : 10_000;
+  }
+
+  async #save(id: string): Promise<void> {
+    this.state.reportBytes = this.deps.report?.bytes ?? 0;
+    const now = performance.now();
+    this.state.elapsedMs += now - this.#sessionStart;
+    this.#sessionStart = now;
+    await this.deps.checkpoint.save(this.state, id);
+  }
+
+  #progress(node: Redis, progress: NodeProgress, keys: number): void {
+    this.#sessionChecked += keys;
+    const now = performance.now();
+    if (now - this.#lastProgress < (this.options.progressIntervalMs ?? 10_000)) return;
+    this.#lastProgress = now;
+    const c = progress.counts;
+    this.logger.log(
+      "info",
+      "verify_progress",
+      `${this.deps.target.nodeName(node)} ` +
+        `${progress.phase}: ${c.checked} checked, ${c.matched} matched, ${c.orphans} orphans`,
+      {
+        node: this.deps.target.nodeName(node),
+        phase: progress.phase,
+        checked: c.checked,
+        matched: c.matched,
+        mismatched: c.missing + c.field_missing + c.field_differs + c.ttl + c.type,
+        orphans: c.orphans,
+        scanned_this_session: this.#sessionChecked,
+      },
+    );
+  }
+}
+
+/** New keys; with a workspace, only that workspace's (the name tells). */
+function newMatch(workspace: string | undefined): string {
+  if (workspace === undefined) return NEW_MATCH;
+  return `${NEW_PREFIX}${workspace.replace(/[*?[\]\\]/g, (c) => `\\${c}`)}:*`;
+}
+
+export type { CheckedJob };

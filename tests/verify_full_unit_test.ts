@@ -1,0 +1,117 @@
+/**
+ * Pure parts of `verify --full`: slots, comparisons, the report line, the verdict.
+ */
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { zeroCounts } from "../src/verify/full/checkpoint.ts";
+import {
+  compareSides,
+  diffFields,
+  orphanReason,
+  sameExpiry,
+  type SideState,
+} from "../src/verify/full/compare.ts";
+import { findingLine } from "../src/verify/full/report_file.ts";
+import { keySlot } from "../src/verify/full/slot.ts";
+import { fullReport, verdictLine } from "../src/verify/full/summary.ts";
+
+const bytes = (text: string) => new TextEncoder().encode(text);
+
+Deno.test("keySlot: Redis's slots, hash tags included", () => {
+  assert.equal(keySlot(bytes("foo")), 12182);
+  assert.equal(keySlot(bytes("123456789")), 0x31c3 % 16384);
+  assert.equal(keySlot(bytes("{user1000}.following")), keySlot(bytes("user1000")));
+  // An empty tag hashes the whole key.
+  assert.equal(keySlot(bytes("{}x")), keySlot(bytes("{}x")));
+  assert.notEqual(keySlot(bytes("{}x")), keySlot(bytes("")));
+});
+
+const side = (over: Partial<SideState>): SideState => ({
+  code: 3,
+  workspace: Buffer.from("ws"),
+  expireAt: -1,
+  digest: "d",
+  ...over,
+});
+
+Deno.test("compareSides: missing, type, fields, ttl, matched in the sampled verify's order", () => {
+  const old = side({ expireAt: 10_000 });
+  assert.equal(compareSides(side({ code: 0 }), old, 0).kind, "missing");
+  assert.equal(compareSides(side({ code: 1 }), old, 0).kind, "type");
+  assert.equal(compareSides(side({ digest: "x", expireAt: 0 }), old, 0).kind, "fields");
+  assert.equal(compareSides(side({ expireAt: 16_000 }), old, 5000).kind, "ttl");
+  assert.equal(compareSides(side({ expireAt: 15_000 }), old, 5000).kind, "matched");
+  assert.equal(compareSides(side({ expireAt: -1 }), old, 5000).kind, "ttl");
+  assert.ok(sameExpiry(-1, -1, 0));
+  assert.ok(!sameExpiry(-1, 5, 1e9));
+});
+
+Deno.test("diffFields: missing wins, then differing and extra fields, names sorted", () => {
+  const old = new Map([["a", "1"], ["b", "2"], ["c", "3"]]);
+  assert.deepEqual(diffFields(old, new Map([["a", "1"]])), {
+    kind: "field_missing",
+    fields: ["b", "c"],
+  });
+  assert.deepEqual(diffFields(old, new Map([["c", "3"], ["b", "9"], ["a", "1"], ["z", "0"]])), {
+    kind: "field_differs",
+    fields: ["b", "z"],
+  });
+  assert.equal(diffFields(old, new Map(old)), undefined);
+});
+
+Deno.test("orphanReason: old key missing, another workspace (bytes), or not a job", () => {
+  const ws = Buffer.from("ws1");
+  assert.equal(orphanReason(ws, [0, ""]), "old_missing");
+  assert.equal(orphanReason(ws, [3, Buffer.from("ws2")]), "other_workspace");
+  assert.equal(orphanReason(ws, [3, Buffer.from("\xEF\xBB\xBFws1", "latin1")]), "other_workspace");
+  assert.equal(orphanReason(ws, [1, ""]), "other_workspace");
+  assert.equal(orphanReason(ws, [3, Buffer.from("ws1")]), undefined);
+});
+
+Deno.test("findingLine: escaped ids and names, never more than the finding", () => {
+  const line = JSON.parse(findingLine({
+    kind: "field_differs",
+    jobId: bytes("id\n1"),
+    workspace: "ws",
+    fields: ["st\xffatus"],
+  }));
+  assert.deepEqual(line, {
+    job_id: "id\\x0a1",
+    workspace: "ws",
+    kind: "field_differs",
+    fields: ["st\\xffatus"],
+  });
+});
+
+Deno.test("verdictLine: ready, or not with the reasons and the next step", () => {
+  const base = {
+    min_parity: 100,
+    orphans_checked: true,
+    workspace: null,
+    duration_seconds: 1,
+    resumed: false,
+    redis_calls: { calls: 1, mean_ms: 0.1, max_ms: 0.1 },
+    report: null,
+  };
+  const ready = fullReport({ ...base, counts: { ...zeroCounts(), checked: 5, matched: 5 } });
+  assert.ok(ready.passed);
+  assert.match(verdictLine(ready), /^READY .*no orphans/);
+  const missing = fullReport({
+    ...base,
+    counts: { ...zeroCounts(), checked: 5, matched: 4, missing: 1 },
+  });
+  assert.match(verdictLine(missing), /^NOT READY: 1 missing\. Next: run `backfill --execute`/);
+  const orphan = fullReport({
+    ...base,
+    counts: { ...zeroCounts(), checked: 5, matched: 5, orphans: 1 },
+  });
+  assert.equal(orphan.passed, false);
+  assert.match(verdictLine(orphan), /1 orphans.*inspect/);
+  const lenient = fullReport({
+    ...base,
+    min_parity: 75,
+    counts: { ...zeroCounts(), checked: 4, matched: 3, missing: 1 },
+  });
+  assert.ok(lenient.passed);
+  assert.match(verdictLine(lenient), /within --min-parity/);
+});
