@@ -70,6 +70,9 @@ export async function runCommand(options: RunOptions, io: CommandIo): Promise<nu
       await memory.precheck(options.mode === "execute");
       if (options.mode === "execute") {
         lock = await RunLock.acquire(client, `${options.progressKey}:lock`, {
+          waitMs: options.waitLockSeconds * 1000,
+          onWait: (message) => logger.log("warn", "lock_wait", message),
+          signal: io.signal,
           onLost: (reason) => {
             logger.log("error", "lock_lost", `stopping: ${reason}`);
             lockLost.abort(

@@ -8,6 +8,7 @@
  */
 import { UsageError } from "../errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
+import { delay } from "./delay.ts";
 
 /** One replica as its master sees it. */
 export interface ReplicaLag {
@@ -138,7 +139,7 @@ export function watchReplicaLag(master: Redis, options: ReplicaLagWatchOptions):
   const done = (async () => {
     while (!options.signal.aborted) {
       await poll().catch(() => {});
-      await abortableDelay(options.intervalMs ?? 500, options.signal);
+      await delay(options.intervalMs ?? 500, { signal: options.signal }).catch(() => {});
     }
   })();
   return {
@@ -150,16 +151,4 @@ export function watchReplicaLag(master: Redis, options: ReplicaLagWatchOptions):
     },
     done,
   };
-}
-
-function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
