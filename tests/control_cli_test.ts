@@ -142,7 +142,9 @@ Deno.test("pause, set-rps, resume and stop reach a watching run within a second;
       // Someone writes junk by hand: one log line, however often it is read, and no crash.
       await client.set(controlKey("ai:backfill"), "explode\nnow");
       await new Promise((resolve) => setTimeout(resolve, 500));
-      assert.deepEqual(ignored, ["explode?now: not a known command (pause, resume, set-rps N, stop)"]);
+      assert.deepEqual(ignored, [
+        "explode?now: not a known command (pause, resume, set-rps N, stop)",
+      ]);
 
       await cli("resume");
       await waitFor("resume obeyed", () => obeyed.length === 3, 5000);
