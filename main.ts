@@ -5,7 +5,8 @@
  */
 import denoJson from "./deno.json" with { type: "json" };
 import { parseCommand } from "./src/cli/args.ts";
-import { RUN_HELP, VERIFY_HELP } from "./src/cli/help.ts";
+import { CONTROL_HELP, RUN_HELP, VERIFY_HELP } from "./src/cli/help.ts";
+import { controlCommand } from "./src/commands/control.ts";
 import { runCommand } from "./src/commands/run.ts";
 import { verifyCommand } from "./src/commands/verify.ts";
 import { BackfillError, ExitCode } from "./src/errors.ts";
@@ -32,7 +33,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   switch (command.kind) {
     case "help":
-      stdout(command.topic === "verify" ? VERIFY_HELP : RUN_HELP);
+      stdout({ run: RUN_HELP, verify: VERIFY_HELP, control: CONTROL_HELP }[command.topic]);
       return ExitCode.ok;
     case "version":
       stdout(`backfill ${denoJson.version}\n`);
@@ -64,6 +65,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     };
     const code = command.kind === "run"
       ? await runCommand(command.options, io)
+      : command.kind === "control"
+      ? await controlCommand(command.options, io)
       : await verifyCommand(command.options, io);
     const reason = controller.signal.reason;
     return typeof reason === "string" && reason in SIGNAL_EXIT ? SIGNAL_EXIT[reason]! : code;

@@ -32,6 +32,57 @@ Deno.test("defaults follow DESIGN.md", () => {
   assert.equal(options.maxOutage, 60);
   assert.equal(options.metricsWorkspaceLabel, true);
   assert.equal(options.rule.isDefault, true);
+  assert.equal(options.maxCallMs, 0.25);
+  assert.equal(options.maxLatencyMs, 0.5);
+  assert.deepEqual(options.maxReplicaLag, { kind: "bytes", bytes: 16 * 1024 * 1024 });
+  assert.equal(options.waitLockSeconds, 45);
+});
+
+Deno.test("throttle and lock flags: values, and 0 where 0 means off", () => {
+  const options = run([
+    "--execute",
+    "--max-call-ms",
+    "1.5",
+    "--max-latency",
+    "0",
+    "--max-replica-lag",
+    "10s",
+    "--wait-lock",
+    "0",
+  ]);
+  assert.equal(options.maxCallMs, 1.5);
+  assert.equal(options.maxLatencyMs, 0);
+  assert.deepEqual(options.maxReplicaLag, { kind: "seconds", seconds: 10 });
+  assert.equal(options.waitLockSeconds, 0);
+  assert.deepEqual(run(["--execute", "--max-replica-lag", "0"]).maxReplicaLag, { kind: "off" });
+});
+
+Deno.test("control subcommands: actions, connection flags, progress key", () => {
+  const control = (argv: string[]) => {
+    const command = parseCommand(argv, { REDIS_URL: "redis://h:1" });
+    assert.equal(command.kind, "control");
+    return (command as Extract<typeof command, { kind: "control" }>).options;
+  };
+  assert.deepEqual(control(["pause"]).action, { kind: "pause" });
+  assert.deepEqual(control(["resume"]).action, { kind: "resume" });
+  assert.deepEqual(control(["stop"]).action, { kind: "stop" });
+  assert.deepEqual(control(["set-rps", "250"]).action, { kind: "set-rps", rps: 250 });
+  assert.deepEqual(control(["set-rps", "0"]).action, { kind: "set-rps", rps: 0 });
+  const status = control([
+    "status",
+    "--json",
+    "--progress-key",
+    "p:x",
+    "--redis-url",
+    "redis://a:2",
+  ]);
+  assert.deepEqual(status.action, { kind: "status" });
+  assert.equal(status.json, true);
+  assert.equal(status.progressKey, "p:x");
+  assert.deepEqual(status.redisUrls, ["redis://a:2"]);
+  assert.deepEqual(control(["pause"]).redisUrls, ["redis://h:1"]);
+  assert.equal(control(["pause"]).progressKey, "ai:backfill");
+  assert.deepEqual(parseCommand(["status", "--help"]), { kind: "help", topic: "control" });
 });
 
 Deno.test("REDIS_URL is used when --redis-url is absent; the flag wins", () => {
@@ -122,6 +173,21 @@ Deno.test("bad input is a one-line usage error", async (t) => {
     [["verify", "--sample", "0"], /--sample must be an integer >= 1/],
     [["verify", "--min-parity", "101"], /--min-parity must be a number from 0 to 100/],
     [["verify", "--execute"], /unknown flag '--execute'/],
+    [["--execute", "--max-call-ms", "0"], /--max-call-ms must be a number > 0/],
+    [["--execute", "--max-call-ms", "x"], /--max-call-ms must be a number/],
+    [["--execute", "--max-latency=-1"], /--max-latency must be a number >= 0, got '-1'/],
+    [["--execute", "--max-latency", "-1"], /flag '--max-latency' got a value starting with '-'/],
+    [["--execute", "--max-replica-lag", "lots"], /--max-replica-lag must be bytes .* or seconds/],
+    [["--execute", "--max-replica-lag", "5x"], /--max-replica-lag must be bytes/],
+    [["--execute", "--wait-lock", "soon"], /--wait-lock must be a number >= 0/],
+    [["set-rps", "-1"], /set-rps needs a whole number >= 0 \(0 = no cap\), got '-1'/],
+    [["set-rps", "abc"], /set-rps needs a whole number >= 0.*got 'abc'/],
+    [["set-rps", "1.5"], /set-rps needs a whole number/],
+    [["set-rps"], /set-rps needs a rate/],
+    [["pause", "now"], /unexpected argument 'now'/],
+    [["pause", "--json"], /--json is for status only/],
+    [["stop", "--rps", "5"], /unknown flag '--rps' for stop/],
+    [["status", "--redis-url", "http://x"], /must start with redis:\/\//],
   ];
   for (const [argv, pattern] of cases) {
     await t.step(argv.join(" ") || "(nothing)", () => usage(argv, pattern));

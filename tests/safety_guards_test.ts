@@ -11,7 +11,7 @@ Deno.test("one runner per progress key: a second --execute exits 4 naming the ho
     const first = spawnCli(["--execute", "--rps", "200", "--redis-url", server.url]);
     await waitFor("the lock", async () => (await client.exists("ai:backfill:lock")) === 1);
     const holder = JSON.parse((await client.get("ai:backfill:lock"))!);
-    const second = await runCli(["--execute", "--redis-url", server.url]);
+    const second = await runCli(["--execute", "--wait-lock", "0", "--redis-url", server.url]);
     assert.equal(second.code, 4);
     assert.match(
       second.stderr,

@@ -10,7 +10,25 @@ import { UsageError } from "../errors.ts";
 import { DEFAULT_WORKSPACE_PATTERN, WorkspaceRule } from "../schema.ts";
 import { VERIFY_DEFAULTS } from "../defaults.ts";
 import type { TlsOptions } from "../redis/options.ts";
-import { isSentinelUrl, parseSentinelUrl } from "../redis/sentinel.ts";
+import {
+  DEFAULT_MAX_REPLICA_LAG,
+  parseReplicaLagLimit,
+  type ReplicaLagLimit,
+} from "../control/replica_lag.ts";
+import { type ControlCommandLine, parseControlCommand } from "./control_args.ts";
+import {
+  decimal,
+  httpUrl,
+  integer,
+  type ParseEnv,
+  progressKeyFrom,
+  redisUrlsFrom,
+  str,
+  tlsFrom,
+  type Values,
+} from "./flag_values.ts";
+
+export type { ParseEnv } from "./flag_values.ts";
 
 /** Options shared by the run and verify. */
 export interface CommonOptions {
@@ -41,7 +59,24 @@ export interface RunOptions extends CommonOptions {
   maxMemoryPct: number;
   /** Seconds the run waits for a lost Redis before giving up with exit 3. */
   maxOutage: number;
+  /** `--max-call-ms`: the Redis time one script call may take (> 0). */
+  maxCallMs: number;
+  /** `--max-latency`: the added probe p99 in ms the throttle allows; 0 = no latency throttle. */
+  maxLatencyMs: number;
+  /** `--max-replica-lag`: pause while a replica is further behind. */
+  maxReplicaLag: ReplicaLagLimit;
+  /** `--wait-lock`: seconds to wait for a held lock to expire before refusing (exit 4). */
+  waitLockSeconds: number;
 }
+
+/** Defaults of the throttle and lock flags (README "Throttle" says why). */
+export const CONTROL_DEFAULTS = {
+  maxCallMs: 0.25,
+  maxLatencyMs: 0.5,
+  maxReplicaLag: DEFAULT_MAX_REPLICA_LAG,
+  /** The lock lives 30 s: a dead holder's lock is gone before 45 s pass. */
+  waitLockSeconds: 45,
+} as const;
 
 /** Options of `backfill verify`. */
 export interface VerifyFlags extends CommonOptions {
@@ -67,7 +102,8 @@ export interface VerifyFlags extends CommonOptions {
 export type Command =
   | { kind: "run"; options: RunOptions }
   | { kind: "verify"; options: VerifyFlags }
-  | { kind: "help"; topic: "run" | "verify" }
+  | { kind: "control"; options: ControlCommandLine }
+  | { kind: "help"; topic: "run" | "verify" | "control" }
   | { kind: "version" };
 
 const common = {
@@ -101,6 +137,10 @@ const runFlags = {
   "progress-interval": { type: "string" },
   "max-memory-pct": { type: "string" },
   "max-outage": { type: "string" },
+  "max-call-ms": { type: "string" },
+  "max-latency": { type: "string" },
+  "max-replica-lag": { type: "string" },
+  "wait-lock": { type: "string" },
 } satisfies ParseArgsConfig["options"];
 
 const verifyFlags = {
@@ -117,13 +157,10 @@ const verifyFlags = {
   "reset-progress": { type: "boolean" },
 } satisfies ParseArgsConfig["options"];
 
-/** Environment the parser reads (injected for tests). */
-export interface ParseEnv {
-  REDIS_URL?: string;
-}
-
 /** Parses argv (without the program name) into a {@linkcode Command}. */
 export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Command {
+  const control = parseControlCommand(argv, env);
+  if (control !== undefined) return control;
   const isVerify = argv[0] === "verify";
   const args = isVerify ? argv.slice(1) : argv;
   const topic = isVerify ? "verify" : "run";
@@ -155,7 +192,7 @@ export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Comma
   if (cursor !== undefined && !/^\d{1,20}$/.test(cursor)) {
     throw new UsageError(`--cursor must be a SCAN cursor (digits), got '${cursor.slice(0, 40)}'`);
   }
-  const progressKey = progressKeyOf(values);
+  const progressKey = progressKeyFrom(values);
   const label = str(values, "metrics-workspace-label") ?? "true";
   if (label !== "true" && label !== "false") {
     throw new UsageError(`--metrics-workspace-label must be true or false, got '${label}'`);
@@ -181,11 +218,25 @@ export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Comma
       progressInterval: decimal(values, "progress-interval", 10, 0.1),
       maxMemoryPct: decimal(values, "max-memory-pct", 90, 1, 100),
       maxOutage: decimal(values, "max-outage", 60, 0),
+      ...throttleOptions(values),
     },
   };
 }
 
-type Values = Record<string, string | boolean | string[] | undefined>;
+function throttleOptions(values: Values) {
+  const maxCallMs = decimal(values, "max-call-ms", CONTROL_DEFAULTS.maxCallMs, 0);
+  if (maxCallMs === 0) {
+    throw new UsageError("--max-call-ms must be a number > 0 (milliseconds per script call)");
+  }
+  return {
+    maxCallMs,
+    maxLatencyMs: decimal(values, "max-latency", CONTROL_DEFAULTS.maxLatencyMs, 0),
+    maxReplicaLag: parseReplicaLagLimit(
+      str(values, "max-replica-lag") ?? CONTROL_DEFAULTS.maxReplicaLag,
+    ),
+    waitLockSeconds: decimal(values, "wait-lock", CONTROL_DEFAULTS.waitLockSeconds, 0),
+  };
+}
 
 function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
   const full = values.full === true;
@@ -207,30 +258,13 @@ function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
     full,
     orphans: values.orphans === true,
     report,
-    progressKey: progressKeyOf(values),
+    progressKey: progressKeyFrom(values),
     resetProgress: values["reset-progress"] === true,
   };
 }
 
-function progressKeyOf(values: Values): string {
-  const progressKey = str(values, "progress-key") ?? "ai:backfill";
-  if (progressKey.length === 0 || /\s/.test(progressKey)) {
-    throw new UsageError("--progress-key must be non-empty and contain no whitespace");
-  }
-  return progressKey;
-}
-
 function commonOptions(values: Values, env: ParseEnv, defaultRps: number): CommonOptions {
-  // A Sentinel URL lists its sentinels with commas itself; other URLs may be comma-separated seeds.
-  const fromFlags = (values["redis-url"] as string[] | undefined ?? [])
-    .flatMap((url) => isSentinelUrl(url.trim()) ? [url] : url.split(","))
-    .map((url) => url.trim())
-    .filter((url) => url.length > 0);
-  const redisUrls = fromFlags.length > 0
-    ? fromFlags
-    : [env.REDIS_URL?.trim() || "redis://127.0.0.1:6379"];
-  // Both validators name the problem without echoing the URL (it may hold a password).
-  for (const url of redisUrls) isSentinelUrl(url) ? parseSentinelUrl(url) : redisUrl(url);
+  const redisUrls = redisUrlsFrom(values, env);
   const patternText = str(values, "workspace-pattern") ?? DEFAULT_WORKSPACE_PATTERN;
   let rule: WorkspaceRule;
   try {
@@ -252,12 +286,7 @@ function commonOptions(values: Values, env: ParseEnv, defaultRps: number): Commo
   }
   return {
     redisUrls,
-    tls: {
-      ca: str(values, "tls-ca"),
-      cert: str(values, "tls-cert"),
-      key: str(values, "tls-key"),
-      servername: str(values, "tls-servername"),
-    },
+    tls: tlsFrom(values),
     json: values.json === true,
     workspace,
     rule,
@@ -265,60 +294,6 @@ function commonOptions(values: Values, env: ParseEnv, defaultRps: number): Commo
     logFormat,
     quiet: values.quiet === true,
   };
-}
-
-function str(values: Values, name: string): string | undefined {
-  const value = values[name];
-  return typeof value === "string" ? value : undefined;
-}
-
-function integer(values: Values, name: string, fallback: number, min: number, max = 2 ** 53 - 1) {
-  const text = str(values, name);
-  if (text === undefined) return fallback;
-  if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) {
-    const range = max === 2 ** 53 - 1 ? `>= ${min}` : `from ${min} to ${max}`;
-    throw new UsageError(`--${name} must be an integer ${range}, got '${text.slice(0, 40)}'`);
-  }
-  return Number(text);
-}
-
-function decimal(values: Values, name: string, fallback: number, min: number, max = Infinity) {
-  const text = str(values, name);
-  if (text === undefined) return fallback;
-  const value = Number(text);
-  if (!/^\d+(\.\d+)?$/.test(text) || value < min || value > max) {
-    const range = max === Infinity ? `>= ${min}` : `from ${min} to ${max}`;
-    throw new UsageError(`--${name} must be a number ${range}, got '${text.slice(0, 40)}'`);
-  }
-  return value;
-}
-
-/** Validates a Redis URL without ever echoing it (it may hold a password). */
-function redisUrl(text: string): void {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    throw new UsageError("--redis-url / REDIS_URL is not a valid URL");
-  }
-  if (!["redis:", "rediss:", "redis+sentinel:", "rediss+sentinel:"].includes(url.protocol)) {
-    throw new UsageError(
-      "--redis-url / REDIS_URL must start with redis://, rediss://, redis+sentinel:// or rediss+sentinel://",
-    );
-  }
-  if (url.hostname === "") throw new UsageError("--redis-url / REDIS_URL has no host");
-}
-
-function httpUrl(text: string, flag: string): void {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    throw new UsageError(`${flag} is not a valid URL`);
-  }
-  if (url.protocol !== "http:" && url.protocol !== "https:") {
-    throw new UsageError(`${flag} must be an http:// or https:// URL`);
-  }
 }
 
 /** node:util's messages are multi-line and name internals; keep the first sentence. */

@@ -11,6 +11,7 @@ export const RUN_HELP =
 Usage:
   backfill (--dry-run | --execute) [options]
   backfill verify [--sample N] [--min-parity PCT] [options]     (backfill verify --help)
+  backfill pause | resume | set-rps N | stop | status [--json]  (backfill status --help)
   backfill --help | --version
 
 Mode (exactly one):
@@ -40,8 +41,17 @@ Connection:
   --tls-servername NAME     TLS SNI name                                            [URL host]
   --max-outage S            wait up to S seconds for a lost Redis, then exit 3      [60]
 
+Throttle (the run adapts its rate under --rps to the store's health):
+  --max-latency MS          cut the rate when a probe's p99 round trip rises more than MS
+                            above its pre-run baseline; 0 = no latency throttle     [0.5]
+  --max-replica-lag L       pause while a replica is more than L behind: bytes (512k, 16M,
+                            1G) or seconds (10s); 0 = off                           [16M]
+  --max-call-ms MS          size each script call to hold Redis at most MS (> 0)    [0.25]
+
 Safety:
   --max-memory-pct P        refuse / pause when Redis memory would pass P% of maxmemory   [90]
+  --wait-lock S             wait up to S seconds for another run's lock to expire
+                            (a crashed run's lock lasts 30 s); then exit 4          [45]
 
 Output and telemetry:
   --json                    print the summary as one JSON object on stdout
@@ -85,4 +95,26 @@ Options:
 
 Writes nothing to Redis (--full writes only P:verify:lock and P:verify:state). Exit codes: 0 parity reached and no orphans · 1 below --min-parity or
 orphans found · 2 usage · 3 Redis unreachable.
+`;
+
+/** `backfill status --help` (and the other control subcommands). */
+export const CONTROL_HELP =
+  `backfill pause | resume | set-rps N | stop | status — control a running backfill
+
+Usage:
+  backfill pause            the run stops admitting work within ~1 s (it keeps its lock)
+  backfill resume           the run goes on
+  backfill set-rps N        cap the run's rate at N jobs/s (0 = no cap) within ~1 s
+  backfill stop             graceful stop, like SIGTERM: checkpoint, summary, exit
+  backfill status [--json]  what the run publishes every second: mode, holder, rate and
+                            throttle reason, counts, estimate and ETA, cursors, last update
+
+Options:
+  --progress-key P          the run's progress key                                 [ai:backfill]
+  --redis-url URL, --tls-ca FILE, --tls-cert FILE, --tls-key FILE, --tls-servername NAME
+
+The commands write <P>:control (a plain-text value); a pause or a rate cap stays in force for the
+next run too, until resume or set-rps 0. An unread stop expires after 60 s. status writes nothing,
+and says when no run is active or when the last update is stale (the holder died).
+Exit codes: 0 written / printed · 2 usage (nothing written) · 3 Redis unreachable.
 `;

@@ -101,7 +101,7 @@ async function runOn(target: RedisTarget, options: RunOptions, ctx: RunContext):
   await memory.precheck(options.mode === "execute");
   const lockLost = new AbortController();
   const lock = options.mode === "execute"
-    ? await takeLock(target.client as Redis, options.progressKey, logger, lockLost)
+    ? await takeLock(target.client as Redis, options, { logger, lockLost, signal: ctx.io.signal })
     : undefined;
   try {
     const layoutBefore = await target.layout?.();
@@ -135,11 +135,15 @@ async function runOn(target: RedisTarget, options: RunOptions, ctx: RunContext):
 /** Takes the run lock; a lost lock aborts `lockLost`, which stops the run. */
 async function takeLock(
   client: Redis,
-  progressKey: string,
-  logger: Logger,
-  lockLost: AbortController,
+  options: RunOptions,
+  ctx: { logger: Logger; lockLost: AbortController; signal: AbortSignal },
 ): Promise<RunLock> {
+  const { progressKey } = options;
+  const { logger, lockLost } = ctx;
   const lock = await RunLock.acquire(client, `${progressKey}:lock`, {
+    waitMs: options.waitLockSeconds * 1000,
+    onWait: (message) => logger.log("warn", "lock_wait", message),
+    signal: ctx.signal,
     onLost: (reason) => {
       logger.log("error", "lock_lost", `stopping: ${reason}`);
       lockLost.abort(new SafetyRefusal(`lost the run lock ${progressKey}:lock: ${reason}`));

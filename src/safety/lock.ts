@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { delay } from "../async/delay.ts";
 import { SafetyRefusal } from "../errors.ts";
 import type { Cluster, Redis } from "../redis/ioredis.ts";
 
@@ -28,6 +29,18 @@ export interface LockOptions {
   /** Called when a renewal finds the lock gone or taken (the run must stop). */
   onLost?: (reason: string) => void;
   host?: string;
+  /**
+   * Wait up to this long for a held lock to expire before refusing (`--wait-lock`). Default 0. A
+   * crashed holder's lock expires within its TTL, so a wait longer than the TTL makes a
+   * supervisor's immediate restart take over instead of failing.
+   */
+  waitMs?: number;
+  /** Called when the lock is held by another holder (once per holder): who and until when. */
+  onWait?: (message: string) => void;
+  /** Stops waiting (rejects with its reason). */
+  signal?: AbortSignal;
+  /** How often a waiter tries again, at most. Default 1000 ms. */
+  pollMs?: number;
 }
 
 /** A held lock; renews itself until {@linkcode RunLock.release}. */
@@ -60,9 +73,10 @@ export class RunLock {
   }
 
   /**
-   * Takes the lock or refuses.
+   * Takes the lock, waiting up to `waitMs` for another holder's lock to expire, or refuses.
    *
-   * @throws {SafetyRefusal} naming the current holder and its expiry when the lock is taken.
+   * @throws {SafetyRefusal} naming the current holder and its expiry when the lock is still taken
+   * after `waitMs`; `signal.reason` when aborted while waiting.
    */
   static async acquire(
     client: Redis | Cluster,
@@ -76,20 +90,30 @@ export class RunLock {
       started: new Date().toISOString(),
       token: crypto.randomUUID(),
     };
-    const taken = await client.set(key, JSON.stringify(holder), "PX", ttl, "NX");
-    if (taken === "OK") return new RunLock(client, key, holder, options);
-    const [value, pttl] = await Promise.all([client.get(key), client.pttl(key)]);
-    let who = "an unknown holder";
-    try {
-      const other = JSON.parse(value ?? "") as LockHolder;
-      who = `${other.host} pid ${other.pid} (since ${other.started})`;
-    } catch {
-      // not our format: keep the generic text
+    const deadline = Date.now() + (options.waitMs ?? 0);
+    let announced: string | undefined;
+    for (;;) {
+      options.signal?.throwIfAborted();
+      const taken = await client.set(key, JSON.stringify(holder), "PX", ttl, "NX");
+      if (taken === "OK") return new RunLock(client, key, holder, options);
+      const other = await describeHolder(client, key);
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new SafetyRefusal(
+          `another backfill holds the lock ${key}: ${other.who}, until ${other.until} unless renewed`,
+        );
+      }
+      if (announced !== other.who) {
+        announced = other.who;
+        options.onWait?.(
+          `waiting for the lock ${key}: held by ${other.who}, until ${other.until} unless ` +
+            `renewed; waiting up to ${Math.ceil(left / 1000)} s more`,
+        );
+      }
+      // Try again just after the expiry, but at least every pollMs, and never past the deadline.
+      const pause = Math.min(options.pollMs ?? 1000, Math.max(other.pttl + 20, 20), left);
+      await delay(pause, { signal: options.signal });
     }
-    const until = pttl > 0 ? new Date(Date.now() + pttl).toISOString() : "unknown";
-    throw new SafetyRefusal(
-      `another backfill holds the lock ${key}: ${who}, until ${until} unless renewed`,
-    );
   }
 
   /** Stops renewing and deletes the lock if it is still ours. */
@@ -101,6 +125,23 @@ export class RunLock {
       // unreachable Redis: the lock expires by itself
     }
   }
+}
+
+/** Who holds `key` and until when, as text for a log line or a refusal. */
+async function describeHolder(
+  client: Redis | Cluster,
+  key: string,
+): Promise<{ who: string; until: string; pttl: number }> {
+  const [value, pttl] = await Promise.all([client.get(key), client.pttl(key)]);
+  let who = "an unknown holder";
+  try {
+    const other = JSON.parse(value ?? "") as LockHolder;
+    who = `${other.host} pid ${other.pid} (since ${other.started})`;
+  } catch {
+    // not our format: keep the generic text
+  }
+  const until = pttl > 0 ? new Date(Date.now() + pttl).toISOString() : "unknown";
+  return { who, until, pttl };
 }
 
 function hostname(): string {

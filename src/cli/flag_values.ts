@@ -1,0 +1,124 @@
+/**
+ * Typed values out of parsed flags, shared by the subcommands' converters: numbers with ranges,
+ * the Redis URLs, TLS material, the progress key. Each problem is a one-line {@linkcode UsageError}.
+ *
+ * @module
+ */
+import type { TlsOptions } from "../redis/options.ts";
+import { UsageError } from "../errors.ts";
+import { isSentinelUrl, parseSentinelUrl } from "../redis/sentinel.ts";
+
+/** Flag values as `node:util` parseArgs returns them. */
+export type Values = Record<string, string | boolean | string[] | undefined>;
+
+/** Environment the parser reads (injected for tests). */
+export interface ParseEnv {
+  REDIS_URL?: string;
+}
+
+/** The default progress key (prefix of the checkpoint, lock, control and status keys). */
+export const DEFAULT_PROGRESS_KEY = "ai:backfill";
+
+/** `--redis-url` (repeated or comma-separated) or `REDIS_URL`, validated without echoing it. */
+export function redisUrlsFrom(values: Values, env: ParseEnv): string[] {
+  // A Sentinel URL lists its sentinels with commas itself; other URLs may be comma-separated seeds.
+  const fromFlags = (values["redis-url"] as string[] | undefined ?? [])
+    .flatMap((url) => isSentinelUrl(url.trim()) ? [url] : url.split(","))
+    .map((url) => url.trim())
+    .filter((url) => url.length > 0);
+  const redisUrls = fromFlags.length > 0
+    ? fromFlags
+    : [env.REDIS_URL?.trim() || "redis://127.0.0.1:6379"];
+  // Both validators name the problem without echoing the URL (it may hold a password).
+  for (const url of redisUrls) isSentinelUrl(url) ? parseSentinelUrl(url) : redisUrl(url);
+  return redisUrls;
+}
+
+/** The TLS flags. */
+export function tlsFrom(values: Values): TlsOptions {
+  return {
+    ca: str(values, "tls-ca"),
+    cert: str(values, "tls-cert"),
+    key: str(values, "tls-key"),
+    servername: str(values, "tls-servername"),
+  };
+}
+
+/** `--progress-key`, default {@linkcode DEFAULT_PROGRESS_KEY}. */
+export function progressKeyFrom(values: Values): string {
+  const progressKey = str(values, "progress-key") ?? DEFAULT_PROGRESS_KEY;
+  if (progressKey.length === 0 || /\s/.test(progressKey)) {
+    throw new UsageError("--progress-key must be non-empty and contain no whitespace");
+  }
+  return progressKey;
+}
+
+/** A string flag's value, if given. */
+export function str(values: Values, name: string): string | undefined {
+  const value = values[name];
+  return typeof value === "string" ? value : undefined;
+}
+
+/** An integer flag in `[min, max]`, or `fallback` when absent. */
+export function integer(
+  values: Values,
+  name: string,
+  fallback: number,
+  min: number,
+  max = 2 ** 53 - 1,
+): number {
+  const text = str(values, name);
+  if (text === undefined) return fallback;
+  if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) {
+    const range = max === 2 ** 53 - 1 ? `>= ${min}` : `from ${min} to ${max}`;
+    throw new UsageError(`--${name} must be an integer ${range}, got '${text.slice(0, 40)}'`);
+  }
+  return Number(text);
+}
+
+/** A decimal flag in `[min, max]`, or `fallback` when absent. */
+export function decimal(
+  values: Values,
+  name: string,
+  fallback: number,
+  min: number,
+  max = Infinity,
+): number {
+  const text = str(values, name);
+  if (text === undefined) return fallback;
+  const value = Number(text);
+  if (!/^\d+(\.\d+)?$/.test(text) || value < min || value > max) {
+    const range = max === Infinity ? `>= ${min}` : `from ${min} to ${max}`;
+    throw new UsageError(`--${name} must be a number ${range}, got '${text.slice(0, 40)}'`);
+  }
+  return value;
+}
+
+/** Validates a Redis URL without ever echoing it (it may hold a password). */
+function redisUrl(text: string): void {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new UsageError("--redis-url / REDIS_URL is not a valid URL");
+  }
+  if (!["redis:", "rediss:", "redis+sentinel:", "rediss+sentinel:"].includes(url.protocol)) {
+    throw new UsageError(
+      "--redis-url / REDIS_URL must start with redis://, rediss://, redis+sentinel:// or rediss+sentinel://",
+    );
+  }
+  if (url.hostname === "") throw new UsageError("--redis-url / REDIS_URL has no host");
+}
+
+/** Validates an http(s) URL flag. */
+export function httpUrl(text: string, flag: string): void {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new UsageError(`${flag} is not a valid URL`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new UsageError(`${flag} must be an http:// or https:// URL`);
+  }
+}

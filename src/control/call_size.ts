@@ -1,0 +1,88 @@
+/**
+ * Time-bounded script calls, as a pure decision: learn what one key costs Redis from the calls'
+ * own timing, and size the next call so it holds Redis no longer than `--max-call-ms`. A fixed key
+ * count blocks Redis for however long that count takes on the hardware at hand (about 1.2 ms for
+ * 100 keys on a small machine); a time budget blocks it for the same time everywhere. The count
+ * cap stays, only as a guard against a wildly wrong estimate.
+ *
+ * @module
+ */
+
+/** Options of {@linkcode CallSizer}. */
+export interface CallSizerOptions {
+  /** `--max-call-ms`: the Redis time one call may take. Default 0.25. */
+  maxCallMs?: number;
+  /** Never more keys per call than this (the old count cap, now a guard). Default 100. */
+  maxKeys?: number;
+  /** Keys in the first call, before anything is measured. Default 4. */
+  coldStartKeys?: number;
+  /** Weight of a new measurement in the moving average. Default 0.2. */
+  alpha?: number;
+  /**
+   * A measurement counts as at most this many times the current estimate (and at least its
+   * inverse). One 50k-field job must not make the next hundred calls carry one key each; a
+   * workload that really became slower still moves the estimate by this factor per call.
+   */
+  outlierFactor?: number;
+}
+
+/** One measured call. */
+export interface CallTiming {
+  /** Keys the call carried. */
+  keys: number;
+  /** Redis time of the call in microseconds (see `script_clock.ts`). */
+  micros: number;
+}
+
+/** Learns the cost per key (EWMA) and sizes the next call. */
+export class CallSizer {
+  readonly #budgetMicros: number;
+  readonly #maxKeys: number;
+  readonly #coldStartKeys: number;
+  readonly #alpha: number;
+  readonly #outlierFactor: number;
+  #perKeyMicros: number | undefined;
+
+  /** @throws {RangeError} when `maxCallMs` is not positive or `maxKeys` is below 1. */
+  constructor(options: CallSizerOptions = {}) {
+    const maxCallMs = options.maxCallMs ?? 0.25;
+    if (!(maxCallMs > 0)) throw new RangeError(`maxCallMs must be > 0, got ${maxCallMs}`);
+    this.#maxKeys = options.maxKeys ?? 100;
+    if (!(this.#maxKeys >= 1)) throw new RangeError(`maxKeys must be >= 1, got ${this.#maxKeys}`);
+    this.#budgetMicros = maxCallMs * 1000;
+    this.#coldStartKeys = Math.min(options.coldStartKeys ?? 4, this.#maxKeys);
+    this.#alpha = options.alpha ?? 0.2;
+    this.#outlierFactor = options.outlierFactor ?? 4;
+  }
+
+  /** The learnt cost of one key in microseconds; undefined before the first measurement. */
+  get perKeyMicros(): number | undefined {
+    return this.#perKeyMicros;
+  }
+
+  /**
+   * How many keys the next call may carry: at least 1 (one key that alone exceeds the budget
+   * still has to be copied), at most the guard.
+   */
+  nextCount(): number {
+    if (this.#perKeyMicros === undefined) return this.#coldStartKeys;
+    const fits = Math.floor(this.#budgetMicros / Math.max(this.#perKeyMicros, 0.01));
+    return Math.max(1, Math.min(this.#maxKeys, fits));
+  }
+
+  /** Learns from one call. Calls with no keys or a nonsense time teach nothing. */
+  record(timing: CallTiming): void {
+    if (!(timing.keys > 0) || !(timing.micros >= 0) || !Number.isFinite(timing.micros)) return;
+    const sample = timing.micros / timing.keys;
+    const current = this.#perKeyMicros;
+    if (current === undefined) {
+      this.#perKeyMicros = sample;
+      return;
+    }
+    const clipped = Math.min(
+      Math.max(sample, current / this.#outlierFactor),
+      current * this.#outlierFactor,
+    );
+    this.#perKeyMicros = current + this.#alpha * (clipped - current);
+  }
+}

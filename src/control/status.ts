@@ -1,0 +1,164 @@
+/**
+ * What a run publishes in `<P>:status` about once a second, and how `backfill status` reads it.
+ * The value is one JSON object written with an expiry (`PX`); its age is read from the key's own
+ * remaining TTL on the server, so a reader on another host with a skewed clock still tells a live
+ * run from a dead one. A run that dies stops refreshing: its status reads as stale within a few
+ * seconds (naming the holder) and disappears after {@linkcode STATUS_TTL_MS}.
+ *
+ * @module
+ */
+import type { Cluster, Redis } from "../redis/ioredis.ts";
+import { delay } from "../async/delay.ts";
+
+/** Lifetime of a published status. Long enough to read who died, short enough to go away. */
+export const STATUS_TTL_MS = 300_000;
+/** A status older than this is stale: its run has missed several refreshes. */
+export const STALE_AFTER_MS = 5_000;
+
+/** The published object (`backfill status --json` prints it with `age_seconds` and `state`). */
+export interface RunStatus {
+  mode: "dry-run" | "execute";
+  /** `running` while the run goes; `finished` for its last update. */
+  phase: "running" | "finished";
+  holder: { host: string; pid: number };
+  started_at: string;
+  updated_at: string;
+  /** Effective rate in jobs per second (0 = unlimited), the cap, and what holds it back. */
+  rate: { rps: number; cap_rps: number; paused: boolean; throttled: string[] };
+  /** The run's counters (scanned, migrated, …). */
+  counts: Record<string, number>;
+  estimated_total: number;
+  /** Seconds until the estimate is reached at the current pace; null when unknown. */
+  eta_seconds: number | null;
+  /** SCAN cursor per node (`host:port` → cursor). */
+  cursors: Record<string, string>;
+}
+
+/** The status key of a progress key. */
+export function statusKey(progressKey: string): string {
+  return `${progressKey}:status`;
+}
+
+/** Seconds until `estimatedTotal` at the pace so far; null before there is a pace. */
+export function etaSeconds(
+  scanned: number,
+  estimatedTotal: number,
+  elapsedSeconds: number,
+): number | null {
+  if (scanned <= 0 || elapsedSeconds <= 0) return null;
+  return Math.max(0, (estimatedTotal - scanned) / (scanned / elapsedSeconds));
+}
+
+/** Options of {@linkcode publishStatus}. */
+export interface StatusPublishOptions {
+  /** What to publish now (`updated_at` is filled in). */
+  snapshot: () => Omit<RunStatus, "updated_at">;
+  signal: AbortSignal;
+  /** Milliseconds between updates. Default 1000. */
+  intervalMs?: number;
+}
+
+/** Writes one status now. */
+export async function writeStatus(
+  client: Redis | Cluster,
+  progressKey: string,
+  status: Omit<RunStatus, "updated_at">,
+): Promise<void> {
+  const value: RunStatus = { ...status, updated_at: new Date().toISOString() };
+  await client.set(statusKey(progressKey), JSON.stringify(value), "PX", STATUS_TTL_MS);
+}
+
+/**
+ * Publishes the snapshot every `intervalMs` until the signal aborts. A failed write is skipped
+ * (the status is a view; the run never fails for it). The caller writes the final status (phase
+ * `finished`) with {@linkcode writeStatus} after the run.
+ */
+export async function publishStatus(
+  client: Redis | Cluster,
+  progressKey: string,
+  options: StatusPublishOptions,
+): Promise<void> {
+  while (!options.signal.aborted) {
+    await writeStatus(client, progressKey, options.snapshot()).catch(() => {});
+    await delay(options.intervalMs ?? 1000, { signal: options.signal }).catch(() => {});
+  }
+}
+
+/** A status as read back, with its age by the server's clock. */
+export interface ReadStatus {
+  state: "active" | "stale" | "finished";
+  age_seconds: number;
+  status: RunStatus;
+}
+
+/** Reads `<P>:status`; undefined when there is none (or it is not ours). */
+export async function readStatus(
+  client: Redis | Cluster,
+  progressKey: string,
+): Promise<ReadStatus | undefined> {
+  const key = statusKey(progressKey);
+  const [value, pttl] = await Promise.all([client.get(key), client.pttl(key)]);
+  if (value === null) return undefined;
+  let status: RunStatus;
+  try {
+    status = JSON.parse(value) as RunStatus;
+    if (typeof status?.holder?.pid !== "number") return undefined;
+  } catch {
+    return undefined;
+  }
+  const ageMs = pttl > 0 ? Math.max(0, STATUS_TTL_MS - pttl) : 0;
+  const state = status.phase === "finished"
+    ? "finished"
+    : ageMs > STALE_AFTER_MS
+    ? "stale"
+    : "active";
+  return { state, age_seconds: Math.round(ageMs / 100) / 10, status };
+}
+
+/** `backfill status` as text (pure). */
+export function renderStatus(read: ReadStatus | undefined): string {
+  if (read === undefined) return "no run is active (no status published)\n";
+  const { status, age_seconds: age } = read;
+  const holder = `holder ${status.holder.host} pid ${status.holder.pid}`;
+  const head = {
+    active: `active: ${status.mode}, ${holder}, updated ${age} s ago`,
+    stale: `stale: last update ${Math.round(age)} s ago (${holder}); the run is probably dead`,
+    finished: `no run is active; the last run (${holder}) finished ${Math.round(age)} s ago`,
+  }[read.state];
+  const counts = status.counts;
+  const scanned = counts.scanned ?? 0;
+  const pct = status.estimated_total > 0
+    ? ` (${Math.min(100, (scanned / status.estimated_total) * 100).toFixed(1)}%)`
+    : "";
+  const rate = status.rate.paused
+    ? "paused"
+    : status.rate.rps === 0
+    ? "unlimited"
+    : `${status.rate.rps}/s`;
+  const why = status.rate.throttled.length > 0
+    ? ` (throttled: ${status.rate.throttled.join(", ")})`
+    : "";
+  const cap = status.rate.cap_rps > 0 ? `, cap ${status.rate.cap_rps}/s` : ", no cap";
+  const lines = [
+    head,
+    `rate: ${rate}${why}${cap}`,
+    `progress: scanned ${scanned} of ~${status.estimated_total}${pct}, ETA ${
+      duration(status.eta_seconds)
+    }`,
+    `counts: ${Object.entries(counts).map(([name, n]) => `${name}=${n}`).join(" ")}`,
+    `cursors: ${
+      Object.entries(status.cursors).map(([node, cursor]) => `${node}=${cursor}`).join(" ") ||
+      "none"
+    }`,
+    `started ${status.started_at}, updated ${status.updated_at}`,
+  ];
+  return lines.join("\n") + "\n";
+}
+
+function duration(seconds: number | null): string {
+  if (seconds === null) return "unknown";
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+  return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+}
