@@ -265,6 +265,7 @@ class Run {
           `lost Redis at ${where} (${code}); waiting up to ${this.#options.maxOutage} s`,
           { node: where, code },
         );
+        this.#deps.observer?.onRedisDown?.({ node: where, reason: code });
         const back = await waitForRedis(node, {
           name: where,
           deadline: outageSince + this.#options.maxOutage * 1000,
@@ -300,6 +301,7 @@ class Run {
             `Redis at ${serving} is back; resuming from cursor=${committed}`,
             { node: serving },
           );
+          this.#deps.observer?.onRedisReply?.({ node: serving });
         }
       }
     }
