@@ -50,12 +50,30 @@ export function emptyCounters(): Counters {
   return counters;
 }
 
+/** Why an old key is `skipped_invalid`: the one list of reasons (metrics and logs use it). */
+export const INVALID_REASONS = [
+  "not_hash",
+  "no_workspace_id",
+  "invalid_workspace_id",
+  "empty_job_id",
+] as const;
+
+/** Why an old key is invalid. */
+export type InvalidReason = typeof INVALID_REASONS[number];
+
 /** The result for one old key, as the migration strategy reports it. */
 export interface KeyResult {
   /** What happened. */
   outcome: Outcome;
   /** The job's workspace id when it is valid; `undefined` otherwise (never an invalid id). */
   workspace?: string;
+  /** For `skipped_invalid`: why (left out by strategies that do not tell). */
+  invalidReason?: InvalidReason;
+  /**
+   * For `skipped_invalid` only: the old key's name, so the first invalid keys can be logged
+   * (escaped). Other results leave it out: a batch must not hold every key name twice.
+   */
+  key?: string | Uint8Array;
 }
 
 /** Adds a batch's results to `counters` (mutates and returns it). */

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Counters, KeyResult } from "./outcome.ts";
+import type { Counters, InvalidReason, KeyResult, Outcome } from "./outcome.ts";
 
 /** Dry-run or execute. */
 export type RunMode = "dry-run" | "execute";
@@ -28,6 +28,65 @@ export interface RunStart {
   estimatedTotal: number;
   /** Progress key prefix (also the Pushgateway `instance` grouping). */
   progressKey: string;
+  /**
+   * Totals of the earlier runs of this migration (persisted with the checkpoint), so a resumed
+   * run's counters continue where the last run's stopped. Absent on a fresh start.
+   */
+  carried?: CarriedTotals;
+}
+
+/** Running totals carried over from earlier runs of the same migration. */
+export interface CarriedTotals {
+  /** Per outcome, counts by workspace id; `""` holds keys without a valid workspace id. */
+  byOutcome: Partial<Record<Outcome, Readonly<Record<string, number>>>>;
+  /** Invalid keys by reason (their sum may be below `skipped_invalid`: reasons came later). */
+  invalidByReason?: Partial<Record<InvalidReason, number>>;
+}
+
+/** Why the run holds back on purpose (see {@linkcode RunObserver.onThrottle}). */
+export const THROTTLE_REASONS = ["latency", "replica_lag", "memory", "paused"] as const;
+
+/** Why the run holds back on purpose. */
+export type ThrottleReason = typeof THROTTLE_REASONS[number];
+
+/** The effective rate limit; `node` is `_all` when one rate applies to the whole run. */
+export interface RateLimitEvent {
+  node: string;
+  /** Jobs per second (0 = unlimited). */
+  rps: number;
+}
+
+/** A throttle turned on or off. */
+export interface ThrottleEvent {
+  reason: ThrottleReason;
+  active: boolean;
+}
+
+/** One latency probe round of a node. */
+export interface ProbeEvent {
+  node: string;
+  /** p99 of the probe round-trips, in seconds. */
+  p99Seconds: number;
+  /** The baseline the p99 is compared with, in seconds. */
+  baselineSeconds: number;
+}
+
+/** A replica's replication lag behind its master. */
+export interface ReplicaLagEvent {
+  node: string;
+  bytes: number;
+}
+
+/** A node answered (any reply). */
+export interface RedisReplyEvent {
+  node: string;
+}
+
+/** A node stopped answering or refused a connection. */
+export interface RedisDownEvent {
+  node: string;
+  /** One line, already free of secrets and field values (e.g. an error code). */
+  reason: string;
 }
 
 /** One fully processed batch. */
@@ -49,9 +108,37 @@ export interface RunObserver {
   onBatch?(batch: BatchReport): void;
   /** The limiter held the run back for `seconds`. */
   onLimiterWait?(seconds: number): void;
+  /** The effective rate limit changed (also once at start). */
+  onRateLimit?(event: RateLimitEvent): void;
+  /** A throttle (or a pause) turned on or off. */
+  onThrottle?(event: ThrottleEvent): void;
+  /** A latency probe round finished. */
+  onProbe?(event: ProbeEvent): void;
+  /** A replica's lag was measured. */
+  onReplicaLag?(event: ReplicaLagEvent): void;
+  /** A node answered; cheap, may be called for every reply. */
+  onRedisReply?(event: RedisReplyEvent): void;
+  /** A node stopped answering (an outage began). */
+  onRedisDown?(event: RedisDownEvent): void;
   /** The run ended (any way); awaited before the process exits. */
   onEnd?(summary: Summary): void | Promise<void>;
 }
+
+/** The observer events that carry one argument and return nothing (all but `onEnd`). */
+export const SYNC_EVENTS = [
+  "onStart",
+  "onBatch",
+  "onLimiterWait",
+  "onRateLimit",
+  "onThrottle",
+  "onProbe",
+  "onReplicaLag",
+  "onRedisReply",
+  "onRedisDown",
+] as const;
+
+/** One of {@linkcode SYNC_EVENTS}. */
+export type SyncEvent = typeof SYNC_EVENTS[number];
 
 /** Log levels, in increasing severity. */
 export type LogLevel = "debug" | "info" | "warn" | "error";

@@ -138,6 +138,9 @@ Deno.test("every run flag is parsed", () => {
   assert.equal(options.progressKey, "p:x");
   assert.equal(options.resetProgress, true);
   assert.equal(options.metricsPort, 9464);
+  assert.equal(options.metricsHost, undefined, "all interfaces unless --metrics-host");
+  assert.equal(options.metricsLinger, 15);
+  assert.equal(options.pushInterval, 30);
   assert.equal(options.metricsWorkspaceLabel, false);
   assert.equal(options.pushgateway, "http://pgw:9091");
   assert.equal(options.progressInterval, 0.5);
@@ -166,6 +169,11 @@ Deno.test("bad input is a one-line usage error", async (t) => {
     [["--dry-run", "--metrics-port", "70000"], /--metrics-port must be an integer from 1 to 65535/],
     [["--dry-run", "--metrics-workspace-label=maybe"], /true or false/],
     [["--dry-run", "--pushgateway", "ftp://x"], /http/],
+    [["--dry-run", "--metrics-host", "a b"], /--metrics-host must be a host name or an IP/],
+    [["--dry-run", "--metrics-host", "x/y"], /--metrics-host must be a host name or an IP/],
+    [["--dry-run", "--metrics-linger", "-1"], /got a value starting with '-'/],
+    [["--dry-run", "--metrics-linger", "soon"], /--metrics-linger must be a number from 0/],
+    [["--dry-run", "--push-interval", "1e3"], /--push-interval must be a number from 0/],
     [["--dry-run", "--max-memory-pct", "0"], /--max-memory-pct must be a number from 1 to 100/],
     [["--dry-run", "--log-format", "xml"], /text or json/],
     [["--dry-run", "extra"], /unexpected argument 'extra'/],
@@ -192,6 +200,23 @@ Deno.test("bad input is a one-line usage error", async (t) => {
   for (const [argv, pattern] of cases) {
     await t.step(argv.join(" ") || "(nothing)", () => usage(argv, pattern));
   }
+});
+
+Deno.test("telemetry flags: host, linger and push interval", () => {
+  const command = parseCommand([
+    "--execute",
+    "--metrics-host",
+    "[::1]",
+    "--metrics-linger",
+    "0",
+    "--push-interval",
+    "2.5",
+  ]);
+  assert.equal(command.kind, "run");
+  if (command.kind !== "run") return;
+  assert.equal(command.options.metricsHost, "::1");
+  assert.equal(command.options.metricsLinger, 0);
+  assert.equal(command.options.pushInterval, 2.5);
 });
 
 Deno.test("a bad Redis URL never echoes its password", () => {

@@ -43,6 +43,8 @@ Deno.test("a run serves /metrics that move, pushes the final values, and prints 
       "0.5",
       "--progress-key",
       "bf:test",
+      "--metrics-linger",
+      "0",
       "--redis-url",
       server.url,
     ]);
@@ -75,9 +77,10 @@ Deno.test("a run serves /metrics that move, pushes the final values, and prints 
     const progress = result.stderr.split("\n").filter((line) => line.startsWith("[execute]"));
     assert.ok(progress.length >= 4, `progress lines: ${progress.length}`);
 
-    assert.equal(pushgateway.requests.length, 1);
-    const push = pushgateway.requests[0]!;
-    assert.equal(push.path, "/metrics/job/relay_backfill/instance/bf%3Atest");
+    // A push at the start and one at the end (the 30 s interval is longer than this run).
+    assert.equal(pushgateway.requests.length, 2);
+    const push = pushgateway.requests[1]!;
+    assert.equal(push.path, "/metrics/job/relay_backfill/instance/bf%3Atest/mode/execute");
     assert.equal(sumOf(push.body, "relay_backfill_scanned_total"), summary.scanned);
     assert.equal(sumOf(push.body, "relay_backfill_migrated_total"), summary.migrated);
     assert.equal(sumOf(push.body, "relay_backfill_skipped_total", { reason: "invalid" }), 1);

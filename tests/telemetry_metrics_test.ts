@@ -41,6 +41,19 @@ Deno.test("metrics: /metrics over real HTTP has the names, types and labels, and
     ], 0.2));
     metrics.onLimiterWait(0.75);
 
+    // The first read exposes the workspaces seen for the first time at 0, so rate() and
+    // increase() see their first batch; keys of already exposed label sets count at once.
+    const exposing = await (await scrape(server.port)).text();
+    assert.equal(sumOf(exposing, "relay_backfill_migrated_total", { workspace_id: "acme" }), 0);
+    assert.equal(sumOf(exposing, "relay_backfill_errors_total", { workspace_id: "globex" }), 0);
+    assert.equal(
+      sumOf(exposing, "relay_backfill_skipped_total", {
+        workspace_id: "_invalid",
+        reason: "invalid",
+      }),
+      1,
+    );
+    // The next read counts them.
     const response = await scrape(server.port);
     assert.equal(response.status, 200);
     assert.equal(response.headers.get("content-type"), "text/plain; version=0.0.4; charset=utf-8");
@@ -62,6 +75,16 @@ Deno.test("metrics: /metrics over real HTTP has the names, types and labels, and
       relay_backfill_completed: "gauge",
       relay_backfill_run_info: "gauge",
       relay_backfill_build_info: "gauge",
+      relay_backfill_last_progress_timestamp_seconds: "gauge",
+      relay_backfill_end_timestamp_seconds: "gauge",
+      relay_backfill_running: "gauge",
+      relay_backfill_invalid_total: "counter",
+      relay_backfill_rate_limit: "gauge",
+      relay_backfill_throttled: "gauge",
+      relay_backfill_probe_latency_seconds: "gauge",
+      relay_backfill_probe_baseline_seconds: "gauge",
+      relay_backfill_replica_lag_bytes: "gauge",
+      relay_backfill_redis_up: "gauge",
     };
     for (const [name, type] of Object.entries(expectedTypes)) {
       assert.equal(typeOf(first, name), type, `# TYPE of ${name}`);
@@ -146,6 +169,7 @@ Deno.test("metrics: filtered keys count as scanned and in relay_backfill_filtere
   metrics.onBatch(
     feed.next([...results(2, "filtered", "other"), ...results(1, "migrated", "mine")]),
   );
+  await metrics.registry.metrics(); // exposes "other" and "mine" at 0
   const text = await metrics.registry.metrics();
   assert.equal(sumOf(text, "relay_backfill_scanned_total"), 3);
   assert.equal(sumOf(text, "relay_backfill_filtered_total", { workspace_id: "other" }), 2);
@@ -190,9 +214,10 @@ Deno.test("metrics: label values are escaped by prom-client", async () => {
   // A permissive --workspace-pattern could let quotes through; the exposition must stay parsable.
   const metrics = new BackfillMetrics({ version: "0" });
   metrics.onBatch(new BatchFeed().next(results(1, "migrated", 'we"ird\\ws')));
+  metrics.onEnd(new BatchFeed().summary());
   const text = await metrics.registry.metrics();
   const samples = parseSamples(text).filter((s) => s.name === "relay_backfill_migrated_total");
-  assert.deepEqual(samples.map((s) => s.labels.workspace_id), ['we"ird\\ws']);
+  assert.deepEqual(samples.map((s) => s.labels.workspace_id), ["_invalid", 'we"ird\\ws']);
 });
 
 Deno.test("server: /healthz, 404, 405, HEAD; closed after shutdown()", async () => {

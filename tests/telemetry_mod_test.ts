@@ -35,6 +35,7 @@ function options(overrides: Partial<TelemetryOptions> & Pick<TelemetryOptions, "
     isTty: false,
     version: "9.9.9",
     progressKey: "ai:backfill",
+    pushIntervalSeconds: 0,
     ...overrides,
   } satisfies TelemetryOptions;
 }
@@ -61,9 +62,13 @@ Deno.test("telemetry: a run scraped over HTTP while it goes, pushed at the end, 
     const { observer } = telemetry;
     const feed = new BatchFeed(40);
     observer.onStart?.(START);
+    // The start push goes out at once (the run shows up before its first batch).
+    while (gateway.requests.length === 0) await new Promise((r) => setTimeout(r, 5));
     observer.onBatch?.(
       feed.next([...results(8, "migrated", "acme"), ...results(2, "skipped_invalid")]),
     );
+    // The first scrape shows the new workspace at 0; the next one counts it.
+    assert.equal(sumOf(await scrape(port), "relay_backfill_migrated_total"), 0);
     const during = await scrape(port);
     assert.equal(sumOf(during, "relay_backfill_scanned_total"), 10);
     assert.equal(sumOf(during, "relay_backfill_migrated_total", { workspace_id: "acme" }), 8);
@@ -78,18 +83,21 @@ Deno.test("telemetry: a run scraped over HTTP while it goes, pushed at the end, 
       ...results(1, "errors", "globex"),
     ]));
     const later = await scrape(port);
-    assert.equal(sumOf(later, "relay_backfill_scanned_total"), 20);
+    // acme counts at once; globex is new, so this scrape shows it at 0 (the end applies it).
+    assert.equal(sumOf(later, "relay_backfill_scanned_total"), 14);
+    assert.equal(sumOf(later, "relay_backfill_scanned_total", { workspace_id: "globex" }), 0);
     assert.equal(sumOf(later, "relay_backfill_limiter_wait_seconds_total"), 1.5);
-    assert.equal(gateway.requests.length, 0, "nothing is pushed before the end");
-
     const summary = feed.summary(true);
     await observer.onEnd?.(summary);
 
-    // The pushed body agrees with the summary.
-    assert.equal(gateway.requests.length, 1);
-    const push = gateway.requests[0]!;
+    // One push at the start (the interval is off here), one at the end; the last agrees with the
+    // summary.
+    assert.equal(gateway.requests.length, 2);
+    assert.equal(sumOf(gateway.requests[0]!.body, "relay_backfill_running"), 1);
+    const push = gateway.requests[1]!;
     assert.equal(push.method, "PUT");
-    assert.equal(push.path, "/metrics/job/relay_backfill/instance/ai%3Abackfill");
+    assert.equal(push.path, "/metrics/job/relay_backfill/instance/ai%3Abackfill/mode/execute");
+    assert.equal(sumOf(push.body, "relay_backfill_running"), 0);
     const body = push.body;
     assert.equal(sumOf(body, "relay_backfill_scanned_total"), summary.scanned);
     assert.equal(sumOf(body, "relay_backfill_migrated_total"), summary.migrated);
@@ -110,10 +118,12 @@ Deno.test("telemetry: a run scraped over HTTP while it goes, pushed at the end, 
     assert.equal(sumOf(body, "relay_backfill_filtered_total"), summary.filtered);
     assert.equal(sumOf(body, "relay_backfill_completed"), 1);
 
-    // The server is gone once the run ended; close() afterwards does nothing more.
-    assert.ok(await portIsClosed(port));
+    // After the end a scrape still reads the final values; close() shuts the server and pushes
+    // nothing more.
+    assert.equal(sumOf(await scrape(port), "relay_backfill_scanned_total"), 20);
     await telemetry.close(summary);
-    assert.equal(gateway.requests.length, 1);
+    assert.ok(await portIsClosed(port));
+    assert.equal(gateway.requests.length, 2);
     assert.equal(clock.pending, 0);
 
     // stderr: JSON lines only (progress included, with counters); the password never shows.
@@ -123,6 +133,7 @@ Deno.test("telemetry: a run scraped over HTTP while it goes, pushed at the end, 
       "metrics_listening",
       "progress",
       "progress",
+      "invalid_keys",
       "push_done",
     ]);
     const [first, last] = logs.filter((l) => l.event === "progress");
@@ -157,9 +168,10 @@ Deno.test("telemetry: close() without onEnd (a run that threw) still pushes and 
     telemetry.observer.onBatch?.(feed.next(results(3, "migrated", "acme")));
     await telemetry.close();
     await telemetry.close();
-    assert.equal(gateway.requests.length, 1);
-    assert.equal(sumOf(gateway.requests[0]!.body, "relay_backfill_migrated_total"), 6);
-    assert.equal(sumOf(gateway.requests[0]!.body, "relay_backfill_completed"), 0);
+    assert.equal(gateway.requests.length, 2, "the start push and the last one");
+    const last = gateway.requests[1]!.body;
+    assert.equal(sumOf(last, "relay_backfill_migrated_total"), 6);
+    assert.equal(sumOf(last, "relay_backfill_completed"), 0);
     assert.ok(await portIsClosed(telemetry.metricsPort!));
     assert.equal(clock.pending, 0, "the pending progress line was cancelled");
   } finally {
@@ -176,8 +188,9 @@ Deno.test("telemetry: a failing Pushgateway is logged and the run's end still co
     write: (t) => stderr.push(t),
   }));
   try {
+    telemetry.observer.onStart?.(START);
     await telemetry.observer.onEnd?.(new BatchFeed().summary());
-    assert.equal(gateway.requests.length, 1);
+    assert.equal(gateway.requests.length, 2);
     const warn = stderr.find((t) => t.includes(" WARN push_failed: "));
     assert.ok(warn, stderr.join(""));
     assert.match(warn, /status=400 answer="bad metrics"/);

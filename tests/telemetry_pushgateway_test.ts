@@ -29,6 +29,7 @@ Deno.test("pushgateway: PUTs the registry to /metrics/job/relay_backfill/instanc
       feed.next([...results(5, "migrated", "acme"), ...results(2, "errors", "acme")]),
     );
     const logger = recordingLogger();
+    metrics.onEnd(feed.summary());
     const ok = await pushMetrics({
       url: gateway.url,
       registry: metrics.registry,

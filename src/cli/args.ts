@@ -53,8 +53,14 @@ export interface RunOptions extends CommonOptions {
   progressKey: string;
   resetProgress: boolean;
   metricsPort?: number;
+  /** Address the metrics server binds (undefined: all interfaces, 0.0.0.0). */
+  metricsHost?: string;
+  /** Seconds the metrics server stays up after the run, for a last scrape. */
+  metricsLinger: number;
   metricsWorkspaceLabel: boolean;
   pushgateway?: string;
+  /** Seconds between Pushgateway pushes while running (0: only at start and end). */
+  pushInterval: number;
   progressInterval: number;
   maxMemoryPct: number;
   /** Seconds the run waits for a lost Redis before giving up with exit 3. */
@@ -132,6 +138,9 @@ const runFlags = {
   "progress-key": { type: "string" },
   "reset-progress": { type: "boolean" },
   "metrics-port": { type: "string" },
+  "metrics-host": { type: "string" },
+  "metrics-linger": { type: "string" },
+  "push-interval": { type: "string" },
   "metrics-workspace-label": { type: "string" },
   pushgateway: { type: "string" },
   "progress-interval": { type: "string" },
@@ -156,6 +165,9 @@ const verifyFlags = {
   "progress-key": { type: "string" },
   "reset-progress": { type: "boolean" },
 } satisfies ParseArgsConfig["options"];
+
+/** Defaults of the telemetry flags (also shown by --help). */
+export const TELEMETRY_DEFAULTS = { metricsLinger: 15, pushInterval: 30 } as const;
 
 /** Parses argv (without the program name) into a {@linkcode Command}. */
 export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Command {
@@ -199,6 +211,15 @@ export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Comma
   }
   const pushgateway = str(values, "pushgateway");
   if (pushgateway !== undefined) httpUrl(pushgateway, "--pushgateway");
+  const metricsHost = str(values, "metrics-host");
+  if (
+    metricsHost !== undefined &&
+    !/^(?:[A-Za-z0-9.-]{1,253}|\[?[0-9A-Fa-f:.]{2,45}\]?)$/.test(metricsHost)
+  ) {
+    throw new UsageError(
+      `--metrics-host must be a host name or an IP address, got '${metricsHost.slice(0, 40)}'`,
+    );
+  }
   const maxKeys = values["max-keys"] === undefined ? undefined : integer(values, "max-keys", 0, 1);
   return {
     kind: "run",
@@ -213,8 +234,11 @@ export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Comma
       metricsPort: values["metrics-port"] === undefined
         ? undefined
         : integer(values, "metrics-port", 0, 1, 65535),
+      metricsHost: metricsHost?.replace(/^\[(.*)\]$/, "$1"),
+      metricsLinger: decimal(values, "metrics-linger", TELEMETRY_DEFAULTS.metricsLinger, 0, 3600),
       metricsWorkspaceLabel: label === "true",
       pushgateway,
+      pushInterval: decimal(values, "push-interval", TELEMETRY_DEFAULTS.pushInterval, 0, 86400),
       progressInterval: decimal(values, "progress-interval", 10, 0.1),
       maxMemoryPct: decimal(values, "max-memory-pct", 90, 1, 100),
       maxOutage: decimal(values, "max-outage", 60, 0),

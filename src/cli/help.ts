@@ -58,9 +58,12 @@ Output and telemetry:
   --quiet, -q               summary only (no progress, no info logs)
   --log-format F            text | json (one object per line on stderr)             [text]
   --progress-interval S     seconds between progress lines when stderr is not a TTY [10]
-  --metrics-port N          serve Prometheus /metrics and /healthz on 0.0.0.0:N
+  --metrics-port N          serve Prometheus /metrics and /healthz on port N
+  --metrics-host H          address the metrics server binds  [0.0.0.0]
+  --metrics-linger S        keep /metrics up S seconds after the end for a last scrape  [15]
   --metrics-workspace-label B   true | false: false collapses workspace_id to "_all"  [true]
-  --pushgateway URL         push the final metrics to a Prometheus Pushgateway
+  --pushgateway URL         push the metrics to a Prometheus Pushgateway (start, interval, end)
+  --push-interval S         seconds between pushes while running; 0 = start and end only  [30]
 
 Environment: REDIS_URL, TELEMETRY_ENABLED (false: no metrics server, no push).
 Exit codes: 0 done · 1 per-key errors · 2 usage · 3 Redis unreachable · 4 refused by a safety

@@ -34,14 +34,16 @@ export async function runCommand(options: RunOptions, io: CommandIo): Promise<nu
       await target.close();
     }
   } finally {
-    // Telemetry ends first (last progress line, push, server down), then the summary on stdout.
-    await telemetry.close(outcome.summary);
+    // Telemetry ends first (last progress line, final push), then the summary on stdout, then
+    // the metrics server lingers for a last scrape.
+    await telemetry.end(outcome.summary);
     if (outcome.summary) {
       const { summary } = outcome;
       io.stdout(
         options.json ? JSON.stringify(summaryJson(summary)) + "\n" : renderSummary(summary),
       );
     }
+    await telemetry.close();
   }
 }
 
@@ -55,7 +57,12 @@ function startTelemetry(options: RunOptions, io: CommandIo): Telemetry {
     return createTelemetry({
       enabled: io.telemetryEnabled,
       metricsPort: options.metricsPort,
+      metricsHost: options.metricsHost,
+      metricsLingerSeconds: options.metricsLinger,
       pushgatewayUrl: options.pushgateway,
+      pushIntervalSeconds: options.pushInterval,
+      expectedBatchSeconds: options.rps > 0 ? options.batch / options.rps : 0,
+      signal: io.signal,
       progressInterval: options.progressInterval,
       logFormat: options.logFormat,
       quiet: options.quiet,

@@ -155,6 +155,7 @@ class Run {
           logger: this.#log,
           maxOutage: this.#options.maxOutage,
           needsPrimary: this.#options.mode === "execute",
+          observer: this.#deps.observer,
           signal: this.#deps.signal,
         };
         if (!await recoverNode(state, error, recovery)) return false;

@@ -11,7 +11,7 @@ import { serverRunId, waitForRedis } from "../redis/availability.ts";
 import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import type { RedisTarget } from "../redis/target.ts";
-import type { Logger } from "../run_events.ts";
+import type { Logger, RunObserver } from "../run_events.ts";
 
 /** Where one node's scan stands. */
 export interface NodeState {
@@ -38,6 +38,8 @@ export interface RecoveryOptions {
   maxOutage: number;
   /** Also wait until the node is a primary: a failover can leave us on a replica. */
   needsPrimary: boolean;
+  /** Told when the node is lost and when it answers again (health, `redis_up`). */
+  observer?: Pick<RunObserver, "onRedisDown" | "onRedisReply">;
   signal?: AbortSignal;
 }
 
@@ -67,6 +69,7 @@ export async function recoverNode(
       code,
     },
   );
+  options.observer?.onRedisDown?.({ node: where, reason: code });
   const back = await waitForRedis(state.node, {
     name: where,
     deadline,
@@ -84,6 +87,7 @@ export async function recoverNode(
   }
   const runId = await serverRunId(state.node);
   const serving = target.nodeName(state.node);
+  options.observer?.onRedisReply?.({ node: serving });
   if (runId === state.runId) {
     const message = `Redis at ${serving} is back; resuming from cursor=${state.committed}`;
     logger.log("info", "redis_back", message, { node: serving });

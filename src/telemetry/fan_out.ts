@@ -4,7 +4,13 @@
  *
  * @module
  */
-import type { BatchReport, Logger, RunObserver, RunStart, Summary } from "../run_events.ts";
+import {
+  type Logger,
+  type RunObserver,
+  type Summary,
+  SYNC_EVENTS,
+  type SyncEvent,
+} from "../run_events.ts";
 
 /**
  * Forwards events to `observers` in order. `onEnd` runs them one after the other and awaits each,
@@ -19,23 +25,18 @@ import type { BatchReport, Logger, RunObserver, RunStart, Summary } from "../run
  * ```
  */
 export function fanOut(observers: readonly RunObserver[], logger?: Logger): Required<RunObserver> {
-  const guard = (event: string, call: () => void) => {
-    try {
-      call();
-    } catch (error: unknown) {
-      report(logger, event, error);
+  const forward = (event: SyncEvent) => (argument: unknown) => {
+    for (const o of observers) {
+      try {
+        (o[event] as ((argument: unknown) => void) | undefined)?.call(o, argument);
+      } catch (error: unknown) {
+        report(logger, event, error);
+      }
     }
   };
+  const combined = Object.fromEntries(SYNC_EVENTS.map((event) => [event, forward(event)]));
   return {
-    onStart(start: RunStart) {
-      for (const o of observers) guard("onStart", () => o.onStart?.(start));
-    },
-    onBatch(batch: BatchReport) {
-      for (const o of observers) guard("onBatch", () => o.onBatch?.(batch));
-    },
-    onLimiterWait(seconds: number) {
-      for (const o of observers) guard("onLimiterWait", () => o.onLimiterWait?.(seconds));
-    },
+    ...combined as Omit<Required<RunObserver>, "onEnd">,
     async onEnd(summary: Summary) {
       for (const o of observers) {
         try {

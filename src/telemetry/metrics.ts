@@ -1,19 +1,32 @@
 /**
  * The Prometheus metrics of a run: a dedicated prom-client registry and the observer that feeds it
- * from the engine's batch reports. The first six names are queried by existing dashboards and must
- * not change.
+ * from the engine's events. The seed's names (the outcome counters, the duration histogram, the
+ * timestamps, `rps_limit`, `estimated_keys`, `completed`) keep their meaning: dashboards use them.
  *
  * @module
  */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import { type KeyResult, outcomeInfo, OUTCOMES } from "../outcome.ts";
-import type { BatchReport, RunObserver, RunStart, Summary } from "../run_events.ts";
+import type {
+  BatchReport,
+  ProbeEvent,
+  RateLimitEvent,
+  RedisDownEvent,
+  RedisReplyEvent,
+  ReplicaLagEvent,
+  RunObserver,
+  RunStart,
+  Summary,
+  ThrottleEvent,
+} from "../run_events.ts";
 import { type Clock, systemClock } from "./clock.ts";
+import { ControlMetrics } from "./control_metrics.ts";
+import { OutcomeMetrics } from "./outcome_metrics.ts";
 
-/** Label value for keys whose workspace id is not valid (or could not be read). */
-export const INVALID_WORKSPACE_LABEL = "_invalid";
-/** Label value for every key when the workspace label is turned off. */
-export const ALL_WORKSPACES_LABEL = "_all";
+export {
+  ALL_WORKSPACES_LABEL,
+  INVALID_WORKSPACE_LABEL,
+  UNKNOWN_INVALID_REASON,
+} from "./outcome_metrics.ts";
 
 /**
  * Buckets of `relay_backfill_duration_seconds`. A default batch is 500 keys at 100 rps, about 5 s,
@@ -36,6 +49,15 @@ export const BATCH_DURATION_BUCKETS: readonly number[] = [
   120,
 ];
 
+/** A registry that runs a hook once before each read (a scrape or a push), not once per metric. */
+class FlushingRegistry extends Registry {
+  beforeRead: () => void = () => {};
+  override metrics(): Promise<string> {
+    this.beforeRead();
+    return super.metrics();
+  }
+}
+
 /** Options of {@linkcode BackfillMetrics}. */
 export interface BackfillMetricsOptions {
   /** Version reported by `relay_backfill_build_info`. */
@@ -48,11 +70,6 @@ export interface BackfillMetricsOptions {
   /** Clock for the timestamp gauges (default: the system clock). */
   clock?: Clock;
 }
-
-/** The skip reasons of the outcome table, each once. */
-const SKIP_REASONS = [
-  ...new Set(OUTCOMES.flatMap((outcome) => outcomeInfo(outcome).skipReason ?? [])),
-];
 
 /**
  * Prometheus metrics of one run, updated from {@linkcode RunObserver} events.
@@ -67,97 +84,72 @@ const SKIP_REASONS = [
  */
 export class BackfillMetrics implements RunObserver {
   /** The dedicated registry (no default process metrics: their collectors assume Node internals). */
-  readonly registry: Registry = new Registry();
-  readonly #workspaceLabel: boolean;
+  readonly registry: Registry;
   readonly #clock: Clock;
-  readonly #scanned: Counter<"workspace_id">;
-  readonly #migrated: Counter<"workspace_id">;
-  readonly #repaired: Counter<"workspace_id">;
-  readonly #skipped: Counter<"workspace_id" | "reason">;
-  readonly #errors: Counter<"workspace_id">;
-  readonly #filtered: Counter<"workspace_id">;
+  readonly #control: ControlMetrics;
+  readonly #outcomes: OutcomeMetrics;
   readonly #duration: Histogram;
   readonly #lastSuccess: Gauge;
+  readonly #lastProgress: Gauge;
   readonly #start: Gauge;
+  readonly #end: Gauge;
+  readonly #running: Gauge;
   readonly #rpsLimit: Gauge;
   readonly #limiterWait: Counter;
   readonly #estimated: Gauge;
   readonly #completed: Gauge;
   readonly #runInfo: Gauge<"mode">;
-  /** Outcome counts not yet in the counters, by outcome and workspace (see {@linkcode #flush}). */
-  readonly #pending = new Map<KeyResult["outcome"], Map<string | undefined, number>>();
 
   /** Registers every metric in a fresh registry. */
   constructor(options: BackfillMetricsOptions) {
-    this.#workspaceLabel = options.workspaceLabel ?? true;
     this.#clock = options.clock ?? systemClock;
-    const registers = [this.registry];
-    // Outcome counts are added up in plain maps on the hot path and handed to prom-client only
-    // when someone reads the registry (a scrape, the push): prom-client hashes the labels of
-    // every increment, which at ~300 workspaces per batch cost more than the batch itself.
-    const collect = () => this.#flush();
-    const perKey = (name: string, help: string) =>
-      new Counter({ name, help, labelNames: ["workspace_id"] as const, registers, collect });
-    this.#scanned = perKey(
-      "relay_backfill_scanned_total",
-      "Old keys looked at (every outcome, filtered ones included).",
-    );
-    this.#migrated = perKey(
-      "relay_backfill_migrated_total",
-      "Old keys copied to the new schema (dry-run: would be copied).",
-    );
-    this.#repaired = perKey(
-      "relay_backfill_repaired_total",
-      "New keys completed with fields only the old key had.",
-    );
-    this.#skipped = new Counter({
-      name: "relay_backfill_skipped_total",
-      help: "Old keys left alone: new key complete (exists), invalid old key, or key gone.",
-      labelNames: ["workspace_id", "reason"] as const,
-      registers,
-      collect,
+    const registry = new FlushingRegistry();
+    this.registry = registry;
+    const registers = [registry];
+    this.#outcomes = new OutcomeMetrics({
+      registry,
+      workspaceLabel: options.workspaceLabel ?? true,
     });
-    this.#errors = perKey("relay_backfill_errors_total", "Old keys that failed after one retry.");
-    this.#filtered = perKey(
-      "relay_backfill_filtered_total",
-      "Old keys of another workspace than --workspace.",
-    );
+    registry.beforeRead = () => this.#outcomes.flush();
+    this.#control = new ControlMetrics(registry);
+    const gauge = (name: string, help: string) => new Gauge({ name, help, registers });
     this.#duration = new Histogram({
       name: "relay_backfill_duration_seconds",
       help: "Wall time per processed batch (non-empty), limiter waits included.",
       buckets: [...BATCH_DURATION_BUCKETS],
       registers,
     });
-    this.#lastSuccess = new Gauge({
-      name: "relay_backfill_last_success_timestamp_seconds",
-      help: "Unix time the last batch was fully processed (0 before the first).",
-      registers,
-    });
-    this.#start = new Gauge({
-      name: "relay_backfill_start_timestamp_seconds",
-      help: "Unix time the run started.",
-      registers,
-    });
-    this.#rpsLimit = new Gauge({
-      name: "relay_backfill_rps_limit",
-      help: "Configured --rps: jobs per second at most (0 = unlimited).",
-      registers,
-    });
+    this.#lastSuccess = gauge(
+      "relay_backfill_last_success_timestamp_seconds",
+      "Unix time the last batch was fully processed (0 before the first).",
+    );
+    this.#lastProgress = gauge(
+      "relay_backfill_last_progress_timestamp_seconds",
+      "Unix time of the last sign of progress: the start, then each processed batch.",
+    );
+    this.#start = gauge("relay_backfill_start_timestamp_seconds", "Unix time the run started.");
+    this.#end = gauge(
+      "relay_backfill_end_timestamp_seconds",
+      "Unix time the run ended (0 while it runs).",
+    );
+    this.#running = gauge("relay_backfill_running", "1 while the run is going, 0 after it ended.");
+    this.#rpsLimit = gauge(
+      "relay_backfill_rps_limit",
+      "Configured --rps: jobs per second at most (0 = unlimited).",
+    );
     this.#limiterWait = new Counter({
       name: "relay_backfill_limiter_wait_seconds_total",
       help: "Time the rate limiter held the run back.",
       registers,
     });
-    this.#estimated = new Gauge({
-      name: "relay_backfill_estimated_keys",
-      help: "Estimated old keys in scope for this run (DBSIZE-based, refined as the scan goes).",
-      registers,
-    });
-    this.#completed = new Gauge({
-      name: "relay_backfill_completed",
-      help: "1 once the scan reached its end on every node; 0 while running or when stopped early.",
-      registers,
-    });
+    this.#estimated = gauge(
+      "relay_backfill_estimated_keys",
+      "Estimated old keys in scope for this run (DBSIZE-based, refined as the scan goes).",
+    );
+    this.#completed = gauge(
+      "relay_backfill_completed",
+      "1 once the scan reached its end on every node; 0 while running or when stopped early.",
+    );
     this.#runInfo = new Gauge({
       name: "relay_backfill_run_info",
       help: "Always 1; the mode label says whether this run writes (execute) or not (dry-run).",
@@ -170,52 +162,36 @@ export class BackfillMetrics implements RunObserver {
       labelNames: ["version", "deno"] as const,
       registers,
     }).set({ version: options.version, deno: Deno.version.deno }, 1);
-    if (!this.#workspaceLabel) {
-      // The only label combinations are known up front: export them as 0 so rate() and absent()
-      // work from the first scrape instead of the first occurrence.
-      const workspace_id = ALL_WORKSPACES_LABEL;
-      for (
-        const c of [this.#scanned, this.#migrated, this.#repaired, this.#errors, this.#filtered]
-      ) {
-        c.inc({ workspace_id }, 0);
-      }
-      for (const reason of SKIP_REASONS) {
-        this.#skipped.inc({ workspace_id, reason }, 0);
-      }
-    }
   }
 
-  /** Records the run's mode, rate limit, start time and first estimate. */
+  /** Records the run's mode, rate limit, start time, first estimate and carried-over totals. */
   onStart(start: RunStart): void {
+    const now = this.#clock.now() / 1000;
     this.#runInfo.reset();
     this.#runInfo.set({ mode: start.mode }, 1);
     this.#rpsLimit.set(start.rps);
     this.#estimated.set(start.estimatedTotal);
-    this.#start.set(this.#clock.now() / 1000);
+    this.#start.set(now);
+    this.#lastProgress.set(now);
+    this.#end.set(0);
+    this.#running.set(1);
     this.#completed.set(0);
+    if (start.carried) this.#outcomes.carry(start.carried);
+    this.#control.onStart(start);
   }
 
   /** Counts every key of the batch under its outcome and workspace, and marks the batch done. */
   onBatch(batch: BatchReport): void {
-    for (const { outcome, workspace } of batch.results) {
-      let byWorkspace = this.#pending.get(outcome);
-      if (!byWorkspace) this.#pending.set(outcome, byWorkspace = new Map());
-      byWorkspace.set(workspace, (byWorkspace.get(workspace) ?? 0) + 1);
-    }
+    this.#outcomes.record(batch.results);
     if (batch.results.length > 0 && Number.isFinite(batch.seconds) && batch.seconds >= 0) {
       // Empty SCAN pages would pile up in the lowest bucket and hide the real batch latency.
       this.#duration.observe(batch.seconds);
     }
     this.#estimated.set(batch.estimatedTotal);
-    this.#lastSuccess.set(this.#clock.now() / 1000);
-  }
-
-  /** Moves the pending outcome counts into the counters (memory: one entry per label set). */
-  #flush(): void {
-    for (const [outcome, byWorkspace] of this.#pending) {
-      for (const [workspace, count] of byWorkspace) this.#count({ outcome, workspace }, count);
-    }
-    this.#pending.clear();
+    const now = this.#clock.now() / 1000;
+    this.#lastSuccess.set(now);
+    this.#lastProgress.set(now);
+    this.#control.onBatch(batch);
   }
 
   /** Adds limiter wait time. */
@@ -224,35 +200,42 @@ export class BackfillMetrics implements RunObserver {
     if (Number.isFinite(seconds) && seconds > 0) this.#limiterWait.inc(seconds);
   }
 
-  /** Records whether the scan completed. */
-  onEnd(summary: Summary): void {
-    this.#completed.set(summary.completed ? 1 : 0);
+  /** See {@linkcode RunObserver.onRateLimit}. */
+  onRateLimit(event: RateLimitEvent): void {
+    this.#control.onRateLimit(event);
   }
 
-  #count(result: KeyResult, count: number): void {
-    const workspace_id = this.#workspaceLabel
-      ? result.workspace ?? INVALID_WORKSPACE_LABEL
-      : ALL_WORKSPACES_LABEL;
-    const labels = { workspace_id };
-    this.#scanned.inc(labels, count);
-    const reason = outcomeInfo(result.outcome).skipReason;
-    if (reason !== undefined) {
-      this.#skipped.inc({ workspace_id, reason }, count);
-      return;
-    }
-    switch (result.outcome) {
-      case "migrated":
-        this.#migrated.inc(labels, count);
-        break;
-      case "repaired":
-        this.#repaired.inc(labels, count);
-        break;
-      case "filtered":
-        this.#filtered.inc(labels, count);
-        break;
-      case "errors":
-        this.#errors.inc(labels, count);
-        break;
-    }
+  /** See {@linkcode RunObserver.onThrottle}. */
+  onThrottle(event: ThrottleEvent): void {
+    this.#control.onThrottle(event);
+  }
+
+  /** See {@linkcode RunObserver.onProbe}. */
+  onProbe(event: ProbeEvent): void {
+    this.#control.onProbe(event);
+  }
+
+  /** See {@linkcode RunObserver.onReplicaLag}. */
+  onReplicaLag(event: ReplicaLagEvent): void {
+    this.#control.onReplicaLag(event);
+  }
+
+  /** See {@linkcode RunObserver.onRedisReply}. */
+  onRedisReply(event: RedisReplyEvent): void {
+    this.#control.onRedisReply(event);
+  }
+
+  /** See {@linkcode RunObserver.onRedisDown}. */
+  onRedisDown(event: RedisDownEvent): void {
+    this.#control.onRedisDown(event);
+  }
+
+  /** Records the end: every pending count applied, not running, completed or not. */
+  onEnd(summary: Summary): void {
+    this.#outcomes.flush(true);
+    this.#completed.set(summary.completed ? 1 : 0);
+    this.#running.set(0);
+    this.#end.set(this.#clock.now() / 1000);
+    this.#control.onEnd();
   }
 }

@@ -6,12 +6,14 @@
  */
 import { Registry } from "prom-client";
 import { type Logger, type RunObserver, silentLogger, type Summary } from "../run_events.ts";
-import type { Clock } from "./clock.ts";
+import { type Clock, systemClock } from "./clock.ts";
 import { fanOut } from "./fan_out.ts";
+import { RunHealth } from "./health.ts";
+import { InvalidKeyLog } from "./invalid_keys.ts";
 import { createLogger, type LogFormat } from "./logger.ts";
 import { BackfillMetrics } from "./metrics.ts";
 import { progressFields, ProgressReporter } from "./progress.ts";
-import { pushMetrics } from "./pushgateway.ts";
+import { PushSchedule } from "./push_schedule.ts";
 import { redactSecrets } from "./redact.ts";
 import { type MetricsServer, startMetricsServer } from "./server.ts";
 
@@ -28,10 +30,18 @@ export interface TelemetryOptions {
   metricsPort?: number;
   /** Address the metrics server binds (default `0.0.0.0`). */
   metricsHost?: string;
-  /** Push the metrics here when the run ends; may hold `user:password@` (never logged). */
+  /** Push the metrics here (start, interval, end); may hold `user:password@` (never logged). */
   pushgatewayUrl?: string;
+  /** Seconds between pushes while the run goes (default 30; `0`: only at start and end). */
+  pushIntervalSeconds?: number;
   /** Timeout of the push in milliseconds (default 10000). */
   pushTimeoutMs?: number;
+  /** Seconds the metrics server stays up after the end, for a last scrape (default 0). */
+  metricsLingerSeconds?: number;
+  /** How long one batch should take (`--batch / --rps`), for the stall rule of `/healthz`. */
+  expectedBatchSeconds?: number;
+  /** Cuts the linger short (a stopped run should exit now). */
+  signal?: AbortSignal;
   /** Seconds between progress lines when stderr is not a TTY (`<= 0`: none). */
   progressInterval: number;
   /** Log line format. */
@@ -68,10 +78,16 @@ export interface Telemetry {
   readonly registry: Registry;
   /** Port the metrics server listens on, when there is one. */
   readonly metricsPort?: number;
+  /** What `/healthz` answers, fed by the same events. */
+  readonly health: RunHealth;
   /**
-   * Ends telemetry: runs `observer.onEnd(summary)` if the run has not, then (once) stops progress,
-   * pushes to the Pushgateway and shuts the server down. Never rejects; safe to call twice. Call it
-   * in a `finally`, so a run that throws still pushes what it counted.
+   * Ends the run's telemetry: runs `observer.onEnd(summary)` if the run has not, then (once) stops
+   * progress and makes the final push (none when the run never started). Never rejects.
+   */
+  end(summary?: Summary): Promise<void>;
+  /**
+   * {@linkcode Telemetry.end}, then keeps the metrics server up for the linger (cut short by the
+   * signal) and shuts it down. Never rejects; safe to call twice. Call it in a `finally`.
    */
   close(summary?: Summary): Promise<void>;
 }
@@ -142,6 +158,10 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
     now: clock ? () => clock.now() : undefined,
   });
 
+  const health = new RunHealth({
+    clock: clock ?? systemClock,
+    expectedBatchSeconds: options.expectedBatchSeconds,
+  });
   let metrics: BackfillMetrics | undefined;
   let server: MetricsServer | undefined;
   if (options.enabled) {
@@ -156,6 +176,7 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
         port: options.metricsPort,
         hostname: options.metricsHost,
         logger,
+        health: () => health.status(),
       });
       logger.log("info", "metrics_listening", "serving /metrics and /healthz", {
         host: server.hostname,
@@ -166,23 +187,31 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
     logger.log("info", "telemetry_disabled", "TELEMETRY_ENABLED=false: no metrics server, no push");
   }
   const registry = metrics?.registry ?? new Registry();
-  const pushUrl = metrics ? options.pushgatewayUrl : undefined;
+  const pushes = metrics && options.pushgatewayUrl !== undefined
+    ? new PushSchedule({
+      url: options.pushgatewayUrl,
+      registry,
+      instance: options.progressKey,
+      intervalSeconds: options.pushIntervalSeconds ?? 30,
+      timeoutMs: options.pushTimeoutMs,
+      logger,
+      clock: clock ?? systemClock,
+    })
+    : undefined;
 
-  let finishing: Promise<void> | undefined;
+  let ending: Promise<void> | undefined;
   const finish = (): Promise<void> =>
-    finishing ??= (async () => {
+    ending ??= (async () => {
       progress?.stop();
-      if (pushUrl !== undefined) {
-        await pushMetrics({
-          url: pushUrl,
-          registry,
-          instance: options.progressKey,
-          timeoutMs: options.pushTimeoutMs,
-          logger,
-        });
-      }
+      await pushes?.finish();
+    })();
+  let closing: Promise<void> | undefined;
+  const shutdown = (): Promise<void> =>
+    closing ??= (async () => {
+      if (server === undefined) return;
+      await linger(options.metricsLingerSeconds ?? 0, clock ?? systemClock, options.signal, logger);
       try {
-        await server?.shutdown();
+        await server.shutdown();
       } catch (error: unknown) {
         logger.log("warn", "metrics_server_error", "metrics server did not close cleanly", {
           error: redactSecrets(String(error)),
@@ -191,31 +220,62 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
     })();
 
   // Order matters on end: the final progress line first (before the caller prints the summary),
-  // then the final metric values, then the push that sends them, then the server goes away.
+  // then the final metric values, then the push that sends them. The push schedule starts after
+  // the metrics saw onStart, so the first push already holds the run's start.
   const combined = fanOut(
-    [...(progress ? [progress] : []), ...(metrics ? [metrics] : []), { onEnd: finish }],
+    [
+      ...(progress ? [progress] : []),
+      ...(metrics ? [metrics] : []),
+      health,
+      new InvalidKeyLog({ logger }),
+      { onStart: (start) => pushes?.start(start.mode), onEnd: finish },
+    ],
     logger,
   );
   let ended = false;
   const observer: RunObserver = {
-    onStart: combined.onStart,
-    onBatch: combined.onBatch,
-    onLimiterWait: combined.onLimiterWait,
+    ...combined,
     async onEnd(summary) {
       if (ended) return;
       ended = true;
       await combined.onEnd(summary);
     },
   };
+  const end = async (summary?: Summary) => {
+    if (summary !== undefined && !ended) await observer.onEnd?.(summary);
+    await finish();
+  };
 
   return {
     observer,
     logger,
     registry,
+    health,
     metricsPort: server?.port,
+    end,
     async close(summary) {
-      if (summary !== undefined && !ended) await observer.onEnd?.(summary);
-      await finish();
+      await end(summary);
+      await shutdown();
     },
   };
+}
+
+/** Waits `seconds` so a last scrape can read the final values; a signal cuts it short. */
+async function linger(
+  seconds: number,
+  clock: Clock,
+  signal: AbortSignal | undefined,
+  logger: Logger,
+): Promise<void> {
+  if (!(seconds > 0) || signal?.aborted) return;
+  logger.log("info", "metrics_linger", `metrics stay up ${seconds} s for a last scrape`);
+  await new Promise<void>((resolve) => {
+    const done = () => {
+      clock.clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = clock.setTimeout(done, seconds * 1000);
+    signal?.addEventListener("abort", done, { once: true });
+  });
 }

@@ -1,6 +1,6 @@
 /**
- * Pushing the final metrics of a run to a Prometheus Pushgateway, so a run that ends between two
- * scrapes is still seen. A push is best effort: it is logged when it fails and never fails the run.
+ * Pushing the metrics of a run to a Prometheus Pushgateway, so a run that ends between two scrapes
+ * is still seen. A push is best effort: it is logged when it fails and never fails the run.
  *
  * @module
  */
@@ -19,6 +19,8 @@ export interface PushOptions {
   registry: Registry;
   /** Value of the `instance` grouping label (the progress key). */
   instance: string;
+  /** Value of the `mode` grouping label, so a dry-run never replaces an execute run's group. */
+  mode?: string;
   /** Give up after this many milliseconds (default 10000). */
   timeoutMs?: number;
   /** Where the outcome is reported (default: nowhere). */
@@ -44,31 +46,32 @@ export function groupingSegment(name: string, value: string): string {
 }
 
 /**
- * The push URL for a base URL and an instance, with any credentials removed (they travel in the
- * `Authorization` header instead, see {@linkcode pushMetrics}).
+ * The push URL for a base URL, an instance and (optionally) a mode, with any credentials removed
+ * (they travel in the `Authorization` header instead, see {@linkcode pushMetrics}).
  *
  * @throws {TypeError} when `baseUrl` is not a valid URL.
  */
-export function pushUrl(baseUrl: string, instance: string): URL {
+export function pushUrl(baseUrl: string, instance: string, mode?: string): URL {
   const url = new URL(baseUrl);
   url.username = "";
   url.password = "";
   // Keep a path prefix (a Pushgateway behind a reverse proxy at /pgw) and append the grouping key.
   const prefix = url.pathname.replace(/\/+$/, "");
+  const modePart = mode === undefined ? "" : `/${groupingSegment("mode", mode)}`;
   url.pathname = `${prefix}/metrics/${groupingSegment("job", PUSH_JOB)}/${
     groupingSegment("instance", instance)
-  }`;
+  }${modePart}`;
   url.search = "";
   url.hash = "";
   return url;
 }
 
 /**
- * PUTs the registry to `URL/metrics/job/relay_backfill/instance/<instance>`.
+ * PUTs the registry to `URL/metrics/job/relay_backfill/instance/<instance>[/mode/<mode>]`.
  *
- * PUT, not POST: PUT replaces every metric of the group, so the group shows exactly the last run
- * (POST would keep metric names an older version pushed and this one no longer has). Counters in the
- * group therefore describe the last run, not the sum of all runs.
+ * PUT, not POST: PUT replaces every metric of the group, so the group shows exactly the latest push
+ * (POST would keep metric names an older version pushed and this one no longer has). Counters stay
+ * cumulative across resumed runs because a resumed run starts them from the carried-over totals.
  *
  * Resolves to `true` on a 2xx answer and `false` otherwise; never rejects. Logs never contain the
  * URL's password.
@@ -97,7 +100,7 @@ export async function pushMetrics(options: PushOptions): Promise<boolean> {
       const password = decodeURIComponent(parsed.password);
       headers.set("authorization", `Basic ${base64(`${user}:${password}`)}`);
     }
-    target = pushUrl(options.url, instance);
+    target = pushUrl(options.url, instance, options.mode);
   } catch (error: unknown) {
     logger?.log("warn", "push_failed", "invalid Pushgateway URL; metrics not pushed", {
       url: shown,

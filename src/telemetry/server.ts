@@ -5,6 +5,7 @@
  */
 import type { Registry } from "prom-client";
 import type { Logger } from "../run_events.ts";
+import type { HealthStatus } from "./health.ts";
 
 /** The metrics server could not start (port in use, no permission, bad address). */
 export class MetricsServerError extends Error {
@@ -25,6 +26,8 @@ export interface MetricsServerOptions {
   hostname?: string;
   /** Where scrape failures are reported (default: nowhere). */
   logger?: Logger;
+  /** What `/healthz` answers (default: always `ok`). */
+  health?: () => HealthStatus;
 }
 
 /** A running metrics server. */
@@ -39,7 +42,8 @@ export interface MetricsServer {
 
 /**
  * Serves `GET /metrics` (Prometheus text format, the registry's content type) and `GET /healthz`
- * (`ok`). Prints nothing: stdout belongs to the summary.
+ * (200 `ok: <state>`, or 503 `unhealthy: <reason>`, from `health`). Prints nothing: stdout belongs
+ * to the summary.
  *
  * @throws {MetricsServerError} when the port cannot be bound.
  *
@@ -68,7 +72,14 @@ export function startMetricsServer(options: MetricsServerOptions): MetricsServer
       return new Response("method not allowed\n", { status: 405, headers: { allow: "GET, HEAD" } });
     }
     if (pathname === "/healthz") {
-      return new Response("ok\n", { headers: { "content-type": "text/plain; charset=utf-8" } });
+      const status = options.health?.();
+      const text = status === undefined
+        ? "ok"
+        : `${status.healthy ? "ok" : "unhealthy"}: ${status.reason}`;
+      return new Response(request.method === "HEAD" ? null : `${text}\n`, {
+        status: status === undefined || status.healthy ? 200 : 503,
+        headers: { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" },
+      });
     }
     try {
       const body = await registry.metrics();

@@ -1,0 +1,122 @@
+/**
+ * The metrics of the run's feedback loop: the effective rate, why the run holds back, the latency
+ * probes, replica lag and whether each Redis node answers. Registered from the start so dashboards
+ * and alerts can rely on them; fed by the optional {@linkcode RunObserver} hooks, and until the
+ * engine emits those, by what it already reports (batches, outages).
+ *
+ * @module
+ */
+import { Gauge, type Registry } from "prom-client";
+import {
+  type BatchReport,
+  type ProbeEvent,
+  type RateLimitEvent,
+  type RedisDownEvent,
+  type RedisReplyEvent,
+  type ReplicaLagEvent,
+  type RunObserver,
+  type RunStart,
+  THROTTLE_REASONS,
+  type ThrottleEvent,
+} from "../run_events.ts";
+
+/** `node` label of a rate that applies to the whole run. */
+export const ALL_NODES_LABEL = "_all";
+
+/** Gauges of the control loop, updated from observer hooks. */
+export class ControlMetrics implements RunObserver {
+  readonly #rateLimit: Gauge<"node">;
+  readonly #throttled: Gauge<"reason">;
+  readonly #probeLatency: Gauge<"node">;
+  readonly #probeBaseline: Gauge<"node">;
+  readonly #replicaLag: Gauge<"node">;
+  readonly #redisUp: Gauge<"node">;
+
+  /** Registers the gauges in `registry`; every throttle reason starts at 0. */
+  constructor(registry: Registry) {
+    const registers = [registry];
+    const perNode = (name: string, help: string) =>
+      new Gauge({ name, help, labelNames: ["node"] as const, registers });
+    this.#rateLimit = perNode(
+      "relay_backfill_rate_limit",
+      'Effective rate limit in jobs per second (0 = unlimited); node="_all" for a run-wide rate.',
+    );
+    this.#throttled = new Gauge({
+      name: "relay_backfill_throttled",
+      help: "1 while the run holds back on purpose for this reason, else 0.",
+      labelNames: ["reason"] as const,
+      registers,
+    });
+    for (const reason of THROTTLE_REASONS) this.#throttled.set({ reason }, 0);
+    this.#probeLatency = perNode(
+      "relay_backfill_probe_latency_seconds",
+      "p99 round-trip of the latest latency probe round.",
+    );
+    this.#probeBaseline = perNode(
+      "relay_backfill_probe_baseline_seconds",
+      "Baseline probe round-trip the p99 is compared with.",
+    );
+    this.#replicaLag = perNode(
+      "relay_backfill_replica_lag_bytes",
+      "Replication lag of a replica behind its master, in bytes.",
+    );
+    this.#redisUp = perNode(
+      "relay_backfill_redis_up",
+      "1 while the node answers, 0 after it stopped answering (until it answers again).",
+    );
+  }
+
+  /** The configured --rps is the run-wide rate until the engine reports per-node rates. */
+  onStart(start: RunStart): void {
+    this.#rateLimit.set({ node: ALL_NODES_LABEL }, start.rps);
+  }
+
+  /** A finished batch proves its node answered. */
+  onBatch(batch: BatchReport): void {
+    this.#redisUp.set({ node: batch.node }, 1);
+  }
+
+  /** Records an effective rate. */
+  onRateLimit(event: RateLimitEvent): void {
+    if (Number.isFinite(event.rps) && event.rps >= 0) {
+      this.#rateLimit.set({ node: event.node }, event.rps);
+    }
+  }
+
+  /** Turns a throttle reason on or off. */
+  onThrottle(event: ThrottleEvent): void {
+    if ((THROTTLE_REASONS as readonly string[]).includes(event.reason)) {
+      this.#throttled.set({ reason: event.reason }, event.active ? 1 : 0);
+    }
+  }
+
+  /** Records a probe round. */
+  onProbe(event: ProbeEvent): void {
+    if (Number.isFinite(event.p99Seconds)) {
+      this.#probeLatency.set({ node: event.node }, event.p99Seconds);
+    }
+    if (Number.isFinite(event.baselineSeconds)) {
+      this.#probeBaseline.set({ node: event.node }, event.baselineSeconds);
+    }
+  }
+
+  /** Records a replica's lag. */
+  onReplicaLag(event: ReplicaLagEvent): void {
+    if (Number.isFinite(event.bytes)) this.#replicaLag.set({ node: event.node }, event.bytes);
+  }
+
+  /** The node answers. */
+  onRedisReply(event: RedisReplyEvent): void {
+    this.#redisUp.set({ node: event.node }, 1);
+  }
+
+  /** The node stopped answering. */
+  onRedisDown(event: RedisDownEvent): void {
+    this.#redisUp.set({ node: event.node }, 0);
+  }
+
+  /** A run that ended holds nothing back: a last push must not show it throttled forever. */
+  onEnd(): void {
+    for (const reason of THROTTLE_REASONS) this.#throttled.set({ reason }, 0);
+  }
+}

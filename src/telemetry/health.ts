@@ -1,0 +1,174 @@
+/**
+ * What `/healthz` answers: a pure state machine fed by the run's events and read with a clock, so
+ * every transition is tested without waiting. Healthy while the run progresses, and also while it
+ * holds back on purpose (throttled, paused); unhealthy with a one-line reason when Redis has not
+ * answered for too long or no batch finished for longer than expected.
+ *
+ * @module
+ */
+import type {
+  BatchReport,
+  RedisDownEvent,
+  RedisReplyEvent,
+  RunObserver,
+  RunStart,
+  Summary,
+  ThrottleEvent,
+  ThrottleReason,
+} from "../run_events.ts";
+
+/** Defaults of {@linkcode RunHealthOptions}. */
+export const HEALTH_DEFAULTS = { redisSilenceSeconds: 30, stallSeconds: 60 } as const;
+
+/** Options of {@linkcode RunHealth}. */
+export interface RunHealthOptions {
+  /** Time source in epoch milliseconds (a `Clock` fits). */
+  clock: { now(): number };
+  /** A node whose last reply is older than this is unhealthy (default 30). */
+  redisSilenceSeconds?: number;
+  /** Never call a run stalled before this many seconds without a batch (default 60). */
+  stallSeconds?: number;
+  /** How long one batch should take (`--batch / --rps`; 0 when unlimited); stall = 3× this at least. */
+  expectedBatchSeconds?: number;
+}
+
+/** One answer of `/healthz`. */
+export interface HealthStatus {
+  /** `true`: 200; `false`: 503. */
+  healthy: boolean;
+  /** One line: what the run is doing, or what is wrong. */
+  reason: string;
+}
+
+interface NodeState {
+  lastReplyMs: number;
+  /** Set by onRedisDown, cleared by the next reply. */
+  downReason?: string;
+  /** The engine reports this node's replies itself (not only through batches). */
+  reportsReplies: boolean;
+}
+
+/**
+ * The health of one run.
+ *
+ * Redis silence is judged for a node that was reported down, or whose replies the engine reports
+ * (`onRedisReply`, e.g. from a probe that keeps running while the run is throttled). A node seen
+ * only through batches is covered by the stall rule, which pauses while the run is throttled.
+ *
+ * @example
+ * ```ts
+ * import { RunHealth } from "./health.ts";
+ * let now = 0;
+ * const health = new RunHealth({ clock: { now: () => now } });
+ * health.onStart();
+ * now = 61_000;
+ * health.status(); // { healthy: false, reason: "no batch finished for 61 s (expected within 60 s)" }
+ * ```
+ */
+export class RunHealth implements RunObserver {
+  readonly #clock: { now(): number };
+  readonly #silenceMs: number;
+  readonly #stallMs: number;
+  #expectedBatchMs: number;
+  #phase: "starting" | "running" | "ended" = "starting";
+  #ended = "";
+  #lastProgressMs = 0;
+  readonly #nodes = new Map<string, NodeState>();
+  readonly #throttles = new Set<ThrottleReason>();
+
+  /** A health that says `starting` until {@linkcode RunHealth.onStart}. */
+  constructor(options: RunHealthOptions) {
+    this.#clock = options.clock;
+    this.#silenceMs = (options.redisSilenceSeconds ?? HEALTH_DEFAULTS.redisSilenceSeconds) * 1000;
+    this.#stallMs = (options.stallSeconds ?? HEALTH_DEFAULTS.stallSeconds) * 1000;
+    this.#expectedBatchMs = Math.max(0, (options.expectedBatchSeconds ?? 0) * 1000);
+  }
+
+  /** The run started: progress is measured from now. */
+  onStart(_start?: RunStart): void {
+    this.#phase = "running";
+    this.#lastProgressMs = this.#clock.now();
+  }
+
+  /** A batch finished: progress, and a reply from its node. */
+  onBatch(batch: BatchReport): void {
+    const now = this.#clock.now();
+    this.#lastProgressMs = now;
+    if (Number.isFinite(batch.seconds) && batch.seconds > 0) {
+      // A slow batch that still finished says how long batches take here.
+      this.#expectedBatchMs = Math.max(this.#expectedBatchMs, batch.seconds * 1000);
+    }
+    this.#reply(batch.node, now, false);
+  }
+
+  /** A throttle or pause turned on or off. */
+  onThrottle(event: ThrottleEvent): void {
+    if (event.active) this.#throttles.add(event.reason);
+    else this.#throttles.delete(event.reason);
+  }
+
+  /** A node answered. */
+  onRedisReply(event: RedisReplyEvent): void {
+    this.#reply(event.node, this.#clock.now(), true);
+  }
+
+  /** A node stopped answering; its silence counts from its last reply. */
+  onRedisDown(event: RedisDownEvent): void {
+    const node = this.#nodes.get(event.node) ??
+      { lastReplyMs: this.#lastProgressMs || this.#clock.now(), reportsReplies: false };
+    node.downReason = event.reason;
+    this.#nodes.set(event.node, node);
+  }
+
+  /** The run is over: healthy (the metrics server only lingers so the end can be scraped). */
+  onEnd(summary: Summary): void {
+    this.#phase = "ended";
+    this.#ended = summary.completed ? "run completed" : "run stopped";
+  }
+
+  /** The answer `/healthz` gives now. */
+  status(): HealthStatus {
+    if (this.#phase === "starting") return { healthy: true, reason: "starting" };
+    if (this.#phase === "ended") return { healthy: true, reason: this.#ended };
+    const now = this.#clock.now();
+    for (const [name, node] of this.#nodes) {
+      const silentMs = now - node.lastReplyMs;
+      if ((node.downReason !== undefined || node.reportsReplies) && silentMs > this.#silenceMs) {
+        const why = node.downReason === undefined ? "" : ` (${node.downReason})`;
+        return {
+          healthy: false,
+          reason: `Redis at ${name} has not answered for ${seconds(silentMs)} s${why}`,
+        };
+      }
+    }
+    if (this.#throttles.size > 0) {
+      return { healthy: true, reason: `throttled (${[...this.#throttles].sort().join(", ")})` };
+    }
+    const stallMs = Math.max(this.#stallMs, 3 * this.#expectedBatchMs);
+    const idleMs = now - this.#lastProgressMs;
+    if (idleMs > stallMs) {
+      return {
+        healthy: false,
+        reason: `no batch finished for ${seconds(idleMs)} s (expected within ${
+          seconds(stallMs)
+        } s)`,
+      };
+    }
+    return { healthy: true, reason: "progressing" };
+  }
+
+  #reply(name: string, now: number, reported: boolean): void {
+    const node = this.#nodes.get(name);
+    if (node === undefined) {
+      this.#nodes.set(name, { lastReplyMs: now, reportsReplies: reported });
+      return;
+    }
+    node.lastReplyMs = now;
+    node.downReason = undefined;
+    node.reportsReplies ||= reported;
+  }
+}
+
+function seconds(ms: number): number {
+  return Math.round(ms / 1000);
+}

@@ -1,0 +1,83 @@
+/**
+ * Invalid old keys in the log: the first ones of a run one by one (escaped: a key name is
+ * untrusted), then one line with the count by reason, so "why are keys skipped?" has an answer
+ * without flooding the log on a keyspace full of junk.
+ *
+ * @module
+ */
+import type { BatchReport, Logger, RunObserver } from "../run_events.ts";
+import { escapeForLog } from "./redact.ts";
+import { UNKNOWN_INVALID_REASON } from "./outcome_metrics.ts";
+
+/** How many invalid keys a run logs one by one. */
+export const INVALID_KEYS_LOGGED = 100;
+
+/** Options of {@linkcode InvalidKeyLog}. */
+export interface InvalidKeyLogOptions {
+  logger: Logger;
+  /** Invalid keys logged one by one (default {@linkcode INVALID_KEYS_LOGGED}). */
+  limit?: number;
+}
+
+/**
+ * Logs `invalid_key` (warn) for each of the first `limit` invalid keys that carry their name, then
+ * `invalid_keys` (warn) once at the end with the total and the count per reason.
+ *
+ * @example
+ * ```ts
+ * import { InvalidKeyLog } from "./invalid_keys.ts";
+ * import { silentLogger } from "../run_events.ts";
+ * const log = new InvalidKeyLog({ logger: silentLogger });
+ * log.onBatch({
+ *   node: "127.0.0.1:6379",
+ *   results: [{ outcome: "skipped_invalid", invalidReason: "not_hash", key: "ai:jobs:x" }],
+ *   seconds: 0,
+ *   totals: { scanned: 1, migrated: 0, repaired: 0, skipped_exists: 0, skipped_invalid: 1, skipped_gone: 0, filtered: 0, errors: 0 },
+ *   estimatedTotal: 1,
+ * });
+ * ```
+ */
+export class InvalidKeyLog implements RunObserver {
+  readonly #logger: Logger;
+  readonly #limit: number;
+  #logged = 0;
+  readonly #byReason = new Map<string, number>();
+
+  /** A log that has seen no invalid key yet. */
+  constructor(options: InvalidKeyLogOptions) {
+    this.#logger = options.logger;
+    this.#limit = options.limit ?? INVALID_KEYS_LOGGED;
+  }
+
+  /** Counts the batch's invalid keys and logs the first ones. */
+  onBatch(batch: BatchReport): void {
+    for (const result of batch.results) {
+      if (result.outcome !== "skipped_invalid") continue;
+      const reason = result.invalidReason ?? UNKNOWN_INVALID_REASON;
+      this.#byReason.set(reason, (this.#byReason.get(reason) ?? 0) + 1);
+      if (result.key === undefined || this.#logged >= this.#limit) continue;
+      this.#logged++;
+      this.#logger.log("warn", "invalid_key", `skipping invalid old key (${reason})`, {
+        key: escapeForLog(result.key, 200),
+        reason,
+        node: batch.node,
+      });
+      if (this.#logged === this.#limit) {
+        this.#logger.log(
+          "warn",
+          "invalid_key",
+          `logged the first ${this.#limit} invalid keys; the rest are only counted`,
+        );
+      }
+    }
+  }
+
+  /** One line with the run's invalid keys by reason (nothing when there were none). */
+  onEnd(): void {
+    const total = [...this.#byReason.values()].reduce((a, b) => a + b, 0);
+    if (total === 0) return;
+    const fields: Record<string, number> = { total };
+    for (const [reason, count] of [...this.#byReason].sort()) fields[reason] = count;
+    this.#logger.log("warn", "invalid_keys", `${total} invalid old keys skipped`, fields);
+  }
+}
