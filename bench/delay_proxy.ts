@@ -27,7 +27,11 @@ class Pipe {
   readonly queue: { due: number; bytes: Uint8Array }[] = [];
   busy = false;
   ended = false;
-  constructor(readonly to: Deno.Conn, readonly onDone: () => void) {}
+  constructor(
+    readonly to: Deno.Conn,
+    readonly onDone: () => void,
+    readonly wakeAt: (due: number) => void,
+  ) {}
 
   /** Writes every due chunk (as one write), then looks again; keeps order. */
   flush(now: number): void {
@@ -38,6 +42,7 @@ class Pipe {
     }
     if (n === 0) {
       if (this.ended && this.queue.length === 0) this.onDone();
+      else if (this.queue.length) this.wakeAt(this.queue[0]!.due);
       return;
     }
     const out = new Uint8Array(size);
@@ -73,7 +78,8 @@ export function startDelayProxy(
     let next = NaN;
     for (const pipe of pipes) {
       pipe.flush(now);
-      const head = pipe.queue[0]?.due;
+      // A pipe still writing looks at its queue again when the write is done.
+      const head = pipe.busy ? undefined : pipe.queue[0]?.due;
       if (head !== undefined && !(head >= next)) next = head;
     }
     ticker.set(next);
@@ -120,8 +126,9 @@ export function startDelayProxy(
         }
       }
     };
-    const up = new Pipe(server, close);
-    const down = new Pipe(client, close);
+    const wakeAt = (due: number) => ticker.wakeAt(due);
+    const up = new Pipe(server, close, wakeAt);
+    const down = new Pipe(client, close, wakeAt);
     pipes.add(up);
     pipes.add(down);
     await Promise.all([pump(client, up), pump(server, down)]);

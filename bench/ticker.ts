@@ -52,7 +52,11 @@ export class Ticker {
     const url = URL.createObjectURL(new Blob([WORKER], { type: "application/javascript" }));
     this.#worker = new Worker(url, { type: "module" });
     URL.revokeObjectURL(url);
-    this.#worker.onmessage = () => onFire();
+    this.#worker.onmessage = () => {
+      // The wake-up is consumed: until onFire sets the next one, wakeAt starts from none.
+      this.#due[0] = NaN;
+      onFire();
+    };
     this.#worker.postMessage({ seq: this.#seq.buffer, due: this.#due.buffer });
   }
 
@@ -62,8 +66,9 @@ export class Ticker {
   }
 
   /**
-   * Sets the next wake-up to `at` (absolute ms), replacing any pending one; NaN cancels. The owner
-   * calls this from `onFire` with its next deadline, and whenever a new deadline is earlier.
+   * Sets the next wake-up to `at` (absolute ms), replacing any pending one; NaN cancels. A fired
+   * wake-up is cleared before `onFire` runs, so `onFire` sets the next deadline (if any), and the
+   * owner calls {@linkcode Ticker.wakeAt} whenever a new deadline comes up.
    */
   set(at: number): void {
     this.#due[0] = at;
