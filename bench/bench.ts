@@ -35,6 +35,14 @@ import {
   limiterAccuracy,
   type LimiterResult,
 } from "./limiter_accuracy.ts";
+import { type ImpactResult, measureImpact, renderImpact } from "./impact.ts";
+import { measureRtt, renderRtt, type RttResult } from "./rtt.ts";
+import {
+  type ClusterBenchResult,
+  measureCluster,
+  renderCluster,
+  stopAllClusterNodes,
+} from "./cluster.ts";
 import {
   type BenchResult,
   loadAverage,
@@ -48,7 +56,7 @@ import {
 
 const USAGE =
   `usage: deno task bench [--keys N] [--naive-keys N] [--repeat N] [--limiter-seconds S] [--quick]
-                       [--no-pin] [--profile]
+                       [--no-pin] [--profile] [--impact] [--impact-seconds S] [--rtt MS] [--cluster]
   --keys N             old keys to seed (default 300000)
   --naive-keys N       keys the naive loop processes (default 20000)
   --repeat N           runs of naive, backfill and ceiling; the median is reported (default 3)
@@ -56,7 +64,12 @@ const USAGE =
   --quick              smoke run: 40000 keys, 2000 naive keys, 1 repeat, 3 s limiter window
   --no-pin             do not pin redis-server to core 0 and the clients to core 1
   --profile            one more backfill run under V8's profiler and perf (redis-server);
-                       reports in bench/results/<timestamp>-profile/`;
+                       reports in bench/results/<timestamp>-profile/
+  --impact             only the impact section (app p99 and throughput during backfill runs)
+  --impact-seconds S   idle window and --rps 5000 window of the impact rows (default 10)
+  --rtt MS             only the RTT section: backfill through a proxy adding MS each way
+  --cluster            only the cluster section: 3-master cluster vs standalone
+  With none of --impact, --rtt, --cluster: every standalone section, impact and --rtt 0.25.`;
 
 function positiveInt(name: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
@@ -79,11 +92,27 @@ function parseOptions(argv: string[]) {
       quick: { type: "boolean", default: false },
       "no-pin": { type: "boolean", default: false },
       profile: { type: "boolean", default: false },
+      impact: { type: "boolean", default: false },
+      "impact-seconds": { type: "string" },
+      rtt: { type: "string" },
+      cluster: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
   const quick = values.quick ?? false;
+  const rtt = values.rtt === undefined ? undefined : Number(values.rtt);
+  if (rtt !== undefined && !(rtt >= 0 && rtt <= 100)) {
+    throw new RangeError(`--rtt must be a number of ms in [0, 100], got "${values.rtt}"`);
+  }
+  const only = values.impact || rtt !== undefined || values.cluster;
   return {
+    sections: {
+      classic: !only,
+      impact: !only || (values.impact ?? false),
+      rttMs: only ? rtt : 0.25,
+      cluster: values.cluster ?? false,
+    },
+    impactSeconds: positiveInt("impact-seconds", values["impact-seconds"], quick ? 3 : 10),
     help: values.help ?? false,
     quick,
     pin: !(values["no-pin"] ?? false),
@@ -99,6 +128,13 @@ function parseOptions(argv: string[]) {
 function medianRun<T extends { keysPerSecond: number }>(runs: T[]): T {
   const mid = median(runs.map((r) => r.keysPerSecond));
   return runs.find((r) => r.keysPerSecond === mid)!;
+}
+
+/** The sections beyond the classic ones (issues 13 and 14). */
+interface ExtraSections {
+  impact?: ImpactResult;
+  rtt?: RttResult;
+  cluster?: ClusterBenchResult;
 }
 
 /** Set by SIGINT/SIGTERM: cleanup is running, errors from the parts it tore down are expected. */
@@ -123,6 +159,7 @@ async function main(): Promise<number> {
   let server: BenchServer | undefined;
   const cleanup = async () => {
     await killAllClis();
+    await stopAllClusterNodes();
     await server?.stop();
     server = undefined;
   };
@@ -166,93 +203,164 @@ async function main(): Promise<number> {
       `seeded in ${seeded.seconds.toFixed(1)} s: ${seeded.valid} valid, ${seeded.invalid} invalid`,
     );
 
-    const naiveRuns: NaiveResult[] = [];
-    const backfillRuns: BackfillResult[] = [];
-    const ceilingRuns: CeilingResult[] = [];
-    let verify: VerifyResult | undefined;
-    const onFresh = async <T>(fn: (c: ReturnType<BenchServer["client"]>) => Promise<T>) => {
-      await srv.restore();
-      const c = srv.client();
-      try {
-        return await fn(c);
-      } finally {
-        c.disconnect();
-      }
-    };
-    for (let i = 1; i <= options.repeat; i++) {
-      const of = `(${i}/${options.repeat})`;
-      log(`naive loop over ${options.naiveKeys} keys ${of}`);
-      naiveRuns.push(await onFresh((c) => runNaive(c, options.naiveKeys)));
-      if (cliExists) {
-        log(`backfill --execute --rps 0 ${of}`);
+    let classic: BenchResult | undefined;
+    if (options.sections.classic) {
+      const naiveRuns: NaiveResult[] = [];
+      const backfillRuns: BackfillResult[] = [];
+      const ceilingRuns: CeilingResult[] = [];
+      let verify: VerifyResult | undefined;
+      const onFresh = async <T>(fn: (c: ReturnType<BenchServer["client"]>) => Promise<T>) => {
         await srv.restore();
-        const run = await attempt("backfill", () => measureBackfill(srv, seeded, checks));
-        if (run) backfillRuns.push(run);
-        if (run && i === options.repeat) {
-          log("verify --sample 1000 on the migrated data (3 runs)");
-          verify = await attempt("verify", () => measureVerify(srv, checks));
+        const c = srv.client();
+        try {
+          return await fn(c);
+        } finally {
+          c.disconnect();
         }
+      };
+      for (let i = 1; i <= options.repeat; i++) {
+        const of = `(${i}/${options.repeat})`;
+        log(`naive loop over ${options.naiveKeys} keys ${of}`);
+        naiveRuns.push(await onFresh((c) => runNaive(c, options.naiveKeys)));
+        if (cliExists) {
+          log(`backfill --execute --rps 0 ${of}`);
+          await srv.restore();
+          const run = await attempt("backfill", () => measureBackfill(srv, seeded, checks));
+          if (run) backfillRuns.push(run);
+          if (run && i === options.repeat) {
+            log("verify --sample 1000 on the migrated data (3 runs)");
+            verify = await attempt("verify", () => measureVerify(srv, checks));
+          }
+        }
+        log(`ceiling (server-side Lua) ${of}`);
+        const ceiling = await onFresh((c) => runCeiling(c));
+        ceilingRuns.push(ceiling);
       }
-      log(`ceiling (server-side Lua) ${of}`);
-      const ceiling = await onFresh((c) => runCeiling(c));
-      ceilingRuns.push(ceiling);
-    }
-    checks.push({
-      name: "ceiling scanned = seeded, migrated = valid",
-      ok: ceilingRuns.every((c) => c.scanned === seeded.keys && c.migrated === seeded.valid),
-      detail: ceilingRuns.map((c) => `scanned ${c.scanned}, migrated ${c.migrated}`).join("; "),
-    });
-    if (!cliExists) {
-      notes.push("main.ts does not exist yet: backfill, verify, limiter and latency were skipped");
-    }
-
-    const baseline = cliExists ? await attempt("--version", measureBaseline) : undefined;
-    const limiter: LimiterResult[] = [];
-    let latency: ConcurrentLatency | undefined;
-    if (cliExists) {
-      for (const rps of [1000, 5000]) {
-        if (rps * (options.limiterSeconds + 4) > seeded.keys) {
-          notes.push(
-            `--rps ${rps} needs ${rps * (options.limiterSeconds + 4)} keys for a ` +
-              `${options.limiterSeconds} s window; only ${seeded.keys} seeded: accuracy is n/a`,
-          );
-        }
-        await srv.restore();
-        log(`limiter accuracy --rps ${rps} (~${options.limiterSeconds + 3} s)`);
-        const result = await attempt(
-          `limiter --rps ${rps}`,
-          () => limiterAccuracy(srv, rps, options.limiterSeconds),
+      checks.push({
+        name: "ceiling scanned = seeded, migrated = valid",
+        ok: ceilingRuns.every((c) => c.scanned === seeded.keys && c.migrated === seeded.valid),
+        detail: ceilingRuns.map((c) => `scanned ${c.scanned}, migrated ${c.migrated}`).join("; "),
+      });
+      if (!cliExists) {
+        notes.push(
+          "main.ts does not exist yet: backfill, verify, limiter and latency were skipped",
         );
-        if (result) limiter.push(result);
       }
-      await srv.restore();
-      log(`PING latency idle, then during --rps 5000 (~${2 * options.limiterSeconds + 3} s)`);
-      latency = await attempt(
-        "concurrent latency",
+
+      const baseline = cliExists ? await attempt("--version", measureBaseline) : undefined;
+      const limiter: LimiterResult[] = [];
+      let latency: ConcurrentLatency | undefined;
+      if (cliExists) {
+        for (const rps of [1000, 5000]) {
+          if (rps * (options.limiterSeconds + 4) > seeded.keys) {
+            notes.push(
+              `--rps ${rps} needs ${rps * (options.limiterSeconds + 4)} keys for a ` +
+                `${options.limiterSeconds} s window; only ${seeded.keys} seeded: accuracy is n/a`,
+            );
+          }
+          await srv.restore();
+          log(`limiter accuracy --rps ${rps} (~${options.limiterSeconds + 3} s)`);
+          const result = await attempt(
+            `limiter --rps ${rps}`,
+            () => limiterAccuracy(srv, rps, options.limiterSeconds),
+          );
+          if (result) limiter.push(result);
+        }
+        await srv.restore();
+        log(`PING latency idle, then during --rps 5000 (~${2 * options.limiterSeconds + 3} s)`);
+        latency = await attempt(
+          "concurrent latency",
+          () =>
+            concurrentLatency(srv, 5000, {
+              seconds: options.limiterSeconds,
+              pinCpu: pinned ? REDIS_CPU : undefined,
+            }),
+        );
+      }
+
+      let profile: ProfileResult | undefined;
+      if (cliExists && options.profile) {
+        await srv.restore();
+        const stamp = new Date().toISOString().replaceAll(":", "-").replace(/\.\d+Z$/, "Z");
+        const dir = decodeURIComponent(
+          new URL(`./results/${stamp}-profile`, import.meta.url).pathname,
+        );
+        await Deno.mkdir(dir, { recursive: true });
+        log(`profiling one more backfill run into ${dir}`);
+        profile = await attempt("profile", () => profileBackfill(srv, dir));
+      }
+
+      const naive = medianRun(naiveRuns);
+      const backfill = backfillRuns.length ? medianRun(backfillRuns) : undefined;
+      const ceiling = medianRun(ceilingRuns);
+      const partial = {
+        date: new Date().toISOString(),
+        machine: {
+          ...await machineInfo(redisVersion ?? "?"),
+          loadAverageBefore: loadBefore,
+          loadAverageAfter: await loadAverage(),
+        },
+        options: { ...options, pinned },
+        seed: seeded,
+        naive,
+        backfill,
+        ceiling,
+        verify,
+        runs: { naive: naiveRuns, backfill: backfillRuns, ceiling: ceilingRuns },
+        ratios: {
+          backfillOverNaive: backfill && backfill.keysPerSecond / naive.keysPerSecond,
+          backfillOverCeiling: backfill && backfill.keysPerSecond / ceiling.keysPerSecond,
+          ceilingOverNaive: ceiling.keysPerSecond / naive.keysPerSecond,
+        },
+        baseline,
+        limiter,
+        latency,
+        profile,
+        checks,
+        notes,
+      };
+      classic = { ...partial, targets: targets(partial) };
+      for (const line of render(classic)) print(line);
+    }
+    const extra: ExtraSections = {};
+    const clientCpu = pinned ? CLIENT_CPU : undefined;
+    if (!cliExists) notes.push("main.ts does not exist yet: impact, rtt and cluster were skipped");
+    if (cliExists && options.sections.impact) {
+      log(`impact section: 6 runs (~${6 * (options.impactSeconds + 3)} s or more)`);
+      extra.impact = await attempt(
+        "impact",
+        () => measureImpact(srv, { seconds: options.impactSeconds, keys: options.keys, clientCpu }),
+      );
+      if (extra.impact) { for (const line of ["", ...renderImpact(extra.impact)]) print(line); }
+    }
+    if (cliExists && options.sections.rttMs !== undefined) {
+      const delayMs = options.sections.rttMs;
+      log(`rtt section: backfill --rps 0 on loopback and through a ${delayMs} ms-each-way proxy`);
+      extra.rtt = await attempt("rtt", () => measureRtt(srv, { delayMs, seeded, checks }));
+      if (extra.rtt) { for (const line of ["", ...renderRtt(extra.rtt)]) print(line); }
+    }
+    if (cliExists && options.sections.cluster) {
+      log("cluster section: 3-master cluster vs standalone, same data");
+      extra.cluster = await attempt(
+        "cluster",
         () =>
-          concurrentLatency(srv, 5000, {
-            seconds: options.limiterSeconds,
-            pinCpu: pinned ? REDIS_CPU : undefined,
+          measureCluster(srv, {
+            seeded,
+            checks,
+            rttMs: options.sections.rttMs,
+            clusterCpu: pinned ? REDIS_CPU : undefined,
           }),
       );
+      if (extra.cluster) { for (const line of ["", ...renderCluster(extra.cluster)]) print(line); }
     }
-
-    let profile: ProfileResult | undefined;
-    if (cliExists && options.profile) {
-      await srv.restore();
-      const stamp = new Date().toISOString().replaceAll(":", "-").replace(/\.\d+Z$/, "Z");
-      const dir = decodeURIComponent(
-        new URL(`./results/${stamp}-profile`, import.meta.url).pathname,
-      );
-      await Deno.mkdir(dir, { recursive: true });
-      log(`profiling one more backfill run into ${dir}`);
-      profile = await attempt("profile", () => profileBackfill(srv, dir));
+    if (!classic) {
+      const failed = checks.filter((c) => !c.ok);
+      print("");
+      print(`checks: ${checks.length - failed.length}/${checks.length} ok`);
+      for (const c of failed) print(`  FAILED ${c.name}: ${c.detail}`);
+      for (const note of notes) print(`note: ${note}`);
     }
-
-    const naive = medianRun(naiveRuns);
-    const backfill = backfillRuns.length ? medianRun(backfillRuns) : undefined;
-    const ceiling = medianRun(ceilingRuns);
-    const partial = {
+    const result = classic ? { ...classic, ...extra } : {
       date: new Date().toISOString(),
       machine: {
         ...await machineInfo(redisVersion ?? "?"),
@@ -261,25 +369,10 @@ async function main(): Promise<number> {
       },
       options: { ...options, pinned },
       seed: seeded,
-      naive,
-      backfill,
-      ceiling,
-      verify,
-      runs: { naive: naiveRuns, backfill: backfillRuns, ceiling: ceilingRuns },
-      ratios: {
-        backfillOverNaive: backfill && backfill.keysPerSecond / naive.keysPerSecond,
-        backfillOverCeiling: backfill && backfill.keysPerSecond / ceiling.keysPerSecond,
-        ceilingOverNaive: ceiling.keysPerSecond / naive.keysPerSecond,
-      },
-      baseline,
-      limiter,
-      latency,
-      profile,
+      ...extra,
       checks,
       notes,
     };
-    const result: BenchResult = { ...partial, targets: targets(partial) };
-    for (const line of render(result)) print(line);
     const path = await writeResult(result);
     log(`wrote ${path}`);
     return checks.every((c) => c.ok) ? 0 : 1;

@@ -317,7 +317,7 @@ export function render(result: BenchResult): string[] {
 }
 
 /** Writes the result as `bench/results/<timestamp>.json` and `bench/results/latest.json`. */
-export async function writeResult(result: BenchResult): Promise<string> {
+export async function writeResult(result: { date: string }): Promise<string> {
   const dir = decodeURIComponent(new URL("./results/", import.meta.url).pathname);
   await Deno.mkdir(dir, { recursive: true });
   const name = `${result.date.replaceAll(":", "-").replace(/\.\d+Z$/, "Z")}.json`;

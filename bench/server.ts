@@ -38,6 +38,9 @@ export async function startBenchServer(pinCpu?: number): Promise<BenchServer> {
       "10000",
       "--dbfilename",
       "dump.rdb",
+      // DEBUG HTSTATS (is the main hash table rehashing?) and DEBUG SLEEP pulses.
+      "--enable-debug-command",
+      "yes",
     ],
   });
   const pin = async () => {
@@ -154,4 +157,64 @@ export async function commandStats(client: Redis): Promise<Record<string, Comman
   delete stats["config|resetstat"];
   delete stats["slowlog|reset"];
   return Object.fromEntries(Object.entries(stats).sort(([, a], [, b]) => b.usec - a.usec));
+}
+
+/**
+ * Waits until no hash table of db 0 is rehashing (`DEBUG HTSTATS 0` shows no "rehashing target"),
+ * so that an idle measurement does not include Redis's own incremental rehash. Returns the ms
+ * waited; throws after `timeoutMs`.
+ */
+export async function waitRehashSettled(client: Redis, timeoutMs = 30_000): Promise<number> {
+  const started = performance.now();
+  for (;;) {
+    const stats = String(await client.call("DEBUG", "HTSTATS", "0"));
+    if (!stats.includes("rehashing target")) return performance.now() - started;
+    if (performance.now() - started > timeoutMs) {
+      throw new Error(`db 0 still rehashing after ${timeoutMs} ms`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** Redis's own view of the script calls (EVALSHA, EVALSHA_RO, EVAL, FCALL) since the last reset. */
+export interface ScriptCalls {
+  calls: number;
+  /** Mean Redis time per call (INFO commandstats usec / calls). */
+  usecPerCall: number;
+  /** Upper bound of the slowest call: the top non-empty bucket of LATENCY HISTOGRAM (power of 2). */
+  maxUsecBound: number;
+  /** Per command name. */
+  byCommand: Record<string, { calls: number; usecPerCall: number; maxUsecBound: number }>;
+}
+
+const SCRIPT_COMMANDS = ["evalsha", "evalsha_ro", "eval", "eval_ro", "fcall", "fcall_ro"];
+
+/** Script calls since the last {@linkcode resetStats} (commandstats and LATENCY HISTOGRAM). */
+export async function scriptCalls(client: Redis): Promise<ScriptCalls> {
+  const stats = await commandStats(client);
+  const histogram = await client.call("LATENCY", "HISTOGRAM", ...SCRIPT_COMMANDS) as unknown[];
+  const maxBound: Record<string, number> = {};
+  for (let i = 0; i + 1 < histogram.length; i += 2) {
+    const fields = histogram[i + 1] as unknown[];
+    const buckets = fields[fields.indexOf("histogram_usec") + 1] as number[];
+    maxBound[String(histogram[i])] = Number(buckets.at(-2) ?? NaN);
+  }
+  const byCommand: ScriptCalls["byCommand"] = {};
+  for (const name of SCRIPT_COMMANDS) {
+    const s = stats[name];
+    if (!s) continue;
+    byCommand[name] = {
+      calls: s.calls,
+      usecPerCall: s.usecPerCall,
+      maxUsecBound: maxBound[name] ?? NaN,
+    };
+  }
+  const all = Object.values(byCommand);
+  const calls = all.reduce((sum, c) => sum + c.calls, 0);
+  return {
+    calls,
+    usecPerCall: calls ? all.reduce((sum, c) => sum + c.usecPerCall * c.calls, 0) / calls : NaN,
+    maxUsecBound: all.length ? Math.max(...all.map((c) => c.maxUsecBound)) : NaN,
+    byCommand,
+  };
 }
