@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { type Clock, SlidingWindowLimiter } from "../src/control/rate_limit.ts";
+import type { PacingClock as Clock } from "../src/async/clock.ts";
+import { SlidingWindowLimiter } from "../src/control/rate_limit.ts";
 
 /** A manual clock: sleeping advances time instantly and records the sleep. */
 function fakeClock(): Clock & { t: number; sleeps: number[] } {

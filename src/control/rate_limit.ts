@@ -9,33 +9,7 @@
  *
  * @module
  */
-
-/** Time source and sleep, injectable so the limiter is unit-tested without real waiting. */
-export interface Clock {
-  /** Milliseconds, monotonic. */
-  now(): number;
-  /** Resolves after `ms`; rejects with `signal.reason` when aborted. */
-  sleep(ms: number, signal?: AbortSignal): Promise<void>;
-}
-
-/** The real clock: `performance.now()` and an abortable `setTimeout`. */
-export const realClock: Clock = {
-  now: () => performance.now(),
-  sleep(ms, signal) {
-    return new Promise((resolve, reject) => {
-      if (signal?.aborted) return reject(signal.reason);
-      const onAbort = () => {
-        clearTimeout(timer);
-        reject(signal?.reason);
-      };
-      const timer = setTimeout(() => {
-        signal?.removeEventListener("abort", onAbort);
-        resolve();
-      }, ms);
-      signal?.addEventListener("abort", onAbort, { once: true });
-    });
-  },
-};
+import { monotonicClock, type PacingClock } from "../async/clock.ts";
 
 /** What callers need of a limiter. */
 export interface RateLimiter {
@@ -47,7 +21,7 @@ export interface RateLimiter {
 /** Limits permits per sliding window. `rps` 0 means unlimited. */
 export class SlidingWindowLimiter implements RateLimiter {
   #rps: number;
-  readonly #clock: Clock;
+  readonly #clock: PacingClock;
   readonly #windowMs: number;
   /** Grants within the current window, oldest first. */
   readonly #grants: { at: number; count: number }[] = [];
@@ -59,9 +33,9 @@ export class SlidingWindowLimiter implements RateLimiter {
    * @param rps permits per window; 0 = unlimited.
    * @throws {RangeError} when `rps` is negative or not an integer.
    */
-  constructor(rps: number, options: { clock?: Clock; windowMs?: number } = {}) {
+  constructor(rps: number, options: { clock?: PacingClock; windowMs?: number } = {}) {
     this.#rps = checkRps(rps);
-    this.#clock = options.clock ?? realClock;
+    this.#clock = options.clock ?? monotonicClock;
     this.#windowMs = options.windowMs ?? 1000;
   }
 

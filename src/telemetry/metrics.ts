@@ -18,7 +18,7 @@ import type {
   Summary,
   ThrottleEvent,
 } from "../run_events.ts";
-import { type Clock, systemClock } from "./clock.ts";
+import { type TimerClock, wallClock } from "../async/clock.ts";
 import { ControlMetrics } from "./control_metrics.ts";
 import { OutcomeMetrics } from "./outcome_metrics.ts";
 
@@ -67,8 +67,8 @@ export interface BackfillMetricsOptions {
    * label to `_all`, for keyspaces with so many workspaces that one series each is too costly.
    */
   workspaceLabel?: boolean;
-  /** Clock for the timestamp gauges (default: the system clock). */
-  clock?: Clock;
+  /** Clock for the timestamp gauges (default: the wall clock). */
+  clock?: TimerClock;
 }
 
 /**
@@ -85,7 +85,7 @@ export interface BackfillMetricsOptions {
 export class BackfillMetrics implements RunObserver {
   /** The dedicated registry (no default process metrics: their collectors assume Node internals). */
   readonly registry: Registry;
-  readonly #clock: Clock;
+  readonly #clock: TimerClock;
   readonly #control: ControlMetrics;
   readonly #outcomes: OutcomeMetrics;
   readonly #duration: Histogram;
@@ -102,7 +102,7 @@ export class BackfillMetrics implements RunObserver {
 
   /** Registers every metric in a fresh registry. */
   constructor(options: BackfillMetricsOptions) {
-    this.#clock = options.clock ?? systemClock;
+    this.#clock = options.clock ?? wallClock;
     const registry = new FlushingRegistry();
     this.registry = registry;
     const registers = [registry];

@@ -6,7 +6,7 @@
  */
 import { Registry } from "prom-client";
 import { type Logger, type RunObserver, silentLogger, type Summary } from "../run_events.ts";
-import { type Clock, systemClock } from "./clock.ts";
+import { type TimerClock, wallClock } from "../async/clock.ts";
 import { fanOut } from "./fan_out.ts";
 import { RunHealth } from "./health.ts";
 import { InvalidKeyLog } from "./invalid_keys.ts";
@@ -66,7 +66,7 @@ export interface TelemetryOptions {
   /** Writes to stderr (see `stderrWriter()`); all telemetry output goes here, never to stdout. */
   write: (text: string) => void;
   /** Time source (default: the system clock). */
-  clock?: Clock;
+  clock?: TimerClock;
 }
 
 /** What {@linkcode createTelemetry} returns. */
@@ -160,7 +160,7 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
   });
 
   const health = new RunHealth({
-    clock: clock ?? systemClock,
+    clock: clock ?? wallClock,
     expectedBatchSeconds: options.expectedBatchSeconds,
   });
   let metrics: BackfillMetrics | undefined;
@@ -196,7 +196,7 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
       intervalSeconds: options.pushIntervalSeconds ?? 30,
       timeoutMs: options.pushTimeoutMs,
       logger,
-      clock: clock ?? systemClock,
+      clock: clock ?? wallClock,
     })
     : undefined;
 
@@ -210,7 +210,7 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
   const shutdown = (): Promise<void> =>
     closing ??= (async () => {
       if (server === undefined) return;
-      await linger(options.metricsLingerSeconds ?? 0, clock ?? systemClock, options.signal, logger);
+      await linger(options.metricsLingerSeconds ?? 0, clock ?? wallClock, options.signal, logger);
       try {
         await server.shutdown();
       } catch (error: unknown) {
@@ -264,7 +264,7 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
 /** Waits `seconds` so a last scrape can read the final values; a signal cuts it short. */
 async function linger(
   seconds: number,
-  clock: Clock,
+  clock: TimerClock,
   signal: AbortSignal | undefined,
   logger: Logger,
 ): Promise<void> {

@@ -7,7 +7,7 @@
  */
 import { emptyCounters } from "../outcome.ts";
 import type { BatchReport, RunObserver, RunStart, Summary } from "../run_events.ts";
-import { type Clock, systemClock, type TimerHandle } from "./clock.ts";
+import { type TimerClock, type TimerHandle, wallClock } from "../async/clock.ts";
 import { type ProgressState, renderProgress } from "./progress_render.ts";
 
 /** Options of {@linkcode ProgressReporter}. */
@@ -23,7 +23,7 @@ export interface ProgressReporterOptions {
   /** Colour the error count on a TTY (default `false`; pass `false` when NO_COLOR is set). */
   color?: boolean;
   /** Time source and timers (default: the system clock). */
-  clock?: Clock;
+  clock?: TimerClock;
   /**
    * Not a TTY: hands each plain line to this function instead of writing it, e.g. to log it as a
    * JSON `progress` event so a log pipeline never sees a line that is not JSON.
@@ -58,7 +58,7 @@ export class ProgressReporter implements RunObserver {
   readonly #gapMs: number;
   readonly #columns: () => number;
   readonly #color: boolean;
-  readonly #clock: Clock;
+  readonly #clock: TimerClock;
   readonly #emit: (line: string, state: ProgressState, now: number) => void;
   #state: ProgressState;
   /** Scanned count at the last draw; scanned is the sum of all outcomes, so equal means unchanged. */
@@ -81,7 +81,7 @@ export class ProgressReporter implements RunObserver {
       : Number.POSITIVE_INFINITY;
     this.#columns = options.columns ?? (() => 80);
     this.#color = options.isTty && (options.color ?? false);
-    this.#clock = options.clock ?? systemClock;
+    this.#clock = options.clock ?? wallClock;
     this.#emit = options.emit ?? ((line) => this.#write(`${line}\n`));
     this.#state = { totals: emptyCounters(), estimatedTotal: 0, startedAt: this.#clock.now() };
   }

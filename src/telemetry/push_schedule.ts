@@ -8,7 +8,7 @@
  */
 import type { Registry } from "prom-client";
 import type { Logger, RunMode } from "../run_events.ts";
-import type { Clock, TimerHandle } from "./clock.ts";
+import type { TimerClock, TimerHandle } from "../async/clock.ts";
 import { pushMetrics } from "./pushgateway.ts";
 
 /** Options of {@linkcode PushSchedule}. */
@@ -23,7 +23,7 @@ export interface PushScheduleOptions {
   /** Timeout of one push in milliseconds (default 10000). */
   timeoutMs?: number;
   logger: Logger;
-  clock: Clock;
+  clock: TimerClock;
 }
 
 /** The pushes of one run. */

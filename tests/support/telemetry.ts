@@ -6,7 +6,7 @@
  */
 import { type Counters, countResults, emptyCounters, type KeyResult } from "../../src/outcome.ts";
 import type { BatchReport, Summary } from "../../src/run_events.ts";
-import type { Clock, TimerHandle } from "../../src/telemetry/clock.ts";
+import type { TimerClock as Clock, TimerHandle } from "../../src/async/clock.ts";
 
 /** One sample of a scrape. */
 export interface Sample {

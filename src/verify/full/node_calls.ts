@@ -15,7 +15,7 @@ import type { Cluster, Redis } from "../../redis/ioredis.ts";
 import { OLD_PREFIX, WORKSPACE_FIELD } from "../../schema.ts";
 import { HEADER_ARGS, type ScriptMode, VERIFY_SCRIPT } from "./scripts.ts";
 import { keySlot } from "./slot.ts";
-import { realClock } from "../../control/rate_limit.ts";
+import { monotonicClock } from "../../async/clock.ts";
 
 /** A script call failed for good (not an outage): the node kept refusing it. */
 export class VerifyCallError extends Error {
@@ -210,7 +210,7 @@ function refreshSlots(cluster: Cluster): Promise<void> {
 }
 
 function delay(ms: number, signal?: AbortSignal): Promise<void> {
-  return realClock.sleep(ms, signal);
+  return monotonicClock.sleep(ms, signal);
 }
 
 /** The node refused a key it does not serve; regroup the keys and call again. */

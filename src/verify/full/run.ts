@@ -9,7 +9,8 @@
  */
 import type { Buffer } from "node:buffer";
 import { SafetyRefusal } from "../../errors.ts";
-import { type RateLimiter, realClock } from "../../control/rate_limit.ts";
+import type { RateLimiter } from "../../control/rate_limit.ts";
+import { monotonicClock } from "../../async/clock.ts";
 import type { RedisTarget } from "../../redis/target.ts";
 import type { Redis } from "../../redis/ioredis.ts";
 import { scanBatches } from "../../redis/scan.ts";
@@ -242,7 +243,7 @@ class FullRun {
     const first = results.flatMap((result, i) => failed(result) ? [i] : []);
     let pending = first;
     for (let round = 0; round < this.options.recheck && pending.length > 0; round++) {
-      await realClock.sleep(this.options.recheckDelayMs, this.deps.signal);
+      await monotonicClock.sleep(this.options.recheckDelayMs, this.deps.signal);
       const again = await this.#inSubBatches(pending.map((i) => keys[i]!), check);
       pending.forEach((index, j) => results[index] = again[j]!);
       pending = pending.filter((index) => failed(results[index]!));
