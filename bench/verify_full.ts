@@ -2,9 +2,9 @@
  * The `verify --full` rows of the benchmark (issue 16): for each size, a fresh server is seeded,
  * migrated in-server (the ceiling's COPY script, so the data is what a backfill leaves), then
  * `backfill verify --full --rps 0` runs against it, and then the in-server ceiling of the same
- * comparison: one Lua loop doing SCAN and, per old key, what the verify's script does (TYPE, HGET
- * of the workspace, PEXPIRETIME and a SHA-1 digest of the sorted fields, on both sides) with no
- * network and no client in the loop. It blocks Redis while it runs: no production tool.
+ * comparison: one Lua loop doing SCAN and, per old key, what the verify's `pair` script does (TYPE,
+ * HGET of the workspace, PEXPIRETIME on both sides, HGETALL of both and a field-by-field
+ * comparison) with no network and no client in the loop. It blocks Redis while it runs: no production tool.
  *
  * Redis time per call comes from Redis itself: INFO commandstats (usec_per_call) and LATENCY
  * HISTOGRAM (the slowest call's power-of-two bucket) for EVALSHA_RO.
@@ -53,22 +53,20 @@ export interface VerifyFullBenchResult {
   target: { ratio: number; maxCallUs: number };
 }
 
-/** The in-server ceiling: the same reads and digests as the verify script, one loop, no network. */
+/** The in-server ceiling: the same reads and comparison as the verify script, one loop, no network. */
 const VERIFY_CEILING_SCRIPT = `
 local cursor, limit = ARGV[1], tonumber(ARGV[2])
 local ws_field, old_prefix, new_prefix = ARGV[3], ARGV[4], ARGV[5]
 local scanned, matched = 0, 0
-local function digest(key)
-  local flat = redis.call('HGETALL', key)
-  local order = {}
-  for j = 1, #flat, 2 do order[#order + 1] = j end
-  table.sort(order, function(a, b) return flat[a] < flat[b] end)
-  local parts = {}
-  for _, j in ipairs(order) do
-    local f, v = flat[j], flat[j + 1]
-    parts[#parts + 1] = #f .. ':' .. f .. #v .. ':' .. v
+local function same_fields(a, b)
+  local fa, fb = redis.call('HGETALL', a), redis.call('HGETALL', b)
+  if #fa ~= #fb then return false end
+  local values = {}
+  for j = 1, #fa, 2 do values[fa[j]] = fa[j + 1] end
+  for j = 1, #fb, 2 do
+    if values[fb[j]] ~= fb[j + 1] then return false end
   end
-  return redis.sha1hex(table.concat(parts))
+  return true
 end
 repeat
   local reply = redis.call('SCAN', cursor, 'MATCH', old_prefix .. '*', 'COUNT', 1000)
@@ -80,9 +78,8 @@ repeat
       if ws and #ws > 0 and #ws <= 64 and string.find(ws, '^[%w][%w_%-]*$') then
         local new = new_prefix .. ws .. ':' .. string.sub(key, #old_prefix + 1)
         local old_at = redis.call('PEXPIRETIME', key)
-        local old_digest = digest(key)
         if redis.call('TYPE', new)['ok'] == 'hash' and redis.call('PEXPIRETIME', new) == old_at
-          and digest(new) == old_digest then
+          and same_fields(key, new) then
           matched = matched + 1
         end
       end

@@ -30,6 +30,8 @@ export interface FullCounts {
   /** New keys checked for orphans (`--orphans`). */
   new_checked: number;
   orphans: number;
+  /** Keys SCAN returned a second time within a node's pass, dropped (counted once). */
+  scan_duplicates: number;
 }
 
 /** Zero counts. */
@@ -48,6 +50,7 @@ export function zeroCounts(): FullCounts {
     transient: 0,
     new_checked: 0,
     orphans: 0,
+    scan_duplicates: 0,
   };
 }
 

@@ -12,10 +12,15 @@ import { SafetyRefusal } from "../../errors.ts";
 import { type RateLimiter, realClock } from "../../control/rate_limit.ts";
 import type { RedisTarget } from "../../redis/target.ts";
 import type { Redis } from "../../redis/ioredis.ts";
-import { scanBatches } from "../../redis/scan.ts";
 import { type Logger, silentLogger } from "../../run_events.ts";
 import { jobIdOf, NEW_MATCH, NEW_PREFIX, OLD_MATCH, type WorkspaceRule } from "../../schema.ts";
-import { type CheckContext, type CheckedJob, checkJobs, checkOrphans } from "./check.ts";
+import {
+  type CheckContext,
+  type CheckedJob,
+  checkJobs,
+  checkOrphans,
+  type PassTiming,
+} from "./check.ts";
 import {
   addCounts,
   type FullCounts,
@@ -26,6 +31,8 @@ import {
 } from "./checkpoint.ts";
 import { isMismatch } from "./compare.ts";
 import { NodeCalls } from "./node_calls.ts";
+import { readAhead, scanChunks } from "./chunks.ts";
+import { SubBatches } from "./sub_batches.ts";
 import type { Finding, ReportFile } from "./report_file.ts";
 import { type FullReport, fullReport } from "./summary.ts";
 import { countJob, countOrphan } from "./tally.ts";
@@ -51,6 +58,8 @@ export interface FullVerifyOptions {
   chunkKeys?: number;
   /** Milliseconds between progress log lines (default 10 000). */
   progressIntervalMs?: number;
+  /** Sub-batches in flight at once (default 3): Redis works on one while the client decodes. */
+  inFlight?: number;
 }
 
 /** Collaborators of {@linkcode runFullVerify}. */
@@ -63,8 +72,8 @@ export interface FullVerifyDeps {
   signal?: AbortSignal;
 }
 
-const MAX_SUB_BATCH = 512;
-const SCAN_COUNT = 1000;
+/** SCAN COUNT: ~250 buckets keep one SCAN (MATCH on a store of both schemas) near 0.25 ms. */
+const SCAN_COUNT = 250;
 
 /**
  * Runs (or resumes) a full verify and returns its report; writes only `<P>:verify:state`.
@@ -78,7 +87,10 @@ export async function runFullVerify(
 ): Promise<FullReport> {
   const started = performance.now();
   const logger = deps.logger ?? silentLogger;
-  const calls = new NodeCalls(deps.target, { signal: deps.signal });
+  const calls = new NodeCalls(deps.target, {
+    signal: deps.signal,
+    onlyWorkspace: options.workspace,
+  });
   await calls.init();
   const params = JSON.stringify({
     workspace: options.workspace ?? null,
@@ -131,7 +143,7 @@ export async function runFullVerify(
 /** The per-node loop and its chunks. */
 class FullRun {
   readonly #ctx: CheckContext;
-  #size = 16;
+  readonly #batches: SubBatches;
   #lastProgress = performance.now();
   #sessionStart = performance.now();
   #sessionChecked = 0;
@@ -149,6 +161,13 @@ class FullRun {
       workspace: options.workspace,
       toleranceMs: options.ttlToleranceSeconds * 1000,
     };
+    this.#batches = new SubBatches({
+      limiter: deps.limiter,
+      rps: options.rps,
+      callBudgetUs: options.callBudgetUs ?? 250,
+      inFlight: options.inFlight ?? 3,
+      signal: deps.signal,
+    });
   }
 
   /** Verifies one master (resuming its stored progress) and returns its counts. */
@@ -180,32 +199,36 @@ class FullRun {
 
   async #phase(node: Redis, id: string, progress: NodeProgress): Promise<void> {
     const jobs = progress.phase === "jobs";
-    const match = jobs ? OLD_MATCH : newMatch(this.options.workspace);
-    let chunk: Buffer[] = [];
-    for await (
-      const batch of scanBatches(node, { match, count: SCAN_COUNT, cursor: progress.cursor })
-    ) {
-      chunk.push(...batch.keys);
-      if (chunk.length < this.#chunkKeys() && batch.next !== "0") continue;
-      const { counts, findings } = jobs ? await this.#jobs(chunk) : await this.#orphans(chunk);
+    const chunks = scanChunks(node, {
+      match: jobs ? OLD_MATCH : newMatch(this.options.workspace),
+      count: SCAN_COUNT,
+      cursor: progress.cursor,
+      chunkKeys: () => this.#chunkKeys(),
+    });
+    // The next chunk is scanned while this one is checked.
+    for await (const chunk of readAhead(chunks)) {
+      const { counts, findings } = jobs
+        ? await this.#jobs(chunk.keys)
+        : await this.#orphans(chunk.keys);
+      counts.scan_duplicates = chunk.duplicates;
       // Findings reach the disk before the counts that include them are stored.
       await this.deps.report?.append(findings);
       addCounts(progress.counts, counts);
-      progress.cursor = batch.next;
-      if (batch.next !== "0") await this.#save(id);
-      this.#progress(node, progress, chunk.length);
-      chunk = [];
+      progress.cursor = chunk.next;
+      if (chunk.next !== "0") await this.#save(id);
+      this.#progress(node, progress, chunk.keys.length);
     }
   }
 
   async #jobs(keys: Buffer[]): Promise<{ counts: FullCounts; findings: Finding[] }> {
     const candidates = keys.filter((key) => jobIdOf(key) !== undefined);
-    const results = await this.#inSubBatches(candidates, (sub) => checkJobs(sub, this.#ctx));
+    const check = (sub: Buffer[], timing: PassTiming) => checkJobs(sub, this.#ctx, timing);
+    const results = await this.#batches.run(candidates, check);
     const suspects = await this.#recheck(
       candidates,
       results,
       (result) => isMismatch(result.verdict),
-      (sub) => checkJobs(sub, this.#ctx),
+      check,
     );
     const counts = zeroCounts();
     const findings: Finding[] = [];
@@ -215,12 +238,15 @@ class FullRun {
   }
 
   async #orphans(keys: Buffer[]): Promise<{ counts: FullCounts; findings: Finding[] }> {
-    const results = await this.#inSubBatches(keys, (sub) => checkOrphans(sub, this.#ctx));
+    const results = await this.#batches.run(
+      keys,
+      (sub, timing) => checkOrphans(sub, this.#ctx, { timing }),
+    );
     const suspects = await this.#recheck(
       keys,
       results,
       (verdict) => verdict.kind === "orphan",
-      (sub) => checkOrphans(sub, this.#ctx, { confirmNew: true }),
+      (sub, timing) => checkOrphans(sub, this.#ctx, { confirmNew: true, timing }),
     );
     const counts = zeroCounts();
     const findings: Finding[] = [];
@@ -237,44 +263,17 @@ class FullRun {
     keys: readonly Buffer[],
     results: V[],
     failed: (result: V) => boolean,
-    check: (keys: Buffer[]) => Promise<V[]>,
+    check: (keys: Buffer[], timing: PassTiming) => Promise<V[]>,
   ): Promise<number[]> {
     const first = results.flatMap((result, i) => failed(result) ? [i] : []);
     let pending = first;
     for (let round = 0; round < this.options.recheck && pending.length > 0; round++) {
       await realClock.sleep(this.options.recheckDelayMs, this.deps.signal);
-      const again = await this.#inSubBatches(pending.map((i) => keys[i]!), check);
+      const again = await this.#batches.run(pending.map((i) => keys[i]!), check);
       pending.forEach((index, j) => results[index] = again[j]!);
       pending = pending.filter((index) => failed(results[index]!));
     }
     return first;
-  }
-
-  /**
-   * Runs `work` over `keys` in sub-batches, each admitted by the limiter, sized so that the
-   * slowest call of a sub-batch stays near the call budget.
-   */
-  async #inSubBatches<T>(keys: Buffer[], work: (keys: Buffer[]) => Promise<T[]>): Promise<T[]> {
-    const out: T[] = [];
-    const budget = this.options.callBudgetUs ?? 250;
-    const cap = this.options.rps > 0
-      ? Math.max(1, Math.min(MAX_SUB_BATCH, Math.floor(this.options.rps / 4)))
-      : MAX_SUB_BATCH;
-    for (let start = 0; start < keys.length;) {
-      const sub = keys.slice(start, start + Math.min(this.#size, cap));
-      await this.deps.limiter.acquire(sub.length, this.deps.signal);
-      const before = this.calls.stats.calls;
-      this.calls.windowMaxUs = 0;
-      out.push(...await work(sub));
-      start += sub.length;
-      if (this.calls.stats.calls > before && this.calls.windowMaxUs > 0) {
-        // Grow gently, shrink at once: a sub-batch of slow (wide) jobs must not repeat.
-        const ideal = sub.length * budget / this.calls.windowMaxUs;
-        const grown = Math.ceil(this.#size * 1.5);
-        this.#size = Math.max(1, Math.min(cap, Math.floor(Math.min(ideal, grown))));
-      }
-    }
-    return out;
   }
 
   /**
