@@ -151,6 +151,8 @@ Deno.test("decodePairNew: the script's verdict only for the exact new key it rea
 
 Deno.test("SubBatches: every key once, results in order, several sub-batches in flight", async () => {
   const batches = new SubBatches({
+    recheck: 0,
+    recheckDelayMs: 0,
     limiter: new SlidingWindowLimiter(0),
     rps: 0,
     callBudgetUs: 250,

@@ -9,7 +9,7 @@
  */
 import type { Buffer } from "node:buffer";
 import { SafetyRefusal } from "../../errors.ts";
-import { type RateLimiter, realClock } from "../../control/rate_limit.ts";
+import type { RateLimiter } from "../../control/rate_limit.ts";
 import type { RedisTarget } from "../../redis/target.ts";
 import type { Redis } from "../../redis/ioredis.ts";
 import { type Logger, silentLogger } from "../../run_events.ts";
@@ -33,6 +33,15 @@ import { isMismatch } from "./compare.ts";
 import { NodeCalls } from "./node_calls.ts";
 import { readAhead, scanChunks } from "./chunks.ts";
 import { SubBatches } from "./sub_batches.ts";
+import {
+  applyRescan,
+  freshProgress,
+  identify,
+  type NodeIdentity,
+  NodeRestartedError,
+  planRescan,
+  runIdOf,
+} from "./restarts.ts";
 import type { Finding, ReportFile } from "./report_file.ts";
 import { type FullReport, fullReport } from "./summary.ts";
 import { countJob, countOrphan } from "./tally.ts";
@@ -119,6 +128,7 @@ export async function runFullVerify(
   if (stored !== undefined) {
     logger.log("info", "verify_resumed", `resuming the full verify started ${state.startedAt}`);
   }
+  await run.rescanRestarted();
   const total = zeroCounts();
   for (const node of deps.target.masters()) addCounts(total, await run.node(node));
   const priorMs = stored?.elapsedMs ?? 0;
@@ -144,6 +154,7 @@ export async function runFullVerify(
 class FullRun {
   readonly #ctx: CheckContext;
   readonly #batches: SubBatches;
+  readonly #identities = new Map<Redis, NodeIdentity>();
   #lastProgress = performance.now();
   #sessionStart = performance.now();
   #sessionChecked = 0;
@@ -162,6 +173,8 @@ class FullRun {
       toleranceMs: options.ttlToleranceSeconds * 1000,
     };
     this.#batches = new SubBatches({
+      recheck: options.recheck,
+      recheckDelayMs: options.recheckDelayMs,
       limiter: deps.limiter,
       rps: options.rps,
       callBudgetUs: options.callBudgetUs ?? 250,
@@ -170,29 +183,58 @@ class FullRun {
     });
   }
 
+  /**
+   * Drops the progress of masters that restarted since the checkpoint (and, with a report, of the
+   * nodes whose findings follow theirs), cuts the report back, and stores that in one HSET.
+   */
+  async rescanRestarted(): Promise<void> {
+    const current = new Map<string, string>();
+    for (const node of this.deps.target.masters()) {
+      const identity = await identify(node, this.deps.target.kind === "cluster");
+      this.#identities.set(node, identity);
+      current.set(identity.id, identity.runId);
+    }
+    const plan = planRescan(this.state.nodes, current, this.deps.report !== undefined);
+    if (plan.dropped.length === 0) return;
+    this.logger.log(
+      "warn",
+      "verify_node_restarted",
+      `${plan.restarted.length} master(s) restarted since their keys were checked (new run_id): ` +
+        `${plan.dropped.length} master(s) are checked again from the start`,
+      { restarted: plan.restarted, rechecked: plan.dropped },
+    );
+    // The dropped counts are stored before the report loses their findings: a crash in between
+    // leaves findings without counts, which the report's cut on resume removes.
+    await this.deps.checkpoint.save(this.state, ...applyRescan(this.state, plan, current));
+    if (plan.cut !== undefined) await this.deps.report?.startAt(plan.cut);
+  }
+
   /** Verifies one master (resuming its stored progress) and returns its counts. */
   async node(node: Redis): Promise<FullCounts> {
-    const id = this.deps.target.kind === "cluster"
-      ? String(await node.call("CLUSTER", "MYID"))
-      : "standalone";
-    const runId = /run_id:(\w+)/.exec(await node.info("server"))?.[1] ?? "";
-    let progress = this.state.nodes.get(id);
-    if (progress !== undefined && progress.runId !== runId) {
-      this.logger.log(
-        "warn",
-        "verify_node_restarted",
-        `${this.deps.target.nodeName(node)} ` +
-          "restarted since the checkpoint (new run_id): its keys are checked again from the start",
-      );
-      progress = undefined;
+    for (;;) {
+      try {
+        return await this.#node(node);
+      } catch (error) {
+        if (!(error instanceof NodeRestartedError)) throw error;
+        await this.rescanRestarted();
+      }
     }
-    progress ??= { runId, phase: "jobs", cursor: "0", counts: zeroCounts() };
+  }
+
+  async #node(node: Redis): Promise<FullCounts> {
+    const { id, runId } = this.#identities.get(node) ??
+      await identify(node, this.deps.target.kind === "cluster");
+    const progress = this.state.nodes.get(id) ?? freshProgress(runId, 0);
+    if (progress.phase === "jobs" && progress.cursor === "0") {
+      // Nothing counted yet: this node's findings begin here.
+      progress.reportFrom = this.deps.report?.bytes ?? 0;
+    }
     this.state.nodes.set(id, progress);
     while (progress.phase !== "done") {
       await this.#phase(node, id, progress);
       progress.phase = progress.phase === "jobs" && this.options.orphans ? "orphans" : "done";
       progress.cursor = "0";
-      await this.#save(id);
+      await this.#save(id, node, runId);
     }
     return progress.counts;
   }
@@ -215,7 +257,7 @@ class FullRun {
       await this.deps.report?.append(findings);
       addCounts(progress.counts, counts);
       progress.cursor = chunk.next;
-      if (chunk.next !== "0") await this.#save(id);
+      if (chunk.next !== "0") await this.#save(id, node, progress.runId);
       this.#progress(node, progress, chunk.keys.length);
     }
   }
@@ -224,7 +266,7 @@ class FullRun {
     const candidates = keys.filter((key) => jobIdOf(key) !== undefined);
     const check = (sub: Buffer[], timing: PassTiming) => checkJobs(sub, this.#ctx, timing);
     const results = await this.#batches.run(candidates, check);
-    const suspects = await this.#recheck(
+    const suspects = await this.#batches.recheck(
       candidates,
       results,
       (result) => isMismatch(result.verdict),
@@ -242,7 +284,7 @@ class FullRun {
       keys,
       (sub, timing) => checkOrphans(sub, this.#ctx, { timing }),
     );
-    const suspects = await this.#recheck(
+    const suspects = await this.#batches.recheck(
       keys,
       results,
       (verdict) => verdict.kind === "orphan",
@@ -256,27 +298,6 @@ class FullRun {
   }
 
   /**
-   * Rechecks the results that `failed`, up to `recheck` rounds after the delay, in place. Returns
-   * the positions that failed the first check.
-   */
-  async #recheck<V>(
-    keys: readonly Buffer[],
-    results: V[],
-    failed: (result: V) => boolean,
-    check: (keys: Buffer[], timing: PassTiming) => Promise<V[]>,
-  ): Promise<number[]> {
-    const first = results.flatMap((result, i) => failed(result) ? [i] : []);
-    let pending = first;
-    for (let round = 0; round < this.options.recheck && pending.length > 0; round++) {
-      await realClock.sleep(this.options.recheckDelayMs, this.deps.signal);
-      const again = await this.#batches.run(pending.map((i) => keys[i]!), check);
-      pending.forEach((index, j) => results[index] = again[j]!);
-      pending = pending.filter((index) => failed(results[index]!));
-    }
-    return first;
-  }
-
-  /**
    * Keys per checkpointed chunk: about two seconds of work under `--rps` (between 1 000 and
    * 10 000), so a paced verify stores its progress often and a crash re-checks little.
    */
@@ -285,7 +306,16 @@ class FullRun {
     return this.options.rps > 0 ? Math.min(10_000, Math.max(1_000, this.options.rps * 2)) : 10_000;
   }
 
-  async #save(id: string): Promise<void> {
+  /**
+   * Stores `id`'s progress, unless its server restarted meanwhile (a reconnect can hide that): the
+   * counts since then may come from a SCAN cursor that means nothing on the new process.
+   *
+   * @throws {NodeRestartedError} when `node`'s run_id is no longer `runId`.
+   */
+  async #save(id: string, node: Redis, runId: string): Promise<void> {
+    if (await runIdOf(node) !== runId) {
+      throw new NodeRestartedError(this.deps.target.nodeName(node));
+    }
     this.state.reportBytes = this.deps.report?.bytes ?? 0;
     const now = performance.now();
     this.state.elapsedMs += now - this.#sessionStart;

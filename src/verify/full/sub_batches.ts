@@ -1,16 +1,19 @@
 /**
  * Sub-batches of `verify --full`: a chunk's keys go to Redis in read-only script calls sized to a
  * Redis time budget, each admitted by the limiter, a few in flight at once so Redis never waits
- * for the client to decode the previous reply.
+ * for the client to decode the previous reply; differences are rechecked after a delay.
  *
  * @module
  */
 import type { Buffer } from "node:buffer";
-import type { RateLimiter } from "../../control/rate_limit.ts";
+import { type RateLimiter, realClock } from "../../control/rate_limit.ts";
 import type { PassTiming } from "./check.ts";
 
 /** Options of {@linkcode SubBatches}. */
 export interface SubBatchOptions {
+  /** Rechecks of a difference before it counts. */
+  recheck: number;
+  recheckDelayMs: number;
   limiter: Pick<RateLimiter, "acquire">;
   /** Keys per second (0 = unlimited): a sub-batch is at most a quarter second of them. */
   rps: number;
@@ -67,6 +70,27 @@ export class SubBatches {
         })),
     );
     return out;
+  }
+
+  /**
+   * Rechecks the results that `failed`, up to `recheck` rounds after the delay each, in place.
+   * Returns the positions that failed the first check.
+   */
+  async recheck<V>(
+    keys: readonly Buffer[],
+    results: V[],
+    failed: (result: V) => boolean,
+    check: (keys: Buffer[], timing: PassTiming) => Promise<V[]>,
+  ): Promise<number[]> {
+    const first = results.flatMap((result, i) => failed(result) ? [i] : []);
+    let pending = first;
+    for (let round = 0; round < this.#options.recheck && pending.length > 0; round++) {
+      await realClock.sleep(this.#options.recheckDelayMs, this.#options.signal);
+      const again = await this.run(pending.map((i) => keys[i]!), check);
+      pending.forEach((index, j) => results[index] = again[j]!);
+      pending = pending.filter((index) => failed(results[index]!));
+    }
+    return first;
   }
 
   /** Grows gently, shrinks at once: a sub-batch of slow (wide) jobs must not repeat. */
