@@ -6,6 +6,7 @@ import { Buffer } from "node:buffer";
 import { zeroCounts } from "../src/verify/full/checkpoint.ts";
 import { SlidingWindowLimiter } from "../src/control/rate_limit.ts";
 import { RecentKeys } from "../src/verify/full/chunks.ts";
+import { applyRescan, freshProgress, planRescan } from "../src/verify/full/restarts.ts";
 import { SubBatches } from "../src/verify/full/sub_batches.ts";
 import {
   compareSides,
@@ -178,4 +179,22 @@ Deno.test("SubBatches: every key once, results in order, several sub-batches in 
     batches.run(keys, () => Promise.reject(new Error("boom"))),
     /boom/,
   );
+});
+
+Deno.test("planRescan: a restarted node and every node whose findings follow it start over", () => {
+  const at = (runId: string, reportFrom?: number) => ({ ...freshProgress(runId, 0), reportFrom });
+  const nodes = new Map([["a", at("r1", 0)], ["b", at("r2", 40)], ["c", at("r3", 90)]]);
+  const now = new Map([["a", "r1"], ["b", "new"], ["c", "r3"]]);
+  assert.deepEqual(planRescan(nodes, now, true), {
+    restarted: ["b"],
+    dropped: ["b", "c"],
+    cut: 40,
+  });
+  assert.deepEqual(planRescan(nodes, now, false), { restarted: ["b"], dropped: ["b"] });
+  assert.deepEqual(planRescan(nodes, new Map([["a", "r1"]]), true), { restarted: [], dropped: [] });
+  const state = { params: "", nodes, reportBytes: 120, elapsedMs: 0, startedAt: "" };
+  assert.deepEqual(applyRescan(state, planRescan(nodes, now, true), now), ["b", "c"]);
+  assert.equal(state.reportBytes, 40);
+  assert.equal(state.nodes.get("b")!.runId, "new");
+  assert.equal(state.nodes.get("a")!.runId, "r1");
 });
