@@ -43,6 +43,7 @@ import {
   renderCluster,
   stopAllClusterNodes,
 } from "./cluster.ts";
+import { measureVerifyFull, renderVerifyFull, type VerifyFullBenchResult } from "./verify_full.ts";
 import {
   type BenchResult,
   loadAverage,
@@ -57,6 +58,7 @@ import {
 const USAGE =
   `usage: deno task bench [--keys N] [--naive-keys N] [--repeat N] [--limiter-seconds S] [--quick]
                        [--no-pin] [--profile] [--impact] [--impact-seconds S] [--rtt MS] [--cluster]
+                       [--verify-full] [--verify-full-keys N,N]
   --keys N             old keys to seed (default 300000)
   --naive-keys N       keys the naive loop processes (default 20000)
   --repeat N           runs of naive, backfill and ceiling; the median is reported (default 3)
@@ -69,7 +71,11 @@ const USAGE =
   --impact-seconds S   idle window and --rps 5000 window of the impact rows (default 10)
   --rtt MS             only the RTT section: backfill through a proxy adding MS each way
   --cluster            only the cluster section: 3-master cluster vs standalone
-  With none of --impact, --rtt, --cluster: every standalone section, impact and --rtt 0.25.`;
+  --verify-full        only the verify --full section: keys/s vs its in-server ceiling, Redis time
+                       per call (each size on its own fresh server)
+  --verify-full-keys L sizes of the verify --full rows (default 300000,1000000; --quick: 40000)
+  With none of --impact, --rtt, --cluster, --verify-full: every standalone section, impact,
+  --rtt 0.25 and verify --full.`;
 
 function positiveInt(name: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
@@ -96,6 +102,8 @@ function parseOptions(argv: string[]) {
       "impact-seconds": { type: "string" },
       rtt: { type: "string" },
       cluster: { type: "boolean", default: false },
+      "verify-full": { type: "boolean", default: false },
+      "verify-full-keys": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -104,14 +112,18 @@ function parseOptions(argv: string[]) {
   if (rtt !== undefined && !(rtt >= 0 && rtt <= 100)) {
     throw new RangeError(`--rtt must be a number of ms in [0, 100], got "${values.rtt}"`);
   }
-  const only = values.impact || rtt !== undefined || values.cluster;
+  const only = values.impact || rtt !== undefined || values.cluster || values["verify-full"];
+  const verifyFullKeys = (values["verify-full-keys"] ?? (quick ? "40000" : "300000,1000000"))
+    .split(",").map((n) => positiveInt("verify-full-keys", n, 0));
   return {
     sections: {
       classic: !only,
       impact: !only || (values.impact ?? false),
       rttMs: only ? rtt : 0.25,
       cluster: values.cluster ?? false,
+      verifyFull: !only || (values["verify-full"] ?? false),
     },
+    verifyFullKeys,
     impactSeconds: positiveInt("impact-seconds", values["impact-seconds"], quick ? 3 : 10),
     help: values.help ?? false,
     quick,
@@ -135,6 +147,7 @@ interface ExtraSections {
   impact?: ImpactResult;
   rtt?: RttResult;
   cluster?: ClusterBenchResult;
+  verifyFull?: VerifyFullBenchResult;
 }
 
 /** Set by SIGINT/SIGTERM: cleanup is running, errors from the parts it tore down are expected. */
@@ -352,6 +365,21 @@ async function main(): Promise<number> {
           }),
       );
       if (extra.cluster) { for (const line of ["", ...renderCluster(extra.cluster)]) print(line); }
+    }
+    if (cliExists && options.sections.verifyFull) {
+      log(`verify --full section: ${options.verifyFullKeys.join(", ")} keys`);
+      extra.verifyFull = await attempt(
+        "verify --full",
+        () =>
+          measureVerifyFull(options.verifyFullKeys, {
+            checks,
+            pinCpu: pinned ? REDIS_CPU : undefined,
+            log,
+          }),
+      );
+      if (extra.verifyFull) {
+        for (const line of ["", ...renderVerifyFull(extra.verifyFull)]) print(line);
+      }
     }
     if (!classic) {
       const failed = checks.filter((c) => !c.ok);

@@ -4,8 +4,13 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { zeroCounts } from "../src/verify/full/checkpoint.ts";
+import { SlidingWindowLimiter } from "../src/control/rate_limit.ts";
+import { RecentKeys } from "../src/verify/full/chunks.ts";
+import { applyRescan, freshProgress, planRescan } from "../src/verify/full/restarts.ts";
+import { SubBatches } from "../src/verify/full/sub_batches.ts";
 import {
   compareSides,
+  decodePairNew,
   diffFields,
   orphanReason,
   sameExpiry,
@@ -114,4 +119,82 @@ Deno.test("verdictLine: ready, or not with the reasons and the next step", () =>
   });
   assert.ok(lenient.passed);
   assert.match(verdictLine(lenient), /within --min-parity/);
+});
+
+Deno.test("RecentKeys: a key repeated within the current or the previous chunk is dropped", () => {
+  const recent = new RecentKeys();
+  const key = (name: string) => Buffer.from(name, "latin1");
+  assert.ok(recent.admit(key("ai:jobs:a")));
+  assert.ok(!recent.admit(key("ai:jobs:a")), "same chunk");
+  recent.rotate();
+  assert.ok(!recent.admit(key("ai:jobs:a")), "previous chunk");
+  assert.ok(recent.admit(key("ai:jobs:\xff")));
+  recent.rotate();
+  recent.rotate();
+  assert.ok(recent.admit(key("ai:jobs:a")), "forgotten after two chunks");
+});
+
+Deno.test("decodePairNew: the script's verdict only for the exact new key it read", () => {
+  const old = side({ workspace: Buffer.from("ws"), digest: "" });
+  const entry = (code: number, same: number) => [3, "ws", -1, "", code, 5000, same];
+  assert.equal(decodePairNew(entry(-1, 0), old, "ws"), undefined, "not read");
+  assert.equal(decodePairNew(entry(-2, 0), old, "ws"), undefined, "on another node");
+  assert.equal(compareSides(decodePairNew(entry(3, 1), old, "ws")!, old, 0).kind, "ttl");
+  const same = decodePairNew([3, "ws", -1, "", 3, -1, 1], old, "ws")!;
+  assert.equal(compareSides(same, old, 0).kind, "matched");
+  const differs = decodePairNew([3, "ws", -1, "", 3, -1, 0], old, "ws")!;
+  assert.equal(compareSides(differs, old, 0).kind, "fields");
+  assert.equal(compareSides(decodePairNew(entry(0, 0), old, "ws")!, old, 0).kind, "missing");
+  // The client would write other bytes than the script joined: compare on its own.
+  const latin = side({ workspace: Buffer.from([0xe9]), digest: "" });
+  assert.equal(decodePairNew(entry(3, 1), latin, "\xe9"), undefined);
+});
+
+Deno.test("SubBatches: every key once, results in order, several sub-batches in flight", async () => {
+  const batches = new SubBatches({
+    recheck: 0,
+    recheckDelayMs: 0,
+    limiter: new SlidingWindowLimiter(0),
+    rps: 0,
+    callBudgetUs: 250,
+    inFlight: 3,
+  });
+  const keys = Array.from({ length: 1000 }, (_, i) => Buffer.from(`k${i}`));
+  let inFlight = 0, most = 0;
+  const seen: string[] = [];
+  const results = await batches.run(keys, async (sub, timing) => {
+    inFlight++;
+    most = Math.max(most, inFlight);
+    await new Promise((resolve) => setTimeout(resolve, 1));
+    inFlight--;
+    timing.maxUs = 20 * sub.length; // 20 µs a key: the budget allows ~12 keys a call
+    seen.push(...sub.map(String));
+    return sub.map((key) => `${key}!`);
+  });
+  assert.deepEqual(results, keys.map((key) => `${key}!`));
+  assert.equal(new Set(seen).size, keys.length);
+  assert.equal(seen.length, keys.length);
+  assert.equal(most, 3);
+  await assert.rejects(
+    batches.run(keys, () => Promise.reject(new Error("boom"))),
+    /boom/,
+  );
+});
+
+Deno.test("planRescan: a restarted node and every node whose findings follow it start over", () => {
+  const at = (runId: string, reportFrom?: number) => ({ ...freshProgress(runId, 0), reportFrom });
+  const nodes = new Map([["a", at("r1", 0)], ["b", at("r2", 40)], ["c", at("r3", 90)]]);
+  const now = new Map([["a", "r1"], ["b", "new"], ["c", "r3"]]);
+  assert.deepEqual(planRescan(nodes, now, true), {
+    restarted: ["b"],
+    dropped: ["b", "c"],
+    cut: 40,
+  });
+  assert.deepEqual(planRescan(nodes, now, false), { restarted: ["b"], dropped: ["b"] });
+  assert.deepEqual(planRescan(nodes, new Map([["a", "r1"]]), true), { restarted: [], dropped: [] });
+  const state = { params: "", nodes, reportBytes: 120, elapsedMs: 0, startedAt: "" };
+  assert.deepEqual(applyRescan(state, planRescan(nodes, now, true), now), ["b", "c"]);
+  assert.equal(state.reportBytes, 40);
+  assert.equal(state.nodes.get("b")!.runId, "new");
+  assert.equal(state.nodes.get("a")!.runId, "r1");
 });

@@ -10,6 +10,7 @@ import { jobIdOf, newKeyFor, oldKeyFor, parseNewKey, type WorkspaceRule } from "
 import {
   compareSides,
   decodeFields,
+  decodePairNew,
   decodeSide,
   diffFields,
   type JobVerdict,
@@ -28,18 +29,29 @@ export interface CheckContext {
   toleranceMs: number;
 }
 
+/** Raised to the slowest call's Redis time (µs) of a pass (sizes the next sub-batch). */
+export interface PassTiming {
+  maxUs: number;
+}
+
 /** A checked old key: its verdict and, when valid, its workspace id. */
 export interface CheckedJob {
   verdict: JobVerdict;
   workspace?: string;
 }
 
-/** Compares old keys with their new keys; one result per key, in order. */
+/**
+ * Compares old keys with their new keys; one result per key, in order. One `pair` call per node
+ * reads both sides where the new key lives on the old key's node (always on a standalone); only
+ * the other new keys take a second call, on their own nodes.
+ */
 export async function checkJobs(
   oldKeys: readonly Buffer[],
   ctx: CheckContext,
+  timing?: PassTiming,
 ): Promise<CheckedJob[]> {
-  const olds = (await ctx.calls.read(oldKeys, "side", { oldSide: true })).map(decodeSide);
+  const entries = await ctx.calls.read(oldKeys, "pair", { oldSide: true, timing });
+  const olds = entries.map(decodeSide);
   const results: CheckedJob[] = new Array(oldKeys.length);
   const pending: { index: number; newKey: Buffer; workspace: string }[] = [];
   olds.forEach((old, index) => {
@@ -54,7 +66,24 @@ export async function checkJobs(
       pending.push({ index, newKey: newKeyFor(workspace, jobId), workspace });
     }
   });
-  const fresh = (await ctx.calls.read(pending.map((p) => p.newKey), "side")).map(decodeSide);
+  const fresh = pending.map(({ index, workspace }) =>
+    decodePairNew(entries[index]!, olds[index]!, workspace)
+  );
+  const unread = pending.flatMap((_, j) => fresh[j] === undefined ? [j] : []);
+  if (unread.length > 0) {
+    // New keys on other nodes (a cluster), or odd workspace bytes: both sides by digest. The pair
+    // call gave the old digest only for the first; the old side is read again where it did not.
+    const noDigest = unread.filter((j) => olds[pending[j]!.index]!.digest === "");
+    const [read, again] = await Promise.all([
+      ctx.calls.read(unread.map((j) => pending[j]!.newKey), "side", { timing }),
+      ctx.calls.read(noDigest.map((j) => oldKeys[pending[j]!.index]!), "side", {
+        oldSide: true,
+        timing,
+      }),
+    ]);
+    noDigest.forEach((j, r) => olds[pending[j]!.index] = decodeSide(again[r]!));
+    unread.forEach((j, r) => fresh[j] = decodeSide(read[r]!));
+  }
   const differing: number[] = [];
   pending.forEach(({ index, workspace }, j) => {
     const verdict = compareSides(fresh[j]!, olds[index]!, ctx.toleranceMs);
@@ -64,8 +93,8 @@ export async function checkJobs(
   if (differing.length === 0) return results;
   // Second pass, only for digests that differ: names and salted value hashes of both sides.
   const [oldFields, newFields] = await Promise.all([
-    ctx.calls.read(differing.map((j) => oldKeys[pending[j]!.index]!), "fields"),
-    ctx.calls.read(differing.map((j) => pending[j]!.newKey), "fields"),
+    ctx.calls.read(differing.map((j) => oldKeys[pending[j]!.index]!), "fields", { timing }),
+    ctx.calls.read(differing.map((j) => pending[j]!.newKey), "fields", { timing }),
   ]);
   differing.forEach((j, d) => {
     const { index, workspace } = pending[j]!;
@@ -93,16 +122,19 @@ export type OrphanVerdict =
 export async function checkOrphans(
   newKeys: readonly Buffer[],
   ctx: CheckContext,
-  options: { confirmNew?: boolean } = {},
+  options: { confirmNew?: boolean; timing?: PassTiming } = {},
 ): Promise<OrphanVerdict[]> {
+  const timing = options.timing;
   const parsed = newKeys.map((key) => parseNewKey(key));
   const inScope = parsed.map((p) =>
     p !== undefined && (ctx.workspace === undefined || p.workspace === ctx.workspace)
   );
   const asked = newKeys.map((_, i) => i).filter((i) => inScope[i]);
   const [owners, current] = await Promise.all([
-    ctx.calls.read(asked.map((i) => oldKeyFor(parsed[i]!.jobId)), "owner"),
-    options.confirmNew ? ctx.calls.read(asked.map((i) => newKeys[i]!), "owner") : undefined,
+    ctx.calls.read(asked.map((i) => oldKeyFor(parsed[i]!.jobId)), "owner", { timing }),
+    options.confirmNew
+      ? ctx.calls.read(asked.map((i) => newKeys[i]!), "owner", { timing })
+      : undefined,
   ]);
   const verdicts: OrphanVerdict[] = newKeys.map(() => ({ kind: "filtered" }));
   asked.forEach((i, j) => {

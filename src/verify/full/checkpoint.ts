@@ -30,6 +30,8 @@ export interface FullCounts {
   /** New keys checked for orphans (`--orphans`). */
   new_checked: number;
   orphans: number;
+  /** Keys SCAN returned a second time within a node's pass, dropped (counted once). */
+  scan_duplicates: number;
 }
 
 /** Zero counts. */
@@ -48,6 +50,7 @@ export function zeroCounts(): FullCounts {
     transient: 0,
     new_checked: 0,
     orphans: 0,
+    scan_duplicates: 0,
   };
 }
 
@@ -65,6 +68,8 @@ export interface NodeProgress {
   phase: "jobs" | "orphans" | "done";
   cursor: string;
   counts: FullCounts;
+  /** Length of the `--report` file when this node's pass began: its findings follow. */
+  reportFrom?: number;
 }
 
 /** The whole stored state. */
@@ -113,13 +118,17 @@ export class VerifyCheckpoint {
     };
   }
 
-  /** Stores one node's progress with the run-wide fields, in one HSET (atomic). */
-  async save(state: VerifyState, node: string): Promise<void> {
-    const progress = state.nodes.get(node);
-    if (progress === undefined) throw new RangeError(`no progress for node '${node}'`);
+  /** Stores nodes' progress with the run-wide fields, in one HSET (atomic). */
+  async save(state: VerifyState, ...nodes: string[]): Promise<void> {
+    const fields: Record<string, string> = {};
+    for (const node of nodes) {
+      const progress = state.nodes.get(node);
+      if (progress === undefined) throw new RangeError(`no progress for node '${node}'`);
+      fields[`node:${node}`] = JSON.stringify(progress);
+    }
     await this.#client.hset(this.key, {
       params: state.params,
-      [`node:${node}`]: JSON.stringify(progress),
+      ...fields,
       report_bytes: String(state.reportBytes),
       elapsed_ms: String(Math.round(state.elapsedMs)),
       started_at: state.startedAt,

@@ -57,6 +57,27 @@ export function decodeSide(entry: unknown[]): SideState {
   };
 }
 
+/**
+ * The new side of a `pair` entry, when the script compared exactly `newKeyFor(workspace, …)` with
+ * the old key: it read it (new_code ≥ 0) and the workspace bytes it joined are the bytes the
+ * client would write (`workspace` as UTF-8 equals the raw field). Its `digest` equals `old`'s when
+ * the script found the fields equal, and differs otherwise. `undefined`: compare on its own.
+ */
+export function decodePairNew(
+  entry: unknown[],
+  old: SideState,
+  workspace: string,
+): SideState | undefined {
+  const code = Number(entry[4]);
+  if (!(code >= 0) || !Buffer.from(workspace).equals(old.workspace)) return undefined;
+  return {
+    code: code as KeyCodeValue,
+    workspace: Buffer.alloc(0),
+    expireAt: Number(entry[5]),
+    digest: Number(entry[6]) === 1 ? old.digest : `≠${old.digest}`,
+  };
+}
+
 /** Decodes one `fields` entry: field name (latin1, byte-exact) → salted value hash. */
 export function decodeFields(entry: unknown[]): Map<string, string> | undefined {
   if (Number(entry[0]) !== KeyCode.hash) return undefined;

@@ -12,10 +12,10 @@ import { redisVersion } from "../../migrate/in_server.ts";
 import type { RedisTarget } from "../../redis/target.ts";
 import { errorCode, isOutage } from "../../redis/errors.ts";
 import type { Cluster, Redis } from "../../redis/ioredis.ts";
-import { OLD_PREFIX, WORKSPACE_FIELD } from "../../schema.ts";
+import { NEW_PREFIX, OLD_PREFIX, WORKSPACE_FIELD } from "../../schema.ts";
 import { HEADER_ARGS, type ScriptMode, VERIFY_SCRIPT } from "./scripts.ts";
 import { keySlot } from "./slot.ts";
-import { monotonicClock } from "../../async/clock.ts";
+import { delay } from "../../async/delay.ts";
 
 /** A script call failed for good (not an outage): the node kept refusing it. */
 export class VerifyCallError extends Error {
@@ -31,7 +31,17 @@ export interface NodeCallsOptions {
   fieldCap?: number;
   /** Salt of the per-field value hashes, so a hash never identifies a common value. */
   salt?: string;
+  /** `pair` mode reads the new keys of this workspace only (the others are filtered anyway). */
+  onlyWorkspace?: string;
   signal?: AbortSignal;
+}
+
+/** Options of one read: how to treat the keys, and where to record the slowest call's time. */
+export interface ReadOptions {
+  /** The keys are old keys (workspace field and a non-empty job id required). */
+  oldSide?: boolean;
+  /** Raised to the slowest call's Redis time (µs) of this read (sizes the next sub-batch). */
+  timing?: { maxUs: number };
 }
 
 /** Running statistics of the calls made (Redis time as measured inside the script). */
@@ -50,19 +60,21 @@ export interface NodeGroup {
 /** Sends the verify script to the nodes that serve given keys. */
 export class NodeCalls {
   readonly stats: CallStats = { calls: 0, totalUs: 0, maxUs: 0 };
-  /** The slowest call since the caller last set this to 0 (sizes the next sub-batch). */
-  windowMaxUs = 0;
   readonly #target: Pick<RedisTarget, "kind" | "client" | "masters">;
   readonly #fieldCap: number;
   readonly #salt: string;
+  readonly #onlyWorkspace: string;
   readonly #signal?: AbortSignal;
   #sha = "";
   #byAddress = new Map<string, Redis>();
+  /** Slot ranges each master serves ("a-b,c-d"), for the `pair` mode's locality check. */
+  #ranges = new Map<Redis, string>();
 
   constructor(target: Pick<RedisTarget, "kind" | "client" | "masters">, options: NodeCallsOptions) {
     this.#target = target;
     this.#fieldCap = options.fieldCap ?? 4000;
     this.#salt = options.salt ?? crypto.randomUUID();
+    this.#onlyWorkspace = options.onlyWorkspace ?? "";
     this.#signal = options.signal;
   }
 
@@ -115,7 +127,7 @@ export class NodeCalls {
   async read(
     keys: readonly Buffer[],
     mode: ScriptMode,
-    options: { oldSide?: boolean } = {},
+    options: ReadOptions = {},
   ): Promise<unknown[][]> {
     for (let attempt = 0;; attempt++) {
       try {
@@ -129,7 +141,7 @@ export class NodeCalls {
         return out;
       } catch (error) {
         if (!(error instanceof StaleRouteError) || attempt >= 5) throw error;
-        await delay(250 * (attempt + 1), this.#signal);
+        await delay(250 * (attempt + 1), { signal: this.#signal });
       }
     }
   }
@@ -142,10 +154,11 @@ export class NodeCalls {
     node: Redis,
     mode: ScriptMode,
     keys: readonly Buffer[],
-    options: { oldSide?: boolean } = {},
+    options: ReadOptions = {},
   ): Promise<unknown[][]> {
     const entries: unknown[][] = [];
     const prefixLength = options.oldSide ? Buffer.byteLength(OLD_PREFIX) : 0;
+    const ranges = this.#target.kind === "cluster" ? (this.#ranges.get(node) ?? "none") : "";
     while (entries.length < keys.length) {
       this.#signal?.throwIfAborted();
       const rest = keys.slice(entries.length);
@@ -155,13 +168,16 @@ export class NodeCalls {
         String(prefixLength),
         String(this.#fieldCap),
         this.#salt,
+        NEW_PREFIX,
+        this.#onlyWorkspace,
+        ranges,
         ...rest,
       ]);
       const [processed, elapsed] = [Number(reply[0]), Number(reply[1])];
       this.stats.calls++;
       this.stats.totalUs += elapsed;
       this.stats.maxUs = Math.max(this.stats.maxUs, elapsed);
-      this.windowMaxUs = Math.max(this.windowMaxUs, elapsed);
+      if (options.timing) options.timing.maxUs = Math.max(options.timing.maxUs, elapsed);
       if (!(processed >= 1) || reply.length !== 2 + processed) {
         throw new VerifyCallError(`verify script answered ${processed} of ${rest.length} keys`);
       }
@@ -202,15 +218,28 @@ export class NodeCalls {
     this.#byAddress = new Map(
       this.#target.masters().map((node) => [`${node.options.host}:${node.options.port}`, node]),
     );
+    if (this.#target.kind === "cluster") {
+      this.#ranges = slotRanges((this.#target.client as Cluster).slots, this.#byAddress);
+    }
   }
+}
+
+/** Each master's slots as "a-b,c-d" ranges, from the cluster client's slot → addresses map. */
+function slotRanges(slots: string[][], byAddress: ReadonlyMap<string, Redis>): Map<Redis, string> {
+  const ranges = new Map<Redis, string[]>();
+  for (let start = 0; start < slots.length;) {
+    const owner = slots[start]?.[0];
+    let end = start;
+    while (end + 1 < slots.length && slots[end + 1]?.[0] === owner) end++;
+    const node = owner === undefined ? undefined : byAddress.get(owner);
+    if (node !== undefined) ranges.set(node, [...ranges.get(node) ?? [], `${start}-${end}`]);
+    start = end + 1;
+  }
+  return new Map([...ranges].map(([node, list]) => [node, list.join(",")]));
 }
 
 function refreshSlots(cluster: Cluster): Promise<void> {
   return new Promise((resolve) => cluster.refreshSlotsCache(() => resolve()));
-}
-
-function delay(ms: number, signal?: AbortSignal): Promise<void> {
-  return monotonicClock.sleep(ms, signal);
 }
 
 /** The node refused a key it does not serve; regroup the keys and call again. */

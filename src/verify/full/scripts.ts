@@ -8,7 +8,9 @@
  * Only verdicts leave Redis: type codes, absolute expiries, SHA-1 digests and field NAMES; field
  * values never do. Key prefixes and the workspace field name come in ARGV from `schema.ts`.
  *
- * ARGV: [1] mode, [2] workspace field, [3] old prefix length, [4] field cap, [5] salt, [6..] keys.
+ * ARGV: [1] mode, [2] workspace field, [3] old prefix length, [4] field cap, [5] salt, [6] new
+ * prefix, [7] only this workspace ("" = all), [8] the slot ranges this node serves ("a-b,c-d"; ""
+ * on a standalone: every key is local), [9..] keys. [6]–[8] matter in `pair` mode only.
  * Modes and their per-key entries (the reply is `{processed, elapsed_us, entry...}`; the call stops
  * after the key that reaches the field cap, `processed` tells how many keys it answered):
  * - `side`: `{code, workspace, expire_at_ms, digest}`. code: 0 absent, 1 not a hash, 2 a hash
@@ -16,6 +18,15 @@
  *   SHA-1 of the fields sorted by name, each name and value length-prefixed.
  * - `fields`: `{code, {name, sha1(salt .. value), ...}}`: names and salted value hashes.
  * - `owner`: `{code, workspace}`: who a key says it belongs to (no digest).
+ * - `pair` (old keys): `{code, workspace, expire_at_ms, digest, new_code, new_expire_at_ms, same}`:
+ *   the old key and its new key `<new prefix><workspace>:<job id>` in ONE call. `same` is 1 when
+ *   both hold the same fields with the same values (compared in Lua, no digest needed). new_code
+ *   is -1 when the new key was not read (old key not a hash with a workspace, or another
+ *   workspace than [7]); -2 when this node does not serve it (its slot, by CLUSTER KEYSLOT, is
+ *   outside [8], or the read failed anyway: a stale slot map; the read is a `pcall`, the error
+ *   only a marker) or the workspace is empty: then `digest` is the old key's, and the caller reads
+ *   the new key on its own node. Checking the slot first keeps a cluster's error counters (INFO
+ *   errorstats) quiet.
  *
  * @module
  */
@@ -27,10 +38,13 @@ export const KeyCode = { absent: 0, notHash: 1, noWorkspace: 2, hash: 3 } as con
 export type KeyCodeValue = typeof KeyCode[keyof typeof KeyCode];
 
 /** What the script is asked per key. */
-export type ScriptMode = "side" | "fields" | "owner";
+export type ScriptMode = "side" | "fields" | "owner" | "pair";
+
+/** `pair` mode's new_code: the new key was not read, or is served by another node. */
+export const PairCode = { notRead: -1, remote: -2 } as const;
 
 /** Number of ARGV entries before the keys. */
-export const HEADER_ARGS = 5;
+export const HEADER_ARGS = 8;
 
 /** The script (see the module comment). */
 export const VERIFY_SCRIPT = `#!lua flags=no-writes,allow-cross-slot-keys
@@ -39,6 +53,13 @@ local ws_field = ARGV[2]
 local old_prefix_len = tonumber(ARGV[3])
 local cap = tonumber(ARGV[4])
 local salt = ARGV[5]
+local new_prefix = ARGV[6]
+local only_ws = ARGV[7]
+local cluster = ARGV[8] ~= ""
+local ranges = {}
+for a, b in string.gmatch(ARGV[8], "(%d+)-(%d+)") do
+  ranges[#ranges + 1] = {tonumber(a), tonumber(b)}
+end
 local t0 = redis.call("TIME")
 local out = {0, 0}
 local read = 0
@@ -72,6 +93,53 @@ local function side(key)
   return {3, ws or "", redis.call("PEXPIRETIME", key), digest(key)}
 end
 
+local function is_local(key)
+  local slot = redis.call("CLUSTER", "KEYSLOT", key)
+  for _, r in ipairs(ranges) do
+    if slot >= r[1] and slot <= r[2] then return true end
+  end
+  return false
+end
+
+-- Both sides' fields equal: same count, and every field of one has the same value in the other.
+local function same_fields(a, b)
+  local fa, fb = redis.call("HGETALL", a), redis.call("HGETALL", b)
+  read = read + (#fa + #fb) / 2
+  if #fa ~= #fb then return 0 end
+  local values = {}
+  for j = 1, #fa, 2 do values[fa[j]] = fa[j + 1] end
+  for j = 1, #fb, 2 do
+    if values[fb[j]] ~= fb[j + 1] then return 0 end
+  end
+  return 1
+end
+
+local function pair(key)
+  local code = code_of(key)
+  if code ~= 3 then return {code, "", 0, "", -1, 0, 0} end
+  local ws = redis.call("HGET", key, ws_field)
+  if not ws or #key <= old_prefix_len then return {2, "", 0, "", -1, 0, 0} end
+  local entry = {3, ws, redis.call("PEXPIRETIME", key), "", -1, 0, 0}
+  if only_ws ~= "" and ws ~= only_ws then return entry end
+  local new = new_prefix .. ws .. ":" .. string.sub(key, old_prefix_len + 1)
+  if ws == "" or (cluster and not is_local(new)) then
+    -- The caller reads the new key elsewhere and compares digests.
+    entry[4], entry[5] = digest(key), -2
+    return entry
+  end
+  local t = redis.pcall("TYPE", new)
+  if t["err"] then
+    entry[4], entry[5] = digest(key), -2
+  elseif t["ok"] == "none" then
+    entry[5] = 0
+  elseif t["ok"] ~= "hash" then
+    entry[5] = 1
+  else
+    entry[5], entry[6], entry[7] = 3, redis.call("PEXPIRETIME", new), same_fields(key, new)
+  end
+  return entry
+end
+
 local function fields(key)
   local code = code_of(key)
   if code ~= 3 then return {code, {}} end
@@ -94,8 +162,9 @@ local function owner(key)
 end
 
 local handle = side
-if mode == "fields" then handle = fields elseif mode == "owner" then handle = owner end
-for i = 6, #ARGV do
+if mode == "fields" then handle = fields elseif mode == "owner" then handle = owner
+elseif mode == "pair" then handle = pair end
+for i = 9, #ARGV do
   out[#out + 1] = handle(ARGV[i])
   out[1] = out[1] + 1
   if read >= cap then break end

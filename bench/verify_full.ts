@@ -1,0 +1,210 @@
+/**
+ * The `verify --full` rows of the benchmark (issue 16): for each size, a fresh server is seeded,
+ * migrated in-server (the ceiling's COPY script, so the data is what a backfill leaves), then
+ * `backfill verify --full --rps 0` runs against it, and then the in-server ceiling of the same
+ * comparison: one Lua loop doing SCAN and, per old key, what the verify's `pair` script does (TYPE,
+ * HGET of the workspace, PEXPIRETIME on both sides, HGETALL of both and a field-by-field
+ * comparison) with no network and no client in the loop. It blocks Redis while it runs: no production tool.
+ *
+ * Redis time per call comes from Redis itself: INFO commandstats (usec_per_call) and LATENCY
+ * HISTOGRAM (the slowest call's power-of-two bucket) for EVALSHA_RO.
+ *
+ * @module
+ */
+import { parseJson, runCli } from "./cli.ts";
+import { runCeiling } from "./ceiling.ts";
+import type { Check } from "./backfill_run.ts";
+import { seed } from "./seed.ts";
+import {
+  type BenchServer,
+  commandStats,
+  resetStats,
+  scriptCalls,
+  startBenchServer,
+} from "./server.ts";
+import { NEW_PREFIX, OLD_PREFIX, WORKSPACE_FIELD } from "../src/schema.ts";
+import type { Redis } from "../src/redis/ioredis.ts";
+
+/** One size's numbers. */
+export interface VerifyFullRow {
+  keys: number;
+  /** Old keys / the summary's duration (the process's start-up excluded). */
+  keysPerSecond: number;
+  /** Old keys / whole-process wall time. */
+  wallKeysPerSecond: number;
+  ceilingKeysPerSecond: number;
+  /** keysPerSecond / ceilingKeysPerSecond (target ≥ 0.8). */
+  ratio: number;
+  /** EVALSHA_RO calls, mean Redis µs per call, slowest call's bucket bound (µs). */
+  calls: number;
+  usecPerCall: number;
+  maxUsecBound: number;
+  /** SCAN: mean Redis µs per call. */
+  scanUsecPerCall: number;
+  /** The verify's own view (TIME inside the script), from its summary. */
+  summaryRedisCalls: unknown;
+  peakRssMb: number;
+  cliCpuSeconds: number;
+}
+
+/** The section's result. */
+export interface VerifyFullBenchResult {
+  rows: VerifyFullRow[];
+  target: { ratio: number; maxCallUs: number };
+}
+
+/** The in-server ceiling: the same reads and comparison as the verify script, one loop, no network. */
+const VERIFY_CEILING_SCRIPT = `
+local cursor, limit = ARGV[1], tonumber(ARGV[2])
+local ws_field, old_prefix, new_prefix = ARGV[3], ARGV[4], ARGV[5]
+local scanned, matched = 0, 0
+local function same_fields(a, b)
+  local fa, fb = redis.call('HGETALL', a), redis.call('HGETALL', b)
+  if #fa ~= #fb then return false end
+  local values = {}
+  for j = 1, #fa, 2 do values[fa[j]] = fa[j + 1] end
+  for j = 1, #fb, 2 do
+    if values[fb[j]] ~= fb[j + 1] then return false end
+  end
+  return true
+end
+repeat
+  local reply = redis.call('SCAN', cursor, 'MATCH', old_prefix .. '*', 'COUNT', 1000)
+  cursor = reply[1]
+  for _, key in ipairs(reply[2]) do
+    scanned = scanned + 1
+    if redis.call('TYPE', key)['ok'] == 'hash' then
+      local ws = redis.call('HGET', key, ws_field)
+      if ws and #ws > 0 and #ws <= 64 and string.find(ws, '^[%w][%w_%-]*$') then
+        local new = new_prefix .. ws .. ':' .. string.sub(key, #old_prefix + 1)
+        local old_at = redis.call('PEXPIRETIME', key)
+        if redis.call('TYPE', new)['ok'] == 'hash' and redis.call('PEXPIRETIME', new) == old_at
+          and same_fields(key, new) then
+          matched = matched + 1
+        end
+      end
+    end
+  end
+until cursor == '0' or scanned >= limit
+return {cursor, scanned, matched}
+`;
+
+async function runVerifyCeiling(
+  client: Redis,
+): Promise<{ matched: number; keysPerSecond: number }> {
+  const sha = await client.script("LOAD", VERIFY_CEILING_SCRIPT) as string;
+  let cursor = "0", scanned = 0, matched = 0;
+  const started = performance.now();
+  do {
+    const reply = await client.evalsha(
+      sha,
+      0,
+      cursor,
+      100_000,
+      WORKSPACE_FIELD,
+      OLD_PREFIX,
+      NEW_PREFIX,
+    ) as [string, number, number];
+    [cursor, scanned, matched] = [reply[0], scanned + reply[1], matched + reply[2]];
+  } while (cursor !== "0");
+  return { matched, keysPerSecond: scanned / ((performance.now() - started) / 1000) };
+}
+
+/** Seeds `keys` jobs on a fresh server, migrates them in-server, measures verify and ceiling. */
+async function measureSize(
+  keys: number,
+  checks: Check[],
+  pinCpu: number | undefined,
+  log: (line: string) => void,
+): Promise<VerifyFullRow> {
+  const server: BenchServer = await startBenchServer(pinCpu);
+  const client = server.client();
+  try {
+    log(`verify --full: seeding ${keys} keys and migrating them in-server`);
+    const seeded = await seed(client, keys);
+    await runCeiling(client);
+    await resetStats(client);
+    log(`verify --full --rps 0 over ${keys} old keys`);
+    const run = await runCli([
+      "verify",
+      "--full",
+      "--rps",
+      "0",
+      "--json",
+      "--redis-url",
+      server.url,
+    ]);
+    const summary = parseJson(run);
+    const scripts = await scriptCalls(client);
+    const scan = (await commandStats(client)).scan;
+    log(`verify --full ceiling (one in-server script loop) over ${keys} old keys`);
+    const ceiling = await runVerifyCeiling(client);
+    checks.push({
+      name: `verify --full ${keys}: exit 0, parity 1, checked = valid + invalid seeded`,
+      ok: run.code === 0 && summary.parity === 1 &&
+        summary.checked === seeded.valid + seeded.invalid && summary.matched === seeded.valid,
+      detail: `exit ${run.code}, checked ${summary.checked}, matched ${summary.matched}, ` +
+        `seeded ${seeded.valid} valid + ${seeded.invalid} invalid\n${run.stderrTail}`,
+    });
+    checks.push({
+      name: `verify --full ceiling ${keys}: matched = valid seeded`,
+      ok: ceiling.matched === seeded.valid,
+      detail: `${ceiling.matched} vs ${seeded.valid}`,
+    });
+    const ro = scripts.byCommand.evalsha_ro;
+    const keysPerSecond = keys / Number(summary.duration_seconds);
+    return {
+      keys,
+      keysPerSecond,
+      wallKeysPerSecond: keys / run.wallSeconds,
+      ceilingKeysPerSecond: ceiling.keysPerSecond,
+      ratio: keysPerSecond / ceiling.keysPerSecond,
+      calls: ro?.calls ?? 0,
+      usecPerCall: ro?.usecPerCall ?? NaN,
+      maxUsecBound: ro?.maxUsecBound ?? NaN,
+      scanUsecPerCall: scan?.usecPerCall ?? NaN,
+      summaryRedisCalls: summary.redis_calls,
+      peakRssMb: run.peakRssMb,
+      cliCpuSeconds: run.cpuSeconds,
+    };
+  } finally {
+    client.disconnect();
+    await server.stop();
+  }
+}
+
+/** Measures `verify --full` at each size (each on its own fresh server, stopped afterwards). */
+export async function measureVerifyFull(
+  sizes: readonly number[],
+  options: { checks: Check[]; pinCpu?: number; log: (line: string) => void },
+): Promise<VerifyFullBenchResult> {
+  const rows: VerifyFullRow[] = [];
+  for (const keys of sizes) {
+    rows.push(await measureSize(keys, options.checks, options.pinCpu, options.log));
+  }
+  return { rows, target: { ratio: 0.8, maxCallUs: 250 } };
+}
+
+/** The section as text lines. */
+export function renderVerifyFull(result: VerifyFullBenchResult): string[] {
+  const k = (v: number) => Math.round(v).toLocaleString("en-US");
+  return [
+    "verify --full (issue 16): --rps 0 on migrated data vs the same comparison in one " +
+    "in-server script loop",
+    ...result.rows.map((r) =>
+      `  ${k(r.keys)} keys: ${k(r.keysPerSecond)} keys/s in-process (${
+        k(r.wallKeysPerSecond)
+      } whole process), ceiling ${k(r.ceilingKeysPerSecond)} keys/s, ratio ${
+        r.ratio.toFixed(2)
+      } (target ≥ ${result.target.ratio}: ${
+        r.ratio >= result.target.ratio ? "met" : "missed"
+      }); EVALSHA_RO ${k(r.calls)} calls, ${
+        r.usecPerCall.toFixed(0)
+      } µs/call mean (target ≤ ${result.target.maxCallUs}: ${
+        r.usecPerCall <= result.target.maxCallUs ? "met" : "missed"
+      }), slowest ≤ ${r.maxUsecBound} µs; SCAN ${r.scanUsecPerCall.toFixed(0)} µs/call; peak RSS ${
+        r.peakRssMb.toFixed(0)
+      } MB`
+    ),
+  ];
+}

@@ -1,0 +1,104 @@
+/**
+ * Sub-batches of `verify --full`: a chunk's keys go to Redis in read-only script calls sized to a
+ * Redis time budget, each admitted by the limiter, a few in flight at once so Redis never waits
+ * for the client to decode the previous reply; differences are rechecked after a delay.
+ *
+ * @module
+ */
+import type { Buffer } from "node:buffer";
+import { delay } from "../../async/delay.ts";
+import type { RateLimiter } from "../../control/rate_limit.ts";
+import type { PassTiming } from "./check.ts";
+
+/** Options of {@linkcode SubBatches}. */
+export interface SubBatchOptions {
+  /** Rechecks of a difference before it counts. */
+  recheck: number;
+  recheckDelayMs: number;
+  limiter: Pick<RateLimiter, "acquire">;
+  /** Keys per second (0 = unlimited): a sub-batch is at most a quarter second of them. */
+  rps: number;
+  /** Target Redis time of the slowest call of a sub-batch, µs. */
+  callBudgetUs: number;
+  /**
+   * Sub-batches in flight. Redis runs a connection's pipelined calls back to back, so another
+   * client may wait up to this many call budgets (3 × 0.25 ms by default).
+   */
+  inFlight: number;
+  signal?: AbortSignal;
+}
+
+/** The most keys one sub-batch carries (a guard: the time budget normally sizes it). */
+export const MAX_SUB_BATCH = 512;
+
+/** Runs work over keys in sub-batches whose size follows the measured call time. */
+export class SubBatches {
+  #size = 16;
+  readonly #options: SubBatchOptions;
+
+  constructor(options: SubBatchOptions) {
+    this.#options = options;
+  }
+
+  /** Runs `work` over `keys` and returns its results in the order of `keys`. */
+  async run<T>(
+    keys: readonly Buffer[],
+    work: (keys: Buffer[], timing: PassTiming) => Promise<T[]>,
+  ): Promise<T[]> {
+    const { limiter, rps, signal } = this.#options;
+    const out: T[] = new Array(keys.length);
+    const cap = rps > 0 ? Math.max(1, Math.min(MAX_SUB_BATCH, Math.floor(rps / 4))) : MAX_SUB_BATCH;
+    let next = 0;
+    let failed = false;
+    const lane = async () => {
+      while (!failed && next < keys.length) {
+        // Claimed before any await, so lanes never take the same keys.
+        const start = next;
+        const sub = keys.slice(start, start + Math.min(this.#size, cap));
+        next += sub.length;
+        await limiter.acquire(sub.length, signal);
+        const timing: PassTiming = { maxUs: 0 };
+        const results = await work(sub, timing);
+        results.forEach((result, j) => out[start + j] = result);
+        this.#resize(sub.length, timing.maxUs, cap);
+      }
+    };
+    await Promise.all(
+      Array.from({ length: this.#options.inFlight }, () =>
+        lane().catch((error: unknown) => {
+          failed = true;
+          throw error;
+        })),
+    );
+    return out;
+  }
+
+  /**
+   * Rechecks the results that `failed`, up to `recheck` rounds after the delay each, in place.
+   * Returns the positions that failed the first check.
+   */
+  async recheck<V>(
+    keys: readonly Buffer[],
+    results: V[],
+    failed: (result: V) => boolean,
+    check: (keys: Buffer[], timing: PassTiming) => Promise<V[]>,
+  ): Promise<number[]> {
+    const first = results.flatMap((result, i) => failed(result) ? [i] : []);
+    let pending = first;
+    for (let round = 0; round < this.#options.recheck && pending.length > 0; round++) {
+      await delay(this.#options.recheckDelayMs, { signal: this.#options.signal });
+      const again = await this.run(pending.map((i) => keys[i]!), check);
+      pending.forEach((index, j) => results[index] = again[j]!);
+      pending = pending.filter((index) => failed(results[index]!));
+    }
+    return first;
+  }
+
+  /** Grows gently, shrinks at once: a sub-batch of slow (wide) jobs must not repeat. */
+  #resize(keys: number, maxUs: number, cap: number): void {
+    if (maxUs <= 0) return;
+    const ideal = keys * this.#options.callBudgetUs / maxUs;
+    const grown = Math.ceil(this.#size * 1.5);
+    this.#size = Math.max(1, Math.min(cap, Math.floor(Math.min(ideal, grown))));
+  }
+}
