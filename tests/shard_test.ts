@@ -9,7 +9,7 @@ import { UsageError } from "../src/errors.ts";
 import { parseShard, pickShard, type Shard } from "../src/redis/shard.ts";
 import type { RunStatus } from "../src/control/status.ts";
 import { runCli, runJson } from "./support/cli.ts";
-import { startCluster } from "./support/cluster.ts";
+import { countClusterKeys, startCluster } from "./support/cluster.ts";
 import { withRedis } from "./support/redis_server.ts";
 import { writeCounter } from "./support/seed.ts";
 
@@ -65,7 +65,7 @@ Deno.test("--shard: bad values and shards on a standalone server exit 2, nothing
   });
 });
 
-Deno.test("--shard with more runners than masters: an idle runner exits 0 at once", async () => {
+Deno.test("--shard: an idle runner exits 0 at once; a run without --shard needs every lock", async () => {
   const cluster = await startCluster({ masters: 3 });
   const client = cluster.client();
   try {
@@ -80,6 +80,18 @@ Deno.test("--shard with more runners than masters: an idle runner exits 0 at onc
     assert.equal(busy.code, 0, busy.stderr);
     assert.match(busy.stderr, /shard 0\/4: 1 of 3 masters: 127\.0\.0\.1:\d+ \([0-9a-f]{40}\)/);
     assert.match(busy.stderr, /holding \{ai:backfill\}:lock:[0-9a-f]{40} as /);
+    // A run without --shard needs every master's lock: one held by a shard runner refuses it.
+    const held = `{ai:backfill}:lock:${(busy.stderr.match(/\(([0-9a-f]{40})\)/))![1]}`;
+    await client.set(held, JSON.stringify({ host: "pod-0", pid: 7, started: "x", token: "t" }));
+    await client.pexpire(held, 60_000);
+    const nodes = cluster.nodeClients();
+    const copiesBefore = await countClusterKeys(nodes, "ai:job:*");
+    const whole = await runCli(["--execute", "--wait-lock", "0", "--redis-url", cluster.url]);
+    assert.equal(whole.code, 4, whole.stderr);
+    assert.ok(whole.stderr.includes(`another backfill holds the lock ${held}: pod-0 pid 7`));
+    assert.equal(await countClusterKeys(nodes, "ai:job:*"), copiesBefore, "nothing copied");
+    assert.equal(await countClusterKeys(nodes, "{ai:backfill}:lock:*"), 1, "none left behind");
+    for (const node of nodes) node.disconnect();
   } finally {
     client.disconnect();
     await cluster.stop();
