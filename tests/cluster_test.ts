@@ -154,8 +154,9 @@ Deno.test("cluster: kill -9 mid-run, then resume from the per-node checkpoints",
     assert.equal(saved.size, 3);
     const copied = await countClusterKeys(nodes, "ai:job:*");
     assert.ok(copied > 0 && copied < 1500, `${copied} copied before the kill`);
-    // The dead run's lock would expire by itself within 30 s; don't wait for it.
-    assert.equal(await client.del("ai:backfill:lock"), 1);
+    // The dead run's locks (one per master) would expire by itself within 30 s; don't wait.
+    const locks = [...saved.keys()].map((id) => `{ai:backfill}:lock:${id}`);
+    assert.equal(await client.del(...locks), 3);
 
     const resumed = await runJson([
       "--execute",

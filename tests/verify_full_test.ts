@@ -255,10 +255,14 @@ Deno.test("verify --full: kill -9 mid-run, then resume: exact counts, no key cou
     await first.done;
     const stored = JSON.parse((await client.hget("ai:backfill:verify:state", "node:standalone"))!);
     assert.ok(stored.phase === "jobs" && stored.cursor !== "0", "killed mid-run");
-    // The dead holder's lock would expire within 30 s; the test does not wait for it.
-    await client.del("ai:backfill:verify:lock");
+    // The dead holder's lock expires within 30 s: the resume waits for it (--wait-lock 45).
+    assert.ok(await client.pttl("ai:backfill:verify:lock") > 0, "the dead verify's lock is held");
     const resumed = await runJson([...args, "--recheck-delay", "20"]);
     assert.equal(resumed.code, 1, resumed.stderr);
+    assert.match(
+      resumed.stderr,
+      /waiting for the lock ai:backfill:verify:lock: held by .+ pid \d+/,
+    );
     assert.equal(resumed.summary.resumed, true);
     assertCounts(resumed.summary, expected);
     await assertReport(report, expected, resumed.stderr);

@@ -10,6 +10,7 @@ import { UsageError } from "../errors.ts";
 import { DEFAULT_WORKSPACE_PATTERN, WorkspaceRule } from "../schema.ts";
 import { VERIFY_DEFAULTS } from "../defaults.ts";
 import type { TlsOptions } from "../redis/options.ts";
+import { parseShard, type Shard, WHOLE } from "../redis/shard.ts";
 import {
   DEFAULT_MAX_REPLICA_LAG,
   parseReplicaLagLimit,
@@ -73,6 +74,8 @@ export interface RunOptions extends CommonOptions {
   maxReplicaLag: ReplicaLagLimit;
   /** `--wait-lock`: seconds to wait for a held lock to expire before refusing (exit 4). */
   waitLockSeconds: number;
+  /** `--shard I/N`: this runner's part of a cluster's masters ({@linkcode WHOLE} without it). */
+  shard: Shard;
 }
 
 /** Defaults of the throttle and lock flags (README "Throttle" says why). */
@@ -102,6 +105,8 @@ export interface VerifyFlags extends CommonOptions {
   progressKey: string;
   /** `--reset-progress` (with `--full`): ignore a stored full-verify checkpoint. */
   resetProgress: boolean;
+  /** `--wait-lock` (with `--full`): seconds to wait for `<P>:verify:lock` before exit 4. */
+  waitLockSeconds: number;
 }
 
 /** What the command line asks for. */
@@ -150,6 +155,7 @@ const runFlags = {
   "max-latency": { type: "string" },
   "max-replica-lag": { type: "string" },
   "wait-lock": { type: "string" },
+  shard: { type: "string" },
 } satisfies ParseArgsConfig["options"];
 
 const verifyFlags = {
@@ -164,6 +170,7 @@ const verifyFlags = {
   report: { type: "string" },
   "progress-key": { type: "string" },
   "reset-progress": { type: "boolean" },
+  "wait-lock": { type: "string" },
 } satisfies ParseArgsConfig["options"];
 
 /** Defaults of the telemetry flags (also shown by --help). */
@@ -221,6 +228,7 @@ export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Comma
     );
   }
   const maxKeys = values["max-keys"] === undefined ? undefined : integer(values, "max-keys", 0, 1);
+  const shardText = str(values, "shard");
   return {
     kind: "run",
     options: {
@@ -242,6 +250,7 @@ export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Comma
       progressInterval: decimal(values, "progress-interval", 10, 0.1),
       maxMemoryPct: decimal(values, "max-memory-pct", 90, 1, 100),
       maxOutage: decimal(values, "max-outage", 60, 0),
+      shard: shardText === undefined ? WHOLE : parseShard(shardText),
       ...throttleOptions(values),
     },
   };
@@ -267,7 +276,7 @@ function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
   if (full && values.sample !== undefined) {
     throw new UsageError("--full checks every old key; it cannot be combined with --sample");
   }
-  for (const flag of ["orphans", "report", "reset-progress"]) {
+  for (const flag of ["orphans", "report", "reset-progress", "wait-lock"]) {
     if (!full && values[flag] !== undefined) throw new UsageError(`--${flag} needs --full`);
   }
   const report = str(values, "report");
@@ -284,6 +293,7 @@ function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
     report,
     progressKey: progressKeyFrom(values),
     resetProgress: values["reset-progress"] === true,
+    waitLockSeconds: decimal(values, "wait-lock", CONTROL_DEFAULTS.waitLockSeconds, 0),
   };
 }
 

@@ -25,6 +25,8 @@ Scope and pace:
   --workspace W             migrate only jobs of workspace W (others: filtered)
   --workspace-pattern RE    what counts as a valid workspace id
                             [^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$]
+  --shard I/N               cluster: take only masters I, I+N, I+2N, … (in slot order) of N
+                            runners; each holds its own per-master locks and checkpoints
 
 Checkpoints:
   --progress-key P          prefix of the checkpoint and lock keys                  [ai:backfill]
@@ -89,6 +91,7 @@ Options:
   --report FILE             with --full: one NDJSON line per finding (ids and field names only)
   --progress-key P          with --full: checkpoint and lock under P:verify:*       [ai:backfill]
   --reset-progress          with --full: ignore a stored full-verify checkpoint
+  --wait-lock S             with --full: wait up to S seconds for P:verify:lock, then exit 4 [45]
   --workspace W             only jobs of workspace W
   --workspace-pattern RE    what counts as a valid workspace id
   --rps N                   at most N keys checked per second; 0 = unlimited        [0]
@@ -110,7 +113,8 @@ Usage:
   backfill set-rps N        cap the run's rate at N jobs/s (0 = no cap) within ~1 s
   backfill stop             graceful stop, like SIGTERM: checkpoint, summary, exit
   backfill status [--json]  what the run publishes every second: mode, holder, rate and
-                            throttle reason, counts, estimate and ETA, cursors, last update
+                            throttle reason, counts, estimate and ETA, cursors, last update;
+                            with --shard runners, one block per shard and a total line
 
 Options:
   --progress-key P          the run's progress key                                 [ai:backfill]

@@ -1,7 +1,8 @@
 /**
  * The live-control subcommands: `pause`, `resume`, `set-rps N` and `stop` write `<P>:control` and
  * print one line saying which run will obey; `status [--json]` prints what the running run
- * publishes in `<P>:status`. They write nothing else, and `status` writes nothing at all.
+ * publishes in `<P>:status`, and every `--shard` runner in `<P>:status:<I>/<N>`. They write
+ * nothing else, and `status` writes nothing at all.
  *
  * @module
  */
@@ -12,7 +13,8 @@ import {
   STOP_EXPIRY_MS,
   writeControl,
 } from "../control/remote.ts";
-import { type ReadStatus, readStatus, renderStatus } from "../control/status.ts";
+import type { ReadStatus } from "../control/status.ts";
+import { allStatusesJson, readAllStatuses, renderAllStatuses } from "../control/status_all.ts";
 import { ExitCode } from "../errors.ts";
 import { connectRedis } from "../redis/connect.ts";
 import type { CommandIo } from "./io.ts";
@@ -23,28 +25,21 @@ export async function controlCommand(options: ControlCommandLine, io: CommandIo)
   try {
     const action = options.action;
     if (action.kind === "status") {
-      const read = await readStatus(target.client, options.progressKey);
-      io.stdout(options.json ? JSON.stringify(statusJson(read)) + "\n" : renderStatus(read));
+      const reads = await readAllStatuses(target.client, options.progressKey);
+      io.stdout(
+        options.json ? JSON.stringify(allStatusesJson(reads)) + "\n" : renderAllStatuses(reads),
+      );
       return ExitCode.ok;
     }
     await writeControl(target.client, options.progressKey, action);
-    const read = await readStatus(target.client, options.progressKey);
+    // Every runner of the progress key (every shard) obeys the one control key.
+    const reads = await readAllStatuses(target.client, options.progressKey);
+    const read = reads.find((r) => r.state === "active") ?? reads[0];
     io.stdout(`${describeWrite(action, controlKey(options.progressKey), read)}\n`);
     return ExitCode.ok;
   } finally {
     await target.close();
   }
-}
-
-/** `status --json`: the published object with its state and age, or `{"state":"none"}`. */
-export function statusJson(read: ReadStatus | undefined): Record<string, unknown> {
-  if (read === undefined) return { state: "none", active: false };
-  return {
-    state: read.state,
-    active: read.state === "active",
-    age_seconds: read.age_seconds,
-    ...read.status,
-  };
 }
 
 /** The one line a control write prints (pure). */

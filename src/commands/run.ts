@@ -12,11 +12,14 @@ import { BackfillError, ExitCode, SafetyRefusal, UsageError } from "../errors.ts
 import { nodeIdFor, strategyFor } from "../migrate/select.ts";
 import { connectRedis } from "../redis/connect.ts";
 import type { Redis } from "../redis/ioredis.ts";
+import { scopeToShard, shardLabel, type ShardScope } from "../redis/shard.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import { runBackfill } from "../run/engine.ts";
 import { renderSummary, summaryJson } from "../run/summary.ts";
 import type { Logger, Summary } from "../run_events.ts";
-import { RunLock } from "../safety/lock.ts";
+import { lockKey } from "../safety/lock.ts";
+import { acquireLocks, type LockSet } from "../safety/lock_set.ts";
+import { emptyCounters } from "../outcome.ts";
 import { MemoryGuard } from "../safety/memory.ts";
 import { createTelemetry, MetricsServerError, type Telemetry } from "../telemetry/mod.ts";
 import type { CommandIo } from "./io.ts";
@@ -91,15 +94,23 @@ interface RunContext {
 }
 
 /** Headroom, lock, engine on a connected target; the exit code. */
-async function runOn(target: RedisTarget, options: RunOptions, ctx: RunContext): Promise<number> {
+async function runOn(
+  connected: RedisTarget,
+  options: RunOptions,
+  ctx: RunContext,
+): Promise<number> {
   const logger = ctx.telemetry.logger;
-  logger.log("info", "connected", `connected to ${target.redacted} (${target.kind})`);
-  if (target.kind === "cluster" && options.cursor !== undefined) {
+  logger.log("info", "connected", `connected to ${connected.redacted} (${connected.kind})`);
+  if (connected.kind === "cluster" && options.cursor !== undefined) {
     throw new UsageError(
       "--cursor is one SCAN cursor, but a cluster keeps one per master " +
         `({${options.progressKey}}:cursor:<node-id>); use --reset-progress to start over`,
     );
   }
+  const scope = await scopeToShard(connected, options.shard);
+  logShard(scope, options, logger);
+  if (scope.nodeIds.length === 0) return idleShard(options, ctx);
+  const target = scope.target;
   // Headroom before anything is written (the lock included): a refusal leaves Redis untouched.
   const memory = new MemoryGuard(target.masters(), (node) => target.nodeName(node), {
     maxPct: options.maxMemoryPct,
@@ -108,7 +119,11 @@ async function runOn(target: RedisTarget, options: RunOptions, ctx: RunContext):
   await memory.precheck(options.mode === "execute");
   const lockLost = new AbortController();
   const lock = options.mode === "execute"
-    ? await takeLock(target.client as Redis, options, { logger, lockLost, signal: ctx.io.signal })
+    ? await takeLocks(target.client as Redis, scope.nodeIds, options, {
+      logger,
+      lockLost,
+      signal: ctx.io.signal,
+    })
     : undefined;
   try {
     const layoutBefore = await target.layout?.();
@@ -139,29 +154,62 @@ async function runOn(target: RedisTarget, options: RunOptions, ctx: RunContext):
   }
 }
 
-/** Takes the run lock; a lost lock aborts `lockLost`, which stops the run. */
-async function takeLock(
+/** Takes the run lock of every node of the scope; a lost lock aborts `lockLost` (the run stops). */
+async function takeLocks(
   client: Redis,
+  nodeIds: string[],
   options: RunOptions,
   ctx: { logger: Logger; lockLost: AbortController; signal: AbortSignal },
-): Promise<RunLock> {
-  const { progressKey } = options;
+): Promise<LockSet> {
   const { logger, lockLost } = ctx;
-  const lock = await RunLock.acquire(client, `${progressKey}:lock`, {
+  const keys = nodeIds.map((nodeId) => lockKey(options.progressKey, nodeId));
+  const set = await acquireLocks(client, keys, {
     waitMs: options.waitLockSeconds * 1000,
     onWait: (message) => logger.log("warn", "lock_wait", message),
     signal: ctx.signal,
     onLost: (reason) => {
       logger.log("error", "lock_lost", `stopping: ${reason}`);
-      lockLost.abort(new SafetyRefusal(`lost the run lock ${progressKey}:lock: ${reason}`));
+      lockLost.abort(new SafetyRefusal(`lost a run lock of ${options.progressKey}: ${reason}`));
     },
   });
+  const { holder } = set.locks[0]!;
   logger.log(
     "info",
     "lock_acquired",
-    `holding ${lock.key} as ${lock.holder.host} pid ${lock.holder.pid}`,
+    `holding ${keys.join(", ")} as ${holder.host} pid ${holder.pid}`,
   );
-  return lock;
+  return set;
+}
+
+/** Says which masters a sharded run took (nothing for a run over the whole deployment). */
+function logShard(scope: ShardScope, options: RunOptions, logger: Logger): void {
+  if (options.shard.count === 1) return;
+  const { target, nodeIds } = scope;
+  const names = target.masters().map((node, i) => `${target.nodeName(node)} (${nodeIds[i]})`);
+  logger.log(
+    "info",
+    "shard",
+    `shard ${shardLabel(options.shard)}: ${names.length} of ${scope.allMasters} masters` +
+      (names.length > 0 ? `: ${names.join(", ")}` : ""),
+    { shard: shardLabel(options.shard), masters: names.length },
+  );
+}
+
+/** A shard with no master (more runners than masters): nothing to do, exit 0. */
+function idleShard(options: RunOptions, ctx: RunContext): number {
+  ctx.telemetry.logger.log(
+    "info",
+    "shard_empty",
+    `shard ${shardLabel(options.shard)} has no master (more runners than masters): nothing to do`,
+  );
+  ctx.outcome.summary = {
+    mode: options.mode,
+    ...emptyCounters(),
+    duration_seconds: 0,
+    completed: true,
+    cursor: "0",
+  };
+  return ExitCode.ok;
 }
 
 /** The engine with its collaborators; a partial summary is kept when it fails part-way. */

@@ -38,7 +38,11 @@ export async function fullVerifyCommand(options: VerifyFlags, io: CommandIo): Pr
       );
       const checkpoint = new VerifyCheckpoint(target.client, options.progressKey);
       const lockLost = new AbortController();
+      // Like a run: a crashed verify's lock expires within 30 s, so an immediate restart waits.
       const lock = await RunLock.acquire(target.client, checkpoint.lockKey, {
+        waitMs: options.waitLockSeconds * 1000,
+        onWait: (message) => logger.log("warn", "lock_wait", message),
+        signal: io.signal,
         onLost: (reason) =>
           lockLost.abort(
             new SafetyRefusal(`lost the verify lock ${checkpoint.lockKey}: ${reason}`),

@@ -9,6 +9,7 @@
  */
 import type { Cluster, Redis } from "../redis/ioredis.ts";
 import { delay } from "../async/delay.ts";
+import { type Shard, shardLabel } from "../redis/shard.ts";
 
 /** Lifetime of a published status. Long enough to read who died, short enough to go away. */
 export const STATUS_TTL_MS = 300_000;
@@ -34,9 +35,20 @@ export interface RunStatus {
   cursors: Record<string, string>;
 }
 
-/** The status key of a progress key. */
-export function statusKey(progressKey: string): string {
-  return `${progressKey}:status`;
+/**
+ * The status key of a progress key: `<P>:status` for a run over the whole deployment (no shard,
+ * or `0/1`), `<P>:status:<I>/<N>` for runner I of N (`--shard`). The one place status keys are
+ * named; {@linkcode statusShardsKey} lists the sharded ones.
+ */
+export function statusKey(progressKey: string, shard?: Shard): string {
+  return shard === undefined || shard.count === 1
+    ? `${progressKey}:status`
+    : `${progressKey}:status:${shardLabel(shard)}`;
+}
+
+/** A set of the shard labels (`I/N`) that published a status, so `status` finds them all. */
+export function statusShardsKey(progressKey: string): string {
+  return `${progressKey}:status:shards`;
 }
 
 /** Seconds until `estimatedTotal` at the pace so far; null before there is a pace. */
@@ -56,16 +68,24 @@ export interface StatusPublishOptions {
   signal: AbortSignal;
   /** Milliseconds between updates. Default 1000. */
   intervalMs?: number;
+  /** The runner's `--shard` (its own status key); none for a run over everything. */
+  shard?: Shard;
 }
 
-/** Writes one status now. */
+/** Writes one status now (a sharded runner also lists its shard in {@linkcode statusShardsKey}). */
 export async function writeStatus(
   client: Redis | Cluster,
   progressKey: string,
   status: Omit<RunStatus, "updated_at">,
+  shard?: Shard,
 ): Promise<void> {
   const value: RunStatus = { ...status, updated_at: new Date().toISOString() };
-  await client.set(statusKey(progressKey), JSON.stringify(value), "PX", STATUS_TTL_MS);
+  await client.set(statusKey(progressKey, shard), JSON.stringify(value), "PX", STATUS_TTL_MS);
+  if (shard !== undefined && shard.count > 1) {
+    // Separate commands: on a cluster the two keys may live on different masters.
+    await client.sadd(statusShardsKey(progressKey), shardLabel(shard));
+    await client.pexpire(statusShardsKey(progressKey), STATUS_TTL_MS);
+  }
 }
 
 /**
@@ -79,7 +99,7 @@ export async function publishStatus(
   options: StatusPublishOptions,
 ): Promise<void> {
   while (!options.signal.aborted) {
-    await writeStatus(client, progressKey, options.snapshot()).catch(() => {});
+    await writeStatus(client, progressKey, options.snapshot(), options.shard).catch(() => {});
     await delay(options.intervalMs ?? 1000, { signal: options.signal }).catch(() => {});
   }
 }
@@ -91,12 +111,13 @@ export interface ReadStatus {
   status: RunStatus;
 }
 
-/** Reads `<P>:status`; undefined when there is none (or it is not ours). */
+/** Reads `<P>:status` (or a shard's); undefined when there is none (or it is not ours). */
 export async function readStatus(
   client: Redis | Cluster,
   progressKey: string,
+  shard?: Shard,
 ): Promise<ReadStatus | undefined> {
-  const key = statusKey(progressKey);
+  const key = statusKey(progressKey, shard);
   const [value, pttl] = await Promise.all([client.get(key), client.pttl(key)]);
   if (value === null) return undefined;
   let status: RunStatus;

@@ -9,6 +9,15 @@ import { delay } from "../async/delay.ts";
 import { SafetyRefusal } from "../errors.ts";
 import type { Cluster, Redis } from "../redis/ioredis.ts";
 
+/**
+ * The run lock of a progress key: `P:lock` on a standalone server or Sentinel primary (node ""),
+ * `{P}:lock:<node-id>` per master in a cluster (the tag of the checkpoint keys), so runners of
+ * different shards never share a lock and a run over every master takes every one.
+ */
+export function lockKey(progressKey: string, nodeId: string): string {
+  return nodeId === "" ? `${progressKey}:lock` : `{${progressKey}}:lock:${nodeId}`;
+}
+
 /** Who holds a lock (stored as the lock's JSON value). */
 export interface LockHolder {
   host: string;
