@@ -126,9 +126,11 @@ Deno.test("kill -9 at any moment loses nothing; the next run reprocesses at most
         "--redis-url",
         server.url,
       ]);
+      // This run's own lock first: from the second round on, the cursor of the previous round is
+      // already stored, and a kill before the lock is taken would test nothing.
       await waitFor(
-        "a checkpoint or the end",
-        async () => (await client.exists("ai:backfill:cursor")) === 1,
+        "this run's lock and a checkpoint",
+        async () => (await client.exists("ai:backfill:lock", "ai:backfill:cursor")) === 2,
       );
       await new Promise((resolve) => setTimeout(resolve, delay));
       run.child.kill("SIGKILL");
