@@ -66,9 +66,15 @@ const REPLY_KINDS: Record<string, ErrorKind> = {
   EXECABORT: "execabort",
 };
 
-/** Kinds during which Redis (or the node serving a slot) is unavailable, not the command wrong. */
+/**
+ * Kinds during which Redis (or the node serving a slot) is unavailable, not the command wrong.
+ * `busy`: another client's script holds Redis, which answers nothing else until it ends (or is
+ * killed); `readonly`: the node is a replica now (demoted, or failed over), so writes wait for a
+ * primary.
+ */
 const OUTAGE_KINDS: ReadonlySet<ErrorKind> = new Set([
   "outage",
+  "busy",
   "loading",
   "readonly",
   "masterdown",
