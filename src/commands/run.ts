@@ -18,6 +18,7 @@ import { renderSummary, summaryJson } from "../run/summary.ts";
 import type { Logger, Summary } from "../run_events.ts";
 import { RunLock } from "../safety/lock.ts";
 import { MemoryGuard } from "../safety/memory.ts";
+import { waitForPrimaries } from "../safety/primary.ts";
 import { createTelemetry, MetricsServerError, type Telemetry } from "../telemetry/mod.ts";
 import type { CommandIo } from "./io.ts";
 
@@ -100,7 +101,16 @@ async function runOn(target: RedisTarget, options: RunOptions, ctx: RunContext):
         `({${options.progressKey}}:cursor:<node-id>); use --reset-progress to start over`,
     );
   }
-  // Headroom before anything is written (the lock included): a refusal leaves Redis untouched.
+  // A primary and headroom before anything is written (the lock included): a refusal leaves
+  // Redis untouched.
+  if (options.mode === "execute") {
+    await waitForPrimaries(target.masters(), {
+      nameOf: (node) => target.nodeName(node),
+      maxOutage: options.maxOutage,
+      logger,
+      signal: ctx.io.signal,
+    });
+  }
   const memory = new MemoryGuard(target.masters(), (node) => target.nodeName(node), {
     maxPct: options.maxMemoryPct,
     logger,

@@ -138,6 +138,24 @@ export function classify(error: unknown): Classified {
   return result("other", systemCode(error) ?? inText ?? error.name);
 }
 
+/**
+ * A Redis error code a script reported for one key (its `redis.pcall` caught it), raised as an
+ * error so that {@linkcode classify} sees it like a reply: a key refused with `READONLY` or
+ * `BUSY` is an outage of the node, not a failure of that key.
+ */
+export class KeyReplyError extends Error {
+  constructor(code: string) {
+    super(`${code} (reported by a script for a key)`);
+    this.name = "KeyReplyError";
+  }
+}
+
+/** True when a Redis error code (`READONLY`, `OOM`, …) means the node is unavailable. */
+export function isOutageCode(code: string): boolean {
+  const kind = REPLY_KINDS[code];
+  return kind !== undefined && OUTAGE_KINDS.has(kind);
+}
+
 /** True when `error` says the connection (or the server's availability) is gone, not the command. */
 export function isOutage(error: unknown): boolean {
   return classify(error).outage;
