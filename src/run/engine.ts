@@ -8,6 +8,7 @@
  * @module
  */
 import type { Buffer } from "node:buffer";
+import { inProcessingOrder, keysAfter, positionAfter } from "../checkpoint/batch_position.ts";
 import { decideStart } from "../checkpoint/resume.ts";
 import { type CheckpointStore, runParams } from "../checkpoint/store.ts";
 import type { Gate } from "../control/gate.ts";
@@ -194,6 +195,7 @@ class Run {
       nodeId,
       runId,
       committed: decision.cursor,
+      within: decision.within,
       startFraction: scanFraction(decision.cursor, this.#dbsize),
       lastSave: 0,
     };
@@ -209,15 +211,22 @@ class Run {
     });
     for await (const batch of batches) {
       state.outageSince = undefined;
-      const { keys, trimmed } = this.#claim(batch.keys);
+      // Only the first batch is the one a stored position points into.
+      const resumedFrom = state.within;
+      state.within = undefined;
+      const unclaimed = keysAfter(inProcessingOrder(batch.keys), batch.next, resumedFrom);
+      const { keys, trimmed } = this.#claim(unclaimed);
       const started = performance.now();
       const { results, complete } = await this.#processBatch(keys, state.name);
       countResults(this.counters, results);
       if (results.length > 0) state.lastJob = jobIdOf(keys[results.length - 1]!);
       const finished = complete && !trimmed;
-      // A batch that was cut short is re-read from its start next time (idempotent), so
-      // nothing of it is lost; a finished one moves the cursor on.
+      // A batch that was cut short is re-read from its start next time, and resumed after its
+      // last processed key (checkpoint/batch_position.ts); a finished one moves the cursor on.
       const resumeAt = finished ? batch.next : batch.cursor;
+      if (!finished) {
+        state.within = positionAfter(keys.slice(0, results.length), batch.next, resumedFrom);
+      }
       const scanDone = finished && batch.next === "0";
       const due = results.length > 0 || performance.now() - state.lastSave > 1000;
       if (execute && !scanDone && due) await this.#save(state, resumeAt);
@@ -289,7 +298,13 @@ class Run {
    */
   async #save(state: NodeState, cursor: string): Promise<void> {
     await state.saving;
-    const checkpoint = { cursor, lastJob: state.lastJob, runId: state.runId, params: this.#params };
+    const checkpoint = {
+      cursor,
+      lastJob: state.lastJob,
+      within: state.within,
+      runId: state.runId,
+      params: this.#params,
+    };
     const saving = this.#retry.untilWritable(
       state.name,
       () => this.#deps.checkpoints.save(state.nodeId, checkpoint),
