@@ -17,6 +17,8 @@ export interface Summary extends Counters {
   completed: boolean;
   /** The cursor to resume from ("0" when completed). Cluster: a comma-separated node=cursor list. */
   cursor: string;
+  /** What the Redis user may not run that --execute needs (safety/preflight.ts); absent: unknown. */
+  preflight?: string[];
 }
 
 /** Facts known when a run starts. */

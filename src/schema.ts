@@ -72,6 +72,20 @@ export function parseNewKey(newKey: Uint8Array): { workspace: string; jobId: Buf
   return { workspace: rest.subarray(0, colon).toString("latin1"), jobId: rest.subarray(colon + 1) };
 }
 
+/**
+ * Strict UTF-8 that keeps every byte: `ignoreBOM` stops TextDecoder from silently dropping a
+ * leading byte-order mark, which would turn the id "\uFEFFwsA" into another tenant's "wsA".
+ */
+const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/**
+ * True when `keyWorkspace` (as {@linkcode parseNewKey} gives it: latin1, one char per byte) is
+ * exactly the bytes of `workspaceId` (as the command line or a rule gives it: text, UTF-8).
+ */
+export function isSameWorkspace(keyWorkspace: string, workspaceId: string): boolean {
+  return Buffer.from(keyWorkspace, "latin1").equals(Buffer.from(workspaceId));
+}
+
 /** Decides whether a workspace id (as raw bytes from Redis) is valid. */
 export class WorkspaceRule {
   readonly pattern: RegExp;
@@ -92,7 +106,7 @@ export class WorkspaceRule {
     if (raw === null || raw === undefined) return undefined;
     let text: string;
     try {
-      text = typeof raw === "string" ? raw : new TextDecoder("utf-8", { fatal: true }).decode(raw);
+      text = typeof raw === "string" ? raw : STRICT_UTF8.decode(raw);
     } catch {
       return undefined;
     }

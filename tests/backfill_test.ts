@@ -40,6 +40,8 @@ Deno.test("dry-run writes nothing at all but counts what execute would do", asyn
       duration_seconds: summary.duration_seconds,
       completed: true,
       cursor: "0",
+      // What the user may not run that --execute needs (safety/preflight.ts): nothing.
+      preflight: { ok: true, missing: [] },
     });
     assert.equal(await writeCounter(client), before, "no write of any kind");
     assert.equal(await client.dbsize(), keysBefore);

@@ -77,6 +77,8 @@ Deno.test("cluster: dry-run writes nothing on any node and classifies like execu
         duration_seconds: 0,
         completed: true,
         cursor: summary.cursor,
+        // The preflight ran on every master (read-only): the user may run everything.
+        preflight: { ok: true, missing: [] },
       },
     );
     assert.deepEqual(await writeCounters(nodes), before, "no write on any node");

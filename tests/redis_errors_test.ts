@@ -15,7 +15,7 @@ const OOM = "OOM command not allowed when used memory > 'maxmemory'.";
 Deno.test("classify: reply codes become kinds; only availability errors are outages", () => {
   const cases: [string, string, boolean][] = [
     [OOM, "oom", false],
-    ["BUSY Redis is busy running a script.", "busy", false],
+    ["BUSY Redis is busy running a script.", "busy", true],
     ["NOSCRIPT No matching script. Please use EVAL.", "noscript", false],
     ["MOVED 3999 127.0.0.1:6381", "moved", false],
     ["ASK 3999 127.0.0.1:6381", "ask", false],
@@ -45,7 +45,7 @@ Deno.test("classify: reply codes become kinds; only availability errors are outa
 
 Deno.test("classify: an EXECABORT is its cause, from previousErrors or from the reply text", () => {
   for (
-    const [cause, kind, outage] of [[OOM, "oom", false], ["BUSY x", "busy", false], [
+    const [cause, kind, outage] of [[OOM, "oom", false], ["BUSY x", "busy", true], [
       "READONLY x",
       "readonly",
       true,

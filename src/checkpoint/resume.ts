@@ -6,6 +6,7 @@
  * @module
  */
 import { escapeForLog } from "../telemetry/redact.ts";
+import type { BatchPosition } from "./batch_position.ts";
 import type { NodeCheckpoint } from "./store.ts";
 
 /** What the decision depends on. */
@@ -39,7 +40,14 @@ export interface ResumeLog {
 
 /** Start here (clearing the stored checkpoint first when `clear`), or refuse the run. */
 export type ResumeDecision =
-  | { kind: "start"; cursor: string; clear: boolean; log?: ResumeLog }
+  | {
+    kind: "start";
+    cursor: string;
+    clear: boolean;
+    log?: ResumeLog;
+    /** Where the stored run stopped inside the batch at `cursor` (resuming only). */
+    within?: BatchPosition;
+  }
   | { kind: "refuse"; reason: string };
 
 /**
@@ -99,13 +107,24 @@ export function decideStart(input: ResumeInput): ResumeDecision {
     });
   }
   const last = stored.lastJob ? escapeForLog(stored.lastJob) : "none";
-  return start(stored.cursor, false, {
-    ...info("resume", `Resuming from stored cursor=${stored.cursor}, last_job=${last}${where}`),
-    fields: { cursor: stored.cursor },
-  });
+  const inside = stored.within ? " (inside its batch, after that job)" : "";
+  return {
+    ...start(stored.cursor, false, {
+      ...info(
+        "resume",
+        `Resuming from stored cursor=${stored.cursor}, last_job=${last}${inside}${where}`,
+      ),
+      fields: { cursor: stored.cursor },
+    }),
+    within: stored.within,
+  };
 }
 
-function start(cursor: string, clear: boolean, log?: ResumeLog): ResumeDecision {
+function start(
+  cursor: string,
+  clear: boolean,
+  log?: ResumeLog,
+): Extract<ResumeDecision, { kind: "start" }> {
   return { kind: "start", cursor, clear, log };
 }
 

@@ -10,12 +10,15 @@
  */
 import { Buffer } from "node:buffer";
 import type { Cluster, Redis } from "../redis/ioredis.ts";
+import { type BatchPosition, decodePosition, encodePosition } from "./batch_position.ts";
 
 /** Where one node's scan stands. */
 export interface NodeCheckpoint {
   cursor: string;
   /** Job id (bytes) of the last processed key. */
   lastJob?: Buffer;
+  /** Where processing stopped inside the batch at `cursor` (see batch_position.ts). */
+  within?: BatchPosition;
   /** `run_id` of the node the cursor belongs to. */
   runId: string;
   /** Fingerprint of the run parameters (see {@linkcode runParams}). */
@@ -46,12 +49,13 @@ export class CheckpointStore {
    * a cluster. Redis hashes only what lies between the first `{` and the next `}`; every cluster key
    * starts with `{P}`, so they share that tag (and slot) whatever braces P itself contains.
    */
-  keys(node: string): { cursor: string; lastJob: string; meta: string } {
+  keys(node: string): { cursor: string; lastJob: string; meta: string; within: string } {
     if (node === "") {
       return {
         cursor: `${this.prefix}:cursor`,
         lastJob: `${this.prefix}:last_job`,
         meta: `${this.prefix}:meta`,
+        within: `${this.prefix}:within`,
       };
     }
     const tag = `{${this.prefix}}`;
@@ -59,21 +63,24 @@ export class CheckpointStore {
       cursor: `${tag}:cursor:${node}`,
       lastJob: `${tag}:last_job:${node}`,
       meta: `${tag}:meta:${node}`,
+      within: `${tag}:within:${node}`,
     };
   }
 
   /** The stored checkpoint, or `undefined` when there is no cursor. */
   async load(node: string): Promise<NodeCheckpoint | undefined> {
     const keys = this.keys(node);
-    const [cursor, lastJob, meta] = await Promise.all([
+    const [cursor, lastJob, meta, within] = await Promise.all([
       this.#client.get(keys.cursor),
       this.#client.getBuffer(keys.lastJob),
       this.#client.hgetall(keys.meta),
+      this.#client.getBuffer(keys.within),
     ]);
     if (cursor === null) return undefined;
     return {
       cursor,
       lastJob: lastJob ?? undefined,
+      within: decodePosition(within),
       runId: meta.run_id ?? "",
       params: meta.params ?? "",
     };
@@ -90,6 +97,8 @@ export class CheckpointStore {
         updated_at: new Date().toISOString(),
       });
     if (checkpoint.lastJob !== undefined) tx.set(keys.lastJob, checkpoint.lastJob);
+    if (checkpoint.within === undefined) tx.del(keys.within);
+    else tx.set(keys.within, encodePosition(checkpoint.within));
     const replies = await tx.exec();
     const failed = replies?.find(([error]) => error);
     if (!replies || failed) throw failed?.[0] ?? new Error("checkpoint transaction aborted");
@@ -98,6 +107,6 @@ export class CheckpointStore {
   /** Removes a node's cursor (a finished scan: the next run starts from 0). */
   async clear(node: string): Promise<void> {
     const keys = this.keys(node);
-    await this.#client.del(keys.cursor, keys.lastJob, keys.meta);
+    await this.#client.del(keys.cursor, keys.lastJob, keys.meta, keys.within);
   }
 }

@@ -7,6 +7,8 @@
 import { CheckpointStore } from "../checkpoint/store.ts";
 import type { RunOptions } from "../cli/args.ts";
 import { Gate } from "../control/gate.ts";
+import { controlKey } from "../control/remote.ts";
+import { statusKey } from "../control/status.ts";
 import { SlidingWindowLimiter } from "../control/rate_limit.ts";
 import { BackfillError, ExitCode, SafetyRefusal, UsageError } from "../errors.ts";
 import { nodeIdFor, strategyFor } from "../migrate/select.ts";
@@ -21,6 +23,8 @@ import { lockKey } from "../safety/lock.ts";
 import { acquireLocks, type LockSet } from "../safety/lock_set.ts";
 import { emptyCounters } from "../outcome.ts";
 import { MemoryGuard } from "../safety/memory.ts";
+import { checkPermissions, progressKeysFor } from "../safety/preflight.ts";
+import { waitForPrimaries } from "../safety/primary.ts";
 import { createTelemetry, MetricsServerError, type Telemetry } from "../telemetry/mod.ts";
 import type { CommandIo } from "./io.ts";
 
@@ -111,7 +115,17 @@ async function runOn(
   logShard(scope, options, logger);
   if (scope.nodeIds.length === 0) return idleShard(options, ctx);
   const target = scope.target;
-  // Headroom before anything is written (the lock included): a refusal leaves Redis untouched.
+  // A primary, the permissions and headroom before anything is written (the lock included): a
+  // refusal leaves Redis untouched.
+  if (options.mode === "execute") {
+    await waitForPrimaries(target.masters(), {
+      nameOf: (node) => target.nodeName(node),
+      maxOutage: options.maxOutage,
+      logger,
+      signal: ctx.io.signal,
+    });
+  }
+  const preflight = await preflightPermissions(target, options, logger);
   const memory = new MemoryGuard(target.masters(), (node) => target.nodeName(node), {
     maxPct: options.maxMemoryPct,
     logger,
@@ -135,6 +149,8 @@ async function runOn(
       gate: new Gate(new SlidingWindowLimiter(options.rps), checks),
       signal,
     });
+    summary = { ...summary, preflight };
+    ctx.outcome.summary = summary;
     if (layoutBefore !== undefined && (await target.layout?.()) !== layoutBefore) {
       // Keys that moved between masters mid-run may have escaped every master's SCAN.
       logger.log(
@@ -152,6 +168,36 @@ async function runOn(
   } finally {
     await lock?.release();
   }
+}
+
+/**
+ * What the Redis user may not run of what `--execute` needs (safety/preflight.ts): execute
+ * refuses (exit 4) before writing anything; dry-run warns and reports it in its summary.
+ */
+async function preflightPermissions(
+  target: RedisTarget,
+  options: RunOptions,
+  logger: Logger,
+): Promise<string[] | undefined> {
+  const store = new CheckpointStore(target.client as Redis, options.progressKey);
+  const names = store.keys(target.kind === "cluster" ? "preflight" : "");
+  const missing = await checkPermissions(
+    target.masters(),
+    progressKeysFor(options.progressKey, {
+      ...names,
+      control: controlKey(options.progressKey),
+      status: statusKey(options.progressKey),
+    }),
+  );
+  if (missing === undefined || missing.length === 0) return missing;
+  const message = `the Redis user may not run what --execute needs: ${missing.join(", ")}`;
+  if (options.mode === "execute") {
+    throw new SafetyRefusal(
+      `${message}; nothing was written (grant it with ACL SETUSER, or run as another user)`,
+    );
+  }
+  logger.log("warn", "preflight", `${message}; --execute would refuse to start`);
+  return missing;
 }
 
 /** Takes the run lock of every node of the scope; a lost lock aborts `lockLost` (the run stops). */

@@ -66,9 +66,15 @@ const REPLY_KINDS: Record<string, ErrorKind> = {
   EXECABORT: "execabort",
 };
 
-/** Kinds during which Redis (or the node serving a slot) is unavailable, not the command wrong. */
+/**
+ * Kinds during which Redis (or the node serving a slot) is unavailable, not the command wrong.
+ * `busy`: another client's script holds Redis, which answers nothing else until it ends (or is
+ * killed); `readonly`: the node is a replica now (demoted, or failed over), so writes wait for a
+ * primary.
+ */
 const OUTAGE_KINDS: ReadonlySet<ErrorKind> = new Set([
   "outage",
+  "busy",
   "loading",
   "readonly",
   "masterdown",
@@ -130,6 +136,24 @@ export function classify(error: unknown): Classified {
   const lost = CONNECTION_LOST.find(([pattern]) => pattern.test(message));
   if (lost) return result("outage", systemCode(error) ?? (lost[1] || inText) ?? error.name);
   return result("other", systemCode(error) ?? inText ?? error.name);
+}
+
+/**
+ * A Redis error code a script reported for one key (its `redis.pcall` caught it), raised as an
+ * error so that {@linkcode classify} sees it like a reply: a key refused with `READONLY` or
+ * `BUSY` is an outage of the node, not a failure of that key.
+ */
+export class KeyReplyError extends Error {
+  constructor(code: string) {
+    super(`${code} (reported by a script for a key)`);
+    this.name = "KeyReplyError";
+  }
+}
+
+/** True when a Redis error code (`READONLY`, `OOM`, …) means the node is unavailable. */
+export function isOutageCode(code: string): boolean {
+  const kind = REPLY_KINDS[code];
+  return kind !== undefined && OUTAGE_KINDS.has(kind);
 }
 
 /** True when `error` says the connection (or the server's availability) is gone, not the command. */

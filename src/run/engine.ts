@@ -8,6 +8,7 @@
  * @module
  */
 import type { Buffer } from "node:buffer";
+import { inProcessingOrder, keysAfter, positionAfter } from "../checkpoint/batch_position.ts";
 import { decideStart } from "../checkpoint/resume.ts";
 import { type CheckpointStore, runParams } from "../checkpoint/store.ts";
 import type { Gate } from "../control/gate.ts";
@@ -23,6 +24,7 @@ import type { Logger, RunMode, RunObserver, Summary } from "../run_events.ts";
 import { silentLogger } from "../run_events.ts";
 import { jobIdOf, OLD_MATCH, type WorkspaceRule } from "../schema.ts";
 import { estimateTotal, initialEstimate, scanFraction } from "./estimate.ts";
+import { ErrorStorm } from "./error_storm.ts";
 import { type NodeState, recoverNode } from "./outage.ts";
 import { KeyRetry } from "./retry.ts";
 
@@ -70,6 +72,7 @@ class Run {
   readonly #params: string;
   readonly #subBatch: number;
   readonly #retry: KeyRetry;
+  readonly #storm: ErrorStorm;
   readonly #started = performance.now();
   /** Old keys handed to processing so far (for --max-keys, shared by all nodes). */
   #claimed = 0;
@@ -91,6 +94,8 @@ class Run {
     const rps = deps.gate.rps;
     const wanted = rps > 0 ? Math.ceil(rps / 10) : MAX_SUB_BATCH;
     this.#subBatch = Math.max(1, Math.min(wanted, options.batch, MAX_SUB_BATCH));
+    // A whole batch of the same lasting error, or a sub-batch's worth when batches are small.
+    this.#storm = new ErrorStorm({ threshold: Math.min(options.batch, 2 * this.#subBatch) });
     this.#retry = new KeyRetry({
       strategy: deps.strategy,
       migrate: {
@@ -194,6 +199,7 @@ class Run {
       nodeId,
       runId,
       committed: decision.cursor,
+      within: decision.within,
       startFraction: scanFraction(decision.cursor, this.#dbsize),
       lastSave: 0,
     };
@@ -209,17 +215,27 @@ class Run {
     });
     for await (const batch of batches) {
       state.outageSince = undefined;
-      const { keys, trimmed } = this.#claim(batch.keys);
+      // Only the first batch is the one a stored position points into.
+      const resumedFrom = state.within;
+      state.within = undefined;
+      const unclaimed = keysAfter(inProcessingOrder(batch.keys), batch.next, resumedFrom);
+      const { keys, trimmed } = this.#claim(unclaimed);
       const started = performance.now();
       const { results, complete } = await this.#processBatch(keys, state.name);
       countResults(this.counters, results);
+      this.#storm.observe(results);
       if (results.length > 0) state.lastJob = jobIdOf(keys[results.length - 1]!);
       const finished = complete && !trimmed;
-      // A batch that was cut short is re-read from its start next time (idempotent), so
-      // nothing of it is lost; a finished one moves the cursor on.
+      // A batch that was cut short is re-read from its start next time, and resumed after its
+      // last processed key (checkpoint/batch_position.ts); a finished one moves the cursor on.
       const resumeAt = finished ? batch.next : batch.cursor;
+      if (!finished) {
+        state.within = positionAfter(keys.slice(0, results.length), batch.next, resumedFrom);
+      }
       const scanDone = finished && batch.next === "0";
-      const due = results.length > 0 || performance.now() - state.lastSave > 1000;
+      // An open error streak holds the checkpoint, so a rerun retries the keys it failed.
+      const due = !this.#storm.holding &&
+        (results.length > 0 || performance.now() - state.lastSave > 1000);
       if (execute && !scanDone && due) await this.#save(state, resumeAt);
       state.committed = resumeAt;
       this.#cursors.set(state.name, scanDone ? "0" : resumeAt);
@@ -289,7 +305,8 @@ class Run {
    */
   async #save(state: NodeState, cursor: string): Promise<void> {
     await state.saving;
-    const checkpoint = { cursor, lastJob: state.lastJob, runId: state.runId, params: this.#params };
+    const { lastJob, within, runId } = state;
+    const checkpoint = { cursor, lastJob, within, runId, params: this.#params };
     const saving = this.#retry.untilWritable(
       state.name,
       () => this.#deps.checkpoints.save(state.nodeId, checkpoint),

@@ -6,6 +6,7 @@
  * @module
  */
 import type { Buffer } from "node:buffer";
+import type { BatchPosition } from "../checkpoint/batch_position.ts";
 import { RedisUnavailableError } from "../errors.ts";
 import { serverRunId, waitForRedis } from "../redis/availability.ts";
 import { classify } from "../redis/errors.ts";
@@ -24,6 +25,8 @@ export interface NodeState {
   committed: string;
   startFraction: number;
   lastJob?: Buffer;
+  /** Where processing stopped inside the batch at `committed` (see checkpoint/batch_position.ts). */
+  within?: BatchPosition;
   lastSave: number;
   /** The checkpoint save in flight, if any. */
   saving?: Promise<void>;
@@ -102,5 +105,6 @@ export async function recoverNode(
   );
   state.runId = runId;
   state.committed = "0";
+  state.within = undefined;
   return true;
 }

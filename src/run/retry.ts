@@ -12,7 +12,7 @@ import { pause } from "../async/delay.ts";
 import type { Gate } from "../control/gate.ts";
 import { SafetyRefusal } from "../errors.ts";
 import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
-import { classify } from "../redis/errors.ts";
+import { classify, isOutageCode, KeyReplyError } from "../redis/errors.ts";
 import type { Logger } from "../run_events.ts";
 import { jobIdOf } from "../schema.ts";
 import { escapeForLog } from "../telemetry/redact.ts";
@@ -117,15 +117,24 @@ export class KeyRetry {
     }
   }
 
-  /** One strategy call; a failed command makes every key a retryable error (an outage is thrown). */
+  /**
+   * One strategy call; a failed command makes every key a retryable error. An outage is thrown,
+   * also one a script reported for a key.
+   */
   async #attempt(keys: Buffer[]): Promise<StrategyResult[]> {
+    let results: StrategyResult[];
     try {
-      return await this.#options.strategy.migrate(keys, this.#options.migrate);
+      results = await this.#options.strategy.migrate(keys, this.#options.migrate);
     } catch (error) {
       const { outage, code } = classify(error);
       if (outage) throw error;
       return keys.map(() => ({ outcome: "errors", errorCode: code, retryable: true }));
     }
+    // A key refused because the node is a replica now (READONLY) or busy is the node's outage:
+    // the engine waits for it and re-reads the batch, so the checkpoint never passes such keys.
+    const down = results.find((r) => r.outcome === "errors" && isOutageCode(r.errorCode ?? ""));
+    if (down !== undefined) throw new KeyReplyError(down.errorCode!);
+    return results;
   }
 
   /** Migrates `keys[i]` for each index again and puts the new results in place. */

@@ -14,6 +14,9 @@ export function summaryJson(summary: Summary): Record<string, unknown> {
   json.duration_seconds = summary.duration_seconds;
   json.completed = summary.completed;
   json.cursor = summary.cursor;
+  if (summary.preflight !== undefined) {
+    json.preflight = { ok: summary.preflight.length === 0, missing: summary.preflight };
+  }
   return json;
 }
 
@@ -35,6 +38,9 @@ export function renderSummary(summary: Summary): string {
       "Completed",
       summary.completed ? "yes" : `no (next run resumes from cursor ${summary.cursor})`,
     ),
+    ...(summary.preflight?.length
+      ? [row("Preflight", `--execute would refuse: may not run ${summary.preflight.join(", ")}`)]
+      : []),
     "",
   ].join("\n");
 }

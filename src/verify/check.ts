@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Buffer } from "node:buffer";
+import { Buffer } from "node:buffer";
 import { delay } from "../async/delay.ts";
 import type { RateLimiter } from "../control/rate_limit.ts";
 import {
@@ -18,6 +18,7 @@ import {
 } from "../redis/read_raw.ts";
 import type { Cluster, Redis } from "../redis/ioredis.ts";
 import {
+  isSameWorkspace,
   jobIdOf,
   NEW_MATCH,
   newKeyFor,
@@ -29,6 +30,8 @@ import {
   type WorkspaceRule,
 } from "../schema.ts";
 import { compareJob, type JobVerdict, type KeyState } from "./compare.ts";
+import { orphanReason } from "./full/compare.ts";
+import { KeyCode } from "./full/scripts.ts";
 import type { KeyPopulation } from "./sample.ts";
 
 /** Keys checked per pipelined round trip (fewer when `--rps` is lower, see `batchSize`). */
@@ -90,7 +93,8 @@ export function newPopulation(workspace: string | undefined): KeyPopulation {
     match: workspace === undefined ? NEW_MATCH : newMatchFor(workspace),
     isCandidate: (key) => {
       const parsed = parseNewKey(key);
-      return parsed !== undefined && (workspace === undefined || parsed.workspace === workspace);
+      return parsed !== undefined &&
+        (workspace === undefined || isSameWorkspace(parsed.workspace, workspace));
     },
   };
 }
@@ -149,7 +153,11 @@ export async function checkJobs(keys: readonly Buffer[], ctx: CheckContext): Pro
 /** The verdict on one sampled new key. */
 export type OrphanVerdict = "ok" | "orphan" | "gone";
 
-/** Checks new keys: does the new key still exist, and does its old twin? */
+/**
+ * Checks new keys: does the new key still exist, and does its old twin, naming the same
+ * workspace? A copy under another workspace than its old key's is an orphan, by the same rule as
+ * `verify --full` (`orphanReason`).
+ */
 export async function checkOrphans(
   keys: readonly Buffer[],
   ctx: CheckContext,
@@ -158,17 +166,31 @@ export async function checkOrphans(
     const replies = await readAll(
       ctx.reader,
       batch.flatMap((key) => {
-        const jobId = (parseNewKey(key) as { jobId: Buffer }).jobId;
-        return [["EXISTS", key], ["EXISTS", oldKeyFor(jobId)]];
+        const old = oldKeyFor((parseNewKey(key) as { jobId: Buffer }).jobId);
+        return [["EXISTS", key], ["EXISTS", old], ["HGET", old, WORKSPACE_FIELD]];
       }),
     );
-    return batch.map((_, i) => {
-      const [newError, newExists] = replies[i * 2] as Reply;
-      const [oldError, oldExists] = replies[i * 2 + 1] as Reply;
+    return batch.map((key, i) => {
+      const [newError, newExists] = replies[i * 3] as Reply;
+      const [oldError, oldExists] = replies[i * 3 + 1] as Reply;
+      const [ownerError, owner] = replies[i * 3 + 2] as Reply;
       rethrow(newError);
       rethrow(oldError);
       if (Number(newExists) === 0) return "gone";
-      return Number(oldExists) === 0 ? "orphan" : "ok";
+      if (!isWrongType(ownerError)) rethrow(ownerError);
+      const code = Number(oldExists) === 0
+        ? KeyCode.absent
+        : isWrongType(ownerError)
+        ? KeyCode.notHash
+        : owner === null
+        ? KeyCode.noWorkspace
+        : KeyCode.hash;
+      // parseNewKey gives the workspace as latin1: back to the exact bytes of the key name.
+      const workspace = Buffer.from(
+        (parseNewKey(key) as { workspace: string }).workspace,
+        "latin1",
+      );
+      return orphanReason(workspace, [code, owner]) === undefined ? "ok" : "orphan";
     });
   });
 }

@@ -6,7 +6,14 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import { jobIdOf, newKeyFor, oldKeyFor, parseNewKey, type WorkspaceRule } from "../../schema.ts";
+import {
+  isSameWorkspace,
+  jobIdOf,
+  newKeyFor,
+  oldKeyFor,
+  parseNewKey,
+  type WorkspaceRule,
+} from "../../schema.ts";
 import {
   compareSides,
   decodeFields,
@@ -127,7 +134,7 @@ export async function checkOrphans(
   const timing = options.timing;
   const parsed = newKeys.map((key) => parseNewKey(key));
   const inScope = parsed.map((p) =>
-    p !== undefined && (ctx.workspace === undefined || p.workspace === ctx.workspace)
+    p !== undefined && (ctx.workspace === undefined || isSameWorkspace(p.workspace, ctx.workspace))
   );
   const asked = newKeys.map((_, i) => i).filter((i) => inScope[i]);
   const [owners, current] = await Promise.all([

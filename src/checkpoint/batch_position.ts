@@ -1,0 +1,95 @@
+/**
+ * A position inside one SCAN batch, so that a run stopped part-way through a batch (`--max-keys`
+ * smaller than a batch, a signal) resumes after the last key it processed instead of re-reading
+ * the batch from its start and processing the same first keys again (which never progressed).
+ *
+ * A batch's keys are processed in byte order. The checkpoint keeps the cursor the batch was read
+ * from, plus this position: the batch's `next` cursor and the last processed key. A resumed run
+ * re-reads the batch from that cursor and skips the keys up to that key.
+ *
+ * Why that is safe under SCAN's guarantees: Redis's SCAN cursor walks the hash space in reverse-
+ * binary order, so one call from cursor `c` that answers `next` returns every key whose hash lies
+ * in the range [c, next) of that order, whatever the table size (a smaller table may add keys of
+ * the range before `c`, which earlier batches already visited). COUNT counts every key visited,
+ * matching or not, so the range of a re-read moves with the keys created or deleted meanwhile
+ * (the copies this tool writes included). When the re-read's `next` is not past the stored one,
+ * its range lies inside the first read's: every key of it that is at most the stored key and
+ * existed at the first read was returned then and processed, as keys are processed in byte order.
+ * Keys of the first range past the re-read's `next` come in the next batch, which skips nothing.
+ * A key created since may be skipped; SCAN makes no promise about keys created during a scan, and
+ * the application dual-writes every new job itself. When the re-read's `next` is past the stored
+ * one, the range grew and may hold unprocessed keys below the stored key, so nothing is skipped:
+ * the batch is processed whole (copies are idempotent).
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+
+/** Where processing stopped inside the batch read from the checkpoint's cursor. */
+export interface BatchPosition {
+  /** The `next` cursor the batch answered when it was read. */
+  next: string;
+  /** The last old key processed (bytes); every key of the batch up to it is done. */
+  after: Buffer;
+}
+
+/** A batch's keys in the order they are processed: by bytes (stable across re-reads). */
+export function inProcessingOrder(keys: readonly Buffer[]): Buffer[] {
+  return [...keys].sort(Buffer.compare);
+}
+
+/**
+ * The keys of a re-read batch still to process: those after `position.after`, when the re-read's
+ * range lies inside the first read's (its `next` is not past the stored one); all of them
+ * otherwise. `keys` are in processing order.
+ */
+export function keysAfter(
+  keys: readonly Buffer[],
+  next: string,
+  position: BatchPosition | undefined,
+): Buffer[] {
+  if (position === undefined || scanOrder(next) > scanOrder(position.next)) return [...keys];
+  return keys.filter((key) => Buffer.compare(key, position.after) > 0);
+}
+
+/**
+ * Where a cursor lies in SCAN's walk: its 64 bits reversed (the walk increments the reversed
+ * cursor, so this order holds whatever the table size). A `next` of "0" is the end of the walk.
+ */
+export function scanOrder(cursor: string): bigint {
+  let value = BigInt(cursor);
+  if (value === 0n) return 1n << 64n;
+  let reversed = 0n;
+  for (let bit = 0; bit < 64; bit++) {
+    reversed = (reversed << 1n) | (value & 1n);
+    value >>= 1n;
+  }
+  return reversed;
+}
+
+/**
+ * The position to store for a batch that was not finished: after the last processed key, or the
+ * position it was resumed from when this run processed none of it.
+ */
+export function positionAfter(
+  processed: readonly Buffer[],
+  next: string,
+  resumedFrom: BatchPosition | undefined,
+): BatchPosition | undefined {
+  const last = processed.at(-1);
+  return last === undefined ? resumedFrom : { next, after: last };
+}
+
+/** The stored form: `<next> <key bytes>` (a cursor is decimal, so the first space splits). */
+export function encodePosition(position: BatchPosition): Buffer {
+  return Buffer.concat([Buffer.from(`${position.next} `), position.after]);
+}
+
+/** Reads the stored form back; `undefined` when absent or malformed (then nothing is skipped). */
+export function decodePosition(raw: Buffer | null | undefined): BatchPosition | undefined {
+  if (raw === null || raw === undefined) return undefined;
+  const space = raw.indexOf(0x20);
+  const next = raw.subarray(0, Math.max(space, 0)).toString("latin1");
+  if (space <= 0 || !/^\d+$/.test(next)) return undefined;
+  return { next, after: Buffer.from(raw.subarray(space + 1)) };
+}

@@ -1,0 +1,70 @@
+/**
+ * An error storm: the same error, not a passing one, on key after key (a permission revoked
+ * mid-run, a command renamed away). Counting each key as an error and moving on would fail the
+ * whole keyspace one log line at a time and move the checkpoint past every failed key; instead the
+ * run stops (exit 4) with the checkpoint where it was.
+ *
+ * @module
+ */
+import { SafetyRefusal } from "../errors.ts";
+import { TRANSIENT_ERRORS } from "../migrate/strategy.ts";
+import type { StrategyResult } from "../migrate/strategy.ts";
+
+/** Error codes that belong to one key's data (another job's content), never to the run. */
+const PER_KEY_CODES: ReadonlySet<string> = new Set(["WRONGTYPE", "CHANGED"]);
+
+/** A storm stopped the run. Exit 4; the checkpoint is kept. */
+export class ErrorStormError extends SafetyRefusal {
+  constructor(message: string) {
+    super(message);
+    this.name = "ErrorStormError";
+  }
+}
+
+/**
+ * Watches results in key order. A streak is the keys that failed in a row with one code that is
+ * neither transient nor about one key's data; a key copied or repaired ends it (keys that needed
+ * no write neither end nor extend it). {@linkcode observe} throws once the streak reaches
+ * `threshold` keys; {@linkcode holding} says a streak is open, so the checkpoint should not move
+ * past it yet.
+ */
+export class ErrorStorm {
+  readonly #threshold: number;
+  #code: string | undefined;
+  #streak = 0;
+
+  constructor(options: { threshold: number }) {
+    this.#threshold = Math.max(1, options.threshold);
+  }
+
+  /** True while a streak is open. */
+  get holding(): boolean {
+    return this.#streak > 0;
+  }
+
+  /**
+   * @throws {ErrorStormError} when the streak reaches the threshold.
+   */
+  observe(results: readonly StrategyResult[]): void {
+    for (const result of results) {
+      if (result.outcome === "migrated" || result.outcome === "repaired") this.#reset();
+      if (result.outcome !== "errors") continue;
+      const code = result.errorCode ?? "ERR";
+      if (TRANSIENT_ERRORS.has(code) || PER_KEY_CODES.has(code)) continue;
+      this.#streak = code === this.#code ? this.#streak + 1 : 1;
+      this.#code = code;
+    }
+    if (this.#streak >= this.#threshold) {
+      throw new ErrorStormError(
+        `stopped: ${this.#streak} keys in a row failed with ${this.#code} (not a passing ` +
+          `error); the checkpoint is kept before them. Fix the cause (a permission, a renamed ` +
+          `command) and run again`,
+      );
+    }
+  }
+
+  #reset(): void {
+    this.#streak = 0;
+    this.#code = undefined;
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * Preflight: can this Redis user run what `--execute` will run? Asked before anything is written
+ * (not even the lock), in one read-only script per master: `redis.acl_check_cmd` (Redis 7) checks
+ * the current user's permission for a command with its keys without running it, and raises an
+ * error for a command that does not exist (renamed away with `rename-command`). Without it, a user
+ * lacking COPY saw a dry-run say "would migrate 1000", then an execute fail 1000 keys one by one.
+ *
+ * @module
+ */
+import { classify } from "../redis/errors.ts";
+import type { Redis } from "../redis/ioredis.ts";
+import { NEW_PREFIX, OLD_PREFIX, WORKSPACE_FIELD } from "../schema.ts";
+
+/** One command `--execute` runs, with keys of the right names. */
+export interface Need {
+  command: string;
+  args: string[];
+}
+
+/** The key names the run writes besides jobs (checkpoint, lock, live control). */
+export interface ProgressKeys {
+  cursor: string;
+  meta: string;
+  lock: string;
+  control: string;
+  status: string;
+}
+
+/**
+ * Everything `--execute` runs: the copy scripts' commands on an old and a new key, the script
+ * calls, the checkpoint transaction, the lock and the live-control keys.
+ */
+export function executeNeeds(progress: ProgressKeys): Need[] {
+  const old = `${OLD_PREFIX}preflight`;
+  const fresh = `${NEW_PREFIX}preflight:preflight`;
+  const field = (command: string, key: string) => ({ command, args: [key, WORKSPACE_FIELD] });
+  const onKey = (command: string, key: string, ...rest: string[]) => ({
+    command,
+    args: [key, ...rest],
+  });
+  return [
+    field("HGET", old),
+    onKey("HGETALL", old),
+    field("HEXISTS", old),
+    onKey("HLEN", old),
+    onKey("EXISTS", old),
+    onKey("TYPE", old),
+    onKey("PTTL", old),
+    onKey("PEXPIRETIME", old),
+    onKey("COPY", old, fresh),
+    onKey("HSETNX", fresh, WORKSPACE_FIELD, "x"),
+    onKey("HSET", fresh, WORKSPACE_FIELD, "x"),
+    field("HDEL", fresh),
+    onKey("PEXPIRE", fresh, "1"),
+    onKey("PEXPIREAT", fresh, "1"),
+    onKey("PERSIST", fresh),
+    onKey("DEL", fresh),
+    { command: "EVALSHA", args: ["0000000000000000000000000000000000000000", "0"] },
+    { command: "SCRIPT", args: ["LOAD", "return 1"] },
+    { command: "MULTI", args: [] },
+    { command: "EXEC", args: [] },
+    onKey("SET", progress.cursor, "0"),
+    onKey("HSET", progress.meta, "run_id", "x"),
+    onKey("DEL", progress.cursor),
+    onKey("SET", progress.lock, "x", "PX", "1", "NX"),
+    { command: "EVAL", args: ["return 1", "1", progress.lock] },
+    onKey("GET", progress.control),
+    onKey("SET", progress.status, "x", "PX", "1"),
+  ];
+}
+
+/** Per need: 1 allowed, 0 refused by the ACL, -1 no such command (renamed or disabled). */
+const PREFLIGHT_SCRIPT = `#!lua flags=no-writes
+local out = {}
+local i = 1
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  local ok, allowed = pcall(redis.acl_check_cmd, unpack(ARGV, i + 1, i + n))
+  if not ok then out[#out + 1] = -1 elseif allowed then out[#out + 1] = 1 else out[#out + 1] = 0 end
+  i = i + n + 1
+end
+return out
+`;
+
+/**
+ * What the current user may not run of `needs` on `node`, one phrase each (command and key,
+ * never a value), or `undefined` when the server cannot tell (no `acl_check_cmd` before Redis 7).
+ */
+export async function missingPermissions(
+  node: Redis,
+  needs: readonly Need[],
+): Promise<string[] | undefined> {
+  const args = needs.flatMap((need) => [String(need.args.length + 1), need.command, ...need.args]);
+  let reply: number[];
+  try {
+    reply = await node.call("EVAL_RO", PREFLIGHT_SCRIPT, "0", ...args) as number[];
+  } catch (error) {
+    // A user who may not even run a read-only script cannot run the copy scripts either.
+    if (classify(error).kind === "credentials") return ["EVAL_RO / EVALSHA (scripts)"];
+    return undefined;
+  }
+  const missing = new Set<string>();
+  needs.forEach((need, i) => {
+    if (reply[i] === 0) missing.add(describe(need));
+    if (reply[i] === -1) missing.add(`${need.command} (no such command: renamed or disabled)`);
+  });
+  return [...missing];
+}
+
+/** `COPY on ai:jobs:* → ai:job:*`, `SET on ai:backfill:lock`, `MULTI`: what a need touches. */
+function describe(need: Need): string {
+  const shown = (key: string) =>
+    key.startsWith(NEW_PREFIX)
+      ? `${NEW_PREFIX}*`
+      : key.startsWith(OLD_PREFIX)
+      ? `${OLD_PREFIX}*`
+      : key;
+  const [first, second] = need.args;
+  if (first === undefined || !first.includes(":")) return need.command;
+  const to = second !== undefined && second.includes(":") ? ` → ${shown(second)}` : "";
+  return `${need.command} on ${shown(first)}${to}`;
+}
+
+/** The progress key names the run writes, as the checkpoint store, lock and live control name them. */
+export function progressKeysFor(
+  prefix: string,
+  names: { cursor: string; meta: string; control: string; status: string },
+): ProgressKeys {
+  return { ...names, lock: `${prefix}:lock` };
+}
+
+/**
+ * What the user may not run on any of `nodes` (deduplicated), or `undefined` when a node cannot
+ * tell.
+ */
+export async function checkPermissions(
+  nodes: readonly Redis[],
+  progress: ProgressKeys,
+): Promise<string[] | undefined> {
+  const needs = executeNeeds(progress);
+  const perNode = await Promise.all(nodes.map((node) => missingPermissions(node, needs)));
+  if (perNode.some((missing) => missing === undefined)) return undefined;
+  return [...new Set(perNode.flatMap((missing) => missing!))];
+}

@@ -1,0 +1,75 @@
+/**
+ * `--execute` writes, so it needs a primary. A URL that names a replica (or a primary demoted
+ * just now) is waited on for up to `--max-outage`, as a failover would be, and then refused with a
+ * message that says what the node is and what to do. Checked before anything is written (the
+ * lock included). Dry-run and verify only read, and run on a replica as they are.
+ *
+ * @module
+ */
+import { backoffMs, RECONNECT } from "../async/backoff.ts";
+import { pause } from "../async/delay.ts";
+import { RedisUnavailableError } from "../errors.ts";
+import type { Redis } from "../redis/ioredis.ts";
+import type { Logger } from "../run_events.ts";
+
+/** What `INFO replication` says about a node's role. */
+export interface NodeRole {
+  primary: boolean;
+  /** `host:port` of the node's primary, when it is a replica. */
+  primaryOf?: string;
+}
+
+/** Reads the role from `INFO replication` text (pure). */
+export function parseRole(info: string): NodeRole {
+  if (/^role:master\s*$/m.test(info)) return { primary: true };
+  const host = /^master_host:(\S+)/m.exec(info)?.[1];
+  const port = /^master_port:(\d+)/m.exec(info)?.[1];
+  return { primary: false, primaryOf: host && port ? `${host}:${port}` : undefined };
+}
+
+/** Options of {@linkcode waitForPrimaries}. */
+export interface PrimaryWaitOptions {
+  /** `host:port` of a node, for messages. */
+  nameOf: (node: Redis) => string;
+  /** Seconds to wait for each replica to become a primary (`--max-outage`). */
+  maxOutage: number;
+  logger: Logger;
+  signal?: AbortSignal;
+}
+
+/**
+ * Returns once every node is a primary.
+ *
+ * @throws {RedisUnavailableError} (exit 3) naming the replica when one is still a replica after
+ * `maxOutage` seconds.
+ */
+export async function waitForPrimaries(nodes: Redis[], options: PrimaryWaitOptions): Promise<void> {
+  await Promise.all(nodes.map((node) => waitForPrimary(node, options)));
+}
+
+async function waitForPrimary(node: Redis, options: PrimaryWaitOptions): Promise<void> {
+  const deadline = performance.now() + options.maxOutage * 1000;
+  const name = options.nameOf(node);
+  for (let attempt = 0;; attempt++) {
+    const role = parseRole(await node.info("replication"));
+    if (role.primary) return;
+    const what = `Redis at ${name} is a replica${role.primaryOf ? ` of ${role.primaryOf}` : ""}`;
+    if (attempt === 0) {
+      options.logger.log(
+        "warn",
+        "redis_replica",
+        `${what}, and --execute must write: waiting up to ${options.maxOutage} s for it to ` +
+          `become a primary (point --redis-url at the primary)`,
+        { node: name },
+      );
+    }
+    if (performance.now() >= deadline) {
+      throw new RedisUnavailableError(
+        `${what}, not a primary, for longer than --max-outage; --execute must write: ` +
+          `point --redis-url at the primary`,
+      );
+    }
+    options.signal?.throwIfAborted();
+    await pause(backoffMs(attempt, RECONNECT), { signal: options.signal });
+  }
+}
