@@ -80,22 +80,10 @@ export async function connectCluster(
       `Redis Cluster at ${options.redacted} is unreachable (${message})`,
     );
   }
-  const masters: Redis[] = [];
-  try {
-    for (const routed of client.nodes("master")) {
-      const node = masterConnection(client, routed.options, {
-        ...first,
-        ...nodeOptions,
-      }, options.servername);
-      masters.push(node);
-      const name = nodeName(node);
-      await connectWithin(node, name, Math.max(deadline - Date.now(), 1_000), options.signal);
-    }
-  } catch (error) {
-    for (const node of masters) node.disconnect();
-    client.disconnect();
-    throw error;
-  }
+  const masters = await connectMasters(client, { ...first, ...nodeOptions }, {
+    ...options,
+    deadline,
+  });
   return {
     kind: "cluster",
     client,
@@ -109,6 +97,28 @@ export async function connectCluster(
       await Promise.resolve();
     },
   };
+}
+
+/** One plain connection per master, each reached before `deadline` (all closed on a failure). */
+async function connectMasters(
+  client: Cluster,
+  base: RedisOptions,
+  options: ClusterConnectOptions & { deadline: number },
+): Promise<Redis[]> {
+  const masters: Redis[] = [];
+  try {
+    for (const routed of client.nodes("master")) {
+      const node = masterConnection(client, routed.options, base, options.servername);
+      masters.push(node);
+      const wait = Math.max(options.deadline - Date.now(), 1_000);
+      await connectWithin(node, nodeName(node), wait, options.signal);
+    }
+    return masters;
+  } catch (error) {
+    for (const node of masters) node.disconnect();
+    client.disconnect();
+    throw error;
+  }
 }
 
 /** `start-end=<master node id>` per slot range, sorted (from CLUSTER SLOTS). */
