@@ -268,7 +268,11 @@ class Run {
         complete = false;
         break;
       }
-      const work = this.#retry.migrate(chunk, node);
+      const work = this.#retry.migrate(chunk, node).then((results) => {
+        // The node answered: /healthz and relay_backfill_redis_up notice a frozen Redis by this.
+        observer?.onRedisReply?.({ node });
+        return withInvalidKeys(chunk, results);
+      });
       work.catch(() => {});
       inFlight.push(work);
     }
@@ -335,4 +339,12 @@ class Run {
     if (this.#cursors.size === 1) return [...this.#cursors.values()][0]!;
     return [...this.#cursors].map(([name, cursor]) => `${name}=${cursor}`).join(",");
   }
+}
+
+/** Names each invalid key on its result, so the first ones can be logged (escaped). */
+function withInvalidKeys(keys: Buffer[], results: StrategyResult[]): StrategyResult[] {
+  results.forEach((result, i) => {
+    if (result.outcome === "skipped_invalid") result.key = keys[i];
+  });
+  return results;
 }

@@ -12,7 +12,7 @@ import { pause } from "../async/delay.ts";
 import type { Gate } from "../control/gate.ts";
 import { SafetyRefusal } from "../errors.ts";
 import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
-import { classify } from "../redis/errors.ts";
+import { classify, errorLine } from "../redis/errors.ts";
 import type { Logger } from "../run_events.ts";
 import { jobIdOf } from "../schema.ts";
 import { escapeForLog } from "../telemetry/redact.ts";
@@ -124,7 +124,13 @@ export class KeyRetry {
     } catch (error) {
       const { outage, code } = classify(error);
       if (outage) throw error;
-      return keys.map(() => ({ outcome: "errors", errorCode: code, retryable: true }));
+      const errorMessage = errorLine(error);
+      return keys.map(() => ({
+        outcome: "errors",
+        errorCode: code,
+        errorMessage,
+        retryable: true,
+      }));
     }
   }
 
@@ -139,9 +145,12 @@ export class KeyRetry {
       if (result.outcome !== "errors") return;
       const code = result.errorCode ?? "error";
       const job = escapeForLog(jobIdOf(keys[i]!) ?? keys[i]!);
-      this.#options.logger.log("error", "key_error", `job ${job} failed after retrying: ${code}`, {
+      // Redis's own words (escaped, one line): "ERR" alone does not say what to fix.
+      const said = escapeForLog(result.errorMessage || code, 200);
+      this.#options.logger.log("error", "key_error", `job ${job} failed after retrying: ${said}`, {
         node,
         code,
+        ...(result.workspace === undefined ? {} : { workspace: result.workspace }),
       });
     });
   }
