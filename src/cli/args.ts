@@ -61,6 +61,8 @@ export interface RunOptions extends CommonOptions {
   pushgateway?: string;
   /** Seconds between Pushgateway pushes while running (0: only at start and end). */
   pushInterval: number;
+  /** `--health-timeout`: seconds a node may stay silent before /healthz answers 503. */
+  healthTimeout: number;
   progressInterval: number;
   maxMemoryPct: number;
   /** Seconds the run waits for a lost Redis before giving up with exit 3. */
@@ -141,6 +143,7 @@ const runFlags = {
   "metrics-host": { type: "string" },
   "metrics-linger": { type: "string" },
   "push-interval": { type: "string" },
+  "health-timeout": { type: "string" },
   "metrics-workspace-label": { type: "string" },
   pushgateway: { type: "string" },
   "progress-interval": { type: "string" },
@@ -167,7 +170,11 @@ const verifyFlags = {
 } satisfies ParseArgsConfig["options"];
 
 /** Defaults of the telemetry flags (also shown by --help). */
-export const TELEMETRY_DEFAULTS = { metricsLinger: 15, pushInterval: 30 } as const;
+export const TELEMETRY_DEFAULTS = {
+  metricsLinger: 15,
+  pushInterval: 30,
+  healthTimeout: 30,
+} as const;
 
 /** Parses argv (without the program name) into a {@linkcode Command}. */
 export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Command {
@@ -239,6 +246,7 @@ export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Comma
       metricsWorkspaceLabel: label === "true",
       pushgateway,
       pushInterval: decimal(values, "push-interval", TELEMETRY_DEFAULTS.pushInterval, 0, 86400),
+      healthTimeout: decimal(values, "health-timeout", TELEMETRY_DEFAULTS.healthTimeout, 1, 86400),
       progressInterval: decimal(values, "progress-interval", 10, 0.1),
       maxMemoryPct: decimal(values, "max-memory-pct", 90, 1, 100),
       maxOutage: decimal(values, "max-outage", 60, 0),

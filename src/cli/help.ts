@@ -64,6 +64,7 @@ Output and telemetry:
   --metrics-workspace-label B   true | false: false collapses workspace_id to "_all"  [true]
   --pushgateway URL         push the metrics to a Prometheus Pushgateway (start, interval, end)
   --push-interval S         seconds between pushes while running; 0 = start and end only  [30]
+  --health-timeout S        /healthz answers 503 when Redis has not answered for S seconds  [30]
 
 Environment: REDIS_URL, TELEMETRY_ENABLED (false: no metrics server, no push).
 Exit codes: 0 done · 1 per-key errors · 2 usage · 3 Redis unreachable · 4 refused by a safety

@@ -62,6 +62,7 @@ function startTelemetry(options: RunOptions, io: CommandIo): Telemetry {
       pushgatewayUrl: options.pushgateway,
       pushIntervalSeconds: options.pushInterval,
       expectedBatchSeconds: options.rps > 0 ? options.batch / options.rps : 0,
+      redisSilenceSeconds: options.healthTimeout,
       signal: io.signal,
       progressInterval: options.progressInterval,
       logFormat: options.logFormat,
