@@ -187,7 +187,9 @@ async function runEngine(
         target,
         strategy: strategyFor(target, options.rule, { retryBudgetMs: options.maxOutage * 1000 }),
         nodeId: nodeIdFor(target),
-        checkpoints: new CheckpointStore(target.client as Redis, options.progressKey),
+        checkpoints: new CheckpointStore(target.client as Redis, options.progressKey, {
+          cluster: target.kind === "cluster",
+        }),
         gate: ctx.gate,
         observer: ctx.telemetry.observer,
         logger: ctx.telemetry.logger,

@@ -10,10 +10,11 @@
 import type { Buffer } from "node:buffer";
 import { decideStart } from "../checkpoint/resume.ts";
 import { type CheckpointStore, runParams } from "../checkpoint/store.ts";
+import { carriedTotals, TotalsDelta } from "../checkpoint/totals.ts";
 import type { Gate } from "../control/gate.ts";
 import { SafetyRefusal } from "../errors.ts";
 import type { MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
-import { countResults, emptyCounters } from "../outcome.ts";
+import { countResults, emptyCounters, nameInvalidKeys } from "../outcome.ts";
 import { serverRunId } from "../redis/availability.ts";
 import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
@@ -43,7 +44,10 @@ export interface BackfillOptions {
 export interface BackfillDeps {
   target: Pick<RedisTarget, "masters" | "nodeName">;
   strategy: MigrationStrategy;
-  checkpoints: Pick<CheckpointStore, "prefix" | "load" | "save" | "clear">;
+  checkpoints: Pick<
+    CheckpointStore,
+    "prefix" | "load" | "save" | "clear" | "loadTotals" | "resetTotals"
+  >;
   /** Every sub-batch passes it: the rate limit and the admission checks (memory pause). */
   gate: Pick<Gate, "rps" | "admit" | "settle">;
   observer?: RunObserver;
@@ -77,6 +81,8 @@ class Run {
   #dbsize = 0;
   /** Each node's resume cursor (what its checkpoint says, or would say in dry-run). */
   readonly #cursors = new Map<string, string>();
+  /** Each node's counts since its last checkpoint save (execute only; saved with it). */
+  readonly #unsaved = new Map<string, TotalsDelta>();
 
   constructor(options: BackfillOptions, deps: BackfillDeps) {
     this.#options = options;
@@ -111,11 +117,13 @@ class Run {
     const sizes = await Promise.all(masters.map((node) => node.dbsize()));
     this.#dbsize = sizes.reduce((a, b) => a + b, 0);
     this.#estimate = this.#capped(await initialEstimate(masters, sizes));
+    const carried = await carriedTotals(this.#deps.checkpoints, this.#options);
     observer?.onStart?.({
       mode: this.#options.mode,
       rps: this.#deps.gate.rps,
       estimatedTotal: this.#estimate,
       progressKey: this.#deps.checkpoints.prefix,
+      carried,
     });
     let completed: boolean[] = [];
     let failure: unknown;
@@ -213,6 +221,7 @@ class Run {
       const started = performance.now();
       const { results, complete } = await this.#processBatch(keys, state.name);
       countResults(this.counters, results);
+      if (execute) this.#unsavedOf(state).add(results);
       if (results.length > 0) state.lastJob = jobIdOf(keys[results.length - 1]!);
       const finished = complete && !trimmed;
       // A batch that was cut short is re-read from its start next time (idempotent), so
@@ -230,8 +239,14 @@ class Run {
       }
     }
     await state.saving;
-    if (execute) await this.#deps.checkpoints.clear(state.nodeId);
+    if (execute) await this.#deps.checkpoints.clear(state.nodeId, this.#unsavedOf(state).take());
     return true;
+  }
+
+  #unsavedOf(state: NodeState): TotalsDelta {
+    let delta = this.#unsaved.get(state.name);
+    if (delta === undefined) this.#unsaved.set(state.name, delta = new TotalsDelta());
+    return delta;
   }
 
   /** The keys of a batch this run may still process under `--max-keys`. */
@@ -271,7 +286,7 @@ class Run {
       const work = this.#retry.migrate(chunk, node).then((results) => {
         // The node answered: /healthz and relay_backfill_redis_up notice a frozen Redis by this.
         observer?.onRedisReply?.({ node });
-        return withInvalidKeys(chunk, results);
+        return nameInvalidKeys(chunk, results);
       });
       work.catch(() => {});
       inFlight.push(work);
@@ -294,11 +309,14 @@ class Run {
   async #save(state: NodeState, cursor: string): Promise<void> {
     await state.saving;
     const checkpoint = { cursor, lastJob: state.lastJob, runId: state.runId, params: this.#params };
+    const unsaved = this.#unsavedOf(state);
+    const totals = unsaved.take();
     const saving = this.#retry.untilWritable(
       state.name,
-      () => this.#deps.checkpoints.save(state.nodeId, checkpoint),
+      () => this.#deps.checkpoints.save(state.nodeId, checkpoint, totals),
     );
-    saving.catch(() => {});
+    // Counts a failed save did not store go with the next one.
+    saving.catch(() => unsaved.restore(totals));
     state.saving = saving;
     if (this.#deps.strategy.checkpointOrdering === "awaited") await saving;
     state.lastSave = performance.now();
@@ -339,12 +357,4 @@ class Run {
     if (this.#cursors.size === 1) return [...this.#cursors.values()][0]!;
     return [...this.#cursors].map(([name, cursor]) => `${name}=${cursor}`).join(",");
   }
-}
-
-/** Names each invalid key on its result, so the first ones can be logged (escaped). */
-function withInvalidKeys(keys: Buffer[], results: StrategyResult[]): StrategyResult[] {
-  results.forEach((result, i) => {
-    if (result.outcome === "skipped_invalid") result.key = keys[i];
-  });
-  return results;
 }
