@@ -86,8 +86,17 @@ export const CONTROL_DEFAULTS = {
   waitLockSeconds: 45,
 } as const;
 
+/** `verify`'s metrics flags, as for a run. */
+export interface VerifyTelemetryFlags {
+  metricsPort?: number;
+  metricsHost?: string;
+  metricsLinger: number;
+  pushgateway?: string;
+  pushInterval: number;
+}
+
 /** Options of `backfill verify`. */
-export interface VerifyFlags extends CommonOptions {
+export interface VerifyFlags extends CommonOptions, VerifyTelemetryFlags {
   sample: number;
   minParity: number;
   ttlTolerance: number;
@@ -167,6 +176,11 @@ const verifyFlags = {
   report: { type: "string" },
   "progress-key": { type: "string" },
   "reset-progress": { type: "boolean" },
+  "metrics-port": { type: "string" },
+  "metrics-host": { type: "string" },
+  "metrics-linger": { type: "string" },
+  pushgateway: { type: "string" },
+  "push-interval": { type: "string" },
 } satisfies ParseArgsConfig["options"];
 
 /** Defaults of the telemetry flags (also shown by --help). */
@@ -218,15 +232,7 @@ export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Comma
   }
   const pushgateway = str(values, "pushgateway");
   if (pushgateway !== undefined) httpUrl(pushgateway, "--pushgateway");
-  const metricsHost = str(values, "metrics-host");
-  if (
-    metricsHost !== undefined &&
-    !/^(?:[A-Za-z0-9.-]{1,253}|\[?[0-9A-Fa-f:.]{2,45}\]?)$/.test(metricsHost)
-  ) {
-    throw new UsageError(
-      `--metrics-host must be a host name or an IP address, got '${metricsHost.slice(0, 40)}'`,
-    );
-  }
+  const metricsHost = metricsHostFrom(values);
   const maxKeys = values["max-keys"] === undefined ? undefined : integer(values, "max-keys", 0, 1);
   return {
     kind: "run",
@@ -241,7 +247,7 @@ export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Comma
       metricsPort: values["metrics-port"] === undefined
         ? undefined
         : integer(values, "metrics-port", 0, 1, 65535),
-      metricsHost: metricsHost?.replace(/^\[(.*)\]$/, "$1"),
+      metricsHost,
       metricsLinger: decimal(values, "metrics-linger", TELEMETRY_DEFAULTS.metricsLinger, 0, 3600),
       metricsWorkspaceLabel: label === "true",
       pushgateway,
@@ -270,6 +276,35 @@ function throttleOptions(values: Values) {
   };
 }
 
+/** `--metrics-host`, checked, without IPv6 brackets. */
+function metricsHostFrom(values: Values): string | undefined {
+  const metricsHost = str(values, "metrics-host");
+  if (
+    metricsHost !== undefined &&
+    !/^(?:[A-Za-z0-9.-]{1,253}|\[?[0-9A-Fa-f:.]{2,45}\]?)$/.test(metricsHost)
+  ) {
+    throw new UsageError(
+      `--metrics-host must be a host name or an IP address, got '${metricsHost.slice(0, 40)}'`,
+    );
+  }
+  return metricsHost?.replace(/^\[(.*)\]$/, "$1");
+}
+
+/** The metrics flags `verify` shares with a run. */
+function verifyTelemetryOptions(values: Values): VerifyTelemetryFlags {
+  const pushgateway = str(values, "pushgateway");
+  if (pushgateway !== undefined) httpUrl(pushgateway, "--pushgateway");
+  return {
+    metricsPort: values["metrics-port"] === undefined
+      ? undefined
+      : integer(values, "metrics-port", 0, 1, 65535),
+    metricsHost: metricsHostFrom(values),
+    metricsLinger: decimal(values, "metrics-linger", TELEMETRY_DEFAULTS.metricsLinger, 0, 3600),
+    pushgateway,
+    pushInterval: decimal(values, "push-interval", TELEMETRY_DEFAULTS.pushInterval, 0, 86400),
+  };
+}
+
 function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
   const full = values.full === true;
   if (full && values.sample !== undefined) {
@@ -292,6 +327,7 @@ function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
     report,
     progressKey: progressKeyFrom(values),
     resetProgress: values["reset-progress"] === true,
+    ...verifyTelemetryOptions(values),
   };
 }
 

@@ -96,6 +96,8 @@ Options:
   --redis-url URL, --tls-ca FILE, --tls-cert FILE, --tls-key FILE, --tls-servername NAME
   --json                    print the report as one JSON object on stdout
   --quiet, -q; --log-format text|json
+  --metrics-port N, --metrics-host H, --metrics-linger S, --pushgateway URL, --push-interval S
+                            relay_backfill_verify_* as for a run (push grouping mode=verify)
 
 Writes nothing to Redis (--full writes only P:verify:lock and P:verify:state). Exit codes: 0 parity reached and no orphans · 1 below --min-parity or
 orphans found · 2 usage · 3 Redis unreachable.
