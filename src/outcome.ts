@@ -84,3 +84,14 @@ export function countResults(counters: Counters, results: readonly KeyResult[]):
   }
   return counters;
 }
+
+/** Names each invalid key on its result (`keys[i]` for `results[i]`), so the first can be logged. */
+export function nameInvalidKeys<T extends KeyResult>(
+  keys: readonly Uint8Array[],
+  results: T[],
+): T[] {
+  results.forEach((result, i) => {
+    if (result.outcome === "skipped_invalid") result.key = keys[i];
+  });
+  return results;
+}

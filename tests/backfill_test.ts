@@ -100,8 +100,10 @@ Deno.test("a second execute migrates nothing and counts every job as skipped_exi
     assert.equal(second.code, 0);
     assert.equal(second.summary.migrated, 0);
     assert.equal(second.summary.skipped_exists, 500);
-    // Only the lock and the checkpoint bookkeeping were written, never a job key.
-    assert.ok((await writeCounter(client)) - before < 20);
+    // Only the lock and the checkpoint bookkeeping (its running totals included) were written,
+    // never a job key (that would be 500 writes).
+    const written = (await writeCounter(client)) - before;
+    assert.ok(written < 40, `bookkeeping writes: ${written}`);
   });
 });
 

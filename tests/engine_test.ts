@@ -103,6 +103,12 @@ class FakeCheckpoints {
     this.stored = checkpoint;
     this.events.push({ kind: "save-done", cursor: checkpoint.cursor });
   }
+  loadTotals(): Promise<undefined> {
+    return Promise.resolve(undefined);
+  }
+  resetTotals(): Promise<void> {
+    return Promise.resolve();
+  }
   clear(): Promise<void> {
     this.stored = undefined;
     this.events.push({ kind: "clear" });

@@ -5,12 +5,16 @@
  * A cluster keeps one set per master, named by the master's node id and wrapped in a hash tag so
  * that every checkpoint key of the run lands in one slot (one MULTI can write them):
  * `{P}:cursor:<node-id>`, `{P}:last_job:<node-id>`, `{P}:meta:<node-id>`.
+ * The migration's running totals (totals.ts) live beside them in `P:totals` (`{P}:totals`) and
+ * move in the same transaction as each save.
  *
  * @module
  */
 import { Buffer } from "node:buffer";
 import type { Cluster, Redis } from "../redis/ioredis.ts";
 import { type BatchPosition, decodePosition, encodePosition } from "./batch_position.ts";
+import type { CarriedTotals } from "../run_events.ts";
+import { parseTotals, totalsArgs } from "./totals.ts";
 
 /** Where one node's scan stands. */
 export interface NodeCheckpoint {
@@ -38,10 +42,13 @@ export function runParams(parts: { workspace?: string; pattern: string; match: s
 export class CheckpointStore {
   readonly prefix: string;
   readonly #client: Redis | Cluster;
+  readonly #totalsKey: string;
 
-  constructor(client: Redis | Cluster, prefix: string) {
+  /** `cluster`: keys carry the `{P}` hash tag (one slot for all of a run's checkpoint keys). */
+  constructor(client: Redis | Cluster, prefix: string, options: { cluster?: boolean } = {}) {
     this.#client = client;
     this.prefix = prefix;
+    this.#totalsKey = options.cluster ? `{${prefix}}:totals` : `${prefix}:totals`;
   }
 
   /**
@@ -86,8 +93,15 @@ export class CheckpointStore {
     };
   }
 
-  /** Stores a checkpoint atomically (one MULTI: a crash never leaves cursor and meta apart). */
-  async save(node: string, checkpoint: NodeCheckpoint): Promise<void> {
+  /**
+   * Stores a checkpoint atomically (one MULTI: a crash never leaves cursor and meta apart), with
+   * the totals counted since the node's last save added to the migration's running totals.
+   */
+  async save(
+    node: string,
+    checkpoint: NodeCheckpoint,
+    totals: ReadonlyMap<string, number> = new Map(),
+  ): Promise<void> {
     const keys = this.keys(node);
     const tx = this.#client.multi()
       .set(keys.cursor, checkpoint.cursor)
@@ -99,14 +113,40 @@ export class CheckpointStore {
     if (checkpoint.lastJob !== undefined) tx.set(keys.lastJob, checkpoint.lastJob);
     if (checkpoint.within === undefined) tx.del(keys.within);
     else tx.set(keys.within, encodePosition(checkpoint.within));
-    const replies = await tx.exec();
-    const failed = replies?.find(([error]) => error);
-    if (!replies || failed) throw failed?.[0] ?? new Error("checkpoint transaction aborted");
+    this.#addTotals(tx, totals);
+    await execOrThrow(tx);
   }
 
-  /** Removes a node's cursor (a finished scan: the next run starts from 0). */
-  async clear(node: string): Promise<void> {
+  /**
+   * Removes a node's cursor (a finished scan: the next run starts from 0), adding its last
+   * counts to the running totals in the same transaction. The totals stay: they are the
+   * migration's, until `--reset-progress`.
+   */
+  async clear(node: string, totals: ReadonlyMap<string, number> = new Map()): Promise<void> {
     const keys = this.keys(node);
-    await this.#client.del(keys.cursor, keys.lastJob, keys.meta, keys.within);
+    const tx = this.#client.multi().del(keys.cursor, keys.lastJob, keys.meta, keys.within);
+    this.#addTotals(tx, totals);
+    await execOrThrow(tx);
   }
+
+  /** The migration's running totals, or `undefined` when none are stored. */
+  async loadTotals(): Promise<CarriedTotals | undefined> {
+    return parseTotals(await this.#client.hgetall(this.#totalsKey));
+  }
+
+  /** Forgets the running totals (`--reset-progress`). */
+  async resetTotals(): Promise<void> {
+    await this.#client.del(this.#totalsKey);
+  }
+
+  #addTotals(tx: ReturnType<Redis["multi"]>, totals: ReadonlyMap<string, number>): void {
+    const args = totalsArgs(totals);
+    for (let i = 0; i < args.length; i += 2) tx.hincrby(this.#totalsKey, args[i]!, args[i + 1]!);
+  }
+}
+
+async function execOrThrow(tx: ReturnType<Redis["multi"]>): Promise<void> {
+  const replies = await tx.exec();
+  const failed = replies?.find(([error]) => error);
+  if (!replies || failed) throw failed?.[0] ?? new Error("checkpoint transaction aborted");
 }

@@ -62,6 +62,8 @@ export interface RunOptions extends CommonOptions {
   pushgateway?: string;
   /** Seconds between Pushgateway pushes while running (0: only at start and end). */
   pushInterval: number;
+  /** `--health-timeout`: seconds a node may stay silent before /healthz answers 503. */
+  healthTimeout: number;
   progressInterval: number;
   maxMemoryPct: number;
   /** Seconds the run waits for a lost Redis before giving up with exit 3. */
@@ -87,8 +89,17 @@ export const CONTROL_DEFAULTS = {
   waitLockSeconds: 45,
 } as const;
 
+/** `verify`'s metrics flags, as for a run. */
+export interface VerifyTelemetryFlags {
+  metricsPort?: number;
+  metricsHost?: string;
+  metricsLinger: number;
+  pushgateway?: string;
+  pushInterval: number;
+}
+
 /** Options of `backfill verify`. */
-export interface VerifyFlags extends CommonOptions {
+export interface VerifyFlags extends CommonOptions, VerifyTelemetryFlags {
   sample: number;
   minParity: number;
   ttlTolerance: number;
@@ -146,6 +157,7 @@ const runFlags = {
   "metrics-host": { type: "string" },
   "metrics-linger": { type: "string" },
   "push-interval": { type: "string" },
+  "health-timeout": { type: "string" },
   "metrics-workspace-label": { type: "string" },
   pushgateway: { type: "string" },
   "progress-interval": { type: "string" },
@@ -171,10 +183,19 @@ const verifyFlags = {
   "progress-key": { type: "string" },
   "reset-progress": { type: "boolean" },
   "wait-lock": { type: "string" },
+  "metrics-port": { type: "string" },
+  "metrics-host": { type: "string" },
+  "metrics-linger": { type: "string" },
+  pushgateway: { type: "string" },
+  "push-interval": { type: "string" },
 } satisfies ParseArgsConfig["options"];
 
 /** Defaults of the telemetry flags (also shown by --help). */
-export const TELEMETRY_DEFAULTS = { metricsLinger: 15, pushInterval: 30 } as const;
+export const TELEMETRY_DEFAULTS = {
+  metricsLinger: 15,
+  pushInterval: 30,
+  healthTimeout: 30,
+} as const;
 
 /** Parses argv (without the program name) into a {@linkcode Command}. */
 export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Command {
@@ -218,15 +239,7 @@ export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Comma
   }
   const pushgateway = str(values, "pushgateway");
   if (pushgateway !== undefined) httpUrl(pushgateway, "--pushgateway");
-  const metricsHost = str(values, "metrics-host");
-  if (
-    metricsHost !== undefined &&
-    !/^(?:[A-Za-z0-9.-]{1,253}|\[?[0-9A-Fa-f:.]{2,45}\]?)$/.test(metricsHost)
-  ) {
-    throw new UsageError(
-      `--metrics-host must be a host name or an IP address, got '${metricsHost.slice(0, 40)}'`,
-    );
-  }
+  const metricsHost = metricsHostFrom(values);
   const maxKeys = values["max-keys"] === undefined ? undefined : integer(values, "max-keys", 0, 1);
   const shardText = str(values, "shard");
   return {
@@ -242,11 +255,12 @@ export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Comma
       metricsPort: values["metrics-port"] === undefined
         ? undefined
         : integer(values, "metrics-port", 0, 1, 65535),
-      metricsHost: metricsHost?.replace(/^\[(.*)\]$/, "$1"),
+      metricsHost,
       metricsLinger: decimal(values, "metrics-linger", TELEMETRY_DEFAULTS.metricsLinger, 0, 3600),
       metricsWorkspaceLabel: label === "true",
       pushgateway,
       pushInterval: decimal(values, "push-interval", TELEMETRY_DEFAULTS.pushInterval, 0, 86400),
+      healthTimeout: decimal(values, "health-timeout", TELEMETRY_DEFAULTS.healthTimeout, 1, 86400),
       progressInterval: decimal(values, "progress-interval", 10, 0.1),
       maxMemoryPct: decimal(values, "max-memory-pct", 90, 1, 100),
       maxOutage: decimal(values, "max-outage", 60, 0),
@@ -268,6 +282,35 @@ function throttleOptions(values: Values) {
       str(values, "max-replica-lag") ?? CONTROL_DEFAULTS.maxReplicaLag,
     ),
     waitLockSeconds: decimal(values, "wait-lock", CONTROL_DEFAULTS.waitLockSeconds, 0),
+  };
+}
+
+/** `--metrics-host`, checked, without IPv6 brackets. */
+function metricsHostFrom(values: Values): string | undefined {
+  const metricsHost = str(values, "metrics-host");
+  if (
+    metricsHost !== undefined &&
+    !/^(?:[A-Za-z0-9.-]{1,253}|\[?[0-9A-Fa-f:.]{2,45}\]?)$/.test(metricsHost)
+  ) {
+    throw new UsageError(
+      `--metrics-host must be a host name or an IP address, got '${metricsHost.slice(0, 40)}'`,
+    );
+  }
+  return metricsHost?.replace(/^\[(.*)\]$/, "$1");
+}
+
+/** The metrics flags `verify` shares with a run. */
+function verifyTelemetryOptions(values: Values): VerifyTelemetryFlags {
+  const pushgateway = str(values, "pushgateway");
+  if (pushgateway !== undefined) httpUrl(pushgateway, "--pushgateway");
+  return {
+    metricsPort: values["metrics-port"] === undefined
+      ? undefined
+      : integer(values, "metrics-port", 0, 1, 65535),
+    metricsHost: metricsHostFrom(values),
+    metricsLinger: decimal(values, "metrics-linger", TELEMETRY_DEFAULTS.metricsLinger, 0, 3600),
+    pushgateway,
+    pushInterval: decimal(values, "push-interval", TELEMETRY_DEFAULTS.pushInterval, 0, 86400),
   };
 }
 
@@ -294,6 +337,7 @@ function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
     progressKey: progressKeyFrom(values),
     resetProgress: values["reset-progress"] === true,
     waitLockSeconds: decimal(values, "wait-lock", CONTROL_DEFAULTS.waitLockSeconds, 0),
+    ...verifyTelemetryOptions(values),
   };
 }
 

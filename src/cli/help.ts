@@ -66,6 +66,7 @@ Output and telemetry:
   --metrics-workspace-label B   true | false: false collapses workspace_id to "_all"  [true]
   --pushgateway URL         push the metrics to a Prometheus Pushgateway (start, interval, end)
   --push-interval S         seconds between pushes while running; 0 = start and end only  [30]
+  --health-timeout S        /healthz answers 503 when Redis has not answered for S seconds  [30]
 
 Environment: REDIS_URL, TELEMETRY_ENABLED (false: no metrics server, no push).
 Exit codes: 0 done · 1 per-key errors · 2 usage · 3 Redis unreachable · 4 refused by a safety
@@ -98,6 +99,8 @@ Options:
   --redis-url URL, --tls-ca FILE, --tls-cert FILE, --tls-key FILE, --tls-servername NAME
   --json                    print the report as one JSON object on stdout
   --quiet, -q; --log-format text|json
+  --metrics-port N, --metrics-host H, --metrics-linger S, --pushgateway URL, --push-interval S
+                            relay_backfill_verify_* as for a run (push grouping mode=verify)
 
 Writes nothing to Redis (--full writes only P:verify:lock and P:verify:state). Exit codes: 0 parity reached and no orphans · 1 below --min-parity or
 orphans found · 2 usage · 3 Redis unreachable.

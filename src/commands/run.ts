@@ -69,6 +69,7 @@ function startTelemetry(options: RunOptions, io: CommandIo): Telemetry {
       pushgatewayUrl: options.pushgateway,
       pushIntervalSeconds: options.pushInterval,
       expectedBatchSeconds: options.rps > 0 ? options.batch / options.rps : 0,
+      redisSilenceSeconds: options.healthTimeout,
       signal: io.signal,
       progressInterval: options.progressInterval,
       logFormat: options.logFormat,
@@ -280,7 +281,9 @@ async function runEngine(
         target,
         strategy: strategyFor(target, options.rule, { retryBudgetMs: options.maxOutage * 1000 }),
         nodeId: nodeIdFor(target),
-        checkpoints: new CheckpointStore(target.client as Redis, options.progressKey),
+        checkpoints: new CheckpointStore(target.client as Redis, options.progressKey, {
+          cluster: target.kind === "cluster",
+        }),
         gate: ctx.gate,
         observer: ctx.telemetry.observer,
         logger: ctx.telemetry.logger,

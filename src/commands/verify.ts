@@ -10,7 +10,12 @@ import { errorCode, isOutage } from "../redis/errors.ts";
 import { createLogger } from "../telemetry/logger.ts";
 import { renderVerifyText, verifyJson } from "../verify/report.ts";
 import { runVerify } from "../verify/run.ts";
+import type { RedisTarget } from "../redis/target.ts";
+import type { Logger } from "../run_events.ts";
+import type { VerifyOutcome } from "../telemetry/verify_metrics.ts";
+import type { VerifyReport } from "../verify/report.ts";
 import { fullVerifyCommand } from "./verify_full.ts";
+import { openVerifyTelemetry, sampleOutcome } from "./verify_telemetry.ts";
 import type { CommandIo } from "./io.ts";
 
 /** Runs verify; returns 0 when parity is reached and there are no orphans, else 1. */
@@ -21,35 +26,56 @@ export async function verifyCommand(options: VerifyFlags, io: CommandIo): Promis
     quiet: options.quiet,
     write: io.stderr,
   });
-  const target = await connectRedis(options.redisUrls, { tls: options.tls, signal: io.signal });
+  const telemetry = openVerifyTelemetry(options, io, logger);
+  let outcome: VerifyOutcome | undefined;
   try {
-    logger.log("info", "connected", `connected to ${target.redacted} (${target.kind}); read-only`);
-    const report = await runVerify(
-      { nodes: target.masters(), reader: target.client },
-      {
-        sample: options.sample,
-        workspace: options.workspace,
-        rule: options.rule,
-        ttlToleranceSeconds: options.ttlTolerance,
-        recheck: options.recheck,
-        recheckDelayMs: options.recheckDelayMs,
-        rps: options.rps,
-        minParity: options.minParity,
-      },
-      { logger, signal: io.signal },
-    ).catch((error: unknown) => {
-      if (isOutage(error)) {
-        throw new RedisUnavailableError(
-          `lost Redis at ${target.redacted} during verify (${errorCode(error)})`,
-        );
-      }
-      throw error;
-    });
-    io.stdout(
-      options.json ? JSON.stringify(verifyJson(report)) + "\n" : renderVerifyText(report) + "\n",
-    );
-    return report.passed ? ExitCode.ok : ExitCode.failed;
+    const target = await connectRedis(options.redisUrls, { tls: options.tls, signal: io.signal });
+    try {
+      logger.log(
+        "info",
+        "connected",
+        `connected to ${target.redacted} (${target.kind}); read-only`,
+      );
+      telemetry.start("sample");
+      const report = await sampledVerify(target, options, { logger, signal: io.signal });
+      outcome = sampleOutcome(report);
+      io.stdout(
+        options.json ? JSON.stringify(verifyJson(report)) + "\n" : renderVerifyText(report) + "\n",
+      );
+      return report.passed ? ExitCode.ok : ExitCode.failed;
+    } finally {
+      await target.close();
+    }
   } finally {
-    await target.close();
+    await telemetry.close(outcome);
   }
+}
+
+/** The sampled verify on a connected target; a lost Redis is exit 3. */
+async function sampledVerify(
+  target: RedisTarget,
+  options: VerifyFlags,
+  ctx: { logger: Logger; signal: AbortSignal },
+): Promise<VerifyReport> {
+  return await runVerify(
+    { nodes: target.masters(), reader: target.client },
+    {
+      sample: options.sample,
+      workspace: options.workspace,
+      rule: options.rule,
+      ttlToleranceSeconds: options.ttlTolerance,
+      recheck: options.recheck,
+      recheckDelayMs: options.recheckDelayMs,
+      rps: options.rps,
+      minParity: options.minParity,
+    },
+    ctx,
+  ).catch((error: unknown) => {
+    if (isOutage(error)) {
+      throw new RedisUnavailableError(
+        `lost Redis at ${target.redacted} during verify (${errorCode(error)})`,
+      );
+    }
+    throw error;
+  });
 }

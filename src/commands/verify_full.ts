@@ -16,7 +16,10 @@ import { VerifyCheckpoint } from "../verify/full/checkpoint.ts";
 import { ReportFile } from "../verify/full/report_file.ts";
 import { runFullVerify } from "../verify/full/run.ts";
 import { fullJson, renderFullText } from "../verify/full/summary.ts";
+import type { VerifyOutcome } from "../telemetry/verify_metrics.ts";
+import type { VerifyTelemetry } from "../telemetry/verify_telemetry.ts";
 import type { CommandIo } from "./io.ts";
+import { fullOutcome, openVerifyTelemetry } from "./verify_telemetry.ts";
 
 /** Runs a full verify; returns 0 when ready (parity reached, no orphans), else 1. */
 export async function fullVerifyCommand(options: VerifyFlags, io: CommandIo): Promise<number> {
@@ -27,7 +30,10 @@ export async function fullVerifyCommand(options: VerifyFlags, io: CommandIo): Pr
   });
   // An unwritable report path is a usage error, found before anything is read.
   const report = options.report === undefined ? undefined : await ReportFile.open(options.report);
+  let telemetry: VerifyTelemetry | undefined;
+  let outcome: VerifyOutcome | undefined;
   try {
+    telemetry = openVerifyTelemetry(options, io, logger);
     const target = await connectRedis(options.redisUrls, { tls: options.tls, signal: io.signal });
     try {
       logger.log(
@@ -49,6 +55,7 @@ export async function fullVerifyCommand(options: VerifyFlags, io: CommandIo): Pr
           ),
       });
       try {
+        telemetry.start("full");
         const result = await runFullVerify(
           {
             rule: options.rule,
@@ -79,6 +86,7 @@ export async function fullVerifyCommand(options: VerifyFlags, io: CommandIo): Pr
           }
           throw error;
         });
+        outcome = fullOutcome(result);
         io.stdout(
           options.json ? JSON.stringify(fullJson(result)) + "\n" : renderFullText(result) + "\n",
         );
@@ -90,6 +98,7 @@ export async function fullVerifyCommand(options: VerifyFlags, io: CommandIo): Pr
       await target.close();
     }
   } finally {
+    await telemetry?.close(outcome);
     report?.close();
   }
 }

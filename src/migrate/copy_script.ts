@@ -17,7 +17,9 @@
  *       ("" = none), [5] the default workspace rule as a Lua pattern, [6] its maximum length,
  *       [7] rule: "default" (check the default rule here) | "expect" (ARGV[7+i] is the id the
  *           client validated for KEYS[i]; a different value now → "changed") | "probe" (report ids only)
- * Reply: a flat array, two entries per key: code, then the workspace id (or an error code for 6).
+ * Reply: a flat array, three entries per key: the code; the workspace id when it is valid ("" when
+ * not); the detail: for an error (6), the first line of Redis's error text; for an invalid key (3),
+ * the reason (`not_hash`, `no_workspace_id`, `empty_job_id`, `invalid_workspace_id`); else "".
  *
  * @module
  */
@@ -38,13 +40,14 @@ local function valid_default(ws)
   return #ws <= default_max and string.find(ws, default_pattern) ~= nil
 end
 
-local function err_code(reply)
-  return string.match(reply.err, "^(%u+)") or "ERR"
+-- The first line of an error reply (a line of Redis's own text, never a field value).
+local function err_text(reply)
+  return string.match(reply.err, "^[^\\r\\n]*")
 end
 
 local function complete(old, new)
   local t = redis.call("TYPE", new)["ok"]
-  if t ~= "hash" then return 6, "WRONGTYPE" end
+  if t ~= "hash" then return 6, "WRONGTYPE the new key holds another type than a hash" end
   local fields = redis.call("HGETALL", old)
   local added = 0
   for j = 1, #fields, 2 do
@@ -52,7 +55,7 @@ local function complete(old, new)
       added = added + (1 - redis.call("HEXISTS", new, fields[j]))
     else
       local r = redis.pcall("HSETNX", new, fields[j], fields[j + 1])
-      if type(r) == "table" then return 6, err_code(r) end
+      if type(r) == "table" then return 6, err_text(r) end
       added = added + r
     end
   end
@@ -61,7 +64,7 @@ local function complete(old, new)
     if pttl > 0 then
       if not dry then
         local r = redis.pcall("PEXPIRE", new, pttl)
-        if type(r) == "table" then return 6, err_code(r) end
+        if type(r) == "table" then return 6, err_text(r) end
       end
       added = added + 1
     end
@@ -71,14 +74,16 @@ local function complete(old, new)
 end
 
 for i, old in ipairs(KEYS) do
-  local code, ws, detail = 3, "", nil
+  local code, ws, detail = 3, "", ""
   local job = string.sub(old, skip + 1)
   local got = redis.pcall("HGET", old, field)
   if type(got) == "table" then
-    code = 3
+    detail = "not_hash"
   elseif not got then
-    if redis.call("EXISTS", old) == 0 then code = 4 end
-  elseif job ~= "" and (rule == "probe" or (rule == "expect" and got == ARGV[EXPECTED + i])
+    if redis.call("EXISTS", old) == 0 then code = 4 else detail = "no_workspace_id" end
+  elseif job == "" then
+    detail = "empty_job_id"
+  elseif (rule == "probe" or (rule == "expect" and got == ARGV[EXPECTED + i])
       or (rule == "default" and valid_default(got))) then
     ws = got
     if rule == "probe" then
@@ -92,20 +97,22 @@ for i, old in ipairs(KEYS) do
       else
         local r = redis.pcall("COPY", old, new)
         if type(r) == "table" then
-          code, detail = 6, err_code(r)
+          code, detail = 6, err_text(r)
         elseif r == 1 then
           code = 0
         else
           code, detail = complete(old, new)
         end
       end
-      if code == 6 then ws = detail end
     end
-  elseif job ~= "" and rule == "expect" then
+  elseif rule == "expect" then
     code = 7
+  else
+    detail = "invalid_workspace_id"
   end
   out[#out + 1] = code
   out[#out + 1] = ws
+  out[#out + 1] = detail or ""
 end
 return out
 `;

@@ -17,6 +17,7 @@ import {
 } from "../schema.ts";
 import { COPY_SCRIPT, DRY_RUN_SCRIPT } from "./copy_script.ts";
 import {
+  invalidResult,
   type MigrateOptions,
   type MigrationStrategy,
   resultOfCode,
@@ -73,15 +74,14 @@ export class InServerCopy implements MigrationStrategy {
     const results: StrategyResult[] = new Array(keys.length);
     const pending: { index: number; workspace: string }[] = [];
     for (let i = 0; i < keys.length; i++) {
-      const code = probed[2 * i] as number;
-      const raw = probed[2 * i + 1] as Buffer;
-      const workspace = code === ScriptCode.probed ? this.#rule.check(raw) : undefined;
-      if (workspace !== undefined) pending.push({ index: i, workspace });
-      else {
-        results[i] = {
-          outcome: code === ScriptCode.gone ? "skipped_gone" : "skipped_invalid",
-        };
+      const code = probed[REPLY_WIDTH * i] as number;
+      if (code !== ScriptCode.probed) {
+        results[i] = resultOfCode(replyAt(probed, i));
+        continue;
       }
+      const workspace = this.#rule.check(probed[REPLY_WIDTH * i + 1] as Buffer);
+      if (workspace !== undefined) pending.push({ index: i, workspace });
+      else results[i] = invalidResult("invalid_workspace_id");
     }
     if (pending.length > 0) {
       const reply = await this.#run(
@@ -131,9 +131,25 @@ export class InServerCopy implements MigrationStrategy {
 
   #decode(reply: (number | Buffer)[]): StrategyResult[] {
     const results: StrategyResult[] = [];
-    for (let i = 0; i < reply.length; i += 2) {
-      results.push(resultOfCode(reply[i] as number, (reply[i + 1] as Buffer).toString("latin1")));
+    for (let i = 0; i * REPLY_WIDTH < reply.length; i++) {
+      results.push(resultOfCode(replyAt(reply, i)));
     }
     return results;
   }
+}
+
+/** Entries per key in the copy script's reply: code, workspace id, detail (see copy_script.ts). */
+const REPLY_WIDTH = 3;
+
+/** Key `i`'s part of a copy script reply. */
+function replyAt(
+  reply: (number | Buffer)[],
+  i: number,
+): { code: number; workspace: string; detail: string } {
+  const at = REPLY_WIDTH * i;
+  return {
+    code: reply[at] as number,
+    workspace: (reply[at + 1] as Buffer).toString("utf8"),
+    detail: (reply[at + 2] as Buffer).toString("utf8"),
+  };
 }

@@ -6,7 +6,8 @@
  * @module
  */
 import type { Buffer } from "node:buffer";
-import type { KeyResult, Outcome } from "../outcome.ts";
+import { INVALID_REASONS, type InvalidReason, type KeyResult, type Outcome } from "../outcome.ts";
+import { classify } from "../redis/errors.ts";
 
 /** Result codes of the migration scripts (the in-server copy, the cross-slot WRITE). */
 export const ScriptCode = {
@@ -50,22 +51,60 @@ export const TRANSIENT_ERRORS: ReadonlySet<string> = new Set([
 
 /**
  * The result of one key as the migration scripts report it: a script code (see
- * {@linkcode ScriptCode}) and its detail (the workspace id, or an error code for `error`). Both
- * strategies decode through here, so one table maps codes to outcomes.
+ * {@linkcode ScriptCode}), the workspace id when it is valid ("" when not) and the detail (the
+ * first line of Redis's error text for `error`, the reason for `invalid`). Both strategies decode
+ * through here, so one table maps codes to outcomes.
+ *
+ * @throws {Error} on a code or an invalid-key reason the scripts never send.
  */
 export function resultOfCode(
-  code: number,
-  detail: string,
+  reply: { code: number; workspace: string; detail: string },
   transient: ReadonlySet<string> = TRANSIENT_ERRORS,
 ): StrategyResult {
+  const { code, detail } = reply;
   const outcome = OUTCOME_OF_CODE[code];
   if (outcome === undefined) throw new Error(`migration script returned unknown code ${code}`);
-  if (code === ScriptCode.error) {
-    return { outcome, errorCode: detail, retryable: transient.has(detail) };
+  const workspace = reply.workspace === "" ? undefined : reply.workspace;
+  if (code === ScriptCode.error) return errorResult(detail, { workspace, transient });
+  if (code === ScriptCode.changed) {
+    return { outcome, workspace, errorCode: "CHANGED", retryable: true };
   }
-  if (code === ScriptCode.changed) return { outcome, errorCode: "CHANGED", retryable: true };
-  if (outcome === "skipped_invalid" || outcome === "skipped_gone") return { outcome };
-  return { outcome, workspace: detail };
+  if (outcome === "skipped_invalid") return invalidResult(detail);
+  if (outcome === "skipped_gone") return { outcome };
+  return { outcome, workspace };
+}
+
+/**
+ * An `errors` result from the first line of Redis's error text: the code is its leading word (read
+ * by `classify`), the message is kept for the log. The job's workspace stays on it when valid.
+ */
+export function errorResult(
+  text: string,
+  options: { workspace?: string; transient?: ReadonlySet<string> } = {},
+): StrategyResult {
+  const message = (text.split(/\r?\n/, 1)[0] ?? "").slice(0, 200);
+  const errorCode = classify(new Error(message)).code;
+  return {
+    outcome: "errors",
+    workspace: options.workspace,
+    errorCode,
+    errorMessage: message,
+    retryable: (options.transient ?? TRANSIENT_ERRORS).has(errorCode),
+  };
+}
+
+/**
+ * A `skipped_invalid` result with its reason.
+ *
+ * @throws {Error} when `reason` is not one of {@linkcode INVALID_REASONS}.
+ */
+export function invalidResult(reason: string): StrategyResult {
+  if (!(INVALID_REASONS as readonly string[]).includes(reason)) {
+    throw new Error(
+      `migration script returned unknown invalid-key reason ${JSON.stringify(reason)}`,
+    );
+  }
+  return { outcome: "skipped_invalid", invalidReason: reason as InvalidReason };
 }
 
 /** What a strategy needs to know about the run. */
@@ -87,6 +126,8 @@ export interface StrategyResult extends KeyResult {
   retryable?: boolean;
   /** Redis's error code for an error result (`OOM`, `READONLY`, ...), never a value. */
   errorCode?: string;
+  /** The first line of Redis's error text for an error result (for the log; never a value). */
+  errorMessage?: string;
 }
 
 /**

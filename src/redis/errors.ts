@@ -166,6 +166,15 @@ export function errorCode(error: unknown): string {
   return classify(error).code;
 }
 
+/**
+ * The first line of `error`'s message, at most `max` characters: Redis's own words for the log
+ * (`ERR The user executing the script can't run this command…`). Escape it before logging.
+ */
+export function errorLine(error: unknown, max = 200): string {
+  const text = error instanceof Error ? error.message : String(error);
+  return (text.split(/\r?\n/, 1)[0] ?? "").slice(0, max);
+}
+
 function result(kind: ErrorKind, code: string): Classified {
   return { kind, code, outage: OUTAGE_KINDS.has(kind), inTransaction: false };
 }

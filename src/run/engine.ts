@@ -11,10 +11,11 @@ import type { Buffer } from "node:buffer";
 import { inProcessingOrder, keysAfter, positionAfter } from "../checkpoint/batch_position.ts";
 import { decideStart } from "../checkpoint/resume.ts";
 import { type CheckpointStore, runParams } from "../checkpoint/store.ts";
+import { carriedTotals, TotalsDelta } from "../checkpoint/totals.ts";
 import type { Gate } from "../control/gate.ts";
 import { SafetyRefusal } from "../errors.ts";
 import type { MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
-import { countResults, emptyCounters } from "../outcome.ts";
+import { countResults, emptyCounters, nameInvalidKeys } from "../outcome.ts";
 import { serverRunId } from "../redis/availability.ts";
 import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
@@ -45,7 +46,10 @@ export interface BackfillOptions {
 export interface BackfillDeps {
   target: Pick<RedisTarget, "masters" | "nodeName">;
   strategy: MigrationStrategy;
-  checkpoints: Pick<CheckpointStore, "prefix" | "load" | "save" | "clear">;
+  checkpoints: Pick<
+    CheckpointStore,
+    "prefix" | "load" | "save" | "clear" | "loadTotals" | "resetTotals"
+  >;
   /** Every sub-batch passes it: the rate limit and the admission checks (memory pause). */
   gate: Pick<Gate, "rps" | "admit" | "settle">;
   observer?: RunObserver;
@@ -58,6 +62,9 @@ export interface BackfillDeps {
 
 /** Largest sub-batch: keeps every script call well under ~2 ms of Redis time. */
 export const MAX_SUB_BATCH = 100;
+
+/** The fewest keys failing in a row with one lasting error that stop a run (see error_storm.ts). */
+const MIN_STORM = 20;
 
 /** Runs the backfill to completion, `--max-keys`, or a stop signal, and returns the summary. */
 export async function runBackfill(options: BackfillOptions, deps: BackfillDeps): Promise<Summary> {
@@ -80,6 +87,8 @@ class Run {
   #dbsize = 0;
   /** Each node's resume cursor (what its checkpoint says, or would say in dry-run). */
   readonly #cursors = new Map<string, string>();
+  /** Each node's counts since its last checkpoint save (execute only; saved with it). */
+  readonly #unsaved = new Map<string, TotalsDelta>();
 
   constructor(options: BackfillOptions, deps: BackfillDeps) {
     this.#options = options;
@@ -95,7 +104,11 @@ class Run {
     const wanted = rps > 0 ? Math.ceil(rps / 10) : MAX_SUB_BATCH;
     this.#subBatch = Math.max(1, Math.min(wanted, options.batch, MAX_SUB_BATCH));
     // A whole batch of the same lasting error, or a sub-batch's worth when batches are small.
-    this.#storm = new ErrorStorm({ threshold: Math.min(options.batch, 2 * this.#subBatch) });
+    this.#storm = new ErrorStorm({
+      // A batch's worth (two sub-batches when fewer), but never a handful of keys: one odd error
+      // in a tiny --batch is no storm.
+      threshold: Math.max(MIN_STORM, Math.min(options.batch, 2 * this.#subBatch)),
+    });
     this.#retry = new KeyRetry({
       strategy: deps.strategy,
       migrate: {
@@ -116,11 +129,13 @@ class Run {
     const sizes = await Promise.all(masters.map((node) => node.dbsize()));
     this.#dbsize = sizes.reduce((a, b) => a + b, 0);
     this.#estimate = this.#capped(await initialEstimate(masters, sizes));
+    const carried = await carriedTotals(this.#deps.checkpoints, this.#options);
     observer?.onStart?.({
       mode: this.#options.mode,
       rps: this.#deps.gate.rps,
       estimatedTotal: this.#estimate,
       progressKey: this.#deps.checkpoints.prefix,
+      carried,
     });
     let completed: boolean[] = [];
     let failure: unknown;
@@ -223,7 +238,9 @@ class Run {
       const started = performance.now();
       const { results, complete } = await this.#processBatch(keys, state.name);
       countResults(this.counters, results);
-      this.#storm.observe(results);
+      // A storm stops the run only after this batch is counted and reported (not saved).
+      const storm = this.#storm.observe(results);
+      if (execute) this.#unsavedOf(state).add(results);
       if (results.length > 0) state.lastJob = jobIdOf(keys[results.length - 1]!);
       const finished = complete && !trimmed;
       // A batch that was cut short is re-read from its start next time, and resumed after its
@@ -240,14 +257,21 @@ class Run {
       state.committed = resumeAt;
       this.#cursors.set(state.name, scanDone ? "0" : resumeAt);
       this.#report(state, batch, results, started, scanDone);
+      if (storm !== undefined) throw storm;
       if (!finished || this.#deps.signal?.aborted || (this.#quotaUsed() && !scanDone)) {
         await state.saving;
         return false;
       }
     }
     await state.saving;
-    if (execute) await this.#deps.checkpoints.clear(state.nodeId);
+    if (execute) await this.#deps.checkpoints.clear(state.nodeId, this.#unsavedOf(state).take());
     return true;
+  }
+
+  #unsavedOf(state: NodeState): TotalsDelta {
+    let delta = this.#unsaved.get(state.name);
+    if (delta === undefined) this.#unsaved.set(state.name, delta = new TotalsDelta());
+    return delta;
   }
 
   /** The keys of a batch this run may still process under `--max-keys`. */
@@ -284,7 +308,11 @@ class Run {
         complete = false;
         break;
       }
-      const work = this.#retry.migrate(chunk, node);
+      const work = this.#retry.migrate(chunk, node).then((results) => {
+        // The node answered: /healthz and relay_backfill_redis_up notice a frozen Redis by this.
+        observer?.onRedisReply?.({ node });
+        return nameInvalidKeys(chunk, results);
+      });
       work.catch(() => {});
       inFlight.push(work);
     }
@@ -307,11 +335,14 @@ class Run {
     await state.saving;
     const { lastJob, within, runId } = state;
     const checkpoint = { cursor, lastJob, within, runId, params: this.#params };
+    const unsaved = this.#unsavedOf(state);
+    const totals = unsaved.take();
     const saving = this.#retry.untilWritable(
       state.name,
-      () => this.#deps.checkpoints.save(state.nodeId, checkpoint),
+      () => this.#deps.checkpoints.save(state.nodeId, checkpoint, totals),
     );
-    saving.catch(() => {});
+    // Counts a failed save did not store go with the next one.
+    saving.catch(() => unsaved.restore(totals));
     state.saving = saving;
     if (this.#deps.strategy.checkpointOrdering === "awaited") await saving;
     state.lastSave = performance.now();

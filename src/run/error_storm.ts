@@ -24,8 +24,8 @@ export class ErrorStormError extends SafetyRefusal {
 /**
  * Watches results in key order. A streak is the keys that failed in a row with one code that is
  * neither transient nor about one key's data; a key copied or repaired ends it (keys that needed
- * no write neither end nor extend it). {@linkcode observe} throws once the streak reaches
- * `threshold` keys; {@linkcode holding} says a streak is open, so the checkpoint should not move
+ * no write neither end nor extend it). {@linkcode observe} returns the error to stop with once the
+ * streak reaches `threshold` keys (the caller reports the batch first, then throws it); {@linkcode holding} says a streak is open, so the checkpoint should not move
  * past it yet.
  */
 export class ErrorStorm {
@@ -42,10 +42,8 @@ export class ErrorStorm {
     return this.#streak > 0;
   }
 
-  /**
-   * @throws {ErrorStormError} when the streak reaches the threshold.
-   */
-  observe(results: readonly StrategyResult[]): void {
+  /** Adds a batch's results; the error to stop with when the streak reached the threshold. */
+  observe(results: readonly StrategyResult[]): ErrorStormError | undefined {
     for (const result of results) {
       if (result.outcome === "migrated" || result.outcome === "repaired") this.#reset();
       if (result.outcome !== "errors") continue;
@@ -55,12 +53,13 @@ export class ErrorStorm {
       this.#code = code;
     }
     if (this.#streak >= this.#threshold) {
-      throw new ErrorStormError(
+      return new ErrorStormError(
         `stopped: ${this.#streak} keys in a row failed with ${this.#code} (not a passing ` +
           `error); the checkpoint is kept before them. Fix the cause (a permission, a renamed ` +
           `command) and run again`,
       );
     }
+    return undefined;
   }
 
   #reset(): void {

@@ -12,7 +12,7 @@ import { pause } from "../async/delay.ts";
 import type { Gate } from "../control/gate.ts";
 import { SafetyRefusal } from "../errors.ts";
 import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
-import { classify, isOutageCode, KeyReplyError } from "../redis/errors.ts";
+import { classify, errorLine, isOutageCode, KeyReplyError } from "../redis/errors.ts";
 import type { Logger } from "../run_events.ts";
 import { jobIdOf } from "../schema.ts";
 import { escapeForLog } from "../telemetry/redact.ts";
@@ -128,7 +128,13 @@ export class KeyRetry {
     } catch (error) {
       const { outage, code } = classify(error);
       if (outage) throw error;
-      return keys.map(() => ({ outcome: "errors", errorCode: code, retryable: true }));
+      const errorMessage = errorLine(error);
+      return keys.map(() => ({
+        outcome: "errors",
+        errorCode: code,
+        errorMessage,
+        retryable: true,
+      }));
     }
     // A key refused because the node is a replica now (READONLY) or busy is the node's outage:
     // the engine waits for it and re-reads the batch, so the checkpoint never passes such keys.
@@ -148,9 +154,12 @@ export class KeyRetry {
       if (result.outcome !== "errors") return;
       const code = result.errorCode ?? "error";
       const job = escapeForLog(jobIdOf(keys[i]!) ?? keys[i]!);
-      this.#options.logger.log("error", "key_error", `job ${job} failed after retrying: ${code}`, {
+      // Redis's own words (escaped, one line): "ERR" alone does not say what to fix.
+      const said = escapeForLog(result.errorMessage || code, 200);
+      this.#options.logger.log("error", "key_error", `job ${job} failed after retrying: ${said}`, {
         node,
         code,
+        ...(result.workspace === undefined ? {} : { workspace: result.workspace }),
       });
     });
   }

@@ -110,6 +110,11 @@ export class ControlMetrics implements RunObserver {
     this.#redisUp.set({ node: event.node }, 1);
   }
 
+  /** These nodes have been silent too long (a frozen Redis sends no error): down until a reply. */
+  markSilent(nodes: readonly string[]): void {
+    for (const node of nodes) this.#redisUp.set({ node }, 0);
+  }
+
   /** The node stopped answering. */
   onRedisDown(event: RedisDownEvent): void {
     this.#redisUp.set({ node: event.node }, 0);

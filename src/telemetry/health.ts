@@ -131,15 +131,14 @@ export class RunHealth implements RunObserver {
     if (this.#phase === "starting") return { healthy: true, reason: "starting" };
     if (this.#phase === "ended") return { healthy: true, reason: this.#ended };
     const now = this.#clock.now();
-    for (const [name, node] of this.#nodes) {
-      const silentMs = now - node.lastReplyMs;
-      if ((node.downReason !== undefined || node.reportsReplies) && silentMs > this.#silenceMs) {
-        const why = node.downReason === undefined ? "" : ` (${node.downReason})`;
-        return {
-          healthy: false,
-          reason: `Redis at ${name} has not answered for ${seconds(silentMs)} s${why}`,
-        };
-      }
+    const [silent] = this.#silent(now);
+    if (silent !== undefined) {
+      const [name, node] = silent;
+      const why = node.downReason === undefined ? "" : ` (${node.downReason})`;
+      return {
+        healthy: false,
+        reason: `Redis at ${name} has not answered for ${seconds(now - node.lastReplyMs)} s${why}`,
+      };
     }
     if (this.#throttles.size > 0) {
       return { healthy: true, reason: `throttled (${[...this.#throttles].sort().join(", ")})` };
@@ -155,6 +154,19 @@ export class RunHealth implements RunObserver {
       };
     }
     return { healthy: true, reason: "progressing" };
+  }
+
+  /** Nodes silent for longer than the threshold now (their `redis_up` reads 0). */
+  silentNodes(): string[] {
+    if (this.#phase !== "running") return [];
+    return this.#silent(this.#clock.now()).map(([name]) => name);
+  }
+
+  #silent(now: number): [string, NodeState][] {
+    return [...this.#nodes].filter(([, node]) =>
+      (node.downReason !== undefined || node.reportsReplies) &&
+      now - node.lastReplyMs > this.#silenceMs
+    );
   }
 
   #reply(name: string, now: number, reported: boolean): void {

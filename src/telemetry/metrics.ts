@@ -69,6 +69,11 @@ export interface BackfillMetricsOptions {
   workspaceLabel?: boolean;
   /** Clock for the timestamp gauges (default: the wall clock). */
   clock?: TimerClock;
+  /**
+   * Nodes silent for too long right now (see `RunHealth.silentNodes`): their
+   * `relay_backfill_redis_up` reads 0 at each scrape and push until they answer again.
+   */
+  silentNodes?: () => readonly string[];
 }
 
 /**
@@ -110,8 +115,12 @@ export class BackfillMetrics implements RunObserver {
       registry,
       workspaceLabel: options.workspaceLabel ?? true,
     });
-    registry.beforeRead = () => this.#outcomes.flush();
     this.#control = new ControlMetrics(registry);
+    const silentNodes = options.silentNodes;
+    registry.beforeRead = () => {
+      this.#outcomes.flush();
+      if (silentNodes) this.#control.markSilent(silentNodes());
+    };
     const gauge = (name: string, help: string) => new Gauge({ name, help, registers });
     this.#duration = new Histogram({
       name: "relay_backfill_duration_seconds",

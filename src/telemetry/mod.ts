@@ -41,6 +41,8 @@ export interface TelemetryOptions {
   metricsLingerSeconds?: number;
   /** How long one batch should take (`--batch / --rps`), for the stall rule of `/healthz`. */
   expectedBatchSeconds?: number;
+  /** `--health-timeout`: a node silent this long makes `/healthz` 503 and its `redis_up` 0. */
+  redisSilenceSeconds?: number;
   /** Cuts the linger short (a stopped run should exit now). */
   signal?: AbortSignal;
   /** Seconds between progress lines when stderr is not a TTY (`<= 0`: none). */
@@ -162,6 +164,7 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
   const health = new RunHealth({
     clock: clock ?? wallClock,
     expectedBatchSeconds: options.expectedBatchSeconds,
+    redisSilenceSeconds: options.redisSilenceSeconds,
   });
   let metrics: BackfillMetrics | undefined;
   let server: MetricsServer | undefined;
@@ -170,6 +173,7 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
       version: options.version,
       workspaceLabel: options.workspaceLabel,
       clock: options.clock,
+      silentNodes: () => health.silentNodes(),
     });
     if (options.metricsPort !== undefined) {
       server = startMetricsServer({

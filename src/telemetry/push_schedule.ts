@@ -29,7 +29,7 @@ export interface PushScheduleOptions {
 /** The pushes of one run. */
 export class PushSchedule {
   readonly #options: PushScheduleOptions;
-  #mode?: RunMode;
+  #mode?: RunMode | "verify";
   #timer?: TimerHandle;
   #queue: Promise<void> = Promise.resolve();
   #lastOk = true;
@@ -40,8 +40,8 @@ export class PushSchedule {
     this.#options = options;
   }
 
-  /** The run started: push now and then every interval. */
-  start(mode: RunMode): void {
+  /** The run (or a verify: `mode` "verify") started: push now and then every interval. */
+  start(mode: RunMode | "verify"): void {
     if (this.#mode !== undefined || this.#finished) return;
     this.#mode = mode;
     this.#enqueue(false);

@@ -5,8 +5,8 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import { errorCode, isOutage } from "../../redis/errors.ts";
-import { type StrategyResult, TRANSIENT_ERRORS } from "../strategy.ts";
+import { errorCode, errorLine, isOutage } from "../../redis/errors.ts";
+import { errorResult, type StrategyResult, TRANSIENT_ERRORS } from "../strategy.ts";
 
 /** Error codes the engine's one retry may fix: the shared transient ones and cluster redirects. */
 export const TRANSIENT: ReadonlySet<string> = new Set([
@@ -35,15 +35,21 @@ export interface Copy extends Pending {
 }
 
 /** A failed call as a per-key error (retryable when the condition may pass). */
-export function failure(error: unknown): StrategyResult {
+export function failure(error: unknown, workspace?: string): StrategyResult {
   const code = errorCode(error);
-  return { outcome: "errors", errorCode: code, retryable: TRANSIENT.has(code) || isOutage(error) };
+  return {
+    outcome: "errors",
+    workspace,
+    errorCode: code,
+    errorMessage: errorLine(error),
+    retryable: TRANSIENT.has(code) || isOutage(error),
+  };
 }
 
-/** An error code a script reported for one job. */
-export function scriptError(code: unknown): StrategyResult {
-  const text = Buffer.isBuffer(code) ? code.toString("latin1") : String(code);
-  return { outcome: "errors", errorCode: text, retryable: TRANSIENT.has(text) };
+/** An error a script reported for one job: the first line of Redis's error text. */
+export function scriptError(text: unknown, workspace: string): StrategyResult {
+  const line = Buffer.isBuffer(text) ? text.toString("utf8") : String(text);
+  return errorResult(line, { workspace, transient: TRANSIENT });
 }
 
 /**
@@ -51,8 +57,14 @@ export function scriptError(code: unknown): StrategyResult {
  * write back. A retry could not undo it, so the key is an error for the operator (the log names
  * the job) and the copy stays; verify reports it if it differs.
  */
-export function unverified(error: unknown): StrategyResult {
-  return { outcome: "errors", errorCode: errorCode(error), retryable: false };
+export function unverified(error: unknown, workspace?: string): StrategyResult {
+  return {
+    outcome: "errors",
+    workspace,
+    errorCode: errorCode(error),
+    errorMessage: errorLine(error),
+    retryable: false,
+  };
 }
 
 /** Appends `items` to `out` one by one (a spread of a 100k-field list overflows the stack). */

@@ -33,7 +33,7 @@ export async function planCopies(
   const settled = await runner.run(SCRIPTS.dry, [], jobs, { signal: options.signal });
   settled.forEach((plan, j) => {
     const copy = copies[j]!;
-    results[copy.index] = plan.ok ? decode(plan.reply, copy) : failure(plan.error);
+    results[copy.index] = plan.ok ? decode(plan.reply, copy) : failure(plan.error, copy.workspace);
   });
 }
 
@@ -64,7 +64,7 @@ export async function copyLocal(
     const copy = copies[j]!;
     if (!copied.ok) {
       if (isTopology(copied.error)) outcome.moved.push(copy);
-      else results[copy.index] = failure(copied.error);
+      else results[copy.index] = failure(copied.error, copy.workspace);
     } else if (copied.reply[0] === Code.moved) outcome.moved.push(copy);
     else if (copied.reply[0] === Code.changed) outcome.changed.push(copy);
     else results[copy.index] = decode(copied.reply, copy);
@@ -75,7 +75,7 @@ export async function copyLocal(
 function decode(reply: unknown[], copy: Copy): StrategyResult {
   const code = reply[0] as number;
   if (code === Code.gone) return { outcome: "skipped_gone" };
-  if (code === Code.error) return scriptError(reply[1]);
+  if (code === Code.error) return scriptError(reply[1], copy.workspace);
   const outcome = DONE[code];
   if (outcome === undefined) throw new Error(`cluster copy script returned unknown code ${code}`);
   return { outcome, workspace: copy.workspace };

@@ -7,7 +7,7 @@
 import type { Buffer } from "node:buffer";
 import { isOutage } from "../../redis/errors.ts";
 import { jobIdOf, newKeyFor, WORKSPACE_FIELD, type WorkspaceRule } from "../../schema.ts";
-import type { MigrateOptions, StrategyResult } from "../strategy.ts";
+import { invalidResult, type MigrateOptions, type StrategyResult } from "../strategy.ts";
 import { type Copy, failure, type Pending } from "./copies.ts";
 import type { ScriptRunner } from "./runner.ts";
 import { Code, SCRIPTS } from "./scripts.ts";
@@ -50,11 +50,11 @@ export async function readSnapshots(
 function classify(rule: WorkspaceRule, item: Pending, reply: unknown[]): StrategyResult | Copy {
   const code = reply[0] as number;
   if (code === Code.gone) return { outcome: "skipped_gone" };
+  if (code === Code.invalid) return invalidResult(String(reply[1]));
   const jobId = jobIdOf(item.oldKey);
-  const workspace = code === Code.invalid ? undefined : rule.check(reply[1] as Buffer);
-  if (jobId === undefined || jobId.length === 0 || workspace === undefined) {
-    return { outcome: "skipped_invalid" };
-  }
+  if (jobId === undefined || jobId.length === 0) return invalidResult("empty_job_id");
+  const workspace = rule.check(reply[1] as Buffer);
+  if (workspace === undefined) return invalidResult("invalid_workspace_id");
   if (code === Code.filtered) return { outcome: "filtered", workspace };
   return {
     ...item,

@@ -46,7 +46,7 @@ export async function copyRemote(
     const copy = copies[j]!;
     if (!write.ok) {
       // The call may have run before its reply was lost: check, and take back only an exact copy.
-      results[copy.index] = failure(write.error);
+      results[copy.index] = failure(write.error, copy.workspace);
       written.push({ copy, mode: 2, expirySet: copy.expireAt, pairs: copy.fields });
       return;
     }
@@ -73,7 +73,7 @@ function decodeWrite(
   }
   const names = (reply[code === Code.error ? 3 : 2] as Buffer[] | undefined) ?? [];
   const outcome: StrategyResult = code === Code.error
-    ? scriptError(reply[1])
+    ? scriptError(reply[1], workspace)
     : { outcome: names.length > 0 || expirySet > 0 ? "repaired" : "skipped_exists", workspace };
   // A retried call may have written on an attempt whose reply was lost.
   if (tries > 1) return [outcome, { copy, mode: 2, expirySet: copy.expireAt, pairs: copy.fields }];
@@ -109,7 +109,7 @@ async function recheck(
   const undo: { written: Written; gone: boolean }[] = [];
   settled.forEach((check, j) => {
     const w = written[j]!;
-    if (!check.ok) results[w.copy.index] = unverified(check.error);
+    if (!check.ok) results[w.copy.index] = unverified(check.error, w.copy.workspace);
     else if (check.reply[0] !== Code.same) {
       undo.push({ written: w, gone: check.reply[0] === Code.gone });
     }
@@ -126,9 +126,9 @@ async function recheck(
   const again: Copy[] = [];
   undone.forEach((result, j) => {
     const { written: w, gone } = undo[j]!;
-    if (!result.ok) results[w.copy.index] = unverified(result.error);
+    if (!result.ok) results[w.copy.index] = unverified(result.error, w.copy.workspace);
     else if (result.reply[0] !== Code.same) {
-      results[w.copy.index] = unverified(new Error("CHANGED"));
+      results[w.copy.index] = unverified(new Error("CHANGED"), w.copy.workspace);
     } else if (gone) results[w.copy.index] = { outcome: "skipped_gone" };
     else again.push(w.copy);
   });

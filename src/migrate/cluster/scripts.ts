@@ -9,17 +9,18 @@
  * only: the first access of every key is a `pcall`, before anything is written for it.
  *
  * - READ (old keys' node, read-only): ARGV field, only-workspace, key… → per key `{gone}`,
- *   `{invalid}`, `{filtered, ws}` or `{copy, ws, expire_at, {f, v, …}, digest}`. The digest is a
+ *   `{invalid, reason}` (`not_hash`, `no_workspace_id`), `{filtered, ws}` or `{copy, ws, expire_at, {f, v, …}, digest}`. The digest is a
  *   SHA-1 of the workspace id, the absolute expiry and the fields sorted by name (HGETALL's order
  *   changes with rehashing), every part length-prefixed.
  * - RECHECK (old keys' node, read-only): ARGV field, (key, digest)… → `{same}`, `{gone}` or
  *   `{changed}` per key.
  * - LOCAL (old and new key on one node): ARGV field, (old, new, expected ws)… → the whole copy in
  *   one atomic step from the live old key: `{migrated}`, `{repaired}`, `{exists}`, `{gone}`,
- *   `{changed}` (the workspace id differs from the validated one) or `{error, code}`.
+ *   `{changed}` (the workspace id differs from the validated one) or `{error, text}` (the first
+ *   line of Redis's error text, here and in WRITE).
  * - WRITE (new keys' node): ARGV (key, expire_at, n, f, v, …)… → create-only copy of a snapshot:
  *   `{created, ttl_set}`, `{completed, ttl_set, {added field…}}`, `{gone}` when the absolute
- *   expiry has passed by the server's TIME (nothing written), or `{error, code, ttl_set, {added}}`.
+ *   expiry has passed by the server's TIME (nothing written), or `{error, text, ttl_set, {added}}`.
  * - UNDO (new keys' node): ARGV (key, mode, expire_at_we_set, n, f, v, …)… → removes what WRITE
  *   added, only where it is still as written. Mode 1: created whole (DEL when unchanged, else the
  *   fields that still hold our values); mode 2: unknown what was added (DEL only when unchanged);
@@ -68,8 +69,9 @@ local function kind(key)
   if type(r) == "table" and r.err then return nil end
   return r.ok
 end
-local function err_code(reply)
-  return string.match(reply.err, "^(%u+)") or "ERR"
+-- The first line of an error reply (Redis's own words, never a field value).
+local function err_text(reply)
+  return string.match(reply.err, "^[^\\r\\n]*")
 end
 local function digest(ws, at, flat)
   local names, values = {}, {}
@@ -92,7 +94,7 @@ local function create(key, flat, first, last, at)
     local r = redis.pcall("HSET", key, unpack(flat, j, math.min(j + 199, last)))
     if type(r) == "table" then
       redis.call("DEL", key) -- created by this call, so only ours
-      return err_code(r)
+      return err_text(r)
     end
   end
   if at > 0 then redis.call("PEXPIREAT", key, at) end
@@ -109,10 +111,10 @@ for i = 3, #ARGV do
   local reply
   if t == nil then reply = {MOVED}
   elseif t == "none" then reply = {GONE}
-  elseif t ~= "hash" then reply = {INVALID}
+  elseif t ~= "hash" then reply = {INVALID, "not_hash"}
   else
     local ws = redis.call("HGET", key, field)
-    if not ws then reply = {INVALID}
+    if not ws then reply = {INVALID, "no_workspace_id"}
     elseif only ~= "" and ws ~= only then reply = {FILTERED, ws}
     else
       local at = redis.call("PEXPIRETIME", key)
@@ -161,11 +163,11 @@ local function copy(old, new, expect)
     if redis.call("EXISTS", new) == 0 then return {GONE} end
     return {MIGRATED}
   end
-  if t_new ~= "hash" then return {ERROR, "WRONGTYPE"} end
+  if t_new ~= "hash" then return {ERROR, "WRONGTYPE the new key holds another type than a hash"} end
   local added = 0
   for j = 1, #flat, 2 do
     local r = redis.pcall("HSETNX", new, flat[j], flat[j + 1])
-    if type(r) == "table" then return {ERROR, err_code(r)} end
+    if type(r) == "table" then return {ERROR, err_text(r)} end
     added = added + r
   end
   if at > 0 and redis.call("PTTL", new) == -1 then
@@ -194,11 +196,11 @@ local function write(key, at, first, last)
     if redis.call("EXISTS", key) == 0 then return {GONE} end
     return {CREATED, at > 0 and 1 or 0}
   end
-  if t ~= "hash" then return {ERROR, "WRONGTYPE", 0, {}} end
+  if t ~= "hash" then return {ERROR, "WRONGTYPE the new key holds another type than a hash", 0, {}} end
   local added = {}
   for j = first, last, 2 do
     local r = redis.pcall("HSETNX", key, ARGV[j], ARGV[j + 1])
-    if type(r) == "table" then return {ERROR, err_code(r), 0, added} end
+    if type(r) == "table" then return {ERROR, err_text(r), 0, added} end
     if r == 1 then added[#added + 1] = ARGV[j] end
   end
   local ttl_set = 0
@@ -260,7 +262,7 @@ local function plan(key, at, first, last)
   if t == nil then return {MOVED} end
   if at > 0 and at <= now then return {GONE} end
   if t == "none" then return {MIGRATED} end
-  if t ~= "hash" then return {ERROR, "WRONGTYPE"} end
+  if t ~= "hash" then return {ERROR, "WRONGTYPE the new key holds another type than a hash"} end
   for j = first, last do
     if redis.call("HEXISTS", key, ARGV[j]) == 0 then return {REPAIRED} end
   end
