@@ -28,9 +28,9 @@ export interface Copy extends Pending {
   workspace: string;
   /** Absolute expiry in unix ms, -1 for none. */
   expireAt: number;
-  /** Field, value, … as read. */
-  fields: Buffer[];
-  /** The READ script's digest of workspace id, expiry and fields. */
+  /** The fields as read: field, value, … packed by the READ script (`cmsgpack.pack`). */
+  packed: Buffer;
+  /** The READ script's digest of the expiry and the packed fields. */
   digest: string;
 }
 
