@@ -106,7 +106,8 @@ local function copy_here(old, new, t_new)
   if t_new == "none" then
     local failed = create(new, flat, 1, #flat, at)
     if failed then return {ERROR, failed} end
-    if redis.call("EXISTS", new) == 0 then return {GONE} end
+    -- PEXPIREAT deletes a key whose time has passed: then the job is gone.
+    if at > 0 and redis.call("EXISTS", new) == 0 then return {GONE} end
     return {MIGRATED}
   end
   if t_new ~= "hash" then return {ERROR, "WRONGTYPE"} end
@@ -208,7 +209,7 @@ local function write(key, at, flat)
   if t == "none" then
     local failed = create(key, flat, 1, #flat, at)
     if failed then return {ERROR, failed, 0, {}} end
-    if redis.call("EXISTS", key) == 0 then return {GONE} end
+    if at > 0 and redis.call("EXISTS", key) == 0 then return {GONE} end
     return {CREATED, at > 0 and 1 or 0}
   end
   if t ~= "hash" then return {ERROR, "WRONGTYPE", 0, {}} end
