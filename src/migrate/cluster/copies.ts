@@ -30,8 +30,6 @@ export interface Copy extends Pending {
   expireAt: number;
   /** The fields as read: field, value, … packed by the READ script (`cmsgpack.pack`). */
   packed: Buffer;
-  /** The READ script's digest of the expiry and the packed fields. */
-  digest: string;
 }
 
 /** A failed call as a per-key error (retryable when the condition may pass). */

@@ -3,7 +3,7 @@
  *
  * 1. READ every old key in one call on the master that serves them. With the default workspace
  *    rule, the same call copies each job whose new key that master also serves, atomically, and
- *    returns a snapshot (packed fields + digest) only for the others. With a custom rule (a
+ *    returns a snapshot (expiry + packed fields) only for the others. With a custom rule (a
  *    JavaScript RegExp Lua cannot run) or in dry-run, it returns every snapshot, and a job whose
  *    new key the same master serves is copied there by a second atomic script (LOCAL), checked
  *    against the id the client validated.

@@ -100,6 +100,5 @@ function classify(rule: WorkspaceRule, item: Pending, reply: unknown[]): Strateg
     workspace,
     expireAt: reply[2] as number,
     packed: reply[3] as Buffer,
-    digest: String(reply[4]),
   };
 }

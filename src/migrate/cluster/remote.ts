@@ -2,8 +2,8 @@
  * The cluster copy across masters, from a READ snapshot, in three grouped steps:
  *
  * 1. WRITE each new key create-only on its master; the reply says exactly what this call added.
- * 2. RECHECK each old key that got something written: its digest (fields, workspace id, absolute
- *    expiry) must still be the snapshot's. Then what was written is what the old key holds.
+ * 2. RECHECK each old key that got something written: its absolute expiry and packed fields must
+ *    still be the snapshot's. Then what was written is what the old key holds.
  * 3. Where it is not (the application wrote or deleted the job meanwhile), UNDO exactly what was
  *    added, only where it is still as written, and read the job again (or count it `skipped_gone`
  *    when the old key is gone: a deleted job is never re-created).
@@ -88,7 +88,10 @@ async function recheck(
   const settled = await runner.run(
     SCRIPTS.recheck,
     [],
-    written.map((w) => ({ key: w.copy.oldKey, args: [w.copy.oldKey, w.copy.digest] })),
+    written.map(({ copy }) => ({
+      key: copy.oldKey,
+      args: [copy.oldKey, copy.expireAt, copy.packed],
+    })),
     { signal: options.signal },
   );
   const undo: { written: Written; gone: boolean }[] = [];

@@ -14,13 +14,14 @@
  *
  * - READ (old keys' node): ARGV field, only-workspace, here ("1" or ""), new prefix, old prefix
  *   length, default-rule Lua pattern and maximum length, key… → per key `{gone}`, `{invalid}`,
- *   `{filtered, ws}` or `{copy, ws, expire_at, packed, digest}`. The digest is a SHA-1 of the
- *   absolute expiry and the packed fields (in HGETALL's order, which changes only with a write
- *   or a rehash: a false "changed" costs a re-read, never a wrong copy). With here = "1" (the
- *   `readHere` variant, which may write), a job whose new key this node serves is checked against
- *   the default rule and copied at once, atomically, like LOCAL: `{migrated|repaired|exists|gone,
+ *   `{filtered, ws}` or `{copy, ws, expire_at, packed}`. With here = "1" (the `readHere`
+ *   variant, which may write), a job whose new key this node serves is checked against the
+ *   default rule and copied at once, atomically, like LOCAL: `{migrated|repaired|exists|gone,
  *   ws}` or `{error, code, ws}`; an id the rule refuses is `{invalid}`.
- * - RECHECK (old keys' node, read-only): ARGV (key, digest)… → `{same}`, `{gone}` or `{changed}`.
+ * - RECHECK (old keys' node, read-only): ARGV (key, expire_at, packed)… → `{same}` when the old
+ *   key still has that absolute expiry and packs to the same string (fields in HGETALL's order,
+ *   which changes only with a write or a rehash: a false "changed" costs a re-read, never a wrong
+ *   copy), else `{gone}` or `{changed}`.
  * - LOCAL (old and new key on one node): ARGV field, (old, new, expected ws)… → the whole copy in
  *   one atomic step from the live old key: `{migrated}`, `{repaired}`, `{exists}`, `{gone}`,
  *   `{changed}` (the workspace id differs from the validated one) or `{error, code}`.
@@ -79,12 +80,6 @@ end
 local function err_code(reply)
   return string.match(reply.err, "^(%u+)") or "ERR"
 end
--- The snapshot's digest: its absolute expiry and its fields packed in HGETALL's order (which
--- changes only when the hash is written or rehashed: a false "changed" costs a re-read, never a
--- wrong copy). The workspace id is one of the fields.
-local function digest(at, packed)
-  return redis.sha1hex(at .. ":" .. packed)
-end
 -- Creates key from flat[first..last] (field, value pairs) in chunks (unpack has a stack limit),
 -- then sets the expiry. Returns an error code, or nil.
 local function create(key, flat, first, last, at)
@@ -98,11 +93,10 @@ local function create(key, flat, first, last, at)
   if at > 0 then redis.call("PEXPIREAT", key, at) end
   return nil
 end
--- Copies old into new on this node, atomically: create-only (HSET when absent, HSETNX completion
--- and the expiry only if the new key has none). t_new is TYPE new.
-local function copy_here(old, new, t_new)
-  local at = redis.call("PEXPIRETIME", old)
-  local flat = redis.call("HGETALL", old)
+-- Copies old (its absolute expiry at and HGETALL flat, read in this call) into new on this node,
+-- atomically: create-only (HSET when absent, HSETNX completion and the expiry only if the new key
+-- has none). t_new is TYPE new.
+local function copy_here(new, t_new, at, flat)
   if t_new == "none" then
     local failed = create(new, flat, 1, #flat, at)
     if failed then return {ERROR, failed} end
@@ -132,52 +126,56 @@ local new_prefix, skip = ARGV[4], tonumber(ARGV[5])
 local pattern, max_len = ARGV[6], tonumber(ARGV[7])
 -- With "here", a job whose new key this node serves is copied at once (the default workspace
 -- rule checked here, as the standalone script does); the others return their snapshot.
-local function here_or_snapshot(key, ws)
+local function here_or_snapshot(key, ws, flat)
+  local at = redis.call("PEXPIRETIME", key)
   if here then
     local job = string.sub(key, skip + 1)
     if job == "" or #ws > max_len or not string.find(ws, pattern) then return {INVALID} end
     local new = new_prefix .. ws .. ":" .. job
     local t_new = kind(new)
     if t_new ~= nil then
-      local reply = copy_here(key, new, t_new)
+      local reply = copy_here(new, t_new, at, flat)
       reply[#reply + 1] = ws
       return reply
     end
   end
-  local at = redis.call("PEXPIRETIME", key)
-  local packed = cmsgpack.pack(redis.call("HGETALL", key))
-  return {COPY, ws, at, packed, digest(at, packed)}
+  return {COPY, ws, at, cmsgpack.pack(flat)}
+end
+-- One HGETALL per key tells all: not served here (an error other than WRONGTYPE), not a hash,
+-- gone (empty), or the fields with the workspace id among them.
+local function read(key)
+  local flat = redis.pcall("HGETALL", key)
+  if flat.err then
+    if err_code(flat) == "WRONGTYPE" then return {INVALID} end
+    return {MOVED}
+  end
+  if #flat == 0 then return {GONE} end
+  local ws
+  for j = 1, #flat, 2 do
+    if flat[j] == field then ws = flat[j + 1] break end
+  end
+  if not ws then return {INVALID} end
+  if only ~= "" and ws ~= only then return {FILTERED, ws} end
+  return here_or_snapshot(key, ws, flat)
 end
 local out = {}
-for i = 8, #ARGV do
-  local key = ARGV[i]
-  local t = kind(key)
-  local reply
-  if t == nil then reply = {MOVED}
-  elseif t == "none" then reply = {GONE}
-  elseif t ~= "hash" then reply = {INVALID}
-  else
-    local ws = redis.call("HGET", key, field)
-    if not ws then reply = {INVALID}
-    elseif only ~= "" and ws ~= only then reply = {FILTERED, ws}
-    else reply = here_or_snapshot(key, ws) end
-  end
-  out[#out + 1] = reply
-end
+for i = 8, #ARGV do out[#out + 1] = read(ARGV[i]) end
 return out
 `;
 
 const RECHECK = `
 local out = {}
-for i = 1, #ARGV, 2 do
+for i = 1, #ARGV, 3 do
   local key = ARGV[i]
-  local t = kind(key)
+  local at = redis.pcall("PEXPIRETIME", key)
   local code = CHANGED
-  if t == nil then code = MOVED
-  elseif t == "none" then code = GONE
-  elseif t == "hash" then
-    local at = redis.call("PEXPIRETIME", key)
-    if digest(at, cmsgpack.pack(redis.call("HGETALL", key))) == ARGV[i + 1] then code = SAME end
+  if type(at) == "table" then code = MOVED
+  elseif at == -2 then code = GONE
+  elseif at == tonumber(ARGV[i + 1]) then
+    -- Packed in HGETALL's order, which changes only with a write or a rehash: a false "changed"
+    -- costs a re-read, never a wrong copy. The workspace id is one of the fields.
+    local flat = redis.pcall("HGETALL", key)
+    if not flat.err and cmsgpack.pack(flat) == ARGV[i + 2] then code = SAME end
   end
   out[#out + 1] = {code}
 end
@@ -191,7 +189,7 @@ local function copy(old, new, expect)
   if t_old == nil or t_new == nil then return {MOVED} end
   if t_old == "none" then return {GONE} end
   if t_old ~= "hash" or redis.call("HGET", old, field) ~= expect then return {CHANGED} end
-  return copy_here(old, new, t_new)
+  return copy_here(new, t_new, redis.call("PEXPIRETIME", old), redis.call("HGETALL", old))
 end
 local out = {}
 for i = 2, #ARGV, 3 do out[#out + 1] = copy(ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
