@@ -28,6 +28,8 @@ export interface TopologyRun {
   /** used_cpu_sys + used_cpu_user deltas, summed over the masters, seconds. */
   redisCpuSeconds: number;
   redisCpuMicrosPerKey: number;
+  /** The CLI process's user + system CPU, seconds (start-up included). */
+  clientCpuSeconds: number;
 }
 
 /** Standalone vs cluster. */
@@ -156,6 +158,7 @@ async function run(
     exitCode: result.code,
     redisCpuSeconds: redisCpu,
     redisCpuMicrosPerKey: migrated ? redisCpu * 1e6 / migrated : NaN,
+    clientCpuSeconds: result.cpuSeconds,
   };
 }
 
@@ -215,7 +218,7 @@ export function renderCluster(r: ClusterBenchResult): string[] {
       t.redisCpuSeconds.toFixed(2)
     } s = ${t.redisCpuMicrosPerKey.toFixed(2)} us/key${
       name === "cluster" ? " (sum of masters)" : ""
-    }`;
+    }, client CPU ${t.clientCpuSeconds.toFixed(2)} s`;
   return [
     `cluster (issue 14): backfill --execute --rps 0, the same data on a standalone and on a ` +
     `${r.masters}-master cluster (every server on the Redis core)`,

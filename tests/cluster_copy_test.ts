@@ -8,6 +8,7 @@ import { connectRedis } from "../src/redis/connect.ts";
 import type { RedisTarget } from "../src/redis/target.ts";
 import type { Cluster } from "../src/redis/ioredis.ts";
 import { strategyFor } from "../src/migrate/select.ts";
+import { SCRIPTS } from "../src/migrate/cluster/scripts.ts";
 import { newKeyFor, oldKeyFor, parseNewKey, WorkspaceRule } from "../src/schema.ts";
 import { cliCommand, runJson } from "./support/cli.ts";
 import { redisCli, startCluster, type TestCluster } from "./support/cluster.ts";
@@ -260,5 +261,79 @@ Deno.test("cluster copy: a 100k-field job is copied whole and its sub-batch migr
       client.pexpiretime(newKeyFor("ws-c", huge)),
     ]);
     assert.equal(newAt, oldAt, "the exact absolute expiry");
+  });
+});
+
+/** Script calls (EVAL*, EVALSHA*) each node served since its stats were reset. */
+async function scriptCallsPerNode(cluster: TestCluster): Promise<Map<number, number>> {
+  const calls = new Map<number, number>();
+  for (const node of cluster.nodes) {
+    const direct = node.client();
+    try {
+      const stats = await direct.info("commandstats");
+      let sum = 0;
+      for (const m of stats.matchAll(/^cmdstat_eval(?:sha)?(?:_ro)?:calls=(\d+)/gm)) {
+        sum += Number(m[1]);
+      }
+      calls.set(node.port, sum);
+    } finally {
+      direct.disconnect();
+    }
+  }
+  return calls;
+}
+
+async function resetStats(cluster: TestCluster): Promise<void> {
+  await Promise.all(cluster.nodes.map((node) => redisCli(node.port, "CONFIG", "RESETSTAT")));
+}
+
+Deno.test("cluster copy: node-local jobs take one script call; cross-node ones READ, WRITE per node, RECHECK", async () => {
+  await withCluster(async (cluster, client, target) => {
+    const home = await portOf(client, oldKeyFor("job-0"));
+    const local: string[] = [];
+    const remote: string[] = [];
+    for (let i = 0; local.length < 20 || remote.length < 20; i++) {
+      const id = `job-${i}`;
+      if (await portOf(client, oldKeyFor(id)) !== home) continue;
+      const there = await portOf(client, newKeyFor("ws-a", id)) !== home;
+      const list = there ? remote : local;
+      if (list.length < 20) list.push(id);
+    }
+    for (const id of [...local, ...remote]) {
+      await client.hset(oldKeyFor(id), { workspace_id: "ws-a", status: "done", payload: id });
+    }
+    const strategy = strategyFor(target, new WorkspaceRule());
+    await strategy.init();
+    // Load the scripts on every node first, so that no NOSCRIPT retry is counted.
+    for (const node of cluster.nodes) {
+      for (const script of Object.values(SCRIPTS)) {
+        await redisCli(node.port, "SCRIPT", "LOAD", script.lua);
+      }
+    }
+    await resetStats(cluster);
+    const localResults = await strategy.migrate(local.map((id) => oldKeyFor(id)), {
+      dryRun: false,
+    });
+    assert.deepEqual(localResults.map((r) => r.outcome), local.map(() => "migrated"));
+    const afterLocal = await scriptCallsPerNode(cluster);
+    assert.equal(afterLocal.get(home), 1, "one call on the old keys' master");
+    assert.equal([...afterLocal.values()].reduce((a, b) => a + b), 1, "and none elsewhere");
+
+    await resetStats(cluster);
+    const remoteResults = await strategy.migrate(remote.map((id) => oldKeyFor(id)), {
+      dryRun: false,
+    });
+    assert.deepEqual(remoteResults.map((r) => r.outcome), remote.map(() => "migrated"));
+    const afterRemote = await scriptCallsPerNode(cluster);
+    const destinations = new Set<number>();
+    for (const id of remote) destinations.add(await portOf(client, newKeyFor("ws-a", id)));
+    assert.equal(afterRemote.get(home), 2, "READ and RECHECK on the old keys' master");
+    for (const port of destinations) assert.equal(afterRemote.get(port), 1, "one WRITE per node");
+    for (const id of [...local, ...remote]) {
+      assert.deepEqual(
+        await client.hgetall(newKeyFor("ws-a", id)),
+        await client.hgetall(oldKeyFor(id)),
+      );
+    }
   });
 });

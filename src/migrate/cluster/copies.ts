@@ -28,10 +28,8 @@ export interface Copy extends Pending {
   workspace: string;
   /** Absolute expiry in unix ms, -1 for none. */
   expireAt: number;
-  /** Field, value, … as read. */
-  fields: Buffer[];
-  /** The READ script's digest of workspace id, expiry and fields. */
-  digest: string;
+  /** The fields as read: field, value, … packed by the READ script (`cmsgpack.pack`). */
+  packed: Buffer;
 }
 
 /** A failed call as a per-key error (retryable when the condition may pass). */

@@ -1,9 +1,13 @@
 /**
  * Redis Cluster strategy: grouped, node-local scripts (see scripts.ts). Per sub-batch:
  *
- * 1. READ every old key in one call on the master that serves them (snapshot + digest).
- * 2. A job whose new key the same master serves is copied there in one atomic script.
- * 3. The others are written grouped by the new keys' masters, re-checked against the snapshot on
+ * 1. READ every old key in one call on the master that serves them. With the default workspace
+ *    rule, the same call copies each job whose new key that master also serves, atomically, and
+ *    returns a snapshot (expiry + packed fields) only for the others. With a custom rule (a
+ *    JavaScript RegExp Lua cannot run) or in dry-run, it returns every snapshot, and a job whose
+ *    new key the same master serves is copied there by a second atomic script (LOCAL), checked
+ *    against the id the client validated.
+ * 2. The others are written grouped by the new keys' masters, re-checked against the snapshot on
  *    the old keys' master, and taken back and read again where the application changed the job.
  *
  * A job whose old key keeps changing is given up after {@linkcode MAX_ATTEMPTS} reads, as a
@@ -76,18 +80,26 @@ export class ClusterCopy implements MigrationStrategy {
     results: StrategyResult[],
     options: MigrateOptions,
   ): Promise<Pending[]> {
-    const copies = await readSnapshots(this.#runner, this.#rule, pending, results, options);
+    const here = !options.dryRun && this.#rule.isDefault;
+    const copies = await readSnapshots(this.#runner, this.#rule, pending, results, {
+      ...options,
+      here,
+    });
     if (copies.length === 0) return [];
+    if (here) {
+      const changed = await copyRemote(this.#runner, copies, results, options);
+      return changed.map(({ index, oldKey }) => ({ index, oldKey }));
+    }
     if (options.dryRun) {
       await planCopies(this.#runner, copies, results, options);
       return [];
     }
-    const here: Copy[] = [];
+    const same: Copy[] = [];
     const there: Copy[] = [];
     for (const copy of copies) {
-      (this.#runner.sameNode(copy.oldKey, copy.newKey) ? here : there).push(copy);
+      (this.#runner.sameNode(copy.oldKey, copy.newKey) ? same : there).push(copy);
     }
-    const local = await copyLocal(this.#runner, here, results, options);
+    const local = await copyLocal(this.#runner, same, results, options);
     const changed = await copyRemote(this.#runner, [...there, ...local.moved], results, options);
     return [...local.changed, ...changed].map(({ index, oldKey }) => ({ index, oldKey }));
   }

@@ -5,7 +5,6 @@
  *
  * @module
  */
-import type { Buffer } from "node:buffer";
 import { isTopology, type ScriptRunner } from "./runner.ts";
 import { WORKSPACE_FIELD } from "../../schema.ts";
 import type { MigrateOptions, StrategyResult } from "../strategy.ts";
@@ -25,11 +24,7 @@ export async function planCopies(
   results: StrategyResult[],
   options: MigrateOptions,
 ): Promise<void> {
-  const jobs = copies.map((c) => {
-    const args: (Buffer | string | number)[] = [c.newKey, c.expireAt, c.fields.length / 2];
-    for (let j = 0; j < c.fields.length; j += 2) args.push(c.fields[j]!);
-    return { key: c.newKey, args };
-  });
+  const jobs = copies.map((c) => ({ key: c.newKey, args: [c.newKey, c.expireAt, c.packed] }));
   const settled = await runner.run(SCRIPTS.dry, [], jobs, { signal: options.signal });
   settled.forEach((plan, j) => {
     const copy = copies[j]!;
@@ -73,10 +68,18 @@ export async function copyLocal(
 }
 
 function decode(reply: unknown[], copy: Copy): StrategyResult {
+  return localResult(reply, copy.workspace);
+}
+
+/**
+ * The result of a copy made on one node (LOCAL, DRY, or READ copying where the new key is): a
+ * reply code among migrated, repaired, exists, gone and error.
+ */
+export function localResult(reply: unknown[], workspace: string): StrategyResult {
   const code = reply[0] as number;
   if (code === Code.gone) return { outcome: "skipped_gone" };
-  if (code === Code.error) return scriptError(reply[1], copy.workspace);
+  if (code === Code.error) return scriptError(reply[1], workspace);
   const outcome = DONE[code];
   if (outcome === undefined) throw new Error(`cluster copy script returned unknown code ${code}`);
-  return { outcome, workspace: copy.workspace };
+  return { outcome, workspace };
 }

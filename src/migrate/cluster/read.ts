@@ -1,19 +1,39 @@
 /**
  * Step 1 of the cluster copy: READ a consistent snapshot of each old key (grouped on the master
- * that serves them) and classify it like the standalone path.
+ * that serves them) and classify it like the standalone path. With `here`, the same call copies
+ * every job whose new key that master also serves, and returns snapshots only for the others.
  *
  * @module
  */
 import type { Buffer } from "node:buffer";
 import { isOutage } from "../../redis/errors.ts";
-import { jobIdOf, newKeyFor, WORKSPACE_FIELD, type WorkspaceRule } from "../../schema.ts";
+import {
+  DEFAULT_WORKSPACE_LUA,
+  jobIdOf,
+  NEW_PREFIX,
+  newKeyFor,
+  OLD_PREFIX,
+  WORKSPACE_FIELD,
+  type WorkspaceRule,
+} from "../../schema.ts";
 import { invalidResult, type MigrateOptions, type StrategyResult } from "../strategy.ts";
 import { type Copy, failure, type Pending } from "./copies.ts";
+import { localResult } from "./local.ts";
 import type { ScriptRunner } from "./runner.ts";
 import { Code, SCRIPTS } from "./scripts.ts";
 
+/** Options of {@linkcode readSnapshots}. */
+export interface ReadOptions extends MigrateOptions {
+  /**
+   * Copy, in the same call, each job whose new key the old key's master serves (execute with the
+   * default workspace rule, which the script checks as the standalone one does).
+   */
+  here?: boolean;
+}
+
 /**
- * Reads `pending`; sets the result of every key that needs no copy and returns the others.
+ * Reads `pending`; sets the result of every key that needs no (further) copy and returns the
+ * others.
  *
  * @throws the connection error when an old key's node stays out of reach (an outage: the engine
  *   waits for it and re-reads the batch from its checkpoint).
@@ -23,11 +43,20 @@ export async function readSnapshots(
   rule: WorkspaceRule,
   pending: readonly Pending[],
   results: StrategyResult[],
-  options: MigrateOptions,
+  options: ReadOptions,
 ): Promise<Copy[]> {
+  const header = [
+    WORKSPACE_FIELD,
+    options.workspace ?? "",
+    options.here ? "1" : "",
+    NEW_PREFIX,
+    OLD_PREFIX.length,
+    DEFAULT_WORKSPACE_LUA.pattern,
+    DEFAULT_WORKSPACE_LUA.maxLength,
+  ];
   const settled = await runner.run(
-    SCRIPTS.read,
-    [WORKSPACE_FIELD, options.workspace ?? ""],
+    options.here ? SCRIPTS.readHere : SCRIPTS.read,
+    header,
     pending.map((p) => ({ key: p.oldKey, args: [p.oldKey] })),
     { signal: options.signal },
   );
@@ -46,10 +75,19 @@ export async function readSnapshots(
   return copies;
 }
 
+/** Codes of a job READ copied on its own node (`here`); the workspace id is the last entry. */
+const COPIED_HERE: ReadonlySet<number> = new Set([
+  Code.migrated,
+  Code.repaired,
+  Code.exists,
+  Code.error,
+]);
+
 /** The outcome of a READ reply, or the copy to make. */
 function classify(rule: WorkspaceRule, item: Pending, reply: unknown[]): StrategyResult | Copy {
   const code = reply[0] as number;
   if (code === Code.gone) return { outcome: "skipped_gone" };
+  if (COPIED_HERE.has(code)) return localResult(reply, (reply.at(-1) as Buffer).toString("latin1"));
   if (code === Code.invalid) return invalidResult(String(reply[1]));
   const jobId = jobIdOf(item.oldKey);
   if (jobId === undefined || jobId.length === 0) return invalidResult("empty_job_id");
@@ -61,7 +99,6 @@ function classify(rule: WorkspaceRule, item: Pending, reply: unknown[]): Strateg
     newKey: newKeyFor(workspace, jobId),
     workspace,
     expireAt: reply[2] as number,
-    fields: reply[3] as Buffer[],
-    digest: String(reply[4]),
+    packed: reply[3] as Buffer,
   };
 }

@@ -2,16 +2,15 @@
  * The cluster copy across masters, from a READ snapshot, in three grouped steps:
  *
  * 1. WRITE each new key create-only on its master; the reply says exactly what this call added.
- * 2. RECHECK each old key that got something written: its digest (fields, workspace id, absolute
- *    expiry) must still be the snapshot's. Then what was written is what the old key holds.
+ * 2. RECHECK each old key that got something written: its absolute expiry and packed fields must
+ *    still be the snapshot's. Then what was written is what the old key holds.
  * 3. Where it is not (the application wrote or deleted the job meanwhile), UNDO exactly what was
  *    added, only where it is still as written, and read the job again (or count it `skipped_gone`
  *    when the old key is gone: a deleted job is never re-created).
  *
  * @module
  */
-import { Buffer } from "node:buffer";
-import { WORKSPACE_FIELD } from "../../schema.ts";
+import type { Buffer } from "node:buffer";
 import type { MigrateOptions, StrategyResult } from "../strategy.ts";
 import { append, type Copy, failure, scriptError, unverified } from "./copies.ts";
 import type { ScriptRunner } from "./runner.ts";
@@ -24,8 +23,8 @@ interface Written {
   mode: 0 | 1 | 2;
   /** The expiry this write set, or -1. */
   expirySet: number;
-  /** Field, value, … this write added (mode 0), or the snapshot (modes 1 and 2). */
-  pairs: Buffer[];
+  /** Names of the fields this write added (mode 0; UNDO takes their values from the snapshot). */
+  names: Buffer[];
 }
 
 /** Copies across masters; returns the copies to read again (their old key changed). */
@@ -36,10 +35,7 @@ export async function copyRemote(
   options: MigrateOptions,
 ): Promise<Copy[]> {
   if (copies.length === 0) return [];
-  const jobs = copies.map((c) => ({
-    key: c.newKey,
-    args: append<Buffer | string | number>([c.newKey, c.expireAt, c.fields.length], c.fields),
-  }));
+  const jobs = copies.map((c) => ({ key: c.newKey, args: [c.newKey, c.expireAt, c.packed] }));
   const settled = await runner.run(SCRIPTS.write, [], jobs, { signal: options.signal });
   const written: Written[] = [];
   settled.forEach((write, j) => {
@@ -47,7 +43,7 @@ export async function copyRemote(
     if (!write.ok) {
       // The call may have run before its reply was lost: check, and take back only an exact copy.
       results[copy.index] = failure(write.error, copy.workspace);
-      written.push({ copy, mode: 2, expirySet: copy.expireAt, pairs: copy.fields });
+      written.push({ copy, mode: 2, expirySet: copy.expireAt, names: [] });
       return;
     }
     const [outcome, added] = decodeWrite(write.reply, copy, write.tries);
@@ -69,27 +65,16 @@ function decodeWrite(
   const expirySet = reply[code === Code.error ? 2 : 1] === 1 ? copy.expireAt : -1;
   if (code === Code.created) {
     const mode = tries > 1 ? 2 : 1;
-    return [{ outcome: "migrated", workspace }, { copy, mode, expirySet, pairs: copy.fields }];
+    return [{ outcome: "migrated", workspace }, { copy, mode, expirySet, names: [] }];
   }
   const names = (reply[code === Code.error ? 3 : 2] as Buffer[] | undefined) ?? [];
   const outcome: StrategyResult = code === Code.error
     ? scriptError(reply[1], workspace)
     : { outcome: names.length > 0 || expirySet > 0 ? "repaired" : "skipped_exists", workspace };
   // A retried call may have written on an attempt whose reply was lost.
-  if (tries > 1) return [outcome, { copy, mode: 2, expirySet: copy.expireAt, pairs: copy.fields }];
+  if (tries > 1) return [outcome, { copy, mode: 2, expirySet: copy.expireAt, names: [] }];
   if (names.length === 0 && expirySet < 0) return [outcome, undefined];
-  return [outcome, { copy, mode: 0, expirySet, pairs: valuesOf(copy.fields, names) }];
-}
-
-/** Field, value pairs of the snapshot for the added field names. */
-function valuesOf(fields: Buffer[], names: Buffer[]): Buffer[] {
-  const byName = new Map<string, Buffer>();
-  for (let j = 0; j < fields.length; j += 2) {
-    byName.set(fields[j]!.toString("latin1"), fields[j + 1]!);
-  }
-  const pairs: Buffer[] = [];
-  for (const name of names) pairs.push(Buffer.from(name), byName.get(name.toString("latin1"))!);
-  return pairs;
+  return [outcome, { copy, mode: 0, expirySet, names }];
 }
 
 /** Steps 2 and 3: re-check the old keys, undo where they changed. */
@@ -102,8 +87,11 @@ async function recheck(
   if (written.length === 0) return [];
   const settled = await runner.run(
     SCRIPTS.recheck,
-    [WORKSPACE_FIELD],
-    written.map((w) => ({ key: w.copy.oldKey, args: [w.copy.oldKey, w.copy.digest] })),
+    [],
+    written.map(({ copy }) => ({
+      key: copy.oldKey,
+      args: [copy.oldKey, copy.expireAt, copy.packed],
+    })),
     { signal: options.signal },
   );
   const undo: { written: Written; gone: boolean }[] = [];
@@ -118,8 +106,8 @@ async function recheck(
   const jobs = undo.map(({ written: w }) => ({
     key: w.copy.newKey,
     args: append<Buffer | string | number>(
-      [w.copy.newKey, w.mode, w.expirySet, w.pairs.length],
-      w.pairs,
+      [w.copy.newKey, w.mode, w.expirySet, w.copy.packed, w.names.length],
+      w.names,
     ),
   }));
   const undone = await runner.run(SCRIPTS.undo, [], jobs, { signal: options.signal });
