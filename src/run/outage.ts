@@ -25,8 +25,6 @@ export interface NodeState {
   startFraction: number;
   lastJob?: Buffer;
   lastSave: number;
-  /** The checkpoint save in flight, if any. */
-  saving?: Promise<void>;
   outageSince?: number;
 }
 
