@@ -16,7 +16,8 @@ import type {
 } from "../src/migrate/strategy.ts";
 import type { Redis } from "../src/redis/ioredis.ts";
 import { type BackfillOptions, runBackfill } from "../src/run/engine.ts";
-import type { LogLevel } from "../src/run_events.ts";
+import type { BatchReport, LogLevel } from "../src/run_events.ts";
+import type { ScriptStep } from "../src/checkpoint/in_script.ts";
 import { WorkspaceRule } from "../src/schema.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -27,6 +28,8 @@ type Event =
   | { kind: "migrate"; keys: string[] }
   | { kind: "save-start"; cursor: string }
   | { kind: "save-done"; cursor: string }
+  | { kind: "script-save"; cursor: string }
+  | { kind: "batch"; scanned: number }
   | { kind: "clear" };
 
 /**
@@ -70,22 +73,56 @@ class FakeNode {
   }
 }
 
-/** Migrates every key as `migrated`; `failOnce` keys throw an outage on their first call. */
+/**
+ * Migrates every key as `migrated`; `failOnce` keys throw an outage on their first call,
+ * `busyOnce` keys come back as a retryable error (CHANGED) once. A call "runs" when it is made (in call
+ * order, like scripts on one connection) and its reply arrives `replyMs` later. With `in-script`
+ * ordering it runs its step as the copy script does: a chain of tokens, and the last call's
+ * compare-and-set of the checkpoint.
+ */
 class FakeStrategy implements MigrationStrategy {
   readonly failOnce = new Set<string>();
+  readonly busyOnce = new Set<string>();
   readonly signals: (AbortSignal | undefined)[] = [];
-  constructor(readonly checkpointOrdering: CheckpointOrdering, readonly events: Event[]) {}
+  replyMs = 0;
+  /** Called as each call runs (before its effects). */
+  onCall?: () => void;
+  #chain = "";
+  constructor(
+    readonly checkpointOrdering: CheckpointOrdering,
+    readonly events: Event[],
+    readonly checkpoints: FakeCheckpoints,
+  ) {}
   init(): Promise<void> {
     return Promise.resolve();
   }
   migrate(keys: readonly Buffer[], options: MigrateOptions): Promise<StrategyResult[]> {
     const ids = keys.map((key) => key.toString().slice("ai:jobs:".length));
     this.signals.push(options.signal);
+    this.onCall?.();
     if (ids.some((id) => this.failOnce.delete(id))) {
       return Promise.reject(new Error("Connection is closed."));
     }
     this.events.push({ kind: "migrate", keys: ids });
-    return Promise.resolve(ids.map(() => ({ outcome: "migrated" as const, workspace: "ws" })));
+    const results: StrategyResult[] = ids.map((id) =>
+      this.busyOnce.delete(id)
+        ? { outcome: "errors", errorCode: "CHANGED", retryable: true }
+        : { outcome: "migrated", workspace: "ws" }
+    );
+    const clean = results.every((r) => r.outcome !== "errors");
+    if (options.step) options.step.done(this.#runStep(options.step, clean));
+    return new Promise((resolve) => setTimeout(() => resolve(results), this.replyMs));
+  }
+  #runStep(step: ScriptStep, clean: boolean): boolean {
+    if (!clean || (step.previous !== "" && this.#chain !== step.previous)) return false;
+    if (!step.checkpoint) {
+      this.#chain = step.token;
+      return true;
+    }
+    if (this.checkpoints.stored?.cursor !== step.checkpoint.expected) return false;
+    this.checkpoints.stored = { ...this.checkpoints.stored, ...step.checkpoint.next };
+    this.events.push({ kind: "script-save", cursor: step.checkpoint.next.cursor });
+    return true;
   }
 }
 
@@ -94,6 +131,9 @@ class FakeCheckpoints {
   readonly prefix = "ai:backfill";
   stored: NodeCheckpoint | undefined;
   constructor(readonly events: Event[], readonly saveMs = 0) {}
+  keys() {
+    return { cursor: "cursor", lastJob: "last_job", meta: "meta", within: "within" };
+  }
   load(): Promise<NodeCheckpoint | undefined> {
     return Promise.resolve(this.stored);
   }
@@ -107,6 +147,9 @@ class FakeCheckpoints {
     return Promise.resolve(undefined);
   }
   resetTotals(): Promise<void> {
+    return Promise.resolve();
+  }
+  addTotals(): Promise<void> {
     return Promise.resolve();
   }
   clear(): Promise<void> {
@@ -144,11 +187,11 @@ function ids(prefix: string, n: number): string[] {
   return Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 }
 
-function setup(batches: string[][], ordering: CheckpointOrdering = "pipelined", saveMs = 0) {
+function setup(batches: string[][], ordering: CheckpointOrdering = "in-script", saveMs = 0) {
   const events: Event[] = [];
   const node = new FakeNode(batches);
-  const strategy = new FakeStrategy(ordering, events);
   const checkpoints = new FakeCheckpoints(events, saveMs);
+  const strategy = new FakeStrategy(ordering, events, checkpoints);
   const gate = new FakeGate();
   const logs: { level: LogLevel; event: string }[] = [];
   const deps = {
@@ -157,6 +200,10 @@ function setup(batches: string[][], ordering: CheckpointOrdering = "pipelined", 
     checkpoints,
     gate,
     logger: { log: (level: LogLevel, event: string) => logs.push({ level, event }) },
+    observer: {
+      onBatch: (batch: BatchReport) =>
+        events.push({ kind: "batch", scanned: batch.totals.scanned }),
+    },
   };
   return { events, node, strategy, checkpoints, gate, logs, deps };
 }
@@ -245,7 +292,8 @@ Deno.test("engine: an awaited checkpoint lands before the next batch's first wri
   const { deps, events } = setup([ids("a", 10), ids("b", 10), ids("c", 10)], "awaited", 30);
   const summary = await runBackfill(options(), deps);
   assert.equal(summary.completed, true);
-  const order = events.map((e) => e.kind === "migrate" ? `m:${e.keys[0]}` : `${e.kind}`);
+  const order = events.filter((e) => e.kind !== "batch")
+    .map((e) => e.kind === "migrate" ? `m:${e.keys[0]}` : `${e.kind}`);
   assert.deepEqual(order, [
     "m:a0",
     "save-start",
@@ -258,16 +306,66 @@ Deno.test("engine: an awaited checkpoint lands before the next batch's first wri
   ]);
 });
 
-Deno.test("engine: a pipelined checkpoint is sent before the next batch and awaited before the next save", async () => {
-  const { deps, events } = setup([ids("a", 10), ids("b", 10), ids("c", 10)], "pipelined", 30);
-  await runBackfill(options(), deps);
-  const order = events.map((e) => e.kind === "migrate" ? `m:${e.keys[0]}` : `${e.kind}`);
-  // Sent before b's writes (on one connection Redis applies it first), not waited for.
-  assert.deepEqual(order.slice(0, 3), ["m:a0", "save-start", "m:b0"]);
-  // Never two saves in flight: a's save is done before b's starts; all done before the clear.
-  assert.ok(order.indexOf("save-done") < order.lastIndexOf("save-start"));
-  assert.equal(order.at(-1), "clear");
-  assert.equal(order.filter((e) => e === "save-done").length, 2);
+/** The events as short strings: `m:<first key>`, `script:<cursor>`, `save:<cursor>`, `batch:<n>`. */
+function trace(events: Event[]): string[] {
+  return events.flatMap((e) => {
+    if (e.kind === "migrate") return [`m:${e.keys[0]}`];
+    if (e.kind === "script-save") return [`script:${e.cursor}`];
+    if (e.kind === "save-start") return [`save:${e.cursor}`];
+    if (e.kind === "batch") return [`batch:${e.scanned}`];
+    return e.kind === "clear" ? ["clear"] : [];
+  });
+}
+
+Deno.test("engine: in-script checkpoints: the next batch goes out before this one's replies, two in flight", async () => {
+  const { deps, events, strategy } = setup([ids("a", 10), ids("b", 10), ids("c", 10)]);
+  strategy.replyMs = 30;
+  const summary = await runBackfill(options(), deps);
+  assert.equal(summary.completed, true);
+  assert.deepEqual(trace(events), [
+    // The store holds the start cursor first: the batches' compare-and-set starts from it.
+    "save:0",
+    // a's call stores a's checkpoint; b is sent before a's replies are in.
+    "m:a0",
+    "script:1",
+    "m:b0",
+    "script:2",
+    "batch:10",
+    // c waits for a to finish (two batches in flight); the last batch stores nothing.
+    "m:c0",
+    "batch:20",
+    "batch:30",
+    "clear",
+  ]);
+});
+
+Deno.test("engine: a retryable failure in an earlier sub-batch keeps the checkpoint from passing it", async () => {
+  const { deps, events, strategy, checkpoints } = setup([
+    ids("a", 150),
+    ids("b", 150),
+    ids("c", 150),
+    ids("d", 150),
+  ]);
+  // A batch's keys go in byte order: "a1" is in a's first sub-batch of 100; a's last call follows.
+  strategy.busyOnce.add("a1");
+  const stored: (string | undefined)[] = [];
+  strategy.onCall = () => stored.push(checkpoints.stored?.cursor);
+  await runBackfill(options({ batch: 150 }), deps);
+  const order = trace(events);
+  // a's last call ran after a1 failed: the chain was broken, so it stored nothing, and b's
+  // compare-and-set (expecting a's cursor) failed too.
+  assert.ok(!order.includes("script:1") && !order.includes("script:2"), order.join(" "));
+  // Until a1's retry ran, the stored cursor never left a's start.
+  const retry = events.findIndex((e) => e.kind === "migrate" && e.keys[0] === "a1");
+  assert.ok(retry > 0);
+  const callsBeforeRetry = events.slice(0, retry).filter((e) => e.kind === "migrate").length;
+  assert.deepEqual(new Set(stored.slice(0, callsBeforeRetry + 1)), new Set(["0"]));
+  // The engine stored a's and then b's checkpoint itself, after the retry; b was drained before c
+  // went out, so c's and d's chains start clean again and c stores its own.
+  assert.ok(order.indexOf("save:1") > order.indexOf("m:a1"));
+  assert.ok(order.indexOf("save:2") < order.indexOf("m:c0"), order.join(" "));
+  assert.ok(order.includes("script:3"), order.join(" "));
+  assert.equal(migrated(events).filter((id) => id === "a1").length, 2);
 });
 
 Deno.test("engine: an outage mid-batch waits for the node and re-reads that batch from the checkpoint", async () => {

@@ -1,7 +1,9 @@
 /**
  * Checkpoints in Redis, under the progress key P: `P:cursor` and `P:last_job` (the DESIGN names),
  * plus `P:meta`, a hash with the node's `run_id` (a restarted node's cursor is meaningless) and the
- * run parameters (a checkpoint made for another workspace or pattern is not silently reused).
+ * run parameters (a checkpoint made for another workspace or pattern is not silently reused). On a
+ * standalone server the copy script itself moves `P:cursor` and `P:last_job` and keeps its call
+ * token in `P:meta` (checkpoint/in_script.ts); this store writes the rest, in the same format.
  * A cluster keeps one set per master, named by the master's node id and wrapped in a hash tag so
  * that every checkpoint key of the run lands in one slot (one MULTI can write them):
  * `{P}:cursor:<node-id>`, `{P}:last_job:<node-id>`, `{P}:meta:<node-id>`.
@@ -125,6 +127,13 @@ export class CheckpointStore {
   async clear(node: string, totals: ReadonlyMap<string, number> = new Map()): Promise<void> {
     const keys = this.keys(node);
     const tx = this.#client.multi().del(keys.cursor, keys.lastJob, keys.meta, keys.within);
+    this.#addTotals(tx, totals);
+    await execOrThrow(tx);
+  }
+
+  /** Adds counts to the running totals (after a checkpoint a copy script stored). */
+  async addTotals(totals: ReadonlyMap<string, number>): Promise<void> {
+    const tx = this.#client.multi();
     this.#addTotals(tx, totals);
     await execOrThrow(tx);
   }

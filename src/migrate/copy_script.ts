@@ -17,12 +17,16 @@
  *       ("" = none), [5] the default workspace rule as a Lua pattern, [6] its maximum length,
  *       [7] rule: "default" (check the default rule here) | "expect" (ARGV[7+i] is the id the
  *           client validated for KEYS[i]; a different value now → "changed") | "probe" (report ids only)
+ *       then, executing only, an optional step of the in-script checkpoint
+ *       (checkpoint/in_script.ts) after the per-key arguments
  * Reply: a flat array, three entries per key: the code; the workspace id when it is valid ("" when
  * not); the detail: for an error (6), the first line of Redis's error text; for an invalid key (3),
  * the reason (`not_hash`, `no_workspace_id`, `empty_job_id`, `invalid_workspace_id`); else "".
+ * With a step, one more integer at the end (1 = the step applied).
  *
  * @module
  */
+import { STEP_LUA } from "../checkpoint/in_script.ts";
 
 const BODY = `
 local dry = DRY
@@ -35,6 +39,8 @@ local default_max = tonumber(ARGV[6])
 local rule = ARGV[7]
 local EXPECTED = 7
 local out = {}
+-- false once a key of this call ends in an error or a changed id (it will be retried)
+local clean = true
 
 local function valid_default(ws)
   return #ws <= default_max and string.find(ws, default_pattern) ~= nil
@@ -110,15 +116,18 @@ for i, old in ipairs(KEYS) do
   else
     detail = "invalid_workspace_id"
   end
+  if code == 6 or code == 7 then clean = false end
   out[#out + 1] = code
   out[#out + 1] = ws
   out[#out + 1] = detail or ""
 end
+local step_at = EXPECTED + (rule == "expect" and #KEYS or 0)
+--STEP--
 return out
 `;
 
 /** The executing variant (plain EVALSHA; may write). */
-export const COPY_SCRIPT: string = BODY.replace("DRY", "false");
+export const COPY_SCRIPT: string = BODY.replace("DRY", "false").replace("--STEP--", STEP_LUA);
 /** The dry-run variant: `no-writes`, so it runs as EVALSHA_RO and Redis refuses any write. */
 export const DRY_RUN_SCRIPT: string = "#!lua flags=no-writes\n" +
-  BODY.replace("DRY", "true");
+  BODY.replace("DRY", "true").replace("--STEP--", "");

@@ -5,6 +5,7 @@
  * @module
  */
 import type { Buffer } from "node:buffer";
+import { type ScriptStep, stepArgs } from "../checkpoint/in_script.ts";
 import { SafetyRefusal } from "../errors.ts";
 import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
@@ -33,8 +34,8 @@ export function redisVersion(info: string): [number, number] {
 
 /** Migrates with one atomic script call per sub-batch on a standalone Redis (≥ 6.2). */
 export class InServerCopy implements MigrationStrategy {
-  /** One server, one connection: a save sent before the next batch's scripts lands first. */
-  readonly checkpointOrdering = "pipelined";
+  /** One server, one connection: the last call of a batch stores its checkpoint (in_script.ts). */
+  readonly checkpointOrdering = "in-script";
   readonly #client: Redis;
   readonly #rule: WorkspaceRule;
   #copySha = "";
@@ -66,11 +67,14 @@ export class InServerCopy implements MigrationStrategy {
 
   async migrate(keys: readonly Buffer[], options: MigrateOptions): Promise<StrategyResult[]> {
     if (keys.length === 0) return [];
-    if (this.#rule.isDefault) return this.#decode(await this.#run(keys, options, ["default"]));
+    const step = options.dryRun ? undefined : options.step;
+    if (this.#rule.isDefault) {
+      return this.#decode(await this.#run(keys, options, ["default"]), step);
+    }
     // A custom pattern is a JavaScript RegExp, which Lua cannot evaluate: read the ids first
     // (probe), validate them here, then migrate with the validated ids; the script re-checks that
     // each id is still the one validated, atomically with the copy.
-    const probed = await this.#run(keys, { ...options, dryRun: true }, ["probe"]);
+    const probed = await this.#run(keys, { ...options, dryRun: true, step: undefined }, ["probe"]);
     const results: StrategyResult[] = new Array(keys.length);
     const pending: { index: number; workspace: string }[] = [];
     for (let i = 0; i < keys.length; i++) {
@@ -83,13 +87,14 @@ export class InServerCopy implements MigrationStrategy {
       if (workspace !== undefined) pending.push({ index: i, workspace });
       else results[i] = invalidResult("invalid_workspace_id");
     }
-    if (pending.length > 0) {
+    // A call with a step is sent even with no key left: it carries the chain or the checkpoint.
+    if (pending.length > 0 || step !== undefined) {
       const reply = await this.#run(
         pending.map((p) => keys[p.index]!),
         options,
         ["expect", ...pending.map((p) => p.workspace)],
       );
-      const decoded = this.#decode(reply);
+      const decoded = this.#decode(reply, step);
       pending.forEach((p, j) => results[p.index] = decoded[j]!);
     }
     return results;
@@ -110,6 +115,7 @@ export class InServerCopy implements MigrationStrategy {
       DEFAULT_WORKSPACE_LUA.pattern,
       String(DEFAULT_WORKSPACE_LUA.maxLength),
       ...rule,
+      ...(options.step && !options.dryRun ? stepArgs(options.step) : []),
     ];
     const call = () =>
       options.dryRun
@@ -129,9 +135,12 @@ export class InServerCopy implements MigrationStrategy {
     }
   }
 
-  #decode(reply: (number | Buffer)[]): StrategyResult[] {
+  /** Per-key results; a step's trailer (1 = applied) goes to `step.done`. */
+  #decode(reply: (number | Buffer)[], step?: ScriptStep): StrategyResult[] {
+    const end = step ? reply.length - 1 : reply.length;
+    step?.done(reply[end] === 1);
     const results: StrategyResult[] = [];
-    for (let i = 0; i * REPLY_WIDTH < reply.length; i++) {
+    for (let i = 0; i * REPLY_WIDTH < end; i++) {
       results.push(resultOfCode(replyAt(reply, i)));
     }
     return results;

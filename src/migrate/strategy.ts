@@ -6,6 +6,7 @@
  * @module
  */
 import type { Buffer } from "node:buffer";
+import type { ScriptStep } from "../checkpoint/in_script.ts";
 import { INVALID_REASONS, type InvalidReason, type KeyResult, type Outcome } from "../outcome.ts";
 import { classify } from "../redis/errors.ts";
 
@@ -115,6 +116,12 @@ export interface MigrateOptions {
   workspace?: string;
   /** A stop signal: waits inside the strategy (topology retries) end at once. */
   signal?: AbortSignal;
+  /**
+   * `in-script` strategies only: the call's step of the in-script checkpoint. The strategy sends
+   * it with the call and reports through `step.done` whether it applied (a call that throws never
+   * applied, and need not report).
+   */
+  step?: ScriptStep;
 }
 
 /** Per-key result of a strategy, with the retry hint the engine needs. */
@@ -131,14 +138,15 @@ export interface StrategyResult extends KeyResult {
 }
 
 /**
- * How a checkpoint save must be ordered against the next batch's writes, so that a crash never
- * re-reads more than one batch:
- * - `pipelined`: the save and the copies share one connection to one server, which applies them
- *   in order; the save goes out and is awaited only before the next save (no round trip stalls).
+ * How a strategy's checkpoints are ordered against its writes, so that a crash never re-reads more
+ * than one batch:
+ * - `in-script`: the copies and the checkpoint run on one connection to one server; the last
+ *   script call of a batch stores the checkpoint itself (checkpoint/in_script.ts), so the next
+ *   batch is sent while this one is in flight.
  * - `awaited`: saves and copies travel through different nodes, with no order between them; each
  *   save is awaited before the next batch is sent.
  */
-export type CheckpointOrdering = "pipelined" | "awaited";
+export type CheckpointOrdering = "in-script" | "awaited";
 
 /** Migrates sub-batches of old keys. */
 export interface MigrationStrategy {

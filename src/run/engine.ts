@@ -2,20 +2,22 @@
  * The run, per node: scan → admit → migrate → checkpoint → report. Batches come out of the
  * scanner, pass the gate in sub-batches (rate limit, memory pause), are classified and copied by
  * the strategy (with per-key retries, run/retry.ts), and their outcomes flow into the counters and
- * to the observer; the checkpoint moves only after a batch's outcomes are in. A lost Redis is
- * waited for, and the scan goes on from the last checkpoint (or from 0 after a restart).
+ * to the observer. The checkpoint never passes a key whose outcome is not final: stored by the
+ * batch's last script call (in-script ordering, two batches in flight) or by the engine after the
+ * batch (run/pipeline.ts). A lost Redis is waited for, and the scan goes on from the last
+ * checkpoint (or from 0 after a restart).
  *
  * @module
  */
 import type { Buffer } from "node:buffer";
 import { inProcessingOrder, keysAfter, positionAfter } from "../checkpoint/batch_position.ts";
 import { decideStart } from "../checkpoint/resume.ts";
-import { type CheckpointStore, runParams } from "../checkpoint/store.ts";
+import { type CheckpointStore, type NodeCheckpoint, runParams } from "../checkpoint/store.ts";
 import { carriedTotals, TotalsDelta } from "../checkpoint/totals.ts";
 import type { Gate } from "../control/gate.ts";
 import { SafetyRefusal } from "../errors.ts";
 import type { MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
-import { countResults, emptyCounters, nameInvalidKeys } from "../outcome.ts";
+import { countResults, emptyCounters } from "../outcome.ts";
 import { serverRunId } from "../redis/availability.ts";
 import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
@@ -25,9 +27,18 @@ import type { Logger, RunMode, RunObserver, Summary } from "../run_events.ts";
 import { silentLogger } from "../run_events.ts";
 import { jobIdOf, OLD_MATCH, type WorkspaceRule } from "../schema.ts";
 import { estimateTotal, initialEstimate, scanFraction } from "./estimate.ts";
-import { ErrorStorm } from "./error_storm.ts";
+import { ErrorStorm, ErrorStormError } from "./error_storm.ts";
 import { type NodeState, recoverNode } from "./outage.ts";
+import {
+  type BatchEnd,
+  batchEnd,
+  batchWindow,
+  CheckpointChain,
+  type Flight,
+  settleFlights,
+} from "./pipeline.ts";
 import { KeyRetry } from "./retry.ts";
+import { sendBatch, type SendOptions } from "./send.ts";
 
 /** What the engine needs from the command line. */
 export interface BackfillOptions {
@@ -48,7 +59,7 @@ export interface BackfillDeps {
   strategy: MigrationStrategy;
   checkpoints: Pick<
     CheckpointStore,
-    "prefix" | "load" | "save" | "clear" | "loadTotals" | "resetTotals"
+    "prefix" | "keys" | "load" | "save" | "clear" | "addTotals" | "loadTotals" | "resetTotals"
   >;
   /** Every sub-batch passes it: the rate limit and the admission checks (memory pause). */
   gate: Pick<Gate, "rps" | "admit" | "settle">;
@@ -77,18 +88,19 @@ class Run {
   readonly #deps: BackfillDeps;
   readonly #log: Logger;
   readonly #params: string;
-  readonly #subBatch: number;
   readonly #retry: KeyRetry;
   readonly #storm: ErrorStorm;
+  /** What every batch is sent with (run/send.ts). */
+  readonly #sending: Omit<SendOptions, "node" | "steps">;
   readonly #started = performance.now();
   /** Old keys handed to processing so far (for --max-keys, shared by all nodes). */
   #claimed = 0;
+  /** Each node's counts not yet in the stored totals (execute only). */
+  readonly #unsaved = new Map<string, TotalsDelta>();
   #estimate = 0;
   #dbsize = 0;
   /** Each node's resume cursor (what its checkpoint says, or would say in dry-run). */
   readonly #cursors = new Map<string, string>();
-  /** Each node's counts since its last checkpoint save (execute only; saved with it). */
-  readonly #unsaved = new Map<string, TotalsDelta>();
 
   constructor(options: BackfillOptions, deps: BackfillDeps) {
     this.#options = options;
@@ -102,13 +114,7 @@ class Run {
     // About a tenth of a second's worth of --rps per script call.
     const rps = deps.gate.rps;
     const wanted = rps > 0 ? Math.ceil(rps / 10) : MAX_SUB_BATCH;
-    this.#subBatch = Math.max(1, Math.min(wanted, options.batch, MAX_SUB_BATCH));
-    // A whole batch of the same lasting error, or a sub-batch's worth when batches are small.
-    this.#storm = new ErrorStorm({
-      // A batch's worth (two sub-batches when fewer), but never a handful of keys: one odd error
-      // in a tiny --batch is no storm.
-      threshold: Math.max(MIN_STORM, Math.min(options.batch, 2 * this.#subBatch)),
-    });
+    const subBatch = Math.max(1, Math.min(wanted, options.batch, MAX_SUB_BATCH));
     this.#retry = new KeyRetry({
       strategy: deps.strategy,
       migrate: {
@@ -119,6 +125,13 @@ class Run {
       gate: deps.gate,
       logger: this.#log,
       maxOutageMs: options.maxOutage * 1000,
+    });
+    const { gate, observer, signal } = deps;
+    this.#sending = { gate, retry: this.#retry, subBatch, observer, signal };
+    this.#storm = new ErrorStorm({
+      // A batch's worth (two sub-batches when fewer), but never a handful of keys: one odd error
+      // in a tiny --batch is no storm.
+      threshold: Math.max(MIN_STORM, Math.min(options.batch, 2 * subBatch)),
     });
   }
 
@@ -165,9 +178,6 @@ class Run {
       try {
         return await this.#scanNode(state);
       } catch (error) {
-        // A save still in flight either landed or failed with the same outage: settle it.
-        await state.saving?.catch(() => {});
-        state.saving = undefined;
         if (this.#deps.signal?.aborted) return false;
         if (!classify(error).outage) throw error;
         const recovery = {
@@ -220,51 +230,59 @@ class Run {
     };
   }
 
-  /** Scans from `state.committed`; true when the scan completed, false when it stopped early. */
+  /**
+   * Scans from `state.committed`; true when the scan completed, false when it stopped early.
+   * Up to {@linkcode batchWindow} batches are in flight; they finish in order (run/pipeline.ts).
+   */
   async #scanNode(state: NodeState): Promise<boolean> {
-    const execute = this.#options.mode === "execute";
+    const chain = await this.#anchor(state);
+    const window = batchWindow(this.#deps.strategy.checkpointOrdering);
     const batches = scanBatches(state.node, {
       match: OLD_MATCH,
       count: this.#options.batch,
       cursor: state.committed,
     });
-    for await (const batch of batches) {
-      state.outageSince = undefined;
-      // Only the first batch is the one a stored position points into.
-      const resumedFrom = state.within;
-      state.within = undefined;
-      const unclaimed = keysAfter(inProcessingOrder(batch.keys), batch.next, resumedFrom);
-      const { keys, trimmed } = this.#claim(unclaimed);
-      const started = performance.now();
-      const { results, complete } = await this.#processBatch(keys, state.name);
-      countResults(this.counters, results);
-      // A storm stops the run only after this batch is counted and reported (not saved).
-      const storm = this.#storm.observe(results);
-      if (execute) this.#unsavedOf(state).add(results);
-      if (results.length > 0) state.lastJob = jobIdOf(keys[results.length - 1]!);
-      const finished = complete && !trimmed;
-      // A batch that was cut short is re-read from its start next time, and resumed after its
-      // last processed key (checkpoint/batch_position.ts); a finished one moves the cursor on.
-      const resumeAt = finished ? batch.next : batch.cursor;
-      if (!finished) {
-        state.within = positionAfter(keys.slice(0, results.length), batch.next, resumedFrom);
+    const flights: Flight[] = [];
+    const finish = (flight: Flight) => this.#finish(state, flight, chain);
+    let scanDone = false;
+    try {
+      for await (const batch of batches) {
+        state.outageSince = undefined;
+        // Only the first batch is the one a stored position points into.
+        const resumedFrom = state.within;
+        state.within = undefined;
+        const unclaimed = keysAfter(inProcessingOrder(batch.keys), batch.next, resumedFrom);
+        const { keys, trimmed } = this.#claim(unclaimed);
+        // Only a batch that moves the cursor needs steps: its last call stores the checkpoint.
+        const moves = keys.length > 0 && !trimmed && batch.next !== "0";
+        const steps = moves ? chain?.batch(this.#checkpoint(state, batch.next, keys)) : undefined;
+        const started = performance.now();
+        const sent = await sendBatch(keys, { ...this.#sending, node: state.name, steps });
+        flights.push({ batch, keys, trimmed, steps, started, resumedFrom, ...sent });
+        const stop = !sent.complete || trimmed || this.#deps.signal?.aborted ||
+          (this.#quotaUsed() && batch.next !== "0");
+        scanDone = await settleFlights(flights, stop ? 0 : window - 1, finish) ?? scanDone;
+        if (stop) return false;
       }
-      const scanDone = finished && batch.next === "0";
-      // An open error streak holds the checkpoint, so a rerun retries the keys it failed.
-      const due = !this.#storm.holding &&
-        (results.length > 0 || performance.now() - state.lastSave > 1000);
-      if (execute && !scanDone && due) await this.#save(state, resumeAt);
-      state.committed = resumeAt;
-      this.#cursors.set(state.name, scanDone ? "0" : resumeAt);
-      this.#report(state, batch, results, started, scanDone);
-      if (storm !== undefined) throw storm;
-      if (!finished || this.#deps.signal?.aborted || (this.#quotaUsed() && !scanDone)) {
-        await state.saving;
-        return false;
+      scanDone = await settleFlights(flights, 0, finish) ?? scanDone;
+    } catch (error) {
+      // Let every call of the abandoned batches settle before the node is recovered. A storm ends
+      // the run: what those batches did is still counted and reported (nothing of them is saved);
+      // after an outage they are re-read instead.
+      const settled = await Promise.allSettled(flights.map((f) => f.results));
+      if (error instanceof ErrorStormError) {
+        settled.forEach((s, i) => {
+          if (s.status !== "fulfilled") return;
+          countResults(this.counters, s.value);
+          this.#report(state, flights[i]!.batch, s.value, flights[i]!.started, false);
+        });
       }
+      throw error;
     }
-    await state.saving;
-    if (execute) await this.#deps.checkpoints.clear(state.nodeId, this.#unsavedOf(state).take());
+    if (!scanDone || this.#deps.signal?.aborted) return false;
+    if (this.#options.mode === "execute") {
+      await this.#deps.checkpoints.clear(state.nodeId, this.#unsavedOf(state).take());
+    }
     return true;
   }
 
@@ -272,6 +290,80 @@ class Run {
     let delta = this.#unsaved.get(state.name);
     if (delta === undefined) this.#unsaved.set(state.name, delta = new TotalsDelta());
     return delta;
+  }
+
+  /**
+   * In-script ordering (execute): the store must hold `state.committed`, the node's run_id and the
+   * parameters before the first batch's compare-and-set; written unless it already does.
+   */
+  async #anchor(state: NodeState): Promise<CheckpointChain | undefined> {
+    const inScript = this.#deps.strategy.checkpointOrdering === "in-script";
+    if (!inScript || this.#options.mode !== "execute") return undefined;
+    const stored = await this.#deps.checkpoints.load(state.nodeId);
+    const held = stored?.cursor === state.committed && stored.runId === state.runId &&
+      stored.params === this.#params;
+    if (!held) await this.#save(state, state.committed);
+    return new CheckpointChain({
+      keys: this.#deps.checkpoints.keys(state.nodeId),
+      stored: state.committed,
+    });
+  }
+
+  #checkpoint(state: NodeState, cursor: string, keys: Buffer[]): NodeCheckpoint {
+    return { cursor, lastJob: jobIdOf(keys.at(-1)!), runId: state.runId, params: this.#params };
+  }
+
+  /** A batch's replies are in: count them, and store its checkpoint unless a script did. */
+  async #finish(state: NodeState, flight: Flight, chain?: CheckpointChain): Promise<BatchEnd> {
+    const results = await flight.results;
+    const execute = this.#options.mode === "execute";
+    countResults(this.counters, results);
+    // A storm stops the run only after this batch is counted and reported (never saved past).
+    const storm = this.#storm.observe(results);
+    if (execute) this.#unsavedOf(state).add(results);
+    if (results.length > 0) state.lastJob = jobIdOf(flight.keys[results.length - 1]!);
+    const end = batchEnd({
+      flight,
+      processed: results.length,
+      msSinceSave: performance.now() - state.lastSave,
+      execute,
+    });
+    if (!flight.complete || flight.trimmed) {
+      // Cut short: the next run re-reads it and goes on after its last processed key
+      // (checkpoint/batch_position.ts).
+      const done = flight.keys.slice(0, results.length);
+      state.within = positionAfter(done, flight.batch.next, flight.resumedFrom);
+    }
+    if (flight.steps?.stored) {
+      state.lastSave = performance.now();
+      await this.#addTotals(state);
+    }
+    // An open error streak holds the checkpoint, so a rerun retries the keys it failed.
+    if (end.save && !this.#storm.holding) {
+      await this.#save(state, end.resumeAt);
+      chain?.storedByClient(end.resumeAt);
+    }
+    state.committed = end.resumeAt;
+    this.#cursors.set(state.name, end.scanDone ? "0" : end.resumeAt);
+    this.#report(state, flight.batch, results, flight.started, end.scanDone);
+    if (storm !== undefined) throw storm;
+    return end;
+  }
+
+  /**
+   * A script stored the batch's checkpoint; its counts follow into the running totals (a crash
+   * in between leaves the totals short by the batches in flight, at most two).
+   */
+  async #addTotals(state: NodeState): Promise<void> {
+    const unsaved = this.#unsavedOf(state);
+    const totals = unsaved.take();
+    if (totals.size === 0) return;
+    try {
+      await this.#deps.checkpoints.addTotals(totals);
+    } catch (error) {
+      unsaved.restore(totals);
+      throw error;
+    }
   }
 
   /** The keys of a batch this run may still process under `--max-keys`. */
@@ -288,63 +380,25 @@ class Run {
   }
 
   /**
-   * Sends a batch in sub-batches through the gate, all in flight at once, in key order.
-   * On a stop signal no further sub-batch is sent; the ones in flight finish.
-   */
-  async #processBatch(
-    keys: Buffer[],
-    node: string,
-  ): Promise<{ results: StrategyResult[]; complete: boolean }> {
-    const { gate, observer, signal } = this.#deps;
-    const inFlight: Promise<StrategyResult[]>[] = [];
-    let complete = true;
-    for (let i = 0; i < keys.length; i += this.#subBatch) {
-      const chunk = keys.slice(i, i + this.#subBatch);
-      try {
-        const waited = await gate.admit(chunk.length, { signal });
-        if (waited > 0) observer?.onLimiterWait?.(waited);
-      } catch (error) {
-        if (!signal?.aborted) throw error;
-        complete = false;
-        break;
-      }
-      const work = this.#retry.migrate(chunk, node).then((results) => {
-        // The node answered: /healthz and relay_backfill_redis_up notice a frozen Redis by this.
-        observer?.onRedisReply?.({ node });
-        return nameInvalidKeys(chunk, results);
-      });
-      work.catch(() => {});
-      inFlight.push(work);
-    }
-    const settled = await Promise.allSettled(inFlight);
-    const failed = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
-    if (failed) throw failed.reason;
-    return {
-      results: settled.flatMap((s) => (s as PromiseFulfilledResult<StrategyResult[]>).value),
-      complete,
-    };
-  }
-
-  /**
-   * Saves the node's checkpoint at `cursor`, ordered against the next batch's writes as the
-   * strategy requires: `pipelined` sends it now and awaits it only before the next save (the next
-   * batch's scripts follow it on the same connection, so Redis applies it first); `awaited`
-   * waits for it here, because saves and copies travel through different nodes.
+   * Stores the node's checkpoint at `cursor` and waits for it: with `awaited` ordering saves and
+   * copies travel through different nodes, so the next batch goes out only after the save; with
+   * `in-script` ordering the engine saves only where a script could not (see run/pipeline.ts).
    */
   async #save(state: NodeState, cursor: string): Promise<void> {
-    await state.saving;
     const { lastJob, within, runId } = state;
     const checkpoint = { cursor, lastJob, within, runId, params: this.#params };
     const unsaved = this.#unsavedOf(state);
     const totals = unsaved.take();
-    const saving = this.#retry.untilWritable(
-      state.name,
-      () => this.#deps.checkpoints.save(state.nodeId, checkpoint, totals),
-    );
-    // Counts a failed save did not store go with the next one.
-    saving.catch(() => unsaved.restore(totals));
-    state.saving = saving;
-    if (this.#deps.strategy.checkpointOrdering === "awaited") await saving;
+    try {
+      await this.#retry.untilWritable(
+        state.name,
+        () => this.#deps.checkpoints.save(state.nodeId, checkpoint, totals),
+      );
+    } catch (error) {
+      // Counts a failed save did not store go with the next one.
+      unsaved.restore(totals);
+      throw error;
+    }
     state.lastSave = performance.now();
   }
 

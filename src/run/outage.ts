@@ -28,8 +28,6 @@ export interface NodeState {
   /** Where processing stopped inside the batch at `committed` (see checkpoint/batch_position.ts). */
   within?: BatchPosition;
   lastSave: number;
-  /** The checkpoint save in flight, if any. */
-  saving?: Promise<void>;
   outageSince?: number;
 }
 

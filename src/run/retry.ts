@@ -8,6 +8,7 @@
  */
 import type { Buffer } from "node:buffer";
 import { backoffMs } from "../async/backoff.ts";
+import type { ScriptStep } from "../checkpoint/in_script.ts";
 import { pause } from "../async/delay.ts";
 import type { Gate } from "../control/gate.ts";
 import { SafetyRefusal } from "../errors.ts";
@@ -52,12 +53,13 @@ export class KeyRetry {
 
   /**
    * One sub-batch: one retry of the keys marked retryable (but OOM), then the OOM wait; each key
-   * still failing is logged by job id and error code (never a value).
+   * still failing is logged by job id and error code (never a value). `step` (the in-script
+   * checkpoint's part of this call) goes with the first attempt only; retries carry none.
    *
    * @throws an outage error as is (the engine waits for Redis and re-reads the batch).
    */
-  async migrate(keys: Buffer[], node: string): Promise<StrategyResult[]> {
-    const results = await this.#attempt(keys);
+  async migrate(keys: Buffer[], node: string, step?: ScriptStep): Promise<StrategyResult[]> {
+    const results = await this.#attempt(keys, step);
     const once = failing(results).filter((i) => results[i]!.errorCode !== "OOM");
     if (once.length > 0) {
       await pause(RETRY_DELAY_MS, { signal: this.#options.migrate.signal });
@@ -121,10 +123,10 @@ export class KeyRetry {
    * One strategy call; a failed command makes every key a retryable error. An outage is thrown,
    * also one a script reported for a key.
    */
-  async #attempt(keys: Buffer[]): Promise<StrategyResult[]> {
+  async #attempt(keys: Buffer[], step?: ScriptStep): Promise<StrategyResult[]> {
     let results: StrategyResult[];
     try {
-      results = await this.#options.strategy.migrate(keys, this.#options.migrate);
+      results = await this.#options.strategy.migrate(keys, { ...this.#options.migrate, step });
     } catch (error) {
       const { outage, code } = classify(error);
       if (outage) throw error;

@@ -1,0 +1,71 @@
+/**
+ * Sends one batch: sub-batches through the gate (rate limit, admission checks), each a script call
+ * with its retries, all in flight at once and in key order. Returns once every sub-batch is sent,
+ * so the engine can send the next batch while this one's replies are still coming.
+ *
+ * @module
+ */
+import type { Buffer } from "node:buffer";
+import type { Gate } from "../control/gate.ts";
+import type { StrategyResult } from "../migrate/strategy.ts";
+import { nameInvalidKeys } from "../outcome.ts";
+import type { RunObserver } from "../run_events.ts";
+import type { BatchSteps } from "./pipeline.ts";
+import type { KeyRetry } from "./retry.ts";
+
+/** Options of {@linkcode sendBatch}. */
+export interface SendOptions {
+  gate: Pick<Gate, "admit">;
+  retry: Pick<KeyRetry, "migrate">;
+  /** Keys per script call. */
+  subBatch: number;
+  /** `host:port`, for logs. */
+  node: string;
+  /** The in-script checkpoint's steps of this batch (one per call). */
+  steps?: BatchSteps;
+  observer?: Pick<RunObserver, "onLimiterWait" | "onRedisReply">;
+  /** A stop: no further sub-batch is sent; the ones sent finish. */
+  signal?: AbortSignal;
+}
+
+/** A sent batch. */
+export interface SentBatch {
+  /** Every key's result, in key order, after the retries; rejects with a call's outage. */
+  results: Promise<StrategyResult[]>;
+  /** False when a stop signal kept part of the batch from being sent. */
+  complete: boolean;
+}
+
+/** Sends `keys` in sub-batches; resolves when the last one is sent. */
+export async function sendBatch(keys: Buffer[], options: SendOptions): Promise<SentBatch> {
+  const { gate, observer, signal, subBatch } = options;
+  const inFlight: Promise<StrategyResult[]>[] = [];
+  let complete = true;
+  for (let i = 0; i < keys.length; i += subBatch) {
+    const chunk = keys.slice(i, i + subBatch);
+    try {
+      const waited = await gate.admit(chunk.length, { signal });
+      if (waited > 0) observer?.onLimiterWait?.(waited);
+    } catch (error) {
+      if (!signal?.aborted) throw error;
+      complete = false;
+      break;
+    }
+    const last = i + chunk.length >= keys.length;
+    const work = options.retry.migrate(chunk, options.node, options.steps?.step(last))
+      .then((results) => {
+        // The node answered: /healthz and relay_backfill_redis_up notice a frozen Redis by this.
+        observer?.onRedisReply?.({ node: options.node });
+        return nameInvalidKeys(chunk, results);
+      });
+    work.catch(() => {});
+    inFlight.push(work);
+  }
+  const results = Promise.allSettled(inFlight).then((settled) => {
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
+    if (failed) throw failed.reason;
+    return settled.flatMap((s) => (s as PromiseFulfilledResult<StrategyResult[]>).value);
+  });
+  results.catch(() => {});
+  return { results, complete };
+}
