@@ -6,16 +6,18 @@
  */
 import { CheckpointStore } from "../checkpoint/store.ts";
 import type { RunOptions } from "../cli/args.ts";
-import { Gate } from "../control/gate.ts";
-import { SlidingWindowLimiter } from "../control/rate_limit.ts";
+import type { Gate } from "../control/gate.ts";
 import { BackfillError, ExitCode, SafetyRefusal, UsageError } from "../errors.ts";
 import { nodeIdFor, strategyFor } from "../migrate/select.ts";
 import { connectRedis } from "../redis/connect.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import { runBackfill } from "../run/engine.ts";
+import { LiveControl } from "../run/live_control.ts";
+import { startThrottledGate, type ThrottledGate } from "../run/throttled_gate.ts";
+import { fanOut } from "../telemetry/fan_out.ts";
 import { renderSummary, summaryJson } from "../run/summary.ts";
-import type { Logger, Summary } from "../run_events.ts";
+import type { Logger, RunObserver, Summary } from "../run_events.ts";
 import { RunLock } from "../safety/lock.ts";
 import { MemoryGuard } from "../safety/memory.ts";
 import { createTelemetry, MetricsServerError, type Telemetry } from "../telemetry/mod.ts";
@@ -106,19 +108,29 @@ async function runOn(target: RedisTarget, options: RunOptions, ctx: RunContext):
     logger,
   });
   await memory.precheck(options.mode === "execute");
+  // The probes' baselines are measured here, before the first write (the lock).
+  const throttled = await startThrottledGate(target, {
+    ...options,
+    logger,
+    observer: ctx.telemetry.observer,
+    signal: ctx.io.signal,
+  });
   const lockLost = new AbortController();
-  const lock = options.mode === "execute"
-    ? await takeLock(target.client as Redis, options, { logger, lockLost, signal: ctx.io.signal })
-    : undefined;
+  const stop = new AbortController();
+  let lock: RunLock | undefined;
+  let live: LiveControl | undefined;
   try {
+    lock = options.mode === "execute"
+      ? await takeLock(target.client as Redis, options, { logger, lockLost, signal: ctx.io.signal })
+      : undefined;
+    live = lock && await startLiveControl(target, options, { throttled, lock, logger, stop });
     const layoutBefore = await target.layout?.();
-    // Dry-run writes nothing, so memory is no reason to hold it back.
-    const checks = options.mode === "execute" ? [memory] : [];
-    const signal = AbortSignal.any([ctx.io.signal, lockLost.signal]);
+    const signal = AbortSignal.any([ctx.io.signal, lockLost.signal, stop.signal]);
     let summary = await runEngine(target, options, {
       ...ctx,
-      gate: new Gate(new SlidingWindowLimiter(options.rps), checks),
+      gate: throttled.gate,
       signal,
+      observer: live ? fanOut([ctx.telemetry.observer, live.observer], logger) : undefined,
     });
     if (layoutBefore !== undefined && (await target.layout?.()) !== layoutBefore) {
       // Keys that moved between masters mid-run may have escaped every master's SCAN.
@@ -133,10 +145,33 @@ async function runOn(target: RedisTarget, options: RunOptions, ctx: RunContext):
       ctx.outcome.summary = summary;
     }
     if (lockLost.signal.aborted) throw lockLost.signal.reason;
+    if (stop.signal.aborted && !ctx.io.signal.aborted) return ExitCode.stopped;
     return summary.errors > 0 ? ExitCode.failed : ExitCode.ok;
   } finally {
+    await live?.finish();
+    await throttled.close();
     await lock?.release();
   }
+}
+
+/**
+ * Live control for an `--execute` run (dry-run writes nothing, so it publishes no status, and the
+ * control key belongs to the run that holds the lock).
+ */
+function startLiveControl(
+  target: RedisTarget,
+  options: RunOptions,
+  ctx: { throttled: ThrottledGate; lock: RunLock; logger: Logger; stop: AbortController },
+): Promise<LiveControl> {
+  return LiveControl.start({
+    client: target.client,
+    progressKey: options.progressKey,
+    mode: options.mode,
+    holder: { host: ctx.lock.holder.host, pid: ctx.lock.holder.pid },
+    targets: ctx.throttled.targets,
+    logger: ctx.logger,
+    stop: ctx.stop,
+  });
 }
 
 /** Takes the run lock; a lost lock aborts `lockLost`, which stops the run. */
@@ -168,7 +203,7 @@ async function takeLock(
 async function runEngine(
   target: RedisTarget,
   options: RunOptions,
-  ctx: RunContext & { gate: Gate; signal: AbortSignal },
+  ctx: RunContext & { gate: Gate; signal: AbortSignal; observer?: RunObserver },
 ): Promise<Summary> {
   try {
     const summary = await runBackfill(
@@ -184,11 +219,14 @@ async function runEngine(
       },
       {
         target,
-        strategy: strategyFor(target, options.rule, { retryBudgetMs: options.maxOutage * 1000 }),
+        strategy: strategyFor(target, options.rule, {
+          retryBudgetMs: options.maxOutage * 1000,
+          maxCallMs: options.maxCallMs,
+        }),
         nodeId: nodeIdFor(target),
         checkpoints: new CheckpointStore(target.client as Redis, options.progressKey),
         gate: ctx.gate,
-        observer: ctx.telemetry.observer,
+        observer: ctx.observer ?? ctx.telemetry.observer,
         logger: ctx.telemetry.logger,
         signal: ctx.signal,
       },

@@ -44,8 +44,8 @@ export interface BackfillDeps {
   target: Pick<RedisTarget, "masters" | "nodeName">;
   strategy: MigrationStrategy;
   checkpoints: Pick<CheckpointStore, "prefix" | "load" | "save" | "clear">;
-  /** Every sub-batch passes it: the rate limit and the admission checks (memory pause). */
-  gate: Pick<Gate, "rps" | "admit" | "settle">;
+  /** Every sub-batch passes it: the rate limit and the admission checks (throttle, pauses). */
+  gate: Pick<Gate, "rps" | "admit" | "settle"> & Partial<Pick<Gate, "rateFor">>;
   observer?: RunObserver;
   logger?: Logger;
   /** Aborted by SIGINT/SIGTERM: stop at the next sub-batch boundary and save the checkpoint. */
@@ -54,7 +54,7 @@ export interface BackfillDeps {
   nodeId?: (node: Redis) => Promise<string>;
 }
 
-/** Largest sub-batch: keeps every script call well under ~2 ms of Redis time. */
+/** Largest sub-batch: a guard only; the strategy sizes calls by Redis time (`--max-call-ms`). */
 export const MAX_SUB_BATCH = 100;
 
 /** Runs the backfill to completion, `--max-keys`, or a stop signal, and returns the summary. */
@@ -68,7 +68,6 @@ class Run {
   readonly #deps: BackfillDeps;
   readonly #log: Logger;
   readonly #params: string;
-  readonly #subBatch: number;
   readonly #retry: KeyRetry;
   readonly #started = performance.now();
   /** Old keys handed to processing so far (for --max-keys, shared by all nodes). */
@@ -87,10 +86,6 @@ class Run {
       pattern: options.rule.pattern.source,
       match: OLD_MATCH,
     });
-    // About a tenth of a second's worth of --rps per script call.
-    const rps = deps.gate.rps;
-    const wanted = rps > 0 ? Math.ceil(rps / 10) : MAX_SUB_BATCH;
-    this.#subBatch = Math.max(1, Math.min(wanted, options.batch, MAX_SUB_BATCH));
     this.#retry = new KeyRetry({
       strategy: deps.strategy,
       migrate: {
@@ -258,10 +253,11 @@ class Run {
     const { gate, observer, signal } = this.#deps;
     const inFlight: Promise<StrategyResult[]>[] = [];
     let complete = true;
-    for (let i = 0; i < keys.length; i += this.#subBatch) {
-      const chunk = keys.slice(i, i + this.#subBatch);
+    for (let i = 0; i < keys.length;) {
+      const chunk = keys.slice(i, i + this.#subBatchSize(node));
+      i += chunk.length;
       try {
-        const waited = await gate.admit(chunk.length, { signal });
+        const waited = await gate.admit(chunk.length, { signal, node });
         if (waited > 0) observer?.onLimiterWait?.(waited);
       } catch (error) {
         if (!signal?.aborted) throw error;
@@ -279,6 +275,17 @@ class Run {
       results: settled.flatMap((s) => (s as PromiseFulfilledResult<StrategyResult[]>).value),
       complete,
     };
+  }
+
+  /**
+   * Keys of the next script call for `node`: about a tenth of a second's worth of its rate now,
+   * no more than the strategy's time budget fits (`--max-call-ms`), the batch, and the guard.
+   */
+  #subBatchSize(node: string): number {
+    const rps = this.#deps.gate.rateFor?.(node) ?? this.#deps.gate.rps;
+    const wanted = rps > 0 ? Math.ceil(rps / 10) : MAX_SUB_BATCH;
+    const fits = this.#deps.strategy.nextCallSize?.() ?? MAX_SUB_BATCH;
+    return Math.max(1, Math.min(wanted, fits, this.#options.batch, MAX_SUB_BATCH));
   }
 
   /**
@@ -321,6 +328,7 @@ class Run {
       seconds: (performance.now() - started) / 1000,
       totals: { ...this.counters },
       estimatedTotal: this.#estimate,
+      cursor: this.#cursors.get(state.name),
     });
   }
 
