@@ -13,6 +13,8 @@ export const ExitCode = {
   usage: 2,
   redisUnavailable: 3,
   refused: 4,
+  /** Stopped by `backfill stop` (checkpoint saved, summary printed); a supervisor should not restart. */
+  stopped: 5,
   sigint: 130,
   sigterm: 143,
 } as const;

@@ -102,6 +102,8 @@ export interface BatchReport {
   totals: Readonly<Counters>;
   /** Current estimate of the old keys in scope (see {@linkcode RunStart.estimatedTotal}). */
   estimatedTotal: number;
+  /** The node's resume cursor after this batch ("0" when its scan is done). */
+  cursor?: string;
 }
 
 /** Listener for run events; every method is optional. */

@@ -105,13 +105,15 @@ Deno.test("cluster: execute copies fields and TTLs on every node; a rerun skips 
     assert.equal(first.summary.completed, true);
     await assertMigrated(client, jobs);
     assert.equal(await countClusterKeys(nodes, "ai:jobs:*"), 1500, "old keys untouched");
-    // The migration's running totals stay (until --reset-progress); nothing else.
+    // The migration's running totals stay (until --reset-progress), and the run's last status
+    // (it expires by itself: "the last run finished N s ago"); nothing else.
     assert.equal(
       await countClusterKeys(nodes, "*backfill*"),
-      1,
+      2,
       "checkpoints cleared, lock released",
     );
     assert.equal(await client.exists("{ai:backfill}:totals"), 1);
+    assert.ok((await client.pttl("ai:backfill:status")) > 0, "the last status expires");
 
     const second = await runJson(["--execute", "--rps", "0", "--redis-url", cluster.url]);
     assert.equal(second.code, 0, second.stderr);

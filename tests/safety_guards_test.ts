@@ -80,7 +80,9 @@ Deno.test("memory: the run pauses while above the bound, then finishes without e
     await client.config("SET", "maxmemory", String(used + 64 * 1024));
     await waitFor(
       "the pause",
-      () => /pausing: Redis at .* above 90% of maxmemory/.test(run.stderrSoFar()),
+      () =>
+        /throttle on: memory above --max-memory-pct; paused \(Redis at .* above 90% of maxmemory/
+          .test(run.stderrSoFar()),
     );
     const paused = await countKeys(client, "ai:job:*");
     await new Promise((resolve) => setTimeout(resolve, 1500));
@@ -88,7 +90,7 @@ Deno.test("memory: the run pauses while above the bound, then finishes without e
     await client.config("SET", "maxmemory", "0");
     const result = await run.done;
     assert.equal(result.code, 0, result.stderr);
-    assert.match(result.stderr, /memory back below the bound/);
+    assert.match(result.stderr, /throttle off: memory back under --max-memory-pct/);
     const summary = JSON.parse(result.stdout);
     assert.equal(summary.errors, 0);
     assert.equal(await countKeys(client, "ai:job:*"), 6000);

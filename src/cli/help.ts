@@ -45,7 +45,7 @@ Connection:
 
 Throttle (the run adapts its rate under --rps to the store's health):
   --max-latency MS          cut the rate when a probe's p99 round trip rises more than MS
-                            above its pre-run baseline; 0 = no latency throttle     [0.5]
+                            above its pre-run baseline (e.g. 0.5); 0 = off          [0]
   --max-replica-lag L       pause while a replica is more than L behind: bytes (512k, 16M,
                             1G) or seconds (10s); 0 = off                           [16M]
   --max-call-ms MS          size each script call to hold Redis at most MS (> 0)    [0.25]
@@ -70,7 +70,7 @@ Output and telemetry:
 
 Environment: REDIS_URL, TELEMETRY_ENABLED (false: no metrics server, no push).
 Exit codes: 0 done · 1 per-key errors · 2 usage · 3 Redis unreachable · 4 refused by a safety
-check · 130 SIGINT · 143 SIGTERM.
+check · 5 stopped by backfill stop · 130 SIGINT · 143 SIGTERM.
 `;
 
 /** `backfill verify --help`. */

@@ -6,10 +6,9 @@
  */
 import { CheckpointStore } from "../checkpoint/store.ts";
 import type { RunOptions } from "../cli/args.ts";
-import { Gate } from "../control/gate.ts";
+import type { Gate } from "../control/gate.ts";
 import { controlKey } from "../control/remote.ts";
 import { statusKey } from "../control/status.ts";
-import { SlidingWindowLimiter } from "../control/rate_limit.ts";
 import { BackfillError, ExitCode, SafetyRefusal, UsageError } from "../errors.ts";
 import { nodeIdFor, strategyFor } from "../migrate/select.ts";
 import { connectRedis } from "../redis/connect.ts";
@@ -17,8 +16,11 @@ import type { Redis } from "../redis/ioredis.ts";
 import { scopeToShard, shardLabel, type ShardScope } from "../redis/shard.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import { runBackfill } from "../run/engine.ts";
+import { LiveControl } from "../run/live_control.ts";
+import { startThrottledGate, type ThrottledGate } from "../run/throttled_gate.ts";
+import { fanOut } from "../telemetry/fan_out.ts";
 import { renderSummary, summaryJson } from "../run/summary.ts";
-import type { Logger, Summary } from "../run_events.ts";
+import type { Logger, RunObserver, Summary } from "../run_events.ts";
 import { lockKey } from "../safety/lock.ts";
 import { acquireLocks, type LockSet } from "../safety/lock_set.ts";
 import { emptyCounters } from "../outcome.ts";
@@ -132,23 +134,33 @@ async function runOn(
     logger,
   });
   await memory.precheck(options.mode === "execute");
+  // The probes' baselines are measured here, before the first write (the lock).
+  const throttled = await startThrottledGate(target, {
+    ...options,
+    logger,
+    observer: ctx.telemetry.observer,
+    signal: ctx.io.signal,
+  });
   const lockLost = new AbortController();
-  const lock = options.mode === "execute"
-    ? await takeLocks(target.client as Redis, scope.nodeIds, options, {
-      logger,
-      lockLost,
-      signal: ctx.io.signal,
-    })
-    : undefined;
+  const stop = new AbortController();
+  let lock: LockSet | undefined;
+  let live: LiveControl | undefined;
   try {
+    lock = options.mode === "execute"
+      ? await takeLocks(target.client as Redis, scope.nodeIds, options, {
+        logger,
+        lockLost,
+        signal: ctx.io.signal,
+      })
+      : undefined;
+    live = lock && await startLiveControl(target, options, { throttled, lock, logger, stop });
     const layoutBefore = await target.layout?.();
-    // Dry-run writes nothing, so memory is no reason to hold it back.
-    const checks = options.mode === "execute" ? [memory] : [];
-    const signal = AbortSignal.any([ctx.io.signal, lockLost.signal]);
+    const signal = AbortSignal.any([ctx.io.signal, lockLost.signal, stop.signal]);
     let summary = await runEngine(target, options, {
       ...ctx,
-      gate: new Gate(new SlidingWindowLimiter(options.rps), checks),
+      gate: throttled.gate,
       signal,
+      observer: live ? fanOut([ctx.telemetry.observer, live.observer], logger) : undefined,
     });
     summary = { ...summary, preflight };
     ctx.outcome.summary = summary;
@@ -165,8 +177,11 @@ async function runOn(
       ctx.outcome.summary = summary;
     }
     if (lockLost.signal.aborted) throw lockLost.signal.reason;
+    if (stop.signal.aborted && !ctx.io.signal.aborted) return ExitCode.stopped;
     return summary.errors > 0 ? ExitCode.failed : ExitCode.ok;
   } finally {
+    await live?.finish();
+    await throttled.close();
     await lock?.release();
   }
 }
@@ -199,6 +214,28 @@ async function preflightPermissions(
   }
   logger.log("warn", "preflight", `${message}; --execute would refuse to start`);
   return missing;
+}
+
+/**
+ * Live control for an `--execute` run (dry-run writes nothing, so it publishes no status, and the
+ * control key belongs to the run that holds the lock).
+ */
+function startLiveControl(
+  target: RedisTarget,
+  options: RunOptions,
+  ctx: { throttled: ThrottledGate; lock: LockSet; logger: Logger; stop: AbortController },
+): Promise<LiveControl> {
+  const holder = ctx.lock.locks[0]!.holder;
+  return LiveControl.start({
+    client: target.client,
+    progressKey: options.progressKey,
+    mode: options.mode,
+    holder: { host: holder.host, pid: holder.pid },
+    targets: ctx.throttled.targets,
+    logger: ctx.logger,
+    stop: ctx.stop,
+    shard: options.shard,
+  });
 }
 
 /** Takes the run lock of every node of the scope; a lost lock aborts `lockLost` (the run stops). */
@@ -263,7 +300,7 @@ function idleShard(options: RunOptions, ctx: RunContext): number {
 async function runEngine(
   target: RedisTarget,
   options: RunOptions,
-  ctx: RunContext & { gate: Gate; signal: AbortSignal },
+  ctx: RunContext & { gate: Gate; signal: AbortSignal; observer?: RunObserver },
 ): Promise<Summary> {
   try {
     const summary = await runBackfill(
@@ -279,13 +316,16 @@ async function runEngine(
       },
       {
         target,
-        strategy: strategyFor(target, options.rule, { retryBudgetMs: options.maxOutage * 1000 }),
+        strategy: strategyFor(target, options.rule, {
+          retryBudgetMs: options.maxOutage * 1000,
+          maxCallMs: options.maxCallMs,
+        }),
         nodeId: nodeIdFor(target),
         checkpoints: new CheckpointStore(target.client as Redis, options.progressKey, {
           cluster: target.kind === "cluster",
         }),
         gate: ctx.gate,
-        observer: ctx.telemetry.observer,
+        observer: ctx.observer ?? ctx.telemetry.observer,
         logger: ctx.telemetry.logger,
         signal: ctx.signal,
       },

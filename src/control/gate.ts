@@ -1,7 +1,7 @@
 /**
- * The one door work passes before it goes to Redis. `admit(n)` waits until every admission check
- * lets the run go on (memory headroom today; a health throttle or a live pause later), then takes
- * `n` permits from the rate limiter. A new reason to hold the run back is one new check, plus one
+ * The one door work passes before it goes to Redis. `admit(n, { node })` waits until every
+ * admission check lets the run go on (memory headroom, the health throttle, a live pause), then
+ * takes `n` permits from the master's own limiter (the throttle's rate) and the run-wide one. A new reason to hold the run back is one new check, plus one
  * line where the gate is built; the engine only ever talks to the gate.
  *
  * @module
@@ -12,6 +12,11 @@ import type { SlidingWindowLimiter } from "./rate_limit.ts";
 export interface AdmitOptions {
   /** A stop signal: the wait ends at once (rejecting with `signal.reason`). */
   signal?: AbortSignal;
+  /**
+   * The master (`host:port`) whose scan asks. Each master is judged on its own health: its checks
+   * and its own rate apply. Without it only the run-wide checks and limit apply.
+   */
+  node?: string;
 }
 
 /** One reason to hold the run back (memory headroom, later: health, a live pause). */
@@ -26,19 +31,39 @@ export interface AdmissionCheck {
 /** What the gate needs of the limiter. */
 export type GateLimiter = Pick<SlidingWindowLimiter, "rps" | "maxPermits" | "acquire" | "setRps">;
 
+/** Options of {@linkcode Gate}. */
+export interface GateOptions {
+  /** A master's own limiter (the throttle's adaptive rate), under the run-wide one. */
+  nodeLimiter?: (node: string) => GateLimiter | undefined;
+}
+
 /** Composes the admission checks and the rate limiter. */
 export class Gate {
   readonly #limiter: GateLimiter;
   readonly #checks: readonly AdmissionCheck[];
+  readonly #nodeLimiter: (node: string) => GateLimiter | undefined;
 
-  constructor(limiter: GateLimiter, checks: readonly AdmissionCheck[] = []) {
+  constructor(
+    limiter: GateLimiter,
+    checks: readonly AdmissionCheck[] = [],
+    options: GateOptions = {},
+  ) {
     this.#limiter = limiter;
     this.#checks = checks;
+    this.#nodeLimiter = options.nodeLimiter ?? (() => undefined);
   }
 
-  /** The rate limit now (jobs per second; 0 = unlimited). */
+  /** The run-wide rate limit now (jobs per second; 0 = unlimited). */
   get rps(): number {
     return this.#limiter.rps;
+  }
+
+  /** The rate that applies to `node`: the lower of its own and the run-wide one (0 = unlimited). */
+  rateFor(node: string): number {
+    const own = this.#nodeLimiter(node)?.rps ?? 0;
+    const all = this.#limiter.rps;
+    if (own === 0 || all === 0) return Math.max(own, all);
+    return Math.min(own, all);
   }
 
   /** Changes the rate limit while the run goes (see `SlidingWindowLimiter.setRps`). */
@@ -54,14 +79,17 @@ export class Gate {
    * @throws `signal.reason` when the signal aborts.
    */
   async admit(n: number, options: AdmitOptions = {}): Promise<number> {
-    const { signal } = options;
+    const { signal, node } = options;
     signal?.throwIfAborted();
-    for (const check of this.#checks) await check.wait({ signal });
+    for (const check of this.#checks) await check.wait({ signal, node });
+    const own = node === undefined ? undefined : this.#nodeLimiter(node);
     let waited = 0;
-    for (let left = n; left > 0;) {
-      const take = Math.min(left, this.#limiter.maxPermits);
-      waited += await this.#limiter.acquire(take, signal);
-      left -= take;
+    for (const limiter of own ? [own, this.#limiter] : [this.#limiter]) {
+      for (let left = n; left > 0;) {
+        const take = Math.min(left, limiter.maxPermits);
+        waited += await limiter.acquire(take, signal);
+        left -= take;
+      }
     }
     return waited;
   }

@@ -6,6 +6,8 @@
  */
 import type { Buffer } from "node:buffer";
 import { type ScriptStep, stepArgs } from "../checkpoint/in_script.ts";
+import { CallSizer } from "../control/call_size.ts";
+import { decodeTimed, timedScript } from "../control/script_clock.ts";
 import { SafetyRefusal } from "../errors.ts";
 import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
@@ -32,20 +34,36 @@ export function redisVersion(info: string): [number, number] {
   return match ? [Number(match[1]), Number(match[2])] : [0, 0];
 }
 
-/** Migrates with one atomic script call per sub-batch on a standalone Redis (≥ 6.2). */
+/** Options of {@linkcode InServerCopy}. */
+export interface InServerCopyOptions {
+  /** `--max-call-ms`: the Redis time one script call may take. Default 0.25. */
+  maxCallMs?: number;
+}
+
+/**
+ * Migrates with one atomic script call per sub-batch on a standalone Redis (≥ 6.2). Each script
+ * reports its own Redis time, from which the next call is sized (`nextCallSize`).
+ */
 export class InServerCopy implements MigrationStrategy {
   /** One server, one connection: the last call of a batch stores its checkpoint (in_script.ts). */
   readonly checkpointOrdering = "in-script";
   readonly #client: Redis;
   readonly #rule: WorkspaceRule;
+  readonly #sizer: CallSizer;
   #copySha = "";
   #drySha = "";
   /** EVALSHA_RO exists from Redis 7.0; before that the dry script runs as plain EVALSHA. */
   #hasReadOnlyEval = true;
 
-  constructor(client: Redis, rule: WorkspaceRule) {
+  constructor(client: Redis, rule: WorkspaceRule, options: InServerCopyOptions = {}) {
     this.#client = client;
     this.#rule = rule;
+    this.#sizer = new CallSizer({ maxCallMs: options.maxCallMs });
+  }
+
+  /** Keys that fit the next call's Redis-time budget (the learnt cost per key; 4 at first). */
+  nextCallSize(): number {
+    return this.#sizer.nextCount();
   }
 
   async init(): Promise<void> {
@@ -61,8 +79,9 @@ export class InServerCopy implements MigrationStrategy {
 
   async #load(): Promise<void> {
     const dry = this.#hasReadOnlyEval ? DRY_RUN_SCRIPT : DRY_RUN_SCRIPT.replace(/^#!.*\n/, "");
-    this.#copySha = await this.#client.script("LOAD", COPY_SCRIPT) as string;
-    this.#drySha = await this.#client.script("LOAD", dry) as string;
+    // Both report their own Redis time (TIME at start and end), which sizes the next call.
+    this.#copySha = await this.#client.script("LOAD", timedScript(COPY_SCRIPT)) as string;
+    this.#drySha = await this.#client.script("LOAD", timedScript(dry)) as string;
   }
 
   async migrate(keys: readonly Buffer[], options: MigrateOptions): Promise<StrategyResult[]> {
@@ -125,14 +144,18 @@ export class InServerCopy implements MigrationStrategy {
           ...args,
         )
         : this.#client.callBuffer("EVALSHA", this.#copySha, ...args);
+    let reply: unknown;
     try {
-      return await call() as (number | Buffer)[];
+      reply = await call();
     } catch (error) {
       // The script cache is empty after a restart or failover: load again, once.
       if (classify(error).kind !== "noscript") throw error;
       await this.#load();
-      return await call() as (number | Buffer)[];
+      reply = await call();
     }
+    const { micros, result } = decodeTimed<(number | Buffer)[]>(reply);
+    this.#sizer.record({ keys: keys.length, micros });
+    return result ?? [];
   }
 
   /** Per-key results; a step's trailer (1 = applied) goes to `step.done`. */

@@ -154,6 +154,11 @@ export interface MigrationStrategy {
   readonly checkpointOrdering: CheckpointOrdering;
   /** Prepares the strategy (loads scripts, checks server versions). */
   init(): Promise<void>;
+  /**
+   * Keys the next call should carry to hold Redis no longer than `--max-call-ms`, learnt from the
+   * calls' own Redis time; absent when the strategy does not size its calls.
+   */
+  nextCallSize?(): number;
   /** Classifies (and, unless dry-run, migrates) `keys`, all old keys of one node. */
   migrate(keys: readonly Buffer[], options: MigrateOptions): Promise<StrategyResult[]>;
 }

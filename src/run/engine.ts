@@ -61,8 +61,8 @@ export interface BackfillDeps {
     CheckpointStore,
     "prefix" | "keys" | "load" | "save" | "clear" | "addTotals" | "loadTotals" | "resetTotals"
   >;
-  /** Every sub-batch passes it: the rate limit and the admission checks (memory pause). */
-  gate: Pick<Gate, "rps" | "admit" | "settle">;
+  /** Every sub-batch passes it: the rate limit and the admission checks (throttle, pauses). */
+  gate: Pick<Gate, "rps" | "admit" | "settle"> & Partial<Pick<Gate, "rateFor">>;
   observer?: RunObserver;
   logger?: Logger;
   /** Aborted by SIGINT/SIGTERM: stop at the next sub-batch boundary and save the checkpoint. */
@@ -71,7 +71,7 @@ export interface BackfillDeps {
   nodeId?: (node: Redis) => Promise<string>;
 }
 
-/** Largest sub-batch: keeps every script call well under ~2 ms of Redis time. */
+/** Largest sub-batch: a guard only; the strategy sizes calls by Redis time (`--max-call-ms`). */
 export const MAX_SUB_BATCH = 100;
 
 /** The fewest keys failing in a row with one lasting error that stop a run (see error_storm.ts). */
@@ -111,10 +111,6 @@ class Run {
       pattern: options.rule.pattern.source,
       match: OLD_MATCH,
     });
-    // About a tenth of a second's worth of --rps per script call.
-    const rps = deps.gate.rps;
-    const wanted = rps > 0 ? Math.ceil(rps / 10) : MAX_SUB_BATCH;
-    const subBatch = Math.max(1, Math.min(wanted, options.batch, MAX_SUB_BATCH));
     this.#retry = new KeyRetry({
       strategy: deps.strategy,
       migrate: {
@@ -127,11 +123,12 @@ class Run {
       maxOutageMs: options.maxOutage * 1000,
     });
     const { gate, observer, signal } = deps;
-    this.#sending = { gate, retry: this.#retry, subBatch, observer, signal };
+    const subBatchSize = (node: string) => this.#subBatchSize(node);
+    this.#sending = { gate, retry: this.#retry, subBatchSize, observer, signal };
     this.#storm = new ErrorStorm({
       // A batch's worth (two sub-batches when fewer), but never a handful of keys: one odd error
       // in a tiny --batch is no storm.
-      threshold: Math.max(MIN_STORM, Math.min(options.batch, 2 * subBatch)),
+      threshold: Math.max(MIN_STORM, Math.min(options.batch, 2 * MAX_SUB_BATCH)),
     });
   }
 
@@ -366,6 +363,17 @@ class Run {
     }
   }
 
+  /**
+   * Keys of the next script call for `node`: about a tenth of a second's worth of its rate now,
+   * no more than the strategy's time budget fits (`--max-call-ms`), the batch, and the guard.
+   */
+  #subBatchSize(node: string): number {
+    const rps = this.#deps.gate.rateFor?.(node) ?? this.#deps.gate.rps;
+    const wanted = rps > 0 ? Math.ceil(rps / 10) : MAX_SUB_BATCH;
+    const fits = this.#deps.strategy.nextCallSize?.() ?? MAX_SUB_BATCH;
+    return Math.max(1, Math.min(wanted, fits, this.#options.batch, MAX_SUB_BATCH));
+  }
+
   /** The keys of a batch this run may still process under `--max-keys`. */
   #claim(keys: Buffer[]): { keys: Buffer[]; trimmed: boolean } {
     const left = (this.#options.maxKeys ?? Infinity) - this.#claimed;
@@ -423,6 +431,7 @@ class Run {
       seconds: (performance.now() - started) / 1000,
       totals: { ...this.counters },
       estimatedTotal: this.#estimate,
+      cursor: this.#cursors.get(state.name),
     });
   }
 

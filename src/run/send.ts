@@ -17,8 +17,8 @@ import type { KeyRetry } from "./retry.ts";
 export interface SendOptions {
   gate: Pick<Gate, "admit">;
   retry: Pick<KeyRetry, "migrate">;
-  /** Keys per script call. */
-  subBatch: number;
+  /** Keys of the next script call to `node` (its rate now, the Redis-time budget). */
+  subBatchSize: (node: string) => number;
   /** `host:port`, for logs. */
   node: string;
   /** The in-script checkpoint's steps of this batch (one per call). */
@@ -38,20 +38,21 @@ export interface SentBatch {
 
 /** Sends `keys` in sub-batches; resolves when the last one is sent. */
 export async function sendBatch(keys: Buffer[], options: SendOptions): Promise<SentBatch> {
-  const { gate, observer, signal, subBatch } = options;
+  const { gate, observer, signal, node } = options;
   const inFlight: Promise<StrategyResult[]>[] = [];
   let complete = true;
-  for (let i = 0; i < keys.length; i += subBatch) {
-    const chunk = keys.slice(i, i + subBatch);
+  for (let i = 0; i < keys.length;) {
+    const chunk = keys.slice(i, i + options.subBatchSize(node));
+    i += chunk.length;
     try {
-      const waited = await gate.admit(chunk.length, { signal });
+      const waited = await gate.admit(chunk.length, { signal, node });
       if (waited > 0) observer?.onLimiterWait?.(waited);
     } catch (error) {
       if (!signal?.aborted) throw error;
       complete = false;
       break;
     }
-    const last = i + chunk.length >= keys.length;
+    const last = i >= keys.length;
     const work = options.retry.migrate(chunk, options.node, options.steps?.step(last))
       .then((results) => {
         // The node answered: /healthz and relay_backfill_redis_up notice a frozen Redis by this.

@@ -1,0 +1,152 @@
+/**
+ * Live control alongside an `--execute` run: obeys `<P>:control` (pause and resume go to the
+ * throttle's operator pause, `set-rps N` to the hard cap, `stop` aborts the run gracefully) and
+ * publishes `<P>:status` about once a second, then a last `finished` status. The counts, estimate
+ * and per-node cursors come from the run's own observer events.
+ *
+ * @module
+ */
+import {
+  type ControlCommand,
+  formatControl,
+  parseControl,
+  watchControl,
+} from "../control/remote.ts";
+import { etaSeconds, publishStatus, type RunStatus, writeStatus } from "../control/status.ts";
+import type { Shard } from "../redis/shard.ts";
+import type { ThrottleView } from "../control/throttle.ts";
+import type { Cluster, Redis } from "../redis/ioredis.ts";
+import type { BatchReport, Logger, RunMode, RunObserver, RunStart } from "../run_events.ts";
+
+/** Why a run stopped when the operator said `backfill stop` (the abort reason). */
+export const STOP_REASON = "stop";
+
+/** What live control acts on. */
+export interface ControlTargets {
+  /** The operator's pause (`pause` / `resume`). */
+  setPaused(paused: boolean): void;
+  /** The hard cap (`set-rps N`, 0 = none). */
+  setCap(rps: number): void;
+  /** The throttle's state for the status. */
+  view(): ThrottleView;
+}
+
+/** Options of {@linkcode LiveControl.start}. */
+export interface LiveControlOptions {
+  client: Redis | Cluster;
+  progressKey: string;
+  mode: RunMode;
+  holder: { host: string; pid: number };
+  targets: ControlTargets;
+  logger: Logger;
+  /** Aborted with {@linkcode STOP_REASON} on `backfill stop`. */
+  stop: AbortController;
+  /** Milliseconds between control reads and between status updates. Default 1000. */
+  intervalMs?: number;
+  /** The runner's `--shard`: it publishes its own status (`P:status:I/N`). */
+  shard?: Shard;
+}
+
+/** The control watcher and the status publisher of one run. */
+export class LiveControl {
+  /** Feeds the status from the run's events; add it to the run's observers. */
+  readonly observer: RunObserver;
+  readonly #options: LiveControlOptions;
+  readonly #halt = new AbortController();
+  readonly #started = new Date().toISOString();
+  readonly #startedAt = performance.now();
+  #counts: Record<string, number> = {};
+  #estimate = 0;
+  readonly #cursors: Record<string, string> = {};
+  #loops: Promise<unknown> = Promise.resolve();
+
+  private constructor(options: LiveControlOptions) {
+    this.#options = options;
+    this.observer = {
+      onStart: (start: RunStart) => void (this.#estimate = start.estimatedTotal),
+      onBatch: (batch: BatchReport) => {
+        this.#counts = { ...batch.totals };
+        this.#estimate = batch.estimatedTotal;
+        if (batch.cursor !== undefined) this.#cursors[batch.node] = batch.cursor;
+      },
+    };
+  }
+
+  /**
+   * Applies the stored control value once (a `pause` left in force starts the run paused), then
+   * watches the key and publishes the status until {@linkcode finish}.
+   */
+  static async start(options: LiveControlOptions): Promise<LiveControl> {
+    const live = new LiveControl(options);
+    const { client, progressKey } = options;
+    const stored = await client.get(`${progressKey}:control`).catch(() => null);
+    const command = stored === null ? undefined : parseControl(stored);
+    if (command !== undefined && typeof command !== "string" && command.kind !== "stop") {
+      live.#obey(command);
+    }
+    const signal = live.#halt.signal;
+    const intervalMs = options.intervalMs ?? 1000;
+    live.#loops = Promise.all([
+      watchControl(client, progressKey, {
+        signal,
+        intervalMs,
+        onCommand: (next) => live.#obey(next),
+        onIgnored: ({ value, problem }) =>
+          options.logger.log(
+            "warn",
+            "control_ignored",
+            `ignored control value '${value}' in ${progressKey}:control: ${problem}`,
+          ),
+      }),
+      publishStatus(client, progressKey, {
+        signal,
+        intervalMs,
+        snapshot: () => live.#snapshot("running"),
+        shard: options.shard,
+      }),
+    ]);
+    return live;
+  }
+
+  /** Stops watching and publishing, and writes the last status (phase `finished`). */
+  async finish(): Promise<void> {
+    this.#halt.abort();
+    await this.#loops;
+    const { client, progressKey, shard } = this.#options;
+    await writeStatus(client, progressKey, this.#snapshot("finished"), shard).catch(() => {});
+  }
+
+  #obey(command: ControlCommand): void {
+    const { targets, logger, stop } = this.#options;
+    logger.log("info", "control", `control: ${formatControl(command)}`);
+    if (command.kind === "pause" || command.kind === "resume") {
+      targets.setPaused(command.kind === "pause");
+    } else if (command.kind === "set-rps") targets.setCap(command.rps);
+    else {
+      logger.log("warn", "control_stop", "stopping: backfill stop (checkpoint, summary)");
+      stop.abort(STOP_REASON);
+    }
+  }
+
+  #snapshot(phase: RunStatus["phase"]): Omit<RunStatus, "updated_at"> {
+    const view = this.#options.targets.view();
+    const scanned = this.#counts.scanned ?? 0;
+    const elapsed = (performance.now() - this.#startedAt) / 1000;
+    return {
+      mode: this.#options.mode,
+      phase,
+      holder: this.#options.holder,
+      started_at: this.#started,
+      rate: {
+        rps: view.rps,
+        cap_rps: view.capRps,
+        paused: view.paused,
+        throttled: view.throttled,
+      },
+      counts: this.#counts,
+      estimated_total: this.#estimate,
+      eta_seconds: phase === "finished" ? 0 : etaSeconds(scanned, this.#estimate, elapsed),
+      cursors: { ...this.#cursors },
+    };
+  }
+}
