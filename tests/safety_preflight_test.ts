@@ -79,7 +79,8 @@ Deno.test("COPY revoked mid-run: stops with exit 4 after one batch, checkpoint k
     assert.equal(stopped.code, 4, stopped.stderr);
     assert.match(stopped.stderr, /keys in a row failed with (NOPERM|ERR)/);
     const keyErrors = stopped.stderr.split("\n").filter((line) => line.includes("key_error"));
-    assert.ok(keyErrors.length > 0 && keyErrors.length <= 400, `key errors: ${keyErrors.length}`);
+    // Two batches are in flight (a SCAN batch may hold a few more keys than COUNT).
+    assert.ok(keyErrors.length > 0 && keyErrors.length <= 600, `key errors: ${keyErrors.length}`);
     assert.equal(await client.exists("ai:backfill:cursor"), 1, "checkpoint kept");
     assert.ok(await countKeys(client, "ai:job:*") < 6000);
 
