@@ -9,11 +9,10 @@
  *
  * @module
  */
-import type { Buffer } from "node:buffer";
 import { inProcessingOrder, keysAfter, positionAfter } from "../checkpoint/batch_position.ts";
 import { decideStart } from "../checkpoint/resume.ts";
-import { type CheckpointStore, type NodeCheckpoint, runParams } from "../checkpoint/store.ts";
-import { carriedTotals, TotalsDelta } from "../checkpoint/totals.ts";
+import { runParams } from "../checkpoint/store.ts";
+import { carriedTotals } from "../checkpoint/totals.ts";
 import type { Gate } from "../control/gate.ts";
 import { SafetyRefusal } from "../errors.ts";
 import type { MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
@@ -27,7 +26,7 @@ import type { Logger, RunMode, RunObserver, Summary } from "../run_events.ts";
 import { silentLogger } from "../run_events.ts";
 import { jobIdOf, OLD_MATCH, type WorkspaceRule } from "../schema.ts";
 import { estimateTotal, initialEstimate, scanFraction } from "./estimate.ts";
-import { ErrorStorm, ErrorStormError } from "./error_storm.ts";
+import { ErrorStorm, ErrorStormError, stormThreshold } from "./error_storm.ts";
 import { type NodeState, recoverNode } from "./outage.ts";
 import {
   type BatchEnd,
@@ -37,8 +36,10 @@ import {
   type Flight,
   settleFlights,
 } from "./pipeline.ts";
+import { NodeCheckpoints, type RunCheckpointStore } from "./node_checkpoints.ts";
 import { KeyRetry } from "./retry.ts";
-import { sendBatch, type SendOptions } from "./send.ts";
+import { callSize, sendBatch, type SendOptions } from "./send.ts";
+import { KeyQuota } from "./key_quota.ts";
 
 /** What the engine needs from the command line. */
 export interface BackfillOptions {
@@ -57,10 +58,7 @@ export interface BackfillOptions {
 export interface BackfillDeps {
   target: Pick<RedisTarget, "masters" | "nodeName">;
   strategy: MigrationStrategy;
-  checkpoints: Pick<
-    CheckpointStore,
-    "prefix" | "keys" | "load" | "save" | "clear" | "addTotals" | "loadTotals" | "resetTotals"
-  >;
+  checkpoints: RunCheckpointStore;
   /** Every sub-batch passes it: the rate limit and the admission checks (throttle, pauses). */
   gate: Pick<Gate, "rps" | "admit" | "settle"> & Partial<Pick<Gate, "rateFor">>;
   observer?: RunObserver;
@@ -70,12 +68,6 @@ export interface BackfillDeps {
   /** The node id used in checkpoint keys ("" = standalone). */
   nodeId?: (node: Redis) => Promise<string>;
 }
-
-/** Largest sub-batch: a guard only; the strategy sizes calls by Redis time (`--max-call-ms`). */
-export const MAX_SUB_BATCH = 100;
-
-/** The fewest keys failing in a row with one lasting error that stop a run (see error_storm.ts). */
-const MIN_STORM = 20;
 
 /** Runs the backfill to completion, `--max-keys`, or a stop signal, and returns the summary. */
 export async function runBackfill(options: BackfillOptions, deps: BackfillDeps): Promise<Summary> {
@@ -93,10 +85,8 @@ class Run {
   /** What every batch is sent with (run/send.ts). */
   readonly #sending: Omit<SendOptions, "node" | "steps">;
   readonly #started = performance.now();
-  /** Old keys handed to processing so far (for --max-keys, shared by all nodes). */
-  #claimed = 0;
-  /** Each node's counts not yet in the stored totals (execute only). */
-  readonly #unsaved = new Map<string, TotalsDelta>();
+  readonly #quota: KeyQuota;
+  readonly #saves: NodeCheckpoints;
   #estimate = 0;
   #dbsize = 0;
   /** Each node's resume cursor (what its checkpoint says, or would say in dry-run). */
@@ -122,14 +112,19 @@ class Run {
       logger: this.#log,
       maxOutageMs: options.maxOutage * 1000,
     });
-    const { gate, observer, signal } = deps;
-    const subBatchSize = (node: string) => this.#subBatchSize(node);
-    this.#sending = { gate, retry: this.#retry, subBatchSize, observer, signal };
-    this.#storm = new ErrorStorm({
-      // A batch's worth (two sub-batches when fewer), but never a handful of keys: one odd error
-      // in a tiny --batch is no storm.
-      threshold: Math.max(MIN_STORM, Math.min(options.batch, 2 * MAX_SUB_BATCH)),
+    this.#quota = new KeyQuota(options.maxKeys);
+    this.#saves = new NodeCheckpoints({
+      store: deps.checkpoints,
+      strategy: deps.strategy,
+      mode: options.mode,
+      params: this.#params,
+      retry: this.#retry,
     });
+    const { gate, observer, signal } = deps;
+    const subBatchSize = (node: string) =>
+      callSize(node, { gate: deps.gate, strategy: deps.strategy, batch: options.batch });
+    this.#sending = { gate, retry: this.#retry, subBatchSize, observer, signal };
+    this.#storm = new ErrorStorm({ threshold: stormThreshold(options.batch) });
   }
 
   async execute(): Promise<Summary> {
@@ -232,7 +227,7 @@ class Run {
    * Up to {@linkcode batchWindow} batches are in flight; they finish in order (run/pipeline.ts).
    */
   async #scanNode(state: NodeState): Promise<boolean> {
-    const chain = await this.#anchor(state);
+    const chain = await this.#saves.anchor(state);
     const window = batchWindow(this.#deps.strategy.checkpointOrdering);
     const batches = scanBatches(state.node, {
       match: OLD_MATCH,
@@ -249,15 +244,15 @@ class Run {
         const resumedFrom = state.within;
         state.within = undefined;
         const unclaimed = keysAfter(inProcessingOrder(batch.keys), batch.next, resumedFrom);
-        const { keys, trimmed } = this.#claim(unclaimed);
+        const { keys, trimmed } = this.#quota.claim(unclaimed);
         // Only a batch that moves the cursor needs steps: its last call stores the checkpoint.
         const moves = keys.length > 0 && !trimmed && batch.next !== "0";
-        const steps = moves ? chain?.batch(this.#checkpoint(state, batch.next, keys)) : undefined;
+        const steps = moves ? chain?.batch(this.#saves.next(state, batch.next, keys)) : undefined;
         const started = performance.now();
         const sent = await sendBatch(keys, { ...this.#sending, node: state.name, steps });
         flights.push({ batch, keys, trimmed, steps, started, resumedFrom, ...sent });
         const stop = !sent.complete || trimmed || this.#deps.signal?.aborted ||
-          (this.#quotaUsed() && batch.next !== "0");
+          (this.#quota.used && batch.next !== "0");
         scanDone = await settleFlights(flights, stop ? 0 : window - 1, finish) ?? scanDone;
         if (stop) return false;
       }
@@ -277,37 +272,8 @@ class Run {
       throw error;
     }
     if (!scanDone || this.#deps.signal?.aborted) return false;
-    if (this.#options.mode === "execute") {
-      await this.#deps.checkpoints.clear(state.nodeId, this.#unsavedOf(state).take());
-    }
+    await this.#saves.complete(state);
     return true;
-  }
-
-  #unsavedOf(state: NodeState): TotalsDelta {
-    let delta = this.#unsaved.get(state.name);
-    if (delta === undefined) this.#unsaved.set(state.name, delta = new TotalsDelta());
-    return delta;
-  }
-
-  /**
-   * In-script ordering (execute): the store must hold `state.committed`, the node's run_id and the
-   * parameters before the first batch's compare-and-set; written unless it already does.
-   */
-  async #anchor(state: NodeState): Promise<CheckpointChain | undefined> {
-    const inScript = this.#deps.strategy.checkpointOrdering === "in-script";
-    if (!inScript || this.#options.mode !== "execute") return undefined;
-    const stored = await this.#deps.checkpoints.load(state.nodeId);
-    const held = stored?.cursor === state.committed && stored.runId === state.runId &&
-      stored.params === this.#params;
-    if (!held) await this.#save(state, state.committed);
-    return new CheckpointChain({
-      keys: this.#deps.checkpoints.keys(state.nodeId),
-      stored: state.committed,
-    });
-  }
-
-  #checkpoint(state: NodeState, cursor: string, keys: Buffer[]): NodeCheckpoint {
-    return { cursor, lastJob: jobIdOf(keys.at(-1)!), runId: state.runId, params: this.#params };
   }
 
   /** A batch's replies are in: count them, and store its checkpoint unless a script did. */
@@ -317,7 +283,7 @@ class Run {
     countResults(this.counters, results);
     // A storm stops the run only after this batch is counted and reported (never saved past).
     const storm = this.#storm.observe(results);
-    if (execute) this.#unsavedOf(state).add(results);
+    this.#saves.count(state, results);
     if (results.length > 0) state.lastJob = jobIdOf(flight.keys[results.length - 1]!);
     const end = batchEnd({
       flight,
@@ -331,13 +297,10 @@ class Run {
       const done = flight.keys.slice(0, results.length);
       state.within = positionAfter(done, flight.batch.next, flight.resumedFrom);
     }
-    if (flight.steps?.stored) {
-      state.lastSave = performance.now();
-      await this.#addTotals(state);
-    }
+    if (flight.steps?.stored) await this.#saves.scriptStored(state);
     // An open error streak holds the checkpoint, so a rerun retries the keys it failed.
     if (end.save && !this.#storm.holding) {
-      await this.#save(state, end.resumeAt);
+      await this.#saves.save(state, end.resumeAt);
       chain?.storedByClient(end.resumeAt);
     }
     state.committed = end.resumeAt;
@@ -345,69 +308,6 @@ class Run {
     this.#report(state, flight.batch, results, flight.started, end.scanDone);
     if (storm !== undefined) throw storm;
     return end;
-  }
-
-  /**
-   * A script stored the batch's checkpoint; its counts follow into the running totals (a crash
-   * in between leaves the totals short by the batches in flight, at most two).
-   */
-  async #addTotals(state: NodeState): Promise<void> {
-    const unsaved = this.#unsavedOf(state);
-    const totals = unsaved.take();
-    if (totals.size === 0) return;
-    try {
-      await this.#deps.checkpoints.addTotals(totals);
-    } catch (error) {
-      unsaved.restore(totals);
-      throw error;
-    }
-  }
-
-  /**
-   * Keys of the next script call for `node`: about a tenth of a second's worth of its rate now,
-   * no more than the strategy's time budget fits (`--max-call-ms`), the batch, and the guard.
-   */
-  #subBatchSize(node: string): number {
-    const rps = this.#deps.gate.rateFor?.(node) ?? this.#deps.gate.rps;
-    const wanted = rps > 0 ? Math.ceil(rps / 10) : MAX_SUB_BATCH;
-    const fits = this.#deps.strategy.nextCallSize?.() ?? MAX_SUB_BATCH;
-    return Math.max(1, Math.min(wanted, fits, this.#options.batch, MAX_SUB_BATCH));
-  }
-
-  /** The keys of a batch this run may still process under `--max-keys`. */
-  #claim(keys: Buffer[]): { keys: Buffer[]; trimmed: boolean } {
-    const left = (this.#options.maxKeys ?? Infinity) - this.#claimed;
-    const trimmed = keys.length > left;
-    const claimed = trimmed ? keys.slice(0, Math.max(left, 0)) : keys;
-    this.#claimed += claimed.length;
-    return { keys: claimed, trimmed };
-  }
-
-  #quotaUsed(): boolean {
-    return this.#options.maxKeys !== undefined && this.#claimed >= this.#options.maxKeys;
-  }
-
-  /**
-   * Stores the node's checkpoint at `cursor` and waits for it: with `awaited` ordering saves and
-   * copies travel through different nodes, so the next batch goes out only after the save; with
-   * `in-script` ordering the engine saves only where a script could not (see run/pipeline.ts).
-   */
-  async #save(state: NodeState, cursor: string): Promise<void> {
-    const { lastJob, within, runId } = state;
-    const checkpoint = { cursor, lastJob, within, runId, params: this.#params };
-    const unsaved = this.#unsavedOf(state);
-    const totals = unsaved.take();
-    try {
-      await this.#retry.untilWritable(
-        state.name,
-        () => this.#deps.checkpoints.save(state.nodeId, checkpoint, totals),
-      );
-    } catch (error) {
-      // Counts a failed save did not store go with the next one.
-      unsaved.restore(totals);
-      throw error;
-    }
-    state.lastSave = performance.now();
   }
 
   /** Refines the estimate and tells the observer about the batch. */

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { MAX_SUB_BATCH } from "./send.ts";
 import { SafetyRefusal } from "../errors.ts";
 import { TRANSIENT_ERRORS } from "../migrate/strategy.ts";
 import type { StrategyResult } from "../migrate/strategy.ts";
@@ -19,6 +20,17 @@ export class ErrorStormError extends SafetyRefusal {
     super(message);
     this.name = "ErrorStormError";
   }
+}
+
+/** The fewest keys failing in a row with one lasting error that stop a run. */
+const MIN_STORM = 20;
+
+/**
+ * Keys failing in a row that make a storm: a batch's worth (two full sub-batches when that is
+ * fewer), but never a handful of keys: one odd error in a tiny `--batch` is no storm.
+ */
+export function stormThreshold(batch: number): number {
+  return Math.max(MIN_STORM, Math.min(batch, 2 * MAX_SUB_BATCH));
 }
 
 /**

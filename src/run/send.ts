@@ -7,11 +7,32 @@
  */
 import type { Buffer } from "node:buffer";
 import type { Gate } from "../control/gate.ts";
-import type { StrategyResult } from "../migrate/strategy.ts";
+import type { MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
 import { nameInvalidKeys } from "../outcome.ts";
 import type { RunObserver } from "../run_events.ts";
 import type { BatchSteps } from "./pipeline.ts";
 import type { KeyRetry } from "./retry.ts";
+
+/** Largest sub-batch: a guard only; the strategy sizes calls by Redis time (`--max-call-ms`). */
+export const MAX_SUB_BATCH = 100;
+
+/**
+ * Keys of the next script call for `node`: about a tenth of a second's worth of its rate now, no
+ * more than the strategy's time budget fits (`--max-call-ms`), the batch, and the guard.
+ */
+export function callSize(
+  node: string,
+  options: {
+    gate: Pick<Gate, "rps"> & Partial<Pick<Gate, "rateFor">>;
+    strategy: Pick<MigrationStrategy, "nextCallSize">;
+    batch: number;
+  },
+): number {
+  const rps = options.gate.rateFor?.(node) ?? options.gate.rps;
+  const wanted = rps > 0 ? Math.ceil(rps / 10) : MAX_SUB_BATCH;
+  const fits = options.strategy.nextCallSize?.() ?? MAX_SUB_BATCH;
+  return Math.max(1, Math.min(wanted, fits, options.batch, MAX_SUB_BATCH));
+}
 
 /** Options of {@linkcode sendBatch}. */
 export interface SendOptions {
