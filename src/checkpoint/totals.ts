@@ -16,7 +16,6 @@ import {
   OUTCOMES,
 } from "../outcome.ts";
 import type { CarriedTotals } from "../run_events.ts";
-import type { CheckpointStore } from "./store.ts";
 
 const REASON_PREFIX = "invalid_reason:";
 
@@ -96,7 +95,10 @@ export function parseTotals(hash: Readonly<Record<string, string>>): CarriedTota
  * them; `--reset-progress` forgets them along with the checkpoint.
  */
 export async function carriedTotals(
-  store: Pick<CheckpointStore, "loadTotals" | "resetTotals">,
+  store: {
+    loadTotals(): Promise<CarriedTotals | undefined>;
+    resetTotals(): Promise<void>;
+  },
   run: { mode: "dry-run" | "execute"; resetProgress: boolean },
 ): Promise<CarriedTotals | undefined> {
   if (run.mode !== "execute") return undefined;

@@ -9,14 +9,9 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { UsageError } from "../errors.ts";
 import { DEFAULT_WORKSPACE_PATTERN, WorkspaceRule } from "../schema.ts";
 import { VERIFY_DEFAULTS } from "../defaults.ts";
-import type { TlsOptions } from "../redis/options.ts";
-import { parseShard, type Shard, WHOLE } from "../redis/shard.ts";
-import {
-  DEFAULT_MAX_REPLICA_LAG,
-  parseReplicaLagLimit,
-  type ReplicaLagLimit,
-} from "../control/replica_lag.ts";
-import { type ControlCommandLine, parseControlCommand } from "./control_args.ts";
+import { parseShard, WHOLE } from "../redis/shard.ts";
+import { DEFAULT_MAX_REPLICA_LAG, parseReplicaLagLimit } from "../control/replica_lag.ts";
+import { parseControlCommand } from "./control_args.ts";
 import {
   decimal,
   httpUrl,
@@ -29,56 +24,9 @@ import {
   type Values,
 } from "./flag_values.ts";
 
+import type { Command, CommonOptions, VerifyFlags, VerifyTelemetryFlags } from "./options.ts";
+
 export type { ParseEnv } from "./flag_values.ts";
-
-/** Options shared by the run and verify. */
-export interface CommonOptions {
-  /** Seed URLs (one for standalone; several seeds allowed for a cluster). */
-  redisUrls: string[];
-  tls: TlsOptions;
-  json: boolean;
-  workspace?: string;
-  rule: WorkspaceRule;
-  /** Jobs per second, 0 = unlimited. */
-  rps: number;
-  logFormat: "text" | "json";
-  quiet: boolean;
-}
-
-/** Options of `backfill --dry-run | --execute`. */
-export interface RunOptions extends CommonOptions {
-  mode: "dry-run" | "execute";
-  batch: number;
-  cursor?: string;
-  maxKeys?: number;
-  progressKey: string;
-  resetProgress: boolean;
-  metricsPort?: number;
-  /** Address the metrics server binds (undefined: all interfaces, 0.0.0.0). */
-  metricsHost?: string;
-  /** Seconds the metrics server stays up after the run, for a last scrape. */
-  metricsLinger: number;
-  metricsWorkspaceLabel: boolean;
-  pushgateway?: string;
-  /** Seconds between Pushgateway pushes while running (0: only at start and end). */
-  pushInterval: number;
-  /** `--health-timeout`: seconds a node may stay silent before /healthz answers 503. */
-  healthTimeout: number;
-  progressInterval: number;
-  maxMemoryPct: number;
-  /** Seconds the run waits for a lost Redis before giving up with exit 3. */
-  maxOutage: number;
-  /** `--max-call-ms`: the Redis time one script call may take (> 0). */
-  maxCallMs: number;
-  /** `--max-latency`: the added probe p99 in ms the throttle allows; 0 = no latency throttle. */
-  maxLatencyMs: number;
-  /** `--max-replica-lag`: pause while a replica is further behind. */
-  maxReplicaLag: ReplicaLagLimit;
-  /** `--wait-lock`: seconds to wait for a held lock to expire before refusing (exit 4). */
-  waitLockSeconds: number;
-  /** `--shard I/N`: this runner's part of a cluster's masters ({@linkcode WHOLE} without it). */
-  shard: Shard;
-}
 
 /** Defaults of the throttle and lock flags (README "Throttle" says why). */
 export const CONTROL_DEFAULTS = {
@@ -93,45 +41,6 @@ export const CONTROL_DEFAULTS = {
   /** The lock lives 30 s: a dead holder's lock is gone before 45 s pass. */
   waitLockSeconds: 45,
 } as const;
-
-/** `verify`'s metrics flags, as for a run. */
-export interface VerifyTelemetryFlags {
-  metricsPort?: number;
-  metricsHost?: string;
-  metricsLinger: number;
-  pushgateway?: string;
-  pushInterval: number;
-}
-
-/** Options of `backfill verify`. */
-export interface VerifyFlags extends CommonOptions, VerifyTelemetryFlags {
-  sample: number;
-  minParity: number;
-  ttlTolerance: number;
-  recheck: number;
-  /** Pause before each recheck round, in milliseconds (`--recheck-delay`). */
-  recheckDelayMs: number;
-  /** `--full`: compare every old key (exact) instead of a sample. */
-  full: boolean;
-  /** `--orphans` (with `--full`): also scan every new key for orphans. */
-  orphans: boolean;
-  /** `--report FILE` (with `--full`): NDJSON findings. */
-  report?: string;
-  /** Prefix of the full verify's checkpoint and lock (`<P>:verify:*`). */
-  progressKey: string;
-  /** `--reset-progress` (with `--full`): ignore a stored full-verify checkpoint. */
-  resetProgress: boolean;
-  /** `--wait-lock` (with `--full`): seconds to wait for `<P>:verify:lock` before exit 4. */
-  waitLockSeconds: number;
-}
-
-/** What the command line asks for. */
-export type Command =
-  | { kind: "run"; options: RunOptions }
-  | { kind: "verify"; options: VerifyFlags }
-  | { kind: "control"; options: ControlCommandLine }
-  | { kind: "help"; topic: "run" | "verify" | "control" }
-  | { kind: "version" };
 
 const common = {
   "redis-url": { type: "string", multiple: true },

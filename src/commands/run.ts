@@ -5,7 +5,7 @@
  * @module
  */
 import { CheckpointStore } from "../checkpoint/store.ts";
-import type { RunOptions } from "../cli/args.ts";
+import type { RunOptions } from "../cli/options.ts";
 import type { Gate } from "../control/gate.ts";
 import { controlKey } from "../control/remote.ts";
 import { statusKey } from "../control/status.ts";

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { VerifyFlags } from "../cli/args.ts";
+import type { VerifyFlags } from "../cli/options.ts";
 import { ExitCode, RedisUnavailableError } from "../errors.ts";
 import { connectRedis } from "../redis/connect.ts";
 import { errorCode, isOutage } from "../redis/errors.ts";

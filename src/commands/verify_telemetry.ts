@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { VerifyFlags } from "../cli/args.ts";
+import type { VerifyFlags } from "../cli/options.ts";
 import { UsageError } from "../errors.ts";
 import type { Logger } from "../run_events.ts";
 import type { VerifyOutcome } from "../telemetry/verify_metrics.ts";

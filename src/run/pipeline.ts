@@ -17,11 +17,18 @@ import type { Buffer } from "node:buffer";
 import type { BatchPosition } from "../checkpoint/batch_position.ts";
 import type { ScriptStep } from "../checkpoint/in_script.ts";
 import type { NodeCheckpoint } from "../checkpoint/store.ts";
-import type { CheckpointOrdering } from "../migrate/strategy.ts";
+import type { CheckpointOrdering, StrategyResult } from "../migrate/strategy.ts";
 import type { ScanBatch } from "../redis/scan.ts";
-import type { SentBatch } from "./send.ts";
 
 /** A batch sent and not yet finished. */
+/** A sent batch. */
+export interface SentBatch {
+  /** Every key's result, in key order, after the retries; rejects with a call's outage. */
+  results: Promise<StrategyResult[]>;
+  /** False when a stop signal kept part of the batch from being sent. */
+  complete: boolean;
+}
+
 export interface Flight extends SentBatch {
   batch: ScanBatch;
   /** The keys sent (a `--max-keys` trim may have cut the batch). */

@@ -10,7 +10,7 @@ import type { Gate } from "../control/gate.ts";
 import type { MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
 import { nameInvalidKeys } from "../outcome.ts";
 import type { RunObserver } from "../run_events.ts";
-import type { BatchSteps } from "./pipeline.ts";
+import type { BatchSteps, SentBatch } from "./pipeline.ts";
 import type { KeyRetry } from "./retry.ts";
 
 /** Largest sub-batch: a guard only; the strategy sizes calls by Redis time (`--max-call-ms`). */
@@ -47,14 +47,6 @@ export interface SendOptions {
   observer?: Pick<RunObserver, "onLimiterWait" | "onRedisReply">;
   /** A stop: no further sub-batch is sent; the ones sent finish. */
   signal?: AbortSignal;
-}
-
-/** A sent batch. */
-export interface SentBatch {
-  /** Every key's result, in key order, after the retries; rejects with a call's outage. */
-  results: Promise<StrategyResult[]>;
-  /** False when a stop signal kept part of the batch from being sent. */
-  complete: boolean;
 }
 
 /** Sends `keys` in sub-batches; resolves when the last one is sent. */
