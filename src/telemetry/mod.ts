@@ -191,7 +191,7 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
   };
 }
 
-/** The progress reporter (none when quiet) and the logger whose lines go above its progress line. */
+/** The progress reporter (none when quiet), and the logger that writes above its progress line. */
 function createOutput(options: TelemetryOptions): { progress?: ProgressReporter; logger: Logger } {
   const clock = options.clock;
   // The logger is created below; JSON progress events go through it (assigned before any event).
@@ -274,7 +274,7 @@ function schedulePushes(
   });
 }
 
-/** Shuts the metrics server down; a failure is a warning, since the run's result is already final. */
+/** Shuts the metrics server down; a failure is only a warning: the run's result is final. */
 async function shutdownServer(server: MetricsServer, logger: Logger): Promise<void> {
   try {
     await server.shutdown();

@@ -104,7 +104,7 @@ function serve(
   }
 }
 
-/** Routes a request: 404 off the two paths, 405 for anything but GET/HEAD, then health or metrics. */
+/** Routes a request: 404 off the two paths, 405 unless GET or HEAD, then health or metrics. */
 function metricsHandler(options: MetricsServerOptions): (request: Request) => Promise<Response> {
   return async (request) => {
     const { pathname } = new URL(request.url);
