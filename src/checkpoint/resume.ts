@@ -57,6 +57,14 @@ export type ResumeDecision =
  */
 export function decideStart(input: ResumeInput): ResumeDecision {
   const where = input.perNode ? ` on ${input.node}` : "";
+  return startFromFlags(input, where) ?? startFromCheckpoint(input, where);
+}
+
+/**
+ * The flags that decide without the checkpoint, in order of precedence: dry-run, then
+ * `--reset-progress`, then `--cursor`. Undefined when none of them applies.
+ */
+function startFromFlags(input: ResumeInput, where: string): ResumeDecision | undefined {
   const flag = input.cursor ?? "0";
   const { stored } = input;
   if (input.mode === "dry-run") {
@@ -89,6 +97,15 @@ export function decideStart(input: ResumeInput): ResumeDecision {
       info("cursor_flag", `starting from --cursor ${input.cursor}${where}`),
     );
   }
+  return undefined;
+}
+
+/**
+ * No flag decided: resume the stored checkpoint when it was made with these parameters and on
+ * this server process; refuse other parameters; rescan from 0 after a restart.
+ */
+function startFromCheckpoint(input: ResumeInput, where: string): ResumeDecision {
+  const { stored } = input;
   if (stored === undefined) return start("0", false);
   if (stored.params !== input.params) {
     return {

@@ -24,7 +24,13 @@ import {
   type Values,
 } from "./flag_values.ts";
 
-import type { Command, CommonOptions, VerifyFlags, VerifyTelemetryFlags } from "./options.ts";
+import type {
+  Command,
+  CommonOptions,
+  RunOptions,
+  VerifyFlags,
+  VerifyTelemetryFlags,
+} from "./options.ts";
 
 export type { ParseEnv } from "./flag_values.ts";
 
@@ -116,19 +122,8 @@ export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Comma
   const control = parseControlCommand(argv, env);
   if (control !== undefined) return control;
   const isVerify = argv[0] === "verify";
-  const args = isVerify ? argv.slice(1) : argv;
   const topic = isVerify ? "verify" : "run";
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: [...args],
-      options: isVerify ? verifyFlags : runFlags,
-      strict: true,
-      allowPositionals: true,
-    });
-  } catch (error) {
-    throw new UsageError(parseErrorMessage(error));
-  }
+  const parsed = parseFlags(isVerify ? argv.slice(1) : argv, isVerify ? verifyFlags : runFlags);
   const values = parsed.values as Record<string, string | boolean | string[] | undefined>;
   if (values.help) return { kind: "help", topic };
   if (values.version) return { kind: "version" };
@@ -137,6 +132,23 @@ export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Comma
   }
   const shared = commonOptions(values, env, isVerify ? VERIFY_DEFAULTS.rps : 100);
   if (isVerify) return { kind: "verify", options: verifyOptions(values, shared) };
+  return { kind: "run", options: runOptions(values, shared) };
+}
+
+/** Phase one: node:util parseArgs, strict; its multi-line errors become one-line usage errors. */
+function parseFlags(args: readonly string[], options: ParseArgsConfig["options"]) {
+  try {
+    return parseArgs({ args: [...args], options, strict: true, allowPositionals: true });
+  } catch (error) {
+    throw new UsageError(parseErrorMessage(error));
+  }
+}
+
+/**
+ * The options of `--dry-run | --execute`. Flags are checked in a fixed order, so the one error
+ * reported when several flags are wrong does not change between versions.
+ */
+function runOptions(values: Values, shared: CommonOptions): RunOptions {
   const dryRun = values["dry-run"] === true;
   const execute = values.execute === true;
   if (dryRun === execute) {
@@ -157,34 +169,34 @@ export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Comma
   const maxKeys = values["max-keys"] === undefined ? undefined : integer(values, "max-keys", 0, 1);
   const shardText = str(values, "shard");
   return {
-    kind: "run",
-    options: {
-      ...shared,
-      mode: dryRun ? "dry-run" : "execute",
-      batch: integer(values, "batch", 500, 1, 1_000_000),
-      cursor,
-      maxKeys,
-      progressKey,
-      resetProgress: values["reset-progress"] === true,
-      metricsPort: values["metrics-port"] === undefined
-        ? undefined
-        : integer(values, "metrics-port", 0, 1, 65535),
-      metricsHost,
-      metricsLinger: decimal(values, "metrics-linger", TELEMETRY_DEFAULTS.metricsLinger, 0, 3600),
-      metricsWorkspaceLabel: label === "true",
-      pushgateway,
-      pushInterval: decimal(values, "push-interval", TELEMETRY_DEFAULTS.pushInterval, 0, 86400),
-      healthTimeout: decimal(values, "health-timeout", TELEMETRY_DEFAULTS.healthTimeout, 1, 86400),
-      progressInterval: decimal(values, "progress-interval", 10, 0.1),
-      maxMemoryPct: decimal(values, "max-memory-pct", 90, 1, 100),
-      maxOutage: decimal(values, "max-outage", 60, 0),
-      shard: shardText === undefined ? WHOLE : parseShard(shardText),
-      ...throttleOptions(values),
-    },
+    ...shared,
+    mode: dryRun ? "dry-run" : "execute",
+    batch: integer(values, "batch", 500, 1, 1_000_000),
+    cursor,
+    maxKeys,
+    progressKey,
+    resetProgress: values["reset-progress"] === true,
+    metricsPort: values["metrics-port"] === undefined
+      ? undefined
+      : integer(values, "metrics-port", 0, 1, 65535),
+    metricsHost,
+    metricsLinger: decimal(values, "metrics-linger", TELEMETRY_DEFAULTS.metricsLinger, 0, 3600),
+    metricsWorkspaceLabel: label === "true",
+    pushgateway,
+    pushInterval: decimal(values, "push-interval", TELEMETRY_DEFAULTS.pushInterval, 0, 86400),
+    healthTimeout: decimal(values, "health-timeout", TELEMETRY_DEFAULTS.healthTimeout, 1, 86400),
+    progressInterval: decimal(values, "progress-interval", 10, 0.1),
+    maxMemoryPct: decimal(values, "max-memory-pct", 90, 1, 100),
+    maxOutage: decimal(values, "max-outage", 60, 0),
+    shard: shardText === undefined ? WHOLE : parseShard(shardText),
+    ...throttleOptions(values),
   };
 }
 
-function throttleOptions(values: Values) {
+/** The throttle and lock flags; `--max-call-ms` is the time budget of a script call: > 0. */
+function throttleOptions(
+  values: Values,
+): Pick<RunOptions, "maxCallMs" | "maxLatencyMs" | "maxReplicaLag" | "waitLockSeconds"> {
   const maxCallMs = decimal(values, "max-call-ms", CONTROL_DEFAULTS.maxCallMs, 0);
   if (maxCallMs === 0) {
     throw new UsageError("--max-call-ms must be a number > 0 (milliseconds per script call)");

@@ -7,8 +7,6 @@
 import { CheckpointStore } from "../checkpoint/store.ts";
 import type { RunOptions } from "../cli/options.ts";
 import type { Gate } from "../control/gate.ts";
-import { controlKey } from "../control/remote.ts";
-import { statusKey } from "../control/status.ts";
 import { BackfillError, ExitCode, SafetyRefusal, UsageError } from "../errors.ts";
 import { nodeIdFor, strategyFor } from "../migrate/select.ts";
 import { connectRedis } from "../redis/connect.ts";
@@ -24,11 +22,9 @@ import type { Logger, RunObserver, Summary } from "../run_events.ts";
 import { lockKey } from "../safety/lock.ts";
 import { acquireLocks, type LockSet } from "../safety/lock_set.ts";
 import { emptyCounters } from "../outcome.ts";
-import { MemoryGuard } from "../safety/memory.ts";
-import { checkPermissions, progressKeysFor } from "../safety/preflight.ts";
-import { waitForPrimaries } from "../safety/primary.ts";
 import { createTelemetry, MetricsServerError, type Telemetry } from "../telemetry/mod.ts";
 import type { CommandIo } from "./io.ts";
+import { checkBeforeWriting } from "./run_checks.ts";
 
 /** Runs the backfill; returns the exit code (errors that map to codes are thrown). */
 export async function runCommand(options: RunOptions, io: CommandIo): Promise<number> {
@@ -118,22 +114,7 @@ async function runOn(
   logShard(scope, options, logger);
   if (scope.nodeIds.length === 0) return idleShard(options, ctx);
   const target = scope.target;
-  // A primary, the permissions and headroom before anything is written (the lock included): a
-  // refusal leaves Redis untouched.
-  if (options.mode === "execute") {
-    await waitForPrimaries(target.masters(), {
-      nameOf: (node) => target.nodeName(node),
-      maxOutage: options.maxOutage,
-      logger,
-      signal: ctx.io.signal,
-    });
-  }
-  const preflight = await preflightPermissions(target, options, logger);
-  const memory = new MemoryGuard(target.masters(), (node) => target.nodeName(node), {
-    maxPct: options.maxMemoryPct,
-    logger,
-  });
-  await memory.precheck(options.mode === "execute");
+  const preflight = await checkBeforeWriting(target, options, { logger, signal: ctx.io.signal });
   // The probes' baselines are measured here, before the first write (the lock).
   const throttled = await startThrottledGate(target, {
     ...options,
@@ -154,31 +135,14 @@ async function runOn(
       })
       : undefined;
     live = lock && await startLiveControl(target, options, { throttled, lock, logger, stop });
-    const layoutBefore = await target.layout?.();
-    const signal = AbortSignal.any([ctx.io.signal, lockLost.signal, stop.signal]);
-    let summary = await runEngine(target, options, {
+    return await runLocked(target, options, {
       ...ctx,
       gate: throttled.gate,
-      signal,
-      observer: live ? fanOut([ctx.telemetry.observer, live.observer], logger) : undefined,
+      live,
+      lockLost,
+      stop,
+      preflight,
     });
-    summary = { ...summary, preflight };
-    ctx.outcome.summary = summary;
-    if (layoutBefore !== undefined && (await target.layout?.()) !== layoutBefore) {
-      // Keys that moved between masters mid-run may have escaped every master's SCAN.
-      logger.log(
-        "warn",
-        "cluster_layout_changed",
-        "the cluster's slot layout changed during the run (reshard or failover): keys that " +
-          "moved between masters may have escaped this scan; run again (a rerun copies only " +
-          "what is missing)",
-      );
-      summary = { ...summary, completed: false };
-      ctx.outcome.summary = summary;
-    }
-    if (lockLost.signal.aborted) throw lockLost.signal.reason;
-    if (stop.signal.aborted && !ctx.io.signal.aborted) return ExitCode.stopped;
-    return summary.errors > 0 ? ExitCode.failed : ExitCode.ok;
   } finally {
     await live?.finish();
     await throttled.close();
@@ -187,33 +151,45 @@ async function runOn(
 }
 
 /**
- * What the Redis user may not run of what `--execute` needs (safety/preflight.ts): execute
- * refuses (exit 4) before writing anything; dry-run warns and reports it in its summary.
+ * The engine once the lock is held, then the exit code: a lost lock throws its refusal, a stop
+ * from live control is `stopped`, and a run whose slot layout changed is not complete.
  */
-async function preflightPermissions(
+async function runLocked(
   target: RedisTarget,
   options: RunOptions,
-  logger: Logger,
-): Promise<string[] | undefined> {
-  const store = new CheckpointStore(target.client as Redis, options.progressKey);
-  const names = store.keys(target.kind === "cluster" ? "preflight" : "");
-  const missing = await checkPermissions(
-    target.masters(),
-    progressKeysFor(options.progressKey, {
-      ...names,
-      control: controlKey(options.progressKey),
-      status: statusKey(options.progressKey),
-    }),
-  );
-  if (missing === undefined || missing.length === 0) return missing;
-  const message = `the Redis user may not run what --execute needs: ${missing.join(", ")}`;
-  if (options.mode === "execute") {
-    throw new SafetyRefusal(
-      `${message}; nothing was written (grant it with ACL SETUSER, or run as another user)`,
+  ctx: RunContext & {
+    gate: Gate;
+    live?: LiveControl;
+    lockLost: AbortController;
+    stop: AbortController;
+    preflight?: string[];
+  },
+): Promise<number> {
+  const { logger } = ctx.telemetry;
+  const { live, lockLost, stop } = ctx;
+  const layoutBefore = await target.layout?.();
+  let summary = await runEngine(target, options, {
+    ...ctx,
+    signal: AbortSignal.any([ctx.io.signal, lockLost.signal, stop.signal]),
+    observer: live ? fanOut([ctx.telemetry.observer, live.observer], logger) : undefined,
+  });
+  summary = { ...summary, preflight: ctx.preflight };
+  ctx.outcome.summary = summary;
+  if (layoutBefore !== undefined && (await target.layout?.()) !== layoutBefore) {
+    // Keys that moved between masters mid-run may have escaped every master's SCAN.
+    logger.log(
+      "warn",
+      "cluster_layout_changed",
+      "the cluster's slot layout changed during the run (reshard or failover): keys that " +
+        "moved between masters may have escaped this scan; run again (a rerun copies only " +
+        "what is missing)",
     );
+    summary = { ...summary, completed: false };
+    ctx.outcome.summary = summary;
   }
-  logger.log("warn", "preflight", `${message}; --execute would refuse to start`);
-  return missing;
+  if (lockLost.signal.aborted) throw lockLost.signal.reason;
+  if (stop.signal.aborted && !ctx.io.signal.aborted) return ExitCode.stopped;
+  return summary.errors > 0 ? ExitCode.failed : ExitCode.ok;
 }
 
 /**

@@ -10,12 +10,14 @@ import { ExitCode, RedisUnavailableError, SafetyRefusal } from "../errors.ts";
 import { RunLock } from "../safety/lock.ts";
 import { SlidingWindowLimiter } from "../control/rate_limit.ts";
 import { connectRedis } from "../redis/connect.ts";
+import type { RedisTarget } from "../redis/target.ts";
+import type { Logger } from "../run_events.ts";
 import { errorCode, isOutage } from "../redis/errors.ts";
 import { createLogger } from "../telemetry/logger.ts";
 import { VerifyCheckpoint } from "../verify/full/checkpoint.ts";
 import { ReportFile } from "../verify/full/report_file.ts";
 import { runFullVerify } from "../verify/full/run.ts";
-import { fullJson, renderFullText } from "../verify/full/summary.ts";
+import { fullJson, type FullReport, renderFullText } from "../verify/full/summary.ts";
 import type { VerifyOutcome } from "../telemetry/verify_metrics.ts";
 import type { VerifyTelemetry } from "../telemetry/verify_telemetry.ts";
 import type { CommandIo } from "./io.ts";
@@ -44,47 +46,19 @@ export async function fullVerifyCommand(options: VerifyFlags, io: CommandIo): Pr
       );
       const checkpoint = new VerifyCheckpoint(target.client, options.progressKey);
       const lockLost = new AbortController();
-      // Like a run: a crashed verify's lock expires within 30 s, so an immediate restart waits.
-      const lock = await RunLock.acquire(target.client, checkpoint.lockKey, {
-        waitMs: options.waitLockSeconds * 1000,
-        onWait: (message) => logger.log("warn", "lock_wait", message),
+      const lock = await takeVerifyLock(target, checkpoint, options, {
+        logger,
+        lockLost,
         signal: io.signal,
-        onLost: (reason) =>
-          lockLost.abort(
-            new SafetyRefusal(`lost the verify lock ${checkpoint.lockKey}: ${reason}`),
-          ),
       });
       try {
         telemetry.start("full");
-        const result = await runFullVerify(
-          {
-            rule: options.rule,
-            workspace: options.workspace,
-            ttlToleranceSeconds: options.ttlTolerance,
-            recheck: options.recheck,
-            recheckDelayMs: options.recheckDelayMs,
-            rps: options.rps,
-            minParity: options.minParity,
-            orphans: options.orphans,
-            resetProgress: options.resetProgress,
-          },
-          {
-            target,
-            checkpoint,
-            limiter: new SlidingWindowLimiter(options.rps),
-            report,
-            logger,
-            signal: AbortSignal.any([io.signal, lockLost.signal]),
-          },
-        ).catch((error: unknown) => {
-          if (lockLost.signal.aborted) throw lockLost.signal.reason;
-          if (isOutage(error)) {
-            throw new RedisUnavailableError(
-              `lost Redis at ${target.redacted} during verify --full (${errorCode(error)}); ` +
-                "run it again to resume from its checkpoint",
-            );
-          }
-          throw error;
+        const result = await verifyOn(target, options, {
+          checkpoint,
+          report,
+          logger,
+          lockLost,
+          signal: io.signal,
         });
         outcome = fullOutcome(result);
         io.stdout(
@@ -100,5 +74,74 @@ export async function fullVerifyCommand(options: VerifyFlags, io: CommandIo): Pr
   } finally {
     await telemetry?.close(outcome);
     report?.close();
+  }
+}
+
+/** Takes `<P>:verify:lock`; a lost lock aborts `lockLost` with the refusal the verify ends with. */
+function takeVerifyLock(
+  target: RedisTarget,
+  checkpoint: VerifyCheckpoint,
+  options: VerifyFlags,
+  ctx: { logger: Logger; lockLost: AbortController; signal: AbortSignal },
+): Promise<RunLock> {
+  // Like a run: a crashed verify's lock expires within 30 s, so an immediate restart waits.
+  return RunLock.acquire(target.client, checkpoint.lockKey, {
+    waitMs: options.waitLockSeconds * 1000,
+    onWait: (message) => ctx.logger.log("warn", "lock_wait", message),
+    signal: ctx.signal,
+    onLost: (reason) =>
+      ctx.lockLost.abort(
+        new SafetyRefusal(`lost the verify lock ${checkpoint.lockKey}: ${reason}`),
+      ),
+  });
+}
+
+/**
+ * The full verify under the lock. A lost lock ends it with the lock's refusal, and a lost Redis
+ * with a {@linkcode RedisUnavailableError} that says a rerun resumes from the checkpoint.
+ */
+async function verifyOn(
+  target: RedisTarget,
+  options: VerifyFlags,
+  ctx: {
+    checkpoint: VerifyCheckpoint;
+    report?: ReportFile;
+    logger: Logger;
+    lockLost: AbortController;
+    signal: AbortSignal;
+  },
+): Promise<FullReport> {
+  const { lockLost } = ctx;
+  try {
+    return await runFullVerify(
+      {
+        rule: options.rule,
+        workspace: options.workspace,
+        ttlToleranceSeconds: options.ttlTolerance,
+        recheck: options.recheck,
+        recheckDelayMs: options.recheckDelayMs,
+        rps: options.rps,
+        minParity: options.minParity,
+        orphans: options.orphans,
+        resetProgress: options.resetProgress,
+      },
+      {
+        target,
+        checkpoint: ctx.checkpoint,
+        limiter: new SlidingWindowLimiter(options.rps),
+        report: ctx.report,
+        logger: ctx.logger,
+        signal: AbortSignal.any([ctx.signal, lockLost.signal]),
+      },
+    );
+  } catch (error: unknown) {
+    if (lockLost.signal.aborted) throw lockLost.signal.reason;
+    if (isOutage(error)) {
+      throw new RedisUnavailableError(
+        `lost Redis at ${target.redacted} during verify --full (${errorCode(error)}); ` +
+          "run it again to resume from its checkpoint",
+      );
+    }
+    throw error;
   }
 }

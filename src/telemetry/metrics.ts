@@ -58,6 +58,81 @@ class FlushingRegistry extends Registry {
   }
 }
 
+/** The run-level metrics: batch duration, timestamps, rate limit, estimate, completion, mode. */
+interface RunMetrics {
+  readonly duration: Histogram;
+  readonly lastSuccess: Gauge;
+  readonly lastProgress: Gauge;
+  readonly start: Gauge;
+  readonly end: Gauge;
+  readonly running: Gauge;
+  readonly rpsLimit: Gauge;
+  readonly limiterWait: Counter;
+  readonly estimated: Gauge;
+  readonly completed: Gauge;
+  readonly runInfo: Gauge<"mode">;
+}
+
+/**
+ * Registers the run-level metrics, then `relay_backfill_build_info` (set once: it never changes).
+ * Registration order is the order `/metrics` lists them in, so it is kept as it was.
+ */
+function registerRunMetrics(registers: Registry[], version: string): RunMetrics {
+  const gauge = (name: string, help: string) => new Gauge({ name, help, registers });
+  const metrics: RunMetrics = {
+    duration: new Histogram({
+      name: "relay_backfill_duration_seconds",
+      help: "Wall time per processed batch (non-empty), limiter waits included.",
+      buckets: [...BATCH_DURATION_BUCKETS],
+      registers,
+    }),
+    lastSuccess: gauge(
+      "relay_backfill_last_success_timestamp_seconds",
+      "Unix time the last batch was fully processed (0 before the first).",
+    ),
+    lastProgress: gauge(
+      "relay_backfill_last_progress_timestamp_seconds",
+      "Unix time of the last sign of progress: the start, then each processed batch.",
+    ),
+    start: gauge("relay_backfill_start_timestamp_seconds", "Unix time the run started."),
+    end: gauge(
+      "relay_backfill_end_timestamp_seconds",
+      "Unix time the run ended (0 while it runs).",
+    ),
+    running: gauge("relay_backfill_running", "1 while the run is going, 0 after it ended."),
+    rpsLimit: gauge(
+      "relay_backfill_rps_limit",
+      "Configured --rps: jobs per second at most (0 = unlimited).",
+    ),
+    limiterWait: new Counter({
+      name: "relay_backfill_limiter_wait_seconds_total",
+      help: "Time the rate limiter held the run back.",
+      registers,
+    }),
+    estimated: gauge(
+      "relay_backfill_estimated_keys",
+      "Estimated old keys in scope for this run (DBSIZE-based, refined as the scan goes).",
+    ),
+    completed: gauge(
+      "relay_backfill_completed",
+      "1 once the scan reached its end on every node; 0 while running or when stopped early.",
+    ),
+    runInfo: new Gauge({
+      name: "relay_backfill_run_info",
+      help: "Always 1; the mode label says whether this run writes (execute) or not (dry-run).",
+      labelNames: ["mode"] as const,
+      registers,
+    }),
+  };
+  new Gauge({
+    name: "relay_backfill_build_info",
+    help: "Always 1; labels carry the backfill version and the Deno runtime version.",
+    labelNames: ["version", "deno"] as const,
+    registers,
+  }).set({ version, deno: Deno.version.deno }, 1);
+  return metrics;
+}
+
 /** Options of {@linkcode BackfillMetrics}. */
 export interface BackfillMetricsOptions {
   /** Version reported by `relay_backfill_build_info`. */
@@ -93,17 +168,7 @@ export class BackfillMetrics implements RunObserver {
   readonly #clock: TimerClock;
   readonly #control: ControlMetrics;
   readonly #outcomes: OutcomeMetrics;
-  readonly #duration: Histogram;
-  readonly #lastSuccess: Gauge;
-  readonly #lastProgress: Gauge;
-  readonly #start: Gauge;
-  readonly #end: Gauge;
-  readonly #running: Gauge;
-  readonly #rpsLimit: Gauge;
-  readonly #limiterWait: Counter;
-  readonly #estimated: Gauge;
-  readonly #completed: Gauge;
-  readonly #runInfo: Gauge<"mode">;
+  readonly #run: RunMetrics;
 
   /** Registers every metric in a fresh registry. */
   constructor(options: BackfillMetricsOptions) {
@@ -121,70 +186,21 @@ export class BackfillMetrics implements RunObserver {
       this.#outcomes.flush();
       if (silentNodes) this.#control.markSilent(silentNodes());
     };
-    const gauge = (name: string, help: string) => new Gauge({ name, help, registers });
-    this.#duration = new Histogram({
-      name: "relay_backfill_duration_seconds",
-      help: "Wall time per processed batch (non-empty), limiter waits included.",
-      buckets: [...BATCH_DURATION_BUCKETS],
-      registers,
-    });
-    this.#lastSuccess = gauge(
-      "relay_backfill_last_success_timestamp_seconds",
-      "Unix time the last batch was fully processed (0 before the first).",
-    );
-    this.#lastProgress = gauge(
-      "relay_backfill_last_progress_timestamp_seconds",
-      "Unix time of the last sign of progress: the start, then each processed batch.",
-    );
-    this.#start = gauge("relay_backfill_start_timestamp_seconds", "Unix time the run started.");
-    this.#end = gauge(
-      "relay_backfill_end_timestamp_seconds",
-      "Unix time the run ended (0 while it runs).",
-    );
-    this.#running = gauge("relay_backfill_running", "1 while the run is going, 0 after it ended.");
-    this.#rpsLimit = gauge(
-      "relay_backfill_rps_limit",
-      "Configured --rps: jobs per second at most (0 = unlimited).",
-    );
-    this.#limiterWait = new Counter({
-      name: "relay_backfill_limiter_wait_seconds_total",
-      help: "Time the rate limiter held the run back.",
-      registers,
-    });
-    this.#estimated = gauge(
-      "relay_backfill_estimated_keys",
-      "Estimated old keys in scope for this run (DBSIZE-based, refined as the scan goes).",
-    );
-    this.#completed = gauge(
-      "relay_backfill_completed",
-      "1 once the scan reached its end on every node; 0 while running or when stopped early.",
-    );
-    this.#runInfo = new Gauge({
-      name: "relay_backfill_run_info",
-      help: "Always 1; the mode label says whether this run writes (execute) or not (dry-run).",
-      labelNames: ["mode"] as const,
-      registers,
-    });
-    new Gauge({
-      name: "relay_backfill_build_info",
-      help: "Always 1; labels carry the backfill version and the Deno runtime version.",
-      labelNames: ["version", "deno"] as const,
-      registers,
-    }).set({ version: options.version, deno: Deno.version.deno }, 1);
+    this.#run = registerRunMetrics(registers, options.version);
   }
 
   /** Records the run's mode, rate limit, start time, first estimate and carried-over totals. */
   onStart(start: RunStart): void {
     const now = this.#clock.now() / 1000;
-    this.#runInfo.reset();
-    this.#runInfo.set({ mode: start.mode }, 1);
-    this.#rpsLimit.set(start.rps);
-    this.#estimated.set(start.estimatedTotal);
-    this.#start.set(now);
-    this.#lastProgress.set(now);
-    this.#end.set(0);
-    this.#running.set(1);
-    this.#completed.set(0);
+    this.#run.runInfo.reset();
+    this.#run.runInfo.set({ mode: start.mode }, 1);
+    this.#run.rpsLimit.set(start.rps);
+    this.#run.estimated.set(start.estimatedTotal);
+    this.#run.start.set(now);
+    this.#run.lastProgress.set(now);
+    this.#run.end.set(0);
+    this.#run.running.set(1);
+    this.#run.completed.set(0);
     if (start.carried) this.#outcomes.carry(start.carried);
     this.#control.onStart(start);
   }
@@ -194,19 +210,19 @@ export class BackfillMetrics implements RunObserver {
     this.#outcomes.record(batch.results);
     if (batch.results.length > 0 && Number.isFinite(batch.seconds) && batch.seconds >= 0) {
       // Empty SCAN pages would pile up in the lowest bucket and hide the real batch latency.
-      this.#duration.observe(batch.seconds);
+      this.#run.duration.observe(batch.seconds);
     }
-    this.#estimated.set(batch.estimatedTotal);
+    this.#run.estimated.set(batch.estimatedTotal);
     const now = this.#clock.now() / 1000;
-    this.#lastSuccess.set(now);
-    this.#lastProgress.set(now);
+    this.#run.lastSuccess.set(now);
+    this.#run.lastProgress.set(now);
     this.#control.onBatch(batch);
   }
 
   /** Adds limiter wait time. */
   onLimiterWait(seconds: number): void {
     // prom-client throws on a negative increment; a clock hiccup must not break the run.
-    if (Number.isFinite(seconds) && seconds > 0) this.#limiterWait.inc(seconds);
+    if (Number.isFinite(seconds) && seconds > 0) this.#run.limiterWait.inc(seconds);
   }
 
   /** See {@linkcode RunObserver.onRateLimit}. */
@@ -242,9 +258,9 @@ export class BackfillMetrics implements RunObserver {
   /** Records the end: every pending count applied, not running, completed or not. */
   onEnd(summary: Summary): void {
     this.#outcomes.flush(true);
-    this.#completed.set(summary.completed ? 1 : 0);
-    this.#running.set(0);
-    this.#end.set(this.#clock.now() / 1000);
+    this.#run.completed.set(summary.completed ? 1 : 0);
+    this.#run.running.set(0);
+    this.#run.end.set(this.#clock.now() / 1000);
     this.#control.onEnd();
   }
 }

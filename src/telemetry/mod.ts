@@ -138,6 +138,61 @@ export function telemetryEnabled(value: string | undefined): boolean {
  * ```
  */
 export function createTelemetry(options: TelemetryOptions): Telemetry {
+  const clock = options.clock ?? wallClock;
+  const { progress, logger } = createOutput(options);
+  const health = new RunHealth({
+    clock,
+    expectedBatchSeconds: options.expectedBatchSeconds,
+    redisSilenceSeconds: options.redisSilenceSeconds,
+  });
+  const { metrics, server } = startMetrics(options, { logger, health });
+  const registry = metrics?.registry ?? new Registry();
+  const pushes = metrics && schedulePushes(options, { registry, logger, clock });
+
+  const finish = once(async () => {
+    progress?.stop();
+    await pushes?.finish();
+  });
+  const shutdown = once(async () => {
+    if (server === undefined) return;
+    await linger(options.metricsLingerSeconds ?? 0, clock, options.signal, logger);
+    await shutdownServer(server, logger);
+  });
+
+  // Order matters on end: the final progress line first (before the caller prints the summary),
+  // then the final metric values, then the push that sends them. The push schedule starts after
+  // the metrics saw onStart, so the first push already holds the run's start.
+  const { observer, ended } = endOnce(fanOut(
+    [
+      ...(progress ? [progress] : []),
+      ...(metrics ? [metrics] : []),
+      health,
+      new InvalidKeyLog({ logger }),
+      { onStart: (start) => pushes?.start(start.mode), onEnd: finish },
+    ],
+    logger,
+  ));
+  const end = async (summary?: Summary) => {
+    if (summary !== undefined && !ended()) await observer.onEnd?.(summary);
+    await finish();
+  };
+
+  return {
+    observer,
+    logger,
+    registry,
+    health,
+    metricsPort: server?.port,
+    end,
+    async close(summary) {
+      await end(summary);
+      await shutdown();
+    },
+  };
+}
+
+/** The progress reporter (none when quiet), and the logger that writes above its progress line. */
+function createOutput(options: TelemetryOptions): { progress?: ProgressReporter; logger: Logger } {
   const clock = options.clock;
   // The logger is created below; JSON progress events go through it (assigned before any event).
   let logger: Logger = silentLogger;
@@ -160,111 +215,95 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
     write: progress ? (text) => progress.writeAbove(text) : options.write,
     now: clock ? () => clock.now() : undefined,
   });
+  return { progress, logger };
+}
 
-  const health = new RunHealth({
-    clock: clock ?? wallClock,
-    expectedBatchSeconds: options.expectedBatchSeconds,
-    redisSilenceSeconds: options.redisSilenceSeconds,
-  });
-  let metrics: BackfillMetrics | undefined;
-  let server: MetricsServer | undefined;
-  if (options.enabled) {
-    metrics = new BackfillMetrics({
-      version: options.version,
-      workspaceLabel: options.workspaceLabel,
-      clock: options.clock,
-      silentNodes: () => health.silentNodes(),
-    });
-    if (options.metricsPort !== undefined) {
-      server = startMetricsServer({
-        registry: metrics.registry,
-        port: options.metricsPort,
-        hostname: options.metricsHost,
-        logger,
-        health: () => health.status(),
-      });
-      logger.log("info", "metrics_listening", "serving /metrics and /healthz", {
-        host: server.hostname,
-        port: server.port,
-      });
+/**
+ * The metrics (when enabled) and their server (when a port is set). Disabled telemetry says so
+ * once when the flags asked for a server or a push, so an SRE is not left scraping nothing.
+ */
+function startMetrics(
+  options: TelemetryOptions,
+  { logger, health }: { logger: Logger; health: RunHealth },
+): { metrics?: BackfillMetrics; server?: MetricsServer } {
+  if (!options.enabled) {
+    if (options.metricsPort !== undefined || options.pushgatewayUrl !== undefined) {
+      logger.log(
+        "info",
+        "telemetry_disabled",
+        "TELEMETRY_ENABLED=false: no metrics server, no push",
+      );
     }
-  } else if (options.metricsPort !== undefined || options.pushgatewayUrl !== undefined) {
-    logger.log("info", "telemetry_disabled", "TELEMETRY_ENABLED=false: no metrics server, no push");
+    return {};
   }
-  const registry = metrics?.registry ?? new Registry();
-  const pushes = metrics && options.pushgatewayUrl !== undefined
-    ? new PushSchedule({
-      url: options.pushgatewayUrl,
-      registry,
-      instance: options.progressKey,
-      intervalSeconds: options.pushIntervalSeconds ?? 30,
-      timeoutMs: options.pushTimeoutMs,
-      logger,
-      clock: clock ?? wallClock,
-    })
-    : undefined;
-
-  let ending: Promise<void> | undefined;
-  const finish = (): Promise<void> =>
-    ending ??= (async () => {
-      progress?.stop();
-      await pushes?.finish();
-    })();
-  let closing: Promise<void> | undefined;
-  const shutdown = (): Promise<void> =>
-    closing ??= (async () => {
-      if (server === undefined) return;
-      await linger(options.metricsLingerSeconds ?? 0, clock ?? wallClock, options.signal, logger);
-      try {
-        await server.shutdown();
-      } catch (error: unknown) {
-        logger.log("warn", "metrics_server_error", "metrics server did not close cleanly", {
-          error: redactSecrets(String(error)),
-        });
-      }
-    })();
-
-  // Order matters on end: the final progress line first (before the caller prints the summary),
-  // then the final metric values, then the push that sends them. The push schedule starts after
-  // the metrics saw onStart, so the first push already holds the run's start.
-  const combined = fanOut(
-    [
-      ...(progress ? [progress] : []),
-      ...(metrics ? [metrics] : []),
-      health,
-      new InvalidKeyLog({ logger }),
-      { onStart: (start) => pushes?.start(start.mode), onEnd: finish },
-    ],
+  const metrics = new BackfillMetrics({
+    version: options.version,
+    workspaceLabel: options.workspaceLabel,
+    clock: options.clock,
+    silentNodes: () => health.silentNodes(),
+  });
+  if (options.metricsPort === undefined) return { metrics };
+  const server = startMetricsServer({
+    registry: metrics.registry,
+    port: options.metricsPort,
+    hostname: options.metricsHost,
     logger,
-  );
+    health: () => health.status(),
+  });
+  logger.log("info", "metrics_listening", "serving /metrics and /healthz", {
+    host: server.hostname,
+    port: server.port,
+  });
+  return { metrics, server };
+}
+
+/** The Pushgateway schedule when a URL is set (the caller only asks with metrics on). */
+function schedulePushes(
+  options: TelemetryOptions,
+  { registry, logger, clock }: { registry: Registry; logger: Logger; clock: TimerClock },
+): PushSchedule | undefined {
+  if (options.pushgatewayUrl === undefined) return undefined;
+  return new PushSchedule({
+    url: options.pushgatewayUrl,
+    registry,
+    instance: options.progressKey,
+    intervalSeconds: options.pushIntervalSeconds ?? 30,
+    timeoutMs: options.pushTimeoutMs,
+    logger,
+    clock,
+  });
+}
+
+/** Shuts the metrics server down; a failure is only a warning: the run's result is final. */
+async function shutdownServer(server: MetricsServer, logger: Logger): Promise<void> {
+  try {
+    await server.shutdown();
+  } catch (error: unknown) {
+    logger.log("warn", "metrics_server_error", "metrics server did not close cleanly", {
+      error: redactSecrets(String(error)),
+    });
+  }
+}
+
+/** `task` run on the first call only; later calls share its promise (end and close both finish). */
+function once(task: () => Promise<void>): () => Promise<void> {
+  let running: Promise<void> | undefined;
+  return () => running ??= task();
+}
+
+/** The observer whose `onEnd` runs once, whether the run or `Telemetry.end` calls it first. */
+function endOnce(combined: RunObserver): { observer: RunObserver; ended: () => boolean } {
   let ended = false;
   const observer: RunObserver = {
     ...combined,
     async onEnd(summary) {
       if (ended) return;
       ended = true;
-      await combined.onEnd(summary);
+      await combined.onEnd?.(summary);
     },
   };
-  const end = async (summary?: Summary) => {
-    if (summary !== undefined && !ended) await observer.onEnd?.(summary);
-    await finish();
-  };
-
-  return {
-    observer,
-    logger,
-    registry,
-    health,
-    metricsPort: server?.port,
-    end,
-    async close(summary) {
-      await end(summary);
-      await shutdown();
-    },
-  };
+  return { observer, ended: () => ended };
 }
-
 /** Waits `seconds` so a last scrape can read the final values; a signal cuts it short. */
 async function linger(
   seconds: number,

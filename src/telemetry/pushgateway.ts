@@ -84,31 +84,46 @@ export function pushUrl(baseUrl: string, instance: string, mode?: string): URL {
  * ```
  */
 export async function pushMetrics(options: PushOptions): Promise<boolean> {
-  const { registry, instance, logger } = options;
-  const timeoutMs = options.timeoutMs ?? 10_000;
-  const shown = redactSecrets(options.url);
-  let target: URL;
-  const headers = new Headers({ "content-type": registry.contentType });
+  let request: PushRequest;
   try {
-    const parsed = new URL(options.url);
-    if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
-      throw new TypeError(`unsupported protocol ${parsed.protocol}`);
-    }
-    if (parsed.username !== "" || parsed.password !== "") {
-      // fetch does not turn URL credentials into Basic auth, and they would show in error messages.
-      const user = decodeURIComponent(parsed.username);
-      const password = decodeURIComponent(parsed.password);
-      headers.set("authorization", `Basic ${base64(`${user}:${password}`)}`);
-    }
-    target = pushUrl(options.url, instance, options.mode);
+    request = pushRequest(options);
   } catch (error: unknown) {
-    logger?.log("warn", "push_failed", "invalid Pushgateway URL; metrics not pushed", {
-      url: shown,
+    options.logger?.log("warn", "push_failed", "invalid Pushgateway URL; metrics not pushed", {
+      url: redactSecrets(options.url),
       error: describe(error),
     });
     return false;
   }
+  return await putMetrics(request, options);
+}
 
+/** Where and with which headers one push goes. */
+interface PushRequest {
+  target: URL;
+  headers: Headers;
+}
+
+/** Checks the URL and builds the request; throws on a URL the push cannot use. */
+function pushRequest(options: PushOptions): PushRequest {
+  const headers = new Headers({ "content-type": options.registry.contentType });
+  const parsed = new URL(options.url);
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+    throw new TypeError(`unsupported protocol ${parsed.protocol}`);
+  }
+  if (parsed.username !== "" || parsed.password !== "") {
+    // fetch does not turn URL credentials into Basic auth, and they would show in error messages.
+    const user = decodeURIComponent(parsed.username);
+    const password = decodeURIComponent(parsed.password);
+    headers.set("authorization", `Basic ${base64(`${user}:${password}`)}`);
+  }
+  return { target: pushUrl(options.url, options.instance, options.mode), headers };
+}
+
+/** PUTs the registry within the timeout and logs the result; `true` on a 2xx answer. */
+async function putMetrics(
+  { target, headers }: PushRequest,
+  { registry, logger, url, timeoutMs = 10_000 }: PushOptions,
+): Promise<boolean> {
   const controller = new AbortController();
   const timer = setTimeout(
     () => controller.abort(new Error(`timed out after ${timeoutMs} ms`)),
@@ -139,7 +154,7 @@ export async function pushMetrics(options: PushOptions): Promise<boolean> {
     return true;
   } catch (error: unknown) {
     logger?.log("warn", "push_failed", "could not push metrics to the Pushgateway", {
-      url: shown,
+      url: redactSecrets(url),
       error: describe(controller.signal.aborted ? controller.signal.reason : error),
     });
     return false;

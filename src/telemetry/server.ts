@@ -57,47 +57,33 @@ export interface MetricsServer {
  * ```
  */
 export function startMetricsServer(options: MetricsServerOptions): MetricsServer {
-  const { registry, logger } = options;
   const hostname = options.hostname ?? "0.0.0.0";
   if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) {
     throw new RangeError(`port must be an integer in 0..65535, got ${options.port}`);
   }
-
-  const handler = async (request: Request): Promise<Response> => {
-    const { pathname } = new URL(request.url);
-    if (pathname !== "/metrics" && pathname !== "/healthz") {
-      return new Response("not found\n", { status: 404 });
-    }
-    if (request.method !== "GET" && request.method !== "HEAD") {
-      return new Response("method not allowed\n", { status: 405, headers: { allow: "GET, HEAD" } });
-    }
-    if (pathname === "/healthz") {
-      const status = options.health?.();
-      const text = status === undefined
-        ? "ok"
-        : `${status.healthy ? "ok" : "unhealthy"}: ${status.reason}`;
-      return new Response(request.method === "HEAD" ? null : `${text}\n`, {
-        status: status === undefined || status.healthy ? 200 : 503,
-        headers: { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" },
-      });
-    }
-    try {
-      const body = await registry.metrics();
-      return new Response(request.method === "HEAD" ? null : body, {
-        headers: { "content-type": registry.contentType },
-      });
-    } catch (error: unknown) {
-      logger?.log("warn", "metrics_scrape_failed", "could not render metrics", {
-        error: String(error),
-      });
-      return new Response("metrics unavailable\n", { status: 500 });
-    }
+  const server = serve(
+    { port: options.port, hostname, logger: options.logger },
+    metricsHandler(options),
+  );
+  let closing: Promise<void> | undefined;
+  return {
+    port: server.addr.port,
+    hostname: server.addr.hostname,
+    shutdown() {
+      closing ??= server.shutdown().then(() => server.finished);
+      return closing;
+    },
   };
+}
 
-  let server: Deno.HttpServer<Deno.NetAddr>;
+/** Binds the port; a bind failure becomes a {@linkcode MetricsServerError} naming the address. */
+function serve(
+  { port, hostname, logger }: { port: number; hostname: string; logger?: Logger },
+  handler: (request: Request) => Promise<Response>,
+): Deno.HttpServer<Deno.NetAddr> {
   try {
-    server = Deno.serve({
-      port: options.port,
+    return Deno.serve({
+      port,
       hostname,
       // The default onListen prints "Listening on ..."; nothing but the summary may reach stdout.
       onListen() {},
@@ -110,20 +96,53 @@ export function startMetricsServer(options: MetricsServerOptions): MetricsServer
     }, handler);
   } catch (error: unknown) {
     throw new MetricsServerError(
-      `cannot serve metrics on ${hostname}:${options.port}: ${
+      `cannot serve metrics on ${hostname}:${port}: ${
         error instanceof Error ? error.message : String(error)
       }`,
       { cause: error },
     );
   }
+}
 
-  let closing: Promise<void> | undefined;
-  return {
-    port: server.addr.port,
-    hostname: server.addr.hostname,
-    shutdown() {
-      closing ??= server.shutdown().then(() => server.finished);
-      return closing;
-    },
+/** Routes a request: 404 off the two paths, 405 unless GET or HEAD, then health or metrics. */
+function metricsHandler(options: MetricsServerOptions): (request: Request) => Promise<Response> {
+  return async (request) => {
+    const { pathname } = new URL(request.url);
+    if (pathname !== "/metrics" && pathname !== "/healthz") {
+      return new Response("not found\n", { status: 404 });
+    }
+    if (request.method !== "GET" && request.method !== "HEAD") {
+      return new Response("method not allowed\n", { status: 405, headers: { allow: "GET, HEAD" } });
+    }
+    const head = request.method === "HEAD";
+    if (pathname === "/healthz") return healthResponse(options.health?.(), head);
+    return await metricsResponse(options, head);
   };
+}
+
+/** `/healthz`: 200 `ok[: state]` or 503 `unhealthy: reason`; never cached by a proxy. */
+function healthResponse(status: HealthStatus | undefined, head: boolean): Response {
+  const text = status === undefined
+    ? "ok"
+    : `${status.healthy ? "ok" : "unhealthy"}: ${status.reason}`;
+  return new Response(head ? null : `${text}\n`, {
+    status: status === undefined || status.healthy ? 200 : 503,
+    headers: { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" },
+  });
+}
+
+/** `/metrics`: the registry in its content type; a render failure is a 500 and a warning. */
+async function metricsResponse(
+  { registry, logger }: MetricsServerOptions,
+  head: boolean,
+): Promise<Response> {
+  try {
+    const body = await registry.metrics();
+    return new Response(head ? null : body, { headers: { "content-type": registry.contentType } });
+  } catch (error: unknown) {
+    logger?.log("warn", "metrics_scrape_failed", "could not render metrics", {
+      error: String(error),
+    });
+    return new Response("metrics unavailable\n", { status: 500 });
+  }
 }

@@ -23,6 +23,7 @@ import {
   type JobVerdict,
   type OrphanReason,
   orphanReason,
+  type SideState,
 } from "./compare.ts";
 import type { NodeCalls } from "./node_calls.ts";
 import { KeyCode } from "./scripts.ts";
@@ -47,6 +48,13 @@ export interface CheckedJob {
   workspace?: string;
 }
 
+/** An old key whose new key is compared: its place in the results, its new key, its workspace. */
+interface PendingJob {
+  index: number;
+  newKey: Buffer;
+  workspace: string;
+}
+
 /**
  * Compares old keys with their new keys; one result per key, in order. One `pair` call per node
  * reads both sides where the new key lives on the old key's node (always on a standalone); only
@@ -60,7 +68,32 @@ export async function checkJobs(
   const entries = await ctx.calls.read(oldKeys, "pair", { oldSide: true, timing });
   const olds = entries.map(decodeSide);
   const results: CheckedJob[] = new Array(oldKeys.length);
-  const pending: { index: number; newKey: Buffer; workspace: string }[] = [];
+  const pending = triageOldKeys(oldKeys, olds, ctx, results);
+  const fresh = pending.map(({ index, workspace }) =>
+    decodePairNew(entries[index]!, olds[index]!, workspace)
+  );
+  await readUnpaired(oldKeys, { pending, olds, fresh }, ctx, timing);
+  const differing: PendingJob[] = [];
+  pending.forEach((job, j) => {
+    const verdict = compareSides(fresh[j]!, olds[job.index]!, ctx.toleranceMs);
+    results[job.index] = { verdict, workspace: job.workspace };
+    if (verdict.kind === "fields") differing.push(job);
+  });
+  if (differing.length > 0) await compareFields(oldKeys, differing, results, { ctx, timing });
+  return results;
+}
+
+/**
+ * Settles the old keys that need no new key (gone, invalid, another workspace) in `results`, and
+ * returns the others with the new key they should have.
+ */
+function triageOldKeys(
+  oldKeys: readonly Buffer[],
+  olds: readonly SideState[],
+  ctx: CheckContext,
+  results: CheckedJob[],
+): PendingJob[] {
+  const pending: PendingJob[] = [];
   olds.forEach((old, index) => {
     // The same rule object as the backfill (schema.ts), default pattern or --workspace-pattern.
     const workspace = old.code === KeyCode.hash ? ctx.rule.check(old.workspace) : undefined;
@@ -73,38 +106,48 @@ export async function checkJobs(
       pending.push({ index, newKey: newKeyFor(workspace, jobId), workspace });
     }
   });
-  const fresh = pending.map(({ index, workspace }) =>
-    decodePairNew(entries[index]!, olds[index]!, workspace)
-  );
+  return pending;
+}
+
+/** Reads the new sides the `pair` call could not (filling `fresh`), and old digests it skipped. */
+async function readUnpaired(
+  oldKeys: readonly Buffer[],
+  sides: { pending: PendingJob[]; olds: SideState[]; fresh: (SideState | undefined)[] },
+  ctx: CheckContext,
+  timing?: PassTiming,
+): Promise<void> {
+  const { pending, olds, fresh } = sides;
   const unread = pending.flatMap((_, j) => fresh[j] === undefined ? [j] : []);
-  if (unread.length > 0) {
-    // New keys on other nodes (a cluster), or odd workspace bytes: both sides by digest. The pair
-    // call gave the old digest only for the first; the old side is read again where it did not.
-    const noDigest = unread.filter((j) => olds[pending[j]!.index]!.digest === "");
-    const [read, again] = await Promise.all([
-      ctx.calls.read(unread.map((j) => pending[j]!.newKey), "side", { timing }),
-      ctx.calls.read(noDigest.map((j) => oldKeys[pending[j]!.index]!), "side", {
-        oldSide: true,
-        timing,
-      }),
-    ]);
-    noDigest.forEach((j, r) => olds[pending[j]!.index] = decodeSide(again[r]!));
-    unread.forEach((j, r) => fresh[j] = decodeSide(read[r]!));
-  }
-  const differing: number[] = [];
-  pending.forEach(({ index, workspace }, j) => {
-    const verdict = compareSides(fresh[j]!, olds[index]!, ctx.toleranceMs);
-    results[index] = { verdict, workspace };
-    if (verdict.kind === "fields") differing.push(j);
-  });
-  if (differing.length === 0) return results;
-  // Second pass, only for digests that differ: names and salted value hashes of both sides.
-  const [oldFields, newFields] = await Promise.all([
-    ctx.calls.read(differing.map((j) => oldKeys[pending[j]!.index]!), "fields", { timing }),
-    ctx.calls.read(differing.map((j) => pending[j]!.newKey), "fields", { timing }),
+  if (unread.length === 0) return;
+  // New keys on other nodes (a cluster), or odd workspace bytes: both sides by digest. The pair
+  // call gave the old digest only for the first; the old side is read again where it did not.
+  const noDigest = unread.filter((j) => olds[pending[j]!.index]!.digest === "");
+  const [read, again] = await Promise.all([
+    ctx.calls.read(unread.map((j) => pending[j]!.newKey), "side", { timing }),
+    ctx.calls.read(noDigest.map((j) => oldKeys[pending[j]!.index]!), "side", {
+      oldSide: true,
+      timing,
+    }),
   ]);
-  differing.forEach((j, d) => {
-    const { index, workspace } = pending[j]!;
+  noDigest.forEach((j, r) => olds[pending[j]!.index] = decodeSide(again[r]!));
+  unread.forEach((j, r) => fresh[j] = decodeSide(read[r]!));
+}
+
+/**
+ * Second pass, only for digests that differ: names and salted value hashes of both sides, so the
+ * verdict names the fields (values never leave Redis).
+ */
+async function compareFields(
+  oldKeys: readonly Buffer[],
+  differing: readonly PendingJob[],
+  results: CheckedJob[],
+  { ctx, timing }: { ctx: CheckContext; timing?: PassTiming },
+): Promise<void> {
+  const [oldFields, newFields] = await Promise.all([
+    ctx.calls.read(differing.map((job) => oldKeys[job.index]!), "fields", { timing }),
+    ctx.calls.read(differing.map((job) => job.newKey), "fields", { timing }),
+  ]);
+  differing.forEach(({ index, workspace }, d) => {
     const old = decodeFields(oldFields[d]!);
     const now = decodeFields(newFields[d]!);
     let verdict: JobVerdict;
@@ -114,7 +157,6 @@ export async function checkJobs(
     else verdict = diffFields(old, now) ?? { kind: "field_differs", fields: [] };
     results[index] = { verdict, workspace };
   });
-  return results;
 }
 
 /** The verdict on one new key in the orphan scan. */

@@ -8,7 +8,6 @@
  * @module
  */
 import type { Buffer } from "node:buffer";
-import { SafetyRefusal } from "../../errors.ts";
 import type { RateLimiter } from "../../control/rate_limit.ts";
 import type { RedisTarget } from "../../redis/target.ts";
 import type { Redis } from "../../redis/ioredis.ts";
@@ -44,6 +43,7 @@ import {
 } from "./restarts.ts";
 import type { Finding, ReportFile } from "./report_file.ts";
 import { type FullReport, fullReport } from "./summary.ts";
+import { resumeState, verifyParams } from "./resume.ts";
 import { countJob, countOrphan } from "./tally.ts";
 
 /** What to verify and how. */
@@ -101,33 +101,14 @@ export async function runFullVerify(
     onlyWorkspace: options.workspace,
   });
   await calls.init();
-  const params = JSON.stringify({
-    workspace: options.workspace ?? null,
-    pattern: options.rule.pattern.source,
-    ttl_tolerance: options.ttlToleranceSeconds,
-    orphans: options.orphans,
+  const { state, stored } = await resumeState({
+    params: verifyParams(options),
+    resetProgress: options.resetProgress,
+    checkpoint: deps.checkpoint,
+    report: deps.report,
+    logger,
   });
-  const stored = options.resetProgress ? undefined : await deps.checkpoint.load();
-  if (stored !== undefined && stored.params !== params) {
-    throw new SafetyRefusal(
-      `${deps.checkpoint.key} holds a verify with other parameters (${stored.params}); ` +
-        "rerun with the same flags, or add --reset-progress to start over",
-    );
-  }
-  const state: VerifyState = stored ??
-    { params, nodes: new Map(), reportBytes: 0, elapsedMs: 0, startedAt: new Date().toISOString() };
-  if (deps.report && !(await deps.report.startAt(state.reportBytes))) {
-    logger.log(
-      "warn",
-      "verify_report_restarted",
-      "the report file is shorter than the " +
-        "checkpoint says: it holds only the findings from here on",
-    );
-  }
   const run = new FullRun(options, deps, calls, state, logger);
-  if (stored !== undefined) {
-    logger.log("info", "verify_resumed", `resuming the full verify started ${state.startedAt}`);
-  }
   await run.rescanRestarted();
   const total = zeroCounts();
   for (const node of deps.target.masters()) addCounts(total, await run.node(node));

@@ -1,0 +1,77 @@
+/**
+ * What `backfill` checks before its first write (the lock included), so a refusal leaves Redis
+ * untouched: a primary on every master (execute only), the Redis user's permissions, and memory
+ * headroom.
+ *
+ * @module
+ */
+import { CheckpointStore } from "../checkpoint/store.ts";
+import type { RunOptions } from "../cli/options.ts";
+import { controlKey } from "../control/remote.ts";
+import { statusKey } from "../control/status.ts";
+import { SafetyRefusal } from "../errors.ts";
+import type { Redis } from "../redis/ioredis.ts";
+import type { RedisTarget } from "../redis/target.ts";
+import type { Logger } from "../run_events.ts";
+import { MemoryGuard } from "../safety/memory.ts";
+import { checkPermissions, progressKeysFor } from "../safety/preflight.ts";
+import { waitForPrimaries } from "../safety/primary.ts";
+
+/**
+ * Runs the checks in order: primaries, permissions, headroom. Resolves to the commands the Redis
+ * user may not run (dry-run reports them in its summary; execute has already refused).
+ *
+ * @throws {SafetyRefusal} when `--execute` lacks a permission or a master lacks headroom.
+ * @throws {RedisUnavailableError} when a master is still a replica after `--max-outage`.
+ */
+export async function checkBeforeWriting(
+  target: RedisTarget,
+  options: RunOptions,
+  { logger, signal }: { logger: Logger; signal: AbortSignal },
+): Promise<string[] | undefined> {
+  if (options.mode === "execute") {
+    await waitForPrimaries(target.masters(), {
+      nameOf: (node) => target.nodeName(node),
+      maxOutage: options.maxOutage,
+      logger,
+      signal,
+    });
+  }
+  const missing = await preflightPermissions(target, options, logger);
+  const memory = new MemoryGuard(target.masters(), (node) => target.nodeName(node), {
+    maxPct: options.maxMemoryPct,
+    logger,
+  });
+  await memory.precheck(options.mode === "execute");
+  return missing;
+}
+
+/**
+ * What the Redis user may not run of what `--execute` needs (safety/preflight.ts): execute
+ * refuses (exit 4) before writing anything; dry-run warns and reports it in its summary.
+ */
+async function preflightPermissions(
+  target: RedisTarget,
+  options: RunOptions,
+  logger: Logger,
+): Promise<string[] | undefined> {
+  const store = new CheckpointStore(target.client as Redis, options.progressKey);
+  const names = store.keys(target.kind === "cluster" ? "preflight" : "");
+  const missing = await checkPermissions(
+    target.masters(),
+    progressKeysFor(options.progressKey, {
+      ...names,
+      control: controlKey(options.progressKey),
+      status: statusKey(options.progressKey),
+    }),
+  );
+  if (missing === undefined || missing.length === 0) return missing;
+  const message = `the Redis user may not run what --execute needs: ${missing.join(", ")}`;
+  if (options.mode === "execute") {
+    throw new SafetyRefusal(
+      `${message}; nothing was written (grant it with ACL SETUSER, or run as another user)`,
+    );
+  }
+  logger.log("warn", "preflight", `${message}; --execute would refuse to start`);
+  return missing;
+}
