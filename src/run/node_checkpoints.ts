@@ -102,7 +102,11 @@ export class NodeCheckpoints {
     const totals = unsaved.take();
     if (totals.size === 0) return;
     try {
-      await this.#options.store.addTotals(totals);
+      // Like a save, it waits out OOM: a full Redis is no reason to stop the run here.
+      await this.#options.retry.untilWritable(
+        state.name,
+        () => this.#options.store.addTotals(totals),
+      );
     } catch (error) {
       unsaved.restore(totals);
       throw error;
@@ -112,7 +116,17 @@ export class NodeCheckpoints {
   /** The node's scan completed: its checkpoint goes, its last counts join the totals. */
   async complete(state: NodeState): Promise<void> {
     if (this.#options.mode !== "execute") return;
-    await this.#options.store.clear(state.nodeId, this.#unsavedOf(state).take());
+    const unsaved = this.#unsavedOf(state);
+    const totals = unsaved.take();
+    try {
+      await this.#options.retry.untilWritable(
+        state.name,
+        () => this.#options.store.clear(state.nodeId, totals),
+      );
+    } catch (error) {
+      unsaved.restore(totals);
+      throw error;
+    }
   }
 
   #unsavedOf(state: NodeState): TotalsDelta {
