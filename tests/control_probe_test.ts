@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { LatencyProbe, percentile, type ProbeReading } from "../src/control/probe.ts";
+import {
+  LatencyProbe,
+  percentile,
+  type ProbeReading,
+  ProbeStartError,
+} from "../src/control/probe.ts";
 import { withRedis } from "./support/redis_server.ts";
 
 const DEBUG = { args: ["--enable-debug-command", "yes"] };
@@ -44,7 +49,8 @@ Deno.test("probe: a DEBUG SLEEP shows as added latency while it lasts, open-loop
       assert.ok(recovered.addedMs < 150, `recovered: ${recovered.addedMs} ms`);
       assert.ok(readings.length > 0 && readings.every((r) => r.node === "n1"));
       assert.ok(readings.some((r) => r.p99Seconds >= 0.5), "the metric saw the stall");
-      assert.ok(replies > 40);
+      // onRedisReply comes with each snapshot that saw replies (about 20 a second, none mid-stall).
+      assert.ok(replies > 20, `${replies} reply callbacks`);
     } finally {
       await probe.close();
     }
@@ -88,4 +94,52 @@ Deno.test("probe: a server that goes away is reported once as down; abort closes
     const after = (await client.client("LIST") as string).split("\n").filter(Boolean).length;
     assert.equal(after, 1, "the aborted probe closed its connection and did not reconnect");
   }, DEBUG);
+});
+
+Deno.test("probe: a busy event loop in the backfill does not read as Redis latency", async () => {
+  await withRedis(async (_server, client) => {
+    const probe = await LatencyProbe.start(client, { node: "n1", baselineSamples: 10 });
+    try {
+      // The backfill's own loop blocked for 300 ms at a time (what a busy client does to timers):
+      // a probe timed on this loop would read +300 ms. The worker keeps its own schedule and clock.
+      let worst = 0;
+      for (let round = 0; round < 5; round++) {
+        const until = performance.now() + 300;
+        while (performance.now() < until) { /* busy, like a client parsing replies */ }
+        await sleep(60);
+        worst = Math.max(worst, probe.snapshot().addedMs);
+      }
+      assert.ok(worst < 100, `added ${worst.toFixed(1)} ms while only this loop was busy`);
+      assert.ok(probe.snapshot().samples >= 5, "the worker kept probing");
+    } finally {
+      await probe.close();
+    }
+  });
+});
+
+Deno.test("probe: authenticates like the run; a refused password fails the start without the password", async () => {
+  const password = "pr0be-s3cret";
+  await withRedis(async (_server, client) => {
+    const down: string[] = [];
+    const probe = await LatencyProbe.start(client, {
+      node: "n1",
+      baselineSamples: 10,
+      onRedisDown: ({ reason }) => down.push(reason),
+    });
+    try {
+      await sleep(200);
+      assert.deepEqual(down, [], "no NOAUTH: the probe sent AUTH first");
+      assert.ok(probe.snapshot().samples >= 5, `samples ${probe.snapshot().samples}`);
+    } finally {
+      await probe.close();
+    }
+    const wrong = client.duplicate({ lazyConnect: true, password: "not-it" });
+    await assert.rejects(LatencyProbe.start(wrong, { node: "n1", baselineSamples: 5 }), (error) => {
+      assert.ok(error instanceof ProbeStartError, String(error));
+      assert.equal(error.code, "WRONGPASS");
+      assert.ok(!error.message.includes("not-it"));
+      return true;
+    });
+    wrong.disconnect();
+  }, { password });
 });

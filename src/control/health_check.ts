@@ -30,7 +30,7 @@ export interface NodeHealthOptions {
   observer?: Pick<RunObserver, "onProbe" | "onReplicaLag" | "onRedisReply" | "onRedisDown">;
   /** Milliseconds between memory reads. Default 1000. */
   memoryEveryMs?: number;
-  /** PINGs that make the probe's baseline (default 40: two seconds). */
+  /** PINGs that make the probe's baseline (default 200: two seconds). */
   baselineSamples?: number;
 }
 

@@ -1,14 +1,18 @@
 /**
- * A latency probe per master, on its own connection: a PING every ~50 ms, open-loop. Each PING is
- * sent on a fixed schedule whether or not the previous one answered, and is timed from its
- * scheduled send, so a stalled server shows as latency, not as fewer samples (no coordinated
- * omission). PINGs still in flight count with their age so far: a stall is visible while it lasts,
- * not only once it ends. The signal is the rolling p99 over the last second minus a baseline p99
- * measured before the run's first write: the round trip the backfill adds.
+ * A latency probe per master: a PING every 10 ms, open-loop, on its own connection, in its own
+ * worker thread (`probe_worker.ts`, timing in `probe_sampler.ts`). The worker keeps the schedule
+ * and the clock off the backfill's event loop: a busy client (`--rps 0` on a loaded host) delays
+ * its own timers by tens of milliseconds, and a probe timed there would read that delay as Redis
+ * latency. This side only keeps the worker's latest snapshot and passes its events on.
  *
  * @module
  */
 import type { Redis } from "../redis/ioredis.ts";
+import type { ProbeTarget } from "./probe_connection.ts";
+import type { ProbeSnapshot } from "./probe_sampler.ts";
+import type { ProbeMessage, ProbeStart } from "./probe_worker.ts";
+
+export { percentile, type ProbeSnapshot } from "./probe_sampler.ts";
 
 /** A probe reading, for the `relay_backfill_probe_latency_seconds` metric. */
 export interface ProbeReading {
@@ -23,81 +27,120 @@ export interface LatencyProbeOptions {
   node: string;
   /** Closes the probe when aborted. */
   signal?: AbortSignal;
-  /** Milliseconds between PINGs. Default 50. */
+  /** Milliseconds between PINGs. Default 10 (see {@linkcode PROBE_INTERVAL_MS}). */
   intervalMs?: number;
   /** The rolling window of the p99. Default 1000 ms. */
   windowMs?: number;
-  /** PINGs that make the baseline (default 40: two seconds at 50 ms). */
+  /** PINGs that make the baseline (default 200: two seconds at 10 ms). */
   baselineSamples?: number;
   /** Called about four times a second. */
   onProbe?: (reading: ProbeReading) => void;
-  /** Called on every reply. */
+  /** Called when replies came: at most once per snapshot of the worker (about 20 a second). */
   onRedisReply?: (event: { node: string }) => void;
   /** Called once when PINGs start failing (until a reply comes again). */
   onRedisDown?: (event: { node: string; reason: string }) => void;
-  /** Milliseconds, monotonic (default `performance.now`). */
-  now?: () => number;
 }
 
-/** What the probe sees now. */
-export interface ProbeSnapshot {
-  /** Rolling p99 round trip in ms, in-flight PINGs included. */
-  p99Ms: number;
-  baselineMs: number;
-  /** `p99Ms - baselineMs`, never negative: what `--max-latency` is compared with. */
-  addedMs: number;
-  /** Samples in the window (completed and in flight). */
-  samples: number;
-  inFlight: number;
+/** The probe's connection could not be opened (the worker's error; it never holds credentials). */
+export class ProbeStartError extends Error {
+  override name = "ProbeStartError";
+  /** The connection error's code (`ECONNREFUSED`, …), when it had one. */
+  readonly code?: string;
+  constructor(message: string, options: { code?: string; cause?: unknown } = {}) {
+    super(message, { cause: options.cause });
+    this.code = options.code;
+  }
 }
 
-/** More than this many PINGs in flight means the server is gone, not slow: stop adding more. */
-const MAX_IN_FLIGHT = 100;
+/**
+ * Where `source` is connected and how (credentials included: for the worker only). A Sentinel
+ * client's options name the sentinels, so its probe goes to the server it is connected to now.
+ */
+export function probeTarget(source: Redis): ProbeTarget {
+  const options = source.options;
+  const stream = (source as unknown as { stream?: { remoteAddress?: string; remotePort?: number } })
+    .stream;
+  const viaSentinel = (options.sentinels?.length ?? 0) > 0 && stream?.remoteAddress !== undefined;
+  const tls = options.tls as { ca?: unknown; cert?: unknown; key?: unknown; servername?: string };
+  return {
+    host: viaSentinel
+      ? stream!.remoteAddress!.replace(/^::ffff:/, "")
+      : options.host ?? "127.0.0.1",
+    port: viaSentinel ? stream!.remotePort ?? 6379 : options.port ?? 6379,
+    // ioredis keeps `null` for "none".
+    username: options.username || undefined,
+    password: options.password || undefined,
+    tls: tls === undefined ? undefined : {
+      ca: pem(tls.ca),
+      cert: pem(tls.cert),
+      key: pem(tls.key),
+      servername: tls.servername,
+    },
+  };
+}
+
+function pem(value: unknown): string | undefined {
+  return typeof value === "string" ? value : undefined;
+}
+
+/**
+ * Milliseconds between PINGs. With one PING every 50 ms a one-second window holds 20 round trips,
+ * so its p99 is simply the slowest one, compared with the slowest of the baseline's 40: on the
+ * shared 2-core development machine an idle server then read "over 0.5 ms" on 10–24% of the
+ * throttle's ticks (scheduler noise, not Redis). At 10 ms the p99 of 100 round trips ignores a
+ * single outlier: 0–3% of ticks. 100 PINGs a second cost Redis about 0.1 ms of CPU a second.
+ */
+export const PROBE_INTERVAL_MS = 10;
+
+const EMPTY: ProbeSnapshot = { p99Ms: 0, baselineMs: 0, addedMs: 0, samples: 0, inFlight: 0 };
 
 /** A running probe; {@linkcode close} it (or abort its signal). */
 export class LatencyProbe {
-  readonly #client: Redis;
-  readonly #options: LatencyProbeOptions & { intervalMs: number; windowMs: number };
-  readonly #now: () => number;
-  readonly #samples: { at: number; ms: number }[] = [];
-  readonly #inFlight = new Set<number>();
+  readonly #worker: Worker;
+  readonly #options: LatencyProbeOptions;
   #baselineMs = 0;
-  /** Every round trip while the baseline is measured (the window would keep only the last one). */
-  #baselineSamples: number[] | undefined = [];
-  #nextAt = 0;
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  #last: ProbeSnapshot = EMPTY;
   #ticks = 0;
-  #down = false;
   #closed = false;
   readonly #onAbort = () => void this.close();
 
-  private constructor(client: Redis, options: LatencyProbeOptions) {
-    this.#client = client;
-    this.#options = { intervalMs: 50, windowMs: 1000, ...options };
-    this.#now = options.now ?? (() => performance.now());
+  private constructor(worker: Worker, options: LatencyProbeOptions) {
+    this.#worker = worker;
+    this.#options = options;
   }
 
   /**
-   * Opens the probe's own connection (a duplicate of `source`'s settings), measures the baseline
-   * and keeps probing. Await it before the first write.
+   * Starts the probe's worker, which opens its own connection with `source`'s settings, measures
+   * the baseline and keeps probing. Await it before the first write.
+   *
+   * @throws {ProbeStartError} when the connection cannot be opened.
    */
   static async start(source: Redis, options: LatencyProbeOptions): Promise<LatencyProbe> {
     options.signal?.throwIfAborted();
-    // No offline queue: while disconnected a PING fails at once instead of piling up.
-    const client = source.duplicate({ lazyConnect: true, enableOfflineQueue: false });
-    client.on("error", () => {});
-    const probe = new LatencyProbe(client, options);
+    const worker = new Worker(new URL("./probe_worker.ts", import.meta.url).href, {
+      type: "module",
+    });
+    const probe = new LatencyProbe(worker, options);
     options.signal?.addEventListener("abort", probe.#onAbort, { once: true });
+    const ready = Promise.withResolvers<void>();
+    worker.onmessage = (event: MessageEvent<ProbeMessage>) => probe.#receive(event.data, ready);
+    worker.onerror = (event) => {
+      // A worker that cannot load or crashed: fail the start, never the process.
+      event.preventDefault();
+      ready.reject(new ProbeStartError(`the latency probe's worker failed: ${event.message}`));
+    };
+    options.signal?.addEventListener("abort", () => ready.reject(options.signal?.reason), {
+      once: true,
+    });
+    const start: ProbeStart = {
+      target: probeTarget(source),
+      intervalMs: options.intervalMs ?? PROBE_INTERVAL_MS,
+      windowMs: options.windowMs ?? 1000,
+      baselineSamples: options.baselineSamples ?? 200,
+    };
+    worker.postMessage(start);
     try {
-      await client.connect();
-      probe.#nextAt = probe.#now();
-      probe.#schedule();
-      const samples = options.baselineSamples ?? 40;
-      const baselineMs = samples * probe.#options.intervalMs;
-      await new Promise((resolve) => setTimeout(resolve, baselineMs + probe.#options.intervalMs));
-      options.signal?.throwIfAborted();
-      probe.#baselineMs = percentile(probe.#baselineSamples ?? [], 0.99);
-      probe.#baselineSamples = undefined;
+      await ready.promise;
       return probe;
     } catch (error) {
       await probe.close();
@@ -110,88 +153,47 @@ export class LatencyProbe {
     return this.#baselineMs;
   }
 
-  /** The current reading. */
+  /** The worker's latest reading (one PING interval old at most, while this loop keeps up). */
   snapshot(): ProbeSnapshot {
-    const now = this.#now();
-    this.#forget(now);
-    const values = [
-      ...this.#samples.map((sample) => sample.ms),
-      ...[...this.#inFlight].map((at) => now - at),
-    ];
-    const p99Ms = percentile(values, 0.99);
-    return {
-      p99Ms,
-      baselineMs: this.#baselineMs,
-      addedMs: Math.max(0, p99Ms - this.#baselineMs),
-      samples: values.length,
-      inFlight: this.#inFlight.size,
-    };
+    return this.#last;
   }
 
-  /** Stops probing and closes the connection. Idempotent. */
+  /** Stops the worker, which closes its connection. Idempotent. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    clearTimeout(this.#timer);
     this.#options.signal?.removeEventListener("abort", this.#onAbort);
-    this.#client.disconnect();
+    this.#worker.terminate();
+    // A closed probe measures nothing: no PING is in flight any more.
+    this.#last = { ...EMPTY, baselineMs: this.#baselineMs };
     await Promise.resolve();
   }
 
-  #schedule(): void {
+  #receive(message: ProbeMessage, ready: PromiseWithResolvers<void>): void {
     if (this.#closed) return;
-    const now = this.#now();
-    // Fixed schedule; slots the event loop missed entirely are skipped, not sent in a burst.
-    while (this.#nextAt < now - this.#options.intervalMs) this.#nextAt += this.#options.intervalMs;
-    this.#timer = setTimeout(() => this.#fire(), Math.max(0, this.#nextAt - now));
-  }
-
-  #fire(): void {
-    const scheduledAt = this.#nextAt;
-    this.#nextAt += this.#options.intervalMs;
-    if (this.#inFlight.size < MAX_IN_FLIGHT) this.#ping(scheduledAt);
-    if (++this.#ticks % 5 === 0) {
-      const { p99Ms } = this.snapshot();
-      this.#options.onProbe?.({
-        node: this.#options.node,
-        p99Seconds: p99Ms / 1000,
-        baselineSeconds: this.#baselineMs / 1000,
-      });
+    const { node } = this.#options;
+    switch (message.type) {
+      case "ready":
+        this.#baselineMs = message.baselineMs;
+        this.#last = message.snapshot;
+        ready.resolve();
+        return;
+      case "failed":
+        ready.reject(new ProbeStartError(message.message, { code: message.code }));
+        return;
+      case "down":
+        this.#options.onRedisDown?.({ node, reason: message.reason });
+        return;
+      case "snapshot":
+        this.#last = message.snapshot;
+        if (message.replies > 0) this.#options.onRedisReply?.({ node });
+        if (++this.#ticks % 5 === 0) {
+          this.#options.onProbe?.({
+            node,
+            p99Seconds: message.snapshot.p99Ms / 1000,
+            baselineSeconds: message.snapshot.baselineMs / 1000,
+          });
+        }
     }
-    this.#schedule();
   }
-
-  #ping(scheduledAt: number): void {
-    this.#inFlight.add(scheduledAt);
-    this.#client.ping().then(
-      () => {
-        this.#inFlight.delete(scheduledAt);
-        const ms = this.#now() - scheduledAt;
-        this.#samples.push({ at: scheduledAt, ms });
-        this.#baselineSamples?.push(ms);
-        this.#down = false;
-        this.#options.onRedisReply?.({ node: this.#options.node });
-      },
-      (error: unknown) => {
-        // A failed PING is an outage, not a latency sample; the engine handles outages.
-        this.#inFlight.delete(scheduledAt);
-        if (this.#closed || this.#down) return;
-        this.#down = true;
-        const reason = (error as { code?: string }).code ?? (error as Error).name ?? "error";
-        this.#options.onRedisDown?.({ node: this.#options.node, reason: String(reason) });
-      },
-    );
-  }
-
-  #forget(now: number): void {
-    const from = now - this.#options.windowMs;
-    while (this.#samples.length > 0 && this.#samples[0]!.at < from) this.#samples.shift();
-  }
-}
-
-/** Nearest-rank percentile (`q` in 0..1) of `values`; 0 for none. */
-export function percentile(values: readonly number[], q: number): number {
-  if (values.length === 0) return 0;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
 }

@@ -32,7 +32,7 @@ export interface ThrottledGateOptions {
   observer?: RunObserver;
   /** Aborts the baseline measurement (SIGINT/SIGTERM while starting). */
   signal?: AbortSignal;
-  /** PINGs of each probe's baseline (default 40: two seconds). */
+  /** PINGs of each probe's baseline (default 200: two seconds). */
   baselineSamples?: number;
 }
 
