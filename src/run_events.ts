@@ -37,9 +37,18 @@ export interface RunStart {
   carried?: CarriedTotals;
 }
 
+/**
+ * The workspace key of {@linkcode CarriedTotals} under which counts of every workspace together are
+ * carried (the checkpoint stores totals per outcome, not per tenant).
+ */
+export const EARLIER_RUNS = "*";
+
 /** Running totals carried over from earlier runs of the same migration. */
 export interface CarriedTotals {
-  /** Per outcome, counts by workspace id; `""` holds keys without a valid workspace id. */
+  /**
+   * Per outcome, counts by workspace id; `""` holds keys without a valid workspace id and
+   * {@linkcode EARLIER_RUNS} those of every workspace together.
+   */
   byOutcome: Partial<Record<Outcome, Readonly<Record<string, number>>>>;
   /** Invalid keys by reason (their sum may be below `skipped_invalid`: reasons came later). */
   invalidByReason?: Partial<Record<InvalidReason, number>>;

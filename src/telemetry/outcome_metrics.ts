@@ -11,12 +11,14 @@
  */
 import { Counter, type Registry } from "prom-client";
 import { INVALID_REASONS, type KeyResult, type Outcome, outcomeInfo } from "../outcome.ts";
-import type { CarriedTotals } from "../run_events.ts";
+import { type CarriedTotals, EARLIER_RUNS } from "../run_events.ts";
 
 /** Label value for keys whose workspace id is not valid (or could not be read). */
 export const INVALID_WORKSPACE_LABEL = "_invalid";
 /** Label value for every key when the workspace label is turned off. */
 export const ALL_WORKSPACES_LABEL = "_all";
+/** Label value of the counts carried over from the earlier runs of a resumed migration. */
+export const EARLIER_RUNS_LABEL = "_earlier_runs";
 /** `reason` of `relay_backfill_invalid_total` for an invalid key whose strategy gave no reason. */
 export const UNKNOWN_INVALID_REASON = "unknown";
 
@@ -96,7 +98,11 @@ export class OutcomeMetrics {
     for (const [outcome, byWorkspace] of Object.entries(carried.byOutcome)) {
       for (const [workspace, count] of Object.entries(byWorkspace ?? {})) {
         if (!(count > 0)) continue;
-        const label = this.#label(workspace === "" ? undefined : workspace);
+        // Totals are stored per outcome (checkpoint/totals.ts): earlier runs count under their own
+        // label, so every sum over workspaces is the migration's total.
+        const label = workspace === EARLIER_RUNS
+          ? (this.#workspaceLabel ? EARLIER_RUNS_LABEL : ALL_WORKSPACES_LABEL)
+          : this.#label(workspace === "" ? undefined : workspace);
         this.#expose(label);
         this.#apply(label, outcome as Outcome, count);
       }
