@@ -22,8 +22,9 @@ import type { Logger, RunObserver, Summary } from "../run_events.ts";
 import { lockKey } from "../safety/lock.ts";
 import { acquireLocks, type LockSet } from "../safety/lock_set.ts";
 import { emptyCounters } from "../outcome.ts";
-import { createTelemetry, MetricsServerError, type Telemetry } from "../telemetry/mod.ts";
+import { createTelemetry, type Telemetry } from "../telemetry/mod.ts";
 import type { CommandIo } from "./io.ts";
+import { bindingMetricsPort } from "./metrics_port.ts";
 import { checkBeforeWriting } from "./run_checks.ts";
 
 /** Runs the backfill; returns the exit code (errors that map to codes are thrown). */
@@ -58,8 +59,8 @@ export async function runCommand(options: RunOptions, io: CommandIo): Promise<nu
  * @throws {UsageError} when `--metrics-port` cannot be bound.
  */
 function startTelemetry(options: RunOptions, io: CommandIo): Telemetry {
-  try {
-    return createTelemetry({
+  return bindingMetricsPort(options.metricsPort, () =>
+    createTelemetry({
       enabled: io.telemetryEnabled,
       metricsPort: options.metricsPort,
       metricsHost: options.metricsHost,
@@ -79,15 +80,7 @@ function startTelemetry(options: RunOptions, io: CommandIo): Telemetry {
       version: io.version,
       progressKey: options.progressKey,
       write: io.stderr,
-    });
-  } catch (error) {
-    if (error instanceof MetricsServerError) {
-      throw new UsageError(
-        `--metrics-port ${options.metricsPort} cannot be used: ${error.message}`,
-      );
-    }
-    throw error;
-  }
+    }));
 }
 
 interface RunContext {

@@ -5,17 +5,13 @@
  * @module
  */
 import type { VerifyFlags } from "../cli/options.ts";
-import { UsageError } from "../errors.ts";
 import type { Logger } from "../run_events.ts";
 import type { VerifyOutcome } from "../telemetry/verify_metrics.ts";
-import {
-  MetricsServerError,
-  startVerifyTelemetry,
-  type VerifyTelemetry,
-} from "../telemetry/verify_telemetry.ts";
+import { startVerifyTelemetry, type VerifyTelemetry } from "../telemetry/verify_telemetry.ts";
 import type { FullReport } from "../verify/full/summary.ts";
 import type { VerifyReport } from "../verify/report.ts";
 import type { CommandIo } from "./io.ts";
+import { bindingMetricsPort } from "./metrics_port.ts";
 
 /**
  * The verify's telemetry, before Redis is touched.
@@ -27,8 +23,8 @@ export function openVerifyTelemetry(
   io: CommandIo,
   logger: Logger,
 ): VerifyTelemetry {
-  try {
-    return startVerifyTelemetry({
+  return bindingMetricsPort(options.metricsPort, () =>
+    startVerifyTelemetry({
       enabled: io.telemetryEnabled,
       metricsPort: options.metricsPort,
       metricsHost: options.metricsHost,
@@ -38,15 +34,7 @@ export function openVerifyTelemetry(
       progressKey: options.progressKey,
       logger,
       signal: io.signal,
-    });
-  } catch (error) {
-    if (error instanceof MetricsServerError) {
-      throw new UsageError(
-        `--metrics-port ${options.metricsPort} cannot be used: ${error.message}`,
-      );
-    }
-    throw error;
-  }
+    }));
 }
 
 /** A sampled verify's report as the metrics show it (`fields`: any field difference). */
