@@ -12,7 +12,7 @@
  */
 import { Buffer } from "node:buffer";
 import { SCRIPTS } from "../src/migrate/cluster/scripts.ts";
-import { keySlot } from "../src/migrate/cluster/slot.ts";
+import { keySlot } from "../src/redis/slot.ts";
 import type { Redis } from "../src/redis/ioredis.ts";
 import {
   DEFAULT_WORKSPACE_LUA,

@@ -17,7 +17,7 @@ import {
   type SideState,
 } from "../src/verify/full/compare.ts";
 import { findingLine } from "../src/verify/full/report_file.ts";
-import { keySlot } from "../src/verify/full/slot.ts";
+import { keySlot } from "../src/redis/slot.ts";
 import { fullReport, verdictLine } from "../src/verify/full/summary.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);

@@ -12,7 +12,7 @@ import type { Cluster, Redis } from "../../redis/ioredis.ts";
 import { backoffMs, RECONNECT } from "../../async/backoff.ts";
 import { pause } from "../../async/delay.ts";
 import { type ClusterScript, Code } from "./scripts.ts";
-import { keySlot } from "./slot.ts";
+import { keySlot } from "../../redis/slot.ts";
 
 /** Error codes that pass once the cluster settles: a group falls back, a job is retried. */
 const TOPOLOGY = new Set([

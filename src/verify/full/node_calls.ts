@@ -14,7 +14,7 @@ import { errorCode, isOutage } from "../../redis/errors.ts";
 import type { Cluster, Redis } from "../../redis/ioredis.ts";
 import { NEW_PREFIX, OLD_PREFIX, WORKSPACE_FIELD } from "../../schema.ts";
 import { HEADER_ARGS, type ScriptMode, VERIFY_SCRIPT } from "./scripts.ts";
-import { keySlot } from "./slot.ts";
+import { keySlot } from "../../redis/slot.ts";
 import { delay } from "../../async/delay.ts";
 
 /** A script call failed for good (not an outage): the node kept refusing it. */

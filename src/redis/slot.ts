@@ -1,6 +1,7 @@
 /**
  * The Redis Cluster hash slot of a key (CRC16/XMODEM of the key, or of its hash tag, mod 16384),
- * so reads can be grouped by the node that serves them without a round trip per key.
+ * computed here rather than asked from Redis: the cluster copy and `verify --full` group a
+ * sub-batch's keys by the node that serves them, and a round trip per key is what grouping avoids.
  *
  * @module
  */
