@@ -68,6 +68,14 @@ class FakeNode {
     const keys = (this.batches[index] ?? []).map((id) => Buffer.from(`ai:jobs:${id}`));
     return Promise.resolve([Buffer.from(next), keys]);
   }
+  /** The engine SCANs through a timed script (redis/timed_scan.ts); it runs `scanBuffer`. */
+  script(): Promise<string> {
+    return Promise.resolve("scan-sha");
+  }
+  async callBuffer(command: string, _sha: string, _keys: number, cursor: string): Promise<unknown> {
+    assert.equal(command, "EVALSHA");
+    return [40, await this.scanBuffer(cursor)];
+  }
   get redis(): Redis {
     return this as unknown as Redis;
   }
@@ -87,6 +95,11 @@ class FakeStrategy implements MigrationStrategy {
   replyMs = 0;
   /** Called as each call runs (before its effects). */
   onCall?: () => void;
+  /** Keys per call, as a time-sized strategy says (unset: the 100-key guard). */
+  callKeys?: number;
+  /** Calls sent and not yet answered, and the most there ever were. */
+  inFlight = 0;
+  maxInFlight = 0;
   #chain = "";
   constructor(
     readonly checkpointOrdering: CheckpointOrdering,
@@ -95,6 +108,10 @@ class FakeStrategy implements MigrationStrategy {
   ) {}
   init(): Promise<void> {
     return Promise.resolve();
+  }
+  get nextCallSize(): (() => number) | undefined {
+    const keys = this.callKeys;
+    return keys === undefined ? undefined : () => keys;
   }
   migrate(keys: readonly Buffer[], options: MigrateOptions): Promise<StrategyResult[]> {
     const ids = keys.map((key) => key.toString().slice("ai:jobs:".length));
@@ -111,7 +128,13 @@ class FakeStrategy implements MigrationStrategy {
     );
     const clean = results.every((r) => r.outcome !== "errors");
     if (options.step) options.step.done(this.#runStep(options.step, clean));
-    return new Promise((resolve) => setTimeout(() => resolve(results), this.replyMs));
+    this.maxInFlight = Math.max(this.maxInFlight, ++this.inFlight);
+    return new Promise((resolve) =>
+      setTimeout(() => {
+        this.inFlight--;
+        resolve(results);
+      }, this.replyMs)
+    );
   }
   #runStep(step: ScriptStep, clean: boolean): boolean {
     if (!clean || (step.previous !== "" && this.#chain !== step.previous)) return false;
@@ -337,6 +360,18 @@ Deno.test("engine: in-script checkpoints: the next batch goes out before this on
     "batch:30",
     "clear",
   ]);
+});
+
+Deno.test("engine: a node never has more calls in flight than its call window (2 on loopback)", async () => {
+  // Pipelined calls run back to back in Redis (it runs every command it read from a socket before
+  // serving the next client), so the application would wait behind all of them.
+  const { deps, strategy } = setup([ids("a", 40), ids("b", 40), ids("c", 40)]);
+  strategy.replyMs = 5;
+  strategy.callKeys = 4;
+  const summary = await runBackfill(options({ batch: 40 }), deps);
+  assert.equal(summary.completed, true);
+  assert.equal(summary.migrated, 120);
+  assert.equal(strategy.maxInFlight, 2);
 });
 
 Deno.test("engine: a retryable failure in an earlier sub-batch keeps the checkpoint from passing it", async () => {

@@ -282,6 +282,7 @@ async function runEngine(
         rule: options.rule,
         resetProgress: options.resetProgress,
         maxOutage: options.maxOutage,
+        maxCallMs: options.maxCallMs,
       },
       {
         target,

@@ -92,7 +92,14 @@ function pem(value: unknown): string | undefined {
  */
 export const PROBE_INTERVAL_MS = 10;
 
-const EMPTY: ProbeSnapshot = { p99Ms: 0, baselineMs: 0, addedMs: 0, samples: 0, inFlight: 0 };
+const EMPTY: ProbeSnapshot = {
+  p99Ms: 0,
+  baselineMs: 0,
+  addedMs: 0,
+  lateMs: 0,
+  samples: 0,
+  inFlight: 0,
+};
 
 /** A running probe; {@linkcode close} it (or abort its signal). */
 export class LatencyProbe {

@@ -7,7 +7,11 @@
  * few ms late (timer slack, a busy core) is not Redis latency; timed from the slot, it made an idle
  * server's p99 read 3 ms on the 2-core development machine.
  * The reading is the rolling p99 over the last second minus a baseline p99 measured before the
- * run's first write: the round trip the backfill adds.
+ * run's first write: the round trip the backfill adds. The probe's own lateness is discounted: a
+ * descheduled thread reads its replies late too, so on a busy client host every round trip grows
+ * by the same scheduling delay without Redis being any slower. The sampler knows how late its own
+ * timer fired in each slot; the p99 of that lateness above its baseline is taken off the reading.
+ * A Redis stall does not make the idle worker's timer late, so it still shows in full.
  *
  * It runs inside the probe's worker (`probe_worker.ts`), so its timers and its clock are not
  * delayed by the backfill's own busy event loop; the PING itself is passed in.
@@ -20,8 +24,13 @@ export interface ProbeSnapshot {
   /** Rolling p99 round trip in ms, in-flight PINGs included. */
   p99Ms: number;
   baselineMs: number;
-  /** `p99Ms - baselineMs`, never negative: what `--max-latency` is compared with. */
+  /**
+   * `p99Ms - baselineMs`, less the probe's own extra lateness ({@linkcode lateMs}), never negative:
+   * what `--max-latency` is compared with.
+   */
   addedMs: number;
+  /** p99 of how late the probe's timer fired in the window, above its baseline (client delay). */
+  lateMs: number;
   /** Samples in the window (completed and in flight). */
   samples: number;
   inFlight: number;
@@ -50,12 +59,16 @@ export class PingSampler {
   readonly #options: PingSamplerOptions & { intervalMs: number; windowMs: number };
   readonly #now: () => number;
   readonly #samples: { at: number; ms: number }[] = [];
+  /** How late each slot's timer fired (ms), for the client's own delay. */
+  readonly #lateness: { at: number; ms: number }[] = [];
   /** Send time of each PING in flight, by sequence number. */
   readonly #inFlight = new Map<number, number>();
   #sent = 0;
   #baselineMs = 0;
   /** Every round trip while the baseline is measured (the window would keep only the last one). */
   #baselineSamples: number[] | undefined = [];
+  #baselineLateMs = 0;
+  #baselineLateness: number[] | undefined = [];
   #nextAt = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #replies = 0;
@@ -77,6 +90,8 @@ export class PingSampler {
     await new Promise((resolve) => setTimeout(resolve, (samples + 1) * intervalMs));
     this.#baselineMs = percentile(this.#baselineSamples ?? [], 0.99);
     this.#baselineSamples = undefined;
+    this.#baselineLateMs = percentile(this.#baselineLateness ?? [], 0.99);
+    this.#baselineLateness = undefined;
     return this.#baselineMs;
   }
 
@@ -85,15 +100,19 @@ export class PingSampler {
     const now = this.#now();
     const from = now - this.#options.windowMs;
     while (this.#samples.length > 0 && this.#samples[0]!.at < from) this.#samples.shift();
+    while (this.#lateness.length > 0 && this.#lateness[0]!.at < from) this.#lateness.shift();
     const values = [
       ...this.#samples.map((sample) => sample.ms),
       ...[...this.#inFlight.values()].map((at) => now - at),
     ];
     const p99Ms = percentile(values, 0.99);
+    const late = percentile(this.#lateness.map((sample) => sample.ms), 0.99);
+    const lateMs = Math.max(0, late - this.#baselineLateMs);
     return {
       p99Ms,
       baselineMs: this.#baselineMs,
-      addedMs: Math.max(0, p99Ms - this.#baselineMs),
+      addedMs: Math.max(0, p99Ms - this.#baselineMs - lateMs),
+      lateMs,
       samples: values.length,
       inFlight: this.#inFlight.size,
     };
@@ -114,6 +133,10 @@ export class PingSampler {
   }
 
   #fire(): void {
+    const firedAt = this.#now();
+    const late = Math.max(0, firedAt - this.#nextAt);
+    this.#lateness.push({ at: firedAt, ms: late });
+    this.#baselineLateness?.push(late);
     this.#nextAt += this.#options.intervalMs;
     if (this.#inFlight.size < MAX_IN_FLIGHT) this.#send();
     const replies = this.#replies;

@@ -6,6 +6,7 @@
  */
 import type { Buffer } from "node:buffer";
 import type { Redis } from "./ioredis.ts";
+import type { TimedScan } from "./timed_scan.ts";
 
 /** One SCAN reply. */
 export interface ScanBatch {
@@ -24,12 +25,16 @@ export interface ScanOptions {
   count: number;
   /** Start cursor (default "0"). */
   cursor?: string;
+  /** SCANs through this instead, each COUNT sized to the time budget (`count` is then unused). */
+  timed?: Pick<TimedScan, "scan">;
 }
 
 /** Yields SCAN batches from `options.cursor` until the cursor returns to "0". */
 export async function* scanBatches(node: Redis, options: ScanOptions): AsyncGenerator<ScanBatch> {
   const scan = (cursor: string) =>
-    node.scanBuffer(cursor, "MATCH", options.match, "COUNT", options.count)
+    (options.timed
+      ? options.timed.scan(cursor, options.match)
+      : node.scanBuffer(cursor, "MATCH", options.match, "COUNT", options.count))
       .then(([next, keys]) => ({ cursor, next: next.toString(), keys }));
   let pending = scan(options.cursor ?? "0");
   for (;;) {

@@ -20,7 +20,7 @@ import { countResults, emptyCounters } from "../outcome.ts";
 import { serverRunId } from "../redis/availability.ts";
 import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
-import { type ScanBatch, scanBatches } from "../redis/scan.ts";
+import type { ScanBatch } from "../redis/scan.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import type { Logger, RunMode, RunObserver, Summary } from "../run_events.ts";
 import { silentLogger } from "../run_events.ts";
@@ -37,6 +37,7 @@ import {
   settleFlights,
 } from "./pipeline.ts";
 import { NodeCheckpoints, type RunCheckpointStore } from "./node_checkpoints.ts";
+import { openNodeTraffic } from "./node_traffic.ts";
 import { KeyRetry } from "./retry.ts";
 import { callSize, sendBatch, type SendOptions } from "./send.ts";
 import { KeyQuota } from "./key_quota.ts";
@@ -52,6 +53,8 @@ export interface BackfillOptions {
   resetProgress: boolean;
   /** Seconds to wait for a lost Redis (or one refusing writes) before giving up. */
   maxOutage: number;
+  /** `--max-call-ms` (default 0.25): with the round trip, sizes each node's call window. */
+  maxCallMs?: number;
 }
 
 /** Collaborators of a run (all injected, so tests and other topologies plug in). */
@@ -228,11 +231,12 @@ class Run {
    */
   async #scanNode(state: NodeState): Promise<boolean> {
     const chain = await this.#saves.anchor(state);
-    const window = batchWindow(this.#deps.strategy.checkpointOrdering);
-    const batches = scanBatches(state.node, {
+    const batchesInFlight = batchWindow(this.#deps.strategy.checkpointOrdering);
+    const { batches, calls } = await openNodeTraffic(state.node, {
       match: OLD_MATCH,
-      count: this.#options.batch,
       cursor: state.committed,
+      batch: this.#options.batch,
+      maxCallMs: this.#options.maxCallMs,
     });
     const flights: Flight[] = [];
     const finish = (flight: Flight) => this.#finish(state, flight, chain);
@@ -249,11 +253,16 @@ class Run {
         const moves = keys.length > 0 && !trimmed && batch.next !== "0";
         const steps = moves ? chain?.batch(this.#saves.next(state, batch.next, keys)) : undefined;
         const started = performance.now();
-        const sent = await sendBatch(keys, { ...this.#sending, node: state.name, steps });
+        const sent = await sendBatch(keys, {
+          ...this.#sending,
+          node: state.name,
+          steps,
+          window: calls,
+        });
         flights.push({ batch, keys, trimmed, steps, started, resumedFrom, ...sent });
         const stop = !sent.complete || trimmed || this.#deps.signal?.aborted ||
           (this.#quota.used && batch.next !== "0");
-        scanDone = await settleFlights(flights, stop ? 0 : window - 1, finish) ?? scanDone;
+        scanDone = await settleFlights(flights, stop ? 0 : batchesInFlight - 1, finish) ?? scanDone;
         if (stop) return false;
       }
       scanDone = await settleFlights(flights, 0, finish) ?? scanDone;

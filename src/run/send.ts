@@ -1,11 +1,13 @@
 /**
  * Sends one batch: sub-batches through the gate (rate limit, admission checks), each a script call
- * with its retries, all in flight at once and in key order. Returns once every sub-batch is sent,
- * so the engine can send the next batch while this one's replies are still coming.
+ * with its retries, in key order, as many in flight as the node's call window allows. Returns once
+ * every sub-batch is sent, so the engine can send the next batch while this one's replies are
+ * still coming.
  *
  * @module
  */
 import type { Buffer } from "node:buffer";
+import type { CallWindow } from "../control/call_window.ts";
 import type { Gate } from "../control/gate.ts";
 import type { MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
 import { nameInvalidKeys } from "../outcome.ts";
@@ -42,6 +44,8 @@ export interface SendOptions {
   subBatchSize: (node: string) => number;
   /** `host:port`, for logs. */
   node: string;
+  /** The node's calls in flight: a call is sent only when there is room (control/call_window.ts). */
+  window?: Pick<CallWindow, "acquire">;
   /** The in-script checkpoint's steps of this batch (one per call). */
   steps?: BatchSteps;
   observer?: Pick<RunObserver, "onLimiterWait" | "onRedisReply">;
@@ -57,9 +61,11 @@ export async function sendBatch(keys: Buffer[], options: SendOptions): Promise<S
   for (let i = 0; i < keys.length;) {
     const chunk = keys.slice(i, i + options.subBatchSize(node));
     i += chunk.length;
+    let release = () => {};
     try {
       const waited = await gate.admit(chunk.length, { signal, node });
       if (waited > 0) observer?.onLimiterWait?.(waited);
+      if (options.window) release = await options.window.acquire({ signal });
     } catch (error) {
       if (!signal?.aborted) throw error;
       complete = false;
@@ -72,7 +78,7 @@ export async function sendBatch(keys: Buffer[], options: SendOptions): Promise<S
         observer?.onRedisReply?.({ node: options.node });
         return nameInvalidKeys(chunk, results);
       });
-    work.catch(() => {});
+    work.then(release, release);
     inFlight.push(work);
   }
   const results = Promise.allSettled(inFlight).then((settled) => {

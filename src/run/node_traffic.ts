@@ -1,0 +1,40 @@
+/**
+ * What one node's scan sends, bounded in Redis time: SCANs whose COUNT is sized to `--max-call-ms`
+ * (redis/timed_scan.ts), and a window of script calls in flight that covers one round trip and no
+ * more (control/call_window.ts). Both are made afresh each time a node's scan starts, so a node
+ * that came back after an outage is measured again.
+ *
+ * @module
+ */
+import { CallWindow, callWindowSize, measureRtt } from "../control/call_window.ts";
+import type { Redis } from "../redis/ioredis.ts";
+import { type ScanBatch, scanBatches } from "../redis/scan.ts";
+import { TimedScan } from "../redis/timed_scan.ts";
+
+/** A node's paced traffic. */
+export interface NodeTraffic {
+  /** SCAN batches from the start cursor. */
+  batches: AsyncGenerator<ScanBatch>;
+  /** Script calls in flight to this node. */
+  calls: CallWindow;
+}
+
+/** Opens `node`'s traffic: measures its round trip, then starts the scan at `cursor`. */
+export async function openNodeTraffic(node: Redis, options: {
+  match: string;
+  cursor: string;
+  /** `--batch`: the largest SCAN COUNT. */
+  batch: number;
+  /** `--max-call-ms` (default 0.25). */
+  maxCallMs?: number;
+}): Promise<NodeTraffic> {
+  const maxCallMs = options.maxCallMs ?? 0.25;
+  const calls = new CallWindow(callWindowSize(await measureRtt(node), maxCallMs));
+  const batches = scanBatches(node, {
+    match: options.match,
+    count: options.batch,
+    cursor: options.cursor,
+    timed: new TimedScan(node, { maxCallMs, maxCount: options.batch }),
+  });
+  return { batches, calls };
+}

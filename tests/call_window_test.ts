@@ -1,0 +1,42 @@
+import assert from "node:assert/strict";
+import { CallWindow, callWindowSize, MAX_CALL_WINDOW } from "../src/control/call_window.ts";
+
+Deno.test("call window: covers one round trip, at least 2, at most the guard", () => {
+  assert.equal(callWindowSize(0.05, 0.25), 2);
+  assert.equal(callWindowSize(0, 0.25), 2);
+  assert.equal(callWindowSize(0.5, 0.25), 3);
+  assert.equal(callWindowSize(0.6, 0.25), 4);
+  assert.equal(callWindowSize(1000, 0.25), MAX_CALL_WINDOW);
+  assert.equal(callWindowSize(Number.NaN, 0.25), 2);
+});
+
+Deno.test("call window: a third call waits for one of two to be released", async () => {
+  const window = new CallWindow(2);
+  const first = await window.acquire();
+  await window.acquire();
+  let third = false;
+  const waiting = window.acquire().then((release) => (third = true, release));
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.equal(third, false);
+  assert.equal(window.inFlight, 2);
+  first();
+  first(); // a second release of the same call changes nothing
+  await waiting;
+  assert.equal(third, true);
+  assert.equal(window.inFlight, 2);
+});
+
+Deno.test("call window: an abort ends a wait without taking a slot", async () => {
+  const window = new CallWindow(1);
+  const release = await window.acquire();
+  const stop = new AbortController();
+  const waiting = window.acquire({ signal: stop.signal });
+  stop.abort(new Error("stop"));
+  await assert.rejects(waiting, /stop/);
+  assert.equal(window.inFlight, 1);
+  release();
+  assert.equal(window.inFlight, 0);
+  await window.acquire();
+  assert.equal(window.inFlight, 1);
+  assert.throws(() => new CallWindow(0), RangeError);
+});
