@@ -204,3 +204,15 @@ Deno.test("invalid keys: the first 100 are logged escaped with their reason, the
     unknown: 1,
   });
 });
+
+Deno.test("metrics: the throttle's run-wide rate reported before the start is not overwritten by --rps", async () => {
+  const metrics = new BackfillMetrics({ version: "0" });
+  // One master, --rps 0 --max-latency 0.5: the throttle starts at 1000/s before the engine starts.
+  metrics.onRateLimit({ node: "_all", rps: 1000 });
+  metrics.onStart({ ...START, rps: 0 });
+  let text = await metrics.registry.metrics();
+  assert.equal(sumOf(text, "relay_backfill_rate_limit", { node: "_all" }), 1000);
+  metrics.onRateLimit({ node: "_all", rps: 500 });
+  text = await metrics.registry.metrics();
+  assert.equal(sumOf(text, "relay_backfill_rate_limit", { node: "_all" }), 500);
+});

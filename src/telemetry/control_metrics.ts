@@ -31,6 +31,8 @@ export class ControlMetrics implements RunObserver {
   readonly #probeBaseline: Gauge<"node">;
   readonly #replicaLag: Gauge<"node">;
   readonly #redisUp: Gauge<"node">;
+  /** The throttle reported the run-wide rate (`node="_all"`): the start does not overwrite it. */
+  #allReported = false;
 
   /** Registers the gauges in `registry`; every throttle reason starts at 0. */
   constructor(registry: Registry) {
@@ -66,8 +68,14 @@ export class ControlMetrics implements RunObserver {
     );
   }
 
-  /** The configured --rps is the run-wide rate until the engine reports per-node rates. */
+  /**
+   * The configured --rps is the run-wide rate, unless the throttle already reported it: with one
+   * master the throttle's adaptive rate is the run-wide one (1000/s at the start of `--rps 0
+   * --max-latency 0.5`), and it is reported before the engine starts. Overwritten with `--rps 0`
+   * it read "unlimited" until the first change of rate.
+   */
   onStart(start: RunStart): void {
+    if (this.#allReported) return;
     this.#rateLimit.set({ node: ALL_NODES_LABEL }, start.rps);
   }
 
@@ -80,6 +88,7 @@ export class ControlMetrics implements RunObserver {
   onRateLimit(event: RateLimitEvent): void {
     if (Number.isFinite(event.rps) && event.rps >= 0) {
       this.#rateLimit.set({ node: event.node }, event.rps);
+      if (event.node === ALL_NODES_LABEL) this.#allReported = true;
     }
   }
 

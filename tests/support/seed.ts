@@ -6,7 +6,7 @@
 import { Buffer } from "node:buffer";
 import assert from "node:assert/strict";
 import type { Cluster, Redis } from "../../src/redis/ioredis.ts";
-import { newKeyFor, oldKeyFor } from "../../src/schema.ts";
+import { newKeyFor, OLD_PREFIX, oldKeyFor, WORKSPACE_FIELD } from "../../src/schema.ts";
 import { type RedisServer, withRedis } from "./redis_server.ts";
 
 /** One test job. */
@@ -38,6 +38,25 @@ export async function seedOld(client: Redis, jobs: TestJob[]): Promise<void> {
       if (job.ttl) pipeline.expire(key, job.ttl);
     }
     await pipeline.exec();
+  }
+}
+
+/**
+ * Writes `count` old-schema jobs `job-0` … `job-<count-1>` inside Redis (one script per 10 000
+ * jobs): tens of thousands in well under a second, where {@linkcode seedOld} pipelines them from
+ * here. Each is a hash with a workspace (`ws-a`, `ws-b`, `ws-c` in turn), a status and a payload;
+ * none has a TTL. Key prefix and field name come from `schema.ts`.
+ */
+export async function seedOldInServer(client: Redis, count: number): Promise<void> {
+  const script = `
+    local workspaces = {"ws-a", "ws-b", "ws-c"}
+    for i = tonumber(ARGV[3]), tonumber(ARGV[4]) - 1 do
+      redis.call("HSET", ARGV[1] .. "job-" .. i, ARGV[2], workspaces[i % 3 + 1],
+        "status", "queued", "payload", "p" .. i)
+    end`;
+  for (let from = 0; from < count; from += 10_000) {
+    const to = Math.min(count, from + 10_000);
+    await client.eval(script, 0, OLD_PREFIX, WORKSPACE_FIELD, String(from), String(to));
   }
 }
 
