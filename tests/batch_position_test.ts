@@ -8,6 +8,7 @@ import {
   keysAfter,
   positionAfter,
   scanOrder,
+  withinRange,
 } from "../src/checkpoint/batch_position.ts";
 
 const keys = (...names: string[]) => names.map((n) => Buffer.from(n));
@@ -33,12 +34,29 @@ Deno.test("keysAfter skips processed keys only when the re-read's range is not l
   assert.equal(keysAfter(batch, "6", undefined).length, 4);
 });
 
+Deno.test("a position holds for the batches inside its range, not past it", () => {
+  const position = { next: "6", after: Buffer.from("k") };
+  // "6" reversed is 0b011 << 61; "2" (0b01 << 62) comes before it, "1" and the end after.
+  assert.equal(withinRange("2", position), true);
+  assert.equal(withinRange("6", position), false);
+  assert.equal(withinRange("1", position), false);
+  assert.equal(withinRange("0", position), false);
+});
+
 Deno.test("positions round-trip byte-exact; nothing processed keeps the old one", () => {
   const binary = Buffer.from([0x61, 0x69, 0x20, 0xff, 0x00, 0x0a]);
-  const position = positionAfter([Buffer.from("x"), binary], "123", undefined)!;
+  const position = positionAfter([Buffer.from("x"), binary], { next: "123" }, undefined)!;
   assert.deepEqual(decodePosition(encodePosition(position)), { next: "123", after: binary });
+  // With the COUNT it was read with (sized by time), so the re-read covers the same range.
+  const counted = positionAfter([binary], { next: "123", count: 170 }, undefined)!;
+  assert.deepEqual(decodePosition(encodePosition(counted)), {
+    next: "123",
+    after: binary,
+    count: 170,
+  });
+  assert.equal(decodePosition(Buffer.from("12/ k")), undefined);
   const old = { next: "9", after: Buffer.from("k") };
-  assert.equal(positionAfter([], "9", old), old);
+  assert.equal(positionAfter([], { next: "9" }, old), old);
   assert.equal(decodePosition(null), undefined);
   assert.equal(decodePosition(Buffer.from("garbage")), undefined);
 });

@@ -413,7 +413,7 @@ for (const task of ["demo", "test"]) {
         assert.equal(out.stdout, "");
         const errors = lines(out.stderr).filter((line) => !line.startsWith("Task "));
         const missing = task === "test"
-          ? ["redis-server", "redis-cli", "openssl"]
+          ? ["redis-server", "redis-cli", "redis-benchmark", "openssl"]
           : ["redis-server"];
         assert.deepEqual(errors, [preflightHint(missing)]);
         assert.match(errors[0]!, /^error: redis-server.* not found on PATH; run script\/bootstrap/);

@@ -31,6 +31,12 @@ export interface BatchPosition {
   next: string;
   /** The last old key processed (bytes); every key of the batch up to it is done. */
   after: Buffer;
+  /**
+   * The SCAN COUNT the batch was read with. COUNTs are sized by Redis time and change during a
+   * run; the re-read asks for the same one, so it covers the same range (a smaller one would
+   * leave part of the range to the next batch, which skips nothing).
+   */
+  count?: number;
 }
 
 /** A batch's keys in the order they are processed: by bytes (stable across re-reads). */
@@ -50,6 +56,17 @@ export function keysAfter(
 ): Buffer[] {
   if (position === undefined || scanOrder(next) > scanOrder(position.next)) return [...keys];
   return keys.filter((key) => Buffer.compare(key, position.after) > 0);
+}
+
+/**
+ * True when a batch that answered `next` ends strictly before the position's range does: the next
+ * batch still lies inside that range, so the position applies to it too (the same argument as for
+ * the re-read: its keys up to `after` that existed at the first read were processed then). A
+ * resumed run whose first SCAN covers less than the stored batch (a smaller COUNT) thus still
+ * skips what the earlier run did, instead of spending its `--max-keys` on it again.
+ */
+export function withinRange(next: string, position: BatchPosition): boolean {
+  return scanOrder(next) < scanOrder(position.next);
 }
 
 /**
@@ -73,23 +90,33 @@ export function scanOrder(cursor: string): bigint {
  */
 export function positionAfter(
   processed: readonly Buffer[],
-  next: string,
+  batch: { next: string; count?: number },
   resumedFrom: BatchPosition | undefined,
 ): BatchPosition | undefined {
   const last = processed.at(-1);
-  return last === undefined ? resumedFrom : { next, after: last };
+  if (last === undefined) return resumedFrom;
+  return batch.count === undefined
+    ? { next: batch.next, after: last }
+    : { next: batch.next, after: last, count: batch.count };
 }
 
-/** The stored form: `<next> <key bytes>` (a cursor is decimal, so the first space splits). */
+/**
+ * The stored form: `<next>[/<count>] <key bytes>` (cursor and count are decimal, so the first
+ * space splits).
+ */
 export function encodePosition(position: BatchPosition): Buffer {
-  return Buffer.concat([Buffer.from(`${position.next} `), position.after]);
+  const count = position.count === undefined ? "" : `/${position.count}`;
+  return Buffer.concat([Buffer.from(`${position.next}${count} `), position.after]);
 }
 
 /** Reads the stored form back; `undefined` when absent or malformed (then nothing is skipped). */
 export function decodePosition(raw: Buffer | null | undefined): BatchPosition | undefined {
   if (raw === null || raw === undefined) return undefined;
   const space = raw.indexOf(0x20);
-  const next = raw.subarray(0, Math.max(space, 0)).toString("latin1");
-  if (space <= 0 || !/^\d+$/.test(next)) return undefined;
-  return { next, after: Buffer.from(raw.subarray(space + 1)) };
+  const head = raw.subarray(0, Math.max(space, 0)).toString("latin1").match(/^(\d+)(?:\/(\d+))?$/);
+  if (space <= 0 || !head) return undefined;
+  const after = Buffer.from(raw.subarray(space + 1));
+  return head[2] === undefined
+    ? { next: head[1]!, after }
+    : { next: head[1]!, after, count: Number(head[2]) };
 }

@@ -24,6 +24,17 @@ export class ServerChangedError extends Error {
 
 type ScanBuffer = Redis["scanBuffer"];
 
+/** Each fenced node's check of a cursor, for SCANs sent another way (redis/timed_scan.ts). */
+const fences = new WeakMap<Redis, (cursor: string) => Promise<void>>();
+
+/**
+ * Rejects with {@linkcode ServerChangedError} when `cursor` continues a scan on a node whose server
+ * changed since (a no-op on a node without a fence, and for cursor "0", which lifts it).
+ */
+export async function checkScanCursor(node: Redis, cursor: string): Promise<void> {
+  await fences.get(node)?.(cursor);
+}
+
 /** Installs the fence on `node` (a connection the scanner uses); `name()` is its `host:port`. */
 export function fenceScanCursors(node: Redis, name: () => string): void {
   let runId: string | undefined;
@@ -42,11 +53,15 @@ export function fenceScanCursors(node: Redis, name: () => string): void {
       },
     );
   });
+  const guard = async (cursor: string) => {
+    await check;
+    if (cursor === "0") fenced = false;
+    else if (fenced) throw new ServerChangedError(name());
+  };
+  fences.set(node, guard);
   const scan = node.scanBuffer.bind(node) as (...args: unknown[]) => ReturnType<ScanBuffer>;
   node.scanBuffer = (async (cursor: string | number | Uint8Array, ...rest: unknown[]) => {
-    await check;
-    if (String(cursor) === "0") fenced = false;
-    else if (fenced) throw new ServerChangedError(name());
+    await guard(String(cursor));
     return await scan(cursor, ...rest);
   }) as ScanBuffer;
 }

@@ -16,6 +16,8 @@ export interface ScanBatch {
   next: string;
   /** Matching key names, as bytes. */
   keys: Buffer[];
+  /** The COUNT asked for, when SCAN's COUNT was sized by time (a re-read asks for it again). */
+  count?: number;
 }
 
 /** Options for {@linkcode scanBatches}. */
@@ -26,17 +28,24 @@ export interface ScanOptions {
   /** Start cursor (default "0"). */
   cursor?: string;
   /** SCANs through this instead, each COUNT sized to the time budget (`count` is then unused). */
-  timed?: Pick<TimedScan, "scan">;
+  timed?: Pick<TimedScan, "scan" | "nextCount">;
+  /** With `timed`: the COUNT of the first SCAN (re-reading a batch as it was read). */
+  firstCount?: number;
 }
 
 /** Yields SCAN batches from `options.cursor` until the cursor returns to "0". */
 export async function* scanBatches(node: Redis, options: ScanOptions): AsyncGenerator<ScanBatch> {
-  const scan = (cursor: string) =>
-    (options.timed
-      ? options.timed.scan(cursor, options.match)
-      : node.scanBuffer(cursor, "MATCH", options.match, "COUNT", options.count))
-      .then(([next, keys]) => ({ cursor, next: next.toString(), keys }));
-  let pending = scan(options.cursor ?? "0");
+  const { timed } = options;
+  const scan = (cursor: string, count?: number): Promise<ScanBatch> => {
+    if (!timed) {
+      return node.scanBuffer(cursor, "MATCH", options.match, "COUNT", options.count)
+        .then(([next, keys]) => ({ cursor, next: next.toString(), keys }));
+    }
+    const asked = count ?? timed.nextCount();
+    return timed.scan(cursor, options.match, asked)
+      .then(([next, keys]) => ({ cursor, next: next.toString(), keys, count: asked }));
+  };
+  let pending = scan(options.cursor ?? "0", options.firstCount);
   for (;;) {
     const batch = await pending;
     if (batch.next !== "0") {

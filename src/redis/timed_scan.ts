@@ -12,6 +12,7 @@ import type { Buffer } from "node:buffer";
 import { CallSizer } from "../control/call_size.ts";
 import { decodeTimed, timedScript } from "../control/script_clock.ts";
 import { classify } from "./errors.ts";
+import { checkScanCursor } from "./fence.ts";
 import type { Redis } from "./ioredis.ts";
 
 const SCAN_SCRIPT = timedScript(
@@ -52,9 +53,10 @@ export class TimedScan {
     return this.#sizer.nextCount();
   }
 
-  /** One SCAN from `cursor`; `match` as SCAN's MATCH. */
-  async scan(cursor: string, match: string): Promise<ScanPage> {
-    const count = this.#sizer.nextCount();
+  /** One SCAN from `cursor`; `match` as SCAN's MATCH; `count` (default: what fits the budget). */
+  async scan(cursor: string, match: string, count = this.#sizer.nextCount()): Promise<ScanPage> {
+    // A cursor belongs to one server process: the fence refuses one carried to another (fence.ts).
+    await checkScanCursor(this.#node, cursor);
     const reply = await this.#call(cursor, match, count);
     const { micros, result } = decodeTimed<ScanPage>(reply);
     this.#sizer.record({ keys: count, micros });

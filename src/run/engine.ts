@@ -9,7 +9,12 @@
  *
  * @module
  */
-import { inProcessingOrder, keysAfter, positionAfter } from "../checkpoint/batch_position.ts";
+import {
+  inProcessingOrder,
+  keysAfter,
+  positionAfter,
+  withinRange,
+} from "../checkpoint/batch_position.ts";
 import { decideStart } from "../checkpoint/resume.ts";
 import { runParams } from "../checkpoint/store.ts";
 import { carriedTotals } from "../checkpoint/totals.ts";
@@ -237,6 +242,7 @@ class Run {
       cursor: state.committed,
       batch: this.#options.batch,
       maxCallMs: this.#options.maxCallMs,
+      firstCount: state.within?.count,
     });
     const flights: Flight[] = [];
     const finish = (flight: Flight) => this.#finish(state, flight, chain);
@@ -244,9 +250,10 @@ class Run {
     try {
       for await (const batch of batches) {
         state.outageSince = undefined;
-        // Only the first batch is the one a stored position points into.
+        // A stored position holds for every batch whose range lies inside the one it was taken
+        // in (SCAN's COUNT may differ between runs, so a re-read can cover less of it).
         const resumedFrom = state.within;
-        state.within = undefined;
+        if (!resumedFrom || !withinRange(batch.next, resumedFrom)) state.within = undefined;
         const unclaimed = keysAfter(inProcessingOrder(batch.keys), batch.next, resumedFrom);
         const { keys, trimmed } = this.#quota.claim(unclaimed);
         // Only a batch that moves the cursor needs steps: its last call stores the checkpoint.
@@ -304,7 +311,7 @@ class Run {
       // Cut short: the next run re-reads it and goes on after its last processed key
       // (checkpoint/batch_position.ts).
       const done = flight.keys.slice(0, results.length);
-      state.within = positionAfter(done, flight.batch.next, flight.resumedFrom);
+      state.within = positionAfter(done, flight.batch, flight.resumedFrom);
     }
     if (flight.steps?.stored) await this.#saves.scriptStored(state);
     // An open error streak holds the checkpoint, so a rerun retries the keys it failed.

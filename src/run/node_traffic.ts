@@ -27,6 +27,8 @@ export async function openNodeTraffic(node: Redis, options: {
   batch: number;
   /** `--max-call-ms` (default 0.25). */
   maxCallMs?: number;
+  /** The COUNT of the first SCAN: a batch re-read from a stored position asks for its own. */
+  firstCount?: number;
 }): Promise<NodeTraffic> {
   const maxCallMs = options.maxCallMs ?? 0.25;
   const calls = new CallWindow(callWindowSize(await measureRtt(node), maxCallMs));
@@ -35,6 +37,7 @@ export async function openNodeTraffic(node: Redis, options: {
     count: options.batch,
     cursor: options.cursor,
     timed: new TimedScan(node, { maxCallMs, maxCount: options.batch }),
+    firstCount: options.firstCount,
   });
   return { batches, calls };
 }

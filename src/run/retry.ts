@@ -107,7 +107,8 @@ export class KeyRetry {
               `stopped with the checkpoint kept`,
           );
         }
-        await gate.settle({ signal });
+        // The memory pause may hold as long as Redis stays full: not past the deadline.
+        if (!await settledBefore(gate, deadline, signal)) continue;
         await pause(backoffMs(round, OOM_BACKOFF), { signal });
       }
       try {
@@ -172,4 +173,25 @@ function failing(results: StrategyResult[], code?: string): number[] {
   return results.flatMap((r, i) =>
     r.outcome === "errors" && r.retryable && (code === undefined || r.errorCode === code) ? [i] : []
   );
+}
+
+/** Waits for the gate's checks (the memory pause) until `deadline`; false when it still held. */
+async function settledBefore(
+  gate: Pick<Gate, "settle">,
+  deadline: number,
+  signal?: AbortSignal,
+): Promise<boolean> {
+  const timeout = new AbortController();
+  const timer = setTimeout(() => timeout.abort(), Math.max(0, deadline - performance.now()));
+  try {
+    await gate.settle({
+      signal: signal ? AbortSignal.any([signal, timeout.signal]) : timeout.signal,
+    });
+    return true;
+  } catch (error) {
+    if (signal?.aborted || !timeout.signal.aborted) throw error;
+    return false;
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -53,21 +53,27 @@ export interface SendOptions {
   signal?: AbortSignal;
 }
 
-/** Sends `keys` in sub-batches; resolves when the last one is sent. */
+/**
+ * Sends `keys` in sub-batches; resolves when the last one is sent, or when one already sent has
+ * failed (its outage or refusal ends the batch: waiting to send more, e.g. in a memory pause that
+ * the failure itself reports, would only hide it).
+ */
 export async function sendBatch(keys: Buffer[], options: SendOptions): Promise<SentBatch> {
   const { gate, observer, signal, node } = options;
   const inFlight: Promise<StrategyResult[]>[] = [];
+  const failed = new AbortController();
+  const waiting = signal ? AbortSignal.any([signal, failed.signal]) : failed.signal;
   let complete = true;
-  for (let i = 0; i < keys.length;) {
+  for (let i = 0; i < keys.length && !failed.signal.aborted;) {
     const chunk = keys.slice(i, i + options.subBatchSize(node));
     i += chunk.length;
     let release = () => {};
     try {
-      const waited = await gate.admit(chunk.length, { signal, node });
+      const waited = await gate.admit(chunk.length, { signal: waiting, node });
       if (waited > 0) observer?.onLimiterWait?.(waited);
-      if (options.window) release = await options.window.acquire({ signal });
+      if (options.window) release = await options.window.acquire({ signal: waiting });
     } catch (error) {
-      if (!signal?.aborted) throw error;
+      if (!waiting.aborted) throw error;
       complete = false;
       break;
     }
@@ -78,12 +84,15 @@ export async function sendBatch(keys: Buffer[], options: SendOptions): Promise<S
         observer?.onRedisReply?.({ node: options.node });
         return nameInvalidKeys(chunk, results);
       });
-    work.then(release, release);
+    work.then(release, () => {
+      release();
+      failed.abort();
+    });
     inFlight.push(work);
   }
   const results = Promise.allSettled(inFlight).then((settled) => {
-    const failed = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
-    if (failed) throw failed.reason;
+    const failure = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
+    if (failure) throw failure.reason;
     return settled.flatMap((s) => (s as PromiseFulfilledResult<StrategyResult[]>).value);
   });
   results.catch(() => {});

@@ -11,7 +11,8 @@
  */
 
 /** What `script/bootstrap` installs, named in the hint. */
-const BOOTSTRAP = "run script/bootstrap (installs Deno 2.9.6, redis-server, redis-cli and openssl)";
+const BOOTSTRAP =
+  "run script/bootstrap (installs Deno 2.9.6, redis-server, redis-cli, redis-benchmark and openssl)";
 
 /**
  * The path of the executable `name` in the directories of `path` (a `PATH` value), or `undefined`
