@@ -108,19 +108,18 @@ export async function runFullVerify(
     report: deps.report,
     logger,
   });
-  const run = new FullRun(options, deps, calls, state, logger);
+  const run = new FullRun(options, deps, calls, state, logger, started);
   await run.rescanRestarted();
   const total = zeroCounts();
   for (const node of deps.target.masters()) addCounts(total, await run.node(node));
-  const priorMs = stored?.elapsedMs ?? 0;
-  const sessionMs = performance.now() - started;
+  const durationMs = run.elapsedMs();
   await deps.checkpoint.clear();
   return fullReport({
     counts: total,
     min_parity: options.minParity,
     orphans_checked: options.orphans,
     workspace: options.workspace ?? null,
-    duration_seconds: Math.round(priorMs + sessionMs) / 1000,
+    duration_seconds: Math.round(durationMs) / 1000,
     resumed: stored !== undefined,
     redis_calls: {
       calls: calls.stats.calls,
@@ -136,8 +135,10 @@ class FullRun {
   readonly #ctx: CheckContext;
   readonly #batches: SubBatches;
   readonly #identities = new Map<Redis, NodeIdentity>();
+  /** Time of the earlier sessions, as loaded (`state.elapsedMs` moves on with each save). */
+  readonly #priorMs: number;
+  readonly #sessionStart: number;
   #lastProgress = performance.now();
-  #sessionStart = performance.now();
   #sessionChecked = 0;
 
   constructor(
@@ -146,7 +147,10 @@ class FullRun {
     readonly calls: NodeCalls,
     readonly state: VerifyState,
     readonly logger: Logger,
+    sessionStart: number,
   ) {
+    this.#priorMs = state.elapsedMs;
+    this.#sessionStart = sessionStart;
     this.#ctx = {
       calls,
       rule: options.rule,
@@ -298,10 +302,17 @@ class FullRun {
       throw new NodeRestartedError(this.deps.target.nodeName(node));
     }
     this.state.reportBytes = this.deps.report?.bytes ?? 0;
-    const now = performance.now();
-    this.state.elapsedMs += now - this.#sessionStart;
-    this.#sessionStart = now;
+    this.state.elapsedMs = this.elapsedMs();
     await this.deps.checkpoint.save(this.state, id);
+  }
+
+  /**
+   * Work time of this verify: the earlier sessions' (as loaded) plus this session's so far. Always
+   * from the loaded value, never from `state.elapsedMs`: each save writes this total there, so
+   * adding the session to it again would count the session twice.
+   */
+  elapsedMs(): number {
+    return this.#priorMs + (performance.now() - this.#sessionStart);
   }
 
   #progress(node: Redis, progress: NodeProgress, keys: number): void {
