@@ -7,19 +7,12 @@
  *
  * @module
  */
-import type { Buffer } from "node:buffer";
 import type { RateLimiter } from "../../control/rate_limit.ts";
 import type { RedisTarget } from "../../redis/target.ts";
 import type { Redis } from "../../redis/ioredis.ts";
 import { type Logger, silentLogger } from "../../run_events.ts";
-import { jobIdOf, NEW_MATCH, NEW_PREFIX, OLD_MATCH, type WorkspaceRule } from "../../schema.ts";
-import {
-  type CheckContext,
-  type CheckedJob,
-  checkJobs,
-  checkOrphans,
-  type PassTiming,
-} from "./check.ts";
+import { NEW_MATCH, newMatchFor, OLD_MATCH, type WorkspaceRule } from "../../schema.ts";
+import type { CheckContext, CheckedJob } from "./check.ts";
 import {
   addCounts,
   type FullCounts,
@@ -28,9 +21,8 @@ import {
   type VerifyState,
   zeroCounts,
 } from "./checkpoint.ts";
-import { isMismatch } from "./compare.ts";
 import { NodeCalls } from "./node_calls.ts";
-import { readAhead, scanChunks } from "./chunks.ts";
+import { readAhead, type ScanChunk, scanChunks } from "./chunks.ts";
 import { SubBatches } from "./sub_batches.ts";
 import {
   applyRescan,
@@ -41,10 +33,10 @@ import {
   planRescan,
   runIdOf,
 } from "./restarts.ts";
-import type { Finding, ReportFile } from "./report_file.ts";
-import { type FullReport, fullReport } from "./summary.ts";
+import type { ReportFile } from "./report_file.ts";
+import { type FullReport, fullReport, mismatched } from "./summary.ts";
 import { resumeState, verifyParams } from "./resume.ts";
-import { countJob, countOrphan } from "./tally.ts";
+import { type CheckedChunk, checkJobChunk, checkOrphanChunk } from "./chunk_check.ts";
 
 /** What to verify and how. */
 export interface FullVerifyOptions {
@@ -99,6 +91,7 @@ export async function runFullVerify(
   const calls = new NodeCalls(deps.target, {
     signal: deps.signal,
     onlyWorkspace: options.workspace,
+    callBudgetUs: options.callBudgetUs,
   });
   await calls.init();
   const { state, stored } = await resumeState({
@@ -226,60 +219,51 @@ class FullRun {
 
   async #phase(node: Redis, id: string, progress: NodeProgress): Promise<void> {
     const jobs = progress.phase === "jobs";
+    // New keys; with a workspace, only that workspace's (the name tells).
+    const workspace = this.options.workspace;
+    const newMatch = workspace === undefined ? NEW_MATCH : newMatchFor(workspace);
     const chunks = scanChunks(node, {
-      match: jobs ? OLD_MATCH : newMatch(this.options.workspace),
+      match: jobs ? OLD_MATCH : newMatch,
       count: SCAN_COUNT,
       cursor: progress.cursor,
       chunkKeys: () => this.#chunkKeys(),
     });
-    // The next chunk is scanned while this one is checked.
-    for await (const chunk of readAhead(chunks)) {
-      const { counts, findings } = jobs
-        ? await this.#jobs(chunk.keys)
-        : await this.#orphans(chunk.keys);
-      counts.scan_duplicates = chunk.duplicates;
-      // Findings reach the disk before the counts that include them are stored.
-      await this.deps.report?.append(findings);
-      addCounts(progress.counts, counts);
-      progress.cursor = chunk.next;
-      if (chunk.next !== "0") await this.#save(id, node, progress.runId);
-      this.#progress(node, progress, chunk.keys.length);
+    // The next chunk is scanned while this one is checked, and this one is committed while the
+    // next is checked: Redis does not wait for the client's counting and checkpoint between two.
+    let committing: Promise<void> = Promise.resolve();
+    try {
+      for await (const chunk of readAhead(chunks)) {
+        const deps = { batches: this.#batches, ctx: this.#ctx };
+        const checked = jobs
+          ? await checkJobChunk(chunk.keys, deps)
+          : await checkOrphanChunk(chunk.keys, deps);
+        await committing;
+        committing = this.#commit({ node, id, progress }, chunk, checked);
+        // Awaited before the next commit, or in `finally`; never an unhandled rejection.
+        committing.catch(() => {});
+      }
+      await committing;
+    } finally {
+      await committing.catch(() => {});
     }
   }
 
-  async #jobs(keys: Buffer[]): Promise<{ counts: FullCounts; findings: Finding[] }> {
-    const candidates = keys.filter((key) => jobIdOf(key) !== undefined);
-    const check = (sub: Buffer[], timing: PassTiming) => checkJobs(sub, this.#ctx, timing);
-    const results = await this.#batches.run(candidates, check);
-    const suspects = await this.#batches.recheck(
-      candidates,
-      results,
-      (result) => isMismatch(result.verdict),
-      check,
-    );
-    const counts = zeroCounts();
-    const findings: Finding[] = [];
-    results.forEach((result, i) => countJob(counts, findings, candidates[i]!, result));
-    counts.transient = suspects.filter((i) => results[i]!.verdict.kind === "matched").length;
-    return { counts, findings };
-  }
-
-  async #orphans(keys: Buffer[]): Promise<{ counts: FullCounts; findings: Finding[] }> {
-    const results = await this.#batches.run(
-      keys,
-      (sub, timing) => checkOrphans(sub, this.#ctx, { timing }),
-    );
-    const suspects = await this.#batches.recheck(
-      keys,
-      results,
-      (verdict) => verdict.kind === "orphan",
-      (sub, timing) => checkOrphans(sub, this.#ctx, { confirmNew: true, timing }),
-    );
-    const counts = zeroCounts();
-    const findings: Finding[] = [];
-    results.forEach((verdict) => countOrphan(counts, findings, verdict));
-    counts.transient = suspects.filter((i) => results[i]!.kind === "ok").length;
-    return { counts, findings };
+  /**
+   * Counts a checked chunk, appends its findings to the report and stores the node's cursor with
+   * its counts. Commits run one after the other, in chunk order.
+   */
+  async #commit(
+    { node, id, progress }: { node: Redis; id: string; progress: NodeProgress },
+    chunk: ScanChunk,
+    { counts, findings }: CheckedChunk,
+  ): Promise<void> {
+    counts.scan_duplicates = chunk.duplicates;
+    // Findings reach the disk before the counts that include them are stored.
+    await this.deps.report?.append(findings);
+    addCounts(progress.counts, counts);
+    progress.cursor = chunk.next;
+    if (chunk.next !== "0") await this.#save(id, node, progress.runId);
+    this.#progress(node, progress, chunk.keys.length);
   }
 
   /**
@@ -331,18 +315,12 @@ class FullRun {
         phase: progress.phase,
         checked: c.checked,
         matched: c.matched,
-        mismatched: c.missing + c.field_missing + c.field_differs + c.ttl + c.type,
+        mismatched: mismatched(c),
         orphans: c.orphans,
         scanned_this_session: this.#sessionChecked,
       },
     );
   }
-}
-
-/** New keys; with a workspace, only that workspace's (the name tells). */
-function newMatch(workspace: string | undefined): string {
-  if (workspace === undefined) return NEW_MATCH;
-  return `${NEW_PREFIX}${workspace.replace(/[*?[\]\\]/g, (c) => `\\${c}`)}:*`;
 }
 
 export type { CheckedJob };
