@@ -59,7 +59,10 @@ export interface FullVerifyOptions {
   chunkKeys?: number;
   /** Milliseconds between progress log lines (default 10 000). */
   progressIntervalMs?: number;
-  /** Sub-batches in flight at once (default 3): Redis works on one while the client decodes. */
+  /**
+   * Sub-batches in flight at once (default 4): Redis works on the others while the client decodes
+   * a reply or collects garbage (a scavenge takes ~1 ms; four calls of ~0.2 ms cover most).
+   */
   inFlight?: number;
 }
 
@@ -156,7 +159,7 @@ class FullRun {
       limiter: deps.limiter,
       rps: options.rps,
       callBudgetUs: options.callBudgetUs ?? 250,
-      inFlight: options.inFlight ?? 3,
+      inFlight: options.inFlight ?? 4,
       signal: deps.signal,
     });
   }

@@ -26,7 +26,7 @@ export interface SubBatchOptions {
   callBudgetUs: number;
   /**
    * Sub-batches in flight. Redis runs a connection's pipelined calls back to back, so another
-   * client may wait up to this many call budgets (3 × 0.25 ms by default).
+   * client may wait behind up to this many calls (4 × ~0.2 ms by default).
    */
   inFlight: number;
   signal?: AbortSignal;
