@@ -199,14 +199,15 @@ Deno.test("call budget: a call's own-time limit and size leave room for Redis's 
 });
 
 Deno.test("SubBatches: sized so the slowest call fits the budget with Redis's work around it", async () => {
-  const batches = new SubBatches({
+  const options = {
     recheck: 0,
     recheckDelayMs: 0,
     limiter: new SlidingWindowLimiter(0),
     rps: 0,
     callBudgetUs: 250,
     inFlight: 1,
-  });
+  };
+  const batches = new SubBatches(options);
   const keys = Array.from({ length: 400 }, (_, i) => Buffer.from(`k${i}`));
   const sizes: number[] = [];
   await batches.run(keys, (sub, timing) => {
@@ -220,6 +221,17 @@ Deno.test("SubBatches: sized so the slowest call fits the budget with Redis's wo
   assert.equal(keysForBudget(250, 20), 10);
   assert.deepEqual(sizes.slice(0, 2), [16, 20]);
   assert.ok(sizes.slice(1, -1).every((size) => size === 20), String(sizes));
+  // One node, whose call the script stopped half-way (the rest took another call): no split over
+  // nodes, so the sub-batch is one call's worth, not two.
+  const stopped: number[] = [];
+  await new SubBatches({ ...options, inFlight: 1 }).run(keys, (sub, timing) => {
+    stopped.push(sub.length);
+    timing.nodeKeys = sub.length;
+    timing.maxKeys = Math.ceil(sub.length / 2);
+    timing.maxUs = 20 * timing.maxKeys;
+    return Promise.resolve(sub.map(() => 0));
+  });
+  assert.deepEqual(stopped.slice(0, 3), [16, 10, 10]);
 });
 
 Deno.test("SubBatches: a slower pace shrinks the next sub-batch at once, a faster one regrows it gently", async () => {

@@ -53,8 +53,13 @@ export interface ReadOptions {
 /** The slowest call of a read: its own Redis time (µs) and the keys it answered. */
 export interface CallTiming {
   maxUs: number;
-  /** Keys the slowest call answered (0 before any call). */
+  /** Keys the slowest call answered. */
   maxKeys?: number;
+  /**
+   * Keys its node was given in that read (more than `maxKeys` when the script stopped early and
+   * the rest took another call).
+   */
+  nodeKeys?: number;
 }
 
 /** Running statistics of the calls made (Redis time as measured inside the script). */
@@ -196,6 +201,7 @@ export class NodeCalls {
       if (options.timing && elapsed > options.timing.maxUs) {
         options.timing.maxUs = elapsed;
         options.timing.maxKeys = processed;
+        options.timing.nodeKeys = keys.length;
       }
       if (!(processed >= 1) || reply.length !== 2 + processed) {
         throw new VerifyCallError(`verify script answered ${processed} of ${rest.length} keys`);

@@ -112,17 +112,18 @@ export class SubBatches {
    * ({@linkcode PACE_WEIGHT}): a sub-batch of slow (wide) jobs must not repeat, and one fast call
    * must not make the next ones overrun (the script would stop them early, and the keys left over
    * would take a call of their own). A pace counts as at most 4× the average (one stalled call
-   * does not shrink the next dozen). On a cluster a sub-batch is split over the nodes, so its slowest call carried
-   * only part of it.
+   * does not shrink the next dozen). On a cluster a sub-batch is split over the nodes, so the
+   * node of its slowest call got only part of it (a call the script stopped early is no split).
    */
   #resize(keys: number, timing: PassTiming, cap: number): void {
     const callKeys = timing.maxKeys ?? 0;
-    if (timing.maxUs <= 0 || callKeys <= 0) return;
+    const nodeKeys = timing.nodeKeys ?? callKeys;
+    if (timing.maxUs <= 0 || callKeys <= 0 || nodeKeys <= 0) return;
     const pace = timing.maxUs / callKeys;
     const average = this.#paceUs ?? pace;
     const weight = pace > average ? PACE_WEIGHT.slower : PACE_WEIGHT.faster;
     this.#paceUs = average + weight * (Math.min(pace, average * 4) - average);
-    const ideal = keysForBudget(this.#options.callBudgetUs, this.#paceUs) * keys / callKeys;
+    const ideal = keysForBudget(this.#options.callBudgetUs, this.#paceUs) * keys / nodeKeys;
     const grown = Math.ceil(this.#size * 1.5);
     this.#size = Math.max(1, Math.min(cap, Math.floor(Math.min(ideal, grown))));
   }
