@@ -37,9 +37,14 @@ const NEW_PREFIX_BYTES = Buffer.from(NEW_PREFIX);
 
 /** The job id of an old key (bytes after `ai:jobs:`), or `undefined` when it is not an old key. */
 export function jobIdOf(oldKey: Uint8Array): Buffer | undefined {
-  const key = Buffer.from(oldKey.buffer, oldKey.byteOffset, oldKey.byteLength);
-  if (key.length < OLD_PREFIX_BYTES.length) return undefined;
-  if (!key.subarray(0, OLD_PREFIX_BYTES.length).equals(OLD_PREFIX_BYTES)) return undefined;
+  // Called for every key a verify or a backfill reads: no wrapper or slice before the answer.
+  if (oldKey.length < OLD_PREFIX_BYTES.length) return undefined;
+  for (let i = 0; i < OLD_PREFIX_BYTES.length; i++) {
+    if (oldKey[i] !== OLD_PREFIX_BYTES[i]) return undefined;
+  }
+  const key = oldKey instanceof Buffer
+    ? oldKey
+    : Buffer.from(oldKey.buffer, oldKey.byteOffset, oldKey.byteLength);
   return key.subarray(OLD_PREFIX_BYTES.length);
 }
 

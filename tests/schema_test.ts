@@ -9,6 +9,8 @@ Deno.test("key names are built and parsed byte-exact", () => {
   const id = Buffer.from([0x6a, 0xff, 0x00, 0x3a, 0x80]);
   const old = oldKeyFor(id);
   assert.deepEqual(jobIdOf(old), id);
+  assert.deepEqual(jobIdOf(new Uint8Array(old)), id, "a plain Uint8Array too");
+  assert.equal(jobIdOf(Buffer.from("ai:jobx:1")), undefined);
   assert.equal(jobIdOf(Buffer.from("ai:job:x:1")), undefined);
   assert.deepEqual(jobIdOf(Buffer.from("ai:jobs:")), Buffer.alloc(0));
   const key = newKeyFor("ws-1", id);

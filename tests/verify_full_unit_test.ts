@@ -9,6 +9,11 @@ import { RecentKeys } from "../src/verify/full/chunks.ts";
 import { applyRescan, freshProgress, planRescan } from "../src/verify/full/restarts.ts";
 import { SubBatches } from "../src/verify/full/sub_batches.ts";
 import {
+  keysForBudget,
+  OUTSIDE_SCRIPT_US,
+  ownTimeLimitUs,
+} from "../src/verify/full/call_budget.ts";
+import {
   compareSides,
   decodePairNew,
   diffFields,
@@ -167,7 +172,8 @@ Deno.test("SubBatches: every key once, results in order, several sub-batches in 
     most = Math.max(most, inFlight);
     await new Promise((resolve) => setTimeout(resolve, 1));
     inFlight--;
-    timing.maxUs = 20 * sub.length; // 20 µs a key: the budget allows ~12 keys a call
+    timing.maxUs = 20 * sub.length; // 20 µs a key: the budget allows ~10 keys a call
+    timing.maxKeys = sub.length;
     seen.push(...sub.map(String));
     return sub.map((key) => `${key}!`);
   });
@@ -179,6 +185,77 @@ Deno.test("SubBatches: every key once, results in order, several sub-batches in 
     batches.run(keys, () => Promise.reject(new Error("boom"))),
     /boom/,
   );
+});
+
+Deno.test("call budget: a call's own-time limit and size leave room for Redis's work around it", () => {
+  // 250 µs in Redis = own time + 10 µs a call + 0.75 µs a key.
+  assert.equal(ownTimeLimitUs(250, 20), 225);
+  assert.equal(ownTimeLimitUs(250, 1000), 1, "never below 1 µs");
+  // Sized to 90% of the budget: (225 − 10) / (11.5 + 0.75) keys of 11.5 µs.
+  assert.equal(keysForBudget(250, 11.5), 17);
+  assert.equal(keysForBudget(250, 1000), 1, "one slow key still goes alone");
+  const keys = keysForBudget(250, 11.5);
+  assert.ok(keys * (11.5 + OUTSIDE_SCRIPT_US.perKey) + OUTSIDE_SCRIPT_US.perCall <= 225);
+});
+
+Deno.test("SubBatches: sized so the slowest call fits the budget with Redis's work around it", async () => {
+  const options = {
+    recheck: 0,
+    recheckDelayMs: 0,
+    limiter: new SlidingWindowLimiter(0),
+    rps: 0,
+    callBudgetUs: 250,
+    inFlight: 1,
+  };
+  const batches = new SubBatches(options);
+  const keys = Array.from({ length: 400 }, (_, i) => Buffer.from(`k${i}`));
+  const sizes: number[] = [];
+  await batches.run(keys, (sub, timing) => {
+    sizes.push(sub.length);
+    // The sub-batch went to two nodes; the slowest call carried half its keys, 20 µs each.
+    timing.maxKeys = Math.ceil(sub.length / 2);
+    timing.maxUs = 20 * timing.maxKeys;
+    return Promise.resolve(sub.map(() => 0));
+  });
+  // A call may carry (225 − 10) / 20.75 = 10 keys: a sub-batch 20 (two calls of 10).
+  assert.equal(keysForBudget(250, 20), 10);
+  assert.deepEqual(sizes.slice(0, 2), [16, 20]);
+  assert.ok(sizes.slice(1, -1).every((size) => size === 20), String(sizes));
+  // One node, whose call the script stopped half-way (the rest took another call): no split over
+  // nodes, so the sub-batch is one call's worth, not two.
+  const stopped: number[] = [];
+  await new SubBatches({ ...options, inFlight: 1 }).run(keys, (sub, timing) => {
+    stopped.push(sub.length);
+    timing.nodeKeys = sub.length;
+    timing.maxKeys = Math.ceil(sub.length / 2);
+    timing.maxUs = 20 * timing.maxKeys;
+    return Promise.resolve(sub.map(() => 0));
+  });
+  assert.deepEqual(stopped.slice(0, 3), [16, 10, 10]);
+});
+
+Deno.test("SubBatches: a slower pace shrinks the next sub-batch at once, a faster one regrows it gently", async () => {
+  const batches = new SubBatches({
+    recheck: 0,
+    recheckDelayMs: 0,
+    limiter: new SlidingWindowLimiter(0),
+    rps: 0,
+    callBudgetUs: 250,
+    inFlight: 1,
+  });
+  const keys = Array.from({ length: 400 }, (_, i) => Buffer.from(`k${i}`));
+  const sizes: number[] = [];
+  await batches.run(keys, (sub, timing) => {
+    sizes.push(sub.length);
+    // 10 µs a key, except the sixth call: 40 µs a key (wide jobs).
+    timing.maxKeys = sub.length;
+    timing.maxUs = (sizes.length === 6 ? 40 : 10) * sub.length;
+    return Promise.resolve(sub.map(() => 0));
+  });
+  // 10 µs a key: (225 − 10) / 10.75 = 20 keys. After the slow call the average is 25 µs: 8 keys.
+  assert.deepEqual(sizes.slice(0, 7), [16, 20, 20, 20, 20, 20, 8]);
+  const after = sizes.slice(6, 12);
+  assert.ok(after.every((size, i) => i === 0 || (size >= after[i - 1]! && size < 20)), `${after}`);
 });
 
 Deno.test("planRescan: a restarted node and every node whose findings follow it start over", () => {

@@ -23,9 +23,10 @@ import {
   type JobVerdict,
   type OrphanReason,
   orphanReason,
+  plainVerdict,
   type SideState,
 } from "./compare.ts";
-import type { NodeCalls } from "./node_calls.ts";
+import type { CallTiming, NodeCalls } from "./node_calls.ts";
 import { KeyCode } from "./scripts.ts";
 
 /** What a pass needs. */
@@ -37,10 +38,8 @@ export interface CheckContext {
   toleranceMs: number;
 }
 
-/** Raised to the slowest call's Redis time (µs) of a pass (sizes the next sub-batch). */
-export interface PassTiming {
-  maxUs: number;
-}
+/** The slowest call of a pass: its Redis time (µs) and keys (sizes the next sub-batch). */
+export type PassTiming = CallTiming;
 
 /** A checked old key: its verdict and, when valid, its workspace id. */
 export interface CheckedJob {
@@ -48,11 +47,26 @@ export interface CheckedJob {
   workspace?: string;
 }
 
-/** An old key whose new key is compared: its place in the results, its new key, its workspace. */
+/** Results that carry no workspace, shared by every key that gets them. */
+const SETTLED = {
+  gone: Object.freeze({ verdict: plainVerdict("gone") }),
+  invalid: Object.freeze({ verdict: plainVerdict("invalid") }),
+  filtered: Object.freeze({ verdict: plainVerdict("filtered") }),
+  matched: Object.freeze({ verdict: plainVerdict("matched") }),
+} as const;
+
+/** An old key whose new key is compared: its place in the results and its workspace. */
 interface PendingJob {
   index: number;
-  newKey: Buffer;
   workspace: string;
+}
+
+/**
+ * The new key of a pending job. Built only where it is read on its own (another node, or fields
+ * that differ): the `pair` call builds it in Redis, and most keys never need it here.
+ */
+function newKeyOf(oldKeys: readonly Buffer[], job: PendingJob): Buffer {
+  return newKeyFor(job.workspace, jobIdOf(oldKeys[job.index]!)!);
 }
 
 /**
@@ -68,7 +82,7 @@ export async function checkJobs(
   const entries = await ctx.calls.read(oldKeys, "pair", { oldSide: true, timing });
   const olds = entries.map(decodeSide);
   const results: CheckedJob[] = new Array(oldKeys.length);
-  const pending = triageOldKeys(oldKeys, olds, ctx, results);
+  const pending = triageOldKeys(olds, ctx, results);
   const fresh = pending.map(({ index, workspace }) =>
     decodePairNew(entries[index]!, olds[index]!, workspace)
   );
@@ -76,7 +90,10 @@ export async function checkJobs(
   const differing: PendingJob[] = [];
   pending.forEach((job, j) => {
     const verdict = compareSides(fresh[j]!, olds[job.index]!, ctx.toleranceMs);
-    results[job.index] = { verdict, workspace: job.workspace };
+    // A matched job needs no workspace (only findings name it): most keys share one result.
+    results[job.index] = verdict.kind === "matched"
+      ? SETTLED.matched
+      : { verdict, workspace: job.workspace };
     if (verdict.kind === "fields") differing.push(job);
   });
   if (differing.length > 0) await compareFields(oldKeys, differing, results, { ctx, timing });
@@ -85,10 +102,9 @@ export async function checkJobs(
 
 /**
  * Settles the old keys that need no new key (gone, invalid, another workspace) in `results`, and
- * returns the others with the new key they should have.
+ * returns the others with their workspace (their new key is built only where it is read).
  */
 function triageOldKeys(
-  oldKeys: readonly Buffer[],
   olds: readonly SideState[],
   ctx: CheckContext,
   results: CheckedJob[],
@@ -97,13 +113,12 @@ function triageOldKeys(
   olds.forEach((old, index) => {
     // The same rule object as the backfill (schema.ts), default pattern or --workspace-pattern.
     const workspace = old.code === KeyCode.hash ? ctx.rule.check(old.workspace) : undefined;
-    if (old.code === KeyCode.absent) results[index] = { verdict: { kind: "gone" } };
-    else if (workspace === undefined) results[index] = { verdict: { kind: "invalid" } };
+    if (old.code === KeyCode.absent) results[index] = SETTLED.gone;
+    else if (workspace === undefined) results[index] = SETTLED.invalid;
     else if (ctx.workspace !== undefined && workspace !== ctx.workspace) {
-      results[index] = { verdict: { kind: "filtered" } };
+      results[index] = SETTLED.filtered;
     } else {
-      const jobId = jobIdOf(oldKeys[index]!)!;
-      pending.push({ index, newKey: newKeyFor(workspace, jobId), workspace });
+      pending.push({ index, workspace });
     }
   });
   return pending;
@@ -123,7 +138,7 @@ async function readUnpaired(
   // call gave the old digest only for the first; the old side is read again where it did not.
   const noDigest = unread.filter((j) => olds[pending[j]!.index]!.digest === "");
   const [read, again] = await Promise.all([
-    ctx.calls.read(unread.map((j) => pending[j]!.newKey), "side", { timing }),
+    ctx.calls.read(unread.map((j) => newKeyOf(oldKeys, pending[j]!)), "side", { timing }),
     ctx.calls.read(noDigest.map((j) => oldKeys[pending[j]!.index]!), "side", {
       oldSide: true,
       timing,
@@ -145,7 +160,7 @@ async function compareFields(
 ): Promise<void> {
   const [oldFields, newFields] = await Promise.all([
     ctx.calls.read(differing.map((job) => oldKeys[job.index]!), "fields", { timing }),
-    ctx.calls.read(differing.map((job) => job.newKey), "fields", { timing }),
+    ctx.calls.read(differing.map((job) => newKeyOf(oldKeys, job)), "fields", { timing }),
   ]);
   differing.forEach(({ index, workspace }, d) => {
     const old = decodeFields(oldFields[d]!);

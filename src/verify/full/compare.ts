@@ -41,11 +41,29 @@ export type JobVerdict =
   | { kind: "fields" }
   | { kind: "field_missing" | "field_differs"; fields: string[] };
 
+/** The verdicts that carry no details. */
+export type PlainVerdictKind = Exclude<JobVerdict["kind"], "field_missing" | "field_differs">;
+
+const PLAIN_VERDICTS = new Map<string, JobVerdict>(
+  (["matched", "gone", "invalid", "filtered", "missing", "type", "ttl", "fields"] as const)
+    .map((kind) => [kind, Object.freeze({ kind })]),
+);
+
+/**
+ * The verdict of `kind`, one shared (frozen) object per kind: a chunk holds a verdict per key
+ * until it is counted, and objects that outlive a few allocations cost the garbage collector.
+ */
+export function plainVerdict(kind: PlainVerdictKind): JobVerdict {
+  return PLAIN_VERDICTS.get(kind)!;
+}
+
 /** Verdicts that are findings (and get rechecked before they count). */
 export function isMismatch(verdict: JobVerdict): boolean {
   return verdict.kind !== "matched" && verdict.kind !== "gone" && verdict.kind !== "invalid" &&
     verdict.kind !== "filtered";
 }
+
+const NO_BYTES = Buffer.alloc(0);
 
 /** Decodes one `side` entry of the script's reply. */
 export function decodeSide(entry: unknown[]): SideState {
@@ -69,10 +87,10 @@ export function decodePairNew(
   workspace: string,
 ): SideState | undefined {
   const code = Number(entry[4]);
-  if (!(code >= 0) || !Buffer.from(workspace).equals(old.workspace)) return undefined;
+  if (!(code >= 0) || !isUtf8Of(workspace, old.workspace)) return undefined;
   return {
     code: code as KeyCodeValue,
-    workspace: Buffer.alloc(0),
+    workspace: NO_BYTES,
     expireAt: Number(entry[5]),
     digest: Number(entry[6]) === 1 ? old.digest : `≠${old.digest}`,
   };
@@ -94,11 +112,11 @@ export function decodeFields(entry: unknown[]): Map<string, string> | undefined 
  * the sampled verify: type, fields, TTL.
  */
 export function compareSides(fresh: SideState, old: SideState, toleranceMs: number): JobVerdict {
-  if (fresh.code === KeyCode.absent) return { kind: "missing" };
-  if (fresh.code !== KeyCode.hash) return { kind: "type" };
-  if (fresh.digest !== old.digest) return { kind: "fields" };
-  if (!sameExpiry(old.expireAt, fresh.expireAt, toleranceMs)) return { kind: "ttl" };
-  return { kind: "matched" };
+  if (fresh.code === KeyCode.absent) return plainVerdict("missing");
+  if (fresh.code !== KeyCode.hash) return plainVerdict("type");
+  if (fresh.digest !== old.digest) return plainVerdict("fields");
+  if (!sameExpiry(old.expireAt, fresh.expireAt, toleranceMs)) return plainVerdict("ttl");
+  return plainVerdict("matched");
 }
 
 /** Both without expiry, or both with absolute expiries at most `toleranceMs` apart. */
@@ -135,6 +153,17 @@ export function orphanReason(newWorkspace: Buffer, owner: unknown[]): OrphanReas
   if (code === KeyCode.absent) return "old_missing";
   if (code !== KeyCode.hash || !toBuffer(owner[1]).equals(newWorkspace)) return "other_workspace";
   return undefined;
+}
+
+/** True when `bytes` is `text` in UTF-8 (ASCII compared in place: no encoding per key). */
+function isUtf8Of(text: string, bytes: Uint8Array): boolean {
+  if (text.length !== bytes.length) return Buffer.from(text).equals(bytes);
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code >= 0x80) return Buffer.from(text).equals(bytes);
+    if (code !== bytes[i]) return false;
+  }
+  return true;
 }
 
 function toBuffer(value: unknown): Buffer {

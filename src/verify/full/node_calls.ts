@@ -16,6 +16,7 @@ import { NEW_PREFIX, OLD_PREFIX, WORKSPACE_FIELD } from "../../schema.ts";
 import { HEADER_ARGS, type ScriptMode, VERIFY_SCRIPT } from "./scripts.ts";
 import { keySlot } from "../../redis/slot.ts";
 import { delay } from "../../async/delay.ts";
+import { ownTimeLimitUs } from "./call_budget.ts";
 
 /** A script call failed for good (not an outage): the node kept refusing it. */
 export class VerifyCallError extends Error {
@@ -33,6 +34,11 @@ export interface NodeCallsOptions {
   salt?: string;
   /** `pair` mode reads the new keys of this workspace only (the others are filtered anyway). */
   onlyWorkspace?: string;
+  /**
+   * Redis time one call may take, µs (default 250): each call gets the share of it the script's
+   * own clock may spend (see `call_budget.ts`), and stops early when it would overrun it.
+   */
+  callBudgetUs?: number;
   signal?: AbortSignal;
 }
 
@@ -41,7 +47,19 @@ export interface ReadOptions {
   /** The keys are old keys (workspace field and a non-empty job id required). */
   oldSide?: boolean;
   /** Raised to the slowest call's Redis time (µs) of this read (sizes the next sub-batch). */
-  timing?: { maxUs: number };
+  timing?: CallTiming;
+}
+
+/** The slowest call of a read: its own Redis time (µs) and the keys it answered. */
+export interface CallTiming {
+  maxUs: number;
+  /** Keys the slowest call answered. */
+  maxKeys?: number;
+  /**
+   * Keys its node was given in that read (more than `maxKeys` when the script stopped early and
+   * the rest took another call).
+   */
+  nodeKeys?: number;
 }
 
 /** Running statistics of the calls made (Redis time as measured inside the script). */
@@ -64,6 +82,7 @@ export class NodeCalls {
   readonly #fieldCap: number;
   readonly #salt: string;
   readonly #onlyWorkspace: string;
+  readonly #callBudgetUs: number;
   readonly #signal?: AbortSignal;
   #sha = "";
   #byAddress = new Map<string, Redis>();
@@ -75,6 +94,7 @@ export class NodeCalls {
     this.#fieldCap = options.fieldCap ?? 4000;
     this.#salt = options.salt ?? crypto.randomUUID();
     this.#onlyWorkspace = options.onlyWorkspace ?? "";
+    this.#callBudgetUs = options.callBudgetUs ?? 250;
     this.#signal = options.signal;
   }
 
@@ -171,13 +191,18 @@ export class NodeCalls {
         NEW_PREFIX,
         this.#onlyWorkspace,
         ranges,
+        String(Math.round(ownTimeLimitUs(this.#callBudgetUs, rest.length))),
         ...rest,
       ]);
       const [processed, elapsed] = [Number(reply[0]), Number(reply[1])];
       this.stats.calls++;
       this.stats.totalUs += elapsed;
       this.stats.maxUs = Math.max(this.stats.maxUs, elapsed);
-      if (options.timing) options.timing.maxUs = Math.max(options.timing.maxUs, elapsed);
+      if (options.timing && elapsed > options.timing.maxUs) {
+        options.timing.maxUs = elapsed;
+        options.timing.maxKeys = processed;
+        options.timing.nodeKeys = keys.length;
+      }
       if (!(processed >= 1) || reply.length !== 2 + processed) {
         throw new VerifyCallError(`verify script answered ${processed} of ${rest.length} keys`);
       }

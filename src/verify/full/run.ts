@@ -7,19 +7,12 @@
  *
  * @module
  */
-import type { Buffer } from "node:buffer";
 import type { RateLimiter } from "../../control/rate_limit.ts";
 import type { RedisTarget } from "../../redis/target.ts";
 import type { Redis } from "../../redis/ioredis.ts";
 import { type Logger, silentLogger } from "../../run_events.ts";
-import { jobIdOf, NEW_MATCH, NEW_PREFIX, OLD_MATCH, type WorkspaceRule } from "../../schema.ts";
-import {
-  type CheckContext,
-  type CheckedJob,
-  checkJobs,
-  checkOrphans,
-  type PassTiming,
-} from "./check.ts";
+import { NEW_MATCH, newMatchFor, OLD_MATCH, type WorkspaceRule } from "../../schema.ts";
+import type { CheckContext, CheckedJob } from "./check.ts";
 import {
   addCounts,
   type FullCounts,
@@ -28,9 +21,8 @@ import {
   type VerifyState,
   zeroCounts,
 } from "./checkpoint.ts";
-import { isMismatch } from "./compare.ts";
 import { NodeCalls } from "./node_calls.ts";
-import { readAhead, scanChunks } from "./chunks.ts";
+import { readAhead, type ScanChunk, scanChunks } from "./chunks.ts";
 import { SubBatches } from "./sub_batches.ts";
 import {
   applyRescan,
@@ -41,10 +33,10 @@ import {
   planRescan,
   runIdOf,
 } from "./restarts.ts";
-import type { Finding, ReportFile } from "./report_file.ts";
-import { type FullReport, fullReport } from "./summary.ts";
+import type { ReportFile } from "./report_file.ts";
+import { type FullReport, fullReport, mismatched } from "./summary.ts";
 import { resumeState, verifyParams } from "./resume.ts";
-import { countJob, countOrphan } from "./tally.ts";
+import { type CheckedChunk, checkJobChunk, checkOrphanChunk } from "./chunk_check.ts";
 
 /** What to verify and how. */
 export interface FullVerifyOptions {
@@ -67,7 +59,10 @@ export interface FullVerifyOptions {
   chunkKeys?: number;
   /** Milliseconds between progress log lines (default 10 000). */
   progressIntervalMs?: number;
-  /** Sub-batches in flight at once (default 3): Redis works on one while the client decodes. */
+  /**
+   * Sub-batches in flight at once (default 4): Redis works on the others while the client decodes
+   * a reply or collects garbage (a scavenge takes ~1 ms; four calls of ~0.2 ms cover most).
+   */
   inFlight?: number;
 }
 
@@ -99,6 +94,7 @@ export async function runFullVerify(
   const calls = new NodeCalls(deps.target, {
     signal: deps.signal,
     onlyWorkspace: options.workspace,
+    callBudgetUs: options.callBudgetUs,
   });
   await calls.init();
   const { state, stored } = await resumeState({
@@ -108,19 +104,18 @@ export async function runFullVerify(
     report: deps.report,
     logger,
   });
-  const run = new FullRun(options, deps, calls, state, logger);
+  const run = new FullRun(options, deps, calls, state, logger, started);
   await run.rescanRestarted();
   const total = zeroCounts();
   for (const node of deps.target.masters()) addCounts(total, await run.node(node));
-  const priorMs = stored?.elapsedMs ?? 0;
-  const sessionMs = performance.now() - started;
+  const durationMs = run.elapsedMs();
   await deps.checkpoint.clear();
   return fullReport({
     counts: total,
     min_parity: options.minParity,
     orphans_checked: options.orphans,
     workspace: options.workspace ?? null,
-    duration_seconds: Math.round(priorMs + sessionMs) / 1000,
+    duration_seconds: Math.round(durationMs) / 1000,
     resumed: stored !== undefined,
     redis_calls: {
       calls: calls.stats.calls,
@@ -136,8 +131,10 @@ class FullRun {
   readonly #ctx: CheckContext;
   readonly #batches: SubBatches;
   readonly #identities = new Map<Redis, NodeIdentity>();
+  /** Time of the earlier sessions, as loaded (`state.elapsedMs` moves on with each save). */
+  readonly #priorMs: number;
+  readonly #sessionStart: number;
   #lastProgress = performance.now();
-  #sessionStart = performance.now();
   #sessionChecked = 0;
 
   constructor(
@@ -146,7 +143,10 @@ class FullRun {
     readonly calls: NodeCalls,
     readonly state: VerifyState,
     readonly logger: Logger,
+    sessionStart: number,
   ) {
+    this.#priorMs = state.elapsedMs;
+    this.#sessionStart = sessionStart;
     this.#ctx = {
       calls,
       rule: options.rule,
@@ -159,7 +159,7 @@ class FullRun {
       limiter: deps.limiter,
       rps: options.rps,
       callBudgetUs: options.callBudgetUs ?? 250,
-      inFlight: options.inFlight ?? 3,
+      inFlight: options.inFlight ?? 4,
       signal: deps.signal,
     });
   }
@@ -222,60 +222,51 @@ class FullRun {
 
   async #phase(node: Redis, id: string, progress: NodeProgress): Promise<void> {
     const jobs = progress.phase === "jobs";
+    // New keys; with a workspace, only that workspace's (the name tells).
+    const workspace = this.options.workspace;
+    const newMatch = workspace === undefined ? NEW_MATCH : newMatchFor(workspace);
     const chunks = scanChunks(node, {
-      match: jobs ? OLD_MATCH : newMatch(this.options.workspace),
+      match: jobs ? OLD_MATCH : newMatch,
       count: SCAN_COUNT,
       cursor: progress.cursor,
       chunkKeys: () => this.#chunkKeys(),
     });
-    // The next chunk is scanned while this one is checked.
-    for await (const chunk of readAhead(chunks)) {
-      const { counts, findings } = jobs
-        ? await this.#jobs(chunk.keys)
-        : await this.#orphans(chunk.keys);
-      counts.scan_duplicates = chunk.duplicates;
-      // Findings reach the disk before the counts that include them are stored.
-      await this.deps.report?.append(findings);
-      addCounts(progress.counts, counts);
-      progress.cursor = chunk.next;
-      if (chunk.next !== "0") await this.#save(id, node, progress.runId);
-      this.#progress(node, progress, chunk.keys.length);
+    // The next chunk is scanned while this one is checked, and this one is committed while the
+    // next is checked: Redis does not wait for the client's counting and checkpoint between two.
+    let committing: Promise<void> = Promise.resolve();
+    try {
+      for await (const chunk of readAhead(chunks)) {
+        const deps = { batches: this.#batches, ctx: this.#ctx };
+        const checked = jobs
+          ? await checkJobChunk(chunk.keys, deps)
+          : await checkOrphanChunk(chunk.keys, deps);
+        await committing;
+        committing = this.#commit({ node, id, progress }, chunk, checked);
+        // Awaited before the next commit, or in `finally`; never an unhandled rejection.
+        committing.catch(() => {});
+      }
+      await committing;
+    } finally {
+      await committing.catch(() => {});
     }
   }
 
-  async #jobs(keys: Buffer[]): Promise<{ counts: FullCounts; findings: Finding[] }> {
-    const candidates = keys.filter((key) => jobIdOf(key) !== undefined);
-    const check = (sub: Buffer[], timing: PassTiming) => checkJobs(sub, this.#ctx, timing);
-    const results = await this.#batches.run(candidates, check);
-    const suspects = await this.#batches.recheck(
-      candidates,
-      results,
-      (result) => isMismatch(result.verdict),
-      check,
-    );
-    const counts = zeroCounts();
-    const findings: Finding[] = [];
-    results.forEach((result, i) => countJob(counts, findings, candidates[i]!, result));
-    counts.transient = suspects.filter((i) => results[i]!.verdict.kind === "matched").length;
-    return { counts, findings };
-  }
-
-  async #orphans(keys: Buffer[]): Promise<{ counts: FullCounts; findings: Finding[] }> {
-    const results = await this.#batches.run(
-      keys,
-      (sub, timing) => checkOrphans(sub, this.#ctx, { timing }),
-    );
-    const suspects = await this.#batches.recheck(
-      keys,
-      results,
-      (verdict) => verdict.kind === "orphan",
-      (sub, timing) => checkOrphans(sub, this.#ctx, { confirmNew: true, timing }),
-    );
-    const counts = zeroCounts();
-    const findings: Finding[] = [];
-    results.forEach((verdict) => countOrphan(counts, findings, verdict));
-    counts.transient = suspects.filter((i) => results[i]!.kind === "ok").length;
-    return { counts, findings };
+  /**
+   * Counts a checked chunk, appends its findings to the report and stores the node's cursor with
+   * its counts. Commits run one after the other, in chunk order.
+   */
+  async #commit(
+    { node, id, progress }: { node: Redis; id: string; progress: NodeProgress },
+    chunk: ScanChunk,
+    { counts, findings }: CheckedChunk,
+  ): Promise<void> {
+    counts.scan_duplicates = chunk.duplicates;
+    // Findings reach the disk before the counts that include them are stored.
+    await this.deps.report?.append(findings);
+    addCounts(progress.counts, counts);
+    progress.cursor = chunk.next;
+    if (chunk.next !== "0") await this.#save(id, node, progress.runId);
+    this.#progress(node, progress, chunk.keys.length);
   }
 
   /**
@@ -298,10 +289,17 @@ class FullRun {
       throw new NodeRestartedError(this.deps.target.nodeName(node));
     }
     this.state.reportBytes = this.deps.report?.bytes ?? 0;
-    const now = performance.now();
-    this.state.elapsedMs += now - this.#sessionStart;
-    this.#sessionStart = now;
+    this.state.elapsedMs = this.elapsedMs();
     await this.deps.checkpoint.save(this.state, id);
+  }
+
+  /**
+   * Work time of this verify: the earlier sessions' (as loaded) plus this session's so far. Always
+   * from the loaded value, never from `state.elapsedMs`: each save writes this total there, so
+   * adding the session to it again would count the session twice.
+   */
+  elapsedMs(): number {
+    return this.#priorMs + (performance.now() - this.#sessionStart);
   }
 
   #progress(node: Redis, progress: NodeProgress, keys: number): void {
@@ -320,18 +318,12 @@ class FullRun {
         phase: progress.phase,
         checked: c.checked,
         matched: c.matched,
-        mismatched: c.missing + c.field_missing + c.field_differs + c.ttl + c.type,
+        mismatched: mismatched(c),
         orphans: c.orphans,
         scanned_this_session: this.#sessionChecked,
       },
     );
   }
-}
-
-/** New keys; with a workspace, only that workspace's (the name tells). */
-function newMatch(workspace: string | undefined): string {
-  if (workspace === undefined) return NEW_MATCH;
-  return `${NEW_PREFIX}${workspace.replace(/[*?[\]\\]/g, (c) => `\\${c}`)}:*`;
 }
 
 export type { CheckedJob };

@@ -9,6 +9,7 @@ import type { Buffer } from "node:buffer";
 import { delay } from "../../async/delay.ts";
 import type { RateLimiter } from "../../control/rate_limit.ts";
 import type { PassTiming } from "./check.ts";
+import { keysForBudget } from "./call_budget.ts";
 
 /** Options of {@linkcode SubBatches}. */
 export interface SubBatchOptions {
@@ -18,15 +19,24 @@ export interface SubBatchOptions {
   limiter: Pick<RateLimiter, "acquire">;
   /** Keys per second (0 = unlimited): a sub-batch is at most a quarter second of them. */
   rps: number;
-  /** Target Redis time of the slowest call of a sub-batch, µs. */
+  /**
+   * Redis time one call may take, µs: sub-batches are sized so that their slowest call takes a
+   * share of it, the time Redis spends outside the script's own clock included (`call_budget.ts`).
+   */
   callBudgetUs: number;
   /**
    * Sub-batches in flight. Redis runs a connection's pipelined calls back to back, so another
-   * client may wait up to this many call budgets (3 × 0.25 ms by default).
+   * client may wait behind up to this many calls (4 × ~0.2 ms by default).
    */
   inFlight: number;
   signal?: AbortSignal;
 }
+
+/**
+ * Weights of a call's pace in the moving average: a slower pace moves it half-way at once, a
+ * faster one a fifth of the way.
+ */
+const PACE_WEIGHT = { slower: 0.5, faster: 0.2 } as const;
 
 /** The most keys one sub-batch carries (a guard: the time budget normally sizes it). */
 export const MAX_SUB_BATCH = 512;
@@ -34,6 +44,8 @@ export const MAX_SUB_BATCH = 512;
 /** Runs work over keys in sub-batches whose size follows the measured call time. */
 export class SubBatches {
   #size = 16;
+  /** Moving average of the calls' own time per key, µs. */
+  #paceUs: number | undefined;
   readonly #options: SubBatchOptions;
 
   constructor(options: SubBatchOptions) {
@@ -60,7 +72,7 @@ export class SubBatches {
         const timing: PassTiming = { maxUs: 0 };
         const results = await work(sub, timing);
         results.forEach((result, j) => out[start + j] = result);
-        this.#resize(sub.length, timing.maxUs, cap);
+        this.#resize(sub.length, timing, cap);
       }
     };
     await Promise.all(
@@ -94,10 +106,24 @@ export class SubBatches {
     return first;
   }
 
-  /** Grows gently, shrinks at once: a sub-batch of slow (wide) jobs must not repeat. */
-  #resize(keys: number, maxUs: number, cap: number): void {
-    if (maxUs <= 0) return;
-    const ideal = keys * this.#options.callBudgetUs / maxUs;
+  /**
+   * Sizes the next sub-batch from the slowest call of this one. Its own time per key (the pace)
+   * feeds a moving average that follows a slower pace fast and a faster one gently
+   * ({@linkcode PACE_WEIGHT}): a sub-batch of slow (wide) jobs must not repeat, and one fast call
+   * must not make the next ones overrun (the script would stop them early, and the keys left over
+   * would take a call of their own). A pace counts as at most 4× the average (one stalled call
+   * does not shrink the next dozen). On a cluster a sub-batch is split over the nodes, so the
+   * node of its slowest call got only part of it (a call the script stopped early is no split).
+   */
+  #resize(keys: number, timing: PassTiming, cap: number): void {
+    const callKeys = timing.maxKeys ?? 0;
+    const nodeKeys = timing.nodeKeys ?? callKeys;
+    if (timing.maxUs <= 0 || callKeys <= 0 || nodeKeys <= 0) return;
+    const pace = timing.maxUs / callKeys;
+    const average = this.#paceUs ?? pace;
+    const weight = pace > average ? PACE_WEIGHT.slower : PACE_WEIGHT.faster;
+    this.#paceUs = average + weight * (Math.min(pace, average * 4) - average);
+    const ideal = keysForBudget(this.#options.callBudgetUs, this.#paceUs) * keys / nodeKeys;
     const grown = Math.ceil(this.#size * 1.5);
     this.#size = Math.max(1, Math.min(cap, Math.floor(Math.min(ideal, grown))));
   }

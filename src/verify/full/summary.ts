@@ -17,7 +17,10 @@ export interface FullReport {
   orphans_checked: boolean;
   workspace: string | null;
   passed: boolean;
-  /** Wall time, all sessions of a resumed verify included. */
+  /**
+   * Time spent verifying: this session's wall time plus the stored time of the earlier sessions
+   * of a resumed verify (each up to its last checkpoint; the downtime between them not counted).
+   */
   duration_seconds: number;
   /** True when this session continued a stored checkpoint. */
   resumed: boolean;

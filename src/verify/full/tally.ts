@@ -18,7 +18,6 @@ export function countJob(
   result: CheckedJob,
 ): void {
   const { verdict, workspace } = result;
-  const jobId = jobIdOf(oldKey)!;
   switch (verdict.kind) {
     case "gone":
     case "filtered":
@@ -28,26 +27,27 @@ export function countJob(
       counts.checked++;
       counts.matched++;
       return;
+  }
+  // Only findings need the job id (most keys match).
+  const jobId = jobIdOf(oldKey)!;
+  counts.checked++;
+  switch (verdict.kind) {
     case "invalid":
-      counts.checked++;
       counts.invalid++;
       // The raw workspace field of an invalid job is a value: it is never written.
       findings.push({ kind: "invalid", jobId });
       return;
     case "field_missing":
     case "field_differs":
-      counts.checked++;
       counts[verdict.kind]++;
       findings.push({ kind: verdict.kind, jobId, workspace, fields: verdict.fields });
       return;
     case "fields":
       // Not resolved by the field pass (it always is): count it as differing values.
-      counts.checked++;
       counts.field_differs++;
       findings.push({ kind: "field_differs", jobId, workspace, fields: [] });
       return;
     default:
-      counts.checked++;
       counts[verdict.kind]++;
       findings.push({ kind: verdict.kind, jobId, workspace });
   }

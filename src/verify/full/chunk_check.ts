@@ -1,0 +1,65 @@
+/**
+ * One chunk of `verify --full`: its keys checked in sub-batches, the differences rechecked, and
+ * the final verdicts tallied into counts and report findings.
+ *
+ * @module
+ */
+import type { Buffer } from "node:buffer";
+import { jobIdOf } from "../../schema.ts";
+import { type CheckContext, checkJobs, checkOrphans, type PassTiming } from "./check.ts";
+import { type FullCounts, zeroCounts } from "./checkpoint.ts";
+import { isMismatch } from "./compare.ts";
+import type { Finding } from "./report_file.ts";
+import type { SubBatches } from "./sub_batches.ts";
+import { countJob, countOrphan } from "./tally.ts";
+
+/** A checked chunk: its counts and the findings they include. */
+export interface CheckedChunk {
+  counts: FullCounts;
+  findings: Finding[];
+}
+
+/** What checking a chunk needs: the sub-batches (sized and paced) and the pass context. */
+export interface ChunkDeps {
+  batches: SubBatches;
+  ctx: CheckContext;
+}
+
+/** Compares a chunk of old keys with their new keys. */
+export async function checkJobChunk(keys: Buffer[], deps: ChunkDeps): Promise<CheckedChunk> {
+  const { batches, ctx } = deps;
+  const candidates = keys.filter((key) => jobIdOf(key) !== undefined);
+  const check = (sub: Buffer[], timing: PassTiming) => checkJobs(sub, ctx, timing);
+  const results = await batches.run(candidates, check);
+  const suspects = await batches.recheck(
+    candidates,
+    results,
+    (result) => isMismatch(result.verdict),
+    check,
+  );
+  const counts = zeroCounts();
+  const findings: Finding[] = [];
+  results.forEach((result, i) => countJob(counts, findings, candidates[i]!, result));
+  counts.transient = suspects.filter((i) => results[i]!.verdict.kind === "matched").length;
+  return { counts, findings };
+}
+
+/** Checks a chunk of new keys for orphans. */
+export async function checkOrphanChunk(keys: Buffer[], deps: ChunkDeps): Promise<CheckedChunk> {
+  const { batches, ctx } = deps;
+  const results = await batches.run(
+    keys,
+    (sub, timing) => checkOrphans(sub, ctx, { timing }),
+  );
+  const suspects = await batches.recheck(
+    keys,
+    results,
+    (verdict) => verdict.kind === "orphan",
+    (sub, timing) => checkOrphans(sub, ctx, { confirmNew: true, timing }),
+  );
+  const counts = zeroCounts();
+  const findings: Finding[] = [];
+  results.forEach((verdict) => countOrphan(counts, findings, verdict));
+  counts.transient = suspects.filter((i) => results[i]!.kind === "ok").length;
+  return { counts, findings };
+}
