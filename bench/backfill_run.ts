@@ -96,7 +96,16 @@ export async function measureBackfill(
     const dbBefore = await client.dbsize();
     const cpuBefore = await redisCpuSeconds(client);
     const machineBefore = await cpuTimes();
-    const run = await runCli(["--execute", "--rps", "0", "--json", "--redis-url", server.url]);
+    const run = await runCli([
+      "--execute",
+      "--rps",
+      "0",
+      "--max-latency",
+      "0",
+      "--json",
+      "--redis-url",
+      server.url,
+    ]);
     const machineAfter = await cpuTimes();
     const cpu = await redisCpuSeconds(client) - cpuBefore;
     const slow = await slowCalls(client);

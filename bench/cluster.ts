@@ -142,7 +142,16 @@ async function run(
   label: string,
 ): Promise<TopologyRun> {
   const before = await cpu();
-  const result = await runCli(["--execute", "--rps", "0", "--json", "--redis-url", url]);
+  const result = await runCli([
+    "--execute",
+    "--rps",
+    "0",
+    "--max-latency",
+    "0",
+    "--json",
+    "--redis-url",
+    url,
+  ]);
   const redisCpu = await cpu() - before;
   const summary = parseJson(result);
   const scanned = Number(summary.scanned), migrated = Number(summary.migrated);

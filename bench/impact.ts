@@ -121,17 +121,19 @@ export async function measureImpact(
   options: { seconds: number; keys: number; clientCpu?: number },
 ): Promise<ImpactResult> {
   const adaptive = ["--rps", "0", "--max-latency", "0.5"];
+  // The latency throttle is on by default: the fixed-rate rows turn it off.
+  const UNTHROTTLED = ["--rps", "0", "--max-latency", "0"];
   const plan: ImpactRow[] = [
     { label: "idle", appLoad: true, available: true },
     {
       label: "--rps 5000",
-      args: ["--rps", "5000", "--max-keys", String(5000 * options.seconds)],
+      args: ["--rps", "5000", "--max-latency", "0", "--max-keys", String(5000 * options.seconds)],
       appLoad: true,
       available: true,
     },
     { label: "--rps 0 --max-latency 0.5", args: adaptive, appLoad: true, available: true },
-    { label: "--rps 0", args: ["--rps", "0"], appLoad: true, available: true },
-    { label: "--rps 0, no app load", args: ["--rps", "0"], appLoad: false, available: true },
+    { label: "--rps 0", args: UNTHROTTLED, appLoad: true, available: true },
+    { label: "--rps 0, no app load", args: UNTHROTTLED, appLoad: false, available: true },
     {
       label: "--rps 0 --max-latency 0.5, no app load",
       args: adaptive,

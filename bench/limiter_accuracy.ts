@@ -60,6 +60,8 @@ const args = (url: string, rps: number, maxKeys: number) => [
   "--execute",
   "--rps",
   String(rps),
+  "--max-latency",
+  "0",
   "--max-keys",
   String(maxKeys),
   "--json",

@@ -51,7 +51,7 @@ export async function profileBackfill(server: BenchServer, dir: string): Promise
   await new Promise((resolve) => setTimeout(resolve, 300)); // perf attaches
   const v8Log = `${dir}/v8.log`;
   const run = await runCli(
-    ["--execute", "--rps", "0", "--json", "--redis-url", server.url],
+    ["--execute", "--rps", "0", "--max-latency", "0", "--json", "--redis-url", server.url],
     [`--v8-flags=--prof,--logfile=${v8Log},--no-logfile-per-isolate`],
   );
   parseJson(run);

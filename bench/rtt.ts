@@ -66,6 +66,8 @@ export async function backfillThrough(
     "--execute",
     "--rps",
     "0",
+    "--max-latency",
+    "0",
     "--json",
     "--redis-url",
     `redis://127.0.0.1:${port}`,

@@ -33,7 +33,7 @@ Deno.test("defaults follow DESIGN.md", () => {
   assert.equal(options.metricsWorkspaceLabel, true);
   assert.equal(options.rule.isDefault, true);
   assert.equal(options.maxCallMs, 0.25);
-  assert.equal(options.maxLatencyMs, 0);
+  assert.equal(options.maxLatencyMs, 0.5);
   assert.deepEqual(options.maxReplicaLag, { kind: "bytes", bytes: 16 * 1024 * 1024 });
   assert.equal(options.waitLockSeconds, 45);
 });

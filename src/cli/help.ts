@@ -45,7 +45,7 @@ Connection:
 
 Throttle (the run adapts its rate under --rps to the store's health):
   --max-latency MS          cut the rate when a probe's p99 round trip rises more than MS
-                            above its pre-run baseline (e.g. 0.5); 0 = off          [0]
+                            above its pre-run baseline; 0 = off                     [0.5]
   --max-replica-lag L       pause while a replica is more than L behind: bytes (512k, 16M,
                             1G) or seconds (10s); 0 = off                           [16M]
   --max-call-ms MS          size each script call to hold Redis at most MS (> 0)    [0.25]

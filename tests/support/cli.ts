@@ -21,10 +21,37 @@ export const BINARY_FLAGS: readonly string[] = (() => {
   return flags.split(/\s+/);
 })();
 
+/** Subcommands that take no throttle flags. */
+const NOT_A_RUN = new Set(["verify", "pause", "resume", "set-rps", "stop", "status"]);
+
+/**
+ * The arguments a test's run gets: `--max-latency 0` unless the test sets it. The latency throttle
+ * is on by default (0.5 ms), and each run would first spend 2 s measuring its probe's baseline and
+ * then ramp up from 1000 jobs/s; tests of other behaviour run as they always did, and the tests of
+ * the throttle (and of the defaults, with `{ defaults: true }`) say what they use.
+ */
+export function testRunArgs(args: string[], options: { defaults?: boolean } = {}): string[] {
+  const run = args.length > 0 && !NOT_A_RUN.has(args[0]!) &&
+    !args.some((arg) => arg === "--help" || arg === "-h" || arg === "--version");
+  const set = args.some((arg) => arg === "--max-latency" || arg.startsWith("--max-latency="));
+  return run && !set && !options.defaults ? [...args, "--max-latency", "0"] : args;
+}
+
 /** The command line that runs the CLI like the compiled binary would. */
-export function cliCommand(args: string[], env: Record<string, string> = {}): Deno.Command {
+export function cliCommand(
+  args: string[],
+  env: Record<string, string> = {},
+  options: { defaults?: boolean } = {},
+): Deno.Command {
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-q", ...BINARY_FLAGS, `--config=${ROOT}deno.json`, `${ROOT}main.ts`, ...args],
+    args: [
+      "run",
+      "-q",
+      ...BINARY_FLAGS,
+      `--config=${ROOT}deno.json`,
+      `${ROOT}main.ts`,
+      ...testRunArgs(args, options),
+    ],
     cwd: ROOT,
     // A clean environment (no stray REDIS_URL), but keep what Deno needs to find its cache.
     env: { ...passThrough(), NO_COLOR: "1", ...env },
@@ -87,8 +114,9 @@ export function spawnCli(
   args: string[],
   env: Record<string, string> = {},
   timeoutMs = 120_000,
+  options: { defaults?: boolean } = {},
 ): RunningCli {
-  const child = cliCommand(args, env).spawn();
+  const child = cliCommand(args, env, options).spawn();
   const started = performance.now();
   const killedByWatchdog = () => performance.now() - started >= timeoutMs;
   const decoder = new TextDecoder();

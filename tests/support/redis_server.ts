@@ -45,7 +45,10 @@ export interface RedisServer {
 }
 
 /** Starts a redis-server on a free loopback port and waits until it answers PING. */
-export async function startRedis(options: RedisServerOptions = {}): Promise<RedisServer> {
+export async function startRedis(
+  options: RedisServerOptions = {},
+  attempt = 0,
+): Promise<RedisServer> {
   const port = options.port ?? freePort();
   const dir = await Deno.makeTempDir({ prefix: "backfill-redis-" });
   const args = [
@@ -82,6 +85,14 @@ export async function startRedis(options: RedisServerOptions = {}): Promise<Redi
     async start() {
       child = new Deno.Command("redis-server", { args, stdout: "null", stderr: "null" }).spawn();
       await waitForPing(port, options.password);
+      // Another process's redis-server may hold the port (ours then fails to bind and exits):
+      // only ours runs in this server's own directory.
+      if (!(await rawCommand(port, options.password, "CONFIG GET dir")).includes(dir)) {
+        child.kill("SIGKILL");
+        await child.status;
+        child = undefined;
+        throw new PortTakenError(port);
+      }
     },
     signal(signal) {
       child?.kill(signal);
@@ -101,8 +112,45 @@ export async function startRedis(options: RedisServerOptions = {}): Promise<Redi
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
   };
-  await server.start();
+  try {
+    await server.start();
+  } catch (error) {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    // A free port was picked and taken meanwhile: pick another.
+    if (error instanceof PortTakenError && options.port === undefined && attempt < 3) {
+      return await startRedis(options, attempt + 1);
+    }
+    throw error;
+  }
   return server;
+}
+
+/** The port answered, but from another process's redis-server. */
+class PortTakenError extends Error {
+  constructor(port: number) {
+    super(`port ${port} is served by another redis-server`);
+  }
+}
+
+/** Sends one inline command over raw TCP and returns the raw reply text (first read). */
+async function rawCommand(port: number, password: string | undefined, line: string) {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(
+      new TextEncoder().encode((password ? `AUTH ${password}\r\n` : "") + line + "\r\n"),
+    );
+    const buf = new Uint8Array(4096);
+    let text = "";
+    // AUTH's +OK, then the command's reply (an array ends with a line break).
+    while (!/\r\n$/.test(text) || (password !== undefined && text.split("\r\n").length < 3)) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      text += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    return text;
+  } finally {
+    conn.close();
+  }
 }
 
 /** Polls PING over raw TCP (no client library, so no reconnect timers leak) until it answers. */
