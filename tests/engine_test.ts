@@ -374,6 +374,16 @@ Deno.test("engine: a node never has more calls in flight than its call window (2
   assert.equal(strategy.maxInFlight, 2);
 });
 
+Deno.test("engine: a deep window (--max-latency 0: raw speed) keeps a batch's calls in flight together", async () => {
+  const { deps, strategy } = setup([ids("a", 40), ids("b", 40), ids("c", 40)]);
+  strategy.replyMs = 5;
+  strategy.callKeys = 4;
+  const summary = await runBackfill(options({ batch: 40, callWindow: "deep" }), deps);
+  assert.equal(summary.migrated, 120);
+  assert.ok(strategy.maxInFlight >= 10, `calls in flight: ${strategy.maxInFlight}`);
+  assert.ok(strategy.maxInFlight <= 16, `calls in flight: ${strategy.maxInFlight}`);
+});
+
 Deno.test("engine: a retryable failure in an earlier sub-batch keeps the checkpoint from passing it", async () => {
   const { deps, events, strategy, checkpoints } = setup([
     ids("a", 150),

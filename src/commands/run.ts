@@ -283,6 +283,8 @@ async function runEngine(
         resetProgress: options.resetProgress,
         maxOutage: options.maxOutage,
         maxCallMs: options.maxCallMs,
+        // With the latency throttle off the operator asked for raw speed: pipeline deep.
+        callWindow: options.maxLatencyMs > 0 ? "round-trip" : "deep",
       },
       {
         target,

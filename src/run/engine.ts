@@ -60,6 +60,8 @@ export interface BackfillOptions {
   maxOutage: number;
   /** `--max-call-ms` (default 0.25): with the round trip, sizes each node's call window. */
   maxCallMs?: number;
+  /** Calls in flight per node: one round trip's worth (default), or deep (run/node_traffic.ts). */
+  callWindow?: "round-trip" | "deep";
 }
 
 /** Collaborators of a run (all injected, so tests and other topologies plug in). */
@@ -242,6 +244,7 @@ class Run {
       cursor: state.committed,
       batch: this.#options.batch,
       maxCallMs: this.#options.maxCallMs,
+      window: this.#options.callWindow,
       firstCount: state.within?.count,
     });
     const flights: Flight[] = [];

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { CallWindow, callWindowSize, measureRtt } from "../control/call_window.ts";
+import { CallWindow, callWindowSize, MAX_CALL_WINDOW, measureRtt } from "../control/call_window.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import { type ScanBatch, scanBatches } from "../redis/scan.ts";
 import { TimedScan } from "../redis/timed_scan.ts";
@@ -27,11 +27,20 @@ export async function openNodeTraffic(node: Redis, options: {
   batch: number;
   /** `--max-call-ms` (default 0.25). */
   maxCallMs?: number;
+  /**
+   * `round-trip` (the latency throttle is on): one round trip's worth of calls in flight, so the
+   * application never waits behind more than about two calls. `deep` (`--max-latency 0`, raw
+   * speed asked for): up to {@linkcode MAX_CALL_WINDOW}, so the client's own pauses (its GC, a
+   * SCAN reply to sort) never leave Redis idle.
+   */
+  window?: "round-trip" | "deep";
   /** The COUNT of the first SCAN: a batch re-read from a stored position asks for its own. */
   firstCount?: number;
 }): Promise<NodeTraffic> {
   const maxCallMs = options.maxCallMs ?? 0.25;
-  const calls = new CallWindow(callWindowSize(await measureRtt(node), maxCallMs));
+  const calls = new CallWindow(
+    options.window === "deep" ? MAX_CALL_WINDOW : callWindowSize(await measureRtt(node), maxCallMs),
+  );
   const batches = scanBatches(node, {
     match: options.match,
     count: options.batch,
