@@ -249,6 +249,8 @@ class Run {
     });
     const flights: Flight[] = [];
     const finish = (flight: Flight) => this.#finish(state, flight, chain);
+    // A failed batch ends the scan: the next one must not wait on (e.g.) a memory pause to send.
+    const abandoned = new AbortController();
     let scanDone = false;
     try {
       for await (const batch of batches) {
@@ -268,7 +270,9 @@ class Run {
           node: state.name,
           steps,
           window: calls,
+          abandon: abandoned.signal,
         });
+        sent.results.catch(() => abandoned.abort());
         flights.push({ batch, keys, trimmed, steps, started, resumedFrom, ...sent });
         const stop = !sent.complete || trimmed || this.#deps.signal?.aborted ||
           (this.#quota.used && batch.next !== "0");
@@ -316,14 +320,20 @@ class Run {
       const done = flight.keys.slice(0, results.length);
       state.within = positionAfter(done, flight.batch, flight.resumedFrom);
     }
+    const commit = () => {
+      state.committed = end.resumeAt;
+      this.#cursors.set(state.name, end.scanDone ? "0" : end.resumeAt);
+    };
+    // The script stored the checkpoint: it is durable before its totals are (which may wait out
+    // an OOM and stop the run; the summary must name the stored cursor then).
+    if (flight.steps?.stored) commit();
     if (flight.steps?.stored) await this.#saves.scriptStored(state);
     // An open error streak holds the checkpoint, so a rerun retries the keys it failed.
     if (end.save && !this.#storm.holding) {
       await this.#saves.save(state, end.resumeAt);
       chain?.storedByClient(end.resumeAt);
     }
-    state.committed = end.resumeAt;
-    this.#cursors.set(state.name, end.scanDone ? "0" : end.resumeAt);
+    commit();
     this.#report(state, flight.batch, results, flight.started, end.scanDone);
     if (storm !== undefined) throw storm;
     return end;

@@ -51,6 +51,8 @@ export interface SendOptions {
   observer?: Pick<RunObserver, "onLimiterWait" | "onRedisReply">;
   /** A stop: no further sub-batch is sent; the ones sent finish. */
   signal?: AbortSignal;
+  /** An earlier batch of this node failed: stop sending (its failure ends the scan anyway). */
+  abandon?: AbortSignal;
 }
 
 /**
@@ -62,7 +64,9 @@ export async function sendBatch(keys: Buffer[], options: SendOptions): Promise<S
   const { gate, observer, signal, node } = options;
   const inFlight: Promise<StrategyResult[]>[] = [];
   const failed = new AbortController();
-  const waiting = signal ? AbortSignal.any([signal, failed.signal]) : failed.signal;
+  const waiting = AbortSignal.any(
+    [signal, options.abandon, failed.signal].filter((s): s is AbortSignal => s !== undefined),
+  );
   let complete = true;
   for (let i = 0; i < keys.length && !failed.signal.aborted;) {
     const chunk = keys.slice(i, i + options.subBatchSize(node));
