@@ -68,7 +68,7 @@ class FakeNode {
     const keys = (this.batches[index] ?? []).map((id) => Buffer.from(`ai:jobs:${id}`));
     return Promise.resolve([Buffer.from(next), keys]);
   }
-  /** The engine SCANs through a timed script (redis/timed_scan.ts); it runs `scanBuffer`. */
+  /** The engine SCANs through a timed script (control/timed_scan.ts); it runs `scanBuffer`. */
   script(): Promise<string> {
     return Promise.resolve("scan-sha");
   }

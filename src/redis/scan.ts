@@ -6,7 +6,6 @@
  */
 import type { Buffer } from "node:buffer";
 import type { Redis } from "./ioredis.ts";
-import type { TimedScan } from "./timed_scan.ts";
 
 /** One SCAN reply. */
 export interface ScanBatch {
@@ -20,6 +19,17 @@ export interface ScanBatch {
   count?: number;
 }
 
+/** One SCAN page: the next cursor and the matching keys. */
+export type ScanPage = [next: Buffer | string, keys: Buffer[]];
+
+/** A SCAN whose COUNT is chosen per call (control/timed_scan.ts sizes it by Redis time). */
+export interface SizedScanner {
+  /** The COUNT the next SCAN would ask for. */
+  nextCount(): number;
+  /** One SCAN from `cursor` with `match`, asking for `count`. */
+  scan(cursor: string, match: string, count?: number): Promise<ScanPage>;
+}
+
 /** Options for {@linkcode scanBatches}. */
 export interface ScanOptions {
   match: string;
@@ -28,7 +38,7 @@ export interface ScanOptions {
   /** Start cursor (default "0"). */
   cursor?: string;
   /** SCANs through this instead, each COUNT sized to the time budget (`count` is then unused). */
-  timed?: Pick<TimedScan, "scan" | "nextCount">;
+  timed?: SizedScanner;
   /** With `timed`: the COUNT of the first SCAN (re-reading a batch as it was read). */
   firstCount?: number;
 }

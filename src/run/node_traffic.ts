@@ -1,6 +1,6 @@
 /**
  * What one node's scan sends, bounded in Redis time: SCANs whose COUNT is sized to `--max-call-ms`
- * (redis/timed_scan.ts), and a window of script calls in flight that covers one round trip and no
+ * (control/timed_scan.ts), and a window of script calls in flight that covers one round trip and no
  * more (control/call_window.ts). Both are made afresh each time a node's scan starts, so a node
  * that came back after an outage is measured again.
  *
@@ -9,7 +9,7 @@
 import { CallWindow, callWindowSize, MAX_CALL_WINDOW, measureRtt } from "../control/call_window.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import { type ScanBatch, scanBatches } from "../redis/scan.ts";
-import { TimedScan } from "../redis/timed_scan.ts";
+import { TimedScan } from "../control/timed_scan.ts";
 
 /** A node's paced traffic. */
 export interface NodeTraffic {

@@ -8,12 +8,12 @@
  *
  * @module
  */
-import type { Buffer } from "node:buffer";
-import { CallSizer } from "../control/call_size.ts";
-import { decodeTimed, timedScript } from "../control/script_clock.ts";
-import { classify } from "./errors.ts";
-import { checkScanCursor } from "./fence.ts";
-import type { Redis } from "./ioredis.ts";
+import { classify } from "../redis/errors.ts";
+import { checkScanCursor } from "../redis/fence.ts";
+import type { Redis } from "../redis/ioredis.ts";
+import type { ScanPage, SizedScanner } from "../redis/scan.ts";
+import { CallSizer } from "./call_size.ts";
+import { decodeTimed, timedScript } from "./script_clock.ts";
 
 const SCAN_SCRIPT = timedScript(
   "return redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])",
@@ -21,9 +21,6 @@ const SCAN_SCRIPT = timedScript(
 
 /** Buckets of the first SCAN, before anything is measured. */
 const COLD_START_COUNT = 50;
-
-/** One SCAN page: the next cursor and the matching keys. */
-export type ScanPage = [next: Buffer | string, keys: Buffer[]];
 
 /** Options of {@linkcode TimedScan}. */
 export interface TimedScanOptions {
@@ -34,7 +31,7 @@ export interface TimedScanOptions {
 }
 
 /** SCANs one node with COUNTs sized to the time budget. */
-export class TimedScan {
+export class TimedScan implements SizedScanner {
   readonly #node: Redis;
   readonly #sizer: CallSizer;
   #sha = "";
