@@ -20,7 +20,7 @@ Mode (exactly one):
 
 Scope and pace:
   --rps N                   at most N jobs in any 1-second window; 0 = unlimited   [100]
-  --batch N                 SCAN COUNT hint and work-unit size (>= 1)               [500]
+  --batch N                 largest SCAN COUNT (sized to --max-call-ms) (>= 1)      [500]
   --max-keys N              process at most N old keys in this run
   --workspace W             migrate only jobs of workspace W (others: filtered)
   --workspace-pattern RE    what counts as a valid workspace id
