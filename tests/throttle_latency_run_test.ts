@@ -188,8 +188,18 @@ async function pulseEpisode(
     off.rps,
     ...readings.filter((r) => r.at >= cut.at && r.at <= off.at).map((r) => r.rps),
   );
-  const grownReading = () => readings.find((r) => r.at > off.at && r.rps > lowest);
-  // Generous: on a loaded host a noisy second can cut again before the rate grows.
+  // Recovery: after a throttle-off (this one, or a later one when a loaded host's noise cut again),
+  // a reading above that off's rate before the next cut. A controller that never raises fails.
+  const grownReading = () => {
+    const all = lines();
+    for (const lifted of all.filter((l) => !l.on && l.at >= off.at)) {
+      const nextCut = all.find((l) => l.on && l.at > lifted.at)?.at ?? Infinity;
+      const floor = lifted.at === off.at ? lowest : lifted.rps;
+      const grown = readings.find((r) => r.at > lifted.at && r.at < nextCut && r.rps > floor);
+      if (grown) return grown;
+    }
+    return undefined;
+  };
   await waitFor("the rate growing again", () => grownReading() !== undefined, 60_000);
   return { pulses, cut, before, off, grown: grownReading()! };
 }
