@@ -13,7 +13,7 @@ import {
   type SlowCall,
   slowCalls,
 } from "./server.ts";
-import { parseJson, runCli } from "./cli.ts";
+import { parseJson, runCli, unthrottledRun } from "./cli.ts";
 import type { SeedStats } from "./seed.ts";
 import type { Redis } from "../src/redis/ioredis.ts";
 
@@ -96,16 +96,7 @@ export async function measureBackfill(
     const dbBefore = await client.dbsize();
     const cpuBefore = await redisCpuSeconds(client);
     const machineBefore = await cpuTimes();
-    const run = await runCli([
-      "--execute",
-      "--rps",
-      "0",
-      "--max-latency",
-      "0",
-      "--json",
-      "--redis-url",
-      server.url,
-    ]);
+    const run = await runCli(unthrottledRun(server.url));
     const machineAfter = await cpuTimes();
     const cpu = await redisCpuSeconds(client) - cpuBefore;
     const slow = await slowCalls(client);

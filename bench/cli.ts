@@ -11,6 +11,14 @@ import { BINARY_FLAGS } from "../tests/support/cli.ts";
 const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname);
 const GNU_TIME = "/usr/bin/time";
 
+/**
+ * The arguments of an unthrottled `backfill --execute` with a JSON summary: no rate cap and the
+ * latency throttle off (its default is 0.5 ms), which also gives the run its deep call window.
+ */
+export function unthrottledRun(url: string): string[] {
+  return ["--execute", "--rps", "0", "--max-latency", "0", "--json", "--redis-url", url];
+}
+
 /** The whole-process measurement of one CLI run. */
 export interface CliRun {
   args: string[];

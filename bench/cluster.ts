@@ -13,7 +13,7 @@
  */
 import { Cluster } from "../src/redis/ioredis.ts";
 import { type BenchServer, redisCpuSeconds } from "./server.ts";
-import { parseJson, runCli } from "./cli.ts";
+import { parseJson, runCli, unthrottledRun } from "./cli.ts";
 import type { Check } from "./backfill_run.ts";
 import type { SeedStats } from "./seed.ts";
 import { pinProcess } from "./pin.ts";
@@ -142,16 +142,7 @@ async function run(
   label: string,
 ): Promise<TopologyRun> {
   const before = await cpu();
-  const result = await runCli([
-    "--execute",
-    "--rps",
-    "0",
-    "--max-latency",
-    "0",
-    "--json",
-    "--redis-url",
-    url,
-  ]);
+  const result = await runCli(unthrottledRun(url));
   const redisCpu = await cpu() - before;
   const summary = parseJson(result);
   const scanned = Number(summary.scanned), migrated = Number(summary.migrated);

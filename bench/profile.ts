@@ -7,7 +7,7 @@
  * @module
  */
 import type { BenchServer } from "./server.ts";
-import { parseJson, runCli, spawnTracked } from "./cli.ts";
+import { parseJson, runCli, spawnTracked, unthrottledRun } from "./cli.ts";
 
 /** Where the profiles are and what they say first. */
 export interface ProfileResult {
@@ -51,7 +51,7 @@ export async function profileBackfill(server: BenchServer, dir: string): Promise
   await new Promise((resolve) => setTimeout(resolve, 300)); // perf attaches
   const v8Log = `${dir}/v8.log`;
   const run = await runCli(
-    ["--execute", "--rps", "0", "--max-latency", "0", "--json", "--redis-url", server.url],
+    unthrottledRun(server.url),
     [`--v8-flags=--prof,--logfile=${v8Log},--no-logfile-per-isolate`],
   );
   parseJson(run);

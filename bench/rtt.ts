@@ -7,7 +7,7 @@
  * @module
  */
 import type { BenchServer } from "./server.ts";
-import { parseJson, runCli } from "./cli.ts";
+import { parseJson, runCli, unthrottledRun } from "./cli.ts";
 import { startDelayProxy } from "./delay_proxy.ts";
 import type { Check } from "./backfill_run.ts";
 import type { SeedStats } from "./seed.ts";
@@ -62,16 +62,7 @@ export async function backfillThrough(
   label: string,
 ): Promise<RttRun> {
   const pingRttMs = await pingRtt(port);
-  const run = await runCli([
-    "--execute",
-    "--rps",
-    "0",
-    "--max-latency",
-    "0",
-    "--json",
-    "--redis-url",
-    `redis://127.0.0.1:${port}`,
-  ]);
+  const run = await runCli(unthrottledRun(`redis://127.0.0.1:${port}`));
   const summary = parseJson(run);
   const scanned = Number(summary.scanned);
   checks.push({

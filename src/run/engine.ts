@@ -326,8 +326,10 @@ class Run {
     };
     // The script stored the checkpoint: it is durable before its totals are (which may wait out
     // an OOM and stop the run; the summary must name the stored cursor then).
-    if (flight.steps?.stored) commit();
-    if (flight.steps?.stored) await this.#saves.scriptStored(state);
+    if (flight.steps?.stored) {
+      commit();
+      await this.#saves.scriptStored(state);
+    }
     // An open error streak holds the checkpoint, so a rerun retries the keys it failed.
     if (end.save && !this.#storm.holding) {
       await this.#saves.save(state, end.resumeAt);
