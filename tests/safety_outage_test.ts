@@ -72,7 +72,13 @@ Deno.test("an outage longer than --max-outage exits 3 and keeps the checkpoint",
       "--redis-url",
       server.url,
     ]);
-    await waitFor("a checkpoint", async () => (await client.exists("ai:backfill:cursor")) === 1);
+    // The run stores its start cursor before its first copy: wait for a copy too.
+    await waitFor(
+      "a checkpoint and a copy",
+      async () =>
+        (await client.exists("ai:backfill:cursor")) === 1 &&
+        (await countKeys(client, "ai:job:*")) > 0,
+    );
     client.disconnect();
     await server.kill();
     const killed = performance.now();
