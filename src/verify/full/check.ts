@@ -80,8 +80,8 @@ export async function checkJobs(
   timing?: PassTiming,
 ): Promise<CheckedJob[]> {
   const entries = await ctx.calls.read(oldKeys, "pair", { oldSide: true, timing });
-  const olds = entries.map(decodeSide);
   const results: CheckedJob[] = new Array(oldKeys.length);
+  const olds = settleMatched(entries, ctx, results);
   const pending = triageOldKeys(olds, ctx, results);
   const fresh = pending.map(({ index, workspace }) =>
     decodePairNew(entries[index]!, olds[index]!, workspace)
@@ -101,16 +101,37 @@ export async function checkJobs(
 }
 
 /**
+ * Settles in `results` the keys the script found matched (their entry is the old key's workspace
+ * bytes alone, see `scripts.ts`), once their workspace passes the rule; decodes the others.
+ */
+function settleMatched(
+  entries: readonly unknown[],
+  ctx: CheckContext,
+  results: CheckedJob[],
+): (SideState | undefined)[] {
+  return entries.map((entry, index) => {
+    if (Array.isArray(entry)) return decodeSide(entry);
+    const workspace = ctx.rule.check(entry as Uint8Array);
+    if (workspace === undefined) results[index] = SETTLED.invalid;
+    else if (ctx.workspace !== undefined && workspace !== ctx.workspace) {
+      results[index] = SETTLED.filtered;
+    } else results[index] = SETTLED.matched;
+    return undefined;
+  });
+}
+
+/**
  * Settles the old keys that need no new key (gone, invalid, another workspace) in `results`, and
  * returns the others with their workspace (their new key is built only where it is read).
  */
 function triageOldKeys(
-  olds: readonly SideState[],
+  olds: readonly (SideState | undefined)[],
   ctx: CheckContext,
   results: CheckedJob[],
 ): PendingJob[] {
   const pending: PendingJob[] = [];
   olds.forEach((old, index) => {
+    if (old === undefined) return; // settled by settleMatched
     // The same rule object as the backfill (schema.ts), default pattern or --workspace-pattern.
     const workspace = old.code === KeyCode.hash ? ctx.rule.check(old.workspace) : undefined;
     if (old.code === KeyCode.absent) results[index] = SETTLED.gone;
@@ -127,7 +148,11 @@ function triageOldKeys(
 /** Reads the new sides the `pair` call could not (filling `fresh`), and old digests it skipped. */
 async function readUnpaired(
   oldKeys: readonly Buffer[],
-  sides: { pending: PendingJob[]; olds: SideState[]; fresh: (SideState | undefined)[] },
+  sides: {
+    pending: PendingJob[];
+    olds: (SideState | undefined)[];
+    fresh: (SideState | undefined)[];
+  },
   ctx: CheckContext,
   timing?: PassTiming,
 ): Promise<void> {

@@ -39,6 +39,8 @@ export interface NodeCallsOptions {
    * own clock may spend (see `call_budget.ts`), and stops early when it would overrun it.
    */
   callBudgetUs?: number;
+  /** `pair` mode answers a key matched when its expiries are at most this far apart (ms). */
+  toleranceMs?: number;
   signal?: AbortSignal;
 }
 
@@ -83,6 +85,7 @@ export class NodeCalls {
   readonly #salt: string;
   readonly #onlyWorkspace: string;
   readonly #callBudgetUs: number;
+  readonly #toleranceMs: number;
   readonly #signal?: AbortSignal;
   #sha = "";
   #byAddress = new Map<string, Redis>();
@@ -95,6 +98,7 @@ export class NodeCalls {
     this.#salt = options.salt ?? crypto.randomUUID();
     this.#onlyWorkspace = options.onlyWorkspace ?? "";
     this.#callBudgetUs = options.callBudgetUs ?? 250;
+    this.#toleranceMs = options.toleranceMs ?? 0;
     this.#signal = options.signal;
   }
 
@@ -143,6 +147,8 @@ export class NodeCalls {
   /**
    * Runs `mode` over `keys`, one call per master at a time (masters in parallel), and returns one
    * entry per key in order. A stale slot map is refreshed and the keys regrouped, a few times.
+   * In `pair` mode a key the script found matched gets its workspace bytes (a Buffer) as entry,
+   * not an array (see `scripts.ts`).
    */
   async read(
     keys: readonly Buffer[],
@@ -192,6 +198,7 @@ export class NodeCalls {
         this.#onlyWorkspace,
         ranges,
         String(Math.round(ownTimeLimitUs(this.#callBudgetUs, rest.length))),
+        String(this.#toleranceMs),
         ...rest,
       ]);
       const [processed, elapsed] = [Number(reply[0]), Number(reply[1])];

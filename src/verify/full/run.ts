@@ -95,6 +95,7 @@ export async function runFullVerify(
     signal: deps.signal,
     onlyWorkspace: options.workspace,
     callBudgetUs: options.callBudgetUs,
+    toleranceMs: options.ttlToleranceSeconds * 1000,
   });
   await calls.init();
   const { state, stored } = await resumeState({
