@@ -15,14 +15,11 @@ import {
   positionAfter,
   withinRange,
 } from "../checkpoint/batch_position.ts";
-import { decideStart } from "../checkpoint/resume.ts";
 import { runParams } from "../checkpoint/store.ts";
 import { carriedTotals } from "../checkpoint/totals.ts";
 import type { Gate } from "../control/gate.ts";
-import { SafetyRefusal } from "../errors.ts";
 import type { MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
 import { countResults, emptyCounters } from "../outcome.ts";
-import { serverRunId } from "../redis/availability.ts";
 import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import type { ScanBatch } from "../redis/scan.ts";
@@ -31,6 +28,7 @@ import type { Logger, RunMode, RunObserver, Summary } from "../run_events.ts";
 import { silentLogger } from "../run_events.ts";
 import { jobIdOf, OLD_MATCH, type WorkspaceRule } from "../schema.ts";
 import { estimateTotal, initialEstimate, scanFraction } from "./estimate.ts";
+import { openNode } from "./open_node.ts";
 import { ErrorStorm, ErrorStormError, stormThreshold } from "./error_storm.ts";
 import { type NodeState, recoverNode } from "./outage.ts";
 import {
@@ -175,7 +173,14 @@ class Run {
 
   /** One node to its end, a stop, or a failure; true when its scan completed. */
   async #runNode(node: Redis): Promise<boolean> {
-    const state = await this.#openNode(node);
+    const state = await openNode(node, {
+      ...this.#deps,
+      ...this.#options,
+      params: this.#params,
+      dbsize: this.#dbsize,
+      logger: this.#log,
+    });
+    this.#cursors.set(state.name, state.committed);
     for (;;) {
       try {
         return await this.#scanNode(state);
@@ -194,42 +199,6 @@ class Run {
         this.#cursors.set(state.name, state.committed);
       }
     }
-  }
-
-  /** The node's identity and start cursor (per the resume policy, checkpoint/resume.ts). */
-  async #openNode(node: Redis): Promise<NodeState> {
-    const { target, checkpoints } = this.#deps;
-    const name = target.nodeName(node);
-    const nodeId = this.#deps.nodeId ? await this.#deps.nodeId(node) : "";
-    const runId = await serverRunId(node);
-    const decision = decideStart({
-      mode: this.#options.mode,
-      cursor: this.#options.cursor,
-      resetProgress: this.#options.resetProgress,
-      stored: await checkpoints.load(nodeId),
-      params: this.#params,
-      runId,
-      node: name,
-      perNode: nodeId !== "",
-      prefix: checkpoints.prefix,
-    });
-    if (decision.kind === "refuse") throw new SafetyRefusal(decision.reason);
-    if (decision.clear) await checkpoints.clear(nodeId);
-    if (decision.log) {
-      const { level, event, message, fields } = decision.log;
-      this.#log.log(level, event, message, fields);
-    }
-    this.#cursors.set(name, decision.cursor);
-    return {
-      node,
-      name,
-      nodeId,
-      runId,
-      committed: decision.cursor,
-      within: decision.within,
-      startFraction: scanFraction(decision.cursor, this.#dbsize),
-      lastSave: 0,
-    };
   }
 
   /**
