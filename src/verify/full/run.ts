@@ -16,6 +16,7 @@ import type { CheckContext, CheckedJob } from "./check.ts";
 import {
   addCounts,
   type FullCounts,
+  LANES_CURSOR,
   type NodeProgress,
   type VerifyCheckpoint,
   type VerifyState,
@@ -37,6 +38,8 @@ import type { ReportFile } from "./report_file.ts";
 import { type FullReport, fullReport, mismatched } from "./summary.ts";
 import { resumeState, verifyParams } from "./resume.ts";
 import { type CheckedChunk, checkJobChunk, checkOrphanChunk } from "./chunk_check.ts";
+import { freshLanes, type LaneCommit, lanesApply, nodeTakesLanes, runLanes } from "./lanes.ts";
+import { SafetyRefusal } from "../../errors.ts";
 
 /** What to verify and how. */
 export interface FullVerifyOptions {
@@ -132,6 +135,8 @@ class FullRun {
   readonly #ctx: CheckContext;
   readonly #batches: SubBatches;
   readonly #identities = new Map<Redis, NodeIdentity>();
+  /** Whether each master's jobs phase runs on lanes (`lanes.ts`). */
+  readonly #onLanes = new Map<Redis, boolean>();
   /** Time of the earlier sessions, as loaded (`state.elapsedMs` moves on with each save). */
   readonly #priorMs: number;
   readonly #sessionStart: number;
@@ -216,6 +221,7 @@ class FullRun {
       await this.#phase(node, id, progress);
       progress.phase = progress.phase === "jobs" && this.options.orphans ? "orphans" : "done";
       progress.cursor = "0";
+      delete progress.lanes;
       await this.#save(id, node, runId);
     }
     return progress.counts;
@@ -223,6 +229,16 @@ class FullRun {
 
   async #phase(node: Redis, id: string, progress: NodeProgress): Promise<void> {
     const jobs = progress.phase === "jobs";
+    const lanes = jobs && await this.#takesLanes(node);
+    if (jobs && lanes !== (progress.lanes !== undefined || progress.cursor === "0")) {
+      // Not with the same parameters and run_id (the fingerprint names the path): a bug, or a
+      // hand-edited checkpoint. Never read one path's cursor as the other's.
+      throw new SafetyRefusal(
+        `${this.deps.checkpoint.key} holds ${this.deps.target.nodeName(node)}'s progress in ` +
+          "the other path's form; add --reset-progress to start over",
+      );
+    }
+    if (lanes) return await this.#lanes(node, id, progress);
     // New keys; with a workspace, only that workspace's (the name tells).
     const workspace = this.options.workspace;
     const newMatch = workspace === undefined ? NEW_MATCH : newMatchFor(workspace);
@@ -250,6 +266,52 @@ class FullRun {
     } finally {
       await committing.catch(() => {});
     }
+  }
+
+  /** True when `node`'s jobs phase runs on lanes (the options and its server allow it). */
+  async #takesLanes(node: Redis): Promise<boolean> {
+    let lanes = this.#onLanes.get(node);
+    if (lanes === undefined) {
+      lanes = lanesApply(this.options) &&
+        await nodeTakesLanes(node, this.deps.target.kind === "cluster");
+      this.#onLanes.set(node, lanes);
+    }
+    return lanes;
+  }
+
+  /** The jobs phase on lanes, from the stored lane cursors (or their starts). */
+  async #lanes(node: Redis, id: string, progress: NodeProgress): Promise<void> {
+    await runLanes(node, {
+      cursors: progress.lanes ?? freshLanes(),
+      ranges: this.calls.rangesOf(node),
+      toleranceMs: this.options.ttlToleranceSeconds * 1000,
+      callBudgetUs: this.options.callBudgetUs ?? 250,
+      rps: this.options.rps,
+      limiter: this.deps.limiter,
+      chunkKeys: () => this.#chunkKeys(),
+      signal: this.deps.signal,
+    }, {
+      chunk: { batches: this.#batches, ctx: this.#ctx },
+      calls: this.calls,
+      commit: (window) => this.#commitLanes({ node, id, progress }, window),
+    });
+  }
+
+  /**
+   * Counts a window of lane calls, appends its findings and stores the lanes' cursors with the
+   * counts (one HSET); the last window is stored with the phase's end by the caller.
+   */
+  async #commitLanes(
+    { node, id, progress }: { node: Redis; id: string; progress: NodeProgress },
+    window: LaneCommit,
+  ): Promise<void> {
+    // Findings reach the disk before the counts that include them are stored.
+    await this.deps.report?.append(window.findings);
+    addCounts(progress.counts, window.counts);
+    progress.lanes = window.cursors;
+    progress.cursor = LANES_CURSOR;
+    if (!window.done) await this.#save(id, node, progress.runId);
+    this.#progress(node, progress, window.keys);
   }
 
   /**
