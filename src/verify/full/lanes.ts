@@ -64,6 +64,8 @@ export interface LaneOptions {
   /** Keys per commit (all lanes). */
   chunkKeys: () => number;
   signal?: AbortSignal;
+  /** Called with every name a lane's call returned, before repeats are dropped (tests). */
+  onNames?: (lane: number, names: readonly Buffer[]) => void;
 }
 
 /** A committed window: the lanes' cursors after it, with the counts and findings of its keys. */
@@ -196,6 +198,10 @@ class LaneRun {
   #take(lane: number, [next, , , names, suspects]: LaneReply): number {
     const window = this.#window;
     const recent = this.#recent[lane]!;
+    if (this.options.onNames !== undefined) {
+      const suspectNames = suspects.filter((_, i) => i % 2 === 0) as Buffer[];
+      this.options.onNames(lane, [...names, ...suspectNames]);
+    }
     for (const name of names) {
       if (!recent.admit(name)) window.counts.scan_duplicates++;
       else {

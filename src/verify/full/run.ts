@@ -230,7 +230,8 @@ class FullRun {
   async #phase(node: Redis, id: string, progress: NodeProgress): Promise<void> {
     const jobs = progress.phase === "jobs";
     const lanes = jobs && await this.#takesLanes(node);
-    if (jobs && lanes !== (progress.lanes !== undefined || progress.cursor === "0")) {
+    const form = progress.lanes !== undefined ? "lanes" : progress.cursor === "0" ? "none" : "keys";
+    if (jobs && form !== "none" && (form === "lanes") !== lanes) {
       // Not with the same parameters and run_id (the fingerprint names the path): a bug, or a
       // hand-edited checkpoint. Never read one path's cursor as the other's.
       throw new SafetyRefusal(
