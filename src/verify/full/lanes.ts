@@ -127,7 +127,7 @@ class Window {
 }
 
 /** The reply of one lane call. */
-type LaneReply = [Buffer, number, number, Buffer[], (Buffer | number)[]];
+type LaneReply = [Buffer, number, number, Buffer, number[], (Buffer | number)[]];
 
 /**
  * Runs `node`'s lanes from `options.cursors` to their ends, committing windows through
@@ -195,15 +195,16 @@ class LaneRun {
   }
 
   /** Counts a reply into the window (repeats dropped) and moves the lane on; returns its keys. */
-  #take(lane: number, [next, , , names, suspects]: LaneReply): number {
+  #take(lane: number, [next, , , joined, lengths, suspects]: LaneReply): number {
     const window = this.#window;
     const recent = this.#recent[lane]!;
-    if (this.options.onNames !== undefined) {
-      const suspectNames = suspects.filter((_, i) => i % 2 === 0) as Buffer[];
-      this.options.onNames(lane, [...names, ...suspectNames]);
-    }
-    for (const name of names) {
-      if (!recent.admit(name)) window.counts.scan_duplicates++;
+    if (this.options.onNames !== undefined) this.#reportNames(lane, joined, lengths, suspects);
+    // Names as latin1 text (one char per byte: distinct names stay distinct), no Buffer each.
+    let at = 0;
+    for (const length of lengths) {
+      const name = joined.toString("latin1", at, at + length);
+      at += length;
+      if (!recent.admitName(name)) window.counts.scan_duplicates++;
       else {
         window.counts.checked++;
         window.counts.matched++;
@@ -218,10 +219,18 @@ class LaneRun {
     // A difference is checked again at once, as the sub-batch path's first pass would have seen
     // it (a dual-writer's window is short); other suspects wait for a group.
     if (differs || window.suspects.length >= SUSPECT_GROUP) this.#checkSuspects(window);
-    const keys = names.length + suspects.length / 2;
+    const keys = lengths.length + suspects.length / 2;
     window.keys += keys;
     this.#cursors[lane] = next.toString("latin1");
     return keys;
+  }
+
+  #reportNames(lane: number, joined: Buffer, lengths: number[], suspects: (Buffer | number)[]) {
+    const names: Buffer[] = [];
+    let at = 0;
+    for (const length of lengths) names.push(joined.subarray(at, at += length));
+    for (let i = 0; i < suspects.length; i += 2) names.push(suspects[i] as Buffer);
+    this.options.onNames!(lane, names);
   }
 
   /**
