@@ -8,8 +8,12 @@
  */
 import { ownTimeLimitUs, TARGET_SHARE } from "./call_budget.ts";
 
-/** The first SCAN aims at this share of the own-time limit; top-ups fill the rest. */
-export const FIRST_SHARE = 0.6;
+/**
+ * The first SCAN aims at this share of the own-time limit; top-ups fill the rest. Each SCAN step
+ * costs Redis ~5 µs besides its keys: at 0.6 (the prototype's 110 of 185 µs) a call made 2.5
+ * steps, at 0.8 two, for ~4% less Redis time per key (300 000 keys, alternated runs).
+ */
+export const FIRST_SHARE = 0.8;
 
 /** COUNT of a lane's first call, and the most a first SCAN asks for. */
 const FIRST_COUNT = 16;

@@ -31,9 +31,7 @@ import {
   OLD_MATCH,
   OLD_PREFIX,
   WORKSPACE_FIELD,
-  type WorkspaceRule,
 } from "../../schema.ts";
-import { redisVersion } from "../../migrate/in_server.ts";
 import { type FullCounts, zeroCounts } from "./checkpoint.ts";
 import { RecentKeys } from "./chunks.ts";
 import { type CheckedChunk, checkLaneSuspects, type ChunkDeps } from "./chunk_check.ts";
@@ -86,26 +84,6 @@ export interface LaneDeps {
   calls: NodeCalls;
   /** Stores a window (called in order, one at a time). */
   commit: (window: LaneCommit) => Promise<void>;
-}
-
-/**
- * True when a verify with these options checks its jobs on lanes (where the master allows:
- * {@linkcode nodeTakesLanes}): the default workspace rule (the script checks it as a Lua pattern)
- * and no `--workspace`. Anything else stays on the sub-batch path.
- */
-export function lanesApply(options: { rule: WorkspaceRule; workspace?: string }): boolean {
-  return options.rule.isDefault && options.workspace === undefined;
-}
-
-/**
- * True when `node`'s cursor low bits are its main table's bucket bits: every standalone, and a
- * cluster master before Redis 7.2 (newer cluster servers keep one dict per slot, and the cursor's
- * low bits are the slot: lanes would not partition).
- */
-export async function nodeTakesLanes(node: Redis, cluster: boolean): Promise<boolean> {
-  if (!cluster) return true;
-  const [major, minor] = redisVersion(await node.info("server"));
-  return major < 7 || (major === 7 && minor < 2);
 }
 
 /** Every lane at its start. */

@@ -8,7 +8,7 @@ import { SafetyRefusal } from "../../errors.ts";
 import type { Logger } from "../../run_events.ts";
 import type { WorkspaceRule } from "../../schema.ts";
 import type { VerifyCheckpoint, VerifyState } from "./checkpoint.ts";
-import { lanesApply } from "./lanes.ts";
+import { lanesApply } from "./lane_phase.ts";
 import type { ReportFile } from "./report_file.ts";
 
 /** The flags that change what a verify counts; a resume must use the same ones. */

@@ -35,11 +35,12 @@ import {
   runIdOf,
 } from "./restarts.ts";
 import type { ReportFile } from "./report_file.ts";
-import { type FullReport, fullReport, mismatched } from "./summary.ts";
+import { type FullReport, fullReport } from "./summary.ts";
+import { ProgressLog } from "./progress_log.ts";
 import { resumeState, verifyParams } from "./resume.ts";
 import { type CheckedChunk, checkJobChunk, checkOrphanChunk } from "./chunk_check.ts";
-import { freshLanes, type LaneCommit, lanesApply, nodeTakesLanes, runLanes } from "./lanes.ts";
-import { SafetyRefusal } from "../../errors.ts";
+import type { LaneCommit } from "./lanes.ts";
+import { checkProgressForm, lanesApply, nodeTakesLanes, runLanePhase } from "./lane_phase.ts";
 
 /** What to verify and how. */
 export interface FullVerifyOptions {
@@ -140,8 +141,7 @@ class FullRun {
   /** Time of the earlier sessions, as loaded (`state.elapsedMs` moves on with each save). */
   readonly #priorMs: number;
   readonly #sessionStart: number;
-  #lastProgress = performance.now();
-  #sessionChecked = 0;
+  readonly #progressLog: ProgressLog;
 
   constructor(
     readonly options: FullVerifyOptions,
@@ -153,6 +153,7 @@ class FullRun {
   ) {
     this.#priorMs = state.elapsedMs;
     this.#sessionStart = sessionStart;
+    this.#progressLog = new ProgressLog(logger, options.progressIntervalMs ?? 10_000);
     this.#ctx = {
       calls,
       rule: options.rule,
@@ -230,15 +231,8 @@ class FullRun {
   async #phase(node: Redis, id: string, progress: NodeProgress): Promise<void> {
     const jobs = progress.phase === "jobs";
     const lanes = jobs && await this.#takesLanes(node);
-    const form = progress.lanes !== undefined ? "lanes" : progress.cursor === "0" ? "none" : "keys";
-    if (jobs && form !== "none" && (form === "lanes") !== lanes) {
-      // Not with the same parameters and run_id (the fingerprint names the path): a bug, or a
-      // hand-edited checkpoint. Never read one path's cursor as the other's.
-      throw new SafetyRefusal(
-        `${this.deps.checkpoint.key} holds ${this.deps.target.nodeName(node)}'s progress in ` +
-          "the other path's form; add --reset-progress to start over",
-      );
-    }
+    const where = { key: this.deps.checkpoint.key, node: this.deps.target.nodeName(node) };
+    checkProgressForm(progress, lanes, where);
     if (lanes) return await this.#lanes(node, id, progress);
     // New keys; with a workspace, only that workspace's (the name tells).
     const workspace = this.options.workspace;
@@ -282,15 +276,15 @@ class FullRun {
 
   /** The jobs phase on lanes, from the stored lane cursors (or their starts). */
   async #lanes(node: Redis, id: string, progress: NodeProgress): Promise<void> {
-    await runLanes(node, {
-      cursors: progress.lanes ?? freshLanes(),
+    const { options, deps } = this;
+    await runLanePhase(node, progress, {
       ranges: this.calls.rangesOf(node),
-      toleranceMs: this.options.ttlToleranceSeconds * 1000,
-      callBudgetUs: this.options.callBudgetUs ?? 250,
-      rps: this.options.rps,
-      limiter: this.deps.limiter,
+      toleranceMs: options.ttlToleranceSeconds * 1000,
+      callBudgetUs: options.callBudgetUs ?? 250,
+      rps: options.rps,
+      limiter: deps.limiter,
       chunkKeys: () => this.#chunkKeys(),
-      signal: this.deps.signal,
+      signal: deps.signal,
     }, {
       chunk: { batches: this.#batches, ctx: this.#ctx },
       calls: this.calls,
@@ -312,7 +306,7 @@ class FullRun {
     progress.lanes = window.cursors;
     progress.cursor = LANES_CURSOR;
     if (!window.done) await this.#save(id, node, progress.runId);
-    this.#progress(node, progress, window.keys);
+    this.#progressLog.note(this.deps.target.nodeName(node), progress, window.keys);
   }
 
   /**
@@ -330,7 +324,7 @@ class FullRun {
     addCounts(progress.counts, counts);
     progress.cursor = chunk.next;
     if (chunk.next !== "0") await this.#save(id, node, progress.runId);
-    this.#progress(node, progress, chunk.keys.length);
+    this.#progressLog.note(this.deps.target.nodeName(node), progress, chunk.keys.length);
   }
 
   /**
@@ -364,29 +358,6 @@ class FullRun {
    */
   elapsedMs(): number {
     return this.#priorMs + (performance.now() - this.#sessionStart);
-  }
-
-  #progress(node: Redis, progress: NodeProgress, keys: number): void {
-    this.#sessionChecked += keys;
-    const now = performance.now();
-    if (now - this.#lastProgress < (this.options.progressIntervalMs ?? 10_000)) return;
-    this.#lastProgress = now;
-    const c = progress.counts;
-    this.logger.log(
-      "info",
-      "verify_progress",
-      `${this.deps.target.nodeName(node)} ` +
-        `${progress.phase}: ${c.checked} checked, ${c.matched} matched, ${c.orphans} orphans`,
-      {
-        node: this.deps.target.nodeName(node),
-        phase: progress.phase,
-        checked: c.checked,
-        matched: c.matched,
-        mismatched: mismatched(c),
-        orphans: c.orphans,
-        scanned_this_session: this.#sessionChecked,
-      },
-    );
   }
 }
 
