@@ -10,7 +10,8 @@ import { SlidingWindowLimiter } from "../src/control/rate_limit.ts";
 import type { Redis } from "../src/redis/ioredis.ts";
 import { newKeyFor, OLD_MATCH, oldKeyFor, WorkspaceRule } from "../src/schema.ts";
 import { type FullCounts, zeroCounts } from "../src/verify/full/checkpoint.ts";
-import { LANE_SCRIPT } from "../src/verify/full/lane_script.ts";
+import { LANE_SCRIPT, laneStart, nextLaneStart } from "../src/verify/full/lane_script.ts";
+import { FIRST_SHARE, LanePace } from "../src/verify/full/lane_pace.ts";
 import { freshLanes, runLanes } from "../src/verify/full/lanes.ts";
 import { NodeCalls } from "../src/verify/full/node_calls.ts";
 import { SubBatches } from "../src/verify/full/sub_batches.ts";
@@ -295,4 +296,22 @@ Deno.test("lanes: kill -9 mid-run, then resume from the lane cursors: exact coun
     await server.stop();
     await Deno.remove(report);
   }
+});
+
+Deno.test("lanes: starts in SCAN order (rev_2), and calls sized to the budget and the rps cap", () => {
+  assert.deepEqual([0, 1, 2, 3].map(laneStart), ["0", "2", "1", "3"]);
+  assert.deepEqual([0, 1, 2, 3].map(nextLaneStart), ["2", "1", "3", "0"]);
+  assert.deepEqual(freshLanes(), ["0", "2", "1", "3"]);
+  const pace = new LanePace(250, 0);
+  assert.equal(pace.firstCount(), 16, "no pace yet");
+  // 225 µs (90% of 250) − 10 per call − 0.75 per key of the last reply.
+  assert.equal(pace.limitUs(), 225 - 10 - 0.75 * 16);
+  pace.update(100, 20, 10); // 5 µs a COUNT unit, 10 keys
+  assert.equal(pace.limitUs(), 225 - 10 - 7.5);
+  assert.equal(pace.firstCount(), Math.floor(FIRST_SHARE * pace.limitUs() / 5));
+  pace.update(200, 20, 10); // slower: followed half-way (7.5 µs a unit)
+  assert.equal(pace.firstCount(), Math.floor(FIRST_SHARE * pace.limitUs() / 7.5));
+  const capped = new LanePace(250, 3);
+  capped.update(10, 100, 10);
+  assert.equal(capped.firstCount(), 3, "at most rps / 4 COUNT a call");
 });
