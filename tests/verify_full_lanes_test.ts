@@ -315,3 +315,27 @@ Deno.test("lanes: starts in SCAN order (rev_2), and calls sized to the budget an
   capped.update(10, 100, 10);
   assert.equal(capped.firstCount(), 3, "at most rps / 4 COUNT a call");
 });
+
+Deno.test("lanes: nothing migrated (every key a suspect) counts as the sub-batch path does", async () => {
+  const server = await startRedis();
+  const client = server.client();
+  try {
+    await seedMigrated(client, 0, 3000);
+    for (let i = 0; i < 3000; i++) await client.del(newKeyFor(`ws-${i % 3}`, `job-${i}`));
+    const summaries = [];
+    for (const extra of [[], ["--workspace-pattern", "^[A-Za-z0-9](?:[A-Za-z0-9_-]){0,63}$"]]) {
+      await client.call("SCRIPT", "FLUSH");
+      const args = ["verify", "--full", "--redis-url", server.url, "--recheck-delay", "5"];
+      const result = await runJson([...args, ...extra]);
+      assert.equal(result.code, 1, result.stderr);
+      summaries.push(Object.fromEntries(COUNT_FIELDS.map((name) => [name, result.summary[name]])));
+      assert.equal(await ranLanes(client), extra.length === 0);
+    }
+    assert.deepEqual(summaries[0], summaries[1]);
+    assert.equal(summaries[0]!.missing, 3000);
+    assert.equal(summaries[0]!.checked, 3000);
+  } finally {
+    client.disconnect();
+    await server.stop();
+  }
+});

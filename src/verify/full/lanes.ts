@@ -2,7 +2,8 @@
  * The jobs phase of `verify --full` on one node, in lanes (`lane_script.ts`): one read-only script
  * call in flight per lane, each SCANning its own stretch of the keyspace and comparing the pairs
  * in Redis. Matched keys come back as names only; the others ("suspects") go through the
- * sub-batch path's pass and rechecks (`checkLaneSuspects`), so findings are exactly today's.
+ * sub-batch path's pass (at once, one group at a time: a lane waits while two groups are queued)
+ * and its rechecks (once per window, as once per chunk), so findings are exactly today's.
  *
  * Every name comes back so that a key SCAN returns twice (the table shrank mid-scan) is dropped
  * (`scan_duplicates`): a repeat stays in its lane (its bucket's low bits do not change), so each
@@ -34,7 +35,8 @@ import {
 } from "../../schema.ts";
 import { type FullCounts, zeroCounts } from "./checkpoint.ts";
 import { RecentKeys } from "./chunks.ts";
-import { type CheckedChunk, checkLaneSuspects, type ChunkDeps } from "./chunk_check.ts";
+import { type ChunkDeps, firstJobPass, settleLaneSuspects } from "./chunk_check.ts";
+import type { CheckedJob } from "./check.ts";
 import {
   isLaneMismatch,
   LANE_SCRIPT,
@@ -94,10 +96,20 @@ export function freshLanes(): string[] {
 /** Suspects are checked in groups of this many (or at the window's end). */
 const SUSPECT_GROUP = 32;
 
+/** Suspect groups queued for their first pass before the lanes wait (the calls stay bounded). */
+const MAX_QUEUED_GROUPS = 2;
+
+/** A group of suspects after its first pass. */
+interface FirstPass {
+  keys: Buffer[];
+  results: CheckedJob[];
+  mismatch: boolean[];
+}
+
 /** A commit window being filled. */
 class Window {
   readonly counts = zeroCounts();
-  readonly checks: Promise<CheckedChunk>[] = [];
+  readonly passes: Promise<FirstPass>[] = [];
   readonly findings: Finding[] = [];
   suspects: Buffer[] = [];
   mismatch: boolean[] = [];
@@ -124,6 +136,9 @@ class LaneRun {
   #window = new Window();
   #committing: Promise<void> = Promise.resolve();
   #failure: { error: unknown } | undefined;
+  /** The suspects' first passes, one group after the other, and how many groups are queued. */
+  #passes: Promise<void> = Promise.resolve();
+  #queuedGroups = 0;
   #sha = "";
 
   constructor(
@@ -160,6 +175,7 @@ class LaneRun {
     );
     while (this.#failure === undefined && this.#cursors[lane] !== "") {
       signal?.throwIfAborted();
+      while (this.#queuedGroups > MAX_QUEUED_GROUPS) await this.#passes;
       const count = pace.firstCount();
       const limitUs = pace.limitUs();
       const reply = await this.#call(lane, count, limitUs, pace.cap);
@@ -234,10 +250,16 @@ class LaneRun {
   /** Starts checking the window's suspects so far (their first pass runs now, not at the cut). */
   #checkSuspects(window: Window): void {
     if (window.suspects.length === 0) return;
-    const check = checkLaneSuspects(window.suspects, window.mismatch, this.deps.chunk);
+    const { suspects: keys, mismatch } = window;
+    this.#queuedGroups++;
+    // One group's first pass at a time (each runs sub-batches in flight, as a chunk's).
+    const pass = this.#passes.then(() => firstJobPass(keys, this.deps.chunk))
+      .then((results) => ({ keys, results, mismatch }))
+      .finally(() => this.#queuedGroups--);
+    this.#passes = pass.then(() => {}, () => {});
     // Awaited by the window's commit; never an unhandled rejection before that.
-    check.catch(() => {});
-    window.checks.push(check);
+    pass.catch(() => {});
+    window.passes.push(pass);
     window.suspects = [];
     window.mismatch = [];
   }
@@ -254,14 +276,18 @@ class LaneRun {
   }
 
   async #commit(window: Window, cursors: string[], done: boolean): Promise<void> {
+    const passes = await Promise.all(window.passes);
+    const checked = await settleLaneSuspects(
+      passes.flatMap((pass) => pass.keys),
+      passes.flatMap((pass) => pass.results),
+      passes.flatMap((pass) => pass.mismatch),
+      this.deps.chunk,
+    );
     const counts = window.counts;
-    const findings = window.findings;
-    for (const checked of await Promise.all(window.checks)) {
-      for (const name of Object.keys(counts) as (keyof FullCounts)[]) {
-        counts[name] += checked.counts[name];
-      }
-      findings.push(...checked.findings);
+    for (const name of Object.keys(counts) as (keyof FullCounts)[]) {
+      counts[name] += checked.counts[name];
     }
+    const findings = [...window.findings, ...checked.findings];
     await this.deps.commit({ cursors, counts, findings, keys: window.keys, done });
   }
 
