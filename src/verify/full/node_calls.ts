@@ -121,6 +121,18 @@ export class NodeCalls {
     this.#mapAddresses();
   }
 
+  /** The slot ranges `node` serves ("a-b,c-d"), "" on a standalone (every key is local). */
+  rangesOf(node: Redis): string {
+    return this.#target.kind === "cluster" ? (this.#ranges.get(node) ?? "none") : "";
+  }
+
+  /** Records a call's own time (µs) in {@linkcode stats} (lane calls are made elsewhere). */
+  record(elapsedUs: number): void {
+    this.stats.calls++;
+    this.stats.totalUs += elapsedUs;
+    this.stats.maxUs = Math.max(this.stats.maxUs, elapsedUs);
+  }
+
   /** Groups key positions by the master that serves each key (one group on a standalone). */
   group(keys: readonly Buffer[]): NodeGroup[] {
     if (this.#target.kind !== "cluster") {
@@ -184,7 +196,7 @@ export class NodeCalls {
   ): Promise<unknown[][]> {
     const entries: unknown[][] = [];
     const prefixLength = options.oldSide ? Buffer.byteLength(OLD_PREFIX) : 0;
-    const ranges = this.#target.kind === "cluster" ? (this.#ranges.get(node) ?? "none") : "";
+    const ranges = this.rangesOf(node);
     while (entries.length < keys.length) {
       this.#signal?.throwIfAborted();
       const rest = keys.slice(entries.length);
@@ -202,9 +214,7 @@ export class NodeCalls {
         ...rest,
       ]);
       const [processed, elapsed] = [Number(reply[0]), Number(reply[1])];
-      this.stats.calls++;
-      this.stats.totalUs += elapsed;
-      this.stats.maxUs = Math.max(this.stats.maxUs, elapsed);
+      this.record(elapsed);
       if (options.timing && elapsed > options.timing.maxUs) {
         options.timing.maxUs = elapsed;
         options.timing.maxKeys = processed;

@@ -8,6 +8,7 @@ import { SafetyRefusal } from "../../errors.ts";
 import type { Logger } from "../../run_events.ts";
 import type { WorkspaceRule } from "../../schema.ts";
 import type { VerifyCheckpoint, VerifyState } from "./checkpoint.ts";
+import { lanesApply } from "./lane_phase.ts";
 import type { ReportFile } from "./report_file.ts";
 
 /** The flags that change what a verify counts; a resume must use the same ones. */
@@ -26,7 +27,8 @@ export interface VerifyParams {
  * import { WorkspaceRule } from "../../schema.ts";
  * import { verifyParams } from "./resume.ts";
  * verifyParams({ rule: new WorkspaceRule("^[a-z]+$"), ttlToleranceSeconds: 1, orphans: false });
- * // '{"workspace":null,"pattern":"^[a-z]+$","ttl_tolerance":1,"orphans":false}'
+ * // '{"workspace":null,"pattern":"^[a-z]+$","ttl_tolerance":1,"orphans":false,
+ * //   "jobs_path":"sub_batches"}'
  * ```
  */
 export function verifyParams(params: VerifyParams): string {
@@ -35,6 +37,8 @@ export function verifyParams(params: VerifyParams): string {
     pattern: params.rule.pattern.source,
     ttl_tolerance: params.ttlToleranceSeconds,
     orphans: params.orphans,
+    // Which path checks the jobs: a checkpoint of one is never read as the other's.
+    jobs_path: lanesApply(params) ? "lanes" : "sub_batches",
   });
 }
 

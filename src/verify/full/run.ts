@@ -16,6 +16,7 @@ import type { CheckContext, CheckedJob } from "./check.ts";
 import {
   addCounts,
   type FullCounts,
+  LANES_CURSOR,
   type NodeProgress,
   type VerifyCheckpoint,
   type VerifyState,
@@ -34,9 +35,12 @@ import {
   runIdOf,
 } from "./restarts.ts";
 import type { ReportFile } from "./report_file.ts";
-import { type FullReport, fullReport, mismatched } from "./summary.ts";
+import { type FullReport, fullReport } from "./summary.ts";
+import { ProgressLog } from "./progress_log.ts";
 import { resumeState, verifyParams } from "./resume.ts";
 import { type CheckedChunk, checkJobChunk, checkOrphanChunk } from "./chunk_check.ts";
+import type { LaneCommit } from "./lanes.ts";
+import { checkProgressForm, lanesApply, nodeTakesLanes, runLanePhase } from "./lane_phase.ts";
 
 /** What to verify and how. */
 export interface FullVerifyOptions {
@@ -132,11 +136,12 @@ class FullRun {
   readonly #ctx: CheckContext;
   readonly #batches: SubBatches;
   readonly #identities = new Map<Redis, NodeIdentity>();
+  /** Whether each master's jobs phase runs on lanes (`lanes.ts`). */
+  readonly #onLanes = new Map<Redis, boolean>();
   /** Time of the earlier sessions, as loaded (`state.elapsedMs` moves on with each save). */
   readonly #priorMs: number;
   readonly #sessionStart: number;
-  #lastProgress = performance.now();
-  #sessionChecked = 0;
+  readonly #progressLog: ProgressLog;
 
   constructor(
     readonly options: FullVerifyOptions,
@@ -148,6 +153,7 @@ class FullRun {
   ) {
     this.#priorMs = state.elapsedMs;
     this.#sessionStart = sessionStart;
+    this.#progressLog = new ProgressLog(logger, options.progressIntervalMs ?? 10_000);
     this.#ctx = {
       calls,
       rule: options.rule,
@@ -216,6 +222,7 @@ class FullRun {
       await this.#phase(node, id, progress);
       progress.phase = progress.phase === "jobs" && this.options.orphans ? "orphans" : "done";
       progress.cursor = "0";
+      delete progress.lanes;
       await this.#save(id, node, runId);
     }
     return progress.counts;
@@ -223,6 +230,10 @@ class FullRun {
 
   async #phase(node: Redis, id: string, progress: NodeProgress): Promise<void> {
     const jobs = progress.phase === "jobs";
+    const lanes = jobs && await this.#takesLanes(node);
+    const where = { key: this.deps.checkpoint.key, node: this.deps.target.nodeName(node) };
+    checkProgressForm(progress, lanes, where);
+    if (lanes) return await this.#lanes(node, id, progress);
     // New keys; with a workspace, only that workspace's (the name tells).
     const workspace = this.options.workspace;
     const newMatch = workspace === undefined ? NEW_MATCH : newMatchFor(workspace);
@@ -252,6 +263,52 @@ class FullRun {
     }
   }
 
+  /** True when `node`'s jobs phase runs on lanes (the options and its server allow it). */
+  async #takesLanes(node: Redis): Promise<boolean> {
+    let lanes = this.#onLanes.get(node);
+    if (lanes === undefined) {
+      lanes = lanesApply(this.options) &&
+        await nodeTakesLanes(node, this.deps.target.kind === "cluster");
+      this.#onLanes.set(node, lanes);
+    }
+    return lanes;
+  }
+
+  /** The jobs phase on lanes, from the stored lane cursors (or their starts). */
+  async #lanes(node: Redis, id: string, progress: NodeProgress): Promise<void> {
+    const { options, deps } = this;
+    await runLanePhase(node, progress, {
+      ranges: this.calls.rangesOf(node),
+      toleranceMs: options.ttlToleranceSeconds * 1000,
+      callBudgetUs: options.callBudgetUs ?? 250,
+      rps: options.rps,
+      limiter: deps.limiter,
+      chunkKeys: () => this.#chunkKeys(),
+      signal: deps.signal,
+    }, {
+      chunk: { batches: this.#batches, ctx: this.#ctx },
+      calls: this.calls,
+      commit: (window) => this.#commitLanes({ node, id, progress }, window),
+    });
+  }
+
+  /**
+   * Counts a window of lane calls, appends its findings and stores the lanes' cursors with the
+   * counts (one HSET); the last window is stored with the phase's end by the caller.
+   */
+  async #commitLanes(
+    { node, id, progress }: { node: Redis; id: string; progress: NodeProgress },
+    window: LaneCommit,
+  ): Promise<void> {
+    // Findings reach the disk before the counts that include them are stored.
+    await this.deps.report?.append(window.findings);
+    addCounts(progress.counts, window.counts);
+    progress.lanes = window.cursors;
+    progress.cursor = LANES_CURSOR;
+    if (!window.done) await this.#save(id, node, progress.runId);
+    this.#progressLog.note(this.deps.target.nodeName(node), progress, window.keys);
+  }
+
   /**
    * Counts a checked chunk, appends its findings to the report and stores the node's cursor with
    * its counts. Commits run one after the other, in chunk order.
@@ -267,7 +324,7 @@ class FullRun {
     addCounts(progress.counts, counts);
     progress.cursor = chunk.next;
     if (chunk.next !== "0") await this.#save(id, node, progress.runId);
-    this.#progress(node, progress, chunk.keys.length);
+    this.#progressLog.note(this.deps.target.nodeName(node), progress, chunk.keys.length);
   }
 
   /**
@@ -301,29 +358,6 @@ class FullRun {
    */
   elapsedMs(): number {
     return this.#priorMs + (performance.now() - this.#sessionStart);
-  }
-
-  #progress(node: Redis, progress: NodeProgress, keys: number): void {
-    this.#sessionChecked += keys;
-    const now = performance.now();
-    if (now - this.#lastProgress < (this.options.progressIntervalMs ?? 10_000)) return;
-    this.#lastProgress = now;
-    const c = progress.counts;
-    this.logger.log(
-      "info",
-      "verify_progress",
-      `${this.deps.target.nodeName(node)} ` +
-        `${progress.phase}: ${c.checked} checked, ${c.matched} matched, ${c.orphans} orphans`,
-      {
-        node: this.deps.target.nodeName(node),
-        phase: progress.phase,
-        checked: c.checked,
-        matched: c.matched,
-        mismatched: mismatched(c),
-        orphans: c.orphans,
-        scanned_this_session: this.#sessionChecked,
-      },
-    );
   }
 }
 
