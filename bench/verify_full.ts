@@ -23,6 +23,7 @@ import {
   startBenchServer,
 } from "./server.ts";
 import { NEW_PREFIX, OLD_PREFIX, WORKSPACE_FIELD } from "../src/schema.ts";
+import { PAIR_LUA } from "../src/verify/full/pair_lua.ts";
 import type { Redis } from "../src/redis/ioredis.ts";
 
 /** One size's numbers. */
@@ -58,16 +59,7 @@ const VERIFY_CEILING_SCRIPT = `
 local cursor, limit = ARGV[1], tonumber(ARGV[2])
 local ws_field, old_prefix, new_prefix = ARGV[3], ARGV[4], ARGV[5]
 local scanned, matched = 0, 0
-local function same_fields(a, b)
-  local fa, fb = redis.call('HGETALL', a), redis.call('HGETALL', b)
-  if #fa ~= #fb then return false end
-  local values = {}
-  for j = 1, #fa, 2 do values[fa[j]] = fa[j + 1] end
-  for j = 1, #fb, 2 do
-    if values[fb[j]] ~= fb[j + 1] then return false end
-  end
-  return true
-end
+${PAIR_LUA}
 repeat
   local reply = redis.call('SCAN', cursor, 'MATCH', old_prefix .. '*', 'COUNT', 1000)
   cursor = reply[1]

@@ -34,6 +34,7 @@
  *
  * @module
  */
+import { PAIR_LUA } from "./pair_lua.ts";
 
 /** Lanes per node (a power of two; the script reads the low bits from the cursor's last digits). */
 export const LANES = 4;
@@ -75,36 +76,12 @@ local first, cap, limit = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]
 local pattern, ws_field, old_prefix_len = ARGV[7], ARGV[8], tonumber(ARGV[9])
 local new_prefix, tolerance = ARGV[10], tonumber(ARGV[11])
 local ws_pattern, ws_max = ARGV[12], tonumber(ARGV[13])
-local cluster, ranges = ARGV[14] ~= "", {}
-for a, b in string.gmatch(ARGV[14], "(%d+)-(%d+)") do
-  ranges[#ranges + 1] = {tonumber(a), tonumber(b)}
-end
+local cluster = ARGV[14] ~= ""
 local last = next_start == "0"
 local names, lengths, suspects = {}, {}, {}
 
-local function same_fields(a, b)
-  local fa, fb = redis.call("HGETALL", a), redis.call("HGETALL", b)
-  if #fa ~= #fb then return false end
-  local values = {}
-  for j = 1, #fa, 2 do values[fa[j]] = fa[j + 1] end
-  for j = 1, #fb, 2 do
-    if values[fb[j]] ~= fb[j + 1] then return false end
-  end
-  return true
-end
-
-local function same_expiry(a, b)
-  if a < 0 or b < 0 then return a == b end
-  return math.abs(a - b) <= tolerance
-end
-
-local function is_local(key)
-  local slot = redis.call("CLUSTER", "KEYSLOT", key)
-  for _, r in ipairs(ranges) do
-    if slot >= r[1] and slot <= r[2] then return true end
-  end
-  return false
-end
+${PAIR_LUA}
+local ranges = slot_ranges(ARGV[14])
 
 local function verdict(key)
   local t = redis.call("TYPE", key)["ok"]
@@ -114,14 +91,13 @@ local function verdict(key)
   if not ws or #key <= old_prefix_len then return 3 end
   if #ws > ws_max or not string.find(ws, ws_pattern) then return 4 end
   local new = new_prefix .. ws .. ":" .. string.sub(key, old_prefix_len + 1)
-  if cluster and not is_local(new) then return 9 end
+  if cluster and not is_local(new, ranges) then return 9 end
   local nt = redis.pcall("TYPE", new)
   if nt["err"] then return 9 end
   if nt["ok"] == "none" then return 5 end
   if nt["ok"] ~= "hash" then return 6 end
-  if not same_expiry(redis.call("PEXPIRETIME", key), redis.call("PEXPIRETIME", new)) then
-    return 8
-  end
+  local old_at, new_at = redis.call("PEXPIRETIME", key), redis.call("PEXPIRETIME", new)
+  if not same_expiry(old_at, new_at, tolerance) then return 8 end
   if not same_fields(key, new) then return 7 end
   return 0
 end

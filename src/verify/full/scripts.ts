@@ -36,6 +36,7 @@
  *
  * @module
  */
+import { PAIR_LUA } from "./pair_lua.ts";
 
 /** Per-key type codes of the script. */
 export const KeyCode = { absent: 0, notHash: 1, noWorkspace: 2, hash: 3 } as const;
@@ -63,14 +64,12 @@ local salt = ARGV[5]
 local new_prefix = ARGV[6]
 local only_ws = ARGV[7]
 local cluster = ARGV[8] ~= ""
-local ranges = {}
-for a, b in string.gmatch(ARGV[8], "(%d+)-(%d+)") do
-  ranges[#ranges + 1] = {tonumber(a), tonumber(b)}
-end
 local limit = tonumber(ARGV[9])
 local tolerance = tonumber(ARGV[10])
 local out = {0, 0}
 local read = 0
+${PAIR_LUA}
+local ranges = slot_ranges(ARGV[8])
 
 local function elapsed_us()
   local t = redis.call("TIME")
@@ -106,33 +105,6 @@ local function side(key)
   return {3, ws or "", redis.call("PEXPIRETIME", key), digest(key)}
 end
 
-local function is_local(key)
-  local slot = redis.call("CLUSTER", "KEYSLOT", key)
-  for _, r in ipairs(ranges) do
-    if slot >= r[1] and slot <= r[2] then return true end
-  end
-  return false
-end
-
--- Both sides' fields equal: same count, and every field of one has the same value in the other.
-local function same_fields(a, b)
-  local fa, fb = redis.call("HGETALL", a), redis.call("HGETALL", b)
-  read = read + (#fa + #fb) / 2
-  if #fa ~= #fb then return 0 end
-  local values = {}
-  for j = 1, #fa, 2 do values[fa[j]] = fa[j + 1] end
-  for j = 1, #fb, 2 do
-    if values[fb[j]] ~= fb[j + 1] then return 0 end
-  end
-  return 1
-end
-
--- As the client's sameExpiry: both without expiry, or both expiring at most the tolerance apart.
-local function same_expiry(a, b)
-  if a < 0 or b < 0 then return a == b end
-  return math.abs(a - b) <= tolerance
-end
-
 local function pair(key)
   local code = code_of(key)
   if code ~= 3 then return {code, "", 0, "", -1, 0, 0} end
@@ -141,7 +113,7 @@ local function pair(key)
   local entry = {3, ws, redis.call("PEXPIRETIME", key), "", -1, 0, 0}
   if only_ws ~= "" and ws ~= only_ws then return entry end
   local new = new_prefix .. ws .. ":" .. string.sub(key, old_prefix_len + 1)
-  if ws == "" or (cluster and not is_local(new)) then
+  if ws == "" or (cluster and not is_local(new, ranges)) then
     -- The caller reads the new key elsewhere and compares digests.
     entry[4], entry[5] = digest(key), -2
     return entry
@@ -154,12 +126,14 @@ local function pair(key)
   elseif t["ok"] ~= "hash" then
     entry[5] = 1
   else
-    local new_at, same = redis.call("PEXPIRETIME", new), same_fields(key, new)
+    local new_at = redis.call("PEXPIRETIME", new)
+    local same, fields_read = same_fields(key, new)
+    read = read + fields_read
     -- Matched: the workspace alone (ASCII, so its bytes are the client's UTF-8 for the new key).
-    if same == 1 and same_expiry(entry[3], new_at) and not string.find(ws, "[\\128-\\255]") then
+    if same and same_expiry(entry[3], new_at, tolerance) and not string.find(ws, "[\\128-\\255]") then
       return ws
     end
-    entry[5], entry[6], entry[7] = 3, new_at, same
+    entry[5], entry[6], entry[7] = 3, new_at, same and 1 or 0
   end
   return entry
 end
