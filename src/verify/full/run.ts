@@ -3,22 +3,22 @@
  * of SCAN batches. A chunk is compared in sub-batches (read-only script calls sized to a Redis
  * time budget and paced by the limiter), its differences are rechecked after a delay, its
  * findings are appended to the report, and only then is the node's cursor stored together with
- * its counts. With `orphans`, each master's new keys are scanned next.
+ * its counts. Where lanes apply (`lane_phase.ts`), the jobs phase SCANs inside the script instead
+ * (`lanes.ts`) and stores the lanes' cursors the same way. With `orphans`, each master's new keys
+ * are scanned next.
  *
  * @module
  */
-import type { RateLimiter } from "../../control/rate_limit.ts";
-import type { RedisTarget } from "../../redis/target.ts";
 import type { Redis } from "../../redis/ioredis.ts";
 import { type Logger, silentLogger } from "../../run_events.ts";
-import { NEW_MATCH, newMatchFor, OLD_MATCH, type WorkspaceRule } from "../../schema.ts";
+import { NEW_MATCH, newMatchFor, OLD_MATCH } from "../../schema.ts";
+import type { FullVerifyDeps, FullVerifyOptions } from "./options.ts";
 import type { CheckContext, CheckedJob } from "./check.ts";
 import {
   addCounts,
   type FullCounts,
   LANES_CURSOR,
   type NodeProgress,
-  type VerifyCheckpoint,
   type VerifyState,
   zeroCounts,
 } from "./checkpoint.ts";
@@ -34,7 +34,6 @@ import {
   planRescan,
   runIdOf,
 } from "./restarts.ts";
-import type { ReportFile } from "./report_file.ts";
 import { type FullReport, fullReport } from "./summary.ts";
 import { ProgressLog } from "./progress_log.ts";
 import { resumeState, verifyParams } from "./resume.ts";
@@ -42,43 +41,7 @@ import { type CheckedChunk, checkJobChunk, checkOrphanChunk } from "./chunk_chec
 import type { LaneCommit } from "./lanes.ts";
 import { checkProgressForm, lanesApply, nodeTakesLanes, runLanePhase } from "./lane_phase.ts";
 
-/** What to verify and how. */
-export interface FullVerifyOptions {
-  rule: WorkspaceRule;
-  workspace?: string;
-  ttlToleranceSeconds: number;
-  /** Rechecks of a difference before it counts. */
-  recheck: number;
-  recheckDelayMs: number;
-  /** Old (and new) keys checked per second; 0 = unlimited. */
-  rps: number;
-  minParity: number;
-  /** Also scan the new schema for orphans. */
-  orphans: boolean;
-  /** Ignore (and overwrite) a stored checkpoint. */
-  resetProgress: boolean;
-  /** Target Redis time of one script call, in µs (default 250). */
-  callBudgetUs?: number;
-  /** Keys per checkpointed chunk (default: see `FullRun.#chunkKeys`); a crash re-checks one. */
-  chunkKeys?: number;
-  /** Milliseconds between progress log lines (default 10 000). */
-  progressIntervalMs?: number;
-  /**
-   * Sub-batches in flight at once (default 4): Redis works on the others while the client decodes
-   * a reply or collects garbage (a scavenge takes ~1 ms; four calls of ~0.2 ms cover most).
-   */
-  inFlight?: number;
-}
-
-/** Collaborators of {@linkcode runFullVerify}. */
-export interface FullVerifyDeps {
-  target: Pick<RedisTarget, "kind" | "client" | "masters" | "nodeName">;
-  checkpoint: VerifyCheckpoint;
-  limiter: Pick<RateLimiter, "acquire">;
-  report?: ReportFile;
-  logger?: Logger;
-  signal?: AbortSignal;
-}
+export type { FullVerifyDeps, FullVerifyOptions } from "./options.ts";
 
 /** SCAN COUNT: ~250 buckets keep one SCAN (MATCH on a store of both schemas) near 0.25 ms. */
 const SCAN_COUNT = 250;
