@@ -83,8 +83,20 @@ export async function startRedis(
     dir,
     client: () => new Redis(url, { maxRetriesPerRequest: 1, lazyConnect: false }),
     async start() {
-      child = new Deno.Command("redis-server", { args, stdout: "null", stderr: "null" }).spawn();
-      await waitForPing(port, options.password);
+      const spawned = new Deno.Command("redis-server", { args, stdout: "null", stderr: "null" })
+        .spawn();
+      child = spawned;
+      // A redis-server that cannot bind its port (or a cluster node its bus port, port + 10000,
+      // which may be some connection's source port) exits at once: stop waiting then.
+      const exited = new AbortController();
+      spawned.status.then(() => exited.abort());
+      try {
+        await waitForPing(port, options.password, 10_000, exited.signal);
+      } catch (error) {
+        if (!exited.signal.aborted) throw error;
+        child = undefined;
+        throw new PortTakenError(port, "redis-server exited before answering PING");
+      }
       // Another process's redis-server may hold the port (ours then fails to bind and exits):
       // only ours runs in this server's own directory.
       if (!(await rawCommand(port, options.password, "CONFIG GET dir")).includes(dir)) {
@@ -117,7 +129,7 @@ export async function startRedis(
   } catch (error) {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     // A free port was picked and taken meanwhile: pick another.
-    if (error instanceof PortTakenError && options.port === undefined && attempt < 3) {
+    if (error instanceof PortTakenError && options.port === undefined && attempt < 5) {
       return await startRedis(options, attempt + 1);
     }
     throw error;
@@ -127,8 +139,8 @@ export async function startRedis(
 
 /** The port answered, but from another process's redis-server. */
 class PortTakenError extends Error {
-  constructor(port: number) {
-    super(`port ${port} is served by another redis-server`);
+  constructor(port: number, why = "is served by another redis-server") {
+    super(`port ${port}: ${why}`);
   }
 }
 
@@ -158,10 +170,12 @@ export async function waitForPing(
   port: number,
   password?: string,
   timeoutMs = 10_000,
+  signal?: AbortSignal,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const command = (password ? `AUTH ${password}\r\n` : "") + "PING\r\n";
   while (Date.now() < deadline) {
+    signal?.throwIfAborted();
     try {
       const conn = await Deno.connect({ hostname: "127.0.0.1", port });
       try {
