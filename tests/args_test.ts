@@ -192,6 +192,8 @@ Deno.test("bad input is a one-line usage error", async (t) => {
     [["--execute", "--shard", "0/0"], /--shard must be I\/N/],
     [["verify", "--wait-lock", "5"], /--wait-lock needs --full/],
     [["verify", "--full", "--wait-lock", "x"], /--wait-lock must be a number >= 0/],
+    [["verify", "--max-call-ms", "0.5"], /--max-call-ms needs --full/],
+    [["verify", "--full", "--max-call-ms", "0"], /--max-call-ms must be a number > 0/],
     [["set-rps", "-1"], /set-rps needs a whole number >= 0 \(0 = no cap\), got '-1'/],
     [["set-rps", "abc"], /set-rps needs a whole number >= 0.*got 'abc'/],
     [["set-rps", "1.5"], /set-rps needs a whole number/],
@@ -245,4 +247,7 @@ Deno.test("help, version and verify", () => {
   assert.equal(command.options.rps, 0);
   assert.equal(command.options.recheck, 3);
   assert.equal(command.options.ttlTolerance, 5);
+  assert.equal(command.options.maxCallMs, 0.25);
+  const full = parseCommand(["verify", "--full", "--max-call-ms", "0.5"]);
+  assert.equal(full.kind === "verify" && full.options.maxCallMs, 0.5);
 });

@@ -225,30 +225,39 @@ const COUNT_FIELDS = [
 Deno.test("lanes and the sub-batch path count the same tampered data identically", async () => {
   const server = await startRedis();
   const client = server.client();
-  const reports = [await Deno.makeTempFile(), await Deno.makeTempFile()];
+  const reports = [await Deno.makeTempFile(), await Deno.makeTempFile(), await Deno.makeTempFile()];
   try {
     await seedTampered(client, server.url, 3000);
     // The default rule written another way: the same ids, but not the default (no lanes).
     const samePattern = "^[A-Za-z0-9](?:[A-Za-z0-9_-]){0,63}$";
     const runs = [];
-    for (const [i, extra] of [[], ["--workspace-pattern", samePattern]].entries()) {
+    // Lanes; the sub-batch path; lanes with 20 µs calls (each key deferred to the sub-batch path).
+    const variants = [[], ["--workspace-pattern", samePattern], ["--max-call-ms", "0.02"]];
+    for (const [i, extra] of variants.entries()) {
       await client.call("SCRIPT", "FLUSH");
       const args = ["verify", "--full", "--report", reports[i]!, "--redis-url", server.url];
       const result = await runJson([...args, "--recheck-delay", "20", ...extra]);
       assert.equal(result.code, 1, result.stderr);
       runs.push({ result, lanes: await ranLanes(client) });
     }
-    assert.deepEqual(runs.map((run) => run.lanes), [true, false], "which path each run took");
-    const [lanes, subBatches] = runs.map(({ result }) =>
+    assert.deepEqual(runs.map((run) => run.lanes), [true, false, true], "which path each run took");
+    const [lanes, subBatches, starved] = runs.map(({ result }) =>
       Object.fromEntries(COUNT_FIELDS.map((name) => [name, result.summary[name]]))
     );
     assert.deepEqual(lanes, subBatches);
+    assert.deepEqual(starved, subBatches);
+    // The starved run checked its keys on the sub-batch path: many more calls than the lanes run.
+    const calls = runs.map(({ result }) =>
+      Number((result.summary.redis_calls as { calls: number }).calls)
+    );
+    assert.ok(calls[2]! > 3000 && calls[2]! > 5 * calls[0]!, `calls: ${calls}`);
     assert.deepEqual(
       { checked: lanes!.checked, matched: lanes!.matched, invalid: lanes!.invalid },
       { checked: 3009 + 9, matched: 3009 - 7, invalid: 9 },
     );
     const lines = async (path: string) => (await Deno.readTextFile(path)).trim().split("\n").sort();
     assert.deepEqual(await lines(reports[0]!), await lines(reports[1]!));
+    assert.deepEqual(await lines(reports[2]!), await lines(reports[1]!));
   } finally {
     client.disconnect();
     await server.stop();
@@ -306,14 +315,73 @@ Deno.test("lanes: starts in SCAN order (rev_2), and calls sized to the budget an
   assert.equal(pace.firstCount(), 16, "no pace yet");
   // 225 µs (90% of 250) − 10 per call − 0.75 per key of the last reply.
   assert.equal(pace.limitUs(), 225 - 10 - 0.75 * 16);
-  pace.update(100, 20, 10); // 5 µs a COUNT unit, 10 keys
+  assert.equal(pace.usPerKey(), 0, "unknown: the script assumes 25 µs");
+  pace.update(100, 20, 10, 10); // 5 µs a COUNT unit, 10 keys all checked: 10 µs a key
   assert.equal(pace.limitUs(), 225 - 10 - 7.5);
   assert.equal(pace.firstCount(), Math.floor(FIRST_SHARE * pace.limitUs() / 5));
-  pace.update(200, 20, 10); // slower: followed half-way (7.5 µs a unit)
+  assert.equal(pace.usPerKey(), 10);
+  pace.update(200, 20, 10, 5); // slower: followed half-way (7.5 µs a unit; 40 µs a checked key)
   assert.equal(pace.firstCount(), Math.floor(FIRST_SHARE * pace.limitUs() / 7.5));
+  assert.equal(pace.usPerKey(), 25);
+  pace.update(100, 20, 10, 0); // nothing checked: the cost a key stays
+  assert.equal(pace.usPerKey(), 25);
   const capped = new LanePace(250, 3);
-  capped.update(10, 100, 10);
+  capped.update(10, 100, 10, 10);
   assert.equal(capped.firstCount(), 3, "at most rps / 4 COUNT a call");
+});
+
+Deno.test("lanes: a call whose time runs out returns the rest unchecked (deferred), each key once", async () => {
+  const server = await startRedis();
+  const client = server.client();
+  try {
+    await seedMigrated(client, 0, 2000);
+    const sha = String(await client.script("LOAD", LANE_SCRIPT));
+    /** One call of lane 0 from `cursor`: its next cursor and each returned name's verdict. */
+    const call = async (cursor: string, limitUs: number, keyUs: number) => {
+      const [next, , , joined, lengths, suspects] = await client.callBuffer(
+        "EVALSHA_RO",
+        sha,
+        "0",
+        ...[cursor, "0", "2", "100", "0", String(limitUs), OLD_MATCH, "workspace_id"],
+        ...["8", "ai:job:", "1000", "^[%w][%w_%-]*$", "64", "", String(keyUs)],
+      ) as [Buffer, number, number, Buffer, number[], (Buffer | number)[]];
+      const verdicts = new Map<string, number>();
+      let at = 0;
+      for (const length of lengths) verdicts.set(joined.toString("latin1", at, at += length), 0);
+      for (let i = 0; i < suspects.length; i += 2) {
+        verdicts.set((suspects[i] as Buffer).toString("latin1"), Number(suspects[i + 1]));
+      }
+      return { next: next.toString(), verdicts };
+    };
+    // 1 µs of its own: not even the first key fits; the cursor still moves past every key.
+    const starved = await call("0", 1, 5);
+    assert.ok(starved.verdicts.size >= 20, `${starved.verdicts.size} keys`);
+    assert.deepEqual(new Set(starved.verdicts.values()), new Set([10]));
+    assert.notEqual(starved.next, "0");
+    // Ample time: the whole of lane 0 in one call, every key checked and matched.
+    const ample = await call("0", 1_000_000, 5);
+    assert.equal(ample.next, "");
+    assert.deepEqual(new Set(ample.verdicts.values()), new Set([0]));
+    assert.ok(ample.verdicts.size > 300, `${ample.verdicts.size} keys in lane 0`);
+    // Lane 0 walked in calls of 150 µs: the same keys, each once, checked or deferred.
+    const seen = new Map<string, number>();
+    let deferred = 0;
+    for (let cursor = "0"; cursor !== "";) {
+      const { next, verdicts } = await call(cursor, 150, 0);
+      for (const [name, verdict] of verdicts) {
+        seen.set(name, (seen.get(name) ?? 0) + 1);
+        if (verdict === 10) deferred++;
+        else assert.equal(verdict, 0);
+      }
+      cursor = next;
+    }
+    assert.ok([...seen.values()].every((n) => n === 1), "no key twice");
+    assert.deepEqual(new Set(seen.keys()), new Set(ample.verdicts.keys()));
+    assert.ok(deferred < seen.size, `${deferred} of ${seen.size} deferred`);
+  } finally {
+    client.disconnect();
+    await server.stop();
+  }
 });
 
 Deno.test("lanes: nothing migrated (every key a suspect) counts as the sub-batch path does", async () => {

@@ -102,6 +102,7 @@ const verifyFlags = {
   "progress-key": { type: "string" },
   "reset-progress": { type: "boolean" },
   "wait-lock": { type: "string" },
+  "max-call-ms": { type: "string" },
   "metrics-port": { type: "string" },
   "metrics-host": { type: "string" },
   "metrics-linger": { type: "string" },
@@ -196,10 +197,7 @@ function runOptions(values: Values, shared: CommonOptions): RunOptions {
 function throttleOptions(
   values: Values,
 ): Pick<RunOptions, "maxCallMs" | "maxLatencyMs" | "maxReplicaLag" | "waitLockSeconds"> {
-  const maxCallMs = decimal(values, "max-call-ms", CONTROL_DEFAULTS.maxCallMs, 0);
-  if (maxCallMs === 0) {
-    throw new UsageError("--max-call-ms must be a number > 0 (milliseconds per script call)");
-  }
+  const maxCallMs = maxCallMsFrom(values);
   return {
     maxCallMs,
     maxLatencyMs: decimal(values, "max-latency", CONTROL_DEFAULTS.maxLatencyMs, 0),
@@ -224,6 +222,15 @@ function metricsHostFrom(values: Values): string | undefined {
   return metricsHost?.replace(/^\[(.*)\]$/, "$1");
 }
 
+/** `--max-call-ms`: the time budget of one script call, in ms (> 0). */
+function maxCallMsFrom(values: Values): number {
+  const maxCallMs = decimal(values, "max-call-ms", CONTROL_DEFAULTS.maxCallMs, 0);
+  if (maxCallMs === 0) {
+    throw new UsageError("--max-call-ms must be a number > 0 (milliseconds per script call)");
+  }
+  return maxCallMs;
+}
+
 /** The metrics flags `verify` shares with a run. */
 function verifyTelemetryOptions(values: Values): VerifyTelemetryFlags {
   const pushgateway = str(values, "pushgateway");
@@ -244,7 +251,7 @@ function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
   if (full && values.sample !== undefined) {
     throw new UsageError("--full checks every old key; it cannot be combined with --sample");
   }
-  for (const flag of ["orphans", "report", "reset-progress", "wait-lock"]) {
+  for (const flag of ["orphans", "report", "reset-progress", "wait-lock", "max-call-ms"]) {
     if (!full && values[flag] !== undefined) throw new UsageError(`--${flag} needs --full`);
   }
   const report = str(values, "report");
@@ -262,6 +269,7 @@ function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
     progressKey: progressKeyFrom(values),
     resetProgress: values["reset-progress"] === true,
     waitLockSeconds: decimal(values, "wait-lock", CONTROL_DEFAULTS.waitLockSeconds, 0),
+    maxCallMs: maxCallMsFrom(values),
     ...verifyTelemetryOptions(values),
   };
 }

@@ -93,6 +93,7 @@ Options:
   --progress-key P          with --full: checkpoint and lock under P:verify:*       [ai:backfill]
   --reset-progress          with --full: ignore a stored full-verify checkpoint
   --wait-lock S             with --full: wait up to S seconds for P:verify:lock, then exit 4 [45]
+  --max-call-ms MS          with --full: size each script call to hold Redis at most MS (> 0) [0.25]
   --workspace W             only jobs of workspace W
   --workspace-pattern RE    what counts as a valid workspace id
   --rps N                   at most N keys checked per second; 0 = unlimited        [0]

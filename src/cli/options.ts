@@ -88,6 +88,8 @@ export interface VerifyFlags extends CommonOptions, VerifyTelemetryFlags {
   resetProgress: boolean;
   /** `--wait-lock` (with `--full`): seconds to wait for `<P>:verify:lock` before exit 4. */
   waitLockSeconds: number;
+  /** `--max-call-ms` (with `--full`): the time budget of one script call, in ms. */
+  maxCallMs: number;
 }
 
 /** What the command line asks for. */

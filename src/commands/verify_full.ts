@@ -124,6 +124,7 @@ async function verifyOn(
         minParity: options.minParity,
         orphans: options.orphans,
         resetProgress: options.resetProgress,
+        callBudgetUs: options.maxCallMs * 1000,
       },
       {
         target,

@@ -28,6 +28,7 @@ const PACE_WEIGHT = { slower: 0.5, faster: 0.2 } as const;
 /** One lane's pace and the sizes of its next call. */
 export class LanePace {
   #usPerUnit: number | undefined;
+  #usPerKey: number | undefined;
   /** Keys the last call returned (their reply is outside the script's clock). */
   #keys = FIRST_COUNT;
 
@@ -54,13 +55,29 @@ export class LanePace {
     return Math.max(1, Math.min(MAX_COUNT, capped));
   }
 
-  /** Follows a call: its own time (µs), the COUNT units it SCANned and the keys it returned. */
-  update(ownUs: number, units: number, keys: number): void {
-    this.#keys = keys;
-    if (!(ownUs > 0) || !(units > 0)) return;
-    const pace = ownUs / units;
-    const average = this.#usPerUnit ?? pace;
-    const weight = pace > average ? PACE_WEIGHT.slower : PACE_WEIGHT.faster;
-    this.#usPerUnit = average + weight * (Math.min(pace, average * 4) - average);
+  /**
+   * Own µs per key the script checked (its setup and SCANs included, so on the safe side); 0 until
+   * a call has checked one. The script reads its clock when the next key might not fit by it.
+   */
+  usPerKey(): number {
+    return this.#usPerKey ?? 0;
   }
+
+  /**
+   * Follows a call: its own time (µs), the COUNT units it SCANned, the keys it returned, and of
+   * those the keys it checked (not deferred for time).
+   */
+  update(ownUs: number, units: number, keys: number, checked: number): void {
+    this.#keys = keys;
+    if (!(ownUs > 0)) return;
+    if (units > 0) this.#usPerUnit = follow(this.#usPerUnit, ownUs / units);
+    if (checked > 0) this.#usPerKey = follow(this.#usPerKey, ownUs / checked);
+  }
+}
+
+/** A moving average after one more sample (at most 4× the average counts). */
+function follow(average: number | undefined, sample: number): number {
+  const from = average ?? sample;
+  const weight = sample > from ? PACE_WEIGHT.slower : PACE_WEIGHT.faster;
+  return from + weight * (Math.min(sample, from * 4) - from);
 }

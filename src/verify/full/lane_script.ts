@@ -22,11 +22,19 @@
  * what is left of the own-time limit at the pace so far (a TIME per step), then the pair check per
  * old key in Lua (the default workspace rule as a Lua pattern). Field values never leave Redis.
  *
+ * The limit holds per key, not per step: how many of a SCAN step's keys match the old schema
+ * varies widely (COUNT 22 returned 7 old keys, the next COUNT 16 returned 10; sized by the first,
+ * ~5% of calls ran past 240 µs of their own time). So the script predicts its clock from a cost per
+ * key (the client's until this call has checked one, then this call's) and reads TIME when the
+ * next key might not fit; once one does not, the step's remaining keys come back unchecked
+ * ({@linkcode LaneVerdict.deferred}) and the client compares them on the sub-batch path, which
+ * bounds its own calls. The SCAN's work is not lost, and the cursor still moves past them.
+ *
  * ARGV: [1] cursor, [2] this lane's low bits, [3] the next lane's start cursor ("0" for the last
  * lane), [4] first COUNT, [5] most COUNT units a call ("0" = no cap; `--rps`), [6] own-time limit
  * µs, [7] MATCH pattern, [8] workspace field, [9] old prefix length, [10] new prefix, [11] TTL
  * tolerance ms, [12] workspace Lua pattern, [13] its max length, [14] the slot ranges this node
- * serves ("a-b,c-d"; "" on a standalone).
+ * serves ("a-b,c-d"; "" on a standalone), [15] the client's own µs per checked key (0: unknown).
  *
  * Reply: `{next cursor ("" = lane done), own µs, COUNT units, matched names joined, {their
  * lengths}, {name, verdict, ...}}`: every name comes back, so the client can drop keys SCAN
@@ -51,6 +59,8 @@ export const LaneVerdict = {
   expiryDiffers: 8,
   /** The new key lives on another node (or its read failed): compared by the sub-batch path. */
   remote: 9,
+  /** The call's time ran out before this key: compared by the sub-batch path. */
+  deferred: 10,
 } as const;
 
 /** Verdicts that say the pair differs (a suspect that then matches cleared: `transient`). */
@@ -79,6 +89,14 @@ local ws_pattern, ws_max = ARGV[12], tonumber(ARGV[13])
 local cluster = ARGV[14] ~= ""
 local last = next_start == "0"
 local names, lengths, suspects = {}, {}, {}
+-- The clock's prediction: own µs at the last TIME, keys checked since, µs a key (25 until the
+-- client knows), keys checked in this call, the prediction at which to read TIME next (first 3
+-- keys before the limit, then half of what is left: the prediction's error shrinks as the limit
+-- nears); out_of_time once a key did not fit.
+local clock_at, since, key_us, checked = 0, 0, tonumber(ARGV[15]), 0
+if key_us <= 0 then key_us = 25 end
+local next_read = limit - 3 * key_us
+local out_of_time = false
 
 ${PAIR_LUA}
 local ranges = slot_ranges(ARGV[14])
@@ -102,9 +120,32 @@ local function verdict(key)
   return 0
 end
 
+local function elapsed_us()
+  local t = redis.call("TIME")
+  return (tonumber(t[1]) - tonumber(t0[1])) * 1000000 + tonumber(t[2]) - tonumber(t0[2])
+end
+
+-- A clock reading: re-anchors the prediction on this call's own cost a key so far (its setup and
+-- SCANs included) once it has checked one; the client's is a moving average that one slow call
+-- may have inflated.
+local function read_clock()
+  clock_at, since = elapsed_us(), 0
+  if checked > 0 then key_us = clock_at / checked end
+  next_read = clock_at + (limit - clock_at) / 2
+  return clock_at
+end
+
 local function check(keys)
   for _, key in ipairs(keys) do
-    local v = verdict(key)
+    -- TIME only when the prediction passes next_read (before each key once one might not fit).
+    if not out_of_time and clock_at + (since + 1) * key_us > next_read then
+      out_of_time = read_clock() + key_us > limit
+    end
+    local v = 10
+    if not out_of_time then
+      v = verdict(key)
+      since, checked = since + 1, checked + 1
+    end
     if v == 0 then
       names[#names + 1] = key
       lengths[#lengths + 1] = #key
@@ -133,6 +174,7 @@ local function walk_tail(c)
     check(r[2])
     if r[1] == "0" then return "" end
     c = r[1]
+    if out_of_time then return c end
   end
   return c
 end
@@ -146,19 +188,14 @@ local function step(c, n)
   return reply[1]
 end
 
-local function elapsed_us()
-  local t = redis.call("TIME")
-  return (tonumber(t[1]) - tonumber(t0[1])) * 1000000 + tonumber(t[2]) - tonumber(t0[2])
-end
-
 -- A first step of COUNT, then top-ups sized to 80% of what is left of the limit at the pace so
 -- far (setup included), at most the first COUNT, while a top-up would be at least 4 (a few keys'
 -- pace is noisy) and within the cap.
 local c, units, n = cursor, 0, first
 while true do
   c, units = step(c, n), units + n
-  if c == "" then break end
-  local spent = elapsed_us()
+  if c == "" or out_of_time then break end
+  local spent = read_clock()
   n = math.min(first, math.floor(0.8 * (limit - spent) * units / math.max(spent, 1)))
   if cap > 0 then n = math.min(n, cap - units) end
   if n < 4 then break end

@@ -178,9 +178,9 @@ class LaneRun {
       while (this.#queuedGroups > MAX_QUEUED_GROUPS) await this.#passes;
       const count = pace.firstCount();
       const limitUs = pace.limitUs();
-      const reply = await this.#call(lane, count, limitUs, pace.cap);
-      const keys = this.#take(lane, reply);
-      pace.update(Number(reply[1]), Number(reply[2]), keys);
+      const reply = await this.#call(lane, count, limitUs, pace.cap, pace.usPerKey());
+      const { keys, deferred } = this.#take(lane, reply);
+      pace.update(Number(reply[1]), Number(reply[2]), keys, keys - deferred);
       this.deps.calls.record(Number(reply[1]));
       if (this.#window.keys >= this.options.chunkKeys()) this.#cut(false);
       // Post-paid: the keys are known only now (a call's SCAN is capped at rps / 4).
@@ -188,8 +188,14 @@ class LaneRun {
     }
   }
 
-  /** Counts a reply into the window (repeats dropped) and moves the lane on; returns its keys. */
-  #take(lane: number, [next, , , joined, lengths, suspects]: LaneReply): number {
+  /**
+   * Counts a reply into the window (repeats dropped) and moves the lane on; returns its keys, and
+   * how many of them the script deferred for time.
+   */
+  #take(
+    lane: number,
+    [next, , , joined, lengths, suspects]: LaneReply,
+  ): { keys: number; deferred: number } {
     const window = this.#window;
     const recent = this.#recent[lane]!;
     if (this.options.onNames !== undefined) this.#reportNames(lane, joined, lengths, suspects);
@@ -205,10 +211,13 @@ class LaneRun {
       }
     }
     let differs = false;
+    let deferred = 0;
     for (let i = 0; i + 1 < suspects.length; i += 2) {
       const name = suspects[i] as Buffer;
+      const verdict = Number(suspects[i + 1]);
+      if (verdict === LaneVerdict.deferred) deferred++;
       if (!recent.admit(name)) window.counts.scan_duplicates++;
-      else differs = this.#suspect(window, name, Number(suspects[i + 1])) || differs;
+      else differs = this.#suspect(window, name, verdict) || differs;
     }
     // A difference is checked again at once, as the sub-batch path's first pass would have seen
     // it (a dual-writer's window is short); other suspects wait for a group.
@@ -216,7 +225,7 @@ class LaneRun {
     const keys = lengths.length + suspects.length / 2;
     window.keys += keys;
     this.#cursors[lane] = next.toString("latin1");
-    return keys;
+    return { keys, deferred };
   }
 
   #reportNames(lane: number, joined: Buffer, lengths: number[], suspects: (Buffer | number)[]) {
@@ -291,7 +300,13 @@ class LaneRun {
     await this.deps.commit({ cursors, counts, findings, keys: window.keys, done });
   }
 
-  async #call(lane: number, count: number, limitUs: number, cap: number): Promise<LaneReply> {
+  async #call(
+    lane: number,
+    count: number,
+    limitUs: number,
+    cap: number,
+    usPerKey: number,
+  ): Promise<LaneReply> {
     const args = [
       this.#cursors[lane]!,
       laneStart(lane),
@@ -307,6 +322,7 @@ class LaneRun {
       DEFAULT_WORKSPACE_LUA.pattern,
       String(DEFAULT_WORKSPACE_LUA.maxLength),
       this.options.ranges,
+      usPerKey.toFixed(2),
     ];
     for (let attempt = 0;; attempt++) {
       try {
