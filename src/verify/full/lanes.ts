@@ -1,9 +1,10 @@
 /**
  * The jobs phase of `verify --full` on one node, in lanes (`lane_script.ts`): one read-only script
  * call in flight per lane, each SCANning its own stretch of the keyspace and comparing the pairs
- * in Redis. Matched keys come back as names only; the others ("suspects") go through the
- * sub-batch path's pass (at once, one group at a time: a lane waits while two groups are queued)
- * and its rechecks (once per window, as once per chunk), so findings are exactly today's.
+ * in Redis. Matched keys come back as names only; the others ("suspects", and the keys a call's
+ * time ran out before: `deferred`) go through the sub-batch path's pass (at once, one group at a
+ * time: a lane waits while two groups are queued) and its rechecks (once per window, as once per
+ * chunk), so findings are exactly today's.
  *
  * Every name comes back so that a key SCAN returns twice (the table shrank mid-scan) is dropped
  * (`scan_duplicates`): a repeat stays in its lane (its bucket's low bits do not change), so each
