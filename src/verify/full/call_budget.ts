@@ -49,3 +49,28 @@ export function keysForBudget(budgetUs: number, ownUsPerKey: number): number {
   const perKey = Math.max(ownUsPerKey, 0.01) + OUTSIDE_SCRIPT_US.perKey;
   return Math.max(1, Math.floor(target / perKey));
 }
+
+/**
+ * Weights of a call's pace in the moving average: a slower pace moves it half-way at once, a
+ * faster one a fifth of the way.
+ */
+const PACE_WEIGHT = { slower: 0.5, faster: 0.2 } as const;
+
+/**
+ * The moving average of a call pace (µs per key or per unit) after one more call's `pace`: it
+ * follows a slower pace fast and a faster one gently (one fast call must not make the next ones
+ * overrun), and a pace counts as at most 4× the average (one stalled call does not shrink the next
+ * dozen). `undefined` before the first call.
+ *
+ * @example
+ * ```ts
+ * import { followPace } from "./call_budget.ts";
+ * followPace(10, 20); // 15: slower, half-way
+ * followPace(10, 5); // 9: faster, a fifth of the way
+ * ```
+ */
+export function followPace(average: number | undefined, pace: number): number {
+  const from = average ?? pace;
+  const weight = pace > from ? PACE_WEIGHT.slower : PACE_WEIGHT.faster;
+  return from + weight * (Math.min(pace, from * 4) - from);
+}

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { ownTimeLimitUs, TARGET_SHARE } from "./call_budget.ts";
+import { followPace, ownTimeLimitUs, TARGET_SHARE } from "./call_budget.ts";
 
 /**
  * The first SCAN aims at this share of the own-time limit; top-ups fill the rest. Each SCAN step
@@ -18,12 +18,6 @@ export const FIRST_SHARE = 0.8;
 /** COUNT of a lane's first call, and the most a first SCAN asks for. */
 const FIRST_COUNT = 16;
 const MAX_COUNT = 1000;
-
-/**
- * Weights of a call's pace in the moving average: a slower pace moves it half-way at once, a
- * faster one a fifth of the way (as `sub_batches.ts`).
- */
-const PACE_WEIGHT = { slower: 0.5, faster: 0.2 } as const;
 
 /** One lane's pace and the sizes of its next call. */
 export class LanePace {
@@ -70,14 +64,7 @@ export class LanePace {
   update(ownUs: number, units: number, keys: number, checked: number): void {
     this.#keys = keys;
     if (!(ownUs > 0)) return;
-    if (units > 0) this.#usPerUnit = follow(this.#usPerUnit, ownUs / units);
-    if (checked > 0) this.#usPerKey = follow(this.#usPerKey, ownUs / checked);
+    if (units > 0) this.#usPerUnit = followPace(this.#usPerUnit, ownUs / units);
+    if (checked > 0) this.#usPerKey = followPace(this.#usPerKey, ownUs / checked);
   }
-}
-
-/** A moving average after one more sample (at most 4× the average counts). */
-function follow(average: number | undefined, sample: number): number {
-  const from = average ?? sample;
-  const weight = sample > from ? PACE_WEIGHT.slower : PACE_WEIGHT.faster;
-  return from + weight * (Math.min(sample, from * 4) - from);
 }

@@ -9,7 +9,7 @@ import type { Buffer } from "node:buffer";
 import { delay } from "../../async/delay.ts";
 import type { RateLimiter } from "../../control/rate_limit.ts";
 import type { PassTiming } from "./check.ts";
-import { keysForBudget } from "./call_budget.ts";
+import { followPace, keysForBudget } from "./call_budget.ts";
 
 /** Options of {@linkcode SubBatches}. */
 export interface SubBatchOptions {
@@ -31,12 +31,6 @@ export interface SubBatchOptions {
   inFlight: number;
   signal?: AbortSignal;
 }
-
-/**
- * Weights of a call's pace in the moving average: a slower pace moves it half-way at once, a
- * faster one a fifth of the way.
- */
-const PACE_WEIGHT = { slower: 0.5, faster: 0.2 } as const;
 
 /** The most keys one sub-batch carries (a guard: the time budget normally sizes it). */
 export const MAX_SUB_BATCH = 512;
@@ -109,7 +103,7 @@ export class SubBatches {
   /**
    * Sizes the next sub-batch from the slowest call of this one. Its own time per key (the pace)
    * feeds a moving average that follows a slower pace fast and a faster one gently
-   * ({@linkcode PACE_WEIGHT}): a sub-batch of slow (wide) jobs must not repeat, and one fast call
+   * ({@linkcode followPace}): a sub-batch of slow (wide) jobs must not repeat, and one fast call
    * must not make the next ones overrun (the script would stop them early, and the keys left over
    * would take a call of their own). A pace counts as at most 4× the average (one stalled call
    * does not shrink the next dozen). On a cluster a sub-batch is split over the nodes, so the
@@ -119,10 +113,7 @@ export class SubBatches {
     const callKeys = timing.maxKeys ?? 0;
     const nodeKeys = timing.nodeKeys ?? callKeys;
     if (timing.maxUs <= 0 || callKeys <= 0 || nodeKeys <= 0) return;
-    const pace = timing.maxUs / callKeys;
-    const average = this.#paceUs ?? pace;
-    const weight = pace > average ? PACE_WEIGHT.slower : PACE_WEIGHT.faster;
-    this.#paceUs = average + weight * (Math.min(pace, average * 4) - average);
+    this.#paceUs = followPace(this.#paceUs, timing.maxUs / callKeys);
     const ideal = keysForBudget(this.#options.callBudgetUs, this.#paceUs) * keys / nodeKeys;
     const grown = Math.ceil(this.#size * 1.5);
     this.#size = Math.max(1, Math.min(cap, Math.floor(Math.min(ideal, grown))));
