@@ -183,8 +183,14 @@ export interface ScriptCalls {
   usecPerCall: number;
   /** Upper bound of the slowest call: the top non-empty bucket of LATENCY HISTOGRAM (power of 2). */
   maxUsecBound: number;
-  /** Per command name. */
-  byCommand: Record<string, { calls: number; usecPerCall: number; maxUsecBound: number }>;
+  /**
+   * Per command name; `callsOver264`: calls in the LATENCY HISTOGRAM buckets above the one that
+   * holds 250 µs (it ends at 264), the default `--max-call-ms`.
+   */
+  byCommand: Record<
+    string,
+    { calls: number; usecPerCall: number; maxUsecBound: number; callsOver264: number }
+  >;
 }
 
 const SCRIPT_COMMANDS = ["evalsha", "evalsha_ro", "eval", "eval_ro", "fcall", "fcall_ro"];
@@ -194,10 +200,18 @@ export async function scriptCalls(client: Redis): Promise<ScriptCalls> {
   const stats = await commandStats(client);
   const histogram = await client.call("LATENCY", "HISTOGRAM", ...SCRIPT_COMMANDS) as unknown[];
   const maxBound: Record<string, number> = {};
+  const over264: Record<string, number> = {};
   for (let i = 0; i + 1 < histogram.length; i += 2) {
     const fields = histogram[i + 1] as unknown[];
+    // Bucket bounds and cumulative counts, alternating.
     const buckets = fields[fields.indexOf("histogram_usec") + 1] as number[];
-    maxBound[String(histogram[i])] = Number(buckets.at(-2) ?? NaN);
+    const name = String(histogram[i]);
+    maxBound[name] = Number(buckets.at(-2) ?? NaN);
+    let upTo264 = 0;
+    for (let j = 0; j + 1 < buckets.length && Number(buckets[j]) <= 264; j += 2) {
+      upTo264 = Number(buckets[j + 1]);
+    }
+    over264[name] = Number(buckets.at(-1) ?? 0) - upTo264;
   }
   const byCommand: ScriptCalls["byCommand"] = {};
   for (const name of SCRIPT_COMMANDS) {
@@ -207,6 +221,7 @@ export async function scriptCalls(client: Redis): Promise<ScriptCalls> {
       calls: s.calls,
       usecPerCall: s.usecPerCall,
       maxUsecBound: maxBound[name] ?? NaN,
+      callsOver264: over264[name] ?? 0,
     };
   }
   const all = Object.values(byCommand);

@@ -110,22 +110,6 @@ async function runVerifyCeiling(
   return { matched, keysPerSecond: scanned / ((performance.now() - started) / 1000) };
 }
 
-/**
- * Calls of `command` slower than `bucketUs` (a LATENCY HISTOGRAM bucket bound), since the last
- * reset: the histogram counts calls cumulatively per power-of-2 bucket.
- */
-async function callsOver(client: Redis, command: string, bucketUs: number): Promise<number> {
-  const reply = await client.call("LATENCY", "HISTOGRAM", command) as unknown[];
-  const fields = (reply[1] ?? []) as unknown[];
-  const buckets = (fields[fields.indexOf("histogram_usec") + 1] ?? []) as number[];
-  let total = 0, upTo = 0;
-  for (let i = 0; i + 1 < buckets.length; i += 2) {
-    total = Number(buckets[i + 1]);
-    if (Number(buckets[i]) <= bucketUs) upTo = total;
-  }
-  return total - upTo;
-}
-
 /** Verify runs and ceiling runs alternated per size: the machine's drift hits both alike. */
 const PAIRS = 3;
 
@@ -193,7 +177,6 @@ async function measurePair(
   ]);
   const summary = parseJson(run);
   const scripts = await scriptCalls(client);
-  const callsOver264 = await callsOver(client, "evalsha_ro", 264);
   const scan = (await commandStats(client)).scan;
   log(`verify --full ceiling (one in-server script loop) over ${keys} old keys`);
   const ceiling = await runVerifyCeiling(client);
@@ -221,7 +204,7 @@ async function measurePair(
     calls: ro?.calls ?? 0,
     usecPerCall: ro?.usecPerCall ?? NaN,
     maxUsecBound: ro?.maxUsecBound ?? NaN,
-    callsOver264,
+    callsOver264: ro?.callsOver264 ?? 0,
     scanUsecPerCall: scan?.usecPerCall ?? NaN,
     summaryRedisCalls: summary.redis_calls,
     peakRssMb: run.peakRssMb,
