@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { type CallClockBenchResult, measureCallClock, renderCallClock } from "./call_clock.ts";
 import { parseArgs } from "node:util";
 import { type BenchServer, startBenchServer } from "./server.ts";
 import { seed } from "./seed.ts";
@@ -58,7 +59,7 @@ import {
 const USAGE =
   `usage: deno task bench [--keys N] [--naive-keys N] [--repeat N] [--limiter-seconds S] [--quick]
                        [--no-pin] [--profile] [--impact] [--impact-seconds S] [--rtt MS] [--cluster]
-                       [--verify-full] [--verify-full-keys N,N]
+                       [--verify-full] [--verify-full-keys N,N] [--call-clock] [--call-clock-keys N]
   --keys N             old keys to seed (default 300000)
   --naive-keys N       keys the naive loop processes (default 20000)
   --repeat N           runs of naive, backfill and ceiling; the median is reported (default 3)
@@ -74,8 +75,11 @@ const USAGE =
   --verify-full        only the verify --full section: keys/s vs its in-server ceiling, Redis time
                        per call (each size on its own fresh server)
   --verify-full-keys L sizes of the verify --full rows (default 300000,1000000; --quick: 40000)
-  With none of --impact, --rtt, --cluster, --verify-full: every standalone section, impact,
-  --rtt 0.25 and verify --full.`;
+  --call-clock         only the call-clock section: backfill and verify --full timed by the
+                       script's clock vs the client's, alternated on one fresh server
+  --call-clock-keys N  jobs of the call-clock section (default 200000; --quick: 40000)
+  With none of --impact, --rtt, --cluster, --verify-full, --call-clock: every standalone section,
+  impact, --rtt 0.25, verify --full and the call clock.`;
 
 function positiveInt(name: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
@@ -104,6 +108,8 @@ function parseOptions(argv: string[]) {
       cluster: { type: "boolean", default: false },
       "verify-full": { type: "boolean", default: false },
       "verify-full-keys": { type: "string" },
+      "call-clock": { type: "boolean", default: false },
+      "call-clock-keys": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -112,7 +118,8 @@ function parseOptions(argv: string[]) {
   if (rtt !== undefined && !(rtt >= 0 && rtt <= 100)) {
     throw new RangeError(`--rtt must be a number of ms in [0, 100], got "${values.rtt}"`);
   }
-  const only = values.impact || rtt !== undefined || values.cluster || values["verify-full"];
+  const only = values.impact || rtt !== undefined || values.cluster || values["verify-full"] ||
+    values["call-clock"];
   const verifyFullKeys = (values["verify-full-keys"] ?? (quick ? "40000" : "300000,1000000"))
     .split(",").map((n) => positiveInt("verify-full-keys", n, 0));
   return {
@@ -122,8 +129,14 @@ function parseOptions(argv: string[]) {
       rttMs: only ? rtt : 0.25,
       cluster: values.cluster ?? false,
       verifyFull: !only || (values["verify-full"] ?? false),
+      callClock: !only || (values["call-clock"] ?? false),
     },
     verifyFullKeys,
+    callClockKeys: positiveInt(
+      "call-clock-keys",
+      values["call-clock-keys"],
+      quick ? 40_000 : 200_000,
+    ),
     impactSeconds: positiveInt("impact-seconds", values["impact-seconds"], quick ? 3 : 10),
     help: values.help ?? false,
     quick,
@@ -148,6 +161,7 @@ interface ExtraSections {
   rtt?: RttResult;
   cluster?: ClusterBenchResult;
   verifyFull?: VerifyFullBenchResult;
+  callClock?: CallClockBenchResult;
 }
 
 /** Set by SIGINT/SIGTERM: cleanup is running, errors from the parts it tore down are expected. */
@@ -379,6 +393,21 @@ async function main(): Promise<number> {
       );
       if (extra.verifyFull) {
         for (const line of ["", ...renderVerifyFull(extra.verifyFull)]) print(line);
+      }
+    }
+    if (cliExists && options.sections.callClock) {
+      log(`call-clock section: ${options.callClockKeys} keys`);
+      extra.callClock = await attempt(
+        "call clock",
+        () =>
+          measureCallClock(options.callClockKeys, {
+            checks,
+            pinCpu: pinned ? REDIS_CPU : undefined,
+            log,
+          }),
+      );
+      if (extra.callClock) {
+        for (const line of ["", ...renderCallClock(extra.callClock)]) print(line);
       }
     }
     if (!classic) {

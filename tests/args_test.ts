@@ -33,6 +33,7 @@ Deno.test("defaults follow DESIGN.md", () => {
   assert.equal(options.metricsWorkspaceLabel, true);
   assert.equal(options.rule.isDefault, true);
   assert.equal(options.maxCallMs, 0.25);
+  assert.equal(options.callClock, "auto");
   assert.equal(options.maxLatencyMs, 0.5);
   assert.deepEqual(options.maxReplicaLag, { kind: "bytes", bytes: 16 * 1024 * 1024 });
   assert.equal(options.waitLockSeconds, 45);
@@ -49,8 +50,11 @@ Deno.test("throttle and lock flags: values, and 0 where 0 means off", () => {
     "10s",
     "--wait-lock",
     "0",
+    "--call-clock",
+    "client",
   ]);
   assert.equal(options.maxCallMs, 1.5);
+  assert.equal(options.callClock, "client");
   assert.equal(options.maxLatencyMs, 0);
   assert.deepEqual(options.maxReplicaLag, { kind: "seconds", seconds: 10 });
   assert.equal(options.waitLockSeconds, 0);
@@ -183,6 +187,7 @@ Deno.test("bad input is a one-line usage error", async (t) => {
     [["verify", "--execute"], /unknown flag '--execute'/],
     [["--execute", "--max-call-ms", "0"], /--max-call-ms must be a number > 0/],
     [["--execute", "--max-call-ms", "x"], /--max-call-ms must be a number/],
+    [["--execute", "--call-clock", "server"], /--call-clock must be auto or client, got 'server'/],
     [["--execute", "--max-latency=-1"], /--max-latency must be a number >= 0, got '-1'/],
     [["--execute", "--max-latency", "-1"], /flag '--max-latency' got a value starting with '-'/],
     [["--execute", "--max-replica-lag", "lots"], /--max-replica-lag must be bytes .* or seconds/],
@@ -194,6 +199,8 @@ Deno.test("bad input is a one-line usage error", async (t) => {
     [["verify", "--full", "--wait-lock", "x"], /--wait-lock must be a number >= 0/],
     [["verify", "--max-call-ms", "0.5"], /--max-call-ms needs --full/],
     [["verify", "--full", "--max-call-ms", "0"], /--max-call-ms must be a number > 0/],
+    [["verify", "--call-clock", "client"], /--call-clock needs --full/],
+    [["verify", "--full", "--call-clock", ""], /--call-clock must be auto or client/],
     [["set-rps", "-1"], /set-rps needs a whole number >= 0 \(0 = no cap\), got '-1'/],
     [["set-rps", "abc"], /set-rps needs a whole number >= 0.*got 'abc'/],
     [["set-rps", "1.5"], /set-rps needs a whole number/],
@@ -248,6 +255,7 @@ Deno.test("help, version and verify", () => {
   assert.equal(command.options.recheck, 3);
   assert.equal(command.options.ttlTolerance, 5);
   assert.equal(command.options.maxCallMs, 0.25);
-  const full = parseCommand(["verify", "--full", "--max-call-ms", "0.5"]);
+  const full = parseCommand(["verify", "--full", "--max-call-ms", "0.5", "--call-clock", "client"]);
   assert.equal(full.kind === "verify" && full.options.maxCallMs, 0.5);
+  assert.equal(full.kind === "verify" && full.options.callClock, "client");
 });

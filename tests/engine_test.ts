@@ -68,6 +68,10 @@ class FakeNode {
     const keys = (this.batches[index] ?? []).map((id) => Buffer.from(`ai:jobs:${id}`));
     return Promise.resolve([Buffer.from(next), keys]);
   }
+  /** The call-clock probe (control/call_clock.ts): time passes inside this fake's scripts. */
+  eval(): Promise<number> {
+    return Promise.resolve(1);
+  }
   /** The engine SCANs through a timed script (control/timed_scan.ts); it runs `scanBuffer`. */
   script(): Promise<string> {
     return Promise.resolve("scan-sha");

@@ -16,6 +16,7 @@ import { freshLanes, runLanes } from "../src/verify/full/lanes.ts";
 import { NodeCalls } from "../src/verify/full/node_calls.ts";
 import { SubBatches } from "../src/verify/full/sub_batches.ts";
 import { runJson, spawnCli, waitFor } from "./support/cli.ts";
+import { ranLanes } from "./support/lanes.ts";
 import { startRedis } from "./support/redis_server.ts";
 
 /** Old and new keys of jobs `from`..`to` - 1, equal field for field (a finished backfill). */
@@ -152,16 +153,6 @@ Deno.test("lanes: a table that grows mid-verify (a writer adds keys): every firs
 });
 
 /** SHA-1 of the lane script: loaded on a server only by a run that used lanes. */
-async function laneScriptSha(): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-1", new TextEncoder().encode(LANE_SCRIPT));
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-async function ranLanes(client: Redis): Promise<boolean> {
-  const [exists] = await client.call("SCRIPT", "EXISTS", await laneScriptSha()) as number[];
-  return exists === 1;
-}
-
 /** Migrated jobs, then one key of each kind of difference and of each kind of invalid old key. */
 async function seedTampered(client: Redis, url: string, count: number): Promise<void> {
   await seedMigrated(client, 0, count);
@@ -225,14 +216,20 @@ const COUNT_FIELDS = [
 Deno.test("lanes and the sub-batch path count the same tampered data identically", async () => {
   const server = await startRedis();
   const client = server.client();
-  const reports = [await Deno.makeTempFile(), await Deno.makeTempFile(), await Deno.makeTempFile()];
+  const reports = await Promise.all([0, 1, 2, 3].map(() => Deno.makeTempFile()));
   try {
     await seedTampered(client, server.url, 3000);
     // The default rule written another way: the same ids, but not the default (no lanes).
     const samePattern = "^[A-Za-z0-9](?:[A-Za-z0-9_-]){0,63}$";
     const runs = [];
-    // Lanes; the sub-batch path; lanes with 20 µs calls (each key deferred to the sub-batch path).
-    const variants = [[], ["--workspace-pattern", samePattern], ["--max-call-ms", "0.02"]];
+    // Lanes; the sub-batch path; lanes with 20 µs calls (each key deferred to the sub-batch path);
+    // calls timed on the client (as where time stands still in a script: sub-batches, no lanes).
+    const variants = [
+      [],
+      ["--workspace-pattern", samePattern],
+      ["--max-call-ms", "0.02"],
+      ["--call-clock", "client"],
+    ];
     for (const [i, extra] of variants.entries()) {
       await client.call("SCRIPT", "FLUSH");
       const args = ["verify", "--full", "--report", reports[i]!, "--redis-url", server.url];
@@ -240,12 +237,15 @@ Deno.test("lanes and the sub-batch path count the same tampered data identically
       assert.equal(result.code, 1, result.stderr);
       runs.push({ result, lanes: await ranLanes(client) });
     }
-    assert.deepEqual(runs.map((run) => run.lanes), [true, false, true], "which path each run took");
-    const [lanes, subBatches, starved] = runs.map(({ result }) =>
+    assert.deepEqual(runs.map((run) => run.lanes), [true, false, true, false], "each run's path");
+    assert.match(runs[3]!.result.stderr, /call_clock.*--call-clock client.*sub-batches/);
+    assert.doesNotMatch(runs[0]!.result.stderr, /call_clock/);
+    const [lanes, subBatches, starved, clientTimed] = runs.map(({ result }) =>
       Object.fromEntries(COUNT_FIELDS.map((name) => [name, result.summary[name]]))
     );
     assert.deepEqual(lanes, subBatches);
     assert.deepEqual(starved, subBatches);
+    assert.deepEqual(clientTimed, subBatches);
     // The starved run checked its keys on the sub-batch path: many more calls than the lanes run.
     const calls = runs.map(({ result }) =>
       Number((result.summary.redis_calls as { calls: number }).calls)
@@ -258,6 +258,7 @@ Deno.test("lanes and the sub-batch path count the same tampered data identically
     const lines = async (path: string) => (await Deno.readTextFile(path)).trim().split("\n").sort();
     assert.deepEqual(await lines(reports[0]!), await lines(reports[1]!));
     assert.deepEqual(await lines(reports[2]!), await lines(reports[1]!));
+    assert.deepEqual(await lines(reports[3]!), await lines(reports[1]!));
   } finally {
     client.disconnect();
     await server.stop();

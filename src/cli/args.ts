@@ -32,6 +32,8 @@ import type {
   VerifyTelemetryFlags,
 } from "./options.ts";
 
+import type { CallClockMode } from "../control/call_clock.ts";
+
 export type { ParseEnv } from "./flag_values.ts";
 
 /** Defaults of the throttle and lock flags (README "Throttle" says why). */
@@ -83,6 +85,7 @@ const runFlags = {
   "max-memory-pct": { type: "string" },
   "max-outage": { type: "string" },
   "max-call-ms": { type: "string" },
+  "call-clock": { type: "string" },
   "max-latency": { type: "string" },
   "max-replica-lag": { type: "string" },
   "wait-lock": { type: "string" },
@@ -103,6 +106,7 @@ const verifyFlags = {
   "reset-progress": { type: "boolean" },
   "wait-lock": { type: "string" },
   "max-call-ms": { type: "string" },
+  "call-clock": { type: "string" },
   "metrics-port": { type: "string" },
   "metrics-host": { type: "string" },
   "metrics-linger": { type: "string" },
@@ -196,10 +200,14 @@ function runOptions(values: Values, shared: CommonOptions): RunOptions {
 /** The throttle and lock flags; `--max-call-ms` is the time budget of a script call: > 0. */
 function throttleOptions(
   values: Values,
-): Pick<RunOptions, "maxCallMs" | "maxLatencyMs" | "maxReplicaLag" | "waitLockSeconds"> {
+): Pick<
+  RunOptions,
+  "maxCallMs" | "callClock" | "maxLatencyMs" | "maxReplicaLag" | "waitLockSeconds"
+> {
   const maxCallMs = maxCallMsFrom(values);
   return {
     maxCallMs,
+    callClock: callClockFrom(values),
     maxLatencyMs: decimal(values, "max-latency", CONTROL_DEFAULTS.maxLatencyMs, 0),
     maxReplicaLag: parseReplicaLagLimit(
       str(values, "max-replica-lag") ?? CONTROL_DEFAULTS.maxReplicaLag,
@@ -231,6 +239,15 @@ function maxCallMsFrom(values: Values): number {
   return maxCallMs;
 }
 
+/** `--call-clock`: `auto` (default) or `client` (control/call_clock.ts). */
+function callClockFrom(values: Values): CallClockMode {
+  const mode = str(values, "call-clock") ?? "auto";
+  if (mode !== "auto" && mode !== "client") {
+    throw new UsageError(`--call-clock must be auto or client, got '${mode.slice(0, 20)}'`);
+  }
+  return mode;
+}
+
 /** The metrics flags `verify` shares with a run. */
 function verifyTelemetryOptions(values: Values): VerifyTelemetryFlags {
   const pushgateway = str(values, "pushgateway");
@@ -251,7 +268,9 @@ function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
   if (full && values.sample !== undefined) {
     throw new UsageError("--full checks every old key; it cannot be combined with --sample");
   }
-  for (const flag of ["orphans", "report", "reset-progress", "wait-lock", "max-call-ms"]) {
+  for (
+    const flag of ["orphans", "report", "reset-progress", "wait-lock", "max-call-ms", "call-clock"]
+  ) {
     if (!full && values[flag] !== undefined) throw new UsageError(`--${flag} needs --full`);
   }
   const report = str(values, "report");
@@ -270,6 +289,7 @@ function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
     resetProgress: values["reset-progress"] === true,
     waitLockSeconds: decimal(values, "wait-lock", CONTROL_DEFAULTS.waitLockSeconds, 0),
     maxCallMs: maxCallMsFrom(values),
+    callClock: callClockFrom(values),
     ...verifyTelemetryOptions(values),
   };
 }

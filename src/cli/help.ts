@@ -49,6 +49,9 @@ Throttle (the run adapts its rate under --rps to the store's health):
   --max-replica-lag L       pause while a replica is more than L behind: bytes (512k, 16M,
                             1G) or seconds (10s); 0 = off                           [16M]
   --max-call-ms MS          size each script call to hold Redis at most MS (> 0)    [0.25]
+  --call-clock C            time calls by the script's clock where the server lets
+                            time pass in a script, else on the client (auto); or
+                            always on the client (client)                           [auto]
 
 Safety:
   --max-memory-pct P        refuse / pause when Redis memory would pass P% of maxmemory   [90]
@@ -94,6 +97,7 @@ Options:
   --reset-progress          with --full: ignore a stored full-verify checkpoint
   --wait-lock S             with --full: wait up to S seconds for P:verify:lock, then exit 4 [45]
   --max-call-ms MS          with --full: size each script call to hold Redis at most MS (> 0) [0.25]
+  --call-clock C            with --full: auto or client, as a run's --call-clock    [auto]
   --workspace W             only jobs of workspace W
   --workspace-pattern RE    what counts as a valid workspace id
   --rps N                   at most N keys checked per second; 0 = unlimited        [0]

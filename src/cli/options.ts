@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { CallClockMode } from "../control/call_clock.ts";
 import type { ReplicaLagLimit } from "../control/replica_lag.ts";
 import type { TlsOptions } from "../redis/options.ts";
 import type { Shard } from "../redis/shard.ts";
@@ -49,6 +50,8 @@ export interface RunOptions extends CommonOptions {
   maxOutage: number;
   /** `--max-call-ms`: the Redis time one script call may take (> 0). */
   maxCallMs: number;
+  /** `--call-clock`: whose clock times a script call (control/call_clock.ts). */
+  callClock: CallClockMode;
   /** `--max-latency`: the added probe p99 in ms the throttle allows; 0 = no latency throttle. */
   maxLatencyMs: number;
   /** `--max-replica-lag`: pause while a replica is further behind. */
@@ -90,6 +93,8 @@ export interface VerifyFlags extends CommonOptions, VerifyTelemetryFlags {
   waitLockSeconds: number;
   /** `--max-call-ms` (with `--full`): the time budget of one script call, in ms. */
   maxCallMs: number;
+  /** `--call-clock` (with `--full`): whose clock times a script call. */
+  callClock: CallClockMode;
 }
 
 /** What the command line asks for. */

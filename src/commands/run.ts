@@ -283,6 +283,7 @@ async function runEngine(
         resetProgress: options.resetProgress,
         maxOutage: options.maxOutage,
         maxCallMs: options.maxCallMs,
+        callClock: options.callClock,
         // With the latency throttle off the operator asked for raw speed: pipeline deep.
         callWindow: options.maxLatencyMs > 0 ? "round-trip" : "deep",
       },
@@ -291,6 +292,7 @@ async function runEngine(
         strategy: strategyFor(target, options.rule, {
           retryBudgetMs: options.maxOutage * 1000,
           maxCallMs: options.maxCallMs,
+          callClock: options.callClock,
         }),
         nodeId: nodeIdFor(target),
         checkpoints: new CheckpointStore(target.client as Redis, options.progressKey, {

@@ -125,6 +125,7 @@ async function verifyOn(
         orphans: options.orphans,
         resetProgress: options.resetProgress,
         callBudgetUs: options.maxCallMs * 1000,
+        callClock: options.callClock,
       },
       {
         target,

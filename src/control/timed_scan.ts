@@ -12,6 +12,7 @@ import { classify } from "../redis/errors.ts";
 import { checkScanCursor } from "../redis/fence.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import type { ScanPage, SizedScanner } from "../redis/scan.ts";
+import { CallClock, type CallClockMode, probeCallClock } from "./call_clock.ts";
 import { CallSizer } from "./call_size.ts";
 import { decodeTimed, timedScript } from "./script_clock.ts";
 
@@ -28,12 +29,16 @@ export interface TimedScanOptions {
   maxCallMs?: number;
   /** The largest COUNT (`--batch`): a guard, as the 100-key cap is for script calls. */
   maxCount: number;
+  /** `--call-clock`: `auto` (probe the server) or `client` (see call_clock.ts). */
+  callClock?: CallClockMode;
 }
 
 /** SCANs one node with COUNTs sized to the time budget. */
 export class TimedScan implements SizedScanner {
   readonly #node: Redis;
   readonly #sizer: CallSizer;
+  readonly #clockMode: CallClockMode;
+  #clock = new CallClock("script");
   #sha = "";
 
   constructor(node: Redis, options: TimedScanOptions) {
@@ -43,6 +48,7 @@ export class TimedScan implements SizedScanner {
       maxKeys: options.maxCount,
       coldStartKeys: COLD_START_COUNT,
     });
+    this.#clockMode = options.callClock ?? "auto";
   }
 
   /** The COUNT the next SCAN will ask for. */
@@ -55,26 +61,38 @@ export class TimedScan implements SizedScanner {
     // A cursor belongs to one server process: the fence refuses one carried to another (fence.ts).
     await checkScanCursor(this.#node, cursor);
     const reply = await this.#call(cursor, match, count);
-    const { micros, result } = decodeTimed<ScanPage>(reply);
-    this.#sizer.record({ keys: count, micros });
+    const { result } = decodeTimed<ScanPage>(reply.value);
+    this.#sizer.record({ keys: count, micros: reply.micros });
     if (result === null) throw new TypeError("SCAN returned nothing");
     return result;
   }
 
-  async #call(cursor: string, match: string, count: number): Promise<unknown> {
+  async #call(
+    cursor: string,
+    match: string,
+    count: number,
+  ): Promise<{ value: unknown; micros: number }> {
     const args = [0, cursor, match, String(count)];
     if (this.#sha === "") this.#sha = await this.#load();
+    const timed = () =>
+      this.#clock.time(
+        () => this.#node.callBuffer("EVALSHA", this.#sha, ...args),
+        (reply) => decodeTimed(reply).micros,
+        count,
+      );
     try {
-      return await this.#node.callBuffer("EVALSHA", this.#sha, ...args);
+      return await timed();
     } catch (error) {
       // The script cache is empty after a restart or failover: load again, once.
       if (classify(error).kind !== "noscript") throw error;
       this.#sha = await this.#load();
-      return await this.#node.callBuffer("EVALSHA", this.#sha, ...args);
+      return await timed();
     }
   }
 
+  /** Loads the script, and probes whose clock times it (again after a failover). */
   async #load(): Promise<string> {
+    this.#clock = await probeCallClock(this.#node, this.#clockMode);
     return await this.#node.script("LOAD", SCAN_SCRIPT) as string;
   }
 }

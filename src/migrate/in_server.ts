@@ -6,6 +6,7 @@
  */
 import type { Buffer } from "node:buffer";
 import { type ScriptStep, stepArgs } from "../checkpoint/in_script.ts";
+import { CallClock, type CallClockMode, probeCallClock } from "../control/call_clock.ts";
 import { CallSizer } from "../control/call_size.ts";
 import { decodeTimed, timedScript } from "../control/script_clock.ts";
 import { SafetyRefusal } from "../errors.ts";
@@ -38,6 +39,8 @@ export function redisVersion(info: string): [number, number] {
 export interface InServerCopyOptions {
   /** `--max-call-ms`: the Redis time one script call may take. Default 0.25. */
   maxCallMs?: number;
+  /** `--call-clock`: `auto` (probe the server) or `client` (see call_clock.ts). */
+  callClock?: CallClockMode;
 }
 
 /**
@@ -50,6 +53,8 @@ export class InServerCopy implements MigrationStrategy {
   readonly #client: Redis;
   readonly #rule: WorkspaceRule;
   readonly #sizer: CallSizer;
+  readonly #clockMode: CallClockMode;
+  #clock = new CallClock("script");
   #copySha = "";
   #drySha = "";
   /** EVALSHA_RO exists from Redis 7.0; before that the dry script runs as plain EVALSHA. */
@@ -59,6 +64,12 @@ export class InServerCopy implements MigrationStrategy {
     this.#client = client;
     this.#rule = rule;
     this.#sizer = new CallSizer({ maxCallMs: options.maxCallMs });
+    this.#clockMode = options.callClock ?? "auto";
+  }
+
+  /** Whose clock times the calls (known after {@linkcode init}). */
+  get clockSource(): CallClock["source"] {
+    return this.#clock.source;
   }
 
   /** Keys that fit the next call's Redis-time budget (the learnt cost per key; 4 at first). */
@@ -79,7 +90,9 @@ export class InServerCopy implements MigrationStrategy {
 
   async #load(): Promise<void> {
     const dry = this.#hasReadOnlyEval ? DRY_RUN_SCRIPT : DRY_RUN_SCRIPT.replace(/^#!.*\n/, "");
-    // Both report their own Redis time (TIME at start and end), which sizes the next call.
+    // Both report their own Redis time (TIME at start and end), which sizes the next call, where
+    // the server lets time pass inside a script (probed again here: a failover may change it).
+    this.#clock = await probeCallClock(this.#client, this.#clockMode);
     this.#copySha = await this.#client.script("LOAD", timedScript(COPY_SCRIPT)) as string;
     this.#drySha = await this.#client.script("LOAD", timedScript(dry)) as string;
   }
@@ -144,18 +157,18 @@ export class InServerCopy implements MigrationStrategy {
           ...args,
         )
         : this.#client.callBuffer("EVALSHA", this.#copySha, ...args);
-    let reply: unknown;
+    const timed = () => this.#clock.time(call, (reply) => decodeTimed(reply).micros, keys.length);
+    let answer: { value: unknown; micros: number };
     try {
-      reply = await call();
+      answer = await timed();
     } catch (error) {
       // The script cache is empty after a restart or failover: load again, once.
       if (classify(error).kind !== "noscript") throw error;
       await this.#load();
-      reply = await call();
+      answer = await timed();
     }
-    const { micros, result } = decodeTimed<(number | Buffer)[]>(reply);
-    this.#sizer.record({ keys: keys.length, micros });
-    return result ?? [];
+    this.#sizer.record({ keys: keys.length, micros: answer.micros });
+    return decodeTimed<(number | Buffer)[]>(answer.value).result ?? [];
   }
 
   /** Per-key results; a step's trailer (1 = applied) goes to `step.done`. */

@@ -17,6 +17,7 @@ import {
 } from "../checkpoint/batch_position.ts";
 import { runParams } from "../checkpoint/store.ts";
 import { carriedTotals } from "../checkpoint/totals.ts";
+import { type CallClockMode, clientClockNote } from "../control/call_clock.ts";
 import type { Gate } from "../control/gate.ts";
 import type { MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
 import { countResults, emptyCounters } from "../outcome.ts";
@@ -58,6 +59,8 @@ export interface BackfillOptions {
   maxOutage: number;
   /** `--max-call-ms` (default 0.25): with the round trip, sizes each node's call window. */
   maxCallMs?: number;
+  /** `--call-clock`: whose clock times the SCAN calls (control/call_clock.ts). */
+  callClock?: CallClockMode;
   /** Calls in flight per node: one round trip's worth (default), or deep (run/node_traffic.ts). */
   callWindow?: "round-trip" | "deep";
 }
@@ -135,9 +138,18 @@ class Run {
     this.#storm = new ErrorStorm({ threshold: stormThreshold(options.batch) });
   }
 
+  /** Says when script calls are timed on the client (control/call_clock.ts), and why. */
+  #logClock(): void {
+    if (this.#deps.strategy.clockSource !== "client") return;
+    this.#log.log("info", "call_clock", clientClockNote(this.#options.callClock), {
+      source: "client",
+    });
+  }
+
   async execute(): Promise<Summary> {
     const { target, observer } = this.#deps;
     await this.#deps.strategy.init();
+    this.#logClock();
     const masters = target.masters();
     const sizes = await Promise.all(masters.map((node) => node.dbsize()));
     this.#dbsize = sizes.reduce((a, b) => a + b, 0);
@@ -213,6 +225,7 @@ class Run {
       cursor: state.committed,
       batch: this.#options.batch,
       maxCallMs: this.#options.maxCallMs,
+      callClock: this.#options.callClock,
       window: this.#options.callWindow,
       firstCount: state.within?.count,
     });

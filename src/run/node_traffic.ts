@@ -7,6 +7,7 @@
  * @module
  */
 import { CallWindow, callWindowSize, MAX_CALL_WINDOW, measureRtt } from "../control/call_window.ts";
+import type { CallClockMode } from "../control/call_clock.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import { type ScanBatch, scanBatches } from "../redis/scan.ts";
 import { TimedScan } from "../control/timed_scan.ts";
@@ -27,6 +28,8 @@ export async function openNodeTraffic(node: Redis, options: {
   batch: number;
   /** `--max-call-ms` (default 0.25). */
   maxCallMs?: number;
+  /** `--call-clock` (default `auto`). */
+  callClock?: CallClockMode;
   /**
    * `round-trip` (the latency throttle is on): one round trip's worth of calls in flight, so the
    * application never waits behind more than about two calls. `deep` (`--max-latency 0`, raw
@@ -45,7 +48,11 @@ export async function openNodeTraffic(node: Redis, options: {
     match: options.match,
     count: options.batch,
     cursor: options.cursor,
-    timed: new TimedScan(node, { maxCallMs, maxCount: options.batch }),
+    timed: new TimedScan(node, {
+      maxCallMs,
+      maxCount: options.batch,
+      callClock: options.callClock,
+    }),
     firstCount: options.firstCount,
   });
   return { batches, calls };

@@ -7,6 +7,7 @@
  * @module
  */
 import { Buffer } from "node:buffer";
+import { type CallClock, type CallClockMode, probeCallClock } from "../../control/call_clock.ts";
 import { SafetyRefusal } from "../../errors.ts";
 import { redisVersion } from "../../migrate/in_server.ts";
 import type { RedisTarget } from "../../redis/target.ts";
@@ -41,6 +42,8 @@ export interface NodeCallsOptions {
   callBudgetUs?: number;
   /** `pair` mode answers a key matched when its expiries are at most this far apart (ms). */
   toleranceMs?: number;
+  /** `--call-clock`: `auto` (probe each master) or `client` (control/call_clock.ts). */
+  callClock?: CallClockMode;
   signal?: AbortSignal;
 }
 
@@ -86,7 +89,10 @@ export class NodeCalls {
   readonly #onlyWorkspace: string;
   readonly #callBudgetUs: number;
   readonly #toleranceMs: number;
+  readonly #clockMode: CallClockMode;
   readonly #signal?: AbortSignal;
+  /** Whose clock times each master's calls (probed again after a NOSCRIPT: a failover). */
+  readonly #clocks = new Map<Redis, CallClock>();
   #sha = "";
   #byAddress = new Map<string, Redis>();
   /** Slot ranges each master serves ("a-b,c-d"), for the `pair` mode's locality check. */
@@ -99,6 +105,7 @@ export class NodeCalls {
     this.#onlyWorkspace = options.onlyWorkspace ?? "";
     this.#callBudgetUs = options.callBudgetUs ?? 250;
     this.#toleranceMs = options.toleranceMs ?? 0;
+    this.#clockMode = options.callClock ?? "auto";
     this.#signal = options.signal;
   }
 
@@ -117,8 +124,19 @@ export class NodeCalls {
         );
       }
       this.#sha = String(await node.script("LOAD", VERIFY_SCRIPT));
+      await this.clockOf(node);
     }
     this.#mapAddresses();
+  }
+
+  /** Whose clock times `node`'s calls: probed on first use (control/call_clock.ts). */
+  async clockOf(node: Redis): Promise<CallClock> {
+    let clock = this.#clocks.get(node);
+    if (clock === undefined) {
+      clock = await probeCallClock(node, this.#clockMode);
+      this.#clocks.set(node, clock);
+    }
+    return clock;
   }
 
   /** The slot ranges `node` serves ("a-b,c-d"), "" on a standalone (every key is local). */
@@ -197,10 +215,11 @@ export class NodeCalls {
     const entries: unknown[][] = [];
     const prefixLength = options.oldSide ? Buffer.byteLength(OLD_PREFIX) : 0;
     const ranges = this.rangesOf(node);
+    const clock = await this.clockOf(node);
     while (entries.length < keys.length) {
       this.#signal?.throwIfAborted();
       const rest = keys.slice(entries.length);
-      const reply = await this.#evalRo(node, [
+      const args = [
         mode,
         WORKSPACE_FIELD,
         String(prefixLength),
@@ -212,8 +231,13 @@ export class NodeCalls {
         String(Math.round(ownTimeLimitUs(this.#callBudgetUs, rest.length))),
         String(this.#toleranceMs),
         ...rest,
-      ]);
-      const [processed, elapsed] = [Number(reply[0]), Number(reply[1])];
+      ];
+      const { value: reply, micros: elapsed } = await clock.time(
+        () => this.#evalRo(node, args),
+        (reply) => Number(reply[1]),
+        rest.length,
+      );
+      const processed = Number(reply[0]);
       this.record(elapsed);
       if (options.timing && elapsed > options.timing.maxUs) {
         options.timing.maxUs = elapsed;
@@ -239,8 +263,10 @@ export class NodeCalls {
         last = error;
         const code = errorCode(error);
         if (code === "NOSCRIPT") {
-          // A restarted or failed-over node has an empty script cache.
+          // A restarted or failed-over node has an empty script cache (and maybe another
+          // version: its clock is probed again on the next call).
           await node.script("LOAD", VERIFY_SCRIPT);
+          this.#clocks.delete(node);
           continue;
         }
         if (this.#target.kind !== "cluster" || args.length <= HEADER_ARGS) break;

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { CallClockMode } from "../../control/call_clock.ts";
 import type { RateLimiter } from "../../control/rate_limit.ts";
 import type { RedisTarget } from "../../redis/target.ts";
 import type { Logger } from "../../run_events.ts";
@@ -28,6 +29,8 @@ export interface FullVerifyOptions {
   resetProgress: boolean;
   /** Target Redis time of one script call, in µs (default 250). */
   callBudgetUs?: number;
+  /** `--call-clock`: whose clock times a call (default `auto`: probe each master). */
+  callClock?: CallClockMode;
   /** Keys per checkpointed chunk (default: see `FullRun.#chunkKeys`); a crash re-checks one. */
   chunkKeys?: number;
   /** Milliseconds between progress log lines (default 10 000). */

@@ -23,6 +23,7 @@ import {
   zeroCounts,
 } from "./checkpoint.ts";
 import { NodeCalls } from "./node_calls.ts";
+import { clientClockNote } from "../../control/call_clock.ts";
 import { readAhead, type ScanChunk, scanChunks } from "./chunks.ts";
 import { SubBatches } from "./sub_batches.ts";
 import {
@@ -63,8 +64,10 @@ export async function runFullVerify(
     onlyWorkspace: options.workspace,
     callBudgetUs: options.callBudgetUs,
     toleranceMs: options.ttlToleranceSeconds * 1000,
+    callClock: options.callClock,
   });
   await calls.init();
+  await logClientClocks(deps.target, calls, logger, options.callClock);
   const { state, stored } = await resumeState({
     params: verifyParams(options),
     resetProgress: options.resetProgress,
@@ -230,8 +233,11 @@ class FullRun {
   async #takesLanes(node: Redis): Promise<boolean> {
     let lanes = this.#onLanes.get(node);
     if (lanes === undefined) {
+      // A lane call stops by the script's own clock: where time stands still inside a script,
+      // the jobs go on sub-batches, whose calls the client sizes and times.
       lanes = lanesApply(this.options) &&
-        await nodeTakesLanes(node, this.deps.target.kind === "cluster");
+        await nodeTakesLanes(node, this.deps.target.kind === "cluster") &&
+        (await this.calls.clockOf(node)).source === "script";
       this.#onLanes.set(node, lanes);
     }
     return lanes;
@@ -325,3 +331,23 @@ class FullRun {
 }
 
 export type { CheckedJob };
+
+/** Says which masters' calls are timed on the client (control/call_clock.ts), and why. */
+async function logClientClocks(
+  target: FullVerifyDeps["target"],
+  calls: NodeCalls,
+  logger: Logger,
+  mode: FullVerifyOptions["callClock"],
+): Promise<void> {
+  const nodes: string[] = [];
+  for (const node of target.masters()) {
+    if ((await calls.clockOf(node)).source === "client") nodes.push(target.nodeName(node));
+  }
+  if (nodes.length === 0) return;
+  logger.log(
+    "info",
+    "call_clock",
+    `${clientClockNote(mode)}; jobs on ${nodes.length} master(s) are checked in sub-batches`,
+    { source: "client", nodes },
+  );
+}
