@@ -4,7 +4,7 @@ import { decodeTimed, timedScript } from "../src/control/script_clock.ts";
 import { withRedis } from "./support/redis_server.ts";
 
 Deno.test("cold start: a few keys, then sized by the measured cost to fit --max-call-ms", () => {
-  const sizer = new CallSizer({ maxCallMs: 0.25 });
+  const sizer = new CallSizer({ maxCallMs: 0.25, targetShare: 1 });
   assert.equal(sizer.nextCount(), 4);
   sizer.record({ keys: 4, micros: 40 }); // 10 µs per key
   assert.equal(sizer.perKeyMicros, 10);
@@ -12,20 +12,28 @@ Deno.test("cold start: a few keys, then sized by the measured cost to fit --max-
 });
 
 Deno.test("fast hardware: the count cap is only a guard", () => {
-  const sizer = new CallSizer({ maxCallMs: 0.25 });
+  const sizer = new CallSizer({ maxCallMs: 0.25, targetShare: 1 });
   sizer.record({ keys: 4, micros: 2 });
   assert.equal(sizer.nextCount(), 100);
   assert.equal(new CallSizer({ maxCallMs: 0.25, maxKeys: 30 }).nextCount(), 4);
 });
 
-Deno.test("a budget one key cannot meet still carries one key", () => {
+Deno.test("calls are sized to 70% of the budget: a mean cost leaves room for the dearer calls", () => {
   const sizer = new CallSizer({ maxCallMs: 0.25 });
+  sizer.record({ keys: 4, micros: 40 }); // 10 µs per key: 175 µs fit
+  assert.equal(sizer.nextCount(), 17);
+  assert.throws(() => new CallSizer({ targetShare: 0 }), RangeError);
+  assert.throws(() => new CallSizer({ targetShare: 1.5 }), RangeError);
+});
+
+Deno.test("a budget one key cannot meet still carries one key", () => {
+  const sizer = new CallSizer({ maxCallMs: 0.25, targetShare: 1 });
   sizer.record({ keys: 1, micros: 5000 });
   assert.equal(sizer.nextCount(), 1);
 });
 
 Deno.test("one huge job is an outlier: it moves the estimate by a bounded step, which decays", () => {
-  const sizer = new CallSizer({ maxCallMs: 0.25 });
+  const sizer = new CallSizer({ maxCallMs: 0.25, targetShare: 1 });
   for (let i = 0; i < 20; i++) sizer.record({ keys: 25, micros: 250 });
   assert.equal(sizer.nextCount(), 25);
   sizer.record({ keys: 25, micros: 25 * 10 + 40_000 }); // one 50k-field job in the call
@@ -36,7 +44,7 @@ Deno.test("one huge job is an outlier: it moves the estimate by a bounded step, 
 });
 
 Deno.test("a workload that really got slower is followed within a few calls", () => {
-  const sizer = new CallSizer({ maxCallMs: 0.25 });
+  const sizer = new CallSizer({ maxCallMs: 0.25, targetShare: 1 });
   sizer.record({ keys: 25, micros: 250 });
   for (let i = 0; i < 10; i++) {
     sizer.record({ keys: sizer.nextCount(), micros: sizer.nextCount() * 50 });
