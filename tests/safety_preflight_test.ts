@@ -37,8 +37,15 @@ Deno.test("a user without COPY: dry-run reports it, execute exits 4 with nothing
     assert.equal(await writeCounter(client), before, "nothing written, not even the lock");
     assert.equal(await countKeys(client, "ai:backfill*"), 0);
 
+    // A user denied TIME (as some managed services deny it in scripts): the copy scripts read it.
+    await client.call(...USER as [string, ...string[]], "+copy", "-time");
+    const timeless = await runCli(["--execute", "--rps", "0", "--redis-url", asUser(server.port)]);
+    assert.equal(timeless.code, 4, timeless.stderr);
+    assert.match(timeless.stderr, /^error: the Redis user may not run what --execute needs: TIME/m);
+    assert.equal(await writeCounter(client), before, "nothing written");
+
     // With every permission the preflight is clean.
-    await client.call(...USER as [string, ...string[]], "+copy");
+    await client.call(...USER as [string, ...string[]], "+time");
     const ok = await runJson(["--dry-run", "--rps", "0", "--redis-url", asUser(server.port)]);
     assert.deepEqual(ok.summary.preflight, { ok: true, missing: [] });
   });
