@@ -319,6 +319,9 @@ async function demo(trap: SignalTrap, server: RedisServer, version: string): Pro
       String(RPS),
       "--metrics-port",
       String(metricsPort),
+      // The scrape is taken mid-run: no need to keep /metrics up after the end.
+      "--metrics-linger",
+      "0",
       "--progress-interval",
       "1",
     ],
