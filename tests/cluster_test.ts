@@ -115,10 +115,26 @@ Deno.test("cluster: execute copies fields and TTLs on every node; a rerun skips 
     assert.equal(await client.exists("{ai:backfill}:totals"), 1);
     assert.ok((await client.pttl("ai:backfill:status")) > 0, "the last status expires");
 
-    const second = await runJson(["--execute", "--rps", "0", "--redis-url", cluster.url]);
+    assert.doesNotMatch(first.stderr, /call_clock/);
+
+    // The rerun times its calls (the SCANs) on the client, as on a server that freezes time in
+    // scripts: the same answer, and one line that names the masters.
+    const second = await runJson([
+      "--execute",
+      "--rps",
+      "0",
+      "--call-clock",
+      "client",
+      "--redis-url",
+      cluster.url,
+    ]);
     assert.equal(second.code, 0, second.stderr);
     assert.equal(second.summary.migrated, 0);
     assert.equal(second.summary.skipped_exists, 1500);
+    assert.match(
+      second.stderr,
+      /call_clock: script calls on 3 master\(s\) are timed on the client/,
+    );
   });
 });
 

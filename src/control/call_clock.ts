@@ -25,6 +25,7 @@
  * @module
  */
 import type { Redis } from "../redis/ioredis.ts";
+import type { Logger } from "../run_events.ts";
 
 /** Whose clock times a call: the script's TIME, or the client's estimate. */
 export type CallClockSource = "script" | "client";
@@ -46,20 +47,32 @@ end
 return 0`;
 
 /**
- * The log line's words for calls timed on the client under `mode`: why, and what it means.
- *
- * @example
- * ```ts
- * import { clientClockNote } from "./call_clock.ts";
- * clientClockNote("client"); // "script calls are timed on the client (--call-clock client): …"
- * ```
+ * Logs once which of `target`'s masters time their calls on the client, and why; nothing when
+ * none does. `consequence` ends the line: what else changes there.
  */
-export function clientClockNote(mode: CallClockMode | undefined): string {
+export async function logClientClocks(
+  target: { masters(): Redis[]; nodeName(node: Redis): string },
+  clockOf: (node: Redis) => Promise<CallClock>,
+  logger: Logger,
+  mode: CallClockMode | undefined,
+  consequence = "",
+): Promise<void> {
+  const nodes: string[] = [];
+  for (const node of target.masters()) {
+    if ((await clockOf(node)).source === "client") nodes.push(target.nodeName(node));
+  }
+  if (nodes.length === 0) return;
   const why = mode === "client"
     ? "--call-clock client"
     : "time stands still inside a script on this server: Redis 7.2 and newer";
-  return `script calls are timed on the client (${why}): a call's Redis time is its round trip ` +
-    "less the network's, which errs long, so calls come out smaller";
+  logger.log(
+    "info",
+    "call_clock",
+    `script calls on ${nodes.length} master(s) are timed on the client (${why}): a call's Redis ` +
+      `time is its round trip less the network's, which errs long, so calls come out smaller` +
+      consequence,
+    { source: "client", nodes },
+  );
 }
 
 /** The microseconds of a monotonic client clock. */

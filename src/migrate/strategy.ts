@@ -5,7 +5,6 @@
  *
  * @module
  */
-import type { CallClockSource } from "../control/call_clock.ts";
 import type { Buffer } from "node:buffer";
 import type { ScriptStep } from "../checkpoint/in_script.ts";
 import { INVALID_REASONS, type InvalidReason, type KeyResult, type Outcome } from "../outcome.ts";
@@ -160,11 +159,6 @@ export interface MigrationStrategy {
    * calls' own Redis time; absent when the strategy does not size its calls.
    */
   nextCallSize?(): number;
-  /**
-   * Whose clock times the sized calls (after {@linkcode init}): the script's own, or the client's
-   * estimate where time stands still inside a script (control/call_clock.ts).
-   */
-  readonly clockSource?: CallClockSource;
   /** Classifies (and, unless dry-run, migrates) `keys`, all old keys of one node. */
   migrate(keys: readonly Buffer[], options: MigrateOptions): Promise<StrategyResult[]>;
 }

@@ -17,7 +17,7 @@ import {
 } from "../checkpoint/batch_position.ts";
 import { runParams } from "../checkpoint/store.ts";
 import { carriedTotals } from "../checkpoint/totals.ts";
-import { type CallClockMode, clientClockNote } from "../control/call_clock.ts";
+import { type CallClockMode, logClientClocks, probeCallClock } from "../control/call_clock.ts";
 import type { Gate } from "../control/gate.ts";
 import type { MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
 import { countResults, emptyCounters } from "../outcome.ts";
@@ -138,18 +138,11 @@ class Run {
     this.#storm = new ErrorStorm({ threshold: stormThreshold(options.batch) });
   }
 
-  /** Says when script calls are timed on the client (control/call_clock.ts), and why. */
-  #logClock(): void {
-    if (this.#deps.strategy.clockSource !== "client") return;
-    this.#log.log("info", "call_clock", clientClockNote(this.#options.callClock), {
-      source: "client",
-    });
-  }
-
   async execute(): Promise<Summary> {
     const { target, observer } = this.#deps;
     await this.#deps.strategy.init();
-    this.#logClock();
+    const mode = this.#options.callClock;
+    await logClientClocks(target, (node) => probeCallClock(node, mode), this.#log, mode);
     const masters = target.masters();
     const sizes = await Promise.all(masters.map((node) => node.dbsize()));
     this.#dbsize = sizes.reduce((a, b) => a + b, 0);

@@ -23,7 +23,7 @@ import {
   zeroCounts,
 } from "./checkpoint.ts";
 import { NodeCalls } from "./node_calls.ts";
-import { clientClockNote } from "../../control/call_clock.ts";
+import { logClientClocks } from "../../control/call_clock.ts";
 import { readAhead, type ScanChunk, scanChunks } from "./chunks.ts";
 import { SubBatches } from "./sub_batches.ts";
 import {
@@ -67,7 +67,13 @@ export async function runFullVerify(
     callClock: options.callClock,
   });
   await calls.init();
-  await logClientClocks(deps.target, calls, logger, options.callClock);
+  await logClientClocks(
+    deps.target,
+    (node) => calls.clockOf(node),
+    logger,
+    options.callClock,
+    "; their jobs are checked in sub-batches, not lanes",
+  );
   const { state, stored } = await resumeState({
     params: verifyParams(options),
     resetProgress: options.resetProgress,
@@ -331,23 +337,3 @@ class FullRun {
 }
 
 export type { CheckedJob };
-
-/** Says which masters' calls are timed on the client (control/call_clock.ts), and why. */
-async function logClientClocks(
-  target: FullVerifyDeps["target"],
-  calls: NodeCalls,
-  logger: Logger,
-  mode: FullVerifyOptions["callClock"],
-): Promise<void> {
-  const nodes: string[] = [];
-  for (const node of target.masters()) {
-    if ((await calls.clockOf(node)).source === "client") nodes.push(target.nodeName(node));
-  }
-  if (nodes.length === 0) return;
-  logger.log(
-    "info",
-    "call_clock",
-    `${clientClockNote(mode)}; jobs on ${nodes.length} master(s) are checked in sub-batches`,
-    { source: "client", nodes },
-  );
-}
