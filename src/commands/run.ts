@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { logClientClocks, probeCallClock } from "../control/call_clock.ts";
 import { CheckpointStore } from "../checkpoint/store.ts";
 import type { RunOptions } from "../cli/options.ts";
 import type { Gate } from "../control/gate.ts";
@@ -271,6 +272,10 @@ async function runEngine(
   options: RunOptions,
   ctx: RunContext & { gate: Gate; signal: AbortSignal; observer?: RunObserver },
 ): Promise<Summary> {
+  const clock = options.callClock;
+  // Which masters' calls are timed on the client (a cluster's timed calls are its SCANs).
+  const probe = (node: Redis) => probeCallClock(node, clock);
+  await logClientClocks(target, probe, ctx.telemetry.logger, clock);
   try {
     const summary = await runBackfill(
       {

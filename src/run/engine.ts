@@ -17,7 +17,7 @@ import {
 } from "../checkpoint/batch_position.ts";
 import { runParams } from "../checkpoint/store.ts";
 import { carriedTotals } from "../checkpoint/totals.ts";
-import { type CallClockMode, logClientClocks, probeCallClock } from "../control/call_clock.ts";
+import type { CallClockMode } from "../control/call_clock.ts";
 import type { Gate } from "../control/gate.ts";
 import type { MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
 import { countResults, emptyCounters } from "../outcome.ts";
@@ -141,8 +141,6 @@ class Run {
   async execute(): Promise<Summary> {
     const { target, observer } = this.#deps;
     await this.#deps.strategy.init();
-    const mode = this.#options.callClock;
-    await logClientClocks(target, (node) => probeCallClock(node, mode), this.#log, mode);
     const masters = target.masters();
     const sizes = await Promise.all(masters.map((node) => node.dbsize()));
     this.#dbsize = sizes.reduce((a, b) => a + b, 0);
