@@ -214,6 +214,16 @@ async function main(): Promise<number> {
       return undefined;
     }
   };
+  /** Runs one of the sections beyond the classic ones and prints its lines (none if it failed). */
+  const section = async <T>(
+    name: string,
+    fn: () => Promise<T>,
+    lines: (result: T) => string[],
+  ): Promise<T | undefined> => {
+    const result = await attempt(name, fn);
+    if (result !== undefined) { for (const line of ["", ...lines(result)]) print(line); }
+    return result;
+  };
   try {
     const pinned = options.pin && await canPin();
     if (pinned) await pinProcess(Deno.pid, CLIENT_CPU);
@@ -354,21 +364,24 @@ async function main(): Promise<number> {
     if (!cliExists) notes.push("main.ts does not exist yet: impact, rtt and cluster were skipped");
     if (cliExists && options.sections.impact) {
       log(`impact section: 6 runs (~${6 * (options.impactSeconds + 3)} s or more)`);
-      extra.impact = await attempt(
+      extra.impact = await section(
         "impact",
         () => measureImpact(srv, { seconds: options.impactSeconds, keys: options.keys, clientCpu }),
+        renderImpact,
       );
-      if (extra.impact) { for (const line of ["", ...renderImpact(extra.impact)]) print(line); }
     }
     if (cliExists && options.sections.rttMs !== undefined) {
       const delayMs = options.sections.rttMs;
       log(`rtt section: backfill --rps 0 on loopback and through a ${delayMs} ms-each-way proxy`);
-      extra.rtt = await attempt("rtt", () => measureRtt(srv, { delayMs, seeded, checks }));
-      if (extra.rtt) { for (const line of ["", ...renderRtt(extra.rtt)]) print(line); }
+      extra.rtt = await section(
+        "rtt",
+        () => measureRtt(srv, { delayMs, seeded, checks }),
+        renderRtt,
+      );
     }
     if (cliExists && options.sections.cluster) {
       log("cluster section: 3-master cluster vs standalone, same data");
-      extra.cluster = await attempt(
+      extra.cluster = await section(
         "cluster",
         () =>
           measureCluster(srv, {
@@ -377,38 +390,25 @@ async function main(): Promise<number> {
             rttMs: options.sections.rttMs,
             clusterCpu: pinned ? REDIS_CPU : undefined,
           }),
+        renderCluster,
       );
-      if (extra.cluster) { for (const line of ["", ...renderCluster(extra.cluster)]) print(line); }
     }
+    const fresh = { checks, pinCpu: pinned ? REDIS_CPU : undefined, log };
     if (cliExists && options.sections.verifyFull) {
       log(`verify --full section: ${options.verifyFullKeys.join(", ")} keys`);
-      extra.verifyFull = await attempt(
+      extra.verifyFull = await section(
         "verify --full",
-        () =>
-          measureVerifyFull(options.verifyFullKeys, {
-            checks,
-            pinCpu: pinned ? REDIS_CPU : undefined,
-            log,
-          }),
+        () => measureVerifyFull(options.verifyFullKeys, fresh),
+        renderVerifyFull,
       );
-      if (extra.verifyFull) {
-        for (const line of ["", ...renderVerifyFull(extra.verifyFull)]) print(line);
-      }
     }
     if (cliExists && options.sections.callClock) {
       log(`call-clock section: ${options.callClockKeys} keys`);
-      extra.callClock = await attempt(
+      extra.callClock = await section(
         "call clock",
-        () =>
-          measureCallClock(options.callClockKeys, {
-            checks,
-            pinCpu: pinned ? REDIS_CPU : undefined,
-            log,
-          }),
+        () => measureCallClock(options.callClockKeys, fresh),
+        renderCallClock,
       );
-      if (extra.callClock) {
-        for (const line of ["", ...renderCallClock(extra.callClock)]) print(line);
-      }
     }
     if (!classic) {
       const failed = checks.filter((c) => !c.ok);
