@@ -1,18 +1,19 @@
 /**
- * Live control from anywhere: a run reads `<P>:control` about once a second and obeys the known
- * commands (`pause`, `resume`, `set-rps N`, `stop`). Anything else is logged once and ignored: a
- * typo in a control key must never crash a migration.
+ * Live control from anywhere: the CLI appends commands (`pause`, `resume`, `set-rps N`, `stop`) to
+ * the stream `<P>:control`, and every run of the progress key reads the entries added since it last
+ * looked, about once a second, and obeys them in order. An entry that is no command is logged
+ * once and ignored: a typo must never crash a migration.
  *
- * Addressing. A command is meant for the runs alive when it is issued, all of them: every runner of
- * the progress key (every `--shard`) reads the one key, and none deletes it, so each runner keeps
- * the last value it saw and acts when the value changes. A run acts only on values written after
- * it started listening: the CLI stamps each command with the time of the Redis server that holds
- * the key (`pause @1733480000123456`, microseconds of `TIME`, taken inside the writing script), and
- * the run takes its own start from the same server's clock, atomically with its first read. A
- * value stamped at or before that start is an earlier run's and is not obeyed, so a `set-rps 0` or
- * a `stop` left behind (by a run that ended, or was killed -9) can never reach tomorrow's run, and
- * nothing has to clean it up. An unstamped value (`redis-cli SET <P>:control pause`) is obeyed
- * when it appears during the run; one already there at the start is treated as an earlier run's.
+ * Addressing. A command is meant for the runs alive when it is issued, all of them:
+ * - Every runner of the progress key (every `--shard`) reads the one stream, each from its own
+ *   last-seen entry id; no reader removes anything, so no runner can take a command from another.
+ * - A run starts reading after the last entry that existed when it started listening (one step on
+ *   the key's server). Entries before that were meant for earlier runs and are never obeyed, so a
+ *   `set-rps 0` or a `stop` left behind (by a run that ended, or was killed -9) cannot reach a
+ *   later run, and nothing has to clean it up. Stream ids only grow, whatever the server's clock.
+ * - Commands issued in quick succession all arrive, in order (a pause followed at once by a
+ *   `set-rps` keeps the pause).
+ * The stream keeps its last {@linkcode CONTROL_HISTORY} entries.
  *
  * @module
  */
@@ -26,13 +27,11 @@ export type ControlCommand =
   | { kind: "stop" }
   | { kind: "set-rps"; rps: number };
 
-/** A control value as read: the command (or what is wrong with it) and its stamp, if any. */
-export interface ControlValue {
-  /** The command, or a string saying why the value is not one. */
-  command: ControlCommand | string;
-  /** When it was issued, in microseconds of the key's server clock (absent: written by hand). */
-  issued?: bigint;
-}
+/** Entries the control stream keeps (a run reads every entry added within a second). */
+export const CONTROL_HISTORY = 100;
+
+/** The stream entry field that holds a command's text. */
+const FIELD = "command";
 
 /** The control key of a progress key. */
 export function controlKey(progressKey: string): string {
@@ -56,115 +55,121 @@ export function parseControl(text: string): ControlCommand | string {
   return `not a known command (pause, resume, set-rps N, stop)`;
 }
 
-/** Parses a stored value: a command with an optional trailing stamp ` @<microseconds>`. */
-export function parseControlValue(text: string): ControlValue {
-  const stamped = text.match(/^(.*\S)\s+@(\d{1,20})\s*$/s);
-  if (stamped === null) return { command: parseControl(text) };
-  return { command: parseControl(stamped[1]!), issued: BigInt(stamped[2]!) };
-}
-
-/** The text that stands for a command (without its stamp). */
+/** The text that stands for a command in an entry. */
 export function formatControl(command: ControlCommand): string {
   return command.kind === "set-rps" ? `set-rps ${command.rps}` : command.kind;
 }
 
-/** Microseconds of the server's `TIME`, as a decimal string (Lua numbers lose precision). */
-const NOW_LUA = `local t = redis.call("TIME")
-local now = t[1] .. string.format("%06d", tonumber(t[2]))`;
-
-/** Stores `ARGV[1] @<now>` in KEYS[1] and returns the stamp. */
-const WRITE_LUA = `${NOW_LUA}
-redis.call("SET", KEYS[1], ARGV[1] .. " @" .. now)
-return now`;
-
-/** Returns the stamp of now and the value of KEYS[1] ("" when there is none), in one step. */
-const OPEN_LUA = `${NOW_LUA}
-return {now, redis.call("GET", KEYS[1]) or ""}`;
+/**
+ * Appends ARGV[1] as a command. A plain value an older version stored in the key is replaced (it
+ * was a desired state, not meant for runs that start now).
+ */
+const WRITE_LUA = `local kind = redis.call("TYPE", KEYS[1]).ok
+if kind ~= "stream" and kind ~= "none" then redis.call("DEL", KEYS[1]) end
+return redis.call("XADD", KEYS[1], "MAXLEN", ARGV[2], "*", "${FIELD}", ARGV[1])`;
 
 /**
- * Writes a command to the control key, stamped with the key's server clock; returns the stamp.
- * The value does not expire: a run that starts later ignores it (it is older than the run).
+ * The entries after ARGV[1] ("" = none: only the last entry's id), oldest first, at most ARGV[2].
+ * Not a stream (absent, or an older version's plain value): no entries.
  */
+const READ_LUA = `if redis.call("TYPE", KEYS[1]).ok ~= "stream" then return {} end
+if ARGV[1] == "" then return redis.call("XREVRANGE", KEYS[1], "+", "-", "COUNT", ARGV[2]) end
+return redis.call("XRANGE", KEYS[1], "(" .. ARGV[1], "+", "COUNT", ARGV[2])`;
+
+/** Appends a command to the control stream; returns its entry id. */
 export async function writeControl(
   client: Redis | Cluster,
   progressKey: string,
   command: ControlCommand,
-): Promise<bigint> {
-  const stamp = await client.eval(WRITE_LUA, 1, controlKey(progressKey), formatControl(command));
-  return BigInt(String(stamp));
+): Promise<string> {
+  const id = await client.eval(
+    WRITE_LUA,
+    1,
+    controlKey(progressKey),
+    formatControl(command),
+    String(CONTROL_HISTORY),
+  );
+  return String(id);
 }
 
-/** Where a run's listening begins: the server's clock and the value in the key then. */
+/** One entry of the stream as read. */
+export interface ControlEntry {
+  id: string;
+  /** The command, or a string saying why the entry is not one. */
+  command: ControlCommand | string;
+  /** The entry's text (for a log line: sanitise it). */
+  text: string;
+}
+
+/** Where a run's listening begins. */
 export interface ControlOpening {
-  /** Commands stamped at or before this are an earlier run's. */
-  since: bigint;
-  /** The value in the key at that moment (null: none). */
-  value: string | null;
+  /** Entries up to this id are an earlier run's ("0-0": none). */
+  since: string;
+  /** Those earlier entries, newest first (at most {@linkcode CONTROL_HISTORY}). */
+  earlier: ControlEntry[];
 }
 
-/** Reads the start of a run's listening (one script on the key's server: one clock, one read). */
+/** Reads where a run's listening begins (one step on the key's server). */
 export async function openControl(
   client: Redis | Cluster,
   progressKey: string,
 ): Promise<ControlOpening> {
-  const [now, value] = await client.eval(OPEN_LUA, 1, controlKey(progressKey)) as [
-    string,
-    string,
-  ];
-  return { since: BigInt(now), value: value === "" ? null : value };
+  const earlier = await readEntries(client, progressKey, "");
+  return { since: earlier[0]?.id ?? "0-0", earlier };
 }
 
-/** Why a value is not obeyed, or the command to obey. */
-export type ControlVerdict =
-  | { kind: "obey"; command: ControlCommand }
-  | { kind: "ignore"; problem: string };
-
-/**
- * What a run does with a value it has not seen before (pure): obey it, or ignore it because it is
- * no command or was issued before the run started listening (`since`).
- */
-export function judgeControl(value: ControlValue, since: bigint): ControlVerdict {
-  if (typeof value.command === "string") return { kind: "ignore", problem: value.command };
-  if (value.issued !== undefined && value.issued <= since) {
-    return { kind: "ignore", problem: "issued before this run started (meant for an earlier run)" };
-  }
-  return { kind: "obey", command: value.command };
+async function readEntries(
+  client: Redis | Cluster,
+  progressKey: string,
+  after: string,
+): Promise<ControlEntry[]> {
+  const raw = await client.eval(
+    READ_LUA,
+    1,
+    controlKey(progressKey),
+    after,
+    String(CONTROL_HISTORY),
+  ) as [string, string[]][];
+  return raw.map(([id, fields]) => {
+    const at = fields.findIndex((field, i) => i % 2 === 0 && field === FIELD);
+    const text = at < 0 ? "" : fields[at + 1] ?? "";
+    return { id, text, command: at < 0 ? `no '${FIELD}' field` : parseControl(text) };
+  });
 }
 
 /** Options of {@linkcode watchControl}. */
 export interface ControlWatchOptions {
   /** Stops watching. */
   signal: AbortSignal;
-  /** Where listening began ({@linkcode openControl}): that value counts as seen. */
+  /** Where listening began ({@linkcode openControl}): only later entries are read. */
   opening: ControlOpening;
   /** A new command. Called in order, never concurrently. */
   onCommand: (command: ControlCommand) => void;
-  /** A value that is not obeyed: one call per distinct value, already sanitised. */
+  /** An entry that is no command: one call per entry, already sanitised. */
   onIgnored?: (event: { value: string; problem: string }) => void;
   /** Milliseconds between reads. Default 1000. */
   intervalMs?: number;
 }
 
 /**
- * Reads the control key until the signal aborts; resolves then. Each distinct value is judged
- * once; the key is never written (every runner must read the same value). A failed read is
- * skipped (an unreachable Redis is the engine's outage handling, not a control problem).
+ * Reads the entries added since the opening until the signal aborts; resolves then. Each entry is
+ * handled once, in order. A failed read is retried at the next interval (an unreachable Redis is
+ * the engine's outage handling, not a control problem).
  */
 export async function watchControl(
   client: Redis | Cluster,
   progressKey: string,
   options: ControlWatchOptions,
 ): Promise<void> {
-  const key = controlKey(progressKey);
-  let last = options.opening.value;
+  let seen = options.opening.since;
   while (!options.signal.aborted) {
-    const value = await client.get(key).catch(() => last);
-    if (value !== null && value !== last) {
-      const verdict = judgeControl(parseControlValue(value), options.opening.since);
-      if (verdict.kind === "obey") options.onCommand(verdict.command);
-      else options.onIgnored?.({ value: sanitise(value), problem: verdict.problem });
+    const entries = await readEntries(client, progressKey, seen).catch(() => []);
+    for (const entry of entries) {
+      seen = entry.id;
+      if (typeof entry.command === "string") {
+        options.onIgnored?.({ value: sanitise(entry.text), problem: entry.command });
+      } else options.onCommand(entry.command);
     }
-    last = value;
     await delay(options.intervalMs ?? 1000, { signal: options.signal }).catch(() => {});
   }
 }

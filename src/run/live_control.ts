@@ -4,10 +4,11 @@
  * publishes `<P>:status` about once a second, then a last `finished` status. The counts, estimate
  * and per-node cursors come from the run's own observer events.
  *
- * Only commands issued while the run listens are obeyed (control/remote.ts): a value left by an
- * earlier run is logged and not applied, so the cap is `--rps` until a `set-rps` of this run. One
+ * Only commands issued while the run listens are obeyed (control/remote.ts): those left by an
+ * earlier run are logged and not applied, so the cap is `--rps` until a `set-rps` of this run. One
  * exception keeps an operator's brake on: a run that takes over from a run that died paused (its
- * status still says `running`, operator-paused, and the key still says `pause`) starts paused.
+ * status still says `running` and operator-paused, and the last pause/resume is a `pause`)
+ * starts paused.
  *
  * @module
  */
@@ -16,8 +17,6 @@ import {
   type ControlOpening,
   formatControl,
   openControl,
-  parseControlValue,
-  sanitise,
   watchControl,
 } from "../control/remote.ts";
 import {
@@ -133,43 +132,36 @@ export class LiveControl {
   }
 
   /**
-   * The value found at the start belongs to an earlier run: logged, not applied; except a pause
-   * the run replaced here died under (it keeps the operator's brake on across a crash restart).
+   * The commands in the stream at the start were issued for earlier runs: logged, not applied;
+   * except a pause that the run replaced here died under (the operator's brake stays on across a
+   * crash restart, until `resume`).
    */
   async #opened(opening: ControlOpening): Promise<void> {
-    if (opening.value === null) return;
+    const commands = opening.earlier.flatMap((entry) =>
+      typeof entry.command === "string" ? [] : [entry.command]
+    );
+    if (commands.length === 0) return;
     const { client, progressKey, shard, logger } = this.#options;
-    const value = parseControlValue(opening.value);
-    if (typeof value.command === "string") {
-      logger.log(
-        "warn",
-        "control_ignored",
-        `ignored control value '${
-          sanitise(opening.value)
-        }' in ${progressKey}:control: ${value.command}`,
-      );
-      return;
-    }
-    const predecessor = await readStatus(client, progressKey, shard).catch(() => undefined);
-    const died = predecessor?.status.phase === "running" && predecessor.status.mode === "execute";
-    if (value.command.kind === "pause" && died && predecessor.status.control?.operator_paused) {
-      const { host, pid } = predecessor.status.holder;
-      logger.log(
-        "warn",
-        "control_carried",
-        `starting paused: the run this one takes over from (${host} pid ${pid}) died paused by ` +
-          `the operator; backfill resume goes on`,
-      );
-      this.#obey(value.command);
-      return;
-    }
-    // Stamped before this run by construction (an unstamped one is taken as just as old).
     logger.log(
       "info",
-      "control_ignored",
-      `not applied: '${formatControl(value.command)}' in ${progressKey}:control was issued ` +
-        `before this run started (a command reaches only the runs alive when it is issued)`,
+      "control_earlier",
+      `not applied: ${commands.length} command(s) in ${progressKey}:control issued before this ` +
+        `run started, the last '${formatControl(commands[0]!)}' (a command reaches only the runs ` +
+        `alive when it is issued)`,
     );
+    const brake = commands.find((command) => command.kind === "pause" || command.kind === "resume");
+    if (brake?.kind !== "pause") return;
+    const predecessor = await readStatus(client, progressKey, shard).catch(() => undefined);
+    const died = predecessor?.status.phase === "running" && predecessor.status.mode === "execute";
+    if (!died || predecessor.status.control?.operator_paused !== true) return;
+    const { host, pid } = predecessor.status.holder;
+    logger.log(
+      "warn",
+      "control_carried",
+      `starting paused: the run this one takes over from (${host} pid ${pid}) died paused by ` +
+        `the operator; backfill resume goes on`,
+    );
+    this.#obey(brake);
   }
 
   #obey(command: ControlCommand): void {
