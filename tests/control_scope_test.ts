@@ -80,12 +80,18 @@ Deno.test("a set-rps 0, or a set-rps 800 and a resume, left by an earlier run do
     const status = async () => JSON.parse((await runCli(["status", "--json", ...common])).stdout);
     const start = (rps: number) =>
       spawnCli(["--execute", "--rps", String(rps), "--batch", "100", "--json", ...common]);
-    /** Waits for the status of `run` itself (its pid), running. */
-    const running = (run: RunningCli) =>
-      waitFor("the run's own status", async () => {
+    /** Waits for the status of `run` itself (its pid), running; fails if the run ends first. */
+    const running = (run: RunningCli) => {
+      let ended: string | undefined;
+      run.done.then((r) => ended = r.stdout, () => ended = "");
+      return waitFor("the run's own status", async () => {
+        if (ended !== undefined) {
+          assert.fail(`the run ended already (its pace was not kept): ${ended}`);
+        }
         const json = await status();
         return json.holder?.pid === run.child.pid && json.phase === "running";
       });
+    };
     const runs: RunningCli[] = [];
     try {
       // An earlier run gets `set-rps 0` (paused first, so it copies little meanwhile), then ends.
