@@ -102,6 +102,8 @@ class Run {
   #dbsize = 0;
   /** Each node's resume cursor (what its checkpoint says, or would say in dry-run). */
   readonly #cursors = new Map<string, string>();
+  /** Every node of the run, as opened. */
+  readonly #states: NodeState[] = [];
 
   constructor(options: BackfillOptions, deps: BackfillDeps) {
     this.#options = options;
@@ -157,6 +159,8 @@ class Run {
     let failure: unknown;
     try {
       completed = await Promise.all(masters.map((node) => this.#runNode(node)));
+      // The pass is complete: the next run starts over (nodes finished earlier were skipped).
+      if (completed.every(Boolean)) await this.#saves.passComplete(this.#states);
     } catch (error) {
       failure = error;
     }
@@ -184,6 +188,8 @@ class Run {
       logger: this.#log,
     });
     this.#cursors.set(state.name, state.committed);
+    this.#states.push(state);
+    if (state.finished) return true;
     for (;;) {
       try {
         return await this.#scanNode(state);
