@@ -175,7 +175,7 @@ export async function watchControl(
 }
 
 /** At most 40 printable characters: the value goes into a log line. */
-export function sanitise(value: string): string {
+function sanitise(value: string): string {
   const printable = value.replace(/[^\x20-\x7e]/g, "?");
   return printable.length > 40 ? `${printable.slice(0, 40)}…` : printable;
 }

@@ -89,9 +89,9 @@ export class LiveControl {
   }
 
   /**
-   * Takes the run's start from the control key's server (commands stamped before it are an
-   * earlier run's), resumes a dead predecessor's operator pause, then watches the key and
-   * publishes the status until {@linkcode finish}.
+   * Opens the control stream after its last entry (the commands already there are an earlier
+   * run's), resumes a dead predecessor's operator pause, then watches the stream and publishes
+   * the status until {@linkcode finish}.
    */
   static async start(options: LiveControlOptions): Promise<LiveControl> {
     const live = new LiveControl(options);
