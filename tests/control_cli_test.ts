@@ -217,3 +217,26 @@ Deno.test("a finished run's last status reads as finished, not active", async ()
     assert.equal(await readStatus(client, "p:junk"), undefined);
   });
 });
+
+Deno.test("a watcher whose opening read failed opens the stream at its first read: older entries stay unobeyed", async () => {
+  await withRedis(async (_server, client) => {
+    const key = controlKey("p:late");
+    await client.xadd(key, "*", "command", "stop");
+    const obeyed: ControlCommand[] = [];
+    const controller = new AbortController();
+    const watching = watchControl(client, "p:late", {
+      signal: controller.signal,
+      intervalMs: 50,
+      onCommand: (command) => obeyed.push(command),
+    });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await client.xadd(key, "*", "command", "set-rps 7");
+      await waitFor("the new entry", () => obeyed.length === 1, 5000);
+      assert.deepEqual(obeyed, [{ kind: "set-rps", rps: 7 }]);
+    } finally {
+      controller.abort();
+      await watching;
+    }
+  });
+});

@@ -141,8 +141,11 @@ async function readEntries(
 export interface ControlWatchOptions {
   /** Stops watching. */
   signal: AbortSignal;
-  /** Where listening began ({@linkcode openControl}): only later entries are read. */
-  opening: ControlOpening;
+  /**
+   * Where listening began ({@linkcode openControl}): only later entries are read. Absent when that
+   * read failed: the first read that succeeds opens the stream (what is there then is older).
+   */
+  opening?: ControlOpening;
   /** A new command. Called in order, never concurrently. */
   onCommand: (command: ControlCommand) => void;
   /** An entry that is no command: one call per entry, already sanitised. */
@@ -161,9 +164,14 @@ export async function watchControl(
   progressKey: string,
   options: ControlWatchOptions,
 ): Promise<void> {
-  let seen = options.opening.since;
+  let seen = options.opening?.since;
   while (!options.signal.aborted) {
-    const entries = await readEntries(client, progressKey, seen).catch(() => []);
+    if (seen === undefined) {
+      seen = (await openControl(client, progressKey).catch(() => undefined))?.since;
+    }
+    const entries = seen === undefined
+      ? []
+      : await readEntries(client, progressKey, seen).catch(() => []);
     for (const entry of entries) {
       seen = entry.id;
       if (typeof entry.command === "string") {

@@ -96,8 +96,16 @@ export class LiveControl {
   static async start(options: LiveControlOptions): Promise<LiveControl> {
     const live = new LiveControl(options);
     const { client, progressKey } = options;
-    const opening = await openControl(client, progressKey);
-    await live.#opened(opening);
+    // A control read must never fail the run: without it, the watcher opens the stream later.
+    const opening = await openControl(client, progressKey).catch(() => undefined);
+    if (opening) await live.#opened(opening);
+    else {
+      options.logger.log(
+        "warn",
+        "control_unread",
+        `could not read ${progressKey}:control at the start; commands are read once it answers`,
+      );
+    }
     const signal = live.#halt.signal;
     const intervalMs = options.intervalMs ?? 1000;
     live.#loops = Promise.all([
