@@ -62,14 +62,18 @@ export class ClusterCopy implements MigrationStrategy {
   /** Tells this run's intent ids from any other run's. */
   readonly #nonce = crypto.randomUUID();
   #writes = 0;
-  /** Intents an earlier run left that this run completed (the summary's `intents_completed`). */
-  intentsCompleted = 0;
+  /**
+   * Intents an earlier run left that this run completed (the summary's `intents_completed`);
+   * undefined unless {@linkcode ClusterCopyOptions.completeLeftIntents}.
+   */
+  intentsCompleted?: number;
 
   constructor(cluster: Cluster, rule: WorkspaceRule, options: ClusterCopyOptions = {}) {
     this.#cluster = cluster;
     this.#rule = rule;
     this.#options = options;
     this.#progressKey = options.progressKey ?? "ai:backfill";
+    if (options.completeLeftIntents) this.intentsCompleted = 0;
     this.#runner = new ScriptRunner(cluster, {
       budgetMs: options.retryBudgetMs ?? 30_000,
       fence: options.fence,

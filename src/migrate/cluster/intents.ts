@@ -34,7 +34,12 @@ import { Code, SCRIPTS } from "./scripts.ts";
 
 /** The intent hash of the slot of `newKey`. */
 export function intentKey(progressKey: string, newKey: Uint8Array): string {
-  return slotKey(`${progressKey}:intents`, keySlot(newKey));
+  return intentKeyOfSlot(progressKey, keySlot(newKey));
+}
+
+/** The intent hash of `slot`. */
+export function intentKeyOfSlot(progressKey: string, slot: number): string {
+  return slotKey(`${progressKey}:intents`, slot);
 }
 
 /** A write's intent, as INTENTS reads it back. */
@@ -59,7 +64,7 @@ export async function pendingIntents(
 ): Promise<Intent[]> {
   const jobs = [];
   for (let slot = 0; slot < SLOTS; slot++) {
-    const key = slotKey(`${progressKey}:intents`, slot);
+    const key = intentKeyOfSlot(progressKey, slot);
     jobs.push({ key: Buffer.from(key), args: [key, ""] });
   }
   return decode(await runner.run(SCRIPTS.intents, [], jobs, options));

@@ -100,7 +100,11 @@ do
     local fields = {}
     for i = 3, 2 + 2 * n, 2 do fields[#fields + 1] = ARGV[i] end
     local held = redis.pcall("HMGET", ARGV[1], unpack(fields))
-    if held.err then return held end
+    -- Not served here (a slot that moved) or a cluster still settling: the runner falls back to
+    -- routed calls per job, which follow redirects and retry until the cluster is up.
+    if held.err then
+      return redis.error_reply("TRYAGAIN the fence is not readable on this node: " .. held.err)
+    end
     for j = 1, n do
       if held[j] ~= ARGV[2 + 2 * j] then
         return redis.error_reply("FENCED the run lock " .. fields[j] ..
