@@ -104,9 +104,13 @@ export class ClusterCopy implements MigrationStrategy {
    * back, and log what was done.
    */
   async #completeLeftIntents(): Promise<void> {
-    const intents = await pendingIntents(this.#runner, this.#progressKey);
+    const pending = await pendingIntents(this.#runner, this.#progressKey);
+    if (pending.length === 0) return;
+    const done = await completeIntents(this.#runner, this.#progressKey, pending);
+    // Completed meanwhile by another runner starting at the same time: its count, not ours.
+    const intents = pending.filter((_, i) => done[i] !== "elsewhere");
+    const completions = done.filter((c) => c !== "elsewhere");
     if (intents.length === 0) return;
-    const completions = await completeIntents(this.#runner, this.#progressKey, intents);
     const count = (kind: Completion) => completions.filter((c) => c === kind).length;
     const undone = intents.filter((_, i) => completions[i] === "undone").map((i) => i.oldKey);
     let failed = 0;
@@ -121,7 +125,7 @@ export class ClusterCopy implements MigrationStrategy {
       `completed ${this.intentsCompleted} of ${intents.length} cluster copies an earlier run ` +
         `left unverified (stopped between a write and its re-check): ${count("verified")} ` +
         `verified, ${count("undone")} taken back and copied again from the old key` +
-        (failed > 0 ? ` (${failed} of them failed: the scan retries them)` : "") +
+        (failed > 0 ? ` (${failed} failed to copy again: left to a rerun and verify)` : "") +
         `, ${count("removed")} removed (the old key is gone)` +
         (count("left") > 0
           ? `, ${count("left")} left for the next run (a master out of reach)`

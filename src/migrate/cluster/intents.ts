@@ -53,8 +53,11 @@ export interface Intent {
   packed: Buffer;
 }
 
-/** How an intent ended: the copy verified, taken back, removed with its old key, or still open. */
-export type Completion = "verified" | "undone" | "removed" | "left";
+/**
+ * How an intent ended: the copy verified, taken back, removed with its old key; completed
+ * `elsewhere` meanwhile (a retry, another runner); or `left` open (a call failed).
+ */
+export type Completion = "verified" | "undone" | "removed" | "elsewhere" | "left";
 
 /** Every intent recorded on the cluster (one INTENTS call per master over its slots). */
 export async function pendingIntents(
@@ -112,23 +115,30 @@ export interface Settlement {
 }
 
 /**
- * Settles each write on its new key's master (SETTLE); per write `true` when done, `false` when
- * the write's extent was unknown and the key no longer exact (left as is), or the error of a
- * failed call (the intent stays for a later completion).
+ * What settling one write gave: `done` by this call, `absent` (completed already, by a retry or
+ * another runner), `unclear` (the write's extent was unknown and the key is no longer exact: left
+ * as is), or the error of a failed call (the intent stays for a later completion).
  */
+export type Settled = "done" | "absent" | "unclear" | { error: unknown };
+
+/** Settles each write on its new key's master (SETTLE). */
 export async function settleWrites(
   runner: ScriptRunner,
   progressKey: string,
   writes: readonly Settlement[],
   options: { signal?: AbortSignal } = {},
-): Promise<(boolean | { error: unknown })[]> {
+): Promise<Settled[]> {
   if (writes.length === 0) return [];
   const jobs = writes.map((w) => ({
     key: w.newKey,
     args: [w.newKey, intentKey(progressKey, w.newKey), w.id, w.keep ? "1" : "0"],
   }));
   const settled = await runner.run(SCRIPTS.settle, [], jobs, options);
-  return settled.map((s) => s.ok ? s.reply[0] === Code.same : { error: s.error });
+  return settled.map((s) => {
+    if (!s.ok) return { error: s.error };
+    const code = s.reply[0];
+    return code === Code.same ? "done" : code === Code.gone ? "absent" : "unclear";
+  });
 }
 
 /**
@@ -163,7 +173,8 @@ export async function completeIntents(
   );
   settled.forEach((done, j) => {
     const { index, keep, gone } = verdicts[j]!;
-    if (done !== true) return;
+    if (done === "absent") out[index] = "elsewhere";
+    if (done !== "done") return;
     out[index] = keep ? "verified" : gone ? "removed" : "undone";
   });
   return out;

@@ -127,8 +127,9 @@ async function recheck(
   const again: Copy[] = [];
   done.forEach((result, j) => {
     const { written: w, keep, gone } = verdicts[j]!;
-    if (result !== true) {
-      const error = result === false ? new Error("CHANGED") : result.error;
+    // "absent": a completion of the same intent (after a lost reply) settled it already.
+    if (result !== "done" && result !== "absent") {
+      const error = result === "unclear" ? new Error("CHANGED") : result.error;
       results[w.copy.index] = unverified(error, w.copy.workspace);
     } else if (keep) return;
     else if (gone) results[w.copy.index] = { outcome: "skipped_gone" };

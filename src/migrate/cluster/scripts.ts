@@ -39,8 +39,8 @@
  *   removed, only where it is still as written, and the intent cleared. Mode 1: created whole (DEL
  *   when unchanged, else the fields that still hold our values); mode 2: unknown what was added
  *   (DEL only when unchanged, else `{changed}`); mode 0: the named fields. The expiry is removed
- *   only while it is still the one we set. `{same}` when done, also when the intent is no longer
- *   there (completed already) or is another write's.
+ *   only while it is still the one we set. `{same}` when done, `{gone}` when the intent is no
+ *   longer there (completed already) or is another write's.
  * - INTENTS (read-only): (intent key, new key or "")… → per pair the intents recorded there (the
  *   whole hash for ""): `{{new key, intent id, old key, expire_at, packed}, …}`.
  * - DRY (new keys' node, read-only): (key, expire_at, packed)… → what WRITE would do.
@@ -345,9 +345,9 @@ local function settle(key, ikey, id, keep)
   local raw = redis.pcall("HGET", ikey, key)
   if type(raw) == "table" then return {MOVED} end
   -- Completed already (a retry, or a run's sweep), or another write's intent: not ours to settle.
-  if not raw then return {SAME} end
+  if not raw then return {GONE} end
   local r = cmsgpack.unpack(raw)
-  if r[1] ~= id then return {SAME} end
+  if r[1] ~= id then return {GONE} end
   local reply = {SAME}
   if keep ~= "1" then
     local at = r[5] == 1 and r[3] or -1
