@@ -12,8 +12,10 @@
  */
 import assert from "node:assert/strict";
 import type { Buffer } from "node:buffer";
+import { strategyFor } from "../src/migrate/select.ts";
+import { connectRedis } from "../src/redis/connect.ts";
 import type { Cluster } from "../src/redis/ioredis.ts";
-import { newKeyFor, oldKeyFor } from "../src/schema.ts";
+import { newKeyFor, oldKeyFor, WorkspaceRule } from "../src/schema.ts";
 import { runJson } from "./support/cli.ts";
 import { redisCli, startCluster, type TestCluster } from "./support/cluster.ts";
 
@@ -154,6 +156,28 @@ Deno.test("cluster crash: a kill -9 after WRITE, the app having deleted the job:
     assert.equal(await client.exists(newKeyFor(WS, id)), 0, "the deleted job is not re-created");
     assert.equal(rerun.summary.intents_completed, 1, JSON.stringify(rerun.summary));
     assert.match(rerun.stderr, /1 removed \(the old key is gone\)/);
+    assert.deepEqual(await intentKeys(cluster), [], "no intent left");
+  });
+});
+
+Deno.test("cluster crash: a copy that meets an intent left by a dead run completes it before writing", async () => {
+  await withWideJob(async (cluster, client, id) => {
+    const lost = Array.from({ length: 150 }, (_, i) => `f${i}`);
+    await crashAfterWrite(cluster, client, id, async () => {
+      await client.hdel(oldKeyFor(id), ...lost);
+      await client.hdel(newKeyFor(WS, id), ...lost);
+    });
+    // No start-of-run completion here: the copy's own WRITE finds the intent ("pending").
+    const target = await connectRedis([cluster.url]);
+    try {
+      const strategy = strategyFor(target, new WorkspaceRule());
+      await strategy.init();
+      const results = await strategy.migrate([oldKeyFor(id)], { dryRun: false });
+      assert.deepEqual(results.map((r) => r.outcome), ["migrated"]);
+    } finally {
+      await target.close();
+    }
+    assert.deepEqual(await client.hgetall(newKeyFor(WS, id)), await client.hgetall(oldKeyFor(id)));
     assert.deepEqual(await intentKeys(cluster), [], "no intent left");
   });
 });
