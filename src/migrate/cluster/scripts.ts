@@ -250,24 +250,31 @@ return out
 const WRITE = `
 local time = redis.call("TIME")
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
--- The intent of a write: what it wrote into the new key, from which old key and snapshot. Kept in
--- the same call as the write, in a hash of the new key's slot, so both exist or neither does.
-local function intent(ikey, key, id, old, at, mode, ttl_set, packed, added)
-  redis.call("HSET", ikey, key, cmsgpack.pack({id, old, at, mode, ttl_set, packed, added}))
+-- The intent of a write: what it wrote into the new key, from which old key and snapshot, as
+-- "<id>|" and the rest packed (SETTLE compares the id without unpacking). Kept in the same call as
+-- the write, in a hash of the new key's slot, so both exist or neither does.
+local function record(id, old, at, mode, ttl_set, packed, added)
+  return id .. "|" .. cmsgpack.pack({old, at, mode, ttl_set, packed, added})
 end
 local function write(key, ikey, id, old, at, packed)
   local t = kind(key)
   if t == nil then return {MOVED} end
-  local pending = redis.pcall("HEXISTS", ikey, key)
-  if type(pending) == "table" then return {MOVED} end
-  -- Another write of this key is not re-checked yet: it is completed first (intents.ts).
-  if pending == 1 then return {PENDING} end
   -- The old key's absolute expiry has passed: it is gone, and a copy must not outlive it.
   if at > 0 and at <= now then return {GONE} end
+  if t ~= "none" and t ~= "hash" then
+    return {ERROR, "WRONGTYPE the new key holds another type than a hash", 0, {}}
+  end
+  -- The intent goes first: should the call stop part-way, what it wrote is still recorded. What
+  -- completing a hash adds is known when its loop ends; until then mode 2 (taken back only if the
+  -- key is still exactly the snapshot).
+  local mode, ttl_mark = 2, 1
+  if t == "none" then mode, ttl_mark = 1, at > 0 and 1 or 0 end
+  local fresh = redis.pcall("HSETNX", ikey, key, record(id, old, at, mode, ttl_mark, packed, {}))
+  if type(fresh) == "table" then return {MOVED} end
+  -- Another write of this key is not settled yet: it is completed first (intents.ts).
+  if fresh == 0 then return {PENDING} end
   local flat = cmsgpack.unpack(packed)
   if t == "none" then
-    -- The intent goes first: should the call stop part-way, what it created is still recorded.
-    intent(ikey, key, id, old, at, 1, at > 0 and 1 or 0, packed, {})
     local failed = create(key, flat, 1, #flat, at)
     if failed then
       redis.call("HDEL", ikey, key) -- create() removed what it wrote
@@ -279,10 +286,6 @@ local function write(key, ikey, id, old, at, packed)
     end
     return {CREATED, at > 0 and 1 or 0}
   end
-  if t ~= "hash" then return {ERROR, "WRONGTYPE the new key holds another type than a hash", 0, {}} end
-  -- What completion adds is known when the loop ends; until then mode 2 (taken back only if the
-  -- key is still exactly the snapshot).
-  intent(ikey, key, id, old, at, 2, 1, packed, {})
   local added = {}
   local failed
   for j = 1, #flat, 2 do
@@ -296,7 +299,7 @@ local function write(key, ikey, id, old, at, packed)
     ttl_set = 1
   end
   if #added == 0 and ttl_set == 0 then redis.call("HDEL", ikey, key)
-  else intent(ikey, key, id, old, at, 0, ttl_set, packed, added) end
+  else redis.call("HSET", ikey, key, record(id, old, at, 0, ttl_set, packed, added)) end
   if failed then return {ERROR, failed, 0, added} end
   return {COMPLETED, ttl_set, added}
 end
@@ -345,13 +348,13 @@ local function settle(key, ikey, id, keep)
   local raw = redis.pcall("HGET", ikey, key)
   if type(raw) == "table" then return {MOVED} end
   -- Completed already (a retry, or a run's sweep), or another write's intent: not ours to settle.
-  if not raw then return {GONE} end
-  local r = cmsgpack.unpack(raw)
-  if r[1] ~= id then return {GONE} end
+  if not raw or string.sub(raw, 1, #id + 1) ~= id .. "|" then return {GONE} end
   local reply = {SAME}
   if keep ~= "1" then
-    local at = r[5] == 1 and r[3] or -1
-    reply = undo(key, r[4], at, cmsgpack.unpack(r[6]), r[7])
+    -- old, at, mode, ttl_set, packed, added
+    local r = cmsgpack.unpack(string.sub(raw, #id + 2))
+    local at = r[4] == 1 and r[2] or -1
+    reply = undo(key, r[3], at, cmsgpack.unpack(r[5]), r[6])
   end
   redis.call("HDEL", ikey, key)
   return reply
@@ -374,8 +377,10 @@ local function list(ikey, key)
   end
   local out = {}
   for j = 1, #flat, 2 do
-    local r = cmsgpack.unpack(flat[j + 1])
-    out[#out + 1] = {flat[j], r[1], r[2], r[3], r[6]}
+    local raw = flat[j + 1]
+    local bar = string.find(raw, "|", 1, true)
+    local r = cmsgpack.unpack(string.sub(raw, bar + 1))
+    out[#out + 1] = {flat[j], string.sub(raw, 1, bar - 1), r[1], r[2], r[5]}
   end
   return out
 end
