@@ -105,13 +105,16 @@ async function withWideJob(
   }
 }
 
-async function intentKeys(cluster: TestCluster): Promise<string[]> {
+/** Keys matching `pattern` on any node. */
+async function keysLike(cluster: TestCluster, pattern: string): Promise<string[]> {
   const found: string[] = [];
   for (const node of cluster.nodes) {
-    found.push(...(await redisCli(node.port, "--scan", "--pattern", "*:intents*")).split("\n"));
+    found.push(...(await redisCli(node.port, "--scan", "--pattern", pattern)).split("\n"));
   }
   return found.filter((key) => key !== "");
 }
+
+const intentKeys = (cluster: TestCluster) => keysLike(cluster, "*:intents*");
 
 Deno.test("cluster crash: a kill -9 after WRITE, the app having deleted fields: the rerun repairs the copy", async () => {
   await withWideJob(async (cluster, client, id) => {
@@ -136,6 +139,7 @@ Deno.test("cluster crash: a kill -9 after WRITE, the app having deleted fields: 
       await client.pexpiretime(oldKeyFor(id)),
       "with the old key's absolute expiry",
     );
+    assert.deepEqual(await keysLike(cluster, "*:fence*"), [], "the run removed its fence");
     assert.equal(rerun.summary.intents_completed, 1, JSON.stringify(rerun.summary));
     assert.match(rerun.stderr, /completed 1 of 1 cluster copies an earlier run left unverified/);
     assert.match(rerun.stderr, /1 taken back and copied again from the old key/);
