@@ -154,6 +154,14 @@ Deno.test("cluster crash: a kill -9 after WRITE, the app having deleted the job:
       await client.del(newKeyFor(WS, id));
     });
     assert.equal(await client.exists(newKeyFor(WS, id)), 1, "the dead run resurrected the job");
+    const dry = await runJson(["--dry-run", "--redis-url", cluster.url]);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(
+      dry.stderr,
+      /1 cluster copies an earlier run left unverified/,
+      "a dry-run says so",
+    );
+    assert.equal((await intentKeys(cluster)).length, 1, "and leaves it to --execute");
 
     const rerun = await runJson(["--execute", "--redis-url", cluster.url]);
     assert.equal(rerun.code, 0, rerun.stderr);

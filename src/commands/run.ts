@@ -286,7 +286,7 @@ async function runEngine(
     callClock: options.callClock,
     progressKey: options.progressKey,
     fence: ctx.fence,
-    completeLeftIntents: options.mode === "execute",
+    leftIntents: options.mode === "execute" ? "complete" : "report",
     logger: ctx.telemetry.logger,
   });
   // Cluster copies an earlier run left unverified, completed before this run's first copy.

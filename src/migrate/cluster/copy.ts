@@ -44,8 +44,11 @@ export interface ClusterCopyOptions {
   progressKey?: string;
   /** The run's fence (safety/lock_fence.ts), carried by every script call; absent: unfenced. */
   fence?: { argsFor(key: Uint8Array): string[] };
-  /** Complete the intents an earlier run left, in {@linkcode ClusterCopy.init} (`--execute`). */
-  completeLeftIntents?: boolean;
+  /**
+   * What {@linkcode ClusterCopy.init} does with the intents an earlier run left: `complete` them
+   * (`--execute`), or `report` how many there are (dry-run: read-only). Default: neither.
+   */
+  leftIntents?: "complete" | "report";
   /** Where that completion is logged. */
   logger?: Logger;
 }
@@ -64,7 +67,7 @@ export class ClusterCopy implements MigrationStrategy {
   #writes = 0;
   /**
    * Intents an earlier run left that this run completed (the summary's `intents_completed`);
-   * undefined unless {@linkcode ClusterCopyOptions.completeLeftIntents}.
+   * undefined unless {@linkcode ClusterCopyOptions.leftIntents} is `complete`.
    */
   intentsCompleted?: number;
 
@@ -73,7 +76,7 @@ export class ClusterCopy implements MigrationStrategy {
     this.#rule = rule;
     this.#options = options;
     this.#progressKey = options.progressKey ?? "ai:backfill";
-    if (options.completeLeftIntents) this.intentsCompleted = 0;
+    if (options.leftIntents === "complete") this.intentsCompleted = 0;
     this.#runner = new ScriptRunner(cluster, {
       budgetMs: options.retryBudgetMs ?? 30_000,
       fence: options.fence,
@@ -81,8 +84,8 @@ export class ClusterCopy implements MigrationStrategy {
   }
 
   /**
-   * Checks the masters' versions; with `completeLeftIntents`, completes the intents an earlier run
-   * left before anything else is written.
+   * Checks the masters' versions; completes (or reports) the intents an earlier run left, before
+   * anything else is written.
    *
    * @throws {SafetyRefusal} when a master runs Redis older than 7.0 (no PEXPIRETIME).
    */
@@ -95,7 +98,8 @@ export class ClusterCopy implements MigrationStrategy {
         );
       }
     }
-    if (this.#options.completeLeftIntents) await this.#completeLeftIntents();
+    if (this.#options.leftIntents === "complete") await this.#completeLeftIntents();
+    if (this.#options.leftIntents === "report") await this.#reportLeftIntents();
   }
 
   /**
@@ -103,6 +107,18 @@ export class ClusterCopy implements MigrationStrategy {
    * complete each (keep, take back, or remove the copy), copy again the jobs whose write was taken
    * back, and log what was done.
    */
+  async #reportLeftIntents(): Promise<void> {
+    const left = (await pendingIntents(this.#runner, this.#progressKey)).length;
+    if (left === 0) return;
+    this.#options.logger?.log(
+      "warn",
+      "intents_left",
+      `${left} cluster copies an earlier run left unverified (stopped between a write and its ` +
+        `re-check); --execute completes them before its first copy`,
+      { intents: left },
+    );
+  }
+
   async #completeLeftIntents(): Promise<void> {
     const pending = await pendingIntents(this.#runner, this.#progressKey);
     if (pending.length === 0) return;
