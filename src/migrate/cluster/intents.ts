@@ -37,9 +37,13 @@ export function intentKey(progressKey: string, newKey: Uint8Array): string {
   return intentKeyOfSlot(progressKey, keySlot(newKey));
 }
 
-/** The intent hash of `slot`. */
+const names = new Map<string, string[]>();
+
+/** The intent hash of `slot` (names are built once per progress key and slot). */
 export function intentKeyOfSlot(progressKey: string, slot: number): string {
-  return slotKey(`${progressKey}:intents`, slot);
+  let bySlot = names.get(progressKey);
+  if (bySlot === undefined) names.set(progressKey, bySlot = []);
+  return bySlot[slot] ??= slotKey(`${progressKey}:intents`, slot);
 }
 
 /** A write's intent, as INTENTS reads it back. */
