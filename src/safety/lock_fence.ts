@@ -105,13 +105,18 @@ return missed`;
 
 const REMOVE = `#!lua flags=allow-cross-slot-keys
 local n = tonumber(ARGV[1])
+local fields = {}
+for j = 2, 1 + 2 * n, 2 do fields[#fields + 1] = ARGV[j] end
 local missed = {}
 for i = 2 + 2 * n, #ARGV do
   local key = ARGV[i]
-  for j = 2, 1 + 2 * n, 2 do
-    local r = redis.pcall("HGET", key, ARGV[j])
-    if type(r) == "table" then missed[#missed + 1] = key break end
-    if r == ARGV[j + 1] then redis.call("HDEL", key, ARGV[j]) end
+  local held = redis.pcall("HMGET", key, unpack(fields))
+  if held.err then missed[#missed + 1] = key else
+    local ours = {}
+    for j = 1, n do
+      if held[j] == ARGV[1 + 2 * j] then ours[#ours + 1] = fields[j] end
+    end
+    if #ours > 0 then redis.call("HDEL", key, unpack(ours)) end
   end
 end
 return missed`;
