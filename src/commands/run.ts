@@ -22,6 +22,7 @@ import { renderSummary, summaryJson } from "../run/summary.ts";
 import type { Logger, RunObserver, Summary } from "../run_events.ts";
 import { lockKey } from "../safety/lock.ts";
 import { acquireLocks, type LockSet } from "../safety/lock_set.ts";
+import type { RunFence } from "../safety/lock_fence.ts";
 import { emptyCounters } from "../outcome.ts";
 import { createTelemetry, type Telemetry } from "../telemetry/mod.ts";
 import type { CommandIo } from "./io.ts";
@@ -136,6 +137,7 @@ async function runOn(
       lockLost,
       stop,
       preflight,
+      fence: lock?.fence,
     });
   } finally {
     await live?.finish();
@@ -157,6 +159,7 @@ async function runLocked(
     lockLost: AbortController;
     stop: AbortController;
     preflight?: string[];
+    fence?: RunFence;
   },
 ): Promise<number> {
   const { logger } = ctx.telemetry;
@@ -218,6 +221,7 @@ async function takeLocks(
   const { logger, lockLost } = ctx;
   const keys = nodeIds.map((nodeId) => lockKey(options.progressKey, nodeId));
   const set = await acquireLocks(client, keys, {
+    fence: options.progressKey,
     waitMs: options.waitLockSeconds * 1000,
     onWait: (message) => logger.log("warn", "lock_wait", message),
     signal: ctx.signal,
@@ -270,12 +274,26 @@ function idleShard(options: RunOptions, ctx: RunContext): number {
 async function runEngine(
   target: RedisTarget,
   options: RunOptions,
-  ctx: RunContext & { gate: Gate; signal: AbortSignal; observer?: RunObserver },
+  ctx: RunContext & { gate: Gate; signal: AbortSignal; observer?: RunObserver; fence?: RunFence },
 ): Promise<Summary> {
   const clock = options.callClock;
   // Which masters' calls are timed on the client (a cluster's timed calls are its SCANs).
   const probe = (node: Redis) => probeCallClock(node, clock);
   await logClientClocks(target, probe, ctx.telemetry.logger, clock);
+  const strategy = strategyFor(target, options.rule, {
+    retryBudgetMs: options.maxOutage * 1000,
+    maxCallMs: options.maxCallMs,
+    callClock: options.callClock,
+    progressKey: options.progressKey,
+    fence: ctx.fence,
+    leftIntents: options.mode === "execute" ? "complete" : "report",
+    logger: ctx.telemetry.logger,
+  });
+  // Cluster copies an earlier run left unverified, completed before this run's first copy.
+  const intents = () => {
+    const completed = strategy.intentsCompleted;
+    return completed === undefined ? {} : { intents_completed: completed };
+  };
   try {
     const summary = await runBackfill(
       {
@@ -294,11 +312,7 @@ async function runEngine(
       },
       {
         target,
-        strategy: strategyFor(target, options.rule, {
-          retryBudgetMs: options.maxOutage * 1000,
-          maxCallMs: options.maxCallMs,
-          callClock: options.callClock,
-        }),
+        strategy,
         nodeId: nodeIdFor(target),
         checkpoints: new CheckpointStore(target.client as Redis, options.progressKey, {
           cluster: target.kind === "cluster",
@@ -309,12 +323,14 @@ async function runEngine(
         signal: ctx.signal,
       },
     );
-    ctx.outcome.summary = summary;
-    return summary;
+    ctx.outcome.summary = { ...summary, ...intents() };
+    return ctx.outcome.summary;
   } catch (error) {
     // A run that failed part-way still reports what it did before the error.
     const partial = (error as { summary?: Summary }).summary;
-    if (partial && error instanceof BackfillError) ctx.outcome.summary = partial;
+    if (partial && error instanceof BackfillError) {
+      ctx.outcome.summary = { ...partial, ...intents() };
+    }
     throw error;
   }
 }

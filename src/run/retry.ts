@@ -11,7 +11,7 @@ import { backoffMs } from "../async/backoff.ts";
 import type { ScriptStep } from "../checkpoint/in_script.ts";
 import { pause } from "../async/delay.ts";
 import type { Gate } from "../control/gate.ts";
-import { SafetyRefusal } from "../errors.ts";
+import { BackfillError, SafetyRefusal } from "../errors.ts";
 import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
 import { classify, errorLine, isOutageCode, KeyReplyError } from "../redis/errors.ts";
 import type { Logger } from "../run_events.ts";
@@ -139,7 +139,8 @@ export class KeyRetry {
       results = await this.#options.strategy.migrate(keys, { ...this.#options.migrate, step });
     } catch (error) {
       const { outage, code } = classify(error);
-      if (outage) throw error;
+      // A refusal (this runner's lock is lost) ends the run; it is no key's error.
+      if (outage || error instanceof BackfillError) throw error;
       const errorMessage = errorLine(error);
       return keys.map(() => ({
         outcome: "errors",

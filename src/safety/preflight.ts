@@ -24,6 +24,8 @@ export interface ProgressKeys {
   lock: string;
   control: string;
   status: string;
+  /** Cluster: a fence and an intents hash (one per slot; safety/lock_fence.ts, cluster/intents.ts). */
+  perSlot?: string[];
 }
 
 /**
@@ -72,6 +74,14 @@ export function executeNeeds(progress: ProgressKeys): Need[] {
     onKey("XREVRANGE", progress.control, "+", "-"),
     onKey("GET", progress.status),
     onKey("SET", progress.status, "x", "PX", "1"),
+    ...(progress.perSlot ?? []).flatMap((key) => [
+      onKey("HSET", key, "f", "x"),
+      onKey("HGET", key, "f"),
+      onKey("HMGET", key, "f"),
+      onKey("HEXISTS", key, "f"),
+      onKey("HGETALL", key),
+      onKey("HDEL", key, "f"),
+    ]),
   ];
 }
 
@@ -130,7 +140,7 @@ function describe(need: Need): string {
 /** The progress key names the run writes, as the checkpoint store, lock and live control name them. */
 export function progressKeysFor(
   prefix: string,
-  names: { cursor: string; meta: string; control: string; status: string },
+  names: { cursor: string; meta: string; control: string; status: string; perSlot?: string[] },
 ): ProgressKeys {
   return { ...names, lock: `${prefix}:lock` };
 }
