@@ -68,3 +68,71 @@ async function answersPing(node: Redis): Promise<boolean> {
     clearTimeout(timer);
   }
 }
+
+/**
+ * When each server was lost, as its connections see it. A connection that closes (a refused or
+ * reset connection: the server died or restarted) marks its server lost from that moment; one
+ * that waited `silenceMs` with commands pending and no byte back (ioredis `socketTimeout`: a
+ * frozen server, SIGSTOP or a hung VM, keeps the TCP connection open and answers nothing) marks it
+ * lost since the silence began, and is closed, so every command pending on it fails now. A
+ * connection that is ready again clears the mark. Every wait for a node counts from this moment,
+ * so waits that follow each other (a cluster call's own retries, then the engine's wait) never
+ * add up past `--max-outage`.
+ */
+export class LossClock {
+  readonly #silenceMs: number | undefined;
+  readonly #since = new Map<string, number>();
+  readonly #connections = new Map<string, Set<Redis>>();
+
+  /** `silenceMs`: the `socketTimeout` the watched connections were opened with, if any. */
+  constructor(silenceMs?: number) {
+    this.#silenceMs = silenceMs;
+  }
+
+  /** Watches `client`, a connection to the server `name()` names now (before its first connect). */
+  watch(client: Redis, name: () => string): void {
+    let address = name();
+    const track = () => {
+      const now = name();
+      if (now === address && this.#connections.get(now)?.has(client)) return;
+      this.#connections.get(address)?.delete(client);
+      address = now;
+      const set = this.#connections.get(now) ?? new Set<Redis>();
+      set.add(client);
+      this.#connections.set(now, set);
+    };
+    track();
+    client.on("error", (error: Error) => {
+      if (this.#silenceMs !== undefined && SILENT.test(error.message)) {
+        this.#mark(name(), performance.now() - this.#silenceMs);
+      }
+    });
+    client.on("close", () => this.#mark(name(), performance.now()));
+    client.on("ready", () => {
+      track();
+      this.#since.delete(name());
+    });
+    client.on("end", () => this.#connections.get(address)?.delete(client));
+  }
+
+  /** performance.now() when the server `name` was lost; undefined while it answers. */
+  lostSince(name: string): number | undefined {
+    return this.#since.get(name);
+  }
+
+  /**
+   * Closes every watched connection to `name` (without reconnecting): what is pending on them
+   * fails at once, so a run that gives up on a frozen server does not wait for it to settle.
+   */
+  abandon(name: string): void {
+    for (const client of this.#connections.get(name) ?? []) client.disconnect();
+  }
+
+  #mark(name: string, since: number): void {
+    const known = this.#since.get(name);
+    if (known === undefined || since < known) this.#since.set(name, since);
+  }
+}
+
+/** ioredis's error when `socketTimeout` passed with commands pending and no reply. */
+const SILENT = /^Socket timeout/;

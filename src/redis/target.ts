@@ -26,6 +26,14 @@ export interface RedisTarget {
    * from a not-yet-scanned to an already-scanned position of another master escaped this run.
    */
   layout?(): Promise<string>;
+  /**
+   * performance.now() when the server behind `node` was lost, as its connections saw it (closed,
+   * or silent with commands pending for the silence limit, see availability.ts); undefined while
+   * it answers.
+   */
+  lostSince?(node: Redis): number | undefined;
+  /** Closes every connection to the server behind `node`: what is pending on them fails now. */
+  abandon?(node: Redis): void;
   /** Closes every connection. */
   close(): Promise<void>;
 }
