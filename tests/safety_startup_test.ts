@@ -14,6 +14,11 @@ function connected(run: RunningCli): boolean {
   return /connected to redis:\/\//.test(run.stderrSoFar());
 }
 
+/** The memory headroom check, the last check before writing, has logged its estimate. */
+function checked(run: RunningCli): boolean {
+  return /memory_estimate/.test(run.stderrSoFar());
+}
+
 for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
   Deno.test(`${signal} in the first moments of a run exits ${code}: no internal error, nothing half-written`, async () => {
     await withRedis(async (server, client) => {
@@ -25,12 +30,19 @@ for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
         60_000,
         { defaults: true },
       );
-      await waitFor("the run's first log line", () => connected(run), 30_000);
+      // The checks before writing are done: the throttle starts and the locks are taken next.
+      await waitFor("the memory check's log line", () => checked(run), 30_000);
       run.child.kill(signal);
       const result = await run.done;
       assert.equal(result.code, code, result.stderr);
       assert.doesNotMatch(result.stderr, /internal error|AbortError|\n\s+at /);
       assert.match(result.stderr, new RegExp(`received ${signal}`));
+      // Stopped in start-up (one line says so), or just after its first batch (a summary).
+      assert.ok(
+        new RegExp(`stopped by ${signal} before the first batch`).test(result.stderr) ||
+          JSON.parse(result.stdout).completed === false,
+        result.stderr,
+      );
       assert.equal(await client.exists("ai:backfill:lock"), 0, "no lock left behind");
       // Whatever it copied before it stopped is whole: the next run finishes the rest.
       const rest = spawnCli(["--execute", "--rps", "0", "--json", "--redis-url", server.url]);

@@ -83,6 +83,8 @@ export class LossClock {
   readonly #silenceMs: number | undefined;
   readonly #since = new Map<string, number>();
   readonly #connections = new Map<string, Set<Redis>>();
+  /** Servers the run gave up on: commands to them fail at once (see {@linkcode abandon}). */
+  readonly #abandoned = new Set<string>();
 
   /** `silenceMs`: the `socketTimeout` the watched connections were opened with, if any. */
   constructor(silenceMs?: number) {
@@ -102,6 +104,12 @@ export class LossClock {
       this.#connections.set(now, set);
     };
     track();
+    const send = client.sendCommand.bind(client);
+    client.sendCommand = ((command: Parameters<Redis["sendCommand"]>[0], ...rest: unknown[]) => {
+      if (!this.#abandoned.has(name())) return (send as SendCommand)(command, ...rest);
+      command.reject(new AbandonedServerError(name()));
+      return command.promise;
+    }) as Redis["sendCommand"];
     client.on("error", (error: Error) => {
       if (this.#silenceMs !== undefined && SILENT.test(error.message)) {
         this.#mark(name(), performance.now() - this.#silenceMs);
@@ -121,10 +129,13 @@ export class LossClock {
   }
 
   /**
-   * Closes every watched connection to `name` (without reconnecting): what is pending on them
-   * fails at once, so a run that gives up on a frozen server does not wait for it to settle.
+   * Gives up on the server `name`: every watched connection to it is closed (what is pending on
+   * them fails now) and every later command to it fails at once with
+   * {@linkcode AbandonedServerError}, also the retries a cluster client makes by itself. So a run
+   * that ended because of a lost server settles the rest of its work without waiting for it.
    */
   abandon(name: string): void {
+    this.#abandoned.add(name);
     for (const client of this.#connections.get(name) ?? []) client.disconnect();
   }
 
@@ -133,6 +144,16 @@ export class LossClock {
     if (known === undefined || since < known) this.#since.set(name, since);
   }
 }
+
+/** A command to a server the run gave up on ({@linkcode LossClock.abandon}). */
+export class AbandonedServerError extends Error {
+  constructor(name: string) {
+    super(`Connection is closed: the run gave up on Redis at ${name} (lost past --max-outage)`);
+    this.name = "AbandonedServerError";
+  }
+}
+
+type SendCommand = (command: unknown, ...rest: unknown[]) => Promise<unknown>;
 
 /** ioredis's error when `socketTimeout` passed with commands pending and no reply. */
 const SILENT = /^Socket timeout/;
