@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { type RunningCli, spawnCli, waitFor } from "./support/cli.ts";
-import { withRedis } from "./support/redis_server.ts";
+import { freePort, withRedis } from "./support/redis_server.ts";
 import { countKeys, makeJobs, newKey, seedOld } from "./support/seed.ts";
 
 /** The run's first log line: it is connected and starting (nothing copied yet). */
@@ -151,4 +151,41 @@ Deno.test("BUSY from another client's script in the start-up phase is waited out
     assert.equal(summary.completed, true);
     for (const job of jobs) assert.equal(await client.exists(newKey(job)), 1, job.id);
   }, { args: ["--busy-reply-threshold", "100"] });
+});
+
+Deno.test("a primary demoted in the start-up phase (READONLY) is waited out: exit 0, all migrated", async () => {
+  await withRedis(async (server, client) => {
+    const jobs = makeJobs(1000);
+    await seedOld(client, jobs);
+    const run = spawnCli(
+      [
+        "--execute",
+        "--max-outage",
+        "30",
+        "--max-latency",
+        "50",
+        "--json",
+        "--redis-url",
+        server.url,
+      ],
+      {},
+      90_000,
+      { defaults: true },
+    );
+    // Past the check that it is a primary: a failover demotes it before the locks are taken.
+    await waitFor("the memory check's log line", () => checked(run), 30_000);
+    // A replica of a primary that is not there: read-only, and it keeps its data.
+    await client.call("REPLICAOF", "127.0.0.1", String(freePort()));
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    await client.call("REPLICAOF", "NO", "ONE");
+    const result = await run.done;
+    assert.equal(result.code, 0, result.stderr);
+    assert.doesNotMatch(result.stderr, /internal error|key_error|\n\s+at /);
+    // Met while starting (taking the lock), not by the main loop.
+    assert.match(result.stderr, /WARN redis_lost: lost Redis at 127\.0\.0\.1:\d+ \(.*\) while /);
+    const summary = JSON.parse(result.stdout);
+    assert.equal(summary.errors, 0);
+    assert.equal(summary.completed, true);
+    for (const job of jobs) assert.equal(await client.exists(newKey(job)), 1, job.id);
+  });
 });
