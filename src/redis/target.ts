@@ -32,7 +32,10 @@ export interface RedisTarget {
    * it answers.
    */
   lostSince?(node: Redis): number | undefined;
-  /** Closes every connection to the server behind `node`: what is pending on them fails now. */
+  /**
+   * Gives up on the server behind `node` (lost past `--max-outage`): what is pending on its
+   * connections fails now, and so does every later command to it.
+   */
   abandon?(node: Redis): void;
   /** Closes every connection. */
   close(): Promise<void>;
