@@ -142,30 +142,36 @@ Deno.test("cluster: a master killed mid-run ends the run (exit 3) within --max-o
   });
 });
 
-Deno.test("cluster: a master frozen (SIGSTOP) past --max-outage ends the run with exit 3 within the bound", async () => {
-  await withCluster(async (cluster, client) => {
-    await seedOldCluster(client, makeJobs(4000));
-    const { progress, lost } = await pickMasters(cluster, client);
-    const maxOutage = 5;
-    const run = spawnCli([...RUN, "--max-outage", String(maxOutage), "--redis-url", progress.url]);
-    let frozen = 0;
-    try {
-      await untilCopyingEverywhere(cluster, client);
-      lost.signal("SIGSTOP");
-      frozen = performance.now();
-      // Frozen far longer than the bound: the run must not wait for it to thaw.
-      const thaw = setTimeout(() => lost.signal("SIGCONT"), 40_000);
-      const result = await run.done.finally(() => clearTimeout(thaw));
-      const seconds = (performance.now() - frozen) / 1000;
-      assert.equal(result.code, 3, result.stderr);
-      assert.ok(seconds < maxOutage + 10, `exit 3 came ${seconds} s after the freeze`);
-      assert.match(result.stderr, new RegExp(`error: lost Redis at 127\\.0\\.0\\.1:${lost.port}`));
-      assert.doesNotMatch(result.stderr, /internal error|\n\s+at /);
-      assert.equal(JSON.parse(result.stdout).completed, false);
-    } finally {
-      lost.signal("SIGCONT");
-      if (frozen === 0) run.child.kill("SIGKILL");
-      await run.done.catch(() => {});
-    }
+for (const which of ["another master", "the master that holds the locks and checkpoints"]) {
+  Deno.test(`cluster: ${which} frozen (SIGSTOP) past --max-outage ends the run with exit 3 within the bound`, async () => {
+    await withCluster(async (cluster, client) => {
+      await seedOldCluster(client, makeJobs(4000));
+      const masters = await pickMasters(cluster, client);
+      const lost = which === "another master" ? masters.lost : masters.progress;
+      const maxOutage = 5;
+      const run = spawnCli([...RUN, "--max-outage", String(maxOutage), "--redis-url", cluster.url]);
+      let frozen = 0;
+      try {
+        await untilCopyingEverywhere(cluster, client);
+        lost.signal("SIGSTOP");
+        frozen = performance.now();
+        // Frozen far longer than the bound: the run must not wait for it to thaw.
+        const thaw = setTimeout(() => lost.signal("SIGCONT"), 40_000);
+        const result = await run.done.finally(() => clearTimeout(thaw));
+        const seconds = (performance.now() - frozen) / 1000;
+        assert.equal(result.code, 3, result.stderr);
+        assert.ok(seconds < maxOutage + 10, `exit 3 came ${seconds} s after the freeze`);
+        assert.match(
+          result.stderr,
+          new RegExp(`error: lost Redis at 127\\.0\\.0\\.1:${lost.port}`),
+        );
+        assert.doesNotMatch(result.stderr, /internal error|\n\s+at /);
+        assert.equal(JSON.parse(result.stdout).completed, false);
+      } finally {
+        lost.signal("SIGCONT");
+        if (frozen === 0) run.child.kill("SIGKILL");
+        await run.done.catch(() => {});
+      }
+    });
   });
-});
+}
