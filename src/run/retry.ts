@@ -66,7 +66,10 @@ export class KeyRetry {
     try {
       const once = failing(results).filter((i) => results[i]!.errorCode !== "OOM");
       if (once.length > 0) {
-        await pause(RETRY_DELAY_MS, { signal: this.#options.migrate.signal });
+        // A stop sends nothing more (it may come just before the locks are released): the
+        // sub-batch fails, so its batch is not saved past and is read again by the next run.
+        const { signal } = this.#options.migrate;
+        if (!await pause(RETRY_DELAY_MS, { signal })) throw signal?.reason;
         await this.#redo(keys, results, once);
       }
       if (failing(results, "OOM").length > 0) {

@@ -111,6 +111,8 @@ export async function missingPermissions(
   try {
     reply = await node.call("EVAL_RO", PREFLIGHT_SCRIPT, "0", ...args) as number[];
   } catch (error) {
+    // A node that is not there (or busy) cannot tell now: the caller waits for it and asks again.
+    if (classify(error).outage) throw error;
     // A user who may not even run a read-only script cannot run the copy scripts either.
     if (classify(error).kind === "credentials") return ["EVAL_RO / EVALSHA (scripts)"];
     return undefined;
