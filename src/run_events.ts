@@ -55,7 +55,7 @@ export interface CarriedTotals {
 }
 
 /** Why the run holds back on purpose (see {@linkcode RunObserver.onThrottle}). */
-export const THROTTLE_REASONS = ["latency", "replica_lag", "memory", "paused"] as const;
+export const THROTTLE_REASONS = ["redis_busy", "replica_lag", "memory", "paused"] as const;
 
 /** Why the run holds back on purpose. */
 export type ThrottleReason = typeof THROTTLE_REASONS[number];
@@ -71,15 +71,6 @@ export interface RateLimitEvent {
 export interface ThrottleEvent {
   reason: ThrottleReason;
   active: boolean;
-}
-
-/** One latency probe round of a node. */
-export interface ProbeEvent {
-  node: string;
-  /** p99 of the probe round-trips, in seconds. */
-  p99Seconds: number;
-  /** The baseline the p99 is compared with, in seconds. */
-  baselineSeconds: number;
 }
 
 /** A replica's replication lag behind its master. */
@@ -125,8 +116,6 @@ export interface RunObserver {
   onRateLimit?(event: RateLimitEvent): void;
   /** A throttle (or a pause) turned on or off. */
   onThrottle?(event: ThrottleEvent): void;
-  /** A latency probe round finished. */
-  onProbe?(event: ProbeEvent): void;
   /** A replica's lag was measured. */
   onReplicaLag?(event: ReplicaLagEvent): void;
   /** A node answered; cheap, may be called for every reply. */
@@ -144,7 +133,6 @@ export const SYNC_EVENTS = [
   "onLimiterWait",
   "onRateLimit",
   "onThrottle",
-  "onProbe",
   "onReplicaLag",
   "onRedisReply",
   "onRedisDown",

@@ -5,6 +5,7 @@
  * @module
  */
 import { logClientClocks, probeCallClock } from "../control/call_clock.ts";
+import { latencyBudget } from "../control/call_window.ts";
 import { CheckpointStore } from "../checkpoint/store.ts";
 import type { RunOptions } from "../cli/options.ts";
 import type { Gate } from "../control/gate.ts";
@@ -109,7 +110,6 @@ async function runOn(
   if (scope.nodeIds.length === 0) return idleShard(options, ctx);
   const target = scope.target;
   const preflight = await checkBeforeWriting(target, options, { logger, signal: ctx.io.signal });
-  // The probes' baselines are measured here, before the first write (the lock).
   const throttled = await startThrottledGate(target, {
     ...options,
     logger,
@@ -273,6 +273,9 @@ async function runEngine(
   ctx: RunContext & { gate: Gate; signal: AbortSignal; observer?: RunObserver },
 ): Promise<Summary> {
   const clock = options.callClock;
+  // `--max-latency` by construction: each call's Redis time and the calls in flight per master.
+  const budget = latencyBudget(options.maxLatencyMs, options.maxCallMs);
+  const maxCallMs = budget?.maxCallMs ?? options.maxCallMs;
   // Which masters' calls are timed on the client (a cluster's timed calls are its SCANs).
   const probe = (node: Redis) => probeCallClock(node, clock);
   await logClientClocks(target, probe, ctx.telemetry.logger, clock);
@@ -287,16 +290,17 @@ async function runEngine(
         rule: options.rule,
         resetProgress: options.resetProgress,
         maxOutage: options.maxOutage,
-        maxCallMs: options.maxCallMs,
+        maxCallMs,
         callClock: options.callClock,
-        // With the latency throttle off the operator asked for raw speed: pipeline deep.
-        callWindow: options.maxLatencyMs > 0 ? "round-trip" : "deep",
+        // With `--max-latency 0` the operator asked for raw speed: pipeline deep.
+        callWindow: budget ? "round-trip" : "deep",
+        maxCallsInFlight: budget?.maxCallsInFlight,
       },
       {
         target,
         strategy: strategyFor(target, options.rule, {
           retryBudgetMs: options.maxOutage * 1000,
-          maxCallMs: options.maxCallMs,
+          maxCallMs,
           callClock: options.callClock,
         }),
         nodeId: nodeIdFor(target),

@@ -37,12 +37,17 @@ export async function openNodeTraffic(node: Redis, options: {
    * SCAN reply to sort) never leave Redis idle.
    */
   window?: "round-trip" | "deep";
+  /** A `round-trip` window never holds more calls than this (`--max-latency`, call_window.ts). */
+  maxCallsInFlight?: number;
   /** The COUNT of the first SCAN: a batch re-read from a stored position asks for its own. */
   firstCount?: number;
 }): Promise<NodeTraffic> {
   const maxCallMs = options.maxCallMs ?? 0.25;
   const calls = new CallWindow(
-    options.window === "deep" ? MAX_CALL_WINDOW : callWindowSize(await measureRtt(node), maxCallMs),
+    options.window === "deep" ? MAX_CALL_WINDOW : Math.min(
+      callWindowSize(await measureRtt(node), maxCallMs),
+      options.maxCallsInFlight ?? MAX_CALL_WINDOW,
+    ),
   );
   const batches = scanBatches(node, {
     match: options.match,

@@ -1,11 +1,12 @@
 /**
- * Builds the run's gate with the health-aware throttle in it: per master a {@linkcode NodeHealth}
- * (latency probe, replica lag, memory), one {@linkcode Throttle} over them, and the run-wide
- * `--rps` cap. Starting it measures each probe's baseline, so it is awaited before the first write.
+ * Builds the run's gate with the pace in it: per master a {@linkcode NodeHealth} (its load as the
+ * server reports it, replica lag, memory), one {@linkcode Throttle} over them, and the run-wide
+ * `--rps` cap. Starting it measures nothing before the first write (a memory read at most): the
+ * pace learns while the run goes.
  *
  * What applies in which mode: `--execute` gets every signal. A dry run writes nothing, so there is
  * no replication stream to lag and no memory to fill, but it reads (one read-only script per
- * sub-batch), and reads slow the application too: the latency throttle and the cap apply to it.
+ * sub-batch), and reads load Redis too: the critical-load yield and the cap apply to it.
  *
  * @module
  */
@@ -23,17 +24,15 @@ export interface ThrottledGateOptions {
   mode: RunMode;
   /** `--rps`: the hard cap, 0 = none. */
   rps: number;
-  /** `--max-latency` in ms; 0 = no probe, no adaptation. */
+  /** `--max-latency` in ms; 0 = raw speed: no critical-load yield (the pauses still apply). */
   maxLatencyMs: number;
   maxReplicaLag: ReplicaLagLimit;
   /** `--max-memory-pct`. */
   maxMemoryPct: number;
   logger: Logger;
   observer?: RunObserver;
-  /** Aborts the baseline measurement (SIGINT/SIGTERM while starting). */
+  /** Aborts the start (SIGINT/SIGTERM while starting). */
   signal?: AbortSignal;
-  /** PINGs of each probe's baseline (default 200: two seconds). */
-  baselineSamples?: number;
 }
 
 /** A running throttled gate; {@linkcode ThrottledGate.close} it after the run. */
@@ -42,7 +41,7 @@ export interface ThrottledGate {
   throttle: Throttle;
   /** What live control acts on (operator pause, cap, status view). */
   targets: ControlTargets;
-  /** Stops the ticks, the probes and the pollers. */
+  /** Stops the ticks and the pollers. */
   close(): Promise<void>;
 }
 
@@ -61,11 +60,9 @@ export async function startThrottledGate(
         node: target.nodeName(client),
         client,
         signal: halt.signal,
-        maxLatencyMs: options.maxLatencyMs,
         replicaLag: execute ? options.maxReplicaLag : { kind: "off" },
         maxMemoryPct: execute ? options.maxMemoryPct : undefined,
         observer: options.observer,
-        baselineSamples: options.baselineSamples,
       })
     ),
   );
@@ -83,21 +80,10 @@ export async function startThrottledGate(
   const throttle = new Throttle({
     nodes,
     capRps: options.rps,
-    maxLatencyMs: options.maxLatencyMs,
+    adaptive: options.maxLatencyMs > 0,
     logger: options.logger,
     observer: options.observer,
   });
-  for (const node of nodes) {
-    if (options.maxLatencyMs > 0) {
-      options.logger.log(
-        "info",
-        "probe_baseline",
-        `latency baseline of ${node.node}: p99 ${node.baselineMs.toFixed(2)} ms; the rate adapts ` +
-          `to keep the added p99 under ${options.maxLatencyMs} ms`,
-        { node: node.node },
-      );
-    }
-  }
   const runLimiter = new RetunableLimiter(options.rps);
   const gate = new Gate(runLimiter, [throttle], {
     nodeLimiter: (node) => throttle.limiterFor(node),

@@ -1,6 +1,6 @@
 /**
- * The metrics of the run's feedback loop: the effective rate, why the run holds back, the latency
- * probes, replica lag and whether each Redis node answers. Registered from the start so dashboards
+ * The metrics of the run's feedback loop: the effective rate, why the run holds back, replica lag
+ * and whether each Redis node answers. Registered from the start so dashboards
  * and alerts can rely on them; fed by the optional {@linkcode RunObserver} hooks, and until the
  * engine emits those, by what it already reports (batches, outages).
  *
@@ -9,7 +9,6 @@
 import { Gauge, type Registry } from "prom-client";
 import {
   type BatchReport,
-  type ProbeEvent,
   type RateLimitEvent,
   type RedisDownEvent,
   type RedisReplyEvent,
@@ -27,8 +26,6 @@ export const ALL_NODES_LABEL = "_all";
 export class ControlMetrics implements RunObserver {
   readonly #rateLimit: Gauge<"node">;
   readonly #throttled: Gauge<"reason">;
-  readonly #probeLatency: Gauge<"node">;
-  readonly #probeBaseline: Gauge<"node">;
   readonly #replicaLag: Gauge<"node">;
   readonly #redisUp: Gauge<"node">;
   /** The throttle reported the run-wide rate (`node="_all"`): the start does not overwrite it. */
@@ -50,14 +47,6 @@ export class ControlMetrics implements RunObserver {
       registers,
     });
     for (const reason of THROTTLE_REASONS) this.#throttled.set({ reason }, 0);
-    this.#probeLatency = perNode(
-      "relay_backfill_probe_latency_seconds",
-      "p99 round-trip of the latest latency probe round.",
-    );
-    this.#probeBaseline = perNode(
-      "relay_backfill_probe_baseline_seconds",
-      "Baseline probe round-trip the p99 is compared with.",
-    );
     this.#replicaLag = perNode(
       "relay_backfill_replica_lag_bytes",
       "Replication lag of a replica behind its master, in bytes.",
@@ -70,9 +59,8 @@ export class ControlMetrics implements RunObserver {
 
   /**
    * The configured --rps is the run-wide rate, unless the throttle already reported it: with one
-   * master the throttle's adaptive rate is the run-wide one (1000/s at the start of `--rps 0
-   * --max-latency 0.5`), and it is reported before the engine starts. Overwritten with `--rps 0`
-   * it read "unlimited" until the first change of rate.
+   * master the throttle's rate is the run-wide one, and it is reported before the engine starts
+   * (a run that starts yielding to a busy Redis must not read "unlimited" until its next change).
    */
   onStart(start: RunStart): void {
     if (this.#allReported) return;
@@ -96,16 +84,6 @@ export class ControlMetrics implements RunObserver {
   onThrottle(event: ThrottleEvent): void {
     if ((THROTTLE_REASONS as readonly string[]).includes(event.reason)) {
       this.#throttled.set({ reason: event.reason }, event.active ? 1 : 0);
-    }
-  }
-
-  /** Records a probe round. */
-  onProbe(event: ProbeEvent): void {
-    if (Number.isFinite(event.p99Seconds)) {
-      this.#probeLatency.set({ node: event.node }, event.p99Seconds);
-    }
-    if (Number.isFinite(event.baselineSeconds)) {
-      this.#probeBaseline.set({ node: event.node }, event.baselineSeconds);
     }
   }
 

@@ -8,7 +8,6 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type {
   BatchReport,
-  ProbeEvent,
   RateLimitEvent,
   RedisDownEvent,
   RedisReplyEvent,
@@ -233,11 +232,6 @@ export class BackfillMetrics implements RunObserver {
   /** See {@linkcode RunObserver.onThrottle}. */
   onThrottle(event: ThrottleEvent): void {
     this.#control.onThrottle(event);
-  }
-
-  /** See {@linkcode RunObserver.onProbe}. */
-  onProbe(event: ProbeEvent): void {
-    this.#control.onProbe(event);
   }
 
   /** See {@linkcode RunObserver.onReplicaLag}. */
