@@ -73,6 +73,15 @@ export interface ThrottleEvent {
   active: boolean;
 }
 
+/** How busy a master was over the last interval, as the server reports it (control/pace.ts). */
+export interface ServerLoadEvent {
+  node: string;
+  /** Share of the interval Redis's main thread was on the CPU (0–1). */
+  busy: number;
+  /** Share of the interval the backfill's own commands ran (0–1). */
+  backfill: number;
+}
+
 /** A replica's replication lag behind its master. */
 export interface ReplicaLagEvent {
   node: string;
@@ -116,6 +125,8 @@ export interface RunObserver {
   onRateLimit?(event: RateLimitEvent): void;
   /** A throttle (or a pause) turned on or off. */
   onThrottle?(event: ThrottleEvent): void;
+  /** A master's load was read (about every 200 ms while the pace adapts). */
+  onServerLoad?(event: ServerLoadEvent): void;
   /** A replica's lag was measured. */
   onReplicaLag?(event: ReplicaLagEvent): void;
   /** A node answered; cheap, may be called for every reply. */
@@ -133,6 +144,7 @@ export const SYNC_EVENTS = [
   "onLimiterWait",
   "onRateLimit",
   "onThrottle",
+  "onServerLoad",
   "onReplicaLag",
   "onRedisReply",
   "onRedisDown",

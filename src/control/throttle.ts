@@ -13,6 +13,7 @@ import type { Logger, RunObserver } from "../run_events.ts";
 import type { AdmissionCheck, AdmitOptions } from "./gate.ts";
 import type { HealthReading } from "./health_check.ts";
 import {
+  busyShare,
   describeRateChange,
   PaceController,
   type PaceOptions,
@@ -42,7 +43,7 @@ export interface ThrottleOptions {
   /** Critical load on (`--max-latency` > 0); off, only the pauses and the cap apply. */
   adaptive: boolean;
   logger: Logger;
-  observer?: Pick<RunObserver, "onRateLimit" | "onThrottle">;
+  observer?: Pick<RunObserver, "onRateLimit" | "onThrottle" | "onServerLoad">;
   /** Milliseconds between ticks (and load readings). Default 200. */
   tickMs?: number;
   /** Milliseconds of a quiet window (the application's load read alone). Default 150. */
@@ -132,6 +133,13 @@ export class Throttle implements AdmissionCheck {
     const keys = granted - control.granted;
     control.granted = granted;
     const load = delta && { ...delta, at: this.#now(), keys, quiet };
+    if (delta) {
+      this.#options.observer?.onServerLoad?.({
+        node,
+        busy: busyShare(delta),
+        backfill: Math.min(1, delta.ownMicros / delta.elapsedMicros),
+      });
+    }
     for (const line of this.#apply(control, control.pace.tick(this.#signals(control), load))) {
       this.#log(line);
     }

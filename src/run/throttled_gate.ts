@@ -26,6 +26,8 @@ export interface ThrottledGateOptions {
   rps: number;
   /** `--max-latency` in ms; 0 = raw speed: no critical-load yield (the pauses still apply). */
   maxLatencyMs: number;
+  /** `--critical-load` in % (default 90). */
+  criticalLoadPct?: number;
   maxReplicaLag: ReplicaLagLimit;
   /** `--max-memory-pct`. */
   maxMemoryPct: number;
@@ -81,6 +83,7 @@ export async function startThrottledGate(
     nodes,
     capRps: options.rps,
     adaptive: options.maxLatencyMs > 0,
+    pace: criticalLoad(options.criticalLoadPct),
     logger: options.logger,
     observer: options.observer,
   });
@@ -105,4 +108,10 @@ export async function startThrottledGate(
       await ticking;
     },
   };
+}
+
+/** The controller's thresholds for `--critical-load P`: yield at P%, recover 10 points below. */
+export function criticalLoad(pct = 90): { criticalBusy: number; recoverBusy: number } {
+  const criticalBusy = pct / 100;
+  return { criticalBusy, recoverBusy: Math.max(0, criticalBusy - 0.1) };
 }

@@ -1,6 +1,6 @@
 /**
- * The metrics of the run's feedback loop: the effective rate, why the run holds back, replica lag
- * and whether each Redis node answers. Registered from the start so dashboards
+ * The metrics of the run's feedback loop: the effective rate, why the run holds back, how busy each
+ * master is and how much of that is the backfill, replica lag and whether each Redis node answers. Registered from the start so dashboards
  * and alerts can rely on them; fed by the optional {@linkcode RunObserver} hooks, and until the
  * engine emits those, by what it already reports (batches, outages).
  *
@@ -15,6 +15,7 @@ import {
   type ReplicaLagEvent,
   type RunObserver,
   type RunStart,
+  type ServerLoadEvent,
   THROTTLE_REASONS,
   type ThrottleEvent,
 } from "../run_events.ts";
@@ -26,6 +27,8 @@ export const ALL_NODES_LABEL = "_all";
 export class ControlMetrics implements RunObserver {
   readonly #rateLimit: Gauge<"node">;
   readonly #throttled: Gauge<"reason">;
+  readonly #redisBusy: Gauge<"node">;
+  readonly #redisBackfill: Gauge<"node">;
   readonly #replicaLag: Gauge<"node">;
   readonly #redisUp: Gauge<"node">;
   /** The throttle reported the run-wide rate (`node="_all"`): the start does not overwrite it. */
@@ -47,6 +50,14 @@ export class ControlMetrics implements RunObserver {
       registers,
     });
     for (const reason of THROTTLE_REASONS) this.#throttled.set({ reason }, 0);
+    this.#redisBusy = perNode(
+      "relay_backfill_redis_busy_ratio",
+      "Share of the last ~200 ms Redis's main thread was on the CPU (INFO cpu), 0-1.",
+    );
+    this.#redisBackfill = perNode(
+      "relay_backfill_redis_backfill_ratio",
+      "Share of the last ~200 ms Redis ran the backfill's own commands (INFO commandstats), 0-1.",
+    );
     this.#replicaLag = perNode(
       "relay_backfill_replica_lag_bytes",
       "Replication lag of a replica behind its master, in bytes.",
@@ -84,6 +95,14 @@ export class ControlMetrics implements RunObserver {
   onThrottle(event: ThrottleEvent): void {
     if ((THROTTLE_REASONS as readonly string[]).includes(event.reason)) {
       this.#throttled.set({ reason: event.reason }, event.active ? 1 : 0);
+    }
+  }
+
+  /** Records a master's load. */
+  onServerLoad(event: ServerLoadEvent): void {
+    if (Number.isFinite(event.busy)) this.#redisBusy.set({ node: event.node }, event.busy);
+    if (Number.isFinite(event.backfill)) {
+      this.#redisBackfill.set({ node: event.node }, event.backfill);
     }
   }
 

@@ -14,6 +14,7 @@ import type {
   ReplicaLagEvent,
   RunObserver,
   RunStart,
+  ServerLoadEvent,
   Summary,
   ThrottleEvent,
 } from "../run_events.ts";
@@ -232,6 +233,11 @@ export class BackfillMetrics implements RunObserver {
   /** See {@linkcode RunObserver.onThrottle}. */
   onThrottle(event: ThrottleEvent): void {
     this.#control.onThrottle(event);
+  }
+
+  /** See {@linkcode RunObserver.onServerLoad}. */
+  onServerLoad(event: ServerLoadEvent): void {
+    this.#control.onServerLoad(event);
   }
 
   /** See {@linkcode RunObserver.onReplicaLag}. */
