@@ -178,6 +178,22 @@ export class Throttle implements AdmissionCheck {
     }
   }
 
+  /**
+   * Waits while any master is held back (paused, or reading its application alone), for work that
+   * is not admitted per master (`verify --full`'s limiter).
+   */
+  async waitAll(signal?: AbortSignal): Promise<void> {
+    const held = () =>
+      [...this.#nodes.values()].some((c) => c.pace.state.paused || c.pace.state.quiet);
+    while (held()) await delay(10, { signal });
+  }
+
+  /** The lowest own rate of any master (0 = none holds back): the whole run's, for `waitAll`. */
+  get slowestRps(): number {
+    const rates = [...this.#nodes.values()].map((c) => c.pace.state.rps).filter((r) => r > 0);
+    return rates.length === 0 ? 0 : Math.min(...rates);
+  }
+
   /** `backfill pause` / `resume`: applies at once (one log line). */
   setPaused(paused: boolean): void {
     this.#operatorPaused = paused;

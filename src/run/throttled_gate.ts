@@ -13,6 +13,7 @@
 import { type ControlTargets } from "./live_control.ts";
 import { Gate } from "../control/gate.ts";
 import { NodeHealth } from "../control/health_check.ts";
+import type { RateLimiter } from "../control/rate_limit.ts";
 import type { ReplicaLagLimit } from "../control/replica_lag.ts";
 import { RetunableLimiter } from "../control/retunable.ts";
 import { Throttle } from "../control/throttle.ts";
@@ -114,4 +115,65 @@ export async function startThrottledGate(
 export function criticalLoad(pct = 90): { criticalBusy: number; recoverBusy: number } {
   const criticalBusy = pct / 100;
   return { criticalBusy, recoverBusy: Math.max(0, criticalBusy - 0.1) };
+}
+
+/** Options of {@linkcode startVerifyPace}. */
+export interface VerifyPaceOptions {
+  /** `--rps`: keys checked per second at most, 0 = no cap. */
+  rps: number;
+  /** `--max-latency`; 0 = raw speed (the cap only). */
+  maxLatencyMs: number;
+  criticalLoadPct?: number;
+  logger: Logger;
+  observer?: RunObserver;
+  signal?: AbortSignal;
+}
+
+/** `verify --full`'s limiter with the critical-load yield in it; close it after the verify. */
+export interface VerifyPace {
+  limiter: RateLimiter;
+  close(): Promise<void>;
+}
+
+/**
+ * The pace of `verify --full`: the same controller as a run's, per master, with no pauses (a verify
+ * writes nothing). Its work is not admitted per master, so every master's quiet window holds all
+ * of it, and the master that yields most sets the rate of all: on a cluster, one saturated master
+ * slows the whole verify.
+ */
+export async function startVerifyPace(
+  target: Pick<RedisTarget, "masters" | "nodeName">,
+  options: VerifyPaceOptions,
+): Promise<VerifyPace> {
+  const cap = new RetunableLimiter(options.rps);
+  if (!(options.maxLatencyMs > 0)) return { limiter: cap, close: () => Promise.resolve() };
+  const gate = await startThrottledGate(target, {
+    mode: "dry-run",
+    rps: options.rps,
+    maxLatencyMs: options.maxLatencyMs,
+    criticalLoadPct: options.criticalLoadPct,
+    maxReplicaLag: { kind: "off" },
+    maxMemoryPct: 100,
+    logger: options.logger,
+    observer: options.observer,
+    signal: options.signal,
+  });
+  const { throttle } = gate;
+  const slowest = new RetunableLimiter(0);
+  return {
+    limiter: {
+      get rps() {
+        return options.rps;
+      },
+      async acquire(n: number, signal?: AbortSignal): Promise<number> {
+        const started = performance.now();
+        await throttle.waitAll(signal);
+        slowest.setRps(throttle.slowestRps);
+        await cap.acquire(n, signal);
+        await slowest.acquire(n, signal);
+        return (performance.now() - started) / 1000;
+      },
+    },
+    close: () => gate.close(),
+  };
 }
