@@ -58,7 +58,7 @@ Deno.test("status of a live run, then stale once its publisher is killed -9", as
         rps: 800,
         cap_rps: 1000,
         paused: false,
-        throttled: ["latency"],
+        throttled: ["redis_busy"],
       });
       assert.equal(status.eta_seconds, 90);
       assert.match(status.updated_at, /^\d{4}-\d\d-\d\dT/);
