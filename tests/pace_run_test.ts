@@ -196,3 +196,45 @@ Deno.test("pace: set-rps on a running default run is the rate, also after a paus
     }
   });
 });
+
+Deno.test("pace: verify --full yields to an application that saturates Redis, by default", async () => {
+  await withRedis(async (server, client) => {
+    await seedOldInServer(client, 100_000);
+    const P = "p:vpace";
+    const common = ["--progress-key", P, "--redis-url", server.url];
+    const copied = await runCli(["--execute", "--rps", "0", "--max-latency", "0", ...common]);
+    assert.equal(copied.code, 0, copied.stderr);
+    await client.eval(
+      "for i = 1, 2000 do redis.call('SADD', 'app:s1', 'a' .. i) " +
+        "redis.call('SADD', 'app:s2', 'b' .. i) end",
+      0,
+    );
+    const app = startAppLoad(server.port, 4, ["SUNIONSTORE", "app:dst", "app:s1", "app:s2"]);
+    let verify: ReturnType<typeof spawnCli> | undefined;
+    try {
+      await delay(500);
+      const alone = await serverShares(client, 1000);
+      assert.ok(alone.busy > 0.1, `the application keeps Redis busy: ${alone.busy}`);
+      const critical = Math.max(5, Math.min(90, Math.round(alone.busy * 50)));
+      verify = spawnCli(["verify", "--full", "--critical-load", String(critical), ...common]);
+      await waitFor(
+        "the yield",
+        () => /throttle on: Redis is \d+% busy without the backfill/.test(verify!.stderrSoFar()),
+        30_000,
+      );
+      const during = await serverShares(client, 2000);
+      assert.ok(during.own <= 0.12, `verify's share of Redis while yielding: ${during.own}`);
+      verify.child.kill("SIGTERM");
+      const result = await verify.done;
+      assert.equal(result.code, ExitCode.sigterm, result.stderr);
+    } finally {
+      await app.stop();
+      try {
+        verify?.child.kill("SIGKILL");
+      } catch {
+        // Already exited.
+      }
+      await verify?.done.catch(() => {});
+    }
+  });
+});
