@@ -5,7 +5,9 @@ import {
   parseOwnMicros,
   readLoadCounters,
 } from "../src/control/server_load.ts";
-import { withRedis } from "./support/redis_server.ts";
+import { NodeHealth } from "../src/control/health_check.ts";
+import { Redis } from "../src/redis/ioredis.ts";
+import { startRedis, withRedis } from "./support/redis_server.ts";
 
 Deno.test("server load: INFO cpu's main thread, else the process; commandstats of the backfill's commands", () => {
   const cpu = "# CPU\r\nused_cpu_sys:9.5\r\nused_cpu_user:9.5\r\n" +
@@ -58,4 +60,50 @@ Deno.test("server load: a real Redis: a busy script shows as busy time and as th
     assert.ok(delta.busyMicros >= 5_000, `busy ${delta.busyMicros} µs`);
     assert.ok(delta.elapsedMicros >= 50_000, `elapsed ${delta.elapsedMicros} µs`);
   });
+});
+
+Deno.test("node health: INFO refused is no reading but a live node; a stopped one is down once", async () => {
+  const server = await startRedis();
+  const admin = server.client();
+  await admin.call("ACL", "SETUSER", "noinfo", "on", ">pw", "~*", "&*", "+@all", "-info");
+  const client = new Redis({
+    port: server.port,
+    username: "noinfo",
+    password: "pw",
+    // A lost server fails a command at once (as the run's own connection is set up to).
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    lazyConnect: true,
+  });
+  await client.connect();
+  const events: string[] = [];
+  const halt = new AbortController();
+  try {
+    const health = await NodeHealth.start({
+      node: "n",
+      client,
+      signal: halt.signal,
+      replicaLag: { kind: "off" },
+      observer: {
+        onRedisReply: () => events.push("reply"),
+        onRedisDown: ({ reason }) => events.push(`down ${reason}`),
+      },
+    });
+    assert.equal(await health.readLoad(), undefined);
+    assert.equal(await health.readLoad(), undefined);
+    assert.deepEqual(events, ["reply", "reply"], "refused, yet it answered");
+    await admin.call("ACL", "SETUSER", "noinfo", "+info");
+    await health.readLoad();
+    assert.ok(await health.readLoad(), "a reading once INFO is allowed");
+    events.length = 0;
+    await server.stop();
+    await health.readLoad();
+    await health.readLoad();
+    assert.equal(events.filter((e) => e.startsWith("down")).length, 1, events.join(", "));
+  } finally {
+    halt.abort();
+    client.disconnect();
+    admin.disconnect();
+    await server.stop().catch(() => {});
+  }
 });

@@ -8,6 +8,7 @@
  * @module
  */
 import { delay } from "../async/delay.ts";
+import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import type { RunObserver } from "../run_events.ts";
 import { mib, parseMemoryInfo } from "../safety/memory.ts";
@@ -99,8 +100,12 @@ export class NodeHealth {
       counters = await readLoadCounters(this.#options.client);
     } catch (error) {
       this.#counters = undefined;
-      if (!this.#down) observer?.onRedisDown?.({ node, reason: reasonOf(error) });
-      this.#down = true;
+      // A server that refuses the reading (an ACL, a managed service's renamed INFO) is up: it
+      // answered. Only a lost one is reported down.
+      const { outage, code } = classify(error);
+      if (outage && !this.#down) observer?.onRedisDown?.({ node, reason: code });
+      if (!outage) observer?.onRedisReply?.({ node });
+      this.#down = outage;
       return undefined;
     }
     this.#down = false;
@@ -137,10 +142,4 @@ export class NodeHealth {
       if (!signal.aborted) await this.refreshMemory();
     }
   }
-}
-
-/** A failure's reason: its code (`ECONNREFUSED`, …) or error name, never a message or value. */
-function reasonOf(error: unknown): string {
-  const { code, name } = (error ?? {}) as { code?: string; name?: string };
-  return String(code ?? name ?? "error");
 }
