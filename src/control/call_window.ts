@@ -36,17 +36,17 @@ export interface LatencyBudget {
 
 /**
  * `--max-latency` by construction. An application command that arrives while the backfill works
- * waits at most for what the backfill has in Redis's input buffer: its script calls in flight and
- * the one SCAN a node's scan may have out besides them, each bounded in Redis time. So
- * (calls + 1) × call bound ≤ MS. The call bound shrinks so that two calls (one running, one
- * queued: what keeps Redis busy across a loopback round trip) fit: MS / 3 when `--max-call-ms` is
- * larger. Undefined for `--max-latency 0` (raw speed, no bound).
+ * waits at most for what the backfill has in Redis's input buffer: the calls a master has in flight
+ * (its script calls and its SCANs share one window: they share the connection), each bounded in
+ * Redis time. So calls in flight × call bound ≤ MS. The call bound shrinks so that two calls (one
+ * running, one queued: what keeps Redis busy across a loopback round trip) fit: MS / 2 when
+ * `--max-call-ms` is larger. Undefined for `--max-latency 0` (raw speed, no bound).
  */
 export function latencyBudget(maxLatencyMs: number, maxCallMs: number): LatencyBudget | undefined {
   if (!(maxLatencyMs > 0)) return undefined;
-  const callMs = Math.min(maxCallMs, maxLatencyMs / (MIN_CALL_WINDOW + 1));
-  // The epsilon keeps 0.5 / (0.5 / 3) from flooring to 2.
-  const calls = Math.floor(maxLatencyMs / callMs + 1e-9) - 1;
+  const callMs = Math.min(maxCallMs, maxLatencyMs / MIN_CALL_WINDOW);
+  // The epsilon keeps 0.5 / 0.25 from flooring to 1.
+  const calls = Math.floor(maxLatencyMs / callMs + 1e-9);
   return {
     maxCallMs: callMs,
     maxCallsInFlight: Math.min(MAX_CALL_WINDOW, Math.max(MIN_CALL_WINDOW, calls)),

@@ -1,7 +1,7 @@
 /**
  * What one node's scan sends, bounded in Redis time: SCANs whose COUNT is sized to `--max-call-ms`
- * (control/timed_scan.ts), and a window of script calls in flight that covers one round trip and no
- * more (control/call_window.ts). Both are made afresh each time a node's scan starts, so a node
+ * (control/timed_scan.ts), and a window of calls in flight (its script calls and its SCANs) that
+ * covers one round trip and no more, nor more than `--max-latency` allows (control/call_window.ts). Both are made afresh each time a node's scan starts, so a node
  * that came back after an outage is measured again.
  *
  * @module
@@ -9,7 +9,7 @@
 import { CallWindow, callWindowSize, MAX_CALL_WINDOW, measureRtt } from "../control/call_window.ts";
 import type { CallClockMode } from "../control/call_clock.ts";
 import type { Redis } from "../redis/ioredis.ts";
-import { type ScanBatch, scanBatches } from "../redis/scan.ts";
+import { type ScanBatch, scanBatches, type SizedScanner } from "../redis/scan.ts";
 import { TimedScan } from "../control/timed_scan.ts";
 
 /** A node's paced traffic. */
@@ -49,16 +49,35 @@ export async function openNodeTraffic(node: Redis, options: {
       options.maxCallsInFlight ?? MAX_CALL_WINDOW,
     ),
   );
+  const timed = new TimedScan(node, {
+    maxCallMs,
+    maxCount: options.batch,
+    callClock: options.callClock,
+  });
   const batches = scanBatches(node, {
     match: options.match,
     count: options.batch,
     cursor: options.cursor,
-    timed: new TimedScan(node, {
-      maxCallMs,
-      maxCount: options.batch,
-      callClock: options.callClock,
-    }),
+    timed: inWindow(timed, calls),
     firstCount: options.firstCount,
   });
   return { batches, calls };
+}
+
+/**
+ * The node's SCANs take a place in its call window like its script calls: they share the
+ * connection, so they sit in the same input buffer in front of the application's commands.
+ */
+function inWindow(scanner: SizedScanner, calls: CallWindow): SizedScanner {
+  return {
+    nextCount: () => scanner.nextCount(),
+    async scan(cursor, match, count) {
+      const release = await calls.acquire();
+      try {
+        return await scanner.scan(cursor, match, count);
+      } finally {
+        release();
+      }
+    },
+  };
 }
