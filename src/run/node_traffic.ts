@@ -31,8 +31,9 @@ export async function openNodeTraffic(node: Redis, options: {
   /** `--call-clock` (default `auto`). */
   callClock?: CallClockMode;
   /**
-   * `round-trip` (the latency throttle is on): one round trip's worth of calls in flight, so the
-   * application never waits behind more than about two calls. `deep` (`--max-latency 0`, raw
+   * `round-trip` (`--max-latency` > 0): one round trip's worth of calls in flight, no more than
+   * `maxCallsInFlight`, so the application never waits behind more than `--max-latency` of the
+   * backfill's work. `deep` (`--max-latency 0`, raw
    * speed asked for): up to {@linkcode MAX_CALL_WINDOW}, so the client's own pauses (its GC, a
    * SCAN reply to sort) never leave Redis idle.
    */
