@@ -98,7 +98,7 @@ Deno.test("pace: a Redis saturated by the application: the run yields to a tenth
       assert.ok(Number(busyPct) >= critical, run.stderrSoFar());
       assert.equal(Number(criticalPct), critical);
 
-      // What Redis says the backfill takes while it yields: its scripts and SCANs.
+      // What Redis says the backfill takes while it yields: its scripts (its SCANs run in one).
       const during = await serverShares(client, 2000);
       assert.ok(during.own <= 0.12, `the backfill's share of Redis while yielding: ${during.own}`);
       const status = JSON.parse((await runCli(["status", "--json", ...common])).stdout);

@@ -5,16 +5,17 @@
  *   stretch or shrink it);
  * - `used_cpu_sys_main_thread + used_cpu_user_main_thread` (µs resolution) give the time Redis's
  *   main thread, the one that runs every command, spent on the CPU;
- * - the `usec` of the commands the backfill sends (its scripts and SCANs) give the backfill's own
- *   share. An application that runs Lua scripts of its own is counted as the backfill here, which
- *   only lowers the rate while the backfill yields.
+ * - the `usec` of the commands the backfill sends give the backfill's own share: its scripts (its
+ *   SCANs run inside one, and a script's own commands are inside its time already, so `scan` is
+ *   not added again). An application that runs Lua scripts of its own is counted as the backfill
+ *   here, which only lowers the rate while the backfill yields.
  *
  * @module
  */
 import type { Redis } from "../redis/ioredis.ts";
 
-/** Commands whose time is the backfill's own (its scripts, `verify --full`'s, and its SCANs). */
-export const OWN_COMMANDS = ["evalsha", "evalsha_ro", "eval", "eval_ro", "scan"] as const;
+/** Commands whose time is the backfill's own: its scripts and `verify --full`'s. */
+export const OWN_COMMANDS = ["evalsha", "evalsha_ro", "eval", "eval_ro"] as const;
 
 /** The counters of one reading (cumulative since the server started). */
 export interface LoadCounters {
