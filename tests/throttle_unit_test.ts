@@ -111,3 +111,26 @@ Deno.test("throttle: set-rps is the run's cap, one line; pause and resume are on
   ]);
   assert.throws(() => t.setCap(-1), RangeError);
 });
+
+Deno.test("throttle: a quiet window whose reading fails lets the master go on", async () => {
+  const a = new FakeHealth("a:1");
+  const { t } = throttle([a]);
+  await t.sample("a:1", false);
+  a.next = { busy: 0.97, own: 0.5 };
+  await t.sample("a:1", false);
+  assert.equal(await admits(t, "a:1"), false);
+  a.readLoad = () => Promise.resolve(undefined);
+  await t.sample("a:1", true);
+  assert.equal(await admits(t, "a:1"), true);
+});
+
+Deno.test("throttle: its loop ends with the run even while a reading never returns", async () => {
+  const a = new FakeHealth("a:1");
+  const { t } = throttle([a]);
+  a.readLoad = () => new Promise<never>(() => {});
+  const stop = new AbortController();
+  const running = t.run(stop.signal);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  stop.abort();
+  await running;
+});

@@ -224,6 +224,11 @@ export class PaceController {
     return changes;
   }
 
+  /** A quiet window read nothing (the reading failed): let the master go on. */
+  cancelQuiet(): void {
+    this.#quietRequested = false;
+  }
+
   /** A change of the operator's cap, for its log line. */
   capChange(capRps: number): RateChange {
     return this.#change("cap", capRps > 0);

@@ -111,11 +111,18 @@ export class Throttle implements AdmissionCheck {
   /** One master's loop: a tick with a load reading, and a quiet window when its pace asks. */
   async #loop(control: NodeControl, signal: AbortSignal): Promise<void> {
     const { tickMs = 200, quietMs = 150 } = this.#options;
+    // A frozen Redis never answers a reading: the loop must still end when the run does.
+    const stopped = new Promise<void>((resolve) => {
+      if (signal.aborted) resolve();
+      signal.addEventListener("abort", () => resolve(), { once: true });
+    });
+    const sample = (quiet: boolean) =>
+      Promise.race([this.sample(control.health.node, quiet).catch(() => {}), stopped]);
     while (!signal.aborted) {
-      await this.sample(control.health.node, false);
+      await sample(false);
       if (control.pace.state.quiet && !signal.aborted) {
         await delay(quietMs, { signal }).catch(() => {});
-        await this.sample(control.health.node, true);
+        await sample(true);
       }
       await delay(tickMs, { signal }).catch(() => {});
     }
@@ -132,6 +139,7 @@ export class Throttle implements AdmissionCheck {
     const granted = control.limiter.granted;
     const keys = granted - control.granted;
     control.granted = granted;
+    if (quiet && !delta) control.pace.cancelQuiet();
     const load = delta && { ...delta, at: this.#now(), keys, quiet };
     if (delta) {
       this.#options.observer?.onServerLoad?.({
