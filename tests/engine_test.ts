@@ -30,6 +30,7 @@ type Event =
   | { kind: "save-done"; cursor: string }
   | { kind: "script-save"; cursor: string }
   | { kind: "batch"; scanned: number }
+  | { kind: "finish" }
   | { kind: "clear" };
 
 /**
@@ -177,6 +178,11 @@ class FakeCheckpoints {
     return Promise.resolve();
   }
   addTotals(): Promise<void> {
+    return Promise.resolve();
+  }
+  finish(_node: string, run: { runId: string; params: string }): Promise<void> {
+    this.stored = { cursor: "0", runId: run.runId, params: run.params, finished: true };
+    this.events.push({ kind: "finish" });
     return Promise.resolve();
   }
   clear(): Promise<void> {
@@ -329,6 +335,7 @@ Deno.test("engine: an awaited checkpoint lands before the next batch's first wri
     "save-start",
     "save-done",
     "m:c0",
+    "finish",
     "clear",
   ]);
 });
@@ -340,7 +347,7 @@ function trace(events: Event[]): string[] {
     if (e.kind === "script-save") return [`script:${e.cursor}`];
     if (e.kind === "save-start") return [`save:${e.cursor}`];
     if (e.kind === "batch") return [`batch:${e.scanned}`];
-    return e.kind === "clear" ? ["clear"] : [];
+    return e.kind === "clear" || e.kind === "finish" ? [e.kind] : [];
   });
 }
 
@@ -362,6 +369,7 @@ Deno.test("engine: in-script checkpoints: the next batch goes out before this on
     "m:c0",
     "batch:20",
     "batch:30",
+    "finish",
     "clear",
   ]);
 });

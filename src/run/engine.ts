@@ -45,6 +45,7 @@ import { openNodeTraffic } from "./node_traffic.ts";
 import { KeyRetry } from "./retry.ts";
 import { callSize, sendBatch, type SendOptions } from "./send.ts";
 import { KeyQuota } from "./key_quota.ts";
+import { UncountedCopies } from "./uncounted_copies.ts";
 
 /** What the engine needs from the command line. */
 export interface BackfillOptions {
@@ -100,10 +101,14 @@ class Run {
   readonly #started = performance.now();
   readonly #quota: KeyQuota;
   readonly #saves: NodeCheckpoints;
+  /** Copies of abandoned batches, counted when their keys are read again. */
+  readonly #uncounted = new UncountedCopies();
   #estimate = 0;
   #dbsize = 0;
   /** Each node's resume cursor (what its checkpoint says, or would say in dry-run). */
   readonly #cursors = new Map<string, string>();
+  /** Every node of the run, as opened. */
+  readonly #states: NodeState[] = [];
 
   constructor(options: BackfillOptions, deps: BackfillDeps) {
     this.#options = options;
@@ -124,6 +129,7 @@ class Run {
       gate: deps.gate,
       logger: this.#log,
       maxOutageMs: options.maxOutage * 1000,
+      uncounted: this.#uncounted,
     });
     this.#quota = new KeyQuota(options.maxKeys);
     this.#saves = new NodeCheckpoints({
@@ -136,7 +142,14 @@ class Run {
     const { gate, observer, signal } = deps;
     const subBatchSize = (node: string) =>
       callSize(node, { gate: deps.gate, strategy: deps.strategy, batch: options.batch });
-    this.#sending = { gate, retry: this.#retry, subBatchSize, observer, signal };
+    this.#sending = {
+      gate,
+      retry: this.#retry,
+      subBatchSize,
+      observer,
+      signal,
+      uncounted: this.#uncounted,
+    };
     this.#storm = new ErrorStorm({ threshold: stormThreshold(options.batch) });
   }
 
@@ -159,6 +172,8 @@ class Run {
     let failure: unknown;
     try {
       completed = await Promise.all(masters.map((node) => this.#runNode(node)));
+      // The pass is complete: the next run starts over (nodes finished earlier were skipped).
+      if (completed.every(Boolean)) await this.#saves.passComplete(this.#states);
     } catch (error) {
       failure = error;
     }
@@ -186,6 +201,8 @@ class Run {
       logger: this.#log,
     });
     this.#cursors.set(state.name, state.committed);
+    this.#states.push(state);
+    if (state.finished) return true;
     for (;;) {
       try {
         return await this.#scanNode(state);
@@ -277,7 +294,8 @@ class Run {
 
   /** A batch's replies are in: count them, and store its checkpoint unless a script did. */
   async #finish(state: NodeState, flight: Flight, chain?: CheckpointChain): Promise<BatchEnd> {
-    const results = await flight.results;
+    // A copy an abandoned batch made counts as this run's copy when its key is read again.
+    const results = this.#uncounted.settle(flight.keys, await flight.results);
     const execute = this.#options.mode === "execute";
     countResults(this.counters, results);
     // A storm stops the run only after this batch is counted and reported (never saved past).

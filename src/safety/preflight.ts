@@ -66,7 +66,11 @@ export function executeNeeds(progress: ProgressKeys): Need[] {
     onKey("DEL", progress.cursor),
     onKey("SET", progress.lock, "x", "PX", "1", "NX"),
     { command: "EVAL", args: ["return 1", "1", progress.lock] },
-    onKey("GET", progress.control),
+    // Live control: the control stream's reads (in a script), a dead predecessor's status.
+    onKey("TYPE", progress.control),
+    onKey("XRANGE", progress.control, "-", "+"),
+    onKey("XREVRANGE", progress.control, "+", "-"),
+    onKey("GET", progress.status),
     onKey("SET", progress.status, "x", "PX", "1"),
   ];
 }
