@@ -238,3 +238,42 @@ Deno.test("pace: verify --full yields to an application that saturates Redis, by
     }
   });
 });
+
+Deno.test({
+  name: "pace: a backfill whose core a busy process shares does not hold itself back for it",
+  ignore: navigator.hardwareConcurrency < 2,
+  async fn() {
+    await withRedis(async (server, client) => {
+      await seedOld(client, makeJobs(20_000));
+      const redisPid = String(await client.info("server")).match(/process_id:(\d+)/)![1]!;
+      const pin = (core: string, pid: string) =>
+        new Deno.Command("taskset", { args: ["-a", "-p", "-c", core, pid], stdout: "null" })
+          .output();
+      await pin("1", redisPid);
+      // A busy loop on core 0, where the backfill runs too: the client waits for its CPU.
+      const hog = new Deno.Command("taskset", {
+        args: ["-c", "0", "sh", "-c", "while :; do :; done"],
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      try {
+        const run = spawnCli(
+          ["--execute", "--rps", "0", "--json", "--redis-url", server.url],
+          {},
+          120_000,
+          { defaults: true },
+        );
+        await pin("0", String(run.child.pid));
+        const result = await run.done;
+        assert.equal(result.code, 0, result.stderr);
+        assert.equal(JSON.parse(result.stdout).migrated, 20_000);
+        // Its own wait for the CPU is no reason: Redis is not busy, nothing is held back.
+        assert.doesNotMatch(result.stderr, /throttle on/, result.stderr);
+      } finally {
+        hog.kill("SIGKILL");
+        await hog.status;
+      }
+    });
+  },
+});
