@@ -60,7 +60,7 @@ export interface CarriedTotals {
 }
 
 /** Why the run holds back on purpose (see {@linkcode RunObserver.onThrottle}). */
-export const THROTTLE_REASONS = ["latency", "replica_lag", "memory", "paused"] as const;
+export const THROTTLE_REASONS = ["redis_busy", "replica_lag", "memory", "paused"] as const;
 
 /** Why the run holds back on purpose. */
 export type ThrottleReason = typeof THROTTLE_REASONS[number];
@@ -78,13 +78,13 @@ export interface ThrottleEvent {
   active: boolean;
 }
 
-/** One latency probe round of a node. */
-export interface ProbeEvent {
+/** How busy a master was over the last interval, as the server reports it (control/pace.ts). */
+export interface ServerLoadEvent {
   node: string;
-  /** p99 of the probe round-trips, in seconds. */
-  p99Seconds: number;
-  /** The baseline the p99 is compared with, in seconds. */
-  baselineSeconds: number;
+  /** Share of the interval Redis's main thread was on the CPU (0–1). */
+  busy: number;
+  /** Share of the interval the backfill's own commands ran (0–1). */
+  backfill: number;
 }
 
 /** A replica's replication lag behind its master. */
@@ -130,8 +130,8 @@ export interface RunObserver {
   onRateLimit?(event: RateLimitEvent): void;
   /** A throttle (or a pause) turned on or off. */
   onThrottle?(event: ThrottleEvent): void;
-  /** A latency probe round finished. */
-  onProbe?(event: ProbeEvent): void;
+  /** A master's load was read (about every 200 ms while the pace adapts). */
+  onServerLoad?(event: ServerLoadEvent): void;
   /** A replica's lag was measured. */
   onReplicaLag?(event: ReplicaLagEvent): void;
   /** A node answered; cheap, may be called for every reply. */
@@ -149,7 +149,7 @@ export const SYNC_EVENTS = [
   "onLimiterWait",
   "onRateLimit",
   "onThrottle",
-  "onProbe",
+  "onServerLoad",
   "onReplicaLag",
   "onRedisReply",
   "onRedisDown",

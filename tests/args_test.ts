@@ -35,6 +35,7 @@ Deno.test("defaults follow DESIGN.md", () => {
   assert.equal(options.maxCallMs, 0.25);
   assert.equal(options.callClock, "auto");
   assert.equal(options.maxLatencyMs, 0.5);
+  assert.equal(options.criticalLoadPct, 90);
   assert.deepEqual(options.maxReplicaLag, { kind: "bytes", bytes: 16 * 1024 * 1024 });
   assert.equal(options.waitLockSeconds, 45);
 });
@@ -52,7 +53,10 @@ Deno.test("throttle and lock flags: values, and 0 where 0 means off", () => {
     "0",
     "--call-clock",
     "client",
+    "--critical-load",
+    "75",
   ]);
+  assert.equal(options.criticalLoadPct, 75);
   assert.equal(options.maxCallMs, 1.5);
   assert.equal(options.callClock, "client");
   assert.equal(options.maxLatencyMs, 0);
@@ -190,6 +194,10 @@ Deno.test("bad input is a one-line usage error", async (t) => {
     [["--execute", "--call-clock", "server"], /--call-clock must be auto or client, got 'server'/],
     [["--execute", "--max-latency=-1"], /--max-latency must be a number >= 0, got '-1'/],
     [["--execute", "--max-latency", "-1"], /flag '--max-latency' got a value starting with '-'/],
+    [["--execute", "--critical-load", "0"], /--critical-load must be a number from 1 to 100/],
+    [["--execute", "--critical-load", "101"], /--critical-load must be a number from 1 to 100/],
+    [["verify", "--max-latency", "1"], /--max-latency needs --full/],
+    [["verify", "--critical-load", "50"], /--critical-load needs --full/],
     [["--execute", "--max-replica-lag", "lots"], /--max-replica-lag must be bytes .* or seconds/],
     [["--execute", "--max-replica-lag", "5x"], /--max-replica-lag must be bytes/],
     [["--execute", "--wait-lock", "soon"], /--wait-lock must be a number >= 0/],
@@ -255,7 +263,22 @@ Deno.test("help, version and verify", () => {
   assert.equal(command.options.recheck, 3);
   assert.equal(command.options.ttlTolerance, 5);
   assert.equal(command.options.maxCallMs, 0.25);
-  const full = parseCommand(["verify", "--full", "--max-call-ms", "0.5", "--call-clock", "client"]);
+  assert.equal(command.options.maxLatencyMs, 0.5);
+  assert.equal(command.options.criticalLoadPct, 90);
+  const full = parseCommand([
+    "verify",
+    "--full",
+    "--max-call-ms",
+    "0.5",
+    "--call-clock",
+    "client",
+    "--max-latency",
+    "0",
+    "--critical-load",
+    "60",
+  ]);
   assert.equal(full.kind === "verify" && full.options.maxCallMs, 0.5);
+  assert.equal(full.kind === "verify" && full.options.maxLatencyMs, 0);
+  assert.equal(full.kind === "verify" && full.options.criticalLoadPct, 60);
   assert.equal(full.kind === "verify" && full.options.callClock, "client");
 });

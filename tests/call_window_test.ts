@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { CallWindow, callWindowSize, MAX_CALL_WINDOW } from "../src/control/call_window.ts";
+import {
+  CallWindow,
+  callWindowSize,
+  latencyBudget,
+  MAX_CALL_WINDOW,
+} from "../src/control/call_window.ts";
 
 Deno.test("call window: covers one round trip, at least 2, at most the guard", () => {
   assert.equal(callWindowSize(0.05, 0.25), 2);
@@ -39,4 +44,22 @@ Deno.test("call window: an abort ends a wait without taking a slot", async () =>
   await window.acquire();
   assert.equal(window.inFlight, 1);
   assert.throws(() => new CallWindow(0), RangeError);
+});
+
+Deno.test("latency budget: calls in flight (SCANs among them) × call bound stay within --max-latency", () => {
+  // The default: 0.5 ms leaves two calls of 0.25 ms: one running, one queued.
+  assert.deepEqual(latencyBudget(0.5, 0.25), { maxCallMs: 0.25, maxCallsInFlight: 2 });
+  // Less room: the call bound shrinks so that two still fit.
+  assert.deepEqual(latencyBudget(0.3, 0.25), { maxCallMs: 0.15, maxCallsInFlight: 2 });
+  // More room: the call keeps its bound, more calls may be in flight.
+  assert.deepEqual(latencyBudget(1, 0.25), { maxCallMs: 0.25, maxCallsInFlight: 4 });
+  assert.deepEqual(latencyBudget(100, 0.25), { maxCallMs: 0.25, maxCallsInFlight: 16 });
+  for (const [ms, call] of [[0.5, 0.25], [0.3, 0.25], [0.75, 0.25], [1, 0.1], [5, 2], [0.1, 1]]) {
+    const budget = latencyBudget(ms!, call!)!;
+    assert.ok(
+      budget.maxCallsInFlight * budget.maxCallMs <= ms! + 1e-9,
+      `${ms} ms with ${call} ms calls: ${JSON.stringify(budget)}`,
+    );
+  }
+  assert.equal(latencyBudget(0, 0.25), undefined, "--max-latency 0: raw speed, no bound");
 });

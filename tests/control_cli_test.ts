@@ -45,7 +45,7 @@ Deno.test("status of a live run, then stale once its publisher is killed -9", as
           `^active: execute, holder test-host pid ${publisher.pid}, updated [\\d.]+ s ago\n`,
         ),
       );
-      assert.match(text.stdout, /rate: 800\/s \(throttled: latency\), cap 1000\/s/);
+      assert.match(text.stdout, /rate: 800\/s \(throttled: redis_busy\), cap 1000\/s/);
       assert.match(text.stdout, /progress: scanned 250 of ~1000 \(25\.0%\), ETA 1m 30s/);
       assert.match(text.stdout, /cursors: 127\.0\.0\.1:1=42/);
       const json = await runCli([
@@ -63,7 +63,7 @@ Deno.test("status of a live run, then stale once its publisher is killed -9", as
         rps: 800,
         cap_rps: 1000,
         paused: false,
-        throttled: ["latency"],
+        throttled: ["redis_busy"],
       });
       assert.equal(status.eta_seconds, 90);
       assert.match(status.updated_at, /^\d{4}-\d\d-\d\dT/);

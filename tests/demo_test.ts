@@ -29,8 +29,7 @@ Deno.test({
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
-      // ~11 s alone; beside the other tests on 2 cores the adaptive throttle sees their load as
-      // latency and slows the run (its execute step once took 44 s in CI).
+      // ~11 s alone; beside the other tests on 2 cores it once took 44 s in CI.
       signal: AbortSignal.timeout(120_000),
     }).output();
     const out = new TextDecoder().decode(stdout);

@@ -154,13 +154,17 @@ Deno.test("a primary demoted in the start-up phase (READONLY) is waited out: exi
   await withRedis(async (server, client) => {
     const jobs = makeJobs(1000);
     await seedOld(client, jobs);
+    // Another runner's lock, for 4 s more: the run starts, then waits to take the lock (still in
+    // its start-up phase), and that is when a failover demotes the primary.
+    const other = { host: "elsewhere", pid: 1, started: new Date().toISOString(), token: "x" };
+    await client.set("ai:backfill:lock", JSON.stringify(other), "PX", 4000);
     const run = spawnCli(
       [
         "--execute",
         "--max-outage",
         "30",
-        "--max-latency",
-        "50",
+        "--wait-lock",
+        "30",
         "--json",
         "--redis-url",
         server.url,
@@ -169,17 +173,19 @@ Deno.test("a primary demoted in the start-up phase (READONLY) is waited out: exi
       90_000,
       { defaults: true },
     );
-    // Past the check that it is a primary: a failover demotes it before the locks are taken.
-    await waitFor("the memory check's log line", () => checked(run), 30_000);
+    await waitFor("the lock wait's log line", () => /lock_wait/.test(run.stderrSoFar()), 30_000);
     // A replica of a primary that is not there: read-only, and it keeps its data.
     await client.call("REPLICAOF", "127.0.0.1", String(freePort()));
-    await new Promise((resolve) => setTimeout(resolve, 3000));
+    await new Promise((resolve) => setTimeout(resolve, 6000));
     await client.call("REPLICAOF", "NO", "ONE");
     const result = await run.done;
     assert.equal(result.code, 0, result.stderr);
     assert.doesNotMatch(result.stderr, /internal error|key_error|\n\s+at /);
     // Met while starting (taking the lock), not by the main loop.
-    assert.match(result.stderr, /WARN redis_lost: lost Redis at 127\.0\.0\.1:\d+ \(.*\) while /);
+    assert.match(
+      result.stderr,
+      /WARN redis_lost: lost Redis at 127\.0\.0\.1:\d+ \(.*\) while taking/,
+    );
     const summary = JSON.parse(result.stdout);
     assert.equal(summary.errors, 0);
     assert.equal(summary.completed, true);

@@ -51,11 +51,11 @@ Deno.test("health: throttled or paused on purpose is healthy; Redis silence is n
   const clock = new FakeClock();
   const h = health(clock);
   h.onThrottle({ reason: "memory", active: true });
-  h.onThrottle({ reason: "latency", active: true });
+  h.onThrottle({ reason: "redis_busy", active: true });
   clock.advance(600_000);
-  assert.deepEqual(h.status(), { healthy: true, reason: "throttled (latency, memory)" });
+  assert.deepEqual(h.status(), { healthy: true, reason: "throttled (memory, redis_busy)" });
   h.onThrottle({ reason: "memory", active: false });
-  h.onThrottle({ reason: "latency", active: false });
+  h.onThrottle({ reason: "redis_busy", active: false });
   assert.equal(h.status().healthy, false);
 
   // A node the engine reports replies for is judged by its last reply, throttled or not.
@@ -95,7 +95,7 @@ Deno.test("health: a node reported down is unhealthy once silent for N s, health
 Deno.test("control metrics: hooks set the gauges; throttles start at 0 and end at 0", async () => {
   const metrics = new BackfillMetrics({ version: "0" });
   const before = await metrics.registry.metrics();
-  for (const reason of ["latency", "replica_lag", "memory", "paused"]) {
+  for (const reason of ["redis_busy", "replica_lag", "memory", "paused"]) {
     assert.match(before, new RegExp(`^relay_backfill_throttled\\{reason="${reason}"\\} 0$`, "m"));
   }
   for (const reason of ["not_hash", "no_workspace_id", "invalid_workspace_id", "empty_job_id"]) {
@@ -112,16 +112,14 @@ Deno.test("control metrics: hooks set the gauges; throttles start at 0 and end a
   }
   metrics.onStart(START);
   metrics.onRateLimit({ node: NODE, rps: 40 });
-  metrics.onThrottle({ reason: "latency", active: true });
-  metrics.onProbe({ node: NODE, p99Seconds: 0.004, baselineSeconds: 0.001 });
+  metrics.onThrottle({ reason: "redis_busy", active: true });
   metrics.onReplicaLag({ node: "127.0.0.1:6380", bytes: 2048 });
   metrics.onRedisDown({ node: NODE, reason: "ETIMEDOUT" });
   let text = await metrics.registry.metrics();
   assert.equal(sumOf(text, "relay_backfill_rate_limit", { node: "_all" }), 100);
   assert.equal(sumOf(text, "relay_backfill_rate_limit", { node: NODE }), 40);
-  assert.equal(sumOf(text, "relay_backfill_throttled", { reason: "latency" }), 1);
-  assert.equal(sumOf(text, "relay_backfill_probe_latency_seconds", { node: NODE }), 0.004);
-  assert.equal(sumOf(text, "relay_backfill_probe_baseline_seconds", { node: NODE }), 0.001);
+  assert.equal(sumOf(text, "relay_backfill_throttled", { reason: "redis_busy" }), 1);
+  assert.doesNotMatch(text, /relay_backfill_probe_/, "no latency probe any more");
   assert.equal(sumOf(text, "relay_backfill_replica_lag_bytes"), 2048);
   assert.equal(sumOf(text, "relay_backfill_redis_up", { node: NODE }), 0);
   assert.equal(sumOf(text, "relay_backfill_running"), 1);

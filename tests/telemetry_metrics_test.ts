@@ -81,8 +81,8 @@ Deno.test("metrics: /metrics over real HTTP has the names, types and labels, and
       relay_backfill_invalid_total: "counter",
       relay_backfill_rate_limit: "gauge",
       relay_backfill_throttled: "gauge",
-      relay_backfill_probe_latency_seconds: "gauge",
-      relay_backfill_probe_baseline_seconds: "gauge",
+      relay_backfill_redis_busy_ratio: "gauge",
+      relay_backfill_redis_backfill_ratio: "gauge",
       relay_backfill_replica_lag_bytes: "gauge",
       relay_backfill_redis_up: "gauge",
     };

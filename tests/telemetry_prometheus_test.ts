@@ -35,7 +35,7 @@ function dashboardQueries(): string[] {
 }
 
 /** Queries with no data until the engine reports probes and replica lag (the control work). */
-const NO_DATA_YET = /probe_latency|probe_baseline|replica_lag|verify_/;
+const NO_DATA_YET = /redis_busy_ratio|redis_backfill_ratio|replica_lag|verify_/;
 /** README queries that must be empty in a healthy run (they are alerts). */
 const STALL = /last_progress_timestamp_seconds\) > 300/;
 

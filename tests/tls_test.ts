@@ -140,33 +140,6 @@ Deno.test("tls: mutual TLS with --tls-cert/--tls-key; without a client certifica
   }, "yes");
 });
 
-Deno.test("tls: the latency probe's own connection uses the CA, client certificate, SNI name and ACL user", async () => {
-  await withTlsRedis(async (server, pki) => {
-    const run = await runJson([
-      "--execute",
-      "--rps",
-      "0",
-      "--max-latency",
-      "0.5",
-      "--redis-url",
-      server.url,
-      "--tls-ca",
-      pki.ca,
-      "--tls-cert",
-      pki.clientCert,
-      "--tls-key",
-      pki.clientKey,
-      "--tls-servername",
-      "redis.test",
-    ]);
-    assert.equal(run.code, 0, run.stderr);
-    assert.equal(run.summary.migrated, 50);
-    // The baseline is measured by the probe's worker over its own TLS connection, as the ACL user.
-    assert.match(run.stderr, /probe_baseline: latency baseline of 127\.0\.0\.1:\d+: p99 [\d.]+ ms/);
-    assertNoSecret(run.stdout + run.stderr);
-  }, "yes");
-});
-
 Deno.test("tls: a Redis Cluster over TLS (rediss:// seed, --tls-ca) migrates on every master", async () => {
   const pki = await makePki();
   try {

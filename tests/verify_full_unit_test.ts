@@ -23,6 +23,8 @@ import {
 } from "../src/verify/full/compare.ts";
 import { findingLine } from "../src/verify/full/report_file.ts";
 import { keySlot } from "../src/redis/slot.ts";
+import { NodeCalls } from "../src/verify/full/node_calls.ts";
+import type { Redis } from "../src/redis/ioredis.ts";
 import { fullReport, verdictLine } from "../src/verify/full/summary.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
@@ -274,4 +276,28 @@ Deno.test("planRescan: a restarted node and every node whose findings follow it 
   assert.equal(state.reportBytes, 40);
   assert.equal(state.nodes.get("b")!.runId, "new");
   assert.equal(state.nodes.get("a")!.runId, "r1");
+});
+
+Deno.test("NodeCalls: --max-latency bounds each master's calls in flight, lanes and sub-batches together", async () => {
+  const target = { kind: "standalone" as const, client: {} as Redis, masters: () => [] };
+  const calls = new NodeCalls(target, { callsInFlight: 2 });
+  const [a, b] = [{} as Redis, {} as Redis];
+  let inFlight = 0;
+  let most = 0;
+  const gates: (() => void)[] = [];
+  const call = () =>
+    new Promise<void>((resolve) => {
+      most = Math.max(most, ++inFlight);
+      gates.push(() => (inFlight--, resolve()));
+    });
+  const all = Promise.all([...Array(5)].map(() => calls.inWindow(a, call)));
+  const other = calls.inWindow(b, call);
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.equal(inFlight, 3, "two on one master, one on the other");
+  while (gates.length > 0) {
+    gates.shift()!();
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  await Promise.all([all, other]);
+  assert.equal(most, 3);
 });

@@ -40,10 +40,12 @@ export type { ParseEnv } from "./flag_values.ts";
 export const CONTROL_DEFAULTS = {
   maxCallMs: 0.25,
   /**
-   * On: the run never adds more than half a millisecond to everyone's p99 round trip, measured by a
-   * probe of its own (README "Throttle" says why 0.5 and what the probe discounts). 0 turns it off.
+   * On: the run never holds more than half a millisecond of work in Redis's input buffer, so no
+   * application command waits longer than that behind it (README "Throttle"). 0 = raw speed.
    */
   maxLatencyMs: 0.5,
+  /** Redis 90% busy without the backfill: the store is saturated by its application. */
+  criticalLoadPct: 90,
   maxReplicaLag: DEFAULT_MAX_REPLICA_LAG,
   /** The lock lives 30 s: a dead holder's lock is gone before 45 s pass. */
   waitLockSeconds: 45,
@@ -87,6 +89,7 @@ const runFlags = {
   "max-call-ms": { type: "string" },
   "call-clock": { type: "string" },
   "max-latency": { type: "string" },
+  "critical-load": { type: "string" },
   "max-replica-lag": { type: "string" },
   "wait-lock": { type: "string" },
   shard: { type: "string" },
@@ -107,6 +110,8 @@ const verifyFlags = {
   "wait-lock": { type: "string" },
   "max-call-ms": { type: "string" },
   "call-clock": { type: "string" },
+  "max-latency": { type: "string" },
+  "critical-load": { type: "string" },
   "metrics-port": { type: "string" },
   "metrics-host": { type: "string" },
   "metrics-linger": { type: "string" },
@@ -202,17 +207,30 @@ function throttleOptions(
   values: Values,
 ): Pick<
   RunOptions,
-  "maxCallMs" | "callClock" | "maxLatencyMs" | "maxReplicaLag" | "waitLockSeconds"
+  | "maxCallMs"
+  | "callClock"
+  | "maxLatencyMs"
+  | "criticalLoadPct"
+  | "maxReplicaLag"
+  | "waitLockSeconds"
 > {
   const maxCallMs = maxCallMsFrom(values);
   return {
     maxCallMs,
     callClock: callClockFrom(values),
-    maxLatencyMs: decimal(values, "max-latency", CONTROL_DEFAULTS.maxLatencyMs, 0),
+    ...paceFlags(values),
     maxReplicaLag: parseReplicaLagLimit(
       str(values, "max-replica-lag") ?? CONTROL_DEFAULTS.maxReplicaLag,
     ),
     waitLockSeconds: decimal(values, "wait-lock", CONTROL_DEFAULTS.waitLockSeconds, 0),
+  };
+}
+
+/** `--max-latency` and `--critical-load`, shared by a run and `verify --full`. */
+function paceFlags(values: Values): { maxLatencyMs: number; criticalLoadPct: number } {
+  return {
+    maxLatencyMs: decimal(values, "max-latency", CONTROL_DEFAULTS.maxLatencyMs, 0),
+    criticalLoadPct: decimal(values, "critical-load", CONTROL_DEFAULTS.criticalLoadPct, 1, 100),
   };
 }
 
@@ -269,7 +287,16 @@ function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
     throw new UsageError("--full checks every old key; it cannot be combined with --sample");
   }
   for (
-    const flag of ["orphans", "report", "reset-progress", "wait-lock", "max-call-ms", "call-clock"]
+    const flag of [
+      "orphans",
+      "report",
+      "reset-progress",
+      "wait-lock",
+      "max-call-ms",
+      "call-clock",
+      "max-latency",
+      "critical-load",
+    ]
   ) {
     if (!full && values[flag] !== undefined) throw new UsageError(`--${flag} needs --full`);
   }
@@ -290,6 +317,7 @@ function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
     waitLockSeconds: decimal(values, "wait-lock", CONTROL_DEFAULTS.waitLockSeconds, 0),
     maxCallMs: maxCallMsFrom(values),
     callClock: callClockFrom(values),
+    ...paceFlags(values),
     ...verifyTelemetryOptions(values),
   };
 }

@@ -43,9 +43,12 @@ Connection:
   --tls-servername NAME     TLS SNI name                                            [URL host]
   --max-outage S            wait up to S seconds for a lost Redis, then exit 3      [60]
 
-Throttle (the run adapts its rate under --rps to the store's health):
-  --max-latency MS          cut the rate when a probe's p99 round trip rises more than MS
-                            above its pre-run baseline; 0 = off                     [0.5]
+Pace (under --rps, from what Redis reports; README "Throttle"):
+  --max-latency MS          never hold more than MS of work in front of an application
+                            command: calls in flight per master x a call's Redis time;
+                            0 = raw speed (deep pipeline, no yield)                 [0.5]
+  --critical-load P         while the application alone keeps Redis at least P% busy
+                            (INFO cpu), yield to 10% of Redis's time (1-100)        [90]
   --max-replica-lag L       pause while a replica is more than L behind: bytes (512k, 16M,
                             1G) or seconds (10s); 0 = off                           [16M]
   --max-call-ms MS          size each script call to hold Redis at most MS (> 0)    [0.25]
@@ -98,6 +101,9 @@ Options:
   --wait-lock S             with --full: wait up to S seconds for P:verify:lock, then exit 4 [45]
   --max-call-ms MS          with --full: size each script call to hold Redis at most MS (> 0) [0.25]
   --call-clock C            with --full: auto or client, as a run's --call-clock    [auto]
+  --max-latency MS          with --full: as a run's (calls in flight x call time);
+                            0 = raw speed                                           [0.5]
+  --critical-load P         with --full: as a run's                                 [90]
   --workspace W             only jobs of workspace W
   --workspace-pattern RE    what counts as a valid workspace id
   --rps N                   at most N keys checked per second; 0 = unlimited        [0]

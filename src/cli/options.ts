@@ -52,8 +52,14 @@ export interface RunOptions extends CommonOptions {
   maxCallMs: number;
   /** `--call-clock`: whose clock times a script call (control/call_clock.ts). */
   callClock: CallClockMode;
-  /** `--max-latency`: the added probe p99 in ms the throttle allows; 0 = no latency throttle. */
+  /**
+   * `--max-latency`: the most the run may add to an application command's wait, in ms, kept by
+   * bounding calls in flight × call time (control/call_window.ts); 0 = raw speed (no bound, no
+   * critical-load yield).
+   */
   maxLatencyMs: number;
+  /** `--critical-load`: Redis busy this share (%) without the backfill makes it yield. */
+  criticalLoadPct: number;
   /** `--max-replica-lag`: pause while a replica is further behind. */
   maxReplicaLag: ReplicaLagLimit;
   /** `--wait-lock`: seconds to wait for a held lock to expire before refusing (exit 4). */
@@ -95,6 +101,10 @@ export interface VerifyFlags extends CommonOptions, VerifyTelemetryFlags {
   maxCallMs: number;
   /** `--call-clock` (with `--full`): whose clock times a script call. */
   callClock: CallClockMode;
+  /** `--max-latency` (with `--full`): as a run's; 0 = raw speed. */
+  maxLatencyMs: number;
+  /** `--critical-load` (with `--full`): as a run's. */
+  criticalLoadPct: number;
 }
 
 /** What the command line asks for. */

@@ -5,6 +5,7 @@
  * @module
  */
 import { logClientClocks, probeCallClock } from "../control/call_clock.ts";
+import { latencyBudget } from "../control/call_window.ts";
 import { CheckpointStore } from "../checkpoint/store.ts";
 import type { RunOptions } from "../cli/options.ts";
 import type { Gate } from "../control/gate.ts";
@@ -155,7 +156,6 @@ async function startAndRun(
     () => checkBeforeWriting(target, options, { logger, signal: ctx.io.signal }),
     starting("checking before writing", true),
   );
-  // The probes' baselines are measured here, before the first write (the lock).
   const throttled = await throughOutages(
     () =>
       startThrottledGate(target, {
@@ -341,6 +341,9 @@ async function runEngine(
   ctx: RunContext & { gate: Gate; signal: AbortSignal; observer?: RunObserver; fence?: RunFence },
 ): Promise<Summary> {
   const clock = options.callClock;
+  // `--max-latency` by construction: each call's Redis time and the calls in flight per master.
+  const budget = latencyBudget(options.maxLatencyMs, options.maxCallMs);
+  const maxCallMs = budget?.maxCallMs ?? options.maxCallMs;
   // Which masters' calls are timed on the client (a cluster's timed calls are its SCANs).
   const probe = (node: Redis) => probeCallClock(node, clock);
   await throughOutages(() => logClientClocks(target, probe, ctx.telemetry.logger, clock), {
@@ -353,7 +356,7 @@ async function runEngine(
   });
   const strategy = strategyFor(target, options.rule, {
     retryBudgetMs: options.maxOutage * 1000,
-    maxCallMs: options.maxCallMs,
+    maxCallMs,
     callClock: options.callClock,
     progressKey: options.progressKey,
     fence: ctx.fence,
@@ -376,10 +379,11 @@ async function runEngine(
         rule: options.rule,
         resetProgress: options.resetProgress,
         maxOutage: options.maxOutage,
-        maxCallMs: options.maxCallMs,
+        maxCallMs,
         callClock: options.callClock,
-        // With the latency throttle off the operator asked for raw speed: pipeline deep.
-        callWindow: options.maxLatencyMs > 0 ? "round-trip" : "deep",
+        // With `--max-latency 0` the operator asked for raw speed: pipeline deep.
+        callWindow: budget ? "round-trip" : "deep",
+        maxCallsInFlight: budget?.maxCallsInFlight,
       },
       {
         target,

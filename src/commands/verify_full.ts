@@ -8,7 +8,7 @@
 import type { VerifyFlags } from "../cli/options.ts";
 import { ExitCode, RedisUnavailableError, SafetyRefusal } from "../errors.ts";
 import { RunLock } from "../safety/lock.ts";
-import { SlidingWindowLimiter } from "../control/rate_limit.ts";
+import { latencyBudget } from "../control/call_window.ts";
 import { connectRedis } from "../redis/connect.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import type { Logger } from "../run_events.ts";
@@ -20,6 +20,7 @@ import { runFullVerify } from "../verify/full/run.ts";
 import { fullJson, type FullReport, renderFullText } from "../verify/full/summary.ts";
 import type { VerifyOutcome } from "../telemetry/verify_metrics.ts";
 import type { VerifyTelemetry } from "../telemetry/verify_telemetry.ts";
+import { startVerifyPace } from "../run/throttled_gate.ts";
 import type { CommandIo } from "./io.ts";
 import { fullOutcome, openVerifyTelemetry } from "./verify_telemetry.ts";
 
@@ -112,6 +113,16 @@ async function verifyOn(
   },
 ): Promise<FullReport> {
   const { lockLost } = ctx;
+  // `--max-latency` as for a run: calls in flight per master × a call's Redis time, and the
+  // critical-load yield (control/pace.ts).
+  const budget = latencyBudget(options.maxLatencyMs, options.maxCallMs);
+  const pace = await startVerifyPace(target, {
+    rps: options.rps,
+    maxLatencyMs: options.maxLatencyMs,
+    criticalLoadPct: options.criticalLoadPct,
+    logger: ctx.logger,
+    signal: ctx.signal,
+  });
   try {
     return await runFullVerify(
       {
@@ -124,13 +135,14 @@ async function verifyOn(
         minParity: options.minParity,
         orphans: options.orphans,
         resetProgress: options.resetProgress,
-        callBudgetUs: options.maxCallMs * 1000,
+        callBudgetUs: (budget?.maxCallMs ?? options.maxCallMs) * 1000,
         callClock: options.callClock,
+        callsInFlight: budget?.maxCallsInFlight,
       },
       {
         target,
         checkpoint: ctx.checkpoint,
-        limiter: new SlidingWindowLimiter(options.rps),
+        limiter: pace.limiter,
         report: ctx.report,
         logger: ctx.logger,
         signal: AbortSignal.any([ctx.signal, lockLost.signal]),
@@ -145,5 +157,7 @@ async function verifyOn(
       );
     }
     throw error;
+  } finally {
+    await pace.close();
   }
 }

@@ -26,6 +26,33 @@ export function callWindowSize(rttMs: number, maxCallMs: number): number {
   return Math.min(MAX_CALL_WINDOW, Math.max(MIN_CALL_WINDOW, size));
 }
 
+/** What `--max-latency` leaves each master: a call's Redis-time bound and calls in flight. */
+export interface LatencyBudget {
+  /** The Redis time one call may take, ms (`--max-call-ms`, or less to fit). */
+  maxCallMs: number;
+  /** Script calls in flight per master, at most. */
+  maxCallsInFlight: number;
+}
+
+/**
+ * `--max-latency` by construction. An application command that arrives while the backfill works
+ * waits at most for what the backfill has in Redis's input buffer: the calls a master has in flight
+ * (its script calls and its SCANs share one window: they share the connection), each bounded in
+ * Redis time. So calls in flight × call bound ≤ MS. The call bound shrinks so that two calls (one
+ * running, one queued: what keeps Redis busy across a loopback round trip) fit: MS / 2 when
+ * `--max-call-ms` is larger. Undefined for `--max-latency 0` (raw speed, no bound).
+ */
+export function latencyBudget(maxLatencyMs: number, maxCallMs: number): LatencyBudget | undefined {
+  if (!(maxLatencyMs > 0)) return undefined;
+  const callMs = Math.min(maxCallMs, maxLatencyMs / MIN_CALL_WINDOW);
+  // The epsilon keeps 0.5 / 0.25 from flooring to 1.
+  const calls = Math.floor(maxLatencyMs / callMs + 1e-9);
+  return {
+    maxCallMs: callMs,
+    maxCallsInFlight: Math.min(MAX_CALL_WINDOW, Math.max(MIN_CALL_WINDOW, calls)),
+  };
+}
+
 /** The median round trip of `samples` PINGs on `client`, in ms (what the window must cover). */
 export async function measureRtt(
   client: { ping(): Promise<unknown> },

@@ -33,7 +33,7 @@ export type GateLimiter = Pick<SlidingWindowLimiter, "rps" | "maxPermits" | "acq
 
 /** Options of {@linkcode Gate}. */
 export interface GateOptions {
-  /** A master's own limiter (the throttle's adaptive rate), under the run-wide one. */
+  /** A master's own limiter (its rate while it yields to a busy Redis), under the run-wide one. */
   nodeLimiter?: (node: string) => GateLimiter | undefined;
 }
 

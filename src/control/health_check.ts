@@ -1,42 +1,39 @@
 /**
- * The health of one master as the throttle reads it: the latency probe's added p99, the replica-lag
- * watcher and a memory poll, each optional. Starting it measures the probe's baseline, so it must be
- * awaited before the run's first write. Everything it learns also goes to the observer (metrics,
- * health): probe rounds, replica lag, replies and a node that stopped answering.
+ * The health of one master as the throttle reads it, all from the server: its load (server_load.ts,
+ * read when the throttle asks), the replica-lag watcher and a memory poll, each optional. Starting
+ * it reads memory once and nothing else, so the first write follows at once. Everything it learns
+ * also goes to the observer (metrics, health): replica lag, replies and a node that stopped
+ * answering.
  *
  * @module
  */
 import { delay } from "../async/delay.ts";
+import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import type { RunObserver } from "../run_events.ts";
 import { mib, parseMemoryInfo } from "../safety/memory.ts";
-import { LatencyProbe } from "./probe.ts";
 import { type ReplicaLagLimit, type ReplicaLagWatch, watchReplicaLag } from "./replica_lag.ts";
+import { type LoadCounters, type LoadDelta, loadDelta, readLoadCounters } from "./server_load.ts";
 
 /** Options of {@linkcode NodeHealth.start}. */
 export interface NodeHealthOptions {
   /** `host:port` of the master. */
   node: string;
-  /** The master. The probe opens its own connection with the same settings. */
+  /** The master. */
   client: Redis;
-  /** Stops every poller and closes the probe. */
+  /** Stops every poller. */
   signal: AbortSignal;
-  /** `--max-latency` in ms; 0 = no probe. */
-  maxLatencyMs: number;
   /** `--max-replica-lag`; `off` = no watcher (dry-run writes nothing to replicate). */
   replicaLag: ReplicaLagLimit;
   /** `--max-memory-pct`; undefined = no memory poll (dry-run writes nothing). */
   maxMemoryPct?: number;
-  observer?: Pick<RunObserver, "onProbe" | "onReplicaLag" | "onRedisReply" | "onRedisDown">;
+  observer?: Pick<RunObserver, "onReplicaLag" | "onRedisReply" | "onRedisDown">;
   /** Milliseconds between memory reads. Default 1000. */
   memoryEveryMs?: number;
-  /** PINGs that make the probe's baseline (default 200: two seconds). */
-  baselineSamples?: number;
 }
 
 /** What the health of one master says now. */
 export interface HealthReading {
-  latencyOver: boolean;
   replicaLagOver: boolean;
   memoryOver: boolean;
 }
@@ -45,59 +42,36 @@ export interface HealthReading {
 export class NodeHealth {
   readonly node: string;
   readonly #options: NodeHealthOptions;
-  readonly #probe: LatencyProbe | undefined;
   readonly #lag: ReplicaLagWatch | undefined;
+  /** The counters of the last load reading. */
+  #counters: LoadCounters | undefined;
+  #down = false;
   #memoryOver = false;
   /** Why memory is over, for the log line (no values, only sizes). */
   #memoryDetail = "";
   #memoryLoop: Promise<void> = Promise.resolve();
 
-  private constructor(
-    options: NodeHealthOptions,
-    probe: LatencyProbe | undefined,
-    lag: ReplicaLagWatch | undefined,
-  ) {
+  private constructor(options: NodeHealthOptions, lag: ReplicaLagWatch | undefined) {
     this.node = options.node;
     this.#options = options;
-    this.#probe = probe;
     this.#lag = lag;
   }
 
-  /** Starts the sources; resolves once the probe's baseline is measured (about 2 s). */
+  /** Starts the sources (one memory read when memory is watched). */
   static async start(options: NodeHealthOptions): Promise<NodeHealth> {
     const { node, observer, signal } = options;
-    const probe = options.maxLatencyMs > 0
-      ? await LatencyProbe.start(options.client, {
-        node,
-        signal,
-        baselineSamples: options.baselineSamples,
-        onProbe: (reading) => observer?.onProbe?.(reading),
-        onRedisReply: (event) => observer?.onRedisReply?.(event),
-        onRedisDown: (event) => observer?.onRedisDown?.(event),
-      })
-      : undefined;
     const lag = options.replicaLag.kind === "off" ? undefined : watchReplicaLag(options.client, {
       node,
       limit: options.replicaLag,
       signal,
       onReplicaLag: (event) => observer?.onReplicaLag?.(event),
     });
-    const health = new NodeHealth(options, probe, lag);
+    const health = new NodeHealth(options, lag);
     if (options.maxMemoryPct !== undefined) {
       await health.refreshMemory();
       health.#memoryLoop = health.#pollMemory();
     }
     return health;
-  }
-
-  /** The probe's baseline p99 in ms (0 without a probe). */
-  get baselineMs(): number {
-    return this.#probe?.baselineMs ?? 0;
-  }
-
-  /** The probe's added p99 in ms now (0 without a probe). */
-  get addedMs(): number {
-    return this.#probe?.snapshot().addedMs ?? 0;
   }
 
   /** The memory reading behind a memory pause, e.g. `uses 9.1 MiB, above 90% of 10.0 MiB`. */
@@ -108,10 +82,37 @@ export class NodeHealth {
   /** The signals now. */
   read(): HealthReading {
     return {
-      latencyOver: this.#probe !== undefined && this.addedMs > this.#options.maxLatencyMs,
       replicaLagOver: this.#lag?.over ?? false,
       memoryOver: this.#memoryOver,
     };
+  }
+
+  /**
+   * Reads the master's load counters now; the interval since the last reading, or undefined for
+   * the first reading, after a failed one or across a restart. A reply tells the observer the
+   * node answers (it keeps answering while the run is paused or yields); the first failure says
+   * it stopped.
+   */
+  async readLoad(): Promise<LoadDelta | undefined> {
+    const { node, observer } = this.#options;
+    let counters: LoadCounters | undefined;
+    try {
+      counters = await readLoadCounters(this.#options.client);
+    } catch (error) {
+      this.#counters = undefined;
+      // A server that refuses the reading (an ACL, a managed service's renamed INFO) is up: it
+      // answered. Only a lost one is reported down.
+      const { outage, code } = classify(error);
+      if (outage && !this.#down) observer?.onRedisDown?.({ node, reason: code });
+      if (!outage) observer?.onRedisReply?.({ node });
+      this.#down = outage;
+      return undefined;
+    }
+    this.#down = false;
+    observer?.onRedisReply?.({ node });
+    const before = this.#counters;
+    this.#counters = counters;
+    return before && counters ? loadDelta(before, counters) : undefined;
   }
 
   /** Reads `INFO memory` now (after Redis refused a write). A failed read keeps the last verdict. */
@@ -131,7 +132,7 @@ export class NodeHealth {
 
   /** Resolves when every poller has stopped (after the signal aborted). */
   async closed(): Promise<void> {
-    await Promise.all([this.#probe?.close(), this.#lag?.done, this.#memoryLoop]);
+    await Promise.all([this.#lag?.done, this.#memoryLoop]);
   }
 
   async #pollMemory(): Promise<void> {

@@ -1,29 +1,35 @@
 /**
- * The health-aware throttle, wired: per master an {@linkcode AimdController} fed by that master's
- * health (latency probe, replica lag, memory) and the operator's pause, ticked every 200 ms. Its
- * rate becomes the master's own limiter in the gate; while it says `paused`, the gate admits
- * nothing for that master. Each change of state is one log line (with the reason and the new rate)
- * and observer events (metrics, health, status).
+ * The pace of the run, wired: per master a {@linkcode PaceController} fed by that master's health
+ * (its load as the server reports it, replica lag, memory) and the operator's pause, ticked every
+ * 200 ms by a loop of its own. Its rate becomes the master's own limiter in the gate (none while
+ * the store is healthy: the run-wide `--rps` cap is then the rate); while it says `paused`, or
+ * holds a quiet window, the gate admits nothing for that master. Each change of state is one log
+ * line (with the reason and the rate) and observer events (metrics, health, status).
  *
  * @module
  */
 import { delay } from "../async/delay.ts";
 import type { Logger, RunObserver } from "../run_events.ts";
-import {
-  AimdController,
-  describeRateChange,
-  type RateChange,
-  type ThrottleReason,
-} from "./aimd.ts";
 import type { AdmissionCheck, AdmitOptions } from "./gate.ts";
 import type { HealthReading } from "./health_check.ts";
+import {
+  busyShare,
+  describeRateChange,
+  PaceController,
+  type PaceOptions,
+  type RateChange,
+  type ThrottleReason,
+} from "./pace.ts";
 import { RetunableLimiter } from "./retunable.ts";
+import type { LoadDelta } from "./server_load.ts";
 
 /** What the throttle needs of one master's health (see `health_check.ts`). */
 export interface HealthSource {
   readonly node: string;
   read(): HealthReading;
   refreshMemory(): Promise<void>;
+  /** The master's load since the last call (undefined when not known). */
+  readLoad(): Promise<LoadDelta | undefined>;
   /** Why memory is over, for the log line. */
   readonly memoryDetail?: string;
 }
@@ -34,16 +40,18 @@ export interface ThrottleOptions {
   nodes: readonly HealthSource[];
   /** `--rps`: the hard cap, 0 = none. */
   capRps: number;
-  /** `--max-latency` in ms; 0 = no adaptation (the rate is the cap). */
-  maxLatencyMs: number;
+  /** Critical load on (`--max-latency` > 0); off, only the pauses and the cap apply. */
+  adaptive: boolean;
   logger: Logger;
-  observer?: Pick<RunObserver, "onRateLimit" | "onThrottle">;
-  /** Milliseconds between ticks. Default 200. */
+  observer?: Pick<RunObserver, "onRateLimit" | "onThrottle" | "onServerLoad">;
+  /** Milliseconds between ticks (and load readings). Default 200. */
   tickMs?: number;
+  /** Milliseconds of a quiet window (the application's load read alone). Default 150. */
+  quietMs?: number;
   /** Milliseconds, monotonic (default `performance.now`). */
   now?: () => number;
-  /** Where an adaptive rate starts (default: the controller's, 1000/s). */
-  startRps?: number;
+  /** Tuning of the controllers (tests). */
+  pace?: Omit<PaceOptions, "adaptive">;
 }
 
 /** What the status shows of the throttle. */
@@ -57,22 +65,21 @@ export interface ThrottleView {
 
 interface NodeControl {
   health: HealthSource;
-  aimd: AimdController;
+  pace: PaceController;
   limiter: RetunableLimiter;
-  /** Permits granted and the time, at the last achieved-rate measurement. */
-  mark: { granted: number; at: number };
-  achievedRps?: number;
+  /** The limiter's grants at the last load reading. */
+  granted: number;
+  /** The effective rate last reported for this master. */
+  reported?: number;
 }
 
-/** Per-master AIMD throttle; an admission check of the gate. */
+/** Per-master pace; an admission check of the gate. */
 export class Throttle implements AdmissionCheck {
   readonly #options: ThrottleOptions;
   readonly #now: () => number;
   readonly #nodes = new Map<string, NodeControl>();
   #operatorPaused = false;
   #cap: number;
-  /** The last line logged per master: a repeated cut at the floor changes nothing, so no line. */
-  readonly #lastLine = new Map<string, string>();
   #active = new Set<ThrottleReason>();
 
   constructor(options: ThrottleOptions) {
@@ -80,70 +87,119 @@ export class Throttle implements AdmissionCheck {
     this.#now = options.now ?? (() => performance.now());
     this.#cap = options.capRps;
     for (const health of options.nodes) {
-      const aimd = new AimdController({
-        capRps: options.capRps,
-        adaptive: options.maxLatencyMs > 0,
-        now: this.#now,
-        ...(options.startRps !== undefined ? { startRps: options.startRps } : {}),
-      });
-      const limiter = new RetunableLimiter(aimd.state.rps);
-      this.#nodes.set(health.node, {
+      const control: NodeControl = {
         health,
-        aimd,
-        limiter,
-        mark: { granted: 0, at: this.#now() },
-      });
-      options.observer?.onRateLimit?.({ node: this.#label(health.node), rps: aimd.state.rps });
+        pace: new PaceController({ ...options.pace, adaptive: options.adaptive }),
+        limiter: new RetunableLimiter(0),
+        granted: 0,
+      };
+      this.#nodes.set(health.node, control);
+      this.#report(control);
     }
   }
 
-  /** The master's own limiter, for the gate. */
+  /** The master's own limiter, for the gate (unlimited unless it yields to the application). */
   limiterFor(node: string): RetunableLimiter | undefined {
     return this.#nodes.get(node)?.limiter;
   }
 
-  /** Ticks every `tickMs` until the signal aborts; resolves then. */
+  /** Runs every master's loop until the signal aborts; resolves then. */
   async run(signal: AbortSignal): Promise<void> {
+    await Promise.all([...this.#nodes.values()].map((control) => this.#loop(control, signal)));
+  }
+
+  /** One master's loop: a tick with a load reading, and a quiet window when its pace asks. */
+  async #loop(control: NodeControl, signal: AbortSignal): Promise<void> {
+    const { tickMs = 200, quietMs = 150 } = this.#options;
+    // A frozen Redis never answers a reading: the loop must still end when the run does.
+    const stopped = new Promise<void>((resolve) => {
+      if (signal.aborted) resolve();
+      signal.addEventListener("abort", () => resolve(), { once: true });
+    });
+    const sample = (quiet: boolean) =>
+      Promise.race([this.sample(control.health.node, quiet).catch(() => {}), stopped]);
     while (!signal.aborted) {
-      this.tick();
-      await delay(this.#options.tickMs ?? 200, { signal }).catch(() => {});
+      await sample(false);
+      if (control.pace.state.quiet && !signal.aborted) {
+        await delay(quietMs, { signal }).catch(() => {});
+        await sample(true);
+      }
+      await delay(tickMs, { signal }).catch(() => {});
     }
   }
 
-  /** One tick of every master's controller: log and report each change, apply each rate. */
+  /**
+   * One tick of `node`'s controller with a fresh load reading (`quiet`: nothing was admitted to
+   * it since the last one). Exposed for tests; the loop calls it.
+   */
+  async sample(node: string, quiet: boolean): Promise<void> {
+    const control = this.#nodes.get(node);
+    if (!control) return;
+    const delta = this.#options.adaptive ? await control.health.readLoad() : undefined;
+    const granted = control.limiter.granted;
+    const keys = granted - control.granted;
+    control.granted = granted;
+    if (quiet && !delta) control.pace.cancelQuiet();
+    const load = delta && { ...delta, at: this.#now(), keys, quiet };
+    if (delta) {
+      this.#options.observer?.onServerLoad?.({
+        node,
+        busy: busyShare(delta),
+        backfill: Math.min(1, delta.ownMicros / delta.elapsedMicros),
+      });
+    }
+    for (const line of this.#apply(control, control.pace.tick(this.#signals(control), load))) {
+      this.#log(line);
+    }
+    this.#reportReasons();
+  }
+
+  /** One tick of every master's pause signals (no load reading): the operator, memory. */
   tick(): void {
-    const now = this.#now();
     const lines = new Set<string>();
     for (const control of this.#nodes.values()) {
-      this.#measure(control, now);
-      const changes = control.aimd.tick({
-        ...control.health.read(),
-        operatorPaused: this.#operatorPaused,
-        achievedRps: control.achievedRps,
-      });
-      for (const change of changes) {
-        const line = this.#describe(control, change);
-        if (this.#lastLine.get(control.health.node) !== line) lines.add(line);
-        this.#lastLine.set(control.health.node, line);
+      for (const line of this.#apply(control, control.pace.tick(this.#signals(control)))) {
+        lines.add(line);
       }
-      this.#apply(control);
     }
     for (const line of lines) this.#log(line);
     this.#reportReasons();
   }
 
-  /** The gate's check: waits while this master (or, without one, any master) is paused. */
+  /** The gate's check: waits while this master (or, without one, any master) is held back. */
   async wait(options: AdmitOptions & { fresh?: boolean }): Promise<void> {
     const { signal, node } = options;
     if (options.fresh) {
       await Promise.all([...this.#nodes.values()].map((c) => c.health.refreshMemory()));
       this.tick();
     }
+    const own = node === undefined ? undefined : this.#nodes.get(node);
+    for (;;) {
+      const state = own?.pace.state;
+      const quiet = state?.quiet ?? false;
+      const held = own === undefined
+        ? [...this.#nodes.values()].some((c) => c.pace.state.paused)
+        : state!.paused || quiet;
+      if (!held) return;
+      // A quiet window is short: look again soon, so the run goes on as soon as it ends.
+      await delay(quiet ? 10 : 50, { signal });
+    }
+  }
+
+  /**
+   * Waits while any master is held back (paused, or reading its application alone), for work that
+   * is not admitted per master (`verify --full`'s limiter).
+   */
+  async waitAll(signal?: AbortSignal): Promise<void> {
     const held = () =>
-      node === undefined || !this.#nodes.has(node)
-        ? [...this.#nodes.values()].some((c) => c.aimd.state.paused)
-        : this.#nodes.get(node)!.aimd.state.paused;
-    while (held()) await delay(50, { signal });
+      [...this.#nodes.values()].some((c) => c.pace.state.paused || c.pace.state.quiet);
+    while (held()) await delay(10, { signal });
+  }
+
+  /** The lowest own rate of any master (0 = none holds back): the whole run's, for `waitAll`. */
+  get slowestRps(): number {
+    const rates = [...this.#nodes.values()].map((c) => c.pace.state.rps).filter((r) => r > 0);
+    return rates.length === 0 ? 0 : Math.min(...rates);
   }
 
   /** `backfill pause` / `resume`: applies at once (one log line). */
@@ -152,20 +208,26 @@ export class Throttle implements AdmissionCheck {
     this.tick();
   }
 
-  /** `backfill set-rps N` (0 = no cap): the new hard cap for every master (one log line). */
+  /** `backfill set-rps N` (0 = no cap): the new hard cap of the run (one log line). */
   setCap(rps: number): void {
-    this.#cap = rps;
-    let line = "";
-    for (const control of this.#nodes.values()) {
-      line = describeRateChange(control.aimd.setCap(rps), this.#limits());
-      this.#apply(control);
+    if (!Number.isFinite(rps) || rps < 0) {
+      throw new RangeError(`the rate cap must be a non-negative number, got ${rps}`);
     }
-    if (line !== "") this.#log(line);
+    this.#cap = rps;
+    const first = this.#nodes.values().next().value as NodeControl | undefined;
+    for (const control of this.#nodes.values()) this.#report(control);
+    if (first) {
+      const change = first.pace.capChange(rps);
+      this.#log(describeRateChange({ ...change, rps: this.view().rps }));
+    }
   }
 
   /** The state for the status: the run's rate, cap and reasons. */
   view(): ThrottleView {
-    const states = [...this.#nodes.values()].map((c) => c.aimd.state);
+    const states = [...this.#nodes.values()].map((c) => ({
+      paused: c.pace.state.paused,
+      rps: this.#effective(c),
+    }));
     const unlimited = states.some((s) => !s.paused && s.rps === 0);
     const sum = states.reduce((total, s) => total + (s.paused ? 0 : s.rps), 0);
     const rps = unlimited ? this.#cap : this.#cap > 0 ? Math.min(sum, this.#cap) : sum;
@@ -177,28 +239,39 @@ export class Throttle implements AdmissionCheck {
     };
   }
 
-  /** The rate each master pushed through over the last second or more. */
-  #measure(control: NodeControl, now: number): void {
-    const elapsed = now - control.mark.at;
-    if (elapsed < 1000) return;
-    const granted = control.limiter.granted;
-    control.achievedRps = ((granted - control.mark.granted) * 1000) / elapsed;
-    control.mark = { granted, at: now };
+  #signals(control: NodeControl) {
+    return { ...control.health.read(), operatorPaused: this.#operatorPaused };
   }
 
-  #apply(control: NodeControl): void {
-    const { rps, paused } = control.aimd.state;
-    if (paused || rps === control.limiter.rps) return;
-    control.limiter.setRps(rps);
+  /** Applies a tick's outcome (the master's own rate, its metric); the lines to log. */
+  #apply(control: NodeControl, changes: RateChange[]): string[] {
+    const { rps } = control.pace.state;
+    if (rps !== control.limiter.rps) control.limiter.setRps(rps);
+    this.#report(control);
+    return changes.map((change) => this.#describe(control, change));
+  }
+
+  /** The master's rate under the cap (0 = unlimited). */
+  #effective(control: NodeControl): number {
+    const own = control.pace.state.rps;
+    if (own === 0) return this.#cap;
+    return this.#cap === 0 ? own : Math.min(own, this.#cap);
+  }
+
+  /** `relay_backfill_rate_limit` of a master whose effective rate changed. */
+  #report(control: NodeControl): void {
+    const rps = this.#effective(control);
+    if (rps === control.reported) return;
+    control.reported = rps;
     this.#options.observer?.onRateLimit?.({ node: this.#label(control.health.node), rps });
   }
 
   #describe(control: NodeControl, change: RateChange): string {
-    let line = describeRateChange(change, this.#limits());
+    let line = describeRateChange({ ...change, rps: this.#effective(control) });
     if (change.reason === "memory" && change.active && control.health.memoryDetail) {
       line += ` (${control.health.memoryDetail})`;
     }
-    // The operator's pause and cap apply to every master: one line, not one per master.
+    // The operator's pause applies to every master: one line, not one per master.
     const runWide = change.reason === "paused" || change.reason === "cap";
     return this.#nodes.size > 1 && !runWide ? `${control.health.node}: ${line}` : line;
   }
@@ -212,7 +285,7 @@ export class Throttle implements AdmissionCheck {
   #reportReasons(): void {
     const now = new Set<ThrottleReason>();
     for (const control of this.#nodes.values()) {
-      for (const reason of control.aimd.state.throttled) now.add(reason);
+      for (const reason of control.pace.state.throttled) now.add(reason);
     }
     for (const reason of new Set([...now, ...this.#active])) {
       if (now.has(reason) !== this.#active.has(reason)) {
@@ -222,12 +295,8 @@ export class Throttle implements AdmissionCheck {
     this.#active = now;
   }
 
-  #limits(): { maxLatencyMs: number } {
-    return { maxLatencyMs: this.#options.maxLatencyMs };
-  }
-
   /** `_all` when one master (one rate for the run), else the master. */
   #label(node: string): string {
-    return this.#nodes.size > 1 || this.#options.nodes.length > 1 ? node : "_all";
+    return this.#options.nodes.length > 1 ? node : "_all";
   }
 }

@@ -68,6 +68,8 @@ export interface BackfillOptions {
   callClock?: CallClockMode;
   /** Calls in flight per node: one round trip's worth (default), or deep (run/node_traffic.ts). */
   callWindow?: "round-trip" | "deep";
+  /** The most calls in flight per node in a `round-trip` window (`--max-latency`). */
+  maxCallsInFlight?: number;
 }
 
 /** Collaborators of a run (all injected, so tests and other topologies plug in). */
@@ -321,6 +323,7 @@ class Run {
       maxCallMs: this.#options.maxCallMs,
       callClock: this.#options.callClock,
       window: this.#options.callWindow,
+      maxCallsInFlight: this.#options.maxCallsInFlight,
       firstCount: state.within?.count,
     });
     const flights: Flight[] = [];

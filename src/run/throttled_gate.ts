@@ -1,17 +1,19 @@
 /**
- * Builds the run's gate with the health-aware throttle in it: per master a {@linkcode NodeHealth}
- * (latency probe, replica lag, memory), one {@linkcode Throttle} over them, and the run-wide
- * `--rps` cap. Starting it measures each probe's baseline, so it is awaited before the first write.
+ * Builds the run's gate with the pace in it: per master a {@linkcode NodeHealth} (its load as the
+ * server reports it, replica lag, memory), one {@linkcode Throttle} over them, and the run-wide
+ * `--rps` cap. Starting it measures nothing before the first write (a memory read at most): the
+ * pace learns while the run goes.
  *
  * What applies in which mode: `--execute` gets every signal. A dry run writes nothing, so there is
  * no replication stream to lag and no memory to fill, but it reads (one read-only script per
- * sub-batch), and reads slow the application too: the latency throttle and the cap apply to it.
+ * sub-batch), and reads load Redis too: the critical-load yield and the cap apply to it.
  *
  * @module
  */
 import { type ControlTargets } from "./live_control.ts";
 import { Gate } from "../control/gate.ts";
 import { NodeHealth } from "../control/health_check.ts";
+import type { RateLimiter } from "../control/rate_limit.ts";
 import type { ReplicaLagLimit } from "../control/replica_lag.ts";
 import { RetunableLimiter } from "../control/retunable.ts";
 import { Throttle } from "../control/throttle.ts";
@@ -23,17 +25,17 @@ export interface ThrottledGateOptions {
   mode: RunMode;
   /** `--rps`: the hard cap, 0 = none. */
   rps: number;
-  /** `--max-latency` in ms; 0 = no probe, no adaptation. */
+  /** `--max-latency` in ms; 0 = raw speed: no critical-load yield (the pauses still apply). */
   maxLatencyMs: number;
+  /** `--critical-load` in % (default 90). */
+  criticalLoadPct?: number;
   maxReplicaLag: ReplicaLagLimit;
   /** `--max-memory-pct`. */
   maxMemoryPct: number;
   logger: Logger;
   observer?: RunObserver;
-  /** Aborts the baseline measurement (SIGINT/SIGTERM while starting). */
+  /** Aborts the start (SIGINT/SIGTERM while starting). */
   signal?: AbortSignal;
-  /** PINGs of each probe's baseline (default 200: two seconds). */
-  baselineSamples?: number;
 }
 
 /** A running throttled gate; {@linkcode ThrottledGate.close} it after the run. */
@@ -42,7 +44,7 @@ export interface ThrottledGate {
   throttle: Throttle;
   /** What live control acts on (operator pause, cap, status view). */
   targets: ControlTargets;
-  /** Stops the ticks, the probes and the pollers. */
+  /** Stops the ticks and the pollers. */
   close(): Promise<void>;
 }
 
@@ -61,11 +63,9 @@ export async function startThrottledGate(
         node: target.nodeName(client),
         client,
         signal: halt.signal,
-        maxLatencyMs: options.maxLatencyMs,
         replicaLag: execute ? options.maxReplicaLag : { kind: "off" },
         maxMemoryPct: execute ? options.maxMemoryPct : undefined,
         observer: options.observer,
-        baselineSamples: options.baselineSamples,
       })
     ),
   );
@@ -83,21 +83,11 @@ export async function startThrottledGate(
   const throttle = new Throttle({
     nodes,
     capRps: options.rps,
-    maxLatencyMs: options.maxLatencyMs,
+    adaptive: options.maxLatencyMs > 0,
+    pace: criticalLoad(options.criticalLoadPct),
     logger: options.logger,
     observer: options.observer,
   });
-  for (const node of nodes) {
-    if (options.maxLatencyMs > 0) {
-      options.logger.log(
-        "info",
-        "probe_baseline",
-        `latency baseline of ${node.node}: p99 ${node.baselineMs.toFixed(2)} ms; the rate adapts ` +
-          `to keep the added p99 under ${options.maxLatencyMs} ms`,
-        { node: node.node },
-      );
-    }
-  }
   const runLimiter = new RetunableLimiter(options.rps);
   const gate = new Gate(runLimiter, [throttle], {
     nodeLimiter: (node) => throttle.limiterFor(node),
@@ -118,5 +108,72 @@ export async function startThrottledGate(
       await closeAll();
       await ticking;
     },
+  };
+}
+
+/** The controller's thresholds for `--critical-load P`: yield at P%, recover 10 points below. */
+export function criticalLoad(pct = 90): { criticalBusy: number; recoverBusy: number } {
+  const criticalBusy = pct / 100;
+  return { criticalBusy, recoverBusy: Math.max(0, criticalBusy - 0.1) };
+}
+
+/** Options of {@linkcode startVerifyPace}. */
+export interface VerifyPaceOptions {
+  /** `--rps`: keys checked per second at most, 0 = no cap. */
+  rps: number;
+  /** `--max-latency`; 0 = raw speed (the cap only). */
+  maxLatencyMs: number;
+  criticalLoadPct?: number;
+  logger: Logger;
+  observer?: RunObserver;
+  signal?: AbortSignal;
+}
+
+/** `verify --full`'s limiter with the critical-load yield in it; close it after the verify. */
+export interface VerifyPace {
+  limiter: RateLimiter;
+  close(): Promise<void>;
+}
+
+/**
+ * The pace of `verify --full`: the same controller as a run's, per master, with no pauses (a verify
+ * writes nothing). Its work is not admitted per master, so every master's quiet window holds all
+ * of it, and the master that yields most sets the rate of all: on a cluster, one saturated master
+ * slows the whole verify.
+ */
+export async function startVerifyPace(
+  target: Pick<RedisTarget, "masters" | "nodeName">,
+  options: VerifyPaceOptions,
+): Promise<VerifyPace> {
+  const cap = new RetunableLimiter(options.rps);
+  if (!(options.maxLatencyMs > 0)) return { limiter: cap, close: () => Promise.resolve() };
+  const gate = await startThrottledGate(target, {
+    mode: "dry-run",
+    rps: options.rps,
+    maxLatencyMs: options.maxLatencyMs,
+    criticalLoadPct: options.criticalLoadPct,
+    maxReplicaLag: { kind: "off" },
+    maxMemoryPct: 100,
+    logger: options.logger,
+    observer: options.observer,
+    signal: options.signal,
+  });
+  const { throttle } = gate;
+  const slowest = new RetunableLimiter(0);
+  return {
+    limiter: {
+      get rps() {
+        return options.rps;
+      },
+      async acquire(n: number, signal?: AbortSignal): Promise<number> {
+        const started = performance.now();
+        await throttle.waitAll(signal);
+        slowest.setRps(throttle.slowestRps);
+        await cap.acquire(n, signal);
+        await slowest.acquire(n, signal);
+        return (performance.now() - started) / 1000;
+      },
+    },
+    close: () => gate.close(),
   };
 }

@@ -1,6 +1,6 @@
 /**
- * The metrics of the run's feedback loop: the effective rate, why the run holds back, the latency
- * probes, replica lag and whether each Redis node answers. Registered from the start so dashboards
+ * The metrics of the run's feedback loop: the effective rate, why the run holds back, how busy each
+ * master is and how much of that is the backfill, replica lag and whether each Redis node answers. Registered from the start so dashboards
  * and alerts can rely on them; fed by the optional {@linkcode RunObserver} hooks, and until the
  * engine emits those, by what it already reports (batches, outages).
  *
@@ -9,13 +9,13 @@
 import { Gauge, type Registry } from "prom-client";
 import {
   type BatchReport,
-  type ProbeEvent,
   type RateLimitEvent,
   type RedisDownEvent,
   type RedisReplyEvent,
   type ReplicaLagEvent,
   type RunObserver,
   type RunStart,
+  type ServerLoadEvent,
   THROTTLE_REASONS,
   type ThrottleEvent,
 } from "../run_events.ts";
@@ -27,8 +27,8 @@ export const ALL_NODES_LABEL = "_all";
 export class ControlMetrics implements RunObserver {
   readonly #rateLimit: Gauge<"node">;
   readonly #throttled: Gauge<"reason">;
-  readonly #probeLatency: Gauge<"node">;
-  readonly #probeBaseline: Gauge<"node">;
+  readonly #redisBusy: Gauge<"node">;
+  readonly #redisBackfill: Gauge<"node">;
   readonly #replicaLag: Gauge<"node">;
   readonly #redisUp: Gauge<"node">;
   /** The throttle reported the run-wide rate (`node="_all"`): the start does not overwrite it. */
@@ -50,13 +50,13 @@ export class ControlMetrics implements RunObserver {
       registers,
     });
     for (const reason of THROTTLE_REASONS) this.#throttled.set({ reason }, 0);
-    this.#probeLatency = perNode(
-      "relay_backfill_probe_latency_seconds",
-      "p99 round-trip of the latest latency probe round.",
+    this.#redisBusy = perNode(
+      "relay_backfill_redis_busy_ratio",
+      "Share of the last ~200 ms Redis's main thread was on the CPU (INFO cpu), 0-1.",
     );
-    this.#probeBaseline = perNode(
-      "relay_backfill_probe_baseline_seconds",
-      "Baseline probe round-trip the p99 is compared with.",
+    this.#redisBackfill = perNode(
+      "relay_backfill_redis_backfill_ratio",
+      "Share of the last ~200 ms Redis ran the backfill's own commands (INFO commandstats), 0-1.",
     );
     this.#replicaLag = perNode(
       "relay_backfill_replica_lag_bytes",
@@ -70,9 +70,8 @@ export class ControlMetrics implements RunObserver {
 
   /**
    * The configured --rps is the run-wide rate, unless the throttle already reported it: with one
-   * master the throttle's adaptive rate is the run-wide one (1000/s at the start of `--rps 0
-   * --max-latency 0.5`), and it is reported before the engine starts. Overwritten with `--rps 0`
-   * it read "unlimited" until the first change of rate.
+   * master the throttle's rate is the run-wide one, and it is reported before the engine starts
+   * (a run that starts yielding to a busy Redis must not read "unlimited" until its next change).
    */
   onStart(start: RunStart): void {
     if (this.#allReported) return;
@@ -99,13 +98,11 @@ export class ControlMetrics implements RunObserver {
     }
   }
 
-  /** Records a probe round. */
-  onProbe(event: ProbeEvent): void {
-    if (Number.isFinite(event.p99Seconds)) {
-      this.#probeLatency.set({ node: event.node }, event.p99Seconds);
-    }
-    if (Number.isFinite(event.baselineSeconds)) {
-      this.#probeBaseline.set({ node: event.node }, event.baselineSeconds);
+  /** Records a master's load. */
+  onServerLoad(event: ServerLoadEvent): void {
+    if (Number.isFinite(event.busy)) this.#redisBusy.set({ node: event.node }, event.busy);
+    if (Number.isFinite(event.backfill)) {
+      this.#redisBackfill.set({ node: event.node }, event.backfill);
     }
   }
 

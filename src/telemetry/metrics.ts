@@ -8,13 +8,13 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type {
   BatchReport,
-  ProbeEvent,
   RateLimitEvent,
   RedisDownEvent,
   RedisReplyEvent,
   ReplicaLagEvent,
   RunObserver,
   RunStart,
+  ServerLoadEvent,
   Summary,
   ThrottleEvent,
 } from "../run_events.ts";
@@ -235,9 +235,9 @@ export class BackfillMetrics implements RunObserver {
     this.#control.onThrottle(event);
   }
 
-  /** See {@linkcode RunObserver.onProbe}. */
-  onProbe(event: ProbeEvent): void {
-    this.#control.onProbe(event);
+  /** See {@linkcode RunObserver.onServerLoad}. */
+  onServerLoad(event: ServerLoadEvent): void {
+    this.#control.onServerLoad(event);
   }
 
   /** See {@linkcode RunObserver.onReplicaLag}. */

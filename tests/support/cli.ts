@@ -25,10 +25,10 @@ export const BINARY_FLAGS: readonly string[] = (() => {
 const NOT_A_RUN = new Set(["verify", "pause", "resume", "set-rps", "stop", "status"]);
 
 /**
- * The arguments a test's run gets: `--max-latency 0` unless the test sets it. The latency throttle
- * is on by default (0.5 ms), and each run would first spend 2 s measuring its probe's baseline and
- * then ramp up from 1000 jobs/s; tests of other behaviour run as they always did, and the tests of
- * the throttle (and of the defaults, with `{ defaults: true }`) say what they use.
+ * The arguments a test's run gets: `--max-latency 0` unless the test sets it. The default pace
+ * (0.5 ms) bounds calls in flight and yields to a busy Redis, and on a busy CI box another test's
+ * redis-server can make its own look busy; tests of other behaviour run as they always did, and
+ * the tests of the pace (and of the defaults, with `{ defaults: true }`) say what they use.
  */
 export function testRunArgs(args: string[], options: { defaults?: boolean } = {}): string[] {
   const run = args.length > 0 && !NOT_A_RUN.has(args[0]!) &&

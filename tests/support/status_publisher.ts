@@ -18,7 +18,7 @@ await publishStatus(client, progressKey!, {
     phase: "running",
     holder: { host: "test-host", pid: Deno.pid },
     started_at: started,
-    rate: { rps: 800, cap_rps: 1000, paused: false, throttled: ["latency"] },
+    rate: { rps: 800, cap_rps: 1000, paused: false, throttled: ["redis_busy"] },
     counts: { scanned: 250, migrated: 200, skipped_exists: 50 },
     estimated_total: 1000,
     eta_seconds: 90,

@@ -184,8 +184,9 @@ class LaneRun {
       pace.update(Number(reply[1]), Number(reply[2]), keys, keys - deferred);
       this.deps.calls.record(Number(reply[1]));
       if (this.#window.keys >= this.options.chunkKeys()) this.#cut(false);
-      // Post-paid: the keys are known only now (a call's SCAN is capped at rps / 4).
-      if (rps > 0 && keys > 0) await limiter.acquire(Math.min(keys, rps), signal);
+      // Post-paid: the keys are known only now (a call's SCAN is capped at rps / 4). Asked also
+      // without --rps: the limiter holds the lanes while Redis is read alone or yielded to.
+      if (keys > 0) await limiter.acquire(rps > 0 ? Math.min(keys, rps) : keys, signal);
     }
   }
 
@@ -327,7 +328,10 @@ class LaneRun {
     ];
     for (let attempt = 0;; attempt++) {
       try {
-        return await this.node.callBuffer("EVALSHA_RO", this.#sha, "0", ...args) as LaneReply;
+        return await this.deps.calls.inWindow(
+          this.node,
+          () => this.node.callBuffer("EVALSHA_RO", this.#sha, "0", ...args),
+        ) as LaneReply;
       } catch (error) {
         if (isOutage(error)) throw error;
         // A restarted or failed-over node has an empty script cache.

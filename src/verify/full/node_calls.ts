@@ -8,6 +8,7 @@
  */
 import { Buffer } from "node:buffer";
 import { type CallClock, type CallClockMode, probeCallClock } from "../../control/call_clock.ts";
+import { CallWindow } from "../../control/call_window.ts";
 import { SafetyRefusal } from "../../errors.ts";
 import { redisVersion } from "../../migrate/in_server.ts";
 import type { RedisTarget } from "../../redis/target.ts";
@@ -44,6 +45,11 @@ export interface NodeCallsOptions {
   toleranceMs?: number;
   /** `--call-clock`: `auto` (probe each master) or `client` (control/call_clock.ts). */
   callClock?: CallClockMode;
+  /**
+   * Script calls in flight per master at most, lanes and sub-batches together (`--max-latency`,
+   * control/call_window.ts); default: no bound beyond the lanes' and sub-batches' own.
+   */
+  callsInFlight?: number;
   signal?: AbortSignal;
 }
 
@@ -97,6 +103,9 @@ export class NodeCalls {
   #byAddress = new Map<string, Redis>();
   /** Slot ranges each master serves ("a-b,c-d"), for the `pair` mode's locality check. */
   #ranges = new Map<Redis, string>();
+  readonly #callsInFlight: number;
+  /** Each master's calls in flight. */
+  readonly #windows = new Map<Redis, CallWindow>();
 
   constructor(target: Pick<RedisTarget, "kind" | "client" | "masters">, options: NodeCallsOptions) {
     this.#target = target;
@@ -107,6 +116,26 @@ export class NodeCalls {
     this.#toleranceMs = options.toleranceMs ?? 0;
     this.#clockMode = options.callClock ?? "auto";
     this.#signal = options.signal;
+    this.#callsInFlight = options.callsInFlight ?? Infinity;
+  }
+
+  /**
+   * Runs `call` on `node` once the master has room for one more call in flight (every verify
+   * script call goes through here: the lanes' and the sub-batches').
+   */
+  async inWindow<T>(node: Redis, call: () => Promise<T>): Promise<T> {
+    if (this.#callsInFlight === Infinity) return await call();
+    let window = this.#windows.get(node);
+    if (window === undefined) {
+      window = new CallWindow(this.#callsInFlight);
+      this.#windows.set(node, window);
+    }
+    const release = await window.acquire({ signal: this.#signal });
+    try {
+      return await call();
+    } finally {
+      release();
+    }
   }
 
   /**
@@ -257,7 +286,10 @@ export class NodeCalls {
     let last: unknown;
     for (let attempt = 0; attempt < 5; attempt++) {
       try {
-        return await node.callBuffer("EVALSHA_RO", this.#sha, numkeys, ...args) as unknown[];
+        return await this.inWindow(
+          node,
+          () => node.callBuffer("EVALSHA_RO", this.#sha, numkeys, ...args),
+        ) as unknown[];
       } catch (error) {
         if (isOutage(error)) throw error;
         last = error;

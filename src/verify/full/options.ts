@@ -35,6 +35,8 @@ export interface FullVerifyOptions {
   chunkKeys?: number;
   /** Milliseconds between progress log lines (default 10 000). */
   progressIntervalMs?: number;
+  /** Script calls in flight per master at most (`--max-latency`); default: no such bound. */
+  callsInFlight?: number;
   /**
    * Sub-batches in flight at once (default 4): Redis works on the others while the client decodes
    * a reply or collects garbage (a scavenge takes ~1 ms; four calls of ~0.2 ms cover most).

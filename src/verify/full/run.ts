@@ -65,6 +65,7 @@ export async function runFullVerify(
     callBudgetUs: options.callBudgetUs,
     toleranceMs: options.ttlToleranceSeconds * 1000,
     callClock: options.callClock,
+    callsInFlight: options.callsInFlight,
   });
   await calls.init();
   await logClientClocks(

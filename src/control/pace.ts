@@ -1,0 +1,306 @@
+/**
+ * The pace of one master, as a pure decision over what the server reports. No client-side timer
+ * feeds it: a client starved of CPU (a busy host, a 250m pod) reads its own wait as latency, and a
+ * throttle fed that signal slows down for reasons the store never had.
+ *
+ * - The added latency (`--max-latency`) is bounded by construction elsewhere: an application
+ *   command waits at most behind the backfill calls already in Redis's input buffer, and their
+ *   number and Redis time are fixed before the run starts (call_window.ts {@linkcode
+ *   latencyBudget}). Nothing here needs to watch latency to keep that promise.
+ * - Critical load, like gh-ost's `--critical-load`: how busy Redis's main thread is (`INFO cpu`
+ *   deltas over the server's own clock) and how much of that the backfill's own commands took
+ *   (`INFO commandstats`). When the application alone keeps Redis at least {@linkcode
+ *   PaceOptions.criticalBusy} busy, the backfill yields to {@linkcode PaceOptions.yieldShare} of
+ *   Redis's time, a rate computed from what one key costs Redis. A saturated Redis hides the
+ *   application's real demand behind the backfill's share, so the application's load is read
+ *   alone in a short quiet window (no admissions to this master); quiet windows happen only while
+ *   Redis is that busy, and back off exponentially while the application's share stays low.
+ * - Pauses: the operator's, memory over `--max-memory-pct`, a replica past `--max-replica-lag`.
+ *
+ * Without adaptation (`--max-latency 0`, raw speed asked for) only the pauses apply. The caller
+ * ticks it with each reading (about every 200 ms) and logs each returned change as one line.
+ * Rates follow the project's convention: `rps` 0 means unlimited.
+ *
+ * @module
+ */
+import type { ThrottleReason } from "../run_events.ts";
+
+export type { ThrottleReason };
+
+/** One reading of a master's load, from the server (control/server_load.ts). */
+export interface LoadReading {
+  /** Milliseconds on the caller's monotonic clock when the reading was taken. */
+  at: number;
+  /** The interval's length by the server's clock (TIME), µs. */
+  elapsedMicros: number;
+  /** µs Redis's main thread was on the CPU in the interval (`INFO cpu`). */
+  busyMicros: number;
+  /** µs the backfill's own commands ran in the interval (`INFO commandstats`). */
+  ownMicros: number;
+  /** Keys this master admitted in the interval. */
+  keys: number;
+  /** The interval was a quiet window: nothing of the backfill was admitted to this master. */
+  quiet: boolean;
+}
+
+/** The pause signals of one tick. */
+export interface PauseSignals {
+  /** Some replica of this master is past `--max-replica-lag`. */
+  replicaLagOver: boolean;
+  /** Memory is above `--max-memory-pct`. */
+  memoryOver: boolean;
+  /** `backfill pause` is in force. */
+  operatorPaused: boolean;
+}
+
+/** The controller's output. */
+export interface PaceState {
+  /** This master's own rate, jobs per second; 0 = no limit of its own (the cap still applies). */
+  rps: number;
+  paused: boolean;
+  /** Hold admissions to this master for a quiet window now (see the module comment). */
+  quiet: boolean;
+  /** Reasons in force now, pause reasons first. */
+  throttled: readonly ThrottleReason[];
+}
+
+/** One change of state: exactly one log line (see {@linkcode describeRateChange}) and metrics. */
+export interface RateChange {
+  /** What changed: a throttle reason that became active or cleared, or the operator's cap. */
+  reason: ThrottleReason | "cap";
+  /** For a throttle reason: whether it is now in force. */
+  active: boolean;
+  /** This master's own rate after the change (0 = none of its own). */
+  rps: number;
+  paused: boolean;
+  /** What the server read, for the log line (critical load only). */
+  detail?: string;
+}
+
+/** Options of {@linkcode PaceController}. */
+export interface PaceOptions {
+  /** Critical load on (`--max-latency` > 0); off, only the pauses apply. */
+  adaptive: boolean;
+  /** Redis busy this much by the application alone makes the backfill yield. Default 0.9. */
+  criticalBusy?: number;
+  /** It stops yielding once the application alone is below this. Default 0.8 (hysteresis). */
+  recoverBusy?: number;
+  /** The share of Redis's time the backfill keeps while it yields. Default 0.1. */
+  yieldShare?: number;
+  /**
+   * What the backfill costs Redis beyond its commands' own time (reading the calls, writing the
+   * replies), as a factor on the commandstats time. Default 1.25: errs on the side of a lower
+   * rate while yielding.
+   */
+  overheadFactor?: number;
+  /** Milliseconds between quiet windows at first; doubled after each that shows a low share. 1000. */
+  quietGapMs?: number;
+  /** The longest gap between quiet windows while Redis stays busy. Default 16 000. */
+  maxQuietGapMs?: number;
+  /** While yielding, the application's share must stay low this long to recover. Default 1000. */
+  recoverMs?: number;
+  /** The rate while yielding, before anything is known of a key's cost. Default 200. */
+  coldYieldRps?: number;
+  /** The lowest rate while yielding. Default 10. */
+  minYieldRps?: number;
+}
+
+const PAUSE_REASONS = ["paused", "memory", "replica_lag"] as const;
+
+/** The pace controller of one master. */
+export class PaceController {
+  readonly #options: Required<PaceOptions>;
+  #throttled = new Set<ThrottleReason>();
+  /** Server µs one key costs (the backfill's commands × overhead), EWMA; undefined until seen. */
+  #perKeyMicros: number | undefined;
+  #quietRequested = false;
+  #lastQuietAt = -Infinity;
+  #quietGapMs: number;
+  /** The application's share of Redis in the last quiet window. */
+  #appAlone: number | undefined;
+  /** While yielding: since when the application's share has been below recovery. */
+  #lowSince: number | undefined;
+  #yieldRps = 0;
+
+  constructor(options: PaceOptions) {
+    this.#options = {
+      criticalBusy: 0.9,
+      recoverBusy: 0.8,
+      yieldShare: 0.1,
+      overheadFactor: 1.25,
+      quietGapMs: 1000,
+      maxQuietGapMs: 16_000,
+      recoverMs: 1000,
+      coldYieldRps: 200,
+      minYieldRps: 10,
+      ...options,
+    };
+    this.#quietGapMs = this.#options.quietGapMs;
+  }
+
+  /** The current output. */
+  get state(): PaceState {
+    const paused = PAUSE_REASONS.some((reason) => this.#throttled.has(reason));
+    const yielding = this.#throttled.has("redis_busy");
+    return {
+      rps: yielding ? this.#yieldRps : 0,
+      paused,
+      quiet: !paused && this.#quietRequested,
+      throttled: [
+        ...PAUSE_REASONS.filter((reason) => this.#throttled.has(reason)),
+        ...(yielding ? ["redis_busy" as const] : []),
+      ],
+    };
+  }
+
+  /** The learnt server µs per key (undefined before the first admitted key was read). */
+  get perKeyMicros(): number | undefined {
+    return this.#perKeyMicros;
+  }
+
+  /**
+   * Applies one tick: the pause signals, and a load reading when one was taken. Returns the
+   * changes (each is one log line), usually none.
+   */
+  tick(signals: PauseSignals, load?: LoadReading): RateChange[] {
+    const changes: RateChange[] = [];
+    const flag = (reason: ThrottleReason, on: boolean, detail?: string) => {
+      if (on === this.#throttled.has(reason)) return;
+      if (on) this.#throttled.add(reason);
+      else this.#throttled.delete(reason);
+      changes.push({ ...this.#change(reason, on), ...(detail ? { detail } : {}) });
+    };
+    flag("paused", signals.operatorPaused);
+    flag("memory", signals.memoryOver);
+    flag("replica_lag", signals.replicaLagOver);
+    if (!this.#options.adaptive || load === undefined) return changes;
+    if (this.state.paused) {
+      // Nothing is admitted while paused: a reading then is the application's alone.
+      this.#quietRequested = false;
+      this.#learnAlone(load);
+      return changes;
+    }
+    if (load.quiet) {
+      this.#quietRequested = false;
+      this.#learnAlone(load);
+      const app = this.#appAlone!;
+      if (app >= this.#options.criticalBusy) {
+        this.#yieldRps = this.#yieldRate();
+        flag("redis_busy", true, this.#busyDetail(app));
+      } else if (!this.#throttled.has("redis_busy")) {
+        this.#quietGapMs = Math.min(this.#quietGapMs * 2, this.#options.maxQuietGapMs);
+      }
+      return changes;
+    }
+    this.#learnCost(load);
+    const busy = busyShare(load);
+    const own = load.elapsedMicros > 0 ? load.ownMicros / load.elapsedMicros : 0;
+    const appEstimate = Math.max(0, busy - own * this.#options.overheadFactor);
+    if (this.#throttled.has("redis_busy")) {
+      // At a tenth of Redis's time the backfill cannot keep it busy: what is left is the
+      // application's (a saturated Redis reads ~100% here and the run keeps yielding).
+      if (appEstimate < this.#options.recoverBusy) this.#lowSince ??= load.at;
+      else this.#lowSince = undefined;
+      if (this.#lowSince !== undefined && load.at - this.#lowSince >= this.#options.recoverMs) {
+        this.#lowSince = undefined;
+        this.#quietGapMs = this.#options.quietGapMs;
+        flag("redis_busy", false, this.#freeDetail(appEstimate));
+        return changes;
+      }
+      // Follow the learnt cost, but not every small wobble of it (each change retunes a limiter).
+      const rate = this.#yieldRate();
+      if (Math.abs(rate - this.#yieldRps) > 0.2 * this.#yieldRps) this.#yieldRps = rate;
+      return changes;
+    }
+    // The application's load rose well past what the last quiet window read: read it again soon.
+    if (this.#appAlone !== undefined && appEstimate - this.#appAlone > 0.2) {
+      this.#quietGapMs = this.#options.quietGapMs;
+    }
+    if (
+      busy >= this.#options.criticalBusy && load.at - this.#lastQuietAt >= this.#quietGapMs
+    ) {
+      this.#quietRequested = true;
+    }
+    return changes;
+  }
+
+  /** A quiet window read nothing (the reading failed): let the master go on. */
+  cancelQuiet(): void {
+    this.#quietRequested = false;
+  }
+
+  /** A change of the operator's cap, for its log line. */
+  capChange(capRps: number): RateChange {
+    return this.#change("cap", capRps > 0);
+  }
+
+  #learnAlone(load: LoadReading): void {
+    this.#appAlone = busyShare(load);
+    this.#lastQuietAt = load.at;
+  }
+
+  #learnCost(load: LoadReading): void {
+    // A handful of keys is too little to tell their cost from the noise of the reading.
+    if (load.keys < 20 || !(load.ownMicros > 0)) return;
+    const sample = (load.ownMicros * this.#options.overheadFactor) / load.keys;
+    this.#perKeyMicros = this.#perKeyMicros === undefined
+      ? sample
+      : this.#perKeyMicros + 0.3 * (sample - this.#perKeyMicros);
+  }
+
+  /** The rate at which the backfill takes {@linkcode PaceOptions.yieldShare} of Redis. */
+  #yieldRate(): number {
+    const perKey = this.#perKeyMicros;
+    if (perKey === undefined || !(perKey > 0)) return this.#options.coldYieldRps;
+    return Math.max(
+      this.#options.minYieldRps,
+      Math.floor((this.#options.yieldShare * 1_000_000) / perKey),
+    );
+  }
+
+  #busyDetail(app: number): string {
+    return `Redis is ${pct(app)} busy without the backfill (critical load ${
+      pct(this.#options.criticalBusy)
+    }): the backfill yields to ${pct(this.#options.yieldShare)} of Redis's time`;
+  }
+
+  #freeDetail(app: number): string {
+    return `the application keeps Redis ${pct(app)} busy, under ${pct(this.#options.recoverBusy)}`;
+  }
+
+  #change(reason: RateChange["reason"], active: boolean): RateChange {
+    const { rps, paused } = this.state;
+    return { reason, active, rps, paused };
+  }
+}
+
+/** The share of the interval Redis's main thread was busy (0–1). */
+export function busyShare(load: Pick<LoadReading, "elapsedMicros" | "busyMicros">): number {
+  if (!(load.elapsedMicros > 0)) return 0;
+  return Math.min(1, Math.max(0, load.busyMicros / load.elapsedMicros));
+}
+
+function pct(share: number): string {
+  return `${Math.round(share * 100)}%`;
+}
+
+/**
+ * The one log line for a change, e.g. `throttle on: Redis is 95% busy without the backfill …;
+ * rate 1200/s`. `rps` is the rate that applies (the master's own under the cap).
+ */
+export function describeRateChange(change: RateChange): string {
+  const rate = change.paused
+    ? "paused"
+    : `rate ${change.rps === 0 ? "unlimited" : `${change.rps}/s`}`;
+  if (change.reason === "cap") {
+    return `operator cap ${change.active ? "set" : "removed"}; ${rate}`;
+  }
+  const what = {
+    redis_busy: change.detail ??
+      `Redis ${change.active ? "at" : "back under"} critical load without the backfill`,
+    replica_lag: `replica lag ${change.active ? "above" : "back under"} --max-replica-lag`,
+    memory: `memory ${change.active ? "above" : "back under"} --max-memory-pct`,
+    paused: change.active ? "paused by the operator" : "resumed by the operator",
+  }[change.reason];
+  return `throttle ${change.active ? "on" : "off"}: ${what}; ${rate}`;
+}
