@@ -47,8 +47,8 @@ export class RedisUnavailableError extends BackfillError {
 
 /** A safety check refused the run (lock held, memory headroom, foreign checkpoint). Exit 4. */
 export class SafetyRefusal extends BackfillError {
-  constructor(message: string) {
-    super(message, ExitCode.refused);
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, ExitCode.refused, options);
     this.name = "SafetyRefusal";
   }
 }

@@ -160,7 +160,13 @@ class FakeCheckpoints {
   stored: NodeCheckpoint | undefined;
   constructor(readonly events: Event[], readonly saveMs = 0) {}
   keys() {
-    return { cursor: "cursor", lastJob: "last_job", meta: "meta", within: "within" };
+    return {
+      cursor: "cursor",
+      lastJob: "last_job",
+      meta: "meta",
+      within: "within",
+      calls: "calls",
+    };
   }
   load(): Promise<NodeCheckpoint | undefined> {
     return Promise.resolve(this.stored);

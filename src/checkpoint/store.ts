@@ -5,10 +5,11 @@
  * standalone server the copy script itself moves `P:cursor` and `P:last_job` and keeps its call
  * token in `P:meta` (checkpoint/in_script.ts); this store writes the rest, in the same format.
  * A cluster keeps one set per master, named by the master's node id and wrapped in a hash tag so
- * that every checkpoint key of the run lands in one slot (one MULTI can write them):
+ * that every checkpoint key of the run lands in one slot (one script call can write them):
  * `{P}:cursor:<node-id>`, `{P}:last_job:<node-id>`, `{P}:meta:<node-id>`.
  * The migration's running totals (totals.ts) live beside them in `P:totals` (`{P}:totals`) and
- * move in the same transaction as each save.
+ * move in the same call as each save. The run locks live in that slot too, so every write here is
+ * fenced by them: a runner whose lock expired or was taken over has its writes refused by Redis.
  *
  * A node whose scan completed while others of the run's pass have not is kept finished: cursor
  * `0` and `finished` = `1` in its meta, so the next run (`--max-keys` loops, a stopped run) does
@@ -20,6 +21,7 @@
  */
 import { Buffer } from "node:buffer";
 import type { Cluster, Redis } from "../redis/ioredis.ts";
+import { refusedAsFenced, type RunLock } from "../safety/lock.ts";
 import { type BatchPosition, decodePosition, encodePosition } from "./batch_position.ts";
 import type { CarriedTotals } from "../run_events.ts";
 import { parseTotals, totalsArgs } from "./totals.ts";
@@ -42,6 +44,16 @@ export interface NodeCheckpoint {
   finished?: boolean;
 }
 
+/** The keys of one node's checkpoint. */
+export interface CheckpointKeys {
+  cursor: string;
+  lastJob: string;
+  meta: string;
+  within: string;
+  /** What the copy calls of a run created, for a call whose reply was lost (in_server.ts). */
+  calls: string;
+}
+
 /** The parameters that give a cursor its meaning, as a stable string. */
 export function runParams(parts: { workspace?: string; pattern: string; match: string }): string {
   return JSON.stringify({
@@ -56,12 +68,21 @@ export class CheckpointStore {
   readonly prefix: string;
   readonly #client: Redis | Cluster;
   readonly #totalsKey: string;
+  readonly #locks: readonly Pick<RunLock, "key" | "value">[];
 
-  /** `cluster`: keys carry the `{P}` hash tag (one slot for all of a run's checkpoint keys). */
-  constructor(client: Redis | Cluster, prefix: string, options: { cluster?: boolean } = {}) {
+  /**
+   * `cluster`: keys carry the `{P}` hash tag (one slot for all of a run's checkpoint keys).
+   * `locks`: the run locks every write is fenced by (they live in the same slot as the store).
+   */
+  constructor(
+    client: Redis | Cluster,
+    prefix: string,
+    options: { cluster?: boolean; locks?: readonly Pick<RunLock, "key" | "value">[] } = {},
+  ) {
     this.#client = client;
     this.prefix = prefix;
     this.#totalsKey = options.cluster ? `{${prefix}}:totals` : `${prefix}:totals`;
+    this.#locks = options.locks ?? [];
   }
 
   /**
@@ -69,13 +90,14 @@ export class CheckpointStore {
    * a cluster. Redis hashes only what lies between the first `{` and the next `}`; every cluster key
    * starts with `{P}`, so they share that tag (and slot) whatever braces P itself contains.
    */
-  keys(node: string): { cursor: string; lastJob: string; meta: string; within: string } {
+  keys(node: string): CheckpointKeys {
     if (node === "") {
       return {
         cursor: `${this.prefix}:cursor`,
         lastJob: `${this.prefix}:last_job`,
         meta: `${this.prefix}:meta`,
         within: `${this.prefix}:within`,
+        calls: `${this.prefix}:calls`,
       };
     }
     const tag = `{${this.prefix}}`;
@@ -84,6 +106,7 @@ export class CheckpointStore {
       lastJob: `${tag}:last_job:${node}`,
       meta: `${tag}:meta:${node}`,
       within: `${tag}:within:${node}`,
+      calls: `${tag}:calls:${node}`,
     };
   }
 
@@ -108,8 +131,8 @@ export class CheckpointStore {
   }
 
   /**
-   * Stores a checkpoint atomically (one MULTI: a crash never leaves cursor and meta apart), with
-   * the totals counted since the node's last save added to the migration's running totals.
+   * Stores a checkpoint atomically (one script call: a crash never leaves cursor and meta apart),
+   * with the totals counted since the node's last save added to the migration's running totals.
    */
   async save(
     node: string,
@@ -117,26 +140,30 @@ export class CheckpointStore {
     totals: ReadonlyMap<string, number> = new Map(),
   ): Promise<void> {
     const keys = this.keys(node);
-    const tx = this.#client.multi()
-      .set(keys.cursor, checkpoint.cursor)
-      .hset(keys.meta, {
-        run_id: checkpoint.runId,
-        params: checkpoint.params,
-        updated_at: new Date().toISOString(),
-      });
-    // A cursor being saved is a scan under way: the node is not finished (any more).
-    tx.hdel(keys.meta, FINISHED_FIELD);
-    if (checkpoint.lastJob !== undefined) tx.set(keys.lastJob, checkpoint.lastJob);
-    if (checkpoint.within === undefined) tx.del(keys.within);
-    else tx.set(keys.within, encodePosition(checkpoint.within));
-    this.#addTotals(tx, totals);
-    await execOrThrow(tx);
+    const writes = new Writes()
+      .add("SET", keys.cursor, checkpoint.cursor)
+      .add(
+        "HSET",
+        keys.meta,
+        "run_id",
+        checkpoint.runId,
+        "params",
+        checkpoint.params,
+        "updated_at",
+        new Date().toISOString(),
+      )
+      // A cursor being saved is a scan under way: the node is not finished (any more).
+      .add("HDEL", keys.meta, FINISHED_FIELD);
+    if (checkpoint.lastJob !== undefined) writes.add("SET", keys.lastJob, checkpoint.lastJob);
+    if (checkpoint.within === undefined) writes.add("DEL", keys.within);
+    else writes.add("SET", keys.within, encodePosition(checkpoint.within));
+    await this.#write(this.#withTotals(writes, totals));
   }
 
   /**
    * Marks a node's scan completed in this pass (cursor `0`, `finished` in its meta), adding its
-   * last counts to the running totals in the same transaction. The next run skips the node until
-   * the pass completes ({@linkcode clear} of every node) or `--reset-progress`.
+   * last counts to the running totals in the same call. The next run skips the node until the
+   * pass completes ({@linkcode clear} of every node) or `--reset-progress`.
    */
   async finish(
     node: string,
@@ -144,36 +171,39 @@ export class CheckpointStore {
     totals: ReadonlyMap<string, number> = new Map(),
   ): Promise<void> {
     const keys = this.keys(node);
-    const tx = this.#client.multi()
-      .set(keys.cursor, "0")
-      .del(keys.lastJob, keys.within)
-      .hset(keys.meta, {
-        run_id: run.runId,
-        params: run.params,
-        updated_at: new Date().toISOString(),
-        [FINISHED_FIELD]: "1",
-      });
-    this.#addTotals(tx, totals);
-    await execOrThrow(tx);
+    const writes = new Writes()
+      .add("SET", keys.cursor, "0")
+      .add("DEL", keys.lastJob, keys.within)
+      .add(
+        "HSET",
+        keys.meta,
+        "run_id",
+        run.runId,
+        "params",
+        run.params,
+        "updated_at",
+        new Date().toISOString(),
+        FINISHED_FIELD,
+        "1",
+      );
+    await this.#write(this.#withTotals(writes, totals));
   }
 
   /**
    * Removes a node's checkpoint (its pass is complete: the next run starts from 0), adding its last
-   * counts to the running totals in the same transaction. The totals stay: they are the
-   * migration's, until `--reset-progress`.
+   * counts to the running totals in the same call. The totals stay: they are the migration's,
+   * until `--reset-progress`.
    */
   async clear(node: string, totals: ReadonlyMap<string, number> = new Map()): Promise<void> {
     const keys = this.keys(node);
-    const tx = this.#client.multi().del(keys.cursor, keys.lastJob, keys.meta, keys.within);
-    this.#addTotals(tx, totals);
-    await execOrThrow(tx);
+    const writes = new Writes()
+      .add("DEL", keys.cursor, keys.lastJob, keys.meta, keys.within, keys.calls);
+    await this.#write(this.#withTotals(writes, totals));
   }
 
   /** Adds counts to the running totals (after a checkpoint a copy script stored). */
   async addTotals(totals: ReadonlyMap<string, number>): Promise<void> {
-    const tx = this.#client.multi();
-    this.#addTotals(tx, totals);
-    await execOrThrow(tx);
+    await this.#write(this.#withTotals(new Writes(), totals));
   }
 
   /** The migration's running totals, or `undefined` when none are stored. */
@@ -183,17 +213,69 @@ export class CheckpointStore {
 
   /** Forgets the running totals (`--reset-progress`). */
   async resetTotals(): Promise<void> {
-    await this.#client.del(this.#totalsKey);
+    await this.#write(new Writes().add("DEL", this.#totalsKey));
   }
 
-  #addTotals(tx: ReturnType<Redis["multi"]>, totals: ReadonlyMap<string, number>): void {
+  #withTotals(writes: Writes, totals: ReadonlyMap<string, number>): Writes {
     const args = totalsArgs(totals);
-    for (let i = 0; i < args.length; i += 2) tx.hincrby(this.#totalsKey, args[i]!, args[i + 1]!);
+    for (let i = 0; i < args.length; i += 2) {
+      writes.add("HINCRBY", this.#totalsKey, args[i]!, args[i + 1]!);
+    }
+    return writes;
+  }
+
+  /**
+   * Runs `writes` as one script call, fenced by the run's locks: Redis refuses the whole call
+   * (`FENCED`, nothing written) when a lock no longer holds this runner's value.
+   *
+   * @throws {SafetyRefusal} when it was refused so (this runner lost its lock).
+   */
+  async #write(writes: Writes): Promise<void> {
+    if (writes.empty) return;
+    // The totals key routes the call on a cluster: every key here shares the `{P}` slot.
+    const keys = [this.#totalsKey, ...this.#locks.map((lock) => lock.key)];
+    const args = [...this.#locks.map((lock) => lock.value), ...writes.args];
+    try {
+      await this.#client.eval(FENCED_WRITES, keys.length, ...keys, ...args);
+    } catch (error) {
+      throw refusedAsFenced(error) ?? error;
+    }
   }
 }
 
-async function execOrThrow(tx: ReturnType<Redis["multi"]>): Promise<void> {
-  const replies = await tx.exec();
-  const failed = replies?.find(([error]) => error);
-  if (!replies || failed) throw failed?.[0] ?? new Error("checkpoint transaction aborted");
+/** Commands for {@linkcode FENCED_WRITES}, flat: name, argument count, arguments…; in order. */
+class Writes {
+  readonly args: (string | Buffer)[] = [];
+
+  add(command: string, ...args: (string | Buffer)[]): this {
+    this.args.push(command, String(args.length), ...args);
+    return this;
+  }
+
+  get empty(): boolean {
+    return this.args.length === 0;
+  }
 }
+
+/**
+ * KEYS: a key of the store's slot, then the run's locks; ARGV: each lock's value, then the writes
+ * (name, n, n arguments)…. The locks are checked first: when one no longer holds its value (it
+ * expired, or another runner took it), nothing is written. Without a shebang, so that Redis 6.2
+ * runs it and a full Redis refuses its first write (OOM) before anything is written, as a MULTI
+ * would; a later write of the same call is never refused for memory.
+ */
+const FENCED_WRITES = `
+for i = 2, #KEYS do
+  if redis.call("GET", KEYS[i]) ~= ARGV[i - 1] then
+    return redis.error_reply("FENCED the run lock " .. KEYS[i] ..
+      " is no longer held by this runner (taken over, or expired)")
+  end
+end
+local i = #KEYS
+while i < #ARGV do
+  local n = tonumber(ARGV[i + 1])
+  redis.call(ARGV[i], unpack(ARGV, i + 2, i + 1 + n))
+  i = i + 2 + n
+end
+return 1
+`;

@@ -22,7 +22,7 @@ import { startThrottledGate, type ThrottledGate } from "../run/throttled_gate.ts
 import { fanOut } from "../telemetry/fan_out.ts";
 import { renderSummary, summaryJson } from "../run/summary.ts";
 import type { Logger, RunObserver, Summary } from "../run_events.ts";
-import { lockKey } from "../safety/lock.ts";
+import { lockKey, type RunLock } from "../safety/lock.ts";
 import { acquireLocks, type LockSet } from "../safety/lock_set.ts";
 import type { RunFence } from "../safety/lock_fence.ts";
 import { emptyCounters } from "../outcome.ts";
@@ -195,6 +195,7 @@ async function startAndRun(
       stop,
       preflight,
       fence: lock?.fence,
+      locks: lock?.locks,
     });
   } finally {
     await live?.finish();
@@ -217,6 +218,7 @@ async function runLocked(
     stop: AbortController;
     preflight?: string[];
     fence?: RunFence;
+    locks?: readonly RunLock[];
   },
 ): Promise<number> {
   const { logger } = ctx.telemetry;
@@ -338,7 +340,13 @@ function idleShard(options: RunOptions, ctx: RunContext): number {
 async function runEngine(
   target: RedisTarget,
   options: RunOptions,
-  ctx: RunContext & { gate: Gate; signal: AbortSignal; observer?: RunObserver; fence?: RunFence },
+  ctx: RunContext & {
+    gate: Gate;
+    signal: AbortSignal;
+    observer?: RunObserver;
+    fence?: RunFence;
+    locks?: readonly RunLock[];
+  },
 ): Promise<Summary> {
   const clock = options.callClock;
   // `--max-latency` by construction: each call's Redis time and the calls in flight per master.
@@ -354,12 +362,21 @@ async function runEngine(
     maxOutage: options.maxOutage,
     signal: ctx.signal,
   });
+  const cluster = target.kind === "cluster";
+  // Every checkpoint and totals write is fenced by the run's locks (in the store's own slot).
+  const checkpoints = new CheckpointStore(target.client as Redis, options.progressKey, {
+    cluster,
+    locks: ctx.locks,
+  });
   const strategy = strategyFor(target, options.rule, {
     retryBudgetMs: options.maxOutage * 1000,
     maxCallMs,
     callClock: options.callClock,
     progressKey: options.progressKey,
     fence: ctx.fence,
+    // Standalone and Sentinel: the lock is on the server the copy script runs on.
+    lock: cluster ? undefined : ctx.locks?.[0],
+    callRecord: cluster || options.mode !== "execute" ? undefined : checkpoints.keys("").calls,
     leftIntents: options.mode === "execute" ? "complete" : "report",
     logger: ctx.telemetry.logger,
   });
@@ -389,9 +406,7 @@ async function runEngine(
         target,
         strategy,
         nodeId: nodeIdFor(target),
-        checkpoints: new CheckpointStore(target.client as Redis, options.progressKey, {
-          cluster: target.kind === "cluster",
-        }),
+        checkpoints,
         gate: ctx.gate,
         observer: ctx.observer ?? ctx.telemetry.observer,
         logger: ctx.telemetry.logger,

@@ -15,8 +15,13 @@
  * ARGV (all from schema.ts, so no key name or field name is spelled in Lua):
  *       [1] old prefix length, [2] new prefix, [3] the workspace field, [4] workspace filter
  *       ("" = none), [5] the default workspace rule as a Lua pattern, [6] its maximum length,
- *       [7] rule: "default" (check the default rule here) | "expect" (ARGV[7+i] is the id the
+ *       [7] rule: "default" (check the default rule here) | "expect" (ARGV[12+i] is the id the
  *           client validated for KEYS[i]; a different value now → "changed") | "probe" (report ids only)
+ *       [8] the run lock's key, [9] its value ("" = unfenced): executing, the call is refused as a
+ *           whole (`FENCED`, nothing written) when the lock no longer holds that value
+ *       [10] the call record's key, [11] its field, [12] the call's id ("" = none): a call that
+ *           copied records its per-key codes there (`<id>:<codes>`, one digit per key), so that
+ *           a call whose reply is lost can still be counted (in_server.ts)
  *       then, executing only, an optional step of the in-script checkpoint
  *       (checkpoint/in_script.ts) after the per-key arguments
  * Reply: a flat array, three entries per key: the code; the workspace id when it is valid ("" when
@@ -37,7 +42,12 @@ local only = ARGV[4]
 local default_pattern = ARGV[5]
 local default_max = tonumber(ARGV[6])
 local rule = ARGV[7]
-local EXPECTED = 7
+local EXPECTED = 12
+-- The lock lives on this server: one GET tells whether this runner still holds it.
+if not dry and ARGV[8] ~= "" and redis.call("GET", ARGV[8]) ~= ARGV[9] then
+  error({err = "FENCED the run lock " .. ARGV[8] ..
+    " is no longer held by this runner (taken over, or expired)"})
+end
 local out = {}
 -- false once a key of this call ends in an error or a changed id (it will be retried)
 local clean = true
@@ -120,6 +130,16 @@ for i, old in ipairs(KEYS) do
   out[#out + 1] = code
   out[#out + 1] = ws
   out[#out + 1] = detail or ""
+end
+if not dry and ARGV[10] ~= "" then
+  local codes, copied = {}, false
+  for i = 1, #KEYS do
+    local code = out[3 * i - 2]
+    if code == 0 or code == 1 then copied = true end
+    codes[i] = code
+  end
+  -- Written only by a call that copied; a refused write (OOM) only loses the count, never a copy.
+  if copied then redis.pcall("HSET", ARGV[10], ARGV[11], ARGV[12] .. ":" .. table.concat(codes)) end
 end
 local step_at = EXPECTED + (rule == "expect" and #KEYS or 0)
 --STEP--

@@ -10,6 +10,7 @@ import { CallClock, type CallClockMode, probeCallClock } from "../control/call_c
 import { CallSizer } from "../control/call_size.ts";
 import { decodeTimed, timedScript } from "../control/script_clock.ts";
 import { SafetyRefusal } from "../errors.ts";
+import { refusedAsFenced, type RunLock } from "../safety/lock.ts";
 import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import {
@@ -19,6 +20,7 @@ import {
   WORKSPACE_FIELD,
   type WorkspaceRule,
 } from "../schema.ts";
+import type { Outcome } from "../outcome.ts";
 import { COPY_SCRIPT, DRY_RUN_SCRIPT } from "./copy_script.ts";
 import {
   invalidResult,
@@ -41,6 +43,29 @@ export interface InServerCopyOptions {
   maxCallMs?: number;
   /** `--call-clock`: `auto` (probe the server) or `client` (see call_clock.ts). */
   callClock?: CallClockMode;
+  /** The run lock every executing call checks first (absent: unfenced, no lock held). */
+  lock?: Pick<RunLock, "key" | "value">;
+  /** The key where executing calls record what they copied (absent: no record). */
+  callRecord?: string;
+}
+
+/**
+ * Fields of the call record, used in turn: more than the calls a node ever has in flight
+ * (control/call_window.ts), so a call's field is not reused before its loss is looked up.
+ */
+const RECORD_FIELDS = 64;
+
+/** The record's digit of each code that wrote a new key (copy_script.ts). */
+const COPIED_CODES: Readonly<Record<string, Outcome>> = {
+  [String(ScriptCode.migrated)]: "migrated",
+  [String(ScriptCode.repaired)]: "repaired",
+};
+
+/** A call that failed without a reply: it may have run, and copied. */
+interface Unanswered {
+  keys: Buffer[];
+  field: string;
+  id: string;
 }
 
 /**
@@ -59,12 +84,20 @@ export class InServerCopy implements MigrationStrategy {
   #drySha = "";
   /** EVALSHA_RO exists from Redis 7.0; before that the dry script runs as plain EVALSHA. */
   #hasReadOnlyEval = true;
+  readonly #fence: [string, string];
+  readonly #record?: string;
+  /** Tells this run's call ids from an earlier run's. */
+  readonly #nonce = crypto.randomUUID().slice(0, 8);
+  #calls = 0;
+  #unanswered: Unanswered[] = [];
 
   constructor(client: Redis, rule: WorkspaceRule, options: InServerCopyOptions = {}) {
     this.#client = client;
     this.#rule = rule;
     this.#sizer = new CallSizer({ maxCallMs: options.maxCallMs });
     this.#clockMode = options.callClock ?? "auto";
+    this.#fence = options.lock ? [options.lock.key, options.lock.value] : ["", ""];
+    this.#record = options.callRecord;
   }
 
   /** Whose clock times the calls (known after {@linkcode init}). */
@@ -137,6 +170,7 @@ export class InServerCopy implements MigrationStrategy {
     options: MigrateOptions,
     rule: string[],
   ): Promise<(number | Buffer)[]> {
+    const record = this.#record !== undefined && !options.dryRun ? this.#nextCall() : undefined;
     const args = [
       keys.length,
       ...keys,
@@ -146,7 +180,10 @@ export class InServerCopy implements MigrationStrategy {
       options.workspace ?? "",
       DEFAULT_WORKSPACE_LUA.pattern,
       String(DEFAULT_WORKSPACE_LUA.maxLength),
-      ...rule,
+      rule[0]!,
+      ...(options.dryRun ? ["", ""] : this.#fence),
+      ...(record ? [this.#record!, record.field, record.id] : ["", "", ""]),
+      ...rule.slice(1),
       ...(options.step && !options.dryRun ? stepArgs(options.step) : []),
     ];
     const call = () =>
@@ -160,15 +197,56 @@ export class InServerCopy implements MigrationStrategy {
     const timed = () => this.#clock.time(call, (reply) => decodeTimed(reply).micros, keys.length);
     let answer: { value: unknown; micros: number };
     try {
-      answer = await timed();
+      try {
+        answer = await timed();
+      } catch (error) {
+        // The script cache is empty after a restart or failover: load again, once.
+        if (classify(error).kind !== "noscript") throw error;
+        await this.#load();
+        answer = await timed();
+      }
     } catch (error) {
-      // The script cache is empty after a restart or failover: load again, once.
-      if (classify(error).kind !== "noscript") throw error;
-      await this.#load();
-      answer = await timed();
+      const refusal = refusedAsFenced(error);
+      if (refusal !== undefined) throw refusal;
+      // No reply (a lost connection, a timeout): the call may have run; its record tells.
+      if (record !== undefined && classify(error).outage) {
+        this.#unanswered.push({ keys: [...keys], ...record });
+      }
+      throw error;
     }
     this.#sizer.record({ keys: keys.length, micros: answer.micros });
     return decodeTimed<(number | Buffer)[]>(answer.value).result ?? [];
+  }
+
+  /** The next executing call's record field and id. */
+  #nextCall(): { field: string; id: string } {
+    const call = this.#calls++;
+    return { field: String(call % RECORD_FIELDS), id: `${this.#nonce}:${call}` };
+  }
+
+  /**
+   * What the calls that failed without a reply copied, read from their records (once Redis
+   * answers again): per call, its keys and their results; a call that never ran, or copied
+   * nothing, left no record and is not listed. Each lost call is looked up once.
+   */
+  async lostCopies(): Promise<{ keys: Buffer[]; results: StrategyResult[] }[]> {
+    const lost = this.#unanswered;
+    if (lost.length === 0 || this.#record === undefined) return [];
+    const records = await this.#client.hmget(this.#record, ...lost.map((call) => call.field));
+    this.#unanswered = [];
+    return lost.flatMap((call, i) => {
+      const record = records[i];
+      if (!record?.startsWith(`${call.id}:`)) return [];
+      const codes = record.slice(call.id.length + 1);
+      const copied = { keys: [] as Buffer[], results: [] as StrategyResult[] };
+      call.keys.forEach((key, k) => {
+        const outcome = COPIED_CODES[codes[k] ?? ""];
+        if (outcome === undefined) return;
+        copied.keys.push(key);
+        copied.results.push({ outcome });
+      });
+      return [copied];
+    });
   }
 
   /** Per-key results; a step's trailer (1 = applied) goes to `step.done`. */

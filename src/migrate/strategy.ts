@@ -160,6 +160,12 @@ export interface MigrationStrategy {
    */
   readonly intentsCompleted?: number;
   /**
+   * What the calls that failed without a reply (a lost connection) copied, once Redis answers
+   * again: the re-read finds those new keys, which are this run's copies all the same (in_server.ts).
+   * Absent where no such record is kept.
+   */
+  lostCopies?(): Promise<{ keys: Buffer[]; results: StrategyResult[] }[]>;
+  /**
    * Keys the next call should carry to hold Redis no longer than `--max-call-ms`, learnt from the
    * calls' own Redis time; absent when the strategy does not size its calls.
    */

@@ -314,6 +314,10 @@ class Run {
    * Up to {@linkcode batchWindow} batches are in flight; they finish in order (run/pipeline.ts).
    */
   async #scanNode(state: NodeState): Promise<boolean> {
+    // After a lost connection: what its unanswered calls copied is this run's, when re-read.
+    for (const lost of await this.#deps.strategy.lostCopies?.() ?? []) {
+      this.#uncounted.remember(lost.keys, lost.results);
+    }
     const chain = await this.#saves.anchor(state);
     const batchesInFlight = batchWindow(this.#deps.strategy.checkpointOrdering);
     const { batches, calls } = await openNodeTraffic(state.node, {

@@ -7,6 +7,7 @@
  */
 import { delay } from "../async/delay.ts";
 import { SafetyRefusal } from "../errors.ts";
+import { errorCode, errorLine } from "../redis/errors.ts";
 import type { Cluster, Redis } from "../redis/ioredis.ts";
 
 /**
@@ -16,6 +17,18 @@ import type { Cluster, Redis } from "../redis/ioredis.ts";
  */
 export function lockKey(progressKey: string, nodeId: string): string {
   return nodeId === "" ? `${progressKey}:lock` : `{${progressKey}}:lock:${nodeId}`;
+}
+
+/**
+ * The refusal for a write Redis turned away because this runner's lock is no longer its own (the
+ * script's `FENCED` error), or `undefined` for any other error. Every fenced script (the copy
+ * scripts, the checkpoint and totals writes) refuses with that code before it writes anything.
+ */
+export function refusedAsFenced(error: unknown): SafetyRefusal | undefined {
+  if (errorCode(error) !== "FENCED") return undefined;
+  return new SafetyRefusal(`Redis refused a write: ${errorLine(error)}; stopping`, {
+    cause: error,
+  });
 }
 
 /** Who holds a lock (stored as the lock's JSON value). */
@@ -56,8 +69,12 @@ export interface LockOptions {
 export class RunLock {
   readonly key: string;
   readonly holder: LockHolder;
+  /**
+   * The lock's stored value (the holder as JSON, its token among it): a fenced write checks that
+   * the lock key still holds exactly this (see {@linkcode refusedAsFenced}).
+   */
+  readonly value: string;
   readonly #client: Redis | Cluster;
-  readonly #value: string;
   readonly #timer: ReturnType<typeof setInterval>;
 
   private constructor(
@@ -69,11 +86,11 @@ export class RunLock {
     this.#client = client;
     this.key = key;
     this.holder = holder;
-    this.#value = JSON.stringify(holder);
+    this.value = JSON.stringify(holder);
     const ttl = options.ttlMs ?? 30_000;
     this.#timer = setInterval(async () => {
       try {
-        const renewed = await this.#client.eval(RENEW, 1, key, this.#value, ttl);
+        const renewed = await this.#client.eval(RENEW, 1, key, this.value, ttl);
         if (renewed !== 1) options.onLost?.("the lock was taken over or expired");
       } catch {
         // Redis unreachable: the engine handles the outage; the lock keeps its last expiry.
@@ -129,7 +146,7 @@ export class RunLock {
   async release(): Promise<void> {
     clearInterval(this.#timer);
     try {
-      await this.#client.eval(RELEASE, 1, this.key, this.#value);
+      await this.#client.eval(RELEASE, 1, this.key, this.value);
     } catch {
       // unreachable Redis: the lock expires by itself
     }

@@ -8,19 +8,13 @@
  * @module
  */
 import type { Buffer } from "node:buffer";
-import { SafetyRefusal } from "../../errors.ts";
-import {
-  errorCode,
-  errorLine,
-  isNotServedHere,
-  isOutage,
-  isScriptMissing,
-} from "../../redis/errors.ts";
+import { errorCode, isNotServedHere, isOutage, isScriptMissing } from "../../redis/errors.ts";
 import type { Cluster, Redis } from "../../redis/ioredis.ts";
 import { backoffMs, RECONNECT } from "../../async/backoff.ts";
 import { pause } from "../../async/delay.ts";
 import { type ClusterScript, Code } from "./scripts.ts";
 import { keySlot } from "../../redis/slot.ts";
+import { refusedAsFenced } from "../../safety/lock.ts";
 
 /** Error codes that pass once the cluster settles: a group falls back, a job is retried. */
 const TOPOLOGY = new Set([
@@ -125,9 +119,9 @@ export class ScriptRunner {
       options.signal,
     );
     fallback.forEach((i, j) => out[i] = retried[j]!);
-    const fenced = out.find((s) => !s.ok && errorCode(s.error) === "FENCED");
-    if (fenced !== undefined && !fenced.ok) {
-      throw new SafetyRefusal(`Redis refused a write: ${errorLine(fenced.error)}; stopping`);
+    for (const settled of out) {
+      const refusal = settled.ok ? undefined : refusedAsFenced(settled.error);
+      if (refusal !== undefined) throw refusal;
     }
     return out;
   }
