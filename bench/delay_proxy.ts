@@ -18,6 +18,11 @@ import { nowAbs, Ticker } from "./ticker.ts";
 export interface DelayProxy {
   port: number;
   delayMs: number;
+  /**
+   * Closes every proxied connection at once and drops what their queues hold, still listening:
+   * commands that reached Redis ran, but their replies never arrive (a connection reset mid-call).
+   */
+  drop(): void;
   /** Stops listening and closes every proxied connection. */
   close(): Promise<void>;
 }
@@ -99,6 +104,8 @@ export function startDelayProxy(
     pipe.flush(nowAbs());
   };
 
+  const closers = new Set<() => void>();
+
   const serve = async (client: Deno.TcpConn) => {
     let server: Deno.TcpConn;
     try {
@@ -115,6 +122,7 @@ export function startDelayProxy(
     const close = () => {
       if (closed) return;
       closed = true;
+      closers.delete(close);
       pipes.delete(up);
       pipes.delete(down);
       for (const c of [client, server]) {
@@ -131,6 +139,7 @@ export function startDelayProxy(
     const down = new Pipe(client, close, wakeAt);
     pipes.add(up);
     pipes.add(down);
+    closers.add(close);
     await Promise.all([pump(client, up), pump(server, down)]);
   };
 
@@ -141,6 +150,9 @@ export function startDelayProxy(
   return {
     port: (listener.addr as Deno.NetAddr).port,
     delayMs: options.delayMs,
+    drop() {
+      for (const close of [...closers]) close();
+    },
     async close() {
       listener.close();
       await accepting;

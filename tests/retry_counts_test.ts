@@ -1,11 +1,13 @@
 /**
  * Counts after a batch abandoned mid-way: while another client's script holds Redis busy, the
  * run's calls get BUSY, the batch is read again once Redis answers, and the keys its answered
- * calls had copied are counted `migrated` (this run created them), not `skipped_exists`. Plus the
- * bookkeeping itself (pure).
+ * calls had copied are counted `migrated` (this run created them), not `skipped_exists`. The same
+ * for calls whose reply never arrived (the connection reset after Redis ran them): their record
+ * tells what they copied. Plus the bookkeeping itself (pure).
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
+import { startDelayProxy } from "../bench/delay_proxy.ts";
 import { UncountedCopies } from "../src/run/uncounted_copies.ts";
 import { spawnCli, waitFor } from "./support/cli.ts";
 import { withRedis } from "./support/redis_server.ts";
@@ -67,6 +69,62 @@ Deno.test("BUSY mid-batch: migrated equals the new keys this run created, exactl
     assert.equal(summary.skipped_exists + summary.repaired, dualWritten.length);
     for (const job of jobs) assert.equal(await client.exists(newKey(job)), 1, job.id);
   }, { args: ["--busy-reply-threshold", "100"] });
+});
+
+Deno.test("replies lost with the connection: migrated equals the new keys this run created, exactly", async () => {
+  await withRedis(async (server, client) => {
+    const jobs = makeJobs(20_000);
+    await seedOld(client, jobs);
+    const dualWritten = jobs.filter((_, i) => i % 10 === 0);
+    const pipeline = client.pipeline();
+    for (const job of dualWritten) {
+      pipeline.hset(newKey(job), { workspace_id: job.workspace, ...job.fields });
+    }
+    await pipeline.exec();
+    // 20 ms each way and no rate limit: calls are always in flight, and those Redis ran in the
+    // last 20 ms before a drop lose their replies.
+    const proxy = startDelayProxy({ targetPort: server.port, delayMs: 20 });
+    let drops = 0;
+    try {
+      const run = spawnCli([
+        "--execute",
+        "--rps",
+        "0",
+        "--batch",
+        "500",
+        "--max-latency",
+        "0",
+        "--max-outage",
+        "30",
+        "--json",
+        "--redis-url",
+        `redis://127.0.0.1:${proxy.port}`,
+      ]);
+      const backs = () => run.stderrSoFar().match(/redis_back/g)?.length ?? 0;
+      await waitFor("a checkpoint", async () => (await client.exists("ai:backfill:cursor")) === 1);
+      for (; drops < 4 && !/"completed"/.test(run.stderrSoFar()); drops++) {
+        await new Promise((resolve) => setTimeout(resolve, 100 + 100 * drops));
+        proxy.drop();
+        // Each drop while the run copies: wait until it is back before the next one.
+        await waitFor(
+          "the run back",
+          () => backs() > drops || /"completed"/.test(run.stderrSoFar()),
+        );
+      }
+      const result = await run.done;
+      assert.equal(result.code, 0, result.stderr);
+      assert.ok(drops >= 2, `connections dropped mid-run (${drops})`);
+      assert.match(result.stderr, /lost Redis at 127\.0\.0\.1:\d+/);
+      const summary = JSON.parse(result.stdout);
+      assert.equal(summary.errors, 0);
+      assert.equal(summary.completed, true);
+      assert.equal(summary.migrated, jobs.length - dualWritten.length, JSON.stringify(summary));
+      assert.equal(summary.skipped_exists + summary.repaired, dualWritten.length);
+      for (const job of jobs) assert.equal(await client.exists(newKey(job)), 1, job.id);
+    } finally {
+      await proxy.close();
+    }
+  });
 });
 
 Deno.test("uncounted copies: a re-read's skipped_exists of a remembered copy counts as that copy, once", () => {
