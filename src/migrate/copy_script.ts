@@ -49,6 +49,10 @@ if not dry and ARGV[8] ~= "" and redis.call("GET", ARGV[8]) ~= ARGV[9] then
     " is no longer held by this runner (taken over, or expired)"})
 end
 local out = {}
+-- The call record: a digit per key (strings: table.concat would format each number, per key)
+local record = not dry and ARGV[10] ~= ""
+local DIGITS = {[0] = "0", "1", "2", "3", "4", "5", "6", "7"}
+local codes, copied = {}, false
 -- false once a key of this call ends in an error or a changed id (it will be retried)
 local clean = true
 
@@ -127,20 +131,16 @@ for i, old in ipairs(KEYS) do
     detail = "invalid_workspace_id"
   end
   if code == 6 or code == 7 then clean = false end
+  if record then
+    codes[i] = DIGITS[code]
+    if code <= 1 then copied = true end
+  end
   out[#out + 1] = code
   out[#out + 1] = ws
   out[#out + 1] = detail or ""
 end
-if not dry and ARGV[10] ~= "" then
-  local codes, copied = {}, false
-  for i = 1, #KEYS do
-    local code = out[3 * i - 2]
-    if code == 0 or code == 1 then copied = true end
-    codes[i] = code
-  end
-  -- Written only by a call that copied; a refused write (OOM) only loses the count, never a copy.
-  if copied then redis.pcall("HSET", ARGV[10], ARGV[11], ARGV[12] .. ":" .. table.concat(codes)) end
-end
+-- Written only by a call that copied; a refused write (OOM) only loses the count, never a copy.
+if copied then redis.pcall("HSET", ARGV[10], ARGV[11], ARGV[12] .. ":" .. table.concat(codes)) end
 local step_at = EXPECTED + (rule == "expect" and #KEYS or 0)
 --STEP--
 return out
