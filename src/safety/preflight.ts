@@ -30,7 +30,7 @@ export interface ProgressKeys {
 
 /**
  * Everything `--execute` runs: the copy scripts' commands on an old and a new key, the script
- * calls, the checkpoint transaction, the lock and the live-control keys.
+ * calls, the checkpoint writes, the lock and the live-control keys.
  */
 export function executeNeeds(progress: ProgressKeys): Need[] {
   const old = `${OLD_PREFIX}preflight`;
@@ -61,8 +61,9 @@ export function executeNeeds(progress: ProgressKeys): Need[] {
     // The copy scripts read the server's clock (an expiry that passed; their own time).
     { command: "TIME", args: [] },
     { command: "SCRIPT", args: ["LOAD", "return 1"] },
-    { command: "MULTI", args: [] },
-    { command: "EXEC", args: [] },
+    // The checkpoint and totals writes: one script that reads the lock first (the fence).
+    onKey("GET", progress.lock),
+    onKey("HINCRBY", progress.meta, "x", "1"),
     onKey("SET", progress.cursor, "0"),
     onKey("HSET", progress.meta, "run_id", "x"),
     onKey("DEL", progress.cursor),
