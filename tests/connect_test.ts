@@ -71,12 +71,14 @@ Deno.test("checkpoint keys: standalone names unchanged; cluster names share one 
     lastJob: "ai:backfill:last_job",
     meta: "ai:backfill:meta",
     within: "ai:backfill:within",
+    calls: "ai:backfill:calls",
   });
   assert.deepEqual(store.keys("07c37dfeb235213a872192d90877d0cd55635b91"), {
     cursor: "{ai:backfill}:cursor:07c37dfeb235213a872192d90877d0cd55635b91",
     lastJob: "{ai:backfill}:last_job:07c37dfeb235213a872192d90877d0cd55635b91",
     meta: "{ai:backfill}:meta:07c37dfeb235213a872192d90877d0cd55635b91",
     within: "{ai:backfill}:within:07c37dfeb235213a872192d90877d0cd55635b91",
+    calls: "{ai:backfill}:calls:07c37dfeb235213a872192d90877d0cd55635b91",
   });
 });
 
