@@ -220,7 +220,7 @@ function backfillDetails(result: BenchResult, backfill: BackfillResult): string[
   return lines;
 }
 
-/** The human-readable report (also what README.md quotes). */
+/** The human-readable report (also what docs/benchmarks.md quotes). */
 export function render(result: BenchResult): string[] {
   const { seed, naive, ceiling, backfill, verify, machine, runs } = result;
   const lines = [

@@ -36,12 +36,12 @@ import type { CallClockMode } from "../control/call_clock.ts";
 
 export type { ParseEnv } from "./flag_values.ts";
 
-/** Defaults of the throttle and lock flags (README "Throttle" says why). */
+/** Defaults of the throttle and lock flags (docs/throttle.md says why). */
 export const CONTROL_DEFAULTS = {
   maxCallMs: 0.25,
   /**
    * On: the run never holds more than half a millisecond of work in Redis's input buffer, so no
-   * application command waits longer than that behind it (README "Throttle"). 0 = raw speed.
+   * application command waits longer than that behind it (docs/throttle.md). 0 = raw speed.
    */
   maxLatencyMs: 0.5,
   /** Redis 90% busy without the backfill: the store is saturated by its application. */

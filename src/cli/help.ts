@@ -43,7 +43,7 @@ Connection:
   --tls-servername NAME     TLS SNI name                                            [URL host]
   --max-outage S            wait up to S seconds for a lost Redis, then exit 3      [60]
 
-Pace (under --rps, from what Redis reports; README "Throttle"):
+Pace (under --rps, from what Redis reports; docs/throttle.md):
   --max-latency MS          never hold more than MS of work in front of an application
                             command: calls in flight per master x a call's Redis time;
                             0 = raw speed (deep pipeline, no yield)                 [0.5]
