@@ -61,7 +61,7 @@ const USAGE =
   `usage: deno task bench [--keys N] [--naive-keys N] [--repeat N] [--limiter-seconds S] [--quick]
                        [--no-pin] [--profile] [--impact] [--impact-seconds S] [--rtt MS] [--cluster]
                        [--verify-full] [--verify-full-keys N,N] [--call-clock] [--call-clock-keys N]
-                       [--pace]
+                       [--pace] [--pace-rows L]
   --keys N             old keys to seed (default 300000)
   --naive-keys N       keys the naive loop processes (default 20000)
   --repeat N           runs of naive, backfill and ceiling; the median is reported (default 3)
@@ -84,6 +84,7 @@ const USAGE =
                        healthy store, a cluster, under an app prober, a starved client, app
                        latency spikes, set-rps/pause/resume, a saturated store, verify --full
                        (~10 min; --quick: ~2 min on 100000 keys)
+  --pace-rows L        only these rows of the pace section (e.g. 1,4b,7; default: all)
   With none of --impact, --rtt, --cluster, --verify-full, --call-clock, --pace: every standalone
   section, impact, --rtt 0.25, verify --full and the call clock. A run of only some sections
   replaces just those sections in bench/results/latest.json.`;
@@ -118,6 +119,7 @@ function parseOptions(argv: string[]) {
       "call-clock": { type: "boolean", default: false },
       "call-clock-keys": { type: "string" },
       pace: { type: "boolean", default: false },
+      "pace-rows": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -141,6 +143,7 @@ function parseOptions(argv: string[]) {
       pace: values.pace ?? false,
     },
     verifyFullKeys,
+    paceRows: values["pace-rows"]?.split(",").map((row) => row.trim()),
     callClockKeys: positiveInt(
       "call-clock-keys",
       values["call-clock-keys"],
@@ -441,6 +444,7 @@ async function main(): Promise<number> {
             redisCpu: pinned ? REDIS_CPU : undefined,
             clientCpu,
             log,
+            only: options.paceRows,
           }),
           loadAverageAfter: await loadAverage(),
         }),
