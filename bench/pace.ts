@@ -154,6 +154,7 @@ const ROUTINE_EVENTS = new Set([
   "verify_done",
   "verify_sampled",
   "verify_resumed",
+  "verify_progress",
 ]);
 
 /** The log lines (JSON, one per line) that are not routine, as `+S.SSs event: message`. */
@@ -471,7 +472,7 @@ function startSpikes(server: BenchServer): { stop: () => Promise<number> } {
 }
 
 /**
- * The application's work per request when it saturates Redis: 20 INCRs in one function call, so
+ * The application's work per request when it saturates Redis: 100 INCRs in one function call, so
  * that redis-benchmark, on the other core with the CLI, keeps Redis's core busy (plain pipelined
  * GET/SET left it 55-70% busy: the client's core ran out first). A function (FCALL), so that
  * every script call in `INFO commandstats` (EVALSHA, EVAL and their _RO forms) is the backfill's.
@@ -479,7 +480,7 @@ function startSpikes(server: BenchServer): { stop: () => Promise<number> } {
 const SATURATING_LIBRARY = `#!lua name=benchapp
 redis.register_function('saturate', function(keys)
   local n = 0
-  for i = 1, 20 do n = n + redis.call('INCR', keys[1]) end
+  for i = 1, 100 do n = n + redis.call('INCR', keys[1]) end
   return n
 end)`;
 
