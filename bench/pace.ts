@@ -95,6 +95,8 @@ export interface PaceRow {
   idle?: OpenLoopStats[];
   /** Row 6: the phases of the live-control run. */
   phases?: ControlPhase[];
+  /** The machine's 1-minute load average when the row started (other work skews it). */
+  loadAverage: number;
 }
 
 /** Row 6: one control command and what Redis saw after it. */
@@ -550,7 +552,15 @@ export async function measurePace(
       return;
     }
     log(`pace ${id}: ${title}`);
-    const r: PaceRow = { id, title, runs: [], figures: [], notes: [] };
+    const load = await Deno.readTextFile("/proc/loadavg").catch(() => "NaN");
+    const r: PaceRow = {
+      id,
+      title,
+      runs: [],
+      figures: [],
+      notes: [],
+      loadAverage: Number(load.split(" ")[0]),
+    };
     try {
       await fn(r);
     } catch (error) {
@@ -1037,14 +1047,18 @@ export function renderPace(result: PaceResult): string[] {
       (x.openLoop ? ` p99 ${x.openLoop.p99Ms.toFixed(3)}` : "") +
       (x.spikeKeysPerSecond !== undefined ? ` spikes ${k(x.spikeKeysPerSecond)}/s` : "")
     );
-    if (runs.length) lines.push(`  row ${row.id} runs (keys/s): ${runs.join("; ")}`);
-    for (const note of row.notes) lines.push(`  row ${row.id} note: ${note}`);
+    const idle = row.idle?.length
+      ? `; idle p99 ${row.idle.map((s) => s.p99Ms.toFixed(3)).join(" / ")} ms`
+      : "";
+    lines.push(`  row ${row.id} (load average ${row.loadAverage.toFixed(2)} at its start${idle})`);
+    if (runs.length) lines.push(`    runs (keys/s): ${runs.join("; ")}`);
+    for (const note of row.notes) lines.push(`    note: ${note}`);
     for (const x of row.runs.filter((x) => x.mode !== "raw")) {
       for (const line of x.logLines.slice(0, 6)) {
-        lines.push(`  row ${row.id} ${x.mode} log: ${line}`);
+        lines.push(`    ${x.mode} log: ${line}`);
       }
       if (x.logLines.length > 6) {
-        lines.push(`  row ${row.id} ${x.mode} log: … ${x.logLines.length - 6} more line(s)`);
+        lines.push(`    ${x.mode} log: … ${x.logLines.length - 6} more line(s)`);
       }
     }
   }
