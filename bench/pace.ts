@@ -95,6 +95,8 @@ export interface PaceRow {
   idle?: OpenLoopStats[];
   /** Row 6: the phases of the live-control run. */
   phases?: ControlPhase[];
+  /** Row 6: Redis's DBSIZE every ~250 ms, as `[ms after the first command, keys]`. */
+  samples?: [number, number][];
   /** The machine's 1-minute load average when the row started (other work skews it). */
   loadAverage: number;
 }
@@ -829,7 +831,10 @@ export async function measurePace(
             let sampling = true;
             const sampler = (async () => {
               while (sampling) {
-                samples.push([performance.now(), await c.dbsize()]);
+                // Redis counted somewhere between the send and the reply: the midpoint.
+                const sent = performance.now();
+                const keys = await c.dbsize();
+                samples.push([(sent + performance.now()) / 2, keys]);
                 await sleep(250 - (performance.now() % 250));
               }
             })();
@@ -861,6 +866,8 @@ export async function measurePace(
       return { out, samples, marks };
     });
     r.runs.push(run.out);
+    const t0 = run.marks[0] ?? 0;
+    r.samples = run.samples.map(([t, n]) => [Math.round(t - t0), n]);
     plan.forEach((phase, i) => {
       const from = run.marks[i], to = run.marks[i + 1];
       if (from === undefined || to === undefined) return;
