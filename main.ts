@@ -71,9 +71,11 @@ export async function main(argv: readonly string[]): Promise<number> {
     const reason = controller.signal.reason;
     return typeof reason === "string" && reason in SIGNAL_EXIT ? SIGNAL_EXIT[reason]! : code;
   } catch (error) {
-    // Stopped by a signal while connecting or verifying: that is the exit code, not a bug.
+    // Stopped by a signal while connecting, starting or verifying: that is the exit code, not a
+    // bug (a wait cut short by the signal rejects with its reason, or as an AbortError).
     const reason = controller.signal.reason;
-    if (error === reason && typeof reason === "string" && reason in SIGNAL_EXIT) {
+    const aborted = error === reason || (error instanceof Error && error.name === "AbortError");
+    if (aborted && typeof reason === "string" && reason in SIGNAL_EXIT) {
       return SIGNAL_EXIT[reason]!;
     }
     return reportError(error);

@@ -19,6 +19,11 @@ export interface Summary extends Counters {
   cursor: string;
   /** What the Redis user may not run that --execute needs (safety/preflight.ts); absent: unknown. */
   preflight?: string[];
+  /**
+   * Cluster `--execute`: cluster copies an earlier run left unverified (stopped between a write
+   * and its re-check) that this run completed before its first copy (migrate/cluster/intents.ts).
+   */
+  intents_completed?: number;
 }
 
 /** Facts known when a run starts. */

@@ -82,8 +82,10 @@ interface Run {
   ms: number;
 }
 
-/** Runs `command args` from the project root with nothing in the environment but `path`. */
-async function run(command: string, args: string[], path: string): Promise<Run> {
+/**
+ * Runs `command args` from the project root (or `cwd`) with nothing in the environment but `path`.
+ */
+async function run(command: string, args: string[], path: string, cwd = ROOT): Promise<Run> {
   const env: Record<string, string> = { PATH: path, NO_COLOR: "1" };
   for (const name of ["HOME", "DENO_DIR"]) {
     const value = Deno.env.get(name);
@@ -92,7 +94,7 @@ async function run(command: string, args: string[], path: string): Promise<Run> 
   const started = performance.now();
   const out = await new Deno.Command(command, {
     args,
-    cwd: ROOT,
+    cwd,
     clearEnv: true,
     env,
     stdin: "null",
@@ -309,6 +311,20 @@ Deno.test({
   },
 });
 
+/**
+ * A copy of `script/bootstrap` that another user can run: the checkout may lie under a directory
+ * only root can enter (a `mktemp -d`, `/root`), where uid 65534 could not even reach the file.
+ * The script reads nothing else of the repository.
+ */
+async function reachableBootstrap(): Promise<{ dir: string; script: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "backfill-bootstrap-" });
+  await Deno.chmod(dir, 0o755);
+  const script = `${dir}/bootstrap`;
+  await Deno.copyFile(`${ROOT}script/bootstrap`, script);
+  await Deno.chmod(script, 0o755);
+  return { dir, script };
+}
+
 const setpriv = findOnPath("setpriv", REAL_PATH);
 for (const sudo of ["fails", "works"] as const) {
   Deno.test({
@@ -321,11 +337,13 @@ for (const sudo of ["fails", "works"] as const) {
         "apt-get": SUCCEED,
         sudo: sudo === "works" ? SUDO : FAIL,
       });
+      const copy = await reachableBootstrap();
       try {
         const out = await run(
           setpriv!,
-          ["--reuid=65534", "--regid=65534", "--clear-groups", `${ROOT}script/bootstrap`],
+          ["--reuid=65534", "--regid=65534", "--clear-groups", copy.script],
           fake.path,
+          copy.dir,
         );
         assert.equal(out.code, 1);
         if (sudo === "fails") {
@@ -349,6 +367,7 @@ for (const sudo of ["fails", "works"] as const) {
         }
       } finally {
         await fake.remove();
+        await Deno.remove(copy.dir, { recursive: true });
       }
     },
   });

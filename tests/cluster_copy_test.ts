@@ -193,6 +193,7 @@ Deno.test("cluster copy: a random concurrent dual-writer leaves every new key eq
     shared?.disconnect();
     shared = undefined;
     assert.deepEqual(problems.slice(0, 20), [], `${problems.length} problems`);
+    assert.deepEqual(await intentKeys(cluster), [], "every write's intent settled");
   });
 });
 
@@ -264,6 +265,15 @@ Deno.test("cluster copy: a 100k-field job is copied whole and its sub-batch migr
   });
 });
 
+/** The intent hashes left on any node (none once every write is settled). */
+async function intentKeys(cluster: TestCluster): Promise<string[]> {
+  const found: string[] = [];
+  for (const node of cluster.nodes) {
+    found.push(...(await redisCli(node.port, "--scan", "--pattern", "*:intents*")).split("\n"));
+  }
+  return found.filter((key) => key !== "");
+}
+
 /** Script calls (EVAL*, EVALSHA*) each node served since its stats were reset. */
 async function scriptCallsPerNode(cluster: TestCluster): Promise<Map<number, number>> {
   const calls = new Map<number, number>();
@@ -287,7 +297,7 @@ async function resetStats(cluster: TestCluster): Promise<void> {
   await Promise.all(cluster.nodes.map((node) => redisCli(node.port, "CONFIG", "RESETSTAT")));
 }
 
-Deno.test("cluster copy: node-local jobs take one script call; cross-node ones READ, WRITE per node, RECHECK", async () => {
+Deno.test("cluster copy: node-local jobs take one script call; cross-node ones READ, WRITE and SETTLE per node, RECHECK", async () => {
   await withCluster(async (cluster, client, target) => {
     const home = await portOf(client, oldKeyFor("job-0"));
     const local: string[] = [];
@@ -328,7 +338,10 @@ Deno.test("cluster copy: node-local jobs take one script call; cross-node ones R
     const destinations = new Set<number>();
     for (const id of remote) destinations.add(await portOf(client, newKeyFor("ws-a", id)));
     assert.equal(afterRemote.get(home), 2, "READ and RECHECK on the old keys' master");
-    for (const port of destinations) assert.equal(afterRemote.get(port), 1, "one WRITE per node");
+    for (const port of destinations) {
+      assert.equal(afterRemote.get(port), 2, "one WRITE and one SETTLE per node");
+    }
+    assert.deepEqual(await intentKeys(cluster), [], "every intent settled");
     for (const id of [...local, ...remote]) {
       assert.deepEqual(
         await client.hgetall(newKeyFor("ws-a", id)),

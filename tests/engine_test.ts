@@ -30,6 +30,7 @@ type Event =
   | { kind: "save-done"; cursor: string }
   | { kind: "script-save"; cursor: string }
   | { kind: "batch"; scanned: number }
+  | { kind: "finish" }
   | { kind: "clear" };
 
 /**
@@ -177,6 +178,11 @@ class FakeCheckpoints {
     return Promise.resolve();
   }
   addTotals(): Promise<void> {
+    return Promise.resolve();
+  }
+  finish(_node: string, run: { runId: string; params: string }): Promise<void> {
+    this.stored = { cursor: "0", runId: run.runId, params: run.params, finished: true };
+    this.events.push({ kind: "finish" });
     return Promise.resolve();
   }
   clear(): Promise<void> {
@@ -329,6 +335,7 @@ Deno.test("engine: an awaited checkpoint lands before the next batch's first wri
     "save-start",
     "save-done",
     "m:c0",
+    "finish",
     "clear",
   ]);
 });
@@ -340,7 +347,7 @@ function trace(events: Event[]): string[] {
     if (e.kind === "script-save") return [`script:${e.cursor}`];
     if (e.kind === "save-start") return [`save:${e.cursor}`];
     if (e.kind === "batch") return [`batch:${e.scanned}`];
-    return e.kind === "clear" ? ["clear"] : [];
+    return e.kind === "clear" || e.kind === "finish" ? [e.kind] : [];
   });
 }
 
@@ -362,6 +369,7 @@ Deno.test("engine: in-script checkpoints: the next batch goes out before this on
     "m:c0",
     "batch:20",
     "batch:30",
+    "finish",
     "clear",
   ]);
 });
@@ -446,6 +454,34 @@ Deno.test("engine: a node that comes back as another server is rescanned from cu
   assert.ok(logs.some((l) => l.event === "redis_restarted"));
 });
 
+Deno.test("engine: one node's failure stops the others; what they had in flight settles and is counted before the run ends", async () => {
+  const { deps, events, strategy } = setup([ids("a", 10)], "awaited");
+  strategy.replyMs = 30;
+  // Node "lost" fails at once and never answers again (past --max-outage); node "busy" copies.
+  const lost = new FakeNode([ids("x", 10)]);
+  lost.scanFails.add("0");
+  lost.ping = () => Promise.reject(new Error("Connection is closed."));
+  const busy = new FakeNode(Array.from({ length: 50 }, (_, i) => ids(`b${i}-`, 10)));
+  const names = new Map([[lost.redis, "10.0.0.1:6379"], [busy.redis, "10.0.0.2:6379"]]);
+  const sentAfterStop: string[][] = [];
+  const migrate = strategy.migrate.bind(strategy);
+  strategy.migrate = (keys, migrateOptions) => {
+    if (migrateOptions.signal?.aborted) sentAfterStop.push(keys.map(String));
+    return migrate(keys, migrateOptions);
+  };
+  const failed = await runBackfill(options({ maxOutage: 0.2 }), {
+    ...deps,
+    target: { masters: () => [lost.redis, busy.redis], nodeName: (node) => names.get(node)! },
+  }).then(() => undefined, (error: Error & { summary?: { migrated: number } }) => error);
+  assert.match(String(failed), /lost Redis at 10\.0\.0\.1:6379 for longer than --max-outage/);
+  // Nothing was still in flight when the run ended, nothing was sent after the stop, and the
+  // summary counts every key that was copied (also the ones in flight at the failure).
+  assert.equal(strategy.inFlight, 0);
+  assert.deepEqual(sentAfterStop, []);
+  assert.ok(migrated(events).length > 0 && migrated(events).length < 500);
+  assert.equal(failed?.summary?.migrated, migrated(events).length);
+});
+
 Deno.test("engine: a stop signal between sub-batches sends no more and keeps the batch's start cursor", async () => {
   const { deps, events, gate, checkpoints, strategy } = setup([ids("a", 10), ids("b", 250)]);
   const stop = new AbortController();
@@ -459,5 +495,9 @@ Deno.test("engine: a stop signal between sub-batches sends no more and keeps the
   assert.equal(summary.cursor, "1");
   assert.equal(checkpoints.stored?.cursor, "1");
   assert.equal(migrated(events).length, 10 + 200);
-  assert.ok(strategy.signals.every((signal) => signal === stop.signal), "signal passed on");
+  // Passed on (within the run's own stop, which a failure of another node also aborts).
+  assert.ok(
+    strategy.signals.every((signal) => signal?.aborted && signal.reason === stop.signal.reason),
+    "signal passed on",
+  );
 });

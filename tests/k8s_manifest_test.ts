@@ -88,9 +88,19 @@ Deno.test("k8s manifest: restarts resume, SIGTERM has time, least privilege, siz
   const pod = spec.template.spec!;
   const container = pod.containers[0]!;
   assert.equal(container.image, "backfill");
-  // A restart in place waits out the dead runner's 30 s locks within --wait-lock's 45 s.
-  assert.equal(pod.restartPolicy, "OnFailure");
+  // A replacement pod waits out the dead runner's 30 s locks within --wait-lock's 45 s.
+  assert.equal(pod.restartPolicy, "Never");
   assert.ok((spec.backoffLimit ?? 0) >= 1);
+  // An operator's stop (exit 5) and a usage error (exit 2) end the Job: a replacement would
+  // start over the stop, which never reaches a later run.
+  const final = spec.podFailurePolicy!.rules.find((rule) => rule.action === "FailJob");
+  assert.deepEqual(final?.onExitCodes, {
+    containerName: "backfill",
+    operator: "In",
+    values: [2, 5],
+  });
+  const drain = spec.podFailurePolicy!.rules.find((rule) => rule.action === "Ignore");
+  assert.equal(drain?.onPodConditions?.[0]?.type, "DisruptionTarget");
   assert.ok(!container.args!.includes("--wait-lock"), "the 45 s default wait is kept");
   // Longer than a push's 10 s timeout plus a batch.
   assert.ok((pod.terminationGracePeriodSeconds ?? 30) >= 30);

@@ -43,7 +43,7 @@ Deno.test("pause, status, junk, resume, set-rps and stop drive a running --execu
       assert.ok(json.estimated_total >= 3000, JSON.stringify(json));
 
       // A value that is no command is logged and ignored; the run stays paused.
-      await client.set(`${P}:control`, "pause please");
+      await client.xadd(`${P}:control`, "*", "command", "pause please");
       await waitFor(
         "the ignored value",
         () => /ignored control value 'pause please'/.test(run.stderrSoFar()),
@@ -64,7 +64,9 @@ Deno.test("pause, status, junk, resume, set-rps and stop drive a running --execu
       assert.equal(summary.completed, false);
       assert.ok(summary.scanned < 4000);
       assert.equal(await client.exists(`${P}:cursor`), 1, "checkpoint kept");
-      assert.equal(await client.exists(`${P}:control`), 0, "the stop is consumed");
+      // Not removed (every runner reads it); the rerun below is not stopped by it.
+      const [last] = await client.xrevrange(`${P}:control`, "+", "-", "COUNT", 1);
+      assert.deepEqual(last?.[1], ["command", "stop"]);
       assert.match(
         await control("status").then((r) => r.stdout),
         /^no run is active; the last run/,
@@ -81,6 +83,10 @@ Deno.test("pause, status, junk, resume, set-rps and stop drive a running --execu
     const rerun = await runCli(["--execute", "--rps", "0", "--max-latency", "0", ...common]);
     assert.equal(rerun.code, 0, rerun.stderr);
     assert.match(rerun.stderr, /Resuming from stored cursor=/);
+    assert.match(
+      rerun.stderr,
+      /not applied: \d+ command\(s\) in p:live:control issued before this run started, the last 'stop'/,
+    );
     assert.equal(await countKeys(client, "ai:job:*"), 4000);
     await assertMigrated(client, jobs);
   });

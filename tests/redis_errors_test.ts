@@ -31,6 +31,8 @@ Deno.test("classify: reply codes become kinds; only availability errors are outa
     ["ERR invalid password", "credentials", false],
     ["self-signed certificate in certificate chain", "tls", false],
     ["ERR unknown command 'FOO'", "other", false],
+    ["Socket timeout. Expecting data, but didn't receive any in 5000ms.", "outage", true],
+    ["Connection refused (os error 111)", "outage", true],
   ];
   for (const [message, kind, outage] of cases) {
     const got = classify(new Error(message));

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { isOutage } from "../src/redis/errors.ts";
-import { spawnCli, waitFor } from "./support/cli.ts";
+import { runJson, spawnCli, waitFor } from "./support/cli.ts";
 import { startRedis } from "./support/redis_server.ts";
 import { countKeys, keyState, makeJobs, newKey, seedOld } from "./support/seed.ts";
 import { oldKeyFor } from "../src/schema.ts";
@@ -99,6 +99,60 @@ Deno.test("an outage longer than --max-outage exits 3 and keeps the checkpoint",
     assert.equal(await client.get("ai:backfill:cursor"), cursor);
     assert.ok((await countKeys(client, "ai:job:*")) > 0);
   } finally {
+    client.disconnect();
+    await server.stop();
+  }
+});
+
+Deno.test("a Redis frozen (SIGSTOP) mid-run for longer than --max-outage: exit 3 within the bound, checkpoint kept", async () => {
+  const server = await startRedis({ aof: true });
+  const client = server.client();
+  try {
+    await seedOld(client, makeJobs(4000));
+    const run = spawnCli([
+      "--execute",
+      "--rps",
+      "1000",
+      "--batch",
+      "200",
+      "--max-outage",
+      "3",
+      "--json",
+      "--redis-url",
+      server.url,
+    ]);
+    await waitFor(
+      "a checkpoint and a copy",
+      async () =>
+        (await client.exists("ai:backfill:cursor")) === 1 &&
+        (await countKeys(client, "ai:job:*")) > 0,
+    );
+    server.signal("SIGSTOP");
+    const frozen = performance.now();
+    // It answers nothing, but its connections stay open: the run must not wait for it to thaw.
+    const thaw = setTimeout(() => server.signal("SIGCONT"), 40_000);
+    const result = await run.done.finally(() => clearTimeout(thaw));
+    const seconds = (performance.now() - frozen) / 1000;
+    server.signal("SIGCONT");
+    assert.equal(result.code, 3, result.stderr);
+    assert.ok(seconds < 3 + 10, `exit 3 came ${seconds} s after the freeze`);
+    assert.match(
+      result.stderr,
+      /error: lost Redis at 127\.0\.0\.1:\d+ for longer than --max-outage/,
+    );
+    assert.doesNotMatch(result.stderr, /internal error|\n\s+at /);
+    assert.match(result.stderr, /the checkpoint is kept at cursor=\d+/);
+    assert.equal(JSON.parse(result.stdout).completed, false);
+    // Thawed, the stored checkpoint resumes: the next run finishes the job. (The dead run's lock
+    // expires by itself; fast-forward that.)
+    await client.pexpire("ai:backfill:lock", 1);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const rest = await runJson(["--execute", "--rps", "0", "--redis-url", server.url]);
+    assert.equal(rest.code, 0, rest.stderr);
+    assert.match(rest.stderr, /Resuming from stored cursor=/);
+    assert.equal(await countKeys(client, "ai:job:*"), 4000);
+  } finally {
+    server.signal("SIGCONT");
     client.disconnect();
     await server.stop();
   }

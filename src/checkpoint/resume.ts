@@ -48,12 +48,15 @@ export type ResumeDecision =
     /** Where the stored run stopped inside the batch at `cursor` (resuming only). */
     within?: BatchPosition;
   }
-  | { kind: "refuse"; reason: string };
+  | { kind: "refuse"; reason: string }
+  /** The node's scan completed earlier in this pass: skip it until the pass completes. */
+  | { kind: "finished"; log: ResumeLog };
 
 /**
  * Decides the start cursor. Dry-run never uses a stored checkpoint; `--reset-progress` clears it;
  * `--cursor` overrides it; a checkpoint made with other parameters is refused; one made before
- * the server restarted (another `run_id`) is meaningless, so the scan starts over at 0.
+ * the server restarted (another `run_id`) is meaningless, so the scan starts over at 0; a node
+ * finished earlier in the pass is not scanned again.
  */
 export function decideStart(input: ResumeInput): ResumeDecision {
   const where = input.perNode ? ` on ${input.node}` : "";
@@ -122,6 +125,16 @@ function startFromCheckpoint(input: ResumeInput, where: string): ResumeDecision 
       message:
         `Redis at ${input.node} restarted since the checkpoint (run_id changed): its cursor is meaningless, rescanning from cursor 0`,
     });
+  }
+  if (stored.finished) {
+    return {
+      kind: "finished",
+      log: info(
+        "node_finished",
+        `the scan${where} completed in an earlier run of this pass: not scanned again ` +
+          `until every node of the pass is done (--reset-progress starts over)`,
+      ),
+    };
   }
   const last = stored.lastJob ? escapeForLog(stored.lastJob) : "none";
   const inside = stored.within ? " (inside its batch, after that job)" : "";

@@ -10,6 +10,12 @@
  * The migration's running totals (totals.ts) live beside them in `P:totals` (`{P}:totals`) and
  * move in the same transaction as each save.
  *
+ * A node whose scan completed while others of the run's pass have not is kept finished: cursor
+ * `0` and `finished` = `1` in its meta, so the next run (`--max-keys` loops, a stopped run) does
+ * not scan it again; the run that completes the pass clears every node's checkpoint. An older
+ * version reads such a checkpoint as cursor 0 and rescans that node (harmless: copies are
+ * idempotent); a checkpoint of an older version has no `finished` field and resumes as before.
+ *
  * @module
  */
 import { Buffer } from "node:buffer";
@@ -17,6 +23,9 @@ import type { Cluster, Redis } from "../redis/ioredis.ts";
 import { type BatchPosition, decodePosition, encodePosition } from "./batch_position.ts";
 import type { CarriedTotals } from "../run_events.ts";
 import { parseTotals, totalsArgs } from "./totals.ts";
+
+/** The meta field that marks a node finished in the current pass. */
+const FINISHED_FIELD = "finished";
 
 /** Where one node's scan stands. */
 export interface NodeCheckpoint {
@@ -29,6 +38,8 @@ export interface NodeCheckpoint {
   runId: string;
   /** Fingerprint of the run parameters (see {@linkcode runParams}). */
   params: string;
+  /** The node's scan completed in this pass (the cursor is `0`); see {@linkcode CheckpointStore.finish}. */
+  finished?: boolean;
 }
 
 /** The parameters that give a cursor its meaning, as a stable string. */
@@ -92,6 +103,7 @@ export class CheckpointStore {
       within: decodePosition(within),
       runId: meta.run_id ?? "",
       params: meta.params ?? "",
+      finished: meta[FINISHED_FIELD] === "1",
     };
   }
 
@@ -112,6 +124,8 @@ export class CheckpointStore {
         params: checkpoint.params,
         updated_at: new Date().toISOString(),
       });
+    // A cursor being saved is a scan under way: the node is not finished (any more).
+    tx.hdel(keys.meta, FINISHED_FIELD);
     if (checkpoint.lastJob !== undefined) tx.set(keys.lastJob, checkpoint.lastJob);
     if (checkpoint.within === undefined) tx.del(keys.within);
     else tx.set(keys.within, encodePosition(checkpoint.within));
@@ -120,7 +134,31 @@ export class CheckpointStore {
   }
 
   /**
-   * Removes a node's cursor (a finished scan: the next run starts from 0), adding its last
+   * Marks a node's scan completed in this pass (cursor `0`, `finished` in its meta), adding its
+   * last counts to the running totals in the same transaction. The next run skips the node until
+   * the pass completes ({@linkcode clear} of every node) or `--reset-progress`.
+   */
+  async finish(
+    node: string,
+    run: { runId: string; params: string },
+    totals: ReadonlyMap<string, number> = new Map(),
+  ): Promise<void> {
+    const keys = this.keys(node);
+    const tx = this.#client.multi()
+      .set(keys.cursor, "0")
+      .del(keys.lastJob, keys.within)
+      .hset(keys.meta, {
+        run_id: run.runId,
+        params: run.params,
+        updated_at: new Date().toISOString(),
+        [FINISHED_FIELD]: "1",
+      });
+    this.#addTotals(tx, totals);
+    await execOrThrow(tx);
+  }
+
+  /**
+   * Removes a node's checkpoint (its pass is complete: the next run starts from 0), adding its last
    * counts to the running totals in the same transaction. The totals stay: they are the
    * migration's, until `--reset-progress`.
    */

@@ -128,8 +128,10 @@ Options:
   --progress-key P          the run's progress key                                 [ai:backfill]
   --redis-url URL, --tls-ca FILE, --tls-cert FILE, --tls-key FILE, --tls-servername NAME
 
-The commands write <P>:control (a plain-text value); a pause or a rate cap stays in force for the
-next run too, until resume or set-rps 0. An unread stop expires after 60 s. status writes nothing,
-and says when no run is active or when the last update is stale (the holder died).
+The commands append to the stream <P>:control; every live runner of P (every --shard) obeys each
+command once, in order. A command reaches only the runs alive when it is issued: a later run
+ignores it, so its cap is --rps until a set-rps of its own (a run that replaces one that died
+paused starts paused). status writes nothing, and says when no run is active or when the last
+update is stale (the holder died).
 Exit codes: 0 written / printed · 2 usage (nothing written) · 3 Redis unreachable.
 `;

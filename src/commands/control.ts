@@ -7,16 +7,12 @@
  * @module
  */
 import type { ControlCommandLine } from "../cli/control_args.ts";
-import {
-  type ControlCommand,
-  controlKey,
-  STOP_EXPIRY_MS,
-  writeControl,
-} from "../control/remote.ts";
-import type { ReadStatus } from "../control/status.ts";
+import { type ControlCommand, controlKey, writeControl } from "../control/remote.ts";
 import { allStatusesJson, readAllStatuses, renderAllStatuses } from "../control/status_all.ts";
+import type { RunnerStatus } from "../control/status_all.ts";
 import { ExitCode } from "../errors.ts";
 import { connectRedis } from "../redis/connect.ts";
+import { shardLabel } from "../redis/shard.ts";
 import type { CommandIo } from "./io.ts";
 
 /** Runs a control subcommand; returns the exit code (0 unless an error is thrown). */
@@ -32,27 +28,33 @@ export async function controlCommand(options: ControlCommandLine, io: CommandIo)
       return ExitCode.ok;
     }
     await writeControl(target.client, options.progressKey, action);
-    // Every runner of the progress key (every shard) obeys the one control key.
+    // Every live runner of the progress key (every shard) obeys the one control key.
     const reads = await readAllStatuses(target.client, options.progressKey);
-    const read = reads.find((r) => r.state === "active") ?? reads[0];
-    io.stdout(`${describeWrite(action, controlKey(options.progressKey), read)}\n`);
+    io.stdout(`${describeWrite(action, controlKey(options.progressKey), reads)}\n`);
     return ExitCode.ok;
   } finally {
     await target.close();
   }
 }
 
-/** The one line a control write prints (pure). */
+/** The one line a control write prints (pure): which runs obey it, or that none will. */
 export function describeWrite(
   command: ControlCommand,
   key: string,
-  read: ReadStatus | undefined,
+  reads: readonly RunnerStatus[],
 ): string {
   const written = `${
     command.kind === "set-rps" ? `set-rps ${command.rps}` : command.kind
   } written to ${key}`;
-  if (read?.state === "active") {
-    const run = `the run (${read.status.holder.host} pid ${read.status.holder.pid})`;
+  const active = reads.filter((read) => read.state === "active");
+  if (active.length > 0) {
+    const holder = (read: RunnerStatus) => {
+      const { host, pid } = read.status.holder;
+      return `${read.shard ? `shard ${shardLabel(read.shard)} ` : ""}${host} pid ${pid}`;
+    };
+    const runs = active.length === 1
+      ? `the run (${holder(active[0]!)})`
+      : `each of the ${active.length} live runners (${active.map(holder).join(", ")})`;
     const effect = {
       pause: "pauses",
       resume: "resumes",
@@ -61,18 +63,15 @@ export function describeWrite(
         ? "drops its rate cap"
         : `caps its rate at ${command.kind === "set-rps" ? command.rps : 0}/s`,
     }[command.kind];
-    return `${written}; ${run} ${effect} within ~1 s`;
+    const scope = command.kind === "set-rps" ? " (for this run only)" : "";
+    return `${written}; ${runs} ${effect} within ~1 s${scope}`;
   }
-  const nobody = read?.state === "stale"
-    ? `no live run (the last status, from ${read.status.holder.host} pid ${read.status.holder.pid}, is ${
-      Math.round(read.age_seconds)
+  const stale = reads.find((read) => read.state === "stale");
+  const nobody = stale
+    ? `no live run (the last status, from ${stale.status.holder.host} pid ${stale.status.holder.pid}, is ${
+      Math.round(stale.age_seconds)
     } s old)`
     : "no run is active";
-  const later = {
-    pause: "the next run starts paused",
-    resume: "the next run starts unpaused",
-    stop: `it expires unread in ${STOP_EXPIRY_MS / 1000} s`,
-    "set-rps": "the next run applies it",
-  }[command.kind];
-  return `${written}; ${nobody}: ${later}`;
+  return `${written}; ${nobody}: nothing obeys it (a command reaches only the runs alive ` +
+    `when it is issued)`;
 }

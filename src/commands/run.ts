@@ -15,6 +15,7 @@ import type { Redis } from "../redis/ioredis.ts";
 import { scopeToShard, shardLabel, type ShardScope } from "../redis/shard.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import { runBackfill } from "../run/engine.ts";
+import { throughOutages } from "../run/outage.ts";
 import { LiveControl } from "../run/live_control.ts";
 import { startThrottledGate, type ThrottledGate } from "../run/throttled_gate.ts";
 import { fanOut } from "../telemetry/fan_out.ts";
@@ -22,11 +23,15 @@ import { renderSummary, summaryJson } from "../run/summary.ts";
 import type { Logger, RunObserver, Summary } from "../run_events.ts";
 import { lockKey } from "../safety/lock.ts";
 import { acquireLocks, type LockSet } from "../safety/lock_set.ts";
+import type { RunFence } from "../safety/lock_fence.ts";
 import { emptyCounters } from "../outcome.ts";
 import { createTelemetry, type Telemetry } from "../telemetry/mod.ts";
 import type { CommandIo } from "./io.ts";
 import { bindingMetricsPort } from "./metrics_port.ts";
 import { checkBeforeWriting } from "./run_checks.ts";
+
+/** The shortest silence that counts as a lost server (a `--max-outage 0` run still waits this). */
+const MIN_SILENCE_MS = 1_000;
 
 /** Runs the backfill; returns the exit code (errors that map to codes are thrown). */
 export async function runCommand(options: RunOptions, io: CommandIo): Promise<number> {
@@ -34,7 +39,13 @@ export async function runCommand(options: RunOptions, io: CommandIo): Promise<nu
   /** What the run did, also when it failed part-way (printed in any case). */
   const outcome: { summary?: Summary } = {};
   try {
-    const target = await connectRedis(options.redisUrls, { tls: options.tls, signal: io.signal });
+    const target = await connectRedis(options.redisUrls, {
+      tls: options.tls,
+      // A connection silent this long with commands pending has lost its server (a frozen one
+      // answers nothing): the run's outage bound, counted from the silence's start.
+      silenceMs: Math.max(options.maxOutage * 1000, MIN_SILENCE_MS),
+      signal: io.signal,
+    });
     try {
       return await runOn(target, options, { io, telemetry, outcome });
     } finally {
@@ -98,37 +109,84 @@ async function runOn(
 ): Promise<number> {
   const logger = ctx.telemetry.logger;
   logger.log("info", "connected", `connected to ${connected.redacted} (${connected.kind})`);
+  try {
+    return await startAndRun(connected, options, ctx);
+  } catch (error) {
+    const { signal } = ctx.io;
+    if (signal.aborted && error === signal.reason && ctx.outcome.summary === undefined) {
+      logger.log("info", "stopped", `stopped by ${String(signal.reason)} before the first batch`);
+    }
+    throw error;
+  }
+}
+
+/**
+ * Start-up (shard, checks, throttle, locks, live control), then the engine. Each start-up step
+ * waits out an outage like the main loop does (run/outage.ts) and ends at once on a stop signal.
+ */
+async function startAndRun(
+  connected: RedisTarget,
+  options: RunOptions,
+  ctx: RunContext,
+): Promise<number> {
+  const logger = ctx.telemetry.logger;
+  const starting = (what: string, readOnly = false) => ({
+    what,
+    readOnly,
+    target: connected,
+    logger,
+    maxOutage: options.maxOutage,
+    signal: ctx.io.signal,
+  });
   if (connected.kind === "cluster" && options.cursor !== undefined) {
     throw new UsageError(
       "--cursor is one SCAN cursor, but a cluster keeps one per master " +
         `({${options.progressKey}}:cursor:<node-id>); use --reset-progress to start over`,
     );
   }
-  const scope = await scopeToShard(connected, options.shard);
+  const scope = await throughOutages(
+    () => scopeToShard(connected, options.shard),
+    starting("reading the cluster's masters", true),
+  );
   logShard(scope, options, logger);
   if (scope.nodeIds.length === 0) return idleShard(options, ctx);
   const target = scope.target;
-  const preflight = await checkBeforeWriting(target, options, { logger, signal: ctx.io.signal });
+  const preflight = await throughOutages(
+    () => checkBeforeWriting(target, options, { logger, signal: ctx.io.signal }),
+    starting("checking before writing", true),
+  );
   // The probes' baselines are measured here, before the first write (the lock).
-  const throttled = await startThrottledGate(target, {
-    ...options,
-    logger,
-    observer: ctx.telemetry.observer,
-    signal: ctx.io.signal,
-  });
+  const throttled = await throughOutages(
+    () =>
+      startThrottledGate(target, {
+        ...options,
+        logger,
+        observer: ctx.telemetry.observer,
+        signal: ctx.io.signal,
+      }),
+    starting("starting the throttle"),
+  );
   const lockLost = new AbortController();
   const stop = new AbortController();
   let lock: LockSet | undefined;
   let live: LiveControl | undefined;
   try {
     lock = options.mode === "execute"
-      ? await takeLocks(target.client as Redis, scope.nodeIds, options, {
-        logger,
-        lockLost,
-        signal: ctx.io.signal,
-      })
+      ? await throughOutages(
+        () =>
+          takeLocks(target.client as Redis, scope.nodeIds, options, {
+            logger,
+            lockLost,
+            signal: ctx.io.signal,
+          }),
+        starting("taking the run lock"),
+      )
       : undefined;
-    live = lock && await startLiveControl(target, options, { throttled, lock, logger, stop });
+    const held = lock;
+    live = held && await throughOutages(
+      () => startLiveControl(target, options, { throttled, lock: held, logger, stop }),
+      starting("starting live control"),
+    );
     return await runLocked(target, options, {
       ...ctx,
       gate: throttled.gate,
@@ -136,6 +194,7 @@ async function runOn(
       lockLost,
       stop,
       preflight,
+      fence: lock?.fence,
     });
   } finally {
     await live?.finish();
@@ -157,11 +216,19 @@ async function runLocked(
     lockLost: AbortController;
     stop: AbortController;
     preflight?: string[];
+    fence?: RunFence;
   },
 ): Promise<number> {
   const { logger } = ctx.telemetry;
   const { live, lockLost, stop } = ctx;
-  const layoutBefore = await target.layout?.();
+  const layoutBefore = await throughOutages(() => target.layout?.() ?? Promise.resolve(undefined), {
+    what: "reading the cluster's slot layout",
+    readOnly: true,
+    target,
+    logger,
+    maxOutage: options.maxOutage,
+    signal: ctx.io.signal,
+  });
   let summary = await runEngine(target, options, {
     ...ctx,
     signal: AbortSignal.any([ctx.io.signal, lockLost.signal, stop.signal]),
@@ -218,6 +285,7 @@ async function takeLocks(
   const { logger, lockLost } = ctx;
   const keys = nodeIds.map((nodeId) => lockKey(options.progressKey, nodeId));
   const set = await acquireLocks(client, keys, {
+    fence: options.progressKey,
     waitMs: options.waitLockSeconds * 1000,
     onWait: (message) => logger.log("warn", "lock_wait", message),
     signal: ctx.signal,
@@ -270,12 +338,33 @@ function idleShard(options: RunOptions, ctx: RunContext): number {
 async function runEngine(
   target: RedisTarget,
   options: RunOptions,
-  ctx: RunContext & { gate: Gate; signal: AbortSignal; observer?: RunObserver },
+  ctx: RunContext & { gate: Gate; signal: AbortSignal; observer?: RunObserver; fence?: RunFence },
 ): Promise<Summary> {
   const clock = options.callClock;
   // Which masters' calls are timed on the client (a cluster's timed calls are its SCANs).
   const probe = (node: Redis) => probeCallClock(node, clock);
-  await logClientClocks(target, probe, ctx.telemetry.logger, clock);
+  await throughOutages(() => logClientClocks(target, probe, ctx.telemetry.logger, clock), {
+    what: "reading the servers' clocks",
+    readOnly: true,
+    target,
+    logger: ctx.telemetry.logger,
+    maxOutage: options.maxOutage,
+    signal: ctx.signal,
+  });
+  const strategy = strategyFor(target, options.rule, {
+    retryBudgetMs: options.maxOutage * 1000,
+    maxCallMs: options.maxCallMs,
+    callClock: options.callClock,
+    progressKey: options.progressKey,
+    fence: ctx.fence,
+    leftIntents: options.mode === "execute" ? "complete" : "report",
+    logger: ctx.telemetry.logger,
+  });
+  // Cluster copies an earlier run left unverified, completed before this run's first copy.
+  const intents = () => {
+    const completed = strategy.intentsCompleted;
+    return completed === undefined ? {} : { intents_completed: completed };
+  };
   try {
     const summary = await runBackfill(
       {
@@ -294,11 +383,7 @@ async function runEngine(
       },
       {
         target,
-        strategy: strategyFor(target, options.rule, {
-          retryBudgetMs: options.maxOutage * 1000,
-          maxCallMs: options.maxCallMs,
-          callClock: options.callClock,
-        }),
+        strategy,
         nodeId: nodeIdFor(target),
         checkpoints: new CheckpointStore(target.client as Redis, options.progressKey, {
           cluster: target.kind === "cluster",
@@ -309,12 +394,14 @@ async function runEngine(
         signal: ctx.signal,
       },
     );
-    ctx.outcome.summary = summary;
-    return summary;
+    ctx.outcome.summary = { ...summary, ...intents() };
+    return ctx.outcome.summary;
   } catch (error) {
     // A run that failed part-way still reports what it did before the error.
     const partial = (error as { summary?: Summary }).summary;
-    if (partial && error instanceof BackfillError) ctx.outcome.summary = partial;
+    if (partial && error instanceof BackfillError) {
+      ctx.outcome.summary = { ...partial, ...intents() };
+    }
     throw error;
   }
 }

@@ -13,6 +13,8 @@ import { SafetyRefusal } from "../errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import type { Logger } from "../run_events.ts";
+import { intentKeyOfSlot } from "../migrate/cluster/intents.ts";
+import { fenceKey } from "../safety/lock_fence.ts";
 import { MemoryGuard } from "../safety/memory.ts";
 import { checkPermissions, progressKeysFor } from "../safety/preflight.ts";
 import { waitForPrimaries } from "../safety/primary.ts";
@@ -63,6 +65,9 @@ async function preflightPermissions(
       ...names,
       control: controlKey(options.progressKey),
       status: statusKey(options.progressKey),
+      perSlot: target.kind === "cluster"
+        ? [fenceKey(options.progressKey, 0), intentKeyOfSlot(options.progressKey, 0)]
+        : undefined,
     }),
   );
   if (missing === undefined || missing.length === 0) return missing;

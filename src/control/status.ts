@@ -33,6 +33,11 @@ export interface RunStatus {
   eta_seconds: number | null;
   /** SCAN cursor per node (`host:port` → cursor). */
   cursors: Record<string, string>;
+  /**
+   * What this run's operator commands set: its own `pause`, and whether the cap is the command
+   * line's `--rps` or a `set-rps` of this run. Absent in a status written by an older version.
+   */
+  control?: { operator_paused: boolean; cap_by: "--rps" | "set-rps" };
 }
 
 /**
@@ -159,7 +164,8 @@ export function renderStatus(read: ReadStatus | undefined): string {
   const why = status.rate.throttled.length > 0
     ? ` (throttled: ${status.rate.throttled.join(", ")})`
     : "";
-  const cap = status.rate.cap_rps > 0 ? `, cap ${status.rate.cap_rps}/s` : ", no cap";
+  const by = status.control ? ` (${status.control.cap_by})` : "";
+  const cap = status.rate.cap_rps > 0 ? `, cap ${status.rate.cap_rps}/s${by}` : `, no cap${by}`;
   const lines = [
     head,
     `rate: ${rate}${why}${cap}`,

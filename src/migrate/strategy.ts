@@ -152,8 +152,13 @@ export type CheckpointOrdering = "in-script" | "awaited";
 export interface MigrationStrategy {
   /** How the engine must order checkpoint saves against this strategy's writes. */
   readonly checkpointOrdering: CheckpointOrdering;
-  /** Prepares the strategy (loads scripts, checks server versions). */
+  /** Prepares the strategy (loads scripts, checks server versions, completes left intents). */
   init(): Promise<void>;
+  /**
+   * Cluster copies an earlier run left unverified that `init` completed (cluster/intents.ts);
+   * absent where writes are never left unverified (the standalone copy is one atomic call).
+   */
+  readonly intentsCompleted?: number;
   /**
    * Keys the next call should carry to hold Redis no longer than `--max-call-ms`, learnt from the
    * calls' own Redis time; absent when the strategy does not size its calls.

@@ -68,3 +68,92 @@ async function answersPing(node: Redis): Promise<boolean> {
     clearTimeout(timer);
   }
 }
+
+/**
+ * When each server was lost, as its connections see it. A connection that closes (a refused or
+ * reset connection: the server died or restarted) marks its server lost from that moment; one
+ * that waited `silenceMs` with commands pending and no byte back (ioredis `socketTimeout`: a
+ * frozen server, SIGSTOP or a hung VM, keeps the TCP connection open and answers nothing) marks it
+ * lost since the silence began, and is closed, so every command pending on it fails now. A
+ * connection that is ready again clears the mark. Every wait for a node counts from this moment,
+ * so waits that follow each other (a cluster call's own retries, then the engine's wait) never
+ * add up past `--max-outage`.
+ */
+export class LossClock {
+  readonly #silenceMs: number | undefined;
+  readonly #since = new Map<string, number>();
+  readonly #connections = new Map<string, Set<Redis>>();
+  /** Servers the run gave up on: commands to them fail at once (see {@linkcode abandon}). */
+  readonly #abandoned = new Set<string>();
+
+  /** `silenceMs`: the `socketTimeout` the watched connections were opened with, if any. */
+  constructor(silenceMs?: number) {
+    this.#silenceMs = silenceMs;
+  }
+
+  /** Watches `client`, a connection to the server `name()` names now (before its first connect). */
+  watch(client: Redis, name: () => string): void {
+    let address = name();
+    const track = () => {
+      const now = name();
+      if (now === address && this.#connections.get(now)?.has(client)) return;
+      this.#connections.get(address)?.delete(client);
+      address = now;
+      const set = this.#connections.get(now) ?? new Set<Redis>();
+      set.add(client);
+      this.#connections.set(now, set);
+    };
+    track();
+    const send = client.sendCommand.bind(client);
+    client.sendCommand = ((command: Parameters<Redis["sendCommand"]>[0], ...rest: unknown[]) => {
+      if (!this.#abandoned.has(name())) return (send as SendCommand)(command, ...rest);
+      command.reject(new AbandonedServerError(name()));
+      return command.promise;
+    }) as Redis["sendCommand"];
+    client.on("error", (error: Error) => {
+      if (this.#silenceMs !== undefined && SILENT.test(error.message)) {
+        this.#mark(name(), performance.now() - this.#silenceMs);
+      }
+    });
+    client.on("close", () => this.#mark(name(), performance.now()));
+    client.on("ready", () => {
+      track();
+      this.#since.delete(name());
+    });
+    client.on("end", () => this.#connections.get(address)?.delete(client));
+  }
+
+  /** performance.now() when the server `name` was lost; undefined while it answers. */
+  lostSince(name: string): number | undefined {
+    return this.#since.get(name);
+  }
+
+  /**
+   * Gives up on the server `name`: every watched connection to it is closed (what is pending on
+   * them fails now) and every later command to it fails at once with
+   * {@linkcode AbandonedServerError}, also the retries a cluster client makes by itself. So a run
+   * that ended because of a lost server settles the rest of its work without waiting for it.
+   */
+  abandon(name: string): void {
+    this.#abandoned.add(name);
+    for (const client of this.#connections.get(name) ?? []) client.disconnect();
+  }
+
+  #mark(name: string, since: number): void {
+    const known = this.#since.get(name);
+    if (known === undefined || since < known) this.#since.set(name, since);
+  }
+}
+
+/** A command to a server the run gave up on ({@linkcode LossClock.abandon}). */
+export class AbandonedServerError extends Error {
+  constructor(name: string) {
+    super(`Connection is closed: the run gave up on Redis at ${name} (lost past --max-outage)`);
+    this.name = "AbandonedServerError";
+  }
+}
+
+type SendCommand = (command: unknown, ...rest: unknown[]) => Promise<unknown>;
+
+/** ioredis's error when `socketTimeout` passed with commands pending and no reply. */
+const SILENT = /^Socket timeout/;

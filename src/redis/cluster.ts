@@ -13,6 +13,7 @@ import { nodeAddress } from "./options.ts";
 import { fenceScanCursors } from "./fence.ts";
 import { guardClusterStreamErrors, guardStreamErrors } from "./stream_guard.ts";
 import { connectWithin, withTimeout } from "./reach.ts";
+import { LossClock } from "./availability.ts";
 import type { RedisTarget } from "./target.ts";
 
 /** True when the server is a cluster node (`INFO cluster` → `cluster_enabled:1`). */
@@ -37,6 +38,8 @@ export interface ClusterConnectOptions {
   /** `--tls-servername`: SNI for every node; without it each node's own host is used. */
   servername?: string;
   timeoutMs: number;
+  /** ioredis `socketTimeout` of every connection (see {@linkcode LossClock}); none by default. */
+  silenceMs?: number;
   signal?: AbortSignal;
 }
 
@@ -63,6 +66,7 @@ export async function connectCluster(
     tls: first.tls ? { ...first.tls, servername: options.servername } : undefined,
     connectTimeout: first.connectTimeout,
     maxRetriesPerRequest: first.maxRetriesPerRequest,
+    socketTimeout: options.silenceMs,
   };
   const client = new Cluster(
     seeds.map((seed) => ({ host: seed.host, port: seed.port })),
@@ -71,6 +75,9 @@ export async function connectCluster(
   // Without a listener ioredis prints every failed reconnect to stderr (with no redaction).
   client.on("error", () => {});
   guardClusterStreamErrors(client);
+  // Every node connection the routed client opens, so a lost master is seen by all of them.
+  const losses = new LossClock(options.silenceMs);
+  client.on("+node", (node: Redis) => losses.watch(node, () => nodeName(node)));
   const deadline = Date.now() + options.timeoutMs;
   const failure = await withTimeout(client.connect(), options.timeoutMs);
   if (failure !== undefined) {
@@ -83,6 +90,7 @@ export async function connectCluster(
   const masters = await connectMasters(client, { ...first, ...nodeOptions }, {
     ...options,
     deadline,
+    losses,
   });
   return {
     kind: "cluster",
@@ -91,6 +99,8 @@ export async function connectCluster(
     nodeName,
     redacted: options.redacted,
     layout: () => slotLayout(client),
+    lostSince: (node) => losses.lostSince(nodeName(node)),
+    abandon: (node) => losses.abandon(nodeName(node)),
     async close() {
       for (const node of masters) node.disconnect();
       client.disconnect();
@@ -103,12 +113,13 @@ export async function connectCluster(
 async function connectMasters(
   client: Cluster,
   base: RedisOptions,
-  options: ClusterConnectOptions & { deadline: number },
+  options: ClusterConnectOptions & { deadline: number; losses: LossClock },
 ): Promise<Redis[]> {
   const masters: Redis[] = [];
   try {
     for (const routed of client.nodes("master")) {
       const node = masterConnection(client, routed.options, base, options.servername);
+      options.losses.watch(node, () => nodeName(node));
       masters.push(node);
       const wait = Math.max(options.deadline - Date.now(), 1_000);
       await connectWithin(node, nodeName(node), wait, options.signal);

@@ -11,6 +11,7 @@ import { Redis, type RedisOptions } from "./ioredis.ts";
 import { clientOptions, nodeAddress, redactUrl, type TlsOptions } from "./options.ts";
 import { fenceScanCursors } from "./fence.ts";
 import { guardStreamErrors } from "./stream_guard.ts";
+import { LossClock } from "./availability.ts";
 import { ConnectionRefusedError, connectWithin } from "./reach.ts";
 import { connectSentinel, isSentinelUrl } from "./sentinel.ts";
 import type { RedisTarget } from "./target.ts";
@@ -23,6 +24,12 @@ export interface ConnectOptions {
   tls?: TlsOptions;
   /** Give up (exit 3) when no connection succeeds within this many ms. */
   timeoutMs?: number;
+  /**
+   * How long a connection may stay silent with commands pending before its server counts as lost
+   * and the connection is closed (a frozen server answers nothing; see {@linkcode LossClock}).
+   * Default: no limit.
+   */
+  silenceMs?: number;
   signal?: AbortSignal;
 }
 
@@ -44,15 +51,23 @@ export async function connectRedis(
     if (sentinel !== urls.length) {
       throw new UsageError("--redis-url: do not mix Sentinel URLs with redis:// or rediss:// URLs");
     }
-    return await connectSentinel(urls, { tls: options.tls, timeoutMs, signal: options.signal });
+    return await connectSentinel(urls, {
+      tls: options.tls,
+      timeoutMs,
+      silenceMs: options.silenceMs,
+      signal: options.signal,
+    });
   }
   const redacted = urls.map(redactUrl).join(",");
-  const seeds = await Promise.all(urls.map((url) => clientOptions(url, options.tls)));
-  const { client, name } = await connectSeed(seeds, timeoutMs, options.signal);
+  const seeds = (await Promise.all(urls.map((url) => clientOptions(url, options.tls))))
+    .map((seed) => ({ ...seed, socketTimeout: options.silenceMs }));
+  const losses = new LossClock(options.silenceMs);
+  const { client, name } = await connectSeed(seeds, timeoutMs, losses, options.signal);
   if (await isClusterNode(client, name).catch((error) => fail(client, error))) {
     client.disconnect();
     return await connectCluster(seeds, {
       redacted,
+      silenceMs: options.silenceMs,
       servername: options.tls?.servername,
       timeoutMs,
       signal: options.signal,
@@ -70,6 +85,8 @@ export async function connectRedis(
     masters: () => [client],
     nodeName: () => name,
     redacted,
+    lostSince: () => losses.lostSince(name),
+    abandon: () => losses.abandon(name),
     async close() {
       client.disconnect();
       await Promise.resolve();
@@ -84,6 +101,7 @@ export async function connectRedis(
 async function connectSeed(
   seeds: RedisOptions[],
   timeoutMs: number,
+  losses: LossClock,
   signal?: AbortSignal,
 ): Promise<{ client: Redis; name: string }> {
   let lastError: unknown;
@@ -95,6 +113,7 @@ async function connectSeed(
     // Before the first connect, so the fence learns the server's first run_id.
     fenceScanCursors(client, () => name);
     guardStreamErrors(client);
+    losses.watch(client, () => name);
     try {
       await connectWithin(client, name, timeoutMs / seeds.length, signal);
       return { client, name };

@@ -89,8 +89,11 @@ const CONNECTION_LOST: [RegExp, string][] = [
   [/Stream isn't writeable/i, "connection not writable"],
   [/max retries per request/i, "connection retries exhausted"],
   [/Socket closed unexpectedly/i, "socket closed"],
+  // A connection silent for its whole socketTimeout with commands pending (a frozen server).
+  [/^Socket timeout/i, "no answer"],
   // A system code names these best (found on the error or in its text).
   [/ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH/, ""],
+  [/Connection refused|Connection reset/i, "connection refused"],
   [/None of the sentinels are available/i, "no sentinel"],
   [/Failed to refresh slots cache/i, "slots unknown"],
 ];
@@ -133,7 +136,10 @@ export function classify(error: unknown): Classified {
   if (code !== undefined) return result("other", code);
   if (TLS_FAILURE.test(message)) return result("tls", systemCode(error) ?? error.name);
   const inText = /\b(E[A-Z]{3,})\b/.exec(message)?.[1];
-  const lost = CONNECTION_LOST.find(([pattern]) => pattern.test(message));
+  // The system code on the error counts too (a probe's worker reports "Connection refused (os
+  // error 111)" with code ECONNREFUSED).
+  const system = systemCode(error) ?? "";
+  const lost = CONNECTION_LOST.find(([pattern]) => pattern.test(message) || pattern.test(system));
   if (lost) return result("outage", systemCode(error) ?? (lost[1] || inText) ?? error.name);
   return result("other", systemCode(error) ?? inText ?? error.name);
 }

@@ -22,6 +22,7 @@ import {
 import { fenceScanCursors } from "./fence.ts";
 import { guardStreamErrors } from "./stream_guard.ts";
 import { connectWithin } from "./reach.ts";
+import { LossClock } from "./availability.ts";
 import type { RedisTarget } from "./target.ts";
 
 /** Default Sentinel port. */
@@ -103,6 +104,8 @@ export function mergeSentinelUrls(urls: string[]): SentinelUrl {
 export interface SentinelConnectOptions {
   tls?: TlsOptions;
   timeoutMs: number;
+  /** ioredis `socketTimeout` (see {@linkcode LossClock}); none by default. */
+  silenceMs?: number;
   signal?: AbortSignal;
 }
 
@@ -120,6 +123,7 @@ export async function connectSentinel(
   const tls = await tlsConnectionOptions(url.tls, options.tls ?? {}, undefined);
   const clientOptions: RedisOptions = {
     ...BASE_OPTIONS,
+    socketTimeout: options.silenceMs,
     sentinels: url.sentinels,
     name: url.master,
     db: url.db,
@@ -137,6 +141,9 @@ export async function connectSentinel(
   guardStreamErrors(client);
   const via = url.sentinels.map((s) => nodeAddress(s.host, s.port)).join(",");
   const label = `master '${url.master}' via sentinels ${via}`;
+  // One connection, which follows the primary: its loss is the deployment's, whatever its address.
+  const losses = new LossClock(options.silenceMs);
+  losses.watch(client, () => label);
   await connectWithin(client, label, options.timeoutMs, options.signal);
   return {
     kind: "sentinel",
@@ -144,6 +151,8 @@ export async function connectSentinel(
     masters: () => [client],
     nodeName: () => currentAddress(client) ?? label,
     redacted,
+    lostSince: () => losses.lostSince(label),
+    abandon: () => losses.abandon(label),
     async close() {
       client.disconnect();
       await Promise.resolve();

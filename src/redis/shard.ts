@@ -103,6 +103,8 @@ export async function scopeToShard(target: RedisTarget, shard: Shard): Promise<S
     masters: () => masters,
     nodeName: (node: Redis) => target.nodeName(node),
     layout: target.layout ? () => target.layout!() : undefined,
+    lostSince: target.lostSince ? (node: Redis) => target.lostSince!(node) : undefined,
+    abandon: target.abandon ? (node: Redis) => target.abandon!(node) : undefined,
     close: () => target.close(),
   };
   return { target: scoped, nodeIds: mine.map((m) => m.nodeId), allMasters: all.length };

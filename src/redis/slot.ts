@@ -44,3 +44,48 @@ export function keySlot(key: Uint8Array): number {
   }
   return crc16(key) % SLOTS;
 }
+
+let tags: string[] | undefined;
+
+/**
+ * A short hash tag whose slot is `slot`: `{tag}` in a key name puts the key in that slot. Keys the
+ * run keeps per slot (run/lock fences, cluster copy intents) are named with it, so each lives on
+ * the master that serves the slot and moves with the slot when it is resharded.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { keySlot, slotTag } from "./slot.ts";
+ * assert.equal(keySlot(new TextEncoder().encode(slotTag(42))), 42);
+ * ```
+ */
+export function slotTag(slot: number): string {
+  if (!Number.isInteger(slot) || slot < 0 || slot >= SLOTS) {
+    throw new RangeError(`slot must be an integer in [0, ${SLOTS}), got ${slot}`);
+  }
+  tags ??= (() => {
+    const table = new Array<string>(SLOTS);
+    const bytes = new Uint8Array(8);
+    for (let i = 0, found = 0; found < SLOTS; i++) {
+      const tag = i.toString(36);
+      for (let j = 0; j < tag.length; j++) bytes[j] = tag.charCodeAt(j);
+      const s = crc16(bytes.subarray(0, tag.length)) % SLOTS;
+      if (table[s] === undefined) {
+        table[s] = tag;
+        found++;
+      }
+    }
+    return table;
+  })();
+  return tags[slot]!;
+}
+
+/**
+ * The name of the key `base` keeps for `slot`: `base:{tag}`, or `{tag}:base` when `base` holds a
+ * hash tag of its own (Redis hashes only the first `{…}`), so the key is always in `slot`.
+ */
+export function slotKey(base: string, slot: number): string {
+  const tag = slotTag(slot);
+  const named = `${base}:{${tag}}`;
+  return keySlot(new TextEncoder().encode(named)) === slot ? named : `{${tag}}:${base}`;
+}

@@ -26,6 +26,17 @@ export interface RedisTarget {
    * from a not-yet-scanned to an already-scanned position of another master escaped this run.
    */
   layout?(): Promise<string>;
+  /**
+   * performance.now() when the server behind `node` was lost, as its connections saw it (closed,
+   * or silent with commands pending for the silence limit, see availability.ts); undefined while
+   * it answers.
+   */
+  lostSince?(node: Redis): number | undefined;
+  /**
+   * Gives up on the server behind `node` (lost past `--max-outage`): what is pending on its
+   * connections fails now, and so does every later command to it.
+   */
+  abandon?(node: Redis): void;
   /** Closes every connection. */
   close(): Promise<void>;
 }

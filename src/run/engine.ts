@@ -31,7 +31,8 @@ import { jobIdOf, OLD_MATCH, type WorkspaceRule } from "../schema.ts";
 import { estimateTotal, initialEstimate, scanFraction } from "./estimate.ts";
 import { openNode } from "./open_node.ts";
 import { ErrorStorm, ErrorStormError, stormThreshold } from "./error_storm.ts";
-import { type NodeState, recoverNode } from "./outage.ts";
+import { type NodeState, recoverNode, throughOutages } from "./outage.ts";
+import { RedisUnavailableError } from "../errors.ts";
 import {
   type BatchEnd,
   batchEnd,
@@ -45,6 +46,10 @@ import { openNodeTraffic } from "./node_traffic.ts";
 import { KeyRetry } from "./retry.ts";
 import { callSize, sendBatch, type SendOptions } from "./send.ts";
 import { KeyQuota } from "./key_quota.ts";
+import { UncountedCopies } from "./uncounted_copies.ts";
+
+/** How often each node's loss is checked against --max-outage. */
+const WATCHDOG_MS = 250;
 
 /** What the engine needs from the command line. */
 export interface BackfillOptions {
@@ -67,7 +72,9 @@ export interface BackfillOptions {
 
 /** Collaborators of a run (all injected, so tests and other topologies plug in). */
 export interface BackfillDeps {
-  target: Pick<RedisTarget, "masters" | "nodeName">;
+  target:
+    & Pick<RedisTarget, "masters" | "nodeName">
+    & Partial<Pick<RedisTarget, "redacted" | "lostSince" | "abandon">>;
   strategy: MigrationStrategy;
   checkpoints: RunCheckpointStore;
   /** Every sub-batch passes it: the rate limit and the admission checks (throttle, pauses). */
@@ -98,14 +105,31 @@ class Run {
   readonly #started = performance.now();
   readonly #quota: KeyQuota;
   readonly #saves: NodeCheckpoints;
+  /** Copies of abandoned batches, counted when their keys are read again. */
+  readonly #uncounted = new UncountedCopies();
   #estimate = 0;
   #dbsize = 0;
   /** Each node's resume cursor (what its checkpoint says, or would say in dry-run). */
   readonly #cursors = new Map<string, string>();
+  /** Every node of the run, as opened. */
+  readonly #states: NodeState[] = [];
+  /**
+   * Aborted by the first failure of any node: like a stop signal, it stops every other node
+   * (no new sub-batch; the ones in flight settle and are counted and checkpointed), so the run
+   * ends as one, with a summary of everything that happened, before its locks are released.
+   */
+  readonly #halt = new AbortController();
+  /** The stop signal (SIGINT/SIGTERM, a lost lock, live control) or a failure of any node. */
+  readonly #signal: AbortSignal;
+  /** The first failure of a node: what the run ends with. */
+  #failure: { error: unknown } | undefined;
 
   constructor(options: BackfillOptions, deps: BackfillDeps) {
     this.#options = options;
     this.#deps = deps;
+    this.#signal = deps.signal
+      ? AbortSignal.any([deps.signal, this.#halt.signal])
+      : this.#halt.signal;
     this.#log = deps.logger ?? silentLogger;
     this.#params = runParams({
       workspace: options.workspace,
@@ -117,11 +141,12 @@ class Run {
       migrate: {
         dryRun: options.mode === "dry-run",
         workspace: options.workspace,
-        signal: deps.signal,
+        signal: this.#signal,
       },
       gate: deps.gate,
       logger: this.#log,
       maxOutageMs: options.maxOutage * 1000,
+      uncounted: this.#uncounted,
     });
     this.#quota = new KeyQuota(options.maxKeys);
     this.#saves = new NodeCheckpoints({
@@ -131,21 +156,41 @@ class Run {
       params: this.#params,
       retry: this.#retry,
     });
-    const { gate, observer, signal } = deps;
+    const { gate, observer } = deps;
+    const signal = this.#signal;
     const subBatchSize = (node: string) =>
       callSize(node, { gate: deps.gate, strategy: deps.strategy, batch: options.batch });
-    this.#sending = { gate, retry: this.#retry, subBatchSize, observer, signal };
+    this.#sending = {
+      gate,
+      retry: this.#retry,
+      subBatchSize,
+      observer,
+      signal,
+      uncounted: this.#uncounted,
+    };
     this.#storm = new ErrorStorm({ threshold: stormThreshold(options.batch) });
   }
 
   async execute(): Promise<Summary> {
     const { target, observer } = this.#deps;
-    await this.#deps.strategy.init();
+    const starting = (what: string) => ({ ...this.#startup(), what });
+    await throughOutages(() => this.#deps.strategy.init(), starting("loading the scripts"));
     const masters = target.masters();
-    const sizes = await Promise.all(masters.map((node) => node.dbsize()));
+    const sizes = await throughOutages(
+      () => Promise.all(masters.map((node) => node.dbsize())),
+      { ...starting("estimating the keys to scan"), readOnly: true },
+    );
     this.#dbsize = sizes.reduce((a, b) => a + b, 0);
-    this.#estimate = this.#capped(await initialEstimate(masters, sizes));
-    const carried = await carriedTotals(this.#deps.checkpoints, this.#options);
+    this.#estimate = this.#capped(
+      await throughOutages(
+        () => initialEstimate(masters, sizes),
+        { ...starting("estimating the keys to scan"), readOnly: true },
+      ),
+    );
+    const carried = await throughOutages(
+      () => carriedTotals(this.#deps.checkpoints, this.#options),
+      { ...starting("reading the stored totals"), readOnly: true },
+    );
     observer?.onStart?.({
       mode: this.#options.mode,
       rps: this.#deps.gate.rps,
@@ -153,55 +198,113 @@ class Run {
       progressKey: this.#deps.checkpoints.prefix,
       carried,
     });
-    let completed: boolean[] = [];
-    let failure: unknown;
-    try {
-      completed = await Promise.all(masters.map((node) => this.#runNode(node)));
-    } catch (error) {
-      failure = error;
+    // Every node settles before the summary: a failed node halts the others first.
+    const settled = await Promise.allSettled(masters.map(async (node) => {
+      try {
+        return await this.#runNode(node);
+      } catch (error) {
+        this.#fail(error);
+        throw error;
+      }
+    }));
+    const completedAll = settled.every((s) => s.status === "fulfilled" && s.value);
+    if (this.#failure === undefined && completedAll) {
+      // The pass is complete: the next run starts over (nodes finished earlier were skipped).
+      await this.#saves.passComplete(this.#states).catch((error) => this.#fail(error));
     }
+    const failure = this.#failure;
     const summary: Summary = {
       mode: this.#options.mode,
       ...this.counters,
       duration_seconds: Math.round((performance.now() - this.#started) / 10) / 100,
-      completed: failure === undefined && completed.every(Boolean),
+      completed: failure === undefined && completedAll,
       cursor: this.#resumeCursor(),
     };
     if (failure !== undefined) {
-      (failure as { summary?: Summary }).summary = summary;
-      throw failure;
+      (failure.error as { summary?: Summary }).summary = summary;
+      throw failure.error;
     }
     return summary;
   }
 
+  /** The first failure ends the run: every other node stops as on a stop signal. */
+  #fail(error: unknown): void {
+    if (this.#failure !== undefined) return;
+    this.#failure = { error };
+    this.#halt.abort(error);
+  }
+
+  /** How start-up steps wait out an outage (run/outage.ts). */
+  #startup() {
+    return {
+      target: this.#deps.target,
+      logger: this.#log,
+      maxOutage: this.#options.maxOutage,
+      signal: this.#signal,
+    };
+  }
+
   /** One node to its end, a stop, or a failure; true when its scan completed. */
   async #runNode(node: Redis): Promise<boolean> {
-    const state = await openNode(node, {
-      ...this.#deps,
-      ...this.#options,
-      params: this.#params,
-      dbsize: this.#dbsize,
-      logger: this.#log,
-    });
-    this.#cursors.set(state.name, state.committed);
-    for (;;) {
-      try {
-        return await this.#scanNode(state);
-      } catch (error) {
-        if (this.#deps.signal?.aborted) return false;
-        if (!classify(error).outage) throw error;
-        const recovery = {
-          target: this.#deps.target,
+    const state = await throughOutages(
+      () =>
+        openNode(node, {
+          ...this.#deps,
+          ...this.#options,
+          params: this.#params,
+          dbsize: this.#dbsize,
           logger: this.#log,
-          maxOutage: this.#options.maxOutage,
-          needsPrimary: this.#options.mode === "execute",
-          observer: this.#deps.observer,
-          signal: this.#deps.signal,
-        };
-        if (!await recoverNode(state, error, recovery)) return false;
-        this.#cursors.set(state.name, state.committed);
+        }),
+      { ...this.#startup(), what: "reading the checkpoint" },
+    );
+    this.#cursors.set(state.name, state.committed);
+    this.#states.push(state);
+    if (state.finished) return true;
+    const watchdog = this.#watch(state);
+    try {
+      for (;;) {
+        try {
+          return await this.#scanNode(state);
+        } catch (error) {
+          if (this.#signal.aborted) return false;
+          if (!classify(error).outage) throw error;
+          const recovery = {
+            target: this.#deps.target,
+            logger: this.#log,
+            maxOutage: this.#options.maxOutage,
+            needsPrimary: this.#options.mode === "execute",
+            observer: this.#deps.observer,
+            signal: this.#signal,
+          };
+          if (!await recoverNode(state, error, recovery)) return false;
+          this.#cursors.set(state.name, state.committed);
+        }
       }
+    } finally {
+      clearInterval(watchdog);
     }
+  }
+
+  /**
+   * Ends the run when the node has been lost for --max-outage, whatever the node's own loop waits
+   * on at that moment (a call that a frozen server never answers, a cluster call's own retries):
+   * its connections are closed, so what is pending on them fails now, and every node stops.
+   */
+  #watch(state: NodeState): ReturnType<typeof setInterval> {
+    const { target } = this.#deps;
+    return setInterval(() => {
+      const since = target.lostSince?.(state.node);
+      if (since === undefined || this.#signal.aborted) return;
+      if (performance.now() - since < this.#options.maxOutage * 1000) return;
+      const where = target.nodeName(state.node);
+      this.#fail(
+        new RedisUnavailableError(
+          `lost Redis at ${where} for longer than --max-outage; ` +
+            `the checkpoint is kept at cursor=${state.committed}`,
+        ),
+      );
+      target.abandon?.(state.node);
+    }, WATCHDOG_MS);
   }
 
   /**
@@ -247,7 +350,7 @@ class Run {
         });
         sent.results.catch(() => abandoned.abort());
         flights.push({ batch, keys, trimmed, steps, started, resumedFrom, ...sent });
-        const stop = !sent.complete || trimmed || this.#deps.signal?.aborted ||
+        const stop = !sent.complete || trimmed || this.#signal.aborted ||
           (this.#quota.used && batch.next !== "0");
         scanDone = await settleFlights(flights, stop ? 0 : batchesInFlight - 1, finish) ?? scanDone;
         if (stop) return false;
@@ -267,14 +370,15 @@ class Run {
       }
       throw error;
     }
-    if (!scanDone || this.#deps.signal?.aborted) return false;
+    if (!scanDone || this.#signal.aborted) return false;
     await this.#saves.complete(state);
     return true;
   }
 
   /** A batch's replies are in: count them, and store its checkpoint unless a script did. */
   async #finish(state: NodeState, flight: Flight, chain?: CheckpointChain): Promise<BatchEnd> {
-    const results = await flight.results;
+    // A copy an abandoned batch made counts as this run's copy when its key is read again.
+    const results = this.#uncounted.settle(flight.keys, await flight.results);
     const execute = this.#options.mode === "execute";
     countResults(this.counters, results);
     // A storm stops the run only after this batch is counted and reported (never saved past).

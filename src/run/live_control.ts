@@ -4,15 +4,28 @@
  * publishes `<P>:status` about once a second, then a last `finished` status. The counts, estimate
  * and per-node cursors come from the run's own observer events.
  *
+ * Only commands issued while the run listens are obeyed (control/remote.ts): those left by an
+ * earlier run are logged and not applied, so the cap is `--rps` until a `set-rps` of this run. One
+ * exception keeps an operator's brake on: a run that takes over from a run that died paused (its
+ * status still says `running` and operator-paused, and the last pause/resume is a `pause`)
+ * starts paused.
+ *
  * @module
  */
 import {
   type ControlCommand,
+  type ControlOpening,
   formatControl,
-  parseControl,
+  openControl,
   watchControl,
 } from "../control/remote.ts";
-import { etaSeconds, publishStatus, type RunStatus, writeStatus } from "../control/status.ts";
+import {
+  etaSeconds,
+  publishStatus,
+  readStatus,
+  type RunStatus,
+  writeStatus,
+} from "../control/status.ts";
 import type { Shard } from "../redis/shard.ts";
 import type { ThrottleView } from "../control/throttle.ts";
 import type { Cluster, Redis } from "../redis/ioredis.ts";
@@ -59,6 +72,9 @@ export class LiveControl {
   #estimate = 0;
   readonly #cursors: Record<string, string> = {};
   #loops: Promise<unknown> = Promise.resolve();
+  /** What the operator's commands of this run set: the status says it. */
+  #operatorPaused = false;
+  #capBy: "--rps" | "set-rps" = "--rps";
 
   private constructor(options: LiveControlOptions) {
     this.#options = options;
@@ -73,16 +89,22 @@ export class LiveControl {
   }
 
   /**
-   * Applies the stored control value once (a `pause` left in force starts the run paused), then
-   * watches the key and publishes the status until {@linkcode finish}.
+   * Opens the control stream after its last entry (the commands already there are an earlier
+   * run's), resumes a dead predecessor's operator pause, then watches the stream and publishes
+   * the status until {@linkcode finish}.
    */
   static async start(options: LiveControlOptions): Promise<LiveControl> {
     const live = new LiveControl(options);
     const { client, progressKey } = options;
-    const stored = await client.get(`${progressKey}:control`).catch(() => null);
-    const command = stored === null ? undefined : parseControl(stored);
-    if (command !== undefined && typeof command !== "string" && command.kind !== "stop") {
-      live.#obey(command);
+    // A control read must never fail the run: without it, the watcher opens the stream later.
+    const opening = await openControl(client, progressKey).catch(() => undefined);
+    if (opening) await live.#opened(opening);
+    else {
+      options.logger.log(
+        "warn",
+        "control_unread",
+        `could not read ${progressKey}:control at the start; commands are read once it answers`,
+      );
     }
     const signal = live.#halt.signal;
     const intervalMs = options.intervalMs ?? 1000;
@@ -90,6 +112,7 @@ export class LiveControl {
       watchControl(client, progressKey, {
         signal,
         intervalMs,
+        opening,
         onCommand: (next) => live.#obey(next),
         onIgnored: ({ value, problem }) =>
           options.logger.log(
@@ -116,13 +139,49 @@ export class LiveControl {
     await writeStatus(client, progressKey, this.#snapshot("finished"), shard).catch(() => {});
   }
 
+  /**
+   * The commands in the stream at the start were issued for earlier runs: logged, not applied;
+   * except a pause that the run replaced here died under (the operator's brake stays on across a
+   * crash restart, until `resume`).
+   */
+  async #opened(opening: ControlOpening): Promise<void> {
+    const commands = opening.earlier.flatMap((entry) =>
+      typeof entry.command === "string" ? [] : [entry.command]
+    );
+    if (commands.length === 0) return;
+    const { client, progressKey, shard, logger } = this.#options;
+    logger.log(
+      "info",
+      "control_earlier",
+      `not applied: ${commands.length} command(s) in ${progressKey}:control issued before this ` +
+        `run started, the last '${formatControl(commands[0]!)}' (a command reaches only the runs ` +
+        `alive when it is issued)`,
+    );
+    const brake = commands.find((command) => command.kind === "pause" || command.kind === "resume");
+    if (brake?.kind !== "pause") return;
+    const predecessor = await readStatus(client, progressKey, shard).catch(() => undefined);
+    const died = predecessor?.status.phase === "running" && predecessor.status.mode === "execute";
+    if (!died || predecessor.status.control?.operator_paused !== true) return;
+    const { host, pid } = predecessor.status.holder;
+    logger.log(
+      "warn",
+      "control_carried",
+      `starting paused: the run this one takes over from (${host} pid ${pid}) died paused by ` +
+        `the operator; backfill resume goes on`,
+    );
+    this.#obey(brake);
+  }
+
   #obey(command: ControlCommand): void {
     const { targets, logger, stop } = this.#options;
     logger.log("info", "control", `control: ${formatControl(command)}`);
     if (command.kind === "pause" || command.kind === "resume") {
-      targets.setPaused(command.kind === "pause");
-    } else if (command.kind === "set-rps") targets.setCap(command.rps);
-    else {
+      this.#operatorPaused = command.kind === "pause";
+      targets.setPaused(this.#operatorPaused);
+    } else if (command.kind === "set-rps") {
+      this.#capBy = "set-rps";
+      targets.setCap(command.rps);
+    } else {
       logger.log("warn", "control_stop", "stopping: backfill stop (checkpoint, summary)");
       stop.abort(STOP_REASON);
     }
@@ -147,6 +206,7 @@ export class LiveControl {
       estimated_total: this.#estimate,
       eta_seconds: phase === "finished" ? 0 : etaSeconds(scanned, this.#estimate, elapsed),
       cursors: { ...this.#cursors },
+      control: { operator_paused: this.#operatorPaused, cap_by: this.#capBy },
     };
   }
 }

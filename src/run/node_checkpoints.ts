@@ -20,7 +20,15 @@ import type { KeyRetry } from "./retry.ts";
 /** The store operations a run uses. */
 export type RunCheckpointStore = Pick<
   CheckpointStore,
-  "prefix" | "keys" | "load" | "save" | "clear" | "addTotals" | "loadTotals" | "resetTotals"
+  | "prefix"
+  | "keys"
+  | "load"
+  | "save"
+  | "finish"
+  | "clear"
+  | "addTotals"
+  | "loadTotals"
+  | "resetTotals"
 >;
 
 /** Options of {@linkcode NodeCheckpoints}. */
@@ -58,7 +66,7 @@ export class NodeCheckpoints {
     if (strategy.checkpointOrdering !== "in-script" || mode !== "execute") return undefined;
     const stored = await store.load(state.nodeId);
     const held = stored?.cursor === state.committed && stored.runId === state.runId &&
-      stored.params === params;
+      stored.params === params && !stored.finished;
     if (!held) await this.save(state, state.committed);
     return new CheckpointChain({ keys: store.keys(state.nodeId), stored: state.committed });
   }
@@ -113,19 +121,34 @@ export class NodeCheckpoints {
     }
   }
 
-  /** The node's scan completed: its checkpoint goes, its last counts join the totals. */
+  /**
+   * The node's scan completed: it is marked finished in this pass (a later run of the pass does
+   * not scan it again), its last counts join the totals.
+   */
   async complete(state: NodeState): Promise<void> {
     if (this.#options.mode !== "execute") return;
     const unsaved = this.#unsavedOf(state);
     const totals = unsaved.take();
+    const run = { runId: state.runId, params: this.#options.params };
     try {
       await this.#options.retry.untilWritable(
         state.name,
-        () => this.#options.store.clear(state.nodeId, totals),
+        () => this.#options.store.finish(state.nodeId, run, totals),
       );
     } catch (error) {
       unsaved.restore(totals);
       throw error;
+    }
+  }
+
+  /** Every node of the run's pass completed: their checkpoints go, the next run starts over. */
+  async passComplete(states: readonly NodeState[]): Promise<void> {
+    if (this.#options.mode !== "execute") return;
+    for (const state of states) {
+      await this.#options.retry.untilWritable(
+        state.name,
+        () => this.#options.store.clear(state.nodeId),
+      );
     }
   }
 

@@ -32,12 +32,15 @@ export interface OpenNodeOptions {
   logger: Logger;
 }
 
+/** A node as opened: where its scan starts, or `finished` when it completed earlier in the pass. */
+export type OpenedNode = NodeState & { finished: boolean };
+
 /**
  * The node's state at the start of its scan.
  *
  * @throws {SafetyRefusal} when the stored checkpoint must not be resumed (checkpoint/resume.ts).
  */
-export async function openNode(node: Redis, options: OpenNodeOptions): Promise<NodeState> {
+export async function openNode(node: Redis, options: OpenNodeOptions): Promise<OpenedNode> {
   const { target, checkpoints } = options;
   const name = target.nodeName(node);
   const nodeId = options.nodeId ? await options.nodeId(node) : "";
@@ -54,19 +57,21 @@ export async function openNode(node: Redis, options: OpenNodeOptions): Promise<N
     prefix: checkpoints.prefix,
   });
   if (decision.kind === "refuse") throw new SafetyRefusal(decision.reason);
-  if (decision.clear) await checkpoints.clear(nodeId);
   if (decision.log) {
     const { level, event, message, fields } = decision.log;
     options.logger.log(level, event, message, fields);
   }
+  const finished = decision.kind === "finished";
+  if (!finished && decision.clear) await checkpoints.clear(nodeId);
   return {
+    finished,
     node,
     name,
     nodeId,
     runId,
-    committed: decision.cursor,
-    within: decision.within,
-    startFraction: scanFraction(decision.cursor, options.dbsize),
+    committed: finished ? "0" : decision.cursor,
+    within: finished ? undefined : decision.within,
+    startFraction: finished ? 1 : scanFraction(decision.cursor, options.dbsize),
     lastSave: 0,
   };
 }

@@ -7,6 +7,8 @@
  */
 import type { Buffer } from "node:buffer";
 import type { BatchPosition } from "../checkpoint/batch_position.ts";
+import { backoffMs, RECONNECT } from "../async/backoff.ts";
+import { delay } from "../async/delay.ts";
 import { RedisUnavailableError } from "../errors.ts";
 import { serverRunId, waitForRedis } from "../redis/availability.ts";
 import { classify } from "../redis/errors.ts";
@@ -33,7 +35,7 @@ export interface NodeState {
 
 /** What {@linkcode recoverNode} needs. */
 export interface RecoveryOptions {
-  target: Pick<RedisTarget, "nodeName">;
+  target: Pick<RedisTarget, "nodeName" | "lostSince">;
   logger: Logger;
   /** Seconds an outage may last (`--max-outage`). */
   maxOutage: number;
@@ -42,6 +44,84 @@ export interface RecoveryOptions {
   /** Told when the node is lost and when it answers again (health, `redis_up`). */
   observer?: Pick<RunObserver, "onRedisDown" | "onRedisReply">;
   signal?: AbortSignal;
+}
+
+/** Options of {@linkcode throughOutages}. */
+export interface StartupWaitOptions {
+  /** What the step does, for the log line and the error ("checking memory headroom"). */
+  what: string;
+  target: Pick<RedisTarget, "masters" | "nodeName" | "lostSince"> & { redacted?: string };
+  logger: Logger;
+  /** Seconds an outage may last (`--max-outage`). */
+  maxOutage: number;
+  signal?: AbortSignal;
+  /**
+   * The step only reads: a stop signal ends it at once, even while its commands are pending (a
+   * step that writes, like taking the lock, is awaited, so nothing it did is left behind).
+   */
+  readOnly?: boolean;
+}
+
+/**
+ * Runs one step of a run's start-up (connected, before or around the first write) through
+ * outages, as the main loop does per node: a lost connection, a frozen server, BUSY, LOADING,
+ * READONLY and the like are waited for with backoff, and the step runs again, up to --max-outage
+ * since the outage began. A stop signal ends the step, or the wait, at once.
+ *
+ * @throws {RedisUnavailableError} when the outage outlasts --max-outage.
+ * @throws `signal.reason` when a stop signal ended it (main.ts maps a signal to its exit code).
+ */
+export async function throughOutages<T>(
+  step: () => Promise<T>,
+  options: StartupWaitOptions,
+): Promise<T> {
+  const { signal, target, logger, maxOutage } = options;
+  let since: number | undefined;
+  for (let attempt = 0;; attempt++) {
+    signal?.throwIfAborted();
+    try {
+      return await (options.readOnly ? untilSignal(step(), signal) : step());
+    } catch (error) {
+      if (signal?.aborted) throw signal.reason;
+      const { outage, code } = classify(error);
+      if (!outage) throw error;
+      const now = performance.now();
+      const lost = target.masters().find((node) => target.lostSince?.(node) !== undefined);
+      since ??= Math.min(now, lost ? target.lostSince!(lost)! : now);
+      const masters = target.masters();
+      const where = lost
+        ? target.nodeName(lost)
+        : masters.length === 1
+        ? target.nodeName(masters[0]!)
+        : target.redacted ?? "its masters";
+      if (attempt === 0) {
+        logger.log(
+          "warn",
+          "redis_lost",
+          `lost Redis at ${where} (${code}) while ${options.what}; waiting up to ${maxOutage} s`,
+          { node: where, code },
+        );
+      }
+      if (now - since >= maxOutage * 1000) {
+        throw new RedisUnavailableError(
+          `lost Redis at ${where} (${code}) while ${options.what}, for longer than ` +
+            `--max-outage; the run stopped before its first batch`,
+          { cause: error },
+        );
+      }
+      await delay(backoffMs(attempt, RECONNECT), { signal });
+    }
+  }
+}
+
+/** `work`, or `signal.reason` as soon as the signal aborts (`work` is left to settle unseen). */
+function untilSignal<T>(work: Promise<T>, signal?: AbortSignal): Promise<T> {
+  if (signal === undefined) return work;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
 }
 
 /**
@@ -56,7 +136,11 @@ export async function recoverNode(
   options: RecoveryOptions,
 ): Promise<boolean> {
   const { target, logger, maxOutage } = options;
-  state.outageSince ??= performance.now();
+  // The outage began when the node's connections first lost it (a frozen node: when it went
+  // silent), not when this wait starts: waits before this one (a cluster call's own retries)
+  // count against the same bound.
+  const now = performance.now();
+  state.outageSince = Math.min(state.outageSince ?? now, target.lostSince?.(state.node) ?? now);
   const deadline = state.outageSince + maxOutage * 1000;
   const { code } = classify(error);
   // Named now, not at the start: after a failover the node is another host.

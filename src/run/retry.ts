@@ -11,12 +11,13 @@ import { backoffMs } from "../async/backoff.ts";
 import type { ScriptStep } from "../checkpoint/in_script.ts";
 import { pause } from "../async/delay.ts";
 import type { Gate } from "../control/gate.ts";
-import { SafetyRefusal } from "../errors.ts";
+import { BackfillError, SafetyRefusal } from "../errors.ts";
 import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
 import { classify, errorLine, isOutageCode, KeyReplyError } from "../redis/errors.ts";
 import type { Logger } from "../run_events.ts";
 import { jobIdOf } from "../schema.ts";
 import { escapeForLog } from "../telemetry/redact.ts";
+import type { UncountedCopies } from "./uncounted_copies.ts";
 
 /** Pause before the one retry of a sub-batch's failed keys. */
 const RETRY_DELAY_MS = 50;
@@ -33,6 +34,8 @@ export interface KeyRetryOptions {
   logger: Logger;
   /** How long Redis may refuse writes before the run stops (exit 4), in ms. */
   maxOutageMs: number;
+  /** Where a failed retry leaves what the earlier attempts copied (the re-read counts them). */
+  uncounted?: Pick<UncountedCopies, "remember">;
 }
 
 /** Keys still refused for lack of memory after a retry. */
@@ -60,17 +63,26 @@ export class KeyRetry {
    */
   async migrate(keys: Buffer[], node: string, step?: ScriptStep): Promise<StrategyResult[]> {
     const results = await this.#attempt(keys, step);
-    const once = failing(results).filter((i) => results[i]!.errorCode !== "OOM");
-    if (once.length > 0) {
-      await pause(RETRY_DELAY_MS, { signal: this.#options.migrate.signal });
-      await this.#redo(keys, results, once);
-    }
-    if (failing(results, "OOM").length > 0) {
-      await this.untilWritable(node, async () => {
-        await this.#redo(keys, results, failing(results, "OOM"));
-        const left = failing(results, "OOM").length;
-        if (left > 0) throw new StillRefused(left);
-      }, { backOffFirst: true });
+    try {
+      const once = failing(results).filter((i) => results[i]!.errorCode !== "OOM");
+      if (once.length > 0) {
+        // A stop sends nothing more (it may come just before the locks are released): the
+        // sub-batch fails, so its batch is not saved past and is read again by the next run.
+        const { signal } = this.#options.migrate;
+        if (!await pause(RETRY_DELAY_MS, { signal })) throw signal?.reason;
+        await this.#redo(keys, results, once);
+      }
+      if (failing(results, "OOM").length > 0) {
+        await this.untilWritable(node, async () => {
+          await this.#redo(keys, results, failing(results, "OOM"));
+          const left = failing(results, "OOM").length;
+          if (left > 0) throw new StillRefused(left);
+        }, { backOffFirst: true });
+      }
+    } catch (error) {
+      // The batch is abandoned: the copies the attempts so far made are still this run's.
+      this.#options.uncounted?.remember(keys, results);
+      throw error;
     }
     this.#logErrors(keys, results, node);
     return results;
@@ -130,7 +142,8 @@ export class KeyRetry {
       results = await this.#options.strategy.migrate(keys, { ...this.#options.migrate, step });
     } catch (error) {
       const { outage, code } = classify(error);
-      if (outage) throw error;
+      // A refusal (this runner's lock is lost) ends the run; it is no key's error.
+      if (outage || error instanceof BackfillError) throw error;
       const errorMessage = errorLine(error);
       return keys.map(() => ({
         outcome: "errors",

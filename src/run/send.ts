@@ -14,6 +14,7 @@ import { nameInvalidKeys } from "../outcome.ts";
 import type { RunObserver } from "../run_events.ts";
 import type { BatchSteps, SentBatch } from "./pipeline.ts";
 import type { KeyRetry } from "./retry.ts";
+import type { UncountedCopies } from "./uncounted_copies.ts";
 
 /** Largest sub-batch: a guard only; the strategy sizes calls by Redis time (`--max-call-ms`). */
 export const MAX_SUB_BATCH = 100;
@@ -53,6 +54,8 @@ export interface SendOptions {
   signal?: AbortSignal;
   /** An earlier batch of this node failed: stop sending (its failure ends the scan anyway). */
   abandon?: AbortSignal;
+  /** Where the copies of the calls that replied go when the batch fails (the re-read counts them). */
+  uncounted?: Pick<UncountedCopies, "remember">;
 }
 
 /**
@@ -63,6 +66,7 @@ export interface SendOptions {
 export async function sendBatch(keys: Buffer[], options: SendOptions): Promise<SentBatch> {
   const { gate, observer, signal, node } = options;
   const inFlight: Promise<StrategyResult[]>[] = [];
+  const chunks: Buffer[][] = [];
   const failed = new AbortController();
   const waiting = AbortSignal.any(
     [signal, options.abandon, failed.signal].filter((s): s is AbortSignal => s !== undefined),
@@ -93,10 +97,17 @@ export async function sendBatch(keys: Buffer[], options: SendOptions): Promise<S
       failed.abort();
     });
     inFlight.push(work);
+    chunks.push(chunk);
   }
   const results = Promise.allSettled(inFlight).then((settled) => {
     const failure = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
-    if (failure) throw failure.reason;
+    if (failure) {
+      // The batch will be read again; what its answered calls copied is this run's work.
+      settled.forEach((s, i) => {
+        if (s.status === "fulfilled") options.uncounted?.remember(chunks[i]!, s.value);
+      });
+      throw failure.reason;
+    }
     return settled.flatMap((s) => (s as PromiseFulfilledResult<StrategyResult[]>).value);
   });
   results.catch(() => {});

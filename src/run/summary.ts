@@ -14,6 +14,7 @@ export function summaryJson(summary: Summary): Record<string, unknown> {
   json.duration_seconds = summary.duration_seconds;
   json.completed = summary.completed;
   json.cursor = summary.cursor;
+  if (summary.intents_completed !== undefined) json.intents_completed = summary.intents_completed;
   if (summary.preflight !== undefined) {
     json.preflight = { ok: summary.preflight.length === 0, missing: summary.preflight };
   }
@@ -38,6 +39,15 @@ export function renderSummary(summary: Summary): string {
       "Completed",
       summary.completed ? "yes" : `no (next run resumes from cursor ${summary.cursor})`,
     ),
+    ...(summary.intents_completed
+      ? [
+        row(
+          "Intents completed",
+          summary.intents_completed,
+          "  (left unverified by an earlier run)",
+        ),
+      ]
+      : []),
     ...(summary.preflight?.length
       ? [row("Preflight", `--execute would refuse: may not run ${summary.preflight.join(", ")}`)]
       : []),

@@ -24,6 +24,8 @@ export interface ProgressKeys {
   lock: string;
   control: string;
   status: string;
+  /** Cluster: a fence and an intents hash (one per slot; safety/lock_fence.ts, cluster/intents.ts). */
+  perSlot?: string[];
 }
 
 /**
@@ -66,8 +68,20 @@ export function executeNeeds(progress: ProgressKeys): Need[] {
     onKey("DEL", progress.cursor),
     onKey("SET", progress.lock, "x", "PX", "1", "NX"),
     { command: "EVAL", args: ["return 1", "1", progress.lock] },
-    onKey("GET", progress.control),
+    // Live control: the control stream's reads (in a script), a dead predecessor's status.
+    onKey("TYPE", progress.control),
+    onKey("XRANGE", progress.control, "-", "+"),
+    onKey("XREVRANGE", progress.control, "+", "-"),
+    onKey("GET", progress.status),
     onKey("SET", progress.status, "x", "PX", "1"),
+    ...(progress.perSlot ?? []).flatMap((key) => [
+      onKey("HSET", key, "f", "x"),
+      onKey("HGET", key, "f"),
+      onKey("HMGET", key, "f"),
+      onKey("HEXISTS", key, "f"),
+      onKey("HGETALL", key),
+      onKey("HDEL", key, "f"),
+    ]),
   ];
 }
 
@@ -97,6 +111,8 @@ export async function missingPermissions(
   try {
     reply = await node.call("EVAL_RO", PREFLIGHT_SCRIPT, "0", ...args) as number[];
   } catch (error) {
+    // A node that is not there (or busy) cannot tell now: the caller waits for it and asks again.
+    if (classify(error).outage) throw error;
     // A user who may not even run a read-only script cannot run the copy scripts either.
     if (classify(error).kind === "credentials") return ["EVAL_RO / EVALSHA (scripts)"];
     return undefined;
@@ -126,7 +142,7 @@ function describe(need: Need): string {
 /** The progress key names the run writes, as the checkpoint store, lock and live control name them. */
 export function progressKeysFor(
   prefix: string,
-  names: { cursor: string; meta: string; control: string; status: string },
+  names: { cursor: string; meta: string; control: string; status: string; perSlot?: string[] },
 ): ProgressKeys {
   return { ...names, lock: `${prefix}:lock` };
 }

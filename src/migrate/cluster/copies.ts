@@ -51,9 +51,9 @@ export function scriptError(text: unknown, workspace: string): StrategyResult {
 }
 
 /**
- * We wrote, but could not learn whether the old key changed meanwhile, or could not take our
- * write back. A retry could not undo it, so the key is an error for the operator (the log names
- * the job) and the copy stays; verify reports it if it differs.
+ * We wrote, but could not learn whether the old key changed meanwhile, or could not settle our
+ * write. Its intent stays recorded (intents.ts): the key's retry finds it, completes it first and
+ * copies the job again; if the retry fails too, the next run completes it.
  */
 export function unverified(error: unknown, workspace?: string): StrategyResult {
   return {
@@ -61,7 +61,7 @@ export function unverified(error: unknown, workspace?: string): StrategyResult {
     workspace,
     errorCode: errorCode(error),
     errorMessage: errorLine(error),
-    retryable: false,
+    retryable: true,
   };
 }
 

@@ -7,8 +7,12 @@
  *    JavaScript RegExp Lua cannot run) or in dry-run, it returns every snapshot, and a job whose
  *    new key the same master serves is copied there by a second atomic script (LOCAL), checked
  *    against the id the client validated.
- * 2. The others are written grouped by the new keys' masters, re-checked against the snapshot on
- *    the old keys' master, and taken back and read again where the application changed the job.
+ * 2. The others are written grouped by the new keys' masters, each with a durable intent in the
+ *    same call, re-checked against the snapshot on the old keys' master, and settled: kept, or
+ *    taken back and read again where the application changed the job (remote.ts, intents.ts).
+ *
+ * Before its first copy, an `--execute` run completes the intents an earlier run left (a kill -9
+ * between a write and its re-check), and says so.
  *
  * A job whose old key keeps changing is given up after {@linkcode MAX_ATTEMPTS} reads, as a
  * retryable `CHANGED` error. Redirects fall back per job to the routed client (runner.ts).
@@ -17,6 +21,7 @@
  */
 import type { Buffer } from "node:buffer";
 import { SafetyRefusal } from "../../errors.ts";
+import type { Logger } from "../../run_events.ts";
 import type { Cluster } from "../../redis/ioredis.ts";
 import type { WorkspaceRule } from "../../schema.ts";
 import { redisVersion } from "../in_server.ts";
@@ -24,6 +29,7 @@ import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../strat
 import type { Copy, Pending } from "./copies.ts";
 import { copyLocal, planCopies } from "./local.ts";
 import { readSnapshots } from "./read.ts";
+import { completeIntents, type Completion, pendingIntents } from "./intents.ts";
 import { copyRemote } from "./remote.ts";
 import { ScriptRunner } from "./runner.ts";
 
@@ -34,6 +40,17 @@ export const MAX_ATTEMPTS = 4;
 export interface ClusterCopyOptions {
   /** How long one step keeps retrying topology errors (default 30 s: a failover's election). */
   retryBudgetMs?: number;
+  /** The progress key: intents live under it (default `ai:backfill`). */
+  progressKey?: string;
+  /** The run's fence (safety/lock_fence.ts), carried by every script call; absent: unfenced. */
+  fence?: { argsFor(key: Uint8Array): string[] };
+  /**
+   * What {@linkcode ClusterCopy.init} does with the intents an earlier run left: `complete` them
+   * (`--execute`), or `report` how many there are (dry-run: read-only). Default: neither.
+   */
+  leftIntents?: "complete" | "report";
+  /** Where that completion is logged. */
+  logger?: Logger;
 }
 
 /** Migrates on a Redis Cluster (Redis ≥ 7.0 on every master). */
@@ -43,14 +60,35 @@ export class ClusterCopy implements MigrationStrategy {
   readonly #cluster: Cluster;
   readonly #rule: WorkspaceRule;
   readonly #runner: ScriptRunner;
+  readonly #options: ClusterCopyOptions;
+  readonly #progressKey: string;
+  /** Tells this run's intent ids from any other run's. */
+  readonly #nonce = crypto.randomUUID();
+  #writes = 0;
+  /**
+   * Intents an earlier run left that this run completed (the summary's `intents_completed`);
+   * undefined unless {@linkcode ClusterCopyOptions.leftIntents} is `complete`.
+   */
+  intentsCompleted?: number;
 
   constructor(cluster: Cluster, rule: WorkspaceRule, options: ClusterCopyOptions = {}) {
     this.#cluster = cluster;
     this.#rule = rule;
-    this.#runner = new ScriptRunner(cluster, { budgetMs: options.retryBudgetMs ?? 30_000 });
+    this.#options = options;
+    this.#progressKey = options.progressKey ?? "ai:backfill";
+    if (options.leftIntents === "complete") this.intentsCompleted = 0;
+    this.#runner = new ScriptRunner(cluster, {
+      budgetMs: options.retryBudgetMs ?? 30_000,
+      fence: options.fence,
+    });
   }
 
-  /** @throws {SafetyRefusal} when a master runs Redis older than 7.0 (no PEXPIRETIME). */
+  /**
+   * Checks the masters' versions; completes (or reports) the intents an earlier run left, before
+   * anything else is written.
+   *
+   * @throws {SafetyRefusal} when a master runs Redis older than 7.0 (no PEXPIRETIME).
+   */
   async init(): Promise<void> {
     for (const node of this.#cluster.nodes("master")) {
       const [major, minor] = redisVersion(await node.info("server"));
@@ -60,6 +98,56 @@ export class ClusterCopy implements MigrationStrategy {
         );
       }
     }
+    if (this.#options.leftIntents === "complete") await this.#completeLeftIntents();
+    if (this.#options.leftIntents === "report") await this.#reportLeftIntents();
+  }
+
+  /**
+   * An earlier run that died between a cross-master write and its re-check left its intent:
+   * complete each (keep, take back, or remove the copy), copy again the jobs whose write was taken
+   * back, and log what was done.
+   */
+  async #reportLeftIntents(): Promise<void> {
+    const left = (await pendingIntents(this.#runner, this.#progressKey)).length;
+    if (left === 0) return;
+    this.#options.logger?.log(
+      "warn",
+      "intents_left",
+      `${left} cluster copies an earlier run left unverified (stopped between a write and its ` +
+        `re-check); --execute completes them before its first copy`,
+      { intents: left },
+    );
+  }
+
+  async #completeLeftIntents(): Promise<void> {
+    const pending = await pendingIntents(this.#runner, this.#progressKey);
+    if (pending.length === 0) return;
+    const done = await completeIntents(this.#runner, this.#progressKey, pending);
+    // Completed meanwhile by another runner starting at the same time: its count, not ours.
+    const intents = pending.filter((_, i) => done[i] !== "elsewhere");
+    const completions = done.filter((c) => c !== "elsewhere");
+    if (intents.length === 0) return;
+    const count = (kind: Completion) => completions.filter((c) => c === kind).length;
+    const undone = intents.filter((_, i) => completions[i] === "undone").map((i) => i.oldKey);
+    let failed = 0;
+    for (let i = 0; i < undone.length; i += 100) {
+      const results = await this.migrate(undone.slice(i, i + 100), { dryRun: false });
+      failed += results.filter((r) => r.outcome === "errors").length;
+    }
+    this.intentsCompleted = intents.length - count("left");
+    this.#options.logger?.log(
+      count("left") > 0 || failed > 0 ? "warn" : "info",
+      "intents_completed",
+      `completed ${this.intentsCompleted} of ${intents.length} cluster copies an earlier run ` +
+        `left unverified (stopped between a write and its re-check): ${count("verified")} ` +
+        `verified, ${count("undone")} taken back and copied again from the old key` +
+        (failed > 0 ? ` (${failed} failed to copy again: left to a rerun and verify)` : "") +
+        `, ${count("removed")} removed (the old key is gone)` +
+        (count("left") > 0
+          ? `, ${count("left")} left for the next run (a master out of reach)`
+          : ""),
+      { intents: intents.length, completed: this.intentsCompleted },
+    );
   }
 
   async migrate(keys: readonly Buffer[], options: MigrateOptions): Promise<StrategyResult[]> {
@@ -86,8 +174,13 @@ export class ClusterCopy implements MigrationStrategy {
       here,
     });
     if (copies.length === 0) return [];
+    const remote = {
+      ...options,
+      progressKey: this.#progressKey,
+      nextId: () => `${this.#nonce}:${++this.#writes}`,
+    };
     if (here) {
-      const changed = await copyRemote(this.#runner, copies, results, options);
+      const changed = await copyRemote(this.#runner, copies, results, remote);
       return changed.map(({ index, oldKey }) => ({ index, oldKey }));
     }
     if (options.dryRun) {
@@ -100,7 +193,7 @@ export class ClusterCopy implements MigrationStrategy {
       (this.#runner.sameNode(copy.oldKey, copy.newKey) ? same : there).push(copy);
     }
     const local = await copyLocal(this.#runner, same, results, options);
-    const changed = await copyRemote(this.#runner, [...there, ...local.moved], results, options);
+    const changed = await copyRemote(this.#runner, [...there, ...local.moved], results, remote);
     return [...local.changed, ...changed].map(({ index, oldKey }) => ({ index, oldKey }));
   }
 }

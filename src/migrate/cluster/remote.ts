@@ -1,30 +1,39 @@
 /**
  * The cluster copy across masters, from a READ snapshot, in three grouped steps:
  *
- * 1. WRITE each new key create-only on its master; the reply says exactly what this call added.
+ * 1. WRITE each new key create-only on its master, with its intent in the same call (intents.ts);
+ *    the reply says exactly what this call added.
  * 2. RECHECK each old key that got something written: its absolute expiry and packed fields must
  *    still be the snapshot's. Then what was written is what the old key holds.
- * 3. Where it is not (the application wrote or deleted the job meanwhile), UNDO exactly what was
- *    added, only where it is still as written, and read the job again (or count it `skipped_gone`
- *    when the old key is gone: a deleted job is never re-created).
+ * 3. SETTLE each intent on the new keys' masters: cleared where the old key held the snapshot;
+ *    where it did not (the application wrote or deleted the job meanwhile), exactly what was added
+ *    is taken back, only where it is still as written, and the job is read again (or counted
+ *    `skipped_gone` when the old key is gone: a deleted job is never re-created).
+ *
+ * A call that fails between WRITE and SETTLE leaves the intent: the key's retry (or the next run)
+ * completes it before writing the key again.
  *
  * @module
  */
 import type { Buffer } from "node:buffer";
 import type { MigrateOptions, StrategyResult } from "../strategy.ts";
-import { append, type Copy, failure, scriptError, unverified } from "./copies.ts";
+import { type Copy, failure, scriptError, unverified } from "./copies.ts";
+import { completeIntents, intentKey, intentsOf, settleWrites } from "./intents.ts";
 import type { ScriptRunner } from "./runner.ts";
 import { Code, SCRIPTS } from "./scripts.ts";
 
-/** What one WRITE added to a new key, as UNDO takes it. */
+/** A write to re-check: the copy and its intent's id. */
 interface Written {
   copy: Copy;
-  /** 1: created whole; 0: the listed fields; 2: unknown (a retried or failed call). */
-  mode: 0 | 1 | 2;
-  /** The expiry this write set, or -1. */
-  expirySet: number;
-  /** Names of the fields this write added (mode 0; UNDO takes their values from the snapshot). */
-  names: Buffer[];
+  id: string;
+}
+
+/** Where the cross-master copy keeps its intents, and how it names them. */
+export interface RemoteOptions extends MigrateOptions {
+  /** The progress key: intents live in `P:intents:{tag}`. */
+  progressKey: string;
+  /** A fresh intent id (unique per write, across runs). */
+  nextId: () => string;
 }
 
 /** Copies across masters; returns the copies to read again (their old key changed). */
@@ -32,59 +41,64 @@ export async function copyRemote(
   runner: ScriptRunner,
   copies: readonly Copy[],
   results: StrategyResult[],
-  options: MigrateOptions,
+  options: RemoteOptions,
 ): Promise<Copy[]> {
   if (copies.length === 0) return [];
-  const jobs = copies.map((c) => ({ key: c.newKey, args: [c.newKey, c.expireAt, c.packed] }));
-  const settled = await runner.run(SCRIPTS.write, [], jobs, { signal: options.signal });
+  const { progressKey, signal } = options;
+  const ids = copies.map(() => options.nextId());
+  const jobs = copies.map((c, j) => ({
+    key: c.newKey,
+    args: [c.newKey, intentKey(progressKey, c.newKey), ids[j]!, c.oldKey, c.expireAt, c.packed],
+  }));
+  const settled = await runner.run(SCRIPTS.write, [], jobs, { signal });
   const written: Written[] = [];
+  const pending: Copy[] = [];
   settled.forEach((write, j) => {
     const copy = copies[j]!;
+    const id = ids[j]!;
     if (!write.ok) {
-      // The call may have run before its reply was lost: check, and take back only an exact copy.
+      // The call may have run before its reply was lost: its intent (if any) says what it wrote.
       results[copy.index] = failure(write.error, copy.workspace);
-      written.push({ copy, mode: 2, expirySet: copy.expireAt, names: [] });
+      written.push({ copy, id });
       return;
     }
-    const [outcome, added] = decodeWrite(write.reply, copy, write.tries);
+    if (write.reply[0] === Code.pending) return void pending.push(copy);
+    const [outcome, wrote] = decodeWrite(write.reply, copy);
     results[copy.index] = outcome;
-    if (added) written.push(added);
+    if (wrote) written.push({ copy, id });
   });
-  return await recheck(runner, written, results, options);
+  const again = await recheck(runner, written, results, options);
+  if (pending.length > 0) {
+    // An earlier write of these keys was never settled: complete it, then read the jobs again.
+    const intents = await intentsOf(runner, progressKey, pending.map((c) => c.newKey), { signal });
+    await completeIntents(runner, progressKey, intents, { signal });
+    again.push(...pending);
+  }
+  return again;
 }
 
-/** The outcome of a WRITE reply, and what it added (nothing: no re-check needed). */
-function decodeWrite(
-  reply: unknown[],
-  copy: Copy,
-  tries: number,
-): [StrategyResult, Written | undefined] {
+/** The outcome of a WRITE reply, and whether it wrote anything (to re-check). */
+function decodeWrite(reply: unknown[], copy: Copy): [StrategyResult, boolean] {
   const code = reply[0] as number;
   const workspace = copy.workspace;
-  if (code === Code.gone) return [{ outcome: "skipped_gone" }, undefined];
-  const expirySet = reply[code === Code.error ? 2 : 1] === 1 ? copy.expireAt : -1;
-  if (code === Code.created) {
-    const mode = tries > 1 ? 2 : 1;
-    return [{ outcome: "migrated", workspace }, { copy, mode, expirySet, names: [] }];
-  }
+  if (code === Code.gone) return [{ outcome: "skipped_gone" }, false];
+  const ttlSet = reply[code === Code.error ? 2 : 1] === 1;
+  if (code === Code.created) return [{ outcome: "migrated", workspace }, true];
   const names = (reply[code === Code.error ? 3 : 2] as Buffer[] | undefined) ?? [];
-  const outcome: StrategyResult = code === Code.error
-    ? scriptError(reply[1], workspace)
-    : { outcome: names.length > 0 || expirySet > 0 ? "repaired" : "skipped_exists", workspace };
-  // A retried call may have written on an attempt whose reply was lost.
-  if (tries > 1) return [outcome, { copy, mode: 2, expirySet: copy.expireAt, names: [] }];
-  if (names.length === 0 && expirySet < 0) return [outcome, undefined];
-  return [outcome, { copy, mode: 0, expirySet, names }];
+  const wrote = names.length > 0 || ttlSet;
+  if (code === Code.error) return [scriptError(reply[1], workspace), wrote];
+  return [{ outcome: wrote ? "repaired" : "skipped_exists", workspace }, wrote];
 }
 
-/** Steps 2 and 3: re-check the old keys, undo where they changed. */
+/** Steps 2 and 3: re-check the old keys, settle every intent (taken back where they changed). */
 async function recheck(
   runner: ScriptRunner,
   written: Written[],
   results: StrategyResult[],
-  options: MigrateOptions,
+  options: RemoteOptions,
 ): Promise<Copy[]> {
   if (written.length === 0) return [];
+  const { progressKey, signal } = options;
   const settled = await runner.run(
     SCRIPTS.recheck,
     [],
@@ -92,32 +106,33 @@ async function recheck(
       key: copy.oldKey,
       args: [copy.oldKey, copy.expireAt, copy.packed],
     })),
-    { signal: options.signal },
+    { signal },
   );
-  const undo: { written: Written; gone: boolean }[] = [];
+  const verdicts: { written: Written; keep: boolean; gone: boolean }[] = [];
   settled.forEach((check, j) => {
     const w = written[j]!;
+    // Unknown whether the old key changed: the intent stays, and the key's retry completes it.
     if (!check.ok) results[w.copy.index] = unverified(check.error, w.copy.workspace);
-    else if (check.reply[0] !== Code.same) {
-      undo.push({ written: w, gone: check.reply[0] === Code.gone });
+    else {
+      const code = check.reply[0];
+      verdicts.push({ written: w, keep: code === Code.same, gone: code === Code.gone });
     }
   });
-  if (undo.length === 0) return [];
-  const jobs = undo.map(({ written: w }) => ({
-    key: w.copy.newKey,
-    args: append<Buffer | string | number>(
-      [w.copy.newKey, w.mode, w.expirySet, w.copy.packed, w.names.length],
-      w.names,
-    ),
-  }));
-  const undone = await runner.run(SCRIPTS.undo, [], jobs, { signal: options.signal });
+  const done = await settleWrites(
+    runner,
+    progressKey,
+    verdicts.map(({ written: w, keep }) => ({ newKey: w.copy.newKey, id: w.id, keep })),
+    { signal },
+  );
   const again: Copy[] = [];
-  undone.forEach((result, j) => {
-    const { written: w, gone } = undo[j]!;
-    if (!result.ok) results[w.copy.index] = unverified(result.error, w.copy.workspace);
-    else if (result.reply[0] !== Code.same) {
-      results[w.copy.index] = unverified(new Error("CHANGED"), w.copy.workspace);
-    } else if (gone) results[w.copy.index] = { outcome: "skipped_gone" };
+  done.forEach((result, j) => {
+    const { written: w, keep, gone } = verdicts[j]!;
+    // "absent": a completion of the same intent (after a lost reply) settled it already.
+    if (result !== "done" && result !== "absent") {
+      const error = result === "unclear" ? new Error("CHANGED") : result.error;
+      results[w.copy.index] = unverified(error, w.copy.workspace);
+    } else if (keep) return;
+    else if (gone) results[w.copy.index] = { outcome: "skipped_gone" };
     else again.push(w.copy);
   });
   return again;

@@ -2,12 +2,20 @@
  * Runs the cluster scripts: grouped on the master that serves a group's keys (one call per node),
  * or for one job through the routed cluster client (which follows MOVED and ASK). A group call
  * that meets a moved slot, a lost node or a cluster still settling falls back to routed calls per
- * job, retried with backoff within a budget.
+ * job, retried with backoff within a budget. Every call starts with the run's fence
+ * (safety/lock_fence.ts); a call Redis refuses as `FENCED` ends the run with a refusal.
  *
  * @module
  */
 import type { Buffer } from "node:buffer";
-import { errorCode, isNotServedHere, isOutage, isScriptMissing } from "../../redis/errors.ts";
+import { SafetyRefusal } from "../../errors.ts";
+import {
+  errorCode,
+  errorLine,
+  isNotServedHere,
+  isOutage,
+  isScriptMissing,
+} from "../../redis/errors.ts";
 import type { Cluster, Redis } from "../../redis/ioredis.ts";
 import { backoffMs, RECONNECT } from "../../async/backoff.ts";
 import { pause } from "../../async/delay.ts";
@@ -57,21 +65,30 @@ export interface RunOptions {
 export interface RunnerOptions {
   /** How long a job keeps retrying topology errors (a failover's election). */
   budgetMs: number;
+  /** The fence every call carries (absent: unfenced, for a caller that holds no lock). */
+  fence?: { argsFor(key: Uint8Array): string[] };
 }
+
+const UNFENCED = ["", "0"];
 
 /** Runs grouped script calls on a cluster. */
 export class ScriptRunner {
   readonly #cluster: Cluster;
   readonly #budget: number;
+  readonly #fence: (key: Uint8Array) => string[];
 
   constructor(cluster: Cluster, options: RunnerOptions) {
     this.#cluster = cluster;
     this.#budget = options.budgetMs;
+    const fence = options.fence;
+    this.#fence = fence ? (key) => fence.argsFor(key) : () => UNFENCED;
   }
 
   /**
    * Runs `script` for every job, grouped by the master serving each job's key, with `header`
-   * first in each call's ARGV. Settles one entry per job, in order.
+   * first in each call's ARGV (after the fence). Settles one entry per job, in order.
+   *
+   * @throws {SafetyRefusal} when Redis refused a call as `FENCED`: this runner lost its lock.
    */
   async run(
     script: ClusterScript,
@@ -84,7 +101,10 @@ export class ScriptRunner {
     const routed = options.routed ?? true;
     await Promise.all([...this.#groups(jobs)].map(async ([node, indexes]) => {
       if (node === undefined) return void fallback.push(...indexes);
-      const args: (Buffer | string | number)[] = [...header];
+      const args: (Buffer | string | number)[] = [
+        ...this.#fence(jobs[indexes[0]!]!.key),
+        ...header,
+      ];
       for (const i of indexes) for (const arg of jobs[i]!.args) args.push(arg);
       try {
         const replies = await this.#call(node, script, 0, args) as unknown[][];
@@ -105,6 +125,10 @@ export class ScriptRunner {
       options.signal,
     );
     fallback.forEach((i, j) => out[i] = retried[j]!);
+    const fenced = out.find((s) => !s.ok && errorCode(s.error) === "FENCED");
+    if (fenced !== undefined && !fenced.ok) {
+      throw new SafetyRefusal(`Redis refused a write: ${errorLine(fenced.error)}; stopping`);
+    }
     return out;
   }
 
@@ -145,7 +169,7 @@ export class ScriptRunner {
     for (let attempt = 0; pending.length > 0; attempt++) {
       const settled = await Promise.allSettled(pending.map(async (i) => {
         const job = jobs[i]!;
-        const args: unknown[] = [job.key, ...header];
+        const args: unknown[] = [job.key, ...this.#fence(job.key), ...header];
         for (const arg of job.args) args.push(arg);
         const reply = await this.#call(this.#cluster, script, 1, args);
         const mine = (reply as unknown[][])[0]!;

@@ -10,31 +10,40 @@
  *
  * A snapshot's fields travel as one string, `cmsgpack.pack` of HGETALL's flat list (field, value,
  * …): one bulk string per job instead of two per field, for Redis to reply and the client to
- * decode and send on; WRITE, UNDO and DRY unpack it with `cmsgpack.unpack`.
+ * decode and send on; WRITE and DRY unpack it with `cmsgpack.unpack`.
  *
- * - READ (old keys' node): ARGV field, only-workspace, here ("1" or ""), new prefix, old prefix
+ * Every ARGV starts with the fence (see `fencePrelude`); the arguments below follow it.
+ *
+ * - READ (old keys' node): field, only-workspace, here ("1" or ""), new prefix, old prefix
  *   length, default-rule Lua pattern and maximum length, key… → per key `{gone}`,
  *   `{invalid, reason}` (`not_hash`, `no_workspace_id`, and with here `empty_job_id`,
- *   `invalid_workspace_id`), `{filtered, ws}` or `{copy, ws, expire_at, packed}`. With here = "1" (the `readHere`
- *   variant, which may write), a job whose new key this node serves is checked against the
- *   default rule and copied at once, atomically, like LOCAL: `{migrated|repaired|exists|gone,
- *   ws}` or `{error, text, ws}` (the first line of Redis's error text).
- * - RECHECK (old keys' node, read-only): ARGV (key, expire_at, packed)… → `{same}` when the old
- *   key still has that absolute expiry and packs to the same string (fields in HGETALL's order,
- *   which changes only with a write or a rehash: a false "changed" costs a re-read, never a wrong
- *   copy), else `{gone}` or `{changed}`.
- * - LOCAL (old and new key on one node): ARGV field, (old, new, expected ws)… → the whole copy in
- *   one atomic step from the live old key: `{migrated}`, `{repaired}`, `{exists}`, `{gone}`,
+ *   `invalid_workspace_id`), `{filtered, ws}` or `{copy, ws, expire_at, packed}`. With here = "1"
+ *   (the `readHere` variant, which may write), a job whose new key this node serves is checked
+ *   against the default rule and copied at once, atomically, like LOCAL:
+ *   `{migrated|repaired|exists|gone, ws}` or `{error, text, ws}` (the first line of Redis's error
+ *   text).
+ * - RECHECK (old keys' node, read-only): (key, expire_at, packed)… → `{same}` when the old key
+ *   still has that absolute expiry and packs to the same string (fields in HGETALL's order, which
+ *   changes only with a write or a rehash: a false "changed" costs a re-read, never a wrong copy),
+ *   else `{gone}` or `{changed}`.
+ * - LOCAL (old and new key on one node): field, (old, new, expected ws)… → the whole copy in one
+ *   atomic step from the live old key: `{migrated}`, `{repaired}`, `{exists}`, `{gone}`,
  *   `{changed}` (the workspace id differs from the validated one) or `{error, code}`.
- * - WRITE (new keys' node): ARGV (key, expire_at, packed)… → create-only copy of a snapshot:
+ * - WRITE (new keys' node): (key, intent key, intent id, old key, expire_at, packed)… →
+ *   create-only copy of a snapshot, recorded with its intent in the same call (intents.ts):
  *   `{created, ttl_set}`, `{completed, ttl_set, {added field…}}`, `{gone}` when the absolute
- *   expiry has passed by the server's TIME (nothing written), or `{error, code, ttl_set, {added}}`.
- * - UNDO (new keys' node): ARGV (key, mode, expire_at_we_set, packed snapshot, n, name…)… →
- *   removes what WRITE added, only where it is still as written. Mode 1: created whole (DEL when
- *   unchanged, else the fields that still hold our values); mode 2: unknown what was added (DEL
- *   only when unchanged); mode 0: the n named fields. The expiry is removed only while it is still
- *   the one we set.
- * - DRY (new keys' node, read-only): ARGV (key, expire_at, packed)… → what WRITE would do.
+ *   expiry has passed by the server's TIME (nothing written), `{pending}` when an earlier write of
+ *   the key still has its intent (nothing written), or `{error, code, ttl_set, {added}}`.
+ * - SETTLE (new keys' node): (key, intent key, intent id, keep)… → completes that intent: keep
+ *   "1" (the old key still holds the snapshot) clears it; otherwise what the write added is
+ *   removed, only where it is still as written, and the intent cleared. Mode 1: created whole (DEL
+ *   when unchanged, else the fields that still hold our values); mode 2: unknown what was added
+ *   (DEL only when unchanged, else `{changed}`); mode 0: the named fields. The expiry is removed
+ *   only while it is still the one we set. `{same}` when done, `{gone}` when the intent is no
+ *   longer there (completed already) or is another write's.
+ * - INTENTS (read-only): (intent key, new key or "")… → per pair the intents recorded there (the
+ *   whole hash for ""): `{{new key, intent id, old key, expire_at, packed}, …}`.
+ * - DRY (new keys' node, read-only): (key, expire_at, packed)… → what WRITE would do.
  *
  * Expiries are set after the last chunk of fields: should PEXPIREAT find the time already passed
  * and delete the key, no later HSET can re-create it without a TTL.
@@ -58,6 +67,8 @@ export const Code = {
   created: 10,
   completed: 11,
   same: 12,
+  /** WRITE: the new key has an intent of another write still to complete (see intents.ts). */
+  pending: 13,
 } as const;
 
 /** A script and what running it needs. */
@@ -70,6 +81,40 @@ export interface ClusterScript {
 
 const CODES = Object.entries(Code).map(([name, value]) => `local ${name.toUpperCase()} = ${value}`)
   .join("\n");
+
+/**
+ * Every call's ARGV starts with the fence (safety/lock_fence.ts): the fence key of a slot the call
+ * touches, n, and n (lock key, token) pairs. A script that writes first checks that the fence holds
+ * this runner's token for every lock it took, and otherwise refuses the whole call with `FENCED`:
+ * a runner whose lock was lost (taken over, or gone with a master restarted empty) writes nothing.
+ * An empty fence key runs unfenced (a caller that holds no lock: a dry-run, a test). The rest of
+ * ARGV is the script's own arguments, `ARGS` in the scripts.
+ */
+function fencePrelude(checked: boolean): string {
+  return `
+local ARGS = {}
+do
+  local n = tonumber(ARGV[2])
+  for i = 3 + 2 * n, #ARGV do ARGS[#ARGS + 1] = ARGV[i] end
+  if ${checked} and ARGV[1] ~= "" then
+    local fields = {}
+    for i = 3, 2 + 2 * n, 2 do fields[#fields + 1] = ARGV[i] end
+    local held = redis.pcall("HMGET", ARGV[1], unpack(fields))
+    -- Not served here (a slot that moved) or a cluster still settling: the runner falls back to
+    -- routed calls per job, which follow redirects and retry until the cluster is up.
+    if held.err then
+      return redis.error_reply("TRYAGAIN the fence is not readable on this node: " .. held.err)
+    end
+    for j = 1, n do
+      if held[j] ~= ARGV[2 + 2 * j] then
+        return redis.error_reply("FENCED the run lock " .. fields[j] ..
+          " is no longer held by this runner (taken over, or lost with a restarted master)")
+      end
+    end
+  end
+end
+`;
+}
 
 const PRELUDE = `
 ${CODES}
@@ -126,9 +171,9 @@ end
 `;
 
 const READ = `
-local field, only, here = ARGV[1], ARGV[2], ARGV[3] == "1"
-local new_prefix, skip = ARGV[4], tonumber(ARGV[5])
-local pattern, max_len = ARGV[6], tonumber(ARGV[7])
+local field, only, here = ARGS[1], ARGS[2], ARGS[3] == "1"
+local new_prefix, skip = ARGS[4], tonumber(ARGS[5])
+local pattern, max_len = ARGS[6], tonumber(ARGS[7])
 -- With "here", a job whose new key this node serves is copied at once (the default workspace
 -- rule checked here, as the standalone script does); the others return their snapshot.
 local function here_or_snapshot(key, ws, flat)
@@ -165,23 +210,23 @@ local function read(key)
   return here_or_snapshot(key, ws, flat)
 end
 local out = {}
-for i = 8, #ARGV do out[#out + 1] = read(ARGV[i]) end
+for i = 8, #ARGS do out[#out + 1] = read(ARGS[i]) end
 return out
 `;
 
 const RECHECK = `
 local out = {}
-for i = 1, #ARGV, 3 do
-  local key = ARGV[i]
+for i = 1, #ARGS, 3 do
+  local key = ARGS[i]
   local at = redis.pcall("PEXPIRETIME", key)
   local code = CHANGED
   if type(at) == "table" then code = MOVED
   elseif at == -2 then code = GONE
-  elseif at == tonumber(ARGV[i + 1]) then
+  elseif at == tonumber(ARGS[i + 1]) then
     -- Packed in HGETALL's order, which changes only with a write or a rehash: a false "changed"
     -- costs a re-read, never a wrong copy. The workspace id is one of the fields.
     local flat = redis.pcall("HGETALL", key)
-    if not flat.err and cmsgpack.pack(flat) == ARGV[i + 2] then code = SAME end
+    if not flat.err and cmsgpack.pack(flat) == ARGS[i + 2] then code = SAME end
   end
   out[#out + 1] = {code}
 end
@@ -189,7 +234,7 @@ return out
 `;
 
 const LOCAL = `
-local field = ARGV[1]
+local field = ARGS[1]
 local function copy(old, new, expect)
   local t_old, t_new = kind(old), kind(new)
   if t_old == nil or t_new == nil then return {MOVED} end
@@ -198,46 +243,75 @@ local function copy(old, new, expect)
   return copy_here(new, t_new, redis.call("PEXPIRETIME", old), redis.call("HGETALL", old))
 end
 local out = {}
-for i = 2, #ARGV, 3 do out[#out + 1] = copy(ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
+for i = 2, #ARGS, 3 do out[#out + 1] = copy(ARGS[i], ARGS[i + 1], ARGS[i + 2]) end
 return out
 `;
 
 const WRITE = `
 local time = redis.call("TIME")
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local function write(key, at, flat)
+-- The intent of a write: what it wrote into the new key, from which old key and snapshot, as
+-- "<id>|" and the rest packed (SETTLE compares the id without unpacking). Kept in the same call as
+-- the write, in a hash of the new key's slot, so both exist or neither does.
+local function record(id, old, at, mode, ttl_set, packed, added)
+  return id .. "|" .. cmsgpack.pack({old, at, mode, ttl_set, packed, added})
+end
+local function write(key, ikey, id, old, at, packed)
   local t = kind(key)
   if t == nil then return {MOVED} end
   -- The old key's absolute expiry has passed: it is gone, and a copy must not outlive it.
   if at > 0 and at <= now then return {GONE} end
+  if t ~= "none" and t ~= "hash" then
+    return {ERROR, "WRONGTYPE the new key holds another type than a hash", 0, {}}
+  end
+  -- The intent goes first: should the call stop part-way, what it wrote is still recorded. What
+  -- completing a hash adds is known when its loop ends; until then mode 2 (taken back only if the
+  -- key is still exactly the snapshot).
+  local mode, ttl_mark = 2, 1
+  if t == "none" then mode, ttl_mark = 1, at > 0 and 1 or 0 end
+  local fresh = redis.pcall("HSETNX", ikey, key, record(id, old, at, mode, ttl_mark, packed, {}))
+  if type(fresh) == "table" then return {MOVED} end
+  -- Another write of this key is not settled yet: it is completed first (intents.ts).
+  if fresh == 0 then return {PENDING} end
+  local flat = cmsgpack.unpack(packed)
   if t == "none" then
     local failed = create(key, flat, 1, #flat, at)
-    if failed then return {ERROR, failed, 0, {}} end
-    if at > 0 and redis.call("EXISTS", key) == 0 then return {GONE} end
+    if failed then
+      redis.call("HDEL", ikey, key) -- create() removed what it wrote
+      return {ERROR, failed, 0, {}}
+    end
+    if at > 0 and redis.call("EXISTS", key) == 0 then
+      redis.call("HDEL", ikey, key)
+      return {GONE}
+    end
     return {CREATED, at > 0 and 1 or 0}
   end
-  if t ~= "hash" then return {ERROR, "WRONGTYPE the new key holds another type than a hash", 0, {}} end
   local added = {}
+  local failed
   for j = 1, #flat, 2 do
     local r = redis.pcall("HSETNX", key, flat[j], flat[j + 1])
-    if type(r) == "table" then return {ERROR, err_text(r), 0, added} end
+    if type(r) == "table" then failed = err_text(r) break end
     if r == 1 then added[#added + 1] = flat[j] end
   end
   local ttl_set = 0
-  if at > 0 and redis.call("PTTL", key) == -1 then
+  if not failed and at > 0 and redis.call("PTTL", key) == -1 then
     redis.call("PEXPIREAT", key, at)
     ttl_set = 1
   end
+  if #added == 0 and ttl_set == 0 then redis.call("HDEL", ikey, key)
+  else redis.call("HSET", ikey, key, record(id, old, at, 0, ttl_set, packed, added)) end
+  if failed then return {ERROR, failed, 0, added} end
   return {COMPLETED, ttl_set, added}
 end
 local out = {}
-for i = 1, #ARGV, 3 do
-  out[#out + 1] = write(ARGV[i], tonumber(ARGV[i + 1]), cmsgpack.unpack(ARGV[i + 2]))
+for i = 1, #ARGS, 6 do
+  out[#out + 1] = write(ARGS[i], ARGS[i + 1], ARGS[i + 2], ARGS[i + 3], tonumber(ARGS[i + 4]),
+    ARGS[i + 5])
 end
 return out
 `;
 
-const UNDO = `
+const SETTLE = `
 local function unchanged(key, flat, at)
   if redis.call("HLEN", key) * 2 ~= #flat then return false end
   if redis.call("PEXPIRETIME", key) ~= at then return false end
@@ -246,38 +320,72 @@ local function unchanged(key, flat, at)
   end
   return true
 end
-local function undo(key, mode, at, flat, first, last)
-  local t = kind(key)
-  if t == nil then return {MOVED} end
-  if t ~= "hash" then return {SAME} end
+-- Mode 1: created whole (DEL when unchanged, else the fields that still hold our values); mode 2:
+-- unknown what was added (DEL only when unchanged); mode 0: the named fields. The expiry is
+-- removed only while it is still the one we set.
+local function undo(key, mode, at, flat, names)
+  if kind(key) ~= "hash" then return {SAME} end
   if mode ~= 0 and unchanged(key, flat, at) then
     redis.call("DEL", key)
     return {SAME}
   end
   if mode == 2 then return {CHANGED} end
-  local ours = {}
   if mode == 0 then
-    -- Only the fields this write added (their names in ARGV), with the snapshot's values.
     local value_of = {}
     for j = 1, #flat, 2 do value_of[flat[j]] = flat[j + 1] end
-    for j = first, last do ours[#ours + 1] = ARGV[j]; ours[#ours + 1] = value_of[ARGV[j]] end
+    for _, name in ipairs(names) do
+      if redis.call("HGET", key, name) == value_of[name] then redis.call("HDEL", key, name) end
+    end
   else
-    ours = flat
-  end
-  for j = 1, #ours, 2 do
-    if redis.call("HGET", key, ours[j]) == ours[j + 1] then redis.call("HDEL", key, ours[j]) end
+    for j = 1, #flat, 2 do
+      if redis.call("HGET", key, flat[j]) == flat[j + 1] then redis.call("HDEL", key, flat[j]) end
+    end
   end
   if at > 0 and redis.call("PEXPIRETIME", key) == at then redis.call("PERSIST", key) end
   return {SAME}
 end
-local out = {}
-local i = 1
-while i <= #ARGV do
-  local n = tonumber(ARGV[i + 4])
-  local flat = cmsgpack.unpack(ARGV[i + 3])
-  out[#out + 1] = undo(ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), flat, i + 5, i + 4 + n)
-  i = i + 5 + n
+local function settle(key, ikey, id, keep)
+  local raw = redis.pcall("HGET", ikey, key)
+  if type(raw) == "table" then return {MOVED} end
+  -- Completed already (a retry, or a run's sweep), or another write's intent: not ours to settle.
+  if not raw or string.sub(raw, 1, #id + 1) ~= id .. "|" then return {GONE} end
+  local reply = {SAME}
+  if keep ~= "1" then
+    -- old, at, mode, ttl_set, packed, added
+    local r = cmsgpack.unpack(string.sub(raw, #id + 2))
+    local at = r[4] == 1 and r[2] or -1
+    reply = undo(key, r[3], at, cmsgpack.unpack(r[5]), r[6])
+  end
+  redis.call("HDEL", ikey, key)
+  return reply
 end
+local out = {}
+for i = 1, #ARGS, 4 do out[#out + 1] = settle(ARGS[i], ARGS[i + 1], ARGS[i + 2], ARGS[i + 3]) end
+return out
+`;
+
+const INTENTS = `
+local function list(ikey, key)
+  local flat
+  if key == "" then
+    flat = redis.pcall("HGETALL", ikey)
+    if flat.err then return {MOVED} end
+  else
+    local raw = redis.pcall("HGET", ikey, key)
+    if type(raw) == "table" then return {MOVED} end
+    flat = raw and {key, raw} or {}
+  end
+  local out = {}
+  for j = 1, #flat, 2 do
+    local raw = flat[j + 1]
+    local bar = string.find(raw, "|", 1, true)
+    local r = cmsgpack.unpack(string.sub(raw, bar + 1))
+    out[#out + 1] = {flat[j], string.sub(raw, 1, bar - 1), r[1], r[2], r[5]}
+  end
+  return out
+end
+local out = {}
+for i = 1, #ARGS, 2 do out[#out + 1] = list(ARGS[i], ARGS[i + 1]) end
 return out
 `;
 
@@ -297,15 +405,15 @@ local function plan(key, at, flat)
   return {EXISTS}
 end
 local out = {}
-for i = 1, #ARGV, 3 do
-  out[#out + 1] = plan(ARGV[i], tonumber(ARGV[i + 1]), cmsgpack.unpack(ARGV[i + 2]))
+for i = 1, #ARGS, 3 do
+  out[#out + 1] = plan(ARGS[i], tonumber(ARGS[i + 1]), cmsgpack.unpack(ARGS[i + 2]))
 end
 return out
 `;
 
 function script(body: string, readOnly: boolean): ClusterScript {
   const flags = readOnly ? "no-writes,allow-cross-slot-keys" : "allow-cross-slot-keys";
-  const lua = `#!lua flags=${flags}\n${PRELUDE}${body}`;
+  const lua = `#!lua flags=${flags}\n${fencePrelude(!readOnly)}${PRELUDE}${body}`;
   return { lua, sha: createHash("sha1").update(lua).digest("hex"), readOnly };
 }
 
@@ -317,6 +425,7 @@ export const SCRIPTS = {
   recheck: script(RECHECK, true),
   local: script(LOCAL, false),
   write: script(WRITE, false),
-  undo: script(UNDO, false),
+  settle: script(SETTLE, false),
+  intents: script(INTENTS, true),
   dry: script(DRY, true),
 } as const;

@@ -1,0 +1,95 @@
+/**
+ * Counts after a batch abandoned mid-way: while another client's script holds Redis busy, the
+ * run's calls get BUSY, the batch is read again once Redis answers, and the keys its answered
+ * calls had copied are counted `migrated` (this run created them), not `skipped_exists`. Plus the
+ * bookkeeping itself (pure).
+ */
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { UncountedCopies } from "../src/run/uncounted_copies.ts";
+import { spawnCli, waitFor } from "./support/cli.ts";
+import { withRedis } from "./support/redis_server.ts";
+import { makeJobs, newKey, seedOld } from "./support/seed.ts";
+
+/** Lua that keeps Redis busy for `ms` (TIME advances inside a script on Redis 7). */
+function busyLoop(ms: number): string {
+  return `local t = redis.call('TIME')
+local start = t[1] * 1000000 + t[2]
+while true do
+  local n = redis.call('TIME')
+  if n[1] * 1000000 + n[2] - start > ${ms * 1000} then break end
+end
+return 1`;
+}
+
+Deno.test("BUSY mid-batch: migrated equals the new keys this run created, exactly", async () => {
+  await withRedis(async (server, client) => {
+    const jobs = makeJobs(4000);
+    await seedOld(client, jobs);
+    // The application dual-wrote every tenth job already: those are skipped_exists, rightly.
+    const dualWritten = jobs.filter((_, i) => i % 10 === 0);
+    for (const job of dualWritten) {
+      await client.hset(newKey(job), { workspace_id: job.workspace, ...job.fields });
+    }
+    const run = spawnCli([
+      "--execute",
+      "--rps",
+      "1000",
+      "--batch",
+      "500",
+      "--max-outage",
+      "30",
+      "--json",
+      "--redis-url",
+      server.url,
+    ]);
+    const blocker = server.client();
+    let spells = 0;
+    try {
+      await waitFor("a checkpoint", async () => (await client.exists("ai:backfill:cursor")) === 1);
+      // Busy spells of 600 ms past busy-reply-threshold (100 ms), at moments unrelated to the
+      // batches: each one most likely cuts a batch of five calls between two of them.
+      for (; spells < 4 && run.child.pid && !/"completed"/.test(run.stderrSoFar()); spells++) {
+        await blocker.eval(busyLoop(600), 0);
+        await new Promise((resolve) => setTimeout(resolve, 250 + 150 * spells));
+      }
+    } finally {
+      blocker.disconnect();
+    }
+    const result = await run.done;
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stderr, /lost Redis at 127\.0\.0\.1:\d+ \(BUSY\)/);
+    const summary = JSON.parse(result.stdout);
+    assert.equal(summary.errors, 0);
+    assert.equal(summary.completed, true);
+    assert.equal(summary.migrated, jobs.length - dualWritten.length, JSON.stringify(summary));
+    // A dual-written job without its TTL yet is `repaired` (the copy gets the TTL).
+    assert.equal(summary.skipped_exists + summary.repaired, dualWritten.length);
+    for (const job of jobs) assert.equal(await client.exists(newKey(job)), 1, job.id);
+  }, { args: ["--busy-reply-threshold", "100"] });
+});
+
+Deno.test("uncounted copies: a re-read's skipped_exists of a remembered copy counts as that copy, once", () => {
+  const keys = ["ai:jobs:a", "ai:jobs:b", "ai:jobs:c"].map((k) => Buffer.from(k));
+  const copies = new UncountedCopies();
+  const untouched = [{ outcome: "skipped_exists" as const }];
+  assert.equal(copies.settle(keys, untouched), untouched, "nothing remembered: same array");
+  copies.remember(keys, [
+    { outcome: "migrated" },
+    { outcome: "repaired" },
+    { outcome: "errors", errorCode: "BUSY" },
+  ]);
+  assert.equal(copies.size, 2);
+  const settled = copies.settle(keys, [
+    { outcome: "skipped_exists" },
+    { outcome: "skipped_exists" },
+    { outcome: "skipped_exists" },
+  ]);
+  assert.deepEqual(settled.map((r) => r.outcome), ["migrated", "repaired", "skipped_exists"]);
+  assert.equal(copies.size, 0);
+  // Counted once: a later read of the same key is what it is.
+  assert.deepEqual(
+    copies.settle(keys, [{ outcome: "skipped_exists" }])[0]!.outcome,
+    "skipped_exists",
+  );
+});
