@@ -51,7 +51,12 @@ export async function stopAllClusterNodes(): Promise<void> {
   started.clear();
 }
 
-async function startBenchCluster(masters: number, cpu?: number): Promise<RedisServer[]> {
+/**
+ * Starts `masters` cluster-enabled servers (each pinned to core `cpu` when given), joins them with
+ * `redis-cli --cluster create` and waits for `cluster_state:ok`. Each node keeps its `nodes.conf`
+ * in its own directory, so a killed node restarts into the same cluster.
+ */
+export async function startBenchCluster(masters: number, cpu?: number): Promise<RedisServer[]> {
   const nodes: RedisServer[] = [];
   for (let i = 0; i < masters; i++) {
     const node = await startRedis({
@@ -96,7 +101,7 @@ async function startBenchCluster(masters: number, cpu?: number): Promise<RedisSe
 }
 
 /** Copies every key of the standalone server into the cluster (DUMP/PTTL there, RESTORE here). */
-async function copyData(server: BenchServer, nodes: RedisServer[]): Promise<number> {
+export async function copyData(server: BenchServer, nodes: RedisServer[]): Promise<number> {
   const source = server.client();
   const cluster = new Cluster(nodes.map((n) => ({ host: "127.0.0.1", port: n.port })));
   let copied = 0;

@@ -316,13 +316,35 @@ export function render(result: BenchResult): string[] {
   return lines;
 }
 
-/** Writes the result as `bench/results/<timestamp>.json` and `bench/results/latest.json`. */
-export async function writeResult(result: { date: string }): Promise<string> {
+/**
+ * Writes the result as `bench/results/<timestamp>.json` and `bench/results/latest.json`. A run of
+ * only some sections (`sections` given) replaces just those sections of `latest.json`, each with
+ * its date in `sectionDates`, so the last whole run's figures stay next to them.
+ */
+export async function writeResult(
+  result: { date: string },
+  sections?: readonly string[],
+): Promise<string> {
   const dir = decodeURIComponent(new URL("./results/", import.meta.url).pathname);
   await Deno.mkdir(dir, { recursive: true });
   const name = `${result.date.replaceAll(":", "-").replace(/\.\d+Z$/, "Z")}.json`;
   const text = JSON.stringify(result, null, 2) + "\n";
   await Deno.writeTextFile(dir + name, text);
-  await Deno.writeTextFile(dir + "latest.json", text);
+  let latest: Record<string, unknown> = result;
+  if (sections) {
+    const previous = await Deno.readTextFile(dir + "latest.json")
+      .then((t) => JSON.parse(t) as Record<string, unknown>, () => undefined);
+    if (previous) {
+      const own = result as unknown as Record<string, unknown>;
+      const dates = { ...(previous.sectionDates as Record<string, string> | undefined) };
+      latest = { ...previous };
+      for (const section of sections) {
+        latest[section] = own[section];
+        dates[section] = result.date;
+      }
+      latest.sectionDates = dates;
+    }
+  }
+  await Deno.writeTextFile(dir + "latest.json", JSON.stringify(latest, null, 2) + "\n");
   return dir + name;
 }
