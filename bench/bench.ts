@@ -1,6 +1,6 @@
 /**
  * `deno task bench`: throughput of `backfill` side by side with a naive client loop and a
- * server-side Lua ceiling, plus limiter accuracy, concurrent latency and verify latency (issue 7).
+ * server-side Lua ceiling, plus limiter accuracy, concurrent latency and verify latency.
  *
  * ```
  * deno task bench [--keys N] [--naive-keys N] [--repeat N] [--limiter-seconds S] [--quick]
@@ -172,7 +172,7 @@ function medianRun<T extends { keysPerSecond: number }>(runs: T[]): T {
   return runs.find((r) => r.keysPerSecond === mid)!;
 }
 
-/** The sections beyond the classic ones (issues 13 and 14). */
+/** The sections beyond the classic ones. */
 interface ExtraSections {
   impact?: ImpactResult;
   rtt?: RttResult;

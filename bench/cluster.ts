@@ -1,5 +1,5 @@
 /**
- * The cluster section (issue 14 item 2): a 3-master Redis Cluster started by the bench (the
+ * The cluster section: a 3-master Redis Cluster started by the bench (the
  * minimal logic of the tests' cluster support: `--cluster-enabled` servers joined with
  * `redis-cli --cluster create`), the standalone's seeded data copied in with DUMP/RESTORE, and
  * `backfill --execute --rps 0` on both. Reports cluster keys/s ÷ standalone keys/s (target >= 0.6
@@ -225,7 +225,7 @@ export function renderCluster(r: ClusterBenchResult): string[] {
       name === "cluster" ? " (sum of masters)" : ""
     }, client CPU ${t.clientCpuSeconds.toFixed(2)} s`;
   return [
-    `cluster (issue 14): backfill --execute --rps 0, the same data on a standalone and on a ` +
+    `cluster: backfill --execute --rps 0, the same data on a standalone and on a ` +
     `${r.masters}-master cluster (every server on the Redis core)`,
     line("standalone", r.standalone),
     line("cluster", r.cluster),

@@ -28,7 +28,7 @@ export function log(line: string): void {
   writeAll(Deno.stderr, `[bench] ${line}\n`);
 }
 
-/** One target from issue 7 with the measured value. */
+/** One target of the classic sections with the measured value. */
 export interface Target {
   name: string;
   goal: string;
@@ -93,7 +93,7 @@ export async function machineInfo(redisVersion: string): Promise<Record<string, 
 const num = (v: number | undefined, digits: number) =>
   v === undefined || Number.isNaN(v) ? "n/a" : v.toFixed(digits);
 
-/** Compares the measurements with the targets of issue 7. */
+/** Compares the measurements with the classic sections' targets. */
 export function targets(result: Omit<BenchResult, "targets">): Target[] {
   const out: Target[] = [];
   const b = result.backfill;
