@@ -82,7 +82,13 @@ export const FLAGS: readonly Flag[] = [
   {
     name: "dry-run",
     type: "boolean",
-    uses: { run: { group: MODE, text: "classify every old key and count; write nothing at all" } },
+    uses: {
+      run: {
+        group: MODE,
+        text:
+          "classify every old key and count; write nothing at all to Redis (not even a checkpoint)",
+      },
+    },
   },
   {
     name: "execute",
@@ -101,7 +107,8 @@ export const FLAGS: readonly Flag[] = [
     uses: {
       verify: {
         group: SAMPLE,
-        text: "old keys to check, uniformly at random; N >= all checks each once",
+        text:
+          "old keys to check, uniformly at random; N >= all checks each once; as many new keys are checked for orphans",
         default: VERIFY_DEFAULTS.sample,
       },
     },
@@ -137,7 +144,8 @@ export const FLAGS: readonly Flag[] = [
     uses: {
       verify: {
         group: SAMPLE,
-        text: "re-check a mismatch up to N times before counting it",
+        text:
+          "re-read a missing, mismatched or orphan key up to N times (--recheck-delay apart) and count it only if the difference persists",
         default: VERIFY_DEFAULTS.recheck,
       },
     },
@@ -207,7 +215,8 @@ export const FLAGS: readonly Flag[] = [
     uses: {
       run: {
         group: SCOPE,
-        text: "largest SCAN COUNT (sized to --max-call-ms) (>= 1)",
+        text:
+          "largest SCAN COUNT (each sized to --max-call-ms) and work unit (>= 1); the checkpoint moves once per batch",
         default: D.batch,
       },
     },
@@ -216,7 +225,7 @@ export const FLAGS: readonly Flag[] = [
     name: "max-keys",
     type: "string",
     value: "N",
-    uses: { run: { group: SCOPE, text: "process at most N old keys in this run" } },
+    uses: { run: { group: SCOPE, text: "process at most N old keys in this run (>= 1)" } },
   },
   {
     name: "workspace",
@@ -224,7 +233,7 @@ export const FLAGS: readonly Flag[] = [
     value: "W",
     uses: {
       run: { group: SCOPE, text: "migrate only jobs of workspace W (others: filtered)" },
-      verify: { group: SCOPE, text: "only jobs of workspace W" },
+      verify: { group: SCOPE, text: "only jobs of workspace W (both samples)" },
     },
   },
   {
@@ -233,7 +242,8 @@ export const FLAGS: readonly Flag[] = [
     value: "RE",
     uses: everywhere({
       group: SCOPE,
-      text: "what counts as a valid workspace id",
+      text:
+        "what counts as a valid workspace id (a JavaScript regular expression; an id containing : is never valid)",
       default: DEFAULT_WORKSPACE_PATTERN,
     }, RUN_AND_VERIFY),
   },
@@ -245,7 +255,8 @@ export const FLAGS: readonly Flag[] = [
       run: {
         group: SCOPE,
         text:
-          "cluster: take only masters I, I+N, I+2N, … (in slot order) of N runners; each holds its own per-master locks and checkpoints",
+          "cluster: runner I of N (0 <= I < N) takes only masters I, I+N, I+2N, … in slot order; each runner holds its own per-master locks and checkpoints",
+        default: "0/1 (every master)",
       },
     },
   },
@@ -272,14 +283,21 @@ export const FLAGS: readonly Flag[] = [
     type: "string",
     value: "C",
     uses: {
-      run: { group: CHECKPOINTS, text: "start from this SCAN cursor instead of the stored one" },
+      run: {
+        group: CHECKPOINTS,
+        text: "start from this SCAN cursor instead of the stored one",
+        default: "stored, else 0",
+      },
     },
   },
   {
     name: "reset-progress",
     type: "boolean",
     uses: {
-      run: { group: CHECKPOINTS, text: "clear the stored checkpoint and start from cursor 0" },
+      run: {
+        group: CHECKPOINTS,
+        text: "clear the stored checkpoint and start from cursor 0 (or --cursor)",
+      },
       verify: { group: FULL, text: "ignore a stored full-verify checkpoint", needsFull: true },
     },
   },
@@ -291,7 +309,7 @@ export const FLAGS: readonly Flag[] = [
     uses: everywhere({
       group: CONNECTION,
       text:
-        "redis://, rediss:// (TLS), redis+sentinel://host:port[,host:port]/master; a cluster is detected by itself; repeat or comma-separate cluster seeds",
+        "redis://, rediss:// (TLS), redis+sentinel://host:port[,host:port]/master; user and password in the URL; a cluster is detected by itself; repeat or comma-separate cluster seeds",
       default: `$REDIS_URL, else ${D.redisUrl}`,
     }, ALL),
   },
@@ -342,7 +360,7 @@ export const FLAGS: readonly Flag[] = [
       run: {
         group: SAFETY,
         text:
-          "wait up to S seconds for another run's lock to expire (a crashed run's lock lasts 30 s); then exit 4",
+          "wait up to S seconds for another run's lock to expire (a crashed run's lock lasts 30 s), then exit 4; 0 = refuse at once",
         default: D.waitLockSeconds,
       },
       verify: {
@@ -452,7 +470,10 @@ export const FLAGS: readonly Flag[] = [
     name: "json",
     type: "boolean",
     uses: {
-      run: { group: OUTPUT, text: "print the summary as one JSON object on stdout" },
+      run: {
+        group: OUTPUT,
+        text: "print the summary as one JSON object on stdout (and nothing else on stdout)",
+      },
       verify: { group: VERIFY_OUTPUT, text: "print the report as one JSON object on stdout" },
       control: { group: CONTROL, text: "status only: print the status as one JSON object" },
     },
@@ -492,7 +513,10 @@ export const FLAGS: readonly Flag[] = [
     type: "string",
     value: "N",
     uses: {
-      run: { group: OUTPUT, text: "serve Prometheus /metrics and /healthz on port N" },
+      run: {
+        group: OUTPUT,
+        text: "serve Prometheus /metrics and /healthz on port N while running",
+      },
       verify: { group: VERIFY_OUTPUT, text: "serve Prometheus /metrics on port N" },
     },
   },
@@ -501,7 +525,7 @@ export const FLAGS: readonly Flag[] = [
     type: "string",
     value: "H",
     uses: output({
-      text: "address the metrics server binds",
+      text: "address the metrics server binds (e.g. 127.0.0.1)",
       default: "0.0.0.0",
     }),
   },
@@ -510,7 +534,7 @@ export const FLAGS: readonly Flag[] = [
     type: "string",
     value: "S",
     uses: output({
-      text: "keep /metrics up S seconds after the end for a last scrape",
+      text: "keep /metrics up S seconds after the end for a last scrape; 0 = close at once",
       default: D.metricsLinger,
     }),
   },
@@ -550,7 +574,8 @@ export const FLAGS: readonly Flag[] = [
     uses: {
       run: {
         group: OUTPUT,
-        text: "/healthz answers 503 when Redis has not answered for S seconds",
+        text:
+          "/healthz answers 503 (and redis_up reads 0) when a Redis node has not answered for S seconds (>= 1)",
         default: D.healthTimeout,
       },
     },
