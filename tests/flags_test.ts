@@ -124,6 +124,7 @@ const FIELD: Record<string, string> = {
 const SHOWN_AS_TEXT: Record<string, (options: Record<string, unknown>) => boolean> = {
   "redis-url": (options) =>
     JSON.stringify(options.redisUrls) === JSON.stringify(["redis://127.0.0.1:6379"]),
+  "tls-ca": (options) => (options.tls as { ca?: string }).ca === undefined,
   "tls-servername": (options) => (options.tls as { servername?: string }).servername === undefined,
   "metrics-host": (options) => options.metricsHost === undefined,
   cursor: (options) => options.cursor === undefined,

@@ -168,7 +168,8 @@ export const FLAGS: readonly Flag[] = [
     uses: {
       verify: {
         group: FULL,
-        text: "compare EVERY old key with its new key, inside Redis (exact; resumable)",
+        text:
+          "compare EVERY old key with its new key, inside Redis (exact; resumable); not with --sample",
       },
     },
   },
@@ -176,7 +177,12 @@ export const FLAGS: readonly Flag[] = [
     name: "orphans",
     type: "boolean",
     uses: {
-      verify: { group: FULL, text: "also scan every new key for orphans", needsFull: true },
+      verify: {
+        group: FULL,
+        text:
+          "also scan every new key for orphans (old key missing, or workspace_id naming another workspace)",
+        needsFull: true,
+      },
     },
   },
   {
@@ -186,7 +192,8 @@ export const FLAGS: readonly Flag[] = [
     uses: {
       verify: {
         group: FULL,
-        text: "one NDJSON line per finding (ids and field names only)",
+        text:
+          "one NDJSON line per finding (ids and field names only); an unwritable path exits 2 before anything is read",
         needsFull: true,
       },
     },
@@ -319,14 +326,19 @@ export const FLAGS: readonly Flag[] = [
     value: "FILE",
     uses: everywhere({
       group: CONNECTION,
-      text: "CA bundle for rediss:// (the TLS flags apply to every node)",
+      text:
+        "CA bundle that signed the server certificate, for rediss:// (the TLS flags apply to every node)",
+      default: "the system store",
     }, ALL),
   },
   {
     name: "tls-cert",
     type: "string",
     value: "FILE",
-    uses: everywhere({ group: CONNECTION, text: "client certificate (with --tls-key)" }, ALL),
+    uses: everywhere({
+      group: CONNECTION,
+      text: "client certificate for mutual TLS (with --tls-key: both or neither)",
+    }, ALL),
   },
   {
     name: "tls-key",
@@ -338,7 +350,12 @@ export const FLAGS: readonly Flag[] = [
     name: "tls-servername",
     type: "string",
     value: "NAME",
-    uses: everywhere({ group: CONNECTION, text: "TLS SNI name", default: "URL host" }, ALL),
+    uses: everywhere({
+      group: CONNECTION,
+      text:
+        "TLS SNI and the name the certificate must match (an IP host is matched against the certificate's IP SANs)",
+      default: "URL host",
+    }, ALL),
   },
   {
     name: "max-outage",
