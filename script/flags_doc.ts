@@ -25,7 +25,9 @@ export function renderFlagsDoc(): string {
     "This page is generated from the flag table in `src/cli/flags.ts` by `deno task flags-doc`; a test\n" +
     "keeps it, the parser and each command's `--help` in agreement. Edit the table, not this page.",
     "Bad input (an unknown flag, a value out of range, a combination that is not allowed) gets a one-line\n" +
-    "`error: …` on stderr and exit code 2, before anything connects to Redis.",
+    "`error: …` on stderr and exit code 2 before anything connects to Redis. Only a `--shard` other than\n" +
+    "`0/1` against a standalone or Sentinel server is refused after connecting (the topology is known\n" +
+    "only then), the same way and with nothing written.",
     "Environment: `REDIS_URL` (when there is no `--redis-url`), `TELEMETRY_ENABLED` (`false` turns the\n" +
     "metrics server and the Pushgateway push off; default on).",
     "## Which command takes which flag",

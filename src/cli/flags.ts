@@ -1,8 +1,9 @@
 /**
  * The one table of flags. The parser's option specs ({@linkcode parseArgsOptions}), each command's
  * `--help` (help.ts) and docs/flags.md (script/flags_doc.ts) are made from it, and a test holds the
- * three equal. What a value means and which values are valid is the converter's job (args.ts);
- * defaults live in src/defaults.ts and are shown from there.
+ * three equal. What a value means and which values are valid is the converter's job (args.ts).
+ * Defaults live in src/defaults.ts (the workspace pattern in schema.ts) and the table shows them
+ * from there; a test holds what it shows equal to what the parser applies.
  *
  * @module
  */
