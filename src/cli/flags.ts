@@ -280,10 +280,14 @@ export const FLAGS: readonly Flag[] = [
   valueFlag("max-latency", "MS", {
     run: use(
       PACE,
-      "never hold more than MS of work in front of an application command: calls in flight per master x a call's Redis time; 0 = raw speed (deep pipeline, no yield)",
+      "never hold more than MS of work in front of an application command: (calls in flight per master + 1) x a call's Redis time; 0 = raw speed (deep pipeline, no yield)",
       D.maxLatencyMs,
     ),
-    verify: full(FULL, "as a run's (calls in flight x call time); 0 = raw speed", D.maxLatencyMs),
+    verify: full(
+      FULL,
+      "as a run's ((calls in flight + 1) x call time); 0 = raw speed",
+      D.maxLatencyMs,
+    ),
   }),
   valueFlag("critical-load", "P", {
     run: use(
