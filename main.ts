@@ -5,7 +5,7 @@
  */
 import denoJson from "./deno.json" with { type: "json" };
 import { parseCommand } from "./src/cli/args.ts";
-import { CONTROL_HELP, RUN_HELP, VERIFY_HELP } from "./src/cli/help.ts";
+import { helpText } from "./src/cli/help.ts";
 import { controlCommand } from "./src/commands/control.ts";
 import { runCommand } from "./src/commands/run.ts";
 import { verifyCommand } from "./src/commands/verify.ts";
@@ -33,7 +33,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   switch (command.kind) {
     case "help":
-      stdout({ run: RUN_HELP, verify: VERIFY_HELP, control: CONTROL_HELP }[command.topic]);
+      stdout(helpText(command.topic));
       return ExitCode.ok;
     case "version":
       stdout(`backfill ${denoJson.version}\n`);

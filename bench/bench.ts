@@ -1,6 +1,6 @@
 /**
  * `deno task bench`: throughput of `backfill` side by side with a naive client loop and a
- * server-side Lua ceiling, plus limiter accuracy, concurrent latency and verify latency (issue 7).
+ * server-side Lua ceiling, plus limiter accuracy, concurrent latency and verify latency.
  *
  * ```
  * deno task bench [--keys N] [--naive-keys N] [--repeat N] [--limiter-seconds S] [--quick]
@@ -45,6 +45,7 @@ import {
   stopAllClusterNodes,
 } from "./cluster.ts";
 import { measureVerifyFull, renderVerifyFull, type VerifyFullBenchResult } from "./verify_full.ts";
+import { measurePace, type PaceResult, removePaceCgroups, renderPace } from "./pace.ts";
 import {
   type BenchResult,
   loadAverage,
@@ -60,6 +61,7 @@ const USAGE =
   `usage: deno task bench [--keys N] [--naive-keys N] [--repeat N] [--limiter-seconds S] [--quick]
                        [--no-pin] [--profile] [--impact] [--impact-seconds S] [--rtt MS] [--cluster]
                        [--verify-full] [--verify-full-keys N,N] [--call-clock] [--call-clock-keys N]
+                       [--pace] [--pace-rows L]
   --keys N             old keys to seed (default 300000)
   --naive-keys N       keys the naive loop processes (default 20000)
   --repeat N           runs of naive, backfill and ceiling; the median is reported (default 3)
@@ -78,8 +80,14 @@ const USAGE =
   --call-clock         only the call-clock section: backfill and verify --full timed by the
                        script's clock vs the client's, alternated on one fresh server
   --call-clock-keys N  jobs of the call-clock section (default 200000; --quick: 40000)
-  With none of --impact, --rtt, --cluster, --verify-full, --call-clock: every standalone section,
-  impact, --rtt 0.25, verify --full and the call clock.`;
+  --pace               only the pace section: the shipped default pace vs --max-latency 0 on a
+                       healthy store, a cluster, under an app prober, a starved client, app
+                       latency spikes, set-rps/pause/resume, a saturated store, verify --full
+                       (~10 min; --quick: ~2 min on 100000 keys)
+  --pace-rows L        only these rows of the pace section (e.g. 1,4b,7; default: all)
+  With none of --impact, --rtt, --cluster, --verify-full, --call-clock, --pace: every standalone
+  section, impact, --rtt 0.25, verify --full and the call clock. A run of only some sections
+  replaces just those sections in bench/results/latest.json.`;
 
 function positiveInt(name: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
@@ -110,6 +118,8 @@ function parseOptions(argv: string[]) {
       "verify-full-keys": { type: "string" },
       "call-clock": { type: "boolean", default: false },
       "call-clock-keys": { type: "string" },
+      pace: { type: "boolean", default: false },
+      "pace-rows": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -119,7 +129,7 @@ function parseOptions(argv: string[]) {
     throw new RangeError(`--rtt must be a number of ms in [0, 100], got "${values.rtt}"`);
   }
   const only = values.impact || rtt !== undefined || values.cluster || values["verify-full"] ||
-    values["call-clock"];
+    values["call-clock"] || values.pace;
   const verifyFullKeys = (values["verify-full-keys"] ?? (quick ? "40000" : "300000,1000000"))
     .split(",").map((n) => positiveInt("verify-full-keys", n, 0));
   return {
@@ -130,8 +140,10 @@ function parseOptions(argv: string[]) {
       cluster: values.cluster ?? false,
       verifyFull: !only || (values["verify-full"] ?? false),
       callClock: !only || (values["call-clock"] ?? false),
+      pace: values.pace ?? false,
     },
     verifyFullKeys,
+    paceRows: values["pace-rows"]?.split(",").map((row) => row.trim()),
     callClockKeys: positiveInt(
       "call-clock-keys",
       values["call-clock-keys"],
@@ -142,7 +154,12 @@ function parseOptions(argv: string[]) {
     quick,
     pin: !(values["no-pin"] ?? false),
     profile: values.profile ?? false,
-    keys: positiveInt("keys", values.keys, quick ? 40_000 : 300_000),
+    // The pace rows need runs long enough to change pace in: 100000 keys even when quick.
+    keys: positiveInt(
+      "keys",
+      values.keys,
+      quick && !values.pace ? 40_000 : quick ? 100_000 : 300_000,
+    ),
     naiveKeys: positiveInt("naive-keys", values["naive-keys"], quick ? 2_000 : 20_000),
     repeat: positiveInt("repeat", values.repeat, quick ? 1 : 3),
     limiterSeconds: positiveInt("limiter-seconds", values["limiter-seconds"], quick ? 3 : 10),
@@ -155,13 +172,14 @@ function medianRun<T extends { keysPerSecond: number }>(runs: T[]): T {
   return runs.find((r) => r.keysPerSecond === mid)!;
 }
 
-/** The sections beyond the classic ones (issues 13 and 14). */
+/** The sections beyond the classic ones. */
 interface ExtraSections {
   impact?: ImpactResult;
   rtt?: RttResult;
   cluster?: ClusterBenchResult;
   verifyFull?: VerifyFullBenchResult;
   callClock?: CallClockBenchResult;
+  pace?: PaceResult;
 }
 
 /** Set by SIGINT/SIGTERM: cleanup is running, errors from the parts it tore down are expected. */
@@ -187,6 +205,7 @@ async function main(): Promise<number> {
   const cleanup = async () => {
     await killAllClis();
     await stopAllClusterNodes();
+    await removePaceCgroups();
     await server?.stop();
     server = undefined;
   };
@@ -410,6 +429,28 @@ async function main(): Promise<number> {
         renderCallClock,
       );
     }
+    if (cliExists && options.sections.pace) {
+      log(`pace section: ${options.keys} keys (~${options.quick ? 2 : 10} min)`);
+      const loadAverageBefore = await loadAverage();
+      extra.pace = await section(
+        "pace",
+        async () => ({
+          date: new Date().toISOString(),
+          loadAverageBefore,
+          ...await measurePace(srv, {
+            seeded,
+            checks,
+            quick: options.quick,
+            redisCpu: pinned ? REDIS_CPU : undefined,
+            clientCpu,
+            log,
+            only: options.paceRows,
+          }),
+          loadAverageAfter: await loadAverage(),
+        }),
+        renderPace,
+      );
+    }
     if (!classic) {
       const failed = checks.filter((c) => !c.ok);
       print("");
@@ -430,7 +471,7 @@ async function main(): Promise<number> {
       checks,
       notes,
     };
-    const path = await writeResult(result);
+    const path = await writeResult(result, classic ? undefined : Object.keys(extra));
     log(`wrote ${path}`);
     return checks.every((c) => c.ok) ? 0 : 1;
   } finally {

@@ -26,6 +26,8 @@ export interface CliRun {
   stdout: string;
   /** The last lines of stderr (progress and logs). */
   stderrTail: string;
+  /** The whole of stderr (the run's log lines). */
+  stderr: string;
   wallSeconds: number;
   peakRssMb: number;
   /** User + system CPU time of the CLI process, in seconds. */
@@ -36,7 +38,7 @@ export interface CliRun {
 export interface RunningCli {
   /** Resolves when the process has exited. */
   done: Promise<CliRun>;
-  /** Sends SIGTERM (used for cleanup). */
+  /** Sends SIGTERM to the CLI process (a graceful stop: it prints its summary). */
   kill(): void;
 }
 
@@ -86,26 +88,28 @@ export function spawnTracked(command: Deno.Command): Deno.ChildProcess {
 
 /**
  * Starts `main.ts <args>` with the `backfill` permission set; `denoFlags` go before `main.ts`
- * (the profiler uses `--v8-flags=--prof,...`).
+ * (the profiler uses `--v8-flags=--prof,...`). `wrap` is a command line the whole process is run
+ * under (e.g. one that moves itself into a cgroup and `exec`s the rest).
  */
-export function startCli(args: string[], denoFlags: string[] = []): RunningCli {
+export function startCli(
+  args: string[],
+  denoFlags: string[] = [],
+  options: { wrap?: readonly string[] } = {},
+): RunningCli {
   const denoArgs = ["run", "-q", ...BINARY_FLAGS, ...denoFlags, "main.ts", ...args];
   const haveTime = exists(GNU_TIME);
   const timeFile = haveTime ? Deno.makeTempFileSync({ prefix: "backfill-bench-time-" }) : undefined;
   if (timeFile) tempFiles.add(timeFile);
-  const command = timeFile
-    ? new Deno.Command(GNU_TIME, {
-      args: ["-f", "%M %U %S", "-o", timeFile, Deno.execPath(), ...denoArgs],
-      cwd: ROOT,
-      stdout: "piped",
-      stderr: "piped",
-    })
-    : new Deno.Command(Deno.execPath(), {
-      args: denoArgs,
-      cwd: ROOT,
-      stdout: "piped",
-      stderr: "piped",
-    });
+  const line = timeFile
+    ? [GNU_TIME, "-f", "%M %U %S", "-o", timeFile, Deno.execPath(), ...denoArgs]
+    : [Deno.execPath(), ...denoArgs];
+  const [program, ...rest] = [...(options.wrap ?? []), ...line];
+  const command = new Deno.Command(program!, {
+    args: rest,
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  });
   const started = performance.now();
   const child = spawnTracked(command);
   const poller = timeFile ? undefined : pollProc(child.pid);
@@ -135,6 +139,7 @@ export function startCli(args: string[], denoFlags: string[] = []): RunningCli {
         code: status.code,
         stdout: output,
         stderrTail: stderr.trim().split("\n").slice(-15).join("\n"),
+        stderr,
         wallSeconds,
         peakRssMb,
         cpuSeconds,
@@ -145,11 +150,16 @@ export function startCli(args: string[], denoFlags: string[] = []): RunningCli {
   })();
   return {
     done,
+    // SIGTERM to the CLI itself: GNU time (the parent when installed) would die of it and leave
+    // the CLI running.
     kill: () => {
-      try {
-        child.kill("SIGTERM");
-      } catch {
-        // already gone
+      const below = descendants(child.pid);
+      for (const pid of below.length ? below : [child.pid]) {
+        try {
+          Deno.kill(pid, "SIGTERM");
+        } catch {
+          // already gone
+        }
       }
     },
   };

@@ -1,5 +1,5 @@
 /**
- * The cluster section (issue 14 item 2): a 3-master Redis Cluster started by the bench (the
+ * The cluster section: a 3-master Redis Cluster started by the bench (the
  * minimal logic of the tests' cluster support: `--cluster-enabled` servers joined with
  * `redis-cli --cluster create`), the standalone's seeded data copied in with DUMP/RESTORE, and
  * `backfill --execute --rps 0` on both. Reports cluster keys/s ÷ standalone keys/s (target >= 0.6
@@ -51,7 +51,12 @@ export async function stopAllClusterNodes(): Promise<void> {
   started.clear();
 }
 
-async function startBenchCluster(masters: number, cpu?: number): Promise<RedisServer[]> {
+/**
+ * Starts `masters` cluster-enabled servers (each pinned to core `cpu` when given), joins them with
+ * `redis-cli --cluster create` and waits for `cluster_state:ok`. Each node keeps its `nodes.conf`
+ * in its own directory, so a killed node restarts into the same cluster.
+ */
+export async function startBenchCluster(masters: number, cpu?: number): Promise<RedisServer[]> {
   const nodes: RedisServer[] = [];
   for (let i = 0; i < masters; i++) {
     const node = await startRedis({
@@ -96,7 +101,7 @@ async function startBenchCluster(masters: number, cpu?: number): Promise<RedisSe
 }
 
 /** Copies every key of the standalone server into the cluster (DUMP/PTTL there, RESTORE here). */
-async function copyData(server: BenchServer, nodes: RedisServer[]): Promise<number> {
+export async function copyData(server: BenchServer, nodes: RedisServer[]): Promise<number> {
   const source = server.client();
   const cluster = new Cluster(nodes.map((n) => ({ host: "127.0.0.1", port: n.port })));
   let copied = 0;
@@ -220,7 +225,7 @@ export function renderCluster(r: ClusterBenchResult): string[] {
       name === "cluster" ? " (sum of masters)" : ""
     }, client CPU ${t.clientCpuSeconds.toFixed(2)} s`;
   return [
-    `cluster (issue 14): backfill --execute --rps 0, the same data on a standalone and on a ` +
+    `cluster: backfill --execute --rps 0, the same data on a standalone and on a ` +
     `${r.masters}-master cluster (every server on the Redis core)`,
     line("standalone", r.standalone),
     line("cluster", r.cluster),

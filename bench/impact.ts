@@ -1,5 +1,5 @@
 /**
- * The "impact" section (issue 13): what a backfill does to the application. The application's load
+ * The "impact" section: what a backfill does to the application. The application's load
  * is the real `redis-benchmark` (GET/SET, 20 connections); its p99 comes from the open-loop client
  * (timed from the scheduled send, so stalls count); both are pinned to the client core.
  *
@@ -34,7 +34,7 @@ export interface ImpactRow {
   settleMs?: number;
 }
 
-/** Targets of issue 13, as differences and ratios within this run. */
+/** The impact section's targets, as differences and ratios within this run. */
 export interface ImpactTarget {
   name: string;
   goal: string;
@@ -151,7 +151,7 @@ export async function measureImpact(
 
 const ms = (v: number | undefined) => v === undefined || Number.isNaN(v) ? "n/a" : v.toFixed(3);
 
-/** Issue 13's targets from the rows: differences against idle and a throughput ratio. */
+/** The impact section's targets from the rows: differences against idle and a throughput ratio. */
 export function impactTargets(rows: readonly ImpactRow[]): ImpactTarget[] {
   const find = (label: string) => rows.find((r) => r.label === label && r.available);
   const idle = find("idle")?.openLoop?.p99Ms;
@@ -218,7 +218,7 @@ export function renderImpact(result: ImpactResult): string[] {
   }
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
   const lines = [
-    "impact (issue 13): open-loop GET/SET every 1 ms over 4 connections, timed from the " +
+    "impact: open-loop GET/SET every 1 ms over 4 connections, timed from the " +
     "scheduled send; app load = redis-benchmark -t set,get -c 20; each row on fresh data after " +
     "Redis's rehashing settled",
     ...rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c]!)).join("  ").trimEnd()),

@@ -46,6 +46,8 @@ export interface OpenLoopStats extends Percentiles {
   errors: number;
   /** How late the client wrote its requests after their scheduled time (client-side noise). */
   sendLag: Percentiles;
+  /** Which build measured: the C client (bench/open_loop.c) or this module under Deno. */
+  prober?: "c" | "deno";
 }
 
 /** Nearest-rank percentiles of `values` (ms). */
@@ -251,7 +253,47 @@ export interface OpenLoopClient {
   stop(): Promise<OpenLoopStats>;
 }
 
-/** Starts the open-loop client as its own process, on core `cpu` when given. */
+/** The C build of this client (bench/open_loop.c), compiled once per bench process. */
+let nativeBuild: Promise<string | undefined> | undefined;
+
+/**
+ * The path of the C client, compiled with the system's `cc` into a temp dir; undefined when there
+ * is no compiler (the Deno client is used then, and its stats say `prober: "deno"`).
+ */
+function nativeProber(): Promise<string | undefined> {
+  nativeBuild ??= (async () => {
+    const source = decodeURIComponent(new URL("./open_loop.c", import.meta.url).pathname);
+    const dir = await Deno.makeTempDir({ prefix: "bench-open-loop-" });
+    const binary = `${dir}/open_loop`;
+    try {
+      const { code } = await new Deno.Command("cc", {
+        args: ["-O2", "-o", binary, source],
+        stdout: "null",
+        stderr: "inherit",
+      }).output();
+      return code === 0 ? binary : undefined;
+    } catch {
+      return undefined; // no cc on PATH
+    }
+  })();
+  return nativeBuild;
+}
+
+/** The C client's JSON line, in the shape of {@linkcode OpenLoopStats}. */
+function fromNative(line: string): OpenLoopStats {
+  const { latency, ...rest } = JSON.parse(line) as
+    & { latency: Percentiles }
+    & Omit<
+      OpenLoopStats,
+      keyof Percentiles
+    >;
+  return { ...latency, ...rest };
+}
+
+/**
+ * Starts the open-loop client as its own process, on core `cpu` when given: the C build where a
+ * compiler is at hand (its idle p99 is ~0.1 ms), else this module under Deno.
+ */
 export function startOpenLoop(port: number, options: {
   cpu?: number;
   intervalMs?: number;
@@ -259,13 +301,7 @@ export function startOpenLoop(port: number, options: {
   command?: "get-set" | "ping";
   durationMs?: number;
 } = {}): OpenLoopClient {
-  const script = decodeURIComponent(new URL(import.meta.url).pathname);
-  const deno = [
-    Deno.execPath(),
-    "run",
-    "-q",
-    "-A",
-    script,
+  const args = [
     "--port",
     String(port),
     "--interval-ms",
@@ -278,20 +314,28 @@ export function startOpenLoop(port: number, options: {
     String(options.durationMs ?? 3_600_000),
     "--stop-on-stdin-close",
   ];
-  const [cmd, ...args] = options.cpu === undefined
-    ? deno
-    : ["taskset", "-c", String(options.cpu), ...deno];
-  const child = spawnTracked(
-    new Deno.Command(cmd!, { args, stdin: "piped", stdout: "piped", stderr: "inherit" }),
-  );
-  const output = child.output();
+  const started = (async () => {
+    const native = await nativeProber();
+    const script = decodeURIComponent(new URL(import.meta.url).pathname);
+    const program = native
+      ? [native, ...args]
+      : [Deno.execPath(), "run", "-q", "-A", script, ...args];
+    const [cmd, ...rest] = options.cpu === undefined
+      ? program
+      : ["taskset", "-c", String(options.cpu), ...program];
+    const child = spawnTracked(
+      new Deno.Command(cmd!, { args: rest, stdin: "piped", stdout: "piped", stderr: "inherit" }),
+    );
+    return { child, output: child.output(), native: native !== undefined };
+  })();
   return {
     async stop() {
+      const { child, output, native } = await started;
       await child.stdin.close().catch(() => {});
       const { stdout, code } = await output;
       const text = new TextDecoder().decode(stdout);
       if (code !== 0) throw new Error(`open-loop client exited ${code}: ${text}`);
-      return JSON.parse(text) as OpenLoopStats;
+      return native ? fromNative(text) : { ...JSON.parse(text) as OpenLoopStats, prober: "deno" };
     },
   };
 }

@@ -28,7 +28,7 @@ export function log(line: string): void {
   writeAll(Deno.stderr, `[bench] ${line}\n`);
 }
 
-/** One target from issue 7 with the measured value. */
+/** One target of the classic sections with the measured value. */
 export interface Target {
   name: string;
   goal: string;
@@ -93,7 +93,7 @@ export async function machineInfo(redisVersion: string): Promise<Record<string, 
 const num = (v: number | undefined, digits: number) =>
   v === undefined || Number.isNaN(v) ? "n/a" : v.toFixed(digits);
 
-/** Compares the measurements with the targets of issue 7. */
+/** Compares the measurements with the classic sections' targets. */
 export function targets(result: Omit<BenchResult, "targets">): Target[] {
   const out: Target[] = [];
   const b = result.backfill;
@@ -220,7 +220,7 @@ function backfillDetails(result: BenchResult, backfill: BackfillResult): string[
   return lines;
 }
 
-/** The human-readable report (also what README.md quotes). */
+/** The human-readable report (also what docs/benchmarks.md quotes). */
 export function render(result: BenchResult): string[] {
   const { seed, naive, ceiling, backfill, verify, machine, runs } = result;
   const lines = [
@@ -316,13 +316,35 @@ export function render(result: BenchResult): string[] {
   return lines;
 }
 
-/** Writes the result as `bench/results/<timestamp>.json` and `bench/results/latest.json`. */
-export async function writeResult(result: { date: string }): Promise<string> {
+/**
+ * Writes the result as `bench/results/<timestamp>.json` and `bench/results/latest.json`. A run of
+ * only some sections (`sections` given) replaces just those sections of `latest.json`, each with
+ * its date in `sectionDates`, so the last whole run's figures stay next to them.
+ */
+export async function writeResult(
+  result: { date: string },
+  sections?: readonly string[],
+): Promise<string> {
   const dir = decodeURIComponent(new URL("./results/", import.meta.url).pathname);
   await Deno.mkdir(dir, { recursive: true });
   const name = `${result.date.replaceAll(":", "-").replace(/\.\d+Z$/, "Z")}.json`;
   const text = JSON.stringify(result, null, 2) + "\n";
   await Deno.writeTextFile(dir + name, text);
-  await Deno.writeTextFile(dir + "latest.json", text);
+  let latest: Record<string, unknown> = result;
+  if (sections) {
+    const previous = await Deno.readTextFile(dir + "latest.json")
+      .then((t) => JSON.parse(t) as Record<string, unknown>, () => undefined);
+    if (previous) {
+      const own = result as unknown as Record<string, unknown>;
+      const dates = { ...(previous.sectionDates as Record<string, string> | undefined) };
+      latest = { ...previous };
+      for (const section of sections) {
+        latest[section] = own[section];
+        dates[section] = result.date;
+      }
+      latest.sectionDates = dates;
+    }
+  }
+  await Deno.writeTextFile(dir + "latest.json", JSON.stringify(latest, null, 2) + "\n");
   return dir + name;
 }

@@ -1,5 +1,5 @@
 /**
- * The RTT section (issue 14 item 4): `backfill --execute --rps 0` on loopback, then through a
+ * The RTT section: `backfill --execute --rps 0` on loopback, then through a
  * {@linkcode startDelayProxy} adding `delayMs` each way, each on fresh data. Reports the throughput
  * ratio (no fixed target: pipelining should make the RTT nearly irrelevant) and the PING round
  * trip measured both ways, so the proxy's own overhead is visible next to the delay it adds.
@@ -104,7 +104,7 @@ export async function measureRtt(
 export function renderRtt(r: RttResult): string[] {
   const k = (v: number) => Math.round(v).toLocaleString("en-US");
   return [
-    `rtt (issue 14): backfill --execute --rps 0 (in-process keys/s), loopback vs a proxy adding ` +
+    `rtt: backfill --execute --rps 0 (in-process keys/s), loopback vs a proxy adding ` +
     `${r.delayMs} ms each way`,
     `  loopback: ${k(r.loopback.keysPerSecond)} keys/s, PING RTT ${
       r.loopback.pingRttMs.toFixed(3)

@@ -1,5 +1,5 @@
 /**
- * The `verify --full` rows of the benchmark (issue 16): for each size, a fresh server is seeded,
+ * The `verify --full` rows of the benchmark: for each size, a fresh server is seeded,
  * migrated in-server (the ceiling's COPY script, so the data is what a backfill leaves), then,
  * three times in turn once Redis's own rehashing has settled, `backfill verify --full --rps 0`
  * runs against it (from a fresh checkpoint) and then the in-server ceiling of the same
@@ -228,7 +228,7 @@ export async function measureVerifyFull(
 export function renderVerifyFull(result: VerifyFullBenchResult): string[] {
   const k = (v: number) => Math.round(v).toLocaleString("en-US");
   return [
-    "verify --full (issue 16): --rps 0 on migrated data vs the same comparison in one " +
+    "verify --full: --rps 0 on migrated data vs the same comparison in one " +
     "in-server script loop",
     ...result.rows.map((r) =>
       `  ${k(r.keys)} keys: ${k(r.keysPerSecond)} keys/s in-process (${

@@ -1,9 +1,45 @@
 /**
  * Defaults shared by the command line and the code that runs with them. They live here, below
- * both, so the CLI never imports the verify engine for a number and the engine never imports the CLI.
+ * both, so the CLI never imports the verify engine for a number and the engine never imports the
+ * CLI. The flag table (cli/flags.ts) shows them in `--help` and docs/flags.md; the converter
+ * (cli/args.ts) applies them: one place per default.
  *
  * @module
  */
+
+/** CLI defaults of a run (`--dry-run | --execute`); `verify --full` shares the pace ones. */
+export const RUN_DEFAULTS = {
+  rps: 100,
+  batch: 500,
+  /** Prefix of the checkpoint, lock, control and status keys (every command). */
+  progressKey: "ai:backfill",
+  /** Without `--redis-url` and `REDIS_URL` (every command). */
+  redisUrl: "redis://127.0.0.1:6379",
+  logFormat: "text",
+  progressInterval: 10,
+  maxMemoryPct: 90,
+  maxOutage: 60,
+  metricsLinger: 15,
+  pushInterval: 30,
+  healthTimeout: 30,
+  metricsWorkspaceLabel: "true",
+  maxCallMs: 0.25,
+  callClock: "auto",
+  /**
+   * On: the run never holds more than half a millisecond of work in Redis's input buffer, so no
+   * application command waits longer than that behind it. 0 = raw speed.
+   */
+  maxLatencyMs: 0.5,
+  /** Redis 90% busy without the backfill: the store is saturated by its application. */
+  criticalLoadPct: 90,
+  /**
+   * Above a second of a busy master, far below the 64 MB replica output-buffer soft limit whose
+   * breach forces a full resync.
+   */
+  maxReplicaLag: "16M",
+  /** The lock lives 30 s: a dead holder's lock is gone before 45 s pass. */
+  waitLockSeconds: 45,
+} as const;
 
 /** CLI defaults of the verify options. */
 export const VERIFY_DEFAULTS: Readonly<

@@ -5,7 +5,7 @@
  * @module
  */
 
-/** Exit codes of the CLI (DESIGN.md). */
+/** Exit codes of the CLI (README.md, "Exit codes"). */
 export const ExitCode = {
   ok: 0,
   /** Finished with per-key errors, or verify below --min-parity. */

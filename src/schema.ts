@@ -21,7 +21,7 @@ export function newMatchFor(workspaceId: string): string {
 }
 /** The hash field that holds the workspace id. */
 export const WORKSPACE_FIELD = "workspace_id";
-/** Default validity rule for workspace ids (DESIGN.md). */
+/** Default validity rule for workspace ids (docs/safety.md). */
 export const DEFAULT_WORKSPACE_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$";
 /**
  * The default rule as the in-server script checks it: a Lua pattern (Lua has no `{0,63}`) plus a

@@ -18,7 +18,7 @@ function usage(argv: string[], pattern: RegExp) {
   });
 }
 
-Deno.test("defaults follow DESIGN.md", () => {
+Deno.test("defaults are the documented ones", () => {
   const options = run(["--dry-run"]);
   assert.equal(options.mode, "dry-run");
   assert.equal(options.rps, 100);

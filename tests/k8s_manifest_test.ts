@@ -1,7 +1,7 @@
 /**
  * deploy/k8s/backfill-job.yaml as far as a machine without Kubernetes can check it: yamllint, the
  * Job schema of the Kubernetes API (kubernetes-models' generated validators), the CLI accepting
- * every runner's arguments, and the operational settings README promises.
+ * every runner's arguments, and the operational settings docs/operations.md promises.
  */
 import assert from "node:assert/strict";
 import { Job } from "kubernetes-models/batch/v1";

@@ -1,5 +1,5 @@
 /**
- * Another client's long script (issue 11): while Redis answers BUSY to everything else, the run
+ * Another client's long script: while Redis answers BUSY to everything else, the run
  * waits, as for any outage, and then finishes with every job migrated and no per-key error.
  */
 import assert from "node:assert/strict";

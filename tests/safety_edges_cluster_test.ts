@@ -1,5 +1,5 @@
 /**
- * A byte-order mark in `workspace_id` on a real 3-master cluster (issue 11): the cluster READ path
+ * A byte-order mark in `workspace_id` on a real 3-master cluster: the cluster READ path
  * decodes ids in the client, so a dropped BOM would copy the job into another tenant.
  */
 import assert from "node:assert/strict";

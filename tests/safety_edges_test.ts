@@ -1,5 +1,5 @@
 /**
- * Edges of data safety on a standalone Redis (issue 11): a copy under the wrong workspace is an
+ * Edges of data safety on a standalone Redis: a copy under the wrong workspace is an
  * orphan for the sampled verify; a byte-order mark in `workspace_id` is never dropped.
  */
 import assert from "node:assert/strict";

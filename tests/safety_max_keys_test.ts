@@ -1,5 +1,5 @@
 /**
- * `--max-keys` smaller than one SCAN batch (issue 11): repeated small runs walk the whole
+ * `--max-keys` smaller than one SCAN batch: repeated small runs walk the whole
  * keyspace, each one making progress inside the re-read batch, with nothing lost.
  */
 import assert from "node:assert/strict";

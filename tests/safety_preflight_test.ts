@@ -1,5 +1,5 @@
 /**
- * Permissions (issue 11): a dry-run reports what --execute may not run, execute refuses before
+ * Permissions: a dry-run reports what --execute may not run, execute refuses before
  * writing anything, and a permission lost mid-run stops the run after one batch with the
  * checkpoint kept instead of failing the keyspace key by key.
  */

@@ -1,5 +1,5 @@
 /**
- * Replicas and demotion (issue 11): `--execute` on a replica says so and waits for a primary; a
+ * Replicas and demotion: `--execute` on a replica says so and waits for a primary; a
  * primary demoted mid-run (READONLY) is an outage that is waited out, with no per-key errors.
  */
 import assert from "node:assert/strict";

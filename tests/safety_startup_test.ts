@@ -24,21 +24,20 @@ for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
   Deno.test(`${signal} in the first moments of a run exits ${code}: no internal error, nothing half-written`, async () => {
     await withRedis(async (server, client) => {
       await seedOld(client, makeJobs(2000));
-      // The defaults (latency throttle on): the run's start-up is as long as it gets.
       const run = spawnCli(
         ["--execute", "--batch", "100", "--json", "--redis-url", server.url],
         {},
         60_000,
         { defaults: true },
       );
-      // The checks before writing are done: the throttle starts and the locks are taken next.
-      await waitFor("the memory check's log line", () => checked(run), 30_000);
+      // As soon as it is connected: start-up is short now, so this may also land after the
+      // first batch (a summary then says it did not complete).
+      await waitFor("the connected log line", () => connected(run), 30_000);
       run.child.kill(signal);
       const result = await run.done;
       assert.equal(result.code, code, result.stderr);
       assert.doesNotMatch(result.stderr, /internal error|AbortError|\n\s+at /);
       assert.match(result.stderr, new RegExp(`received ${signal}`));
-      // Stopped in start-up (one line says so), or just after its first batch (a summary).
       assert.ok(
         new RegExp(`stopped by ${signal} before the first batch`).test(result.stderr) ||
           JSON.parse(result.stdout).completed === false,
@@ -50,6 +49,39 @@ for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
       const again = await rest.done;
       assert.equal(again.code, 0, again.stderr);
       assert.equal(await countKeys(client, "ai:job:*"), 2000);
+    });
+  });
+
+  Deno.test(`${signal} while start-up waits for the lock exits ${code}: stopped before the first batch`, async () => {
+    await withRedis(async (server, client) => {
+      await seedOld(client, makeJobs(500));
+      // Another runner's lock, for 20 s more: the run is held in its start-up phase.
+      const other = JSON.stringify({
+        host: "elsewhere",
+        pid: 1,
+        started: new Date().toISOString(),
+        token: "x",
+      });
+      await client.set("ai:backfill:lock", other, "PX", 20_000);
+      const run = spawnCli(
+        ["--execute", "--wait-lock", "30", "--json", "--redis-url", server.url],
+        {},
+        60_000,
+        { defaults: true },
+      );
+      await waitFor("the lock wait's log line", () => /lock_wait/.test(run.stderrSoFar()), 30_000);
+      run.child.kill(signal);
+      const result = await run.done;
+      assert.equal(result.code, code, result.stderr);
+      assert.doesNotMatch(result.stderr, /internal error|AbortError|\n\s+at /);
+      assert.match(result.stderr, new RegExp(`stopped by ${signal} before the first batch`));
+      assert.equal(result.stdout, "", "no summary: nothing ran");
+      assert.equal(
+        await client.get("ai:backfill:lock"),
+        other,
+        "the other runner's lock is intact",
+      );
+      assert.equal(await countKeys(client, "ai:job:*"), 0, "nothing written");
     });
   });
 }

@@ -1,6 +1,6 @@
 /**
  * The telemetry as an SRE sees it: a real Prometheus scraping the backfill's /metrics and a real
- * Pushgateway (honor_labels), with the shipped alert rules loaded. Every README query, every
+ * Pushgateway (honor_labels), with the shipped alert rules loaded. Every docs/telemetry.md query, every
  * dashboard expression and every alert expression is evaluated through the HTTP API during and
  * after real runs of the CLI against a real redis-server.
  */
@@ -18,10 +18,10 @@ import { makeJobs, newKey, seedOld } from "./support/seed.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
-/** The PromQL lines of README's promql blocks. */
-function readmeQueries(): string[] {
-  const readme = Deno.readTextFileSync(`${ROOT}README.md`);
-  return [...readme.matchAll(/```promql\n([\s\S]*?)```/g)]
+/** The PromQL lines of docs/telemetry.md's promql blocks. */
+function docsQueries(): string[] {
+  const telemetry = Deno.readTextFileSync(`${ROOT}docs/telemetry.md`);
+  return [...telemetry.matchAll(/```promql\n([\s\S]*?)```/g)]
     .flatMap((block) => block[1]!.split("\n"))
     .map((line) => line.trim())
     .filter((line) => line !== "" && !line.startsWith("#"));
@@ -36,7 +36,7 @@ function dashboardQueries(): string[] {
 
 /** Queries with no data until the engine reports probes and replica lag (the control work). */
 const NO_DATA_YET = /redis_busy_ratio|redis_backfill_ratio|replica_lag|verify_/;
-/** README queries that must be empty in a healthy run (they are alerts). */
+/** Documented queries that must be empty in a healthy run (they are alerts). */
 const STALL = /last_progress_timestamp_seconds\) > 300/;
 
 async function expectData(prometheus: Prometheus, queries: string[], phase: string) {
@@ -67,7 +67,7 @@ async function value(prometheus: Prometheus, query: string): Promise<number | un
 }
 
 Deno.test({
-  name: "prometheus: README queries, dashboard and alerts hold against a real run",
+  name: "prometheus: documented queries, dashboard and alerts hold against a real run",
   ignore: !toolsAvailable("prometheus", "prometheus-pushgateway"),
   async fn() {
     const gateway = await startPushgateway();
@@ -123,7 +123,7 @@ Deno.test({
         "5",
         ...common,
       ]);
-      const queries = [...readmeQueries(), ...dashboardQueries()];
+      const queries = [...docsQueries(), ...dashboardQueries()];
       assert.ok(queries.length >= 20, `queries found: ${queries.length}`);
 
       // During the run: both sources scraped, rates defined.
@@ -180,7 +180,7 @@ Deno.test({
       assert.equal(
         await value(
           prometheus,
-          readmeQueries().find((q) =>
+          docsQueries().find((q) =>
             q.startsWith("sum(max by (workspace_id) (relay_backfill_migrated_total)) / (")
           )!,
         ),

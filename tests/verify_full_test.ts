@@ -35,7 +35,7 @@ async function tamper(client: Redis | Cluster, all: TestJob[]) {
   await client.set(key(5), `${MARKER}-string`); // type
   await client.hset(oldKeyFor("bad"), "workspace_id", "bad:ws", "x", MARKER); // invalid
   await client.hset(newKeyFor("ws-a", "ghost"), "workspace_id", "ws-a", "x", MARKER); // orphan
-  // issue 11 item 4: a copy under another workspace than its old key names.
+  // A copy under another workspace than its old key names.
   await client.hset(newKeyFor("ws-z", all[7]!.id), "workspace_id", "ws-z", "x", MARKER);
   return {
     checked: all.length + 1,

@@ -1,5 +1,5 @@
 /**
- * Checkpoints in Redis, under the progress key P: `P:cursor` and `P:last_job` (the DESIGN names),
+ * Checkpoints in Redis, under the progress key P: `P:cursor` and `P:last_job` (the names the runbook reads),
  * plus `P:meta`, a hash with the node's `run_id` (a restarted node's cursor is meaningless) and the
  * run parameters (a checkpoint made for another workspace or pattern is not silently reused). On a
  * standalone server the copy script itself moves `P:cursor` and `P:last_job` and keeps its call

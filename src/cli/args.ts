@@ -1,16 +1,18 @@
 /**
- * Raw argv → typed options, in two phases (deployctl style): `node:util` parseArgs in strict mode
- * rejects unknown flags and missing values, then a converter per subcommand validates numbers,
- * ranges and combinations. Every problem is a {@linkcode UsageError} (exit 2) with a one-line message.
+ * Raw argv → typed options, in two phases (deployctl style): `node:util` parseArgs in strict mode,
+ * with the option specs of the flag table (flags.ts), rejects unknown flags and missing values, then
+ * a converter per subcommand validates numbers, ranges and combinations and applies the defaults
+ * (src/defaults.ts). Every problem is a {@linkcode UsageError} (exit 2) with a one-line message.
  *
  * @module
  */
-import { parseArgs, type ParseArgsConfig } from "node:util";
+import { parseArgs } from "node:util";
 import { UsageError } from "../errors.ts";
 import { DEFAULT_WORKSPACE_PATTERN, WorkspaceRule } from "../schema.ts";
-import { VERIFY_DEFAULTS } from "../defaults.ts";
+import { type CommandName, parseArgsOptions, verifyFullOnlyFlags } from "./flags.ts";
+import { RUN_DEFAULTS, VERIFY_DEFAULTS } from "../defaults.ts";
 import { parseShard, WHOLE } from "../redis/shard.ts";
-import { DEFAULT_MAX_REPLICA_LAG, parseReplicaLagLimit } from "../control/replica_lag.ts";
+import { parseReplicaLagLimit } from "../control/replica_lag.ts";
 import { parseControlCommand } from "./control_args.ts";
 import {
   decimal,
@@ -36,116 +38,27 @@ import type { CallClockMode } from "../control/call_clock.ts";
 
 export type { ParseEnv } from "./flag_values.ts";
 
-/** Defaults of the throttle and lock flags (README "Throttle" says why). */
-export const CONTROL_DEFAULTS = {
-  maxCallMs: 0.25,
-  /**
-   * On: the run never holds more than half a millisecond of work in Redis's input buffer, so no
-   * application command waits longer than that behind it (README "Throttle"). 0 = raw speed.
-   */
-  maxLatencyMs: 0.5,
-  /** Redis 90% busy without the backfill: the store is saturated by its application. */
-  criticalLoadPct: 90,
-  maxReplicaLag: DEFAULT_MAX_REPLICA_LAG,
-  /** The lock lives 30 s: a dead holder's lock is gone before 45 s pass. */
-  waitLockSeconds: 45,
-} as const;
-
-const common = {
-  "redis-url": { type: "string", multiple: true },
-  "tls-ca": { type: "string" },
-  "tls-cert": { type: "string" },
-  "tls-key": { type: "string" },
-  "tls-servername": { type: "string" },
-  json: { type: "boolean" },
-  workspace: { type: "string" },
-  "workspace-pattern": { type: "string" },
-  rps: { type: "string" },
-  "log-format": { type: "string" },
-  quiet: { type: "boolean", short: "q" },
-  help: { type: "boolean", short: "h" },
-  version: { type: "boolean", short: "V" },
-} satisfies ParseArgsConfig["options"];
-
-const runFlags = {
-  ...common,
-  "dry-run": { type: "boolean" },
-  execute: { type: "boolean" },
-  batch: { type: "string" },
-  cursor: { type: "string" },
-  "max-keys": { type: "string" },
-  "progress-key": { type: "string" },
-  "reset-progress": { type: "boolean" },
-  "metrics-port": { type: "string" },
-  "metrics-host": { type: "string" },
-  "metrics-linger": { type: "string" },
-  "push-interval": { type: "string" },
-  "health-timeout": { type: "string" },
-  "metrics-workspace-label": { type: "string" },
-  pushgateway: { type: "string" },
-  "progress-interval": { type: "string" },
-  "max-memory-pct": { type: "string" },
-  "max-outage": { type: "string" },
-  "max-call-ms": { type: "string" },
-  "call-clock": { type: "string" },
-  "max-latency": { type: "string" },
-  "critical-load": { type: "string" },
-  "max-replica-lag": { type: "string" },
-  "wait-lock": { type: "string" },
-  shard: { type: "string" },
-} satisfies ParseArgsConfig["options"];
-
-const verifyFlags = {
-  ...common,
-  sample: { type: "string" },
-  "min-parity": { type: "string" },
-  "ttl-tolerance": { type: "string" },
-  recheck: { type: "string" },
-  "recheck-delay": { type: "string" },
-  full: { type: "boolean" },
-  orphans: { type: "boolean" },
-  report: { type: "string" },
-  "progress-key": { type: "string" },
-  "reset-progress": { type: "boolean" },
-  "wait-lock": { type: "string" },
-  "max-call-ms": { type: "string" },
-  "call-clock": { type: "string" },
-  "max-latency": { type: "string" },
-  "critical-load": { type: "string" },
-  "metrics-port": { type: "string" },
-  "metrics-host": { type: "string" },
-  "metrics-linger": { type: "string" },
-  pushgateway: { type: "string" },
-  "push-interval": { type: "string" },
-} satisfies ParseArgsConfig["options"];
-
-/** Defaults of the telemetry flags (also shown by --help). */
-export const TELEMETRY_DEFAULTS = {
-  metricsLinger: 15,
-  pushInterval: 30,
-  healthTimeout: 30,
-} as const;
-
 /** Parses argv (without the program name) into a {@linkcode Command}. */
 export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Command {
   const control = parseControlCommand(argv, env);
   if (control !== undefined) return control;
   const isVerify = argv[0] === "verify";
   const topic = isVerify ? "verify" : "run";
-  const parsed = parseFlags(isVerify ? argv.slice(1) : argv, isVerify ? verifyFlags : runFlags);
+  const parsed = parseFlags(isVerify ? argv.slice(1) : argv, topic);
   const values = parsed.values as Record<string, string | boolean | string[] | undefined>;
   if (values.help) return { kind: "help", topic };
   if (values.version) return { kind: "version" };
   if (parsed.positionals.length > 0) {
     throw new UsageError(`unexpected argument '${parsed.positionals[0]}'`);
   }
-  const shared = commonOptions(values, env, isVerify ? VERIFY_DEFAULTS.rps : 100);
+  const shared = commonOptions(values, env, isVerify ? VERIFY_DEFAULTS.rps : RUN_DEFAULTS.rps);
   if (isVerify) return { kind: "verify", options: verifyOptions(values, shared) };
   return { kind: "run", options: runOptions(values, shared) };
 }
 
 /** Phase one: node:util parseArgs, strict; its multi-line errors become one-line usage errors. */
-function parseFlags(args: readonly string[], options: ParseArgsConfig["options"]) {
+function parseFlags(args: readonly string[], command: CommandName) {
+  const options = parseArgsOptions(command);
   try {
     return parseArgs({ args: [...args], options, strict: true, allowPositionals: true });
   } catch (error) {
@@ -168,7 +81,7 @@ function runOptions(values: Values, shared: CommonOptions): RunOptions {
     throw new UsageError(`--cursor must be a SCAN cursor (digits), got '${cursor.slice(0, 40)}'`);
   }
   const progressKey = progressKeyFrom(values);
-  const label = str(values, "metrics-workspace-label") ?? "true";
+  const label = str(values, "metrics-workspace-label") ?? RUN_DEFAULTS.metricsWorkspaceLabel;
   if (label !== "true" && label !== "false") {
     throw new UsageError(`--metrics-workspace-label must be true or false, got '${label}'`);
   }
@@ -180,7 +93,7 @@ function runOptions(values: Values, shared: CommonOptions): RunOptions {
   return {
     ...shared,
     mode: dryRun ? "dry-run" : "execute",
-    batch: integer(values, "batch", 500, 1, 1_000_000),
+    batch: integer(values, "batch", RUN_DEFAULTS.batch, 1, 1_000_000),
     cursor,
     maxKeys,
     progressKey,
@@ -189,14 +102,14 @@ function runOptions(values: Values, shared: CommonOptions): RunOptions {
       ? undefined
       : integer(values, "metrics-port", 0, 1, 65535),
     metricsHost,
-    metricsLinger: decimal(values, "metrics-linger", TELEMETRY_DEFAULTS.metricsLinger, 0, 3600),
+    metricsLinger: decimal(values, "metrics-linger", RUN_DEFAULTS.metricsLinger, 0, 3600),
     metricsWorkspaceLabel: label === "true",
     pushgateway,
-    pushInterval: decimal(values, "push-interval", TELEMETRY_DEFAULTS.pushInterval, 0, 86400),
-    healthTimeout: decimal(values, "health-timeout", TELEMETRY_DEFAULTS.healthTimeout, 1, 86400),
-    progressInterval: decimal(values, "progress-interval", 10, 0.1),
-    maxMemoryPct: decimal(values, "max-memory-pct", 90, 1, 100),
-    maxOutage: decimal(values, "max-outage", 60, 0),
+    pushInterval: decimal(values, "push-interval", RUN_DEFAULTS.pushInterval, 0, 86400),
+    healthTimeout: decimal(values, "health-timeout", RUN_DEFAULTS.healthTimeout, 1, 86400),
+    progressInterval: decimal(values, "progress-interval", RUN_DEFAULTS.progressInterval, 0.1),
+    maxMemoryPct: decimal(values, "max-memory-pct", RUN_DEFAULTS.maxMemoryPct, 1, 100),
+    maxOutage: decimal(values, "max-outage", RUN_DEFAULTS.maxOutage, 0),
     shard: shardText === undefined ? WHOLE : parseShard(shardText),
     ...throttleOptions(values),
   };
@@ -220,17 +133,17 @@ function throttleOptions(
     callClock: callClockFrom(values),
     ...paceFlags(values),
     maxReplicaLag: parseReplicaLagLimit(
-      str(values, "max-replica-lag") ?? CONTROL_DEFAULTS.maxReplicaLag,
+      str(values, "max-replica-lag") ?? RUN_DEFAULTS.maxReplicaLag,
     ),
-    waitLockSeconds: decimal(values, "wait-lock", CONTROL_DEFAULTS.waitLockSeconds, 0),
+    waitLockSeconds: decimal(values, "wait-lock", RUN_DEFAULTS.waitLockSeconds, 0),
   };
 }
 
 /** `--max-latency` and `--critical-load`, shared by a run and `verify --full`. */
 function paceFlags(values: Values): { maxLatencyMs: number; criticalLoadPct: number } {
   return {
-    maxLatencyMs: decimal(values, "max-latency", CONTROL_DEFAULTS.maxLatencyMs, 0),
-    criticalLoadPct: decimal(values, "critical-load", CONTROL_DEFAULTS.criticalLoadPct, 1, 100),
+    maxLatencyMs: decimal(values, "max-latency", RUN_DEFAULTS.maxLatencyMs, 0),
+    criticalLoadPct: decimal(values, "critical-load", RUN_DEFAULTS.criticalLoadPct, 1, 100),
   };
 }
 
@@ -250,7 +163,7 @@ function metricsHostFrom(values: Values): string | undefined {
 
 /** `--max-call-ms`: the time budget of one script call, in ms (> 0). */
 function maxCallMsFrom(values: Values): number {
-  const maxCallMs = decimal(values, "max-call-ms", CONTROL_DEFAULTS.maxCallMs, 0);
+  const maxCallMs = decimal(values, "max-call-ms", RUN_DEFAULTS.maxCallMs, 0);
   if (maxCallMs === 0) {
     throw new UsageError("--max-call-ms must be a number > 0 (milliseconds per script call)");
   }
@@ -259,7 +172,7 @@ function maxCallMsFrom(values: Values): number {
 
 /** `--call-clock`: `auto` (default) or `client` (control/call_clock.ts). */
 function callClockFrom(values: Values): CallClockMode {
-  const mode = str(values, "call-clock") ?? "auto";
+  const mode = str(values, "call-clock") ?? RUN_DEFAULTS.callClock;
   if (mode !== "auto" && mode !== "client") {
     throw new UsageError(`--call-clock must be auto or client, got '${mode.slice(0, 20)}'`);
   }
@@ -275,9 +188,9 @@ function verifyTelemetryOptions(values: Values): VerifyTelemetryFlags {
       ? undefined
       : integer(values, "metrics-port", 0, 1, 65535),
     metricsHost: metricsHostFrom(values),
-    metricsLinger: decimal(values, "metrics-linger", TELEMETRY_DEFAULTS.metricsLinger, 0, 3600),
+    metricsLinger: decimal(values, "metrics-linger", RUN_DEFAULTS.metricsLinger, 0, 3600),
     pushgateway,
-    pushInterval: decimal(values, "push-interval", TELEMETRY_DEFAULTS.pushInterval, 0, 86400),
+    pushInterval: decimal(values, "push-interval", RUN_DEFAULTS.pushInterval, 0, 86400),
   };
 }
 
@@ -286,18 +199,7 @@ function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
   if (full && values.sample !== undefined) {
     throw new UsageError("--full checks every old key; it cannot be combined with --sample");
   }
-  for (
-    const flag of [
-      "orphans",
-      "report",
-      "reset-progress",
-      "wait-lock",
-      "max-call-ms",
-      "call-clock",
-      "max-latency",
-      "critical-load",
-    ]
-  ) {
+  for (const flag of verifyFullOnlyFlags()) {
     if (!full && values[flag] !== undefined) throw new UsageError(`--${flag} needs --full`);
   }
   const report = str(values, "report");
@@ -314,7 +216,7 @@ function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
     report,
     progressKey: progressKeyFrom(values),
     resetProgress: values["reset-progress"] === true,
-    waitLockSeconds: decimal(values, "wait-lock", CONTROL_DEFAULTS.waitLockSeconds, 0),
+    waitLockSeconds: decimal(values, "wait-lock", RUN_DEFAULTS.waitLockSeconds, 0),
     maxCallMs: maxCallMsFrom(values),
     callClock: callClockFrom(values),
     ...paceFlags(values),
@@ -339,7 +241,7 @@ function commonOptions(values: Values, env: ParseEnv, defaultRps: number): Commo
       }' is not a valid workspace id under the workspace pattern`,
     );
   }
-  const logFormat = str(values, "log-format") ?? "text";
+  const logFormat = str(values, "log-format") ?? RUN_DEFAULTS.logFormat;
   if (logFormat !== "text" && logFormat !== "json") {
     throw new UsageError(`--log-format must be text or json, got '${logFormat.slice(0, 20)}'`);
   }

@@ -1,10 +1,10 @@
 /**
  * Argv of the live-control subcommands: `pause`, `resume`, `set-rps N`, `stop`, `status [--json]`.
- * They take the connection flags of the other commands and `--progress-key`, nothing else.
+ * They take the connection flags of the other commands and `--progress-key` (flags.ts), nothing else.
  *
  * @module
  */
-import { parseArgs, type ParseArgsConfig } from "node:util";
+import { parseArgs } from "node:util";
 import type { TlsOptions } from "../redis/options.ts";
 import { UsageError } from "../errors.ts";
 import { type ControlCommand, parseControl } from "../control/remote.ts";
@@ -15,6 +15,7 @@ import {
   tlsFrom,
   type Values,
 } from "./flag_values.ts";
+import { parseArgsOptions } from "./flags.ts";
 
 /** A control subcommand with its connection. */
 export interface ControlCommandLine {
@@ -28,17 +29,6 @@ export interface ControlCommandLine {
 
 /** The subcommands this module parses. */
 export const CONTROL_SUBCOMMANDS = ["pause", "resume", "set-rps", "stop", "status"] as const;
-
-const flags = {
-  "redis-url": { type: "string", multiple: true },
-  "tls-ca": { type: "string" },
-  "tls-cert": { type: "string" },
-  "tls-key": { type: "string" },
-  "tls-servername": { type: "string" },
-  "progress-key": { type: "string" },
-  json: { type: "boolean" },
-  help: { type: "boolean", short: "h" },
-} satisfies ParseArgsConfig["options"];
 
 /**
  * Parses a control subcommand; undefined when `argv` is not one (the caller parses it then).
@@ -60,7 +50,12 @@ export function parseControlCommand(
   const rest = argv.slice(takesValue ? 2 : 1);
   let parsed;
   try {
-    parsed = parseArgs({ args: [...rest], options: flags, strict: true, allowPositionals: true });
+    parsed = parseArgs({
+      args: [...rest],
+      options: parseArgsOptions("control"),
+      strict: true,
+      allowPositionals: true,
+    });
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     const flag = message.match(/Unknown option '([^']+)'/)?.[1];

@@ -7,6 +7,7 @@
 import type { TlsOptions } from "../redis/options.ts";
 import { UsageError } from "../errors.ts";
 import { isSentinelUrl, parseSentinelUrl } from "../redis/sentinel.ts";
+import { RUN_DEFAULTS } from "../defaults.ts";
 
 /** Flag values as `node:util` parseArgs returns them. */
 export type Values = Record<string, string | boolean | string[] | undefined>;
@@ -15,9 +16,6 @@ export type Values = Record<string, string | boolean | string[] | undefined>;
 export interface ParseEnv {
   REDIS_URL?: string;
 }
-
-/** The default progress key (prefix of the checkpoint, lock, control and status keys). */
-export const DEFAULT_PROGRESS_KEY = "ai:backfill";
 
 /** `--redis-url` (repeated or comma-separated) or `REDIS_URL`, validated without echoing it. */
 export function redisUrlsFrom(values: Values, env: ParseEnv): string[] {
@@ -28,7 +26,7 @@ export function redisUrlsFrom(values: Values, env: ParseEnv): string[] {
     .filter((url) => url.length > 0);
   const redisUrls = fromFlags.length > 0
     ? fromFlags
-    : [env.REDIS_URL?.trim() || "redis://127.0.0.1:6379"];
+    : [env.REDIS_URL?.trim() || RUN_DEFAULTS.redisUrl];
   // Both validators name the problem without echoing the URL (it may hold a password).
   for (const url of redisUrls) isSentinelUrl(url) ? parseSentinelUrl(url) : redisUrl(url);
   return redisUrls;
@@ -44,9 +42,9 @@ export function tlsFrom(values: Values): TlsOptions {
   };
 }
 
-/** `--progress-key`, default {@linkcode DEFAULT_PROGRESS_KEY}. */
+/** `--progress-key`, checked. */
 export function progressKeyFrom(values: Values): string {
-  const progressKey = str(values, "progress-key") ?? DEFAULT_PROGRESS_KEY;
+  const progressKey = str(values, "progress-key") ?? RUN_DEFAULTS.progressKey;
   if (progressKey.length === 0 || /\s/.test(progressKey)) {
     throw new UsageError("--progress-key must be non-empty and contain no whitespace");
   }

@@ -1,6 +1,7 @@
 /**
  * What the command line asks for, as types: the options of each subcommand after
- * {@linkcode parseCommand} (args.ts) validated them.
+ * {@linkcode parseCommand} (args.ts) validated them. The flags themselves, with their help, are in
+ * the flag table (flags.ts).
  *
  * @module
  */

@@ -35,18 +35,22 @@ export interface LatencyBudget {
 }
 
 /**
- * `--max-latency` by construction. An application command that arrives while the backfill works
- * waits at most for what the backfill has in Redis's input buffer: the calls a master has in flight
- * (its script calls and its SCANs share one window: they share the connection), each bounded in
- * Redis time. So calls in flight × call bound ≤ MS. The call bound shrinks so that two calls (one
- * running, one queued: what keeps Redis busy across a loopback round trip) fit: MS / 2 when
- * `--max-call-ms` is larger. Undefined for `--max-latency 0` (raw speed, no bound).
+ * `--max-latency` by construction. Redis runs an event-loop turn at a time: it runs every complete
+ * command in the buffers of the clients that were readable when the turn began, and writes the
+ * replies at the turn's end. An application command that arrives while the backfill works waits,
+ * at most, for the rest of the turn under way (every backfill call already in Redis's buffer: the
+ * calls a master has in flight, its script calls and its SCANs sharing one window since they share
+ * the connection), then for its own turn, in which one more call of ours that arrived meanwhile may
+ * run before it. So (calls in flight + 1) × call bound ≤ MS. Two calls in flight (one running, one
+ * queued: what keeps Redis busy across a loopback round trip) need calls of MS / 3: the call bound
+ * is `--max-call-ms`, or that when it is smaller. Undefined for `--max-latency 0` (raw speed, no
+ * bound).
  */
 export function latencyBudget(maxLatencyMs: number, maxCallMs: number): LatencyBudget | undefined {
   if (!(maxLatencyMs > 0)) return undefined;
-  const callMs = Math.min(maxCallMs, maxLatencyMs / MIN_CALL_WINDOW);
-  // The epsilon keeps 0.5 / 0.25 from flooring to 1.
-  const calls = Math.floor(maxLatencyMs / callMs + 1e-9);
+  const callMs = Math.min(maxCallMs, maxLatencyMs / (MIN_CALL_WINDOW + 1));
+  // The epsilon keeps 0.75 / 0.25 from flooring to 2.
+  const calls = Math.floor(maxLatencyMs / callMs + 1e-9) - 1;
   return {
     maxCallMs: callMs,
     maxCallsInFlight: Math.min(MAX_CALL_WINDOW, Math.max(MIN_CALL_WINDOW, calls)),

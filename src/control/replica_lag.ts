@@ -28,10 +28,6 @@ export type ReplicaLagLimit =
   | { kind: "seconds"; seconds: number }
   | { kind: "off" };
 
-/** The default `--max-replica-lag` (see README: above a second of a busy master, far below the
- * 64 MB replica output-buffer soft limit whose breach forces a full resync). */
-export const DEFAULT_MAX_REPLICA_LAG = "16M";
-
 const UNITS: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
 
 /**

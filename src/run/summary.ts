@@ -1,5 +1,5 @@
 /**
- * The run summary on stdout: the text form of DESIGN.md, or one JSON object with exactly its fields.
+ * The run summary on stdout: the text form, or one JSON object with exactly its fields (docs/telemetry.md).
  * The outcome lines and fields come from the one outcome table (src/outcome.ts).
  *
  * @module
@@ -7,7 +7,7 @@
 import { outcomeInfo, OUTCOMES } from "../outcome.ts";
 import type { Summary } from "../run_events.ts";
 
-/** The `--json` object, fields in DESIGN.md order. */
+/** The `--json` object, fields in the documented order (docs/telemetry.md). */
 export function summaryJson(summary: Summary): Record<string, unknown> {
   const json: Record<string, unknown> = { mode: summary.mode, scanned: summary.scanned };
   for (const outcome of OUTCOMES) json[outcome] = summary[outcome];
