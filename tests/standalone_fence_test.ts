@@ -76,6 +76,33 @@ Deno.test("a runner whose lock was taken over: its next copy and checkpoint are 
   });
 });
 
+Deno.test("a runner whose lock was taken over while it only saves checkpoints: the next save is refused (exit 4)", async () => {
+  await withRedis(async (server, client) => {
+    // No old key at all: the run only scans, and stores its cursor after each second of empty
+    // batches, so its first write after the takeover is a checkpoint.
+    await client.eval(`for i = 1, 400000 do redis.call("SET", "other:" .. i, "x") end`, 0);
+    const run = spawnCli(["--execute", "--batch", "10", "--json", "--redis-url", server.url]);
+    await waitFor(
+      "a checkpoint past the start",
+      async () => ((await client.get("ai:backfill:cursor")) ?? "0") !== "0",
+    );
+    const [, cursor] = await client.eval(
+      TAKE_OVER,
+      3,
+      "ai:backfill:lock",
+      "ai:backfill:cursor",
+      "ai:backfill:totals",
+      otherHolder(),
+    ) as [number, string, string];
+    const meta = await client.hgetall("ai:backfill:meta");
+    const result = await run.done;
+    assert.equal(result.code, 4, result.stderr);
+    assert.match(result.stderr, /FENCED the run lock ai:backfill:lock is no longer held/);
+    assert.equal(await client.get("ai:backfill:cursor"), cursor, "the checkpoint did not move");
+    assert.deepEqual(await client.hgetall("ai:backfill:meta"), meta);
+  });
+});
+
 Deno.test("checkpoint, finish, clear and totals writes are refused once the lock is replaced", async () => {
   await withRedis(async (_server, client) => {
     const lock = { key: "ai:backfill:lock", value: JSON.stringify({ token: "mine" }) };
