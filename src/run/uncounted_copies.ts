@@ -8,7 +8,9 @@
  * the copy it was (`migrated`, or `repaired`).
  *
  * Only failure paths write here; a run without failures pays one size check per batch. A call
- * whose reply never arrived cannot be known here (the copy may or may not have run).
+ * whose reply never arrived (a lost connection) is known only to the strategy: where it keeps a
+ * record of each call (migrate/in_server.ts), the engine reads what such calls copied once Redis
+ * answers again and remembers it here too.
  *
  * @module
  */
