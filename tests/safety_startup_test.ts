@@ -15,11 +15,6 @@ function connected(run: RunningCli): boolean {
   return /connected to redis:\/\//.test(run.stderrSoFar());
 }
 
-/** The memory headroom check, the last check before writing, has logged its estimate. */
-function checked(run: RunningCli): boolean {
-  return /memory_estimate/.test(run.stderrSoFar());
-}
-
 for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
   Deno.test(`${signal} in the first moments of a run exits ${code}: no internal error, nothing half-written`, async () => {
     await withRedis(async (server, client) => {
