@@ -48,6 +48,8 @@ export interface OpenLoopStats extends Percentiles {
   sendLag: Percentiles;
   /** Which build measured: the C client (bench/open_loop.c) or this module under Deno. */
   prober?: "c" | "deno";
+  /** It ran under SCHED_FIFO (`chrt -f 50`): its own wake-ups did not wait behind Redis. */
+  realtime?: boolean;
 }
 
 /** Nearest-rank percentiles of `values` (ms). */
@@ -279,6 +281,21 @@ function nativeProber(): Promise<string | undefined> {
   return nativeBuild;
 }
 
+/** Whether `chrt -f` works here (root, or CAP_SYS_NICE), tried once per bench process. */
+let realtimeCheck: Promise<boolean> | undefined;
+
+/**
+ * The prober runs under SCHED_FIFO where the host allows it. It shares Redis's core, and while
+ * Redis keeps that core busy, an ordinary process waits for the scheduler (a millisecond or more)
+ * before it can read a reply or send on schedule: that wait is the prober's, not Redis's. A
+ * real-time prober takes the core at once when it wakes; it needs a few percent of it.
+ */
+function realtime(): Promise<boolean> {
+  realtimeCheck ??= new Deno.Command("chrt", { args: ["-f", "50", "true"], stderr: "null" })
+    .output().then(({ code }) => code === 0, () => false);
+  return realtimeCheck;
+}
+
 /** The C client's JSON line, in the shape of {@linkcode OpenLoopStats}. */
 function fromNative(line: string): OpenLoopStats {
   const { latency, ...rest } = JSON.parse(line) as
@@ -335,7 +352,10 @@ export function startOpenLoop(port: number, options: {
       const { stdout, code } = await output;
       const text = new TextDecoder().decode(stdout);
       if (code !== 0) throw new Error(`open-loop client exited ${code}: ${text}`);
-      return native ? fromNative(text) : { ...JSON.parse(text) as OpenLoopStats, prober: "deno" };
+      const stats = native
+        ? fromNative(text)
+        : { ...JSON.parse(text) as OpenLoopStats, prober: "deno" as const };
+      return { ...stats, realtime: await realtime() };
     },
   };
 }
