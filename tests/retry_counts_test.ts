@@ -12,17 +12,7 @@ import { UncountedCopies } from "../src/run/uncounted_copies.ts";
 import { spawnCli, waitFor } from "./support/cli.ts";
 import { withRedis } from "./support/redis_server.ts";
 import { makeJobs, newKey, seedOld } from "./support/seed.ts";
-
-/** Lua that keeps Redis busy for `ms` (TIME advances inside a script on Redis 7). */
-function busyLoop(ms: number): string {
-  return `local t = redis.call('TIME')
-local start = t[1] * 1000000 + t[2]
-while true do
-  local n = redis.call('TIME')
-  if n[1] * 1000000 + n[2] - start > ${ms * 1000} then break end
-end
-return 1`;
-}
+import { busyLoop } from "./support/other_client.ts";
 
 Deno.test("BUSY mid-batch: migrated equals the new keys this run created, exactly", async () => {
   await withRedis(async (server, client) => {

@@ -9,6 +9,7 @@ import { type RunningCli, spawnCli, waitFor } from "./support/cli.ts";
 import { redisCli } from "./support/cluster.ts";
 import { freePort, withRedis } from "./support/redis_server.ts";
 import { countKeys, makeJobs, newKey, seedOld } from "./support/seed.ts";
+import { otherRunnersLock } from "./support/other_client.ts";
 
 /** The run's first log line: it is connected and starting (nothing copied yet). */
 function connected(run: RunningCli): boolean {
@@ -51,12 +52,7 @@ for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
     await withRedis(async (server, client) => {
       await seedOld(client, makeJobs(500));
       // Another runner's lock, for 20 s more: the run is held in its start-up phase.
-      const other = JSON.stringify({
-        host: "elsewhere",
-        pid: 1,
-        started: new Date().toISOString(),
-        token: "x",
-      });
+      const other = otherRunnersLock();
       await client.set("ai:backfill:lock", other, "PX", 20_000);
       const run = spawnCli(
         ["--execute", "--wait-lock", "30", "--json", "--redis-url", server.url],
@@ -183,8 +179,7 @@ Deno.test("a primary demoted in the start-up phase (READONLY) is waited out: exi
     await seedOld(client, jobs);
     // Another runner's lock, for 4 s more: the run starts, then waits to take the lock (still in
     // its start-up phase), and that is when a failover demotes the primary.
-    const other = { host: "elsewhere", pid: 1, started: new Date().toISOString(), token: "x" };
-    await client.set("ai:backfill:lock", JSON.stringify(other), "PX", 4000);
+    await client.set("ai:backfill:lock", otherRunnersLock(), "PX", 4000);
     const run = spawnCli(
       [
         "--execute",

@@ -12,6 +12,7 @@ import { SafetyRefusal } from "../src/errors.ts";
 import { spawnCli, waitFor } from "./support/cli.ts";
 import { withRedis } from "./support/redis_server.ts";
 import { makeJobs, seedOld } from "./support/seed.ts";
+import { otherRunnersLock } from "./support/other_client.ts";
 
 /**
  * What another runner does once the lock has expired: a new lock value with its own token, set in
@@ -24,15 +25,6 @@ return {#redis.call("KEYS", "ai:job:*"), redis.call("GET", KEYS[2]) or "",
   cjson.encode(redis.call("HGETALL", KEYS[3]))}`;
 
 const MIGRATED = totalsField("migrated");
-
-function otherHolder(): string {
-  return JSON.stringify({
-    host: "runner-2",
-    pid: 2,
-    started: new Date().toISOString(),
-    token: crypto.randomUUID(),
-  });
-}
 
 Deno.test("a runner whose lock was taken over: its next copy and checkpoint are refused (exit 4, nothing written after)", async () => {
   await withRedis(async (server, client) => {
@@ -60,7 +52,7 @@ Deno.test("a runner whose lock was taken over: its next copy and checkpoint are 
       "ai:backfill:lock",
       "ai:backfill:cursor",
       "ai:backfill:totals",
-      otherHolder(),
+      otherRunnersLock(),
     ) as [number, string, string];
     assert.ok(newKeys > 0 && newKeys < jobs.length, `taken over mid-run (${newKeys} new keys)`);
     const result = await run.done;
@@ -92,7 +84,7 @@ Deno.test("a runner whose lock was taken over while it only saves checkpoints: t
       "ai:backfill:lock",
       "ai:backfill:cursor",
       "ai:backfill:totals",
-      otherHolder(),
+      otherRunnersLock(),
     ) as [number, string, string];
     const meta = await client.hgetall("ai:backfill:meta");
     const result = await run.done;
@@ -113,7 +105,7 @@ Deno.test("checkpoint, finish, clear and totals writes are refused once the lock
     assert.equal(await client.get("ai:backfill:cursor"), "12");
     // Expired and taken by another runner.
     await client.del(lock.key);
-    await client.set(lock.key, otherHolder());
+    await client.set(lock.key, otherRunnersLock());
     const before = await client.dump("ai:backfill:cursor");
     const refusals = [
       store.save("", { ...checkpoint, cursor: "40" }, new Map([[MIGRATED, 7]])),

@@ -86,9 +86,9 @@ export async function throughOutages<T>(
       const { outage, code } = classify(error);
       if (!outage) throw error;
       const now = performance.now();
-      const lost = target.masters().find((node) => target.lostSince?.(node) !== undefined);
-      since ??= Math.min(now, lost ? target.lostSince!(lost)! : now);
       const masters = target.masters();
+      const lost = masters.find((node) => target.lostSince?.(node) !== undefined);
+      since ??= Math.min(now, lost ? target.lostSince!(lost)! : now);
       const where = lost
         ? target.nodeName(lost)
         : masters.length === 1
