@@ -178,17 +178,12 @@ class Run {
     const starting = (what: string) => ({ ...this.#startup(), what });
     await throughOutages(() => this.#deps.strategy.init(), starting("loading the scripts"));
     const masters = target.masters();
-    const sizes = await throughOutages(
-      () => Promise.all(masters.map((node) => node.dbsize())),
-      { ...starting("estimating the keys to scan"), readOnly: true },
-    );
+    const { sizes, estimate } = await throughOutages(async () => {
+      const sizes = await Promise.all(masters.map((node) => node.dbsize()));
+      return { sizes, estimate: await initialEstimate(masters, sizes) };
+    }, { ...starting("estimating the keys to scan"), readOnly: true });
     this.#dbsize = sizes.reduce((a, b) => a + b, 0);
-    this.#estimate = this.#capped(
-      await throughOutages(
-        () => initialEstimate(masters, sizes),
-        { ...starting("estimating the keys to scan"), readOnly: true },
-      ),
-    );
+    this.#estimate = this.#capped(estimate);
     const carried = await throughOutages(
       () => carriedTotals(this.#deps.checkpoints, this.#options),
       { ...starting("reading the stored totals"), readOnly: true },
