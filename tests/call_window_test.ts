@@ -5,6 +5,8 @@ import {
   latencyBudget,
   MAX_CALL_WINDOW,
 } from "../src/control/call_window.ts";
+import { openNodeTraffic } from "../src/run/node_traffic.ts";
+import { withRedis } from "./support/redis_server.ts";
 
 Deno.test("call window: covers one round trip, at least 2, at most the guard", () => {
   assert.equal(callWindowSize(0.05, 0.25), 2);
@@ -47,10 +49,10 @@ Deno.test("call window: an abort ends a wait without taking a slot", async () =>
 });
 
 Deno.test("latency budget: (calls in flight + 1) × call bound stay within --max-latency", () => {
-  // The default: 0.5 ms leaves two calls in flight (one running, one queued) and the one that may
-  // run in the application command's own event-loop turn: three calls of 1/6 ms.
-  assert.deepEqual(latencyBudget(0.5, 0.25), { maxCallMs: 0.5 / 3, maxCallsInFlight: 2 });
-  assert.deepEqual(latencyBudget(0.3, 0.25), { maxCallMs: 0.3 / 3, maxCallsInFlight: 2 });
+  // The default: 0.5 ms leaves one call in flight and the one that may run in the application
+  // command's own event-loop turn: two calls of 0.25 ms.
+  assert.deepEqual(latencyBudget(0.5, 0.25), { maxCallMs: 0.25, maxCallsInFlight: 1 });
+  assert.deepEqual(latencyBudget(0.3, 0.25), { maxCallMs: 0.15, maxCallsInFlight: 1 });
   // More room: the call keeps its bound, more calls may be in flight.
   assert.deepEqual(latencyBudget(0.75, 0.25), { maxCallMs: 0.25, maxCallsInFlight: 2 });
   assert.deepEqual(latencyBudget(1, 0.25), { maxCallMs: 0.25, maxCallsInFlight: 3 });
@@ -63,4 +65,47 @@ Deno.test("latency budget: (calls in flight + 1) × call bound stay within --max
     );
   }
   assert.equal(latencyBudget(0, 0.25), undefined, "--max-latency 0: raw speed, no bound");
+});
+
+Deno.test("call window: a size that changes applies as calls end (shrink) and at once (grow)", async () => {
+  let size = 2;
+  const window = new CallWindow(() => size);
+  const first = await window.acquire();
+  const second = await window.acquire();
+  size = 1;
+  first();
+  // One call still in flight and room for one: the next waits until it ends.
+  let third: (() => void) | undefined;
+  const waiting = window.acquire().then((release) => (third = release));
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.equal(third, undefined, "shrunk to one call: the next waits for the one in flight");
+  second();
+  await waiting;
+  assert.equal(window.inFlight, 1);
+  size = 3;
+  const fourth = await window.acquire();
+  const fifth = await window.acquire();
+  assert.equal(window.inFlight, 3, "grown to three: two more at once");
+  for (const release of [third!, fourth, fifth]) release();
+  assert.equal(window.inFlight, 0);
+  size = 0;
+  assert.equal(window.size, 1, "a function's size is kept at one call at least");
+});
+
+Deno.test("node traffic: the window is the budget's while shared, the round trip's while alone", async () => {
+  await withRedis(async (_server, client) => {
+    let shared = true;
+    const options = { match: "ai:jobs:*", cursor: "0", batch: 100, maxCallMs: 0.25 };
+    const { calls } = await openNodeTraffic(client, {
+      ...options,
+      window: "round-trip",
+      maxCallsInFlight: 1,
+      shared: () => shared,
+    });
+    assert.equal(calls.size, 1, "another client active: --max-latency's one call");
+    shared = false;
+    assert.ok(calls.size >= 2, `alone: a round trip's worth (${calls.size})`);
+    const raw = await openNodeTraffic(client, { ...options, window: "deep" });
+    assert.equal(raw.calls.size, MAX_CALL_WINDOW, "--max-latency 0: deep");
+  });
 });

@@ -97,7 +97,7 @@ export class NodeHealth {
     const { node, observer } = this.#options;
     let counters: LoadCounters | undefined;
     try {
-      counters = await readLoadCounters(this.#options.client);
+      counters = await readLoadCounters(this.#options.client, this.#counters?.connectedClients);
     } catch (error) {
       this.#counters = undefined;
       // A server that refuses the reading (an ACL, a managed service's renamed INFO) is up: it

@@ -103,6 +103,14 @@ export class Throttle implements AdmissionCheck {
     return this.#nodes.get(node)?.limiter;
   }
 
+  /**
+   * Whether another client may wait behind `node`'s calls (control/pace.ts): its calls in flight
+   * follow `--max-latency` then, else they cover a round trip. Unknown masters count as shared.
+   */
+  shared(node: string): boolean {
+    return this.#nodes.get(node)?.pace.state.shared ?? true;
+  }
+
   /** Runs every master's loop until the signal aborts; resolves then. */
   async run(signal: AbortSignal): Promise<void> {
     await Promise.all([...this.#nodes.values()].map((control) => this.#loop(control, signal)));

@@ -70,6 +70,11 @@ export interface BackfillOptions {
   callWindow?: "round-trip" | "deep";
   /** The most calls in flight per node in a `round-trip` window (`--max-latency`). */
   maxCallsInFlight?: number;
+  /**
+   * Whether another client may wait behind a master's calls now (control/pace.ts): only then does
+   * `maxCallsInFlight` apply. Default: always.
+   */
+  shared?: (node: string) => boolean;
 }
 
 /** Collaborators of a run (all injected, so tests and other topologies plug in). */
@@ -323,6 +328,7 @@ class Run {
       callClock: this.#options.callClock,
       window: this.#options.callWindow,
       maxCallsInFlight: this.#options.maxCallsInFlight,
+      shared: () => this.#options.shared?.(state.name) ?? true,
       firstCount: state.within?.count,
     });
     const flights: Flight[] = [];

@@ -38,18 +38,26 @@ export async function openNodeTraffic(node: Redis, options: {
    * SCAN reply to sort) never leave Redis idle.
    */
   window?: "round-trip" | "deep";
-  /** A `round-trip` window never holds more calls than this (`--max-latency`, call_window.ts). */
+  /**
+   * A `round-trip` window holds no more calls than this while {@linkcode shared} says another
+   * client may wait behind them (`--max-latency`, call_window.ts).
+   */
   maxCallsInFlight?: number;
+  /** Whether another client is active on the node now (control/pace.ts). Default: always. */
+  shared?: () => boolean;
   /** The COUNT of the first SCAN: a batch re-read from a stored position asks for its own. */
   firstCount?: number;
 }): Promise<NodeTraffic> {
   const maxCallMs = options.maxCallMs ?? 0.25;
-  const calls = new CallWindow(
-    options.window === "deep" ? MAX_CALL_WINDOW : Math.min(
-      callWindowSize(await measureRtt(node), maxCallMs),
-      options.maxCallsInFlight ?? MAX_CALL_WINDOW,
-    ),
-  );
+  let calls: CallWindow;
+  if (options.window === "deep") {
+    calls = new CallWindow(MAX_CALL_WINDOW);
+  } else {
+    const roundTrip = callWindowSize(await measureRtt(node), maxCallMs);
+    const budget = options.maxCallsInFlight ?? MAX_CALL_WINDOW;
+    const shared = options.shared ?? (() => true);
+    calls = new CallWindow(() => shared() ? Math.min(roundTrip, budget) : roundTrip);
+  }
   const timed = new TimedScan(node, {
     maxCallMs,
     maxCount: options.batch,
