@@ -71,9 +71,17 @@ Deno.test("pace: calls in flight follow --max-latency while another client is ac
     const P = "p:shared";
     const common = ["--progress-key", P, "--redis-url", server.url];
     // A rate cap keeps the run going long enough to watch both changes (the window is the same).
-    const run = spawnCli(["--execute", "--rps", "5000", ...common], {}, 120_000, {
-      defaults: true,
-    });
+    const metricsPort = freePort();
+    const run = spawnCli(
+      ["--execute", "--rps", "5000", "--metrics-port", String(metricsPort), ...common],
+      {},
+      120_000,
+      { defaults: true },
+    );
+    const sharedGauge = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      return parseSamples(text).find((s) => s.name === "relay_backfill_redis_shared")?.value;
+    };
     let app: { stop(): Promise<void> } | undefined;
     const lines = (pattern: RegExp) => run.stderrSoFar().match(pattern)?.length ?? 0;
     const alone =
@@ -83,9 +91,11 @@ Deno.test("pace: calls in flight follow --max-latency while another client is ac
     try {
       // Nobody else talks to Redis (this test's own connection went idle after the seed).
       await waitFor("the deeper window", () => lines(alone) === 1, 30_000);
+      assert.equal(await sharedGauge(), 0);
       // The application arrives: its commands are seen at the next reading.
       app = startAppLoad(server.port, 1, ["PING"]);
       await waitFor("the budget's window", () => lines(shared) === 1, 30_000);
+      assert.equal(await sharedGauge(), 1);
       // It leaves: after two seconds of nothing the window deepens again.
       await app.stop();
       await waitFor("the deeper window again", () => lines(alone) === 2, 30_000);

@@ -149,15 +149,16 @@ export class Throttle implements AdmissionCheck {
     control.granted = granted;
     if (quiet && !delta) control.pace.cancelQuiet();
     const load = delta && { ...delta, at: this.#now(), keys, quiet };
+    for (const line of this.#apply(control, control.pace.tick(this.#signals(control), load))) {
+      this.#log(line);
+    }
     if (delta) {
       this.#options.observer?.onServerLoad?.({
         node,
         busy: busyShare(delta),
         backfill: Math.min(1, delta.ownMicros / delta.elapsedMicros),
+        shared: control.pace.state.shared,
       });
-    }
-    for (const line of this.#apply(control, control.pace.tick(this.#signals(control), load))) {
-      this.#log(line);
     }
     this.#reportReasons();
   }
