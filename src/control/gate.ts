@@ -29,7 +29,7 @@ export interface AdmissionCheck {
 }
 
 /** What the gate needs of the limiter. */
-export type GateLimiter = Pick<SlidingWindowLimiter, "rps" | "maxPermits" | "acquire" | "setRps">;
+export type GateLimiter = Pick<SlidingWindowLimiter, "rps" | "maxPermits" | "acquire">;
 
 /** Options of {@linkcode Gate}. */
 export interface GateOptions {
@@ -64,11 +64,6 @@ export class Gate {
     const all = this.#limiter.rps;
     if (own === 0 || all === 0) return Math.max(own, all);
     return Math.min(own, all);
-  }
-
-  /** Changes the rate limit while the run goes (see `SlidingWindowLimiter.setRps`). */
-  setRps(rps: number): void {
-    this.#limiter.setRps(rps);
   }
 
   /**
