@@ -65,7 +65,7 @@ export interface BackfillOptions {
   maxCallMs?: number;
   /** `--call-clock`: whose clock times the SCAN calls (control/call_clock.ts). */
   callClock?: CallClockMode;
-  /** Calls in flight per node: one round trip's worth (default), or deep (run/node_traffic.ts). */
+  /** Calls in flight per node: one round trip's worth (default), or deep ({@linkcode openNodeTraffic}). */
   callWindow?: "round-trip" | "deep";
   /** The most calls in flight per node in a `round-trip` window (`--max-latency`). */
   maxCallsInFlight?: number;
