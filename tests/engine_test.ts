@@ -93,6 +93,8 @@ class FakeStrategy implements MigrationStrategy {
   onCall?: () => void;
   /** Keys per call, as a time-sized strategy says (unset: the 100-key guard). */
   callKeys?: number;
+  /** When set, a key copied once is `skipped_exists` when copied again (as Redis answers). */
+  copied?: Set<string>;
   /** Calls sent and not yet answered, and the most there ever were. */
   inFlight = 0;
   maxInFlight = 0;
@@ -116,11 +118,14 @@ class FakeStrategy implements MigrationStrategy {
       return Promise.reject(new Error("Connection is closed."));
     }
     this.events.push({ kind: "migrate", keys: ids });
-    const results: StrategyResult[] = ids.map((id) =>
-      this.busyOnce.delete(id)
-        ? { outcome: "errors", errorCode: "CHANGED", retryable: true }
-        : { outcome: "migrated", workspace: "ws" }
-    );
+    const results: StrategyResult[] = ids.map((id) => {
+      if (this.busyOnce.delete(id)) {
+        return { outcome: "errors", errorCode: "CHANGED", retryable: true };
+      }
+      if (this.copied?.has(id)) return { outcome: "skipped_exists", workspace: "ws" };
+      this.copied?.add(id);
+      return { outcome: "migrated", workspace: "ws" };
+    });
     this.maxInFlight = Math.max(this.maxInFlight, ++this.inFlight);
     return new Promise((resolve) =>
       setTimeout(() => {
@@ -148,7 +153,10 @@ class FakeCheckpoints {
   load(): Promise<NodeCheckpoint | undefined> {
     return Promise.resolve(this.stored);
   }
+  /** Cursors whose save fails once as a lost connection would. */
+  readonly failSaveOnce = new Set<string>();
   async save(_node: string, checkpoint: NodeCheckpoint): Promise<void> {
+    if (this.failSaveOnce.delete(checkpoint.cursor)) throw new Error("Connection is closed.");
     this.events.push({ kind: "save-start", cursor: checkpoint.cursor });
     await new Promise((resolve) => setTimeout(resolve, this.saveMs));
     this.stored = checkpoint;
@@ -415,6 +423,18 @@ Deno.test("engine: an outage mid-batch waits for the node and re-reads that batc
     logs.filter((l) => l.event.startsWith("redis_")).map((l) => l.event),
     ["redis_lost", "redis_back"],
   );
+});
+
+Deno.test("engine: a save lost with the connection: the batch is read again and its copies count once", async () => {
+  const { deps, strategy, checkpoints, node } = setup([ids("a", 10), ids("b", 10), ids("c", 10)]);
+  strategy.copied = new Set();
+  checkpoints.failSaveOnce.add("1");
+  const summary = await runBackfill(options(), deps);
+  assert.equal(summary.completed, true);
+  // Batch a was read again from cursor "0": its keys exist, and they are this run's copies.
+  assert.deepEqual(node.scans.filter((c) => c === "0").length, 2);
+  assert.equal(summary.migrated, 30);
+  assert.equal(summary.skipped_exists, 0);
 });
 
 Deno.test("engine: a node that comes back as another server is rescanned from cursor 0", async () => {

@@ -65,7 +65,7 @@ export interface BackfillOptions {
   maxCallMs?: number;
   /** `--call-clock`: whose clock times the SCAN calls (control/call_clock.ts). */
   callClock?: CallClockMode;
-  /** Calls in flight per node: one round trip's worth (default), or deep ({@linkcode openNodeTraffic}). */
+  /** Calls in flight per node: one round trip's worth (default), or deep (see `#openTraffic`). */
   callWindow?: "round-trip" | "deep";
   /** The most calls in flight per node in a `round-trip` window (`--max-latency`). */
   maxCallsInFlight?: number;
@@ -102,7 +102,7 @@ class Run {
   readonly #retry: KeyRetry;
   readonly #storm: ErrorStorm;
   /** What every batch is sent with (run/copier.ts). */
-  readonly #sending: Omit<SendOptions, "node" | "steps">;
+  readonly #sending: Omit<SendOptions, "node">;
   readonly #started = performance.now();
   readonly #quota: KeyQuota;
   readonly #saves: Checkpointer;
@@ -242,14 +242,7 @@ class Run {
   /** One node to its end, a stop, or a failure; true when its scan completed. */
   async #runNode(node: Redis): Promise<boolean> {
     const state = await throughOutages(
-      () =>
-        openNode(node, {
-          ...this.#deps,
-          ...this.#options,
-          params: this.#params,
-          dbsize: this.#dbsize,
-          logger: this.#log,
-        }),
+      () => this.#openNode(node),
       { ...this.#startup(), what: "reading the checkpoint" },
     );
     this.#cursors.set(state.name, state.committed);
@@ -312,16 +305,7 @@ class Run {
       this.#uncounted.remember(lost.keys, lost.results);
     }
     const batchesInFlight = batchWindow(this.#deps.strategy);
-    const { batches, calls } = await openNodeTraffic(state.node, {
-      match: OLD_MATCH,
-      cursor: state.committed,
-      batch: this.#options.batch,
-      maxCallMs: this.#options.maxCallMs,
-      callClock: this.#options.callClock,
-      window: this.#options.callWindow,
-      maxCallsInFlight: this.#options.maxCallsInFlight,
-      firstCount: state.within?.count,
-    });
+    const { batches, calls } = await this.#openTraffic(state);
     const flights: Flight[] = [];
     // Each batch is finished (counted, saved) as soon as its replies are in, in order; the next
     // batch's calls are meanwhile on the wire, so its save runs between them, never after them.
@@ -345,6 +329,7 @@ class Run {
           window: calls,
           abandon: abandoned.signal,
         });
+        sent.results.catch(() => abandoned.abort());
         const flight: Flight = { batch, keys, trimmed, started, resumedFrom, ...sent };
         const end = finished.then(() => this.#finish(state, flight));
         end.catch(() => abandoned.abort());
@@ -359,15 +344,17 @@ class Run {
     } catch (error) {
       // Let every abandoned batch settle before the node is recovered. A storm ends the run: what
       // the batches behind it did is still counted and reported (nothing of them is saved); after
-      // an outage they are re-read instead.
+      // an outage they are re-read, and what they copied counts then.
       await Promise.allSettled(flights.map((f) => f.end));
-      if (error instanceof ErrorStormError) {
-        for (const flight of flights.filter((f) => !f.counted)) {
-          const results = await flight.results.catch(() => undefined);
-          if (results === undefined) continue;
-          countResults(this.counters, results);
-          this.#report(state, flight.batch, results, flight.started, false);
+      for (const flight of flights.filter((f) => !f.counted)) {
+        const results = await flight.results.catch(() => undefined);
+        if (results === undefined) continue;
+        if (!(error instanceof ErrorStormError)) {
+          this.#uncounted.remember(flight.keys, results);
+          continue;
         }
+        countResults(this.counters, results);
+        this.#report(state, flight.batch, results, flight.started, false);
       }
       throw error;
     }
@@ -450,128 +437,90 @@ class Run {
     return max === undefined ? estimate : Math.min(estimate, max);
   }
 
+  /**
+   * The node's state at the start of its scan: its identity, and where it starts as the resume
+   * policy decides from its stored checkpoint (checkpoint/resume.ts).
+   *
+   * @throws {SafetyRefusal} when the stored checkpoint must not be resumed.
+   */
+  async #openNode(node: Redis): Promise<NodeState & { finished: boolean }> {
+    const { target, checkpoints, nodeId: nodeIdOf } = this.#deps;
+    const name = target.nodeName(node);
+    const nodeId = nodeIdOf ? await nodeIdOf(node) : "";
+    const runId = await serverRunId(node);
+    const decision = decideStart({
+      mode: this.#options.mode,
+      cursor: this.#options.cursor,
+      resetProgress: this.#options.resetProgress,
+      stored: await checkpoints.load(nodeId),
+      params: this.#params,
+      runId,
+      node: name,
+      perNode: nodeId !== "",
+      prefix: checkpoints.prefix,
+    });
+    if (decision.kind === "refuse") throw new SafetyRefusal(decision.reason);
+    if (decision.log) {
+      const { level, event, message, fields } = decision.log;
+      this.#log.log(level, event, message, fields);
+    }
+    const finished = decision.kind === "finished";
+    if (!finished && decision.clear) await checkpoints.clear(nodeId);
+    return {
+      finished,
+      node,
+      name,
+      nodeId,
+      runId,
+      committed: finished ? "0" : decision.cursor,
+      within: finished ? undefined : decision.within,
+      startFraction: finished ? 1 : scanFraction(decision.cursor, this.#dbsize),
+      lastSave: 0,
+    };
+  }
+
+  /**
+   * Opens a node's traffic afresh (a node back from an outage is measured again): its call window
+   * and its SCAN batches from `state.committed`. The window is `round-trip` (`--max-latency` > 0):
+   * one round trip's worth of calls in flight, no more than `--max-latency` allows, so the
+   * application never waits behind more of the backfill's work; or `deep` (`--max-latency 0`, raw
+   * speed asked for): up to {@linkcode MAX_CALL_WINDOW}, so the client's own pauses (its GC, a
+   * SCAN reply to sort) never leave Redis idle. Each SCAN's COUNT is sized to `--max-call-ms`.
+   */
+  async #openTraffic(state: NodeState): Promise<{
+    batches: AsyncGenerator<ScanBatch>;
+    calls: CallWindow;
+  }> {
+    const { node } = state;
+    const options = this.#options;
+    const maxCallMs = options.maxCallMs ?? 0.25;
+    const calls = new CallWindow(
+      options.callWindow === "deep" ? MAX_CALL_WINDOW : Math.min(
+        callWindowSize(await roundTripMs(node), maxCallMs),
+        options.maxCallsInFlight ?? MAX_CALL_WINDOW,
+      ),
+    );
+    const timed = new TimedScan(node, {
+      maxCallMs,
+      maxCount: options.batch,
+      callClock: options.callClock,
+    });
+    const batches = scanBatches(node, {
+      match: OLD_MATCH,
+      count: options.batch,
+      cursor: state.committed,
+      timed: inWindow(timed, calls),
+      // A batch re-read from a stored position asks for the COUNT it was read with.
+      firstCount: state.within?.count,
+    });
+    return { batches, calls };
+  }
+
   /** The cursor to resume from: one node's, or `host:port=cursor` per node (also after a failure). */
   #resumeCursor(): string {
     if (this.#cursors.size === 1) return [...this.#cursors.values()][0]!;
     return [...this.#cursors].map(([name, cursor]) => `${name}=${cursor}`).join(",");
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// a node's start: its identity and resume point, its paced traffic
-
-/** What {@linkcode openNode} needs from the run. */
-interface OpenNodeOptions {
-  target: Pick<RedisTarget, "nodeName">;
-  checkpoints: RunCheckpointStore;
-  /** The node id used in checkpoint keys ("" = standalone). */
-  nodeId?: (node: Redis) => Promise<string>;
-  mode: RunMode;
-  /** `--cursor`, when given. */
-  cursor?: string;
-  resetProgress: boolean;
-  /** Fingerprint of the run's parameters (a checkpoint of other parameters is refused). */
-  params: string;
-  /** Keys on all masters at the start (for the scan fraction). */
-  dbsize: number;
-  logger: Logger;
-}
-
-/** A node as opened: where its scan starts, or `finished` when it completed earlier in the pass. */
-type OpenedNode = NodeState & { finished: boolean };
-
-/**
- * The node's state at the start of its scan.
- *
- * @throws {SafetyRefusal} when the stored checkpoint must not be resumed (checkpoint/resume.ts).
- */
-async function openNode(node: Redis, options: OpenNodeOptions): Promise<OpenedNode> {
-  const { target, checkpoints } = options;
-  const name = target.nodeName(node);
-  const nodeId = options.nodeId ? await options.nodeId(node) : "";
-  const runId = await serverRunId(node);
-  const decision = decideStart({
-    mode: options.mode,
-    cursor: options.cursor,
-    resetProgress: options.resetProgress,
-    stored: await checkpoints.load(nodeId),
-    params: options.params,
-    runId,
-    node: name,
-    perNode: nodeId !== "",
-    prefix: checkpoints.prefix,
-  });
-  if (decision.kind === "refuse") throw new SafetyRefusal(decision.reason);
-  if (decision.log) {
-    const { level, event, message, fields } = decision.log;
-    options.logger.log(level, event, message, fields);
-  }
-  const finished = decision.kind === "finished";
-  if (!finished && decision.clear) await checkpoints.clear(nodeId);
-  return {
-    finished,
-    node,
-    name,
-    nodeId,
-    runId,
-    committed: finished ? "0" : decision.cursor,
-    within: finished ? undefined : decision.within,
-    startFraction: finished ? 1 : scanFraction(decision.cursor, options.dbsize),
-    lastSave: 0,
-  };
-}
-
-/** A node's paced traffic. */
-interface NodeTraffic {
-  /** SCAN batches from the start cursor. */
-  batches: AsyncGenerator<ScanBatch>;
-  /** Script calls in flight to this node. */
-  calls: CallWindow;
-}
-
-/** Opens `node`'s traffic: measures its round trip, then starts the scan at `cursor`. */
-async function openNodeTraffic(node: Redis, options: {
-  match: string;
-  cursor: string;
-  /** `--batch`: the largest SCAN COUNT. */
-  batch: number;
-  /** `--max-call-ms` (default 0.25). */
-  maxCallMs?: number;
-  /** `--call-clock` (default `auto`). */
-  callClock?: CallClockMode;
-  /**
-   * `round-trip` (`--max-latency` > 0): one round trip's worth of calls in flight, no more than
-   * `maxCallsInFlight`, so the application never waits behind more than `--max-latency` of the
-   * backfill's work. `deep` (`--max-latency 0`, raw
-   * speed asked for): up to {@linkcode MAX_CALL_WINDOW}, so the client's own pauses (its GC, a
-   * SCAN reply to sort) never leave Redis idle.
-   */
-  window?: "round-trip" | "deep";
-  /** A `round-trip` window never holds more calls than this (`--max-latency`, call_window.ts). */
-  maxCallsInFlight?: number;
-  /** The COUNT of the first SCAN: a batch re-read from a stored position asks for its own. */
-  firstCount?: number;
-}): Promise<NodeTraffic> {
-  const maxCallMs = options.maxCallMs ?? 0.25;
-  const calls = new CallWindow(
-    options.window === "deep" ? MAX_CALL_WINDOW : Math.min(
-      callWindowSize(await roundTripMs(node), maxCallMs),
-      options.maxCallsInFlight ?? MAX_CALL_WINDOW,
-    ),
-  );
-  const timed = new TimedScan(node, {
-    maxCallMs,
-    maxCount: options.batch,
-    callClock: options.callClock,
-  });
-  const batches = scanBatches(node, {
-    match: options.match,
-    count: options.batch,
-    cursor: options.cursor,
-    timed: inWindow(timed, calls),
-    firstCount: options.firstCount,
-  });
-  return { batches, calls };
 }
 
 /**
