@@ -21,20 +21,12 @@ import type { Buffer } from "node:buffer";
 import type { BatchPosition } from "../checkpoint/batch_position.ts";
 import type { CheckpointStore } from "../checkpoint/store.ts";
 import { TotalsDelta } from "../checkpoint/store.ts";
-import type { MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
+import type { MigrationStrategy } from "../migrate/strategy.ts";
 import type { KeyResult } from "../outcome.ts";
 import type { ScanBatch } from "../redis/scan.ts";
 import type { RunMode } from "../run_events.ts";
 import type { NodeState } from "./outage.ts";
-import type { KeyRetry } from "./copier.ts";
-
-/** A sent batch. */
-export interface SentBatch {
-  /** Every key's result, in key order, after the retries; rejects with a call's outage. */
-  results: Promise<StrategyResult[]>;
-  /** False when a stop signal kept part of the batch from being sent. */
-  complete: boolean;
-}
+import type { KeyRetry, SentBatch } from "./copier.ts";
 
 /** A batch sent and not yet finished. */
 export interface Flight extends SentBatch {

@@ -23,7 +23,6 @@ import { classify, errorLine, isOutageCode, KeyReplyError } from "../redis/error
 import type { Logger, RunObserver } from "../run_events.ts";
 import { jobIdOf } from "../schema.ts";
 import { escapeForLog } from "../telemetry/redact.ts";
-import type { SentBatch } from "./checkpointer.ts";
 import type { UncountedCopies } from "./uncounted_copies.ts";
 
 /**
@@ -42,6 +41,14 @@ export function callSize(
   const wanted = rps > 0 ? Math.ceil(rps / 10) : MAX_CALL_KEYS;
   const fits = options.strategy.nextCallSize?.() ?? MAX_CALL_KEYS;
   return Math.max(1, Math.min(wanted, fits, options.batch, MAX_CALL_KEYS));
+}
+
+/** A sent batch. */
+export interface SentBatch {
+  /** Every key's result, in key order, after the retries; rejects with a call's outage. */
+  results: Promise<StrategyResult[]>;
+  /** False when a stop signal kept part of the batch from being sent. */
+  complete: boolean;
 }
 
 /** Options of {@linkcode sendBatch}. */
