@@ -40,7 +40,7 @@ export interface Flight extends SentBatch {
   resumedFrom?: BatchPosition;
   /** Its finish: counted, checkpoint saved (started as its replies come in, in batch order). */
   end?: Promise<BatchEnd>;
-  /** True once its results are counted. */
+  /** True once its results are counted (or left to its re-read, which counts them). */
   counted?: boolean;
 }
 
