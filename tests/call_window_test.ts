@@ -4,9 +4,8 @@ import {
   callWindowSize,
   latencyBudget,
   MAX_CALL_WINDOW,
+  runWindow,
 } from "../src/control/call_window.ts";
-import { openNodeTraffic } from "../src/run/node_traffic.ts";
-import { withRedis } from "./support/redis_server.ts";
 
 Deno.test("call window: covers one round trip, at least 2, at most the guard", () => {
   assert.equal(callWindowSize(0.05, 0.25), 2);
@@ -92,20 +91,12 @@ Deno.test("call window: a size that changes applies as calls end (shrink) and at
   assert.equal(window.size, 1, "a function's size is kept at one call at least");
 });
 
-Deno.test("node traffic: the window is the budget's while shared, the round trip's while alone", async () => {
-  await withRedis(async (_server, client) => {
-    let shared = true;
-    const options = { match: "ai:jobs:*", cursor: "0", batch: 100, maxCallMs: 0.25 };
-    const { calls } = await openNodeTraffic(client, {
-      ...options,
-      window: "round-trip",
-      maxCallsInFlight: 1,
-      shared: () => shared,
-    });
-    assert.equal(calls.size, 1, "another client active: --max-latency's one call");
-    shared = false;
-    assert.ok(calls.size >= 2, `alone: a round trip's worth (${calls.size})`);
-    const raw = await openNodeTraffic(client, { ...options, window: "deep" });
-    assert.equal(raw.calls.size, MAX_CALL_WINDOW, "--max-latency 0: deep");
-  });
+Deno.test("run window: the budget's while shared, the round trip's while alone, deep for raw", () => {
+  let shared = true;
+  const calls = runWindow({ deep: false, roundTrip: 2, budget: 1, shared: () => shared });
+  assert.equal(calls.size, 1, "another client active: --max-latency's one call");
+  shared = false;
+  assert.equal(calls.size, 2, "alone: a round trip's worth");
+  assert.equal(runWindow({ deep: false, roundTrip: 3, budget: 1 }).size, 1, "unknown: shared");
+  assert.equal(runWindow({ deep: true, roundTrip: 2, budget: 1 }).size, MAX_CALL_WINDOW, "raw");
 });

@@ -59,21 +59,6 @@ export function latencyBudget(maxLatencyMs: number, maxCallMs: number): LatencyB
   };
 }
 
-/** The median round trip of `samples` PINGs on `client`, in ms (what the window must cover). */
-export async function measureRtt(
-  client: { ping(): Promise<unknown> },
-  samples = 5,
-): Promise<number> {
-  const times: number[] = [];
-  for (let i = 0; i < samples; i++) {
-    const started = performance.now();
-    await client.ping();
-    times.push(performance.now() - started);
-  }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)] ?? 0;
-}
-
 /**
  * A counting semaphore of calls in flight to one master. Its size may be a function, read at each
  * acquire: a smaller size takes effect as calls end, a larger one at the next release or acquire.
@@ -140,4 +125,19 @@ export class CallWindow {
       signal?.addEventListener("abort", wake, { once: true });
     });
   }
+}
+
+/**
+ * A master's call window for a run: `deep` ({@linkcode MAX_CALL_WINDOW}) for raw speed, else a
+ * round trip's worth of calls (`roundTrip`, from {@linkcode callWindowSize}), and no more than the
+ * latency budget's `budget` while `shared()` says another client is active (control/pace.ts).
+ */
+export function runWindow(
+  options: { deep: boolean; roundTrip: number; budget?: number; shared?: () => boolean },
+): CallWindow {
+  if (options.deep) return new CallWindow(MAX_CALL_WINDOW);
+  const { roundTrip } = options;
+  const budget = options.budget ?? MAX_CALL_WINDOW;
+  const shared = options.shared ?? (() => true);
+  return new CallWindow(() => shared() ? Math.min(roundTrip, budget) : roundTrip);
 }
