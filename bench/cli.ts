@@ -86,15 +86,22 @@ export function spawnTracked(command: Deno.Command): Deno.ChildProcess {
   return child;
 }
 
+/** Options of {@linkcode startCli}. */
+export interface StartCliOptions {
+  /** A command line the whole process is run under (e.g. one that enters a cgroup and `exec`s). */
+  wrap?: readonly string[];
+  /** The checkout whose `main.ts` runs (default: this one), e.g. a "before" to compare with. */
+  root?: string;
+}
+
 /**
  * Starts `main.ts <args>` with the `backfill` permission set; `denoFlags` go before `main.ts`
- * (the profiler uses `--v8-flags=--prof,...`). `wrap` is a command line the whole process is run
- * under (e.g. one that moves itself into a cgroup and `exec`s the rest).
+ * (the profiler uses `--v8-flags=--prof,...`).
  */
 export function startCli(
   args: string[],
   denoFlags: string[] = [],
-  options: { wrap?: readonly string[] } = {},
+  options: StartCliOptions = {},
 ): RunningCli {
   const denoArgs = ["run", "-q", ...BINARY_FLAGS, ...denoFlags, "main.ts", ...args];
   const haveTime = exists(GNU_TIME);
@@ -106,7 +113,7 @@ export function startCli(
   const [program, ...rest] = [...(options.wrap ?? []), ...line];
   const command = new Deno.Command(program!, {
     args: rest,
-    cwd: ROOT,
+    cwd: options.root ?? ROOT,
     stdout: "piped",
     stderr: "piped",
   });
@@ -166,8 +173,12 @@ export function startCli(
 }
 
 /** Runs the CLI to completion. */
-export function runCli(args: string[], denoFlags: string[] = []): Promise<CliRun> {
-  return startCli(args, denoFlags).done;
+export function runCli(
+  args: string[],
+  denoFlags: string[] = [],
+  options: StartCliOptions = {},
+): Promise<CliRun> {
+  return startCli(args, denoFlags, options).done;
 }
 
 /** Parses the one JSON object the CLI prints with `--json`; throws with context when it can't. */

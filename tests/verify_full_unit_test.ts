@@ -278,7 +278,7 @@ Deno.test("planRescan: a restarted node and every node whose findings follow it 
   assert.equal(state.nodes.get("a")!.runId, "r1");
 });
 
-Deno.test("NodeCalls: --max-latency bounds each master's calls in flight, lanes and sub-batches together", async () => {
+Deno.test("NodeCalls: --max-latency bounds each master's calls in flight", async () => {
   const target = { kind: "standalone" as const, client: {} as Redis, masters: () => [] };
   const calls = new NodeCalls(target, { callsInFlight: 2 });
   const [a, b] = [{} as Redis, {} as Redis];

@@ -1,9 +1,8 @@
 /**
  * The checkpoint of `verify --full`: one hash, `<P>:verify:state`, next to the lock
  * `<P>:verify:lock` and apart from a backfill run's `<P>:cursor`, `<P>:meta`, `<P>:lock`. One field
- * per master (`node:<id>`: run_id, phase, cursor (or the lanes' cursors) and that node's running
- * counts, as JSON), plus the
- * parameters and the report file's length. Every save is ONE HSET, so a node's counts and its
+ * per master (`node:<id>`: run_id, phase, cursor and that node's running counts, as JSON), plus
+ * the parameters and the report file's length. Every save is ONE HSET, so a node's counts and its
  * cursor are stored together or not at all: a verify killed at any point and resumed counts each
  * key once (keys of the chunk in flight are checked again, and were never counted).
  *
@@ -67,20 +66,12 @@ export interface NodeProgress {
   runId: string;
   /** Old keys first, then (with `--orphans`) new keys, then done. */
   phase: "jobs" | "orphans" | "done";
-  /**
-   * The SCAN cursor of the phase ("0" = not started). In a jobs phase on lanes it is
-   * {@linkcode LANES_CURSOR} once a window was stored, and `lanes` holds where each lane stands.
-   */
+  /** The SCAN cursor of the phase ("0" = not started). */
   cursor: string;
-  /** Jobs phase on lanes (`lanes.ts`): each lane's cursor, "" for a finished lane. */
-  lanes?: string[];
   counts: FullCounts;
   /** Length of the `--report` file when this node's pass began: its findings follow. */
   reportFrom?: number;
 }
-
-/** `NodeProgress.cursor` of a jobs phase on lanes: the cursors are in `lanes`. */
-export const LANES_CURSOR = "lanes";
 
 /** The whole stored state. */
 export interface VerifyState {

@@ -28,18 +28,16 @@ export interface ChunkDeps {
 /** Compares a chunk of old keys with their new keys. */
 export async function checkJobChunk(keys: Buffer[], deps: ChunkDeps): Promise<CheckedChunk> {
   const candidates = keys.filter((key) => jobIdOf(key) !== undefined);
-  const results = await firstJobPass(candidates, deps);
+  const results = await deps.batches.run(
+    candidates,
+    (sub, timing) => checkJobs(sub, deps.ctx, timing),
+  );
   const suspects = await recheckJobs(candidates, results, deps);
   const counts = zeroCounts();
   const findings: Finding[] = [];
   results.forEach((result, i) => countJob(counts, findings, candidates[i]!, result));
   counts.transient = suspects.filter((i) => results[i]!.verdict.kind === "matched").length;
   return { counts, findings };
-}
-
-/** The first pass over old keys (sub-batches), before any recheck. */
-export function firstJobPass(keys: Buffer[], { batches, ctx }: ChunkDeps): Promise<CheckedJob[]> {
-  return batches.run(keys, (sub, timing) => checkJobs(sub, ctx, timing));
 }
 
 /** Rechecks the differences of a first pass in place; returns the positions that differed. */
@@ -54,30 +52,6 @@ function recheckJobs(
     (result) => isMismatch(result.verdict),
     (sub, timing) => checkJobs(sub, ctx, timing),
   );
-}
-
-/**
- * Settles the old keys the lane script did not find matched (`lanes.ts`), after their first pass
- * (`firstJobPass`), exactly as a chunk's keys: the same rechecks, counts and findings. The lane
- * script's verdict only chose them; one it called a difference (`laneMismatch[i]`) that ends
- * matched cleared, and counts as `transient`, as do the differences the pass found that a recheck
- * cleared.
- */
-export async function settleLaneSuspects(
-  keys: Buffer[],
-  results: CheckedJob[],
-  laneMismatch: readonly boolean[],
-  deps: ChunkDeps,
-): Promise<CheckedChunk> {
-  // SCAN MATCH gave old keys only: each has a job id (checkJobChunk's filter keeps them all).
-  const suspects = await recheckJobs(keys, results, deps);
-  const counts = zeroCounts();
-  const findings: Finding[] = [];
-  results.forEach((result, i) => countJob(counts, findings, keys[i]!, result));
-  const cleared = new Set(suspects);
-  laneMismatch.forEach((mismatch, i) => mismatch && cleared.add(i));
-  counts.transient = [...cleared].filter((i) => results[i]!.verdict.kind === "matched").length;
-  return { counts, findings };
 }
 
 /** Checks a chunk of new keys for orphans. */

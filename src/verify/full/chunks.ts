@@ -24,11 +24,7 @@ export class RecentKeys {
 
   /** True (and remembered) when `key` was not seen in the window; false for a repeat. */
   admit(key: Buffer): boolean {
-    return this.admitName(key.toString("latin1"));
-  }
-
-  /** {@linkcode admit} for a name already as latin1 text (one char per byte). */
-  admitName(name: string): boolean {
+    const name = key.toString("latin1");
     if (this.#current.has(name) || this.#previous.has(name)) return false;
     this.#current.add(name);
     return true;

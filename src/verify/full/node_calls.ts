@@ -46,8 +46,8 @@ export interface NodeCallsOptions {
   /** `--call-clock`: `auto` (probe each master) or `client` (control/call_clock.ts). */
   callClock?: CallClockMode;
   /**
-   * Script calls in flight per master at most, lanes and sub-batches together (`--max-latency`,
-   * control/call_window.ts); default: no bound beyond the lanes' and sub-batches' own.
+   * Script calls in flight per master at most (`--max-latency`, control/call_window.ts); default:
+   * no bound beyond the sub-batches' own.
    */
   callsInFlight?: number;
   signal?: AbortSignal;
@@ -121,7 +121,7 @@ export class NodeCalls {
 
   /**
    * Runs `call` on `node` once the master has room for one more call in flight (every verify
-   * script call goes through here: the lanes' and the sub-batches').
+   * script call goes through here).
    */
   async inWindow<T>(node: Redis, call: () => Promise<T>): Promise<T> {
     if (this.#callsInFlight === Infinity) return await call();
@@ -169,12 +169,12 @@ export class NodeCalls {
   }
 
   /** The slot ranges `node` serves ("a-b,c-d"), "" on a standalone (every key is local). */
-  rangesOf(node: Redis): string {
+  #rangesOf(node: Redis): string {
     return this.#target.kind === "cluster" ? (this.#ranges.get(node) ?? "none") : "";
   }
 
-  /** Records a call's own time (µs) in {@linkcode stats} (lane calls are made elsewhere). */
-  record(elapsedUs: number): void {
+  /** Records a call's own time (µs) in {@linkcode stats}. */
+  #record(elapsedUs: number): void {
     this.stats.calls++;
     this.stats.totalUs += elapsedUs;
     this.stats.maxUs = Math.max(this.stats.maxUs, elapsedUs);
@@ -243,7 +243,7 @@ export class NodeCalls {
   ): Promise<unknown[][]> {
     const entries: unknown[][] = [];
     const prefixLength = options.oldSide ? Buffer.byteLength(OLD_PREFIX) : 0;
-    const ranges = this.rangesOf(node);
+    const ranges = this.#rangesOf(node);
     const clock = await this.clockOf(node);
     while (entries.length < keys.length) {
       this.#signal?.throwIfAborted();
@@ -267,7 +267,7 @@ export class NodeCalls {
         rest.length,
       );
       const processed = Number(reply[0]);
-      this.record(elapsed);
+      this.#record(elapsed);
       if (options.timing && elapsed > options.timing.maxUs) {
         options.timing.maxUs = elapsed;
         options.timing.maxKeys = processed;

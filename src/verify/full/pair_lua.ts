@@ -1,6 +1,6 @@
 /**
- * The Lua functions both `verify --full` scripts (and the bench's ceiling) compare a pair with, so
- * the sub-batch path (`scripts.ts`), the lanes (`lane_script.ts`) and the ceiling apply one rule:
+ * The Lua functions the verify script (`scripts.ts`) and the bench's ceiling compare a pair with,
+ * so both apply one rule:
  * the same fields with the same values, expiries equal or within the tolerance, and a new key
  * read on this node only when it serves the key's slot.
  *

@@ -1,6 +1,6 @@
 /**
  * The `verify_progress` log line of `verify --full`: a node's running counts, at most once per
- * interval, as chunks (or lane windows) are committed.
+ * interval, as chunks are committed.
  *
  * @module
  */

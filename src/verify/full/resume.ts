@@ -8,7 +8,6 @@ import { SafetyRefusal } from "../../errors.ts";
 import type { Logger } from "../../run_events.ts";
 import type { WorkspaceRule } from "../../schema.ts";
 import type { VerifyCheckpoint, VerifyState } from "./checkpoint.ts";
-import { lanesApply } from "./lane_phase.ts";
 import type { ReportFile } from "./report_file.ts";
 
 /** The flags that change what a verify counts; a resume must use the same ones. */
@@ -37,8 +36,9 @@ export function verifyParams(params: VerifyParams): string {
     pattern: params.rule.pattern.source,
     ttl_tolerance: params.ttlToleranceSeconds,
     orphans: params.orphans,
-    // Which path checks the jobs: a checkpoint of one is never read as the other's.
-    jobs_path: lanesApply(params) ? "lanes" : "sub_batches",
+    // The path that checked the jobs: a checkpoint of in-script lane cursors (older versions)
+    // names another, and is refused rather than read as a SCAN cursor.
+    jobs_path: "sub_batches",
   });
 }
 

@@ -3,9 +3,7 @@
  * of SCAN batches. A chunk is compared in sub-batches (read-only script calls sized to a Redis
  * time budget and paced by the limiter), its differences are rechecked after a delay, its
  * findings are appended to the report, and only then is the node's cursor stored together with
- * its counts. Where lanes apply (`lane_phase.ts`), the jobs phase SCANs inside the script instead
- * (`lanes.ts`) and stores the lanes' cursors the same way. With `orphans`, each master's new keys
- * are scanned next.
+ * its counts. With `orphans`, each master's new keys are scanned next.
  *
  * @module
  */
@@ -17,7 +15,6 @@ import type { CheckContext, CheckedJob } from "./check.ts";
 import {
   addCounts,
   type FullCounts,
-  LANES_CURSOR,
   type NodeProgress,
   type VerifyState,
   zeroCounts,
@@ -39,8 +36,6 @@ import { type FullReport, fullReport } from "./summary.ts";
 import { ProgressLog } from "./progress_log.ts";
 import { resumeState, verifyParams } from "./resume.ts";
 import { type CheckedChunk, checkJobChunk, checkOrphanChunk } from "./chunk_check.ts";
-import type { LaneCommit } from "./lanes.ts";
-import { checkProgressForm, lanesApply, nodeTakesLanes, runLanePhase } from "./lane_phase.ts";
 
 export type { FullVerifyDeps, FullVerifyOptions } from "./options.ts";
 
@@ -68,13 +63,7 @@ export async function runFullVerify(
     callsInFlight: options.callsInFlight,
   });
   await calls.init();
-  await logClientClocks(
-    deps.target,
-    (node) => calls.clockOf(node),
-    logger,
-    options.callClock,
-    "; their jobs are checked in sub-batches, not lanes",
-  );
+  await logClientClocks(deps.target, (node) => calls.clockOf(node), logger, options.callClock);
   const { state, stored } = await resumeState({
     params: verifyParams(options),
     resetProgress: options.resetProgress,
@@ -109,8 +98,6 @@ class FullRun {
   readonly #ctx: CheckContext;
   readonly #batches: SubBatches;
   readonly #identities = new Map<Redis, NodeIdentity>();
-  /** Whether each master's jobs phase runs on lanes (`lanes.ts`). */
-  readonly #onLanes = new Map<Redis, boolean>();
   /** Time of the earlier sessions, as loaded (`state.elapsedMs` moves on with each save). */
   readonly #priorMs: number;
   readonly #sessionStart: number;
@@ -195,7 +182,6 @@ class FullRun {
       await this.#phase(node, id, progress);
       progress.phase = progress.phase === "jobs" && this.options.orphans ? "orphans" : "done";
       progress.cursor = "0";
-      delete progress.lanes;
       await this.#save(id, node, runId);
     }
     return progress.counts;
@@ -203,10 +189,6 @@ class FullRun {
 
   async #phase(node: Redis, id: string, progress: NodeProgress): Promise<void> {
     const jobs = progress.phase === "jobs";
-    const lanes = jobs && await this.#takesLanes(node);
-    const where = { key: this.deps.checkpoint.key, node: this.deps.target.nodeName(node) };
-    checkProgressForm(progress, lanes, where);
-    if (lanes) return await this.#lanes(node, id, progress);
     // New keys; with a workspace, only that workspace's (the name tells).
     const workspace = this.options.workspace;
     const newMatch = workspace === undefined ? NEW_MATCH : newMatchFor(workspace);
@@ -234,55 +216,6 @@ class FullRun {
     } finally {
       await committing.catch(() => {});
     }
-  }
-
-  /** True when `node`'s jobs phase runs on lanes (the options and its server allow it). */
-  async #takesLanes(node: Redis): Promise<boolean> {
-    let lanes = this.#onLanes.get(node);
-    if (lanes === undefined) {
-      // A lane call stops by the script's own clock: where time stands still inside a script,
-      // the jobs go on sub-batches, whose calls the client sizes and times.
-      lanes = lanesApply(this.options) &&
-        await nodeTakesLanes(node, this.deps.target.kind === "cluster") &&
-        (await this.calls.clockOf(node)).source === "script";
-      this.#onLanes.set(node, lanes);
-    }
-    return lanes;
-  }
-
-  /** The jobs phase on lanes, from the stored lane cursors (or their starts). */
-  async #lanes(node: Redis, id: string, progress: NodeProgress): Promise<void> {
-    const { options, deps } = this;
-    await runLanePhase(node, progress, {
-      ranges: this.calls.rangesOf(node),
-      toleranceMs: options.ttlToleranceSeconds * 1000,
-      callBudgetUs: options.callBudgetUs ?? 250,
-      rps: options.rps,
-      limiter: deps.limiter,
-      chunkKeys: () => this.#chunkKeys(),
-      signal: deps.signal,
-    }, {
-      chunk: { batches: this.#batches, ctx: this.#ctx },
-      calls: this.calls,
-      commit: (window) => this.#commitLanes({ node, id, progress }, window),
-    });
-  }
-
-  /**
-   * Counts a window of lane calls, appends its findings and stores the lanes' cursors with the
-   * counts (one HSET); the last window is stored with the phase's end by the caller.
-   */
-  async #commitLanes(
-    { node, id, progress }: { node: Redis; id: string; progress: NodeProgress },
-    window: LaneCommit,
-  ): Promise<void> {
-    // Findings reach the disk before the counts that include them are stored.
-    await this.deps.report?.append(window.findings);
-    addCounts(progress.counts, window.counts);
-    progress.lanes = window.cursors;
-    progress.cursor = LANES_CURSOR;
-    if (!window.done) await this.#save(id, node, progress.runId);
-    this.#progressLog.note(this.deps.target.nodeName(node), progress, window.keys);
   }
 
   /**

@@ -56,9 +56,9 @@ export class SubBatches {
     const cap = rps > 0 ? Math.max(1, Math.min(MAX_SUB_BATCH, Math.floor(rps / 4))) : MAX_SUB_BATCH;
     let next = 0;
     let failed = false;
-    const lane = async () => {
+    const worker = async () => {
       while (!failed && next < keys.length) {
-        // Claimed before any await, so lanes never take the same keys.
+        // Claimed before any await, so two workers never take the same keys.
         const start = next;
         const sub = keys.slice(start, start + Math.min(this.#size, cap));
         next += sub.length;
@@ -71,7 +71,7 @@ export class SubBatches {
     };
     await Promise.all(
       Array.from({ length: this.#options.inFlight }, () =>
-        lane().catch((error: unknown) => {
+        worker().catch((error: unknown) => {
           failed = true;
           throw error;
         })),
