@@ -26,7 +26,7 @@ import {
   waitRehashSettled,
 } from "./server.ts";
 import { NEW_PREFIX, OLD_PREFIX, WORKSPACE_FIELD } from "../src/schema.ts";
-import { PAIR_LUA } from "../src/verify/full/pair_lua.ts";
+import { PAIR_LUA } from "../src/verify/script.ts";
 import type { Redis } from "../src/redis/ioredis.ts";
 
 /** Where a measured `verify --full` comes from: this tree, or another checkout (a "before"). */

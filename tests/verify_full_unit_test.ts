@@ -7,12 +7,8 @@ import { zeroCounts } from "../src/verify/full/checkpoint.ts";
 import { SlidingWindowLimiter } from "../src/control/rate_limit.ts";
 import { RecentKeys } from "../src/verify/full/chunks.ts";
 import { applyRescan, freshProgress, planRescan } from "../src/verify/full/restarts.ts";
-import { SubBatches } from "../src/verify/full/sub_batches.ts";
-import {
-  keysForBudget,
-  OUTSIDE_SCRIPT_US,
-  ownTimeLimitUs,
-} from "../src/verify/full/call_budget.ts";
+import { SubBatches } from "../src/verify/sub_batches.ts";
+import { keysForBudget, OUTSIDE_SCRIPT_US, ownTimeLimitUs } from "../src/verify/call_budget.ts";
 import {
   compareSides,
   decodePairNew,
@@ -20,10 +16,10 @@ import {
   orphanReason,
   sameExpiry,
   type SideState,
-} from "../src/verify/full/compare.ts";
+} from "../src/verify/verdicts.ts";
 import { findingLine } from "../src/verify/full/report_file.ts";
 import { keySlot } from "../src/redis/slot.ts";
-import { NodeCalls } from "../src/verify/full/node_calls.ts";
+import { NodeCalls } from "../src/verify/node_calls.ts";
 import type { Redis } from "../src/redis/ioredis.ts";
 import { fullReport, verdictLine } from "../src/verify/full/summary.ts";
 

@@ -6,11 +6,11 @@
  */
 import type { Buffer } from "node:buffer";
 import { jobIdOf } from "../../schema.ts";
-import { type CheckContext, type CheckedJob, checkJobs, checkOrphans } from "./check.ts";
+import { type CheckContext, type CheckedJob, checkJobs, checkOrphans } from "../pairs.ts";
 import { type FullCounts, zeroCounts } from "./checkpoint.ts";
-import { isMismatch } from "./compare.ts";
+import { isMismatch } from "../verdicts.ts";
 import type { Finding } from "./report_file.ts";
-import type { SubBatches } from "./sub_batches.ts";
+import type { SubBatches } from "../sub_batches.ts";
 import { countJob, countOrphan } from "./tally.ts";
 
 /** A checked chunk: its counts and the findings they include. */

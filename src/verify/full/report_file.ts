@@ -9,7 +9,7 @@
 import { Buffer } from "node:buffer";
 import { UsageError } from "../../errors.ts";
 import { escapeForLog } from "../../telemetry/redact.ts";
-import type { FindingKind } from "./compare.ts";
+import type { FindingKind } from "../verdicts.ts";
 
 /** One finding, as written. */
 export interface Finding {

@@ -11,7 +11,7 @@ import type { Redis } from "../../redis/ioredis.ts";
 import { type Logger, silentLogger } from "../../run_events.ts";
 import { NEW_MATCH, newMatchFor, OLD_MATCH } from "../../schema.ts";
 import type { FullVerifyDeps, FullVerifyOptions } from "./options.ts";
-import type { CheckContext, CheckedJob } from "./check.ts";
+import type { CheckContext, CheckedJob } from "../pairs.ts";
 import {
   addCounts,
   type FullCounts,
@@ -19,10 +19,10 @@ import {
   type VerifyState,
   zeroCounts,
 } from "./checkpoint.ts";
-import { NodeCalls } from "./node_calls.ts";
+import { NodeCalls } from "../node_calls.ts";
 import { logClientClocks } from "../../control/call_clock.ts";
 import { readAhead, type ScanChunk, scanChunks } from "./chunks.ts";
-import { SubBatches } from "./sub_batches.ts";
+import { SubBatches } from "../sub_batches.ts";
 import {
   applyRescan,
   freshProgress,

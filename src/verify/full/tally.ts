@@ -6,7 +6,7 @@
  */
 import type { Buffer } from "node:buffer";
 import { jobIdOf } from "../../schema.ts";
-import type { CheckedJob, OrphanVerdict } from "./check.ts";
+import type { CheckedJob, OrphanVerdict } from "../pairs.ts";
 import type { FullCounts } from "./checkpoint.ts";
 import type { Finding } from "./report_file.ts";
 

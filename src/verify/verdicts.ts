@@ -8,7 +8,7 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import { KeyCode, type KeyCodeValue } from "./scripts.ts";
+import { KeyCode, type KeyCodeValue } from "./script.ts";
 
 /** The kinds of finding a full verify reports (one NDJSON line each). */
 export const FINDING_KINDS = [

@@ -13,7 +13,7 @@ import {
   oldKeyFor,
   parseNewKey,
   type WorkspaceRule,
-} from "../../schema.ts";
+} from "../schema.ts";
 import {
   compareSides,
   decodeFields,
@@ -25,9 +25,9 @@ import {
   orphanReason,
   plainVerdict,
   type SideState,
-} from "./compare.ts";
+} from "./verdicts.ts";
 import type { CallTiming, NodeCalls } from "./node_calls.ts";
-import { KeyCode } from "./scripts.ts";
+import { KeyCode } from "./script.ts";
 
 /** What a pass needs. */
 export interface CheckContext {

@@ -6,9 +6,9 @@
  * @module
  */
 import type { Buffer } from "node:buffer";
-import { delay } from "../../async/delay.ts";
-import type { RateLimiter } from "../../control/rate_limit.ts";
-import type { PassTiming } from "./check.ts";
+import { delay } from "../async/delay.ts";
+import type { RateLimiter } from "../control/rate_limit.ts";
+import type { PassTiming } from "./pairs.ts";
 import { followPace, keysForBudget } from "./call_budget.ts";
 
 /** Options of {@linkcode SubBatches}. */

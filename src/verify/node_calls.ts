@@ -7,17 +7,17 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import { type CallClock, type CallClockMode, probeCallClock } from "../../control/call_clock.ts";
-import { CallWindow } from "../../control/call_window.ts";
-import { SafetyRefusal } from "../../errors.ts";
-import { redisVersion } from "../../migrate/in_server.ts";
-import type { RedisTarget } from "../../redis/target.ts";
-import { errorCode, isOutage } from "../../redis/errors.ts";
-import type { Cluster, Redis } from "../../redis/ioredis.ts";
-import { NEW_PREFIX, OLD_PREFIX, WORKSPACE_FIELD } from "../../schema.ts";
-import { HEADER_ARGS, type ScriptMode, VERIFY_SCRIPT } from "./scripts.ts";
-import { keySlot } from "../../redis/slot.ts";
-import { delay } from "../../async/delay.ts";
+import { type CallClock, type CallClockMode, probeCallClock } from "../control/call_clock.ts";
+import { CallWindow } from "../control/call_window.ts";
+import { SafetyRefusal } from "../errors.ts";
+import { redisVersion } from "../migrate/in_server.ts";
+import type { RedisTarget } from "../redis/target.ts";
+import { errorCode, isOutage } from "../redis/errors.ts";
+import type { Cluster, Redis } from "../redis/ioredis.ts";
+import { NEW_PREFIX, OLD_PREFIX, WORKSPACE_FIELD } from "../schema.ts";
+import { HEADER_ARGS, type ScriptMode, VERIFY_SCRIPT } from "./script.ts";
+import { keySlot } from "../redis/slot.ts";
+import { delay } from "../async/delay.ts";
 import { ownTimeLimitUs } from "./call_budget.ts";
 
 /** A script call failed for good (not an outage): the node kept refusing it. */
@@ -149,7 +149,7 @@ export class NodeCalls {
       const [major, minor] = redisVersion(await node.info("server"));
       if (major < 7) {
         throw new SafetyRefusal(
-          `verify --full needs Redis 7.0 or newer (read-only scripts); a node runs ${major}.${minor}`,
+          `verify needs Redis 7.0 or newer (read-only scripts); a node runs ${major}.${minor}`,
         );
       }
       this.#sha = String(await node.script("LOAD", VERIFY_SCRIPT));
