@@ -7,8 +7,8 @@ import { zeroCounts } from "../src/verify/full/checkpoint.ts";
 import { SlidingWindowLimiter } from "../src/control/rate_limit.ts";
 import { RecentKeys } from "../src/verify/full/chunks.ts";
 import { applyRescan, freshProgress, planRescan } from "../src/verify/full/restarts.ts";
+import { CallSizer, STOPPING_CALL_SHARE } from "../src/control/call_size.ts";
 import { SubBatches } from "../src/verify/sub_batches.ts";
-import { keysForBudget, OUTSIDE_SCRIPT_US, ownTimeLimitUs } from "../src/verify/call_budget.ts";
 import {
   compareSides,
   decodePairNew,
@@ -19,7 +19,7 @@ import {
 } from "../src/verify/verdicts.ts";
 import { findingLine } from "../src/verify/full/report_file.ts";
 import { keySlot } from "../src/redis/slot.ts";
-import { NodeCalls } from "../src/verify/node_calls.ts";
+import { NodeCalls, OUTSIDE_SCRIPT_US, ownTimeLimitUs } from "../src/verify/node_calls.ts";
 import type { Redis } from "../src/redis/ioredis.ts";
 import { fullReport, verdictLine } from "../src/verify/full/summary.ts";
 
@@ -185,6 +185,17 @@ Deno.test("SubBatches: every key once, results in order, several sub-batches in 
   );
 });
 
+/** Keys a call of `ownUsPerKey` may carry as the verify sizes it (the run's sizer, 90%). */
+function keysForBudget(budgetUs: number, ownUsPerKey: number): number {
+  const sizer = new CallSizer({
+    maxCallMs: budgetUs / 1000,
+    targetShare: STOPPING_CALL_SHARE,
+    perCallMicros: OUTSIDE_SCRIPT_US.perCall,
+  });
+  sizer.record({ keys: 1, micros: ownUsPerKey + OUTSIDE_SCRIPT_US.perKey });
+  return sizer.nextCount();
+}
+
 Deno.test("call budget: a call's own-time limit and size leave room for Redis's work around it", () => {
   // 250 µs in Redis = own time + 10 µs a call + 0.75 µs a key.
   assert.equal(ownTimeLimitUs(250, 20), 225);
@@ -194,6 +205,8 @@ Deno.test("call budget: a call's own-time limit and size leave room for Redis's 
   assert.equal(keysForBudget(250, 1000), 1, "one slow key still goes alone");
   const keys = keysForBudget(250, 11.5);
   assert.ok(keys * (11.5 + OUTSIDE_SCRIPT_US.perKey) + OUTSIDE_SCRIPT_US.perCall <= 225);
+  // One guard for every script call, the run's and the verify's: 100 keys.
+  assert.equal(keysForBudget(250, 0.1), 100);
 });
 
 Deno.test("SubBatches: sized so the slowest call fits the budget with Redis's work around it", async () => {

@@ -18,7 +18,28 @@ import { NEW_PREFIX, OLD_PREFIX, WORKSPACE_FIELD } from "../schema.ts";
 import { HEADER_ARGS, type ScriptMode, VERIFY_SCRIPT } from "./script.ts";
 import { keySlot } from "../redis/slot.ts";
 import { delay } from "../async/delay.ts";
-import { ownTimeLimitUs } from "./call_budget.ts";
+
+/**
+ * Redis time of a call outside the script's own clock (TIME at its first and last line): finding
+ * the script, building ARGV (one Lua string per key), turning the reply into RESP (one entry per
+ * key). INFO commandstats counts them: about 10 µs a call plus 0.75 µs a key on the benchmark
+ * machine (`usec_per_call` against the script's own mean, 1 to 64 keys a call).
+ */
+export const OUTSIDE_SCRIPT_US = { perCall: 10, perKey: 0.75 } as const;
+
+/**
+ * The script's own time a call of `keys` keys may take so that, with the time outside its clock,
+ * it holds Redis at most `budgetUs` (never below 1 µs: one key is always answered).
+ *
+ * @example
+ * ```ts
+ * import { ownTimeLimitUs } from "./node_calls.ts";
+ * ownTimeLimitUs(250, 20); // 225: 250 − 10 per call − 20 × 0.75
+ * ```
+ */
+export function ownTimeLimitUs(budgetUs: number, keys: number): number {
+  return Math.max(1, budgetUs - OUTSIDE_SCRIPT_US.perCall - keys * OUTSIDE_SCRIPT_US.perKey);
+}
 
 /** A script call failed for good (not an outage): the node kept refusing it. */
 export class VerifyCallError extends Error {
@@ -37,8 +58,8 @@ export interface NodeCallsOptions {
   /** `pair` mode reads the new keys of this workspace only (the others are filtered anyway). */
   onlyWorkspace?: string;
   /**
-   * Redis time one call may take, µs (default 250): each call gets the share of it the script's
-   * own clock may spend (see `call_budget.ts`), and stops early when it would overrun it.
+   * Redis time one call may take, µs (default 250): each call gets the part of it the script's
+   * own clock may spend ({@linkcode ownTimeLimitUs}), and stops early when it would overrun it.
    */
   callBudgetUs?: number;
   /** `pair` mode answers a key matched when its expiries are at most this far apart (ms). */
