@@ -6,7 +6,7 @@ import { Buffer } from "node:buffer";
 import { zeroCounts } from "../src/verify/full/checkpoint.ts";
 import { SlidingWindowLimiter } from "../src/control/rate_limit.ts";
 import { RecentKeys } from "../src/verify/full/chunks.ts";
-import { applyRescan, freshProgress, planRescan } from "../src/verify/full/restarts.ts";
+import { applyRescan, freshProgress, planRescan } from "../src/verify/full/checkpoint.ts";
 import { CallSizer, STOPPING_CALL_SHARE } from "../src/control/call_size.ts";
 import { SubBatches } from "../src/verify/sub_batches.ts";
 import {
@@ -17,11 +17,11 @@ import {
   sameExpiry,
   type SideState,
 } from "../src/verify/verdicts.ts";
-import { findingLine } from "../src/verify/full/report_file.ts";
+import { findingLine } from "../src/verify/full/report.ts";
 import { keySlot } from "../src/redis/slot.ts";
 import { NodeCalls, OUTSIDE_SCRIPT_US, ownTimeLimitUs } from "../src/verify/node_calls.ts";
 import type { Redis } from "../src/redis/ioredis.ts";
-import { fullReport, verdictLine } from "../src/verify/full/summary.ts";
+import { fullReport, verdictLine } from "../src/verify/full/report.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 

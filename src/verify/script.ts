@@ -45,9 +45,6 @@ export type KeyCodeValue = typeof KeyCode[keyof typeof KeyCode];
 /** What the script is asked per key. */
 export type ScriptMode = "side" | "fields" | "owner" | "pair";
 
-/** `pair` mode's new_code: the new key was not read, or is served by another node. */
-export const PairCode = { notRead: -1, remote: -2 } as const;
-
 /** Number of ARGV entries before the keys. */
 export const HEADER_ARGS = 10;
 

@@ -9,35 +9,76 @@
  */
 import type { Redis } from "../../redis/ioredis.ts";
 import { type Logger, silentLogger } from "../../run_events.ts";
-import { NEW_MATCH, newMatchFor, OLD_MATCH } from "../../schema.ts";
-import type { FullVerifyDeps, FullVerifyOptions } from "./options.ts";
-import type { CheckContext, CheckedJob } from "../pairs.ts";
+import { NEW_MATCH, newMatchFor, OLD_MATCH, type WorkspaceRule } from "../../schema.ts";
+import type { CheckContext } from "../pairs.ts";
 import {
   addCounts,
+  applyRescan,
+  freshProgress,
   type FullCounts,
+  identify,
+  type NodeIdentity,
   type NodeProgress,
+  NodeRestartedError,
+  planRescan,
+  resumeState,
+  runIdOf,
+  type VerifyCheckpoint,
+  verifyParams,
   type VerifyState,
   zeroCounts,
 } from "./checkpoint.ts";
 import { NodeCalls } from "../node_calls.ts";
-import { logClientClocks } from "../../control/call_clock.ts";
+import { type CallClockMode, logClientClocks } from "../../control/call_clock.ts";
 import { readAhead, type ScanChunk, scanChunks } from "./chunks.ts";
 import { SubBatches } from "../sub_batches.ts";
-import {
-  applyRescan,
-  freshProgress,
-  identify,
-  type NodeIdentity,
-  NodeRestartedError,
-  planRescan,
-  runIdOf,
-} from "./restarts.ts";
-import { type FullReport, fullReport } from "./summary.ts";
-import { ProgressLog } from "./progress_log.ts";
-import { resumeState, verifyParams } from "./resume.ts";
-import { type CheckedChunk, checkJobChunk, checkOrphanChunk } from "./chunk_check.ts";
+import { type FullReport, fullReport, mismatched } from "./report.ts";
+import { type CheckedChunk, checkJobChunk, checkOrphanChunk } from "./chunks.ts";
+import type { RateLimiter } from "../../control/rate_limit.ts";
+import type { RedisTarget } from "../../redis/target.ts";
+import type { ReportFile } from "./report.ts";
 
-export type { FullVerifyDeps, FullVerifyOptions } from "./options.ts";
+/** What to verify and how. */
+export interface FullVerifyOptions {
+  rule: WorkspaceRule;
+  workspace?: string;
+  ttlToleranceSeconds: number;
+  /** Rechecks of a difference before it counts. */
+  recheck: number;
+  recheckDelayMs: number;
+  /** Old (and new) keys checked per second; 0 = unlimited. */
+  rps: number;
+  minParity: number;
+  /** Also scan the new schema for orphans. */
+  orphans: boolean;
+  /** Ignore (and overwrite) a stored checkpoint. */
+  resetProgress: boolean;
+  /** Target Redis time of one script call, in µs (default 250). */
+  callBudgetUs?: number;
+  /** `--call-clock`: whose clock times a call (default `auto`: probe each master). */
+  callClock?: CallClockMode;
+  /** Keys per checkpointed chunk (default: see `FullRun.#chunkKeys`); a crash re-checks one. */
+  chunkKeys?: number;
+  /** Milliseconds between progress log lines (default 10 000). */
+  progressIntervalMs?: number;
+  /** Script calls in flight per master at most (`--max-latency`); default: no such bound. */
+  callsInFlight?: number;
+  /**
+   * Sub-batches in flight at once (default 4): Redis works on the others while the client decodes
+   * a reply or collects garbage (a scavenge takes ~1 ms; four calls of ~0.2 ms cover most).
+   */
+  inFlight?: number;
+}
+
+/** Collaborators of {@linkcode runFullVerify}. */
+export interface FullVerifyDeps {
+  target: Pick<RedisTarget, "kind" | "client" | "masters" | "nodeName">;
+  checkpoint: VerifyCheckpoint;
+  limiter: Pick<RateLimiter, "acquire">;
+  report?: ReportFile;
+  logger?: Logger;
+  signal?: AbortSignal;
+}
 
 /** SCAN COUNT: ~250 buckets keep one SCAN (MATCH on a store of both schemas) near 0.25 ms. */
 const SCAN_COUNT = 250;
@@ -270,4 +311,33 @@ class FullRun {
   }
 }
 
-export type { CheckedJob };
+/** The `verify_progress` log line: a node's running counts, at most once per `intervalMs`. */
+class ProgressLog {
+  #last = performance.now();
+  #sessionChecked = 0;
+
+  constructor(readonly logger: Logger, readonly intervalMs: number) {}
+
+  /** Notes `keys` more keys checked on `node` and logs its counts when the interval passed. */
+  note(node: string, progress: NodeProgress, keys: number): void {
+    this.#sessionChecked += keys;
+    const now = performance.now();
+    if (now - this.#last < this.intervalMs) return;
+    this.#last = now;
+    const c = progress.counts;
+    this.logger.log(
+      "info",
+      "verify_progress",
+      `${node} ${progress.phase}: ${c.checked} checked, ${c.matched} matched, ${c.orphans} orphans`,
+      {
+        node,
+        phase: progress.phase,
+        checked: c.checked,
+        matched: c.matched,
+        mismatched: mismatched(c),
+        orphans: c.orphans,
+        scanned_this_session: this.#sessionChecked,
+      },
+    );
+  }
+}
