@@ -3,7 +3,7 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { zeroCounts } from "../src/verify/full/checkpoint.ts";
+import { zeroCounts } from "../src/verify/full/report.ts";
 import { SlidingWindowLimiter } from "../src/control/rate_limit.ts";
 import { RecentKeys } from "../src/verify/full/chunks.ts";
 import { applyRescan, freshProgress, planRescan } from "../src/verify/full/checkpoint.ts";

@@ -16,7 +16,7 @@ import {
   OLD_MATCH,
   parseNewKey,
 } from "../schema.ts";
-import { type CheckContext, checkJobs, checkOrphans } from "./pairs.ts";
+import { type CheckContext, settleJobs, settleOrphans } from "./pairs.ts";
 import type { MismatchReason } from "./report.ts";
 import type { KeyPopulation } from "./sample.ts";
 import { KeyCode } from "./script.ts";
@@ -78,43 +78,34 @@ export function newPopulation(workspace: string | undefined): KeyPopulation {
 }
 
 /**
- * Checks sampled old keys with their new keys, then rechecks the differences: a difference counts
- * only if it survives every recheck. `transient` counts the differences that stopped being one.
+ * Checks sampled old keys with their new keys and rechecks the differences (`settleJobs`).
+ * `transient` counts the differences that stopped being one.
  */
 export async function checkSampledJobs(
   keys: readonly Buffer[],
-  { pairs, batches: newBatches }: SampledChecks,
+  checks: SampledChecks,
 ): Promise<{ verdicts: JobVerdict[]; transient: number }> {
-  const batches = newBatches();
-  const check = (sub: Buffer[], timing: Parameters<typeof checkJobs>[2]) =>
-    checkJobs(sub, pairs, timing);
-  const results = await batches.run(keys, check);
-  const failed = (result: { verdict: PairVerdict }) => isMismatch(result.verdict);
-  const first = await batches.recheck(keys, results, failed, check);
+  const { results, suspects } = await settleJobs(keys, checks.pairs, checks.batches());
   return {
     verdicts: results.map(({ verdict }) => sampledVerdict(verdict)),
-    transient: first.filter((i) => !failed(results[i]!)).length,
+    transient: suspects.filter((i) => !isMismatch(results[i]!.verdict)).length,
   };
 }
 
 /**
- * Checks sampled new keys: does the new key still exist, and does its old twin name the same
- * workspace (`orphanReason`, as `verify --full --orphans`)? Orphans are rechecked like differences.
+ * Checks sampled new keys: does the new key still exist (read first: one deleted since it was
+ * sampled is gone), and does its old twin name the same workspace (`orphanReason`, as
+ * `verify --full --orphans`)? Orphans are rechecked like differences.
  */
 export async function checkSampledOrphans(
   keys: readonly Buffer[],
-  { pairs, batches: newBatches }: SampledChecks,
+  checks: SampledChecks,
 ): Promise<{ verdicts: OrphanVerdict[]; transient: number }> {
-  const batches = newBatches();
-  const check = (sub: Buffer[], timing: Parameters<typeof checkJobs>[2]) =>
-    checkOrphans(sub, pairs, { confirmNew: true, timing });
-  const results = await batches.run(keys, check);
-  const failed = (verdict: { kind: string }) => verdict.kind === "orphan";
-  const first = await batches.recheck(keys, results, failed, check);
+  const { results, suspects } = await settleOrphans(keys, checks.pairs, checks.batches(), true);
   return {
     // "filtered" is a key outside the new schema: the population never holds one.
     verdicts: results.map(({ kind }) => kind === "filtered" ? "gone" : kind),
-    transient: first.filter((i) => !failed(results[i]!)).length,
+    transient: suspects.filter((i) => results[i]!.kind !== "orphan").length,
   };
 }
 

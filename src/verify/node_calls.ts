@@ -1,5 +1,5 @@
 /**
- * Read-only script calls of `verify --full`, grouped by the node that serves the keys. Each call
+ * Read-only script calls of both verifies (sampled and `--full`), grouped by the node that serves the keys. Each call
  * is EVALSHA_RO with numkeys 0 on one master connection; the script answers as many keys as fit
  * under the field cap and the caller sends the rest again. Call times (measured by the script
  * with TIME) are kept, so sub-batches can be sized to a time budget and the summary can show them.

@@ -1,5 +1,6 @@
 /**
- * The read-only Lua script of `verify --full`. It runs on one node, flagged `no-writes` (Redis
+ * The read-only Lua script of both verifies (sampled and `--full`): values are compared here, in
+ * Redis, and never reach the client. It runs on one node, flagged `no-writes` (Redis
  * refuses any write, and it is called with EVALSHA_RO) and `allow-cross-slot-keys`: the keys come
  * in ARGV (numkeys 0), so one call reads many keys of many slots of that node. A key that the node
  * does not serve makes Redis fail the whole call ("non local key"): the caller refreshes its slot

@@ -10,8 +10,7 @@ import type { Buffer } from "node:buffer";
 import { delay } from "../async/delay.ts";
 import { CallSizer, STOPPING_CALL_SHARE } from "../control/call_size.ts";
 import type { RateLimiter } from "../control/rate_limit.ts";
-import type { PassTiming } from "./pairs.ts";
-import { OUTSIDE_SCRIPT_US } from "./node_calls.ts";
+import { type CallTiming, OUTSIDE_SCRIPT_US } from "./node_calls.ts";
 
 /** Options of {@linkcode SubBatches}. */
 export interface SubBatchOptions {
@@ -66,7 +65,7 @@ export class SubBatches {
   /** Runs `work` over `keys` and returns its results in the order of `keys`. */
   async run<T>(
     keys: readonly Buffer[],
-    work: (keys: Buffer[], timing: PassTiming) => Promise<T[]>,
+    work: (keys: Buffer[], timing: CallTiming) => Promise<T[]>,
   ): Promise<T[]> {
     const { limiter, rps, signal } = this.#options;
     const out: T[] = new Array(keys.length);
@@ -80,7 +79,7 @@ export class SubBatches {
         const sub = keys.slice(start, start + Math.min(this.#size, cap));
         next += sub.length;
         await limiter.acquire(sub.length, signal);
-        const timing: PassTiming = { maxUs: 0 };
+        const timing: CallTiming = { maxUs: 0 };
         const results = await work(sub, timing);
         results.forEach((result, j) => out[start + j] = result);
         this.#resize(sub.length, timing, cap);
@@ -104,7 +103,7 @@ export class SubBatches {
     keys: readonly Buffer[],
     results: V[],
     failed: (result: V) => boolean,
-    check: (keys: Buffer[], timing: PassTiming) => Promise<V[]>,
+    check: (keys: Buffer[], timing: CallTiming) => Promise<V[]>,
   ): Promise<number[]> {
     const first = results.flatMap((result, i) => failed(result) ? [i] : []);
     let pending = first;
@@ -122,7 +121,7 @@ export class SubBatches {
    * grows it by half at most. On a cluster a sub-batch is split over the nodes, so the node of its
    * slowest call got only part of it (a call the script stopped early is no split).
    */
-  #resize(keys: number, timing: PassTiming, cap: number): void {
+  #resize(keys: number, timing: CallTiming, cap: number): void {
     const callKeys = timing.maxKeys ?? 0;
     const nodeKeys = timing.nodeKeys ?? callKeys;
     if (timing.maxUs <= 0 || callKeys <= 0 || nodeKeys <= 0) return;

@@ -21,57 +21,7 @@ import type { Cluster, Redis } from "../../redis/ioredis.ts";
 import { SafetyRefusal } from "../../errors.ts";
 import type { Logger } from "../../run_events.ts";
 import type { WorkspaceRule } from "../../schema.ts";
-import type { ReportFile } from "./report.ts";
-
-/** Running counts of one node (or of the whole run, summed). */
-export interface FullCounts {
-  /** Old keys compared (gone and filtered keys excluded). */
-  checked: number;
-  matched: number;
-  missing: number;
-  field_missing: number;
-  field_differs: number;
-  ttl: number;
-  type: number;
-  invalid: number;
-  /** Old keys that vanished before they could be compared (not counted in `checked`). */
-  gone: number;
-  /** Old keys of other workspaces than `--workspace`. */
-  filtered: number;
-  /** Differences that cleared on a recheck. */
-  transient: number;
-  /** New keys checked for orphans (`--orphans`). */
-  new_checked: number;
-  orphans: number;
-  /** Keys SCAN returned a second time within a node's pass, dropped (counted once). */
-  scan_duplicates: number;
-}
-
-/** Zero counts. */
-export function zeroCounts(): FullCounts {
-  return {
-    checked: 0,
-    matched: 0,
-    missing: 0,
-    field_missing: 0,
-    field_differs: 0,
-    ttl: 0,
-    type: 0,
-    invalid: 0,
-    gone: 0,
-    filtered: 0,
-    transient: 0,
-    new_checked: 0,
-    orphans: 0,
-    scan_duplicates: 0,
-  };
-}
-
-/** Adds `b` into `a`. */
-export function addCounts(a: FullCounts, b: Readonly<FullCounts>): FullCounts {
-  for (const name of Object.keys(a) as (keyof FullCounts)[]) a[name] += b[name];
-  return a;
-}
+import { type FullCounts, type ReportFile, zeroCounts } from "./report.ts";
 
 /** Where one master's verify stands. */
 export interface NodeProgress {

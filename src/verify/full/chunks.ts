@@ -22,13 +22,11 @@ import { jobIdOf } from "../../schema.ts";
 import {
   type CheckContext,
   type CheckedJob,
-  checkJobs,
-  checkOrphans,
   type OrphanVerdict,
+  settleJobs,
+  settleOrphans,
 } from "../pairs.ts";
-import { type FullCounts, zeroCounts } from "./checkpoint.ts";
-import { isMismatch } from "../verdicts.ts";
-import type { Finding } from "./report.ts";
+import { type Finding, type FullCounts, zeroCounts } from "./report.ts";
 import type { SubBatches } from "../sub_batches.ts";
 
 /** Keys seen in the current and the previous chunk. */
@@ -131,11 +129,7 @@ export interface ChunkDeps {
 /** Compares a chunk of old keys with their new keys. */
 export async function checkJobChunk(keys: Buffer[], deps: ChunkDeps): Promise<CheckedChunk> {
   const candidates = keys.filter((key) => jobIdOf(key) !== undefined);
-  const results = await deps.batches.run(
-    candidates,
-    (sub, timing) => checkJobs(sub, deps.ctx, timing),
-  );
-  const suspects = await recheckJobs(candidates, results, deps);
+  const { results, suspects } = await settleJobs(candidates, deps.ctx, deps.batches);
   const counts = zeroCounts();
   const findings: Finding[] = [];
   results.forEach((result, i) => countJob(counts, findings, candidates[i]!, result));
@@ -143,33 +137,9 @@ export async function checkJobChunk(keys: Buffer[], deps: ChunkDeps): Promise<Ch
   return { counts, findings };
 }
 
-/** Rechecks the differences of a first pass in place; returns the positions that differed. */
-function recheckJobs(
-  keys: Buffer[],
-  results: CheckedJob[],
-  { batches, ctx }: ChunkDeps,
-): Promise<number[]> {
-  return batches.recheck(
-    keys,
-    results,
-    (result) => isMismatch(result.verdict),
-    (sub, timing) => checkJobs(sub, ctx, timing),
-  );
-}
-
 /** Checks a chunk of new keys for orphans. */
 export async function checkOrphanChunk(keys: Buffer[], deps: ChunkDeps): Promise<CheckedChunk> {
-  const { batches, ctx } = deps;
-  const results = await batches.run(
-    keys,
-    (sub, timing) => checkOrphans(sub, ctx, { timing }),
-  );
-  const suspects = await batches.recheck(
-    keys,
-    results,
-    (verdict) => verdict.kind === "orphan",
-    (sub, timing) => checkOrphans(sub, ctx, { confirmNew: true, timing }),
-  );
+  const { results, suspects } = await settleOrphans(keys, deps.ctx, deps.batches);
   const counts = zeroCounts();
   const findings: Finding[] = [];
   results.forEach((verdict) => countOrphan(counts, findings, verdict));

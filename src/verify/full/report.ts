@@ -1,8 +1,9 @@
 /**
- * The `--report FILE` of `verify --full`: one NDJSON line per finding, with the job id and names
- * escaped as in logs (`escapeForLog`), never a field value. Lines are appended and synced before
- * the checkpoint that counts them is saved, and the checkpoint stores the file's length; a resumed
- * verify cuts the file back to that length, so a finding is never in the report twice.
+ * What `verify --full` reports: its counts, the `--report FILE` and the summary with its verdict.
+ * The report file holds one NDJSON line per finding, with the job id and names escaped as in logs
+ * (`escapeForLog`), never a field value. Lines are appended and synced before the checkpoint that
+ * counts them is saved, and the checkpoint stores the file's length; a resumed verify cuts the
+ * file back to that length, so a finding is never in the report twice.
  *
  * @module
  */
@@ -11,7 +12,56 @@ import { UsageError } from "../../errors.ts";
 import { escapeForLog } from "../../telemetry/redact.ts";
 import type { FindingKind } from "../verdicts.ts";
 import { computeParity, formatPercent, verifyPassed } from "../report.ts";
-import type { FullCounts } from "./checkpoint.ts";
+
+/** Running counts of one node (or of the whole run, summed). */
+export interface FullCounts {
+  /** Old keys compared (gone and filtered keys excluded). */
+  checked: number;
+  matched: number;
+  missing: number;
+  field_missing: number;
+  field_differs: number;
+  ttl: number;
+  type: number;
+  invalid: number;
+  /** Old keys that vanished before they could be compared (not counted in `checked`). */
+  gone: number;
+  /** Old keys of other workspaces than `--workspace`. */
+  filtered: number;
+  /** Differences that cleared on a recheck. */
+  transient: number;
+  /** New keys checked for orphans (`--orphans`). */
+  new_checked: number;
+  orphans: number;
+  /** Keys SCAN returned a second time within a node's pass, dropped (counted once). */
+  scan_duplicates: number;
+}
+
+/** Zero counts. */
+export function zeroCounts(): FullCounts {
+  return {
+    checked: 0,
+    matched: 0,
+    missing: 0,
+    field_missing: 0,
+    field_differs: 0,
+    ttl: 0,
+    type: 0,
+    invalid: 0,
+    gone: 0,
+    filtered: 0,
+    transient: 0,
+    new_checked: 0,
+    orphans: 0,
+    scan_duplicates: 0,
+  };
+}
+
+/** Adds `b` into `a`. */
+export function addCounts(a: FullCounts, b: Readonly<FullCounts>): FullCounts {
+  for (const name of Object.keys(a) as (keyof FullCounts)[]) a[name] += b[name];
+  return a;
+}
 
 /** One finding, as written. */
 export interface Finding {
@@ -145,7 +195,7 @@ export function fullReport(
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { zeroCounts } from "./checkpoint.ts";
+ * import { zeroCounts } from "./report.ts";
  * import { fullReport, verdictLine } from "./report.ts";
  * const counts = { ...zeroCounts(), checked: 10, matched: 9, missing: 1 };
  * const report = fullReport({

@@ -12,10 +12,8 @@ import { type Logger, silentLogger } from "../../run_events.ts";
 import { NEW_MATCH, newMatchFor, OLD_MATCH, type WorkspaceRule } from "../../schema.ts";
 import type { CheckContext } from "../pairs.ts";
 import {
-  addCounts,
   applyRescan,
   freshProgress,
-  type FullCounts,
   identify,
   type NodeIdentity,
   type NodeProgress,
@@ -26,17 +24,29 @@ import {
   type VerifyCheckpoint,
   verifyParams,
   type VerifyState,
-  zeroCounts,
 } from "./checkpoint.ts";
 import { NodeCalls } from "../node_calls.ts";
 import { type CallClockMode, logClientClocks } from "../../control/call_clock.ts";
-import { readAhead, type ScanChunk, scanChunks } from "./chunks.ts";
+import {
+  type CheckedChunk,
+  checkJobChunk,
+  checkOrphanChunk,
+  readAhead,
+  type ScanChunk,
+  scanChunks,
+} from "./chunks.ts";
 import { SubBatches } from "../sub_batches.ts";
-import { type FullReport, fullReport, mismatched } from "./report.ts";
-import { type CheckedChunk, checkJobChunk, checkOrphanChunk } from "./chunks.ts";
+import {
+  addCounts,
+  type FullCounts,
+  type FullReport,
+  fullReport,
+  mismatched,
+  type ReportFile,
+  zeroCounts,
+} from "./report.ts";
 import type { RateLimiter } from "../../control/rate_limit.ts";
 import type { RedisTarget } from "../../redis/target.ts";
-import type { ReportFile } from "./report.ts";
 
 /** What to verify and how. */
 export interface FullVerifyOptions {
