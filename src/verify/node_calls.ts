@@ -41,6 +41,9 @@ export function ownTimeLimitUs(budgetUs: number, keys: number): number {
   return Math.max(1, budgetUs - OUTSIDE_SCRIPT_US.perCall - keys * OUTSIDE_SCRIPT_US.perKey);
 }
 
+/** A call stops after the key that brings the fields it read to this many (one wide job whole). */
+const FIELD_CAP = 4000;
+
 /** A script call failed for good (not an outage): the node kept refusing it. */
 export class VerifyCallError extends Error {
   constructor(message: string, options?: ErrorOptions) {
@@ -51,10 +54,6 @@ export class VerifyCallError extends Error {
 
 /** Options of {@linkcode NodeCalls}. */
 export interface NodeCallsOptions {
-  /** A call stops after the key that brings the fields it read to this many (default 4000). */
-  fieldCap?: number;
-  /** Salt of the per-field value hashes, so a hash never identifies a common value. */
-  salt?: string;
   /** `pair` mode reads the new keys of this workspace only (the others are filtered anyway). */
   onlyWorkspace?: string;
   /**
@@ -111,7 +110,6 @@ export interface NodeGroup {
 export class NodeCalls {
   readonly stats: CallStats = { calls: 0, totalUs: 0, maxUs: 0 };
   readonly #target: Pick<RedisTarget, "kind" | "client" | "masters">;
-  readonly #fieldCap: number;
   readonly #salt: string;
   readonly #onlyWorkspace: string;
   readonly #callBudgetUs: number;
@@ -130,8 +128,8 @@ export class NodeCalls {
 
   constructor(target: Pick<RedisTarget, "kind" | "client" | "masters">, options: NodeCallsOptions) {
     this.#target = target;
-    this.#fieldCap = options.fieldCap ?? 4000;
-    this.#salt = options.salt ?? crypto.randomUUID();
+    // A fresh salt per verify: a value hash never identifies a common value across runs.
+    this.#salt = crypto.randomUUID();
     this.#onlyWorkspace = options.onlyWorkspace ?? "";
     this.#callBudgetUs = options.callBudgetUs ?? 250;
     this.#toleranceMs = options.toleranceMs ?? 0;
@@ -273,7 +271,7 @@ export class NodeCalls {
         mode,
         WORKSPACE_FIELD,
         String(prefixLength),
-        String(this.#fieldCap),
+        String(FIELD_CAP),
         this.#salt,
         NEW_PREFIX,
         this.#onlyWorkspace,

@@ -48,7 +48,7 @@ import {
   type SampleResult,
   type SamplingTuning,
 } from "./sample.ts";
-import { SubBatches } from "./sub_batches.ts";
+import { SUB_BATCHES_IN_FLIGHT, SubBatches } from "./sub_batches.ts";
 
 /** Where to verify: every master (sampled from, and read by the script) and a client for any key. */
 export type VerifyTarget = Pick<RedisTarget, "kind" | "client" | "masters">;
@@ -145,7 +145,7 @@ export async function runVerify(
         limiter: counted,
         rps: options.rps,
         callBudgetUs,
-        inFlight: 4,
+        inFlight: SUB_BATCHES_IN_FLIGHT,
         signal: deps.signal,
       }),
   };

@@ -34,6 +34,12 @@ export interface SubBatchOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * Sub-batches in flight by default: Redis works on the others while the client decodes a reply
+ * or collects garbage (a scavenge takes ~1 ms; four calls of ~0.2 ms cover most).
+ */
+export const SUB_BATCHES_IN_FLIGHT = 4;
+
 /** Keys of the first sub-batch, before any call is measured. */
 const FIRST_SUB_BATCH = 16;
 

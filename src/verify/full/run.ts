@@ -35,7 +35,7 @@ import {
   type ScanChunk,
   scanChunks,
 } from "./chunks.ts";
-import { SubBatches } from "../sub_batches.ts";
+import { SUB_BATCHES_IN_FLIGHT, SubBatches } from "../sub_batches.ts";
 import {
   addCounts,
   type FullCounts,
@@ -69,15 +69,8 @@ export interface FullVerifyOptions {
   callClock?: CallClockMode;
   /** Keys per checkpointed chunk (default: see `FullRun.#chunkKeys`); a crash re-checks one. */
   chunkKeys?: number;
-  /** Milliseconds between progress log lines (default 10 000). */
-  progressIntervalMs?: number;
   /** Script calls in flight per master at most (`--max-latency`); default: no such bound. */
   callsInFlight?: number;
-  /**
-   * Sub-batches in flight at once (default 4): Redis works on the others while the client decodes
-   * a reply or collects garbage (a scavenge takes ~1 ms; four calls of ~0.2 ms cover most).
-   */
-  inFlight?: number;
 }
 
 /** Collaborators of {@linkcode runFullVerify}. */
@@ -164,7 +157,7 @@ class FullRun {
   ) {
     this.#priorMs = state.elapsedMs;
     this.#sessionStart = sessionStart;
-    this.#progressLog = new ProgressLog(logger, options.progressIntervalMs ?? 10_000);
+    this.#progressLog = new ProgressLog(logger, 10_000);
     this.#ctx = {
       calls,
       rule: options.rule,
@@ -177,7 +170,7 @@ class FullRun {
       limiter: deps.limiter,
       rps: options.rps,
       callBudgetUs: options.callBudgetUs ?? 250,
-      inFlight: options.inFlight ?? 4,
+      inFlight: SUB_BATCHES_IN_FLIGHT,
       signal: deps.signal,
     });
   }
