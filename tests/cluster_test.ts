@@ -539,7 +539,7 @@ Deno.test("cluster: verify samples every master and reads through the routed cli
     const target = await connectRedis([cluster.url]);
     try {
       const report = await runVerify(
-        { nodes: target.masters(), reader: target.client },
+        target,
         { ...VERIFY_DEFAULTS, sample: 1000, recheckDelayMs: 10, rule: new WorkspaceRule() },
       );
       assert.equal(report.sampled, 500);

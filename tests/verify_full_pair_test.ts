@@ -6,8 +6,8 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { newKeyFor, oldKeyFor, WorkspaceRule } from "../src/schema.ts";
-import { checkJobs } from "../src/verify/full/check.ts";
-import { NodeCalls } from "../src/verify/full/node_calls.ts";
+import { checkJobs } from "../src/verify/pairs.ts";
+import { NodeCalls } from "../src/verify/node_calls.ts";
 import { withRedis } from "./support/redis_server.ts";
 
 Deno.test("verify --full pair call: the workspace alone for a full match, the array otherwise", async () => {
