@@ -287,10 +287,12 @@ Deno.test("planRescan: a restarted node and every node whose findings follow it 
   assert.equal(state.nodes.get("a")!.runId, "r1");
 });
 
-Deno.test("NodeCalls: --max-latency bounds each master's calls in flight", async () => {
+Deno.test("NodeCalls: --max-latency bounds each master's calls in flight while another client is active", async () => {
   const target = { kind: "standalone" as const, client: {} as Redis, masters: () => [] };
-  const calls = new NodeCalls(target, { callsInFlight: 2 });
-  const [a, b] = [{} as Redis, {} as Redis];
+  const node = () => ({ ping: () => Promise.resolve("PONG") }) as unknown as Redis;
+  const [a, b] = [node(), node()];
+  let shared = true;
+  const calls = new NodeCalls(target, { callsInFlight: 1, shared: () => shared });
   let inFlight = 0;
   let most = 0;
   const gates: (() => void)[] = [];
@@ -299,13 +301,19 @@ Deno.test("NodeCalls: --max-latency bounds each master's calls in flight", async
       most = Math.max(most, ++inFlight);
       gates.push(() => (inFlight--, resolve()));
     });
+  const settle = () => new Promise((resolve) => setTimeout(resolve, 5));
   const all = Promise.all([...Array(5)].map(() => calls.inWindow(a, call)));
   const other = calls.inWindow(b, call);
-  await new Promise((resolve) => setTimeout(resolve, 5));
-  assert.equal(inFlight, 3, "two on one master, one on the other");
+  await settle();
+  assert.equal(inFlight, 2, "one on each master while shared");
+  // Nobody else on Redis: a round trip's worth (2 on a fast link) as the next calls start.
+  shared = false;
+  gates.shift()!();
+  await settle();
+  assert.equal(inFlight, 3, "two on the master that is alone now, one on the other");
   while (gates.length > 0) {
     gates.shift()!();
-    await new Promise((resolve) => setTimeout(resolve, 1));
+    await settle();
   }
   await Promise.all([all, other]);
   assert.equal(most, 3);

@@ -138,6 +138,7 @@ async function verifyOn(
         callBudgetUs: (budget?.maxCallMs ?? options.maxCallMs) * 1000,
         callClock: options.callClock,
         callsInFlight: budget?.maxCallsInFlight,
+        shared: (node) => pace.shared(target.nodeName(node)),
       },
       {
         target,

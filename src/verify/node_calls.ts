@@ -7,8 +7,13 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import { type CallClock, type CallClockMode, probeCallClock } from "../control/call_clock.ts";
-import { CallWindow } from "../control/call_window.ts";
+import {
+  type CallClock,
+  type CallClockMode,
+  probeCallClock,
+  roundTripMs,
+} from "../control/call_clock.ts";
+import { type CallWindow, callWindowSize, runWindow } from "../control/call_window.ts";
 import { SafetyRefusal } from "../errors.ts";
 import { redisVersion } from "../migrate/in_server.ts";
 import type { RedisTarget } from "../redis/target.ts";
@@ -66,10 +71,12 @@ export interface NodeCallsOptions {
   /** `--call-clock`: `auto` (probe each master) or `client` (control/call_clock.ts). */
   callClock?: CallClockMode;
   /**
-   * Script calls in flight per master at most (`--max-latency`, control/call_window.ts); default:
-   * no bound beyond the sub-batches' own.
+   * Script calls in flight per master at most while another client is active (`--max-latency`,
+   * control/call_window.ts); default: no bound beyond the sub-batches' own.
    */
   callsInFlight?: number;
+  /** Whether another client is active on a master now (control/pace.ts). Default: always. */
+  shared?: (node: Redis) => boolean;
   signal?: AbortSignal;
 }
 
@@ -123,6 +130,7 @@ export class NodeCalls {
   /** Slot ranges each master serves ("a-b,c-d"), for the `pair` mode's locality check. */
   #ranges = new Map<Redis, string>();
   readonly #callsInFlight: number;
+  readonly #shared: ((node: Redis) => boolean) | undefined;
   /** Each master's calls in flight. */
   readonly #windows = new Map<Redis, CallWindow>();
 
@@ -136,6 +144,7 @@ export class NodeCalls {
     this.#clockMode = options.callClock ?? "auto";
     this.#signal = options.signal;
     this.#callsInFlight = options.callsInFlight ?? Infinity;
+    this.#shared = options.shared;
   }
 
   /**
@@ -146,7 +155,14 @@ export class NodeCalls {
     if (this.#callsInFlight === Infinity) return await call();
     let window = this.#windows.get(node);
     if (window === undefined) {
-      window = new CallWindow(this.#callsInFlight);
+      // A round trip's worth of calls while nobody else is there, as a run's (run/engine.ts).
+      const roundTrip = callWindowSize(await roundTripMs(node), this.#callBudgetUs / 1000);
+      window = this.#windows.get(node) ?? runWindow({
+        deep: false,
+        roundTrip,
+        budget: this.#callsInFlight,
+        shared: () => this.#shared?.(node) ?? true,
+      });
       this.#windows.set(node, window);
     }
     const release = await window.acquire({ signal: this.#signal });

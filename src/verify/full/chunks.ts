@@ -17,7 +17,7 @@
  */
 import type { Buffer } from "node:buffer";
 import type { Redis } from "../../redis/ioredis.ts";
-import { scanBatches } from "../../redis/scan.ts";
+import { scanBatches, type SizedScanner } from "../../redis/scan.ts";
 import { jobIdOf } from "../../schema.ts";
 import {
   type CheckContext,
@@ -63,6 +63,8 @@ export interface ScanChunkOptions {
   cursor: string;
   /** Keys per chunk (at least; a chunk ends on a SCAN reply). */
   chunkKeys: () => number;
+  /** SCANs sized to a time bound, in the master's call window (redis/scan.ts). */
+  timed?: SizedScanner;
 }
 
 /** Yields `node`'s keys matching `match` in chunks, from `cursor` to the end of the scan. */
@@ -77,6 +79,7 @@ export async function* scanChunks(
       match: options.match,
       count: options.count,
       cursor: options.cursor,
+      timed: options.timed,
     })
   ) {
     for (const key of batch.keys) {

@@ -26,6 +26,7 @@ import {
   type VerifyState,
 } from "./checkpoint.ts";
 import { NodeCalls } from "../node_calls.ts";
+import { TimedScan } from "../../control/timed_scan.ts";
 import { type CallClockMode, logClientClocks } from "../../control/call_clock.ts";
 import {
   type CheckedChunk,
@@ -69,6 +70,8 @@ export interface FullVerifyOptions {
   callClock?: CallClockMode;
   /** Keys per checkpointed chunk (default: see `FullRun.#chunkKeys`); a crash re-checks one. */
   chunkKeys?: number;
+  /** Whether another client is active on a master now (control/pace.ts). Default: always. */
+  shared?: (node: Redis) => boolean;
   /** Script calls in flight per master at most (`--max-latency`); default: no such bound. */
   callsInFlight?: number;
 }
@@ -83,7 +86,7 @@ export interface FullVerifyDeps {
   signal?: AbortSignal;
 }
 
-/** SCAN COUNT: ~250 buckets keep one SCAN (MATCH on a store of both schemas) near 0.25 ms. */
+/** The largest SCAN COUNT (a guard: each SCAN's COUNT is sized to the call bound, timed_scan.ts). */
 const SCAN_COUNT = 250;
 
 /**
@@ -105,6 +108,7 @@ export async function runFullVerify(
     toleranceMs: options.ttlToleranceSeconds * 1000,
     callClock: options.callClock,
     callsInFlight: options.callsInFlight,
+    shared: options.shared,
   });
   await calls.init();
   await logClientClocks(deps.target, (node) => calls.clockOf(node), logger, options.callClock);
@@ -236,11 +240,23 @@ class FullRun {
     // New keys; with a workspace, only that workspace's (the name tells).
     const workspace = this.options.workspace;
     const newMatch = workspace === undefined ? NEW_MATCH : newMatchFor(workspace);
+    // Its SCANs are bounded in Redis time like a run's, and take a place in the master's call
+    // window like the script calls: they share the connection, so they share its input buffer.
+    const scanner = new TimedScan(node, {
+      maxCallMs: (this.options.callBudgetUs ?? 250) / 1000,
+      maxCount: SCAN_COUNT,
+      callClock: this.options.callClock,
+    });
     const chunks = scanChunks(node, {
       match: jobs ? OLD_MATCH : newMatch,
       count: SCAN_COUNT,
       cursor: progress.cursor,
       chunkKeys: () => this.#chunkKeys(),
+      timed: {
+        nextCount: () => scanner.nextCount(),
+        scan: (cursor, match, count) =>
+          this.calls.inWindow(node, () => scanner.scan(cursor, match, count)),
+      },
     });
     // The next chunk is scanned while this one is checked, and this one is committed while the
     // next is checked: Redis does not wait for the client's counting and checkpoint between two.
