@@ -1,27 +1,98 @@
 /**
  * Telemetry of a run in one object: Prometheus metrics (served and/or pushed), progress on stderr and
  * the structured logger. The engine only sees a {@linkcode RunObserver} and a {@linkcode Logger}.
+ * Telemetry must never break a run: an observer that throws is reported and the others still get
+ * the event ({@linkcode fanOut}).
  *
  * @module
  */
 import { Registry } from "prom-client";
-import { type Logger, type RunObserver, silentLogger, type Summary } from "../run_events.ts";
+import {
+  type Logger,
+  type RunObserver,
+  silentLogger,
+  type Summary,
+  SYNC_EVENTS,
+  type SyncEvent,
+} from "../run_events.ts";
 import { type TimerClock, wallClock } from "../async/clock.ts";
-import { fanOut } from "./fan_out.ts";
 import { RunHealth } from "./health.ts";
 import { InvalidKeyLog } from "./invalid_keys.ts";
 import { createLogger, type LogFormat } from "./logger.ts";
 import { BackfillMetrics } from "./metrics.ts";
-import { ProgressReporter } from "./progress.ts";
-import { progressFields } from "./progress_render.ts";
-import { PushSchedule } from "./push_schedule.ts";
+import { progressFields, ProgressReporter } from "./progress.ts";
+import { PushSchedule } from "./pushgateway.ts";
 import { redactSecrets } from "./redact.ts";
 import { type MetricsServer, startMetricsServer } from "./server.ts";
 
 export { MetricsServerError } from "./server.ts";
-export { stderrWriter } from "./stderr.ts";
-export { escapeForLog, redactSecrets } from "./redact.ts";
-export type { LogFormat } from "./logger.ts";
+
+/**
+ * A writer backed by `Deno.stderr.writeSync`. Synchronous, so a log line is out before the process
+ * exits, and complete: `writeSync` may write part of a buffer, the rest is written in a loop. A
+ * failing stderr (closed pipe) is ignored: losing a progress line must not fail a migration.
+ *
+ * @example
+ * ```ts
+ * import { stderrWriter } from "./mod.ts";
+ * const write = stderrWriter();
+ * write("");
+ * ```
+ */
+export function stderrWriter(): (text: string) => void {
+  const encoder = new TextEncoder();
+  return (text) => {
+    let bytes = encoder.encode(text);
+    try {
+      while (bytes.length > 0) bytes = bytes.subarray(Deno.stderr.writeSync(bytes));
+    } catch {
+      // Nowhere left to report it.
+    }
+  };
+}
+
+/**
+ * Forwards events to `observers` in order. `onEnd` runs them one after the other and awaits each,
+ * so order expresses dependencies (e.g. final metrics before the push that sends them).
+ *
+ * @example
+ * ```ts
+ * import { fanOut } from "./mod.ts";
+ * const seen: number[] = [];
+ * const observer = fanOut([{ onLimiterWait: (s) => seen.push(s) }, {}]);
+ * observer.onLimiterWait?.(0.5);
+ * ```
+ */
+export function fanOut(observers: readonly RunObserver[], logger?: Logger): Required<RunObserver> {
+  const forward = (event: SyncEvent) => (argument: unknown) => {
+    for (const o of observers) {
+      try {
+        (o[event] as ((argument: unknown) => void) | undefined)?.call(o, argument);
+      } catch (error: unknown) {
+        report(logger, event, error);
+      }
+    }
+  };
+  const combined = Object.fromEntries(SYNC_EVENTS.map((event) => [event, forward(event)]));
+  return {
+    ...combined as Omit<Required<RunObserver>, "onEnd">,
+    async onEnd(summary: Summary) {
+      for (const o of observers) {
+        try {
+          await o.onEnd?.(summary);
+        } catch (error: unknown) {
+          report(logger, "onEnd", error);
+        }
+      }
+    },
+  };
+}
+
+function report(logger: Logger | undefined, event: string, error: unknown): void {
+  logger?.log("warn", "telemetry_failed", `telemetry observer failed in ${event}`, {
+    error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
+  });
+}
 
 /** Options of {@linkcode createTelemetry}. */
 export interface TelemetryOptions {

@@ -9,7 +9,7 @@
 import { delay } from "../async/delay.ts";
 import type { Logger } from "../run_events.ts";
 import { type TimerClock, wallClock } from "../async/clock.ts";
-import { PushSchedule } from "./push_schedule.ts";
+import { PushSchedule } from "./pushgateway.ts";
 import { type MetricsServer, MetricsServerError, startMetricsServer } from "./server.ts";
 import { type VerifyMethod, VerifyMetrics, type VerifyOutcome } from "./verify_metrics.ts";
 
