@@ -21,9 +21,7 @@ import { InvalidKeyLog } from "./invalid_keys.ts";
 import { createLogger, type LogFormat } from "./logger.ts";
 import { BackfillMetrics } from "./metrics.ts";
 import { progressFields, ProgressReporter } from "./progress.ts";
-import { PushSchedule } from "./pushgateway.ts";
-import { redactSecrets } from "./redact.ts";
-import { type MetricsServer, startMetricsServer } from "./server.ts";
+import { exportMetrics } from "./server.ts";
 
 export { MetricsServerError } from "./server.ts";
 
@@ -216,18 +214,30 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
     expectedBatchSeconds: options.expectedBatchSeconds,
     redisSilenceSeconds: options.redisSilenceSeconds,
   });
-  const { metrics, server } = startMetrics(options, { logger, health });
+  const metrics = startMetrics(options, { logger, health });
   const registry = metrics?.registry ?? new Registry();
-  const pushes = metrics && schedulePushes(options, { registry, logger, clock });
+  const outlet = metrics && exportMetrics({
+    registry,
+    port: options.metricsPort,
+    hostname: options.metricsHost,
+    health: () => health.status(),
+    pushgatewayUrl: options.pushgatewayUrl,
+    pushIntervalSeconds: options.pushIntervalSeconds,
+    pushTimeoutMs: options.pushTimeoutMs,
+    instance: options.progressKey,
+    logger,
+    clock,
+  });
 
   const finish = once(async () => {
     progress?.stop();
-    await pushes?.finish();
+    await outlet?.finish();
   });
   const shutdown = once(async () => {
-    if (server === undefined) return;
-    await linger(options.metricsLingerSeconds ?? 0, clock, options.signal, logger);
-    await shutdownServer(server, logger);
+    await outlet?.close({
+      lingerSeconds: options.metricsLingerSeconds ?? 0,
+      signal: options.signal,
+    });
   });
 
   // Order matters on end: the final progress line first (before the caller prints the summary),
@@ -239,7 +249,7 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
       ...(metrics ? [metrics] : []),
       health,
       new InvalidKeyLog({ logger }),
-      { onStart: (start) => pushes?.start(start.mode), onEnd: finish },
+      { onStart: (start) => outlet?.start(start.mode), onEnd: finish },
     ],
     logger,
   ));
@@ -253,7 +263,7 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
     logger,
     registry,
     health,
-    metricsPort: server?.port,
+    metricsPort: outlet?.port,
     end,
     async close(summary) {
       await end(summary);
@@ -290,13 +300,13 @@ function createOutput(options: TelemetryOptions): { progress?: ProgressReporter;
 }
 
 /**
- * The metrics (when enabled) and their server (when a port is set). Disabled telemetry says so
- * once when the flags asked for a server or a push, so an SRE is not left scraping nothing.
+ * The metrics, when enabled. Disabled telemetry says so once when the flags asked for a server or a
+ * push, so an SRE is not left scraping nothing.
  */
 function startMetrics(
   options: TelemetryOptions,
   { logger, health }: { logger: Logger; health: RunHealth },
-): { metrics?: BackfillMetrics; server?: MetricsServer } {
+): BackfillMetrics | undefined {
   if (!options.enabled) {
     if (options.metricsPort !== undefined || options.pushgatewayUrl !== undefined) {
       logger.log(
@@ -305,55 +315,14 @@ function startMetrics(
         "TELEMETRY_ENABLED=false: no metrics server, no push",
       );
     }
-    return {};
+    return undefined;
   }
-  const metrics = new BackfillMetrics({
+  return new BackfillMetrics({
     version: options.version,
     workspaceLabel: options.workspaceLabel,
     clock: options.clock,
     silentNodes: () => health.silentNodes(),
   });
-  if (options.metricsPort === undefined) return { metrics };
-  const server = startMetricsServer({
-    registry: metrics.registry,
-    port: options.metricsPort,
-    hostname: options.metricsHost,
-    logger,
-    health: () => health.status(),
-  });
-  logger.log("info", "metrics_listening", "serving /metrics and /healthz", {
-    host: server.hostname,
-    port: server.port,
-  });
-  return { metrics, server };
-}
-
-/** The Pushgateway schedule when a URL is set (the caller only asks with metrics on). */
-function schedulePushes(
-  options: TelemetryOptions,
-  { registry, logger, clock }: { registry: Registry; logger: Logger; clock: TimerClock },
-): PushSchedule | undefined {
-  if (options.pushgatewayUrl === undefined) return undefined;
-  return new PushSchedule({
-    url: options.pushgatewayUrl,
-    registry,
-    instance: options.progressKey,
-    intervalSeconds: options.pushIntervalSeconds ?? 30,
-    timeoutMs: options.pushTimeoutMs,
-    logger,
-    clock,
-  });
-}
-
-/** Shuts the metrics server down; a failure is only a warning: the run's result is final. */
-async function shutdownServer(server: MetricsServer, logger: Logger): Promise<void> {
-  try {
-    await server.shutdown();
-  } catch (error: unknown) {
-    logger.log("warn", "metrics_server_error", "metrics server did not close cleanly", {
-      error: redactSecrets(String(error)),
-    });
-  }
 }
 
 /** `task` run on the first call only; later calls share its promise (end and close both finish). */
@@ -374,23 +343,4 @@ function endOnce(combined: RunObserver): { observer: RunObserver; ended: () => b
     },
   };
   return { observer, ended: () => ended };
-}
-/** Waits `seconds` so a last scrape can read the final values; a signal cuts it short. */
-async function linger(
-  seconds: number,
-  clock: TimerClock,
-  signal: AbortSignal | undefined,
-  logger: Logger,
-): Promise<void> {
-  if (!(seconds > 0) || signal?.aborted) return;
-  logger.log("info", "metrics_linger", `metrics stay up ${seconds} s for a last scrape`);
-  await new Promise<void>((resolve) => {
-    const done = () => {
-      clock.clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = clock.setTimeout(done, seconds * 1000);
-    signal?.addEventListener("abort", done, { once: true });
-  });
 }

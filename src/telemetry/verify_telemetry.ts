@@ -6,11 +6,9 @@
  *
  * @module
  */
-import { delay } from "../async/delay.ts";
 import type { Logger } from "../run_events.ts";
 import { type TimerClock, wallClock } from "../async/clock.ts";
-import { PushSchedule } from "./pushgateway.ts";
-import { type MetricsServer, MetricsServerError, startMetricsServer } from "./server.ts";
+import { exportMetrics, MetricsServerError } from "./server.ts";
 import { type VerifyMethod, VerifyMetrics, type VerifyOutcome } from "./verify_metrics.ts";
 
 /** Options of {@linkcode startVerifyTelemetry}. */
@@ -50,24 +48,13 @@ export function startVerifyTelemetry(options: VerifyTelemetryOptions): VerifyTel
   if (!options.enabled) return { start() {}, close: () => Promise.resolve() };
   const clock = options.clock ?? wallClock;
   const metrics = new VerifyMetrics({ clock });
-  let server: MetricsServer | undefined;
-  if (options.metricsPort !== undefined) {
-    server = startMetricsServer({
-      registry: metrics.registry,
-      port: options.metricsPort,
-      hostname: options.metricsHost,
-      logger,
-    });
-    logger.log("info", "metrics_listening", "serving /metrics and /healthz", {
-      host: server.hostname,
-      port: server.port,
-    });
-  }
-  const pushes = options.pushgatewayUrl === undefined ? undefined : new PushSchedule({
-    url: options.pushgatewayUrl,
+  const outlet = exportMetrics({
     registry: metrics.registry,
+    port: options.metricsPort,
+    hostname: options.metricsHost,
+    pushgatewayUrl: options.pushgatewayUrl,
+    pushIntervalSeconds: options.pushIntervalSeconds,
     instance: options.progressKey,
-    intervalSeconds: options.pushIntervalSeconds ?? 30,
     logger,
     clock,
   });
@@ -77,18 +64,14 @@ export function startVerifyTelemetry(options: VerifyTelemetryOptions): VerifyTel
     start(method) {
       started = true;
       metrics.onStart(method);
-      pushes?.start("verify");
+      outlet.start("verify");
     },
     close(outcome) {
       return closing ??= (async () => {
         if (started) metrics.onEnd(outcome);
-        await pushes?.finish();
-        if (server === undefined) return;
-        const linger = options.metricsLingerSeconds ?? 0;
-        if (started && linger > 0 && !options.signal?.aborted) {
-          await delay(linger * 1000, { signal: options.signal }).catch(() => {});
-        }
-        await server.shutdown().catch(() => {});
+        await outlet.finish();
+        const lingerSeconds = started ? options.metricsLingerSeconds ?? 0 : 0;
+        await outlet.close({ lingerSeconds, signal: options.signal });
       })();
     },
   };
