@@ -14,7 +14,7 @@ import { guardStreamErrors } from "./stream_guard.ts";
 import { LossClock } from "./availability.ts";
 import { ConnectionRefusedError, connectWithin } from "./reach.ts";
 import { connectSentinel, isSentinelUrl } from "./sentinel.ts";
-import type { RedisTarget } from "./target.ts";
+import { oneClientTarget, type RedisTarget } from "./target.ts";
 
 export { redactUrl } from "./options.ts";
 
@@ -78,19 +78,12 @@ export async function connectRedis(
       `several --redis-url seeds are for a Redis Cluster, but ${name} is a standalone server`,
     );
   }
-  return {
-    kind: "standalone",
-    client,
-    masters: () => [client],
-    nodeName: () => name,
+  return oneClientTarget("standalone", client, {
     redacted,
-    lostSince: () => losses.lostSince(name),
-    abandon: () => losses.abandon(name),
-    async close() {
-      client.disconnect();
-      await Promise.resolve();
-    },
-  };
+    nodeName: () => name,
+    lossLabel: name,
+    losses,
+  });
 }
 
 /**

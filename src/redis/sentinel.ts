@@ -23,7 +23,7 @@ import { fenceScanCursors } from "./fence.ts";
 import { guardStreamErrors } from "./stream_guard.ts";
 import { connectWithin } from "./reach.ts";
 import { LossClock } from "./availability.ts";
-import type { RedisTarget } from "./target.ts";
+import { oneClientTarget, type RedisTarget } from "./target.ts";
 
 /** Default Sentinel port. */
 export const SENTINEL_PORT = 26379;
@@ -145,19 +145,12 @@ export async function connectSentinel(
   const losses = new LossClock(options.silenceMs);
   losses.watch(client, () => label);
   await connectWithin(client, label, options.timeoutMs, options.signal);
-  return {
-    kind: "sentinel",
-    client,
-    masters: () => [client],
-    nodeName: () => currentAddress(client) ?? label,
+  return oneClientTarget("sentinel", client, {
     redacted,
-    lostSince: () => losses.lostSince(label),
-    abandon: () => losses.abandon(label),
-    async close() {
-      client.disconnect();
-      await Promise.resolve();
-    },
-  };
+    nodeName: () => currentAddress(client) ?? label,
+    lossLabel: label,
+    losses,
+  });
 }
 
 /** `host:port` of the server `client` is connected to right now (the current primary). */
