@@ -7,7 +7,7 @@
  * @module
  */
 import type { ControlCommandLine } from "../cli/control_args.ts";
-import { type ControlCommand, controlKey, writeControl } from "../control/remote.ts";
+import { type ControlCommand, controlKey, formatControl, writeControl } from "../control/remote.ts";
 import {
   allStatusesJson,
   readAllStatuses,
@@ -47,9 +47,7 @@ function describeWrite(
   key: string,
   reads: readonly RunnerStatus[],
 ): string {
-  const written = `${
-    command.kind === "set-rps" ? `set-rps ${command.rps}` : command.kind
-  } written to ${key}`;
+  const written = `${formatControl(command)} written to ${key}`;
   const active = reads.filter((read) => read.state === "active");
   if (active.length > 0) {
     const holder = (read: RunnerStatus) => {

@@ -22,8 +22,7 @@ import { startThrottledGate, type ThrottledGate } from "../run/throttled_gate.ts
 import { renderSummary, summaryJson } from "../run/summary.ts";
 import type { Logger, RunObserver, Summary } from "../run_events.ts";
 import { lockKey, type RunLock } from "../safety/lock.ts";
-import { acquireLocks, type LockSet } from "../safety/lock_set.ts";
-import type { RunFence } from "../safety/lock_fence.ts";
+import { acquireLocks, type LockSet, type RunFence } from "../safety/lock_fence.ts";
 import { emptyCounters } from "../outcome.ts";
 import { createTelemetry, fanOut, type Telemetry } from "../telemetry/mod.ts";
 import type { CommandIo } from "./io.ts";

@@ -15,7 +15,7 @@ import type { RedisTarget } from "../redis/target.ts";
 import type { Logger } from "../run_events.ts";
 import { intentKeyOfSlot } from "../migrate/cluster/intents.ts";
 import { fenceKey } from "../safety/lock_fence.ts";
-import { MemoryGuard } from "../safety/memory.ts";
+import { checkHeadroom } from "../safety/memory.ts";
 import { checkPermissions, progressKeysFor } from "../safety/preflight.ts";
 import { waitForPrimaries } from "../safety/primary.ts";
 
@@ -40,11 +40,12 @@ export async function checkBeforeWriting(
     });
   }
   const missing = await preflightPermissions(target, options, logger);
-  const memory = new MemoryGuard(target.masters(), (node) => target.nodeName(node), {
+  await checkHeadroom(target.masters(), {
     maxPct: options.maxMemoryPct,
+    enforce: options.mode === "execute",
     logger,
+    nameOf: (node) => target.nodeName(node),
   });
-  await memory.precheck(options.mode === "execute");
   return missing;
 }
 
