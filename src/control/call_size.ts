@@ -29,15 +29,17 @@ export interface CallSizerOptions {
   coldStartKeys?: number;
   /** The share of the budget a call is sized to. Default {@linkcode TARGET_SHARE}. */
   targetShare?: number;
-  /** Weight of a new measurement in the moving average. Default 0.2. */
-  alpha?: number;
-  /**
-   * A measurement counts as at most this many times the current estimate (and at least its
-   * inverse). One 50k-field job must not make the next hundred calls carry one key each; a
-   * workload that really became slower still moves the estimate by this factor per call.
-   */
-  outlierFactor?: number;
 }
+
+/** Weight of a new measurement in the moving average. */
+const ALPHA = 0.2;
+
+/**
+ * A measurement counts as at most this many times the current estimate (and at least its
+ * inverse). One 50k-field job must not make the next hundred calls carry one key each; a workload
+ * that really became slower still moves the estimate by this factor per call.
+ */
+const OUTLIER_FACTOR = 4;
 
 /** One measured call. */
 export interface CallTiming {
@@ -53,8 +55,6 @@ export class CallSizer {
   readonly #budgetMicros: number;
   readonly #maxKeys: number;
   readonly #coldStartKeys: number;
-  readonly #alpha: number;
-  readonly #outlierFactor: number;
   #perKeyMicros: number | undefined;
 
   /** @throws {RangeError} when `maxCallMs` is not positive or `maxKeys` is below 1. */
@@ -69,8 +69,6 @@ export class CallSizer {
     }
     this.#budgetMicros = maxCallMs * 1000 * share;
     this.#coldStartKeys = Math.min(options.coldStartKeys ?? 4, this.#maxKeys);
-    this.#alpha = options.alpha ?? 0.2;
-    this.#outlierFactor = options.outlierFactor ?? 4;
   }
 
   /** The learnt cost of one key in microseconds; undefined before the first measurement. */
@@ -97,10 +95,7 @@ export class CallSizer {
       this.#perKeyMicros = sample;
       return;
     }
-    const clipped = Math.min(
-      Math.max(sample, current / this.#outlierFactor),
-      current * this.#outlierFactor,
-    );
-    this.#perKeyMicros = current + this.#alpha * (clipped - current);
+    const clipped = Math.min(Math.max(sample, current / OUTLIER_FACTOR), current * OUTLIER_FACTOR);
+    this.#perKeyMicros = current + ALPHA * (clipped - current);
   }
 }
