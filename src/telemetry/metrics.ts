@@ -25,17 +25,11 @@ import {
 import { type TimerClock, wallClock } from "../async/clock.ts";
 import { OutcomeMetrics } from "./outcome_metrics.ts";
 
-export {
-  ALL_WORKSPACES_LABEL,
-  INVALID_WORKSPACE_LABEL,
-  UNKNOWN_INVALID_REASON,
-} from "./outcome_metrics.ts";
-
 /**
  * Buckets of `relay_backfill_duration_seconds`. A default batch is 500 keys at 100 rps, about 5 s,
  * mostly spent waiting on the limiter; an unlimited batch takes milliseconds. The buckets span both.
  */
-export const BATCH_DURATION_BUCKETS: readonly number[] = [
+const BATCH_DURATION_BUCKETS = [
   0.005,
   0.01,
   0.025,
@@ -64,22 +58,12 @@ class FlushingRegistry extends Registry {
 /** `node` label of a rate that applies to the whole run. */
 const ALL_NODES_LABEL = "_all";
 
-/** The gauges of the control loop, per master (`node`) but for `throttled` (per `reason`). */
-interface ControlGauges {
-  readonly rateLimit: Gauge<"node">;
-  readonly throttled: Gauge<"reason">;
-  readonly redisBusy: Gauge<"node">;
-  readonly redisBackfill: Gauge<"node">;
-  readonly redisShared: Gauge<"node">;
-  readonly replicaLag: Gauge<"node">;
-  readonly redisUp: Gauge<"node">;
-}
-
 /** Registers the control gauges; every throttle reason starts at 0. */
-function registerControlGauges(registers: Registry[]): ControlGauges {
+/** The gauges of the control loop, per master (`node`) but for `throttled` (per `reason`). */
+function registerControlGauges(registers: Registry[]) {
   const perNode = (name: string, help: string) =>
     new Gauge({ name, help, labelNames: ["node"] as const, registers });
-  const gauges: ControlGauges = {
+  const gauges = {
     rateLimit: perNode(
       "relay_backfill_rate_limit",
       'Effective rate limit in jobs per second (0 = unlimited); node="_all" for a run-wide rate.',
@@ -115,32 +99,18 @@ function registerControlGauges(registers: Registry[]): ControlGauges {
   return gauges;
 }
 
-/** The run-level metrics: batch duration, timestamps, rate limit, estimate, completion, mode. */
-interface RunMetrics {
-  readonly duration: Histogram;
-  readonly lastSuccess: Gauge;
-  readonly lastProgress: Gauge;
-  readonly start: Gauge;
-  readonly end: Gauge;
-  readonly running: Gauge;
-  readonly rpsLimit: Gauge;
-  readonly limiterWait: Counter;
-  readonly estimated: Gauge;
-  readonly completed: Gauge;
-  readonly runInfo: Gauge<"mode">;
-}
-
 /**
- * Registers the run-level metrics, then `relay_backfill_build_info` (set once: it never changes).
+ * Registers the run-level metrics (batch duration, timestamps, rate limit, estimate, completion,
+ * mode), then `relay_backfill_build_info` (set once: it never changes).
  * Registration order is the order `/metrics` lists them in, so it is kept as it was.
  */
-function registerRunMetrics(registers: Registry[], version: string): RunMetrics {
+function registerRunMetrics(registers: Registry[], version: string) {
   const gauge = (name: string, help: string) => new Gauge({ name, help, registers });
-  const metrics: RunMetrics = {
+  const metrics = {
     duration: new Histogram({
       name: "relay_backfill_duration_seconds",
       help: "Wall time per processed batch (non-empty), limiter waits included.",
-      buckets: [...BATCH_DURATION_BUCKETS],
+      buckets: BATCH_DURATION_BUCKETS,
       registers,
     }),
     lastSuccess: gauge(
@@ -223,9 +193,9 @@ export class BackfillMetrics implements RunObserver {
   /** The dedicated registry (no default process metrics: their collectors assume Node internals). */
   readonly registry: Registry;
   readonly #clock: TimerClock;
-  readonly #control: ControlGauges;
+  readonly #control: ReturnType<typeof registerControlGauges>;
   readonly #outcomes: OutcomeMetrics;
-  readonly #run: RunMetrics;
+  readonly #run: ReturnType<typeof registerRunMetrics>;
   /** The throttle reported the run-wide rate (`node="_all"`): the start does not overwrite it. */
   #allReported = false;
 
