@@ -9,16 +9,11 @@
  *
  * @module
  */
+import { redactSecrets } from "../telemetry/redact.ts";
 import { backoffMs, RECONNECT } from "../async/backoff.ts";
 import { UsageError } from "../errors.ts";
 import { Redis, type RedisOptions } from "./ioredis.ts";
-import {
-  BASE_OPTIONS,
-  nodeAddress,
-  redactUrl,
-  tlsConnectionOptions,
-  type TlsOptions,
-} from "./options.ts";
+import { BASE_OPTIONS, nodeAddress, tlsConnectionOptions, type TlsOptions } from "./options.ts";
 import { fenceScanCursors } from "./fence.ts";
 import { guardStreamErrors } from "./stream_guard.ts";
 import { connectWithin } from "./reach.ts";
@@ -119,7 +114,7 @@ export async function connectSentinel(
   options: SentinelConnectOptions,
 ): Promise<RedisTarget> {
   const url = mergeSentinelUrls(urls);
-  const redacted = urls.map(redactUrl).join(",");
+  const redacted = urls.map(redactSecrets).join(",");
   const tls = await tlsConnectionOptions(url.tls, options.tls ?? {}, undefined);
   const clientOptions: RedisOptions = {
     ...BASE_OPTIONS,
