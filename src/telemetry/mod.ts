@@ -150,8 +150,6 @@ export interface Telemetry {
   readonly registry: Registry;
   /** Port the metrics server listens on, when there is one. */
   readonly metricsPort?: number;
-  /** What `/healthz` answers, fed by the same events. */
-  readonly health: RunHealth;
   /**
    * Ends the run's telemetry: runs `observer.onEnd(summary)` if the run has not, then (once) stops
    * progress and makes the final push (none when the run never started). Never rejects.
@@ -262,7 +260,6 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
     observer,
     logger,
     registry,
-    health,
     metricsPort: outlet?.port,
     end,
     async close(summary) {

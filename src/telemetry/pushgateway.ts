@@ -90,46 +90,28 @@ export function pushUrl(baseUrl: string, instance: string, mode?: string): URL {
  * ```
  */
 export async function pushMetrics(options: PushOptions): Promise<boolean> {
-  let request: PushRequest;
+  const { registry, logger, url, timeoutMs = 10_000 } = options;
+  let target: URL;
+  const headers = new Headers({ "content-type": registry.contentType });
   try {
-    request = pushRequest(options);
+    const parsed = new URL(url);
+    if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+      throw new TypeError(`unsupported protocol ${parsed.protocol}`);
+    }
+    if (parsed.username !== "" || parsed.password !== "") {
+      // fetch does not turn URL credentials into Basic auth, and they would show in error messages.
+      const user = decodeURIComponent(parsed.username);
+      const password = decodeURIComponent(parsed.password);
+      headers.set("authorization", `Basic ${base64(`${user}:${password}`)}`);
+    }
+    target = pushUrl(url, options.instance, options.mode);
   } catch (error: unknown) {
-    options.logger?.log("warn", "push_failed", "invalid Pushgateway URL; metrics not pushed", {
-      url: redactSecrets(options.url),
+    logger?.log("warn", "push_failed", "invalid Pushgateway URL; metrics not pushed", {
+      url: redactSecrets(url),
       error: describe(error),
     });
     return false;
   }
-  return await putMetrics(request, options);
-}
-
-/** Where and with which headers one push goes. */
-interface PushRequest {
-  target: URL;
-  headers: Headers;
-}
-
-/** Checks the URL and builds the request; throws on a URL the push cannot use. */
-function pushRequest(options: PushOptions): PushRequest {
-  const headers = new Headers({ "content-type": options.registry.contentType });
-  const parsed = new URL(options.url);
-  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
-    throw new TypeError(`unsupported protocol ${parsed.protocol}`);
-  }
-  if (parsed.username !== "" || parsed.password !== "") {
-    // fetch does not turn URL credentials into Basic auth, and they would show in error messages.
-    const user = decodeURIComponent(parsed.username);
-    const password = decodeURIComponent(parsed.password);
-    headers.set("authorization", `Basic ${base64(`${user}:${password}`)}`);
-  }
-  return { target: pushUrl(options.url, options.instance, options.mode), headers };
-}
-
-/** PUTs the registry within the timeout and logs the result; `true` on a 2xx answer. */
-async function putMetrics(
-  { target, headers }: PushRequest,
-  { registry, logger, url, timeoutMs = 10_000 }: PushOptions,
-): Promise<boolean> {
   const controller = new AbortController();
   const timer = setTimeout(
     () => controller.abort(new Error(`timed out after ${timeoutMs} ms`)),
