@@ -21,7 +21,7 @@ import { LossClock } from "./availability.ts";
 import { oneClientTarget, type RedisTarget } from "./target.ts";
 
 /** Default Sentinel port. */
-export const SENTINEL_PORT = 26379;
+const SENTINEL_PORT = 26379;
 
 /** A parsed Sentinel URL. */
 export interface SentinelUrl {

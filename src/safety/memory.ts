@@ -54,7 +54,7 @@ export function mib(bytes: number): string {
  * Bytes the copy will add on one node: the mean `MEMORY USAGE` of a sample of old keys that have no
  * new key yet, times the node's estimated count of such keys. Read-only.
  */
-export async function estimateCopyBytes(node: Redis, sampleSize = 64): Promise<number> {
+async function estimateCopyBytes(node: Redis, sampleSize = 64): Promise<number> {
   const size = await node.dbsize();
   if (size === 0) return 0;
   // Random keys give an unbiased share of old keys; a first SCAN page backs them up when old keys

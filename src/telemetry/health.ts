@@ -18,7 +18,7 @@ import type {
 } from "../run_events.ts";
 
 /** Defaults of {@linkcode RunHealthOptions}. */
-export const HEALTH_DEFAULTS = { redisSilenceSeconds: 30, stallSeconds: 60 } as const;
+const HEALTH_DEFAULTS = { redisSilenceSeconds: 30, stallSeconds: 60 } as const;
 
 /** Options of {@linkcode RunHealth}. */
 export interface RunHealthOptions {

@@ -10,7 +10,7 @@ import { escapeForLog } from "./redact.ts";
 import { UNKNOWN_INVALID_REASON } from "./outcome_metrics.ts";
 
 /** How many invalid keys a run logs one by one. */
-export const INVALID_KEYS_LOGGED = 100;
+const INVALID_KEYS_LOGGED = 100;
 
 /** Options of {@linkcode InvalidKeyLog}. */
 export interface InvalidKeyLogOptions {
