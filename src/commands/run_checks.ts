@@ -16,7 +16,8 @@ import type { Logger } from "../run_events.ts";
 import { intentKeyOfSlot } from "../migrate/cluster/intents.ts";
 import { fenceKey } from "../safety/lock_fence.ts";
 import { checkHeadroom } from "../safety/memory.ts";
-import { checkPermissions, progressKeysFor } from "../safety/preflight.ts";
+import { lockKey } from "../safety/lock.ts";
+import { checkPermissions } from "../safety/preflight.ts";
 import { waitForPrimaries } from "../safety/primary.ts";
 
 /**
@@ -62,14 +63,15 @@ async function preflightPermissions(
   const names = store.keys(target.kind === "cluster" ? "preflight" : "");
   const missing = await checkPermissions(
     target.masters(),
-    progressKeysFor(options.progressKey, {
+    {
       ...names,
+      lock: lockKey(options.progressKey, ""),
       control: controlKey(options.progressKey),
       status: statusKey(options.progressKey),
       perSlot: target.kind === "cluster"
         ? [fenceKey(options.progressKey, 0), intentKeyOfSlot(options.progressKey, 0)]
         : undefined,
-    }),
+    },
   );
   if (missing === undefined || missing.length === 0) return missing;
   const message = `the Redis user may not run what --execute needs: ${missing.join(", ")}`;

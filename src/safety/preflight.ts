@@ -140,14 +140,6 @@ function describe(need: Need): string {
   return `${need.command} on ${shown(first)}${to}`;
 }
 
-/** The progress key names the run writes, as the checkpoint store, lock and live control name them. */
-export function progressKeysFor(
-  prefix: string,
-  names: { cursor: string; meta: string; control: string; status: string; perSlot?: string[] },
-): ProgressKeys {
-  return { ...names, lock: `${prefix}:lock` };
-}
-
 /**
  * What the user may not run on any of `nodes` (deduplicated), or `undefined` when a node cannot
  * tell.
