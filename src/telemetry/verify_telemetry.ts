@@ -8,7 +8,7 @@
  */
 import type { Logger } from "../run_events.ts";
 import { type TimerClock, wallClock } from "../async/clock.ts";
-import { exportMetrics, MetricsServerError } from "./server.ts";
+import { exportMetrics } from "./server.ts";
 import { type VerifyMethod, VerifyMetrics, type VerifyOutcome } from "./verify_metrics.ts";
 
 /** Options of {@linkcode startVerifyTelemetry}. */
@@ -41,7 +41,7 @@ export interface VerifyTelemetry {
  * Starts the metrics server (a taken port fails here, before Redis is touched) and prepares the
  * pushes.
  *
- * @throws {MetricsServerError} when the metrics port cannot be bound.
+ * @throws {MetricsServerError} (server.ts) when the metrics port cannot be bound.
  */
 export function startVerifyTelemetry(options: VerifyTelemetryOptions): VerifyTelemetry {
   const { logger } = options;
@@ -76,5 +76,3 @@ export function startVerifyTelemetry(options: VerifyTelemetryOptions): VerifyTel
     },
   };
 }
-
-export { MetricsServerError };
