@@ -104,8 +104,6 @@ export interface TelemetryOptions {
   pushgatewayUrl?: string;
   /** Seconds between pushes while the run goes (default 30; `0`: only at start and end). */
   pushIntervalSeconds?: number;
-  /** Timeout of the push in milliseconds (default 10000). */
-  pushTimeoutMs?: number;
   /** Seconds the metrics server stays up after the end, for a last scrape (default 0). */
   metricsLingerSeconds?: number;
   /** How long one batch should take (`--batch / --rps`), for the stall rule of `/healthz`. */
@@ -120,8 +118,6 @@ export interface TelemetryOptions {
   logFormat: LogFormat;
   /** No progress, no info/debug logs; warnings and errors still go to stderr. */
   quiet: boolean;
-  /** Also log `debug` events (default `false`). */
-  debug?: boolean;
   /** `workspace_id` label with each workspace (`true`) or collapsed to `_all` (`false`). */
   workspaceLabel: boolean;
   /** stderr is a terminal: redraw one progress line instead of writing lines. */
@@ -221,7 +217,6 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
     health: () => health.status(),
     pushgatewayUrl: options.pushgatewayUrl,
     pushIntervalSeconds: options.pushIntervalSeconds,
-    pushTimeoutMs: options.pushTimeoutMs,
     instance: options.progressKey,
     logger,
     clock,
@@ -289,7 +284,6 @@ function createOutput(options: TelemetryOptions): { progress?: ProgressReporter;
   logger = createLogger({
     format: options.logFormat,
     quiet: options.quiet,
-    debug: options.debug,
     write: progress ? (text) => progress.writeAbove(text) : options.write,
     now: clock ? () => clock.now() : undefined,
   });

@@ -162,8 +162,6 @@ export interface MetricsExportOptions {
   pushgatewayUrl?: string;
   /** Seconds between pushes while the run goes (default 30; `0`: only at start and end). */
   pushIntervalSeconds?: number;
-  /** Timeout of one push in milliseconds (default 10000). */
-  pushTimeoutMs?: number;
   /** The Pushgateway `instance` grouping label (the progress key). */
   instance: string;
   logger: Logger;
@@ -211,7 +209,6 @@ export function exportMetrics(options: MetricsExportOptions): MetricsExport {
     registry,
     instance: options.instance,
     intervalSeconds: options.pushIntervalSeconds ?? 30,
-    timeoutMs: options.pushTimeoutMs,
     logger,
     clock,
   });
