@@ -5,27 +5,33 @@
 import assert from "node:assert/strict";
 import { CheckpointStore } from "../src/checkpoint/store.ts";
 import { UsageError } from "../src/errors.ts";
-import { connectRedis, redactUrl } from "../src/redis/connect.ts";
+import { connectRedis } from "../src/redis/connect.ts";
+import { redactSecrets } from "../src/telemetry/redact.ts";
 import { ServerChangedError } from "../src/redis/fence.ts";
 import type { Redis } from "../src/redis/ioredis.ts";
 import { mergeSentinelUrls, parseSentinelUrl } from "../src/redis/sentinel.ts";
 import { startRedis } from "./support/redis_server.ts";
 
-Deno.test("redactUrl hides passwords, also in Sentinel URLs URL cannot parse", () => {
-  assert.equal(redactUrl("redis://app:s3cret@10.0.0.1:6379/0"), "redis://app:***@10.0.0.1:6379/0");
-  assert.equal(redactUrl("rediss://:s3cret@cache:6380"), "rediss://:***@cache:6380");
+Deno.test("redactSecrets hides --redis-url passwords, also in Sentinel URLs URL cannot parse", () => {
   assert.equal(
-    redactUrl("redis+sentinel://app:s3cret@h1:26379,h2:26379/mymaster"),
+    redactSecrets("redis://app:s3cret@10.0.0.1:6379/0"),
+    "redis://app:***@10.0.0.1:6379/0",
+  );
+  assert.equal(redactSecrets("rediss://:s3cret@cache:6380"), "rediss://:***@cache:6380");
+  assert.equal(
+    redactSecrets("redis+sentinel://app:s3cret@h1:26379,h2:26379/mymaster"),
     "redis+sentinel://app:***@h1:26379,h2:26379/mymaster",
   );
   assert.equal(
-    redactUrl("redis+sentinel://h1,h2/m?sentinel_password=pw&sentinel_username=s"),
+    redactSecrets("redis+sentinel://h1,h2/m?sentinel_password=pw&sentinel_username=s"),
     "redis+sentinel://h1,h2/m?sentinel_password=***&sentinel_username=s",
   );
   assert.equal(
-    redactUrl("redis+sentinel://u:p@ss@h1:1,h2:2/m"),
+    redactSecrets("redis+sentinel://u:p@ss@h1:1,h2:2/m"),
     "redis+sentinel://u:***@h1:1,h2:2/m",
   );
+  // A user name alone may be a token (ioredis may send it as the password).
+  assert.equal(redactSecrets("redis://tok3n@10.0.0.1:6379"), "redis://***@10.0.0.1:6379");
 });
 
 Deno.test("parseSentinelUrl: hosts, master, db, credentials, TLS", () => {

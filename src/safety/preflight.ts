@@ -32,7 +32,7 @@ export interface ProgressKeys {
  * Everything `--execute` runs: the copy scripts' commands on an old and a new key, the script
  * calls, the checkpoint writes, the lock and the live-control keys.
  */
-export function executeNeeds(progress: ProgressKeys): Need[] {
+function executeNeeds(progress: ProgressKeys): Need[] {
   const old = `${OLD_PREFIX}preflight`;
   const fresh = `${NEW_PREFIX}preflight:preflight`;
   const field = (command: string, key: string) => ({ command, args: [key, WORKSPACE_FIELD] });
@@ -103,7 +103,7 @@ return out
  * What the current user may not run of `needs` on `node`, one phrase each (command and key,
  * never a value), or `undefined` when the server cannot tell (no `acl_check_cmd` before Redis 7).
  */
-export async function missingPermissions(
+async function missingPermissions(
   node: Redis,
   needs: readonly Need[],
 ): Promise<string[] | undefined> {
@@ -138,14 +138,6 @@ function describe(need: Need): string {
   if (first === undefined || !first.includes(":")) return need.command;
   const to = second !== undefined && second.includes(":") ? ` → ${shown(second)}` : "";
   return `${need.command} on ${shown(first)}${to}`;
-}
-
-/** The progress key names the run writes, as the checkpoint store, lock and live control name them. */
-export function progressKeysFor(
-  prefix: string,
-  names: { cursor: string; meta: string; control: string; status: string; perSlot?: string[] },
-): ProgressKeys {
-  return { ...names, lock: `${prefix}:lock` };
 }
 
 /**
