@@ -66,7 +66,7 @@ class FakeNode {
   eval(): Promise<number> {
     return Promise.resolve(1);
   }
-  /** The engine SCANs through a timed script (control/timed_scan.ts); it runs `scanBuffer`. */
+  /** The engine SCANs through a timed script (control/scanner.ts); it runs `scanBuffer`. */
   script(): Promise<string> {
     return Promise.resolve("scan-sha");
   }

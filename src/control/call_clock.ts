@@ -1,6 +1,6 @@
 /**
  * A script call's own Redis time: the one clock every bound on a call's Redis time is sized from
- * (the backfill's keys per call, call_size.ts; a SCAN's COUNT, timed_scan.ts; `verify --full`'s
+ * (the backfill's keys per call, call_size.ts; a SCAN's COUNT, scanner.ts; `verify --full`'s
  * calls), and the one measure of a node's round trip ({@linkcode roundTripMs}).
  *
  * `redis.call('TIME')` advances inside a running script on Redis 7.0, so a script wrapped by

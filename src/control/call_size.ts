@@ -4,7 +4,7 @@
  * count blocks Redis for however long that count takes on the hardware at hand; a time budget
  * blocks it for the same time everywhere. The count cap stays, only as a guard against a wildly
  * wrong estimate. The one sizer of the run: the copy calls' keys (migrate/in_server.ts) and the
- * SCANs' COUNT (control/timed_scan.ts).
+ * SCANs' COUNT (control/scanner.ts).
  *
  * Calls are sized to {@linkcode TARGET_SHARE} of the budget, not all of it: the learnt cost is a
  * mean, and one call's keys cost more or less than it (their width, TTLs, where SCAN found them).

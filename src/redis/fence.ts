@@ -24,7 +24,7 @@ export class ServerChangedError extends Error {
 
 type ScanBuffer = Redis["scanBuffer"];
 
-/** Each fenced node's check of a cursor, for SCANs sent another way (control/timed_scan.ts). */
+/** Each fenced node's check of a cursor, for SCANs sent another way (control/scanner.ts). */
 const fences = new WeakMap<Redis, (cursor: string) => Promise<void>>();
 
 /**

@@ -23,7 +23,7 @@ import type { CheckpointStore } from "../checkpoint/store.ts";
 import { TotalsDelta } from "../checkpoint/store.ts";
 import type { MigrationStrategy } from "../migrate/strategy.ts";
 import type { KeyResult } from "../outcome.ts";
-import type { ScanBatch } from "../redis/scan.ts";
+import type { ScanBatch } from "../control/scanner.ts";
 import type { RunMode } from "../run_events.ts";
 import type { NodeState } from "./outage.ts";
 import type { KeyRetry, SentBatch } from "./copier.ts";

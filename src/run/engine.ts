@@ -25,13 +25,12 @@ import {
   runWindow,
 } from "../control/call_window.ts";
 import type { Gate } from "../control/gate.ts";
-import { TimedScan } from "../control/timed_scan.ts";
+import { type ScanBatch, scanBatches, type SizedScanner, TimedScan } from "../control/scanner.ts";
 import type { MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
 import { countResults, emptyCounters } from "../outcome.ts";
 import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import { serverRunId } from "../redis/availability.ts";
-import { type ScanBatch, scanBatches, type SizedScanner } from "../redis/scan.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import type { Logger, RunMode, RunObserver, Summary } from "../run_events.ts";
 import { silentLogger } from "../run_events.ts";

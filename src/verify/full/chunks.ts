@@ -17,7 +17,7 @@
  */
 import type { Buffer } from "node:buffer";
 import type { Redis } from "../../redis/ioredis.ts";
-import { scanBatches, type SizedScanner } from "../../redis/scan.ts";
+import { scanBatches, type SizedScanner } from "../../control/scanner.ts";
 import { jobIdOf } from "../../schema.ts";
 import {
   type CheckContext,
@@ -63,7 +63,7 @@ export interface ScanChunkOptions {
   cursor: string;
   /** Keys per chunk (at least; a chunk ends on a SCAN reply). */
   chunkKeys: () => number;
-  /** SCANs sized to a time bound, in the master's call window (redis/scan.ts). */
+  /** SCANs sized to a time bound, in the master's call window (control/scanner.ts). */
   timed?: SizedScanner;
 }
 

@@ -26,7 +26,7 @@ import {
   type VerifyState,
 } from "./checkpoint.ts";
 import { NodeCalls } from "../node_calls.ts";
-import { TimedScan } from "../../control/timed_scan.ts";
+import { TimedScan } from "../../control/scanner.ts";
 import { type CallClockMode, logClientClocks } from "../../control/call_clock.ts";
 import {
   type CheckedChunk,
@@ -86,7 +86,7 @@ export interface FullVerifyDeps {
   signal?: AbortSignal;
 }
 
-/** The largest SCAN COUNT (a guard: each SCAN's COUNT is sized to the call bound, timed_scan.ts). */
+/** The largest SCAN COUNT (a guard: each SCAN's COUNT is sized to the call bound, control/scanner.ts). */
 const SCAN_COUNT = 250;
 
 /**

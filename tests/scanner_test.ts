@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
-import { TimedScan } from "../src/control/timed_scan.ts";
-import { scanBatches } from "../src/redis/scan.ts";
+import { scanBatches, TimedScan } from "../src/control/scanner.ts";
 import { OLD_MATCH } from "../src/schema.ts";
 import { withRedis } from "./support/redis_server.ts";
 

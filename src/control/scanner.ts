@@ -1,0 +1,170 @@
+/**
+ * The scanner: SCAN over one node as an async generator of batches, each COUNT sized by Redis time.
+ * The next SCAN is already on the wire while the caller processes the current batch, so the scan
+ * never waits for processing.
+ *
+ * Why sized by time: `SCAN … COUNT n` visits about n hash-table buckets in one command, and on a
+ * store holding both schemas each visit matches keys that MATCH then drops, so a fixed COUNT can
+ * hold Redis several times longer than `--max-call-ms` allows a script call. So the SCAN runs
+ * inside a small script that reports its own Redis time (call_clock.ts), and the COUNT of the
+ * next SCAN is sized from the cost per bucket so far, like a script call's keys. The script has
+ * no flags line, so it also runs on Redis 6.2 and on a replica (it only reads).
+ *
+ * @module
+ */
+import type { Buffer } from "node:buffer";
+import { classify } from "../redis/errors.ts";
+import { checkScanCursor } from "../redis/fence.ts";
+import type { Redis } from "../redis/ioredis.ts";
+import {
+  CallClock,
+  type CallClockMode,
+  decodeTimed,
+  probeCallClock,
+  timedScript,
+} from "./call_clock.ts";
+import { CallSizer } from "./call_size.ts";
+
+/** One SCAN reply. */
+export interface ScanBatch {
+  /** The cursor this batch was read from (resume here to re-read it). */
+  cursor: string;
+  /** The cursor after this batch ("0" when the scan is complete). */
+  next: string;
+  /** Matching key names, as bytes. */
+  keys: Buffer[];
+  /** The COUNT asked for, when SCAN's COUNT was sized by time (a re-read asks for it again). */
+  count?: number;
+}
+
+/** One SCAN page: the next cursor and the matching keys. */
+export type ScanPage = [next: Buffer | string, keys: Buffer[]];
+
+/** A SCAN whose COUNT is chosen per call ({@linkcode TimedScan} sizes it by Redis time). */
+export interface SizedScanner {
+  /** The COUNT the next SCAN would ask for. */
+  nextCount(): number;
+  /** One SCAN from `cursor` with `match`, asking for `count`. */
+  scan(cursor: string, match: string, count?: number): Promise<ScanPage>;
+}
+
+/** Options for {@linkcode scanBatches}. */
+export interface ScanOptions {
+  match: string;
+  /** SCAN COUNT hint. */
+  count: number;
+  /** Start cursor (default "0"). */
+  cursor?: string;
+  /** SCANs through this instead, each COUNT sized to the time budget (`count` is then unused). */
+  timed?: SizedScanner;
+  /** With `timed`: the COUNT of the first SCAN (re-reading a batch as it was read). */
+  firstCount?: number;
+}
+
+/** Yields SCAN batches from `options.cursor` until the cursor returns to "0". */
+export async function* scanBatches(node: Redis, options: ScanOptions): AsyncGenerator<ScanBatch> {
+  const { timed } = options;
+  const scan = (cursor: string, count?: number): Promise<ScanBatch> => {
+    if (!timed) {
+      return node.scanBuffer(cursor, "MATCH", options.match, "COUNT", options.count)
+        .then(([next, keys]) => ({ cursor, next: next.toString(), keys }));
+    }
+    const asked = count ?? timed.nextCount();
+    return timed.scan(cursor, options.match, asked)
+      .then(([next, keys]) => ({ cursor, next: next.toString(), keys, count: asked }));
+  };
+  let pending = scan(options.cursor ?? "0", options.firstCount);
+  for (;;) {
+    const batch = await pending;
+    if (batch.next !== "0") {
+      pending = scan(batch.next);
+      // If the consumer stops early this prefetch is dropped; keep its rejection from going unhandled.
+      pending.catch(() => {});
+    }
+    yield batch;
+    if (batch.next === "0") return;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SCAN sized by Redis time
+const SCAN_SCRIPT = timedScript(
+  "return redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])",
+);
+
+/** Buckets of the first SCAN, before anything is measured. */
+const COLD_START_COUNT = 50;
+
+/** Options of {@linkcode TimedScan}. */
+export interface TimedScanOptions {
+  /** `--max-call-ms`: the Redis time one SCAN may take. Default 0.25. */
+  maxCallMs?: number;
+  /** The largest COUNT (`--batch`): a guard, as the 100-key cap is for script calls. */
+  maxCount: number;
+  /** `--call-clock`: `auto` (probe the server) or `client` (see call_clock.ts). */
+  callClock?: CallClockMode;
+}
+
+/** SCANs one node with COUNTs sized to the time budget. */
+export class TimedScan implements SizedScanner {
+  readonly #node: Redis;
+  readonly #sizer: CallSizer;
+  readonly #clockMode: CallClockMode;
+  #clock = new CallClock("script");
+  #sha = "";
+
+  constructor(node: Redis, options: TimedScanOptions) {
+    this.#node = node;
+    this.#sizer = new CallSizer({
+      maxCallMs: options.maxCallMs,
+      maxKeys: options.maxCount,
+      coldStartKeys: COLD_START_COUNT,
+    });
+    this.#clockMode = options.callClock ?? "auto";
+  }
+
+  /** The COUNT the next SCAN will ask for. */
+  nextCount(): number {
+    return this.#sizer.nextCount();
+  }
+
+  /** One SCAN from `cursor`; `match` as SCAN's MATCH; `count` (default: what fits the budget). */
+  async scan(cursor: string, match: string, count = this.#sizer.nextCount()): Promise<ScanPage> {
+    // A cursor belongs to one server process: the fence refuses one carried to another (fence.ts).
+    await checkScanCursor(this.#node, cursor);
+    const reply = await this.#call(cursor, match, count);
+    const { result } = decodeTimed<ScanPage>(reply.value);
+    this.#sizer.record({ keys: count, micros: reply.micros });
+    if (result === null) throw new TypeError("SCAN returned nothing");
+    return result;
+  }
+
+  async #call(
+    cursor: string,
+    match: string,
+    count: number,
+  ): Promise<{ value: unknown; micros: number }> {
+    const args = [0, cursor, match, String(count)];
+    if (this.#sha === "") this.#sha = await this.#load();
+    const timed = () =>
+      this.#clock.time(
+        () => this.#node.callBuffer("EVALSHA", this.#sha, ...args),
+        (reply) => decodeTimed(reply).micros,
+        count,
+      );
+    try {
+      return await timed();
+    } catch (error) {
+      // The script cache is empty after a restart or failover: load again, once.
+      if (classify(error).kind !== "noscript") throw error;
+      this.#sha = await this.#load();
+      return await timed();
+    }
+  }
+
+  /** Loads the script, and probes whose clock times it (again after a failover). */
+  async #load(): Promise<string> {
+    this.#clock = await probeCallClock(this.#node, this.#clockMode);
+    return await this.#node.script("LOAD", SCAN_SCRIPT) as string;
+  }
+}
