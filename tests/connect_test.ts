@@ -3,7 +3,7 @@
  * layout, and the SCAN-cursor fence against a real redis-server that restarts.
  */
 import assert from "node:assert/strict";
-import { CheckpointStore } from "../src/checkpoint/store.ts";
+import { CheckpointStore } from "../src/run/checkpointer.ts";
 import { UsageError } from "../src/errors.ts";
 import { connectRedis } from "../src/redis/connect.ts";
 import { redactSecrets } from "../src/telemetry/redact.ts";

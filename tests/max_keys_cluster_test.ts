@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { decideStart, type ResumeInput } from "../src/checkpoint/resume.ts";
-import type { NodeCheckpoint } from "../src/checkpoint/store.ts";
+import type { NodeCheckpoint } from "../src/checkpoint/resume.ts";
 import { keySlot } from "../src/redis/slot.ts";
 import { oldKeyFor } from "../src/schema.ts";
 import { runJson } from "./support/cli.ts";

@@ -3,7 +3,7 @@
  * real EXECABORT a checkpoint save gets from a Redis that is out of memory.
  */
 import assert from "node:assert/strict";
-import { CheckpointStore } from "../src/checkpoint/store.ts";
+import { CheckpointStore } from "../src/run/checkpointer.ts";
 import { classify } from "../src/redis/errors.ts";
 import { ServerChangedError } from "../src/redis/fence.ts";
 import { KeyRetry } from "../src/run/copier.ts";

@@ -6,8 +6,8 @@
  * the loss.
  */
 import assert from "node:assert/strict";
-import { CheckpointStore } from "../src/checkpoint/store.ts";
-import { totalsField } from "../src/checkpoint/store.ts";
+import { CheckpointStore } from "../src/run/checkpointer.ts";
+import { totalsField } from "../src/run/checkpointer.ts";
 import { SafetyRefusal } from "../src/errors.ts";
 import { spawnCli, waitFor } from "./support/cli.ts";
 import { withRedis } from "./support/redis_server.ts";

@@ -7,7 +7,22 @@
  */
 import { escapeForLog } from "../telemetry/redact.ts";
 import type { BatchPosition } from "./batch_position.ts";
-import type { NodeCheckpoint } from "./store.ts";
+import type { Buffer } from "node:buffer";
+
+/** Where one node's scan stands. */
+export interface NodeCheckpoint {
+  cursor: string;
+  /** Job id (bytes) of the last processed key. */
+  lastJob?: Buffer;
+  /** Where processing stopped inside the batch at `cursor` (see batch_position.ts). */
+  within?: BatchPosition;
+  /** `run_id` of the node the cursor belongs to. */
+  runId: string;
+  /** Fingerprint of the run parameters (see `runParams`, run/checkpointer.ts). */
+  params: string;
+  /** The node's scan completed in this pass (the cursor is `0`); see `CheckpointStore.finish`. */
+  finished?: boolean;
+}
 
 /** What the decision depends on. */
 export interface ResumeInput {

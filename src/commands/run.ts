@@ -6,7 +6,7 @@
  */
 import { logClientClocks, probeCallClock } from "../control/call_clock.ts";
 import { latencyBudget } from "../control/call_window.ts";
-import { CheckpointStore } from "../checkpoint/store.ts";
+import { CheckpointStore } from "../run/checkpointer.ts";
 import type { RunOptions } from "../cli/options.ts";
 import type { Gate } from "../control/gate.ts";
 import { BackfillError, ExitCode, SafetyRefusal, UsageError } from "../errors.ts";

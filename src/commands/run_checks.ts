@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { CheckpointStore } from "../checkpoint/store.ts";
+import { CheckpointStore } from "../run/checkpointer.ts";
 import type { RunOptions } from "../cli/options.ts";
 import { controlKey } from "../control/remote.ts";
 import { statusKey } from "../control/status.ts";

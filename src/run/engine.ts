@@ -15,8 +15,7 @@ import {
   withinRange,
 } from "../checkpoint/batch_position.ts";
 import { decideStart } from "../checkpoint/resume.ts";
-import { runParams } from "../checkpoint/store.ts";
-import { carriedTotals } from "../checkpoint/store.ts";
+
 import { type CallClockMode, roundTripMs } from "../control/call_clock.ts";
 import {
   type CallWindow,
@@ -43,9 +42,11 @@ import {
   type BatchEnd,
   batchEnd,
   batchWindow,
+  carriedTotals,
   Checkpointer,
   type Flight,
   type RunCheckpointStore,
+  runParams,
   settleFlights,
 } from "./checkpointer.ts";
 import { callSize, KeyRetry, sendBatch, type SendOptions } from "./copier.ts";
