@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { decideStart, type ResumeInput } from "../src/checkpoint/resume.ts";
 import type { NodeCheckpoint } from "../src/checkpoint/resume.ts";
-import type { AdmitOptions } from "../src/control/gate.ts";
+import type { AdmitOptions } from "../src/control/rate_limit.ts";
 import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../src/migrate/strategy.ts";
 import type { Redis } from "../src/redis/ioredis.ts";
 import { type BackfillOptions, runBackfill } from "../src/run/engine.ts";

@@ -16,6 +16,26 @@
  */
 import { monotonicClock, type PacingClock } from "../async/clock.ts";
 
+/** Options of an admission wait (the gate's, run/copier.ts). */
+export interface AdmitOptions {
+  /** A stop signal: the wait ends at once (rejecting with `signal.reason`). */
+  signal?: AbortSignal;
+  /**
+   * The master (`host:port`) whose scan asks. Each master is judged on its own health: its checks
+   * and its own rate apply. Without it only the run-wide checks and limit apply.
+   */
+  node?: string;
+}
+
+/** The reason to hold the run back that the gate waits on before its limiters (the throttle). */
+export interface AdmissionCheck {
+  /**
+   * Resolves when work may go on; may pause for as long as the reason lasts. With `fresh` the
+   * check reads its source now instead of trusting a recent reading (Redis just refused a write).
+   */
+  wait(options: AdmitOptions & { fresh?: boolean }): Promise<void>;
+}
+
 /** What callers need of a limiter. */
 export interface RateLimiter {
   /** Permits per window; 0 = unlimited. */

@@ -10,7 +10,7 @@
  */
 import { delay } from "../async/delay.ts";
 import type { Logger, RunObserver } from "../run_events.ts";
-import type { AdmissionCheck, AdmitOptions } from "./gate.ts";
+import type { AdmissionCheck, AdmitOptions } from "./rate_limit.ts";
 import type { HealthReading } from "./health_check.ts";
 import {
   busyShare,

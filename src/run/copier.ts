@@ -1,6 +1,6 @@
 /**
  * The copier: one batch's keys to Redis and back. The batch goes out in sub-batches, each admitted
- * by the gate (rate limit, admission checks) and by the node's call window, each one script call
+ * by the {@linkcode Gate} (the throttle's check, then the limiters) and by the node's call window, each one script call
  * of the strategy, in key order, as many in flight as the window allows ({@linkcode sendBatch}
  * returns once every sub-batch is sent, so the engine can send the next batch while this one's
  * replies are still coming). Each sub-batch gets its per-key retries ({@linkcode KeyRetry}): one
@@ -15,7 +15,7 @@ import { backoffMs } from "../async/backoff.ts";
 import { pause } from "../async/delay.ts";
 import { MAX_CALL_KEYS } from "../control/call_size.ts";
 import type { CallWindow } from "../control/call_window.ts";
-import type { Gate } from "../control/gate.ts";
+import type { AdmissionCheck, AdmitOptions, RateLimiter } from "../control/rate_limit.ts";
 import { BackfillError, SafetyRefusal } from "../errors.ts";
 import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
 import { nameInvalidKeys } from "../outcome.ts";
@@ -24,6 +24,67 @@ import type { Logger, RunObserver } from "../run_events.ts";
 import { jobIdOf } from "../schema.ts";
 import { escapeForLog } from "../telemetry/redact.ts";
 import type { UncountedCopies } from "./uncounted_copies.ts";
+
+/**
+ * The one door work passes before it goes to Redis. `admit(n, { node })` waits until the admission
+ * check lets the run go on (the throttle: health, memory, a live pause), then takes `n` permits
+ * from the master's own limiter (the throttle's rate) and the run-wide one.
+ */
+export class Gate {
+  readonly #limiter: RateLimiter;
+  readonly #check: AdmissionCheck | undefined;
+  readonly #nodeLimiter: (node: string) => RateLimiter | undefined;
+
+  constructor(
+    limiter: RateLimiter,
+    options: {
+      check?: AdmissionCheck;
+      /** A master's own limiter (its rate while it yields to a busy Redis), under the run-wide one. */
+      nodeLimiter?: (node: string) => RateLimiter | undefined;
+    } = {},
+  ) {
+    this.#limiter = limiter;
+    this.#check = options.check;
+    this.#nodeLimiter = options.nodeLimiter ?? (() => undefined);
+  }
+
+  /** The run-wide rate limit now (jobs per second; 0 = unlimited). */
+  get rps(): number {
+    return this.#limiter.rps;
+  }
+
+  /** The rate that applies to `node`: the lower of its own and the run-wide one (0 = unlimited). */
+  rateFor(node: string): number {
+    const own = this.#nodeLimiter(node)?.rps ?? 0;
+    const all = this.#limiter.rps;
+    if (own === 0 || all === 0) return Math.max(own, all);
+    return Math.min(own, all);
+  }
+
+  /**
+   * Waits until the check lets work go on, then for `n` permits of the node's limiter and the
+   * run-wide one (each splits `n` into grants its current rate allows: control/rate_limit.ts).
+   *
+   * @returns the seconds spent waiting for the limiter.
+   * @throws `signal.reason` when the signal aborts.
+   */
+  async admit(n: number, options: AdmitOptions = {}): Promise<number> {
+    const { signal, node } = options;
+    signal?.throwIfAborted();
+    await this.#check?.wait({ signal, node });
+    const own = node === undefined ? undefined : this.#nodeLimiter(node);
+    let waited = 0;
+    for (const limiter of own ? [own, this.#limiter] : [this.#limiter]) {
+      waited += await limiter.acquire(n, signal);
+    }
+    return waited;
+  }
+
+  /** Waits on the check with a fresh reading (after Redis refused a write for lack of memory). */
+  async settle(options: AdmitOptions = {}): Promise<void> {
+    await this.#check?.wait({ signal: options.signal, fresh: true });
+  }
+}
 
 /**
  * Keys of the next script call for `node`: about a tenth of a second's worth of its rate now, no

@@ -23,7 +23,6 @@ import {
   MAX_CALL_WINDOW,
   runWindow,
 } from "../control/call_window.ts";
-import type { Gate } from "../control/gate.ts";
 import { type ScanBatch, scanBatches, type SizedScanner, TimedScan } from "../control/scanner.ts";
 import type { MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
 import { countResults, emptyCounters } from "../outcome.ts";
@@ -49,7 +48,7 @@ import {
   runParams,
   settleFlights,
 } from "./checkpointer.ts";
-import { callSize, KeyRetry, sendBatch, type SendOptions } from "./copier.ts";
+import { callSize, type Gate, KeyRetry, sendBatch, type SendOptions } from "./copier.ts";
 import { UncountedCopies } from "./uncounted_copies.ts";
 
 /** How often each node's loss is checked against --max-outage. */

@@ -11,7 +11,7 @@
  * @module
  */
 import { type ControlTargets } from "./live_control.ts";
-import { Gate } from "../control/gate.ts";
+import { Gate } from "./copier.ts";
 import { NodeHealth } from "../control/health_check.ts";
 import { type RateLimiter, SlidingWindowLimiter } from "../control/rate_limit.ts";
 import type { ReplicaLagLimit } from "../control/replica_lag.ts";
@@ -88,7 +88,8 @@ export async function startThrottledGate(
     observer: options.observer,
   });
   const runLimiter = new SlidingWindowLimiter(options.rps);
-  const gate = new Gate(runLimiter, [throttle], {
+  const gate = new Gate(runLimiter, {
+    check: throttle,
     nodeLimiter: (node) => throttle.limiterFor(node),
   });
   const ticking = throttle.run(halt.signal);
