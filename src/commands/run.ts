@@ -25,8 +25,7 @@ import { lockKey, type RunLock } from "../safety/lock.ts";
 import { acquireLocks, type LockSet, type RunFence } from "../safety/lock_fence.ts";
 import { emptyCounters } from "../outcome.ts";
 import { createTelemetry, fanOut, type Telemetry } from "../telemetry/mod.ts";
-import type { CommandIo } from "./io.ts";
-import { bindingMetricsPort } from "./metrics_port.ts";
+import { bindingMetricsPort, type CommandIo } from "./io.ts";
 import { checkBeforeWriting } from "./run_checks.ts";
 
 /** The shortest silence that counts as a lost server (a `--max-outage 0` run still waits this). */

@@ -10,8 +10,7 @@ import type { VerifyOutcome } from "../telemetry/verify_metrics.ts";
 import { startVerifyTelemetry, type VerifyTelemetry } from "../telemetry/verify_telemetry.ts";
 import type { FullReport } from "../verify/full/report.ts";
 import type { VerifyReport } from "../verify/report.ts";
-import type { CommandIo } from "./io.ts";
-import { bindingMetricsPort } from "./metrics_port.ts";
+import { bindingMetricsPort, type CommandIo } from "./io.ts";
 
 /**
  * The verify's telemetry, before Redis is touched.

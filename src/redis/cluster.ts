@@ -8,10 +8,16 @@
 import { isIP } from "node:net";
 import { backoffMs, RECONNECT } from "../async/backoff.ts";
 import { RedisUnavailableError, UsageError } from "../errors.ts";
-import { Cluster, type ClusterOptions, Redis, type RedisOptions } from "./ioredis.ts";
+import {
+  Cluster,
+  type ClusterOptions,
+  guardClusterStreamErrors,
+  guardStreamErrors,
+  Redis,
+  type RedisOptions,
+} from "./ioredis.ts";
 import { nodeAddress } from "./options.ts";
 import { fenceScanCursors } from "./fence.ts";
-import { guardClusterStreamErrors, guardStreamErrors } from "./stream_guard.ts";
 import { connectWithin, withTimeout } from "./reach.ts";
 import { LossClock } from "./availability.ts";
 import type { RedisTarget } from "./target.ts";

@@ -7,15 +7,14 @@
  */
 import { RedisUnavailableError, UsageError } from "../errors.ts";
 import { connectCluster, isClusterNode } from "./cluster.ts";
-import { Redis, type RedisOptions } from "./ioredis.ts";
 import { redactSecrets } from "../telemetry/redact.ts";
 import { clientOptions, nodeAddress, type TlsOptions } from "./options.ts";
 import { fenceScanCursors } from "./fence.ts";
-import { guardStreamErrors } from "./stream_guard.ts";
 import { LossClock } from "./availability.ts";
 import { ConnectionRefusedError, connectWithin } from "./reach.ts";
 import { connectSentinel, isSentinelUrl } from "./sentinel.ts";
 import { oneClientTarget, type RedisTarget } from "./target.ts";
+import { guardStreamErrors, Redis, type RedisOptions } from "./ioredis.ts";
 
 /** Options for {@linkcode connectRedis}. */
 export interface ConnectOptions {

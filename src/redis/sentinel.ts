@@ -12,13 +12,12 @@
 import { redactSecrets } from "../telemetry/redact.ts";
 import { backoffMs, RECONNECT } from "../async/backoff.ts";
 import { UsageError } from "../errors.ts";
-import { Redis, type RedisOptions } from "./ioredis.ts";
 import { BASE_OPTIONS, nodeAddress, tlsConnectionOptions, type TlsOptions } from "./options.ts";
 import { fenceScanCursors } from "./fence.ts";
-import { guardStreamErrors } from "./stream_guard.ts";
 import { connectWithin } from "./reach.ts";
 import { LossClock } from "./availability.ts";
 import { oneClientTarget, type RedisTarget } from "./target.ts";
+import { guardStreamErrors, Redis, type RedisOptions } from "./ioredis.ts";
 
 /** Default Sentinel port. */
 const SENTINEL_PORT = 26379;
