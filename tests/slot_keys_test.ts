@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { intentKey } from "../src/migrate/cluster/intents.ts";
 import { keySlot, slotKey, SLOTS, slotTag } from "../src/redis/slot.ts";
-import { fenceKey, RunFence } from "../src/safety/lock_fence.ts";
+import { fenceKey, RunFence } from "../src/safety/lock.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 

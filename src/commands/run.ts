@@ -21,8 +21,13 @@ import { LiveControl } from "../run/live_control.ts";
 import { startThrottledGate, type ThrottledGate } from "../run/throttled_gate.ts";
 import { renderSummary, summaryJson } from "../run/summary.ts";
 import type { Logger, RunObserver, Summary } from "../run_events.ts";
-import { lockKey, type RunLock } from "../safety/lock.ts";
-import { acquireLocks, type LockSet, type RunFence } from "../safety/lock_fence.ts";
+import {
+  acquireLocks,
+  lockKey,
+  type LockSet,
+  type RunFence,
+  type RunLock,
+} from "../safety/lock.ts";
 import { emptyCounters } from "../outcome.ts";
 import { createTelemetry, fanOut, type Telemetry } from "../telemetry/mod.ts";
 import { bindingMetricsPort, type CommandIo } from "./io.ts";

@@ -14,9 +14,8 @@ import type { Redis } from "../redis/ioredis.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import type { Logger } from "../run_events.ts";
 import { intentKeyOfSlot } from "../migrate/cluster/intents.ts";
-import { fenceKey } from "../safety/lock_fence.ts";
+import { fenceKey, lockKey } from "../safety/lock.ts";
 import { checkHeadroom } from "../safety/memory.ts";
-import { lockKey } from "../safety/lock.ts";
 import { checkPermissions } from "../safety/preflight.ts";
 import { waitForPrimaries } from "../safety/primary.ts";
 

@@ -32,7 +32,7 @@ import type { Cluster, Redis } from "../redis/ioredis.ts";
 import type { BatchReport, Logger, RunMode, RunObserver, RunStart } from "../run_events.ts";
 
 /** Why a run stopped when the operator said `backfill stop` (the abort reason). */
-export const STOP_REASON = "stop";
+const STOP_REASON = "stop";
 
 /** What live control acts on. */
 export interface ControlTargets {

@@ -112,7 +112,7 @@ export async function startThrottledGate(
 }
 
 /** The controller's thresholds for `--critical-load P`: yield at P%, recover 10 points below. */
-export function criticalLoad(pct = 90): { criticalBusy: number; recoverBusy: number } {
+function criticalLoad(pct = 90): { criticalBusy: number; recoverBusy: number } {
   const criticalBusy = pct / 100;
   return { criticalBusy, recoverBusy: Math.max(0, criticalBusy - 0.1) };
 }

@@ -24,7 +24,7 @@ export interface ProgressKeys {
   lock: string;
   control: string;
   status: string;
-  /** Cluster: a fence and an intents hash (one per slot; safety/lock_fence.ts, cluster/intents.ts). */
+  /** Cluster: a fence and an intents hash (one per slot; safety/lock.ts, cluster/intents.ts). */
   perSlot?: string[];
 }
 
