@@ -1,15 +1,18 @@
 /**
  * The live-control subcommands as CLI subprocesses against a real redis-server. The run's side is
- * played by the modules the engine will use: status.ts publishes, remote.ts obeys.
+ * played by the module the engine uses (control/remote.ts): it publishes the status and obeys.
  */
 import assert from "node:assert/strict";
 import {
   type ControlCommand,
   controlKey,
   openControl,
+  readStatus,
+  renderStatus,
+  statusKey,
   watchControl,
+  writeStatus,
 } from "../src/control/remote.ts";
-import { readStatus, renderStatus, statusKey, writeStatus } from "../src/control/status.ts";
 import { runCli, waitFor } from "./support/cli.ts";
 import { withRedis } from "./support/redis_server.ts";
 import { writeCounter } from "./support/seed.ts";

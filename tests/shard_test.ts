@@ -4,10 +4,15 @@
  */
 import assert from "node:assert/strict";
 import { parseCommand } from "../src/cli/args.ts";
-import { STATUS_TTL_MS, statusKey, statusShardsKey, writeStatus } from "../src/control/status.ts";
+import {
+  type RunStatus,
+  STATUS_TTL_MS,
+  statusKey,
+  statusShardsKey,
+  writeStatus,
+} from "../src/control/remote.ts";
 import { UsageError } from "../src/errors.ts";
 import { parseShard, pickShard, type Shard } from "../src/redis/shard.ts";
-import type { RunStatus } from "../src/control/status.ts";
 import { runCli, runJson } from "./support/cli.ts";
 import { countClusterKeys, startCluster } from "./support/cluster.ts";
 import { withRedis } from "./support/redis_server.ts";

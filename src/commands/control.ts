@@ -7,13 +7,16 @@
  * @module
  */
 import type { ControlCommandLine } from "../cli/control_args.ts";
-import { type ControlCommand, controlKey, formatControl, writeControl } from "../control/remote.ts";
 import {
   allStatusesJson,
+  type ControlCommand,
+  controlKey,
+  formatControl,
   readAllStatuses,
   renderAllStatuses,
   type RunnerStatus,
-} from "../control/status.ts";
+  writeControl,
+} from "../control/remote.ts";
 import { ExitCode } from "../errors.ts";
 import { connectRedis } from "../redis/connect.ts";
 import { shardLabel } from "../redis/shard.ts";

@@ -7,8 +7,7 @@
  */
 import { CheckpointStore } from "../run/checkpointer.ts";
 import type { RunOptions } from "../cli/options.ts";
-import { controlKey } from "../control/remote.ts";
-import { statusKey } from "../control/status.ts";
+import { controlKey, statusKey } from "../control/remote.ts";
 import { SafetyRefusal } from "../errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import type { RedisTarget } from "../redis/target.ts";

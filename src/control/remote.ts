@@ -15,10 +15,13 @@
  *   `set-rps` keeps the pause).
  * The stream keeps its last {@linkcode CONTROL_HISTORY} entries.
  *
+ * What the run says back, `<P>:status`, is below.
+ *
  * @module
  */
 import type { Cluster, Redis } from "../redis/ioredis.ts";
 import { delay } from "../async/delay.ts";
+import { parseShard, type Shard, shardLabel } from "../redis/shard.ts";
 
 /** A command the run obeys. */
 export type ControlCommand =
@@ -186,4 +189,316 @@ export async function watchControl(
 function sanitise(value: string): string {
   const printable = value.replace(/[^\x20-\x7e]/g, "?");
   return printable.length > 40 ? `${printable.slice(0, 40)}…` : printable;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the status
+/*
+ * What a run publishes in `<P>:status` about once a second, and how `backfill status` reads it.
+ * The value is one JSON object written with an expiry (`PX`); its age is read from the key's own
+ * remaining TTL on the server, so a reader on another host with a skewed clock still tells a live
+ * run from a dead one. A run that dies stops refreshing: its status reads as stale within a few
+ * seconds (naming the holder) and disappears after {@linkcode STATUS_TTL_MS}.
+ *
+ * `backfill status` reads every runner of a progress key: the run over the whole deployment
+ * (`<P>:status`) and one per `--shard` runner (`<P>:status:<I>/<N>`, listed in
+ * `<P>:status:shards`), each with its own age, plus a total over the shards. With no sharded runner
+ * the output is exactly the one-run form.
+ */
+
+/** Lifetime of a published status. Long enough to read who died, short enough to go away. */
+export const STATUS_TTL_MS = 300_000;
+/** A status older than this is stale: its run has missed several refreshes. */
+const STALE_AFTER_MS = 5_000;
+
+/** The published object (`backfill status --json` prints it with `age_seconds` and `state`). */
+export interface RunStatus {
+  mode: "dry-run" | "execute";
+  /** `running` while the run goes; `finished` for its last update. */
+  phase: "running" | "finished";
+  holder: { host: string; pid: number };
+  started_at: string;
+  updated_at: string;
+  /** Effective rate in jobs per second (0 = unlimited), the cap, and what holds it back. */
+  rate: { rps: number; cap_rps: number; paused: boolean; throttled: string[] };
+  /** The run's counters (scanned, migrated, …). */
+  counts: Record<string, number>;
+  estimated_total: number;
+  /** Seconds until the estimate is reached at the current pace; null when unknown. */
+  eta_seconds: number | null;
+  /** SCAN cursor per node (`host:port` → cursor). */
+  cursors: Record<string, string>;
+  /**
+   * What this run's operator commands set: its own `pause`, and whether the cap is the command
+   * line's `--rps` or a `set-rps` of this run. Absent in a status written by an older version.
+   */
+  control?: { operator_paused: boolean; cap_by: "--rps" | "set-rps" };
+}
+
+/**
+ * The status key of a progress key: `<P>:status` for a run over the whole deployment (no shard,
+ * or `0/1`), `<P>:status:<I>/<N>` for runner I of N (`--shard`). The one place status keys are
+ * named; {@linkcode statusShardsKey} lists the sharded ones.
+ */
+export function statusKey(progressKey: string, shard?: Shard): string {
+  return shard === undefined || shard.count === 1
+    ? `${progressKey}:status`
+    : `${progressKey}:status:${shardLabel(shard)}`;
+}
+
+/** A set of the shard labels (`I/N`) that published a status, so `status` finds them all. */
+export function statusShardsKey(progressKey: string): string {
+  return `${progressKey}:status:shards`;
+}
+
+/** Seconds until `estimatedTotal` at the pace so far; null before there is a pace. */
+export function etaSeconds(
+  scanned: number,
+  estimatedTotal: number,
+  elapsedSeconds: number,
+): number | null {
+  if (scanned <= 0 || elapsedSeconds <= 0) return null;
+  return Math.max(0, (estimatedTotal - scanned) / (scanned / elapsedSeconds));
+}
+
+/** Options of {@linkcode publishStatus}. */
+export interface StatusPublishOptions {
+  /** What to publish now (`updated_at` is filled in). */
+  snapshot: () => Omit<RunStatus, "updated_at">;
+  signal: AbortSignal;
+  /** Milliseconds between updates. Default 1000. */
+  intervalMs?: number;
+  /** The runner's `--shard` (its own status key); none for a run over everything. */
+  shard?: Shard;
+}
+
+/** Writes one status now (a sharded runner also lists its shard in {@linkcode statusShardsKey}). */
+export async function writeStatus(
+  client: Redis | Cluster,
+  progressKey: string,
+  status: Omit<RunStatus, "updated_at">,
+  shard?: Shard,
+): Promise<void> {
+  const value: RunStatus = { ...status, updated_at: new Date().toISOString() };
+  await client.set(statusKey(progressKey, shard), JSON.stringify(value), "PX", STATUS_TTL_MS);
+  if (shard !== undefined && shard.count > 1) {
+    // Separate commands: on a cluster the two keys may live on different masters.
+    await client.sadd(statusShardsKey(progressKey), shardLabel(shard));
+    await client.pexpire(statusShardsKey(progressKey), STATUS_TTL_MS);
+  }
+}
+
+/**
+ * Publishes the snapshot every `intervalMs` until the signal aborts. A failed write is skipped
+ * (the status is a view; the run never fails for it). The caller writes the final status (phase
+ * `finished`) with {@linkcode writeStatus} after the run.
+ */
+export async function publishStatus(
+  client: Redis | Cluster,
+  progressKey: string,
+  options: StatusPublishOptions,
+): Promise<void> {
+  while (!options.signal.aborted) {
+    await writeStatus(client, progressKey, options.snapshot(), options.shard).catch(() => {});
+    await delay(options.intervalMs ?? 1000, { signal: options.signal }).catch(() => {});
+  }
+}
+
+/** A status as read back, with its age by the server's clock. */
+export interface ReadStatus {
+  state: "active" | "stale" | "finished";
+  age_seconds: number;
+  status: RunStatus;
+}
+
+/** Reads `<P>:status` (or a shard's); undefined when there is none (or it is not ours). */
+export async function readStatus(
+  client: Redis | Cluster,
+  progressKey: string,
+  shard?: Shard,
+): Promise<ReadStatus | undefined> {
+  const key = statusKey(progressKey, shard);
+  const [value, pttl] = await Promise.all([client.get(key), client.pttl(key)]);
+  if (value === null) return undefined;
+  let status: RunStatus;
+  try {
+    status = JSON.parse(value) as RunStatus;
+    if (typeof status?.holder?.pid !== "number") return undefined;
+  } catch {
+    return undefined;
+  }
+  const ageMs = pttl > 0 ? Math.max(0, STATUS_TTL_MS - pttl) : 0;
+  const state = status.phase === "finished"
+    ? "finished"
+    : ageMs > STALE_AFTER_MS
+    ? "stale"
+    : "active";
+  return { state, age_seconds: Math.round(ageMs / 100) / 10, status };
+}
+
+/** `backfill status` as text (pure). */
+export function renderStatus(read: ReadStatus | undefined): string {
+  if (read === undefined) return "no run is active (no status published)\n";
+  const { status, age_seconds: age } = read;
+  const holder = `holder ${status.holder.host} pid ${status.holder.pid}`;
+  const head = {
+    active: `active: ${status.mode}, ${holder}, updated ${age} s ago`,
+    stale: `stale: last update ${Math.round(age)} s ago (${holder}); the run is probably dead`,
+    finished: `no run is active; the last run (${holder}) finished ${Math.round(age)} s ago`,
+  }[read.state];
+  const counts = status.counts;
+  const rate = status.rate.paused
+    ? "paused"
+    : status.rate.rps === 0
+    ? "unlimited"
+    : `${status.rate.rps}/s`;
+  const why = status.rate.throttled.length > 0
+    ? ` (throttled: ${status.rate.throttled.join(", ")})`
+    : "";
+  const by = status.control ? ` (${status.control.cap_by})` : "";
+  const cap = status.rate.cap_rps > 0 ? `, cap ${status.rate.cap_rps}/s${by}` : `, no cap${by}`;
+  const lines = [
+    head,
+    `rate: ${rate}${why}${cap}`,
+    `progress: ${scannedOf(counts, status.estimated_total)}, ETA ${duration(status.eta_seconds)}`,
+    `counts: ${countList(counts)}`,
+    `cursors: ${
+      Object.entries(status.cursors).map(([node, cursor]) => `${node}=${cursor}`).join(" ") ||
+      "none"
+    }`,
+    `started ${status.started_at}, updated ${status.updated_at}`,
+  ];
+  return lines.join("\n") + "\n";
+}
+
+/** One runner's status; `shard` is undefined for a run over the whole deployment. */
+export interface RunnerStatus extends ReadStatus {
+  shard?: Shard;
+}
+
+/** Every published status of `progressKey`: the unsharded one first, then shards by N and I. */
+export async function readAllStatuses(
+  client: Redis | Cluster,
+  progressKey: string,
+): Promise<RunnerStatus[]> {
+  const labels = await client.smembers(statusShardsKey(progressKey));
+  const shards = labels.flatMap((label) => {
+    try {
+      return [parseShard(label)];
+    } catch {
+      return []; // not written by us: ignore
+    }
+  }).filter((shard) => shard.count > 1)
+    .sort((a, b) => a.count - b.count || a.index - b.index);
+  const reads = await Promise.all([
+    readStatus(client, progressKey).then((read) => read && { ...read }),
+    ...shards.map(async (shard) => {
+      const read = await readStatus(client, progressKey, shard);
+      return read && { ...read, shard };
+    }),
+  ]);
+  return reads.filter((read): read is RunnerStatus => read !== undefined);
+}
+
+/** Sums over runners (pure). */
+interface StatusTotal {
+  runners: number;
+  active: number;
+  stale: number;
+  finished: number;
+  counts: Record<string, number>;
+  estimated_total: number;
+  /** Sum of the active runners' rates; null when one of them runs unlimited. */
+  rps: number | null;
+}
+
+/** The total over `reads` (pure). */
+function totalOf(reads: readonly RunnerStatus[]): StatusTotal {
+  const counts: Record<string, number> = {};
+  let rps: number | null = 0;
+  for (const { status, state } of reads) {
+    for (const [name, n] of Object.entries(status.counts)) counts[name] = (counts[name] ?? 0) + n;
+    if (state !== "active") continue;
+    if (status.rate.paused) continue;
+    rps = status.rate.rps === 0 || rps === null ? null : rps + status.rate.rps;
+  }
+  return {
+    runners: reads.length,
+    active: reads.filter((r) => r.state === "active").length,
+    stale: reads.filter((r) => r.state === "stale").length,
+    finished: reads.filter((r) => r.state === "finished").length,
+    counts,
+    estimated_total: reads.reduce((sum, r) => sum + r.status.estimated_total, 0),
+    rps,
+  };
+}
+
+/** `backfill status` as text (pure): one block per runner, then a total line. */
+export function renderAllStatuses(reads: readonly RunnerStatus[]): string {
+  if (reads.length === 0 || (reads.length === 1 && reads[0]!.shard === undefined)) {
+    return renderStatus(reads[0]);
+  }
+  const blocks = reads.map((read) =>
+    `${read.shard ? `shard ${shardLabel(read.shard)}` : "all masters"}: ${renderStatus(read)}`
+  );
+  const total = totalOf(reads);
+  const rate = total.rps === null ? "unlimited" : `${total.rps}/s`;
+  const line = `total: ${total.runners} runners (${total.active} active, ${total.stale} stale, ` +
+    `${total.finished} finished); ${scannedOf(total.counts, total.estimated_total)}; ` +
+    `rate ${rate}; ${countList(total.counts)}`;
+  return `${blocks.join("\n")}\n${line}\n`;
+}
+
+/**
+ * `status --json`: with no sharded runner, the one-run object (`{"state":"none"}` when nothing is
+ * published); otherwise `{state, active, runners: [...], total}`, where `state` is `active` when
+ * any runner is, else `stale` when any is, else `finished`.
+ */
+export function allStatusesJson(reads: readonly RunnerStatus[]): Record<string, unknown> {
+  if (reads.length === 0 || (reads.length === 1 && reads[0]!.shard === undefined)) {
+    return oneJson(reads[0]);
+  }
+  const total = totalOf(reads);
+  const state = total.active > 0 ? "active" : total.stale > 0 ? "stale" : "finished";
+  return {
+    state,
+    active: state === "active",
+    runners: reads.map((read) => ({
+      shard: read.shard ? shardLabel(read.shard) : null,
+      ...oneJson(read),
+    })),
+    total,
+  };
+}
+
+/** One run's status object: the published fields with its state and age. */
+function oneJson(read: ReadStatus | undefined): Record<string, unknown> {
+  if (read === undefined) return { state: "none", active: false };
+  const status: RunStatus = read.status;
+  return {
+    state: read.state,
+    active: read.state === "active",
+    age_seconds: read.age_seconds,
+    ...status,
+  };
+}
+
+/** `scanned S of ~E (P%)`, the percentage only with an estimate. */
+function scannedOf(counts: Record<string, number>, estimated: number): string {
+  const scanned = counts.scanned ?? 0;
+  const pct = estimated > 0 ? ` (${Math.min(100, (scanned / estimated) * 100).toFixed(1)}%)` : "";
+  return `scanned ${scanned} of ~${estimated}${pct}`;
+}
+
+/** `name=n name=n …` of the counters. */
+function countList(counts: Record<string, number>): string {
+  return Object.entries(counts).map(([name, n]) => `${name}=${n}`).join(" ");
+}
+
+function duration(seconds: number | null): string {
+  if (seconds === null) return "unknown";
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+  return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
 }

@@ -15,17 +15,15 @@
 import {
   type ControlCommand,
   type ControlOpening,
+  etaSeconds,
   formatControl,
   openControl,
-  watchControl,
-} from "../control/remote.ts";
-import {
-  etaSeconds,
   publishStatus,
   readStatus,
   type RunStatus,
+  watchControl,
   writeStatus,
-} from "../control/status.ts";
+} from "../control/remote.ts";
 import type { Shard } from "../redis/shard.ts";
 import type { ThrottleView } from "../control/throttle.ts";
 import type { Cluster, Redis } from "../redis/ioredis.ts";

@@ -1,11 +1,11 @@
 /**
  * A stand-in for a running run's status side until the engine publishes it: publishes a status
- * for `<P>` every 200 ms through status.ts until killed. Usage: status_publisher.ts <url> <P>.
+ * for `<P>` every 200 ms through control/remote.ts until killed. Usage: status_publisher.ts <url> <P>.
  *
  * @module
  */
 import { Redis } from "../../src/redis/ioredis.ts";
-import { publishStatus } from "../../src/control/status.ts";
+import { publishStatus } from "../../src/control/remote.ts";
 
 const [url, progressKey] = Deno.args;
 const client = new Redis(url!);
