@@ -8,6 +8,7 @@
 import { escapeForLog } from "../telemetry/redact.ts";
 import type { BatchPosition } from "./batch_position.ts";
 import type { Buffer } from "node:buffer";
+import type { RunMode } from "../run_events.ts";
 
 /** Where one node's scan stands. */
 export interface NodeCheckpoint {
@@ -26,7 +27,7 @@ export interface NodeCheckpoint {
 
 /** What the decision depends on. */
 export interface ResumeInput {
-  mode: "dry-run" | "execute";
+  mode: RunMode;
   /** `--cursor`. */
   cursor?: string;
   /** `--reset-progress`. */

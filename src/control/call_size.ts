@@ -14,7 +14,7 @@
  */
 
 /** The share of the budget a call is sized to (see the module comment). */
-export const TARGET_SHARE = 0.7;
+const TARGET_SHARE = 0.7;
 
 /** The most keys one script call carries, whatever its budget fits: a guard only. */
 export const MAX_CALL_KEYS = 100;

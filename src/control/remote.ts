@@ -22,6 +22,7 @@
 import type { Cluster, Redis } from "../redis/ioredis.ts";
 import { delay } from "../async/delay.ts";
 import { parseShard, type Shard, shardLabel } from "../redis/shard.ts";
+import type { RunMode } from "../run_events.ts";
 
 /** A command the run obeys. */
 export type ControlCommand =
@@ -213,7 +214,7 @@ const STALE_AFTER_MS = 5_000;
 
 /** The published object (`backfill status --json` prints it with `age_seconds` and `state`). */
 export interface RunStatus {
-  mode: "dry-run" | "execute";
+  mode: RunMode;
   /** `running` while the run goes; `finished` for its last update. */
   phase: "running" | "finished";
   holder: { host: string; pid: number };

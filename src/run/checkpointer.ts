@@ -554,7 +554,7 @@ export async function carriedTotals(
     loadTotals(): Promise<CarriedTotals | undefined>;
     resetTotals(): Promise<void>;
   },
-  run: { mode: "dry-run" | "execute"; resetProgress: boolean },
+  run: { mode: RunMode; resetProgress: boolean },
 ): Promise<CarriedTotals | undefined> {
   if (run.mode !== "execute") return undefined;
   if (!run.resetProgress) return await store.loadTotals();
