@@ -103,6 +103,11 @@ export interface TimedScanOptions {
   maxCount: number;
   /** `--call-clock`: `auto` (probe the server) or `client` (see call_clock.ts). */
   callClock?: CallClockMode;
+  /**
+   * The node's call window (call_window.ts): each SCAN takes a place in it like a script call, as
+   * they share the connection and so sit in the same input buffer before the application's commands.
+   */
+  window?: { acquire(): Promise<() => void> };
 }
 
 /** SCANs one node with COUNTs sized to the time budget. */
@@ -110,11 +115,13 @@ export class TimedScan implements SizedScanner {
   readonly #node: Redis;
   readonly #sizer: CallSizer;
   readonly #clockMode: CallClockMode;
+  readonly #window: TimedScanOptions["window"];
   #clock = new CallClock("script");
   #sha = "";
 
   constructor(node: Redis, options: TimedScanOptions) {
     this.#node = node;
+    this.#window = options.window;
     this.#sizer = new CallSizer({
       maxCallMs: options.maxCallMs,
       maxKeys: options.maxCount,
@@ -130,13 +137,18 @@ export class TimedScan implements SizedScanner {
 
   /** One SCAN from `cursor`; `match` as SCAN's MATCH; `count` (default: what fits the budget). */
   async scan(cursor: string, match: string, count = this.#sizer.nextCount()): Promise<ScanPage> {
-    // A cursor belongs to one server process: the fence refuses one carried to another (fence.ts).
-    await checkScanCursor(this.#node, cursor);
-    const reply = await this.#call(cursor, match, count);
-    const { result } = decodeTimed<ScanPage>(reply.value);
-    this.#sizer.record({ keys: count, micros: reply.micros });
-    if (result === null) throw new TypeError("SCAN returned nothing");
-    return result;
+    const release = await this.#window?.acquire() ?? (() => {});
+    try {
+      // A cursor belongs to one server process: the fence refuses one carried to another (fence.ts).
+      await checkScanCursor(this.#node, cursor);
+      const reply = await this.#call(cursor, match, count);
+      const { result } = decodeTimed<ScanPage>(reply.value);
+      this.#sizer.record({ keys: count, micros: reply.micros });
+      if (result === null) throw new TypeError("SCAN returned nothing");
+      return result;
+    } finally {
+      release();
+    }
   }
 
   async #call(

@@ -23,7 +23,7 @@ import {
   MAX_CALL_WINDOW,
   runWindow,
 } from "../control/call_window.ts";
-import { type ScanBatch, scanBatches, type SizedScanner, TimedScan } from "../control/scanner.ts";
+import { type ScanBatch, scanBatches, TimedScan } from "../control/scanner.ts";
 import type { MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
 import { countResults, emptyCounters } from "../outcome.ts";
 import { classify } from "../redis/errors.ts";
@@ -512,16 +512,16 @@ class Run {
       budget: options.maxCallsInFlight,
       shared: () => options.shared?.(state.name) ?? true,
     });
-    const timed = new TimedScan(node, {
-      maxCallMs,
-      maxCount: options.batch,
-      callClock: options.callClock,
-    });
     const batches = scanBatches(node, {
       match: OLD_MATCH,
       count: options.batch,
       cursor: state.committed,
-      timed: inWindow(timed, calls),
+      timed: new TimedScan(node, {
+        maxCallMs,
+        maxCount: options.batch,
+        callClock: options.callClock,
+        window: calls,
+      }),
       // A batch re-read from a stored position asks for the COUNT it was read with.
       firstCount: state.within?.count,
     });
@@ -533,24 +533,6 @@ class Run {
     if (this.#cursors.size === 1) return [...this.#cursors.values()][0]!;
     return [...this.#cursors].map(([name, cursor]) => `${name}=${cursor}`).join(",");
   }
-}
-
-/**
- * The node's SCANs take a place in its call window like its script calls: they share the
- * connection, so they sit in the same input buffer in front of the application's commands.
- */
-function inWindow(scanner: SizedScanner, calls: CallWindow): SizedScanner {
-  return {
-    nextCount: () => scanner.nextCount(),
-    async scan(cursor, match, count) {
-      const release = await calls.acquire();
-      try {
-        return await scanner.scan(cursor, match, count);
-      } finally {
-        release();
-      }
-    },
-  };
 }
 
 // ---------------------------------------------------------------------------------------------
