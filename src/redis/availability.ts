@@ -75,7 +75,7 @@ async function answersPing(node: Redis): Promise<boolean> {
  * that waited `silenceMs` with commands pending and no byte back (ioredis `socketTimeout`: a
  * frozen server, SIGSTOP or a hung VM, keeps the TCP connection open and answers nothing) marks it
  * lost since the silence began, and is closed, so every command pending on it fails now. A
- * connection that is ready again clears the mark. Every wait for a node counts from this moment,
+ * connection that is ready again, or a reply from the server, clears the mark. Every wait for a node counts from this moment,
  * so waits that follow each other (a cluster call's own retries, then the engine's wait) never
  * add up past `--max-outage`.
  */
@@ -106,9 +106,12 @@ export class LossClock {
     track();
     const send = client.sendCommand.bind(client);
     client.sendCommand = ((command: Parameters<Redis["sendCommand"]>[0], ...rest: unknown[]) => {
-      if (!this.#abandoned.has(name())) return (send as SendCommand)(command, ...rest);
-      command.reject(new AbandonedServerError(name()));
-      return command.promise;
+      if (this.#abandoned.has(name())) {
+        command.reject(new AbandonedServerError(name()));
+        return command.promise;
+      }
+      command.promise.then(() => this.#answered(name()), () => {});
+      return (send as SendCommand)(command, ...rest);
     }) as Redis["sendCommand"];
     client.on("error", (error: Error) => {
       if (this.#silenceMs !== undefined && SILENT.test(error.message)) {
@@ -137,6 +140,14 @@ export class LossClock {
   abandon(name: string): void {
     this.#abandoned.add(name);
     for (const client of this.#connections.get(name) ?? []) client.disconnect();
+  }
+
+  /**
+   * The server answered a command: it is there. (A connection that closed for good, with no
+   * reconnect to clear its mark, must not leave its server marked lost.)
+   */
+  #answered(name: string): void {
+    if (this.#since.size > 0) this.#since.delete(name);
   }
 
   #mark(name: string, since: number): void {
