@@ -73,7 +73,7 @@ Deno.test("cluster: a master demoted mid-run with no master left for its slots e
       "--redis-url",
       cluster.url,
     ]);
-    await waitFor("copies", async () => /migrated [1-9]/.test(run.stderrSoFar()), 60_000);
+    await waitFor("copies", () => /migrated [1-9]/.test(run.stderrSoFar()), 60_000);
     // The master stays a replica: its replica takes its slots over, then is killed, and nobody
     // serves those slots any more.
     await redisCli(master.port, "CONFIG", "SET", "cluster-replica-no-failover", "yes");
