@@ -169,11 +169,13 @@ export class ClusterCopy implements MigrationStrategy {
     const results = await this.#migrate(keys, options);
     // One look-up at a time: a call running concurrently may be reading the record of a call of
     // these keys; settle after it.
-    this.#lookUp = this.#lookUp.then(async () => {
+    const lookUp = this.#lookUp.then(async () => {
       for (const lost of await this.#runner.lostCopies()) {
         this.#uncounted.remember(lost.keys, lost.results);
       }
     });
+    // A failed look-up loses only a count; it must not fail the calls that wait behind it.
+    this.#lookUp = lookUp.catch(() => {});
     await this.#lookUp;
     return this.#uncounted.settle(keys, results);
   }
