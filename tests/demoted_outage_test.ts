@@ -6,6 +6,8 @@
  * sentinel_test.ts).
  */
 import assert from "node:assert/strict";
+import { LossClock } from "../src/redis/availability.ts";
+import { Redis } from "../src/redis/ioredis.ts";
 import { spawnCli, waitFor } from "./support/cli.ts";
 import { redisCli, seedOldCluster, startCluster } from "./support/cluster.ts";
 import { freePort, type RedisServer, startRedis } from "./support/redis_server.ts";
@@ -114,3 +116,41 @@ async function masterAndReplica(
   }
   throw new Error("no master with a synced replica");
 }
+
+Deno.test("LossClock: a READONLY reply marks its server lost until it runs a write script again; a closed connection's mark clears at its next reply", async () => {
+  const server = await startRedis();
+  const name = `127.0.0.1:${server.port}`;
+  const clock = new LossClock();
+  const client = new Redis({ port: server.port, lazyConnect: true, maxRetriesPerRequest: 0 });
+  client.on("error", () => {});
+  clock.watch(client, () => name);
+  const write = () => client.eval("return redis.call('SET', KEYS[1], '1')", 1, "k");
+  try {
+    await client.connect();
+    await write();
+    await client.call("REPLICAOF", "127.0.0.1", String(freePort()));
+    const demoted = performance.now();
+    await assert.rejects(write, /READONLY/);
+    const since = clock.lostSince(name);
+    assert.ok(since !== undefined && since >= demoted, `lost since ${since}`);
+    // Reads, and a read-only script, work on a replica: it is still no primary.
+    await client.ping();
+    await client.call("EVAL_RO", "return redis.call('GET', KEYS[1])", 1, "k");
+    assert.equal(clock.lostSince(name), since);
+    await client.call("REPLICAOF", "NO", "ONE");
+    await write();
+    assert.equal(clock.lostSince(name), undefined);
+    // A connection closed for good (no reconnect to clear it) marks the server; the server's
+    // next reply on another connection clears it.
+    const other = new Redis({ port: server.port, lazyConnect: true });
+    clock.watch(other, () => name);
+    await other.connect();
+    other.disconnect();
+    await waitFor("the close", () => clock.lostSince(name) !== undefined);
+    await client.ping();
+    assert.equal(clock.lostSince(name), undefined);
+  } finally {
+    client.disconnect();
+    await server.stop();
+  }
+});
