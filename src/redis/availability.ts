@@ -83,6 +83,8 @@ async function answersPing(node: Redis): Promise<boolean> {
 export class LossClock {
   readonly #silenceMs: number | undefined;
   readonly #since = new Map<string, number>();
+  /** When each server last answered a command on any watched connection. */
+  readonly #lastReply = new Map<string, number>();
   /** Servers marked lost by a refusal (they answer, but serve nothing), and what they refuse. */
   readonly #refusals = new Map<string, Refusal>();
   readonly #connections = new Map<string, Set<Redis>>();
@@ -121,7 +123,10 @@ export class LossClock {
     }) as Redis["sendCommand"];
     client.on("error", (error: Error) => {
       if (this.#silenceMs !== undefined && SILENT.test(error.message)) {
-        this.#mark(name(), performance.now() - this.#silenceMs);
+        // Silent since the server's last reply on any connection, at most `silenceMs`: ioredis
+        // also raises this on a healthy connection, from a timer its dropped predecessor armed.
+        const silentFrom = performance.now() - this.#silenceMs;
+        this.#mark(name(), Math.max(silentFrom, this.#lastReply.get(name()) ?? silentFrom));
       }
     });
     client.on("close", () => this.#mark(name(), performance.now()));
@@ -156,6 +161,7 @@ export class LossClock {
    * READONLY).
    */
   #answered(name: string, command: string): void {
+    this.#lastReply.set(name, performance.now());
     if (this.#since.size === 0) return;
     const refusal = this.#refusals.get(name);
     if (refusal !== undefined) {
