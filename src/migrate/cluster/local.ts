@@ -53,7 +53,7 @@ export async function copyLocal(
     SCRIPTS.local,
     [WORKSPACE_FIELD],
     copies.map((c) => ({ key: c.oldKey, args: [c.oldKey, c.newKey, c.workspace] })),
-    { routed: false, signal: options.signal },
+    { routed: false, recorded: true, signal: options.signal },
   );
   settled.forEach((copied, j) => {
     const copy = copies[j]!;
