@@ -46,13 +46,13 @@ const RENEW = `if redis.call("GET", KEYS[1]) == ARGV[1] then
 const RELEASE = `if redis.call("GET", KEYS[1]) == ARGV[1] then
   return redis.call("DEL", KEYS[1]) end return 0`;
 
+/** Lock lifetime; renewed every third of it. */
+const LOCK_TTL_MS = 30_000;
+
 /** Options for {@linkcode RunLock.acquire}. */
 export interface LockOptions {
-  /** Lock lifetime; renewed every third of it. Default 30 s. */
-  ttlMs?: number;
   /** Called when a renewal finds the lock gone or taken (the run must stop). */
   onLost?: (reason: string) => void;
-  host?: string;
   /**
    * Wait up to this long for a held lock to expire before refusing (`--wait-lock`). Default 0. A
    * crashed holder's lock expires within its TTL, so a wait longer than the TTL makes a
@@ -87,15 +87,14 @@ export class RunLock {
     this.key = key;
     this.holder = holder;
     this.value = JSON.stringify(holder);
-    const ttl = options.ttlMs ?? 30_000;
     this.#timer = setInterval(async () => {
       try {
-        const renewed = await this.#client.eval(RENEW, 1, key, this.value, ttl);
+        const renewed = await this.#client.eval(RENEW, 1, key, this.value, LOCK_TTL_MS);
         if (renewed !== 1) options.onLost?.("the lock was taken over or expired");
       } catch {
         // Redis unreachable: the engine handles the outage; the lock keeps its last expiry.
       }
-    }, Math.max(ttl / 3, 10));
+    }, LOCK_TTL_MS / 3);
   }
 
   /**
@@ -109,9 +108,8 @@ export class RunLock {
     key: string,
     options: LockOptions = {},
   ): Promise<RunLock> {
-    const ttl = options.ttlMs ?? 30_000;
     const holder: LockHolder = {
-      host: options.host ?? hostname(),
+      host: hostname(),
       pid: Deno.pid,
       started: new Date().toISOString(),
       token: crypto.randomUUID(),
@@ -120,7 +118,7 @@ export class RunLock {
     let announced: string | undefined;
     for (;;) {
       options.signal?.throwIfAborted();
-      const taken = await client.set(key, JSON.stringify(holder), "PX", ttl, "NX");
+      const taken = await client.set(key, JSON.stringify(holder), "PX", LOCK_TTL_MS, "NX");
       if (taken === "OK") return new RunLock(client, key, holder, options);
       const other = await describeHolder(client, key);
       const left = deadline - Date.now();
