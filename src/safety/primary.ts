@@ -13,7 +13,7 @@ import type { Redis } from "../redis/ioredis.ts";
 import type { Logger } from "../run_events.ts";
 
 /** What `INFO replication` says about a node's role. */
-export interface NodeRole {
+interface NodeRole {
   primary: boolean;
   /** `host:port` of the node's primary, when it is a replica. */
   primaryOf?: string;
