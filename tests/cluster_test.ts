@@ -6,7 +6,8 @@ import { Buffer } from "node:buffer";
 import { connectRedis } from "../src/redis/connect.ts";
 import type { Cluster, Redis } from "../src/redis/ioredis.ts";
 import { strategyFor } from "../src/migrate/select.ts";
-import { oldKeyFor, WorkspaceRule } from "../src/schema.ts";
+import { KeySchema } from "../src/schema.ts";
+import { oldKeyFor } from "./support/keys.ts";
 import { VERIFY_DEFAULTS } from "../src/defaults.ts";
 import { runVerify } from "../src/verify/run.ts";
 import { cliCommand, runJson, waitFor } from "./support/cli.ts";
@@ -363,7 +364,7 @@ Deno.test("cluster strategy: the app's writes between READ and WRITE are undone 
     await client.hset(newKey(jobs[2]!), { workspace_id: "ws-a", status: "running" });
     const target = await connectRedis([cluster.url]);
     try {
-      const strategy = strategyFor(target, new WorkspaceRule());
+      const strategy = strategyFor(target, new KeySchema());
       await strategy.init();
       // WRITE waits behind the pause; meanwhile the application deletes job-0 and changes job-1.
       await redisCli(jobs[0]!.port, "CLIENT", "PAUSE", "1500", "WRITE");
@@ -540,7 +541,7 @@ Deno.test("cluster: verify samples every master and reads through the routed cli
     try {
       const report = await runVerify(
         { nodes: target.masters(), reader: target.client },
-        { ...VERIFY_DEFAULTS, sample: 1000, recheckDelayMs: 10, rule: new WorkspaceRule() },
+        { ...VERIFY_DEFAULTS, sample: 1000, recheckDelayMs: 10, keys: new KeySchema() },
       );
       assert.equal(report.sampled, 500);
       assert.equal(report.matched, 499);

@@ -129,7 +129,7 @@ const SHOWN_AS_TEXT: Record<string, (options: Record<string, unknown>) => boolea
   "metrics-host": (options) => options.metricsHost === undefined,
   cursor: (options) => options.cursor === undefined,
   shard: (options) => JSON.stringify(options.shard) === JSON.stringify({ index: 0, count: 1 }),
-  "workspace-pattern": (options) => (options.rule as { isDefault: boolean }).isDefault,
+  "workspace-pattern": (options) => (options.keys as { isDefaultRule: boolean }).isDefaultRule,
   "max-replica-lag": (options) =>
     JSON.stringify(options.maxReplicaLag) ===
       JSON.stringify({ kind: "bytes", bytes: 16 * 1024 * 1024 }),

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { TimedScan } from "../src/control/timed_scan.ts";
 import { scanBatches } from "../src/redis/scan.ts";
-import { OLD_MATCH } from "../src/schema.ts";
+import { OLD_MATCH } from "./support/keys.ts";
 import { withRedis } from "./support/redis_server.ts";
 
 /** Mean Redis time of SCAN since the last CONFIG RESETSTAT, in µs. */

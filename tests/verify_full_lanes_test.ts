@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { SlidingWindowLimiter } from "../src/control/rate_limit.ts";
 import type { Redis } from "../src/redis/ioredis.ts";
-import { newKeyFor, OLD_MATCH, oldKeyFor, WorkspaceRule } from "../src/schema.ts";
+import { KeySchema } from "../src/schema.ts";
+import { DEFAULT_KEYS, newKeyFor, OLD_MATCH, oldKeyFor } from "./support/keys.ts";
 import { type FullCounts, zeroCounts } from "../src/verify/full/checkpoint.ts";
 import { LANE_SCRIPT, laneStart, nextLaneStart } from "../src/verify/full/lane_script.ts";
 import { FIRST_SHARE, LanePace } from "../src/verify/full/lane_pace.ts";
@@ -76,7 +77,7 @@ async function lanesOnce(client: Redis, options: { rps?: number; onCall?: () => 
       }
     },
   }, {
-    chunk: { batches, ctx: { calls, rule: new WorkspaceRule(), toleranceMs: 1000 } },
+    chunk: { batches, ctx: { calls, keys: new KeySchema(), toleranceMs: 1000 } },
     calls,
     commit: async (window) => {
       commits++;
@@ -344,7 +345,8 @@ Deno.test("lanes: a call whose time runs out returns the rest unchecked (deferre
         sha,
         "0",
         ...[cursor, "0", "2", "100", "0", String(limitUs), OLD_MATCH, "workspace_id"],
-        ...["8", "ai:job:", "1000", "^[%w][%w_%-]*$", "64", "", String(keyUs)],
+        DEFAULT_KEYS.luaSpec,
+        ...["1000", "^[%w][%w_%-]*$", "64", "", String(keyUs)],
       ) as [Buffer, number, number, Buffer, number[], (Buffer | number)[]];
       const verdicts = new Map<string, number>();
       let at = 0;

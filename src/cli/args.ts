@@ -8,7 +8,7 @@
  */
 import { parseArgs } from "node:util";
 import { UsageError } from "../errors.ts";
-import { DEFAULT_WORKSPACE_PATTERN, WorkspaceRule } from "../schema.ts";
+import { KeySchema } from "../schema.ts";
 import { type CommandName, parseArgsOptions, verifyFullOnlyFlags } from "./flags.ts";
 import { RUN_DEFAULTS, VERIFY_DEFAULTS } from "../defaults.ts";
 import { parseShard, WHOLE } from "../redis/shard.ts";
@@ -226,15 +226,14 @@ function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
 
 function commonOptions(values: Values, env: ParseEnv, defaultRps: number): CommonOptions {
   const redisUrls = redisUrlsFrom(values, env);
-  const patternText = str(values, "workspace-pattern") ?? DEFAULT_WORKSPACE_PATTERN;
-  let rule: WorkspaceRule;
+  let keys: KeySchema;
   try {
-    rule = new WorkspaceRule(patternText);
+    keys = new KeySchema({ workspacePattern: str(values, "workspace-pattern") });
   } catch {
     throw new UsageError(`--workspace-pattern is not a valid regular expression`);
   }
   const workspace = str(values, "workspace");
-  if (workspace !== undefined && rule.check(workspace) === undefined) {
+  if (workspace !== undefined && keys.checkWorkspace(workspace) === undefined) {
     throw new UsageError(
       `--workspace '${
         workspace.slice(0, 64)
@@ -250,7 +249,7 @@ function commonOptions(values: Values, env: ParseEnv, defaultRps: number): Commo
     tls: tlsFrom(values),
     json: values.json === true,
     workspace,
-    rule,
+    keys,
     rps: integer(values, "rps", defaultRps, 0),
     logFormat,
     quiet: values.quiet === true,

@@ -368,7 +368,7 @@ async function runEngine(
     cluster,
     locks: ctx.locks,
   });
-  const strategy = strategyFor(target, options.rule, {
+  const strategy = strategyFor(target, options.keys, {
     retryBudgetMs: options.maxOutage * 1000,
     maxCallMs,
     callClock: options.callClock,
@@ -393,7 +393,7 @@ async function runEngine(
         cursor: options.cursor,
         maxKeys: options.maxKeys,
         workspace: options.workspace,
-        rule: options.rule,
+        keys: options.keys,
         resetProgress: options.resetProgress,
         maxOutage: options.maxOutage,
         maxCallMs,

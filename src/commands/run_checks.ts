@@ -43,6 +43,7 @@ export async function checkBeforeWriting(
   const memory = new MemoryGuard(target.masters(), (node) => target.nodeName(node), {
     maxPct: options.maxMemoryPct,
     logger,
+    keys: options.keys,
   });
   await memory.precheck(options.mode === "execute");
   return missing;
@@ -69,6 +70,7 @@ async function preflightPermissions(
         ? [fenceKey(options.progressKey, 0), intentKeyOfSlot(options.progressKey, 0)]
         : undefined,
     }),
+    options.keys,
   );
   if (missing === undefined || missing.length === 0) return missing;
   const message = `the Redis user may not run what --execute needs: ${missing.join(", ")}`;

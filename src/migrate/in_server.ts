@@ -13,13 +13,7 @@ import { SafetyRefusal } from "../errors.ts";
 import { refusedAsFenced, type RunLock } from "../safety/lock.ts";
 import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
-import {
-  DEFAULT_WORKSPACE_LUA,
-  NEW_PREFIX,
-  OLD_PREFIX,
-  WORKSPACE_FIELD,
-  type WorkspaceRule,
-} from "../schema.ts";
+import { DEFAULT_WORKSPACE_LUA, type KeySchema } from "../schema.ts";
 import type { Outcome } from "../outcome.ts";
 import { COPY_SCRIPT, DRY_RUN_SCRIPT } from "./copy_script.ts";
 import {
@@ -76,7 +70,7 @@ export class InServerCopy implements MigrationStrategy {
   /** One server, one connection: the last call of a batch stores its checkpoint (in_script.ts). */
   readonly checkpointOrdering = "in-script";
   readonly #client: Redis;
-  readonly #rule: WorkspaceRule;
+  readonly #keys: KeySchema;
   readonly #sizer: CallSizer;
   readonly #clockMode: CallClockMode;
   #clock = new CallClock("script");
@@ -91,9 +85,9 @@ export class InServerCopy implements MigrationStrategy {
   #calls = 0;
   #unanswered: Unanswered[] = [];
 
-  constructor(client: Redis, rule: WorkspaceRule, options: InServerCopyOptions = {}) {
+  constructor(client: Redis, keys: KeySchema, options: InServerCopyOptions = {}) {
     this.#client = client;
-    this.#rule = rule;
+    this.#keys = keys;
     this.#sizer = new CallSizer({ maxCallMs: options.maxCallMs });
     this.#clockMode = options.callClock ?? "auto";
     this.#fence = options.lock ? [options.lock.key, options.lock.value] : ["", ""];
@@ -133,7 +127,7 @@ export class InServerCopy implements MigrationStrategy {
   async migrate(keys: readonly Buffer[], options: MigrateOptions): Promise<StrategyResult[]> {
     if (keys.length === 0) return [];
     const step = options.dryRun ? undefined : options.step;
-    if (this.#rule.isDefault) {
+    if (this.#keys.isDefaultRule) {
       return this.#decode(await this.#run(keys, options, ["default"]), step);
     }
     // A custom pattern is a JavaScript RegExp, which Lua cannot evaluate: read the ids first
@@ -148,7 +142,7 @@ export class InServerCopy implements MigrationStrategy {
         results[i] = resultOfCode(replyAt(probed, i));
         continue;
       }
-      const workspace = this.#rule.check(probed[REPLY_WIDTH * i + 1] as Buffer);
+      const workspace = this.#keys.checkWorkspace(probed[REPLY_WIDTH * i + 1] as Buffer);
       if (workspace !== undefined) pending.push({ index: i, workspace });
       else results[i] = invalidResult("invalid_workspace_id");
     }
@@ -174,9 +168,8 @@ export class InServerCopy implements MigrationStrategy {
     const args = [
       keys.length,
       ...keys,
-      String(OLD_PREFIX.length),
-      NEW_PREFIX,
-      WORKSPACE_FIELD,
+      this.#keys.luaSpec,
+      this.#keys.workspaceField,
       options.workspace ?? "",
       DEFAULT_WORKSPACE_LUA.pattern,
       String(DEFAULT_WORKSPACE_LUA.maxLength),

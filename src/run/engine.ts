@@ -27,7 +27,7 @@ import type { ScanBatch } from "../redis/scan.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import type { Logger, RunMode, RunObserver, Summary } from "../run_events.ts";
 import { silentLogger } from "../run_events.ts";
-import { jobIdOf, OLD_MATCH, type WorkspaceRule } from "../schema.ts";
+import type { KeySchema } from "../schema.ts";
 import { estimateTotal, initialEstimate, scanFraction } from "./estimate.ts";
 import { openNode } from "./open_node.ts";
 import { ErrorStorm, ErrorStormError, stormThreshold } from "./error_storm.ts";
@@ -58,7 +58,8 @@ export interface BackfillOptions {
   cursor?: string;
   maxKeys?: number;
   workspace?: string;
-  rule: WorkspaceRule;
+  /** The key mapping and the workspace rule. */
+  keys: KeySchema;
   resetProgress: boolean;
   /** Seconds to wait for a lost Redis (or one refusing writes) before giving up. */
   maxOutage: number;
@@ -135,8 +136,8 @@ class Run {
     this.#log = deps.logger ?? silentLogger;
     this.#params = runParams({
       workspace: options.workspace,
-      pattern: options.rule.pattern.source,
-      match: OLD_MATCH,
+      pattern: options.keys.pattern.source,
+      match: options.keys.oldMatch,
     });
     this.#retry = new KeyRetry({
       strategy: deps.strategy,
@@ -147,6 +148,7 @@ class Run {
       },
       gate: deps.gate,
       logger: this.#log,
+      keys: options.keys,
       maxOutageMs: options.maxOutage * 1000,
       uncounted: this.#uncounted,
     });
@@ -180,7 +182,10 @@ class Run {
     const masters = target.masters();
     const { sizes, estimate } = await throughOutages(async () => {
       const sizes = await Promise.all(masters.map((node) => node.dbsize()));
-      return { sizes, estimate: await initialEstimate(masters, sizes) };
+      return {
+        sizes,
+        estimate: await initialEstimate(masters, sizes, this.#options.keys.oldPrefix.toString()),
+      };
     }, { ...starting("estimating the keys to scan"), readOnly: true });
     this.#dbsize = sizes.reduce((a, b) => a + b, 0);
     this.#estimate = this.#capped(estimate);
@@ -316,7 +321,7 @@ class Run {
     const chain = await this.#saves.anchor(state);
     const batchesInFlight = batchWindow(this.#deps.strategy.checkpointOrdering);
     const { batches, calls } = await openNodeTraffic(state.node, {
-      match: OLD_MATCH,
+      match: this.#options.keys.oldMatch,
       cursor: state.committed,
       batch: this.#options.batch,
       maxCallMs: this.#options.maxCallMs,
@@ -341,7 +346,11 @@ class Run {
         const { keys, trimmed } = this.#quota.claim(unclaimed);
         // Only a batch that moves the cursor needs steps: its last call stores the checkpoint.
         const moves = keys.length > 0 && !trimmed && batch.next !== "0";
-        const steps = moves ? chain?.batch(this.#saves.next(state, batch.next, keys)) : undefined;
+        const steps = moves
+          ? chain?.batch(
+            this.#saves.next(state, batch.next, this.#options.keys.idOf(keys.at(-1)!)),
+          )
+          : undefined;
         const started = performance.now();
         const sent = await sendBatch(keys, {
           ...this.#sending,
@@ -386,7 +395,9 @@ class Run {
     // A storm stops the run only after this batch is counted and reported (never saved past).
     const storm = this.#storm.observe(results);
     this.#saves.count(state, results);
-    if (results.length > 0) state.lastJob = jobIdOf(flight.keys[results.length - 1]!);
+    if (results.length > 0) {
+      state.lastJob = this.#options.keys.idOf(flight.keys[results.length - 1]!);
+    }
     const end = batchEnd({
       flight,
       processed: results.length,

@@ -12,7 +12,6 @@ import { TotalsDelta } from "../checkpoint/totals.ts";
 import type { MigrationStrategy } from "../migrate/strategy.ts";
 import type { KeyResult } from "../outcome.ts";
 import type { RunMode } from "../run_events.ts";
-import { jobIdOf } from "../schema.ts";
 import type { NodeState } from "./outage.ts";
 import { CheckpointChain } from "./pipeline.ts";
 import type { KeyRetry } from "./retry.ts";
@@ -72,8 +71,7 @@ export class NodeCheckpoints {
   }
 
   /** The checkpoint a batch's last script call stores, once the batch is done. */
-  next(state: NodeState, cursor: string, keys: Buffer[]): NodeCheckpoint {
-    const lastJob = jobIdOf(keys.at(-1)!);
+  next(state: NodeState, cursor: string, lastJob: Buffer | undefined): NodeCheckpoint {
     return { cursor, lastJob, runId: state.runId, params: this.#options.params };
   }
 

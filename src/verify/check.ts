@@ -17,18 +17,7 @@ import {
   toFieldMap,
 } from "../redis/read_raw.ts";
 import type { Cluster, Redis } from "../redis/ioredis.ts";
-import {
-  isSameWorkspace,
-  jobIdOf,
-  NEW_MATCH,
-  newKeyFor,
-  newMatchFor,
-  OLD_MATCH,
-  oldKeyFor,
-  parseNewKey,
-  WORKSPACE_FIELD,
-  type WorkspaceRule,
-} from "../schema.ts";
+import { isSameWorkspace, type KeySchema } from "../schema.ts";
 import { compareJob, type JobVerdict, type KeyState } from "./compare.ts";
 import { orphanReason } from "./full/compare.ts";
 import { KeyCode } from "./full/scripts.ts";
@@ -40,7 +29,8 @@ const CHECK_BATCH = 500;
 /** The verify options the checks use (see `VerifyOptions` in run.ts). */
 export interface CheckOptions {
   workspace?: string;
-  rule: WorkspaceRule;
+  /** The key mapping and the workspace rule. */
+  keys: KeySchema;
   ttlToleranceSeconds: number;
   recheck: number;
   recheckDelayMs: number;
@@ -67,32 +57,32 @@ export function batchSize(rps: number): number {
 
 /** Old keys (optionally of one workspace, confirmed by reading `workspace_id`). */
 export function oldPopulation(ctx: CheckContext): KeyPopulation {
-  const { workspace, rule } = ctx.options;
+  const { workspace, keys: schema } = ctx.options;
   return {
-    match: OLD_MATCH,
-    isCandidate: (key) => jobIdOf(key) !== undefined,
+    match: schema.oldMatch,
+    isCandidate: (key) => schema.idOf(key) !== undefined,
     confirm: workspace === undefined ? undefined : (keys) =>
       inBatches(keys, ctx, async (batch) => {
         const replies = await readAll(
           ctx.reader,
-          batch.map((key) => ["HGET", key, WORKSPACE_FIELD]),
+          batch.map((key) => ["HGET", key, schema.workspaceField]),
         );
         return replies.map(([error, raw]) => {
           // A key that is not a hash, or has no workspace_id, is a job of no workspace.
           if (isWrongType(error) || raw === null) return false;
           rethrow(error);
-          return rule.check(asBuffer(raw)) === workspace;
+          return schema.checkWorkspace(asBuffer(raw)) === workspace;
         });
       }),
   };
 }
 
 /** New keys; with a workspace, only that workspace's (the name tells, no read needed). */
-export function newPopulation(workspace: string | undefined): KeyPopulation {
+export function newPopulation(keys: KeySchema, workspace: string | undefined): KeyPopulation {
   return {
-    match: workspace === undefined ? NEW_MATCH : newMatchFor(workspace),
+    match: workspace === undefined ? keys.newMatch : keys.newMatchFor(workspace),
     isCandidate: (key) => {
-      const parsed = parseNewKey(key);
+      const parsed = keys.parseNewKey(key);
       return parsed !== undefined &&
         (workspace === undefined || isSameWorkspace(parsed.workspace, workspace));
     },
@@ -101,6 +91,7 @@ export function newPopulation(workspace: string | undefined): KeyPopulation {
 
 /** Checks old keys: read the old hashes, then the new hashes and both TTLs side by side. */
 export async function checkJobs(keys: readonly Buffer[], ctx: CheckContext): Promise<JobVerdict[]> {
+  const schema = ctx.options.keys;
   return await inBatches(keys, ctx, async (batch) => {
     const oldReplies = await readAll(ctx.reader, batch.map((key) => ["HGETALL", key]));
     const verdicts: (JobVerdict | undefined)[] = [];
@@ -108,7 +99,6 @@ export async function checkJobs(keys: readonly Buffer[], ctx: CheckContext): Pro
       [];
     oldReplies.forEach(([error, reply], index) => {
       const key = batch[index] as Buffer;
-      const jobId = jobIdOf(key);
       // Not a hash: the backfill skips it as invalid.
       if (isWrongType(error)) {
         verdicts[index] = { kind: "invalid" };
@@ -116,11 +106,11 @@ export async function checkJobs(keys: readonly Buffer[], ctx: CheckContext): Pro
       }
       rethrow(error);
       const fields = toFieldMap(reply);
-      const workspace = ctx.options.rule.check(fields.get(WORKSPACE_FIELD));
+      const workspace = schema.checkWorkspace(fields.get(schema.workspaceField));
+      const newKey = workspace === undefined ? undefined : schema.newKeyOf(key, [workspace]);
       if (fields.size === 0) verdicts[index] = { kind: "gone" };
-      else if (!jobId || jobId.length === 0 || workspace === undefined) {
-        verdicts[index] = { kind: "invalid" };
-      } else pending.push({ index, key, newKey: newKeyFor(workspace, jobId), fields });
+      else if (newKey === undefined) verdicts[index] = { kind: "invalid" };
+      else pending.push({ index, key, newKey, fields });
     });
     // PTTL of old and new are read next to each other, so the time between the two round trips
     // does not show up as a TTL difference.
@@ -162,15 +152,17 @@ export async function checkOrphans(
   keys: readonly Buffer[],
   ctx: CheckContext,
 ): Promise<OrphanVerdict[]> {
+  const schema = ctx.options.keys;
   return await inBatches(keys, ctx, async (batch) => {
+    const parsed = batch.map((key) => schema.parseNewKey(key)!);
     const replies = await readAll(
       ctx.reader,
-      batch.flatMap((key) => {
-        const old = oldKeyFor((parseNewKey(key) as { jobId: Buffer }).jobId);
-        return [["EXISTS", key], ["EXISTS", old], ["HGET", old, WORKSPACE_FIELD]];
+      batch.flatMap((key, i) => {
+        const old = parsed[i]!.oldKey;
+        return [["EXISTS", key], ["EXISTS", old], ["HGET", old, schema.workspaceField]];
       }),
     );
-    return batch.map((key, i) => {
+    return batch.map((_, i) => {
       const [newError, newExists] = replies[i * 3] as Reply;
       const [oldError, oldExists] = replies[i * 3 + 1] as Reply;
       const [ownerError, owner] = replies[i * 3 + 2] as Reply;
@@ -186,10 +178,7 @@ export async function checkOrphans(
         ? KeyCode.noWorkspace
         : KeyCode.hash;
       // parseNewKey gives the workspace as latin1: back to the exact bytes of the key name.
-      const workspace = Buffer.from(
-        (parseNewKey(key) as { workspace: string }).workspace,
-        "latin1",
-      );
+      const workspace = Buffer.from(parsed[i]!.workspace, "latin1");
       return orphanReason(workspace, [code, owner]) === undefined ? "ok" : "orphan";
     });
   });

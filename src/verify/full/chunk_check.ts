@@ -5,7 +5,6 @@
  * @module
  */
 import type { Buffer } from "node:buffer";
-import { jobIdOf } from "../../schema.ts";
 import { type CheckContext, type CheckedJob, checkJobs, checkOrphans } from "./check.ts";
 import { type FullCounts, zeroCounts } from "./checkpoint.ts";
 import { isMismatch } from "./compare.ts";
@@ -27,12 +26,15 @@ export interface ChunkDeps {
 
 /** Compares a chunk of old keys with their new keys. */
 export async function checkJobChunk(keys: Buffer[], deps: ChunkDeps): Promise<CheckedChunk> {
-  const candidates = keys.filter((key) => jobIdOf(key) !== undefined);
+  const { keys: schema } = deps.ctx;
+  const candidates = keys.filter((key) => schema.idOf(key) !== undefined);
   const results = await firstJobPass(candidates, deps);
   const suspects = await recheckJobs(candidates, results, deps);
   const counts = zeroCounts();
   const findings: Finding[] = [];
-  results.forEach((result, i) => countJob(counts, findings, candidates[i]!, result));
+  results.forEach((result, i) =>
+    countJob(counts, findings, { oldKey: candidates[i]!, keys: schema }, result)
+  );
   counts.transient = suspects.filter((i) => results[i]!.verdict.kind === "matched").length;
   return { counts, findings };
 }
@@ -73,7 +75,9 @@ export async function settleLaneSuspects(
   const suspects = await recheckJobs(keys, results, deps);
   const counts = zeroCounts();
   const findings: Finding[] = [];
-  results.forEach((result, i) => countJob(counts, findings, keys[i]!, result));
+  results.forEach((result, i) =>
+    countJob(counts, findings, { oldKey: keys[i]!, keys: deps.ctx.keys }, result)
+  );
   const cleared = new Set(suspects);
   laneMismatch.forEach((mismatch, i) => mismatch && cleared.add(i));
   counts.transient = [...cleared].filter((i) => results[i]!.verdict.kind === "matched").length;

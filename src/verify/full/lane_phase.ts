@@ -9,7 +9,7 @@
 import { SafetyRefusal } from "../../errors.ts";
 import { redisVersion } from "../../migrate/in_server.ts";
 import type { Redis } from "../../redis/ioredis.ts";
-import type { WorkspaceRule } from "../../schema.ts";
+import type { KeySchema } from "../../schema.ts";
 import type { NodeProgress } from "./checkpoint.ts";
 import { freshLanes, type LaneDeps, type LaneOptions, runLanes } from "./lanes.ts";
 
@@ -18,8 +18,8 @@ import { freshLanes, type LaneDeps, type LaneOptions, runLanes } from "./lanes.t
  * {@linkcode nodeTakesLanes}): the default workspace rule (the script checks it as a Lua pattern)
  * and no `--workspace`. Anything else stays on the sub-batch path.
  */
-export function lanesApply(options: { rule: WorkspaceRule; workspace?: string }): boolean {
-  return options.rule.isDefault && options.workspace === undefined;
+export function lanesApply(options: { keys: KeySchema; workspace?: string }): boolean {
+  return options.keys.isDefaultRule && options.workspace === undefined;
 }
 
 /**

@@ -32,9 +32,10 @@
  *
  * ARGV: [1] cursor, [2] this lane's low bits, [3] the next lane's start cursor ("0" for the last
  * lane), [4] first COUNT, [5] most COUNT units a call ("0" = no cap; `--rps`), [6] own-time limit
- * µs, [7] MATCH pattern, [8] workspace field, [9] old prefix length, [10] new prefix, [11] TTL
- * tolerance ms, [12] workspace Lua pattern, [13] its max length, [14] the slot ranges this node
- * serves ("a-b,c-d"; "" on a standalone), [15] the client's own µs per checked key (0: unknown).
+ * µs, [7] MATCH pattern, [8] workspace field, [9] the key mapping (`KeySchema.luaSpec`, read by
+ * the shared `KEY_LUA`), [10] TTL tolerance ms, [11] workspace Lua pattern, [12] its max length,
+ * [13] the slot ranges this node serves ("a-b,c-d"; "" on a standalone), [14] the client's own µs
+ * per checked key (0: unknown).
  *
  * Reply: `{next cursor ("" = lane done), own µs, COUNT units, matched names joined, {their
  * lengths}, {name, verdict, ...}}`: every name comes back, so the client can drop keys SCAN
@@ -42,6 +43,7 @@
  *
  * @module
  */
+import { KEY_LUA } from "../../schema.ts";
 import { PAIR_LUA } from "./pair_lua.ts";
 
 /** Lanes per node (a power of two; the script reads the low bits from the cursor's last digits). */
@@ -83,32 +85,37 @@ export const LANE_SCRIPT = `#!lua flags=no-writes,allow-cross-slot-keys
 local t0 = redis.call("TIME")
 local cursor, lane_bits, next_start = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local first, cap, limit = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local pattern, ws_field, old_prefix_len = ARGV[7], ARGV[8], tonumber(ARGV[9])
-local new_prefix, tolerance = ARGV[10], tonumber(ARGV[11])
-local ws_pattern, ws_max = ARGV[12], tonumber(ARGV[13])
-local cluster = ARGV[14] ~= ""
+local pattern, ws_field = ARGV[7], ARGV[8]
+${KEY_LUA}
+local map, values = key_mapping(ARGV[9]), {}
+local tolerance = tonumber(ARGV[10])
+local ws_pattern, ws_max = ARGV[11], tonumber(ARGV[12])
+local cluster = ARGV[13] ~= ""
 local last = next_start == "0"
 local names, lengths, suspects = {}, {}, {}
 -- The clock's prediction: own µs at the last TIME, keys checked since, µs a key (25 until the
 -- client knows), keys checked in this call, the prediction at which to read TIME next (first 3
 -- keys before the limit, then half of what is left: the prediction's error shrinks as the limit
 -- nears); out_of_time once a key did not fit.
-local clock_at, since, key_us, checked = 0, 0, tonumber(ARGV[15]), 0
+local clock_at, since, key_us, checked = 0, 0, tonumber(ARGV[14]), 0
 if key_us <= 0 then key_us = 25 end
 local next_read = limit - 3 * key_us
 local out_of_time = false
 
 ${PAIR_LUA}
-local ranges = slot_ranges(ARGV[14])
+local ranges = slot_ranges(ARGV[13])
 
 local function verdict(key)
   local t = redis.call("TYPE", key)["ok"]
   if t == "none" then return 1 end
   if t ~= "hash" then return 2 end
   local ws = redis.call("HGET", key, ws_field)
-  if not ws or #key <= old_prefix_len then return 3 end
+  local parts = ws and key_parts(map, key)
+  if not parts then return 3 end
   if #ws > ws_max or not string.find(ws, ws_pattern) then return 4 end
-  local new = new_prefix .. ws .. ":" .. string.sub(key, old_prefix_len + 1)
+  values[1] = ws
+  local new = new_key(map, parts, values)
+  if not new then return 4 end
   if cluster and not is_local(new, ranges) then return 9 end
   local nt = redis.pcall("TYPE", new)
   if nt["err"] then return 9 end

@@ -26,14 +26,7 @@ import type { Buffer } from "node:buffer";
 import type { RateLimiter } from "../../control/rate_limit.ts";
 import type { Redis } from "../../redis/ioredis.ts";
 import { errorCode, isOutage } from "../../redis/errors.ts";
-import {
-  DEFAULT_WORKSPACE_LUA,
-  jobIdOf,
-  NEW_PREFIX,
-  OLD_MATCH,
-  OLD_PREFIX,
-  WORKSPACE_FIELD,
-} from "../../schema.ts";
+import { DEFAULT_WORKSPACE_LUA } from "../../schema.ts";
 import { type FullCounts, zeroCounts } from "./checkpoint.ts";
 import { RecentKeys } from "./chunks.ts";
 import { type ChunkDeps, firstJobPass, settleLaneSuspects } from "./chunk_check.ts";
@@ -248,7 +241,7 @@ class LaneRun {
       window.counts.checked++;
       window.counts.invalid++;
       // The raw workspace field of an invalid job is a value: it is never written.
-      window.findings.push({ kind: "invalid", jobId: jobIdOf(name)! });
+      window.findings.push({ kind: "invalid", jobId: this.deps.chunk.ctx.keys.idOf(name)! });
     } else {
       const mismatch = isLaneMismatch(verdict);
       window.suspects.push(name);
@@ -309,6 +302,7 @@ class LaneRun {
     cap: number,
     usPerKey: number,
   ): Promise<LaneReply> {
+    const { keys } = this.deps.chunk.ctx;
     const args = [
       this.#cursors[lane]!,
       laneStart(lane),
@@ -316,10 +310,9 @@ class LaneRun {
       String(count),
       String(cap),
       String(Math.round(limitUs)),
-      OLD_MATCH,
-      WORKSPACE_FIELD,
-      String(OLD_PREFIX.length),
-      NEW_PREFIX,
+      keys.oldMatch,
+      keys.workspaceField,
+      keys.luaSpec,
       String(this.options.toleranceMs),
       DEFAULT_WORKSPACE_LUA.pattern,
       String(DEFAULT_WORKSPACE_LUA.maxLength),

@@ -14,7 +14,7 @@ import { redisVersion } from "../../migrate/in_server.ts";
 import type { RedisTarget } from "../../redis/target.ts";
 import { errorCode, isOutage } from "../../redis/errors.ts";
 import type { Cluster, Redis } from "../../redis/ioredis.ts";
-import { NEW_PREFIX, OLD_PREFIX, WORKSPACE_FIELD } from "../../schema.ts";
+import { KeySchema } from "../../schema.ts";
 import { HEADER_ARGS, type ScriptMode, VERIFY_SCRIPT } from "./scripts.ts";
 import { keySlot } from "../../redis/slot.ts";
 import { delay } from "../../async/delay.ts";
@@ -36,6 +36,8 @@ export interface NodeCallsOptions {
   salt?: string;
   /** `pair` mode reads the new keys of this workspace only (the others are filtered anyway). */
   onlyWorkspace?: string;
+  /** The key mapping (default: the default mapping). */
+  keys?: KeySchema;
   /**
    * Redis time one call may take, µs (default 250): each call gets the share of it the script's
    * own clock may spend (see `call_budget.ts`), and stops early when it would overrun it.
@@ -93,6 +95,7 @@ export class NodeCalls {
   readonly #fieldCap: number;
   readonly #salt: string;
   readonly #onlyWorkspace: string;
+  readonly #keys: KeySchema;
   readonly #callBudgetUs: number;
   readonly #toleranceMs: number;
   readonly #clockMode: CallClockMode;
@@ -112,6 +115,7 @@ export class NodeCalls {
     this.#fieldCap = options.fieldCap ?? 4000;
     this.#salt = options.salt ?? crypto.randomUUID();
     this.#onlyWorkspace = options.onlyWorkspace ?? "";
+    this.#keys = options.keys ?? new KeySchema();
     this.#callBudgetUs = options.callBudgetUs ?? 250;
     this.#toleranceMs = options.toleranceMs ?? 0;
     this.#clockMode = options.callClock ?? "auto";
@@ -242,7 +246,6 @@ export class NodeCalls {
     options: ReadOptions = {},
   ): Promise<unknown[][]> {
     const entries: unknown[][] = [];
-    const prefixLength = options.oldSide ? Buffer.byteLength(OLD_PREFIX) : 0;
     const ranges = this.rangesOf(node);
     const clock = await this.clockOf(node);
     while (entries.length < keys.length) {
@@ -250,11 +253,11 @@ export class NodeCalls {
       const rest = keys.slice(entries.length);
       const args = [
         mode,
-        WORKSPACE_FIELD,
-        String(prefixLength),
+        this.#keys.workspaceField,
+        options.oldSide ? "1" : "",
         String(this.#fieldCap),
         this.#salt,
-        NEW_PREFIX,
+        this.#keys.luaSpec,
         this.#onlyWorkspace,
         ranges,
         String(Math.round(ownTimeLimitUs(this.#callBudgetUs, rest.length))),

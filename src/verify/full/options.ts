@@ -8,13 +8,14 @@ import type { CallClockMode } from "../../control/call_clock.ts";
 import type { RateLimiter } from "../../control/rate_limit.ts";
 import type { RedisTarget } from "../../redis/target.ts";
 import type { Logger } from "../../run_events.ts";
-import type { WorkspaceRule } from "../../schema.ts";
+import type { KeySchema } from "../../schema.ts";
 import type { VerifyCheckpoint } from "./checkpoint.ts";
 import type { ReportFile } from "./report_file.ts";
 
 /** What to verify and how. */
 export interface FullVerifyOptions {
-  rule: WorkspaceRule;
+  /** The key mapping and the workspace rule. */
+  keys: KeySchema;
   workspace?: string;
   ttlToleranceSeconds: number;
   /** Rechecks of a difference before it counts. */

@@ -6,14 +6,14 @@
  */
 import { SafetyRefusal } from "../../errors.ts";
 import type { Logger } from "../../run_events.ts";
-import type { WorkspaceRule } from "../../schema.ts";
+import type { KeySchema } from "../../schema.ts";
 import type { VerifyCheckpoint, VerifyState } from "./checkpoint.ts";
 import { lanesApply } from "./lane_phase.ts";
 import type { ReportFile } from "./report_file.ts";
 
 /** The flags that change what a verify counts; a resume must use the same ones. */
 export interface VerifyParams {
-  rule: WorkspaceRule;
+  keys: KeySchema;
   workspace?: string;
   ttlToleranceSeconds: number;
   orphans: boolean;
@@ -24,9 +24,13 @@ export interface VerifyParams {
  *
  * @example
  * ```ts
- * import { WorkspaceRule } from "../../schema.ts";
+ * import { KeySchema } from "../../schema.ts";
  * import { verifyParams } from "./resume.ts";
- * verifyParams({ rule: new WorkspaceRule("^[a-z]+$"), ttlToleranceSeconds: 1, orphans: false });
+ * verifyParams({
+ *   keys: new KeySchema({ workspacePattern: "^[a-z]+$" }),
+ *   ttlToleranceSeconds: 1,
+ *   orphans: false,
+ * });
  * // '{"workspace":null,"pattern":"^[a-z]+$","ttl_tolerance":1,"orphans":false,
  * //   "jobs_path":"sub_batches"}'
  * ```
@@ -34,7 +38,7 @@ export interface VerifyParams {
 export function verifyParams(params: VerifyParams): string {
   return JSON.stringify({
     workspace: params.workspace ?? null,
-    pattern: params.rule.pattern.source,
+    pattern: params.keys.pattern.source,
     ttl_tolerance: params.ttlToleranceSeconds,
     orphans: params.orphans,
     // Which path checks the jobs: a checkpoint of one is never read as the other's.

@@ -11,7 +11,6 @@
  */
 import type { Redis } from "../../redis/ioredis.ts";
 import { type Logger, silentLogger } from "../../run_events.ts";
-import { NEW_MATCH, newMatchFor, OLD_MATCH } from "../../schema.ts";
 import type { FullVerifyDeps, FullVerifyOptions } from "./options.ts";
 import type { CheckContext, CheckedJob } from "./check.ts";
 import {
@@ -62,6 +61,7 @@ export async function runFullVerify(
   const calls = new NodeCalls(deps.target, {
     signal: deps.signal,
     onlyWorkspace: options.workspace,
+    keys: options.keys,
     callBudgetUs: options.callBudgetUs,
     toleranceMs: options.ttlToleranceSeconds * 1000,
     callClock: options.callClock,
@@ -129,7 +129,7 @@ class FullRun {
     this.#progressLog = new ProgressLog(logger, options.progressIntervalMs ?? 10_000);
     this.#ctx = {
       calls,
-      rule: options.rule,
+      keys: options.keys,
       workspace: options.workspace,
       toleranceMs: options.ttlToleranceSeconds * 1000,
     };
@@ -209,9 +209,10 @@ class FullRun {
     if (lanes) return await this.#lanes(node, id, progress);
     // New keys; with a workspace, only that workspace's (the name tells).
     const workspace = this.options.workspace;
-    const newMatch = workspace === undefined ? NEW_MATCH : newMatchFor(workspace);
+    const { keys } = this.options;
+    const newMatch = workspace === undefined ? keys.newMatch : keys.newMatchFor(workspace);
     const chunks = scanChunks(node, {
-      match: jobs ? OLD_MATCH : newMatch,
+      match: jobs ? keys.oldMatch : newMatch,
       count: SCAN_COUNT,
       cursor: progress.cursor,
       chunkKeys: () => this.#chunkKeys(),

@@ -5,16 +5,19 @@
  * @module
  */
 import type { Buffer } from "node:buffer";
-import { jobIdOf } from "../../schema.ts";
+import type { KeySchema } from "../../schema.ts";
 import type { CheckedJob, OrphanVerdict } from "./check.ts";
 import type { FullCounts } from "./checkpoint.ts";
 import type { Finding } from "./report_file.ts";
 
-/** Counts one old key's final verdict, and records it as a finding when it is one. */
+/**
+ * Counts one old key's final verdict, and records it as a finding (naming the job by
+ * `keys.idOf`) when it is one.
+ */
 export function countJob(
   counts: FullCounts,
   findings: Finding[],
-  oldKey: Buffer,
+  job: { oldKey: Buffer; keys: Pick<KeySchema, "idOf"> },
   result: CheckedJob,
 ): void {
   const { verdict, workspace } = result;
@@ -29,7 +32,7 @@ export function countJob(
       return;
   }
   // Only findings need the job id (most keys match).
-  const jobId = jobIdOf(oldKey)!;
+  const jobId = job.keys.idOf(job.oldKey)!;
   counts.checked++;
   switch (verdict.kind) {
     case "invalid":
