@@ -105,15 +105,22 @@ type Source = { capture: number } | { field: number };
 
 /** Options of {@linkcode KeySchema}. */
 export interface KeySchemaOptions {
-  /** `--workspace-pattern`: the rule for workspace ids (default {@linkcode DEFAULT_WORKSPACE_PATTERN}). */
+  /** `--from`: the old key names (default {@linkcode DEFAULT_FROM}). */
+  from?: string;
+  /** `--to`: the new key names (default {@linkcode DEFAULT_TO}). */
+  to?: string;
+  /** `--workspace-pattern`: the rule for `workspace_id` (default {@linkcode DEFAULT_WORKSPACE_PATTERN}). */
   workspacePattern?: string;
+  /** `--pattern NAME=RE`: the rule for another field placeholder (default: the default rule). */
+  patterns?: Readonly<Record<string, string>>;
 }
 
 /**
  * The mapping from old key names to new ones, and the rule a workspace id must meet. Placeholders
  * of the old template are cut from the old key name (each ends at the first occurrence of the
- * literal after it; the last one at the end of the name); those of the new template that the old
- * one lacks are read from the old hash's fields (`workspace_id`).
+ * literal after it; the last one at the end of the name); the one of the new template that the
+ * old one lacks is read from the old hash's field of that name (`workspace_id` by default): the
+ * run's "workspace" (its `--workspace` filter, its metrics label, its rule).
  */
 export class KeySchema {
   readonly from: Template;
@@ -124,21 +131,25 @@ export class KeySchema {
   readonly oldMatch: string;
   /** SCAN MATCH pattern of new keys. */
   readonly newMatch: string;
-  /** The workspace rule. */
+  /** The workspace rule: the rule of the field the new key's name reads. */
   readonly pattern: RegExp;
   /** True when the rule is the default one (the scripts then check it in Redis, in Lua). */
   readonly isDefaultRule: boolean;
+  /** True for the default mapping (`ai:jobs:{job_id}` → `ai:job:{workspace_id}:{job_id}`). */
+  readonly isDefaultMapping: boolean;
   /** The mapping as the Lua helper ({@linkcode KEY_LUA}) reads it: one ARGV entry. */
   readonly luaSpec: Buffer;
   readonly #sources: readonly Source[];
 
-  /** @throws {SyntaxError} when the workspace pattern is not a valid regular expression. */
+  /**
+   * @throws {TemplateError} for a mapping that is ambiguous or cannot be used (see
+   *   {@linkcode checkMapping}), or a `--pattern` that names no field placeholder.
+   * @throws {SyntaxError} when a pattern is not a valid regular expression.
+   */
   constructor(options: KeySchemaOptions = {}) {
-    const workspacePattern = options.workspacePattern ?? DEFAULT_WORKSPACE_PATTERN;
-    this.pattern = new RegExp(workspacePattern, "u");
-    this.isDefaultRule = workspacePattern === DEFAULT_WORKSPACE_PATTERN;
-    this.from = parseTemplate("--from", DEFAULT_FROM);
-    this.to = parseTemplate("--to", DEFAULT_TO);
+    this.from = parseTemplate("--from", options.from ?? DEFAULT_FROM);
+    this.to = parseTemplate("--to", options.to ?? DEFAULT_TO);
+    this.isDefaultMapping = this.from.text === DEFAULT_FROM && this.to.text === DEFAULT_TO;
     const fields: string[] = [];
     this.#sources = this.to.names.map((name) => {
       const capture = this.from.names.indexOf(name);
@@ -147,14 +158,40 @@ export class KeySchema {
       return { field: fields.length - 1 };
     });
     this.fields = fields;
+    const field = fields[0];
+    for (const name of Object.keys(options.patterns ?? {})) {
+      if (name !== field || name === WORKSPACE_FIELD) {
+        throw new TemplateError(
+          name === WORKSPACE_FIELD
+            ? `--pattern ${name}=…: the rule for ${name} is --workspace-pattern`
+            : `--pattern ${name}=…: {${name}} is not the hash field --to '${this.to.text}' reads`,
+        );
+      }
+    }
+    const pattern = field === undefined || field === WORKSPACE_FIELD
+      ? options.workspacePattern ?? DEFAULT_WORKSPACE_PATTERN
+      : options.patterns?.[field] ?? DEFAULT_WORKSPACE_PATTERN;
+    this.pattern = new RegExp(pattern, "u");
+    this.isDefaultRule = pattern === DEFAULT_WORKSPACE_PATTERN;
     this.oldMatch = globOf(this.from.literals);
     this.newMatch = globOf(this.to.literals);
+    checkMapping(this, this.isDefaultRule);
     this.luaSpec = luaSpecOf(this.from, this.#sources, this.to.literals);
   }
 
-  /** The hash field that holds the workspace id (the metrics label, the `--workspace` filter). */
+  /**
+   * The hash field that holds the workspace id (the metrics label's value, the `--workspace`
+   * filter): the one field the new template reads.
+   */
   get workspaceField(): string {
-    return WORKSPACE_FIELD;
+    return this.fields[0]!;
+  }
+
+  /** The mapping and its rule as the checkpoint's and verify's parameters hold them. */
+  get fingerprint(): { pattern: string; mapping?: string } {
+    const pattern = this.pattern.source;
+    if (this.isDefaultMapping) return { pattern };
+    return { pattern, mapping: `${this.from.text} -> ${this.to.text}` };
   }
 
   /** The old template's leading literal: what every old key name starts with. */
@@ -270,6 +307,100 @@ export function isSameWorkspace(keyWorkspace: string, workspaceId: string): bool
   return Buffer.from(keyWorkspace, "latin1").equals(Buffer.from(workspaceId));
 }
 
+/** What the default rule lets a value hold: a literal made only of these could occur in one. */
+const DEFAULT_RULE_CHARS = /^[A-Za-z0-9_-]*$/;
+
+/**
+ * Refuses a mapping that is ambiguous or cannot be used, before anything is read:
+ * - `--to` must use every `--from` placeholder (else two old keys could map to one new key), and
+ *   read exactly one hash field (the workspace: the filter, the label, the rule);
+ * - a placeholder followed by a literal in `--to` must not be able to hold that literal (else a
+ *   new key name could be read two ways): a `--from` placeholder ends at its own next literal
+ *   (never holds it) or at the end of the name (holds anything: it must come last in `--to`); a
+ *   field under the default rule holds only `[A-Za-z0-9_-]`, and a value under another rule that
+ *   holds the literal is refused per key (skipped as invalid);
+ * - no new key may match `--from` (the run would scan its own copies as old keys).
+ *
+ * @throws {TemplateError} naming the first problem found.
+ */
+export function checkMapping(
+  schema: Pick<KeySchema, "from" | "to" | "fields">,
+  defaultRule: boolean,
+): void {
+  const { from, to, fields } = schema;
+  const where = `--to '${to.text}'`;
+  for (const name of from.names) {
+    if (!to.names.includes(name)) {
+      throw new TemplateError(
+        `${where} does not use {${name}} of --from: two old keys could map to one new key`,
+      );
+    }
+  }
+  if (fields.length !== 1) {
+    throw new TemplateError(
+      `${where} reads ${fields.length} hash fields (${
+        fields.map((f) => `{${f}}`).join(", ") || "none"
+      }); it must read exactly one (the workspace)`,
+    );
+  }
+  to.names.forEach((name, i) => {
+    const next = to.literals[i + 1]!.toString("latin1");
+    if (i + 1 === to.names.length) return; // the last one ends where the name's tail begins
+    const capture = from.names.indexOf(name);
+    let holds: boolean;
+    if (capture < 0) holds = defaultRule && DEFAULT_RULE_CHARS.test(next);
+    else {
+      const own = from.literals[capture + 1]!.toString("latin1");
+      const last = capture + 1 === from.names.length;
+      holds = last || !next.includes(own);
+    }
+    if (holds) {
+      throw new TemplateError(
+        `${where}: {${name}} could hold '${next}', the literal after it, so a new key could be read two ways`,
+      );
+    }
+  });
+  if (globsOverlap(globOf(from.literals), globOf(to.literals))) {
+    throw new TemplateError(
+      `${where} can produce names that match --from '${from.text}': the run would copy its own copies`,
+    );
+  }
+}
+
+/**
+ * True when some name matches both globs (only `*` is special: the templates' globs escape the
+ * rest, and an escaped character is compared as itself).
+ */
+export function globsOverlap(a: string, b: string): boolean {
+  // null: a wildcard; a string: one character, compared as itself.
+  const tokens = (glob: string) => {
+    const out: (string | null)[] = [];
+    for (let i = 0; i < glob.length; i++) {
+      if (glob[i] === "\\") out.push(glob[++i] ?? "");
+      else out.push(glob[i] === "*" ? null : glob[i]!);
+    }
+    return out;
+  };
+  const x = tokens(a);
+  const y = tokens(b);
+  const memo = new Map<number, boolean>();
+  const meet = (i: number, j: number): boolean => {
+    const at = i * (y.length + 1) + j;
+    const known = memo.get(at);
+    if (known !== undefined) return known;
+    let result: boolean;
+    if (i === x.length && j === y.length) result = true;
+    else if (i < x.length && x[i] === null) {
+      result = meet(i + 1, j) || (j < y.length && meet(i, j + 1));
+    } else if (j < y.length && y[j] === null) {
+      result = meet(i, j + 1) || (i < x.length && meet(i + 1, j));
+    } else result = i < x.length && j < y.length && x[i] === y[j] && meet(i + 1, j + 1);
+    memo.set(at, result);
+    return result;
+  };
+  return meet(0, 0);
+}
+
 function bufferOf(key: Uint8Array): Buffer {
   return key instanceof Buffer ? key : Buffer.from(key.buffer, key.byteOffset, key.byteLength);
 }
@@ -329,12 +460,13 @@ function luaSpecOf(from: Template, sources: readonly Source[], to: readonly Buff
  * it). The tables it returns are reused by the next call of the same function.
  */
 export const KEY_LUA = `
+local key_sub, key_find = string.sub, string.find
 local function key_mapping(spec)
   local items, at = {}, 1
   while at <= #spec do
-    local colon = string.find(spec, ":", at, true)
-    local len = tonumber(string.sub(spec, at, colon - 1))
-    items[#items + 1] = string.sub(spec, colon + 1, colon + len)
+    local colon = key_find(spec, ":", at, true)
+    local len = tonumber(key_sub(spec, at, colon - 1))
+    items[#items + 1] = key_sub(spec, colon + 1, colon + len)
     at = colon + len + 1
   end
   local n = tonumber(items[1])
@@ -345,23 +477,31 @@ local function key_mapping(spec)
     if (i - n) % 2 == 1 then item = tonumber(item) end
     map.to[#map.to + 1] = item
   end
+  -- One placeholder that ends the name (ai:jobs:{job_id}): cut with one string.sub.
+  map.single = n == 2 and map.from[2] == ""
   return map
 end
 local function key_parts(map, key)
   local from, parts = map.from, map.parts
   local head, n = from[1], #from
-  if string.sub(key, 1, #head) ~= head then return nil end
+  if key_sub(key, 1, #head) ~= head then return nil end
   local at = #head + 1
+  if map.single then
+    local part = key_sub(key, at)
+    if part == "" then return nil end
+    parts[1] = part
+    return parts
+  end
   for i = 2, n do
     local lit, stop = from[i], nil
     if i < n then
-      stop = string.find(key, lit, at, true)
+      stop = key_find(key, lit, at, true)
     else
       stop = #key - #lit + 1
-      if stop < at or string.sub(key, stop) ~= lit then stop = nil end
+      if stop < at or key_sub(key, stop) ~= lit then stop = nil end
     end
     if not stop or stop == at then return nil end
-    parts[i - 1] = string.sub(key, at, stop - 1)
+    parts[i - 1] = key_sub(key, at, stop - 1)
     at = stop + #lit
   end
   return parts
@@ -369,14 +509,18 @@ end
 local function new_key(map, parts, values)
   local to, buf = map.to, map.buf
   local n = #to
-  buf[1] = to[1]
   for i = 2, n, 2 do
     local source, lit = to[i], to[i + 1]
     local v
     if source > 0 then v = parts[source] else v = values[-source] end
-    if i + 1 < n and (v == "" or string.find(v, lit, 1, true)) then return nil end
-    buf[i], buf[i + 1] = v, lit
+    if i + 1 < n and (v == "" or key_find(v, lit, 1, true)) then return nil end
+    buf[i] = v
   end
+  -- One concatenation for the usual shapes (no table.concat: it costs more per key).
+  if n == 5 then return to[1] .. buf[2] .. to[3] .. buf[4] .. to[5] end
+  if n == 3 then return to[1] .. buf[2] .. to[3] end
+  if n == 7 then return to[1] .. buf[2] .. to[3] .. buf[4] .. to[5] .. buf[6] .. to[7] end
+  for i = 1, n, 2 do buf[i] = to[i] end
   return table.concat(buf, "", 1, n)
 end
 `;

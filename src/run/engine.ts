@@ -136,7 +136,7 @@ class Run {
     this.#log = deps.logger ?? silentLogger;
     this.#params = runParams({
       workspace: options.workspace,
-      pattern: options.keys.pattern.source,
+      ...options.keys.fingerprint,
       match: options.keys.oldMatch,
     });
     this.#retry = new KeyRetry({

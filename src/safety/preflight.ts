@@ -37,7 +37,8 @@ export function executeNeeds(progress: ProgressKeys, keys: KeySchema): Need[] {
   // An old key and its new key (every placeholder "preflight"), as the ACL sees key names.
   const oldKey = keys.oldKeyOf(keys.from.names.map(() => Buffer.from("preflight")));
   const old = oldKey.toString();
-  const fresh = keys.newKeyOf(oldKey, keys.fields.map(() => "preflight"))!.toString();
+  const fresh = (keys.newKeyOf(oldKey, keys.fields.map(() => "preflight")) ?? keys.newPrefix)
+    .toString();
   const field = (command: string, key: string) => ({ command, args: [key, keys.workspaceField] });
   const onKey = (command: string, key: string, ...rest: string[]) => ({
     command,

@@ -128,7 +128,12 @@ export class ClusterCopy implements MigrationStrategy {
     const completions = done.filter((c) => c !== "elsewhere");
     if (intents.length === 0) return;
     const count = (kind: Completion) => completions.filter((c) => c === kind).length;
-    const undone = intents.filter((_, i) => completions[i] === "undone").map((i) => i.oldKey);
+    // Copied again only under the mapping that wrote it: a run with another mapping (about to be
+    // refused by its checkpoint) leaves the key to the resumed run, which re-reads its batch.
+    const undone = intents.filter((intent, i) =>
+      completions[i] === "undone" &&
+      this.#keys.parseNewKey(intent.newKey)?.oldKey.equals(intent.oldKey) === true
+    ).map((i) => i.oldKey);
     let failed = 0;
     for (let i = 0; i < undone.length; i += 100) {
       const results = await this.migrate(undone.slice(i, i + 100), { dryRun: false });

@@ -38,7 +38,7 @@ export interface VerifyParams {
 export function verifyParams(params: VerifyParams): string {
   return JSON.stringify({
     workspace: params.workspace ?? null,
-    pattern: params.keys.pattern.source,
+    ...params.keys.fingerprint,
     ttl_tolerance: params.ttlToleranceSeconds,
     orphans: params.orphans,
     // Which path checks the jobs: a checkpoint of one is never read as the other's.
