@@ -4,7 +4,9 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
+import { runParams } from "../src/checkpoint/store.ts";
 import { keySlot } from "../src/redis/slot.ts";
+import { verifyParams } from "../src/verify/full/resume.ts";
 import {
   globsOverlap,
   KEY_LUA,
@@ -38,6 +40,23 @@ Deno.test("mapping: a hash-tagged --to puts the new key in its workspace's slot"
     mapping: "ai:jobs:{job_id} -> ai:job:{{workspace_id}}:{job_id}",
   });
   assert.deepEqual(new KeySchema().fingerprint, { pattern: "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$" });
+});
+
+Deno.test("mapping: the checkpoint's and verify's parameters name another mapping only", () => {
+  const params = (keys: KeySchema) => ({
+    run: runParams({ ...keys.fingerprint, match: keys.oldMatch }),
+    verify: verifyParams({ keys, ttlToleranceSeconds: 1, orphans: false }),
+  });
+  const before = {
+    run: '{"workspace":null,"pattern":"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$","match":"ai:jobs:*"}',
+    verify: '{"workspace":null,"pattern":"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$","ttl_tolerance":1,' +
+      '"orphans":false,"jobs_path":"lanes"}',
+  };
+  assert.deepEqual(params(new KeySchema()), before, "the default's are as they were");
+  const tagged = params(new KeySchema(TAGGED));
+  for (const text of [tagged.run, tagged.verify]) {
+    assert.equal(JSON.parse(text).mapping, "ai:jobs:{job_id} -> ai:job:{{workspace_id}}:{job_id}");
+  }
 });
 
 Deno.test("mapping: a renamed prefix with a placeholder of the old name and a field", () => {
