@@ -69,7 +69,8 @@ local ws_field, match = ARGV[3], ARGV[4]
 local scanned, matched = 0, 0
 ${PAIR_LUA}
 ${KEY_LUA}
-local map, values = key_mapping(ARGV[5]), {}
+local key_parts, new_key = key_mapping(ARGV[5])
+local values = {}
 repeat
   local reply = redis.call('SCAN', cursor, 'MATCH', match, 'COUNT', 1000)
   cursor = reply[1]
@@ -77,10 +78,10 @@ repeat
     scanned = scanned + 1
     if redis.call('TYPE', key)['ok'] == 'hash' then
       local ws = redis.call('HGET', key, ws_field)
-      local parts = ws and key_parts(map, key)
+      local parts = ws and key_parts(key)
       values[1] = ws
       local new = parts and #ws <= 64 and string.find(ws, '^[%w][%w_%-]*$') and
-        new_key(map, parts, values)
+        new_key(parts, values)
       if new then
         local old_at = redis.call('PEXPIRETIME', key)
         if redis.call('TYPE', new)['ok'] == 'hash' and redis.call('PEXPIRETIME', new) == old_at

@@ -453,11 +453,13 @@ function luaSpecOf(from: Template, sources: readonly Source[], to: readonly Buff
 }
 
 /**
- * Lua: the key mapping, shared by every script. `key_mapping(spec)` reads
- * {@linkcode KeySchema.luaSpec} (once per call); `key_parts(map, old)` cuts an old key name into its
- * placeholders' values (nil when it does not fit or one is empty); `new_key(map, parts, values)`
- * builds the new key from them and the fields' values (nil when a value holds the literal after
- * it). The tables it returns are reused by the next call of the same function.
+ * Lua: the key mapping, shared by every script. `local key_parts, new_key = key_mapping(spec)` reads
+ * {@linkcode KeySchema.luaSpec} (once per call) and returns its two functions: `key_parts(old)`
+ * cuts an old key name into its placeholders' values (nil when it does not fit or one is empty;
+ * the table is reused by the next call); `new_key(parts, values)` builds the new key from them
+ * and the fields' values (nil when a value holds the literal after it). Both are closures made for
+ * the mapping's shape: they run for every key, where a loop over the template would cost more
+ * than the rest of the per-key work of a script.
  */
 export const KEY_LUA = `
 local key_sub, key_find = string.sub, string.find
@@ -470,57 +472,68 @@ local function key_mapping(spec)
     at = colon + len + 1
   end
   local n = tonumber(items[1])
-  local map = {from = {}, to = {}, parts = {}, buf = {}}
-  for i = 1, n do map.from[i] = items[1 + i] end
+  local from, to, parts = {}, {}, {}
+  for i = 1, n do from[i] = items[1 + i] end
   for i = n + 2, #items do
     local item = items[i]
     if (i - n) % 2 == 1 then item = tonumber(item) end
-    map.to[#map.to + 1] = item
+    to[#to + 1] = item
   end
-  -- One placeholder that ends the name (ai:jobs:{job_id}): cut with one string.sub.
-  map.single = n == 2 and map.from[2] == ""
-  return map
-end
-local function key_parts(map, key)
-  local from, parts = map.from, map.parts
-  local head, n = from[1], #from
-  if key_sub(key, 1, #head) ~= head then return nil end
-  local at = #head + 1
-  if map.single then
-    local part = key_sub(key, at)
-    if part == "" then return nil end
-    parts[1] = part
-    return parts
-  end
-  for i = 2, n do
-    local lit, stop = from[i], nil
-    if i < n then
-      stop = key_find(key, lit, at, true)
-    else
-      stop = #key - #lit + 1
-      if stop < at or key_sub(key, stop) ~= lit then stop = nil end
+  local key_parts, new_key
+  local head, tail = from[1], from[n]
+  local skip = #head
+  if n == 2 and tail == "" then
+    -- One placeholder that ends the name (ai:jobs:{job_id}).
+    key_parts = function(key)
+      if key_sub(key, 1, skip) ~= head then return nil end
+      local part = key_sub(key, skip + 1)
+      if part == "" then return nil end
+      parts[1] = part
+      return parts
     end
-    if not stop or stop == at then return nil end
-    parts[i - 1] = key_sub(key, at, stop - 1)
-    at = stop + #lit
+  else
+    key_parts = function(key)
+      if key_sub(key, 1, skip) ~= head then return nil end
+      local at = skip + 1
+      for i = 2, n do
+        local lit, stop = from[i], nil
+        if i < n then
+          stop = key_find(key, lit, at, true)
+        else
+          stop = #key - #lit + 1
+          if stop < at or key_sub(key, stop) ~= lit then stop = nil end
+        end
+        if not stop or stop == at then return nil end
+        parts[i - 1] = key_sub(key, at, stop - 1)
+        at = stop + #lit
+      end
+      return parts
+    end
   end
-  return parts
-end
-local function new_key(map, parts, values)
-  local to, buf = map.to, map.buf
-  local n = #to
-  for i = 2, n, 2 do
-    local source, lit = to[i], to[i + 1]
-    local v
-    if source > 0 then v = parts[source] else v = values[-source] end
-    if i + 1 < n and (v == "" or key_find(v, lit, 1, true)) then return nil end
-    buf[i] = v
+  local m = #to
+  if m == 5 then
+    -- Two placeholders (ai:job:{workspace_id}:{job_id}): one concatenation.
+    local l1, s2, l3, s4, l5 = to[1], to[2], to[3], to[4], to[5]
+    new_key = function(p, values)
+      local a, b
+      if s2 > 0 then a = p[s2] else a = values[-s2] end
+      if s4 > 0 then b = p[s4] else b = values[-s4] end
+      if a == "" or key_find(a, l3, 1, true) then return nil end
+      return l1 .. a .. l3 .. b .. l5
+    end
+  else
+    local buf = {}
+    new_key = function(p, values)
+      for i = 1, m, 2 do buf[i] = to[i] end
+      for i = 2, m, 2 do
+        local source, v = to[i], nil
+        if source > 0 then v = p[source] else v = values[-source] end
+        if i + 1 < m and (v == "" or key_find(v, to[i + 1], 1, true)) then return nil end
+        buf[i] = v
+      end
+      return table.concat(buf, "", 1, m)
+    end
   end
-  -- One concatenation for the usual shapes (no table.concat: it costs more per key).
-  if n == 5 then return to[1] .. buf[2] .. to[3] .. buf[4] .. to[5] end
-  if n == 3 then return to[1] .. buf[2] .. to[3] end
-  if n == 7 then return to[1] .. buf[2] .. to[3] .. buf[4] .. to[5] .. buf[6] .. to[7] end
-  for i = 1, n, 2 do buf[i] = to[i] end
-  return table.concat(buf, "", 1, n)
+  return key_parts, new_key
 end
 `;

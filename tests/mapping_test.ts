@@ -122,11 +122,11 @@ Deno.test("mapping: glob overlap", () => {
 
 /** Per (old key, field value) pair of ARGV[2..]: the new key the helper builds, or nil. */
 const BUILD = `${KEY_LUA}
-local map = key_mapping(ARGV[1])
+local key_parts, new_key = key_mapping(ARGV[1])
 local out = {}
 for i = 2, #ARGV, 2 do
-  local parts = key_parts(map, ARGV[i])
-  out[#out + 1] = parts and new_key(map, parts, {ARGV[i + 1]}) or false
+  local parts = key_parts(ARGV[i])
+  out[#out + 1] = parts and new_key(parts, {ARGV[i + 1]}) or false
 end
 return out`;
 

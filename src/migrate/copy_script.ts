@@ -38,7 +38,7 @@ import { KEY_LUA } from "../schema.ts";
 const BODY = `
 local dry = DRY
 ${KEY_LUA}
-local map = key_mapping(ARGV[1])
+local key_parts, new_key = key_mapping(ARGV[1])
 local field = ARGV[2]
 local only = ARGV[3]
 local default_pattern = ARGV[4]
@@ -100,7 +100,7 @@ end
 for i, old in ipairs(KEYS) do
   local code, ws, detail = 3, "", ""
   local got = redis.pcall("HGET", old, field)
-  local parts = type(got) == "string" and key_parts(map, old)
+  local parts = type(got) == "string" and key_parts(old)
   if type(got) == "table" then
     detail = "not_hash"
   elseif not got then
@@ -116,7 +116,7 @@ for i, old in ipairs(KEYS) do
       code = 5
     else
       values[1] = got
-      local new = new_key(map, parts, values)
+      local new = new_key(parts, values)
       if not new then
         -- Holds the literal that follows it in the new key: never valid (nor "expected").
         code, ws, detail = 3, "", "invalid_workspace_id"

@@ -174,7 +174,7 @@ end
 const READ = `
 ${KEY_LUA}
 local field, only, here = ARGS[1], ARGS[2], ARGS[3] == "1"
-local map = key_mapping(ARGS[4])
+local key_parts, new_key = key_mapping(ARGS[4])
 local pattern, max_len = ARGS[5], tonumber(ARGS[6])
 local values = {}
 -- With "here", a job whose new key this node serves is copied at once (the default workspace
@@ -182,11 +182,11 @@ local values = {}
 local function here_or_snapshot(key, ws, flat)
   local at = redis.call("PEXPIRETIME", key)
   if here then
-    local parts = key_parts(map, key)
+    local parts = key_parts(key)
     if not parts then return {INVALID, "empty_job_id"} end
     if #ws > max_len or not string.find(ws, pattern) then return {INVALID, "invalid_workspace_id"} end
     values[1] = ws
-    local new = new_key(map, parts, values)
+    local new = new_key(parts, values)
     if not new then return {INVALID, "invalid_workspace_id"} end
     local t_new = kind(new)
     if t_new ~= nil then

@@ -87,7 +87,8 @@ local cursor, lane_bits, next_start = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local first, cap, limit = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local pattern, ws_field = ARGV[7], ARGV[8]
 ${KEY_LUA}
-local map, values = key_mapping(ARGV[9]), {}
+local key_parts, new_key = key_mapping(ARGV[9])
+local values = {}
 local tolerance = tonumber(ARGV[10])
 local ws_pattern, ws_max = ARGV[11], tonumber(ARGV[12])
 local cluster = ARGV[13] ~= ""
@@ -110,11 +111,11 @@ local function verdict(key)
   if t == "none" then return 1 end
   if t ~= "hash" then return 2 end
   local ws = redis.call("HGET", key, ws_field)
-  local parts = ws and key_parts(map, key)
+  local parts = ws and key_parts(key)
   if not parts then return 3 end
   if #ws > ws_max or not string.find(ws, ws_pattern) then return 4 end
   values[1] = ws
-  local new = new_key(map, parts, values)
+  local new = new_key(parts, values)
   if not new then return 4 end
   if cluster and not is_local(new, ranges) then return 9 end
   local nt = redis.pcall("TYPE", new)

@@ -63,7 +63,7 @@ local old_side = ARGV[3] == "1"
 local cap = tonumber(ARGV[4])
 local salt = ARGV[5]
 ${KEY_LUA}
-local map = key_mapping(ARGV[6])
+local key_parts, new_key = key_mapping(ARGV[6])
 local values = {}
 local only_ws = ARGV[7]
 local cluster = ARGV[8] ~= ""
@@ -104,7 +104,7 @@ local function side(key)
   local code = code_of(key)
   if code ~= 3 then return {code, "", 0, ""} end
   local ws = redis.call("HGET", key, ws_field)
-  if old_side and (not ws or not key_parts(map, key)) then return {2, "", 0, ""} end
+  if old_side and (not ws or not key_parts(key)) then return {2, "", 0, ""} end
   return {3, ws or "", redis.call("PEXPIRETIME", key), digest(key)}
 end
 
@@ -112,12 +112,12 @@ local function pair(key)
   local code = code_of(key)
   if code ~= 3 then return {code, "", 0, "", -1, 0, 0} end
   local ws = redis.call("HGET", key, ws_field)
-  local parts = ws and key_parts(map, key)
+  local parts = ws and key_parts(key)
   if not parts then return {2, "", 0, "", -1, 0, 0} end
   local entry = {3, ws, redis.call("PEXPIRETIME", key), "", -1, 0, 0}
   if only_ws ~= "" and ws ~= only_ws then return entry end
   values[1] = ws
-  local new = new_key(map, parts, values)
+  local new = new_key(parts, values)
   -- No new key (an empty workspace, or one holding the literal after it): the client's rule
   -- decides; a new key on another node: the client reads it there.
   if not new or (cluster and not is_local(new, ranges)) then
