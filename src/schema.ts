@@ -140,6 +140,8 @@ export class KeySchema {
   /** The mapping as the Lua helper ({@linkcode KEY_LUA}) reads it: one ARGV entry. */
   readonly luaSpec: Buffer;
   readonly #sources: readonly Source[];
+  /** The literal after the field in the new template ("" when the field comes last). */
+  readonly #afterField: string;
 
   /**
    * @throws {TemplateError} for a mapping that is ambiguous or cannot be used (see
@@ -176,6 +178,8 @@ export class KeySchema {
     this.oldMatch = globOf(this.from.literals);
     this.newMatch = globOf(this.to.literals);
     checkMapping(this, this.isDefaultRule);
+    const at = this.to.names.indexOf(this.workspaceField);
+    this.#afterField = at + 1 < this.to.names.length ? this.to.literals[at + 1]!.toString() : "";
     this.luaSpec = luaSpecOf(this.from, this.#sources, this.to.literals);
   }
 
@@ -284,7 +288,8 @@ export class KeySchema {
 
   /**
    * The workspace id as a string when valid; `undefined` otherwise. Bytes that are not UTF-8, or
-   * that contain `:` (it would make the new key ambiguous), are never valid.
+   * that contain `:` or the literal after the field in the new template (the new key would be
+   * ambiguous), are never valid.
    */
   checkWorkspace(raw: Uint8Array | string | null | undefined): string | undefined {
     if (raw === null || raw === undefined) return undefined;
@@ -295,6 +300,7 @@ export class KeySchema {
       return undefined;
     }
     if (text.length === 0 || text.includes(":")) return undefined;
+    if (this.#afterField !== "" && text.includes(this.#afterField)) return undefined;
     return this.pattern.test(text) ? text : undefined;
   }
 }

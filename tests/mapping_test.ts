@@ -109,6 +109,8 @@ Deno.test("mapping: ambiguous or unusable mappings are refused with one line", (
   // A custom rule may allow the literal after the field: such a value is refused per key.
   const loose = new KeySchema({ to: "x:{tenant}-{job_id}", patterns: { tenant: "^.+$" } });
   assert.equal(loose.newKeyOf(Buffer.from("ai:jobs:1"), ["a-b"]), undefined);
+  assert.equal(loose.checkWorkspace("a-b"), undefined, "nor a valid workspace");
+  assert.equal(loose.checkWorkspace("a+b"), "a+b");
   assert.equal(loose.newKeyOf(Buffer.from("ai:jobs:1"), ["ab"])?.toString(), "x:ab-1");
 });
 
