@@ -170,6 +170,13 @@ export class KeySchema {
         );
       }
     }
+    if (
+      options.workspacePattern !== undefined && field !== undefined && field !== WORKSPACE_FIELD
+    ) {
+      throw new TemplateError(
+        `--workspace-pattern is the rule for workspace_id, which --to '${this.to.text}' does not read (--pattern ${field}=RE)`,
+      );
+    }
     const pattern = field === undefined || field === WORKSPACE_FIELD
       ? options.workspacePattern ?? DEFAULT_WORKSPACE_PATTERN
       : options.patterns?.[field] ?? DEFAULT_WORKSPACE_PATTERN;

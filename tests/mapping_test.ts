@@ -97,6 +97,10 @@ Deno.test("mapping: ambiguous or unusable mappings are refused with one line", (
     [{ from: "ai:jobs" }, /no placeholder/],
     [{ patterns: { region: "^x$" } }, /\{region\} is not the hash field/],
     [{ patterns: { workspace_id: "^x$" } }, /the rule for workspace_id is --workspace-pattern/],
+    [
+      { to: "t:{tenant}:{job_id}", workspacePattern: "^x$" },
+      /--workspace-pattern is the rule for workspace_id, which --to .* does not read \(--pattern tenant=RE\)/,
+    ],
   ];
   for (const [options, reason] of refused) {
     assert.throws(() => new KeySchema(options), (error: unknown) => {
