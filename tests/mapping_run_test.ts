@@ -10,7 +10,7 @@ import { Buffer } from "node:buffer";
 import { keySlot } from "../src/redis/slot.ts";
 import type { Cluster, Redis } from "../src/redis/ioredis.ts";
 import { KeySchema } from "../src/schema.ts";
-import { runJson, spawnCli, waitFor } from "./support/cli.ts";
+import { runCli, runJson, spawnCli, waitFor } from "./support/cli.ts";
 import { countClusterKeys, startCluster } from "./support/cluster.ts";
 import { startRedis } from "./support/redis_server.ts";
 import { countKeys } from "./support/seed.ts";
@@ -138,6 +138,11 @@ async function story(
     killed.child.kill("SIGKILL");
     await killed.done;
     await target.unlock();
+    // `backfill status` names the mapping of the (dead) run it reads.
+    const status = await runCli(["status", "--json", "--redis-url", target.url]);
+    assert.equal(JSON.parse(status.stdout).mapping, mapping.keys.fingerprint.mapping);
+    const text = await runCli(["status", "--redis-url", target.url]);
+    assert.ok(text.stdout.includes(`\nkeys: ${mapping.keys.fingerprint.mapping}\n`), text.stdout);
     const copied = await target.count(mapping.newMatch);
     assert.ok(copied > 0 && copied < jobs, `${copied} copied before the kill`);
 

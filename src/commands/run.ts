@@ -274,6 +274,7 @@ function startLiveControl(
     logger: ctx.logger,
     stop: ctx.stop,
     shard: options.shard,
+    mapping: options.keys.fingerprint.mapping,
   });
 }
 
