@@ -90,13 +90,14 @@ export async function measureBackfill(
   server: BenchServer,
   seeded: SeedStats,
   checks: Check[],
+  root?: string,
 ): Promise<BackfillResult> {
   return await withClient(server, async (client) => {
     await resetStats(client);
     const dbBefore = await client.dbsize();
     const cpuBefore = await redisCpuSeconds(client);
     const machineBefore = await cpuTimes();
-    const run = await runCli(unthrottledRun(server.url));
+    const run = await runCli(unthrottledRun(server.url), [], root);
     const machineAfter = await cpuTimes();
     const cpu = await redisCpuSeconds(client) - cpuBefore;
     const slow = await slowCalls(client);

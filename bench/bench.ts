@@ -44,6 +44,7 @@ import {
   renderCluster,
   stopAllClusterNodes,
 } from "./cluster.ts";
+import { measureAgainst, renderAgainst } from "./against.ts";
 import { measureVerifyFull, renderVerifyFull, type VerifyFullBenchResult } from "./verify_full.ts";
 import { measurePace, type PaceResult, removePaceCgroups, renderPace } from "./pace.ts";
 import {
@@ -61,7 +62,7 @@ const USAGE =
   `usage: deno task bench [--keys N] [--naive-keys N] [--repeat N] [--limiter-seconds S] [--quick]
                        [--no-pin] [--profile] [--impact] [--impact-seconds S] [--rtt MS] [--cluster]
                        [--verify-full] [--verify-full-keys N,N] [--call-clock] [--call-clock-keys N]
-                       [--pace] [--pace-rows L]
+                       [--pace] [--pace-rows L] [--against DIR]
   --keys N             old keys to seed (default 300000)
   --naive-keys N       keys the naive loop processes (default 20000)
   --repeat N           runs of naive, backfill and ceiling; the median is reported (default 3)
@@ -85,6 +86,8 @@ const USAGE =
                        latency spikes, set-rps/pause/resume, a saturated store, verify --full
                        (~10 min; --quick: ~2 min on 100000 keys)
   --pace-rows L        only these rows of the pace section (e.g. 1,4b,7; default: all)
+  --against DIR        only backfill --execute --rps 0, alternating this checkout and the one in
+                       DIR (same snapshot, --repeat pairs): throughput and Redis CPU per key
   With none of --impact, --rtt, --cluster, --verify-full, --call-clock, --pace: every standalone
   section, impact, --rtt 0.25, verify --full and the call clock. A run of only some sections
   replaces just those sections in bench/results/latest.json.`;
@@ -120,6 +123,7 @@ function parseOptions(argv: string[]) {
       "call-clock-keys": { type: "string" },
       pace: { type: "boolean", default: false },
       "pace-rows": { type: "string" },
+      against: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -129,7 +133,7 @@ function parseOptions(argv: string[]) {
     throw new RangeError(`--rtt must be a number of ms in [0, 100], got "${values.rtt}"`);
   }
   const only = values.impact || rtt !== undefined || values.cluster || values["verify-full"] ||
-    values["call-clock"] || values.pace;
+    values["call-clock"] || values.pace || values.against !== undefined;
   const verifyFullKeys = (values["verify-full-keys"] ?? (quick ? "40000" : "300000,1000000"))
     .split(",").map((n) => positiveInt("verify-full-keys", n, 0));
   return {
@@ -143,6 +147,7 @@ function parseOptions(argv: string[]) {
       pace: values.pace ?? false,
     },
     verifyFullKeys,
+    against: values.against,
     paceRows: values["pace-rows"]?.split(",").map((row) => row.trim()),
     callClockKeys: positiveInt(
       "call-clock-keys",
@@ -259,6 +264,11 @@ async function main(): Promise<number> {
       `seeded in ${seeded.seconds.toFixed(1)} s: ${seeded.valid} valid, ${seeded.invalid} invalid`,
     );
 
+    if (options.against !== undefined) {
+      const other = options.against;
+      const opts = { other, repeat: options.repeat };
+      await section("against", () => measureAgainst(srv, seeded, checks, opts), renderAgainst);
+    }
     let classic: BenchResult | undefined;
     if (options.sections.classic) {
       const naiveRuns: NaiveResult[] = [];

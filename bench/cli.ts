@@ -89,12 +89,13 @@ export function spawnTracked(command: Deno.Command): Deno.ChildProcess {
 /**
  * Starts `main.ts <args>` with the `backfill` permission set; `denoFlags` go before `main.ts`
  * (the profiler uses `--v8-flags=--prof,...`). `wrap` is a command line the whole process is run
- * under (e.g. one that moves itself into a cgroup and `exec`s the rest).
+ * under (e.g. one that moves itself into a cgroup and `exec`s the rest); `root` is the checkout
+ * whose `main.ts` runs (default: this one).
  */
 export function startCli(
   args: string[],
   denoFlags: string[] = [],
-  options: { wrap?: readonly string[] } = {},
+  options: { wrap?: readonly string[]; root?: string } = {},
 ): RunningCli {
   const denoArgs = ["run", "-q", ...BINARY_FLAGS, ...denoFlags, "main.ts", ...args];
   const haveTime = exists(GNU_TIME);
@@ -106,7 +107,7 @@ export function startCli(
   const [program, ...rest] = [...(options.wrap ?? []), ...line];
   const command = new Deno.Command(program!, {
     args: rest,
-    cwd: ROOT,
+    cwd: options.root ?? ROOT,
     stdout: "piped",
     stderr: "piped",
   });
@@ -165,9 +166,9 @@ export function startCli(
   };
 }
 
-/** Runs the CLI to completion. */
-export function runCli(args: string[], denoFlags: string[] = []): Promise<CliRun> {
-  return startCli(args, denoFlags).done;
+/** Runs the CLI to completion (`root`: another checkout's `main.ts`, for a side-by-side). */
+export function runCli(args: string[], denoFlags: string[] = [], root?: string): Promise<CliRun> {
+  return startCli(args, denoFlags, { root }).done;
 }
 
 /** Parses the one JSON object the CLI prints with `--json`; throws with context when it can't. */

@@ -12,7 +12,7 @@
 import { parseArgs } from "node:util";
 import { Redis } from "../src/redis/ioredis.ts";
 import { COPY_SCRIPT } from "../src/migrate/copy_script.ts";
-import { decodeTimed, timedScript } from "../src/control/script_clock.ts";
+import { decodeTimed, timedScript } from "../src/control/call_clock.ts";
 import { DEFAULT_WORKSPACE_LUA, KeySchema, WORKSPACE_FIELD } from "../src/schema.ts";
 
 const { values } = parseArgs({

@@ -85,6 +85,8 @@ export interface ServerLoadEvent {
   busy: number;
   /** Share of the interval the backfill's own commands ran (0–1). */
   backfill: number;
+  /** Another client is active on the master: its calls in flight follow `--max-latency`. */
+  shared?: boolean;
 }
 
 /** A replica's replication lag behind its master. */

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { CallClock, probeCallClock } from "../src/control/call_clock.ts";
-import { decodeTimed, timedScript } from "../src/control/script_clock.ts";
+import { decodeTimed, timedScript } from "../src/control/call_clock.ts";
 import { InServerCopy } from "../src/migrate/in_server.ts";
 import { Redis } from "../src/redis/ioredis.ts";
 import { KeySchema } from "../src/schema.ts";

@@ -4,6 +4,7 @@ import {
   callWindowSize,
   latencyBudget,
   MAX_CALL_WINDOW,
+  runWindow,
 } from "../src/control/call_window.ts";
 
 Deno.test("call window: covers one round trip, at least 2, at most the guard", () => {
@@ -47,10 +48,10 @@ Deno.test("call window: an abort ends a wait without taking a slot", async () =>
 });
 
 Deno.test("latency budget: (calls in flight + 1) × call bound stay within --max-latency", () => {
-  // The default: 0.5 ms leaves two calls in flight (one running, one queued) and the one that may
-  // run in the application command's own event-loop turn: three calls of 1/6 ms.
-  assert.deepEqual(latencyBudget(0.5, 0.25), { maxCallMs: 0.5 / 3, maxCallsInFlight: 2 });
-  assert.deepEqual(latencyBudget(0.3, 0.25), { maxCallMs: 0.3 / 3, maxCallsInFlight: 2 });
+  // The default: 0.5 ms leaves one call in flight and the one that may run in the application
+  // command's own event-loop turn: two calls of 0.25 ms.
+  assert.deepEqual(latencyBudget(0.5, 0.25), { maxCallMs: 0.25, maxCallsInFlight: 1 });
+  assert.deepEqual(latencyBudget(0.3, 0.25), { maxCallMs: 0.15, maxCallsInFlight: 1 });
   // More room: the call keeps its bound, more calls may be in flight.
   assert.deepEqual(latencyBudget(0.75, 0.25), { maxCallMs: 0.25, maxCallsInFlight: 2 });
   assert.deepEqual(latencyBudget(1, 0.25), { maxCallMs: 0.25, maxCallsInFlight: 3 });
@@ -63,4 +64,39 @@ Deno.test("latency budget: (calls in flight + 1) × call bound stay within --max
     );
   }
   assert.equal(latencyBudget(0, 0.25), undefined, "--max-latency 0: raw speed, no bound");
+});
+
+Deno.test("call window: a size that changes applies as calls end (shrink) and at once (grow)", async () => {
+  let size = 2;
+  const window = new CallWindow(() => size);
+  const first = await window.acquire();
+  const second = await window.acquire();
+  size = 1;
+  first();
+  // One call still in flight and room for one: the next waits until it ends.
+  let third: (() => void) | undefined;
+  const waiting = window.acquire().then((release) => (third = release));
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.equal(third, undefined, "shrunk to one call: the next waits for the one in flight");
+  second();
+  await waiting;
+  assert.equal(window.inFlight, 1);
+  size = 3;
+  const fourth = await window.acquire();
+  const fifth = await window.acquire();
+  assert.equal(window.inFlight, 3, "grown to three: two more at once");
+  for (const release of [third!, fourth, fifth]) release();
+  assert.equal(window.inFlight, 0);
+  size = 0;
+  assert.equal(window.size, 1, "a function's size is kept at one call at least");
+});
+
+Deno.test("run window: the budget's while shared, the round trip's while alone, deep for raw", () => {
+  let shared = true;
+  const calls = runWindow({ deep: false, roundTrip: 2, budget: 1, shared: () => shared });
+  assert.equal(calls.size, 1, "another client active: --max-latency's one call");
+  shared = false;
+  assert.equal(calls.size, 2, "alone: a round trip's worth");
+  assert.equal(runWindow({ deep: false, roundTrip: 3, budget: 1 }).size, 1, "unknown: shared");
+  assert.equal(runWindow({ deep: true, roundTrip: 2, budget: 1 }).size, MAX_CALL_WINDOW, "raw");
 });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { CallSizer } from "../src/control/call_size.ts";
-import { decodeTimed, timedScript } from "../src/control/script_clock.ts";
+import { decodeTimed, timedScript } from "../src/control/call_clock.ts";
 import { withRedis } from "./support/redis_server.ts";
 
 Deno.test("cold start: a few keys, then sized by the measured cost to fit --max-call-ms", () => {

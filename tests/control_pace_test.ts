@@ -45,7 +45,13 @@ function controller(options: Partial<PaceOptions> = {}) {
 
 Deno.test("pace: a healthy store is not held back, and nothing is read apart (no quiet window)", () => {
   const { pace, tick } = controller();
-  assert.deepEqual(pace.state, { rps: 0, paused: false, quiet: false, throttled: [] });
+  assert.deepEqual(pace.state, {
+    rps: 0,
+    paused: false,
+    quiet: false,
+    shared: true,
+    throttled: [],
+  });
   // The backfill alone keeps Redis 70% busy: full speed, the cap (if any) is the rate.
   for (let i = 0; i < 50; i++) {
     assert.deepEqual(tick(0.7, 0.6, 10_000), []);
@@ -141,7 +147,13 @@ Deno.test("pace: the application's load rising past the last window's reading br
 Deno.test("pace: raw (--max-latency 0): no quiet window, no yield, only the pauses", () => {
   const { pace, tick } = controller({ adaptive: false });
   for (let i = 0; i < 20; i++) assert.deepEqual(tick(1, 0.05, 100, 0.99), []);
-  assert.deepEqual(pace.state, { rps: 0, paused: false, quiet: false, throttled: [] });
+  assert.deepEqual(pace.state, {
+    rps: 0,
+    paused: false,
+    quiet: false,
+    shared: true,
+    throttled: [],
+  });
   const changes = pace.tick({ ...calm, memoryOver: true });
   assert.deepEqual(changes.map((c) => [c.reason, c.active]), [["memory", true]]);
   assert.equal(pace.state.paused, true);
@@ -175,6 +187,45 @@ Deno.test("pace: each change reads as one line with the reason and the rate", ()
     describeRateChange({ reason: "paused", active: false, rps: 0, paused: false }),
     "throttle off: resumed by the operator; rate unlimited",
   );
+});
+
+Deno.test("pace: shared while another client shows or nobody can tell; alone only after 2 s without", () => {
+  const pace = new PaceController({ adaptive: true });
+  let at = 0;
+  const read = (othersActive: boolean | undefined) => {
+    at += 200;
+    return pace.tick(calm, {
+      at,
+      elapsedMicros: 200_000,
+      busyMicros: 100_000,
+      ownMicros: 80_000,
+      keys: 1000,
+      quiet: false,
+      ...(othersActive === undefined ? {} : { othersActive }),
+    });
+  };
+  assert.equal(pace.state.shared, true, "before any reading: shared (the budget's window)");
+  // A run that starts on a store nobody else uses goes alone at the first reading.
+  const alone = read(false);
+  assert.deepEqual(alone.map((c) => [c.reason, c.active]), [["shared", false]]);
+  assert.equal(pace.state.shared, false);
+  assert.match(describeRateChange(alone[0]!), /no other client active on Redis/);
+  // A client appears: shared at once, one line.
+  const shared = read(true);
+  assert.deepEqual(shared.map((c) => [c.reason, c.active]), [["shared", true]]);
+  assert.match(describeRateChange(shared[0]!), /another client is active on Redis/);
+  // It goes quiet: 2 s of readings without it before the window deepens again, no line before.
+  for (let t = 200; t < 2000; t += 200) assert.deepEqual(read(false), []);
+  assert.equal(pace.state.shared, true);
+  assert.deepEqual(read(false).map((c) => c.reason), ["shared"]);
+  assert.equal(pace.state.shared, false);
+  // A reading that cannot tell (CLIENT LIST refused or not read) counts as shared.
+  read(undefined);
+  assert.equal(pace.state.shared, true);
+  // Raw speed (--max-latency 0): the window is deep anyway, the readings change nothing.
+  const raw = new PaceController({ adaptive: false });
+  raw.tick(calm, { at: 200, elapsedMicros: 1, busyMicros: 0, ownMicros: 0, keys: 0, quiet: false });
+  assert.equal(raw.state.shared, true);
 });
 
 Deno.test("busy share: the main thread's CPU over the server's clock, 0 to 1", () => {

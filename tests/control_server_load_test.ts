@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
+import { delay } from "../src/async/delay.ts";
 import {
   loadDelta,
+  othersActiveIn,
+  parseConnectedClients,
   parseCpuMicros,
   parseOwnMicros,
   readLoadCounters,
@@ -35,10 +38,78 @@ Deno.test("server load: an interval is the difference of two readings; a restart
     { elapsedMicros: 200_000, busyMicros: 100_000, ownMicros: 40_000 },
   );
   assert.equal(
+    loadDelta(before, {
+      timeMicros: 1_200_000,
+      cpuMicros: 600,
+      ownMicros: 100,
+      othersActive: false,
+    })?.othersActive,
+    false,
+    "whether others are active is the later reading's",
+  );
+  assert.equal(
     loadDelta(before, { timeMicros: 1_200_000, cpuMicros: 10, ownMicros: 0 }),
     undefined,
   );
   assert.equal(loadDelta(before, before), undefined);
+});
+
+Deno.test("server load: CLIENT LIST: another client active is one not named backfill nor Sentinel's, idle ≤ 1 s or waiting", () => {
+  const line = (fields: string) =>
+    `id=7 addr=127.0.0.1:1 laddr=127.0.0.1:2 fd=8 age=9 db=0 sub=0 psub=0 multi=-1 ${fields} ` +
+    "obl=0 oll=0 omem=0 events=r user=default redir=-1 resp=2";
+  const own = line("name=backfill idle=0 flags=N qbuf=26 cmd=client|list");
+  assert.equal(othersActiveIn(own + "\n"), false, "only the backfill's own connections");
+  assert.equal(othersActiveIn([own, line("name= idle=0 flags=N qbuf=0 cmd=get")].join("\n")), true);
+  assert.equal(othersActiveIn(line("name=app idle=1 flags=N qbuf=0 cmd=get")), true);
+  assert.equal(othersActiveIn(line("name=app idle=2 flags=N qbuf=0 cmd=get")), false, "idle");
+  assert.equal(othersActiveIn(line("name= idle=5 flags=N qbuf=30 cmd=get")), true, "waiting");
+  assert.equal(
+    othersActiveIn(line("name=sentinel-1a2b3c4d-cmd idle=0 flags=N qbuf=0 cmd=ping")),
+    false,
+    "a Sentinel's link",
+  );
+  assert.equal(othersActiveIn(line("name= idle=0 flags=b qbuf=0 cmd=blpop")), false, "blocked");
+  assert.equal(othersActiveIn(""), false);
+  assert.equal(parseConnectedClients("# Clients\r\nconnected_clients:12\r\n"), 12);
+  assert.equal(parseConnectedClients("# Clients\r\n"), undefined);
+});
+
+Deno.test("server load: a real Redis: other clients show while active, not while idle or too many", async () => {
+  await withRedis(async (server) => {
+    const own = new Redis({ port: server.port, lazyConnect: true, connectionName: "backfill" });
+    await own.connect();
+    const app = server.client();
+    try {
+      await app.ping();
+      const active = await readLoadCounters(own);
+      assert.equal(active?.othersActive, true, "the application just sent a command");
+      assert.ok((active?.connectedClients ?? 0) >= 2);
+      // Idle for over 2 s by Redis's clock (its idle field has a resolution of a second).
+      await delay(3100);
+      assert.equal((await readLoadCounters(own))?.othersActive, false);
+      // Too many connections to list: not read, so unknown (the pace counts that as shared).
+      const many = await readLoadCounters(own, 1000);
+      assert.equal(many?.othersActive, undefined);
+      // A user whose ACL refuses CLIENT LIST still gets the rest of the reading.
+      await app.call("ACL", "SETUSER", "nolist", "on", ">pw", "~*", "+@all", "-client|list");
+      const limited = new Redis({
+        port: server.port,
+        username: "nolist",
+        password: "pw",
+        lazyConnect: true,
+        connectionName: "backfill",
+      });
+      await limited.connect();
+      const refused = await readLoadCounters(limited);
+      limited.disconnect();
+      assert.ok(refused && refused.cpuMicros > 0);
+      assert.equal(refused.othersActive, undefined);
+    } finally {
+      own.disconnect();
+      app.disconnect();
+    }
+  });
 });
 
 Deno.test("server load: a real Redis: a busy script shows as busy time and as the backfill's own", async () => {

@@ -8,16 +8,10 @@ import { Buffer } from "node:buffer";
 import { decideStart, type ResumeInput } from "../src/checkpoint/resume.ts";
 import type { NodeCheckpoint } from "../src/checkpoint/store.ts";
 import type { AdmitOptions } from "../src/control/gate.ts";
-import type {
-  CheckpointOrdering,
-  MigrateOptions,
-  MigrationStrategy,
-  StrategyResult,
-} from "../src/migrate/strategy.ts";
+import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../src/migrate/strategy.ts";
 import type { Redis } from "../src/redis/ioredis.ts";
 import { type BackfillOptions, runBackfill } from "../src/run/engine.ts";
 import type { BatchReport, LogLevel } from "../src/run_events.ts";
-import type { ScriptStep } from "../src/checkpoint/in_script.ts";
 import { KeySchema } from "../src/schema.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -28,7 +22,6 @@ type Event =
   | { kind: "migrate"; keys: string[] }
   | { kind: "save-start"; cursor: string }
   | { kind: "save-done"; cursor: string }
-  | { kind: "script-save"; cursor: string }
   | { kind: "batch"; scanned: number }
   | { kind: "finish" }
   | { kind: "clear" };
@@ -89,9 +82,7 @@ class FakeNode {
 /**
  * Migrates every key as `migrated`; `failOnce` keys throw an outage on their first call,
  * `busyOnce` keys come back as a retryable error (CHANGED) once. A call "runs" when it is made (in call
- * order, like scripts on one connection) and its reply arrives `replyMs` later. With `in-script`
- * ordering it runs its step as the copy script does: a chain of tokens, and the last call's
- * compare-and-set of the checkpoint.
+ * order, like scripts on one connection) and its reply arrives `replyMs` later.
  */
 class FakeStrategy implements MigrationStrategy {
   readonly failOnce = new Set<string>();
@@ -102,12 +93,13 @@ class FakeStrategy implements MigrationStrategy {
   onCall?: () => void;
   /** Keys per call, as a time-sized strategy says (unset: the 100-key guard). */
   callKeys?: number;
+  /** When set, a key copied once is `skipped_exists` when copied again (as Redis answers). */
+  copied?: Set<string>;
   /** Calls sent and not yet answered, and the most there ever were. */
   inFlight = 0;
   maxInFlight = 0;
-  #chain = "";
   constructor(
-    readonly checkpointOrdering: CheckpointOrdering,
+    readonly batchesInFlight: 1 | 2,
     readonly events: Event[],
     readonly checkpoints: FakeCheckpoints,
   ) {}
@@ -126,13 +118,14 @@ class FakeStrategy implements MigrationStrategy {
       return Promise.reject(new Error("Connection is closed."));
     }
     this.events.push({ kind: "migrate", keys: ids });
-    const results: StrategyResult[] = ids.map((id) =>
-      this.busyOnce.delete(id)
-        ? { outcome: "errors", errorCode: "CHANGED", retryable: true }
-        : { outcome: "migrated", workspace: "ws" }
-    );
-    const clean = results.every((r) => r.outcome !== "errors");
-    if (options.step) options.step.done(this.#runStep(options.step, clean));
+    const results: StrategyResult[] = ids.map((id) => {
+      if (this.busyOnce.delete(id)) {
+        return { outcome: "errors", errorCode: "CHANGED", retryable: true };
+      }
+      if (this.copied?.has(id)) return { outcome: "skipped_exists", workspace: "ws" };
+      this.copied?.add(id);
+      return { outcome: "migrated", workspace: "ws" };
+    });
     this.maxInFlight = Math.max(this.maxInFlight, ++this.inFlight);
     return new Promise((resolve) =>
       setTimeout(() => {
@@ -140,17 +133,6 @@ class FakeStrategy implements MigrationStrategy {
         resolve(results);
       }, this.replyMs)
     );
-  }
-  #runStep(step: ScriptStep, clean: boolean): boolean {
-    if (!clean || (step.previous !== "" && this.#chain !== step.previous)) return false;
-    if (!step.checkpoint) {
-      this.#chain = step.token;
-      return true;
-    }
-    if (this.checkpoints.stored?.cursor !== step.checkpoint.expected) return false;
-    this.checkpoints.stored = { ...this.checkpoints.stored, ...step.checkpoint.next };
-    this.events.push({ kind: "script-save", cursor: step.checkpoint.next.cursor });
-    return true;
   }
 }
 
@@ -171,7 +153,10 @@ class FakeCheckpoints {
   load(): Promise<NodeCheckpoint | undefined> {
     return Promise.resolve(this.stored);
   }
+  /** Cursors whose save fails once as a lost connection would. */
+  readonly failSaveOnce = new Set<string>();
   async save(_node: string, checkpoint: NodeCheckpoint): Promise<void> {
+    if (this.failSaveOnce.delete(checkpoint.cursor)) throw new Error("Connection is closed.");
     this.events.push({ kind: "save-start", cursor: checkpoint.cursor });
     await new Promise((resolve) => setTimeout(resolve, this.saveMs));
     this.stored = checkpoint;
@@ -226,11 +211,11 @@ function ids(prefix: string, n: number): string[] {
   return Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 }
 
-function setup(batches: string[][], ordering: CheckpointOrdering = "in-script", saveMs = 0) {
+function setup(batches: string[][], batchesInFlight: 1 | 2 = 2, saveMs = 0) {
   const events: Event[] = [];
   const node = new FakeNode(batches);
   const checkpoints = new FakeCheckpoints(events, saveMs);
-  const strategy = new FakeStrategy(ordering, events, checkpoints);
+  const strategy = new FakeStrategy(batchesInFlight, events, checkpoints);
   const gate = new FakeGate();
   const logs: { level: LogLevel; event: string }[] = [];
   const deps = {
@@ -327,8 +312,8 @@ Deno.test("engine: --max-keys trims the batch it ends in and keeps that batch's 
   assert.equal(checkpoints.stored?.cursor, "1");
 });
 
-Deno.test("engine: an awaited checkpoint lands before the next batch's first write", async () => {
-  const { deps, events } = setup([ids("a", 10), ids("b", 10), ids("c", 10)], "awaited", 30);
+Deno.test("engine: one batch in flight: its checkpoint lands before the next batch's first write", async () => {
+  const { deps, events } = setup([ids("a", 10), ids("b", 10), ids("c", 10)], 1, 30);
   const summary = await runBackfill(options(), deps);
   assert.equal(summary.completed, true);
   const order = events.filter((e) => e.kind !== "batch")
@@ -346,34 +331,32 @@ Deno.test("engine: an awaited checkpoint lands before the next batch's first wri
   ]);
 });
 
-/** The events as short strings: `m:<first key>`, `script:<cursor>`, `save:<cursor>`, `batch:<n>`. */
+/** The events as short strings: `m:<first key>`, `save:<cursor>`, `batch:<n>`. */
 function trace(events: Event[]): string[] {
   return events.flatMap((e) => {
     if (e.kind === "migrate") return [`m:${e.keys[0]}`];
-    if (e.kind === "script-save") return [`script:${e.cursor}`];
     if (e.kind === "save-start") return [`save:${e.cursor}`];
     if (e.kind === "batch") return [`batch:${e.scanned}`];
     return e.kind === "clear" || e.kind === "finish" ? [e.kind] : [];
   });
 }
 
-Deno.test("engine: in-script checkpoints: the next batch goes out before this one's replies, two in flight", async () => {
+Deno.test("engine: two batches in flight: the next goes out before this one's replies; its save lands before the one after", async () => {
   const { deps, events, strategy } = setup([ids("a", 10), ids("b", 10), ids("c", 10)]);
   strategy.replyMs = 30;
   const summary = await runBackfill(options(), deps);
   assert.equal(summary.completed, true);
   assert.deepEqual(trace(events), [
-    // The store holds the start cursor first: the batches' compare-and-set starts from it.
-    "save:0",
-    // a's call stores a's checkpoint; b is sent before a's replies are in.
+    // b is sent before a's replies are in; each batch is saved as its replies come in.
     "m:a0",
-    "script:1",
     "m:b0",
-    "script:2",
+    "save:1",
     "batch:10",
-    // c waits for a to finish (two batches in flight); the last batch stores nothing.
+    // c goes out once a's save has landed, while b's is on its way: a crash re-reads at most b, c.
+    "save:2",
     "m:c0",
     "batch:20",
+    // The last batch completes the scan: the node is finished, not saved.
     "batch:30",
     "finish",
     "clear",
@@ -415,19 +398,15 @@ Deno.test("engine: a retryable failure in an earlier sub-batch keeps the checkpo
   strategy.onCall = () => stored.push(checkpoints.stored?.cursor);
   await runBackfill(options({ batch: 150 }), deps);
   const order = trace(events);
-  // a's last call ran after a1 failed: the chain was broken, so it stored nothing, and b's
-  // compare-and-set (expecting a's cursor) failed too.
-  assert.ok(!order.includes("script:1") && !order.includes("script:2"), order.join(" "));
-  // Until a1's retry ran, the stored cursor never left a's start.
+  // Until a1's retry ran, nothing was stored past a's start.
   const retry = events.findIndex((e) => e.kind === "migrate" && e.keys[0] === "a1");
   assert.ok(retry > 0);
   const callsBeforeRetry = events.slice(0, retry).filter((e) => e.kind === "migrate").length;
-  assert.deepEqual(new Set(stored.slice(0, callsBeforeRetry + 1)), new Set(["0"]));
-  // The engine stored a's and then b's checkpoint itself, after the retry; b was drained before c
-  // went out, so c's and d's chains start clean again and c stores its own.
-  assert.ok(order.indexOf("save:1") > order.indexOf("m:a1"));
-  assert.ok(order.indexOf("save:2") < order.indexOf("m:c0"), order.join(" "));
-  assert.ok(order.includes("script:3"), order.join(" "));
+  assert.deepEqual(new Set(stored.slice(0, callsBeforeRetry + 1)), new Set([undefined]));
+  // a's checkpoint is stored after the retry, and before the batch after next (c) goes out.
+  assert.ok(order.indexOf("save:1") > order.indexOf("m:a1"), order.join(" "));
+  assert.ok(order.indexOf("save:1") < order.indexOf("m:c0"), order.join(" "));
+  assert.ok(order.indexOf("save:2") < order.indexOf("m:d0"), order.join(" "));
   assert.equal(migrated(events).filter((id) => id === "a1").length, 2);
 });
 
@@ -446,6 +425,18 @@ Deno.test("engine: an outage mid-batch waits for the node and re-reads that batc
   );
 });
 
+Deno.test("engine: a save lost with the connection: the batch is read again and its copies count once", async () => {
+  const { deps, strategy, checkpoints, node } = setup([ids("a", 10), ids("b", 10), ids("c", 10)]);
+  strategy.copied = new Set();
+  checkpoints.failSaveOnce.add("1");
+  const summary = await runBackfill(options(), deps);
+  assert.equal(summary.completed, true);
+  // Batch a was read again from cursor "0": its keys exist, and they are this run's copies.
+  assert.deepEqual(node.scans.filter((c) => c === "0").length, 2);
+  assert.equal(summary.migrated, 30);
+  assert.equal(summary.skipped_exists, 0);
+});
+
 Deno.test("engine: a node that comes back as another server is rescanned from cursor 0", async () => {
   const { deps, node, logs } = setup([ids("a", 10), ids("b", 10)]);
   node.scanFails.add("1");
@@ -461,7 +452,7 @@ Deno.test("engine: a node that comes back as another server is rescanned from cu
 });
 
 Deno.test("engine: one node's failure stops the others; what they had in flight settles and is counted before the run ends", async () => {
-  const { deps, events, strategy } = setup([ids("a", 10)], "awaited");
+  const { deps, events, strategy } = setup([ids("a", 10)], 1);
   strategy.replyMs = 30;
   // Node "lost" fails at once and never answers again (past --max-outage); node "busy" copies.
   const lost = new FakeNode([ids("x", 10)]);

@@ -65,6 +65,56 @@ Deno.test("pace: the defaults start at once (no baseline step) and hold nothing 
   });
 });
 
+Deno.test("pace: calls in flight follow --max-latency while another client is active, and cover the round trip while none is", async () => {
+  await withRedis(async (server, client) => {
+    await seedOldInServer(client, 300_000);
+    const P = "p:shared";
+    const common = ["--progress-key", P, "--redis-url", server.url];
+    // A rate cap keeps the run going long enough to watch both changes (the window is the same).
+    const metricsPort = freePort();
+    const run = spawnCli(
+      ["--execute", "--rps", "5000", "--metrics-port", String(metricsPort), ...common],
+      {},
+      120_000,
+      { defaults: true },
+    );
+    const sharedGauge = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      return parseSamples(text).find((s) => s.name === "relay_backfill_redis_shared")?.value;
+    };
+    let app: { stop(): Promise<void> } | undefined;
+    const lines = (pattern: RegExp) => run.stderrSoFar().match(pattern)?.length ?? 0;
+    const alone =
+      /INFO throttle: no other client active on Redis: calls in flight cover the round trip/g;
+    const shared =
+      /INFO throttle: another client is active on Redis: calls in flight follow --max-latency/g;
+    try {
+      // Nobody else talks to Redis (this test's own connection went idle after the seed).
+      await waitFor("the deeper window", () => lines(alone) === 1, 30_000);
+      assert.equal(await sharedGauge(), 0);
+      // The application arrives: its commands are seen at the next reading.
+      app = startAppLoad(server.port, 1, ["PING"]);
+      await waitFor("the budget's window", () => lines(shared) === 1, 30_000);
+      assert.equal(await sharedGauge(), 1);
+      // It leaves: after two seconds of nothing the window deepens again.
+      await app.stop();
+      await waitFor("the deeper window again", () => lines(alone) === 2, 30_000);
+      assert.equal((await runCli(["stop", ...common])).code, 0);
+      const result = await run.done;
+      assert.equal(result.code, ExitCode.stopped, result.stderr);
+      assert.equal(lines(shared), 1, result.stderr);
+    } finally {
+      await app?.stop();
+      try {
+        run.child.kill("SIGKILL");
+      } catch {
+        // Already exited.
+      }
+      await run.done.catch(() => {});
+    }
+  });
+});
+
 Deno.test("pace: a Redis saturated by the application: the run yields to a tenth, says why, and recovers", async () => {
   await withRedis(async (server, client) => {
     await seedOldInServer(client, 300_000);

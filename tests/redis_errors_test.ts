@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { CheckpointStore } from "../src/checkpoint/store.ts";
 import { classify } from "../src/redis/errors.ts";
 import { ServerChangedError } from "../src/redis/fence.ts";
-import { KeyRetry } from "../src/run/retry.ts";
+import { KeyRetry } from "../src/run/copier.ts";
 import { silentLogger } from "../src/run_events.ts";
 import { withRedis } from "./support/redis_server.ts";
 

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { CheckpointStore } from "../src/checkpoint/store.ts";
-import { totalsField } from "../src/checkpoint/totals.ts";
+import { totalsField } from "../src/checkpoint/store.ts";
 import { SafetyRefusal } from "../src/errors.ts";
 import { spawnCli, waitFor } from "./support/cli.ts";
 import { withRedis } from "./support/redis_server.ts";
@@ -111,7 +111,6 @@ Deno.test("checkpoint, finish, clear and totals writes are refused once the lock
       store.save("", { ...checkpoint, cursor: "40" }, new Map([[MIGRATED, 7]])),
       store.finish("", { runId: "r", params: "p" }),
       store.clear(""),
-      store.addTotals(new Map([[MIGRATED, 3]])),
       store.resetTotals(),
     ];
     for (const refused of refusals) {
@@ -124,7 +123,7 @@ Deno.test("checkpoint, finish, clear and totals writes are refused once the lock
     assert.equal(await client.exists("ai:backfill:meta"), 1);
     // A lock that expired with nobody taking it refuses too.
     await client.del(lock.key);
-    await assert.rejects(store.addTotals(new Map([[MIGRATED, 1]])), SafetyRefusal);
+    await assert.rejects(store.save("", checkpoint, new Map([[MIGRATED, 1]])), SafetyRefusal);
   });
 });
 

@@ -83,6 +83,7 @@ Deno.test("metrics: /metrics over real HTTP has the names, types and labels, and
       relay_backfill_throttled: "gauge",
       relay_backfill_redis_busy_ratio: "gauge",
       relay_backfill_redis_backfill_ratio: "gauge",
+      relay_backfill_redis_shared: "gauge",
       relay_backfill_replica_lag_bytes: "gauge",
       relay_backfill_redis_up: "gauge",
     };

@@ -4,7 +4,7 @@
  * neither reads nor writes them; `--reset-progress` starts them over.
  */
 import assert from "node:assert/strict";
-import { parseTotals, totalsArgs, TotalsDelta } from "../src/checkpoint/totals.ts";
+import { parseTotals, totalsArgs, TotalsDelta } from "../src/checkpoint/store.ts";
 import { runCli, runJson, spawnCli, waitFor } from "./support/cli.ts";
 import { startPushgateway, toolsAvailable } from "./support/prometheus.ts";
 import { startRedis } from "./support/redis_server.ts";

@@ -1,13 +1,12 @@
 /**
  * Checkpoints in Redis, under the progress key P: `P:cursor` and `P:last_job` (the names the runbook reads),
  * plus `P:meta`, a hash with the node's `run_id` (a restarted node's cursor is meaningless) and the
- * run parameters (a checkpoint made for another workspace or pattern is not silently reused). On a
- * standalone server the copy script itself moves `P:cursor` and `P:last_job` and keeps its call
- * token in `P:meta` (checkpoint/in_script.ts); this store writes the rest, in the same format.
+ * run parameters (a checkpoint made for another workspace or pattern is not silently reused). When
+ * the engine saves is stated once, in run/checkpointer.ts.
  * A cluster keeps one set per master, named by the master's node id and wrapped in a hash tag so
  * that every checkpoint key of the run lands in one slot (one script call can write them):
  * `{P}:cursor:<node-id>`, `{P}:last_job:<node-id>`, `{P}:meta:<node-id>`.
- * The migration's running totals (totals.ts) live beside them in `P:totals` (`{P}:totals`) and
+ * The migration's running totals (below) live beside them in `P:totals` (`{P}:totals`) and
  * move in the same call as each save. The run locks live in that slot too, so every write here is
  * fenced by them: a runner whose lock expired or was taken over has its writes refused by Redis.
  *
@@ -17,14 +16,34 @@
  * version reads such a checkpoint as cursor 0 and rescans that node (harmless: copies are
  * idempotent); a checkpoint of an older version has no `finished` field and resumes as before.
  *
+ * ## Running totals
+ *
+ * The running totals of one migration are kept with its checkpoint so the metrics of a resumed run
+ * continue where the last run stopped: a hash `<P>:totals` (`{P}:totals` on a cluster) with one
+ * field per outcome (`migrated:*`) and one per invalid-key reason (`invalid_reason:not_hash`). Each
+ * checkpoint save adds what the node counted since its last save, with HINCRBY in the same
+ * fenced call, so the totals always describe the work up to the stored cursor. The one place that
+ * spells the fields.
+ *
+ * Per outcome, not per workspace: with thousands of tenants a 500-key batch touches hundreds of
+ * workspaces, and one HINCRBY per workspace per save would be a write (and its replication) for
+ * nearly every copied key. The carried part therefore shows under {@linkcode EARLIER_RUNS}, the per-workspace series count from
+ * this run's start, and every sum over workspaces is the migration's total.
+ *
  * @module
  */
 import { Buffer } from "node:buffer";
 import type { Cluster, Redis } from "../redis/ioredis.ts";
 import { refusedAsFenced, type RunLock } from "../safety/lock.ts";
 import { type BatchPosition, decodePosition, encodePosition } from "./batch_position.ts";
-import type { CarriedTotals } from "../run_events.ts";
-import { parseTotals, totalsArgs } from "./totals.ts";
+import {
+  INVALID_REASONS,
+  type InvalidReason,
+  type KeyResult,
+  type Outcome,
+  OUTCOMES,
+} from "../outcome.ts";
+import { type CarriedTotals, EARLIER_RUNS } from "../run_events.ts";
 
 /** The meta field that marks a node finished in the current pass. */
 const FINISHED_FIELD = "finished";
@@ -205,11 +224,6 @@ export class CheckpointStore {
     await this.#write(this.#withTotals(writes, totals));
   }
 
-  /** Adds counts to the running totals (after a checkpoint a copy script stored). */
-  async addTotals(totals: ReadonlyMap<string, number>): Promise<void> {
-    await this.#write(this.#withTotals(new Writes(), totals));
-  }
-
   /** The migration's running totals, or `undefined` when none are stored. */
   async loadTotals(): Promise<CarriedTotals | undefined> {
     return parseTotals(await this.#client.hgetall(this.#totalsKey));
@@ -283,3 +297,96 @@ while i < #ARGV do
 end
 return 1
 `;
+
+// ---------------------------------------------------------------------------------------------
+// the running totals
+
+const REASON_PREFIX = "invalid_reason:";
+
+/** The totals field of an outcome (every workspace together). */
+export function totalsField(outcome: Outcome): string {
+  return `${outcome}:${EARLIER_RUNS}`;
+}
+
+/** What one node counted since its last checkpoint save; taken (and emptied) by each save. */
+export class TotalsDelta {
+  #counts = new Map<string, number>();
+
+  /** Adds a batch's results. */
+  add(results: readonly KeyResult[]): void {
+    for (const result of results) {
+      this.#inc(totalsField(result.outcome), 1);
+      if (result.outcome === "skipped_invalid" && result.invalidReason !== undefined) {
+        this.#inc(REASON_PREFIX + result.invalidReason, 1);
+      }
+    }
+  }
+
+  /** The counts so far (field → count), leaving the delta empty. */
+  take(): Map<string, number> {
+    const taken = this.#counts;
+    this.#counts = new Map();
+    return taken;
+  }
+
+  /** Puts counts back that a failed save did not store. */
+  restore(taken: ReadonlyMap<string, number>): void {
+    for (const [field, count] of taken) this.#inc(field, count);
+  }
+
+  #inc(field: string, count: number): void {
+    this.#counts.set(field, (this.#counts.get(field) ?? 0) + count);
+  }
+}
+
+/**
+ * The HINCRBY arguments of `counts` as one flat list (field, count, …), for a save that runs as a
+ * script (ARGV) rather than a MULTI.
+ */
+export function totalsArgs(counts: ReadonlyMap<string, number>): string[] {
+  const args: string[] = [];
+  for (const [field, count] of counts) if (count > 0) args.push(field, String(count));
+  return args;
+}
+
+/** The stored totals hash as the metrics take them; `undefined` when nothing is stored. */
+export function parseTotals(hash: Readonly<Record<string, string>>): CarriedTotals | undefined {
+  const carried: CarriedTotals = { byOutcome: {}, invalidByReason: {} };
+  let any = false;
+  for (const [field, raw] of Object.entries(hash)) {
+    const count = Number(raw);
+    if (!Number.isSafeInteger(count) || count <= 0) continue;
+    if (field.startsWith(REASON_PREFIX)) {
+      const reason = field.slice(REASON_PREFIX.length);
+      if (!(INVALID_REASONS as readonly string[]).includes(reason)) continue;
+      carried.invalidByReason![reason as InvalidReason] = count;
+      any = true;
+      continue;
+    }
+    const colon = field.indexOf(":");
+    const outcome = field.slice(0, colon) as Outcome;
+    if (colon < 0 || !OUTCOMES.includes(outcome)) continue;
+    const byWorkspace = (carried.byOutcome[outcome] ?? {}) as Record<string, number>;
+    byWorkspace[field.slice(colon + 1)] = count;
+    carried.byOutcome[outcome] = byWorkspace;
+    any = true;
+  }
+  return any ? carried : undefined;
+}
+
+/**
+ * The earlier runs' totals, which a run's metrics continue from. Dry-run neither reads nor writes
+ * them; `--reset-progress` forgets them along with the checkpoint.
+ */
+export async function carriedTotals(
+  store: {
+    loadTotals(): Promise<CarriedTotals | undefined>;
+    resetTotals(): Promise<void>;
+  },
+  run: { mode: "dry-run" | "execute"; resetProgress: boolean },
+): Promise<CarriedTotals | undefined> {
+  if (run.mode !== "execute") return undefined;
+  if (!run.resetProgress) return await store.loadTotals();
+  await store.resetTotals();
+  return undefined;
+}

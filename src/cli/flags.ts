@@ -316,7 +316,7 @@ export const FLAGS: readonly Flag[] = [
   valueFlag("max-latency", "MS", {
     run: use(
       PACE,
-      "never hold more than MS of work in front of an application command: (calls in flight per master + 1) x a call's Redis time; 0 = raw speed (deep pipeline, no yield)",
+      "never hold more than MS of work in front of another client's command: (calls in flight per master + 1) x a call's Redis time while one is active, a round trip's calls while none is; 0 = raw speed (deep pipeline, no yield)",
       D.maxLatencyMs,
     ),
     verify: full(

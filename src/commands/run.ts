@@ -190,6 +190,7 @@ async function startAndRun(
     return await runLocked(target, options, {
       ...ctx,
       gate: throttled.gate,
+      shared: (node) => throttled.throttle.shared(node),
       live,
       lockLost,
       stop,
@@ -213,6 +214,8 @@ async function runLocked(
   options: RunOptions,
   ctx: RunContext & {
     gate: Gate;
+    /** Whether another client may wait behind a master's calls (control/pace.ts). */
+    shared: (node: string) => boolean;
     live?: LiveControl;
     lockLost: AbortController;
     stop: AbortController;
@@ -343,6 +346,7 @@ async function runEngine(
   options: RunOptions,
   ctx: RunContext & {
     gate: Gate;
+    shared: (node: string) => boolean;
     signal: AbortSignal;
     observer?: RunObserver;
     fence?: RunFence;
@@ -402,6 +406,7 @@ async function runEngine(
         // With `--max-latency 0` the operator asked for raw speed: pipeline deep.
         callWindow: budget ? "round-trip" : "deep",
         maxCallsInFlight: budget?.maxCallsInFlight,
+        shared: ctx.shared,
       },
       {
         target,

@@ -1,19 +1,24 @@
 /**
- * Where a script call's own Redis time comes from. Every bound on a call's Redis time is sized from
- * it: the backfill's keys per call (call_size.ts), a SCAN's COUNT (timed_scan.ts) and
- * `verify --full`'s sub-batches and lanes.
+ * A script call's own Redis time: the one clock every bound on a call's Redis time is sized from
+ * (the backfill's keys per call, call_size.ts; a SCAN's COUNT, timed_scan.ts; `verify --full`'s
+ * calls), and the one measure of a node's round trip ({@linkcode roundTripMs}).
  *
- * A script reads TIME at its start and end (script_clock.ts), but only a server that lets time pass
- * inside a script answers a second TIME with a later time. Redis 7.0 does. Redis 7.2 freezes time
- * for the whole script (redis/redis#10300): two TIME calls around a million PINGs return the same
- * value (redis/redis#12556), and some managed services refuse TIME in scripts. There every call
- * reads 0 µs and each bound falls away. A backfill call grows to its 100-key guard, a SCAN to
- * `--batch`, and a `verify --full` lane walks a quarter of the keyspace in one call.
+ * `redis.call('TIME')` advances inside a running script on Redis 7.0, so a script wrapped by
+ * {@linkcode timedScript} reads it at its start and end and returns the elapsed microseconds with
+ * its result ({@linkcode decodeTimed} splits the reply): the time the call held Redis, without the
+ * network round trip or the client's queueing. Effects replication (the default since Redis 5)
+ * allows TIME before writes, and `no-writes` scripts may call it too.
+ *
+ * Only a server that lets time pass inside a script answers a second TIME with a later time. Redis
+ * 7.2 freezes time for the whole script (redis/redis#10300): two TIME calls around a million PINGs
+ * return the same value (redis/redis#12556), and some managed services refuse TIME in scripts.
+ * There every call reads 0 µs and each bound falls away: a backfill call grows to its 100-key
+ * guard, a SCAN to `--batch`.
  *
  * So each node is probed when its scripts load: a script reads TIME up to 300 times and says
  * whether it ever moved. Where it did not, the client estimates what its calls cost Redis. A
  * reply's busy time is its arrival less the later of two moments: the send plus one round trip
- * (the node's fastest PING), and the previous reply's arrival on the same connection (Redis runs a
+ * ({@linkcode roundTripMs}), and the previous reply's arrival on the same connection (Redis runs a
  * connection's calls in order, so a call queued behind another started when that one ended).
  * Per call that split is wrong where calls were pipelined: Redis runs every call it read at once
  * and writes their replies together, so the first reply carries the whole burst's time and the
@@ -136,19 +141,68 @@ export async function probeCallClock(
   node: Redis,
   mode: CallClockMode = "auto",
 ): Promise<CallClock> {
-  const roundTripUs = await fastestPingUs(node);
+  const roundTripUs = await roundTripMs(node) * 1000;
   if (mode === "client") return new CallClock("client", roundTripUs);
   const moves = Number(await node.eval(PROBE_SCRIPT, 0));
   return new CallClock(moves > 0 ? "script" : "client", roundTripUs);
 }
 
-/** The fastest of a few PINGs on `node`, µs. */
-async function fastestPingUs(node: Redis, samples = 5): Promise<number> {
+/**
+ * The one measure of a node's round trip, ms: the fastest of 5 PINGs, the network's own share
+ * without any queueing (in Redis or in the client). Both of its uses err safe with the fastest: the
+ * call window covers the round trip with no more calls than needed (call_window.ts), and a call
+ * timed on the client is charged its whole round trip less this, so it errs long.
+ */
+export async function roundTripMs(node: { ping(): Promise<unknown> }): Promise<number> {
   let fastest = Infinity;
-  for (let i = 0; i < samples; i++) {
-    const sent = nowUs();
+  for (let i = 0; i < 5; i++) {
+    const sent = performance.now();
     await node.ping();
-    fastest = Math.min(fastest, nowUs() - sent);
+    fastest = Math.min(fastest, performance.now() - sent);
   }
   return fastest;
+}
+
+/**
+ * Wraps a Lua script body so it returns `{elapsed_microseconds, result}`. A `#!lua` shebang line
+ * (script flags) stays the first line. The body runs in a closure, so its `return` is the result.
+ *
+ * @example
+ * ```ts
+ * import { timedScript } from "./call_clock.ts";
+ * const lua = timedScript("return redis.call('GET', KEYS[1])");
+ * ```
+ */
+export function timedScript(body: string): string {
+  const newline = body.indexOf("\n");
+  if (body.startsWith("#!") && newline < 0) throw new RangeError("a shebang line needs a body");
+  const shebang = body.startsWith("#!") ? body.slice(0, newline + 1) : "";
+  const rest = body.slice(shebang.length);
+  return `${shebang}local __t0 = redis.call('TIME')
+local __result = (function()
+${rest}
+end)()
+local __t1 = redis.call('TIME')
+return {(tonumber(__t1[1]) - tonumber(__t0[1])) * 1000000 + tonumber(__t1[2]) - tonumber(__t0[2]), __result}
+`;
+}
+
+/** A decoded reply of a {@linkcode timedScript}. */
+export interface TimedReply<T> {
+  /** Redis time the script took, in microseconds. */
+  micros: number;
+  /** The body's return value (`null` when it returned nil or false: Lua drops them from arrays). */
+  result: T | null;
+}
+
+/**
+ * Splits a {@linkcode timedScript} reply.
+ *
+ * @throws {TypeError} when the reply is not `[integer, result?]`.
+ */
+export function decodeTimed<T>(reply: unknown): TimedReply<T> {
+  if (!Array.isArray(reply) || typeof reply[0] !== "number" || reply.length > 2) {
+    throw new TypeError("not the reply of a timed script");
+  }
+  return { micros: reply[0], result: reply.length === 2 ? reply[1] as T : null };
 }

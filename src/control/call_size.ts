@@ -1,16 +1,14 @@
 /**
  * Time-bounded script calls, as a pure decision: learn what one key costs Redis from the calls'
  * own timing, and size the next call so it holds Redis no longer than `--max-call-ms`. A fixed key
- * count blocks Redis for however long that count takes on the hardware at hand (about 1.2 ms for
- * 100 keys on a small machine); a time budget blocks it for the same time everywhere. The count
- * cap stays, only as a guard against a wildly wrong estimate.
+ * count blocks Redis for however long that count takes on the hardware at hand; a time budget
+ * blocks it for the same time everywhere. The count cap stays, only as a guard against a wildly
+ * wrong estimate. The one sizer of the run: the copy calls' keys (migrate/in_server.ts) and the
+ * SCANs' COUNT (control/timed_scan.ts).
  *
  * Calls are sized to {@linkcode TARGET_SHARE} of the budget, not all of it: the learnt cost is a
  * mean, and one call's keys cost more or less than it (their width, TTLs, where SCAN found them).
- * Measured on the benchmark machine (200 000 jobs, unthrottled, `LATENCY HISTOGRAM`): sized to the
- * whole 250 µs, 29–30% of the calls took over 264 µs; to 85%, 5.5–6%; to 70%, 1.0–1.6%, with
- * keys/s within the run-to-run noise (the copy script has no clock of its own to stop early by, as
- * `verify --full`'s has).
+ * The share was chosen by a measurement (docs/benchmarks.md, "The call share").
  *
  * @module
  */
@@ -18,11 +16,14 @@
 /** The share of the budget a call is sized to (see the module comment). */
 export const TARGET_SHARE = 0.7;
 
+/** The most keys one script call carries, whatever its budget fits: a guard only. */
+export const MAX_CALL_KEYS = 100;
+
 /** Options of {@linkcode CallSizer}. */
 export interface CallSizerOptions {
   /** `--max-call-ms`: the Redis time one call may take. Default 0.25. */
   maxCallMs?: number;
-  /** Never more keys per call than this (the old count cap, now a guard). Default 100. */
+  /** Never more keys per call than this (a guard). Default {@linkcode MAX_CALL_KEYS}. */
   maxKeys?: number;
   /** Keys in the first call, before anything is measured. Default 4. */
   coldStartKeys?: number;
@@ -42,7 +43,7 @@ export interface CallSizerOptions {
 export interface CallTiming {
   /** Keys the call carried. */
   keys: number;
-  /** Redis time of the call in microseconds (see `script_clock.ts`). */
+  /** Redis time of the call in microseconds (see call_clock.ts). */
   micros: number;
 }
 
@@ -60,7 +61,7 @@ export class CallSizer {
   constructor(options: CallSizerOptions = {}) {
     const maxCallMs = options.maxCallMs ?? 0.25;
     if (!(maxCallMs > 0)) throw new RangeError(`maxCallMs must be > 0, got ${maxCallMs}`);
-    this.#maxKeys = options.maxKeys ?? 100;
+    this.#maxKeys = options.maxKeys ?? MAX_CALL_KEYS;
     if (!(this.#maxKeys >= 1)) throw new RangeError(`maxKeys must be >= 1, got ${this.#maxKeys}`);
     const share = options.targetShare ?? TARGET_SHARE;
     if (!(share > 0 && share <= 1)) {

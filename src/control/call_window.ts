@@ -35,58 +35,53 @@ export interface LatencyBudget {
 }
 
 /**
- * `--max-latency` by construction. Redis runs an event-loop turn at a time: it runs every complete
- * command in the buffers of the clients that were readable when the turn began, and writes the
- * replies at the turn's end. An application command that arrives while the backfill works waits,
- * at most, for the rest of the turn under way (every backfill call already in Redis's buffer: the
- * calls a master has in flight, its script calls and its SCANs sharing one window since they share
- * the connection), then for its own turn, in which one more call of ours that arrived meanwhile may
- * run before it. So (calls in flight + 1) × call bound ≤ MS. Two calls in flight (one running, one
- * queued: what keeps Redis busy across a loopback round trip) need calls of MS / 3: the call bound
- * is `--max-call-ms`, or that when it is smaller. Undefined for `--max-latency 0` (raw speed, no
- * bound).
+ * `--max-latency` by construction, while Redis serves other clients. Redis runs an event-loop turn
+ * at a time: it runs every complete command in the buffers of the clients that were readable when
+ * the turn began, and writes the replies at the turn's end. An application command that arrives
+ * while the backfill works waits, at most, for the rest of the turn under way (every backfill call
+ * already in Redis's buffer: the calls a master has in flight, its script calls and its SCANs
+ * sharing one window since they share the connection), then for its own turn, in which one more
+ * call of ours that arrived meanwhile may run before it. So (calls in flight + 1) × call bound ≤
+ * MS: one call in flight needs calls of MS / 2, and the call bound is `--max-call-ms`, or that when
+ * it is smaller. With the defaults (0.5 ms, 0.25 ms) that is one call of 0.25 ms. While no other
+ * client is active, nobody waits, and the window covers a round trip instead ({@linkcode
+ * callWindowSize}; control/pace.ts decides which applies). Undefined for `--max-latency 0` (raw
+ * speed, no bound).
  */
 export function latencyBudget(maxLatencyMs: number, maxCallMs: number): LatencyBudget | undefined {
   if (!(maxLatencyMs > 0)) return undefined;
-  const callMs = Math.min(maxCallMs, maxLatencyMs / (MIN_CALL_WINDOW + 1));
+  const callMs = Math.min(maxCallMs, maxLatencyMs / 2);
   // The epsilon keeps 0.75 / 0.25 from flooring to 2.
   const calls = Math.floor(maxLatencyMs / callMs + 1e-9) - 1;
   return {
     maxCallMs: callMs,
-    maxCallsInFlight: Math.min(MAX_CALL_WINDOW, Math.max(MIN_CALL_WINDOW, calls)),
+    maxCallsInFlight: Math.min(MAX_CALL_WINDOW, Math.max(1, calls)),
   };
 }
 
-/** The median round trip of `samples` PINGs on `client`, in ms (what the window must cover). */
-export async function measureRtt(
-  client: { ping(): Promise<unknown> },
-  samples = 5,
-): Promise<number> {
-  const times: number[] = [];
-  for (let i = 0; i < samples; i++) {
-    const started = performance.now();
-    await client.ping();
-    times.push(performance.now() - started);
-  }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)] ?? 0;
-}
-
-/** A counting semaphore of calls in flight to one master. */
+/**
+ * A counting semaphore of calls in flight to one master. Its size may be a function, read at each
+ * acquire: a smaller size takes effect as calls end, a larger one at the next release or acquire.
+ */
 export class CallWindow {
-  readonly #size: number;
+  readonly #size: () => number;
   #inFlight = 0;
   #waiters: (() => void)[] = [];
 
-  /** @throws {RangeError} when `size` is below 1. */
-  constructor(size: number) {
-    if (!(size >= 1)) throw new RangeError(`a call window needs at least 1 call, got ${size}`);
-    this.#size = Math.floor(size);
+  /** @throws {RangeError} when a fixed `size` is below 1 (a function's value is kept ≥ 1). */
+  constructor(size: number | (() => number)) {
+    if (typeof size === "number") {
+      if (!(size >= 1)) throw new RangeError(`a call window needs at least 1 call, got ${size}`);
+      const fixed = Math.floor(size);
+      this.#size = () => fixed;
+    } else {
+      this.#size = () => Math.max(1, Math.floor(size()));
+    }
   }
 
-  /** Calls allowed in flight at once. */
+  /** Calls allowed in flight now. */
   get size(): number {
-    return this.#size;
+    return this.#size();
   }
 
   /** Calls in flight now. */
@@ -100,7 +95,7 @@ export class CallWindow {
    */
   async acquire(options: { signal?: AbortSignal } = {}): Promise<() => void> {
     const { signal } = options;
-    while (this.#inFlight >= this.#size) {
+    while (this.#inFlight >= this.#size()) {
       signal?.throwIfAborted();
       await this.#freed(signal);
     }
@@ -111,7 +106,9 @@ export class CallWindow {
       if (released) return;
       released = true;
       this.#inFlight--;
-      this.#waiters.shift()?.();
+      // Wake as many waiters as there is room for (the size may have grown meanwhile).
+      const room = Math.max(1, this.#size() - this.#inFlight);
+      for (const wake of this.#waiters.splice(0, room)) wake();
     };
   }
 
@@ -128,4 +125,19 @@ export class CallWindow {
       signal?.addEventListener("abort", wake, { once: true });
     });
   }
+}
+
+/**
+ * A master's call window for a run: `deep` ({@linkcode MAX_CALL_WINDOW}) for raw speed, else a
+ * round trip's worth of calls (`roundTrip`, from {@linkcode callWindowSize}), and no more than the
+ * latency budget's `budget` while `shared()` says another client is active (control/pace.ts).
+ */
+export function runWindow(
+  options: { deep: boolean; roundTrip: number; budget?: number; shared?: () => boolean },
+): CallWindow {
+  if (options.deep) return new CallWindow(MAX_CALL_WINDOW);
+  const { roundTrip } = options;
+  const budget = options.budget ?? MAX_CALL_WINDOW;
+  const shared = options.shared ?? (() => true);
+  return new CallWindow(() => shared() ? Math.min(roundTrip, budget) : roundTrip);
 }

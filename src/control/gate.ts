@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { SlidingWindowLimiter } from "./rate_limit.ts";
+import type { RetunableLimiter } from "./retunable.ts";
 
 /** Options of the gate's waits. */
 export interface AdmitOptions {
@@ -28,8 +28,8 @@ export interface AdmissionCheck {
   wait(options: AdmitOptions & { fresh?: boolean }): Promise<void>;
 }
 
-/** What the gate needs of the limiter. */
-export type GateLimiter = Pick<SlidingWindowLimiter, "rps" | "maxPermits" | "acquire" | "setRps">;
+/** What the gate needs of a limiter: any `n` at once (a {@linkcode RetunableLimiter}). */
+export type GateLimiter = Pick<RetunableLimiter, "rps" | "acquire">;
 
 /** Options of {@linkcode Gate}. */
 export interface GateOptions {
@@ -66,14 +66,9 @@ export class Gate {
     return Math.min(own, all);
   }
 
-  /** Changes the rate limit while the run goes (see `SlidingWindowLimiter.setRps`). */
-  setRps(rps: number): void {
-    this.#limiter.setRps(rps);
-  }
-
   /**
-   * Waits until every check lets work go on, then for `n` permits (in several grants when `n` is
-   * more than one window holds, as after a lowered rate).
+   * Waits until every check lets work go on, then for `n` permits of the node's limiter and the
+   * run-wide one (each splits `n` into grants its current rate allows: control/retunable.ts).
    *
    * @returns the seconds spent waiting for the limiter.
    * @throws `signal.reason` when the signal aborts.
@@ -85,11 +80,7 @@ export class Gate {
     const own = node === undefined ? undefined : this.#nodeLimiter(node);
     let waited = 0;
     for (const limiter of own ? [own, this.#limiter] : [this.#limiter]) {
-      for (let left = n; left > 0;) {
-        const take = Math.min(left, limiter.maxPermits);
-        waited += await limiter.acquire(take, signal);
-        left -= take;
-      }
+      waited += await limiter.acquire(n, signal);
     }
     return waited;
   }

@@ -15,6 +15,9 @@ import { mib, parseMemoryInfo } from "../safety/memory.ts";
 import { type ReplicaLagLimit, type ReplicaLagWatch, watchReplicaLag } from "./replica_lag.ts";
 import { type LoadCounters, type LoadDelta, loadDelta, readLoadCounters } from "./server_load.ts";
 
+/** Milliseconds between a master's memory reads. */
+const MEMORY_EVERY_MS = 1000;
+
 /** Options of {@linkcode NodeHealth.start}. */
 export interface NodeHealthOptions {
   /** `host:port` of the master. */
@@ -28,8 +31,6 @@ export interface NodeHealthOptions {
   /** `--max-memory-pct`; undefined = no memory poll (dry-run writes nothing). */
   maxMemoryPct?: number;
   observer?: Pick<RunObserver, "onReplicaLag" | "onRedisReply" | "onRedisDown">;
-  /** Milliseconds between memory reads. Default 1000. */
-  memoryEveryMs?: number;
 }
 
 /** What the health of one master says now. */
@@ -97,7 +98,7 @@ export class NodeHealth {
     const { node, observer } = this.#options;
     let counters: LoadCounters | undefined;
     try {
-      counters = await readLoadCounters(this.#options.client);
+      counters = await readLoadCounters(this.#options.client, this.#counters?.connectedClients);
     } catch (error) {
       this.#counters = undefined;
       // A server that refuses the reading (an ACL, a managed service's renamed INFO) is up: it
@@ -138,7 +139,7 @@ export class NodeHealth {
   async #pollMemory(): Promise<void> {
     const { signal } = this.#options;
     while (!signal.aborted) {
-      await delay(this.#options.memoryEveryMs ?? 1000, { signal }).catch(() => {});
+      await delay(MEMORY_EVERY_MS, { signal }).catch(() => {});
       if (!signal.aborted) await this.refreshMemory();
     }
   }

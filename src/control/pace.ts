@@ -7,6 +7,11 @@
  *   command waits at most behind the backfill calls already in Redis's input buffer, and their
  *   number and Redis time are fixed before the run starts (call_window.ts {@linkcode
  *   latencyBudget}). Nothing here needs to watch latency to keep that promise.
+ * - Shared or alone: that bound costs rate (one call in flight leaves Redis idle for a round trip
+ *   after each), and it protects nobody while Redis serves no other client. So while the readings
+ *   show another client active ({@linkcode PaceState.shared}, the start included) the window is
+ *   the latency budget's; once none has been seen for {@linkcode PaceOptions.aloneAfterMs}, it
+ *   covers a round trip. A client that appears is seen at the next reading.
  * - Critical load, like gh-ost's `--critical-load`: how busy Redis's main thread is (`INFO cpu`
  *   deltas over the server's own clock) and how much of that the backfill's own commands took
  *   (`INFO commandstats`). When the application alone keeps Redis at least {@linkcode
@@ -41,6 +46,8 @@ export interface LoadReading {
   keys: number;
   /** The interval was a quiet window: nothing of the backfill was admitted to this master. */
   quiet: boolean;
+  /** Another client was active on the master (`CLIENT LIST`); undefined = not known. */
+  othersActive?: boolean;
 }
 
 /** The pause signals of one tick. */
@@ -60,15 +67,20 @@ export interface PaceState {
   paused: boolean;
   /** Hold admissions to this master for a quiet window now (see the module comment). */
   quiet: boolean;
+  /** Another client may be waiting behind the backfill: keep the latency budget's window. */
+  shared: boolean;
   /** Reasons in force now, pause reasons first. */
   throttled: readonly ThrottleReason[];
 }
 
 /** One change of state: exactly one log line (see {@linkcode describeRateChange}) and metrics. */
 export interface RateChange {
-  /** What changed: a throttle reason that became active or cleared, or the operator's cap. */
-  reason: ThrottleReason | "cap";
-  /** For a throttle reason: whether it is now in force. */
+  /**
+   * What changed: a throttle reason that became active or cleared, the operator's cap, or whether
+   * Redis serves other clients (`shared`).
+   */
+  reason: ThrottleReason | "cap" | "shared";
+  /** For a throttle reason: whether it is now in force (for `shared`: shared now). */
   active: boolean;
   /** This master's own rate after the change (0 = none of its own). */
   rps: number;
@@ -103,6 +115,8 @@ export interface PaceOptions {
   coldYieldRps?: number;
   /** The lowest rate while yielding. Default 10. */
   minYieldRps?: number;
+  /** No other client seen this long makes the master alone (a deeper window). Default 2000. */
+  aloneAfterMs?: number;
 }
 
 const PAUSE_REASONS = ["paused", "memory", "replica_lag"] as const;
@@ -121,6 +135,9 @@ export class PaceController {
   /** While yielding: since when the application's share has been below recovery. */
   #lowSince: number | undefined;
   #yieldRps = 0;
+  #shared = true;
+  /** When a reading last showed another client active (or could not tell). */
+  #othersSeenAt = -Infinity;
 
   constructor(options: PaceOptions) {
     this.#options = {
@@ -133,6 +150,7 @@ export class PaceController {
       recoverMs: 1000,
       coldYieldRps: 200,
       minYieldRps: 10,
+      aloneAfterMs: 2000,
       ...options,
     };
     this.#quietGapMs = this.#options.quietGapMs;
@@ -146,6 +164,7 @@ export class PaceController {
       rps: yielding ? this.#yieldRps : 0,
       paused,
       quiet: !paused && this.#quietRequested,
+      shared: this.#shared,
       throttled: [
         ...PAUSE_REASONS.filter((reason) => this.#throttled.has(reason)),
         ...(yielding ? ["redis_busy" as const] : []),
@@ -174,6 +193,11 @@ export class PaceController {
     flag("memory", signals.memoryOver);
     flag("replica_lag", signals.replicaLagOver);
     if (!this.#options.adaptive || load === undefined) return changes;
+    const shared = this.#sharedAfter(load);
+    if (shared !== this.#shared) {
+      this.#shared = shared;
+      changes.push(this.#change("shared", shared));
+    }
     if (this.state.paused) {
       // Nothing is admitted while paused: a reading then is the application's alone.
       this.#quietRequested = false;
@@ -232,6 +256,18 @@ export class PaceController {
   /** A change of the operator's cap, for its log line. */
   capChange(capRps: number): RateChange {
     return this.#change("cap", capRps > 0);
+  }
+
+  /** Shared at once when another client shows (or nobody can tell); alone only after a while. */
+  #sharedAfter(load: LoadReading): boolean {
+    if (load.othersActive !== false) {
+      this.#othersSeenAt = load.at;
+      return true;
+    }
+    if (!this.#shared) return false;
+    // Never seen: the start's readings decide at once (the run began without any client active).
+    if (this.#othersSeenAt === -Infinity) return false;
+    return load.at - this.#othersSeenAt < this.#options.aloneAfterMs;
   }
 
   #learnAlone(load: LoadReading): void {
@@ -294,6 +330,11 @@ export function describeRateChange(change: RateChange): string {
     : `rate ${change.rps === 0 ? "unlimited" : `${change.rps}/s`}`;
   if (change.reason === "cap") {
     return `operator cap ${change.active ? "set" : "removed"}; ${rate}`;
+  }
+  if (change.reason === "shared") {
+    return change.active
+      ? "another client is active on Redis: calls in flight follow --max-latency"
+      : "no other client active on Redis: calls in flight cover the round trip";
   }
   const what = {
     redis_busy: change.detail ??

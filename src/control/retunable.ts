@@ -8,11 +8,10 @@
  *
  * @module
  */
-import type { GateLimiter } from "./gate.ts";
 import { SlidingWindowLimiter } from "./rate_limit.ts";
 
 /** A {@linkcode SlidingWindowLimiter} that can be re-tuned under waiting callers. */
-export class RetunableLimiter implements GateLimiter {
+export class RetunableLimiter {
   readonly #inner: Pick<SlidingWindowLimiter, "rps" | "maxPermits" | "acquire" | "setRps">;
   #retuned = new AbortController();
   #granted = 0;

@@ -9,6 +9,14 @@
  *   SCANs run inside one, and a script's own commands are inside its time already, so `scan` is
  *   not added again). An application that runs Lua scripts of its own is counted as the backfill
  *   here, which only lowers the rate while the backfill yields.
+ * - `CLIENT LIST` says whether Redis serves anyone else: a client that is not the backfill's (every
+ *   connection the backfill opens is named {@linkcode OWN_CLIENT_NAME}) nor a Sentinel's, and that
+ *   sent or received something within the last second or has a command waiting. Nobody waits
+ *   behind the backfill's calls while no such client exists, so the pace may keep a deeper window
+ *   then (control/pace.ts). Its idle time has a resolution of a second; a client that went quiet
+ *   reads active for one to two seconds more, which errs on the protected side. With more than
+ *   {@linkcode CLIENT_LIST_MAX} connections the list is not read (it costs Redis time per client)
+ *   and the store counts as shared; so does a server that refuses `CLIENT LIST`.
  *
  * @module
  */
@@ -16,6 +24,11 @@ import type { Redis } from "../redis/ioredis.ts";
 
 /** Commands whose time is the backfill's own: its scripts and `verify --full`'s. */
 export const OWN_COMMANDS = ["evalsha", "evalsha_ro", "eval", "eval_ro"] as const;
+
+/** The name of every connection the backfill opens (`CLIENT SETNAME`, redis/options.ts). */
+export const OWN_CLIENT_NAME = "backfill";
+/** Above this many connections `CLIENT LIST` is not read and the store counts as shared. */
+export const CLIENT_LIST_MAX = 32;
 
 /** The counters of one reading (cumulative since the server started). */
 export interface LoadCounters {
@@ -25,6 +38,13 @@ export interface LoadCounters {
   cpuMicros: number;
   /** {@linkcode OWN_COMMANDS}' time, µs. */
   ownMicros: number;
+  /** Connections to the server (`INFO clients`), when read. */
+  connectedClients?: number;
+  /**
+   * Another client is active now (see the module comment); undefined when not known (the list was
+   * not read or was refused): the pace treats that as shared.
+   */
+  othersActive?: boolean;
 }
 
 /** One interval between two readings. */
@@ -32,6 +52,8 @@ export interface LoadDelta {
   elapsedMicros: number;
   busyMicros: number;
   ownMicros: number;
+  /** Another client was active at the interval's end (undefined: not known). */
+  othersActive?: boolean;
 }
 
 /**
@@ -58,6 +80,33 @@ export function parseOwnMicros(info: string): number {
   return total;
 }
 
+/** Parses `INFO clients`: `connected_clients`. */
+export function parseConnectedClients(info: string): number | undefined {
+  const match = info.match(/^connected_clients:(\d+)/m);
+  return match ? Number(match[1]) : undefined;
+}
+
+/**
+ * Parses `CLIENT LIST`: whether a client other than the backfill's and Sentinel's is active (idle
+ * at most a second, or a command waiting in its buffer). A client blocked in a command (`BLPOP`)
+ * waits for data, not for Redis, and is not counted while it waits.
+ */
+export function othersActiveIn(list: string): boolean {
+  for (const line of list.split("\n")) {
+    const fields = new Map<string, string>();
+    for (const pair of line.trim().split(" ")) {
+      const at = pair.indexOf("=");
+      if (at > 0) fields.set(pair.slice(0, at), pair.slice(at + 1));
+    }
+    if (!fields.has("id")) continue;
+    const name = fields.get("name") ?? "";
+    if (name === OWN_CLIENT_NAME || name.startsWith("sentinel-")) continue;
+    if ((fields.get("flags") ?? "").includes("b")) continue;
+    if (Number(fields.get("idle") ?? 0) <= 1 || Number(fields.get("qbuf") ?? 0) > 0) return true;
+  }
+  return false;
+}
+
 /** The interval between two readings; undefined when the server restarted in between. */
 export function loadDelta(before: LoadCounters, after: LoadCounters): LoadDelta | undefined {
   const elapsedMicros = after.timeMicros - before.timeMicros;
@@ -65,24 +114,42 @@ export function loadDelta(before: LoadCounters, after: LoadCounters): LoadDelta 
   const ownMicros = after.ownMicros - before.ownMicros;
   // Counters that went back: a restart (or a failover to another server, or CONFIG RESETSTAT).
   if (!(elapsedMicros > 0) || busyMicros < 0 || ownMicros < 0) return undefined;
-  return { elapsedMicros, busyMicros, ownMicros };
+  const delta: LoadDelta = { elapsedMicros, busyMicros, ownMicros };
+  if (after.othersActive !== undefined) delta.othersActive = after.othersActive;
+  return delta;
 }
 
-/** Reads a master's counters now. @throws what the client throws (the caller keeps its verdict). */
-export async function readLoadCounters(client: Redis): Promise<LoadCounters | undefined> {
-  const replies = await client.pipeline().time().info("cpu").info("commandstats").exec();
+/**
+ * Reads a master's counters now. `CLIENT LIST` is read only when the last reading counted at most
+ * {@linkcode CLIENT_LIST_MAX} connections (`lastConnected`; none known reads it).
+ * @throws what the client throws (the caller keeps its verdict).
+ */
+export async function readLoadCounters(
+  client: Redis,
+  lastConnected?: number,
+): Promise<LoadCounters | undefined> {
+  const listed = lastConnected === undefined || lastConnected <= CLIENT_LIST_MAX;
+  const pipeline = client.pipeline().time().info("cpu").info("commandstats").info("clients");
+  if (listed) pipeline.call("CLIENT", "LIST", "TYPE", "normal");
+  const replies = await pipeline.exec();
   if (!replies) return undefined;
-  for (const [error] of replies) if (error) throw error;
-  const [time, cpu, stats] = replies.map(([, value]) => value) as [
+  // A refused `CLIENT LIST` (an ACL, a managed service) leaves the store counted as shared.
+  for (const [error] of replies.slice(0, 4)) if (error) throw error;
+  const [time, cpu, stats, clients] = replies.map(([, value]) => value) as [
     [string, string],
+    string,
     string,
     string,
   ];
   const cpuMicros = parseCpuMicros(cpu);
   if (cpuMicros === undefined) return undefined;
+  const [listError, list] = replies[4] ?? [new Error("not read")];
+  const connectedClients = parseConnectedClients(clients);
   return {
     timeMicros: Number(time[0]) * 1_000_000 + Number(time[1]),
     cpuMicros,
     ownMicros: parseOwnMicros(stats),
+    ...(connectedClients === undefined ? {} : { connectedClients }),
+    ...(listError || typeof list !== "string" ? {} : { othersActive: othersActiveIn(list) }),
   };
 }

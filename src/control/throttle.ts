@@ -103,6 +103,14 @@ export class Throttle implements AdmissionCheck {
     return this.#nodes.get(node)?.limiter;
   }
 
+  /**
+   * Whether another client may wait behind `node`'s calls (control/pace.ts): its calls in flight
+   * follow `--max-latency` then, else they cover a round trip. Unknown masters count as shared.
+   */
+  shared(node: string): boolean {
+    return this.#nodes.get(node)?.pace.state.shared ?? true;
+  }
+
   /** Runs every master's loop until the signal aborts; resolves then. */
   async run(signal: AbortSignal): Promise<void> {
     await Promise.all([...this.#nodes.values()].map((control) => this.#loop(control, signal)));
@@ -141,15 +149,16 @@ export class Throttle implements AdmissionCheck {
     control.granted = granted;
     if (quiet && !delta) control.pace.cancelQuiet();
     const load = delta && { ...delta, at: this.#now(), keys, quiet };
+    for (const line of this.#apply(control, control.pace.tick(this.#signals(control), load))) {
+      this.#log(line);
+    }
     if (delta) {
       this.#options.observer?.onServerLoad?.({
         node,
         busy: busyShare(delta),
         backfill: Math.min(1, delta.ownMicros / delta.elapsedMicros),
+        shared: control.pace.state.shared,
       });
-    }
-    for (const line of this.#apply(control, control.pace.tick(this.#signals(control), load))) {
-      this.#log(line);
     }
     this.#reportReasons();
   }

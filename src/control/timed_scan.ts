@@ -2,7 +2,7 @@
  * SCAN with a time budget. `SCAN … COUNT n` visits about n hash-table buckets in one command, and on
  * a store holding both schemas each visit matches keys that MATCH then drops: measured on Redis
  * 7.0, COUNT 500 held Redis for ~1 ms per call, four times the `--max-call-ms` a script call gets.
- * So the SCAN runs inside a small script that reports its own Redis time (control/script_clock.ts),
+ * So the SCAN runs inside a small script that reports its own Redis time (control/call_clock.ts),
  * and the COUNT of the next SCAN is sized from the cost per bucket so far, like a script call's
  * keys. The script has no flags line, so it also runs on Redis 6.2 and on a replica (it only reads).
  *
@@ -12,9 +12,14 @@ import { classify } from "../redis/errors.ts";
 import { checkScanCursor } from "../redis/fence.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import type { ScanPage, SizedScanner } from "../redis/scan.ts";
-import { CallClock, type CallClockMode, probeCallClock } from "./call_clock.ts";
+import {
+  CallClock,
+  type CallClockMode,
+  decodeTimed,
+  probeCallClock,
+  timedScript,
+} from "./call_clock.ts";
 import { CallSizer } from "./call_size.ts";
-import { decodeTimed, timedScript } from "./script_clock.ts";
 
 const SCAN_SCRIPT = timedScript(
   "return redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])",

@@ -23,16 +23,12 @@
  *       [9] the call record's key, [10] its field, [11] the call's id ("" = none): a call that
  *           copied records its per-key codes there (`<id>:<codes>`, one digit per key), so that
  *           a call whose reply is lost can still be counted (in_server.ts)
- *       then, executing only, an optional step of the in-script checkpoint
- *       (checkpoint/in_script.ts) after the per-key arguments
  * Reply: a flat array, three entries per key: the code; the workspace id when it is valid ("" when
  * not); the detail: for an error (6), the first line of Redis's error text; for an invalid key (3),
  * the reason (`not_hash`, `no_workspace_id`, `empty_job_id`, `invalid_workspace_id`); else "".
- * With a step, one more integer at the end (1 = the step applied).
  *
  * @module
  */
-import { STEP_LUA } from "../checkpoint/in_script.ts";
 import { KEY_LUA } from "../schema.ts";
 
 const BODY = `
@@ -57,8 +53,6 @@ local values = {}
 local record = not dry and ARGV[9] ~= ""
 local DIGITS = {[0] = "0", "1", "2", "3", "4", "5", "6", "7"}
 local codes, copied = {}, false
--- false once a key of this call ends in an error or a changed id (it will be retried)
-local clean = true
 
 local function valid_default(ws)
   return #ws <= default_max and string.find(ws, default_pattern) ~= nil
@@ -138,7 +132,6 @@ for i, old in ipairs(KEYS) do
   else
     detail = "invalid_workspace_id"
   end
-  if code == 6 or code == 7 then clean = false end
   if record then
     codes[i] = DIGITS[code]
     if code <= 1 then copied = true end
@@ -149,13 +142,11 @@ for i, old in ipairs(KEYS) do
 end
 -- Written only by a call that copied; a refused write (OOM) only loses the count, never a copy.
 if copied then redis.pcall("HSET", ARGV[9], ARGV[10], ARGV[11] .. ":" .. table.concat(codes)) end
-local step_at = EXPECTED + (rule == "expect" and #KEYS or 0)
---STEP--
 return out
 `;
 
 /** The executing variant (plain EVALSHA; may write). */
-export const COPY_SCRIPT: string = BODY.replace("DRY", "false").replace("--STEP--", STEP_LUA);
+export const COPY_SCRIPT: string = BODY.replace("DRY", "false");
 /** The dry-run variant: `no-writes`, so it runs as EVALSHA_RO and Redis refuses any write. */
 export const DRY_RUN_SCRIPT: string = "#!lua flags=no-writes\n" +
-  BODY.replace("DRY", "true").replace("--STEP--", "");
+  BODY.replace("DRY", "true");

@@ -5,10 +5,14 @@
  * @module
  */
 import type { Buffer } from "node:buffer";
-import { type ScriptStep, stepArgs } from "../checkpoint/in_script.ts";
-import { CallClock, type CallClockMode, probeCallClock } from "../control/call_clock.ts";
+import {
+  CallClock,
+  type CallClockMode,
+  decodeTimed,
+  probeCallClock,
+  timedScript,
+} from "../control/call_clock.ts";
 import { CallSizer } from "../control/call_size.ts";
-import { decodeTimed, timedScript } from "../control/script_clock.ts";
 import { SafetyRefusal } from "../errors.ts";
 import { refusedAsFenced, type RunLock } from "../safety/lock.ts";
 import { classify } from "../redis/errors.ts";
@@ -67,8 +71,8 @@ interface Unanswered {
  * reports its own Redis time, from which the next call is sized (`nextCallSize`).
  */
 export class InServerCopy implements MigrationStrategy {
-  /** One server, one connection: the last call of a batch stores its checkpoint (in_script.ts). */
-  readonly checkpointOrdering = "in-script";
+  /** One connection: a batch's save runs between the next batch's calls (run/checkpointer.ts). */
+  readonly batchesInFlight = 2;
   readonly #client: Redis;
   readonly #keys: KeySchema;
   readonly #sizer: CallSizer;
@@ -126,14 +130,11 @@ export class InServerCopy implements MigrationStrategy {
 
   async migrate(keys: readonly Buffer[], options: MigrateOptions): Promise<StrategyResult[]> {
     if (keys.length === 0) return [];
-    const step = options.dryRun ? undefined : options.step;
-    if (this.#keys.isDefaultRule) {
-      return this.#decode(await this.#run(keys, options, ["default"]), step);
-    }
+    if (this.#keys.isDefaultRule) return decode(await this.#run(keys, options, ["default"]));
     // A custom pattern is a JavaScript RegExp, which Lua cannot evaluate: read the ids first
     // (probe), validate them here, then migrate with the validated ids; the script re-checks that
     // each id is still the one validated, atomically with the copy.
-    const probed = await this.#run(keys, { ...options, dryRun: true, step: undefined }, ["probe"]);
+    const probed = await this.#run(keys, { ...options, dryRun: true }, ["probe"]);
     const results: StrategyResult[] = new Array(keys.length);
     const pending: { index: number; workspace: string }[] = [];
     for (let i = 0; i < keys.length; i++) {
@@ -146,14 +147,13 @@ export class InServerCopy implements MigrationStrategy {
       if (workspace !== undefined) pending.push({ index: i, workspace });
       else results[i] = invalidResult("invalid_workspace_id");
     }
-    // A call with a step is sent even with no key left: it carries the chain or the checkpoint.
-    if (pending.length > 0 || step !== undefined) {
+    if (pending.length > 0) {
       const reply = await this.#run(
         pending.map((p) => keys[p.index]!),
         options,
         ["expect", ...pending.map((p) => p.workspace)],
       );
-      const decoded = this.#decode(reply, step);
+      const decoded = decode(reply);
       pending.forEach((p, j) => results[p.index] = decoded[j]!);
     }
     return results;
@@ -177,7 +177,6 @@ export class InServerCopy implements MigrationStrategy {
       ...(options.dryRun ? ["", ""] : this.#fence),
       ...(record ? [this.#record!, record.field, record.id] : ["", "", ""]),
       ...rule.slice(1),
-      ...(options.step && !options.dryRun ? stepArgs(options.step) : []),
     ];
     const call = () =>
       options.dryRun
@@ -241,17 +240,15 @@ export class InServerCopy implements MigrationStrategy {
       return [copied];
     });
   }
+}
 
-  /** Per-key results; a step's trailer (1 = applied) goes to `step.done`. */
-  #decode(reply: (number | Buffer)[], step?: ScriptStep): StrategyResult[] {
-    const end = step ? reply.length - 1 : reply.length;
-    step?.done(reply[end] === 1);
-    const results: StrategyResult[] = [];
-    for (let i = 0; i * REPLY_WIDTH < end; i++) {
-      results.push(resultOfCode(replyAt(reply, i)));
-    }
-    return results;
+/** Per-key results of a copy script reply. */
+function decode(reply: (number | Buffer)[]): StrategyResult[] {
+  const results: StrategyResult[] = [];
+  for (let i = 0; i * REPLY_WIDTH < reply.length; i++) {
+    results.push(resultOfCode(replyAt(reply, i)));
   }
+  return results;
 }
 
 /** Entries per key in the copy script's reply: code, workspace id, detail (see copy_script.ts). */

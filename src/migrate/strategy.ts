@@ -6,7 +6,6 @@
  * @module
  */
 import type { Buffer } from "node:buffer";
-import type { ScriptStep } from "../checkpoint/in_script.ts";
 import { INVALID_REASONS, type InvalidReason, type KeyResult, type Outcome } from "../outcome.ts";
 import { classify } from "../redis/errors.ts";
 
@@ -116,12 +115,6 @@ export interface MigrateOptions {
   workspace?: string;
   /** A stop signal: waits inside the strategy (topology retries) end at once. */
   signal?: AbortSignal;
-  /**
-   * `in-script` strategies only: the call's step of the in-script checkpoint. The strategy sends
-   * it with the call and reports through `step.done` whether it applied (a call that throws never
-   * applied, and need not report).
-   */
-  step?: ScriptStep;
 }
 
 /** Per-key result of a strategy, with the retry hint the engine needs. */
@@ -137,21 +130,13 @@ export interface StrategyResult extends KeyResult {
   errorMessage?: string;
 }
 
-/**
- * How a strategy's checkpoints are ordered against its writes, so that a crash never re-reads more
- * than one batch:
- * - `in-script`: the copies and the checkpoint run on one connection to one server; the last
- *   script call of a batch stores the checkpoint itself (checkpoint/in_script.ts), so the next
- *   batch is sent while this one is in flight.
- * - `awaited`: saves and copies travel through different nodes, with no order between them; each
- *   save is awaited before the next batch is sent.
- */
-export type CheckpointOrdering = "in-script" | "awaited";
-
 /** Migrates sub-batches of old keys. */
 export interface MigrationStrategy {
-  /** How the engine must order checkpoint saves against this strategy's writes. */
-  readonly checkpointOrdering: CheckpointOrdering;
+  /**
+   * Batches a node may have in flight, the checkpoint rule's window (run/checkpointer.ts): 1 when
+   * absent. A crash re-reads at most this many batches.
+   */
+  readonly batchesInFlight?: 1 | 2;
   /** Prepares the strategy (loads scripts, checks server versions, completes left intents). */
   init(): Promise<void>;
   /**

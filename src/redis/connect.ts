@@ -16,8 +16,7 @@ import { ConnectionRefusedError, connectWithin } from "./reach.ts";
 import { connectSentinel, isSentinelUrl } from "./sentinel.ts";
 import type { RedisTarget } from "./target.ts";
 
-export { clientOptions, redactUrl } from "./options.ts";
-export { connectWithin } from "./reach.ts";
+export { redactUrl } from "./options.ts";
 
 /** Options for {@linkcode connectRedis}. */
 export interface ConnectOptions {

@@ -62,6 +62,9 @@ export const BASE_OPTIONS: RedisOptions = {
   // whichever server answers next (see fence.ts for the SCAN cursor that makes this matter).
   enableOfflineQueue: false,
   enableAutoPipelining: false,
+  // `CLIENT SETNAME` on every connection: the pace tells the backfill's connections from the
+  // application's in `CLIENT LIST` (control/server_load.ts).
+  connectionName: "backfill",
   connectTimeout: 5_000,
   retryStrategy: (attempt) => backoffMs(attempt, RECONNECT),
   // A failover leaves us talking to a replica: reconnect so DNS / the sentinel give the new primary.

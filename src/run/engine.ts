@@ -1,11 +1,10 @@
 /**
  * The run, per node: scan → admit → migrate → checkpoint → report. Batches come out of the
  * scanner, pass the gate in sub-batches (rate limit, memory pause), are classified and copied by
- * the strategy (with per-key retries, run/retry.ts), and their outcomes flow into the counters and
- * to the observer. The checkpoint never passes a key whose outcome is not final: stored by the
- * batch's last script call (in-script ordering, two batches in flight) or by the engine after the
- * batch (run/pipeline.ts). A lost Redis is waited for, and the scan goes on from the last
- * checkpoint (or from 0 after a restart).
+ * the strategy (with per-key retries, run/copier.ts), and their outcomes flow into the counters and
+ * to the observer. The checkpoint never passes a key whose outcome is not final: the engine saves
+ * it once the batch's keys are final (the rule: run/checkpointer.ts). A lost Redis is waited for, and
+ * the scan goes on from the last checkpoint (or from 0 after a restart).
  *
  * @module
  */
@@ -15,37 +14,42 @@ import {
   positionAfter,
   withinRange,
 } from "../checkpoint/batch_position.ts";
+import { decideStart } from "../checkpoint/resume.ts";
 import { runParams } from "../checkpoint/store.ts";
-import { carriedTotals } from "../checkpoint/totals.ts";
-import type { CallClockMode } from "../control/call_clock.ts";
+import { carriedTotals } from "../checkpoint/store.ts";
+import { type CallClockMode, roundTripMs } from "../control/call_clock.ts";
+import {
+  type CallWindow,
+  callWindowSize,
+  MAX_CALL_WINDOW,
+  runWindow,
+} from "../control/call_window.ts";
 import type { Gate } from "../control/gate.ts";
+import { TimedScan } from "../control/timed_scan.ts";
 import type { MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
 import { countResults, emptyCounters } from "../outcome.ts";
 import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
-import type { ScanBatch } from "../redis/scan.ts";
+import { serverRunId } from "../redis/availability.ts";
+import { type ScanBatch, scanBatches, type SizedScanner } from "../redis/scan.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import type { Logger, RunMode, RunObserver, Summary } from "../run_events.ts";
 import { silentLogger } from "../run_events.ts";
 import type { KeySchema } from "../schema.ts";
 import { estimateTotal, initialEstimate, scanFraction } from "./estimate.ts";
-import { openNode } from "./open_node.ts";
 import { ErrorStorm, ErrorStormError, stormThreshold } from "./error_storm.ts";
 import { type NodeState, recoverNode, throughOutages } from "./outage.ts";
-import { RedisUnavailableError } from "../errors.ts";
+import { RedisUnavailableError, SafetyRefusal } from "../errors.ts";
 import {
   type BatchEnd,
   batchEnd,
   batchWindow,
-  CheckpointChain,
+  Checkpointer,
   type Flight,
+  type RunCheckpointStore,
   settleFlights,
-} from "./pipeline.ts";
-import { NodeCheckpoints, type RunCheckpointStore } from "./node_checkpoints.ts";
-import { openNodeTraffic } from "./node_traffic.ts";
-import { KeyRetry } from "./retry.ts";
-import { callSize, sendBatch, type SendOptions } from "./send.ts";
-import { KeyQuota } from "./key_quota.ts";
+} from "./checkpointer.ts";
+import { callSize, KeyRetry, sendBatch, type SendOptions } from "./copier.ts";
 import { UncountedCopies } from "./uncounted_copies.ts";
 
 /** How often each node's loss is checked against --max-outage. */
@@ -67,10 +71,15 @@ export interface BackfillOptions {
   maxCallMs?: number;
   /** `--call-clock`: whose clock times the SCAN calls (control/call_clock.ts). */
   callClock?: CallClockMode;
-  /** Calls in flight per node: one round trip's worth (default), or deep (run/node_traffic.ts). */
+  /** Calls in flight per node: one round trip's worth (default), or deep (see `#openTraffic`). */
   callWindow?: "round-trip" | "deep";
   /** The most calls in flight per node in a `round-trip` window (`--max-latency`). */
   maxCallsInFlight?: number;
+  /**
+   * Whether another client may wait behind a master's calls now (control/pace.ts): only then does
+   * `maxCallsInFlight` apply. Default: always.
+   */
+  shared?: (node: string) => boolean;
 }
 
 /** Collaborators of a run (all injected, so tests and other topologies plug in). */
@@ -103,11 +112,11 @@ class Run {
   readonly #params: string;
   readonly #retry: KeyRetry;
   readonly #storm: ErrorStorm;
-  /** What every batch is sent with (run/send.ts). */
-  readonly #sending: Omit<SendOptions, "node" | "steps">;
+  /** What every batch is sent with (run/copier.ts). */
+  readonly #sending: Omit<SendOptions, "node">;
   readonly #started = performance.now();
   readonly #quota: KeyQuota;
-  readonly #saves: NodeCheckpoints;
+  readonly #saves: Checkpointer;
   /** Copies of abandoned batches, counted when their keys are read again. */
   readonly #uncounted = new UncountedCopies();
   #estimate = 0;
@@ -153,9 +162,8 @@ class Run {
       uncounted: this.#uncounted,
     });
     this.#quota = new KeyQuota(options.maxKeys);
-    this.#saves = new NodeCheckpoints({
+    this.#saves = new Checkpointer({
       store: deps.checkpoints,
-      strategy: deps.strategy,
       mode: options.mode,
       params: this.#params,
       retry: this.#retry,
@@ -249,14 +257,7 @@ class Run {
   /** One node to its end, a stop, or a failure; true when its scan completed. */
   async #runNode(node: Redis): Promise<boolean> {
     const state = await throughOutages(
-      () =>
-        openNode(node, {
-          ...this.#deps,
-          ...this.#options,
-          params: this.#params,
-          dbsize: this.#dbsize,
-          logger: this.#log,
-        }),
+      () => this.#openNode(node),
       { ...this.#startup(), what: "reading the checkpoint" },
     );
     this.#cursors.set(state.name, state.committed);
@@ -311,27 +312,19 @@ class Run {
 
   /**
    * Scans from `state.committed`; true when the scan completed, false when it stopped early.
-   * Up to {@linkcode batchWindow} batches are in flight; they finish in order (run/pipeline.ts).
+   * Up to {@linkcode batchWindow} batches are in flight; they finish in order (run/checkpointer.ts).
    */
   async #scanNode(state: NodeState): Promise<boolean> {
     // After a lost connection: what its unanswered calls copied is this run's, when re-read.
     for (const lost of await this.#deps.strategy.lostCopies?.() ?? []) {
       this.#uncounted.remember(lost.keys, lost.results);
     }
-    const chain = await this.#saves.anchor(state);
-    const batchesInFlight = batchWindow(this.#deps.strategy.checkpointOrdering);
-    const { batches, calls } = await openNodeTraffic(state.node, {
-      match: this.#options.keys.oldMatch,
-      cursor: state.committed,
-      batch: this.#options.batch,
-      maxCallMs: this.#options.maxCallMs,
-      callClock: this.#options.callClock,
-      window: this.#options.callWindow,
-      maxCallsInFlight: this.#options.maxCallsInFlight,
-      firstCount: state.within?.count,
-    });
+    const batchesInFlight = batchWindow(this.#deps.strategy);
+    const { batches, calls } = await this.#openTraffic(state);
     const flights: Flight[] = [];
-    const finish = (flight: Flight) => this.#finish(state, flight, chain);
+    // Each batch is finished (counted, saved) as soon as its replies are in, in order; the next
+    // batch's calls are meanwhile on the wire, so its save runs between them, never after them.
+    let finished: Promise<unknown> = Promise.resolve();
     // A failed batch ends the scan: the next one must not wait on (e.g.) a memory pause to send.
     const abandoned = new AbortController();
     let scanDone = false;
@@ -344,40 +337,39 @@ class Run {
         if (!resumedFrom || !withinRange(batch.next, resumedFrom)) state.within = undefined;
         const unclaimed = keysAfter(inProcessingOrder(batch.keys), batch.next, resumedFrom);
         const { keys, trimmed } = this.#quota.claim(unclaimed);
-        // Only a batch that moves the cursor needs steps: its last call stores the checkpoint.
-        const moves = keys.length > 0 && !trimmed && batch.next !== "0";
-        const steps = moves
-          ? chain?.batch(
-            this.#saves.next(state, batch.next, this.#options.keys.idOf(keys.at(-1)!)),
-          )
-          : undefined;
         const started = performance.now();
         const sent = await sendBatch(keys, {
           ...this.#sending,
           node: state.name,
-          steps,
           window: calls,
           abandon: abandoned.signal,
         });
         sent.results.catch(() => abandoned.abort());
-        flights.push({ batch, keys, trimmed, steps, started, resumedFrom, ...sent });
+        const flight: Flight = { batch, keys, trimmed, started, resumedFrom, ...sent };
+        const end = finished.then(() => this.#finish(state, flight));
+        end.catch(() => abandoned.abort());
+        flight.end = finished = end;
+        flights.push(flight);
         const stop = !sent.complete || trimmed || this.#signal.aborted ||
           (this.#quota.used && batch.next !== "0");
-        scanDone = await settleFlights(flights, stop ? 0 : batchesInFlight - 1, finish) ?? scanDone;
+        scanDone = await settleFlights(flights, stop ? 0 : batchesInFlight - 1) ?? scanDone;
         if (stop) return false;
       }
-      scanDone = await settleFlights(flights, 0, finish) ?? scanDone;
+      scanDone = await settleFlights(flights, 0) ?? scanDone;
     } catch (error) {
-      // Let every call of the abandoned batches settle before the node is recovered. A storm ends
-      // the run: what those batches did is still counted and reported (nothing of them is saved);
-      // after an outage they are re-read instead.
-      const settled = await Promise.allSettled(flights.map((f) => f.results));
-      if (error instanceof ErrorStormError) {
-        settled.forEach((s, i) => {
-          if (s.status !== "fulfilled") return;
-          countResults(this.counters, s.value);
-          this.#report(state, flights[i]!.batch, s.value, flights[i]!.started, false);
-        });
+      // Let every abandoned batch settle before the node is recovered. A storm ends the run: what
+      // the batches behind it did is still counted and reported (nothing of them is saved); after
+      // an outage they are re-read, and what they copied counts then.
+      await Promise.allSettled(flights.map((f) => f.end));
+      for (const flight of flights.filter((f) => !f.counted)) {
+        const results = await flight.results.catch(() => undefined);
+        if (results === undefined) continue;
+        if (!(error instanceof ErrorStormError)) {
+          this.#uncounted.remember(flight.keys, results);
+          continue;
+        }
+        countResults(this.counters, results);
+        this.#report(state, flight.batch, results, flight.started, false);
       }
       throw error;
     }
@@ -386,15 +378,13 @@ class Run {
     return true;
   }
 
-  /** A batch's replies are in: count them, and store its checkpoint unless a script did. */
-  async #finish(state: NodeState, flight: Flight, chain?: CheckpointChain): Promise<BatchEnd> {
+  /** A batch's replies are in: count them, and store its checkpoint (run/checkpointer.ts). */
+  async #finish(state: NodeState, flight: Flight): Promise<BatchEnd> {
     // A copy an abandoned batch made counts as this run's copy when its key is read again.
     const results = this.#uncounted.settle(flight.keys, await flight.results);
     const execute = this.#options.mode === "execute";
-    countResults(this.counters, results);
     // A storm stops the run only after this batch is counted and reported (never saved past).
     const storm = this.#storm.observe(results);
-    this.#saves.count(state, results);
     if (results.length > 0) {
       state.lastJob = this.#options.keys.idOf(flight.keys[results.length - 1]!);
     }
@@ -410,22 +400,24 @@ class Run {
       const done = flight.keys.slice(0, results.length);
       state.within = positionAfter(done, flight.batch, flight.resumedFrom);
     }
-    const commit = () => {
-      state.committed = end.resumeAt;
-      this.#cursors.set(state.name, end.scanDone ? "0" : end.resumeAt);
-    };
-    // The script stored the checkpoint: it is durable before its totals are (which may wait out
-    // an OOM and stop the run; the summary must name the stored cursor then).
-    if (flight.steps?.stored) {
-      commit();
-      await this.#saves.scriptStored(state);
-    }
     // An open error streak holds the checkpoint, so a rerun retries the keys it failed.
     if (end.save && !this.#storm.holding) {
-      await this.#saves.save(state, end.resumeAt);
-      chain?.storedByClient(end.resumeAt);
+      try {
+        await this.#saves.save(state, end.resumeAt, results);
+      } catch (error) {
+        // Lost with the connection: the batch is read again, and its copies count then.
+        if (classify(error).outage) this.#uncounted.remember(flight.keys, results);
+        else countResults(this.counters, results);
+        flight.counted = true;
+        throw error;
+      }
+    } else {
+      this.#saves.count(state, results);
     }
-    commit();
+    countResults(this.counters, results);
+    flight.counted = true;
+    state.committed = end.resumeAt;
+    this.#cursors.set(state.name, end.scanDone ? "0" : end.resumeAt);
     this.#report(state, flight.batch, results, flight.started, end.scanDone);
     if (storm !== undefined) throw storm;
     return end;
@@ -462,9 +454,136 @@ class Run {
     return max === undefined ? estimate : Math.min(estimate, max);
   }
 
+  /**
+   * The node's state at the start of its scan: its identity, and where it starts as the resume
+   * policy decides from its stored checkpoint (checkpoint/resume.ts).
+   *
+   * @throws {SafetyRefusal} when the stored checkpoint must not be resumed.
+   */
+  async #openNode(node: Redis): Promise<NodeState & { finished: boolean }> {
+    const { target, checkpoints, nodeId: nodeIdOf } = this.#deps;
+    const name = target.nodeName(node);
+    const nodeId = nodeIdOf ? await nodeIdOf(node) : "";
+    const runId = await serverRunId(node);
+    const decision = decideStart({
+      mode: this.#options.mode,
+      cursor: this.#options.cursor,
+      resetProgress: this.#options.resetProgress,
+      stored: await checkpoints.load(nodeId),
+      params: this.#params,
+      runId,
+      node: name,
+      perNode: nodeId !== "",
+      prefix: checkpoints.prefix,
+    });
+    if (decision.kind === "refuse") throw new SafetyRefusal(decision.reason);
+    if (decision.log) {
+      const { level, event, message, fields } = decision.log;
+      this.#log.log(level, event, message, fields);
+    }
+    const finished = decision.kind === "finished";
+    if (!finished && decision.clear) await checkpoints.clear(nodeId);
+    return {
+      finished,
+      node,
+      name,
+      nodeId,
+      runId,
+      committed: finished ? "0" : decision.cursor,
+      within: finished ? undefined : decision.within,
+      startFraction: finished ? 1 : scanFraction(decision.cursor, this.#dbsize),
+      lastSave: 0,
+    };
+  }
+
+  /**
+   * Opens a node's traffic afresh (a node back from an outage is measured again): its call window
+   * and its SCAN batches from `state.committed`. The window is `round-trip` (`--max-latency` > 0):
+   * one round trip's worth of calls in flight, and while another client is active (control/pace.ts)
+   * no more than `--max-latency` allows, so the application never waits behind more of the
+   * backfill's work; or `deep` (`--max-latency 0`, raw
+   * speed asked for): up to {@linkcode MAX_CALL_WINDOW}, so the client's own pauses (its GC, a
+   * SCAN reply to sort) never leave Redis idle. Each SCAN's COUNT is sized to `--max-call-ms`.
+   */
+  async #openTraffic(state: NodeState): Promise<{
+    batches: AsyncGenerator<ScanBatch>;
+    calls: CallWindow;
+  }> {
+    const { node } = state;
+    const options = this.#options;
+    const maxCallMs = options.maxCallMs ?? 0.25;
+    // While another client is active, no more than `--max-latency` allows; else a round trip's.
+    const deep = options.callWindow === "deep";
+    const calls = runWindow({
+      deep,
+      roundTrip: deep ? MAX_CALL_WINDOW : callWindowSize(await roundTripMs(node), maxCallMs),
+      budget: options.maxCallsInFlight,
+      shared: () => options.shared?.(state.name) ?? true,
+    });
+    const timed = new TimedScan(node, {
+      maxCallMs,
+      maxCount: options.batch,
+      callClock: options.callClock,
+    });
+    const batches = scanBatches(node, {
+      match: this.#options.keys.oldMatch,
+      count: options.batch,
+      cursor: state.committed,
+      timed: inWindow(timed, calls),
+      // A batch re-read from a stored position asks for the COUNT it was read with.
+      firstCount: state.within?.count,
+    });
+    return { batches, calls };
+  }
+
   /** The cursor to resume from: one node's, or `host:port=cursor` per node (also after a failure). */
   #resumeCursor(): string {
     if (this.#cursors.size === 1) return [...this.#cursors.values()][0]!;
     return [...this.#cursors].map(([name, cursor]) => `${name}=${cursor}`).join(",");
+  }
+}
+
+/**
+ * The node's SCANs take a place in its call window like its script calls: they share the
+ * connection, so they sit in the same input buffer in front of the application's commands.
+ */
+function inWindow(scanner: SizedScanner, calls: CallWindow): SizedScanner {
+  return {
+    nextCount: () => scanner.nextCount(),
+    async scan(cursor, match, count) {
+      const release = await calls.acquire();
+      try {
+        return await scanner.scan(cursor, match, count);
+      } finally {
+        release();
+      }
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// --max-keys, shared by every node
+
+/** The keys a run may still process (no limit without `--max-keys`). */
+class KeyQuota {
+  readonly #max: number | undefined;
+  #claimed = 0;
+
+  constructor(max: number | undefined) {
+    this.#max = max;
+  }
+
+  /** The part of `keys` this run may still process; `trimmed` when the quota cut it. */
+  claim(keys: Buffer[]): { keys: Buffer[]; trimmed: boolean } {
+    const left = (this.#max ?? Infinity) - this.#claimed;
+    const trimmed = keys.length > left;
+    const claimed = trimmed ? keys.slice(0, Math.max(left, 0)) : keys;
+    this.#claimed += claimed.length;
+    return { keys: claimed, trimmed };
+  }
+
+  /** True once `--max-keys` keys were handed out. */
+  get used(): boolean {
+    return this.#max !== undefined && this.#claimed >= this.#max;
   }
 }

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { MAX_SUB_BATCH } from "./send.ts";
+import { MAX_CALL_KEYS } from "../control/call_size.ts";
 import { SafetyRefusal } from "../errors.ts";
 import { TRANSIENT_ERRORS } from "../migrate/strategy.ts";
 import type { StrategyResult } from "../migrate/strategy.ts";
@@ -30,7 +30,7 @@ const MIN_STORM = 20;
  * fewer), but never a handful of keys: one odd error in a tiny `--batch` is no storm.
  */
 export function stormThreshold(batch: number): number {
-  return Math.max(MIN_STORM, Math.min(batch, 2 * MAX_SUB_BATCH));
+  return Math.max(MIN_STORM, Math.min(batch, 2 * MAX_CALL_KEYS));
 }
 
 /**

@@ -61,8 +61,6 @@ export interface LockOptions {
   onWait?: (message: string) => void;
   /** Stops waiting (rejects with its reason). */
   signal?: AbortSignal;
-  /** How often a waiter tries again, at most. Default 1000 ms. */
-  pollMs?: number;
 }
 
 /** A held lock; renews itself until {@linkcode RunLock.release}. */
@@ -136,8 +134,8 @@ export class RunLock {
             `renewed; waiting up to ${Math.ceil(left / 1000)} s more`,
         );
       }
-      // Try again just after the expiry, but at least every pollMs, and never past the deadline.
-      const pause = Math.min(options.pollMs ?? 1000, Math.max(other.pttl + 20, 20), left);
+      // Try again just after the expiry, but at least every second, and never past the deadline.
+      const pause = Math.min(1000, Math.max(other.pttl + 20, 20), left);
       await delay(pause, { signal: options.signal });
     }
   }

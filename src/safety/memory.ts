@@ -1,12 +1,11 @@
 /**
  * Memory headroom. Keeping the old keys while copying them roughly doubles the memory of every
  * migrated job, and a Redis that hits `maxmemory` either rejects the application's writes (OOM) or
- * evicts its keys. So: estimate before writing and refuse when the copy would not fit; pause while
- * memory is above the bound during the run.
+ * evicts its keys. So: estimate before writing and refuse when the copy would not fit. During the
+ * run, the health check pauses it while memory is above the bound (control/health_check.ts).
  *
  * @module
  */
-import { pause } from "../async/delay.ts";
 import { SafetyRefusal } from "../errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import type { Logger } from "../run_events.ts";
@@ -112,16 +111,13 @@ export interface MemoryGuardOptions {
   logger: Logger;
   /** The key mapping: which keys are old keys, and their new keys. */
   keys: KeySchema;
-  /** How often the run re-reads INFO memory (ms). */
-  checkEveryMs?: number;
 }
 
-/** Checks headroom before the run and pauses it while memory is above the bound. */
+/** Checks headroom before the run. */
 export class MemoryGuard {
   readonly #nodes: Redis[];
   readonly #options: MemoryGuardOptions;
   readonly #name: (node: Redis) => string;
-  #lastCheck = 0;
 
   constructor(nodes: Redis[], name: (node: Redis) => string, options: MemoryGuardOptions) {
     this.#nodes = nodes;
@@ -184,48 +180,6 @@ export class MemoryGuard {
           `${mib(memory.max)} maxmemory (bound ${maxPct}%)`,
         { node: name, estimate_bytes: estimate, used_bytes: memory.used },
       );
-    }
-  }
-
-  /**
-   * The run's admission check: returns when every node is below the bound, pausing (and logging)
-   * while one is above it. Reads `INFO memory` at most once per `checkEveryMs`, unless `fresh`.
-   * A stop signal ends the pause quietly (the caller sees the signal).
-   */
-  async wait(options: { signal?: AbortSignal; fresh?: boolean } = {}): Promise<void> {
-    const { signal } = options;
-    const every = this.#options.checkEveryMs ?? 1000;
-    if (!options.fresh && performance.now() - this.#lastCheck < every) return;
-    this.#lastCheck = performance.now();
-    for (const node of this.#nodes) {
-      let pausedSince: number | undefined;
-      for (;;) {
-        if (signal?.aborted) return;
-        const memory = parseMemoryInfo(await node.info("memory"));
-        const limit = memory.max * (this.#options.maxPct / 100);
-        if (memory.max === 0 || memory.used <= limit) break;
-        if (pausedSince === undefined) {
-          pausedSince = performance.now();
-          this.#options.logger.log(
-            "warn",
-            "memory_pause",
-            `pausing: Redis at ${this.#name(node)} uses ${
-              mib(memory.used)
-            }, above ${this.#options.maxPct}% ` +
-              `of maxmemory (${mib(limit)}); resuming when it drops below`,
-            { node: this.#name(node) },
-          );
-        }
-        if (!await pause(every, { signal })) return;
-      }
-      if (pausedSince !== undefined) {
-        const seconds = ((performance.now() - pausedSince) / 1000).toFixed(1);
-        this.#options.logger.log(
-          "info",
-          "memory_resume",
-          `memory back below the bound after ${seconds} s; resuming`,
-        );
-      }
     }
   }
 }

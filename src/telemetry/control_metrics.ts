@@ -29,6 +29,7 @@ export class ControlMetrics implements RunObserver {
   readonly #throttled: Gauge<"reason">;
   readonly #redisBusy: Gauge<"node">;
   readonly #redisBackfill: Gauge<"node">;
+  readonly #redisShared: Gauge<"node">;
   readonly #replicaLag: Gauge<"node">;
   readonly #redisUp: Gauge<"node">;
   /** The throttle reported the run-wide rate (`node="_all"`): the start does not overwrite it. */
@@ -57,6 +58,10 @@ export class ControlMetrics implements RunObserver {
     this.#redisBackfill = perNode(
       "relay_backfill_redis_backfill_ratio",
       "Share of the last ~200 ms Redis ran the backfill's own commands (INFO commandstats), 0-1.",
+    );
+    this.#redisShared = perNode(
+      "relay_backfill_redis_shared",
+      "1 while another client is active on the master (calls in flight follow --max-latency), 0 while none is.",
     );
     this.#replicaLag = perNode(
       "relay_backfill_replica_lag_bytes",
@@ -103,6 +108,9 @@ export class ControlMetrics implements RunObserver {
     if (Number.isFinite(event.busy)) this.#redisBusy.set({ node: event.node }, event.busy);
     if (Number.isFinite(event.backfill)) {
       this.#redisBackfill.set({ node: event.node }, event.backfill);
+    }
+    if (event.shared !== undefined) {
+      this.#redisShared.set({ node: event.node }, event.shared ? 1 : 0);
     }
   }
 

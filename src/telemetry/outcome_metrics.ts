@@ -98,7 +98,7 @@ export class OutcomeMetrics {
     for (const [outcome, byWorkspace] of Object.entries(carried.byOutcome)) {
       for (const [workspace, count] of Object.entries(byWorkspace ?? {})) {
         if (!(count > 0)) continue;
-        // Totals are stored per outcome (checkpoint/totals.ts): earlier runs count under their own
+        // Totals are stored per outcome (checkpoint/store.ts): earlier runs count under their own
         // label, so every sum over workspaces is the migration's total.
         const label = workspace === EARLIER_RUNS
           ? (this.#workspaceLabel ? EARLIER_RUNS_LABEL : ALL_WORKSPACES_LABEL)

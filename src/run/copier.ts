@@ -1,23 +1,129 @@
 /**
- * Per-key retries. A sub-batch gets one retry of what failed for a passing reason (a changed
- * workspace id, a lost reply, a moved slot); keys that Redis refused for lack of memory are not
- * errors at all but a reason to back off: they are retried, behind the gate's fresh checks, until
- * Redis accepts them or `--max-outage` passes.
+ * The copier: one batch's keys to Redis and back. The batch goes out in sub-batches, each admitted
+ * by the gate (rate limit, admission checks) and by the node's call window, each one script call
+ * of the strategy, in key order, as many in flight as the window allows ({@linkcode sendBatch}
+ * returns once every sub-batch is sent, so the engine can send the next batch while this one's
+ * replies are still coming). Each sub-batch gets its per-key retries ({@linkcode KeyRetry}): one
+ * retry of what failed for a passing reason (a changed workspace id, a lost reply, a moved slot);
+ * keys that Redis refused for lack of memory are not errors at all but a reason to back off: they
+ * are retried, behind the gate's fresh checks, until Redis accepts them or `--max-outage` passes.
  *
  * @module
  */
 import type { Buffer } from "node:buffer";
 import { backoffMs } from "../async/backoff.ts";
-import type { ScriptStep } from "../checkpoint/in_script.ts";
 import { pause } from "../async/delay.ts";
+import { MAX_CALL_KEYS } from "../control/call_size.ts";
+import type { CallWindow } from "../control/call_window.ts";
 import type { Gate } from "../control/gate.ts";
 import { BackfillError, SafetyRefusal } from "../errors.ts";
 import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
+import { nameInvalidKeys } from "../outcome.ts";
 import { classify, errorLine, isOutageCode, KeyReplyError } from "../redis/errors.ts";
-import type { Logger } from "../run_events.ts";
+import type { Logger, RunObserver } from "../run_events.ts";
 import type { KeySchema } from "../schema.ts";
 import { escapeForLog } from "../telemetry/redact.ts";
 import type { UncountedCopies } from "./uncounted_copies.ts";
+
+/**
+ * Keys of the next script call for `node`: about a tenth of a second's worth of its rate now, no
+ * more than the strategy's time budget fits (`--max-call-ms`), the batch, and the guard.
+ */
+export function callSize(
+  node: string,
+  options: {
+    gate: Pick<Gate, "rps"> & Partial<Pick<Gate, "rateFor">>;
+    strategy: Pick<MigrationStrategy, "nextCallSize">;
+    batch: number;
+  },
+): number {
+  const rps = options.gate.rateFor?.(node) ?? options.gate.rps;
+  const wanted = rps > 0 ? Math.ceil(rps / 10) : MAX_CALL_KEYS;
+  const fits = options.strategy.nextCallSize?.() ?? MAX_CALL_KEYS;
+  return Math.max(1, Math.min(wanted, fits, options.batch, MAX_CALL_KEYS));
+}
+
+/** A sent batch. */
+export interface SentBatch {
+  /** Every key's result, in key order, after the retries; rejects with a call's outage. */
+  results: Promise<StrategyResult[]>;
+  /** False when a stop signal kept part of the batch from being sent. */
+  complete: boolean;
+}
+
+/** Options of {@linkcode sendBatch}. */
+export interface SendOptions {
+  gate: Pick<Gate, "admit">;
+  retry: Pick<KeyRetry, "migrate">;
+  /** Keys of the next script call to `node` (its rate now, the Redis-time budget). */
+  subBatchSize: (node: string) => number;
+  /** `host:port`, for logs. */
+  node: string;
+  /** The node's calls in flight: a call is sent only when there is room (control/call_window.ts). */
+  window?: Pick<CallWindow, "acquire">;
+  observer?: Pick<RunObserver, "onLimiterWait" | "onRedisReply">;
+  /** A stop: no further sub-batch is sent; the ones sent finish. */
+  signal?: AbortSignal;
+  /** An earlier batch of this node failed: stop sending (its failure ends the scan anyway). */
+  abandon?: AbortSignal;
+  /** Where the copies of the calls that replied go when the batch fails (the re-read counts them). */
+  uncounted?: Pick<UncountedCopies, "remember">;
+}
+
+/**
+ * Sends `keys` in sub-batches; resolves when the last one is sent, or when one already sent has
+ * failed (its outage or refusal ends the batch: waiting to send more, e.g. in a memory pause that
+ * the failure itself reports, would only hide it).
+ */
+export async function sendBatch(keys: Buffer[], options: SendOptions): Promise<SentBatch> {
+  const { gate, observer, signal, node } = options;
+  const inFlight: Promise<StrategyResult[]>[] = [];
+  const chunks: Buffer[][] = [];
+  const failed = new AbortController();
+  const waiting = AbortSignal.any(
+    [signal, options.abandon, failed.signal].filter((s): s is AbortSignal => s !== undefined),
+  );
+  let complete = true;
+  for (let i = 0; i < keys.length && !failed.signal.aborted;) {
+    const chunk = keys.slice(i, i + options.subBatchSize(node));
+    i += chunk.length;
+    let release = () => {};
+    try {
+      const waited = await gate.admit(chunk.length, { signal: waiting, node });
+      if (waited > 0) observer?.onLimiterWait?.(waited);
+      if (options.window) release = await options.window.acquire({ signal: waiting });
+    } catch (error) {
+      if (!waiting.aborted) throw error;
+      complete = false;
+      break;
+    }
+    const work = options.retry.migrate(chunk, options.node)
+      .then((results) => {
+        // The node answered: /healthz and relay_backfill_redis_up notice a frozen Redis by this.
+        observer?.onRedisReply?.({ node: options.node });
+        return nameInvalidKeys(chunk, results);
+      });
+    work.then(release, () => {
+      release();
+      failed.abort();
+    });
+    inFlight.push(work);
+    chunks.push(chunk);
+  }
+  const results = Promise.allSettled(inFlight).then((settled) => {
+    const failure = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
+    if (failure) {
+      // The batch will be read again; what its answered calls copied is this run's work.
+      settled.forEach((s, i) => {
+        if (s.status === "fulfilled") options.uncounted?.remember(chunks[i]!, s.value);
+      });
+      throw failure.reason;
+    }
+    return settled.flatMap((s) => (s as PromiseFulfilledResult<StrategyResult[]>).value);
+  });
+  results.catch(() => {});
+  return { results, complete };
+}
 
 /** Pause before the one retry of a sub-batch's failed keys. */
 const RETRY_DELAY_MS = 50;
@@ -58,13 +164,12 @@ export class KeyRetry {
 
   /**
    * One sub-batch: one retry of the keys marked retryable (but OOM), then the OOM wait; each key
-   * still failing is logged by job id and error code (never a value). `step` (the in-script
-   * checkpoint's part of this call) goes with the first attempt only; retries carry none.
+   * still failing is logged by job id and error code (never a value).
    *
    * @throws an outage error as is (the engine waits for Redis and re-reads the batch).
    */
-  async migrate(keys: Buffer[], node: string, step?: ScriptStep): Promise<StrategyResult[]> {
-    const results = await this.#attempt(keys, step);
+  async migrate(keys: Buffer[], node: string): Promise<StrategyResult[]> {
+    const results = await this.#attempt(keys);
     try {
       const once = failing(results).filter((i) => results[i]!.errorCode !== "OOM");
       if (once.length > 0) {
@@ -138,10 +243,10 @@ export class KeyRetry {
    * One strategy call; a failed command makes every key a retryable error. An outage is thrown,
    * also one a script reported for a key.
    */
-  async #attempt(keys: Buffer[], step?: ScriptStep): Promise<StrategyResult[]> {
+  async #attempt(keys: Buffer[]): Promise<StrategyResult[]> {
     let results: StrategyResult[];
     try {
-      results = await this.#options.strategy.migrate(keys, { ...this.#options.migrate, step });
+      results = await this.#options.strategy.migrate(keys, this.#options.migrate);
     } catch (error) {
       const { outage, code } = classify(error);
       // A refusal (this runner's lock is lost) ends the run; it is no key's error.
