@@ -285,6 +285,16 @@ export class KeySchema {
     return { oldKey: join(this.from.literals, captures), values, workspace };
   }
 
+  /**
+   * True when this mapping copies `oldKey` to `newKey`: the new key's name reads back to that old
+   * key with a valid workspace (a mapping is never ambiguous, so no other reading exists).
+   */
+  isCopyOf(newKey: Uint8Array, oldKey: Uint8Array): boolean {
+    const parsed = this.parseNewKey(newKey);
+    return parsed !== undefined && parsed.oldKey.equals(oldKey) &&
+      this.checkWorkspace(Buffer.from(parsed.workspace, "latin1")) !== undefined;
+  }
+
   /** SCAN MATCH pattern of one workspace's new keys (glob characters in the id match literally). */
   newMatchFor(workspaceId: string): string {
     const at = this.to.names.indexOf(this.workspaceField);

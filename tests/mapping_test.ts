@@ -35,6 +35,13 @@ Deno.test("mapping: a hash-tagged --to puts the new key in its workspace's slot"
   assert.equal(parsed.oldKey.toString(), "ai:jobs:42");
   assert.equal(parsed.workspace, "acme");
   assert.equal(keys.isDefaultMapping, false);
+  // Which mapping made a new key: this one, not the default (which reads the tag as a workspace
+  // "{acme}", invalid under its rule); and the default's copies are not this one's.
+  const defaults = new KeySchema();
+  assert.equal(keys.isCopyOf(fresh, Buffer.from("ai:jobs:42")), true);
+  assert.equal(defaults.isCopyOf(fresh, Buffer.from("ai:jobs:42")), false);
+  assert.equal(keys.isCopyOf(Buffer.from("ai:job:acme:42"), Buffer.from("ai:jobs:42")), false);
+  assert.equal(keys.isCopyOf(fresh, Buffer.from("ai:jobs:43")), false);
   assert.deepEqual(keys.fingerprint, {
     pattern: "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
     mapping: "ai:jobs:{job_id} -> ai:job:{{workspace_id}}:{job_id}",

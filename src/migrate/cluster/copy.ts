@@ -131,8 +131,7 @@ export class ClusterCopy implements MigrationStrategy {
     // Copied again only under the mapping that wrote it: a run with another mapping (about to be
     // refused by its checkpoint) leaves the key to the resumed run, which re-reads its batch.
     const undone = intents.filter((intent, i) =>
-      completions[i] === "undone" &&
-      this.#keys.parseNewKey(intent.newKey)?.oldKey.equals(intent.oldKey) === true
+      completions[i] === "undone" && this.#keys.isCopyOf(intent.newKey, intent.oldKey)
     ).map((i) => i.oldKey);
     let failed = 0;
     for (let i = 0; i < undone.length; i += 100) {
