@@ -97,7 +97,7 @@ export async function measureBackfill(
     const dbBefore = await client.dbsize();
     const cpuBefore = await redisCpuSeconds(client);
     const machineBefore = await cpuTimes();
-    const run = await runCli(unthrottledRun(server.url), [], root);
+    const run = await runCli(unthrottledRun(server.url), [], { root });
     const machineAfter = await cpuTimes();
     const cpu = await redisCpuSeconds(client) - cpuBefore;
     const slow = await slowCalls(client);

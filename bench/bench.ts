@@ -61,7 +61,8 @@ import {
 const USAGE =
   `usage: deno task bench [--keys N] [--naive-keys N] [--repeat N] [--limiter-seconds S] [--quick]
                        [--no-pin] [--profile] [--impact] [--impact-seconds S] [--rtt MS] [--cluster]
-                       [--verify-full] [--verify-full-keys N,N] [--call-clock] [--call-clock-keys N]
+                       [--verify-full] [--verify-full-keys N,N] [--verify-full-before DIR]
+                       [--call-clock] [--call-clock-keys N]
                        [--pace] [--pace-rows L] [--against DIR]
   --keys N             old keys to seed (default 300000)
   --naive-keys N       keys the naive loop processes (default 20000)
@@ -78,6 +79,9 @@ const USAGE =
   --verify-full        only the verify --full section: keys/s vs its in-server ceiling, Redis time
                        per call (each size on its own fresh server)
   --verify-full-keys L sizes of the verify --full rows (default 300000,1000000; --quick: 40000)
+  --verify-full-before DIR
+                       also run the verify --full of the checkout in DIR (e.g. a worktree of
+                       the commit before a change), alternated with this one's on the same data
   --call-clock         only the call-clock section: backfill and verify --full timed by the
                        script's clock vs the client's, alternated on one fresh server
   --call-clock-keys N  jobs of the call-clock section (default 200000; --quick: 40000)
@@ -119,6 +123,7 @@ function parseOptions(argv: string[]) {
       cluster: { type: "boolean", default: false },
       "verify-full": { type: "boolean", default: false },
       "verify-full-keys": { type: "string" },
+      "verify-full-before": { type: "string" },
       "call-clock": { type: "boolean", default: false },
       "call-clock-keys": { type: "string" },
       pace: { type: "boolean", default: false },
@@ -148,6 +153,7 @@ function parseOptions(argv: string[]) {
     },
     verifyFullKeys,
     against: values.against,
+    verifyFullBefore: values["verify-full-before"],
     paceRows: values["pace-rows"]?.split(",").map((row) => row.trim()),
     callClockKeys: positiveInt(
       "call-clock-keys",
@@ -427,7 +433,13 @@ async function main(): Promise<number> {
       log(`verify --full section: ${options.verifyFullKeys.join(", ")} keys`);
       extra.verifyFull = await section(
         "verify --full",
-        () => measureVerifyFull(options.verifyFullKeys, fresh),
+        () =>
+          measureVerifyFull(options.verifyFullKeys, {
+            ...fresh,
+            variants: options.verifyFullBefore === undefined
+              ? undefined
+              : [{ name: "before", root: options.verifyFullBefore }, { name: "after" }],
+          }),
         renderVerifyFull,
       );
     }

@@ -15,7 +15,6 @@ import { parseJson, runCli, unthrottledRun } from "./cli.ts";
 import { seed } from "./seed.ts";
 import { resetStats, scriptCalls, startBenchServer, waitRehashSettled } from "./server.ts";
 import type { Redis } from "../src/redis/ioredis.ts";
-import { ranLanes } from "../tests/support/lanes.ts";
 
 /** One command's run under one clock. */
 export interface ClockRun {
@@ -31,8 +30,6 @@ export interface ClockPair {
   clock: "auto" | "client";
   backfill: ClockRun;
   verify: ClockRun;
-  /** The verify took lanes (only the script's clock allows them). */
-  verifyLanes: boolean;
 }
 
 /** The section's result. */
@@ -90,8 +87,7 @@ export async function measureCallClock(
           detail: `backfill exit ${run.code}, migrated ${summary.migrated} of ${seeded.valid}; ` +
             `verify exit ${check.code}, parity ${report.parity}\n${check.stderrTail}`,
         });
-        const verifyLanes = await ranLanes(client);
-        runs.push({ clock, backfill, verify, verifyLanes });
+        runs.push({ clock, backfill, verify });
       } finally {
         client.disconnect();
       }
@@ -113,7 +109,7 @@ export function renderCallClock(result: CallClockBenchResult): string[] {
     `${k(result.keys)} keys, whole-process keys/s`,
     ...result.runs.flatMap((r) => [
       `  ${r.clock}: backfill ${line(r.backfill)}`,
-      `  ${r.clock}: verify --full (${r.verifyLanes ? "lanes" : "sub-batches"}) ${line(r.verify)}`,
+      `  ${r.clock}: verify --full ${line(r.verify)}`,
     ]),
   ];
 }

@@ -86,16 +86,22 @@ export function spawnTracked(command: Deno.Command): Deno.ChildProcess {
   return child;
 }
 
+/** Options of {@linkcode startCli}. */
+export interface StartCliOptions {
+  /** A command line the whole process is run under (e.g. one that enters a cgroup and `exec`s). */
+  wrap?: readonly string[];
+  /** The checkout whose `main.ts` runs (default: this one), e.g. a "before" to compare with. */
+  root?: string;
+}
+
 /**
  * Starts `main.ts <args>` with the `backfill` permission set; `denoFlags` go before `main.ts`
- * (the profiler uses `--v8-flags=--prof,...`). `wrap` is a command line the whole process is run
- * under (e.g. one that moves itself into a cgroup and `exec`s the rest); `root` is the checkout
- * whose `main.ts` runs (default: this one).
+ * (the profiler uses `--v8-flags=--prof,...`).
  */
 export function startCli(
   args: string[],
   denoFlags: string[] = [],
-  options: { wrap?: readonly string[]; root?: string } = {},
+  options: StartCliOptions = {},
 ): RunningCli {
   const denoArgs = ["run", "-q", ...BINARY_FLAGS, ...denoFlags, "main.ts", ...args];
   const haveTime = exists(GNU_TIME);
@@ -166,9 +172,13 @@ export function startCli(
   };
 }
 
-/** Runs the CLI to completion (`root`: another checkout's `main.ts`, for a side-by-side). */
-export function runCli(args: string[], denoFlags: string[] = [], root?: string): Promise<CliRun> {
-  return startCli(args, denoFlags, { root }).done;
+/** Runs the CLI to completion. */
+export function runCli(
+  args: string[],
+  denoFlags: string[] = [],
+  options: StartCliOptions = {},
+): Promise<CliRun> {
+  return startCli(args, denoFlags, options).done;
 }
 
 /** Parses the one JSON object the CLI prints with `--json`; throws with context when it can't. */

@@ -19,18 +19,28 @@ import { seed } from "./seed.ts";
 import {
   type BenchServer,
   commandStats,
+  redisCpuSeconds,
   resetStats,
   scriptCalls,
   startBenchServer,
   waitRehashSettled,
 } from "./server.ts";
 import { KEY_LUA, KeySchema, WORKSPACE_FIELD } from "../src/schema.ts";
-import { PAIR_LUA } from "../src/verify/full/pair_lua.ts";
+import { PAIR_LUA } from "../src/verify/script.ts";
 import type { Redis } from "../src/redis/ioredis.ts";
 
-/** One size's numbers. */
-export interface VerifyFullRow {
-  keys: number;
+/** Where a measured `verify --full` comes from: this tree, or another checkout (a "before"). */
+export interface VerifyFullVariant {
+  name: string;
+  /** The checkout whose `main.ts` runs (default: this one). */
+  root?: string;
+  /** Extra CLI arguments. */
+  args?: string[];
+}
+
+/** One variant's numbers at one size (the median pair's, by ratio, and every pair's ratio). */
+export interface VerifyFullVariantRow {
+  name: string;
   /** Old keys / the summary's duration (the process's start-up excluded). */
   keysPerSecond: number;
   /** Old keys / whole-process wall time. */
@@ -50,10 +60,18 @@ export interface VerifyFullRow {
   callsOver264: number;
   /** SCAN: mean Redis µs per call. */
   scanUsecPerCall: number;
+  /** Redis CPU (`INFO cpu`, user + sys) over the verify run, per old key, µs. */
+  redisCpuUsPerKey: number;
   /** The verify's own view (TIME inside the script), from its summary. */
   summaryRedisCalls: unknown;
   peakRssMb: number;
   cliCpuSeconds: number;
+}
+
+/** One size's numbers, per variant. */
+export interface VerifyFullRow {
+  keys: number;
+  variants: VerifyFullVariantRow[];
 }
 
 /** The section's result. */
@@ -122,39 +140,55 @@ async function runVerifyCeiling(
 const PAIRS = 3;
 
 /** One verify run and the ceiling run after it, on the same server. */
-type Pair = Omit<VerifyFullRow, "keys" | "ratios" | "pairs">;
+type Pair = Omit<VerifyFullVariantRow, "name" | "ratios" | "pairs">;
+
+/** What a size's measurements share. */
+interface SizeContext {
+  checks: Check[];
+  log: (line: string) => void;
+  pairs: number;
+}
 
 /**
  * Seeds `keys` jobs on a fresh server, migrates them in-server, waits for Redis's own rehashing to
- * settle, then alternates {@linkcode PAIRS} verify runs (each from a fresh checkpoint) with
- * ceiling runs; the row holds the median pair (by ratio) and every pair's ratio.
+ * settle, then, {@linkcode PAIRS} times in turn, runs each variant's verify (each from a fresh
+ * checkpoint) followed by a ceiling run; each variant's row holds its median pair (by ratio) and
+ * every pair's ratio.
  */
 async function measureSize(
   keys: number,
-  checks: Check[],
+  variants: readonly VerifyFullVariant[],
   pinCpu: number | undefined,
-  log: (line: string) => void,
+  ctx: SizeContext,
 ): Promise<VerifyFullRow> {
   const server: BenchServer = await startBenchServer(pinCpu);
   const client = server.client();
   try {
-    log(`verify --full: seeding ${keys} keys and migrating them in-server`);
+    ctx.log(`verify --full: seeding ${keys} keys and migrating them in-server`);
     const seeded = await seed(client, keys);
     await runCeiling(client);
     await waitRehashSettled(client);
-    const pairs: Pair[] = [];
-    for (let i = 0; i < PAIRS; i++) {
-      pairs.push(await measurePair(client, server.url, keys, seeded, checks, log, i));
+    const pairs: Pair[][] = variants.map(() => []);
+    for (let i = 0; i < ctx.pairs; i++) {
+      for (const [v, variant] of variants.entries()) {
+        pairs[v]!.push(await measurePair(client, server.url, { keys, seeded, variant, i }, ctx));
+      }
     }
-    const byRatio = [...pairs].sort((a, b) => a.ratio - b.ratio);
     return {
       keys,
-      ...byRatio[Math.floor(PAIRS / 2)]!,
-      ratios: pairs.map((pair) => pair.ratio),
-      pairs: pairs.map(({ keysPerSecond, ceilingKeysPerSecond }) => ({
-        keysPerSecond,
-        ceilingKeysPerSecond,
-      })),
+      variants: variants.map(({ name }, v) => {
+        const runs = pairs[v]!;
+        const byRatio = [...runs].sort((a, b) => a.ratio - b.ratio);
+        return {
+          name,
+          ...byRatio[Math.floor(runs.length / 2)]!,
+          ratios: runs.map((pair) => pair.ratio),
+          pairs: runs.map(({ keysPerSecond, ceilingKeysPerSecond }) => ({
+            keysPerSecond,
+            ceilingKeysPerSecond,
+          })),
+        };
+      }),
     };
   } finally {
     client.disconnect();
@@ -165,40 +199,49 @@ async function measureSize(
 async function measurePair(
   client: Redis,
   url: string,
-  keys: number,
-  seeded: { valid: number; invalid: number },
-  checks: Check[],
-  log: (line: string) => void,
-  index: number,
+  run: {
+    keys: number;
+    seeded: { valid: number; invalid: number };
+    variant: VerifyFullVariant;
+    i: number;
+  },
+  { checks, log, pairs }: SizeContext,
 ): Promise<Pair> {
+  const { keys, seeded, variant, i } = run;
+  const label = `${variant.name}, ${keys} (${i + 1} of ${pairs})`;
   await resetStats(client);
-  log(`verify --full --rps 0 over ${keys} old keys (pair ${index + 1} of ${PAIRS})`);
-  const run = await runCli([
-    "verify",
-    "--full",
-    "--reset-progress",
-    "--rps",
-    "0",
-    "--json",
-    "--redis-url",
-    url,
-  ]);
-  const summary = parseJson(run);
+  log(`verify --full --rps 0 over ${keys} old keys: ${label}`);
+  const cpuBefore = await redisCpuSeconds(client);
+  const cli = await runCli(
+    [
+      "verify",
+      "--full",
+      "--reset-progress",
+      "--rps",
+      "0",
+      "--json",
+      "--redis-url",
+      url,
+      ...variant.args ?? [],
+    ],
+    [],
+    { root: variant.root },
+  );
+  const cpu = await redisCpuSeconds(client) - cpuBefore;
+  const summary = parseJson(cli);
   const scripts = await scriptCalls(client);
   const scan = (await commandStats(client)).scan;
   log(`verify --full ceiling (one in-server script loop) over ${keys} old keys`);
   const ceiling = await runVerifyCeiling(client);
   checks.push({
-    name: `verify --full ${keys} (${
-      index + 1
-    }): exit 0, parity 1, checked = valid + invalid seeded`,
-    ok: run.code === 0 && summary.parity === 1 &&
+    name: `verify --full ${label}: exit 0, parity 1, checked = valid + invalid seeded`,
+    ok: cli.code === 0 && summary.parity === 1 &&
       summary.checked === seeded.valid + seeded.invalid && summary.matched === seeded.valid,
-    detail: `exit ${run.code}, checked ${summary.checked}, matched ${summary.matched}, ` +
-      `seeded ${seeded.valid} valid + ${seeded.invalid} invalid\n${run.stderrTail}`,
+    detail: `exit ${cli.code}, checked ${summary.checked}, matched ${summary.matched}, ` +
+      `seeded ${seeded.valid} valid + ${seeded.invalid} invalid\n${cli.stderrTail}`,
   });
   checks.push({
-    name: `verify --full ceiling ${keys} (${index + 1}): matched = valid seeded`,
+    name: `verify --full ceiling ${label}: matched = valid seeded`,
     ok: ceiling.matched === seeded.valid,
     detail: `${ceiling.matched} vs ${seeded.valid}`,
   });
@@ -206,7 +249,7 @@ async function measurePair(
   const keysPerSecond = keys / Number(summary.duration_seconds);
   return {
     keysPerSecond,
-    wallKeysPerSecond: keys / run.wallSeconds,
+    wallKeysPerSecond: keys / cli.wallSeconds,
     ceilingKeysPerSecond: ceiling.keysPerSecond,
     ratio: keysPerSecond / ceiling.keysPerSecond,
     calls: ro?.calls ?? 0,
@@ -214,21 +257,33 @@ async function measurePair(
     maxUsecBound: ro?.maxUsecBound ?? NaN,
     callsOver264: ro?.callsOver264 ?? 0,
     scanUsecPerCall: scan?.usecPerCall ?? NaN,
+    redisCpuUsPerKey: cpu * 1e6 / keys,
     summaryRedisCalls: summary.redis_calls,
-    peakRssMb: run.peakRssMb,
-    cliCpuSeconds: run.cpuSeconds,
+    peakRssMb: cli.peakRssMb,
+    cliCpuSeconds: cli.cpuSeconds,
   };
+}
+
+/** Options of {@linkcode measureVerifyFull}. */
+export interface VerifyFullBenchOptions {
+  checks: Check[];
+  pinCpu?: number;
+  log: (line: string) => void;
+  /** What to run, alternated in each pair (default: this tree alone). */
+  variants?: readonly VerifyFullVariant[];
+  /** Pairs per size (default {@linkcode PAIRS}). */
+  pairs?: number;
 }
 
 /** Measures `verify --full` at each size (each on its own fresh server, stopped afterwards). */
 export async function measureVerifyFull(
   sizes: readonly number[],
-  options: { checks: Check[]; pinCpu?: number; log: (line: string) => void },
+  options: VerifyFullBenchOptions,
 ): Promise<VerifyFullBenchResult> {
+  const variants = options.variants ?? [{ name: "this tree" }];
+  const ctx = { checks: options.checks, log: options.log, pairs: options.pairs ?? PAIRS };
   const rows: VerifyFullRow[] = [];
-  for (const keys of sizes) {
-    rows.push(await measureSize(keys, options.checks, options.pinCpu, options.log));
-  }
+  for (const keys of sizes) rows.push(await measureSize(keys, variants, options.pinCpu, ctx));
   return { rows, target: { ratio: 0.8, maxCallUs: 250 } };
 }
 
@@ -238,22 +293,26 @@ export function renderVerifyFull(result: VerifyFullBenchResult): string[] {
   return [
     "verify --full: --rps 0 on migrated data vs the same comparison in one " +
     "in-server script loop",
-    ...result.rows.map((r) =>
-      `  ${k(r.keys)} keys: ${k(r.keysPerSecond)} keys/s in-process (${
-        k(r.wallKeysPerSecond)
-      } whole process), ceiling ${k(r.ceilingKeysPerSecond)} keys/s, ratio ${
-        r.ratio.toFixed(2)
-      } (median of ${
-        r.ratios.map((ratio) => ratio.toFixed(2)).join(" / ")
-      }; target ≥ ${result.target.ratio}: ${
-        r.ratio >= result.target.ratio ? "met" : "missed"
-      }); EVALSHA_RO ${k(r.calls)} calls, ${
-        r.usecPerCall.toFixed(0)
-      } µs/call mean (target ≤ ${result.target.maxCallUs}: ${
-        r.usecPerCall <= result.target.maxCallUs ? "met" : "missed"
-      }), slowest ≤ ${r.maxUsecBound} µs, ${k(r.callsOver264)} over 264 µs (${
-        (100 * r.callsOver264 / r.calls).toFixed(2)
-      }%); SCAN ${r.scanUsecPerCall.toFixed(0)} µs/call; peak RSS ${r.peakRssMb.toFixed(0)} MB`
+    ...result.rows.flatMap((row) =>
+      row.variants.map((r) =>
+        `  ${k(row.keys)} keys, ${r.name}: ${k(r.keysPerSecond)} keys/s in-process (${
+          k(r.wallKeysPerSecond)
+        } whole process), ceiling ${k(r.ceilingKeysPerSecond)} keys/s, ratio ${
+          r.ratio.toFixed(2)
+        } (median of ${
+          r.ratios.map((ratio) => ratio.toFixed(2)).join(" / ")
+        }; target ≥ ${result.target.ratio}: ${
+          r.ratio >= result.target.ratio ? "met" : "missed"
+        }); EVALSHA_RO ${k(r.calls)} calls, ${
+          r.usecPerCall.toFixed(0)
+        } µs/call mean (target ≤ ${result.target.maxCallUs}: ${
+          r.usecPerCall <= result.target.maxCallUs ? "met" : "missed"
+        }), slowest ≤ ${r.maxUsecBound} µs, ${k(r.callsOver264)} over 264 µs (${
+          (100 * r.callsOver264 / r.calls).toFixed(2)
+        }%); SCAN ${r.scanUsecPerCall.toFixed(0)} µs/call; Redis CPU ${
+          r.redisCpuUsPerKey.toFixed(1)
+        } µs/key; peak RSS ${r.peakRssMb.toFixed(0)} MB`
+      )
     ),
   ];
 }

@@ -473,7 +473,7 @@ Deno.test("cluster: --workspace, --workspace-pattern and binary key names classi
     const binary = Buffer.concat([Buffer.from("ai:jobs:"), Buffer.from([0xff, 0xfe, 0x00, 0x41])]);
     await client.hset(binary, { workspace_id: "ws-a", status: "queued" });
     await client.hset("ai:jobs:bin-ws", { workspace_id: Buffer.from([0xc3, 0x28]) });
-    // Default rule: `team.c` is invalid; --workspace ws-a filters the rest.
+    // Default keys: `team.c` is invalid; --workspace ws-a filters the rest.
     const only = await runJson([
       "--execute",
       "--rps",
@@ -540,7 +540,7 @@ Deno.test("cluster: verify samples every master and reads through the routed cli
     const target = await connectRedis([cluster.url]);
     try {
       const report = await runVerify(
-        { nodes: target.masters(), reader: target.client },
+        target,
         { ...VERIFY_DEFAULTS, sample: 1000, recheckDelayMs: 10, keys: new KeySchema() },
       );
       assert.equal(report.sampled, 500);

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { runParams } from "../src/checkpoint/store.ts";
 import { keySlot } from "../src/redis/slot.ts";
-import { verifyParams } from "../src/verify/full/resume.ts";
+import { verifyParams } from "../src/verify/full/checkpoint.ts";
 import {
   globsOverlap,
   KEY_LUA,

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { oldKeyFor } from "./support/keys.ts";
-import { NodeCalls } from "../src/verify/full/node_calls.ts";
+import { NodeCalls } from "../src/verify/node_calls.ts";
 import { withRedis } from "./support/redis_server.ts";
 
 Deno.test("verify --full script: a call stops at its time limit, the rest is sent again", async () => {

@@ -7,8 +7,8 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { KeySchema } from "../src/schema.ts";
 import { newKeyFor, oldKeyFor } from "./support/keys.ts";
-import { checkJobs } from "../src/verify/full/check.ts";
-import { NodeCalls } from "../src/verify/full/node_calls.ts";
+import { checkJobs } from "../src/verify/pairs.ts";
+import { NodeCalls } from "../src/verify/node_calls.ts";
 import { withRedis } from "./support/redis_server.ts";
 
 Deno.test("verify --full pair call: the workspace alone for a full match, the array otherwise", async () => {

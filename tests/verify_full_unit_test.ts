@@ -3,16 +3,12 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { zeroCounts } from "../src/verify/full/checkpoint.ts";
+import { zeroCounts } from "../src/verify/full/report.ts";
 import { SlidingWindowLimiter } from "../src/control/rate_limit.ts";
 import { RecentKeys } from "../src/verify/full/chunks.ts";
-import { applyRescan, freshProgress, planRescan } from "../src/verify/full/restarts.ts";
-import { SubBatches } from "../src/verify/full/sub_batches.ts";
-import {
-  keysForBudget,
-  OUTSIDE_SCRIPT_US,
-  ownTimeLimitUs,
-} from "../src/verify/full/call_budget.ts";
+import { applyRescan, freshProgress, planRescan } from "../src/verify/full/checkpoint.ts";
+import { CallSizer, STOPPING_CALL_SHARE } from "../src/control/call_size.ts";
+import { SubBatches } from "../src/verify/sub_batches.ts";
 import {
   compareSides,
   decodePairNew,
@@ -20,12 +16,12 @@ import {
   orphanReason,
   sameExpiry,
   type SideState,
-} from "../src/verify/full/compare.ts";
-import { findingLine } from "../src/verify/full/report_file.ts";
+} from "../src/verify/verdicts.ts";
+import { findingLine } from "../src/verify/full/report.ts";
 import { keySlot } from "../src/redis/slot.ts";
-import { NodeCalls } from "../src/verify/full/node_calls.ts";
+import { NodeCalls, OUTSIDE_SCRIPT_US, ownTimeLimitUs } from "../src/verify/node_calls.ts";
 import type { Redis } from "../src/redis/ioredis.ts";
-import { fullReport, verdictLine } from "../src/verify/full/summary.ts";
+import { fullReport, verdictLine } from "../src/verify/full/report.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 
@@ -189,6 +185,17 @@ Deno.test("SubBatches: every key once, results in order, several sub-batches in 
   );
 });
 
+/** Keys a call of `ownUsPerKey` may carry as the verify sizes it (the run's sizer, 90%). */
+function keysForBudget(budgetUs: number, ownUsPerKey: number): number {
+  const sizer = new CallSizer({
+    maxCallMs: budgetUs / 1000,
+    targetShare: STOPPING_CALL_SHARE,
+    perCallMicros: OUTSIDE_SCRIPT_US.perCall,
+  });
+  sizer.record({ keys: 1, micros: ownUsPerKey + OUTSIDE_SCRIPT_US.perKey });
+  return sizer.nextCount();
+}
+
 Deno.test("call budget: a call's own-time limit and size leave room for Redis's work around it", () => {
   // 250 µs in Redis = own time + 10 µs a call + 0.75 µs a key.
   assert.equal(ownTimeLimitUs(250, 20), 225);
@@ -198,6 +205,8 @@ Deno.test("call budget: a call's own-time limit and size leave room for Redis's 
   assert.equal(keysForBudget(250, 1000), 1, "one slow key still goes alone");
   const keys = keysForBudget(250, 11.5);
   assert.ok(keys * (11.5 + OUTSIDE_SCRIPT_US.perKey) + OUTSIDE_SCRIPT_US.perCall <= 225);
+  // One guard for every script call, the run's and the verify's: 100 keys.
+  assert.equal(keysForBudget(250, 0.1), 100);
 });
 
 Deno.test("SubBatches: sized so the slowest call fits the budget with Redis's work around it", async () => {
@@ -278,10 +287,12 @@ Deno.test("planRescan: a restarted node and every node whose findings follow it 
   assert.equal(state.nodes.get("a")!.runId, "r1");
 });
 
-Deno.test("NodeCalls: --max-latency bounds each master's calls in flight, lanes and sub-batches together", async () => {
+Deno.test("NodeCalls: --max-latency bounds each master's calls in flight while another client is active", async () => {
   const target = { kind: "standalone" as const, client: {} as Redis, masters: () => [] };
-  const calls = new NodeCalls(target, { callsInFlight: 2 });
-  const [a, b] = [{} as Redis, {} as Redis];
+  const node = () => ({ ping: () => Promise.resolve("PONG") }) as unknown as Redis;
+  const [a, b] = [node(), node()];
+  let shared = true;
+  const calls = new NodeCalls(target, { callsInFlight: 1, shared: () => shared });
   let inFlight = 0;
   let most = 0;
   const gates: (() => void)[] = [];
@@ -290,13 +301,19 @@ Deno.test("NodeCalls: --max-latency bounds each master's calls in flight, lanes 
       most = Math.max(most, ++inFlight);
       gates.push(() => (inFlight--, resolve()));
     });
+  const settle = () => new Promise((resolve) => setTimeout(resolve, 5));
   const all = Promise.all([...Array(5)].map(() => calls.inWindow(a, call)));
   const other = calls.inWindow(b, call);
-  await new Promise((resolve) => setTimeout(resolve, 5));
-  assert.equal(inFlight, 3, "two on one master, one on the other");
+  await settle();
+  assert.equal(inFlight, 2, "one on each master while shared");
+  // Nobody else on Redis: a round trip's worth (2 on a fast link) as the next calls start.
+  shared = false;
+  gates.shift()!();
+  await settle();
+  assert.equal(inFlight, 3, "two on the master that is alone now, one on the other");
   while (gates.length > 0) {
     gates.shift()!();
-    await new Promise((resolve) => setTimeout(resolve, 1));
+    await settle();
   }
   await Promise.all([all, other]);
   assert.equal(most, 3);

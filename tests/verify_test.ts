@@ -3,7 +3,6 @@ import { Buffer } from "node:buffer";
 import { Cluster, type Redis } from "../src/redis/ioredis.ts";
 import { KeySchema } from "../src/schema.ts";
 import { newKeyFor, oldKeyFor } from "./support/keys.ts";
-import { compareJob, type KeyState } from "../src/verify/compare.ts";
 import {
   runVerify,
   type VerifyDeps,
@@ -59,6 +58,11 @@ async function seed(client: Redis, jobs: Job[], migrated: (job: Job, i: number) 
   await pipeline.exec();
 }
 
+/** The verify target of a standalone server. */
+function standalone(client: Redis): VerifyTarget {
+  return { kind: "standalone", client, masters: () => [client] };
+}
+
 function range(n: number, from = 0): number[] {
   return Array.from({ length: n }, (_, i) => from + i);
 }
@@ -81,7 +85,7 @@ async function verifyReadOnly(
   deps: VerifyDeps = {},
 ): Promise<VerifyReport> {
   const before = await rdbChanges(client);
-  const report = await runVerify({ nodes: [client], reader: client }, options(overrides), deps);
+  const report = await runVerify(standalone(client), options(overrides), deps);
   assert.equal(await rdbChanges(client), before, "verify wrote to Redis");
   return report;
 }
@@ -113,34 +117,69 @@ const sorted = (items: string[]) => [...items].sort();
 // ---------------------------------------------------------------------------------------------
 // pure parts
 
-Deno.test("compareJob classifies field, type and TTL differences", () => {
-  const hash = (fields: Record<string, string>, pttl = -1): KeyState => ({
-    type: "hash",
-    fields: new Map(Object.entries(fields).map(([k, v]) => [k, Buffer.from(v)])),
-    pttl,
+Deno.test("the pair rule (in Redis) classifies field, type and TTL differences", async () => {
+  await withRedis(async (client) => {
+    const at = Date.now() + 600_000;
+    const base = { workspace_id: "ws1", a: "1" };
+    // [new key's fields or a string, old key's PEXPIREAT, new key's PEXPIREAT] per job.
+    const cases: Record<string, [Record<string, string> | "string", number?, number?]> = {
+      same: [base],
+      "ttl-within": [base, at + 10_000, at + 15_000], // 5 s apart: within --ttl-tolerance 5
+      "ttl-beyond": [base, at + 10_000, at + 15_001],
+      "ttl-old-only": [base, at],
+      "ttl-new-only": [base, undefined, at],
+      "value-differs": [{ ...base, a: "2" }],
+      "extra-field": [{ ...base, b: "1" }],
+      "not-a-hash": ["string"],
+    };
+    for (const [id, [fresh, oldAt, newAt]] of Object.entries(cases)) {
+      await client.hset(oldKeyFor(id), base);
+      if (oldAt !== undefined) await client.pexpireat(oldKeyFor(id), oldAt);
+      const key = newKeyFor("ws1", id);
+      if (fresh === "string") await client.set(key, "x");
+      else await client.hset(key, fresh);
+      if (newAt !== undefined) await client.pexpireat(key, newAt);
+    }
+    await client.hset(oldKeyFor("no-copy"), base);
+    const report = await verifyReadOnly(client, { ttlToleranceSeconds: 5, recheck: 0 });
+    assert.deepEqual(
+      { matched: report.matched, missing: report.missing, mismatched: report.mismatched },
+      { matched: 2, missing: 1, mismatched: 6 },
+    );
+    assert.deepEqual(report.mismatch_reasons, { type: 1, fields: 2, ttl: 3 });
+    assert.deepEqual(sorted(report.examples.mismatched), sorted(Object.keys(cases).slice(2)));
+    assert.deepEqual(report.examples.missing, ["no-copy"]);
   });
-  const base = { workspace_id: "ws1", a: "1" };
-  assert.deepEqual(compareJob(hash(base), hash(base), 5), { kind: "matched" });
-  assert.deepEqual(compareJob(hash(base), { type: "absent" }, 5), { kind: "missing" });
-  assert.deepEqual(compareJob(hash(base), hash(base, -2), 5), { kind: "missing" });
-  assert.deepEqual(compareJob(hash(base, -2), hash(base), 5), { kind: "gone" });
-  assert.deepEqual(compareJob({ type: "absent" }, hash(base), 5), { kind: "gone" });
-  assert.deepEqual(compareJob(hash(base), { type: "other" }, 5), {
-    kind: "mismatched",
-    reason: "type",
-  });
-  assert.deepEqual(compareJob(hash(base), hash({ ...base, a: "2" }), 5).kind, "mismatched");
-  assert.deepEqual(compareJob(hash(base), hash({ ...base, b: "1" }), 5), {
-    kind: "mismatched",
-    reason: "fields",
-  });
-  assert.deepEqual(compareJob(hash(base, 10_000), hash(base, 15_000), 5), { kind: "matched" });
-  assert.deepEqual(compareJob(hash(base, 10_000), hash(base, 15_001), 5), {
-    kind: "mismatched",
-    reason: "ttl",
-  });
-  assert.deepEqual(compareJob(hash(base, 10_000), hash(base), 5).kind, "mismatched");
-  assert.deepEqual(compareJob(hash(base), hash(base, 10_000), 5).kind, "mismatched");
+});
+
+Deno.test("sampled verify compares in Redis: no field value is read outside the script", async () => {
+  const server = await startRedis();
+  const client = server.client();
+  const monitor = await server.client().monitor();
+  try {
+    const jobs = range(20).map((i) => job(i));
+    await seed(client, jobs, (_, i) => i !== 3);
+    await client.hset(newKeyFor("ws1", "job-4"), "payload", "changed");
+    const outside = new Set<string>();
+    monitor.on("monitor", (_time: string, args: string[], source: string) => {
+      if (source !== "lua") outside.add(args[0]!.toLowerCase());
+    });
+    const report = await runVerify(standalone(client), options({ recheck: 1 }));
+    await client.ping();
+    assert.deepEqual(
+      { matched: report.matched, missing: report.missing, mismatched: report.mismatched },
+      { matched: 18, missing: 1, mismatched: 1 },
+    );
+    // What reaches the client: counts, names, codes and digests, never a value.
+    for (const command of ["hgetall", "hget", "hmget", "hvals", "pttl", "exists"]) {
+      assert.ok(!outside.has(command), `${command} sent outside the script: ${[...outside]}`);
+    }
+    assert.ok(outside.has("evalsha_ro"), [...outside].join(" "));
+  } finally {
+    monitor.disconnect();
+    client.disconnect();
+    await server.stop();
+  }
 });
 
 Deno.test("parity, threshold and rendering", async (t) => {
@@ -395,7 +434,7 @@ Deno.test("a difference that a live write resolves before a recheck is not count
       if (call === 2) await seed(client, [jobs[3] as Job], () => true);
     });
     const report = await runVerify(
-      { nodes: [client], reader: client },
+      standalone(client),
       options({ recheck: 3 }),
       { limiter },
     );
@@ -414,7 +453,7 @@ Deno.test("keys that vanish while verifying are counted as gone, not sampled", a
     const limiter = new RecordingLimiter(async (call) => {
       if (call === 1) await client.del(oldKeyFor("job-7"), newKeyFor("ws1", "job-7"));
     });
-    const report = await runVerify({ nodes: [client], reader: client }, options(), { limiter });
+    const report = await runVerify(standalone(client), options(), { limiter });
     assert.equal(report.gone, 1);
     assert.equal(report.sampled, 9);
     assert.equal(report.matched, 9);
@@ -442,7 +481,7 @@ Deno.test("--rps paces every key check through the limiter", async () => {
 Deno.test("bad options and aborts reject", async () => {
   await withRedis(async (client) => {
     await seed(client, range(5).map((i) => job(i)), (_, i) => i > 0);
-    const target: VerifyTarget = { nodes: [client], reader: client };
+    const target: VerifyTarget = standalone(client);
     await assert.rejects(runVerify(target, options({ sample: 0 })), RangeError);
     await assert.rejects(runVerify(target, options({ minParity: 101 })), RangeError);
     await assert.rejects(runVerify(target, options({ recheck: -1 })), RangeError);
@@ -546,7 +585,10 @@ Deno.test("reads through a cluster client (single-master cluster)", async () => 
     await node.hset(newKeyFor("ws1", "job-1"), "status", "failed");
     cluster = new Cluster([{ host: "127.0.0.1", port: server.port }]);
     const before = await rdbChanges(node);
-    const report = await runVerify({ nodes: [node], reader: cluster }, options());
+    const report = await runVerify(
+      { kind: "cluster", client: cluster, masters: () => [node] },
+      options(),
+    );
     assert.equal(await rdbChanges(node), before);
     assert.equal(report.sampled, 20);
     assert.equal(report.matched, 14);

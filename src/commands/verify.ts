@@ -58,7 +58,7 @@ async function sampledVerify(
   ctx: { logger: Logger; signal: AbortSignal },
 ): Promise<VerifyReport> {
   return await runVerify(
-    { nodes: target.masters(), reader: target.client },
+    target,
     {
       sample: options.sample,
       workspace: options.workspace,

@@ -15,9 +15,9 @@ import type { Logger } from "../run_events.ts";
 import { errorCode, isOutage } from "../redis/errors.ts";
 import { createLogger } from "../telemetry/logger.ts";
 import { VerifyCheckpoint } from "../verify/full/checkpoint.ts";
-import { ReportFile } from "../verify/full/report_file.ts";
+import { ReportFile } from "../verify/full/report.ts";
 import { runFullVerify } from "../verify/full/run.ts";
-import { fullJson, type FullReport, renderFullText } from "../verify/full/summary.ts";
+import { fullJson, type FullReport, renderFullText } from "../verify/full/report.ts";
 import type { VerifyOutcome } from "../telemetry/verify_metrics.ts";
 import type { VerifyTelemetry } from "../telemetry/verify_telemetry.ts";
 import { startVerifyPace } from "../run/throttled_gate.ts";
@@ -138,6 +138,7 @@ async function verifyOn(
         callBudgetUs: (budget?.maxCallMs ?? options.maxCallMs) * 1000,
         callClock: options.callClock,
         callsInFlight: budget?.maxCallsInFlight,
+        shared: (node) => pace.shared(target.nodeName(node)),
       },
       {
         target,

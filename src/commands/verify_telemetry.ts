@@ -8,7 +8,7 @@ import type { VerifyFlags } from "../cli/options.ts";
 import type { Logger } from "../run_events.ts";
 import type { VerifyOutcome } from "../telemetry/verify_metrics.ts";
 import { startVerifyTelemetry, type VerifyTelemetry } from "../telemetry/verify_telemetry.ts";
-import type { FullReport } from "../verify/full/summary.ts";
+import type { FullReport } from "../verify/full/report.ts";
 import type { VerifyReport } from "../verify/report.ts";
 import type { CommandIo } from "./io.ts";
 import { bindingMetricsPort } from "./metrics_port.ts";

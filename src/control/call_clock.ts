@@ -13,7 +13,7 @@
  * 7.2 freezes time for the whole script (redis/redis#10300): two TIME calls around a million PINGs
  * return the same value (redis/redis#12556), and some managed services refuse TIME in scripts.
  * There every call reads 0 µs and each bound falls away: a backfill call grows to its 100-key
- * guard, a SCAN to `--batch`.
+ * guard, a SCAN to `--batch`, and a `verify --full` call never stops early by its own clock.
  *
  * So each node is probed when its scripts load: a script reads TIME up to 300 times and says
  * whether it ever moved. Where it did not, the client estimates what its calls cost Redis. A
@@ -53,14 +53,13 @@ return 0`;
 
 /**
  * Logs once which of `target`'s masters time their calls on the client, and why; nothing when
- * none does. `consequence` ends the line: what else changes there.
+ * none does.
  */
 export async function logClientClocks(
   target: { masters(): Redis[]; nodeName(node: Redis): string },
   clockOf: (node: Redis) => Promise<CallClock>,
   logger: Logger,
   mode: CallClockMode | undefined,
-  consequence = "",
 ): Promise<void> {
   const nodes: string[] = [];
   for (const node of target.masters()) {
@@ -74,8 +73,7 @@ export async function logClientClocks(
     "info",
     "call_clock",
     `script calls on ${nodes.length} master(s) are timed on the client (${why}): a call's Redis ` +
-      `time is its round trip less the network's, which errs long, so calls come out smaller` +
-      consequence,
+      `time is its round trip less the network's, which errs long, so calls come out smaller`,
     { source: "client", nodes },
   );
 }

@@ -19,6 +19,13 @@ export const TARGET_SHARE = 0.7;
 /** The most keys one script call carries, whatever its budget fits: a guard only. */
 export const MAX_CALL_KEYS = 100;
 
+/**
+ * The share for calls that stop early by their own clock (`verify`'s script reads TIME as it goes
+ * and leaves the keys that would overrun to the next call): one that runs slower than its size
+ * predicted still ends within the budget, so they are sized closer to it.
+ */
+export const STOPPING_CALL_SHARE = 0.9;
+
 /** Options of {@linkcode CallSizer}. */
 export interface CallSizerOptions {
   /** `--max-call-ms`: the Redis time one call may take. Default 0.25. */
@@ -31,6 +38,13 @@ export interface CallSizerOptions {
   targetShare?: number;
   /** Weight of a new measurement in the moving average. Default 0.2. */
   alpha?: number;
+  /**
+   * Weight of a measurement above the estimate (a slower call). Default `alpha`. Larger where a
+   * call that ran slow must not be repeated (the next one follows it at once).
+   */
+  slowerAlpha?: number;
+  /** Redis time of a call besides its keys, taken off the budget before keys share it. Default 0. */
+  perCallMicros?: number;
   /**
    * A measurement counts as at most this many times the current estimate (and at least its
    * inverse). One 50k-field job must not make the next hundred calls carry one key each; a
@@ -54,6 +68,8 @@ export class CallSizer {
   readonly #maxKeys: number;
   readonly #coldStartKeys: number;
   readonly #alpha: number;
+  readonly #slowerAlpha: number;
+  readonly #perCallMicros: number;
   readonly #outlierFactor: number;
   #perKeyMicros: number | undefined;
 
@@ -70,6 +86,8 @@ export class CallSizer {
     this.#budgetMicros = maxCallMs * 1000 * share;
     this.#coldStartKeys = Math.min(options.coldStartKeys ?? 4, this.#maxKeys);
     this.#alpha = options.alpha ?? 0.2;
+    this.#slowerAlpha = options.slowerAlpha ?? this.#alpha;
+    this.#perCallMicros = options.perCallMicros ?? 0;
     this.#outlierFactor = options.outlierFactor ?? 4;
   }
 
@@ -84,7 +102,9 @@ export class CallSizer {
    */
   nextCount(): number {
     if (this.#perKeyMicros === undefined) return this.#coldStartKeys;
-    const fits = Math.floor(this.#budgetMicros / Math.max(this.#perKeyMicros, 0.01));
+    const fits = Math.floor(
+      (this.#budgetMicros - this.#perCallMicros) / Math.max(this.#perKeyMicros, 0.01),
+    );
     return Math.max(1, Math.min(this.#maxKeys, fits));
   }
 
@@ -101,6 +121,7 @@ export class CallSizer {
       Math.max(sample, current / this.#outlierFactor),
       current * this.#outlierFactor,
     );
-    this.#perKeyMicros = current + this.#alpha * (clipped - current);
+    const weight = clipped > current ? this.#slowerAlpha : this.#alpha;
+    this.#perKeyMicros = current + weight * (clipped - current);
   }
 }

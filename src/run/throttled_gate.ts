@@ -132,6 +132,8 @@ export interface VerifyPaceOptions {
 /** `verify --full`'s limiter with the critical-load yield in it; close it after the verify. */
 export interface VerifyPace {
   limiter: RateLimiter;
+  /** Whether another client is active on a master (control/pace.ts); always with raw speed. */
+  shared(node: string): boolean;
   close(): Promise<void>;
 }
 
@@ -146,7 +148,9 @@ export async function startVerifyPace(
   options: VerifyPaceOptions,
 ): Promise<VerifyPace> {
   const cap = new RetunableLimiter(options.rps);
-  if (!(options.maxLatencyMs > 0)) return { limiter: cap, close: () => Promise.resolve() };
+  if (!(options.maxLatencyMs > 0)) {
+    return { limiter: cap, shared: () => true, close: () => Promise.resolve() };
+  }
   const gate = await startThrottledGate(target, {
     mode: "dry-run",
     rps: options.rps,
@@ -174,6 +178,7 @@ export async function startVerifyPace(
         return (performance.now() - started) / 1000;
       },
     },
+    shared: (node) => throttle.shared(node),
     close: () => gate.close(),
   };
 }

@@ -4,33 +4,36 @@
  *
  * Forward: every sampled old key is invalid (the backfill's rule), missing (no new key), mismatched
  * (new key differs in type, fields, values or TTL) or matched. Reverse: every sampled new key
- * whose old twin does not exist is an orphan. Failures are rechecked after a pause and only
- * counted when they persist, because the application writes both schemas while we read.
+ * whose old twin does not exist is an orphan. Both are judged in Redis by `verify --full`'s
+ * read-only script and pair rule (`check.ts`, `pairs.ts`): field values never leave Redis.
+ * Failures are rechecked after a pause and only counted when they persist, because the
+ * application writes both schemas while we read.
  *
- * Only reads reach Redis: DBSIZE, RANDOMKEY, SCAN, HGETALL, HGET, PTTL, EXISTS, pipelined.
- * (Redis reclaims an already-expired key that a read touches, as for any application read; that
- * lazy expiry does not count as a change: `rdb_changes_since_last_save` stays put.)
+ * Only reads reach Redis: DBSIZE, RANDOMKEY, SCAN, HGET (`--workspace`), INFO, SCRIPT LOAD and
+ * the read-only script calls (EVALSHA_RO). (Redis reclaims an already-expired key that a read
+ * touches, as for any application read; that lazy expiry does not count as a change:
+ * `rdb_changes_since_last_save` stays put.)
  *
  * @module
  */
 import { Buffer } from "node:buffer";
 import { SlidingWindowLimiter } from "../control/rate_limit.ts";
 import type { RateLimiter } from "../control/rate_limit.ts";
-import type { Cluster, Redis } from "../redis/ioredis.ts";
+import type { Redis } from "../redis/ioredis.ts";
+import type { RedisTarget } from "../redis/target.ts";
 import { type Logger, silentLogger } from "../run_events.ts";
 import type { KeySchema } from "../schema.ts";
 import { escapeForLog } from "../telemetry/redact.ts";
 import {
-  batchSize,
-  type CheckContext,
-  checkJobs,
-  checkOrphans,
+  checkSampledJobs,
+  checkSampledOrphans,
+  type JobVerdict,
   newPopulation,
   oldPopulation,
   type OrphanVerdict,
-  withRechecks,
+  type SampledChecks,
 } from "./check.ts";
-import { isJobFailure, type JobVerdict } from "./compare.ts";
+import { NodeCalls } from "./node_calls.ts";
 import {
   computeParity,
   MAX_EXAMPLES,
@@ -45,14 +48,10 @@ import {
   type SampleResult,
   type SamplingTuning,
 } from "./sample.ts";
+import { SUB_BATCHES_IN_FLIGHT, SubBatches } from "./sub_batches.ts";
 
-/** Where to verify: the masters to sample from, and a client that reads any key. */
-export interface VerifyTarget {
-  /** Every master (for DBSIZE, RANDOMKEY, SCAN); a standalone server is `[client]`. */
-  nodes: readonly Redis[];
-  /** Reads keys wherever they live: the standalone client, or the cluster client. */
-  reader: Redis | Cluster;
-}
+/** Where to verify: every master (sampled from, and read by the script) and a client for any key. */
+export type VerifyTarget = Pick<RedisTarget, "kind" | "client" | "masters">;
 
 /** What to verify and how strictly (CLI defaults in `VERIFY_DEFAULTS`, src/defaults.ts). */
 export interface VerifyOptions {
@@ -76,6 +75,8 @@ export interface VerifyOptions {
   orphanSample?: number;
   /** Overrides of the sampling knobs (tests and benchmarks). */
   sampling?: Partial<SamplingTuning>;
+  /** Redis time one script call may take, µs (default 250, as `--max-call-ms` 0.25). */
+  callBudgetUs?: number;
 }
 
 /** Collaborators of {@linkcode runVerify}. */
@@ -94,7 +95,7 @@ export interface VerifyDeps {
  * @example
  * ```ts ignore
  * const report = await runVerify(
- *   { nodes: [client], reader: client },
+ *   { kind: "standalone", client, masters: () => [client] },
  *   { ...VERIFY_DEFAULTS, keys: new KeySchema() },
  *   { logger },
  * );
@@ -102,6 +103,7 @@ export interface VerifyDeps {
  * Deno.exitCode = report.passed ? 0 : 1;
  * ```
  * @throws {RangeError} on an out-of-range option.
+ * @throws {SafetyRefusal} when a master runs Redis older than 7.0 (no read-only scripts).
  * @throws the abort reason when `deps.signal` aborts; Redis errors (other than WRONGTYPE) as is.
  */
 export async function runVerify(
@@ -112,36 +114,54 @@ export async function runVerify(
   validate(options);
   const started = performance.now();
   const logger = deps.logger ?? silentLogger;
-  const ctx: CheckContext = {
-    reader: target.reader,
-    options,
-    batch: batchSize(options.rps),
-    limiter: deps.limiter ?? new SlidingWindowLimiter(options.rps),
-    signal: deps.signal,
-    waited: 0,
+  const limiter = deps.limiter ?? new SlidingWindowLimiter(options.rps);
+  let waited = 0;
+  const counted: Pick<RateLimiter, "acquire"> = {
+    async acquire(n, signal) {
+      const wait = await limiter.acquire(n, signal);
+      waited += wait;
+      return wait;
+    },
   };
+  const nodes = target.masters() as Redis[];
   logger.log("info", "verify_start", "Verifying parity of the new schema", {
     sample: options.sample,
     workspace: options.workspace === undefined ? null : escapeForLog(options.workspace),
-    nodes: target.nodes.length,
+    nodes: nodes.length,
   });
+  const callBudgetUs = options.callBudgetUs ?? 250;
+  const calls = new NodeCalls(target, {
+    signal: deps.signal,
+    keys: options.keys,
+    callBudgetUs,
+    toleranceMs: options.ttlToleranceSeconds * 1000,
+  });
+  await calls.init();
+  const checks: SampledChecks = {
+    pairs: { calls, keys: options.keys, toleranceMs: options.ttlToleranceSeconds * 1000 },
+    batches: () =>
+      new SubBatches({
+        recheck: options.recheck,
+        recheckDelayMs: options.recheckDelayMs,
+        limiter: counted,
+        rps: options.rps,
+        callBudgetUs,
+        inFlight: SUB_BATCHES_IN_FLIGHT,
+        signal: deps.signal,
+      }),
+  };
   const sample = (kind: "old" | "new", population: KeyPopulation, size: number) =>
-    sampleLogged(target.nodes, { kind, population, size, deps, logger, tuning: options.sampling });
+    sampleLogged(nodes, { kind, population, size, deps, logger, tuning: options.sampling });
 
-  const old = await sample("old", oldPopulation(ctx), options.sample);
-  const forward = await withRechecks(old.keys, (keys) => checkJobs(keys, ctx), isJobFailure, ctx);
+  const old = await sample("old", oldPopulation(options.workspace, checks), options.sample);
+  const forward = await checkSampledJobs(old.keys, checks);
   const fresh = await sample(
     "new",
     newPopulation(options.keys, options.workspace),
     options.orphanSample ?? options.sample,
   );
-  const reverse = await withRechecks(
-    fresh.keys,
-    (keys) => checkOrphans(keys, ctx),
-    (verdict) => verdict === "orphan",
-    ctx,
-  );
-  const report = toReport({ old, fresh, forward, reverse, options, ctx, started });
+  const reverse = await checkSampledOrphans(fresh.keys, checks);
+  const report = toReport({ old, fresh, forward, reverse, options, waited, started });
   logger.log("info", "verify_done", `Verify ${report.passed ? "passed" : "failed"}`, {
     sampled: report.sampled,
     matched: report.matched,
@@ -161,7 +181,8 @@ function toReport(found: {
   forward: { verdicts: JobVerdict[]; transient: number };
   reverse: { verdicts: OrphanVerdict[]; transient: number };
   options: VerifyOptions;
-  ctx: CheckContext;
+  /** Seconds spent waiting for the limiter. */
+  waited: number;
   started: number;
 }): VerifyReport {
   const { old, fresh, forward, reverse, options } = found;
@@ -197,7 +218,7 @@ function toReport(found: {
     min_parity: options.minParity,
     passed: verifyPassed(parity, options.minParity, tally.orphans),
     duration_seconds: Math.round(performance.now() - found.started) / 1000,
-    limiter_wait_seconds: Math.round(found.ctx.waited * 1000) / 1000,
+    limiter_wait_seconds: Math.round(found.waited * 1000) / 1000,
     examples: tally.examples,
   };
 }

@@ -1,65 +1,27 @@
 /**
- * The checkpoint of `verify --full`: one hash, `<P>:verify:state`, next to the lock
- * `<P>:verify:lock` and apart from a backfill run's `<P>:cursor`, `<P>:meta`, `<P>:lock`. One field
- * per master (`node:<id>`: run_id, phase, cursor (or the lanes' cursors) and that node's running
- * counts, as JSON), plus the
- * parameters and the report file's length. Every save is ONE HSET, so a node's counts and its
- * cursor are stored together or not at all: a verify killed at any point and resumed counts each
- * key once (keys of the chunk in flight are checked again, and were never counted).
+ * Where `verify --full` stands, and where it starts again. The checkpoint is one hash,
+ * `<P>:verify:state`, next to the lock `<P>:verify:lock` and apart from a backfill run's
+ * `<P>:cursor`, `<P>:meta`, `<P>:lock`: one field per master (`node:<id>`: run_id, phase, cursor
+ * and that node's running counts, as JSON), plus the parameters and the report file's length.
+ * Every save is ONE HSET, so a node's counts and its cursor are stored together or not at all: a
+ * verify killed at any point and resumed counts each key once (keys of the chunk in flight are
+ * checked again, and were never counted).
+ *
+ * A verify resumes the stored state when it was made with the same parameters, and refuses it
+ * otherwise. A master that restarted since it was read (a new `run_id`) is checked again from the
+ * start: a SCAN cursor means nothing on a new process, and a restarted master may have lost or
+ * changed keys. Its counts are dropped, and so are its findings in the report: the report is cut
+ * back to where that node's findings began, and every node whose findings come after that point
+ * is checked again too (nodes are verified one after the other, so the report holds each node's
+ * findings in one stretch).
  *
  * @module
  */
 import type { Cluster, Redis } from "../../redis/ioredis.ts";
-
-/** Running counts of one node (or of the whole run, summed). */
-export interface FullCounts {
-  /** Old keys compared (gone and filtered keys excluded). */
-  checked: number;
-  matched: number;
-  missing: number;
-  field_missing: number;
-  field_differs: number;
-  ttl: number;
-  type: number;
-  invalid: number;
-  /** Old keys that vanished before they could be compared (not counted in `checked`). */
-  gone: number;
-  /** Old keys of other workspaces than `--workspace`. */
-  filtered: number;
-  /** Differences that cleared on a recheck. */
-  transient: number;
-  /** New keys checked for orphans (`--orphans`). */
-  new_checked: number;
-  orphans: number;
-  /** Keys SCAN returned a second time within a node's pass, dropped (counted once). */
-  scan_duplicates: number;
-}
-
-/** Zero counts. */
-export function zeroCounts(): FullCounts {
-  return {
-    checked: 0,
-    matched: 0,
-    missing: 0,
-    field_missing: 0,
-    field_differs: 0,
-    ttl: 0,
-    type: 0,
-    invalid: 0,
-    gone: 0,
-    filtered: 0,
-    transient: 0,
-    new_checked: 0,
-    orphans: 0,
-    scan_duplicates: 0,
-  };
-}
-
-/** Adds `b` into `a`. */
-export function addCounts(a: FullCounts, b: Readonly<FullCounts>): FullCounts {
-  for (const name of Object.keys(a) as (keyof FullCounts)[]) a[name] += b[name];
-  return a;
-}
+import { SafetyRefusal } from "../../errors.ts";
+import type { Logger } from "../../run_events.ts";
+import type { KeySchema } from "../../schema.ts";
+import { type FullCounts, type ReportFile, zeroCounts } from "./report.ts";
 
 /** Where one master's verify stands. */
 export interface NodeProgress {
@@ -67,20 +29,12 @@ export interface NodeProgress {
   runId: string;
   /** Old keys first, then (with `--orphans`) new keys, then done. */
   phase: "jobs" | "orphans" | "done";
-  /**
-   * The SCAN cursor of the phase ("0" = not started). In a jobs phase on lanes it is
-   * {@linkcode LANES_CURSOR} once a window was stored, and `lanes` holds where each lane stands.
-   */
+  /** The SCAN cursor of the phase ("0" = not started). */
   cursor: string;
-  /** Jobs phase on lanes (`lanes.ts`): each lane's cursor, "" for a finished lane. */
-  lanes?: string[];
   counts: FullCounts;
   /** Length of the `--report` file when this node's pass began: its findings follow. */
   reportFrom?: number;
 }
-
-/** `NodeProgress.cursor` of a jobs phase on lanes: the cursors are in `lanes`. */
-export const LANES_CURSOR = "lanes";
 
 /** The whole stored state. */
 export interface VerifyState {
@@ -149,4 +103,165 @@ export class VerifyCheckpoint {
   async clear(): Promise<void> {
     await this.#client.del(this.key);
   }
+}
+
+/** The flags that change what a verify counts; a resume must use the same ones. */
+export interface VerifyParams {
+  keys: KeySchema;
+  workspace?: string;
+  ttlToleranceSeconds: number;
+  orphans: boolean;
+}
+
+/**
+ * The parameters as stored in `<P>:verify:state` (JSON, compared as text).
+ *
+ * @example
+ * ```ts
+ * import { KeySchema } from "../../schema.ts";
+ * import { verifyParams } from "./checkpoint.ts";
+ * verifyParams({
+ *   keys: new KeySchema({ workspacePattern: "^[a-z]+$" }),
+ *   ttlToleranceSeconds: 1,
+ *   orphans: false,
+ * });
+ * // '{"workspace":null,"pattern":"^[a-z]+$","ttl_tolerance":1,"orphans":false,
+ * //   "jobs_path":"sub_batches"}'
+ * ```
+ */
+export function verifyParams(params: VerifyParams): string {
+  return JSON.stringify({
+    workspace: params.workspace ?? null,
+    ...params.keys.fingerprint,
+    ttl_tolerance: params.ttlToleranceSeconds,
+    orphans: params.orphans,
+    // The path that checked the jobs: a checkpoint of in-script lane cursors (older versions)
+    // names another, and is refused rather than read as a SCAN cursor.
+    jobs_path: "sub_batches",
+  });
+}
+
+/** Options of {@linkcode resumeState}. */
+export interface ResumeStateOptions {
+  /** {@linkcode verifyParams} of this verify. */
+  params: string;
+  /** Ignore (and later overwrite) a stored state. */
+  resetProgress: boolean;
+  checkpoint: VerifyCheckpoint;
+  /** The report file, moved to where the stored state's findings end. */
+  report?: ReportFile;
+  logger: Logger;
+}
+
+/**
+ * Loads the stored state (unless `resetProgress`) or starts a fresh one, and moves the report to
+ * where the state's findings end. `stored` is the loaded state itself (the same object as
+ * `state`), undefined on a fresh start.
+ *
+ * @throws {SafetyRefusal} when the stored state was made with other parameters.
+ */
+export async function resumeState(
+  options: ResumeStateOptions,
+): Promise<{ state: VerifyState; stored?: VerifyState }> {
+  const { params, checkpoint, report, logger } = options;
+  const stored = options.resetProgress ? undefined : await checkpoint.load();
+  if (stored !== undefined && stored.params !== params) {
+    throw new SafetyRefusal(
+      `${checkpoint.key} holds a verify with other parameters (${stored.params}); ` +
+        "rerun with the same flags, or add --reset-progress to start over",
+    );
+  }
+  const state: VerifyState = stored ??
+    { params, nodes: new Map(), reportBytes: 0, elapsedMs: 0, startedAt: new Date().toISOString() };
+  if (report && !(await report.startAt(state.reportBytes))) {
+    logger.log(
+      "warn",
+      "verify_report_restarted",
+      "the report file is shorter than the " +
+        "checkpoint says: it holds only the findings from here on",
+    );
+  }
+  if (stored !== undefined) {
+    logger.log("info", "verify_resumed", `resuming the full verify started ${state.startedAt}`);
+  }
+  return { state, stored };
+}
+
+/** A master now: its cluster node id ("standalone" otherwise) and its server's `run_id`. */
+export interface NodeIdentity {
+  id: string;
+  runId: string;
+}
+
+/** Reads a master's identity (two calls). */
+export async function identify(node: Redis, cluster: boolean): Promise<NodeIdentity> {
+  const id = cluster ? String(await node.call("CLUSTER", "MYID")) : "standalone";
+  return { id, runId: await runIdOf(node) };
+}
+
+/** The `run_id` of the server behind `node`. */
+export async function runIdOf(node: Redis): Promise<string> {
+  return /run_id:(\w+)/.exec(await node.info("server"))?.[1] ?? "";
+}
+
+/** A master restarted while it was being verified (its `run_id` changed between two chunks). */
+export class NodeRestartedError extends Error {
+  constructor(readonly node: string) {
+    super(`${node} restarted during verify --full (new run_id)`);
+    this.name = "NodeRestartedError";
+  }
+}
+
+/** What to check again. */
+export interface RescanPlan {
+  /** Stored nodes whose `run_id` changed. */
+  restarted: string[];
+  /** Nodes whose progress is dropped (the restarted ones and those whose findings follow). */
+  dropped: string[];
+  /** Report length to cut back to, when there is a report and something is dropped. */
+  cut?: number;
+}
+
+/**
+ * Decides what a restart undoes (pure). `current` maps node id → run_id now. Without a report only
+ * the restarted nodes are dropped.
+ */
+export function planRescan(
+  nodes: ReadonlyMap<string, NodeProgress>,
+  current: ReadonlyMap<string, string>,
+  withReport: boolean,
+): RescanPlan {
+  const restarted = [...nodes].filter(([id, p]) => current.has(id) && current.get(id) !== p.runId)
+    .map(([id]) => id);
+  if (restarted.length === 0) return { restarted, dropped: [] };
+  if (!withReport) return { restarted, dropped: restarted };
+  const cut = Math.min(...restarted.map((id) => nodes.get(id)!.reportFrom ?? 0));
+  const dropped = [...nodes].filter(([id, p]) =>
+    restarted.includes(id) || (p.reportFrom ?? 0) >= cut
+  ).map(([id]) => id);
+  return { restarted, dropped, cut };
+}
+
+/** A node's progress from the start, on the server with `runId`, findings from `reportFrom`. */
+export function freshProgress(runId: string, reportFrom: number): NodeProgress {
+  return {
+    runId,
+    phase: "jobs",
+    cursor: "0",
+    counts: zeroCounts(),
+    reportFrom,
+  };
+}
+
+/** Applies a plan to `state` (in memory): dropped nodes start over; returns their ids. */
+export function applyRescan(
+  state: VerifyState,
+  plan: RescanPlan,
+  current: ReadonlyMap<string, string>,
+): string[] {
+  if (plan.cut !== undefined) state.reportBytes = plan.cut;
+  for (const id of plan.dropped) {
+    state.nodes.set(id, freshProgress(current.get(id) ?? "", plan.cut ?? 0));
+  }
+  return plan.dropped;
 }

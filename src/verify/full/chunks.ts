@@ -1,7 +1,9 @@
 /**
- * One node's SCAN as checkpointable chunks for `verify --full`, one chunk scanned ahead while the
- * caller checks the current one (so Redis never waits for the scan between chunks), with keys that
- * SCAN returns twice dropped.
+ * One node's pass of `verify --full` as checkpointable chunks: its SCAN cut into chunks, one chunk
+ * scanned ahead while the caller checks the current one (so Redis never waits for the scan between
+ * chunks), keys that SCAN returns twice dropped; each chunk checked in sub-batches, its
+ * differences rechecked, and its final verdicts counted into counts and report findings (one
+ * finding per counted difference, so the report's lines always match the counts).
  *
  * Why keys come twice: SCAN guarantees every key present for the whole scan at least once, not
  * once. When the main hash table shrinks mid-scan (mass deletes), the cursor's bucket in the small
@@ -15,7 +17,17 @@
  */
 import type { Buffer } from "node:buffer";
 import type { Redis } from "../../redis/ioredis.ts";
-import { scanBatches } from "../../redis/scan.ts";
+import { scanBatches, type SizedScanner } from "../../redis/scan.ts";
+import type { KeySchema } from "../../schema.ts";
+import {
+  type CheckContext,
+  type CheckedJob,
+  type OrphanVerdict,
+  settleJobs,
+  settleOrphans,
+} from "../pairs.ts";
+import { type Finding, type FullCounts, zeroCounts } from "./report.ts";
+import type { SubBatches } from "../sub_batches.ts";
 
 /** Keys seen in the current and the previous chunk. */
 export class RecentKeys {
@@ -24,11 +36,7 @@ export class RecentKeys {
 
   /** True (and remembered) when `key` was not seen in the window; false for a repeat. */
   admit(key: Buffer): boolean {
-    return this.admitName(key.toString("latin1"));
-  }
-
-  /** {@linkcode admit} for a name already as latin1 text (one char per byte). */
-  admitName(name: string): boolean {
+    const name = key.toString("latin1");
     if (this.#current.has(name) || this.#previous.has(name)) return false;
     this.#current.add(name);
     return true;
@@ -55,6 +63,8 @@ export interface ScanChunkOptions {
   cursor: string;
   /** Keys per chunk (at least; a chunk ends on a SCAN reply). */
   chunkKeys: () => number;
+  /** SCANs sized to a time bound, in the master's call window (redis/scan.ts). */
+  timed?: SizedScanner;
 }
 
 /** Yields `node`'s keys matching `match` in chunks, from `cursor` to the end of the scan. */
@@ -69,6 +79,7 @@ export async function* scanChunks(
       match: options.match,
       count: options.count,
       cursor: options.cursor,
+      timed: options.timed,
     })
   ) {
     for (const key of batch.keys) {
@@ -104,4 +115,100 @@ export async function* readAhead<T>(source: AsyncGenerator<T>): AsyncGenerator<T
     await pending.catch(() => {});
     await source.return(undefined);
   }
+}
+
+/** A checked chunk: its counts and the findings they include. */
+export interface CheckedChunk {
+  counts: FullCounts;
+  findings: Finding[];
+}
+
+/** What checking a chunk needs: the sub-batches (sized and paced) and the pass context. */
+export interface ChunkDeps {
+  batches: SubBatches;
+  ctx: CheckContext;
+}
+
+/** Compares a chunk of old keys with their new keys. */
+export async function checkJobChunk(keys: Buffer[], deps: ChunkDeps): Promise<CheckedChunk> {
+  const schema = deps.ctx.keys;
+  const candidates = keys.filter((key) => schema.idOf(key) !== undefined);
+  const { results, suspects } = await settleJobs(candidates, deps.ctx, deps.batches);
+  const counts = zeroCounts();
+  const findings: Finding[] = [];
+  results.forEach((result, i) =>
+    countJob(counts, findings, { oldKey: candidates[i]!, keys: schema }, result)
+  );
+  counts.transient = suspects.filter((i) => results[i]!.verdict.kind === "matched").length;
+  return { counts, findings };
+}
+
+/** Checks a chunk of new keys for orphans. */
+export async function checkOrphanChunk(keys: Buffer[], deps: ChunkDeps): Promise<CheckedChunk> {
+  const { results, suspects } = await settleOrphans(keys, deps.ctx, deps.batches);
+  const counts = zeroCounts();
+  const findings: Finding[] = [];
+  results.forEach((verdict) => countOrphan(counts, findings, verdict));
+  counts.transient = suspects.filter((i) => results[i]!.kind === "ok").length;
+  return { counts, findings };
+}
+
+/**
+ * Counts one old key's final verdict, and records it as a finding (naming the job by
+ * `keys.idOf`) when it is one.
+ */
+function countJob(
+  counts: FullCounts,
+  findings: Finding[],
+  job: { oldKey: Buffer; keys: Pick<KeySchema, "idOf"> },
+  result: CheckedJob,
+): void {
+  const { verdict, workspace } = result;
+  switch (verdict.kind) {
+    case "gone":
+    case "filtered":
+      counts[verdict.kind]++;
+      return;
+    case "matched":
+      counts.checked++;
+      counts.matched++;
+      return;
+  }
+  // Only findings need the job id (most keys match).
+  const jobId = job.keys.idOf(job.oldKey)!;
+  counts.checked++;
+  switch (verdict.kind) {
+    case "invalid":
+      counts.invalid++;
+      // The raw workspace field of an invalid job is a value: it is never written.
+      findings.push({ kind: "invalid", jobId });
+      return;
+    case "field_missing":
+    case "field_differs":
+      counts[verdict.kind]++;
+      findings.push({ kind: verdict.kind, jobId, workspace, fields: verdict.fields });
+      return;
+    case "fields":
+      // Not resolved by the field pass (it always is): count it as differing values.
+      counts.field_differs++;
+      findings.push({ kind: "field_differs", jobId, workspace, fields: [] });
+      return;
+    default:
+      counts[verdict.kind]++;
+      findings.push({ kind: verdict.kind, jobId, workspace });
+  }
+}
+
+/** Counts one new key's final orphan verdict. */
+function countOrphan(counts: FullCounts, findings: Finding[], verdict: OrphanVerdict): void {
+  if (verdict.kind === "ok") counts.new_checked++;
+  if (verdict.kind !== "orphan") return;
+  counts.new_checked++;
+  counts.orphans++;
+  findings.push({
+    kind: "orphan",
+    jobId: verdict.jobId,
+    workspace: verdict.workspace,
+    reason: verdict.reason,
+  });
 }

@@ -3,47 +3,91 @@
  * of SCAN batches. A chunk is compared in sub-batches (read-only script calls sized to a Redis
  * time budget and paced by the limiter), its differences are rechecked after a delay, its
  * findings are appended to the report, and only then is the node's cursor stored together with
- * its counts. Where lanes apply (`lane_phase.ts`), the jobs phase SCANs inside the script instead
- * (`lanes.ts`) and stores the lanes' cursors the same way. With `orphans`, each master's new keys
- * are scanned next.
+ * its counts. With `orphans`, each master's new keys are scanned next.
  *
  * @module
  */
 import type { Redis } from "../../redis/ioredis.ts";
 import { type Logger, silentLogger } from "../../run_events.ts";
-import type { FullVerifyDeps, FullVerifyOptions } from "./options.ts";
-import type { CheckContext, CheckedJob } from "./check.ts";
-import {
-  addCounts,
-  type FullCounts,
-  LANES_CURSOR,
-  type NodeProgress,
-  type VerifyState,
-  zeroCounts,
-} from "./checkpoint.ts";
-import { NodeCalls } from "./node_calls.ts";
-import { logClientClocks } from "../../control/call_clock.ts";
-import { readAhead, type ScanChunk, scanChunks } from "./chunks.ts";
-import { SubBatches } from "./sub_batches.ts";
+import type { KeySchema } from "../../schema.ts";
+import type { CheckContext } from "../pairs.ts";
 import {
   applyRescan,
   freshProgress,
   identify,
   type NodeIdentity,
+  type NodeProgress,
   NodeRestartedError,
   planRescan,
+  resumeState,
   runIdOf,
-} from "./restarts.ts";
-import { type FullReport, fullReport } from "./summary.ts";
-import { ProgressLog } from "./progress_log.ts";
-import { resumeState, verifyParams } from "./resume.ts";
-import { type CheckedChunk, checkJobChunk, checkOrphanChunk } from "./chunk_check.ts";
-import type { LaneCommit } from "./lanes.ts";
-import { checkProgressForm, lanesApply, nodeTakesLanes, runLanePhase } from "./lane_phase.ts";
+  type VerifyCheckpoint,
+  verifyParams,
+  type VerifyState,
+} from "./checkpoint.ts";
+import { NodeCalls } from "../node_calls.ts";
+import { TimedScan } from "../../control/timed_scan.ts";
+import { type CallClockMode, logClientClocks } from "../../control/call_clock.ts";
+import {
+  type CheckedChunk,
+  checkJobChunk,
+  checkOrphanChunk,
+  readAhead,
+  type ScanChunk,
+  scanChunks,
+} from "./chunks.ts";
+import { SUB_BATCHES_IN_FLIGHT, SubBatches } from "../sub_batches.ts";
+import {
+  addCounts,
+  type FullCounts,
+  type FullReport,
+  fullReport,
+  mismatched,
+  type ReportFile,
+  zeroCounts,
+} from "./report.ts";
+import type { RateLimiter } from "../../control/rate_limit.ts";
+import type { RedisTarget } from "../../redis/target.ts";
 
-export type { FullVerifyDeps, FullVerifyOptions } from "./options.ts";
+/** What to verify and how. */
+export interface FullVerifyOptions {
+  /** The key mapping and the workspace rule. */
+  keys: KeySchema;
+  workspace?: string;
+  ttlToleranceSeconds: number;
+  /** Rechecks of a difference before it counts. */
+  recheck: number;
+  recheckDelayMs: number;
+  /** Old (and new) keys checked per second; 0 = unlimited. */
+  rps: number;
+  minParity: number;
+  /** Also scan the new schema for orphans. */
+  orphans: boolean;
+  /** Ignore (and overwrite) a stored checkpoint. */
+  resetProgress: boolean;
+  /** Target Redis time of one script call, in µs (default 250). */
+  callBudgetUs?: number;
+  /** `--call-clock`: whose clock times a call (default `auto`: probe each master). */
+  callClock?: CallClockMode;
+  /** Keys per checkpointed chunk (default: see `FullRun.#chunkKeys`); a crash re-checks one. */
+  chunkKeys?: number;
+  /** Whether another client is active on a master now (control/pace.ts). Default: always. */
+  shared?: (node: Redis) => boolean;
+  /** Script calls in flight per master at most (`--max-latency`); default: no such bound. */
+  callsInFlight?: number;
+}
 
-/** SCAN COUNT: ~250 buckets keep one SCAN (MATCH on a store of both schemas) near 0.25 ms. */
+/** Collaborators of {@linkcode runFullVerify}. */
+export interface FullVerifyDeps {
+  target: Pick<RedisTarget, "kind" | "client" | "masters" | "nodeName">;
+  checkpoint: VerifyCheckpoint;
+  limiter: Pick<RateLimiter, "acquire">;
+  report?: ReportFile;
+  logger?: Logger;
+  signal?: AbortSignal;
+}
+
+/** The largest SCAN COUNT (a guard: each SCAN's COUNT is sized to the call bound, timed_scan.ts). */
 const SCAN_COUNT = 250;
 
 /**
@@ -66,15 +110,10 @@ export async function runFullVerify(
     toleranceMs: options.ttlToleranceSeconds * 1000,
     callClock: options.callClock,
     callsInFlight: options.callsInFlight,
+    shared: options.shared,
   });
   await calls.init();
-  await logClientClocks(
-    deps.target,
-    (node) => calls.clockOf(node),
-    logger,
-    options.callClock,
-    "; their jobs are checked in sub-batches, not lanes",
-  );
+  await logClientClocks(deps.target, (node) => calls.clockOf(node), logger, options.callClock);
   const { state, stored } = await resumeState({
     params: verifyParams(options),
     resetProgress: options.resetProgress,
@@ -109,8 +148,6 @@ class FullRun {
   readonly #ctx: CheckContext;
   readonly #batches: SubBatches;
   readonly #identities = new Map<Redis, NodeIdentity>();
-  /** Whether each master's jobs phase runs on lanes (`lanes.ts`). */
-  readonly #onLanes = new Map<Redis, boolean>();
   /** Time of the earlier sessions, as loaded (`state.elapsedMs` moves on with each save). */
   readonly #priorMs: number;
   readonly #sessionStart: number;
@@ -126,7 +163,7 @@ class FullRun {
   ) {
     this.#priorMs = state.elapsedMs;
     this.#sessionStart = sessionStart;
-    this.#progressLog = new ProgressLog(logger, options.progressIntervalMs ?? 10_000);
+    this.#progressLog = new ProgressLog(logger, 10_000);
     this.#ctx = {
       calls,
       keys: options.keys,
@@ -139,7 +176,7 @@ class FullRun {
       limiter: deps.limiter,
       rps: options.rps,
       callBudgetUs: options.callBudgetUs ?? 250,
-      inFlight: options.inFlight ?? 4,
+      inFlight: SUB_BATCHES_IN_FLIGHT,
       signal: deps.signal,
     });
   }
@@ -195,7 +232,6 @@ class FullRun {
       await this.#phase(node, id, progress);
       progress.phase = progress.phase === "jobs" && this.options.orphans ? "orphans" : "done";
       progress.cursor = "0";
-      delete progress.lanes;
       await this.#save(id, node, runId);
     }
     return progress.counts;
@@ -203,19 +239,27 @@ class FullRun {
 
   async #phase(node: Redis, id: string, progress: NodeProgress): Promise<void> {
     const jobs = progress.phase === "jobs";
-    const lanes = jobs && await this.#takesLanes(node);
-    const where = { key: this.deps.checkpoint.key, node: this.deps.target.nodeName(node) };
-    checkProgressForm(progress, lanes, where);
-    if (lanes) return await this.#lanes(node, id, progress);
     // New keys; with a workspace, only that workspace's (the name tells).
     const workspace = this.options.workspace;
     const { keys } = this.options;
     const newMatch = workspace === undefined ? keys.newMatch : keys.newMatchFor(workspace);
+    // Its SCANs are bounded in Redis time like a run's, and take a place in the master's call
+    // window like the script calls: they share the connection, so they share its input buffer.
+    const scanner = new TimedScan(node, {
+      maxCallMs: (this.options.callBudgetUs ?? 250) / 1000,
+      maxCount: SCAN_COUNT,
+      callClock: this.options.callClock,
+    });
     const chunks = scanChunks(node, {
       match: jobs ? keys.oldMatch : newMatch,
       count: SCAN_COUNT,
       cursor: progress.cursor,
       chunkKeys: () => this.#chunkKeys(),
+      timed: {
+        nextCount: () => scanner.nextCount(),
+        scan: (cursor, match, count) =>
+          this.calls.inWindow(node, () => scanner.scan(cursor, match, count)),
+      },
     });
     // The next chunk is scanned while this one is checked, and this one is committed while the
     // next is checked: Redis does not wait for the client's counting and checkpoint between two.
@@ -235,55 +279,6 @@ class FullRun {
     } finally {
       await committing.catch(() => {});
     }
-  }
-
-  /** True when `node`'s jobs phase runs on lanes (the options and its server allow it). */
-  async #takesLanes(node: Redis): Promise<boolean> {
-    let lanes = this.#onLanes.get(node);
-    if (lanes === undefined) {
-      // A lane call stops by the script's own clock: where time stands still inside a script,
-      // the jobs go on sub-batches, whose calls the client sizes and times.
-      lanes = lanesApply(this.options) &&
-        await nodeTakesLanes(node, this.deps.target.kind === "cluster") &&
-        (await this.calls.clockOf(node)).source === "script";
-      this.#onLanes.set(node, lanes);
-    }
-    return lanes;
-  }
-
-  /** The jobs phase on lanes, from the stored lane cursors (or their starts). */
-  async #lanes(node: Redis, id: string, progress: NodeProgress): Promise<void> {
-    const { options, deps } = this;
-    await runLanePhase(node, progress, {
-      ranges: this.calls.rangesOf(node),
-      toleranceMs: options.ttlToleranceSeconds * 1000,
-      callBudgetUs: options.callBudgetUs ?? 250,
-      rps: options.rps,
-      limiter: deps.limiter,
-      chunkKeys: () => this.#chunkKeys(),
-      signal: deps.signal,
-    }, {
-      chunk: { batches: this.#batches, ctx: this.#ctx },
-      calls: this.calls,
-      commit: (window) => this.#commitLanes({ node, id, progress }, window),
-    });
-  }
-
-  /**
-   * Counts a window of lane calls, appends its findings and stores the lanes' cursors with the
-   * counts (one HSET); the last window is stored with the phase's end by the caller.
-   */
-  async #commitLanes(
-    { node, id, progress }: { node: Redis; id: string; progress: NodeProgress },
-    window: LaneCommit,
-  ): Promise<void> {
-    // Findings reach the disk before the counts that include them are stored.
-    await this.deps.report?.append(window.findings);
-    addCounts(progress.counts, window.counts);
-    progress.lanes = window.cursors;
-    progress.cursor = LANES_CURSOR;
-    if (!window.done) await this.#save(id, node, progress.runId);
-    this.#progressLog.note(this.deps.target.nodeName(node), progress, window.keys);
   }
 
   /**
@@ -338,4 +333,33 @@ class FullRun {
   }
 }
 
-export type { CheckedJob };
+/** The `verify_progress` log line: a node's running counts, at most once per `intervalMs`. */
+class ProgressLog {
+  #last = performance.now();
+  #sessionChecked = 0;
+
+  constructor(readonly logger: Logger, readonly intervalMs: number) {}
+
+  /** Notes `keys` more keys checked on `node` and logs its counts when the interval passed. */
+  note(node: string, progress: NodeProgress, keys: number): void {
+    this.#sessionChecked += keys;
+    const now = performance.now();
+    if (now - this.#last < this.intervalMs) return;
+    this.#last = now;
+    const c = progress.counts;
+    this.logger.log(
+      "info",
+      "verify_progress",
+      `${node} ${progress.phase}: ${c.checked} checked, ${c.matched} matched, ${c.orphans} orphans`,
+      {
+        node,
+        phase: progress.phase,
+        checked: c.checked,
+        matched: c.matched,
+        mismatched: mismatched(c),
+        orphans: c.orphans,
+        scanned_this_session: this.#sessionChecked,
+      },
+    );
+  }
+}

@@ -1,5 +1,5 @@
 /**
- * Read-only script calls of `verify --full`, grouped by the node that serves the keys. Each call
+ * Read-only script calls of both verifies (sampled and `--full`), grouped by the node that serves the keys. Each call
  * is EVALSHA_RO with numkeys 0 on one master connection; the script answers as many keys as fit
  * under the field cap and the caller sends the rest again. Call times (measured by the script
  * with TIME) are kept, so sub-batches can be sized to a time budget and the summary can show them.
@@ -7,18 +7,47 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import { type CallClock, type CallClockMode, probeCallClock } from "../../control/call_clock.ts";
-import { CallWindow } from "../../control/call_window.ts";
-import { SafetyRefusal } from "../../errors.ts";
-import { redisVersion } from "../../migrate/in_server.ts";
-import type { RedisTarget } from "../../redis/target.ts";
-import { errorCode, isOutage } from "../../redis/errors.ts";
-import type { Cluster, Redis } from "../../redis/ioredis.ts";
-import { KeySchema } from "../../schema.ts";
-import { HEADER_ARGS, type ScriptMode, VERIFY_SCRIPT } from "./scripts.ts";
-import { keySlot } from "../../redis/slot.ts";
-import { delay } from "../../async/delay.ts";
-import { ownTimeLimitUs } from "./call_budget.ts";
+import {
+  type CallClock,
+  type CallClockMode,
+  probeCallClock,
+  roundTripMs,
+} from "../control/call_clock.ts";
+import { type CallWindow, callWindowSize, runWindow } from "../control/call_window.ts";
+import { SafetyRefusal } from "../errors.ts";
+import { redisVersion } from "../migrate/in_server.ts";
+import type { RedisTarget } from "../redis/target.ts";
+import { errorCode, isOutage } from "../redis/errors.ts";
+import type { Cluster, Redis } from "../redis/ioredis.ts";
+import { KeySchema } from "../schema.ts";
+import { HEADER_ARGS, type ScriptMode, VERIFY_SCRIPT } from "./script.ts";
+import { keySlot } from "../redis/slot.ts";
+import { delay } from "../async/delay.ts";
+
+/**
+ * Redis time of a call outside the script's own clock (TIME at its first and last line): finding
+ * the script, building ARGV (one Lua string per key), turning the reply into RESP (one entry per
+ * key). INFO commandstats counts them: about 10 µs a call plus 0.75 µs a key on the benchmark
+ * machine (`usec_per_call` against the script's own mean, 1 to 64 keys a call).
+ */
+export const OUTSIDE_SCRIPT_US = { perCall: 10, perKey: 0.75 } as const;
+
+/**
+ * The script's own time a call of `keys` keys may take so that, with the time outside its clock,
+ * it holds Redis at most `budgetUs` (never below 1 µs: one key is always answered).
+ *
+ * @example
+ * ```ts
+ * import { ownTimeLimitUs } from "./node_calls.ts";
+ * ownTimeLimitUs(250, 20); // 225: 250 − 10 per call − 20 × 0.75
+ * ```
+ */
+export function ownTimeLimitUs(budgetUs: number, keys: number): number {
+  return Math.max(1, budgetUs - OUTSIDE_SCRIPT_US.perCall - keys * OUTSIDE_SCRIPT_US.perKey);
+}
+
+/** A call stops after the key that brings the fields it read to this many (one wide job whole). */
+const FIELD_CAP = 4000;
 
 /** A script call failed for good (not an outage): the node kept refusing it. */
 export class VerifyCallError extends Error {
@@ -30,17 +59,13 @@ export class VerifyCallError extends Error {
 
 /** Options of {@linkcode NodeCalls}. */
 export interface NodeCallsOptions {
-  /** A call stops after the key that brings the fields it read to this many (default 4000). */
-  fieldCap?: number;
-  /** Salt of the per-field value hashes, so a hash never identifies a common value. */
-  salt?: string;
   /** `pair` mode reads the new keys of this workspace only (the others are filtered anyway). */
   onlyWorkspace?: string;
   /** The key mapping (default: the default mapping). */
   keys?: KeySchema;
   /**
-   * Redis time one call may take, µs (default 250): each call gets the share of it the script's
-   * own clock may spend (see `call_budget.ts`), and stops early when it would overrun it.
+   * Redis time one call may take, µs (default 250): each call gets the part of it the script's
+   * own clock may spend ({@linkcode ownTimeLimitUs}), and stops early when it would overrun it.
    */
   callBudgetUs?: number;
   /** `pair` mode answers a key matched when its expiries are at most this far apart (ms). */
@@ -48,10 +73,12 @@ export interface NodeCallsOptions {
   /** `--call-clock`: `auto` (probe each master) or `client` (control/call_clock.ts). */
   callClock?: CallClockMode;
   /**
-   * Script calls in flight per master at most, lanes and sub-batches together (`--max-latency`,
-   * control/call_window.ts); default: no bound beyond the lanes' and sub-batches' own.
+   * Script calls in flight per master at most while another client is active (`--max-latency`,
+   * control/call_window.ts); default: no bound beyond the sub-batches' own.
    */
   callsInFlight?: number;
+  /** Whether another client is active on a master now (control/pace.ts). Default: always. */
+  shared?: (node: Redis) => boolean;
   signal?: AbortSignal;
 }
 
@@ -92,7 +119,6 @@ export interface NodeGroup {
 export class NodeCalls {
   readonly stats: CallStats = { calls: 0, totalUs: 0, maxUs: 0 };
   readonly #target: Pick<RedisTarget, "kind" | "client" | "masters">;
-  readonly #fieldCap: number;
   readonly #salt: string;
   readonly #onlyWorkspace: string;
   readonly #keys: KeySchema;
@@ -107,13 +133,14 @@ export class NodeCalls {
   /** Slot ranges each master serves ("a-b,c-d"), for the `pair` mode's locality check. */
   #ranges = new Map<Redis, string>();
   readonly #callsInFlight: number;
+  readonly #shared: ((node: Redis) => boolean) | undefined;
   /** Each master's calls in flight. */
   readonly #windows = new Map<Redis, CallWindow>();
 
   constructor(target: Pick<RedisTarget, "kind" | "client" | "masters">, options: NodeCallsOptions) {
     this.#target = target;
-    this.#fieldCap = options.fieldCap ?? 4000;
-    this.#salt = options.salt ?? crypto.randomUUID();
+    // A fresh salt per verify: a value hash never identifies a common value across runs.
+    this.#salt = crypto.randomUUID();
     this.#onlyWorkspace = options.onlyWorkspace ?? "";
     this.#keys = options.keys ?? new KeySchema();
     this.#callBudgetUs = options.callBudgetUs ?? 250;
@@ -121,17 +148,25 @@ export class NodeCalls {
     this.#clockMode = options.callClock ?? "auto";
     this.#signal = options.signal;
     this.#callsInFlight = options.callsInFlight ?? Infinity;
+    this.#shared = options.shared;
   }
 
   /**
    * Runs `call` on `node` once the master has room for one more call in flight (every verify
-   * script call goes through here: the lanes' and the sub-batches').
+   * script call goes through here).
    */
   async inWindow<T>(node: Redis, call: () => Promise<T>): Promise<T> {
     if (this.#callsInFlight === Infinity) return await call();
     let window = this.#windows.get(node);
     if (window === undefined) {
-      window = new CallWindow(this.#callsInFlight);
+      // A round trip's worth of calls while nobody else is there, as a run's (run/engine.ts).
+      const roundTrip = callWindowSize(await roundTripMs(node), this.#callBudgetUs / 1000);
+      window = this.#windows.get(node) ?? runWindow({
+        deep: false,
+        roundTrip,
+        budget: this.#callsInFlight,
+        shared: () => this.#shared?.(node) ?? true,
+      });
       this.#windows.set(node, window);
     }
     const release = await window.acquire({ signal: this.#signal });
@@ -153,7 +188,7 @@ export class NodeCalls {
       const [major, minor] = redisVersion(await node.info("server"));
       if (major < 7) {
         throw new SafetyRefusal(
-          `verify --full needs Redis 7.0 or newer (read-only scripts); a node runs ${major}.${minor}`,
+          `verify needs Redis 7.0 or newer (read-only scripts); a node runs ${major}.${minor}`,
         );
       }
       this.#sha = String(await node.script("LOAD", VERIFY_SCRIPT));
@@ -173,12 +208,12 @@ export class NodeCalls {
   }
 
   /** The slot ranges `node` serves ("a-b,c-d"), "" on a standalone (every key is local). */
-  rangesOf(node: Redis): string {
+  #rangesOf(node: Redis): string {
     return this.#target.kind === "cluster" ? (this.#ranges.get(node) ?? "none") : "";
   }
 
-  /** Records a call's own time (µs) in {@linkcode stats} (lane calls are made elsewhere). */
-  record(elapsedUs: number): void {
+  /** Records a call's own time (µs) in {@linkcode stats}. */
+  #record(elapsedUs: number): void {
     this.stats.calls++;
     this.stats.totalUs += elapsedUs;
     this.stats.maxUs = Math.max(this.stats.maxUs, elapsedUs);
@@ -246,7 +281,7 @@ export class NodeCalls {
     options: ReadOptions = {},
   ): Promise<unknown[][]> {
     const entries: unknown[][] = [];
-    const ranges = this.rangesOf(node);
+    const ranges = this.#rangesOf(node);
     const clock = await this.clockOf(node);
     while (entries.length < keys.length) {
       this.#signal?.throwIfAborted();
@@ -255,7 +290,7 @@ export class NodeCalls {
         mode,
         this.#keys.workspaceField,
         options.oldSide ? "1" : "",
-        String(this.#fieldCap),
+        String(FIELD_CAP),
         this.#salt,
         this.#keys.luaSpec,
         this.#onlyWorkspace,
@@ -270,7 +305,7 @@ export class NodeCalls {
         rest.length,
       );
       const processed = Number(reply[0]);
-      this.record(elapsed);
+      this.#record(elapsed);
       if (options.timing && elapsed > options.timing.maxUs) {
         options.timing.maxUs = elapsed;
         options.timing.maxKeys = processed;

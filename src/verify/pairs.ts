@@ -1,26 +1,29 @@
 /**
- * One comparison pass of `verify --full` over a sub-batch of keys: read both sides with the
- * read-only script (grouped per node), decide in JS, and ask for field names only where the
- * digests differ. Rechecks call these again for the keys that still differ.
+ * One comparison pass over a sub-batch of keys, for both verifies (sampled and `--full`): read
+ * and compare both sides with the read-only script (grouped per node), decide on its answers, and
+ * ask for field names only where the pairs differ. Rechecks call these again for the keys that
+ * still differ.
  *
  * @module
  */
 import { Buffer } from "node:buffer";
-import { isSameWorkspace, type KeySchema } from "../../schema.ts";
+import { isSameWorkspace, type KeySchema } from "../schema.ts";
 import {
   compareSides,
   decodeFields,
   decodePairNew,
   decodeSide,
   diffFields,
+  isMismatch,
   type JobVerdict,
   type OrphanReason,
   orphanReason,
   plainVerdict,
   type SideState,
-} from "./compare.ts";
+} from "./verdicts.ts";
 import type { CallTiming, NodeCalls } from "./node_calls.ts";
-import { KeyCode } from "./scripts.ts";
+import type { SubBatches } from "./sub_batches.ts";
+import { KeyCode } from "./script.ts";
 
 /** What a pass needs. */
 export interface CheckContext {
@@ -31,9 +34,6 @@ export interface CheckContext {
   workspace?: string;
   toleranceMs: number;
 }
-
-/** The slowest call of a pass: its Redis time (µs) and keys (sizes the next sub-batch). */
-export type PassTiming = CallTiming;
 
 /** A checked old key: its verdict and, when valid, its workspace id. */
 export interface CheckedJob {
@@ -71,7 +71,7 @@ function newKeyOf(keys: KeySchema, oldKeys: readonly Buffer[], job: PendingJob):
 export async function checkJobs(
   oldKeys: readonly Buffer[],
   ctx: CheckContext,
-  timing?: PassTiming,
+  timing?: CallTiming,
 ): Promise<CheckedJob[]> {
   const entries = await ctx.calls.read(oldKeys, "pair", { oldSide: true, timing });
   const results: CheckedJob[] = new Array(oldKeys.length);
@@ -150,7 +150,7 @@ async function readUnpaired(
     fresh: (SideState | undefined)[];
   },
   ctx: CheckContext,
-  timing?: PassTiming,
+  timing?: CallTiming,
 ): Promise<void> {
   const { pending, olds, fresh } = sides;
   const unread = pending.flatMap((_, j) => fresh[j] === undefined ? [j] : []);
@@ -177,7 +177,7 @@ async function compareFields(
   oldKeys: readonly Buffer[],
   differing: readonly PendingJob[],
   results: CheckedJob[],
-  { ctx, timing }: { ctx: CheckContext; timing?: PassTiming },
+  { ctx, timing }: { ctx: CheckContext; timing?: CallTiming },
 ): Promise<void> {
   const [oldFields, newFields] = await Promise.all([
     ctx.calls.read(differing.map((job) => oldKeys[job.index]!), "fields", { timing }),
@@ -207,7 +207,7 @@ export type OrphanVerdict =
 export async function checkOrphans(
   newKeys: readonly Buffer[],
   ctx: CheckContext,
-  options: { confirmNew?: boolean; timing?: PassTiming } = {},
+  options: { confirmNew?: boolean; timing?: CallTiming } = {},
 ): Promise<OrphanVerdict[]> {
   const timing = options.timing;
   const parsed = newKeys.map((key) => ctx.keys.parseNewKey(key));
@@ -237,4 +237,43 @@ export async function checkOrphans(
       : { kind: "orphan", reason, workspace, jobId };
   });
   return verdicts;
+}
+
+/** Checked keys after their rechecks, and the positions that failed the first check. */
+export interface Settled<V> {
+  results: V[];
+  suspects: number[];
+}
+
+/**
+ * Checks old keys in `batches` and rechecks their differences in place (`--recheck` rounds): a
+ * difference counts only if it survives every recheck (a dual write in flight lands meanwhile).
+ */
+export async function settleJobs(
+  oldKeys: readonly Buffer[],
+  ctx: CheckContext,
+  batches: SubBatches,
+): Promise<Settled<CheckedJob>> {
+  const check = (keys: Buffer[], timing: CallTiming) => checkJobs(keys, ctx, timing);
+  const results = await batches.run(oldKeys, check);
+  const suspects = await batches.recheck(oldKeys, results, (r) => isMismatch(r.verdict), check);
+  return { results, suspects };
+}
+
+/**
+ * Checks new keys for orphans in `batches` and rechecks the orphans, each recheck confirming the
+ * new key still exists; `confirmFirst` confirms it in the first pass too (one more read a key).
+ */
+export async function settleOrphans(
+  newKeys: readonly Buffer[],
+  ctx: CheckContext,
+  batches: SubBatches,
+  confirmFirst = false,
+): Promise<Settled<OrphanVerdict>> {
+  const check = (confirmNew: boolean) => (keys: Buffer[], timing: CallTiming) =>
+    checkOrphans(keys, ctx, { confirmNew, timing });
+  const results = await batches.run(newKeys, check(confirmFirst));
+  const orphan = (verdict: OrphanVerdict) => verdict.kind === "orphan";
+  const suspects = await batches.recheck(newKeys, results, orphan, check(true));
+  return { results, suspects };
 }

@@ -1,11 +1,156 @@
 /**
- * The result of `verify --full` and its renderings: text for people, JSON for scripts, and the
- * verdict line that says whether the old schema's read fallback can be turned off. Pure.
+ * What `verify --full` reports: its counts, the `--report FILE` and the summary with its verdict.
+ * The report file holds one NDJSON line per finding, with the job id and names escaped as in logs
+ * (`escapeForLog`), never a field value. Lines are appended and synced before the checkpoint that
+ * counts them is saved, and the checkpoint stores the file's length; a resumed verify cuts the
+ * file back to that length, so a finding is never in the report twice.
  *
  * @module
  */
+import { Buffer } from "node:buffer";
+import { UsageError } from "../../errors.ts";
+import { escapeForLog } from "../../telemetry/redact.ts";
+import type { FindingKind } from "../verdicts.ts";
 import { computeParity, formatPercent, verifyPassed } from "../report.ts";
-import type { FullCounts } from "./checkpoint.ts";
+
+/** Running counts of one node (or of the whole run, summed). */
+export interface FullCounts {
+  /** Old keys compared (gone and filtered keys excluded). */
+  checked: number;
+  matched: number;
+  missing: number;
+  field_missing: number;
+  field_differs: number;
+  ttl: number;
+  type: number;
+  invalid: number;
+  /** Old keys that vanished before they could be compared (not counted in `checked`). */
+  gone: number;
+  /** Old keys of other workspaces than `--workspace`. */
+  filtered: number;
+  /** Differences that cleared on a recheck. */
+  transient: number;
+  /** New keys checked for orphans (`--orphans`). */
+  new_checked: number;
+  orphans: number;
+  /** Keys SCAN returned a second time within a node's pass, dropped (counted once). */
+  scan_duplicates: number;
+}
+
+/** Zero counts. */
+export function zeroCounts(): FullCounts {
+  return {
+    checked: 0,
+    matched: 0,
+    missing: 0,
+    field_missing: 0,
+    field_differs: 0,
+    ttl: 0,
+    type: 0,
+    invalid: 0,
+    gone: 0,
+    filtered: 0,
+    transient: 0,
+    new_checked: 0,
+    orphans: 0,
+    scan_duplicates: 0,
+  };
+}
+
+/** Adds `b` into `a`. */
+export function addCounts(a: FullCounts, b: Readonly<FullCounts>): FullCounts {
+  for (const name of Object.keys(a) as (keyof FullCounts)[]) a[name] += b[name];
+  return a;
+}
+
+/** One finding, as written. */
+export interface Finding {
+  kind: FindingKind;
+  jobId: Uint8Array;
+  /** The workspace id (from a key name; for `invalid`, none: the raw field is a value). */
+  workspace?: Uint8Array | string;
+  /** Field names, for `field_missing` and `field_differs`. */
+  fields?: readonly string[];
+  /** For `orphan`: the old key is missing, or names another workspace. */
+  reason?: string;
+}
+
+/** One NDJSON line (without the newline) for a finding (pure). */
+export function findingLine(finding: Finding): string {
+  const line: Record<string, unknown> = {
+    job_id: escapeForLog(finding.jobId, 512),
+    workspace: finding.workspace === undefined ? null : escapeForLog(finding.workspace, 512),
+    kind: finding.kind,
+  };
+  if (finding.fields !== undefined) {
+    line.fields = finding.fields.map((name) => escapeForLog(Buffer.from(name, "latin1"), 512));
+  }
+  if (finding.reason !== undefined) line.reason = finding.reason;
+  return JSON.stringify(line);
+}
+
+/** An open report file. */
+export class ReportFile {
+  readonly path: string;
+  #file: Deno.FsFile;
+  #bytes: number;
+
+  private constructor(path: string, file: Deno.FsFile, bytes: number) {
+    this.path = path;
+    this.#file = file;
+    this.#bytes = bytes;
+  }
+
+  /**
+   * Opens (creates) the file for writing, before Redis is touched.
+   *
+   * @throws {UsageError} when the path cannot be written.
+   */
+  static async open(path: string): Promise<ReportFile> {
+    try {
+      const file = await Deno.open(path, { write: true, create: true });
+      const size = (await file.stat()).size;
+      return new ReportFile(path, file, size);
+    } catch (error) {
+      const why = error instanceof Error ? error.name : "error";
+      throw new UsageError(`--report ${path} cannot be written (${why})`);
+    }
+  }
+
+  /** Bytes that belong to the findings written so far. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /**
+   * Starts at `bytes` (0 for a new verify, the checkpoint's length on resume).
+   *
+   * @returns false when the file is shorter than `bytes` (earlier findings are lost: the caller
+   *   says so); it then starts over at 0.
+   */
+  async startAt(bytes: number): Promise<boolean> {
+    const size = (await this.#file.stat()).size;
+    const kept = size >= bytes;
+    this.#bytes = kept ? bytes : 0;
+    await this.#file.truncate(this.#bytes);
+    await this.#file.seek(this.#bytes, Deno.SeekMode.Start);
+    return kept;
+  }
+
+  /** Appends the findings and syncs them to disk. */
+  async append(findings: readonly Finding[]): Promise<void> {
+    if (findings.length === 0) return;
+    let bytes = new TextEncoder().encode(findings.map(findingLine).join("\n") + "\n");
+    this.#bytes += bytes.length;
+    while (bytes.length > 0) bytes = bytes.subarray(await this.#file.write(bytes));
+    await this.#file.sync();
+  }
+
+  /** Closes the file. */
+  close(): void {
+    this.#file.close();
+  }
+}
 
 /** What a full verify found. */
 export interface FullReport {
@@ -50,8 +195,8 @@ export function fullReport(
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { zeroCounts } from "./checkpoint.ts";
- * import { fullReport, verdictLine } from "./summary.ts";
+ * import { zeroCounts } from "./report.ts";
+ * import { fullReport, verdictLine } from "./report.ts";
  * const counts = { ...zeroCounts(), checked: 10, matched: 9, missing: 1 };
  * const report = fullReport({
  *   counts, min_parity: 100, orphans_checked: true, workspace: null, duration_seconds: 1,

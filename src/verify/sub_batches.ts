@@ -1,15 +1,16 @@
 /**
- * Sub-batches of `verify --full`: a chunk's keys go to Redis in read-only script calls sized to a
- * Redis time budget, each admitted by the limiter, a few in flight at once so Redis never waits
- * for the client to decode the previous reply; differences are rechecked after a delay.
+ * Sub-batches of the verify checks: keys go to Redis in read-only script calls sized to a Redis
+ * time budget by the run's call sizer (`control/call_size.ts`), each admitted by the limiter, a
+ * few in flight at once so Redis never waits for the client to decode the previous reply;
+ * differences are rechecked after a delay.
  *
  * @module
  */
 import type { Buffer } from "node:buffer";
-import { delay } from "../../async/delay.ts";
-import type { RateLimiter } from "../../control/rate_limit.ts";
-import type { PassTiming } from "./check.ts";
-import { followPace, keysForBudget } from "./call_budget.ts";
+import { delay } from "../async/delay.ts";
+import { CallSizer, STOPPING_CALL_SHARE } from "../control/call_size.ts";
+import type { RateLimiter } from "../control/rate_limit.ts";
+import { type CallTiming, OUTSIDE_SCRIPT_US } from "./node_calls.ts";
 
 /** Options of {@linkcode SubBatches}. */
 export interface SubBatchOptions {
@@ -20,8 +21,9 @@ export interface SubBatchOptions {
   /** Keys per second (0 = unlimited): a sub-batch is at most a quarter second of them. */
   rps: number;
   /**
-   * Redis time one call may take, µs: sub-batches are sized so that their slowest call takes a
-   * share of it, the time Redis spends outside the script's own clock included (`call_budget.ts`).
+   * Redis time one call may take, µs: calls are sized so that their slowest one takes
+   * {@linkcode STOPPING_CALL_SHARE} of it, the time Redis spends outside the script's own clock
+   * included (`OUTSIDE_SCRIPT_US`).
    */
   callBudgetUs: number;
   /**
@@ -32,38 +34,58 @@ export interface SubBatchOptions {
   signal?: AbortSignal;
 }
 
-/** The most keys one sub-batch carries (a guard: the time budget normally sizes it). */
-export const MAX_SUB_BATCH = 512;
+/**
+ * Sub-batches in flight by default: Redis works on the others while the client decodes a reply
+ * or collects garbage (a scavenge takes ~1 ms; four calls of ~0.2 ms cover most).
+ */
+export const SUB_BATCHES_IN_FLIGHT = 4;
+
+/** Keys of the first sub-batch, before any call is measured. */
+const FIRST_SUB_BATCH = 16;
 
 /** Runs work over keys in sub-batches whose size follows the measured call time. */
 export class SubBatches {
-  #size = 16;
-  /** Moving average of the calls' own time per key, µs. */
-  #paceUs: number | undefined;
+  #size = FIRST_SUB_BATCH;
+  /**
+   * Keys per call from the calls' own time per key, Redis's per-key work outside the script's
+   * clock added: a slower pace is followed half-way at once (a sub-batch of slow, wide jobs must
+   * not repeat), a faster one a fifth of the way (one fast call must not make the next ones
+   * overrun), and a pace counts as at most 4× the average (one stalled call does not shrink the
+   * next dozen). The sizer's guard (100 keys a call) is the one count cap.
+   */
+  readonly #sizer: CallSizer;
   readonly #options: SubBatchOptions;
 
   constructor(options: SubBatchOptions) {
     this.#options = options;
+    this.#sizer = new CallSizer({
+      maxCallMs: options.callBudgetUs / 1000,
+      targetShare: STOPPING_CALL_SHARE,
+      coldStartKeys: FIRST_SUB_BATCH,
+      perCallMicros: OUTSIDE_SCRIPT_US.perCall,
+      alpha: 0.2,
+      slowerAlpha: 0.5,
+    });
   }
 
   /** Runs `work` over `keys` and returns its results in the order of `keys`. */
   async run<T>(
     keys: readonly Buffer[],
-    work: (keys: Buffer[], timing: PassTiming) => Promise<T[]>,
+    work: (keys: Buffer[], timing: CallTiming) => Promise<T[]>,
   ): Promise<T[]> {
     const { limiter, rps, signal } = this.#options;
     const out: T[] = new Array(keys.length);
-    const cap = rps > 0 ? Math.max(1, Math.min(MAX_SUB_BATCH, Math.floor(rps / 4))) : MAX_SUB_BATCH;
+    const cap = rps > 0 ? Math.max(1, Math.floor(rps / 4)) : Infinity;
     let next = 0;
     let failed = false;
-    const lane = async () => {
+    const worker = async () => {
       while (!failed && next < keys.length) {
-        // Claimed before any await, so lanes never take the same keys.
+        // Claimed before any await, so two workers never take the same keys.
         const start = next;
         const sub = keys.slice(start, start + Math.min(this.#size, cap));
         next += sub.length;
         await limiter.acquire(sub.length, signal);
-        const timing: PassTiming = { maxUs: 0 };
+        const timing: CallTiming = { maxUs: 0 };
         const results = await work(sub, timing);
         results.forEach((result, j) => out[start + j] = result);
         this.#resize(sub.length, timing, cap);
@@ -71,7 +93,7 @@ export class SubBatches {
     };
     await Promise.all(
       Array.from({ length: this.#options.inFlight }, () =>
-        lane().catch((error: unknown) => {
+        worker().catch((error: unknown) => {
           failed = true;
           throw error;
         })),
@@ -87,7 +109,7 @@ export class SubBatches {
     keys: readonly Buffer[],
     results: V[],
     failed: (result: V) => boolean,
-    check: (keys: Buffer[], timing: PassTiming) => Promise<V[]>,
+    check: (keys: Buffer[], timing: CallTiming) => Promise<V[]>,
   ): Promise<number[]> {
     const first = results.flatMap((result, i) => failed(result) ? [i] : []);
     let pending = first;
@@ -101,20 +123,19 @@ export class SubBatches {
   }
 
   /**
-   * Sizes the next sub-batch from the slowest call of this one. Its own time per key (the pace)
-   * feeds a moving average that follows a slower pace fast and a faster one gently
-   * ({@linkcode followPace}): a sub-batch of slow (wide) jobs must not repeat, and one fast call
-   * must not make the next ones overrun (the script would stop them early, and the keys left over
-   * would take a call of their own). A pace counts as at most 4× the average (one stalled call
-   * does not shrink the next dozen). On a cluster a sub-batch is split over the nodes, so the
-   * node of its slowest call got only part of it (a call the script stopped early is no split).
+   * Sizes the next sub-batch from the slowest call of this one (the sizer learns its pace), and
+   * grows it by half at most. On a cluster a sub-batch is split over the nodes, so the node of its
+   * slowest call got only part of it (a call the script stopped early is no split).
    */
-  #resize(keys: number, timing: PassTiming, cap: number): void {
+  #resize(keys: number, timing: CallTiming, cap: number): void {
     const callKeys = timing.maxKeys ?? 0;
     const nodeKeys = timing.nodeKeys ?? callKeys;
     if (timing.maxUs <= 0 || callKeys <= 0 || nodeKeys <= 0) return;
-    this.#paceUs = followPace(this.#paceUs, timing.maxUs / callKeys);
-    const ideal = keysForBudget(this.#options.callBudgetUs, this.#paceUs) * keys / nodeKeys;
+    this.#sizer.record({
+      keys: callKeys,
+      micros: timing.maxUs + callKeys * OUTSIDE_SCRIPT_US.perKey,
+    });
+    const ideal = this.#sizer.nextCount() * keys / nodeKeys;
     const grown = Math.ceil(this.#size * 1.5);
     this.#size = Math.max(1, Math.min(cap, Math.floor(Math.min(ideal, grown))));
   }

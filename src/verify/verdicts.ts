@@ -1,6 +1,6 @@
 /**
- * Pure decisions of `verify --full`: what the script's per-key answers mean, job by job. The same
- * rules as the sampled verify: an old key that is not a hash, has no valid workspace id or an
+ * Pure decisions of both verifies (sampled and `--full`): what the script's per-key answers mean,
+ * job by job. An old key that is not a hash, has no valid workspace id or an
  * empty job id is invalid; a new key that is absent is missing, another type is `type`; fields
  * that differ (names or values, extra fields included) and TTLs further apart than the tolerance
  * are mismatches; an old key that vanished is gone (not counted).
@@ -8,7 +8,7 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import { KeyCode, type KeyCodeValue } from "./scripts.ts";
+import { KeyCode, type KeyCodeValue } from "./script.ts";
 
 /** The kinds of finding a full verify reports (one NDJSON line each). */
 export const FINDING_KINDS = [

@@ -1,5 +1,6 @@
 /**
- * The read-only Lua script of `verify --full`. It runs on one node, flagged `no-writes` (Redis
+ * The read-only Lua script of both verifies (sampled and `--full`): values are compared here, in
+ * Redis, and never reach the client. It runs on one node, flagged `no-writes` (Redis
  * refuses any write, and it is called with EVALSHA_RO) and `allow-cross-slot-keys`: the keys come
  * in ARGV (numkeys 0), so one call reads many keys of many slots of that node. A key that the node
  * does not serve makes Redis fail the whole call ("non local key"): the caller refreshes its slot
@@ -36,8 +37,7 @@
  *
  * @module
  */
-import { KEY_LUA } from "../../schema.ts";
-import { PAIR_LUA } from "./pair_lua.ts";
+import { KEY_LUA } from "../schema.ts";
 
 /** Per-key type codes of the script. */
 export const KeyCode = { absent: 0, notHash: 1, noWorkspace: 2, hash: 3 } as const;
@@ -48,11 +48,53 @@ export type KeyCodeValue = typeof KeyCode[keyof typeof KeyCode];
 /** What the script is asked per key. */
 export type ScriptMode = "side" | "fields" | "owner" | "pair";
 
-/** `pair` mode's new_code: the new key was not read, or is served by another node. */
-export const PairCode = { notRead: -1, remote: -2 } as const;
-
 /** Number of ARGV entries before the keys. */
 export const HEADER_ARGS = 10;
+
+/**
+ * Lua: `slot_ranges(text)`, `is_local(key, ranges)`, `same_expiry(a, b, tolerance)`,
+ * `same_fields(a, b)`: the one pair rule (the same fields with the same values, expiries equal or
+ * within the tolerance, a new key read on this node only when it serves the key's slot), shared
+ * with the bench's in-server ceiling.
+ */
+export const PAIR_LUA = `
+-- The slot ranges a node serves, from "a-b,c-d" ("" on a standalone: none).
+local function slot_ranges(text)
+  local ranges = {}
+  for a, b in string.gmatch(text, "(%d+)-(%d+)") do
+    ranges[#ranges + 1] = {tonumber(a), tonumber(b)}
+  end
+  return ranges
+end
+
+-- True when this node serves key's slot (asked first, so a foreign key never raises an error).
+local function is_local(key, ranges)
+  local slot = redis.call("CLUSTER", "KEYSLOT", key)
+  for _, r in ipairs(ranges) do
+    if slot >= r[1] and slot <= r[2] then return true end
+  end
+  return false
+end
+
+-- As the client's sameExpiry: both without expiry, or both expiring at most tolerance ms apart.
+local function same_expiry(a, b, tolerance)
+  if a < 0 or b < 0 then return a == b end
+  return math.abs(a - b) <= tolerance
+end
+
+-- Both hashes hold the same fields with the same values; also the fields read (both sides).
+local function same_fields(a, b)
+  local fa, fb = redis.call("HGETALL", a), redis.call("HGETALL", b)
+  local read = (#fa + #fb) / 2
+  if #fa ~= #fb then return false, read end
+  local values = {}
+  for j = 1, #fa, 2 do values[fa[j]] = fa[j + 1] end
+  for j = 1, #fb, 2 do
+    if values[fb[j]] ~= fb[j + 1] then return false, read end
+  end
+  return true, read
+end
+`;
 
 /** The script (see the module comment). */
 export const VERIFY_SCRIPT = `#!lua flags=no-writes,allow-cross-slot-keys
