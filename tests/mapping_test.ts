@@ -57,7 +57,7 @@ Deno.test("mapping: the checkpoint's and verify's parameters name another mappin
   const before = {
     run: '{"workspace":null,"pattern":"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$","match":"ai:jobs:*"}',
     verify: '{"workspace":null,"pattern":"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$","ttl_tolerance":1,' +
-      '"orphans":false,"jobs_path":"lanes"}',
+      '"orphans":false,"jobs_path":"sub_batches"}',
   };
   assert.deepEqual(params(new KeySchema()), before, "the default's are as they were");
   const tagged = params(new KeySchema(TAGGED));
