@@ -55,8 +55,10 @@ try {
   const batch = keys.slice(0, JOBS_PER_CALL);
   for (const script of Object.values(SCRIPTS)) await node.call("SCRIPT", "LOAD", script.lua);
   const call = node.callBuffer.bind(node) as unknown as FlatCall;
-  // Unfenced (an empty fence key): the fence's one HMGET per call is not a per-job cost.
-  const evalsha = (sha: string, args: unknown[]) => call("EVALSHA", sha, 0, ["", "0", ...args]);
+  // Unfenced (an empty fence key) and unrecorded: the fence's one HMGET and the record's one HSET
+  // per call are not per-job costs.
+  const evalsha = (sha: string, args: unknown[]) =>
+    call("EVALSHA", sha, 0, ["", "0", "", "", "", ...args]);
   const header = [
     WORKSPACE_FIELD,
     "",

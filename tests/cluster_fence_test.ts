@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import type { Cluster } from "../src/redis/ioredis.ts";
 import { lockKey } from "../src/safety/lock.ts";
-import { acquireLocks } from "../src/safety/lock_set.ts";
+import { acquireLocks } from "../src/safety/lock_fence.ts";
 import { keySlot } from "../src/redis/slot.ts";
 import { newKeyFor, oldKeyFor } from "./support/keys.ts";
 import { spawnCli, waitFor } from "./support/cli.ts";

@@ -5,27 +5,34 @@
 import assert from "node:assert/strict";
 import { CheckpointStore } from "../src/checkpoint/store.ts";
 import { UsageError } from "../src/errors.ts";
-import { connectRedis, redactUrl } from "../src/redis/connect.ts";
-import { ServerChangedError } from "../src/redis/fence.ts";
-import type { Redis } from "../src/redis/ioredis.ts";
+import { connectRedis } from "../src/redis/connect.ts";
+import { redactSecrets } from "../src/telemetry/redact.ts";
+import { fenceScanCursors, ServerChangedError } from "../src/redis/fence.ts";
+import { Redis } from "../src/redis/ioredis.ts";
 import { mergeSentinelUrls, parseSentinelUrl } from "../src/redis/sentinel.ts";
 import { startRedis } from "./support/redis_server.ts";
+import { startDelayProxy } from "../bench/delay_proxy.ts";
 
-Deno.test("redactUrl hides passwords, also in Sentinel URLs URL cannot parse", () => {
-  assert.equal(redactUrl("redis://app:s3cret@10.0.0.1:6379/0"), "redis://app:***@10.0.0.1:6379/0");
-  assert.equal(redactUrl("rediss://:s3cret@cache:6380"), "rediss://:***@cache:6380");
+Deno.test("redactSecrets hides --redis-url passwords, also in Sentinel URLs URL cannot parse", () => {
   assert.equal(
-    redactUrl("redis+sentinel://app:s3cret@h1:26379,h2:26379/mymaster"),
+    redactSecrets("redis://app:s3cret@10.0.0.1:6379/0"),
+    "redis://app:***@10.0.0.1:6379/0",
+  );
+  assert.equal(redactSecrets("rediss://:s3cret@cache:6380"), "rediss://:***@cache:6380");
+  assert.equal(
+    redactSecrets("redis+sentinel://app:s3cret@h1:26379,h2:26379/mymaster"),
     "redis+sentinel://app:***@h1:26379,h2:26379/mymaster",
   );
   assert.equal(
-    redactUrl("redis+sentinel://h1,h2/m?sentinel_password=pw&sentinel_username=s"),
+    redactSecrets("redis+sentinel://h1,h2/m?sentinel_password=pw&sentinel_username=s"),
     "redis+sentinel://h1,h2/m?sentinel_password=***&sentinel_username=s",
   );
   assert.equal(
-    redactUrl("redis+sentinel://u:p@ss@h1:1,h2:2/m"),
+    redactSecrets("redis+sentinel://u:p@ss@h1:1,h2:2/m"),
     "redis+sentinel://u:***@h1:1,h2:2/m",
   );
+  // A user name alone may be a token (ioredis may send it as the password).
+  assert.equal(redactSecrets("redis://tok3n@10.0.0.1:6379"), "redis://***@10.0.0.1:6379");
 });
 
 Deno.test("parseSentinelUrl: hosts, master, db, credentials, TLS", () => {
@@ -130,3 +137,43 @@ async function reconnected(node: Redis): Promise<void> {
   await new Promise((resolve) => node.once("ready", resolve));
   await node.ping();
 }
+
+Deno.test("fence: a reconnect whose run_id read fails is checked again, not fenced for good", async () => {
+  const server = await startRedis();
+  const probe = server.client();
+  const proxy = startDelayProxy({ targetPort: server.port, delayMs: 1 });
+  // As the run's connections: a command whose connection drops fails, never resent.
+  const node = new Redis({
+    port: proxy.port,
+    lazyConnect: true,
+    retryStrategy: () => 50,
+    maxRetriesPerRequest: 0,
+  });
+  node.on("error", () => {});
+  fenceScanCursors(node, () => `127.0.0.1:${proxy.port}`);
+  try {
+    await probe.mset(
+      Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`ai:jobs:${i}`, "1"])),
+    );
+    await node.connect();
+    const [cursor] = await node.scanBuffer("0", "COUNT", 1);
+    assert.notEqual(cursor.toString(), "0");
+    // Dropped; at the reconnect the fence's INFO is sent, and the connection drops again before
+    // its reply; the next reconnect reaches the same server process.
+    const twice = new Promise<void>((resolve) => {
+      node.once("ready", () => {
+        proxy.drop();
+        node.once("ready", () => resolve());
+      });
+    });
+    proxy.drop();
+    await twice;
+    const [next] = await node.scanBuffer(cursor.toString(), "COUNT", 1000);
+    assert.equal(next.toString(), "0");
+  } finally {
+    node.disconnect();
+    probe.disconnect();
+    await proxy.close();
+    await server.stop();
+  }
+});

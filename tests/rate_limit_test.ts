@@ -18,6 +18,18 @@ function fakeClock(): Clock & { t: number; sleeps: number[] } {
   return clock;
 }
 
+/** A clock that never moves: a sleep ends only when aborted, so a waiter stays put until woken. */
+function stoppedClock(): Clock {
+  return {
+    now: () => 0,
+    sleep: (_ms: number, signal?: AbortSignal) =>
+      new Promise((_, reject) => {
+        signal?.throwIfAborted();
+        signal?.addEventListener("abort", () => reject(signal.reason), { once: true });
+      }),
+  };
+}
+
 Deno.test("no 1-second window ever holds more than rps permits", async () => {
   const clock = fakeClock();
   const limiter = new SlidingWindowLimiter(100, { clock });
@@ -86,13 +98,48 @@ Deno.test("rps 0 is unlimited and never sleeps", async () => {
   const limiter = new SlidingWindowLimiter(0, { clock });
   for (let i = 0; i < 100; i++) assert.equal(await limiter.acquire(1_000_000), 0);
   assert.equal(clock.sleeps.length, 0);
-  assert.equal(limiter.maxPermits, Infinity);
+  assert.equal(limiter.granted, 100_000_000);
 });
 
-Deno.test("bad arguments throw RangeError naming the value", async () => {
+Deno.test("bad arguments throw RangeError naming the value", () => {
   assert.throws(() => new SlidingWindowLimiter(-1), /rps must be a non-negative integer, got -1/);
   const limiter = new SlidingWindowLimiter(5, { clock: fakeClock() });
-  await assert.rejects(() => limiter.acquire(6), /cannot acquire 6 permits at once with rps 5/);
+  assert.throws(() => limiter.setRps(1.5), /rps must be a non-negative integer, got 1.5/);
+  assert.equal(limiter.rps, 5, "a refused rate leaves the old one");
+});
+
+Deno.test("more permits than the rate are granted in pieces, no window over the rate", async () => {
+  const clock = fakeClock();
+  const limiter = new SlidingWindowLimiter(5, { clock });
+  await limiter.acquire(12);
+  assert.equal(limiter.granted, 12);
+  // pieces of 5, 5, 2: the third piece cannot start before the first leaves the window
+  assert.ok(clock.t >= 2000, `t=${clock.t}`);
+});
+
+Deno.test("a new rate applies at once to a caller already waiting", async () => {
+  const clock = stoppedClock();
+  const limiter = new SlidingWindowLimiter(10, { clock });
+  await limiter.acquire(10);
+  const raised = limiter.acquire(10); // waits: the window is full under rps 10
+  await Promise.resolve();
+  limiter.setRps(20); // room for 10 more in the same window: the waiter goes at once
+  assert.equal(await raised, 0);
+  const unlimited = limiter.acquire(1000); // far more than the rate: waits
+  await Promise.resolve();
+  limiter.setRps(0);
+  assert.equal(await unlimited, 0, "woken, not left asleep under the old rate");
+  assert.equal(limiter.granted, 1020);
+});
+
+Deno.test("a waiter's own abort still rejects with its reason after a retune", async () => {
+  const limiter = new SlidingWindowLimiter(1);
+  await limiter.acquire(1);
+  const controller = new AbortController();
+  const pending = limiter.acquire(1, controller.signal);
+  limiter.setRps(2);
+  controller.abort(new Error("stop"));
+  await assert.rejects(pending, /stop/);
 });
 
 Deno.test("acquire is abortable", async () => {

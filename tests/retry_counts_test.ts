@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { startDelayProxy } from "../bench/delay_proxy.ts";
+import { CallRecords } from "../src/migrate/call_record.ts";
 import { UncountedCopies } from "../src/run/uncounted_copies.ts";
 import { spawnCli, waitFor } from "./support/cli.ts";
 import { withRedis } from "./support/redis_server.ts";
@@ -140,4 +141,44 @@ Deno.test("uncounted copies: a re-read's skipped_exists of a remembered copy cou
     copies.settle(keys, [{ outcome: "skipped_exists" }])[0]!.outcome,
     "skipped_exists",
   );
+});
+
+Deno.test("uncounted copies: a key that failed again stays remembered for its next retry", () => {
+  const keys = [Buffer.from("ai:jobs:a")];
+  const copies = new UncountedCopies();
+  copies.remember(keys, [{ outcome: "migrated" }]);
+  const failed = copies.settle(keys, [{ outcome: "errors", errorCode: "CHANGED" }]);
+  assert.equal(failed[0]!.outcome, "errors");
+  assert.equal(copies.size, 1);
+  assert.equal(copies.settle(keys, [{ outcome: "skipped_exists" }])[0]!.outcome, "migrated");
+});
+
+Deno.test("call records: a lost call's record tells its copies; an unreadable record is looked up again", async () => {
+  const calls = new CallRecords();
+  const a = calls.next("rec:a");
+  const b = calls.next("rec:b");
+  const never = calls.next("rec:a");
+  const keys = ["ai:jobs:1", "ai:jobs:2", "ai:jobs:3"].map((k) => Buffer.from(k));
+  calls.lost(a, keys);
+  calls.lost(b, keys.slice(0, 1));
+  calls.lost(never, keys.slice(2));
+  const stored = new Map([
+    // call a: migrated, exists, repaired; `never` never ran (its field holds an older call's).
+    [`rec:a/${a.field}`, `${a.id}:021`],
+    [`rec:a/${never.field}`, `someone:9:0`],
+  ]);
+  let bReadable = false;
+  const read = (key: string, fields: string[]) => {
+    if (key === "rec:b" && !bReadable) return Promise.reject(new Error("Connection is closed."));
+    return Promise.resolve(fields.map((f) => stored.get(`${key}/${f}`) ?? null));
+  };
+  const found = await calls.lookUp(read);
+  assert.deepEqual(found.map((f) => f.keys.map(String)), [["ai:jobs:1", "ai:jobs:3"]]);
+  assert.deepEqual(found[0]!.results.map((r) => r.outcome), ["migrated", "repaired"]);
+  assert.equal(calls.unanswered, 1, "the unreadable record's call stays");
+  stored.set(`rec:b/${b.field}`, `${b.id}:0`);
+  bReadable = true;
+  const later = await calls.lookUp(read);
+  assert.deepEqual(later.map((f) => f.keys.map(String)), [["ai:jobs:1"]]);
+  assert.equal(calls.unanswered, 0);
 });

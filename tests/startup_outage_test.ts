@@ -11,6 +11,7 @@ import { Redis } from "../src/redis/ioredis.ts";
 import { throughOutages } from "../src/run/outage.ts";
 import type { LogLevel } from "../src/run_events.ts";
 import { startRedis } from "./support/redis_server.ts";
+import { startDelayProxy } from "../bench/delay_proxy.ts";
 
 function startup(maxOutage: number, signal?: AbortSignal) {
   const logs: { level: LogLevel; event: string; message: string }[] = [];
@@ -122,6 +123,50 @@ Deno.test("LossClock: a frozen server is lost from the start of its silence; rea
   } finally {
     server.signal("SIGCONT");
     client.disconnect();
+    await server.stop();
+  }
+});
+
+Deno.test("LossClock: a socket timeout on a healthy connection (a timer its dropped predecessor armed) is no loss of a server that answers", async () => {
+  const server = await startRedis();
+  const proxy = startDelayProxy({ targetPort: server.port, delayMs: 50 });
+  const name = `127.0.0.1:${proxy.port}`;
+  const clock = new LossClock(800);
+  const client = new Redis({
+    port: proxy.port,
+    lazyConnect: true,
+    socketTimeout: 800,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => 50,
+  });
+  client.on("error", () => {});
+  clock.watch(client, () => name);
+  const timeouts: { at: number; lostSince: number | undefined }[] = [];
+  client.on("error", (error: Error) => {
+    if (/^Socket timeout/.test(error.message)) {
+      timeouts.push({ at: performance.now(), lostSince: clock.lostSince(name) });
+    }
+  });
+  try {
+    await client.connect();
+    // A command in flight when the connection drops: its socket timer is never cleared.
+    const lost = client.ping().catch(() => "lost");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    proxy.drop();
+    assert.equal(await lost, "lost");
+    // The server answers on the new connection all along, until the old timer fires on it.
+    const deadline = performance.now() + 3000;
+    while (timeouts.length === 0 && performance.now() < deadline) {
+      await client.ping().catch(() => {});
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.equal(timeouts.length, 1, "ioredis raised a socket timeout on the new connection");
+    const { at, lostSince } = timeouts[0]!;
+    // Lost, at most, since its last reply (within a round trip and a pause), not 800 ms back.
+    assert.ok(lostSince === undefined || at - lostSince < 400, `lost ${at - lostSince!} ms back`);
+  } finally {
+    client.disconnect();
+    await proxy.close();
     await server.stop();
   }
 });

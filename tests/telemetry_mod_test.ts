@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { fanOut } from "../src/telemetry/fan_out.ts";
 import {
   createTelemetry,
+  fanOut,
   MetricsServerError,
   telemetryEnabled,
   type TelemetryOptions,

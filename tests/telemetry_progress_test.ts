@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { emptyCounters } from "../src/outcome.ts";
-import { ProgressReporter } from "../src/telemetry/progress.ts";
 import {
   formatCount,
   formatDuration,
   progressFields,
+  ProgressReporter,
   type ProgressState,
   renderProgress,
-} from "../src/telemetry/progress_render.ts";
+} from "../src/telemetry/progress.ts";
 import { BatchFeed, FakeClock, results, stripAnsi, TrackingClock } from "./support/telemetry.ts";
 
 const T0 = 1_700_000_000_000;

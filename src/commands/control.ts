@@ -7,9 +7,13 @@
  * @module
  */
 import type { ControlCommandLine } from "../cli/control_args.ts";
-import { type ControlCommand, controlKey, writeControl } from "../control/remote.ts";
-import { allStatusesJson, readAllStatuses, renderAllStatuses } from "../control/status_all.ts";
-import type { RunnerStatus } from "../control/status_all.ts";
+import { type ControlCommand, controlKey, formatControl, writeControl } from "../control/remote.ts";
+import {
+  allStatusesJson,
+  readAllStatuses,
+  renderAllStatuses,
+  type RunnerStatus,
+} from "../control/status.ts";
 import { ExitCode } from "../errors.ts";
 import { connectRedis } from "../redis/connect.ts";
 import { shardLabel } from "../redis/shard.ts";
@@ -38,14 +42,12 @@ export async function controlCommand(options: ControlCommandLine, io: CommandIo)
 }
 
 /** The one line a control write prints (pure): which runs obey it, or that none will. */
-export function describeWrite(
+function describeWrite(
   command: ControlCommand,
   key: string,
   reads: readonly RunnerStatus[],
 ): string {
-  const written = `${
-    command.kind === "set-rps" ? `set-rps ${command.rps}` : command.kind
-  } written to ${key}`;
+  const written = `${formatControl(command)} written to ${key}`;
   const active = reads.filter((read) => read.state === "active");
   if (active.length > 0) {
     const holder = (read: RunnerStatus) => {

@@ -15,8 +15,9 @@ import type { RedisTarget } from "../redis/target.ts";
 import type { Logger } from "../run_events.ts";
 import { intentKeyOfSlot } from "../migrate/cluster/intents.ts";
 import { fenceKey } from "../safety/lock_fence.ts";
-import { MemoryGuard } from "../safety/memory.ts";
-import { checkPermissions, progressKeysFor } from "../safety/preflight.ts";
+import { checkHeadroom } from "../safety/memory.ts";
+import { lockKey } from "../safety/lock.ts";
+import { checkPermissions } from "../safety/preflight.ts";
 import { waitForPrimaries } from "../safety/primary.ts";
 
 /**
@@ -40,12 +41,13 @@ export async function checkBeforeWriting(
     });
   }
   const missing = await preflightPermissions(target, options, logger);
-  const memory = new MemoryGuard(target.masters(), (node) => target.nodeName(node), {
+  await checkHeadroom(target.masters(), {
     maxPct: options.maxMemoryPct,
+    enforce: options.mode === "execute",
     logger,
+    nameOf: (node) => target.nodeName(node),
     keys: options.keys,
   });
-  await memory.precheck(options.mode === "execute");
   return missing;
 }
 
@@ -62,14 +64,15 @@ async function preflightPermissions(
   const names = store.keys(target.kind === "cluster" ? "preflight" : "");
   const missing = await checkPermissions(
     target.masters(),
-    progressKeysFor(options.progressKey, {
+    {
       ...names,
+      lock: lockKey(options.progressKey, ""),
       control: controlKey(options.progressKey),
       status: statusKey(options.progressKey),
       perSlot: target.kind === "cluster"
         ? [fenceKey(options.progressKey, 0), intentKeyOfSlot(options.progressKey, 0)]
         : undefined,
-    }),
+    },
     options.keys,
   );
   if (missing === undefined || missing.length === 0) return missing;

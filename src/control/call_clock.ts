@@ -84,7 +84,7 @@ function nowUs(): number {
 }
 
 /** Replies whose busy time and units make the client's rate (the deepest call window). */
-export const RATE_WINDOW = 16;
+const RATE_WINDOW = 16;
 
 /** Times one node's script calls (see the module comment). */
 export class CallClock {

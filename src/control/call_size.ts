@@ -36,22 +36,24 @@ export interface CallSizerOptions {
   coldStartKeys?: number;
   /** The share of the budget a call is sized to. Default {@linkcode TARGET_SHARE}. */
   targetShare?: number;
-  /** Weight of a new measurement in the moving average. Default 0.2. */
-  alpha?: number;
   /**
-   * Weight of a measurement above the estimate (a slower call). Default `alpha`. Larger where a
-   * call that ran slow must not be repeated (the next one follows it at once).
+   * Weight of a measurement above the estimate (a slower call). Default: the usual weight. Larger
+   * where a call that ran slow must not be repeated (the next one follows it at once).
    */
   slowerAlpha?: number;
   /** Redis time of a call besides its keys, taken off the budget before keys share it. Default 0. */
   perCallMicros?: number;
-  /**
-   * A measurement counts as at most this many times the current estimate (and at least its
-   * inverse). One 50k-field job must not make the next hundred calls carry one key each; a
-   * workload that really became slower still moves the estimate by this factor per call.
-   */
-  outlierFactor?: number;
 }
+
+/** Weight of a new measurement in the moving average. */
+const ALPHA = 0.2;
+
+/**
+ * A measurement counts as at most this many times the current estimate (and at least its
+ * inverse). One 50k-field job must not make the next hundred calls carry one key each; a workload
+ * that really became slower still moves the estimate by this factor per call.
+ */
+const OUTLIER_FACTOR = 4;
 
 /** One measured call. */
 export interface CallTiming {
@@ -67,10 +69,8 @@ export class CallSizer {
   readonly #budgetMicros: number;
   readonly #maxKeys: number;
   readonly #coldStartKeys: number;
-  readonly #alpha: number;
   readonly #slowerAlpha: number;
   readonly #perCallMicros: number;
-  readonly #outlierFactor: number;
   #perKeyMicros: number | undefined;
 
   /** @throws {RangeError} when `maxCallMs` is not positive or `maxKeys` is below 1. */
@@ -85,10 +85,8 @@ export class CallSizer {
     }
     this.#budgetMicros = maxCallMs * 1000 * share;
     this.#coldStartKeys = Math.min(options.coldStartKeys ?? 4, this.#maxKeys);
-    this.#alpha = options.alpha ?? 0.2;
-    this.#slowerAlpha = options.slowerAlpha ?? this.#alpha;
+    this.#slowerAlpha = options.slowerAlpha ?? ALPHA;
     this.#perCallMicros = options.perCallMicros ?? 0;
-    this.#outlierFactor = options.outlierFactor ?? 4;
   }
 
   /** The learnt cost of one key in microseconds; undefined before the first measurement. */
@@ -117,11 +115,8 @@ export class CallSizer {
       this.#perKeyMicros = sample;
       return;
     }
-    const clipped = Math.min(
-      Math.max(sample, current / this.#outlierFactor),
-      current * this.#outlierFactor,
-    );
-    const weight = clipped > current ? this.#slowerAlpha : this.#alpha;
+    const clipped = Math.min(Math.max(sample, current / OUTLIER_FACTOR), current * OUTLIER_FACTOR);
+    const weight = clipped > current ? this.#slowerAlpha : ALPHA;
     this.#perKeyMicros = current + weight * (clipped - current);
   }
 }

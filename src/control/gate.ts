@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { RetunableLimiter } from "./retunable.ts";
+import type { RateLimiter } from "./rate_limit.ts";
 
 /** Options of the gate's waits. */
 export interface AdmitOptions {
@@ -28,23 +28,20 @@ export interface AdmissionCheck {
   wait(options: AdmitOptions & { fresh?: boolean }): Promise<void>;
 }
 
-/** What the gate needs of a limiter: any `n` at once (a {@linkcode RetunableLimiter}). */
-export type GateLimiter = Pick<RetunableLimiter, "rps" | "acquire">;
-
 /** Options of {@linkcode Gate}. */
 export interface GateOptions {
   /** A master's own limiter (its rate while it yields to a busy Redis), under the run-wide one. */
-  nodeLimiter?: (node: string) => GateLimiter | undefined;
+  nodeLimiter?: (node: string) => RateLimiter | undefined;
 }
 
 /** Composes the admission checks and the rate limiter. */
 export class Gate {
-  readonly #limiter: GateLimiter;
+  readonly #limiter: RateLimiter;
   readonly #checks: readonly AdmissionCheck[];
-  readonly #nodeLimiter: (node: string) => GateLimiter | undefined;
+  readonly #nodeLimiter: (node: string) => RateLimiter | undefined;
 
   constructor(
-    limiter: GateLimiter,
+    limiter: RateLimiter,
     checks: readonly AdmissionCheck[] = [],
     options: GateOptions = {},
   ) {
@@ -68,7 +65,7 @@ export class Gate {
 
   /**
    * Waits until every check lets work go on, then for `n` permits of the node's limiter and the
-   * run-wide one (each splits `n` into grants its current rate allows: control/retunable.ts).
+   * run-wide one (each splits `n` into grants its current rate allows: control/rate_limit.ts).
    *
    * @returns the seconds spent waiting for the limiter.
    * @throws `signal.reason` when the signal aborts.

@@ -1,11 +1,16 @@
 /**
- * A sliding-window rate limiter: no window of `windowMs` (1 s) ever holds more than `rps` permits.
- * It keeps a log of grants (time, count) for the last window, which is exact (unlike a token bucket,
- * which allows a burst of 2×rps across a window boundary) and small (at most `rps` entries).
+ * The rate limiter: no window of `windowMs` (1 s) ever holds more than `rps` permits. It keeps a
+ * log of grants (time, count) for the last window, which is exact (unlike a token bucket, which
+ * allows a burst of 2×rps across a window boundary) and small (at most `rps` entries).
  *
  * The window alone would let a whole second's permits go at once and then stall for the rest of
  * the second; grants are also paced, `n` permits per `n / rps` seconds, so Redis sees a steady
  * trickle of small calls instead of one burst per second.
+ *
+ * The rate can change while callers wait (a latency cut to 20/s, `backfill set-rps 5`): a wait for
+ * `n` permits is granted in pieces no larger than the current rate, and a waiter whose rate changed
+ * starts over under the new one, so a new rate applies at once and no waiter is stranded. The
+ * limiter counts what it granted, which the throttle needs to know whether the run keeps up.
  *
  * @module
  */
@@ -28,6 +33,9 @@ export class SlidingWindowLimiter implements RateLimiter {
   #inWindow = 0;
   /** Earliest time the next grant may start (pacing). */
   #nextAt = -Infinity;
+  /** Aborted (and replaced) when the rate changes, waking every waiter. */
+  #retuned = new AbortController();
+  #granted = 0;
 
   /**
    * @param rps permits per window; 0 = unlimited.
@@ -44,53 +52,77 @@ export class SlidingWindowLimiter implements RateLimiter {
     return this.#rps;
   }
 
+  /** Permits granted since the limiter was made (for the achieved rate). */
+  get granted(): number {
+    return this.#granted;
+  }
+
   /**
    * Changes the rate while the run goes. Grants already in the window keep counting, so a lower
-   * rate takes effect at once without a burst; pacing restarts from the new rate.
+   * rate takes effect at once without a burst; pacing restarts from the new rate, and callers
+   * waiting under the old rate start over under the new one.
    *
    * @throws {RangeError} when `rps` is negative or not an integer.
    */
   setRps(rps: number): void {
-    this.#rps = checkRps(rps);
+    if (checkRps(rps) === this.#rps) return;
+    this.#rps = rps;
     this.#nextAt = -Infinity;
-  }
-
-  /** The largest `n` one {@linkcode acquire} call may ask for. */
-  get maxPermits(): number {
-    return this.#rps === 0 ? Infinity : this.#rps;
+    const retuned = this.#retuned;
+    this.#retuned = new AbortController();
+    retuned.abort();
   }
 
   /**
-   * Waits until `n` permits fit in the window and takes them.
+   * Waits until `n` permits fit in the window and takes them, in grants of at most the current
+   * rate (any `n` may be asked for).
    *
    * @returns the seconds spent waiting.
-   * @throws {RangeError} when `n` exceeds {@linkcode maxPermits}; `signal.reason` when aborted.
+   * @throws `signal.reason` when aborted.
    */
   async acquire(n: number, signal?: AbortSignal): Promise<number> {
     signal?.throwIfAborted();
-    if (this.#rps === 0 || n <= 0) return 0;
-    if (n > this.#rps) {
-      throw new RangeError(`cannot acquire ${n} permits at once with rps ${this.#rps}`);
-    }
     const started = this.#clock.now();
-    for (;;) {
+    for (let left = n; left > 0;) {
+      if (this.#rps === 0) {
+        this.#granted += left;
+        break;
+      }
+      const take = Math.min(left, this.#rps);
       const now = this.#clock.now();
       this.#expire(now);
-      if (now >= this.#nextAt && this.#inWindow + n <= this.#rps) {
-        this.#grants.push({ at: now, count: n });
-        this.#inWindow += n;
-        // Pace from the planned slot, but never from more than a quarter window ago: a caller that
-        // stalled briefly (between batches) catches up instead of losing its slots, and one that
-        // stalled long cannot bank a burst. The window check above still caps every window.
-        const from = this.#nextAt === -Infinity
-          ? now
-          : Math.max(now - this.#windowMs / 4, this.#nextAt);
-        this.#nextAt = from + (n * this.#windowMs) / this.#rps;
-        return (now - started) / 1000;
+      if (now >= this.#nextAt && this.#inWindow + take <= this.#rps) {
+        this.#grant(take, now);
+        left -= take;
+        continue;
       }
-      const windowWait = this.#inWindow + n <= this.#rps ? 0 : this.#waitFor(n, now);
-      await this.#clock.sleep(Math.max(windowWait, this.#nextAt - now, 0.1), signal);
+      const windowWait = this.#inWindow + take <= this.#rps ? 0 : this.#waitFor(take, now);
+      const retuned = this.#retuned.signal;
+      try {
+        await this.#clock.sleep(
+          Math.max(windowWait, this.#nextAt - now, 0.1),
+          signal ? AbortSignal.any([signal, retuned]) : retuned,
+        );
+      } catch (error) {
+        if (signal?.aborted) throw signal.reason;
+        if (!retuned.aborted) throw error;
+        // the rate changed while waiting: ask again under the new one
+      }
     }
+    return (this.#clock.now() - started) / 1000;
+  }
+
+  #grant(n: number, now: number): void {
+    this.#grants.push({ at: now, count: n });
+    this.#inWindow += n;
+    this.#granted += n;
+    // Pace from the planned slot, but never from more than a quarter window ago: a caller that
+    // stalled briefly (between batches) catches up instead of losing its slots, and one that
+    // stalled long cannot bank a burst. The window check in acquire still caps every window.
+    const from = this.#nextAt === -Infinity
+      ? now
+      : Math.max(now - this.#windowMs / 4, this.#nextAt);
+    this.#nextAt = from + (n * this.#windowMs) / this.#rps;
   }
 
   #expire(now: number): void {

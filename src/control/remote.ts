@@ -28,7 +28,7 @@ export type ControlCommand =
   | { kind: "set-rps"; rps: number };
 
 /** Entries the control stream keeps (a run reads every entry added within a second). */
-export const CONTROL_HISTORY = 100;
+const CONTROL_HISTORY = 100;
 
 /** The stream entry field that holds a command's text. */
 const FIELD = "command";

@@ -5,16 +5,21 @@
  * run from a dead one. A run that dies stops refreshing: its status reads as stale within a few
  * seconds (naming the holder) and disappears after {@linkcode STATUS_TTL_MS}.
  *
+ * `backfill status` reads every runner of a progress key: the run over the whole deployment
+ * (`<P>:status`) and one per `--shard` runner (`<P>:status:<I>/<N>`, listed in
+ * `<P>:status:shards`), each with its own age, plus a total over the shards. With no sharded runner
+ * the output is exactly the one-run form.
+ *
  * @module
  */
 import type { Cluster, Redis } from "../redis/ioredis.ts";
 import { delay } from "../async/delay.ts";
-import { type Shard, shardLabel } from "../redis/shard.ts";
+import { parseShard, type Shard, shardLabel } from "../redis/shard.ts";
 
 /** Lifetime of a published status. Long enough to read who died, short enough to go away. */
 export const STATUS_TTL_MS = 300_000;
 /** A status older than this is stale: its run has missed several refreshes. */
-export const STALE_AFTER_MS = 5_000;
+const STALE_AFTER_MS = 5_000;
 
 /** The published object (`backfill status --json` prints it with `age_seconds` and `state`). */
 export interface RunStatus {
@@ -154,10 +159,6 @@ export function renderStatus(read: ReadStatus | undefined): string {
     finished: `no run is active; the last run (${holder}) finished ${Math.round(age)} s ago`,
   }[read.state];
   const counts = status.counts;
-  const scanned = counts.scanned ?? 0;
-  const pct = status.estimated_total > 0
-    ? ` (${Math.min(100, (scanned / status.estimated_total) * 100).toFixed(1)}%)`
-    : "";
   const rate = status.rate.paused
     ? "paused"
     : status.rate.rps === 0
@@ -172,10 +173,8 @@ export function renderStatus(read: ReadStatus | undefined): string {
     head,
     ...(status.mapping === undefined ? [] : [`keys: ${status.mapping}`]),
     `rate: ${rate}${why}${cap}`,
-    `progress: scanned ${scanned} of ~${status.estimated_total}${pct}, ETA ${
-      duration(status.eta_seconds)
-    }`,
-    `counts: ${Object.entries(counts).map(([name, n]) => `${name}=${n}`).join(" ")}`,
+    `progress: ${scannedOf(counts, status.estimated_total)}, ETA ${duration(status.eta_seconds)}`,
+    `counts: ${countList(counts)}`,
     `cursors: ${
       Object.entries(status.cursors).map(([node, cursor]) => `${node}=${cursor}`).join(" ") ||
       "none"
@@ -183,6 +182,130 @@ export function renderStatus(read: ReadStatus | undefined): string {
     `started ${status.started_at}, updated ${status.updated_at}`,
   ];
   return lines.join("\n") + "\n";
+}
+
+/** One runner's status; `shard` is undefined for a run over the whole deployment. */
+export interface RunnerStatus extends ReadStatus {
+  shard?: Shard;
+}
+
+/** Every published status of `progressKey`: the unsharded one first, then shards by N and I. */
+export async function readAllStatuses(
+  client: Redis | Cluster,
+  progressKey: string,
+): Promise<RunnerStatus[]> {
+  const labels = await client.smembers(statusShardsKey(progressKey));
+  const shards = labels.flatMap((label) => {
+    try {
+      return [parseShard(label)];
+    } catch {
+      return []; // not written by us: ignore
+    }
+  }).filter((shard) => shard.count > 1)
+    .sort((a, b) => a.count - b.count || a.index - b.index);
+  const reads = await Promise.all([
+    readStatus(client, progressKey).then((read) => read && { ...read }),
+    ...shards.map(async (shard) => {
+      const read = await readStatus(client, progressKey, shard);
+      return read && { ...read, shard };
+    }),
+  ]);
+  return reads.filter((read): read is RunnerStatus => read !== undefined);
+}
+
+/** Sums over runners (pure). */
+interface StatusTotal {
+  runners: number;
+  active: number;
+  stale: number;
+  finished: number;
+  counts: Record<string, number>;
+  estimated_total: number;
+  /** Sum of the active runners' rates; null when one of them runs unlimited. */
+  rps: number | null;
+}
+
+/** The total over `reads` (pure). */
+function totalOf(reads: readonly RunnerStatus[]): StatusTotal {
+  const counts: Record<string, number> = {};
+  let rps: number | null = 0;
+  for (const { status, state } of reads) {
+    for (const [name, n] of Object.entries(status.counts)) counts[name] = (counts[name] ?? 0) + n;
+    if (state !== "active") continue;
+    if (status.rate.paused) continue;
+    rps = status.rate.rps === 0 || rps === null ? null : rps + status.rate.rps;
+  }
+  return {
+    runners: reads.length,
+    active: reads.filter((r) => r.state === "active").length,
+    stale: reads.filter((r) => r.state === "stale").length,
+    finished: reads.filter((r) => r.state === "finished").length,
+    counts,
+    estimated_total: reads.reduce((sum, r) => sum + r.status.estimated_total, 0),
+    rps,
+  };
+}
+
+/** `backfill status` as text (pure): one block per runner, then a total line. */
+export function renderAllStatuses(reads: readonly RunnerStatus[]): string {
+  if (reads.length === 0 || (reads.length === 1 && reads[0]!.shard === undefined)) {
+    return renderStatus(reads[0]);
+  }
+  const blocks = reads.map((read) =>
+    `${read.shard ? `shard ${shardLabel(read.shard)}` : "all masters"}: ${renderStatus(read)}`
+  );
+  const total = totalOf(reads);
+  const rate = total.rps === null ? "unlimited" : `${total.rps}/s`;
+  const line = `total: ${total.runners} runners (${total.active} active, ${total.stale} stale, ` +
+    `${total.finished} finished); ${scannedOf(total.counts, total.estimated_total)}; ` +
+    `rate ${rate}; ${countList(total.counts)}`;
+  return `${blocks.join("\n")}\n${line}\n`;
+}
+
+/**
+ * `status --json`: with no sharded runner, the one-run object (`{"state":"none"}` when nothing is
+ * published); otherwise `{state, active, runners: [...], total}`, where `state` is `active` when
+ * any runner is, else `stale` when any is, else `finished`.
+ */
+export function allStatusesJson(reads: readonly RunnerStatus[]): Record<string, unknown> {
+  if (reads.length === 0 || (reads.length === 1 && reads[0]!.shard === undefined)) {
+    return oneJson(reads[0]);
+  }
+  const total = totalOf(reads);
+  const state = total.active > 0 ? "active" : total.stale > 0 ? "stale" : "finished";
+  return {
+    state,
+    active: state === "active",
+    runners: reads.map((read) => ({
+      shard: read.shard ? shardLabel(read.shard) : null,
+      ...oneJson(read),
+    })),
+    total,
+  };
+}
+
+/** One run's status object: the published fields with its state and age. */
+function oneJson(read: ReadStatus | undefined): Record<string, unknown> {
+  if (read === undefined) return { state: "none", active: false };
+  const status: RunStatus = read.status;
+  return {
+    state: read.state,
+    active: read.state === "active",
+    age_seconds: read.age_seconds,
+    ...status,
+  };
+}
+
+/** `scanned S of ~E (P%)`, the percentage only with an estimate. */
+function scannedOf(counts: Record<string, number>, estimated: number): string {
+  const scanned = counts.scanned ?? 0;
+  const pct = estimated > 0 ? ` (${Math.min(100, (scanned / estimated) * 100).toFixed(1)}%)` : "";
+  return `scanned ${scanned} of ~${estimated}${pct}`;
+}
+
+/** `name=n name=n …` of the counters. */
+function countList(counts: Record<string, number>): string {
+  return Object.entries(counts).map(([name, n]) => `${name}=${n}`).join(" ");
 }
 
 function duration(seconds: number | null): string {

@@ -20,7 +20,7 @@ import {
   type RateChange,
   type ThrottleReason,
 } from "./pace.ts";
-import { RetunableLimiter } from "./retunable.ts";
+import { SlidingWindowLimiter } from "./rate_limit.ts";
 import type { LoadDelta } from "./server_load.ts";
 
 /** What the throttle needs of one master's health (see `health_check.ts`). */
@@ -66,7 +66,7 @@ export interface ThrottleView {
 interface NodeControl {
   health: HealthSource;
   pace: PaceController;
-  limiter: RetunableLimiter;
+  limiter: SlidingWindowLimiter;
   /** The limiter's grants at the last load reading. */
   granted: number;
   /** The effective rate last reported for this master. */
@@ -90,7 +90,7 @@ export class Throttle implements AdmissionCheck {
       const control: NodeControl = {
         health,
         pace: new PaceController({ ...options.pace, adaptive: options.adaptive }),
-        limiter: new RetunableLimiter(0),
+        limiter: new SlidingWindowLimiter(0),
         granted: 0,
       };
       this.#nodes.set(health.node, control);
@@ -99,7 +99,7 @@ export class Throttle implements AdmissionCheck {
   }
 
   /** The master's own limiter, for the gate (unlimited unless it yields to the application). */
-  limiterFor(node: string): RetunableLimiter | undefined {
+  limiterFor(node: string): SlidingWindowLimiter | undefined {
     return this.#nodes.get(node)?.limiter;
   }
 

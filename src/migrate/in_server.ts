@@ -18,7 +18,7 @@ import { refusedAsFenced, type RunLock } from "../safety/lock.ts";
 import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import { DEFAULT_WORKSPACE_LUA, type KeySchema } from "../schema.ts";
-import type { Outcome } from "../outcome.ts";
+import { CallRecords, type LostCopies, recordArgs } from "./call_record.ts";
 import { COPY_SCRIPT, DRY_RUN_SCRIPT } from "./copy_script.ts";
 import {
   invalidResult,
@@ -48,25 +48,6 @@ export interface InServerCopyOptions {
 }
 
 /**
- * Fields of the call record, used in turn: more than the calls a node ever has in flight
- * (control/call_window.ts), so a call's field is not reused before its loss is looked up.
- */
-const RECORD_FIELDS = 64;
-
-/** The record's digit of each code that wrote a new key (copy_script.ts). */
-const COPIED_CODES: Readonly<Record<string, Outcome>> = {
-  [String(ScriptCode.migrated)]: "migrated",
-  [String(ScriptCode.repaired)]: "repaired",
-};
-
-/** A call that failed without a reply: it may have run, and copied. */
-interface Unanswered {
-  keys: Buffer[];
-  field: string;
-  id: string;
-}
-
-/**
  * Migrates with one atomic script call per sub-batch on a standalone Redis (≥ 6.2). Each script
  * reports its own Redis time, from which the next call is sized (`nextCallSize`).
  */
@@ -83,11 +64,9 @@ export class InServerCopy implements MigrationStrategy {
   /** EVALSHA_RO exists from Redis 7.0; before that the dry script runs as plain EVALSHA. */
   #hasReadOnlyEval = true;
   readonly #fence: [string, string];
+  /** The call record's key (absent: no record), and its calls (migrate/call_record.ts). */
   readonly #record?: string;
-  /** Tells this run's call ids from an earlier run's. */
-  readonly #nonce = crypto.randomUUID().slice(0, 8);
-  #calls = 0;
-  #unanswered: Unanswered[] = [];
+  readonly #calls = new CallRecords();
 
   constructor(client: Redis, keys: KeySchema, options: InServerCopyOptions = {}) {
     this.#client = client;
@@ -164,7 +143,9 @@ export class InServerCopy implements MigrationStrategy {
     options: MigrateOptions,
     rule: string[],
   ): Promise<(number | Buffer)[]> {
-    const record = this.#record !== undefined && !options.dryRun ? this.#nextCall() : undefined;
+    const record = this.#record !== undefined && !options.dryRun
+      ? this.#calls.next(this.#record)
+      : undefined;
     const args = [
       keys.length,
       ...keys,
@@ -175,7 +156,7 @@ export class InServerCopy implements MigrationStrategy {
       String(DEFAULT_WORKSPACE_LUA.maxLength),
       rule[0]!,
       ...(options.dryRun ? ["", ""] : this.#fence),
-      ...(record ? [this.#record!, record.field, record.id] : ["", "", ""]),
+      ...recordArgs(record),
       ...rule.slice(1),
     ];
     const call = () =>
@@ -201,44 +182,20 @@ export class InServerCopy implements MigrationStrategy {
       const refusal = refusedAsFenced(error);
       if (refusal !== undefined) throw refusal;
       // No reply (a lost connection, a timeout): the call may have run; its record tells.
-      if (record !== undefined && classify(error).outage) {
-        this.#unanswered.push({ keys: [...keys], ...record });
-      }
+      if (record !== undefined && classify(error).outage) this.#calls.lost(record, keys);
       throw error;
     }
     this.#sizer.record({ keys: keys.length, micros: answer.micros });
     return decodeTimed<(number | Buffer)[]>(answer.value).result ?? [];
   }
 
-  /** The next executing call's record field and id. */
-  #nextCall(): { field: string; id: string } {
-    const call = this.#calls++;
-    return { field: String(call % RECORD_FIELDS), id: `${this.#nonce}:${call}` };
-  }
-
   /**
-   * What the calls that failed without a reply copied, read from their records (once Redis
-   * answers again): per call, its keys and their results; a call that never ran, or copied
-   * nothing, left no record and is not listed. Each lost call is looked up once.
+   * What the calls that failed without a reply copied, read from their records once Redis
+   * answers again (migrate/call_record.ts).
    */
-  async lostCopies(): Promise<{ keys: Buffer[]; results: StrategyResult[] }[]> {
-    const lost = this.#unanswered;
-    if (lost.length === 0 || this.#record === undefined) return [];
-    const records = await this.#client.hmget(this.#record, ...lost.map((call) => call.field));
-    this.#unanswered = [];
-    return lost.flatMap((call, i) => {
-      const record = records[i];
-      if (!record?.startsWith(`${call.id}:`)) return [];
-      const codes = record.slice(call.id.length + 1);
-      const copied = { keys: [] as Buffer[], results: [] as StrategyResult[] };
-      call.keys.forEach((key, k) => {
-        const outcome = COPIED_CODES[codes[k] ?? ""];
-        if (outcome === undefined) return;
-        copied.keys.push(key);
-        copied.results.push({ outcome });
-      });
-      return [copied];
-    });
+  async lostCopies(): Promise<LostCopies[]> {
+    if (this.#calls.unanswered === 0) return [];
+    return await this.#calls.lookUp((key, fields) => this.#client.hmget(key, ...fields));
   }
 }
 

@@ -8,6 +8,7 @@
 import { backoffMs, RECONNECT } from "../async/backoff.ts";
 import { pause } from "../async/delay.ts";
 import { RedisUnavailableError } from "../errors.ts";
+import { classify } from "./errors.ts";
 import type { Redis } from "./ioredis.ts";
 
 /** The node's `run_id` (new after every restart). */
@@ -75,13 +76,17 @@ async function answersPing(node: Redis): Promise<boolean> {
  * that waited `silenceMs` with commands pending and no byte back (ioredis `socketTimeout`: a
  * frozen server, SIGSTOP or a hung VM, keeps the TCP connection open and answers nothing) marks it
  * lost since the silence began, and is closed, so every command pending on it fails now. A
- * connection that is ready again clears the mark. Every wait for a node counts from this moment,
+ * connection that is ready again, or a reply from the server, clears the mark. Every wait for a node counts from this moment,
  * so waits that follow each other (a cluster call's own retries, then the engine's wait) never
  * add up past `--max-outage`.
  */
 export class LossClock {
   readonly #silenceMs: number | undefined;
   readonly #since = new Map<string, number>();
+  /** When each server last answered a command on any watched connection. */
+  readonly #lastReply = new Map<string, number>();
+  /** Servers marked lost by a refusal (they answer, but serve nothing), and what they refuse. */
+  readonly #refusals = new Map<string, Refusal>();
   readonly #connections = new Map<string, Set<Redis>>();
   /** Servers the run gave up on: commands to them fail at once (see {@linkcode abandon}). */
   readonly #abandoned = new Set<string>();
@@ -106,19 +111,29 @@ export class LossClock {
     track();
     const send = client.sendCommand.bind(client);
     client.sendCommand = ((command: Parameters<Redis["sendCommand"]>[0], ...rest: unknown[]) => {
-      if (!this.#abandoned.has(name())) return (send as SendCommand)(command, ...rest);
-      command.reject(new AbandonedServerError(name()));
-      return command.promise;
+      if (this.#abandoned.has(name())) {
+        command.reject(new AbandonedServerError(name()));
+        return command.promise;
+      }
+      command.promise.then(
+        () => this.#answered(name(), command.name),
+        (error) => this.#refused(name(), error),
+      );
+      return (send as SendCommand)(command, ...rest);
     }) as Redis["sendCommand"];
     client.on("error", (error: Error) => {
       if (this.#silenceMs !== undefined && SILENT.test(error.message)) {
-        this.#mark(name(), performance.now() - this.#silenceMs);
+        // Silent since the server's last reply on any connection, at most `silenceMs`: ioredis
+        // also raises this on a healthy connection, from a timer its dropped predecessor armed.
+        const silentFrom = performance.now() - this.#silenceMs;
+        this.#mark(name(), Math.max(silentFrom, this.#lastReply.get(name()) ?? silentFrom));
       }
     });
     client.on("close", () => this.#mark(name(), performance.now()));
     client.on("ready", () => {
       track();
-      this.#since.delete(name());
+      // A reconnect does not make a demoted server a primary again.
+      if (!this.#refusals.has(name())) this.#since.delete(name());
     });
     client.on("end", () => this.#connections.get(address)?.delete(client));
   }
@@ -139,6 +154,43 @@ export class LossClock {
     for (const client of this.#connections.get(name) ?? []) client.disconnect();
   }
 
+  /**
+   * The server answered a command: it is there. (A connection that closed for good, with no
+   * reconnect to clear its mark, must not leave its server marked lost.) A server marked for a
+   * refusal is back only when it runs what it refused: a script call (a write script, after
+   * READONLY).
+   */
+  #answered(name: string, command: string): void {
+    this.#lastReply.set(name, performance.now());
+    if (this.#since.size === 0) return;
+    const refusal = this.#refusals.get(name);
+    if (refusal !== undefined) {
+      if (!SCRIPT_CALLS.has(command)) return;
+      if (refusal === "writes" && command.endsWith("_ro")) return;
+      this.#refusals.delete(name);
+    }
+    this.#since.delete(name);
+  }
+
+  /**
+   * A server that refuses because it is no primary (READONLY: demoted to a replica; MASTERDOWN: a
+   * replica cut off from its primary; CLUSTERDOWN: slots nobody serves) is lost from its first
+   * such reply, as one that refuses connections is: so --max-outage bounds the wait for a
+   * primary that never comes, and a failover within it clears the mark at the first script
+   * call the new primary runs.
+   */
+  #refused(name: string, error: unknown): void {
+    const kind = classify(error).kind;
+    const refusal: Refusal | undefined = kind === "readonly"
+      ? "writes"
+      : kind === "clusterdown" || kind === "masterdown"
+      ? "all"
+      : undefined;
+    if (refusal === undefined || this.#since.has(name)) return;
+    this.#since.set(name, performance.now());
+    this.#refusals.set(name, refusal);
+  }
+
   #mark(name: string, since: number): void {
     const known = this.#since.get(name);
     if (known === undefined || since < known) this.#since.set(name, since);
@@ -152,6 +204,19 @@ export class AbandonedServerError extends Error {
     this.name = "AbandonedServerError";
   }
 }
+
+/** What a server marked lost by a refusal refuses: writes (READONLY), or every key. */
+type Refusal = "writes" | "all";
+
+/** Commands whose success shows a refusing server serves again (ioredis's lower-case names). */
+const SCRIPT_CALLS: ReadonlySet<string> = new Set([
+  "evalsha",
+  "eval",
+  "fcall",
+  "evalsha_ro",
+  "eval_ro",
+  "fcall_ro",
+]);
 
 type SendCommand = (command: unknown, ...rest: unknown[]) => Promise<unknown>;
 

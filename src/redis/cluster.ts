@@ -99,8 +99,21 @@ export async function connectCluster(
     nodeName,
     redacted: options.redacted,
     layout: () => slotLayout(client),
-    lostSince: (node) => losses.lostSince(nodeName(node)),
-    abandon: (node) => losses.abandon(nodeName(node)),
+    // The master a connection points at, and the one that serves its slots now for the routed
+    // client: they differ when the master was demoted (its replica took the slots over) and the
+    // connection has not followed, having never dropped. Both count: a demoted master whose
+    // slots nobody serves any more is as lost as a killed one.
+    lostSince: (node) => {
+      const times = [nodeName(node), servingNow(client, node)].map((name) =>
+        name === undefined ? undefined : losses.lostSince(name)
+      ).filter((t): t is number => t !== undefined);
+      return times.length === 0 ? undefined : Math.min(...times);
+    },
+    abandon: (node) => {
+      losses.abandon(nodeName(node));
+      const serving = servingNow(client, node);
+      if (serving !== undefined) losses.abandon(serving);
+    },
     async close() {
       for (const node of masters) node.disconnect();
       client.disconnect();
@@ -139,6 +152,15 @@ async function slotLayout(client: Cluster): Promise<string> {
     .sort().join(",");
 }
 
+/** The slot each master connection follows (see {@linkcode masterConnection}). */
+const followedSlot = new WeakMap<Redis, number>();
+
+/** `host:port` of the master that serves the slots `node` follows, as the routed client knows. */
+function servingNow(client: Cluster, node: Redis): string | undefined {
+  const slot = followedSlot.get(node);
+  return slot === undefined ? undefined : client.slots[slot]?.[0];
+}
+
 /** `host:port` the connection points at now (it follows its slots to a promoted replica). */
 function nodeName(node: Redis): string {
   return nodeAddress(node.options.host, node.options.port);
@@ -172,6 +194,7 @@ function masterConnection(
       return retry(attempt);
     },
   });
+  if (slot >= 0) followedSlot.set(node, slot);
   // Without a listener ioredis prints every failed reconnect to stderr.
   node.on("error", () => {});
   fenceScanCursors(node, () => nodeName(node));

@@ -8,15 +8,14 @@
 import { RedisUnavailableError, UsageError } from "../errors.ts";
 import { connectCluster, isClusterNode } from "./cluster.ts";
 import { Redis, type RedisOptions } from "./ioredis.ts";
-import { clientOptions, nodeAddress, redactUrl, type TlsOptions } from "./options.ts";
+import { redactSecrets } from "../telemetry/redact.ts";
+import { clientOptions, nodeAddress, type TlsOptions } from "./options.ts";
 import { fenceScanCursors } from "./fence.ts";
 import { guardStreamErrors } from "./stream_guard.ts";
 import { LossClock } from "./availability.ts";
 import { ConnectionRefusedError, connectWithin } from "./reach.ts";
 import { connectSentinel, isSentinelUrl } from "./sentinel.ts";
-import type { RedisTarget } from "./target.ts";
-
-export { redactUrl } from "./options.ts";
+import { oneClientTarget, type RedisTarget } from "./target.ts";
 
 /** Options for {@linkcode connectRedis}. */
 export interface ConnectOptions {
@@ -57,7 +56,7 @@ export async function connectRedis(
       signal: options.signal,
     });
   }
-  const redacted = urls.map(redactUrl).join(",");
+  const redacted = urls.map(redactSecrets).join(",");
   const seeds = (await Promise.all(urls.map((url) => clientOptions(url, options.tls))))
     .map((seed) => ({ ...seed, socketTimeout: options.silenceMs }));
   const losses = new LossClock(options.silenceMs);
@@ -78,19 +77,12 @@ export async function connectRedis(
       `several --redis-url seeds are for a Redis Cluster, but ${name} is a standalone server`,
     );
   }
-  return {
-    kind: "standalone",
-    client,
-    masters: () => [client],
-    nodeName: () => name,
+  return oneClientTarget("standalone", client, {
     redacted,
-    lostSince: () => losses.lostSince(name),
-    abandon: () => losses.abandon(name),
-    async close() {
-      client.disconnect();
-      await Promise.resolve();
-    },
-  };
+    nodeName: () => name,
+    lossLabel: name,
+    losses,
+  });
 }
 
 /**

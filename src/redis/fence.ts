@@ -39,24 +39,31 @@ export async function checkScanCursor(node: Redis, cursor: string): Promise<void
 export function fenceScanCursors(node: Redis, name: () => string): void {
   let runId: string | undefined;
   let fenced = false;
-  let check: Promise<void> = Promise.resolve();
-  node.on("ready", () => {
-    check = node.info("server").then(
+  /** The `run_id` could not be read after a reconnect: read it again before the next SCAN. */
+  let unread = false;
+  const read = () =>
+    node.info("server").then(
       (info) => {
         const now = /run_id:(\w+)/.exec(info)?.[1];
         if (runId !== undefined && now !== runId) fenced = true;
         runId = now;
+        unread = false;
       },
-      // Unknown after a reconnect: assume the worst; a rescan is only slower, never wrong.
       () => {
-        if (runId !== undefined) fenced = true;
+        if (runId !== undefined) unread = true;
       },
     );
+  let check: Promise<void> = Promise.resolve();
+  node.on("ready", () => {
+    check = read();
   });
   const guard = async (cursor: string) => {
     await check;
-    if (cursor === "0") fenced = false;
-    else if (fenced) throw new ServerChangedError(name());
+    // Unknown whether the server changed (the connection dropped again before INFO answered):
+    // ask now. A server that stays unreadable fails the SCAN as an outage, never for good.
+    if (unread && cursor !== "0") await (check = read());
+    if (cursor === "0") fenced = unread = false;
+    else if (fenced || unread) throw new ServerChangedError(name());
   };
   fences.set(node, guard);
   const scan = node.scanBuffer.bind(node) as (...args: unknown[]) => ReturnType<ScanBuffer>;

@@ -18,32 +18,6 @@ export interface TlsOptions {
   servername?: string;
 }
 
-/**
- * `redis://user:secret@host:6379/0` → `redis://user:***@host:6379/0`. Also handles URLs that
- * `URL` cannot parse (a Sentinel URL listing several hosts) and `sentinel_password=` parameters.
- * Never throws and never returns the secret.
- */
-export function redactUrl(text: string): string {
-  let out: string;
-  try {
-    const url = new URL(text);
-    if (url.password) url.password = "***";
-    out = url.toString();
-  } catch {
-    // Not a URL `URL` understands (several hosts): blank the userinfo's password by hand. The
-    // userinfo ends at the authority's last "@"; a user name alone may itself be a token.
-    const match = /^([a-z][a-z0-9+.-]*:\/\/)([^/?#]*)@(.*)$/i.exec(text);
-    if (match) {
-      const [, scheme, userinfo, rest] = match;
-      const colon = userinfo!.indexOf(":");
-      out = `${scheme}${colon >= 0 ? userinfo!.slice(0, colon) + ":***" : "***"}@${rest}`;
-    } else {
-      out = text;
-    }
-  }
-  return out.replace(/([?&](?:sentinel_)?password=)[^&#]*/gi, "$1***");
-}
-
 /** `host:port` for logs: never credentials. IPv6 hosts in brackets. */
 export function nodeAddress(host: string | undefined, port: number | undefined): string {
   const h = host ?? "localhost";

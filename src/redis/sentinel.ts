@@ -9,24 +9,19 @@
  *
  * @module
  */
+import { redactSecrets } from "../telemetry/redact.ts";
 import { backoffMs, RECONNECT } from "../async/backoff.ts";
 import { UsageError } from "../errors.ts";
 import { Redis, type RedisOptions } from "./ioredis.ts";
-import {
-  BASE_OPTIONS,
-  nodeAddress,
-  redactUrl,
-  tlsConnectionOptions,
-  type TlsOptions,
-} from "./options.ts";
+import { BASE_OPTIONS, nodeAddress, tlsConnectionOptions, type TlsOptions } from "./options.ts";
 import { fenceScanCursors } from "./fence.ts";
 import { guardStreamErrors } from "./stream_guard.ts";
 import { connectWithin } from "./reach.ts";
 import { LossClock } from "./availability.ts";
-import type { RedisTarget } from "./target.ts";
+import { oneClientTarget, type RedisTarget } from "./target.ts";
 
 /** Default Sentinel port. */
-export const SENTINEL_PORT = 26379;
+const SENTINEL_PORT = 26379;
 
 /** A parsed Sentinel URL. */
 export interface SentinelUrl {
@@ -119,7 +114,7 @@ export async function connectSentinel(
   options: SentinelConnectOptions,
 ): Promise<RedisTarget> {
   const url = mergeSentinelUrls(urls);
-  const redacted = urls.map(redactUrl).join(",");
+  const redacted = urls.map(redactSecrets).join(",");
   const tls = await tlsConnectionOptions(url.tls, options.tls ?? {}, undefined);
   const clientOptions: RedisOptions = {
     ...BASE_OPTIONS,
@@ -145,19 +140,12 @@ export async function connectSentinel(
   const losses = new LossClock(options.silenceMs);
   losses.watch(client, () => label);
   await connectWithin(client, label, options.timeoutMs, options.signal);
-  return {
-    kind: "sentinel",
-    client,
-    masters: () => [client],
-    nodeName: () => currentAddress(client) ?? label,
+  return oneClientTarget("sentinel", client, {
     redacted,
-    lostSince: () => losses.lostSince(label),
-    abandon: () => losses.abandon(label),
-    async close() {
-      client.disconnect();
-      await Promise.resolve();
-    },
-  };
+    nodeName: () => currentAddress(client) ?? label,
+    lossLabel: label,
+    losses,
+  });
 }
 
 /** `host:port` of the server `client` is connected to right now (the current primary). */

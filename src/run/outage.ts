@@ -155,22 +155,29 @@ export async function recoverNode(
     },
   );
   options.observer?.onRedisDown?.({ node: where, reason: code });
-  const back = await waitForRedis(state.node, {
-    name: where,
-    deadline,
-    cursor: state.committed,
-    needsPrimary: options.needsPrimary,
-    signal: options.signal,
-  });
-  if (!back) return false;
-  if (performance.now() >= deadline) {
-    throw new RedisUnavailableError(
-      `Redis at ${where} kept failing (${code}) for longer than --max-outage; ` +
-        `the checkpoint is kept at cursor=${state.committed}`,
-      { cause: error },
-    );
+  let runId: string | undefined;
+  while (runId === undefined) {
+    const back = await waitForRedis(state.node, {
+      name: where,
+      deadline,
+      cursor: state.committed,
+      needsPrimary: options.needsPrimary,
+      signal: options.signal,
+    });
+    if (!back) return false;
+    if (performance.now() >= deadline) {
+      throw new RedisUnavailableError(
+        `Redis at ${where} kept failing (${code}) for longer than --max-outage; ` +
+          `the checkpoint is kept at cursor=${state.committed}`,
+        { cause: error },
+      );
+    }
+    // Lost again between its PING and this read: wait again, within the same bound.
+    runId = await serverRunId(state.node).catch((again) => {
+      if (!classify(again).outage) throw again;
+      return undefined;
+    });
   }
-  const runId = await serverRunId(state.node);
   const serving = target.nodeName(state.node);
   options.observer?.onRedisReply?.({ node: serving });
   if (runId === state.runId) {

@@ -13,9 +13,8 @@
 import { type ControlTargets } from "./live_control.ts";
 import { Gate } from "../control/gate.ts";
 import { NodeHealth } from "../control/health_check.ts";
-import type { RateLimiter } from "../control/rate_limit.ts";
+import { type RateLimiter, SlidingWindowLimiter } from "../control/rate_limit.ts";
 import type { ReplicaLagLimit } from "../control/replica_lag.ts";
-import { RetunableLimiter } from "../control/retunable.ts";
 import { Throttle } from "../control/throttle.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import type { Logger, RunMode, RunObserver } from "../run_events.ts";
@@ -88,7 +87,7 @@ export async function startThrottledGate(
     logger: options.logger,
     observer: options.observer,
   });
-  const runLimiter = new RetunableLimiter(options.rps);
+  const runLimiter = new SlidingWindowLimiter(options.rps);
   const gate = new Gate(runLimiter, [throttle], {
     nodeLimiter: (node) => throttle.limiterFor(node),
   });
@@ -147,7 +146,7 @@ export async function startVerifyPace(
   target: Pick<RedisTarget, "masters" | "nodeName">,
   options: VerifyPaceOptions,
 ): Promise<VerifyPace> {
-  const cap = new RetunableLimiter(options.rps);
+  const cap = new SlidingWindowLimiter(options.rps);
   if (!(options.maxLatencyMs > 0)) {
     return { limiter: cap, shared: () => true, close: () => Promise.resolve() };
   }
@@ -163,7 +162,7 @@ export async function startVerifyPace(
     signal: options.signal,
   });
   const { throttle } = gate;
-  const slowest = new RetunableLimiter(0);
+  const slowest = new SlidingWindowLimiter(0);
   return {
     limiter: {
       get rps() {

@@ -39,14 +39,15 @@ export class UncountedCopies {
 
   /**
    * The results of a batch about to be counted, with each `skipped_exists` of a remembered key
-   * turned into the copy it was. Every key of the batch leaves the memory: it is counted now.
+   * turned into the copy it was. Every key of the batch leaves the memory (it is counted now)
+   * but one that failed: its retry may still find the copy.
    */
   settle(keys: readonly Buffer[], results: StrategyResult[]): StrategyResult[] {
     if (this.#byKey.size === 0) return results;
     return results.map((result, i) => {
       const key = id(keys[i]!);
       const copied = this.#byKey.get(key);
-      if (copied === undefined) return result;
+      if (copied === undefined || result.outcome === "errors") return result;
       this.#byKey.delete(key);
       return result.outcome === "skipped_exists" ? { ...result, outcome: copied } : result;
     });

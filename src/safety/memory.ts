@@ -55,7 +55,7 @@ export function mib(bytes: number): string {
  * Bytes the copy will add on one node: the mean `MEMORY USAGE` of a sample of old keys that have no
  * new key yet, times the node's estimated count of such keys. Read-only.
  */
-export async function estimateCopyBytes(
+async function estimateCopyBytes(
   node: Redis,
   keys: KeySchema,
   sampleSize = 64,
@@ -105,81 +105,72 @@ export async function estimateCopyBytes(
   return Math.round(mean * share * oldKeys);
 }
 
-/** Options for {@linkcode MemoryGuard}. */
-export interface MemoryGuardOptions {
+/** Options of {@linkcode checkHeadroom}. */
+interface HeadroomOptions {
+  /** `--max-memory-pct`: the share of maxmemory the copy may fill up to. */
   maxPct: number;
+  /** Refuse when a node lacks the headroom (`--execute`); a dry run only reports the verdict. */
+  enforce: boolean;
   logger: Logger;
+  /** `host:port` of a node, for the log lines. */
+  nameOf: (node: Redis) => string;
   /** The key mapping: which keys are old keys, and their new keys. */
   keys: KeySchema;
 }
 
-/** Checks headroom before the run. */
-export class MemoryGuard {
-  readonly #nodes: Redis[];
-  readonly #options: MemoryGuardOptions;
-  readonly #name: (node: Redis) => string;
-
-  constructor(nodes: Redis[], name: (node: Redis) => string, options: MemoryGuardOptions) {
-    this.#nodes = nodes;
-    this.#name = name;
-    this.#options = options;
-  }
-
-  /**
-   * Estimates the copy on every node and refuses when it would pass the bound. In dry-run the
-   * verdict is reported, not enforced.
-   *
-   * @throws {SafetyRefusal} when `enforce` and a node lacks the headroom.
-   */
-  async precheck(enforce: boolean): Promise<void> {
-    const { logger, maxPct } = this.#options;
-    for (const node of this.#nodes) {
-      const name = this.#name(node);
-      const [memory, estimate] = await Promise.all([
-        node.info("memory").then(parseMemoryInfo),
-        estimateCopyBytes(node, this.#options.keys),
-      ]);
-      if (isEvicting(memory.policy) && memory.max > 0) {
-        logger.log(
-          "warn",
-          "memory_evicting_policy",
-          `Redis at ${name} has maxmemory-policy ${memory.policy}: at the limit it evicts keys ` +
-            `(possibly jobs) instead of refusing writes; consider noeviction during the backfill`,
-          { node: name },
-        );
-      }
-      if (memory.max === 0) {
-        logger.log(
-          "info",
-          "memory_estimate",
-          `the copy needs about ${mib(estimate)} more on ${name} (used ${mib(memory.used)}, ` +
-            `no maxmemory set)`,
-          { node: name, estimate_bytes: estimate, used_bytes: memory.used },
-        );
-        continue;
-      }
-      const verdict = headroom(memory, estimate, maxPct);
-      const detail = `used ${mib(memory.used)} + about ${mib(estimate)} to copy = ` +
-        `${mib(verdict.projected)}, over ${maxPct}% of maxmemory (${mib(verdict.limit)})`;
-      if (!verdict.fits) {
-        if (enforce) {
-          throw new SafetyRefusal(
-            `not enough memory headroom on ${name}: ${detail}; raise maxmemory, free memory, ` +
-              `or migrate per --workspace`,
-          );
-        }
-        logger.log("warn", "memory_headroom", `execute would be refused: ${detail}`, {
-          node: name,
-        });
-        continue;
-      }
+/**
+ * Estimates the copy on every node before the run and refuses when it would pass the bound.
+ *
+ * @throws {SafetyRefusal} when `enforce` and a node lacks the headroom.
+ */
+export async function checkHeadroom(nodes: Redis[], options: HeadroomOptions): Promise<void> {
+  const { logger, maxPct, enforce } = options;
+  for (const node of nodes) {
+    const name = options.nameOf(node);
+    const [memory, estimate] = await Promise.all([
+      node.info("memory").then(parseMemoryInfo),
+      estimateCopyBytes(node, options.keys),
+    ]);
+    if (isEvicting(memory.policy) && memory.max > 0) {
+      logger.log(
+        "warn",
+        "memory_evicting_policy",
+        `Redis at ${name} has maxmemory-policy ${memory.policy}: at the limit it evicts keys ` +
+          `(possibly jobs) instead of refusing writes; consider noeviction during the backfill`,
+        { node: name },
+      );
+    }
+    if (memory.max === 0) {
       logger.log(
         "info",
         "memory_estimate",
-        `the copy needs about ${mib(estimate)} more on ${name}: ${mib(verdict.projected)} of ` +
-          `${mib(memory.max)} maxmemory (bound ${maxPct}%)`,
+        `the copy needs about ${mib(estimate)} more on ${name} (used ${mib(memory.used)}, ` +
+          `no maxmemory set)`,
         { node: name, estimate_bytes: estimate, used_bytes: memory.used },
       );
+      continue;
     }
+    const verdict = headroom(memory, estimate, maxPct);
+    const detail = `used ${mib(memory.used)} + about ${mib(estimate)} to copy = ` +
+      `${mib(verdict.projected)}, over ${maxPct}% of maxmemory (${mib(verdict.limit)})`;
+    if (!verdict.fits) {
+      if (enforce) {
+        throw new SafetyRefusal(
+          `not enough memory headroom on ${name}: ${detail}; raise maxmemory, free memory, ` +
+            `or migrate per --workspace`,
+        );
+      }
+      logger.log("warn", "memory_headroom", `execute would be refused: ${detail}`, {
+        node: name,
+      });
+      continue;
+    }
+    logger.log(
+      "info",
+      "memory_estimate",
+      `the copy needs about ${mib(estimate)} more on ${name}: ${mib(verdict.projected)} of ` +
+        `${mib(memory.max)} maxmemory (bound ${maxPct}%)`,
+      { node: name, estimate_bytes: estimate, used_bytes: memory.used },
+    );
   }
 }

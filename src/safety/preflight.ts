@@ -33,7 +33,7 @@ export interface ProgressKeys {
  * Everything `--execute` runs: the copy scripts' commands on an old and a new key, the script
  * calls, the checkpoint writes, the lock and the live-control keys.
  */
-export function executeNeeds(progress: ProgressKeys, keys: KeySchema): Need[] {
+function executeNeeds(progress: ProgressKeys, keys: KeySchema): Need[] {
   // An old key and its new key (every placeholder "preflight"), as the ACL sees key names.
   const oldKey = keys.oldKeyOf(keys.from.names.map(() => Buffer.from("preflight")));
   const old = oldKey.toString();
@@ -107,7 +107,7 @@ return out
  * What the current user may not run of `needs` on `node`, one phrase each (command and key,
  * never a value), or `undefined` when the server cannot tell (no `acl_check_cmd` before Redis 7).
  */
-export async function missingPermissions(
+async function missingPermissions(
   node: Redis,
   needs: readonly Need[],
   keys: KeySchema,
@@ -141,14 +141,6 @@ function describe(need: Need, keys: KeySchema): string {
   if (first === undefined || !first.includes(":")) return need.command;
   const to = second !== undefined && second.includes(":") ? ` → ${shown(second)}` : "";
   return `${need.command} on ${shown(first)}${to}`;
-}
-
-/** The progress key names the run writes, as the checkpoint store, lock and live control name them. */
-export function progressKeysFor(
-  prefix: string,
-  names: { cursor: string; meta: string; control: string; status: string; perSlot?: string[] },
-): ProgressKeys {
-  return { ...names, lock: `${prefix}:lock` };
 }
 
 /**

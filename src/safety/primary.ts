@@ -20,7 +20,7 @@ export interface NodeRole {
 }
 
 /** Reads the role from `INFO replication` text (pure). */
-export function parseRole(info: string): NodeRole {
+function parseRole(info: string): NodeRole {
   if (/^role:master\s*$/m.test(info)) return { primary: true };
   const host = /^master_host:(\S+)/m.exec(info)?.[1];
   const port = /^master_port:(\d+)/m.exec(info)?.[1];

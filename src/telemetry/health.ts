@@ -17,8 +17,10 @@ import type {
   ThrottleReason,
 } from "../run_events.ts";
 
-/** Defaults of {@linkcode RunHealthOptions}. */
-export const HEALTH_DEFAULTS = { redisSilenceSeconds: 30, stallSeconds: 60 } as const;
+/** Default `--health-timeout`: a node silent this long is unhealthy. */
+const REDIS_SILENCE_SECONDS = 30;
+/** Never call a run stalled before this many seconds without a batch. */
+const STALL_MS = 60_000;
 
 /** Options of {@linkcode RunHealth}. */
 export interface RunHealthOptions {
@@ -26,8 +28,6 @@ export interface RunHealthOptions {
   clock: { now(): number };
   /** A node whose last reply is older than this is unhealthy (default 30). */
   redisSilenceSeconds?: number;
-  /** Never call a run stalled before this many seconds without a batch (default 60). */
-  stallSeconds?: number;
   /** How long one batch should take (`--batch / --rps`; 0 when unlimited); stall = 3× this at least. */
   expectedBatchSeconds?: number;
 }
@@ -68,7 +68,6 @@ interface NodeState {
 export class RunHealth implements RunObserver {
   readonly #clock: { now(): number };
   readonly #silenceMs: number;
-  readonly #stallMs: number;
   #expectedBatchMs: number;
   #phase: "starting" | "running" | "ended" = "starting";
   #ended = "";
@@ -79,8 +78,7 @@ export class RunHealth implements RunObserver {
   /** A health that says `starting` until {@linkcode RunHealth.onStart}. */
   constructor(options: RunHealthOptions) {
     this.#clock = options.clock;
-    this.#silenceMs = (options.redisSilenceSeconds ?? HEALTH_DEFAULTS.redisSilenceSeconds) * 1000;
-    this.#stallMs = (options.stallSeconds ?? HEALTH_DEFAULTS.stallSeconds) * 1000;
+    this.#silenceMs = (options.redisSilenceSeconds ?? REDIS_SILENCE_SECONDS) * 1000;
     this.#expectedBatchMs = Math.max(0, (options.expectedBatchSeconds ?? 0) * 1000);
   }
 
@@ -143,7 +141,7 @@ export class RunHealth implements RunObserver {
     if (this.#throttles.size > 0) {
       return { healthy: true, reason: `throttled (${[...this.#throttles].sort().join(", ")})` };
     }
-    const stallMs = Math.max(this.#stallMs, 3 * this.#expectedBatchMs);
+    const stallMs = Math.max(STALL_MS, 3 * this.#expectedBatchMs);
     const idleMs = now - this.#lastProgressMs;
     if (idleMs > stallMs) {
       return {

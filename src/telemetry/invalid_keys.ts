@@ -10,18 +10,12 @@ import { escapeForLog } from "./redact.ts";
 import { UNKNOWN_INVALID_REASON } from "./outcome_metrics.ts";
 
 /** How many invalid keys a run logs one by one. */
-export const INVALID_KEYS_LOGGED = 100;
-
-/** Options of {@linkcode InvalidKeyLog}. */
-export interface InvalidKeyLogOptions {
-  logger: Logger;
-  /** Invalid keys logged one by one (default {@linkcode INVALID_KEYS_LOGGED}). */
-  limit?: number;
-}
+const INVALID_KEYS_LOGGED = 100;
 
 /**
- * Logs `invalid_key` (warn) for each of the first `limit` invalid keys that carry their name, then
- * `invalid_keys` (warn) once at the end with the total and the count per reason.
+ * Logs `invalid_key` (warn) for each of the first {@linkcode INVALID_KEYS_LOGGED} invalid keys that
+ * carry their name, then `invalid_keys` (warn) once at the end with the total and the count per
+ * reason.
  *
  * @example
  * ```ts
@@ -39,14 +33,12 @@ export interface InvalidKeyLogOptions {
  */
 export class InvalidKeyLog implements RunObserver {
   readonly #logger: Logger;
-  readonly #limit: number;
   #logged = 0;
   readonly #byReason = new Map<string, number>();
 
   /** A log that has seen no invalid key yet. */
-  constructor(options: InvalidKeyLogOptions) {
+  constructor(options: { logger: Logger }) {
     this.#logger = options.logger;
-    this.#limit = options.limit ?? INVALID_KEYS_LOGGED;
   }
 
   /** Counts the batch's invalid keys and logs the first ones. */
@@ -55,18 +47,18 @@ export class InvalidKeyLog implements RunObserver {
       if (result.outcome !== "skipped_invalid") continue;
       const reason = result.invalidReason ?? UNKNOWN_INVALID_REASON;
       this.#byReason.set(reason, (this.#byReason.get(reason) ?? 0) + 1);
-      if (result.key === undefined || this.#logged >= this.#limit) continue;
+      if (result.key === undefined || this.#logged >= INVALID_KEYS_LOGGED) continue;
       this.#logged++;
       this.#logger.log("warn", "invalid_key", `skipping invalid old key (${reason})`, {
         key: escapeForLog(result.key, 200),
         reason,
         node: batch.node,
       });
-      if (this.#logged === this.#limit) {
+      if (this.#logged === INVALID_KEYS_LOGGED) {
         this.#logger.log(
           "warn",
           "invalid_key",
-          `logged the first ${this.#limit} invalid keys; the rest are only counted`,
+          `logged the first ${INVALID_KEYS_LOGGED} invalid keys; the rest are only counted`,
         );
       }
     }

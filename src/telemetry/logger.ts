@@ -53,23 +53,22 @@ export function createLogger(options: LoggerOptions): Logger {
   return {
     log(level, event, message, fields) {
       if ((SEVERITY[level] ?? SEVERITY.error) < min) return;
-      const time = new Date(now()).toISOString();
-      write(
-        format === "json"
-          ? jsonLine(time, level, event, message, fields)
-          : textLine(time, level, event, message, fields),
-      );
+      const entry = { time: new Date(now()).toISOString(), level, event, message, fields };
+      write(format === "json" ? jsonLine(entry) : textLine(entry));
     },
   };
 }
 
-function textLine(
-  time: string,
-  level: LogLevel,
-  event: string,
-  message: string,
-  fields: Record<string, unknown> | undefined,
-): string {
+/** One log event as it is written. */
+interface Entry {
+  time: string;
+  level: LogLevel;
+  event: string;
+  message: string;
+  fields?: Record<string, unknown>;
+}
+
+function textLine({ time, level, event, message, fields }: Entry): string {
   let line = `${time} ${level.toUpperCase()} ${oneLine(event)}: ${oneLine(redactSecrets(message))}`;
   for (const [key, value] of Object.entries(fields ?? {})) {
     if (value === undefined) continue;
@@ -91,13 +90,7 @@ function textValue(value: unknown): string {
   return BARE.test(text) ? text : JSON.stringify(text);
 }
 
-function jsonLine(
-  time: string,
-  level: LogLevel,
-  event: string,
-  message: string,
-  fields: Record<string, unknown> | undefined,
-): string {
+function jsonLine({ time, level, event, message, fields }: Entry): string {
   const record: Record<string, unknown> = { time, level, event, message };
   for (const [key, value] of Object.entries(fields ?? {})) {
     record[RESERVED.has(key) ? `field_${key}` : key] = value;

@@ -2,37 +2,34 @@
  * The Prometheus metrics of a run: a dedicated prom-client registry and the observer that feeds it
  * from the engine's events. The seed's names (the outcome counters, the duration histogram, the
  * timestamps, `rps_limit`, `estimated_keys`, `completed`) keep their meaning: dashboards use them.
+ * The gauges of the feedback loop (the effective rate, why the run holds back, how busy each
+ * master is and how much of that is the backfill, replica lag, whether each node answers) are
+ * registered from the start so dashboards and alerts can rely on them.
  *
  * @module
  */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import type {
-  BatchReport,
-  RateLimitEvent,
-  RedisDownEvent,
-  RedisReplyEvent,
-  ReplicaLagEvent,
-  RunObserver,
-  RunStart,
-  ServerLoadEvent,
-  Summary,
-  ThrottleEvent,
+import {
+  type BatchReport,
+  type RateLimitEvent,
+  type RedisDownEvent,
+  type RedisReplyEvent,
+  type ReplicaLagEvent,
+  type RunObserver,
+  type RunStart,
+  type ServerLoadEvent,
+  type Summary,
+  THROTTLE_REASONS,
+  type ThrottleEvent,
 } from "../run_events.ts";
 import { type TimerClock, wallClock } from "../async/clock.ts";
-import { ControlMetrics } from "./control_metrics.ts";
 import { OutcomeMetrics } from "./outcome_metrics.ts";
-
-export {
-  ALL_WORKSPACES_LABEL,
-  INVALID_WORKSPACE_LABEL,
-  UNKNOWN_INVALID_REASON,
-} from "./outcome_metrics.ts";
 
 /**
  * Buckets of `relay_backfill_duration_seconds`. A default batch is 500 keys at 100 rps, about 5 s,
  * mostly spent waiting on the limiter; an unlimited batch takes milliseconds. The buckets span both.
  */
-export const BATCH_DURATION_BUCKETS: readonly number[] = [
+const BATCH_DURATION_BUCKETS = [
   0.005,
   0.01,
   0.025,
@@ -58,32 +55,62 @@ class FlushingRegistry extends Registry {
   }
 }
 
-/** The run-level metrics: batch duration, timestamps, rate limit, estimate, completion, mode. */
-interface RunMetrics {
-  readonly duration: Histogram;
-  readonly lastSuccess: Gauge;
-  readonly lastProgress: Gauge;
-  readonly start: Gauge;
-  readonly end: Gauge;
-  readonly running: Gauge;
-  readonly rpsLimit: Gauge;
-  readonly limiterWait: Counter;
-  readonly estimated: Gauge;
-  readonly completed: Gauge;
-  readonly runInfo: Gauge<"mode">;
+/** `node` label of a rate that applies to the whole run. */
+const ALL_NODES_LABEL = "_all";
+
+/** Registers the control gauges; every throttle reason starts at 0. */
+/** The gauges of the control loop, per master (`node`) but for `throttled` (per `reason`). */
+function registerControlGauges(registers: Registry[]) {
+  const perNode = (name: string, help: string) =>
+    new Gauge({ name, help, labelNames: ["node"] as const, registers });
+  const gauges = {
+    rateLimit: perNode(
+      "relay_backfill_rate_limit",
+      'Effective rate limit in jobs per second (0 = unlimited); node="_all" for a run-wide rate.',
+    ),
+    throttled: new Gauge({
+      name: "relay_backfill_throttled",
+      help: "1 while the run holds back on purpose for this reason, else 0.",
+      labelNames: ["reason"] as const,
+      registers,
+    }),
+    redisBusy: perNode(
+      "relay_backfill_redis_busy_ratio",
+      "Share of the last ~200 ms Redis's main thread was on the CPU (INFO cpu), 0-1.",
+    ),
+    redisBackfill: perNode(
+      "relay_backfill_redis_backfill_ratio",
+      "Share of the last ~200 ms Redis ran the backfill's own commands (INFO commandstats), 0-1.",
+    ),
+    redisShared: perNode(
+      "relay_backfill_redis_shared",
+      "1 while another client is active on the master (calls in flight follow --max-latency), 0 while none is.",
+    ),
+    replicaLag: perNode(
+      "relay_backfill_replica_lag_bytes",
+      "Replication lag of a replica behind its master, in bytes.",
+    ),
+    redisUp: perNode(
+      "relay_backfill_redis_up",
+      "1 while the node answers, 0 after it stopped answering (until it answers again).",
+    ),
+  };
+  for (const reason of THROTTLE_REASONS) gauges.throttled.set({ reason }, 0);
+  return gauges;
 }
 
 /**
- * Registers the run-level metrics, then `relay_backfill_build_info` (set once: it never changes).
+ * Registers the run-level metrics (batch duration, timestamps, rate limit, estimate, completion,
+ * mode), then `relay_backfill_build_info` (set once: it never changes).
  * Registration order is the order `/metrics` lists them in, so it is kept as it was.
  */
-function registerRunMetrics(registers: Registry[], version: string): RunMetrics {
+function registerRunMetrics(registers: Registry[], version: string) {
   const gauge = (name: string, help: string) => new Gauge({ name, help, registers });
-  const metrics: RunMetrics = {
+  const metrics = {
     duration: new Histogram({
       name: "relay_backfill_duration_seconds",
       help: "Wall time per processed batch (non-empty), limiter waits included.",
-      buckets: [...BATCH_DURATION_BUCKETS],
+      buckets: BATCH_DURATION_BUCKETS,
       registers,
     }),
     lastSuccess: gauge(
@@ -166,9 +193,11 @@ export class BackfillMetrics implements RunObserver {
   /** The dedicated registry (no default process metrics: their collectors assume Node internals). */
   readonly registry: Registry;
   readonly #clock: TimerClock;
-  readonly #control: ControlMetrics;
+  readonly #control: ReturnType<typeof registerControlGauges>;
   readonly #outcomes: OutcomeMetrics;
-  readonly #run: RunMetrics;
+  readonly #run: ReturnType<typeof registerRunMetrics>;
+  /** The throttle reported the run-wide rate (`node="_all"`): the start does not overwrite it. */
+  #allReported = false;
 
   /** Registers every metric in a fresh registry. */
   constructor(options: BackfillMetricsOptions) {
@@ -180,16 +209,22 @@ export class BackfillMetrics implements RunObserver {
       registry,
       workspaceLabel: options.workspaceLabel ?? true,
     });
-    this.#control = new ControlMetrics(registry);
+    this.#control = registerControlGauges(registers);
     const silentNodes = options.silentNodes;
     registry.beforeRead = () => {
       this.#outcomes.flush();
-      if (silentNodes) this.#control.markSilent(silentNodes());
+      // Nodes silent too long (a frozen Redis sends no error) read down until they answer.
+      for (const node of silentNodes?.() ?? []) this.#control.redisUp.set({ node }, 0);
     };
     this.#run = registerRunMetrics(registers, options.version);
   }
 
-  /** Records the run's mode, rate limit, start time, first estimate and carried-over totals. */
+  /**
+   * Records the run's mode, rate limit, start time, first estimate and carried-over totals. The
+   * configured --rps is the run-wide rate, unless the throttle already reported it: with one master
+   * the throttle's rate is the run-wide one, and it is reported before the engine starts (a run that
+   * starts yielding to a busy Redis must not read "unlimited" until its next change).
+   */
   onStart(start: RunStart): void {
     const now = this.#clock.now() / 1000;
     this.#run.runInfo.reset();
@@ -202,10 +237,13 @@ export class BackfillMetrics implements RunObserver {
     this.#run.running.set(1);
     this.#run.completed.set(0);
     if (start.carried) this.#outcomes.carry(start.carried);
-    this.#control.onStart(start);
+    if (!this.#allReported) this.#control.rateLimit.set({ node: ALL_NODES_LABEL }, start.rps);
   }
 
-  /** Counts every key of the batch under its outcome and workspace, and marks the batch done. */
+  /**
+   * Counts every key of the batch under its outcome and workspace, and marks the batch done (which
+   * proves its node answered).
+   */
   onBatch(batch: BatchReport): void {
     this.#outcomes.record(batch.results);
     if (batch.results.length > 0 && Number.isFinite(batch.seconds) && batch.seconds >= 0) {
@@ -216,7 +254,7 @@ export class BackfillMetrics implements RunObserver {
     const now = this.#clock.now() / 1000;
     this.#run.lastSuccess.set(now);
     this.#run.lastProgress.set(now);
-    this.#control.onBatch(batch);
+    this.#control.redisUp.set({ node: batch.node }, 1);
   }
 
   /** Adds limiter wait time. */
@@ -225,34 +263,44 @@ export class BackfillMetrics implements RunObserver {
     if (Number.isFinite(seconds) && seconds > 0) this.#run.limiterWait.inc(seconds);
   }
 
-  /** See {@linkcode RunObserver.onRateLimit}. */
+  /** Records an effective rate. */
   onRateLimit(event: RateLimitEvent): void {
-    this.#control.onRateLimit(event);
+    if (Number.isFinite(event.rps) && event.rps >= 0) {
+      this.#control.rateLimit.set({ node: event.node }, event.rps);
+      if (event.node === ALL_NODES_LABEL) this.#allReported = true;
+    }
   }
 
-  /** See {@linkcode RunObserver.onThrottle}. */
+  /** Turns a throttle reason on or off. */
   onThrottle(event: ThrottleEvent): void {
-    this.#control.onThrottle(event);
+    if ((THROTTLE_REASONS as readonly string[]).includes(event.reason)) {
+      this.#control.throttled.set({ reason: event.reason }, event.active ? 1 : 0);
+    }
   }
 
-  /** See {@linkcode RunObserver.onServerLoad}. */
+  /** Records a master's load. */
   onServerLoad(event: ServerLoadEvent): void {
-    this.#control.onServerLoad(event);
+    const node = { node: event.node };
+    if (Number.isFinite(event.busy)) this.#control.redisBusy.set(node, event.busy);
+    if (Number.isFinite(event.backfill)) this.#control.redisBackfill.set(node, event.backfill);
+    if (event.shared !== undefined) this.#control.redisShared.set(node, event.shared ? 1 : 0);
   }
 
-  /** See {@linkcode RunObserver.onReplicaLag}. */
+  /** Records a replica's lag. */
   onReplicaLag(event: ReplicaLagEvent): void {
-    this.#control.onReplicaLag(event);
+    if (Number.isFinite(event.bytes)) {
+      this.#control.replicaLag.set({ node: event.node }, event.bytes);
+    }
   }
 
-  /** See {@linkcode RunObserver.onRedisReply}. */
+  /** The node answers. */
   onRedisReply(event: RedisReplyEvent): void {
-    this.#control.onRedisReply(event);
+    this.#control.redisUp.set({ node: event.node }, 1);
   }
 
-  /** See {@linkcode RunObserver.onRedisDown}. */
+  /** The node stopped answering. */
   onRedisDown(event: RedisDownEvent): void {
-    this.#control.onRedisDown(event);
+    this.#control.redisUp.set({ node: event.node }, 0);
   }
 
   /** Records the end: every pending count applied, not running, completed or not. */
@@ -261,6 +309,7 @@ export class BackfillMetrics implements RunObserver {
     this.#run.completed.set(summary.completed ? 1 : 0);
     this.#run.running.set(0);
     this.#run.end.set(this.#clock.now() / 1000);
-    this.#control.onEnd();
+    // A run that ended holds nothing back: a last push must not show it throttled forever.
+    for (const reason of THROTTLE_REASONS) this.#control.throttled.set({ reason }, 0);
   }
 }

@@ -1,27 +1,96 @@
 /**
  * Telemetry of a run in one object: Prometheus metrics (served and/or pushed), progress on stderr and
  * the structured logger. The engine only sees a {@linkcode RunObserver} and a {@linkcode Logger}.
+ * Telemetry must never break a run: an observer that throws is reported and the others still get
+ * the event ({@linkcode fanOut}).
  *
  * @module
  */
 import { Registry } from "prom-client";
-import { type Logger, type RunObserver, silentLogger, type Summary } from "../run_events.ts";
+import {
+  type Logger,
+  type RunObserver,
+  silentLogger,
+  type Summary,
+  SYNC_EVENTS,
+  type SyncEvent,
+} from "../run_events.ts";
 import { type TimerClock, wallClock } from "../async/clock.ts";
-import { fanOut } from "./fan_out.ts";
 import { RunHealth } from "./health.ts";
 import { InvalidKeyLog } from "./invalid_keys.ts";
 import { createLogger, type LogFormat } from "./logger.ts";
 import { BackfillMetrics } from "./metrics.ts";
-import { ProgressReporter } from "./progress.ts";
-import { progressFields } from "./progress_render.ts";
-import { PushSchedule } from "./push_schedule.ts";
-import { redactSecrets } from "./redact.ts";
-import { type MetricsServer, startMetricsServer } from "./server.ts";
+import { progressFields, ProgressReporter } from "./progress.ts";
+import { exportMetrics } from "./server.ts";
 
 export { MetricsServerError } from "./server.ts";
-export { stderrWriter } from "./stderr.ts";
-export { escapeForLog, redactSecrets } from "./redact.ts";
-export type { LogFormat } from "./logger.ts";
+
+/**
+ * A writer backed by `Deno.stderr.writeSync`. Synchronous, so a log line is out before the process
+ * exits, and complete: `writeSync` may write part of a buffer, the rest is written in a loop. A
+ * failing stderr (closed pipe) is ignored: losing a progress line must not fail a migration.
+ *
+ * @example
+ * ```ts
+ * import { stderrWriter } from "./mod.ts";
+ * const write = stderrWriter();
+ * write("");
+ * ```
+ */
+export function stderrWriter(): (text: string) => void {
+  const encoder = new TextEncoder();
+  return (text) => {
+    let bytes = encoder.encode(text);
+    try {
+      while (bytes.length > 0) bytes = bytes.subarray(Deno.stderr.writeSync(bytes));
+    } catch {
+      // Nowhere left to report it.
+    }
+  };
+}
+
+/**
+ * Forwards events to `observers` in order. `onEnd` runs them one after the other and awaits each,
+ * so order expresses dependencies (e.g. final metrics before the push that sends them).
+ *
+ * @example
+ * ```ts
+ * import { fanOut } from "./mod.ts";
+ * const seen: number[] = [];
+ * const observer = fanOut([{ onLimiterWait: (s) => seen.push(s) }, {}]);
+ * observer.onLimiterWait?.(0.5);
+ * ```
+ */
+export function fanOut(observers: readonly RunObserver[], logger?: Logger): Required<RunObserver> {
+  const forward = (event: SyncEvent) => (argument: unknown) => {
+    for (const o of observers) {
+      try {
+        (o[event] as ((argument: unknown) => void) | undefined)?.call(o, argument);
+      } catch (error: unknown) {
+        report(logger, event, error);
+      }
+    }
+  };
+  const combined = Object.fromEntries(SYNC_EVENTS.map((event) => [event, forward(event)]));
+  return {
+    ...combined as Omit<Required<RunObserver>, "onEnd">,
+    async onEnd(summary: Summary) {
+      for (const o of observers) {
+        try {
+          await o.onEnd?.(summary);
+        } catch (error: unknown) {
+          report(logger, "onEnd", error);
+        }
+      }
+    },
+  };
+}
+
+function report(logger: Logger | undefined, event: string, error: unknown): void {
+  logger?.log("warn", "telemetry_failed", `telemetry observer failed in ${event}`, {
+    error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
+  });
+}
 
 /** Options of {@linkcode createTelemetry}. */
 export interface TelemetryOptions {
@@ -35,8 +104,6 @@ export interface TelemetryOptions {
   pushgatewayUrl?: string;
   /** Seconds between pushes while the run goes (default 30; `0`: only at start and end). */
   pushIntervalSeconds?: number;
-  /** Timeout of the push in milliseconds (default 10000). */
-  pushTimeoutMs?: number;
   /** Seconds the metrics server stays up after the end, for a last scrape (default 0). */
   metricsLingerSeconds?: number;
   /** How long one batch should take (`--batch / --rps`), for the stall rule of `/healthz`. */
@@ -51,8 +118,6 @@ export interface TelemetryOptions {
   logFormat: LogFormat;
   /** No progress, no info/debug logs; warnings and errors still go to stderr. */
   quiet: boolean;
-  /** Also log `debug` events (default `false`). */
-  debug?: boolean;
   /** `workspace_id` label with each workspace (`true`) or collapsed to `_all` (`false`). */
   workspaceLabel: boolean;
   /** stderr is a terminal: redraw one progress line instead of writing lines. */
@@ -81,8 +146,6 @@ export interface Telemetry {
   readonly registry: Registry;
   /** Port the metrics server listens on, when there is one. */
   readonly metricsPort?: number;
-  /** What `/healthz` answers, fed by the same events. */
-  readonly health: RunHealth;
   /**
    * Ends the run's telemetry: runs `observer.onEnd(summary)` if the run has not, then (once) stops
    * progress and makes the final push (none when the run never started). Never rejects.
@@ -145,18 +208,29 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
     expectedBatchSeconds: options.expectedBatchSeconds,
     redisSilenceSeconds: options.redisSilenceSeconds,
   });
-  const { metrics, server } = startMetrics(options, { logger, health });
+  const metrics = startMetrics(options, { logger, health });
   const registry = metrics?.registry ?? new Registry();
-  const pushes = metrics && schedulePushes(options, { registry, logger, clock });
+  const outlet = metrics && exportMetrics({
+    registry,
+    port: options.metricsPort,
+    hostname: options.metricsHost,
+    health: () => health.status(),
+    pushgatewayUrl: options.pushgatewayUrl,
+    pushIntervalSeconds: options.pushIntervalSeconds,
+    instance: options.progressKey,
+    logger,
+    clock,
+  });
 
   const finish = once(async () => {
     progress?.stop();
-    await pushes?.finish();
+    await outlet?.finish();
   });
   const shutdown = once(async () => {
-    if (server === undefined) return;
-    await linger(options.metricsLingerSeconds ?? 0, clock, options.signal, logger);
-    await shutdownServer(server, logger);
+    await outlet?.close({
+      lingerSeconds: options.metricsLingerSeconds ?? 0,
+      signal: options.signal,
+    });
   });
 
   // Order matters on end: the final progress line first (before the caller prints the summary),
@@ -168,7 +242,7 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
       ...(metrics ? [metrics] : []),
       health,
       new InvalidKeyLog({ logger }),
-      { onStart: (start) => pushes?.start(start.mode), onEnd: finish },
+      { onStart: (start) => outlet?.start(start.mode), onEnd: finish },
     ],
     logger,
   ));
@@ -181,8 +255,7 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
     observer,
     logger,
     registry,
-    health,
-    metricsPort: server?.port,
+    metricsPort: outlet?.port,
     end,
     async close(summary) {
       await end(summary);
@@ -211,7 +284,6 @@ function createOutput(options: TelemetryOptions): { progress?: ProgressReporter;
   logger = createLogger({
     format: options.logFormat,
     quiet: options.quiet,
-    debug: options.debug,
     write: progress ? (text) => progress.writeAbove(text) : options.write,
     now: clock ? () => clock.now() : undefined,
   });
@@ -219,13 +291,13 @@ function createOutput(options: TelemetryOptions): { progress?: ProgressReporter;
 }
 
 /**
- * The metrics (when enabled) and their server (when a port is set). Disabled telemetry says so
- * once when the flags asked for a server or a push, so an SRE is not left scraping nothing.
+ * The metrics, when enabled. Disabled telemetry says so once when the flags asked for a server or a
+ * push, so an SRE is not left scraping nothing.
  */
 function startMetrics(
   options: TelemetryOptions,
   { logger, health }: { logger: Logger; health: RunHealth },
-): { metrics?: BackfillMetrics; server?: MetricsServer } {
+): BackfillMetrics | undefined {
   if (!options.enabled) {
     if (options.metricsPort !== undefined || options.pushgatewayUrl !== undefined) {
       logger.log(
@@ -234,55 +306,14 @@ function startMetrics(
         "TELEMETRY_ENABLED=false: no metrics server, no push",
       );
     }
-    return {};
+    return undefined;
   }
-  const metrics = new BackfillMetrics({
+  return new BackfillMetrics({
     version: options.version,
     workspaceLabel: options.workspaceLabel,
     clock: options.clock,
     silentNodes: () => health.silentNodes(),
   });
-  if (options.metricsPort === undefined) return { metrics };
-  const server = startMetricsServer({
-    registry: metrics.registry,
-    port: options.metricsPort,
-    hostname: options.metricsHost,
-    logger,
-    health: () => health.status(),
-  });
-  logger.log("info", "metrics_listening", "serving /metrics and /healthz", {
-    host: server.hostname,
-    port: server.port,
-  });
-  return { metrics, server };
-}
-
-/** The Pushgateway schedule when a URL is set (the caller only asks with metrics on). */
-function schedulePushes(
-  options: TelemetryOptions,
-  { registry, logger, clock }: { registry: Registry; logger: Logger; clock: TimerClock },
-): PushSchedule | undefined {
-  if (options.pushgatewayUrl === undefined) return undefined;
-  return new PushSchedule({
-    url: options.pushgatewayUrl,
-    registry,
-    instance: options.progressKey,
-    intervalSeconds: options.pushIntervalSeconds ?? 30,
-    timeoutMs: options.pushTimeoutMs,
-    logger,
-    clock,
-  });
-}
-
-/** Shuts the metrics server down; a failure is only a warning: the run's result is final. */
-async function shutdownServer(server: MetricsServer, logger: Logger): Promise<void> {
-  try {
-    await server.shutdown();
-  } catch (error: unknown) {
-    logger.log("warn", "metrics_server_error", "metrics server did not close cleanly", {
-      error: redactSecrets(String(error)),
-    });
-  }
 }
 
 /** `task` run on the first call only; later calls share its promise (end and close both finish). */
@@ -303,23 +334,4 @@ function endOnce(combined: RunObserver): { observer: RunObserver; ended: () => b
     },
   };
   return { observer, ended: () => ended };
-}
-/** Waits `seconds` so a last scrape can read the final values; a signal cuts it short. */
-async function linger(
-  seconds: number,
-  clock: TimerClock,
-  signal: AbortSignal | undefined,
-  logger: Logger,
-): Promise<void> {
-  if (!(seconds > 0) || signal?.aborted) return;
-  logger.log("info", "metrics_linger", `metrics stay up ${seconds} s for a last scrape`);
-  await new Promise<void>((resolve) => {
-    const done = () => {
-      clock.clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = clock.setTimeout(done, seconds * 1000);
-    signal?.addEventListener("abort", done, { once: true });
-  });
 }

@@ -14,11 +14,11 @@ import { INVALID_REASONS, type KeyResult, type Outcome, outcomeInfo } from "../o
 import { type CarriedTotals, EARLIER_RUNS } from "../run_events.ts";
 
 /** Label value for keys whose workspace id is not valid (or could not be read). */
-export const INVALID_WORKSPACE_LABEL = "_invalid";
+const INVALID_WORKSPACE_LABEL = "_invalid";
 /** Label value for every key when the workspace label is turned off. */
-export const ALL_WORKSPACES_LABEL = "_all";
+const ALL_WORKSPACES_LABEL = "_all";
 /** Label value of the counts carried over from the earlier runs of a resumed migration. */
-export const EARLIER_RUNS_LABEL = "_earlier_runs";
+const EARLIER_RUNS_LABEL = "_earlier_runs";
 /** `reason` of `relay_backfill_invalid_total` for an invalid key whose strategy gave no reason. */
 export const UNKNOWN_INVALID_REASON = "unknown";
 

@@ -1,14 +1,197 @@
 /**
- * Progress on stderr: a thin reporter around the pure renderer (progress_render.ts). On a terminal
- * it redraws one line (at most 10 times a second); elsewhere (CI, log files) it writes one plain
- * line per interval, only when something changed, so logs are not flooded.
+ * Progress on stderr. The line is a pure function of the run's state and the width
+ * ({@linkcode renderProgress}, dax style); the {@linkcode ProgressReporter} is a thin shell around
+ * it. On a terminal it redraws one line (at most 10 times a second); elsewhere (CI, log files) it
+ * writes one plain line per interval, only when something changed, so logs are not flooded.
  *
  * @module
  */
-import { emptyCounters } from "../outcome.ts";
-import type { BatchReport, RunObserver, RunStart, Summary } from "../run_events.ts";
+import { type Counters, emptyCounters } from "../outcome.ts";
+import type { BatchReport, RunMode, RunObserver, RunStart, Summary } from "../run_events.ts";
 import { type TimerClock, type TimerHandle, wallClock } from "../async/clock.ts";
-import { type ProgressState, renderProgress } from "./progress_render.ts";
+
+/** Everything {@linkcode renderProgress} shows. */
+export interface ProgressState {
+  /** Counters of the run so far. */
+  totals: Readonly<Counters>;
+  /** Estimated old keys in scope (0 = unknown). */
+  estimatedTotal: number;
+  /** When the run started, in epoch milliseconds. */
+  startedAt: number;
+  /** Shown as a prefix when set. */
+  mode?: RunMode;
+  /** The run is over: show the elapsed time instead of an ETA. */
+  done?: boolean;
+  /** With `done`: `false` when the run stopped before the scan's end (--max-keys, a signal). */
+  completed?: boolean;
+}
+
+/** Options of {@linkcode renderProgress}. */
+interface RenderOptions {
+  /** Maximum visible characters; lower-priority parts are dropped to fit. */
+  width: number;
+  /** Current time in epoch milliseconds. */
+  now: number;
+  /** Colour the error count red when it is not zero (default `false`). */
+  color?: boolean;
+}
+
+interface Part {
+  text: string;
+  /** Lower is dropped first when the line is too wide. */
+  keep: number;
+  styled?: string;
+}
+
+const RED = "\x1b[31m";
+const RESET = "\x1b[0m";
+
+/**
+ * One progress line, without a newline. Rate is keys per second over the whole run; the ETA divides
+ * the estimated keys left by that rate and is marked `(est.)` because the total is an estimate.
+ *
+ * @example
+ * ```ts
+ * import { renderProgress } from "./progress.ts";
+ * import { emptyCounters } from "../outcome.ts";
+ * const totals = { ...emptyCounters(), scanned: 500, migrated: 450, skipped_exists: 50 };
+ * renderProgress({ totals, estimatedTotal: 2000, startedAt: 0 }, { width: 120, now: 5000 });
+ * // "scanned 500/~2,000 (25%)  migrated 450  repaired 0  skipped 50  errors 0  100 keys/s  ETA ~15s (est.)"
+ * ```
+ */
+export function renderProgress(state: ProgressState, options: RenderOptions): string {
+  const { totals, estimatedTotal } = state;
+  const { elapsed, rate, skipped, etaSeconds } = progressStats(state, options.now);
+
+  let scanned = `scanned ${formatCount(totals.scanned)}`;
+  if (!state.done && estimatedTotal > totals.scanned) {
+    const pct = Math.floor((totals.scanned / estimatedTotal) * 100);
+    scanned += `/~${formatCount(estimatedTotal)} (${pct}%)`;
+  }
+  const errors = `errors ${formatCount(totals.errors)}`;
+  let timing: string;
+  if (state.done) {
+    timing = state.completed === false
+      ? `stopped after ${formatDuration(elapsed)}`
+      : `done in ${formatDuration(elapsed)}`;
+  } else if (etaSeconds !== undefined) {
+    timing = `ETA ~${formatDuration(etaSeconds)} (est.)`;
+  } else {
+    timing = "ETA unknown";
+  }
+
+  const parts: Part[] = [];
+  if (state.mode) parts.push({ text: `[${state.mode}]`, keep: 0 });
+  parts.push({ text: scanned, keep: 9 });
+  parts.push({ text: `migrated ${formatCount(totals.migrated)}`, keep: 6 });
+  parts.push({ text: `repaired ${formatCount(totals.repaired)}`, keep: 2 });
+  parts.push({ text: `skipped ${formatCount(skipped)}`, keep: 4 });
+  if (totals.filtered > 0) {
+    parts.push({ text: `filtered ${formatCount(totals.filtered)}`, keep: 1 });
+  }
+  parts.push({
+    text: errors,
+    keep: 8,
+    styled: options.color && totals.errors > 0 ? `${RED}${errors}${RESET}` : undefined,
+  });
+  parts.push({ text: `${formatRate(rate)} keys/s`, keep: 3 });
+  parts.push({ text: timing, keep: 7 });
+
+  const width = Math.max(1, Math.floor(options.width));
+  const visible = (list: Part[]) =>
+    list.reduce((n, p) => n + p.text.length, 0) + 2 * (list.length - 1);
+  let shown = parts;
+  while (shown.length > 1 && visible(shown) > width) {
+    const lowest = Math.min(...shown.map((p) => p.keep));
+    shown = shown.filter((p) => p.keep !== lowest);
+  }
+  if (visible(shown) > width) {
+    // Only the scanned part is left and still too wide: cut it rather than wrap the terminal line,
+    // which would break the \r redraw.
+    return (shown[0]?.text ?? "").slice(0, width);
+  }
+  return shown.map((p) => p.styled ?? p.text).join("  ");
+}
+
+/** Numbers derived from a {@linkcode ProgressState} at a given time. */
+interface ProgressStats {
+  /** Seconds since the start. */
+  elapsed: number;
+  /** Keys per second over the whole run so far. */
+  rate: number;
+  /** All skipped outcomes together. */
+  skipped: number;
+  /** Seconds left at the current rate; undefined when unknown (no rate yet, estimate passed, done). */
+  etaSeconds?: number;
+}
+
+/** Elapsed time, rate, skipped sum and ETA of a state at `now` (epoch ms). */
+function progressStats(state: ProgressState, now: number): ProgressStats {
+  const { totals, estimatedTotal } = state;
+  const elapsed = Math.max(0, (now - state.startedAt) / 1000);
+  const rate = elapsed > 0 ? totals.scanned / elapsed : 0;
+  const skipped = totals.skipped_exists + totals.skipped_invalid + totals.skipped_gone;
+  const etaSeconds = !state.done && rate > 0 && estimatedTotal > totals.scanned
+    ? (estimatedTotal - totals.scanned) / rate
+    : undefined;
+  return { elapsed, rate, skipped, etaSeconds };
+}
+
+/**
+ * The fields of a `progress` log event (JSON logs): every counter, the estimate, the rate and the ETA
+ * in seconds (absent when unknown; it is an estimate like the total it derives from).
+ */
+export function progressFields(
+  state: ProgressState,
+  now: number,
+): Record<string, number | boolean> {
+  const { rate, etaSeconds, elapsed } = progressStats(state, now);
+  const { totals } = state;
+  const fields: Record<string, number | boolean> = {
+    scanned: totals.scanned,
+    migrated: totals.migrated,
+    repaired: totals.repaired,
+    skipped_exists: totals.skipped_exists,
+    skipped_invalid: totals.skipped_invalid,
+    skipped_gone: totals.skipped_gone,
+    filtered: totals.filtered,
+    errors: totals.errors,
+    estimated_total: state.estimatedTotal,
+    elapsed_seconds: round(elapsed, 3),
+    keys_per_second: round(rate, 1),
+  };
+  if (etaSeconds !== undefined) fields.eta_seconds_estimate = Math.round(etaSeconds);
+  if (state.done) fields.done = true;
+  return fields;
+}
+
+function round(n: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(n * f) / f;
+}
+
+/** `1234567` as `1,234,567` (fixed grouping, independent of the locale). */
+export function formatCount(n: number): string {
+  return Math.round(n).toString().replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+}
+
+/** A keys/s rate: one decimal below 10, whole numbers above. */
+function formatRate(rate: number): string {
+  return rate < 10 ? rate.toFixed(1) : formatCount(rate);
+}
+
+/** Seconds as `45s`, `12m`, `3h05m` or `2d04h`: precise enough for an ETA, short enough for a line. */
+export function formatDuration(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.round(s / 60)}m`;
+  const minutes = Math.round(s / 60);
+  if (minutes < 24 * 60) {
+    return `${Math.floor(minutes / 60)}h${String(minutes % 60).padStart(2, "0")}m`;
+  }
+  const hours = Math.round(s / 3600);
+  return `${Math.floor(hours / 24)}d${String(hours % 24).padStart(2, "0")}h`;
+}
 
 /** Options of {@linkcode ProgressReporter}. */
 export interface ProgressReporterOptions {

@@ -2,14 +2,20 @@
  * Pushing the metrics of a run to a Prometheus Pushgateway, so a run that ends between two scrapes
  * is still seen. A push is best effort: it is logged when it fails and never fails the run.
  *
+ * When a run pushes ({@linkcode PushSchedule}): once at its start, every `--push-interval` seconds
+ * while it runs, and once at its end, one push at a time and in order. A run that never started
+ * (refused, Redis unreachable) pushes nothing, so it cannot replace the last real run's group; a run
+ * killed with SIGKILL leaves its last periodic push, which `push_time_seconds` shows getting old.
+ *
  * @module
  */
 import type { Registry } from "prom-client";
-import type { Logger } from "../run_events.ts";
+import type { TimerClock, TimerHandle } from "../async/clock.ts";
+import type { Logger, RunMode } from "../run_events.ts";
 import { redactSecrets } from "./redact.ts";
 
 /** The Pushgateway `job` every push uses. */
-export const PUSH_JOB = "relay_backfill";
+const PUSH_JOB = "relay_backfill";
 
 /** Options of {@linkcode pushMetrics}. */
 export interface PushOptions {
@@ -84,46 +90,28 @@ export function pushUrl(baseUrl: string, instance: string, mode?: string): URL {
  * ```
  */
 export async function pushMetrics(options: PushOptions): Promise<boolean> {
-  let request: PushRequest;
+  const { registry, logger, url, timeoutMs = 10_000 } = options;
+  let target: URL;
+  const headers = new Headers({ "content-type": registry.contentType });
   try {
-    request = pushRequest(options);
+    const parsed = new URL(url);
+    if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+      throw new TypeError(`unsupported protocol ${parsed.protocol}`);
+    }
+    if (parsed.username !== "" || parsed.password !== "") {
+      // fetch does not turn URL credentials into Basic auth, and they would show in error messages.
+      const user = decodeURIComponent(parsed.username);
+      const password = decodeURIComponent(parsed.password);
+      headers.set("authorization", `Basic ${base64(`${user}:${password}`)}`);
+    }
+    target = pushUrl(url, options.instance, options.mode);
   } catch (error: unknown) {
-    options.logger?.log("warn", "push_failed", "invalid Pushgateway URL; metrics not pushed", {
-      url: redactSecrets(options.url),
+    logger?.log("warn", "push_failed", "invalid Pushgateway URL; metrics not pushed", {
+      url: redactSecrets(url),
       error: describe(error),
     });
     return false;
   }
-  return await putMetrics(request, options);
-}
-
-/** Where and with which headers one push goes. */
-interface PushRequest {
-  target: URL;
-  headers: Headers;
-}
-
-/** Checks the URL and builds the request; throws on a URL the push cannot use. */
-function pushRequest(options: PushOptions): PushRequest {
-  const headers = new Headers({ "content-type": options.registry.contentType });
-  const parsed = new URL(options.url);
-  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
-    throw new TypeError(`unsupported protocol ${parsed.protocol}`);
-  }
-  if (parsed.username !== "" || parsed.password !== "") {
-    // fetch does not turn URL credentials into Basic auth, and they would show in error messages.
-    const user = decodeURIComponent(parsed.username);
-    const password = decodeURIComponent(parsed.password);
-    headers.set("authorization", `Basic ${base64(`${user}:${password}`)}`);
-  }
-  return { target: pushUrl(options.url, options.instance, options.mode), headers };
-}
-
-/** PUTs the registry within the timeout and logs the result; `true` on a 2xx answer. */
-async function putMetrics(
-  { target, headers }: PushRequest,
-  { registry, logger, url, timeoutMs = 10_000 }: PushOptions,
-): Promise<boolean> {
   const controller = new AbortController();
   const timer = setTimeout(
     () => controller.abort(new Error(`timed out after ${timeoutMs} ms`)),
@@ -175,4 +163,91 @@ function base64(text: string): string {
 
 function base64url(text: string): string {
   return base64(text).replaceAll("+", "-").replaceAll("/", "_");
+}
+
+/** Options of {@linkcode PushSchedule}. */
+export interface PushScheduleOptions extends Omit<PushOptions, "mode" | "logger"> {
+  /** Seconds between pushes while the run goes (`0`: only at start and end). */
+  intervalSeconds: number;
+  logger: Logger;
+  clock: TimerClock;
+}
+
+/** The pushes of one run. */
+export class PushSchedule {
+  readonly #options: PushScheduleOptions;
+  #mode?: RunMode | "verify";
+  #timer?: TimerHandle;
+  #queue: Promise<void> = Promise.resolve();
+  #lastOk = true;
+  #finished = false;
+
+  /** A schedule that has pushed nothing yet. */
+  constructor(options: PushScheduleOptions) {
+    this.#options = options;
+  }
+
+  /** The run (or a verify: `mode` "verify") started: push now and then every interval. */
+  start(mode: RunMode | "verify"): void {
+    if (this.#mode !== undefined || this.#finished) return;
+    this.#mode = mode;
+    this.#enqueue(false);
+    this.#arm();
+  }
+
+  /**
+   * The run ended: stop the timer, wait for a push in flight, push the final state. Pushes nothing
+   * when the run never started. Never rejects; a second call only waits.
+   */
+  async finish(): Promise<void> {
+    if (!this.#finished) {
+      this.#finished = true;
+      if (this.#timer !== undefined) this.#options.clock.clearTimeout(this.#timer);
+      this.#timer = undefined;
+      if (this.#mode !== undefined) this.#enqueue(true);
+    }
+    await this.#queue;
+  }
+
+  #arm(): void {
+    const { intervalSeconds, clock } = this.#options;
+    if (!(intervalSeconds > 0) || this.#finished) return;
+    this.#timer = clock.setTimeout(() => {
+      this.#timer = undefined;
+      if (this.#finished) return;
+      this.#enqueue(false);
+      this.#arm();
+    }, intervalSeconds * 1000);
+  }
+
+  #enqueue(final: boolean): void {
+    const { url, registry, instance, timeoutMs } = this.#options;
+    const mode = this.#mode;
+    this.#queue = this.#queue.then(async () => {
+      const ok = await pushMetrics({
+        url,
+        registry,
+        instance,
+        mode,
+        timeoutMs,
+        logger: this.#pushLogger(final),
+      });
+      this.#lastOk = ok;
+    });
+  }
+
+  /**
+   * The final push logs as usual; the periodic ones log a success at debug and a failure only when
+   * the previous push worked, so a Pushgateway down for an hour is one warning, not 120.
+   */
+  #pushLogger(final: boolean): Logger {
+    const logger = this.#options.logger;
+    if (final) return logger;
+    return {
+      log: (level, event, message, fields) => {
+        if (event === "push_done") logger.log("debug", event, message, fields);
+        else if (this.#lastOk) logger.log(level, event, message, fields);
+      },
+    };
+  }
 }

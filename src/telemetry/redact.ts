@@ -10,10 +10,15 @@
 // a `/` or whitespace, so an unencoded `@` inside a password is redacted too instead of leaking its tail.
 const USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)([^\s/@:]*)(?::([^\s/]*))?@/gi;
 
+/** `password=` and `sentinel_password=` URL parameters (a Sentinel URL's credentials). */
+const PASSWORD_PARAM = /([?&](?:sentinel_)?password=)[^&#\s]*/gi;
+
 /**
  * Replaces the password of every URL in `text` with `***` (`redis://user:secret@host` becomes
- * `redis://user:***@host`). A user-info part without `:` is redacted whole (`scheme://***@host`),
- * because clients such as ioredis may read it as a password.
+ * `redis://user:***@host`), also in URLs `URL` cannot parse (a Sentinel URL listing several hosts)
+ * and in `password=` / `sentinel_password=` parameters. A user-info part without `:` is redacted
+ * whole (`scheme://***@host`), because clients such as ioredis may read it as a password. The one
+ * redactor: `--redis-url` as logged and anything else that leaves through telemetry.
  *
  * @example
  * ```ts
@@ -26,7 +31,7 @@ export function redactSecrets(text: string): string {
     USERINFO,
     (_match, scheme: string, user: string, password: string | undefined) =>
       password === undefined ? `${scheme}***@` : `${scheme}${user}:***@`,
-  );
+  ).replace(PASSWORD_PARAM, "$1***");
 }
 
 /**

@@ -4,8 +4,11 @@
  * @module
  */
 import type { Registry } from "prom-client";
-import type { Logger } from "../run_events.ts";
+import type { TimerClock } from "../async/clock.ts";
+import type { Logger, RunMode } from "../run_events.ts";
 import type { HealthStatus } from "./health.ts";
+import { PushSchedule } from "./pushgateway.ts";
+import { redactSecrets } from "./redact.ts";
 
 /** The metrics server could not start (port in use, no permission, bad address). */
 export class MetricsServerError extends Error {
@@ -145,4 +148,104 @@ async function metricsResponse(
     });
     return new Response("metrics unavailable\n", { status: 500 });
   }
+}
+
+/** Options of {@linkcode exportMetrics}. */
+export interface MetricsExportOptions {
+  registry: Registry;
+  /** Serve `/metrics` and `/healthz` on this port (`0`: any free port); none when undefined. */
+  port?: number;
+  hostname?: string;
+  /** What `/healthz` answers (default: always `ok`). */
+  health?: () => HealthStatus;
+  /** Push the metrics here (start, interval, end); may hold `user:password@` (never logged). */
+  pushgatewayUrl?: string;
+  /** Seconds between pushes while the run goes (default 30; `0`: only at start and end). */
+  pushIntervalSeconds?: number;
+  /** The Pushgateway `instance` grouping label (the progress key). */
+  instance: string;
+  logger: Logger;
+  clock: TimerClock;
+}
+
+/** Where a run's or a verify's metrics go: the server and the pushes. */
+export interface MetricsExport {
+  /** Port the metrics server listens on, when there is one. */
+  readonly port?: number;
+  /** The run (or a verify) started: push now and then every interval. */
+  start(mode: RunMode | "verify"): void;
+  /** The final push (none when it never started). Never rejects; a second call only waits. */
+  finish(): Promise<void>;
+  /**
+   * Keeps the server up `lingerSeconds` for a last scrape (cut short by the signal), then shuts it
+   * down; a failure is only a warning: the result is final. Never rejects.
+   */
+  close(options: { lingerSeconds: number; signal?: AbortSignal }): Promise<void>;
+}
+
+/**
+ * Starts the metrics server (a taken port fails here, before Redis is touched) and prepares the
+ * pushes, for a run and a verify alike.
+ *
+ * @throws {MetricsServerError} when the metrics port cannot be bound.
+ */
+export function exportMetrics(options: MetricsExportOptions): MetricsExport {
+  const { registry, logger, clock } = options;
+  const server = options.port === undefined ? undefined : startMetricsServer({
+    registry,
+    port: options.port,
+    hostname: options.hostname,
+    logger,
+    health: options.health,
+  });
+  if (server) {
+    logger.log("info", "metrics_listening", "serving /metrics and /healthz", {
+      host: server.hostname,
+      port: server.port,
+    });
+  }
+  const pushes = options.pushgatewayUrl === undefined ? undefined : new PushSchedule({
+    url: options.pushgatewayUrl,
+    registry,
+    instance: options.instance,
+    intervalSeconds: options.pushIntervalSeconds ?? 30,
+    logger,
+    clock,
+  });
+  return {
+    port: server?.port,
+    start: (mode) => pushes?.start(mode),
+    finish: async () => await pushes?.finish(),
+    async close({ lingerSeconds, signal }) {
+      if (server === undefined) return;
+      await linger(lingerSeconds, clock, signal, logger);
+      try {
+        await server.shutdown();
+      } catch (error: unknown) {
+        logger.log("warn", "metrics_server_error", "metrics server did not close cleanly", {
+          error: redactSecrets(String(error)),
+        });
+      }
+    },
+  };
+}
+
+/** Waits `seconds` so a last scrape can read the final values; a signal cuts it short. */
+async function linger(
+  seconds: number,
+  clock: TimerClock,
+  signal: AbortSignal | undefined,
+  logger: Logger,
+): Promise<void> {
+  if (!(seconds > 0) || signal?.aborted) return;
+  logger.log("info", "metrics_linger", `metrics stay up ${seconds} s for a last scrape`);
+  await new Promise<void>((resolve) => {
+    const done = () => {
+      clock.clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = clock.setTimeout(done, seconds * 1000);
+    signal?.addEventListener("abort", done, { once: true });
+  });
 }

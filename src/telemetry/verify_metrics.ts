@@ -13,7 +13,7 @@ import { type TimerClock, wallClock } from "../async/clock.ts";
  * How an old key's new key differs. `fields` is the sampled verify's one kind for any field
  * difference; `--full` tells `field_missing` from `field_differs`.
  */
-export const VERIFY_MISMATCH_KINDS = [
+const VERIFY_MISMATCH_KINDS = [
   "missing",
   "field_missing",
   "field_differs",

@@ -6,11 +6,9 @@
  *
  * @module
  */
-import { delay } from "../async/delay.ts";
 import type { Logger } from "../run_events.ts";
 import { type TimerClock, wallClock } from "../async/clock.ts";
-import { PushSchedule } from "./push_schedule.ts";
-import { type MetricsServer, MetricsServerError, startMetricsServer } from "./server.ts";
+import { exportMetrics } from "./server.ts";
 import { type VerifyMethod, VerifyMetrics, type VerifyOutcome } from "./verify_metrics.ts";
 
 /** Options of {@linkcode startVerifyTelemetry}. */
@@ -43,31 +41,20 @@ export interface VerifyTelemetry {
  * Starts the metrics server (a taken port fails here, before Redis is touched) and prepares the
  * pushes.
  *
- * @throws {MetricsServerError} when the metrics port cannot be bound.
+ * @throws {MetricsServerError} (server.ts) when the metrics port cannot be bound.
  */
 export function startVerifyTelemetry(options: VerifyTelemetryOptions): VerifyTelemetry {
   const { logger } = options;
   if (!options.enabled) return { start() {}, close: () => Promise.resolve() };
   const clock = options.clock ?? wallClock;
   const metrics = new VerifyMetrics({ clock });
-  let server: MetricsServer | undefined;
-  if (options.metricsPort !== undefined) {
-    server = startMetricsServer({
-      registry: metrics.registry,
-      port: options.metricsPort,
-      hostname: options.metricsHost,
-      logger,
-    });
-    logger.log("info", "metrics_listening", "serving /metrics and /healthz", {
-      host: server.hostname,
-      port: server.port,
-    });
-  }
-  const pushes = options.pushgatewayUrl === undefined ? undefined : new PushSchedule({
-    url: options.pushgatewayUrl,
+  const outlet = exportMetrics({
     registry: metrics.registry,
+    port: options.metricsPort,
+    hostname: options.metricsHost,
+    pushgatewayUrl: options.pushgatewayUrl,
+    pushIntervalSeconds: options.pushIntervalSeconds,
     instance: options.progressKey,
-    intervalSeconds: options.pushIntervalSeconds ?? 30,
     logger,
     clock,
   });
@@ -77,21 +64,15 @@ export function startVerifyTelemetry(options: VerifyTelemetryOptions): VerifyTel
     start(method) {
       started = true;
       metrics.onStart(method);
-      pushes?.start("verify");
+      outlet.start("verify");
     },
     close(outcome) {
       return closing ??= (async () => {
         if (started) metrics.onEnd(outcome);
-        await pushes?.finish();
-        if (server === undefined) return;
-        const linger = options.metricsLingerSeconds ?? 0;
-        if (started && linger > 0 && !options.signal?.aborted) {
-          await delay(linger * 1000, { signal: options.signal }).catch(() => {});
-        }
-        await server.shutdown().catch(() => {});
+        await outlet.finish();
+        const lingerSeconds = started ? options.metricsLingerSeconds ?? 0 : 0;
+        await outlet.close({ lingerSeconds, signal: options.signal });
       })();
     },
   };
 }
-
-export { MetricsServerError };

@@ -63,7 +63,6 @@ export class SubBatches {
       targetShare: STOPPING_CALL_SHARE,
       coldStartKeys: FIRST_SUB_BATCH,
       perCallMicros: OUTSIDE_SCRIPT_US.perCall,
-      alpha: 0.2,
       slowerAlpha: 0.5,
     });
   }

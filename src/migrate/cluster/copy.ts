@@ -32,6 +32,8 @@ import { readSnapshots } from "./read.ts";
 import { completeIntents, type Completion, pendingIntents } from "./intents.ts";
 import { copyRemote } from "./remote.ts";
 import { ScriptRunner } from "./runner.ts";
+import { CallRecords } from "../call_record.ts";
+import { UncountedCopies } from "../../run/uncounted_copies.ts";
 
 /** Reads of one job per sub-batch before it is given up as `CHANGED`. */
 export const MAX_ATTEMPTS = 4;
@@ -66,6 +68,13 @@ export class ClusterCopy implements MigrationStrategy {
   readonly #nonce = crypto.randomUUID();
   #writes = 0;
   /**
+   * This run's copies its own retries would count `skipped_exists`: those of calls whose reply
+   * was lost (read from their call records, migrate/call_record.ts) and writes left unverified.
+   */
+  readonly #uncounted = new UncountedCopies();
+  /** The look-up of lost calls' records in progress (one at a time). */
+  #lookUp: Promise<void> = Promise.resolve();
+  /**
    * Intents an earlier run left that this run completed (the summary's `intents_completed`);
    * undefined unless {@linkcode ClusterCopyOptions.leftIntents} is `complete`.
    */
@@ -80,6 +89,7 @@ export class ClusterCopy implements MigrationStrategy {
     this.#runner = new ScriptRunner(cluster, {
       budgetMs: options.retryBudgetMs ?? 30_000,
       fence: options.fence,
+      callRecords: { calls: new CallRecords(), progressKey: this.#progressKey },
     });
   }
 
@@ -154,7 +164,27 @@ export class ClusterCopy implements MigrationStrategy {
     );
   }
 
+  /**
+   * Classifies and copies `keys`. A job copied by an earlier attempt of this run (a call whose
+   * reply was lost, a write left unverified) that a retry finds done is counted as that copy,
+   * never `skipped_exists`.
+   */
   async migrate(keys: readonly Buffer[], options: MigrateOptions): Promise<StrategyResult[]> {
+    const results = await this.#migrate(keys, options);
+    // One look-up at a time: a call running concurrently may be reading the record of a call of
+    // these keys; settle after it.
+    const lookUp = this.#lookUp.then(async () => {
+      for (const lost of await this.#runner.lostCopies()) {
+        this.#uncounted.remember(lost.keys, lost.results);
+      }
+    });
+    // A failed look-up loses only a count; it must not fail the calls that wait behind it.
+    this.#lookUp = lookUp.catch(() => {});
+    await this.#lookUp;
+    return this.#uncounted.settle(keys, results);
+  }
+
+  async #migrate(keys: readonly Buffer[], options: MigrateOptions): Promise<StrategyResult[]> {
     const results: StrategyResult[] = new Array(keys.length);
     let pending: Pending[] = keys.map((oldKey, index) => ({ index, oldKey }));
     for (let attempt = 0; attempt < MAX_ATTEMPTS && pending.length > 0; attempt++) {
@@ -182,6 +212,7 @@ export class ClusterCopy implements MigrationStrategy {
       ...options,
       progressKey: this.#progressKey,
       nextId: () => `${this.#nonce}:${++this.#writes}`,
+      uncounted: this.#uncounted,
     };
     if (here) {
       const changed = await copyRemote(this.#runner, copies, results, remote);

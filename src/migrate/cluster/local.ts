@@ -56,7 +56,7 @@ export async function copyLocal(
     SCRIPTS.local,
     [field],
     copies.map((c) => ({ key: c.oldKey, args: [c.oldKey, c.newKey, c.workspace] })),
-    { routed: false, signal: options.signal },
+    { routed: false, recorded: true, signal: options.signal },
   );
   settled.forEach((copied, j) => {
     const copy = copies[j]!;

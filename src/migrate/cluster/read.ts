@@ -49,7 +49,7 @@ export async function readSnapshots(
     options.here ? SCRIPTS.readHere : SCRIPTS.read,
     header,
     pending.map((p) => ({ key: p.oldKey, args: [p.oldKey] })),
-    { signal: options.signal },
+    { signal: options.signal, recorded: options.here },
   );
   const copies: Copy[] = [];
   settled.forEach((read, j) => {

@@ -19,6 +19,7 @@ import type { Buffer } from "node:buffer";
 import type { MigrateOptions, StrategyResult } from "../strategy.ts";
 import { type Copy, failure, scriptError, unverified } from "./copies.ts";
 import { completeIntents, intentKey, intentsOf, settleWrites } from "./intents.ts";
+import type { UncountedCopies } from "../../run/uncounted_copies.ts";
 import type { ScriptRunner } from "./runner.ts";
 import { Code, SCRIPTS } from "./scripts.ts";
 
@@ -34,6 +35,11 @@ export interface RemoteOptions extends MigrateOptions {
   progressKey: string;
   /** A fresh intent id (unique per write, across runs). */
   nextId: () => string;
+  /**
+   * Where a write left unverified keeps its outcome: its key's retry finds the copy (kept once
+   * verified) and would count it `skipped_exists`, although this run made it.
+   */
+  uncounted: Pick<UncountedCopies, "remember">;
 }
 
 /** Copies across masters; returns the copies to read again (their old key changed). */
@@ -48,9 +54,10 @@ export async function copyRemote(
   const ids = copies.map(() => options.nextId());
   const jobs = copies.map((c, j) => ({
     key: c.newKey,
+    oldKey: c.oldKey,
     args: [c.newKey, intentKey(progressKey, c.newKey), ids[j]!, c.oldKey, c.expireAt, c.packed],
   }));
-  const settled = await runner.run(SCRIPTS.write, [], jobs, { signal });
+  const settled = await runner.run(SCRIPTS.write, [], jobs, { signal, recorded: true });
   const written: Written[] = [];
   const pending: Copy[] = [];
   settled.forEach((write, j) => {
@@ -109,10 +116,15 @@ async function recheck(
     { signal },
   );
   const verdicts: { written: Written; keep: boolean; gone: boolean }[] = [];
+  const leave = (w: Written, error: unknown) => {
+    const wrote = results[w.copy.index];
+    if (wrote !== undefined) options.uncounted.remember([w.copy.oldKey], [wrote]);
+    results[w.copy.index] = unverified(error, w.copy.workspace);
+  };
   settled.forEach((check, j) => {
     const w = written[j]!;
     // Unknown whether the old key changed: the intent stays, and the key's retry completes it.
-    if (!check.ok) results[w.copy.index] = unverified(check.error, w.copy.workspace);
+    if (!check.ok) leave(w, check.error);
     else {
       const code = check.reply[0];
       verdicts.push({ written: w, keep: code === Code.same, gone: code === Code.gone });
@@ -129,8 +141,7 @@ async function recheck(
     const { written: w, keep, gone } = verdicts[j]!;
     // "absent": a completion of the same intent (after a lost reply) settled it already.
     if (result !== "done" && result !== "absent") {
-      const error = result === "unclear" ? new Error("CHANGED") : result.error;
-      results[w.copy.index] = unverified(error, w.copy.workspace);
+      leave(w, result === "unclear" ? new Error("CHANGED") : result.error);
     } else if (keep) return;
     else if (gone) results[w.copy.index] = { outcome: "skipped_gone" };
     else again.push(w.copy);

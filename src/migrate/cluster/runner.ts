@@ -3,7 +3,9 @@
  * or for one job through the routed cluster client (which follows MOVED and ASK). A group call
  * that meets a moved slot, a lost node or a cluster still settling falls back to routed calls per
  * job, retried with backoff within a budget. Every call starts with the run's fence
- * (safety/lock_fence.ts); a call Redis refuses as `FENCED` ends the run with a refusal.
+ * (safety/lock_fence.ts); a call Redis refuses as `FENCED` ends the run with a refusal. A call of a
+ * script that copies also carries its call record (migrate/call_record.ts), kept on the node the
+ * call runs on: a call whose reply is lost is noted, and its record read back later.
  *
  * @module
  */
@@ -13,7 +15,13 @@ import type { Cluster, Redis } from "../../redis/ioredis.ts";
 import { backoffMs, RECONNECT } from "../../async/backoff.ts";
 import { pause } from "../../async/delay.ts";
 import { type ClusterScript, Code } from "./scripts.ts";
-import { keySlot } from "../../redis/slot.ts";
+import { keySlot, slotKey } from "../../redis/slot.ts";
+import {
+  type CallRecords,
+  type LostCopies,
+  recordArgs,
+  type RecordedCall,
+} from "../call_record.ts";
 import { refusedAsFenced } from "../../safety/lock.ts";
 
 /** Error codes that pass once the cluster settles: a group falls back, a job is retried. */
@@ -36,6 +44,8 @@ export interface Job {
   key: Buffer;
   /** This job's ARGV entries, flat (field lists are passed as arrays, never spread). */
   args: (Buffer | string | number)[];
+  /** The old key this job copies, for the call record (default: `key`). */
+  oldKey?: Buffer;
 }
 
 /** What one job's call gave: its reply (an array) or the error of its call. */
@@ -52,6 +62,8 @@ export interface RunOptions {
    * failed group call fails its jobs (for scripts that need two keys on one node).
    */
   routed?: boolean;
+  /** The script copies: each call carries a call record (when the runner keeps them). */
+  recorded?: boolean;
   signal?: AbortSignal;
 }
 
@@ -61,6 +73,8 @@ export interface RunnerOptions {
   budgetMs: number;
   /** The fence every call carries (absent: unfenced, for a caller that holds no lock). */
   fence?: { argsFor(key: Uint8Array): string[] };
+  /** The calls' records and the progress key their record keys are named after. */
+  callRecords?: { calls: CallRecords; progressKey: string };
 }
 
 const UNFENCED = ["", "0"];
@@ -70,10 +84,14 @@ export class ScriptRunner {
   readonly #cluster: Cluster;
   readonly #budget: number;
   readonly #fence: (key: Uint8Array) => string[];
+  readonly #records?: RunnerOptions["callRecords"];
+  /** Per master address, the slot whose record key its grouped calls use. */
+  readonly #recordSlots = new Map<string, number>();
 
   constructor(cluster: Cluster, options: RunnerOptions) {
     this.#cluster = cluster;
     this.#budget = options.budgetMs;
+    this.#records = options.callRecords;
     const fence = options.fence;
     this.#fence = fence ? (key) => fence.argsFor(key) : () => UNFENCED;
   }
@@ -95,13 +113,19 @@ export class ScriptRunner {
     const routed = options.routed ?? true;
     await Promise.all([...this.#groups(jobs)].map(async ([node, indexes]) => {
       if (node === undefined) return void fallback.push(...indexes);
+      const first = jobs[indexes[0]!]!.key;
+      const record = options.recorded ? this.#record(this.#groupRecordKey(node, first)) : undefined;
       const args: (Buffer | string | number)[] = [
-        ...this.#fence(jobs[indexes[0]!]!.key),
+        ...this.#fence(first),
+        ...recordArgs(record),
         ...header,
       ];
       for (const i of indexes) for (const arg of jobs[i]!.args) args.push(arg);
       try {
-        const replies = await this.#call(node, script, 0, args) as unknown[][];
+        const replies = await this.#call(node, script, 0, args).catch((error) => {
+          this.#noteLost(record, error, indexes.map((i) => jobs[i]!));
+          throw error;
+        }) as unknown[][];
         indexes.forEach((i, j) => {
           const reply = replies[j]!;
           if (reply[0] === Code.moved && routed) fallback.push(i);
@@ -116,7 +140,7 @@ export class ScriptRunner {
       script,
       header,
       fallback.map((i) => jobs[i]!),
-      options.signal,
+      options,
     );
     fallback.forEach((i, j) => out[i] = retried[j]!);
     for (const settled of out) {
@@ -124,6 +148,45 @@ export class ScriptRunner {
       if (refusal !== undefined) throw refusal;
     }
     return out;
+  }
+
+  /** The record of a copying call kept under `key` (none when the runner keeps no records). */
+  #record(key: string): RecordedCall | undefined {
+    return this.#records?.calls.next(key);
+  }
+
+  #recordBase(): string {
+    return `${this.#records?.progressKey}:calls`;
+  }
+
+  /**
+   * The record key of grouped calls to `node`: one key per master (a slot it serves, kept while
+   * it serves it), so the records of a long run stay a few fields per master.
+   */
+  #groupRecordKey(node: Redis, first: Uint8Array): string {
+    const address = `${node.options.host}:${node.options.port}`;
+    let slot = this.#recordSlots.get(address);
+    if (slot === undefined || this.#cluster.slots[slot]?.[0] !== address) {
+      slot = keySlot(first);
+      this.#recordSlots.set(address, slot);
+    }
+    return slotKey(this.#recordBase(), slot);
+  }
+
+  /** A copying call failed without a reply (it may have run): its record tells, later. */
+  #noteLost(record: RecordedCall | undefined, error: unknown, jobs: readonly Job[]): void {
+    if (record === undefined || !isOutage(error)) return;
+    this.#records?.calls.lost(record, jobs.map((job) => job.oldKey ?? job.key));
+  }
+
+  /**
+   * What the copying calls whose replies were lost copied, read from their records (routed, so
+   * a record follows its slot); the calls of a record that cannot be read now stay noted.
+   */
+  async lostCopies(): Promise<LostCopies[]> {
+    const calls = this.#records?.calls;
+    if (calls === undefined || calls.unanswered === 0) return [];
+    return await calls.lookUp((key, fields) => this.#cluster.hmget(key, ...fields));
   }
 
   /** True when the client's slot map puts both keys on one master. */
@@ -154,8 +217,9 @@ export class ScriptRunner {
     script: ClusterScript,
     header: (Buffer | string | number)[],
     jobs: Job[],
-    signal?: AbortSignal,
+    options: RunOptions,
   ): Promise<Settled[]> {
+    const signal = options.signal;
     const out: Settled[] = new Array(jobs.length);
     const tries = new Array<number>(jobs.length).fill(0);
     const deadline = Date.now() + this.#budget;
@@ -163,9 +227,20 @@ export class ScriptRunner {
     for (let attempt = 0; pending.length > 0; attempt++) {
       const settled = await Promise.allSettled(pending.map(async (i) => {
         const job = jobs[i]!;
-        const args: unknown[] = [job.key, ...this.#fence(job.key), ...header];
+        const record = options.recorded
+          ? this.#record(slotKey(this.#recordBase(), keySlot(job.key)))
+          : undefined;
+        const args: unknown[] = [
+          job.key,
+          ...this.#fence(job.key),
+          ...recordArgs(record),
+          ...header,
+        ];
         for (const arg of job.args) args.push(arg);
-        const reply = await this.#call(this.#cluster, script, 1, args);
+        const reply = await this.#call(this.#cluster, script, 1, args).catch((error) => {
+          this.#noteLost(record, error, [job]);
+          throw error;
+        });
         const mine = (reply as unknown[][])[0]!;
         if (mine[0] === Code.moved) throw new Error("MOVED the slot moved during the call");
         return mine;

@@ -12,7 +12,10 @@
  * …): one bulk string per job instead of two per field, for Redis to reply and the client to
  * decode and send on; WRITE and DRY unpack it with `cmsgpack.unpack`.
  *
- * Every ARGV starts with the fence (see `fencePrelude`); the arguments below follow it.
+ * Every ARGV starts with the fence and the call record (see `fencePrelude`); the arguments below
+ * follow them. The scripts that copy (READ with here, LOCAL, WRITE) end by writing the call record
+ * when they copied a key: `<id>:<digit per job>`, the digit the standalone copy script writes for
+ * the same outcome (migrate/call_record.ts), so a call whose reply is lost is still counted.
  *
  * - READ (old keys' node): field, only-workspace, here ("1" or ""), the key mapping (schema.ts),
  *   default-rule Lua pattern and maximum length, key… → per key `{gone}`,
@@ -52,6 +55,7 @@
  */
 import { createHash } from "node:crypto";
 import { KEY_LUA } from "../../schema.ts";
+import { ScriptCode } from "../strategy.ts";
 
 /** Per-job reply codes, shared by every script. */
 export const Code = {
@@ -80,12 +84,16 @@ export interface ClusterScript {
   readonly readOnly: boolean;
 }
 
+/** How long a call record key outlives its last write (a lost reply is looked up within seconds). */
+const RECORD_TTL_MS = 3_600_000;
+
 const CODES = Object.entries(Code).map(([name, value]) => `local ${name.toUpperCase()} = ${value}`)
   .join("\n");
 
 /**
  * Every call's ARGV starts with the fence (safety/lock_fence.ts): the fence key of a slot the call
- * touches, n, and n (lock key, token) pairs. A script that writes first checks that the fence holds
+ * touches, n, and n (lock key, token) pairs; then the call record's key, field and id (all ""
+ * for none: a call that does not copy, a dry-run). A script that writes first checks that the fence holds
  * this runner's token for every lock it took, and otherwise refuses the whole call with `FENCED`:
  * a runner whose lock was lost (taken over, or gone with a master restarted empty) writes nothing.
  * An empty fence key runs unfenced (a caller that holds no lock: a dry-run, a test). The rest of
@@ -94,9 +102,11 @@ const CODES = Object.entries(Code).map(([name, value]) => `local ${name.toUpperC
 function fencePrelude(checked: boolean): string {
   return `
 local ARGS = {}
+local RECORD
 do
   local n = tonumber(ARGV[2])
-  for i = 3 + 2 * n, #ARGV do ARGS[#ARGS + 1] = ARGV[i] end
+  RECORD = {ARGV[3 + 2 * n], ARGV[4 + 2 * n], ARGV[5 + 2 * n]}
+  for i = 6 + 2 * n, #ARGV do ARGS[#ARGS + 1] = ARGV[i] end
   if ${checked} and ARGV[1] ~= "" then
     local fields = {}
     for i = 3, 2 + 2 * n, 2 do fields[#fields + 1] = ARGV[i] end
@@ -119,6 +129,27 @@ end
 
 const PRELUDE = `
 ${CODES}
+-- The call record (migrate/call_record.ts): one digit per job, in the standalone script's codes
+-- (${ScriptCode.migrated} migrated, ${ScriptCode.repaired} repaired, ${ScriptCode.exists} anything else), written only by a call that copied;
+-- a refused write (OOM, a slot that moved) only loses the count, never a copy.
+local function note_copies(out)
+  if RECORD[1] == "" then return end
+  local digits, copied = {}, false
+  for i, r in ipairs(out) do
+    local c = r[1]
+    local d = "${ScriptCode.exists}"
+    if c == MIGRATED or c == CREATED then d = "${ScriptCode.migrated}"
+    elseif c == REPAIRED or (c == COMPLETED and (r[2] == 1 or #r[3] > 0)) then d = "${ScriptCode.repaired}"
+    end
+    if d ~= "${ScriptCode.exists}" then copied = true end
+    digits[i] = d
+  end
+  if not copied then return end
+  redis.pcall("HSET", RECORD[1], RECORD[2], RECORD[3] .. ":" .. table.concat(digits))
+  -- A routed call keeps its record in its job's slot, so records spread over many slots: each
+  -- record key expires, long after any lost reply was looked up.
+  redis.pcall("PEXPIRE", RECORD[1], ${RECORD_TTL_MS})
+end
 local function kind(key)
   local r = redis.pcall("TYPE", key)
   if type(r) == "table" and r.err then return nil end
@@ -216,6 +247,7 @@ local function read(key)
 end
 local out = {}
 for i = 7, #ARGS do out[#out + 1] = read(ARGS[i]) end
+note_copies(out)
 return out
 `;
 
@@ -249,6 +281,7 @@ local function copy(old, new, expect)
 end
 local out = {}
 for i = 2, #ARGS, 3 do out[#out + 1] = copy(ARGS[i], ARGS[i + 1], ARGS[i + 2]) end
+note_copies(out)
 return out
 `;
 
@@ -313,6 +346,7 @@ for i = 1, #ARGS, 6 do
   out[#out + 1] = write(ARGS[i], ARGS[i + 1], ARGS[i + 2], ARGS[i + 3], tonumber(ARGS[i + 4]),
     ARGS[i + 5])
 end
+note_copies(out)
 return out
 `;
 

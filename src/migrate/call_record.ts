@@ -1,0 +1,108 @@
+/**
+ * The call record: how a copy whose reply was lost is still counted as this run's copy. Every
+ * executing script call that copies carries a record key, a field and its id; a call that copied
+ * writes `<id>:<codes>` there, one digit per key in call order (copy_script.ts on standalone,
+ * cluster/scripts.ts on a cluster: the digits are {@linkcode ScriptCode}'s, so `0` is migrated and
+ * `1` repaired). When a call fails without a reply (a lost connection, a timeout), it may have run:
+ * its record, read once Redis answers again, tells which of its keys it copied. The retry (or the
+ * re-read) finds those new keys and reports `skipped_exists`; run/uncounted_copies.ts counts them
+ * as the copies they were.
+ *
+ * Fields are used in turn, more of them than calls a node ever has in flight
+ * (control/call_window.ts), so a field is not reused before its call's loss is looked up. Only
+ * calls that copied write their field.
+ *
+ * @module
+ */
+import type { Buffer } from "node:buffer";
+import type { Outcome } from "../outcome.ts";
+import { ScriptCode, type StrategyResult } from "./strategy.ts";
+
+/** Fields of a record key, used in turn. */
+const RECORD_FIELDS = 64;
+
+/** The record's digit of each code that wrote a new key. */
+const COPIED_DIGITS: Readonly<Record<string, Outcome>> = {
+  [String(ScriptCode.migrated)]: "migrated",
+  [String(ScriptCode.repaired)]: "repaired",
+};
+
+/** Where one call records what it copied. */
+export interface RecordedCall {
+  key: string;
+  field: string;
+  id: string;
+}
+
+/** A call's three record arguments (`key`, `field`, `id`); empty strings for no record. */
+export function recordArgs(call: RecordedCall | undefined): [string, string, string] {
+  return call ? [call.key, call.field, call.id] : ["", "", ""];
+}
+
+/** What the lost calls copied: per call, the old keys it copied and their outcomes. */
+export interface LostCopies {
+  keys: Buffer[];
+  results: StrategyResult[];
+}
+
+/** Reads `fields` of the record `key` (HMGET), in order. */
+export type RecordReader = (key: string, fields: string[]) => Promise<(string | null)[]>;
+
+/** The calls of one run: their record fields and ids, and those whose reply was lost. */
+export class CallRecords {
+  /** Tells this run's call ids from an earlier run's. */
+  readonly #nonce = crypto.randomUUID().slice(0, 8);
+  #calls = 0;
+  #unanswered: (RecordedCall & { keys: Buffer[] })[] = [];
+
+  /** The record of the next copying call, kept under `key`. */
+  next(key: string): RecordedCall {
+    const call = this.#calls++;
+    return { key, field: String(call % RECORD_FIELDS), id: `${this.#nonce}:${call}` };
+  }
+
+  /** Calls whose reply was lost and that are not looked up yet. */
+  get unanswered(): number {
+    return this.#unanswered.length;
+  }
+
+  /** `call` failed without a reply: it may have run. `keys`: its old keys, in call order. */
+  lost(call: RecordedCall, keys: readonly Buffer[]): void {
+    this.#unanswered.push({ ...call, keys: [...keys] });
+  }
+
+  /**
+   * What the unanswered calls copied, read from their records with `read`: a call that never
+   * ran, or copied nothing, left no record and is not listed. Each call is looked up once; the
+   * calls of a record key that cannot be read now stay for the next look-up.
+   */
+  async lookUp(read: RecordReader): Promise<LostCopies[]> {
+    const calls = this.#unanswered;
+    this.#unanswered = [];
+    const byKey = Map.groupBy(calls, (call) => call.key);
+    const found: LostCopies[] = [];
+    for (const [key, group] of byKey) {
+      let records: (string | null)[];
+      try {
+        records = await read(key, group.map((call) => call.field));
+      } catch {
+        this.#unanswered.push(...group);
+        continue;
+      }
+      group.forEach((call, i) => {
+        const record = records[i];
+        if (!record?.startsWith(`${call.id}:`)) return;
+        const codes = record.slice(call.id.length + 1);
+        const copied: LostCopies = { keys: [], results: [] };
+        call.keys.forEach((key, k) => {
+          const outcome = COPIED_DIGITS[codes[k] ?? ""];
+          if (outcome === undefined) return;
+          copied.keys.push(key);
+          copied.results.push({ outcome });
+        });
+        if (copied.keys.length > 0) found.push(copied);
+      });
+    }
+    return found;
+  }
+}

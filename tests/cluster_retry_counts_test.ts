@@ -1,0 +1,90 @@
+/**
+ * Counts after a retried call on a Redis Cluster: every master is reached through a delaying
+ * proxy (its announced port), and the proxies drop every connection a few times mid-run, so calls
+ * that Redis ran lose their replies. The cluster copy retries them (a routed call, the engine's
+ * re-read): the new keys their first attempt created are this run's copies, counted `migrated`,
+ * never `skipped_exists`.
+ */
+import assert from "node:assert/strict";
+import { type DelayProxy, startDelayProxy } from "../bench/delay_proxy.ts";
+import { spawnCli } from "./support/cli.ts";
+import { redisCli, seedOldCluster, startCluster } from "./support/cluster.ts";
+import { assertMigrated, makeJobs } from "./support/seed.ts";
+
+Deno.test("cluster: replies lost with the connection: migrated equals the new keys this run created, exactly", async () => {
+  const cluster = await startCluster({ masters: 3 });
+  const client = cluster.client();
+  const proxies: DelayProxy[] = [];
+  try {
+    const jobs = makeJobs(12_000);
+    await seedOldCluster(client, jobs);
+    // Clients learn the masters' addresses from CLUSTER SLOTS: announce the proxies' ports there.
+    for (const node of cluster.nodes) {
+      const proxy = startDelayProxy({ targetPort: node.port, delayMs: 20 });
+      proxies.push(proxy);
+      await redisCli(node.port, "CONFIG", "SET", "cluster-announce-port", String(proxy.port));
+    }
+    const announced = proxies.map((p) => `${p.port}`);
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const views = await Promise.all(
+        cluster.nodes.map((node) => redisCli(node.port, "CLUSTER", "SLOTS")),
+      );
+      if (views.every((v) => announced.every((port) => v.includes(port)))) break;
+      assert.ok(Date.now() < deadline, "every node announces the proxies");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const run = spawnCli([
+      "--execute",
+      "--rps",
+      "0",
+      "--batch",
+      "500",
+      "--max-latency",
+      "0",
+      "--max-outage",
+      "30",
+      "--json",
+      "--redis-url",
+      `redis://127.0.0.1:${proxies[0]!.port}`,
+    ]);
+    // 20 ms each way and no rate limit: calls are always in flight on every master, and those
+    // Redis ran in the last 20 ms before a drop lose their replies.
+    let drops = 0;
+    const migrating = async () => (await countNew(cluster.nodes.map((n) => n.port))) > 500;
+    const waitUntil = Date.now() + 30_000;
+    while (!await migrating()) {
+      assert.ok(Date.now() < waitUntil, `the run copies:\n${run.stderrSoFar()}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    // Drops all through the run (calls of every step are in flight on every master by then).
+    for (; drops < 12 && !/"completed"/.test(run.stderrSoFar()); drops++) {
+      for (const proxy of proxies) proxy.drop();
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+    const result = await run.done;
+    assert.equal(result.code, 0, result.stderr);
+    assert.ok(drops >= 3, `connections dropped mid-run (${drops})`);
+    const summary = JSON.parse(result.stdout);
+    assert.equal(summary.errors, 0, JSON.stringify(summary));
+    assert.equal(summary.completed, true);
+    // No job had a new key before the run: every one is a copy this run made.
+    assert.equal(summary.skipped_exists, 0, JSON.stringify(summary));
+    assert.equal(summary.migrated, jobs.length, JSON.stringify(summary));
+    await assertMigrated(client, jobs);
+  } finally {
+    client.disconnect();
+    await Promise.all(proxies.map((p) => p.close()));
+    await cluster.stop();
+  }
+});
+
+/** New keys over the masters (DBSIZE would count the old keys too). */
+async function countNew(ports: number[]): Promise<number> {
+  let total = 0;
+  for (const port of ports) {
+    const out = await redisCli(port, "EVAL", "return #redis.call('KEYS', 'ai:job:*')", "0");
+    total += Number(out.trim()) || 0;
+  }
+  return total;
+}
