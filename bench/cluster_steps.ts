@@ -15,14 +15,7 @@ import { intentKey } from "../src/migrate/cluster/intents.ts";
 import { SCRIPTS } from "../src/migrate/cluster/scripts.ts";
 import { keySlot } from "../src/redis/slot.ts";
 import type { Redis } from "../src/redis/ioredis.ts";
-import {
-  DEFAULT_WORKSPACE_LUA,
-  NEW_PREFIX,
-  OLD_MATCH,
-  OLD_PREFIX,
-  oldKeyFor,
-  WORKSPACE_FIELD,
-} from "../src/schema.ts";
+import { DEFAULT_WORKSPACE_LUA, KeySchema, WORKSPACE_FIELD } from "../src/schema.ts";
 import { startCluster } from "../tests/support/cluster.ts";
 import { print } from "./report.ts";
 import { redisCpuSeconds } from "./server.ts";
@@ -39,13 +32,14 @@ async function cpuPerJob(node: Redis, call: () => Promise<unknown>): Promise<num
   return (await redisCpuSeconds(node) - before) * 1e6 / (REPEATS * JOBS_PER_CALL);
 }
 
+const schema = new KeySchema();
 const cluster = await startCluster({ masters: 3 });
 const client = cluster.client();
 const node = cluster.nodes[0]!.client();
 try {
   const writes: Promise<unknown>[] = [];
   for (let i = 0; i < 6000; i++) {
-    writes.push(client.hset(oldKeyFor(`job-${i}`), {
+    writes.push(client.hset(schema.oldKeyOf([Buffer.from(`job-${i}`)]), {
       status: "queued",
       model: "gpt-4o-mini-2024-07-18",
       created_at: "2025-01-01T00:00:00.000Z",
@@ -57,7 +51,7 @@ try {
     }));
   }
   await Promise.all(writes);
-  const [, keys] = await node.scanBuffer("0", "MATCH", OLD_MATCH, "COUNT", 10_000);
+  const [, keys] = await node.scanBuffer("0", "MATCH", schema.oldMatch, "COUNT", 10_000);
   const batch = keys.slice(0, JOBS_PER_CALL);
   for (const script of Object.values(SCRIPTS)) await node.call("SCRIPT", "LOAD", script.lua);
   const call = node.callBuffer.bind(node) as unknown as FlatCall;
@@ -69,8 +63,7 @@ try {
     WORKSPACE_FIELD,
     "",
     "",
-    NEW_PREFIX,
-    OLD_PREFIX.length,
+    schema.luaSpec,
     DEFAULT_WORKSPACE_LUA.pattern,
     DEFAULT_WORKSPACE_LUA.maxLength,
   ];
@@ -80,7 +73,7 @@ try {
   // New keys this master serves (slots 0-5460 go to the first master), fresh for every write.
   const fresh: Buffer[] = [];
   for (let i = 0; fresh.length < REPEATS * JOBS_PER_CALL; i++) {
-    const key = Buffer.from(`${NEW_PREFIX}ws-1:fresh-${i}`);
+    const key = schema.newKeyOf(schema.oldKeyOf([Buffer.from(`fresh-${i}`)]), ["ws-1"])!;
     if (keySlot(key) <= 5460) fresh.push(key);
   }
   let next = 0;

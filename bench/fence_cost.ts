@@ -13,7 +13,7 @@ import { parseArgs } from "node:util";
 import { Redis } from "../src/redis/ioredis.ts";
 import { COPY_SCRIPT } from "../src/migrate/copy_script.ts";
 import { decodeTimed, timedScript } from "../src/control/call_clock.ts";
-import { DEFAULT_WORKSPACE_LUA, NEW_PREFIX, OLD_PREFIX, WORKSPACE_FIELD } from "../src/schema.ts";
+import { DEFAULT_WORKSPACE_LUA, KeySchema, WORKSPACE_FIELD } from "../src/schema.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -23,6 +23,8 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "2000" },
   },
 });
+const schema = new KeySchema();
+const OLD_PREFIX = schema.oldPrefix.toString();
 const keys = Number(values.keys);
 const rounds = Number(values.rounds);
 const client = new Redis({ port: Number(values.port), lazyConnect: true });
@@ -51,8 +53,7 @@ for (let round = 0; round < rounds; round++) {
       sha,
       keys,
       ...batch,
-      String(OLD_PREFIX.length),
-      NEW_PREFIX,
+      schema.luaSpec,
       WORKSPACE_FIELD,
       "",
       DEFAULT_WORKSPACE_LUA.pattern,

@@ -5,7 +5,8 @@
  * @module
  */
 import type { Redis } from "../src/redis/ioredis.ts";
-import { DEFAULT_WORKSPACE_PATTERN, NEW_PREFIX, OLD_MATCH, OLD_PREFIX } from "../src/schema.ts";
+import { Buffer } from "node:buffer";
+import { DEFAULT_WORKSPACE_PATTERN, KeySchema } from "../src/schema.ts";
 
 /** What the naive loop did. */
 export interface NaiveResult {
@@ -20,11 +21,12 @@ export interface NaiveResult {
 /** Runs the naive loop over the first `limit` old keys SCAN returns. */
 export async function runNaive(client: Redis, limit: number): Promise<NaiveResult> {
   const valid = new RegExp(DEFAULT_WORKSPACE_PATTERN, "u");
+  const schema = new KeySchema();
   let keys = 0, migrated = 0, invalid = 0, exists = 0;
   let cursor = "0";
   const started = performance.now();
   do {
-    const [next, batch] = await client.scan(cursor, "MATCH", OLD_MATCH, "COUNT", 100);
+    const [next, batch] = await client.scan(cursor, "MATCH", schema.oldMatch, "COUNT", 100);
     cursor = next;
     for (const key of batch) {
       if (keys >= limit) break;
@@ -40,7 +42,7 @@ export async function runNaive(client: Redis, limit: number): Promise<NaiveResul
         invalid++;
         continue;
       }
-      const newKey = `${NEW_PREFIX}${workspace}:${key.slice(OLD_PREFIX.length)}`;
+      const newKey = schema.newKeyOf(Buffer.from(key), [workspace])!;
       if (await client.exists(newKey)) {
         exists++;
         continue;

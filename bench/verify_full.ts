@@ -25,7 +25,7 @@ import {
   startBenchServer,
   waitRehashSettled,
 } from "./server.ts";
-import { NEW_PREFIX, OLD_PREFIX, WORKSPACE_FIELD } from "../src/schema.ts";
+import { KEY_LUA, KeySchema, WORKSPACE_FIELD } from "../src/schema.ts";
 import { PAIR_LUA } from "../src/verify/script.ts";
 import type { Redis } from "../src/redis/ioredis.ts";
 
@@ -83,18 +83,24 @@ export interface VerifyFullBenchResult {
 /** The in-server ceiling: the same reads and comparison as the verify script, one loop, no network. */
 const VERIFY_CEILING_SCRIPT = `
 local cursor, limit = ARGV[1], tonumber(ARGV[2])
-local ws_field, old_prefix, new_prefix = ARGV[3], ARGV[4], ARGV[5]
+local ws_field, match = ARGV[3], ARGV[4]
 local scanned, matched = 0, 0
 ${PAIR_LUA}
+${KEY_LUA}
+local key_parts, new_key = key_mapping(ARGV[5])
+local values = {}
 repeat
-  local reply = redis.call('SCAN', cursor, 'MATCH', old_prefix .. '*', 'COUNT', 1000)
+  local reply = redis.call('SCAN', cursor, 'MATCH', match, 'COUNT', 1000)
   cursor = reply[1]
   for _, key in ipairs(reply[2]) do
     scanned = scanned + 1
     if redis.call('TYPE', key)['ok'] == 'hash' then
       local ws = redis.call('HGET', key, ws_field)
-      if ws and #ws > 0 and #ws <= 64 and string.find(ws, '^[%w][%w_%-]*$') then
-        local new = new_prefix .. ws .. ':' .. string.sub(key, #old_prefix + 1)
+      local parts = ws and key_parts(key)
+      values[1] = ws
+      local new = parts and #ws <= 64 and string.find(ws, '^[%w][%w_%-]*$') and
+        new_key(parts, values)
+      if new then
         local old_at = redis.call('PEXPIRETIME', key)
         if redis.call('TYPE', new)['ok'] == 'hash' and redis.call('PEXPIRETIME', new) == old_at
           and same_fields(key, new) then
@@ -106,6 +112,8 @@ repeat
 until cursor == '0' or scanned >= limit
 return {cursor, scanned, matched}
 `;
+
+const SCHEMA = new KeySchema();
 
 async function runVerifyCeiling(
   client: Redis,
@@ -120,8 +128,8 @@ async function runVerifyCeiling(
       cursor,
       100_000,
       WORKSPACE_FIELD,
-      OLD_PREFIX,
-      NEW_PREFIX,
+      SCHEMA.oldMatch,
+      SCHEMA.luaSpec,
     ) as [string, number, number];
     [cursor, scanned, matched] = [reply[0], scanned + reply[1], matched + reply[2]];
   } while (cursor !== "0");

@@ -1,24 +1,18 @@
 /**
- * The key schemas: the one place that builds key names and decides what a valid workspace id is.
+ * The key schema: the one place that builds and parses key names and decides what a valid
+ * workspace id is. A {@linkcode KeySchema} holds the mapping from old key names to new ones as two
+ * templates (by default `ai:jobs:{job_id}` → `ai:job:{workspace_id}:{job_id}`); every Lua script
+ * builds new keys from it through {@linkcode KEY_LUA}, given {@linkcode KeySchema.luaSpec} in ARGV.
  * Key names are bytes (Uint8Array): a job id need not be valid UTF-8, and it is never re-encoded.
  *
  * @module
  */
 import { Buffer } from "node:buffer";
 
-/** Prefix of the old schema, `ai:jobs:<job_id>`. */
-export const OLD_PREFIX = "ai:jobs:";
-/** Prefix of the new schema, `ai:job:<workspace_id>:<job_id>`. */
-export const NEW_PREFIX = "ai:job:";
-/** SCAN MATCH pattern for old keys. */
-export const OLD_MATCH = `${OLD_PREFIX}*`;
-/** SCAN MATCH pattern for new keys. */
-export const NEW_MATCH = `${NEW_PREFIX}*`;
-
-/** SCAN MATCH pattern for one workspace's new keys (glob characters in the id match literally). */
-export function newMatchFor(workspaceId: string): string {
-  return `${NEW_PREFIX}${workspaceId.replace(/[*?[\]\\]/g, (c) => `\\${c}`)}:*`;
-}
+/** The default `--from` template: the old schema. */
+export const DEFAULT_FROM = "ai:jobs:{job_id}";
+/** The default `--to` template: the new schema. */
+export const DEFAULT_TO = "ai:job:{workspace_id}:{job_id}";
 /** The hash field that holds the workspace id. */
 export const WORKSPACE_FIELD = "workspace_id";
 /** Default validity rule for workspace ids (docs/safety.md). */
@@ -32,49 +26,72 @@ export const DEFAULT_WORKSPACE_LUA: Readonly<{ pattern: string; maxLength: numbe
   maxLength: 64,
 };
 
-const OLD_PREFIX_BYTES = Buffer.from(OLD_PREFIX);
-const NEW_PREFIX_BYTES = Buffer.from(NEW_PREFIX);
-
-/** The job id of an old key (bytes after `ai:jobs:`), or `undefined` when it is not an old key. */
-export function jobIdOf(oldKey: Uint8Array): Buffer | undefined {
-  // Called for every key a verify or a backfill reads: no wrapper or slice before the answer.
-  if (oldKey.length < OLD_PREFIX_BYTES.length) return undefined;
-  for (let i = 0; i < OLD_PREFIX_BYTES.length; i++) {
-    if (oldKey[i] !== OLD_PREFIX_BYTES[i]) return undefined;
-  }
-  const key = oldKey instanceof Buffer
-    ? oldKey
-    : Buffer.from(oldKey.buffer, oldKey.byteOffset, oldKey.byteLength);
-  return key.subarray(OLD_PREFIX_BYTES.length);
+/**
+ * A parsed template: `literals[0] {names[0]} literals[1] … {names[n-1]} literals[n]`. There is
+ * always one more literal than placeholders (the first and last may be empty).
+ */
+export interface Template {
+  readonly text: string;
+  readonly literals: readonly Buffer[];
+  readonly names: readonly string[];
 }
 
-/** `ai:jobs:<job_id>` for a job id (bytes or string). */
-export function oldKeyFor(jobId: Uint8Array | string): Buffer {
-  return Buffer.concat([OLD_PREFIX_BYTES, Buffer.from(jobId)]);
+/** A template that cannot be used; its message is the one-line reason. */
+export class TemplateError extends Error {
+  override name = "TemplateError";
 }
 
-/** `ai:job:<workspace_id>:<job_id>`, byte-exact. */
-export function newKeyFor(workspaceId: string, jobId: Uint8Array | string): Buffer {
-  return Buffer.concat([
-    NEW_PREFIX_BYTES,
-    Buffer.from(workspaceId),
-    Buffer.from(":"),
-    Buffer.from(jobId),
-  ]);
-}
+const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /**
- * Splits a new key into workspace id and job id, or `undefined` when it is not one.
- * A new key's workspace id never contains `:` (no valid id does), so the first `:` after the prefix
- * separates them.
+ * Parses a template: `{name}` is a placeholder, `{{name}}` the same placeholder inside a Redis hash
+ * tag (the key holds `{value}`, so Redis Cluster places it by the value alone). No other `{` or `}`
+ * may appear.
+ *
+ * @throws {TemplateError} for a stray brace, a bad or repeated name, or two placeholders with no
+ *   literal between them (where one ends would be a guess).
  */
-export function parseNewKey(newKey: Uint8Array): { workspace: string; jobId: Buffer } | undefined {
-  const key = Buffer.from(newKey.buffer, newKey.byteOffset, newKey.byteLength);
-  if (!key.subarray(0, NEW_PREFIX_BYTES.length).equals(NEW_PREFIX_BYTES)) return undefined;
-  const rest = key.subarray(NEW_PREFIX_BYTES.length);
-  const colon = rest.indexOf(0x3a);
-  if (colon <= 0) return undefined;
-  return { workspace: rest.subarray(0, colon).toString("latin1"), jobId: rest.subarray(colon + 1) };
+export function parseTemplate(flag: string, text: string): Template {
+  const literals: string[] = [""];
+  const names: string[] = [];
+  const token = /\{\{([^{}]*)\}\}|\{([^{}]*)\}|[{}]/g;
+  let at = 0;
+  for (const match of text.matchAll(token)) {
+    literals[literals.length - 1] += text.slice(at, match.index);
+    at = match.index + match[0].length;
+    const name = match[1] ?? match[2];
+    if (name === undefined) {
+      throw new TemplateError(
+        `${flag} '${text}': a stray '${match[0]}' (a placeholder is {name}, a hash tag {{name}})`,
+      );
+    }
+    if (!NAME.test(name)) throw new TemplateError(`${flag} '${text}': {${name}} is not a name`);
+    if (names.includes(name)) {
+      throw new TemplateError(`${flag} '${text}': {${name}} appears twice`);
+    }
+    const tagged = match[1] !== undefined;
+    if (tagged) literals[literals.length - 1] += "{";
+    if (names.length > 0 && literals.at(-1) === "") {
+      throw new TemplateError(
+        `${flag} '${text}': {${names.at(-1)}}{${name}} need a literal between them`,
+      );
+    }
+    names.push(name);
+    literals.push(tagged ? "}" : "");
+  }
+  literals[literals.length - 1] += text.slice(at);
+  if (names.length === 0) throw new TemplateError(`${flag} '${text}': no placeholder`);
+  return { text, literals: literals.map((l) => Buffer.from(l)), names };
+}
+
+/** A template's SCAN MATCH pattern: its literals (glob characters escaped) with `*` between. */
+function globOf(literals: readonly Buffer[]): string {
+  return literals.map((literal) => escapeGlob(literal.toString())).join("*");
+}
+
+/** `text` as a glob that matches it literally. */
+function escapeGlob(text: string): string {
+  return text.replace(/[*?[\]\\]/g, (c) => `\\${c}`);
 }
 
 /**
@@ -83,31 +100,215 @@ export function parseNewKey(newKey: Uint8Array): { workspace: string; jobId: Buf
  */
 const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
-/**
- * True when `keyWorkspace` (as {@linkcode parseNewKey} gives it: latin1, one char per byte) is
- * exactly the bytes of `workspaceId` (as the command line or a rule gives it: text, UTF-8).
- */
-export function isSameWorkspace(keyWorkspace: string, workspaceId: string): boolean {
-  return Buffer.from(keyWorkspace, "latin1").equals(Buffer.from(workspaceId));
+/** Where a to-template's placeholder takes its value from. */
+type Source = { capture: number } | { field: number };
+
+/** Options of {@linkcode KeySchema}. */
+export interface KeySchemaOptions {
+  /** `--from`: the old key names (default {@linkcode DEFAULT_FROM}). */
+  from?: string;
+  /** `--to`: the new key names (default {@linkcode DEFAULT_TO}). */
+  to?: string;
+  /** `--workspace-pattern`: the rule for `workspace_id` (default {@linkcode DEFAULT_WORKSPACE_PATTERN}). */
+  workspacePattern?: string;
+  /** `--pattern NAME=RE`: the rule for another field placeholder (default: the default rule). */
+  patterns?: Readonly<Record<string, string>>;
 }
 
-/** Decides whether a workspace id (as raw bytes from Redis) is valid. */
-export class WorkspaceRule {
+/**
+ * The mapping from old key names to new ones, and the rule a workspace id must meet. Placeholders
+ * of the old template are cut from the old key name (each ends at the first occurrence of the
+ * literal after it; the last one at the end of the name); the one of the new template that the
+ * old one lacks is read from the old hash's field of that name (`workspace_id` by default): the
+ * run's "workspace" (its `--workspace` filter, its metrics label, its rule).
+ */
+export class KeySchema {
+  readonly from: Template;
+  readonly to: Template;
+  /** The hash fields the new key's name reads, in the order the scripts pass their values. */
+  readonly fields: readonly string[];
+  /** SCAN MATCH pattern of old keys. */
+  readonly oldMatch: string;
+  /** SCAN MATCH pattern of new keys. */
+  readonly newMatch: string;
+  /** The workspace rule: the rule of the field the new key's name reads. */
   readonly pattern: RegExp;
-  /** True when the pattern is the default one (the migration script then checks it in Redis). */
-  readonly isDefault: boolean;
+  /** True when the rule is the default one (the scripts then check it in Redis, in Lua). */
+  readonly isDefaultRule: boolean;
+  /** True for the default mapping (`ai:jobs:{job_id}` → `ai:job:{workspace_id}:{job_id}`). */
+  readonly isDefaultMapping: boolean;
+  /** The mapping as the Lua helper ({@linkcode KEY_LUA}) reads it: one ARGV entry. */
+  readonly luaSpec: Buffer;
+  readonly #sources: readonly Source[];
+  /** The literal after the field in the new template ("" when the field comes last). */
+  readonly #afterField: string;
 
-  /** @throws {SyntaxError} when `pattern` is not a valid regular expression. */
-  constructor(pattern: string = DEFAULT_WORKSPACE_PATTERN) {
+  /**
+   * @throws {TemplateError} for a mapping that is ambiguous or cannot be used (see
+   *   {@linkcode checkMapping}), or a `--pattern` that names no field placeholder.
+   * @throws {SyntaxError} when a pattern is not a valid regular expression.
+   */
+  constructor(options: KeySchemaOptions = {}) {
+    this.from = parseTemplate("--from", options.from ?? DEFAULT_FROM);
+    this.to = parseTemplate("--to", options.to ?? DEFAULT_TO);
+    this.isDefaultMapping = this.from.text === DEFAULT_FROM && this.to.text === DEFAULT_TO;
+    const fields: string[] = [];
+    this.#sources = this.to.names.map((name) => {
+      const capture = this.from.names.indexOf(name);
+      if (capture >= 0) return { capture };
+      fields.push(name);
+      return { field: fields.length - 1 };
+    });
+    this.fields = fields;
+    const field = fields[0];
+    for (const name of Object.keys(options.patterns ?? {})) {
+      if (name !== field || name === WORKSPACE_FIELD) {
+        throw new TemplateError(
+          name === WORKSPACE_FIELD
+            ? `--pattern ${name}=…: the rule for ${name} is --workspace-pattern`
+            : `--pattern ${name}=…: {${name}} is not the hash field --to '${this.to.text}' reads`,
+        );
+      }
+    }
+    if (
+      options.workspacePattern !== undefined && field !== undefined && field !== WORKSPACE_FIELD
+    ) {
+      throw new TemplateError(
+        `--workspace-pattern is the rule for workspace_id, which --to '${this.to.text}' does not read (--pattern ${field}=RE)`,
+      );
+    }
+    const pattern = field === undefined || field === WORKSPACE_FIELD
+      ? options.workspacePattern ?? DEFAULT_WORKSPACE_PATTERN
+      : options.patterns?.[field] ?? DEFAULT_WORKSPACE_PATTERN;
     this.pattern = new RegExp(pattern, "u");
-    this.isDefault = pattern === DEFAULT_WORKSPACE_PATTERN;
+    this.isDefaultRule = pattern === DEFAULT_WORKSPACE_PATTERN;
+    this.oldMatch = globOf(this.from.literals);
+    this.newMatch = globOf(this.to.literals);
+    checkMapping(this, this.isDefaultRule);
+    const at = this.to.names.indexOf(this.workspaceField);
+    this.#afterField = at + 1 < this.to.names.length ? this.to.literals[at + 1]!.toString() : "";
+    this.luaSpec = luaSpecOf(this.from, this.#sources, this.to.literals);
+  }
+
+  /**
+   * The hash field that holds the workspace id (the metrics label's value, the `--workspace`
+   * filter): the one field the new template reads.
+   */
+  get workspaceField(): string {
+    return this.fields[0]!;
+  }
+
+  /** The mapping and its rule as the checkpoint's and verify's parameters hold them. */
+  get fingerprint(): { pattern: string; mapping?: string } {
+    const pattern = this.pattern.source;
+    if (this.isDefaultMapping) return { pattern };
+    return { pattern, mapping: `${this.from.text} -> ${this.to.text}` };
+  }
+
+  /** The old template's leading literal: what every old key name starts with. */
+  get oldPrefix(): Buffer {
+    return this.from.literals[0]!;
+  }
+
+  /** The new template's leading literal: what every new key name starts with. */
+  get newPrefix(): Buffer {
+    return this.to.literals[0]!;
+  }
+
+  /**
+   * The old key without the old template's leading literal (with the default mapping: the job
+   * id), what logs, checkpoints and reports name a job by; `undefined` when `oldKey` does not
+   * start with it.
+   */
+  idOf(oldKey: Uint8Array): Buffer | undefined {
+    // Called for every key a verify or a backfill reads: no wrapper or slice before the answer.
+    const prefix = this.from.literals[0]!;
+    if (oldKey.length < prefix.length) return undefined;
+    for (let i = 0; i < prefix.length; i++) {
+      if (oldKey[i] !== prefix[i]) return undefined;
+    }
+    const key = oldKey instanceof Buffer
+      ? oldKey
+      : Buffer.from(oldKey.buffer, oldKey.byteOffset, oldKey.byteLength);
+    return key.subarray(prefix.length);
+  }
+
+  /**
+   * The placeholders' values in an old key name, in the old template's order; `undefined` when
+   * the name does not fit the template or a placeholder is empty.
+   */
+  oldParts(oldKey: Uint8Array): Buffer[] | undefined {
+    return partsOf(this.from.literals, bufferOf(oldKey));
+  }
+
+  /** The old key of the old template's placeholder values. */
+  oldKeyOf(parts: readonly Uint8Array[]): Buffer {
+    return join(this.from.literals, parts);
+  }
+
+  /**
+   * The new key of an old key and the values of {@linkcode fields} (in that order), byte-exact;
+   * `undefined` when the old key does not fit the old template, or a value holds the literal that
+   * follows it in the new template (the name could then be read two ways).
+   */
+  newKeyOf(oldKey: Uint8Array, values: readonly (Uint8Array | string)[]): Buffer | undefined {
+    const parts = this.oldParts(oldKey);
+    if (parts === undefined) return undefined;
+    const filled = this.#sources.map((s) =>
+      "capture" in s ? parts[s.capture]! : Buffer.from(values[s.field] ?? "")
+    );
+    for (let i = 0; i + 1 < filled.length; i++) {
+      if (filled[i]!.length === 0 || filled[i]!.includes(this.to.literals[i + 1]!)) {
+        return undefined;
+      }
+    }
+    return join(this.to.literals, filled);
+  }
+
+  /**
+   * The old key a new key was copied from, and the values of {@linkcode fields} its name holds
+   * (bytes as latin1 text, one char per byte), the workspace id among them; `undefined` when it is
+   * not a new key.
+   */
+  parseNewKey(
+    newKey: Uint8Array,
+  ): { oldKey: Buffer; values: string[]; workspace: string } | undefined {
+    const parts = partsOf(this.to.literals, bufferOf(newKey));
+    if (parts === undefined) return undefined;
+    const captures: Buffer[] = new Array(this.from.names.length);
+    const values: string[] = new Array(this.fields.length);
+    this.#sources.forEach((s, i) => {
+      if ("capture" in s) captures[s.capture] = parts[i]!;
+      else values[s.field] = parts[i]!.toString("latin1");
+    });
+    const workspace = values[this.fields.indexOf(this.workspaceField)] ?? "";
+    return { oldKey: join(this.from.literals, captures), values, workspace };
+  }
+
+  /**
+   * True when this mapping copies `oldKey` to `newKey`: the new key's name reads back to that old
+   * key with a valid workspace (a mapping is never ambiguous, so no other reading exists).
+   */
+  isCopyOf(newKey: Uint8Array, oldKey: Uint8Array): boolean {
+    const parsed = this.parseNewKey(newKey);
+    return parsed !== undefined && parsed.oldKey.equals(oldKey) &&
+      this.checkWorkspace(Buffer.from(parsed.workspace, "latin1")) !== undefined;
+  }
+
+  /** SCAN MATCH pattern of one workspace's new keys (glob characters in the id match literally). */
+  newMatchFor(workspaceId: string): string {
+    const at = this.to.names.indexOf(this.workspaceField);
+    return this.to.literals.map((literal, i) =>
+      (i === 0 ? "" : i - 1 === at ? escapeGlob(workspaceId) : "*") + escapeGlob(literal.toString())
+    ).join("");
   }
 
   /**
    * The workspace id as a string when valid; `undefined` otherwise. Bytes that are not UTF-8, or
-   * that contain `:` (it would make the new key ambiguous), are never valid.
+   * that contain `:` or the literal after the field in the new template (the new key would be
+   * ambiguous), are never valid.
    */
-  check(raw: Uint8Array | string | null | undefined): string | undefined {
+  checkWorkspace(raw: Uint8Array | string | null | undefined): string | undefined {
     if (raw === null || raw === undefined) return undefined;
     let text: string;
     try {
@@ -116,6 +317,246 @@ export class WorkspaceRule {
       return undefined;
     }
     if (text.length === 0 || text.includes(":")) return undefined;
+    if (this.#afterField !== "" && text.includes(this.#afterField)) return undefined;
     return this.pattern.test(text) ? text : undefined;
   }
 }
+
+/**
+ * True when `keyWorkspace` (as {@linkcode KeySchema.parseNewKey} gives it: latin1, one char per
+ * byte) is exactly the bytes of `workspaceId` (as the command line or a rule gives it: text, UTF-8).
+ */
+export function isSameWorkspace(keyWorkspace: string, workspaceId: string): boolean {
+  return Buffer.from(keyWorkspace, "latin1").equals(Buffer.from(workspaceId));
+}
+
+/** What the default rule lets a value hold: a literal made only of these could occur in one. */
+const DEFAULT_RULE_CHARS = /^[A-Za-z0-9_-]*$/;
+
+/**
+ * Refuses a mapping that is ambiguous or cannot be used, before anything is read:
+ * - `--to` must use every `--from` placeholder (else two old keys could map to one new key), and
+ *   read exactly one hash field (the workspace: the filter, the label, the rule);
+ * - a placeholder followed by a literal in `--to` must not be able to hold that literal (else a
+ *   new key name could be read two ways): a `--from` placeholder ends at its own next literal
+ *   (never holds it) or at the end of the name (holds anything: it must come last in `--to`); a
+ *   field under the default rule holds only `[A-Za-z0-9_-]`, and a value under another rule that
+ *   holds the literal is refused per key (skipped as invalid);
+ * - no new key may match `--from` (the run would scan its own copies as old keys).
+ *
+ * @throws {TemplateError} naming the first problem found.
+ */
+export function checkMapping(
+  schema: Pick<KeySchema, "from" | "to" | "fields">,
+  defaultRule: boolean,
+): void {
+  const { from, to, fields } = schema;
+  const where = `--to '${to.text}'`;
+  for (const name of from.names) {
+    if (!to.names.includes(name)) {
+      throw new TemplateError(
+        `${where} does not use {${name}} of --from: two old keys could map to one new key`,
+      );
+    }
+  }
+  if (fields.length !== 1) {
+    throw new TemplateError(
+      `${where} reads ${fields.length} hash fields (${
+        fields.map((f) => `{${f}}`).join(", ") || "none"
+      }); it must read exactly one (the workspace)`,
+    );
+  }
+  to.names.forEach((name, i) => {
+    const next = to.literals[i + 1]!.toString("latin1");
+    if (i + 1 === to.names.length) return; // the last one ends where the name's tail begins
+    const capture = from.names.indexOf(name);
+    let holds: boolean;
+    if (capture < 0) holds = defaultRule && DEFAULT_RULE_CHARS.test(next);
+    else {
+      const own = from.literals[capture + 1]!.toString("latin1");
+      const last = capture + 1 === from.names.length;
+      holds = last || !next.includes(own);
+    }
+    if (holds) {
+      throw new TemplateError(
+        `${where}: {${name}} could hold '${next}', the literal after it, so a new key could be read two ways`,
+      );
+    }
+  });
+  if (globsOverlap(globOf(from.literals), globOf(to.literals))) {
+    throw new TemplateError(
+      `${where} can produce names that match --from '${from.text}': the run would copy its own copies`,
+    );
+  }
+}
+
+/**
+ * True when some name matches both globs (only `*` is special: the templates' globs escape the
+ * rest, and an escaped character is compared as itself).
+ */
+export function globsOverlap(a: string, b: string): boolean {
+  // null: a wildcard; a string: one character, compared as itself.
+  const tokens = (glob: string) => {
+    const out: (string | null)[] = [];
+    for (let i = 0; i < glob.length; i++) {
+      if (glob[i] === "\\") out.push(glob[++i] ?? "");
+      else out.push(glob[i] === "*" ? null : glob[i]!);
+    }
+    return out;
+  };
+  const x = tokens(a);
+  const y = tokens(b);
+  const memo = new Map<number, boolean>();
+  const meet = (i: number, j: number): boolean => {
+    const at = i * (y.length + 1) + j;
+    const known = memo.get(at);
+    if (known !== undefined) return known;
+    let result: boolean;
+    if (i === x.length && j === y.length) result = true;
+    else if (i < x.length && x[i] === null) {
+      result = meet(i + 1, j) || (j < y.length && meet(i, j + 1));
+    } else if (j < y.length && y[j] === null) {
+      result = meet(i, j + 1) || (i < x.length && meet(i + 1, j));
+    } else result = i < x.length && j < y.length && x[i] === y[j] && meet(i + 1, j + 1);
+    memo.set(at, result);
+    return result;
+  };
+  return meet(0, 0);
+}
+
+function bufferOf(key: Uint8Array): Buffer {
+  return key instanceof Buffer ? key : Buffer.from(key.buffer, key.byteOffset, key.byteLength);
+}
+
+function join(literals: readonly Buffer[], parts: readonly Uint8Array[]): Buffer {
+  const pieces: Uint8Array[] = [literals[0]!];
+  parts.forEach((part, i) => pieces.push(part, literals[i + 1]!));
+  return Buffer.concat(pieces);
+}
+
+/** As the Lua helper's `key_parts` (KEY_LUA): the same cut, so both sides agree on every name. */
+function partsOf(literals: readonly Buffer[], key: Buffer): Buffer[] | undefined {
+  const head = literals[0]!;
+  if (key.length < head.length || !key.subarray(0, head.length).equals(head)) return undefined;
+  const parts: Buffer[] = [];
+  let at = head.length;
+  for (let i = 1; i < literals.length; i++) {
+    const literal = literals[i]!;
+    let stop: number;
+    if (i + 1 < literals.length) {
+      stop = key.indexOf(literal, at);
+    } else {
+      stop = key.length - literal.length;
+      if (stop < at || !key.subarray(stop).equals(literal)) stop = -1;
+    }
+    if (stop < 0 || stop === at) return undefined;
+    parts.push(key.subarray(at, stop));
+    at = stop + literal.length;
+  }
+  return parts;
+}
+
+/**
+ * The spec the Lua helper reads: length-prefixed items (`<length>:<bytes>`): the number of old
+ * literals, the old literals, then the new template as literal, source, literal, …, literal, where
+ * a source is `+i` (the old key's i-th placeholder) or `-i` (the i-th field value).
+ */
+function luaSpecOf(from: Template, sources: readonly Source[], to: readonly Buffer[]): Buffer {
+  const items: Buffer[] = [Buffer.from(String(from.literals.length)), ...from.literals];
+  to.forEach((literal, i) => {
+    if (i > 0) {
+      const source = sources[i - 1]!;
+      items.push(
+        Buffer.from("capture" in source ? `${source.capture + 1}` : `-${source.field + 1}`),
+      );
+    }
+    items.push(literal);
+  });
+  return Buffer.concat(items.flatMap((item) => [Buffer.from(`${item.length}:`), item]));
+}
+
+/**
+ * Lua: the key mapping, shared by every script. `local key_parts, new_key = key_mapping(spec)` reads
+ * {@linkcode KeySchema.luaSpec} (once per call) and returns its two functions: `key_parts(old)`
+ * cuts an old key name into its placeholders' values (nil when it does not fit or one is empty;
+ * the table is reused by the next call); `new_key(parts, values)` builds the new key from them
+ * and the fields' values (nil when a value holds the literal after it). Both are closures made for
+ * the mapping's shape: they run for every key, where a loop over the template would cost more
+ * than the rest of the per-key work of a script.
+ */
+export const KEY_LUA = `
+local key_sub, key_find = string.sub, string.find
+local function key_mapping(spec)
+  local items, at = {}, 1
+  while at <= #spec do
+    local colon = key_find(spec, ":", at, true)
+    local len = tonumber(key_sub(spec, at, colon - 1))
+    items[#items + 1] = key_sub(spec, colon + 1, colon + len)
+    at = colon + len + 1
+  end
+  local n = tonumber(items[1])
+  local from, to, parts = {}, {}, {}
+  for i = 1, n do from[i] = items[1 + i] end
+  for i = n + 2, #items do
+    local item = items[i]
+    if (i - n) % 2 == 1 then item = tonumber(item) end
+    to[#to + 1] = item
+  end
+  local key_parts, new_key
+  local head, tail = from[1], from[n]
+  local skip = #head
+  if n == 2 and tail == "" then
+    -- One placeholder that ends the name (ai:jobs:{job_id}).
+    key_parts = function(key)
+      if key_sub(key, 1, skip) ~= head then return nil end
+      local part = key_sub(key, skip + 1)
+      if part == "" then return nil end
+      parts[1] = part
+      return parts
+    end
+  else
+    key_parts = function(key)
+      if key_sub(key, 1, skip) ~= head then return nil end
+      local at = skip + 1
+      for i = 2, n do
+        local lit, stop = from[i], nil
+        if i < n then
+          stop = key_find(key, lit, at, true)
+        else
+          stop = #key - #lit + 1
+          if stop < at or key_sub(key, stop) ~= lit then stop = nil end
+        end
+        if not stop or stop == at then return nil end
+        parts[i - 1] = key_sub(key, at, stop - 1)
+        at = stop + #lit
+      end
+      return parts
+    end
+  end
+  local m = #to
+  if m == 5 then
+    -- Two placeholders (ai:job:{workspace_id}:{job_id}): one concatenation.
+    local l1, s2, l3, s4, l5 = to[1], to[2], to[3], to[4], to[5]
+    new_key = function(p, values)
+      local a, b
+      if s2 > 0 then a = p[s2] else a = values[-s2] end
+      if s4 > 0 then b = p[s4] else b = values[-s4] end
+      if a == "" or key_find(a, l3, 1, true) then return nil end
+      return l1 .. a .. l3 .. b .. l5
+    end
+  else
+    local buf = {}
+    new_key = function(p, values)
+      for i = 1, m, 2 do buf[i] = to[i] end
+      for i = 2, m, 2 do
+        local source, v = to[i], nil
+        if source > 0 then v = p[source] else v = values[-source] end
+        if i + 1 < m and (v == "" or key_find(v, to[i + 1], 1, true)) then return nil end
+        buf[i] = v
+      end
+      return table.concat(buf, "", 1, m)
+    end
+  end
+  return key_parts, new_key
+end
+`;

@@ -31,7 +31,7 @@ Deno.test("defaults are the documented ones", () => {
   assert.equal(options.maxMemoryPct, 90);
   assert.equal(options.maxOutage, 60);
   assert.equal(options.metricsWorkspaceLabel, true);
-  assert.equal(options.rule.isDefault, true);
+  assert.equal(options.keys.isDefaultRule, true);
   assert.equal(options.maxCallMs, 0.25);
   assert.equal(options.callClock, "auto");
   assert.equal(options.maxLatencyMs, 0.5);

@@ -3,7 +3,7 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { newKeyFor, oldKeyFor } from "../src/schema.ts";
+import { newKeyFor, oldKeyFor } from "./support/keys.ts";
 import { runCli, runJson } from "./support/cli.ts";
 import { freePort, withRedis } from "./support/redis_server.ts";
 import { countKeys, keyState, makeJobs, newKey, seedOld, writeCounter } from "./support/seed.ts";

@@ -9,7 +9,7 @@ import { CallClock, probeCallClock } from "../src/control/call_clock.ts";
 import { decodeTimed, timedScript } from "../src/control/call_clock.ts";
 import { InServerCopy } from "../src/migrate/in_server.ts";
 import { Redis } from "../src/redis/ioredis.ts";
-import { WorkspaceRule } from "../src/schema.ts";
+import { KeySchema } from "../src/schema.ts";
 import { runJson } from "./support/cli.ts";
 import { startRedis } from "./support/redis_server.ts";
 import { makeJobs, seedOld } from "./support/seed.ts";
@@ -111,7 +111,7 @@ Deno.test("call clock: a backfill timed on the client sizes its calls from the r
       fields: Object.fromEntries(Array.from({ length: 2000 }, (_, i) => [`f${i}`, `v${i}`])),
     }));
     await seedOld(client, wide);
-    const copy = new InServerCopy(client, new WorkspaceRule(), { callClock: "client" });
+    const copy = new InServerCopy(client, new KeySchema(), { callClock: "client" });
     await copy.init();
     assert.equal(copy.clockSource, "client");
     const keys = wide.map((job) => Buffer.from(`ai:jobs:${job.id}`));

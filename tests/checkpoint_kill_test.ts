@@ -3,7 +3,7 @@
  * `--execute` with two batches in flight, each followed by a resumed run.
  */
 import assert from "node:assert/strict";
-import { oldKeyFor } from "../src/schema.ts";
+import { oldKeyFor } from "./support/keys.ts";
 import { runJson, spawnCli, waitFor } from "./support/cli.ts";
 import { assertMigrated, makeJobs, newKey, seedOld } from "./support/seed.ts";
 import { withRedis } from "./support/redis_server.ts";

@@ -9,7 +9,8 @@ import type { RedisTarget } from "../src/redis/target.ts";
 import type { Cluster } from "../src/redis/ioredis.ts";
 import { strategyFor } from "../src/migrate/select.ts";
 import { SCRIPTS } from "../src/migrate/cluster/scripts.ts";
-import { newKeyFor, oldKeyFor, parseNewKey, WorkspaceRule } from "../src/schema.ts";
+import { KeySchema } from "../src/schema.ts";
+import { newKeyFor, oldKeyFor, parseNewKey } from "./support/keys.ts";
 import { cliCommand, runJson } from "./support/cli.ts";
 import { redisCli, startCluster, type TestCluster } from "./support/cluster.ts";
 
@@ -217,7 +218,7 @@ Deno.test("cluster copy: an expiring wide job whose new key's node is paused nev
     const id = ids[0]!;
     await client.hset(oldKeyFor(id), { workspace_id: "ws-a", ...wideFields(150, id) });
     await client.pexpire(oldKeyFor(id), 2500);
-    const strategy = strategyFor(target, new WorkspaceRule());
+    const strategy = strategyFor(target, new KeySchema());
     await strategy.init();
     const paused = await portOf(client, newKeyFor("ws-a", id));
     await redisCli(paused, "CLIENT", "PAUSE", "5000", "WRITE");
@@ -243,7 +244,7 @@ Deno.test("cluster copy: a 100k-field job is copied whole and its sub-batch migr
       await client.hset(oldKeyFor(id), { workspace_id: "ws-c", ...fields });
     }
     await client.pexpire(oldKeyFor(huge), 3_600_000);
-    const strategy = strategyFor(target, new WorkspaceRule());
+    const strategy = strategyFor(target, new KeySchema());
     await strategy.init();
     const results = await strategy.migrate(ids.map((id) => oldKeyFor(id)), { dryRun: false });
     assert.deepEqual(
@@ -312,7 +313,7 @@ Deno.test("cluster copy: node-local jobs take one script call; cross-node ones R
     for (const id of [...local, ...remote]) {
       await client.hset(oldKeyFor(id), { workspace_id: "ws-a", status: "done", payload: id });
     }
-    const strategy = strategyFor(target, new WorkspaceRule());
+    const strategy = strategyFor(target, new KeySchema());
     await strategy.init();
     // Load the scripts on every node first, so that no NOSCRIPT retry is counted.
     for (const node of cluster.nodes) {

@@ -15,7 +15,8 @@ import type { Buffer } from "node:buffer";
 import { strategyFor } from "../src/migrate/select.ts";
 import { connectRedis } from "../src/redis/connect.ts";
 import type { Cluster } from "../src/redis/ioredis.ts";
-import { newKeyFor, oldKeyFor, WorkspaceRule } from "../src/schema.ts";
+import { KeySchema } from "../src/schema.ts";
+import { newKeyFor, oldKeyFor } from "./support/keys.ts";
 import { runJson } from "./support/cli.ts";
 import { redisCli, startCluster, type TestCluster } from "./support/cluster.ts";
 
@@ -182,7 +183,7 @@ Deno.test("cluster crash: a copy that meets an intent left by a dead run complet
     // No start-of-run completion here: the copy's own WRITE finds the intent ("pending").
     const target = await connectRedis([cluster.url]);
     try {
-      const strategy = strategyFor(target, new WorkspaceRule());
+      const strategy = strategyFor(target, new KeySchema());
       await strategy.init();
       const results = await strategy.migrate([oldKeyFor(id)], { dryRun: false });
       assert.deepEqual(results.map((r) => r.outcome), ["migrated"]);

@@ -12,7 +12,7 @@ import type { Cluster } from "../src/redis/ioredis.ts";
 import { lockKey } from "../src/safety/lock.ts";
 import { acquireLocks } from "../src/safety/lock.ts";
 import { keySlot } from "../src/redis/slot.ts";
-import { newKeyFor, oldKeyFor } from "../src/schema.ts";
+import { newKeyFor, oldKeyFor } from "./support/keys.ts";
 import { spawnCli, waitFor } from "./support/cli.ts";
 import { startCluster } from "./support/cluster.ts";
 

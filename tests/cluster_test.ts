@@ -6,7 +6,8 @@ import { Buffer } from "node:buffer";
 import { connectRedis } from "../src/redis/connect.ts";
 import type { Cluster, Redis } from "../src/redis/ioredis.ts";
 import { strategyFor } from "../src/migrate/select.ts";
-import { oldKeyFor, WorkspaceRule } from "../src/schema.ts";
+import { KeySchema } from "../src/schema.ts";
+import { oldKeyFor } from "./support/keys.ts";
 import { VERIFY_DEFAULTS } from "../src/defaults.ts";
 import { runVerify } from "../src/verify/run.ts";
 import { cliCommand, runJson, waitFor } from "./support/cli.ts";
@@ -366,7 +367,7 @@ Deno.test("cluster strategy: the app's writes between READ and WRITE are undone 
     await client.hset(newKey(jobs[2]!), { workspace_id: "ws-a", status: "running" });
     const target = await connectRedis([cluster.url]);
     try {
-      const strategy = strategyFor(target, new WorkspaceRule());
+      const strategy = strategyFor(target, new KeySchema());
       await strategy.init();
       // WRITE waits behind the pause; meanwhile the application deletes job-0 and changes job-1.
       await redisCli(jobs[0]!.port, "CLIENT", "PAUSE", "1500", "WRITE");
@@ -475,7 +476,7 @@ Deno.test("cluster: --workspace, --workspace-pattern and binary key names classi
     const binary = Buffer.concat([Buffer.from("ai:jobs:"), Buffer.from([0xff, 0xfe, 0x00, 0x41])]);
     await client.hset(binary, { workspace_id: "ws-a", status: "queued" });
     await client.hset("ai:jobs:bin-ws", { workspace_id: Buffer.from([0xc3, 0x28]) });
-    // Default rule: `team.c` is invalid; --workspace ws-a filters the rest.
+    // Default keys: `team.c` is invalid; --workspace ws-a filters the rest.
     const only = await runJson([
       "--execute",
       "--rps",
@@ -543,7 +544,7 @@ Deno.test("cluster: verify samples every master and reads through the routed cli
     try {
       const report = await runVerify(
         target,
-        { ...VERIFY_DEFAULTS, sample: 1000, recheckDelayMs: 10, rule: new WorkspaceRule() },
+        { ...VERIFY_DEFAULTS, sample: 1000, recheckDelayMs: 10, keys: new KeySchema() },
       );
       assert.equal(report.sampled, 500);
       assert.equal(report.matched, 499);

@@ -12,7 +12,7 @@ import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../src/m
 import type { Redis } from "../src/redis/ioredis.ts";
 import { type BackfillOptions, runBackfill } from "../src/run/engine.ts";
 import type { BatchReport, LogLevel } from "../src/run_events.ts";
-import { WorkspaceRule } from "../src/schema.ts";
+import { KeySchema } from "../src/schema.ts";
 
 // ---------------------------------------------------------------------------------------------
 // fakes
@@ -201,7 +201,7 @@ class FakeGate {
 const options = (extra: Partial<BackfillOptions> = {}): BackfillOptions => ({
   mode: "execute",
   batch: 10,
-  rule: new WorkspaceRule(),
+  keys: new KeySchema(),
   resetProgress: false,
   maxOutage: 5,
   ...extra,

@@ -25,7 +25,7 @@ interface Written {
   short?: string;
 }
 
-const LABEL = /^--([a-z][a-z-]*)( [A-Z][A-Z/]*)?(?:, -([A-Za-z]))?$/;
+const LABEL = /^--([a-z][a-z-]*)( [A-Z][A-Z/=]*)?(?:, -([A-Za-z]))?$/;
 
 function written(label: string): Written {
   const match = label.match(LABEL);
@@ -36,7 +36,7 @@ function written(label: string): Written {
 /** The flags a help text lists: lines `  --name VALUE   description`. */
 function helpFlags(command: CommandName): Written[] {
   return helpText(command).split("\n").flatMap((line) => {
-    const label = line.match(/^ {2}(--[a-z][^ ]*(?: [A-Z][A-Z/]*)?(?:, -[A-Za-z])?)(?: {2}|$)/)
+    const label = line.match(/^ {2}(--[a-z][^ ]*(?: [A-Z][A-Z/=]*)?(?:, -[A-Za-z])?)(?: {2}|$)/)
       ?.[1];
     return label === undefined ? [] : [written(label)];
   });
@@ -129,7 +129,9 @@ const SHOWN_AS_TEXT: Record<string, (options: Record<string, unknown>) => boolea
   "metrics-host": (options) => options.metricsHost === undefined,
   cursor: (options) => options.cursor === undefined,
   shard: (options) => JSON.stringify(options.shard) === JSON.stringify({ index: 0, count: 1 }),
-  "workspace-pattern": (options) => (options.rule as { isDefault: boolean }).isDefault,
+  "workspace-pattern": (options) => (options.keys as { isDefaultRule: boolean }).isDefaultRule,
+  from: (options) => (options.keys as { isDefaultMapping: boolean }).isDefaultMapping,
+  to: (options) => (options.keys as { isDefaultMapping: boolean }).isDefaultMapping,
   "max-replica-lag": (options) =>
     JSON.stringify(options.maxReplicaLag) ===
       JSON.stringify({ kind: "bytes", bytes: 16 * 1024 * 1024 }),

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { decideStart, type ResumeInput } from "../src/checkpoint/resume.ts";
 import type { NodeCheckpoint } from "../src/checkpoint/resume.ts";
 import { keySlot } from "../src/redis/slot.ts";
-import { oldKeyFor } from "../src/schema.ts";
+import { oldKeyFor } from "./support/keys.ts";
 import { runJson } from "./support/cli.ts";
 import { countClusterKeys, seedOldCluster, startCluster } from "./support/cluster.ts";
 import { assertMigrated, makeJobs, type TestJob } from "./support/seed.ts";

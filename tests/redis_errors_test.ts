@@ -2,6 +2,7 @@
  * classify(): the one reading of Redis and ioredis error text. Unit cases for each kind, and the
  * real EXECABORT a checkpoint save gets from a Redis that is out of memory.
  */
+import { KeySchema } from "../src/schema.ts";
 import assert from "node:assert/strict";
 import { CheckpointStore } from "../src/run/checkpointer.ts";
 import { classify } from "../src/redis/errors.ts";
@@ -85,6 +86,7 @@ Deno.test("a checkpoint save refused for memory is an OOM wait, not an internal 
       gate: { settle: () => Promise.resolve() },
       logger: silentLogger,
       maxOutageMs: 10_000,
+      keys: new KeySchema(),
     });
     const saved = retry.untilWritable(server.url, () => store.save("", checkpoint));
     await new Promise((resolve) => setTimeout(resolve, 300));
@@ -104,6 +106,7 @@ Deno.test("an EXECABORT that names OOM only in its text is waited out, not throw
     gate: { settle: () => Promise.resolve() },
     logger: silentLogger,
     maxOutageMs: 10_000,
+    keys: new KeySchema(),
   });
   const saved = await retry.untilWritable("127.0.0.1:6379", () => {
     calls++;

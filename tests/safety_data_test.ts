@@ -3,7 +3,7 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { newKeyFor, oldKeyFor, parseNewKey } from "../src/schema.ts";
+import { newKeyFor, oldKeyFor, parseNewKey } from "./support/keys.ts";
 import { runJson } from "./support/cli.ts";
 import { type RedisServer, withRedis } from "./support/redis_server.ts";
 import { countKeys, makeJobs, newKey, seedOld, type TestJob } from "./support/seed.ts";

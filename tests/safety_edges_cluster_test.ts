@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { runJson } from "./support/cli.ts";
 import { startCluster } from "./support/cluster.ts";
-import { newKeyFor, oldKeyFor } from "../src/schema.ts";
+import { newKeyFor, oldKeyFor } from "./support/keys.ts";
 
 const BOM_WS = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from("wsA")]);
 

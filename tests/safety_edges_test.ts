@@ -7,7 +7,7 @@ import { Buffer } from "node:buffer";
 import { runJson } from "./support/cli.ts";
 import { withRedis } from "./support/redis_server.ts";
 import { makeJobs, newKey, seedOld } from "./support/seed.ts";
-import { newKeyFor, oldKeyFor } from "../src/schema.ts";
+import { newKeyFor, oldKeyFor } from "./support/keys.ts";
 
 /** "\xEF\xBB\xBFwsA": a UTF-8 byte-order mark, then `wsA`. */
 const BOM_WS = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from("wsA")]);

@@ -7,7 +7,7 @@ import { isOutage } from "../src/redis/errors.ts";
 import { runJson, spawnCli, waitFor } from "./support/cli.ts";
 import { startRedis } from "./support/redis_server.ts";
 import { countKeys, keyState, makeJobs, newKey, seedOld } from "./support/seed.ts";
-import { oldKeyFor } from "../src/schema.ts";
+import { oldKeyFor } from "./support/keys.ts";
 
 Deno.test("a Redis restart mid-run is waited out; the new run_id restarts the scan; nothing missing", async () => {
   const server = await startRedis({ aof: true });

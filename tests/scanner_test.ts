@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { scanBatches, TimedScan } from "../src/control/scanner.ts";
-import { OLD_MATCH } from "../src/schema.ts";
+import { OLD_MATCH } from "./support/keys.ts";
 import { withRedis } from "./support/redis_server.ts";
 
 /** Mean Redis time of SCAN since the last CONFIG RESETSTAT, in µs. */

@@ -1,9 +1,11 @@
 /**
- * The default workspace rule exists twice: as the JavaScript regex the client checks and as the
- * Lua pattern + length bound the in-server script checks (both from schema.ts). They must agree.
+ * What schema.ts says twice, once for the client and once for the scripts, must agree: the
+ * default workspace rule (a JavaScript regex; a Lua pattern + length bound), and the key mapping
+ * (`KeySchema`; the shared Lua helper `KEY_LUA` every script builds new keys with).
  */
 import assert from "node:assert/strict";
-import { DEFAULT_WORKSPACE_LUA, WorkspaceRule } from "../src/schema.ts";
+import { Buffer } from "node:buffer";
+import { DEFAULT_WORKSPACE_LUA, KEY_LUA, KeySchema } from "../src/schema.ts";
 import { withRedis } from "./support/redis_server.ts";
 
 const CHECK = `local out = {}
@@ -42,9 +44,45 @@ Deno.test("the Lua form of the default workspace rule agrees with the regex", as
       String(DEFAULT_WORKSPACE_LUA.maxLength),
       ...ids,
     ) as number[];
-    const rule = new WorkspaceRule();
+    const rule = new KeySchema();
     ids.forEach((id, i) => {
-      assert.equal(lua[i] === 1, rule.check(id) !== undefined, JSON.stringify(id));
+      assert.equal(lua[i] === 1, rule.checkWorkspace(id) !== undefined, JSON.stringify(id));
     });
+  });
+});
+
+/** Per (old key, workspace) pair of ARGV[2..]: the new key the helper builds, or nil. */
+const BUILD = `${KEY_LUA}
+local key_parts, new_key = key_mapping(ARGV[1])
+local out = {}
+for i = 2, #ARGV, 2 do
+  local parts = key_parts(ARGV[i])
+  out[#out + 1] = parts and new_key(parts, {ARGV[i + 1]}) or false
+end
+return out`;
+
+Deno.test("the shared Lua key helper builds exactly the new keys KeySchema builds", async () => {
+  const keys = new KeySchema();
+  const cases: [Buffer, string][] = [
+    [Buffer.from("ai:jobs:42"), "ws-1"],
+    [Buffer.concat([Buffer.from("ai:jobs:"), Buffer.from([0x6a, 0xff, 0x00, 0x3a, 0x80])]), "w"],
+    [Buffer.from("ai:jobs:a:b:c"), "ws"],
+    [Buffer.from("ai:jobs:"), "ws"], // an empty job id: no new key
+    [Buffer.from("ai:jobx:1"), "ws"], // not an old key
+    [Buffer.from("ai:jobs:1"), "a:b"], // a workspace holding the separator
+    [Buffer.from("ai:jobs:1"), ""],
+  ];
+  await withRedis(async (_server, client) => {
+    const built = await client.callBuffer(
+      "EVAL",
+      BUILD,
+      "0",
+      keys.luaSpec,
+      ...cases.flat(),
+    ) as (Buffer | null)[];
+    cases.forEach(([old, ws], i) => {
+      assert.deepEqual(built[i] ?? undefined, keys.newKeyOf(old, [ws]), old.toString("latin1"));
+    });
+    assert.deepEqual(built.map((b) => b !== null), [true, true, true, false, false, false, false]);
   });
 });

@@ -3,7 +3,8 @@ import { Buffer } from "node:buffer";
 import { SafetyRefusal } from "../src/errors.ts";
 import { estimateTotal, scanFraction } from "../src/run/estimate.ts";
 import { InServerCopy, redisVersion } from "../src/migrate/in_server.ts";
-import { jobIdOf, newKeyFor, oldKeyFor, parseNewKey, WorkspaceRule } from "../src/schema.ts";
+import { KeySchema } from "../src/schema.ts";
+import { jobIdOf, newKeyFor, oldKeyFor, parseNewKey } from "./support/keys.ts";
 
 Deno.test("key names are built and parsed byte-exact", () => {
   const id = Buffer.from([0x6a, 0xff, 0x00, 0x3a, 0x80]);
@@ -20,22 +21,22 @@ Deno.test("key names are built and parsed byte-exact", () => {
 });
 
 Deno.test("the default workspace rule", () => {
-  const rule = new WorkspaceRule();
-  assert.equal(rule.isDefault, true);
-  assert.equal(rule.check("ws-1_A"), "ws-1_A");
-  assert.equal(rule.check("a".repeat(64)), "a".repeat(64));
+  const rule = new KeySchema();
+  assert.equal(rule.isDefaultRule, true);
+  assert.equal(rule.checkWorkspace("ws-1_A"), "ws-1_A");
+  assert.equal(rule.checkWorkspace("a".repeat(64)), "a".repeat(64));
   for (const bad of ["", "-ws", "_ws", "a".repeat(65), "ws 1", "ws:1", "wś", null, undefined]) {
-    assert.equal(rule.check(bad), undefined, String(bad));
+    assert.equal(rule.checkWorkspace(bad), undefined, String(bad));
   }
-  assert.equal(rule.check(new Uint8Array([0x77, 0xff])), undefined, "not UTF-8");
-  assert.equal(rule.check(Buffer.from("ws9")), "ws9");
+  assert.equal(rule.checkWorkspace(new Uint8Array([0x77, 0xff])), undefined, "not UTF-8");
+  assert.equal(rule.checkWorkspace(Buffer.from("ws9")), "ws9");
 });
 
 Deno.test("a custom workspace rule, never allowing ':'", () => {
-  const rule = new WorkspaceRule("^.+$");
-  assert.equal(rule.isDefault, false);
-  assert.equal(rule.check("any thing"), "any thing");
-  assert.equal(rule.check("a:b"), undefined);
+  const rule = new KeySchema({ workspacePattern: "^.+$" });
+  assert.equal(rule.isDefaultRule, false);
+  assert.equal(rule.checkWorkspace("any thing"), "any thing");
+  assert.equal(rule.checkWorkspace("a:b"), undefined);
 });
 
 Deno.test("scanFraction reads SCAN's reverse-binary cursor", () => {
@@ -70,7 +71,7 @@ Deno.test("a Redis without COPY (before 6.2) is refused", async () => {
   assert.deepEqual(redisVersion("# Server\r\nredis_version:6.0.16\r\n"), [6, 0]);
   assert.deepEqual(redisVersion("redis_version:7.2.4\r\n"), [7, 2]);
   const old = { info: () => Promise.resolve("redis_version:6.0.16\r\n") };
-  const strategy = new InServerCopy(old as never, new WorkspaceRule());
+  const strategy = new InServerCopy(old as never, new KeySchema());
   await assert.rejects(() => strategy.init(), (error: unknown) => {
     assert.ok(error instanceof SafetyRefusal);
     assert.match(

@@ -2,7 +2,7 @@
  * Redis Sentinel through the real CLI: a primary, a replica and two sentinels (real processes).
  */
 import assert from "node:assert/strict";
-import { oldKeyFor } from "../src/schema.ts";
+import { oldKeyFor } from "./support/keys.ts";
 import { cliCommand, runCli, runJson } from "./support/cli.ts";
 import { freePort } from "./support/redis_server.ts";
 import { keyState, makeJobs, newKey, seedOld, type TestJob } from "./support/seed.ts";

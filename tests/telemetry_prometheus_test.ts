@@ -5,7 +5,7 @@
  * after real runs of the CLI against a real redis-server.
  */
 import assert from "node:assert/strict";
-import { oldKeyFor } from "../src/schema.ts";
+import { oldKeyFor } from "./support/keys.ts";
 import { spawnCli, waitFor } from "./support/cli.ts";
 import {
   type Prometheus,

@@ -4,7 +4,7 @@
  * in the next call; every key is answered once, in order.
  */
 import assert from "node:assert/strict";
-import { oldKeyFor } from "../src/schema.ts";
+import { oldKeyFor } from "./support/keys.ts";
 import { NodeCalls } from "../src/verify/node_calls.ts";
 import { withRedis } from "./support/redis_server.ts";
 

@@ -5,7 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { newKeyFor, oldKeyFor, WorkspaceRule } from "../src/schema.ts";
+import { KeySchema } from "../src/schema.ts";
+import { newKeyFor, oldKeyFor } from "./support/keys.ts";
 import { checkJobs } from "../src/verify/pairs.ts";
 import { NodeCalls } from "../src/verify/node_calls.ts";
 import { withRedis } from "./support/redis_server.ts";
@@ -41,8 +42,8 @@ Deno.test("verify --full pair call: the workspace alone for a full match, the ar
     assert.deepEqual(Buffer.from(entries[0] as Uint8Array).toString(), "wsA");
 
     // Verdicts: the rule still decides validity of a compact entry; the others as before.
-    const rule = new WorkspaceRule("^(ws.*)$");
-    const results = await checkJobs(keys, { calls, rule, toleranceMs: 5_000 });
+    const schema = new KeySchema({ workspacePattern: "^(ws.*)$" });
+    const results = await checkJobs(keys, { calls, keys: schema, toleranceMs: 5_000 });
     const kinds = Object.fromEntries(ids.map((id, i) => [id, results[i]!.verdict.kind]));
     assert.deepEqual(kinds, {
       plain: "matched",
@@ -56,7 +57,7 @@ Deno.test("verify --full pair call: the workspace alone for a full match, the ar
     // --workspace: a compact entry of another workspace is filtered, not matched.
     const only = await checkJobs(keys.slice(0, 1), {
       calls,
-      rule,
+      keys: schema,
       workspace: "wsB",
       toleranceMs: 5_000,
     });

@@ -5,7 +5,8 @@
 import assert from "node:assert/strict";
 import { delay } from "../src/async/delay.ts";
 import type { Redis } from "../src/redis/ioredis.ts";
-import { newKeyFor, oldKeyFor, WorkspaceRule } from "../src/schema.ts";
+import { KeySchema } from "../src/schema.ts";
+import { newKeyFor, oldKeyFor } from "./support/keys.ts";
 import { VerifyCheckpoint, type VerifyState } from "../src/verify/full/checkpoint.ts";
 import { type FullVerifyOptions, runFullVerify } from "../src/verify/full/run.ts";
 import { startRedis } from "./support/redis_server.ts";
@@ -43,7 +44,7 @@ Deno.test("verify --full resumed twice: duration_seconds is the sessions' time, 
   try {
     await seedMigrated(client, 2000);
     const options: FullVerifyOptions = {
-      rule: new WorkspaceRule(),
+      keys: new KeySchema(),
       ttlToleranceSeconds: 1,
       recheck: 0,
       recheckDelayMs: 0,

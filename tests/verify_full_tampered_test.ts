@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import type { Redis } from "../src/redis/ioredis.ts";
-import { newKeyFor, oldKeyFor } from "../src/schema.ts";
+import { newKeyFor, oldKeyFor } from "./support/keys.ts";
 import { runJson } from "./support/cli.ts";
 import { startRedis } from "./support/redis_server.ts";
 

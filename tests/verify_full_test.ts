@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import type { Cluster, Redis } from "../src/redis/ioredis.ts";
-import { newKeyFor, oldKeyFor } from "../src/schema.ts";
+import { newKeyFor, oldKeyFor } from "./support/keys.ts";
 import { runCli, runJson, spawnCli, waitFor } from "./support/cli.ts";
 import { seedOldCluster, startCluster } from "./support/cluster.ts";
 import { freePort, startRedis } from "./support/redis_server.ts";

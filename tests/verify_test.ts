@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { Cluster, type Redis } from "../src/redis/ioredis.ts";
-import { newKeyFor, oldKeyFor, WorkspaceRule } from "../src/schema.ts";
+import { KeySchema } from "../src/schema.ts";
+import { newKeyFor, oldKeyFor } from "./support/keys.ts";
 import {
   runVerify,
   type VerifyDeps,
@@ -67,7 +68,7 @@ function range(n: number, from = 0): number[] {
 }
 
 function options(overrides: Partial<VerifyOptions> = {}): VerifyOptions {
-  return { ...VERIFY_DEFAULTS, rule: new WorkspaceRule(), recheckDelayMs: 5, ...overrides };
+  return { ...VERIFY_DEFAULTS, keys: new KeySchema(), recheckDelayMs: 5, ...overrides };
 }
 
 async function rdbChanges(client: Redis): Promise<number> {

@@ -8,7 +8,7 @@
  */
 import { parseArgs } from "node:util";
 import { UsageError } from "../errors.ts";
-import { DEFAULT_WORKSPACE_PATTERN, WorkspaceRule } from "../schema.ts";
+import { KeySchema, TemplateError } from "../schema.ts";
 import { type CommandName, parseArgsOptions, verifyFullOnlyFlags } from "./flags.ts";
 import { RUN_DEFAULTS, VERIFY_DEFAULTS } from "../defaults.ts";
 import { parseShard, WHOLE } from "../redis/shard.ts";
@@ -226,15 +226,9 @@ function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
 
 function commonOptions(values: Values, env: ParseEnv, defaultRps: number): CommonOptions {
   const redisUrls = redisUrlsFrom(values, env);
-  const patternText = str(values, "workspace-pattern") ?? DEFAULT_WORKSPACE_PATTERN;
-  let rule: WorkspaceRule;
-  try {
-    rule = new WorkspaceRule(patternText);
-  } catch {
-    throw new UsageError(`--workspace-pattern is not a valid regular expression`);
-  }
+  const keys = keySchemaFrom(values);
   const workspace = str(values, "workspace");
-  if (workspace !== undefined && rule.check(workspace) === undefined) {
+  if (workspace !== undefined && keys.checkWorkspace(workspace) === undefined) {
     throw new UsageError(
       `--workspace '${
         workspace.slice(0, 64)
@@ -250,11 +244,32 @@ function commonOptions(values: Values, env: ParseEnv, defaultRps: number): Commo
     tls: tlsFrom(values),
     json: values.json === true,
     workspace,
-    rule,
+    keys,
     rps: integer(values, "rps", defaultRps, 0),
     logFormat,
     quiet: values.quiet === true,
   };
+}
+
+/** The key mapping and its rules (--from, --to, --workspace-pattern, --pattern NAME=RE). */
+function keySchemaFrom(values: Values): KeySchema {
+  const patterns: Record<string, string> = {};
+  for (const entry of values.pattern as string[] | undefined ?? []) {
+    const at = entry.indexOf("=");
+    if (at <= 0) throw new UsageError(`--pattern must be NAME=RE, got '${entry.slice(0, 40)}'`);
+    patterns[entry.slice(0, at)] = entry.slice(at + 1);
+  }
+  try {
+    return new KeySchema({
+      from: str(values, "from"),
+      to: str(values, "to"),
+      workspacePattern: str(values, "workspace-pattern"),
+      patterns,
+    });
+  } catch (error) {
+    if (error instanceof TemplateError) throw new UsageError(error.message);
+    throw new UsageError(`--workspace-pattern or --pattern is not a valid regular expression`);
+  }
 }
 
 /** node:util's messages are multi-line and name internals; keep the first sentence. */

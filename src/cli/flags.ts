@@ -9,7 +9,7 @@
  */
 import type { ParseArgsConfig } from "node:util";
 import { RUN_DEFAULTS, VERIFY_DEFAULTS } from "../defaults.ts";
-import { DEFAULT_WORKSPACE_PATTERN } from "../schema.ts";
+import { DEFAULT_FROM, DEFAULT_TO, DEFAULT_WORKSPACE_PATTERN } from "../schema.ts";
 
 /** The commands with flags of their own: a run, `verify`, and the live-control subcommands. */
 export type CommandName = "run" | "verify" | "control";
@@ -186,6 +186,42 @@ export const FLAGS: readonly Flag[] = [
       ),
       RUN_AND_VERIFY,
     ),
+  ),
+  valueFlag(
+    "from",
+    "TEMPLATE",
+    everywhere(
+      use(
+        SCOPE,
+        "old key names, {name} a placeholder (docs/mappings.md)",
+        DEFAULT_FROM,
+      ),
+      RUN_AND_VERIFY,
+    ),
+  ),
+  valueFlag(
+    "to",
+    "TEMPLATE",
+    everywhere(
+      use(
+        SCOPE,
+        "new key names: each {name} is a --from placeholder or the one hash field read (the workspace); {{name}} a Redis hash tag",
+        DEFAULT_TO,
+      ),
+      RUN_AND_VERIFY,
+    ),
+  ),
+  valueFlag(
+    "pattern",
+    "NAME=RE",
+    everywhere(
+      use(
+        SCOPE,
+        "the rule for the field placeholder NAME of --to when it is not workspace_id (default: the default workspace pattern)",
+      ),
+      RUN_AND_VERIFY,
+    ),
+    { multiple: true },
   ),
   valueFlag("shard", "I/N", {
     run: use(

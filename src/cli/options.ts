@@ -9,7 +9,7 @@ import type { CallClockMode } from "../control/call_clock.ts";
 import type { ReplicaLagLimit } from "../control/replica_lag.ts";
 import type { TlsOptions } from "../redis/options.ts";
 import type { Shard } from "../redis/shard.ts";
-import type { WorkspaceRule } from "../schema.ts";
+import type { KeySchema } from "../schema.ts";
 import type { ControlCommandLine } from "./control_args.ts";
 
 /** Options shared by the run and verify. */
@@ -19,7 +19,8 @@ export interface CommonOptions {
   tls: TlsOptions;
   json: boolean;
   workspace?: string;
-  rule: WorkspaceRule;
+  /** The key mapping and the workspace rule (`--workspace-pattern`). */
+  keys: KeySchema;
   /** Jobs per second, 0 = unlimited. */
   rps: number;
   logFormat: "text" | "json";

@@ -279,6 +279,7 @@ function startLiveControl(
     logger: ctx.logger,
     stop: ctx.stop,
     shard: options.shard,
+    mapping: options.keys.fingerprint.mapping,
   });
 }
 
@@ -374,7 +375,7 @@ async function runEngine(
     cluster,
     locks: ctx.locks,
   });
-  const strategy = strategyFor(target, options.rule, {
+  const strategy = strategyFor(target, options.keys, {
     retryBudgetMs: options.maxOutage * 1000,
     maxCallMs,
     callClock: options.callClock,
@@ -399,7 +400,7 @@ async function runEngine(
         cursor: options.cursor,
         maxKeys: options.maxKeys,
         workspace: options.workspace,
-        rule: options.rule,
+        keys: options.keys,
         resetProgress: options.resetProgress,
         maxOutage: options.maxOutage,
         maxCallMs,

@@ -44,6 +44,7 @@ export async function checkBeforeWriting(
     enforce: options.mode === "execute",
     logger,
     nameOf: (node) => target.nodeName(node),
+    keys: options.keys,
   });
   return missing;
 }
@@ -70,6 +71,7 @@ async function preflightPermissions(
         ? [fenceKey(options.progressKey, 0), intentKeyOfSlot(options.progressKey, 0)]
         : undefined,
     },
+    options.keys,
   );
   if (missing === undefined || missing.length === 0) return missing;
   const message = `the Redis user may not run what --execute needs: ${missing.join(", ")}`;

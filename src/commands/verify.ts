@@ -62,7 +62,7 @@ async function sampledVerify(
     {
       sample: options.sample,
       workspace: options.workspace,
-      rule: options.rule,
+      keys: options.keys,
       ttlToleranceSeconds: options.ttlTolerance,
       recheck: options.recheck,
       recheckDelayMs: options.recheckDelayMs,

@@ -126,7 +126,7 @@ async function verifyOn(
   try {
     return await runFullVerify(
       {
-        rule: options.rule,
+        keys: options.keys,
         workspace: options.workspace,
         ttlToleranceSeconds: options.ttlTolerance,
         recheck: options.recheck,

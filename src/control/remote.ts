@@ -234,6 +234,8 @@ export interface RunStatus {
    * line's `--rps` or a `set-rps` of this run. Absent in a status written by an older version.
    */
   control?: { operator_paused: boolean; cap_by: "--rps" | "set-rps" };
+  /** The key mapping (`--from -> --to`); absent for the default mapping. */
+  mapping?: string;
 }
 
 /**
@@ -360,6 +362,7 @@ export function renderStatus(read: ReadStatus | undefined): string {
   const cap = status.rate.cap_rps > 0 ? `, cap ${status.rate.cap_rps}/s${by}` : `, no cap${by}`;
   const lines = [
     head,
+    ...(status.mapping === undefined ? [] : [`keys: ${status.mapping}`]),
     `rate: ${rate}${why}${cap}`,
     `progress: ${scannedOf(counts, status.estimated_total)}, ETA ${duration(status.eta_seconds)}`,
     `counts: ${countList(counts)}`,

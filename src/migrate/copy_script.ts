@@ -13,13 +13,14 @@
  * variant carries `flags=no-writes` and runs as EVALSHA_RO, so Redis itself refuses any write.
  *
  * ARGV (all from schema.ts, so no key name or field name is spelled in Lua):
- *       [1] old prefix length, [2] new prefix, [3] the workspace field, [4] workspace filter
- *       ("" = none), [5] the default workspace rule as a Lua pattern, [6] its maximum length,
- *       [7] rule: "default" (check the default rule here) | "expect" (ARGV[12+i] is the id the
+ *       [1] the key mapping (`KeySchema.luaSpec`, read by the shared `KEY_LUA`), [2] the workspace
+ *       field, [3] workspace filter ("" = none), [4] the default workspace rule as a Lua pattern,
+ *       [5] its maximum length,
+ *       [6] rule: "default" (check the default rule here) | "expect" (ARGV[11+i] is the id the
  *           client validated for KEYS[i]; a different value now → "changed") | "probe" (report ids only)
- *       [8] the run lock's key, [9] its value ("" = unfenced): executing, the call is refused as a
+ *       [7] the run lock's key, [8] its value ("" = unfenced): executing, the call is refused as a
  *           whole (`FENCED`, nothing written) when the lock no longer holds that value
- *       [10] the call record's key, [11] its field, [12] the call's id ("" = none): a call that
+ *       [9] the call record's key, [10] its field, [11] the call's id ("" = none): a call that
  *           copied records its per-key codes there (`<id>:<codes>`, one digit per key), so that
  *           a call whose reply is lost can still be counted (in_server.ts)
  * Reply: a flat array, three entries per key: the code; the workspace id when it is valid ("" when
@@ -28,24 +29,28 @@
  *
  * @module
  */
+import { KEY_LUA } from "../schema.ts";
+
 const BODY = `
 local dry = DRY
-local skip = tonumber(ARGV[1])
-local new_prefix = ARGV[2]
-local field = ARGV[3]
-local only = ARGV[4]
-local default_pattern = ARGV[5]
-local default_max = tonumber(ARGV[6])
-local rule = ARGV[7]
-local EXPECTED = 12
+${KEY_LUA}
+local key_parts, new_key = key_mapping(ARGV[1])
+local field = ARGV[2]
+local only = ARGV[3]
+local default_pattern = ARGV[4]
+local default_max = tonumber(ARGV[5])
+local rule = ARGV[6]
+local EXPECTED = 11
 -- The lock lives on this server: one GET tells whether this runner still holds it.
-if not dry and ARGV[8] ~= "" and redis.call("GET", ARGV[8]) ~= ARGV[9] then
-  error({err = "FENCED the run lock " .. ARGV[8] ..
+if not dry and ARGV[7] ~= "" and redis.call("GET", ARGV[7]) ~= ARGV[8] then
+  error({err = "FENCED the run lock " .. ARGV[7] ..
     " is no longer held by this runner (taken over, or expired)"})
 end
 local out = {}
+-- The field values a new key's name reads (one: the workspace id)
+local values = {}
 -- The call record: a digit per key (strings: table.concat would format each number, per key)
-local record = not dry and ARGV[10] ~= ""
+local record = not dry and ARGV[9] ~= ""
 local DIGITS = {[0] = "0", "1", "2", "3", "4", "5", "6", "7"}
 local codes, copied = {}, false
 
@@ -88,13 +93,13 @@ end
 
 for i, old in ipairs(KEYS) do
   local code, ws, detail = 3, "", ""
-  local job = string.sub(old, skip + 1)
   local got = redis.pcall("HGET", old, field)
+  local parts = type(got) == "string" and key_parts(old)
   if type(got) == "table" then
     detail = "not_hash"
   elseif not got then
     if redis.call("EXISTS", old) == 0 then code = 4 else detail = "no_workspace_id" end
-  elseif job == "" then
+  elseif not parts then
     detail = "empty_job_id"
   elseif (rule == "probe" or (rule == "expect" and got == ARGV[EXPECTED + i])
       or (rule == "default" and valid_default(got))) then
@@ -104,8 +109,12 @@ for i, old in ipairs(KEYS) do
     elseif only ~= "" and got ~= only then
       code = 5
     else
-      local new = new_prefix .. got .. ":" .. job
-      if dry then
+      values[1] = got
+      local new = new_key(parts, values)
+      if not new then
+        -- Holds the literal that follows it in the new key: never valid (nor "expected").
+        code, ws, detail = 3, "", "invalid_workspace_id"
+      elseif dry then
         if redis.call("EXISTS", new) == 0 then code = 0 else code, detail = complete(old, new) end
       else
         local r = redis.pcall("COPY", old, new)
@@ -132,7 +141,7 @@ for i, old in ipairs(KEYS) do
   out[#out + 1] = detail or ""
 end
 -- Written only by a call that copied; a refused write (OOM) only loses the count, never a copy.
-if copied then redis.pcall("HSET", ARGV[10], ARGV[11], ARGV[12] .. ":" .. table.concat(codes)) end
+if copied then redis.pcall("HSET", ARGV[9], ARGV[10], ARGV[11] .. ":" .. table.concat(codes)) end
 return out
 `;
 

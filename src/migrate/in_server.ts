@@ -17,13 +17,7 @@ import { SafetyRefusal } from "../errors.ts";
 import { refusedAsFenced, type RunLock } from "../safety/lock.ts";
 import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
-import {
-  DEFAULT_WORKSPACE_LUA,
-  NEW_PREFIX,
-  OLD_PREFIX,
-  WORKSPACE_FIELD,
-  type WorkspaceRule,
-} from "../schema.ts";
+import { DEFAULT_WORKSPACE_LUA, type KeySchema } from "../schema.ts";
 import { CallRecords, type LostCopies, recordArgs } from "./call_record.ts";
 import { COPY_SCRIPT, DRY_RUN_SCRIPT } from "./copy_script.ts";
 import {
@@ -61,7 +55,7 @@ export class InServerCopy implements MigrationStrategy {
   /** One connection: a batch's save runs between the next batch's calls (run/checkpointer.ts). */
   readonly batchesInFlight = 2;
   readonly #client: Redis;
-  readonly #rule: WorkspaceRule;
+  readonly #keys: KeySchema;
   readonly #sizer: CallSizer;
   readonly #clockMode: CallClockMode;
   #clock = new CallClock("script");
@@ -74,9 +68,9 @@ export class InServerCopy implements MigrationStrategy {
   readonly #record?: string;
   readonly #calls = new CallRecords();
 
-  constructor(client: Redis, rule: WorkspaceRule, options: InServerCopyOptions = {}) {
+  constructor(client: Redis, keys: KeySchema, options: InServerCopyOptions = {}) {
     this.#client = client;
-    this.#rule = rule;
+    this.#keys = keys;
     this.#sizer = new CallSizer({ maxCallMs: options.maxCallMs });
     this.#clockMode = options.callClock ?? "auto";
     this.#fence = options.lock ? [options.lock.key, options.lock.value] : ["", ""];
@@ -115,7 +109,7 @@ export class InServerCopy implements MigrationStrategy {
 
   async migrate(keys: readonly Buffer[], options: MigrateOptions): Promise<StrategyResult[]> {
     if (keys.length === 0) return [];
-    if (this.#rule.isDefault) return decode(await this.#run(keys, options, ["default"]));
+    if (this.#keys.isDefaultRule) return decode(await this.#run(keys, options, ["default"]));
     // A custom pattern is a JavaScript RegExp, which Lua cannot evaluate: read the ids first
     // (probe), validate them here, then migrate with the validated ids; the script re-checks that
     // each id is still the one validated, atomically with the copy.
@@ -128,7 +122,7 @@ export class InServerCopy implements MigrationStrategy {
         results[i] = resultOfCode(replyAt(probed, i));
         continue;
       }
-      const workspace = this.#rule.check(probed[REPLY_WIDTH * i + 1] as Buffer);
+      const workspace = this.#keys.checkWorkspace(probed[REPLY_WIDTH * i + 1] as Buffer);
       if (workspace !== undefined) pending.push({ index: i, workspace });
       else results[i] = invalidResult("invalid_workspace_id");
     }
@@ -155,9 +149,8 @@ export class InServerCopy implements MigrationStrategy {
     const args = [
       keys.length,
       ...keys,
-      String(OLD_PREFIX.length),
-      NEW_PREFIX,
-      WORKSPACE_FIELD,
+      this.#keys.luaSpec,
+      this.#keys.workspaceField,
       options.workspace ?? "",
       DEFAULT_WORKSPACE_LUA.pattern,
       String(DEFAULT_WORKSPACE_LUA.maxLength),

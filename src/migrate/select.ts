@@ -5,7 +5,7 @@
  */
 import type { RedisTarget } from "../redis/target.ts";
 import type { Cluster, Redis } from "../redis/ioredis.ts";
-import type { WorkspaceRule } from "../schema.ts";
+import type { KeySchema } from "../schema.ts";
 import { ClusterCopy, type ClusterCopyOptions } from "./cluster/copy.ts";
 import { InServerCopy, type InServerCopyOptions } from "./in_server.ts";
 import type { MigrationStrategy } from "./strategy.ts";
@@ -16,11 +16,11 @@ import type { MigrationStrategy } from "./strategy.ts";
  */
 export function strategyFor(
   target: RedisTarget,
-  rule: WorkspaceRule,
+  keys: KeySchema,
   options: ClusterCopyOptions & InServerCopyOptions = {},
 ): MigrationStrategy {
-  if (target.kind === "cluster") return new ClusterCopy(target.client as Cluster, rule, options);
-  return new InServerCopy(target.client as Redis, rule, options);
+  if (target.kind === "cluster") return new ClusterCopy(target.client as Cluster, keys, options);
+  return new InServerCopy(target.client as Redis, keys, options);
 }
 
 /**

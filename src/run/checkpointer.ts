@@ -249,11 +249,15 @@ export interface CheckpointKeys {
 }
 
 /** The parameters that give a cursor its meaning, as a stable string. */
-export function runParams(parts: { workspace?: string; pattern: string; match: string }): string {
+export function runParams(
+  parts: { workspace?: string; pattern: string; match: string; mapping?: string },
+): string {
   return JSON.stringify({
     workspace: parts.workspace ?? null,
     pattern: parts.pattern,
     match: parts.match,
+    // Only another mapping than the default one is named (the default's checkpoints stay valid).
+    ...(parts.mapping === undefined ? {} : { mapping: parts.mapping }),
   });
 }
 

@@ -21,7 +21,7 @@ import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../migra
 import { nameInvalidKeys } from "../outcome.ts";
 import { classify, errorLine, isOutageCode, KeyReplyError } from "../redis/errors.ts";
 import type { Logger, RunObserver } from "../run_events.ts";
-import { jobIdOf } from "../schema.ts";
+import type { KeySchema } from "../schema.ts";
 import { escapeForLog } from "../telemetry/redact.ts";
 import type { UncountedCopies } from "./uncounted_copies.ts";
 
@@ -199,6 +199,8 @@ export interface KeyRetryOptions {
   /** Consulted (fresh) before each OOM retry: the memory pause holds the run while Redis is full. */
   gate: Pick<Gate, "settle">;
   logger: Logger;
+  /** Names a failed job in the log (its old key's id). */
+  keys: Pick<KeySchema, "idOf">;
   /** How long Redis may refuse writes before the run stops (exit 4), in ms. */
   maxOutageMs: number;
   /** Where a failed retry leaves what the earlier attempts copied (the re-read counts them). */
@@ -335,7 +337,7 @@ export class KeyRetry {
     results.forEach((result, i) => {
       if (result.outcome !== "errors") return;
       const code = result.errorCode ?? "error";
-      const job = escapeForLog(jobIdOf(keys[i]!) ?? keys[i]!);
+      const job = escapeForLog(this.#options.keys.idOf(keys[i]!) ?? keys[i]!);
       // Redis's own words (escaped, one line): "ERR" alone does not say what to fix.
       const said = escapeForLog(result.errorMessage || code, 200);
       this.#options.logger.log("error", "key_error", `job ${job} failed after retrying: ${said}`, {

@@ -32,7 +32,7 @@ import { serverRunId } from "../redis/availability.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import type { Logger, RunMode, RunObserver, Summary } from "../run_events.ts";
 import { silentLogger } from "../run_events.ts";
-import { jobIdOf, OLD_MATCH, type WorkspaceRule } from "../schema.ts";
+import type { KeySchema } from "../schema.ts";
 import { estimateTotal, initialEstimate, scanFraction } from "./estimate.ts";
 import { ErrorStorm, ErrorStormError, stormThreshold } from "./error_storm.ts";
 import { type NodeState, recoverNode, throughOutages } from "./outage.ts";
@@ -61,7 +61,8 @@ export interface BackfillOptions {
   cursor?: string;
   maxKeys?: number;
   workspace?: string;
-  rule: WorkspaceRule;
+  /** The key mapping and the workspace rule. */
+  keys: KeySchema;
   resetProgress: boolean;
   /** Seconds to wait for a lost Redis (or one refusing writes) before giving up. */
   maxOutage: number;
@@ -143,8 +144,8 @@ class Run {
     this.#log = deps.logger ?? silentLogger;
     this.#params = runParams({
       workspace: options.workspace,
-      pattern: options.rule.pattern.source,
-      match: OLD_MATCH,
+      ...options.keys.fingerprint,
+      match: options.keys.oldMatch,
     });
     this.#retry = new KeyRetry({
       strategy: deps.strategy,
@@ -155,6 +156,7 @@ class Run {
       },
       gate: deps.gate,
       logger: this.#log,
+      keys: options.keys,
       maxOutageMs: options.maxOutage * 1000,
       uncounted: this.#uncounted,
     });
@@ -187,7 +189,10 @@ class Run {
     const masters = target.masters();
     const { sizes, estimate } = await throughOutages(async () => {
       const sizes = await Promise.all(masters.map((node) => node.dbsize()));
-      return { sizes, estimate: await initialEstimate(masters, sizes) };
+      return {
+        sizes,
+        estimate: await initialEstimate(masters, sizes, this.#options.keys.oldPrefix.toString()),
+      };
     }, { ...starting("estimating the keys to scan"), readOnly: true });
     this.#dbsize = sizes.reduce((a, b) => a + b, 0);
     this.#estimate = this.#capped(estimate);
@@ -379,7 +384,9 @@ class Run {
     const execute = this.#options.mode === "execute";
     // A storm stops the run only after this batch is counted and reported (never saved past).
     const storm = this.#storm.observe(results);
-    if (results.length > 0) state.lastJob = jobIdOf(flight.keys[results.length - 1]!);
+    if (results.length > 0) {
+      state.lastJob = this.#options.keys.idOf(flight.keys[results.length - 1]!);
+    }
     const end = batchEnd({
       flight,
       processed: results.length,
@@ -513,7 +520,7 @@ class Run {
       shared: () => options.shared?.(state.name) ?? true,
     });
     const batches = scanBatches(node, {
-      match: OLD_MATCH,
+      match: this.#options.keys.oldMatch,
       count: options.batch,
       cursor: state.committed,
       timed: new TimedScan(node, {

@@ -6,7 +6,6 @@
  * @module
  */
 import type { Redis } from "../redis/ioredis.ts";
-import { OLD_PREFIX } from "../schema.ts";
 
 /** Share (0..1) of the table a SCAN has visited when it is at `cursor`, for a table of ~`keys` keys. */
 export function scanFraction(cursor: string, keys: number): number {
@@ -39,11 +38,12 @@ export function estimateTotal(options: {
 
 /**
  * First guess of the old keys on each node: DBSIZE × the share of old keys among 64 random keys
- * (read-only, O(1) each). `sizes` are the nodes' DBSIZE, already read.
+ * (read-only, O(1) each). `sizes` are the nodes' DBSIZE, already read; old keys start with `oldPrefix`.
  */
 export async function initialEstimate(
   nodes: readonly Redis[],
   sizes: readonly number[],
+  oldPrefix: string,
 ): Promise<number> {
   const guesses = await Promise.all(nodes.map(async (node, i) => {
     const size = sizes[i] ?? 0;
@@ -51,7 +51,7 @@ export async function initialEstimate(
     const pipeline = node.pipeline();
     for (let draw = 0; draw < 64; draw++) pipeline.randomkey();
     const replies = (await pipeline.exec()) ?? [];
-    const old = replies.filter(([, key]) => typeof key === "string" && key.startsWith(OLD_PREFIX));
+    const old = replies.filter(([, key]) => typeof key === "string" && key.startsWith(oldPrefix));
     return Math.round((size * old.length) / Math.max(replies.length, 1));
   }));
   return guesses.reduce((a, b) => a + b, 0);

@@ -56,6 +56,8 @@ export interface LiveControlOptions {
   intervalMs?: number;
   /** The runner's `--shard`: it publishes its own status (`P:status:I/N`). */
   shard?: Shard;
+  /** The key mapping, published when it is not the default one. */
+  mapping?: string;
 }
 
 /** The control watcher and the status publisher of one run. */
@@ -205,6 +207,7 @@ export class LiveControl {
       eta_seconds: phase === "finished" ? 0 : etaSeconds(scanned, this.#estimate, elapsed),
       cursors: { ...this.#cursors },
       control: { operator_paused: this.#operatorPaused, cap_by: this.#capBy },
+      ...(this.#options.mapping === undefined ? {} : { mapping: this.#options.mapping }),
     };
   }
 }

@@ -9,7 +9,8 @@
 import { SafetyRefusal } from "../errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import type { Logger } from "../run_events.ts";
-import { newKeyFor, OLD_MATCH, OLD_PREFIX, WORKSPACE_FIELD } from "../schema.ts";
+import { Buffer } from "node:buffer";
+import type { KeySchema } from "../schema.ts";
 
 /** The fields of `INFO memory` this module uses. */
 export interface MemoryInfo {
@@ -54,7 +55,12 @@ export function mib(bytes: number): string {
  * Bytes the copy will add on one node: the mean `MEMORY USAGE` of a sample of old keys that have no
  * new key yet, times the node's estimated count of such keys. Read-only.
  */
-async function estimateCopyBytes(node: Redis, sampleSize = 64): Promise<number> {
+async function estimateCopyBytes(
+  node: Redis,
+  keys: KeySchema,
+  sampleSize = 64,
+): Promise<number> {
+  const oldPrefix = keys.oldPrefix.toString();
   const size = await node.dbsize();
   if (size === 0) return 0;
   // Random keys give an unbiased share of old keys; a first SCAN page backs them up when old keys
@@ -62,17 +68,17 @@ async function estimateCopyBytes(node: Redis, sampleSize = 64): Promise<number> 
   const random = node.pipeline();
   for (let i = 0; i < sampleSize; i++) random.randomkey();
   const drawn = ((await random.exec()) ?? []).map(([, key]) => key as string | null);
-  let old = drawn.filter((key): key is string => key?.startsWith(OLD_PREFIX) ?? false);
+  let old = drawn.filter((key): key is string => key?.startsWith(oldPrefix) ?? false);
   const oldShare = old.length / Math.max(drawn.length, 1);
   if (old.length < 8) {
-    const [, keys] = await node.scan("0", "MATCH", OLD_MATCH, "COUNT", 1000);
-    old = keys.slice(0, sampleSize);
+    const [, scanned] = await node.scan("0", "MATCH", keys.oldMatch, "COUNT", 1000);
+    old = scanned.slice(0, sampleSize);
   }
   if (old.length === 0) return 0;
   const probe = node.pipeline();
   for (const key of old) {
     probe.call("MEMORY", "USAGE", key);
-    probe.hget(key, WORKSPACE_FIELD);
+    probe.hget(key, keys.workspaceField);
   }
   const replies = (await probe.exec()) ?? [];
   const usages: number[] = [];
@@ -81,9 +87,12 @@ async function estimateCopyBytes(node: Redis, sampleSize = 64): Promise<number> 
   for (let i = 0; i < old.length; i++) {
     const usage = Number(replies[2 * i]?.[1] ?? 0);
     const workspace = replies[2 * i + 1]?.[1];
-    if (typeof workspace !== "string") continue;
+    const newKey = typeof workspace === "string"
+      ? keys.newKeyOf(Buffer.from(old[i]!), [workspace])
+      : undefined;
+    if (newKey === undefined) continue;
     pending.push(usage);
-    check.exists(newKeyFor(workspace, old[i]!.slice(OLD_PREFIX.length)));
+    check.exists(newKey);
   }
   const exists = pending.length > 0 ? (await check.exec()) ?? [] : [];
   pending.forEach((usage, i) => {
@@ -105,6 +114,8 @@ interface HeadroomOptions {
   logger: Logger;
   /** `host:port` of a node, for the log lines. */
   nameOf: (node: Redis) => string;
+  /** The key mapping: which keys are old keys, and their new keys. */
+  keys: KeySchema;
 }
 
 /**
@@ -118,7 +129,7 @@ export async function checkHeadroom(nodes: Redis[], options: HeadroomOptions): P
     const name = options.nameOf(node);
     const [memory, estimate] = await Promise.all([
       node.info("memory").then(parseMemoryInfo),
-      estimateCopyBytes(node),
+      estimateCopyBytes(node, options.keys),
     ]);
     if (isEvicting(memory.policy) && memory.max > 0) {
       logger.log(

@@ -9,7 +9,8 @@
  */
 import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
-import { NEW_PREFIX, OLD_PREFIX, WORKSPACE_FIELD } from "../schema.ts";
+import { Buffer } from "node:buffer";
+import type { KeySchema } from "../schema.ts";
 
 /** One command `--execute` runs, with keys of the right names. */
 export interface Need {
@@ -32,10 +33,13 @@ export interface ProgressKeys {
  * Everything `--execute` runs: the copy scripts' commands on an old and a new key, the script
  * calls, the checkpoint writes, the lock and the live-control keys.
  */
-function executeNeeds(progress: ProgressKeys): Need[] {
-  const old = `${OLD_PREFIX}preflight`;
-  const fresh = `${NEW_PREFIX}preflight:preflight`;
-  const field = (command: string, key: string) => ({ command, args: [key, WORKSPACE_FIELD] });
+function executeNeeds(progress: ProgressKeys, keys: KeySchema): Need[] {
+  // An old key and its new key (every placeholder "preflight"), as the ACL sees key names.
+  const oldKey = keys.oldKeyOf(keys.from.names.map(() => Buffer.from("preflight")));
+  const old = oldKey.toString();
+  const fresh = (keys.newKeyOf(oldKey, keys.fields.map(() => "preflight")) ?? keys.newPrefix)
+    .toString();
+  const field = (command: string, key: string) => ({ command, args: [key, keys.workspaceField] });
   const onKey = (command: string, key: string, ...rest: string[]) => ({
     command,
     args: [key, ...rest],
@@ -50,8 +54,8 @@ function executeNeeds(progress: ProgressKeys): Need[] {
     onKey("PTTL", old),
     onKey("PEXPIRETIME", old),
     onKey("COPY", old, fresh),
-    onKey("HSETNX", fresh, WORKSPACE_FIELD, "x"),
-    onKey("HSET", fresh, WORKSPACE_FIELD, "x"),
+    onKey("HSETNX", fresh, keys.workspaceField, "x"),
+    onKey("HSET", fresh, keys.workspaceField, "x"),
     field("HDEL", fresh),
     onKey("PEXPIRE", fresh, "1"),
     onKey("PEXPIREAT", fresh, "1"),
@@ -106,6 +110,7 @@ return out
 async function missingPermissions(
   node: Redis,
   needs: readonly Need[],
+  keys: KeySchema,
 ): Promise<string[] | undefined> {
   const args = needs.flatMap((need) => [String(need.args.length + 1), need.command, ...need.args]);
   let reply: number[];
@@ -120,20 +125,18 @@ async function missingPermissions(
   }
   const missing = new Set<string>();
   needs.forEach((need, i) => {
-    if (reply[i] === 0) missing.add(describe(need));
+    if (reply[i] === 0) missing.add(describe(need, keys));
     if (reply[i] === -1) missing.add(`${need.command} (no such command: renamed or disabled)`);
   });
   return [...missing];
 }
 
 /** `COPY on ai:jobs:* → ai:job:*`, `SET on ai:backfill:lock`, `MULTI`: what a need touches. */
-function describe(need: Need): string {
+function describe(need: Need, keys: KeySchema): string {
+  const newPrefix = keys.newPrefix.toString();
+  const oldPrefix = keys.oldPrefix.toString();
   const shown = (key: string) =>
-    key.startsWith(NEW_PREFIX)
-      ? `${NEW_PREFIX}*`
-      : key.startsWith(OLD_PREFIX)
-      ? `${OLD_PREFIX}*`
-      : key;
+    key.startsWith(newPrefix) ? `${newPrefix}*` : key.startsWith(oldPrefix) ? `${oldPrefix}*` : key;
   const [first, second] = need.args;
   if (first === undefined || !first.includes(":")) return need.command;
   const to = second !== undefined && second.includes(":") ? ` → ${shown(second)}` : "";
@@ -147,9 +150,10 @@ function describe(need: Need): string {
 export async function checkPermissions(
   nodes: readonly Redis[],
   progress: ProgressKeys,
+  keys: KeySchema,
 ): Promise<string[] | undefined> {
-  const needs = executeNeeds(progress);
-  const perNode = await Promise.all(nodes.map((node) => missingPermissions(node, needs)));
+  const needs = executeNeeds(progress, keys);
+  const perNode = await Promise.all(nodes.map((node) => missingPermissions(node, needs, keys)));
   if (perNode.some((missing) => missing === undefined)) return undefined;
   return [...new Set(perNode.flatMap((missing) => missing!))];
 }

@@ -8,14 +8,7 @@
  * @module
  */
 import type { Buffer } from "node:buffer";
-import {
-  isSameWorkspace,
-  jobIdOf,
-  NEW_MATCH,
-  newMatchFor,
-  OLD_MATCH,
-  parseNewKey,
-} from "../schema.ts";
+import { isSameWorkspace, type KeySchema } from "../schema.ts";
 import { type CheckContext, settleJobs, settleOrphans } from "./pairs.ts";
 import type { MismatchReason } from "./report.ts";
 import type { KeyPopulation } from "./sample.ts";
@@ -49,28 +42,29 @@ export interface SampledChecks {
  * no workspace).
  */
 export function oldPopulation(workspace: string | undefined, checks: SampledChecks): KeyPopulation {
-  const { calls, rule } = checks.pairs;
+  const { calls, keys: schema } = checks.pairs;
   return {
-    match: OLD_MATCH,
-    isCandidate: (key) => jobIdOf(key) !== undefined,
+    match: schema.oldMatch,
+    isCandidate: (key) => schema.idOf(key) !== undefined,
     confirm: workspace === undefined ? undefined : async (keys) => {
       const owners = await checks.batches().run(
         keys,
         (sub, timing) => calls.read(sub, "owner", { timing }),
       );
       return owners.map((owner) =>
-        Number(owner[0]) === KeyCode.hash && rule.check(owner[1] as Uint8Array) === workspace
+        Number(owner[0]) === KeyCode.hash &&
+        schema.checkWorkspace(owner[1] as Uint8Array) === workspace
       );
     },
   };
 }
 
 /** New keys; with a workspace, only that workspace's (the name tells, no read needed). */
-export function newPopulation(workspace: string | undefined): KeyPopulation {
+export function newPopulation(keys: KeySchema, workspace: string | undefined): KeyPopulation {
   return {
-    match: workspace === undefined ? NEW_MATCH : newMatchFor(workspace),
+    match: workspace === undefined ? keys.newMatch : keys.newMatchFor(workspace),
     isCandidate: (key) => {
-      const parsed = parseNewKey(key);
+      const parsed = keys.parseNewKey(key);
       return parsed !== undefined &&
         (workspace === undefined || isSameWorkspace(parsed.workspace, workspace));
     },

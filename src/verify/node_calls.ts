@@ -19,7 +19,7 @@ import { redisVersion } from "../migrate/in_server.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import { errorCode, isOutage } from "../redis/errors.ts";
 import type { Cluster, Redis } from "../redis/ioredis.ts";
-import { NEW_PREFIX, OLD_PREFIX, WORKSPACE_FIELD } from "../schema.ts";
+import { KeySchema } from "../schema.ts";
 import { HEADER_ARGS, type ScriptMode, VERIFY_SCRIPT } from "./script.ts";
 import { keySlot } from "../redis/slot.ts";
 import { delay } from "../async/delay.ts";
@@ -61,6 +61,8 @@ export class VerifyCallError extends Error {
 export interface NodeCallsOptions {
   /** `pair` mode reads the new keys of this workspace only (the others are filtered anyway). */
   onlyWorkspace?: string;
+  /** The key mapping (default: the default mapping). */
+  keys?: KeySchema;
   /**
    * Redis time one call may take, µs (default 250): each call gets the part of it the script's
    * own clock may spend ({@linkcode ownTimeLimitUs}), and stops early when it would overrun it.
@@ -119,6 +121,7 @@ export class NodeCalls {
   readonly #target: Pick<RedisTarget, "kind" | "client" | "masters">;
   readonly #salt: string;
   readonly #onlyWorkspace: string;
+  readonly #keys: KeySchema;
   readonly #callBudgetUs: number;
   readonly #toleranceMs: number;
   readonly #clockMode: CallClockMode;
@@ -139,6 +142,7 @@ export class NodeCalls {
     // A fresh salt per verify: a value hash never identifies a common value across runs.
     this.#salt = crypto.randomUUID();
     this.#onlyWorkspace = options.onlyWorkspace ?? "";
+    this.#keys = options.keys ?? new KeySchema();
     this.#callBudgetUs = options.callBudgetUs ?? 250;
     this.#toleranceMs = options.toleranceMs ?? 0;
     this.#clockMode = options.callClock ?? "auto";
@@ -277,7 +281,6 @@ export class NodeCalls {
     options: ReadOptions = {},
   ): Promise<unknown[][]> {
     const entries: unknown[][] = [];
-    const prefixLength = options.oldSide ? Buffer.byteLength(OLD_PREFIX) : 0;
     const ranges = this.#rangesOf(node);
     const clock = await this.clockOf(node);
     while (entries.length < keys.length) {
@@ -285,11 +288,11 @@ export class NodeCalls {
       const rest = keys.slice(entries.length);
       const args = [
         mode,
-        WORKSPACE_FIELD,
-        String(prefixLength),
+        this.#keys.workspaceField,
+        options.oldSide ? "1" : "",
         String(FIELD_CAP),
         this.#salt,
-        NEW_PREFIX,
+        this.#keys.luaSpec,
         this.#onlyWorkspace,
         ranges,
         String(Math.round(ownTimeLimitUs(this.#callBudgetUs, rest.length))),

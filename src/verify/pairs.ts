@@ -7,14 +7,7 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import {
-  isSameWorkspace,
-  jobIdOf,
-  newKeyFor,
-  oldKeyFor,
-  parseNewKey,
-  type WorkspaceRule,
-} from "../schema.ts";
+import { isSameWorkspace, type KeySchema } from "../schema.ts";
 import {
   compareSides,
   decodeFields,
@@ -35,7 +28,8 @@ import { KeyCode } from "./script.ts";
 /** What a pass needs. */
 export interface CheckContext {
   calls: NodeCalls;
-  rule: WorkspaceRule;
+  /** The key mapping and the workspace rule. */
+  keys: KeySchema;
   /** Only this workspace's jobs (others are `filtered`). */
   workspace?: string;
   toleranceMs: number;
@@ -65,8 +59,8 @@ interface PendingJob {
  * The new key of a pending job. Built only where it is read on its own (another node, or fields
  * that differ): the `pair` call builds it in Redis, and most keys never need it here.
  */
-function newKeyOf(oldKeys: readonly Buffer[], job: PendingJob): Buffer {
-  return newKeyFor(job.workspace, jobIdOf(oldKeys[job.index]!)!);
+function newKeyOf(keys: KeySchema, oldKeys: readonly Buffer[], job: PendingJob): Buffer {
+  return keys.newKeyOf(oldKeys[job.index]!, [job.workspace])!;
 }
 
 /**
@@ -111,7 +105,7 @@ function settleMatched(
 ): (SideState | undefined)[] {
   return entries.map((entry, index) => {
     if (Array.isArray(entry)) return decodeSide(entry);
-    const workspace = ctx.rule.check(entry as Uint8Array);
+    const workspace = ctx.keys.checkWorkspace(entry as Uint8Array);
     if (workspace === undefined) results[index] = SETTLED.invalid;
     else if (ctx.workspace !== undefined && workspace !== ctx.workspace) {
       results[index] = SETTLED.filtered;
@@ -133,7 +127,9 @@ function triageOldKeys(
   olds.forEach((old, index) => {
     if (old === undefined) return; // settled by settleMatched
     // The same rule object as the backfill (schema.ts), default pattern or --workspace-pattern.
-    const workspace = old.code === KeyCode.hash ? ctx.rule.check(old.workspace) : undefined;
+    const workspace = old.code === KeyCode.hash
+      ? ctx.keys.checkWorkspace(old.workspace)
+      : undefined;
     if (old.code === KeyCode.absent) results[index] = SETTLED.gone;
     else if (workspace === undefined) results[index] = SETTLED.invalid;
     else if (ctx.workspace !== undefined && workspace !== ctx.workspace) {
@@ -163,7 +159,7 @@ async function readUnpaired(
   // call gave the old digest only for the first; the old side is read again where it did not.
   const noDigest = unread.filter((j) => olds[pending[j]!.index]!.digest === "");
   const [read, again] = await Promise.all([
-    ctx.calls.read(unread.map((j) => newKeyOf(oldKeys, pending[j]!)), "side", { timing }),
+    ctx.calls.read(unread.map((j) => newKeyOf(ctx.keys, oldKeys, pending[j]!)), "side", { timing }),
     ctx.calls.read(noDigest.map((j) => oldKeys[pending[j]!.index]!), "side", {
       oldSide: true,
       timing,
@@ -185,7 +181,7 @@ async function compareFields(
 ): Promise<void> {
   const [oldFields, newFields] = await Promise.all([
     ctx.calls.read(differing.map((job) => oldKeys[job.index]!), "fields", { timing }),
-    ctx.calls.read(differing.map((job) => newKeyOf(oldKeys, job)), "fields", { timing }),
+    ctx.calls.read(differing.map((job) => newKeyOf(ctx.keys, oldKeys, job)), "fields", { timing }),
   ]);
   differing.forEach(({ index, workspace }, d) => {
     const old = decodeFields(oldFields[d]!);
@@ -214,13 +210,13 @@ export async function checkOrphans(
   options: { confirmNew?: boolean; timing?: CallTiming } = {},
 ): Promise<OrphanVerdict[]> {
   const timing = options.timing;
-  const parsed = newKeys.map((key) => parseNewKey(key));
+  const parsed = newKeys.map((key) => ctx.keys.parseNewKey(key));
   const inScope = parsed.map((p) =>
     p !== undefined && (ctx.workspace === undefined || isSameWorkspace(p.workspace, ctx.workspace))
   );
   const asked = newKeys.map((_, i) => i).filter((i) => inScope[i]);
   const [owners, current] = await Promise.all([
-    ctx.calls.read(asked.map((i) => oldKeyFor(parsed[i]!.jobId)), "owner", { timing }),
+    ctx.calls.read(asked.map((i) => parsed[i]!.oldKey), "owner", { timing }),
     options.confirmNew
       ? ctx.calls.read(asked.map((i) => newKeys[i]!), "owner", { timing })
       : undefined,
@@ -231,7 +227,8 @@ export async function checkOrphans(
       verdicts[i] = { kind: "gone" };
       return;
     }
-    const { jobId, workspace: latin1 } = parsed[i]!;
+    const { oldKey, workspace: latin1 } = parsed[i]!;
+    const jobId = ctx.keys.idOf(oldKey)!;
     // parseNewKey gives the workspace as latin1: back to the exact bytes of the key name.
     const workspace = Buffer.from(latin1, "latin1");
     const reason = orphanReason(workspace, owners[j]!);

@@ -22,7 +22,7 @@ import type { RateLimiter } from "../control/rate_limit.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import { type Logger, silentLogger } from "../run_events.ts";
-import { jobIdOf, parseNewKey, type WorkspaceRule } from "../schema.ts";
+import type { KeySchema } from "../schema.ts";
 import { escapeForLog } from "../telemetry/redact.ts";
 import {
   checkSampledJobs,
@@ -59,8 +59,8 @@ export interface VerifyOptions {
   sample: number;
   /** Only this workspace's jobs (`--workspace`). */
   workspace?: string;
-  /** The workspace id rule (`--workspace-pattern`), the same the backfill uses. */
-  rule: WorkspaceRule;
+  /** The key mapping and the workspace rule (`--workspace-pattern`), the backfill's. */
+  keys: KeySchema;
   /** TTLs that differ by more than this many seconds are a mismatch (`--ttl-tolerance`). */
   ttlToleranceSeconds: number;
   /** Rechecks of a missing/mismatched/orphan key before it counts (`--recheck`). */
@@ -96,7 +96,7 @@ export interface VerifyDeps {
  * ```ts ignore
  * const report = await runVerify(
  *   { kind: "standalone", client, masters: () => [client] },
- *   { ...VERIFY_DEFAULTS, rule: new WorkspaceRule() },
+ *   { ...VERIFY_DEFAULTS, keys: new KeySchema() },
  *   { logger },
  * );
  * console.log(renderVerifyText(report));
@@ -132,12 +132,13 @@ export async function runVerify(
   const callBudgetUs = options.callBudgetUs ?? 250;
   const calls = new NodeCalls(target, {
     signal: deps.signal,
+    keys: options.keys,
     callBudgetUs,
     toleranceMs: options.ttlToleranceSeconds * 1000,
   });
   await calls.init();
   const checks: SampledChecks = {
-    pairs: { calls, rule: options.rule, toleranceMs: options.ttlToleranceSeconds * 1000 },
+    pairs: { calls, keys: options.keys, toleranceMs: options.ttlToleranceSeconds * 1000 },
     batches: () =>
       new SubBatches({
         recheck: options.recheck,
@@ -156,7 +157,7 @@ export async function runVerify(
   const forward = await checkSampledJobs(old.keys, checks);
   const fresh = await sample(
     "new",
-    newPopulation(options.workspace),
+    newPopulation(options.keys, options.workspace),
     options.orphanSample ?? options.sample,
   );
   const reverse = await checkSampledOrphans(fresh.keys, checks);
@@ -185,7 +186,13 @@ function toReport(found: {
   started: number;
 }): VerifyReport {
   const { old, fresh, forward, reverse, options } = found;
-  const tally = tallyVerdicts(old.keys, forward.verdicts, fresh.keys, reverse.verdicts);
+  const tally = tallyVerdicts(
+    options.keys,
+    old.keys,
+    forward.verdicts,
+    fresh.keys,
+    reverse.verdicts,
+  );
   const { counts } = tally;
   const sampled = counts.matched + counts.missing + counts.mismatched + counts.invalid;
   const parity = computeParity(counts.matched, sampled, counts.invalid);
@@ -247,6 +254,7 @@ async function sampleLogged(
 
 /** Counts the verdicts by kind and keeps a few example job ids (ids only, escaped). */
 function tallyVerdicts(
+  schema: KeySchema,
   oldKeys: readonly Buffer[],
   jobs: readonly JobVerdict[],
   newKeys: readonly Buffer[],
@@ -260,7 +268,7 @@ function tallyVerdicts(
   };
   jobs.forEach((verdict, i) => {
     counts[verdict.kind]++;
-    const jobId = jobIdOf(oldKeys[i] as Buffer) ?? Buffer.alloc(0);
+    const jobId = schema.idOf(oldKeys[i] as Buffer) ?? Buffer.alloc(0);
     if (verdict.kind === "mismatched") {
       reasons[verdict.reason]++;
       example(examples.mismatched, jobId);
@@ -273,7 +281,8 @@ function tallyVerdicts(
     if (verdict === "gone") orphansGone++;
     if (verdict !== "orphan") return;
     orphans++;
-    example(examples.orphans, parseNewKey(newKeys[i] as Buffer)?.jobId ?? Buffer.alloc(0));
+    const oldKey = schema.parseNewKey(newKeys[i] as Buffer)?.oldKey;
+    example(examples.orphans, (oldKey && schema.idOf(oldKey)) ?? Buffer.alloc(0));
   });
   return { counts, reasons, examples, orphans, orphansGone };
 }

@@ -7,10 +7,10 @@
  * map and retries, so a stale map never reads as a missing key.
  *
  * Only verdicts leave Redis: type codes, absolute expiries, SHA-1 digests and field NAMES; field
- * values never do. Key prefixes and the workspace field name come in ARGV from `schema.ts`.
+ * values never do. The key mapping and the workspace field name come in ARGV from `schema.ts`.
  *
- * ARGV: [1] mode, [2] workspace field, [3] old prefix length, [4] field cap, [5] salt, [6] new
- * prefix, [7] only this workspace ("" = all), [8] the slot ranges this node serves ("a-b,c-d"; ""
+ * ARGV: [1] mode, [2] workspace field, [3] "1" for old keys, [4] field cap, [5] salt, [6] the key
+ * mapping (`KeySchema.luaSpec`, read by the shared `KEY_LUA`), [7] only this workspace ("" = all), [8] the slot ranges this node serves ("a-b,c-d"; ""
  * on a standalone: every key is local), [9] the call's own-time limit in µs, [10] the TTL
  * tolerance in ms, [11..] keys. [6]–[8] and [10] matter in `pair` mode only.
  * Modes and their per-key entries (the reply is `{processed, elapsed_us, entry...}`; the call stops
@@ -22,7 +22,7 @@
  * - `fields`: `{code, {name, sha1(salt .. value), ...}}`: names and salted value hashes.
  * - `owner`: `{code, workspace}`: who a key says it belongs to (no digest).
  * - `pair` (old keys): `{code, workspace, expire_at_ms, digest, new_code, new_expire_at_ms, same}`:
- *   the old key and its new key `<new prefix><workspace>:<job id>` in ONE call. `same` is 1 when
+ *   the old key and its new key (built by `KEY_LUA`) in ONE call. `same` is 1 when
  *   both hold the same fields with the same values (compared in Lua, no digest needed). new_code
  *   is -1 when the new key was not read (old key not a hash with a workspace, or another
  *   workspace than [7]); -2 when this node does not serve it (its slot, by CLUSTER KEYSLOT, is
@@ -37,6 +37,8 @@
  *
  * @module
  */
+import { KEY_LUA } from "../schema.ts";
+
 /** Per-key type codes of the script. */
 export const KeyCode = { absent: 0, notHash: 1, noWorkspace: 2, hash: 3 } as const;
 
@@ -99,10 +101,12 @@ export const VERIFY_SCRIPT = `#!lua flags=no-writes,allow-cross-slot-keys
 local t0 = redis.call("TIME")
 local mode = ARGV[1]
 local ws_field = ARGV[2]
-local old_prefix_len = tonumber(ARGV[3])
+local old_side = ARGV[3] == "1"
 local cap = tonumber(ARGV[4])
 local salt = ARGV[5]
-local new_prefix = ARGV[6]
+${KEY_LUA}
+local key_parts, new_key = key_mapping(ARGV[6])
+local values = {}
 local only_ws = ARGV[7]
 local cluster = ARGV[8] ~= ""
 local limit = tonumber(ARGV[9])
@@ -142,7 +146,7 @@ local function side(key)
   local code = code_of(key)
   if code ~= 3 then return {code, "", 0, ""} end
   local ws = redis.call("HGET", key, ws_field)
-  if old_prefix_len > 0 and (not ws or #key <= old_prefix_len) then return {2, "", 0, ""} end
+  if old_side and (not ws or not key_parts(key)) then return {2, "", 0, ""} end
   return {3, ws or "", redis.call("PEXPIRETIME", key), digest(key)}
 end
 
@@ -150,11 +154,15 @@ local function pair(key)
   local code = code_of(key)
   if code ~= 3 then return {code, "", 0, "", -1, 0, 0} end
   local ws = redis.call("HGET", key, ws_field)
-  if not ws or #key <= old_prefix_len then return {2, "", 0, "", -1, 0, 0} end
+  local parts = ws and key_parts(key)
+  if not parts then return {2, "", 0, "", -1, 0, 0} end
   local entry = {3, ws, redis.call("PEXPIRETIME", key), "", -1, 0, 0}
   if only_ws ~= "" and ws ~= only_ws then return entry end
-  local new = new_prefix .. ws .. ":" .. string.sub(key, old_prefix_len + 1)
-  if ws == "" or (cluster and not is_local(new, ranges)) then
+  values[1] = ws
+  local new = new_key(parts, values)
+  -- No new key (an empty workspace, or one holding the literal after it): the client's rule
+  -- decides; a new key on another node: the client reads it there.
+  if not new or (cluster and not is_local(new, ranges)) then
     -- The caller reads the new key elsewhere and compares digests.
     entry[4], entry[5] = digest(key), -2
     return entry

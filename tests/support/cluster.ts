@@ -7,7 +7,7 @@
  * @module
  */
 import { Cluster, Redis } from "../../src/redis/ioredis.ts";
-import { oldKeyFor } from "../../src/schema.ts";
+import { oldKeyFor } from "./keys.ts";
 import { freePort, type RedisServer, startRedis } from "./redis_server.ts";
 import type { TestJob } from "./seed.ts";
 import type { TestPki } from "./tls.ts";

@@ -14,7 +14,8 @@ import { strategyFor } from "../../src/migrate/select.ts";
 import { SCRIPTS } from "../../src/migrate/cluster/scripts.ts";
 import { connectRedis } from "../../src/redis/connect.ts";
 import { Redis } from "../../src/redis/ioredis.ts";
-import { oldKeyFor, WorkspaceRule } from "../../src/schema.ts";
+import { KeySchema } from "../../src/schema.ts";
+import { oldKeyFor } from "./keys.ts";
 
 const [url, jobId] = Deno.args;
 if (url === undefined || jobId === undefined) throw new Error("usage: <redis-url> <job-id>");
@@ -51,7 +52,7 @@ proto.callBuffer = async function (command, ...args) {
 };
 
 const target = await connectRedis([url]);
-const strategy = strategyFor(target, new WorkspaceRule());
+const strategy = strategyFor(target, new KeySchema());
 await strategy.init();
 await strategy.migrate([oldKeyFor(jobId)], { dryRun: false });
 say("finished"); // only if the copy never reached a cross-master WRITE

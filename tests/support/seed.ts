@@ -6,7 +6,8 @@
 import { Buffer } from "node:buffer";
 import assert from "node:assert/strict";
 import type { Cluster, Redis } from "../../src/redis/ioredis.ts";
-import { newKeyFor, OLD_PREFIX, oldKeyFor, WORKSPACE_FIELD } from "../../src/schema.ts";
+import { WORKSPACE_FIELD } from "../../src/schema.ts";
+import { newKeyFor, OLD_PREFIX, oldKeyFor } from "./keys.ts";
 import { type RedisServer, withRedis } from "./redis_server.ts";
 
 /** One test job. */

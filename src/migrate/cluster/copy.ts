@@ -23,7 +23,7 @@ import type { Buffer } from "node:buffer";
 import { SafetyRefusal } from "../../errors.ts";
 import type { Logger } from "../../run_events.ts";
 import type { Cluster } from "../../redis/ioredis.ts";
-import type { WorkspaceRule } from "../../schema.ts";
+import type { KeySchema } from "../../schema.ts";
 import { redisVersion } from "../in_server.ts";
 import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../strategy.ts";
 import type { Copy, Pending } from "./copies.ts";
@@ -60,7 +60,7 @@ export class ClusterCopy implements MigrationStrategy {
   /** Checkpoints are written through another node than the copies: each save is awaited. */
   readonly checkpointOrdering = "awaited";
   readonly #cluster: Cluster;
-  readonly #rule: WorkspaceRule;
+  readonly #keys: KeySchema;
   readonly #runner: ScriptRunner;
   readonly #options: ClusterCopyOptions;
   readonly #progressKey: string;
@@ -80,9 +80,9 @@ export class ClusterCopy implements MigrationStrategy {
    */
   intentsCompleted?: number;
 
-  constructor(cluster: Cluster, rule: WorkspaceRule, options: ClusterCopyOptions = {}) {
+  constructor(cluster: Cluster, keys: KeySchema, options: ClusterCopyOptions = {}) {
     this.#cluster = cluster;
-    this.#rule = rule;
+    this.#keys = keys;
     this.#options = options;
     this.#progressKey = options.progressKey ?? "ai:backfill";
     if (options.leftIntents === "complete") this.intentsCompleted = 0;
@@ -138,7 +138,11 @@ export class ClusterCopy implements MigrationStrategy {
     const completions = done.filter((c) => c !== "elsewhere");
     if (intents.length === 0) return;
     const count = (kind: Completion) => completions.filter((c) => c === kind).length;
-    const undone = intents.filter((_, i) => completions[i] === "undone").map((i) => i.oldKey);
+    // Copied again only under the mapping that wrote it: a run with another mapping (about to be
+    // refused by its checkpoint) leaves the key to the resumed run, which re-reads its batch.
+    const undone = intents.filter((intent, i) =>
+      completions[i] === "undone" && this.#keys.isCopyOf(intent.newKey, intent.oldKey)
+    ).map((i) => i.oldKey);
     let failed = 0;
     for (let i = 0; i < undone.length; i += 100) {
       const results = await this.migrate(undone.slice(i, i + 100), { dryRun: false });
@@ -198,8 +202,8 @@ export class ClusterCopy implements MigrationStrategy {
     results: StrategyResult[],
     options: MigrateOptions,
   ): Promise<Pending[]> {
-    const here = !options.dryRun && this.#rule.isDefault;
-    const copies = await readSnapshots(this.#runner, this.#rule, pending, results, {
+    const here = !options.dryRun && this.#keys.isDefaultRule;
+    const copies = await readSnapshots(this.#runner, this.#keys, pending, results, {
       ...options,
       here,
     });
@@ -223,7 +227,7 @@ export class ClusterCopy implements MigrationStrategy {
     for (const copy of copies) {
       (this.#runner.sameNode(copy.oldKey, copy.newKey) ? same : there).push(copy);
     }
-    const local = await copyLocal(this.#runner, same, results, options);
+    const local = await copyLocal(this.#runner, this.#keys.workspaceField, same, results, options);
     const changed = await copyRemote(this.#runner, [...there, ...local.moved], results, remote);
     return [...local.changed, ...changed].map(({ index, oldKey }) => ({ index, oldKey }));
   }

@@ -6,7 +6,6 @@
  * @module
  */
 import { isTopology, type ScriptRunner } from "./runner.ts";
-import { WORKSPACE_FIELD } from "../../schema.ts";
 import type { MigrateOptions, StrategyResult } from "../strategy.ts";
 import { type Copy, failure, scriptError } from "./copies.ts";
 import { Code, SCRIPTS } from "./scripts.ts";
@@ -40,9 +39,13 @@ export interface LocalOutcome {
   moved: Copy[];
 }
 
-/** Copies each job atomically on the master that serves both its keys. */
+/**
+ * Copies each job atomically on the master that serves both its keys, if its `field` (the
+ * workspace field) still holds the id the client validated.
+ */
 export async function copyLocal(
   runner: ScriptRunner,
+  field: string,
   copies: readonly Copy[],
   results: StrategyResult[],
   options: MigrateOptions,
@@ -51,7 +54,7 @@ export async function copyLocal(
   if (copies.length === 0) return outcome;
   const settled = await runner.run(
     SCRIPTS.local,
-    [WORKSPACE_FIELD],
+    [field],
     copies.map((c) => ({ key: c.oldKey, args: [c.oldKey, c.newKey, c.workspace] })),
     { routed: false, recorded: true, signal: options.signal },
   );

@@ -7,15 +7,7 @@
  */
 import type { Buffer } from "node:buffer";
 import { isOutage } from "../../redis/errors.ts";
-import {
-  DEFAULT_WORKSPACE_LUA,
-  jobIdOf,
-  NEW_PREFIX,
-  newKeyFor,
-  OLD_PREFIX,
-  WORKSPACE_FIELD,
-  type WorkspaceRule,
-} from "../../schema.ts";
+import { DEFAULT_WORKSPACE_LUA, type KeySchema } from "../../schema.ts";
 import { invalidResult, type MigrateOptions, type StrategyResult } from "../strategy.ts";
 import { type Copy, failure, type Pending } from "./copies.ts";
 import { localResult } from "./local.ts";
@@ -40,17 +32,16 @@ export interface ReadOptions extends MigrateOptions {
  */
 export async function readSnapshots(
   runner: ScriptRunner,
-  rule: WorkspaceRule,
+  keys: KeySchema,
   pending: readonly Pending[],
   results: StrategyResult[],
   options: ReadOptions,
 ): Promise<Copy[]> {
   const header = [
-    WORKSPACE_FIELD,
+    keys.workspaceField,
     options.workspace ?? "",
     options.here ? "1" : "",
-    NEW_PREFIX,
-    OLD_PREFIX.length,
+    keys.luaSpec,
     DEFAULT_WORKSPACE_LUA.pattern,
     DEFAULT_WORKSPACE_LUA.maxLength,
   ];
@@ -68,7 +59,7 @@ export async function readSnapshots(
       results[item.index] = failure(read.error);
       return;
     }
-    const decided = classify(rule, item, read.reply);
+    const decided = classify(keys, item, read.reply);
     if ("outcome" in decided) results[item.index] = decided;
     else copies.push(decided);
   });
@@ -84,19 +75,20 @@ const COPIED_HERE: ReadonlySet<number> = new Set([
 ]);
 
 /** The outcome of a READ reply, or the copy to make. */
-function classify(rule: WorkspaceRule, item: Pending, reply: unknown[]): StrategyResult | Copy {
+function classify(keys: KeySchema, item: Pending, reply: unknown[]): StrategyResult | Copy {
   const code = reply[0] as number;
   if (code === Code.gone) return { outcome: "skipped_gone" };
   if (COPIED_HERE.has(code)) return localResult(reply, (reply.at(-1) as Buffer).toString("latin1"));
   if (code === Code.invalid) return invalidResult(String(reply[1]));
-  const jobId = jobIdOf(item.oldKey);
-  if (jobId === undefined || jobId.length === 0) return invalidResult("empty_job_id");
-  const workspace = rule.check(reply[1] as Buffer);
+  if (keys.oldParts(item.oldKey) === undefined) return invalidResult("empty_job_id");
+  const workspace = keys.checkWorkspace(reply[1] as Buffer);
   if (workspace === undefined) return invalidResult("invalid_workspace_id");
   if (code === Code.filtered) return { outcome: "filtered", workspace };
+  const newKey = keys.newKeyOf(item.oldKey, [workspace]);
+  if (newKey === undefined) return invalidResult("invalid_workspace_id");
   return {
     ...item,
-    newKey: newKeyFor(workspace, jobId),
+    newKey,
     workspace,
     expireAt: reply[2] as number,
     packed: reply[3] as Buffer,

@@ -17,8 +17,8 @@
  * when they copied a key: `<id>:<digit per job>`, the digit the standalone copy script writes for
  * the same outcome (migrate/call_record.ts), so a call whose reply is lost is still counted.
  *
- * - READ (old keys' node): field, only-workspace, here ("1" or ""), new prefix, old prefix
- *   length, default-rule Lua pattern and maximum length, key… → per key `{gone}`,
+ * - READ (old keys' node): field, only-workspace, here ("1" or ""), the key mapping (schema.ts),
+ *   default-rule Lua pattern and maximum length, key… → per key `{gone}`,
  *   `{invalid, reason}` (`not_hash`, `no_workspace_id`, and with here `empty_job_id`,
  *   `invalid_workspace_id`), `{filtered, ws}` or `{copy, ws, expire_at, packed}`. With here = "1"
  *   (the `readHere` variant, which may write), a job whose new key this node serves is checked
@@ -54,6 +54,7 @@
  * @module
  */
 import { createHash } from "node:crypto";
+import { KEY_LUA } from "../../schema.ts";
 import { ScriptCode } from "../strategy.ts";
 
 /** Per-job reply codes, shared by every script. */
@@ -202,18 +203,22 @@ end
 `;
 
 const READ = `
+${KEY_LUA}
 local field, only, here = ARGS[1], ARGS[2], ARGS[3] == "1"
-local new_prefix, skip = ARGS[4], tonumber(ARGS[5])
-local pattern, max_len = ARGS[6], tonumber(ARGS[7])
+local key_parts, new_key = key_mapping(ARGS[4])
+local pattern, max_len = ARGS[5], tonumber(ARGS[6])
+local values = {}
 -- With "here", a job whose new key this node serves is copied at once (the default workspace
 -- rule checked here, as the standalone script does); the others return their snapshot.
 local function here_or_snapshot(key, ws, flat)
   local at = redis.call("PEXPIRETIME", key)
   if here then
-    local job = string.sub(key, skip + 1)
-    if job == "" then return {INVALID, "empty_job_id"} end
+    local parts = key_parts(key)
+    if not parts then return {INVALID, "empty_job_id"} end
     if #ws > max_len or not string.find(ws, pattern) then return {INVALID, "invalid_workspace_id"} end
-    local new = new_prefix .. ws .. ":" .. job
+    values[1] = ws
+    local new = new_key(parts, values)
+    if not new then return {INVALID, "invalid_workspace_id"} end
     local t_new = kind(new)
     if t_new ~= nil then
       local reply = copy_here(new, t_new, at, flat)
@@ -241,7 +246,7 @@ local function read(key)
   return here_or_snapshot(key, ws, flat)
 end
 local out = {}
-for i = 8, #ARGS do out[#out + 1] = read(ARGS[i]) end
+for i = 7, #ARGS do out[#out + 1] = read(ARGS[i]) end
 note_copies(out)
 return out
 `;

@@ -20,7 +20,7 @@
 import type { Cluster, Redis } from "../../redis/ioredis.ts";
 import { SafetyRefusal } from "../../errors.ts";
 import type { Logger } from "../../run_events.ts";
-import type { WorkspaceRule } from "../../schema.ts";
+import type { KeySchema } from "../../schema.ts";
 import { type FullCounts, type ReportFile, zeroCounts } from "./report.ts";
 
 /** Where one master's verify stands. */
@@ -107,7 +107,7 @@ export class VerifyCheckpoint {
 
 /** The flags that change what a verify counts; a resume must use the same ones. */
 export interface VerifyParams {
-  rule: WorkspaceRule;
+  keys: KeySchema;
   workspace?: string;
   ttlToleranceSeconds: number;
   orphans: boolean;
@@ -118,9 +118,13 @@ export interface VerifyParams {
  *
  * @example
  * ```ts
- * import { WorkspaceRule } from "../../schema.ts";
+ * import { KeySchema } from "../../schema.ts";
  * import { verifyParams } from "./checkpoint.ts";
- * verifyParams({ rule: new WorkspaceRule("^[a-z]+$"), ttlToleranceSeconds: 1, orphans: false });
+ * verifyParams({
+ *   keys: new KeySchema({ workspacePattern: "^[a-z]+$" }),
+ *   ttlToleranceSeconds: 1,
+ *   orphans: false,
+ * });
  * // '{"workspace":null,"pattern":"^[a-z]+$","ttl_tolerance":1,"orphans":false,
  * //   "jobs_path":"sub_batches"}'
  * ```
@@ -128,7 +132,7 @@ export interface VerifyParams {
 export function verifyParams(params: VerifyParams): string {
   return JSON.stringify({
     workspace: params.workspace ?? null,
-    pattern: params.rule.pattern.source,
+    ...params.keys.fingerprint,
     ttl_tolerance: params.ttlToleranceSeconds,
     orphans: params.orphans,
     // The path that checked the jobs: a checkpoint of in-script lane cursors (older versions)

@@ -18,7 +18,7 @@
 import type { Buffer } from "node:buffer";
 import type { Redis } from "../../redis/ioredis.ts";
 import { scanBatches, type SizedScanner } from "../../control/scanner.ts";
-import { jobIdOf } from "../../schema.ts";
+import type { KeySchema } from "../../schema.ts";
 import {
   type CheckContext,
   type CheckedJob,
@@ -131,11 +131,14 @@ export interface ChunkDeps {
 
 /** Compares a chunk of old keys with their new keys. */
 export async function checkJobChunk(keys: Buffer[], deps: ChunkDeps): Promise<CheckedChunk> {
-  const candidates = keys.filter((key) => jobIdOf(key) !== undefined);
+  const schema = deps.ctx.keys;
+  const candidates = keys.filter((key) => schema.idOf(key) !== undefined);
   const { results, suspects } = await settleJobs(candidates, deps.ctx, deps.batches);
   const counts = zeroCounts();
   const findings: Finding[] = [];
-  results.forEach((result, i) => countJob(counts, findings, candidates[i]!, result));
+  results.forEach((result, i) =>
+    countJob(counts, findings, { oldKey: candidates[i]!, keys: schema }, result)
+  );
   counts.transient = suspects.filter((i) => results[i]!.verdict.kind === "matched").length;
   return { counts, findings };
 }
@@ -150,11 +153,14 @@ export async function checkOrphanChunk(keys: Buffer[], deps: ChunkDeps): Promise
   return { counts, findings };
 }
 
-/** Counts one old key's final verdict, and records it as a finding when it is one. */
+/**
+ * Counts one old key's final verdict, and records it as a finding (naming the job by
+ * `keys.idOf`) when it is one.
+ */
 function countJob(
   counts: FullCounts,
   findings: Finding[],
-  oldKey: Buffer,
+  job: { oldKey: Buffer; keys: Pick<KeySchema, "idOf"> },
   result: CheckedJob,
 ): void {
   const { verdict, workspace } = result;
@@ -169,7 +175,7 @@ function countJob(
       return;
   }
   // Only findings need the job id (most keys match).
-  const jobId = jobIdOf(oldKey)!;
+  const jobId = job.keys.idOf(job.oldKey)!;
   counts.checked++;
   switch (verdict.kind) {
     case "invalid":

@@ -9,7 +9,7 @@
  */
 import type { Redis } from "../../redis/ioredis.ts";
 import { type Logger, silentLogger } from "../../run_events.ts";
-import { NEW_MATCH, newMatchFor, OLD_MATCH, type WorkspaceRule } from "../../schema.ts";
+import type { KeySchema } from "../../schema.ts";
 import type { CheckContext } from "../pairs.ts";
 import {
   applyRescan,
@@ -51,7 +51,8 @@ import type { RedisTarget } from "../../redis/target.ts";
 
 /** What to verify and how. */
 export interface FullVerifyOptions {
-  rule: WorkspaceRule;
+  /** The key mapping and the workspace rule. */
+  keys: KeySchema;
   workspace?: string;
   ttlToleranceSeconds: number;
   /** Rechecks of a difference before it counts. */
@@ -104,6 +105,7 @@ export async function runFullVerify(
   const calls = new NodeCalls(deps.target, {
     signal: deps.signal,
     onlyWorkspace: options.workspace,
+    keys: options.keys,
     callBudgetUs: options.callBudgetUs,
     toleranceMs: options.ttlToleranceSeconds * 1000,
     callClock: options.callClock,
@@ -164,7 +166,7 @@ class FullRun {
     this.#progressLog = new ProgressLog(logger, 10_000);
     this.#ctx = {
       calls,
-      rule: options.rule,
+      keys: options.keys,
       workspace: options.workspace,
       toleranceMs: options.ttlToleranceSeconds * 1000,
     };
@@ -239,7 +241,8 @@ class FullRun {
     const jobs = progress.phase === "jobs";
     // New keys; with a workspace, only that workspace's (the name tells).
     const workspace = this.options.workspace;
-    const newMatch = workspace === undefined ? NEW_MATCH : newMatchFor(workspace);
+    const { keys } = this.options;
+    const newMatch = workspace === undefined ? keys.newMatch : keys.newMatchFor(workspace);
     // Its SCANs are bounded in Redis time like a run's, and take a place in the master's call
     // window like the script calls: they share the connection, so they share its input buffer.
     const scanner = new TimedScan(node, {
@@ -248,7 +251,7 @@ class FullRun {
       callClock: this.options.callClock,
     });
     const chunks = scanChunks(node, {
-      match: jobs ? OLD_MATCH : newMatch,
+      match: jobs ? keys.oldMatch : newMatch,
       count: SCAN_COUNT,
       cursor: progress.cursor,
       chunkKeys: () => this.#chunkKeys(),
