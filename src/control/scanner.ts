@@ -13,7 +13,7 @@
  * @module
  */
 import type { Buffer } from "node:buffer";
-import { classify } from "../redis/errors.ts";
+import { isScriptMissing } from "../redis/errors.ts";
 import { checkScanCursor } from "../redis/fence.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import {
@@ -168,7 +168,7 @@ export class TimedScan implements SizedScanner {
       return await timed();
     } catch (error) {
       // The script cache is empty after a restart or failover: load again, once.
-      if (classify(error).kind !== "noscript") throw error;
+      if (!isScriptMissing(error)) throw error;
       this.#sha = await this.#load();
       return await timed();
     }

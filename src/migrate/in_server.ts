@@ -15,7 +15,7 @@ import {
 import { CallSizer } from "../control/call_size.ts";
 import { SafetyRefusal } from "../errors.ts";
 import { refusedAsFenced, type RunLock } from "../safety/lock.ts";
-import { classify } from "../redis/errors.ts";
+import { classify, isScriptMissing } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import { DEFAULT_WORKSPACE_LUA, type KeySchema } from "../schema.ts";
 import { CallRecords, type LostCopies, recordArgs } from "./call_record.ts";
@@ -174,7 +174,7 @@ export class InServerCopy implements MigrationStrategy {
         answer = await timed();
       } catch (error) {
         // The script cache is empty after a restart or failover: load again, once.
-        if (classify(error).kind !== "noscript") throw error;
+        if (!isScriptMissing(error)) throw error;
         await this.#load();
         answer = await timed();
       }
