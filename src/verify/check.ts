@@ -16,11 +16,10 @@ import {
   OLD_MATCH,
   parseNewKey,
 } from "../schema.ts";
-import { type CheckContext, settleJobs, settleOrphans } from "./pairs.ts";
+import { type Checks, settleJobs, settleOrphans } from "./pairs.ts";
 import type { MismatchReason } from "./report.ts";
 import type { KeyPopulation } from "./sample.ts";
 import { KeyCode } from "./script.ts";
-import type { SubBatches } from "./sub_batches.ts";
 import { isMismatch, type JobVerdict as PairVerdict } from "./verdicts.ts";
 
 /** The verdict on one sampled old key. */
@@ -31,25 +30,13 @@ export type JobVerdict =
 /** The verdict on one sampled new key. */
 export type OrphanVerdict = "ok" | "orphan" | "gone";
 
-/** What every check of one sampled verify shares. */
-export interface SampledChecks {
-  /** The pair checks (script calls); `workspace` unset: the samples are already in scope. */
-  pairs: CheckContext;
-  /**
-   * Sub-batches sized to the call budget, admitted by the limiter, with the rechecks: new ones per
-   * kind of check (a workspace lookup or an orphan check costs Redis less per key than a pair;
-   * each size is learnt apart).
-   */
-  batches: () => SubBatches;
-}
-
 /**
  * Old keys; with `workspace`, only those whose `workspace_id` passes the rule as `workspace`
  * (read by the script's `owner` mode: a key that is not a hash or has no workspace_id belongs to
  * no workspace).
  */
-export function oldPopulation(workspace: string | undefined, checks: SampledChecks): KeyPopulation {
-  const { calls, rule } = checks.pairs;
+export function oldPopulation(workspace: string | undefined, checks: Checks): KeyPopulation {
+  const { calls, rule } = checks.ctx;
   return {
     match: OLD_MATCH,
     isCandidate: (key) => jobIdOf(key) !== undefined,
@@ -83,9 +70,9 @@ export function newPopulation(workspace: string | undefined): KeyPopulation {
  */
 export async function checkSampledJobs(
   keys: readonly Buffer[],
-  checks: SampledChecks,
+  checks: Checks,
 ): Promise<{ verdicts: JobVerdict[]; transient: number }> {
-  const { results, suspects } = await settleJobs(keys, checks.pairs, checks.batches());
+  const { results, suspects } = await settleJobs(keys, checks.ctx, checks.batches());
   return {
     verdicts: results.map(({ verdict }) => sampledVerdict(verdict)),
     transient: suspects.filter((i) => !isMismatch(results[i]!.verdict)).length,
@@ -99,9 +86,9 @@ export async function checkSampledJobs(
  */
 export async function checkSampledOrphans(
   keys: readonly Buffer[],
-  checks: SampledChecks,
+  checks: Checks,
 ): Promise<{ verdicts: OrphanVerdict[]; transient: number }> {
-  const { results, suspects } = await settleOrphans(keys, checks.pairs, checks.batches(), true);
+  const { results, suspects } = await settleOrphans(keys, checks.ctx, checks.batches(), true);
   return {
     // "filtered" is a key outside the new schema: the population never holds one.
     verdicts: results.map(({ kind }) => kind === "filtered" ? "gone" : kind),
@@ -113,7 +100,7 @@ export async function checkSampledOrphans(
  * The sampled report's verdict for a pair verdict: the kinds of difference collapse into
  * `mismatched` with its first difference (type, then fields, then TTL: the pair rule's order).
  */
-export function sampledVerdict(verdict: PairVerdict): JobVerdict {
+function sampledVerdict(verdict: PairVerdict): JobVerdict {
   switch (verdict.kind) {
     case "matched":
     case "missing":

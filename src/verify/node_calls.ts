@@ -1,5 +1,5 @@
 /**
- * Read-only script calls of both verifies (sampled and `--full`), grouped by the node that serves the keys. Each call
+ * Read-only script calls of both verifies, grouped by the master that serves the keys. Each call
  * is EVALSHA_RO with numkeys 0 on one master connection; the script answers as many keys as fit
  * under the field cap and the caller sends the rest again. Call times (measured by the script
  * with TIME) are kept, so sub-batches can be sized to a time budget and the summary can show them.
@@ -100,22 +100,10 @@ export interface CallTiming {
   nodeKeys?: number;
 }
 
-/** Running statistics of the calls made (Redis time as measured inside the script). */
-export interface CallStats {
-  calls: number;
-  totalUs: number;
-  maxUs: number;
-}
-
-/** One master and the positions (in the caller's key list) of the keys it serves. */
-export interface NodeGroup {
-  node: Redis;
-  indices: number[];
-}
-
 /** Sends the verify script to the nodes that serve given keys. */
 export class NodeCalls {
-  readonly stats: CallStats = { calls: 0, totalUs: 0, maxUs: 0 };
+  /** The calls made, with their Redis time as measured inside the script. */
+  readonly stats = { calls: 0, totalUs: 0, maxUs: 0 };
   readonly #target: Pick<RedisTarget, "kind" | "client" | "masters">;
   readonly #salt: string;
   readonly #onlyWorkspace: string;
@@ -208,15 +196,8 @@ export class NodeCalls {
     return this.#target.kind === "cluster" ? (this.#ranges.get(node) ?? "none") : "";
   }
 
-  /** Records a call's own time (µs) in {@linkcode stats}. */
-  #record(elapsedUs: number): void {
-    this.stats.calls++;
-    this.stats.totalUs += elapsedUs;
-    this.stats.maxUs = Math.max(this.stats.maxUs, elapsedUs);
-  }
-
   /** Groups key positions by the master that serves each key (one group on a standalone). */
-  group(keys: readonly Buffer[]): NodeGroup[] {
+  #group(keys: readonly Buffer[]): { node: Redis; indices: number[] }[] {
     if (this.#target.kind !== "cluster") {
       const node = this.#target.masters()[0] as Redis;
       return keys.length === 0 ? [] : [{ node, indices: keys.map((_, i) => i) }];
@@ -242,7 +223,7 @@ export class NodeCalls {
    * Runs `mode` over `keys`, one call per master at a time (masters in parallel), and returns one
    * entry per key in order. A stale slot map is refreshed and the keys regrouped, a few times.
    * In `pair` mode a key the script found matched gets its workspace bytes (a Buffer) as entry,
-   * not an array (see `scripts.ts`).
+   * not an array (see `script.ts`).
    */
   async read(
     keys: readonly Buffer[],
@@ -253,8 +234,8 @@ export class NodeCalls {
       try {
         const out: unknown[][] = new Array(keys.length);
         await Promise.all(
-          this.group(keys).map(async ({ node, indices }) => {
-            const entries = await this.call(node, mode, indices.map((i) => keys[i]!), options);
+          this.#group(keys).map(async ({ node, indices }) => {
+            const entries = await this.#call(node, mode, indices.map((i) => keys[i]!), options);
             indices.forEach((index, j) => out[index] = entries[j]!);
           }),
         );
@@ -266,11 +247,8 @@ export class NodeCalls {
     }
   }
 
-  /**
-   * Runs `mode` over `keys` on `node` and returns one entry per key, in order. `oldSide` makes the
-   * script treat the keys as old keys (workspace field and a non-empty job id required).
-   */
-  async call(
+  /** Runs `mode` over `keys` on `node` and returns one entry per key, in order. */
+  async #call(
     node: Redis,
     mode: ScriptMode,
     keys: readonly Buffer[],
@@ -302,7 +280,9 @@ export class NodeCalls {
         rest.length,
       );
       const processed = Number(reply[0]);
-      this.#record(elapsed);
+      this.stats.calls++;
+      this.stats.totalUs += elapsed;
+      this.stats.maxUs = Math.max(this.stats.maxUs, elapsed);
       if (options.timing && elapsed > options.timing.maxUs) {
         options.timing.maxUs = elapsed;
         options.timing.maxKeys = processed;

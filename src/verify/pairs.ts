@@ -28,8 +28,12 @@ import {
   plainVerdict,
   type SideState,
 } from "./verdicts.ts";
-import type { CallTiming, NodeCalls } from "./node_calls.ts";
-import type { SubBatches } from "./sub_batches.ts";
+import type { CallClockMode } from "../control/call_clock.ts";
+import type { RateLimiter } from "../control/rate_limit.ts";
+import type { Redis } from "../redis/ioredis.ts";
+import type { RedisTarget } from "../redis/target.ts";
+import { type CallTiming, NodeCalls } from "./node_calls.ts";
+import { SUB_BATCHES_IN_FLIGHT, SubBatches } from "./sub_batches.ts";
 import { KeyCode } from "./script.ts";
 
 /** What a pass needs. */
@@ -39,6 +43,79 @@ export interface CheckContext {
   /** Only this workspace's jobs (others are `filtered`). */
   workspace?: string;
   toleranceMs: number;
+}
+
+/** How both verifies check pairs. */
+export interface CheckOptions {
+  /** The workspace id rule (`--workspace-pattern`), the same the backfill uses. */
+  rule: WorkspaceRule;
+  /** Only this workspace's jobs; the script reads only its new keys. */
+  workspace?: string;
+  /** TTLs that differ by more than this many seconds are a mismatch (`--ttl-tolerance`). */
+  ttlToleranceSeconds: number;
+  /** Rechecks of a difference before it counts (`--recheck`). */
+  recheck: number;
+  /** Pause before each recheck round, in milliseconds. */
+  recheckDelayMs: number;
+  /** At most this many key checks per second (`--rps`); 0 = unlimited. */
+  rps: number;
+  /** Redis time one script call may take, µs (default 250, as `--max-call-ms` 0.25). */
+  callBudgetUs?: number;
+  /** `--call-clock`: whose clock times a call (default `auto`: probe each master). */
+  callClock?: CallClockMode;
+  /** Script calls in flight per master at most (`--max-latency`); default: no such bound. */
+  callsInFlight?: number;
+  /** Whether another client is active on a master now (control/pace.ts). Default: always. */
+  shared?: (node: Redis) => boolean;
+}
+
+/** The script calls, the pass context, and new sub-batches (sized and paced, with rechecks). */
+export interface Checks {
+  calls: NodeCalls;
+  ctx: CheckContext;
+  /** The call budget in effect, µs. */
+  callBudgetUs: number;
+  /** New sub-batches: each kind of check learns its own size (costs per key differ). */
+  batches(): SubBatches;
+}
+
+/**
+ * Loads the script on every master (Redis ≥ 7.0 or a refusal) and sets up the checks.
+ *
+ * @throws {SafetyRefusal} when a master runs Redis older than 7.0.
+ */
+export async function openChecks(
+  target: Pick<RedisTarget, "kind" | "client" | "masters">,
+  options: CheckOptions,
+  deps: { limiter: Pick<RateLimiter, "acquire">; signal?: AbortSignal },
+): Promise<Checks> {
+  const callBudgetUs = options.callBudgetUs ?? 250;
+  const toleranceMs = options.ttlToleranceSeconds * 1000;
+  const calls = new NodeCalls(target, {
+    signal: deps.signal,
+    onlyWorkspace: options.workspace,
+    callBudgetUs,
+    toleranceMs,
+    callClock: options.callClock,
+    callsInFlight: options.callsInFlight,
+    shared: options.shared,
+  });
+  await calls.init();
+  return {
+    calls,
+    ctx: { calls, rule: options.rule, workspace: options.workspace, toleranceMs },
+    callBudgetUs,
+    batches: () =>
+      new SubBatches({
+        recheck: options.recheck,
+        recheckDelayMs: options.recheckDelayMs,
+        limiter: deps.limiter,
+        rps: options.rps,
+        callBudgetUs,
+        inFlight: SUB_BATCHES_IN_FLIGHT,
+        signal: deps.signal,
+      }),
+  };
 }
 
 /** A checked old key: its verdict and, when valid, its workspace id. */
@@ -102,7 +179,7 @@ export async function checkJobs(
 
 /**
  * Settles in `results` the keys the script found matched (their entry is the old key's workspace
- * bytes alone, see `scripts.ts`), once their workspace passes the rule; decodes the others.
+ * bytes alone, see `script.ts`), once their workspace passes the rule; decodes the others.
  */
 function settleMatched(
   entries: readonly unknown[],

@@ -22,7 +22,7 @@ import type { RateLimiter } from "../control/rate_limit.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import { type Logger, silentLogger } from "../run_events.ts";
-import { jobIdOf, parseNewKey, type WorkspaceRule } from "../schema.ts";
+import { jobIdOf, parseNewKey } from "../schema.ts";
 import { escapeForLog } from "../telemetry/redact.ts";
 import {
   checkSampledJobs,
@@ -31,9 +31,8 @@ import {
   newPopulation,
   oldPopulation,
   type OrphanVerdict,
-  type SampledChecks,
 } from "./check.ts";
-import { NodeCalls } from "./node_calls.ts";
+import { type CheckOptions, openChecks } from "./pairs.ts";
 import {
   computeParity,
   MAX_EXAMPLES,
@@ -48,35 +47,24 @@ import {
   type SampleResult,
   type SamplingTuning,
 } from "./sample.ts";
-import { SUB_BATCHES_IN_FLIGHT, SubBatches } from "./sub_batches.ts";
 
 /** Where to verify: every master (sampled from, and read by the script) and a client for any key. */
 export type VerifyTarget = Pick<RedisTarget, "kind" | "client" | "masters">;
 
 /** What to verify and how strictly (CLI defaults in `VERIFY_DEFAULTS`, src/defaults.ts). */
-export interface VerifyOptions {
+export interface VerifyOptions extends
+  Pick<
+    CheckOptions,
+    "rule" | "workspace" | "ttlToleranceSeconds" | "recheck" | "recheckDelayMs" | "rps"
+  > {
   /** Old keys to sample (`--sample`); when at least the old-key count, every old key once. */
   sample: number;
-  /** Only this workspace's jobs (`--workspace`). */
-  workspace?: string;
-  /** The workspace id rule (`--workspace-pattern`), the same the backfill uses. */
-  rule: WorkspaceRule;
-  /** TTLs that differ by more than this many seconds are a mismatch (`--ttl-tolerance`). */
-  ttlToleranceSeconds: number;
-  /** Rechecks of a missing/mismatched/orphan key before it counts (`--recheck`). */
-  recheck: number;
-  /** Pause before each recheck round, in milliseconds. */
-  recheckDelayMs: number;
-  /** At most this many key checks per second (`--rps`); 0 = unlimited. */
-  rps: number;
   /** Percentage of parity needed to pass (`--min-parity`). */
   minParity: number;
   /** New keys to sample for orphans (default: `sample`). */
   orphanSample?: number;
   /** Overrides of the sampling knobs (tests and benchmarks). */
   sampling?: Partial<SamplingTuning>;
-  /** Redis time one script call may take, µs (default 250, as `--max-call-ms` 0.25). */
-  callBudgetUs?: number;
 }
 
 /** Collaborators of {@linkcode runVerify}. */
@@ -85,8 +73,6 @@ export interface VerifyDeps {
   signal?: AbortSignal;
   /** Paces key checks (default: a `SlidingWindowLimiter` of `options.rps`). */
   limiter?: Pick<RateLimiter, "acquire">;
-  /** Source of randomness in [0, 1) (default `Math.random`). */
-  random?: () => number;
 }
 
 /**
@@ -129,26 +115,11 @@ export async function runVerify(
     workspace: options.workspace === undefined ? null : escapeForLog(options.workspace),
     nodes: nodes.length,
   });
-  const callBudgetUs = options.callBudgetUs ?? 250;
-  const calls = new NodeCalls(target, {
+  // No workspace for the pair checks: the samples are already in scope.
+  const checks = await openChecks(target, { ...options, workspace: undefined }, {
+    limiter: counted,
     signal: deps.signal,
-    callBudgetUs,
-    toleranceMs: options.ttlToleranceSeconds * 1000,
   });
-  await calls.init();
-  const checks: SampledChecks = {
-    pairs: { calls, rule: options.rule, toleranceMs: options.ttlToleranceSeconds * 1000 },
-    batches: () =>
-      new SubBatches({
-        recheck: options.recheck,
-        recheckDelayMs: options.recheckDelayMs,
-        limiter: counted,
-        rps: options.rps,
-        callBudgetUs,
-        inFlight: SUB_BATCHES_IN_FLIGHT,
-        signal: deps.signal,
-      }),
-  };
   const sample = (kind: "old" | "new", population: KeyPopulation, size: number) =>
     sampleLogged(nodes, { kind, population, size, deps, logger, tuning: options.sampling });
 
@@ -231,7 +202,6 @@ async function sampleLogged(
   const { kind, deps, logger } = request;
   const drawn = await sampleKeys(nodes, request.population, request.size, {
     signal: deps.signal,
-    random: deps.random,
     tuning: request.tuning,
   });
   const message = `Sampled ${drawn.keys.length} ${kind} keys (${drawn.method})`;

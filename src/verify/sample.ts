@@ -95,8 +95,6 @@ export interface SampleOptions {
   signal?: AbortSignal;
   /** Overrides of {@linkcode DEFAULT_SAMPLING}. */
   tuning?: Partial<SamplingTuning>;
-  /** Source of randomness in [0, 1) (default `Math.random`). */
-  random?: () => number;
 }
 
 /**
@@ -116,17 +114,16 @@ export async function sampleKeys(
     throw new RangeError(`sample size must be a positive integer, got ${size}`);
   }
   const tuning = { ...DEFAULT_SAMPLING, ...options.tuning };
-  const random = options.random ?? Math.random;
   const signal = options.signal;
   signal?.throwIfAborted();
 
   const sizes = await Promise.all(nodes.map((node) => node.dbsize()));
   const total = sizes.reduce((a, b) => a + b, 0);
   if (total <= tuning.scanBelow || size >= total) {
-    return await scanSample(nodes, population, size, tuning, random, signal);
+    return await scanSample(nodes, population, size, tuning, signal);
   }
-  const drawn = await randomSample(nodes, sizes, total, population, size, tuning, random, signal);
-  return drawn ?? await scanSample(nodes, population, size, tuning, random, signal);
+  const drawn = await randomSample(nodes, sizes, total, population, size, tuning, signal);
+  return drawn ?? await scanSample(nodes, population, size, tuning, signal);
 }
 
 /** Random draws; `undefined` when the population turns out too small or rare for them. */
@@ -137,7 +134,6 @@ async function randomSample(
   population: KeyPopulation,
   size: number,
   tuning: SamplingTuning,
-  random: () => number,
   signal: AbortSignal | undefined,
 ): Promise<SampleResult | undefined> {
   const pool = new Map<string, Buffer>();
@@ -149,7 +145,7 @@ async function randomSample(
   let round = tuning.probeDraws;
   while (true) {
     signal?.throwIfAborted();
-    const keys = await drawRandom(nodes, sizes, total, round, random);
+    const keys = await drawRandom(nodes, sizes, total, round);
     draws += round;
     const candidates = keys.filter((key) => population.isCandidate(key));
     if (population.confirm) {
@@ -177,7 +173,7 @@ async function randomSample(
     if (trusted && size > tuning.maxRandomFraction * estimate) return undefined;
     if (pool.size >= size) {
       return {
-        keys: pickSubset([...pool.values()], size, random),
+        keys: pickSubset([...pool.values()], size),
         population: estimate,
         exact: false,
         method: "random",
@@ -199,11 +195,10 @@ async function drawRandom(
   sizes: readonly number[],
   total: number,
   count: number,
-  random: () => number,
 ): Promise<Buffer[]> {
   const perNode = sizes.map(() => 0);
   for (let i = 0; i < count; i++) {
-    let at = random() * total;
+    let at = Math.random() * total;
     let node = 0;
     while (node < sizes.length - 1 && at >= (sizes[node] ?? 0)) at -= sizes[node++] ?? 0;
     perNode[node] = (perNode[node] ?? 0) + 1;
@@ -231,7 +226,6 @@ async function scanSample(
   population: KeyPopulation,
   size: number,
   tuning: SamplingTuning,
-  random: () => number,
   signal: AbortSignal | undefined,
 ): Promise<SampleResult> {
   const reservoir: Buffer[] = [];
@@ -248,7 +242,7 @@ async function scanSample(
       held.add(id);
       return;
     }
-    const slot = Math.floor(random() * seen);
+    const slot = Math.floor(Math.random() * seen);
     if (slot < size) {
       held.delete((reservoir[slot] as Buffer).toString("latin1"));
       reservoir[slot] = key;
@@ -280,10 +274,10 @@ async function scanSample(
 }
 
 /** `size` elements of `items` chosen uniformly (partial Fisher-Yates; reorders `items`). */
-function pickSubset<T>(items: T[], size: number, random: () => number): T[] {
+function pickSubset<T>(items: T[], size: number): T[] {
   const n = Math.min(size, items.length);
   for (let i = 0; i < n; i++) {
-    const j = i + Math.floor(random() * (items.length - i));
+    const j = i + Math.floor(Math.random() * (items.length - i));
     [items[i], items[j]] = [items[j] as T, items[i] as T];
   }
   return items.slice(0, n);

@@ -11,7 +11,7 @@ import { Buffer } from "node:buffer";
 import { UsageError } from "../../errors.ts";
 import { escapeForLog } from "../../telemetry/redact.ts";
 import type { FindingKind } from "../verdicts.ts";
-import { computeParity, formatPercent, verifyPassed } from "../report.ts";
+import { computeParity, formatPercent, reportRow, verifyPassed } from "../report.ts";
 
 /** Running counts of one node (or of the whole run, summed). */
 export interface FullCounts {
@@ -253,8 +253,7 @@ export function fullJson(report: FullReport): Record<string, unknown> {
 /** The text report on stdout. */
 export function renderFullText(report: FullReport): string {
   const c = report.counts;
-  const row = (label: string, value: string | number, note = "") =>
-    `${(label + ":").padEnd(16)}${String(value)}${note ? `  (${note})` : ""}`;
+  const row = reportRow;
   const scope = report.workspace === null ? "" : ` of workspace ${report.workspace}`;
   const calls = report.redis_calls;
   return [

@@ -9,8 +9,10 @@
  */
 import type { Redis } from "../../redis/ioredis.ts";
 import { type Logger, silentLogger } from "../../run_events.ts";
-import { NEW_MATCH, newMatchFor, OLD_MATCH, type WorkspaceRule } from "../../schema.ts";
-import type { CheckContext } from "../pairs.ts";
+import { OLD_MATCH } from "../../schema.ts";
+import { type CheckOptions, type Checks, openChecks } from "../pairs.ts";
+import { newPopulation } from "../check.ts";
+import type { SubBatches } from "../sub_batches.ts";
 import {
   applyRescan,
   freshProgress,
@@ -25,9 +27,8 @@ import {
   verifyParams,
   type VerifyState,
 } from "./checkpoint.ts";
-import { NodeCalls } from "../node_calls.ts";
 import { TimedScan } from "../../control/timed_scan.ts";
-import { type CallClockMode, logClientClocks } from "../../control/call_clock.ts";
+import { logClientClocks } from "../../control/call_clock.ts";
 import {
   type CheckedChunk,
   checkJobChunk,
@@ -36,7 +37,6 @@ import {
   type ScanChunk,
   scanChunks,
 } from "./chunks.ts";
-import { SUB_BATCHES_IN_FLIGHT, SubBatches } from "../sub_batches.ts";
 import {
   addCounts,
   type FullCounts,
@@ -49,31 +49,16 @@ import {
 import type { RateLimiter } from "../../control/rate_limit.ts";
 import type { RedisTarget } from "../../redis/target.ts";
 
-/** What to verify and how. */
-export interface FullVerifyOptions {
-  rule: WorkspaceRule;
-  workspace?: string;
-  ttlToleranceSeconds: number;
-  /** Rechecks of a difference before it counts. */
-  recheck: number;
-  recheckDelayMs: number;
-  /** Old (and new) keys checked per second; 0 = unlimited. */
-  rps: number;
+/** What to verify and how (`rps` paces old and new keys alike). */
+export interface FullVerifyOptions extends CheckOptions {
+  /** Percentage of parity needed to pass (`--min-parity`). */
   minParity: number;
   /** Also scan the new schema for orphans. */
   orphans: boolean;
   /** Ignore (and overwrite) a stored checkpoint. */
   resetProgress: boolean;
-  /** Target Redis time of one script call, in µs (default 250). */
-  callBudgetUs?: number;
-  /** `--call-clock`: whose clock times a call (default `auto`: probe each master). */
-  callClock?: CallClockMode;
   /** Keys per checkpointed chunk (default: see `FullRun.#chunkKeys`); a crash re-checks one. */
   chunkKeys?: number;
-  /** Whether another client is active on a master now (control/pace.ts). Default: always. */
-  shared?: (node: Redis) => boolean;
-  /** Script calls in flight per master at most (`--max-latency`); default: no such bound. */
-  callsInFlight?: number;
 }
 
 /** Collaborators of {@linkcode runFullVerify}. */
@@ -101,16 +86,8 @@ export async function runFullVerify(
 ): Promise<FullReport> {
   const started = performance.now();
   const logger = deps.logger ?? silentLogger;
-  const calls = new NodeCalls(deps.target, {
-    signal: deps.signal,
-    onlyWorkspace: options.workspace,
-    callBudgetUs: options.callBudgetUs,
-    toleranceMs: options.ttlToleranceSeconds * 1000,
-    callClock: options.callClock,
-    callsInFlight: options.callsInFlight,
-    shared: options.shared,
-  });
-  await calls.init();
+  const checks = await openChecks(deps.target, options, deps);
+  const { calls } = checks;
   await logClientClocks(deps.target, (node) => calls.clockOf(node), logger, options.callClock);
   const { state, stored } = await resumeState({
     params: verifyParams(options),
@@ -119,7 +96,7 @@ export async function runFullVerify(
     report: deps.report,
     logger,
   });
-  const run = new FullRun(options, deps, calls, state, logger, started);
+  const run = new FullRun(options, deps, checks, state, logger, started);
   await run.rescanRestarted();
   const total = zeroCounts();
   for (const node of deps.target.masters()) addCounts(total, await run.node(node));
@@ -143,7 +120,6 @@ export async function runFullVerify(
 
 /** The per-node loop and its chunks. */
 class FullRun {
-  readonly #ctx: CheckContext;
   readonly #batches: SubBatches;
   readonly #identities = new Map<Redis, NodeIdentity>();
   /** Time of the earlier sessions, as loaded (`state.elapsedMs` moves on with each save). */
@@ -154,7 +130,7 @@ class FullRun {
   constructor(
     readonly options: FullVerifyOptions,
     readonly deps: FullVerifyDeps,
-    readonly calls: NodeCalls,
+    readonly checks: Checks,
     readonly state: VerifyState,
     readonly logger: Logger,
     sessionStart: number,
@@ -162,21 +138,7 @@ class FullRun {
     this.#priorMs = state.elapsedMs;
     this.#sessionStart = sessionStart;
     this.#progressLog = new ProgressLog(logger, 10_000);
-    this.#ctx = {
-      calls,
-      rule: options.rule,
-      workspace: options.workspace,
-      toleranceMs: options.ttlToleranceSeconds * 1000,
-    };
-    this.#batches = new SubBatches({
-      recheck: options.recheck,
-      recheckDelayMs: options.recheckDelayMs,
-      limiter: deps.limiter,
-      rps: options.rps,
-      callBudgetUs: options.callBudgetUs ?? 250,
-      inFlight: SUB_BATCHES_IN_FLIGHT,
-      signal: deps.signal,
-    });
+    this.#batches = checks.batches();
   }
 
   /**
@@ -237,25 +199,22 @@ class FullRun {
 
   async #phase(node: Redis, id: string, progress: NodeProgress): Promise<void> {
     const jobs = progress.phase === "jobs";
-    // New keys; with a workspace, only that workspace's (the name tells).
-    const workspace = this.options.workspace;
-    const newMatch = workspace === undefined ? NEW_MATCH : newMatchFor(workspace);
     // Its SCANs are bounded in Redis time like a run's, and take a place in the master's call
     // window like the script calls: they share the connection, so they share its input buffer.
     const scanner = new TimedScan(node, {
-      maxCallMs: (this.options.callBudgetUs ?? 250) / 1000,
+      maxCallMs: this.checks.callBudgetUs / 1000,
       maxCount: SCAN_COUNT,
       callClock: this.options.callClock,
     });
     const chunks = scanChunks(node, {
-      match: jobs ? OLD_MATCH : newMatch,
+      match: jobs ? OLD_MATCH : newPopulation(this.options.workspace).match,
       count: SCAN_COUNT,
       cursor: progress.cursor,
       chunkKeys: () => this.#chunkKeys(),
       timed: {
         nextCount: () => scanner.nextCount(),
         scan: (cursor, match, count) =>
-          this.calls.inWindow(node, () => scanner.scan(cursor, match, count)),
+          this.checks.calls.inWindow(node, () => scanner.scan(cursor, match, count)),
       },
     });
     // The next chunk is scanned while this one is checked, and this one is committed while the
@@ -263,7 +222,7 @@ class FullRun {
     let committing: Promise<void> = Promise.resolve();
     try {
       for await (const chunk of readAhead(chunks)) {
-        const deps = { batches: this.#batches, ctx: this.#ctx };
+        const deps = { batches: this.#batches, ctx: this.checks.ctx };
         const checked = jobs
           ? await checkJobChunk(chunk.keys, deps)
           : await checkOrphanChunk(chunk.keys, deps);
