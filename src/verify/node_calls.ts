@@ -27,8 +27,7 @@ import { delay } from "../async/delay.ts";
 /**
  * Redis time of a call outside the script's own clock (TIME at its first and last line): finding
  * the script, building ARGV (one Lua string per key), turning the reply into RESP (one entry per
- * key). INFO commandstats counts them: about 10 µs a call plus 0.75 µs a key on the benchmark
- * machine (`usec_per_call` against the script's own mean, 1 to 64 keys a call).
+ * key), as INFO commandstats counts it against the script's own mean (docs/verify.md).
  */
 export const OUTSIDE_SCRIPT_US = { perCall: 10, perKey: 0.75 } as const;
 

@@ -35,6 +35,7 @@ import type { RedisTarget } from "../redis/target.ts";
 import { type CallTiming, NodeCalls } from "./node_calls.ts";
 import { SUB_BATCHES_IN_FLIGHT, SubBatches } from "./sub_batches.ts";
 import { KeyCode } from "./script.ts";
+import { type Finding, type FullCounts, zeroCounts } from "./full/report.ts";
 
 /** What a pass needs. */
 export interface CheckContext {
@@ -319,41 +320,115 @@ export async function checkOrphans(
   return verdicts;
 }
 
-/** Checked keys after their rechecks, and the positions that failed the first check. */
-export interface Settled<V> {
-  results: V[];
-  suspects: number[];
+/** Checked keys: their counts and the findings they include (one per counted difference). */
+export interface Counted {
+  counts: FullCounts;
+  findings: Finding[];
+}
+
+/** What counting needs: the sub-batches (sized and paced) and the pass context. */
+export interface CountDeps {
+  batches: SubBatches;
+  ctx: CheckContext;
 }
 
 /**
- * Checks old keys in `batches` and rechecks their differences in place (`--recheck` rounds): a
- * difference counts only if it survives every recheck (a dual write in flight lands meanwhile).
+ * Compares old keys with their new keys, rechecks the differences (`--recheck` rounds: one counts
+ * only if it survives every recheck, as a dual write in flight lands meanwhile), and counts the
+ * final verdicts. `transient`: differences that matched on a recheck.
  */
-export async function settleJobs(
-  oldKeys: readonly Buffer[],
-  ctx: CheckContext,
-  batches: SubBatches,
-): Promise<Settled<CheckedJob>> {
-  const check = (keys: Buffer[], timing: CallTiming) => checkJobs(keys, ctx, timing);
-  const results = await batches.run(oldKeys, check);
-  const suspects = await batches.recheck(oldKeys, results, (r) => isMismatch(r.verdict), check);
-  return { results, suspects };
+export async function countJobs(keys: readonly Buffer[], deps: CountDeps): Promise<Counted> {
+  const candidates = keys.filter((key) => jobIdOf(key) !== undefined);
+  const check = (keys: Buffer[], timing: CallTiming) => checkJobs(keys, deps.ctx, timing);
+  const results = await deps.batches.run(candidates, check);
+  const suspects = await deps.batches.recheck(
+    candidates,
+    results,
+    (result) => isMismatch(result.verdict),
+    check,
+  );
+  const counts = zeroCounts();
+  const findings: Finding[] = [];
+  results.forEach((result, i) => countJob(counts, findings, candidates[i]!, result));
+  counts.transient = suspects.filter((i) => results[i]!.verdict.kind === "matched").length;
+  return { counts, findings };
 }
 
 /**
- * Checks new keys for orphans in `batches` and rechecks the orphans, each recheck confirming the
- * new key still exists; `confirmFirst` confirms it in the first pass too (one more read a key).
+ * Checks new keys for orphans, rechecks the orphans (each recheck confirming the new key still
+ * exists; `confirmFirst`: the first pass too, one more read a key), and counts the final verdicts.
+ * `transient`: orphans that were not on a recheck.
  */
-export async function settleOrphans(
-  newKeys: readonly Buffer[],
-  ctx: CheckContext,
-  batches: SubBatches,
+export async function countOrphans(
+  keys: readonly Buffer[],
+  deps: CountDeps,
   confirmFirst = false,
-): Promise<Settled<OrphanVerdict>> {
+): Promise<Counted> {
   const check = (confirmNew: boolean) => (keys: Buffer[], timing: CallTiming) =>
-    checkOrphans(keys, ctx, { confirmNew, timing });
-  const results = await batches.run(newKeys, check(confirmFirst));
+    checkOrphans(keys, deps.ctx, { confirmNew, timing });
+  const results = await deps.batches.run(keys, check(confirmFirst));
   const orphan = (verdict: OrphanVerdict) => verdict.kind === "orphan";
-  const suspects = await batches.recheck(newKeys, results, orphan, check(true));
-  return { results, suspects };
+  const suspects = await deps.batches.recheck(keys, results, orphan, check(true));
+  const counts = zeroCounts();
+  const findings: Finding[] = [];
+  results.forEach((verdict) => countOrphan(counts, findings, verdict));
+  counts.transient = suspects.filter((i) => results[i]!.kind === "ok").length;
+  return { counts, findings };
+}
+
+/** Counts one old key's final verdict, and records it as a finding when it is one. */
+function countJob(
+  counts: FullCounts,
+  findings: Finding[],
+  oldKey: Buffer,
+  result: CheckedJob,
+): void {
+  const { verdict, workspace } = result;
+  switch (verdict.kind) {
+    case "gone":
+    case "filtered":
+      counts[verdict.kind]++;
+      return;
+    case "matched":
+      counts.checked++;
+      counts.matched++;
+      return;
+  }
+  // Only findings need the job id (most keys match).
+  const jobId = jobIdOf(oldKey)!;
+  counts.checked++;
+  switch (verdict.kind) {
+    case "invalid":
+      counts.invalid++;
+      // The raw workspace field of an invalid job is a value: it is never written.
+      findings.push({ kind: "invalid", jobId });
+      return;
+    case "field_missing":
+    case "field_differs":
+      counts[verdict.kind]++;
+      findings.push({ kind: verdict.kind, jobId, workspace, fields: verdict.fields });
+      return;
+    case "fields":
+      // Not resolved by the field pass (it always is): count it as differing values.
+      counts.field_differs++;
+      findings.push({ kind: "field_differs", jobId, workspace, fields: [] });
+      return;
+    default:
+      counts[verdict.kind]++;
+      findings.push({ kind: verdict.kind, jobId, workspace });
+  }
+}
+
+/** Counts one new key's final orphan verdict. */
+function countOrphan(counts: FullCounts, findings: Finding[], verdict: OrphanVerdict): void {
+  if (verdict.kind === "ok") counts.new_checked++;
+  if (verdict.kind !== "orphan") return;
+  counts.new_checked++;
+  counts.orphans++;
+  findings.push({
+    kind: "orphan",
+    jobId: verdict.jobId,
+    workspace: verdict.workspace,
+    reason: verdict.reason,
+  });
 }

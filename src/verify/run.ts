@@ -16,33 +16,25 @@
  *
  * @module
  */
-import { Buffer } from "node:buffer";
 import { SlidingWindowLimiter } from "../control/rate_limit.ts";
 import type { RateLimiter } from "../control/rate_limit.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import { type Logger, silentLogger } from "../run_events.ts";
-import { jobIdOf, parseNewKey } from "../schema.ts";
 import { escapeForLog } from "../telemetry/redact.ts";
-import {
-  checkSampledJobs,
-  checkSampledOrphans,
-  type JobVerdict,
-  newPopulation,
-  oldPopulation,
-  type OrphanVerdict,
-} from "./check.ts";
-import { type CheckOptions, openChecks } from "./pairs.ts";
+import { type CheckOptions, type Counted, countJobs, countOrphans, openChecks } from "./pairs.ts";
+import type { FindingKind } from "./verdicts.ts";
 import {
   computeParity,
   MAX_EXAMPLES,
-  type MismatchReason,
   type VerifyExamples,
   verifyPassed,
   type VerifyReport,
 } from "./report.ts";
 import {
   type KeyPopulation,
+  newPopulation,
+  oldPopulation,
   sampleKeys,
   type SampleResult,
   type SamplingTuning,
@@ -124,13 +116,18 @@ export async function runVerify(
     sampleLogged(nodes, { kind, population, size, deps, logger, tuning: options.sampling });
 
   const old = await sample("old", oldPopulation(options.workspace, checks), options.sample);
-  const forward = await checkSampledJobs(old.keys, checks);
+  const forward = await countJobs(old.keys, { batches: checks.batches(), ctx: checks.ctx });
   const fresh = await sample(
     "new",
     newPopulation(options.workspace),
     options.orphanSample ?? options.sample,
   );
-  const reverse = await checkSampledOrphans(fresh.keys, checks);
+  // Each sampled new key is read first: one deleted since it was sampled is gone, not an orphan.
+  const reverse = await countOrphans(
+    fresh.keys,
+    { batches: checks.batches(), ctx: checks.ctx },
+    true,
+  );
   const report = toReport({ old, fresh, forward, reverse, options, waited, started });
   logger.log("info", "verify_done", `Verify ${report.passed ? "passed" : "failed"}`, {
     sampled: report.sampled,
@@ -144,34 +141,49 @@ export async function runVerify(
   return report;
 }
 
-/** Everything a verify run found, as the report. */
+/**
+ * Everything a verify run found, as the report: the kinds of difference collapse into
+ * `mismatched`, by their first difference (type, then fields, then TTL: the pair rule's order).
+ */
 function toReport(found: {
   old: SampleResult;
   fresh: SampleResult;
-  forward: { verdicts: JobVerdict[]; transient: number };
-  reverse: { verdicts: OrphanVerdict[]; transient: number };
+  forward: Counted;
+  reverse: Counted;
   options: VerifyOptions;
   /** Seconds spent waiting for the limiter. */
   waited: number;
   started: number;
 }): VerifyReport {
-  const { old, fresh, forward, reverse, options } = found;
-  const tally = tallyVerdicts(old.keys, forward.verdicts, fresh.keys, reverse.verdicts);
-  const { counts } = tally;
-  const sampled = counts.matched + counts.missing + counts.mismatched + counts.invalid;
-  const parity = computeParity(counts.matched, sampled, counts.invalid);
+  const { old, fresh, options } = found;
+  const f = found.forward.counts;
+  const fields = f.field_missing + f.field_differs;
+  const parity = computeParity(f.matched, f.checked, f.invalid);
+  const orphans = found.reverse.counts.orphans;
+  const findings = [...found.forward.findings, ...found.reverse.findings];
+  // Up to MAX_EXAMPLES escaped job ids per failing category, in sample order: ids, never values.
+  const examples = (...kinds: FindingKind[]) =>
+    findings.filter((finding) => kinds.includes(finding.kind)).slice(0, MAX_EXAMPLES)
+      .map((finding) => escapeForLog(finding.jobId));
+  const examplesByKind: VerifyExamples = {
+    missing: examples("missing"),
+    mismatched: examples("field_missing", "field_differs", "ttl", "type"),
+    invalid: examples("invalid"),
+    orphans: examples("orphan"),
+  };
   return {
-    sampled,
-    matched: counts.matched,
-    missing: counts.missing,
-    mismatched: counts.mismatched,
-    invalid: counts.invalid,
+    sampled: f.checked,
+    matched: f.matched,
+    missing: f.missing,
+    mismatched: fields + f.ttl + f.type,
+    invalid: f.invalid,
     parity,
-    orphans: tally.orphans,
-    orphans_sampled: fresh.keys.length - tally.orphansGone,
-    gone: counts.gone,
-    transient: forward.transient + reverse.transient,
-    mismatch_reasons: tally.reasons,
+    orphans,
+    orphans_sampled: found.reverse.counts.new_checked,
+    // A sampled verify names no workspace to the checks: `filtered` is a key that changed hands.
+    gone: f.gone + f.filtered,
+    transient: f.transient + found.reverse.counts.transient,
+    mismatch_reasons: { type: f.type, fields, ttl: f.ttl },
     old_keys: old.population,
     old_keys_exact: old.exact,
     new_keys: fresh.population,
@@ -180,10 +192,10 @@ function toReport(found: {
     orphan_sampling: fresh.method,
     workspace: options.workspace ?? null,
     min_parity: options.minParity,
-    passed: verifyPassed(parity, options.minParity, tally.orphans),
+    passed: verifyPassed(parity, options.minParity, orphans),
     duration_seconds: Math.round(performance.now() - found.started) / 1000,
     limiter_wait_seconds: Math.round(found.waited * 1000) / 1000,
-    examples: tally.examples,
+    examples: examplesByKind,
   };
 }
 
@@ -213,39 +225,6 @@ async function sampleLogged(
     method: drawn.method,
   });
   return drawn;
-}
-
-/** Counts the verdicts by kind and keeps a few example job ids (ids only, escaped). */
-function tallyVerdicts(
-  oldKeys: readonly Buffer[],
-  jobs: readonly JobVerdict[],
-  newKeys: readonly Buffer[],
-  orphanVerdicts: readonly OrphanVerdict[],
-) {
-  const counts = { matched: 0, missing: 0, mismatched: 0, invalid: 0, gone: 0 };
-  const reasons: Record<MismatchReason, number> = { type: 0, fields: 0, ttl: 0 };
-  const examples: VerifyExamples = { missing: [], mismatched: [], invalid: [], orphans: [] };
-  const example = (list: string[], jobId: Buffer) => {
-    if (list.length < MAX_EXAMPLES) list.push(escapeForLog(jobId));
-  };
-  jobs.forEach((verdict, i) => {
-    counts[verdict.kind]++;
-    const jobId = jobIdOf(oldKeys[i] as Buffer) ?? Buffer.alloc(0);
-    if (verdict.kind === "mismatched") {
-      reasons[verdict.reason]++;
-      example(examples.mismatched, jobId);
-    } else if (verdict.kind === "missing") example(examples.missing, jobId);
-    else if (verdict.kind === "invalid") example(examples.invalid, jobId);
-  });
-  let orphans = 0;
-  let orphansGone = 0;
-  orphanVerdicts.forEach((verdict, i) => {
-    if (verdict === "gone") orphansGone++;
-    if (verdict !== "orphan") return;
-    orphans++;
-    example(examples.orphans, parseNewKey(newKeys[i] as Buffer)?.jobId ?? Buffer.alloc(0));
-  });
-  return { counts, reasons, examples, orphans, orphansGone };
 }
 
 function validate(options: VerifyOptions): void {

@@ -30,7 +30,17 @@
  */
 import { Buffer } from "node:buffer";
 import type { Redis } from "../redis/ioredis.ts";
+import {
+  isSameWorkspace,
+  jobIdOf,
+  NEW_MATCH,
+  newMatchFor,
+  OLD_MATCH,
+  parseNewKey,
+} from "../schema.ts";
+import type { Checks } from "./pairs.ts";
 import type { SamplingMethod } from "./report.ts";
+import { KeyCode } from "./script.ts";
 
 /** One kind of key to sample (old jobs, new jobs), optionally narrowed by reading the keys. */
 export interface KeyPopulation {
@@ -43,6 +53,40 @@ export interface KeyPopulation {
    * Only called for distinct keys; the sampler caches verdicts.
    */
   confirm?(keys: Buffer[]): Promise<boolean[]>;
+}
+
+/**
+ * Old keys; with `workspace`, only those whose `workspace_id` passes the rule as `workspace`
+ * (read by the script's `owner` mode: a key that is not a hash or has no workspace_id belongs to
+ * no workspace).
+ */
+export function oldPopulation(workspace: string | undefined, checks: Checks): KeyPopulation {
+  const { calls, rule } = checks.ctx;
+  return {
+    match: OLD_MATCH,
+    isCandidate: (key) => jobIdOf(key) !== undefined,
+    confirm: workspace === undefined ? undefined : async (keys) => {
+      const owners = await checks.batches().run(
+        keys,
+        (sub, timing) => calls.read(sub, "owner", { timing }),
+      );
+      return owners.map((owner) =>
+        Number(owner[0]) === KeyCode.hash && rule.check(owner[1] as Uint8Array) === workspace
+      );
+    },
+  };
+}
+
+/** New keys; with a workspace, only that workspace's (the name tells, no read needed). */
+export function newPopulation(workspace: string | undefined): KeyPopulation {
+  return {
+    match: workspace === undefined ? NEW_MATCH : newMatchFor(workspace),
+    isCandidate: (key) => {
+      const parsed = parseNewKey(key);
+      return parsed !== undefined &&
+        (workspace === undefined || isSameWorkspace(parsed.workspace, workspace));
+    },
+  };
 }
 
 /** Knobs of the sampling method (defaults in {@linkcode DEFAULT_SAMPLING}). */

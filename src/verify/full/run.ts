@@ -10,8 +10,15 @@
 import type { Redis } from "../../redis/ioredis.ts";
 import { type Logger, silentLogger } from "../../run_events.ts";
 import { OLD_MATCH } from "../../schema.ts";
-import { type CheckOptions, type Checks, openChecks } from "../pairs.ts";
-import { newPopulation } from "../check.ts";
+import {
+  type CheckOptions,
+  type Checks,
+  type Counted,
+  countJobs,
+  countOrphans,
+  openChecks,
+} from "../pairs.ts";
+import { newPopulation } from "../sample.ts";
 import type { SubBatches } from "../sub_batches.ts";
 import {
   applyRescan,
@@ -29,14 +36,7 @@ import {
 } from "./checkpoint.ts";
 import { TimedScan } from "../../control/timed_scan.ts";
 import { logClientClocks } from "../../control/call_clock.ts";
-import {
-  type CheckedChunk,
-  checkJobChunk,
-  checkOrphanChunk,
-  readAhead,
-  type ScanChunk,
-  scanChunks,
-} from "./chunks.ts";
+import { readAhead, type ScanChunk, scanChunks } from "./chunks.ts";
 import {
   addCounts,
   type FullCounts,
@@ -89,7 +89,7 @@ export async function runFullVerify(
   const checks = await openChecks(deps.target, options, deps);
   const { calls } = checks;
   await logClientClocks(deps.target, (node) => calls.clockOf(node), logger, options.callClock);
-  const { state, stored } = await resumeState({
+  const { state, resumed } = await resumeState({
     params: verifyParams(options),
     resetProgress: options.resetProgress,
     checkpoint: deps.checkpoint,
@@ -108,7 +108,7 @@ export async function runFullVerify(
     orphans_checked: options.orphans,
     workspace: options.workspace ?? null,
     duration_seconds: Math.round(durationMs) / 1000,
-    resumed: stored !== undefined,
+    resumed,
     redis_calls: {
       calls: calls.stats.calls,
       mean_ms: calls.stats.calls === 0 ? 0 : calls.stats.totalUs / calls.stats.calls / 1000,
@@ -224,8 +224,8 @@ class FullRun {
       for await (const chunk of readAhead(chunks)) {
         const deps = { batches: this.#batches, ctx: this.checks.ctx };
         const checked = jobs
-          ? await checkJobChunk(chunk.keys, deps)
-          : await checkOrphanChunk(chunk.keys, deps);
+          ? await countJobs(chunk.keys, deps)
+          : await countOrphans(chunk.keys, deps);
         await committing;
         committing = this.#commit({ node, id, progress }, chunk, checked);
         // Awaited before the next commit, or in `finally`; never an unhandled rejection.
@@ -244,7 +244,7 @@ class FullRun {
   async #commit(
     { node, id, progress }: { node: Redis; id: string; progress: NodeProgress },
     chunk: ScanChunk,
-    { counts, findings }: CheckedChunk,
+    { counts, findings }: Counted,
   ): Promise<void> {
     counts.scan_duplicates = chunk.duplicates;
     // Findings reach the disk before the counts that include them are stored.
