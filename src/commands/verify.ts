@@ -26,12 +26,11 @@ import { runVerify } from "../verify/run.ts";
 import { VerifyCheckpoint } from "../verify/full/checkpoint.ts";
 import { runFullVerify } from "../verify/full/run.ts";
 import { fullJson, type FullReport, renderFullText, ReportFile } from "../verify/full/report.ts";
-import { bindingMetricsPort } from "./metrics_port.ts";
+import { bindingMetricsPort, metricsExport } from "./metrics_port.ts";
 import type { CommandIo } from "./io.ts";
 
 /** A finished verify: its exit, its printed report, and what the metrics show. */
 interface Verified {
-  passed: boolean;
   json: unknown;
   text: string;
   outcome: VerifyOutcome;
@@ -68,11 +67,7 @@ export async function verifyCommand(options: VerifyFlags, io: CommandIo): Promis
     telemetry = bindingMetricsPort(options.metricsPort, () =>
       startVerifyTelemetry({
         enabled: io.telemetryEnabled,
-        metricsPort: options.metricsPort,
-        metricsHost: options.metricsHost,
-        metricsLingerSeconds: options.metricsLinger,
-        pushgatewayUrl: options.pushgateway,
-        pushIntervalSeconds: options.pushInterval,
+        ...metricsExport(options),
         progressKey: options.progressKey,
         logger,
         signal: io.signal,
@@ -94,7 +89,7 @@ export async function verifyCommand(options: VerifyFlags, io: CommandIo): Promis
         : await sampledVerify(target, options, ctx);
       outcome = verified.outcome;
       io.stdout((options.json ? JSON.stringify(verified.json) : verified.text) + "\n");
-      return verified.passed ? ExitCode.ok : ExitCode.failed;
+      return verified.outcome.passed ? ExitCode.ok : ExitCode.failed;
     } finally {
       await target.close();
     }
@@ -110,24 +105,15 @@ async function sampledVerify(
   ctx: VerifyContext,
 ): Promise<Verified> {
   ctx.started("sample");
-  const report = await runVerify(target, {
-    sample: options.sample,
-    workspace: options.workspace,
-    rule: options.rule,
-    ttlToleranceSeconds: options.ttlTolerance,
-    recheck: options.recheck,
-    recheckDelayMs: options.recheckDelayMs,
-    rps: options.rps,
-    minParity: options.minParity,
-  }, ctx).catch((error: unknown) => {
-    throw lostRedis(target, error, "verify");
-  });
+  const report = await runVerify(target, { ...bothVerifies(options), sample: options.sample }, ctx)
+    .catch((error: unknown) => {
+      throw lostRedis(target, error, "verify");
+    });
   const reasons = report.mismatch_reasons;
   return {
-    passed: report.passed,
     json: verifyJson(report),
     text: renderVerifyText(report),
-    outcome: {
+    outcome: outcomeOf(report, {
       checked: report.sampled,
       // `fields`: the sampled report's one kind for any field difference.
       mismatched: {
@@ -138,10 +124,7 @@ async function sampledVerify(
       },
       invalid: report.invalid,
       orphans: report.orphans,
-      parity: report.parity,
-      durationSeconds: report.duration_seconds,
-      passed: report.passed,
-    },
+    }),
   };
 }
 
@@ -180,13 +163,7 @@ async function fullVerify(
     });
     try {
       report = await runFullVerify({
-        rule: options.rule,
-        workspace: options.workspace,
-        ttlToleranceSeconds: options.ttlTolerance,
-        recheck: options.recheck,
-        recheckDelayMs: options.recheckDelayMs,
-        rps: options.rps,
-        minParity: options.minParity,
+        ...bothVerifies(options),
         orphans: options.orphans,
         resetProgress: options.resetProgress,
         callBudgetUs: (budget?.maxCallMs ?? options.maxCallMs) * 1000,
@@ -217,10 +194,9 @@ async function fullVerify(
   }
   const { counts } = report;
   return {
-    passed: report.passed,
     json: fullJson(report),
     text: renderFullText(report),
-    outcome: {
+    outcome: outcomeOf(report, {
       checked: counts.checked,
       mismatched: {
         missing: counts.missing,
@@ -231,10 +207,33 @@ async function fullVerify(
       },
       invalid: counts.invalid,
       orphans: counts.orphans,
-      parity: report.parity,
-      durationSeconds: report.duration_seconds,
-      passed: report.passed,
-    },
+    }),
+  };
+}
+
+/** The flags both verifies take alike. */
+function bothVerifies(options: VerifyFlags) {
+  return {
+    rule: options.rule,
+    workspace: options.workspace,
+    ttlToleranceSeconds: options.ttlTolerance,
+    recheck: options.recheck,
+    recheckDelayMs: options.recheckDelayMs,
+    rps: options.rps,
+    minParity: options.minParity,
+  };
+}
+
+/** What the metrics show of a finished verify. */
+function outcomeOf(
+  report: { parity: number; duration_seconds: number; passed: boolean },
+  counts: Pick<VerifyOutcome, "checked" | "mismatched" | "invalid" | "orphans">,
+): VerifyOutcome {
+  return {
+    ...counts,
+    parity: report.parity,
+    durationSeconds: report.duration_seconds,
+    passed: report.passed,
   };
 }
 

@@ -28,11 +28,9 @@ import {
   plainVerdict,
   type SideState,
 } from "./verdicts.ts";
-import type { CallClockMode } from "../control/call_clock.ts";
 import type { RateLimiter } from "../control/rate_limit.ts";
-import type { Redis } from "../redis/ioredis.ts";
 import type { RedisTarget } from "../redis/target.ts";
-import { type CallTiming, NodeCalls } from "./node_calls.ts";
+import { type CallTiming, NodeCalls, type NodeCallsOptions } from "./node_calls.ts";
 import { SUB_BATCHES_IN_FLIGHT, SubBatches } from "./sub_batches.ts";
 import { KeyCode } from "./script.ts";
 import { type Finding, type FullCounts, zeroCounts } from "./full/report.ts";
@@ -46,8 +44,9 @@ export interface CheckContext {
   toleranceMs: number;
 }
 
-/** How both verifies check pairs. */
-export interface CheckOptions {
+/** How both verifies check pairs (and, as for {@linkcode NodeCalls}, bound their calls). */
+export interface CheckOptions
+  extends Pick<NodeCallsOptions, "callBudgetUs" | "callClock" | "callsInFlight" | "shared"> {
   /** The workspace id rule (`--workspace-pattern`), the same the backfill uses. */
   rule: WorkspaceRule;
   /** Only this workspace's jobs; the script reads only its new keys. */
@@ -60,14 +59,6 @@ export interface CheckOptions {
   recheckDelayMs: number;
   /** At most this many key checks per second (`--rps`); 0 = unlimited. */
   rps: number;
-  /** Redis time one script call may take, µs (default 250, as `--max-call-ms` 0.25). */
-  callBudgetUs?: number;
-  /** `--call-clock`: whose clock times a call (default `auto`: probe each master). */
-  callClock?: CallClockMode;
-  /** Script calls in flight per master at most (`--max-latency`); default: no such bound. */
-  callsInFlight?: number;
-  /** Whether another client is active on a master now (control/pace.ts). Default: always. */
-  shared?: (node: Redis) => boolean;
 }
 
 /** The script calls, the pass context, and new sub-batches (sized and paced, with rechecks). */
