@@ -105,19 +105,14 @@ export class NodeCalls {
   readonly stats = { calls: 0, totalUs: 0, maxUs: 0 };
   readonly #target: Pick<RedisTarget, "kind" | "client" | "masters">;
   readonly #salt: string;
-  readonly #onlyWorkspace: string;
+  readonly #options: NodeCallsOptions;
   readonly #callBudgetUs: number;
-  readonly #toleranceMs: number;
-  readonly #clockMode: CallClockMode;
-  readonly #signal?: AbortSignal;
   /** Whose clock times each master's calls (probed again after a NOSCRIPT: a failover). */
   readonly #clocks = new Map<Redis, CallClock>();
   #sha = "";
   #byAddress = new Map<string, Redis>();
   /** Slot ranges each master serves ("a-b,c-d"), for the `pair` mode's locality check. */
   #ranges = new Map<Redis, string>();
-  readonly #callsInFlight: number;
-  readonly #shared: ((node: Redis) => boolean) | undefined;
   /** Each master's calls in flight. */
   readonly #windows = new Map<Redis, CallWindow>();
 
@@ -125,13 +120,8 @@ export class NodeCalls {
     this.#target = target;
     // A fresh salt per verify: a value hash never identifies a common value across runs.
     this.#salt = crypto.randomUUID();
-    this.#onlyWorkspace = options.onlyWorkspace ?? "";
+    this.#options = options;
     this.#callBudgetUs = options.callBudgetUs ?? 250;
-    this.#toleranceMs = options.toleranceMs ?? 0;
-    this.#clockMode = options.callClock ?? "auto";
-    this.#signal = options.signal;
-    this.#callsInFlight = options.callsInFlight ?? Infinity;
-    this.#shared = options.shared;
   }
 
   /**
@@ -139,7 +129,8 @@ export class NodeCalls {
    * script call goes through here).
    */
   async inWindow<T>(node: Redis, call: () => Promise<T>): Promise<T> {
-    if (this.#callsInFlight === Infinity) return await call();
+    const inFlight = this.#options.callsInFlight;
+    if (inFlight === undefined) return await call();
     let window = this.#windows.get(node);
     if (window === undefined) {
       // A round trip's worth of calls while nobody else is there, as a run's (run/engine.ts).
@@ -147,12 +138,12 @@ export class NodeCalls {
       window = this.#windows.get(node) ?? runWindow({
         deep: false,
         roundTrip,
-        budget: this.#callsInFlight,
-        shared: () => this.#shared?.(node) ?? true,
+        budget: inFlight,
+        shared: () => this.#options.shared?.(node) ?? true,
       });
       this.#windows.set(node, window);
     }
-    const release = await window.acquire({ signal: this.#signal });
+    const release = await window.acquire({ signal: this.#options.signal });
     try {
       return await call();
     } finally {
@@ -184,7 +175,7 @@ export class NodeCalls {
   async clockOf(node: Redis): Promise<CallClock> {
     let clock = this.#clocks.get(node);
     if (clock === undefined) {
-      clock = await probeCallClock(node, this.#clockMode);
+      clock = await probeCallClock(node, this.#options.callClock ?? "auto");
       this.#clocks.set(node, clock);
     }
     return clock;
@@ -241,7 +232,7 @@ export class NodeCalls {
         return out;
       } catch (error) {
         if (!(error instanceof StaleRouteError) || attempt >= 5) throw error;
-        await delay(250 * (attempt + 1), { signal: this.#signal });
+        await delay(250 * (attempt + 1), { signal: this.#options.signal });
       }
     }
   }
@@ -258,7 +249,7 @@ export class NodeCalls {
     const ranges = this.#rangesOf(node);
     const clock = await this.clockOf(node);
     while (entries.length < keys.length) {
-      this.#signal?.throwIfAborted();
+      this.#options.signal?.throwIfAborted();
       const rest = keys.slice(entries.length);
       const args = [
         mode,
@@ -267,10 +258,10 @@ export class NodeCalls {
         String(FIELD_CAP),
         this.#salt,
         NEW_PREFIX,
-        this.#onlyWorkspace,
+        this.#options.onlyWorkspace ?? "",
         ranges,
         String(Math.round(ownTimeLimitUs(this.#callBudgetUs, rest.length))),
-        String(this.#toleranceMs),
+        String(this.#options.toleranceMs ?? 0),
         ...rest,
       ];
       const { value: reply, micros: elapsed } = await clock.time(

@@ -1,8 +1,8 @@
 /**
- * One comparison pass over a sub-batch of keys, for both verifies (sampled and `--full`): read
- * and compare both sides with the read-only script (grouped per node), decide on its answers, and
- * ask for field names only where the pairs differ. Rechecks call these again for the keys that
- * still differ.
+ * The checks of both verifies (sampled and `--full`). One pass over a sub-batch of keys reads and
+ * compares both sides with the read-only script (grouped per node), decides on its answers, and
+ * asks for field names only where the pairs differ; the differences are rechecked, and the final
+ * verdicts counted into the counts and findings both reports are made from.
  *
  * @module
  */

@@ -4,13 +4,12 @@
  *
  * Forward: every sampled old key is invalid (the backfill's rule), missing (no new key), mismatched
  * (new key differs in type, fields, values or TTL) or matched. Reverse: every sampled new key
- * whose old twin does not exist is an orphan. Both are judged in Redis by `verify --full`'s
- * read-only script and pair rule (`check.ts`, `pairs.ts`): field values never leave Redis.
- * Failures are rechecked after a pause and only counted when they persist, because the
- * application writes both schemas while we read.
+ * whose old twin does not exist is an orphan. Both are checked, rechecked and counted as
+ * `verify --full` does (`pairs.ts`): field values never leave Redis, and a difference counts only
+ * when it persists, because the application writes both schemas while we read.
  *
- * Only reads reach Redis: DBSIZE, RANDOMKEY, SCAN, HGET (`--workspace`), INFO, SCRIPT LOAD and
- * the read-only script calls (EVALSHA_RO). (Redis reclaims an already-expired key that a read
+ * Only reads reach Redis: DBSIZE, RANDOMKEY, SCAN, INFO, SCRIPT LOAD and the read-only script
+ * calls (EVALSHA_RO). (Redis reclaims an already-expired key that a read
  * touches, as for any application read; that lazy expiry does not count as a change:
  * `rdb_changes_since_last_save` stays put.)
  *

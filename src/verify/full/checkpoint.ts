@@ -114,16 +114,8 @@ export interface VerifyParams {
 }
 
 /**
- * The parameters as stored in `<P>:verify:state` (JSON, compared as text).
- *
- * @example
- * ```ts
- * import { WorkspaceRule } from "../../schema.ts";
- * import { verifyParams } from "./checkpoint.ts";
- * verifyParams({ rule: new WorkspaceRule("^[a-z]+$"), ttlToleranceSeconds: 1, orphans: false });
- * // '{"workspace":null,"pattern":"^[a-z]+$","ttl_tolerance":1,"orphans":false,
- * //   "jobs_path":"sub_batches"}'
- * ```
+ * The parameters as stored in `<P>:verify:state`: JSON of `workspace`, `pattern`, `ttl_tolerance`,
+ * `orphans` and `jobs_path`, compared as text.
  */
 export function verifyParams(params: VerifyParams): string {
   return JSON.stringify({
