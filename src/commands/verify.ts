@@ -21,7 +21,7 @@ import {
   type VerifyTelemetry,
 } from "../telemetry/verify_metrics.ts";
 import { startVerifyPace } from "../run/throttled_gate.ts";
-import { renderVerifyText, verifyJson } from "../verify/report.ts";
+import { renderVerifyText } from "../verify/report.ts";
 import { runVerify } from "../verify/run.ts";
 import { VerifyCheckpoint } from "../verify/full/checkpoint.ts";
 import { runFullVerify } from "../verify/full/run.ts";
@@ -111,7 +111,7 @@ async function sampledVerify(
     });
   const reasons = report.mismatch_reasons;
   return {
-    json: verifyJson(report),
+    json: report,
     text: renderVerifyText(report),
     outcome: outcomeOf(report, {
       checked: report.sampled,

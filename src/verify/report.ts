@@ -23,9 +23,9 @@ export interface VerifyExamples {
 export const MAX_EXAMPLES = 10;
 
 /**
- * The verify report, field for field the `--json` object. Counts of the old-key sample add up:
- * `sampled = matched + missing + mismatched + invalid`; sampled keys that vanished before they
- * could be compared are counted in `gone` instead.
+ * The verify report, field for field (and in this order, as `runVerify` builds it) the `--json`
+ * object. Counts of the old-key sample add up: `sampled = matched + missing + mismatched +
+ * invalid`; sampled keys that vanished before they could be compared are counted in `gone` instead.
  */
 export interface VerifyReport {
   /** Old keys compared (excludes `gone`). */
@@ -99,24 +99,6 @@ export function computeParity(matched: number, sampled: number, invalid: number)
  */
 export function verifyPassed(parity: number, minParity: number, orphans: number): boolean {
   return parity * 100 >= minParity - 1e-9 && orphans === 0;
-}
-
-/**
- * The `--json` object: the report with its fields in a stable order. Contains at least
- * `sampled, matched, missing, mismatched, invalid, orphans, parity`.
- *
- * @example
- * ```ts
- * import { type VerifyReport, verifyJson } from "./report.ts";
- *
- * function jsonLine(report: VerifyReport): string {
- *   return JSON.stringify(verifyJson(report)) + "\n";
- * }
- * ```
- */
-export function verifyJson(report: VerifyReport): Record<string, unknown> {
-  // A copy in the report's own field order (`runVerify` builds it in the interface's order).
-  return structuredClone(report) as unknown as Record<string, unknown>;
 }
 
 /**
