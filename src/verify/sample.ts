@@ -157,28 +157,34 @@ export async function sampleKeys(
   if (!Number.isInteger(size) || size < 1) {
     throw new RangeError(`sample size must be a positive integer, got ${size}`);
   }
-  const tuning = { ...DEFAULT_SAMPLING, ...options.tuning };
-  const signal = options.signal;
-  signal?.throwIfAborted();
-
+  const draw: Draw = {
+    nodes,
+    population,
+    size,
+    tuning: { ...DEFAULT_SAMPLING, ...options.tuning },
+    signal: options.signal,
+  };
+  draw.signal?.throwIfAborted();
   const sizes = await Promise.all(nodes.map((node) => node.dbsize()));
   const total = sizes.reduce((a, b) => a + b, 0);
-  if (total <= tuning.scanBelow || size >= total) {
-    return await scanSample(nodes, population, size, tuning, signal);
-  }
-  const drawn = await randomSample(nodes, sizes, total, population, size, tuning, signal);
-  return drawn ?? await scanSample(nodes, population, size, tuning, signal);
+  if (total <= draw.tuning.scanBelow || size >= total) return await scanSample(draw);
+  return await randomSample(draw, sizes, total) ?? await scanSample(draw);
+}
+
+/** One sample being drawn. */
+interface Draw {
+  nodes: readonly Redis[];
+  population: KeyPopulation;
+  size: number;
+  tuning: SamplingTuning;
+  signal?: AbortSignal;
 }
 
 /** Random draws; `undefined` when the population turns out too small or rare for them. */
 async function randomSample(
-  nodes: readonly Redis[],
+  { nodes, population, size, tuning, signal }: Draw,
   sizes: readonly number[],
   total: number,
-  population: KeyPopulation,
-  size: number,
-  tuning: SamplingTuning,
-  signal: AbortSignal | undefined,
 ): Promise<SampleResult | undefined> {
   const pool = new Map<string, Buffer>();
   const verdicts = new Map<string, boolean>();
@@ -266,11 +272,7 @@ async function drawRandom(
 
 /** Full SCAN of every node into one reservoir of `size` keys (exact population count). */
 async function scanSample(
-  nodes: readonly Redis[],
-  population: KeyPopulation,
-  size: number,
-  tuning: SamplingTuning,
-  signal: AbortSignal | undefined,
+  { nodes, population, size, tuning, signal }: Draw,
 ): Promise<SampleResult> {
   const reservoir: Buffer[] = [];
   // Ids in the reservoir: SCAN may return a key twice (rehashing); a repeat is dropped here, so
