@@ -26,7 +26,7 @@ import { acquireLocks, type LockSet, type RunFence } from "../safety/lock_fence.
 import { emptyCounters } from "../outcome.ts";
 import { createTelemetry, fanOut, type Telemetry } from "../telemetry/mod.ts";
 import type { CommandIo } from "./io.ts";
-import { bindingMetricsPort } from "./metrics_port.ts";
+import { bindingMetricsPort, metricsExport } from "./metrics_port.ts";
 import { checkBeforeWriting } from "./run_checks.ts";
 
 /** The shortest silence that counts as a lost server (a `--max-outage 0` run still waits this). */
@@ -73,11 +73,7 @@ function startTelemetry(options: RunOptions, io: CommandIo): Telemetry {
   return bindingMetricsPort(options.metricsPort, () =>
     createTelemetry({
       enabled: io.telemetryEnabled,
-      metricsPort: options.metricsPort,
-      metricsHost: options.metricsHost,
-      metricsLingerSeconds: options.metricsLinger,
-      pushgatewayUrl: options.pushgateway,
-      pushIntervalSeconds: options.pushInterval,
+      ...metricsExport(options),
       expectedBatchSeconds: options.rps > 0 ? options.batch / options.rps : 0,
       redisSilenceSeconds: options.healthTimeout,
       signal: io.signal,
