@@ -30,7 +30,8 @@ import {
 } from "../safety/lock.ts";
 import { emptyCounters } from "../outcome.ts";
 import { createTelemetry, fanOut, type Telemetry } from "../telemetry/mod.ts";
-import { bindingMetricsPort, type CommandIo } from "./io.ts";
+import type { CommandIo } from "./io.ts";
+import { bindingMetricsPort, metricsExport } from "./metrics_port.ts";
 import { checkBeforeWriting } from "./run_checks.ts";
 
 /** The shortest silence that counts as a lost server (a `--max-outage 0` run still waits this). */
@@ -77,11 +78,7 @@ function startTelemetry(options: RunOptions, io: CommandIo): Telemetry {
   return bindingMetricsPort(options.metricsPort, () =>
     createTelemetry({
       enabled: io.telemetryEnabled,
-      metricsPort: options.metricsPort,
-      metricsHost: options.metricsHost,
-      metricsLingerSeconds: options.metricsLinger,
-      pushgatewayUrl: options.pushgateway,
-      pushIntervalSeconds: options.pushInterval,
+      ...metricsExport(options),
       expectedBatchSeconds: options.rps > 0 ? options.batch / options.rps : 0,
       redisSilenceSeconds: options.healthTimeout,
       signal: io.signal,

@@ -4,10 +4,16 @@
  * and whether the verify completed. Set from the verify's report at its end; present (at 0) from
  * the first scrape, so a dashboard reads 0 rather than "no data" while a verify runs.
  *
+ * Served on `--metrics-port` and pushed to `--pushgateway` (grouping `mode=verify`, so a verify
+ * never replaces a run's group) at start, every `--push-interval` and at the end, like a run. A
+ * verify that fails before it starts (bad report path, Redis unreachable) pushes nothing.
+ *
  * @module
  */
 import { Counter, Gauge, Registry } from "prom-client";
-import { type TimerClock, wallClock } from "../async/clock.ts";
+import { wallClock } from "../async/clock.ts";
+import type { Logger } from "../run_events.ts";
+import { exportMetrics } from "./server.ts";
 
 /**
  * How an old key's new key differs. `fields` is the sampled verify's one kind for any field
@@ -22,18 +28,15 @@ const VERIFY_MISMATCH_KINDS = [
   "type",
 ] as const;
 
-/** One of {@linkcode VERIFY_MISMATCH_KINDS}. */
-export type VerifyMismatchKind = typeof VERIFY_MISMATCH_KINDS[number];
-
 /** How a verify checks: a sample, or every key. */
-export type VerifyMethod = "sample" | "full";
+type VerifyMethod = "sample" | "full";
 
 /** What a finished verify found, as the metrics show it. */
 export interface VerifyOutcome {
   /** Old keys compared. */
   checked: number;
   /** Old keys whose new key differs, by kind. */
-  mismatched: Partial<Record<VerifyMismatchKind, number>>;
+  mismatched: Partial<Record<typeof VERIFY_MISMATCH_KINDS[number], number>>;
   /** Invalid old keys (not compared). */
   invalid: number;
   /** New keys whose old key is missing. */
@@ -42,17 +45,14 @@ export interface VerifyOutcome {
   parity: number;
   /** Wall time in seconds (a resumed `--full` includes its earlier sessions). */
   durationSeconds: number;
-  /** The verify reached its end (not stopped by a signal). */
-  completed: boolean;
   /** Parity reached and no orphans: ready to turn the old schema's fallback off. */
   passed: boolean;
 }
 
 /** The verify's metrics in a dedicated registry. */
-export class VerifyMetrics {
+class VerifyMetrics {
   /** The registry to serve and push. */
   readonly registry: Registry = new Registry();
-  readonly #clock: TimerClock;
   readonly #checked: Counter;
   readonly #mismatched: Counter<"kind">;
   readonly #invalid: Counter;
@@ -64,18 +64,18 @@ export class VerifyMetrics {
   readonly #info: Gauge<"method">;
 
   /** Registers every metric; counters start at 0. */
-  constructor(options: { clock?: TimerClock } = {}) {
-    this.#clock = options.clock ?? wallClock;
+  constructor() {
     const registers = [this.registry];
-    const counter = (name: string, help: string) => new Counter({ name, help, registers });
-    const gauge = (name: string, help: string) => new Gauge({ name, help, registers });
+    const counter = <L extends string = never>(name: string, help: string, labelNames: L[] = []) =>
+      new Counter<L>({ name, help, labelNames, registers });
+    const gauge = <L extends string = never>(name: string, help: string, labelNames: L[] = []) =>
+      new Gauge<L>({ name, help, labelNames, registers });
     this.#checked = counter("relay_backfill_verify_checked_total", "Old keys compared.");
-    this.#mismatched = new Counter({
-      name: "relay_backfill_verify_mismatched_total",
-      help: "Old keys whose new key is missing or differs (after rechecks), by kind.",
-      labelNames: ["kind"] as const,
-      registers,
-    });
+    this.#mismatched = counter(
+      "relay_backfill_verify_mismatched_total",
+      "Old keys whose new key is missing or differs (after rechecks), by kind.",
+      ["kind"],
+    );
     this.#invalid = counter(
       "relay_backfill_verify_invalid_total",
       "Invalid old keys (skipped by the backfill, not compared).",
@@ -99,12 +99,9 @@ export class VerifyMetrics {
       start: gauge("relay_backfill_verify_start_timestamp_seconds", "Unix time it started."),
       end: gauge("relay_backfill_verify_end_timestamp_seconds", "Unix time it ended (0: running)."),
     };
-    this.#info = new Gauge({
-      name: "relay_backfill_verify_info",
-      help: "Always 1; `method` is sample or full.",
-      labelNames: ["method"] as const,
-      registers,
-    });
+    this.#info = gauge("relay_backfill_verify_info", "Always 1; `method` is sample or full.", [
+      "method",
+    ]);
     for (const kind of VERIFY_MISMATCH_KINDS) this.#mismatched.inc({ kind }, 0);
   }
 
@@ -112,13 +109,16 @@ export class VerifyMetrics {
   onStart(method: VerifyMethod): void {
     this.#info.set({ method }, 1);
     this.#gauges.running.set(1);
-    this.#gauges.start.set(this.#clock.now() / 1000);
+    this.#gauges.start.set(wallClock.now() / 1000);
   }
 
-  /** The verify ended; `outcome` is undefined when it failed before a report. */
+  /**
+   * The verify ended; `outcome` is undefined when it stopped before a report (then `completed`
+   * stays 0).
+   */
   onEnd(outcome?: VerifyOutcome): void {
     this.#gauges.running.set(0);
-    this.#gauges.end.set(this.#clock.now() / 1000);
+    this.#gauges.end.set(wallClock.now() / 1000);
     if (outcome === undefined) return;
     this.#checked.inc(outcome.checked);
     for (const [kind, count] of Object.entries(outcome.mismatched)) {
@@ -128,7 +128,70 @@ export class VerifyMetrics {
     this.#orphans.inc(outcome.orphans);
     this.#gauges.parity.set(outcome.parity);
     this.#gauges.duration.set(outcome.durationSeconds);
-    this.#gauges.completed.set(outcome.completed ? 1 : 0);
+    this.#gauges.completed.set(1);
     this.#gauges.passed.set(outcome.passed ? 1 : 0);
   }
+}
+
+/** Options of {@linkcode startVerifyTelemetry}. */
+export interface VerifyTelemetryOptions {
+  /** `TELEMETRY_ENABLED`: off means no server and no push. */
+  enabled: boolean;
+  metricsPort?: number;
+  metricsHost?: string;
+  /** Seconds `/metrics` stays up after the end (a signal cuts it short). */
+  metricsLingerSeconds?: number;
+  /** May hold `user:password@` (never logged). */
+  pushgatewayUrl?: string;
+  pushIntervalSeconds?: number;
+  /** The Pushgateway `instance` grouping label. */
+  progressKey: string;
+  logger: Logger;
+  signal?: AbortSignal;
+}
+
+/** A verify's telemetry. */
+export interface VerifyTelemetry {
+  /** The verify started (first push). */
+  start(method: VerifyMethod): void;
+  /** Final values, final push, linger, server down. Never rejects; call it in a `finally`. */
+  close(outcome?: VerifyOutcome): Promise<void>;
+}
+
+/**
+ * Starts the metrics server (a taken port fails here, before Redis is touched) and prepares the
+ * pushes.
+ *
+ * @throws {MetricsServerError} (server.ts) when the metrics port cannot be bound.
+ */
+export function startVerifyTelemetry(options: VerifyTelemetryOptions): VerifyTelemetry {
+  if (!options.enabled) return { start() {}, close: () => Promise.resolve() };
+  const metrics = new VerifyMetrics();
+  const outlet = exportMetrics({
+    registry: metrics.registry,
+    port: options.metricsPort,
+    hostname: options.metricsHost,
+    pushgatewayUrl: options.pushgatewayUrl,
+    pushIntervalSeconds: options.pushIntervalSeconds,
+    instance: options.progressKey,
+    logger: options.logger,
+    clock: wallClock,
+  });
+  let started = false;
+  let closing: Promise<void> | undefined;
+  return {
+    start(method) {
+      started = true;
+      metrics.onStart(method);
+      outlet.start("verify");
+    },
+    close(outcome) {
+      return closing ??= (async () => {
+        if (started) metrics.onEnd(outcome);
+        await outlet.finish();
+        const lingerSeconds = started ? options.metricsLingerSeconds ?? 0 : 0;
+        await outlet.close({ lingerSeconds, signal: options.signal });
+      })();
+    },
+  };
 }

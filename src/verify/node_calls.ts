@@ -1,5 +1,5 @@
 /**
- * Read-only script calls of both verifies (sampled and `--full`), grouped by the node that serves the keys. Each call
+ * Read-only script calls of both verifies, grouped by the master that serves the keys. Each call
  * is EVALSHA_RO with numkeys 0 on one master connection; the script answers as many keys as fit
  * under the field cap and the caller sends the rest again. Call times (measured by the script
  * with TIME) are kept, so sub-batches can be sized to a time budget and the summary can show them.
@@ -27,8 +27,7 @@ import { delay } from "../async/delay.ts";
 /**
  * Redis time of a call outside the script's own clock (TIME at its first and last line): finding
  * the script, building ARGV (one Lua string per key), turning the reply into RESP (one entry per
- * key). INFO commandstats counts them: about 10 µs a call plus 0.75 µs a key on the benchmark
- * machine (`usec_per_call` against the script's own mean, 1 to 64 keys a call).
+ * key), as INFO commandstats counts it against the script's own mean (docs/verify.md).
  */
 export const OUTSIDE_SCRIPT_US = { perCall: 10, perKey: 0.75 } as const;
 
@@ -102,38 +101,21 @@ export interface CallTiming {
   nodeKeys?: number;
 }
 
-/** Running statistics of the calls made (Redis time as measured inside the script). */
-export interface CallStats {
-  calls: number;
-  totalUs: number;
-  maxUs: number;
-}
-
-/** One master and the positions (in the caller's key list) of the keys it serves. */
-export interface NodeGroup {
-  node: Redis;
-  indices: number[];
-}
-
 /** Sends the verify script to the nodes that serve given keys. */
 export class NodeCalls {
-  readonly stats: CallStats = { calls: 0, totalUs: 0, maxUs: 0 };
+  /** The calls made, with their Redis time as measured inside the script. */
+  readonly stats = { calls: 0, totalUs: 0, maxUs: 0 };
   readonly #target: Pick<RedisTarget, "kind" | "client" | "masters">;
   readonly #salt: string;
-  readonly #onlyWorkspace: string;
+  readonly #options: NodeCallsOptions;
   readonly #keys: KeySchema;
   readonly #callBudgetUs: number;
-  readonly #toleranceMs: number;
-  readonly #clockMode: CallClockMode;
-  readonly #signal?: AbortSignal;
   /** Whose clock times each master's calls (probed again after a NOSCRIPT: a failover). */
   readonly #clocks = new Map<Redis, CallClock>();
   #sha = "";
   #byAddress = new Map<string, Redis>();
   /** Slot ranges each master serves ("a-b,c-d"), for the `pair` mode's locality check. */
   #ranges = new Map<Redis, string>();
-  readonly #callsInFlight: number;
-  readonly #shared: ((node: Redis) => boolean) | undefined;
   /** Each master's calls in flight. */
   readonly #windows = new Map<Redis, CallWindow>();
 
@@ -141,14 +123,9 @@ export class NodeCalls {
     this.#target = target;
     // A fresh salt per verify: a value hash never identifies a common value across runs.
     this.#salt = crypto.randomUUID();
-    this.#onlyWorkspace = options.onlyWorkspace ?? "";
+    this.#options = options;
     this.#keys = options.keys ?? new KeySchema();
     this.#callBudgetUs = options.callBudgetUs ?? 250;
-    this.#toleranceMs = options.toleranceMs ?? 0;
-    this.#clockMode = options.callClock ?? "auto";
-    this.#signal = options.signal;
-    this.#callsInFlight = options.callsInFlight ?? Infinity;
-    this.#shared = options.shared;
   }
 
   /**
@@ -156,7 +133,8 @@ export class NodeCalls {
    * script call goes through here).
    */
   async inWindow<T>(node: Redis, call: () => Promise<T>): Promise<T> {
-    if (this.#callsInFlight === Infinity) return await call();
+    const inFlight = this.#options.callsInFlight;
+    if (inFlight === undefined) return await call();
     let window = this.#windows.get(node);
     if (window === undefined) {
       // A round trip's worth of calls while nobody else is there, as a run's (run/engine.ts).
@@ -164,12 +142,12 @@ export class NodeCalls {
       window = this.#windows.get(node) ?? runWindow({
         deep: false,
         roundTrip,
-        budget: this.#callsInFlight,
-        shared: () => this.#shared?.(node) ?? true,
+        budget: inFlight,
+        shared: () => this.#options.shared?.(node) ?? true,
       });
       this.#windows.set(node, window);
     }
-    const release = await window.acquire({ signal: this.#signal });
+    const release = await window.acquire({ signal: this.#options.signal });
     try {
       return await call();
     } finally {
@@ -201,7 +179,7 @@ export class NodeCalls {
   async clockOf(node: Redis): Promise<CallClock> {
     let clock = this.#clocks.get(node);
     if (clock === undefined) {
-      clock = await probeCallClock(node, this.#clockMode);
+      clock = await probeCallClock(node, this.#options.callClock ?? "auto");
       this.#clocks.set(node, clock);
     }
     return clock;
@@ -212,15 +190,8 @@ export class NodeCalls {
     return this.#target.kind === "cluster" ? (this.#ranges.get(node) ?? "none") : "";
   }
 
-  /** Records a call's own time (µs) in {@linkcode stats}. */
-  #record(elapsedUs: number): void {
-    this.stats.calls++;
-    this.stats.totalUs += elapsedUs;
-    this.stats.maxUs = Math.max(this.stats.maxUs, elapsedUs);
-  }
-
   /** Groups key positions by the master that serves each key (one group on a standalone). */
-  group(keys: readonly Buffer[]): NodeGroup[] {
+  #group(keys: readonly Buffer[]): { node: Redis; indices: number[] }[] {
     if (this.#target.kind !== "cluster") {
       const node = this.#target.masters()[0] as Redis;
       return keys.length === 0 ? [] : [{ node, indices: keys.map((_, i) => i) }];
@@ -246,7 +217,7 @@ export class NodeCalls {
    * Runs `mode` over `keys`, one call per master at a time (masters in parallel), and returns one
    * entry per key in order. A stale slot map is refreshed and the keys regrouped, a few times.
    * In `pair` mode a key the script found matched gets its workspace bytes (a Buffer) as entry,
-   * not an array (see `scripts.ts`).
+   * not an array (see `script.ts`).
    */
   async read(
     keys: readonly Buffer[],
@@ -257,24 +228,21 @@ export class NodeCalls {
       try {
         const out: unknown[][] = new Array(keys.length);
         await Promise.all(
-          this.group(keys).map(async ({ node, indices }) => {
-            const entries = await this.call(node, mode, indices.map((i) => keys[i]!), options);
+          this.#group(keys).map(async ({ node, indices }) => {
+            const entries = await this.#call(node, mode, indices.map((i) => keys[i]!), options);
             indices.forEach((index, j) => out[index] = entries[j]!);
           }),
         );
         return out;
       } catch (error) {
         if (!(error instanceof StaleRouteError) || attempt >= 5) throw error;
-        await delay(250 * (attempt + 1), { signal: this.#signal });
+        await delay(250 * (attempt + 1), { signal: this.#options.signal });
       }
     }
   }
 
-  /**
-   * Runs `mode` over `keys` on `node` and returns one entry per key, in order. `oldSide` makes the
-   * script treat the keys as old keys (workspace field and a non-empty job id required).
-   */
-  async call(
+  /** Runs `mode` over `keys` on `node` and returns one entry per key, in order. */
+  async #call(
     node: Redis,
     mode: ScriptMode,
     keys: readonly Buffer[],
@@ -284,7 +252,7 @@ export class NodeCalls {
     const ranges = this.#rangesOf(node);
     const clock = await this.clockOf(node);
     while (entries.length < keys.length) {
-      this.#signal?.throwIfAborted();
+      this.#options.signal?.throwIfAborted();
       const rest = keys.slice(entries.length);
       const args = [
         mode,
@@ -293,10 +261,10 @@ export class NodeCalls {
         String(FIELD_CAP),
         this.#salt,
         this.#keys.luaSpec,
-        this.#onlyWorkspace,
+        this.#options.onlyWorkspace ?? "",
         ranges,
         String(Math.round(ownTimeLimitUs(this.#callBudgetUs, rest.length))),
-        String(this.#toleranceMs),
+        String(this.#options.toleranceMs ?? 0),
         ...rest,
       ];
       const { value: reply, micros: elapsed } = await clock.time(
@@ -305,7 +273,9 @@ export class NodeCalls {
         rest.length,
       );
       const processed = Number(reply[0]);
-      this.#record(elapsed);
+      this.stats.calls++;
+      this.stats.totalUs += elapsed;
+      this.stats.maxUs = Math.max(this.stats.maxUs, elapsed);
       if (options.timing && elapsed > options.timing.maxUs) {
         options.timing.maxUs = elapsed;
         options.timing.maxKeys = processed;

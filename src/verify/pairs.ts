@@ -1,8 +1,8 @@
 /**
- * One comparison pass over a sub-batch of keys, for both verifies (sampled and `--full`): read
- * and compare both sides with the read-only script (grouped per node), decide on its answers, and
- * ask for field names only where the pairs differ. Rechecks call these again for the keys that
- * still differ.
+ * The checks of both verifies (sampled and `--full`). One pass over a sub-batch of keys reads and
+ * compares both sides with the read-only script (grouped per node), decides on its answers, and
+ * asks for field names only where the pairs differ; the differences are rechecked, and the final
+ * verdicts counted into the counts and findings both reports are made from.
  *
  * @module
  */
@@ -21,9 +21,12 @@ import {
   plainVerdict,
   type SideState,
 } from "./verdicts.ts";
-import type { CallTiming, NodeCalls } from "./node_calls.ts";
-import type { SubBatches } from "./sub_batches.ts";
+import type { RateLimiter } from "../control/rate_limit.ts";
+import type { RedisTarget } from "../redis/target.ts";
+import { type CallTiming, NodeCalls, type NodeCallsOptions } from "./node_calls.ts";
+import { SUB_BATCHES_IN_FLIGHT, SubBatches } from "./sub_batches.ts";
 import { KeyCode } from "./script.ts";
+import { type Finding, type FullCounts, zeroCounts } from "./full/report.ts";
 
 /** What a pass needs. */
 export interface CheckContext {
@@ -33,6 +36,73 @@ export interface CheckContext {
   /** Only this workspace's jobs (others are `filtered`). */
   workspace?: string;
   toleranceMs: number;
+}
+
+/** How both verifies check pairs (and, as for {@linkcode NodeCalls}, bound their calls). */
+export interface CheckOptions
+  extends Pick<NodeCallsOptions, "callBudgetUs" | "callClock" | "callsInFlight" | "shared"> {
+  /** The key mapping and the workspace rule (`--workspace-pattern`), the backfill's. */
+  keys: KeySchema;
+  /** Only this workspace's jobs; the script reads only its new keys. */
+  workspace?: string;
+  /** TTLs that differ by more than this many seconds are a mismatch (`--ttl-tolerance`). */
+  ttlToleranceSeconds: number;
+  /** Rechecks of a difference before it counts (`--recheck`). */
+  recheck: number;
+  /** Pause before each recheck round, in milliseconds. */
+  recheckDelayMs: number;
+  /** At most this many key checks per second (`--rps`); 0 = unlimited. */
+  rps: number;
+}
+
+/** The script calls, the pass context, and new sub-batches (sized and paced, with rechecks). */
+export interface Checks {
+  calls: NodeCalls;
+  ctx: CheckContext;
+  /** The call budget in effect, µs. */
+  callBudgetUs: number;
+  /** New sub-batches: each kind of check learns its own size (costs per key differ). */
+  batches(): SubBatches;
+}
+
+/**
+ * Loads the script on every master (Redis ≥ 7.0 or a refusal) and sets up the checks.
+ *
+ * @throws {SafetyRefusal} when a master runs Redis older than 7.0.
+ */
+export async function openChecks(
+  target: Pick<RedisTarget, "kind" | "client" | "masters">,
+  options: CheckOptions,
+  deps: { limiter: Pick<RateLimiter, "acquire">; signal?: AbortSignal },
+): Promise<Checks> {
+  const callBudgetUs = options.callBudgetUs ?? 250;
+  const toleranceMs = options.ttlToleranceSeconds * 1000;
+  const calls = new NodeCalls(target, {
+    signal: deps.signal,
+    onlyWorkspace: options.workspace,
+    keys: options.keys,
+    callBudgetUs,
+    toleranceMs,
+    callClock: options.callClock,
+    callsInFlight: options.callsInFlight,
+    shared: options.shared,
+  });
+  await calls.init();
+  return {
+    calls,
+    ctx: { calls, keys: options.keys, workspace: options.workspace, toleranceMs },
+    callBudgetUs,
+    batches: () =>
+      new SubBatches({
+        recheck: options.recheck,
+        recheckDelayMs: options.recheckDelayMs,
+        limiter: deps.limiter,
+        rps: options.rps,
+        callBudgetUs,
+        inFlight: SUB_BATCHES_IN_FLIGHT,
+        signal: deps.signal,
+      }),
+  };
 }
 
 /** A checked old key: its verdict and, when valid, its workspace id. */
@@ -96,7 +166,7 @@ export async function checkJobs(
 
 /**
  * Settles in `results` the keys the script found matched (their entry is the old key's workspace
- * bytes alone, see `scripts.ts`), once their workspace passes the rule; decodes the others.
+ * bytes alone, see `script.ts`), once their workspace passes the rule; decodes the others.
  */
 function settleMatched(
   entries: readonly unknown[],
@@ -239,41 +309,121 @@ export async function checkOrphans(
   return verdicts;
 }
 
-/** Checked keys after their rechecks, and the positions that failed the first check. */
-export interface Settled<V> {
-  results: V[];
-  suspects: number[];
+/** Checked keys: their counts and the findings they include (one per counted difference). */
+export interface Counted {
+  counts: FullCounts;
+  findings: Finding[];
+}
+
+/** What counting needs: the sub-batches (sized and paced) and the pass context. */
+export interface CountDeps {
+  batches: SubBatches;
+  ctx: CheckContext;
 }
 
 /**
- * Checks old keys in `batches` and rechecks their differences in place (`--recheck` rounds): a
- * difference counts only if it survives every recheck (a dual write in flight lands meanwhile).
+ * Compares old keys with their new keys, rechecks the differences (`--recheck` rounds: one counts
+ * only if it survives every recheck, as a dual write in flight lands meanwhile), and counts the
+ * final verdicts. `transient`: differences that matched on a recheck.
  */
-export async function settleJobs(
-  oldKeys: readonly Buffer[],
-  ctx: CheckContext,
-  batches: SubBatches,
-): Promise<Settled<CheckedJob>> {
-  const check = (keys: Buffer[], timing: CallTiming) => checkJobs(keys, ctx, timing);
-  const results = await batches.run(oldKeys, check);
-  const suspects = await batches.recheck(oldKeys, results, (r) => isMismatch(r.verdict), check);
-  return { results, suspects };
+export async function countJobs(keys: readonly Buffer[], deps: CountDeps): Promise<Counted> {
+  const schema = deps.ctx.keys;
+  const candidates = keys.filter((key) => schema.idOf(key) !== undefined);
+  const check = (keys: Buffer[], timing: CallTiming) => checkJobs(keys, deps.ctx, timing);
+  const results = await deps.batches.run(candidates, check);
+  const suspects = await deps.batches.recheck(
+    candidates,
+    results,
+    (result) => isMismatch(result.verdict),
+    check,
+  );
+  const counts = zeroCounts();
+  const findings: Finding[] = [];
+  results.forEach((result, i) =>
+    countJob(counts, findings, { oldKey: candidates[i]!, keys: schema }, result)
+  );
+  counts.transient = suspects.filter((i) => results[i]!.verdict.kind === "matched").length;
+  return { counts, findings };
 }
 
 /**
- * Checks new keys for orphans in `batches` and rechecks the orphans, each recheck confirming the
- * new key still exists; `confirmFirst` confirms it in the first pass too (one more read a key).
+ * Checks new keys for orphans, rechecks the orphans (each recheck confirming the new key still
+ * exists; `confirmFirst`: the first pass too, one more read a key), and counts the final verdicts.
+ * `transient`: orphans that were not on a recheck.
  */
-export async function settleOrphans(
-  newKeys: readonly Buffer[],
-  ctx: CheckContext,
-  batches: SubBatches,
+export async function countOrphans(
+  keys: readonly Buffer[],
+  deps: CountDeps,
   confirmFirst = false,
-): Promise<Settled<OrphanVerdict>> {
+): Promise<Counted> {
   const check = (confirmNew: boolean) => (keys: Buffer[], timing: CallTiming) =>
-    checkOrphans(keys, ctx, { confirmNew, timing });
-  const results = await batches.run(newKeys, check(confirmFirst));
+    checkOrphans(keys, deps.ctx, { confirmNew, timing });
+  const results = await deps.batches.run(keys, check(confirmFirst));
   const orphan = (verdict: OrphanVerdict) => verdict.kind === "orphan";
-  const suspects = await batches.recheck(newKeys, results, orphan, check(true));
-  return { results, suspects };
+  const suspects = await deps.batches.recheck(keys, results, orphan, check(true));
+  const counts = zeroCounts();
+  const findings: Finding[] = [];
+  results.forEach((verdict) => countOrphan(counts, findings, verdict));
+  counts.transient = suspects.filter((i) => results[i]!.kind === "ok").length;
+  return { counts, findings };
+}
+
+/**
+ * Counts one old key's final verdict, and records it as a finding (naming the job by
+ * `keys.idOf`) when it is one.
+ */
+function countJob(
+  counts: FullCounts,
+  findings: Finding[],
+  job: { oldKey: Buffer; keys: Pick<KeySchema, "idOf"> },
+  result: CheckedJob,
+): void {
+  const { verdict, workspace } = result;
+  switch (verdict.kind) {
+    case "gone":
+    case "filtered":
+      counts[verdict.kind]++;
+      return;
+    case "matched":
+      counts.checked++;
+      counts.matched++;
+      return;
+  }
+  // Only findings need the job id (most keys match).
+  const jobId = job.keys.idOf(job.oldKey)!;
+  counts.checked++;
+  switch (verdict.kind) {
+    case "invalid":
+      counts.invalid++;
+      // The raw workspace field of an invalid job is a value: it is never written.
+      findings.push({ kind: "invalid", jobId });
+      return;
+    case "field_missing":
+    case "field_differs":
+      counts[verdict.kind]++;
+      findings.push({ kind: verdict.kind, jobId, workspace, fields: verdict.fields });
+      return;
+    case "fields":
+      // Not resolved by the field pass (it always is): count it as differing values.
+      counts.field_differs++;
+      findings.push({ kind: "field_differs", jobId, workspace, fields: [] });
+      return;
+    default:
+      counts[verdict.kind]++;
+      findings.push({ kind: verdict.kind, jobId, workspace });
+  }
+}
+
+/** Counts one new key's final orphan verdict. */
+function countOrphan(counts: FullCounts, findings: Finding[], verdict: OrphanVerdict): void {
+  if (verdict.kind === "ok") counts.new_checked++;
+  if (verdict.kind !== "orphan") return;
+  counts.new_checked++;
+  counts.orphans++;
+  findings.push({
+    kind: "orphan",
+    jobId: verdict.jobId,
+    workspace: verdict.workspace,
+    reason: verdict.reason,
+  });
 }

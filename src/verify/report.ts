@@ -23,9 +23,9 @@ export interface VerifyExamples {
 export const MAX_EXAMPLES = 10;
 
 /**
- * The verify report, field for field the `--json` object. Counts of the old-key sample add up:
- * `sampled = matched + missing + mismatched + invalid`; sampled keys that vanished before they
- * could be compared are counted in `gone` instead.
+ * The verify report, field for field (and in this order, as `runVerify` builds it) the `--json`
+ * object. Counts of the old-key sample add up: `sampled = matched + missing + mismatched +
+ * invalid`; sampled keys that vanished before they could be compared are counted in `gone` instead.
  */
 export interface VerifyReport {
   /** Old keys compared (excludes `gone`). */
@@ -102,57 +102,16 @@ export function verifyPassed(parity: number, minParity: number, orphans: number)
 }
 
 /**
- * The `--json` object: the report with its fields in a stable order. Contains at least
- * `sampled, matched, missing, mismatched, invalid, orphans, parity`.
- *
- * @example
- * ```ts
- * import { type VerifyReport, verifyJson } from "./report.ts";
- *
- * function jsonLine(report: VerifyReport): string {
- *   return JSON.stringify(verifyJson(report)) + "\n";
- * }
- * ```
- */
-export function verifyJson(report: VerifyReport): Record<string, unknown> {
-  return {
-    sampled: report.sampled,
-    matched: report.matched,
-    missing: report.missing,
-    mismatched: report.mismatched,
-    invalid: report.invalid,
-    parity: report.parity,
-    orphans: report.orphans,
-    orphans_sampled: report.orphans_sampled,
-    gone: report.gone,
-    transient: report.transient,
-    mismatch_reasons: { ...report.mismatch_reasons },
-    old_keys: report.old_keys,
-    old_keys_exact: report.old_keys_exact,
-    new_keys: report.new_keys,
-    new_keys_exact: report.new_keys_exact,
-    sampling: report.sampling,
-    orphan_sampling: report.orphan_sampling,
-    workspace: report.workspace,
-    min_parity: report.min_parity,
-    passed: report.passed,
-    duration_seconds: report.duration_seconds,
-    limiter_wait_seconds: report.limiter_wait_seconds,
-    examples: {
-      missing: [...report.examples.missing],
-      mismatched: [...report.examples.mismatched],
-      invalid: [...report.examples.invalid],
-      orphans: [...report.examples.orphans],
-    },
-  };
-}
-
-/**
  * A percentage rounded down to two decimals, so a parity just below 100 % never prints as
  * "100.00%" next to a FAILED verdict.
  */
 export function formatPercent(fraction: number): string {
   return `${(Math.floor(fraction * 10_000) / 100).toFixed(2)}%`;
+}
+
+/** One line of a text report: the label padded to a column, the value, and a note in brackets. */
+export function reportRow(label: string, value: string | number, note = ""): string {
+  return `${(label + ":").padEnd(16)}${String(value)}${note ? `  (${note})` : ""}`;
 }
 
 /**
@@ -169,8 +128,7 @@ export function formatPercent(fraction: number): string {
  * ```
  */
 export function renderVerifyText(report: VerifyReport): string {
-  const row = (label: string, value: string | number, note = "") =>
-    `${(label + ":").padEnd(16)}${String(value)}${note ? `  (${note})` : ""}`;
+  const row = reportRow;
   const population = (count: number, exact: boolean, kind: string, method: SamplingMethod) =>
     `of ${exact ? "" : "~"}${count} ${kind} keys${
       report.workspace === null ? "" : ` in workspace ${report.workspace}`

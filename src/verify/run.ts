@@ -4,79 +4,58 @@
  *
  * Forward: every sampled old key is invalid (the backfill's rule), missing (no new key), mismatched
  * (new key differs in type, fields, values or TTL) or matched. Reverse: every sampled new key
- * whose old twin does not exist is an orphan. Both are judged in Redis by `verify --full`'s
- * read-only script and pair rule (`check.ts`, `pairs.ts`): field values never leave Redis.
- * Failures are rechecked after a pause and only counted when they persist, because the
- * application writes both schemas while we read.
+ * whose old twin does not exist is an orphan. Both are checked, rechecked and counted as
+ * `verify --full` does (`pairs.ts`): field values never leave Redis, and a difference counts only
+ * when it persists, because the application writes both schemas while we read.
  *
- * Only reads reach Redis: DBSIZE, RANDOMKEY, SCAN, HGET (`--workspace`), INFO, SCRIPT LOAD and
- * the read-only script calls (EVALSHA_RO). (Redis reclaims an already-expired key that a read
+ * Only reads reach Redis: DBSIZE, RANDOMKEY, SCAN, INFO, SCRIPT LOAD and the read-only script
+ * calls (EVALSHA_RO). (Redis reclaims an already-expired key that a read
  * touches, as for any application read; that lazy expiry does not count as a change:
  * `rdb_changes_since_last_save` stays put.)
  *
  * @module
  */
-import { Buffer } from "node:buffer";
 import { SlidingWindowLimiter } from "../control/rate_limit.ts";
 import type { RateLimiter } from "../control/rate_limit.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import { type Logger, silentLogger } from "../run_events.ts";
-import type { KeySchema } from "../schema.ts";
 import { escapeForLog } from "../telemetry/redact.ts";
-import {
-  checkSampledJobs,
-  checkSampledOrphans,
-  type JobVerdict,
-  newPopulation,
-  oldPopulation,
-  type OrphanVerdict,
-  type SampledChecks,
-} from "./check.ts";
-import { NodeCalls } from "./node_calls.ts";
+import { type CheckOptions, type Counted, countJobs, countOrphans, openChecks } from "./pairs.ts";
+import type { FindingKind } from "./verdicts.ts";
 import {
   computeParity,
   MAX_EXAMPLES,
-  type MismatchReason,
   type VerifyExamples,
   verifyPassed,
   type VerifyReport,
 } from "./report.ts";
 import {
   type KeyPopulation,
+  newPopulation,
+  oldPopulation,
   sampleKeys,
   type SampleResult,
   type SamplingTuning,
 } from "./sample.ts";
-import { SUB_BATCHES_IN_FLIGHT, SubBatches } from "./sub_batches.ts";
 
 /** Where to verify: every master (sampled from, and read by the script) and a client for any key. */
 export type VerifyTarget = Pick<RedisTarget, "kind" | "client" | "masters">;
 
 /** What to verify and how strictly (CLI defaults in `VERIFY_DEFAULTS`, src/defaults.ts). */
-export interface VerifyOptions {
+export interface VerifyOptions extends
+  Pick<
+    CheckOptions,
+    "keys" | "workspace" | "ttlToleranceSeconds" | "recheck" | "recheckDelayMs" | "rps"
+  > {
   /** Old keys to sample (`--sample`); when at least the old-key count, every old key once. */
   sample: number;
-  /** Only this workspace's jobs (`--workspace`). */
-  workspace?: string;
-  /** The key mapping and the workspace rule (`--workspace-pattern`), the backfill's. */
-  keys: KeySchema;
-  /** TTLs that differ by more than this many seconds are a mismatch (`--ttl-tolerance`). */
-  ttlToleranceSeconds: number;
-  /** Rechecks of a missing/mismatched/orphan key before it counts (`--recheck`). */
-  recheck: number;
-  /** Pause before each recheck round, in milliseconds. */
-  recheckDelayMs: number;
-  /** At most this many key checks per second (`--rps`); 0 = unlimited. */
-  rps: number;
   /** Percentage of parity needed to pass (`--min-parity`). */
   minParity: number;
   /** New keys to sample for orphans (default: `sample`). */
   orphanSample?: number;
   /** Overrides of the sampling knobs (tests and benchmarks). */
   sampling?: Partial<SamplingTuning>;
-  /** Redis time one script call may take, µs (default 250, as `--max-call-ms` 0.25). */
-  callBudgetUs?: number;
 }
 
 /** Collaborators of {@linkcode runVerify}. */
@@ -85,8 +64,6 @@ export interface VerifyDeps {
   signal?: AbortSignal;
   /** Paces key checks (default: a `SlidingWindowLimiter` of `options.rps`). */
   limiter?: Pick<RateLimiter, "acquire">;
-  /** Source of randomness in [0, 1) (default `Math.random`). */
-  random?: () => number;
 }
 
 /**
@@ -129,38 +106,27 @@ export async function runVerify(
     workspace: options.workspace === undefined ? null : escapeForLog(options.workspace),
     nodes: nodes.length,
   });
-  const callBudgetUs = options.callBudgetUs ?? 250;
-  const calls = new NodeCalls(target, {
+  // No workspace for the pair checks: the samples are already in scope.
+  const checks = await openChecks(target, { ...options, workspace: undefined }, {
+    limiter: counted,
     signal: deps.signal,
-    keys: options.keys,
-    callBudgetUs,
-    toleranceMs: options.ttlToleranceSeconds * 1000,
   });
-  await calls.init();
-  const checks: SampledChecks = {
-    pairs: { calls, keys: options.keys, toleranceMs: options.ttlToleranceSeconds * 1000 },
-    batches: () =>
-      new SubBatches({
-        recheck: options.recheck,
-        recheckDelayMs: options.recheckDelayMs,
-        limiter: counted,
-        rps: options.rps,
-        callBudgetUs,
-        inFlight: SUB_BATCHES_IN_FLIGHT,
-        signal: deps.signal,
-      }),
-  };
   const sample = (kind: "old" | "new", population: KeyPopulation, size: number) =>
     sampleLogged(nodes, { kind, population, size, deps, logger, tuning: options.sampling });
 
   const old = await sample("old", oldPopulation(options.workspace, checks), options.sample);
-  const forward = await checkSampledJobs(old.keys, checks);
+  const forward = await countJobs(old.keys, { batches: checks.batches(), ctx: checks.ctx });
   const fresh = await sample(
     "new",
     newPopulation(options.keys, options.workspace),
     options.orphanSample ?? options.sample,
   );
-  const reverse = await checkSampledOrphans(fresh.keys, checks);
+  // Each sampled new key is read first: one deleted since it was sampled is gone, not an orphan.
+  const reverse = await countOrphans(
+    fresh.keys,
+    { batches: checks.batches(), ctx: checks.ctx },
+    true,
+  );
   const report = toReport({ old, fresh, forward, reverse, options, waited, started });
   logger.log("info", "verify_done", `Verify ${report.passed ? "passed" : "failed"}`, {
     sampled: report.sampled,
@@ -174,40 +140,49 @@ export async function runVerify(
   return report;
 }
 
-/** Everything a verify run found, as the report. */
+/**
+ * Everything a verify run found, as the report: the kinds of difference collapse into
+ * `mismatched`, by their first difference (type, then fields, then TTL: the pair rule's order).
+ */
 function toReport(found: {
   old: SampleResult;
   fresh: SampleResult;
-  forward: { verdicts: JobVerdict[]; transient: number };
-  reverse: { verdicts: OrphanVerdict[]; transient: number };
+  forward: Counted;
+  reverse: Counted;
   options: VerifyOptions;
   /** Seconds spent waiting for the limiter. */
   waited: number;
   started: number;
 }): VerifyReport {
-  const { old, fresh, forward, reverse, options } = found;
-  const tally = tallyVerdicts(
-    options.keys,
-    old.keys,
-    forward.verdicts,
-    fresh.keys,
-    reverse.verdicts,
-  );
-  const { counts } = tally;
-  const sampled = counts.matched + counts.missing + counts.mismatched + counts.invalid;
-  const parity = computeParity(counts.matched, sampled, counts.invalid);
+  const { old, fresh, options } = found;
+  const f = found.forward.counts;
+  const fields = f.field_missing + f.field_differs;
+  const parity = computeParity(f.matched, f.checked, f.invalid);
+  const orphans = found.reverse.counts.orphans;
+  const findings = [...found.forward.findings, ...found.reverse.findings];
+  // Up to MAX_EXAMPLES escaped job ids per failing category, in sample order: ids, never values.
+  const examples = (...kinds: FindingKind[]) =>
+    findings.filter((finding) => kinds.includes(finding.kind)).slice(0, MAX_EXAMPLES)
+      .map((finding) => escapeForLog(finding.jobId));
+  const examplesByKind: VerifyExamples = {
+    missing: examples("missing"),
+    mismatched: examples("field_missing", "field_differs", "ttl", "type"),
+    invalid: examples("invalid"),
+    orphans: examples("orphan"),
+  };
   return {
-    sampled,
-    matched: counts.matched,
-    missing: counts.missing,
-    mismatched: counts.mismatched,
-    invalid: counts.invalid,
+    sampled: f.checked,
+    matched: f.matched,
+    missing: f.missing,
+    mismatched: fields + f.ttl + f.type,
+    invalid: f.invalid,
     parity,
-    orphans: tally.orphans,
-    orphans_sampled: fresh.keys.length - tally.orphansGone,
-    gone: counts.gone,
-    transient: forward.transient + reverse.transient,
-    mismatch_reasons: tally.reasons,
+    orphans,
+    orphans_sampled: found.reverse.counts.new_checked,
+    // A sampled verify names no workspace to the checks: `filtered` is a key that changed hands.
+    gone: f.gone + f.filtered,
+    transient: f.transient + found.reverse.counts.transient,
+    mismatch_reasons: { type: f.type, fields, ttl: f.ttl },
     old_keys: old.population,
     old_keys_exact: old.exact,
     new_keys: fresh.population,
@@ -216,10 +191,10 @@ function toReport(found: {
     orphan_sampling: fresh.method,
     workspace: options.workspace ?? null,
     min_parity: options.minParity,
-    passed: verifyPassed(parity, options.minParity, tally.orphans),
+    passed: verifyPassed(parity, options.minParity, orphans),
     duration_seconds: Math.round(performance.now() - found.started) / 1000,
     limiter_wait_seconds: Math.round(found.waited * 1000) / 1000,
-    examples: tally.examples,
+    examples: examplesByKind,
   };
 }
 
@@ -238,7 +213,6 @@ async function sampleLogged(
   const { kind, deps, logger } = request;
   const drawn = await sampleKeys(nodes, request.population, request.size, {
     signal: deps.signal,
-    random: deps.random,
     tuning: request.tuning,
   });
   const message = `Sampled ${drawn.keys.length} ${kind} keys (${drawn.method})`;
@@ -250,41 +224,6 @@ async function sampleLogged(
     method: drawn.method,
   });
   return drawn;
-}
-
-/** Counts the verdicts by kind and keeps a few example job ids (ids only, escaped). */
-function tallyVerdicts(
-  schema: KeySchema,
-  oldKeys: readonly Buffer[],
-  jobs: readonly JobVerdict[],
-  newKeys: readonly Buffer[],
-  orphanVerdicts: readonly OrphanVerdict[],
-) {
-  const counts = { matched: 0, missing: 0, mismatched: 0, invalid: 0, gone: 0 };
-  const reasons: Record<MismatchReason, number> = { type: 0, fields: 0, ttl: 0 };
-  const examples: VerifyExamples = { missing: [], mismatched: [], invalid: [], orphans: [] };
-  const example = (list: string[], jobId: Buffer) => {
-    if (list.length < MAX_EXAMPLES) list.push(escapeForLog(jobId));
-  };
-  jobs.forEach((verdict, i) => {
-    counts[verdict.kind]++;
-    const jobId = schema.idOf(oldKeys[i] as Buffer) ?? Buffer.alloc(0);
-    if (verdict.kind === "mismatched") {
-      reasons[verdict.reason]++;
-      example(examples.mismatched, jobId);
-    } else if (verdict.kind === "missing") example(examples.missing, jobId);
-    else if (verdict.kind === "invalid") example(examples.invalid, jobId);
-  });
-  let orphans = 0;
-  let orphansGone = 0;
-  orphanVerdicts.forEach((verdict, i) => {
-    if (verdict === "gone") orphansGone++;
-    if (verdict !== "orphan") return;
-    orphans++;
-    const oldKey = schema.parseNewKey(newKeys[i] as Buffer)?.oldKey;
-    example(examples.orphans, (oldKey && schema.idOf(oldKey)) ?? Buffer.alloc(0));
-  });
-  return { counts, reasons, examples, orphans, orphansGone };
 }
 
 function validate(options: VerifyOptions): void {

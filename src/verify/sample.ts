@@ -30,7 +30,10 @@
  */
 import { Buffer } from "node:buffer";
 import type { Redis } from "../redis/ioredis.ts";
+import { isSameWorkspace, type KeySchema } from "../schema.ts";
+import type { Checks } from "./pairs.ts";
 import type { SamplingMethod } from "./report.ts";
+import { KeyCode } from "./script.ts";
 
 /** One kind of key to sample (old jobs, new jobs), optionally narrowed by reading the keys. */
 export interface KeyPopulation {
@@ -43,6 +46,41 @@ export interface KeyPopulation {
    * Only called for distinct keys; the sampler caches verdicts.
    */
   confirm?(keys: Buffer[]): Promise<boolean[]>;
+}
+
+/**
+ * Old keys; with `workspace`, only those whose `workspace_id` passes the rule as `workspace`
+ * (read by the script's `owner` mode: a key that is not a hash or has no workspace_id belongs to
+ * no workspace).
+ */
+export function oldPopulation(workspace: string | undefined, checks: Checks): KeyPopulation {
+  const { calls, keys: schema } = checks.ctx;
+  return {
+    match: schema.oldMatch,
+    isCandidate: (key) => schema.idOf(key) !== undefined,
+    confirm: workspace === undefined ? undefined : async (keys) => {
+      const owners = await checks.batches().run(
+        keys,
+        (sub, timing) => calls.read(sub, "owner", { timing }),
+      );
+      return owners.map((owner) =>
+        Number(owner[0]) === KeyCode.hash &&
+        schema.checkWorkspace(owner[1] as Uint8Array) === workspace
+      );
+    },
+  };
+}
+
+/** New keys; with a workspace, only that workspace's (the name tells, no read needed). */
+export function newPopulation(keys: KeySchema, workspace: string | undefined): KeyPopulation {
+  return {
+    match: workspace === undefined ? keys.newMatch : keys.newMatchFor(workspace),
+    isCandidate: (key) => {
+      const parsed = keys.parseNewKey(key);
+      return parsed !== undefined &&
+        (workspace === undefined || isSameWorkspace(parsed.workspace, workspace));
+    },
+  };
 }
 
 /** Knobs of the sampling method (defaults in {@linkcode DEFAULT_SAMPLING}). */
@@ -95,8 +133,6 @@ export interface SampleOptions {
   signal?: AbortSignal;
   /** Overrides of {@linkcode DEFAULT_SAMPLING}. */
   tuning?: Partial<SamplingTuning>;
-  /** Source of randomness in [0, 1) (default `Math.random`). */
-  random?: () => number;
 }
 
 /**
@@ -115,30 +151,34 @@ export async function sampleKeys(
   if (!Number.isInteger(size) || size < 1) {
     throw new RangeError(`sample size must be a positive integer, got ${size}`);
   }
-  const tuning = { ...DEFAULT_SAMPLING, ...options.tuning };
-  const random = options.random ?? Math.random;
-  const signal = options.signal;
-  signal?.throwIfAborted();
-
+  const draw: Draw = {
+    nodes,
+    population,
+    size,
+    tuning: { ...DEFAULT_SAMPLING, ...options.tuning },
+    signal: options.signal,
+  };
+  draw.signal?.throwIfAborted();
   const sizes = await Promise.all(nodes.map((node) => node.dbsize()));
   const total = sizes.reduce((a, b) => a + b, 0);
-  if (total <= tuning.scanBelow || size >= total) {
-    return await scanSample(nodes, population, size, tuning, random, signal);
-  }
-  const drawn = await randomSample(nodes, sizes, total, population, size, tuning, random, signal);
-  return drawn ?? await scanSample(nodes, population, size, tuning, random, signal);
+  if (total <= draw.tuning.scanBelow || size >= total) return await scanSample(draw);
+  return await randomSample(draw, sizes, total) ?? await scanSample(draw);
+}
+
+/** One sample being drawn. */
+interface Draw {
+  nodes: readonly Redis[];
+  population: KeyPopulation;
+  size: number;
+  tuning: SamplingTuning;
+  signal?: AbortSignal;
 }
 
 /** Random draws; `undefined` when the population turns out too small or rare for them. */
 async function randomSample(
-  nodes: readonly Redis[],
+  { nodes, population, size, tuning, signal }: Draw,
   sizes: readonly number[],
   total: number,
-  population: KeyPopulation,
-  size: number,
-  tuning: SamplingTuning,
-  random: () => number,
-  signal: AbortSignal | undefined,
 ): Promise<SampleResult | undefined> {
   const pool = new Map<string, Buffer>();
   const verdicts = new Map<string, boolean>();
@@ -149,7 +189,7 @@ async function randomSample(
   let round = tuning.probeDraws;
   while (true) {
     signal?.throwIfAborted();
-    const keys = await drawRandom(nodes, sizes, total, round, random);
+    const keys = await drawRandom(nodes, sizes, total, round);
     draws += round;
     const candidates = keys.filter((key) => population.isCandidate(key));
     if (population.confirm) {
@@ -177,7 +217,7 @@ async function randomSample(
     if (trusted && size > tuning.maxRandomFraction * estimate) return undefined;
     if (pool.size >= size) {
       return {
-        keys: pickSubset([...pool.values()], size, random),
+        keys: pickSubset([...pool.values()], size),
         population: estimate,
         exact: false,
         method: "random",
@@ -199,11 +239,10 @@ async function drawRandom(
   sizes: readonly number[],
   total: number,
   count: number,
-  random: () => number,
 ): Promise<Buffer[]> {
   const perNode = sizes.map(() => 0);
   for (let i = 0; i < count; i++) {
-    let at = random() * total;
+    let at = Math.random() * total;
     let node = 0;
     while (node < sizes.length - 1 && at >= (sizes[node] ?? 0)) at -= sizes[node++] ?? 0;
     perNode[node] = (perNode[node] ?? 0) + 1;
@@ -227,12 +266,7 @@ async function drawRandom(
 
 /** Full SCAN of every node into one reservoir of `size` keys (exact population count). */
 async function scanSample(
-  nodes: readonly Redis[],
-  population: KeyPopulation,
-  size: number,
-  tuning: SamplingTuning,
-  random: () => number,
-  signal: AbortSignal | undefined,
+  { nodes, population, size, tuning, signal }: Draw,
 ): Promise<SampleResult> {
   const reservoir: Buffer[] = [];
   // Ids in the reservoir: SCAN may return a key twice (rehashing); a repeat is dropped here, so
@@ -248,7 +282,7 @@ async function scanSample(
       held.add(id);
       return;
     }
-    const slot = Math.floor(random() * seen);
+    const slot = Math.floor(Math.random() * seen);
     if (slot < size) {
       held.delete((reservoir[slot] as Buffer).toString("latin1"));
       reservoir[slot] = key;
@@ -280,10 +314,10 @@ async function scanSample(
 }
 
 /** `size` elements of `items` chosen uniformly (partial Fisher-Yates; reorders `items`). */
-function pickSubset<T>(items: T[], size: number, random: () => number): T[] {
+function pickSubset<T>(items: T[], size: number): T[] {
   const n = Math.min(size, items.length);
   for (let i = 0; i < n; i++) {
-    const j = i + Math.floor(random() * (items.length - i));
+    const j = i + Math.floor(Math.random() * (items.length - i));
     [items[i], items[j]] = [items[j] as T, items[i] as T];
   }
   return items.slice(0, n);

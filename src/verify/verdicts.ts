@@ -11,18 +11,14 @@ import { Buffer } from "node:buffer";
 import { KeyCode, type KeyCodeValue } from "./script.ts";
 
 /** The kinds of finding a full verify reports (one NDJSON line each). */
-export const FINDING_KINDS = [
-  "missing",
-  "field_missing",
-  "field_differs",
-  "ttl",
-  "type",
-  "orphan",
-  "invalid",
-] as const;
-
-/** One kind of finding. */
-export type FindingKind = typeof FINDING_KINDS[number];
+export type FindingKind =
+  | "missing"
+  | "field_missing"
+  | "field_differs"
+  | "ttl"
+  | "type"
+  | "orphan"
+  | "invalid";
 
 /** One key as the `side` mode of the script saw it. */
 export interface SideState {
@@ -42,7 +38,7 @@ export type JobVerdict =
   | { kind: "field_missing" | "field_differs"; fields: string[] };
 
 /** The verdicts that carry no details. */
-export type PlainVerdictKind = Exclude<JobVerdict["kind"], "field_missing" | "field_differs">;
+type PlainVerdictKind = Exclude<JobVerdict["kind"], "field_missing" | "field_differs">;
 
 const PLAIN_VERDICTS = new Map<string, JobVerdict>(
   (["matched", "gone", "invalid", "filtered", "missing", "type", "ttl", "fields"] as const)

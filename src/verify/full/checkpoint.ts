@@ -135,8 +135,7 @@ export function verifyParams(params: VerifyParams): string {
     ...params.keys.fingerprint,
     ttl_tolerance: params.ttlToleranceSeconds,
     orphans: params.orphans,
-    // The path that checked the jobs: a checkpoint of in-script lane cursors (older versions)
-    // names another, and is refused rather than read as a SCAN cursor.
+    // A checkpoint that names another path holds no SCAN cursors: refused, not misread.
     jobs_path: "sub_batches",
   });
 }
@@ -155,14 +154,13 @@ export interface ResumeStateOptions {
 
 /**
  * Loads the stored state (unless `resetProgress`) or starts a fresh one, and moves the report to
- * where the state's findings end. `stored` is the loaded state itself (the same object as
- * `state`), undefined on a fresh start.
+ * where the state's findings end.
  *
  * @throws {SafetyRefusal} when the stored state was made with other parameters.
  */
 export async function resumeState(
   options: ResumeStateOptions,
-): Promise<{ state: VerifyState; stored?: VerifyState }> {
+): Promise<{ state: VerifyState; resumed: boolean }> {
   const { params, checkpoint, report, logger } = options;
   const stored = options.resetProgress ? undefined : await checkpoint.load();
   if (stored !== undefined && stored.params !== params) {
@@ -184,7 +182,7 @@ export async function resumeState(
   if (stored !== undefined) {
     logger.log("info", "verify_resumed", `resuming the full verify started ${state.startedAt}`);
   }
-  return { state, stored };
+  return { state, resumed: stored !== undefined };
 }
 
 /** A master now: its cluster node id ("standalone" otherwise) and its server's `run_id`. */

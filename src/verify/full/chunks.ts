@@ -18,16 +18,6 @@
 import type { Buffer } from "node:buffer";
 import type { Redis } from "../../redis/ioredis.ts";
 import { scanBatches, type SizedScanner } from "../../control/scanner.ts";
-import type { KeySchema } from "../../schema.ts";
-import {
-  type CheckContext,
-  type CheckedJob,
-  type OrphanVerdict,
-  settleJobs,
-  settleOrphans,
-} from "../pairs.ts";
-import { type Finding, type FullCounts, zeroCounts } from "./report.ts";
-import type { SubBatches } from "../sub_batches.ts";
 
 /** Keys seen in the current and the previous chunk. */
 export class RecentKeys {
@@ -115,100 +105,4 @@ export async function* readAhead<T>(source: AsyncGenerator<T>): AsyncGenerator<T
     await pending.catch(() => {});
     await source.return(undefined);
   }
-}
-
-/** A checked chunk: its counts and the findings they include. */
-export interface CheckedChunk {
-  counts: FullCounts;
-  findings: Finding[];
-}
-
-/** What checking a chunk needs: the sub-batches (sized and paced) and the pass context. */
-export interface ChunkDeps {
-  batches: SubBatches;
-  ctx: CheckContext;
-}
-
-/** Compares a chunk of old keys with their new keys. */
-export async function checkJobChunk(keys: Buffer[], deps: ChunkDeps): Promise<CheckedChunk> {
-  const schema = deps.ctx.keys;
-  const candidates = keys.filter((key) => schema.idOf(key) !== undefined);
-  const { results, suspects } = await settleJobs(candidates, deps.ctx, deps.batches);
-  const counts = zeroCounts();
-  const findings: Finding[] = [];
-  results.forEach((result, i) =>
-    countJob(counts, findings, { oldKey: candidates[i]!, keys: schema }, result)
-  );
-  counts.transient = suspects.filter((i) => results[i]!.verdict.kind === "matched").length;
-  return { counts, findings };
-}
-
-/** Checks a chunk of new keys for orphans. */
-export async function checkOrphanChunk(keys: Buffer[], deps: ChunkDeps): Promise<CheckedChunk> {
-  const { results, suspects } = await settleOrphans(keys, deps.ctx, deps.batches);
-  const counts = zeroCounts();
-  const findings: Finding[] = [];
-  results.forEach((verdict) => countOrphan(counts, findings, verdict));
-  counts.transient = suspects.filter((i) => results[i]!.kind === "ok").length;
-  return { counts, findings };
-}
-
-/**
- * Counts one old key's final verdict, and records it as a finding (naming the job by
- * `keys.idOf`) when it is one.
- */
-function countJob(
-  counts: FullCounts,
-  findings: Finding[],
-  job: { oldKey: Buffer; keys: Pick<KeySchema, "idOf"> },
-  result: CheckedJob,
-): void {
-  const { verdict, workspace } = result;
-  switch (verdict.kind) {
-    case "gone":
-    case "filtered":
-      counts[verdict.kind]++;
-      return;
-    case "matched":
-      counts.checked++;
-      counts.matched++;
-      return;
-  }
-  // Only findings need the job id (most keys match).
-  const jobId = job.keys.idOf(job.oldKey)!;
-  counts.checked++;
-  switch (verdict.kind) {
-    case "invalid":
-      counts.invalid++;
-      // The raw workspace field of an invalid job is a value: it is never written.
-      findings.push({ kind: "invalid", jobId });
-      return;
-    case "field_missing":
-    case "field_differs":
-      counts[verdict.kind]++;
-      findings.push({ kind: verdict.kind, jobId, workspace, fields: verdict.fields });
-      return;
-    case "fields":
-      // Not resolved by the field pass (it always is): count it as differing values.
-      counts.field_differs++;
-      findings.push({ kind: "field_differs", jobId, workspace, fields: [] });
-      return;
-    default:
-      counts[verdict.kind]++;
-      findings.push({ kind: verdict.kind, jobId, workspace });
-  }
-}
-
-/** Counts one new key's final orphan verdict. */
-function countOrphan(counts: FullCounts, findings: Finding[], verdict: OrphanVerdict): void {
-  if (verdict.kind === "ok") counts.new_checked++;
-  if (verdict.kind !== "orphan") return;
-  counts.new_checked++;
-  counts.orphans++;
-  findings.push({
-    kind: "orphan",
-    jobId: verdict.jobId,
-    workspace: verdict.workspace,
-    reason: verdict.reason,
-  });
 }

@@ -11,50 +11,32 @@ import { Buffer } from "node:buffer";
 import { UsageError } from "../../errors.ts";
 import { escapeForLog } from "../../telemetry/redact.ts";
 import type { FindingKind } from "../verdicts.ts";
-import { computeParity, formatPercent, verifyPassed } from "../report.ts";
+import { computeParity, formatPercent, reportRow, verifyPassed } from "../report.ts";
+
+/** The counts, in report order. */
+const COUNT_NAMES = [
+  "checked", // old keys compared (gone and filtered keys excluded)
+  "matched",
+  "missing",
+  "field_missing",
+  "field_differs",
+  "ttl",
+  "type",
+  "invalid",
+  "gone", // old keys that vanished before they could be compared (not in `checked`)
+  "filtered", // old keys of other workspaces than `--workspace`
+  "transient", // differences that matched on a recheck
+  "new_checked", // new keys checked for orphans (`--orphans`)
+  "orphans",
+  "scan_duplicates", // keys SCAN returned a second time within a node's pass, counted once
+] as const;
 
 /** Running counts of one node (or of the whole run, summed). */
-export interface FullCounts {
-  /** Old keys compared (gone and filtered keys excluded). */
-  checked: number;
-  matched: number;
-  missing: number;
-  field_missing: number;
-  field_differs: number;
-  ttl: number;
-  type: number;
-  invalid: number;
-  /** Old keys that vanished before they could be compared (not counted in `checked`). */
-  gone: number;
-  /** Old keys of other workspaces than `--workspace`. */
-  filtered: number;
-  /** Differences that cleared on a recheck. */
-  transient: number;
-  /** New keys checked for orphans (`--orphans`). */
-  new_checked: number;
-  orphans: number;
-  /** Keys SCAN returned a second time within a node's pass, dropped (counted once). */
-  scan_duplicates: number;
-}
+export type FullCounts = Record<typeof COUNT_NAMES[number], number>;
 
 /** Zero counts. */
 export function zeroCounts(): FullCounts {
-  return {
-    checked: 0,
-    matched: 0,
-    missing: 0,
-    field_missing: 0,
-    field_differs: 0,
-    ttl: 0,
-    type: 0,
-    invalid: 0,
-    gone: 0,
-    filtered: 0,
-    transient: 0,
-    new_checked: 0,
-    orphans: 0,
-    scan_duplicates: 0,
-  };
+  return Object.fromEntries(COUNT_NAMES.map((name) => [name, 0])) as FullCounts;
 }
 
 /** Adds `b` into `a`. */
@@ -253,8 +235,7 @@ export function fullJson(report: FullReport): Record<string, unknown> {
 /** The text report on stdout. */
 export function renderFullText(report: FullReport): string {
   const c = report.counts;
-  const row = (label: string, value: string | number, note = "") =>
-    `${(label + ":").padEnd(16)}${String(value)}${note ? `  (${note})` : ""}`;
+  const row = reportRow;
   const scope = report.workspace === null ? "" : ` of workspace ${report.workspace}`;
   const calls = report.redis_calls;
   return [

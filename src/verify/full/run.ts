@@ -9,8 +9,16 @@
  */
 import type { Redis } from "../../redis/ioredis.ts";
 import { type Logger, silentLogger } from "../../run_events.ts";
-import type { KeySchema } from "../../schema.ts";
-import type { CheckContext } from "../pairs.ts";
+import {
+  type CheckOptions,
+  type Checks,
+  type Counted,
+  countJobs,
+  countOrphans,
+  openChecks,
+} from "../pairs.ts";
+import { newPopulation } from "../sample.ts";
+import type { SubBatches } from "../sub_batches.ts";
 import {
   applyRescan,
   freshProgress,
@@ -25,18 +33,9 @@ import {
   verifyParams,
   type VerifyState,
 } from "./checkpoint.ts";
-import { NodeCalls } from "../node_calls.ts";
 import { TimedScan } from "../../control/scanner.ts";
-import { type CallClockMode, logClientClocks } from "../../control/call_clock.ts";
-import {
-  type CheckedChunk,
-  checkJobChunk,
-  checkOrphanChunk,
-  readAhead,
-  type ScanChunk,
-  scanChunks,
-} from "./chunks.ts";
-import { SUB_BATCHES_IN_FLIGHT, SubBatches } from "../sub_batches.ts";
+import { logClientClocks } from "../../control/call_clock.ts";
+import { readAhead, type ScanChunk, scanChunks } from "./chunks.ts";
 import {
   addCounts,
   type FullCounts,
@@ -49,32 +48,16 @@ import {
 import type { RateLimiter } from "../../control/rate_limit.ts";
 import type { RedisTarget } from "../../redis/target.ts";
 
-/** What to verify and how. */
-export interface FullVerifyOptions {
-  /** The key mapping and the workspace rule. */
-  keys: KeySchema;
-  workspace?: string;
-  ttlToleranceSeconds: number;
-  /** Rechecks of a difference before it counts. */
-  recheck: number;
-  recheckDelayMs: number;
-  /** Old (and new) keys checked per second; 0 = unlimited. */
-  rps: number;
+/** What to verify and how (`rps` paces old and new keys alike). */
+export interface FullVerifyOptions extends CheckOptions {
+  /** Percentage of parity needed to pass (`--min-parity`). */
   minParity: number;
   /** Also scan the new schema for orphans. */
   orphans: boolean;
   /** Ignore (and overwrite) a stored checkpoint. */
   resetProgress: boolean;
-  /** Target Redis time of one script call, in µs (default 250). */
-  callBudgetUs?: number;
-  /** `--call-clock`: whose clock times a call (default `auto`: probe each master). */
-  callClock?: CallClockMode;
   /** Keys per checkpointed chunk (default: see `FullRun.#chunkKeys`); a crash re-checks one. */
   chunkKeys?: number;
-  /** Whether another client is active on a master now (control/pace.ts). Default: always. */
-  shared?: (node: Redis) => boolean;
-  /** Script calls in flight per master at most (`--max-latency`); default: no such bound. */
-  callsInFlight?: number;
 }
 
 /** Collaborators of {@linkcode runFullVerify}. */
@@ -102,26 +85,17 @@ export async function runFullVerify(
 ): Promise<FullReport> {
   const started = performance.now();
   const logger = deps.logger ?? silentLogger;
-  const calls = new NodeCalls(deps.target, {
-    signal: deps.signal,
-    onlyWorkspace: options.workspace,
-    keys: options.keys,
-    callBudgetUs: options.callBudgetUs,
-    toleranceMs: options.ttlToleranceSeconds * 1000,
-    callClock: options.callClock,
-    callsInFlight: options.callsInFlight,
-    shared: options.shared,
-  });
-  await calls.init();
+  const checks = await openChecks(deps.target, options, deps);
+  const { calls } = checks;
   await logClientClocks(deps.target, (node) => calls.clockOf(node), logger, options.callClock);
-  const { state, stored } = await resumeState({
+  const { state, resumed } = await resumeState({
     params: verifyParams(options),
     resetProgress: options.resetProgress,
     checkpoint: deps.checkpoint,
     report: deps.report,
     logger,
   });
-  const run = new FullRun(options, deps, calls, state, logger, started);
+  const run = new FullRun(options, deps, checks, state, logger, started);
   await run.rescanRestarted();
   const total = zeroCounts();
   for (const node of deps.target.masters()) addCounts(total, await run.node(node));
@@ -133,7 +107,7 @@ export async function runFullVerify(
     orphans_checked: options.orphans,
     workspace: options.workspace ?? null,
     duration_seconds: Math.round(durationMs) / 1000,
-    resumed: stored !== undefined,
+    resumed,
     redis_calls: {
       calls: calls.stats.calls,
       mean_ms: calls.stats.calls === 0 ? 0 : calls.stats.totalUs / calls.stats.calls / 1000,
@@ -145,7 +119,6 @@ export async function runFullVerify(
 
 /** The per-node loop and its chunks. */
 class FullRun {
-  readonly #ctx: CheckContext;
   readonly #batches: SubBatches;
   readonly #identities = new Map<Redis, NodeIdentity>();
   /** Time of the earlier sessions, as loaded (`state.elapsedMs` moves on with each save). */
@@ -156,7 +129,7 @@ class FullRun {
   constructor(
     readonly options: FullVerifyOptions,
     readonly deps: FullVerifyDeps,
-    readonly calls: NodeCalls,
+    readonly checks: Checks,
     readonly state: VerifyState,
     readonly logger: Logger,
     sessionStart: number,
@@ -164,21 +137,7 @@ class FullRun {
     this.#priorMs = state.elapsedMs;
     this.#sessionStart = sessionStart;
     this.#progressLog = new ProgressLog(logger, 10_000);
-    this.#ctx = {
-      calls,
-      keys: options.keys,
-      workspace: options.workspace,
-      toleranceMs: options.ttlToleranceSeconds * 1000,
-    };
-    this.#batches = new SubBatches({
-      recheck: options.recheck,
-      recheckDelayMs: options.recheckDelayMs,
-      limiter: deps.limiter,
-      rps: options.rps,
-      callBudgetUs: options.callBudgetUs ?? 250,
-      inFlight: SUB_BATCHES_IN_FLIGHT,
-      signal: deps.signal,
-    });
+    this.#batches = checks.batches();
   }
 
   /**
@@ -239,26 +198,24 @@ class FullRun {
 
   async #phase(node: Redis, id: string, progress: NodeProgress): Promise<void> {
     const jobs = progress.phase === "jobs";
-    // New keys; with a workspace, only that workspace's (the name tells).
-    const workspace = this.options.workspace;
-    const { keys } = this.options;
-    const newMatch = workspace === undefined ? keys.newMatch : keys.newMatchFor(workspace);
     // Its SCANs are bounded in Redis time like a run's, and take a place in the master's call
     // window like the script calls: they share the connection, so they share its input buffer.
     const scanner = new TimedScan(node, {
-      maxCallMs: (this.options.callBudgetUs ?? 250) / 1000,
+      maxCallMs: this.checks.callBudgetUs / 1000,
       maxCount: SCAN_COUNT,
       callClock: this.options.callClock,
     });
     const chunks = scanChunks(node, {
-      match: jobs ? keys.oldMatch : newMatch,
+      match: jobs
+        ? this.options.keys.oldMatch
+        : newPopulation(this.options.keys, this.options.workspace).match,
       count: SCAN_COUNT,
       cursor: progress.cursor,
       chunkKeys: () => this.#chunkKeys(),
       timed: {
         nextCount: () => scanner.nextCount(),
         scan: (cursor, match, count) =>
-          this.calls.inWindow(node, () => scanner.scan(cursor, match, count)),
+          this.checks.calls.inWindow(node, () => scanner.scan(cursor, match, count)),
       },
     });
     // The next chunk is scanned while this one is checked, and this one is committed while the
@@ -266,10 +223,10 @@ class FullRun {
     let committing: Promise<void> = Promise.resolve();
     try {
       for await (const chunk of readAhead(chunks)) {
-        const deps = { batches: this.#batches, ctx: this.#ctx };
+        const deps = { batches: this.#batches, ctx: this.checks.ctx };
         const checked = jobs
-          ? await checkJobChunk(chunk.keys, deps)
-          : await checkOrphanChunk(chunk.keys, deps);
+          ? await countJobs(chunk.keys, deps)
+          : await countOrphans(chunk.keys, deps);
         await committing;
         committing = this.#commit({ node, id, progress }, chunk, checked);
         // Awaited before the next commit, or in `finally`; never an unhandled rejection.
@@ -288,7 +245,7 @@ class FullRun {
   async #commit(
     { node, id, progress }: { node: Redis; id: string; progress: NodeProgress },
     chunk: ScanChunk,
-    { counts, findings }: CheckedChunk,
+    { counts, findings }: Counted,
   ): Promise<void> {
     counts.scan_duplicates = chunk.duplicates;
     // Findings reach the disk before the counts that include them are stored.

@@ -1,0 +1,39 @@
+/**
+ * The metrics flags of every command that serves metrics: a port that cannot be bound is bad
+ * input (exit 2), found before Redis is touched (the one mapping from the server's typed error to a
+ * usage error).
+ *
+ * @module
+ */
+import type { VerifyTelemetryFlags } from "../cli/options.ts";
+import { UsageError } from "../errors.ts";
+import { MetricsServerError } from "../telemetry/server.ts";
+import type { VerifyTelemetryOptions } from "../telemetry/verify_metrics.ts";
+
+/** The metrics flags (a run's and a verify's) as the telemetry's export options. */
+export function metricsExport(
+  flags: VerifyTelemetryFlags,
+): Pick<
+  VerifyTelemetryOptions,
+  "metricsPort" | "metricsHost" | "metricsLingerSeconds" | "pushgatewayUrl" | "pushIntervalSeconds"
+> {
+  return {
+    metricsPort: flags.metricsPort,
+    metricsHost: flags.metricsHost,
+    metricsLingerSeconds: flags.metricsLinger,
+    pushgatewayUrl: flags.pushgateway,
+    pushIntervalSeconds: flags.pushInterval,
+  };
+}
+
+/** Runs `start` (which binds `port`); a port that cannot be used becomes a {@linkcode UsageError}. */
+export function bindingMetricsPort<T>(port: number | undefined, start: () => T): T {
+  try {
+    return start();
+  } catch (error) {
+    if (error instanceof MetricsServerError) {
+      throw new UsageError(`--metrics-port ${port} cannot be used: ${error.message}`);
+    }
+    throw error;
+  }
+}
