@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { startDelayProxy } from "../bench/delay_proxy.ts";
 import { CallRecords } from "../src/migrate/call_record.ts";
-import { UncountedCopies } from "../src/run/uncounted_copies.ts";
+import { UncountedCopies } from "../src/migrate/uncounted_copies.ts";
 import { spawnCli, waitFor } from "./support/cli.ts";
 import { withRedis } from "./support/redis_server.ts";
 import { makeJobs, newKey, seedOld } from "./support/seed.ts";

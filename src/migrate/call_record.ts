@@ -5,7 +5,7 @@
  * cluster/scripts.ts on a cluster: the digits are {@linkcode ScriptCode}'s, so `0` is migrated and
  * `1` repaired). When a call fails without a reply (a lost connection, a timeout), it may have run:
  * its record, read once Redis answers again, tells which of its keys it copied. The retry (or the
- * re-read) finds those new keys and reports `skipped_exists`; run/uncounted_copies.ts counts them
+ * re-read) finds those new keys and reports `skipped_exists`; migrate/uncounted_copies.ts counts them
  * as the copies they were.
  *
  * Fields are used in turn, more of them than calls a node ever has in flight

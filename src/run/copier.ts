@@ -23,7 +23,7 @@ import { classify, errorLine, isOutageCode, KeyReplyError } from "../redis/error
 import type { Logger, RunObserver } from "../run_events.ts";
 import type { KeySchema } from "../schema.ts";
 import { escapeForLog } from "../telemetry/redact.ts";
-import type { UncountedCopies } from "./uncounted_copies.ts";
+import type { UncountedCopies } from "../migrate/uncounted_copies.ts";
 
 /**
  * The one door work passes before it goes to Redis. `admit(n, { node })` waits until the admission

@@ -49,7 +49,7 @@ import {
   settleFlights,
 } from "./checkpointer.ts";
 import { callSize, type Gate, KeyRetry, sendBatch, type SendOptions } from "./copier.ts";
-import { UncountedCopies } from "./uncounted_copies.ts";
+import { UncountedCopies } from "../migrate/uncounted_copies.ts";
 
 /** How often each node's loss is checked against --max-outage. */
 const WATCHDOG_MS = 250;

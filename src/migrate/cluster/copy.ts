@@ -33,7 +33,7 @@ import { completeIntents, type Completion, pendingIntents } from "./intents.ts";
 import { copyRemote } from "./remote.ts";
 import { ScriptRunner } from "./runner.ts";
 import { CallRecords } from "../call_record.ts";
-import { UncountedCopies } from "../../run/uncounted_copies.ts";
+import { UncountedCopies } from "../uncounted_copies.ts";
 
 /** Reads of one job per sub-batch before it is given up as `CHANGED`. */
 export const MAX_ATTEMPTS = 4;
@@ -44,7 +44,7 @@ export interface ClusterCopyOptions {
   retryBudgetMs?: number;
   /** The progress key: intents live under it (default `ai:backfill`). */
   progressKey?: string;
-  /** The run's fence (safety/lock_fence.ts), carried by every script call; absent: unfenced. */
+  /** The run's fence (safety/lock.ts), carried by every script call; absent: unfenced. */
   fence?: { argsFor(key: Uint8Array): string[] };
   /**
    * What {@linkcode ClusterCopy.init} does with the intents an earlier run left: `complete` them

@@ -19,7 +19,7 @@ import type { Buffer } from "node:buffer";
 import type { MigrateOptions, StrategyResult } from "../strategy.ts";
 import { type Copy, failure, scriptError, unverified } from "./copies.ts";
 import { completeIntents, intentKey, intentsOf, settleWrites } from "./intents.ts";
-import type { UncountedCopies } from "../../run/uncounted_copies.ts";
+import type { UncountedCopies } from "../uncounted_copies.ts";
 import type { ScriptRunner } from "./runner.ts";
 import { Code, SCRIPTS } from "./scripts.ts";
 

@@ -3,7 +3,7 @@
  * or for one job through the routed cluster client (which follows MOVED and ASK). A group call
  * that meets a moved slot, a lost node or a cluster still settling falls back to routed calls per
  * job, retried with backoff within a budget. Every call starts with the run's fence
- * (safety/lock_fence.ts); a call Redis refuses as `FENCED` ends the run with a refusal. A call of a
+ * (safety/lock.ts); a call Redis refuses as `FENCED` ends the run with a refusal. A call of a
  * script that copies also carries its call record (migrate/call_record.ts), kept on the node the
  * call runs on: a call whose reply is lost is noted, and its record read back later.
  *

@@ -91,7 +91,7 @@ const CODES = Object.entries(Code).map(([name, value]) => `local ${name.toUpperC
   .join("\n");
 
 /**
- * Every call's ARGV starts with the fence (safety/lock_fence.ts): the fence key of a slot the call
+ * Every call's ARGV starts with the fence (safety/lock.ts): the fence key of a slot the call
  * touches, n, and n (lock key, token) pairs; then the call record's key, field and id (all ""
  * for none: a call that does not copy, a dry-run). A script that writes first checks that the fence holds
  * this runner's token for every lock it took, and otherwise refuses the whole call with `FENCED`:

@@ -15,7 +15,7 @@
  * @module
  */
 import type { Buffer } from "node:buffer";
-import type { StrategyResult } from "../migrate/strategy.ts";
+import type { StrategyResult } from "./strategy.ts";
 import type { Outcome } from "../outcome.ts";
 
 /** Outcomes that mean "this run wrote the new key". */
