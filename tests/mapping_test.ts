@@ -7,13 +7,7 @@ import { Buffer } from "node:buffer";
 import { runParams } from "../src/run/checkpointer.ts";
 import { keySlot } from "../src/redis/slot.ts";
 import { verifyParams } from "../src/verify/full/checkpoint.ts";
-import {
-  globsOverlap,
-  KEY_LUA,
-  KeySchema,
-  type KeySchemaOptions,
-  TemplateError,
-} from "../src/schema.ts";
+import { globsOverlap, KeySchema, type KeySchemaOptions, TemplateError } from "../src/schema.ts";
 import { runCli } from "./support/cli.ts";
 import { withRedis } from "./support/redis_server.ts";
 
@@ -131,50 +125,6 @@ Deno.test("mapping: glob overlap", () => {
   assert.equal(globsOverlap("a\\*b", "a*b"), true);
   assert.equal(globsOverlap("a\\*b", "acb"), false);
   assert.equal(globsOverlap("*:x", "y:*"), true);
-});
-
-/** Per (old key, field value) pair of ARGV[2..]: the new key the helper builds, or nil. */
-const BUILD = `${KEY_LUA}
-local key_parts, new_key = key_mapping(ARGV[1])
-local out = {}
-for i = 2, #ARGV, 2 do
-  local parts = key_parts(ARGV[i])
-  out[#out + 1] = parts and new_key(parts, {ARGV[i + 1]}) or false
-end
-return out`;
-
-Deno.test("mapping: the Lua helper builds the new keys KeySchema builds, for every shape", async () => {
-  const shapes: [KeySchema, [string, string][]][] = [
-    [new KeySchema(TAGGED), [["ai:jobs:42", "acme"], ["ai:jobs:", "acme"], ["ai:jobs:1", "a}:b"]]],
-    [new KeySchema(RENAMED), [
-      ["jobs:high:7:x", "t1"],
-      ["jobs::7", "t1"],
-      ["jobs:high", "t1"],
-      ["jobs:low:9", "t:2"],
-      ["job:low:9", "t2"],
-    ]],
-    [new KeySchema({ from: "a/{x}/{y}.v1", to: "b/{x}/{z}/{y}.v2", patterns: { z: "^.+$" } }), [
-      ["a/1/2.v1", "z"],
-      ["a/1/2/3.v1", "z"],
-      ["a/1/2", "z"],
-      ["a/1/2.v1", "z/"],
-    ]],
-  ];
-  await withRedis(async (_server, client) => {
-    for (const [keys, cases] of shapes) {
-      const built = await client.callBuffer(
-        "EVAL",
-        BUILD,
-        "0",
-        keys.luaSpec,
-        ...cases.flat(),
-      ) as (Buffer | null)[];
-      cases.forEach(([old, value], i) => {
-        const expected = keys.newKeyOf(Buffer.from(old), [value]);
-        assert.deepEqual(built[i] ?? undefined, expected, `${keys.to.text}: ${old}`);
-      });
-    }
-  });
 });
 
 Deno.test("mapping: a bad mapping exits 2 with one line before Redis is even reached", async () => {

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { DEFAULT_WORKSPACE_LUA, KEY_LUA, KeySchema } from "../src/schema.ts";
+import type { Redis } from "../src/redis/ioredis.ts";
 import { withRedis } from "./support/redis_server.ts";
 
 const CHECK = `local out = {}
@@ -51,7 +52,7 @@ Deno.test("the Lua form of the default workspace rule agrees with the regex", as
   });
 });
 
-/** Per (old key, workspace) pair of ARGV[2..]: the new key the helper builds, or nil. */
+/** Per (old key, field value) pair of ARGV[2..]: the new key the helper builds, or nil. */
 const BUILD = `${KEY_LUA}
 local key_parts, new_key = key_mapping(ARGV[1])
 local out = {}
@@ -61,8 +62,30 @@ for i = 2, #ARGV, 2 do
 end
 return out`;
 
+/**
+ * Builds each case's new key with the Lua helper and checks it is the one `keys` builds; returns
+ * which cases got a key.
+ */
+async function assertLuaAgrees(
+  client: Redis,
+  keys: KeySchema,
+  cases: readonly (readonly [Uint8Array | string, string])[],
+): Promise<boolean[]> {
+  const built = await client.callBuffer(
+    "EVAL",
+    BUILD,
+    "0",
+    keys.luaSpec,
+    ...cases.flatMap(([old, value]) => [Buffer.from(old), value]),
+  ) as (Buffer | null)[];
+  cases.forEach(([old, value], i) => {
+    const expected = keys.newKeyOf(Buffer.from(old), [value]);
+    assert.deepEqual(built[i] ?? undefined, expected, `${keys.to.text}: ${old}`);
+  });
+  return built.map((b) => b !== null);
+}
+
 Deno.test("the shared Lua key helper builds exactly the new keys KeySchema builds", async () => {
-  const keys = new KeySchema();
   const cases: [Buffer, string][] = [
     [Buffer.from("ai:jobs:42"), "ws-1"],
     [Buffer.concat([Buffer.from("ai:jobs:"), Buffer.from([0x6a, 0xff, 0x00, 0x3a, 0x80])]), "w"],
@@ -73,16 +96,41 @@ Deno.test("the shared Lua key helper builds exactly the new keys KeySchema build
     [Buffer.from("ai:jobs:1"), ""],
   ];
   await withRedis(async (_server, client) => {
-    const built = await client.callBuffer(
-      "EVAL",
-      BUILD,
-      "0",
-      keys.luaSpec,
-      ...cases.flat(),
-    ) as (Buffer | null)[];
-    cases.forEach(([old, ws], i) => {
-      assert.deepEqual(built[i] ?? undefined, keys.newKeyOf(old, [ws]), old.toString("latin1"));
-    });
-    assert.deepEqual(built.map((b) => b !== null), [true, true, true, false, false, false, false]);
+    assert.deepEqual(
+      await assertLuaAgrees(client, new KeySchema(), cases),
+      [true, true, true, false, false, false, false],
+    );
+  });
+});
+
+Deno.test("mapping: the Lua helper builds the new keys KeySchema builds, for every shape", async () => {
+  const shapes: [KeySchema, [string, string][]][] = [
+    [
+      new KeySchema({ to: "ai:job:{{workspace_id}}:{job_id}" }),
+      [["ai:jobs:42", "acme"], ["ai:jobs:", "acme"], ["ai:jobs:1", "a}:b"]],
+    ],
+    [
+      new KeySchema({
+        from: "jobs:{queue}:{job_id}",
+        to: "tasks:{tenant}:{queue}:{job_id}",
+        patterns: { tenant: "^t[0-9]+$" },
+      }),
+      [
+        ["jobs:high:7:x", "t1"],
+        ["jobs::7", "t1"],
+        ["jobs:high", "t1"],
+        ["jobs:low:9", "t:2"],
+        ["job:low:9", "t2"],
+      ],
+    ],
+    [new KeySchema({ from: "a/{x}/{y}.v1", to: "b/{x}/{z}/{y}.v2", patterns: { z: "^.+$" } }), [
+      ["a/1/2.v1", "z"],
+      ["a/1/2/3.v1", "z"],
+      ["a/1/2", "z"],
+      ["a/1/2.v1", "z/"],
+    ]],
+  ];
+  await withRedis(async (_server, client) => {
+    for (const [keys, cases] of shapes) await assertLuaAgrees(client, keys, cases);
   });
 });
