@@ -129,12 +129,26 @@ export class NodeCalls {
   }
 
   /**
-   * Runs `call` on `node` once the master has room for one more call in flight (every verify
-   * script call goes through here).
+   * `node`'s window of calls in flight (`--max-latency`): its script calls and its SCANs take a
+   * place in it (control/scanner.ts takes it as its `window`). Unbounded without `callsInFlight`.
    */
+  windowFor(node: Redis): { acquire(): Promise<() => void> } {
+    return { acquire: () => this.#acquire(node) };
+  }
+
+  /** Runs `call` on `node` once the master has room for one more call in flight. */
   async inWindow<T>(node: Redis, call: () => Promise<T>): Promise<T> {
+    const release = await this.#acquire(node);
+    try {
+      return await call();
+    } finally {
+      release();
+    }
+  }
+
+  async #acquire(node: Redis): Promise<() => void> {
     const inFlight = this.#options.callsInFlight;
-    if (inFlight === undefined) return await call();
+    if (inFlight === undefined) return () => {};
     let window = this.#windows.get(node);
     if (window === undefined) {
       // A round trip's worth of calls while nobody else is there, as a run's (run/engine.ts).
@@ -147,12 +161,7 @@ export class NodeCalls {
       });
       this.#windows.set(node, window);
     }
-    const release = await window.acquire({ signal: this.#options.signal });
-    try {
-      return await call();
-    } finally {
-      release();
-    }
+    return await window.acquire({ signal: this.#options.signal });
   }
 
   /**

@@ -204,6 +204,7 @@ class FullRun {
       maxCallMs: this.checks.callBudgetUs / 1000,
       maxCount: SCAN_COUNT,
       callClock: this.options.callClock,
+      window: this.checks.calls.windowFor(node),
     });
     const chunks = scanChunks(node, {
       match: jobs
@@ -212,11 +213,7 @@ class FullRun {
       count: SCAN_COUNT,
       cursor: progress.cursor,
       chunkKeys: () => this.#chunkKeys(),
-      timed: {
-        nextCount: () => scanner.nextCount(),
-        scan: (cursor, match, count) =>
-          this.checks.calls.inWindow(node, () => scanner.scan(cursor, match, count)),
-      },
+      timed: scanner,
     });
     // The next chunk is scanned while this one is checked, and this one is committed while the
     // next is checked: Redis does not wait for the client's counting and checkpoint between two.
