@@ -91,12 +91,12 @@ Deno.test("call window: a size that changes applies as calls end (shrink) and at
   assert.equal(window.size, 1, "a function's size is kept at one call at least");
 });
 
-Deno.test("run window: the budget's while shared, the round trip's while alone, deep for raw", () => {
+Deno.test("run window: the budget's while shared, the round trip's while alone", () => {
   let shared = true;
-  const calls = runWindow({ deep: false, roundTrip: 2, budget: 1, shared: () => shared });
+  const calls = runWindow({ roundTrip: 2, budget: 1, shared: () => shared });
   assert.equal(calls.size, 1, "another client active: --max-latency's one call");
   shared = false;
   assert.equal(calls.size, 2, "alone: a round trip's worth");
-  assert.equal(runWindow({ deep: false, roundTrip: 3, budget: 1 }).size, 1, "unknown: shared");
-  assert.equal(runWindow({ deep: true, roundTrip: 2, budget: 1 }).size, MAX_CALL_WINDOW, "raw");
+  assert.equal(runWindow({ roundTrip: 3, budget: 1 }).size, 1, "unknown: shared");
+  assert.equal(runWindow({ roundTrip: 3 }).size, 3, "no budget: the round trip's");
 });

@@ -128,14 +128,13 @@ export class CallWindow {
 }
 
 /**
- * A master's call window for a run: `deep` ({@linkcode MAX_CALL_WINDOW}) for raw speed, else a
- * round trip's worth of calls (`roundTrip`, from {@linkcode callWindowSize}), and no more than the
- * latency budget's `budget` while `shared()` says another client is active (control/pace.ts).
+ * A master's call window under `--max-latency`: a round trip's worth of calls (`roundTrip`, from
+ * {@linkcode callWindowSize}), and no more than the latency budget's `budget` while `shared()` says
+ * another client is active (control/pace.ts). Raw speed takes a fixed {@linkcode MAX_CALL_WINDOW}.
  */
 export function runWindow(
-  options: { deep: boolean; roundTrip: number; budget?: number; shared?: () => boolean },
+  options: { roundTrip: number; budget?: number; shared?: () => boolean },
 ): CallWindow {
-  if (options.deep) return new CallWindow(MAX_CALL_WINDOW);
   const { roundTrip } = options;
   const budget = options.budget ?? MAX_CALL_WINDOW;
   const shared = options.shared ?? (() => true);

@@ -17,12 +17,7 @@ import {
 import { decideStart } from "../checkpoint/resume.ts";
 
 import { type CallClockMode, roundTripMs } from "../control/call_clock.ts";
-import {
-  type CallWindow,
-  callWindowSize,
-  MAX_CALL_WINDOW,
-  runWindow,
-} from "../control/call_window.ts";
+import { CallWindow, callWindowSize, MAX_CALL_WINDOW, runWindow } from "../control/call_window.ts";
 import { type ScanBatch, scanBatches, TimedScan } from "../control/scanner.ts";
 import type { MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
 import { countResults, emptyCounters } from "../outcome.ts";
@@ -512,10 +507,8 @@ class Run {
     const options = this.#options;
     const maxCallMs = options.maxCallMs ?? 0.25;
     // While another client is active, no more than `--max-latency` allows; else a round trip's.
-    const deep = options.callWindow === "deep";
-    const calls = runWindow({
-      deep,
-      roundTrip: deep ? MAX_CALL_WINDOW : callWindowSize(await roundTripMs(node), maxCallMs),
+    const calls = options.callWindow === "deep" ? new CallWindow(MAX_CALL_WINDOW) : runWindow({
+      roundTrip: callWindowSize(await roundTripMs(node), maxCallMs),
       budget: options.maxCallsInFlight,
       shared: () => options.shared?.(state.name) ?? true,
     });

@@ -154,7 +154,6 @@ export class NodeCalls {
       // A round trip's worth of calls while nobody else is there, as a run's (run/engine.ts).
       const roundTrip = callWindowSize(await roundTripMs(node), this.#callBudgetUs / 1000);
       window = this.#windows.get(node) ?? runWindow({
-        deep: false,
         roundTrip,
         budget: inFlight,
         shared: () => this.#options.shared?.(node) ?? true,
