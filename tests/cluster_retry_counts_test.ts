@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { type DelayProxy, startDelayProxy } from "../bench/delay_proxy.ts";
+import { connectRedis } from "../src/redis/connect.ts";
 import { spawnCli } from "./support/cli.ts";
 import { redisCli, seedOldCluster, startCluster } from "./support/cluster.ts";
 import { assertMigrated, makeJobs } from "./support/seed.ts";
@@ -18,22 +19,7 @@ Deno.test("cluster: replies lost with the connection: migrated equals the new ke
   try {
     const jobs = makeJobs(12_000);
     await seedOldCluster(client, jobs);
-    // Clients learn the masters' addresses from CLUSTER SLOTS: announce the proxies' ports there.
-    for (const node of cluster.nodes) {
-      const proxy = startDelayProxy({ targetPort: node.port, delayMs: 20 });
-      proxies.push(proxy);
-      await redisCli(node.port, "CONFIG", "SET", "cluster-announce-port", String(proxy.port));
-    }
-    const announced = proxies.map((p) => `${p.port}`);
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      const views = await Promise.all(
-        cluster.nodes.map((node) => redisCli(node.port, "CLUSTER", "SLOTS")),
-      );
-      if (views.every((v) => announced.every((port) => v.includes(port)))) break;
-      assert.ok(Date.now() < deadline, "every node announces the proxies");
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    proxies.push(...await announceProxies(cluster.nodes.map((n) => n.port), 20));
     const run = spawnCli([
       "--execute",
       "--rps",
@@ -79,6 +65,33 @@ Deno.test("cluster: replies lost with the connection: migrated equals the new ke
   }
 });
 
+Deno.test("cluster: a routed call whose connection closes before its reply fails; the client never sends it again", async () => {
+  const cluster = await startCluster({ masters: 3 });
+  const proxies = await announceProxies(cluster.nodes.map((n) => n.port), 200);
+  const target = await connectRedis([`redis://127.0.0.1:${proxies[0]!.port}`]);
+  try {
+    const key = "resend:probe";
+    await target.client.get(key); // connects to the key's master first
+    // 200 ms each way: the script runs ~200 ms after the send; its reply would come ~200 ms later.
+    const call = target.client.call("EVAL", "return redis.call('INCR', KEYS[1])", 1, key);
+    const settled = call.then(() => "replied", () => "failed");
+    const runs = () => Promise.all(cluster.nodes.map((n) => redisCli(n.port, "GET", key)));
+    const ran = async () => (await runs()).some((r) => r.trim() === "1");
+    const deadline = Date.now() + 5_000;
+    while (!await ran()) assert.ok(Date.now() < deadline, "the script ran");
+    for (const proxy of proxies) proxy.drop();
+    assert.equal(await settled, "failed", "the call whose reply was lost fails");
+    // A resend (ioredis's own retry of a closed connection) would run the script a second time.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    const values = (await runs()).map((r) => r.trim()).filter((r) => !r.startsWith("MOVED"));
+    assert.deepEqual(values, ["1"], "the script ran once");
+  } finally {
+    await target.close();
+    await Promise.all(proxies.map((p) => p.close()));
+    await cluster.stop();
+  }
+});
+
 /** New keys over the masters (DBSIZE would count the old keys too). */
 async function countNew(ports: number[]): Promise<number> {
   let total = 0;
@@ -87,4 +100,23 @@ async function countNew(ports: number[]): Promise<number> {
     total += Number(out.trim()) || 0;
   }
   return total;
+}
+
+/**
+ * A delaying proxy (`delayMs` each way) before each node, announced as the node's port in
+ * CLUSTER SLOTS, so clients reach every master through its proxy.
+ */
+async function announceProxies(ports: number[], delayMs: number): Promise<DelayProxy[]> {
+  const proxies = ports.map((port) => startDelayProxy({ targetPort: port, delayMs }));
+  for (const [i, port] of ports.entries()) {
+    await redisCli(port, "CONFIG", "SET", "cluster-announce-port", String(proxies[i]!.port));
+  }
+  const announced = proxies.map((p) => `${p.port}`);
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const views = await Promise.all(ports.map((port) => redisCli(port, "CLUSTER", "SLOTS")));
+    if (views.every((v) => announced.every((port) => v.includes(port)))) return proxies;
+    assert.ok(Date.now() < deadline, "every node announces the proxies");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }

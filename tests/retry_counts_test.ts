@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { startDelayProxy } from "../bench/delay_proxy.ts";
-import { CallRecords } from "../src/migrate/call_record.ts";
+import { CallRecords, type RecordedCall } from "../src/migrate/call_record.ts";
 import { UncountedCopies } from "../src/migrate/uncounted_copies.ts";
 import { spawnCli, waitFor } from "./support/cli.ts";
 import { withRedis } from "./support/redis_server.ts";
@@ -153,15 +153,22 @@ Deno.test("uncounted copies: a key that failed again stays remembered for its ne
   assert.equal(copies.settle(keys, [{ outcome: "skipped_exists" }])[0]!.outcome, "migrated");
 });
 
+/** Sends a call through `calls` whose reply is lost (it ran, or not): returns its record. */
+async function lose(calls: CallRecords, key: string, keys: Buffer[]): Promise<RecordedCall> {
+  let sent: RecordedCall | undefined;
+  await assert.rejects(calls.send(key, keys, (record) => {
+    sent = record;
+    return Promise.reject(new Error("Connection is closed."));
+  }));
+  return sent!;
+}
+
 Deno.test("call records: a lost call's record tells its copies; an unreadable record is looked up again", async () => {
   const calls = new CallRecords();
-  const a = calls.next("rec:a");
-  const b = calls.next("rec:b");
-  const never = calls.next("rec:a");
   const keys = ["ai:jobs:1", "ai:jobs:2", "ai:jobs:3"].map((k) => Buffer.from(k));
-  calls.lost(a, keys);
-  calls.lost(b, keys.slice(0, 1));
-  calls.lost(never, keys.slice(2));
+  const a = await lose(calls, "rec:a", keys);
+  const b = await lose(calls, "rec:b", keys.slice(0, 1));
+  const never = await lose(calls, "rec:a", keys.slice(2));
   const stored = new Map([
     // call a: migrated, exists, repaired; `never` never ran (its field holds an older call's).
     [`rec:a/${a.field}`, `${a.id}:021`],
@@ -181,4 +188,29 @@ Deno.test("call records: a lost call's record tells its copies; an unreadable re
   const later = await calls.lookUp(read);
   assert.deepEqual(later.map((f) => f.keys.map(String)), [["ai:jobs:1"]]);
   assert.equal(calls.unanswered, 0);
+});
+
+Deno.test("call records: a lost call's field is held until its record is read; an answered call's is free at once", async () => {
+  const calls = new CallRecords();
+  const keys = [Buffer.from("ai:jobs:1")];
+  const fieldOf = async () => {
+    let field = "";
+    await calls.send("rec", keys, (record) => Promise.resolve(field = record.field));
+    return field;
+  };
+  assert.equal(await fieldOf(), "0");
+  assert.equal(await fieldOf(), "0", "an answered call frees its field");
+  const lost = await lose(calls, "rec", keys);
+  assert.equal(lost.field, "0");
+  // However many calls come before the look-up, none writes over the lost call's record.
+  for (let i = 0; i < 100; i++) assert.equal(await fieldOf(), "1");
+  let refused = "";
+  await assert.rejects(calls.send("rec", keys, (record) => {
+    refused = record.field;
+    return Promise.reject(new Error("ERR a reply: the call did not copy"));
+  }));
+  assert.equal(refused, "1");
+  assert.equal(calls.unanswered, 1, "a call refused with a reply is not looked up");
+  await calls.lookUp((_, fields) => Promise.resolve(fields.map(() => null)));
+  assert.equal(await fieldOf(), "0", "read: the field is free again");
 });

@@ -8,18 +8,17 @@
  * re-read) finds those new keys and reports `skipped_exists`; migrate/uncounted_copies.ts counts them
  * as the copies they were.
  *
- * Fields are used in turn, more of them than calls a node ever has in flight
- * (control/call_window.ts), so a field is not reused before its call's loss is looked up. Only
- * calls that copied write their field.
+ * A field is held from its call's send until the call is answered or, when its reply was lost,
+ * until its record has been read: a later call never overwrites a record still to be read, however
+ * long Redis stays away. A key has as many fields as it ever had calls in flight and lost calls
+ * waiting at once. Only calls that copied write their field.
  *
  * @module
  */
 import type { Buffer } from "node:buffer";
 import type { Outcome } from "../outcome.ts";
+import { isOutage } from "../redis/errors.ts";
 import { ScriptCode, type StrategyResult } from "./strategy.ts";
-
-/** Fields of a record key, used in turn. */
-const RECORD_FIELDS = 64;
 
 /** The record's digit of each code that wrote a new key. */
 const COPIED_DIGITS: Readonly<Record<string, Outcome>> = {
@@ -53,12 +52,30 @@ export class CallRecords {
   /** Tells this run's call ids from an earlier run's. */
   readonly #nonce = crypto.randomUUID().slice(0, 8);
   #calls = 0;
+  /** Per record key, the fields held by a call in flight or a lost call not looked up yet. */
+  readonly #held = new Map<string, Set<number>>();
   #unanswered: (RecordedCall & { keys: Buffer[] })[] = [];
 
-  /** The record of the next copying call, kept under `key`. */
-  next(key: string): RecordedCall {
-    const call = this.#calls++;
-    return { key, field: String(call % RECORD_FIELDS), id: `${this.#nonce}:${call}` };
+  /**
+   * Sends a copying call of `keys` (old keys, in call order) recorded under `key`. When it fails
+   * without a reply (an outage error) it may have run: its field stays held until
+   * {@linkcode lookUp} reads its record.
+   */
+  async send<T>(
+    key: string,
+    keys: readonly Buffer[],
+    call: (record: RecordedCall) => Promise<T>,
+  ): Promise<T> {
+    const record = this.#take(key);
+    try {
+      const reply = await call(record);
+      this.#release(record);
+      return reply;
+    } catch (error) {
+      if (isOutage(error)) this.#unanswered.push({ ...record, keys: [...keys] });
+      else this.#release(record);
+      throw error;
+    }
   }
 
   /** Calls whose reply was lost and that are not looked up yet. */
@@ -66,9 +83,18 @@ export class CallRecords {
     return this.#unanswered.length;
   }
 
-  /** `call` failed without a reply: it may have run. `keys`: its old keys, in call order. */
-  lost(call: RecordedCall, keys: readonly Buffer[]): void {
-    this.#unanswered.push({ ...call, keys: [...keys] });
+  /** The lowest field of `key` no call holds. */
+  #take(key: string): RecordedCall {
+    let held = this.#held.get(key);
+    if (held === undefined) this.#held.set(key, held = new Set());
+    let field = 0;
+    while (held.has(field)) field++;
+    held.add(field);
+    return { key, field: String(field), id: `${this.#nonce}:${this.#calls++}` };
+  }
+
+  #release(call: RecordedCall): void {
+    this.#held.get(call.key)?.delete(Number(call.field));
   }
 
   /**
@@ -90,6 +116,7 @@ export class CallRecords {
         continue;
       }
       group.forEach((call, i) => {
+        this.#release(call);
         const record = records[i];
         if (!record?.startsWith(`${call.id}:`)) return;
         const codes = record.slice(call.id.length + 1);

@@ -15,10 +15,10 @@ import {
 import { CallSizer } from "../control/call_size.ts";
 import { SafetyRefusal } from "../errors.ts";
 import { refusedAsFenced, type RunLock } from "../safety/lock.ts";
-import { classify, isScriptMissing } from "../redis/errors.ts";
+import { isScriptMissing } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import { DEFAULT_WORKSPACE_LUA, type KeySchema } from "../schema.ts";
-import { CallRecords, type LostCopies, recordArgs } from "./call_record.ts";
+import { CallRecords, type LostCopies, recordArgs, type RecordedCall } from "./call_record.ts";
 import { COPY_SCRIPT, DRY_RUN_SCRIPT } from "./copy_script.ts";
 import {
   invalidResult,
@@ -143,47 +143,46 @@ export class InServerCopy implements MigrationStrategy {
     options: MigrateOptions,
     rule: string[],
   ): Promise<(number | Buffer)[]> {
-    const record = this.#record !== undefined && !options.dryRun
-      ? this.#calls.next(this.#record)
-      : undefined;
-    const args = [
-      keys.length,
-      ...keys,
-      this.#keys.luaSpec,
-      this.#keys.workspaceField,
-      options.workspace ?? "",
-      DEFAULT_WORKSPACE_LUA.pattern,
-      String(DEFAULT_WORKSPACE_LUA.maxLength),
-      rule[0]!,
-      ...(options.dryRun ? ["", ""] : this.#fence),
-      ...recordArgs(record),
-      ...rule.slice(1),
-    ];
-    const call = () =>
-      options.dryRun
-        ? this.#client.callBuffer(
-          this.#hasReadOnlyEval ? "EVALSHA_RO" : "EVALSHA",
-          this.#drySha,
-          ...args,
-        )
-        : this.#client.callBuffer("EVALSHA", this.#copySha, ...args);
-    const timed = () => this.#clock.time(call, (reply) => decodeTimed(reply).micros, keys.length);
-    let answer: { value: unknown; micros: number };
-    try {
+    const send = async (record?: RecordedCall) => {
+      const args = [
+        keys.length,
+        ...keys,
+        this.#keys.luaSpec,
+        this.#keys.workspaceField,
+        options.workspace ?? "",
+        DEFAULT_WORKSPACE_LUA.pattern,
+        String(DEFAULT_WORKSPACE_LUA.maxLength),
+        rule[0]!,
+        ...(options.dryRun ? ["", ""] : this.#fence),
+        ...recordArgs(record),
+        ...rule.slice(1),
+      ];
+      const call = () =>
+        options.dryRun
+          ? this.#client.callBuffer(
+            this.#hasReadOnlyEval ? "EVALSHA_RO" : "EVALSHA",
+            this.#drySha,
+            ...args,
+          )
+          : this.#client.callBuffer("EVALSHA", this.#copySha, ...args);
+      const timed = () => this.#clock.time(call, (reply) => decodeTimed(reply).micros, keys.length);
       try {
-        answer = await timed();
+        return await timed();
       } catch (error) {
         // The script cache is empty after a restart or failover: load again, once.
         if (!isScriptMissing(error)) throw error;
         await this.#load();
-        answer = await timed();
+        return await timed();
       }
+    };
+    let answer: { value: unknown; micros: number };
+    try {
+      // A call that copies is recorded: without a reply it may have run, and its record tells.
+      answer = this.#record !== undefined && !options.dryRun
+        ? await this.#calls.send(this.#record, keys, send)
+        : await send();
     } catch (error) {
-      const refusal = refusedAsFenced(error);
-      if (refusal !== undefined) throw refusal;
-      // No reply (a lost connection, a timeout): the call may have run; its record tells.
-      if (record !== undefined && classify(error).outage) this.#calls.lost(record, keys);
-      throw error;
+      throw refusedAsFenced(error) ?? error;
     }
     this.#sizer.record({ keys: keys.length, micros: answer.micros });
     return decodeTimed<(number | Buffer)[]>(answer.value).result ?? [];

@@ -226,10 +226,11 @@ function sniFor(host: string | undefined): string | undefined {
 }
 
 /**
- * Routing and retry settings. ioredis follows MOVED and ASK itself and retries CLUSTERDOWN,
- * TRYAGAIN and lost node connections after refreshing the slot map; the budget below (about
- * 32 × 250 ms) is meant to cover a failover's election. What is still failing after it reaches the
- * strategy, which waits some more before it reports an error.
+ * Routing and retry settings. ioredis follows MOVED and ASK itself and retries CLUSTERDOWN and
+ * TRYAGAIN (refused before they ran) after refreshing the slot map. A call whose connection
+ * closed is never sent again here (`retryDelayOnFailover: 0`): it may have run, and a second run
+ * of a copying script would find its own copy and count it `skipped_exists`. It fails to its
+ * caller, which notes it lost (migrate/call_record.ts) and retries within its own budget.
  */
 function clusterOptions(nodeOptions: RedisOptions): ClusterOptions {
   return {
@@ -239,7 +240,7 @@ function clusterOptions(nodeOptions: RedisOptions): ClusterOptions {
     enableReadyCheck: true,
     scaleReads: "master",
     maxRedirections: 32,
-    retryDelayOnFailover: 250,
+    retryDelayOnFailover: 0,
     retryDelayOnClusterDown: 250,
     retryDelayOnTryAgain: 100,
     slotsRefreshTimeout: 2_000,

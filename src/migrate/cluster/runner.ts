@@ -114,18 +114,22 @@ export class ScriptRunner {
     await Promise.all([...this.#groups(jobs)].map(async ([node, indexes]) => {
       if (node === undefined) return void fallback.push(...indexes);
       const first = jobs[indexes[0]!]!.key;
-      const record = options.recorded ? this.#record(this.#groupRecordKey(node, first)) : undefined;
-      const args: (Buffer | string | number)[] = [
-        ...this.#fence(first),
-        ...recordArgs(record),
-        ...header,
-      ];
-      for (const i of indexes) for (const arg of jobs[i]!.args) args.push(arg);
+      const send = (record?: RecordedCall) => {
+        const args: (Buffer | string | number)[] = [
+          ...this.#fence(first),
+          ...recordArgs(record),
+          ...header,
+        ];
+        for (const i of indexes) for (const arg of jobs[i]!.args) args.push(arg);
+        return this.#call(node, script, 0, args);
+      };
+      const group = indexes.map((i) => jobs[i]!);
       try {
-        const replies = await this.#call(node, script, 0, args).catch((error) => {
-          this.#noteLost(record, error, indexes.map((i) => jobs[i]!));
-          throw error;
-        }) as unknown[][];
+        const replies = await this.#recorded(
+          options.recorded ? this.#groupRecordKey(node, first) : undefined,
+          group,
+          send,
+        ) as unknown[][];
         indexes.forEach((i, j) => {
           const reply = replies[j]!;
           if (reply[0] === Code.moved && routed) fallback.push(i);
@@ -150,9 +154,18 @@ export class ScriptRunner {
     return out;
   }
 
-  /** The record of a copying call kept under `key` (none when the runner keeps no records). */
-  #record(key: string): RecordedCall | undefined {
-    return this.#records?.calls.next(key);
+  /**
+   * Sends a call of `jobs`, recorded under `recordKey` when the runner keeps records (a call that
+   * fails without a reply is looked up later); unrecorded when there is no key.
+   */
+  #recorded(
+    recordKey: string | undefined,
+    jobs: readonly Job[],
+    send: (record?: RecordedCall) => Promise<unknown>,
+  ): Promise<unknown> {
+    const calls = this.#records?.calls;
+    if (recordKey === undefined || calls === undefined) return send();
+    return calls.send(recordKey, jobs.map((job) => job.oldKey ?? job.key), send);
   }
 
   #recordBase(): string {
@@ -171,12 +184,6 @@ export class ScriptRunner {
       this.#recordSlots.set(address, slot);
     }
     return slotKey(this.#recordBase(), slot);
-  }
-
-  /** A copying call failed without a reply (it may have run): its record tells, later. */
-  #noteLost(record: RecordedCall | undefined, error: unknown, jobs: readonly Job[]): void {
-    if (record === undefined || !isOutage(error)) return;
-    this.#records?.calls.lost(record, jobs.map((job) => job.oldKey ?? job.key));
   }
 
   /**
@@ -227,20 +234,20 @@ export class ScriptRunner {
     for (let attempt = 0; pending.length > 0; attempt++) {
       const settled = await Promise.allSettled(pending.map(async (i) => {
         const job = jobs[i]!;
-        const record = options.recorded
-          ? this.#record(slotKey(this.#recordBase(), keySlot(job.key)))
+        const send = (record?: RecordedCall) => {
+          const args: unknown[] = [
+            job.key,
+            ...this.#fence(job.key),
+            ...recordArgs(record),
+            ...header,
+          ];
+          for (const arg of job.args) args.push(arg);
+          return this.#call(this.#cluster, script, 1, args);
+        };
+        const recordKey = options.recorded
+          ? slotKey(this.#recordBase(), keySlot(job.key))
           : undefined;
-        const args: unknown[] = [
-          job.key,
-          ...this.#fence(job.key),
-          ...recordArgs(record),
-          ...header,
-        ];
-        for (const arg of job.args) args.push(arg);
-        const reply = await this.#call(this.#cluster, script, 1, args).catch((error) => {
-          this.#noteLost(record, error, [job]);
-          throw error;
-        });
+        const reply = await this.#recorded(recordKey, [job], send);
         const mine = (reply as unknown[][])[0]!;
         if (mine[0] === Code.moved) throw new Error("MOVED the slot moved during the call");
         return mine;
