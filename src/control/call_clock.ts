@@ -97,10 +97,13 @@ export class CallClock {
   readonly #busy: number[] = [];
   readonly #units: number[] = [];
   #next = 0;
+  readonly #now: () => number;
 
-  constructor(source: CallClockSource, roundTripUs = 0) {
+  /** `now`: the client's monotonic clock in µs (a fake one in a unit test). */
+  constructor(source: CallClockSource, roundTripUs = 0, now: () => number = nowUs) {
     this.source = source;
     this.roundTripUs = Math.max(0, roundTripUs);
+    this.#now = now;
   }
 
   /**
@@ -113,10 +116,10 @@ export class CallClock {
     scriptMicros: (value: T) => number,
     units: number,
   ): Promise<{ value: T; micros: number }> {
-    const sent = nowUs();
+    const sent = this.#now();
     const value = await call();
     if (this.source === "script") return { value, micros: scriptMicros(value) };
-    const arrived = nowUs();
+    const arrived = this.#now();
     const started = Math.max(sent + this.roundTripUs, this.#lastReplyUs);
     this.#lastReplyUs = arrived;
     this.#busy[this.#next] = Math.max(0, arrived - started);
