@@ -34,6 +34,7 @@ import { type CliRun, runCli, spawnTracked, startCli } from "./cli.ts";
 import { type OpenLoopStats, startOpenLoop } from "./open_loop.ts";
 import { copyData, startBenchCluster, stopAllClusterNodes } from "./cluster.ts";
 import { runCeiling } from "./ceiling.ts";
+import { pingRtt } from "./rtt.ts";
 import { pinProcess } from "./pin.ts";
 import type { Check } from "./backfill_run.ts";
 import type { SeedStats } from "./seed.ts";
@@ -685,16 +686,45 @@ export async function measurePace(
 
   await row("3", "open-loop prober on Redis's core", async (r) => {
     r.idle = [];
+    /** Per default run: the backfill's calls as Redis counted them. */
+    const calls: { calls: number; usec: number; seconds: number }[] = [];
     for (let i = 0; i < pairs; i++) {
       r.idle.push(await fresh((c) => idleWindow(c)()));
       for (const mode of ["default", "raw"] as const) {
-        const run = await fresh((c) =>
-          probedRun(c, { args: standaloneArgs(mode), mode, capSeconds }, `row 3 ${mode}`)
-        );
+        const run = await fresh(async (c) => {
+          await resetStats(c);
+          const run = await probedRun(
+            c,
+            { args: standaloneArgs(mode), mode, capSeconds },
+            `row 3 ${mode}`,
+          );
+          if (mode === "default") {
+            // The backfill's commands: its script calls and SCANs (the prober sends PINGs).
+            const stats = await commandStats(c);
+            const mine = ["evalsha", "eval", "scan"].map((name) => stats[name]);
+            calls.push({
+              calls: mine.reduce((n, s) => n + (s?.calls ?? 0), 0),
+              usec: mine.reduce((n, s) => n + (s?.usec ?? 0), 0),
+              seconds: run.seconds,
+            });
+          }
+          return run;
+        });
         checkComplete(run, seeded, checks, `row 3 ${mode}`);
         r.runs.push(run);
       }
     }
+    // Why the rate is what it is: with one call in flight, Redis waits a round trip and the
+    // client's turn-around after each call.
+    const rtt = await pingRtt(server.port);
+    for (const c of calls) {
+      r.notes.push(
+        `default: ${c.calls} calls of ${(c.usec / c.calls).toFixed(0)} µs, one every ` +
+          `${(c.seconds * 1000 / c.calls).toFixed(3)} ms: Redis busy with the backfill ` +
+          `${(100 * c.usec / (c.seconds * 1e6)).toFixed(0)}% of the run`,
+      );
+    }
+    r.notes.push(`loopback round trip (sequential PINGs, median): ${rtt.toFixed(3)} ms`);
     const idle = mean(r.idle.map((s) => s.p99Ms));
     const added = (mode: PaceMode) =>
       mean(r.runs.filter((x) => x.mode === mode).map((x) => x.openLoop!.p99Ms)) - idle;
