@@ -64,8 +64,17 @@ local function valid_default(ws)
 end
 
 -- With one field (the default mapping) the checks below are the workspace's alone; with more,
--- values[2..nf] hold the other fields of the key at hand.
+-- values[2..nf] hold the other fields of the key at hand, read by read_others (false when one is
+-- missing) once the key is known to be a hash with a workspace.
 local valid, expected = valid_default, function(i, ws) return ws == ARGV[EXPECTED + i] end
+local function read_others(old)
+  for j = 2, nf do
+    local v = redis.call("HGET", old, key_fields[j])
+    if not v then return false end
+    values[j] = v
+  end
+  return true
+end
 if nf > 1 then
   valid = function(ws)
     if not valid_default(ws) then return false end
@@ -121,20 +130,11 @@ for i, old in ipairs(KEYS) do
   local code, ws, detail = 3, "", ""
   local got = redis.pcall("HGET", old, field)
   local parts = type(got) == "string" and key_parts(old)
-  local missing = false
-  if nf > 1 and type(got) == "string" then
-    -- A hash with a workspace: the other fields the new name reads.
-    for j = 2, nf do
-      local v = redis.call("HGET", old, key_fields[j])
-      if not v then missing = true end
-      values[j] = v
-    end
-  end
   if type(got) == "table" then
     detail = "not_hash"
   elseif not got then
     if redis.call("EXISTS", old) == 0 then code = 4 else detail = "no_workspace_id" end
-  elseif missing then
+  elseif nf > 1 and not read_others(old) then
     detail = "no_workspace_id"
   elseif not parts then
     detail = "empty_job_id"
@@ -176,7 +176,9 @@ for i, old in ipairs(KEYS) do
   out[#out + 1] = code
   out[#out + 1] = ws
   out[#out + 1] = detail or ""
-  for j = 2, nf do out[#out + 1] = ws ~= "" and values[j] or "" end
+  if nf > 1 then
+    for j = 2, nf do out[#out + 1] = ws ~= "" and values[j] or "" end
+  end
 end
 -- Written only by a call that copied; a refused write (OOM) only loses the count, never a copy.
 if copied then redis.pcall("HSET", ARGV[8], ARGV[9], ARGV[10] .. ":" .. table.concat(codes)) end

@@ -179,9 +179,11 @@ local function pair(key)
   local ws = redis.call("HGET", key, ws_field)
   local parts = ws and key_parts(key)
   if not parts then return {2, "", 0, "", -1, 0, 0} end
-  if nf > 1 and not read_others(key) then return {2, "", 0, "", -1, 0, 0} end
   local entry = {3, ws, redis.call("PEXPIRETIME", key), "", -1, 0, 0}
-  for j = 2, nf do entry[6 + j] = values[j] end
+  if nf > 1 then
+    if not read_others(key) then return {2, "", 0, "", -1, 0, 0} end
+    for j = 2, nf do entry[6 + j] = values[j] end
+  end
   if only_ws ~= "" and ws ~= only_ws then return entry end
   values[1] = ws
   local new = new_key(parts, values)
