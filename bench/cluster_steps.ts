@@ -15,7 +15,7 @@ import { intentKey } from "../src/migrate/cluster/intents.ts";
 import { SCRIPTS } from "../src/migrate/cluster/scripts.ts";
 import { keySlot } from "../src/redis/slot.ts";
 import type { Redis } from "../src/redis/ioredis.ts";
-import { DEFAULT_WORKSPACE_LUA, KeySchema, WORKSPACE_FIELD } from "../src/schema.ts";
+import { DEFAULT_WORKSPACE_LUA, KeySchema } from "../src/schema.ts";
 import { startCluster } from "../tests/support/cluster.ts";
 import { print } from "./report.ts";
 import { redisCpuSeconds } from "./server.ts";
@@ -60,7 +60,6 @@ try {
   const evalsha = (sha: string, args: unknown[]) =>
     call("EVALSHA", sha, 0, ["", "0", "", "", "", ...args]);
   const header = [
-    WORKSPACE_FIELD,
     "",
     "",
     schema.luaSpec,

@@ -54,7 +54,6 @@ for (let round = 0; round < rounds; round++) {
       keys,
       ...batch,
       schema.luaSpec,
-      WORKSPACE_FIELD,
       "",
       DEFAULT_WORKSPACE_LUA.pattern,
       String(DEFAULT_WORKSPACE_LUA.maxLength),

@@ -116,36 +116,45 @@ export interface KeySchemaOptions {
 }
 
 /**
- * The mapping from old key names to new ones, and the rule a workspace id must meet. Placeholders
- * of the old template are cut from the old key name (each ends at the first occurrence of the
- * literal after it; the last one at the end of the name); the one of the new template that the
- * old one lacks is read from the old hash's field of that name (`workspace_id` by default): the
- * run's "workspace" (its `--workspace` filter, its metrics label, its rule).
+ * The mapping from old key names to new ones, and the rules its field values must meet.
+ * Placeholders of the old template are cut from the old key name (each ends at the first
+ * occurrence of the literal after it; the last one at the end of the name); those of the new
+ * template that the old one lacks are read from the old hash's fields of those names
+ * ({@linkcode fields}). The first of them (`workspace_id` by default) is the run's "workspace": its
+ * `--workspace` filter and its metrics label. Each field has its own rule.
  */
 export class KeySchema {
   readonly from: Template;
   readonly to: Template;
-  /** The hash fields the new key's name reads, in the order the scripts pass their values. */
+  /**
+   * The hash fields the new key's name reads, in the order of the new template (the workspace
+   * first): the order in which the scripts read, pass and return their values.
+   */
   readonly fields: readonly string[];
   /** SCAN MATCH pattern of old keys. */
   readonly oldMatch: string;
   /** SCAN MATCH pattern of new keys. */
   readonly newMatch: string;
-  /** The workspace rule: the rule of the field the new key's name reads. */
+  /** The rule of each of {@linkcode fields}, in that order. */
+  readonly rules: readonly RegExp[];
+  /** The workspace rule: the rule of the first field. */
   readonly pattern: RegExp;
-  /** True when the rule is the default one (the scripts then check it in Redis, in Lua). */
+  /**
+   * True when every field's rule is the default one (the scripts then check them in Redis, in
+   * Lua); otherwise the client checks every value and the scripts that they are unchanged.
+   */
   readonly isDefaultRule: boolean;
   /** True for the default mapping (`ai:jobs:{job_id}` → `ai:job:{workspace_id}:{job_id}`). */
   readonly isDefaultMapping: boolean;
   /** The mapping as the Lua helper ({@linkcode KEY_LUA}) reads it: one ARGV entry. */
   readonly luaSpec: Buffer;
   readonly #sources: readonly Source[];
-  /** The literal after the field in the new template ("" when the field comes last). */
-  readonly #afterField: string;
+  /** The literal after each field in the new template. */
+  readonly #afterFields: readonly string[];
 
   /**
    * @throws {TemplateError} for a mapping that is ambiguous or cannot be used (see
-   *   {@linkcode checkMapping}), or a `--pattern` that names no field placeholder.
+   *   {@linkcode checkMapping}), or a rule for a field the new template does not read.
    * @throws {SyntaxError} when a pattern is not a valid regular expression.
    */
   constructor(options: KeySchemaOptions = {}) {
@@ -160,49 +169,66 @@ export class KeySchema {
       return { field: fields.length - 1 };
     });
     this.fields = fields;
-    const field = fields[0];
+    const first = fields[0];
     for (const name of Object.keys(options.patterns ?? {})) {
-      if (name !== field || name === WORKSPACE_FIELD) {
+      if (!fields.includes(name) || name === WORKSPACE_FIELD) {
         throw new TemplateError(
           name === WORKSPACE_FIELD
             ? `--pattern ${name}=…: the rule for ${name} is --workspace-pattern`
-            : `--pattern ${name}=…: {${name}} is not the hash field --to '${this.to.text}' reads`,
+            : `--pattern ${name}=…: {${name}} is not a hash field --to '${this.to.text}' reads`,
         );
       }
     }
-    if (
-      options.workspacePattern !== undefined && field !== undefined && field !== WORKSPACE_FIELD
-    ) {
-      throw new TemplateError(
-        `--workspace-pattern is the rule for workspace_id, which --to '${this.to.text}' does not read (--pattern ${field}=RE)`,
-      );
+    if (options.workspacePattern !== undefined && first !== undefined) {
+      if (!fields.includes(WORKSPACE_FIELD)) {
+        throw new TemplateError(
+          `--workspace-pattern is the rule for workspace_id, which --to '${this.to.text}' does not read (--pattern ${first}=RE)`,
+        );
+      }
     }
-    const pattern = field === undefined || field === WORKSPACE_FIELD
-      ? options.workspacePattern ?? DEFAULT_WORKSPACE_PATTERN
-      : options.patterns?.[field] ?? DEFAULT_WORKSPACE_PATTERN;
-    this.pattern = new RegExp(pattern, "u");
-    this.isDefaultRule = pattern === DEFAULT_WORKSPACE_PATTERN;
+    const sources = fields.map((field) =>
+      field === WORKSPACE_FIELD
+        ? options.workspacePattern ?? DEFAULT_WORKSPACE_PATTERN
+        : options.patterns?.[field] ?? DEFAULT_WORKSPACE_PATTERN
+    );
+    this.rules = sources.map((source) => new RegExp(source, "u"));
+    this.pattern = this.rules[0] ?? new RegExp(DEFAULT_WORKSPACE_PATTERN, "u");
+    this.isDefaultRule = sources.every((source) => source === DEFAULT_WORKSPACE_PATTERN);
     this.oldMatch = globOf(this.from.literals);
     this.newMatch = globOf(this.to.literals);
-    checkMapping(this, this.isDefaultRule);
-    const at = this.to.names.indexOf(this.workspaceField);
-    this.#afterField = at + 1 < this.to.names.length ? this.to.literals[at + 1]!.toString() : "";
-    this.luaSpec = luaSpecOf(this.from, this.#sources, this.to.literals);
+    checkMapping(
+      this,
+      new Set(fields.filter((_, i) => sources[i] === DEFAULT_WORKSPACE_PATTERN)),
+    );
+    this.#afterFields = fields.map((field) => {
+      const at = this.to.names.indexOf(field);
+      return at + 1 < this.to.names.length ? this.to.literals[at + 1]!.toString() : "";
+    });
+    this.luaSpec = luaSpecOf(fields, this.from, this.#sources, this.to.literals);
   }
 
   /**
    * The hash field that holds the workspace id (the metrics label's value, the `--workspace`
-   * filter): the one field the new template reads.
+   * filter): the first field the new template reads.
    */
   get workspaceField(): string {
     return this.fields[0]!;
   }
 
-  /** The mapping and its rule as the checkpoint's and verify's parameters hold them. */
-  get fingerprint(): { pattern: string; mapping?: string } {
+  /**
+   * The mapping and its rules as the checkpoint's and verify's parameters hold them: the
+   * workspace rule, and for another mapping than the default its templates and the rules of the
+   * fields after the first.
+   */
+  get fingerprint(): { pattern: string; mapping?: string; patterns?: Record<string, string> } {
     const pattern = this.pattern.source;
     if (this.isDefaultMapping) return { pattern };
-    return { pattern, mapping: `${this.from.text} -> ${this.to.text}` };
+    const mapping = `${this.from.text} -> ${this.to.text}`;
+    if (this.fields.length === 1) return { pattern, mapping };
+    const patterns = Object.fromEntries(
+      this.fields.slice(1).map((field, i) => [field, this.rules[i + 1]!.source]),
+    );
+    return { pattern, mapping, patterns };
   }
 
   /** The old template's leading literal: what every old key name starts with. */
@@ -267,7 +293,7 @@ export class KeySchema {
 
   /**
    * The old key a new key was copied from, and the values of {@linkcode fields} its name holds
-   * (bytes as latin1 text, one char per byte), the workspace id among them; `undefined` when it is
+   * (bytes as latin1 text, one char per byte), the workspace id first; `undefined` when it is
    * not a new key.
    */
   parseNewKey(
@@ -281,18 +307,17 @@ export class KeySchema {
       if ("capture" in s) captures[s.capture] = parts[i]!;
       else values[s.field] = parts[i]!.toString("latin1");
     });
-    const workspace = values[this.fields.indexOf(this.workspaceField)] ?? "";
-    return { oldKey: join(this.from.literals, captures), values, workspace };
+    return { oldKey: join(this.from.literals, captures), values, workspace: values[0] ?? "" };
   }
 
   /**
    * True when this mapping copies `oldKey` to `newKey`: the new key's name reads back to that old
-   * key with a valid workspace (a mapping is never ambiguous, so no other reading exists).
+   * key with valid field values (a mapping is never ambiguous, so no other reading exists).
    */
   isCopyOf(newKey: Uint8Array, oldKey: Uint8Array): boolean {
     const parsed = this.parseNewKey(newKey);
     return parsed !== undefined && parsed.oldKey.equals(oldKey) &&
-      this.checkWorkspace(Buffer.from(parsed.workspace, "latin1")) !== undefined;
+      this.checkValues(parsed.values.map((v) => Buffer.from(v, "latin1"))) !== undefined;
   }
 
   /** SCAN MATCH pattern of one workspace's new keys (glob characters in the id match literally). */
@@ -304,11 +329,31 @@ export class KeySchema {
   }
 
   /**
-   * The workspace id as a string when valid; `undefined` otherwise. Bytes that are not UTF-8, or
-   * that contain `:` or the literal after the field in the new template (the new key would be
-   * ambiguous), are never valid.
+   * The workspace id (the first field's value) as a string when valid under its rule;
+   * `undefined` otherwise (see {@linkcode checkValues}).
    */
   checkWorkspace(raw: Uint8Array | string | null | undefined): string | undefined {
+    return this.#check(0, raw);
+  }
+
+  /**
+   * The values of {@linkcode fields} (in that order) as strings when each is valid under its
+   * field's rule; `undefined` when any is not. Bytes that are not UTF-8, or that contain `:` or
+   * the literal after the field in the new template (the new key would be ambiguous), are never
+   * valid.
+   */
+  checkValues(raws: readonly (Uint8Array | string | null | undefined)[]): string[] | undefined {
+    if (raws.length !== this.fields.length) return undefined;
+    const values: string[] = new Array(raws.length);
+    for (let i = 0; i < raws.length; i++) {
+      const value = this.#check(i, raws[i]);
+      if (value === undefined) return undefined;
+      values[i] = value;
+    }
+    return values;
+  }
+
+  #check(field: number, raw: Uint8Array | string | null | undefined): string | undefined {
     if (raw === null || raw === undefined) return undefined;
     let text: string;
     try {
@@ -317,8 +362,9 @@ export class KeySchema {
       return undefined;
     }
     if (text.length === 0 || text.includes(":")) return undefined;
-    if (this.#afterField !== "" && text.includes(this.#afterField)) return undefined;
-    return this.pattern.test(text) ? text : undefined;
+    const after = this.#afterFields[field] ?? "";
+    if (after !== "" && text.includes(after)) return undefined;
+    return this.rules[field]?.test(text) ? text : undefined;
   }
 }
 
@@ -336,19 +382,19 @@ const DEFAULT_RULE_CHARS = /^[A-Za-z0-9_-]*$/;
 /**
  * Refuses a mapping that is ambiguous or cannot be used, before anything is read:
  * - `--to` must use every `--from` placeholder (else two old keys could map to one new key), and
- *   read exactly one hash field (the workspace: the filter, the label, the rule);
+ *   read at least one hash field (the workspace: the filter, the label);
  * - a placeholder followed by a literal in `--to` must not be able to hold that literal (else a
  *   new key name could be read two ways): a `--from` placeholder ends at its own next literal
  *   (never holds it) or at the end of the name (holds anything: it must come last in `--to`); a
- *   field under the default rule holds only `[A-Za-z0-9_-]`, and a value under another rule that
- *   holds the literal is refused per key (skipped as invalid);
+ *   field under the default rule (`defaultRule`: the fields under it) holds only `[A-Za-z0-9_-]`,
+ *   and a value under another rule that holds the literal is refused per key (skipped as invalid);
  * - no new key may match `--from` (the run would scan its own copies as old keys).
  *
  * @throws {TemplateError} naming the first problem found.
  */
 export function checkMapping(
   schema: Pick<KeySchema, "from" | "to" | "fields">,
-  defaultRule: boolean,
+  defaultRule: ReadonlySet<string>,
 ): void {
   const { from, to, fields } = schema;
   const where = `--to '${to.text}'`;
@@ -359,11 +405,9 @@ export function checkMapping(
       );
     }
   }
-  if (fields.length !== 1) {
+  if (fields.length === 0) {
     throw new TemplateError(
-      `${where} reads ${fields.length} hash fields (${
-        fields.map((f) => `{${f}}`).join(", ") || "none"
-      }); it must read exactly one (the workspace)`,
+      `${where} reads no hash field; it must read at least one (the workspace)`,
     );
   }
   to.names.forEach((name, i) => {
@@ -371,7 +415,7 @@ export function checkMapping(
     if (i + 1 === to.names.length) return; // the last one ends where the name's tail begins
     const capture = from.names.indexOf(name);
     let holds: boolean;
-    if (capture < 0) holds = defaultRule && DEFAULT_RULE_CHARS.test(next);
+    if (capture < 0) holds = defaultRule.has(name) && DEFAULT_RULE_CHARS.test(next);
     else {
       const own = from.literals[capture + 1]!.toString("latin1");
       const last = capture + 1 === from.names.length;
@@ -457,12 +501,23 @@ function partsOf(literals: readonly Buffer[], key: Buffer): Buffer[] | undefined
 }
 
 /**
- * The spec the Lua helper reads: length-prefixed items (`<length>:<bytes>`): the number of old
- * literals, the old literals, then the new template as literal, source, literal, …, literal, where
- * a source is `+i` (the old key's i-th placeholder) or `-i` (the i-th field value).
+ * The spec the Lua helper reads: length-prefixed items (`<length>:<bytes>`): the number of fields,
+ * their names, the number of old literals, the old literals, then the new template as literal,
+ * source, literal, …, literal, where a source is `+i` (the old key's i-th placeholder) or `-i`
+ * (the i-th field value).
  */
-function luaSpecOf(from: Template, sources: readonly Source[], to: readonly Buffer[]): Buffer {
-  const items: Buffer[] = [Buffer.from(String(from.literals.length)), ...from.literals];
+function luaSpecOf(
+  fields: readonly string[],
+  from: Template,
+  sources: readonly Source[],
+  to: readonly Buffer[],
+): Buffer {
+  const items: Buffer[] = [
+    Buffer.from(String(fields.length)),
+    ...fields.map((field) => Buffer.from(field)),
+    Buffer.from(String(from.literals.length)),
+    ...from.literals,
+  ];
   to.forEach((literal, i) => {
     if (i > 0) {
       const source = sources[i - 1]!;
@@ -476,13 +531,14 @@ function luaSpecOf(from: Template, sources: readonly Source[], to: readonly Buff
 }
 
 /**
- * Lua: the key mapping, shared by every script. `local key_parts, new_key = key_mapping(spec)` reads
- * {@linkcode KeySchema.luaSpec} (once per call) and returns its two functions: `key_parts(old)`
- * cuts an old key name into its placeholders' values (nil when it does not fit or one is empty;
- * the table is reused by the next call); `new_key(parts, values)` builds the new key from them
- * and the fields' values (nil when a value holds the literal after it). Both are closures made for
- * the mapping's shape: they run for every key, where a loop over the template would cost more
- * than the rest of the per-key work of a script.
+ * Lua: the key mapping, shared by every script. `local key_parts, new_key, fields =
+ * key_mapping(spec)` reads {@linkcode KeySchema.luaSpec} (once per call) and returns its two
+ * functions and the names of the hash fields the new key reads ({@linkcode KeySchema.fields}, the
+ * workspace first): `key_parts(old)` cuts an old key name into its placeholders' values (nil when
+ * it does not fit or one is empty; the table is reused by the next call); `new_key(parts, values)`
+ * builds the new key from them and the fields' values, in `fields`' order (nil when a value holds
+ * the literal after it). Both are closures made for the mapping's shape: they run for every key,
+ * where a loop over the template would cost more than the rest of the per-key work of a script.
  */
 export const KEY_LUA = `
 local key_sub, key_find = string.sub, string.find
@@ -494,12 +550,15 @@ local function key_mapping(spec)
     items[#items + 1] = key_sub(spec, colon + 1, colon + len)
     at = colon + len + 1
   end
-  local n = tonumber(items[1])
+  local k = tonumber(items[1])
+  local fields = {}
+  for i = 1, k do fields[i] = items[1 + i] end
+  local n = tonumber(items[k + 2])
   local from, to, parts = {}, {}, {}
-  for i = 1, n do from[i] = items[1 + i] end
-  for i = n + 2, #items do
+  for i = 1, n do from[i] = items[k + 2 + i] end
+  for i = k + n + 3, #items do
     local item = items[i]
-    if (i - n) % 2 == 1 then item = tonumber(item) end
+    if (i - k - n) % 2 == 0 then item = tonumber(item) end
     to[#to + 1] = item
   end
   local key_parts, new_key
@@ -557,6 +616,6 @@ local function key_mapping(spec)
       return table.concat(buf, "", 1, m)
     end
   end
-  return key_parts, new_key
+  return key_parts, new_key, fields
 end
 `;

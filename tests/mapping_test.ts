@@ -17,6 +17,12 @@ const RENAMED = {
   to: "tasks:{tenant}:{queue}:{job_id}",
   patterns: { tenant: "^t[0-9]+$" },
 };
+/** The second example of docs/mappings.md: two fields, each with its rule. */
+const TWO_FIELDS = {
+  from: "jobs:{queue}:{job_id}",
+  to: "tasks:{tenant}:{region}:{queue}:{job_id}",
+  patterns: { tenant: "^t[0-9]+$", region: "^[a-z]{2}-[0-9]+$" },
+};
 
 Deno.test("mapping: a hash-tagged --to puts the new key in its workspace's slot", () => {
   const keys = new KeySchema(TAGGED);
@@ -78,11 +84,102 @@ Deno.test("mapping: a renamed prefix with a placeholder of the old name and a fi
   assert.equal(keys.oldParts(Buffer.from("jobs:high")), undefined, "no ':' after {queue}");
 });
 
+Deno.test("mapping: a new name built from two fields, each value under its own rule", () => {
+  const keys = new KeySchema(TWO_FIELDS);
+  assert.deepEqual(keys.fields, ["tenant", "region"]);
+  assert.equal(keys.workspaceField, "tenant", "the first field read is the workspace");
+  assert.equal(keys.isDefaultRule, false);
+  const old = Buffer.from("jobs:high:7:x");
+  const fresh = keys.newKeyOf(old, ["t1", "eu-1"])!;
+  assert.equal(fresh.toString(), "tasks:t1:eu-1:high:7:x");
+  assert.deepEqual(keys.parseNewKey(fresh), {
+    oldKey: old,
+    values: ["t1", "eu-1"],
+    workspace: "t1",
+  });
+  assert.equal(keys.isCopyOf(fresh, old), true);
+  assert.equal(keys.isCopyOf(Buffer.from("tasks:t1:eu1:high:7:x"), old), false, "region's rule");
+  assert.equal(keys.isCopyOf(Buffer.from("tasks:x1:eu-1:high:7:x"), old), false, "tenant's rule");
+  assert.equal(keys.newMatch, "tasks:*:*:*:*");
+  assert.equal(keys.newMatchFor("t1"), "tasks:t1:*:*:*");
+  // Every value under its own rule; the workspace under the first field's.
+  assert.deepEqual(keys.checkValues(["t1", "eu-1"]), ["t1", "eu-1"]);
+  assert.deepEqual(keys.checkValues([Buffer.from("t1"), Buffer.from("eu-1")]), ["t1", "eu-1"]);
+  for (
+    const bad of [["t1", "eu1"], ["eu-1", "t1"], ["t1", null], ["t1"], ["t1", "eu-1", "x"], [
+      "t1",
+      "eu-1:2",
+    ]]
+  ) {
+    assert.equal(keys.checkValues(bad), undefined, JSON.stringify(bad));
+  }
+  assert.equal(keys.checkWorkspace("t1"), "t1");
+  assert.equal(keys.checkWorkspace("eu-1"), undefined);
+  // The default rule on both fields: checked in the scripts, each field on its own.
+  const plain = new KeySchema({ to: "ai:job:{workspace_id}:{region}:{job_id}" });
+  assert.equal(plain.isDefaultRule, true);
+  assert.deepEqual(plain.checkValues(["ws-1", "eu_1"]), ["ws-1", "eu_1"]);
+  assert.equal(plain.checkValues(["ws-1", "eu 1"]), undefined);
+  // One rule custom is enough for the client to check them all.
+  const mixed = new KeySchema({
+    to: "ai:job:{workspace_id}:{region}:{job_id}",
+    patterns: { region: "^[a-z]+$" },
+  });
+  assert.equal(mixed.isDefaultRule, false);
+  assert.deepEqual(mixed.checkValues(["ws-1", "eu"]), ["ws-1", "eu"]);
+  assert.equal(mixed.checkValues(["ws 1", "eu"]), undefined, "workspace_id keeps the default");
+  assert.equal(mixed.checkValues(["ws-1", "eu-1"]), undefined);
+  const ruled = new KeySchema({
+    to: "t:{tenant}:{workspace_id}:{job_id}",
+    workspacePattern: "^w[0-9]$",
+  });
+  assert.equal(ruled.workspaceField, "tenant");
+  assert.equal(ruled.checkValues(["acme", "w1"])?.join(), "acme,w1");
+  assert.equal(ruled.checkValues(["acme", "ws-1"]), undefined, "--workspace-pattern rules it");
+});
+
+Deno.test("mapping: the rules of every field are part of the checkpoint's and verify's parameters", () => {
+  const keys = new KeySchema(TWO_FIELDS);
+  assert.deepEqual(keys.fingerprint, {
+    pattern: "^t[0-9]+$",
+    mapping: "jobs:{queue}:{job_id} -> tasks:{tenant}:{region}:{queue}:{job_id}",
+    patterns: { region: "^[a-z]{2}-[0-9]+$" },
+  });
+  const other = new KeySchema({
+    ...TWO_FIELDS,
+    patterns: { ...TWO_FIELDS.patterns, region: "^.+$" },
+  });
+  const run = (k: KeySchema) => runParams({ ...k.fingerprint, match: k.oldMatch });
+  const verify = (k: KeySchema) =>
+    verifyParams({ keys: k, ttlToleranceSeconds: 1, orphans: false });
+  assert.notEqual(run(keys), run(other), "another region rule is another run");
+  assert.notEqual(verify(keys), verify(other), "and another verify");
+  assert.deepEqual(JSON.parse(run(keys)).patterns, { region: "^[a-z]{2}-[0-9]+$" });
+  // A mapping of one field names no other rule (its checkpoints stay as they were).
+  assert.equal(JSON.parse(run(new KeySchema(RENAMED))).patterns, undefined);
+});
+
 Deno.test("mapping: ambiguous or unusable mappings are refused with one line", () => {
   const refused: [KeySchemaOptions, RegExp][] = [
     [{ to: "ai:job:{workspace_id}" }, /does not use \{job_id\} of --from: two old keys/],
-    [{ to: "ai:job:{job_id}" }, /reads 0 hash fields \(none\); it must read exactly one/],
-    [{ to: "ai:job:{workspace_id}:{region}:{job_id}" }, /reads 2 hash fields/],
+    [{ to: "ai:job:{job_id}" }, /reads no hash field; it must read at least one/],
+    // Two fields: each under its own rule, each with the same checks as one.
+    [{ to: "ai:job:{workspace_id}:{region}-{job_id}" }, /\{region\} could hold '-'/],
+    [{ to: "ai:job:{workspace_id}-{region}:{job_id}" }, /\{workspace_id\} could hold '-'/],
+    [
+      { to: "ai:job:{tenant}:{region}_{job_id}", patterns: { tenant: "^t[0-9]+$" } },
+      /\{region\} could hold '_'/,
+    ],
+    [{ to: "ai:jobs:{workspace_id}:{region}:{job_id}" }, /can produce names that match --from/],
+    [{ to: "ai:job:{workspace_id}:{region}{job_id}" }, /need a literal between them/],
+    [
+      { to: "t:{tenant}:{region}:{job_id}", patterns: { zone: "^x$" } },
+      /--pattern zone=…: \{zone\} is not a hash field --to .* reads/,
+    ],
+    [
+      { to: "t:{tenant}:{region}:{job_id}", workspacePattern: "^x$" },
+      /--workspace-pattern is the rule for workspace_id, which --to .* does not read \(--pattern tenant=RE\)/,
+    ],
     [{ to: "ai:job:{job_id}:{workspace_id}" }, /\{job_id\} could hold ':', the literal after it/],
     [{ to: "ai:job:{workspace_id}-{job_id}" }, /\{workspace_id\} could hold '-'/],
     [
@@ -96,7 +193,7 @@ Deno.test("mapping: ambiguous or unusable mappings are refused with one line", (
     [{ from: "ai:jobs:{job_id}:{job_id}" }, /\{job_id\} appears twice/],
     [{ to: "ai:job:{work space}:{job_id}" }, /\{work space\} is not a name/],
     [{ from: "ai:jobs" }, /no placeholder/],
-    [{ patterns: { region: "^x$" } }, /\{region\} is not the hash field/],
+    [{ patterns: { region: "^x$" } }, /\{region\} is not a hash field/],
     [{ patterns: { workspace_id: "^x$" } }, /the rule for workspace_id is --workspace-pattern/],
     [
       { to: "t:{tenant}:{job_id}", workspacePattern: "^x$" },
@@ -117,6 +214,15 @@ Deno.test("mapping: ambiguous or unusable mappings are refused with one line", (
   assert.equal(loose.checkWorkspace("a-b"), undefined, "nor a valid workspace");
   assert.equal(loose.checkWorkspace("a+b"), "a+b");
   assert.equal(loose.newKeyOf(Buffer.from("ai:jobs:1"), ["ab"])?.toString(), "x:ab-1");
+  // So may the rule of the second field: that value alone is refused, per key.
+  const second = new KeySchema({
+    to: "x:{workspace_id}:{region}-{job_id}",
+    patterns: { region: "^.+$" },
+  });
+  assert.equal(second.newKeyOf(Buffer.from("ai:jobs:1"), ["ws", "a-b"]), undefined);
+  assert.equal(second.checkValues(["ws", "a-b"]), undefined);
+  assert.deepEqual(second.checkValues(["ws", "a+b"]), ["ws", "a+b"]);
+  assert.equal(second.newKeyOf(Buffer.from("ai:jobs:1"), ["ws", "ab"])?.toString(), "x:ws:ab-1");
 });
 
 Deno.test("mapping: glob overlap", () => {
@@ -138,6 +244,10 @@ Deno.test("mapping: a bad mapping exits 2 with one line before Redis is even rea
         ["--dry-run", "--to", "ai:job:{workspace_id}"],
         ["verify", "--full", "--from", "q:{queue}-{job_id}", "--to", "t:{queue}:{tenant}:{job_id}"],
         ["--execute", "--pattern", "tenant"],
+        // Two fields: one that could hold the literal after it, a rule for a field not read.
+        ["--execute", "--to", "t:{tenant}:{region}-{job_id}"],
+        ["--dry-run", "--to", "t:{tenant}:{region}:{job_id}", "--pattern", "zone=^[a-z]+$"],
+        ["verify", "--to", "t:{tenant}:{region}:{job_id}", "--workspace-pattern", "^x$"],
       ]
     ) {
       const result = await runCli([...args, "--redis-url", server.url]);

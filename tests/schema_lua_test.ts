@@ -52,35 +52,45 @@ Deno.test("the Lua form of the default workspace rule agrees with the regex", as
   });
 });
 
-/** Per (old key, field value) pair of ARGV[2..]: the new key the helper builds, or nil. */
+/**
+ * The field names the helper read from the spec, then per case of ARGV[2..] (an old key and the
+ * values of the n fields): the new key the helper builds, or nil.
+ */
 const BUILD = `${KEY_LUA}
-local key_parts, new_key = key_mapping(ARGV[1])
-local out = {}
-for i = 2, #ARGV, 2 do
+local key_parts, new_key, fields = key_mapping(ARGV[1])
+local n = #fields
+local out = {fields}
+for i = 2, #ARGV, 1 + n do
   local parts = key_parts(ARGV[i])
-  out[#out + 1] = parts and new_key(parts, {ARGV[i + 1]}) or false
+  local values = {}
+  for j = 1, n do values[j] = ARGV[i + j] end
+  out[#out + 1] = parts and new_key(parts, values) or false
 end
 return out`;
 
 /**
- * Builds each case's new key with the Lua helper and checks it is the one `keys` builds; returns
- * which cases got a key.
+ * Builds each case's new key with the Lua helper and checks it is the one `keys` builds (and that
+ * the helper reads the fields `keys` names, in its order); returns which cases got a key. A case
+ * is an old key and one value (one field) or the values of every field.
  */
 async function assertLuaAgrees(
   client: Redis,
   keys: KeySchema,
-  cases: readonly (readonly [Uint8Array | string, string])[],
+  cases: readonly (readonly [Uint8Array | string, string | readonly string[]])[],
 ): Promise<boolean[]> {
-  const built = await client.callBuffer(
+  const valuesOf = (value: string | readonly string[]) =>
+    typeof value === "string" ? [value] : value;
+  const [fields, ...built] = await client.callBuffer(
     "EVAL",
     BUILD,
     "0",
     keys.luaSpec,
-    ...cases.flatMap(([old, value]) => [Buffer.from(old), value]),
-  ) as (Buffer | null)[];
+    ...cases.flatMap(([old, value]) => [Buffer.from(old), ...valuesOf(value)]),
+  ) as [Buffer[], ...(Buffer | null)[]];
+  assert.deepEqual(fields.map(String), keys.fields);
   cases.forEach(([old, value], i) => {
-    const expected = keys.newKeyOf(Buffer.from(old), [value]);
-    assert.deepEqual(built[i] ?? undefined, expected, `${keys.to.text}: ${old}`);
+    const expected = keys.newKeyOf(Buffer.from(old), valuesOf(value));
+    assert.deepEqual(built[i] ?? undefined, expected, `${keys.to.text}: ${old} ${value}`);
   });
   return built.map((b) => b !== null);
 }
@@ -132,5 +142,42 @@ Deno.test("mapping: the Lua helper builds the new keys KeySchema builds, for eve
   ];
   await withRedis(async (_server, client) => {
     for (const [keys, cases] of shapes) await assertLuaAgrees(client, keys, cases);
+  });
+});
+
+Deno.test("mapping: the Lua helper builds the new keys KeySchema builds from two fields", async () => {
+  const shapes: [KeySchema, [string, string[]][], boolean[]][] = [
+    [
+      new KeySchema({
+        from: "jobs:{queue}:{job_id}",
+        to: "tasks:{tenant}:{region}:{queue}:{job_id}",
+        patterns: { tenant: "^t[0-9]+$", region: "^[a-z]{2}-[0-9]+$" },
+      }),
+      [
+        ["jobs:high:7:x", ["t1", "eu-1"]],
+        ["jobs:high:7", ["t1", "eu:1"]], // the second value holds the literal after it
+        ["jobs:high:7", ["t:1", "eu-1"]], // the first does
+        ["jobs:high:7", ["t1", ""]],
+        ["jobs:high:7", ["", "eu-1"]],
+        ["jobs::7", ["t1", "eu-1"]],
+      ],
+      [true, false, false, false, false, false],
+    ],
+    [
+      // Three fields, the first (the workspace: region) in a hash tag.
+      new KeySchema({ to: "ai:job:{{region}}/{workspace_id}.{zone}:{job_id}" }),
+      [
+        ["ai:jobs:42", ["eu", "ws-1", "a"]],
+        ["ai:jobs:42", ["e}/u", "ws-1", "a"]],
+        ["ai:jobs:42", ["eu", "ws.1", "a"]],
+        ["ai:jobs:42", ["eu", "ws-1", "a:b"]],
+      ],
+      [true, false, false, false],
+    ],
+  ];
+  await withRedis(async (_server, client) => {
+    for (const [keys, cases, made] of shapes) {
+      assert.deepEqual(await assertLuaAgrees(client, keys, cases), made, keys.to.text);
+    }
   });
 });

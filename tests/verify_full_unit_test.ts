@@ -12,6 +12,7 @@ import { SubBatches } from "../src/verify/sub_batches.ts";
 import {
   compareSides,
   decodePairNew,
+  decodeSide,
   diffFields,
   orphanReason,
   sameExpiry,
@@ -37,6 +38,7 @@ Deno.test("keySlot: Redis's slots, hash tags included", () => {
 const side = (over: Partial<SideState>): SideState => ({
   code: 3,
   workspace: Buffer.from("ws"),
+  others: [],
   expireAt: -1,
   digest: "d",
   ...over,
@@ -68,12 +70,27 @@ Deno.test("diffFields: missing wins, then differing and extra fields, names sort
 });
 
 Deno.test("orphanReason: old key missing, another workspace (bytes), or not a job", () => {
-  const ws = Buffer.from("ws1");
+  const ws = [Buffer.from("ws1")];
   assert.equal(orphanReason(ws, [0, ""]), "old_missing");
   assert.equal(orphanReason(ws, [3, Buffer.from("ws2")]), "other_workspace");
   assert.equal(orphanReason(ws, [3, Buffer.from("\xEF\xBB\xBFws1", "latin1")]), "other_workspace");
   assert.equal(orphanReason(ws, [1, ""]), "other_workspace");
   assert.equal(orphanReason(ws, [3, Buffer.from("ws1")]), undefined);
+});
+
+Deno.test("orphanReason: a name built from two fields needs the old key to hold both values", () => {
+  const values = [Buffer.from("t1"), Buffer.from("eu-1")];
+  assert.equal(orphanReason(values, [3, Buffer.from("t1"), Buffer.from("eu-1")]), undefined);
+  assert.equal(
+    orphanReason(values, [3, Buffer.from("t1"), Buffer.from("us-1")]),
+    "other_workspace",
+  );
+  assert.equal(
+    orphanReason(values, [3, Buffer.from("t2"), Buffer.from("eu-1")]),
+    "other_workspace",
+  );
+  assert.equal(orphanReason(values, [2, ""]), "other_workspace", "a field missing");
+  assert.equal(orphanReason(values, [0, ""]), "old_missing");
 });
 
 Deno.test("findingLine: escaped ids and names, never more than the finding", () => {
@@ -140,17 +157,26 @@ Deno.test("RecentKeys: a key repeated within the current or the previous chunk i
 Deno.test("decodePairNew: the script's verdict only for the exact new key it read", () => {
   const old = side({ workspace: Buffer.from("ws"), digest: "" });
   const entry = (code: number, same: number) => [3, "ws", -1, "", code, 5000, same];
-  assert.equal(decodePairNew(entry(-1, 0), old, "ws"), undefined, "not read");
-  assert.equal(decodePairNew(entry(-2, 0), old, "ws"), undefined, "on another node");
-  assert.equal(compareSides(decodePairNew(entry(3, 1), old, "ws")!, old, 0).kind, "ttl");
-  const same = decodePairNew([3, "ws", -1, "", 3, -1, 1], old, "ws")!;
+  assert.equal(decodePairNew(entry(-1, 0), old, ["ws"]), undefined, "not read");
+  assert.equal(decodePairNew(entry(-2, 0), old, ["ws"]), undefined, "on another node");
+  assert.equal(compareSides(decodePairNew(entry(3, 1), old, ["ws"])!, old, 0).kind, "ttl");
+  const same = decodePairNew([3, "ws", -1, "", 3, -1, 1], old, ["ws"])!;
   assert.equal(compareSides(same, old, 0).kind, "matched");
-  const differs = decodePairNew([3, "ws", -1, "", 3, -1, 0], old, "ws")!;
+  const differs = decodePairNew([3, "ws", -1, "", 3, -1, 0], old, ["ws"])!;
   assert.equal(compareSides(differs, old, 0).kind, "fields");
-  assert.equal(compareSides(decodePairNew(entry(0, 0), old, "ws")!, old, 0).kind, "missing");
+  assert.equal(compareSides(decodePairNew(entry(0, 0), old, ["ws"])!, old, 0).kind, "missing");
   // The client would write other bytes than the script joined: compare on its own.
   const latin = side({ workspace: Buffer.from([0xe9]), digest: "" });
-  assert.equal(decodePairNew(entry(3, 1), latin, "\xe9"), undefined);
+  assert.equal(decodePairNew(entry(3, 1), latin, ["\xe9"]), undefined);
+  // With two fields, every value the script joined must be the client's.
+  const two = decodeSide([3, "ws", -1, "", 3, -1, 1, "eu-1"], 7);
+  assert.deepEqual(two.others, [Buffer.from("eu-1")]);
+  assert.equal(
+    compareSides(decodePairNew([3, "ws", -1, "", 3, -1, 1], two, ["ws", "eu-1"])!, two, 0).kind,
+    "matched",
+  );
+  assert.equal(decodePairNew(entry(3, 1), two, ["ws", "eu-2"]), undefined);
+  assert.equal(decodePairNew(entry(3, 1), old, ["ws", "eu-1"]), undefined, "a value not read");
 });
 
 Deno.test("SubBatches: every key once, results in order, several sub-batches in flight", async () => {

@@ -131,7 +131,7 @@ function startFromCheckpoint(input: ResumeInput, where: string): ResumeDecision 
       kind: "refuse",
       reason: `the checkpoint under ${input.prefix} was made with other parameters (${
         stored.params || "unknown"
-      }); run with the same --workspace/--workspace-pattern/--from/--to, or --reset-progress to start over`,
+      }); run with the same --workspace/--workspace-pattern/--from/--to/--pattern, or --reset-progress to start over`,
     };
   }
   if (stored.runId !== input.runId) {

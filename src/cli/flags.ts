@@ -205,7 +205,7 @@ export const FLAGS: readonly Flag[] = [
     everywhere(
       use(
         SCOPE,
-        "new key names: each {name} is a --from placeholder or the one hash field read (the workspace); {{name}} a Redis hash tag",
+        "new key names: each {name} is a --from placeholder or a hash field (the first field: the workspace); {{name}} a hash tag",
         DEFAULT_TO,
       ),
       RUN_AND_VERIFY,
@@ -217,7 +217,7 @@ export const FLAGS: readonly Flag[] = [
     everywhere(
       use(
         SCOPE,
-        "the rule for the field placeholder NAME of --to when it is not workspace_id (default: the default workspace pattern)",
+        "the rule for the field placeholder NAME of --to when not workspace_id, once per field (default: the default rule)",
       ),
       RUN_AND_VERIFY,
     ),

@@ -109,30 +109,38 @@ export class InServerCopy implements MigrationStrategy {
 
   async migrate(keys: readonly Buffer[], options: MigrateOptions): Promise<StrategyResult[]> {
     if (keys.length === 0) return [];
-    if (this.#keys.isDefaultRule) return decode(await this.#run(keys, options, ["default"]));
-    // A custom pattern is a JavaScript RegExp, which Lua cannot evaluate: read the ids first
-    // (probe), validate them here, then migrate with the validated ids; the script re-checks that
-    // each id is still the one validated, atomically with the copy.
+    const width = replyWidth(this.#keys);
+    if (this.#keys.isDefaultRule) {
+      return decode(await this.#run(keys, options, ["default"]), width);
+    }
+    // A custom pattern is a JavaScript RegExp, which Lua cannot evaluate: read the field values
+    // first (probe), validate them here, then migrate with the validated values; the script
+    // re-checks that each is still the one validated, atomically with the copy.
     const probed = await this.#run(keys, { ...options, dryRun: true }, ["probe"]);
     const results: StrategyResult[] = new Array(keys.length);
-    const pending: { index: number; workspace: string }[] = [];
+    const pending: { index: number; values: string[] }[] = [];
     for (let i = 0; i < keys.length; i++) {
-      const code = probed[REPLY_WIDTH * i] as number;
+      const at = width * i;
+      const code = probed[at] as number;
       if (code !== ScriptCode.probed) {
-        results[i] = resultOfCode(replyAt(probed, i));
+        results[i] = resultOfCode(replyAt(probed, i, width));
         continue;
       }
-      const workspace = this.#keys.checkWorkspace(probed[REPLY_WIDTH * i + 1] as Buffer);
-      if (workspace !== undefined) pending.push({ index: i, workspace });
+      // The workspace, then the other fields (after the detail).
+      const values = this.#keys.checkValues([
+        probed[at + 1] as Buffer,
+        ...probed.slice(at + 3, at + width) as Buffer[],
+      ]);
+      if (values !== undefined) pending.push({ index: i, values });
       else results[i] = invalidResult("invalid_workspace_id");
     }
     if (pending.length > 0) {
       const reply = await this.#run(
         pending.map((p) => keys[p.index]!),
         options,
-        ["expect", ...pending.map((p) => p.workspace)],
+        ["expect", ...pending.flatMap((p) => p.values)],
       );
-      const decoded = decode(reply);
+      const decoded = decode(reply, width);
       pending.forEach((p, j) => results[p.index] = decoded[j]!);
     }
     return results;
@@ -148,7 +156,6 @@ export class InServerCopy implements MigrationStrategy {
         keys.length,
         ...keys,
         this.#keys.luaSpec,
-        this.#keys.workspaceField,
         options.workspace ?? "",
         DEFAULT_WORKSPACE_LUA.pattern,
         String(DEFAULT_WORKSPACE_LUA.maxLength),
@@ -199,23 +206,29 @@ export class InServerCopy implements MigrationStrategy {
 }
 
 /** Per-key results of a copy script reply. */
-function decode(reply: (number | Buffer)[]): StrategyResult[] {
+function decode(reply: (number | Buffer)[], width: number): StrategyResult[] {
   const results: StrategyResult[] = [];
-  for (let i = 0; i * REPLY_WIDTH < reply.length; i++) {
-    results.push(resultOfCode(replyAt(reply, i)));
+  for (let i = 0; i * width < reply.length; i++) {
+    results.push(resultOfCode(replyAt(reply, i, width)));
   }
   return results;
 }
 
-/** Entries per key in the copy script's reply: code, workspace id, detail (see copy_script.ts). */
-const REPLY_WIDTH = 3;
+/**
+ * Entries per key in the copy script's reply: code, workspace id, detail, and the values of the
+ * other fields the new name reads (see copy_script.ts): 3 with one field.
+ */
+function replyWidth(keys: KeySchema): number {
+  return 2 + keys.fields.length;
+}
 
 /** Key `i`'s part of a copy script reply. */
 function replyAt(
   reply: (number | Buffer)[],
   i: number,
+  width: number,
 ): { code: number; workspace: string; detail: string } {
-  const at = REPLY_WIDTH * i;
+  const at = width * i;
   return {
     code: reply[at] as number,
     workspace: (reply[at + 1] as Buffer).toString("utf8"),

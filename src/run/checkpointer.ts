@@ -250,14 +250,22 @@ export interface CheckpointKeys {
 
 /** The parameters that give a cursor its meaning, as a stable string. */
 export function runParams(
-  parts: { workspace?: string; pattern: string; match: string; mapping?: string },
+  parts: {
+    workspace?: string;
+    pattern: string;
+    match: string;
+    mapping?: string;
+    patterns?: Record<string, string>;
+  },
 ): string {
   return JSON.stringify({
     workspace: parts.workspace ?? null,
     pattern: parts.pattern,
     match: parts.match,
-    // Only another mapping than the default one is named (the default's checkpoints stay valid).
+    // Only another mapping than the default one is named (the default's checkpoints stay valid),
+    // with the rules of the fields after the first when its new names read more than one.
     ...(parts.mapping === undefined ? {} : { mapping: parts.mapping }),
+    ...(parts.patterns === undefined ? {} : { patterns: parts.patterns }),
   });
 }
 

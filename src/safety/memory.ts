@@ -78,17 +78,19 @@ async function estimateCopyBytes(
   const probe = node.pipeline();
   for (const key of old) {
     probe.call("MEMORY", "USAGE", key);
-    probe.hget(key, keys.workspaceField);
+    for (const field of keys.fields) probe.hget(key, field);
   }
   const replies = (await probe.exec()) ?? [];
   const usages: number[] = [];
   const check = node.pipeline();
   const pending: number[] = [];
+  // Per old key: its usage, then the values of the fields its new key's name reads.
+  const stride = 1 + keys.fields.length;
   for (let i = 0; i < old.length; i++) {
-    const usage = Number(replies[2 * i]?.[1] ?? 0);
-    const workspace = replies[2 * i + 1]?.[1];
-    const newKey = typeof workspace === "string"
-      ? keys.newKeyOf(Buffer.from(old[i]!), [workspace])
+    const usage = Number(replies[stride * i]?.[1] ?? 0);
+    const values = replies.slice(stride * i + 1, stride * (i + 1)).map(([, value]) => value);
+    const newKey = values.every((value) => typeof value === "string")
+      ? keys.newKeyOf(Buffer.from(old[i]!), values as string[])
       : undefined;
     if (newKey === undefined) continue;
     pending.push(usage);

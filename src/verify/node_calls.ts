@@ -264,7 +264,6 @@ export class NodeCalls {
       const rest = keys.slice(entries.length);
       const args = [
         mode,
-        this.#keys.workspaceField,
         options.oldSide ? "1" : "",
         String(FIELD_CAP),
         this.#salt,

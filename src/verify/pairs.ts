@@ -111,6 +111,9 @@ export interface CheckedJob {
   workspace?: string;
 }
 
+/** Where the other fields' values start in a `pair` entry of the script (see script.ts). */
+const PAIR_OTHERS_AT = 7;
+
 /** Results that carry no workspace, shared by every key that gets them. */
 const SETTLED = {
   gone: Object.freeze({ verdict: plainVerdict("gone") }),
@@ -119,10 +122,14 @@ const SETTLED = {
   matched: Object.freeze({ verdict: plainVerdict("matched") }),
 } as const;
 
-/** An old key whose new key is compared: its place in the results and its workspace. */
+/**
+ * An old key whose new key is compared: its place in the results, its workspace and the values of
+ * the fields its new key's name reads (the workspace first).
+ */
 interface PendingJob {
   index: number;
   workspace: string;
+  values: readonly string[];
 }
 
 /**
@@ -130,7 +137,26 @@ interface PendingJob {
  * that differ): the `pair` call builds it in Redis, and most keys never need it here.
  */
 function newKeyOf(keys: KeySchema, oldKeys: readonly Buffer[], job: PendingJob): Buffer {
-  return keys.newKeyOf(oldKeys[job.index]!, [job.workspace])!;
+  return keys.newKeyOf(oldKeys[job.index]!, job.values)!;
+}
+
+/** The field values of an old key the script read, when each is valid under its rule. */
+function valuesOf(keys: KeySchema, old: SideState): string[] | undefined {
+  if (keys.fields.length === 1) {
+    const workspace = keys.checkWorkspace(old.workspace);
+    return workspace === undefined ? undefined : [workspace];
+  }
+  return keys.checkValues([old.workspace, ...old.others]);
+}
+
+/**
+ * The workspace of a pair the script found matched, whose entry is the field values' bytes alone
+ * (with more than one field, joined by `:`, which no valid value holds), when each value is valid.
+ */
+function matchedWorkspace(keys: KeySchema, entry: Uint8Array): string | undefined {
+  if (keys.fields.length === 1) return keys.checkWorkspace(entry);
+  const values = Buffer.from(entry).toString("latin1").split(":");
+  return keys.checkValues(values.map((value) => Buffer.from(value, "latin1")))?.[0];
 }
 
 /**
@@ -147,8 +173,8 @@ export async function checkJobs(
   const results: CheckedJob[] = new Array(oldKeys.length);
   const olds = settleMatched(entries, ctx, results);
   const pending = triageOldKeys(olds, ctx, results);
-  const fresh = pending.map(({ index, workspace }) =>
-    decodePairNew(entries[index]!, olds[index]!, workspace)
+  const fresh = pending.map(({ index, values }) =>
+    decodePairNew(entries[index]!, olds[index]!, values)
   );
   await readUnpaired(oldKeys, { pending, olds, fresh }, ctx, timing);
   const differing: PendingJob[] = [];
@@ -174,8 +200,8 @@ function settleMatched(
   results: CheckedJob[],
 ): (SideState | undefined)[] {
   return entries.map((entry, index) => {
-    if (Array.isArray(entry)) return decodeSide(entry);
-    const workspace = ctx.keys.checkWorkspace(entry as Uint8Array);
+    if (Array.isArray(entry)) return decodeSide(entry, PAIR_OTHERS_AT);
+    const workspace = matchedWorkspace(ctx.keys, entry as Uint8Array);
     if (workspace === undefined) results[index] = SETTLED.invalid;
     else if (ctx.workspace !== undefined && workspace !== ctx.workspace) {
       results[index] = SETTLED.filtered;
@@ -196,16 +222,14 @@ function triageOldKeys(
   const pending: PendingJob[] = [];
   olds.forEach((old, index) => {
     if (old === undefined) return; // settled by settleMatched
-    // The same rule object as the backfill (schema.ts), default pattern or --workspace-pattern.
-    const workspace = old.code === KeyCode.hash
-      ? ctx.keys.checkWorkspace(old.workspace)
-      : undefined;
+    // The same rules as the backfill (schema.ts): default pattern, --workspace-pattern, --pattern.
+    const values = old.code === KeyCode.hash ? valuesOf(ctx.keys, old) : undefined;
     if (old.code === KeyCode.absent) results[index] = SETTLED.gone;
-    else if (workspace === undefined) results[index] = SETTLED.invalid;
-    else if (ctx.workspace !== undefined && workspace !== ctx.workspace) {
+    else if (values === undefined) results[index] = SETTLED.invalid;
+    else if (ctx.workspace !== undefined && values[0] !== ctx.workspace) {
       results[index] = SETTLED.filtered;
     } else {
-      pending.push({ index, workspace });
+      pending.push({ index, workspace: values[0]!, values });
     }
   });
   return pending;
@@ -271,7 +295,8 @@ export type OrphanVerdict =
   | { kind: "orphan"; reason: OrphanReason; workspace: Buffer; jobId: Buffer };
 
 /**
- * Checks new keys for orphans: the old key is missing or names another workspace. `confirmNew`
+ * Checks new keys for orphans: the old key is missing, or does not hold the field values the new
+ * name holds (another workspace, or another value of another field). `confirmNew`
  * (rechecks) also re-reads the new key, so one deleted meanwhile is `gone`, not an orphan.
  */
 export async function checkOrphans(
@@ -297,14 +322,14 @@ export async function checkOrphans(
       verdicts[i] = { kind: "gone" };
       return;
     }
-    const { oldKey, workspace: latin1 } = parsed[i]!;
+    const { oldKey, values: latin1 } = parsed[i]!;
     const jobId = ctx.keys.idOf(oldKey)!;
-    // parseNewKey gives the workspace as latin1: back to the exact bytes of the key name.
-    const workspace = Buffer.from(latin1, "latin1");
-    const reason = orphanReason(workspace, owners[j]!);
+    // parseNewKey gives the values as latin1: back to the exact bytes of the key name.
+    const values = latin1.map((value) => Buffer.from(value, "latin1"));
+    const reason = orphanReason(values, owners[j]!);
     verdicts[i] = reason === undefined
       ? { kind: "ok" }
-      : { kind: "orphan", reason, workspace, jobId };
+      : { kind: "orphan", reason, workspace: values[0]!, jobId };
   });
   return verdicts;
 }

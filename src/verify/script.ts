@@ -7,21 +7,27 @@
  * map and retries, so a stale map never reads as a missing key.
  *
  * Only verdicts leave Redis: type codes, absolute expiries, SHA-1 digests and field NAMES; field
- * values never do. The key mapping and the workspace field name come in ARGV from `schema.ts`.
+ * values never do. The key mapping and the names of the fields the new key's name reads come in
+ * ARGV from `schema.ts`.
  *
- * ARGV: [1] mode, [2] workspace field, [3] "1" for old keys, [4] field cap, [5] salt, [6] the key
- * mapping (`KeySchema.luaSpec`, read by the shared `KEY_LUA`), [7] only this workspace ("" = all), [8] the slot ranges this node serves ("a-b,c-d"; ""
- * on a standalone: every key is local), [9] the call's own-time limit in µs, [10] the TTL
- * tolerance in ms, [11..] keys. [6]–[8] and [10] matter in `pair` mode only.
+ * ARGV: [1] mode, [2] "1" for old keys, [3] field cap, [4] salt, [5] the key mapping
+ * (`KeySchema.luaSpec`, read by the shared `KEY_LUA`: the templates and the n fields the new name
+ * reads, the workspace first), [6] only this workspace ("" = all), [7] the slot ranges this node
+ * serves ("a-b,c-d"; "" on a standalone: every key is local), [8] the call's own-time limit in µs,
+ * [9] the TTL tolerance in ms, [10..] keys. [6], [7] and [9] matter in `pair` mode only.
+ * With more than one field, the entries of old keys end with the values of the other fields
+ * (v2…vn below; none with one field), and a key missing any of them is one without the workspace
+ * field.
  * Modes and their per-key entries (the reply is `{processed, elapsed_us, entry...}`; the call stops
  * after the key that reaches the field cap, or when its own clock says the next keys would take it
  * past the time limit; `processed` tells how many keys it answered):
- * - `side`: `{code, workspace, expire_at_ms, digest}`. code: 0 absent, 1 not a hash, 2 a hash
- *   without the workspace field or with an empty job id (old key), 3 a hash. `digest` is the
+ * - `side`: `{code, workspace, expire_at_ms, digest, v2…vn}`. code: 0 absent, 1 not a hash, 2 a
+ *   hash without the workspace field or with an empty job id (old key), 3 a hash. `digest` is the
  *   SHA-1 of the fields sorted by name, each name and value length-prefixed.
  * - `fields`: `{code, {name, sha1(salt .. value), ...}}`: names and salted value hashes.
- * - `owner`: `{code, workspace}`: who a key says it belongs to (no digest).
- * - `pair` (old keys): `{code, workspace, expire_at_ms, digest, new_code, new_expire_at_ms, same}`:
+ * - `owner`: `{code, workspace, v2…vn}`: who a key says it belongs to (no digest).
+ * - `pair` (old keys): `{code, workspace, expire_at_ms, digest, new_code, new_expire_at_ms, same,
+ *   v2…vn}`:
  *   the old key and its new key (built by `KEY_LUA`) in ONE call. `same` is 1 when
  *   both hold the same fields with the same values (compared in Lua, no digest needed). new_code
  *   is -1 when the new key was not read (old key not a hash with a workspace, or another
@@ -31,9 +37,10 @@
  *   the new key on its own node. Checking the slot first keeps a cluster's error counters (INFO
  *   errorstats) quiet.
  *   A pair that matches entirely (both hashes, the same fields and values, expiries equal or
- *   within the tolerance) and whose workspace is ASCII is answered with the workspace bytes alone,
- *   not the 7-entry array: nearly every key of a finished backfill is one, and a bulk string costs
- *   Redis and the client a fraction of the array (the client still checks the workspace rule).
+ *   within the tolerance) and whose field values are ASCII is answered with the workspace bytes
+ *   alone (with more fields: the values joined by `:`, which no valid value holds), not the array:
+ *   nearly every key of a finished backfill is one, and a bulk string costs Redis and the client a
+ *   fraction of the array (the client still checks the rules).
  *
  * @module
  */
@@ -49,7 +56,7 @@ export type KeyCodeValue = typeof KeyCode[keyof typeof KeyCode];
 export type ScriptMode = "side" | "fields" | "owner" | "pair";
 
 /** Number of ARGV entries before the keys. */
-export const HEADER_ARGS = 10;
+export const HEADER_ARGS = 9;
 
 /**
  * Lua: `slot_ranges(text)`, `is_local(key, ranges)`, `same_expiry(a, b, tolerance)`,
@@ -100,21 +107,32 @@ end
 export const VERIFY_SCRIPT = `#!lua flags=no-writes,allow-cross-slot-keys
 local t0 = redis.call("TIME")
 local mode = ARGV[1]
-local ws_field = ARGV[2]
-local old_side = ARGV[3] == "1"
-local cap = tonumber(ARGV[4])
-local salt = ARGV[5]
+local old_side = ARGV[2] == "1"
+local cap = tonumber(ARGV[3])
+local salt = ARGV[4]
 ${KEY_LUA}
-local key_parts, new_key = key_mapping(ARGV[6])
+local key_parts, new_key, key_fields = key_mapping(ARGV[5])
+local ws_field, nf = key_fields[1], #key_fields
 local values = {}
-local only_ws = ARGV[7]
-local cluster = ARGV[8] ~= ""
-local limit = tonumber(ARGV[9])
-local tolerance = tonumber(ARGV[10])
+local only_ws = ARGV[6]
+local cluster = ARGV[7] ~= ""
+local limit = tonumber(ARGV[8])
+local tolerance = tonumber(ARGV[9])
 local out = {0, 0}
 local read = 0
 ${PAIR_LUA}
-local ranges = slot_ranges(ARGV[8])
+local ranges = slot_ranges(ARGV[7])
+
+-- Reads the other fields the new name reads into values[2..nf] (a name built from several
+-- fields); false when one is missing.
+local function read_others(key)
+  for j = 2, nf do
+    local v = redis.call("HGET", key, key_fields[j])
+    if not v then return false end
+    values[j] = v
+  end
+  return true
+end
 
 local function elapsed_us()
   local t = redis.call("TIME")
@@ -147,7 +165,12 @@ local function side(key)
   if code ~= 3 then return {code, "", 0, ""} end
   local ws = redis.call("HGET", key, ws_field)
   if old_side and (not ws or not key_parts(key)) then return {2, "", 0, ""} end
-  return {3, ws or "", redis.call("PEXPIRETIME", key), digest(key)}
+  if old_side and nf > 1 and not read_others(key) then return {2, "", 0, ""} end
+  local entry = {3, ws or "", redis.call("PEXPIRETIME", key), digest(key)}
+  if old_side then
+    for j = 2, nf do entry[3 + j] = values[j] end
+  end
+  return entry
 end
 
 local function pair(key)
@@ -157,6 +180,10 @@ local function pair(key)
   local parts = ws and key_parts(key)
   if not parts then return {2, "", 0, "", -1, 0, 0} end
   local entry = {3, ws, redis.call("PEXPIRETIME", key), "", -1, 0, 0}
+  if nf > 1 then
+    if not read_others(key) then return {2, "", 0, "", -1, 0, 0} end
+    for j = 2, nf do entry[6 + j] = values[j] end
+  end
   if only_ws ~= "" and ws ~= only_ws then return entry end
   values[1] = ws
   local new = new_key(parts, values)
@@ -178,9 +205,12 @@ local function pair(key)
     local new_at = redis.call("PEXPIRETIME", new)
     local same, fields_read = same_fields(key, new)
     read = read + fields_read
-    -- Matched: the workspace alone (ASCII, so its bytes are the client's UTF-8 for the new key).
-    if same and same_expiry(entry[3], new_at, tolerance) and not string.find(ws, "[\\128-\\255]") then
-      return ws
+    -- Matched: the workspace alone (ASCII, so its bytes are the client's UTF-8 for the new key);
+    -- with more fields, every value joined by ":".
+    if same and same_expiry(entry[3], new_at, tolerance) then
+      local named = ws
+      if nf > 1 then named = table.concat(values, ":", 1, nf) end
+      if not string.find(named, "[\\128-\\255]") then return named end
     end
     entry[5], entry[6], entry[7] = 3, new_at, same and 1 or 0
   end
@@ -205,7 +235,10 @@ local function owner(key)
   if code ~= 3 then return {code, ""} end
   local ws = redis.call("HGET", key, ws_field)
   if not ws then return {2, ""} end
-  return {3, ws}
+  if nf > 1 and not read_others(key) then return {2, ""} end
+  local entry = {3, ws}
+  for j = 2, nf do entry[1 + j] = values[j] end
+  return entry
 end
 
 local handle = side
@@ -214,9 +247,9 @@ elseif mode == "pair" then handle = pair end
 -- The clock is read at half and at three quarters of the keys, not per key: a TIME call costs
 -- Redis ~1.4 µs, a key ~12, and a call ~16 keys. The call stops when the keys up to the next
 -- reading (or the end) would take it past its limit at the pace so far (setup included).
-local keys = #ARGV - 10
+local keys = #ARGV - 9
 local half, three_quarters = math.ceil(keys / 2), math.ceil(keys * 3 / 4)
-for i = 11, #ARGV do
+for i = 10, #ARGV do
   out[#out + 1] = handle(ARGV[i])
   local done = out[1] + 1
   out[1] = done

@@ -25,6 +25,11 @@ export interface SideState {
   code: KeyCodeValue;
   /** Raw workspace field (bytes; empty when absent). */
   workspace: Buffer;
+  /**
+   * Raw values of the other fields the new key's name reads, in `KeySchema.fields` order (old
+   * keys that are jobs; none with one field).
+   */
+  others: readonly Buffer[];
   /** PEXPIRETIME: unix ms, -1 no expiry, -2 absent. */
   expireAt: number;
   digest: string;
@@ -60,33 +65,44 @@ export function isMismatch(verdict: JobVerdict): boolean {
 }
 
 const NO_BYTES = Buffer.alloc(0);
+const NO_OTHERS: readonly Buffer[] = Object.freeze([]);
 
-/** Decodes one `side` entry of the script's reply. */
-export function decodeSide(entry: unknown[]): SideState {
+/**
+ * Decodes one `side` entry of the script's reply (or the old side of a `pair` entry), whose other
+ * fields' values start at `othersAt` (4 in a `side` entry, 7 in a `pair` entry).
+ */
+export function decodeSide(entry: unknown[], othersAt = 4): SideState {
   return {
     code: Number(entry[0]) as KeyCodeValue,
     workspace: toBuffer(entry[1]),
+    others: entry.length > othersAt ? entry.slice(othersAt).map(toBuffer) : NO_OTHERS,
     expireAt: Number(entry[2]),
     digest: toBuffer(entry[3]).toString("latin1"),
   };
 }
 
 /**
- * The new side of a `pair` entry, when the script compared exactly `newKeyFor(workspace, …)` with
- * the old key: it read it (new_code ≥ 0) and the workspace bytes it joined are the bytes the
- * client would write (`workspace` as UTF-8 equals the raw field). Its `digest` equals `old`'s when
- * the script found the fields equal, and differs otherwise. `undefined`: compare on its own.
+ * The new side of a `pair` entry, when the script compared exactly the new key of `values` (the
+ * validated field values, the workspace first) with the old key: it read it (new_code ≥ 0) and
+ * the bytes it joined are the bytes the client would write (each value as UTF-8 equals the raw
+ * field). Its `digest` equals `old`'s when the script found the fields equal, and differs
+ * otherwise. `undefined`: compare on its own.
  */
 export function decodePairNew(
   entry: unknown[],
   old: SideState,
-  workspace: string,
+  values: readonly string[],
 ): SideState | undefined {
   const code = Number(entry[4]);
-  if (!(code >= 0) || !isUtf8Of(workspace, old.workspace)) return undefined;
+  if (!(code >= 0) || !isUtf8Of(values[0]!, old.workspace)) return undefined;
+  for (let i = 1; i < values.length; i++) {
+    const raw = old.others[i - 1];
+    if (raw === undefined || !isUtf8Of(values[i]!, raw)) return undefined;
+  }
   return {
     code: code as KeyCodeValue,
     workspace: NO_BYTES,
+    others: NO_OTHERS,
     expireAt: Number(entry[5]),
     digest: Number(entry[6]) === 1 ? old.digest : `≠${old.digest}`,
   };
@@ -137,17 +153,28 @@ export function diffFields(
   return differs.length > 0 ? { kind: "field_differs", fields: differs } : undefined;
 }
 
-/** Why a new key is an orphan, or `undefined` when its old key names its workspace. */
+/**
+ * Why a new key is an orphan, or `undefined` when its old key holds the field values its name
+ * holds.
+ */
 export type OrphanReason = "old_missing" | "other_workspace";
 
 /**
  * Decides whether a new key `ai:job:<ws>:<id>` is an orphan from its old key's `owner` entry: the
- * old key is missing, or it does not name exactly `ws` (another workspace, none, or not a hash).
+ * old key is missing, or it does not hold exactly the values the new name holds (`newValues`: the
+ * workspace first, then the other fields' values; `other_workspace` covers every field: another
+ * value, none, or not a hash).
  */
-export function orphanReason(newWorkspace: Buffer, owner: unknown[]): OrphanReason | undefined {
+export function orphanReason(
+  newValues: readonly Buffer[],
+  owner: unknown[],
+): OrphanReason | undefined {
   const code = Number(owner[0]);
   if (code === KeyCode.absent) return "old_missing";
-  if (code !== KeyCode.hash || !toBuffer(owner[1]).equals(newWorkspace)) return "other_workspace";
+  if (code !== KeyCode.hash) return "other_workspace";
+  for (let i = 0; i < newValues.length; i++) {
+    if (!toBuffer(owner[1 + i]).equals(newValues[i]!)) return "other_workspace";
+  }
   return undefined;
 }
 

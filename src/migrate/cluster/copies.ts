@@ -26,6 +26,8 @@ export interface Pending {
 export interface Copy extends Pending {
   newKey: Buffer;
   workspace: string;
+  /** The values of the fields the new key's name reads (`KeySchema.fields`), validated. */
+  values: readonly string[];
   /** Absolute expiry in unix ms, -1 for none. */
   expireAt: number;
   /** The fields as read: field, value, … packed by the READ script (`cmsgpack.pack`). */

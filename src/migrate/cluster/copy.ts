@@ -2,11 +2,11 @@
  * Redis Cluster strategy: grouped, node-local scripts (see scripts.ts). Per sub-batch:
  *
  * 1. READ every old key in one call on the master that serves them. With the default workspace
- *    rule, the same call copies each job whose new key that master also serves, atomically, and
- *    returns a snapshot (expiry + packed fields) only for the others. With a custom rule (a
- *    JavaScript RegExp Lua cannot run) or in dry-run, it returns every snapshot, and a job whose
- *    new key the same master serves is copied there by a second atomic script (LOCAL), checked
- *    against the id the client validated.
+ *    rule on every field the new name reads, the same call copies each job whose new key that
+ *    master also serves, atomically, and returns a snapshot (expiry + packed fields) only for the
+ *    others. With a custom rule (a JavaScript RegExp Lua cannot run) or in dry-run, it returns
+ *    every snapshot, and a job whose new key the same master serves is copied there by a second
+ *    atomic script (LOCAL), checked against the field values the client validated.
  * 2. The others are written grouped by the new keys' masters, each with a durable intent in the
  *    same call, re-checked against the snapshot on the old keys' master, and settled: kept, or
  *    taken back and read again where the application changed the job (remote.ts, intents.ts).
@@ -227,7 +227,7 @@ export class ClusterCopy implements MigrationStrategy {
     for (const copy of copies) {
       (this.#runner.sameNode(copy.oldKey, copy.newKey) ? same : there).push(copy);
     }
-    const local = await copyLocal(this.#runner, this.#keys.workspaceField, same, results, options);
+    const local = await copyLocal(this.#runner, this.#keys.luaSpec, same, results, options);
     const changed = await copyRemote(this.#runner, [...there, ...local.moved], results, remote);
     return [...local.changed, ...changed].map(({ index, oldKey }) => ({ index, oldKey }));
   }

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { Buffer } from "node:buffer";
 import { isTopology, type ScriptRunner } from "./runner.ts";
 import type { MigrateOptions, StrategyResult } from "../strategy.ts";
 import { type Copy, failure, scriptError } from "./copies.ts";
@@ -40,12 +41,13 @@ export interface LocalOutcome {
 }
 
 /**
- * Copies each job atomically on the master that serves both its keys, if its `field` (the
- * workspace field) still holds the id the client validated.
+ * Copies each job atomically on the master that serves both its keys, if the fields its new name
+ * reads (`luaSpec`: the key mapping, `KeySchema.luaSpec`) still hold the values the client
+ * validated.
  */
 export async function copyLocal(
   runner: ScriptRunner,
-  field: string,
+  luaSpec: Buffer,
   copies: readonly Copy[],
   results: StrategyResult[],
   options: MigrateOptions,
@@ -54,8 +56,8 @@ export async function copyLocal(
   if (copies.length === 0) return outcome;
   const settled = await runner.run(
     SCRIPTS.local,
-    [field],
-    copies.map((c) => ({ key: c.oldKey, args: [c.oldKey, c.newKey, c.workspace] })),
+    [luaSpec],
+    copies.map((c) => ({ key: c.oldKey, args: [c.oldKey, c.newKey, ...c.values] })),
     { routed: false, recorded: true, signal: options.signal },
   );
   settled.forEach((copied, j) => {

@@ -38,7 +38,6 @@ export async function readSnapshots(
   options: ReadOptions,
 ): Promise<Copy[]> {
   const header = [
-    keys.workspaceField,
     options.workspace ?? "",
     options.here ? "1" : "",
     keys.luaSpec,
@@ -81,16 +80,31 @@ function classify(keys: KeySchema, item: Pending, reply: unknown[]): StrategyRes
   if (COPIED_HERE.has(code)) return localResult(reply, (reply.at(-1) as Buffer).toString("latin1"));
   if (code === Code.invalid) return invalidResult(String(reply[1]));
   if (keys.oldParts(item.oldKey) === undefined) return invalidResult("empty_job_id");
-  const workspace = keys.checkWorkspace(reply[1] as Buffer);
-  if (workspace === undefined) return invalidResult("invalid_workspace_id");
+  const values = valuesOf(keys, reply, code === Code.filtered ? 2 : 4);
+  if (values === undefined) return invalidResult("invalid_workspace_id");
+  const workspace = values[0]!;
   if (code === Code.filtered) return { outcome: "filtered", workspace };
-  const newKey = keys.newKeyOf(item.oldKey, [workspace]);
+  const newKey = keys.newKeyOf(item.oldKey, values);
   if (newKey === undefined) return invalidResult("invalid_workspace_id");
   return {
     ...item,
     newKey,
     workspace,
+    values,
     expireAt: reply[2] as number,
     packed: reply[3] as Buffer,
   };
+}
+
+/**
+ * The values of the fields the new name reads, from a READ reply (the workspace at 1, the other
+ * fields from `others` on), when each is valid under its rule.
+ */
+function valuesOf(keys: KeySchema, reply: unknown[], others: number): string[] | undefined {
+  if (keys.fields.length === 1) {
+    const workspace = keys.checkWorkspace(reply[1] as Buffer);
+    return workspace === undefined ? undefined : [workspace];
+  }
+  const rest = reply.slice(others, others + keys.fields.length - 1) as Buffer[];
+  return keys.checkValues([reply[1] as Buffer, ...rest]);
 }

@@ -17,21 +17,23 @@
  * when they copied a key: `<id>:<digit per job>`, the digit the standalone copy script writes for
  * the same outcome (migrate/call_record.ts), so a call whose reply is lost is still counted.
  *
- * - READ (old keys' node): field, only-workspace, here ("1" or ""), the key mapping (schema.ts),
- *   default-rule Lua pattern and maximum length, key… → per key `{gone}`,
- *   `{invalid, reason}` (`not_hash`, `no_workspace_id`, and with here `empty_job_id`,
- *   `invalid_workspace_id`), `{filtered, ws}` or `{copy, ws, expire_at, packed}`. With here = "1"
- *   (the `readHere` variant, which may write), a job whose new key this node serves is checked
- *   against the default rule and copied at once, atomically, like LOCAL:
+ * - READ (old keys' node): only-workspace, here ("1" or ""), the key mapping (schema.ts: the
+ *   templates and the n fields the new name reads, the workspace first), default-rule Lua pattern
+ *   and maximum length, key… → per key `{gone}`, `{invalid, reason}` (`not_hash`,
+ *   `no_workspace_id` for any of the fields missing, and with here `empty_job_id`,
+ *   `invalid_workspace_id`), `{filtered, ws, v2…vn}` or `{copy, ws, expire_at, packed, v2…vn}`
+ *   (v2…vn: the other fields' values, none with one field). With here = "1" (the `readHere`
+ *   variant, which may write), a job whose new key this node serves is checked against the
+ *   default rule (every field) and copied at once, atomically, like LOCAL:
  *   `{migrated|repaired|exists|gone, ws}` or `{error, text, ws}` (the first line of Redis's error
  *   text).
  * - RECHECK (old keys' node, read-only): (key, expire_at, packed)… → `{same}` when the old key
  *   still has that absolute expiry and packs to the same string (fields in HGETALL's order, which
  *   changes only with a write or a rehash: a false "changed" costs a re-read, never a wrong copy),
  *   else `{gone}` or `{changed}`.
- * - LOCAL (old and new key on one node): field, (old, new, expected ws)… → the whole copy in one
- *   atomic step from the live old key: `{migrated}`, `{repaired}`, `{exists}`, `{gone}`,
- *   `{changed}` (the workspace id differs from the validated one) or `{error, code}`.
+ * - LOCAL (old and new key on one node): the key mapping, (old, new, expected v1…vn)… → the
+ *   whole copy in one atomic step from the live old key: `{migrated}`, `{repaired}`, `{exists}`,
+ *   `{gone}`, `{changed}` (a field's value differs from the validated one) or `{error, code}`.
  * - WRITE (new keys' node): (key, intent key, intent id, old key, expire_at, packed)… →
  *   create-only copy of a snapshot, recorded with its intent in the same call (intents.ts):
  *   `{created, ttl_set}`, `{completed, ttl_set, {added field…}}`, `{gone}` when the absolute
@@ -204,18 +206,28 @@ end
 
 const READ = `
 ${KEY_LUA}
-local field, only, here = ARGS[1], ARGS[2], ARGS[3] == "1"
-local key_parts, new_key = key_mapping(ARGS[4])
-local pattern, max_len = ARGS[5], tonumber(ARGS[6])
-local values = {}
+local only, here = ARGS[1], ARGS[2] == "1"
+local key_parts, new_key, key_fields = key_mapping(ARGS[3])
+local field, nf = key_fields[1], #key_fields
+local pattern, max_len = ARGS[4], tonumber(ARGS[5])
+-- values[2..nf]: the other fields of the key at hand (a name built from several), by name.
+local values, other = {}, {}
+for j = 2, nf do other[key_fields[j]] = j end
+local function invalid(v)
+  return #v > max_len or not string.find(v, pattern)
+end
 -- With "here", a job whose new key this node serves is copied at once (the default workspace
--- rule checked here, as the standalone script does); the others return their snapshot.
+-- rule checked here on every field, as the standalone script does); the others return their
+-- snapshot.
 local function here_or_snapshot(key, ws, flat)
   local at = redis.call("PEXPIRETIME", key)
   if here then
     local parts = key_parts(key)
     if not parts then return {INVALID, "empty_job_id"} end
-    if #ws > max_len or not string.find(ws, pattern) then return {INVALID, "invalid_workspace_id"} end
+    if invalid(ws) then return {INVALID, "invalid_workspace_id"} end
+    for j = 2, nf do
+      if invalid(values[j]) then return {INVALID, "invalid_workspace_id"} end
+    end
     values[1] = ws
     local new = new_key(parts, values)
     if not new then return {INVALID, "invalid_workspace_id"} end
@@ -226,10 +238,12 @@ local function here_or_snapshot(key, ws, flat)
       return reply
     end
   end
-  return {COPY, ws, at, cmsgpack.pack(flat)}
+  local reply = {COPY, ws, at, cmsgpack.pack(flat)}
+  for j = 2, nf do reply[3 + j] = values[j] end
+  return reply
 end
 -- One HGETALL per key tells all: not served here (an error other than WRONGTYPE), not a hash,
--- gone (empty), or the fields with the workspace id among them.
+-- gone (empty), or the fields with the workspace id (and the other fields read) among them.
 local function read(key)
   local flat = redis.pcall("HGETALL", key)
   if flat.err then
@@ -238,15 +252,31 @@ local function read(key)
   end
   if #flat == 0 then return {GONE} end
   local ws
-  for j = 1, #flat, 2 do
-    if flat[j] == field then ws = flat[j + 1] break end
+  if nf == 1 then
+    for j = 1, #flat, 2 do
+      if flat[j] == field then ws = flat[j + 1] break end
+    end
+  else
+    for j = 2, nf do values[j] = false end
+    for j = 1, #flat, 2 do
+      local name = flat[j]
+      if name == field then ws = flat[j + 1]
+      elseif other[name] then values[other[name]] = flat[j + 1] end
+    end
+    for j = 2, nf do
+      if not values[j] then return {INVALID, "no_workspace_id"} end
+    end
   end
   if not ws then return {INVALID, "no_workspace_id"} end
-  if only ~= "" and ws ~= only then return {FILTERED, ws} end
+  if only ~= "" and ws ~= only then
+    local reply = {FILTERED, ws}
+    for j = 2, nf do reply[1 + j] = values[j] end
+    return reply
+  end
   return here_or_snapshot(key, ws, flat)
 end
 local out = {}
-for i = 7, #ARGS do out[#out + 1] = read(ARGS[i]) end
+for i = 6, #ARGS do out[#out + 1] = read(ARGS[i]) end
 note_copies(out)
 return out
 `;
@@ -271,16 +301,25 @@ return out
 `;
 
 const LOCAL = `
-local field = ARGS[1]
-local function copy(old, new, expect)
+${KEY_LUA}
+local _, _, key_fields = key_mapping(ARGS[1])
+local nf = #key_fields
+-- The fields the new name reads still hold the values the client validated (ARGS[at + j]).
+local function unchanged(old, at)
+  for j = 1, nf do
+    if redis.call("HGET", old, key_fields[j]) ~= ARGS[at + j] then return false end
+  end
+  return true
+end
+local function copy(old, new, at)
   local t_old, t_new = kind(old), kind(new)
   if t_old == nil or t_new == nil then return {MOVED} end
   if t_old == "none" then return {GONE} end
-  if t_old ~= "hash" or redis.call("HGET", old, field) ~= expect then return {CHANGED} end
+  if t_old ~= "hash" or not unchanged(old, at) then return {CHANGED} end
   return copy_here(new, t_new, redis.call("PEXPIRETIME", old), redis.call("HGETALL", old))
 end
 local out = {}
-for i = 2, #ARGS, 3 do out[#out + 1] = copy(ARGS[i], ARGS[i + 1], ARGS[i + 2]) end
+for i = 2, #ARGS, 2 + nf do out[#out + 1] = copy(ARGS[i], ARGS[i + 1], i + 1) end
 note_copies(out)
 return out
 `;
