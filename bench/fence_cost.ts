@@ -11,7 +11,7 @@
  */
 import { parseArgs } from "node:util";
 import { Redis } from "../src/redis/ioredis.ts";
-import { COPY_SCRIPT } from "../src/migrate/copy_script.ts";
+import { COPY_SCRIPT } from "../src/migrate/in_server.ts";
 import { decodeTimed, timedScript } from "../src/control/call_clock.ts";
 import { DEFAULT_WORKSPACE_LUA, KeySchema, WORKSPACE_FIELD } from "../src/schema.ts";
 

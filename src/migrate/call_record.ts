@@ -1,7 +1,7 @@
 /**
  * The call record: how a copy whose reply was lost is still counted as this run's copy. Every
  * executing script call that copies carries a record key, a field and its id; a call that copied
- * writes `<id>:<codes>` there, one digit per key in call order (copy_script.ts on standalone,
+ * writes `<id>:<codes>` there, one digit per key in call order (in_server.ts on standalone,
  * cluster/scripts.ts on a cluster: the digits are {@linkcode ScriptCode}'s, so `0` is migrated and
  * `1` repaired). When a call fails without a reply (a lost connection, a timeout), it may have run:
  * its record, read once Redis answers again, tells which of its keys it copied. The retry (or the
