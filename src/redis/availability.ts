@@ -10,6 +10,7 @@ import { pause } from "../async/delay.ts";
 import { RedisUnavailableError } from "../errors.ts";
 import { classify } from "./errors.ts";
 import type { Redis } from "./ioredis.ts";
+import { withTimeout } from "./reach.ts";
 
 /** The node's `run_id` (new after every restart). */
 export async function serverRunId(node: Redis): Promise<string> {
@@ -60,14 +61,9 @@ async function isPrimary(node: Redis): Promise<boolean> {
 
 /** PING with a 1 s limit; false on any error (down, or LOADING its data). */
 async function answersPing(node: Redis): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), 1000));
-  const ping = node.ping().then((pong) => pong === "PONG", () => false);
-  try {
-    return await Promise.race([ping, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+  let pong: unknown;
+  const failure = await withTimeout(node.ping().then((reply) => pong = reply), 1000);
+  return failure === undefined && pong === "PONG";
 }
 
 /**
