@@ -29,25 +29,16 @@
  * @module
  */
 import type { ThrottleReason } from "../run_events.ts";
+import type { LoadDelta } from "./server_load.ts";
 
-export type { ThrottleReason };
-
-/** One reading of a master's load, from the server (control/server_load.ts). */
-export interface LoadReading {
+/** One reading of a master's load: the server's interval (control/server_load.ts), and ours. */
+export interface LoadReading extends LoadDelta {
   /** Milliseconds on the caller's monotonic clock when the reading was taken. */
   at: number;
-  /** The interval's length by the server's clock (TIME), µs. */
-  elapsedMicros: number;
-  /** µs Redis's main thread was on the CPU in the interval (`INFO cpu`). */
-  busyMicros: number;
-  /** µs the backfill's own commands ran in the interval (`INFO commandstats`). */
-  ownMicros: number;
   /** Keys this master admitted in the interval. */
   keys: number;
   /** The interval was a quiet window: nothing of the backfill was admitted to this master. */
   quiet: boolean;
-  /** Another client was active on the master (`CLIENT LIST`); undefined = not known. */
-  othersActive?: boolean;
 }
 
 /** The pause signals of one tick. */

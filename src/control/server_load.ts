@@ -49,10 +49,13 @@ export interface LoadCounters {
 
 /** One interval between two readings. */
 export interface LoadDelta {
+  /** The interval's length by the server's clock (TIME), µs. */
   elapsedMicros: number;
+  /** µs Redis's main thread was on the CPU in the interval (`INFO cpu`). */
   busyMicros: number;
+  /** µs the backfill's own commands ran in the interval (`INFO commandstats`). */
   ownMicros: number;
-  /** Another client was active at the interval's end (undefined: not known). */
+  /** Another client was active at the interval's end (`CLIENT LIST`; undefined: not known). */
   othersActive?: boolean;
 }
 
