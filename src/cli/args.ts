@@ -26,17 +26,9 @@ import {
   type Values,
 } from "./flag_values.ts";
 
-import type {
-  Command,
-  CommonOptions,
-  RunOptions,
-  VerifyFlags,
-  VerifyTelemetryFlags,
-} from "./options.ts";
+import type { Command, CommonOptions, MetricsFlags, RunOptions, VerifyFlags } from "./options.ts";
 
 import type { CallClockMode } from "../control/call_clock.ts";
-
-export type { ParseEnv } from "./flag_values.ts";
 
 /** Parses argv (without the program name) into a {@linkcode Command}. */
 export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Command {
@@ -180,7 +172,7 @@ function callClockFrom(values: Values): CallClockMode {
 }
 
 /** The metrics flags `verify` shares with a run. */
-function verifyTelemetryOptions(values: Values): VerifyTelemetryFlags {
+function metricsFlags(values: Values): MetricsFlags {
   const pushgateway = str(values, "pushgateway");
   if (pushgateway !== undefined) httpUrl(pushgateway, "--pushgateway");
   return {
@@ -220,7 +212,7 @@ function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
     maxCallMs: maxCallMsFrom(values),
     callClock: callClockFrom(values),
     ...paceFlags(values),
-    ...verifyTelemetryOptions(values),
+    ...metricsFlags(values),
   };
 }
 

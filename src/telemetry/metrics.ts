@@ -58,7 +58,6 @@ class FlushingRegistry extends Registry {
 /** `node` label of a rate that applies to the whole run. */
 const ALL_NODES_LABEL = "_all";
 
-/** Registers the control gauges; every throttle reason starts at 0. */
 /** The gauges of the control loop, per master (`node`) but for `throttled` (per `reason`). */
 function registerControlGauges(registers: Registry[]) {
   const perNode = (name: string, help: string) =>

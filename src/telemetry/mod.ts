@@ -21,7 +21,7 @@ import { InvalidKeyLog } from "./invalid_keys.ts";
 import { createLogger, type LogFormat } from "./logger.ts";
 import { BackfillMetrics } from "./metrics.ts";
 import { progressFields, ProgressReporter } from "./progress.ts";
-import { exportMetrics } from "./server.ts";
+import { exportMetrics, type MetricsOutlet } from "./server.ts";
 
 export { MetricsServerError } from "./server.ts";
 
@@ -93,19 +93,9 @@ function report(logger: Logger | undefined, event: string, error: unknown): void
 }
 
 /** Options of {@linkcode createTelemetry}. */
-export interface TelemetryOptions {
+export interface TelemetryOptions extends MetricsOutlet {
   /** Metrics on (see {@linkcode telemetryEnabled}); off: no server, no push, no metric updates. */
   enabled: boolean;
-  /** Serve `/metrics` and `/healthz` on this port (`0`: any free port); none when undefined. */
-  metricsPort?: number;
-  /** Address the metrics server binds (default `0.0.0.0`). */
-  metricsHost?: string;
-  /** Push the metrics here (start, interval, end); may hold `user:password@` (never logged). */
-  pushgatewayUrl?: string;
-  /** Seconds between pushes while the run goes (default 30; `0`: only at start and end). */
-  pushIntervalSeconds?: number;
-  /** Seconds the metrics server stays up after the end, for a last scrape (default 0). */
-  metricsLingerSeconds?: number;
   /** How long one batch should take (`--batch / --rps`), for the stall rule of `/healthz`. */
   expectedBatchSeconds?: number;
   /** `--health-timeout`: a node silent this long makes `/healthz` 503 and its `redis_up` 0. */
@@ -211,12 +201,9 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
   const metrics = startMetrics(options, { logger, health });
   const registry = metrics?.registry ?? new Registry();
   const outlet = metrics && exportMetrics({
+    ...options,
     registry,
-    port: options.metricsPort,
-    hostname: options.metricsHost,
     health: () => health.status(),
-    pushgatewayUrl: options.pushgatewayUrl,
-    pushIntervalSeconds: options.pushIntervalSeconds,
     instance: options.progressKey,
     logger,
     clock,
