@@ -1,6 +1,6 @@
 /**
- * Redis URL → ioredis connection options, and the one place that redacts Redis URLs for logs and
- * errors. Used by every topology: a standalone server, each node of a cluster, Sentinel's master.
+ * Redis URL → ioredis connection options, and the settings every client shares. Used by every
+ * topology: a standalone server, each node of a cluster, Sentinel's master.
  *
  * @module
  */
