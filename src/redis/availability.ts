@@ -53,10 +53,25 @@ export async function waitForRedis(node: Redis, options: WaitOptions): Promise<b
 
 async function isPrimary(node: Redis): Promise<boolean> {
   try {
-    return /^role:master/m.test(await node.info("replication"));
+    return parseRole(await node.info("replication")).primary;
   } catch {
     return false;
   }
+}
+
+/** What `INFO replication` says about a node's role. */
+export interface NodeRole {
+  primary: boolean;
+  /** `host:port` of the node's primary, when it is a replica. */
+  primaryOf?: string;
+}
+
+/** Reads the role from `INFO replication` text (pure): the one reader of a node's role. */
+export function parseRole(info: string): NodeRole {
+  if (/^role:master\s*$/m.test(info)) return { primary: true };
+  const host = /^master_host:(\S+)/m.exec(info)?.[1];
+  const port = /^master_port:(\d+)/m.exec(info)?.[1];
+  return { primary: false, primaryOf: host && port ? `${host}:${port}` : undefined };
 }
 
 /** PING with a 1 s limit; false on any error (down, or LOADING its data). */
