@@ -26,30 +26,6 @@ import { exportMetrics, type MetricsOutlet } from "./server.ts";
 export { MetricsServerError } from "./server.ts";
 
 /**
- * A writer backed by `Deno.stderr.writeSync`. Synchronous, so a log line is out before the process
- * exits, and complete: `writeSync` may write part of a buffer, the rest is written in a loop. A
- * failing stderr (closed pipe) is ignored: losing a progress line must not fail a migration.
- *
- * @example
- * ```ts
- * import { stderrWriter } from "./mod.ts";
- * const write = stderrWriter();
- * write("");
- * ```
- */
-export function stderrWriter(): (text: string) => void {
-  const encoder = new TextEncoder();
-  return (text) => {
-    let bytes = encoder.encode(text);
-    try {
-      while (bytes.length > 0) bytes = bytes.subarray(Deno.stderr.writeSync(bytes));
-    } catch {
-      // Nowhere left to report it.
-    }
-  };
-}
-
-/**
  * Forwards events to `observers` in order. `onEnd` runs them one after the other and awaits each,
  * so order expresses dependencies (e.g. final metrics before the push that sends them).
  *
@@ -120,7 +96,7 @@ export interface TelemetryOptions extends MetricsOutlet {
   version: string;
   /** Progress key: the Pushgateway `instance` grouping label. */
   progressKey: string;
-  /** Writes to stderr (see `stderrWriter()`); all telemetry output goes here, never to stdout. */
+  /** Writes to stderr (main.ts); all telemetry output goes here, never to stdout. */
   write: (text: string) => void;
   /** Time source (default: the system clock). */
   clock?: TimerClock;
@@ -170,7 +146,7 @@ export function telemetryEnabled(value: string | undefined): boolean {
  *
  * @example
  * ```ts ignore
- * import { createTelemetry, stderrWriter, telemetryEnabled } from "./mod.ts";
+ * import { createTelemetry, telemetryEnabled } from "./mod.ts";
  * const telemetry = createTelemetry({
  *   enabled: telemetryEnabled(Deno.env.get("TELEMETRY_ENABLED")),
  *   metricsPort: 9464,
@@ -181,7 +157,7 @@ export function telemetryEnabled(value: string | undefined): boolean {
  *   isTty: Deno.stderr.isTerminal(),
  *   version: "0.1.0",
  *   progressKey: "ai:backfill",
- *   write: stderrWriter(),
+ *   write: (text) => Deno.stderr.writeSync(new TextEncoder().encode(text)),
  * });
  * try {
  *   // run(..., { observer: telemetry.observer, logger: telemetry.logger })
