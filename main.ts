@@ -1,6 +1,6 @@
 /**
- * Entry point: parse → dispatch → map errors to exit codes, with the process's stdout and stderr.
- * Nothing else lives here.
+ * Entry point: parse → dispatch → map errors to exit codes, and the process's stdout and
+ * stderr. Nothing else lives here.
  *
  * @module
  */
@@ -15,7 +15,7 @@ import type { CommandIo } from "./src/commands/io.ts";
 import { telemetryEnabled } from "./src/telemetry/mod.ts";
 
 const encoder = new TextEncoder();
-/** All of `text`, synchronously (a line is out before the process exits); writeSync may write part. */
+/** Writes all of `text` at once, so a line is out before the process exits. */
 function writeAll(file: { writeSync(bytes: Uint8Array): number }, text: string): void {
   let bytes = encoder.encode(text);
   while (bytes.length > 0) bytes = bytes.subarray(file.writeSync(bytes));
