@@ -15,7 +15,7 @@ import type { CommandIo } from "./src/commands/io.ts";
 import { telemetryEnabled } from "./src/telemetry/mod.ts";
 
 const encoder = new TextEncoder();
-/** Writes all of `text` at once, so a line is out before the process exits. */
+/** Writes all of `text` synchronously (a line is out before exit; writeSync may write a part). */
 function writeAll(file: { writeSync(bytes: Uint8Array): number }, text: string): void {
   let bytes = encoder.encode(text);
   while (bytes.length > 0) bytes = bytes.subarray(file.writeSync(bytes));
