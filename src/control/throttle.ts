@@ -9,7 +9,7 @@
  * @module
  */
 import { delay } from "../async/delay.ts";
-import type { Logger, RunObserver, ThrottleReason } from "../run_events.ts";
+import { ALL_NODES, type Logger, type RunObserver, type ThrottleReason } from "../run_events.ts";
 import type { AdmissionCheck, AdmitOptions } from "./rate_limit.ts";
 import type { HealthReading } from "./health_check.ts";
 import {
@@ -305,6 +305,6 @@ export class Throttle implements AdmissionCheck {
 
   /** `_all` when one master (one rate for the run), else the master. */
   #label(node: string): string {
-    return this.#options.nodes.length > 1 ? node : "_all";
+    return this.#options.nodes.length > 1 ? node : ALL_NODES;
   }
 }
