@@ -1,5 +1,6 @@
 /**
- * Entry point: parse → dispatch → map errors to exit codes. Nothing else lives here.
+ * Entry point: parse → dispatch → map errors to exit codes, and the process's stdout and
+ * stderr. Nothing else lives here.
  *
  * @module
  */
@@ -11,13 +12,22 @@ import { runCommand } from "./src/commands/run.ts";
 import { verifyCommand } from "./src/commands/verify.ts";
 import { BackfillError, ExitCode } from "./src/errors.ts";
 import type { CommandIo } from "./src/commands/io.ts";
-import { stderrWriter, telemetryEnabled } from "./src/telemetry/mod.ts";
+import { telemetryEnabled } from "./src/telemetry/mod.ts";
 
 const encoder = new TextEncoder();
-const stderr = stderrWriter();
-function stdout(text: string): void {
+/** Writes all of `text` synchronously (a line is out before exit; writeSync may write a part). */
+function writeAll(file: { writeSync(bytes: Uint8Array): number }, text: string): void {
   let bytes = encoder.encode(text);
-  while (bytes.length > 0) bytes = bytes.subarray(Deno.stdout.writeSync(bytes));
+  while (bytes.length > 0) bytes = bytes.subarray(file.writeSync(bytes));
+}
+const stdout = (text: string) => writeAll(Deno.stdout, text);
+/** A failing stderr (closed pipe) is ignored: losing a progress line must not fail a migration. */
+function stderr(text: string): void {
+  try {
+    writeAll(Deno.stderr, text);
+  } catch {
+    // Nowhere left to report it.
+  }
 }
 
 /** Exit code for the signal that stopped a run. */

@@ -65,7 +65,10 @@ export const THROTTLE_REASONS = ["redis_busy", "replica_lag", "memory", "paused"
 /** Why the run holds back on purpose. */
 export type ThrottleReason = typeof THROTTLE_REASONS[number];
 
-/** The effective rate limit; `node` is `_all` when one rate applies to the whole run. */
+/** The `node` of a rate that applies to the whole run. */
+export const ALL_NODES = "_all";
+
+/** The effective rate limit of a master, or of the whole run ({@linkcode ALL_NODES}). */
 export interface RateLimitEvent {
   node: string;
   /** Jobs per second (0 = unlimited). */

@@ -26,17 +26,7 @@ import {
   type Values,
 } from "./flag_values.ts";
 
-import type {
-  Command,
-  CommonOptions,
-  RunOptions,
-  VerifyFlags,
-  VerifyTelemetryFlags,
-} from "./options.ts";
-
-import type { CallClockMode } from "../control/call_clock.ts";
-
-export type { ParseEnv } from "./flag_values.ts";
+import type { Command, CommonOptions, MetricsFlags, RunOptions, VerifyFlags } from "./options.ts";
 
 /** Parses argv (without the program name) into a {@linkcode Command}. */
 export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Command {
@@ -111,27 +101,7 @@ function runOptions(values: Values, shared: CommonOptions): RunOptions {
     maxMemoryPct: decimal(values, "max-memory-pct", RUN_DEFAULTS.maxMemoryPct, 1, 100),
     maxOutage: decimal(values, "max-outage", RUN_DEFAULTS.maxOutage, 0),
     shard: shardText === undefined ? WHOLE : parseShard(shardText),
-    ...throttleOptions(values),
-  };
-}
-
-/** The throttle and lock flags; `--max-call-ms` is the time budget of a script call: > 0. */
-function throttleOptions(
-  values: Values,
-): Pick<
-  RunOptions,
-  | "maxCallMs"
-  | "callClock"
-  | "maxLatencyMs"
-  | "criticalLoadPct"
-  | "maxReplicaLag"
-  | "waitLockSeconds"
-> {
-  const maxCallMs = maxCallMsFrom(values);
-  return {
-    maxCallMs,
-    callClock: callClockFrom(values),
-    ...paceFlags(values),
+    ...callFlags(values),
     maxReplicaLag: parseReplicaLagLimit(
       str(values, "max-replica-lag") ?? RUN_DEFAULTS.maxReplicaLag,
     ),
@@ -139,9 +109,25 @@ function throttleOptions(
   };
 }
 
-/** `--max-latency` and `--critical-load`, shared by a run and `verify --full`. */
-function paceFlags(values: Values): { maxLatencyMs: number; criticalLoadPct: number } {
+/**
+ * The bounds of a script call, shared by a run and `verify --full`: `--max-call-ms` (the Redis
+ * time one call may take: > 0), `--call-clock` (`auto` or `client`, control/call_clock.ts),
+ * `--max-latency` and `--critical-load`.
+ */
+function callFlags(
+  values: Values,
+): Pick<RunOptions, "maxCallMs" | "callClock" | "maxLatencyMs" | "criticalLoadPct"> {
+  const maxCallMs = decimal(values, "max-call-ms", RUN_DEFAULTS.maxCallMs, 0);
+  if (maxCallMs === 0) {
+    throw new UsageError("--max-call-ms must be a number > 0 (milliseconds per script call)");
+  }
+  const callClock = str(values, "call-clock") ?? RUN_DEFAULTS.callClock;
+  if (callClock !== "auto" && callClock !== "client") {
+    throw new UsageError(`--call-clock must be auto or client, got '${callClock.slice(0, 20)}'`);
+  }
   return {
+    maxCallMs,
+    callClock,
     maxLatencyMs: decimal(values, "max-latency", RUN_DEFAULTS.maxLatencyMs, 0),
     criticalLoadPct: decimal(values, "critical-load", RUN_DEFAULTS.criticalLoadPct, 1, 100),
   };
@@ -161,26 +147,8 @@ function metricsHostFrom(values: Values): string | undefined {
   return metricsHost?.replace(/^\[(.*)\]$/, "$1");
 }
 
-/** `--max-call-ms`: the time budget of one script call, in ms (> 0). */
-function maxCallMsFrom(values: Values): number {
-  const maxCallMs = decimal(values, "max-call-ms", RUN_DEFAULTS.maxCallMs, 0);
-  if (maxCallMs === 0) {
-    throw new UsageError("--max-call-ms must be a number > 0 (milliseconds per script call)");
-  }
-  return maxCallMs;
-}
-
-/** `--call-clock`: `auto` (default) or `client` (control/call_clock.ts). */
-function callClockFrom(values: Values): CallClockMode {
-  const mode = str(values, "call-clock") ?? RUN_DEFAULTS.callClock;
-  if (mode !== "auto" && mode !== "client") {
-    throw new UsageError(`--call-clock must be auto or client, got '${mode.slice(0, 20)}'`);
-  }
-  return mode;
-}
-
 /** The metrics flags `verify` shares with a run. */
-function verifyTelemetryOptions(values: Values): VerifyTelemetryFlags {
+function metricsFlags(values: Values): MetricsFlags {
   const pushgateway = str(values, "pushgateway");
   if (pushgateway !== undefined) httpUrl(pushgateway, "--pushgateway");
   return {
@@ -217,10 +185,8 @@ function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
     progressKey: progressKeyFrom(values),
     resetProgress: values["reset-progress"] === true,
     waitLockSeconds: decimal(values, "wait-lock", RUN_DEFAULTS.waitLockSeconds, 0),
-    maxCallMs: maxCallMsFrom(values),
-    callClock: callClockFrom(values),
-    ...paceFlags(values),
-    ...verifyTelemetryOptions(values),
+    ...callFlags(values),
+    ...metricsFlags(values),
   };
 }
 

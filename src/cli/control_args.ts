@@ -28,7 +28,7 @@ export interface ControlCommandLine {
 }
 
 /** The subcommands this module parses. */
-export const CONTROL_SUBCOMMANDS = ["pause", "resume", "set-rps", "stop", "status"] as const;
+const CONTROL_SUBCOMMANDS = ["pause", "resume", "set-rps", "stop", "status"] as const;
 
 /**
  * Parses a control subcommand; undefined when `argv` is not one (the caller parses it then).

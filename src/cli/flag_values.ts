@@ -57,40 +57,33 @@ export function str(values: Values, name: string): string | undefined {
   return typeof value === "string" ? value : undefined;
 }
 
-/** An integer flag in `[min, max]`, or `fallback` when absent. */
-export function integer(
+/** A number flag in `[min, max]` (no `max`: unbounded), or `fallback` when absent. */
+type NumberFlag = (
   values: Values,
   name: string,
   fallback: number,
   min: number,
-  max = 2 ** 53 - 1,
-): number {
-  const text = str(values, name);
-  if (text === undefined) return fallback;
-  if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) {
-    const range = max === 2 ** 53 - 1 ? `>= ${min}` : `from ${min} to ${max}`;
-    throw new UsageError(`--${name} must be an integer ${range}, got '${text.slice(0, 40)}'`);
-  }
-  return Number(text);
+  max?: number,
+) => number;
+
+/** A {@linkcode NumberFlag} of the numbers `pattern` matches, called `what` in its error. */
+function numberFlag(what: string, pattern: RegExp, unbounded: number): NumberFlag {
+  return (values, name, fallback, min, max = unbounded) => {
+    const text = str(values, name);
+    if (text === undefined) return fallback;
+    const value = Number(text);
+    if (!pattern.test(text) || value < min || value > max) {
+      const range = max === unbounded ? `>= ${min}` : `from ${min} to ${max}`;
+      throw new UsageError(`--${name} must be ${what} ${range}, got '${text.slice(0, 40)}'`);
+    }
+    return value;
+  };
 }
 
+/** An integer flag in `[min, max]`, or `fallback` when absent. */
+export const integer: NumberFlag = numberFlag("an integer", /^\d+$/, 2 ** 53 - 1);
 /** A decimal flag in `[min, max]`, or `fallback` when absent. */
-export function decimal(
-  values: Values,
-  name: string,
-  fallback: number,
-  min: number,
-  max = Infinity,
-): number {
-  const text = str(values, name);
-  if (text === undefined) return fallback;
-  const value = Number(text);
-  if (!/^\d+(\.\d+)?$/.test(text) || value < min || value > max) {
-    const range = max === Infinity ? `>= ${min}` : `from ${min} to ${max}`;
-    throw new UsageError(`--${name} must be a number ${range}, got '${text.slice(0, 40)}'`);
-  }
-  return value;
-}
+export const decimal: NumberFlag = numberFlag("a number", /^\d+(\.\d+)?$/, Infinity);
 
 /** Validates a Redis URL without ever echoing it (it may hold a password). */
 function redisUrl(text: string): void {

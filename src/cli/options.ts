@@ -28,22 +28,14 @@ export interface CommonOptions {
 }
 
 /** Options of `backfill --dry-run | --execute`. */
-export interface RunOptions extends CommonOptions {
+export interface RunOptions extends CommonOptions, MetricsFlags {
   mode: "dry-run" | "execute";
   batch: number;
   cursor?: string;
   maxKeys?: number;
   progressKey: string;
   resetProgress: boolean;
-  metricsPort?: number;
-  /** Address the metrics server binds (undefined: all interfaces, 0.0.0.0). */
-  metricsHost?: string;
-  /** Seconds the metrics server stays up after the run, for a last scrape. */
-  metricsLinger: number;
   metricsWorkspaceLabel: boolean;
-  pushgateway?: string;
-  /** Seconds between Pushgateway pushes while running (0: only at start and end). */
-  pushInterval: number;
   /** `--health-timeout`: seconds a node may stay silent before /healthz answers 503. */
   healthTimeout: number;
   progressInterval: number;
@@ -70,17 +62,20 @@ export interface RunOptions extends CommonOptions {
   shard: Shard;
 }
 
-/** `verify`'s metrics flags, as for a run. */
-export interface VerifyTelemetryFlags {
+/** The metrics and Pushgateway flags of a run and of `verify`. */
+export interface MetricsFlags {
   metricsPort?: number;
+  /** Address the metrics server binds (undefined: all interfaces, 0.0.0.0). */
   metricsHost?: string;
+  /** Seconds the metrics server stays up after the end, for a last scrape. */
   metricsLinger: number;
   pushgateway?: string;
+  /** Seconds between Pushgateway pushes while running (0: only at start and end). */
   pushInterval: number;
 }
 
 /** Options of `backfill verify`. */
-export interface VerifyFlags extends CommonOptions, VerifyTelemetryFlags {
+export interface VerifyFlags extends CommonOptions, MetricsFlags {
   sample: number;
   minParity: number;
   ttlTolerance: number;

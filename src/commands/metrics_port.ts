@@ -5,18 +5,12 @@
  *
  * @module
  */
-import type { VerifyTelemetryFlags } from "../cli/options.ts";
+import type { MetricsFlags } from "../cli/options.ts";
 import { UsageError } from "../errors.ts";
-import { MetricsServerError } from "../telemetry/server.ts";
-import type { VerifyTelemetryOptions } from "../telemetry/verify_metrics.ts";
+import { type MetricsOutlet, MetricsServerError } from "../telemetry/server.ts";
 
 /** The metrics flags (a run's and a verify's) as the telemetry's export options. */
-export function metricsExport(
-  flags: VerifyTelemetryFlags,
-): Pick<
-  VerifyTelemetryOptions,
-  "metricsPort" | "metricsHost" | "metricsLingerSeconds" | "pushgatewayUrl" | "pushIntervalSeconds"
-> {
+export function metricsExport(flags: MetricsFlags): MetricsOutlet {
   return {
     metricsPort: flags.metricsPort,
     metricsHost: flags.metricsHost,

@@ -50,8 +50,19 @@ export async function runCommand(options: RunOptions, io: CommandIo): Promise<nu
       silenceMs: Math.max(options.maxOutage * 1000, MIN_SILENCE_MS),
       signal: io.signal,
     });
+    const { logger } = telemetry;
     try {
-      return await runOn(target, options, { io, telemetry, outcome });
+      logger.log("info", "connected", `connected to ${target.redacted} (${target.kind})`);
+      return await startAndRun(target, options, { io, telemetry, outcome });
+    } catch (error) {
+      if (io.signal.aborted && error === io.signal.reason && outcome.summary === undefined) {
+        logger.log(
+          "info",
+          "stopped",
+          `stopped by ${String(io.signal.reason)} before the first batch`,
+        );
+      }
+      throw error;
     } finally {
       await target.close();
     }
@@ -101,23 +112,13 @@ interface RunContext {
   outcome: { summary?: Summary };
 }
 
-/** Headroom, lock, engine on a connected target; the exit code. */
-async function runOn(
-  connected: RedisTarget,
-  options: RunOptions,
-  ctx: RunContext,
-): Promise<number> {
-  const logger = ctx.telemetry.logger;
-  logger.log("info", "connected", `connected to ${connected.redacted} (${connected.kind})`);
-  try {
-    return await startAndRun(connected, options, ctx);
-  } catch (error) {
-    const { signal } = ctx.io;
-    if (signal.aborted && error === signal.reason && ctx.outcome.summary === undefined) {
-      logger.log("info", "stopped", `stopped by ${String(signal.reason)} before the first batch`);
-    }
-    throw error;
-  }
+/** What the engine runs with once the locks are held. */
+interface EngineContext extends RunContext {
+  gate: Gate;
+  /** Whether another client may wait behind a master's calls (control/pace.ts). */
+  shared: (node: string) => boolean;
+  fence?: RunFence;
+  locks?: readonly RunLock[];
 }
 
 /**
@@ -211,16 +212,11 @@ async function startAndRun(
 async function runLocked(
   target: RedisTarget,
   options: RunOptions,
-  ctx: RunContext & {
-    gate: Gate;
-    /** Whether another client may wait behind a master's calls (control/pace.ts). */
-    shared: (node: string) => boolean;
+  ctx: EngineContext & {
     live?: LiveControl;
     lockLost: AbortController;
     stop: AbortController;
     preflight?: string[];
-    fence?: RunFence;
-    locks?: readonly RunLock[];
   },
 ): Promise<number> {
   const { logger } = ctx.telemetry;
@@ -343,14 +339,7 @@ function idleShard(options: RunOptions, ctx: RunContext): number {
 async function runEngine(
   target: RedisTarget,
   options: RunOptions,
-  ctx: RunContext & {
-    gate: Gate;
-    shared: (node: string) => boolean;
-    signal: AbortSignal;
-    observer?: RunObserver;
-    fence?: RunFence;
-    locks?: readonly RunLock[];
-  },
+  ctx: EngineContext & { signal: AbortSignal; observer?: RunObserver },
 ): Promise<Summary> {
   const clock = options.callClock;
   // `--max-latency` by construction: each call's Redis time and the calls in flight per master.

@@ -11,7 +11,7 @@ import { delay } from "../async/delay.ts";
 import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import type { RunObserver } from "../run_events.ts";
-import { mib, parseMemoryInfo } from "../safety/memory.ts";
+import { headroom, mib, parseMemoryInfo } from "../safety/memory.ts";
 import { type ReplicaLagLimit, type ReplicaLagWatch, watchReplicaLag } from "./replica_lag.ts";
 import { type LoadCounters, type LoadDelta, loadDelta, readLoadCounters } from "./server_load.ts";
 
@@ -122,8 +122,9 @@ export class NodeHealth {
     if (pct === undefined) return;
     try {
       const memory = parseMemoryInfo(await this.#options.client.info("memory"));
-      const limit = memory.max * (pct / 100);
-      this.#memoryOver = memory.max > 0 && memory.used > limit;
+      // The bound the headroom check applies before the run, with nothing more to copy.
+      const { limit, fits } = headroom(memory, 0, pct);
+      this.#memoryOver = !fits;
       this.#memoryDetail = `Redis at ${this.node} uses ${mib(memory.used)}, above ${pct}% of ` +
         `maxmemory (${mib(limit)})`;
     } catch {

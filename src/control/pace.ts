@@ -10,12 +10,12 @@
  * - Shared or alone: that bound costs rate (one call in flight leaves Redis idle for a round trip
  *   after each), and it protects nobody while Redis serves no other client. So while the readings
  *   show another client active ({@linkcode PaceState.shared}, the start included) the window is
- *   the latency budget's; once none has been seen for {@linkcode PaceOptions.aloneAfterMs}, it
+ *   the latency budget's; once none has been seen for {@linkcode ALONE_AFTER_MS}, it
  *   covers a round trip. A client that appears is seen at the next reading.
  * - Critical load, like gh-ost's `--critical-load`: how busy Redis's main thread is (`INFO cpu`
  *   deltas over the server's own clock) and how much of that the backfill's own commands took
  *   (`INFO commandstats`). When the application alone keeps Redis at least {@linkcode
- *   PaceOptions.criticalBusy} busy, the backfill yields to {@linkcode PaceOptions.yieldShare} of
+ *   PaceOptions.criticalBusy} busy, the backfill yields to {@linkcode YIELD_SHARE} of
  *   Redis's time, a rate computed from what one key costs Redis. A saturated Redis hides the
  *   application's real demand behind the backfill's share, so the application's load is read
  *   alone in a short quiet window (no admissions to this master); quiet windows happen only while
@@ -29,25 +29,16 @@
  * @module
  */
 import type { ThrottleReason } from "../run_events.ts";
+import type { LoadDelta } from "./server_load.ts";
 
-export type { ThrottleReason };
-
-/** One reading of a master's load, from the server (control/server_load.ts). */
-export interface LoadReading {
+/** One reading of a master's load: the server's interval (control/server_load.ts), and ours. */
+export interface LoadReading extends LoadDelta {
   /** Milliseconds on the caller's monotonic clock when the reading was taken. */
   at: number;
-  /** The interval's length by the server's clock (TIME), µs. */
-  elapsedMicros: number;
-  /** µs Redis's main thread was on the CPU in the interval (`INFO cpu`). */
-  busyMicros: number;
-  /** µs the backfill's own commands ran in the interval (`INFO commandstats`). */
-  ownMicros: number;
   /** Keys this master admitted in the interval. */
   keys: number;
   /** The interval was a quiet window: nothing of the backfill was admitted to this master. */
   quiet: boolean;
-  /** Another client was active on the master (`CLIENT LIST`); undefined = not known. */
-  othersActive?: boolean;
 }
 
 /** The pause signals of one tick. */
@@ -97,27 +88,27 @@ export interface PaceOptions {
   criticalBusy?: number;
   /** It stops yielding once the application alone is below this. Default 0.8 (hysteresis). */
   recoverBusy?: number;
-  /** The share of Redis's time the backfill keeps while it yields. Default 0.1. */
-  yieldShare?: number;
-  /**
-   * What the backfill costs Redis beyond its commands' own time (reading the calls, writing the
-   * replies), as a factor on the commandstats time. Default 1.25: errs on the side of a lower
-   * rate while yielding.
-   */
-  overheadFactor?: number;
-  /** Milliseconds between quiet windows at first; doubled after each that shows a low share. 1000. */
-  quietGapMs?: number;
   /** The longest gap between quiet windows while Redis stays busy. Default 16 000. */
   maxQuietGapMs?: number;
   /** While yielding, the application's share must stay low this long to recover. Default 1000. */
   recoverMs?: number;
   /** The rate while yielding, before anything is known of a key's cost. Default 200. */
   coldYieldRps?: number;
-  /** The lowest rate while yielding. Default 10. */
-  minYieldRps?: number;
-  /** No other client seen this long makes the master alone (a deeper window). Default 2000. */
-  aloneAfterMs?: number;
 }
+
+/** The share of Redis's time the backfill keeps while it yields. */
+const YIELD_SHARE = 0.1;
+/**
+ * What the backfill costs Redis beyond its commands' own time (reading the calls, writing the
+ * replies), as a factor on the commandstats time: errs on the side of a lower rate while yielding.
+ */
+const OVERHEAD_FACTOR = 1.25;
+/** Milliseconds between quiet windows at first; doubled after each that shows a low share. */
+const QUIET_GAP_MS = 1000;
+/** The lowest rate while yielding. */
+const MIN_YIELD_RPS = 10;
+/** No other client seen this long makes the master alone (a deeper window). */
+const ALONE_AFTER_MS = 2000;
 
 const PAUSE_REASONS = ["paused", "memory", "replica_lag"] as const;
 
@@ -143,17 +134,12 @@ export class PaceController {
     this.#options = {
       criticalBusy: 0.9,
       recoverBusy: 0.8,
-      yieldShare: 0.1,
-      overheadFactor: 1.25,
-      quietGapMs: 1000,
       maxQuietGapMs: 16_000,
       recoverMs: 1000,
       coldYieldRps: 200,
-      minYieldRps: 10,
-      aloneAfterMs: 2000,
       ...options,
     };
-    this.#quietGapMs = this.#options.quietGapMs;
+    this.#quietGapMs = QUIET_GAP_MS;
   }
 
   /** The current output. */
@@ -219,7 +205,7 @@ export class PaceController {
     this.#learnCost(load);
     const busy = busyShare(load);
     const own = load.elapsedMicros > 0 ? load.ownMicros / load.elapsedMicros : 0;
-    const appEstimate = Math.max(0, busy - own * this.#options.overheadFactor);
+    const appEstimate = Math.max(0, busy - own * OVERHEAD_FACTOR);
     if (this.#throttled.has("redis_busy")) {
       // At a tenth of Redis's time the backfill cannot keep it busy: what is left is the
       // application's (a saturated Redis reads ~100% here and the run keeps yielding).
@@ -227,7 +213,7 @@ export class PaceController {
       else this.#lowSince = undefined;
       if (this.#lowSince !== undefined && load.at - this.#lowSince >= this.#options.recoverMs) {
         this.#lowSince = undefined;
-        this.#quietGapMs = this.#options.quietGapMs;
+        this.#quietGapMs = QUIET_GAP_MS;
         flag("redis_busy", false, this.#freeDetail(appEstimate));
         return changes;
       }
@@ -238,7 +224,7 @@ export class PaceController {
     }
     // The application's load rose well past what the last quiet window read: read it again soon.
     if (this.#appAlone !== undefined && appEstimate - this.#appAlone > 0.2) {
-      this.#quietGapMs = this.#options.quietGapMs;
+      this.#quietGapMs = QUIET_GAP_MS;
     }
     if (
       busy >= this.#options.criticalBusy && load.at - this.#lastQuietAt >= this.#quietGapMs
@@ -267,7 +253,7 @@ export class PaceController {
     if (!this.#shared) return false;
     // Never seen: the start's readings decide at once (the run began without any client active).
     if (this.#othersSeenAt === -Infinity) return false;
-    return load.at - this.#othersSeenAt < this.#options.aloneAfterMs;
+    return load.at - this.#othersSeenAt < ALONE_AFTER_MS;
   }
 
   #learnAlone(load: LoadReading): void {
@@ -278,26 +264,23 @@ export class PaceController {
   #learnCost(load: LoadReading): void {
     // A handful of keys is too little to tell their cost from the noise of the reading.
     if (load.keys < 20 || !(load.ownMicros > 0)) return;
-    const sample = (load.ownMicros * this.#options.overheadFactor) / load.keys;
+    const sample = (load.ownMicros * OVERHEAD_FACTOR) / load.keys;
     this.#perKeyMicros = this.#perKeyMicros === undefined
       ? sample
       : this.#perKeyMicros + 0.3 * (sample - this.#perKeyMicros);
   }
 
-  /** The rate at which the backfill takes {@linkcode PaceOptions.yieldShare} of Redis. */
+  /** The rate at which the backfill takes {@linkcode YIELD_SHARE} of Redis. */
   #yieldRate(): number {
     const perKey = this.#perKeyMicros;
     if (perKey === undefined || !(perKey > 0)) return this.#options.coldYieldRps;
-    return Math.max(
-      this.#options.minYieldRps,
-      Math.floor((this.#options.yieldShare * 1_000_000) / perKey),
-    );
+    return Math.max(MIN_YIELD_RPS, Math.floor((YIELD_SHARE * 1_000_000) / perKey));
   }
 
   #busyDetail(app: number): string {
     return `Redis is ${pct(app)} busy without the backfill (critical load ${
       pct(this.#options.criticalBusy)
-    }): the backfill yields to ${pct(this.#options.yieldShare)} of Redis's time`;
+    }): the backfill yields to ${pct(YIELD_SHARE)} of Redis's time`;
   }
 
   #freeDetail(app: number): string {

@@ -395,13 +395,18 @@ export async function readAllStatuses(
   }).filter((shard) => shard.count > 1)
     .sort((a, b) => a.count - b.count || a.index - b.index);
   const reads = await Promise.all([
-    readStatus(client, progressKey).then((read) => read && { ...read }),
+    readStatus(client, progressKey),
     ...shards.map(async (shard) => {
       const read = await readStatus(client, progressKey, shard);
       return read && { ...read, shard };
     }),
   ]);
   return reads.filter((read): read is RunnerStatus => read !== undefined);
+}
+
+/** No sharded runner: the one-run form (text and JSON) applies. */
+function isOneRun(reads: readonly RunnerStatus[]): boolean {
+  return reads.length === 0 || (reads.length === 1 && reads[0]!.shard === undefined);
 }
 
 /** Sums over runners (pure). */
@@ -439,9 +444,7 @@ function totalOf(reads: readonly RunnerStatus[]): StatusTotal {
 
 /** `backfill status` as text (pure): one block per runner, then a total line. */
 export function renderAllStatuses(reads: readonly RunnerStatus[]): string {
-  if (reads.length === 0 || (reads.length === 1 && reads[0]!.shard === undefined)) {
-    return renderStatus(reads[0]);
-  }
+  if (isOneRun(reads)) return renderStatus(reads[0]);
   const blocks = reads.map((read) =>
     `${read.shard ? `shard ${shardLabel(read.shard)}` : "all masters"}: ${renderStatus(read)}`
   );
@@ -459,9 +462,7 @@ export function renderAllStatuses(reads: readonly RunnerStatus[]): string {
  * any runner is, else `stale` when any is, else `finished`.
  */
 export function allStatusesJson(reads: readonly RunnerStatus[]): Record<string, unknown> {
-  if (reads.length === 0 || (reads.length === 1 && reads[0]!.shard === undefined)) {
-    return oneJson(reads[0]);
-  }
+  if (isOneRun(reads)) return oneJson(reads[0]);
   const total = totalOf(reads);
   const state = total.active > 0 ? "active" : total.stale > 0 ? "stale" : "finished";
   return {

@@ -9,24 +9,24 @@
  *   SCANs run inside one, and a script's own commands are inside its time already, so `scan` is
  *   not added again). An application that runs Lua scripts of its own is counted as the backfill
  *   here, which only lowers the rate while the backfill yields.
- * - `CLIENT LIST` says whether Redis serves anyone else: a client that is not the backfill's (every
- *   connection the backfill opens is named {@linkcode OWN_CLIENT_NAME}) nor a Sentinel's, and that
- *   sent or received something within the last second or has a command waiting. Nobody waits
- *   behind the backfill's calls while no such client exists, so the pace may keep a deeper window
- *   then (control/pace.ts). Its idle time has a resolution of a second; a client that went quiet
- *   reads active for one to two seconds more, which errs on the protected side. With more than
- *   {@linkcode CLIENT_LIST_MAX} connections the list is not read (it costs Redis time per client)
- *   and the store counts as shared; so does a server that refuses `CLIENT LIST`.
+ * - `CLIENT LIST` says whether Redis serves anyone else: a client that is not the backfill's
+ *   (every connection the backfill opens is named `CLIENT_NAME`, redis/options.ts) nor a
+ *   Sentinel's, and that sent or received something within the last second or has a command
+ *   waiting. Nobody waits behind the backfill's calls while no such client exists, so the pace
+ *   may keep a deeper window then (control/pace.ts). Its idle time has a resolution of a second;
+ *   a client that went quiet reads active for one to two seconds more, which errs on the
+ *   protected side. With more than {@linkcode CLIENT_LIST_MAX} connections the list is not read
+ *   (it costs Redis time per client) and the store counts as shared; so does a server that
+ *   refuses `CLIENT LIST`.
  *
  * @module
  */
 import type { Redis } from "../redis/ioredis.ts";
+import { CLIENT_NAME } from "../redis/options.ts";
 
 /** Commands whose time is the backfill's own: its scripts and `verify --full`'s. */
 export const OWN_COMMANDS = ["evalsha", "evalsha_ro", "eval", "eval_ro"] as const;
 
-/** The name of every connection the backfill opens (`CLIENT SETNAME`, redis/options.ts). */
-export const OWN_CLIENT_NAME = "backfill";
 /** Above this many connections `CLIENT LIST` is not read and the store counts as shared. */
 export const CLIENT_LIST_MAX = 32;
 
@@ -49,10 +49,13 @@ export interface LoadCounters {
 
 /** One interval between two readings. */
 export interface LoadDelta {
+  /** The interval's length by the server's clock (TIME), µs. */
   elapsedMicros: number;
+  /** µs Redis's main thread was on the CPU in the interval (`INFO cpu`). */
   busyMicros: number;
+  /** µs the backfill's own commands ran in the interval (`INFO commandstats`). */
   ownMicros: number;
-  /** Another client was active at the interval's end (undefined: not known). */
+  /** Another client was active at the interval's end (`CLIENT LIST`; undefined: not known). */
   othersActive?: boolean;
 }
 
@@ -100,7 +103,7 @@ export function othersActiveIn(list: string): boolean {
     }
     if (!fields.has("id")) continue;
     const name = fields.get("name") ?? "";
-    if (name === OWN_CLIENT_NAME || name.startsWith("sentinel-")) continue;
+    if (name === CLIENT_NAME || name.startsWith("sentinel-")) continue;
     if ((fields.get("flags") ?? "").includes("b")) continue;
     if (Number(fields.get("idle") ?? 0) <= 1 || Number(fields.get("qbuf") ?? 0) > 0) return true;
   }

@@ -9,7 +9,7 @@
  * @module
  */
 import { delay } from "../async/delay.ts";
-import type { Logger, RunObserver } from "../run_events.ts";
+import { ALL_NODES, type Logger, type RunObserver, type ThrottleReason } from "../run_events.ts";
 import type { AdmissionCheck, AdmitOptions } from "./rate_limit.ts";
 import type { HealthReading } from "./health_check.ts";
 import {
@@ -18,10 +18,14 @@ import {
   PaceController,
   type PaceOptions,
   type RateChange,
-  type ThrottleReason,
 } from "./pace.ts";
 import { SlidingWindowLimiter } from "./rate_limit.ts";
 import type { LoadDelta } from "./server_load.ts";
+
+/** Milliseconds between ticks (and load readings). */
+const TICK_MS = 200;
+/** Milliseconds of a quiet window (the application's load read alone). */
+const QUIET_MS = 150;
 
 /** What the throttle needs of one master's health (see `health_check.ts`). */
 export interface HealthSource {
@@ -44,10 +48,6 @@ export interface ThrottleOptions {
   adaptive: boolean;
   logger: Logger;
   observer?: Pick<RunObserver, "onRateLimit" | "onThrottle" | "onServerLoad">;
-  /** Milliseconds between ticks (and load readings). Default 200. */
-  tickMs?: number;
-  /** Milliseconds of a quiet window (the application's load read alone). Default 150. */
-  quietMs?: number;
   /** Milliseconds, monotonic (default `performance.now`). */
   now?: () => number;
   /** Tuning of the controllers (tests). */
@@ -118,7 +118,6 @@ export class Throttle implements AdmissionCheck {
 
   /** One master's loop: a tick with a load reading, and a quiet window when its pace asks. */
   async #loop(control: NodeControl, signal: AbortSignal): Promise<void> {
-    const { tickMs = 200, quietMs = 150 } = this.#options;
     // A frozen Redis never answers a reading: the loop must still end when the run does.
     const stopped = new Promise<void>((resolve) => {
       if (signal.aborted) resolve();
@@ -129,10 +128,10 @@ export class Throttle implements AdmissionCheck {
     while (!signal.aborted) {
       await sample(false);
       if (control.pace.state.quiet && !signal.aborted) {
-        await delay(quietMs, { signal }).catch(() => {});
+        await delay(QUIET_MS, { signal }).catch(() => {});
         await sample(true);
       }
-      await delay(tickMs, { signal }).catch(() => {});
+      await delay(TICK_MS, { signal }).catch(() => {});
     }
   }
 
@@ -306,6 +305,6 @@ export class Throttle implements AdmissionCheck {
 
   /** `_all` when one master (one rate for the run), else the master. */
   #label(node: string): string {
-    return this.#options.nodes.length > 1 ? node : "_all";
+    return this.#options.nodes.length > 1 ? node : ALL_NODES;
   }
 }

@@ -10,6 +10,7 @@ import { pause } from "../async/delay.ts";
 import { RedisUnavailableError } from "../errors.ts";
 import { classify } from "./errors.ts";
 import type { Redis } from "./ioredis.ts";
+import { withTimeout } from "./reach.ts";
 
 /** The node's `run_id` (new after every restart). */
 export async function serverRunId(node: Redis): Promise<string> {
@@ -52,22 +53,32 @@ export async function waitForRedis(node: Redis, options: WaitOptions): Promise<b
 
 async function isPrimary(node: Redis): Promise<boolean> {
   try {
-    return /^role:master/m.test(await node.info("replication"));
+    return parseRole(await node.info("replication")).primary;
   } catch {
     return false;
   }
 }
 
+/** What `INFO replication` says about a node's role. */
+export interface NodeRole {
+  primary: boolean;
+  /** `host:port` of the node's primary, when it is a replica. */
+  primaryOf?: string;
+}
+
+/** Reads the role from `INFO replication` text (pure): the one reader of a node's role. */
+export function parseRole(info: string): NodeRole {
+  if (/^role:master\s*$/m.test(info)) return { primary: true };
+  const host = /^master_host:(\S+)/m.exec(info)?.[1];
+  const port = /^master_port:(\d+)/m.exec(info)?.[1];
+  return { primary: false, primaryOf: host && port ? `${host}:${port}` : undefined };
+}
+
 /** PING with a 1 s limit; false on any error (down, or LOADING its data). */
 async function answersPing(node: Redis): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), 1000));
-  const ping = node.ping().then((pong) => pong === "PONG", () => false);
-  try {
-    return await Promise.race([ping, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+  let pong: unknown;
+  const failure = await withTimeout(node.ping().then((reply) => pong = reply), 1000);
+  return failure === undefined && pong === "PONG";
 }
 
 /**

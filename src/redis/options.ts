@@ -1,6 +1,6 @@
 /**
- * Redis URL → ioredis connection options, and the one place that redacts Redis URLs for logs and
- * errors. Used by every topology: a standalone server, each node of a cluster, Sentinel's master.
+ * Redis URL → ioredis connection options, and the settings every client shares. Used by every
+ * topology: a standalone server, each node of a cluster, Sentinel's master.
  *
  * @module
  */
@@ -24,6 +24,9 @@ export function nodeAddress(host: string | undefined, port: number | undefined):
   return `${h.includes(":") ? `[${h}]` : h}:${port ?? 6379}`;
 }
 
+/** The name of every connection the backfill opens (`CLIENT SETNAME`). */
+export const CLIENT_NAME = "backfill";
+
 /** Connection settings shared by every client we open (timeouts, retries, error handling). */
 export const BASE_OPTIONS: RedisOptions = {
   lazyConnect: true,
@@ -38,7 +41,7 @@ export const BASE_OPTIONS: RedisOptions = {
   enableAutoPipelining: false,
   // `CLIENT SETNAME` on every connection: the pace tells the backfill's connections from the
   // application's in `CLIENT LIST` (control/server_load.ts).
-  connectionName: "backfill",
+  connectionName: CLIENT_NAME,
   connectTimeout: 5_000,
   retryStrategy: (attempt) => backoffMs(attempt, RECONNECT),
   // A failover leaves us talking to a replica: reconnect so DNS / the sentinel give the new primary.

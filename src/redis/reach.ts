@@ -7,7 +7,7 @@
 import { delay } from "../async/delay.ts";
 import { backoffMs } from "../async/backoff.ts";
 import { RedisUnavailableError } from "../errors.ts";
-import { classify } from "./errors.ts";
+import { classify, errorLine } from "./errors.ts";
 import type { Redis } from "./ioredis.ts";
 
 /**
@@ -45,7 +45,7 @@ export async function connectWithin(
     if (error instanceof RedisUnavailableError || signal?.aborted) throw error;
     throw new RedisUnavailableError(
       `Redis at ${name} is unreachable after ${Math.round(timeoutMs / 1000)} s (${
-        firstLine(error instanceof Error ? error.message : String(error))
+        errorLine(error)
       })`,
     );
   } finally {
@@ -75,7 +75,7 @@ async function attempt(
     // An event says more than "Stream isn't writeable" or "max retries" while ioredis reconnects;
     // a certificate or credentials problem says the most, even when later events followed it.
     last = events.findLast(isFatal) ?? events.at(-1) ?? outcome;
-    const message = firstLine(last instanceof Error ? last.message : String(last));
+    const message = errorLine(last);
     const { kind } = classify(last);
     if (kind === "credentials") {
       throw new ConnectionRefusedError(
@@ -113,8 +113,4 @@ export async function withTimeout(work: Promise<unknown>, ms: number): Promise<u
 function isFatal(error: Error): boolean {
   const { kind } = classify(error);
   return kind === "credentials" || kind === "tls";
-}
-
-function firstLine(text: string): string {
-  return (text.split("\n")[0] ?? text).slice(0, 200);
 }

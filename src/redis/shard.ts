@@ -9,7 +9,7 @@
  * @module
  */
 import { UsageError } from "../errors.ts";
-import type { Cluster, Redis } from "./ioredis.ts";
+import type { Cluster } from "./ioredis.ts";
 import type { RedisTarget } from "./target.ts";
 
 /** One runner's part: `index` of `count` (0 ≤ index < count). */
@@ -96,17 +96,8 @@ export async function scopeToShard(target: RedisTarget, shard: Shard): Promise<S
   );
   const mine = pickShard(all, shard);
   const masters = mine.map((m) => m.node);
-  const scoped: RedisTarget = {
-    kind: target.kind,
-    client: target.client,
-    redacted: target.redacted,
-    masters: () => masters,
-    nodeName: (node: Redis) => target.nodeName(node),
-    layout: target.layout ? () => target.layout!() : undefined,
-    lostSince: target.lostSince ? (node: Redis) => target.lostSince!(node) : undefined,
-    abandon: target.abandon ? (node: Redis) => target.abandon!(node) : undefined,
-    close: () => target.close(),
-  };
+  // The same target (its methods are closures, not bound to it) over this shard's masters only.
+  const scoped: RedisTarget = { ...target, masters: () => masters };
   return { target: scoped, nodeIds: mine.map((m) => m.nodeId), allMasters: all.length };
 }
 

@@ -10,22 +10,8 @@ import { backoffMs, RECONNECT } from "../async/backoff.ts";
 import { pause } from "../async/delay.ts";
 import { RedisUnavailableError } from "../errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
+import { parseRole } from "../redis/availability.ts";
 import type { Logger } from "../run_events.ts";
-
-/** What `INFO replication` says about a node's role. */
-interface NodeRole {
-  primary: boolean;
-  /** `host:port` of the node's primary, when it is a replica. */
-  primaryOf?: string;
-}
-
-/** Reads the role from `INFO replication` text (pure). */
-function parseRole(info: string): NodeRole {
-  if (/^role:master\s*$/m.test(info)) return { primary: true };
-  const host = /^master_host:(\S+)/m.exec(info)?.[1];
-  const port = /^master_port:(\d+)/m.exec(info)?.[1];
-  return { primary: false, primaryOf: host && port ? `${host}:${port}` : undefined };
-}
 
 /** Options of {@linkcode waitForPrimaries}. */
 export interface PrimaryWaitOptions {

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Logger, LogLevel } from "../run_events.ts";
-import { redactSecrets } from "./redact.ts";
+import { escapeCodePoint, redactSecrets } from "./redact.ts";
 
 /** Log output formats. */
 export type LogFormat = "text" | "json";
@@ -116,8 +116,6 @@ function safeJson(value: unknown): string {
 /** Escapes control characters (and Unicode line breaks) so a value can never start a new line. */
 function oneLine(text: string): string {
   // deno-lint-ignore no-control-regex
-  return text.replace(/[\u0000-\u001f\u007f\u0085\u2028\u2029]/g, (c) => {
-    const code = c.charCodeAt(0);
-    return code <= 0xff ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u{${code.toString(16)}}`;
-  });
+  const breaking = /[\u0000-\u001f\u007f\u0085\u2028\u2029]/g;
+  return text.replace(breaking, (c) => escapeCodePoint(c.charCodeAt(0)));
 }

@@ -10,6 +10,7 @@
  */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import {
+  ALL_NODES,
   type BatchReport,
   type RateLimitEvent,
   type RedisDownEvent,
@@ -55,10 +56,6 @@ class FlushingRegistry extends Registry {
   }
 }
 
-/** `node` label of a rate that applies to the whole run. */
-const ALL_NODES_LABEL = "_all";
-
-/** Registers the control gauges; every throttle reason starts at 0. */
 /** The gauges of the control loop, per master (`node`) but for `throttled` (per `reason`). */
 function registerControlGauges(registers: Registry[]) {
   const perNode = (name: string, help: string) =>
@@ -237,7 +234,7 @@ export class BackfillMetrics implements RunObserver {
     this.#run.running.set(1);
     this.#run.completed.set(0);
     if (start.carried) this.#outcomes.carry(start.carried);
-    if (!this.#allReported) this.#control.rateLimit.set({ node: ALL_NODES_LABEL }, start.rps);
+    if (!this.#allReported) this.#control.rateLimit.set({ node: ALL_NODES }, start.rps);
   }
 
   /**
@@ -267,7 +264,7 @@ export class BackfillMetrics implements RunObserver {
   onRateLimit(event: RateLimitEvent): void {
     if (Number.isFinite(event.rps) && event.rps >= 0) {
       this.#control.rateLimit.set({ node: event.node }, event.rps);
-      if (event.node === ALL_NODES_LABEL) this.#allReported = true;
+      if (event.node === ALL_NODES) this.#allReported = true;
     }
   }
 

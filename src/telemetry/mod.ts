@@ -21,33 +21,9 @@ import { InvalidKeyLog } from "./invalid_keys.ts";
 import { createLogger, type LogFormat } from "./logger.ts";
 import { BackfillMetrics } from "./metrics.ts";
 import { progressFields, ProgressReporter } from "./progress.ts";
-import { exportMetrics } from "./server.ts";
+import { exportMetrics, type MetricsOutlet } from "./server.ts";
 
 export { MetricsServerError } from "./server.ts";
-
-/**
- * A writer backed by `Deno.stderr.writeSync`. Synchronous, so a log line is out before the process
- * exits, and complete: `writeSync` may write part of a buffer, the rest is written in a loop. A
- * failing stderr (closed pipe) is ignored: losing a progress line must not fail a migration.
- *
- * @example
- * ```ts
- * import { stderrWriter } from "./mod.ts";
- * const write = stderrWriter();
- * write("");
- * ```
- */
-export function stderrWriter(): (text: string) => void {
-  const encoder = new TextEncoder();
-  return (text) => {
-    let bytes = encoder.encode(text);
-    try {
-      while (bytes.length > 0) bytes = bytes.subarray(Deno.stderr.writeSync(bytes));
-    } catch {
-      // Nowhere left to report it.
-    }
-  };
-}
 
 /**
  * Forwards events to `observers` in order. `onEnd` runs them one after the other and awaits each,
@@ -93,19 +69,9 @@ function report(logger: Logger | undefined, event: string, error: unknown): void
 }
 
 /** Options of {@linkcode createTelemetry}. */
-export interface TelemetryOptions {
+export interface TelemetryOptions extends MetricsOutlet {
   /** Metrics on (see {@linkcode telemetryEnabled}); off: no server, no push, no metric updates. */
   enabled: boolean;
-  /** Serve `/metrics` and `/healthz` on this port (`0`: any free port); none when undefined. */
-  metricsPort?: number;
-  /** Address the metrics server binds (default `0.0.0.0`). */
-  metricsHost?: string;
-  /** Push the metrics here (start, interval, end); may hold `user:password@` (never logged). */
-  pushgatewayUrl?: string;
-  /** Seconds between pushes while the run goes (default 30; `0`: only at start and end). */
-  pushIntervalSeconds?: number;
-  /** Seconds the metrics server stays up after the end, for a last scrape (default 0). */
-  metricsLingerSeconds?: number;
   /** How long one batch should take (`--batch / --rps`), for the stall rule of `/healthz`. */
   expectedBatchSeconds?: number;
   /** `--health-timeout`: a node silent this long makes `/healthz` 503 and its `redis_up` 0. */
@@ -130,7 +96,7 @@ export interface TelemetryOptions {
   version: string;
   /** Progress key: the Pushgateway `instance` grouping label. */
   progressKey: string;
-  /** Writes to stderr (see `stderrWriter()`); all telemetry output goes here, never to stdout. */
+  /** Writes to stderr (main.ts); all telemetry output goes here, never to stdout. */
   write: (text: string) => void;
   /** Time source (default: the system clock). */
   clock?: TimerClock;
@@ -180,7 +146,7 @@ export function telemetryEnabled(value: string | undefined): boolean {
  *
  * @example
  * ```ts ignore
- * import { createTelemetry, stderrWriter, telemetryEnabled } from "./mod.ts";
+ * import { createTelemetry, telemetryEnabled } from "./mod.ts";
  * const telemetry = createTelemetry({
  *   enabled: telemetryEnabled(Deno.env.get("TELEMETRY_ENABLED")),
  *   metricsPort: 9464,
@@ -191,7 +157,7 @@ export function telemetryEnabled(value: string | undefined): boolean {
  *   isTty: Deno.stderr.isTerminal(),
  *   version: "0.1.0",
  *   progressKey: "ai:backfill",
- *   write: stderrWriter(),
+ *   write: (text) => Deno.stderr.writeSync(new TextEncoder().encode(text)),
  * });
  * try {
  *   // run(..., { observer: telemetry.observer, logger: telemetry.logger })
@@ -211,12 +177,9 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
   const metrics = startMetrics(options, { logger, health });
   const registry = metrics?.registry ?? new Registry();
   const outlet = metrics && exportMetrics({
+    ...options,
     registry,
-    port: options.metricsPort,
-    hostname: options.metricsHost,
     health: () => health.status(),
-    pushgatewayUrl: options.pushgatewayUrl,
-    pushIntervalSeconds: options.pushIntervalSeconds,
     instance: options.progressKey,
     logger,
     clock,

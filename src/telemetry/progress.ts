@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { type Counters, emptyCounters } from "../outcome.ts";
+import { type Counters, emptyCounters, outcomeInfo, OUTCOMES } from "../outcome.ts";
 import type { BatchReport, RunMode, RunObserver, RunStart, Summary } from "../run_events.ts";
 import { type TimerClock, type TimerHandle, wallClock } from "../async/clock.ts";
 
@@ -42,6 +42,9 @@ interface Part {
   keep: number;
   styled?: string;
 }
+
+/** The outcomes the line adds up as `skipped`. */
+const SKIPPED = OUTCOMES.filter((outcome) => outcomeInfo(outcome).skipReason !== undefined);
 
 const RED = "\x1b[31m";
 const RESET = "\x1b[0m";
@@ -130,7 +133,7 @@ function progressStats(state: ProgressState, now: number): ProgressStats {
   const { totals, estimatedTotal } = state;
   const elapsed = Math.max(0, (now - state.startedAt) / 1000);
   const rate = elapsed > 0 ? totals.scanned / elapsed : 0;
-  const skipped = totals.skipped_exists + totals.skipped_invalid + totals.skipped_gone;
+  const skipped = SKIPPED.reduce((sum, outcome) => sum + totals[outcome], 0);
   const etaSeconds = !state.done && rate > 0 && estimatedTotal > totals.scanned
     ? (estimatedTotal - totals.scanned) / rate
     : undefined;
@@ -147,19 +150,11 @@ export function progressFields(
 ): Record<string, number | boolean> {
   const { rate, etaSeconds, elapsed } = progressStats(state, now);
   const { totals } = state;
-  const fields: Record<string, number | boolean> = {
-    scanned: totals.scanned,
-    migrated: totals.migrated,
-    repaired: totals.repaired,
-    skipped_exists: totals.skipped_exists,
-    skipped_invalid: totals.skipped_invalid,
-    skipped_gone: totals.skipped_gone,
-    filtered: totals.filtered,
-    errors: totals.errors,
-    estimated_total: state.estimatedTotal,
-    elapsed_seconds: round(elapsed, 3),
-    keys_per_second: round(rate, 1),
-  };
+  const fields: Record<string, number | boolean> = { scanned: totals.scanned };
+  for (const outcome of OUTCOMES) fields[outcome] = totals[outcome];
+  fields.estimated_total = state.estimatedTotal;
+  fields.elapsed_seconds = round(elapsed, 3);
+  fields.keys_per_second = round(rate, 1);
   if (etaSeconds !== undefined) fields.eta_seconds_estimate = Math.round(etaSeconds);
   if (state.done) fields.done = true;
   return fields;

@@ -75,7 +75,8 @@ function escapeByte(byte: number): string {
   return isPlain(byte) ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, "0")}`;
 }
 
-function escapeCodePoint(code: number): string {
+/** A code point as itself when printable ASCII (not `\`), else as `\xNN` or `\u{N}`. */
+export function escapeCodePoint(code: number): string {
   if (isPlain(code)) return String.fromCodePoint(code);
   if (code <= 0xff) return `\\x${code.toString(16).padStart(2, "0")}`;
   return `\\u{${code.toString(16)}}`;

@@ -150,18 +150,25 @@ async function metricsResponse(
   }
 }
 
-/** Options of {@linkcode exportMetrics}. */
-export interface MetricsExportOptions {
-  registry: Registry;
+/** Where the metrics of a run or a verify go: the metrics and Pushgateway flags. */
+export interface MetricsOutlet {
   /** Serve `/metrics` and `/healthz` on this port (`0`: any free port); none when undefined. */
-  port?: number;
-  hostname?: string;
-  /** What `/healthz` answers (default: always `ok`). */
-  health?: () => HealthStatus;
+  metricsPort?: number;
+  /** Address the metrics server binds (default `0.0.0.0`). */
+  metricsHost?: string;
   /** Push the metrics here (start, interval, end); may hold `user:password@` (never logged). */
   pushgatewayUrl?: string;
   /** Seconds between pushes while the run goes (default 30; `0`: only at start and end). */
   pushIntervalSeconds?: number;
+  /** Seconds the metrics server stays up after the end, for a last scrape (default 0). */
+  metricsLingerSeconds?: number;
+}
+
+/** Options of {@linkcode exportMetrics}. */
+export interface MetricsExportOptions extends Omit<MetricsOutlet, "metricsLingerSeconds"> {
+  registry: Registry;
+  /** What `/healthz` answers (default: always `ok`). */
+  health?: () => HealthStatus;
   /** The Pushgateway `instance` grouping label (the progress key). */
   instance: string;
   logger: Logger;
@@ -191,10 +198,10 @@ export interface MetricsExport {
  */
 export function exportMetrics(options: MetricsExportOptions): MetricsExport {
   const { registry, logger, clock } = options;
-  const server = options.port === undefined ? undefined : startMetricsServer({
+  const server = options.metricsPort === undefined ? undefined : startMetricsServer({
     registry,
-    port: options.port,
-    hostname: options.hostname,
+    port: options.metricsPort,
+    hostname: options.metricsHost,
     logger,
     health: options.health,
   });

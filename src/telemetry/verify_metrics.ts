@@ -13,7 +13,7 @@
 import { Counter, Gauge, Registry } from "prom-client";
 import { wallClock } from "../async/clock.ts";
 import type { Logger } from "../run_events.ts";
-import { exportMetrics } from "./server.ts";
+import { exportMetrics, type MetricsOutlet } from "./server.ts";
 
 /**
  * How an old key's new key differs. `fields` is the sampled verify's one kind for any field
@@ -134,16 +134,9 @@ class VerifyMetrics {
 }
 
 /** Options of {@linkcode startVerifyTelemetry}. */
-export interface VerifyTelemetryOptions {
+export interface VerifyTelemetryOptions extends MetricsOutlet {
   /** `TELEMETRY_ENABLED`: off means no server and no push. */
   enabled: boolean;
-  metricsPort?: number;
-  metricsHost?: string;
-  /** Seconds `/metrics` stays up after the end (a signal cuts it short). */
-  metricsLingerSeconds?: number;
-  /** May hold `user:password@` (never logged). */
-  pushgatewayUrl?: string;
-  pushIntervalSeconds?: number;
   /** The Pushgateway `instance` grouping label. */
   progressKey: string;
   logger: Logger;
@@ -168,13 +161,9 @@ export function startVerifyTelemetry(options: VerifyTelemetryOptions): VerifyTel
   if (!options.enabled) return { start() {}, close: () => Promise.resolve() };
   const metrics = new VerifyMetrics();
   const outlet = exportMetrics({
+    ...options,
     registry: metrics.registry,
-    port: options.metricsPort,
-    hostname: options.metricsHost,
-    pushgatewayUrl: options.pushgatewayUrl,
-    pushIntervalSeconds: options.pushIntervalSeconds,
     instance: options.progressKey,
-    logger: options.logger,
     clock: wallClock,
   });
   let started = false;
