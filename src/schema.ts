@@ -616,6 +616,16 @@ local function key_mapping(spec)
       return table.concat(buf, "", 1, m)
     end
   end
-  return key_parts, new_key, fields
+  -- Reads the fields after the workspace that the new name reads (a name built from several) of
+  -- the hash at key into values[2..k]; false when one is missing.
+  local function read_others(key, values)
+    for j = 2, k do
+      local v = redis.call("HGET", key, fields[j])
+      if not v then return false end
+      values[j] = v
+    end
+    return true
+  end
+  return key_parts, new_key, fields, read_others
 end
 `;

@@ -62,7 +62,7 @@ import {
 const BODY = `
 local dry = DRY
 ${KEY_LUA}
-local key_parts, new_key, key_fields = key_mapping(ARGV[1])
+local key_parts, new_key, key_fields, read_others = key_mapping(ARGV[1])
 local field, nf = key_fields[1], #key_fields
 local only = ARGV[2]
 local default_pattern = ARGV[3]
@@ -90,14 +90,6 @@ end
 -- values[2..nf] hold the other fields of the key at hand, read by read_others (false when one is
 -- missing) once the key is known to be a hash with a workspace.
 local valid, expected = valid_default, function(i, ws) return ws == ARGV[EXPECTED + i] end
-local function read_others(old)
-  for j = 2, nf do
-    local v = redis.call("HGET", old, key_fields[j])
-    if not v then return false end
-    values[j] = v
-  end
-  return true
-end
 if nf > 1 then
   valid = function(ws)
     if not valid_default(ws) then return false end
@@ -157,7 +149,7 @@ for i, old in ipairs(KEYS) do
     detail = "not_hash"
   elseif not got then
     if redis.call("EXISTS", old) == 0 then code = 4 else detail = "no_workspace_id" end
-  elseif nf > 1 and not read_others(old) then
+  elseif nf > 1 and not read_others(old, values) then
     detail = "no_workspace_id"
   elseif not parts then
     detail = "empty_job_id"

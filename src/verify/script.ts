@@ -111,7 +111,7 @@ local old_side = ARGV[2] == "1"
 local cap = tonumber(ARGV[3])
 local salt = ARGV[4]
 ${KEY_LUA}
-local key_parts, new_key, key_fields = key_mapping(ARGV[5])
+local key_parts, new_key, key_fields, read_others = key_mapping(ARGV[5])
 local ws_field, nf = key_fields[1], #key_fields
 local values = {}
 local only_ws = ARGV[6]
@@ -123,16 +123,6 @@ local read = 0
 ${PAIR_LUA}
 local ranges = slot_ranges(ARGV[7])
 
--- Reads the other fields the new name reads into values[2..nf] (a name built from several
--- fields); false when one is missing.
-local function read_others(key)
-  for j = 2, nf do
-    local v = redis.call("HGET", key, key_fields[j])
-    if not v then return false end
-    values[j] = v
-  end
-  return true
-end
 
 local function elapsed_us()
   local t = redis.call("TIME")
@@ -165,7 +155,7 @@ local function side(key)
   if code ~= 3 then return {code, "", 0, ""} end
   local ws = redis.call("HGET", key, ws_field)
   if old_side and (not ws or not key_parts(key)) then return {2, "", 0, ""} end
-  if old_side and nf > 1 and not read_others(key) then return {2, "", 0, ""} end
+  if old_side and nf > 1 and not read_others(key, values) then return {2, "", 0, ""} end
   local entry = {3, ws or "", redis.call("PEXPIRETIME", key), digest(key)}
   if old_side then
     for j = 2, nf do entry[3 + j] = values[j] end
@@ -181,7 +171,7 @@ local function pair(key)
   if not parts then return {2, "", 0, "", -1, 0, 0} end
   local entry = {3, ws, redis.call("PEXPIRETIME", key), "", -1, 0, 0}
   if nf > 1 then
-    if not read_others(key) then return {2, "", 0, "", -1, 0, 0} end
+    if not read_others(key, values) then return {2, "", 0, "", -1, 0, 0} end
     for j = 2, nf do entry[6 + j] = values[j] end
   end
   if only_ws ~= "" and ws ~= only_ws then return entry end
@@ -235,7 +225,7 @@ local function owner(key)
   if code ~= 3 then return {code, ""} end
   local ws = redis.call("HGET", key, ws_field)
   if not ws then return {2, ""} end
-  if nf > 1 and not read_others(key) then return {2, ""} end
+  if nf > 1 and not read_others(key, values) then return {2, ""} end
   local entry = {3, ws}
   for j = 2, nf do entry[1 + j] = values[j] end
   return entry
