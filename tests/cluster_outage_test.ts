@@ -54,12 +54,25 @@ function monitor(node: RedisServer): { stop(): Promise<{ at: number; line: strin
     stdout: "piped",
     stderr: "null",
   }).spawn();
-  const text = new Response(child.stdout).text();
+  let text = "";
+  const reading = child.stdout.pipeThrough(new TextDecoderStream()).pipeTo(
+    new WritableStream({ write: (chunk) => void (text += chunk) }),
+  );
   return {
     async stop() {
+      // MONITOR lines reach redis-cli after the commands ran: a marker sent last, once seen,
+      // says every earlier line is in (a busy machine may not have printed the last ones yet).
+      const marker = `monitor-end-${crypto.randomUUID()}`;
+      await redisCli(node.port, "ECHO", marker);
+      const deadline = Date.now() + 10_000;
+      while (!text.includes(marker) && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
       child.kill("SIGTERM");
       await child.status;
-      return (await text).split("\n").flatMap((line) => {
+      await reading.catch(() => {});
+      assert.ok(text.includes(marker), `MONITOR of ${node.port} printed its last line`);
+      return text.split("\n").flatMap((line) => {
         const at = /^(\d+\.\d+) \[/.exec(line)?.[1];
         return at === undefined ? [] : [{ at: Number(at), line }];
       });
@@ -115,7 +128,7 @@ Deno.test("cluster: a master killed mid-run ends the run (exit 3) within --max-o
     // The locks were released last: nothing reached the other masters after that.
     const onProgress = seen.find((s) => s.node === progress)!.lines;
     const release = onProgress.findLast((l) => RELEASE.test(l.line));
-    assert.ok(release, "the locks were released");
+    assert.ok(release, `the locks were released:\n${result.stderr}`);
     const released = release.at;
     for (const { node, lines } of seen) {
       // (The release's own script lines excepted.)

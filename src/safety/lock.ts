@@ -259,7 +259,9 @@ export class RunFence {
     );
     const header = [String(this.#pairs.length / 2), ...this.#pairs];
     const stray: string[] = [];
-    await Promise.all([...byNode].map(async ([address, keys]) => {
+    // Every master's calls settle before this returns, also when one fails (a lost master): the
+    // locks are released after it, and must still guard every fence write in flight.
+    const settled = await Promise.allSettled([...byNode].map(async ([address, keys]) => {
       const node = nodes.get(address);
       if (node === undefined) return void stray.push(...keys);
       for (let i = 0; i < keys.length; i += 2000) {
@@ -268,6 +270,8 @@ export class RunFence {
         stray.push(...missed);
       }
     }));
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
+    if (failed !== undefined) throw failed.reason;
     // A slot that moved since the client's map: through the routed client (follows MOVED).
     for (const key of stray) await one(key);
   }
