@@ -46,11 +46,23 @@ export function renderAgainst(result: AgainstResult): string[] {
   };
   const self = row("this checkout", result.runs.self);
   const other = row(result.other, result.runs.other);
+  // Where the Redis time goes, per command (µs per scanned key, medians): what a change moved.
+  const perKey = (runs: BackfillResult[], name: string) =>
+    median(
+      runs.map((r) => (r.commands[name]?.usec ?? 0) / Math.max(1, Number(r.summary.scanned ?? 0))),
+    );
+  const names = Object.keys(result.runs.self[0]?.commands ?? {}).slice(0, 6);
+  const commands = names.map((name) =>
+    `    ${name}: ${perKey(result.runs.self, name).toFixed(2)} against ` +
+    `${perKey(result.runs.other, name).toFixed(2)} µs/key`
+  );
   return [
     `against ${result.other}: backfill --execute --rps 0 --max-latency 0, alternating, medians`,
     `${self.line}Redis CPU ${self.cpu.toFixed(2)} µs/key`,
     `${other.line}Redis CPU ${other.cpu.toFixed(2)} µs/key`,
     `  this / other: throughput ${(self.keys / other.keys).toFixed(3)}, ` +
     `Redis CPU per key ${(self.cpu / other.cpu).toFixed(3)}`,
+    "  Redis time by command (this against other):",
+    ...commands,
   ];
 }
