@@ -41,8 +41,16 @@ export function renderAgainst(result: AgainstResult): string[] {
   const row = (name: string, runs: BackfillResult[]) => {
     const keys = median(runs.map((r) => r.inProcessKeysPerSecond));
     const cpu = median(runs.map((r) => r.redisCpuMicrosPerKey));
+    const cli = median(
+      runs.map((r) => r.cliCpuSeconds * 1e6 / Math.max(1, Number(r.summary.scanned ?? 0))),
+    );
     const all = runs.map((r) => Math.round(r.inProcessKeysPerSecond)).join(", ");
-    return { keys, cpu, line: `  ${name}: ${Math.round(keys)} keys/s (runs ${all}), ` };
+    return {
+      keys,
+      cpu,
+      line: `  ${name}: ${Math.round(keys)} keys/s (runs ${all}), backfill CPU ` +
+        `${cli.toFixed(2)} µs/key, `,
+    };
   };
   const self = row("this checkout", result.runs.self);
   const other = row(result.other, result.runs.other);
@@ -52,9 +60,15 @@ export function renderAgainst(result: AgainstResult): string[] {
       runs.map((r) => (r.commands[name]?.usec ?? 0) / Math.max(1, Number(r.summary.scanned ?? 0))),
     );
   const names = Object.keys(result.runs.self[0]?.commands ?? {}).slice(0, 6);
+  const callsPerKey = (runs: BackfillResult[], name: string) =>
+    median(
+      runs.map((r) => (r.commands[name]?.calls ?? 0) / Math.max(1, Number(r.summary.scanned ?? 0))),
+    );
   const commands = names.map((name) =>
     `    ${name}: ${perKey(result.runs.self, name).toFixed(2)} against ` +
-    `${perKey(result.runs.other, name).toFixed(2)} µs/key`
+    `${perKey(result.runs.other, name).toFixed(2)} µs/key, ` +
+    `${callsPerKey(result.runs.self, name).toFixed(3)} against ` +
+    `${callsPerKey(result.runs.other, name).toFixed(3)} calls/key`
   );
   return [
     `against ${result.other}: backfill --execute --rps 0 --max-latency 0, alternating, medians`,
