@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { SafetyRefusal } from "../src/errors.ts";
 import { estimateTotal, scanFraction } from "../src/run/estimate.ts";
-import { InServerCopy, redisVersion } from "../src/migrate/in_server.ts";
+import { InServerCopy } from "../src/migrate/in_server.ts";
+import { redisVersion } from "../src/redis/availability.ts";
 import { KeySchema } from "../src/schema.ts";
 import { jobIdOf, newKeyFor, oldKeyFor, parseNewKey } from "./support/keys.ts";
 

@@ -46,6 +46,7 @@ import {
 import { CallSizer } from "../control/call_size.ts";
 import { SafetyRefusal } from "../errors.ts";
 import { refusedAsFenced, type RunLock } from "../safety/lock.ts";
+import { redisVersion } from "../redis/availability.ts";
 import { isScriptMissing } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import { DEFAULT_WORKSPACE_LUA, KEY_LUA, type KeySchema } from "../schema.ts";
@@ -205,12 +206,6 @@ export const COPY_SCRIPT: string = BODY.replace("DRY", "false");
 /** The dry-run variant: `no-writes`, so it runs as EVALSHA_RO and Redis refuses any write. */
 export const DRY_RUN_SCRIPT: string = "#!lua flags=no-writes\n" +
   BODY.replace("DRY", "true");
-
-/** Parses `INFO server`'s redis_version into [major, minor]. */
-export function redisVersion(info: string): [number, number] {
-  const match = info.match(/redis_version:(\d+)\.(\d+)/);
-  return match ? [Number(match[1]), Number(match[2])] : [0, 0];
-}
 
 /** Options of {@linkcode InServerCopy}. */
 export interface InServerCopyOptions {

@@ -18,6 +18,12 @@ export async function serverRunId(node: Redis): Promise<string> {
   return info.match(/run_id:(\w+)/)?.[1] ?? "";
 }
 
+/** Parses `INFO server`'s redis_version into [major, minor]. */
+export function redisVersion(info: string): [number, number] {
+  const match = info.match(/redis_version:(\d+)\.(\d+)/);
+  return match ? [Number(match[1]), Number(match[2])] : [0, 0];
+}
+
 /** Options of {@linkcode waitForRedis}. */
 export interface WaitOptions {
   name: string;

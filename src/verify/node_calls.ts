@@ -15,7 +15,7 @@ import {
 } from "../control/call_clock.ts";
 import { type CallWindow, callWindowSize, runWindow } from "../control/call_window.ts";
 import { SafetyRefusal } from "../errors.ts";
-import { redisVersion } from "../migrate/in_server.ts";
+import { redisVersion } from "../redis/availability.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import { errorCode, isOutage } from "../redis/errors.ts";
 import type { Cluster, Redis } from "../redis/ioredis.ts";

@@ -24,7 +24,7 @@ import { SafetyRefusal } from "../../errors.ts";
 import type { Logger } from "../../run_events.ts";
 import type { Cluster } from "../../redis/ioredis.ts";
 import type { KeySchema } from "../../schema.ts";
-import { redisVersion } from "../in_server.ts";
+import { redisVersion } from "../../redis/availability.ts";
 import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../strategy.ts";
 import type { Copy, Pending } from "./copies.ts";
 import { copyLocal, planCopies } from "./local.ts";

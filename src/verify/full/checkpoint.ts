@@ -17,6 +17,7 @@
  *
  * @module
  */
+import { serverRunId } from "../../redis/availability.ts";
 import type { Cluster, Redis } from "../../redis/ioredis.ts";
 import { SafetyRefusal } from "../../errors.ts";
 import type { Logger } from "../../run_events.ts";
@@ -194,12 +195,7 @@ export interface NodeIdentity {
 /** Reads a master's identity (two calls). */
 export async function identify(node: Redis, cluster: boolean): Promise<NodeIdentity> {
   const id = cluster ? String(await node.call("CLUSTER", "MYID")) : "standalone";
-  return { id, runId: await runIdOf(node) };
-}
-
-/** The `run_id` of the server behind `node`. */
-export async function runIdOf(node: Redis): Promise<string> {
-  return /run_id:(\w+)/.exec(await node.info("server"))?.[1] ?? "";
+  return { id, runId: await serverRunId(node) };
 }
 
 /** A master restarted while it was being verified (its `run_id` changed between two chunks). */

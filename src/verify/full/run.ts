@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { serverRunId } from "../../redis/availability.ts";
 import type { Redis } from "../../redis/ioredis.ts";
 import { type Logger, silentLogger } from "../../run_events.ts";
 import {
@@ -28,7 +29,6 @@ import {
   NodeRestartedError,
   planRescan,
   resumeState,
-  runIdOf,
   type VerifyCheckpoint,
   verifyParams,
   type VerifyState,
@@ -269,7 +269,7 @@ class FullRun {
    * @throws {NodeRestartedError} when `node`'s run_id is no longer `runId`.
    */
   async #save(id: string, node: Redis, runId: string): Promise<void> {
-    if (await runIdOf(node) !== runId) {
+    if (await serverRunId(node) !== runId) {
       throw new NodeRestartedError(this.deps.target.nodeName(node));
     }
     this.state.reportBytes = this.deps.report?.bytes ?? 0;
