@@ -63,15 +63,18 @@ function monitor(node: RedisServer): { stop(): Promise<{ at: number; line: strin
       // MONITOR lines reach redis-cli after the commands ran: a marker sent last, once seen,
       // says every earlier line is in (a busy machine may not have printed the last ones yet).
       const marker = `monitor-end-${crypto.randomUUID()}`;
-      await redisCli(node.port, "ECHO", marker);
-      const deadline = Date.now() + 10_000;
-      while (!text.includes(marker) && Date.now() < deadline) {
-        await new Promise((resolve) => setTimeout(resolve, 20));
+      try {
+        await redisCli(node.port, "ECHO", marker);
+        await waitFor(
+          `MONITOR of ${node.port} to print its last line`,
+          () => text.includes(marker),
+          10_000,
+        );
+      } finally {
+        child.kill("SIGTERM");
+        await child.status;
+        await reading.catch(() => {});
       }
-      child.kill("SIGTERM");
-      await child.status;
-      await reading.catch(() => {});
-      assert.ok(text.includes(marker), `MONITOR of ${node.port} printed its last line`);
       return text.split("\n").flatMap((line) => {
         const at = /^(\d+\.\d+) \[/.exec(line)?.[1];
         return at === undefined ? [] : [{ at: Number(at), line }];

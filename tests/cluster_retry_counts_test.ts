@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { type DelayProxy, startDelayProxy } from "../bench/delay_proxy.ts";
 import { connectRedis } from "../src/redis/connect.ts";
-import { spawnCli } from "./support/cli.ts";
+import { spawnCli, waitFor } from "./support/cli.ts";
 import { redisCli, seedOldCluster, startCluster } from "./support/cluster.ts";
 import { assertMigrated, makeJobs } from "./support/seed.ts";
 
@@ -77,8 +77,7 @@ Deno.test("cluster: a routed call whose connection closes before its reply fails
     const settled = call.then(() => "replied", () => "failed");
     const runs = () => Promise.all(cluster.nodes.map((n) => redisCli(n.port, "GET", key)));
     const ran = async () => (await runs()).some((r) => r.trim() === "1");
-    const deadline = Date.now() + 5_000;
-    while (!await ran()) assert.ok(Date.now() < deadline, "the script ran");
+    await waitFor("the script to run", ran, 5_000);
     for (const proxy of proxies) proxy.drop();
     assert.equal(await settled, "failed", "the call whose reply was lost fails");
     // A resend (ioredis's own retry of a closed connection) would run the script a second time.
@@ -112,11 +111,9 @@ async function announceProxies(ports: number[], delayMs: number): Promise<DelayP
     await redisCli(port, "CONFIG", "SET", "cluster-announce-port", String(proxies[i]!.port));
   }
   const announced = proxies.map((p) => `${p.port}`);
-  const deadline = Date.now() + 20_000;
-  for (;;) {
+  await waitFor("every node to announce the proxies", async () => {
     const views = await Promise.all(ports.map((port) => redisCli(port, "CLUSTER", "SLOTS")));
-    if (views.every((v) => announced.every((port) => v.includes(port)))) return proxies;
-    assert.ok(Date.now() < deadline, "every node announces the proxies");
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+    return views.every((v) => announced.every((port) => v.includes(port)));
+  });
+  return proxies;
 }
