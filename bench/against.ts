@@ -38,12 +38,13 @@ export async function measureAgainst(
 
 /** The comparison's lines. */
 export function renderAgainst(result: AgainstResult): string[] {
+  /** The median over `runs` of `value` per scanned key. */
+  const perKey = (runs: BackfillResult[], value: (run: BackfillResult) => number) =>
+    median(runs.map((r) => value(r) / Math.max(1, Number(r.summary.scanned ?? 0))));
   const row = (name: string, runs: BackfillResult[]) => {
     const keys = median(runs.map((r) => r.inProcessKeysPerSecond));
     const cpu = median(runs.map((r) => r.redisCpuMicrosPerKey));
-    const cli = median(
-      runs.map((r) => r.cliCpuSeconds * 1e6 / Math.max(1, Number(r.summary.scanned ?? 0))),
-    );
+    const cli = perKey(runs, (r) => r.cliCpuSeconds * 1e6);
     const all = runs.map((r) => Math.round(r.inProcessKeysPerSecond)).join(", ");
     return {
       keys,
@@ -54,21 +55,14 @@ export function renderAgainst(result: AgainstResult): string[] {
   };
   const self = row("this checkout", result.runs.self);
   const other = row(result.other, result.runs.other);
-  // Where the Redis time goes, per command (µs per scanned key, medians): what a change moved.
-  const perKey = (runs: BackfillResult[], name: string) =>
-    median(
-      runs.map((r) => (r.commands[name]?.usec ?? 0) / Math.max(1, Number(r.summary.scanned ?? 0))),
-    );
+  // Where the Redis time goes, per command (µs and calls per scanned key): what a change moved.
   const names = Object.keys(result.runs.self[0]?.commands ?? {}).slice(0, 6);
-  const callsPerKey = (runs: BackfillResult[], name: string) =>
-    median(
-      runs.map((r) => (r.commands[name]?.calls ?? 0) / Math.max(1, Number(r.summary.scanned ?? 0))),
-    );
+  const both = (name: string, field: "usec" | "calls", digits: number) =>
+    [result.runs.self, result.runs.other]
+      .map((runs) => perKey(runs, (r) => r.commands[name]?.[field] ?? 0).toFixed(digits))
+      .join(" against ");
   const commands = names.map((name) =>
-    `    ${name}: ${perKey(result.runs.self, name).toFixed(2)} against ` +
-    `${perKey(result.runs.other, name).toFixed(2)} µs/key, ` +
-    `${callsPerKey(result.runs.self, name).toFixed(3)} against ` +
-    `${callsPerKey(result.runs.other, name).toFixed(3)} calls/key`
+    `    ${name}: ${both(name, "usec", 2)} µs/key, ${both(name, "calls", 3)} calls/key`
   );
   return [
     `against ${result.other}: backfill --execute --rps 0 --max-latency 0, alternating, medians`,
