@@ -295,6 +295,18 @@ async function fieldChecks(target: {
     assert.match(String(verify.summary.verdict), /^READY/);
     assert.equal(verify.summary.invalid, invalid.size);
     assert.equal(verify.summary.matched, valid);
+    // A sampled verify of one workspace reads the first field on both sides: ws-a's old keys are
+    // its 20 jobs and 4 seeded keys (a key missing a field of the new name belongs to no
+    // workspace), its new keys the copies.
+    const wsInvalid = [...invalid.keys()].filter((key) => !/:(no-ws|bad-ws|no-region)$/.test(key))
+      .length;
+    const wsA = await runJson(["verify", "--sample", "1000", "--workspace", "ws-a", ...flags]);
+    assert.equal(wsA.code, 0, wsA.stdout + wsA.stderr);
+    assert.equal(wsA.summary.workspace, "ws-a");
+    assert.equal(wsA.summary.sampled, jobs / 2 + 4);
+    assert.equal(wsA.summary.invalid, wsInvalid);
+    assert.equal(wsA.summary.matched, jobs / 2 + 4 - wsInvalid);
+    assert.equal(wsA.summary.orphans_sampled, jobs / 2 + 4 - wsInvalid);
     // A new key whose old key holds another region, and one whose old key is gone: orphans.
     await target.client.hset(`w${v}:ws-a:us-1:ok`, { workspace_id: "ws-a", region: "us-1" });
     await target.client.hset(`w${v}:ws-a:eu-1:gone`, { workspace_id: "ws-a", region: "eu-1" });
