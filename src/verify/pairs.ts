@@ -1,8 +1,7 @@
 /**
- * The checks of both verifies (sampled and `--full`). One pass over a sub-batch of keys reads and
- * compares both sides with the read-only script (grouped per node), decides on its answers, and
- * asks for field names only where the pairs differ; the differences are rechecked, and the final
- * verdicts counted into the counts and findings both reports are made from.
+ * The checks of both verifies: a pass over a sub-batch compares both sides in the read-only
+ * script, asks for field names only where pairs differ, rechecks the differences, and counts the
+ * final verdicts into the counts and findings both reports are made from.
  *
  * @module
  */
@@ -31,19 +30,17 @@ import { type Finding, type FullCounts, zeroCounts } from "./full/report.ts";
 /** What a pass needs. */
 export interface CheckContext {
   calls: NodeCalls;
-  /** The key mapping and the workspace rule. */
   keys: KeySchema;
   /** Only this workspace's jobs (others are `filtered`). */
   workspace?: string;
   toleranceMs: number;
 }
 
-/** How both verifies check pairs (and, as for {@linkcode NodeCalls}, bound their calls). */
+/** How both verifies check pairs and bound their calls. */
 export interface CheckOptions
   extends Pick<NodeCallsOptions, "callBudgetUs" | "callClock" | "callsInFlight" | "shared"> {
-  /** The key mapping and the workspace rule (`--workspace-pattern`), the backfill's. */
+  /** The backfill's key mapping and workspace rule. */
   keys: KeySchema;
-  /** Only this workspace's jobs; the script reads only its new keys. */
   workspace?: string;
   /** TTLs that differ by more than this many seconds are a mismatch (`--ttl-tolerance`). */
   ttlToleranceSeconds: number;
@@ -55,11 +52,9 @@ export interface CheckOptions
   rps: number;
 }
 
-/** The script calls, the pass context, and new sub-batches (sized and paced, with rechecks). */
+/** The pass context, the call budget (µs) and new sub-batches. */
 export interface Checks {
-  calls: NodeCalls;
   ctx: CheckContext;
-  /** The call budget in effect, µs. */
   callBudgetUs: number;
   /** New sub-batches: each kind of check learns its own size (costs per key differ). */
   batches(): SubBatches;
@@ -89,7 +84,6 @@ export async function openChecks(
   });
   await calls.init();
   return {
-    calls,
     ctx: { calls, keys: options.keys, workspace: options.workspace, toleranceMs },
     callBudgetUs,
     batches: () =>
@@ -111,7 +105,6 @@ export interface CheckedJob {
   workspace?: string;
 }
 
-/** Where the other fields' values start in a `pair` entry of the script (see script.ts). */
 const PAIR_OTHERS_AT = 7;
 
 /** Results that carry no workspace, shared by every key that gets them. */
@@ -122,20 +115,14 @@ const SETTLED = {
   matched: Object.freeze({ verdict: plainVerdict("matched") }),
 } as const;
 
-/**
- * An old key whose new key is compared: its place in the results, its workspace and the values of
- * the fields its new key's name reads (the workspace first).
- */
+/** An old key whose new key is compared, and the values its new key's name reads. */
 interface PendingJob {
   index: number;
   workspace: string;
   values: readonly string[];
 }
 
-/**
- * The new key of a pending job. Built only where it is read on its own (another node, or fields
- * that differ): the `pair` call builds it in Redis, and most keys never need it here.
- */
+/** The new key of a pending job: built only where read on its own (most keys never are). */
 function newKeyOf(keys: KeySchema, oldKeys: readonly Buffer[], job: PendingJob): Buffer {
   return keys.newKeyOf(oldKeys[job.index]!, job.values)!;
 }
@@ -149,10 +136,7 @@ function valuesOf(keys: KeySchema, old: SideState): string[] | undefined {
   return keys.checkValues([old.workspace, ...old.others]);
 }
 
-/**
- * The workspace of a pair the script found matched, whose entry is the field values' bytes alone
- * (with more than one field, joined by `:`, which no valid value holds), when each value is valid.
- */
+/** The workspace of a pair the script found matched (entry: the values' bytes), when valid. */
 function matchedWorkspace(keys: KeySchema, entry: Uint8Array): string | undefined {
   if (keys.fields.length === 1) return keys.checkWorkspace(entry);
   const values = Buffer.from(entry).toString("latin1").split(":");
@@ -171,8 +155,7 @@ export async function checkJobs(
 ): Promise<CheckedJob[]> {
   const entries = await ctx.calls.read(oldKeys, "pair", { oldSide: true, timing });
   const results: CheckedJob[] = new Array(oldKeys.length);
-  const olds = settleMatched(entries, ctx, results);
-  const pending = triageOldKeys(olds, ctx, results);
+  const { olds, pending } = triage(entries, ctx, results);
   const fresh = pending.map(({ index, values }) =>
     decodePairNew(entries[index]!, olds[index]!, values)
   );
@@ -191,48 +174,36 @@ export async function checkJobs(
 }
 
 /**
- * Settles in `results` the keys the script found matched (their entry is the old key's workspace
- * bytes alone, see `script.ts`), once their workspace passes the rule; decodes the others.
+ * Settles in `results` the keys whose new key is not compared here: matched by the script, gone,
+ * invalid or filtered. Returns the decoded old sides and the pending others.
  */
-function settleMatched(
+function triage(
   entries: readonly unknown[],
   ctx: CheckContext,
   results: CheckedJob[],
-): (SideState | undefined)[] {
-  return entries.map((entry, index) => {
-    if (Array.isArray(entry)) return decodeSide(entry, PAIR_OTHERS_AT);
-    const workspace = matchedWorkspace(ctx.keys, entry as Uint8Array);
-    if (workspace === undefined) results[index] = SETTLED.invalid;
-    else if (ctx.workspace !== undefined && workspace !== ctx.workspace) {
-      results[index] = SETTLED.filtered;
-    } else results[index] = SETTLED.matched;
-    return undefined;
+): { olds: (SideState | undefined)[]; pending: PendingJob[] } {
+  const pending: PendingJob[] = [];
+  const olds = entries.map((entry, index) => {
+    if (!Array.isArray(entry)) {
+      const workspace = matchedWorkspace(ctx.keys, entry as Uint8Array);
+      results[index] = outOfScope(ctx, workspace) ?? SETTLED.matched;
+      return undefined;
+    }
+    const old = decodeSide(entry, PAIR_OTHERS_AT);
+    // The backfill's rules (schema.ts): default pattern, --workspace-pattern, --pattern.
+    const values = old.code === KeyCode.hash ? valuesOf(ctx.keys, old) : undefined;
+    const settled = old.code === KeyCode.absent ? SETTLED.gone : outOfScope(ctx, values?.[0]);
+    if (settled !== undefined) results[index] = settled;
+    else pending.push({ index, workspace: values![0]!, values: values! });
+    return old;
   });
+  return { olds, pending };
 }
 
-/**
- * Settles the old keys that need no new key (gone, invalid, another workspace) in `results`, and
- * returns the others with their workspace (their new key is built only where it is read).
- */
-function triageOldKeys(
-  olds: readonly (SideState | undefined)[],
-  ctx: CheckContext,
-  results: CheckedJob[],
-): PendingJob[] {
-  const pending: PendingJob[] = [];
-  olds.forEach((old, index) => {
-    if (old === undefined) return; // settled by settleMatched
-    // The same rules as the backfill (schema.ts): default pattern, --workspace-pattern, --pattern.
-    const values = old.code === KeyCode.hash ? valuesOf(ctx.keys, old) : undefined;
-    if (old.code === KeyCode.absent) results[index] = SETTLED.gone;
-    else if (values === undefined) results[index] = SETTLED.invalid;
-    else if (ctx.workspace !== undefined && values[0] !== ctx.workspace) {
-      results[index] = SETTLED.filtered;
-    } else {
-      pending.push({ index, workspace: values[0]!, values });
-    }
-  });
-  return pending;
+/** `invalid` without a valid workspace, `filtered` for another than `--workspace`. */
+function outOfScope(ctx: CheckContext, workspace: string | undefined): CheckedJob | undefined {
+  if (workspace === undefined) return SETTLED.invalid;
+  return ctx.workspace !== undefined && workspace !== ctx.workspace ? SETTLED.filtered : undefined;
 }
 
 /** Reads the new sides the `pair` call could not (filling `fresh`), and old digests it skipped. */
@@ -249,8 +220,7 @@ async function readUnpaired(
   const { pending, olds, fresh } = sides;
   const unread = pending.flatMap((_, j) => fresh[j] === undefined ? [j] : []);
   if (unread.length === 0) return;
-  // New keys on other nodes (a cluster), or odd workspace bytes: both sides by digest. The pair
-  // call gave the old digest only for the first; the old side is read again where it did not.
+  // Both sides by digest; the old side is read again where the pair call gave no digest.
   const noDigest = unread.filter((j) => olds[pending[j]!.index]!.digest === "");
   const [read, again] = await Promise.all([
     ctx.calls.read(unread.map((j) => newKeyOf(ctx.keys, oldKeys, pending[j]!)), "side", { timing }),
@@ -263,10 +233,7 @@ async function readUnpaired(
   unread.forEach((j, r) => fresh[j] = decodeSide(read[r]!));
 }
 
-/**
- * Second pass, only for digests that differ: names and salted value hashes of both sides, so the
- * verdict names the fields (values never leave Redis).
- */
+/** Second pass where digests differ: field names and salted value hashes name the fields. */
 async function compareFields(
   oldKeys: readonly Buffer[],
   differing: readonly PendingJob[],
@@ -295,9 +262,8 @@ export type OrphanVerdict =
   | { kind: "orphan"; reason: OrphanReason; workspace: Buffer; jobId: Buffer };
 
 /**
- * Checks new keys for orphans: the old key is missing, or does not hold the field values the new
- * name holds (another workspace, or another value of another field). `confirmNew`
- * (rechecks) also re-reads the new key, so one deleted meanwhile is `gone`, not an orphan.
+ * Checks new keys for orphans (see `orphanReason`). `confirmNew` also re-reads the new key, so
+ * one deleted meanwhile is `gone`, not an orphan.
  */
 export async function checkOrphans(
   newKeys: readonly Buffer[],
@@ -334,22 +300,20 @@ export async function checkOrphans(
   return verdicts;
 }
 
-/** Checked keys: their counts and the findings they include (one per counted difference). */
+/** Checked keys: their counts and findings (one per counted difference). */
 export interface Counted {
   counts: FullCounts;
   findings: Finding[];
 }
 
-/** What counting needs: the sub-batches (sized and paced) and the pass context. */
 export interface CountDeps {
   batches: SubBatches;
   ctx: CheckContext;
 }
 
 /**
- * Compares old keys with their new keys, rechecks the differences (`--recheck` rounds: one counts
- * only if it survives every recheck, as a dual write in flight lands meanwhile), and counts the
- * final verdicts. `transient`: differences that matched on a recheck.
+ * Compares old keys with their new keys, rechecks the differences (one counts only if it survives
+ * every recheck: a dual write in flight lands meanwhile), and counts the final verdicts.
  */
 export async function countJobs(keys: readonly Buffer[], deps: CountDeps): Promise<Counted> {
   const schema = deps.ctx.keys;
@@ -372,9 +336,8 @@ export async function countJobs(keys: readonly Buffer[], deps: CountDeps): Promi
 }
 
 /**
- * Checks new keys for orphans, rechecks the orphans (each recheck confirming the new key still
- * exists; `confirmFirst`: the first pass too, one more read a key), and counts the final verdicts.
- * `transient`: orphans that were not on a recheck.
+ * Checks new keys for orphans, rechecks the orphans (confirming the new key still exists;
+ * `confirmFirst`: the first pass too), and counts the final verdicts.
  */
 export async function countOrphans(
   keys: readonly Buffer[],
@@ -393,10 +356,7 @@ export async function countOrphans(
   return { counts, findings };
 }
 
-/**
- * Counts one old key's final verdict, and records it as a finding (naming the job by
- * `keys.idOf`) when it is one.
- */
+/** Counts one old key's final verdict, and records it as a finding when it is one. */
 function countJob(
   counts: FullCounts,
   findings: Finding[],
