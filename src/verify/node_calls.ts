@@ -56,8 +56,8 @@ export class VerifyCallError extends Error {
 
 /** Options of {@linkcode NodeCalls}. */
 export interface NodeCallsOptions {
-  /** `pair` mode reads the new keys of this workspace only (the others are filtered anyway). */
-  onlyWorkspace?: string;
+  /** Only this workspace's jobs: `pair` mode reads only its new keys. */
+  workspace?: string;
   /** The key mapping (default: the default mapping). */
   keys?: KeySchema;
   /** Redis time one call may take, µs (default 250; see {@linkcode ownTimeLimitUs}). */
@@ -95,7 +95,8 @@ export class NodeCalls {
   readonly #salt: string;
   readonly #options: NodeCallsOptions;
   readonly #keys: KeySchema;
-  readonly #callBudgetUs: number;
+  /** Redis time one call may take, µs. */
+  readonly callBudgetUs: number;
   readonly #clocks = new Map<Redis, CallClock>();
   #sha = "";
   #byAddress = new Map<string, Redis>();
@@ -108,7 +109,7 @@ export class NodeCalls {
     this.#salt = crypto.randomUUID();
     this.#options = options;
     this.#keys = options.keys ?? new KeySchema();
-    this.#callBudgetUs = options.callBudgetUs ?? 250;
+    this.callBudgetUs = options.callBudgetUs ?? 250;
   }
 
   /** `node`'s window of calls in flight, shared by its script calls and its SCANs. */
@@ -132,7 +133,7 @@ export class NodeCalls {
     let window = this.#windows.get(node);
     if (window === undefined) {
       // A round trip's worth of calls while nobody else is there, as a run's (run/engine.ts).
-      const roundTrip = callWindowSize(await roundTripMs(node), this.#callBudgetUs / 1000);
+      const roundTrip = callWindowSize(await roundTripMs(node), this.callBudgetUs / 1000);
       window = this.#windows.get(node) ?? runWindow({
         roundTrip,
         budget: inFlight,
@@ -170,11 +171,6 @@ export class NodeCalls {
       this.#clocks.set(node, clock);
     }
     return clock;
-  }
-
-  /** The slot ranges `node` serves, "" on a standalone (every key is local). */
-  #rangesOf(node: Redis): string {
-    return this.#target.kind === "cluster" ? (this.#ranges.get(node) ?? "none") : "";
   }
 
   /** Groups key positions by the master that serves each key (one group on a standalone). */
@@ -235,7 +231,8 @@ export class NodeCalls {
     options: ReadOptions = {},
   ): Promise<unknown[][]> {
     const entries: unknown[][] = [];
-    const ranges = this.#rangesOf(node);
+    // The slot ranges `node` serves; "" on a standalone, where every key is local.
+    const ranges = this.#target.kind === "cluster" ? (this.#ranges.get(node) ?? "none") : "";
     const clock = await this.clockOf(node);
     while (entries.length < keys.length) {
       this.#options.signal?.throwIfAborted();
@@ -246,9 +243,9 @@ export class NodeCalls {
         String(FIELD_CAP),
         this.#salt,
         this.#keys.luaSpec,
-        this.#options.onlyWorkspace ?? "",
+        this.#options.workspace ?? "",
         ranges,
-        String(Math.round(ownTimeLimitUs(this.#callBudgetUs, rest.length))),
+        String(Math.round(ownTimeLimitUs(this.callBudgetUs, rest.length))),
         String(this.#options.toleranceMs ?? 0),
         ...rest,
       ];

@@ -37,11 +37,13 @@ export interface CheckContext {
 }
 
 /** How both verifies check pairs and bound their calls. */
-export interface CheckOptions
-  extends Pick<NodeCallsOptions, "callBudgetUs" | "callClock" | "callsInFlight" | "shared"> {
+export interface CheckOptions extends
+  Pick<
+    NodeCallsOptions,
+    "workspace" | "callBudgetUs" | "callClock" | "callsInFlight" | "shared"
+  > {
   /** The backfill's key mapping and workspace rule. */
   keys: KeySchema;
-  workspace?: string;
   /** TTLs that differ by more than this many seconds are a mismatch (`--ttl-tolerance`). */
   ttlToleranceSeconds: number;
   /** Rechecks of a difference before it counts (`--recheck`). */
@@ -52,10 +54,9 @@ export interface CheckOptions
   rps: number;
 }
 
-/** The pass context, the call budget (µs) and new sub-batches. */
+/** The pass context and new sub-batches. */
 export interface Checks {
   ctx: CheckContext;
-  callBudgetUs: number;
   /** New sub-batches: each kind of check learns its own size (costs per key differ). */
   batches(): SubBatches;
 }
@@ -70,31 +71,17 @@ export async function openChecks(
   options: CheckOptions,
   deps: { limiter: Pick<RateLimiter, "acquire">; signal?: AbortSignal },
 ): Promise<Checks> {
-  const callBudgetUs = options.callBudgetUs ?? 250;
   const toleranceMs = options.ttlToleranceSeconds * 1000;
-  const calls = new NodeCalls(target, {
-    signal: deps.signal,
-    onlyWorkspace: options.workspace,
-    keys: options.keys,
-    callBudgetUs,
-    toleranceMs,
-    callClock: options.callClock,
-    callsInFlight: options.callsInFlight,
-    shared: options.shared,
-  });
+  const calls = new NodeCalls(target, { ...options, toleranceMs, signal: deps.signal });
   await calls.init();
   return {
     ctx: { calls, keys: options.keys, workspace: options.workspace, toleranceMs },
-    callBudgetUs,
     batches: () =>
       new SubBatches({
-        recheck: options.recheck,
-        recheckDelayMs: options.recheckDelayMs,
-        limiter: deps.limiter,
-        rps: options.rps,
-        callBudgetUs,
+        ...options,
+        ...deps,
+        callBudgetUs: calls.callBudgetUs,
         inFlight: SUB_BATCHES_IN_FLIGHT,
-        signal: deps.signal,
       }),
   };
 }
@@ -272,10 +259,11 @@ export async function checkOrphans(
 ): Promise<OrphanVerdict[]> {
   const timing = options.timing;
   const parsed = newKeys.map((key) => ctx.keys.parseNewKey(key));
-  const inScope = parsed.map((p) =>
+  const asked = parsed.flatMap((p, i) =>
     p !== undefined && (ctx.workspace === undefined || isSameWorkspace(p.workspace, ctx.workspace))
+      ? [i]
+      : []
   );
-  const asked = newKeys.map((_, i) => i).filter((i) => inScope[i]);
   const [owners, current] = await Promise.all([
     ctx.calls.read(asked.map((i) => parsed[i]!.oldKey), "owner", { timing }),
     options.confirmNew
@@ -351,7 +339,14 @@ export async function countOrphans(
   const suspects = await deps.batches.recheck(keys, results, orphan, check(true));
   const counts = zeroCounts();
   const findings: Finding[] = [];
-  results.forEach((verdict) => countOrphan(counts, findings, verdict));
+  for (const verdict of results) {
+    if (verdict.kind === "ok") counts.new_checked++;
+    if (verdict.kind !== "orphan") continue;
+    counts.new_checked++;
+    counts.orphans++;
+    const { jobId, workspace, reason } = verdict;
+    findings.push({ kind: "orphan", jobId, workspace, reason });
+  }
   counts.transient = suspects.filter((i) => results[i]!.kind === "ok").length;
   return { counts, findings };
 }
@@ -397,18 +392,4 @@ function countJob(
       counts[verdict.kind]++;
       findings.push({ kind: verdict.kind, jobId, workspace });
   }
-}
-
-/** Counts one new key's final orphan verdict. */
-function countOrphan(counts: FullCounts, findings: Finding[], verdict: OrphanVerdict): void {
-  if (verdict.kind === "ok") counts.new_checked++;
-  if (verdict.kind !== "orphan") return;
-  counts.new_checked++;
-  counts.orphans++;
-  findings.push({
-    kind: "orphan",
-    jobId: verdict.jobId,
-    workspace: verdict.workspace,
-    reason: verdict.reason,
-  });
 }

@@ -106,13 +106,6 @@ export interface SampleResult {
   method: SamplingMethod;
 }
 
-/** Options of {@linkcode sampleKeys}. */
-export interface SampleOptions {
-  signal?: AbortSignal;
-  /** Overrides of {@linkcode DEFAULT_SAMPLING}. */
-  tuning?: Partial<SamplingTuning>;
-}
-
 /**
  * Draws `size` (≥ 1) distinct keys of `population`, uniformly, from every master. Issues only
  * DBSIZE, RANDOMKEY and SCAN, plus whatever `population.confirm` reads.
@@ -121,7 +114,7 @@ export async function sampleKeys(
   nodes: readonly Redis[],
   population: KeyPopulation,
   size: number,
-  options: SampleOptions = {},
+  options: { signal?: AbortSignal; tuning?: Partial<SamplingTuning> } = {},
 ): Promise<SampleResult> {
   const draw: Draw = {
     nodes,

@@ -123,7 +123,8 @@ class FullRun {
   /** Time of the earlier sessions, as loaded (`state.elapsedMs` moves on with each save). */
   readonly #priorMs: number;
   readonly #sessionStart: number;
-  readonly #progressLog: ProgressLog;
+  #lastProgressLog = performance.now();
+  #checkedThisSession = 0;
 
   constructor(
     readonly options: FullVerifyOptions,
@@ -135,7 +136,6 @@ class FullRun {
   ) {
     this.#priorMs = state.elapsedMs;
     this.#sessionStart = sessionStart;
-    this.#progressLog = new ProgressLog(logger, 10_000);
     this.#batches = checks.batches();
   }
 
@@ -199,7 +199,7 @@ class FullRun {
     const jobs = progress.phase === "jobs";
     // SCANs take a place in the master's call window: they share the connection with the calls.
     const scanner = new TimedScan(node, {
-      maxCallMs: this.checks.callBudgetUs / 1000,
+      maxCallMs: this.checks.ctx.calls.callBudgetUs / 1000,
       maxCount: SCAN_COUNT,
       callClock: this.options.callClock,
       window: this.checks.ctx.calls.windowFor(node),
@@ -245,7 +245,30 @@ class FullRun {
     addCounts(progress.counts, counts);
     progress.cursor = chunk.next;
     if (chunk.next !== "0") await this.#save(id, node, progress.runId);
-    this.#progressLog.note(this.deps.target.nodeName(node), progress, chunk.keys.length);
+    this.#logProgress(this.deps.target.nodeName(node), progress, chunk.keys.length);
+  }
+
+  /** The `verify_progress` log line: `node`'s running counts, at most every 10 s. */
+  #logProgress(node: string, progress: NodeProgress, keys: number): void {
+    this.#checkedThisSession += keys;
+    const now = performance.now();
+    if (now - this.#lastProgressLog < 10_000) return;
+    this.#lastProgressLog = now;
+    const c = progress.counts;
+    this.logger.log(
+      "info",
+      "verify_progress",
+      `${node} ${progress.phase}: ${c.checked} checked, ${c.matched} matched, ${c.orphans} orphans`,
+      {
+        node,
+        phase: progress.phase,
+        checked: c.checked,
+        matched: c.matched,
+        mismatched: mismatched(c),
+        orphans: c.orphans,
+        scanned_this_session: this.#checkedThisSession,
+      },
+    );
   }
 
   /** Keys per chunk: about two seconds of work under `--rps`, so a crash re-checks little. */
@@ -271,36 +294,5 @@ class FullRun {
   /** Work time of this verify: the earlier sessions' (as loaded) plus this session's so far. */
   elapsedMs(): number {
     return this.#priorMs + (performance.now() - this.#sessionStart);
-  }
-}
-
-/** The `verify_progress` log line: a node's running counts, at most once per `intervalMs`. */
-class ProgressLog {
-  #last = performance.now();
-  #sessionChecked = 0;
-
-  constructor(readonly logger: Logger, readonly intervalMs: number) {}
-
-  /** Notes `keys` more keys checked on `node` and logs its counts when the interval passed. */
-  note(node: string, progress: NodeProgress, keys: number): void {
-    this.#sessionChecked += keys;
-    const now = performance.now();
-    if (now - this.#last < this.intervalMs) return;
-    this.#last = now;
-    const c = progress.counts;
-    this.logger.log(
-      "info",
-      "verify_progress",
-      `${node} ${progress.phase}: ${c.checked} checked, ${c.matched} matched, ${c.orphans} orphans`,
-      {
-        node,
-        phase: progress.phase,
-        checked: c.checked,
-        matched: c.matched,
-        mismatched: mismatched(c),
-        orphans: c.orphans,
-        scanned_this_session: this.#sessionChecked,
-      },
-    );
   }
 }
