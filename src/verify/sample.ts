@@ -19,6 +19,7 @@
  */
 import { Buffer } from "node:buffer";
 import type { Redis } from "../redis/ioredis.ts";
+import { scanBatches } from "../control/scanner.ts";
 import { isSameWorkspace, type KeySchema } from "../schema.ts";
 import type { Checks } from "./pairs.ts";
 import type { SamplingMethod } from "./report.ts";
@@ -232,6 +233,7 @@ async function drawRandom(
 async function scanSample(
   { nodes, population, size, tuning, signal }: Draw,
 ): Promise<SampleResult> {
+  const match = population.match;
   const reservoir: Buffer[] = [];
   // Ids in the reservoir: SCAN may return a key twice (rehashing); a repeat is dropped here, so
   // when the reservoir holds the whole population, it holds every key exactly once.
@@ -254,17 +256,9 @@ async function scanSample(
     }
   };
   await Promise.all(nodes.map(async (node) => {
-    let cursor = "0";
-    do {
+    signal?.throwIfAborted();
+    for await (const { keys } of scanBatches(node, { match, count: tuning.scanCount })) {
       signal?.throwIfAborted();
-      const [next, keys] = await node.scanBuffer(
-        cursor,
-        "MATCH",
-        population.match,
-        "COUNT",
-        tuning.scanCount,
-      );
-      cursor = next.toString();
       const candidates = keys.filter((key) => population.isCandidate(key));
       if (population.confirm && candidates.length > 0) {
         const answers = await population.confirm(candidates);
@@ -272,7 +266,7 @@ async function scanSample(
       } else {
         candidates.forEach(offer);
       }
-    } while (cursor !== "0");
+    }
   }));
   return { keys: reservoir, population: seen, exact: true, method: "scan" };
 }

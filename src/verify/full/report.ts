@@ -161,22 +161,7 @@ export function fullReport(
   return { ...parts, parity, passed: verifyPassed(parity, parts.min_parity, counts.orphans) };
 }
 
-/**
- * The verdict: ready to turn the fallback off, or not, why, and the next step.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { zeroCounts } from "./report.ts";
- * import { fullReport, verdictLine } from "./report.ts";
- * const counts = { ...zeroCounts(), checked: 10, matched: 9, missing: 1 };
- * const report = fullReport({
- *   counts, min_parity: 100, orphans_checked: true, workspace: null, duration_seconds: 1,
- *   resumed: false, redis_calls: { calls: 1, mean_ms: 0.1, max_ms: 0.1 }, report: null,
- * });
- * assert.match(verdictLine(report), /^NOT READY/);
- * ```
- */
+/** The verdict: ready to turn the fallback off, or not, why, and the next step. */
 export function verdictLine(report: FullReport): string {
   const c = report.counts;
   if (report.passed) {
