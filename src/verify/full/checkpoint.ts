@@ -76,14 +76,11 @@ export class VerifyCheckpoint {
     };
   }
 
-  /** Stores nodes' progress with the run-wide fields, in one HSET (atomic). */
+  /** Stores nodes' progress (each in `state`) with the run-wide fields, in one HSET (atomic). */
   async save(state: VerifyState, ...nodes: string[]): Promise<void> {
-    const fields: Record<string, string> = {};
-    for (const node of nodes) {
-      const progress = state.nodes.get(node);
-      if (progress === undefined) throw new RangeError(`no progress for node '${node}'`);
-      fields[`node:${node}`] = JSON.stringify(progress);
-    }
+    const fields = Object.fromEntries(
+      nodes.map((node) => [`node:${node}`, JSON.stringify(state.nodes.get(node))]),
+    );
     await this.#client.hset(this.key, {
       params: state.params,
       ...fields,
