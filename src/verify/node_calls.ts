@@ -54,7 +54,6 @@ export class VerifyCallError extends Error {
   }
 }
 
-/** Options of {@linkcode NodeCalls}. */
 export interface NodeCallsOptions {
   /** Only this workspace's jobs: `pair` mode reads only its new keys. */
   workspace?: string;
@@ -73,7 +72,6 @@ export interface NodeCallsOptions {
   signal?: AbortSignal;
 }
 
-/** Options of one read. */
 export interface ReadOptions {
   /** The keys are old keys (workspace field and a non-empty job id required). */
   oldSide?: boolean;

@@ -27,7 +27,6 @@ import { SUB_BATCHES_IN_FLIGHT, SubBatches } from "./sub_batches.ts";
 import { KeyCode } from "./script.ts";
 import { type Finding, type FullCounts, zeroCounts } from "./full/report.ts";
 
-/** What a pass needs. */
 export interface CheckContext {
   calls: NodeCalls;
   keys: KeySchema;

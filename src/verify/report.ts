@@ -7,16 +7,8 @@
 /** How a sample was drawn: random draws (RANDOMKEY) or a full scan. */
 export type SamplingMethod = "random" | "scan";
 
-/** Why a sampled job counts as mismatched (its first difference). */
-export type MismatchReason = "type" | "fields" | "ttl";
-
 /** Up to {@linkcode MAX_EXAMPLES} escaped job ids per failing category, never values. */
-export interface VerifyExamples {
-  missing: string[];
-  mismatched: string[];
-  invalid: string[];
-  orphans: string[];
-}
+export type VerifyExamples = Record<"missing" | "mismatched" | "invalid" | "orphans", string[]>;
 
 export const MAX_EXAMPLES = 10;
 
@@ -43,16 +35,15 @@ export interface VerifyReport {
   gone: number;
   /** Keys that failed a first comparison but passed a recheck (live writes in flight). */
   transient: number;
-  mismatch_reasons: Record<MismatchReason, number>;
+  /** Mismatches by their first difference. */
+  mismatch_reasons: Record<"type" | "fields" | "ttl", number>;
   /** Old keys in scope: exact after a scan, an estimate after random sampling. */
   old_keys: number;
   old_keys_exact: boolean;
   new_keys: number;
   new_keys_exact: boolean;
-  /** How the old-key sample was drawn. */
   sampling: SamplingMethod;
   orphan_sampling: SamplingMethod;
-  /** The `--workspace` restriction, or null. */
   workspace: string | null;
   /** The `--min-parity` threshold, in percent. */
   min_parity: number;

@@ -45,7 +45,6 @@ export interface VerifyOptions extends
   minParity: number;
   /** New keys to sample for orphans (default: `sample`). */
   orphanSample?: number;
-  /** Overrides of the sampling knobs. */
   sampling?: Partial<SamplingTuning>;
 }
 

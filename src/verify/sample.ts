@@ -80,11 +80,9 @@ export interface SamplingTuning {
   drawCost: number;
   /** Upper bound of RANDOMKEYs per pipelined round (bounds client memory per round). */
   maxRoundDraws: number;
-  /** SCAN COUNT hint. */
   scanCount: number;
 }
 
-/** Default sampling knobs. */
 export const DEFAULT_SAMPLING: Readonly<SamplingTuning> = {
   scanBelow: 50_000,
   probeDraws: 1024,
@@ -101,9 +99,7 @@ export interface SampleResult {
   keys: Buffer[];
   /** Members of the population: exact after a scan, an estimate after random draws. */
   population: number;
-  /** True when `population` is exact. */
   exact: boolean;
-  /** How the sample was drawn. */
   method: SamplingMethod;
 }
 
@@ -131,7 +127,6 @@ export async function sampleKeys(
   return await randomSample(draw, sizes, total) ?? await scanSample(draw);
 }
 
-/** One sample being drawn. */
 interface Draw {
   nodes: readonly Redis[];
   population: KeyPopulation;

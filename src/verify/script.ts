@@ -34,7 +34,6 @@ import { KEY_LUA } from "../schema.ts";
 /** Per-key type codes of the script. */
 export const KeyCode = { absent: 0, notHash: 1, noWorkspace: 2, hash: 3 } as const;
 
-/** A key's type code. */
 export type KeyCodeValue = typeof KeyCode[keyof typeof KeyCode];
 
 /** What the script is asked per key. */
@@ -83,7 +82,6 @@ local function same_fields(a, b)
 end
 `;
 
-/** The script (see the module comment). */
 export const VERIFY_SCRIPT = `#!lua flags=no-writes,allow-cross-slot-keys
 local t0 = redis.call("TIME")
 local mode = ARGV[1]

@@ -10,7 +10,6 @@ import { CallSizer, STOPPING_CALL_SHARE } from "../control/call_size.ts";
 import type { RateLimiter } from "../control/rate_limit.ts";
 import { type CallTiming, OUTSIDE_SCRIPT_US } from "./node_calls.ts";
 
-/** Options of {@linkcode SubBatches}. */
 export interface SubBatchOptions {
   /** Rechecks of a difference before it counts. */
   recheck: number;

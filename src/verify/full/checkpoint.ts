@@ -31,7 +31,6 @@ export interface NodeProgress {
   reportFrom?: number;
 }
 
-/** The whole stored state. */
 export interface VerifyState {
   /** {@linkcode verifyParams}. */
   params: string;
@@ -56,7 +55,6 @@ export class VerifyCheckpoint {
     this.lockKey = `${prefix}:verify:lock`;
   }
 
-  /** The stored state, or `undefined` when there is none. */
   async load(): Promise<VerifyState | undefined> {
     const hash = await this.#client.hgetall(this.key);
     if (hash.params === undefined) return undefined;

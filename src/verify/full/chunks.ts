@@ -40,7 +40,6 @@ export interface ScanChunk {
   duplicates: number;
 }
 
-/** Options of {@linkcode scanChunks}. */
 export interface ScanChunkOptions {
   match: string;
   count: number;

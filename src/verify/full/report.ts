@@ -33,18 +33,15 @@ const COUNT_NAMES = [
 /** Running counts of one node, or of the whole run. */
 export type FullCounts = Record<typeof COUNT_NAMES[number], number>;
 
-/** Zero counts. */
 export function zeroCounts(): FullCounts {
   return Object.fromEntries(COUNT_NAMES.map((name) => [name, 0])) as FullCounts;
 }
 
-/** Adds `b` into `a`. */
 export function addCounts(a: FullCounts, b: Readonly<FullCounts>): FullCounts {
   for (const name of Object.keys(a) as (keyof FullCounts)[]) a[name] += b[name];
   return a;
 }
 
-/** One finding. */
 export interface Finding {
   kind: FindingKind;
   jobId: Uint8Array;
@@ -70,7 +67,6 @@ export function findingLine(finding: Finding): string {
   return JSON.stringify(line);
 }
 
-/** An open report file. */
 export class ReportFile {
   readonly path: string;
   #file: Deno.FsFile;
@@ -127,7 +123,6 @@ export class ReportFile {
   }
 }
 
-/** What a full verify found. */
 export interface FullReport {
   counts: FullCounts;
   /** {@linkcode computeParity}. */
@@ -143,7 +138,6 @@ export interface FullReport {
   resumed: boolean;
   /** Redis time of this session's script calls, measured inside the script. */
   redis_calls: { calls: number; mean_ms: number; max_ms: number };
-  /** The `--report` file, or null. */
   report: string | null;
 }
 
