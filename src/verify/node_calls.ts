@@ -270,13 +270,12 @@ export class NodeCalls {
   }
 
   async #evalRo(node: Redis, args: (string | Buffer)[]): Promise<unknown[]> {
-    const numkeys = "0";
     let last: unknown;
     for (let attempt = 0; attempt < 5; attempt++) {
       try {
         return await this.inWindow(
           node,
-          () => node.callBuffer("EVALSHA_RO", this.#sha, numkeys, ...args),
+          () => node.callBuffer("EVALSHA_RO", this.#sha, "0", ...args),
         ) as unknown[];
       } catch (error) {
         if (isOutage(error)) throw error;

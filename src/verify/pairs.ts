@@ -104,22 +104,13 @@ const SETTLED = {
 /** An old key whose new key is compared, and the values its new key's name reads. */
 interface PendingJob {
   index: number;
-  workspace: string;
+  /** The workspace first. */
   values: readonly string[];
 }
 
 /** The new key of a pending job: built only where read on its own (most keys never are). */
 function newKeyOf(keys: KeySchema, oldKeys: readonly Buffer[], job: PendingJob): Buffer {
   return keys.newKeyOf(oldKeys[job.index]!, job.values)!;
-}
-
-/** The field values of an old key the script read, when each is valid under its rule. */
-function valuesOf(keys: KeySchema, old: SideState): string[] | undefined {
-  if (keys.fields.length === 1) {
-    const workspace = keys.checkWorkspace(old.workspace);
-    return workspace === undefined ? undefined : [workspace];
-  }
-  return keys.checkValues([old.workspace, ...old.others]);
 }
 
 /** The workspace of a pair the script found matched (entry: the values' bytes), when valid. */
@@ -152,7 +143,7 @@ export async function checkJobs(
     // A matched job needs no workspace (only findings name it): most keys share one result.
     results[job.index] = verdict.kind === "matched"
       ? SETTLED.matched
-      : { verdict, workspace: job.workspace };
+      : { verdict, workspace: job.values[0] };
     if (verdict.kind === "fields") differing.push(job);
   });
   if (differing.length > 0) await compareFields(oldKeys, differing, results, { ctx, timing });
@@ -177,10 +168,12 @@ function triage(
     }
     const old = decodeSide(entry, PAIR_OTHERS_AT);
     // The backfill's rules (schema.ts): default pattern, --workspace-pattern, --pattern.
-    const values = old.code === KeyCode.hash ? valuesOf(ctx.keys, old) : undefined;
+    const values = old.code === KeyCode.hash
+      ? ctx.keys.checkValues([old.workspace, ...old.others])
+      : undefined;
     const settled = old.code === KeyCode.absent ? SETTLED.gone : outOfScope(ctx, values?.[0]);
     if (settled !== undefined) results[index] = settled;
-    else pending.push({ index, workspace: values![0]!, values: values! });
+    else pending.push({ index, values: values! });
     return old;
   });
   return { olds, pending };
@@ -230,7 +223,7 @@ async function compareFields(
     ctx.calls.read(differing.map((job) => oldKeys[job.index]!), "fields", { timing }),
     ctx.calls.read(differing.map((job) => newKeyOf(ctx.keys, oldKeys, job)), "fields", { timing }),
   ]);
-  differing.forEach(({ index, workspace }, d) => {
+  differing.forEach(({ index, values }, d) => {
     const old = decodeFields(oldFields[d]!);
     const now = decodeFields(newFields[d]!);
     let verdict: JobVerdict;
@@ -238,7 +231,7 @@ async function compareFields(
     else if (now === undefined) verdict = { kind: "missing" };
     // Both agree now: the key changed between the passes; keep it a suspect for the recheck.
     else verdict = diffFields(old, now) ?? { kind: "field_differs", fields: [] };
-    results[index] = { verdict, workspace };
+    results[index] = { verdict, workspace: values[0] };
   });
 }
 
