@@ -278,7 +278,8 @@ class FullRun {
   }
 
   /**
-   * Stores `id`'s progress, unless its server restarted meanwhile (a reconnect can hide that).
+   * Stores `id`'s progress, unless its server restarted meanwhile (a reconnect can hide that):
+   * its cursor means nothing on the new process.
    *
    * @throws {NodeRestartedError} when `node`'s run_id is no longer `runId`.
    */
