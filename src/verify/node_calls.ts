@@ -1,8 +1,7 @@
 /**
- * Read-only script calls of both verifies, grouped by the master that serves the keys. Each call
- * is EVALSHA_RO with numkeys 0 on one master connection; the script answers as many keys as fit
- * under the field cap and the caller sends the rest again. Call times (measured by the script
- * with TIME) are kept, so sub-batches can be sized to a time budget and the summary can show them.
+ * Read-only script calls of both verifies, grouped by the master that serves the keys. The script
+ * answers as many keys as fit its caps and the rest is sent again; its own call times are kept
+ * to size sub-batches and for the summary.
  *
  * @module
  */
@@ -25,15 +24,14 @@ import { keySlot } from "../redis/slot.ts";
 import { delay } from "../async/delay.ts";
 
 /**
- * Redis time of a call outside the script's own clock (TIME at its first and last line): finding
- * the script, building ARGV (one Lua string per key), turning the reply into RESP (one entry per
- * key), as INFO commandstats counts it against the script's own mean (docs/verify.md).
+ * Redis time of a call outside the script's own clock (finding the script, building ARGV, the
+ * reply's RESP), as INFO commandstats shows it against the script's own mean (docs/verify.md).
  */
 export const OUTSIDE_SCRIPT_US = { perCall: 10, perKey: 0.75 } as const;
 
 /**
- * The script's own time a call of `keys` keys may take so that, with the time outside its clock,
- * it holds Redis at most `budgetUs` (never below 1 µs: one key is always answered).
+ * The script's own time a call of `keys` keys may take so that it holds Redis at most `budgetUs`
+ * in all (never below 1 µs: one key is always answered).
  *
  * @example
  * ```ts
@@ -56,67 +54,51 @@ export class VerifyCallError extends Error {
   }
 }
 
-/** Options of {@linkcode NodeCalls}. */
 export interface NodeCallsOptions {
-  /** `pair` mode reads the new keys of this workspace only (the others are filtered anyway). */
-  onlyWorkspace?: string;
+  /** Only this workspace's jobs: `pair` mode reads only its new keys. */
+  workspace?: string;
   /** The key mapping (default: the default mapping). */
   keys?: KeySchema;
-  /**
-   * Redis time one call may take, µs (default 250): each call gets the part of it the script's
-   * own clock may spend ({@linkcode ownTimeLimitUs}), and stops early when it would overrun it.
-   */
+  /** Redis time one call may take, µs (default 250; see {@linkcode ownTimeLimitUs}). */
   callBudgetUs?: number;
   /** `pair` mode answers a key matched when its expiries are at most this far apart (ms). */
   toleranceMs?: number;
   /** `--call-clock`: `auto` (probe each master) or `client` (control/call_clock.ts). */
   callClock?: CallClockMode;
-  /**
-   * Script calls in flight per master at most while another client is active (`--max-latency`,
-   * control/call_window.ts); default: no bound beyond the sub-batches' own.
-   */
+  /** Script calls in flight per master while another client is active (`--max-latency`). */
   callsInFlight?: number;
   /** Whether another client is active on a master now (control/pace.ts). Default: always. */
   shared?: (node: Redis) => boolean;
   signal?: AbortSignal;
 }
 
-/** Options of one read: how to treat the keys, and where to record the slowest call's time. */
 export interface ReadOptions {
   /** The keys are old keys (workspace field and a non-empty job id required). */
   oldSide?: boolean;
-  /** Raised to the slowest call's Redis time (µs) of this read (sizes the next sub-batch). */
+  /** Where to record the slowest call (sizes the next sub-batch). */
   timing?: CallTiming;
 }
 
-/** The slowest call of a read: its own Redis time (µs) and the keys it answered. */
+/** The slowest call of a read: its own Redis time (µs), its keys, and its node's keys. */
 export interface CallTiming {
   maxUs: number;
-  /** Keys the slowest call answered. */
   maxKeys?: number;
-  /**
-   * Keys its node was given in that read (more than `maxKeys` when the script stopped early and
-   * the rest took another call).
-   */
   nodeKeys?: number;
 }
 
 /** Sends the verify script to the nodes that serve given keys. */
 export class NodeCalls {
-  /** The calls made, with their Redis time as measured inside the script. */
   readonly stats = { calls: 0, totalUs: 0, maxUs: 0 };
   readonly #target: Pick<RedisTarget, "kind" | "client" | "masters">;
   readonly #salt: string;
   readonly #options: NodeCallsOptions;
   readonly #keys: KeySchema;
-  readonly #callBudgetUs: number;
-  /** Whose clock times each master's calls (probed again after a NOSCRIPT: a failover). */
+  /** Redis time one call may take, µs. */
+  readonly callBudgetUs: number;
   readonly #clocks = new Map<Redis, CallClock>();
   #sha = "";
   #byAddress = new Map<string, Redis>();
-  /** Slot ranges each master serves ("a-b,c-d"), for the `pair` mode's locality check. */
   #ranges = new Map<Redis, string>();
-  /** Each master's calls in flight. */
   readonly #windows = new Map<Redis, CallWindow>();
 
   constructor(target: Pick<RedisTarget, "kind" | "client" | "masters">, options: NodeCallsOptions) {
@@ -125,13 +107,10 @@ export class NodeCalls {
     this.#salt = crypto.randomUUID();
     this.#options = options;
     this.#keys = options.keys ?? new KeySchema();
-    this.#callBudgetUs = options.callBudgetUs ?? 250;
+    this.callBudgetUs = options.callBudgetUs ?? 250;
   }
 
-  /**
-   * `node`'s window of calls in flight (`--max-latency`): its script calls and its SCANs take a
-   * place in it (control/scanner.ts takes it as its `window`). Unbounded without `callsInFlight`.
-   */
+  /** `node`'s window of calls in flight, shared by its script calls and its SCANs. */
   windowFor(node: Redis): { acquire(): Promise<() => void> } {
     return { acquire: () => this.#acquire(node) };
   }
@@ -152,7 +131,7 @@ export class NodeCalls {
     let window = this.#windows.get(node);
     if (window === undefined) {
       // A round trip's worth of calls while nobody else is there, as a run's (run/engine.ts).
-      const roundTrip = callWindowSize(await roundTripMs(node), this.#callBudgetUs / 1000);
+      const roundTrip = callWindowSize(await roundTripMs(node), this.callBudgetUs / 1000);
       window = this.#windows.get(node) ?? runWindow({
         roundTrip,
         budget: inFlight,
@@ -164,8 +143,7 @@ export class NodeCalls {
   }
 
   /**
-   * Checks every master runs Redis ≥ 7.0 (EVALSHA_RO, PEXPIRETIME, script flags) and loads the
-   * script on each.
+   * Checks every master runs Redis ≥ 7.0 (EVALSHA_RO, PEXPIRETIME) and loads the script on each.
    *
    * @throws {SafetyRefusal} on an older Redis.
    */
@@ -193,11 +171,6 @@ export class NodeCalls {
     return clock;
   }
 
-  /** The slot ranges `node` serves ("a-b,c-d"), "" on a standalone (every key is local). */
-  #rangesOf(node: Redis): string {
-    return this.#target.kind === "cluster" ? (this.#ranges.get(node) ?? "none") : "";
-  }
-
   /** Groups key positions by the master that serves each key (one group on a standalone). */
   #group(keys: readonly Buffer[]): { node: Redis; indices: number[] }[] {
     if (this.#target.kind !== "cluster") {
@@ -222,10 +195,9 @@ export class NodeCalls {
   }
 
   /**
-   * Runs `mode` over `keys`, one call per master at a time (masters in parallel), and returns one
-   * entry per key in order. A stale slot map is refreshed and the keys regrouped, a few times.
-   * In `pair` mode a key the script found matched gets its workspace bytes (a Buffer) as entry,
-   * not an array (see `script.ts`).
+   * Runs `mode` over `keys`, masters in parallel, and returns one entry per key in order (in `pair`
+   * mode a matched key's entry is its workspace bytes). A stale slot map is refreshed and the keys
+   * regrouped, a few times.
    */
   async read(
     keys: readonly Buffer[],
@@ -257,7 +229,8 @@ export class NodeCalls {
     options: ReadOptions = {},
   ): Promise<unknown[][]> {
     const entries: unknown[][] = [];
-    const ranges = this.#rangesOf(node);
+    // The slot ranges `node` serves; "" on a standalone, where every key is local.
+    const ranges = this.#target.kind === "cluster" ? (this.#ranges.get(node) ?? "none") : "";
     const clock = await this.clockOf(node);
     while (entries.length < keys.length) {
       this.#options.signal?.throwIfAborted();
@@ -268,9 +241,9 @@ export class NodeCalls {
         String(FIELD_CAP),
         this.#salt,
         this.#keys.luaSpec,
-        this.#options.onlyWorkspace ?? "",
+        this.#options.workspace ?? "",
         ranges,
-        String(Math.round(ownTimeLimitUs(this.#callBudgetUs, rest.length))),
+        String(Math.round(ownTimeLimitUs(this.callBudgetUs, rest.length))),
         String(this.#options.toleranceMs ?? 0),
         ...rest,
       ];
@@ -297,21 +270,19 @@ export class NodeCalls {
   }
 
   async #evalRo(node: Redis, args: (string | Buffer)[]): Promise<unknown[]> {
-    const numkeys = "0";
     let last: unknown;
     for (let attempt = 0; attempt < 5; attempt++) {
       try {
         return await this.inWindow(
           node,
-          () => node.callBuffer("EVALSHA_RO", this.#sha, numkeys, ...args),
+          () => node.callBuffer("EVALSHA_RO", this.#sha, "0", ...args),
         ) as unknown[];
       } catch (error) {
         if (isOutage(error)) throw error;
         last = error;
         const code = errorCode(error);
         if (code === "NOSCRIPT") {
-          // A restarted or failed-over node has an empty script cache (and maybe another
-          // version: its clock is probed again on the next call).
+          // A restarted or failed-over node: load again, and probe its clock again.
           await node.script("LOAD", VERIFY_SCRIPT);
           this.#clocks.delete(node);
           continue;

@@ -1,8 +1,7 @@
 /**
- * The checks of both verifies (sampled and `--full`). One pass over a sub-batch of keys reads and
- * compares both sides with the read-only script (grouped per node), decides on its answers, and
- * asks for field names only where the pairs differ; the differences are rechecked, and the final
- * verdicts counted into the counts and findings both reports are made from.
+ * The checks of both verifies: a pass over a sub-batch compares both sides in the read-only
+ * script, asks for field names only where pairs differ, rechecks the differences, and counts the
+ * final verdicts into the counts and findings both reports are made from.
  *
  * @module
  */
@@ -28,23 +27,22 @@ import { SUB_BATCHES_IN_FLIGHT, SubBatches } from "./sub_batches.ts";
 import { KeyCode } from "./script.ts";
 import { type Finding, type FullCounts, zeroCounts } from "./full/report.ts";
 
-/** What a pass needs. */
 export interface CheckContext {
   calls: NodeCalls;
-  /** The key mapping and the workspace rule. */
   keys: KeySchema;
   /** Only this workspace's jobs (others are `filtered`). */
   workspace?: string;
   toleranceMs: number;
 }
 
-/** How both verifies check pairs (and, as for {@linkcode NodeCalls}, bound their calls). */
-export interface CheckOptions
-  extends Pick<NodeCallsOptions, "callBudgetUs" | "callClock" | "callsInFlight" | "shared"> {
-  /** The key mapping and the workspace rule (`--workspace-pattern`), the backfill's. */
+/** How both verifies check pairs and bound their calls. */
+export interface CheckOptions extends
+  Pick<
+    NodeCallsOptions,
+    "workspace" | "callBudgetUs" | "callClock" | "callsInFlight" | "shared"
+  > {
+  /** The backfill's key mapping and workspace rule. */
   keys: KeySchema;
-  /** Only this workspace's jobs; the script reads only its new keys. */
-  workspace?: string;
   /** TTLs that differ by more than this many seconds are a mismatch (`--ttl-tolerance`). */
   ttlToleranceSeconds: number;
   /** Rechecks of a difference before it counts (`--recheck`). */
@@ -55,12 +53,9 @@ export interface CheckOptions
   rps: number;
 }
 
-/** The script calls, the pass context, and new sub-batches (sized and paced, with rechecks). */
+/** The pass context and new sub-batches. */
 export interface Checks {
-  calls: NodeCalls;
   ctx: CheckContext;
-  /** The call budget in effect, µs. */
-  callBudgetUs: number;
   /** New sub-batches: each kind of check learns its own size (costs per key differ). */
   batches(): SubBatches;
 }
@@ -75,32 +70,17 @@ export async function openChecks(
   options: CheckOptions,
   deps: { limiter: Pick<RateLimiter, "acquire">; signal?: AbortSignal },
 ): Promise<Checks> {
-  const callBudgetUs = options.callBudgetUs ?? 250;
   const toleranceMs = options.ttlToleranceSeconds * 1000;
-  const calls = new NodeCalls(target, {
-    signal: deps.signal,
-    onlyWorkspace: options.workspace,
-    keys: options.keys,
-    callBudgetUs,
-    toleranceMs,
-    callClock: options.callClock,
-    callsInFlight: options.callsInFlight,
-    shared: options.shared,
-  });
+  const calls = new NodeCalls(target, { ...options, toleranceMs, signal: deps.signal });
   await calls.init();
   return {
-    calls,
     ctx: { calls, keys: options.keys, workspace: options.workspace, toleranceMs },
-    callBudgetUs,
     batches: () =>
       new SubBatches({
-        recheck: options.recheck,
-        recheckDelayMs: options.recheckDelayMs,
-        limiter: deps.limiter,
-        rps: options.rps,
-        callBudgetUs,
+        ...options,
+        ...deps,
+        callBudgetUs: calls.callBudgetUs,
         inFlight: SUB_BATCHES_IN_FLIGHT,
-        signal: deps.signal,
       }),
   };
 }
@@ -111,7 +91,6 @@ export interface CheckedJob {
   workspace?: string;
 }
 
-/** Where the other fields' values start in a `pair` entry of the script (see script.ts). */
 const PAIR_OTHERS_AT = 7;
 
 /** Results that carry no workspace, shared by every key that gets them. */
@@ -122,37 +101,19 @@ const SETTLED = {
   matched: Object.freeze({ verdict: plainVerdict("matched") }),
 } as const;
 
-/**
- * An old key whose new key is compared: its place in the results, its workspace and the values of
- * the fields its new key's name reads (the workspace first).
- */
+/** An old key whose new key is compared, and the values its new key's name reads. */
 interface PendingJob {
   index: number;
-  workspace: string;
+  /** The workspace first. */
   values: readonly string[];
 }
 
-/**
- * The new key of a pending job. Built only where it is read on its own (another node, or fields
- * that differ): the `pair` call builds it in Redis, and most keys never need it here.
- */
+/** The new key of a pending job: built only where read on its own (most keys never are). */
 function newKeyOf(keys: KeySchema, oldKeys: readonly Buffer[], job: PendingJob): Buffer {
   return keys.newKeyOf(oldKeys[job.index]!, job.values)!;
 }
 
-/** The field values of an old key the script read, when each is valid under its rule. */
-function valuesOf(keys: KeySchema, old: SideState): string[] | undefined {
-  if (keys.fields.length === 1) {
-    const workspace = keys.checkWorkspace(old.workspace);
-    return workspace === undefined ? undefined : [workspace];
-  }
-  return keys.checkValues([old.workspace, ...old.others]);
-}
-
-/**
- * The workspace of a pair the script found matched, whose entry is the field values' bytes alone
- * (with more than one field, joined by `:`, which no valid value holds), when each value is valid.
- */
+/** The workspace of a pair the script found matched (entry: the values' bytes), when valid. */
 function matchedWorkspace(keys: KeySchema, entry: Uint8Array): string | undefined {
   if (keys.fields.length === 1) return keys.checkWorkspace(entry);
   const values = Buffer.from(entry).toString("latin1").split(":");
@@ -171,8 +132,7 @@ export async function checkJobs(
 ): Promise<CheckedJob[]> {
   const entries = await ctx.calls.read(oldKeys, "pair", { oldSide: true, timing });
   const results: CheckedJob[] = new Array(oldKeys.length);
-  const olds = settleMatched(entries, ctx, results);
-  const pending = triageOldKeys(olds, ctx, results);
+  const { olds, pending } = triage(entries, ctx, results);
   const fresh = pending.map(({ index, values }) =>
     decodePairNew(entries[index]!, olds[index]!, values)
   );
@@ -183,7 +143,7 @@ export async function checkJobs(
     // A matched job needs no workspace (only findings name it): most keys share one result.
     results[job.index] = verdict.kind === "matched"
       ? SETTLED.matched
-      : { verdict, workspace: job.workspace };
+      : { verdict, workspace: job.values[0] };
     if (verdict.kind === "fields") differing.push(job);
   });
   if (differing.length > 0) await compareFields(oldKeys, differing, results, { ctx, timing });
@@ -191,48 +151,38 @@ export async function checkJobs(
 }
 
 /**
- * Settles in `results` the keys the script found matched (their entry is the old key's workspace
- * bytes alone, see `script.ts`), once their workspace passes the rule; decodes the others.
+ * Settles in `results` the keys whose new key is not compared here: matched by the script, gone,
+ * invalid or filtered. Returns the decoded old sides and the pending others.
  */
-function settleMatched(
+function triage(
   entries: readonly unknown[],
   ctx: CheckContext,
   results: CheckedJob[],
-): (SideState | undefined)[] {
-  return entries.map((entry, index) => {
-    if (Array.isArray(entry)) return decodeSide(entry, PAIR_OTHERS_AT);
-    const workspace = matchedWorkspace(ctx.keys, entry as Uint8Array);
-    if (workspace === undefined) results[index] = SETTLED.invalid;
-    else if (ctx.workspace !== undefined && workspace !== ctx.workspace) {
-      results[index] = SETTLED.filtered;
-    } else results[index] = SETTLED.matched;
-    return undefined;
+): { olds: (SideState | undefined)[]; pending: PendingJob[] } {
+  const pending: PendingJob[] = [];
+  const olds = entries.map((entry, index) => {
+    if (!Array.isArray(entry)) {
+      const workspace = matchedWorkspace(ctx.keys, entry as Uint8Array);
+      results[index] = outOfScope(ctx, workspace) ?? SETTLED.matched;
+      return undefined;
+    }
+    const old = decodeSide(entry, PAIR_OTHERS_AT);
+    // The backfill's rules (schema.ts): default pattern, --workspace-pattern, --pattern.
+    const values = old.code === KeyCode.hash
+      ? ctx.keys.checkValues([old.workspace, ...old.others])
+      : undefined;
+    const settled = old.code === KeyCode.absent ? SETTLED.gone : outOfScope(ctx, values?.[0]);
+    if (settled !== undefined) results[index] = settled;
+    else pending.push({ index, values: values! });
+    return old;
   });
+  return { olds, pending };
 }
 
-/**
- * Settles the old keys that need no new key (gone, invalid, another workspace) in `results`, and
- * returns the others with their workspace (their new key is built only where it is read).
- */
-function triageOldKeys(
-  olds: readonly (SideState | undefined)[],
-  ctx: CheckContext,
-  results: CheckedJob[],
-): PendingJob[] {
-  const pending: PendingJob[] = [];
-  olds.forEach((old, index) => {
-    if (old === undefined) return; // settled by settleMatched
-    // The same rules as the backfill (schema.ts): default pattern, --workspace-pattern, --pattern.
-    const values = old.code === KeyCode.hash ? valuesOf(ctx.keys, old) : undefined;
-    if (old.code === KeyCode.absent) results[index] = SETTLED.gone;
-    else if (values === undefined) results[index] = SETTLED.invalid;
-    else if (ctx.workspace !== undefined && values[0] !== ctx.workspace) {
-      results[index] = SETTLED.filtered;
-    } else {
-      pending.push({ index, workspace: values[0]!, values });
-    }
-  });
-  return pending;
+/** `invalid` without a valid workspace, `filtered` for another than `--workspace`. */
+function outOfScope(ctx: CheckContext, workspace: string | undefined): CheckedJob | undefined {
+  if (workspace === undefined) return SETTLED.invalid;
+  return ctx.workspace !== undefined && workspace !== ctx.workspace ? SETTLED.filtered : undefined;
 }
 
 /** Reads the new sides the `pair` call could not (filling `fresh`), and old digests it skipped. */
@@ -249,8 +199,7 @@ async function readUnpaired(
   const { pending, olds, fresh } = sides;
   const unread = pending.flatMap((_, j) => fresh[j] === undefined ? [j] : []);
   if (unread.length === 0) return;
-  // New keys on other nodes (a cluster), or odd workspace bytes: both sides by digest. The pair
-  // call gave the old digest only for the first; the old side is read again where it did not.
+  // Both sides by digest; the old side is read again where the pair call gave no digest.
   const noDigest = unread.filter((j) => olds[pending[j]!.index]!.digest === "");
   const [read, again] = await Promise.all([
     ctx.calls.read(unread.map((j) => newKeyOf(ctx.keys, oldKeys, pending[j]!)), "side", { timing }),
@@ -263,10 +212,7 @@ async function readUnpaired(
   unread.forEach((j, r) => fresh[j] = decodeSide(read[r]!));
 }
 
-/**
- * Second pass, only for digests that differ: names and salted value hashes of both sides, so the
- * verdict names the fields (values never leave Redis).
- */
+/** Second pass where digests differ: field names and salted value hashes name the fields. */
 async function compareFields(
   oldKeys: readonly Buffer[],
   differing: readonly PendingJob[],
@@ -277,7 +223,7 @@ async function compareFields(
     ctx.calls.read(differing.map((job) => oldKeys[job.index]!), "fields", { timing }),
     ctx.calls.read(differing.map((job) => newKeyOf(ctx.keys, oldKeys, job)), "fields", { timing }),
   ]);
-  differing.forEach(({ index, workspace }, d) => {
+  differing.forEach(({ index, values }, d) => {
     const old = decodeFields(oldFields[d]!);
     const now = decodeFields(newFields[d]!);
     let verdict: JobVerdict;
@@ -285,7 +231,7 @@ async function compareFields(
     else if (now === undefined) verdict = { kind: "missing" };
     // Both agree now: the key changed between the passes; keep it a suspect for the recheck.
     else verdict = diffFields(old, now) ?? { kind: "field_differs", fields: [] };
-    results[index] = { verdict, workspace };
+    results[index] = { verdict, workspace: values[0] };
   });
 }
 
@@ -295,9 +241,8 @@ export type OrphanVerdict =
   | { kind: "orphan"; reason: OrphanReason; workspace: Buffer; jobId: Buffer };
 
 /**
- * Checks new keys for orphans: the old key is missing, or does not hold the field values the new
- * name holds (another workspace, or another value of another field). `confirmNew`
- * (rechecks) also re-reads the new key, so one deleted meanwhile is `gone`, not an orphan.
+ * Checks new keys for orphans (see `orphanReason`). `confirmNew` also re-reads the new key, so
+ * one deleted meanwhile is `gone`, not an orphan.
  */
 export async function checkOrphans(
   newKeys: readonly Buffer[],
@@ -306,10 +251,11 @@ export async function checkOrphans(
 ): Promise<OrphanVerdict[]> {
   const timing = options.timing;
   const parsed = newKeys.map((key) => ctx.keys.parseNewKey(key));
-  const inScope = parsed.map((p) =>
+  const asked = parsed.flatMap((p, i) =>
     p !== undefined && (ctx.workspace === undefined || isSameWorkspace(p.workspace, ctx.workspace))
+      ? [i]
+      : []
   );
-  const asked = newKeys.map((_, i) => i).filter((i) => inScope[i]);
   const [owners, current] = await Promise.all([
     ctx.calls.read(asked.map((i) => parsed[i]!.oldKey), "owner", { timing }),
     options.confirmNew
@@ -334,22 +280,20 @@ export async function checkOrphans(
   return verdicts;
 }
 
-/** Checked keys: their counts and the findings they include (one per counted difference). */
+/** Checked keys: their counts and findings (one per counted difference). */
 export interface Counted {
   counts: FullCounts;
   findings: Finding[];
 }
 
-/** What counting needs: the sub-batches (sized and paced) and the pass context. */
 export interface CountDeps {
   batches: SubBatches;
   ctx: CheckContext;
 }
 
 /**
- * Compares old keys with their new keys, rechecks the differences (`--recheck` rounds: one counts
- * only if it survives every recheck, as a dual write in flight lands meanwhile), and counts the
- * final verdicts. `transient`: differences that matched on a recheck.
+ * Compares old keys with their new keys, rechecks the differences (one counts only if it survives
+ * every recheck: a dual write in flight lands meanwhile), and counts the final verdicts.
  */
 export async function countJobs(keys: readonly Buffer[], deps: CountDeps): Promise<Counted> {
   const schema = deps.ctx.keys;
@@ -372,9 +316,8 @@ export async function countJobs(keys: readonly Buffer[], deps: CountDeps): Promi
 }
 
 /**
- * Checks new keys for orphans, rechecks the orphans (each recheck confirming the new key still
- * exists; `confirmFirst`: the first pass too, one more read a key), and counts the final verdicts.
- * `transient`: orphans that were not on a recheck.
+ * Checks new keys for orphans, rechecks the orphans (confirming the new key still exists;
+ * `confirmFirst`: the first pass too), and counts the final verdicts.
  */
 export async function countOrphans(
   keys: readonly Buffer[],
@@ -388,15 +331,19 @@ export async function countOrphans(
   const suspects = await deps.batches.recheck(keys, results, orphan, check(true));
   const counts = zeroCounts();
   const findings: Finding[] = [];
-  results.forEach((verdict) => countOrphan(counts, findings, verdict));
+  for (const verdict of results) {
+    if (verdict.kind === "ok") counts.new_checked++;
+    if (verdict.kind !== "orphan") continue;
+    counts.new_checked++;
+    counts.orphans++;
+    const { jobId, workspace, reason } = verdict;
+    findings.push({ kind: "orphan", jobId, workspace, reason });
+  }
   counts.transient = suspects.filter((i) => results[i]!.kind === "ok").length;
   return { counts, findings };
 }
 
-/**
- * Counts one old key's final verdict, and records it as a finding (naming the job by
- * `keys.idOf`) when it is one.
- */
+/** Counts one old key's final verdict, and records it as a finding when it is one. */
 function countJob(
   counts: FullCounts,
   findings: Finding[],
@@ -437,18 +384,4 @@ function countJob(
       counts[verdict.kind]++;
       findings.push({ kind: verdict.kind, jobId, workspace });
   }
-}
-
-/** Counts one new key's final orphan verdict. */
-function countOrphan(counts: FullCounts, findings: Finding[], verdict: OrphanVerdict): void {
-  if (verdict.kind === "ok") counts.new_checked++;
-  if (verdict.kind !== "orphan") return;
-  counts.new_checked++;
-  counts.orphans++;
-  findings.push({
-    kind: "orphan",
-    jobId: verdict.jobId,
-    workspace: verdict.workspace,
-    reason: verdict.reason,
-  });
 }

@@ -1,17 +1,8 @@
 /**
- * `backfill verify`: a read-only parity check of the new schema against the old one, on uniform
- * random samples (see `sample.ts` for how they are drawn).
- *
- * Forward: every sampled old key is invalid (the backfill's rule), missing (no new key), mismatched
- * (new key differs in type, fields, values or TTL) or matched. Reverse: every sampled new key
- * whose old twin does not exist is an orphan. Both are checked, rechecked and counted as
- * `verify --full` does (`pairs.ts`): field values never leave Redis, and a difference counts only
- * when it persists, because the application writes both schemas while we read.
- *
- * Only reads reach Redis: DBSIZE, RANDOMKEY, SCAN, INFO, SCRIPT LOAD and the read-only script
- * calls (EVALSHA_RO). (Redis reclaims an already-expired key that a read
- * touches, as for any application read; that lazy expiry does not count as a change:
- * `rdb_changes_since_last_save` stays put.)
+ * `backfill verify`: a read-only parity check of the new schema on uniform random samples of old
+ * keys (matched, missing, mismatched or invalid) and of new keys (orphans), checked, rechecked and
+ * counted as `verify --full` does (`pairs.ts`). Only reads reach Redis: DBSIZE, RANDOMKEY, SCAN,
+ * INFO, SCRIPT LOAD and EVALSHA_RO.
  *
  * @module
  */
@@ -39,7 +30,7 @@ import {
   type SamplingTuning,
 } from "./sample.ts";
 
-/** Where to verify: every master (sampled from, and read by the script) and a client for any key. */
+/** Where to verify: every master and a client for any key. */
 export type VerifyTarget = Pick<RedisTarget, "kind" | "client" | "masters">;
 
 /** What to verify and how strictly (CLI defaults in `VERIFY_DEFAULTS`, src/defaults.ts). */
@@ -54,7 +45,6 @@ export interface VerifyOptions extends
   minParity: number;
   /** New keys to sample for orphans (default: `sample`). */
   orphanSample?: number;
-  /** Overrides of the sampling knobs (tests and benchmarks). */
   sampling?: Partial<SamplingTuning>;
 }
 
@@ -111,8 +101,16 @@ export async function runVerify(
     limiter: counted,
     signal: deps.signal,
   });
-  const sample = (kind: "old" | "new", population: KeyPopulation, size: number) =>
-    sampleLogged(nodes, { kind, population, size, deps, logger, tuning: options.sampling });
+  const sample = async (kind: "old" | "new", population: KeyPopulation, size: number) => {
+    const drawn = await sampleKeys(nodes, population, size, {
+      signal: deps.signal,
+      tuning: options.sampling,
+    });
+    const { keys, ...about } = drawn;
+    const message = `Sampled ${keys.length} ${kind} keys (${drawn.method})`;
+    logger.log("info", "verify_sampled", message, { kind, keys: keys.length, ...about });
+    return drawn;
+  };
 
   const old = await sample("old", oldPopulation(options.workspace, checks), options.sample);
   const forward = await countJobs(old.keys, { batches: checks.batches(), ctx: checks.ctx });
@@ -140,10 +138,7 @@ export async function runVerify(
   return report;
 }
 
-/**
- * Everything a verify run found, as the report: the kinds of difference collapse into
- * `mismatched`, by their first difference (type, then fields, then TTL: the pair rule's order).
- */
+/** The report: the kinds of difference collapse into `mismatched`. */
 function toReport(found: {
   old: SampleResult;
   fresh: SampleResult;
@@ -160,7 +155,7 @@ function toReport(found: {
   const parity = computeParity(f.matched, f.checked, f.invalid);
   const orphans = found.reverse.counts.orphans;
   const findings = [...found.forward.findings, ...found.reverse.findings];
-  // Up to MAX_EXAMPLES escaped job ids per failing category, in sample order: ids, never values.
+  // Escaped job ids in sample order: ids, never values.
   const examples = (...kinds: FindingKind[]) =>
     findings.filter((finding) => kinds.includes(finding.kind)).slice(0, MAX_EXAMPLES)
       .map((finding) => escapeForLog(finding.jobId));
@@ -196,34 +191,6 @@ function toReport(found: {
     limiter_wait_seconds: Math.round(found.waited * 1000) / 1000,
     examples: examplesByKind,
   };
-}
-
-/** Draws one sample and logs what it got. */
-async function sampleLogged(
-  nodes: readonly Redis[],
-  request: {
-    kind: "old" | "new";
-    population: KeyPopulation;
-    size: number;
-    deps: VerifyDeps;
-    logger: Logger;
-    tuning?: Partial<SamplingTuning>;
-  },
-): Promise<SampleResult> {
-  const { kind, deps, logger } = request;
-  const drawn = await sampleKeys(nodes, request.population, request.size, {
-    signal: deps.signal,
-    tuning: request.tuning,
-  });
-  const message = `Sampled ${drawn.keys.length} ${kind} keys (${drawn.method})`;
-  logger.log("info", "verify_sampled", message, {
-    kind,
-    keys: drawn.keys.length,
-    population: drawn.population,
-    exact: drawn.exact,
-    method: drawn.method,
-  });
-  return drawn;
 }
 
 function validate(options: VerifyOptions): void {

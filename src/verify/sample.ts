@@ -1,35 +1,25 @@
 /**
  * Uniform random samples of one kind of key (old jobs, new jobs) across every master, read-only.
  *
- * Two methods, picked per call:
- *
- * - **random** (large keyspaces): rejection sampling over the whole keyspace. Each draw picks a
- *   node with probability proportional to its DBSIZE, asks it for RANDOMKEY, and keeps the key when
- *   it belongs to the population. Every key of the cluster is then equally likely per draw
- *   (`DBSIZE_n / total * 1 / DBSIZE_n`), so the kept keys are uniform over the population and the
- *   nodes are weighted by their key counts without any estimate. Duplicates are dropped, which turns
- *   draws with replacement into a sample without replacement. Cost: about `N / p` pipelined
- *   RANDOMKEY calls, where `p` is the population's share of the keyspace, independent of its size.
+ * - **random** (large keyspaces): rejection sampling. Each draw picks a node with probability
+ *   proportional to its DBSIZE and asks it for RANDOMKEY, so every key is equally likely per draw
+ *   and the kept members are uniform; duplicates are dropped (a sample without replacement).
  * - **scan** (small keyspaces, rare populations, or N close to the population): SCAN MATCH every
- *   node and keep a reservoir (Algorithm R) of N keys. Exact: when N is at least the population,
- *   the reservoir holds every key exactly once (SCAN's rare duplicates are dropped against it).
+ *   node into a reservoir (Algorithm R). When N is at least the population, it holds every key
+ *   exactly once.
  *
- * RANDOMKEY is not perfectly uniform: Redis picks a random bucket neighbourhood of its hash table
- * and then a key within it (`dictGetFairRandomKey`), so keys in long chains or during a rehash are
- * slightly more or less likely. The table position of a key comes from SipHash with a per-process
- * random seed, so this bias is unrelated to a key's name, workspace or migration state: the
- * estimate of parity stays unbiased, only its variance is marginally higher than ideal.
+ * RANDOMKEY is slightly non-uniform (a random bucket neighbourhood first), but the bias follows
+ * the seeded hash of a key, not its name or migration state: parity stays unbiased.
  *
- * The random method switches to scan when the population looks too small or rare for it: when
- * the draws still needed, projected from an optimistic hit rate, would cost more than scanning the
- * keyspace (`drawCost`), or when N is above `maxRandomFraction` of the estimated population (there
- * duplicate draws pile up). Random draws only ever end with N distinct members in hand, so a
- * population smaller than N always ends in a scan, and one of exactly N is then held in full.
+ * Random draws switch to a scan when the draws still needed would cost more than scanning
+ * (`drawCost`), or when N exceeds `maxRandomFraction` of the estimated population: they only end
+ * with N distinct members, so a population of at most N always ends in a scan.
  *
  * @module
  */
 import { Buffer } from "node:buffer";
 import type { Redis } from "../redis/ioredis.ts";
+import { scanBatches } from "../control/scanner.ts";
 import { isSameWorkspace, type KeySchema } from "../schema.ts";
 import type { Checks } from "./pairs.ts";
 import type { SamplingMethod } from "./report.ts";
@@ -41,18 +31,11 @@ export interface KeyPopulation {
   match: string;
   /** True when the key's name makes it a member (before `confirm`). */
   isCandidate(key: Buffer): boolean;
-  /**
-   * Confirms candidates by reading them (e.g. their workspace id): one verdict per key, in order.
-   * Only called for distinct keys; the sampler caches verdicts.
-   */
+  /** Confirms distinct candidates by reading them (e.g. their workspace id), in order. */
   confirm?(keys: Buffer[]): Promise<boolean[]>;
 }
 
-/**
- * Old keys; with `workspace`, only those whose `workspace_id` passes the rule as `workspace`
- * (read by the script's `owner` mode: a key that is not a hash or has no workspace_id belongs to
- * no workspace).
- */
+/** Old keys; with `workspace`, only those whose `workspace_id` passes the rule as it. */
 export function oldPopulation(workspace: string | undefined, checks: Checks): KeyPopulation {
   const { calls, keys: schema } = checks.ctx;
   return {
@@ -93,19 +76,13 @@ export interface SamplingTuning {
   minHits: number;
   /** Scan instead when N exceeds this share of the estimated population. */
   maxRandomFraction: number;
-  /**
-   * Cost of one RANDOMKEY draw relative to one key visited by SCAN (measured: about 4 us per
-   * pipelined RANDOMKEY against 0.5 us per scanned key). Random draws stop paying off when their
-   * projected number times this exceeds the keyspace size.
-   */
+  /** Cost of one pipelined RANDOMKEY draw, in keys visited by SCAN. */
   drawCost: number;
   /** Upper bound of RANDOMKEYs per pipelined round (bounds client memory per round). */
   maxRoundDraws: number;
-  /** SCAN COUNT hint. */
   scanCount: number;
 }
 
-/** Default sampling knobs. */
 export const DEFAULT_SAMPLING: Readonly<SamplingTuning> = {
   scanBelow: 50_000,
   probeDraws: 1024,
@@ -122,35 +99,20 @@ export interface SampleResult {
   keys: Buffer[];
   /** Members of the population: exact after a scan, an estimate after random draws. */
   population: number;
-  /** True when `population` is exact. */
   exact: boolean;
-  /** How the sample was drawn. */
   method: SamplingMethod;
 }
 
-/** Options of {@linkcode sampleKeys}. */
-export interface SampleOptions {
-  signal?: AbortSignal;
-  /** Overrides of {@linkcode DEFAULT_SAMPLING}. */
-  tuning?: Partial<SamplingTuning>;
-}
-
 /**
- * Draws `size` distinct keys of `population`, uniformly, from `nodes` (every master; a standalone
- * server is one node). Issues only DBSIZE, RANDOMKEY and SCAN to the nodes, plus whatever
- * `population.confirm` reads.
- *
- * @throws {RangeError} when `size` is not a positive integer.
+ * Draws `size` (≥ 1) distinct keys of `population`, uniformly, from every master. Issues only
+ * DBSIZE, RANDOMKEY and SCAN, plus whatever `population.confirm` reads.
  */
 export async function sampleKeys(
   nodes: readonly Redis[],
   population: KeyPopulation,
   size: number,
-  options: SampleOptions = {},
+  options: { signal?: AbortSignal; tuning?: Partial<SamplingTuning> } = {},
 ): Promise<SampleResult> {
-  if (!Number.isInteger(size) || size < 1) {
-    throw new RangeError(`sample size must be a positive integer, got ${size}`);
-  }
   const draw: Draw = {
     nodes,
     population,
@@ -165,7 +127,6 @@ export async function sampleKeys(
   return await randomSample(draw, sizes, total) ?? await scanSample(draw);
 }
 
-/** One sample being drawn. */
 interface Draw {
   nodes: readonly Redis[];
   population: KeyPopulation;
@@ -212,8 +173,7 @@ async function randomSample(
 
     const trusted = hits >= tuning.minHits;
     const estimate = Math.round(total * hits / draws);
-    // N is a large share of the population: duplicates pile up, and if the population is not
-    // larger than N every key must be checked exactly once, which only a scan guarantees.
+    // Duplicates pile up, and only a scan checks every key once if the population is about N.
     if (trusted && size > tuning.maxRandomFraction * estimate) return undefined;
     if (pool.size >= size) {
       return {
@@ -268,6 +228,7 @@ async function drawRandom(
 async function scanSample(
   { nodes, population, size, tuning, signal }: Draw,
 ): Promise<SampleResult> {
+  const match = population.match;
   const reservoir: Buffer[] = [];
   // Ids in the reservoir: SCAN may return a key twice (rehashing); a repeat is dropped here, so
   // when the reservoir holds the whole population, it holds every key exactly once.
@@ -290,17 +251,9 @@ async function scanSample(
     }
   };
   await Promise.all(nodes.map(async (node) => {
-    let cursor = "0";
-    do {
+    signal?.throwIfAborted();
+    for await (const { keys } of scanBatches(node, { match, count: tuning.scanCount })) {
       signal?.throwIfAborted();
-      const [next, keys] = await node.scanBuffer(
-        cursor,
-        "MATCH",
-        population.match,
-        "COUNT",
-        tuning.scanCount,
-      );
-      cursor = next.toString();
       const candidates = keys.filter((key) => population.isCandidate(key));
       if (population.confirm && candidates.length > 0) {
         const answers = await population.confirm(candidates);
@@ -308,7 +261,7 @@ async function scanSample(
       } else {
         candidates.forEach(offer);
       }
-    } while (cursor !== "0");
+    }
   }));
   return { keys: reservoir, population: seen, exact: true, method: "scan" };
 }

@@ -1,46 +1,31 @@
 /**
- * The read-only Lua script of both verifies (sampled and `--full`): values are compared here, in
- * Redis, and never reach the client. It runs on one node, flagged `no-writes` (Redis
- * refuses any write, and it is called with EVALSHA_RO) and `allow-cross-slot-keys`: the keys come
- * in ARGV (numkeys 0), so one call reads many keys of many slots of that node. A key that the node
- * does not serve makes Redis fail the whole call ("non local key"): the caller refreshes its slot
- * map and retries, so a stale map never reads as a missing key.
+ * The read-only Lua script of both verifies: values are compared in Redis and never reach the
+ * client; only type codes, absolute expiries, SHA-1 digests and field NAMES leave it. Flagged
+ * `no-writes` (called with EVALSHA_RO) and `allow-cross-slot-keys`: keys come in ARGV (numkeys 0),
+ * so one call reads many slots of one node. A key the node does not serve fails the whole call
+ * ("non local key"): the caller refreshes its slot map and retries, so a stale map never reads as
+ * a missing key.
  *
- * Only verdicts leave Redis: type codes, absolute expiries, SHA-1 digests and field NAMES; field
- * values never do. The key mapping and the names of the fields the new key's name reads come in
- * ARGV from `schema.ts`.
- *
- * ARGV: [1] mode, [2] "1" for old keys, [3] field cap, [4] salt, [5] the key mapping
- * (`KeySchema.luaSpec`, read by the shared `KEY_LUA`: the templates and the n fields the new name
- * reads, the workspace first), [6] only this workspace ("" = all), [7] the slot ranges this node
- * serves ("a-b,c-d"; "" on a standalone: every key is local), [8] the call's own-time limit in µs,
- * [9] the TTL tolerance in ms, [10..] keys. [6], [7] and [9] matter in `pair` mode only.
- * With more than one field, the entries of old keys end with the values of the other fields
- * (v2…vn below; none with one field), and a key missing any of them is one without the workspace
- * field.
- * Modes and their per-key entries (the reply is `{processed, elapsed_us, entry...}`; the call stops
- * after the key that reaches the field cap, or when its own clock says the next keys would take it
- * past the time limit; `processed` tells how many keys it answered):
+ * ARGV: [1] mode, [2] "1" for old keys, [3] field cap, [4] salt, [5] `KeySchema.luaSpec` (the
+ * templates and the n fields the new name reads, workspace first), [6] only this workspace ("" =
+ * all), [7] slot ranges this node serves ("a-b,c-d"; "" on a standalone), [8] own-time limit in µs,
+ * [9] TTL tolerance in ms, [10..] keys. [6], [7] and [9] matter in `pair` mode only. Entries of old
+ * keys end with the other fields' values (v2…vn); a key missing one counts as without workspace.
+ * The reply is `{processed, elapsed_us, entry...}`: the call stops after the key that reaches the
+ * field cap, or when its clock says the next keys would pass the time limit. Per-key entries:
  * - `side`: `{code, workspace, expire_at_ms, digest, v2…vn}`. code: 0 absent, 1 not a hash, 2 a
- *   hash without the workspace field or with an empty job id (old key), 3 a hash. `digest` is the
- *   SHA-1 of the fields sorted by name, each name and value length-prefixed.
- * - `fields`: `{code, {name, sha1(salt .. value), ...}}`: names and salted value hashes.
- * - `owner`: `{code, workspace, v2…vn}`: who a key says it belongs to (no digest).
+ *   hash without the workspace field or with an empty job id (old key), 3 a hash. `digest`: SHA-1
+ *   of the fields sorted by name, each name and value length-prefixed.
+ * - `fields`: `{code, {name, sha1(salt .. value), ...}}`.
+ * - `owner`: `{code, workspace, v2…vn}` (no digest).
  * - `pair` (old keys): `{code, workspace, expire_at_ms, digest, new_code, new_expire_at_ms, same,
- *   v2…vn}`:
- *   the old key and its new key (built by `KEY_LUA`) in ONE call. `same` is 1 when
- *   both hold the same fields with the same values (compared in Lua, no digest needed). new_code
- *   is -1 when the new key was not read (old key not a hash with a workspace, or another
- *   workspace than [7]); -2 when this node does not serve it (its slot, by CLUSTER KEYSLOT, is
- *   outside [8], or the read failed anyway: a stale slot map; the read is a `pcall`, the error
- *   only a marker) or the workspace is empty: then `digest` is the old key's, and the caller reads
- *   the new key on its own node. Checking the slot first keeps a cluster's error counters (INFO
- *   errorstats) quiet.
- *   A pair that matches entirely (both hashes, the same fields and values, expiries equal or
- *   within the tolerance) and whose field values are ASCII is answered with the workspace bytes
- *   alone (with more fields: the values joined by `:`, which no valid value holds), not the array:
- *   nearly every key of a finished backfill is one, and a bulk string costs Redis and the client a
- *   fraction of the array (the client still checks the rules).
+ *   v2…vn}`: the old key and its new key in ONE call; `same` is 1 when both hold the same fields
+ *   and values. new_code -1: new key not read (old key invalid, or another workspace than [6]);
+ *   -2: this node does not serve it (slot checked first, so errorstats stay quiet; a failed read
+ *   anyway is a stale map) or no new key: `digest` is then the old key's and the caller reads the
+ *   new key on its node. A pair that matches entirely with ASCII values is answered with the
+ *   workspace bytes alone (more fields: the values joined by `:`, which no valid value holds): a
+ *   bulk string costs a fraction of the array, and nearly every key of a finished backfill is one.
  *
  * @module
  */
@@ -49,7 +34,6 @@ import { KEY_LUA } from "../schema.ts";
 /** Per-key type codes of the script. */
 export const KeyCode = { absent: 0, notHash: 1, noWorkspace: 2, hash: 3 } as const;
 
-/** A key's type code. */
 export type KeyCodeValue = typeof KeyCode[keyof typeof KeyCode];
 
 /** What the script is asked per key. */
@@ -58,12 +42,7 @@ export type ScriptMode = "side" | "fields" | "owner" | "pair";
 /** Number of ARGV entries before the keys. */
 export const HEADER_ARGS = 9;
 
-/**
- * Lua: `slot_ranges(text)`, `is_local(key, ranges)`, `same_expiry(a, b, tolerance)`,
- * `same_fields(a, b)`: the one pair rule (the same fields with the same values, expiries equal or
- * within the tolerance, a new key read on this node only when it serves the key's slot), shared
- * with the bench's in-server ceiling.
- */
+/** Lua of the one pair rule (fields, values, expiries, locality), shared with the bench. */
 export const PAIR_LUA = `
 -- The slot ranges a node serves, from "a-b,c-d" ("" on a standalone: none).
 local function slot_ranges(text)
@@ -103,7 +82,6 @@ local function same_fields(a, b)
 end
 `;
 
-/** The script (see the module comment). */
 export const VERIFY_SCRIPT = `#!lua flags=no-writes,allow-cross-slot-keys
 local t0 = redis.call("TIME")
 local mode = ARGV[1]
@@ -122,7 +100,6 @@ local out = {0, 0}
 local read = 0
 ${PAIR_LUA}
 local ranges = slot_ranges(ARGV[7])
-
 
 local function elapsed_us()
   local t = redis.call("TIME")
@@ -177,10 +154,8 @@ local function pair(key)
   if only_ws ~= "" and ws ~= only_ws then return entry end
   values[1] = ws
   local new = new_key(parts, values)
-  -- No new key (an empty workspace, or one holding the literal after it): the client's rule
-  -- decides; a new key on another node: the client reads it there.
+  -- No new key (the client's rule decides) or one on another node: the client reads it.
   if not new or (cluster and not is_local(new, ranges)) then
-    -- The caller reads the new key elsewhere and compares digests.
     entry[4], entry[5] = digest(key), -2
     return entry
   end
@@ -195,8 +170,7 @@ local function pair(key)
     local new_at = redis.call("PEXPIRETIME", new)
     local same, fields_read = same_fields(key, new)
     read = read + fields_read
-    -- Matched: the workspace alone (ASCII, so its bytes are the client's UTF-8 for the new key);
-    -- with more fields, every value joined by ":".
+    -- Matched: the values alone, if ASCII (then their bytes are the client's UTF-8).
     if same and same_expiry(entry[3], new_at, tolerance) then
       local named = ws
       if nf > 1 then named = table.concat(values, ":", 1, nf) end
@@ -234,9 +208,8 @@ end
 local handle = side
 if mode == "fields" then handle = fields elseif mode == "owner" then handle = owner
 elseif mode == "pair" then handle = pair end
--- The clock is read at half and at three quarters of the keys, not per key: a TIME call costs
--- Redis ~1.4 µs, a key ~12, and a call ~16 keys. The call stops when the keys up to the next
--- reading (or the end) would take it past its limit at the pace so far (setup included).
+-- The clock is read at half and three quarters of the keys (TIME per key would cost too much):
+-- stop when the keys up to the next reading would pass the limit at the pace so far.
 local keys = #ARGV - 9
 local half, three_quarters = math.ceil(keys / 2), math.ceil(keys * 3 / 4)
 for i = 10, #ARGV do

@@ -1,8 +1,6 @@
 /**
- * Sub-batches of the verify checks: keys go to Redis in read-only script calls sized to a Redis
- * time budget by the run's call sizer (`control/call_size.ts`), each admitted by the limiter, a
- * few in flight at once so Redis never waits for the client to decode the previous reply;
- * differences are rechecked after a delay.
+ * Sub-batches of the verify checks: script calls sized to a Redis time budget by the run's call
+ * sizer, admitted by the limiter, a few in flight so Redis never waits for the client to decode.
  *
  * @module
  */
@@ -12,7 +10,6 @@ import { CallSizer, STOPPING_CALL_SHARE } from "../control/call_size.ts";
 import type { RateLimiter } from "../control/rate_limit.ts";
 import { type CallTiming, OUTSIDE_SCRIPT_US } from "./node_calls.ts";
 
-/** Options of {@linkcode SubBatches}. */
 export interface SubBatchOptions {
   /** Rechecks of a difference before it counts. */
   recheck: number;
@@ -20,16 +17,9 @@ export interface SubBatchOptions {
   limiter: Pick<RateLimiter, "acquire">;
   /** Keys per second (0 = unlimited): a sub-batch is at most a quarter second of them. */
   rps: number;
-  /**
-   * Redis time one call may take, µs: calls are sized so that their slowest one takes
-   * {@linkcode STOPPING_CALL_SHARE} of it, the time Redis spends outside the script's own clock
-   * included (`OUTSIDE_SCRIPT_US`).
-   */
+  /** Redis time one call may take, µs, the time outside the script's clock included. */
   callBudgetUs: number;
-  /**
-   * Sub-batches in flight. Redis runs a connection's pipelined calls back to back, so another
-   * client may wait behind up to this many calls (4 × ~0.2 ms by default).
-   */
+  /** Sub-batches in flight: another client may wait behind this many pipelined calls. */
   inFlight: number;
   signal?: AbortSignal;
 }
@@ -46,13 +36,6 @@ const FIRST_SUB_BATCH = 16;
 /** Runs work over keys in sub-batches whose size follows the measured call time. */
 export class SubBatches {
   #size = FIRST_SUB_BATCH;
-  /**
-   * Keys per call from the calls' own time per key, Redis's per-key work outside the script's
-   * clock added: a slower pace is followed half-way at once (a sub-batch of slow, wide jobs must
-   * not repeat), a faster one a fifth of the way (one fast call must not make the next ones
-   * overrun), and a pace counts as at most 4× the average (one stalled call does not shrink the
-   * next dozen). The sizer's guard (100 keys a call) is the one count cap.
-   */
   readonly #sizer: CallSizer;
   readonly #options: SubBatchOptions;
 
@@ -63,6 +46,7 @@ export class SubBatches {
       targetShare: STOPPING_CALL_SHARE,
       coldStartKeys: FIRST_SUB_BATCH,
       perCallMicros: OUTSIDE_SCRIPT_US.perCall,
+      // A slower pace is followed half-way at once: slow, wide jobs must not overrun twice.
       slowerAlpha: 0.5,
     });
   }
@@ -122,9 +106,8 @@ export class SubBatches {
   }
 
   /**
-   * Sizes the next sub-batch from the slowest call of this one (the sizer learns its pace), and
-   * grows it by half at most. On a cluster a sub-batch is split over the nodes, so the node of its
-   * slowest call got only part of it (a call the script stopped early is no split).
+   * Sizes the next sub-batch from the slowest call of this one, growing by half at most. On a
+   * cluster that call's node got only part of the sub-batch: scale by its share.
    */
   #resize(keys: number, timing: CallTiming, cap: number): void {
     const callKeys = timing.maxKeys ?? 0;

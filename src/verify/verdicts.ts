@@ -1,9 +1,5 @@
 /**
- * Pure decisions of both verifies (sampled and `--full`): what the script's per-key answers mean,
- * job by job. An old key that is not a hash, has no valid workspace id or an
- * empty job id is invalid; a new key that is absent is missing, another type is `type`; fields
- * that differ (names or values, extra fields included) and TTLs further apart than the tolerance
- * are mismatches; an old key that vanished is gone (not counted).
+ * Pure decisions of both verifies: what the script's per-key answers mean, job by job.
  *
  * @module
  */
@@ -23,12 +19,9 @@ export type FindingKind =
 /** One key as the `side` mode of the script saw it. */
 export interface SideState {
   code: KeyCodeValue;
-  /** Raw workspace field (bytes; empty when absent). */
+  /** Raw workspace field (empty when absent). */
   workspace: Buffer;
-  /**
-   * Raw values of the other fields the new key's name reads, in `KeySchema.fields` order (old
-   * keys that are jobs; none with one field).
-   */
+  /** Raw values of the other fields the new key's name reads, in `KeySchema.fields` order. */
   others: readonly Buffer[];
   /** PEXPIRETIME: unix ms, -1 no expiry, -2 absent. */
   expireAt: number;
@@ -42,7 +35,6 @@ export type JobVerdict =
   | { kind: "fields" }
   | { kind: "field_missing" | "field_differs"; fields: string[] };
 
-/** The verdicts that carry no details. */
 type PlainVerdictKind = Exclude<JobVerdict["kind"], "field_missing" | "field_differs">;
 
 const PLAIN_VERDICTS = new Map<string, JobVerdict>(
@@ -50,10 +42,7 @@ const PLAIN_VERDICTS = new Map<string, JobVerdict>(
     .map((kind) => [kind, Object.freeze({ kind })]),
 );
 
-/**
- * The verdict of `kind`, one shared (frozen) object per kind: a chunk holds a verdict per key
- * until it is counted, and objects that outlive a few allocations cost the garbage collector.
- */
+/** The verdict of `kind`: one frozen object per kind, as a chunk's verdicts cost the GC. */
 export function plainVerdict(kind: PlainVerdictKind): JobVerdict {
   return PLAIN_VERDICTS.get(kind)!;
 }
@@ -67,10 +56,7 @@ export function isMismatch(verdict: JobVerdict): boolean {
 const NO_BYTES = Buffer.alloc(0);
 const NO_OTHERS: readonly Buffer[] = Object.freeze([]);
 
-/**
- * Decodes one `side` entry of the script's reply (or the old side of a `pair` entry), whose other
- * fields' values start at `othersAt` (4 in a `side` entry, 7 in a `pair` entry).
- */
+/** Decodes a `side` entry (or a `pair` entry's old side: other values at `othersAt` 7). */
 export function decodeSide(entry: unknown[], othersAt = 4): SideState {
   return {
     code: Number(entry[0]) as KeyCodeValue,
@@ -82,11 +68,9 @@ export function decodeSide(entry: unknown[], othersAt = 4): SideState {
 }
 
 /**
- * The new side of a `pair` entry, when the script compared exactly the new key of `values` (the
- * validated field values, the workspace first) with the old key: it read it (new_code ≥ 0) and
- * the bytes it joined are the bytes the client would write (each value as UTF-8 equals the raw
- * field). Its `digest` equals `old`'s when the script found the fields equal, and differs
- * otherwise. `undefined`: compare on its own.
+ * The new side of a `pair` entry, when the script read exactly the new key of `values` (the
+ * validated values, workspace first: each as UTF-8 equals the raw field). Its `digest` equals
+ * `old`'s when the script found the fields equal. `undefined`: compare on its own.
  */
 export function decodePairNew(
   entry: unknown[],
@@ -119,10 +103,7 @@ export function decodeFields(entry: unknown[]): Map<string, string> | undefined 
   return fields;
 }
 
-/**
- * Compares an old key (already found valid) with its new key. Order of the first difference as in
- * the sampled verify: type, fields, TTL.
- */
+/** Compares a valid old key with its new key; the first difference wins: type, fields, TTL. */
 export function compareSides(fresh: SideState, old: SideState, toleranceMs: number): JobVerdict {
   if (fresh.code === KeyCode.absent) return plainVerdict("missing");
   if (fresh.code !== KeyCode.hash) return plainVerdict("type");
@@ -138,9 +119,8 @@ export function sameExpiry(a: number, b: number, toleranceMs: number): boolean {
 }
 
 /**
- * Which fields differ: fields of the old key absent from the new key (`field_missing`, which
- * wins), else fields whose values differ or that only the new key has (`field_differs`). Names
- * are sorted. `undefined` when the two agree (the key changed between the passes: recheck it).
+ * Which fields differ, names sorted: old fields absent from the new key (`field_missing`, which
+ * wins), else differing values or new-only fields. `undefined` when they agree (changed since).
  */
 export function diffFields(
   old: ReadonlyMap<string, string>,
@@ -153,17 +133,12 @@ export function diffFields(
   return differs.length > 0 ? { kind: "field_differs", fields: differs } : undefined;
 }
 
-/**
- * Why a new key is an orphan, or `undefined` when its old key holds the field values its name
- * holds.
- */
+/** Why a new key is an orphan. */
 export type OrphanReason = "old_missing" | "other_workspace";
 
 /**
- * Decides whether a new key `ai:job:<ws>:<id>` is an orphan from its old key's `owner` entry: the
- * old key is missing, or it does not hold exactly the values the new name holds (`newValues`: the
- * workspace first, then the other fields' values; `other_workspace` covers every field: another
- * value, none, or not a hash).
+ * Whether a new key is an orphan, from its old key's `owner` entry: the old key is missing, or
+ * does not hold exactly `newValues` (the values its name holds, workspace first; `undefined`: ok).
  */
 export function orphanReason(
   newValues: readonly Buffer[],

@@ -1,19 +1,13 @@
 /**
- * Where `verify --full` stands, and where it starts again. The checkpoint is one hash,
- * `<P>:verify:state`, next to the lock `<P>:verify:lock` and apart from a backfill run's
- * `<P>:cursor`, `<P>:meta`, `<P>:lock`: one field per master (`node:<id>`: run_id, phase, cursor
- * and that node's running counts, as JSON), plus the parameters and the report file's length.
- * Every save is ONE HSET, so a node's counts and its cursor are stored together or not at all: a
- * verify killed at any point and resumed counts each key once (keys of the chunk in flight are
- * checked again, and were never counted).
+ * Where `verify --full` stands: one hash `<P>:verify:state` (apart from a backfill run's keys)
+ * with one field per master (`node:<id>`: run_id, phase, cursor and that node's counts, as JSON),
+ * the parameters and the report file's length. Every save is ONE HSET, so a node's counts and
+ * cursor are stored together or not at all: a verify killed and resumed counts each key once.
  *
- * A verify resumes the stored state when it was made with the same parameters, and refuses it
- * otherwise. A master that restarted since it was read (a new `run_id`) is checked again from the
- * start: a SCAN cursor means nothing on a new process, and a restarted master may have lost or
- * changed keys. Its counts are dropped, and so are its findings in the report: the report is cut
- * back to where that node's findings began, and every node whose findings come after that point
- * is checked again too (nodes are verified one after the other, so the report holds each node's
- * findings in one stretch).
+ * A resume with other parameters is refused. A master that restarted (new `run_id`) is checked
+ * again from the start, as its cursor means nothing there and it may have lost keys; its findings
+ * are cut from the report, with those of every node checked after it (nodes run one after the
+ * other, so each node's findings are one stretch of the report).
  *
  * @module
  */
@@ -26,32 +20,30 @@ import { type FullCounts, type ReportFile, zeroCounts } from "./report.ts";
 
 /** Where one master's verify stands. */
 export interface NodeProgress {
-  /** `run_id` of the server the cursor belongs to (a restarted node rescans from 0). */
+  /** `run_id` of the server the cursor belongs to. */
   runId: string;
-  /** Old keys first, then (with `--orphans`) new keys, then done. */
+  /** Old keys first, then (with `--orphans`) new keys. */
   phase: "jobs" | "orphans" | "done";
   /** The SCAN cursor of the phase ("0" = not started). */
   cursor: string;
   counts: FullCounts;
-  /** Length of the `--report` file when this node's pass began: its findings follow. */
+  /** Length of the `--report` file when this node's pass began. */
   reportFrom?: number;
 }
 
-/** The whole stored state. */
 export interface VerifyState {
-  /** Fingerprint of the parameters that give the counts their meaning. */
+  /** {@linkcode verifyParams}. */
   params: string;
   nodes: Map<string, NodeProgress>;
   /** Bytes of the `--report` file that belong to the stored counts. */
   reportBytes: number;
-  /** Wall time of earlier sessions of this verify, in ms. */
+  /** Wall time of earlier sessions, in ms. */
   elapsedMs: number;
   startedAt: string;
 }
 
 /** Reads and writes `<P>:verify:state`. */
 export class VerifyCheckpoint {
-  /** The state key. */
   readonly key: string;
   /** The lock key (held by the command). */
   readonly lockKey: string;
@@ -63,7 +55,6 @@ export class VerifyCheckpoint {
     this.lockKey = `${prefix}:verify:lock`;
   }
 
-  /** The stored state, or `undefined` when there is none. */
   async load(): Promise<VerifyState | undefined> {
     const hash = await this.#client.hgetall(this.key);
     if (hash.params === undefined) return undefined;
@@ -83,14 +74,11 @@ export class VerifyCheckpoint {
     };
   }
 
-  /** Stores nodes' progress with the run-wide fields, in one HSET (atomic). */
+  /** Stores nodes' progress (each in `state`) with the run-wide fields, in one HSET (atomic). */
   async save(state: VerifyState, ...nodes: string[]): Promise<void> {
-    const fields: Record<string, string> = {};
-    for (const node of nodes) {
-      const progress = state.nodes.get(node);
-      if (progress === undefined) throw new RangeError(`no progress for node '${node}'`);
-      fields[`node:${node}`] = JSON.stringify(progress);
-    }
+    const fields = Object.fromEntries(
+      nodes.map((node) => [`node:${node}`, JSON.stringify(state.nodes.get(node))]),
+    );
     await this.#client.hset(this.key, {
       params: state.params,
       ...fields,
@@ -106,16 +94,9 @@ export class VerifyCheckpoint {
   }
 }
 
-/** The flags that change what a verify counts; a resume must use the same ones. */
-export interface VerifyParams {
-  keys: KeySchema;
-  workspace?: string;
-  ttlToleranceSeconds: number;
-  orphans: boolean;
-}
-
 /**
- * The parameters as stored in `<P>:verify:state` (JSON, compared as text).
+ * The flags that change what a verify counts, as stored (JSON, compared as text): a resume must
+ * use the same ones.
  *
  * @example
  * ```ts
@@ -130,7 +111,12 @@ export interface VerifyParams {
  * //   "jobs_path":"sub_batches"}'
  * ```
  */
-export function verifyParams(params: VerifyParams): string {
+export function verifyParams(params: {
+  keys: KeySchema;
+  workspace?: string;
+  ttlToleranceSeconds: number;
+  orphans: boolean;
+}): string {
   return JSON.stringify({
     workspace: params.workspace ?? null,
     ...params.keys.fingerprint,
@@ -141,27 +127,20 @@ export function verifyParams(params: VerifyParams): string {
   });
 }
 
-/** Options of {@linkcode resumeState}. */
-export interface ResumeStateOptions {
-  /** {@linkcode verifyParams} of this verify. */
-  params: string;
-  /** Ignore (and later overwrite) a stored state. */
-  resetProgress: boolean;
-  checkpoint: VerifyCheckpoint;
-  /** The report file, moved to where the stored state's findings end. */
-  report?: ReportFile;
-  logger: Logger;
-}
-
 /**
  * Loads the stored state (unless `resetProgress`) or starts a fresh one, and moves the report to
  * where the state's findings end.
  *
  * @throws {SafetyRefusal} when the stored state was made with other parameters.
  */
-export async function resumeState(
-  options: ResumeStateOptions,
-): Promise<{ state: VerifyState; resumed: boolean }> {
+export async function resumeState(options: {
+  /** {@linkcode verifyParams} of this verify. */
+  params: string;
+  resetProgress: boolean;
+  checkpoint: VerifyCheckpoint;
+  report?: ReportFile;
+  logger: Logger;
+}): Promise<{ state: VerifyState; resumed: boolean }> {
   const { params, checkpoint, report, logger } = options;
   const stored = options.resetProgress ? undefined : await checkpoint.load();
   if (stored !== undefined && stored.params !== params) {
@@ -198,7 +177,7 @@ export async function identify(node: Redis, cluster: boolean): Promise<NodeIdent
   return { id, runId: await serverRunId(node) };
 }
 
-/** A master restarted while it was being verified (its `run_id` changed between two chunks). */
+/** A master restarted while it was being verified (its `run_id` changed). */
 export class NodeRestartedError extends Error {
   constructor(readonly node: string) {
     super(`${node} restarted during verify --full (new run_id)`);
@@ -212,14 +191,11 @@ export interface RescanPlan {
   restarted: string[];
   /** Nodes whose progress is dropped (the restarted ones and those whose findings follow). */
   dropped: string[];
-  /** Report length to cut back to, when there is a report and something is dropped. */
+  /** Report length to cut back to. */
   cut?: number;
 }
 
-/**
- * Decides what a restart undoes (pure). `current` maps node id → run_id now. Without a report only
- * the restarted nodes are dropped.
- */
+/** Decides what a restart undoes. `current` maps node id → run_id now. */
 export function planRescan(
   nodes: ReadonlyMap<string, NodeProgress>,
   current: ReadonlyMap<string, string>,
@@ -238,13 +214,7 @@ export function planRescan(
 
 /** A node's progress from the start, on the server with `runId`, findings from `reportFrom`. */
 export function freshProgress(runId: string, reportFrom: number): NodeProgress {
-  return {
-    runId,
-    phase: "jobs",
-    cursor: "0",
-    counts: zeroCounts(),
-    reportFrom,
-  };
+  return { runId, phase: "jobs", cursor: "0", counts: zeroCounts(), reportFrom };
 }
 
 /** Applies a plan to `state` (in memory): dropped nodes start over; returns their ids. */

@@ -1,17 +1,11 @@
 /**
- * One node's pass of `verify --full` as checkpointable chunks: its SCAN cut into chunks, one chunk
- * scanned ahead while the caller checks the current one (so Redis never waits for the scan between
- * chunks), keys that SCAN returns twice dropped; each chunk checked in sub-batches, its
- * differences rechecked, and its final verdicts counted into counts and report findings (one
- * finding per counted difference, so the report's lines always match the counts).
+ * One node's pass of `verify --full` as checkpointable chunks of its SCAN, one chunk scanned
+ * ahead while the caller checks the current one, keys that SCAN returns twice dropped.
  *
- * Why keys come twice: SCAN guarantees every key present for the whole scan at least once, not
- * once. When the main hash table shrinks mid-scan (mass deletes), the cursor's bucket in the small
- * table holds keys of several buckets of the big one, some already returned. Those buckets are
- * consecutive in SCAN's reverse-binary order, so a repeated key was returned shortly before: a
- * window of the current and the previous chunk (≤ 2 × chunk keys, as strings) catches it. What
- * remains: a repeat from further back than the previous chunk, or across a kill and resume (the
- * window is not stored), would still be counted twice.
+ * Why keys come twice: when the hash table shrinks mid-scan, the cursor's bucket holds keys of
+ * several buckets of the big table, some already returned. Those are consecutive in SCAN's order,
+ * so a window of the current and the previous chunk catches a repeat; one from further back, or
+ * across a kill and resume, would still be counted twice.
  *
  * @module
  */
@@ -32,28 +26,27 @@ export class RecentKeys {
     return true;
   }
 
-  /** Starts a new chunk: the current one becomes the previous one, the oldest is forgotten. */
+  /** Starts a new chunk: the oldest is forgotten. */
   rotate(): void {
     this.#previous = this.#current;
     this.#current = new Set();
   }
 }
 
-/** One chunk: its keys (repeats dropped), the cursor after it, and how many repeats were dropped. */
+/** One chunk: its keys, the cursor after it, and how many repeats were dropped. */
 export interface ScanChunk {
   keys: Buffer[];
   next: string;
   duplicates: number;
 }
 
-/** Options of {@linkcode scanChunks}. */
 export interface ScanChunkOptions {
   match: string;
   count: number;
   cursor: string;
   /** Keys per chunk (at least; a chunk ends on a SCAN reply). */
   chunkKeys: () => number;
-  /** SCANs sized to a time bound, in the master's call window (control/scanner.ts). */
+  /** SCANs sized to a time bound, in the master's call window. */
   timed?: SizedScanner;
 }
 
@@ -84,10 +77,7 @@ export async function* scanChunks(
   }
 }
 
-/**
- * Iterates `source` one item ahead: the next item is being produced while the caller works on the
- * current one.
- */
+/** Iterates `source` one item ahead: the next is produced while the caller works. */
 export async function* readAhead<T>(source: AsyncGenerator<T>): AsyncGenerator<T> {
   let pending = source.next();
   try {
@@ -100,8 +90,7 @@ export async function* readAhead<T>(source: AsyncGenerator<T>): AsyncGenerator<T
       yield item.value;
     }
   } finally {
-    // Let the read-ahead settle before closing the source (an async generator runs one step at a
-    // time), so its SCAN does not outlive the caller.
+    // Let the read-ahead settle before closing the source, so its SCAN does not outlive us.
     await pending.catch(() => {});
     await source.return(undefined);
   }

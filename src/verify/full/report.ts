@@ -1,9 +1,8 @@
 /**
- * What `verify --full` reports: its counts, the `--report FILE` and the summary with its verdict.
- * The report file holds one NDJSON line per finding, with the job id and names escaped as in logs
- * (`escapeForLog`), never a field value. Lines are appended and synced before the checkpoint that
- * counts them is saved, and the checkpoint stores the file's length; a resumed verify cuts the
- * file back to that length, so a finding is never in the report twice.
+ * What `verify --full` reports: its counts, the `--report FILE` (one NDJSON line per finding, ids
+ * and names escaped, never a value) and the summary with its verdict. Findings are synced before
+ * the checkpoint that counts them, which stores the file's length: a resume cuts the file back to
+ * it, so a finding is never reported twice.
  *
  * @module
  */
@@ -31,33 +30,30 @@ const COUNT_NAMES = [
   "scan_duplicates", // keys SCAN returned a second time within a node's pass, counted once
 ] as const;
 
-/** Running counts of one node (or of the whole run, summed). */
+/** Running counts of one node, or of the whole run. */
 export type FullCounts = Record<typeof COUNT_NAMES[number], number>;
 
-/** Zero counts. */
 export function zeroCounts(): FullCounts {
   return Object.fromEntries(COUNT_NAMES.map((name) => [name, 0])) as FullCounts;
 }
 
-/** Adds `b` into `a`. */
 export function addCounts(a: FullCounts, b: Readonly<FullCounts>): FullCounts {
   for (const name of Object.keys(a) as (keyof FullCounts)[]) a[name] += b[name];
   return a;
 }
 
-/** One finding, as written. */
 export interface Finding {
   kind: FindingKind;
   jobId: Uint8Array;
-  /** The workspace id (from a key name; for `invalid`, none: the raw field is a value). */
+  /** The workspace id (none for `invalid`: the raw field is a value). */
   workspace?: Uint8Array | string;
   /** Field names, for `field_missing` and `field_differs`. */
   fields?: readonly string[];
-  /** For `orphan`: the old key is missing, or names another workspace. */
+  /** For `orphan`: its `OrphanReason`. */
   reason?: string;
 }
 
-/** One NDJSON line (without the newline) for a finding (pure). */
+/** One NDJSON line (without the newline) for a finding. */
 export function findingLine(finding: Finding): string {
   const line: Record<string, unknown> = {
     job_id: escapeForLog(finding.jobId, 512),
@@ -71,7 +67,6 @@ export function findingLine(finding: Finding): string {
   return JSON.stringify(line);
 }
 
-/** An open report file. */
 export class ReportFile {
   readonly path: string;
   #file: Deno.FsFile;
@@ -104,12 +99,7 @@ export class ReportFile {
     return this.#bytes;
   }
 
-  /**
-   * Starts at `bytes` (0 for a new verify, the checkpoint's length on resume).
-   *
-   * @returns false when the file is shorter than `bytes` (earlier findings are lost: the caller
-   *   says so); it then starts over at 0.
-   */
+  /** Starts at `bytes`; false (and starts at 0) when the file is shorter: findings were lost. */
   async startAt(bytes: number): Promise<boolean> {
     const size = (await this.#file.stat()).size;
     const kept = size >= bytes;
@@ -128,32 +118,26 @@ export class ReportFile {
     await this.#file.sync();
   }
 
-  /** Closes the file. */
   close(): void {
     this.#file.close();
   }
 }
 
-/** What a full verify found. */
 export interface FullReport {
   counts: FullCounts;
-  /** `matched / (checked − invalid)`, 1 when nothing valid was checked. */
+  /** {@linkcode computeParity}. */
   parity: number;
   min_parity: number;
   /** Whether new keys were scanned for orphans (`--orphans`). */
   orphans_checked: boolean;
   workspace: string | null;
   passed: boolean;
-  /**
-   * Time spent verifying: this session's wall time plus the stored time of the earlier sessions
-   * of a resumed verify (each up to its last checkpoint; the downtime between them not counted).
-   */
+  /** This session's wall time plus that of earlier sessions up to their last checkpoint. */
   duration_seconds: number;
   /** True when this session continued a stored checkpoint. */
   resumed: boolean;
-  /** Redis time of the script calls of this session, measured inside the script. */
+  /** Redis time of this session's script calls, measured inside the script. */
   redis_calls: { calls: number; mean_ms: number; max_ms: number };
-  /** The `--report` file, or null. */
   report: string | null;
 }
 
@@ -162,7 +146,7 @@ export function mismatched(counts: FullCounts): number {
   return counts.missing + counts.field_missing + counts.field_differs + counts.ttl + counts.type;
 }
 
-/** Builds the report from the summed counts (pure). */
+/** Builds the report from the summed counts. */
 export function fullReport(
   parts: Omit<FullReport, "parity" | "passed">,
 ): FullReport {
@@ -171,22 +155,7 @@ export function fullReport(
   return { ...parts, parity, passed: verifyPassed(parity, parts.min_parity, counts.orphans) };
 }
 
-/**
- * The verdict: ready to turn the fallback off, or not, why, and the next step.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { zeroCounts } from "./report.ts";
- * import { fullReport, verdictLine } from "./report.ts";
- * const counts = { ...zeroCounts(), checked: 10, matched: 9, missing: 1 };
- * const report = fullReport({
- *   counts, min_parity: 100, orphans_checked: true, workspace: null, duration_seconds: 1,
- *   resumed: false, redis_calls: { calls: 1, mean_ms: 0.1, max_ms: 0.1 }, report: null,
- * });
- * assert.match(verdictLine(report), /^NOT READY/);
- * ```
- */
+/** The verdict: ready to turn the fallback off, or not, why, and the next step. */
 export function verdictLine(report: FullReport): string {
   const c = report.counts;
   if (report.passed) {

@@ -1,9 +1,8 @@
 /**
- * `backfill verify --full`: every old key compared with its new key, master by master, in chunks
- * of SCAN batches. A chunk is compared in sub-batches (read-only script calls sized to a Redis
- * time budget and paced by the limiter), its differences are rechecked after a delay, its
- * findings are appended to the report, and only then is the node's cursor stored together with
- * its counts. With `orphans`, each master's new keys are scanned next.
+ * `backfill verify --full`: every old key compared with its new key, master by master, in
+ * checkpointed chunks of its SCAN. A chunk is checked and rechecked, its findings appended to the
+ * report, and only then the node's cursor stored with its counts. With `orphans`, each master's
+ * new keys are scanned next.
  *
  * @module
  */
@@ -56,7 +55,7 @@ export interface FullVerifyOptions extends CheckOptions {
   orphans: boolean;
   /** Ignore (and overwrite) a stored checkpoint. */
   resetProgress: boolean;
-  /** Keys per checkpointed chunk (default: see `FullRun.#chunkKeys`); a crash re-checks one. */
+  /** Keys per checkpointed chunk (default: `FullRun.#chunkKeys`). */
   chunkKeys?: number;
 }
 
@@ -70,7 +69,7 @@ export interface FullVerifyDeps {
   signal?: AbortSignal;
 }
 
-/** The largest SCAN COUNT (a guard: each SCAN's COUNT is sized to the call bound, control/scanner.ts). */
+/** The largest SCAN COUNT (each SCAN's COUNT is sized to the call bound). */
 const SCAN_COUNT = 250;
 
 /**
@@ -86,7 +85,7 @@ export async function runFullVerify(
   const started = performance.now();
   const logger = deps.logger ?? silentLogger;
   const checks = await openChecks(deps.target, options, deps);
-  const { calls } = checks;
+  const { calls } = checks.ctx;
   await logClientClocks(deps.target, (node) => calls.clockOf(node), logger, options.callClock);
   const { state, resumed } = await resumeState({
     params: verifyParams(options),
@@ -124,7 +123,8 @@ class FullRun {
   /** Time of the earlier sessions, as loaded (`state.elapsedMs` moves on with each save). */
   readonly #priorMs: number;
   readonly #sessionStart: number;
-  readonly #progressLog: ProgressLog;
+  #lastProgressLog = performance.now();
+  #checkedThisSession = 0;
 
   constructor(
     readonly options: FullVerifyOptions,
@@ -136,7 +136,6 @@ class FullRun {
   ) {
     this.#priorMs = state.elapsedMs;
     this.#sessionStart = sessionStart;
-    this.#progressLog = new ProgressLog(logger, 10_000);
     this.#batches = checks.batches();
   }
 
@@ -198,13 +197,12 @@ class FullRun {
 
   async #phase(node: Redis, id: string, progress: NodeProgress): Promise<void> {
     const jobs = progress.phase === "jobs";
-    // Its SCANs are bounded in Redis time like a run's, and take a place in the master's call
-    // window like the script calls: they share the connection, so they share its input buffer.
+    // SCANs take a place in the master's call window: they share the connection with the calls.
     const scanner = new TimedScan(node, {
-      maxCallMs: this.checks.callBudgetUs / 1000,
+      maxCallMs: this.checks.ctx.calls.callBudgetUs / 1000,
       maxCount: SCAN_COUNT,
       callClock: this.options.callClock,
-      window: this.checks.calls.windowFor(node),
+      window: this.checks.ctx.calls.windowFor(node),
     });
     const chunks = scanChunks(node, {
       match: jobs
@@ -235,10 +233,7 @@ class FullRun {
     }
   }
 
-  /**
-   * Counts a checked chunk, appends its findings to the report and stores the node's cursor with
-   * its counts. Commits run one after the other, in chunk order.
-   */
+  /** Appends a checked chunk's findings, then stores its counts with the cursor; in chunk order. */
   async #commit(
     { node, id, progress }: { node: Redis; id: string; progress: NodeProgress },
     chunk: ScanChunk,
@@ -250,56 +245,15 @@ class FullRun {
     addCounts(progress.counts, counts);
     progress.cursor = chunk.next;
     if (chunk.next !== "0") await this.#save(id, node, progress.runId);
-    this.#progressLog.note(this.deps.target.nodeName(node), progress, chunk.keys.length);
+    this.#logProgress(this.deps.target.nodeName(node), progress, chunk.keys.length);
   }
 
-  /**
-   * Keys per checkpointed chunk: about two seconds of work under `--rps` (between 1 000 and
-   * 10 000), so a paced verify stores its progress often and a crash re-checks little.
-   */
-  #chunkKeys(): number {
-    if (this.options.chunkKeys !== undefined) return this.options.chunkKeys;
-    return this.options.rps > 0 ? Math.min(10_000, Math.max(1_000, this.options.rps * 2)) : 10_000;
-  }
-
-  /**
-   * Stores `id`'s progress, unless its server restarted meanwhile (a reconnect can hide that): the
-   * counts since then may come from a SCAN cursor that means nothing on the new process.
-   *
-   * @throws {NodeRestartedError} when `node`'s run_id is no longer `runId`.
-   */
-  async #save(id: string, node: Redis, runId: string): Promise<void> {
-    if (await serverRunId(node) !== runId) {
-      throw new NodeRestartedError(this.deps.target.nodeName(node));
-    }
-    this.state.reportBytes = this.deps.report?.bytes ?? 0;
-    this.state.elapsedMs = this.elapsedMs();
-    await this.deps.checkpoint.save(this.state, id);
-  }
-
-  /**
-   * Work time of this verify: the earlier sessions' (as loaded) plus this session's so far. Always
-   * from the loaded value, never from `state.elapsedMs`: each save writes this total there, so
-   * adding the session to it again would count the session twice.
-   */
-  elapsedMs(): number {
-    return this.#priorMs + (performance.now() - this.#sessionStart);
-  }
-}
-
-/** The `verify_progress` log line: a node's running counts, at most once per `intervalMs`. */
-class ProgressLog {
-  #last = performance.now();
-  #sessionChecked = 0;
-
-  constructor(readonly logger: Logger, readonly intervalMs: number) {}
-
-  /** Notes `keys` more keys checked on `node` and logs its counts when the interval passed. */
-  note(node: string, progress: NodeProgress, keys: number): void {
-    this.#sessionChecked += keys;
+  /** The `verify_progress` log line: `node`'s running counts, at most every 10 s. */
+  #logProgress(node: string, progress: NodeProgress, keys: number): void {
+    this.#checkedThisSession += keys;
     const now = performance.now();
-    if (now - this.#last < this.intervalMs) return;
-    this.#last = now;
+    if (now - this.#lastProgressLog < 10_000) return;
+    this.#lastProgressLog = now;
     const c = progress.counts;
     this.logger.log(
       "info",
@@ -312,8 +266,34 @@ class ProgressLog {
         matched: c.matched,
         mismatched: mismatched(c),
         orphans: c.orphans,
-        scanned_this_session: this.#sessionChecked,
+        scanned_this_session: this.#checkedThisSession,
       },
     );
+  }
+
+  /** Keys per chunk: about two seconds of work under `--rps`, so a crash re-checks little. */
+  #chunkKeys(): number {
+    if (this.options.chunkKeys !== undefined) return this.options.chunkKeys;
+    return this.options.rps > 0 ? Math.min(10_000, Math.max(1_000, this.options.rps * 2)) : 10_000;
+  }
+
+  /**
+   * Stores `id`'s progress, unless its server restarted meanwhile (a reconnect can hide that):
+   * its cursor means nothing on the new process.
+   *
+   * @throws {NodeRestartedError} when `node`'s run_id is no longer `runId`.
+   */
+  async #save(id: string, node: Redis, runId: string): Promise<void> {
+    if (await serverRunId(node) !== runId) {
+      throw new NodeRestartedError(this.deps.target.nodeName(node));
+    }
+    this.state.reportBytes = this.deps.report?.bytes ?? 0;
+    this.state.elapsedMs = this.elapsedMs();
+    await this.deps.checkpoint.save(this.state, id);
+  }
+
+  /** Work time of this verify: the earlier sessions' (as loaded) plus this session's so far. */
+  elapsedMs(): number {
+    return this.#priorMs + (performance.now() - this.#sessionStart);
   }
 }
