@@ -35,7 +35,10 @@ export interface KeyPopulation {
   confirm?(keys: Buffer[]): Promise<boolean[]>;
 }
 
-/** Old keys; with `workspace`, only those whose `workspace_id` passes the rule as it. */
+/**
+ * Old keys; with `workspace`, only those whose first field passes its rule as `workspace` and
+ * that carry every other field of the new name (the script's `owner` mode reads them).
+ */
 export function oldPopulation(workspace: string | undefined, checks: Checks): KeyPopulation {
   const { calls, keys: schema } = checks.ctx;
   return {
