@@ -1,9 +1,7 @@
 /**
- * The health of one master as the throttle reads it, all from the server: its load (server_load.ts,
- * read when the throttle asks), the replica-lag watcher and a memory poll, each optional. Starting
- * it reads memory once and nothing else, so the first write follows at once. Everything it learns
- * also goes to the observer (metrics, health): replica lag, replies and a node that stopped
- * answering.
+ * The health of one master as the throttle reads it, all from the server: its load (read when the
+ * throttle asks), replica lag and memory, each optional. Starting it reads memory once and nothing
+ * else, so the first write follows at once.
  *
  * @module
  */
@@ -15,16 +13,13 @@ import { headroom, mib, parseMemoryInfo } from "../safety/memory.ts";
 import { type ReplicaLagLimit, type ReplicaLagWatch, watchReplicaLag } from "./replica_lag.ts";
 import { type LoadCounters, type LoadDelta, loadDelta, readLoadCounters } from "./server_load.ts";
 
-/** Milliseconds between a master's memory reads. */
 const MEMORY_EVERY_MS = 1000;
 
 /** Options of {@linkcode NodeHealth.start}. */
 export interface NodeHealthOptions {
   /** `host:port` of the master. */
   node: string;
-  /** The master. */
   client: Redis;
-  /** Stops every poller. */
   signal: AbortSignal;
   /** `--max-replica-lag`; `off` = no watcher (dry-run writes nothing to replicate). */
   replicaLag: ReplicaLagLimit;
@@ -33,7 +28,6 @@ export interface NodeHealthOptions {
   observer?: Pick<RunObserver, "onReplicaLag" | "onRedisReply" | "onRedisDown">;
 }
 
-/** What the health of one master says now. */
 export interface HealthReading {
   replicaLagOver: boolean;
   memoryOver: boolean;
@@ -44,11 +38,10 @@ export class NodeHealth {
   readonly node: string;
   readonly #options: NodeHealthOptions;
   readonly #lag: ReplicaLagWatch | undefined;
-  /** The counters of the last load reading. */
   #counters: LoadCounters | undefined;
   #down = false;
   #memoryOver = false;
-  /** Why memory is over, for the log line (no values, only sizes). */
+  /** Why memory is over, for the log line (sizes only). */
   #memoryDetail = "";
   #memoryLoop: Promise<void> = Promise.resolve();
 
@@ -75,12 +68,11 @@ export class NodeHealth {
     return health;
   }
 
-  /** The memory reading behind a memory pause, e.g. `uses 9.1 MiB, above 90% of 10.0 MiB`. */
+  /** The memory reading behind a memory pause. */
   get memoryDetail(): string {
     return this.#memoryDetail;
   }
 
-  /** The signals now. */
   read(): HealthReading {
     return {
       replicaLagOver: this.#lag?.over ?? false,
@@ -89,10 +81,8 @@ export class NodeHealth {
   }
 
   /**
-   * Reads the master's load counters now; the interval since the last reading, or undefined for
-   * the first reading, after a failed one or across a restart. A reply tells the observer the
-   * node answers (it keeps answering while the run is paused or yields); the first failure says
-   * it stopped.
+   * The interval since the last load reading; undefined for the first, after a failure or across
+   * a restart. Tells the observer whether the node answers (also while the run is paused).
    */
   async readLoad(): Promise<LoadDelta | undefined> {
     const { node, observer } = this.#options;
@@ -132,7 +122,7 @@ export class NodeHealth {
     }
   }
 
-  /** Resolves when every poller has stopped (after the signal aborted). */
+  /** Resolves once every poller stopped. */
   async closed(): Promise<void> {
     await Promise.all([this.#lag?.done, this.#memoryLoop]);
   }
