@@ -17,9 +17,6 @@
 import type { Redis } from "../redis/ioredis.ts";
 import type { Logger } from "../run_events.ts";
 
-/** Whose clock times a call: the script's TIME, or the client's estimate. */
-export type CallClockSource = "script" | "client";
-
 /** `--call-clock`: probe each node (`auto`), or always time calls on the client. */
 export type CallClockMode = "auto" | "client";
 
@@ -68,7 +65,8 @@ const RATE_WINDOW = 16;
 
 /** Times one node's script calls (see the module comment). */
 export class CallClock {
-  readonly source: CallClockSource;
+  /** Whose clock times a call: the script's TIME, or the client's estimate. */
+  readonly source: "script" | "client";
   /** The node's fastest round trip, µs: the network's share of a call's round trip. */
   readonly roundTripUs: number;
   #lastReplyUs = 0;
@@ -79,7 +77,7 @@ export class CallClock {
   readonly #now: () => number;
 
   /** `now`: the client's monotonic clock in µs (a fake one in a unit test). */
-  constructor(source: CallClockSource, roundTripUs = 0, now: () => number = nowUs) {
+  constructor(source: CallClock["source"], roundTripUs = 0, now: () => number = nowUs) {
     this.source = source;
     this.roundTripUs = Math.max(0, roundTripUs);
     this.#now = now;

@@ -12,9 +12,8 @@ export const MIN_CALL_WINDOW = 2;
 export const MAX_CALL_WINDOW = 16;
 
 /**
- * Calls in flight that keep a master busy across a round trip: W calls of `maxCallMs` do when
- * W × maxCallMs ≥ maxCallMs + RTT, so W = 1 + ⌈RTT / maxCallMs⌉. The extra calls are on the
- * wire, not in Redis's buffer.
+ * Calls in flight that keep a master busy across a round trip: W × maxCallMs ≥ maxCallMs + RTT.
+ * The extra calls are on the wire, not in Redis's buffer.
  */
 export function callWindowSize(rttMs: number, maxCallMs: number): number {
   if (!(rttMs >= 0) || !(maxCallMs > 0)) return MIN_CALL_WINDOW;
@@ -76,7 +75,7 @@ export class CallWindow {
   }
 
   /**
-   * Waits for room for one more call; returns a release to call once its reply is in.
+   * Waits for room for one more call; returns its release.
    * @throws the signal's reason when it aborts first (nothing is taken then).
    */
   async acquire(options: { signal?: AbortSignal } = {}): Promise<() => void> {

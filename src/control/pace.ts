@@ -97,7 +97,7 @@ export class PaceController {
   #perKeyMicros: number | undefined;
   #quietRequested = false;
   #lastQuietAt = -Infinity;
-  #quietGapMs: number;
+  #quietGapMs = QUIET_GAP_MS;
   /** The application's share of Redis in the last quiet window. */
   #appAlone: number | undefined;
   /** While yielding: since when the application's share has been below recovery. */
@@ -116,7 +116,6 @@ export class PaceController {
       coldYieldRps: 200,
       ...options,
     };
-    this.#quietGapMs = QUIET_GAP_MS;
   }
 
   /** The current output. */
@@ -206,11 +205,6 @@ export class PaceController {
   /** A quiet window read nothing (the reading failed): let the master go on. */
   cancelQuiet(): void {
     this.#quietRequested = false;
-  }
-
-  /** A change of the operator's cap, for its log line. */
-  capChange(capRps: number): RateChange {
-    return this.#change("cap", capRps > 0);
   }
 
   /** Shared at once when another client shows (or nobody can tell); alone only after a while. */

@@ -326,9 +326,7 @@ export function renderStatus(read: ReadStatus | undefined): string {
 }
 
 /** One runner's status; `shard` is undefined for a run over the whole deployment. */
-export interface RunnerStatus extends ReadStatus {
-  shard?: Shard;
-}
+export type RunnerStatus = ReadStatus & { shard?: Shard };
 
 /** Every published status of `progressKey`: the unsharded one first, then shards by N and I. */
 export async function readAllStatuses(
@@ -365,8 +363,7 @@ function totalOf(reads: readonly RunnerStatus[]) {
   let rps: number | null = 0;
   for (const { status, state } of reads) {
     for (const [name, n] of Object.entries(status.counts)) counts[name] = (counts[name] ?? 0) + n;
-    if (state !== "active") continue;
-    if (status.rate.paused) continue;
+    if (state !== "active" || status.rate.paused) continue;
     rps = status.rate.rps === 0 || rps === null ? null : rps + status.rate.rps;
   }
   return {

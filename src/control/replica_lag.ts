@@ -99,8 +99,8 @@ export interface ReplicaLagWatch {
 }
 
 /**
- * Polls `INFO replication` on `master` until the signal aborts. A failed poll keeps the last
- * verdict: an unreachable master is the engine's outage handling, not a lag signal.
+ * Polls `INFO replication` until the signal aborts. A failed poll keeps the last verdict: an
+ * unreachable master is the engine's outage handling, not a lag signal.
  */
 export function watchReplicaLag(master: Redis, options: ReplicaLagWatchOptions): ReplicaLagWatch {
   const state = { over: false, replicas: [] as ReplicaLag[] };

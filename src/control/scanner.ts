@@ -31,12 +31,6 @@ export interface ScanBatch {
 
 export type ScanPage = [next: Buffer | string, keys: Buffer[]];
 
-/** A SCAN whose COUNT is chosen per call ({@linkcode TimedScan}). */
-export interface SizedScanner {
-  nextCount(): number;
-  scan(cursor: string, match: string, count?: number): Promise<ScanPage>;
-}
-
 /** Options for {@linkcode scanBatches}. */
 export interface ScanOptions {
   match: string;
@@ -44,7 +38,7 @@ export interface ScanOptions {
   count: number;
   /** Default "0". */
   cursor?: string;
-  timed?: SizedScanner;
+  timed?: TimedScan;
   /** With `timed`: the first SCAN's COUNT (re-reading a batch as it was read). */
   firstCount?: number;
 }
@@ -93,7 +87,7 @@ export interface TimedScanOptions {
 }
 
 /** SCANs one node with COUNTs sized to the time budget. */
-export class TimedScan implements SizedScanner {
+export class TimedScan {
   readonly #node: Redis;
   readonly #sizer: CallSizer;
   readonly #clockMode: CallClockMode;

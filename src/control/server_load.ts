@@ -100,10 +100,7 @@ export function loadDelta(before: LoadCounters, after: LoadCounters): LoadDelta 
   return delta;
 }
 
-/**
- * Reads a master's counters now; `CLIENT LIST` only when `lastConnected` (if known) is at most
- * {@linkcode CLIENT_LIST_MAX}.
- */
+/** Reads a master's counters now; `CLIENT LIST` only when `lastConnected` allows it. */
 export async function readLoadCounters(
   client: Redis,
   lastConnected?: number,

@@ -206,12 +206,11 @@ export class Throttle implements AdmissionCheck {
       throw new RangeError(`the rate cap must be a non-negative number, got ${rps}`);
     }
     this.#cap = rps;
-    const first = this.#nodes.values().next().value as NodeControl | undefined;
     for (const control of this.#nodes.values()) this.#report(control);
-    if (first) {
-      const change = first.pace.capChange(rps);
-      this.#log(describeRateChange({ ...change, rps: this.view().rps }));
-    }
+    const first = this.#nodes.values().next().value as NodeControl | undefined;
+    if (!first) return;
+    const { paused } = first.pace.state;
+    this.#log(describeRateChange({ reason: "cap", active: rps > 0, rps: this.view().rps, paused }));
   }
 
   view(): ThrottleView {

@@ -17,7 +17,7 @@
  */
 import type { Buffer } from "node:buffer";
 import type { Redis } from "../../redis/ioredis.ts";
-import { scanBatches, type SizedScanner } from "../../control/scanner.ts";
+import { scanBatches, type TimedScan } from "../../control/scanner.ts";
 
 /** Keys seen in the current and the previous chunk. */
 export class RecentKeys {
@@ -54,7 +54,7 @@ export interface ScanChunkOptions {
   /** Keys per chunk (at least; a chunk ends on a SCAN reply). */
   chunkKeys: () => number;
   /** SCANs sized to a time bound, in the master's call window (control/scanner.ts). */
-  timed?: SizedScanner;
+  timed?: TimedScan;
 }
 
 /** Yields `node`'s keys matching `match` in chunks, from `cursor` to the end of the scan. */
