@@ -5,11 +5,12 @@
  *
  * @module
  */
-import { delay } from "../async/delay.ts";
+import { pause } from "../async/delay.ts";
 import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import type { RunObserver } from "../run_events.ts";
 import { headroom, mib, parseMemoryInfo } from "../safety/memory.ts";
+import type { PauseSignals } from "./pace.ts";
 import { type ReplicaLagLimit, type ReplicaLagWatch, watchReplicaLag } from "./replica_lag.ts";
 import { type LoadCounters, type LoadDelta, loadDelta, readLoadCounters } from "./server_load.ts";
 
@@ -26,11 +27,6 @@ export interface NodeHealthOptions {
   /** `--max-memory-pct`; undefined = no memory poll (dry-run writes nothing). */
   maxMemoryPct?: number;
   observer?: Pick<RunObserver, "onReplicaLag" | "onRedisReply" | "onRedisDown">;
-}
-
-export interface HealthReading {
-  replicaLagOver: boolean;
-  memoryOver: boolean;
 }
 
 /** The health sources of one master. */
@@ -73,7 +69,7 @@ export class NodeHealth {
     return this.#memoryDetail;
   }
 
-  read(): HealthReading {
+  read(): Omit<PauseSignals, "operatorPaused"> {
     return {
       replicaLagOver: this.#lag?.over ?? false,
       memoryOver: this.#memoryOver,
@@ -129,9 +125,6 @@ export class NodeHealth {
 
   async #pollMemory(): Promise<void> {
     const { signal } = this.#options;
-    while (!signal.aborted) {
-      await delay(MEMORY_EVERY_MS, { signal }).catch(() => {});
-      if (!signal.aborted) await this.refreshMemory();
-    }
+    while (await pause(MEMORY_EVERY_MS, { signal })) await this.refreshMemory();
   }
 }

@@ -8,12 +8,12 @@
 import { delay } from "../async/delay.ts";
 import { ALL_NODES, type Logger, type RunObserver, type ThrottleReason } from "../run_events.ts";
 import type { AdmissionCheck, AdmitOptions } from "./rate_limit.ts";
-import type { HealthReading } from "./health_check.ts";
 import {
   busyShare,
   describeRateChange,
   PaceController,
   type PaceOptions,
+  type PauseSignals,
   type RateChange,
 } from "./pace.ts";
 import { SlidingWindowLimiter } from "./rate_limit.ts";
@@ -26,7 +26,7 @@ const QUIET_MS = 150;
 /** What the throttle needs of one master's health (see `health_check.ts`). */
 export interface HealthSource {
   readonly node: string;
-  read(): HealthReading;
+  read(): Omit<PauseSignals, "operatorPaused">;
   refreshMemory(): Promise<void>;
   /** The master's load since the last call (undefined when not known). */
   readLoad(): Promise<LoadDelta | undefined>;
