@@ -41,22 +41,21 @@ export class NodeHealth {
   #memoryDetail = "";
   #memoryLoop: Promise<void> = Promise.resolve();
 
-  private constructor(options: NodeHealthOptions, lag: ReplicaLagWatch | undefined) {
-    this.node = options.node;
+  private constructor(options: NodeHealthOptions) {
+    const { node, observer, signal, replicaLag } = options;
+    this.node = node;
     this.#options = options;
-    this.#lag = lag;
+    this.#lag = replicaLag.kind === "off" ? undefined : watchReplicaLag(options.client, {
+      node,
+      limit: replicaLag,
+      signal,
+      onReplicaLag: (event) => observer?.onReplicaLag?.(event),
+    });
   }
 
   /** Starts the sources (one memory read when memory is watched). */
   static async start(options: NodeHealthOptions): Promise<NodeHealth> {
-    const { node, observer, signal } = options;
-    const lag = options.replicaLag.kind === "off" ? undefined : watchReplicaLag(options.client, {
-      node,
-      limit: options.replicaLag,
-      signal,
-      onReplicaLag: (event) => observer?.onReplicaLag?.(event),
-    });
-    const health = new NodeHealth(options, lag);
+    const health = new NodeHealth(options);
     if (options.maxMemoryPct !== undefined) {
       await health.refreshMemory();
       health.#memoryLoop = health.#pollMemory();

@@ -152,15 +152,12 @@ export class PaceController {
       this.#shared = shared;
       changes.push(this.#change("shared", shared));
     }
-    if (this.state.paused) {
-      // Nothing is admitted while paused: a reading then is the application's alone.
+    // Nothing is admitted while paused: a reading then is the application's alone.
+    const { paused } = this.state;
+    if (paused || load.quiet) {
       this.#quietRequested = false;
       this.#learnAlone(load);
-      return changes;
-    }
-    if (load.quiet) {
-      this.#quietRequested = false;
-      this.#learnAlone(load);
+      if (paused) return changes;
       const app = this.#appAlone!;
       if (app >= this.#options.criticalBusy) {
         this.#yieldRps = this.#yieldRate();
