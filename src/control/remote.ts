@@ -310,16 +310,14 @@ export function renderStatus(read: ReadStatus | undefined): string {
     : "";
   const by = status.control ? ` (${status.control.cap_by})` : "";
   const cap = status.rate.cap_rps > 0 ? `, cap ${status.rate.cap_rps}/s${by}` : `, no cap${by}`;
+  const cursors = Object.entries(status.cursors).map(([node, at]) => `${node}=${at}`).join(" ");
   const lines = [
     head,
     ...(status.mapping === undefined ? [] : [`keys: ${status.mapping}`]),
     `rate: ${rate}${why}${cap}`,
     `progress: ${scannedOf(counts, status.estimated_total)}, ETA ${duration(status.eta_seconds)}`,
     `counts: ${countList(counts)}`,
-    `cursors: ${
-      Object.entries(status.cursors).map(([node, cursor]) => `${node}=${cursor}`).join(" ") ||
-      "none"
-    }`,
+    `cursors: ${cursors || "none"}`,
     `started ${status.started_at}, updated ${status.updated_at}`,
   ];
   return lines.join("\n") + "\n";
