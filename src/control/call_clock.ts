@@ -1,47 +1,28 @@
 /**
- * A script call's own Redis time: the one clock every bound on a call's Redis time is sized from
- * (the backfill's keys per call, call_size.ts; a SCAN's COUNT, scanner.ts; `verify --full`'s
- * calls), and the one measure of a node's round trip ({@linkcode roundTripMs}).
+ * A script call's own Redis time: the one clock every bound on a call's Redis time is sized from,
+ * and the one measure of a node's round trip ({@linkcode roundTripMs}).
  *
- * `redis.call('TIME')` advances inside a running script on Redis 7.0, so a script wrapped by
- * {@linkcode timedScript} reads it at its start and end and returns the elapsed microseconds with
- * its result ({@linkcode decodeTimed} splits the reply): the time the call held Redis, without the
- * network round trip or the client's queueing. Effects replication (the default since Redis 5)
- * allows TIME before writes, and `no-writes` scripts may call it too.
- *
- * Only a server that lets time pass inside a script answers a second TIME with a later time. Redis
- * 7.2 freezes time for the whole script (redis/redis#10300): two TIME calls around a million PINGs
- * return the same value (redis/redis#12556), and some managed services refuse TIME in scripts.
- * There every call reads 0 µs and each bound falls away: a backfill call grows to its 100-key
- * guard, a SCAN to `--batch`, and a `verify --full` call never stops early by its own clock.
- *
- * So each node is probed when its scripts load: a script reads TIME up to 300 times and says
- * whether it ever moved. Where it did not, the client estimates what its calls cost Redis. A
- * reply's busy time is its arrival less the later of two moments: the send plus one round trip
- * ({@linkcode roundTripMs}), and the previous reply's arrival on the same connection (Redis runs a
- * connection's calls in order, so a call queued behind another started when that one ended).
- * Per call that split is wrong where calls were pipelined: Redis runs every call it read at once
- * and writes their replies together, so the first reply carries the whole burst's time and the
- * others almost none. So a call is charged its units (keys, or SCAN COUNT) at the rate of the last
- * {@linkcode RATE_WINDOW} replies: their busy time over their units, a window as deep as the most
- * calls in flight. The busy time also counts other clients' commands that Redis ran in between,
- * and the client's own delays, so the estimate errs long: calls come out smaller, never larger.
+ * On Redis 7.0 `redis.call('TIME')` advances inside a script, so {@linkcode timedScript} reads it
+ * at the start and end and returns the elapsed µs with the result: the time the call held Redis,
+ * without the network or the client's queueing (effects replication allows TIME before writes).
+ * Redis 7.2 freezes time inside a script and some managed services refuse TIME there, so each
+ * node is probed when its scripts load. Where TIME does not move, the client estimates: a reply's
+ * busy time is its arrival less the later of (send + round trip) and the previous reply's arrival
+ * (a connection's calls run in order). Pipelined calls finish in bursts, so a call is charged its
+ * units at the rate of the last {@linkcode RATE_WINDOW} replies. That busy time also counts other
+ * clients' commands and client delays: it errs long, so calls come out smaller, never larger.
  *
  * @module
  */
 import type { Redis } from "../redis/ioredis.ts";
 import type { Logger } from "../run_events.ts";
 
-/** Whose clock times a call: the script's TIME, or the client's estimate. */
-export type CallClockSource = "script" | "client";
-
 /** `--call-clock`: probe each node (`auto`), or always time calls on the client. */
 export type CallClockMode = "auto" | "client";
 
 /**
- * Reads TIME until it moves (at most 300 times, ~150 µs where it never does). Replies how many
- * readings it took, 0 when time stood still, -1 when TIME is refused. No flags line, so it runs on
- * Redis 6.2 too.
+ * Reads TIME until it moves (at most 300 times): how many readings it took, 0 when time stood
+ * still, -1 when TIME is refused. No flags line, so it runs on Redis 6.2 too.
  */
 const PROBE_SCRIPT = `local ok, t0 = pcall(redis.call, "TIME")
 if not ok then return -1 end
@@ -51,10 +32,7 @@ for i = 1, 300 do
 end
 return 0`;
 
-/**
- * Logs once which of `target`'s masters time their calls on the client, and why; nothing when
- * none does.
- */
+/** Logs once which of `target`'s masters time their calls on the client, and why. */
 export async function logClientClocks(
   target: { masters(): Redis[]; nodeName(node: Redis): string },
   clockOf: (node: Redis) => Promise<CallClock>,
@@ -78,38 +56,36 @@ export async function logClientClocks(
   );
 }
 
-/** The microseconds of a monotonic client clock. */
 function nowUs(): number {
   return performance.now() * 1000;
 }
 
-/** Replies whose busy time and units make the client's rate (the deepest call window). */
+/** Replies whose busy time and units make the client's rate: the deepest call window. */
 const RATE_WINDOW = 16;
 
 /** Times one node's script calls (see the module comment). */
 export class CallClock {
-  /** Whose clock times the calls. */
-  readonly source: CallClockSource;
+  /** Whose clock times a call: the script's TIME, or the client's estimate. */
+  readonly source: "script" | "client";
   /** The node's fastest round trip, µs: the network's share of a call's round trip. */
   readonly roundTripUs: number;
   #lastReplyUs = 0;
-  /** The last replies' busy µs and units (ring buffers of {@linkcode RATE_WINDOW}). */
+  /** Ring buffers of the last replies' busy µs and units. */
   readonly #busy: number[] = [];
   readonly #units: number[] = [];
   #next = 0;
   readonly #now: () => number;
 
   /** `now`: the client's monotonic clock in µs (a fake one in a unit test). */
-  constructor(source: CallClockSource, roundTripUs = 0, now: () => number = nowUs) {
+  constructor(source: CallClock["source"], roundTripUs = 0, now: () => number = nowUs) {
     this.source = source;
     this.roundTripUs = Math.max(0, roundTripUs);
     this.#now = now;
   }
 
   /**
-   * Runs `call` of `units` (keys, or SCAN COUNT) and returns its value with the call's own Redis
-   * time in µs: what `scriptMicros` reads from the reply, or the client's estimate when the
-   * script's clock stands still.
+   * Runs `call` of `units` (keys, or SCAN COUNT); returns its value and Redis time in µs, read by
+   * `scriptMicros` from the reply or estimated on the client.
    */
   async time<T>(
     call: () => Promise<T>,
@@ -134,10 +110,7 @@ function sum(values: readonly number[]): number {
   return values.reduce((total, value) => total + value, 0);
 }
 
-/**
- * Probes `node` (see the module comment) and returns the clock to time its calls with. In
- * `client` mode the probe is skipped and the calls are timed on the client.
- */
+/** Probes `node` for the clock to time its calls with (`client` mode skips the probe). */
 export async function probeCallClock(
   node: Redis,
   mode: CallClockMode = "auto",
@@ -149,10 +122,8 @@ export async function probeCallClock(
 }
 
 /**
- * The one measure of a node's round trip, ms: the fastest of 5 PINGs, the network's own share
- * without any queueing (in Redis or in the client). Both of its uses err safe with the fastest: the
- * call window covers the round trip with no more calls than needed (call_window.ts), and a call
- * timed on the client is charged its whole round trip less this, so it errs long.
+ * A node's round trip, ms: the fastest of 5 PINGs, the network's share without queueing. Both
+ * uses err safe with the fastest: no more calls in flight than needed, and client timing errs long.
  */
 export async function roundTripMs(node: { ping(): Promise<unknown> }): Promise<number> {
   let fastest = Infinity;
@@ -166,7 +137,7 @@ export async function roundTripMs(node: { ping(): Promise<unknown> }): Promise<n
 
 /**
  * Wraps a Lua script body so it returns `{elapsed_microseconds, result}`. A `#!lua` shebang line
- * (script flags) stays the first line. The body runs in a closure, so its `return` is the result.
+ * stays first; the body runs in a closure, so its `return` is the result.
  *
  * @example
  * ```ts
@@ -188,20 +159,13 @@ return {(tonumber(__t1[1]) - tonumber(__t0[1])) * 1000000 + tonumber(__t1[2]) - 
 `;
 }
 
-/** A decoded reply of a {@linkcode timedScript}. */
-export interface TimedReply<T> {
-  /** Redis time the script took, in microseconds. */
-  micros: number;
-  /** The body's return value (`null` when it returned nil or false: Lua drops them from arrays). */
-  result: T | null;
-}
-
 /**
- * Splits a {@linkcode timedScript} reply.
+ * Splits a {@linkcode timedScript} reply; `result` is `null` when the body returned nil or false
+ * (Lua drops them from arrays).
  *
  * @throws {TypeError} when the reply is not `[integer, result?]`.
  */
-export function decodeTimed<T>(reply: unknown): TimedReply<T> {
+export function decodeTimed<T>(reply: unknown): { micros: number; result: T | null } {
   if (!Array.isArray(reply) || typeof reply[0] !== "number" || reply.length > 2) {
     throw new TypeError("not the reply of a timed script");
   }

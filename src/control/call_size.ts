@@ -1,28 +1,23 @@
 /**
  * Time-bounded script calls, as a pure decision: learn what one key costs Redis from the calls'
- * own timing, and size the next call so it holds Redis no longer than `--max-call-ms`. A fixed key
- * count blocks Redis for however long that count takes on the hardware at hand; a time budget
- * blocks it for the same time everywhere. The count cap stays, only as a guard against a wildly
- * wrong estimate. The one sizer of the run: the copy calls' keys (migrate/in_server.ts) and the
- * SCANs' COUNT (control/scanner.ts).
+ * own timing, and size the next call to hold Redis no longer than `--max-call-ms` (a fixed count
+ * would block Redis for however long it takes on the hardware at hand). The one sizer of the run:
+ * the copy calls' keys (migrate/in_server.ts) and the SCANs' COUNT (control/scanner.ts).
  *
- * Calls are sized to {@linkcode TARGET_SHARE} of the budget, not all of it: the learnt cost is a
- * mean, and one call's keys cost more or less than it (their width, TTLs, where SCAN found them).
- * The share was chosen by a measurement (docs/benchmarks.md, "The call share").
+ * Calls are sized to {@linkcode TARGET_SHARE} of the budget, as the learnt cost is a mean and one
+ * call's keys cost more or less (docs/benchmarks.md, "The call share").
  *
  * @module
  */
 
-/** The share of the budget a call is sized to (see the module comment). */
 const TARGET_SHARE = 0.7;
 
 /** The most keys one script call carries, whatever its budget fits: a guard only. */
 export const MAX_CALL_KEYS = 100;
 
 /**
- * The share for calls that stop early by their own clock (`verify`'s script reads TIME as it goes
- * and leaves the keys that would overrun to the next call): one that runs slower than its size
- * predicted still ends within the budget, so they are sized closer to it.
+ * The share for calls that stop early by their own clock (`verify`'s script): one that runs slower
+ * than predicted still ends within the budget, so they are sized closer to it.
  */
 export const STOPPING_CALL_SHARE = 0.9;
 
@@ -36,10 +31,7 @@ export interface CallSizerOptions {
   coldStartKeys?: number;
   /** The share of the budget a call is sized to. Default {@linkcode TARGET_SHARE}. */
   targetShare?: number;
-  /**
-   * Weight of a measurement above the estimate (a slower call). Default: the usual weight. Larger
-   * where a call that ran slow must not be repeated (the next one follows it at once).
-   */
+  /** Weight of a measurement above the estimate (a slower call). Default: the usual weight. */
   slowerAlpha?: number;
   /** Redis time of a call besides its keys, taken off the budget before keys share it. Default 0. */
   perCallMicros?: number;
@@ -49,23 +41,20 @@ export interface CallSizerOptions {
 const ALPHA = 0.2;
 
 /**
- * A measurement counts as at most this many times the current estimate (and at least its
- * inverse). One 50k-field job must not make the next hundred calls carry one key each; a workload
- * that really became slower still moves the estimate by this factor per call.
+ * A measurement counts as at most this many times the estimate (and at least its inverse): one
+ * 50k-field job must not make the next hundred calls carry one key each.
  */
 const OUTLIER_FACTOR = 4;
 
-/** One measured call. */
+/** One measured call: its keys and Redis µs (call_clock.ts). */
 export interface CallTiming {
-  /** Keys the call carried. */
   keys: number;
-  /** Redis time of the call in microseconds (see call_clock.ts). */
   micros: number;
 }
 
 /** Learns the cost per key (EWMA) and sizes the next call. */
 export class CallSizer {
-  /** The budget a call is sized to: `--max-call-ms` × the target share. */
+  /** `--max-call-ms` × the target share. */
   readonly #budgetMicros: number;
   readonly #maxKeys: number;
   readonly #coldStartKeys: number;
@@ -94,10 +83,7 @@ export class CallSizer {
     return this.#perKeyMicros;
   }
 
-  /**
-   * How many keys the next call may carry: at least 1 (one key that alone exceeds the budget
-   * still has to be copied), at most the guard.
-   */
+  /** Keys for the next call: at least 1 (a key over the budget still has to go), at most the guard. */
   nextCount(): number {
     if (this.#perKeyMicros === undefined) return this.#coldStartKeys;
     const fits = Math.floor(

@@ -1,24 +1,19 @@
 /**
- * How many script calls a master may have in flight at once. A time-bounded call holds Redis for
- * at most `--max-call-ms`, but that bound alone does not hold for pipelined calls: Redis reads a
- * client's socket up to 16 KB at a time and runs every complete command it read before it serves
- * the next client, so a batch of 25 calls written at once runs back to back, and the application's
- * commands wait behind all of them (~6 calls, ~1.5 ms, per read on a small machine). Keeping only
- * enough calls in flight to cover one round trip keeps Redis busy with the backfill's work while it
- * never holds more than about two calls' worth in its input buffer.
+ * How many script calls a master may have in flight. Redis runs every complete command it read
+ * from a socket before serving the next client, so pipelined calls run back to back and the
+ * application's commands wait behind all of them: `--max-call-ms` alone does not bound that.
+ * Enough calls to cover one round trip keep Redis busy without filling its input buffer.
  *
  * @module
  */
-/** Calls in flight while nothing is known of the round trip: one running, one queued. */
+/** One call running, one queued. */
 export const MIN_CALL_WINDOW = 2;
-/** A guard for very long round trips: never more than this many calls in flight per master. */
+/** A guard for very long round trips. */
 export const MAX_CALL_WINDOW = 16;
 
 /**
- * Calls in flight that keep a master busy across a round trip. When a call ends, its reply and the
- * next call need one round trip to meet again, so W calls of `maxCallMs` keep Redis busy when
- * W × maxCallMs ≥ maxCallMs + RTT: W = 1 + ⌈RTT / maxCallMs⌉, at least 2. That is 2 on loopback
- * and 3 at 0.5 ms RTT with 0.25 ms calls; the extra calls are on the wire, not in Redis's buffer.
+ * Calls in flight that keep a master busy across a round trip: W × maxCallMs ≥ maxCallMs + RTT.
+ * The extra calls are on the wire, not in Redis's buffer.
  */
 export function callWindowSize(rttMs: number, maxCallMs: number): number {
   if (!(rttMs >= 0) || !(maxCallMs > 0)) return MIN_CALL_WINDOW;
@@ -26,27 +21,19 @@ export function callWindowSize(rttMs: number, maxCallMs: number): number {
   return Math.min(MAX_CALL_WINDOW, Math.max(MIN_CALL_WINDOW, size));
 }
 
-/** What `--max-latency` leaves each master: a call's Redis-time bound and calls in flight. */
+/** What `--max-latency` leaves each master: a call's Redis ms and calls in flight. */
 export interface LatencyBudget {
-  /** The Redis time one call may take, ms (`--max-call-ms`, or less to fit). */
   maxCallMs: number;
-  /** Script calls in flight per master, at most. */
   maxCallsInFlight: number;
 }
 
 /**
- * `--max-latency` by construction, while Redis serves other clients. Redis runs an event-loop turn
- * at a time: it runs every complete command in the buffers of the clients that were readable when
- * the turn began, and writes the replies at the turn's end. An application command that arrives
- * while the backfill works waits, at most, for the rest of the turn under way (every backfill call
- * already in Redis's buffer: the calls a master has in flight, its script calls and its SCANs
- * sharing one window since they share the connection), then for its own turn, in which one more
- * call of ours that arrived meanwhile may run before it. So (calls in flight + 1) × call bound ≤
- * MS: one call in flight needs calls of MS / 2, and the call bound is `--max-call-ms`, or that when
- * it is smaller. With the defaults (0.5 ms, 0.25 ms) that is one call of 0.25 ms. While no other
- * client is active, nobody waits, and the window covers a round trip instead ({@linkcode
- * callWindowSize}; control/pace.ts decides which applies). Undefined for `--max-latency 0` (raw
- * speed, no bound).
+ * `--max-latency` by construction, while Redis serves other clients. An application command waits
+ * at most for the rest of the event-loop turn under way (every backfill call in Redis's buffer:
+ * script calls and SCANs share the window and the connection), then for one more call of ours in
+ * its own turn. So (calls in flight + 1) × call bound ≤ max latency. While no other client is
+ * active the window covers a round trip instead (control/pace.ts decides). Undefined for
+ * `--max-latency 0` (raw speed).
  */
 export function latencyBudget(maxLatencyMs: number, maxCallMs: number): LatencyBudget | undefined {
   if (!(maxLatencyMs > 0)) return undefined;
@@ -79,18 +66,16 @@ export class CallWindow {
     }
   }
 
-  /** Calls allowed in flight now. */
   get size(): number {
     return this.#size();
   }
 
-  /** Calls in flight now. */
   get inFlight(): number {
     return this.#inFlight;
   }
 
   /**
-   * Waits for room for one more call; returns a release to call once its reply is in.
+   * Waits for room for one more call; returns its release.
    * @throws the signal's reason when it aborts first (nothing is taken then).
    */
   async acquire(options: { signal?: AbortSignal } = {}): Promise<() => void> {
@@ -128,9 +113,8 @@ export class CallWindow {
 }
 
 /**
- * A master's call window under `--max-latency`: a round trip's worth of calls (`roundTrip`, from
- * {@linkcode callWindowSize}), and no more than the latency budget's `budget` while `shared()` says
- * another client is active (control/pace.ts). Raw speed takes a fixed {@linkcode MAX_CALL_WINDOW}.
+ * A master's call window under `--max-latency`: `roundTrip` calls ({@linkcode callWindowSize}),
+ * at most `budget` while `shared()` says another client is active.
  */
 export function runWindow(
   options: { roundTrip: number; budget?: number; shared?: () => boolean },

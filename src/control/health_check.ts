@@ -1,30 +1,26 @@
 /**
- * The health of one master as the throttle reads it, all from the server: its load (server_load.ts,
- * read when the throttle asks), the replica-lag watcher and a memory poll, each optional. Starting
- * it reads memory once and nothing else, so the first write follows at once. Everything it learns
- * also goes to the observer (metrics, health): replica lag, replies and a node that stopped
- * answering.
+ * The health of one master as the throttle reads it, all from the server: its load (read when the
+ * throttle asks), replica lag and memory, each optional. Starting it reads memory once and nothing
+ * else, so the first write follows at once.
  *
  * @module
  */
-import { delay } from "../async/delay.ts";
+import { pause } from "../async/delay.ts";
 import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import type { RunObserver } from "../run_events.ts";
 import { headroom, mib, parseMemoryInfo } from "../safety/memory.ts";
+import type { PauseSignals } from "./pace.ts";
 import { type ReplicaLagLimit, type ReplicaLagWatch, watchReplicaLag } from "./replica_lag.ts";
 import { type LoadCounters, type LoadDelta, loadDelta, readLoadCounters } from "./server_load.ts";
 
-/** Milliseconds between a master's memory reads. */
 const MEMORY_EVERY_MS = 1000;
 
 /** Options of {@linkcode NodeHealth.start}. */
 export interface NodeHealthOptions {
   /** `host:port` of the master. */
   node: string;
-  /** The master. */
   client: Redis;
-  /** Stops every poller. */
   signal: AbortSignal;
   /** `--max-replica-lag`; `off` = no watcher (dry-run writes nothing to replicate). */
   replicaLag: ReplicaLagLimit;
@@ -33,41 +29,33 @@ export interface NodeHealthOptions {
   observer?: Pick<RunObserver, "onReplicaLag" | "onRedisReply" | "onRedisDown">;
 }
 
-/** What the health of one master says now. */
-export interface HealthReading {
-  replicaLagOver: boolean;
-  memoryOver: boolean;
-}
-
 /** The health sources of one master. */
 export class NodeHealth {
   readonly node: string;
   readonly #options: NodeHealthOptions;
   readonly #lag: ReplicaLagWatch | undefined;
-  /** The counters of the last load reading. */
   #counters: LoadCounters | undefined;
   #down = false;
   #memoryOver = false;
-  /** Why memory is over, for the log line (no values, only sizes). */
+  /** Why memory is over, for the log line (sizes only). */
   #memoryDetail = "";
   #memoryLoop: Promise<void> = Promise.resolve();
 
-  private constructor(options: NodeHealthOptions, lag: ReplicaLagWatch | undefined) {
-    this.node = options.node;
+  private constructor(options: NodeHealthOptions) {
+    const { node, observer, signal, replicaLag } = options;
+    this.node = node;
     this.#options = options;
-    this.#lag = lag;
+    this.#lag = replicaLag.kind === "off" ? undefined : watchReplicaLag(options.client, {
+      node,
+      limit: replicaLag,
+      signal,
+      onReplicaLag: (event) => observer?.onReplicaLag?.(event),
+    });
   }
 
   /** Starts the sources (one memory read when memory is watched). */
   static async start(options: NodeHealthOptions): Promise<NodeHealth> {
-    const { node, observer, signal } = options;
-    const lag = options.replicaLag.kind === "off" ? undefined : watchReplicaLag(options.client, {
-      node,
-      limit: options.replicaLag,
-      signal,
-      onReplicaLag: (event) => observer?.onReplicaLag?.(event),
-    });
-    const health = new NodeHealth(options, lag);
+    const health = new NodeHealth(options);
     if (options.maxMemoryPct !== undefined) {
       await health.refreshMemory();
       health.#memoryLoop = health.#pollMemory();
@@ -75,13 +63,12 @@ export class NodeHealth {
     return health;
   }
 
-  /** The memory reading behind a memory pause, e.g. `uses 9.1 MiB, above 90% of 10.0 MiB`. */
+  /** The memory reading behind a memory pause. */
   get memoryDetail(): string {
     return this.#memoryDetail;
   }
 
-  /** The signals now. */
-  read(): HealthReading {
+  read(): Omit<PauseSignals, "operatorPaused"> {
     return {
       replicaLagOver: this.#lag?.over ?? false,
       memoryOver: this.#memoryOver,
@@ -89,10 +76,8 @@ export class NodeHealth {
   }
 
   /**
-   * Reads the master's load counters now; the interval since the last reading, or undefined for
-   * the first reading, after a failed one or across a restart. A reply tells the observer the
-   * node answers (it keeps answering while the run is paused or yields); the first failure says
-   * it stopped.
+   * The interval since the last load reading; undefined for the first, after a failure or across
+   * a restart. Tells the observer whether the node answers (also while the run is paused).
    */
   async readLoad(): Promise<LoadDelta | undefined> {
     const { node, observer } = this.#options;
@@ -132,16 +117,13 @@ export class NodeHealth {
     }
   }
 
-  /** Resolves when every poller has stopped (after the signal aborted). */
+  /** Resolves once every poller stopped. */
   async closed(): Promise<void> {
     await Promise.all([this.#lag?.done, this.#memoryLoop]);
   }
 
   async #pollMemory(): Promise<void> {
     const { signal } = this.#options;
-    while (!signal.aborted) {
-      await delay(MEMORY_EVERY_MS, { signal }).catch(() => {});
-      if (!signal.aborted) await this.refreshMemory();
-    }
+    while (await pause(MEMORY_EVERY_MS, { signal })) await this.refreshMemory();
   }
 }

@@ -1,30 +1,18 @@
 /**
- * The pace of one master, as a pure decision over what the server reports. No client-side timer
- * feeds it: a client starved of CPU (a busy host, a 250m pod) reads its own wait as latency, and a
- * throttle fed that signal slows down for reasons the store never had.
+ * The pace of one master, as a pure decision over what the server reports; no client timer feeds
+ * it (a CPU-starved client would read its own wait as latency).
  *
- * - The added latency (`--max-latency`) is bounded by construction elsewhere: an application
- *   command waits at most behind the backfill calls already in Redis's input buffer, and their
- *   number and Redis time are fixed before the run starts (call_window.ts {@linkcode
- *   latencyBudget}). Nothing here needs to watch latency to keep that promise.
- * - Shared or alone: that bound costs rate (one call in flight leaves Redis idle for a round trip
- *   after each), and it protects nobody while Redis serves no other client. So while the readings
- *   show another client active ({@linkcode PaceState.shared}, the start included) the window is
- *   the latency budget's; once none has been seen for {@linkcode ALONE_AFTER_MS}, it
- *   covers a round trip. A client that appears is seen at the next reading.
- * - Critical load, like gh-ost's `--critical-load`: how busy Redis's main thread is (`INFO cpu`
- *   deltas over the server's own clock) and how much of that the backfill's own commands took
- *   (`INFO commandstats`). When the application alone keeps Redis at least {@linkcode
- *   PaceOptions.criticalBusy} busy, the backfill yields to {@linkcode YIELD_SHARE} of
- *   Redis's time, a rate computed from what one key costs Redis. A saturated Redis hides the
- *   application's real demand behind the backfill's share, so the application's load is read
- *   alone in a short quiet window (no admissions to this master); quiet windows happen only while
- *   Redis is that busy, and back off exponentially while the application's share stays low.
- * - Pauses: the operator's, memory over `--max-memory-pct`, a replica past `--max-replica-lag`.
+ * - `--max-latency` is bounded by construction, not watched here (call_window.ts
+ *   {@linkcode latencyBudget}). While another client is active ({@linkcode PaceState.shared}) the
+ *   call window is the budget's; alone for {@linkcode ALONE_AFTER_MS}, it covers a round trip.
+ * - Critical load, like gh-ost's `--critical-load`: when the application alone keeps Redis's main
+ *   thread {@linkcode PaceOptions.criticalBusy} busy, the backfill yields to
+ *   {@linkcode YIELD_SHARE} of Redis's time. A saturated Redis hides the application's demand, so
+ *   that is read in short quiet windows (nothing admitted to this master), which back off while
+ *   the application's share stays low.
+ * - Pauses: the operator's, `--max-memory-pct`, `--max-replica-lag`.
  *
- * Without adaptation (`--max-latency 0`, raw speed asked for) only the pauses apply. The caller
- * ticks it with each reading (about every 200 ms) and logs each returned change as one line.
- * Rates follow the project's convention: `rps` 0 means unlimited.
+ * `rps` 0 means unlimited.
  *
  * @module
  */
@@ -37,17 +25,14 @@ export interface LoadReading extends LoadDelta {
   at: number;
   /** Keys this master admitted in the interval. */
   keys: number;
-  /** The interval was a quiet window: nothing of the backfill was admitted to this master. */
+  /** Nothing of the backfill was admitted to this master in the interval. */
   quiet: boolean;
 }
 
 /** The pause signals of one tick. */
 export interface PauseSignals {
-  /** Some replica of this master is past `--max-replica-lag`. */
   replicaLagOver: boolean;
-  /** Memory is above `--max-memory-pct`. */
   memoryOver: boolean;
-  /** `backfill pause` is in force. */
   operatorPaused: boolean;
 }
 
@@ -56,7 +41,7 @@ export interface PaceState {
   /** This master's own rate, jobs per second; 0 = no limit of its own (the cap still applies). */
   rps: number;
   paused: boolean;
-  /** Hold admissions to this master for a quiet window now (see the module comment). */
+  /** Hold admissions to this master for a quiet window now. */
   quiet: boolean;
   /** Another client may be waiting behind the backfill: keep the latency budget's window. */
   shared: boolean;
@@ -64,14 +49,10 @@ export interface PaceState {
   throttled: readonly ThrottleReason[];
 }
 
-/** One change of state: exactly one log line (see {@linkcode describeRateChange}) and metrics. */
+/** One change of state: one log line ({@linkcode describeRateChange}) and metrics. */
 export interface RateChange {
-  /**
-   * What changed: a throttle reason that became active or cleared, the operator's cap, or whether
-   * Redis serves other clients (`shared`).
-   */
   reason: ThrottleReason | "cap" | "shared";
-  /** For a throttle reason: whether it is now in force (for `shared`: shared now). */
+  /** Whether the reason is now in force (for `shared`: shared now; for `cap`: a cap is set). */
   active: boolean;
   /** This master's own rate after the change (0 = none of its own). */
   rps: number;
@@ -98,14 +79,10 @@ export interface PaceOptions {
 
 /** The share of Redis's time the backfill keeps while it yields. */
 const YIELD_SHARE = 0.1;
-/**
- * What the backfill costs Redis beyond its commands' own time (reading the calls, writing the
- * replies), as a factor on the commandstats time: errs on the side of a lower rate while yielding.
- */
+/** Redis's cost beyond the commands' own time (reading calls, writing replies): errs slow. */
 const OVERHEAD_FACTOR = 1.25;
 /** Milliseconds between quiet windows at first; doubled after each that shows a low share. */
 const QUIET_GAP_MS = 1000;
-/** The lowest rate while yielding. */
 const MIN_YIELD_RPS = 10;
 /** No other client seen this long makes the master alone (a deeper window). */
 const ALONE_AFTER_MS = 2000;
@@ -120,7 +97,7 @@ export class PaceController {
   #perKeyMicros: number | undefined;
   #quietRequested = false;
   #lastQuietAt = -Infinity;
-  #quietGapMs: number;
+  #quietGapMs = QUIET_GAP_MS;
   /** The application's share of Redis in the last quiet window. */
   #appAlone: number | undefined;
   /** While yielding: since when the application's share has been below recovery. */
@@ -139,7 +116,6 @@ export class PaceController {
       coldYieldRps: 200,
       ...options,
     };
-    this.#quietGapMs = QUIET_GAP_MS;
   }
 
   /** The current output. */
@@ -158,15 +134,7 @@ export class PaceController {
     };
   }
 
-  /** The learnt server µs per key (undefined before the first admitted key was read). */
-  get perKeyMicros(): number | undefined {
-    return this.#perKeyMicros;
-  }
-
-  /**
-   * Applies one tick: the pause signals, and a load reading when one was taken. Returns the
-   * changes (each is one log line), usually none.
-   */
+  /** Applies one tick's pause signals and load reading (if taken); returns the changes. */
   tick(signals: PauseSignals, load?: LoadReading): RateChange[] {
     const changes: RateChange[] = [];
     const flag = (reason: ThrottleReason, on: boolean, detail?: string) => {
@@ -184,15 +152,12 @@ export class PaceController {
       this.#shared = shared;
       changes.push(this.#change("shared", shared));
     }
-    if (this.state.paused) {
-      // Nothing is admitted while paused: a reading then is the application's alone.
+    // Nothing is admitted while paused: a reading then is the application's alone.
+    const { paused } = this.state;
+    if (paused || load.quiet) {
       this.#quietRequested = false;
       this.#learnAlone(load);
-      return changes;
-    }
-    if (load.quiet) {
-      this.#quietRequested = false;
-      this.#learnAlone(load);
+      if (paused) return changes;
       const app = this.#appAlone!;
       if (app >= this.#options.criticalBusy) {
         this.#yieldRps = this.#yieldRate();
@@ -239,11 +204,6 @@ export class PaceController {
     this.#quietRequested = false;
   }
 
-  /** A change of the operator's cap, for its log line. */
-  capChange(capRps: number): RateChange {
-    return this.#change("cap", capRps > 0);
-  }
-
   /** Shared at once when another client shows (or nobody can tell); alone only after a while. */
   #sharedAfter(load: LoadReading): boolean {
     if (load.othersActive !== false) {
@@ -270,7 +230,6 @@ export class PaceController {
       : this.#perKeyMicros + 0.3 * (sample - this.#perKeyMicros);
   }
 
-  /** The rate at which the backfill takes {@linkcode YIELD_SHARE} of Redis. */
   #yieldRate(): number {
     const perKey = this.#perKeyMicros;
     if (perKey === undefined || !(perKey > 0)) return this.#options.coldYieldRps;
@@ -303,10 +262,7 @@ function pct(share: number): string {
   return `${Math.round(share * 100)}%`;
 }
 
-/**
- * The one log line for a change, e.g. `throttle on: Redis is 95% busy without the backfill …;
- * rate 1200/s`. `rps` is the rate that applies (the master's own under the cap).
- */
+/** The one log line for a change; `rps` is the rate that applies (the master's own under the cap). */
 export function describeRateChange(change: RateChange): string {
   const rate = change.paused
     ? "paused"

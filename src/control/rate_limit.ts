@@ -1,16 +1,8 @@
 /**
- * The rate limiter: no window of `windowMs` (1 s) ever holds more than `rps` permits. It keeps a
- * log of grants (time, count) for the last window, which is exact (unlike a token bucket, which
- * allows a burst of 2×rps across a window boundary) and small (at most `rps` entries).
- *
- * The window alone would let a whole second's permits go at once and then stall for the rest of
- * the second; grants are also paced, `n` permits per `n / rps` seconds, so Redis sees a steady
- * trickle of small calls instead of one burst per second.
- *
- * The rate can change while callers wait (a latency cut to 20/s, `backfill set-rps 5`): a wait for
- * `n` permits is granted in pieces no larger than the current rate, and a waiter whose rate changed
- * starts over under the new one, so a new rate applies at once and no waiter is stranded. The
- * limiter counts what it granted, which the throttle needs to know whether the run keeps up.
+ * The rate limiter: no window of `windowMs` (1 s) ever holds more than `rps` permits. A log of
+ * the window's grants is exact (a token bucket allows 2×rps across a boundary) and small. Grants
+ * are also paced, `n` permits per `n / rps` seconds, so Redis sees a steady trickle instead of one
+ * burst per second. When the rate changes, every waiter starts over under the new one.
  *
  * @module
  */
@@ -18,27 +10,19 @@ import { monotonicClock, type PacingClock } from "../async/clock.ts";
 
 /** Options of an admission wait (the gate's, run/copier.ts). */
 export interface AdmitOptions {
-  /** A stop signal: the wait ends at once (rejecting with `signal.reason`). */
   signal?: AbortSignal;
-  /**
-   * The master (`host:port`) whose scan asks. Each master is judged on its own health: its checks
-   * and its own rate apply. Without it only the run-wide checks and limit apply.
-   */
+  /** The master (`host:port`) that asks: its own checks and rate apply; without, run-wide ones. */
   node?: string;
 }
 
-/** The reason to hold the run back that the gate waits on before its limiters (the throttle). */
+/** What the gate waits on before its limiters (the throttle). */
 export interface AdmissionCheck {
-  /**
-   * Resolves when work may go on; may pause for as long as the reason lasts. With `fresh` the
-   * check reads its source now instead of trusting a recent reading (Redis just refused a write).
-   */
+  /** Resolves when work may go on; `fresh` reads the source now (Redis just refused a write). */
   wait(options: AdmitOptions & { fresh?: boolean }): Promise<void>;
 }
 
 /** What callers need of a limiter. */
 export interface RateLimiter {
-  /** Permits per window; 0 = unlimited. */
   readonly rps: number;
   acquire(n: number, signal?: AbortSignal): Promise<number>;
 }
@@ -48,40 +32,33 @@ export class SlidingWindowLimiter implements RateLimiter {
   #rps: number;
   readonly #clock: PacingClock;
   readonly #windowMs: number;
-  /** Grants within the current window, oldest first. */
+  /** Oldest first. */
   readonly #grants: { at: number; count: number }[] = [];
   #inWindow = 0;
-  /** Earliest time the next grant may start (pacing). */
+  /** Earliest start of the next grant (pacing). */
   #nextAt = -Infinity;
   /** Aborted (and replaced) when the rate changes, waking every waiter. */
   #retuned = new AbortController();
   #granted = 0;
 
-  /**
-   * @param rps permits per window; 0 = unlimited.
-   * @throws {RangeError} when `rps` is negative or not an integer.
-   */
+  /** @throws {RangeError} when `rps` is negative or not an integer. */
   constructor(rps: number, options: { clock?: PacingClock; windowMs?: number } = {}) {
     this.#rps = checkRps(rps);
     this.#clock = options.clock ?? monotonicClock;
     this.#windowMs = options.windowMs ?? 1000;
   }
 
-  /** Permits per window; 0 = unlimited. */
   get rps(): number {
     return this.#rps;
   }
 
-  /** Permits granted since the limiter was made (for the achieved rate). */
+  /** Permits granted since the limiter was made. */
   get granted(): number {
     return this.#granted;
   }
 
   /**
-   * Changes the rate while the run goes. Grants already in the window keep counting, so a lower
-   * rate takes effect at once without a burst; pacing restarts from the new rate, and callers
-   * waiting under the old rate start over under the new one.
-   *
+   * Changes the rate; grants in the window keep counting, so a lower rate allows no burst.
    * @throws {RangeError} when `rps` is negative or not an integer.
    */
   setRps(rps: number): void {
@@ -94,10 +71,7 @@ export class SlidingWindowLimiter implements RateLimiter {
   }
 
   /**
-   * Waits until `n` permits fit in the window and takes them, in grants of at most the current
-   * rate (any `n` may be asked for).
-   *
-   * @returns the seconds spent waiting.
+   * Takes `n` permits, in grants of at most the current rate; returns the seconds spent waiting.
    * @throws `signal.reason` when aborted.
    */
   async acquire(n: number, signal?: AbortSignal): Promise<number> {

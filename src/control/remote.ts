@@ -1,21 +1,11 @@
 /**
- * Live control from anywhere: the CLI appends commands (`pause`, `resume`, `set-rps N`, `stop`) to
- * the stream `<P>:control`, and every run of the progress key reads the entries added since it last
- * looked, about once a second, and obeys them in order. An entry that is no command is logged
- * once and ignored: a typo must never crash a migration.
- *
- * Addressing. A command is meant for the runs alive when it is issued, all of them:
- * - Every runner of the progress key (every `--shard`) reads the one stream, each from its own
- *   last-seen entry id; no reader removes anything, so no runner can take a command from another.
- * - A run starts reading after the last entry that existed when it started listening (one step on
- *   the key's server). Entries before that were meant for earlier runs and are never obeyed, so a
- *   `set-rps 0` or a `stop` left behind (by a run that ended, or was killed -9) cannot reach a
- *   later run, and nothing has to clean it up. Stream ids only grow, whatever the server's clock.
- * - Commands issued in quick succession all arrive, in order (a pause followed at once by a
- *   `set-rps` keeps the pause).
- * The stream keeps its last {@linkcode CONTROL_HISTORY} entries.
- *
- * What the run says back, `<P>:status`, is below.
+ * Live control: the CLI appends commands (`pause`, `resume`, `set-rps N`, `stop`) to the stream
+ * `<P>:control`; every runner of the progress key (every `--shard`) reads the entries added since
+ * it last looked, about once a second, and obeys them in order. Nobody removes entries, so no
+ * runner takes a command from another. A run reads only entries after the last one that existed
+ * when it started listening: a `stop` left by a dead run never reaches a later one (stream ids
+ * only grow, whatever the clock). An entry that is no command is logged once and ignored: a typo
+ * must never crash a migration. What the run says back, `<P>:status`, is below.
  *
  * @module
  */
@@ -34,7 +24,6 @@ export type ControlCommand =
 /** Entries the control stream keeps (a run reads every entry added within a second). */
 const CONTROL_HISTORY = 100;
 
-/** The stream entry field that holds a command's text. */
 const FIELD = "command";
 
 /** The control key of a progress key. */
@@ -64,18 +53,12 @@ export function formatControl(command: ControlCommand): string {
   return command.kind === "set-rps" ? `set-rps ${command.rps}` : command.kind;
 }
 
-/**
- * Appends ARGV[1] as a command. A plain value an older version stored in the key is replaced (it
- * was a desired state, not meant for runs that start now).
- */
+/** Appends ARGV[1] as a command, replacing a plain value an older version stored. */
 const WRITE_LUA = `local kind = redis.call("TYPE", KEYS[1]).ok
 if kind ~= "stream" and kind ~= "none" then redis.call("DEL", KEYS[1]) end
 return redis.call("XADD", KEYS[1], "MAXLEN", ARGV[2], "*", "${FIELD}", ARGV[1])`;
 
-/**
- * The entries after ARGV[1] ("" = none: only the last entry's id), oldest first, at most ARGV[2].
- * Not a stream (absent, or an older version's plain value): no entries.
- */
+/** The entries after ARGV[1] (oldest first), or with "" the newest; none if not a stream. */
 const READ_LUA = `if redis.call("TYPE", KEYS[1]).ok ~= "stream" then return {} end
 if ARGV[1] == "" then return redis.call("XREVRANGE", KEYS[1], "+", "-", "COUNT", ARGV[2]) end
 return redis.call("XRANGE", KEYS[1], "(" .. ARGV[1], "+", "COUNT", ARGV[2])`;
@@ -86,30 +69,24 @@ export async function writeControl(
   progressKey: string,
   command: ControlCommand,
 ): Promise<string> {
-  const id = await client.eval(
-    WRITE_LUA,
-    1,
-    controlKey(progressKey),
-    formatControl(command),
-    String(CONTROL_HISTORY),
+  const key = controlKey(progressKey);
+  return String(
+    await client.eval(WRITE_LUA, 1, key, formatControl(command), String(CONTROL_HISTORY)),
   );
-  return String(id);
 }
 
-/** One entry of the stream as read. */
+/** One entry of the stream as read: `command` is a string saying why when it is not one. */
 export interface ControlEntry {
   id: string;
-  /** The command, or a string saying why the entry is not one. */
   command: ControlCommand | string;
-  /** The entry's text (for a log line: sanitise it). */
+  /** Raw: sanitise before logging. */
   text: string;
 }
 
-/** Where a run's listening begins. */
+/** Where a run's listening begins: entries up to `since` ("0-0": none) are earlier runs'. */
 export interface ControlOpening {
-  /** Entries up to this id are an earlier run's ("0-0": none). */
   since: string;
-  /** Those earlier entries, newest first (at most {@linkcode CONTROL_HISTORY}). */
+  /** Newest first. */
   earlier: ControlEntry[];
 }
 
@@ -127,14 +104,9 @@ async function readEntries(
   progressKey: string,
   after: string,
 ): Promise<ControlEntry[]> {
-  const raw = await client.eval(
-    READ_LUA,
-    1,
-    controlKey(progressKey),
-    after,
-    String(CONTROL_HISTORY),
-  ) as [string, string[]][];
-  return raw.map(([id, fields]) => {
+  const key = controlKey(progressKey);
+  const raw = await client.eval(READ_LUA, 1, key, after, String(CONTROL_HISTORY));
+  return (raw as [id: string, fields: string[]][]).map(([id, fields]) => {
     const at = fields.findIndex((field, i) => i % 2 === 0 && field === FIELD);
     const text = at < 0 ? "" : fields[at + 1] ?? "";
     return { id, text, command: at < 0 ? `no '${FIELD}' field` : parseControl(text) };
@@ -143,25 +115,20 @@ async function readEntries(
 
 /** Options of {@linkcode watchControl}. */
 export interface ControlWatchOptions {
-  /** Stops watching. */
   signal: AbortSignal;
-  /**
-   * Where listening began ({@linkcode openControl}): only later entries are read. Absent when that
-   * read failed: the first read that succeeds opens the stream (what is there then is older).
-   */
+  /** Where listening began; absent when that read failed (the first read that succeeds opens). */
   opening?: ControlOpening;
-  /** A new command. Called in order, never concurrently. */
+  /** Called in order, never concurrently. */
   onCommand: (command: ControlCommand) => void;
-  /** An entry that is no command: one call per entry, already sanitised. */
+  /** An entry that is no command, sanitised: one call per entry. */
   onIgnored?: (event: { value: string; problem: string }) => void;
   /** Milliseconds between reads. Default 1000. */
   intervalMs?: number;
 }
 
 /**
- * Reads the entries added since the opening until the signal aborts; resolves then. Each entry is
- * handled once, in order. A failed read is retried at the next interval (an unreachable Redis is
- * the engine's outage handling, not a control problem).
+ * Reads new entries until the signal aborts. A failed read is retried at the next interval (an
+ * unreachable Redis is the engine's outage handling, not a control problem).
  */
 export async function watchControl(
   client: Redis | Cluster,
@@ -195,61 +162,46 @@ function sanitise(value: string): string {
 // ---------------------------------------------------------------------------------------------
 // the status
 /*
- * What a run publishes in `<P>:status` about once a second, and how `backfill status` reads it.
- * The value is one JSON object written with an expiry (`PX`); its age is read from the key's own
- * remaining TTL on the server, so a reader on another host with a skewed clock still tells a live
- * run from a dead one. A run that dies stops refreshing: its status reads as stale within a few
- * seconds (naming the holder) and disappears after {@linkcode STATUS_TTL_MS}.
- *
- * `backfill status` reads every runner of a progress key: the run over the whole deployment
- * (`<P>:status`) and one per `--shard` runner (`<P>:status:<I>/<N>`, listed in
- * `<P>:status:shards`), each with its own age, plus a total over the shards. With no sharded runner
- * the output is exactly the one-run form.
+ * A run publishes one JSON object in `<P>:status` about once a second, with an expiry. Its age is
+ * read from the key's remaining TTL on the server, so a reader with a skewed clock still tells a
+ * live run from a dead one. A `--shard` runner publishes `<P>:status:<I>/<N>`, listed in
+ * `<P>:status:shards`; with no sharded runner `backfill status` prints the one-run form.
  */
 
-/** Lifetime of a published status. Long enough to read who died, short enough to go away. */
+/** Long enough to read who died, short enough to go away. */
 export const STATUS_TTL_MS = 300_000;
-/** A status older than this is stale: its run has missed several refreshes. */
+/** Older than this, a status is stale: its run missed several refreshes. */
 const STALE_AFTER_MS = 5_000;
 
 /** The published object (`backfill status --json` prints it with `age_seconds` and `state`). */
 export interface RunStatus {
   mode: RunMode;
-  /** `running` while the run goes; `finished` for its last update. */
   phase: "running" | "finished";
   holder: { host: string; pid: number };
   started_at: string;
   updated_at: string;
   /** Effective rate in jobs per second (0 = unlimited), the cap, and what holds it back. */
   rate: { rps: number; cap_rps: number; paused: boolean; throttled: string[] };
-  /** The run's counters (scanned, migrated, …). */
   counts: Record<string, number>;
   estimated_total: number;
   /** Seconds until the estimate is reached at the current pace; null when unknown. */
   eta_seconds: number | null;
   /** SCAN cursor per node (`host:port` → cursor). */
   cursors: Record<string, string>;
-  /**
-   * What this run's operator commands set: its own `pause`, and whether the cap is the command
-   * line's `--rps` or a `set-rps` of this run. Absent in a status written by an older version.
-   */
+  /** What this run's operator commands set; absent in an older version's status. */
   control?: { operator_paused: boolean; cap_by: "--rps" | "set-rps" };
   /** The key mapping (`--from -> --to`); absent for the default mapping. */
   mapping?: string;
 }
 
-/**
- * The status key of a progress key: `<P>:status` for a run over the whole deployment (no shard,
- * or `0/1`), `<P>:status:<I>/<N>` for runner I of N (`--shard`). The one place status keys are
- * named; {@linkcode statusShardsKey} lists the sharded ones.
- */
+/** The one place status keys are named: `<P>:status`, or `<P>:status:<I>/<N>` for a shard. */
 export function statusKey(progressKey: string, shard?: Shard): string {
   return shard === undefined || shard.count === 1
     ? `${progressKey}:status`
     : `${progressKey}:status:${shardLabel(shard)}`;
 }
 
-/** A set of the shard labels (`I/N`) that published a status, so `status` finds them all. */
+/** The set of shard labels (`I/N`) that published a status. */
 export function statusShardsKey(progressKey: string): string {
   return `${progressKey}:status:shards`;
 }
@@ -266,12 +218,11 @@ export function etaSeconds(
 
 /** Options of {@linkcode publishStatus}. */
 export interface StatusPublishOptions {
-  /** What to publish now (`updated_at` is filled in). */
+  /** What to publish now (without `updated_at`). */
   snapshot: () => Omit<RunStatus, "updated_at">;
   signal: AbortSignal;
   /** Milliseconds between updates. Default 1000. */
   intervalMs?: number;
-  /** The runner's `--shard` (its own status key); none for a run over everything. */
   shard?: Shard;
 }
 
@@ -292,9 +243,8 @@ export async function writeStatus(
 }
 
 /**
- * Publishes the snapshot every `intervalMs` until the signal aborts. A failed write is skipped
- * (the status is a view; the run never fails for it). The caller writes the final status (phase
- * `finished`) with {@linkcode writeStatus} after the run.
+ * Publishes the snapshot until the signal aborts. A failed write is skipped: the status is a view,
+ * the run never fails for it. The caller writes the final status with {@linkcode writeStatus}.
  */
 export async function publishStatus(
   client: Redis | Cluster,
@@ -314,7 +264,7 @@ export interface ReadStatus {
   status: RunStatus;
 }
 
-/** Reads `<P>:status` (or a shard's); undefined when there is none (or it is not ours). */
+/** Reads `<P>:status` (or a shard's); undefined when there is none or it is not ours. */
 export async function readStatus(
   client: Redis | Cluster,
   progressKey: string,
@@ -360,25 +310,21 @@ export function renderStatus(read: ReadStatus | undefined): string {
     : "";
   const by = status.control ? ` (${status.control.cap_by})` : "";
   const cap = status.rate.cap_rps > 0 ? `, cap ${status.rate.cap_rps}/s${by}` : `, no cap${by}`;
+  const cursors = Object.entries(status.cursors).map(([node, at]) => `${node}=${at}`).join(" ");
   const lines = [
     head,
     ...(status.mapping === undefined ? [] : [`keys: ${status.mapping}`]),
     `rate: ${rate}${why}${cap}`,
     `progress: ${scannedOf(counts, status.estimated_total)}, ETA ${duration(status.eta_seconds)}`,
     `counts: ${countList(counts)}`,
-    `cursors: ${
-      Object.entries(status.cursors).map(([node, cursor]) => `${node}=${cursor}`).join(" ") ||
-      "none"
-    }`,
+    `cursors: ${cursors || "none"}`,
     `started ${status.started_at}, updated ${status.updated_at}`,
   ];
   return lines.join("\n") + "\n";
 }
 
 /** One runner's status; `shard` is undefined for a run over the whole deployment. */
-export interface RunnerStatus extends ReadStatus {
-  shard?: Shard;
-}
+export type RunnerStatus = ReadStatus & { shard?: Shard };
 
 /** Every published status of `progressKey`: the unsharded one first, then shards by N and I. */
 export async function readAllStatuses(
@@ -409,26 +355,13 @@ function isOneRun(reads: readonly RunnerStatus[]): boolean {
   return reads.length === 0 || (reads.length === 1 && reads[0]!.shard === undefined);
 }
 
-/** Sums over runners (pure). */
-interface StatusTotal {
-  runners: number;
-  active: number;
-  stale: number;
-  finished: number;
-  counts: Record<string, number>;
-  estimated_total: number;
-  /** Sum of the active runners' rates; null when one of them runs unlimited. */
-  rps: number | null;
-}
-
-/** The total over `reads` (pure). */
-function totalOf(reads: readonly RunnerStatus[]): StatusTotal {
+/** Sums over runners; `rps` is the active runners' sum, null when one runs unlimited. */
+function totalOf(reads: readonly RunnerStatus[]) {
   const counts: Record<string, number> = {};
   let rps: number | null = 0;
   for (const { status, state } of reads) {
     for (const [name, n] of Object.entries(status.counts)) counts[name] = (counts[name] ?? 0) + n;
-    if (state !== "active") continue;
-    if (status.rate.paused) continue;
+    if (state !== "active" || status.rate.paused) continue;
     rps = status.rate.rps === 0 || rps === null ? null : rps + status.rate.rps;
   }
   return {
@@ -457,9 +390,8 @@ export function renderAllStatuses(reads: readonly RunnerStatus[]): string {
 }
 
 /**
- * `status --json`: with no sharded runner, the one-run object (`{"state":"none"}` when nothing is
- * published); otherwise `{state, active, runners: [...], total}`, where `state` is `active` when
- * any runner is, else `stale` when any is, else `finished`.
+ * `status --json`: with no sharded runner the one-run object (`{"state":"none"}` when none);
+ * otherwise `{state, active, runners, total}`, `state` the liveliest runner's.
  */
 export function allStatusesJson(reads: readonly RunnerStatus[]): Record<string, unknown> {
   if (isOneRun(reads)) return oneJson(reads[0]);
@@ -479,13 +411,8 @@ export function allStatusesJson(reads: readonly RunnerStatus[]): Record<string, 
 /** One run's status object: the published fields with its state and age. */
 function oneJson(read: ReadStatus | undefined): Record<string, unknown> {
   if (read === undefined) return { state: "none", active: false };
-  const status: RunStatus = read.status;
-  return {
-    state: read.state,
-    active: read.state === "active",
-    age_seconds: read.age_seconds,
-    ...status,
-  };
+  const { state, age_seconds } = read;
+  return { state, active: state === "active", age_seconds, ...read.status };
 }
 
 /** `scanned S of ~E (P%)`, the percentage only with an estimate. */

@@ -1,8 +1,7 @@
 /**
- * Replica lag from `INFO replication` on a master, and a poller that keeps it fresh. Two measures:
- * the offset difference (bytes the replica has not acknowledged) and `lag` (seconds since its last
- * acknowledgement). A replica acknowledges once a second, so the bytes include up to a second of
- * the master's whole write stream even when all is well; `--max-replica-lag` must sit above that.
+ * Replica lag from a master's `INFO replication`, and a poller that keeps it fresh: unacknowledged
+ * bytes, and seconds since the last acknowledgement. A replica acknowledges once a second, so a
+ * healthy one is up to a second of writes behind: `--max-replica-lag` must sit above that.
  *
  * @module
  */
@@ -10,15 +9,12 @@ import { UsageError } from "../errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import { delay } from "../async/delay.ts";
 
-/** One replica as its master sees it. */
+/** One replica as its master sees it: unacknowledged bytes, seconds since it acknowledged. */
 export interface ReplicaLag {
-  /** `ip:port` of the replica. */
   address: string;
   /** `online`, or a sync state (`wait_bgsave`, `send_bulk`). */
   state: string;
-  /** Bytes of the master's replication stream not yet acknowledged. */
   bytes: number;
-  /** Seconds since the replica last acknowledged. */
   seconds: number;
 }
 
@@ -31,9 +27,7 @@ export type ReplicaLagLimit =
 const UNITS: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
 
 /**
- * Parses `--max-replica-lag`: `N` bytes with an optional k/M/G suffix (powers of 1024, an optional
- * trailing `b`), `Ns` seconds, or `0` (off).
- *
+ * Parses `--max-replica-lag`: bytes with an optional k/M/G (1024) suffix and `b`, `Ns`, or `0`.
  * @throws {UsageError} naming the flag and the value.
  */
 export function parseReplicaLagLimit(text: string): ReplicaLagLimit {
@@ -73,10 +67,7 @@ export function parseReplication(info: string): ReplicaLag[] {
   return replicas;
 }
 
-/**
- * Whether a replica is past the limit. Only `online` replicas are judged: one in a full resync has
- * no meaningful offset, and its sync is Redis's business (it shows in the log as `state`).
- */
+/** Whether a replica is past the limit; one in a full resync has no meaningful offset. */
 export function isLagging(replica: ReplicaLag, limit: ReplicaLagLimit): boolean {
   if (replica.state !== "online") return false;
   if (limit.kind === "bytes") return replica.bytes > limit.bytes;
@@ -89,14 +80,13 @@ export interface ReplicaLagWatchOptions {
   /** `host:port` of the master, for callbacks. */
   node: string;
   limit: ReplicaLagLimit;
-  /** Stops the poller. */
   signal: AbortSignal;
   /** Milliseconds between polls. Default 500. */
   intervalMs?: number;
   /** Every poll: the worst replica's unacknowledged bytes (0 without replicas). */
   onReplicaLag?: (event: { node: string; bytes: number }) => void;
-  /** When the verdict changes: `over` with the worst replica. */
-  onChange?: (event: { node: string; over: boolean; worst?: ReplicaLag }) => void;
+  /** When the verdict changes. */
+  onChange?: (event: { node: string; over: boolean }) => void;
 }
 
 /** The latest verdict of a {@linkcode watchReplicaLag} poller. */
@@ -104,32 +94,25 @@ export interface ReplicaLagWatch {
   /** Some replica of this master is past the limit. */
   readonly over: boolean;
   readonly replicas: readonly ReplicaLag[];
-  /** Resolves when the poller has stopped (after the signal aborted). */
+  /** Resolves once the poller stopped. */
   readonly done: Promise<void>;
 }
 
 /**
- * Polls `INFO replication` on `master` until the signal aborts. A failed poll keeps the last
- * verdict: an unreachable master is the engine's outage handling, not a lag signal.
+ * Polls `INFO replication` until the signal aborts. A failed poll keeps the last verdict: an
+ * unreachable master is the engine's outage handling, not a lag signal.
  */
 export function watchReplicaLag(master: Redis, options: ReplicaLagWatchOptions): ReplicaLagWatch {
   const state = { over: false, replicas: [] as ReplicaLag[] };
   const poll = async () => {
     const replicas = parseReplication(await master.info("replication"));
-    const worst = replicas.reduce<ReplicaLag | undefined>(
-      (max, replica) => (max === undefined || replica.bytes > max.bytes ? replica : max),
-      undefined,
-    );
     const over = replicas.some((replica) => isLagging(replica, options.limit));
     state.replicas = replicas;
-    options.onReplicaLag?.({ node: options.node, bytes: worst?.bytes ?? 0 });
+    const bytes = Math.max(0, ...replicas.map((replica) => replica.bytes));
+    options.onReplicaLag?.({ node: options.node, bytes });
     if (over !== state.over) {
       state.over = over;
-      options.onChange?.({
-        node: options.node,
-        over,
-        worst: replicas.find((r) => isLagging(r, options.limit)) ?? worst,
-      });
+      options.onChange?.({ node: options.node, over });
     }
   };
   const done = (async () => {

@@ -1,14 +1,9 @@
 /**
- * The scanner: SCAN over one node as an async generator of batches, each COUNT sized by Redis time.
- * The next SCAN is already on the wire while the caller processes the current batch, so the scan
- * never waits for processing.
- *
- * Why sized by time: `SCAN … COUNT n` visits about n hash-table buckets in one command, and on a
- * store holding both schemas each visit matches keys that MATCH then drops, so a fixed COUNT can
- * hold Redis several times longer than `--max-call-ms` allows a script call. So the SCAN runs
- * inside a small script that reports its own Redis time (call_clock.ts), and the COUNT of the
- * next SCAN is sized from the cost per bucket so far, like a script call's keys. The script has
- * no flags line, so it also runs on Redis 6.2 and on a replica (it only reads).
+ * SCAN over one node as an async generator of batches; the next SCAN is on the wire while the
+ * caller processes the current one. On a store holding both schemas a fixed COUNT can hold Redis
+ * far longer than `--max-call-ms`, so the SCAN runs inside a timed script (call_clock.ts) and its
+ * COUNT is sized like a script call's keys. The script has no flags line, so it runs on Redis 6.2
+ * and on a replica.
  *
  * @module
  */
@@ -25,39 +20,26 @@ import {
 } from "./call_clock.ts";
 import { CallSizer } from "./call_size.ts";
 
-/** One SCAN reply. */
+/** One SCAN reply: read from `cursor`, `next` "0" when complete. */
 export interface ScanBatch {
-  /** The cursor this batch was read from (resume here to re-read it). */
   cursor: string;
-  /** The cursor after this batch ("0" when the scan is complete). */
   next: string;
-  /** Matching key names, as bytes. */
   keys: Buffer[];
-  /** The COUNT asked for, when SCAN's COUNT was sized by time (a re-read asks for it again). */
+  /** The COUNT asked for, when sized by time (a re-read asks for it again). */
   count?: number;
 }
 
-/** One SCAN page: the next cursor and the matching keys. */
 export type ScanPage = [next: Buffer | string, keys: Buffer[]];
-
-/** A SCAN whose COUNT is chosen per call ({@linkcode TimedScan} sizes it by Redis time). */
-export interface SizedScanner {
-  /** The COUNT the next SCAN would ask for. */
-  nextCount(): number;
-  /** One SCAN from `cursor` with `match`, asking for `count`. */
-  scan(cursor: string, match: string, count?: number): Promise<ScanPage>;
-}
 
 /** Options for {@linkcode scanBatches}. */
 export interface ScanOptions {
   match: string;
-  /** SCAN COUNT hint. */
+  /** SCAN COUNT, unless `timed` sizes each. */
   count: number;
-  /** Start cursor (default "0"). */
+  /** Default "0". */
   cursor?: string;
-  /** SCANs through this instead, each COUNT sized to the time budget (`count` is then unused). */
-  timed?: SizedScanner;
-  /** With `timed`: the COUNT of the first SCAN (re-reading a batch as it was read). */
+  timed?: TimedScan;
+  /** With `timed`: the first SCAN's COUNT (re-reading a batch as it was read). */
   firstCount?: number;
 }
 
@@ -86,8 +68,6 @@ export async function* scanBatches(node: Redis, options: ScanOptions): AsyncGene
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// SCAN sized by Redis time
 const SCAN_SCRIPT = timedScript(
   "return redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])",
 );
@@ -97,21 +77,17 @@ const COLD_START_COUNT = 50;
 
 /** Options of {@linkcode TimedScan}. */
 export interface TimedScanOptions {
-  /** `--max-call-ms`: the Redis time one SCAN may take. Default 0.25. */
+  /** `--max-call-ms`. Default 0.25. */
   maxCallMs?: number;
-  /** The largest COUNT (`--batch`): a guard, as the 100-key cap is for script calls. */
+  /** `--batch`: a guard, as the 100-key cap is for script calls. */
   maxCount: number;
-  /** `--call-clock`: `auto` (probe the server) or `client` (see call_clock.ts). */
   callClock?: CallClockMode;
-  /**
-   * The node's call window (call_window.ts): each SCAN takes a place in it like a script call, as
-   * they share the connection and so sit in the same input buffer before the application's commands.
-   */
+  /** The node's call window: SCANs share the connection, so Redis's input buffer, with calls. */
   window?: { acquire(): Promise<() => void> };
 }
 
 /** SCANs one node with COUNTs sized to the time budget. */
-export class TimedScan implements SizedScanner {
+export class TimedScan {
   readonly #node: Redis;
   readonly #sizer: CallSizer;
   readonly #clockMode: CallClockMode;
@@ -130,12 +106,11 @@ export class TimedScan implements SizedScanner {
     this.#clockMode = options.callClock ?? "auto";
   }
 
-  /** The COUNT the next SCAN will ask for. */
   nextCount(): number {
     return this.#sizer.nextCount();
   }
 
-  /** One SCAN from `cursor`; `match` as SCAN's MATCH; `count` (default: what fits the budget). */
+  /** One SCAN from `cursor`; `count` defaults to what fits the budget. */
   async scan(cursor: string, match: string, count = this.#sizer.nextCount()): Promise<ScanPage> {
     const release = await this.#window?.acquire() ?? (() => {});
     try {

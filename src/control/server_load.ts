@@ -1,68 +1,47 @@
 /**
- * How busy a master is, read from the master itself: `TIME`, `INFO cpu` and `INFO commandstats`
- * in one pipeline, so all three are read at the same moment of the server. Between two readings:
- * - the server's clock gives the interval (no client timer: a client waiting for its CPU must not
- *   stretch or shrink it);
- * - `used_cpu_sys_main_thread + used_cpu_user_main_thread` (µs resolution) give the time Redis's
- *   main thread, the one that runs every command, spent on the CPU;
- * - the `usec` of the commands the backfill sends give the backfill's own share: its scripts (its
- *   SCANs run inside one, and a script's own commands are inside its time already, so `scan` is
- *   not added again). An application that runs Lua scripts of its own is counted as the backfill
- *   here, which only lowers the rate while the backfill yields.
- * - `CLIENT LIST` says whether Redis serves anyone else: a client that is not the backfill's
- *   (every connection the backfill opens is named `CLIENT_NAME`, redis/options.ts) nor a
- *   Sentinel's, and that sent or received something within the last second or has a command
- *   waiting. Nobody waits behind the backfill's calls while no such client exists, so the pace
- *   may keep a deeper window then (control/pace.ts). Its idle time has a resolution of a second;
- *   a client that went quiet reads active for one to two seconds more, which errs on the
- *   protected side. With more than {@linkcode CLIENT_LIST_MAX} connections the list is not read
- *   (it costs Redis time per client) and the store counts as shared; so does a server that
- *   refuses `CLIENT LIST`.
+ * How busy a master is, read from the master itself (`TIME`, `INFO cpu`, `INFO commandstats`,
+ * `CLIENT LIST` in one pipeline), never from a client timer, which a CPU-starved client stretches:
+ * - the main thread's CPU time says how busy Redis is;
+ * - the `usec` of the backfill's scripts says its own share (an application's own Lua scripts
+ *   count as ours, which only lowers the rate while yielding);
+ * - `CLIENT LIST` says whether anyone else is served: a client not named `CLIENT_NAME`
+ *   (redis/options.ts) nor a Sentinel's, idle at most a second or with a command waiting. Idle
+ *   has a second's resolution, so a client reads active a little longer, the protected side.
+ *   Above {@linkcode CLIENT_LIST_MAX} connections (it costs Redis time per client) or where it is
+ *   refused, the store counts as shared.
  *
  * @module
  */
 import type { Redis } from "../redis/ioredis.ts";
 import { CLIENT_NAME } from "../redis/options.ts";
 
-/** Commands whose time is the backfill's own: its scripts and `verify --full`'s. */
+/** Commands whose time is the backfill's own (its SCANs run inside a script). */
 export const OWN_COMMANDS = ["evalsha", "evalsha_ro", "eval", "eval_ro"] as const;
 
 /** Above this many connections `CLIENT LIST` is not read and the store counts as shared. */
 export const CLIENT_LIST_MAX = 32;
 
-/** The counters of one reading (cumulative since the server started). */
+/** The counters of one reading, µs since the server started: its clock, CPU and own commands. */
 export interface LoadCounters {
-  /** The server's clock, µs. */
   timeMicros: number;
-  /** Main-thread CPU time, µs. */
   cpuMicros: number;
-  /** {@linkcode OWN_COMMANDS}' time, µs. */
   ownMicros: number;
-  /** Connections to the server (`INFO clients`), when read. */
+  /** `INFO clients`, when read. */
   connectedClients?: number;
-  /**
-   * Another client is active now (see the module comment); undefined when not known (the list was
-   * not read or was refused): the pace treats that as shared.
-   */
+  /** Undefined when not known (the list was not read or was refused): counts as shared. */
   othersActive?: boolean;
 }
 
-/** One interval between two readings. */
+/** One interval between two readings, µs: its length, main-thread CPU, own commands' time. */
 export interface LoadDelta {
-  /** The interval's length by the server's clock (TIME), µs. */
   elapsedMicros: number;
-  /** µs Redis's main thread was on the CPU in the interval (`INFO cpu`). */
   busyMicros: number;
-  /** µs the backfill's own commands ran in the interval (`INFO commandstats`). */
   ownMicros: number;
-  /** Another client was active at the interval's end (`CLIENT LIST`; undefined: not known). */
+  /** Another client was active at the interval's end (undefined: not known). */
   othersActive?: boolean;
 }
 
-/**
- * Parses `INFO cpu`: the main thread's CPU time in µs. Servers before 6.0 have no per-thread
- * fields; the process's time stands in (it also counts background threads, so it errs busy).
- */
+/** Parses `INFO cpu`: main-thread CPU µs (before 6.0 the process's, which errs busy). */
 export function parseCpuMicros(info: string): number | undefined {
   const field = (name: string) => {
     const match = info.match(new RegExp(`^${name}:([0-9.]+)`, "m"));
@@ -90,9 +69,8 @@ export function parseConnectedClients(info: string): number | undefined {
 }
 
 /**
- * Parses `CLIENT LIST`: whether a client other than the backfill's and Sentinel's is active (idle
- * at most a second, or a command waiting in its buffer). A client blocked in a command (`BLPOP`)
- * waits for data, not for Redis, and is not counted while it waits.
+ * Parses `CLIENT LIST`: whether a client other than ours and Sentinel's is active. A client
+ * blocked in a command (`BLPOP`) waits for data, not for Redis, and does not count.
  */
 export function othersActiveIn(list: string): boolean {
   for (const line of list.split("\n")) {
@@ -122,11 +100,7 @@ export function loadDelta(before: LoadCounters, after: LoadCounters): LoadDelta 
   return delta;
 }
 
-/**
- * Reads a master's counters now. `CLIENT LIST` is read only when the last reading counted at most
- * {@linkcode CLIENT_LIST_MAX} connections (`lastConnected`; none known reads it).
- * @throws what the client throws (the caller keeps its verdict).
- */
+/** Reads a master's counters now; `CLIENT LIST` only when `lastConnected` allows it. */
 export async function readLoadCounters(
   client: Redis,
   lastConnected?: number,

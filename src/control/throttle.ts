@@ -1,36 +1,32 @@
 /**
- * The pace of the run, wired: per master a {@linkcode PaceController} fed by that master's health
- * (its load as the server reports it, replica lag, memory) and the operator's pause, ticked every
- * 200 ms by a loop of its own. Its rate becomes the master's own limiter in the gate (none while
- * the store is healthy: the run-wide `--rps` cap is then the rate); while it says `paused`, or
- * holds a quiet window, the gate admits nothing for that master. Each change of state is one log
- * line (with the reason and the rate) and observer events (metrics, health, status).
+ * The pace of the run, wired: per master a {@linkcode PaceController} fed by its health and the
+ * operator's pause, ticked by a loop of its own. Its rate is the master's own limiter in the gate
+ * (the `--rps` cap applies on top); while paused or quiet, the gate admits nothing for it.
  *
  * @module
  */
 import { delay } from "../async/delay.ts";
 import { ALL_NODES, type Logger, type RunObserver, type ThrottleReason } from "../run_events.ts";
 import type { AdmissionCheck, AdmitOptions } from "./rate_limit.ts";
-import type { HealthReading } from "./health_check.ts";
 import {
   busyShare,
   describeRateChange,
   PaceController,
   type PaceOptions,
+  type PauseSignals,
   type RateChange,
 } from "./pace.ts";
 import { SlidingWindowLimiter } from "./rate_limit.ts";
 import type { LoadDelta } from "./server_load.ts";
 
-/** Milliseconds between ticks (and load readings). */
 const TICK_MS = 200;
-/** Milliseconds of a quiet window (the application's load read alone). */
+/** A quiet window: the application's load read alone. */
 const QUIET_MS = 150;
 
 /** What the throttle needs of one master's health (see `health_check.ts`). */
 export interface HealthSource {
   readonly node: string;
-  read(): HealthReading;
+  read(): Omit<PauseSignals, "operatorPaused">;
   refreshMemory(): Promise<void>;
   /** The master's load since the last call (undefined when not known). */
   readLoad(): Promise<LoadDelta | undefined>;
@@ -50,13 +46,12 @@ export interface ThrottleOptions {
   observer?: Pick<RunObserver, "onRateLimit" | "onThrottle" | "onServerLoad">;
   /** Milliseconds, monotonic (default `performance.now`). */
   now?: () => number;
-  /** Tuning of the controllers (tests). */
   pace?: Omit<PaceOptions, "adaptive">;
 }
 
 /** What the status shows of the throttle. */
 export interface ThrottleView {
-  /** The effective rate of the whole run (0 = unlimited). */
+  /** The whole run's effective rate (0 = unlimited). */
   rps: number;
   capRps: number;
   paused: boolean;
@@ -69,7 +64,6 @@ interface NodeControl {
   limiter: SlidingWindowLimiter;
   /** The limiter's grants at the last load reading. */
   granted: number;
-  /** The effective rate last reported for this master. */
   reported?: number;
 }
 
@@ -98,15 +92,12 @@ export class Throttle implements AdmissionCheck {
     }
   }
 
-  /** The master's own limiter, for the gate (unlimited unless it yields to the application). */
+  /** The master's own limiter, for the gate. */
   limiterFor(node: string): SlidingWindowLimiter | undefined {
     return this.#nodes.get(node)?.limiter;
   }
 
-  /**
-   * Whether another client may wait behind `node`'s calls (control/pace.ts): its calls in flight
-   * follow `--max-latency` then, else they cover a round trip. Unknown masters count as shared.
-   */
+  /** Whether another client may wait behind `node`'s calls (unknown masters: yes). */
   shared(node: string): boolean {
     return this.#nodes.get(node)?.pace.state.shared ?? true;
   }
@@ -116,7 +107,6 @@ export class Throttle implements AdmissionCheck {
     await Promise.all([...this.#nodes.values()].map((control) => this.#loop(control, signal)));
   }
 
-  /** One master's loop: a tick with a load reading, and a quiet window when its pace asks. */
   async #loop(control: NodeControl, signal: AbortSignal): Promise<void> {
     // A frozen Redis never answers a reading: the loop must still end when the run does.
     const stopped = new Promise<void>((resolve) => {
@@ -135,10 +125,7 @@ export class Throttle implements AdmissionCheck {
     }
   }
 
-  /**
-   * One tick of `node`'s controller with a fresh load reading (`quiet`: nothing was admitted to
-   * it since the last one). Exposed for tests; the loop calls it.
-   */
+  /** One tick of `node` with a fresh load reading (`quiet`: nothing admitted since the last). */
   async sample(node: string, quiet: boolean): Promise<void> {
     const control = this.#nodes.get(node);
     if (!control) return;
@@ -194,10 +181,7 @@ export class Throttle implements AdmissionCheck {
     }
   }
 
-  /**
-   * Waits while any master is held back (paused, or reading its application alone), for work that
-   * is not admitted per master (`verify --full`'s limiter).
-   */
+  /** Waits while any master is paused or quiet, for work not admitted per master. */
   async waitAll(signal?: AbortSignal): Promise<void> {
     const held = () =>
       [...this.#nodes.values()].some((c) => c.pace.state.paused || c.pace.state.quiet);
@@ -210,27 +194,25 @@ export class Throttle implements AdmissionCheck {
     return rates.length === 0 ? 0 : Math.min(...rates);
   }
 
-  /** `backfill pause` / `resume`: applies at once (one log line). */
+  /** `backfill pause` / `resume`. */
   setPaused(paused: boolean): void {
     this.#operatorPaused = paused;
     this.tick();
   }
 
-  /** `backfill set-rps N` (0 = no cap): the new hard cap of the run (one log line). */
+  /** `backfill set-rps N` (0 = no cap). */
   setCap(rps: number): void {
     if (!Number.isFinite(rps) || rps < 0) {
       throw new RangeError(`the rate cap must be a non-negative number, got ${rps}`);
     }
     this.#cap = rps;
-    const first = this.#nodes.values().next().value as NodeControl | undefined;
     for (const control of this.#nodes.values()) this.#report(control);
-    if (first) {
-      const change = first.pace.capChange(rps);
-      this.#log(describeRateChange({ ...change, rps: this.view().rps }));
-    }
+    const first = this.#nodes.values().next().value as NodeControl | undefined;
+    if (!first) return;
+    const { paused } = first.pace.state;
+    this.#log(describeRateChange({ reason: "cap", active: rps > 0, rps: this.view().rps, paused }));
   }
 
-  /** The state for the status: the run's rate, cap and reasons. */
   view(): ThrottleView {
     const states = [...this.#nodes.values()].map((c) => ({
       paused: c.pace.state.paused,
@@ -251,7 +233,7 @@ export class Throttle implements AdmissionCheck {
     return { ...control.health.read(), operatorPaused: this.#operatorPaused };
   }
 
-  /** Applies a tick's outcome (the master's own rate, its metric); the lines to log. */
+  /** Applies a tick's outcome to the limiter and metric; the lines to log. */
   #apply(control: NodeControl, changes: RateChange[]): string[] {
     const { rps } = control.pace.state;
     if (rps !== control.limiter.rps) control.limiter.setRps(rps);
@@ -271,7 +253,9 @@ export class Throttle implements AdmissionCheck {
     const rps = this.#effective(control);
     if (rps === control.reported) return;
     control.reported = rps;
-    this.#options.observer?.onRateLimit?.({ node: this.#label(control.health.node), rps });
+    // `_all` when one master: one rate for the run.
+    const node = this.#options.nodes.length > 1 ? control.health.node : ALL_NODES;
+    this.#options.observer?.onRateLimit?.({ node, rps });
   }
 
   #describe(control: NodeControl, change: RateChange): string {
@@ -301,10 +285,5 @@ export class Throttle implements AdmissionCheck {
       }
     }
     this.#active = now;
-  }
-
-  /** `_all` when one master (one rate for the run), else the master. */
-  #label(node: string): string {
-    return this.#options.nodes.length > 1 ? node : ALL_NODES;
   }
 }

@@ -11,7 +11,7 @@
  */
 import type { Buffer } from "node:buffer";
 import type { Redis } from "../../redis/ioredis.ts";
-import { scanBatches, type SizedScanner } from "../../control/scanner.ts";
+import { scanBatches, type TimedScan } from "../../control/scanner.ts";
 
 /** Keys seen in the current and the previous chunk. */
 export class RecentKeys {
@@ -47,7 +47,7 @@ export interface ScanChunkOptions {
   /** Keys per chunk (at least; a chunk ends on a SCAN reply). */
   chunkKeys: () => number;
   /** SCANs sized to a time bound, in the master's call window. */
-  timed?: SizedScanner;
+  timed?: TimedScan;
 }
 
 /** Yields `node`'s keys matching `match` in chunks, from `cursor` to the end of the scan. */
