@@ -64,3 +64,31 @@ Deno.test("verify --full pair call: the workspace alone for a full match, the ar
     assert.equal(only[0]!.verdict.kind, "filtered");
   });
 });
+
+Deno.test("verify --full calls: a stop while a call waits for its window ends with the stop's reason", async () => {
+  await withRedis(async (_server, client) => {
+    await client.hset(oldKeyFor("j1"), { workspace_id: "wsA" });
+    const target = { kind: "standalone" as const, client, masters: () => [client] };
+    const stop = new AbortController();
+    const calls = new NodeCalls(target, {
+      callsInFlight: 1,
+      shared: () => true,
+      signal: stop.signal,
+    });
+    await calls.init();
+    await calls.clockOf(client);
+    // One call holds the master's only slot; the read waits behind it when the stop comes.
+    let release = () => {};
+    let held = () => {};
+    const holding = new Promise<void>((r) => held = r);
+    const holder = calls.inWindow(client, () => new Promise<void>((r) => (release = r, held())));
+    await holding;
+    const read = calls.read([oldKeyFor("j1")], "pair", { oldSide: true });
+    await new Promise((resolve) => setTimeout(resolve, 0)); // the read is queued for the window
+    const reason = new Error("stopped by SIGTERM");
+    stop.abort(reason);
+    await assert.rejects(read, (error) => error === reason);
+    release();
+    await holder;
+  });
+});

@@ -278,6 +278,8 @@ export class NodeCalls {
           () => node.callBuffer("EVALSHA_RO", this.#sha, "0", ...args),
         ) as unknown[];
       } catch (error) {
+        // A stop while the call waited for its window: the stop's reason, not a failed call.
+        this.#options.signal?.throwIfAborted();
         if (isOutage(error)) throw error;
         last = error;
         const code = errorCode(error);
