@@ -1,8 +1,7 @@
 /**
- * Raw argv → typed options, in two phases (deployctl style): `node:util` parseArgs in strict mode,
- * with the option specs of the flag table (flags.ts), rejects unknown flags and missing values, then
- * a converter per subcommand validates numbers, ranges and combinations and applies the defaults
- * (src/defaults.ts). Every problem is a {@linkcode UsageError} (exit 2) with a one-line message.
+ * Raw argv → typed options, in two phases: strict `node:util` parseArgs with the flag table's
+ * specs, then a converter per subcommand that checks values and combinations and applies the
+ * defaults. Every problem is a one-line {@linkcode UsageError} (exit 2).
  *
  * @module
  */
@@ -75,9 +74,7 @@ function runOptions(values: Values, shared: CommonOptions): RunOptions {
   if (label !== "true" && label !== "false") {
     throw new UsageError(`--metrics-workspace-label must be true or false, got '${label}'`);
   }
-  const pushgateway = str(values, "pushgateway");
-  if (pushgateway !== undefined) httpUrl(pushgateway, "--pushgateway");
-  const metricsHost = metricsHostFrom(values);
+  const metrics = metricsFlags(values);
   const maxKeys = values["max-keys"] === undefined ? undefined : integer(values, "max-keys", 0, 1);
   const shardText = str(values, "shard");
   return {
@@ -88,14 +85,8 @@ function runOptions(values: Values, shared: CommonOptions): RunOptions {
     maxKeys,
     progressKey,
     resetProgress: values["reset-progress"] === true,
-    metricsPort: values["metrics-port"] === undefined
-      ? undefined
-      : integer(values, "metrics-port", 0, 1, 65535),
-    metricsHost,
-    metricsLinger: decimal(values, "metrics-linger", RUN_DEFAULTS.metricsLinger, 0, 3600),
+    ...metrics,
     metricsWorkspaceLabel: label === "true",
-    pushgateway,
-    pushInterval: decimal(values, "push-interval", RUN_DEFAULTS.pushInterval, 0, 86400),
     healthTimeout: decimal(values, "health-timeout", RUN_DEFAULTS.healthTimeout, 1, 86400),
     progressInterval: decimal(values, "progress-interval", RUN_DEFAULTS.progressInterval, 0.1),
     maxMemoryPct: decimal(values, "max-memory-pct", RUN_DEFAULTS.maxMemoryPct, 1, 100),
@@ -109,11 +100,7 @@ function runOptions(values: Values, shared: CommonOptions): RunOptions {
   };
 }
 
-/**
- * The bounds of a script call, shared by a run and `verify --full`: `--max-call-ms` (the Redis
- * time one call may take: > 0), `--call-clock` (`auto` or `client`, control/call_clock.ts),
- * `--max-latency` and `--critical-load`.
- */
+/** The bounds of a script call, shared by a run and `verify --full`. */
 function callFlags(
   values: Values,
 ): Pick<RunOptions, "maxCallMs" | "callClock" | "maxLatencyMs" | "criticalLoadPct"> {
@@ -147,7 +134,7 @@ function metricsHostFrom(values: Values): string | undefined {
   return metricsHost?.replace(/^\[(.*)\]$/, "$1");
 }
 
-/** The metrics flags `verify` shares with a run. */
+/** The metrics flags of a run and `verify`. */
 function metricsFlags(values: Values): MetricsFlags {
   const pushgateway = str(values, "pushgateway");
   if (pushgateway !== undefined) httpUrl(pushgateway, "--pushgateway");
