@@ -228,7 +228,7 @@ export class KeySchema {
     return bufferOf(oldKey).subarray(prefix.length);
   }
 
-  /** The placeholders' values of an old key name; `undefined` when it does not fit or one is empty. */
+  /** The placeholders' values of an old key; `undefined` when it does not fit or one is empty. */
   oldParts(oldKey: Uint8Array): Buffer[] | undefined {
     return partsOf(this.from.literals, bufferOf(oldKey));
   }
@@ -325,7 +325,7 @@ export class KeySchema {
   }
 }
 
-/** True when `keyWorkspace` (latin1, from {@linkcode KeySchema.parseNewKey}) is the bytes of `workspaceId`. */
+/** True when `keyWorkspace` (latin1, from {@linkcode KeySchema.parseNewKey}) is `workspaceId`. */
 export function isSameWorkspace(keyWorkspace: string, workspaceId: string): boolean {
   return Buffer.from(keyWorkspace, "latin1").equals(Buffer.from(workspaceId));
 }
