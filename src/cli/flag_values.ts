@@ -1,6 +1,6 @@
 /**
- * Typed values out of parsed flags, shared by the subcommands' converters: numbers with ranges,
- * the Redis URLs, TLS material, the progress key. Each problem is a one-line {@linkcode UsageError}.
+ * Typed values out of parsed flags, shared by the subcommands' converters. Each problem is a
+ * one-line {@linkcode UsageError}.
  *
  * @module
  */
@@ -12,7 +12,7 @@ import { RUN_DEFAULTS } from "../defaults.ts";
 /** Flag values as `node:util` parseArgs returns them. */
 export type Values = Record<string, string | boolean | string[] | undefined>;
 
-/** Environment the parser reads (injected for tests). */
+/** The environment the parser reads (injected for tests). */
 export interface ParseEnv {
   REDIS_URL?: string;
 }
@@ -27,12 +27,10 @@ export function redisUrlsFrom(values: Values, env: ParseEnv): string[] {
   const redisUrls = fromFlags.length > 0
     ? fromFlags
     : [env.REDIS_URL?.trim() || RUN_DEFAULTS.redisUrl];
-  // Both validators name the problem without echoing the URL (it may hold a password).
   for (const url of redisUrls) isSentinelUrl(url) ? parseSentinelUrl(url) : redisUrl(url);
   return redisUrls;
 }
 
-/** The TLS flags. */
 export function tlsFrom(values: Values): TlsOptions {
   return {
     ca: str(values, "tls-ca"),
@@ -51,7 +49,6 @@ export function progressKeyFrom(values: Values): string {
   return progressKey;
 }
 
-/** A string flag's value, if given. */
 export function str(values: Values, name: string): string | undefined {
   const value = values[name];
   return typeof value === "string" ? value : undefined;
@@ -87,12 +84,7 @@ export const decimal: NumberFlag = numberFlag("a number", /^\d+(\.\d+)?$/, Infin
 
 /** Validates a Redis URL without ever echoing it (it may hold a password). */
 function redisUrl(text: string): void {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    throw new UsageError("--redis-url / REDIS_URL is not a valid URL");
-  }
+  const url = urlOf(text, "--redis-url / REDIS_URL");
   if (!["redis:", "rediss:", "redis+sentinel:", "rediss+sentinel:"].includes(url.protocol)) {
     throw new UsageError(
       "--redis-url / REDIS_URL must start with redis://, rediss://, redis+sentinel:// or rediss+sentinel://",
@@ -103,13 +95,17 @@ function redisUrl(text: string): void {
 
 /** Validates an http(s) URL flag. */
 export function httpUrl(text: string, flag: string): void {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    throw new UsageError(`${flag} is not a valid URL`);
-  }
+  const url = urlOf(text, flag);
   if (url.protocol !== "http:" && url.protocol !== "https:") {
     throw new UsageError(`${flag} must be an http:// or https:// URL`);
+  }
+}
+
+/** `text` as a URL; the error names the flag, never the URL. */
+function urlOf(text: string, flag: string): URL {
+  try {
+    return new URL(text);
+  } catch {
+    throw new UsageError(`${flag} is not a valid URL`);
   }
 }

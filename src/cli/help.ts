@@ -1,6 +1,6 @@
 /**
- * Each command's `--help`: a fixed head and tail around the flags, which are rendered from the
- * flag table (flags.ts) so the help lists exactly what the parser accepts.
+ * Each command's `--help`: a fixed head and tail around the flags rendered from the flag table,
+ * so the help lists exactly what the parser accepts.
  *
  * @module
  */
@@ -55,12 +55,10 @@ Exit codes: 0 written / printed · 2 usage (nothing written) · 3 Redis unreacha
 `,
 };
 
-/** Help lines are at most this wide. */
 const WIDTH = 100;
 /** Where a flag's description starts. */
 const COLUMN = 28;
 
-/** `backfill --help`, `backfill verify --help` or `backfill status --help`. */
 export function helpText(command: CommandName): string {
   const flags = flagsOf(command);
   const sections = GROUPS[command].map((group) => {
