@@ -18,7 +18,7 @@ import type { RedisTarget } from "../redis/target.ts";
 import { runBackfill } from "../run/engine.ts";
 import { throughOutages } from "../run/outage.ts";
 import { LiveControl } from "../run/live_control.ts";
-import { startThrottledGate, type ThrottledGate } from "../run/throttled_gate.ts";
+import { startThrottledGate } from "../run/throttled_gate.ts";
 import { renderSummary, summaryJson } from "../run/summary.ts";
 import type { Logger, RunObserver, Summary } from "../run_events.ts";
 import { acquireLocks, lockKey, type LockSet } from "../safety/lock.ts";
@@ -155,7 +155,7 @@ async function startAndRun(
   let live: LiveControl | undefined;
   try {
     if (options.mode === "execute") {
-      const held = await step(
+      lock = await step(
         "taking the run lock",
         () =>
           takeLocks(target.client as Redis, scope.nodeIds, options, {
@@ -164,11 +164,20 @@ async function startAndRun(
             signal: io.signal,
           }),
       );
-      lock = held;
-      live = await step(
-        "starting live control",
-        () => startLiveControl(target, options, { throttled, lock: held, logger, stop }),
-      );
+      // Only an execute run publishes status and obeys control: dry-run writes nothing.
+      const holder = lock.locks[0]!.holder;
+      live = await step("starting live control", () =>
+        LiveControl.start({
+          client: target.client,
+          progressKey: options.progressKey,
+          mode: options.mode,
+          holder: { host: holder.host, pid: holder.pid },
+          targets: throttled.targets,
+          logger,
+          stop,
+          shard: options.shard,
+          mapping: options.keys.fingerprint.mapping,
+        }));
     }
     const layoutBefore = await step(
       "reading the cluster's slot layout",
@@ -211,29 +220,6 @@ async function startAndRun(
     await throttled.close();
     await lock?.release();
   }
-}
-
-/**
- * Live control for an `--execute` run (dry-run writes nothing, so it publishes no status, and the
- * control key belongs to the run that holds the lock).
- */
-function startLiveControl(
-  target: RedisTarget,
-  options: RunOptions,
-  ctx: { throttled: ThrottledGate; lock: LockSet; logger: Logger; stop: AbortController },
-): Promise<LiveControl> {
-  const holder = ctx.lock.locks[0]!.holder;
-  return LiveControl.start({
-    client: target.client,
-    progressKey: options.progressKey,
-    mode: options.mode,
-    holder: { host: holder.host, pid: holder.pid },
-    targets: ctx.throttled.targets,
-    logger: ctx.logger,
-    stop: ctx.stop,
-    shard: options.shard,
-    mapping: options.keys.fingerprint.mapping,
-  });
 }
 
 /** Takes the run lock of every node of the scope; a lost lock aborts `lockLost` (the run stops). */
@@ -338,16 +324,8 @@ async function runEngine(
   try {
     const summary = await runBackfill(
       {
-        mode: options.mode,
-        batch: options.batch,
-        cursor: options.cursor,
-        maxKeys: options.maxKeys,
-        workspace: options.workspace,
-        keys: options.keys,
-        resetProgress: options.resetProgress,
-        maxOutage: options.maxOutage,
+        ...options,
         maxCallMs,
-        callClock: options.callClock,
         // With `--max-latency 0` the operator asked for raw speed: pipeline deep.
         callWindow: budget ? "round-trip" : "deep",
         maxCallsInFlight: budget?.maxCallsInFlight,
