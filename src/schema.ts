@@ -176,10 +176,7 @@ export class KeySchema {
     this.isDefaultRule = sources.every((source) => source === DEFAULT_WORKSPACE_PATTERN);
     this.oldMatch = globOf(this.from.literals);
     this.newMatch = globOf(this.to.literals);
-    checkMapping(
-      this,
-      new Set(fields.filter((_, i) => sources[i] === DEFAULT_WORKSPACE_PATTERN)),
-    );
+    checkMapping(this, new Set(fields.filter((_, i) => sources[i] === DEFAULT_WORKSPACE_PATTERN)));
     this.#afterFields = fields.map((field) => {
       const at = this.to.names.indexOf(field);
       return at + 1 < this.to.names.length ? this.to.literals[at + 1]!.toString() : "";

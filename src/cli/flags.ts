@@ -103,6 +103,7 @@ function output(text: string, shown?: string | number): Flag["uses"] {
 }
 
 const D = RUN_DEFAULTS;
+const V = VERIFY_DEFAULTS;
 
 /** Every flag, in the order the help lists them within a heading. */
 export const FLAGS: readonly Flag[] = [
@@ -119,28 +120,24 @@ export const FLAGS: readonly Flag[] = [
     verify: use(
       SAMPLE,
       "old keys to check, uniformly at random; N >= all checks each once; as many new keys are checked for orphans",
-      VERIFY_DEFAULTS.sample,
+      V.sample,
     ),
   }),
   valueFlag("min-parity", "PCT", {
-    verify: use(SAMPLE, "exit 1 when parity is below PCT percent", VERIFY_DEFAULTS.minParity),
+    verify: use(SAMPLE, "exit 1 when parity is below PCT percent", V.minParity),
   }),
   valueFlag("ttl-tolerance", "S", {
-    verify: use(SAMPLE, "TTLs may differ by up to S seconds", VERIFY_DEFAULTS.ttlToleranceSeconds),
+    verify: use(SAMPLE, "TTLs may differ by up to S seconds", V.ttlToleranceSeconds),
   }),
   valueFlag("recheck", "N", {
     verify: use(
       SAMPLE,
       "re-read a missing, mismatched or orphan key up to N times (--recheck-delay apart) and count it only if the difference persists",
-      VERIFY_DEFAULTS.recheck,
+      V.recheck,
     ),
   }),
   valueFlag("recheck-delay", "MS", {
-    verify: use(
-      SAMPLE,
-      "pause before each recheck, in milliseconds",
-      VERIFY_DEFAULTS.recheckDelayMs,
-    ),
+    verify: use(SAMPLE, "pause before each recheck, in milliseconds", V.recheckDelayMs),
   }),
   switchFlag("full", {
     verify: use(
@@ -162,7 +159,7 @@ export const FLAGS: readonly Flag[] = [
   }),
   valueFlag("rps", "N", {
     run: use(SCOPE, "at most N jobs in any 1-second window; 0 = unlimited", D.rps),
-    verify: use(SCOPE, "at most N keys checked per second; 0 = unlimited", VERIFY_DEFAULTS.rps),
+    verify: use(SCOPE, "at most N keys checked per second; 0 = unlimited", V.rps),
   }),
   valueFlag("batch", "N", {
     run: use(

@@ -107,19 +107,13 @@ async function sampledVerify(
     .catch((error: unknown) => {
       throw lostRedis(target, error, "verify");
     });
-  const reasons = report.mismatch_reasons;
   return {
     json: report,
     text: renderVerifyText(report),
     outcome: outcomeOf(report, {
       checked: report.sampled,
       // `fields`: the sampled report's one kind for any field difference.
-      mismatched: {
-        missing: report.missing,
-        fields: reasons.fields,
-        ttl: reasons.ttl,
-        type: reasons.type,
-      },
+      mismatched: { missing: report.missing, ...report.mismatch_reasons },
       invalid: report.invalid,
       orphans: report.orphans,
     }),
