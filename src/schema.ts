@@ -158,12 +158,11 @@ export class KeySchema {
         );
       }
     }
-    if (options.workspacePattern !== undefined && first !== undefined) {
-      if (!fields.includes(WORKSPACE_FIELD)) {
-        throw new TemplateError(
-          `--workspace-pattern is the rule for workspace_id, which --to '${this.to.text}' does not read (--pattern ${first}=RE)`,
-        );
-      }
+    // Without any field, checkMapping below names the problem.
+    if (options.workspacePattern !== undefined && first && !fields.includes(WORKSPACE_FIELD)) {
+      throw new TemplateError(
+        `--workspace-pattern is the rule for workspace_id, which --to '${this.to.text}' does not read (--pattern ${first}=RE)`,
+      );
     }
     const sources = fields.map((field) =>
       field === WORKSPACE_FIELD
@@ -171,7 +170,6 @@ export class KeySchema {
         : options.patterns?.[field] ?? DEFAULT_WORKSPACE_PATTERN
     );
     this.#rules = sources.map((source) => new RegExp(source, "u"));
-    // No field at all is refused by checkMapping below.
     this.pattern = this.#rules[0]!;
     this.isDefaultRule = sources.every((source) => source === DEFAULT_WORKSPACE_PATTERN);
     this.oldMatch = globOf(this.from.literals);
