@@ -7,11 +7,8 @@
  */
 import { Buffer } from "node:buffer";
 
-/** The default `--from` template. */
 export const DEFAULT_FROM = "ai:jobs:{job_id}";
-/** The default `--to` template. */
 export const DEFAULT_TO = "ai:job:{workspace_id}:{job_id}";
-/** The hash field that holds the workspace id. */
 export const WORKSPACE_FIELD = "workspace_id";
 /** Default validity rule for workspace ids (docs/safety.md). */
 export const DEFAULT_WORKSPACE_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$";
@@ -125,7 +122,6 @@ export class KeySchema {
   readonly isDefaultMapping: boolean;
   /** The mapping as {@linkcode KEY_LUA} reads it: one ARGV entry. */
   readonly luaSpec: Buffer;
-  /** The rule of each of {@linkcode fields}. */
   readonly #rules: readonly RegExp[];
   readonly #sources: readonly Source[];
   /** The literal after each field in `--to`. */

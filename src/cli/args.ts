@@ -134,7 +134,6 @@ function metricsHostFrom(values: Values): string | undefined {
   return metricsHost?.replace(/^\[(.*)\]$/, "$1");
 }
 
-/** The metrics flags of a run and `verify`. */
 function metricsFlags(values: Values): MetricsFlags {
   const pushgateway = str(values, "pushgateway");
   if (pushgateway !== undefined) httpUrl(pushgateway, "--pushgateway");

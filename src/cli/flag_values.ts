@@ -40,7 +40,6 @@ export function tlsFrom(values: Values): TlsOptions {
   };
 }
 
-/** `--progress-key`, checked. */
 export function progressKeyFrom(values: Values): string {
   const progressKey = str(values, "progress-key") ?? RUN_DEFAULTS.progressKey;
   if (progressKey.length === 0 || /\s/.test(progressKey)) {
@@ -77,9 +76,7 @@ function numberFlag(what: string, pattern: RegExp, unbounded: number): NumberFla
   };
 }
 
-/** An integer flag in `[min, max]`, or `fallback` when absent. */
 export const integer: NumberFlag = numberFlag("an integer", /^\d+$/, 2 ** 53 - 1);
-/** A decimal flag in `[min, max]`, or `fallback` when absent. */
 export const decimal: NumberFlag = numberFlag("a number", /^\d+(\.\d+)?$/, Infinity);
 
 /** Validates a Redis URL without ever echoing it (it may hold a password). */

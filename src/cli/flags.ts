@@ -72,12 +72,10 @@ function valueFlag(
   return { name, type: "string", value, uses, ...more };
 }
 
-/** A switch: no value. */
 function switchFlag(name: string, uses: Flag["uses"], more: Pick<Flag, "short"> = {}): Flag {
   return { name, type: "boolean", uses, ...more };
 }
 
-/** How a command uses a flag. */
 function use(group: string, text: string, shown?: string | number): FlagUse {
   return shown === undefined ? { group, text } : { group, text, default: shown };
 }

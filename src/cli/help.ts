@@ -6,7 +6,6 @@
  */
 import { type CommandName, type Flag, flagsOf, type FlagUse, GROUPS } from "./flags.ts";
 
-/** What each help says before its flags. */
 const HEAD: Record<CommandName, string> = {
   run: `backfill — copy jobs from ai:jobs:<job_id> to ai:job:<workspace_id>:<job_id>, live
 
@@ -35,7 +34,6 @@ Usage:
 `,
 };
 
-/** What each help says after its flags. */
 const TAIL: Record<CommandName, string> = {
   run: `Environment: REDIS_URL, TELEMETRY_ENABLED (false: no metrics server, no push).
 Exit codes: 0 done · 1 per-key errors · 2 usage · 3 Redis unreachable · 4 refused by a safety

@@ -202,7 +202,6 @@ async function fullVerify(
   };
 }
 
-/** The flags both verifies take alike. */
 function bothVerifies(options: VerifyFlags) {
   return {
     keys: options.keys,
