@@ -24,8 +24,14 @@ import {
   tlsFrom,
   type Values,
 } from "./flag_values.ts";
-
-import type { Command, CommonOptions, MetricsFlags, RunOptions, VerifyFlags } from "./options.ts";
+import type {
+  Command,
+  CommonOptions,
+  MetricsFlags,
+  RunOptions,
+  SharedRunFlags,
+  VerifyFlags,
+} from "./options.ts";
 
 /** Parses argv (without the program name) into a {@linkcode Command}. */
 export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Command {
@@ -69,7 +75,7 @@ function runOptions(values: Values, shared: CommonOptions): RunOptions {
   if (cursor !== undefined && !/^\d{1,20}$/.test(cursor)) {
     throw new UsageError(`--cursor must be a SCAN cursor (digits), got '${cursor.slice(0, 40)}'`);
   }
-  const progressKey = progressKeyFrom(values);
+  const runFlags = sharedRunFlags(values);
   const label = str(values, "metrics-workspace-label") ?? RUN_DEFAULTS.metricsWorkspaceLabel;
   if (label !== "true" && label !== "false") {
     throw new UsageError(`--metrics-workspace-label must be true or false, got '${label}'`);
@@ -83,8 +89,7 @@ function runOptions(values: Values, shared: CommonOptions): RunOptions {
     batch: integer(values, "batch", RUN_DEFAULTS.batch, 1, 1_000_000),
     cursor,
     maxKeys,
-    progressKey,
-    resetProgress: values["reset-progress"] === true,
+    ...runFlags,
     ...metrics,
     metricsWorkspaceLabel: label === "true",
     healthTimeout: decimal(values, "health-timeout", RUN_DEFAULTS.healthTimeout, 1, 86400),
@@ -92,18 +97,16 @@ function runOptions(values: Values, shared: CommonOptions): RunOptions {
     maxMemoryPct: decimal(values, "max-memory-pct", RUN_DEFAULTS.maxMemoryPct, 1, 100),
     maxOutage: decimal(values, "max-outage", RUN_DEFAULTS.maxOutage, 0),
     shard: shardText === undefined ? WHOLE : parseShard(shardText),
-    ...callFlags(values),
     maxReplicaLag: parseReplicaLagLimit(
       str(values, "max-replica-lag") ?? RUN_DEFAULTS.maxReplicaLag,
     ),
-    waitLockSeconds: decimal(values, "wait-lock", RUN_DEFAULTS.waitLockSeconds, 0),
   };
 }
 
-/** The bounds of a script call, shared by a run and `verify --full`. */
-function callFlags(
-  values: Values,
-): Pick<RunOptions, "maxCallMs" | "callClock" | "maxLatencyMs" | "criticalLoadPct"> {
+/** What a run and `verify --full` take alike: the checkpoint, the lock, a script call's bounds. */
+function sharedRunFlags(values: Values): SharedRunFlags {
+  const progressKey = progressKeyFrom(values);
+  const waitLockSeconds = decimal(values, "wait-lock", RUN_DEFAULTS.waitLockSeconds, 0);
   const maxCallMs = decimal(values, "max-call-ms", RUN_DEFAULTS.maxCallMs, 0);
   if (maxCallMs === 0) {
     throw new UsageError("--max-call-ms must be a number > 0 (milliseconds per script call)");
@@ -113,6 +116,9 @@ function callFlags(
     throw new UsageError(`--call-clock must be auto or client, got '${callClock.slice(0, 20)}'`);
   }
   return {
+    progressKey,
+    resetProgress: values["reset-progress"] === true,
+    waitLockSeconds,
     maxCallMs,
     callClock,
     maxLatencyMs: decimal(values, "max-latency", RUN_DEFAULTS.maxLatencyMs, 0),
@@ -168,10 +174,7 @@ function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
     full,
     orphans: values.orphans === true,
     report,
-    progressKey: progressKeyFrom(values),
-    resetProgress: values["reset-progress"] === true,
-    waitLockSeconds: decimal(values, "wait-lock", RUN_DEFAULTS.waitLockSeconds, 0),
-    ...callFlags(values),
+    ...sharedRunFlags(values),
     ...metricsFlags(values),
   };
 }
