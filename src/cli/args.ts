@@ -14,6 +14,7 @@ import { parseShard, WHOLE } from "../redis/shard.ts";
 import { parseReplicaLagLimit } from "../control/replica_lag.ts";
 import { parseControlCommand } from "./control_args.ts";
 import {
+  choice,
   decimal,
   httpUrl,
   integer,
@@ -24,14 +25,25 @@ import {
   tlsFrom,
   type Values,
 } from "./flag_values.ts";
-import type {
-  Command,
-  CommonOptions,
-  MetricsFlags,
-  RunOptions,
-  SharedRunFlags,
-  VerifyFlags,
-} from "./options.ts";
+import type { RunMode } from "../run_events.ts";
+import type { ControlCommandLine } from "./control_args.ts";
+
+/** What the command line asks for. */
+export type Command =
+  | { kind: "run"; options: RunOptions }
+  | { kind: "verify"; options: VerifyFlags }
+  | { kind: "control"; options: ControlCommandLine }
+  | { kind: "help"; topic: "run" | "verify" | "control" }
+  | { kind: "version" };
+
+// Each command's options are what its converter builds (the flags' meaning is in flags.ts).
+/** Options of `backfill --dry-run | --execute`. */
+export type RunOptions = ReturnType<typeof runOptions>;
+/** Options of `backfill verify` (those of {@linkcode sharedRunFlags} apply with `--full`). */
+export type VerifyFlags = ReturnType<typeof verifyOptions>;
+/** The metrics and Pushgateway flags of a run and of `verify`. */
+export type MetricsFlags = ReturnType<typeof metricsFlags>;
+type CommonOptions = ReturnType<typeof commonOptions>;
 
 /** Parses argv (without the program name) into a {@linkcode Command}. */
 export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Command {
@@ -65,12 +77,13 @@ function parseFlags(args: readonly string[], command: CommandName) {
  * The options of `--dry-run | --execute`. Flags are checked in a fixed order, so the one error
  * reported when several flags are wrong does not change between versions.
  */
-function runOptions(values: Values, shared: CommonOptions): RunOptions {
+function runOptions(values: Values, shared: CommonOptions) {
   const dryRun = values["dry-run"] === true;
   const execute = values.execute === true;
   if (dryRun === execute) {
     throw new UsageError("exactly one of --dry-run or --execute is required");
   }
+  const mode: RunMode = dryRun ? "dry-run" : "execute";
   const cursor = str(values, "cursor");
   if (cursor !== undefined && !/^\d{1,20}$/.test(cursor)) {
     throw new UsageError(`--cursor must be a SCAN cursor (digits), got '${cursor.slice(0, 40)}'`);
@@ -85,7 +98,7 @@ function runOptions(values: Values, shared: CommonOptions): RunOptions {
   const shardText = str(values, "shard");
   return {
     ...shared,
-    mode: dryRun ? "dry-run" : "execute",
+    mode,
     batch: integer(values, "batch", RUN_DEFAULTS.batch, 1, 1_000_000),
     cursor,
     maxKeys,
@@ -104,17 +117,14 @@ function runOptions(values: Values, shared: CommonOptions): RunOptions {
 }
 
 /** What a run and `verify --full` take alike: the checkpoint, the lock, a script call's bounds. */
-function sharedRunFlags(values: Values): SharedRunFlags {
+function sharedRunFlags(values: Values) {
   const progressKey = progressKeyFrom(values);
   const waitLockSeconds = decimal(values, "wait-lock", RUN_DEFAULTS.waitLockSeconds, 0);
   const maxCallMs = decimal(values, "max-call-ms", RUN_DEFAULTS.maxCallMs, 0);
   if (maxCallMs === 0) {
     throw new UsageError("--max-call-ms must be a number > 0 (milliseconds per script call)");
   }
-  const callClock = str(values, "call-clock") ?? RUN_DEFAULTS.callClock;
-  if (callClock !== "auto" && callClock !== "client") {
-    throw new UsageError(`--call-clock must be auto or client, got '${callClock.slice(0, 20)}'`);
-  }
+  const callClock = choice(values, "call-clock", ["auto", "client"], RUN_DEFAULTS.callClock);
   return {
     progressKey,
     resetProgress: values["reset-progress"] === true,
@@ -140,7 +150,7 @@ function metricsHostFrom(values: Values): string | undefined {
   return metricsHost?.replace(/^\[(.*)\]$/, "$1");
 }
 
-function metricsFlags(values: Values): MetricsFlags {
+function metricsFlags(values: Values) {
   const pushgateway = str(values, "pushgateway");
   if (pushgateway !== undefined) httpUrl(pushgateway, "--pushgateway");
   return {
@@ -154,7 +164,7 @@ function metricsFlags(values: Values): MetricsFlags {
   };
 }
 
-function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
+function verifyOptions(values: Values, shared: CommonOptions) {
   const full = values.full === true;
   if (full && values.sample !== undefined) {
     throw new UsageError("--full checks every old key; it cannot be combined with --sample");
@@ -179,7 +189,7 @@ function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
   };
 }
 
-function commonOptions(values: Values, env: ParseEnv, defaultRps: number): CommonOptions {
+function commonOptions(values: Values, env: ParseEnv, defaultRps: number) {
   const redisUrls = redisUrlsFrom(values, env);
   const keys = keySchemaFrom(values);
   const workspace = str(values, "workspace");
@@ -190,10 +200,7 @@ function commonOptions(values: Values, env: ParseEnv, defaultRps: number): Commo
       }' is not a valid workspace id under the workspace pattern`,
     );
   }
-  const logFormat = str(values, "log-format") ?? RUN_DEFAULTS.logFormat;
-  if (logFormat !== "text" && logFormat !== "json") {
-    throw new UsageError(`--log-format must be text or json, got '${logFormat.slice(0, 20)}'`);
-  }
+  const logFormat = choice(values, "log-format", ["text", "json"], RUN_DEFAULTS.logFormat);
   return {
     redisUrls,
     tls: tlsFrom(values),

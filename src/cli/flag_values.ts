@@ -53,6 +53,20 @@ export function str(values: Values, name: string): string | undefined {
   return typeof value === "string" ? value : undefined;
 }
 
+/** A flag that is one of `choices`, or `fallback` when absent. */
+export function choice<T extends string>(
+  values: Values,
+  name: string,
+  choices: readonly T[],
+  fallback: T,
+): T {
+  const text = str(values, name) ?? fallback;
+  if (!(choices as readonly string[]).includes(text)) {
+    throw new UsageError(`--${name} must be ${choices.join(" or ")}, got '${text.slice(0, 20)}'`);
+  }
+  return text as T;
+}
+
 /** A number flag in `[min, max]` (no `max`: unbounded), or `fallback` when absent. */
 type NumberFlag = (
   values: Values,

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { MetricsFlags } from "../cli/options.ts";
+import type { MetricsFlags } from "../cli/args.ts";
 import { UsageError } from "../errors.ts";
 import { type MetricsOutlet, MetricsServerError } from "../telemetry/server.ts";
 

@@ -7,7 +7,7 @@
 import { logClientClocks, probeCallClock } from "../control/call_clock.ts";
 import { latencyBudget } from "../control/call_window.ts";
 import { CheckpointStore } from "../run/checkpointer.ts";
-import type { RunOptions } from "../cli/options.ts";
+import type { RunOptions } from "../cli/args.ts";
 import type { Gate } from "../run/copier.ts";
 import { BackfillError, ExitCode, SafetyRefusal, UsageError } from "../errors.ts";
 import { nodeIdFor, strategyFor } from "../migrate/select.ts";

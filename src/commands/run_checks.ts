@@ -5,7 +5,7 @@
  * @module
  */
 import { CheckpointStore } from "../run/checkpointer.ts";
-import type { RunOptions } from "../cli/options.ts";
+import type { RunOptions } from "../cli/args.ts";
 import { controlKey, statusKey } from "../control/remote.ts";
 import { SafetyRefusal } from "../errors.ts";
 import type { Redis } from "../redis/ioredis.ts";

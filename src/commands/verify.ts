@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { VerifyFlags } from "../cli/options.ts";
+import type { VerifyFlags } from "../cli/args.ts";
 import { ExitCode, RedisUnavailableError, SafetyRefusal } from "../errors.ts";
 import { RunLock } from "../safety/lock.ts";
 import { latencyBudget } from "../control/call_window.ts";
