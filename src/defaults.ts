@@ -1,8 +1,6 @@
 /**
- * Defaults shared by the command line and the code that runs with them. They live here, below
- * both, so the CLI never imports the verify engine for a number and the engine never imports the
- * CLI. The flag table (cli/flags.ts) shows them in `--help` and docs/flags.md; the converter
- * (cli/args.ts) applies them: one place per default.
+ * Defaults shared by the command line (cli/flags.ts shows them, cli/args.ts applies them) and the
+ * code that runs with them; here, below both, so neither imports the other for a number.
  *
  * @module
  */
@@ -25,33 +23,18 @@ export const RUN_DEFAULTS = {
   metricsWorkspaceLabel: "true",
   maxCallMs: 0.25,
   callClock: "auto",
-  /**
-   * On: the run never holds more than half a millisecond of work in Redis's input buffer, so no
-   * application command waits longer than that behind it. 0 = raw speed.
-   */
+  /** No application command waits longer than this behind the run's work. */
   maxLatencyMs: 0.5,
   /** Redis 90% busy without the backfill: the store is saturated by its application. */
   criticalLoadPct: 90,
-  /**
-   * Above a second of a busy master, far below the 64 MB replica output-buffer soft limit whose
-   * breach forces a full resync.
-   */
+  /** Above a second of a busy master, far below the 64 MB output buffer that forces a resync. */
   maxReplicaLag: "16M",
   /** The lock lives 30 s: a dead holder's lock is gone before 45 s pass. */
   waitLockSeconds: 45,
 } as const;
 
 /** CLI defaults of the verify options. */
-export const VERIFY_DEFAULTS: Readonly<
-  {
-    sample: number;
-    minParity: number;
-    ttlToleranceSeconds: number;
-    recheck: number;
-    recheckDelayMs: number;
-    rps: number;
-  }
-> = {
+export const VERIFY_DEFAULTS = {
   sample: 1000,
   minParity: 100,
   ttlToleranceSeconds: 5,
@@ -60,4 +43,4 @@ export const VERIFY_DEFAULTS: Readonly<
   // inside the latency budget of a default verify.
   recheckDelayMs: 100,
   rps: 0,
-};
+} as const;

@@ -1,6 +1,6 @@
 /**
- * Typed errors that carry the process exit code they map to. `main.ts` prints `error: <message>`
- * for these; anything else is a bug and gets a stack trace.
+ * Errors that carry their exit code: main.ts prints `error: <message>` for these; anything else is
+ * a bug and gets a stack trace.
  *
  * @module
  */
@@ -21,34 +21,32 @@ export const ExitCode = {
 
 /** Base class: an expected failure with a one-line message and an exit code. */
 export class BackfillError extends Error {
-  readonly exitCode: number;
-  constructor(message: string, exitCode: number, options?: ErrorOptions) {
+  override name = "BackfillError";
+  constructor(message: string, readonly exitCode: number, options?: ErrorOptions) {
     super(message, options);
-    this.name = "BackfillError";
-    this.exitCode = exitCode;
   }
 }
 
 /** Bad flags or values: nothing was written. Exit 2. */
 export class UsageError extends BackfillError {
+  override name = "UsageError";
   constructor(message: string) {
     super(message, ExitCode.usage);
-    this.name = "UsageError";
   }
 }
 
 /** Redis could not be reached, or was lost for longer than the run waits. Exit 3. */
 export class RedisUnavailableError extends BackfillError {
+  override name = "RedisUnavailableError";
   constructor(message: string, options?: ErrorOptions) {
     super(message, ExitCode.redisUnavailable, options);
-    this.name = "RedisUnavailableError";
   }
 }
 
 /** A safety check refused the run (lock held, memory headroom, foreign checkpoint). Exit 4. */
 export class SafetyRefusal extends BackfillError {
+  override name = "SafetyRefusal";
   constructor(message: string, options?: ErrorOptions) {
     super(message, ExitCode.refused, options);
-    this.name = "SafetyRefusal";
   }
 }

@@ -1,6 +1,6 @@
 /**
- * The one place that knows the outcomes an old key can have. Each scanned old key ends in exactly one
- * of them; the summary, the metrics and the migration scripts all derive from this list.
+ * The one place that knows the outcomes an old key can have: each scanned old key ends in exactly
+ * one, and the summary, the metrics and the migration scripts derive from this list.
  *
  * @module
  */
@@ -15,10 +15,7 @@ export interface OutcomeInfo {
   readonly skipReason?: "exists" | "invalid" | "gone";
 }
 
-/**
- * The one table of outcomes, in summary order: the counters, the text and JSON summaries and the
- * metrics all derive from it.
- */
+/** The one table of outcomes, in summary order. */
 export const OUTCOME_TABLE = {
   migrated: { label: "Migrated", writes: true },
   repaired: { label: "Repaired", writes: true },
@@ -29,13 +26,10 @@ export const OUTCOME_TABLE = {
   errors: { label: "Errors", writes: false },
 } as const satisfies Record<string, OutcomeInfo>;
 
-/** What happened to one old key. */
 export type Outcome = keyof typeof OUTCOME_TABLE;
 
-/** Every outcome, in summary order. */
 export const OUTCOMES: readonly Outcome[] = Object.keys(OUTCOME_TABLE) as Outcome[];
 
-/** The table entry of `outcome`. */
 export function outcomeInfo(outcome: Outcome): OutcomeInfo {
   return OUTCOME_TABLE[outcome];
 }
@@ -43,7 +37,6 @@ export function outcomeInfo(outcome: Outcome): OutcomeInfo {
 /** Counts of old keys per outcome, plus `scanned`, which is their sum. */
 export type Counters = { scanned: number } & Record<Outcome, number>;
 
-/** A fresh set of counters, all zero. */
 export function emptyCounters(): Counters {
   const counters = { scanned: 0 } as Counters;
   for (const outcome of OUTCOMES) counters[outcome] = 0;
@@ -58,20 +51,18 @@ export const INVALID_REASONS = [
   "empty_job_id",
 ] as const;
 
-/** Why an old key is invalid. */
 export type InvalidReason = typeof INVALID_REASONS[number];
 
 /** The result for one old key, as the migration strategy reports it. */
 export interface KeyResult {
-  /** What happened. */
   outcome: Outcome;
-  /** The job's workspace id when it is valid; `undefined` otherwise (never an invalid id). */
+  /** The job's workspace id when it is valid (never an invalid id). */
   workspace?: string;
   /** For `skipped_invalid`: why (left out by strategies that do not tell). */
   invalidReason?: InvalidReason;
   /**
-   * For `skipped_invalid` only: the old key's name, so the first invalid keys can be logged
-   * (escaped). Other results leave it out: a batch must not hold every key name twice.
+   * For `skipped_invalid` only: the old key's name, so the first invalid keys can be logged.
+   * Other results leave it out: a batch must not hold every key name twice.
    */
   key?: string | Uint8Array;
 }

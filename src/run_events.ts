@@ -1,28 +1,24 @@
 /**
- * What a run tells the outside world while it goes: the seam between the engine and telemetry
- * (metrics, progress, pushgateway). The engine calls these; it never knows who listens.
+ * The seam between the engine and telemetry: the engine reports what a run does through these,
+ * never knowing who listens.
  *
  * @module
  */
 import type { Counters, InvalidReason, KeyResult, Outcome } from "./outcome.ts";
 
-/** Dry-run or execute. */
 export type RunMode = "dry-run" | "execute";
 
 /** The final summary of a run (also the `--json` object, field for field). */
 export interface Summary extends Counters {
   mode: RunMode;
   duration_seconds: number;
-  /** True when the scan reached its end on every node (false when stopped by --max-keys or a signal). */
+  /** The scan reached its end on every node. */
   completed: boolean;
   /** The cursor to resume from ("0" when completed). Cluster: a comma-separated node=cursor list. */
   cursor: string;
-  /** What the Redis user may not run that --execute needs (safety/preflight.ts); absent: unknown. */
+  /** What the Redis user may not run that --execute needs; absent: unknown. */
   preflight?: string[];
-  /**
-   * Cluster `--execute`: cluster copies an earlier run left unverified (stopped between a write
-   * and its re-check) that this run completed before its first copy (migrate/cluster/intents.ts).
-   */
+  /** Cluster copies an earlier run left unverified, completed by this one (cluster/intents.ts). */
   intents_completed?: number;
 }
 
@@ -33,36 +29,25 @@ export interface RunStart {
   rps: number;
   /** Old keys this run expects to look at: an estimate from DBSIZE, refined as the scan goes. */
   estimatedTotal: number;
-  /** Progress key prefix (also the Pushgateway `instance` grouping). */
   progressKey: string;
-  /**
-   * Totals of the earlier runs of this migration (persisted with the checkpoint), so a resumed
-   * run's counters continue where the last run's stopped. Absent on a fresh start.
-   */
+  /** Totals of the earlier runs of this migration, so a resumed run's counters continue. */
   carried?: CarriedTotals;
 }
 
-/**
- * The workspace key of {@linkcode CarriedTotals} under which counts of every workspace together are
- * carried (the checkpoint stores totals per outcome, not per tenant).
- */
+/** The workspace under which the checkpoint carries counts of every workspace together. */
 export const EARLIER_RUNS = "*";
 
 /** Running totals carried over from earlier runs of the same migration. */
 export interface CarriedTotals {
-  /**
-   * Per outcome, counts by workspace id; `""` holds keys without a valid workspace id and
-   * {@linkcode EARLIER_RUNS} those of every workspace together.
-   */
+  /** Per outcome, counts by workspace id (`""`: no valid id; {@linkcode EARLIER_RUNS}: all). */
   byOutcome: Partial<Record<Outcome, Readonly<Record<string, number>>>>;
   /** Invalid keys by reason (their sum may be below `skipped_invalid`: reasons came later). */
   invalidByReason?: Partial<Record<InvalidReason, number>>;
 }
 
-/** Why the run holds back on purpose (see {@linkcode RunObserver.onThrottle}). */
+/** Why the run holds back on purpose. */
 export const THROTTLE_REASONS = ["redis_busy", "replica_lag", "memory", "paused"] as const;
 
-/** Why the run holds back on purpose. */
 export type ThrottleReason = typeof THROTTLE_REASONS[number];
 
 /** The `node` of a rate that applies to the whole run. */
@@ -98,12 +83,10 @@ export interface ReplicaLagEvent {
   bytes: number;
 }
 
-/** A node answered (any reply). */
 export interface RedisReplyEvent {
   node: string;
 }
 
-/** A node stopped answering or refused a connection. */
 export interface RedisDownEvent {
   node: string;
   /** One line, already free of secrets and field values (e.g. an error code). */
@@ -112,14 +95,14 @@ export interface RedisDownEvent {
 
 /** One fully processed batch. */
 export interface BatchReport {
-  /** Node the batch came from, as redacted host:port. */
+  /** Redacted host:port. */
   node: string;
   results: readonly KeyResult[];
   /** Wall time from the batch leaving the scanner to its last result, in seconds. */
   seconds: number;
   /** Counters of the whole run after this batch. */
   totals: Readonly<Counters>;
-  /** Current estimate of the old keys in scope (see {@linkcode RunStart.estimatedTotal}). */
+  /** See {@linkcode RunStart.estimatedTotal}. */
   estimatedTotal: number;
   /** The node's resume cursor after this batch ("0" when its scan is done). */
   cursor?: string;
@@ -133,21 +116,19 @@ export interface RunObserver {
   onLimiterWait?(seconds: number): void;
   /** The effective rate limit changed (also once at start). */
   onRateLimit?(event: RateLimitEvent): void;
-  /** A throttle (or a pause) turned on or off. */
   onThrottle?(event: ThrottleEvent): void;
-  /** A master's load was read (about every 200 ms while the pace adapts). */
+  /** About every 200 ms while the pace adapts. */
   onServerLoad?(event: ServerLoadEvent): void;
-  /** A replica's lag was measured. */
   onReplicaLag?(event: ReplicaLagEvent): void;
-  /** A node answered; cheap, may be called for every reply. */
+  /** Any reply; must stay cheap. */
   onRedisReply?(event: RedisReplyEvent): void;
-  /** A node stopped answering (an outage began). */
+  /** An outage began. */
   onRedisDown?(event: RedisDownEvent): void;
   /** The run ended (any way); awaited before the process exits. */
   onEnd?(summary: Summary): void | Promise<void>;
 }
 
-/** The observer events that carry one argument and return nothing (all but `onEnd`). */
+/** The events that carry one argument and return nothing (all but `onEnd`). */
 export const SYNC_EVENTS = [
   "onStart",
   "onBatch",
@@ -160,15 +141,13 @@ export const SYNC_EVENTS = [
   "onRedisDown",
 ] as const;
 
-/** One of {@linkcode SYNC_EVENTS}. */
 export type SyncEvent = typeof SYNC_EVENTS[number];
 
-/** Log levels, in increasing severity. */
 export type LogLevel = "debug" | "info" | "warn" | "error";
 
 /**
- * Structured log sink. `event` is a stable machine-readable name (`resume`, `lock_acquired`, ...);
- * `fields` hold numbers or already-sanitised strings only: never a password, never a job's field values.
+ * Structured log sink. `event` is a stable name (`lock_acquired`); `fields` hold numbers or
+ * sanitised strings only: never a password, never a job's field values.
  */
 export interface Logger {
   log(level: LogLevel, event: string, message: string, fields?: Record<string, unknown>): void;

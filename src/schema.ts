@@ -1,35 +1,24 @@
 /**
- * The key schema: the one place that builds and parses key names and decides what a valid
- * workspace id is. A {@linkcode KeySchema} holds the mapping from old key names to new ones as two
- * templates (by default `ai:jobs:{job_id}` → `ai:job:{workspace_id}:{job_id}`); every Lua script
- * builds new keys from it through {@linkcode KEY_LUA}, given {@linkcode KeySchema.luaSpec} in ARGV.
- * Key names are bytes (Uint8Array): a job id need not be valid UTF-8, and it is never re-encoded.
+ * The one place that builds and parses key names and decides what a valid workspace id is. Every
+ * Lua script builds new keys through {@linkcode KEY_LUA} from {@linkcode KeySchema.luaSpec}. Key
+ * names are bytes: a job id need not be valid UTF-8, and it is never re-encoded.
  *
  * @module
  */
 import { Buffer } from "node:buffer";
 
-/** The default `--from` template: the old schema. */
 export const DEFAULT_FROM = "ai:jobs:{job_id}";
-/** The default `--to` template: the new schema. */
 export const DEFAULT_TO = "ai:job:{workspace_id}:{job_id}";
-/** The hash field that holds the workspace id. */
 export const WORKSPACE_FIELD = "workspace_id";
 /** Default validity rule for workspace ids (docs/safety.md). */
 export const DEFAULT_WORKSPACE_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$";
-/**
- * The default rule as the in-server script checks it: a Lua pattern (Lua has no `{0,63}`) plus a
- * length bound. A test holds it equal to {@linkcode DEFAULT_WORKSPACE_PATTERN}.
- */
+/** The default rule in Lua (which has no `{0,63}`); a test holds the two equal. */
 export const DEFAULT_WORKSPACE_LUA: Readonly<{ pattern: string; maxLength: number }> = {
   pattern: "^[A-Za-z0-9][A-Za-z0-9_%-]*$",
   maxLength: 64,
 };
 
-/**
- * A parsed template: `literals[0] {names[0]} literals[1] … {names[n-1]} literals[n]`. There is
- * always one more literal than placeholders (the first and last may be empty).
- */
+/** A parsed template: `literals[0] {names[0]} literals[1] … {names[n-1]} literals[n]`. */
 export interface Template {
   readonly text: string;
   readonly literals: readonly Buffer[];
@@ -44,14 +33,12 @@ export class TemplateError extends Error {
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /**
- * Parses a template: `{name}` is a placeholder, `{{name}}` the same placeholder inside a Redis hash
- * tag (the key holds `{value}`, so Redis Cluster places it by the value alone). No other `{` or `}`
- * may appear.
+ * Parses a template: `{name}` is a placeholder, `{{name}}` one inside a Redis hash tag.
  *
  * @throws {TemplateError} for a stray brace, a bad or repeated name, or two placeholders with no
  *   literal between them (where one ends would be a guess).
  */
-export function parseTemplate(flag: string, text: string): Template {
+function parseTemplate(flag: string, text: string): Template {
   const literals: string[] = [""];
   const names: string[] = [];
   const token = /\{\{([^{}]*)\}\}|\{([^{}]*)\}|[{}]/g;
@@ -84,12 +71,11 @@ export function parseTemplate(flag: string, text: string): Template {
   return { text, literals: literals.map((l) => Buffer.from(l)), names };
 }
 
-/** A template's SCAN MATCH pattern: its literals (glob characters escaped) with `*` between. */
+/** A template's SCAN MATCH pattern. */
 function globOf(literals: readonly Buffer[]): string {
   return literals.map((literal) => escapeGlob(literal.toString())).join("*");
 }
 
-/** `text` as a glob that matches it literally. */
 function escapeGlob(text: string): string {
   return text.replace(/[*?[\]\\]/g, (c) => `\\${c}`);
 }
@@ -100,56 +86,45 @@ function escapeGlob(text: string): string {
  */
 const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
-/** Where a to-template's placeholder takes its value from. */
+/** Where a `--to` placeholder takes its value from. */
 type Source = { capture: number } | { field: number };
 
-/** Options of {@linkcode KeySchema}. */
+/** The flags `--from`, `--to`, `--workspace-pattern` and `--pattern NAME=RE`. */
 export interface KeySchemaOptions {
-  /** `--from`: the old key names (default {@linkcode DEFAULT_FROM}). */
   from?: string;
-  /** `--to`: the new key names (default {@linkcode DEFAULT_TO}). */
   to?: string;
-  /** `--workspace-pattern`: the rule for `workspace_id` (default {@linkcode DEFAULT_WORKSPACE_PATTERN}). */
   workspacePattern?: string;
-  /** `--pattern NAME=RE`: the rule for another field placeholder (default: the default rule). */
   patterns?: Readonly<Record<string, string>>;
 }
 
 /**
  * The mapping from old key names to new ones, and the rules its field values must meet.
- * Placeholders of the old template are cut from the old key name (each ends at the first
- * occurrence of the literal after it; the last one at the end of the name); those of the new
- * template that the old one lacks are read from the old hash's fields of those names
- * ({@linkcode fields}). The first of them (`workspace_id` by default) is the run's "workspace": its
- * `--workspace` filter and its metrics label. Each field has its own rule.
+ * `--from` placeholders are cut from the old name (each ends at the first occurrence of the
+ * literal after it); the other `--to` placeholders are hash fields ({@linkcode fields}), the
+ * first of them the workspace (the `--workspace` filter, the metrics label).
  */
 export class KeySchema {
   readonly from: Template;
   readonly to: Template;
-  /**
-   * The hash fields the new key's name reads, in the order of the new template (the workspace
-   * first): the order in which the scripts read, pass and return their values.
-   */
+  /** The hash fields the new name reads, in `--to` order: the order the scripts use. */
   readonly fields: readonly string[];
   /** SCAN MATCH pattern of old keys. */
   readonly oldMatch: string;
   /** SCAN MATCH pattern of new keys. */
   readonly newMatch: string;
-  /** The rule of each of {@linkcode fields}, in that order. */
-  readonly rules: readonly RegExp[];
   /** The workspace rule: the rule of the first field. */
   readonly pattern: RegExp;
   /**
-   * True when every field's rule is the default one (the scripts then check them in Redis, in
-   * Lua); otherwise the client checks every value and the scripts that they are unchanged.
+   * Every field is under the default rule: the scripts check values in Lua; otherwise the client
+   * checks them and the scripts that they are unchanged.
    */
   readonly isDefaultRule: boolean;
-  /** True for the default mapping (`ai:jobs:{job_id}` → `ai:job:{workspace_id}:{job_id}`). */
   readonly isDefaultMapping: boolean;
-  /** The mapping as the Lua helper ({@linkcode KEY_LUA}) reads it: one ARGV entry. */
+  /** The mapping as {@linkcode KEY_LUA} reads it: one ARGV entry. */
   readonly luaSpec: Buffer;
+  readonly #rules: readonly RegExp[];
   readonly #sources: readonly Source[];
-  /** The literal after each field in the new template. */
+  /** The literal after each field in `--to`. */
   readonly #afterFields: readonly string[];
 
   /**
@@ -179,27 +154,23 @@ export class KeySchema {
         );
       }
     }
-    if (options.workspacePattern !== undefined && first !== undefined) {
-      if (!fields.includes(WORKSPACE_FIELD)) {
-        throw new TemplateError(
-          `--workspace-pattern is the rule for workspace_id, which --to '${this.to.text}' does not read (--pattern ${first}=RE)`,
-        );
-      }
+    // Without any field, checkMapping below names the problem.
+    if (options.workspacePattern !== undefined && first && !fields.includes(WORKSPACE_FIELD)) {
+      throw new TemplateError(
+        `--workspace-pattern is the rule for workspace_id, which --to '${this.to.text}' does not read (--pattern ${first}=RE)`,
+      );
     }
     const sources = fields.map((field) =>
       field === WORKSPACE_FIELD
         ? options.workspacePattern ?? DEFAULT_WORKSPACE_PATTERN
         : options.patterns?.[field] ?? DEFAULT_WORKSPACE_PATTERN
     );
-    this.rules = sources.map((source) => new RegExp(source, "u"));
-    this.pattern = this.rules[0] ?? new RegExp(DEFAULT_WORKSPACE_PATTERN, "u");
+    this.#rules = sources.map((source) => new RegExp(source, "u"));
+    this.pattern = this.#rules[0]!;
     this.isDefaultRule = sources.every((source) => source === DEFAULT_WORKSPACE_PATTERN);
     this.oldMatch = globOf(this.from.literals);
     this.newMatch = globOf(this.to.literals);
-    checkMapping(
-      this,
-      new Set(fields.filter((_, i) => sources[i] === DEFAULT_WORKSPACE_PATTERN)),
-    );
+    checkMapping(this, new Set(fields.filter((_, i) => sources[i] === DEFAULT_WORKSPACE_PATTERN)));
     this.#afterFields = fields.map((field) => {
       const at = this.to.names.indexOf(field);
       return at + 1 < this.to.names.length ? this.to.literals[at + 1]!.toString() : "";
@@ -207,62 +178,48 @@ export class KeySchema {
     this.luaSpec = luaSpecOf(fields, this.from, this.#sources, this.to.literals);
   }
 
-  /**
-   * The hash field that holds the workspace id (the metrics label's value, the `--workspace`
-   * filter): the first field the new template reads.
-   */
+  /** The hash field that holds the workspace id: the first field. */
   get workspaceField(): string {
     return this.fields[0]!;
   }
 
-  /**
-   * The mapping and its rules as the checkpoint's and verify's parameters hold them: the
-   * workspace rule, and for another mapping than the default its templates and the rules of the
-   * fields after the first.
-   */
+  /** The mapping and its rules as the checkpoint's and verify's parameters hold them. */
   get fingerprint(): { pattern: string; mapping?: string; patterns?: Record<string, string> } {
     const pattern = this.pattern.source;
     if (this.isDefaultMapping) return { pattern };
     const mapping = `${this.from.text} -> ${this.to.text}`;
     if (this.fields.length === 1) return { pattern, mapping };
     const patterns = Object.fromEntries(
-      this.fields.slice(1).map((field, i) => [field, this.rules[i + 1]!.source]),
+      this.fields.slice(1).map((field, i) => [field, this.#rules[i + 1]!.source]),
     );
     return { pattern, mapping, patterns };
   }
 
-  /** The old template's leading literal: what every old key name starts with. */
+  /** What every old key name starts with. */
   get oldPrefix(): Buffer {
     return this.from.literals[0]!;
   }
 
-  /** The new template's leading literal: what every new key name starts with. */
+  /** What every new key name starts with. */
   get newPrefix(): Buffer {
     return this.to.literals[0]!;
   }
 
   /**
-   * The old key without the old template's leading literal (with the default mapping: the job
-   * id), what logs, checkpoints and reports name a job by; `undefined` when `oldKey` does not
-   * start with it.
+   * The old key without {@linkcode oldPrefix} (by default the job id), what logs, checkpoints and
+   * reports name a job by; `undefined` when `oldKey` does not start with it.
    */
   idOf(oldKey: Uint8Array): Buffer | undefined {
-    // Called for every key a verify or a backfill reads: no wrapper or slice before the answer.
-    const prefix = this.from.literals[0]!;
+    // Called for every key read: no wrapper or slice before the answer.
+    const prefix = this.oldPrefix;
     if (oldKey.length < prefix.length) return undefined;
     for (let i = 0; i < prefix.length; i++) {
       if (oldKey[i] !== prefix[i]) return undefined;
     }
-    const key = oldKey instanceof Buffer
-      ? oldKey
-      : Buffer.from(oldKey.buffer, oldKey.byteOffset, oldKey.byteLength);
-    return key.subarray(prefix.length);
+    return bufferOf(oldKey).subarray(prefix.length);
   }
 
-  /**
-   * The placeholders' values in an old key name, in the old template's order; `undefined` when
-   * the name does not fit the template or a placeholder is empty.
-   */
+  /** The placeholders' values of an old key; `undefined` when it does not fit or one is empty. */
   oldParts(oldKey: Uint8Array): Buffer[] | undefined {
     return partsOf(this.from.literals, bufferOf(oldKey));
   }
@@ -273,9 +230,8 @@ export class KeySchema {
   }
 
   /**
-   * The new key of an old key and the values of {@linkcode fields} (in that order), byte-exact;
-   * `undefined` when the old key does not fit the old template, or a value holds the literal that
-   * follows it in the new template (the name could then be read two ways).
+   * The new key of an old key and the values of {@linkcode fields}, byte-exact; `undefined` when
+   * the old key does not fit, or a value holds the literal after it (the name would be ambiguous).
    */
   newKeyOf(oldKey: Uint8Array, values: readonly (Uint8Array | string)[]): Buffer | undefined {
     const parts = this.oldParts(oldKey);
@@ -293,8 +249,7 @@ export class KeySchema {
 
   /**
    * The old key a new key was copied from, and the values of {@linkcode fields} its name holds
-   * (bytes as latin1 text, one char per byte), the workspace id first; `undefined` when it is
-   * not a new key.
+   * (latin1: one char per byte); `undefined` when it is not a new key.
    */
   parseNewKey(
     newKey: Uint8Array,
@@ -310,10 +265,7 @@ export class KeySchema {
     return { oldKey: join(this.from.literals, captures), values, workspace: values[0] ?? "" };
   }
 
-  /**
-   * True when this mapping copies `oldKey` to `newKey`: the new key's name reads back to that old
-   * key with valid field values (a mapping is never ambiguous, so no other reading exists).
-   */
+  /** True when `newKey` reads back to `oldKey` with valid field values (the only reading). */
   isCopyOf(newKey: Uint8Array, oldKey: Uint8Array): boolean {
     const parsed = this.parseNewKey(newKey);
     return parsed !== undefined && parsed.oldKey.equals(oldKey) &&
@@ -328,19 +280,15 @@ export class KeySchema {
     ).join("");
   }
 
-  /**
-   * The workspace id (the first field's value) as a string when valid under its rule;
-   * `undefined` otherwise (see {@linkcode checkValues}).
-   */
+  /** The workspace id as a string when valid (see {@linkcode checkValues}). */
   checkWorkspace(raw: Uint8Array | string | null | undefined): string | undefined {
     return this.#check(0, raw);
   }
 
   /**
-   * The values of {@linkcode fields} (in that order) as strings when each is valid under its
-   * field's rule; `undefined` when any is not. Bytes that are not UTF-8, or that contain `:` or
-   * the literal after the field in the new template (the new key would be ambiguous), are never
-   * valid.
+   * The values of {@linkcode fields} as strings when each is valid under its rule; `undefined`
+   * when any is not. Bytes that are not UTF-8, or hold `:` or the literal after the field in
+   * `--to` (the new key would be ambiguous), are never valid.
    */
   checkValues(raws: readonly (Uint8Array | string | null | undefined)[]): string[] | undefined {
     if (raws.length !== this.fields.length) return undefined;
@@ -364,14 +312,11 @@ export class KeySchema {
     if (text.length === 0 || text.includes(":")) return undefined;
     const after = this.#afterFields[field] ?? "";
     if (after !== "" && text.includes(after)) return undefined;
-    return this.rules[field]?.test(text) ? text : undefined;
+    return this.#rules[field]?.test(text) ? text : undefined;
   }
 }
 
-/**
- * True when `keyWorkspace` (as {@linkcode KeySchema.parseNewKey} gives it: latin1, one char per
- * byte) is exactly the bytes of `workspaceId` (as the command line or a rule gives it: text, UTF-8).
- */
+/** True when `keyWorkspace` (latin1, from {@linkcode KeySchema.parseNewKey}) is `workspaceId`. */
 export function isSameWorkspace(keyWorkspace: string, workspaceId: string): boolean {
   return Buffer.from(keyWorkspace, "latin1").equals(Buffer.from(workspaceId));
 }
@@ -380,19 +325,15 @@ export function isSameWorkspace(keyWorkspace: string, workspaceId: string): bool
 const DEFAULT_RULE_CHARS = /^[A-Za-z0-9_-]*$/;
 
 /**
- * Refuses a mapping that is ambiguous or cannot be used, before anything is read:
- * - `--to` must use every `--from` placeholder (else two old keys could map to one new key), and
- *   read at least one hash field (the workspace: the filter, the label);
- * - a placeholder followed by a literal in `--to` must not be able to hold that literal (else a
- *   new key name could be read two ways): a `--from` placeholder ends at its own next literal
- *   (never holds it) or at the end of the name (holds anything: it must come last in `--to`); a
- *   field under the default rule (`defaultRule`: the fields under it) holds only `[A-Za-z0-9_-]`,
- *   and a value under another rule that holds the literal is refused per key (skipped as invalid);
- * - no new key may match `--from` (the run would scan its own copies as old keys).
+ * Refuses a mapping that is ambiguous or cannot be used, before anything is read: `--to` must use
+ * every `--from` placeholder and read at least one field; a placeholder followed by a literal in
+ * `--to` must not be able to hold it (a `--from` placeholder never holds its own next literal, and
+ * the last one holds anything; a field under the default rule, `defaultRule`, holds only
+ * `[A-Za-z0-9_-]`; other rules are checked per key); no new key may match `--from`.
  *
  * @throws {TemplateError} naming the first problem found.
  */
-export function checkMapping(
+function checkMapping(
   schema: Pick<KeySchema, "from" | "to" | "fields">,
   defaultRule: ReadonlySet<string>,
 ): void {
@@ -434,10 +375,7 @@ export function checkMapping(
   }
 }
 
-/**
- * True when some name matches both globs (only `*` is special: the templates' globs escape the
- * rest, and an escaped character is compared as itself).
- */
+/** True when some name matches both globs (only `*` is special; the rest is escaped). */
 export function globsOverlap(a: string, b: string): boolean {
   // null: a wildcard; a string: one character, compared as itself.
   const tokens = (glob: string) => {
@@ -478,7 +416,7 @@ function join(literals: readonly Buffer[], parts: readonly Uint8Array[]): Buffer
   return Buffer.concat(pieces);
 }
 
-/** As the Lua helper's `key_parts` (KEY_LUA): the same cut, so both sides agree on every name. */
+/** The same cut as `key_parts` in {@linkcode KEY_LUA}, so both sides agree on every name. */
 function partsOf(literals: readonly Buffer[], key: Buffer): Buffer[] | undefined {
   const head = literals[0]!;
   if (key.length < head.length || !key.subarray(0, head.length).equals(head)) return undefined;
@@ -501,10 +439,9 @@ function partsOf(literals: readonly Buffer[], key: Buffer): Buffer[] | undefined
 }
 
 /**
- * The spec the Lua helper reads: length-prefixed items (`<length>:<bytes>`): the number of fields,
- * their names, the number of old literals, the old literals, then the new template as literal,
- * source, literal, …, literal, where a source is `+i` (the old key's i-th placeholder) or `-i`
- * (the i-th field value).
+ * {@linkcode KeySchema.luaSpec}: `<length>:<bytes>` items: the field count, the fields, the old
+ * literal count, the old literals, then `--to` as literal, source, …, literal, where a source is
+ * `i` (the i-th old placeholder) or `-i` (the i-th field value).
  */
 function luaSpecOf(
   fields: readonly string[],
@@ -531,14 +468,11 @@ function luaSpecOf(
 }
 
 /**
- * Lua: the key mapping, shared by every script. `local key_parts, new_key, fields =
- * key_mapping(spec)` reads {@linkcode KeySchema.luaSpec} (once per call) and returns its two
- * functions and the names of the hash fields the new key reads ({@linkcode KeySchema.fields}, the
- * workspace first): `key_parts(old)` cuts an old key name into its placeholders' values (nil when
- * it does not fit or one is empty; the table is reused by the next call); `new_key(parts, values)`
- * builds the new key from them and the fields' values, in `fields`' order (nil when a value holds
- * the literal after it). Both are closures made for the mapping's shape: they run for every key,
- * where a loop over the template would cost more than the rest of the per-key work of a script.
+ * Lua: `local key_parts, new_key, fields, read_others = key_mapping(spec)` reads
+ * {@linkcode KeySchema.luaSpec}. `key_parts(old)` cuts an old name into its placeholders' values
+ * (nil when it does not fit; the table is reused); `new_key(parts, values)` builds the new name
+ * (nil when a value holds the literal after it). Both are closures made for the mapping's shape:
+ * they run for every key, where a loop over the template would cost more than the rest.
  */
 export const KEY_LUA = `
 local key_sub, key_find = string.sub, string.find
@@ -616,8 +550,7 @@ local function key_mapping(spec)
       return table.concat(buf, "", 1, m)
     end
   end
-  -- Reads the fields after the workspace that the new name reads (a name built from several) of
-  -- the hash at key into values[2..k]; false when one is missing.
+  -- Reads the fields after the workspace into values[2..k]; false when one is missing.
   local function read_others(key, values)
     for j = 2, k do
       local v = redis.call("HGET", key, fields[j])

@@ -1,8 +1,7 @@
 /**
- * Raw argv → typed options, in two phases (deployctl style): `node:util` parseArgs in strict mode,
- * with the option specs of the flag table (flags.ts), rejects unknown flags and missing values, then
- * a converter per subcommand validates numbers, ranges and combinations and applies the defaults
- * (src/defaults.ts). Every problem is a {@linkcode UsageError} (exit 2) with a one-line message.
+ * Raw argv → typed options, in two phases: strict `node:util` parseArgs with the flag table's
+ * specs, then a converter per subcommand that checks values and combinations and applies the
+ * defaults. Every problem is a one-line {@linkcode UsageError} (exit 2).
  *
  * @module
  */
@@ -15,6 +14,7 @@ import { parseShard, WHOLE } from "../redis/shard.ts";
 import { parseReplicaLagLimit } from "../control/replica_lag.ts";
 import { parseControlCommand } from "./control_args.ts";
 import {
+  choice,
   decimal,
   httpUrl,
   integer,
@@ -25,8 +25,25 @@ import {
   tlsFrom,
   type Values,
 } from "./flag_values.ts";
+import type { RunMode } from "../run_events.ts";
+import type { ControlCommandLine } from "./control_args.ts";
 
-import type { Command, CommonOptions, MetricsFlags, RunOptions, VerifyFlags } from "./options.ts";
+/** What the command line asks for. */
+export type Command =
+  | { kind: "run"; options: RunOptions }
+  | { kind: "verify"; options: VerifyFlags }
+  | { kind: "control"; options: ControlCommandLine }
+  | { kind: "help"; topic: "run" | "verify" | "control" }
+  | { kind: "version" };
+
+// Each command's options are what its converter builds (the flags' meaning is in flags.ts).
+/** Options of `backfill --dry-run | --execute`. */
+export type RunOptions = ReturnType<typeof runOptions>;
+/** Options of `backfill verify` (those of {@linkcode sharedRunFlags} apply with `--full`). */
+export type VerifyFlags = ReturnType<typeof verifyOptions>;
+/** The metrics and Pushgateway flags of a run and of `verify`. */
+export type MetricsFlags = ReturnType<typeof metricsFlags>;
+type CommonOptions = ReturnType<typeof commonOptions>;
 
 /** Parses argv (without the program name) into a {@linkcode Command}. */
 export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Command {
@@ -60,72 +77,58 @@ function parseFlags(args: readonly string[], command: CommandName) {
  * The options of `--dry-run | --execute`. Flags are checked in a fixed order, so the one error
  * reported when several flags are wrong does not change between versions.
  */
-function runOptions(values: Values, shared: CommonOptions): RunOptions {
+function runOptions(values: Values, shared: CommonOptions) {
   const dryRun = values["dry-run"] === true;
   const execute = values.execute === true;
   if (dryRun === execute) {
     throw new UsageError("exactly one of --dry-run or --execute is required");
   }
+  const mode: RunMode = dryRun ? "dry-run" : "execute";
   const cursor = str(values, "cursor");
   if (cursor !== undefined && !/^\d{1,20}$/.test(cursor)) {
     throw new UsageError(`--cursor must be a SCAN cursor (digits), got '${cursor.slice(0, 40)}'`);
   }
-  const progressKey = progressKeyFrom(values);
+  const runFlags = sharedRunFlags(values);
   const label = str(values, "metrics-workspace-label") ?? RUN_DEFAULTS.metricsWorkspaceLabel;
   if (label !== "true" && label !== "false") {
     throw new UsageError(`--metrics-workspace-label must be true or false, got '${label}'`);
   }
-  const pushgateway = str(values, "pushgateway");
-  if (pushgateway !== undefined) httpUrl(pushgateway, "--pushgateway");
-  const metricsHost = metricsHostFrom(values);
+  const metrics = metricsFlags(values);
   const maxKeys = values["max-keys"] === undefined ? undefined : integer(values, "max-keys", 0, 1);
   const shardText = str(values, "shard");
   return {
     ...shared,
-    mode: dryRun ? "dry-run" : "execute",
+    mode,
     batch: integer(values, "batch", RUN_DEFAULTS.batch, 1, 1_000_000),
     cursor,
     maxKeys,
-    progressKey,
-    resetProgress: values["reset-progress"] === true,
-    metricsPort: values["metrics-port"] === undefined
-      ? undefined
-      : integer(values, "metrics-port", 0, 1, 65535),
-    metricsHost,
-    metricsLinger: decimal(values, "metrics-linger", RUN_DEFAULTS.metricsLinger, 0, 3600),
+    ...runFlags,
+    ...metrics,
     metricsWorkspaceLabel: label === "true",
-    pushgateway,
-    pushInterval: decimal(values, "push-interval", RUN_DEFAULTS.pushInterval, 0, 86400),
     healthTimeout: decimal(values, "health-timeout", RUN_DEFAULTS.healthTimeout, 1, 86400),
     progressInterval: decimal(values, "progress-interval", RUN_DEFAULTS.progressInterval, 0.1),
     maxMemoryPct: decimal(values, "max-memory-pct", RUN_DEFAULTS.maxMemoryPct, 1, 100),
     maxOutage: decimal(values, "max-outage", RUN_DEFAULTS.maxOutage, 0),
     shard: shardText === undefined ? WHOLE : parseShard(shardText),
-    ...callFlags(values),
     maxReplicaLag: parseReplicaLagLimit(
       str(values, "max-replica-lag") ?? RUN_DEFAULTS.maxReplicaLag,
     ),
-    waitLockSeconds: decimal(values, "wait-lock", RUN_DEFAULTS.waitLockSeconds, 0),
   };
 }
 
-/**
- * The bounds of a script call, shared by a run and `verify --full`: `--max-call-ms` (the Redis
- * time one call may take: > 0), `--call-clock` (`auto` or `client`, control/call_clock.ts),
- * `--max-latency` and `--critical-load`.
- */
-function callFlags(
-  values: Values,
-): Pick<RunOptions, "maxCallMs" | "callClock" | "maxLatencyMs" | "criticalLoadPct"> {
+/** What a run and `verify --full` take alike: the checkpoint, the lock, a script call's bounds. */
+function sharedRunFlags(values: Values) {
+  const progressKey = progressKeyFrom(values);
+  const waitLockSeconds = decimal(values, "wait-lock", RUN_DEFAULTS.waitLockSeconds, 0);
   const maxCallMs = decimal(values, "max-call-ms", RUN_DEFAULTS.maxCallMs, 0);
   if (maxCallMs === 0) {
     throw new UsageError("--max-call-ms must be a number > 0 (milliseconds per script call)");
   }
-  const callClock = str(values, "call-clock") ?? RUN_DEFAULTS.callClock;
-  if (callClock !== "auto" && callClock !== "client") {
-    throw new UsageError(`--call-clock must be auto or client, got '${callClock.slice(0, 20)}'`);
-  }
+  const callClock = choice(values, "call-clock", ["auto", "client"], RUN_DEFAULTS.callClock);
   return {
+    progressKey,
+    resetProgress: values["reset-progress"] === true,
+    waitLockSeconds,
     maxCallMs,
     callClock,
     maxLatencyMs: decimal(values, "max-latency", RUN_DEFAULTS.maxLatencyMs, 0),
@@ -147,8 +150,7 @@ function metricsHostFrom(values: Values): string | undefined {
   return metricsHost?.replace(/^\[(.*)\]$/, "$1");
 }
 
-/** The metrics flags `verify` shares with a run. */
-function metricsFlags(values: Values): MetricsFlags {
+function metricsFlags(values: Values) {
   const pushgateway = str(values, "pushgateway");
   if (pushgateway !== undefined) httpUrl(pushgateway, "--pushgateway");
   return {
@@ -162,7 +164,7 @@ function metricsFlags(values: Values): MetricsFlags {
   };
 }
 
-function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
+function verifyOptions(values: Values, shared: CommonOptions) {
   const full = values.full === true;
   if (full && values.sample !== undefined) {
     throw new UsageError("--full checks every old key; it cannot be combined with --sample");
@@ -182,15 +184,12 @@ function verifyOptions(values: Values, shared: CommonOptions): VerifyFlags {
     full,
     orphans: values.orphans === true,
     report,
-    progressKey: progressKeyFrom(values),
-    resetProgress: values["reset-progress"] === true,
-    waitLockSeconds: decimal(values, "wait-lock", RUN_DEFAULTS.waitLockSeconds, 0),
-    ...callFlags(values),
+    ...sharedRunFlags(values),
     ...metricsFlags(values),
   };
 }
 
-function commonOptions(values: Values, env: ParseEnv, defaultRps: number): CommonOptions {
+function commonOptions(values: Values, env: ParseEnv, defaultRps: number) {
   const redisUrls = redisUrlsFrom(values, env);
   const keys = keySchemaFrom(values);
   const workspace = str(values, "workspace");
@@ -201,10 +200,7 @@ function commonOptions(values: Values, env: ParseEnv, defaultRps: number): Commo
       }' is not a valid workspace id under the workspace pattern`,
     );
   }
-  const logFormat = str(values, "log-format") ?? RUN_DEFAULTS.logFormat;
-  if (logFormat !== "text" && logFormat !== "json") {
-    throw new UsageError(`--log-format must be text or json, got '${logFormat.slice(0, 20)}'`);
-  }
+  const logFormat = choice(values, "log-format", ["text", "json"], RUN_DEFAULTS.logFormat);
   return {
     redisUrls,
     tls: tlsFrom(values),

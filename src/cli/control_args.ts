@@ -1,6 +1,5 @@
 /**
  * Argv of the live-control subcommands: `pause`, `resume`, `set-rps N`, `stop`, `status [--json]`.
- * They take the connection flags of the other commands and `--progress-key` (flags.ts), nothing else.
  *
  * @module
  */
@@ -27,7 +26,6 @@ export interface ControlCommandLine {
   json: boolean;
 }
 
-/** The subcommands this module parses. */
 const CONTROL_SUBCOMMANDS = ["pause", "resume", "set-rps", "stop", "status"] as const;
 
 /**

@@ -1,6 +1,6 @@
 /**
- * Typed values out of parsed flags, shared by the subcommands' converters: numbers with ranges,
- * the Redis URLs, TLS material, the progress key. Each problem is a one-line {@linkcode UsageError}.
+ * Typed values out of parsed flags, shared by the subcommands' converters. Each problem is a
+ * one-line {@linkcode UsageError}.
  *
  * @module
  */
@@ -12,7 +12,7 @@ import { RUN_DEFAULTS } from "../defaults.ts";
 /** Flag values as `node:util` parseArgs returns them. */
 export type Values = Record<string, string | boolean | string[] | undefined>;
 
-/** Environment the parser reads (injected for tests). */
+/** The environment the parser reads (injected for tests). */
 export interface ParseEnv {
   REDIS_URL?: string;
 }
@@ -27,12 +27,10 @@ export function redisUrlsFrom(values: Values, env: ParseEnv): string[] {
   const redisUrls = fromFlags.length > 0
     ? fromFlags
     : [env.REDIS_URL?.trim() || RUN_DEFAULTS.redisUrl];
-  // Both validators name the problem without echoing the URL (it may hold a password).
   for (const url of redisUrls) isSentinelUrl(url) ? parseSentinelUrl(url) : redisUrl(url);
   return redisUrls;
 }
 
-/** The TLS flags. */
 export function tlsFrom(values: Values): TlsOptions {
   return {
     ca: str(values, "tls-ca"),
@@ -42,7 +40,6 @@ export function tlsFrom(values: Values): TlsOptions {
   };
 }
 
-/** `--progress-key`, checked. */
 export function progressKeyFrom(values: Values): string {
   const progressKey = str(values, "progress-key") ?? RUN_DEFAULTS.progressKey;
   if (progressKey.length === 0 || /\s/.test(progressKey)) {
@@ -51,10 +48,23 @@ export function progressKeyFrom(values: Values): string {
   return progressKey;
 }
 
-/** A string flag's value, if given. */
 export function str(values: Values, name: string): string | undefined {
   const value = values[name];
   return typeof value === "string" ? value : undefined;
+}
+
+/** A flag that is one of `choices`, or `fallback` when absent. */
+export function choice<T extends string>(
+  values: Values,
+  name: string,
+  choices: readonly T[],
+  fallback: T,
+): T {
+  const text = str(values, name) ?? fallback;
+  if (!(choices as readonly string[]).includes(text)) {
+    throw new UsageError(`--${name} must be ${choices.join(" or ")}, got '${text.slice(0, 20)}'`);
+  }
+  return text as T;
 }
 
 /** A number flag in `[min, max]` (no `max`: unbounded), or `fallback` when absent. */
@@ -80,19 +90,12 @@ function numberFlag(what: string, pattern: RegExp, unbounded: number): NumberFla
   };
 }
 
-/** An integer flag in `[min, max]`, or `fallback` when absent. */
 export const integer: NumberFlag = numberFlag("an integer", /^\d+$/, 2 ** 53 - 1);
-/** A decimal flag in `[min, max]`, or `fallback` when absent. */
 export const decimal: NumberFlag = numberFlag("a number", /^\d+(\.\d+)?$/, Infinity);
 
 /** Validates a Redis URL without ever echoing it (it may hold a password). */
 function redisUrl(text: string): void {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    throw new UsageError("--redis-url / REDIS_URL is not a valid URL");
-  }
+  const url = urlOf(text, "--redis-url / REDIS_URL");
   if (!["redis:", "rediss:", "redis+sentinel:", "rediss+sentinel:"].includes(url.protocol)) {
     throw new UsageError(
       "--redis-url / REDIS_URL must start with redis://, rediss://, redis+sentinel:// or rediss+sentinel://",
@@ -103,13 +106,17 @@ function redisUrl(text: string): void {
 
 /** Validates an http(s) URL flag. */
 export function httpUrl(text: string, flag: string): void {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    throw new UsageError(`${flag} is not a valid URL`);
-  }
+  const url = urlOf(text, flag);
   if (url.protocol !== "http:" && url.protocol !== "https:") {
     throw new UsageError(`${flag} must be an http:// or https:// URL`);
+  }
+}
+
+/** `text` as a URL; the error names the flag, never the URL. */
+function urlOf(text: string, flag: string): URL {
+  try {
+    return new URL(text);
+  } catch {
+    throw new UsageError(`${flag} is not a valid URL`);
   }
 }

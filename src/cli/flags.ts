@@ -1,9 +1,8 @@
 /**
- * The one table of flags. The parser's option specs ({@linkcode parseArgsOptions}), each command's
- * `--help` (help.ts) and docs/flags.md (script/flags_doc.ts) are made from it, and a test holds the
- * three equal. What a value means and which values are valid is the converter's job (args.ts).
- * Defaults live in src/defaults.ts (the workspace pattern in schema.ts) and the table shows them
- * from there; a test holds what it shows equal to what the parser applies.
+ * The one table of flags: the parser's option specs, each command's `--help` (help.ts) and
+ * docs/flags.md (script/flags_doc.ts) are made from it. Values are checked by args.ts; the
+ * defaults shown come from src/defaults.ts and schema.ts, and a test holds them equal to what the
+ * parser applies.
  *
  * @module
  */
@@ -19,13 +18,13 @@ export const COMMAND_NAMES: readonly CommandName[] = ["run", "verify", "control"
 
 /** How one command uses a flag. */
 export interface FlagUse {
-  /** The heading the flag is listed under (`--help`, docs/flags.md). */
+  /** The heading the flag is listed under. */
   group: string;
   /** What the flag does, one line (the renderers wrap it). */
   text: string;
-  /** The default as shown; absent when the flag has none (off, or not set). */
+  /** The default as shown; absent when the flag has none. */
   default?: string | number;
-  /** `verify` only: the flag is refused without `--full` (and its help says so). */
+  /** `verify` only: the flag is refused without `--full`. */
   needsFull?: true;
 }
 
@@ -33,14 +32,13 @@ export interface FlagUse {
 export interface Flag {
   /** Without the leading `--`. */
   name: string;
-  /** `boolean`: a switch; `string`: takes a value (the converter types it). */
   type: "boolean" | "string";
   /** The value's placeholder in help and docs (string flags only). */
   value?: string;
   short?: string;
   /** May be repeated (values collect into a list). */
   multiple?: true;
-  /** The commands that accept the flag; a command not listed rejects it as unknown. */
+  /** The commands that accept the flag; the others reject it as unknown. */
   uses: Partial<Record<CommandName, FlagUse>>;
 }
 
@@ -74,12 +72,10 @@ function valueFlag(
   return { name, type: "string", value, uses, ...more };
 }
 
-/** A switch: no value. */
 function switchFlag(name: string, uses: Flag["uses"], more: Pick<Flag, "short"> = {}): Flag {
   return { name, type: "boolean", uses, ...more };
 }
 
-/** How a command uses a flag. */
 function use(group: string, text: string, shown?: string | number): FlagUse {
   return shown === undefined ? { group, text } : { group, text, default: shown };
 }
@@ -89,9 +85,14 @@ function full(group: string, text: string, shown?: string | number): FlagUse {
   return { ...use(group, text, shown), needsFull: true };
 }
 
-/** The same use in every command that accepts the flag. */
-function everywhere(use: FlagUse, commands: readonly CommandName[]): Flag["uses"] {
-  return Object.fromEntries(commands.map((command) => [command, use]));
+/** The same use in a run and in verify. */
+function both(group: string, text: string, shown?: string | number): Flag["uses"] {
+  return { run: use(group, text, shown), verify: use(group, text, shown) };
+}
+
+/** The same use in every command. */
+function all(group: string, text: string, shown?: string | number): Flag["uses"] {
+  return { ...both(group, text, shown), control: use(group, text, shown) };
 }
 
 /** The same use in a run and in verify, each under its output heading. */
@@ -99,9 +100,8 @@ function output(text: string, shown?: string | number): Flag["uses"] {
   return { run: use(OUTPUT, text, shown), verify: use(VERIFY_OUTPUT, text, shown) };
 }
 
-const ALL = COMMAND_NAMES;
-const RUN_AND_VERIFY: readonly CommandName[] = ["run", "verify"];
 const D = RUN_DEFAULTS;
+const V = VERIFY_DEFAULTS;
 
 /** Every flag, in the order the help lists them within a heading. */
 export const FLAGS: readonly Flag[] = [
@@ -118,28 +118,24 @@ export const FLAGS: readonly Flag[] = [
     verify: use(
       SAMPLE,
       "old keys to check, uniformly at random; N >= all checks each once; as many new keys are checked for orphans",
-      VERIFY_DEFAULTS.sample,
+      V.sample,
     ),
   }),
   valueFlag("min-parity", "PCT", {
-    verify: use(SAMPLE, "exit 1 when parity is below PCT percent", VERIFY_DEFAULTS.minParity),
+    verify: use(SAMPLE, "exit 1 when parity is below PCT percent", V.minParity),
   }),
   valueFlag("ttl-tolerance", "S", {
-    verify: use(SAMPLE, "TTLs may differ by up to S seconds", VERIFY_DEFAULTS.ttlToleranceSeconds),
+    verify: use(SAMPLE, "TTLs may differ by up to S seconds", V.ttlToleranceSeconds),
   }),
   valueFlag("recheck", "N", {
     verify: use(
       SAMPLE,
       "re-read a missing, mismatched or orphan key up to N times (--recheck-delay apart) and count it only if the difference persists",
-      VERIFY_DEFAULTS.recheck,
+      V.recheck,
     ),
   }),
   valueFlag("recheck-delay", "MS", {
-    verify: use(
-      SAMPLE,
-      "pause before each recheck, in milliseconds",
-      VERIFY_DEFAULTS.recheckDelayMs,
-    ),
+    verify: use(SAMPLE, "pause before each recheck, in milliseconds", V.recheckDelayMs),
   }),
   switchFlag("full", {
     verify: use(
@@ -161,7 +157,7 @@ export const FLAGS: readonly Flag[] = [
   }),
   valueFlag("rps", "N", {
     run: use(SCOPE, "at most N jobs in any 1-second window; 0 = unlimited", D.rps),
-    verify: use(SCOPE, "at most N keys checked per second; 0 = unlimited", VERIFY_DEFAULTS.rps),
+    verify: use(SCOPE, "at most N keys checked per second; 0 = unlimited", V.rps),
   }),
   valueFlag("batch", "N", {
     run: use(
@@ -178,48 +174,32 @@ export const FLAGS: readonly Flag[] = [
   valueFlag(
     "workspace-pattern",
     "RE",
-    everywhere(
-      use(
-        SCOPE,
-        "what counts as a valid workspace id (a JavaScript regular expression; an id containing : is never valid)",
-        DEFAULT_WORKSPACE_PATTERN,
-      ),
-      RUN_AND_VERIFY,
+    both(
+      SCOPE,
+      "what counts as a valid workspace id (a JavaScript regular expression; an id containing : is never valid)",
+      DEFAULT_WORKSPACE_PATTERN,
     ),
   ),
   valueFlag(
     "from",
     "TEMPLATE",
-    everywhere(
-      use(
-        SCOPE,
-        "old key names, {name} a placeholder (docs/mappings.md)",
-        DEFAULT_FROM,
-      ),
-      RUN_AND_VERIFY,
-    ),
+    both(SCOPE, "old key names, {name} a placeholder (docs/mappings.md)", DEFAULT_FROM),
   ),
   valueFlag(
     "to",
     "TEMPLATE",
-    everywhere(
-      use(
-        SCOPE,
-        "new key names: each {name} is a --from placeholder or a hash field (the first field: the workspace); {{name}} a hash tag",
-        DEFAULT_TO,
-      ),
-      RUN_AND_VERIFY,
+    both(
+      SCOPE,
+      "new key names: each {name} is a --from placeholder or a hash field (the first field: the workspace); {{name}} a hash tag",
+      DEFAULT_TO,
     ),
   ),
   valueFlag(
     "pattern",
     "NAME=RE",
-    everywhere(
-      use(
-        SCOPE,
-        "the rule for the field placeholder NAME of --to when not workspace_id, once per field (default: the default rule)",
-      ),
-      RUN_AND_VERIFY,
+    both(
+      SCOPE,
+      "the rule for the field placeholder NAME of --to when not workspace_id, once per field (default: the default rule)",
     ),
     { multiple: true },
   ),
@@ -249,45 +229,35 @@ export const FLAGS: readonly Flag[] = [
   valueFlag(
     "redis-url",
     "URL",
-    everywhere({
-      group: CONNECTION,
-      text:
-        "redis://, rediss:// (TLS), redis+sentinel://host:port[,host:port]/master; user and password in the URL; a cluster is detected by itself; repeat or comma-separate cluster seeds",
-      default: `$REDIS_URL, else ${D.redisUrl}`,
-    }, ALL),
+    all(
+      CONNECTION,
+      "redis://, rediss:// (TLS), redis+sentinel://host:port[,host:port]/master; user and password in the URL; a cluster is detected by itself; repeat or comma-separate cluster seeds",
+      `$REDIS_URL, else ${D.redisUrl}`,
+    ),
     { multiple: true },
   ),
   valueFlag(
     "tls-ca",
     "FILE",
-    everywhere(
-      use(
-        CONNECTION,
-        "CA bundle that signed the server certificate, for rediss:// (the TLS flags apply to every node)",
-        "the system store",
-      ),
-      ALL,
+    all(
+      CONNECTION,
+      "CA bundle that signed the server certificate, for rediss:// (the TLS flags apply to every node)",
+      "the system store",
     ),
   ),
   valueFlag(
     "tls-cert",
     "FILE",
-    everywhere(
-      use(CONNECTION, "client certificate for mutual TLS (with --tls-key: both or neither)"),
-      ALL,
-    ),
+    all(CONNECTION, "client certificate for mutual TLS (with --tls-key: both or neither)"),
   ),
-  valueFlag("tls-key", "FILE", everywhere(use(CONNECTION, "client private key"), ALL)),
+  valueFlag("tls-key", "FILE", all(CONNECTION, "client private key")),
   valueFlag(
     "tls-servername",
     "NAME",
-    everywhere(
-      use(
-        CONNECTION,
-        "TLS SNI and the name the certificate must match (an IP host is matched against the certificate's IP SANs)",
-        "URL host",
-      ),
-      ALL,
+    all(
+      CONNECTION,
+      "TLS SNI and the name the certificate must match (an IP host is matched against the certificate's IP SANs)",
+      "URL host",
     ),
   ),
   valueFlag("max-outage", "S", {
@@ -397,8 +367,8 @@ export const FLAGS: readonly Flag[] = [
       D.healthTimeout,
     ),
   }),
-  switchFlag("help", everywhere(use(HELP, "print this help"), ALL), { short: "h" }),
-  switchFlag("version", everywhere(use(HELP, "print the version"), RUN_AND_VERIFY), { short: "V" }),
+  switchFlag("help", all(HELP, "print this help"), { short: "h" }),
+  switchFlag("version", both(HELP, "print the version"), { short: "V" }),
 ];
 
 /** The flags `command` accepts, in table order. */
@@ -423,10 +393,7 @@ export function parseArgsOptions(command: CommandName): NonNullable<ParseArgsCon
   );
 }
 
-/**
- * `verify`'s flags that are refused without `--full`, in table order: the converter checks them in
- * this order, so the one error reported when several are given stays the same.
- */
+/** `verify`'s flags that are refused without `--full`, in table order (the converter's order). */
 export function verifyFullOnlyFlags(): string[] {
   return flagsOf("verify").filter((flag) => flag.use.needsFull).map((flag) => flag.name);
 }

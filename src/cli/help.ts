@@ -1,12 +1,11 @@
 /**
- * Each command's `--help`: a fixed head and tail around the flags, which are rendered from the
- * flag table (flags.ts) so the help lists exactly what the parser accepts.
+ * Each command's `--help`: a fixed head and tail around the flags rendered from the flag table,
+ * so the help lists exactly what the parser accepts.
  *
  * @module
  */
 import { type CommandName, type Flag, flagsOf, type FlagUse, GROUPS } from "./flags.ts";
 
-/** What each help says before its flags. */
 const HEAD: Record<CommandName, string> = {
   run: `backfill — copy jobs from ai:jobs:<job_id> to ai:job:<workspace_id>:<job_id>, live
 
@@ -35,7 +34,6 @@ Usage:
 `,
 };
 
-/** What each help says after its flags. */
 const TAIL: Record<CommandName, string> = {
   run: `Environment: REDIS_URL, TELEMETRY_ENABLED (false: no metrics server, no push).
 Exit codes: 0 done · 1 per-key errors · 2 usage · 3 Redis unreachable · 4 refused by a safety
@@ -55,12 +53,10 @@ Exit codes: 0 written / printed · 2 usage (nothing written) · 3 Redis unreacha
 `,
 };
 
-/** Help lines are at most this wide. */
 const WIDTH = 100;
 /** Where a flag's description starts. */
 const COLUMN = 28;
 
-/** `backfill --help`, `backfill verify --help` or `backfill status --help`. */
 export function helpText(command: CommandName): string {
   const flags = flagsOf(command);
   const sections = GROUPS[command].map((group) => {

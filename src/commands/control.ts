@@ -1,8 +1,6 @@
 /**
  * The live-control subcommands: `pause`, `resume`, `set-rps N` and `stop` write `<P>:control` and
- * print one line saying which run will obey; `status [--json]` prints what the running run
- * publishes in `<P>:status`, and every `--shard` runner in `<P>:status:<I>/<N>`. They write
- * nothing else, and `status` writes nothing at all.
+ * say which runs will obey; `status [--json]` prints what the runners publish, writing nothing.
  *
  * @module
  */
@@ -22,7 +20,7 @@ import { connectRedis } from "../redis/connect.ts";
 import { shardLabel } from "../redis/shard.ts";
 import type { CommandIo } from "./io.ts";
 
-/** Runs a control subcommand; returns the exit code (0 unless an error is thrown). */
+/** Runs a control subcommand; returns 0 (errors are thrown). */
 export async function controlCommand(options: ControlCommandLine, io: CommandIo): Promise<number> {
   const target = await connectRedis(options.redisUrls, { tls: options.tls, signal: io.signal });
   try {

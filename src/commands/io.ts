@@ -5,11 +5,10 @@
  * @module
  */
 
-/** Process facilities for a command. */
 export interface CommandIo {
-  /** Writes to stdout (the summary / report only). */
+  /** The summary or report only. */
   stdout: (text: string) => void;
-  /** Writes to stderr (progress and logs). */
+  /** Progress and logs. */
   stderr: (text: string) => void;
   stderrIsTty: boolean;
   columns: () => number;

@@ -1,11 +1,10 @@
 /**
  * The metrics flags of every command that serves metrics: a port that cannot be bound is bad
- * input (exit 2), found before Redis is touched (the one mapping from the server's typed error to a
- * usage error).
+ * input (exit 2), found before Redis is touched.
  *
  * @module
  */
-import type { MetricsFlags } from "../cli/options.ts";
+import type { MetricsFlags } from "../cli/args.ts";
 import { UsageError } from "../errors.ts";
 import { type MetricsOutlet, MetricsServerError } from "../telemetry/server.ts";
 
@@ -20,7 +19,7 @@ export function metricsExport(flags: MetricsFlags): MetricsOutlet {
   };
 }
 
-/** Runs `start` (which binds `port`); a port that cannot be used becomes a {@linkcode UsageError}. */
+/** Runs `start` (which binds `port`); a port it cannot use becomes a {@linkcode UsageError}. */
 export function bindingMetricsPort<T>(port: number | undefined, start: () => T): T {
   try {
     return start();

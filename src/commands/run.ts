@@ -7,7 +7,7 @@
 import { logClientClocks, probeCallClock } from "../control/call_clock.ts";
 import { latencyBudget } from "../control/call_window.ts";
 import { CheckpointStore } from "../run/checkpointer.ts";
-import type { RunOptions } from "../cli/options.ts";
+import type { RunOptions } from "../cli/args.ts";
 import type { Gate } from "../run/copier.ts";
 import { BackfillError, ExitCode, SafetyRefusal, UsageError } from "../errors.ts";
 import { nodeIdFor, strategyFor } from "../migrate/select.ts";
@@ -18,16 +18,10 @@ import type { RedisTarget } from "../redis/target.ts";
 import { runBackfill } from "../run/engine.ts";
 import { throughOutages } from "../run/outage.ts";
 import { LiveControl } from "../run/live_control.ts";
-import { startThrottledGate, type ThrottledGate } from "../run/throttled_gate.ts";
+import { startThrottledGate } from "../run/throttled_gate.ts";
 import { renderSummary, summaryJson } from "../run/summary.ts";
 import type { Logger, RunObserver, Summary } from "../run_events.ts";
-import {
-  acquireLocks,
-  lockKey,
-  type LockSet,
-  type RunFence,
-  type RunLock,
-} from "../safety/lock.ts";
+import { acquireLocks, lockKey, type LockSet } from "../safety/lock.ts";
 import { emptyCounters } from "../outcome.ts";
 import { createTelemetry, fanOut, type Telemetry } from "../telemetry/mod.ts";
 import type { CommandIo } from "./io.ts";
@@ -40,8 +34,7 @@ const MIN_SILENCE_MS = 1_000;
 /** Runs the backfill; returns the exit code (errors that map to codes are thrown). */
 export async function runCommand(options: RunOptions, io: CommandIo): Promise<number> {
   const telemetry = startTelemetry(options, io);
-  /** What the run did, also when it failed part-way (printed in any case). */
-  const outcome: { summary?: Summary } = {};
+  const outcome: Outcome = {};
   try {
     const target = await connectRedis(options.redisUrls, {
       tls: options.tls,
@@ -106,174 +99,127 @@ function startTelemetry(options: RunOptions, io: CommandIo): Telemetry {
     }));
 }
 
-interface RunContext {
-  io: CommandIo;
-  telemetry: Telemetry;
-  outcome: { summary?: Summary };
-}
-
-/** What the engine runs with once the locks are held. */
-interface EngineContext extends RunContext {
-  gate: Gate;
-  /** Whether another client may wait behind a master's calls (control/pace.ts). */
-  shared: (node: string) => boolean;
-  fence?: RunFence;
-  locks?: readonly RunLock[];
-}
+/** What the run did, also when it failed part-way (printed in any case). */
+type Outcome = { summary?: Summary };
 
 /**
- * Start-up (shard, checks, throttle, locks, live control), then the engine. Each start-up step
- * waits out an outage like the main loop does (run/outage.ts) and ends at once on a stop signal.
+ * Start-up (shard, checks, throttle, locks, live control), the engine, then the exit code: a lost
+ * lock throws its refusal, a stop from live control is `stopped`, and a run whose slot layout
+ * changed is not complete. Each step waits out an outage like the main loop does (run/outage.ts)
+ * and ends at once on a stop signal.
  */
 async function startAndRun(
   connected: RedisTarget,
   options: RunOptions,
-  ctx: RunContext,
+  { io, telemetry, outcome }: { io: CommandIo; telemetry: Telemetry; outcome: Outcome },
 ): Promise<number> {
-  const logger = ctx.telemetry.logger;
-  const starting = (what: string, readOnly = false) => ({
-    what,
-    readOnly,
-    target: connected,
-    logger,
-    maxOutage: options.maxOutage,
-    signal: ctx.io.signal,
-  });
+  const { logger } = telemetry;
+  const step = <T>(
+    what: string,
+    run: () => Promise<T>,
+    { readOnly = false, target = connected, signal = io.signal } = {},
+  ) =>
+    throughOutages(run, { what, readOnly, target, logger, maxOutage: options.maxOutage, signal });
   if (connected.kind === "cluster" && options.cursor !== undefined) {
     throw new UsageError(
       "--cursor is one SCAN cursor, but a cluster keeps one per master " +
         `({${options.progressKey}}:cursor:<node-id>); use --reset-progress to start over`,
     );
   }
-  const scope = await throughOutages(
+  const scope = await step(
+    "reading the cluster's masters",
     () => scopeToShard(connected, options.shard),
-    starting("reading the cluster's masters", true),
+    { readOnly: true },
   );
   logShard(scope, options, logger);
-  if (scope.nodeIds.length === 0) return idleShard(options, ctx);
+  if (scope.nodeIds.length === 0) {
+    outcome.summary = idleShard(options, logger);
+    return ExitCode.ok;
+  }
   const target = scope.target;
-  const preflight = await throughOutages(
-    () => checkBeforeWriting(target, options, { logger, signal: ctx.io.signal }),
-    starting("checking before writing", true),
+  const preflight = await step(
+    "checking before writing",
+    () => checkBeforeWriting(target, options, { logger, signal: io.signal }),
+    { readOnly: true },
   );
-  const throttled = await throughOutages(
-    () =>
-      startThrottledGate(target, {
-        ...options,
-        logger,
-        observer: ctx.telemetry.observer,
-        signal: ctx.io.signal,
-      }),
-    starting("starting the throttle"),
-  );
+  const throttled = await step("starting the throttle", () =>
+    startThrottledGate(target, {
+      ...options,
+      logger,
+      observer: telemetry.observer,
+      signal: io.signal,
+    }));
   const lockLost = new AbortController();
   const stop = new AbortController();
   let lock: LockSet | undefined;
   let live: LiveControl | undefined;
   try {
-    lock = options.mode === "execute"
-      ? await throughOutages(
+    if (options.mode === "execute") {
+      lock = await step(
+        "taking the run lock",
         () =>
           takeLocks(target.client as Redis, scope.nodeIds, options, {
             logger,
             lockLost,
-            signal: ctx.io.signal,
+            signal: io.signal,
           }),
-        starting("taking the run lock"),
-      )
-      : undefined;
-    const held = lock;
-    live = held && await throughOutages(
-      () => startLiveControl(target, options, { throttled, lock: held, logger, stop }),
-      starting("starting live control"),
+      );
+      // Only an execute run publishes status and obeys control: dry-run writes nothing.
+      const holder = lock.locks[0]!.holder;
+      live = await step("starting live control", () =>
+        LiveControl.start({
+          client: target.client,
+          progressKey: options.progressKey,
+          mode: options.mode,
+          holder: { host: holder.host, pid: holder.pid },
+          targets: throttled.targets,
+          logger,
+          stop,
+          shard: options.shard,
+          mapping: options.keys.fingerprint.mapping,
+        }));
+    }
+    const layoutBefore = await step(
+      "reading the cluster's slot layout",
+      () => target.layout?.() ?? Promise.resolve(undefined),
+      { readOnly: true, target },
     );
-    return await runLocked(target, options, {
-      ...ctx,
+    const signal = AbortSignal.any([io.signal, lockLost.signal, stop.signal]);
+    const clock = options.callClock;
+    await step(
+      "reading the servers' clocks",
+      () => logClientClocks(target, (node) => probeCallClock(node, clock), logger, clock),
+      { readOnly: true, target, signal },
+    );
+    const summary = await runEngine(target, options, {
+      logger,
+      outcome,
       gate: throttled.gate,
       shared: (node) => throttled.throttle.shared(node),
-      live,
-      lockLost,
-      stop,
-      preflight,
-      fence: lock?.fence,
-      locks: lock?.locks,
+      lock,
+      observer: live ? fanOut([telemetry.observer, live.observer], logger) : telemetry.observer,
+      signal,
     });
+    outcome.summary = { ...summary, preflight };
+    if (layoutBefore !== undefined && (await target.layout?.()) !== layoutBefore) {
+      // Keys that moved between masters mid-run may have escaped every master's SCAN.
+      logger.log(
+        "warn",
+        "cluster_layout_changed",
+        "the cluster's slot layout changed during the run (reshard or failover): keys that " +
+          "moved between masters may have escaped this scan; run again (a rerun copies only " +
+          "what is missing)",
+      );
+      outcome.summary = { ...outcome.summary, completed: false };
+    }
+    if (lockLost.signal.aborted) throw lockLost.signal.reason;
+    if (stop.signal.aborted && !io.signal.aborted) return ExitCode.stopped;
+    return outcome.summary.errors > 0 ? ExitCode.failed : ExitCode.ok;
   } finally {
     await live?.finish();
     await throttled.close();
     await lock?.release();
   }
-}
-
-/**
- * The engine once the lock is held, then the exit code: a lost lock throws its refusal, a stop
- * from live control is `stopped`, and a run whose slot layout changed is not complete.
- */
-async function runLocked(
-  target: RedisTarget,
-  options: RunOptions,
-  ctx: EngineContext & {
-    live?: LiveControl;
-    lockLost: AbortController;
-    stop: AbortController;
-    preflight?: string[];
-  },
-): Promise<number> {
-  const { logger } = ctx.telemetry;
-  const { live, lockLost, stop } = ctx;
-  const layoutBefore = await throughOutages(() => target.layout?.() ?? Promise.resolve(undefined), {
-    what: "reading the cluster's slot layout",
-    readOnly: true,
-    target,
-    logger,
-    maxOutage: options.maxOutage,
-    signal: ctx.io.signal,
-  });
-  let summary = await runEngine(target, options, {
-    ...ctx,
-    signal: AbortSignal.any([ctx.io.signal, lockLost.signal, stop.signal]),
-    observer: live ? fanOut([ctx.telemetry.observer, live.observer], logger) : undefined,
-  });
-  summary = { ...summary, preflight: ctx.preflight };
-  ctx.outcome.summary = summary;
-  if (layoutBefore !== undefined && (await target.layout?.()) !== layoutBefore) {
-    // Keys that moved between masters mid-run may have escaped every master's SCAN.
-    logger.log(
-      "warn",
-      "cluster_layout_changed",
-      "the cluster's slot layout changed during the run (reshard or failover): keys that " +
-        "moved between masters may have escaped this scan; run again (a rerun copies only " +
-        "what is missing)",
-    );
-    summary = { ...summary, completed: false };
-    ctx.outcome.summary = summary;
-  }
-  if (lockLost.signal.aborted) throw lockLost.signal.reason;
-  if (stop.signal.aborted && !ctx.io.signal.aborted) return ExitCode.stopped;
-  return summary.errors > 0 ? ExitCode.failed : ExitCode.ok;
-}
-
-/**
- * Live control for an `--execute` run (dry-run writes nothing, so it publishes no status, and the
- * control key belongs to the run that holds the lock).
- */
-function startLiveControl(
-  target: RedisTarget,
-  options: RunOptions,
-  ctx: { throttled: ThrottledGate; lock: LockSet; logger: Logger; stop: AbortController },
-): Promise<LiveControl> {
-  const holder = ctx.lock.locks[0]!.holder;
-  return LiveControl.start({
-    client: target.client,
-    progressKey: options.progressKey,
-    mode: options.mode,
-    holder: { host: holder.host, pid: holder.pid },
-    targets: ctx.throttled.targets,
-    logger: ctx.logger,
-    stop: ctx.stop,
-    shard: options.shard,
-    mapping: options.keys.fingerprint.mapping,
-  });
 }
 
 /** Takes the run lock of every node of the scope; a lost lock aborts `lockLost` (the run stops). */
@@ -319,78 +265,67 @@ function logShard(scope: ShardScope, options: RunOptions, logger: Logger): void 
 }
 
 /** A shard with no master (more runners than masters): nothing to do, exit 0. */
-function idleShard(options: RunOptions, ctx: RunContext): number {
-  ctx.telemetry.logger.log(
+function idleShard(options: RunOptions, logger: Logger): Summary {
+  logger.log(
     "info",
     "shard_empty",
     `shard ${shardLabel(options.shard)} has no master (more runners than masters): nothing to do`,
   );
-  ctx.outcome.summary = {
+  return {
     mode: options.mode,
     ...emptyCounters(),
     duration_seconds: 0,
     completed: true,
     cursor: "0",
   };
-  return ExitCode.ok;
 }
 
 /** The engine with its collaborators; a partial summary is kept when it fails part-way. */
 async function runEngine(
   target: RedisTarget,
   options: RunOptions,
-  ctx: EngineContext & { signal: AbortSignal; observer?: RunObserver },
+  ctx: {
+    logger: Logger;
+    outcome: Outcome;
+    gate: Gate;
+    /** Whether another client may wait behind a master's calls (control/pace.ts). */
+    shared: (node: string) => boolean;
+    lock?: LockSet;
+    observer: RunObserver;
+    signal: AbortSignal;
+  },
 ): Promise<Summary> {
-  const clock = options.callClock;
   // `--max-latency` by construction: each call's Redis time and the calls in flight per master.
   const budget = latencyBudget(options.maxLatencyMs, options.maxCallMs);
   const maxCallMs = budget?.maxCallMs ?? options.maxCallMs;
-  // Which masters' calls are timed on the client (a cluster's timed calls are its SCANs).
-  const probe = (node: Redis) => probeCallClock(node, clock);
-  await throughOutages(() => logClientClocks(target, probe, ctx.telemetry.logger, clock), {
-    what: "reading the servers' clocks",
-    readOnly: true,
-    target,
-    logger: ctx.telemetry.logger,
-    maxOutage: options.maxOutage,
-    signal: ctx.signal,
-  });
   const cluster = target.kind === "cluster";
   // Every checkpoint and totals write is fenced by the run's locks (in the store's own slot).
   const checkpoints = new CheckpointStore(target.client as Redis, options.progressKey, {
     cluster,
-    locks: ctx.locks,
+    locks: ctx.lock?.locks,
   });
   const strategy = strategyFor(target, options.keys, {
     retryBudgetMs: options.maxOutage * 1000,
     maxCallMs,
     callClock: options.callClock,
     progressKey: options.progressKey,
-    fence: ctx.fence,
+    fence: ctx.lock?.fence,
     // Standalone and Sentinel: the lock is on the server the copy script runs on.
-    lock: cluster ? undefined : ctx.locks?.[0],
+    lock: cluster ? undefined : ctx.lock?.locks[0],
     callRecord: cluster || options.mode !== "execute" ? undefined : checkpoints.keys("").calls,
     leftIntents: options.mode === "execute" ? "complete" : "report",
-    logger: ctx.telemetry.logger,
+    logger: ctx.logger,
   });
   // Cluster copies an earlier run left unverified, completed before this run's first copy.
-  const intents = () => {
+  const withIntents = (summary: Summary): Summary => {
     const completed = strategy.intentsCompleted;
-    return completed === undefined ? {} : { intents_completed: completed };
+    return completed === undefined ? summary : { ...summary, intents_completed: completed };
   };
   try {
     const summary = await runBackfill(
       {
-        mode: options.mode,
-        batch: options.batch,
-        cursor: options.cursor,
-        maxKeys: options.maxKeys,
-        workspace: options.workspace,
-        keys: options.keys,
-        resetProgress: options.resetProgress,
-        maxOutage: options.maxOutage,
+        ...options,
         maxCallMs,
-        callClock: options.callClock,
         // With `--max-latency 0` the operator asked for raw speed: pipeline deep.
         callWindow: budget ? "round-trip" : "deep",
         maxCallsInFlight: budget?.maxCallsInFlight,
@@ -402,19 +337,17 @@ async function runEngine(
         nodeId: nodeIdFor(target),
         checkpoints,
         gate: ctx.gate,
-        observer: ctx.observer ?? ctx.telemetry.observer,
-        logger: ctx.telemetry.logger,
+        observer: ctx.observer,
+        logger: ctx.logger,
         signal: ctx.signal,
       },
     );
-    ctx.outcome.summary = { ...summary, ...intents() };
+    ctx.outcome.summary = withIntents(summary);
     return ctx.outcome.summary;
   } catch (error) {
     // A run that failed part-way still reports what it did before the error.
     const partial = (error as { summary?: Summary }).summary;
-    if (partial && error instanceof BackfillError) {
-      ctx.outcome.summary = { ...partial, ...intents() };
-    }
+    if (partial && error instanceof BackfillError) ctx.outcome.summary = withIntents(partial);
     throw error;
   }
 }

@@ -1,12 +1,11 @@
 /**
  * What `backfill` checks before its first write (the lock included), so a refusal leaves Redis
- * untouched: a primary on every master (execute only), the Redis user's permissions, and memory
- * headroom.
+ * untouched.
  *
  * @module
  */
 import { CheckpointStore } from "../run/checkpointer.ts";
-import type { RunOptions } from "../cli/options.ts";
+import type { RunOptions } from "../cli/args.ts";
 import { controlKey, statusKey } from "../control/remote.ts";
 import { SafetyRefusal } from "../errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
@@ -19,8 +18,8 @@ import { checkPermissions } from "../safety/preflight.ts";
 import { waitForPrimaries } from "../safety/primary.ts";
 
 /**
- * Runs the checks in order: primaries, permissions, headroom. Resolves to the commands the Redis
- * user may not run (dry-run reports them in its summary; execute has already refused).
+ * Primaries (execute only), permissions, headroom; resolves to the commands the Redis user may
+ * not run (dry-run reports them in its summary).
  *
  * @throws {SafetyRefusal} when `--execute` lacks a permission or a master lacks headroom.
  * @throws {RedisUnavailableError} when a master is still a replica after `--max-outage`.
@@ -49,10 +48,7 @@ export async function checkBeforeWriting(
   return missing;
 }
 
-/**
- * What the Redis user may not run of what `--execute` needs (safety/preflight.ts): execute
- * refuses (exit 4) before writing anything; dry-run warns and reports it in its summary.
- */
+/** What the Redis user may not run of what `--execute` needs: execute refuses, dry-run warns. */
 async function preflightPermissions(
   target: RedisTarget,
   options: RunOptions,

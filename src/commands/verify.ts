@@ -1,12 +1,11 @@
 /**
- * `backfill verify` (sampled, read-only) and `backfill verify --full`: set up telemetry (and the
- * `--report` file) before Redis is touched, connect, verify, print the report, feed the metrics.
- * `--full` also takes the verify lock `<P>:verify:lock`, and writes only that and
- * `<P>:verify:state`.
+ * `backfill verify` (sampled, read-only) and `backfill verify --full` (writes only
+ * `<P>:verify:lock` and `<P>:verify:state`): telemetry and the `--report` file before Redis is
+ * touched, then connect, verify, print the report.
  *
  * @module
  */
-import type { VerifyFlags } from "../cli/options.ts";
+import type { VerifyFlags } from "../cli/args.ts";
 import { ExitCode, RedisUnavailableError, SafetyRefusal } from "../errors.ts";
 import { RunLock } from "../safety/lock.ts";
 import { latencyBudget } from "../control/call_window.ts";
@@ -29,14 +28,13 @@ import { fullJson, type FullReport, renderFullText, ReportFile } from "../verify
 import { bindingMetricsPort, metricsExport } from "./metrics_port.ts";
 import type { CommandIo } from "./io.ts";
 
-/** A finished verify: its exit, its printed report, and what the metrics show. */
+/** A finished verify: its printed report, and what the metrics show. */
 interface Verified {
   json: unknown;
   text: string;
   outcome: VerifyOutcome;
 }
 
-/** What both verifies need once connected. */
 interface VerifyContext {
   logger: Logger;
   signal: AbortSignal;
@@ -109,19 +107,13 @@ async function sampledVerify(
     .catch((error: unknown) => {
       throw lostRedis(target, error, "verify");
     });
-  const reasons = report.mismatch_reasons;
   return {
     json: report,
     text: renderVerifyText(report),
     outcome: outcomeOf(report, {
       checked: report.sampled,
       // `fields`: the sampled report's one kind for any field difference.
-      mismatched: {
-        missing: report.missing,
-        fields: reasons.fields,
-        ttl: reasons.ttl,
-        type: reasons.type,
-      },
+      mismatched: { missing: report.missing, ...report.mismatch_reasons },
       invalid: report.invalid,
       orphans: report.orphans,
     }),
@@ -151,8 +143,7 @@ async function fullVerify(
   let report: FullReport;
   try {
     ctx.started("full");
-    // `--max-latency` as for a run: calls in flight per master × a call's Redis time, and the
-    // critical-load yield.
+    // `--max-latency` as for a run.
     const budget = latencyBudget(options.maxLatencyMs, options.maxCallMs);
     const pace = await startVerifyPace(target, {
       rps: options.rps,
@@ -211,7 +202,6 @@ async function fullVerify(
   };
 }
 
-/** The flags both verifies take alike. */
 function bothVerifies(options: VerifyFlags) {
   return {
     keys: options.keys,
