@@ -102,17 +102,21 @@ Deno.test("pause, set-rps, resume and stop reach a watching run within a second;
     const cli = (...args: string[]) => runCli([...args, "--redis-url", server.url]);
     const obeyed: ControlCommand[] = [];
     const ignored: string[] = [];
-    await writeStatus(client, "ai:backfill", {
-      mode: "execute",
-      phase: "running",
-      holder: { host: "h1", pid: 4242 },
-      started_at: new Date().toISOString(),
-      rate: { rps: 100, cap_rps: 100, paused: false, throttled: [] },
-      counts: {},
-      estimated_total: 0,
-      eta_seconds: null,
-      cursors: {},
-    });
+    // The run's status, refreshed before each command whose answer names the run: a busy
+    // machine may take longer than the staleness bound between two commands.
+    const live = () =>
+      writeStatus(client, "ai:backfill", {
+        mode: "execute",
+        phase: "running",
+        holder: { host: "h1", pid: 4242 },
+        started_at: new Date().toISOString(),
+        rate: { rps: 100, cap_rps: 100, paused: false, throttled: [] },
+        counts: {},
+        estimated_total: 0,
+        eta_seconds: null,
+        cursors: {},
+      });
+    await live();
     // A command left by an earlier run (an older version's plain value too) is not obeyed by a
     // run that starts after it.
     await client.set(controlKey("ai:backfill"), "set-rps 0");
@@ -129,6 +133,7 @@ Deno.test("pause, set-rps, resume and stop reach a watching run within a second;
       onIgnored: ({ value, problem }) => ignored.push(`${value}: ${problem}`),
     });
     try {
+      await live();
       const pause = await cli("pause");
       assert.equal(pause.code, 0, pause.stderr);
       assert.equal(
@@ -137,6 +142,7 @@ Deno.test("pause, set-rps, resume and stop reach a watching run within a second;
       );
       await waitFor("pause obeyed", () => obeyed.length === 1, 5000);
       assert.deepEqual(obeyed[0], { kind: "pause" });
+      await live();
       const rps = await cli("set-rps", "250");
       assert.match(
         rps.stdout,
@@ -165,6 +171,7 @@ Deno.test("pause, set-rps, resume and stop reach a watching run within a second;
 
       await cli("resume");
       await waitFor("resume obeyed", () => obeyed.length === 3, 5000);
+      await live();
       const stop = await cli("stop");
       assert.match(stop.stdout, /stops gracefully \(checkpoint, summary\) within ~1 s/);
       await waitFor("stop obeyed", () => obeyed.length === 4, 5000);
