@@ -5,22 +5,14 @@
  *
  * @module
  */
-import { isIP } from "node:net";
 import { backoffMs, RECONNECT } from "../async/backoff.ts";
 import { RedisUnavailableError, UsageError } from "../errors.ts";
-import {
-  Cluster,
-  type ClusterOptions,
-  guardClusterStreamErrors,
-  guardStreamErrors,
-  Redis,
-  type RedisOptions,
-} from "./ioredis.ts";
-import { nodeAddress } from "./options.ts";
-import { fenceScanCursors } from "./fence.ts";
-import { connectWithin, withTimeout } from "./reach.ts";
+import { Cluster, type Redis, type RedisOptions } from "./ioredis.ts";
+import { nodeAddress, sniFor } from "./options.ts";
+import { connectWithin, guardStreamErrors, openConnection, withTimeout } from "./reach.ts";
 import { LossClock } from "./availability.ts";
 import type { RedisTarget } from "./target.ts";
+import type { ConnectOptions } from "./connect.ts";
 
 /** True when the server is a cluster node (`INFO cluster` → `cluster_enabled:1`). */
 export async function isClusterNode(client: Redis, name: string): Promise<boolean> {
@@ -37,53 +29,60 @@ export async function isClusterNode(client: Redis, name: string): Promise<boolea
   return /^cluster_enabled:1\b/m.test(info);
 }
 
-/** Options for {@linkcode connectCluster}. */
-export interface ClusterConnectOptions {
-  /** The seed URLs, redacted, for logs. */
-  redacted: string;
-  /** `--tls-servername`: SNI for every node; without it each node's own host is used. */
-  servername?: string;
-  timeoutMs: number;
-  /** ioredis `socketTimeout` of every connection (see {@linkcode LossClock}); none by default. */
-  silenceMs?: number;
-  signal?: AbortSignal;
-}
-
 /**
  * Connects to a cluster through `seeds` (options built from every seed URL; credentials and TLS of
- * the first apply to every node) and opens one connection per master.
+ * the first apply to every node; `redacted` names them in logs) and opens one connection per
+ * master. `--tls-servername` is every node's SNI; without it each node's own host is used.
  *
  * @throws {UsageError} when a seed selects a database other than 0 (a cluster has only db 0).
  * @throws {RedisUnavailableError} when the cluster or a master cannot be reached in time.
  */
 export async function connectCluster(
   seeds: RedisOptions[],
-  options: ClusterConnectOptions,
+  options: ConnectOptions & { timeoutMs: number; redacted: string },
 ): Promise<RedisTarget> {
   const first = seeds[0];
   if (first === undefined) throw new UsageError("no Redis URL given");
   if (seeds.some((seed) => (seed.db ?? 0) !== 0)) {
     throw new UsageError("Redis Cluster has only database 0; drop the /N from --redis-url");
   }
+  const servername = options.tls?.servername;
   const nodeOptions: RedisOptions = {
     username: first.username,
     password: first.password,
     // The seed's SNI would be wrong for the other nodes: only an explicit name applies to all.
-    tls: first.tls ? { ...first.tls, servername: options.servername } : undefined,
+    tls: first.tls ? { ...first.tls, servername } : undefined,
     connectTimeout: first.connectTimeout,
     maxRetriesPerRequest: first.maxRetriesPerRequest,
     socketTimeout: options.silenceMs,
   };
-  const client = new Cluster(
-    seeds.map((seed) => ({ host: seed.host, port: seed.port })),
-    clusterOptions(nodeOptions),
-  );
-  // Without a listener ioredis prints every failed reconnect to stderr (with no redaction).
-  client.on("error", () => {});
-  guardClusterStreamErrors(client);
+  // ioredis follows MOVED and ASK itself and retries CLUSTERDOWN and TRYAGAIN (refused before they
+  // ran) after refreshing the slot map. A call whose connection closed is never sent again
+  // (`retryDelayOnFailover: 0`): it may have run, and a second run of a copying script would find
+  // its own copy and count it `skipped_exists`. It fails to its caller, which notes it lost
+  // (migrate/call_record.ts) and retries within its own budget.
+  const client = new Cluster(seeds.map((seed) => ({ host: seed.host, port: seed.port })), {
+    redisOptions: nodeOptions,
+    lazyConnect: true,
+    enableAutoPipelining: false,
+    enableReadyCheck: true,
+    scaleReads: "master",
+    maxRedirections: 32,
+    retryDelayOnFailover: 0,
+    retryDelayOnClusterDown: 250,
+    retryDelayOnTryAgain: 100,
+    slotsRefreshTimeout: 2_000,
+    clusterRetryStrategy: (attempt) => backoffMs(attempt, RECONNECT),
+    // Keep the announced addresses as they are (no DNS round trip, and TLS SNI stays as given).
+    dnsLookup: (address, callback) => callback(null, address),
+  });
+  client.on("error", () => {}); // as on every connection (see openConnection)
   // Every node connection the routed client opens, so a lost master is seen by all of them.
   const losses = new LossClock(options.silenceMs);
-  client.on("+node", (node: Redis) => losses.watch(node, () => nodeName(node)));
+  client.on("+node", (node: Redis) => {
+    guardStreamErrors(node);
+    losses.watch(node, () => nodeName(node));
+  });
   const deadline = Date.now() + options.timeoutMs;
   const failure = await withTimeout(client.connect(), options.timeoutMs);
   if (failure !== undefined) {
@@ -93,11 +92,20 @@ export async function connectCluster(
       `Redis Cluster at ${options.redacted} is unreachable (${message})`,
     );
   }
-  const masters = await connectMasters(client, { ...first, ...nodeOptions }, {
-    ...options,
-    deadline,
-    losses,
-  });
+  const base = { ...first, ...nodeOptions };
+  const masters: Redis[] = [];
+  try {
+    for (const routed of client.nodes("master")) {
+      const node = masterConnection(client, routed.options, base, servername, losses);
+      masters.push(node);
+      const wait = Math.max(deadline - Date.now(), 1_000);
+      await connectWithin(node, nodeName(node), wait, options.signal);
+    }
+  } catch (error) {
+    for (const node of masters) node.disconnect();
+    client.disconnect();
+    throw error;
+  }
   return {
     kind: "cluster",
     client,
@@ -126,29 +134,6 @@ export async function connectCluster(
       await Promise.resolve();
     },
   };
-}
-
-/** One plain connection per master, each reached before `deadline` (all closed on a failure). */
-async function connectMasters(
-  client: Cluster,
-  base: RedisOptions,
-  options: ClusterConnectOptions & { deadline: number; losses: LossClock },
-): Promise<Redis[]> {
-  const masters: Redis[] = [];
-  try {
-    for (const routed of client.nodes("master")) {
-      const node = masterConnection(client, routed.options, base, options.servername);
-      options.losses.watch(node, () => nodeName(node));
-      masters.push(node);
-      const wait = Math.max(options.deadline - Date.now(), 1_000);
-      await connectWithin(node, nodeName(node), wait, options.signal);
-    }
-    return masters;
-  } catch (error) {
-    for (const node of masters) node.disconnect();
-    client.disconnect();
-    throw error;
-  }
 }
 
 /** `start-end=<master node id>` per slot range, sorted (from CLUSTER SLOTS). */
@@ -184,27 +169,27 @@ function masterConnection(
   at: RedisOptions,
   base: RedisOptions,
   servername: string | undefined,
+  losses: LossClock,
 ): Redis {
   const address = `${at.host}:${at.port}`;
   const slot = client.slots.findIndex((owners) => owners?.[0] === address);
-  const retry = base.retryStrategy ?? (() => 1_000);
   const tls = base.tls ? { ...base.tls, servername: servername ?? sniFor(at.host) } : undefined;
-  const node = new Redis({
-    ...base,
-    tls,
-    host: at.host,
-    port: at.port,
-    db: 0,
-    retryStrategy: (attempt) => {
-      follow();
-      return retry(attempt);
+  const node = openConnection(
+    {
+      ...base,
+      tls,
+      host: at.host,
+      port: at.port,
+      db: 0,
+      retryStrategy: (attempt) => {
+        follow();
+        return backoffMs(attempt, RECONNECT);
+      },
     },
-  });
+    losses,
+    nodeName,
+  );
   if (slot >= 0) followedSlot.set(node, slot);
-  // Without a listener ioredis prints every failed reconnect to stderr.
-  node.on("error", () => {});
-  fenceScanCursors(node, () => nodeName(node));
-  guardStreamErrors(node);
   function follow() {
     const owner = slot >= 0 ? client.slots[slot]?.[0] : undefined;
     const colon = owner?.lastIndexOf(":") ?? -1;
@@ -219,33 +204,4 @@ function masterConnection(
     client.refreshSlotsCache();
   }
   return node;
-}
-
-function sniFor(host: string | undefined): string | undefined {
-  return host === undefined || isIP(host) !== 0 ? undefined : host;
-}
-
-/**
- * Routing and retry settings. ioredis follows MOVED and ASK itself and retries CLUSTERDOWN and
- * TRYAGAIN (refused before they ran) after refreshing the slot map. A call whose connection
- * closed is never sent again here (`retryDelayOnFailover: 0`): it may have run, and a second run
- * of a copying script would find its own copy and count it `skipped_exists`. It fails to its
- * caller, which notes it lost (migrate/call_record.ts) and retries within its own budget.
- */
-function clusterOptions(nodeOptions: RedisOptions): ClusterOptions {
-  return {
-    redisOptions: nodeOptions,
-    lazyConnect: true,
-    enableAutoPipelining: false,
-    enableReadyCheck: true,
-    scaleReads: "master",
-    maxRedirections: 32,
-    retryDelayOnFailover: 0,
-    retryDelayOnClusterDown: 250,
-    retryDelayOnTryAgain: 100,
-    slotsRefreshTimeout: 2_000,
-    clusterRetryStrategy: (attempt) => backoffMs(attempt, RECONNECT),
-    // Keep the announced addresses as they are (no DNS round trip, and TLS SNI stays as given).
-    dnsLookup: (address, callback) => callback(null, address),
-  };
 }

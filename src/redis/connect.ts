@@ -9,12 +9,11 @@ import { RedisUnavailableError, UsageError } from "../errors.ts";
 import { connectCluster, isClusterNode } from "./cluster.ts";
 import { redactSecrets } from "../telemetry/redact.ts";
 import { clientOptions, nodeAddress, type TlsOptions } from "./options.ts";
-import { fenceScanCursors } from "./fence.ts";
 import { LossClock } from "./availability.ts";
-import { ConnectionRefusedError, connectWithin } from "./reach.ts";
+import { ConnectionRefusedError, connectWithin, openConnection } from "./reach.ts";
 import { connectSentinel, isSentinelUrl } from "./sentinel.ts";
 import { oneClientTarget, type RedisTarget } from "./target.ts";
-import { guardStreamErrors, Redis, type RedisOptions } from "./ioredis.ts";
+import type { Redis, RedisOptions } from "./ioredis.ts";
 
 /** Options for {@linkcode connectRedis}. */
 export interface ConnectOptions {
@@ -48,12 +47,7 @@ export async function connectRedis(
     if (sentinel !== urls.length) {
       throw new UsageError("--redis-url: do not mix Sentinel URLs with redis:// or rediss:// URLs");
     }
-    return await connectSentinel(urls, {
-      tls: options.tls,
-      timeoutMs,
-      silenceMs: options.silenceMs,
-      signal: options.signal,
-    });
+    return await connectSentinel(urls, { ...options, timeoutMs });
   }
   const redacted = urls.map(redactSecrets).join(",");
   const seeds = (await Promise.all(urls.map((url) => clientOptions(url, options.tls))))
@@ -62,13 +56,7 @@ export async function connectRedis(
   const { client, name } = await connectSeed(seeds, timeoutMs, losses, options.signal);
   if (await isClusterNode(client, name).catch((error) => fail(client, error))) {
     client.disconnect();
-    return await connectCluster(seeds, {
-      redacted,
-      silenceMs: options.silenceMs,
-      servername: options.tls?.servername,
-      timeoutMs,
-      signal: options.signal,
-    });
+    return await connectCluster(seeds, { ...options, timeoutMs, redacted });
   }
   if (urls.length > 1) {
     client.disconnect();
@@ -96,14 +84,8 @@ async function connectSeed(
 ): Promise<{ client: Redis; name: string }> {
   let lastError: unknown;
   for (const seed of seeds) {
-    const client = new Redis(seed);
-    // ioredis emits 'error' on every failed reconnect; without a listener it prints to stderr.
-    client.on("error", () => {});
     const name = nodeAddress(seed.host, seed.port);
-    // Before the first connect, so the fence learns the server's first run_id.
-    fenceScanCursors(client, () => name);
-    guardStreamErrors(client);
-    losses.watch(client, () => name);
+    const client = openConnection(seed, losses, () => name);
     try {
       await connectWithin(client, name, timeoutMs / seeds.length, signal);
       return { client, name };

@@ -86,9 +86,13 @@ export async function tlsConnectionOptions(
     ca: tls.ca ? await readTlsFile(tls.ca, "--tls-ca") : undefined,
     cert: tls.cert ? await readTlsFile(tls.cert, "--tls-cert") : undefined,
     key: tls.key ? await readTlsFile(tls.key, "--tls-key") : undefined,
-    // SNI carries names only (node:tls refuses an IP); an IP host is verified against IP SANs.
-    servername: tls.servername ?? (host === undefined || isIP(host) !== 0 ? undefined : host),
+    servername: tls.servername ?? sniFor(host),
   };
+}
+
+/** `host` as SNI: names only (node:tls refuses an IP); an IP host is verified against IP SANs. */
+export function sniFor(host: string | undefined): string | undefined {
+  return host === undefined || isIP(host) !== 0 ? undefined : host;
 }
 
 async function readTlsFile(path: string, flag: string): Promise<string> {

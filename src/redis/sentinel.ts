@@ -12,12 +12,12 @@
 import { redactSecrets } from "../telemetry/redact.ts";
 import { backoffMs, RECONNECT } from "../async/backoff.ts";
 import { UsageError } from "../errors.ts";
-import { BASE_OPTIONS, nodeAddress, tlsConnectionOptions, type TlsOptions } from "./options.ts";
-import { fenceScanCursors } from "./fence.ts";
-import { connectWithin } from "./reach.ts";
+import { BASE_OPTIONS, nodeAddress, tlsConnectionOptions } from "./options.ts";
+import { connectWithin, openConnection } from "./reach.ts";
 import { LossClock } from "./availability.ts";
 import { oneClientTarget, type RedisTarget } from "./target.ts";
-import { guardStreamErrors, Redis, type RedisOptions } from "./ioredis.ts";
+import type { Redis } from "./ioredis.ts";
+import type { ConnectOptions } from "./connect.ts";
 
 /** Default Sentinel port. */
 const SENTINEL_PORT = 26379;
@@ -94,15 +94,6 @@ export function mergeSentinelUrls(urls: string[]): SentinelUrl {
   return { ...first, sentinels: parsed.flatMap((p) => p.sentinels) };
 }
 
-/** Options for {@linkcode connectSentinel}. */
-export interface SentinelConnectOptions {
-  tls?: TlsOptions;
-  timeoutMs: number;
-  /** ioredis `socketTimeout` (see {@linkcode LossClock}); none by default. */
-  silenceMs?: number;
-  signal?: AbortSignal;
-}
-
 /**
  * Connects to the master that the sentinels name, retrying until the deadline.
  *
@@ -110,34 +101,34 @@ export interface SentinelConnectOptions {
  */
 export async function connectSentinel(
   urls: string[],
-  options: SentinelConnectOptions,
+  options: ConnectOptions & { timeoutMs: number },
 ): Promise<RedisTarget> {
   const url = mergeSentinelUrls(urls);
   const redacted = urls.map(redactSecrets).join(",");
   const tls = await tlsConnectionOptions(url.tls, options.tls ?? {}, undefined);
-  const clientOptions: RedisOptions = {
-    ...BASE_OPTIONS,
-    socketTimeout: options.silenceMs,
-    sentinels: url.sentinels,
-    name: url.master,
-    db: url.db,
-    username: url.username,
-    password: url.password,
-    sentinelUsername: url.sentinelUsername,
-    sentinelPassword: url.sentinelPassword,
-    // Keep asking the sentinels while none answers; connectWithin owns the deadline.
-    sentinelRetryStrategy: (attempt) => backoffMs(attempt, RECONNECT),
-    ...(tls ? { tls, enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
-  };
-  const client = new Redis(clientOptions);
-  client.on("error", () => {});
-  fenceScanCursors(client, () => currentAddress(client) ?? label);
-  guardStreamErrors(client);
   const via = url.sentinels.map((s) => nodeAddress(s.host, s.port)).join(",");
   const label = `master '${url.master}' via sentinels ${via}`;
   // One connection, which follows the primary: its loss is the deployment's, whatever its address.
   const losses = new LossClock(options.silenceMs);
-  losses.watch(client, () => label);
+  const client = openConnection(
+    {
+      ...BASE_OPTIONS,
+      socketTimeout: options.silenceMs,
+      sentinels: url.sentinels,
+      name: url.master,
+      db: url.db,
+      username: url.username,
+      password: url.password,
+      sentinelUsername: url.sentinelUsername,
+      sentinelPassword: url.sentinelPassword,
+      // Keep asking the sentinels while none answers; connectWithin owns the deadline.
+      sentinelRetryStrategy: (attempt) => backoffMs(attempt, RECONNECT),
+      ...(tls ? { tls, enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
+    },
+    losses,
+    (client) => currentAddress(client) ?? label,
+    () => label,
+  );
   await connectWithin(client, label, options.timeoutMs, options.signal);
   return oneClientTarget("sentinel", client, {
     redacted,
