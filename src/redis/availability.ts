@@ -65,15 +65,11 @@ async function isPrimary(node: Redis): Promise<boolean> {
   }
 }
 
-/** What `INFO replication` says about a node's role. */
-export interface NodeRole {
-  primary: boolean;
-  /** `host:port` of the node's primary, when it is a replica. */
-  primaryOf?: string;
-}
-
-/** Reads the role from `INFO replication` text (pure): the one reader of a node's role. */
-export function parseRole(info: string): NodeRole {
+/**
+ * The one reader of a node's role, from `INFO replication` (pure); `primaryOf` is a replica's
+ * primary, as `host:port`.
+ */
+export function parseRole(info: string): { primary: boolean; primaryOf?: string } {
   if (/^role:master\s*$/m.test(info)) return { primary: true };
   const host = /^master_host:(\S+)/m.exec(info)?.[1];
   const port = /^master_port:(\d+)/m.exec(info)?.[1];
@@ -88,14 +84,12 @@ async function answersPing(node: Redis): Promise<boolean> {
 }
 
 /**
- * When each server was lost, as its connections see it. A connection that closes (a refused or
- * reset connection: the server died or restarted) marks its server lost from that moment; one
- * that waited `silenceMs` with commands pending and no byte back (ioredis `socketTimeout`: a
- * frozen server, SIGSTOP or a hung VM, keeps the TCP connection open and answers nothing) marks it
- * lost since the silence began, and is closed, so every command pending on it fails now. A
- * connection that is ready again, or a reply from the server, clears the mark. Every wait for a node counts from this moment,
- * so waits that follow each other (a cluster call's own retries, then the engine's wait) never
- * add up past `--max-outage`.
+ * When each server was lost, as its connections see it: from the moment a connection closes (the
+ * server died or restarted), or from the start of a silence (ioredis `socketTimeout`: a frozen
+ * server, SIGSTOP or a hung VM, keeps the TCP connection open and answers nothing; the connection
+ * is closed, so what is pending on it fails now). A connection ready again, or a reply, clears the
+ * mark. Every wait for a node counts from this moment, so waits that follow each other (a cluster
+ * call's own retries, then the engine's wait) never add up past `--max-outage`.
  */
 export class LossClock {
   readonly #silenceMs: number | undefined;
@@ -105,10 +99,9 @@ export class LossClock {
   /** Servers marked lost by a refusal (they answer, but serve nothing), and what they refuse. */
   readonly #refusals = new Map<string, Refusal>();
   readonly #connections = new Map<string, Set<Redis>>();
-  /** Servers the run gave up on: commands to them fail at once (see {@linkcode abandon}). */
   readonly #abandoned = new Set<string>();
 
-  /** `silenceMs`: the `socketTimeout` the watched connections were opened with, if any. */
+  /** `silenceMs`: the `socketTimeout` of the watched connections, if any. */
   constructor(silenceMs?: number) {
     this.#silenceMs = silenceMs;
   }
@@ -161,10 +154,9 @@ export class LossClock {
   }
 
   /**
-   * Gives up on the server `name`: every watched connection to it is closed (what is pending on
-   * them fails now) and every later command to it fails at once with
-   * {@linkcode AbandonedServerError}, also the retries a cluster client makes by itself. So a run
-   * that ended because of a lost server settles the rest of its work without waiting for it.
+   * Gives up on the server `name`: its watched connections are closed and every later command to
+   * it (a cluster client's own retries too) fails at once with {@linkcode AbandonedServerError},
+   * so a run ended by a lost server settles the rest of its work without waiting for it.
    */
   abandon(name: string): void {
     this.#abandoned.add(name);
@@ -172,9 +164,8 @@ export class LossClock {
   }
 
   /**
-   * The server answered a command: it is there. (A connection that closed for good, with no
-   * reconnect to clear its mark, must not leave its server marked lost.) A server marked for a
-   * refusal is back only when it runs what it refused: a script call (a write script, after
+   * The server answered: it is there (also when the connection that marked it closed for good). A
+   * server marked for a refusal is back only when it runs a script call (a write one, after
    * READONLY).
    */
   #answered(name: string, command: string): void {
@@ -190,11 +181,9 @@ export class LossClock {
   }
 
   /**
-   * A server that refuses because it is no primary (READONLY: demoted to a replica; MASTERDOWN: a
-   * replica cut off from its primary; CLUSTERDOWN: slots nobody serves) is lost from its first
-   * such reply, as one that refuses connections is: so --max-outage bounds the wait for a
-   * primary that never comes, and a failover within it clears the mark at the first script
-   * call the new primary runs.
+   * A server that refuses as no primary (READONLY: demoted; MASTERDOWN: a replica cut off from its
+   * primary; CLUSTERDOWN: slots nobody serves) is lost from its first such reply: --max-outage
+   * bounds the wait for a primary that never comes.
    */
   #refused(name: string, error: unknown): void {
     const kind = classify(error).kind;
@@ -225,15 +214,10 @@ export class AbandonedServerError extends Error {
 /** What a server marked lost by a refusal refuses: writes (READONLY), or every key. */
 type Refusal = "writes" | "all";
 
-/** Commands whose success shows a refusing server serves again (ioredis's lower-case names). */
-const SCRIPT_CALLS: ReadonlySet<string> = new Set([
-  "evalsha",
-  "eval",
-  "fcall",
-  "evalsha_ro",
-  "eval_ro",
-  "fcall_ro",
-]);
+/** Commands whose success shows a refusing server serves again (ioredis's names). */
+const SCRIPT_CALLS: ReadonlySet<string> = new Set(
+  ["evalsha", "eval", "fcall", "evalsha_ro", "eval_ro", "fcall_ro"],
+);
 
 type SendCommand = (command: unknown, ...rest: unknown[]) => Promise<unknown>;
 

@@ -1,11 +1,9 @@
 /**
  * Redis Sentinel: `redis+sentinel://[user:pass@]host:port[,host:port]/master[/db]` (and
- * `rediss+sentinel://` for TLS). The sentinels name the current primary; ioredis asks them again
- * after every reconnect, so a failover moves the run to the new primary (whose `run_id` differs,
- * which makes the engine rescan from cursor 0).
- *
- * Credentials in the URL are the data nodes' (ACL user and password). Sentinels that require a
- * password of their own take `?sentinel_username=…&sentinel_password=…`.
+ * `rediss+sentinel://` for TLS). ioredis asks the sentinels for the primary after every reconnect,
+ * so a failover moves the run to the new primary (a new `run_id`: a rescan from cursor 0).
+ * Credentials in the URL are the data nodes'; sentinels with a password of their own take
+ * `?sentinel_username=…&sentinel_password=…`.
  *
  * @module
  */
@@ -19,7 +17,6 @@ import { oneClientTarget, type RedisTarget } from "./target.ts";
 import type { Redis } from "./ioredis.ts";
 import type { ConnectOptions } from "./connect.ts";
 
-/** Default Sentinel port. */
 const SENTINEL_PORT = 26379;
 
 /** A parsed Sentinel URL. */
