@@ -8,7 +8,7 @@
 import { backoffMs, RECONNECT } from "../async/backoff.ts";
 import { pause } from "../async/delay.ts";
 import { RedisUnavailableError } from "../errors.ts";
-import { classify } from "./errors.ts";
+import { classify, NO_ANSWER } from "./errors.ts";
 import type { Redis } from "./ioredis.ts";
 import { withTimeout } from "./reach.ts";
 
@@ -132,7 +132,7 @@ export class LossClock {
       return (send as SendCommand)(command, ...rest);
     }) as Redis["sendCommand"];
     client.on("error", (error: Error) => {
-      if (this.#silenceMs !== undefined && SILENT.test(error.message)) {
+      if (this.#silenceMs !== undefined && classify(error).code === NO_ANSWER) {
         // Silent since the server's last reply on any connection, at most `silenceMs`: ioredis
         // also raises this on a healthy connection, from a timer its dropped predecessor armed.
         const silentFrom = performance.now() - this.#silenceMs;
@@ -220,6 +220,3 @@ const SCRIPT_CALLS: ReadonlySet<string> = new Set(
 );
 
 type SendCommand = (command: unknown, ...rest: unknown[]) => Promise<unknown>;
-
-/** ioredis's error when `socketTimeout` passed with commands pending and no reply. */
-const SILENT = /^Socket timeout/;

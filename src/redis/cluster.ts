@@ -8,21 +8,23 @@
 import { backoffMs, RECONNECT } from "../async/backoff.ts";
 import { RedisUnavailableError, UsageError } from "../errors.ts";
 import { Cluster, type Redis, type RedisOptions } from "./ioredis.ts";
+import { errorLine } from "./errors.ts";
 import { nodeAddress, sniFor } from "./options.ts";
 import { connectWithin, guardStreamErrors, openConnection, withTimeout } from "./reach.ts";
 import { LossClock } from "./availability.ts";
 import type { RedisTarget } from "./target.ts";
 import type { ConnectOptions } from "./connect.ts";
 
-/** True when the server is a cluster node (`INFO cluster` → `cluster_enabled:1`). */
+/** True when the server is a cluster node (`INFO cluster`); disconnects `client` on a failure. */
 export async function isClusterNode(client: Redis, name: string): Promise<boolean> {
   let info: string;
   try {
     info = await client.info("cluster");
   } catch (error) {
+    client.disconnect();
     throw new RedisUnavailableError(
       `Redis at ${name} refused INFO (needed to detect a cluster and node restarts): ${
-        (error as Error).message.split("\n")[0]
+        errorLine(error)
       }`,
     );
   }
@@ -87,9 +89,8 @@ export async function connectCluster(
   const failure = await withTimeout(client.connect(), options.timeoutMs);
   if (failure !== undefined) {
     client.disconnect();
-    const message = failure instanceof Error ? failure.message.split("\n")[0] : String(failure);
     throw new RedisUnavailableError(
-      `Redis Cluster at ${options.redacted} is unreachable (${message})`,
+      `Redis Cluster at ${options.redacted} is unreachable (${errorLine(failure)})`,
     );
   }
   const base = { ...first, ...nodeOptions };

@@ -20,11 +20,7 @@ export interface ConnectOptions {
   tls?: TlsOptions;
   /** Give up (exit 3) when no connection succeeds within this many ms. */
   timeoutMs?: number;
-  /**
-   * How long a connection may stay silent with commands pending before its server counts as lost
-   * and the connection is closed (a frozen server answers nothing; see {@linkcode LossClock}).
-   * Default: no limit.
-   */
+  /** Silence with commands pending (ms) after which a server counts as lost; default: no limit. */
   silenceMs?: number;
   signal?: AbortSignal;
 }
@@ -54,7 +50,7 @@ export async function connectRedis(
     .map((seed) => ({ ...seed, socketTimeout: options.silenceMs }));
   const losses = new LossClock(options.silenceMs);
   const { client, name } = await connectSeed(seeds, timeoutMs, losses, options.signal);
-  if (await isClusterNode(client, name).catch((error) => fail(client, error))) {
+  if (await isClusterNode(client, name)) {
     client.disconnect();
     return await connectCluster(seeds, { ...options, timeoutMs, redacted });
   }
@@ -98,9 +94,4 @@ async function connectSeed(
     }
   }
   throw lastError;
-}
-
-function fail(client: Redis, error: unknown): never {
-  client.disconnect();
-  throw error;
 }

@@ -71,6 +71,9 @@ const OUTAGE_KINDS: ReadonlySet<ErrorKind> = new Set(
   ["outage", "busy", "loading", "readonly", "masterdown", "clusterdown", "tryagain"],
 );
 
+/** The code of a connection silent for its whole `socketTimeout` with commands pending. */
+export const NO_ANSWER = "no answer";
+
 /** ioredis's and Node's connection failures, with the short code a log line shows. */
 const CONNECTION_LOST: [RegExp, string][] = [
   [/re-established to another server/i, "node changed"],
@@ -78,8 +81,7 @@ const CONNECTION_LOST: [RegExp, string][] = [
   [/Stream isn't writeable/i, "connection not writable"],
   [/max retries per request/i, "connection retries exhausted"],
   [/Socket closed unexpectedly/i, "socket closed"],
-  // A connection silent for its whole socketTimeout with commands pending (a frozen server).
-  [/^Socket timeout/i, "no answer"],
+  [/^Socket timeout/i, NO_ANSWER],
   // A system code names these best (found on the error or in its text).
   [/ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH/, ""],
   [/Connection refused|Connection reset/i, "connection refused"],

@@ -1,8 +1,7 @@
 /**
- * Memory headroom. Keeping the old keys while copying them roughly doubles the memory of every
- * migrated job, and a Redis that hits `maxmemory` either rejects the application's writes (OOM) or
- * evicts its keys. So: estimate before writing and refuse when the copy would not fit. During the
- * run, the health check pauses it while memory is above the bound (control/health_check.ts).
+ * Memory headroom. The copy roughly doubles the memory of every migrated job, and a Redis at
+ * `maxmemory` rejects the application's writes (OOM) or evicts its keys. So the copy is estimated
+ * before writing and refused when it would not fit (the health check watches during the run).
  *
  * @module
  */
@@ -12,10 +11,9 @@ import type { Logger } from "../run_events.ts";
 import { Buffer } from "node:buffer";
 import type { KeySchema } from "../schema.ts";
 
-/** The fields of `INFO memory` this module uses. */
+/** The fields of `INFO memory` used here; `max` is `maxmemory` (0: no limit). */
 export interface MemoryInfo {
   used: number;
-  /** `maxmemory`; 0 = no limit. */
   max: number;
   policy: string;
 }
@@ -46,14 +44,14 @@ export function isEvicting(policy: string): boolean {
   return policy !== "noeviction" && policy !== "";
 }
 
-/** Human-readable bytes (MiB with one decimal). */
+/** Bytes as MiB with one decimal. */
 export function mib(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 }
 
 /**
- * Bytes the copy will add on one node: the mean `MEMORY USAGE` of a sample of old keys that have no
- * new key yet, times the node's estimated count of such keys. Read-only.
+ * Bytes the copy will add on one node (read-only): the mean `MEMORY USAGE` of a sample of old keys
+ * with no new key yet, times the node's estimated count of such keys.
  */
 async function estimateCopyBytes(
   node: Redis,
@@ -114,9 +112,7 @@ interface HeadroomOptions {
   /** Refuse when a node lacks the headroom (`--execute`); a dry run only reports the verdict. */
   enforce: boolean;
   logger: Logger;
-  /** `host:port` of a node, for the log lines. */
   nameOf: (node: Redis) => string;
-  /** The key mapping: which keys are old keys, and their new keys. */
   keys: KeySchema;
 }
 

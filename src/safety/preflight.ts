@@ -1,9 +1,8 @@
 /**
- * Preflight: can this Redis user run what `--execute` will run? Asked before anything is written
- * (not even the lock), in one read-only script per master: `redis.acl_check_cmd` (Redis 7) checks
- * the current user's permission for a command with its keys without running it, and raises an
- * error for a command that does not exist (renamed away with `rename-command`). Without it, a user
- * lacking COPY saw a dry-run say "would migrate 1000", then an execute fail 1000 keys one by one.
+ * Preflight: can this Redis user run what `--execute` will run? Asked before anything is written,
+ * in one read-only script per master: `redis.acl_check_cmd` (Redis 7) checks a command with its
+ * keys without running it, and raises an error for one renamed away (`rename-command`). So a user
+ * lacking COPY is refused at once, not failed key by key.
  *
  * @module
  */
@@ -13,26 +12,22 @@ import { Buffer } from "node:buffer";
 import type { KeySchema } from "../schema.ts";
 
 /** One command `--execute` runs, with keys of the right names. */
-export interface Need {
+interface Need {
   command: string;
   args: string[];
 }
 
-/** The key names the run writes besides jobs (checkpoint, lock, live control). */
-export interface ProgressKeys {
+/** The key names the run writes besides jobs; `perSlot`: a cluster's fence and intents hash. */
+interface ProgressKeys {
   cursor: string;
   meta: string;
   lock: string;
   control: string;
   status: string;
-  /** Cluster: a fence and an intents hash (one per slot; safety/lock.ts, cluster/intents.ts). */
   perSlot?: string[];
 }
 
-/**
- * Everything `--execute` runs: the copy scripts' commands on an old and a new key, the script
- * calls, the checkpoint writes, the lock and the live-control keys.
- */
+/** Everything `--execute` runs, on keys of the names it uses. */
 function executeNeeds(progress: ProgressKeys, keys: KeySchema): Need[] {
   // An old key and its new key (every placeholder "preflight"), as the ACL sees key names.
   const oldKey = keys.oldKeyOf(keys.from.names.map(() => Buffer.from("preflight")));
@@ -104,8 +99,8 @@ return out
 `;
 
 /**
- * What the current user may not run of `needs` on `node`, one phrase each (command and key,
- * never a value), or `undefined` when the server cannot tell (no `acl_check_cmd` before Redis 7).
+ * What the current user may not run of `needs` on `node` (command and key, never a value), or
+ * `undefined` when the server cannot tell (no `acl_check_cmd` before Redis 7).
  */
 async function missingPermissions(
   node: Redis,
@@ -143,10 +138,7 @@ function describe(need: Need, keys: KeySchema): string {
   return `${need.command} on ${shown(first)}${to}`;
 }
 
-/**
- * What the user may not run on any of `nodes` (deduplicated), or `undefined` when a node cannot
- * tell.
- */
+/** What the user may not run on any of `nodes` (deduplicated); `undefined` if a node cannot tell. */
 export async function checkPermissions(
   nodes: readonly Redis[],
   progress: ProgressKeys,
