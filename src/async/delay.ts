@@ -1,5 +1,6 @@
 /**
- * The one sleep of the tool, so a stop signal (SIGINT, SIGTERM, a lost lock) cuts every wait short.
+ * The one sleep of the tool, so a stop signal (SIGINT, SIGTERM, a lost lock) cuts every wait
+ * short, and a bound on how long to wait for a promise.
  *
  * @module
  */
@@ -41,5 +42,18 @@ export async function pause(ms: number, options: { signal?: AbortSignal } = {}):
   } catch (error) {
     if (options.signal?.aborted) return false;
     throw error;
+  }
+}
+
+/** Resolves `undefined` when `work` succeeds in time, else the error (or a timeout error). */
+export async function withTimeout(work: Promise<unknown>, ms: number): Promise<unknown> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<Error>((resolve) =>
+    timer = setTimeout(() => resolve(new Error("timed out")), Math.max(ms, 0))
+  );
+  try {
+    return await Promise.race([work.then(() => undefined, (error: unknown) => error), timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -6,11 +6,10 @@
  * @module
  */
 import { backoffMs, RECONNECT } from "../async/backoff.ts";
-import { pause } from "../async/delay.ts";
+import { pause, withTimeout } from "../async/delay.ts";
 import { RedisUnavailableError } from "../errors.ts";
 import { classify, NO_ANSWER } from "./errors.ts";
 import type { Redis } from "./ioredis.ts";
-import { withTimeout } from "./reach.ts";
 
 /** The node's `run_id` (new after every restart). */
 export async function serverRunId(node: Redis): Promise<string> {

@@ -1,21 +1,11 @@
 /**
- * Redis Sentinel: `redis+sentinel://[user:pass@]host:port[,host:port]/master[/db]` (and
- * `rediss+sentinel://` for TLS). ioredis asks the sentinels for the primary after every reconnect,
- * so a failover moves the run to the new primary (a new `run_id`: a rescan from cursor 0).
- * Credentials in the URL are the data nodes'; sentinels with a password of their own take
- * `?sentinel_username=…&sentinel_password=…`.
+ * Sentinel URLs: `redis+sentinel://[user:pass@]host:port[,host:port]/master[/db]` (and
+ * `rediss+sentinel://` for TLS). Credentials in the URL are the data nodes'; sentinels with a
+ * password of their own take `?sentinel_username=…&sentinel_password=…`.
  *
  * @module
  */
-import { redactSecrets } from "../telemetry/redact.ts";
-import { backoffMs, RECONNECT } from "../async/backoff.ts";
 import { UsageError } from "../errors.ts";
-import { BASE_OPTIONS, nodeAddress, tlsConnectionOptions } from "./options.ts";
-import { connectWithin, openConnection } from "./reach.ts";
-import { LossClock } from "./availability.ts";
-import { oneClientTarget, type RedisTarget } from "./target.ts";
-import type { Redis } from "./ioredis.ts";
-import type { ConnectOptions } from "./connect.ts";
 
 const SENTINEL_PORT = 26379;
 
@@ -89,56 +79,4 @@ export function mergeSentinelUrls(urls: string[]): SentinelUrl {
     throw new UsageError("all Sentinel URLs must name the same master and scheme");
   }
   return { ...first, sentinels: parsed.flatMap((p) => p.sentinels) };
-}
-
-/**
- * Connects to the master that the sentinels name, retrying until the deadline.
- *
- * @throws {RedisUnavailableError} when no sentinel names a reachable master in time.
- */
-export async function connectSentinel(
-  urls: string[],
-  options: ConnectOptions & { timeoutMs: number },
-): Promise<RedisTarget> {
-  const url = mergeSentinelUrls(urls);
-  const redacted = urls.map(redactSecrets).join(",");
-  const tls = await tlsConnectionOptions(url.tls, options.tls ?? {}, undefined);
-  const via = url.sentinels.map((s) => nodeAddress(s.host, s.port)).join(",");
-  const label = `master '${url.master}' via sentinels ${via}`;
-  // One connection, which follows the primary: its loss is the deployment's, whatever its address.
-  const losses = new LossClock(options.silenceMs);
-  const client = openConnection(
-    {
-      ...BASE_OPTIONS,
-      socketTimeout: options.silenceMs,
-      sentinels: url.sentinels,
-      name: url.master,
-      db: url.db,
-      username: url.username,
-      password: url.password,
-      sentinelUsername: url.sentinelUsername,
-      sentinelPassword: url.sentinelPassword,
-      // Keep asking the sentinels while none answers; connectWithin owns the deadline.
-      sentinelRetryStrategy: (attempt) => backoffMs(attempt, RECONNECT),
-      ...(tls ? { tls, enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
-    },
-    losses,
-    (client) => currentAddress(client) ?? label,
-    () => label,
-  );
-  await connectWithin(client, label, options.timeoutMs, options.signal);
-  return oneClientTarget("sentinel", client, {
-    redacted,
-    nodeName: () => currentAddress(client) ?? label,
-    lossLabel: label,
-    losses,
-  });
-}
-
-/** `host:port` of the server `client` is connected to right now (the current primary). */
-function currentAddress(client: Redis): string | undefined {
-  const stream = (client as unknown as { stream?: { remoteAddress?: string; remotePort?: number } })
-    .stream;
-  if (!stream?.remoteAddress) return undefined;
-  return nodeAddress(stream.remoteAddress.replace(/^::ffff:/, ""), stream.remotePort);
 }

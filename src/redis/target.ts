@@ -4,7 +4,6 @@
  *
  * @module
  */
-import type { LossClock } from "./availability.ts";
 import type { Cluster, Redis } from "./ioredis.ts";
 
 /** A connected Redis deployment. */
@@ -30,26 +29,4 @@ export interface RedisTarget {
   abandon?(node: Redis): void;
   /** Closes every connection. */
   close(): Promise<void>;
-}
-
-/** The target of one connection: a standalone server, or the primary the sentinels name. */
-export function oneClientTarget(
-  kind: "standalone" | "sentinel",
-  client: Redis,
-  options: { redacted: string; nodeName: () => string; lossLabel: string; losses: LossClock },
-): RedisTarget {
-  const { losses, lossLabel } = options;
-  return {
-    kind,
-    client,
-    masters: () => [client],
-    nodeName: options.nodeName,
-    redacted: options.redacted,
-    lostSince: () => losses.lostSince(lossLabel),
-    abandon: () => losses.abandon(lossLabel),
-    async close() {
-      client.disconnect();
-      await Promise.resolve();
-    },
-  };
 }
