@@ -44,21 +44,20 @@ const RENEW = `if redis.call("GET", KEYS[1]) == ARGV[1] then
 const RELEASE = `if redis.call("GET", KEYS[1]) == ARGV[1] then
   return redis.call("DEL", KEYS[1]) end return 0`;
 
-/** Lock lifetime; renewed every third of it. */
+/** Renewed every third of it. */
 const LOCK_TTL_MS = 30_000;
 
 /** Options for {@linkcode RunLock.acquire}. */
 export interface LockOptions {
-  /** Called when a renewal finds the lock gone or taken (the run must stop). */
+  /** A renewal found the lock gone or taken: the run must stop. */
   onLost?: (reason: string) => void;
   /**
    * Wait up to this long for a held lock to expire before refusing (`--wait-lock`). Default 0.
    * Longer than the TTL, it lets a supervisor's immediate restart outwait a crashed holder's lock.
    */
   waitMs?: number;
-  /** Called when the lock is held by another holder (once per holder): who and until when. */
+  /** The lock is held by another holder (once per holder): who and until when. */
   onWait?: (message: string) => void;
-  /** Stops waiting (rejects with its reason). */
   signal?: AbortSignal;
 }
 
@@ -92,10 +91,9 @@ export class RunLock {
   }
 
   /**
-   * Takes the lock, waiting up to `waitMs` for another holder's lock to expire, or refuses.
+   * Takes the lock, waiting up to `waitMs` for another holder's lock to expire.
    *
-   * @throws {SafetyRefusal} naming the current holder and its expiry when the lock is still taken
-   * after `waitMs`; `signal.reason` when aborted while waiting.
+   * @throws {SafetyRefusal} naming the holder and its expiry when the lock is still taken then.
    */
   static async acquire(
     client: Redis | Cluster,
@@ -145,7 +143,7 @@ export class RunLock {
   }
 }
 
-/** Who holds `key` and until when, as text for a log line or a refusal. */
+/** Who holds `key` and until when, for a log line or a refusal. */
 async function describeHolder(
   client: Redis | Cluster,
   key: string,
@@ -185,7 +183,6 @@ function hostname(): string {
  * holder (exit 4) until a runner takes the locks and writes the fence again.
  */
 
-/** The fence key of `slot`. */
 export function fenceKey(progressKey: string, slot: number): string {
   return slotKey(`${progressKey}:fence`, slot);
 }
@@ -212,12 +209,12 @@ export class RunFence {
     return [name, String(this.#pairs.length / 2), ...this.#pairs];
   }
 
-  /** Writes this runner's tokens into the fence of every slot (after the locks are taken). */
+  /** Writes this runner's tokens into the fence of every slot. */
   async install(cluster: Cluster): Promise<void> {
     await this.#everySlot(cluster, INSTALL, (key) => cluster.hset(key, ...this.#pairs));
   }
 
-  /** Removes this runner's tokens where they are still its own (at release). */
+  /** Removes this runner's tokens where they are still its own. */
   async remove(cluster: Cluster): Promise<void> {
     await this.#everySlot(
       cluster,
@@ -295,10 +292,9 @@ const REMOVE_ONE = `for j = 1, #ARGV, 2 do
 end
 return 0`;
 
-/** Held locks, released together. */
+/** Held locks, released together, and (a cluster) the fence the copy scripts check. */
 export interface LockSet {
   readonly locks: readonly RunLock[];
-  /** The fence the copy scripts check (a cluster with `fence` asked for). */
   readonly fence?: RunFence;
   release(): Promise<void>;
 }

@@ -138,20 +138,10 @@ export async function checkHeadroom(nodes: Redis[], options: HeadroomOptions): P
         { node: name },
       );
     }
-    if (memory.max === 0) {
-      logger.log(
-        "info",
-        "memory_estimate",
-        `the copy needs about ${mib(estimate)} more on ${name} (used ${mib(memory.used)}, ` +
-          `no maxmemory set)`,
-        { node: name, estimate_bytes: estimate, used_bytes: memory.used },
-      );
-      continue;
-    }
     const verdict = headroom(memory, estimate, maxPct);
-    const detail = `used ${mib(memory.used)} + about ${mib(estimate)} to copy = ` +
-      `${mib(verdict.projected)}, over ${maxPct}% of maxmemory (${mib(verdict.limit)})`;
     if (!verdict.fits) {
+      const detail = `used ${mib(memory.used)} + about ${mib(estimate)} to copy = ` +
+        `${mib(verdict.projected)}, over ${maxPct}% of maxmemory (${mib(verdict.limit)})`;
       if (enforce) {
         throw new SafetyRefusal(
           `not enough memory headroom on ${name}: ${detail}; raise maxmemory, free memory, ` +
@@ -163,11 +153,13 @@ export async function checkHeadroom(nodes: Redis[], options: HeadroomOptions): P
       });
       continue;
     }
+    const bound = memory.max === 0
+      ? ` (used ${mib(memory.used)}, no maxmemory set)`
+      : `: ${mib(verdict.projected)} of ${mib(memory.max)} maxmemory (bound ${maxPct}%)`;
     logger.log(
       "info",
       "memory_estimate",
-      `the copy needs about ${mib(estimate)} more on ${name}: ${mib(verdict.projected)} of ` +
-        `${mib(memory.max)} maxmemory (bound ${maxPct}%)`,
+      `the copy needs about ${mib(estimate)} more on ${name}${bound}`,
       { node: name, estimate_bytes: estimate, used_bytes: memory.used },
     );
   }
