@@ -53,11 +53,8 @@ export function mib(bytes: number): string {
  * Bytes the copy will add on one node (read-only): the mean `MEMORY USAGE` of a sample of old keys
  * with no new key yet, times the node's estimated count of such keys.
  */
-async function estimateCopyBytes(
-  node: Redis,
-  keys: KeySchema,
-  sampleSize = 64,
-): Promise<number> {
+async function estimateCopyBytes(node: Redis, keys: KeySchema): Promise<number> {
+  const sampleSize = 64;
   const oldPrefix = keys.oldPrefix.toString();
   const size = await node.dbsize();
   if (size === 0) return 0;
@@ -79,7 +76,6 @@ async function estimateCopyBytes(
     for (const field of keys.fields) probe.hget(key, field);
   }
   const replies = (await probe.exec()) ?? [];
-  const usages: number[] = [];
   const check = node.pipeline();
   const pending: number[] = [];
   // Per old key: its usage, then the values of the fields its new key's name reads.
@@ -95,11 +91,9 @@ async function estimateCopyBytes(
     check.exists(newKey);
   }
   const exists = pending.length > 0 ? (await check.exec()) ?? [] : [];
-  pending.forEach((usage, i) => {
-    // An error (a cluster's MOVED: the new key lives on another node) counts as "to copy".
-    if (exists[i]?.[1] !== 1) usages.push(usage);
-  });
-  const share = old.length === 0 ? 0 : usages.length / old.length;
+  // An error (a cluster's MOVED: the new key lives on another node) counts as "to copy".
+  const usages = pending.filter((_, i) => exists[i]?.[1] !== 1);
+  const share = usages.length / old.length;
   const mean = usages.length === 0 ? 0 : usages.reduce((a, b) => a + b, 0) / usages.length;
   const oldKeys = oldShare > 0 ? size * oldShare : old.length;
   return Math.round(mean * share * oldKeys);
