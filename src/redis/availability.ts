@@ -109,13 +109,9 @@ export class LossClock {
   watch(client: Redis, name: () => string): void {
     let address = name();
     const track = () => {
-      const now = name();
-      if (now === address && this.#connections.get(now)?.has(client)) return;
       this.#connections.get(address)?.delete(client);
-      address = now;
-      const set = this.#connections.get(now) ?? new Set<Redis>();
-      set.add(client);
-      this.#connections.set(now, set);
+      address = name();
+      this.#connections.set(address, (this.#connections.get(address) ?? new Set()).add(client));
     };
     track();
     const send = client.sendCommand.bind(client);
