@@ -1,15 +1,13 @@
 /**
- * The one exponential backoff: `first × 2^attempt`, capped. Every retry loop (reconnects, outage
- * waits, OOM waits, cluster topology retries) takes its delays from here.
+ * The one exponential backoff: `first × 2^attempt`, capped. Every retry loop takes its delays
+ * from here.
  *
  * @module
  */
 
-/** Shape of a backoff. */
+/** Shape of a backoff, in ms: the delay before the first retry, and the largest delay. */
 export interface Backoff {
-  /** Delay before the first retry, in ms. */
   firstMs: number;
-  /** Largest delay, in ms. */
   maxMs: number;
 }
 

@@ -1,9 +1,7 @@
 /**
- * The one clock: time plus sleeps and one-shot timers, injectable so pacing, progress throttling
- * and timestamps are tested with a fake clock instead of real waiting. Two real clocks share it:
- * {@linkcode monotonicClock} for measuring intervals (the limiter), {@linkcode wallClock} for
- * timestamps that leave the process (metrics, progress lines). Each user asks only for the part it
- * needs ({@linkcode PacingClock}, {@linkcode TimerClock}), so a fake implements just that part.
+ * The one clock: time, sleeps and one-shot timers, injectable so pacing, progress and timestamps
+ * are tested with a fake clock. A user asks only for the part it needs ({@linkcode PacingClock},
+ * {@linkcode TimerClock}), so a fake implements just that part.
  *
  * @module
  */
@@ -18,16 +16,15 @@ export interface Clock {
   now(): number;
   /** Resolves after `ms`; rejects with `signal.reason` when aborted. */
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
-  /** Calls `fn` once after `ms` milliseconds. */
   setTimeout(fn: () => void, ms: number): TimerHandle;
-  /** Cancels a timer; a no-op for a timer that already fired or was cancelled. */
+  /** A no-op for a timer that already fired or was cancelled. */
   clearTimeout(handle: TimerHandle): void;
 }
 
-/** What pacing needs: a time and an abortable sleep (the rate limiter). */
+/** What pacing needs (the rate limiter). */
 export type PacingClock = Pick<Clock, "now" | "sleep">;
 
-/** What telemetry needs: a time and one-shot timers (progress, pushes, timestamps). */
+/** What telemetry needs (progress, pushes, timestamps). */
 export type TimerClock = Pick<Clock, "now" | "setTimeout" | "clearTimeout">;
 
 function timers(): Pick<Clock, "sleep" | "setTimeout" | "clearTimeout"> {

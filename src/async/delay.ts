@@ -1,15 +1,9 @@
 /**
- * The one sleep of the tool. Every wait (a backoff, a pause, a recheck) goes through it, so a stop
- * signal (SIGINT, SIGTERM, a lost lock) cuts every one of them short.
+ * The one sleep of the tool, so a stop signal (SIGINT, SIGTERM, a lost lock) cuts every wait
+ * short, and a bound on how long to wait for a promise.
  *
  * @module
  */
-
-/** Options of {@linkcode delay}. */
-export interface DelayOptions {
-  /** Aborting rejects the delay at once with `signal.reason`. */
-  signal?: AbortSignal;
-}
 
 /**
  * Resolves after `ms` milliseconds; rejects with `signal.reason` as soon as `signal` aborts (or at
@@ -21,7 +15,7 @@ export interface DelayOptions {
  * await delay(1);
  * ```
  */
-export function delay(ms: number, options: DelayOptions = {}): Promise<void> {
+export function delay(ms: number, options: { signal?: AbortSignal } = {}): Promise<void> {
   const { signal } = options;
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);
@@ -39,14 +33,27 @@ export function delay(ms: number, options: DelayOptions = {}): Promise<void> {
 
 /**
  * Like {@linkcode delay}, but resolves `false` instead of rejecting when `signal` aborts: for loops
- * that stop quietly on a signal (`if (!await pause(ms, { signal })) return`).
+ * that stop quietly (`if (!await pause(ms, { signal })) return`).
  */
-export async function pause(ms: number, options: DelayOptions = {}): Promise<boolean> {
+export async function pause(ms: number, options: { signal?: AbortSignal } = {}): Promise<boolean> {
   try {
     await delay(ms, options);
     return true;
   } catch (error) {
     if (options.signal?.aborted) return false;
     throw error;
+  }
+}
+
+/** Resolves `undefined` when `work` succeeds in time, else the error (or a timeout error). */
+export async function withTimeout(work: Promise<unknown>, ms: number): Promise<unknown> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<Error>((resolve) =>
+    timer = setTimeout(() => resolve(new Error("timed out")), Math.max(ms, 0))
+  );
+  try {
+    return await Promise.race([work.then(() => undefined, (error: unknown) => error), timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -6,11 +6,10 @@
  * @module
  */
 import { backoffMs, RECONNECT } from "../async/backoff.ts";
-import { pause } from "../async/delay.ts";
+import { pause, withTimeout } from "../async/delay.ts";
 import { RedisUnavailableError } from "../errors.ts";
-import { classify } from "./errors.ts";
+import { classify, NO_ANSWER } from "./errors.ts";
 import type { Redis } from "./ioredis.ts";
-import { withTimeout } from "./reach.ts";
 
 /** The node's `run_id` (new after every restart). */
 export async function serverRunId(node: Redis): Promise<string> {
@@ -65,15 +64,11 @@ async function isPrimary(node: Redis): Promise<boolean> {
   }
 }
 
-/** What `INFO replication` says about a node's role. */
-export interface NodeRole {
-  primary: boolean;
-  /** `host:port` of the node's primary, when it is a replica. */
-  primaryOf?: string;
-}
-
-/** Reads the role from `INFO replication` text (pure): the one reader of a node's role. */
-export function parseRole(info: string): NodeRole {
+/**
+ * The one reader of a node's role, from `INFO replication` (pure); `primaryOf` is a replica's
+ * primary, as `host:port`.
+ */
+export function parseRole(info: string): { primary: boolean; primaryOf?: string } {
   if (/^role:master\s*$/m.test(info)) return { primary: true };
   const host = /^master_host:(\S+)/m.exec(info)?.[1];
   const port = /^master_port:(\d+)/m.exec(info)?.[1];
@@ -88,14 +83,12 @@ async function answersPing(node: Redis): Promise<boolean> {
 }
 
 /**
- * When each server was lost, as its connections see it. A connection that closes (a refused or
- * reset connection: the server died or restarted) marks its server lost from that moment; one
- * that waited `silenceMs` with commands pending and no byte back (ioredis `socketTimeout`: a
- * frozen server, SIGSTOP or a hung VM, keeps the TCP connection open and answers nothing) marks it
- * lost since the silence began, and is closed, so every command pending on it fails now. A
- * connection that is ready again, or a reply from the server, clears the mark. Every wait for a node counts from this moment,
- * so waits that follow each other (a cluster call's own retries, then the engine's wait) never
- * add up past `--max-outage`.
+ * When each server was lost, as its connections see it: from the moment a connection closes (the
+ * server died or restarted), or from the start of a silence (ioredis `socketTimeout`: a frozen
+ * server, SIGSTOP or a hung VM, keeps the TCP connection open and answers nothing; the connection
+ * is closed, so what is pending on it fails now). A connection ready again, or a reply, clears the
+ * mark. Every wait for a node counts from this moment, so waits that follow each other (a cluster
+ * call's own retries, then the engine's wait) never add up past `--max-outage`.
  */
 export class LossClock {
   readonly #silenceMs: number | undefined;
@@ -105,10 +98,9 @@ export class LossClock {
   /** Servers marked lost by a refusal (they answer, but serve nothing), and what they refuse. */
   readonly #refusals = new Map<string, Refusal>();
   readonly #connections = new Map<string, Set<Redis>>();
-  /** Servers the run gave up on: commands to them fail at once (see {@linkcode abandon}). */
   readonly #abandoned = new Set<string>();
 
-  /** `silenceMs`: the `socketTimeout` the watched connections were opened with, if any. */
+  /** `silenceMs`: the `socketTimeout` of the watched connections, if any. */
   constructor(silenceMs?: number) {
     this.#silenceMs = silenceMs;
   }
@@ -117,13 +109,9 @@ export class LossClock {
   watch(client: Redis, name: () => string): void {
     let address = name();
     const track = () => {
-      const now = name();
-      if (now === address && this.#connections.get(now)?.has(client)) return;
       this.#connections.get(address)?.delete(client);
-      address = now;
-      const set = this.#connections.get(now) ?? new Set<Redis>();
-      set.add(client);
-      this.#connections.set(now, set);
+      address = name();
+      this.#connections.set(address, (this.#connections.get(address) ?? new Set()).add(client));
     };
     track();
     const send = client.sendCommand.bind(client);
@@ -139,7 +127,7 @@ export class LossClock {
       return (send as SendCommand)(command, ...rest);
     }) as Redis["sendCommand"];
     client.on("error", (error: Error) => {
-      if (this.#silenceMs !== undefined && SILENT.test(error.message)) {
+      if (this.#silenceMs !== undefined && classify(error).code === NO_ANSWER) {
         // Silent since the server's last reply on any connection, at most `silenceMs`: ioredis
         // also raises this on a healthy connection, from a timer its dropped predecessor armed.
         const silentFrom = performance.now() - this.#silenceMs;
@@ -161,10 +149,9 @@ export class LossClock {
   }
 
   /**
-   * Gives up on the server `name`: every watched connection to it is closed (what is pending on
-   * them fails now) and every later command to it fails at once with
-   * {@linkcode AbandonedServerError}, also the retries a cluster client makes by itself. So a run
-   * that ended because of a lost server settles the rest of its work without waiting for it.
+   * Gives up on the server `name`: its watched connections are closed and every later command to
+   * it (a cluster client's own retries too) fails at once with {@linkcode AbandonedServerError},
+   * so a run ended by a lost server settles the rest of its work without waiting for it.
    */
   abandon(name: string): void {
     this.#abandoned.add(name);
@@ -172,9 +159,8 @@ export class LossClock {
   }
 
   /**
-   * The server answered a command: it is there. (A connection that closed for good, with no
-   * reconnect to clear its mark, must not leave its server marked lost.) A server marked for a
-   * refusal is back only when it runs what it refused: a script call (a write script, after
+   * The server answered: it is there (also when the connection that marked it closed for good). A
+   * server marked for a refusal is back only when it runs a script call (a write one, after
    * READONLY).
    */
   #answered(name: string, command: string): void {
@@ -190,11 +176,9 @@ export class LossClock {
   }
 
   /**
-   * A server that refuses because it is no primary (READONLY: demoted to a replica; MASTERDOWN: a
-   * replica cut off from its primary; CLUSTERDOWN: slots nobody serves) is lost from its first
-   * such reply, as one that refuses connections is: so --max-outage bounds the wait for a
-   * primary that never comes, and a failover within it clears the mark at the first script
-   * call the new primary runs.
+   * A server that refuses as no primary (READONLY: demoted; MASTERDOWN: a replica cut off from its
+   * primary; CLUSTERDOWN: slots nobody serves) is lost from its first such reply: --max-outage
+   * bounds the wait for a primary that never comes.
    */
   #refused(name: string, error: unknown): void {
     const kind = classify(error).kind;
@@ -225,17 +209,9 @@ export class AbandonedServerError extends Error {
 /** What a server marked lost by a refusal refuses: writes (READONLY), or every key. */
 type Refusal = "writes" | "all";
 
-/** Commands whose success shows a refusing server serves again (ioredis's lower-case names). */
-const SCRIPT_CALLS: ReadonlySet<string> = new Set([
-  "evalsha",
-  "eval",
-  "fcall",
-  "evalsha_ro",
-  "eval_ro",
-  "fcall_ro",
-]);
+/** Commands whose success shows a refusing server serves again (ioredis's names). */
+const SCRIPT_CALLS: ReadonlySet<string> = new Set(
+  ["evalsha", "eval", "fcall", "evalsha_ro", "eval_ro", "fcall_ro"],
+);
 
 type SendCommand = (command: unknown, ...rest: unknown[]) => Promise<unknown>;
-
-/** ioredis's error when `socketTimeout` passed with commands pending and no reply. */
-const SILENT = /^Socket timeout/;

@@ -1,49 +1,45 @@
 /**
- * The one place that reads Redis and ioredis error text. {@linkcode classify} turns any failure
- * into a typed kind and a short code; everything else in the tool decides on those, never on a
- * message. The text is matched here because Redis replies and ioredis's connection errors carry
- * their meaning only in it (`OOM command not allowed…`, `Connection is closed.`).
+ * The one place that reads Redis and ioredis error text (their errors carry their meaning only in
+ * it: `OOM command not allowed…`, `Connection is closed.`). {@linkcode classify} turns any failure
+ * into a kind and a short code; everything else decides on those, never on a message.
  *
  * @module
  */
 import { ServerChangedError } from "./fence.ts";
 
-/** What kind of failure an error is. */
+/**
+ * What kind of failure an error is: a Redis reply code's (lower-case), `outage` (the connection
+ * or the server is gone, not the command), `notlocal` (a script touched an undeclared key of a
+ * slot this node does not serve), `credentials` and `tls` (retrying cannot help), `execabort` (a
+ * transaction discarded for a cause we could not read), or `other`.
+ */
 export type ErrorKind =
-  /** The connection (or the server's reachability) is gone, not the command. */
   | "outage"
   | "loading"
   | "readonly"
   | "masterdown"
   | "clusterdown"
   | "tryagain"
-  /** Redis refuses writes for lack of memory. */
   | "oom"
-  /** A script runs too long; Redis answers nothing else meanwhile. */
   | "busy"
-  /** The script cache does not hold the script (after a restart or failover). */
   | "noscript"
   | "moved"
   | "ask"
   | "wrongtype"
-  /** A script touched an undeclared key of a slot this cluster node does not serve. */
   | "notlocal"
-  /** Credentials refused (WRONGPASS, NOAUTH, NOPERM): retrying cannot help. */
   | "credentials"
-  /** A certificate or TLS handshake problem: retrying cannot help. */
   | "tls"
-  /** A transaction was discarded without a cause we could read. */
   | "execabort"
   | "other";
 
 /** A classified failure. */
 export interface Classified {
   kind: ErrorKind;
-  /** Redis's error code (`OOM`, `READONLY`, …), a system code (`ECONNREFUSED`) or a short phrase; never a value. */
+  /** A Redis error code (`OOM`), a system code (`ECONNREFUSED`) or a short phrase; never a value. */
   code: string;
-  /** True when Redis is not there right now: wait for it, then resume from the checkpoint. */
+  /** Redis is not there right now: wait for it, then resume from the checkpoint. */
   outage: boolean;
-  /** True when the error is an `EXECABORT` whose cause is what `kind` and `code` describe. */
+  /** The error is an `EXECABORT` whose cause is what `kind` and `code` describe. */
   inTransaction: boolean;
 }
 
@@ -68,19 +64,15 @@ const REPLY_KINDS: Record<string, ErrorKind> = {
 
 /**
  * Kinds during which Redis (or the node serving a slot) is unavailable, not the command wrong.
- * `busy`: another client's script holds Redis, which answers nothing else until it ends (or is
- * killed); `readonly`: the node is a replica now (demoted, or failed over), so writes wait for a
- * primary.
+ * `busy`: another client's script holds Redis until it ends or is killed; `readonly`: the node is
+ * a replica now, so writes wait for a primary.
  */
-const OUTAGE_KINDS: ReadonlySet<ErrorKind> = new Set([
-  "outage",
-  "busy",
-  "loading",
-  "readonly",
-  "masterdown",
-  "clusterdown",
-  "tryagain",
-]);
+const OUTAGE_KINDS: ReadonlySet<ErrorKind> = new Set(
+  ["outage", "busy", "loading", "readonly", "masterdown", "clusterdown", "tryagain"],
+);
+
+/** The code of a connection silent for its whole `socketTimeout` with commands pending. */
+export const NO_ANSWER = "no answer";
 
 /** ioredis's and Node's connection failures, with the short code a log line shows. */
 const CONNECTION_LOST: [RegExp, string][] = [
@@ -89,8 +81,7 @@ const CONNECTION_LOST: [RegExp, string][] = [
   [/Stream isn't writeable/i, "connection not writable"],
   [/max retries per request/i, "connection retries exhausted"],
   [/Socket closed unexpectedly/i, "socket closed"],
-  // A connection silent for its whole socketTimeout with commands pending (a frozen server).
-  [/^Socket timeout/i, "no answer"],
+  [/^Socket timeout/i, NO_ANSWER],
   // A system code names these best (found on the error or in its text).
   [/ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH/, ""],
   [/Connection refused|Connection reset/i, "connection refused"],
@@ -103,10 +94,9 @@ const TLS_FAILURE =
   /certificate|altnames|fatal alert|UnknownIssuer|NotValidForName|CERT_|self[- ]signed|handshake/i;
 
 /**
- * Classifies `error`. An `EXECABORT` is classified by its cause, read from ioredis's
- * `previousErrors` or, when ioredis left them out, from the reply's own text
- * (`EXECABORT Transaction discarded because of: OOM …`). A cluster's "Too many Cluster
- * redirections. Last error: …" is classified by that last error.
+ * Classifies `error`. An `EXECABORT` is classified by its cause (ioredis's `previousErrors`, else
+ * the text after "because of:"); a cluster's "Too many Cluster redirections. Last error: …" by
+ * that last error.
  *
  * @example
  * ```ts
@@ -132,22 +122,26 @@ export function classify(error: unknown): Classified {
   const redirected = /Last error: (?:\w+: )?([A-Z][A-Z_]+\b.*)$/s.exec(message)?.[1];
   if (redirected !== undefined) return classify(new Error(redirected));
   // `ERR invalid password` (an old server's AUTH reply) is refused credentials too.
-  if (CREDENTIALS.test(message)) return result("credentials", credentialsCode(message, code));
+  if (CREDENTIALS.test(message)) {
+    const named = /\b(WRONGPASS|NOAUTH|NOPERM)\b/.exec(message)?.[1];
+    return result("credentials", named ?? code ?? "WRONGPASS");
+  }
   if (code !== undefined) return result("other", code);
-  if (TLS_FAILURE.test(message)) return result("tls", systemCode(error) ?? error.name);
+  // A system code on the error counts (a probe's worker reports "Connection refused (os error
+  // 111)" with code ECONNREFUSED), else one in the text.
+  const system = systemCode(error);
+  if (TLS_FAILURE.test(message)) return result("tls", system ?? error.name);
   const inText = /\b(E[A-Z]{3,})\b/.exec(message)?.[1];
-  // The system code on the error counts too (a probe's worker reports "Connection refused (os
-  // error 111)" with code ECONNREFUSED).
-  const system = systemCode(error) ?? "";
-  const lost = CONNECTION_LOST.find(([pattern]) => pattern.test(message) || pattern.test(system));
-  if (lost) return result("outage", systemCode(error) ?? (lost[1] || inText) ?? error.name);
-  return result("other", systemCode(error) ?? inText ?? error.name);
+  const lost = CONNECTION_LOST.find(([pattern]) =>
+    pattern.test(message) || pattern.test(system ?? "")
+  );
+  if (lost) return result("outage", system ?? (lost[1] || inText) ?? error.name);
+  return result("other", system ?? inText ?? error.name);
 }
 
 /**
- * A Redis error code a script reported for one key (its `redis.pcall` caught it), raised as an
- * error so that {@linkcode classify} sees it like a reply: a key refused with `READONLY` or
- * `BUSY` is an outage of the node, not a failure of that key.
+ * A Redis error code a script's `redis.pcall` caught for one key, as an error, so that
+ * {@linkcode classify} sees it like a reply (`READONLY` for a key is an outage of the node).
  */
 export class KeyReplyError extends Error {
   constructor(code: string) {
@@ -172,10 +166,7 @@ export function errorCode(error: unknown): string {
   return classify(error).code;
 }
 
-/**
- * The first line of `error`'s message, at most `max` characters: Redis's own words for the log
- * (`ERR The user executing the script can't run this command…`). Escape it before logging.
- */
+/** The first line of `error`'s message, at most `max` characters (escape it before logging). */
 export function errorLine(error: unknown, max = 200): string {
   const text = error instanceof Error ? error.message : String(error);
   return (text.split(/\r?\n/, 1)[0] ?? "").slice(0, max);
@@ -202,10 +193,6 @@ function transactionCause(error: Error): unknown {
 function systemCode(error: Error): string | undefined {
   const code = (error as { code?: unknown }).code;
   return typeof code === "string" && code.length > 0 ? code : undefined;
-}
-
-function credentialsCode(message: string, code: string | undefined): string {
-  return /\b(WRONGPASS|NOAUTH|NOPERM)\b/.exec(message)?.[1] ?? code ?? "WRONGPASS";
 }
 
 /**

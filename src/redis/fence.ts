@@ -1,10 +1,9 @@
 /**
  * A SCAN cursor belongs to one server process. ioredis reconnects by itself, so when a server
- * restarts (or a Sentinel failover moves us to another primary) while no command is in flight,
- * nothing fails: the next SCAN simply carries the old cursor to a different keyspace layout and
- * keys are silently skipped. This fence notices the new `run_id` at reconnect and makes the next
- * SCAN that continues a cursor fail as an outage, so the engine checks `run_id` and rescans the
- * node from cursor 0 (a SCAN from cursor 0 is valid anywhere and lifts the fence).
+ * restarts (or a failover moves us to another primary) while no command is in flight, nothing
+ * fails: the next SCAN carries the old cursor to another keyspace and silently skips keys. This
+ * fence notices the new `run_id` at reconnect and fails the next SCAN that continues a cursor as
+ * an outage, so the engine rescans the node from cursor 0 (valid anywhere; it lifts the fence).
  *
  * @module
  */
@@ -13,7 +12,6 @@ import type { Redis } from "./ioredis.ts";
 /** A continued SCAN refused because the server behind the connection changed. */
 export class ServerChangedError extends Error {
   constructor(name: string) {
-    // classify() (errors.ts) takes it for an outage: the engine waits, then compares run_id.
     super(
       `Connection is closed and was re-established to another server process at ${name} ` +
         `(new run_id): its SCAN cursor is meaningless`,

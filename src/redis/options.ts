@@ -1,6 +1,5 @@
 /**
- * Redis URL → ioredis connection options, and the settings every client shares. Used by every
- * topology: a standalone server, each node of a cluster, Sentinel's master.
+ * Redis URL → ioredis connection options, and the settings every client shares.
  *
  * @module
  */
@@ -27,20 +26,16 @@ export function nodeAddress(host: string | undefined, port: number | undefined):
 /** The name of every connection the backfill opens (`CLIENT SETNAME`). */
 export const CLIENT_NAME = "backfill";
 
-/** Connection settings shared by every client we open (timeouts, retries, error handling). */
+/** Connection settings shared by every client we open. */
 export const BASE_OPTIONS: RedisOptions = {
   lazyConnect: true,
-  // Fail commands at once when the connection drops; the engine owns outage handling (wait, then
-  // compare run_id and resume from the checkpoint). With any retry, ioredis re-sends the commands
-  // that were in flight to whatever server answers after the reconnect, so a SCAN with the old
-  // cursor could reach a restarted server and silently skip keys instead of failing.
+  // Commands fail at once when the connection drops (the engine owns outages), and are never
+  // re-sent or queued for whatever server answers next: a SCAN with an old cursor could reach a
+  // restarted server and silently skip keys (fence.ts).
   maxRetriesPerRequest: 0,
-  // Likewise a command issued while reconnecting fails at once instead of waiting in a queue for
-  // whichever server answers next (see fence.ts for the SCAN cursor that makes this matter).
   enableOfflineQueue: false,
   enableAutoPipelining: false,
-  // `CLIENT SETNAME` on every connection: the pace tells the backfill's connections from the
-  // application's in `CLIENT LIST` (control/server_load.ts).
+  // The pace tells the backfill's connections from the application's in `CLIENT LIST`.
   connectionName: CLIENT_NAME,
   connectTimeout: 5_000,
   retryStrategy: (attempt) => backoffMs(attempt, RECONNECT),
@@ -69,9 +64,8 @@ export async function clientOptions(text: string, tls: TlsOptions = {}): Promise
 }
 
 /**
- * TLS settings for `rediss://` (or when a CA or client certificate is given), or `undefined` for a
- * plain connection. SNI (and the name the certificate must match) is `--tls-servername`, else the
- * host we connect to.
+ * TLS settings for `rediss://` (or when a CA or client certificate is given), else `undefined`.
+ * SNI (the name the certificate must match) is `--tls-servername`, else the host.
  */
 export async function tlsConnectionOptions(
   secure: boolean,
@@ -86,9 +80,13 @@ export async function tlsConnectionOptions(
     ca: tls.ca ? await readTlsFile(tls.ca, "--tls-ca") : undefined,
     cert: tls.cert ? await readTlsFile(tls.cert, "--tls-cert") : undefined,
     key: tls.key ? await readTlsFile(tls.key, "--tls-key") : undefined,
-    // SNI carries names only (node:tls refuses an IP); an IP host is verified against IP SANs.
-    servername: tls.servername ?? (host === undefined || isIP(host) !== 0 ? undefined : host),
+    servername: tls.servername ?? sniFor(host),
   };
+}
+
+/** `host` as SNI: names only (node:tls refuses an IP); an IP host is verified against IP SANs. */
+export function sniFor(host: string | undefined): string | undefined {
+  return host === undefined || isIP(host) !== 0 ? undefined : host;
 }
 
 async function readTlsFile(path: string, flag: string): Promise<string> {

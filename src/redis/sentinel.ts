@@ -1,25 +1,12 @@
 /**
- * Redis Sentinel: `redis+sentinel://[user:pass@]host:port[,host:port]/master[/db]` (and
- * `rediss+sentinel://` for TLS). The sentinels name the current primary; ioredis asks them again
- * after every reconnect, so a failover moves the run to the new primary (whose `run_id` differs,
- * which makes the engine rescan from cursor 0).
- *
- * Credentials in the URL are the data nodes' (ACL user and password). Sentinels that require a
+ * Sentinel URLs: `redis+sentinel://[user:pass@]host:port[,host:port]/master[/db]` (and
+ * `rediss+sentinel://` for TLS). Credentials in the URL are the data nodes'; sentinels with a
  * password of their own take `?sentinel_username=…&sentinel_password=…`.
  *
  * @module
  */
-import { redactSecrets } from "../telemetry/redact.ts";
-import { backoffMs, RECONNECT } from "../async/backoff.ts";
 import { UsageError } from "../errors.ts";
-import { BASE_OPTIONS, nodeAddress, tlsConnectionOptions, type TlsOptions } from "./options.ts";
-import { fenceScanCursors } from "./fence.ts";
-import { connectWithin } from "./reach.ts";
-import { LossClock } from "./availability.ts";
-import { oneClientTarget, type RedisTarget } from "./target.ts";
-import { guardStreamErrors, Redis, type RedisOptions } from "./ioredis.ts";
 
-/** Default Sentinel port. */
 const SENTINEL_PORT = 26379;
 
 /** A parsed Sentinel URL. */
@@ -92,65 +79,4 @@ export function mergeSentinelUrls(urls: string[]): SentinelUrl {
     throw new UsageError("all Sentinel URLs must name the same master and scheme");
   }
   return { ...first, sentinels: parsed.flatMap((p) => p.sentinels) };
-}
-
-/** Options for {@linkcode connectSentinel}. */
-export interface SentinelConnectOptions {
-  tls?: TlsOptions;
-  timeoutMs: number;
-  /** ioredis `socketTimeout` (see {@linkcode LossClock}); none by default. */
-  silenceMs?: number;
-  signal?: AbortSignal;
-}
-
-/**
- * Connects to the master that the sentinels name, retrying until the deadline.
- *
- * @throws {RedisUnavailableError} when no sentinel names a reachable master in time.
- */
-export async function connectSentinel(
-  urls: string[],
-  options: SentinelConnectOptions,
-): Promise<RedisTarget> {
-  const url = mergeSentinelUrls(urls);
-  const redacted = urls.map(redactSecrets).join(",");
-  const tls = await tlsConnectionOptions(url.tls, options.tls ?? {}, undefined);
-  const clientOptions: RedisOptions = {
-    ...BASE_OPTIONS,
-    socketTimeout: options.silenceMs,
-    sentinels: url.sentinels,
-    name: url.master,
-    db: url.db,
-    username: url.username,
-    password: url.password,
-    sentinelUsername: url.sentinelUsername,
-    sentinelPassword: url.sentinelPassword,
-    // Keep asking the sentinels while none answers; connectWithin owns the deadline.
-    sentinelRetryStrategy: (attempt) => backoffMs(attempt, RECONNECT),
-    ...(tls ? { tls, enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
-  };
-  const client = new Redis(clientOptions);
-  client.on("error", () => {});
-  fenceScanCursors(client, () => currentAddress(client) ?? label);
-  guardStreamErrors(client);
-  const via = url.sentinels.map((s) => nodeAddress(s.host, s.port)).join(",");
-  const label = `master '${url.master}' via sentinels ${via}`;
-  // One connection, which follows the primary: its loss is the deployment's, whatever its address.
-  const losses = new LossClock(options.silenceMs);
-  losses.watch(client, () => label);
-  await connectWithin(client, label, options.timeoutMs, options.signal);
-  return oneClientTarget("sentinel", client, {
-    redacted,
-    nodeName: () => currentAddress(client) ?? label,
-    lossLabel: label,
-    losses,
-  });
-}
-
-/** `host:port` of the server `client` is connected to right now (the current primary). */
-function currentAddress(client: Redis): string | undefined {
-  const stream = (client as unknown as { stream?: { remoteAddress?: string; remotePort?: number } })
-    .stream;
-  if (!stream?.remoteAddress) return undefined;
-  return nodeAddress(stream.remoteAddress.replace(/^::ffff:/, ""), stream.remotePort);
 }

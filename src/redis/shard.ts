@@ -1,10 +1,7 @@
 /**
- * `--shard I/N`: which masters of a cluster one of N runners takes. The masters are put in a
- * stable order, by the first hash slot each serves (ties, which only slot-less masters can have,
- * by node id), and runner I takes every master whose index in that order is ≡ I mod N. The order
- * follows the slots rather than the node ids on purpose: a failover promotes a replica with a new
- * node id but the same slots, so a runner restarted after a failover takes the same slots again
- * and cannot land on a master another runner holds.
+ * `--shard I/N`: which masters of a cluster one of N runners takes. The order follows the slots,
+ * not the node ids: a failover promotes a replica with a new node id but the same slots, so a
+ * runner restarted after a failover takes the same slots again, never another runner's master.
  *
  * @module
  */
@@ -43,18 +40,14 @@ export function shardLabel(shard: Shard): string {
   return `${shard.index}/${shard.count}`;
 }
 
-/** A master as the shard order sees it. */
-export interface OrderedMaster {
-  nodeId: string;
-  /** The lowest slot it serves; undefined for a master without slots. */
-  firstSlot?: number;
-}
-
 /**
- * The masters of `shard` (pure): sorted by first slot (slot-less masters last, by node id), then
- * every one whose index is ≡ `shard.index` mod `shard.count`, in that order.
+ * The masters of `shard` (pure): sorted by the lowest slot each serves (slot-less masters last,
+ * by node id), then every one whose index is ≡ `shard.index` mod `shard.count`.
  */
-export function pickShard<T extends OrderedMaster>(masters: readonly T[], shard: Shard): T[] {
+export function pickShard<T extends { nodeId: string; firstSlot?: number }>(
+  masters: readonly T[],
+  shard: Shard,
+): T[] {
   const order = [...masters].sort((a, b) =>
     (a.firstSlot ?? Infinity) - (b.firstSlot ?? Infinity) ||
     (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0)
@@ -72,8 +65,7 @@ export interface ShardScope {
 }
 
 /**
- * Narrows `target` to the masters of `shard`. A standalone server or Sentinel primary is one
- * master: only `0/1` makes sense there.
+ * Narrows `target` to the masters of `shard`.
  *
  * @throws {UsageError} for a shard count above 1 on a standalone server or Sentinel primary.
  */
@@ -96,7 +88,7 @@ export async function scopeToShard(target: RedisTarget, shard: Shard): Promise<S
   );
   const mine = pickShard(all, shard);
   const masters = mine.map((m) => m.node);
-  // The same target (its methods are closures, not bound to it) over this shard's masters only.
+  // The target's methods are closures, not bound to it: a copy keeps them.
   const scoped: RedisTarget = { ...target, masters: () => masters };
   return { target: scoped, nodeIds: mine.map((m) => m.nodeId), allMasters: all.length };
 }

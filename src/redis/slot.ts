@@ -1,7 +1,6 @@
 /**
- * The Redis Cluster hash slot of a key (CRC16/XMODEM of the key, or of its hash tag, mod 16384),
- * computed here rather than asked from Redis: the cluster copy and `verify --full` group a
- * sub-batch's keys by the node that serves them, and a round trip per key is what grouping avoids.
+ * The Redis Cluster hash slot of a key (CRC16/XMODEM of the key or its hash tag, mod 16384),
+ * computed here: grouping a sub-batch's keys by node must not cost a round trip per key.
  *
  * @module
  */
@@ -26,8 +25,7 @@ function crc16(bytes: Uint8Array): number {
 }
 
 /**
- * The slot of `key`: only the part between the first `{` and the next `}` is hashed when that part
- * is non-empty (a hash tag), as Redis does.
+ * The slot of `key`; a non-empty hash tag (between the first `{` and the next `}`) alone is hashed.
  *
  * @example
  * ```ts
@@ -48,9 +46,8 @@ export function keySlot(key: Uint8Array): number {
 let tags: string[] | undefined;
 
 /**
- * A short hash tag whose slot is `slot`: `{tag}` in a key name puts the key in that slot. Keys the
- * run keeps per slot (run/lock fences, cluster copy intents) are named with it, so each lives on
- * the master that serves the slot and moves with the slot when it is resharded.
+ * A short hash tag whose slot is `slot`, for the keys the run keeps per slot (fences, copy
+ * intents): each lives on the master that serves its slot and moves with it in a reshard.
  *
  * @example
  * ```ts

@@ -1,8 +1,8 @@
 /**
  * One runner per progress key: `--execute` holds `<P>:lock` (SET NX PX) and renews it while it
  * runs. The value names the holder, so a refused runner can say who holds it and until when; a
- * holder that dies stops renewing and the lock expires by itself. On a cluster a run holds one
- * lock per master and fences its writes with them (below).
+ * holder that dies stops renewing and the lock expires by itself. Every write script checks the
+ * lock (or, on a cluster, the fence below) before it writes.
  *
  * @module
  */
@@ -14,17 +14,15 @@ import { keySlot, slotKey, SLOTS } from "../redis/slot.ts";
 
 /**
  * The run lock of a progress key: `P:lock` on a standalone server or Sentinel primary (node ""),
- * `{P}:lock:<node-id>` per master in a cluster (the tag of the checkpoint keys), so runners of
- * different shards never share a lock and a run over every master takes every one.
+ * `{P}:lock:<node-id>` per master in a cluster, so runners of different shards never share one.
  */
 export function lockKey(progressKey: string, nodeId: string): string {
   return nodeId === "" ? `${progressKey}:lock` : `{${progressKey}}:lock:${nodeId}`;
 }
 
 /**
- * The refusal for a write Redis turned away because this runner's lock is no longer its own (the
- * script's `FENCED` error), or `undefined` for any other error. Every fenced script (the copy
- * scripts, the checkpoint and totals writes) refuses with that code before it writes anything.
+ * The refusal for a write Redis turned away because this runner's lock is no longer its own (a
+ * fenced script's `FENCED` error, raised before it writes anything), else `undefined`.
  */
 export function refusedAsFenced(error: unknown): SafetyRefusal | undefined {
   if (errorCode(error) !== "FENCED") return undefined;
@@ -46,22 +44,20 @@ const RENEW = `if redis.call("GET", KEYS[1]) == ARGV[1] then
 const RELEASE = `if redis.call("GET", KEYS[1]) == ARGV[1] then
   return redis.call("DEL", KEYS[1]) end return 0`;
 
-/** Lock lifetime; renewed every third of it. */
+/** Renewed every third of it. */
 const LOCK_TTL_MS = 30_000;
 
 /** Options for {@linkcode RunLock.acquire}. */
 export interface LockOptions {
-  /** Called when a renewal finds the lock gone or taken (the run must stop). */
+  /** A renewal found the lock gone or taken: the run must stop. */
   onLost?: (reason: string) => void;
   /**
-   * Wait up to this long for a held lock to expire before refusing (`--wait-lock`). Default 0. A
-   * crashed holder's lock expires within its TTL, so a wait longer than the TTL makes a
-   * supervisor's immediate restart take over instead of failing.
+   * Wait up to this long for a held lock to expire before refusing (`--wait-lock`). Default 0.
+   * Longer than the TTL, it lets a supervisor's immediate restart outwait a crashed holder's lock.
    */
   waitMs?: number;
-  /** Called when the lock is held by another holder (once per holder): who and until when. */
+  /** The lock is held by another holder (once per holder): who and until when. */
   onWait?: (message: string) => void;
-  /** Stops waiting (rejects with its reason). */
   signal?: AbortSignal;
 }
 
@@ -69,10 +65,7 @@ export interface LockOptions {
 export class RunLock {
   readonly key: string;
   readonly holder: LockHolder;
-  /**
-   * The lock's stored value (the holder as JSON, its token among it): a fenced write checks that
-   * the lock key still holds exactly this (see {@linkcode refusedAsFenced}).
-   */
+  /** The stored value (the holder as JSON): a fenced write checks the lock still holds it. */
   readonly value: string;
   readonly #client: Redis | Cluster;
   readonly #timer: ReturnType<typeof setInterval>;
@@ -98,10 +91,9 @@ export class RunLock {
   }
 
   /**
-   * Takes the lock, waiting up to `waitMs` for another holder's lock to expire, or refuses.
+   * Takes the lock, waiting up to `waitMs` for another holder's lock to expire.
    *
-   * @throws {SafetyRefusal} naming the current holder and its expiry when the lock is still taken
-   * after `waitMs`; `signal.reason` when aborted while waiting.
+   * @throws {SafetyRefusal} naming the holder and its expiry when the lock is still taken then.
    */
   static async acquire(
     client: Redis | Cluster,
@@ -151,7 +143,7 @@ export class RunLock {
   }
 }
 
-/** Who holds `key` and until when, as text for a log line or a refusal. */
+/** Who holds `key` and until when, for a log line or a refusal. */
 async function describeHolder(
   client: Redis | Cluster,
   key: string,
@@ -177,30 +169,20 @@ function hostname(): string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// the locks of a cluster run, and their fence
 /*
- * Fencing for the run locks of a cluster. The locks are leases kept on one master (the slot of
- * `{P}`), but a run writes on every master; a runner only learns at its next renewal that its lock
- * is gone (that master restarted empty, or another runner took it over meanwhile), and until then
- * its writes would land beside the new holder's. So each holder also writes its token for each
- * lock it took into a fence on every master, and every copy script that writes checks the fence of
- * its node first and refuses the whole call (`FENCED`) when a token is not its own or is missing:
- * Redis itself turns the old holder away, at its next write.
+ * The fence of a cluster run. Its locks live on one master (the slot of `{P}`), but it writes on
+ * every master, and a runner learns only at its next renewal that a lock is gone (that master
+ * restarted empty, or another runner took it over); until then its writes would land beside the
+ * new holder's. So each holder also writes its lock tokens into a fence on every master, and every
+ * write script checks its node's fence first and refuses the whole call (`FENCED`) when a token is
+ * missing or not its own: Redis itself turns the old holder away, at its next write.
  *
- * The fence is one hash per slot, `P:fence:{tag}` (src/redis/slot.ts), field = lock key, value =
- * token, so it lives on the master that serves the slot, is replicated with the writes it guards,
- * and moves with its slot when the cluster is resharded. A master restarted empty has no fence: it
- * refuses every holder until a runner takes the lock again. A failover that loses the fence (a
- * master that died before its replica had it) refuses the run too: exit 4, and the next run takes
- * the lock and writes the fence again.
- *
- * A cluster run holds one lock per master it scans ({@linkcode acquireLocks}): they are taken one
- * after another in the order given (every runner uses the same order, so two runners never wait on
- * each other in a circle), all within one `--wait-lock` deadline; when one cannot be taken, those
- * already held are released before the refusal. The set then writes its fence on every master.
+ * The fence is one hash per slot, `P:fence:{tag}` (field = lock key, value = token): it lives on
+ * the master that serves the slot, is replicated with the writes it guards, and moves with its
+ * slot in a reshard. A master restarted empty, or a failover that lost the fence, refuses every
+ * holder (exit 4) until a runner takes the locks and writes the fence again.
  */
 
-/** The fence key of `slot`. */
 export function fenceKey(progressKey: string, slot: number): string {
   return slotKey(`${progressKey}:fence`, slot);
 }
@@ -227,12 +209,12 @@ export class RunFence {
     return [name, String(this.#pairs.length / 2), ...this.#pairs];
   }
 
-  /** Writes this runner's tokens into the fence of every slot (after the locks are taken). */
+  /** Writes this runner's tokens into the fence of every slot. */
   async install(cluster: Cluster): Promise<void> {
     await this.#everySlot(cluster, INSTALL, (key) => cluster.hset(key, ...this.#pairs));
   }
 
-  /** Removes this runner's tokens where they are still its own (at release). */
+  /** Removes this runner's tokens where they are still its own. */
   async remove(cluster: Cluster): Promise<void> {
     await this.#everySlot(
       cluster,
@@ -310,23 +292,17 @@ const REMOVE_ONE = `for j = 1, #ARGV, 2 do
 end
 return 0`;
 
-/** Held locks, released together. */
+/** Held locks, released together, and (a cluster) the fence the copy scripts check. */
 export interface LockSet {
   readonly locks: readonly RunLock[];
-  /** The fence the copy scripts check (a cluster with `fence` asked for). */
   readonly fence?: RunFence;
   release(): Promise<void>;
 }
 
-/** Options of {@linkcode acquireLocks}. */
-export interface LockSetOptions extends LockOptions {
-  /** On a cluster: the progress key whose fence to write once every lock is held. */
-  fence?: string;
-}
-
 /**
- * Takes every lock in `keys`, in order, sharing `options.waitMs` as one deadline, then (on a
- * cluster, with `fence`) writes this runner's fence on every master.
+ * Takes every lock in `keys` in the order given (every runner uses the same order, so two never
+ * wait on each other in a circle), within one `options.waitMs` deadline, then (on a cluster, with
+ * `fence`: the progress key) writes this runner's fence on every master.
  *
  * @throws {SafetyRefusal} (from {@linkcode RunLock.acquire}) when one is still held at the deadline;
  * the locks taken so far are released first.
@@ -334,7 +310,7 @@ export interface LockSetOptions extends LockOptions {
 export async function acquireLocks(
   client: Redis | Cluster,
   keys: readonly string[],
-  options: LockSetOptions = {},
+  options: LockOptions & { fence?: string } = {},
 ): Promise<LockSet> {
   const deadline = Date.now() + (options.waitMs ?? 0);
   const locks: RunLock[] = [];
@@ -354,9 +330,8 @@ export async function acquireLocks(
       locks.push(await RunLock.acquire(client, key, { ...options, waitMs }));
     }
     if (options.fence !== undefined && isCluster(client)) {
-      const runFence = new RunFence(options.fence, locks);
-      fence = runFence;
-      await runFence.install(client);
+      fence = new RunFence(options.fence, locks);
+      await fence.install(client);
     }
   } catch (error) {
     await release();

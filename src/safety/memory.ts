@@ -1,8 +1,7 @@
 /**
- * Memory headroom. Keeping the old keys while copying them roughly doubles the memory of every
- * migrated job, and a Redis that hits `maxmemory` either rejects the application's writes (OOM) or
- * evicts its keys. So: estimate before writing and refuse when the copy would not fit. During the
- * run, the health check pauses it while memory is above the bound (control/health_check.ts).
+ * Memory headroom. The copy roughly doubles the memory of every migrated job, and a Redis at
+ * `maxmemory` rejects the application's writes (OOM) or evicts its keys. So the copy is estimated
+ * before writing and refused when it would not fit (the health check watches during the run).
  *
  * @module
  */
@@ -12,10 +11,9 @@ import type { Logger } from "../run_events.ts";
 import { Buffer } from "node:buffer";
 import type { KeySchema } from "../schema.ts";
 
-/** The fields of `INFO memory` this module uses. */
+/** The fields of `INFO memory` used here; `max` is `maxmemory` (0: no limit). */
 export interface MemoryInfo {
   used: number;
-  /** `maxmemory`; 0 = no limit. */
   max: number;
   policy: string;
 }
@@ -46,20 +44,17 @@ export function isEvicting(policy: string): boolean {
   return policy !== "noeviction" && policy !== "";
 }
 
-/** Human-readable bytes (MiB with one decimal). */
+/** Bytes as MiB with one decimal. */
 export function mib(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 }
 
 /**
- * Bytes the copy will add on one node: the mean `MEMORY USAGE` of a sample of old keys that have no
- * new key yet, times the node's estimated count of such keys. Read-only.
+ * Bytes the copy will add on one node (read-only): the mean `MEMORY USAGE` of a sample of old keys
+ * with no new key yet, times the node's estimated count of such keys.
  */
-async function estimateCopyBytes(
-  node: Redis,
-  keys: KeySchema,
-  sampleSize = 64,
-): Promise<number> {
+async function estimateCopyBytes(node: Redis, keys: KeySchema): Promise<number> {
+  const sampleSize = 64;
   const oldPrefix = keys.oldPrefix.toString();
   const size = await node.dbsize();
   if (size === 0) return 0;
@@ -81,7 +76,6 @@ async function estimateCopyBytes(
     for (const field of keys.fields) probe.hget(key, field);
   }
   const replies = (await probe.exec()) ?? [];
-  const usages: number[] = [];
   const check = node.pipeline();
   const pending: number[] = [];
   // Per old key: its usage, then the values of the fields its new key's name reads.
@@ -97,11 +91,9 @@ async function estimateCopyBytes(
     check.exists(newKey);
   }
   const exists = pending.length > 0 ? (await check.exec()) ?? [] : [];
-  pending.forEach((usage, i) => {
-    // An error (a cluster's MOVED: the new key lives on another node) counts as "to copy".
-    if (exists[i]?.[1] !== 1) usages.push(usage);
-  });
-  const share = old.length === 0 ? 0 : usages.length / old.length;
+  // An error (a cluster's MOVED: the new key lives on another node) counts as "to copy".
+  const usages = pending.filter((_, i) => exists[i]?.[1] !== 1);
+  const share = usages.length / old.length;
   const mean = usages.length === 0 ? 0 : usages.reduce((a, b) => a + b, 0) / usages.length;
   const oldKeys = oldShare > 0 ? size * oldShare : old.length;
   return Math.round(mean * share * oldKeys);
@@ -114,9 +106,7 @@ interface HeadroomOptions {
   /** Refuse when a node lacks the headroom (`--execute`); a dry run only reports the verdict. */
   enforce: boolean;
   logger: Logger;
-  /** `host:port` of a node, for the log lines. */
   nameOf: (node: Redis) => string;
-  /** The key mapping: which keys are old keys, and their new keys. */
   keys: KeySchema;
 }
 
@@ -142,20 +132,10 @@ export async function checkHeadroom(nodes: Redis[], options: HeadroomOptions): P
         { node: name },
       );
     }
-    if (memory.max === 0) {
-      logger.log(
-        "info",
-        "memory_estimate",
-        `the copy needs about ${mib(estimate)} more on ${name} (used ${mib(memory.used)}, ` +
-          `no maxmemory set)`,
-        { node: name, estimate_bytes: estimate, used_bytes: memory.used },
-      );
-      continue;
-    }
     const verdict = headroom(memory, estimate, maxPct);
-    const detail = `used ${mib(memory.used)} + about ${mib(estimate)} to copy = ` +
-      `${mib(verdict.projected)}, over ${maxPct}% of maxmemory (${mib(verdict.limit)})`;
     if (!verdict.fits) {
+      const detail = `used ${mib(memory.used)} + about ${mib(estimate)} to copy = ` +
+        `${mib(verdict.projected)}, over ${maxPct}% of maxmemory (${mib(verdict.limit)})`;
       if (enforce) {
         throw new SafetyRefusal(
           `not enough memory headroom on ${name}: ${detail}; raise maxmemory, free memory, ` +
@@ -167,11 +147,13 @@ export async function checkHeadroom(nodes: Redis[], options: HeadroomOptions): P
       });
       continue;
     }
+    const bound = memory.max === 0
+      ? ` (used ${mib(memory.used)}, no maxmemory set)`
+      : `: ${mib(verdict.projected)} of ${mib(memory.max)} maxmemory (bound ${maxPct}%)`;
     logger.log(
       "info",
       "memory_estimate",
-      `the copy needs about ${mib(estimate)} more on ${name}: ${mib(verdict.projected)} of ` +
-        `${mib(memory.max)} maxmemory (bound ${maxPct}%)`,
+      `the copy needs about ${mib(estimate)} more on ${name}${bound}`,
       { node: name, estimate_bytes: estimate, used_bytes: memory.used },
     );
   }

@@ -1,9 +1,8 @@
 /**
- * Preflight: can this Redis user run what `--execute` will run? Asked before anything is written
- * (not even the lock), in one read-only script per master: `redis.acl_check_cmd` (Redis 7) checks
- * the current user's permission for a command with its keys without running it, and raises an
- * error for a command that does not exist (renamed away with `rename-command`). Without it, a user
- * lacking COPY saw a dry-run say "would migrate 1000", then an execute fail 1000 keys one by one.
+ * Preflight: can this Redis user run what `--execute` will run? Asked before anything is written,
+ * in one read-only script per master: `redis.acl_check_cmd` (Redis 7) checks a command with its
+ * keys without running it, and raises an error for one renamed away (`rename-command`). So a user
+ * lacking COPY is refused at once, not failed key by key.
  *
  * @module
  */
@@ -13,79 +12,72 @@ import { Buffer } from "node:buffer";
 import type { KeySchema } from "../schema.ts";
 
 /** One command `--execute` runs, with keys of the right names. */
-export interface Need {
+interface Need {
   command: string;
   args: string[];
 }
 
-/** The key names the run writes besides jobs (checkpoint, lock, live control). */
-export interface ProgressKeys {
+/** The key names the run writes besides jobs; `perSlot`: a cluster's fence and intents hash. */
+interface ProgressKeys {
   cursor: string;
   meta: string;
   lock: string;
   control: string;
   status: string;
-  /** Cluster: a fence and an intents hash (one per slot; safety/lock.ts, cluster/intents.ts). */
   perSlot?: string[];
 }
 
-/**
- * Everything `--execute` runs: the copy scripts' commands on an old and a new key, the script
- * calls, the checkpoint writes, the lock and the live-control keys.
- */
+/** Everything `--execute` runs, on keys of the names it uses. */
 function executeNeeds(progress: ProgressKeys, keys: KeySchema): Need[] {
   // An old key and its new key (every placeholder "preflight"), as the ACL sees key names.
   const oldKey = keys.oldKeyOf(keys.from.names.map(() => Buffer.from("preflight")));
   const old = oldKey.toString();
   const fresh = (keys.newKeyOf(oldKey, keys.fields.map(() => "preflight")) ?? keys.newPrefix)
     .toString();
-  const field = (command: string, key: string) => ({ command, args: [key, keys.workspaceField] });
-  const onKey = (command: string, key: string, ...rest: string[]) => ({
-    command,
-    args: [key, ...rest],
-  });
+  const field = keys.workspaceField;
+  const need = (command: string, ...args: string[]): Need => ({ command, args });
   return [
-    field("HGET", old),
-    onKey("HGETALL", old),
-    field("HEXISTS", old),
-    onKey("HLEN", old),
-    onKey("EXISTS", old),
-    onKey("TYPE", old),
-    onKey("PTTL", old),
-    onKey("PEXPIRETIME", old),
-    onKey("COPY", old, fresh),
-    onKey("HSETNX", fresh, keys.workspaceField, "x"),
-    onKey("HSET", fresh, keys.workspaceField, "x"),
-    field("HDEL", fresh),
-    onKey("PEXPIRE", fresh, "1"),
-    onKey("PEXPIREAT", fresh, "1"),
-    onKey("PERSIST", fresh),
-    onKey("DEL", fresh),
-    { command: "EVALSHA", args: ["0000000000000000000000000000000000000000", "0"] },
+    need("HGET", old, field),
+    need("HGETALL", old),
+    need("HEXISTS", old, field),
+    need("HLEN", old),
+    need("EXISTS", old),
+    need("TYPE", old),
+    need("PTTL", old),
+    need("PEXPIRETIME", old),
+    need("COPY", old, fresh),
+    need("HSETNX", fresh, field, "x"),
+    need("HSET", fresh, field, "x"),
+    need("HDEL", fresh, field),
+    need("PEXPIRE", fresh, "1"),
+    need("PEXPIREAT", fresh, "1"),
+    need("PERSIST", fresh),
+    need("DEL", fresh),
+    need("EVALSHA", "0000000000000000000000000000000000000000", "0"),
     // The copy scripts read the server's clock (an expiry that passed; their own time).
-    { command: "TIME", args: [] },
-    { command: "SCRIPT", args: ["LOAD", "return 1"] },
+    need("TIME"),
+    need("SCRIPT", "LOAD", "return 1"),
     // The checkpoint and totals writes: one script that reads the lock first (the fence).
-    onKey("GET", progress.lock),
-    onKey("HINCRBY", progress.meta, "x", "1"),
-    onKey("SET", progress.cursor, "0"),
-    onKey("HSET", progress.meta, "run_id", "x"),
-    onKey("DEL", progress.cursor),
-    onKey("SET", progress.lock, "x", "PX", "1", "NX"),
-    { command: "EVAL", args: ["return 1", "1", progress.lock] },
+    need("GET", progress.lock),
+    need("HINCRBY", progress.meta, "x", "1"),
+    need("SET", progress.cursor, "0"),
+    need("HSET", progress.meta, "run_id", "x"),
+    need("DEL", progress.cursor),
+    need("SET", progress.lock, "x", "PX", "1", "NX"),
+    need("EVAL", "return 1", "1", progress.lock),
     // Live control: the control stream's reads (in a script), a dead predecessor's status.
-    onKey("TYPE", progress.control),
-    onKey("XRANGE", progress.control, "-", "+"),
-    onKey("XREVRANGE", progress.control, "+", "-"),
-    onKey("GET", progress.status),
-    onKey("SET", progress.status, "x", "PX", "1"),
+    need("TYPE", progress.control),
+    need("XRANGE", progress.control, "-", "+"),
+    need("XREVRANGE", progress.control, "+", "-"),
+    need("GET", progress.status),
+    need("SET", progress.status, "x", "PX", "1"),
     ...(progress.perSlot ?? []).flatMap((key) => [
-      onKey("HSET", key, "f", "x"),
-      onKey("HGET", key, "f"),
-      onKey("HMGET", key, "f"),
-      onKey("HEXISTS", key, "f"),
-      onKey("HGETALL", key),
-      onKey("HDEL", key, "f"),
+      need("HSET", key, "f", "x"),
+      need("HGET", key, "f"),
+      need("HMGET", key, "f"),
+      need("HEXISTS", key, "f"),
+      need("HGETALL", key),
+      need("HDEL", key, "f"),
     ]),
   ];
 }
@@ -104,8 +96,8 @@ return out
 `;
 
 /**
- * What the current user may not run of `needs` on `node`, one phrase each (command and key,
- * never a value), or `undefined` when the server cannot tell (no `acl_check_cmd` before Redis 7).
+ * What the current user may not run of `needs` on `node` (command and key, never a value), or
+ * `undefined` when the server cannot tell (no `acl_check_cmd` before Redis 7).
  */
 async function missingPermissions(
   node: Redis,
@@ -143,10 +135,7 @@ function describe(need: Need, keys: KeySchema): string {
   return `${need.command} on ${shown(first)}${to}`;
 }
 
-/**
- * What the user may not run on any of `nodes` (deduplicated), or `undefined` when a node cannot
- * tell.
- */
+/** What the user may not run on any of `nodes` (deduplicated); `undefined` if a node cannot tell. */
 export async function checkPermissions(
   nodes: readonly Redis[],
   progress: ProgressKeys,

@@ -1,8 +1,7 @@
 /**
- * `--execute` writes, so it needs a primary. A URL that names a replica (or a primary demoted
- * just now) is waited on for up to `--max-outage`, as a failover would be, and then refused with a
- * message that says what the node is and what to do. Checked before anything is written (the
- * lock included). Dry-run and verify only read, and run on a replica as they are.
+ * `--execute` writes, so it needs a primary. A replica (or a primary demoted just now) is waited
+ * on for up to `--max-outage`, as a failover would be, then refused, before anything is written.
+ * Dry-run and verify only read, and run on a replica as they are.
  *
  * @module
  */
@@ -13,11 +12,9 @@ import type { Redis } from "../redis/ioredis.ts";
 import { parseRole } from "../redis/availability.ts";
 import type { Logger } from "../run_events.ts";
 
-/** Options of {@linkcode waitForPrimaries}. */
+/** Options of {@linkcode waitForPrimaries}; `maxOutage` in seconds. */
 export interface PrimaryWaitOptions {
-  /** `host:port` of a node, for messages. */
   nameOf: (node: Redis) => string;
-  /** Seconds to wait for each replica to become a primary (`--max-outage`). */
   maxOutage: number;
   logger: Logger;
   signal?: AbortSignal;
@@ -26,8 +23,7 @@ export interface PrimaryWaitOptions {
 /**
  * Returns once every node is a primary.
  *
- * @throws {RedisUnavailableError} (exit 3) naming the replica when one is still a replica after
- * `maxOutage` seconds.
+ * @throws {RedisUnavailableError} naming a node still a replica after `maxOutage` seconds.
  */
 export async function waitForPrimaries(nodes: Redis[], options: PrimaryWaitOptions): Promise<void> {
   await Promise.all(nodes.map((node) => waitForPrimary(node, options)));
