@@ -1,8 +1,7 @@
 /**
- * What `/healthz` answers: a pure state machine fed by the run's events and read with a clock, so
- * every transition is tested without waiting. Healthy while the run progresses, and also while it
- * holds back on purpose (throttled, paused); unhealthy with a one-line reason when Redis has not
- * answered for too long or no batch finished for longer than expected.
+ * What `/healthz` answers: a pure state machine fed by the run's events and read with a clock.
+ * Healthy while the run progresses or holds back on purpose (throttled, paused); unhealthy, with a
+ * one-line reason, when Redis has not answered for too long or no batch finished in time.
  *
  * @module
  */
@@ -24,7 +23,7 @@ const STALL_MS = 60_000;
 
 /** Options of {@linkcode RunHealth}. */
 export interface RunHealthOptions {
-  /** Time source in epoch milliseconds (a `Clock` fits). */
+  /** Epoch milliseconds. */
   clock: { now(): number };
   /** A node whose last reply is older than this is unhealthy (default 30). */
   redisSilenceSeconds?: number;
@@ -32,11 +31,9 @@ export interface RunHealthOptions {
   expectedBatchSeconds?: number;
 }
 
-/** One answer of `/healthz`. */
+/** One `/healthz` answer (200 if healthy, else 503) with what the run does or what is wrong. */
 export interface HealthStatus {
-  /** `true`: 200; `false`: 503. */
   healthy: boolean;
-  /** One line: what the run is doing, or what is wrong. */
   reason: string;
 }
 
@@ -49,10 +46,8 @@ interface NodeState {
 }
 
 /**
- * The health of one run.
- *
- * Redis silence is judged for a node that was reported down, or whose replies the engine reports
- * (`onRedisReply`, e.g. from a probe that keeps running while the run is throttled). A node seen
+ * The health of one run. Redis silence is judged for a node reported down, or whose replies the
+ * engine reports (`onRedisReply`, e.g. a probe that runs while the run is throttled). A node seen
  * only through batches is covered by the stall rule, which pauses while the run is throttled.
  *
  * @example
@@ -75,14 +70,13 @@ export class RunHealth implements RunObserver {
   readonly #nodes = new Map<string, NodeState>();
   readonly #throttles = new Set<ThrottleReason>();
 
-  /** A health that says `starting` until {@linkcode RunHealth.onStart}. */
+  /** Says `starting` until {@linkcode RunHealth.onStart}. */
   constructor(options: RunHealthOptions) {
     this.#clock = options.clock;
     this.#silenceMs = (options.redisSilenceSeconds ?? REDIS_SILENCE_SECONDS) * 1000;
     this.#expectedBatchMs = Math.max(0, (options.expectedBatchSeconds ?? 0) * 1000);
   }
 
-  /** The run started: progress is measured from now. */
   onStart(_start?: RunStart): void {
     this.#phase = "running";
     this.#lastProgressMs = this.#clock.now();
@@ -99,13 +93,11 @@ export class RunHealth implements RunObserver {
     this.#reply(batch.node, now, false);
   }
 
-  /** A throttle or pause turned on or off. */
   onThrottle(event: ThrottleEvent): void {
     if (event.active) this.#throttles.add(event.reason);
     else this.#throttles.delete(event.reason);
   }
 
-  /** A node answered. */
   onRedisReply(event: RedisReplyEvent): void {
     this.#reply(event.node, this.#clock.now(), true);
   }
@@ -124,7 +116,6 @@ export class RunHealth implements RunObserver {
     this.#ended = summary.completed ? "run completed" : "run stopped";
   }
 
-  /** The answer `/healthz` gives now. */
   status(): HealthStatus {
     if (this.#phase === "starting") return { healthy: true, reason: "starting" };
     if (this.#phase === "ended") return { healthy: true, reason: this.#ended };

@@ -1,24 +1,19 @@
 /**
- * Structured logs on stderr, as text for people or JSON lines for log pipelines. Every string that
- * goes out has URL passwords redacted and, in text form, control characters escaped, so one event is
- * always exactly one line and never carries a credential.
+ * Structured logs on stderr, as text for people or JSON lines for log pipelines. URL passwords are
+ * redacted and, in text, control characters escaped: one event is one line, without credentials.
  *
  * @module
  */
 import type { Logger, LogLevel } from "../run_events.ts";
 import { escapeCodePoint, redactSecrets } from "./redact.ts";
 
-/** Log output formats. */
 export type LogFormat = "text" | "json";
 
 /** Options of {@linkcode createLogger}. */
 export interface LoggerOptions {
   /** `text`: `time LEVEL event: message k=v`; `json`: one object per line. */
   format: LogFormat;
-  /**
-   * Drop `debug` and `info` (default `false`). Warnings and errors are still written: with
-   * `--quiet` stdout carries only the summary, and a run that goes wrong must still say why.
-   */
+  /** Drop `debug` and `info`; warnings and errors stay (a run that goes wrong must say why). */
   quiet?: boolean;
   /** Also write `debug` events (default `false`); `quiet` wins. */
   debug?: boolean;
@@ -59,7 +54,6 @@ export function createLogger(options: LoggerOptions): Logger {
   };
 }
 
-/** One log event as it is written. */
 interface Entry {
   time: string;
   level: LogLevel;

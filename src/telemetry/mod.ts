@@ -1,8 +1,6 @@
 /**
- * Telemetry of a run in one object: Prometheus metrics (served and/or pushed), progress on stderr and
- * the structured logger. The engine only sees a {@linkcode RunObserver} and a {@linkcode Logger}.
- * Telemetry must never break a run: an observer that throws is reported and the others still get
- * the event ({@linkcode fanOut}).
+ * A run's telemetry in one object: metrics (served and/or pushed), progress on stderr and the
+ * logger. The engine only sees a {@linkcode RunObserver} and a {@linkcode Logger}.
  *
  * @module
  */
@@ -26,16 +24,9 @@ import { exportMetrics, type MetricsOutlet } from "./server.ts";
 export { MetricsServerError } from "./server.ts";
 
 /**
- * Forwards events to `observers` in order. `onEnd` runs them one after the other and awaits each,
- * so order expresses dependencies (e.g. final metrics before the push that sends them).
- *
- * @example
- * ```ts
- * import { fanOut } from "./mod.ts";
- * const seen: number[] = [];
- * const observer = fanOut([{ onLimiterWait: (s) => seen.push(s) }, {}]);
- * observer.onLimiterWait?.(0.5);
- * ```
+ * Forwards events to `observers` in order; `onEnd` awaits each in turn, so order expresses
+ * dependencies (final metrics before the push that sends them). Telemetry must never break a run:
+ * an observer that throws is logged and the others still get the event.
  */
 export function fanOut(observers: readonly RunObserver[], logger?: Logger): Required<RunObserver> {
   const forward = (event: SyncEvent) => (argument: unknown) => {
@@ -80,7 +71,6 @@ export interface TelemetryOptions extends MetricsOutlet {
   signal?: AbortSignal;
   /** Seconds between progress lines when stderr is not a TTY (`<= 0`: none). */
   progressInterval: number;
-  /** Log line format. */
   logFormat: LogFormat;
   /** No progress, no info/debug logs; warnings and errors still go to stderr. */
   quiet: boolean;
@@ -88,29 +78,27 @@ export interface TelemetryOptions extends MetricsOutlet {
   workspaceLabel: boolean;
   /** stderr is a terminal: redraw one progress line instead of writing lines. */
   isTty: boolean;
-  /** Terminal width (default 80), e.g. `() => Deno.consoleSize().columns`. */
+  /** Terminal width (default 80). */
   columns?: () => number;
   /** Colour on the TTY progress line (default `false`; keep it off when NO_COLOR is set). */
   color?: boolean;
   /** Version for `relay_backfill_build_info`. */
   version: string;
-  /** Progress key: the Pushgateway `instance` grouping label. */
+  /** The Pushgateway `instance` grouping label. */
   progressKey: string;
-  /** Writes to stderr (main.ts); all telemetry output goes here, never to stdout. */
+  /** Writes to stderr; all telemetry output goes here, never to stdout. */
   write: (text: string) => void;
-  /** Time source (default: the system clock). */
   clock?: TimerClock;
 }
 
 /** What {@linkcode createTelemetry} returns. */
 export interface Telemetry {
-  /** Give this to the run; it fans out to progress and metrics. Its `onEnd` also pushes and closes. */
+  /** Give this to the run; its `onEnd` also makes the final push. */
   readonly observer: RunObserver;
-  /** The logger; on a TTY its lines go above the progress line. */
+  /** On a TTY its lines go above the progress line. */
   readonly logger: Logger;
-  /** The metrics registry (empty when telemetry is disabled). */
+  /** Empty when telemetry is disabled. */
   readonly registry: Registry;
-  /** Port the metrics server listens on, when there is one. */
   readonly metricsPort?: number;
   /**
    * Ends the run's telemetry: runs `observer.onEnd(summary)` if the run has not, then (once) stops
@@ -124,47 +112,16 @@ export interface Telemetry {
   close(summary?: Summary): Promise<void>;
 }
 
-/**
- * Whether `TELEMETRY_ENABLED` leaves metrics on: everything but `false` (any case) does.
- *
- * @example
- * ```ts
- * import { telemetryEnabled } from "./mod.ts";
- * telemetryEnabled(undefined); // true
- * telemetryEnabled("false"); // false
- * ```
- */
+/** Whether `TELEMETRY_ENABLED` leaves metrics on: everything but `false` (any case) does. */
 export function telemetryEnabled(value: string | undefined): boolean {
   return value?.trim().toLowerCase() !== "false";
 }
 
 /**
- * Sets up telemetry for one run. Starts the metrics server right away, so a taken port fails the
- * command before the run touches Redis.
+ * Sets up telemetry for one run; call `close()` in a `finally`. Starts the metrics server right
+ * away, so a taken port fails the command before the run touches Redis.
  *
  * @throws {MetricsServerError} when the metrics port cannot be bound.
- *
- * @example
- * ```ts ignore
- * import { createTelemetry, telemetryEnabled } from "./mod.ts";
- * const telemetry = createTelemetry({
- *   enabled: telemetryEnabled(Deno.env.get("TELEMETRY_ENABLED")),
- *   metricsPort: 9464,
- *   progressInterval: 10,
- *   logFormat: "text",
- *   quiet: false,
- *   workspaceLabel: true,
- *   isTty: Deno.stderr.isTerminal(),
- *   version: "0.1.0",
- *   progressKey: "ai:backfill",
- *   write: (text) => Deno.stderr.writeSync(new TextEncoder().encode(text)),
- * });
- * try {
- *   // run(..., { observer: telemetry.observer, logger: telemetry.logger })
- * } finally {
- *   await telemetry.close();
- * }
- * ```
  */
 export function createTelemetry(options: TelemetryOptions): Telemetry {
   const clock = options.clock ?? wallClock;
@@ -174,7 +131,19 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
     expectedBatchSeconds: options.expectedBatchSeconds,
     redisSilenceSeconds: options.redisSilenceSeconds,
   });
-  const metrics = startMetrics(options, { logger, health });
+  const askedForMetrics = options.metricsPort !== undefined || options.pushgatewayUrl !== undefined;
+  if (!options.enabled && askedForMetrics) {
+    // Said once, so an SRE is not left scraping nothing.
+    logger.log("info", "telemetry_disabled", "TELEMETRY_ENABLED=false: no metrics server, no push");
+  }
+  const metrics = options.enabled
+    ? new BackfillMetrics({
+      version: options.version,
+      workspaceLabel: options.workspaceLabel,
+      clock,
+      silentNodes: () => health.silentNodes(),
+    })
+    : undefined;
   const registry = metrics?.registry ?? new Registry();
   const outlet = metrics && exportMetrics({
     ...options,
@@ -184,22 +153,15 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
     logger,
     clock,
   });
-
-  const finish = once(async () => {
+  const finish = async () => {
     progress?.stop();
     await outlet?.finish();
-  });
-  const shutdown = once(async () => {
-    await outlet?.close({
-      lingerSeconds: options.metricsLingerSeconds ?? 0,
-      signal: options.signal,
-    });
-  });
+  };
 
   // Order matters on end: the final progress line first (before the caller prints the summary),
   // then the final metric values, then the push that sends them. The push schedule starts after
   // the metrics saw onStart, so the first push already holds the run's start.
-  const { observer, ended } = endOnce(fanOut(
+  const combined = fanOut(
     [
       ...(progress ? [progress] : []),
       ...(metrics ? [metrics] : []),
@@ -208,12 +170,21 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
       { onStart: (start) => outlet?.start(start.mode), onEnd: finish },
     ],
     logger,
-  ));
+  );
+  // onEnd runs once, whether the run or Telemetry.end calls it first.
+  let ended = false;
+  const observer: RunObserver = {
+    ...combined,
+    async onEnd(summary) {
+      if (ended) return;
+      ended = true;
+      await combined.onEnd(summary);
+    },
+  };
   const end = async (summary?: Summary) => {
-    if (summary !== undefined && !ended()) await observer.onEnd?.(summary);
+    if (summary !== undefined) await observer.onEnd?.(summary);
     await finish();
   };
-
   return {
     observer,
     logger,
@@ -222,7 +193,10 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
     end,
     async close(summary) {
       await end(summary);
-      await shutdown();
+      await outlet?.close({
+        lingerSeconds: options.metricsLingerSeconds ?? 0,
+        signal: options.signal,
+      });
     },
   };
 }
@@ -251,50 +225,4 @@ function createOutput(options: TelemetryOptions): { progress?: ProgressReporter;
     now: clock ? () => clock.now() : undefined,
   });
   return { progress, logger };
-}
-
-/**
- * The metrics, when enabled. Disabled telemetry says so once when the flags asked for a server or a
- * push, so an SRE is not left scraping nothing.
- */
-function startMetrics(
-  options: TelemetryOptions,
-  { logger, health }: { logger: Logger; health: RunHealth },
-): BackfillMetrics | undefined {
-  if (!options.enabled) {
-    if (options.metricsPort !== undefined || options.pushgatewayUrl !== undefined) {
-      logger.log(
-        "info",
-        "telemetry_disabled",
-        "TELEMETRY_ENABLED=false: no metrics server, no push",
-      );
-    }
-    return undefined;
-  }
-  return new BackfillMetrics({
-    version: options.version,
-    workspaceLabel: options.workspaceLabel,
-    clock: options.clock,
-    silentNodes: () => health.silentNodes(),
-  });
-}
-
-/** `task` run on the first call only; later calls share its promise (end and close both finish). */
-function once(task: () => Promise<void>): () => Promise<void> {
-  let running: Promise<void> | undefined;
-  return () => running ??= task();
-}
-
-/** The observer whose `onEnd` runs once, whether the run or `Telemetry.end` calls it first. */
-function endOnce(combined: RunObserver): { observer: RunObserver; ended: () => boolean } {
-  let ended = false;
-  const observer: RunObserver = {
-    ...combined,
-    async onEnd(summary) {
-      if (ended) return;
-      ended = true;
-      await combined.onEnd?.(summary);
-    },
-  };
-  return { observer, ended: () => ended };
 }

@@ -1,8 +1,7 @@
 /**
- * Progress on stderr. The line is a pure function of the run's state and the width
- * ({@linkcode renderProgress}, dax style); the {@linkcode ProgressReporter} is a thin shell around
- * it. On a terminal it redraws one line (at most 10 times a second); elsewhere (CI, log files) it
- * writes one plain line per interval, only when something changed, so logs are not flooded.
+ * Progress on stderr: {@linkcode renderProgress} is a pure function of the run's state and the
+ * width, {@linkcode ProgressReporter} a thin shell around it. On a terminal it redraws one line;
+ * elsewhere (CI, log files) it writes a plain line per interval, only when something changed.
  *
  * @module
  */
@@ -12,11 +11,10 @@ import { type TimerClock, type TimerHandle, wallClock } from "../async/clock.ts"
 
 /** Everything {@linkcode renderProgress} shows. */
 export interface ProgressState {
-  /** Counters of the run so far. */
   totals: Readonly<Counters>;
   /** Estimated old keys in scope (0 = unknown). */
   estimatedTotal: number;
-  /** When the run started, in epoch milliseconds. */
+  /** Epoch milliseconds. */
   startedAt: number;
   /** Shown as a prefix when set. */
   mode?: RunMode;
@@ -30,7 +28,7 @@ export interface ProgressState {
 interface RenderOptions {
   /** Maximum visible characters; lower-priority parts are dropped to fit. */
   width: number;
-  /** Current time in epoch milliseconds. */
+  /** Epoch milliseconds. */
   now: number;
   /** Colour the error count red when it is not zero (default `false`). */
   color?: boolean;
@@ -50,8 +48,8 @@ const RED = "\x1b[31m";
 const RESET = "\x1b[0m";
 
 /**
- * One progress line, without a newline. Rate is keys per second over the whole run; the ETA divides
- * the estimated keys left by that rate and is marked `(est.)` because the total is an estimate.
+ * One progress line, without a newline. The rate is keys per second over the whole run; the ETA is
+ * marked `(est.)` because the total it divides is an estimate.
  *
  * @example
  * ```ts
@@ -72,16 +70,11 @@ export function renderProgress(state: ProgressState, options: RenderOptions): st
     scanned += `/~${formatCount(estimatedTotal)} (${pct}%)`;
   }
   const errors = `errors ${formatCount(totals.errors)}`;
-  let timing: string;
-  if (state.done) {
-    timing = state.completed === false
-      ? `stopped after ${formatDuration(elapsed)}`
-      : `done in ${formatDuration(elapsed)}`;
-  } else if (etaSeconds !== undefined) {
-    timing = `ETA ~${formatDuration(etaSeconds)} (est.)`;
-  } else {
-    timing = "ETA unknown";
-  }
+  const timing = state.done
+    ? `${state.completed === false ? "stopped after" : "done in"} ${formatDuration(elapsed)}`
+    : etaSeconds !== undefined
+    ? `ETA ~${formatDuration(etaSeconds)} (est.)`
+    : "ETA unknown";
 
   const parts: Part[] = [];
   if (state.mode) parts.push({ text: `[${state.mode}]`, keep: 0 });
@@ -116,20 +109,8 @@ export function renderProgress(state: ProgressState, options: RenderOptions): st
   return shown.map((p) => p.styled ?? p.text).join("  ");
 }
 
-/** Numbers derived from a {@linkcode ProgressState} at a given time. */
-interface ProgressStats {
-  /** Seconds since the start. */
-  elapsed: number;
-  /** Keys per second over the whole run so far. */
-  rate: number;
-  /** All skipped outcomes together. */
-  skipped: number;
-  /** Seconds left at the current rate; undefined when unknown (no rate yet, estimate passed, done). */
-  etaSeconds?: number;
-}
-
-/** Elapsed time, rate, skipped sum and ETA of a state at `now` (epoch ms). */
-function progressStats(state: ProgressState, now: number): ProgressStats {
+/** Elapsed seconds, keys/s, skipped sum and ETA (undefined: unknown or done) at `now`. */
+function progressStats(state: ProgressState, now: number) {
   const { totals, estimatedTotal } = state;
   const elapsed = Math.max(0, (now - state.startedAt) / 1000);
   const rate = elapsed > 0 ? totals.scanned / elapsed : 0;
@@ -140,10 +121,7 @@ function progressStats(state: ProgressState, now: number): ProgressStats {
   return { elapsed, rate, skipped, etaSeconds };
 }
 
-/**
- * The fields of a `progress` log event (JSON logs): every counter, the estimate, the rate and the ETA
- * in seconds (absent when unknown; it is an estimate like the total it derives from).
- */
+/** The fields of a JSON `progress` log event; the ETA is absent when unknown. */
 export function progressFields(
   state: ProgressState,
   now: number,
@@ -196,16 +174,12 @@ export interface ProgressReporterOptions {
   isTty: boolean;
   /** Seconds between plain lines when not a TTY (default 10; `0` or less: no plain lines). */
   interval?: number;
-  /** Terminal width for the redrawn line (default 80 columns). */
+  /** Terminal width (default 80 columns). */
   columns?: () => number;
-  /** Colour the error count on a TTY (default `false`; pass `false` when NO_COLOR is set). */
+  /** Colour the error count on a TTY (default `false`). */
   color?: boolean;
-  /** Time source and timers (default: the system clock). */
   clock?: TimerClock;
-  /**
-   * Not a TTY: hands each plain line to this function instead of writing it, e.g. to log it as a
-   * JSON `progress` event so a log pipeline never sees a line that is not JSON.
-   */
+  /** Not a TTY: hands each plain line here instead of writing it (e.g. a JSON `progress` event). */
   emit?: (line: string, state: ProgressState, now: number) => void;
 }
 
@@ -217,18 +191,9 @@ const CLEAR_LINE = "\r\x1b[2K";
 const PLAIN_WIDTH = 200;
 
 /**
- * Writes progress for the run it observes. Throttled with a leading and a trailing edge: the first
- * change is shown at once, later ones at most once per gap, and the last one is never lost (a timer
- * shows it when the gap is over). {@linkcode onEnd} cancels that timer.
- *
- * @example
- * ```ts ignore
- * import { ProgressReporter } from "./progress.ts";
- * const progress = new ProgressReporter({
- *   write: (text) => Deno.stderr.writeSync(new TextEncoder().encode(text)),
- *   isTty: Deno.stderr.isTerminal(),
- * });
- * ```
+ * Writes progress for the run it observes, throttled with a leading and a trailing edge: the first
+ * change shows at once, later ones at most once per gap, and the last one is never lost (a timer
+ * shows it when the gap is over; {@linkcode onEnd} cancels that timer).
  */
 export class ProgressReporter implements RunObserver {
   readonly #write: (text: string) => void;
@@ -247,7 +212,7 @@ export class ProgressReporter implements RunObserver {
   #timer: TimerHandle | undefined;
   #ended = false;
 
-  /** Creates a reporter; nothing is written before the first event. */
+  /** Nothing is written before the first event. */
   constructor(options: ProgressReporterOptions) {
     this.#write = options.write;
     this.#isTty = options.isTty;
@@ -264,7 +229,6 @@ export class ProgressReporter implements RunObserver {
     this.#state = { totals: emptyCounters(), estimatedTotal: 0, startedAt: this.#clock.now() };
   }
 
-  /** Remembers the start time, mode and estimate. */
   onStart(start: RunStart): void {
     this.#state = {
       ...this.#state,
@@ -274,7 +238,7 @@ export class ProgressReporter implements RunObserver {
     };
   }
 
-  /** Takes the new totals and draws them now or when the throttle gap is over. */
+  /** Draws the new totals now or when the throttle gap is over. */
   onBatch(batch: BatchReport): void {
     if (this.#ended) return;
     this.#state = {
@@ -313,7 +277,7 @@ export class ProgressReporter implements RunObserver {
       this.#write(`${CLEAR_LINE}${this.#render()}\n`);
       this.#line = "";
     } else if (summary.scanned !== this.#drawnScanned && this.#gapMs !== Number.POSITIVE_INFINITY) {
-      this.#emitPlain();
+      this.#emit(this.#render(), this.#state, this.#clock.now());
     }
   }
 
@@ -344,13 +308,8 @@ export class ProgressReporter implements RunObserver {
       this.#line = this.#render();
       this.#write(`${CLEAR_LINE}${this.#line}`);
     } else {
-      this.#emitPlain();
+      this.#emit(this.#render(), this.#state, this.#clock.now());
     }
-  }
-
-  #emitPlain(): void {
-    const now = this.#clock.now();
-    this.#emit(this.#render(), this.#state, now);
   }
 
   #render(): string {

@@ -1,42 +1,39 @@
 /**
- * Pushing the metrics of a run to a Prometheus Pushgateway, so a run that ends between two scrapes
- * is still seen. A push is best effort: it is logged when it fails and never fails the run.
+ * Pushing metrics to a Prometheus Pushgateway, so a run that ends between two scrapes is still
+ * seen. A push is best effort: logged when it fails, never failing the run.
  *
- * When a run pushes ({@linkcode PushSchedule}): once at its start, every `--push-interval` seconds
- * while it runs, and once at its end, one push at a time and in order. A run that never started
- * (refused, Redis unreachable) pushes nothing, so it cannot replace the last real run's group; a run
- * killed with SIGKILL leaves its last periodic push, which `push_time_seconds` shows getting old.
+ * A run pushes at its start, every `--push-interval` seconds and at its end, one push at a time and
+ * in order. A run that never started (refused, Redis unreachable) pushes nothing, so it cannot
+ * replace the last real run's group; a run killed with SIGKILL leaves its last periodic push, which
+ * `push_time_seconds` shows getting old.
  *
  * @module
  */
 import type { Registry } from "prom-client";
 import type { TimerClock, TimerHandle } from "../async/clock.ts";
 import type { Logger, RunMode } from "../run_events.ts";
-import { redactSecrets } from "./redact.ts";
+import { errorMessage, redactSecrets } from "./redact.ts";
 
-/** The Pushgateway `job` every push uses. */
 const PUSH_JOB = "relay_backfill";
 
 /** Options of {@linkcode pushMetrics}. */
 export interface PushOptions {
   /** Pushgateway base URL, e.g. `http://user:pass@pushgateway:9091` (credentials become Basic auth). */
   url: string;
-  /** Registry whose metrics are pushed. */
   registry: Registry;
-  /** Value of the `instance` grouping label (the progress key). */
+  /** The `instance` grouping label (the progress key). */
   instance: string;
-  /** Value of the `mode` grouping label, so a dry-run never replaces an execute run's group. */
+  /** The `mode` grouping label, so a dry-run never replaces an execute run's group. */
   mode?: string;
   /** Give up after this many milliseconds (default 10000). */
   timeoutMs?: number;
-  /** Where the outcome is reported (default: nowhere). */
   logger?: Logger;
 }
 
 /**
- * One grouping-key path segment pair `name/value` as the Pushgateway expects it: base64url with an
- * `@base64` name suffix when the value contains `/` (which would otherwise split the path) or is
- * empty (an empty segment vanishes when the path is cleaned); URI-component encoding otherwise.
+ * One grouping-key pair `name/value` as the Pushgateway expects it: base64url with an `@base64`
+ * name suffix when the value holds `/` (it would split the path) or is empty (an empty segment
+ * vanishes when the path is cleaned); URI-component encoding otherwise.
  *
  * @example
  * ```ts
@@ -52,8 +49,8 @@ export function groupingSegment(name: string, value: string): string {
 }
 
 /**
- * The push URL for a base URL, an instance and (optionally) a mode, with any credentials removed
- * (they travel in the `Authorization` header instead, see {@linkcode pushMetrics}).
+ * The push URL for a base URL, an instance and (optionally) a mode, without credentials (they go
+ * in the `Authorization` header).
  *
  * @throws {TypeError} when `baseUrl` is not a valid URL.
  */
@@ -73,21 +70,11 @@ export function pushUrl(baseUrl: string, instance: string, mode?: string): URL {
 }
 
 /**
- * PUTs the registry to `URL/metrics/job/relay_backfill/instance/<instance>[/mode/<mode>]`.
+ * PUTs the registry to `URL/metrics/job/relay_backfill/instance/<instance>[/mode/<mode>]`. PUT
+ * replaces every metric of the group, so it shows exactly the latest push (POST would keep names an
+ * older version pushed); counters stay cumulative because a resumed run carries its totals over.
  *
- * PUT, not POST: PUT replaces every metric of the group, so the group shows exactly the latest push
- * (POST would keep metric names an older version pushed and this one no longer has). Counters stay
- * cumulative across resumed runs because a resumed run starts them from the carried-over totals.
- *
- * Resolves to `true` on a 2xx answer and `false` otherwise; never rejects. Logs never contain the
- * URL's password.
- *
- * @example
- * ```ts ignore
- * import { Registry } from "prom-client";
- * import { pushMetrics } from "./pushgateway.ts";
- * await pushMetrics({ url: "http://pushgateway:9091", registry: new Registry(), instance: "ai:backfill" });
- * ```
+ * Resolves `true` on a 2xx answer, else `false`; never rejects, never logs the URL's password.
  */
 export async function pushMetrics(options: PushOptions): Promise<boolean> {
   const { registry, logger, url, timeoutMs = 10_000 } = options;
@@ -108,51 +95,33 @@ export async function pushMetrics(options: PushOptions): Promise<boolean> {
   } catch (error: unknown) {
     logger?.log("warn", "push_failed", "invalid Pushgateway URL; metrics not pushed", {
       url: redactSecrets(url),
-      error: describe(error),
+      error: errorMessage(error),
     });
     return false;
   }
-  const controller = new AbortController();
-  const timer = setTimeout(
-    () => controller.abort(new Error(`timed out after ${timeoutMs} ms`)),
-    timeoutMs,
-  );
+  const signal = AbortSignal.timeout(timeoutMs);
   try {
     const body = await registry.metrics();
-    const response = await fetch(target, {
-      method: "PUT",
-      headers,
-      body,
-      signal: controller.signal,
-    });
+    const response = await fetch(target, { method: "PUT", headers, body, signal });
     // Read the body in every case: it frees the connection, and on failure the gateway says why.
     const answer = (await response.text()).slice(0, 200).trim();
+    const fields = { url: redactSecrets(target.href), status: response.status };
     if (!response.ok) {
       logger?.log("warn", "push_failed", "Pushgateway refused the metrics", {
-        url: redactSecrets(target.href),
-        status: response.status,
+        ...fields,
         answer: redactSecrets(answer),
       });
       return false;
     }
-    logger?.log("info", "push_done", "metrics pushed to the Pushgateway", {
-      url: redactSecrets(target.href),
-      status: response.status,
-    });
+    logger?.log("info", "push_done", "metrics pushed to the Pushgateway", fields);
     return true;
   } catch (error: unknown) {
     logger?.log("warn", "push_failed", "could not push metrics to the Pushgateway", {
       url: redactSecrets(url),
-      error: describe(controller.signal.aborted ? controller.signal.reason : error),
+      error: signal.aborted ? `timed out after ${timeoutMs} ms` : errorMessage(error),
     });
     return false;
-  } finally {
-    clearTimeout(timer);
   }
-}
-
-function describe(error: unknown): string {
-  return redactSecrets(error instanceof Error ? error.message : String(error));
 }
 
 function base64(text: string): string {
@@ -173,7 +142,7 @@ export interface PushScheduleOptions extends Omit<PushOptions, "mode" | "logger"
   clock: TimerClock;
 }
 
-/** The pushes of one run. */
+/** The pushes of one run (or verify). */
 export class PushSchedule {
   readonly #options: PushScheduleOptions;
   #mode?: RunMode | "verify";
@@ -182,12 +151,11 @@ export class PushSchedule {
   #lastOk = true;
   #finished = false;
 
-  /** A schedule that has pushed nothing yet. */
   constructor(options: PushScheduleOptions) {
     this.#options = options;
   }
 
-  /** The run (or a verify: `mode` "verify") started: push now and then every interval. */
+  /** The run (or a verify) started: push now and then every interval. */
   start(mode: RunMode | "verify"): void {
     if (this.#mode !== undefined || this.#finished) return;
     this.#mode = mode;
@@ -196,8 +164,8 @@ export class PushSchedule {
   }
 
   /**
-   * The run ended: stop the timer, wait for a push in flight, push the final state. Pushes nothing
-   * when the run never started. Never rejects; a second call only waits.
+   * Stops the timer, waits for a push in flight and pushes the final state (nothing when the run
+   * never started). Never rejects; a second call only waits.
    */
   async finish(): Promise<void> {
     if (!this.#finished) {
@@ -221,18 +189,9 @@ export class PushSchedule {
   }
 
   #enqueue(final: boolean): void {
-    const { url, registry, instance, timeoutMs } = this.#options;
     const mode = this.#mode;
     this.#queue = this.#queue.then(async () => {
-      const ok = await pushMetrics({
-        url,
-        registry,
-        instance,
-        mode,
-        timeoutMs,
-        logger: this.#pushLogger(final),
-      });
-      this.#lastOk = ok;
+      this.#lastOk = await pushMetrics({ ...this.#options, mode, logger: this.#pushLogger(final) });
     });
   }
 
