@@ -16,14 +16,13 @@ import type {
   ThrottleReason,
 } from "../run_events.ts";
 
-/** Default `--health-timeout`: a node silent this long is unhealthy. */
+/** Default `--health-timeout`. */
 const REDIS_SILENCE_SECONDS = 30;
 /** Never call a run stalled before this many seconds without a batch. */
 const STALL_MS = 60_000;
 
 /** Options of {@linkcode RunHealth}. */
 export interface RunHealthOptions {
-  /** Epoch milliseconds. */
   clock: { now(): number };
   /** A node whose last reply is older than this is unhealthy (default 30). */
   redisSilenceSeconds?: number;
@@ -39,7 +38,7 @@ export interface HealthStatus {
 
 interface NodeState {
   lastReplyMs: number;
-  /** Set by onRedisDown, cleared by the next reply. */
+  /** Set by onRedisDown until the next reply. */
   downReason?: string;
   /** The engine reports this node's replies itself (not only through batches). */
   reportsReplies: boolean;
@@ -158,15 +157,10 @@ export class RunHealth implements RunObserver {
     );
   }
 
+  /** A reply clears the node's down reason. */
   #reply(name: string, now: number, reported: boolean): void {
-    const node = this.#nodes.get(name);
-    if (node === undefined) {
-      this.#nodes.set(name, { lastReplyMs: now, reportsReplies: reported });
-      return;
-    }
-    node.lastReplyMs = now;
-    node.downReason = undefined;
-    node.reportsReplies ||= reported;
+    const reportsReplies = reported || this.#nodes.get(name)?.reportsReplies === true;
+    this.#nodes.set(name, { lastReplyMs: now, reportsReplies });
   }
 }
 

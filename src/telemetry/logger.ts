@@ -46,50 +46,38 @@ export function createLogger(options: LoggerOptions): Logger {
   const now = options.now ?? Date.now;
   const min = options.quiet ? SEVERITY.warn : options.debug ? SEVERITY.debug : SEVERITY.info;
   return {
-    log(level, event, message, fields) {
+    log(level, event, message, fields = {}) {
       if ((SEVERITY[level] ?? SEVERITY.error) < min) return;
-      const entry = { time: new Date(now()).toISOString(), level, event, message, fields };
-      write(format === "json" ? jsonLine(entry) : textLine(entry));
+      const time = new Date(now()).toISOString();
+      if (format === "json") {
+        const record: Record<string, unknown> = { time, level, event, message };
+        for (const [key, value] of Object.entries(fields)) {
+          record[RESERVED.has(key) ? `field_${key}` : key] = value;
+        }
+        write(`${safeJson(record)}\n`);
+        return;
+      }
+      let line = `${time} ${level.toUpperCase()} ${oneLine(event)}: ${
+        oneLine(redactSecrets(message))
+      }`;
+      for (const [key, value] of Object.entries(fields)) {
+        if (value !== undefined) line += ` ${oneLine(key)}=${textValue(value)}`;
+      }
+      write(`${line}\n`);
     },
   };
 }
 
-interface Entry {
-  time: string;
-  level: LogLevel;
-  event: string;
-  message: string;
-  fields?: Record<string, unknown>;
-}
-
-function textLine({ time, level, event, message, fields }: Entry): string {
-  let line = `${time} ${level.toUpperCase()} ${oneLine(event)}: ${oneLine(redactSecrets(message))}`;
-  for (const [key, value] of Object.entries(fields ?? {})) {
-    if (value === undefined) continue;
-    line += ` ${oneLine(key)}=${textValue(value)}`;
-  }
-  return `${line}\n`;
-}
-
 function textValue(value: unknown): string {
-  if (typeof value === "number" || typeof value === "boolean" || typeof value === "bigint") {
+  if (value === null || ["number", "boolean", "bigint"].includes(typeof value)) {
     return String(value);
   }
-  if (value === null) return "null";
   const text = typeof value === "string"
     ? redactSecrets(value)
     : value instanceof Error
     ? redactSecrets(`${value.name}: ${value.message}`)
     : safeJson(value);
   return BARE.test(text) ? text : JSON.stringify(text);
-}
-
-function jsonLine({ time, level, event, message, fields }: Entry): string {
-  const record: Record<string, unknown> = { time, level, event, message };
-  for (const [key, value] of Object.entries(fields ?? {})) {
-    record[RESERVED.has(key) ? `field_${key}` : key] = value;
-  }
-  return `${safeJson(record)}\n`;
 }
 
 /** JSON that never throws: bigints become strings, errors `name: message`, bytes escaped text. */

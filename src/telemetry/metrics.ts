@@ -131,20 +131,11 @@ export interface BackfillMetricsOptions {
   workspaceLabel?: boolean;
   /** For the timestamp gauges (default: the wall clock). */
   clock?: TimerClock;
-  /** Nodes silent too long now (`RunHealth.silentNodes`): their `redis_up` reads 0 until they answer. */
+  /** Nodes silent too long now (`RunHealth.silentNodes`): their `redis_up` reads 0. */
   silentNodes?: () => readonly string[];
 }
 
-/**
- * Prometheus metrics of one run, updated from {@linkcode RunObserver} events.
- *
- * @example
- * ```ts
- * import { BackfillMetrics } from "./metrics.ts";
- * const metrics = new BackfillMetrics({ version: "0.1.0" });
- * const text: string = await metrics.registry.metrics();
- * ```
- */
+/** Prometheus metrics of one run, updated from {@linkcode RunObserver} events. */
 export class BackfillMetrics implements RunObserver {
   /** The dedicated registry (no default process metrics: their collectors assume Node internals). */
   readonly registry: Registry;
@@ -242,7 +233,6 @@ export class BackfillMetrics implements RunObserver {
     this.#metrics.redisUp.set({ node: event.node }, 0);
   }
 
-  /** Every pending count applied, not running, completed or not. */
   onEnd(summary: Summary): void {
     this.#outcomes.flush(true);
     this.#metrics.completed.set(summary.completed ? 1 : 0);

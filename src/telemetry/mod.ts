@@ -13,12 +13,12 @@ import {
   SYNC_EVENTS,
   type SyncEvent,
 } from "../run_events.ts";
-import { type TimerClock, wallClock } from "../async/clock.ts";
+import { wallClock } from "../async/clock.ts";
 import { RunHealth } from "./health.ts";
 import { InvalidKeyLog } from "./invalid_keys.ts";
 import { createLogger, type LogFormat } from "./logger.ts";
 import { BackfillMetrics } from "./metrics.ts";
-import { progressFields, ProgressReporter } from "./progress.ts";
+import { progressFields, ProgressReporter, type ProgressReporterOptions } from "./progress.ts";
 import { exportMetrics, type MetricsOutlet } from "./server.ts";
 
 export { MetricsServerError } from "./server.ts";
@@ -60,15 +60,16 @@ function report(logger: Logger | undefined, event: string, error: unknown): void
 }
 
 /** Options of {@linkcode createTelemetry}. */
-export interface TelemetryOptions extends MetricsOutlet {
+export interface TelemetryOptions
+  extends MetricsOutlet, Omit<ProgressReporterOptions, "interval" | "emit"> {
   /** Metrics on (see {@linkcode telemetryEnabled}); off: no server, no push, no metric updates. */
   enabled: boolean;
+  /** Cuts the linger short (a stopped run should exit now). */
+  signal?: AbortSignal;
   /** How long one batch should take (`--batch / --rps`), for the stall rule of `/healthz`. */
   expectedBatchSeconds?: number;
   /** `--health-timeout`: a node silent this long makes `/healthz` 503 and its `redis_up` 0. */
   redisSilenceSeconds?: number;
-  /** Cuts the linger short (a stopped run should exit now). */
-  signal?: AbortSignal;
   /** Seconds between progress lines when stderr is not a TTY (`<= 0`: none). */
   progressInterval: number;
   logFormat: LogFormat;
@@ -76,19 +77,10 @@ export interface TelemetryOptions extends MetricsOutlet {
   quiet: boolean;
   /** `workspace_id` label with each workspace (`true`) or collapsed to `_all` (`false`). */
   workspaceLabel: boolean;
-  /** stderr is a terminal: redraw one progress line instead of writing lines. */
-  isTty: boolean;
-  /** Terminal width (default 80). */
-  columns?: () => number;
-  /** Colour on the TTY progress line (default `false`; keep it off when NO_COLOR is set). */
-  color?: boolean;
   /** Version for `relay_backfill_build_info`. */
   version: string;
   /** The Pushgateway `instance` grouping label. */
   progressKey: string;
-  /** Writes to stderr; all telemetry output goes here, never to stdout. */
-  write: (text: string) => void;
-  clock?: TimerClock;
 }
 
 /** What {@linkcode createTelemetry} returns. */
@@ -100,15 +92,9 @@ export interface Telemetry {
   /** Empty when telemetry is disabled. */
   readonly registry: Registry;
   readonly metricsPort?: number;
-  /**
-   * Ends the run's telemetry: runs `observer.onEnd(summary)` if the run has not, then (once) stops
-   * progress and makes the final push (none when the run never started). Never rejects.
-   */
+  /** `observer.onEnd(summary)` if the run has not run it, then the final push. Never rejects. */
   end(summary?: Summary): Promise<void>;
-  /**
-   * {@linkcode Telemetry.end}, then keeps the metrics server up for the linger (cut short by the
-   * signal) and shuts it down. Never rejects; safe to call twice. Call it in a `finally`.
-   */
+  /** {@linkcode Telemetry.end}, the linger, server down. Never rejects; call it in a `finally`. */
   close(summary?: Summary): Promise<void>;
 }
 
@@ -125,7 +111,23 @@ export function telemetryEnabled(value: string | undefined): boolean {
  */
 export function createTelemetry(options: TelemetryOptions): Telemetry {
   const clock = options.clock ?? wallClock;
-  const { progress, logger } = createOutput(options);
+  // JSON progress events go through the logger, which writes above the progress line.
+  let logger: Logger = silentLogger;
+  const progress = options.quiet ? undefined : new ProgressReporter({
+    ...options,
+    interval: options.progressInterval,
+    clock,
+    // With JSON logs a plain progress line would be the one line a log pipeline cannot parse.
+    emit: options.logFormat === "json"
+      ? (line, state, now) => logger.log("info", "progress", line, progressFields(state, now))
+      : undefined,
+  });
+  logger = createLogger({
+    format: options.logFormat,
+    quiet: options.quiet,
+    write: progress ? (text) => progress.writeAbove(text) : options.write,
+    now: () => clock.now(),
+  });
   const health = new RunHealth({
     clock,
     expectedBatchSeconds: options.expectedBatchSeconds,
@@ -193,36 +195,7 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
     end,
     async close(summary) {
       await end(summary);
-      await outlet?.close({
-        lingerSeconds: options.metricsLingerSeconds ?? 0,
-        signal: options.signal,
-      });
+      await outlet?.close(options.metricsLingerSeconds ?? 0);
     },
   };
-}
-
-/** The progress reporter (none when quiet), and the logger that writes above its progress line. */
-function createOutput(options: TelemetryOptions): { progress?: ProgressReporter; logger: Logger } {
-  const clock = options.clock;
-  // The logger is created below; JSON progress events go through it (assigned before any event).
-  let logger: Logger = silentLogger;
-  const progress = options.quiet ? undefined : new ProgressReporter({
-    write: options.write,
-    isTty: options.isTty,
-    interval: options.progressInterval,
-    columns: options.columns,
-    color: options.color,
-    clock: options.clock,
-    // With JSON logs a plain progress line would be the one line a log pipeline cannot parse.
-    emit: options.logFormat === "json"
-      ? (line, state, now) => logger.log("info", "progress", line, progressFields(state, now))
-      : undefined,
-  });
-  logger = createLogger({
-    format: options.logFormat,
-    quiet: options.quiet,
-    write: progress ? (text) => progress.writeAbove(text) : options.write,
-    now: clock ? () => clock.now() : undefined,
-  });
-  return { progress, logger };
 }

@@ -30,7 +30,7 @@ export class OutcomeMetrics {
   readonly #families: Record<Family, Counter<"workspace_id">>;
   readonly #skipped: Counter<"workspace_id" | "reason">;
   readonly #invalid: Counter<"reason">;
-  /** Workspace labels whose series exist (at 0 or more). */
+  /** Workspace labels whose series exist. */
   readonly #exposed = new Set<string>();
   /** Counts not yet in the counters: label → outcome → count. */
   readonly #pending = new Map<string, Map<Outcome, number>>();
@@ -136,7 +136,7 @@ export class OutcomeMetrics {
     return workspace ?? INVALID_WORKSPACE_LABEL;
   }
 
-  /** Creates every series of a workspace label at 0 (once). */
+  /** Creates every series of a workspace label at 0, once. */
   #expose(workspace_id: string): void {
     if (this.#exposed.has(workspace_id)) return;
     this.#exposed.add(workspace_id);

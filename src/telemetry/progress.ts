@@ -16,7 +16,6 @@ export interface ProgressState {
   estimatedTotal: number;
   /** Epoch milliseconds. */
   startedAt: number;
-  /** Shown as a prefix when set. */
   mode?: RunMode;
   /** The run is over: show the elapsed time instead of an ETA. */
   done?: boolean;
@@ -24,13 +23,12 @@ export interface ProgressState {
   completed?: boolean;
 }
 
-/** Options of {@linkcode renderProgress}. */
 interface RenderOptions {
   /** Maximum visible characters; lower-priority parts are dropped to fit. */
   width: number;
   /** Epoch milliseconds. */
   now: number;
-  /** Colour the error count red when it is not zero (default `false`). */
+  /** Colour the error count red when it is not zero. */
   color?: boolean;
 }
 
@@ -41,7 +39,6 @@ interface Part {
   styled?: string;
 }
 
-/** The outcomes the line adds up as `skipped`. */
 const SKIPPED = OUTCOMES.filter((outcome) => outcomeInfo(outcome).skipReason !== undefined);
 
 const RED = "\x1b[31m";
@@ -168,24 +165,23 @@ export function formatDuration(seconds: number): string {
 
 /** Options of {@linkcode ProgressReporter}. */
 export interface ProgressReporterOptions {
-  /** Writes text to stderr as is (no newline added). */
+  /** Writes to stderr as is; all telemetry output goes there, never to stdout. */
   write: (text: string) => void;
-  /** Redraw one line in place (terminal) or write plain lines (anything else). */
+  /** Redraw one line in place, or write plain lines. */
   isTty: boolean;
   /** Seconds between plain lines when not a TTY (default 10; `0` or less: no plain lines). */
   interval?: number;
-  /** Terminal width (default 80 columns). */
+  /** Terminal width (default 80). */
   columns?: () => number;
-  /** Colour the error count on a TTY (default `false`). */
+  /** Colour the error count on a TTY (default `false`; keep it off when NO_COLOR is set). */
   color?: boolean;
   clock?: TimerClock;
   /** Not a TTY: hands each plain line here instead of writing it (e.g. a JSON `progress` event). */
   emit?: (line: string, state: ProgressState, now: number) => void;
 }
 
-/** At most this many redraws per second on a terminal. */
 const TTY_REDRAWS_PER_SECOND = 10;
-/** Carriage return + erase line: the redraw replaces the previous line instead of appending. */
+/** Carriage return + erase line: the redraw replaces the previous line. */
 const CLEAR_LINE = "\r\x1b[2K";
 /** Width for plain lines: long enough for every part, short enough for a log viewer. */
 const PLAIN_WIDTH = 200;
@@ -212,7 +208,6 @@ export class ProgressReporter implements RunObserver {
   #timer: TimerHandle | undefined;
   #ended = false;
 
-  /** Nothing is written before the first event. */
   constructor(options: ProgressReporterOptions) {
     this.#write = options.write;
     this.#isTty = options.isTty;
@@ -238,7 +233,6 @@ export class ProgressReporter implements RunObserver {
     };
   }
 
-  /** Draws the new totals now or when the throttle gap is over. */
   onBatch(batch: BatchReport): void {
     if (this.#ended) return;
     this.#state = {

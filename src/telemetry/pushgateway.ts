@@ -1,11 +1,8 @@
 /**
- * Pushing metrics to a Prometheus Pushgateway, so a run that ends between two scrapes is still
- * seen. A push is best effort: logged when it fails, never failing the run.
- *
- * A run pushes at its start, every `--push-interval` seconds and at its end, one push at a time and
- * in order. A run that never started (refused, Redis unreachable) pushes nothing, so it cannot
- * replace the last real run's group; a run killed with SIGKILL leaves its last periodic push, which
- * `push_time_seconds` shows getting old.
+ * Pushing metrics to a Pushgateway, so a run that ends between two scrapes is still seen. A push
+ * is best effort: logged when it fails, never failing the run. A run that never started pushes
+ * nothing, so it cannot replace the last real run's group; a run killed with SIGKILL leaves its
+ * last periodic push, which `push_time_seconds` shows getting old.
  *
  * @module
  */
@@ -18,10 +15,10 @@ const PUSH_JOB = "relay_backfill";
 
 /** Options of {@linkcode pushMetrics}. */
 export interface PushOptions {
-  /** Pushgateway base URL, e.g. `http://user:pass@pushgateway:9091` (credentials become Basic auth). */
+  /** Base URL, e.g. `http://user:pass@pushgateway:9091` (credentials become Basic auth). */
   url: string;
   registry: Registry;
-  /** The `instance` grouping label (the progress key). */
+  /** The `instance` grouping label. */
   instance: string;
   /** The `mode` grouping label, so a dry-run never replaces an execute run's group. */
   mode?: string;
@@ -142,7 +139,7 @@ export interface PushScheduleOptions extends Omit<PushOptions, "mode" | "logger"
   clock: TimerClock;
 }
 
-/** The pushes of one run (or verify). */
+/** The pushes of one run or verify: at its start, every interval and at its end, in order. */
 export class PushSchedule {
   readonly #options: PushScheduleOptions;
   #mode?: RunMode | "verify";
@@ -155,7 +152,7 @@ export class PushSchedule {
     this.#options = options;
   }
 
-  /** The run (or a verify) started: push now and then every interval. */
+  /** Push now and then every interval. */
   start(mode: RunMode | "verify"): void {
     if (this.#mode !== undefined || this.#finished) return;
     this.#mode = mode;
@@ -163,10 +160,7 @@ export class PushSchedule {
     this.#arm();
   }
 
-  /**
-   * Stops the timer, waits for a push in flight and pushes the final state (nothing when the run
-   * never started). Never rejects; a second call only waits.
-   */
+  /** The final push, after any in flight (none if never started); a second call only waits. */
   async finish(): Promise<void> {
     if (!this.#finished) {
       this.#finished = true;

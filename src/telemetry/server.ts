@@ -22,20 +22,18 @@ export interface MetricsServerOptions {
   registry: Registry;
   /** TCP port; `0` picks a free one. */
   port: number;
-  /** Address to bind (default `0.0.0.0`, so a Prometheus outside the host can scrape). */
+  /** Default `0.0.0.0`, so a Prometheus outside the host can scrape. */
   hostname?: string;
-  /** Where request failures are reported (default: nowhere). */
   logger?: Logger;
   /** What `/healthz` answers (default: always `ok`). */
   health?: () => HealthStatus;
 }
 
-/** A running metrics server. */
+/** A running metrics server: the port and address bound. */
 export interface MetricsServer {
-  /** Port and address actually bound. */
   readonly port: number;
   readonly hostname: string;
-  /** Stops accepting connections, lets in-flight scrapes finish; safe to call more than once. */
+  /** Lets in-flight scrapes finish; safe to call more than once. */
   shutdown(): Promise<void>;
 }
 
@@ -128,24 +126,23 @@ export interface MetricsOutlet {
 export interface MetricsExportOptions extends Omit<MetricsOutlet, "metricsLingerSeconds"> {
   registry: Registry;
   health?: () => HealthStatus;
-  /** The Pushgateway `instance` grouping label (the progress key). */
+  /** The Pushgateway `instance` grouping label. */
   instance: string;
   logger: Logger;
   clock: TimerClock;
+  /** Cuts the linger short (a stopped command should exit now). */
+  signal?: AbortSignal;
 }
 
-/** Where a run's or a verify's metrics go: the server and the pushes. */
+/** A run's or a verify's server and pushes; nothing here rejects, a second call only waits. */
 export interface MetricsExport {
   readonly port?: number;
-  /** The run (or a verify) started: push now and then every interval. */
+  /** Push now and then every interval. */
   start(mode: RunMode | "verify"): void;
-  /** The final push (none when it never started). Never rejects; a second call only waits. */
+  /** The final push (none when it never started). */
   finish(): Promise<void>;
-  /**
-   * Keeps the server up `lingerSeconds` for a last scrape (cut short by the signal), then shuts it
-   * down. Never rejects (a failure is a warning: the result is final); a second call only waits.
-   */
-  close(options: { lingerSeconds: number; signal?: AbortSignal }): Promise<void>;
+  /** Keeps the server up `lingerSeconds` for a last scrape, then stops it. */
+  close(lingerSeconds: number): Promise<void>;
 }
 
 /**
@@ -155,7 +152,7 @@ export interface MetricsExport {
  * @throws {MetricsServerError} when the metrics port cannot be bound.
  */
 export function exportMetrics(options: MetricsExportOptions): MetricsExport {
-  const { registry, logger } = options;
+  const { registry, logger, signal } = options;
   const server = options.metricsPort === undefined ? undefined : startMetricsServer({
     registry,
     port: options.metricsPort,
@@ -178,7 +175,7 @@ export function exportMetrics(options: MetricsExportOptions): MetricsExport {
     clock: options.clock,
   });
   let closing: Promise<void> | undefined;
-  const close = async (lingerSeconds: number, signal?: AbortSignal) => {
+  const close = async (lingerSeconds: number) => {
     if (server === undefined) return;
     if (lingerSeconds > 0 && !signal?.aborted) {
       logger.log("info", "metrics_linger", `metrics stay up ${lingerSeconds} s for a last scrape`);
@@ -196,6 +193,6 @@ export function exportMetrics(options: MetricsExportOptions): MetricsExport {
     port: server?.port,
     start: (mode) => pushes?.start(mode),
     finish: async () => await pushes?.finish(),
-    close: ({ lingerSeconds, signal }) => closing ??= close(lingerSeconds, signal),
+    close: (lingerSeconds) => closing ??= close(lingerSeconds),
   };
 }

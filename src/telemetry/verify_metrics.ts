@@ -11,7 +11,7 @@ import { wallClock } from "../async/clock.ts";
 import type { Logger } from "../run_events.ts";
 import { exportMetrics, type MetricsOutlet } from "./server.ts";
 
-/** How a new key differs: `fields` is the sampled verify's one kind; `--full` tells the two apart. */
+/** How a new key differs; `fields` is the sampled verify's one kind, `--full` splits it in two. */
 const VERIFY_MISMATCH_KINDS = [
   "missing",
   "field_missing",
@@ -23,10 +23,9 @@ const VERIFY_MISMATCH_KINDS = [
 
 /** What a finished verify found, as the metrics show it. */
 export interface VerifyOutcome {
-  /** Old keys compared. */
+  /** Old keys compared (invalid ones are not). */
   checked: number;
   mismatched: Partial<Record<typeof VERIFY_MISMATCH_KINDS[number], number>>;
-  /** Invalid old keys (not compared). */
   invalid: number;
   /** New keys whose old key is missing. */
   orphans: number;
@@ -38,7 +37,7 @@ export interface VerifyOutcome {
   passed: boolean;
 }
 
-/** Registers the verify's metrics in `registry`; counters start at 0. */
+/** Registration order is `/metrics` order. */
 function registerVerifyMetrics(registry: Registry) {
   const registers = [registry];
   const counter = (name: string, help: string) => new Counter({ name, help, registers });
@@ -95,7 +94,7 @@ export interface VerifyTelemetryOptions extends MetricsOutlet {
 
 /** A verify's telemetry. */
 export interface VerifyTelemetry {
-  /** The verify started (first push). */
+  /** First push. */
   start(method: "sample" | "full"): void;
   /**
    * Final values (none when `outcome` is undefined: it stopped before a report), final push,
@@ -105,8 +104,7 @@ export interface VerifyTelemetry {
 }
 
 /**
- * Starts the metrics server (a taken port fails here, before Redis is touched) and prepares the
- * pushes.
+ * Starts the metrics server now, so a taken port fails before Redis is touched.
  *
  * @throws {MetricsServerError} (server.ts) when the metrics port cannot be bound.
  */
@@ -149,8 +147,7 @@ export function startVerifyTelemetry(options: VerifyTelemetryOptions): VerifyTel
     async close(outcome) {
       if (started && !recorded) record(outcome);
       await outlet.finish();
-      const lingerSeconds = started ? options.metricsLingerSeconds ?? 0 : 0;
-      await outlet.close({ lingerSeconds, signal: options.signal });
+      await outlet.close(started ? options.metricsLingerSeconds ?? 0 : 0);
     },
   };
 }
