@@ -137,7 +137,7 @@ export interface BackfillMetricsOptions {
 
 /** Prometheus metrics of one run, updated from {@linkcode RunObserver} events. */
 export class BackfillMetrics implements RunObserver {
-  /** The dedicated registry (no default process metrics: their collectors assume Node internals). */
+  /** No default process metrics: their collectors assume Node internals. */
   readonly registry: Registry;
   readonly #clock: TimerClock;
   readonly #outcomes: OutcomeMetrics;
@@ -207,9 +207,7 @@ export class BackfillMetrics implements RunObserver {
   }
 
   onThrottle(event: ThrottleEvent): void {
-    if ((THROTTLE_REASONS as readonly string[]).includes(event.reason)) {
-      this.#metrics.throttled.set({ reason: event.reason }, event.active ? 1 : 0);
-    }
+    this.#metrics.throttled.set({ reason: event.reason }, event.active ? 1 : 0);
   }
 
   onServerLoad(event: ServerLoadEvent): void {

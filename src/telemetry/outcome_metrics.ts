@@ -116,24 +116,19 @@ export class OutcomeMetrics {
    * only exposed at 0. `final` counts everything (the run's last read: nothing may stay behind).
    */
   flush(final = false): void {
-    const fresh: string[] = [];
     for (const [label, byOutcome] of this.#pending) {
-      if (!final && !this.#exposed.has(label)) {
-        fresh.push(label);
-        continue;
-      }
+      const fresh = !final && !this.#exposed.has(label);
       this.#expose(label);
+      if (fresh) continue;
       for (const [outcome, count] of byOutcome) this.#apply(label, outcome, count);
       this.#pending.delete(label);
     }
-    for (const label of fresh) this.#expose(label);
     for (const [reason, count] of this.#pendingInvalid) this.#invalid.inc({ reason }, count);
     this.#pendingInvalid.clear();
   }
 
   #label(workspace: string | undefined): string {
-    if (!this.#workspaceLabel) return ALL_WORKSPACES_LABEL;
-    return workspace ?? INVALID_WORKSPACE_LABEL;
+    return this.#workspaceLabel ? workspace ?? INVALID_WORKSPACE_LABEL : ALL_WORKSPACES_LABEL;
   }
 
   /** Creates every series of a workspace label at 0, once. */
@@ -152,10 +147,7 @@ export class OutcomeMetrics {
   #apply(workspace_id: string, outcome: Outcome, count: number): void {
     this.#families.scanned.inc({ workspace_id }, count);
     const reason = outcomeInfo(outcome).skipReason;
-    if (reason !== undefined) {
-      this.#skipped.inc({ workspace_id, reason }, count);
-      return;
-    }
-    this.#families[outcome as Family].inc({ workspace_id }, count);
+    if (reason !== undefined) this.#skipped.inc({ workspace_id, reason }, count);
+    else this.#families[outcome as Family].inc({ workspace_id }, count);
   }
 }

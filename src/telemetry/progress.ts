@@ -73,22 +73,21 @@ export function renderProgress(state: ProgressState, options: RenderOptions): st
     ? `ETA ~${formatDuration(etaSeconds)} (est.)`
     : "ETA unknown";
 
-  const parts: Part[] = [];
-  if (state.mode) parts.push({ text: `[${state.mode}]`, keep: 0 });
-  parts.push({ text: scanned, keep: 9 });
-  parts.push({ text: `migrated ${formatCount(totals.migrated)}`, keep: 6 });
-  parts.push({ text: `repaired ${formatCount(totals.repaired)}`, keep: 2 });
-  parts.push({ text: `skipped ${formatCount(skipped)}`, keep: 4 });
-  if (totals.filtered > 0) {
-    parts.push({ text: `filtered ${formatCount(totals.filtered)}`, keep: 1 });
-  }
-  parts.push({
-    text: errors,
-    keep: 8,
-    styled: options.color && totals.errors > 0 ? `${RED}${errors}${RESET}` : undefined,
-  });
-  parts.push({ text: `${formatRate(rate)} keys/s`, keep: 3 });
-  parts.push({ text: timing, keep: 7 });
+  const parts: Part[] = [
+    ...(state.mode ? [{ text: `[${state.mode}]`, keep: 0 }] : []),
+    { text: scanned, keep: 9 },
+    { text: `migrated ${formatCount(totals.migrated)}`, keep: 6 },
+    { text: `repaired ${formatCount(totals.repaired)}`, keep: 2 },
+    { text: `skipped ${formatCount(skipped)}`, keep: 4 },
+    ...(totals.filtered > 0 ? [{ text: `filtered ${formatCount(totals.filtered)}`, keep: 1 }] : []),
+    {
+      text: errors,
+      keep: 8,
+      styled: options.color && totals.errors > 0 ? `${RED}${errors}${RESET}` : undefined,
+    },
+    { text: `${rate < 10 ? rate.toFixed(1) : formatCount(rate)} keys/s`, keep: 3 },
+    { text: timing, keep: 7 },
+  ];
 
   const width = Math.max(1, Math.floor(options.width));
   const visible = (list: Part[]) =>
@@ -145,11 +144,6 @@ export function formatCount(n: number): string {
   return Math.round(n).toString().replace(/\B(?=(\d{3})+(?!\d))/g, ",");
 }
 
-/** A keys/s rate: one decimal below 10, whole numbers above. */
-function formatRate(rate: number): string {
-  return rate < 10 ? rate.toFixed(1) : formatCount(rate);
-}
-
 /** Seconds as `45s`, `12m`, `3h05m` or `2d04h`: precise enough for an ETA, short enough for a line. */
 export function formatDuration(seconds: number): string {
   const s = Math.max(0, Math.round(seconds));
@@ -203,7 +197,7 @@ export class ProgressReporter implements RunObserver {
   /** Scanned count at the last draw; scanned is the sum of all outcomes, so equal means unchanged. */
   #drawnScanned = -1;
   #lastDrawAt = Number.NEGATIVE_INFINITY;
-  /** The line currently on the terminal (TTY only), to restore it after a log line. */
+  /** The line on the terminal (TTY only, else ""), to restore it after a log line. */
   #line = "";
   #timer: TimerHandle | undefined;
   #ended = false;
@@ -279,7 +273,7 @@ export class ProgressReporter implements RunObserver {
   stop(): void {
     this.#ended = true;
     this.#cancelTimer();
-    if (this.#isTty && this.#line !== "") this.#write(`${CLEAR_LINE}${this.#line}\n`);
+    if (this.#line !== "") this.#write(`${CLEAR_LINE}${this.#line}\n`);
     this.#line = "";
   }
 
@@ -288,22 +282,15 @@ export class ProgressReporter implements RunObserver {
    * redrawn after, so log lines and the progress line never end up mixed on one terminal row.
    */
   writeAbove(text: string): void {
-    if (this.#isTty && this.#line !== "") {
-      this.#write(`${CLEAR_LINE}${text}${this.#line}`);
-    } else {
-      this.#write(text);
-    }
+    this.#write(this.#line === "" ? text : `${CLEAR_LINE}${text}${this.#line}`);
   }
 
   #draw(): void {
     this.#lastDrawAt = this.#clock.now();
     this.#drawnScanned = this.#state.totals.scanned;
-    if (this.#isTty) {
-      this.#line = this.#render();
-      this.#write(`${CLEAR_LINE}${this.#line}`);
-    } else {
-      this.#emit(this.#render(), this.#state, this.#clock.now());
-    }
+    if (!this.#isTty) return this.#emit(this.#render(), this.#state, this.#clock.now());
+    this.#line = this.#render();
+    this.#write(`${CLEAR_LINE}${this.#line}`);
   }
 
   #render(): string {

@@ -17,12 +17,6 @@ const PASSWORD_PARAM = /([?&](?:sentinel_)?password=)[^&#\s]*/gi;
  * `redis://user:***@host`), also in URLs `URL` cannot parse (a Sentinel URL listing several hosts)
  * and in `password=` / `sentinel_password=` parameters. A user-info part without `:` is redacted
  * whole (`scheme://***@host`), because clients such as ioredis may read it as a password.
- *
- * @example
- * ```ts
- * import { redactSecrets } from "./redact.ts";
- * redactSecrets("redis://app:hunter2@10.0.0.1:6379/0"); // "redis://app:***@10.0.0.1:6379/0"
- * ```
  */
 export function redactSecrets(text: string): string {
   return text.replace(
@@ -41,12 +35,6 @@ export function errorMessage(error: unknown): string {
  * Makes an untrusted value (an invalid workspace id, a raw key) safe to show in one log line:
  * printable ASCII passes, `\` and everything else becomes `\xNN` (bytes) or `\u{N}` (code points),
  * cut to at most `maxLength` characters (never inside an escape) with `...` when cut.
- *
- * @example
- * ```ts
- * import { escapeForLog } from "./redact.ts";
- * escapeForLog("bad\nid"); // "bad\\x0aid"
- * ```
  */
 export function escapeForLog(value: string | Uint8Array, maxLength = 64): string {
   if (!Number.isInteger(maxLength) || maxLength < 1) {
@@ -57,7 +45,7 @@ export function escapeForLog(value: string | Uint8Array, maxLength = 64): string
   const pieces = Array.from(codes, escapeCodePoint);
   const whole = pieces.join("");
   if (whole.length <= maxLength) return whole;
-  // Cut on piece boundaries so a half escape never looks like a different value; keep room for "...".
+  // A half escape would look like a different value.
   let out = "";
   for (const piece of pieces) {
     if (out.length + piece.length > maxLength - 3) break;
