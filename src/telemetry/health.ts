@@ -24,7 +24,7 @@ const STALL_MS = 60_000;
 /** Options of {@linkcode RunHealth}. */
 export interface RunHealthOptions {
   clock: { now(): number };
-  /** A node whose last reply is older than this is unhealthy (default 30). */
+  /** `--health-timeout`: a node silent this long is unhealthy, its `redis_up` 0 (default 30). */
   redisSilenceSeconds?: number;
   /** How long one batch should take (`--batch / --rps`; 0 when unlimited); stall = 3× this at least. */
   expectedBatchSeconds?: number;

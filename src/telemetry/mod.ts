@@ -14,10 +14,10 @@ import {
   type SyncEvent,
 } from "../run_events.ts";
 import { wallClock } from "../async/clock.ts";
-import { RunHealth } from "./health.ts";
+import { RunHealth, type RunHealthOptions } from "./health.ts";
 import { InvalidKeyLog } from "./invalid_keys.ts";
 import { createLogger, type LogFormat } from "./logger.ts";
-import { BackfillMetrics } from "./metrics.ts";
+import { BackfillMetrics, type BackfillMetricsOptions } from "./metrics.ts";
 import { progressFields, ProgressReporter, type ProgressReporterOptions } from "./progress.ts";
 import { exportMetrics, type MetricsOutlet } from "./server.ts";
 
@@ -61,24 +61,20 @@ function report(logger: Logger | undefined, event: string, error: unknown): void
 
 /** Options of {@linkcode createTelemetry}. */
 export interface TelemetryOptions
-  extends MetricsOutlet, Omit<ProgressReporterOptions, "interval" | "emit"> {
+  extends
+    MetricsOutlet,
+    Omit<ProgressReporterOptions, "interval" | "emit">,
+    Omit<RunHealthOptions, "clock">,
+    Omit<BackfillMetricsOptions, "clock" | "silentNodes"> {
   /** Metrics on (see {@linkcode telemetryEnabled}); off: no server, no push, no metric updates. */
   enabled: boolean;
   /** Cuts the linger short (a stopped run should exit now). */
   signal?: AbortSignal;
-  /** How long one batch should take (`--batch / --rps`), for the stall rule of `/healthz`. */
-  expectedBatchSeconds?: number;
-  /** `--health-timeout`: a node silent this long makes `/healthz` 503 and its `redis_up` 0. */
-  redisSilenceSeconds?: number;
   /** Seconds between progress lines when stderr is not a TTY (`<= 0`: none). */
   progressInterval: number;
   logFormat: LogFormat;
   /** No progress, no info/debug logs; warnings and errors still go to stderr. */
   quiet: boolean;
-  /** `workspace_id` label with each workspace (`true`) or collapsed to `_all` (`false`). */
-  workspaceLabel: boolean;
-  /** Version for `relay_backfill_build_info`. */
-  version: string;
   /** The Pushgateway `instance` grouping label. */
   progressKey: string;
 }
@@ -128,23 +124,14 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
     write: progress ? (text) => progress.writeAbove(text) : options.write,
     now: () => clock.now(),
   });
-  const health = new RunHealth({
-    clock,
-    expectedBatchSeconds: options.expectedBatchSeconds,
-    redisSilenceSeconds: options.redisSilenceSeconds,
-  });
+  const health = new RunHealth({ ...options, clock });
   const askedForMetrics = options.metricsPort !== undefined || options.pushgatewayUrl !== undefined;
   if (!options.enabled && askedForMetrics) {
     // Said once, so an SRE is not left scraping nothing.
     logger.log("info", "telemetry_disabled", "TELEMETRY_ENABLED=false: no metrics server, no push");
   }
   const metrics = options.enabled
-    ? new BackfillMetrics({
-      version: options.version,
-      workspaceLabel: options.workspaceLabel,
-      clock,
-      silentNodes: () => health.silentNodes(),
-    })
+    ? new BackfillMetrics({ ...options, clock, silentNodes: () => health.silentNodes() })
     : undefined;
   const registry = metrics?.registry ?? new Registry();
   const outlet = metrics && exportMetrics({

@@ -30,14 +30,7 @@ export interface PushOptions {
 /**
  * One grouping-key pair `name/value` as the Pushgateway expects it: base64url with an `@base64`
  * name suffix when the value holds `/` (it would split the path) or is empty (an empty segment
- * vanishes when the path is cleaned); URI-component encoding otherwise.
- *
- * @example
- * ```ts
- * import { groupingSegment } from "./pushgateway.ts";
- * groupingSegment("instance", "ai:backfill"); // "instance/ai%3Abackfill"
- * groupingSegment("instance", "a/b"); // "instance@base64/YS9i"
- * ```
+ * vanishes when the path is cleaned), else URI-component encoded: `instance/ai%3Abackfill`.
  */
 export function groupingSegment(name: string, value: string): string {
   if (value === "") return `${name}@base64/=`;
@@ -57,10 +50,9 @@ export function pushUrl(baseUrl: string, instance: string, mode?: string): URL {
   url.password = "";
   // Keep a path prefix (a Pushgateway behind a reverse proxy at /pgw) and append the grouping key.
   const prefix = url.pathname.replace(/\/+$/, "");
-  const modePart = mode === undefined ? "" : `/${groupingSegment("mode", mode)}`;
-  url.pathname = `${prefix}/metrics/${groupingSegment("job", PUSH_JOB)}/${
-    groupingSegment("instance", instance)
-  }${modePart}`;
+  const key = [groupingSegment("job", PUSH_JOB), groupingSegment("instance", instance)];
+  if (mode !== undefined) key.push(groupingSegment("mode", mode));
+  url.pathname = `${prefix}/metrics/${key.join("/")}`;
   url.search = "";
   url.hash = "";
   return url;
