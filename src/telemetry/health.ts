@@ -48,16 +48,6 @@ interface NodeState {
  * The health of one run. Redis silence is judged for a node reported down, or whose replies the
  * engine reports (`onRedisReply`, e.g. a probe that runs while the run is throttled). A node seen
  * only through batches is covered by the stall rule, which pauses while the run is throttled.
- *
- * @example
- * ```ts
- * import { RunHealth } from "./health.ts";
- * let now = 0;
- * const health = new RunHealth({ clock: { now: () => now } });
- * health.onStart();
- * now = 61_000;
- * health.status(); // { healthy: false, reason: "no batch finished for 61 s (expected within 60 s)" }
- * ```
  */
 export class RunHealth implements RunObserver {
   readonly #clock: { now(): number };
