@@ -21,7 +21,6 @@ const REDIS_SILENCE_SECONDS = 30;
 /** Never call a run stalled before this many seconds without a batch. */
 const STALL_MS = 60_000;
 
-/** Options of {@linkcode RunHealth}. */
 export interface RunHealthOptions {
   clock: { now(): number };
   /** `--health-timeout`: a node silent this long is unhealthy, its `redis_up` 0 (default 30). */

@@ -9,7 +9,6 @@ import { escapeCodePoint, redactSecrets } from "./redact.ts";
 
 export type LogFormat = "text" | "json";
 
-/** Options of {@linkcode createLogger}. */
 export interface LoggerOptions {
   /** `text`: `time LEVEL event: message k=v`; `json`: one object per line. */
   format: LogFormat;

@@ -123,7 +123,6 @@ function registerRunMetrics(registry: Registry, version: string) {
   return metrics;
 }
 
-/** Options of {@linkcode BackfillMetrics}. */
 export interface BackfillMetricsOptions {
   /** Version reported by `relay_backfill_build_info`. */
   version: string;

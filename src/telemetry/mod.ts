@@ -59,7 +59,6 @@ function report(logger: Logger | undefined, event: string, error: unknown): void
   });
 }
 
-/** Options of {@linkcode createTelemetry}. */
 export interface TelemetryOptions
   extends
     MetricsOutlet,

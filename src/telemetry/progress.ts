@@ -157,7 +157,6 @@ export function formatDuration(seconds: number): string {
   return `${Math.floor(hours / 24)}d${String(hours % 24).padStart(2, "0")}h`;
 }
 
-/** Options of {@linkcode ProgressReporter}. */
 export interface ProgressReporterOptions {
   /** Writes to stderr as is; all telemetry output goes there, never to stdout. */
   write: (text: string) => void;

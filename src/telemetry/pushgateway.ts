@@ -7,13 +7,13 @@
  * @module
  */
 import type { Registry } from "prom-client";
-import type { TimerClock, TimerHandle } from "../async/clock.ts";
+import type { TimerHandle } from "../async/clock.ts";
 import type { Logger, RunMode } from "../run_events.ts";
 import { errorMessage, redactSecrets } from "./redact.ts";
+import type { MetricsExportOptions } from "./server.ts";
 
 const PUSH_JOB = "relay_backfill";
 
-/** Options of {@linkcode pushMetrics}. */
 export interface PushOptions {
   /** Base URL, e.g. `http://user:pass@pushgateway:9091` (credentials become Basic auth). */
   url: string;
@@ -123,24 +123,18 @@ function base64url(text: string): string {
   return base64(text).replaceAll("+", "-").replaceAll("/", "_");
 }
 
-/** Options of {@linkcode PushSchedule}. */
-export interface PushScheduleOptions extends Omit<PushOptions, "mode" | "logger"> {
-  /** Seconds between pushes while the run goes (`0`: only at start and end). */
-  intervalSeconds: number;
-  logger: Logger;
-  clock: TimerClock;
-}
-
 /** The pushes of one run or verify: at its start, every interval and at its end, in order. */
 export class PushSchedule {
-  readonly #options: PushScheduleOptions;
+  readonly #url: string;
+  readonly #options: MetricsExportOptions;
   #mode?: RunMode | "verify";
   #timer?: TimerHandle;
   #queue: Promise<void> = Promise.resolve();
   #lastOk = true;
   #finished = false;
 
-  constructor(options: PushScheduleOptions) {
+  constructor(url: string, options: MetricsExportOptions) {
+    this.#url = url;
     this.#options = options;
   }
 
@@ -157,27 +151,25 @@ export class PushSchedule {
     if (!this.#finished) {
       this.#finished = true;
       if (this.#timer !== undefined) this.#options.clock.clearTimeout(this.#timer);
-      this.#timer = undefined;
       if (this.#mode !== undefined) this.#enqueue(true);
     }
     await this.#queue;
   }
 
   #arm(): void {
-    const { intervalSeconds, clock } = this.#options;
-    if (!(intervalSeconds > 0) || this.#finished) return;
+    const { pushIntervalSeconds = 30, clock } = this.#options;
+    if (!(pushIntervalSeconds > 0)) return;
     this.#timer = clock.setTimeout(() => {
-      this.#timer = undefined;
-      if (this.#finished) return;
       this.#enqueue(false);
       this.#arm();
-    }, intervalSeconds * 1000);
+    }, pushIntervalSeconds * 1000);
   }
 
   #enqueue(final: boolean): void {
-    const mode = this.#mode;
+    const { registry, instance } = this.#options;
+    const push = { url: this.#url, registry, instance, mode: this.#mode };
     this.#queue = this.#queue.then(async () => {
-      this.#lastOk = await pushMetrics({ ...this.#options, mode, logger: this.#pushLogger(final) });
+      this.#lastOk = await pushMetrics({ ...push, logger: this.#pushLogger(final) });
     });
   }
 

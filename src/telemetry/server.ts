@@ -17,7 +17,6 @@ export class MetricsServerError extends Error {
   override name = "MetricsServerError";
 }
 
-/** Options of {@linkcode startMetricsServer}. */
 export interface MetricsServerOptions {
   registry: Registry;
   /** TCP port; `0` picks a free one. */
@@ -122,7 +121,6 @@ export interface MetricsOutlet {
   metricsLingerSeconds?: number;
 }
 
-/** Options of {@linkcode exportMetrics}. */
 export interface MetricsExportOptions extends Omit<MetricsOutlet, "metricsLingerSeconds"> {
   registry: Registry;
   health?: () => HealthStatus;
@@ -166,14 +164,8 @@ export function exportMetrics(options: MetricsExportOptions): MetricsExport {
       port: server.port,
     });
   }
-  const pushes = options.pushgatewayUrl === undefined ? undefined : new PushSchedule({
-    url: options.pushgatewayUrl,
-    registry,
-    instance: options.instance,
-    intervalSeconds: options.pushIntervalSeconds ?? 30,
-    logger,
-    clock: options.clock,
-  });
+  const url = options.pushgatewayUrl;
+  const pushes = url === undefined ? undefined : new PushSchedule(url, options);
   let closing: Promise<void> | undefined;
   const close = async (lingerSeconds: number) => {
     if (server === undefined) return;

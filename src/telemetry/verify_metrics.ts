@@ -82,7 +82,6 @@ function registerVerifyMetrics(registry: Registry) {
   return metrics;
 }
 
-/** Options of {@linkcode startVerifyTelemetry}. */
 export interface VerifyTelemetryOptions extends MetricsOutlet {
   /** `TELEMETRY_ENABLED`: off means no server and no push. */
   enabled: boolean;
