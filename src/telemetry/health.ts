@@ -52,8 +52,8 @@ export class RunHealth implements RunObserver {
   readonly #clock: { now(): number };
   readonly #silenceMs: number;
   #expectedBatchMs: number;
-  #phase: "starting" | "running" | "ended" = "starting";
-  #ended = "";
+  /** "running", or what `/healthz` says before and after: starting, run completed, run stopped. */
+  #phase = "starting";
   #lastProgressMs = 0;
   readonly #nodes = new Map<string, NodeState>();
   readonly #throttles = new Set<ThrottleReason>();
@@ -100,13 +100,11 @@ export class RunHealth implements RunObserver {
 
   /** The run is over: healthy (the metrics server only lingers so the end can be scraped). */
   onEnd(summary: Summary): void {
-    this.#phase = "ended";
-    this.#ended = summary.completed ? "run completed" : "run stopped";
+    this.#phase = summary.completed ? "run completed" : "run stopped";
   }
 
   status(): HealthStatus {
-    if (this.#phase === "starting") return { healthy: true, reason: "starting" };
-    if (this.#phase === "ended") return { healthy: true, reason: this.#ended };
+    if (this.#phase !== "running") return { healthy: true, reason: this.#phase };
     const now = this.#clock.now();
     const [silent] = this.#silent(now);
     if (silent !== undefined) {

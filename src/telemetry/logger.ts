@@ -28,18 +28,7 @@ const RESERVED = new Set(["time", "level", "event", "message"]);
 /** Text values that need no quotes: they cannot be mistaken for a separator or another field. */
 const BARE = /^[A-Za-z0-9_.:/@%+,*-]+$/;
 
-/**
- * A {@linkcode Logger} writing to `write`.
- *
- * @example
- * ```ts
- * import { createLogger } from "./logger.ts";
- * const lines: string[] = [];
- * const logger = createLogger({ format: "text", write: (t) => lines.push(t), now: () => 0 });
- * logger.log("info", "resume", "Resuming from stored cursor", { cursor: "1234" });
- * // lines[0] === "1970-01-01T00:00:00.000Z INFO resume: Resuming from stored cursor cursor=1234\n"
- * ```
- */
+/** A {@linkcode Logger} writing to `write`. */
 export function createLogger(options: LoggerOptions): Logger {
   const { format, write } = options;
   const now = options.now ?? Date.now;

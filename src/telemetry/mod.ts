@@ -29,12 +29,16 @@ export { MetricsServerError } from "./server.ts";
  * an observer that throws is logged and the others still get the event.
  */
 export function fanOut(observers: readonly RunObserver[], logger?: Logger): Required<RunObserver> {
+  const report = (event: string, error: unknown) =>
+    logger?.log("warn", "telemetry_failed", `telemetry observer failed in ${event}`, {
+      error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
+    });
   const forward = (event: SyncEvent) => (argument: unknown) => {
     for (const o of observers) {
       try {
         (o[event] as ((argument: unknown) => void) | undefined)?.call(o, argument);
       } catch (error: unknown) {
-        report(logger, event, error);
+        report(event, error);
       }
     }
   };
@@ -46,17 +50,11 @@ export function fanOut(observers: readonly RunObserver[], logger?: Logger): Requ
         try {
           await o.onEnd?.(summary);
         } catch (error: unknown) {
-          report(logger, "onEnd", error);
+          report("onEnd", error);
         }
       }
     },
   };
-}
-
-function report(logger: Logger | undefined, event: string, error: unknown): void {
-  logger?.log("warn", "telemetry_failed", `telemetry observer failed in ${event}`, {
-    error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
-  });
 }
 
 export interface TelemetryOptions
@@ -78,7 +76,6 @@ export interface TelemetryOptions
   progressKey: string;
 }
 
-/** What {@linkcode createTelemetry} returns. */
 export interface Telemetry {
   /** Give this to the run; its `onEnd` also makes the final push. */
   readonly observer: RunObserver;

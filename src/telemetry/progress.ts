@@ -117,14 +117,13 @@ function progressStats(state: ProgressState, now: number) {
   return { elapsed, rate, skipped, etaSeconds };
 }
 
+type ProgressFields = Record<string, number | boolean>;
+
 /** The fields of a JSON `progress` log event; the ETA is absent when unknown. */
-export function progressFields(
-  state: ProgressState,
-  now: number,
-): Record<string, number | boolean> {
+export function progressFields(state: ProgressState, now: number): ProgressFields {
   const { rate, etaSeconds, elapsed } = progressStats(state, now);
   const { totals } = state;
-  const fields: Record<string, number | boolean> = { scanned: totals.scanned };
+  const fields: ProgressFields = { scanned: totals.scanned };
   for (const outcome of OUTCOMES) fields[outcome] = totals[outcome];
   fields.estimated_total = state.estimatedTotal;
   fields.elapsed_seconds = round(elapsed, 3);

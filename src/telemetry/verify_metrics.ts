@@ -91,9 +91,7 @@ export interface VerifyTelemetryOptions extends MetricsOutlet {
   signal?: AbortSignal;
 }
 
-/** A verify's telemetry. */
 export interface VerifyTelemetry {
-  /** First push. */
   start(method: "sample" | "full"): void;
   /**
    * Final values (none when `outcome` is undefined: it stopped before a report), final push,
