@@ -124,11 +124,10 @@ function registerRunMetrics(registry: Registry, version: string) {
 }
 
 export interface BackfillMetricsOptions {
-  /** Version reported by `relay_backfill_build_info`. */
+  /** For `relay_backfill_build_info`. */
   version: string;
   /** `false` collapses `workspace_id` to `_all`, when one series per workspace costs too much. */
   workspaceLabel?: boolean;
-  /** For the timestamp gauges (default: the wall clock). */
   clock?: TimerClock;
   /** Nodes silent too long now (`RunHealth.silentNodes`): their `redis_up` reads 0. */
   silentNodes?: () => readonly string[];

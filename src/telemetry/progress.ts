@@ -32,12 +32,8 @@ interface RenderOptions {
   color?: boolean;
 }
 
-interface Part {
-  text: string;
-  /** Lower is dropped first when the line is too wide. */
-  keep: number;
-  styled?: string;
-}
+/** Parts with the lowest `keep` are dropped first when the line is too wide. */
+type Part = { text: string; keep: number; styled?: string };
 
 const SKIPPED = OUTCOMES.filter((outcome) => outcomeInfo(outcome).skipReason !== undefined);
 

@@ -150,14 +150,10 @@ export interface MetricsExport {
  * @throws {MetricsServerError} when the metrics port cannot be bound.
  */
 export function exportMetrics(options: MetricsExportOptions): MetricsExport {
-  const { registry, logger, signal } = options;
-  const server = options.metricsPort === undefined ? undefined : startMetricsServer({
-    registry,
-    port: options.metricsPort,
-    hostname: options.metricsHost,
-    logger,
-    health: options.health,
-  });
+  const { logger, signal, metricsPort: port, metricsHost: hostname } = options;
+  const server = port === undefined
+    ? undefined
+    : startMetricsServer({ ...options, port, hostname });
   if (server) {
     logger.log("info", "metrics_listening", "serving /metrics and /healthz", {
       host: server.hostname,
