@@ -34,8 +34,8 @@ export interface PushOptions {
  */
 export function groupingSegment(name: string, value: string): string {
   if (value === "") return `${name}@base64/=`;
-  if (value.includes("/")) return `${name}@base64/${base64url(value)}`;
-  return `${name}/${encodeURIComponent(value)}`;
+  if (!value.includes("/")) return `${name}/${encodeURIComponent(value)}`;
+  return `${name}@base64/${new TextEncoder().encode(value).toBase64({ alphabet: "base64url" })}`;
 }
 
 /**
@@ -78,7 +78,8 @@ export async function pushMetrics(options: PushOptions): Promise<boolean> {
       // fetch does not turn URL credentials into Basic auth, and they would show in error messages.
       const user = decodeURIComponent(parsed.username);
       const password = decodeURIComponent(parsed.password);
-      headers.set("authorization", `Basic ${base64(`${user}:${password}`)}`);
+      const basic = new TextEncoder().encode(`${user}:${password}`).toBase64();
+      headers.set("authorization", `Basic ${basic}`);
     }
     target = pushUrl(url, options.instance, options.mode);
   } catch (error: unknown) {
@@ -111,16 +112,6 @@ export async function pushMetrics(options: PushOptions): Promise<boolean> {
     });
     return false;
   }
-}
-
-function base64(text: string): string {
-  let binary = "";
-  for (const byte of new TextEncoder().encode(text)) binary += String.fromCharCode(byte);
-  return btoa(binary);
-}
-
-function base64url(text: string): string {
-  return base64(text).replaceAll("+", "-").replaceAll("/", "_");
 }
 
 /** The pushes of one run or verify: at its start, every interval and at its end, in order. */
