@@ -58,7 +58,6 @@ export class RunHealth implements RunObserver {
   readonly #nodes = new Map<string, NodeState>();
   readonly #throttles = new Set<ThrottleReason>();
 
-  /** Says `starting` until {@linkcode RunHealth.onStart}. */
   constructor(options: RunHealthOptions) {
     this.#clock = options.clock;
     this.#silenceMs = (options.redisSilenceSeconds ?? REDIS_SILENCE_SECONDS) * 1000;
@@ -110,10 +109,8 @@ export class RunHealth implements RunObserver {
     if (silent !== undefined) {
       const [name, node] = silent;
       const why = node.downReason === undefined ? "" : ` (${node.downReason})`;
-      return {
-        healthy: false,
-        reason: `Redis at ${name} has not answered for ${seconds(now - node.lastReplyMs)} s${why}`,
-      };
+      const silence = seconds(now - node.lastReplyMs);
+      return { healthy: false, reason: `Redis at ${name} has not answered for ${silence} s${why}` };
     }
     if (this.#throttles.size > 0) {
       return { healthy: true, reason: `throttled (${[...this.#throttles].sort().join(", ")})` };
@@ -121,12 +118,8 @@ export class RunHealth implements RunObserver {
     const stallMs = Math.max(STALL_MS, 3 * this.#expectedBatchMs);
     const idleMs = now - this.#lastProgressMs;
     if (idleMs > stallMs) {
-      return {
-        healthy: false,
-        reason: `no batch finished for ${seconds(idleMs)} s (expected within ${
-          seconds(stallMs)
-        } s)`,
-      };
+      const expected = `expected within ${seconds(stallMs)} s`;
+      return { healthy: false, reason: `no batch finished for ${seconds(idleMs)} s (${expected})` };
     }
     return { healthy: true, reason: "progressing" };
   }

@@ -31,10 +31,7 @@ class FlushingRegistry extends Registry {
   }
 }
 
-/**
- * The control-loop gauges (per master `node`), the run-level metrics, then
- * `relay_backfill_build_info` (set once). Registration order is the order `/metrics` lists them in.
- */
+/** Control-loop gauges (per master `node`), run metrics, then build_info; in `/metrics` order. */
 function registerRunMetrics(registry: Registry, version: string) {
   const registers = [registry];
   const gauge = <L extends string = never>(name: string, help: string, labelNames: L[] = []) =>
@@ -150,11 +147,10 @@ export class BackfillMetrics implements RunObserver {
     const workspaceLabel = options.workspaceLabel ?? true;
     this.#outcomes = new OutcomeMetrics({ registry, workspaceLabel });
     this.#metrics = registerRunMetrics(registry, options.version);
-    const silentNodes = options.silentNodes;
     registry.beforeRead = () => {
       this.#outcomes.flush();
       // Nodes silent too long (a frozen Redis sends no error) read down until they answer.
-      for (const node of silentNodes?.() ?? []) this.#metrics.redisUp.set({ node }, 0);
+      for (const node of options.silentNodes?.() ?? []) this.#metrics.redisUp.set({ node }, 0);
     };
   }
 

@@ -12,7 +12,6 @@ import { Counter, type Registry } from "prom-client";
 import { INVALID_REASONS, type KeyResult, type Outcome, outcomeInfo } from "../outcome.ts";
 import { type CarriedTotals, EARLIER_RUNS } from "../run_events.ts";
 
-/** `workspace_id` of keys without a valid workspace id. */
 const INVALID_WORKSPACE_LABEL = "_invalid";
 /** `workspace_id` of every key when the workspace label is off. */
 const ALL_WORKSPACES_LABEL = "_all";
@@ -30,7 +29,6 @@ export class OutcomeMetrics {
   readonly #families: Record<Family, Counter<"workspace_id">>;
   readonly #skipped: Counter<"workspace_id" | "reason">;
   readonly #invalid: Counter<"reason">;
-  /** Workspace labels whose series exist. */
   readonly #exposed = new Set<string>();
   /** Counts not yet in the counters: label → outcome → count. */
   readonly #pending = new Map<string, Map<Outcome, number>>();

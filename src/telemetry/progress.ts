@@ -271,10 +271,7 @@ export class ProgressReporter implements RunObserver {
     this.#line = "";
   }
 
-  /**
-   * Writes `text` (whole lines) above the progress line: on a TTY the drawn line is erased first and
-   * redrawn after, so log lines and the progress line never end up mixed on one terminal row.
-   */
+  /** Writes whole lines above the progress line (erased, then redrawn), never on its row. */
   writeAbove(text: string): void {
     this.#write(this.#line === "" ? text : `${CLEAR_LINE}${text}${this.#line}`);
   }

@@ -12,8 +12,6 @@ import type { Logger, RunMode } from "../run_events.ts";
 import { errorMessage, redactSecrets } from "./redact.ts";
 import type { MetricsExportOptions } from "./server.ts";
 
-const PUSH_JOB = "relay_backfill";
-
 export interface PushOptions {
   /** Base URL, e.g. `http://user:pass@pushgateway:9091` (credentials become Basic auth). */
   url: string;
@@ -50,7 +48,7 @@ export function pushUrl(baseUrl: string, instance: string, mode?: string): URL {
   url.password = "";
   // Keep a path prefix (a Pushgateway behind a reverse proxy at /pgw) and append the grouping key.
   const prefix = url.pathname.replace(/\/+$/, "");
-  const key = [groupingSegment("job", PUSH_JOB), groupingSegment("instance", instance)];
+  const key = [groupingSegment("job", "relay_backfill"), groupingSegment("instance", instance)];
   if (mode !== undefined) key.push(groupingSegment("mode", mode));
   url.pathname = `${prefix}/metrics/${key.join("/")}`;
   url.search = "";

@@ -1,8 +1,7 @@
 /**
- * The metrics of `backfill verify` (sampled and `--full`): `relay_backfill_verify_*`, set from the
- * report at the end and present at 0 from the first scrape (a dashboard reads 0, not "no data").
- * Served and pushed like a run's, under the grouping `mode=verify` so a verify never replaces a
- * run's group. A verify that fails before it starts pushes nothing.
+ * The metrics of `backfill verify`: `relay_backfill_verify_*`, at 0 from the first scrape (a
+ * dashboard reads 0, not "no data") and set from the report at the end. Pushed under `mode=verify`,
+ * so a verify never replaces a run's group; a verify that fails before it starts pushes nothing.
  *
  * @module
  */
