@@ -103,7 +103,7 @@ export function telemetryEnabled(value: string | undefined): boolean {
  */
 export function createTelemetry(options: TelemetryOptions): Telemetry {
   const clock = options.clock ?? wallClock;
-  // JSON progress events go through the logger, which writes above the progress line.
+  // Created below; JSON progress events go through it (assigned before any event).
   let logger: Logger = silentLogger;
   const progress = options.quiet ? undefined : new ProgressReporter({
     ...options,
