@@ -45,9 +45,8 @@ export function createLogger(options: LoggerOptions): Logger {
         write(`${safeJson(record)}\n`);
         return;
       }
-      let line = `${time} ${level.toUpperCase()} ${oneLine(event)}: ${
-        oneLine(redactSecrets(message))
-      }`;
+      const head = `${time} ${level.toUpperCase()} ${oneLine(event)}`;
+      let line = `${head}: ${oneLine(redactSecrets(message))}`;
       for (const [key, value] of Object.entries(fields)) {
         if (value !== undefined) line += ` ${oneLine(key)}=${textValue(value)}`;
       }
