@@ -1,8 +1,7 @@
 /**
- * What `/healthz` answers: a pure state machine fed by the run's events and read with a clock, so
- * every transition is tested without waiting. Healthy while the run progresses, and also while it
- * holds back on purpose (throttled, paused); unhealthy with a one-line reason when Redis has not
- * answered for too long or no batch finished for longer than expected.
+ * What `/healthz` answers: a pure state machine fed by the run's events and read with a clock.
+ * Healthy while the run progresses or holds back on purpose (throttled, paused); unhealthy, with a
+ * one-line reason, when Redis has not answered for too long or no batch finished in time.
  *
  * @module
  */
@@ -17,72 +16,54 @@ import type {
   ThrottleReason,
 } from "../run_events.ts";
 
-/** Default `--health-timeout`: a node silent this long is unhealthy. */
+/** Default `--health-timeout`. */
 const REDIS_SILENCE_SECONDS = 30;
 /** Never call a run stalled before this many seconds without a batch. */
 const STALL_MS = 60_000;
 
-/** Options of {@linkcode RunHealth}. */
 export interface RunHealthOptions {
-  /** Time source in epoch milliseconds (a `Clock` fits). */
   clock: { now(): number };
-  /** A node whose last reply is older than this is unhealthy (default 30). */
+  /** `--health-timeout`: a node silent this long is unhealthy, its `redis_up` 0 (default 30). */
   redisSilenceSeconds?: number;
   /** How long one batch should take (`--batch / --rps`; 0 when unlimited); stall = 3× this at least. */
   expectedBatchSeconds?: number;
 }
 
-/** One answer of `/healthz`. */
+/** One `/healthz` answer (200 if healthy, else 503) with what the run does or what is wrong. */
 export interface HealthStatus {
-  /** `true`: 200; `false`: 503. */
   healthy: boolean;
-  /** One line: what the run is doing, or what is wrong. */
   reason: string;
 }
 
 interface NodeState {
   lastReplyMs: number;
-  /** Set by onRedisDown, cleared by the next reply. */
+  /** Set by onRedisDown until the next reply. */
   downReason?: string;
   /** The engine reports this node's replies itself (not only through batches). */
   reportsReplies: boolean;
 }
 
 /**
- * The health of one run.
- *
- * Redis silence is judged for a node that was reported down, or whose replies the engine reports
- * (`onRedisReply`, e.g. from a probe that keeps running while the run is throttled). A node seen
+ * The health of one run. Redis silence is judged for a node reported down, or whose replies the
+ * engine reports (`onRedisReply`, e.g. a probe that runs while the run is throttled). A node seen
  * only through batches is covered by the stall rule, which pauses while the run is throttled.
- *
- * @example
- * ```ts
- * import { RunHealth } from "./health.ts";
- * let now = 0;
- * const health = new RunHealth({ clock: { now: () => now } });
- * health.onStart();
- * now = 61_000;
- * health.status(); // { healthy: false, reason: "no batch finished for 61 s (expected within 60 s)" }
- * ```
  */
 export class RunHealth implements RunObserver {
   readonly #clock: { now(): number };
   readonly #silenceMs: number;
   #expectedBatchMs: number;
-  #phase: "starting" | "running" | "ended" = "starting";
-  #ended = "";
+  /** "running", or what `/healthz` says before and after: starting, run completed, run stopped. */
+  #phase = "starting";
   #lastProgressMs = 0;
   readonly #nodes = new Map<string, NodeState>();
   readonly #throttles = new Set<ThrottleReason>();
 
-  /** A health that says `starting` until {@linkcode RunHealth.onStart}. */
   constructor(options: RunHealthOptions) {
     this.#clock = options.clock;
     this.#silenceMs = (options.redisSilenceSeconds ?? REDIS_SILENCE_SECONDS) * 1000;
     this.#expectedBatchMs = Math.max(0, (options.expectedBatchSeconds ?? 0) * 1000);
   }
 
-  /** The run started: progress is measured from now. */
   onStart(_start?: RunStart): void {
     this.#phase = "running";
     this.#lastProgressMs = this.#clock.now();
@@ -99,13 +80,11 @@ export class RunHealth implements RunObserver {
     this.#reply(batch.node, now, false);
   }
 
-  /** A throttle or pause turned on or off. */
   onThrottle(event: ThrottleEvent): void {
     if (event.active) this.#throttles.add(event.reason);
     else this.#throttles.delete(event.reason);
   }
 
-  /** A node answered. */
   onRedisReply(event: RedisReplyEvent): void {
     this.#reply(event.node, this.#clock.now(), true);
   }
@@ -120,23 +99,18 @@ export class RunHealth implements RunObserver {
 
   /** The run is over: healthy (the metrics server only lingers so the end can be scraped). */
   onEnd(summary: Summary): void {
-    this.#phase = "ended";
-    this.#ended = summary.completed ? "run completed" : "run stopped";
+    this.#phase = summary.completed ? "run completed" : "run stopped";
   }
 
-  /** The answer `/healthz` gives now. */
   status(): HealthStatus {
-    if (this.#phase === "starting") return { healthy: true, reason: "starting" };
-    if (this.#phase === "ended") return { healthy: true, reason: this.#ended };
+    if (this.#phase !== "running") return { healthy: true, reason: this.#phase };
     const now = this.#clock.now();
     const [silent] = this.#silent(now);
     if (silent !== undefined) {
       const [name, node] = silent;
       const why = node.downReason === undefined ? "" : ` (${node.downReason})`;
-      return {
-        healthy: false,
-        reason: `Redis at ${name} has not answered for ${seconds(now - node.lastReplyMs)} s${why}`,
-      };
+      const silence = seconds(now - node.lastReplyMs);
+      return { healthy: false, reason: `Redis at ${name} has not answered for ${silence} s${why}` };
     }
     if (this.#throttles.size > 0) {
       return { healthy: true, reason: `throttled (${[...this.#throttles].sort().join(", ")})` };
@@ -144,12 +118,8 @@ export class RunHealth implements RunObserver {
     const stallMs = Math.max(STALL_MS, 3 * this.#expectedBatchMs);
     const idleMs = now - this.#lastProgressMs;
     if (idleMs > stallMs) {
-      return {
-        healthy: false,
-        reason: `no batch finished for ${seconds(idleMs)} s (expected within ${
-          seconds(stallMs)
-        } s)`,
-      };
+      const expected = `expected within ${seconds(stallMs)} s`;
+      return { healthy: false, reason: `no batch finished for ${seconds(idleMs)} s (${expected})` };
     }
     return { healthy: true, reason: "progressing" };
   }
@@ -167,15 +137,10 @@ export class RunHealth implements RunObserver {
     );
   }
 
+  /** A reply clears the node's down reason. */
   #reply(name: string, now: number, reported: boolean): void {
-    const node = this.#nodes.get(name);
-    if (node === undefined) {
-      this.#nodes.set(name, { lastReplyMs: now, reportsReplies: reported });
-      return;
-    }
-    node.lastReplyMs = now;
-    node.downReason = undefined;
-    node.reportsReplies ||= reported;
+    const reportsReplies = reported || this.#nodes.get(name)?.reportsReplies === true;
+    this.#nodes.set(name, { lastReplyMs: now, reportsReplies });
   }
 }
 

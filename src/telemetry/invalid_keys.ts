@@ -12,31 +12,12 @@ import { UNKNOWN_INVALID_REASON } from "./outcome_metrics.ts";
 /** How many invalid keys a run logs one by one. */
 const INVALID_KEYS_LOGGED = 100;
 
-/**
- * Logs `invalid_key` (warn) for each of the first {@linkcode INVALID_KEYS_LOGGED} invalid keys that
- * carry their name, then `invalid_keys` (warn) once at the end with the total and the count per
- * reason.
- *
- * @example
- * ```ts
- * import { InvalidKeyLog } from "./invalid_keys.ts";
- * import { silentLogger } from "../run_events.ts";
- * const log = new InvalidKeyLog({ logger: silentLogger });
- * log.onBatch({
- *   node: "127.0.0.1:6379",
- *   results: [{ outcome: "skipped_invalid", invalidReason: "not_hash", key: "ai:jobs:x" }],
- *   seconds: 0,
- *   totals: { scanned: 1, migrated: 0, repaired: 0, skipped_exists: 0, skipped_invalid: 1, skipped_gone: 0, filtered: 0, errors: 0 },
- *   estimatedTotal: 1,
- * });
- * ```
- */
+/** Logs `invalid_key` for each of the first named invalid keys, then `invalid_keys` at the end. */
 export class InvalidKeyLog implements RunObserver {
   readonly #logger: Logger;
   #logged = 0;
   readonly #byReason = new Map<string, number>();
 
-  /** A log that has seen no invalid key yet. */
   constructor(options: { logger: Logger }) {
     this.#logger = options.logger;
   }

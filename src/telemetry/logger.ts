@@ -1,24 +1,18 @@
 /**
- * Structured logs on stderr, as text for people or JSON lines for log pipelines. Every string that
- * goes out has URL passwords redacted and, in text form, control characters escaped, so one event is
- * always exactly one line and never carries a credential.
+ * Structured logs on stderr, as text for people or JSON lines for log pipelines. URL passwords are
+ * redacted and, in text, control characters escaped: one event is one line, without credentials.
  *
  * @module
  */
 import type { Logger, LogLevel } from "../run_events.ts";
 import { escapeCodePoint, redactSecrets } from "./redact.ts";
 
-/** Log output formats. */
 export type LogFormat = "text" | "json";
 
-/** Options of {@linkcode createLogger}. */
 export interface LoggerOptions {
   /** `text`: `time LEVEL event: message k=v`; `json`: one object per line. */
   format: LogFormat;
-  /**
-   * Drop `debug` and `info` (default `false`). Warnings and errors are still written: with
-   * `--quiet` stdout carries only the summary, and a run that goes wrong must still say why.
-   */
+  /** Drop `debug` and `info`; warnings and errors stay (a run that goes wrong must say why). */
   quiet?: boolean;
   /** Also write `debug` events (default `false`); `quiet` wins. */
   debug?: boolean;
@@ -34,68 +28,43 @@ const RESERVED = new Set(["time", "level", "event", "message"]);
 /** Text values that need no quotes: they cannot be mistaken for a separator or another field. */
 const BARE = /^[A-Za-z0-9_.:/@%+,*-]+$/;
 
-/**
- * A {@linkcode Logger} writing to `write`.
- *
- * @example
- * ```ts
- * import { createLogger } from "./logger.ts";
- * const lines: string[] = [];
- * const logger = createLogger({ format: "text", write: (t) => lines.push(t), now: () => 0 });
- * logger.log("info", "resume", "Resuming from stored cursor", { cursor: "1234" });
- * // lines[0] === "1970-01-01T00:00:00.000Z INFO resume: Resuming from stored cursor cursor=1234\n"
- * ```
- */
+/** A {@linkcode Logger} writing to `write`. */
 export function createLogger(options: LoggerOptions): Logger {
   const { format, write } = options;
   const now = options.now ?? Date.now;
   const min = options.quiet ? SEVERITY.warn : options.debug ? SEVERITY.debug : SEVERITY.info;
   return {
-    log(level, event, message, fields) {
+    log(level, event, message, fields = {}) {
       if ((SEVERITY[level] ?? SEVERITY.error) < min) return;
-      const entry = { time: new Date(now()).toISOString(), level, event, message, fields };
-      write(format === "json" ? jsonLine(entry) : textLine(entry));
+      const time = new Date(now()).toISOString();
+      if (format === "json") {
+        const record: Record<string, unknown> = { time, level, event, message };
+        for (const [key, value] of Object.entries(fields)) {
+          record[RESERVED.has(key) ? `field_${key}` : key] = value;
+        }
+        write(`${safeJson(record)}\n`);
+        return;
+      }
+      const head = `${time} ${level.toUpperCase()} ${oneLine(event)}`;
+      let line = `${head}: ${oneLine(redactSecrets(message))}`;
+      for (const [key, value] of Object.entries(fields)) {
+        if (value !== undefined) line += ` ${oneLine(key)}=${textValue(value)}`;
+      }
+      write(`${line}\n`);
     },
   };
 }
 
-/** One log event as it is written. */
-interface Entry {
-  time: string;
-  level: LogLevel;
-  event: string;
-  message: string;
-  fields?: Record<string, unknown>;
-}
-
-function textLine({ time, level, event, message, fields }: Entry): string {
-  let line = `${time} ${level.toUpperCase()} ${oneLine(event)}: ${oneLine(redactSecrets(message))}`;
-  for (const [key, value] of Object.entries(fields ?? {})) {
-    if (value === undefined) continue;
-    line += ` ${oneLine(key)}=${textValue(value)}`;
-  }
-  return `${line}\n`;
-}
-
 function textValue(value: unknown): string {
-  if (typeof value === "number" || typeof value === "boolean" || typeof value === "bigint") {
+  if (value === null || ["number", "boolean", "bigint"].includes(typeof value)) {
     return String(value);
   }
-  if (value === null) return "null";
   const text = typeof value === "string"
     ? redactSecrets(value)
     : value instanceof Error
     ? redactSecrets(`${value.name}: ${value.message}`)
     : safeJson(value);
   return BARE.test(text) ? text : JSON.stringify(text);
-}
-
-function jsonLine({ time, level, event, message, fields }: Entry): string {
-  const record: Record<string, unknown> = { time, level, event, message };
-  for (const [key, value] of Object.entries(fields ?? {})) {
-    record[RESERVED.has(key) ? `field_${key}` : key] = value;
-  }
-  return `${safeJson(record)}\n`;
 }
 
 /** JSON that never throws: bigints become strings, errors `name: message`, bytes escaped text. */

@@ -1,8 +1,6 @@
 /**
- * Telemetry of a run in one object: Prometheus metrics (served and/or pushed), progress on stderr and
- * the structured logger. The engine only sees a {@linkcode RunObserver} and a {@linkcode Logger}.
- * Telemetry must never break a run: an observer that throws is reported and the others still get
- * the event ({@linkcode fanOut}).
+ * A run's telemetry in one object: metrics (served and/or pushed), progress on stderr and the
+ * logger. The engine only sees a {@linkcode RunObserver} and a {@linkcode Logger}.
  *
  * @module
  */
@@ -15,35 +13,32 @@ import {
   SYNC_EVENTS,
   type SyncEvent,
 } from "../run_events.ts";
-import { type TimerClock, wallClock } from "../async/clock.ts";
-import { RunHealth } from "./health.ts";
+import { wallClock } from "../async/clock.ts";
+import { RunHealth, type RunHealthOptions } from "./health.ts";
 import { InvalidKeyLog } from "./invalid_keys.ts";
 import { createLogger, type LogFormat } from "./logger.ts";
-import { BackfillMetrics } from "./metrics.ts";
-import { progressFields, ProgressReporter } from "./progress.ts";
+import { BackfillMetrics, type BackfillMetricsOptions } from "./metrics.ts";
+import { progressFields, ProgressReporter, type ProgressReporterOptions } from "./progress.ts";
 import { exportMetrics, type MetricsOutlet } from "./server.ts";
 
 export { MetricsServerError } from "./server.ts";
 
 /**
- * Forwards events to `observers` in order. `onEnd` runs them one after the other and awaits each,
- * so order expresses dependencies (e.g. final metrics before the push that sends them).
- *
- * @example
- * ```ts
- * import { fanOut } from "./mod.ts";
- * const seen: number[] = [];
- * const observer = fanOut([{ onLimiterWait: (s) => seen.push(s) }, {}]);
- * observer.onLimiterWait?.(0.5);
- * ```
+ * Forwards events to `observers` in order; `onEnd` awaits each in turn, so order expresses
+ * dependencies (final metrics before the push that sends them). Telemetry must never break a run:
+ * an observer that throws is logged and the others still get the event.
  */
 export function fanOut(observers: readonly RunObserver[], logger?: Logger): Required<RunObserver> {
+  const report = (event: string, error: unknown) =>
+    logger?.log("warn", "telemetry_failed", `telemetry observer failed in ${event}`, {
+      error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
+    });
   const forward = (event: SyncEvent) => (argument: unknown) => {
     for (const o of observers) {
       try {
         (o[event] as ((argument: unknown) => void) | undefined)?.call(o, argument);
       } catch (error: unknown) {
-        report(logger, event, error);
+        report(event, error);
       }
     }
   };
@@ -55,190 +50,65 @@ export function fanOut(observers: readonly RunObserver[], logger?: Logger): Requ
         try {
           await o.onEnd?.(summary);
         } catch (error: unknown) {
-          report(logger, "onEnd", error);
+          report("onEnd", error);
         }
       }
     },
   };
 }
 
-function report(logger: Logger | undefined, event: string, error: unknown): void {
-  logger?.log("warn", "telemetry_failed", `telemetry observer failed in ${event}`, {
-    error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
-  });
-}
-
-/** Options of {@linkcode createTelemetry}. */
-export interface TelemetryOptions extends MetricsOutlet {
+export interface TelemetryOptions
+  extends
+    MetricsOutlet,
+    Omit<ProgressReporterOptions, "interval" | "emit">,
+    Omit<RunHealthOptions, "clock">,
+    Omit<BackfillMetricsOptions, "clock" | "silentNodes"> {
   /** Metrics on (see {@linkcode telemetryEnabled}); off: no server, no push, no metric updates. */
   enabled: boolean;
-  /** How long one batch should take (`--batch / --rps`), for the stall rule of `/healthz`. */
-  expectedBatchSeconds?: number;
-  /** `--health-timeout`: a node silent this long makes `/healthz` 503 and its `redis_up` 0. */
-  redisSilenceSeconds?: number;
   /** Cuts the linger short (a stopped run should exit now). */
   signal?: AbortSignal;
   /** Seconds between progress lines when stderr is not a TTY (`<= 0`: none). */
   progressInterval: number;
-  /** Log line format. */
   logFormat: LogFormat;
   /** No progress, no info/debug logs; warnings and errors still go to stderr. */
   quiet: boolean;
-  /** `workspace_id` label with each workspace (`true`) or collapsed to `_all` (`false`). */
-  workspaceLabel: boolean;
-  /** stderr is a terminal: redraw one progress line instead of writing lines. */
-  isTty: boolean;
-  /** Terminal width (default 80), e.g. `() => Deno.consoleSize().columns`. */
-  columns?: () => number;
-  /** Colour on the TTY progress line (default `false`; keep it off when NO_COLOR is set). */
-  color?: boolean;
-  /** Version for `relay_backfill_build_info`. */
-  version: string;
-  /** Progress key: the Pushgateway `instance` grouping label. */
+  /** The Pushgateway `instance` grouping label. */
   progressKey: string;
-  /** Writes to stderr (main.ts); all telemetry output goes here, never to stdout. */
-  write: (text: string) => void;
-  /** Time source (default: the system clock). */
-  clock?: TimerClock;
 }
 
-/** What {@linkcode createTelemetry} returns. */
 export interface Telemetry {
-  /** Give this to the run; it fans out to progress and metrics. Its `onEnd` also pushes and closes. */
+  /** Give this to the run; its `onEnd` also makes the final push. */
   readonly observer: RunObserver;
-  /** The logger; on a TTY its lines go above the progress line. */
+  /** On a TTY its lines go above the progress line. */
   readonly logger: Logger;
-  /** The metrics registry (empty when telemetry is disabled). */
+  /** Empty when telemetry is disabled. */
   readonly registry: Registry;
-  /** Port the metrics server listens on, when there is one. */
   readonly metricsPort?: number;
-  /**
-   * Ends the run's telemetry: runs `observer.onEnd(summary)` if the run has not, then (once) stops
-   * progress and makes the final push (none when the run never started). Never rejects.
-   */
+  /** `observer.onEnd(summary)` if the run has not run it, then the final push. Never rejects. */
   end(summary?: Summary): Promise<void>;
-  /**
-   * {@linkcode Telemetry.end}, then keeps the metrics server up for the linger (cut short by the
-   * signal) and shuts it down. Never rejects; safe to call twice. Call it in a `finally`.
-   */
+  /** {@linkcode Telemetry.end}, the linger, server down. Never rejects; call it in a `finally`. */
   close(summary?: Summary): Promise<void>;
 }
 
-/**
- * Whether `TELEMETRY_ENABLED` leaves metrics on: everything but `false` (any case) does.
- *
- * @example
- * ```ts
- * import { telemetryEnabled } from "./mod.ts";
- * telemetryEnabled(undefined); // true
- * telemetryEnabled("false"); // false
- * ```
- */
+/** Whether `TELEMETRY_ENABLED` leaves metrics on: everything but `false` (any case) does. */
 export function telemetryEnabled(value: string | undefined): boolean {
   return value?.trim().toLowerCase() !== "false";
 }
 
 /**
- * Sets up telemetry for one run. Starts the metrics server right away, so a taken port fails the
- * command before the run touches Redis.
+ * Sets up telemetry for one run; call `close()` in a `finally`. Starts the metrics server right
+ * away, so a taken port fails the command before the run touches Redis.
  *
  * @throws {MetricsServerError} when the metrics port cannot be bound.
- *
- * @example
- * ```ts ignore
- * import { createTelemetry, telemetryEnabled } from "./mod.ts";
- * const telemetry = createTelemetry({
- *   enabled: telemetryEnabled(Deno.env.get("TELEMETRY_ENABLED")),
- *   metricsPort: 9464,
- *   progressInterval: 10,
- *   logFormat: "text",
- *   quiet: false,
- *   workspaceLabel: true,
- *   isTty: Deno.stderr.isTerminal(),
- *   version: "0.1.0",
- *   progressKey: "ai:backfill",
- *   write: (text) => Deno.stderr.writeSync(new TextEncoder().encode(text)),
- * });
- * try {
- *   // run(..., { observer: telemetry.observer, logger: telemetry.logger })
- * } finally {
- *   await telemetry.close();
- * }
- * ```
  */
 export function createTelemetry(options: TelemetryOptions): Telemetry {
   const clock = options.clock ?? wallClock;
-  const { progress, logger } = createOutput(options);
-  const health = new RunHealth({
-    clock,
-    expectedBatchSeconds: options.expectedBatchSeconds,
-    redisSilenceSeconds: options.redisSilenceSeconds,
-  });
-  const metrics = startMetrics(options, { logger, health });
-  const registry = metrics?.registry ?? new Registry();
-  const outlet = metrics && exportMetrics({
-    ...options,
-    registry,
-    health: () => health.status(),
-    instance: options.progressKey,
-    logger,
-    clock,
-  });
-
-  const finish = once(async () => {
-    progress?.stop();
-    await outlet?.finish();
-  });
-  const shutdown = once(async () => {
-    await outlet?.close({
-      lingerSeconds: options.metricsLingerSeconds ?? 0,
-      signal: options.signal,
-    });
-  });
-
-  // Order matters on end: the final progress line first (before the caller prints the summary),
-  // then the final metric values, then the push that sends them. The push schedule starts after
-  // the metrics saw onStart, so the first push already holds the run's start.
-  const { observer, ended } = endOnce(fanOut(
-    [
-      ...(progress ? [progress] : []),
-      ...(metrics ? [metrics] : []),
-      health,
-      new InvalidKeyLog({ logger }),
-      { onStart: (start) => outlet?.start(start.mode), onEnd: finish },
-    ],
-    logger,
-  ));
-  const end = async (summary?: Summary) => {
-    if (summary !== undefined && !ended()) await observer.onEnd?.(summary);
-    await finish();
-  };
-
-  return {
-    observer,
-    logger,
-    registry,
-    metricsPort: outlet?.port,
-    end,
-    async close(summary) {
-      await end(summary);
-      await shutdown();
-    },
-  };
-}
-
-/** The progress reporter (none when quiet), and the logger that writes above its progress line. */
-function createOutput(options: TelemetryOptions): { progress?: ProgressReporter; logger: Logger } {
-  const clock = options.clock;
-  // The logger is created below; JSON progress events go through it (assigned before any event).
+  // Created below; JSON progress events go through it (assigned before any event).
   let logger: Logger = silentLogger;
   const progress = options.quiet ? undefined : new ProgressReporter({
-    write: options.write,
-    isTty: options.isTty,
+    ...options,
     interval: options.progressInterval,
-    columns: options.columns,
-    color: options.color,
-    clock: options.clock,
+    clock,
     // With JSON logs a plain progress line would be the one line a log pipeline cannot parse.
     emit: options.logFormat === "json"
       ? (line, state, now) => logger.log("info", "progress", line, progressFields(state, now))
@@ -248,53 +118,67 @@ function createOutput(options: TelemetryOptions): { progress?: ProgressReporter;
     format: options.logFormat,
     quiet: options.quiet,
     write: progress ? (text) => progress.writeAbove(text) : options.write,
-    now: clock ? () => clock.now() : undefined,
+    now: () => clock.now(),
   });
-  return { progress, logger };
-}
-
-/**
- * The metrics, when enabled. Disabled telemetry says so once when the flags asked for a server or a
- * push, so an SRE is not left scraping nothing.
- */
-function startMetrics(
-  options: TelemetryOptions,
-  { logger, health }: { logger: Logger; health: RunHealth },
-): BackfillMetrics | undefined {
-  if (!options.enabled) {
-    if (options.metricsPort !== undefined || options.pushgatewayUrl !== undefined) {
-      logger.log(
-        "info",
-        "telemetry_disabled",
-        "TELEMETRY_ENABLED=false: no metrics server, no push",
-      );
-    }
-    return undefined;
+  const health = new RunHealth({ ...options, clock });
+  const askedForMetrics = options.metricsPort !== undefined || options.pushgatewayUrl !== undefined;
+  if (!options.enabled && askedForMetrics) {
+    // Said once, so an SRE is not left scraping nothing.
+    logger.log("info", "telemetry_disabled", "TELEMETRY_ENABLED=false: no metrics server, no push");
   }
-  return new BackfillMetrics({
-    version: options.version,
-    workspaceLabel: options.workspaceLabel,
-    clock: options.clock,
-    silentNodes: () => health.silentNodes(),
+  const metrics = options.enabled
+    ? new BackfillMetrics({ ...options, clock, silentNodes: () => health.silentNodes() })
+    : undefined;
+  const registry = metrics?.registry ?? new Registry();
+  const outlet = metrics && exportMetrics({
+    ...options,
+    registry,
+    health: () => health.status(),
+    instance: options.progressKey,
+    logger,
+    clock,
   });
-}
+  const finish = async () => {
+    progress?.stop();
+    await outlet?.finish();
+  };
 
-/** `task` run on the first call only; later calls share its promise (end and close both finish). */
-function once(task: () => Promise<void>): () => Promise<void> {
-  let running: Promise<void> | undefined;
-  return () => running ??= task();
-}
-
-/** The observer whose `onEnd` runs once, whether the run or `Telemetry.end` calls it first. */
-function endOnce(combined: RunObserver): { observer: RunObserver; ended: () => boolean } {
+  // Order matters on end: the final progress line first (before the caller prints the summary),
+  // then the final metric values, then the push that sends them. The push schedule starts after
+  // the metrics saw onStart, so the first push already holds the run's start.
+  const combined = fanOut(
+    [
+      ...(progress ? [progress] : []),
+      ...(metrics ? [metrics] : []),
+      health,
+      new InvalidKeyLog({ logger }),
+      { onStart: (start) => outlet?.start(start.mode), onEnd: finish },
+    ],
+    logger,
+  );
+  // onEnd runs once, whether the run or Telemetry.end calls it first.
   let ended = false;
   const observer: RunObserver = {
     ...combined,
     async onEnd(summary) {
       if (ended) return;
       ended = true;
-      await combined.onEnd?.(summary);
+      await combined.onEnd(summary);
     },
   };
-  return { observer, ended: () => ended };
+  const end = async (summary?: Summary) => {
+    if (summary !== undefined) await observer.onEnd?.(summary);
+    await finish();
+  };
+  return {
+    observer,
+    logger,
+    registry,
+    metricsPort: outlet?.port,
+    end,
+    async close(summary) {
+      await end(summary);
+      await outlet?.close(options.metricsLingerSeconds ?? 0);
+    },
+  };
 }

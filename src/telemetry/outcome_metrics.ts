@@ -1,8 +1,7 @@
 /**
  * The per-key outcome counters (`relay_backfill_*_total` by `workspace_id`, and the invalid-key
- * reasons). Counts are added up in plain maps on the hot path and handed to prom-client when the
- * registry is read: prom-client hashes the labels of every increment, which at ~300 workspaces per
- * batch cost more than the batch itself.
+ * reasons). Counts add up in plain maps on the hot path and reach prom-client when the registry is
+ * read: prom-client hashes the labels of every increment, which costs more than a batch.
  *
  * A workspace seen for the first time is exposed at 0 by one read and only counted from the next,
  * so `rate()` and `increase()` see its first batch (a series born at 5 counts as 0 increase).
@@ -13,46 +12,30 @@ import { Counter, type Registry } from "prom-client";
 import { INVALID_REASONS, type KeyResult, type Outcome, outcomeInfo } from "../outcome.ts";
 import { type CarriedTotals, EARLIER_RUNS } from "../run_events.ts";
 
-/** Label value for keys whose workspace id is not valid (or could not be read). */
 const INVALID_WORKSPACE_LABEL = "_invalid";
-/** Label value for every key when the workspace label is turned off. */
+/** `workspace_id` of every key when the workspace label is off. */
 const ALL_WORKSPACES_LABEL = "_all";
-/** Label value of the counts carried over from the earlier runs of a resumed migration. */
+/** `workspace_id` of the counts carried over from the earlier runs of a resumed migration. */
 const EARLIER_RUNS_LABEL = "_earlier_runs";
 /** `reason` of `relay_backfill_invalid_total` for an invalid key whose strategy gave no reason. */
 export const UNKNOWN_INVALID_REASON = "unknown";
 
-type Family = "scanned" | "migrated" | "repaired" | "errors" | "filtered";
+/** Outcomes counted under their own name (the skipped ones share `skipped_total`), and scanned. */
+type Family = "scanned" | Exclude<Outcome, `skipped_${string}`>;
 
-const FAMILY: Partial<Record<Outcome, Family>> = {
-  migrated: "migrated",
-  repaired: "repaired",
-  errors: "errors",
-  filtered: "filtered",
-};
-
-/** Options of {@linkcode OutcomeMetrics}. */
-export interface OutcomeMetricsOptions {
-  /** Registry the counters join. */
-  registry: Registry;
-  /** Label each key with its workspace (`true`) or collapse the label to `_all`. */
-  workspaceLabel: boolean;
-}
-
-/** The outcome counters of one run; see the module doc for when counts reach prom-client. */
+/** The outcome counters of one run. */
 export class OutcomeMetrics {
   readonly #workspaceLabel: boolean;
   readonly #families: Record<Family, Counter<"workspace_id">>;
   readonly #skipped: Counter<"workspace_id" | "reason">;
   readonly #invalid: Counter<"reason">;
-  /** Workspace labels whose series exist (at 0 or more). */
   readonly #exposed = new Set<string>();
   /** Counts not yet in the counters: label → outcome → count. */
   readonly #pending = new Map<string, Map<Outcome, number>>();
   readonly #pendingInvalid = new Map<string, number>();
 
-  /** Registers the counters; the always-present label sets start at 0. */
-  constructor(options: OutcomeMetricsOptions) {
+  /** Registers the counters; `workspaceLabel: false` collapses every workspace to `_all`. */
+  constructor(options: { registry: Registry; workspaceLabel: boolean }) {
     this.#workspaceLabel = options.workspaceLabel;
     const registers = [options.registry];
     const perKey = (name: string, help: string) =>
@@ -98,8 +81,8 @@ export class OutcomeMetrics {
     for (const [outcome, byWorkspace] of Object.entries(carried.byOutcome)) {
       for (const [workspace, count] of Object.entries(byWorkspace ?? {})) {
         if (!(count > 0)) continue;
-        // Totals are stored per outcome (run/checkpointer.ts): earlier runs count under their own
-        // label, so every sum over workspaces is the migration's total.
+        // The checkpoint stores totals per outcome: earlier runs count under their own label, so
+        // every sum over workspaces is the migration's total.
         const label = workspace === EARLIER_RUNS
           ? (this.#workspaceLabel ? EARLIER_RUNS_LABEL : ALL_WORKSPACES_LABEL)
           : this.#label(workspace === "" ? undefined : workspace);
@@ -127,32 +110,26 @@ export class OutcomeMetrics {
   }
 
   /**
-   * Moves pending counts into the counters, right before the registry is read. Workspaces seen for
-   * the first time are only exposed at 0 and counted at the next flush; `final` counts everything
-   * (the last read of a run: nothing may stay behind).
+   * Moves pending counts into the counters, right before the registry is read; new workspaces are
+   * only exposed at 0. `final` counts everything (the run's last read: nothing may stay behind).
    */
   flush(final = false): void {
-    const fresh: string[] = [];
     for (const [label, byOutcome] of this.#pending) {
-      if (!final && !this.#exposed.has(label)) {
-        fresh.push(label);
-        continue;
-      }
+      const fresh = !final && !this.#exposed.has(label);
       this.#expose(label);
+      if (fresh) continue;
       for (const [outcome, count] of byOutcome) this.#apply(label, outcome, count);
       this.#pending.delete(label);
     }
-    for (const label of fresh) this.#expose(label);
     for (const [reason, count] of this.#pendingInvalid) this.#invalid.inc({ reason }, count);
     this.#pendingInvalid.clear();
   }
 
   #label(workspace: string | undefined): string {
-    if (!this.#workspaceLabel) return ALL_WORKSPACES_LABEL;
-    return workspace ?? INVALID_WORKSPACE_LABEL;
+    return this.#workspaceLabel ? workspace ?? INVALID_WORKSPACE_LABEL : ALL_WORKSPACES_LABEL;
   }
 
-  /** Creates every series of a workspace label at 0 (once). */
+  /** Creates every series of a workspace label at 0, once. */
   #expose(workspace_id: string): void {
     if (this.#exposed.has(workspace_id)) return;
     this.#exposed.add(workspace_id);
@@ -168,11 +145,7 @@ export class OutcomeMetrics {
   #apply(workspace_id: string, outcome: Outcome, count: number): void {
     this.#families.scanned.inc({ workspace_id }, count);
     const reason = outcomeInfo(outcome).skipReason;
-    if (reason !== undefined) {
-      this.#skipped.inc({ workspace_id, reason }, count);
-      return;
-    }
-    const family = FAMILY[outcome];
-    if (family !== undefined) this.#families[family].inc({ workspace_id }, count);
+    if (reason !== undefined) this.#skipped.inc({ workspace_id, reason }, count);
+    else this.#families[outcome as Family].inc({ workspace_id }, count);
   }
 }

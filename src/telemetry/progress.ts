@@ -1,8 +1,7 @@
 /**
- * Progress on stderr. The line is a pure function of the run's state and the width
- * ({@linkcode renderProgress}, dax style); the {@linkcode ProgressReporter} is a thin shell around
- * it. On a terminal it redraws one line (at most 10 times a second); elsewhere (CI, log files) it
- * writes one plain line per interval, only when something changed, so logs are not flooded.
+ * Progress on stderr: {@linkcode renderProgress} is a pure function of the run's state and the
+ * width, {@linkcode ProgressReporter} a thin shell around it. On a terminal it redraws one line;
+ * elsewhere (CI, log files) it writes a plain line per interval, only when something changed.
  *
  * @module
  */
@@ -12,13 +11,11 @@ import { type TimerClock, type TimerHandle, wallClock } from "../async/clock.ts"
 
 /** Everything {@linkcode renderProgress} shows. */
 export interface ProgressState {
-  /** Counters of the run so far. */
   totals: Readonly<Counters>;
   /** Estimated old keys in scope (0 = unknown). */
   estimatedTotal: number;
-  /** When the run started, in epoch milliseconds. */
+  /** Epoch milliseconds. */
   startedAt: number;
-  /** Shown as a prefix when set. */
   mode?: RunMode;
   /** The run is over: show the elapsed time instead of an ETA. */
   done?: boolean;
@@ -26,32 +23,26 @@ export interface ProgressState {
   completed?: boolean;
 }
 
-/** Options of {@linkcode renderProgress}. */
 interface RenderOptions {
   /** Maximum visible characters; lower-priority parts are dropped to fit. */
   width: number;
-  /** Current time in epoch milliseconds. */
+  /** Epoch milliseconds. */
   now: number;
-  /** Colour the error count red when it is not zero (default `false`). */
+  /** Colour the error count red when it is not zero. */
   color?: boolean;
 }
 
-interface Part {
-  text: string;
-  /** Lower is dropped first when the line is too wide. */
-  keep: number;
-  styled?: string;
-}
+/** Parts with the lowest `keep` are dropped first when the line is too wide. */
+type Part = { text: string; keep: number; styled?: string };
 
-/** The outcomes the line adds up as `skipped`. */
 const SKIPPED = OUTCOMES.filter((outcome) => outcomeInfo(outcome).skipReason !== undefined);
 
 const RED = "\x1b[31m";
 const RESET = "\x1b[0m";
 
 /**
- * One progress line, without a newline. Rate is keys per second over the whole run; the ETA divides
- * the estimated keys left by that rate and is marked `(est.)` because the total is an estimate.
+ * One progress line, without a newline. The rate is keys per second over the whole run; the ETA is
+ * marked `(est.)` because the total it divides is an estimate.
  *
  * @example
  * ```ts
@@ -72,33 +63,27 @@ export function renderProgress(state: ProgressState, options: RenderOptions): st
     scanned += `/~${formatCount(estimatedTotal)} (${pct}%)`;
   }
   const errors = `errors ${formatCount(totals.errors)}`;
-  let timing: string;
-  if (state.done) {
-    timing = state.completed === false
-      ? `stopped after ${formatDuration(elapsed)}`
-      : `done in ${formatDuration(elapsed)}`;
-  } else if (etaSeconds !== undefined) {
-    timing = `ETA ~${formatDuration(etaSeconds)} (est.)`;
-  } else {
-    timing = "ETA unknown";
-  }
+  const timing = state.done
+    ? `${state.completed === false ? "stopped after" : "done in"} ${formatDuration(elapsed)}`
+    : etaSeconds !== undefined
+    ? `ETA ~${formatDuration(etaSeconds)} (est.)`
+    : "ETA unknown";
 
-  const parts: Part[] = [];
-  if (state.mode) parts.push({ text: `[${state.mode}]`, keep: 0 });
-  parts.push({ text: scanned, keep: 9 });
-  parts.push({ text: `migrated ${formatCount(totals.migrated)}`, keep: 6 });
-  parts.push({ text: `repaired ${formatCount(totals.repaired)}`, keep: 2 });
-  parts.push({ text: `skipped ${formatCount(skipped)}`, keep: 4 });
-  if (totals.filtered > 0) {
-    parts.push({ text: `filtered ${formatCount(totals.filtered)}`, keep: 1 });
-  }
-  parts.push({
-    text: errors,
-    keep: 8,
-    styled: options.color && totals.errors > 0 ? `${RED}${errors}${RESET}` : undefined,
-  });
-  parts.push({ text: `${formatRate(rate)} keys/s`, keep: 3 });
-  parts.push({ text: timing, keep: 7 });
+  const parts: Part[] = [
+    ...(state.mode ? [{ text: `[${state.mode}]`, keep: 0 }] : []),
+    { text: scanned, keep: 9 },
+    { text: `migrated ${formatCount(totals.migrated)}`, keep: 6 },
+    { text: `repaired ${formatCount(totals.repaired)}`, keep: 2 },
+    { text: `skipped ${formatCount(skipped)}`, keep: 4 },
+    ...(totals.filtered > 0 ? [{ text: `filtered ${formatCount(totals.filtered)}`, keep: 1 }] : []),
+    {
+      text: errors,
+      keep: 8,
+      styled: options.color && totals.errors > 0 ? `${RED}${errors}${RESET}` : undefined,
+    },
+    { text: `${rate < 10 ? rate.toFixed(1) : formatCount(rate)} keys/s`, keep: 3 },
+    { text: timing, keep: 7 },
+  ];
 
   const width = Math.max(1, Math.floor(options.width));
   const visible = (list: Part[]) =>
@@ -116,20 +101,8 @@ export function renderProgress(state: ProgressState, options: RenderOptions): st
   return shown.map((p) => p.styled ?? p.text).join("  ");
 }
 
-/** Numbers derived from a {@linkcode ProgressState} at a given time. */
-interface ProgressStats {
-  /** Seconds since the start. */
-  elapsed: number;
-  /** Keys per second over the whole run so far. */
-  rate: number;
-  /** All skipped outcomes together. */
-  skipped: number;
-  /** Seconds left at the current rate; undefined when unknown (no rate yet, estimate passed, done). */
-  etaSeconds?: number;
-}
-
-/** Elapsed time, rate, skipped sum and ETA of a state at `now` (epoch ms). */
-function progressStats(state: ProgressState, now: number): ProgressStats {
+/** Elapsed seconds, keys/s, skipped sum and ETA (undefined: unknown or done) at `now`. */
+function progressStats(state: ProgressState, now: number) {
   const { totals, estimatedTotal } = state;
   const elapsed = Math.max(0, (now - state.startedAt) / 1000);
   const rate = elapsed > 0 ? totals.scanned / elapsed : 0;
@@ -140,17 +113,13 @@ function progressStats(state: ProgressState, now: number): ProgressStats {
   return { elapsed, rate, skipped, etaSeconds };
 }
 
-/**
- * The fields of a `progress` log event (JSON logs): every counter, the estimate, the rate and the ETA
- * in seconds (absent when unknown; it is an estimate like the total it derives from).
- */
-export function progressFields(
-  state: ProgressState,
-  now: number,
-): Record<string, number | boolean> {
+type ProgressFields = Record<string, number | boolean>;
+
+/** The fields of a JSON `progress` log event; the ETA is absent when unknown. */
+export function progressFields(state: ProgressState, now: number): ProgressFields {
   const { rate, etaSeconds, elapsed } = progressStats(state, now);
   const { totals } = state;
-  const fields: Record<string, number | boolean> = { scanned: totals.scanned };
+  const fields: ProgressFields = { scanned: totals.scanned };
   for (const outcome of OUTCOMES) fields[outcome] = totals[outcome];
   fields.estimated_total = state.estimatedTotal;
   fields.elapsed_seconds = round(elapsed, 3);
@@ -170,11 +139,6 @@ export function formatCount(n: number): string {
   return Math.round(n).toString().replace(/\B(?=(\d{3})+(?!\d))/g, ",");
 }
 
-/** A keys/s rate: one decimal below 10, whole numbers above. */
-function formatRate(rate: number): string {
-  return rate < 10 ? rate.toFixed(1) : formatCount(rate);
-}
-
 /** Seconds as `45s`, `12m`, `3h05m` or `2d04h`: precise enough for an ETA, short enough for a line. */
 export function formatDuration(seconds: number): string {
   const s = Math.max(0, Math.round(seconds));
@@ -188,47 +152,32 @@ export function formatDuration(seconds: number): string {
   return `${Math.floor(hours / 24)}d${String(hours % 24).padStart(2, "0")}h`;
 }
 
-/** Options of {@linkcode ProgressReporter}. */
 export interface ProgressReporterOptions {
-  /** Writes text to stderr as is (no newline added). */
+  /** Writes to stderr as is; all telemetry output goes there, never to stdout. */
   write: (text: string) => void;
-  /** Redraw one line in place (terminal) or write plain lines (anything else). */
+  /** Redraw one line in place, or write plain lines. */
   isTty: boolean;
   /** Seconds between plain lines when not a TTY (default 10; `0` or less: no plain lines). */
   interval?: number;
-  /** Terminal width for the redrawn line (default 80 columns). */
+  /** Terminal width (default 80). */
   columns?: () => number;
-  /** Colour the error count on a TTY (default `false`; pass `false` when NO_COLOR is set). */
+  /** Colour the error count on a TTY (default `false`; keep it off when NO_COLOR is set). */
   color?: boolean;
-  /** Time source and timers (default: the system clock). */
   clock?: TimerClock;
-  /**
-   * Not a TTY: hands each plain line to this function instead of writing it, e.g. to log it as a
-   * JSON `progress` event so a log pipeline never sees a line that is not JSON.
-   */
+  /** Not a TTY: hands each plain line here instead of writing it (e.g. a JSON `progress` event). */
   emit?: (line: string, state: ProgressState, now: number) => void;
 }
 
-/** At most this many redraws per second on a terminal. */
 const TTY_REDRAWS_PER_SECOND = 10;
-/** Carriage return + erase line: the redraw replaces the previous line instead of appending. */
+/** Carriage return + erase line: the redraw replaces the previous line. */
 const CLEAR_LINE = "\r\x1b[2K";
 /** Width for plain lines: long enough for every part, short enough for a log viewer. */
 const PLAIN_WIDTH = 200;
 
 /**
- * Writes progress for the run it observes. Throttled with a leading and a trailing edge: the first
- * change is shown at once, later ones at most once per gap, and the last one is never lost (a timer
- * shows it when the gap is over). {@linkcode onEnd} cancels that timer.
- *
- * @example
- * ```ts ignore
- * import { ProgressReporter } from "./progress.ts";
- * const progress = new ProgressReporter({
- *   write: (text) => Deno.stderr.writeSync(new TextEncoder().encode(text)),
- *   isTty: Deno.stderr.isTerminal(),
- * });
- * ```
+ * Writes progress for the run it observes, throttled with a leading and a trailing edge: the first
+ * change shows at once, later ones at most once per gap, and the last one is never lost (a timer
+ * shows it when the gap is over; {@linkcode onEnd} cancels that timer).
  */
 export class ProgressReporter implements RunObserver {
   readonly #write: (text: string) => void;
@@ -242,12 +191,11 @@ export class ProgressReporter implements RunObserver {
   /** Scanned count at the last draw; scanned is the sum of all outcomes, so equal means unchanged. */
   #drawnScanned = -1;
   #lastDrawAt = Number.NEGATIVE_INFINITY;
-  /** The line currently on the terminal (TTY only), to restore it after a log line. */
+  /** The line on the terminal (TTY only, else ""), to restore it after a log line. */
   #line = "";
   #timer: TimerHandle | undefined;
   #ended = false;
 
-  /** Creates a reporter; nothing is written before the first event. */
   constructor(options: ProgressReporterOptions) {
     this.#write = options.write;
     this.#isTty = options.isTty;
@@ -264,7 +212,6 @@ export class ProgressReporter implements RunObserver {
     this.#state = { totals: emptyCounters(), estimatedTotal: 0, startedAt: this.#clock.now() };
   }
 
-  /** Remembers the start time, mode and estimate. */
   onStart(start: RunStart): void {
     this.#state = {
       ...this.#state,
@@ -274,7 +221,6 @@ export class ProgressReporter implements RunObserver {
     };
   }
 
-  /** Takes the new totals and draws them now or when the throttle gap is over. */
   onBatch(batch: BatchReport): void {
     if (this.#ended) return;
     this.#state = {
@@ -313,7 +259,7 @@ export class ProgressReporter implements RunObserver {
       this.#write(`${CLEAR_LINE}${this.#render()}\n`);
       this.#line = "";
     } else if (summary.scanned !== this.#drawnScanned && this.#gapMs !== Number.POSITIVE_INFINITY) {
-      this.#emitPlain();
+      this.#emit(this.#render(), this.#state, this.#clock.now());
     }
   }
 
@@ -321,36 +267,21 @@ export class ProgressReporter implements RunObserver {
   stop(): void {
     this.#ended = true;
     this.#cancelTimer();
-    if (this.#isTty && this.#line !== "") this.#write(`${CLEAR_LINE}${this.#line}\n`);
+    if (this.#line !== "") this.#write(`${CLEAR_LINE}${this.#line}\n`);
     this.#line = "";
   }
 
-  /**
-   * Writes `text` (whole lines) above the progress line: on a TTY the drawn line is erased first and
-   * redrawn after, so log lines and the progress line never end up mixed on one terminal row.
-   */
+  /** Writes whole lines above the progress line (erased, then redrawn), never on its row. */
   writeAbove(text: string): void {
-    if (this.#isTty && this.#line !== "") {
-      this.#write(`${CLEAR_LINE}${text}${this.#line}`);
-    } else {
-      this.#write(text);
-    }
+    this.#write(this.#line === "" ? text : `${CLEAR_LINE}${text}${this.#line}`);
   }
 
   #draw(): void {
     this.#lastDrawAt = this.#clock.now();
     this.#drawnScanned = this.#state.totals.scanned;
-    if (this.#isTty) {
-      this.#line = this.#render();
-      this.#write(`${CLEAR_LINE}${this.#line}`);
-    } else {
-      this.#emitPlain();
-    }
-  }
-
-  #emitPlain(): void {
-    const now = this.#clock.now();
-    this.#emit(this.#render(), this.#state, now);
+    if (!this.#isTty) return this.#emit(this.#render(), this.#state, this.#clock.now());
+    this.#line = this.#render();
+    this.#write(`${CLEAR_LINE}${this.#line}`);
   }
 
   #render(): string {

@@ -1,59 +1,44 @@
 /**
- * Pushing the metrics of a run to a Prometheus Pushgateway, so a run that ends between two scrapes
- * is still seen. A push is best effort: it is logged when it fails and never fails the run.
- *
- * When a run pushes ({@linkcode PushSchedule}): once at its start, every `--push-interval` seconds
- * while it runs, and once at its end, one push at a time and in order. A run that never started
- * (refused, Redis unreachable) pushes nothing, so it cannot replace the last real run's group; a run
- * killed with SIGKILL leaves its last periodic push, which `push_time_seconds` shows getting old.
+ * Pushing metrics to a Pushgateway, so a run that ends between two scrapes is still seen. A push
+ * is best effort: logged when it fails, never failing the run. A run that never started pushes
+ * nothing, so it cannot replace the last real run's group; a run killed with SIGKILL leaves its
+ * last periodic push, which `push_time_seconds` shows getting old.
  *
  * @module
  */
 import type { Registry } from "prom-client";
-import type { TimerClock, TimerHandle } from "../async/clock.ts";
+import type { TimerHandle } from "../async/clock.ts";
 import type { Logger, RunMode } from "../run_events.ts";
-import { redactSecrets } from "./redact.ts";
+import { errorMessage, redactSecrets } from "./redact.ts";
+import type { MetricsExportOptions } from "./server.ts";
 
-/** The Pushgateway `job` every push uses. */
-const PUSH_JOB = "relay_backfill";
-
-/** Options of {@linkcode pushMetrics}. */
 export interface PushOptions {
-  /** Pushgateway base URL, e.g. `http://user:pass@pushgateway:9091` (credentials become Basic auth). */
+  /** Base URL, e.g. `http://user:pass@pushgateway:9091` (credentials become Basic auth). */
   url: string;
-  /** Registry whose metrics are pushed. */
   registry: Registry;
-  /** Value of the `instance` grouping label (the progress key). */
+  /** The `instance` grouping label. */
   instance: string;
-  /** Value of the `mode` grouping label, so a dry-run never replaces an execute run's group. */
+  /** The `mode` grouping label, so a dry-run never replaces an execute run's group. */
   mode?: string;
   /** Give up after this many milliseconds (default 10000). */
   timeoutMs?: number;
-  /** Where the outcome is reported (default: nowhere). */
   logger?: Logger;
 }
 
 /**
- * One grouping-key path segment pair `name/value` as the Pushgateway expects it: base64url with an
- * `@base64` name suffix when the value contains `/` (which would otherwise split the path) or is
- * empty (an empty segment vanishes when the path is cleaned); URI-component encoding otherwise.
- *
- * @example
- * ```ts
- * import { groupingSegment } from "./pushgateway.ts";
- * groupingSegment("instance", "ai:backfill"); // "instance/ai%3Abackfill"
- * groupingSegment("instance", "a/b"); // "instance@base64/YS9i"
- * ```
+ * One grouping-key pair `name/value` as the Pushgateway expects it: base64url with an `@base64`
+ * name suffix when the value holds `/` (it would split the path) or is empty (an empty segment
+ * vanishes when the path is cleaned), else URI-component encoded: `instance/ai%3Abackfill`.
  */
 export function groupingSegment(name: string, value: string): string {
   if (value === "") return `${name}@base64/=`;
-  if (value.includes("/")) return `${name}@base64/${base64url(value)}`;
-  return `${name}/${encodeURIComponent(value)}`;
+  if (!value.includes("/")) return `${name}/${encodeURIComponent(value)}`;
+  return `${name}@base64/${new TextEncoder().encode(value).toBase64({ alphabet: "base64url" })}`;
 }
 
 /**
- * The push URL for a base URL, an instance and (optionally) a mode, with any credentials removed
- * (they travel in the `Authorization` header instead, see {@linkcode pushMetrics}).
+ * The push URL for a base URL, an instance and (optionally) a mode, without credentials (they go
+ * in the `Authorization` header).
  *
  * @throws {TypeError} when `baseUrl` is not a valid URL.
  */
@@ -63,31 +48,20 @@ export function pushUrl(baseUrl: string, instance: string, mode?: string): URL {
   url.password = "";
   // Keep a path prefix (a Pushgateway behind a reverse proxy at /pgw) and append the grouping key.
   const prefix = url.pathname.replace(/\/+$/, "");
-  const modePart = mode === undefined ? "" : `/${groupingSegment("mode", mode)}`;
-  url.pathname = `${prefix}/metrics/${groupingSegment("job", PUSH_JOB)}/${
-    groupingSegment("instance", instance)
-  }${modePart}`;
+  const key = [groupingSegment("job", "relay_backfill"), groupingSegment("instance", instance)];
+  if (mode !== undefined) key.push(groupingSegment("mode", mode));
+  url.pathname = `${prefix}/metrics/${key.join("/")}`;
   url.search = "";
   url.hash = "";
   return url;
 }
 
 /**
- * PUTs the registry to `URL/metrics/job/relay_backfill/instance/<instance>[/mode/<mode>]`.
+ * PUTs the registry to `URL/metrics/job/relay_backfill/instance/<instance>[/mode/<mode>]`. PUT
+ * replaces every metric of the group, so it shows exactly the latest push (POST would keep names an
+ * older version pushed); counters stay cumulative because a resumed run carries its totals over.
  *
- * PUT, not POST: PUT replaces every metric of the group, so the group shows exactly the latest push
- * (POST would keep metric names an older version pushed and this one no longer has). Counters stay
- * cumulative across resumed runs because a resumed run starts them from the carried-over totals.
- *
- * Resolves to `true` on a 2xx answer and `false` otherwise; never rejects. Logs never contain the
- * URL's password.
- *
- * @example
- * ```ts ignore
- * import { Registry } from "prom-client";
- * import { pushMetrics } from "./pushgateway.ts";
- * await pushMetrics({ url: "http://pushgateway:9091", registry: new Registry(), instance: "ai:backfill" });
- * ```
+ * Resolves `true` on a 2xx answer, else `false`; never rejects, never logs the URL's password.
  */
 export async function pushMetrics(options: PushOptions): Promise<boolean> {
   const { registry, logger, url, timeoutMs = 10_000 } = options;
@@ -102,92 +76,58 @@ export async function pushMetrics(options: PushOptions): Promise<boolean> {
       // fetch does not turn URL credentials into Basic auth, and they would show in error messages.
       const user = decodeURIComponent(parsed.username);
       const password = decodeURIComponent(parsed.password);
-      headers.set("authorization", `Basic ${base64(`${user}:${password}`)}`);
+      const basic = new TextEncoder().encode(`${user}:${password}`).toBase64();
+      headers.set("authorization", `Basic ${basic}`);
     }
     target = pushUrl(url, options.instance, options.mode);
   } catch (error: unknown) {
     logger?.log("warn", "push_failed", "invalid Pushgateway URL; metrics not pushed", {
       url: redactSecrets(url),
-      error: describe(error),
+      error: errorMessage(error),
     });
     return false;
   }
-  const controller = new AbortController();
-  const timer = setTimeout(
-    () => controller.abort(new Error(`timed out after ${timeoutMs} ms`)),
-    timeoutMs,
-  );
+  const signal = AbortSignal.timeout(timeoutMs);
   try {
     const body = await registry.metrics();
-    const response = await fetch(target, {
-      method: "PUT",
-      headers,
-      body,
-      signal: controller.signal,
-    });
+    const response = await fetch(target, { method: "PUT", headers, body, signal });
     // Read the body in every case: it frees the connection, and on failure the gateway says why.
     const answer = (await response.text()).slice(0, 200).trim();
+    const fields = { url: redactSecrets(target.href), status: response.status };
     if (!response.ok) {
       logger?.log("warn", "push_failed", "Pushgateway refused the metrics", {
-        url: redactSecrets(target.href),
-        status: response.status,
+        ...fields,
         answer: redactSecrets(answer),
       });
       return false;
     }
-    logger?.log("info", "push_done", "metrics pushed to the Pushgateway", {
-      url: redactSecrets(target.href),
-      status: response.status,
-    });
+    logger?.log("info", "push_done", "metrics pushed to the Pushgateway", fields);
     return true;
   } catch (error: unknown) {
     logger?.log("warn", "push_failed", "could not push metrics to the Pushgateway", {
       url: redactSecrets(url),
-      error: describe(controller.signal.aborted ? controller.signal.reason : error),
+      error: signal.aborted ? `timed out after ${timeoutMs} ms` : errorMessage(error),
     });
     return false;
-  } finally {
-    clearTimeout(timer);
   }
 }
 
-function describe(error: unknown): string {
-  return redactSecrets(error instanceof Error ? error.message : String(error));
-}
-
-function base64(text: string): string {
-  let binary = "";
-  for (const byte of new TextEncoder().encode(text)) binary += String.fromCharCode(byte);
-  return btoa(binary);
-}
-
-function base64url(text: string): string {
-  return base64(text).replaceAll("+", "-").replaceAll("/", "_");
-}
-
-/** Options of {@linkcode PushSchedule}. */
-export interface PushScheduleOptions extends Omit<PushOptions, "mode" | "logger"> {
-  /** Seconds between pushes while the run goes (`0`: only at start and end). */
-  intervalSeconds: number;
-  logger: Logger;
-  clock: TimerClock;
-}
-
-/** The pushes of one run. */
+/** The pushes of one run or verify: at its start, every interval and at its end, in order. */
 export class PushSchedule {
-  readonly #options: PushScheduleOptions;
+  readonly #url: string;
+  readonly #options: MetricsExportOptions;
   #mode?: RunMode | "verify";
   #timer?: TimerHandle;
   #queue: Promise<void> = Promise.resolve();
   #lastOk = true;
   #finished = false;
 
-  /** A schedule that has pushed nothing yet. */
-  constructor(options: PushScheduleOptions) {
+  constructor(url: string, options: MetricsExportOptions) {
+    this.#url = url;
     this.#options = options;
   }
 
-  /** The run (or a verify: `mode` "verify") started: push now and then every interval. */
+  /** Push now and then every interval. */
   start(mode: RunMode | "verify"): void {
     if (this.#mode !== undefined || this.#finished) return;
     this.#mode = mode;
@@ -195,44 +135,30 @@ export class PushSchedule {
     this.#arm();
   }
 
-  /**
-   * The run ended: stop the timer, wait for a push in flight, push the final state. Pushes nothing
-   * when the run never started. Never rejects; a second call only waits.
-   */
+  /** The final push, after any in flight (none if never started); a second call only waits. */
   async finish(): Promise<void> {
     if (!this.#finished) {
       this.#finished = true;
       if (this.#timer !== undefined) this.#options.clock.clearTimeout(this.#timer);
-      this.#timer = undefined;
       if (this.#mode !== undefined) this.#enqueue(true);
     }
     await this.#queue;
   }
 
   #arm(): void {
-    const { intervalSeconds, clock } = this.#options;
-    if (!(intervalSeconds > 0) || this.#finished) return;
+    const { pushIntervalSeconds = 30, clock } = this.#options;
+    if (!(pushIntervalSeconds > 0)) return;
     this.#timer = clock.setTimeout(() => {
-      this.#timer = undefined;
-      if (this.#finished) return;
       this.#enqueue(false);
       this.#arm();
-    }, intervalSeconds * 1000);
+    }, pushIntervalSeconds * 1000);
   }
 
   #enqueue(final: boolean): void {
-    const { url, registry, instance, timeoutMs } = this.#options;
-    const mode = this.#mode;
+    const { registry, instance } = this.#options;
+    const push = { url: this.#url, registry, instance, mode: this.#mode };
     this.#queue = this.#queue.then(async () => {
-      const ok = await pushMetrics({
-        url,
-        registry,
-        instance,
-        mode,
-        timeoutMs,
-        logger: this.#pushLogger(final),
-      });
-      this.#lastOk = ok;
+      this.#lastOk = await pushMetrics({ ...push, logger: this.#pushLogger(final) });
     });
   }
 
