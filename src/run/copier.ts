@@ -1,12 +1,9 @@
 /**
- * The copier: one batch's keys to Redis and back. The batch goes out in sub-batches, each admitted
- * by the {@linkcode Gate} (the throttle's check, then the limiters) and by the node's call window, each one script call
- * of the strategy, in key order, as many in flight as the window allows ({@linkcode sendBatch}
- * returns once every sub-batch is sent, so the engine can send the next batch while this one's
- * replies are still coming). Each sub-batch gets its per-key retries ({@linkcode KeyRetry}): one
- * retry of what failed for a passing reason (a changed workspace id, a lost reply, a moved slot);
- * keys that Redis refused for lack of memory are not errors at all but a reason to back off: they
- * are retried, behind the gate's fresh checks, until Redis accepts them or `--max-outage` passes.
+ * The copier: one batch's keys to Redis and back, in sub-batches (one script call each), each
+ * admitted by the {@linkcode Gate} and the node's call window. Each sub-batch gets one retry of
+ * what failed for a passing reason (a changed workspace id, a lost reply, a moved slot); keys Redis
+ * refused for lack of memory are no errors but a reason to back off: they are retried, behind the
+ * gate's fresh checks, until Redis accepts them or `--max-outage` passes ({@linkcode KeyRetry}).
  *
  * @module
  */
@@ -26,9 +23,8 @@ import { escapeForLog } from "../telemetry/redact.ts";
 import type { UncountedCopies } from "../migrate/uncounted_copies.ts";
 
 /**
- * The one door work passes before it goes to Redis. `admit(n, { node })` waits until the admission
- * check lets the run go on (the throttle: health, memory, a live pause), then takes `n` permits
- * from the master's own limiter (the throttle's rate) and the run-wide one.
+ * The one door work passes before it goes to Redis: the admission check (the throttle: health,
+ * memory, a live pause), then the master's own limiter (the throttle's rate) and the run-wide one.
  */
 export class Gate {
   readonly #limiter: RateLimiter;
@@ -63,9 +59,9 @@ export class Gate {
 
   /**
    * Waits until the check lets work go on, then for `n` permits of the node's limiter and the
-   * run-wide one (each splits `n` into grants its current rate allows: control/rate_limit.ts).
+   * run-wide one.
    *
-   * @returns the seconds spent waiting for the limiter.
+   * @returns the seconds spent waiting for the limiters.
    * @throws `signal.reason` when the signal aborts.
    */
   async admit(n: number, options: AdmitOptions = {}): Promise<number> {
@@ -116,11 +112,10 @@ export interface SentBatch {
 export interface SendOptions {
   gate: Pick<Gate, "admit">;
   retry: Pick<KeyRetry, "migrate">;
-  /** Keys of the next script call to `node` (its rate now, the Redis-time budget). */
   subBatchSize: (node: string) => number;
   /** `host:port`, for logs. */
   node: string;
-  /** The node's calls in flight: a call is sent only when there is room (control/call_window.ts). */
+  /** A call is sent only when the node's window has room (control/call_window.ts). */
   window?: Pick<CallWindow, "acquire">;
   observer?: Pick<RunObserver, "onLimiterWait" | "onRedisReply">;
   /** A stop: no further sub-batch is sent; the ones sent finish. */
@@ -132,9 +127,9 @@ export interface SendOptions {
 }
 
 /**
- * Sends `keys` in sub-batches; resolves when the last one is sent, or when one already sent has
- * failed (its outage or refusal ends the batch: waiting to send more, e.g. in a memory pause that
- * the failure itself reports, would only hide it).
+ * Sends `keys` in sub-batches; resolves once every one is sent (so the engine can send the next
+ * batch while replies come), or once one has failed: waiting to send more, e.g. in a memory pause
+ * that the failure itself reports, would only hide it.
  */
 export async function sendBatch(keys: Buffer[], options: SendOptions): Promise<SentBatch> {
   const { gate, observer, signal, node } = options;
@@ -174,7 +169,6 @@ export async function sendBatch(keys: Buffer[], options: SendOptions): Promise<S
   const results = Promise.allSettled(inFlight).then((settled) => {
     const failure = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
     if (failure) {
-      // The batch will be read again; what its answered calls copied is this run's work.
       settled.forEach((s, i) => {
         if (s.status === "fulfilled") options.uncounted?.remember(chunks[i]!, s.value);
       });
@@ -191,15 +185,13 @@ const RETRY_DELAY_MS = 50;
 /** Backoff while Redis refuses writes (OOM): 250 ms, doubling, at most 5 s. */
 const OOM_BACKOFF = { firstMs: 250, maxMs: 5_000 };
 
-/** Options of {@linkcode KeyRetry}. */
-export interface KeyRetryOptions {
+interface KeyRetryOptions {
   strategy: Pick<MigrationStrategy, "migrate">;
   /** What every strategy call is told (mode, workspace filter, stop signal). */
   migrate: MigrateOptions;
-  /** Consulted (fresh) before each OOM retry: the memory pause holds the run while Redis is full. */
+  /** Consulted fresh before each OOM retry: the memory pause holds the run while Redis is full. */
   gate: Pick<Gate, "settle">;
   logger: Logger;
-  /** Names a failed job in the log (its old key's id). */
   keys: Pick<KeySchema, "idOf">;
   /** How long Redis may refuse writes before the run stops (exit 4), in ms. */
   maxOutageMs: number;
@@ -224,8 +216,8 @@ export class KeyRetry {
   }
 
   /**
-   * One sub-batch: one retry of the keys marked retryable (but OOM), then the OOM wait; each key
-   * still failing is logged by job id and error code (never a value).
+   * One sub-batch: one retry of the retryable keys but OOM, then the OOM wait; each key still
+   * failing is logged by job id and error code (never a value).
    *
    * @throws an outage error as is (the engine waits for Redis and re-reads the batch).
    */
@@ -257,11 +249,11 @@ export class KeyRetry {
   }
 
   /**
-   * Runs `write` until Redis stops refusing it for lack of memory: between tries the gate's checks
-   * run fresh (the memory pause) and the wait doubles. Past `maxOutageMs` the run stops with the
-   * checkpoint kept instead of pressing a full Redis.
+   * Runs `write` until Redis stops refusing it for lack of memory, the gate's checks run fresh and
+   * the wait doubling between tries.
    *
-   * @throws {SafetyRefusal} when Redis refuses writes for longer than `maxOutageMs`.
+   * @throws {SafetyRefusal} when Redis refuses writes for longer than `maxOutageMs`: the run stops
+   * with the checkpoint kept instead of pressing a full Redis.
    */
   async untilWritable<T>(
     node: string,
@@ -300,10 +292,7 @@ export class KeyRetry {
     }
   }
 
-  /**
-   * One strategy call; a failed command makes every key a retryable error. An outage is thrown,
-   * also one a script reported for a key.
-   */
+  /** One strategy call; a failed command makes every key a retryable error, an outage throws. */
   async #attempt(keys: Buffer[]): Promise<StrategyResult[]> {
     let results: StrategyResult[];
     try {

@@ -1,10 +1,8 @@
 /**
- * The run, per node: scan → admit → migrate → checkpoint → report. Batches come out of the
- * scanner, pass the gate in sub-batches (rate limit, memory pause), are classified and copied by
- * the strategy (with per-key retries, run/copier.ts), and their outcomes flow into the counters and
- * to the observer. The checkpoint never passes a key whose outcome is not final: the engine saves
- * it once the batch's keys are final (the rule: run/checkpointer.ts). A lost Redis is waited for, and
- * the scan goes on from the last checkpoint (or from 0 after a restart).
+ * The run, per node: scan → admit → migrate → checkpoint → report. Batches pass the gate in
+ * sub-batches, are copied by the strategy with per-key retries (run/copier.ts), counted, reported
+ * and saved once their keys are final (the rule: run/checkpointer.ts). A lost Redis is waited for,
+ * and the scan goes on from the last checkpoint (or from 0 after a restart).
  *
  * @module
  */
@@ -29,13 +27,12 @@ import type { Logger, RunMode, RunObserver, Summary } from "../run_events.ts";
 import { silentLogger } from "../run_events.ts";
 import type { KeySchema } from "../schema.ts";
 import { estimateTotal, initialEstimate, scanFraction } from "./estimate.ts";
-import { ErrorStorm, ErrorStormError, stormThreshold } from "./error_storm.ts";
-import { type NodeState, recoverNode, throughOutages } from "./outage.ts";
+import { ErrorStorm, ErrorStormError } from "./error_storm.ts";
+import { type NodeState, type OutageOptions, recoverNode, throughOutages } from "./outage.ts";
 import { RedisUnavailableError, SafetyRefusal } from "../errors.ts";
 import {
   type BatchEnd,
   batchEnd,
-  batchWindow,
   carriedTotals,
   Checkpointer,
   type Flight,
@@ -56,27 +53,21 @@ export interface BackfillOptions {
   cursor?: string;
   maxKeys?: number;
   workspace?: string;
-  /** The key mapping and the workspace rule. */
   keys: KeySchema;
   resetProgress: boolean;
   /** Seconds to wait for a lost Redis (or one refusing writes) before giving up. */
   maxOutage: number;
-  /** `--max-call-ms` (default 0.25): with the round trip, sizes each node's call window. */
+  /** `--max-call-ms` (default 0.25). */
   maxCallMs?: number;
-  /** `--call-clock`: whose clock times the SCAN calls (control/call_clock.ts). */
   callClock?: CallClockMode;
-  /** Calls in flight per node: one round trip's worth (default), or deep (see `#openTraffic`). */
+  /** Calls in flight per node (see `#openTraffic`). */
   callWindow?: "round-trip" | "deep";
-  /** The most calls in flight per node in a `round-trip` window (`--max-latency`). */
+  /** `--max-latency`'s bound, applied while `shared` says another client may wait (default: always). */
   maxCallsInFlight?: number;
-  /**
-   * Whether another client may wait behind a master's calls now (control/pace.ts): only then does
-   * `maxCallsInFlight` apply. Default: always.
-   */
   shared?: (node: string) => boolean;
 }
 
-/** Collaborators of a run (all injected, so tests and other topologies plug in). */
+/** Collaborators of a run, injected. */
 export interface BackfillDeps {
   target:
     & Pick<RedisTarget, "masters" | "nodeName">
@@ -106,8 +97,9 @@ class Run {
   readonly #params: string;
   readonly #retry: KeyRetry;
   readonly #storm: ErrorStorm;
-  /** What every batch is sent with (run/copier.ts). */
   readonly #sending: Omit<SendOptions, "node">;
+  /** How a lost Redis is waited for (run/outage.ts). */
+  readonly #outage: OutageOptions;
   readonly #started = performance.now();
   readonly #quota: KeyQuota;
   readonly #saves: Checkpointer;
@@ -115,19 +107,15 @@ class Run {
   readonly #uncounted = new UncountedCopies();
   #estimate = 0;
   #dbsize = 0;
-  /** Each node's resume cursor (what its checkpoint says, or would say in dry-run). */
-  readonly #cursors = new Map<string, string>();
-  /** Every node of the run, as opened. */
+  /** Every node of the run, as opened; their `committed` cursors are the resume cursor. */
   readonly #states: NodeState[] = [];
   /**
-   * Aborted by the first failure of any node: like a stop signal, it stops every other node
-   * (no new sub-batch; the ones in flight settle and are counted and checkpointed), so the run
-   * ends as one, with a summary of everything that happened, before its locks are released.
+   * Aborted by the first failure of any node: it stops the others as a stop signal does (the
+   * batches in flight settle, are counted and saved), so the run ends as one, with a summary.
    */
   readonly #halt = new AbortController();
   /** The stop signal (SIGINT/SIGTERM, a lost lock, live control) or a failure of any node. */
   readonly #signal: AbortSignal;
-  /** The first failure of a node: what the run ends with. */
   #failure: { error: unknown } | undefined;
 
   constructor(options: BackfillOptions, deps: BackfillDeps) {
@@ -162,24 +150,27 @@ class Run {
       params: this.#params,
       retry: this.#retry,
     });
-    const { gate, observer } = deps;
-    const signal = this.#signal;
-    const subBatchSize = (node: string) =>
-      callSize(node, { gate: deps.gate, strategy: deps.strategy, batch: options.batch });
     this.#sending = {
-      gate,
+      gate: deps.gate,
       retry: this.#retry,
-      subBatchSize,
-      observer,
-      signal,
+      subBatchSize: (node) =>
+        callSize(node, { gate: deps.gate, strategy: deps.strategy, batch: options.batch }),
+      observer: deps.observer,
+      signal: this.#signal,
       uncounted: this.#uncounted,
     };
-    this.#storm = new ErrorStorm({ threshold: stormThreshold(options.batch) });
+    this.#outage = {
+      target: deps.target,
+      logger: this.#log,
+      maxOutage: options.maxOutage,
+      signal: this.#signal,
+    };
+    this.#storm = new ErrorStorm(options.batch);
   }
 
   async execute(): Promise<Summary> {
     const { target, observer } = this.#deps;
-    const starting = (what: string) => ({ ...this.#startup(), what });
+    const starting = (what: string) => ({ ...this.#outage, what });
     await throughOutages(() => this.#deps.strategy.init(), starting("loading the scripts"));
     const masters = target.masters();
     const { sizes, estimate } = await throughOutages(async () => {
@@ -238,23 +229,12 @@ class Run {
     this.#halt.abort(error);
   }
 
-  /** How start-up steps wait out an outage (run/outage.ts). */
-  #startup() {
-    return {
-      target: this.#deps.target,
-      logger: this.#log,
-      maxOutage: this.#options.maxOutage,
-      signal: this.#signal,
-    };
-  }
-
   /** One node to its end, a stop, or a failure; true when its scan completed. */
   async #runNode(node: Redis): Promise<boolean> {
     const state = await throughOutages(
       () => this.#openNode(node),
-      { ...this.#startup(), what: "reading the checkpoint" },
+      { ...this.#outage, what: "reading the checkpoint" },
     );
-    this.#cursors.set(state.name, state.committed);
     this.#states.push(state);
     if (state.finished) return true;
     const watchdog = this.#watch(state);
@@ -266,15 +246,11 @@ class Run {
           if (this.#signal.aborted) return false;
           if (!classify(error).outage) throw error;
           const recovery = {
-            target: this.#deps.target,
-            logger: this.#log,
-            maxOutage: this.#options.maxOutage,
+            ...this.#outage,
             needsPrimary: this.#options.mode === "execute",
             observer: this.#deps.observer,
-            signal: this.#signal,
           };
           if (!await recoverNode(state, error, recovery)) return false;
-          this.#cursors.set(state.name, state.committed);
         }
       }
     } finally {
@@ -283,9 +259,9 @@ class Run {
   }
 
   /**
-   * Ends the run when the node has been lost for --max-outage, whatever the node's own loop waits
-   * on at that moment (a call that a frozen server never answers, a cluster call's own retries):
-   * its connections are closed, so what is pending on them fails now, and every node stops.
+   * Ends the run when the node has been lost for --max-outage, whatever its loop waits on (a call a
+   * frozen server never answers, a cluster call's own retries): its connections are closed, so what
+   * is pending on them fails now.
    */
   #watch(state: NodeState): ReturnType<typeof setInterval> {
     const { target } = this.#deps;
@@ -305,19 +281,17 @@ class Run {
   }
 
   /**
-   * Scans from `state.committed`; true when the scan completed, false when it stopped early.
-   * Up to {@linkcode batchWindow} batches are in flight; they finish in order (run/checkpointer.ts).
+   * Scans from `state.committed`; true when the scan completed. Batches finish (counted, saved) in
+   * order as their replies come in, within the checkpoint rule's window (run/checkpointer.ts).
    */
   async #scanNode(state: NodeState): Promise<boolean> {
     // After a lost connection: what its unanswered calls copied is this run's, when re-read.
     for (const lost of await this.#deps.strategy.lostCopies?.() ?? []) {
       this.#uncounted.remember(lost.keys, lost.results);
     }
-    const batchesInFlight = batchWindow(this.#deps.strategy);
+    const batchesInFlight = this.#deps.strategy.batchesInFlight ?? 1;
     const { batches, calls } = await this.#openTraffic(state);
     const flights: Flight[] = [];
-    // Each batch is finished (counted, saved) as soon as its replies are in, in order; the next
-    // batch's calls are meanwhile on the wire, so its save runs between them, never after them.
     let finished: Promise<unknown> = Promise.resolve();
     // A failed batch ends the scan: the next one must not wait on (e.g.) a memory pause to send.
     const abandoned = new AbortController();
@@ -325,8 +299,8 @@ class Run {
     try {
       for await (const batch of batches) {
         state.outageSince = undefined;
-        // A stored position holds for every batch whose range lies inside the one it was taken
-        // in (SCAN's COUNT may differ between runs, so a re-read can cover less of it).
+        // A stored position holds for every batch inside the range it was taken in
+        // (checkpoint/batch_position.ts).
         const resumedFrom = state.within;
         if (!resumedFrom || !withinRange(batch.next, resumedFrom)) state.within = undefined;
         const unclaimed = keysAfter(inProcessingOrder(batch.keys), batch.next, resumedFrom);
@@ -351,9 +325,9 @@ class Run {
       }
       scanDone = await settleFlights(flights, 0) ?? scanDone;
     } catch (error) {
-      // Let every abandoned batch settle before the node is recovered. A storm ends the run: what
-      // the batches behind it did is still counted and reported (nothing of them is saved); after
-      // an outage they are re-read, and what they copied counts then.
+      // Every abandoned batch settles before the node is recovered. After a storm what the batches
+      // behind it did is counted and reported, not saved; after an outage they are re-read, and
+      // what they copied counts then.
       await Promise.allSettled(flights.map((f) => f.end));
       for (const flight of flights.filter((f) => !f.counted)) {
         const results = await flight.results.catch(() => undefined);
@@ -376,7 +350,6 @@ class Run {
   async #finish(state: NodeState, flight: Flight): Promise<BatchEnd> {
     // A copy an abandoned batch made counts as this run's copy when its key is read again.
     const results = this.#uncounted.settle(flight.keys, await flight.results);
-    const execute = this.#options.mode === "execute";
     // A storm stops the run only after this batch is counted and reported (never saved past).
     const storm = this.#storm.observe(results);
     if (results.length > 0) {
@@ -386,11 +359,10 @@ class Run {
       flight,
       processed: results.length,
       msSinceSave: performance.now() - state.lastSave,
-      execute,
+      execute: this.#options.mode === "execute",
     });
     if (!flight.complete || flight.trimmed) {
-      // Cut short: the next run re-reads it and goes on after its last processed key
-      // (checkpoint/batch_position.ts).
+      // Cut short: the next run re-reads it and goes on after its last processed key.
       const done = flight.keys.slice(0, results.length);
       state.within = positionAfter(done, flight.batch, flight.resumedFrom);
     }
@@ -411,7 +383,6 @@ class Run {
     countResults(this.counters, results);
     flight.counted = true;
     state.committed = end.resumeAt;
-    this.#cursors.set(state.name, end.scanDone ? "0" : end.resumeAt);
     this.#report(state, flight.batch, results, flight.started, end.scanDone);
     if (storm !== undefined) throw storm;
     return end;
@@ -438,7 +409,7 @@ class Run {
       seconds: (performance.now() - started) / 1000,
       totals: { ...this.counters },
       estimatedTotal: this.#estimate,
-      cursor: this.#cursors.get(state.name),
+      cursor: state.committed,
     });
   }
 
@@ -449,8 +420,7 @@ class Run {
   }
 
   /**
-   * The node's state at the start of its scan: its identity, and where it starts as the resume
-   * policy decides from its stored checkpoint (checkpoint/resume.ts).
+   * The node's identity, and where its scan starts (checkpoint/resume.ts).
    *
    * @throws {SafetyRefusal} when the stored checkpoint must not be resumed.
    */
@@ -491,13 +461,12 @@ class Run {
   }
 
   /**
-   * Opens a node's traffic afresh (a node back from an outage is measured again): its call window
-   * and its SCAN batches from `state.committed`. The window is `round-trip` (`--max-latency` > 0):
-   * one round trip's worth of calls in flight, and while another client is active (control/pace.ts)
-   * no more than `--max-latency` allows, so the application never waits behind more of the
-   * backfill's work; or `deep` (`--max-latency 0`, raw
-   * speed asked for): up to {@linkcode MAX_CALL_WINDOW}, so the client's own pauses (its GC, a
-   * SCAN reply to sort) never leave Redis idle. Each SCAN's COUNT is sized to `--max-call-ms`.
+   * A node's call window and SCAN batches from `state.committed`, measured afresh (also after an
+   * outage). A `round-trip` window keeps one round trip's worth of calls in flight, and no more than
+   * `--max-latency` allows while another client is active (control/pace.ts), so the application
+   * never waits behind more of the backfill's work. A `deep` one (`--max-latency 0`, raw speed)
+   * keeps {@linkcode MAX_CALL_WINDOW}, so the client's own pauses (GC, sorting a SCAN reply) never
+   * leave Redis idle.
    */
   async #openTraffic(state: NodeState): Promise<{
     batches: AsyncGenerator<ScanBatch>;
@@ -506,7 +475,6 @@ class Run {
     const { node } = state;
     const options = this.#options;
     const maxCallMs = options.maxCallMs ?? 0.25;
-    // While another client is active, no more than `--max-latency` allows; else a round trip's.
     const calls = options.callWindow === "deep" ? new CallWindow(MAX_CALL_WINDOW) : runWindow({
       roundTrip: callWindowSize(await roundTripMs(node), maxCallMs),
       budget: options.maxCallsInFlight,
@@ -530,15 +498,12 @@ class Run {
 
   /** The cursor to resume from: one node's, or `host:port=cursor` per node (also after a failure). */
   #resumeCursor(): string {
-    if (this.#cursors.size === 1) return [...this.#cursors.values()][0]!;
-    return [...this.#cursors].map(([name, cursor]) => `${name}=${cursor}`).join(",");
+    if (this.#states.length === 1) return this.#states[0]!.committed;
+    return this.#states.map((state) => `${state.name}=${state.committed}`).join(",");
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// --max-keys, shared by every node
-
-/** The keys a run may still process (no limit without `--max-keys`). */
+/** `--max-keys`, shared by every node. */
 class KeyQuota {
   readonly #max: number | undefined;
   #claimed = 0;

@@ -27,53 +27,34 @@ export interface NodeState {
   committed: string;
   startFraction: number;
   lastJob?: Buffer;
-  /** Where processing stopped inside the batch at `committed` (see checkpoint/batch_position.ts). */
+  /** Where processing stopped inside the batch at `committed`. */
   within?: BatchPosition;
   lastSave: number;
   outageSince?: number;
 }
 
-/** What {@linkcode recoverNode} needs. */
-export interface RecoveryOptions {
-  target: Pick<RedisTarget, "nodeName" | "lostSince">;
-  logger: Logger;
-  /** Seconds an outage may last (`--max-outage`). */
-  maxOutage: number;
-  /** Also wait until the node is a primary: a failover can leave us on a replica. */
-  needsPrimary: boolean;
-  /** Told when the node is lost and when it answers again (health, `redis_up`). */
-  observer?: Pick<RunObserver, "onRedisDown" | "onRedisReply">;
-  signal?: AbortSignal;
-}
-
-/** Options of {@linkcode throughOutages}. */
-export interface StartupWaitOptions {
-  /** What the step does, for the log line and the error ("checking memory headroom"). */
-  what: string;
+/** How a lost Redis is waited for. */
+export interface OutageOptions {
   target: Pick<RedisTarget, "masters" | "nodeName" | "lostSince"> & { redacted?: string };
   logger: Logger;
   /** Seconds an outage may last (`--max-outage`). */
   maxOutage: number;
   signal?: AbortSignal;
-  /**
-   * The step only reads: a stop signal ends it at once, even while its commands are pending (a
-   * step that writes, like taking the lock, is awaited, so nothing it did is left behind).
-   */
-  readOnly?: boolean;
 }
 
 /**
- * Runs one step of a run's start-up (connected, before or around the first write) through
- * outages, as the main loop does per node: a lost connection, a frozen server, BUSY, LOADING,
- * READONLY and the like are waited for with backoff, and the step runs again, up to --max-outage
- * since the outage began. A stop signal ends the step, or the wait, at once.
+ * Runs one start-up step through outages, as the main loop does per node: a lost connection, a
+ * frozen server, BUSY, LOADING, READONLY and the like are waited for with backoff and the step runs
+ * again, up to --max-outage since the outage began. A stop signal ends the step, or the wait, at
+ * once: `readOnly` steps even while their commands are pending (a step that writes, like taking the
+ * lock, is awaited, so nothing it did is left behind). `what` names the step in the log and error.
  *
  * @throws {RedisUnavailableError} when the outage outlasts --max-outage.
  * @throws `signal.reason` when a stop signal ended it (main.ts maps a signal to its exit code).
  */
 export async function throughOutages<T>(
   step: () => Promise<T>,
-  options: StartupWaitOptions,
+  options: OutageOptions & { what: string; readOnly?: boolean },
 ): Promise<T> {
   const { signal, target, logger, maxOutage } = options;
   let since: number | undefined;
@@ -127,33 +108,29 @@ function untilSignal<T>(work: Promise<T>, signal?: AbortSignal): Promise<T> {
 /**
  * Waits for the node of `state` after `error`. False when a stop signal ended the wait; true when
  * the node is back, with `state.committed` (and `state.runId`) set to where the scan goes on.
+ * `needsPrimary`: also wait until the node is a primary (a failover can leave us on a replica).
  *
  * @throws {RedisUnavailableError} when the outage outlasts --max-outage.
  */
 export async function recoverNode(
   state: NodeState,
   error: unknown,
-  options: RecoveryOptions,
+  options: OutageOptions & {
+    needsPrimary: boolean;
+    observer?: Pick<RunObserver, "onRedisDown" | "onRedisReply">;
+  },
 ): Promise<boolean> {
   const { target, logger, maxOutage } = options;
   // The outage began when the node's connections first lost it (a frozen node: when it went
-  // silent), not when this wait starts: waits before this one (a cluster call's own retries)
-  // count against the same bound.
+  // silent): waits before this one (a cluster call's own retries) count against the same bound.
   const now = performance.now();
   state.outageSince = Math.min(state.outageSince ?? now, target.lostSince?.(state.node) ?? now);
   const deadline = state.outageSince + maxOutage * 1000;
   const { code } = classify(error);
   // Named now, not at the start: after a failover the node is another host.
   const where = target.nodeName(state.node);
-  logger.log(
-    "warn",
-    "redis_lost",
-    `lost Redis at ${where} (${code}); waiting up to ${maxOutage} s`,
-    {
-      node: where,
-      code,
-    },
-  );
+  const message = `lost Redis at ${where} (${code}); waiting up to ${maxOutage} s`;
+  logger.log("warn", "redis_lost", message, { node: where, code });
   options.observer?.onRedisDown?.({ node: where, reason: code });
   let runId: string | undefined;
   while (runId === undefined) {
