@@ -101,7 +101,8 @@ class Run {
   /** How a lost Redis is waited for (run/outage.ts). */
   readonly #outage: OutageOptions;
   readonly #started = performance.now();
-  readonly #quota: KeyQuota;
+  /** Keys handed out so far: `--max-keys` is shared by every node. */
+  #claimed = 0;
   readonly #saves: Checkpointer;
   /** Copies of abandoned batches, counted when their keys are read again. */
   readonly #uncounted = new UncountedCopies();
@@ -143,7 +144,6 @@ class Run {
       maxOutageMs: options.maxOutage * 1000,
       uncounted: this.#uncounted,
     });
-    this.#quota = new KeyQuota(options.maxKeys);
     this.#saves = new Checkpointer({
       store: deps.checkpoints,
       mode: options.mode,
@@ -173,15 +173,12 @@ class Run {
     const starting = (what: string) => ({ ...this.#outage, what });
     await throughOutages(() => this.#deps.strategy.init(), starting("loading the scripts"));
     const masters = target.masters();
-    const { sizes, estimate } = await throughOutages(async () => {
-      const sizes = await Promise.all(masters.map((node) => node.dbsize()));
-      return {
-        sizes,
-        estimate: await initialEstimate(masters, sizes, this.#options.keys.oldPrefix.toString()),
-      };
-    }, { ...starting("estimating the keys to scan"), readOnly: true });
-    this.#dbsize = sizes.reduce((a, b) => a + b, 0);
-    this.#estimate = this.#capped(estimate);
+    const { dbsize, estimate } = await throughOutages(
+      () => initialEstimate(masters, this.#options.keys.oldPrefix.toString()),
+      { ...starting("estimating the keys to scan"), readOnly: true },
+    );
+    this.#dbsize = dbsize;
+    this.#estimate = Math.min(estimate, this.#options.maxKeys ?? Infinity);
     const carried = await throughOutages(
       () => carriedTotals(this.#deps.checkpoints, this.#options),
       { ...starting("reading the stored totals"), readOnly: true },
@@ -304,7 +301,7 @@ class Run {
         const resumedFrom = state.within;
         if (!resumedFrom || !withinRange(batch.next, resumedFrom)) state.within = undefined;
         const unclaimed = keysAfter(inProcessingOrder(batch.keys), batch.next, resumedFrom);
-        const { keys, trimmed } = this.#quota.claim(unclaimed);
+        const { keys, trimmed } = this.#claim(unclaimed);
         const started = performance.now();
         const sent = await sendBatch(keys, {
           ...this.#sending,
@@ -319,7 +316,7 @@ class Run {
         flight.end = finished = end;
         flights.push(flight);
         const stop = !sent.complete || trimmed || this.#signal.aborted ||
-          (this.#quota.used && batch.next !== "0");
+          (this.#claimed >= (this.#options.maxKeys ?? Infinity) && batch.next !== "0");
         scanDone = await settleFlights(flights, stop ? 0 : batchesInFlight - 1) ?? scanDone;
         if (stop) return false;
       }
@@ -337,7 +334,7 @@ class Run {
           continue;
         }
         countResults(this.counters, results);
-        this.#report(state, flight.batch, results, flight.started, false);
+        this.#report(state, flight, results, false);
       }
       throw error;
     }
@@ -366,57 +363,43 @@ class Run {
       const done = flight.keys.slice(0, results.length);
       state.within = positionAfter(done, flight.batch, flight.resumedFrom);
     }
+    flight.counted = true;
     // An open error streak holds the checkpoint, so a rerun retries the keys it failed.
     if (end.save && !this.#storm.holding) {
-      try {
-        await this.#saves.save(state, end.resumeAt, results);
-      } catch (error) {
+      await this.#saves.save(state, end.resumeAt, results).catch((error) => {
         // Lost with the connection: the batch is read again, and its copies count then.
         if (classify(error).outage) this.#uncounted.remember(flight.keys, results);
         else countResults(this.counters, results);
-        flight.counted = true;
         throw error;
-      }
+      });
     } else {
       this.#saves.count(state, results);
     }
     countResults(this.counters, results);
-    flight.counted = true;
     state.committed = end.resumeAt;
-    this.#report(state, flight.batch, results, flight.started, end.scanDone);
+    this.#report(state, flight, results, end.scanDone);
     if (storm !== undefined) throw storm;
     return end;
   }
 
-  /** Refines the estimate and tells the observer about the batch. */
-  #report(
-    state: NodeState,
-    batch: ScanBatch,
-    results: StrategyResult[],
-    started: number,
-    scanDone: boolean,
-  ): void {
-    this.#estimate = this.#capped(estimateTotal({
+  /** Refines the estimate (never above --max-keys) and tells the observer about the batch. */
+  #report(state: NodeState, flight: Flight, results: StrategyResult[], scanDone: boolean): void {
+    const estimate = estimateTotal({
       initial: this.#estimate,
       seen: this.counters.scanned,
       startFraction: state.startFraction,
-      fraction: scanDone ? 1 : scanFraction(batch.next, this.#dbsize),
+      fraction: scanDone ? 1 : scanFraction(flight.batch.next, this.#dbsize),
       done: scanDone && this.#deps.target.masters().length === 1,
-    }));
+    });
+    this.#estimate = Math.min(estimate, this.#options.maxKeys ?? Infinity);
     this.#deps.observer?.onBatch?.({
       node: state.name,
       results,
-      seconds: (performance.now() - started) / 1000,
+      seconds: (performance.now() - flight.started) / 1000,
       totals: { ...this.counters },
       estimatedTotal: this.#estimate,
       cursor: state.committed,
     });
-  }
-
-  /** The estimate, never above --max-keys. */
-  #capped(estimate: number): number {
-    const max = this.#options.maxKeys;
-    return max === undefined ? estimate : Math.min(estimate, max);
   }
 
   /**
@@ -496,33 +479,18 @@ class Run {
     return { batches, calls };
   }
 
-  /** The cursor to resume from: one node's, or `host:port=cursor` per node (also after a failure). */
-  #resumeCursor(): string {
-    if (this.#states.length === 1) return this.#states[0]!.committed;
-    return this.#states.map((state) => `${state.name}=${state.committed}`).join(",");
-  }
-}
-
-/** `--max-keys`, shared by every node. */
-class KeyQuota {
-  readonly #max: number | undefined;
-  #claimed = 0;
-
-  constructor(max: number | undefined) {
-    this.#max = max;
-  }
-
-  /** The part of `keys` this run may still process; `trimmed` when the quota cut it. */
-  claim(keys: Buffer[]): { keys: Buffer[]; trimmed: boolean } {
-    const left = (this.#max ?? Infinity) - this.#claimed;
+  /** The part of `keys` that `--max-keys` still allows; `trimmed` when it cut them. */
+  #claim(keys: Buffer[]): { keys: Buffer[]; trimmed: boolean } {
+    const left = (this.#options.maxKeys ?? Infinity) - this.#claimed;
     const trimmed = keys.length > left;
     const claimed = trimmed ? keys.slice(0, Math.max(left, 0)) : keys;
     this.#claimed += claimed.length;
     return { keys: claimed, trimmed };
   }
 
-  /** True once `--max-keys` keys were handed out. */
-  get used(): boolean {
-    return this.#max !== undefined && this.#claimed >= this.#max;
+  /** The cursor to resume from: one node's, or `host:port=cursor` per node (also after a failure). */
+  #resumeCursor(): string {
+    if (this.#states.length === 1) return this.#states[0]!.committed;
+    return this.#states.map((state) => `${state.name}=${state.committed}`).join(",");
   }
 }

@@ -37,22 +37,24 @@ export function estimateTotal(options: {
 }
 
 /**
- * First guess of the old keys on each node: DBSIZE × the share of old keys among 64 random keys
- * (read-only, O(1) each). `sizes` are the nodes' DBSIZE, already read; old keys start with `oldPrefix`.
+ * The nodes' DBSIZE in all, and a first guess of the old keys (starting with `oldPrefix`) on them:
+ * each node's DBSIZE × the share of old keys among 64 random keys (read-only, O(1) each).
  */
 export async function initialEstimate(
   nodes: readonly Redis[],
-  sizes: readonly number[],
   oldPrefix: string,
-): Promise<number> {
-  const guesses = await Promise.all(nodes.map(async (node, i) => {
-    const size = sizes[i] ?? 0;
-    if (size === 0) return 0;
+): Promise<{ dbsize: number; estimate: number }> {
+  const guesses = await Promise.all(nodes.map(async (node) => {
+    const size = await node.dbsize();
+    if (size === 0) return { size, old: 0 };
     const pipeline = node.pipeline();
     for (let draw = 0; draw < 64; draw++) pipeline.randomkey();
     const replies = (await pipeline.exec()) ?? [];
     const old = replies.filter(([, key]) => typeof key === "string" && key.startsWith(oldPrefix));
-    return Math.round((size * old.length) / Math.max(replies.length, 1));
+    return { size, old: Math.round((size * old.length) / Math.max(replies.length, 1)) };
   }));
-  return guesses.reduce((a, b) => a + b, 0);
+  return {
+    dbsize: guesses.reduce((sum, guess) => sum + guess.size, 0),
+    estimate: guesses.reduce((sum, guess) => sum + guess.old, 0),
+  };
 }
