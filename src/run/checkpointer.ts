@@ -78,25 +78,13 @@ export function batchEnd(input: {
 }
 
 /** Waits for the oldest batches until `keep` are in flight; whether the last one ended the scan. */
-export async function settleFlights(
-  flights: Flight[],
-  keep: number,
-): Promise<boolean | undefined> {
+export async function settleFlights(flights: Flight[], keep: number): Promise<boolean | undefined> {
   let scanDone: boolean | undefined;
   while (flights.length > keep) scanDone = (await flights.shift()!.end!).scanDone;
   return scanDone;
 }
 
-export type RunCheckpointStore = Pick<
-  CheckpointStore,
-  | "prefix"
-  | "load"
-  | "save"
-  | "finish"
-  | "clear"
-  | "loadTotals"
-  | "resetTotals"
->;
+export type RunCheckpointStore = Omit<CheckpointStore, "keys">;
 
 interface CheckpointerOptions {
   store: RunCheckpointStore;
@@ -110,8 +98,6 @@ interface CheckpointerOptions {
 /** Checkpoints and running totals of every node of one run. */
 export class Checkpointer {
   readonly #options: CheckpointerOptions;
-  /** Each node's counts not yet in the stored totals (execute only). */
-  readonly #unsaved = new Map<string, TotalsDelta>();
 
   constructor(options: CheckpointerOptions) {
     this.#options = options;
@@ -119,14 +105,14 @@ export class Checkpointer {
 
   /** Counts a batch's results toward the node's totals (stored with its next checkpoint). */
   count(state: NodeState, results: readonly KeyResult[]): void {
-    if (this.#options.mode === "execute") this.#unsavedOf(state).add(results);
+    if (this.#options.mode === "execute") state.unsaved.add(results);
   }
 
   /**
    * Stores the node's checkpoint at `cursor` with its unsaved totals and `batch`'s. When the save
    * fails, the batch's counts are not kept: its re-read counts it.
    */
-  async save(state: NodeState, cursor: string, batch: readonly KeyResult[] = []): Promise<void> {
+  async save(state: NodeState, cursor: string, batch: readonly KeyResult[]): Promise<void> {
     const { lastJob, within, runId } = state;
     const checkpoint = { cursor, lastJob, within, runId, params: this.#options.params };
     const save = (totals: ReadonlyMap<string, number>) =>
@@ -159,21 +145,14 @@ export class Checkpointer {
     write: (totals: ReadonlyMap<string, number>) => Promise<void>,
     batch: readonly KeyResult[] = [],
   ): Promise<void> {
-    const unsaved = this.#unsavedOf(state);
-    const earlier = unsaved.take();
+    const earlier = state.unsaved.take();
     const totals = new TotalsDelta(earlier).add(batch).take();
     try {
       await this.#options.retry.untilWritable(state.name, () => write(totals));
     } catch (error) {
-      unsaved.restore(earlier);
+      state.unsaved.restore(earlier);
       throw error;
     }
-  }
-
-  #unsavedOf(state: NodeState): TotalsDelta {
-    let delta = this.#unsaved.get(state.name);
-    if (delta === undefined) this.#unsaved.set(state.name, delta = new TotalsDelta());
-    return delta;
   }
 }
 

@@ -132,7 +132,7 @@ export interface SendOptions {
  * that the failure itself reports, would only hide it.
  */
 export async function sendBatch(keys: Buffer[], options: SendOptions): Promise<SentBatch> {
-  const { gate, observer, signal, node } = options;
+  const { gate, observer, signal, node, window } = options;
   const inFlight: Promise<StrategyResult[]>[] = [];
   const chunks: Buffer[][] = [];
   const failed = new AbortController();
@@ -147,18 +147,17 @@ export async function sendBatch(keys: Buffer[], options: SendOptions): Promise<S
     try {
       const waited = await gate.admit(chunk.length, { signal: waiting, node });
       if (waited > 0) observer?.onLimiterWait?.(waited);
-      if (options.window) release = await options.window.acquire({ signal: waiting });
+      if (window) release = await window.acquire({ signal: waiting });
     } catch (error) {
       if (!waiting.aborted) throw error;
       complete = false;
       break;
     }
-    const work = options.retry.migrate(chunk, options.node)
-      .then((results) => {
-        // The node answered: /healthz and relay_backfill_redis_up notice a frozen Redis by this.
-        observer?.onRedisReply?.({ node: options.node });
-        return nameInvalidKeys(chunk, results);
-      });
+    const work = options.retry.migrate(chunk, node).then((results) => {
+      // The node answered: /healthz and relay_backfill_redis_up notice a frozen Redis by this.
+      observer?.onRedisReply?.({ node });
+      return nameInvalidKeys(chunk, results);
+    });
     work.then(release, () => {
       release();
       failed.abort();
@@ -266,12 +265,9 @@ export class KeyRetry {
     for (let round = 0;; round++) {
       if (round > 0 || backOffFirst) {
         if (round === (backOffFirst ? 0 : 1)) {
-          logger.log(
-            "warn",
-            "redis_oom",
-            `Redis at ${node} refused writes (OOM): backing off until it accepts them again`,
-            { node },
-          );
+          const message =
+            `Redis at ${node} refused writes (OOM): backing off until it accepts them again`;
+          logger.log("warn", "redis_oom", message, { node });
         }
         if (performance.now() >= deadline) {
           throw new SafetyRefusal(

@@ -39,6 +39,7 @@ import {
   type RunCheckpointStore,
   runParams,
   settleFlights,
+  TotalsDelta,
 } from "./checkpointer.ts";
 import { callSize, type Gate, KeyRetry, sendBatch, type SendOptions } from "./copier.ts";
 import { UncountedCopies } from "../migrate/uncounted_copies.ts";
@@ -440,6 +441,7 @@ class Run {
       within: finished ? undefined : decision.within,
       startFraction: finished ? 1 : scanFraction(decision.cursor, this.#dbsize),
       lastSave: 0,
+      unsaved: new TotalsDelta(),
     };
   }
 

@@ -25,6 +25,8 @@ import type { BatchReport, Logger, RunMode, RunObserver, RunStart } from "../run
 
 /** Why a run stopped when the operator said `backfill stop` (the abort reason). */
 const STOP_REASON = "stop";
+/** Milliseconds between control reads and between status updates. */
+const INTERVAL_MS = 1000;
 
 /** What live control acts on: the operator's pause, the hard cap (0 = none), the status view. */
 export interface ControlTargets {
@@ -42,8 +44,6 @@ interface LiveControlOptions {
   logger: Logger;
   /** Aborted with {@linkcode STOP_REASON} on `backfill stop`. */
   stop: AbortController;
-  /** Milliseconds between control reads and status updates. Default 1000. */
-  intervalMs?: number;
   /** The runner's `--shard`: it publishes its own status (`P:status:I/N`). */
   shard?: Shard;
   /** The key mapping, published when it is not the default one. */
@@ -92,11 +92,10 @@ export class LiveControl {
       );
     }
     const signal = live.#halt.signal;
-    const intervalMs = options.intervalMs ?? 1000;
     live.#loops = Promise.all([
       watchControl(client, progressKey, {
         signal,
-        intervalMs,
+        intervalMs: INTERVAL_MS,
         opening,
         onCommand: (next) => live.#obey(next),
         onIgnored: ({ value, problem }) =>
@@ -108,7 +107,7 @@ export class LiveControl {
       }),
       publishStatus(client, progressKey, {
         signal,
-        intervalMs,
+        intervalMs: INTERVAL_MS,
         snapshot: () => live.#snapshot("running"),
         shard: options.shard,
       }),

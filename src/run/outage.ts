@@ -15,6 +15,7 @@ import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import type { Logger, RunObserver } from "../run_events.ts";
+import type { TotalsDelta } from "./checkpointer.ts";
 
 /** Where one node's scan stands. */
 export interface NodeState {
@@ -30,6 +31,8 @@ export interface NodeState {
   /** Where processing stopped inside the batch at `committed`. */
   within?: BatchPosition;
   lastSave: number;
+  /** Counts not yet in the stored totals (execute only). */
+  unsaved: TotalsDelta;
   outageSince?: number;
 }
 
