@@ -32,6 +32,7 @@ import type { ScanBatch } from "../control/scanner.ts";
 import type { Cluster, Redis } from "../redis/ioredis.ts";
 import { type CarriedTotals, EARLIER_RUNS, type RunMode } from "../run_events.ts";
 import { refusedAsFenced, type RunLock } from "../safety/lock.ts";
+import type { KeySchema } from "../schema.ts";
 import type { NodeState } from "./outage.ts";
 import type { KeyRetry, SentBatch } from "./copier.ts";
 
@@ -178,25 +179,12 @@ export class Checkpointer {
 /** The meta field that marks a node finished in the current pass. */
 const FINISHED_FIELD = "finished";
 
-/** The keys of one node's checkpoint. */
-export interface CheckpointKeys {
-  cursor: string;
-  lastJob: string;
-  meta: string;
-  within: string;
-  /** What the copy calls of a run created, for a call whose reply was lost (in_server.ts). */
-  calls: string;
-}
+/** The keys of one node's checkpoint; `calls` is what a lost copy call created (in_server.ts). */
+export type CheckpointKeys = Record<"cursor" | "lastJob" | "meta" | "within" | "calls", string>;
 
 /** The parameters that give a cursor its meaning, as a stable string. */
 export function runParams(
-  parts: {
-    workspace?: string;
-    pattern: string;
-    match: string;
-    mapping?: string;
-    patterns?: Record<string, string>;
-  },
+  parts: KeySchema["fingerprint"] & { workspace?: string; match: string },
 ): string {
   return JSON.stringify({
     workspace: parts.workspace ?? null,

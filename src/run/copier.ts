@@ -12,6 +12,7 @@ import { backoffMs } from "../async/backoff.ts";
 import { pause } from "../async/delay.ts";
 import { MAX_CALL_KEYS } from "../control/call_size.ts";
 import type { CallWindow } from "../control/call_window.ts";
+import type { Throttle } from "../control/throttle.ts";
 import type { AdmissionCheck, AdmitOptions, RateLimiter } from "../control/rate_limit.ts";
 import { BackfillError, SafetyRefusal } from "../errors.ts";
 import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
@@ -28,20 +29,12 @@ import type { UncountedCopies } from "../migrate/uncounted_copies.ts";
  */
 export class Gate {
   readonly #limiter: RateLimiter;
-  readonly #check: AdmissionCheck | undefined;
-  readonly #nodeLimiter: (node: string) => RateLimiter | undefined;
+  readonly #throttle: AdmissionCheck & Pick<Throttle, "limiterFor">;
 
-  constructor(
-    limiter: RateLimiter,
-    options: {
-      check?: AdmissionCheck;
-      /** A master's own limiter (its rate while it yields to a busy Redis), under the run-wide one. */
-      nodeLimiter?: (node: string) => RateLimiter | undefined;
-    } = {},
-  ) {
+  /** `limiter`: the run-wide one; the throttle checks and holds each master's own. */
+  constructor(limiter: RateLimiter, throttle: AdmissionCheck & Pick<Throttle, "limiterFor">) {
     this.#limiter = limiter;
-    this.#check = options.check;
-    this.#nodeLimiter = options.nodeLimiter ?? (() => undefined);
+    this.#throttle = throttle;
   }
 
   /** The run-wide rate limit now (jobs per second; 0 = unlimited). */
@@ -51,7 +44,7 @@ export class Gate {
 
   /** The rate that applies to `node`: the lower of its own and the run-wide one (0 = unlimited). */
   rateFor(node: string): number {
-    const own = this.#nodeLimiter(node)?.rps ?? 0;
+    const own = this.#throttle.limiterFor(node)?.rps ?? 0;
     const all = this.#limiter.rps;
     if (own === 0 || all === 0) return Math.max(own, all);
     return Math.min(own, all);
@@ -67,8 +60,8 @@ export class Gate {
   async admit(n: number, options: AdmitOptions = {}): Promise<number> {
     const { signal, node } = options;
     signal?.throwIfAborted();
-    await this.#check?.wait({ signal, node });
-    const own = node === undefined ? undefined : this.#nodeLimiter(node);
+    await this.#throttle.wait({ signal, node });
+    const own = node === undefined ? undefined : this.#throttle.limiterFor(node);
     let waited = 0;
     for (const limiter of own ? [own, this.#limiter] : [this.#limiter]) {
       waited += await limiter.acquire(n, signal);
@@ -78,7 +71,7 @@ export class Gate {
 
   /** Waits on the check with a fresh reading (after Redis refused a write for lack of memory). */
   async settle(options: AdmitOptions = {}): Promise<void> {
-    await this.#check?.wait({ signal: options.signal, fresh: true });
+    await this.#throttle.wait({ signal: options.signal, fresh: true });
   }
 }
 

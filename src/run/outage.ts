@@ -5,8 +5,7 @@
  *
  * @module
  */
-import type { Buffer } from "node:buffer";
-import type { BatchPosition } from "../checkpoint/batch_position.ts";
+import type { NodeCheckpoint } from "../checkpoint/resume.ts";
 import { backoffMs, RECONNECT } from "../async/backoff.ts";
 import { delay } from "../async/delay.ts";
 import { RedisUnavailableError } from "../errors.ts";
@@ -17,19 +16,15 @@ import type { RedisTarget } from "../redis/target.ts";
 import type { Logger, RunObserver } from "../run_events.ts";
 import type { TotalsDelta } from "./checkpointer.ts";
 
-/** Where one node's scan stands. */
-export interface NodeState {
+/** Where one node's scan stands: what its checkpoint says, or will (`within` is at `committed`). */
+export interface NodeState extends Pick<NodeCheckpoint, "runId" | "lastJob" | "within"> {
   node: Redis;
   /** `host:port` at the start (the key of the resume cursor). */
   name: string;
   nodeId: string;
-  runId: string;
-  /** The cursor the next scan starts from (what the checkpoint says, or will). */
+  /** The cursor the next scan starts from. */
   committed: string;
   startFraction: number;
-  lastJob?: Buffer;
-  /** Where processing stopped inside the batch at `committed`. */
-  within?: BatchPosition;
   lastSave: number;
   /** Counts not yet in the stored totals (execute only). */
   unsaved: TotalsDelta;

@@ -82,10 +82,7 @@ export async function startThrottledGate(
     observer: options.observer,
   });
   const runLimiter = new SlidingWindowLimiter(options.rps);
-  const gate = new Gate(runLimiter, {
-    check: throttle,
-    nodeLimiter: (node) => throttle.limiterFor(node),
-  });
+  const gate = new Gate(runLimiter, throttle);
   const ticking = throttle.run(halt.signal);
   return {
     gate,
