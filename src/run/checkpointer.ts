@@ -92,7 +92,7 @@ interface CheckpointerOptions {
   mode: RunMode;
   /** Stored with every checkpoint: a resume with other parameters is refused. */
   params: string;
-  /** Waits out OOM while saving: Redis refusing writes is no reason to lose the checkpoint. */
+  /** Waits out OOM: Redis refusing writes is no reason to lose the checkpoint. */
   retry: Pick<KeyRetry, "untilWritable">;
 }
 
@@ -161,19 +161,11 @@ export class Checkpointer {
 // the store
 /*
  * Under the progress key P: `P:cursor` and `P:last_job` (the names the runbook reads), `P:within`,
- * and `P:meta`, a hash with the node's `run_id` (a restarted node's cursor is meaningless) and the
- * run parameters (a checkpoint made for another workspace or pattern is not silently reused). A
- * cluster keeps one set per master, `{P}:cursor:<node-id>`, …: the hash tag puts every checkpoint
- * key, the totals `{P}:totals` and the run locks in one slot, so one script call writes a save and
- * its totals, fenced by the locks (a runner whose lock expired or was taken over is refused).
- *
- * A node whose scan completed while others of the pass have not is kept `finished` in its meta
- * (cursor `0`), so the next run does not scan it again; the run that completes the pass clears
- * every node's checkpoint.
- *
- * The totals are per outcome, not per workspace: with thousands of tenants one HINCRBY per
- * workspace per save would be a write for nearly every copied key. The carried part therefore
- * shows under {@linkcode EARLIER_RUNS}.
+ * and `P:meta` with the node's `run_id` (a restarted node's cursor is meaningless) and the run
+ * parameters. A cluster keeps one set per master, `{P}:cursor:<node-id>`, …: the hash tag puts
+ * them, the totals and the run locks in one slot, so one script call writes a save and its totals,
+ * fenced by the locks. The totals are per outcome, not per workspace: with thousands of tenants
+ * one HINCRBY per workspace per save would be a write for nearly every copied key.
  */
 
 /** The meta field that marks a node finished in the current pass. */
@@ -203,7 +195,6 @@ export class CheckpointStore {
   readonly #totalsKey: string;
   readonly #locks: readonly Pick<RunLock, "key" | "value">[];
 
-  /** `locks`: the run locks every write is fenced by (in the store's slot). */
   constructor(
     client: Redis | Cluster,
     prefix: string,
@@ -270,9 +261,8 @@ export class CheckpointStore {
   }
 
   /**
-   * Marks a node's scan completed in this pass and adds its last `totals`, in one call. The next
-   * run skips the node until the pass completes ({@linkcode clear} of every node) or
-   * `--reset-progress`.
+   * Marks a node's scan completed in this pass (the next run skips it until the pass completes or
+   * `--reset-progress`) and adds its last `totals`, in one call.
    */
   async finish(
     node: string,
@@ -341,10 +331,9 @@ class Writes {
 }
 
 /**
- * KEYS: a key of the store's slot, then the run's locks; ARGV: each lock's value, then the writes.
- * When a lock no longer holds its value, nothing is written. Without a shebang, so that Redis 6.2
- * runs it and a full Redis refuses its first write (OOM) before anything is written, as a MULTI
- * would; a later write of the same call is never refused for memory.
+ * KEYS: a key of the store's slot, then the run's locks; ARGV: each lock's value, then the writes,
+ * of which none is made unless every lock still holds its value. Without a shebang, so that Redis 6.2 runs it and a full Redis refuses its first write (OOM)
+ * before anything is written, as a MULTI would.
  */
 const FENCED_WRITES = `
 for i = 2, #KEYS do

@@ -297,8 +297,7 @@ class Run {
     try {
       for await (const batch of batches) {
         state.outageSince = undefined;
-        // A stored position holds for every batch inside the range it was taken in
-        // (checkpoint/batch_position.ts).
+        // A stored position holds for every batch inside the range it was taken in.
         const resumedFrom = state.within;
         if (!resumedFrom || !withinRange(batch.next, resumedFrom)) state.within = undefined;
         const unclaimed = keysAfter(inProcessingOrder(batch.keys), batch.next, resumedFrom);
@@ -323,9 +322,8 @@ class Run {
       }
       scanDone = await settleFlights(flights, 0) ?? scanDone;
     } catch (error) {
-      // Every abandoned batch settles before the node is recovered. After a storm what the batches
-      // behind it did is counted and reported, not saved; after an outage they are re-read, and
-      // what they copied counts then.
+      // Every abandoned batch settles first. After a storm what the batches behind it did is
+      // counted and reported, not saved; after an outage they are re-read and count then.
       await Promise.allSettled(flights.map((f) => f.end));
       for (const flight of flights.filter((f) => !f.counted)) {
         const results = await flight.results.catch(() => undefined);
@@ -447,11 +445,10 @@ class Run {
 
   /**
    * A node's call window and SCAN batches from `state.committed`, measured afresh (also after an
-   * outage). A `round-trip` window keeps one round trip's worth of calls in flight, and no more than
-   * `--max-latency` allows while another client is active (control/pace.ts), so the application
-   * never waits behind more of the backfill's work. A `deep` one (`--max-latency 0`, raw speed)
-   * keeps {@linkcode MAX_CALL_WINDOW}, so the client's own pauses (GC, sorting a SCAN reply) never
-   * leave Redis idle.
+   * outage). A `round-trip` window keeps a round trip's worth of calls in flight, and while another
+   * client is active no more than `--max-latency` allows; a `deep` one (raw speed) keeps
+   * {@linkcode MAX_CALL_WINDOW}, so the client's own pauses (GC, sorting a SCAN reply) never leave
+   * Redis idle.
    */
   async #openTraffic(state: NodeState): Promise<{
     batches: AsyncGenerator<ScanBatch>;

@@ -112,9 +112,7 @@ interface VerifyPace {
 
 /**
  * The pace of `verify --full`: a run's controller with no pauses (a verify writes nothing). Its
- * work is not admitted per master, so the master that yields most sets the rate of all: on a
- * cluster, one saturated master slows the whole verify. `rps` 0 = no cap; `maxLatencyMs` 0 = the
- * cap only.
+ * work is not admitted per master, so the master that yields most sets the rate of all.
  */
 export async function startVerifyPace(
   target: Pick<RedisTarget, "masters" | "nodeName">,
