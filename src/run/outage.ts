@@ -68,11 +68,8 @@ export async function throughOutages<T>(
       const masters = target.masters();
       const lost = masters.find((node) => target.lostSince?.(node) !== undefined);
       since ??= Math.min(now, lost ? target.lostSince!(lost)! : now);
-      const where = lost
-        ? target.nodeName(lost)
-        : masters.length === 1
-        ? target.nodeName(masters[0]!)
-        : target.redacted ?? "its masters";
+      const named = lost ?? (masters.length === 1 ? masters[0] : undefined);
+      const where = named ? target.nodeName(named) : target.redacted ?? "its masters";
       if (attempt === 0) {
         logger.log(
           "warn",
