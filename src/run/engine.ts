@@ -108,7 +108,6 @@ class Run {
   /** Copies of abandoned batches, counted when their keys are read again. */
   readonly #uncounted = new UncountedCopies();
   #estimate = 0;
-  #dbsize = 0;
   /** Every node of the run, as opened; their `committed` cursors are the resume cursor. */
   readonly #states: NodeState[] = [];
   /**
@@ -174,11 +173,10 @@ class Run {
     const starting = (what: string) => ({ ...this.#outage, what });
     await throughOutages(() => this.#deps.strategy.init(), starting("loading the scripts"));
     const masters = target.masters();
-    const { dbsize, estimate } = await throughOutages(
+    const estimate = await throughOutages(
       () => initialEstimate(masters, this.#options.keys.oldPrefix.toString()),
       { ...starting("estimating the keys to scan"), readOnly: true },
     );
-    this.#dbsize = dbsize;
     this.#estimate = Math.min(estimate, this.#options.maxKeys ?? Infinity);
     const carried = await throughOutages(
       () => carriedTotals(this.#deps.checkpoints, this.#options),
@@ -387,7 +385,7 @@ class Run {
       initial: this.#estimate,
       seen: this.counters.scanned,
       startFraction: state.startFraction,
-      fraction: scanDone ? 1 : scanFraction(flight.batch.next, this.#dbsize),
+      fraction: scanDone ? 1 : scanFraction(flight.batch.next),
       done: scanDone && this.#deps.target.masters().length === 1,
     });
     this.#estimate = Math.min(estimate, this.#options.maxKeys ?? Infinity);
@@ -437,7 +435,7 @@ class Run {
       runId,
       committed: finished ? "0" : decision.cursor,
       within: finished ? undefined : decision.within,
-      startFraction: finished ? 1 : scanFraction(decision.cursor, this.#dbsize),
+      startFraction: finished ? 1 : scanFraction(decision.cursor),
       lastSave: 0,
       unsaved: new TotalsDelta(),
     };
