@@ -93,7 +93,6 @@ export function callSize(
   return Math.max(1, Math.min(wanted, fits, options.batch, MAX_CALL_KEYS));
 }
 
-/** A sent batch. */
 export interface SentBatch {
   /** Every key's result, in key order, after the retries; rejects with a call's outage. */
   results: Promise<StrategyResult[]>;
@@ -101,7 +100,6 @@ export interface SentBatch {
   complete: boolean;
 }
 
-/** Options of {@linkcode sendBatch}. */
 export interface SendOptions {
   gate: Pick<Gate, "admit">;
   retry: Pick<KeyRetry, "migrate">;
