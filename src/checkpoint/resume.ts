@@ -78,14 +78,9 @@ export function decideStart(input: ResumeInput): ResumeDecision {
   const flag = input.cursor ?? "0";
   if (input.mode === "dry-run") {
     if (stored === undefined || input.cursor !== undefined) return start(flag, false);
-    return start(
-      flag,
-      false,
-      info(
-        "checkpoint_ignored",
-        `dry-run ignores the stored checkpoint (cursor=${stored.cursor})${where} and scans from cursor 0`,
-      ),
-    );
+    const message =
+      `dry-run ignores the stored checkpoint (cursor=${stored.cursor})${where} and scans from cursor 0`;
+    return start(flag, false, info("checkpoint_ignored", message));
   }
   if (input.resetProgress) {
     const message = `cleared the stored checkpoint${where}; starting from cursor ${flag}`;
@@ -105,22 +100,15 @@ export function decideStart(input: ResumeInput): ResumeDecision {
     };
   }
   if (stored.runId !== input.runId) {
-    return start("0", false, {
-      level: "warn",
-      event: "checkpoint_stale",
-      message:
-        `Redis at ${input.node} restarted since the checkpoint (run_id changed): its cursor is meaningless, rescanning from cursor 0`,
-    });
+    const message =
+      `Redis at ${input.node} restarted since the checkpoint (run_id changed): its cursor is meaningless, rescanning from cursor 0`;
+    return start("0", false, { level: "warn", event: "checkpoint_stale", message });
   }
   if (stored.finished) {
-    return {
-      kind: "finished",
-      log: info(
-        "node_finished",
-        `the scan${where} completed in an earlier run of this pass: not scanned again ` +
-          `until every node of the pass is done (--reset-progress starts over)`,
-      ),
-    };
+    const message =
+      `the scan${where} completed in an earlier run of this pass: not scanned again ` +
+      `until every node of the pass is done (--reset-progress starts over)`;
+    return { kind: "finished", log: info("node_finished", message) };
   }
   const last = stored.lastJob ? escapeForLog(stored.lastJob) : "none";
   const inside = stored.within ? " (inside its batch, after that job)" : "";

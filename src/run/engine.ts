@@ -266,12 +266,9 @@ class Run {
       if (since === undefined || this.#signal.aborted) return;
       if (performance.now() - since < this.#options.maxOutage * 1000) return;
       const where = target.nodeName(state.node);
-      this.#fail(
-        new RedisUnavailableError(
-          `lost Redis at ${where} for longer than --max-outage; ` +
-            `the checkpoint is kept at cursor=${state.committed}`,
-        ),
-      );
+      const message = `lost Redis at ${where} for longer than --max-outage; ` +
+        `the checkpoint is kept at cursor=${state.committed}`;
+      this.#fail(new RedisUnavailableError(message));
       target.abandon?.(state.node);
     }, WATCHDOG_MS);
   }

@@ -85,11 +85,9 @@ export class LiveControl {
     const opening = await openControl(client, progressKey).catch(() => undefined);
     if (opening) await live.#opened(opening);
     else {
-      options.logger.log(
-        "warn",
-        "control_unread",
-        `could not read ${progressKey}:control at the start; commands are read once it answers`,
-      );
+      const message =
+        `could not read ${progressKey}:control at the start; commands are read once it answers`;
+      options.logger.log("warn", "control_unread", message);
     }
     const signal = live.#halt.signal;
     live.#loops = Promise.all([
@@ -147,12 +145,9 @@ export class LiveControl {
     const died = predecessor?.status.phase === "running" && predecessor.status.mode === "execute";
     if (!died || predecessor.status.control?.operator_paused !== true) return;
     const { host, pid } = predecessor.status.holder;
-    logger.log(
-      "warn",
-      "control_carried",
-      `starting paused: the run this one takes over from (${host} pid ${pid}) died paused by ` +
-        `the operator; backfill resume goes on`,
-    );
+    const message = `starting paused: the run this one takes over from (${host} pid ${pid}) ` +
+      `died paused by the operator; backfill resume goes on`;
+    logger.log("warn", "control_carried", message);
     this.#obey(brake);
   }
 

@@ -157,13 +157,9 @@ export async function recoverNode(
     logger.log("info", "redis_back", message, { node: serving });
     return true;
   }
-  logger.log(
-    "warn",
-    "redis_restarted",
-    `Redis at ${serving} restarted or failed over (new run_id): its SCAN cursor is ` +
-      `meaningless, rescanning from cursor 0`,
-    { node: serving },
-  );
+  const restarted = `Redis at ${serving} restarted or failed over (new run_id): its SCAN cursor ` +
+    `is meaningless, rescanning from cursor 0`;
+  logger.log("warn", "redis_restarted", restarted, { node: serving });
   state.runId = runId;
   state.committed = "0";
   state.within = undefined;
