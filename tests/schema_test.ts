@@ -41,11 +41,11 @@ Deno.test("a custom workspace rule, never allowing ':'", () => {
 });
 
 Deno.test("scanFraction reads SCAN's reverse-binary cursor", () => {
-  assert.equal(scanFraction("0", 1024), 0);
+  assert.equal(scanFraction("0"), 0);
   // For a 8-bucket table the order is 0,4,2,6,1,5,3,7: cursor 4 = 1/8 done, 6 = 3/8, 7 = 7/8.
-  assert.equal(scanFraction("4", 8), 1 / 8);
-  assert.equal(scanFraction("6", 8), 3 / 8);
-  assert.equal(scanFraction("7", 8), 7 / 8);
+  assert.equal(scanFraction("4"), 1 / 8);
+  assert.equal(scanFraction("6"), 3 / 8);
+  assert.equal(scanFraction("7"), 7 / 8);
 });
 
 Deno.test("estimateTotal refines the initial guess", () => {

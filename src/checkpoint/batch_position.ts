@@ -1,25 +1,16 @@
 /**
- * A position inside one SCAN batch, so that a run stopped part-way through a batch (`--max-keys`
- * smaller than a batch, a signal) resumes after the last key it processed instead of re-reading
- * the batch from its start and processing the same first keys again (which never progressed).
+ * A position inside one SCAN batch, so that a run stopped part-way through a batch (`--max-keys`,
+ * a signal) resumes after the last key it processed instead of processing the same first keys
+ * again. The checkpoint keeps the cursor the batch was read from, the batch's `next` cursor and
+ * the last processed key; keys are processed in byte order.
  *
- * A batch's keys are processed in byte order. The checkpoint keeps the cursor the batch was read
- * from, plus this position: the batch's `next` cursor and the last processed key. A resumed run
- * re-reads the batch from that cursor and skips the keys up to that key.
- *
- * Why that is safe under SCAN's guarantees: Redis's SCAN cursor walks the hash space in reverse-
- * binary order, so one call from cursor `c` that answers `next` returns every key whose hash lies
- * in the range [c, next) of that order, whatever the table size (a smaller table may add keys of
- * the range before `c`, which earlier batches already visited). COUNT counts every key visited,
- * matching or not, so the range of a re-read moves with the keys created or deleted meanwhile
- * (the copies this tool writes included). When the re-read's `next` is not past the stored one,
- * its range lies inside the first read's: every key of it that is at most the stored key and
- * existed at the first read was returned then and processed, as keys are processed in byte order.
- * Keys of the first range past the re-read's `next` come in the next batch, which skips nothing.
- * A key created since may be skipped; SCAN makes no promise about keys created during a scan, and
- * the application dual-writes every new job itself. When the re-read's `next` is past the stored
- * one, the range grew and may hold unprocessed keys below the stored key, so nothing is skipped:
- * the batch is processed whole (copies are idempotent).
+ * Why skipping is safe: SCAN walks the hash space in reverse-binary order, so one call from `c`
+ * answering `next` returns every key whose hash lies in [c, next) of that order, whatever the table
+ * size. When a re-read's `next` is not past the stored one, its range lies inside the first
+ * read's: every key of it up to the stored key that existed at the first read was processed then.
+ * (A key created since may be skipped; SCAN promises nothing about those, and the application
+ * dual-writes every new job.) When the re-read's `next` is past the stored one, the range grew
+ * and may hold unprocessed keys below the stored key: nothing is skipped (copies are idempotent).
  *
  * @module
  */
@@ -29,13 +20,9 @@ import { Buffer } from "node:buffer";
 export interface BatchPosition {
   /** The `next` cursor the batch answered when it was read. */
   next: string;
-  /** The last old key processed (bytes); every key of the batch up to it is done. */
+  /** The last old key processed; every key of the batch up to it is done. */
   after: Buffer;
-  /**
-   * The SCAN COUNT the batch was read with. COUNTs are sized by Redis time and change during a
-   * run; the re-read asks for the same one, so it covers the same range (a smaller one would
-   * leave part of the range to the next batch, which skips nothing).
-   */
+  /** The SCAN COUNT the batch was read with (COUNTs change): the re-read asks for the same. */
   count?: number;
 }
 
@@ -44,11 +31,7 @@ export function inProcessingOrder(keys: readonly Buffer[]): Buffer[] {
   return [...keys].sort(Buffer.compare);
 }
 
-/**
- * The keys of a re-read batch still to process: those after `position.after`, when the re-read's
- * range lies inside the first read's (its `next` is not past the stored one); all of them
- * otherwise. `keys` are in processing order.
- */
+/** The keys (in processing order) of a re-read batch still to process: see the module comment. */
 export function keysAfter(
   keys: readonly Buffer[],
   next: string,
@@ -60,19 +43,14 @@ export function keysAfter(
 
 /**
  * True when a batch that answered `next` ends strictly before the position's range does: the next
- * batch still lies inside that range, so the position applies to it too (the same argument as for
- * the re-read: its keys up to `after` that existed at the first read were processed then). A
- * resumed run whose first SCAN covers less than the stored batch (a smaller COUNT) thus still
- * skips what the earlier run did, instead of spending its `--max-keys` on it again.
+ * batch still lies inside that range, so the position applies to it too. A resumed run whose first
+ * SCAN covers less than the stored batch thus still skips what the earlier run did.
  */
 export function withinRange(next: string, position: BatchPosition): boolean {
   return scanOrder(next) < scanOrder(position.next);
 }
 
-/**
- * Where a cursor lies in SCAN's walk: its 64 bits reversed (the walk increments the reversed
- * cursor, so this order holds whatever the table size). A `next` of "0" is the end of the walk.
- */
+/** Where a cursor lies in SCAN's walk: its 64 bits reversed; "0" is the end of the walk. */
 export function scanOrder(cursor: string): bigint {
   let value = BigInt(cursor);
   if (value === 0n) return 1n << 64n;
@@ -95,15 +73,10 @@ export function positionAfter(
 ): BatchPosition | undefined {
   const last = processed.at(-1);
   if (last === undefined) return resumedFrom;
-  return batch.count === undefined
-    ? { next: batch.next, after: last }
-    : { next: batch.next, after: last, count: batch.count };
+  return { next: batch.next, after: last, count: batch.count };
 }
 
-/**
- * The stored form: `<next>[/<count>] <key bytes>` (cursor and count are decimal, so the first
- * space splits).
- */
+/** The stored form: `<next>[/<count>] <key bytes>` (the first space splits). */
 export function encodePosition(position: BatchPosition): Buffer {
   const count = position.count === undefined ? "" : `/${position.count}`;
   return Buffer.concat([Buffer.from(`${position.next}${count} `), position.after]);

@@ -1,7 +1,7 @@
 /**
  * Where a node's scan starts: the resume policy as a pure function of the flags, the stored
- * checkpoint and the node's current `run_id`. No I/O: the engine loads the checkpoint, asks here,
- * then clears, logs or refuses as told.
+ * checkpoint and the node's current `run_id`. The engine loads the checkpoint, asks here, then
+ * clears, logs or refuses as told.
  *
  * @module
  */
@@ -15,13 +15,13 @@ export interface NodeCheckpoint {
   cursor: string;
   /** Job id (bytes) of the last processed key. */
   lastJob?: Buffer;
-  /** Where processing stopped inside the batch at `cursor` (see batch_position.ts). */
+  /** Where processing stopped inside the batch at `cursor`. */
   within?: BatchPosition;
   /** `run_id` of the node the cursor belongs to. */
   runId: string;
-  /** Fingerprint of the run parameters (see `runParams`, run/checkpointer.ts). */
+  /** Fingerprint of the run parameters (`runParams`, run/checkpointer.ts). */
   params: string;
-  /** The node's scan completed in this pass (the cursor is `0`); see `CheckpointStore.finish`. */
+  /** The node's scan completed in this pass (the cursor is `0`). */
   finished?: boolean;
 }
 
@@ -32,9 +32,8 @@ export interface ResumeInput {
   cursor?: string;
   /** `--reset-progress`. */
   resetProgress: boolean;
-  /** The node's stored checkpoint, if any. */
   stored?: NodeCheckpoint;
-  /** The fingerprint of this run's parameters (see `runParams`). */
+  /** The fingerprint of this run's parameters. */
   params: string;
   /** The node's `run_id` now. */
   runId: string;
@@ -46,8 +45,7 @@ export interface ResumeInput {
   prefix: string;
 }
 
-/** A line for the run's log. */
-export interface ResumeLog {
+interface ResumeLog {
   level: "info" | "warn";
   event: string;
   message: string;
@@ -55,7 +53,7 @@ export interface ResumeLog {
 }
 
 /** Start here (clearing the stored checkpoint first when `clear`), or refuse the run. */
-export type ResumeDecision =
+type ResumeDecision =
   | {
     kind: "start";
     cursor: string;
@@ -69,62 +67,29 @@ export type ResumeDecision =
   | { kind: "finished"; log: ResumeLog };
 
 /**
- * Decides the start cursor. Dry-run never uses a stored checkpoint; `--reset-progress` clears it;
- * `--cursor` overrides it; a checkpoint made with other parameters is refused; one made before
- * the server restarted (another `run_id`) is meaningless, so the scan starts over at 0; a node
- * finished earlier in the pass is not scanned again.
+ * Decides the start cursor, in order of precedence: dry-run never uses a stored checkpoint;
+ * `--reset-progress` clears it; `--cursor` overrides it; a checkpoint made with other parameters
+ * is refused; one made before the server restarted (another `run_id`) is meaningless, so the scan
+ * starts over at 0; a node finished earlier in the pass is not scanned again.
  */
 export function decideStart(input: ResumeInput): ResumeDecision {
   const where = input.perNode ? ` on ${input.node}` : "";
-  return startFromFlags(input, where) ?? startFromCheckpoint(input, where);
-}
-
-/**
- * The flags that decide without the checkpoint, in order of precedence: dry-run, then
- * `--reset-progress`, then `--cursor`. Undefined when none of them applies.
- */
-function startFromFlags(input: ResumeInput, where: string): ResumeDecision | undefined {
-  const flag = input.cursor ?? "0";
   const { stored } = input;
+  const flag = input.cursor ?? "0";
   if (input.mode === "dry-run") {
-    const ignored = stored !== undefined && input.cursor === undefined;
-    return start(
-      flag,
-      false,
-      ignored
-        ? info(
-          "checkpoint_ignored",
-          `dry-run ignores the stored checkpoint (cursor=${stored.cursor})${where} and scans from cursor 0`,
-        )
-        : undefined,
-    );
+    if (stored === undefined || input.cursor !== undefined) return start(flag, false);
+    const message =
+      `dry-run ignores the stored checkpoint (cursor=${stored.cursor})${where} and scans from cursor 0`;
+    return start(flag, false, info("checkpoint_ignored", message));
   }
   if (input.resetProgress) {
-    return start(
-      flag,
-      true,
-      info(
-        "checkpoint_reset",
-        `cleared the stored checkpoint${where}; starting from cursor ${flag}`,
-      ),
-    );
+    const message = `cleared the stored checkpoint${where}; starting from cursor ${flag}`;
+    return start(flag, true, info("checkpoint_reset", message));
   }
   if (input.cursor !== undefined) {
-    return start(
-      input.cursor,
-      false,
-      info("cursor_flag", `starting from --cursor ${input.cursor}${where}`),
-    );
+    const message = `starting from --cursor ${input.cursor}${where}`;
+    return start(input.cursor, false, info("cursor_flag", message));
   }
-  return undefined;
-}
-
-/**
- * No flag decided: resume the stored checkpoint when it was made with these parameters and on
- * this server process; refuse other parameters; rescan from 0 after a restart.
- */
-function startFromCheckpoint(input: ResumeInput, where: string): ResumeDecision {
-  const { stored } = input;
   if (stored === undefined) return start("0", false);
   if (stored.params !== input.params) {
     return {
@@ -135,43 +100,30 @@ function startFromCheckpoint(input: ResumeInput, where: string): ResumeDecision 
     };
   }
   if (stored.runId !== input.runId) {
-    return start("0", false, {
-      level: "warn",
-      event: "checkpoint_stale",
-      message:
-        `Redis at ${input.node} restarted since the checkpoint (run_id changed): its cursor is meaningless, rescanning from cursor 0`,
-    });
+    const message =
+      `Redis at ${input.node} restarted since the checkpoint (run_id changed): its cursor is meaningless, rescanning from cursor 0`;
+    return start("0", false, { level: "warn", event: "checkpoint_stale", message });
   }
   if (stored.finished) {
-    return {
-      kind: "finished",
-      log: info(
-        "node_finished",
-        `the scan${where} completed in an earlier run of this pass: not scanned again ` +
-          `until every node of the pass is done (--reset-progress starts over)`,
-      ),
-    };
+    const message =
+      `the scan${where} completed in an earlier run of this pass: not scanned again ` +
+      `until every node of the pass is done (--reset-progress starts over)`;
+    return { kind: "finished", log: info("node_finished", message) };
   }
   const last = stored.lastJob ? escapeForLog(stored.lastJob) : "none";
   const inside = stored.within ? " (inside its batch, after that job)" : "";
-  return {
-    ...start(stored.cursor, false, {
-      ...info(
-        "resume",
-        `Resuming from stored cursor=${stored.cursor}, last_job=${last}${inside}${where}`,
-      ),
-      fields: { cursor: stored.cursor },
-    }),
-    within: stored.within,
-  };
+  const message = `Resuming from stored cursor=${stored.cursor}, last_job=${last}${inside}${where}`;
+  const log = { ...info("resume", message), fields: { cursor: stored.cursor } };
+  return start(stored.cursor, false, log, stored.within);
 }
 
 function start(
   cursor: string,
   clear: boolean,
   log?: ResumeLog,
-): Extract<ResumeDecision, { kind: "start" }> {
-  return { kind: "start", cursor, clear, log };
+  within?: BatchPosition,
+): ResumeDecision {
+  return { kind: "start", cursor, clear, log, within };
 }
 
 function info(event: string, message: string): ResumeLog {

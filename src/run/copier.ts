@@ -1,12 +1,9 @@
 /**
- * The copier: one batch's keys to Redis and back. The batch goes out in sub-batches, each admitted
- * by the {@linkcode Gate} (the throttle's check, then the limiters) and by the node's call window, each one script call
- * of the strategy, in key order, as many in flight as the window allows ({@linkcode sendBatch}
- * returns once every sub-batch is sent, so the engine can send the next batch while this one's
- * replies are still coming). Each sub-batch gets its per-key retries ({@linkcode KeyRetry}): one
- * retry of what failed for a passing reason (a changed workspace id, a lost reply, a moved slot);
- * keys that Redis refused for lack of memory are not errors at all but a reason to back off: they
- * are retried, behind the gate's fresh checks, until Redis accepts them or `--max-outage` passes.
+ * The copier: one batch's keys to Redis and back, in sub-batches (one script call each), each
+ * admitted by the {@linkcode Gate} and the node's call window. Each sub-batch gets one retry of
+ * what failed for a passing reason (a changed workspace id, a lost reply, a moved slot); keys Redis
+ * refused for lack of memory are no errors but a reason to back off: they are retried, behind the
+ * gate's fresh checks, until Redis accepts them or `--max-outage` passes ({@linkcode KeyRetry}).
  *
  * @module
  */
@@ -15,6 +12,7 @@ import { backoffMs } from "../async/backoff.ts";
 import { pause } from "../async/delay.ts";
 import { MAX_CALL_KEYS } from "../control/call_size.ts";
 import type { CallWindow } from "../control/call_window.ts";
+import type { Throttle } from "../control/throttle.ts";
 import type { AdmissionCheck, AdmitOptions, RateLimiter } from "../control/rate_limit.ts";
 import { BackfillError, SafetyRefusal } from "../errors.ts";
 import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
@@ -26,26 +24,17 @@ import { escapeForLog } from "../telemetry/redact.ts";
 import type { UncountedCopies } from "../migrate/uncounted_copies.ts";
 
 /**
- * The one door work passes before it goes to Redis. `admit(n, { node })` waits until the admission
- * check lets the run go on (the throttle: health, memory, a live pause), then takes `n` permits
- * from the master's own limiter (the throttle's rate) and the run-wide one.
+ * The one door work passes before it goes to Redis: the admission check (the throttle: health,
+ * memory, a live pause), then the master's own limiter (the throttle's rate) and the run-wide one.
  */
 export class Gate {
   readonly #limiter: RateLimiter;
-  readonly #check: AdmissionCheck | undefined;
-  readonly #nodeLimiter: (node: string) => RateLimiter | undefined;
+  readonly #throttle: AdmissionCheck & Pick<Throttle, "limiterFor">;
 
-  constructor(
-    limiter: RateLimiter,
-    options: {
-      check?: AdmissionCheck;
-      /** A master's own limiter (its rate while it yields to a busy Redis), under the run-wide one. */
-      nodeLimiter?: (node: string) => RateLimiter | undefined;
-    } = {},
-  ) {
+  /** `limiter`: the run-wide one; the throttle checks and holds each master's own. */
+  constructor(limiter: RateLimiter, throttle: AdmissionCheck & Pick<Throttle, "limiterFor">) {
     this.#limiter = limiter;
-    this.#check = options.check;
-    this.#nodeLimiter = options.nodeLimiter ?? (() => undefined);
+    this.#throttle = throttle;
   }
 
   /** The run-wide rate limit now (jobs per second; 0 = unlimited). */
@@ -55,7 +44,7 @@ export class Gate {
 
   /** The rate that applies to `node`: the lower of its own and the run-wide one (0 = unlimited). */
   rateFor(node: string): number {
-    const own = this.#nodeLimiter(node)?.rps ?? 0;
+    const own = this.#throttle.limiterFor(node)?.rps ?? 0;
     const all = this.#limiter.rps;
     if (own === 0 || all === 0) return Math.max(own, all);
     return Math.min(own, all);
@@ -63,16 +52,16 @@ export class Gate {
 
   /**
    * Waits until the check lets work go on, then for `n` permits of the node's limiter and the
-   * run-wide one (each splits `n` into grants its current rate allows: control/rate_limit.ts).
+   * run-wide one.
    *
-   * @returns the seconds spent waiting for the limiter.
+   * @returns the seconds spent waiting for the limiters.
    * @throws `signal.reason` when the signal aborts.
    */
   async admit(n: number, options: AdmitOptions = {}): Promise<number> {
     const { signal, node } = options;
     signal?.throwIfAborted();
-    await this.#check?.wait({ signal, node });
-    const own = node === undefined ? undefined : this.#nodeLimiter(node);
+    await this.#throttle.wait({ signal, node });
+    const own = node === undefined ? undefined : this.#throttle.limiterFor(node);
     let waited = 0;
     for (const limiter of own ? [own, this.#limiter] : [this.#limiter]) {
       waited += await limiter.acquire(n, signal);
@@ -82,7 +71,7 @@ export class Gate {
 
   /** Waits on the check with a fresh reading (after Redis refused a write for lack of memory). */
   async settle(options: AdmitOptions = {}): Promise<void> {
-    await this.#check?.wait({ signal: options.signal, fresh: true });
+    await this.#throttle.wait({ signal: options.signal, fresh: true });
   }
 }
 
@@ -104,7 +93,6 @@ export function callSize(
   return Math.max(1, Math.min(wanted, fits, options.batch, MAX_CALL_KEYS));
 }
 
-/** A sent batch. */
 export interface SentBatch {
   /** Every key's result, in key order, after the retries; rejects with a call's outage. */
   results: Promise<StrategyResult[]>;
@@ -112,15 +100,13 @@ export interface SentBatch {
   complete: boolean;
 }
 
-/** Options of {@linkcode sendBatch}. */
 export interface SendOptions {
   gate: Pick<Gate, "admit">;
   retry: Pick<KeyRetry, "migrate">;
-  /** Keys of the next script call to `node` (its rate now, the Redis-time budget). */
   subBatchSize: (node: string) => number;
   /** `host:port`, for logs. */
   node: string;
-  /** The node's calls in flight: a call is sent only when there is room (control/call_window.ts). */
+  /** A call is sent only when the node's window has room (control/call_window.ts). */
   window?: Pick<CallWindow, "acquire">;
   observer?: Pick<RunObserver, "onLimiterWait" | "onRedisReply">;
   /** A stop: no further sub-batch is sent; the ones sent finish. */
@@ -132,12 +118,12 @@ export interface SendOptions {
 }
 
 /**
- * Sends `keys` in sub-batches; resolves when the last one is sent, or when one already sent has
- * failed (its outage or refusal ends the batch: waiting to send more, e.g. in a memory pause that
- * the failure itself reports, would only hide it).
+ * Sends `keys` in sub-batches; resolves once every one is sent (so the engine can send the next
+ * batch while replies come), or once one has failed: waiting to send more, e.g. in a memory pause
+ * that the failure itself reports, would only hide it.
  */
 export async function sendBatch(keys: Buffer[], options: SendOptions): Promise<SentBatch> {
-  const { gate, observer, signal, node } = options;
+  const { gate, observer, signal, node, window } = options;
   const inFlight: Promise<StrategyResult[]>[] = [];
   const chunks: Buffer[][] = [];
   const failed = new AbortController();
@@ -152,18 +138,17 @@ export async function sendBatch(keys: Buffer[], options: SendOptions): Promise<S
     try {
       const waited = await gate.admit(chunk.length, { signal: waiting, node });
       if (waited > 0) observer?.onLimiterWait?.(waited);
-      if (options.window) release = await options.window.acquire({ signal: waiting });
+      if (window) release = await window.acquire({ signal: waiting });
     } catch (error) {
       if (!waiting.aborted) throw error;
       complete = false;
       break;
     }
-    const work = options.retry.migrate(chunk, options.node)
-      .then((results) => {
-        // The node answered: /healthz and relay_backfill_redis_up notice a frozen Redis by this.
-        observer?.onRedisReply?.({ node: options.node });
-        return nameInvalidKeys(chunk, results);
-      });
+    const work = options.retry.migrate(chunk, node).then((results) => {
+      // The node answered: /healthz and relay_backfill_redis_up notice a frozen Redis by this.
+      observer?.onRedisReply?.({ node });
+      return nameInvalidKeys(chunk, results);
+    });
     work.then(release, () => {
       release();
       failed.abort();
@@ -174,7 +159,6 @@ export async function sendBatch(keys: Buffer[], options: SendOptions): Promise<S
   const results = Promise.allSettled(inFlight).then((settled) => {
     const failure = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
     if (failure) {
-      // The batch will be read again; what its answered calls copied is this run's work.
       settled.forEach((s, i) => {
         if (s.status === "fulfilled") options.uncounted?.remember(chunks[i]!, s.value);
       });
@@ -191,15 +175,13 @@ const RETRY_DELAY_MS = 50;
 /** Backoff while Redis refuses writes (OOM): 250 ms, doubling, at most 5 s. */
 const OOM_BACKOFF = { firstMs: 250, maxMs: 5_000 };
 
-/** Options of {@linkcode KeyRetry}. */
-export interface KeyRetryOptions {
+interface KeyRetryOptions {
   strategy: Pick<MigrationStrategy, "migrate">;
   /** What every strategy call is told (mode, workspace filter, stop signal). */
   migrate: MigrateOptions;
-  /** Consulted (fresh) before each OOM retry: the memory pause holds the run while Redis is full. */
+  /** Consulted fresh before each OOM retry: the memory pause holds the run while Redis is full. */
   gate: Pick<Gate, "settle">;
   logger: Logger;
-  /** Names a failed job in the log (its old key's id). */
   keys: Pick<KeySchema, "idOf">;
   /** How long Redis may refuse writes before the run stops (exit 4), in ms. */
   maxOutageMs: number;
@@ -224,8 +206,8 @@ export class KeyRetry {
   }
 
   /**
-   * One sub-batch: one retry of the keys marked retryable (but OOM), then the OOM wait; each key
-   * still failing is logged by job id and error code (never a value).
+   * One sub-batch: one retry of the retryable keys but OOM, then the OOM wait; each key still
+   * failing is logged by job id and error code (never a value).
    *
    * @throws an outage error as is (the engine waits for Redis and re-reads the batch).
    */
@@ -257,11 +239,11 @@ export class KeyRetry {
   }
 
   /**
-   * Runs `write` until Redis stops refusing it for lack of memory: between tries the gate's checks
-   * run fresh (the memory pause) and the wait doubles. Past `maxOutageMs` the run stops with the
-   * checkpoint kept instead of pressing a full Redis.
+   * Runs `write` until Redis stops refusing it for lack of memory, the gate's checks run fresh and
+   * the wait doubling between tries.
    *
-   * @throws {SafetyRefusal} when Redis refuses writes for longer than `maxOutageMs`.
+   * @throws {SafetyRefusal} when Redis refuses writes for longer than `maxOutageMs`: the run stops
+   * with the checkpoint kept instead of pressing a full Redis.
    */
   async untilWritable<T>(
     node: string,
@@ -274,12 +256,9 @@ export class KeyRetry {
     for (let round = 0;; round++) {
       if (round > 0 || backOffFirst) {
         if (round === (backOffFirst ? 0 : 1)) {
-          logger.log(
-            "warn",
-            "redis_oom",
-            `Redis at ${node} refused writes (OOM): backing off until it accepts them again`,
-            { node },
-          );
+          const message =
+            `Redis at ${node} refused writes (OOM): backing off until it accepts them again`;
+          logger.log("warn", "redis_oom", message, { node });
         }
         if (performance.now() >= deadline) {
           throw new SafetyRefusal(
@@ -300,10 +279,7 @@ export class KeyRetry {
     }
   }
 
-  /**
-   * One strategy call; a failed command makes every key a retryable error. An outage is thrown,
-   * also one a script reported for a key.
-   */
+  /** One strategy call; a failed command makes every key a retryable error, an outage throws. */
   async #attempt(keys: Buffer[]): Promise<StrategyResult[]> {
     let results: StrategyResult[];
     try {

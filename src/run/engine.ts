@@ -1,10 +1,8 @@
 /**
- * The run, per node: scan → admit → migrate → checkpoint → report. Batches come out of the
- * scanner, pass the gate in sub-batches (rate limit, memory pause), are classified and copied by
- * the strategy (with per-key retries, run/copier.ts), and their outcomes flow into the counters and
- * to the observer. The checkpoint never passes a key whose outcome is not final: the engine saves
- * it once the batch's keys are final (the rule: run/checkpointer.ts). A lost Redis is waited for, and
- * the scan goes on from the last checkpoint (or from 0 after a restart).
+ * The run, per node: scan → admit → migrate → checkpoint → report. Batches pass the gate in
+ * sub-batches, are copied by the strategy with per-key retries (run/copier.ts), counted, reported
+ * and saved once their keys are final (the rule: run/checkpointer.ts). A lost Redis is waited for,
+ * and the scan goes on from the last checkpoint (or from 0 after a restart).
  *
  * @module
  */
@@ -29,19 +27,19 @@ import type { Logger, RunMode, RunObserver, Summary } from "../run_events.ts";
 import { silentLogger } from "../run_events.ts";
 import type { KeySchema } from "../schema.ts";
 import { estimateTotal, initialEstimate, scanFraction } from "./estimate.ts";
-import { ErrorStorm, ErrorStormError, stormThreshold } from "./error_storm.ts";
-import { type NodeState, recoverNode, throughOutages } from "./outage.ts";
+import { ErrorStorm, ErrorStormError } from "./error_storm.ts";
+import { type NodeState, type OutageOptions, recoverNode, throughOutages } from "./outage.ts";
 import { RedisUnavailableError, SafetyRefusal } from "../errors.ts";
 import {
   type BatchEnd,
   batchEnd,
-  batchWindow,
   carriedTotals,
   Checkpointer,
   type Flight,
   type RunCheckpointStore,
   runParams,
   settleFlights,
+  TotalsDelta,
 } from "./checkpointer.ts";
 import { callSize, type Gate, KeyRetry, sendBatch, type SendOptions } from "./copier.ts";
 import { UncountedCopies } from "../migrate/uncounted_copies.ts";
@@ -56,27 +54,21 @@ export interface BackfillOptions {
   cursor?: string;
   maxKeys?: number;
   workspace?: string;
-  /** The key mapping and the workspace rule. */
   keys: KeySchema;
   resetProgress: boolean;
   /** Seconds to wait for a lost Redis (or one refusing writes) before giving up. */
   maxOutage: number;
-  /** `--max-call-ms` (default 0.25): with the round trip, sizes each node's call window. */
+  /** `--max-call-ms` (default 0.25). */
   maxCallMs?: number;
-  /** `--call-clock`: whose clock times the SCAN calls (control/call_clock.ts). */
   callClock?: CallClockMode;
-  /** Calls in flight per node: one round trip's worth (default), or deep (see `#openTraffic`). */
+  /** Calls in flight per node (see `#openTraffic`). */
   callWindow?: "round-trip" | "deep";
-  /** The most calls in flight per node in a `round-trip` window (`--max-latency`). */
+  /** `--max-latency`'s bound, applied while `shared` says another client may wait (default: always). */
   maxCallsInFlight?: number;
-  /**
-   * Whether another client may wait behind a master's calls now (control/pace.ts): only then does
-   * `maxCallsInFlight` apply. Default: always.
-   */
   shared?: (node: string) => boolean;
 }
 
-/** Collaborators of a run (all injected, so tests and other topologies plug in). */
+/** Collaborators of a run, injected. */
 export interface BackfillDeps {
   target:
     & Pick<RedisTarget, "masters" | "nodeName">
@@ -106,28 +98,25 @@ class Run {
   readonly #params: string;
   readonly #retry: KeyRetry;
   readonly #storm: ErrorStorm;
-  /** What every batch is sent with (run/copier.ts). */
   readonly #sending: Omit<SendOptions, "node">;
+  /** How a lost Redis is waited for (run/outage.ts). */
+  readonly #outage: OutageOptions;
   readonly #started = performance.now();
-  readonly #quota: KeyQuota;
+  /** Keys handed out so far: `--max-keys` is shared by every node. */
+  #claimed = 0;
   readonly #saves: Checkpointer;
   /** Copies of abandoned batches, counted when their keys are read again. */
   readonly #uncounted = new UncountedCopies();
   #estimate = 0;
-  #dbsize = 0;
-  /** Each node's resume cursor (what its checkpoint says, or would say in dry-run). */
-  readonly #cursors = new Map<string, string>();
-  /** Every node of the run, as opened. */
+  /** Every node of the run, as opened; their `committed` cursors are the resume cursor. */
   readonly #states: NodeState[] = [];
   /**
-   * Aborted by the first failure of any node: like a stop signal, it stops every other node
-   * (no new sub-batch; the ones in flight settle and are counted and checkpointed), so the run
-   * ends as one, with a summary of everything that happened, before its locks are released.
+   * Aborted by the first failure of any node: it stops the others as a stop signal does (the
+   * batches in flight settle, are counted and saved), so the run ends as one, with a summary.
    */
   readonly #halt = new AbortController();
   /** The stop signal (SIGINT/SIGTERM, a lost lock, live control) or a failure of any node. */
   readonly #signal: AbortSignal;
-  /** The first failure of a node: what the run ends with. */
   #failure: { error: unknown } | undefined;
 
   constructor(options: BackfillOptions, deps: BackfillDeps) {
@@ -155,42 +144,40 @@ class Run {
       maxOutageMs: options.maxOutage * 1000,
       uncounted: this.#uncounted,
     });
-    this.#quota = new KeyQuota(options.maxKeys);
     this.#saves = new Checkpointer({
       store: deps.checkpoints,
       mode: options.mode,
       params: this.#params,
       retry: this.#retry,
     });
-    const { gate, observer } = deps;
-    const signal = this.#signal;
-    const subBatchSize = (node: string) =>
-      callSize(node, { gate: deps.gate, strategy: deps.strategy, batch: options.batch });
     this.#sending = {
-      gate,
+      gate: deps.gate,
       retry: this.#retry,
-      subBatchSize,
-      observer,
-      signal,
+      subBatchSize: (node) =>
+        callSize(node, { gate: deps.gate, strategy: deps.strategy, batch: options.batch }),
+      observer: deps.observer,
+      signal: this.#signal,
       uncounted: this.#uncounted,
     };
-    this.#storm = new ErrorStorm({ threshold: stormThreshold(options.batch) });
+    this.#outage = {
+      target: deps.target,
+      logger: this.#log,
+      maxOutage: options.maxOutage,
+      signal: this.#signal,
+    };
+    this.#storm = new ErrorStorm(options.batch);
   }
 
   async execute(): Promise<Summary> {
     const { target, observer } = this.#deps;
-    const starting = (what: string) => ({ ...this.#startup(), what });
+    const starting = (what: string) => ({ ...this.#outage, what });
     await throughOutages(() => this.#deps.strategy.init(), starting("loading the scripts"));
     const masters = target.masters();
-    const { sizes, estimate } = await throughOutages(async () => {
-      const sizes = await Promise.all(masters.map((node) => node.dbsize()));
-      return {
-        sizes,
-        estimate: await initialEstimate(masters, sizes, this.#options.keys.oldPrefix.toString()),
-      };
-    }, { ...starting("estimating the keys to scan"), readOnly: true });
-    this.#dbsize = sizes.reduce((a, b) => a + b, 0);
-    this.#estimate = this.#capped(estimate);
+    const estimate = await throughOutages(
+      () => initialEstimate(masters, this.#options.keys.oldPrefix.toString()),
+      { ...starting("estimating the keys to scan"), readOnly: true },
+    );
+    this.#estimate = Math.min(estimate, this.#options.maxKeys ?? Infinity);
     const carried = await throughOutages(
       () => carriedTotals(this.#deps.checkpoints, this.#options),
       { ...starting("reading the stored totals"), readOnly: true },
@@ -238,23 +225,12 @@ class Run {
     this.#halt.abort(error);
   }
 
-  /** How start-up steps wait out an outage (run/outage.ts). */
-  #startup() {
-    return {
-      target: this.#deps.target,
-      logger: this.#log,
-      maxOutage: this.#options.maxOutage,
-      signal: this.#signal,
-    };
-  }
-
   /** One node to its end, a stop, or a failure; true when its scan completed. */
   async #runNode(node: Redis): Promise<boolean> {
     const state = await throughOutages(
       () => this.#openNode(node),
-      { ...this.#startup(), what: "reading the checkpoint" },
+      { ...this.#outage, what: "reading the checkpoint" },
     );
-    this.#cursors.set(state.name, state.committed);
     this.#states.push(state);
     if (state.finished) return true;
     const watchdog = this.#watch(state);
@@ -266,15 +242,11 @@ class Run {
           if (this.#signal.aborted) return false;
           if (!classify(error).outage) throw error;
           const recovery = {
-            target: this.#deps.target,
-            logger: this.#log,
-            maxOutage: this.#options.maxOutage,
+            ...this.#outage,
             needsPrimary: this.#options.mode === "execute",
             observer: this.#deps.observer,
-            signal: this.#signal,
           };
           if (!await recoverNode(state, error, recovery)) return false;
-          this.#cursors.set(state.name, state.committed);
         }
       }
     } finally {
@@ -283,9 +255,9 @@ class Run {
   }
 
   /**
-   * Ends the run when the node has been lost for --max-outage, whatever the node's own loop waits
-   * on at that moment (a call that a frozen server never answers, a cluster call's own retries):
-   * its connections are closed, so what is pending on them fails now, and every node stops.
+   * Ends the run when the node has been lost for --max-outage, whatever its loop waits on (a call a
+   * frozen server never answers, a cluster call's own retries): its connections are closed, so what
+   * is pending on them fails now.
    */
   #watch(state: NodeState): ReturnType<typeof setInterval> {
     const { target } = this.#deps;
@@ -294,30 +266,25 @@ class Run {
       if (since === undefined || this.#signal.aborted) return;
       if (performance.now() - since < this.#options.maxOutage * 1000) return;
       const where = target.nodeName(state.node);
-      this.#fail(
-        new RedisUnavailableError(
-          `lost Redis at ${where} for longer than --max-outage; ` +
-            `the checkpoint is kept at cursor=${state.committed}`,
-        ),
-      );
+      const message = `lost Redis at ${where} for longer than --max-outage; ` +
+        `the checkpoint is kept at cursor=${state.committed}`;
+      this.#fail(new RedisUnavailableError(message));
       target.abandon?.(state.node);
     }, WATCHDOG_MS);
   }
 
   /**
-   * Scans from `state.committed`; true when the scan completed, false when it stopped early.
-   * Up to {@linkcode batchWindow} batches are in flight; they finish in order (run/checkpointer.ts).
+   * Scans from `state.committed`; true when the scan completed. Batches finish (counted, saved) in
+   * order as their replies come in, within the checkpoint rule's window (run/checkpointer.ts).
    */
   async #scanNode(state: NodeState): Promise<boolean> {
     // After a lost connection: what its unanswered calls copied is this run's, when re-read.
     for (const lost of await this.#deps.strategy.lostCopies?.() ?? []) {
       this.#uncounted.remember(lost.keys, lost.results);
     }
-    const batchesInFlight = batchWindow(this.#deps.strategy);
+    const batchesInFlight = this.#deps.strategy.batchesInFlight ?? 1;
     const { batches, calls } = await this.#openTraffic(state);
     const flights: Flight[] = [];
-    // Each batch is finished (counted, saved) as soon as its replies are in, in order; the next
-    // batch's calls are meanwhile on the wire, so its save runs between them, never after them.
     let finished: Promise<unknown> = Promise.resolve();
     // A failed batch ends the scan: the next one must not wait on (e.g.) a memory pause to send.
     const abandoned = new AbortController();
@@ -325,12 +292,11 @@ class Run {
     try {
       for await (const batch of batches) {
         state.outageSince = undefined;
-        // A stored position holds for every batch whose range lies inside the one it was taken
-        // in (SCAN's COUNT may differ between runs, so a re-read can cover less of it).
+        // A stored position holds for every batch inside the range it was taken in.
         const resumedFrom = state.within;
         if (!resumedFrom || !withinRange(batch.next, resumedFrom)) state.within = undefined;
         const unclaimed = keysAfter(inProcessingOrder(batch.keys), batch.next, resumedFrom);
-        const { keys, trimmed } = this.#quota.claim(unclaimed);
+        const { keys, trimmed } = this.#claim(unclaimed);
         const started = performance.now();
         const sent = await sendBatch(keys, {
           ...this.#sending,
@@ -345,15 +311,14 @@ class Run {
         flight.end = finished = end;
         flights.push(flight);
         const stop = !sent.complete || trimmed || this.#signal.aborted ||
-          (this.#quota.used && batch.next !== "0");
+          (this.#claimed >= (this.#options.maxKeys ?? Infinity) && batch.next !== "0");
         scanDone = await settleFlights(flights, stop ? 0 : batchesInFlight - 1) ?? scanDone;
         if (stop) return false;
       }
       scanDone = await settleFlights(flights, 0) ?? scanDone;
     } catch (error) {
-      // Let every abandoned batch settle before the node is recovered. A storm ends the run: what
-      // the batches behind it did is still counted and reported (nothing of them is saved); after
-      // an outage they are re-read, and what they copied counts then.
+      // Every abandoned batch settles first. After a storm what the batches behind it did is
+      // counted and reported, not saved; after an outage they are re-read and count then.
       await Promise.allSettled(flights.map((f) => f.end));
       for (const flight of flights.filter((f) => !f.counted)) {
         const results = await flight.results.catch(() => undefined);
@@ -363,7 +328,7 @@ class Run {
           continue;
         }
         countResults(this.counters, results);
-        this.#report(state, flight.batch, results, flight.started, false);
+        this.#report(state, flight, results, false);
       }
       throw error;
     }
@@ -376,7 +341,6 @@ class Run {
   async #finish(state: NodeState, flight: Flight): Promise<BatchEnd> {
     // A copy an abandoned batch made counts as this run's copy when its key is read again.
     const results = this.#uncounted.settle(flight.keys, await flight.results);
-    const execute = this.#options.mode === "execute";
     // A storm stops the run only after this batch is counted and reported (never saved past).
     const storm = this.#storm.observe(results);
     if (results.length > 0) {
@@ -386,71 +350,54 @@ class Run {
       flight,
       processed: results.length,
       msSinceSave: performance.now() - state.lastSave,
-      execute,
+      execute: this.#options.mode === "execute",
     });
     if (!flight.complete || flight.trimmed) {
-      // Cut short: the next run re-reads it and goes on after its last processed key
-      // (checkpoint/batch_position.ts).
+      // Cut short: the next run re-reads it and goes on after its last processed key.
       const done = flight.keys.slice(0, results.length);
       state.within = positionAfter(done, flight.batch, flight.resumedFrom);
     }
+    flight.counted = true;
     // An open error streak holds the checkpoint, so a rerun retries the keys it failed.
     if (end.save && !this.#storm.holding) {
-      try {
-        await this.#saves.save(state, end.resumeAt, results);
-      } catch (error) {
+      await this.#saves.save(state, end.resumeAt, results).catch((error) => {
         // Lost with the connection: the batch is read again, and its copies count then.
         if (classify(error).outage) this.#uncounted.remember(flight.keys, results);
         else countResults(this.counters, results);
-        flight.counted = true;
         throw error;
-      }
+      });
     } else {
       this.#saves.count(state, results);
     }
     countResults(this.counters, results);
-    flight.counted = true;
     state.committed = end.resumeAt;
-    this.#cursors.set(state.name, end.scanDone ? "0" : end.resumeAt);
-    this.#report(state, flight.batch, results, flight.started, end.scanDone);
+    this.#report(state, flight, results, end.scanDone);
     if (storm !== undefined) throw storm;
     return end;
   }
 
-  /** Refines the estimate and tells the observer about the batch. */
-  #report(
-    state: NodeState,
-    batch: ScanBatch,
-    results: StrategyResult[],
-    started: number,
-    scanDone: boolean,
-  ): void {
-    this.#estimate = this.#capped(estimateTotal({
+  /** Refines the estimate (never above --max-keys) and tells the observer about the batch. */
+  #report(state: NodeState, flight: Flight, results: StrategyResult[], scanDone: boolean): void {
+    const estimate = estimateTotal({
       initial: this.#estimate,
       seen: this.counters.scanned,
       startFraction: state.startFraction,
-      fraction: scanDone ? 1 : scanFraction(batch.next, this.#dbsize),
+      fraction: scanDone ? 1 : scanFraction(flight.batch.next),
       done: scanDone && this.#deps.target.masters().length === 1,
-    }));
+    });
+    this.#estimate = Math.min(estimate, this.#options.maxKeys ?? Infinity);
     this.#deps.observer?.onBatch?.({
       node: state.name,
       results,
-      seconds: (performance.now() - started) / 1000,
+      seconds: (performance.now() - flight.started) / 1000,
       totals: { ...this.counters },
       estimatedTotal: this.#estimate,
-      cursor: this.#cursors.get(state.name),
+      cursor: state.committed,
     });
   }
 
-  /** The estimate, never above --max-keys. */
-  #capped(estimate: number): number {
-    const max = this.#options.maxKeys;
-    return max === undefined ? estimate : Math.min(estimate, max);
-  }
-
   /**
-   * The node's state at the start of its scan: its identity, and where it starts as the resume
-   * policy decides from its stored checkpoint (checkpoint/resume.ts).
+   * The node's identity, and where its scan starts (checkpoint/resume.ts).
    *
    * @throws {SafetyRefusal} when the stored checkpoint must not be resumed.
    */
@@ -485,19 +432,18 @@ class Run {
       runId,
       committed: finished ? "0" : decision.cursor,
       within: finished ? undefined : decision.within,
-      startFraction: finished ? 1 : scanFraction(decision.cursor, this.#dbsize),
+      startFraction: finished ? 1 : scanFraction(decision.cursor),
       lastSave: 0,
+      unsaved: new TotalsDelta(),
     };
   }
 
   /**
-   * Opens a node's traffic afresh (a node back from an outage is measured again): its call window
-   * and its SCAN batches from `state.committed`. The window is `round-trip` (`--max-latency` > 0):
-   * one round trip's worth of calls in flight, and while another client is active (control/pace.ts)
-   * no more than `--max-latency` allows, so the application never waits behind more of the
-   * backfill's work; or `deep` (`--max-latency 0`, raw
-   * speed asked for): up to {@linkcode MAX_CALL_WINDOW}, so the client's own pauses (its GC, a
-   * SCAN reply to sort) never leave Redis idle. Each SCAN's COUNT is sized to `--max-call-ms`.
+   * A node's call window and SCAN batches from `state.committed`, measured afresh (also after an
+   * outage). A `round-trip` window keeps a round trip's worth of calls in flight, and while another
+   * client is active no more than `--max-latency` allows; a `deep` one (raw speed) keeps
+   * {@linkcode MAX_CALL_WINDOW}, so the client's own pauses (GC, sorting a SCAN reply) never leave
+   * Redis idle.
    */
   async #openTraffic(state: NodeState): Promise<{
     batches: AsyncGenerator<ScanBatch>;
@@ -506,7 +452,6 @@ class Run {
     const { node } = state;
     const options = this.#options;
     const maxCallMs = options.maxCallMs ?? 0.25;
-    // While another client is active, no more than `--max-latency` allows; else a round trip's.
     const calls = options.callWindow === "deep" ? new CallWindow(MAX_CALL_WINDOW) : runWindow({
       roundTrip: callWindowSize(await roundTripMs(node), maxCallMs),
       budget: options.maxCallsInFlight,
@@ -528,36 +473,18 @@ class Run {
     return { batches, calls };
   }
 
-  /** The cursor to resume from: one node's, or `host:port=cursor` per node (also after a failure). */
-  #resumeCursor(): string {
-    if (this.#cursors.size === 1) return [...this.#cursors.values()][0]!;
-    return [...this.#cursors].map(([name, cursor]) => `${name}=${cursor}`).join(",");
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// --max-keys, shared by every node
-
-/** The keys a run may still process (no limit without `--max-keys`). */
-class KeyQuota {
-  readonly #max: number | undefined;
-  #claimed = 0;
-
-  constructor(max: number | undefined) {
-    this.#max = max;
-  }
-
-  /** The part of `keys` this run may still process; `trimmed` when the quota cut it. */
-  claim(keys: Buffer[]): { keys: Buffer[]; trimmed: boolean } {
-    const left = (this.#max ?? Infinity) - this.#claimed;
+  /** The part of `keys` that `--max-keys` still allows; `trimmed` when it cut them. */
+  #claim(keys: Buffer[]): { keys: Buffer[]; trimmed: boolean } {
+    const left = (this.#options.maxKeys ?? Infinity) - this.#claimed;
     const trimmed = keys.length > left;
     const claimed = trimmed ? keys.slice(0, Math.max(left, 0)) : keys;
     this.#claimed += claimed.length;
     return { keys: claimed, trimmed };
   }
 
-  /** True once `--max-keys` keys were handed out. */
-  get used(): boolean {
-    return this.#max !== undefined && this.#claimed >= this.#max;
+  /** The cursor to resume from: one node's, or `host:port=cursor` per node (also after a failure). */
+  #resumeCursor(): string {
+    if (this.#states.length === 1) return this.#states[0]!.committed;
+    return this.#states.map((state) => `${state.name}=${state.committed}`).join(",");
   }
 }

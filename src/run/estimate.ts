@@ -1,21 +1,17 @@
 /**
- * How far a SCAN has come, from its cursor alone. Redis walks the hash table in reverse-binary
- * order: the cursor's bits, reversed within the table size, give the share of buckets already
- * visited. That turns "keys seen so far" into an estimate of the total, refined as the scan goes.
+ * How far a SCAN has come, from its cursor alone: its place in SCAN's reverse-binary walk is the
+ * share of buckets already visited. That turns "keys seen so far" into an estimate of the total,
+ * refined as the scan goes.
  *
  * @module
  */
+import { scanOrder } from "../checkpoint/batch_position.ts";
 import type { Redis } from "../redis/ioredis.ts";
 
-/** Share (0..1) of the table a SCAN has visited when it is at `cursor`, for a table of ~`keys` keys. */
-export function scanFraction(cursor: string, keys: number): number {
-  const value = BigInt(cursor);
-  if (value === 0n) return 0;
-  let bits = Math.max(1, Math.ceil(Math.log2(Math.max(keys, 2))));
-  while (value >> BigInt(bits) !== 0n) bits++;
-  let reversed = 0n;
-  for (let i = 0; i < bits; i++) reversed = (reversed << 1n) | ((value >> BigInt(i)) & 1n);
-  return Number(reversed) / 2 ** bits;
+/** Share (0..1) of the table a SCAN has visited when it is at `cursor` ("0": none yet). */
+export function scanFraction(cursor: string): number {
+  const order = scanOrder(cursor);
+  return order === 1n << 64n ? 0 : Number(order) / 2 ** 64;
 }
 
 /**
@@ -37,16 +33,12 @@ export function estimateTotal(options: {
 }
 
 /**
- * First guess of the old keys on each node: DBSIZE × the share of old keys among 64 random keys
- * (read-only, O(1) each). `sizes` are the nodes' DBSIZE, already read; old keys start with `oldPrefix`.
+ * First guess of the old keys (starting with `oldPrefix`): each node's DBSIZE × the share of old
+ * keys among 64 random keys (read-only, O(1) each).
  */
-export async function initialEstimate(
-  nodes: readonly Redis[],
-  sizes: readonly number[],
-  oldPrefix: string,
-): Promise<number> {
-  const guesses = await Promise.all(nodes.map(async (node, i) => {
-    const size = sizes[i] ?? 0;
+export async function initialEstimate(nodes: readonly Redis[], oldPrefix: string): Promise<number> {
+  const guesses = await Promise.all(nodes.map(async (node) => {
+    const size = await node.dbsize();
     if (size === 0) return 0;
     const pipeline = node.pipeline();
     for (let draw = 0; draw < 64; draw++) pipeline.randomkey();

@@ -1,14 +1,8 @@
 /**
- * Live control alongside an `--execute` run: obeys `<P>:control` (pause and resume go to the
- * throttle's operator pause, `set-rps N` to the hard cap, `stop` aborts the run gracefully) and
- * publishes `<P>:status` about once a second, then a last `finished` status. The counts, estimate
- * and per-node cursors come from the run's own observer events.
- *
- * Only commands issued while the run listens are obeyed (control/remote.ts): those left by an
- * earlier run are logged and not applied, so the cap is `--rps` until a `set-rps` of this run. One
- * exception keeps an operator's brake on: a run that takes over from a run that died paused (its
- * status still says `running` and operator-paused, and the last pause/resume is a `pause`)
- * starts paused.
+ * Live control alongside an `--execute` run: obeys `<P>:control` (pause, resume, `set-rps N`,
+ * `stop`) and publishes `<P>:status` about once a second from the run's observer events, then a
+ * last `finished` status. Only commands issued while the run listens are obeyed; one exception
+ * keeps an operator's brake on: a run that takes over from one that died paused starts paused.
  *
  * @module
  */
@@ -31,19 +25,17 @@ import type { BatchReport, Logger, RunMode, RunObserver, RunStart } from "../run
 
 /** Why a run stopped when the operator said `backfill stop` (the abort reason). */
 const STOP_REASON = "stop";
+/** Milliseconds between control reads and between status updates. */
+const INTERVAL_MS = 1000;
 
-/** What live control acts on. */
+/** What live control acts on: the operator's pause, the hard cap (0 = none), the status view. */
 export interface ControlTargets {
-  /** The operator's pause (`pause` / `resume`). */
   setPaused(paused: boolean): void;
-  /** The hard cap (`set-rps N`, 0 = none). */
   setCap(rps: number): void;
-  /** The throttle's state for the status. */
   view(): ThrottleView;
 }
 
-/** Options of {@linkcode LiveControl.start}. */
-export interface LiveControlOptions {
+interface LiveControlOptions {
   client: Redis | Cluster;
   progressKey: string;
   mode: RunMode;
@@ -52,8 +44,6 @@ export interface LiveControlOptions {
   logger: Logger;
   /** Aborted with {@linkcode STOP_REASON} on `backfill stop`. */
   stop: AbortController;
-  /** Milliseconds between control reads and between status updates. Default 1000. */
-  intervalMs?: number;
   /** The runner's `--shard`: it publishes its own status (`P:status:I/N`). */
   shard?: Shard;
   /** The key mapping, published when it is not the default one. */
@@ -72,7 +62,6 @@ export class LiveControl {
   #estimate = 0;
   readonly #cursors: Record<string, string> = {};
   #loops: Promise<unknown> = Promise.resolve();
-  /** What the operator's commands of this run set: the status says it. */
   #operatorPaused = false;
   #capBy: "--rps" | "set-rps" = "--rps";
 
@@ -88,11 +77,7 @@ export class LiveControl {
     };
   }
 
-  /**
-   * Opens the control stream after its last entry (the commands already there are an earlier
-   * run's), resumes a dead predecessor's operator pause, then watches the stream and publishes
-   * the status until {@linkcode finish}.
-   */
+  /** Opens the control stream, then watches it and publishes the status until {@linkcode finish}. */
   static async start(options: LiveControlOptions): Promise<LiveControl> {
     const live = new LiveControl(options);
     const { client, progressKey } = options;
@@ -100,18 +85,15 @@ export class LiveControl {
     const opening = await openControl(client, progressKey).catch(() => undefined);
     if (opening) await live.#opened(opening);
     else {
-      options.logger.log(
-        "warn",
-        "control_unread",
-        `could not read ${progressKey}:control at the start; commands are read once it answers`,
-      );
+      const message =
+        `could not read ${progressKey}:control at the start; commands are read once it answers`;
+      options.logger.log("warn", "control_unread", message);
     }
     const signal = live.#halt.signal;
-    const intervalMs = options.intervalMs ?? 1000;
     live.#loops = Promise.all([
       watchControl(client, progressKey, {
         signal,
-        intervalMs,
+        intervalMs: INTERVAL_MS,
         opening,
         onCommand: (next) => live.#obey(next),
         onIgnored: ({ value, problem }) =>
@@ -123,7 +105,7 @@ export class LiveControl {
       }),
       publishStatus(client, progressKey, {
         signal,
-        intervalMs,
+        intervalMs: INTERVAL_MS,
         snapshot: () => live.#snapshot("running"),
         shard: options.shard,
       }),
@@ -141,8 +123,8 @@ export class LiveControl {
 
   /**
    * The commands in the stream at the start were issued for earlier runs: logged, not applied;
-   * except a pause that the run replaced here died under (the operator's brake stays on across a
-   * crash restart, until `resume`).
+   * except the pause a predecessor died under (its status still `running` and operator-paused):
+   * the operator's brake stays on across a crash restart, until `resume`.
    */
   async #opened(opening: ControlOpening): Promise<void> {
     const commands = opening.earlier.flatMap((entry) =>
@@ -163,12 +145,9 @@ export class LiveControl {
     const died = predecessor?.status.phase === "running" && predecessor.status.mode === "execute";
     if (!died || predecessor.status.control?.operator_paused !== true) return;
     const { host, pid } = predecessor.status.holder;
-    logger.log(
-      "warn",
-      "control_carried",
-      `starting paused: the run this one takes over from (${host} pid ${pid}) died paused by ` +
-        `the operator; backfill resume goes on`,
-    );
+    const message = `starting paused: the run this one takes over from (${host} pid ${pid}) ` +
+      `died paused by the operator; backfill resume goes on`;
+    logger.log("warn", "control_carried", message);
     this.#obey(brake);
   }
 

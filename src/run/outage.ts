@@ -5,8 +5,7 @@
  *
  * @module
  */
-import type { Buffer } from "node:buffer";
-import type { BatchPosition } from "../checkpoint/batch_position.ts";
+import type { NodeCheckpoint } from "../checkpoint/resume.ts";
 import { backoffMs, RECONNECT } from "../async/backoff.ts";
 import { delay } from "../async/delay.ts";
 import { RedisUnavailableError } from "../errors.ts";
@@ -15,65 +14,45 @@ import { classify } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import type { Logger, RunObserver } from "../run_events.ts";
+import type { TotalsDelta } from "./checkpointer.ts";
 
-/** Where one node's scan stands. */
-export interface NodeState {
+/** Where one node's scan stands: what its checkpoint says, or will (`within` is at `committed`). */
+export interface NodeState extends Pick<NodeCheckpoint, "runId" | "lastJob" | "within"> {
   node: Redis;
   /** `host:port` at the start (the key of the resume cursor). */
   name: string;
   nodeId: string;
-  runId: string;
-  /** The cursor the next scan starts from (what the checkpoint says, or will). */
+  /** The cursor the next scan starts from. */
   committed: string;
   startFraction: number;
-  lastJob?: Buffer;
-  /** Where processing stopped inside the batch at `committed` (see checkpoint/batch_position.ts). */
-  within?: BatchPosition;
   lastSave: number;
+  /** Counts not yet in the stored totals (execute only). */
+  unsaved: TotalsDelta;
   outageSince?: number;
 }
 
-/** What {@linkcode recoverNode} needs. */
-export interface RecoveryOptions {
-  target: Pick<RedisTarget, "nodeName" | "lostSince">;
-  logger: Logger;
-  /** Seconds an outage may last (`--max-outage`). */
-  maxOutage: number;
-  /** Also wait until the node is a primary: a failover can leave us on a replica. */
-  needsPrimary: boolean;
-  /** Told when the node is lost and when it answers again (health, `redis_up`). */
-  observer?: Pick<RunObserver, "onRedisDown" | "onRedisReply">;
-  signal?: AbortSignal;
-}
-
-/** Options of {@linkcode throughOutages}. */
-export interface StartupWaitOptions {
-  /** What the step does, for the log line and the error ("checking memory headroom"). */
-  what: string;
+/** How a lost Redis is waited for. */
+export interface OutageOptions {
   target: Pick<RedisTarget, "masters" | "nodeName" | "lostSince"> & { redacted?: string };
   logger: Logger;
   /** Seconds an outage may last (`--max-outage`). */
   maxOutage: number;
   signal?: AbortSignal;
-  /**
-   * The step only reads: a stop signal ends it at once, even while its commands are pending (a
-   * step that writes, like taking the lock, is awaited, so nothing it did is left behind).
-   */
-  readOnly?: boolean;
 }
 
 /**
- * Runs one step of a run's start-up (connected, before or around the first write) through
- * outages, as the main loop does per node: a lost connection, a frozen server, BUSY, LOADING,
- * READONLY and the like are waited for with backoff, and the step runs again, up to --max-outage
- * since the outage began. A stop signal ends the step, or the wait, at once.
+ * Runs one start-up step through outages, as the main loop does per node: a lost connection, a
+ * frozen server, BUSY, LOADING, READONLY and the like are waited for with backoff and the step runs
+ * again, up to --max-outage since the outage began. A stop signal ends the step, or the wait, at
+ * once: `readOnly` steps even while their commands are pending (a step that writes, like taking the
+ * lock, is awaited, so nothing it did is left behind). `what` names the step in the log and error.
  *
  * @throws {RedisUnavailableError} when the outage outlasts --max-outage.
  * @throws `signal.reason` when a stop signal ended it (main.ts maps a signal to its exit code).
  */
 export async function throughOutages<T>(
   step: () => Promise<T>,
-  options: StartupWaitOptions,
+  options: OutageOptions & { what: string; readOnly?: boolean },
 ): Promise<T> {
   const { signal, target, logger, maxOutage } = options;
   let since: number | undefined;
@@ -89,11 +68,8 @@ export async function throughOutages<T>(
       const masters = target.masters();
       const lost = masters.find((node) => target.lostSince?.(node) !== undefined);
       since ??= Math.min(now, lost ? target.lostSince!(lost)! : now);
-      const where = lost
-        ? target.nodeName(lost)
-        : masters.length === 1
-        ? target.nodeName(masters[0]!)
-        : target.redacted ?? "its masters";
+      const named = lost ?? (masters.length === 1 ? masters[0] : undefined);
+      const where = named ? target.nodeName(named) : target.redacted ?? "its masters";
       if (attempt === 0) {
         logger.log(
           "warn",
@@ -127,33 +103,29 @@ function untilSignal<T>(work: Promise<T>, signal?: AbortSignal): Promise<T> {
 /**
  * Waits for the node of `state` after `error`. False when a stop signal ended the wait; true when
  * the node is back, with `state.committed` (and `state.runId`) set to where the scan goes on.
+ * `needsPrimary`: also wait until the node is a primary (a failover can leave us on a replica).
  *
  * @throws {RedisUnavailableError} when the outage outlasts --max-outage.
  */
 export async function recoverNode(
   state: NodeState,
   error: unknown,
-  options: RecoveryOptions,
+  options: OutageOptions & {
+    needsPrimary: boolean;
+    observer?: Pick<RunObserver, "onRedisDown" | "onRedisReply">;
+  },
 ): Promise<boolean> {
   const { target, logger, maxOutage } = options;
   // The outage began when the node's connections first lost it (a frozen node: when it went
-  // silent), not when this wait starts: waits before this one (a cluster call's own retries)
-  // count against the same bound.
+  // silent): waits before this one (a cluster call's own retries) count against the same bound.
   const now = performance.now();
   state.outageSince = Math.min(state.outageSince ?? now, target.lostSince?.(state.node) ?? now);
   const deadline = state.outageSince + maxOutage * 1000;
   const { code } = classify(error);
   // Named now, not at the start: after a failover the node is another host.
   const where = target.nodeName(state.node);
-  logger.log(
-    "warn",
-    "redis_lost",
-    `lost Redis at ${where} (${code}); waiting up to ${maxOutage} s`,
-    {
-      node: where,
-      code,
-    },
-  );
+  const message = `lost Redis at ${where} (${code}); waiting up to ${maxOutage} s`;
+  logger.log("warn", "redis_lost", message, { node: where, code });
   options.observer?.onRedisDown?.({ node: where, reason: code });
   let runId: string | undefined;
   while (runId === undefined) {
@@ -185,13 +157,9 @@ export async function recoverNode(
     logger.log("info", "redis_back", message, { node: serving });
     return true;
   }
-  logger.log(
-    "warn",
-    "redis_restarted",
-    `Redis at ${serving} restarted or failed over (new run_id): its SCAN cursor is ` +
-      `meaningless, rescanning from cursor 0`,
-    { node: serving },
-  );
+  const restarted = `Redis at ${serving} restarted or failed over (new run_id): its SCAN cursor ` +
+    `is meaningless, rescanning from cursor 0`;
+  logger.log("warn", "redis_restarted", restarted, { node: serving });
   state.runId = runId;
   state.committed = "0";
   state.within = undefined;

@@ -1,12 +1,8 @@
 /**
- * Builds the run's gate with the pace in it: per master a {@linkcode NodeHealth} (its load as the
- * server reports it, replica lag, memory), one {@linkcode Throttle} over them, and the run-wide
- * `--rps` cap. Starting it measures nothing before the first write (a memory read at most): the
- * pace learns while the run goes.
- *
- * What applies in which mode: `--execute` gets every signal. A dry run writes nothing, so there is
- * no replication stream to lag and no memory to fill, but it reads (one read-only script per
- * sub-batch), and reads load Redis too: the critical-load yield and the cap apply to it.
+ * The run's gate with the pace in it: per master a {@linkcode NodeHealth} (load as the server
+ * reports it, replica lag, memory), one {@linkcode Throttle} over them, and the `--rps` cap. A dry
+ * run writes nothing (no lag, no memory to fill) but its reads load Redis too: the critical-load
+ * yield and the cap apply to it.
  *
  * @module
  */
@@ -19,8 +15,7 @@ import { Throttle } from "../control/throttle.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import type { Logger, RunMode, RunObserver } from "../run_events.ts";
 
-/** Options of {@linkcode startThrottledGate}. */
-export interface ThrottledGateOptions {
+interface ThrottledGateOptions {
   mode: RunMode;
   /** `--rps`: the hard cap, 0 = none. */
   rps: number;
@@ -29,7 +24,6 @@ export interface ThrottledGateOptions {
   /** `--critical-load` in % (default 90). */
   criticalLoadPct?: number;
   maxReplicaLag: ReplicaLagLimit;
-  /** `--max-memory-pct`. */
   maxMemoryPct: number;
   logger: Logger;
   observer?: RunObserver;
@@ -41,9 +35,7 @@ export interface ThrottledGateOptions {
 export interface ThrottledGate {
   gate: Gate;
   throttle: Throttle;
-  /** What live control acts on (operator pause, cap, status view). */
   targets: ControlTargets;
-  /** Stops the ticks and the pollers. */
   close(): Promise<void>;
 }
 
@@ -79,19 +71,18 @@ export async function startThrottledGate(
     await closeAll();
     throw failed.reason;
   }
+  const criticalBusy = (options.criticalLoadPct ?? 90) / 100;
   const throttle = new Throttle({
     nodes,
     capRps: options.rps,
     adaptive: options.maxLatencyMs > 0,
-    pace: criticalLoad(options.criticalLoadPct),
+    // Yield at --critical-load, recover 10 points below.
+    pace: { criticalBusy, recoverBusy: Math.max(0, criticalBusy - 0.1) },
     logger: options.logger,
     observer: options.observer,
   });
   const runLimiter = new SlidingWindowLimiter(options.rps);
-  const gate = new Gate(runLimiter, {
-    check: throttle,
-    nodeLimiter: (node) => throttle.limiterFor(node),
-  });
+  const gate = new Gate(runLimiter, throttle);
   const ticking = throttle.run(halt.signal);
   return {
     gate,
@@ -111,26 +102,8 @@ export async function startThrottledGate(
   };
 }
 
-/** The controller's thresholds for `--critical-load P`: yield at P%, recover 10 points below. */
-function criticalLoad(pct = 90): { criticalBusy: number; recoverBusy: number } {
-  const criticalBusy = pct / 100;
-  return { criticalBusy, recoverBusy: Math.max(0, criticalBusy - 0.1) };
-}
-
-/** Options of {@linkcode startVerifyPace}. */
-export interface VerifyPaceOptions {
-  /** `--rps`: keys checked per second at most, 0 = no cap. */
-  rps: number;
-  /** `--max-latency`; 0 = raw speed (the cap only). */
-  maxLatencyMs: number;
-  criticalLoadPct?: number;
-  logger: Logger;
-  observer?: RunObserver;
-  signal?: AbortSignal;
-}
-
 /** `verify --full`'s limiter with the critical-load yield in it; close it after the verify. */
-export interface VerifyPace {
+interface VerifyPace {
   limiter: RateLimiter;
   /** Whether another client is active on a master (control/pace.ts); always with raw speed. */
   shared(node: string): boolean;
@@ -138,29 +111,22 @@ export interface VerifyPace {
 }
 
 /**
- * The pace of `verify --full`: the same controller as a run's, per master, with no pauses (a verify
- * writes nothing). Its work is not admitted per master, so every master's quiet window holds all
- * of it, and the master that yields most sets the rate of all: on a cluster, one saturated master
- * slows the whole verify.
+ * The pace of `verify --full`: a run's controller with no pauses (a verify writes nothing). Its
+ * work is not admitted per master, so the master that yields most sets the rate of all.
  */
 export async function startVerifyPace(
   target: Pick<RedisTarget, "masters" | "nodeName">,
-  options: VerifyPaceOptions,
+  options: Omit<ThrottledGateOptions, "mode" | "maxReplicaLag" | "maxMemoryPct">,
 ): Promise<VerifyPace> {
   const cap = new SlidingWindowLimiter(options.rps);
   if (!(options.maxLatencyMs > 0)) {
     return { limiter: cap, shared: () => true, close: () => Promise.resolve() };
   }
   const gate = await startThrottledGate(target, {
+    ...options,
     mode: "dry-run",
-    rps: options.rps,
-    maxLatencyMs: options.maxLatencyMs,
-    criticalLoadPct: options.criticalLoadPct,
     maxReplicaLag: { kind: "off" },
     maxMemoryPct: 100,
-    logger: options.logger,
-    observer: options.observer,
-    signal: options.signal,
   });
   const { throttle } = gate;
   const slowest = new SlidingWindowLimiter(0);
