@@ -1,12 +1,13 @@
 /**
  * What the steps of the cluster copy share: a job to copy (its validated snapshot) and how a
- * failed call becomes a per-key result.
+ * reply or a failed call becomes a per-key result.
  *
  * @module
  */
 import { Buffer } from "node:buffer";
 import { errorCode, errorLine, isOutage } from "../../redis/errors.ts";
 import { errorResult, type StrategyResult, TRANSIENT_ERRORS } from "../strategy.ts";
+import { Code } from "./scripts.ts";
 
 /** Error codes the engine's one retry may fix: the shared transient ones and cluster redirects. */
 export const TRANSIENT: ReadonlySet<string> = new Set([
@@ -34,41 +35,46 @@ export interface Copy extends Pending {
   packed: Buffer;
 }
 
-/** A failed call as a per-key error (retryable when the condition may pass). */
-export function failure(error: unknown, workspace?: string): StrategyResult {
+/**
+ * A failed call as a per-key error, retryable when the condition may pass. `unverified`: we
+ * wrote, but could not learn whether the old key changed meanwhile, or could not settle the
+ * write; its intent stays (intents.ts), so the key's retry completes it and copies the job again
+ * (if the retry fails too, the next run completes it): always retryable.
+ */
+export function failure(
+  error: unknown,
+  workspace?: string,
+  unverified = false,
+): StrategyResult {
   const code = errorCode(error);
   return {
     outcome: "errors",
     workspace,
     errorCode: code,
     errorMessage: errorLine(error),
-    retryable: TRANSIENT.has(code) || isOutage(error),
+    retryable: unverified || TRANSIENT.has(code) || isOutage(error),
   };
 }
 
-/** An error a script reported for one job: the first line of Redis's error text. */
-export function scriptError(text: unknown, workspace: string): StrategyResult {
-  const line = Buffer.isBuffer(text) ? text.toString("utf8") : String(text);
-  return errorResult(line, { workspace, transient: TRANSIENT });
-}
+const DONE: Record<number, StrategyResult["outcome"]> = {
+  [Code.migrated]: "migrated",
+  [Code.created]: "migrated",
+  [Code.repaired]: "repaired",
+  [Code.exists]: "skipped_exists",
+};
 
 /**
- * We wrote, but could not learn whether the old key changed meanwhile, or could not settle our
- * write. Its intent stays recorded (intents.ts): the key's retry finds it, completes it first and
- * copies the job again; if the retry fails too, the next run completes it.
+ * The result of a job's reply among migrated (or created), repaired, exists, gone and error (the
+ * first line of Redis's error text), as every script that copies or plans a copy answers it.
  */
-export function unverified(error: unknown, workspace?: string): StrategyResult {
-  return {
-    outcome: "errors",
-    workspace,
-    errorCode: errorCode(error),
-    errorMessage: errorLine(error),
-    retryable: true,
-  };
-}
-
-/** Appends `items` to `out` one by one (a spread of a 100k-field list overflows the stack). */
-export function append<T>(out: T[], items: readonly T[]): T[] {
-  for (const item of items) out.push(item);
-  return out;
+export function copyResult(reply: unknown[], workspace: string): StrategyResult {
+  const code = reply[0] as number;
+  if (code === Code.gone) return { outcome: "skipped_gone" };
+  if (code === Code.error) {
+    const text = Buffer.isBuffer(reply[1]) ? reply[1].toString("utf8") : String(reply[1]);
+    return errorResult(text, { workspace, transient: TRANSIENT });
+  }
+  const outcome = DONE[code];
+  if (outcome === undefined) throw new Error(`cluster copy script returned unknown code ${code}`);
+  return { outcome, workspace };
 }

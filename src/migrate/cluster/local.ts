@@ -8,14 +8,8 @@
 import type { Buffer } from "node:buffer";
 import { isTopology, type ScriptRunner } from "./runner.ts";
 import type { MigrateOptions, StrategyResult } from "../strategy.ts";
-import { type Copy, failure, scriptError } from "./copies.ts";
+import { type Copy, copyResult, failure } from "./copies.ts";
 import { Code, SCRIPTS } from "./scripts.ts";
-
-const DONE: Record<number, StrategyResult["outcome"]> = {
-  [Code.migrated]: "migrated",
-  [Code.repaired]: "repaired",
-  [Code.exists]: "skipped_exists",
-};
 
 /** Dry-run: what WRITE would do for each copy, by read-only scripts on the new keys' masters. */
 export async function planCopies(
@@ -28,7 +22,9 @@ export async function planCopies(
   const settled = await runner.run(SCRIPTS.dry, [], jobs, { signal: options.signal });
   settled.forEach((plan, j) => {
     const copy = copies[j]!;
-    results[copy.index] = plan.ok ? decode(plan.reply, copy) : failure(plan.error, copy.workspace);
+    results[copy.index] = plan.ok
+      ? copyResult(plan.reply, copy.workspace)
+      : failure(plan.error, copy.workspace);
   });
 }
 
@@ -67,24 +63,7 @@ export async function copyLocal(
       else results[copy.index] = failure(copied.error, copy.workspace);
     } else if (copied.reply[0] === Code.moved) outcome.moved.push(copy);
     else if (copied.reply[0] === Code.changed) outcome.changed.push(copy);
-    else results[copy.index] = decode(copied.reply, copy);
+    else results[copy.index] = copyResult(copied.reply, copy.workspace);
   });
   return outcome;
-}
-
-function decode(reply: unknown[], copy: Copy): StrategyResult {
-  return localResult(reply, copy.workspace);
-}
-
-/**
- * The result of a copy made on one node (LOCAL, DRY, or READ copying where the new key is): a
- * reply code among migrated, repaired, exists, gone and error.
- */
-export function localResult(reply: unknown[], workspace: string): StrategyResult {
-  const code = reply[0] as number;
-  if (code === Code.gone) return { outcome: "skipped_gone" };
-  if (code === Code.error) return scriptError(reply[1], workspace);
-  const outcome = DONE[code];
-  if (outcome === undefined) throw new Error(`cluster copy script returned unknown code ${code}`);
-  return { outcome, workspace };
 }

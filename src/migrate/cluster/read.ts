@@ -9,8 +9,7 @@ import type { Buffer } from "node:buffer";
 import { isOutage } from "../../redis/errors.ts";
 import { DEFAULT_WORKSPACE_LUA, type KeySchema } from "../../schema.ts";
 import { invalidResult, type MigrateOptions, type StrategyResult } from "../strategy.ts";
-import { type Copy, failure, type Pending } from "./copies.ts";
-import { localResult } from "./local.ts";
+import { type Copy, copyResult, failure, type Pending } from "./copies.ts";
 import type { ScriptRunner } from "./runner.ts";
 import { Code, SCRIPTS } from "./scripts.ts";
 
@@ -77,7 +76,7 @@ const COPIED_HERE: ReadonlySet<number> = new Set([
 function classify(keys: KeySchema, item: Pending, reply: unknown[]): StrategyResult | Copy {
   const code = reply[0] as number;
   if (code === Code.gone) return { outcome: "skipped_gone" };
-  if (COPIED_HERE.has(code)) return localResult(reply, (reply.at(-1) as Buffer).toString("latin1"));
+  if (COPIED_HERE.has(code)) return copyResult(reply, (reply.at(-1) as Buffer).toString("latin1"));
   if (code === Code.invalid) return invalidResult(String(reply[1]));
   if (keys.oldParts(item.oldKey) === undefined) return invalidResult("empty_job_id");
   const values = valuesOf(keys, reply, code === Code.filtered ? 2 : 4);

@@ -17,17 +17,14 @@
  */
 import type { Buffer } from "node:buffer";
 import type { MigrateOptions, StrategyResult } from "../strategy.ts";
-import { type Copy, failure, scriptError, unverified } from "./copies.ts";
-import { completeIntents, intentKey, intentsOf, settleWrites } from "./intents.ts";
+import { type Copy, copyResult, failure } from "./copies.ts";
+import { completeIntents, intentKey, intentsOf, verifyWrites } from "./intents.ts";
 import type { UncountedCopies } from "../uncounted_copies.ts";
 import type { ScriptRunner } from "./runner.ts";
 import { Code, SCRIPTS } from "./scripts.ts";
 
-/** A write to re-check: the copy and its intent's id. */
-interface Written {
-  copy: Copy;
-  id: string;
-}
+/** A write to verify: the copy and its intent's id. */
+type Written = Copy & { id: string };
 
 /** Where the cross-master copy keeps its intents, and how it names them. */
 export interface RemoteOptions extends MigrateOptions {
@@ -66,15 +63,15 @@ export async function copyRemote(
     if (!write.ok) {
       // The call may have run before its reply was lost: its intent (if any) says what it wrote.
       results[copy.index] = failure(write.error, copy.workspace);
-      written.push({ copy, id });
+      written.push({ ...copy, id });
       return;
     }
     if (write.reply[0] === Code.pending) return void pending.push(copy);
     const [outcome, wrote] = decodeWrite(write.reply, copy);
     results[copy.index] = outcome;
-    if (wrote) written.push({ copy, id });
+    if (wrote) written.push({ ...copy, id });
   });
-  const again = await recheck(runner, written, results, options);
+  const again = await verify(runner, written, results, options);
   if (pending.length > 0) {
     // An earlier write of these keys was never settled: complete it, then read the jobs again.
     const intents = await intentsOf(runner, progressKey, pending.map((c) => c.newKey), { signal });
@@ -87,64 +84,34 @@ export async function copyRemote(
 /** The outcome of a WRITE reply, and whether it wrote anything (to re-check). */
 function decodeWrite(reply: unknown[], copy: Copy): [StrategyResult, boolean] {
   const code = reply[0] as number;
-  const workspace = copy.workspace;
-  if (code === Code.gone) return [{ outcome: "skipped_gone" }, false];
-  const ttlSet = reply[code === Code.error ? 2 : 1] === 1;
-  if (code === Code.created) return [{ outcome: "migrated", workspace }, true];
-  const names = (reply[code === Code.error ? 3 : 2] as Buffer[] | undefined) ?? [];
-  const wrote = names.length > 0 || ttlSet;
-  if (code === Code.error) return [scriptError(reply[1], workspace), wrote];
-  return [{ outcome: wrote ? "repaired" : "skipped_exists", workspace }, wrote];
+  const error = code === Code.error;
+  const ttlSet = reply[error ? 2 : 1] === 1;
+  const names = (reply[error ? 3 : 2] as Buffer[] | undefined) ?? [];
+  const wrote = code === Code.created || (code !== Code.gone && (names.length > 0 || ttlSet));
+  if (code !== Code.completed) return [copyResult(reply, copy.workspace), wrote];
+  return [{ outcome: wrote ? "repaired" : "skipped_exists", workspace: copy.workspace }, wrote];
 }
 
-/** Steps 2 and 3: re-check the old keys, settle every intent (taken back where they changed). */
-async function recheck(
+/** Steps 2 and 3: verify each write (intents.ts); returns the copies to read again. */
+async function verify(
   runner: ScriptRunner,
   written: Written[],
   results: StrategyResult[],
   options: RemoteOptions,
 ): Promise<Copy[]> {
-  if (written.length === 0) return [];
   const { progressKey, signal } = options;
-  const settled = await runner.run(
-    SCRIPTS.recheck,
-    [],
-    written.map(({ copy }) => ({
-      key: copy.oldKey,
-      args: [copy.oldKey, copy.expireAt, copy.packed],
-    })),
-    { signal },
-  );
-  const verdicts: { written: Written; keep: boolean; gone: boolean }[] = [];
-  const leave = (w: Written, error: unknown) => {
-    const wrote = results[w.copy.index];
-    if (wrote !== undefined) options.uncounted.remember([w.copy.oldKey], [wrote]);
-    results[w.copy.index] = unverified(error, w.copy.workspace);
-  };
-  settled.forEach((check, j) => {
-    const w = written[j]!;
-    // Unknown whether the old key changed: the intent stays, and the key's retry completes it.
-    if (!check.ok) leave(w, check.error);
-    else {
-      const code = check.reply[0];
-      verdicts.push({ written: w, keep: code === Code.same, gone: code === Code.gone });
-    }
-  });
-  const done = await settleWrites(
-    runner,
-    progressKey,
-    verdicts.map(({ written: w, keep }) => ({ newKey: w.copy.newKey, id: w.id, keep })),
-    { signal },
-  );
+  const verdicts = await verifyWrites(runner, progressKey, written, { signal });
   const again: Copy[] = [];
-  done.forEach((result, j) => {
-    const { written: w, keep, gone } = verdicts[j]!;
-    // "absent": a completion of the same intent (after a lost reply) settled it already.
-    if (result !== "done" && result !== "absent") {
-      leave(w, result === "unclear" ? new Error("CHANGED") : result.error);
-    } else if (keep) return;
-    else if (gone) results[w.copy.index] = { outcome: "skipped_gone" };
-    else again.push(w.copy);
+  verdicts.forEach((verdict, j) => {
+    const w = written[j]!;
+    if ("error" in verdict) {
+      // The intent stays, and the key's retry completes it: the copy made then counts as ours.
+      const wrote = results[w.index];
+      if (wrote !== undefined) options.uncounted.remember([w.oldKey], [wrote]);
+      results[w.index] = failure(verdict.error, w.workspace, true);
+    } else if (verdict.keep) return;
+    else if (verdict.gone) results[w.index] = { outcome: "skipped_gone" };
+    else again.push(w);
   });
   return again;
 }
