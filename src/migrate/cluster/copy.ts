@@ -1,21 +1,15 @@
 /**
- * Redis Cluster strategy: grouped, node-local scripts (see scripts.ts). Per sub-batch:
- *
- * 1. READ every old key in one call on the master that serves them. With the default workspace
- *    rule on every field the new name reads, the same call copies each job whose new key that
- *    master also serves, atomically, and returns a snapshot (expiry + packed fields) only for the
- *    others. With a custom rule (a JavaScript RegExp Lua cannot run) or in dry-run, it returns
- *    every snapshot, and a job whose new key the same master serves is copied there by a second
- *    atomic script (LOCAL), checked against the field values the client validated.
- * 2. The others are written grouped by the new keys' masters, each with a durable intent in the
- *    same call, re-checked against the snapshot on the old keys' master, and settled: kept, or
- *    taken back and read again where the application changed the job (remote.ts, intents.ts).
- *
- * Before its first copy, an `--execute` run completes the intents an earlier run left (a kill -9
- * between a write and its re-check), and says so.
- *
+ * Redis Cluster strategy: grouped, node-local scripts (scripts.ts). Per sub-batch:
+ * 1. READ every old key in one call on its master. With the default rule and `--execute`, the
+ *    same call copies each job whose new key that master also serves and returns a snapshot only
+ *    for the others; otherwise (a JavaScript RegExp rule, or dry-run) it returns every snapshot,
+ *    and a job whose keys one master serves is copied there by LOCAL, checked against the values
+ *    the client validated (local.ts).
+ * 2. The others are written on the new keys' masters with an intent, re-checked against the
+ *    snapshot and settled (remote.ts, intents.ts). `--execute` first completes the intents an
+ *    earlier run left, and says so.
  * A job whose old key keeps changing is given up after {@linkcode MAX_ATTEMPTS} reads, as a
- * retryable `CHANGED` error. Redirects fall back per job to the routed client (runner.ts).
+ * retryable `CHANGED` error.
  *
  * @module
  */
@@ -42,23 +36,17 @@ export const MAX_ATTEMPTS = 4;
 export interface ClusterCopyOptions {
   /** How long one step keeps retrying topology errors (default 30 s: a failover's election). */
   retryBudgetMs?: number;
-  /** The progress key: intents live under it (default `ai:backfill`). */
+  /** The progress key: intents and call records live under it (default `ai:backfill`). */
   progressKey?: string;
   /** The run's fence (safety/lock.ts), carried by every script call; absent: unfenced. */
   fence?: { argsFor(key: Uint8Array): string[] };
-  /**
-   * What {@linkcode ClusterCopy.init} does with the intents an earlier run left: `complete` them
-   * (`--execute`), or `report` how many there are (dry-run: read-only). Default: neither.
-   */
+  /** What `init` does with an earlier run's intents (`--execute`: complete; dry-run: report). */
   leftIntents?: "complete" | "report";
-  /** Where that completion is logged. */
   logger?: Logger;
 }
 
 /** Migrates on a Redis Cluster (Redis ≥ 7.0 on every master). */
 export class ClusterCopy implements MigrationStrategy {
-  /** Checkpoints are written through another node than the copies: each save is awaited. */
-  readonly checkpointOrdering = "awaited";
   readonly #cluster: Cluster;
   readonly #keys: KeySchema;
   readonly #runner: ScriptRunner;
@@ -67,17 +55,11 @@ export class ClusterCopy implements MigrationStrategy {
   /** Tells this run's intent ids from any other run's. */
   readonly #nonce = crypto.randomUUID();
   #writes = 0;
-  /**
-   * This run's copies its own retries would count `skipped_exists`: those of calls whose reply
-   * was lost (read from their call records, migrate/call_record.ts) and writes left unverified.
-   */
+  /** This run's copies its retries would count `skipped_exists` (lost replies, unverified). */
   readonly #uncounted = new UncountedCopies();
   /** The look-up of lost calls' records in progress (one at a time). */
   #lookUp: Promise<void> = Promise.resolve();
-  /**
-   * Intents an earlier run left that this run completed (the summary's `intents_completed`);
-   * undefined unless {@linkcode ClusterCopyOptions.leftIntents} is `complete`.
-   */
+  /** Left intents this run completed (the summary's `intents_completed`), when completing. */
   intentsCompleted?: number;
 
   constructor(cluster: Cluster, keys: KeySchema, options: ClusterCopyOptions = {}) {
@@ -94,8 +76,7 @@ export class ClusterCopy implements MigrationStrategy {
   }
 
   /**
-   * Checks the masters' versions; completes (or reports) the intents an earlier run left, before
-   * anything else is written.
+   * Checks the masters' versions; completes (or reports) the left intents before any write.
    *
    * @throws {SafetyRefusal} when a master runs Redis older than 7.0 (no PEXPIRETIME).
    */
@@ -112,11 +93,6 @@ export class ClusterCopy implements MigrationStrategy {
     if (this.#options.leftIntents === "report") await this.#reportLeftIntents();
   }
 
-  /**
-   * An earlier run that died between a cross-master write and its re-check left its intent:
-   * complete each (keep, take back, or remove the copy), copy again the jobs whose write was taken
-   * back, and log what was done.
-   */
   async #reportLeftIntents(): Promise<void> {
     const left = (await pendingIntents(this.#runner, this.#progressKey)).length;
     if (left === 0) return;
@@ -129,6 +105,7 @@ export class ClusterCopy implements MigrationStrategy {
     );
   }
 
+  /** Completes each left intent, copies again the jobs whose write was taken back, and logs it. */
   async #completeLeftIntents(): Promise<void> {
     const pending = await pendingIntents(this.#runner, this.#progressKey);
     if (pending.length === 0) return;
@@ -164,15 +141,10 @@ export class ClusterCopy implements MigrationStrategy {
     );
   }
 
-  /**
-   * Classifies and copies `keys`. A job copied by an earlier attempt of this run (a call whose
-   * reply was lost, a write left unverified) that a retry finds done is counted as that copy,
-   * never `skipped_exists`.
-   */
+  /** Classifies and copies `keys`; a retry that finds this run's own copy counts that copy. */
   async migrate(keys: readonly Buffer[], options: MigrateOptions): Promise<StrategyResult[]> {
     const results = await this.#migrate(keys, options);
-    // One look-up at a time: a call running concurrently may be reading the record of a call of
-    // these keys; settle after it.
+    // One look-up at a time: a concurrent one may be reading a record of these keys.
     const lookUp = this.#lookUp.then(async () => {
       for (const lost of await this.#runner.lostCopies()) {
         this.#uncounted.remember(lost.keys, lost.results);
