@@ -26,7 +26,6 @@ import { readSnapshots } from "./read.ts";
 import { completeIntents, type Completion, pendingIntents } from "./intents.ts";
 import { copyRemote } from "./remote.ts";
 import { ScriptRunner } from "./runner.ts";
-import { CallRecords } from "../call_record.ts";
 import { UncountedCopies } from "../uncounted_copies.ts";
 
 /** Reads of one job per sub-batch before it is given up as `CHANGED`. */
@@ -71,7 +70,7 @@ export class ClusterCopy implements MigrationStrategy {
     this.#runner = new ScriptRunner(cluster, {
       budgetMs: options.retryBudgetMs ?? 30_000,
       fence: options.fence,
-      callRecords: { calls: new CallRecords(), progressKey: this.#progressKey },
+      progressKey: this.#progressKey,
     });
   }
 
