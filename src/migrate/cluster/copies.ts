@@ -31,15 +31,13 @@ export interface Copy extends Pending {
   values: readonly string[];
   /** Absolute expiry in unix ms, -1 for none. */
   expireAt: number;
-  /** The fields as read: field, value, … packed by the READ script (`cmsgpack.pack`). */
+  /** The fields as read, packed by READ (`cmsgpack.pack`). */
   packed: Buffer;
 }
 
 /**
- * A failed call as a per-key error, retryable when the condition may pass. `unverified`: we
- * wrote, but could not learn whether the old key changed meanwhile, or could not settle the
- * write; its intent stays (intents.ts), so the key's retry completes it and copies the job again
- * (if the retry fails too, the next run completes it): always retryable.
+ * A failed call as a per-key error, retryable when the condition may pass, or when `unverified`
+ * (a write whose intent stays open: the key's retry completes it first, intents.ts).
  */
 export function failure(
   error: unknown,
@@ -63,10 +61,7 @@ const DONE: Record<number, StrategyResult["outcome"]> = {
   [Code.exists]: "skipped_exists",
 };
 
-/**
- * The result of a job's reply among migrated (or created), repaired, exists, gone and error (the
- * first line of Redis's error text), as every script that copies or plans a copy answers it.
- */
+/** The result of a reply of a script that copies or plans a copy (scripts.ts). */
 export function copyResult(reply: unknown[], workspace: string): StrategyResult {
   const code = reply[0] as number;
   if (code === Code.gone) return { outcome: "skipped_gone" };

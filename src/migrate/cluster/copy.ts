@@ -23,7 +23,7 @@ import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../strat
 import type { Copy, Pending } from "./copies.ts";
 import { copyLocal, planCopies } from "./local.ts";
 import { readSnapshots } from "./read.ts";
-import { completeIntents, type Completion, pendingIntents } from "./intents.ts";
+import { completeIntents, type Completion, listIntents } from "./intents.ts";
 import { copyRemote } from "./remote.ts";
 import { ScriptRunner } from "./runner.ts";
 import { UncountedCopies } from "../uncounted_copies.ts";
@@ -93,7 +93,7 @@ export class ClusterCopy implements MigrationStrategy {
   }
 
   async #reportLeftIntents(): Promise<void> {
-    const left = (await pendingIntents(this.#runner, this.#progressKey)).length;
+    const left = (await listIntents(this.#runner, this.#progressKey)).length;
     if (left === 0) return;
     this.#options.logger?.log(
       "warn",
@@ -106,7 +106,7 @@ export class ClusterCopy implements MigrationStrategy {
 
   /** Completes each left intent, copies again the jobs whose write was taken back, and logs it. */
   async #completeLeftIntents(): Promise<void> {
-    const pending = await pendingIntents(this.#runner, this.#progressKey);
+    const pending = await listIntents(this.#runner, this.#progressKey);
     if (pending.length === 0) return;
     const done = await completeIntents(this.#runner, this.#progressKey, pending);
     // Completed meanwhile by another runner starting at the same time: its count, not ours.

@@ -62,38 +62,26 @@ export interface Intent {
  */
 export type Completion = "verified" | "undone" | "removed" | "elsewhere" | "left";
 
-/** Every intent recorded on the cluster (one INTENTS call per master over its slots). */
-export async function pendingIntents(
+/**
+ * The intents recorded for `newKeys` (none for a key without one), or, without `newKeys`, every
+ * intent on the cluster (one INTENTS call per master over its slots). A master out of reach is
+ * skipped: its intents stay for a later completion.
+ */
+export async function listIntents(
   runner: ScriptRunner,
   progressKey: string,
+  newKeys?: readonly Buffer[],
   options: { signal?: AbortSignal } = {},
 ): Promise<Intent[]> {
-  const jobs = [];
-  for (let slot = 0; slot < SLOTS; slot++) {
-    const key = intentKeyOfSlot(progressKey, slot);
-    jobs.push({ key: Buffer.from(key), args: [key, ""] });
-  }
-  return decode(await runner.run(SCRIPTS.intents, [], jobs, options));
-}
-
-/** The intents recorded for `newKeys` (none for a key without one). */
-export async function intentsOf(
-  runner: ScriptRunner,
-  progressKey: string,
-  newKeys: readonly Buffer[],
-  options: { signal?: AbortSignal } = {},
-): Promise<Intent[]> {
-  const jobs = newKeys.map((newKey) => ({
+  const jobs = newKeys?.map((newKey) => ({
     key: newKey,
     args: [intentKey(progressKey, newKey), newKey],
-  }));
-  return decode(await runner.run(SCRIPTS.intents, [], jobs, options));
-}
-
-function decode(settled: Awaited<ReturnType<ScriptRunner["run"]>>): Intent[] {
+  })) ?? Array.from({ length: SLOTS }, (_, slot) => {
+    const key = intentKeyOfSlot(progressKey, slot);
+    return { key: Buffer.from(key), args: [key, ""] };
+  });
   const intents: Intent[] = [];
-  for (const listed of settled) {
-    // A master out of reach: its intents stay for a later completion.
+  for (const listed of await runner.run(SCRIPTS.intents, [], jobs, options)) {
     if (!listed.ok) continue;
     for (const entry of listed.reply as unknown[][]) {
       if (!Array.isArray(entry)) continue;

@@ -1,7 +1,6 @@
 /**
- * The cluster copy where no snapshot is written: the dry-run plan, and the node-local copy of a
- * job whose old and new key one master serves (read and create-only write in one atomic script,
- * from the live old key, so nothing can interleave and no re-check is needed).
+ * The cluster copy where no snapshot is written: the dry-run plan, and the copy of a job whose
+ * keys one master serves, in one atomic script from the live old key (so no re-check is needed).
  *
  * @module
  */
@@ -28,19 +27,13 @@ export async function planCopies(
   });
 }
 
-/** Outcome of the copies the node-local script handled; what it could not are returned. */
+/** The copies the node-local script could not make: to read again, or to copy across nodes. */
 export interface LocalOutcome {
-  /** The old key changed between READ and the copy: read again. */
   changed: Copy[];
-  /** A slot moved: copy these the cross-node way. */
   moved: Copy[];
 }
 
-/**
- * Copies each job atomically on the master that serves both its keys, if the fields its new name
- * reads (`luaSpec`: the key mapping, `KeySchema.luaSpec`) still hold the values the client
- * validated.
- */
+/** Copies each job on the master serving both keys, if its values are still the validated ones. */
 export async function copyLocal(
   runner: ScriptRunner,
   luaSpec: Buffer,

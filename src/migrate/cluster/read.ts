@@ -1,7 +1,6 @@
 /**
- * Step 1 of the cluster copy: READ a consistent snapshot of each old key (grouped on the master
- * that serves them) and classify it like the standalone path. With `here`, the same call copies
- * every job whose new key that master also serves, and returns snapshots only for the others.
+ * Step 1 of the cluster copy: READ a snapshot of each old key on its master and classify it like
+ * the standalone path; with `here`, the same call copies the jobs whose new key it also serves.
  *
  * @module
  */
@@ -15,16 +14,12 @@ import { Code, SCRIPTS } from "./scripts.ts";
 
 /** Options of {@linkcode readSnapshots}. */
 export interface ReadOptions extends MigrateOptions {
-  /**
-   * Copy, in the same call, each job whose new key the old key's master serves (execute with the
-   * default workspace rule, which the script checks as the standalone one does).
-   */
+  /** Copy in the same call each job whose new key the old key's master serves (default rule). */
   here?: boolean;
 }
 
 /**
- * Reads `pending`; sets the result of every key that needs no (further) copy and returns the
- * others.
+ * Reads `pending`; sets the result of every key that needs no further copy, returns the others.
  *
  * @throws the connection error when an old key's node stays out of reach (an outage: the engine
  *   waits for it and re-reads the batch from its checkpoint).
@@ -79,7 +74,10 @@ function classify(keys: KeySchema, item: Pending, reply: unknown[]): StrategyRes
   if (COPIED_HERE.has(code)) return copyResult(reply, (reply.at(-1) as Buffer).toString("latin1"));
   if (code === Code.invalid) return invalidResult(String(reply[1]));
   if (keys.oldParts(item.oldKey) === undefined) return invalidResult("empty_job_id");
-  const values = valuesOf(keys, reply, code === Code.filtered ? 2 : 4);
+  // The workspace, then the other fields the new name reads (after the snapshot for a copy).
+  const others = code === Code.filtered ? 2 : 4;
+  const rest = reply.slice(others, others + keys.fields.length - 1) as Buffer[];
+  const values = keys.checkValues([reply[1] as Buffer, ...rest]);
   if (values === undefined) return invalidResult("invalid_workspace_id");
   const workspace = values[0]!;
   if (code === Code.filtered) return { outcome: "filtered", workspace };
@@ -93,17 +91,4 @@ function classify(keys: KeySchema, item: Pending, reply: unknown[]): StrategyRes
     expireAt: reply[2] as number,
     packed: reply[3] as Buffer,
   };
-}
-
-/**
- * The values of the fields the new name reads, from a READ reply (the workspace at 1, the other
- * fields from `others` on), when each is valid under its rule.
- */
-function valuesOf(keys: KeySchema, reply: unknown[], others: number): string[] | undefined {
-  if (keys.fields.length === 1) {
-    const workspace = keys.checkWorkspace(reply[1] as Buffer);
-    return workspace === undefined ? undefined : [workspace];
-  }
-  const rest = reply.slice(others, others + keys.fields.length - 1) as Buffer[];
-  return keys.checkValues([reply[1] as Buffer, ...rest]);
 }

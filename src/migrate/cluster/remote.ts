@@ -1,41 +1,25 @@
 /**
- * The cluster copy across masters, from a READ snapshot, in three grouped steps:
- *
- * 1. WRITE each new key create-only on its master, with its intent in the same call (intents.ts);
- *    the reply says exactly what this call added.
- * 2. RECHECK each old key that got something written: its absolute expiry and packed fields must
- *    still be the snapshot's. Then what was written is what the old key holds.
- * 3. SETTLE each intent on the new keys' masters: cleared where the old key held the snapshot;
- *    where it did not (the application wrote or deleted the job meanwhile), exactly what was added
- *    is taken back, only where it is still as written, and the job is read again (or counted
- *    `skipped_gone` when the old key is gone: a deleted job is never re-created).
- *
- * A call that fails between WRITE and SETTLE leaves the intent: the key's retry (or the next run)
- * completes it before writing the key again.
+ * The cluster copy across masters, from a READ snapshot: WRITE each new key create-only with its
+ * intent, then RECHECK the old key and SETTLE the intent (intents.ts); a job whose old key
+ * changed is read again, one whose old key is gone counts `skipped_gone`.
  *
  * @module
  */
 import type { Buffer } from "node:buffer";
 import type { MigrateOptions, StrategyResult } from "../strategy.ts";
 import { type Copy, copyResult, failure } from "./copies.ts";
-import { completeIntents, intentKey, intentsOf, verifyWrites } from "./intents.ts";
+import { completeIntents, intentKey, listIntents, verifyWrites } from "./intents.ts";
 import type { UncountedCopies } from "../uncounted_copies.ts";
 import type { ScriptRunner } from "./runner.ts";
 import { Code, SCRIPTS } from "./scripts.ts";
 
-/** A write to verify: the copy and its intent's id. */
 type Written = Copy & { id: string };
 
-/** Where the cross-master copy keeps its intents, and how it names them. */
+/** Where the cross-master copy keeps its intents, how it names them, where unverified go. */
 export interface RemoteOptions extends MigrateOptions {
-  /** The progress key: intents live in `P:intents:{tag}`. */
   progressKey: string;
   /** A fresh intent id (unique per write, across runs). */
   nextId: () => string;
-  /**
-   * Where a write left unverified keeps its outcome: its key's retry finds the copy (kept once
-   * verified) and would count it `skipped_exists`, although this run made it.
-   */
   uncounted: Pick<UncountedCopies, "remember">;
 }
 
@@ -74,7 +58,9 @@ export async function copyRemote(
   const again = await verify(runner, written, results, options);
   if (pending.length > 0) {
     // An earlier write of these keys was never settled: complete it, then read the jobs again.
-    const intents = await intentsOf(runner, progressKey, pending.map((c) => c.newKey), { signal });
+    const intents = await listIntents(runner, progressKey, pending.map((c) => c.newKey), {
+      signal,
+    });
     await completeIntents(runner, progressKey, intents, { signal });
     again.push(...pending);
   }
