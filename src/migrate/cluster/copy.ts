@@ -88,26 +88,26 @@ export class ClusterCopy implements MigrationStrategy {
         );
       }
     }
-    if (this.#options.leftIntents === "complete") await this.#completeLeftIntents();
-    if (this.#options.leftIntents === "report") await this.#reportLeftIntents();
+    const left = this.#options.leftIntents;
+    if (left !== undefined) await this.#leftIntents(left);
   }
 
-  async #reportLeftIntents(): Promise<void> {
-    const left = (await listIntents(this.#runner, this.#progressKey)).length;
-    if (left === 0) return;
-    this.#options.logger?.log(
-      "warn",
-      "intents_left",
-      `${left} cluster copies an earlier run left unverified (stopped between a write and its ` +
-        `re-check); --execute completes them before its first copy`,
-      { intents: left },
-    );
-  }
-
-  /** Completes each left intent, copies again the jobs whose write was taken back, and logs it. */
-  async #completeLeftIntents(): Promise<void> {
+  /**
+   * Reports the intents an earlier run left, or completes each, copies again the jobs whose write
+   * was taken back, and logs it.
+   */
+  async #leftIntents(mode: "complete" | "report"): Promise<void> {
     const pending = await listIntents(this.#runner, this.#progressKey);
     if (pending.length === 0) return;
+    if (mode === "report") {
+      return this.#options.logger?.log(
+        "warn",
+        "intents_left",
+        `${pending.length} cluster copies an earlier run left unverified (stopped between a ` +
+          `write and its re-check); --execute completes them before its first copy`,
+        { intents: pending.length },
+      );
+    }
     const done = await completeIntents(this.#runner, this.#progressKey, pending);
     // Completed meanwhile by another runner starting at the same time: its count, not ours.
     const intents = pending.filter((_, i) => done[i] !== "elsewhere");

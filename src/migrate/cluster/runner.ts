@@ -43,11 +43,7 @@ export interface Job {
 }
 
 /** What one job's call gave: its reply (an array) or the error of its call. */
-export type Settled = { ok: true; reply: unknown[]; tries: number } | {
-  ok: false;
-  error: unknown;
-  tries: number;
-};
+export type Settled = { ok: true; reply: unknown[] } | { ok: false; error: unknown };
 
 /** Options of one {@linkcode ScriptRunner.run}. */
 export interface RunOptions {
@@ -115,11 +111,11 @@ export class ScriptRunner {
         indexes.forEach((i, j) => {
           const reply = replies[j]!;
           if (reply[0] === Code.moved && routed) fallback.push(i);
-          else out[i] = { ok: true, reply, tries: 1 };
+          else out[i] = { ok: true, reply };
         });
       } catch (error) {
         if (isTopology(error) && routed) fallback.push(...indexes);
-        else for (const i of indexes) out[i] = { ok: false, error, tries: 1 };
+        else for (const i of indexes) out[i] = { ok: false, error };
       }
     }));
     const jobsRouted = fallback.map((i) => jobs[i]!);
@@ -211,7 +207,6 @@ export class ScriptRunner {
   ): Promise<Settled[]> {
     const signal = options.signal;
     const out: Settled[] = new Array(jobs.length);
-    const tries = new Array<number>(jobs.length).fill(0);
     const deadline = Date.now() + this.#budget;
     let pending = jobs.map((_, i) => i);
     for (let attempt = 0; pending.length > 0; attempt++) {
@@ -227,10 +222,9 @@ export class ScriptRunner {
       const again: number[] = [];
       settled.forEach((s, j) => {
         const i = pending[j]!;
-        tries[i]!++;
-        if (s.status === "fulfilled") out[i] = { ok: true, reply: s.value, tries: tries[i]! };
+        if (s.status === "fulfilled") out[i] = { ok: true, reply: s.value };
         else if (Date.now() < deadline && !signal?.aborted && isTopology(s.reason)) again.push(i);
-        else out[i] = { ok: false, error: s.reason, tries: tries[i]! };
+        else out[i] = { ok: false, error: s.reason };
       });
       pending = again;
       if (pending.length > 0) await pause(backoffMs(attempt, RECONNECT), { signal });

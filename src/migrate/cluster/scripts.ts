@@ -62,7 +62,7 @@ export interface ClusterScript {
   readonly readOnly: boolean;
 }
 
-/** How long a call record key outlives its last write (a lost reply is looked up within seconds). */
+/** A call record key's life after its last write (lost replies are read within seconds). */
 const RECORD_TTL_MS = 3_600_000;
 
 const CODES = Object.entries(Code).map(([name, value]) => `local ${name.toUpperCase()} = ${value}`)
