@@ -211,24 +211,20 @@ export class InServerCopy implements MigrationStrategy {
   readonly batchesInFlight = 2;
   readonly #client: Redis;
   readonly #keys: KeySchema;
+  readonly #options: InServerCopyOptions;
   readonly #sizer: CallSizer;
-  readonly #clockMode: CallClockMode;
   #clock = new CallClock("script");
   #copySha = "";
   #drySha = "";
   /** EVALSHA_RO exists from Redis 7.0; before that the dry script runs as plain EVALSHA. */
-  #hasReadOnlyEval = true;
-  readonly #fence: [string, string];
-  readonly #record?: string;
+  #dryEval = "EVALSHA_RO";
   readonly #calls = new CallRecords();
 
   constructor(client: Redis, keys: KeySchema, options: InServerCopyOptions = {}) {
     this.#client = client;
     this.#keys = keys;
+    this.#options = options;
     this.#sizer = new CallSizer({ maxCallMs: options.maxCallMs });
-    this.#clockMode = options.callClock ?? "auto";
-    this.#fence = options.lock ? [options.lock.key, options.lock.value] : ["", ""];
-    this.#record = options.callRecord;
   }
 
   /** Whose clock times the calls (known after {@linkcode init}). */
@@ -248,15 +244,17 @@ export class InServerCopy implements MigrationStrategy {
         `Redis ${major}.${minor} has no COPY command; backfill needs Redis 6.2 or newer`,
       );
     }
-    this.#hasReadOnlyEval = major >= 7;
+    if (major < 7) this.#dryEval = "EVALSHA";
     await this.#load();
   }
 
   async #load(): Promise<void> {
-    const dry = this.#hasReadOnlyEval ? DRY_RUN_SCRIPT : DRY_RUN_SCRIPT.replace(/^#!.*\n/, "");
+    const dry = this.#dryEval === "EVALSHA"
+      ? DRY_RUN_SCRIPT.replace(/^#!.*\n/, "")
+      : DRY_RUN_SCRIPT;
     // Both report their own Redis time (TIME at start and end), which sizes the next call, where
     // the server lets time pass inside a script (probed again here: a failover may change it).
-    this.#clock = await probeCallClock(this.#client, this.#clockMode);
+    this.#clock = await probeCallClock(this.#client, this.#options.callClock ?? "auto");
     this.#copySha = await this.#client.script("LOAD", timedScript(COPY_SCRIPT)) as string;
     this.#drySha = await this.#client.script("LOAD", timedScript(dry)) as string;
   }
@@ -305,6 +303,7 @@ export class InServerCopy implements MigrationStrategy {
     options: MigrateOptions,
     rule: string[],
   ): Promise<(number | Buffer)[]> {
+    const { lock, callRecord } = this.#options;
     const send = async (record?: RecordedCall) => {
       const args = [
         keys.length,
@@ -314,17 +313,13 @@ export class InServerCopy implements MigrationStrategy {
         DEFAULT_WORKSPACE_LUA.pattern,
         String(DEFAULT_WORKSPACE_LUA.maxLength),
         rule[0]!,
-        ...(options.dryRun ? ["", ""] : this.#fence),
+        ...(options.dryRun || !lock ? ["", ""] : [lock.key, lock.value]),
         ...recordArgs(record),
         ...rule.slice(1),
       ];
       const call = () =>
         options.dryRun
-          ? this.#client.callBuffer(
-            this.#hasReadOnlyEval ? "EVALSHA_RO" : "EVALSHA",
-            this.#drySha,
-            ...args,
-          )
+          ? this.#client.callBuffer(this.#dryEval, this.#drySha, ...args)
           : this.#client.callBuffer("EVALSHA", this.#copySha, ...args);
       const timed = () => this.#clock.time(call, (reply) => decodeTimed(reply).micros, keys.length);
       try {
@@ -339,8 +334,8 @@ export class InServerCopy implements MigrationStrategy {
     let answer: { value: unknown; micros: number };
     try {
       // A call that copies is recorded: without a reply it may have run, and its record tells.
-      answer = this.#record !== undefined && !options.dryRun
-        ? await this.#calls.send(this.#record, keys, send)
+      answer = callRecord !== undefined && !options.dryRun
+        ? await this.#calls.send(callRecord, keys, send)
         : await send();
     } catch (error) {
       throw refusedAsFenced(error) ?? error;

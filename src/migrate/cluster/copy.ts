@@ -4,7 +4,7 @@
  *    same call copies each job whose new key that master also serves and returns a snapshot only
  *    for the others; otherwise (a JavaScript RegExp rule, or dry-run) it returns every snapshot,
  *    and a job whose keys one master serves is copied there by LOCAL, checked against the values
- *    the client validated (local.ts).
+ *    the client validated.
  * 2. The others are written on the new keys' masters with an intent, re-checked against the
  *    snapshot and settled (remote.ts, intents.ts). `--execute` first completes the intents an
  *    earlier run left, and says so.
@@ -16,16 +16,21 @@
 import type { Buffer } from "node:buffer";
 import { SafetyRefusal } from "../../errors.ts";
 import type { Logger } from "../../run_events.ts";
+import { isOutage } from "../../redis/errors.ts";
 import type { Cluster } from "../../redis/ioredis.ts";
-import type { KeySchema } from "../../schema.ts";
+import { DEFAULT_WORKSPACE_LUA, type KeySchema } from "../../schema.ts";
 import { redisVersion } from "../../redis/availability.ts";
-import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../strategy.ts";
-import type { Copy, Pending } from "./copies.ts";
-import { copyLocal, planCopies } from "./local.ts";
-import { readSnapshots } from "./read.ts";
+import {
+  invalidResult,
+  type MigrateOptions,
+  type MigrationStrategy,
+  type StrategyResult,
+} from "../strategy.ts";
+import { type Copy, copyResult, failure, type Pending } from "./copies.ts";
 import { completeIntents, type Completion, listIntents } from "./intents.ts";
 import { copyRemote } from "./remote.ts";
-import { ScriptRunner } from "./runner.ts";
+import { isTopology, ScriptRunner } from "./runner.ts";
+import { Code, SCRIPTS } from "./scripts.ts";
 import { UncountedCopies } from "../uncounted_copies.ts";
 
 /** Reads of one job per sub-batch before it is given up as `CHANGED`. */
@@ -202,4 +207,133 @@ export class ClusterCopy implements MigrationStrategy {
     const changed = await copyRemote(this.#runner, [...there, ...local.moved], results, remote);
     return [...local.changed, ...changed].map(({ index, oldKey }) => ({ index, oldKey }));
   }
+}
+
+/**
+ * Step 1, READ: sets the result of every key that needs no further copy, returns the others.
+ *
+ * @throws the connection error when an old key's node stays out of reach (an outage: the engine
+ *   waits for it and re-reads the batch from its checkpoint).
+ */
+async function readSnapshots(
+  runner: ScriptRunner,
+  keys: KeySchema,
+  pending: readonly Pending[],
+  results: StrategyResult[],
+  options: MigrateOptions & { here: boolean },
+): Promise<Copy[]> {
+  const header = [
+    options.workspace ?? "",
+    options.here ? "1" : "",
+    keys.luaSpec,
+    DEFAULT_WORKSPACE_LUA.pattern,
+    DEFAULT_WORKSPACE_LUA.maxLength,
+  ];
+  const settled = await runner.run(
+    options.here ? SCRIPTS.readHere : SCRIPTS.read,
+    header,
+    pending.map((p) => ({ key: p.oldKey, args: [p.oldKey] })),
+    { signal: options.signal, recorded: options.here },
+  );
+  const copies: Copy[] = [];
+  settled.forEach((read, j) => {
+    const item = pending[j]!;
+    if (!read.ok) {
+      if (isOutage(read.error)) throw read.error;
+      results[item.index] = failure(read.error);
+      return;
+    }
+    const decided = classify(keys, item, read.reply);
+    if ("outcome" in decided) results[item.index] = decided;
+    else copies.push(decided);
+  });
+  return copies;
+}
+
+/** Codes of a job READ copied on its own node (`here`); the workspace id is the last entry. */
+const COPIED_HERE: ReadonlySet<number> = new Set([
+  Code.migrated,
+  Code.repaired,
+  Code.exists,
+  Code.error,
+]);
+
+/** The outcome of a READ reply, or the copy to make. */
+function classify(keys: KeySchema, item: Pending, reply: unknown[]): StrategyResult | Copy {
+  const code = reply[0] as number;
+  if (code === Code.gone) return { outcome: "skipped_gone" };
+  if (COPIED_HERE.has(code)) return copyResult(reply, (reply.at(-1) as Buffer).toString("latin1"));
+  if (code === Code.invalid) return invalidResult(String(reply[1]));
+  if (keys.oldParts(item.oldKey) === undefined) return invalidResult("empty_job_id");
+  // The workspace, then the other fields the new name reads (after the snapshot for a copy).
+  const others = code === Code.filtered ? 2 : 4;
+  const rest = reply.slice(others, others + keys.fields.length - 1) as Buffer[];
+  const values = keys.checkValues([reply[1] as Buffer, ...rest]);
+  if (values === undefined) return invalidResult("invalid_workspace_id");
+  const workspace = values[0]!;
+  if (code === Code.filtered) return { outcome: "filtered", workspace };
+  const newKey = keys.newKeyOf(item.oldKey, values);
+  if (newKey === undefined) return invalidResult("invalid_workspace_id");
+  return {
+    ...item,
+    newKey,
+    workspace,
+    values,
+    expireAt: reply[2] as number,
+    packed: reply[3] as Buffer,
+  };
+}
+
+/** Dry-run: what WRITE would do for each copy, by read-only scripts on the new keys' masters. */
+async function planCopies(
+  runner: ScriptRunner,
+  copies: readonly Copy[],
+  results: StrategyResult[],
+  options: MigrateOptions,
+): Promise<void> {
+  const jobs = copies.map((c) => ({ key: c.newKey, args: [c.newKey, c.expireAt, c.packed] }));
+  const settled = await runner.run(SCRIPTS.dry, [], jobs, { signal: options.signal });
+  settled.forEach((plan, j) => {
+    const copy = copies[j]!;
+    results[copy.index] = plan.ok
+      ? copyResult(plan.reply, copy.workspace)
+      : failure(plan.error, copy.workspace);
+  });
+}
+
+/** The copies the node-local script could not make: to read again, or to copy across nodes. */
+interface LocalOutcome {
+  changed: Copy[];
+  moved: Copy[];
+}
+
+/**
+ * Copies each job on the master serving both its keys, in one atomic script from the live old key
+ * (so no re-check is needed), if its values are still the validated ones.
+ */
+async function copyLocal(
+  runner: ScriptRunner,
+  luaSpec: Buffer,
+  copies: readonly Copy[],
+  results: StrategyResult[],
+  options: MigrateOptions,
+): Promise<LocalOutcome> {
+  const outcome: LocalOutcome = { changed: [], moved: [] };
+  if (copies.length === 0) return outcome;
+  const settled = await runner.run(
+    SCRIPTS.local,
+    [luaSpec],
+    copies.map((c) => ({ key: c.oldKey, args: [c.oldKey, c.newKey, ...c.values] })),
+    { routed: false, recorded: true, signal: options.signal },
+  );
+  settled.forEach((copied, j) => {
+    const copy = copies[j]!;
+    if (!copied.ok) {
+      if (isTopology(copied.error)) outcome.moved.push(copy);
+      else results[copy.index] = failure(copied.error, copy.workspace);
+    } else if (copied.reply[0] === Code.moved) outcome.moved.push(copy);
+    else if (copied.reply[0] === Code.changed) outcome.changed.push(copy);
+    else results[copy.index] = copyResult(copied.reply, copy.workspace);
+  });
+  return outcome;
 }

@@ -17,17 +17,13 @@ import { type ClusterScript, Code } from "./scripts.ts";
 import { keySlot, slotKey } from "../../redis/slot.ts";
 import { CallRecords, type LostCopies, recordArgs, type RecordedCall } from "../call_record.ts";
 import { refusedAsFenced } from "../../safety/lock.ts";
+import { TRANSIENT } from "./copies.ts";
 
-/** Error codes that pass once the cluster settles: a group falls back, a job is retried. */
-const TOPOLOGY = new Set([
-  "TRYAGAIN",
-  "CLUSTERDOWN",
-  "MOVED",
-  "ASK",
-  "LOADING",
-  "READONLY",
-  "MASTERDOWN",
-]);
+/**
+ * Error codes that pass once the cluster settles (the transient ones but memory and a busy
+ * script): a group falls back, a job is retried.
+ */
+const TOPOLOGY = new Set([...TRANSIENT].filter((code) => code !== "OOM" && code !== "BUSY"));
 
 /** `callBuffer(command, arg, …, [arg, …])`, which ioredis accepts but does not declare. */
 type FlatCall = (command: string, ...args: unknown[]) => Promise<unknown>;
