@@ -39,9 +39,6 @@ export interface LostCopies {
   results: StrategyResult[];
 }
 
-/** Reads `fields` of the record `key` (HMGET), in order. */
-export type RecordReader = (key: string, fields: string[]) => Promise<(string | null)[]>;
-
 /** The calls of one run: their record fields and ids, and those whose reply was lost. */
 export class CallRecords {
   /** Tells this run's call ids from an earlier run's. */
@@ -95,7 +92,9 @@ export class CallRecords {
    * What the unanswered calls copied, read with `read` (a call that copied nothing left no
    * record). The calls of a record key that cannot be read now stay for the next look-up.
    */
-  async lookUp(read: RecordReader): Promise<LostCopies[]> {
+  async lookUp(
+    read: (key: string, fields: string[]) => Promise<(string | null)[]>,
+  ): Promise<LostCopies[]> {
     const calls = this.#unanswered;
     this.#unanswered = [];
     const byKey = Map.groupBy(calls, (call) => call.key);

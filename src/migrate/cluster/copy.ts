@@ -190,10 +190,7 @@ export class ClusterCopy implements MigrationStrategy {
       nextId: () => `${this.#nonce}:${++this.#writes}`,
       uncounted: this.#uncounted,
     };
-    if (here) {
-      const changed = await copyRemote(this.#runner, copies, results, remote);
-      return changed.map(({ index, oldKey }) => ({ index, oldKey }));
-    }
+    if (here) return await copyRemote(this.#runner, copies, results, remote);
     if (options.dryRun) {
       await planCopies(this.#runner, copies, results, options);
       return [];
@@ -205,7 +202,7 @@ export class ClusterCopy implements MigrationStrategy {
     }
     const local = await copyLocal(this.#runner, this.#keys.luaSpec, same, results, options);
     const changed = await copyRemote(this.#runner, [...there, ...local.moved], results, remote);
-    return [...local.changed, ...changed].map(({ index, oldKey }) => ({ index, oldKey }));
+    return [...local.changed, ...changed];
   }
 }
 

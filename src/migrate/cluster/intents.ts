@@ -1,11 +1,10 @@
 /**
  * Durable intents of the cluster copy's cross-master writes. Such a copy writes the new key from a
- * snapshot, then re-checks the old key against that snapshot on the other master; only then is
- * the copy known right. So that a kill -9, a lost connection or a failed call in between never
- * leaves an unverified copy behind, WRITE records an intent in the same atomic call that writes
- * the new key: a hash field per new key in `P:intents:{tag}`, a key of the new key's own slot
- * (src/redis/slot.ts), so the copy and its intent exist, replicate and move together. The intent
- * holds the write's id, the old key, the snapshot (absolute expiry and packed fields) and exactly
+ * snapshot, then re-checks the old key against it on the other master; only then is the copy
+ * known right. So that a kill -9 or a failed call in between never leaves an unverified copy
+ * behind, WRITE records an intent in the same atomic call: a field per new key in
+ * `P:intents:{tag}`, a hash of the new key's own slot, so the copy and its intent exist,
+ * replicate and move together. It holds the write's id, the old key, the snapshot and exactly
  * what the write added (created whole, or the fields it completed, and whether it set the expiry).
  *
  * An intent is completed ({@linkcode verifyWrites}) by re-checking the old key against its
@@ -140,15 +139,14 @@ export async function verifyWrites(
   );
   settled.forEach((s, j) => {
     const i = checked[j]!;
-    const code = s.ok ? s.reply[0] : undefined;
     if (!s.ok) out[i] = { error: s.error };
-    else if (code === Code.gone) out[i] = { ...out[i]!, absent: true };
-    else if (code !== Code.same) out[i] = { error: new Error("CHANGED") };
+    else if (s.reply[0] === Code.gone) out[i] = { ...out[i]!, absent: true };
+    else if (s.reply[0] !== Code.same) out[i] = { error: new Error("CHANGED") };
   });
   return out;
 }
 
-/** Completes `intents` (see the module comment). The caller copies the `undone` ones again. */
+/** Completes `intents`; the caller copies the `undone` ones again. */
 export async function completeIntents(
   runner: ScriptRunner,
   progressKey: string,
