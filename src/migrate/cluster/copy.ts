@@ -29,7 +29,7 @@ import {
 import { type Copy, copyResult, failure, type Pending } from "./copies.ts";
 import { completeIntents, type Completion, listIntents } from "./intents.ts";
 import { copyRemote } from "./remote.ts";
-import { isTopology, ScriptRunner } from "./runner.ts";
+import { isTopology, type RunnerOptions, ScriptRunner } from "./runner.ts";
 import { Code, SCRIPTS } from "./scripts.ts";
 import { UncountedCopies } from "../uncounted_copies.ts";
 
@@ -43,7 +43,7 @@ export interface ClusterCopyOptions {
   /** The progress key: intents and call records live under it (default `ai:backfill`). */
   progressKey?: string;
   /** The run's fence (safety/lock.ts), carried by every script call; absent: unfenced. */
-  fence?: { argsFor(key: Uint8Array): string[] };
+  fence?: RunnerOptions["fence"];
   /** What `init` does with an earlier run's intents (`--execute`: complete; dry-run: report). */
   leftIntents?: "complete" | "report";
   logger?: Logger;

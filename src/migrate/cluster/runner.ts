@@ -68,8 +68,7 @@ const UNFENCED = ["", "0"];
 /** Runs grouped script calls on a cluster. */
 export class ScriptRunner {
   readonly #cluster: Cluster;
-  readonly #budget: number;
-  readonly #fence: (key: Uint8Array) => string[];
+  readonly #options: RunnerOptions;
   readonly #calls = new CallRecords();
   readonly #recordBase: string;
   /** Per master address, the slot whose record key its grouped calls use. */
@@ -77,10 +76,8 @@ export class ScriptRunner {
 
   constructor(cluster: Cluster, options: RunnerOptions) {
     this.#cluster = cluster;
-    this.#budget = options.budgetMs;
+    this.#options = options;
     this.#recordBase = `${options.progressKey}:calls`;
-    const fence = options.fence;
-    this.#fence = fence ? (key) => fence.argsFor(key) : () => UNFENCED;
   }
 
   /**
@@ -140,7 +137,7 @@ export class ScriptRunner {
     const send = (record?: RecordedCall) => {
       const args: unknown[] = [
         ...declared,
-        ...this.#fence(first),
+        ...(this.#options.fence?.argsFor(first) ?? UNFENCED),
         ...recordArgs(record),
         ...header,
       ];
@@ -203,7 +200,7 @@ export class ScriptRunner {
   ): Promise<Settled[]> {
     const signal = options.signal;
     const out: Settled[] = new Array(jobs.length);
-    const deadline = Date.now() + this.#budget;
+    const deadline = Date.now() + this.#options.budgetMs;
     let pending = jobs.map((_, i) => i);
     for (let attempt = 0; pending.length > 0; attempt++) {
       const settled = await Promise.allSettled(pending.map(async (i) => {
