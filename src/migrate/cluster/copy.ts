@@ -6,35 +6,61 @@
  *    and a job whose keys one master serves is copied there by LOCAL, checked against the values
  *    the client validated.
  * 2. The others are written on the new keys' masters with an intent, re-checked against the
- *    snapshot and settled (remote.ts, intents.ts). `--execute` first completes the intents an
- *    earlier run left, and says so.
+ *    snapshot and settled (intents.ts). `--execute` first completes the intents an earlier run
+ *    left, and says so.
  * A job whose old key keeps changing is given up after {@linkcode MAX_ATTEMPTS} reads, as a
  * retryable `CHANGED` error.
  *
  * @module
  */
-import type { Buffer } from "node:buffer";
+import { Buffer } from "node:buffer";
 import { SafetyRefusal } from "../../errors.ts";
 import type { Logger } from "../../run_events.ts";
-import { isOutage } from "../../redis/errors.ts";
+import { errorCode, errorLine, isOutage } from "../../redis/errors.ts";
 import type { Cluster } from "../../redis/ioredis.ts";
 import { DEFAULT_WORKSPACE_LUA, type KeySchema } from "../../schema.ts";
 import { redisVersion } from "../../redis/availability.ts";
 import {
+  errorResult,
   invalidResult,
   type MigrateOptions,
   type MigrationStrategy,
   type StrategyResult,
 } from "../strategy.ts";
-import { type Copy, copyResult, failure, type Pending } from "./copies.ts";
-import { completeIntents, type Completion, listIntents } from "./intents.ts";
-import { copyRemote } from "./remote.ts";
-import { isTopology, type RunnerOptions, ScriptRunner } from "./runner.ts";
+import {
+  completeIntents,
+  type Completion,
+  intentKey,
+  listIntents,
+  verifyWrites,
+} from "./intents.ts";
+import { isTopology, type RunnerOptions, ScriptRunner, TRANSIENT } from "./runner.ts";
 import { Code, SCRIPTS } from "./scripts.ts";
 import { UncountedCopies } from "../uncounted_copies.ts";
 
 /** Reads of one job per sub-batch before it is given up as `CHANGED`. */
 export const MAX_ATTEMPTS = 4;
+
+/** An old key of the sub-batch, by its position in the input. */
+interface Pending {
+  index: number;
+  oldKey: Buffer;
+}
+
+/** A job whose READ snapshot passed classification. */
+interface Copy extends Pending {
+  newKey: Buffer;
+  workspace: string;
+  /** The values of the fields the new key's name reads (`KeySchema.fields`), validated. */
+  values: readonly string[];
+  /** Absolute expiry in unix ms, -1 for none. */
+  expireAt: number;
+  /** The fields as read, packed by READ (`cmsgpack.pack`). */
+  packed: Buffer;
+}
+
+/** A write to verify: the copy and its intent's id. */
+type Written = Copy & { id: string };
 
 /** Options for {@linkcode ClusterCopy}. */
 export interface ClusterCopyOptions {
@@ -179,20 +205,11 @@ export class ClusterCopy implements MigrationStrategy {
     options: MigrateOptions,
   ): Promise<Pending[]> {
     const here = !options.dryRun && this.#keys.isDefaultRule;
-    const copies = await readSnapshots(this.#runner, this.#keys, pending, results, {
-      ...options,
-      here,
-    });
+    const copies = await this.#read(pending, results, { ...options, here });
     if (copies.length === 0) return [];
-    const remote = {
-      ...options,
-      progressKey: this.#progressKey,
-      nextId: () => `${this.#nonce}:${++this.#writes}`,
-      uncounted: this.#uncounted,
-    };
-    if (here) return await copyRemote(this.#runner, copies, results, remote);
+    if (here) return await this.#copyRemote(copies, results, options);
     if (options.dryRun) {
-      await planCopies(this.#runner, copies, results, options);
+      await this.#plan(copies, results, options);
       return [];
     }
     const same: Copy[] = [];
@@ -200,51 +217,163 @@ export class ClusterCopy implements MigrationStrategy {
     for (const copy of copies) {
       (this.#runner.sameNode(copy.oldKey, copy.newKey) ? same : there).push(copy);
     }
-    const local = await copyLocal(this.#runner, this.#keys.luaSpec, same, results, options);
-    const changed = await copyRemote(this.#runner, [...there, ...local.moved], results, remote);
+    const local = await this.#copyLocal(same, results, options);
+    const changed = await this.#copyRemote([...there, ...local.moved], results, options);
     return [...local.changed, ...changed];
   }
-}
 
-/**
- * Step 1, READ: sets the result of every key that needs no further copy, returns the others.
- *
- * @throws the connection error when an old key's node stays out of reach (an outage: the engine
- *   waits for it and re-reads the batch from its checkpoint).
- */
-async function readSnapshots(
-  runner: ScriptRunner,
-  keys: KeySchema,
-  pending: readonly Pending[],
-  results: StrategyResult[],
-  options: MigrateOptions & { here: boolean },
-): Promise<Copy[]> {
-  const header = [
-    options.workspace ?? "",
-    options.here ? "1" : "",
-    keys.luaSpec,
-    DEFAULT_WORKSPACE_LUA.pattern,
-    DEFAULT_WORKSPACE_LUA.maxLength,
-  ];
-  const settled = await runner.run(
-    options.here ? SCRIPTS.readHere : SCRIPTS.read,
-    header,
-    pending.map((p) => ({ key: p.oldKey, args: [p.oldKey] })),
-    { signal: options.signal, recorded: options.here },
-  );
-  const copies: Copy[] = [];
-  settled.forEach((read, j) => {
-    const item = pending[j]!;
-    if (!read.ok) {
-      if (isOutage(read.error)) throw read.error;
-      results[item.index] = failure(read.error);
-      return;
+  /**
+   * Step 1, READ: sets the result of every key that needs no further copy, returns the others.
+   *
+   * @throws the connection error when an old key's node stays out of reach (an outage: the engine
+   *   waits for it and re-reads the batch from its checkpoint).
+   */
+  async #read(
+    pending: readonly Pending[],
+    results: StrategyResult[],
+    options: MigrateOptions & { here: boolean },
+  ): Promise<Copy[]> {
+    const header = [
+      options.workspace ?? "",
+      options.here ? "1" : "",
+      this.#keys.luaSpec,
+      DEFAULT_WORKSPACE_LUA.pattern,
+      DEFAULT_WORKSPACE_LUA.maxLength,
+    ];
+    const settled = await this.#runner.run(
+      options.here ? SCRIPTS.readHere : SCRIPTS.read,
+      header,
+      pending.map((p) => ({ key: p.oldKey, args: [p.oldKey] })),
+      { signal: options.signal, recorded: options.here },
+    );
+    const copies: Copy[] = [];
+    settled.forEach((read, j) => {
+      const item = pending[j]!;
+      if (!read.ok) {
+        if (isOutage(read.error)) throw read.error;
+        results[item.index] = failure(read.error);
+        return;
+      }
+      const decided = classify(this.#keys, item, read.reply);
+      if ("outcome" in decided) results[item.index] = decided;
+      else copies.push(decided);
+    });
+    return copies;
+  }
+
+  /** Dry-run: what WRITE would do for each copy, by read-only scripts on the new keys' masters. */
+  async #plan(
+    copies: readonly Copy[],
+    results: StrategyResult[],
+    options: MigrateOptions,
+  ): Promise<void> {
+    const jobs = copies.map((c) => ({ key: c.newKey, args: [c.newKey, c.expireAt, c.packed] }));
+    const settled = await this.#runner.run(SCRIPTS.dry, [], jobs, { signal: options.signal });
+    settled.forEach((plan, j) => {
+      const copy = copies[j]!;
+      results[copy.index] = plan.ok
+        ? copyResult(plan.reply, copy.workspace)
+        : failure(plan.error, copy.workspace);
+    });
+  }
+
+  /**
+   * Copies each job on the master serving both its keys, in one atomic script from the live old
+   * key (no re-check needed), if its values are still the validated ones. Returns the copies it
+   * could not make: to read again (`changed`), or to copy across nodes (`moved`).
+   */
+  async #copyLocal(
+    copies: readonly Copy[],
+    results: StrategyResult[],
+    options: MigrateOptions,
+  ): Promise<{ changed: Copy[]; moved: Copy[] }> {
+    const outcome = { changed: [] as Copy[], moved: [] as Copy[] };
+    if (copies.length === 0) return outcome;
+    const settled = await this.#runner.run(
+      SCRIPTS.local,
+      [this.#keys.luaSpec],
+      copies.map((c) => ({ key: c.oldKey, args: [c.oldKey, c.newKey, ...c.values] })),
+      { routed: false, recorded: true, signal: options.signal },
+    );
+    settled.forEach((copied, j) => {
+      const copy = copies[j]!;
+      if (!copied.ok) {
+        if (isTopology(copied.error)) outcome.moved.push(copy);
+        else results[copy.index] = failure(copied.error, copy.workspace);
+      } else if (copied.reply[0] === Code.moved) outcome.moved.push(copy);
+      else if (copied.reply[0] === Code.changed) outcome.changed.push(copy);
+      else results[copy.index] = copyResult(copied.reply, copy.workspace);
+    });
+    return outcome;
+  }
+
+  /**
+   * Steps 2 and 3 across masters, from the READ snapshot: WRITE each new key create-only with its
+   * intent, then verify it (intents.ts). Returns the copies to read again.
+   */
+  async #copyRemote(
+    copies: readonly Copy[],
+    results: StrategyResult[],
+    options: MigrateOptions,
+  ): Promise<Copy[]> {
+    if (copies.length === 0) return [];
+    const { signal } = options;
+    const progressKey = this.#progressKey;
+    const ids = copies.map(() => `${this.#nonce}:${++this.#writes}`);
+    const jobs = copies.map((c, j) => ({
+      key: c.newKey,
+      oldKey: c.oldKey,
+      args: [c.newKey, intentKey(progressKey, c.newKey), ids[j]!, c.oldKey, c.expireAt, c.packed],
+    }));
+    const settled = await this.#runner.run(SCRIPTS.write, [], jobs, { signal, recorded: true });
+    const written: Written[] = [];
+    const pending: Copy[] = [];
+    settled.forEach((write, j) => {
+      const copy = copies[j]!;
+      const id = ids[j]!;
+      if (!write.ok) {
+        // The call may have run before its reply was lost: its intent (if any) says what it wrote.
+        results[copy.index] = failure(write.error, copy.workspace);
+        written.push({ ...copy, id });
+        return;
+      }
+      if (write.reply[0] === Code.pending) return void pending.push(copy);
+      const [outcome, wrote] = decodeWrite(write.reply, copy);
+      results[copy.index] = outcome;
+      if (wrote) written.push({ ...copy, id });
+    });
+    const again = await this.#verify(written, results, signal);
+    if (pending.length > 0) {
+      // An earlier write of these keys was never settled: complete it, then read the jobs again.
+      const newKeys = pending.map((c) => c.newKey);
+      const intents = await listIntents(this.#runner, progressKey, newKeys, { signal });
+      await completeIntents(this.#runner, progressKey, intents, { signal });
+      again.push(...pending);
     }
-    const decided = classify(keys, item, read.reply);
-    if ("outcome" in decided) results[item.index] = decided;
-    else copies.push(decided);
-  });
-  return copies;
+    return again;
+  }
+
+  /** Re-checks and settles each write (intents.ts); returns the copies to read again. */
+  async #verify(
+    written: Written[],
+    results: StrategyResult[],
+    signal: AbortSignal | undefined,
+  ): Promise<Copy[]> {
+    const verdicts = await verifyWrites(this.#runner, this.#progressKey, written, { signal });
+    const again: Copy[] = [];
+    verdicts.forEach((verdict, j) => {
+      const w = written[j]!;
+      if ("error" in verdict) {
+        // The intent stays, and the key's retry completes it: the copy made then counts as ours.
+        const wrote = results[w.index];
+        if (wrote !== undefined) this.#uncounted.remember([w.oldKey], [wrote]);
+        results[w.index] = failure(verdict.error, w.workspace, true);
+      } else if (verdict.keep) return;
+      else if (verdict.gone) results[w.index] = { outcome: "skipped_gone" };
+      else again.push(w);
+    });
+    return again;
+  }
 }
 
 /** Codes of a job READ copied on its own node (`here`); the workspace id is the last entry. */
@@ -281,56 +410,52 @@ function classify(keys: KeySchema, item: Pending, reply: unknown[]): StrategyRes
   };
 }
 
-/** Dry-run: what WRITE would do for each copy, by read-only scripts on the new keys' masters. */
-async function planCopies(
-  runner: ScriptRunner,
-  copies: readonly Copy[],
-  results: StrategyResult[],
-  options: MigrateOptions,
-): Promise<void> {
-  const jobs = copies.map((c) => ({ key: c.newKey, args: [c.newKey, c.expireAt, c.packed] }));
-  const settled = await runner.run(SCRIPTS.dry, [], jobs, { signal: options.signal });
-  settled.forEach((plan, j) => {
-    const copy = copies[j]!;
-    results[copy.index] = plan.ok
-      ? copyResult(plan.reply, copy.workspace)
-      : failure(plan.error, copy.workspace);
-  });
-}
-
-/** The copies the node-local script could not make: to read again, or to copy across nodes. */
-interface LocalOutcome {
-  changed: Copy[];
-  moved: Copy[];
+/** The outcome of a WRITE reply, and whether it wrote anything (to re-check). */
+function decodeWrite(reply: unknown[], copy: Copy): [StrategyResult, boolean] {
+  const code = reply[0] as number;
+  const error = code === Code.error;
+  const ttlSet = reply[error ? 2 : 1] === 1;
+  const names = (reply[error ? 3 : 2] as Buffer[] | undefined) ?? [];
+  const wrote = code === Code.created || (code !== Code.gone && (names.length > 0 || ttlSet));
+  if (code !== Code.completed) return [copyResult(reply, copy.workspace), wrote];
+  return [{ outcome: wrote ? "repaired" : "skipped_exists", workspace: copy.workspace }, wrote];
 }
 
 /**
- * Copies each job on the master serving both its keys, in one atomic script from the live old key
- * (so no re-check is needed), if its values are still the validated ones.
+ * A failed call as a per-key error, retryable when the condition may pass, or when `unverified`
+ * (a write whose intent stays open: the key's retry completes it first, intents.ts).
  */
-async function copyLocal(
-  runner: ScriptRunner,
-  luaSpec: Buffer,
-  copies: readonly Copy[],
-  results: StrategyResult[],
-  options: MigrateOptions,
-): Promise<LocalOutcome> {
-  const outcome: LocalOutcome = { changed: [], moved: [] };
-  if (copies.length === 0) return outcome;
-  const settled = await runner.run(
-    SCRIPTS.local,
-    [luaSpec],
-    copies.map((c) => ({ key: c.oldKey, args: [c.oldKey, c.newKey, ...c.values] })),
-    { routed: false, recorded: true, signal: options.signal },
-  );
-  settled.forEach((copied, j) => {
-    const copy = copies[j]!;
-    if (!copied.ok) {
-      if (isTopology(copied.error)) outcome.moved.push(copy);
-      else results[copy.index] = failure(copied.error, copy.workspace);
-    } else if (copied.reply[0] === Code.moved) outcome.moved.push(copy);
-    else if (copied.reply[0] === Code.changed) outcome.changed.push(copy);
-    else results[copy.index] = copyResult(copied.reply, copy.workspace);
-  });
-  return outcome;
+function failure(
+  error: unknown,
+  workspace?: string,
+  unverified = false,
+): StrategyResult {
+  const code = errorCode(error);
+  return {
+    outcome: "errors",
+    workspace,
+    errorCode: code,
+    errorMessage: errorLine(error),
+    retryable: unverified || TRANSIENT.has(code) || isOutage(error),
+  };
+}
+
+const DONE: Record<number, StrategyResult["outcome"]> = {
+  [Code.migrated]: "migrated",
+  [Code.created]: "migrated",
+  [Code.repaired]: "repaired",
+  [Code.exists]: "skipped_exists",
+};
+
+/** The result of a reply of a script that copies or plans a copy (scripts.ts). */
+function copyResult(reply: unknown[], workspace: string): StrategyResult {
+  const code = reply[0] as number;
+  if (code === Code.gone) return { outcome: "skipped_gone" };
+  if (code === Code.error) {
+    const text = Buffer.isBuffer(reply[1]) ? reply[1].toString("utf8") : String(reply[1]);
+    return errorResult(text, { workspace, transient: TRANSIENT });
+  }
+  const outcome = DONE[code];
+  if (outcome === undefined) throw new Error(`cluster copy script returned unknown code ${code}`);
+  return { outcome, workspace };
 }

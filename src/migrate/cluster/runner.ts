@@ -17,7 +17,15 @@ import { type ClusterScript, Code } from "./scripts.ts";
 import { keySlot, slotKey } from "../../redis/slot.ts";
 import { CallRecords, type LostCopies, recordArgs, type RecordedCall } from "../call_record.ts";
 import { refusedAsFenced } from "../../safety/lock.ts";
-import { TRANSIENT } from "./copies.ts";
+import { TRANSIENT_ERRORS } from "../strategy.ts";
+
+/** Error codes the engine's one retry may fix: the shared transient ones and cluster redirects. */
+export const TRANSIENT: ReadonlySet<string> = new Set([
+  ...TRANSIENT_ERRORS,
+  "CLUSTERDOWN",
+  "MOVED",
+  "ASK",
+]);
 
 /**
  * Error codes that pass once the cluster settles (the transient ones but memory and a busy
