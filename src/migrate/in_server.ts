@@ -9,7 +9,7 @@
  * the old TTL if it has none → repaired, or exists. In dry-run the same decisions are made with
  * EXISTS/HEXISTS/PTTL, in a `no-writes` script (EVALSHA_RO: Redis refuses any write).
  *
- * ARGV (all from schema.ts: no key or field name is spelled in Lua): [1] the key mapping
+ * ARGV (from schema.ts: no key or field name is spelled in Lua): [1] the key mapping
  * (`KeySchema.luaSpec`), [2] workspace filter ("" = none), [3] the default rule's Lua pattern,
  * [4] its maximum length, [5] rule: "default" | "expect" (ARGV[10 + (i-1)·n + j] is the value of
  * field j the client validated for KEYS[i]; another value now → "changed") | "probe" (report

@@ -36,17 +36,15 @@ const TOPOLOGY = new Set([...TRANSIENT].filter((code) => code !== "OOM" && code 
 /** `callBuffer(command, arg, …, [arg, …])`, which ioredis accepts but does not declare. */
 type FlatCall = (command: string, ...args: unknown[]) => Promise<unknown>;
 
-/** One job's part of a grouped call. */
+/** One job's part of a call: the key that decides its node, its ARGV entries, its old key. */
 export interface Job {
-  /** The key that decides the node (its slot). */
   key: Buffer;
-  /** This job's ARGV entries. */
   args: (Buffer | string | number)[];
   /** The old key this job copies, for the call record (default: `key`). */
   oldKey?: Buffer;
 }
 
-/** What one job's call gave: its reply (an array) or the error of its call. */
+/** What one job's call gave: its reply or the error of its call. */
 export type Settled = { ok: true; reply: unknown[] } | { ok: false; error: unknown };
 
 /** Options of one {@linkcode ScriptRunner.run}. */
@@ -129,10 +127,7 @@ export class ScriptRunner {
     return out;
   }
 
-  /**
-   * One call of `jobs` on `client`: a master (no key declared) or the routed cluster client (the
-   * one job's key declared). Recorded under `recordKey`, when given.
-   */
+  /** One call of `jobs` on a master, or of one job routed (its key declared); maybe recorded. */
   #send(
     client: Redis | Cluster,
     script: ClusterScript,

@@ -8,11 +8,10 @@
  * ARGV starts with the fence and the call record (`fencePrelude`); `ARGS` is the rest:
  *
  * - READ (old keys' node): only-workspace, here ("1" or ""), the key mapping (schema.ts), the
- *   default-rule pattern and maximum length, key… → `{gone}`, `{invalid, reason}`,
+ *   default rule's pattern and maximum length, key… → `{gone}`, `{invalid, reason}`,
  *   `{filtered, ws, v2…vn}` or `{copy, ws, expire_at, packed, v2…vn}` (v2…vn: the other fields
- *   the new name reads). With here (`readHere`, which may write) a job whose new key this node
- *   serves is checked against the default rule and copied at once, like LOCAL:
- *   `{migrated|repaired|exists|gone, ws}` or `{error, text, ws}`.
+ *   the new name reads). With here (`readHere`, may write) a job whose new key this node serves
+ *   is copied at once, like LOCAL: `{migrated|repaired|exists|gone, ws}` or `{error, text, ws}`.
  * - RECHECK (read-only): (key, expire_at, packed)… → `{same}`, `{gone}` or `{changed}`.
  * - LOCAL (old and new key on one node): the key mapping, (old, new, v1…vn)… → an atomic copy
  *   from the live old key: `{migrated|repaired|exists|gone}`, `{changed}` (a value differs from
