@@ -173,20 +173,6 @@ export class ClusterCopy implements MigrationStrategy {
 
   /** Classifies and copies `keys`; a retry that finds this run's own copy counts that copy. */
   async migrate(keys: readonly Buffer[], options: MigrateOptions): Promise<StrategyResult[]> {
-    const results = await this.#migrate(keys, options);
-    // One look-up at a time: a concurrent one may be reading a record of these keys.
-    const lookUp = this.#lookUp.then(async () => {
-      for (const lost of await this.#runner.lostCopies()) {
-        this.#uncounted.remember(lost.keys, lost.results);
-      }
-    });
-    // A failed look-up loses only a count; it must not fail the calls that wait behind it.
-    this.#lookUp = lookUp.catch(() => {});
-    await this.#lookUp;
-    return this.#uncounted.settle(keys, results);
-  }
-
-  async #migrate(keys: readonly Buffer[], options: MigrateOptions): Promise<StrategyResult[]> {
     const results: StrategyResult[] = new Array(keys.length);
     let pending: Pending[] = keys.map((oldKey, index) => ({ index, oldKey }));
     for (let attempt = 0; attempt < MAX_ATTEMPTS && pending.length > 0; attempt++) {
@@ -195,7 +181,15 @@ export class ClusterCopy implements MigrationStrategy {
     for (const { index } of pending) {
       results[index] = { outcome: "errors", errorCode: "CHANGED", retryable: true };
     }
-    return results;
+    // One look-up at a time: a concurrent one may be reading a record of these keys. A failed
+    // look-up loses only a count; it must not fail the calls that wait behind it.
+    this.#lookUp = this.#lookUp.then(async () => {
+      for (const lost of await this.#runner.lostCopies()) {
+        this.#uncounted.remember(lost.keys, lost.results);
+      }
+    }).catch(() => {});
+    await this.#lookUp;
+    return this.#uncounted.settle(keys, results);
   }
 
   /** One read-and-copy round; returns the keys to read again. */
