@@ -1,17 +1,13 @@
 /**
- * The call record: how a copy whose reply was lost is still counted as this run's copy. Every
- * executing script call that copies carries a record key, a field and its id; a call that copied
- * writes `<id>:<codes>` there, one digit per key in call order (in_server.ts on standalone,
- * cluster/scripts.ts on a cluster: the digits are {@linkcode ScriptCode}'s, so `0` is migrated and
- * `1` repaired). When a call fails without a reply (a lost connection, a timeout), it may have run:
- * its record, read once Redis answers again, tells which of its keys it copied. The retry (or the
- * re-read) finds those new keys and reports `skipped_exists`; migrate/uncounted_copies.ts counts them
- * as the copies they were.
+ * The call record: how a copy whose reply was lost still counts as this run's copy. Every
+ * executing call that copies carries a record key, a field and its id; a call that copied writes
+ * `<id>:<codes>` there, one {@linkcode ScriptCode} digit per key in call order. A call that fails
+ * without a reply (a lost connection, a timeout) may have run: its record, read once Redis answers
+ * again, tells which keys it copied, and uncounted_copies.ts counts the retry's `skipped_exists`
+ * for them as those copies.
  *
  * A field is held from its call's send until the call is answered or, when its reply was lost,
- * until its record has been read: a later call never overwrites a record still to be read, however
- * long Redis stays away. A key has as many fields as it ever had calls in flight and lost calls
- * waiting at once. Only calls that copied write their field.
+ * until its record has been read: a later call never overwrites a record still to be read.
  *
  * @module
  */
@@ -20,7 +16,6 @@ import type { Outcome } from "../outcome.ts";
 import { isOutage } from "../redis/errors.ts";
 import { ScriptCode, type StrategyResult } from "./strategy.ts";
 
-/** The record's digit of each code that wrote a new key. */
 const COPIED_DIGITS: Readonly<Record<string, Outcome>> = {
   [String(ScriptCode.migrated)]: "migrated",
   [String(ScriptCode.repaired)]: "repaired",
@@ -44,9 +39,6 @@ export interface LostCopies {
   results: StrategyResult[];
 }
 
-/** Reads `fields` of the record `key` (HMGET), in order. */
-export type RecordReader = (key: string, fields: string[]) => Promise<(string | null)[]>;
-
 /** The calls of one run: their record fields and ids, and those whose reply was lost. */
 export class CallRecords {
   /** Tells this run's call ids from an earlier run's. */
@@ -57,9 +49,8 @@ export class CallRecords {
   #unanswered: (RecordedCall & { keys: Buffer[] })[] = [];
 
   /**
-   * Sends a copying call of `keys` (old keys, in call order) recorded under `key`. When it fails
-   * without a reply (an outage error) it may have run: its field stays held until
-   * {@linkcode lookUp} reads its record.
+   * Sends a copying call of `keys` (old keys, in call order) recorded under `key`; after an outage
+   * error its field stays held until {@linkcode lookUp} reads its record.
    */
   async send<T>(
     key: string,
@@ -98,11 +89,12 @@ export class CallRecords {
   }
 
   /**
-   * What the unanswered calls copied, read from their records with `read`: a call that never
-   * ran, or copied nothing, left no record and is not listed. Each call is looked up once; the
-   * calls of a record key that cannot be read now stay for the next look-up.
+   * What the unanswered calls copied, read with `read` (a call that copied nothing left no
+   * record). The calls of a record key that cannot be read now stay for the next look-up.
    */
-  async lookUp(read: RecordReader): Promise<LostCopies[]> {
+  async lookUp(
+    read: (key: string, fields: string[]) => Promise<(string | null)[]>,
+  ): Promise<LostCopies[]> {
     const calls = this.#unanswered;
     this.#unanswered = [];
     const byKey = Map.groupBy(calls, (call) => call.key);

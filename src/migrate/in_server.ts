@@ -1,37 +1,24 @@
 /**
- * Standalone strategy: one script call per sub-batch does the whole per-key work inside Redis; the
- * client never reads a value and writes it back. This file holds the script and the class that
- * calls it. The script classifies and migrates a sub-batch of old keys, atomically per call: between reading an old key and creating its new key nothing else runs, so a job deleted by
- * the application is never re-created and a value it dual-wrote is never overwritten.
+ * Standalone strategy: one script call per sub-batch classifies and copies its old keys inside
+ * Redis, atomically: between reading an old key and creating its new key nothing else runs, so a
+ * job the application deleted is never re-created and a value it dual-wrote is never overwritten.
  *
- * Per key (KEYS[i] = an old key):
- *   HGET <workspace field> → WRONGTYPE: invalid · nil: gone (key missing) or invalid (field missing)
- *   HGET each other field the new name reads (a name built from several) → nil: invalid
- *   empty job id or an invalid value of any field → invalid · other workspace than the filter →
- *   filtered
- *   COPY old new (no REPLACE): 1 → migrated (fields and TTL copied by the server)
- *   0 → the new key exists: HSETNX each field it lacks and PEXPIRE it with the old TTL if it has
- *       none → repaired, or nothing to add → exists. A new key of another type is an error.
- * In dry-run the same decisions are made with EXISTS/HEXISTS/PTTL and nothing is written; the dry
- * variant carries `flags=no-writes` and runs as EVALSHA_RO, so Redis itself refuses any write.
+ * Per key: HGET the workspace field (WRONGTYPE: invalid; nil: gone, or invalid when the key
+ * exists) and each other field the new name reads; validate them (or `filtered`); then COPY old
+ * new without REPLACE: 1 → migrated; 0 → HSETNX each field the new key lacks and PEXPIRE it with
+ * the old TTL if it has none → repaired, or exists. In dry-run the same decisions are made with
+ * EXISTS/HEXISTS/PTTL, in a `no-writes` script (EVALSHA_RO: Redis refuses any write).
  *
- * ARGV (all from schema.ts, so no key name or field name is spelled in Lua):
- *       [1] the key mapping (`KeySchema.luaSpec`, read by the shared `KEY_LUA`: the templates and
- *       the n fields the new name reads, the workspace first), [2] workspace filter ("" = none),
- *       [3] the default workspace rule as a Lua pattern, [4] its maximum length,
- *       [5] rule: "default" (check the default rule here, on every field) | "expect"
- *           (ARGV[10 + (i-1)·n + j] is the value of field j the client validated for KEYS[i]; a
- *           different value now → "changed") | "probe" (report values only)
- *       [6] the run lock's key, [7] its value ("" = unfenced): executing, the call is refused as a
- *           whole (`FENCED`, nothing written) when the lock no longer holds that value
- *       [8] the call record's key, [9] its field, [10] the call's id ("" = none): a call that
- *           copied records its per-key codes there (`<id>:<codes>`, one digit per key), so that
- *           a call whose reply is lost can still be counted (migrate/call_record.ts)
- * Reply: a flat array, 2 + n entries per key: the code; the workspace id when the values are valid
- * ("" when not); the detail: for an error (6), the first line of Redis's error text; for an
- * invalid key (3), the reason (`not_hash`, `no_workspace_id`, `empty_job_id`,
- * `invalid_workspace_id`: the last two name the workspace, and cover every field the new name
- * reads); else ""; then the values of the other fields (none with one field), "" when not valid.
+ * ARGV (from schema.ts: no key or field name is spelled in Lua): [1] the key mapping
+ * (`KeySchema.luaSpec`), [2] workspace filter ("" = none), [3] the default rule's Lua pattern,
+ * [4] its maximum length, [5] rule: "default" | "expect" (ARGV[10 + (i-1)·n + j] is the value of
+ * field j the client validated for KEYS[i]; another value now → "changed") | "probe" (report
+ * values only), [6] the run lock's key, [7] its value ("" = unfenced: a call made when the lock
+ * holds another value is refused as `FENCED`, nothing written), [8..10] the call record's key,
+ * field and id ("" = none; migrate/call_record.ts).
+ * Reply, 2 + n entries per key: the code ({@linkcode ScriptCode}), the workspace id when valid
+ * (else ""), the detail (an error's first line, an invalid key's reason, else ""), then the other
+ * fields' values ("" when not valid).
  *
  * @module
  */
@@ -51,11 +38,12 @@ import { isScriptMissing } from "../redis/errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import { DEFAULT_WORKSPACE_LUA, KEY_LUA, type KeySchema } from "../schema.ts";
 import { CallRecords, type LostCopies, recordArgs, type RecordedCall } from "./call_record.ts";
+import type { Outcome } from "../outcome.ts";
 import {
+  errorResult,
   invalidResult,
   type MigrateOptions,
   type MigrationStrategy,
-  resultOfCode,
   ScriptCode,
   type StrategyResult,
 } from "./strategy.ts";
@@ -78,7 +66,7 @@ end
 local out = {}
 -- The field values a new key's name reads (values[1]: the workspace id)
 local values = {}
--- The call record: a digit per key (strings: table.concat would format each number, per key)
+-- The call record: a digit per key (strings: table.concat would format each number)
 local record = not dry and ARGV[8] ~= ""
 local DIGITS = {[0] = "0", "1", "2", "3", "4", "5", "6", "7"}
 local codes, copied = {}, false
@@ -87,9 +75,7 @@ local function valid_default(ws)
   return #ws <= default_max and string.find(ws, default_pattern) ~= nil
 end
 
--- With one field (the default mapping) the checks below are the workspace's alone; with more,
--- values[2..nf] hold the other fields of the key at hand, read by read_others (false when one is
--- missing) once the key is known to be a hash with a workspace.
+-- With more than one field, values[2..nf] hold the other fields of the key at hand (read_others).
 local valid, expected = valid_default, function(i, ws) return ws == ARGV[EXPECTED + i] end
 if nf > 1 then
   valid = function(ws)
@@ -109,7 +95,7 @@ if nf > 1 then
   end
 end
 
--- The first line of an error reply (a line of Redis's own text, never a field value).
+-- The first line of an error reply (Redis's own text, never a field value).
 local function err_text(reply)
   return string.match(reply.err, "^[^\\r\\n]*")
 end
@@ -219,34 +205,26 @@ export interface InServerCopyOptions {
   callRecord?: string;
 }
 
-/**
- * Migrates with one atomic script call per sub-batch on a standalone Redis (≥ 6.2). Each script
- * reports its own Redis time, from which the next call is sized (`nextCallSize`).
- */
+/** Migrates on a standalone Redis (≥ 6.2); each call's own Redis time sizes the next. */
 export class InServerCopy implements MigrationStrategy {
   /** One connection: a batch's save runs between the next batch's calls (run/checkpointer.ts). */
   readonly batchesInFlight = 2;
   readonly #client: Redis;
   readonly #keys: KeySchema;
+  readonly #options: InServerCopyOptions;
   readonly #sizer: CallSizer;
-  readonly #clockMode: CallClockMode;
   #clock = new CallClock("script");
   #copySha = "";
   #drySha = "";
   /** EVALSHA_RO exists from Redis 7.0; before that the dry script runs as plain EVALSHA. */
-  #hasReadOnlyEval = true;
-  readonly #fence: [string, string];
-  /** The call record's key (absent: no record), and its calls (migrate/call_record.ts). */
-  readonly #record?: string;
+  #dryEval = "EVALSHA_RO";
   readonly #calls = new CallRecords();
 
   constructor(client: Redis, keys: KeySchema, options: InServerCopyOptions = {}) {
     this.#client = client;
     this.#keys = keys;
+    this.#options = options;
     this.#sizer = new CallSizer({ maxCallMs: options.maxCallMs });
-    this.#clockMode = options.callClock ?? "auto";
-    this.#fence = options.lock ? [options.lock.key, options.lock.value] : ["", ""];
-    this.#record = options.callRecord;
   }
 
   /** Whose clock times the calls (known after {@linkcode init}). */
@@ -266,22 +244,24 @@ export class InServerCopy implements MigrationStrategy {
         `Redis ${major}.${minor} has no COPY command; backfill needs Redis 6.2 or newer`,
       );
     }
-    this.#hasReadOnlyEval = major >= 7;
+    if (major < 7) this.#dryEval = "EVALSHA";
     await this.#load();
   }
 
   async #load(): Promise<void> {
-    const dry = this.#hasReadOnlyEval ? DRY_RUN_SCRIPT : DRY_RUN_SCRIPT.replace(/^#!.*\n/, "");
+    const dry = this.#dryEval === "EVALSHA"
+      ? DRY_RUN_SCRIPT.replace(/^#!.*\n/, "")
+      : DRY_RUN_SCRIPT;
     // Both report their own Redis time (TIME at start and end), which sizes the next call, where
     // the server lets time pass inside a script (probed again here: a failover may change it).
-    this.#clock = await probeCallClock(this.#client, this.#clockMode);
+    this.#clock = await probeCallClock(this.#client, this.#options.callClock ?? "auto");
     this.#copySha = await this.#client.script("LOAD", timedScript(COPY_SCRIPT)) as string;
     this.#drySha = await this.#client.script("LOAD", timedScript(dry)) as string;
   }
 
   async migrate(keys: readonly Buffer[], options: MigrateOptions): Promise<StrategyResult[]> {
     if (keys.length === 0) return [];
-    const width = replyWidth(this.#keys);
+    const width = 2 + this.#keys.fields.length;
     if (this.#keys.isDefaultRule) {
       return decode(await this.#run(keys, options, ["default"]), width);
     }
@@ -295,7 +275,7 @@ export class InServerCopy implements MigrationStrategy {
       const at = width * i;
       const code = probed[at] as number;
       if (code !== ScriptCode.probed) {
-        results[i] = resultOfCode(replyAt(probed, i, width));
+        results[i] = resultAt(probed, i, width);
         continue;
       }
       // The workspace, then the other fields (after the detail).
@@ -323,6 +303,7 @@ export class InServerCopy implements MigrationStrategy {
     options: MigrateOptions,
     rule: string[],
   ): Promise<(number | Buffer)[]> {
+    const { lock, callRecord } = this.#options;
     const send = async (record?: RecordedCall) => {
       const args = [
         keys.length,
@@ -332,17 +313,13 @@ export class InServerCopy implements MigrationStrategy {
         DEFAULT_WORKSPACE_LUA.pattern,
         String(DEFAULT_WORKSPACE_LUA.maxLength),
         rule[0]!,
-        ...(options.dryRun ? ["", ""] : this.#fence),
+        ...(options.dryRun || !lock ? ["", ""] : [lock.key, lock.value]),
         ...recordArgs(record),
         ...rule.slice(1),
       ];
       const call = () =>
         options.dryRun
-          ? this.#client.callBuffer(
-            this.#hasReadOnlyEval ? "EVALSHA_RO" : "EVALSHA",
-            this.#drySha,
-            ...args,
-          )
+          ? this.#client.callBuffer(this.#dryEval, this.#drySha, ...args)
           : this.#client.callBuffer("EVALSHA", this.#copySha, ...args);
       const timed = () => this.#clock.time(call, (reply) => decodeTimed(reply).micros, keys.length);
       try {
@@ -357,8 +334,8 @@ export class InServerCopy implements MigrationStrategy {
     let answer: { value: unknown; micros: number };
     try {
       // A call that copies is recorded: without a reply it may have run, and its record tells.
-      answer = this.#record !== undefined && !options.dryRun
-        ? await this.#calls.send(this.#record, keys, send)
+      answer = callRecord !== undefined && !options.dryRun
+        ? await this.#calls.send(callRecord, keys, send)
         : await send();
     } catch (error) {
       throw refusedAsFenced(error) ?? error;
@@ -367,43 +344,45 @@ export class InServerCopy implements MigrationStrategy {
     return decodeTimed<(number | Buffer)[]>(answer.value).result ?? [];
   }
 
-  /**
-   * What the calls that failed without a reply copied, read from their records once Redis
-   * answers again (migrate/call_record.ts).
-   */
   async lostCopies(): Promise<LostCopies[]> {
     if (this.#calls.unanswered === 0) return [];
     return await this.#calls.lookUp((key, fields) => this.#client.hmget(key, ...fields));
   }
 }
 
-/** Per-key results of a copy script reply. */
+const OUTCOME_OF_CODE: Readonly<Record<number, Outcome>> = {
+  [ScriptCode.migrated]: "migrated",
+  [ScriptCode.repaired]: "repaired",
+  [ScriptCode.exists]: "skipped_exists",
+  [ScriptCode.invalid]: "skipped_invalid",
+  [ScriptCode.gone]: "skipped_gone",
+  [ScriptCode.filtered]: "filtered",
+  [ScriptCode.error]: "errors",
+  [ScriptCode.changed]: "errors",
+};
+
+/** Per-key results of a copy script reply (`width` entries per key). */
 function decode(reply: (number | Buffer)[], width: number): StrategyResult[] {
-  const results: StrategyResult[] = [];
-  for (let i = 0; i * width < reply.length; i++) {
-    results.push(resultOfCode(replyAt(reply, i, width)));
-  }
-  return results;
+  return Array.from({ length: reply.length / width }, (_, i) => resultAt(reply, i, width));
 }
 
 /**
- * Entries per key in the copy script's reply: code, workspace id, detail, and the values of the
- * other fields the new name reads (see the script above): 3 with one field.
+ * Key `i`'s result in a copy script reply.
+ *
+ * @throws {Error} on a code or an invalid-key reason the script never sends.
  */
-function replyWidth(keys: KeySchema): number {
-  return 2 + keys.fields.length;
-}
-
-/** Key `i`'s part of a copy script reply. */
-function replyAt(
-  reply: (number | Buffer)[],
-  i: number,
-  width: number,
-): { code: number; workspace: string; detail: string } {
+function resultAt(reply: (number | Buffer)[], i: number, width: number): StrategyResult {
   const at = width * i;
-  return {
-    code: reply[at] as number,
-    workspace: (reply[at + 1] as Buffer).toString("utf8"),
-    detail: (reply[at + 2] as Buffer).toString("utf8"),
-  };
+  const code = reply[at] as number;
+  const outcome = OUTCOME_OF_CODE[code];
+  if (outcome === undefined) throw new Error(`migration script returned unknown code ${code}`);
+  const workspace = (reply[at + 1] as Buffer).toString("utf8") || undefined;
+  const detail = (reply[at + 2] as Buffer).toString("utf8");
+  if (code === ScriptCode.error) return errorResult(detail, { workspace });
+  if (code === ScriptCode.changed) {
+    return { outcome, workspace, errorCode: "CHANGED", retryable: true };
+  }
+  if (outcome === "skipped_invalid") return invalidResult(detail);
+  if (outcome === "skipped_gone") return { outcome };
+  return { outcome, workspace };
 }

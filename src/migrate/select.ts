@@ -10,10 +10,7 @@ import { ClusterCopy, type ClusterCopyOptions } from "./cluster/copy.ts";
 import { InServerCopy, type InServerCopyOptions } from "./in_server.ts";
 import type { MigrationStrategy } from "./strategy.ts";
 
-/**
- * The strategy for `target`: the in-server script on a standalone server or a Sentinel-managed
- * primary; the grouped cluster copy on a Redis Cluster.
- */
+/** The strategy for `target`: the grouped cluster copy on a cluster, else the in-server script. */
 export function strategyFor(
   target: RedisTarget,
   keys: KeySchema,
@@ -24,9 +21,9 @@ export function strategyFor(
 }
 
 /**
- * Checkpoint node id: none on a standalone server or Sentinel primary (keys `P:cursor`, …); the
- * master's cluster node id (`CLUSTER MYID`) in a cluster (keys `{P}:cursor:<node-id>`, …). A node
- * id survives a restart (nodes.conf), so the stored `run_id` is what tells a stale cursor apart.
+ * Checkpoint node id: none outside a cluster (keys `P:cursor`, …); in a cluster the master's
+ * `CLUSTER MYID` (`{P}:cursor:<node-id>`, …), which survives a restart (nodes.conf): the stored
+ * `run_id` tells a stale cursor apart.
  */
 export function nodeIdFor(target: RedisTarget): ((node: Redis) => Promise<string>) | undefined {
   if (target.kind !== "cluster") return undefined;

@@ -1,16 +1,9 @@
 /**
- * Copies this run made that no batch has counted yet. A batch is counted when every one of its
- * calls has replied; when one call fails as a whole (BUSY, a lost connection, a demoted primary)
- * the batch is abandoned and, once Redis is back, read again from the checkpoint. The calls of
- * that batch that did reply have copied their keys already, so the re-read finds those new keys
- * and would count them `skipped_exists`, although this run created them. Their outcomes are kept
- * here when the batch is abandoned, and a re-read's `skipped_exists` for such a key is counted as
- * the copy it was (`migrated`, or `repaired`).
- *
- * Only failure paths write here; a run without failures pays one size check per batch. A call
- * whose reply never arrived (a lost connection) is known only to the strategy: where it keeps a
- * record of each call (migrate/in_server.ts), the engine reads what such calls copied once Redis
- * answers again and remembers it here too.
+ * Copies this run made that no batch has counted yet. When a call fails as a whole (BUSY, a lost
+ * connection, a demoted primary) its batch is abandoned and read again from the checkpoint; the
+ * calls of that batch that did reply (or whose call record says they copied) made new keys the
+ * re-read counts `skipped_exists`. Their outcomes are kept here, and the re-read counts each such
+ * key as the copy it was. Only failure paths write here.
  *
  * @module
  */
@@ -18,14 +11,12 @@ import type { Buffer } from "node:buffer";
 import type { StrategyResult } from "./strategy.ts";
 import type { Outcome } from "../outcome.ts";
 
-/** Outcomes that mean "this run wrote the new key". */
 const COPIED: readonly Outcome[] = ["migrated", "repaired"];
 
 /** The copies of abandoned batches, by old key, until a re-read counts them. */
 export class UncountedCopies {
   readonly #byKey = new Map<string, Outcome>();
 
-  /** Number of copies waiting to be counted. */
   get size(): number {
     return this.#byKey.size;
   }
@@ -38,9 +29,8 @@ export class UncountedCopies {
   }
 
   /**
-   * The results of a batch about to be counted, with each `skipped_exists` of a remembered key
-   * turned into the copy it was. Every key of the batch leaves the memory (it is counted now)
-   * but one that failed: its retry may still find the copy.
+   * `results` with each `skipped_exists` of a remembered key turned into the copy it was. Every
+   * key leaves the memory but one that failed: its retry may still find the copy.
    */
   settle(keys: readonly Buffer[], results: StrategyResult[]): StrategyResult[] {
     if (this.#byKey.size === 0) return results;
@@ -54,7 +44,6 @@ export class UncountedCopies {
   }
 }
 
-/** A map key for the key's exact bytes. */
 function id(key: Buffer): string {
   return key.toString("latin1");
 }

@@ -1,15 +1,13 @@
 /**
- * Durable intents of the cluster copy's cross-master writes. A copy whose old and new key live on
- * different masters writes the new key from a snapshot, then re-checks the old key against that
- * snapshot on the other master; only then is the copy known right. What lies between (a kill -9,
- * a lost connection, a failed call) must not leave an unverified copy behind, so WRITE records an
- * intent in the same atomic call that writes the new key: a hash field per new key in
- * `P:intents:{tag}`, a key of the new key's own slot (src/redis/slot.ts), so the copy and its
- * intent exist together, replicate together and move together. The intent holds the write's id,
- * the old key, the snapshot (absolute expiry and packed fields) and exactly what the write added
- * (created whole, or the names of the fields it completed, and whether it set the expiry).
+ * Durable intents of the cluster copy's cross-master writes. Such a copy writes the new key from a
+ * snapshot, then re-checks the old key against it on the other master; only then is the copy
+ * known right. So that a kill -9 or a failed call in between never leaves an unverified copy
+ * behind, WRITE records an intent in the same atomic call: a field per new key in
+ * `P:intents:{tag}`, a hash of the new key's own slot, so the copy and its intent exist,
+ * replicate and move together. It holds the write's id, the old key, the snapshot and exactly
+ * what the write added (created whole, or the fields it completed, and whether it set the expiry).
  *
- * An intent is completed ({@linkcode completeIntents}) by re-checking the old key against its
+ * An intent is completed ({@linkcode verifyWrites}) by re-checking the old key against its
  * snapshot, then, on the new key's master, in one call (SETTLE):
  * - the old key still holds the snapshot: the copy is right; the intent is cleared;
  * - the old key changed or is gone: what the write added is taken back where it still holds the
@@ -20,10 +18,10 @@
  * The application dual-writes the old key first, so whatever it wrote to the new key after the
  * copy is also in the old key, and the fresh copy (create-only, `HSETNX`) restores it.
  *
- * The copy completes its own intents right after WRITE (RECHECK, then SETTLE on the new keys'
- * masters). A call that fails in between leaves the intent, and a later WRITE of the same key
- * answers `pending`: the copy completes that intent first and reads the job again. Every run
- * starts by completing the intents an earlier run left (ClusterCopy.init), and says so.
+ * The copy completes its own intents right after WRITE. A call that fails in between leaves the
+ * intent, and a later WRITE of the same key answers `pending`: the copy completes that intent
+ * first and reads the job again. Every run starts by completing the intents an earlier run left
+ * (ClusterCopy.init), and says so.
  *
  * @module
  */
@@ -46,7 +44,7 @@ export function intentKeyOfSlot(progressKey: string, slot: number): string {
   return bySlot[slot] ??= slotKey(`${progressKey}:intents`, slot);
 }
 
-/** A write's intent, as INTENTS reads it back. */
+/** A write's intent: the new key, the write's id, and the old key's snapshot it copied. */
 export interface Intent {
   newKey: Buffer;
   id: string;
@@ -63,38 +61,26 @@ export interface Intent {
  */
 export type Completion = "verified" | "undone" | "removed" | "elsewhere" | "left";
 
-/** Every intent recorded on the cluster (one INTENTS call per master over its slots). */
-export async function pendingIntents(
+/**
+ * The intents recorded for `newKeys` (none for a key without one), or, without `newKeys`, every
+ * intent on the cluster (one INTENTS call per master over its slots). A master out of reach is
+ * skipped: its intents stay for a later completion.
+ */
+export async function listIntents(
   runner: ScriptRunner,
   progressKey: string,
+  newKeys?: readonly Buffer[],
   options: { signal?: AbortSignal } = {},
 ): Promise<Intent[]> {
-  const jobs = [];
-  for (let slot = 0; slot < SLOTS; slot++) {
-    const key = intentKeyOfSlot(progressKey, slot);
-    jobs.push({ key: Buffer.from(key), args: [key, ""] });
-  }
-  return decode(await runner.run(SCRIPTS.intents, [], jobs, options));
-}
-
-/** The intents recorded for `newKeys` (none for a key without one). */
-export async function intentsOf(
-  runner: ScriptRunner,
-  progressKey: string,
-  newKeys: readonly Buffer[],
-  options: { signal?: AbortSignal } = {},
-): Promise<Intent[]> {
-  const jobs = newKeys.map((newKey) => ({
+  const jobs = newKeys?.map((newKey) => ({
     key: newKey,
     args: [intentKey(progressKey, newKey), newKey],
-  }));
-  return decode(await runner.run(SCRIPTS.intents, [], jobs, options));
-}
-
-function decode(settled: Awaited<ReturnType<ScriptRunner["run"]>>): Intent[] {
+  })) ?? Array.from({ length: SLOTS }, (_, slot) => {
+    const key = intentKeyOfSlot(progressKey, slot);
+    return { key: Buffer.from(key), args: [key, ""] };
+  });
   const intents: Intent[] = [];
-  for (const listed of settled) {
-    // A master out of reach: its intents stay for a later completion.
+  for (const listed of await runner.run(SCRIPTS.intents, [], jobs, options)) {
     if (!listed.ok) continue;
     for (const entry of listed.reply as unknown[][]) {
       if (!Array.isArray(entry)) continue;
@@ -111,75 +97,66 @@ function decode(settled: Awaited<ReturnType<ScriptRunner["run"]>>): Intent[] {
   return intents;
 }
 
-/** One write to settle: keep (the old key still holds the snapshot) or take back. */
-export interface Settlement {
-  newKey: Buffer;
-  id: string;
-  keep: boolean;
-}
-
 /**
- * What settling one write gave: `done` by this call, `absent` (completed already, by a retry or
- * another runner), `unclear` (the write's extent was unknown and the key is no longer exact: left
- * as is), or the error of a failed call (the intent stays for a later completion).
+ * How verifying one write ended: left open with the `error` of its re-check or its SETTLE
+ * (`CHANGED` when the write's extent was unknown and the key is no longer exact: left as is); or
+ * settled, the old key still holding the snapshot (`keep`) or `gone`, `absent` when the intent
+ * was completed already (by a retry or another runner).
  */
-export type Settled = "done" | "absent" | "unclear" | { error: unknown };
+export type Verdict = { error: unknown } | { keep: boolean; gone: boolean; absent: boolean };
 
-/** Settles each write on its new key's master (SETTLE). */
-export async function settleWrites(
+/** Re-checks each write's old key against its snapshot, then settles its intent (SETTLE). */
+export async function verifyWrites(
   runner: ScriptRunner,
   progressKey: string,
-  writes: readonly Settlement[],
+  writes: readonly Intent[],
   options: { signal?: AbortSignal } = {},
-): Promise<Settled[]> {
+): Promise<Verdict[]> {
   if (writes.length === 0) return [];
-  const jobs = writes.map((w) => ({
-    key: w.newKey,
-    args: [w.newKey, intentKey(progressKey, w.newKey), w.id, w.keep ? "1" : "0"],
-  }));
-  const settled = await runner.run(SCRIPTS.settle, [], jobs, options);
-  return settled.map((s) => {
-    if (!s.ok) return { error: s.error };
-    const code = s.reply[0];
-    return code === Code.same ? "done" : code === Code.gone ? "absent" : "unclear";
+  const checks = await runner.run(
+    SCRIPTS.recheck,
+    [],
+    writes.map((w) => ({ key: w.oldKey, args: [w.oldKey, w.expireAt, w.packed] })),
+    options,
+  );
+  const out: Verdict[] = [];
+  const checked: number[] = [];
+  checks.forEach((check, i) => {
+    if (!check.ok) return void (out[i] = { error: check.error });
+    const code = check.reply[0];
+    out[i] = { keep: code === Code.same, gone: code === Code.gone, absent: false };
+    checked.push(i);
   });
+  const settled = await runner.run(
+    SCRIPTS.settle,
+    [],
+    checked.map((i) => {
+      const { newKey, id } = writes[i]!;
+      const keep = (out[i] as { keep: boolean }).keep ? "1" : "0";
+      return { key: newKey, args: [newKey, intentKey(progressKey, newKey), id, keep] };
+    }),
+    options,
+  );
+  settled.forEach((s, j) => {
+    const i = checked[j]!;
+    if (!s.ok) out[i] = { error: s.error };
+    else if (s.reply[0] === Code.gone) out[i] = { ...out[i]!, absent: true };
+    else if (s.reply[0] !== Code.same) out[i] = { error: new Error("CHANGED") };
+  });
+  return out;
 }
 
-/**
- * Completes `intents`: re-checks each old key against the snapshot, then keeps or takes back the
- * copy (see the module comment). The caller copies the `undone` ones again.
- */
+/** Completes `intents`; the caller copies the `undone` ones again. */
 export async function completeIntents(
   runner: ScriptRunner,
   progressKey: string,
   intents: readonly Intent[],
   options: { signal?: AbortSignal } = {},
 ): Promise<Completion[]> {
-  if (intents.length === 0) return [];
-  const checks = await runner.run(
-    SCRIPTS.recheck,
-    [],
-    intents.map((i) => ({ key: i.oldKey, args: [i.oldKey, i.expireAt, i.packed] })),
-    options,
-  );
-  const out: Completion[] = intents.map(() => "left");
-  const verdicts: { index: number; keep: boolean; gone: boolean }[] = [];
-  checks.forEach((check, index) => {
-    if (!check.ok) return;
-    const code = check.reply[0];
-    verdicts.push({ index, keep: code === Code.same, gone: code === Code.gone });
+  const verdicts = await verifyWrites(runner, progressKey, intents, options);
+  return verdicts.map((v) => {
+    if ("error" in v) return "left";
+    if (v.absent) return "elsewhere";
+    return v.keep ? "verified" : v.gone ? "removed" : "undone";
   });
-  const settled = await settleWrites(
-    runner,
-    progressKey,
-    verdicts.map(({ index, keep }) => ({ ...intents[index]!, keep })),
-    options,
-  );
-  settled.forEach((done, j) => {
-    const { index, keep, gone } = verdicts[j]!;
-    if (done === "absent") out[index] = "elsewhere";
-    if (done !== "done") return;
-    out[index] = keep ? "verified" : gone ? "removed" : "undone";
-  });
-  return out;
 }

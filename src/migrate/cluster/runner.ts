@@ -2,10 +2,9 @@
  * Runs the cluster scripts: grouped on the master that serves a group's keys (one call per node),
  * or for one job through the routed cluster client (which follows MOVED and ASK). A group call
  * that meets a moved slot, a lost node or a cluster still settling falls back to routed calls per
- * job, retried with backoff within a budget. Every call starts with the run's fence
- * (safety/lock.ts); a call Redis refuses as `FENCED` ends the run with a refusal. A call of a
- * script that copies also carries its call record (migrate/call_record.ts), kept on the node the
- * call runs on: a call whose reply is lost is noted, and its record read back later.
+ * job, retried with backoff within a budget. Every call carries the run's fence (safety/lock.ts);
+ * a call refused as `FENCED` ends the run with a refusal. A call of a script that copies also
+ * carries its call record (migrate/call_record.ts), kept on the node the call runs on.
  *
  * @module
  */
@@ -16,44 +15,37 @@ import { backoffMs, RECONNECT } from "../../async/backoff.ts";
 import { pause } from "../../async/delay.ts";
 import { type ClusterScript, Code } from "./scripts.ts";
 import { keySlot, slotKey } from "../../redis/slot.ts";
-import {
-  type CallRecords,
-  type LostCopies,
-  recordArgs,
-  type RecordedCall,
-} from "../call_record.ts";
+import { CallRecords, type LostCopies, recordArgs, type RecordedCall } from "../call_record.ts";
 import { refusedAsFenced } from "../../safety/lock.ts";
+import { TRANSIENT_ERRORS } from "../strategy.ts";
 
-/** Error codes that pass once the cluster settles: a group falls back, a job is retried. */
-const TOPOLOGY = new Set([
-  "TRYAGAIN",
+/** Error codes the engine's one retry may fix: the shared transient ones and cluster redirects. */
+export const TRANSIENT: ReadonlySet<string> = new Set([
+  ...TRANSIENT_ERRORS,
   "CLUSTERDOWN",
   "MOVED",
   "ASK",
-  "LOADING",
-  "READONLY",
-  "MASTERDOWN",
 ]);
+
+/**
+ * Error codes that pass once the cluster settles (the transient ones but memory and a busy
+ * script): a group falls back, a job is retried.
+ */
+const TOPOLOGY = new Set([...TRANSIENT].filter((code) => code !== "OOM" && code !== "BUSY"));
 
 /** `callBuffer(command, arg, …, [arg, …])`, which ioredis accepts but does not declare. */
 type FlatCall = (command: string, ...args: unknown[]) => Promise<unknown>;
 
-/** One job's part of a grouped call. */
+/** One job's part of a call: the key that decides its node, its ARGV entries, its old key. */
 export interface Job {
-  /** The key that decides the node (its slot). */
   key: Buffer;
-  /** This job's ARGV entries, flat (field lists are passed as arrays, never spread). */
   args: (Buffer | string | number)[];
   /** The old key this job copies, for the call record (default: `key`). */
   oldKey?: Buffer;
 }
 
-/** What one job's call gave: its reply (an array) or the error of its call. */
-export type Settled = { ok: true; reply: unknown[]; tries: number } | {
-  ok: false;
-  error: unknown;
-  tries: number;
-};
+/** What one job's call gave: its reply or the error of its call. */
+export type Settled = { ok: true; reply: unknown[] } | { ok: false; error: unknown };
 
 /** Options of one {@linkcode ScriptRunner.run}. */
 export interface RunOptions {
@@ -62,7 +54,7 @@ export interface RunOptions {
    * failed group call fails its jobs (for scripts that need two keys on one node).
    */
   routed?: boolean;
-  /** The script copies: each call carries a call record (when the runner keeps them). */
+  /** The script copies: each call carries a call record. */
   recorded?: boolean;
   signal?: AbortSignal;
 }
@@ -73,8 +65,8 @@ export interface RunnerOptions {
   budgetMs: number;
   /** The fence every call carries (absent: unfenced, for a caller that holds no lock). */
   fence?: { argsFor(key: Uint8Array): string[] };
-  /** The calls' records and the progress key their record keys are named after. */
-  callRecords?: { calls: CallRecords; progressKey: string };
+  /** The progress key the call records are named after. */
+  progressKey: string;
 }
 
 const UNFENCED = ["", "0"];
@@ -82,18 +74,16 @@ const UNFENCED = ["", "0"];
 /** Runs grouped script calls on a cluster. */
 export class ScriptRunner {
   readonly #cluster: Cluster;
-  readonly #budget: number;
-  readonly #fence: (key: Uint8Array) => string[];
-  readonly #records?: RunnerOptions["callRecords"];
+  readonly #options: RunnerOptions;
+  readonly #calls = new CallRecords();
+  readonly #recordBase: string;
   /** Per master address, the slot whose record key its grouped calls use. */
   readonly #recordSlots = new Map<string, number>();
 
   constructor(cluster: Cluster, options: RunnerOptions) {
     this.#cluster = cluster;
-    this.#budget = options.budgetMs;
-    this.#records = options.callRecords;
-    const fence = options.fence;
-    this.#fence = fence ? (key) => fence.argsFor(key) : () => UNFENCED;
+    this.#options = options;
+    this.#recordBase = `${options.progressKey}:calls`;
   }
 
   /**
@@ -113,39 +103,22 @@ export class ScriptRunner {
     const routed = options.routed ?? true;
     await Promise.all([...this.#groups(jobs)].map(async ([node, indexes]) => {
       if (node === undefined) return void fallback.push(...indexes);
-      const first = jobs[indexes[0]!]!.key;
-      const send = (record?: RecordedCall) => {
-        const args: (Buffer | string | number)[] = [
-          ...this.#fence(first),
-          ...recordArgs(record),
-          ...header,
-        ];
-        for (const i of indexes) for (const arg of jobs[i]!.args) args.push(arg);
-        return this.#call(node, script, 0, args);
-      };
       const group = indexes.map((i) => jobs[i]!);
+      const recordKey = options.recorded ? this.#groupRecordKey(node, group[0]!.key) : undefined;
       try {
-        const replies = await this.#recorded(
-          options.recorded ? this.#groupRecordKey(node, first) : undefined,
-          group,
-          send,
-        ) as unknown[][];
+        const replies = await this.#send(node, script, header, group, recordKey);
         indexes.forEach((i, j) => {
           const reply = replies[j]!;
           if (reply[0] === Code.moved && routed) fallback.push(i);
-          else out[i] = { ok: true, reply, tries: 1 };
+          else out[i] = { ok: true, reply };
         });
       } catch (error) {
         if (isTopology(error) && routed) fallback.push(...indexes);
-        else for (const i of indexes) out[i] = { ok: false, error, tries: 1 };
+        else for (const i of indexes) out[i] = { ok: false, error };
       }
     }));
-    const retried = await this.#routed(
-      script,
-      header,
-      fallback.map((i) => jobs[i]!),
-      options,
-    );
+    const jobsRouted = fallback.map((i) => jobs[i]!);
+    const retried = await this.#routed(script, header, jobsRouted, options);
     fallback.forEach((i, j) => out[i] = retried[j]!);
     for (const settled of out) {
       const refusal = settled.ok ? undefined : refusedAsFenced(settled.error);
@@ -154,22 +127,28 @@ export class ScriptRunner {
     return out;
   }
 
-  /**
-   * Sends a call of `jobs`, recorded under `recordKey` when the runner keeps records (a call that
-   * fails without a reply is looked up later); unrecorded when there is no key.
-   */
-  #recorded(
-    recordKey: string | undefined,
+  /** One call of `jobs` on a master, or of one job routed (its key declared); maybe recorded. */
+  #send(
+    client: Redis | Cluster,
+    script: ClusterScript,
+    header: (Buffer | string | number)[],
     jobs: readonly Job[],
-    send: (record?: RecordedCall) => Promise<unknown>,
-  ): Promise<unknown> {
-    const calls = this.#records?.calls;
-    if (recordKey === undefined || calls === undefined) return send();
-    return calls.send(recordKey, jobs.map((job) => job.oldKey ?? job.key), send);
-  }
-
-  #recordBase(): string {
-    return `${this.#records?.progressKey}:calls`;
+    recordKey: string | undefined,
+  ): Promise<unknown[][]> {
+    const first = jobs[0]!.key;
+    const declared = client === this.#cluster ? [first] : [];
+    const send = (record?: RecordedCall) => {
+      const args: unknown[] = [
+        ...declared,
+        ...(this.#options.fence?.argsFor(first) ?? UNFENCED),
+        ...recordArgs(record),
+        ...header,
+      ];
+      for (const job of jobs) for (const arg of job.args) args.push(arg);
+      return this.#call(client, script, declared.length, args) as Promise<unknown[][]>;
+    };
+    if (recordKey === undefined) return send();
+    return this.#calls.send(recordKey, jobs.map((job) => job.oldKey ?? job.key), send);
   }
 
   /**
@@ -183,17 +162,13 @@ export class ScriptRunner {
       slot = keySlot(first);
       this.#recordSlots.set(address, slot);
     }
-    return slotKey(this.#recordBase(), slot);
+    return slotKey(this.#recordBase, slot);
   }
 
-  /**
-   * What the copying calls whose replies were lost copied, read from their records (routed, so
-   * a record follows its slot); the calls of a record that cannot be read now stay noted.
-   */
+  /** What the calls whose replies were lost copied, read from their records (routed). */
   async lostCopies(): Promise<LostCopies[]> {
-    const calls = this.#records?.calls;
-    if (calls === undefined || calls.unanswered === 0) return [];
-    return await calls.lookUp((key, fields) => this.#cluster.hmget(key, ...fields));
+    if (this.#calls.unanswered === 0) return [];
+    return await this.#calls.lookUp((key, fields) => this.#cluster.hmget(key, ...fields));
   }
 
   /** True when the client's slot map puts both keys on one master. */
@@ -228,37 +203,24 @@ export class ScriptRunner {
   ): Promise<Settled[]> {
     const signal = options.signal;
     const out: Settled[] = new Array(jobs.length);
-    const tries = new Array<number>(jobs.length).fill(0);
-    const deadline = Date.now() + this.#budget;
+    const deadline = Date.now() + this.#options.budgetMs;
     let pending = jobs.map((_, i) => i);
     for (let attempt = 0; pending.length > 0; attempt++) {
       const settled = await Promise.allSettled(pending.map(async (i) => {
         const job = jobs[i]!;
-        const send = (record?: RecordedCall) => {
-          const args: unknown[] = [
-            job.key,
-            ...this.#fence(job.key),
-            ...recordArgs(record),
-            ...header,
-          ];
-          for (const arg of job.args) args.push(arg);
-          return this.#call(this.#cluster, script, 1, args);
-        };
         const recordKey = options.recorded
-          ? slotKey(this.#recordBase(), keySlot(job.key))
+          ? slotKey(this.#recordBase, keySlot(job.key))
           : undefined;
-        const reply = await this.#recorded(recordKey, [job], send);
-        const mine = (reply as unknown[][])[0]!;
+        const mine = (await this.#send(this.#cluster, script, header, [job], recordKey))[0]!;
         if (mine[0] === Code.moved) throw new Error("MOVED the slot moved during the call");
         return mine;
       }));
       const again: number[] = [];
       settled.forEach((s, j) => {
         const i = pending[j]!;
-        tries[i]!++;
-        if (s.status === "fulfilled") out[i] = { ok: true, reply: s.value, tries: tries[i]! };
+        if (s.status === "fulfilled") out[i] = { ok: true, reply: s.value };
         else if (Date.now() < deadline && !signal?.aborted && isTopology(s.reason)) again.push(i);
-        else out[i] = { ok: false, error: s.reason, tries: tries[i]! };
+        else out[i] = { ok: false, error: s.reason };
       });
       pending = again;
       if (pending.length > 0) await pause(backoffMs(attempt, RECONNECT), { signal });

@@ -1,57 +1,32 @@
 /**
- * The Lua scripts of the grouped cluster copy. Each call carries the keys of many jobs that one
- * master serves, undeclared in ARGV with zero KEYS (`allow-cross-slot-keys` lets one script touch
- * keys of several slots on one node; declared KEYS of two slots would get CROSSSLOT). The routed
- * fallback sends one job with its key declared, so the cluster client follows MOVED and ASK.
+ * The Lua scripts of the grouped cluster copy. A call carries the keys of many jobs one master
+ * serves, undeclared (zero KEYS, `allow-cross-slot-keys`: declared keys of two slots would get
+ * CROSSSLOT); the routed fallback declares one job's key, so the client follows MOVED and ASK.
+ * Each script answers one reply per job, in order; a key the node does not serve answers
+ * {@linkcode Code.moved} for its job only (every key's first access is a `pcall`, before any
+ * write). A snapshot's fields travel as one string, `cmsgpack.pack` of HGETALL's flat list.
+ * ARGV starts with the fence and the call record (`fencePrelude`); `ARGS` is the rest:
  *
- * Each script answers one reply per job, in order. A key the node does not serve (the slot moved,
- * or is being migrated and the key is absent here) answers {@linkcode Code.moved} for that job
- * only: the first access of every key is a `pcall`, before anything is written for it.
+ * - READ (old keys' node): only-workspace, here ("1" or ""), the key mapping (schema.ts), the
+ *   default rule's pattern and maximum length, key… → `{gone}`, `{invalid, reason}`,
+ *   `{filtered, ws, v2…vn}` or `{copy, ws, expire_at, packed, v2…vn}` (v2…vn: the other fields
+ *   the new name reads). With here (`readHere`, may write) a job whose new key this node serves
+ *   is copied at once, like LOCAL: `{migrated|repaired|exists|gone, ws}` or `{error, text, ws}`.
+ * - RECHECK (read-only): (key, expire_at, packed)… → `{same}`, `{gone}` or `{changed}`.
+ * - LOCAL (old and new key on one node): the key mapping, (old, new, v1…vn)… → an atomic copy
+ *   from the live old key: `{migrated|repaired|exists|gone}`, `{changed}` (a value differs from
+ *   the validated one) or `{error, text}`.
+ * - WRITE (new keys' node): (key, intent key, intent id, old key, expire_at, packed)… → a
+ *   create-only copy of the snapshot with its intent (intents.ts): `{created, ttl_set}`,
+ *   `{completed, ttl_set, {added…}}`, `{gone}` (the expiry has passed), `{pending}` (an earlier
+ *   write's intent is open) or `{error, text, ttl_set, {added…}}`.
+ * - SETTLE (new keys' node): (key, intent key, intent id, keep)… → keeps or takes back that
+ *   write (intents.ts): `{same}` when done, `{gone}` when the intent is not there (or another's).
+ * - INTENTS (read-only): (intent key, new key or "")… → per pair the intents recorded there.
+ * - DRY (read-only): (key, expire_at, packed)… → what WRITE would do.
  *
- * A snapshot's fields travel as one string, `cmsgpack.pack` of HGETALL's flat list (field, value,
- * …): one bulk string per job instead of two per field, for Redis to reply and the client to
- * decode and send on; WRITE and DRY unpack it with `cmsgpack.unpack`.
- *
- * Every ARGV starts with the fence and the call record (see `fencePrelude`); the arguments below
- * follow them. The scripts that copy (READ with here, LOCAL, WRITE) end by writing the call record
- * when they copied a key: `<id>:<digit per job>`, the digit the standalone copy script writes for
- * the same outcome (migrate/call_record.ts), so a call whose reply is lost is still counted.
- *
- * - READ (old keys' node): only-workspace, here ("1" or ""), the key mapping (schema.ts: the
- *   templates and the n fields the new name reads, the workspace first), default-rule Lua pattern
- *   and maximum length, key… → per key `{gone}`, `{invalid, reason}` (`not_hash`,
- *   `no_workspace_id` for any of the fields missing, and with here `empty_job_id`,
- *   `invalid_workspace_id`), `{filtered, ws, v2…vn}` or `{copy, ws, expire_at, packed, v2…vn}`
- *   (v2…vn: the other fields' values, none with one field). With here = "1" (the `readHere`
- *   variant, which may write), a job whose new key this node serves is checked against the
- *   default rule (every field) and copied at once, atomically, like LOCAL:
- *   `{migrated|repaired|exists|gone, ws}` or `{error, text, ws}` (the first line of Redis's error
- *   text).
- * - RECHECK (old keys' node, read-only): (key, expire_at, packed)… → `{same}` when the old key
- *   still has that absolute expiry and packs to the same string (fields in HGETALL's order, which
- *   changes only with a write or a rehash: a false "changed" costs a re-read, never a wrong copy),
- *   else `{gone}` or `{changed}`.
- * - LOCAL (old and new key on one node): the key mapping, (old, new, expected v1…vn)… → the
- *   whole copy in one atomic step from the live old key: `{migrated}`, `{repaired}`, `{exists}`,
- *   `{gone}`, `{changed}` (a field's value differs from the validated one) or `{error, code}`.
- * - WRITE (new keys' node): (key, intent key, intent id, old key, expire_at, packed)… →
- *   create-only copy of a snapshot, recorded with its intent in the same call (intents.ts):
- *   `{created, ttl_set}`, `{completed, ttl_set, {added field…}}`, `{gone}` when the absolute
- *   expiry has passed by the server's TIME (nothing written), `{pending}` when an earlier write of
- *   the key still has its intent (nothing written), or `{error, code, ttl_set, {added}}`.
- * - SETTLE (new keys' node): (key, intent key, intent id, keep)… → completes that intent: keep
- *   "1" (the old key still holds the snapshot) clears it; otherwise what the write added is
- *   removed, only where it is still as written, and the intent cleared. Mode 1: created whole (DEL
- *   when unchanged, else the fields that still hold our values); mode 2: unknown what was added
- *   (DEL only when unchanged, else `{changed}`); mode 0: the named fields. The expiry is removed
- *   only while it is still the one we set. `{same}` when done, `{gone}` when the intent is no
- *   longer there (completed already) or is another write's.
- * - INTENTS (read-only): (intent key, new key or "")… → per pair the intents recorded there (the
- *   whole hash for ""): `{{new key, intent id, old key, expire_at, packed}, …}`.
- * - DRY (new keys' node, read-only): (key, expire_at, packed)… → what WRITE would do.
- *
- * Expiries are set after the last chunk of fields: should PEXPIREAT find the time already passed
- * and delete the key, no later HSET can re-create it without a TTL.
+ * Expiries are set after the last chunk of fields: should PEXPIREAT find the time passed and
+ * delete the key, no later HSET can re-create it without a TTL.
  *
  * @module
  */
@@ -86,20 +61,18 @@ export interface ClusterScript {
   readonly readOnly: boolean;
 }
 
-/** How long a call record key outlives its last write (a lost reply is looked up within seconds). */
+/** A call record key's life after its last write (lost replies are read within seconds). */
 const RECORD_TTL_MS = 3_600_000;
 
 const CODES = Object.entries(Code).map(([name, value]) => `local ${name.toUpperCase()} = ${value}`)
   .join("\n");
 
 /**
- * Every call's ARGV starts with the fence (safety/lock.ts): the fence key of a slot the call
- * touches, n, and n (lock key, token) pairs; then the call record's key, field and id (all ""
- * for none: a call that does not copy, a dry-run). A script that writes first checks that the fence holds
- * this runner's token for every lock it took, and otherwise refuses the whole call with `FENCED`:
- * a runner whose lock was lost (taken over, or gone with a master restarted empty) writes nothing.
- * An empty fence key runs unfenced (a caller that holds no lock: a dry-run, a test). The rest of
- * ARGV is the script's own arguments, `ARGS` in the scripts.
+ * ARGV starts with the fence (safety/lock.ts): a fence key of a slot the call touches ("": none),
+ * n, n (lock key, token) pairs; then the call record's key, field and id ("" for none). A script
+ * that writes refuses the whole call with `FENCED` unless the fence holds this runner's token
+ * for every lock: a runner whose lock was lost (taken over, or gone with a master restarted
+ * empty) writes nothing.
  */
 function fencePrelude(checked: boolean): string {
   return `
@@ -131,9 +104,8 @@ end
 
 const PRELUDE = `
 ${CODES}
--- The call record (migrate/call_record.ts): one digit per job, in the standalone script's codes
--- (${ScriptCode.migrated} migrated, ${ScriptCode.repaired} repaired, ${ScriptCode.exists} anything else), written only by a call that copied;
--- a refused write (OOM, a slot that moved) only loses the count, never a copy.
+-- The call record (migrate/call_record.ts), in the standalone script's digits; a refused write
+-- (OOM, a slot that moved) only loses the count, never a copy.
 local function note_copies(out)
   if RECORD[1] == "" then return end
   local digits, copied = {}, false
@@ -148,8 +120,7 @@ local function note_copies(out)
   end
   if not copied then return end
   redis.pcall("HSET", RECORD[1], RECORD[2], RECORD[3] .. ":" .. table.concat(digits))
-  -- A routed call keeps its record in its job's slot, so records spread over many slots: each
-  -- record key expires, long after any lost reply was looked up.
+  -- Routed calls spread records over many slots: each expires long after its look-up.
   redis.pcall("PEXPIRE", RECORD[1], ${RECORD_TTL_MS})
 end
 local function kind(key)
@@ -164,8 +135,8 @@ end
 local function err_text(reply)
   return string.match(reply.err, "^[^\\r\\n]*")
 end
--- Creates key from flat[first..last] (field, value pairs) in chunks (unpack has a stack limit),
--- then sets the expiry. Returns an error code, or nil.
+-- Creates key from flat[first..last] in chunks (unpack has a stack limit), then sets the
+-- expiry. Returns the error text, or nil.
 local function create(key, flat, first, last, at)
   for j = first, last, 200 do
     local r = redis.pcall("HSET", key, unpack(flat, j, math.min(j + 199, last)))
@@ -177,9 +148,8 @@ local function create(key, flat, first, last, at)
   if at > 0 then redis.call("PEXPIREAT", key, at) end
   return nil
 end
--- Copies old (its absolute expiry at and HGETALL flat, read in this call) into new on this node,
--- atomically: create-only (HSET when absent, HSETNX completion and the expiry only if the new key
--- has none). t_new is TYPE new.
+-- Copies old (its expiry at and fields flat, read in this call) into new, create-only: HSET when
+-- absent, else HSETNX and the expiry only where new has none.
 local function copy_here(new, t_new, at, flat)
   if t_new == "none" then
     local failed = create(new, flat, 1, #flat, at)
@@ -216,9 +186,8 @@ for j = 2, nf do other[key_fields[j]] = j end
 local function invalid(v)
   return #v > max_len or not string.find(v, pattern)
 end
--- With "here", a job whose new key this node serves is copied at once (the default workspace
--- rule checked here on every field, as the standalone script does); the others return their
--- snapshot.
+-- With "here", a job whose new key this node serves is copied at once (the default rule checked
+-- on every field); the others return their snapshot.
 local function here_or_snapshot(key, ws, flat)
   local at = redis.call("PEXPIRETIME", key)
   if here then
@@ -242,8 +211,8 @@ local function here_or_snapshot(key, ws, flat)
   for j = 2, nf do reply[3 + j] = values[j] end
   return reply
 end
--- One HGETALL per key tells all: not served here (an error other than WRONGTYPE), not a hash,
--- gone (empty), or the fields with the workspace id (and the other fields read) among them.
+-- One HGETALL tells all: not served here (an error other than WRONGTYPE), not a hash, gone, or
+-- the fields.
 local function read(key)
   local flat = redis.pcall("HGETALL", key)
   if flat.err then
@@ -290,8 +259,8 @@ for i = 1, #ARGS, 3 do
   if type(at) == "table" then code = MOVED
   elseif at == -2 then code = GONE
   elseif at == tonumber(ARGS[i + 1]) then
-    -- Packed in HGETALL's order, which changes only with a write or a rehash: a false "changed"
-    -- costs a re-read, never a wrong copy. The workspace id is one of the fields.
+    -- HGETALL's order changes only with a write or a rehash: a false "changed" costs a re-read,
+    -- never a wrong copy.
     local flat = redis.pcall("HGETALL", key)
     if not flat.err and cmsgpack.pack(flat) == ARGS[i + 2] then code = SAME end
   end
@@ -327,9 +296,8 @@ return out
 const WRITE = `
 local time = redis.call("TIME")
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
--- The intent of a write: what it wrote into the new key, from which old key and snapshot, as
--- "<id>|" and the rest packed (SETTLE compares the id without unpacking). Kept in the same call as
--- the write, in a hash of the new key's slot, so both exist or neither does.
+-- A write's intent (intents.ts): "<id>|" and the rest packed (SETTLE compares the id without
+-- unpacking).
 local function record(id, old, at, mode, ttl_set, packed, added)
   return id .. "|" .. cmsgpack.pack({old, at, mode, ttl_set, packed, added})
 end
@@ -341,9 +309,8 @@ local function write(key, ikey, id, old, at, packed)
   if t ~= "none" and t ~= "hash" then
     return {ERROR, "WRONGTYPE the new key holds another type than a hash", 0, {}}
   end
-  -- The intent goes first: should the call stop part-way, what it wrote is still recorded. What
-  -- completing a hash adds is known when its loop ends; until then mode 2 (taken back only if the
-  -- key is still exactly the snapshot).
+  -- The intent goes first, so a call stopped part-way is still recorded; until the loop knows
+  -- what it added, mode 2 (taken back only if the key is still exactly the snapshot).
   local mode, ttl_mark = 2, 1
   if t == "none" then mode, ttl_mark = 1, at > 0 and 1 or 0 end
   local fresh = redis.pcall("HSETNX", ikey, key, record(id, old, at, mode, ttl_mark, packed, {}))
@@ -398,9 +365,9 @@ local function unchanged(key, flat, at)
   end
   return true
 end
--- Mode 1: created whole (DEL when unchanged, else the fields that still hold our values); mode 2:
--- unknown what was added (DEL only when unchanged); mode 0: the named fields. The expiry is
--- removed only while it is still the one we set.
+-- Mode 1: created whole (DEL when unchanged, else the fields still holding our values); mode 2:
+-- unknown what was added (DEL only when unchanged); mode 0: the named fields. The expiry goes
+-- only while it is still ours.
 local function undo(key, mode, at, flat, names)
   if kind(key) ~= "hash" then return {SAME} end
   if mode ~= 0 and unchanged(key, flat, at) then
