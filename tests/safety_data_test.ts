@@ -137,10 +137,11 @@ Deno.test("keys that expire mid-run never leave an immortal copy", async () => {
       server.url,
     ]);
     assert.equal(result.code, 0);
-    assert.equal(
-      Number(result.summary.migrated) + Number(result.summary.skipped_gone),
-      Number(result.summary.scanned),
-    );
+    // Every scanned key was copied or had expired. SCAN may return a key twice while the
+    // expiring table shrinks: its second read finds its own copy (skipped_exists).
+    const { migrated, skipped_gone, skipped_exists, scanned } = result.summary;
+    assert.equal(Number(migrated) + Number(skipped_gone) + Number(skipped_exists), scanned);
+    assert.ok(Number(skipped_exists) <= 10, `SCAN's duplicates: ${skipped_exists}`);
     await new Promise((resolve) => setTimeout(resolve, 1000));
     assert.equal(await countKeys(client, "ai:jobs:*"), 0);
     assert.equal(await countKeys(client, "ai:job:*"), 0, "every copy expired with its original");
