@@ -113,18 +113,14 @@ export async function runVerify(
   };
 
   const old = await sample("old", oldPopulation(options.workspace, checks), options.sample);
-  const forward = await countJobs(old.keys, { batches: checks.batches(), ctx: checks.ctx });
+  const forward = await countJobs(old.keys, checks.ctx, checks.batches());
   const fresh = await sample(
     "new",
     newPopulation(options.keys, options.workspace),
     options.orphanSample ?? options.sample,
   );
   // Each sampled new key is read first: one deleted since it was sampled is gone, not an orphan.
-  const reverse = await countOrphans(
-    fresh.keys,
-    { batches: checks.batches(), ctx: checks.ctx },
-    true,
-  );
+  const reverse = await countOrphans(fresh.keys, checks.ctx, checks.batches(), true);
   const report = toReport({ old, fresh, forward, reverse, options, waited, started });
   logger.log("info", "verify_done", `Verify ${report.passed ? "passed" : "failed"}`, {
     sampled: report.sampled,

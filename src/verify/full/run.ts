@@ -218,10 +218,11 @@ class FullRun {
     let committing: Promise<void> = Promise.resolve();
     try {
       for await (const chunk of readAhead(chunks)) {
-        const deps = { batches: this.#batches, ctx: this.checks.ctx };
-        const checked = jobs
-          ? await countJobs(chunk.keys, deps)
-          : await countOrphans(chunk.keys, deps);
+        const checked = await (jobs ? countJobs : countOrphans)(
+          chunk.keys,
+          this.checks.ctx,
+          this.#batches,
+        );
         await committing;
         committing = this.#commit({ node, id, progress }, chunk, checked);
         // Awaited before the next commit, or in `finally`; never an unhandled rejection.
