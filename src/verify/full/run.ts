@@ -23,7 +23,6 @@ import {
   applyRescan,
   freshProgress,
   identify,
-  type NodeIdentity,
   type NodeProgress,
   NodeRestartedError,
   planRescan,
@@ -119,7 +118,7 @@ export async function runFullVerify(
 /** The per-node loop and its chunks. */
 class FullRun {
   readonly #batches: SubBatches;
-  readonly #identities = new Map<Redis, NodeIdentity>();
+  readonly #identities = new Map<Redis, { id: string; runId: string }>();
   /** Time of the earlier sessions, as loaded (`state.elapsedMs` moves on with each save). */
   readonly #priorMs: number;
   readonly #sessionStart: number;
@@ -178,8 +177,8 @@ class FullRun {
   }
 
   async #node(node: Redis): Promise<FullCounts> {
-    const { id, runId } = this.#identities.get(node) ??
-      await identify(node, this.deps.target.kind === "cluster");
+    // Every master was identified by `rescanRestarted`, which runs first.
+    const { id, runId } = this.#identities.get(node)!;
     const progress = this.state.nodes.get(id) ?? freshProgress(runId, 0);
     if (progress.phase === "jobs" && progress.cursor === "0") {
       // Nothing counted yet: this node's findings begin here.
