@@ -59,16 +59,6 @@ export interface VerifyDeps {
 /**
  * Verifies parity between the schemas on uniform samples and returns the report; never writes.
  *
- * @example
- * ```ts ignore
- * const report = await runVerify(
- *   { kind: "standalone", client, masters: () => [client] },
- *   { ...VERIFY_DEFAULTS, keys: new KeySchema() },
- *   { logger },
- * );
- * console.log(renderVerifyText(report));
- * Deno.exitCode = report.passed ? 0 : 1;
- * ```
  * @throws {RangeError} on an out-of-range option.
  * @throws {SafetyRefusal} when a master runs Redis older than 7.0 (no read-only scripts).
  * @throws the abort reason when `deps.signal` aborts; Redis errors (other than WRONGTYPE) as is.
