@@ -209,7 +209,7 @@ class FullRun {
         : newPopulation(this.options.keys, this.options.workspace).match,
       count: SCAN_COUNT,
       cursor: progress.cursor,
-      chunkKeys: () => this.#chunkKeys(),
+      chunkKeys: this.#chunkKeys(),
       timed: scanner,
     });
     // The next chunk is scanned while this one is checked, and this one is committed while the
