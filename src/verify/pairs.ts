@@ -129,11 +129,10 @@ export async function checkJobs(
   const differing: PendingJob[] = [];
   pending.forEach((job, j) => {
     const verdict = compareSides(fresh[j]!, olds[job.index]!, ctx.toleranceMs);
-    // A matched job needs no workspace (only findings name it): most keys share one result.
     if (verdict.kind === "fields") differing.push(job);
-    else {results[job.index] = verdict.kind === "matched"
-        ? verdict
-        : { ...verdict, workspace: job.values[0] };}
+    // A matched job needs no workspace (only findings name it): most keys share one result.
+    else if (verdict.kind === "matched") results[job.index] = verdict;
+    else results[job.index] = { ...verdict, workspace: job.values[0] };
   });
   if (differing.length > 0) await compareFields(oldKeys, differing, results, { ctx, timing });
   return results;
