@@ -138,10 +138,7 @@ class FullRun {
     this.#batches = checks.batches();
   }
 
-  /**
-   * Drops the progress of masters that restarted since the checkpoint (and, with a report, of the
-   * nodes whose findings follow theirs), cuts the report back, and stores that in one HSET.
-   */
+  /** Drops (in one HSET) the progress that restarts undid ({@linkcode planRescan}); cuts the report. */
   async rescanRestarted(): Promise<void> {
     const current = new Map<string, string>();
     for (const node of this.deps.target.masters()) {
@@ -240,7 +237,6 @@ class FullRun {
     { counts, findings }: Counted,
   ): Promise<void> {
     counts.scan_duplicates = chunk.duplicates;
-    // Findings reach the disk before the counts that include them are stored.
     await this.deps.report?.append(findings);
     addCounts(progress.counts, counts);
     progress.cursor = chunk.next;
