@@ -138,7 +138,7 @@ class FullRun {
     this.#batches = checks.batches();
   }
 
-  /** Drops (one HSET) the progress that restarts undid ({@linkcode planRescan}), cuts the report. */
+  /** Drops (one HSET) the progress restarts undid ({@linkcode planRescan}), cuts the report. */
   async rescanRestarted(): Promise<void> {
     const current = new Map<string, string>();
     for (const node of this.deps.target.masters()) {
