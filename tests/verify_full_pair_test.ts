@@ -44,7 +44,7 @@ Deno.test("verify --full pair call: the workspace alone for a full match, the ar
     // Verdicts: the rule still decides validity of a compact entry; the others as before.
     const schema = new KeySchema({ workspacePattern: "^(ws.*)$" });
     const results = await checkJobs(keys, { calls, keys: schema, toleranceMs: 5_000 });
-    const kinds = Object.fromEntries(ids.map((id, i) => [id, results[i]!.verdict.kind]));
+    const kinds = Object.fromEntries(ids.map((id, i) => [id, results[i]!.kind]));
     assert.deepEqual(kinds, {
       plain: "matched",
       ttl_close: "matched",
@@ -61,7 +61,7 @@ Deno.test("verify --full pair call: the workspace alone for a full match, the ar
       workspace: "wsB",
       toleranceMs: 5_000,
     });
-    assert.equal(only[0]!.verdict.kind, "filtered");
+    assert.equal(only[0]!.kind, "filtered");
   });
 });
 

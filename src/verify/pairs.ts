@@ -85,21 +85,10 @@ export async function openChecks(
   };
 }
 
-/** A checked old key: its verdict and, when valid, its workspace id. */
-export interface CheckedJob {
-  verdict: JobVerdict;
-  workspace?: string;
-}
+/** A checked old key's final verdict and, for a finding, its workspace id. */
+export type CheckedJob = Exclude<JobVerdict, { kind: "fields" }> & { workspace?: string };
 
 const PAIR_OTHERS_AT = 7;
-
-/** Results that carry no workspace, shared by every key that gets them. */
-const SETTLED = {
-  gone: Object.freeze({ verdict: plainVerdict("gone") }),
-  invalid: Object.freeze({ verdict: plainVerdict("invalid") }),
-  filtered: Object.freeze({ verdict: plainVerdict("filtered") }),
-  matched: Object.freeze({ verdict: plainVerdict("matched") }),
-} as const;
 
 /** An old key whose new key is compared, and the values its new key's name reads. */
 interface PendingJob {
@@ -140,11 +129,10 @@ export async function checkJobs(
   const differing: PendingJob[] = [];
   pending.forEach((job, j) => {
     const verdict = compareSides(fresh[j]!, olds[job.index]!, ctx.toleranceMs);
-    // A matched job needs no workspace (only findings name it): most keys share one result.
-    results[job.index] = verdict.kind === "matched"
-      ? SETTLED.matched
-      : { verdict, workspace: job.values[0] };
     if (verdict.kind === "fields") differing.push(job);
+    // A matched job needs no workspace (only findings name it): most keys share one result.
+    else if (verdict.kind === "matched") results[job.index] = verdict;
+    else results[job.index] = { ...verdict, workspace: job.values[0] };
   });
   if (differing.length > 0) await compareFields(oldKeys, differing, results, { ctx, timing });
   return results;
@@ -163,7 +151,7 @@ function triage(
   const olds = entries.map((entry, index) => {
     if (!Array.isArray(entry)) {
       const workspace = matchedWorkspace(ctx.keys, entry as Uint8Array);
-      results[index] = outOfScope(ctx, workspace) ?? SETTLED.matched;
+      results[index] = outOfScope(ctx, workspace) ?? plainVerdict("matched");
       return undefined;
     }
     const old = decodeSide(entry, PAIR_OTHERS_AT);
@@ -171,7 +159,9 @@ function triage(
     const values = old.code === KeyCode.hash
       ? ctx.keys.checkValues([old.workspace, ...old.others])
       : undefined;
-    const settled = old.code === KeyCode.absent ? SETTLED.gone : outOfScope(ctx, values?.[0]);
+    const settled = old.code === KeyCode.absent
+      ? plainVerdict("gone")
+      : outOfScope(ctx, values?.[0]);
     if (settled !== undefined) results[index] = settled;
     else pending.push({ index, values: values! });
     return old;
@@ -181,8 +171,10 @@ function triage(
 
 /** `invalid` without a valid workspace, `filtered` for another than `--workspace`. */
 function outOfScope(ctx: CheckContext, workspace: string | undefined): CheckedJob | undefined {
-  if (workspace === undefined) return SETTLED.invalid;
-  return ctx.workspace !== undefined && workspace !== ctx.workspace ? SETTLED.filtered : undefined;
+  if (workspace === undefined) return plainVerdict("invalid");
+  return ctx.workspace !== undefined && workspace !== ctx.workspace
+    ? plainVerdict("filtered")
+    : undefined;
 }
 
 /** Reads the new sides the `pair` call could not (filling `fresh`), and old digests it skipped. */
@@ -226,12 +218,12 @@ async function compareFields(
   differing.forEach(({ index, values }, d) => {
     const old = decodeFields(oldFields[d]!);
     const now = decodeFields(newFields[d]!);
-    let verdict: JobVerdict;
-    if (old === undefined) verdict = { kind: "gone" };
-    else if (now === undefined) verdict = { kind: "missing" };
+    let verdict: CheckedJob;
+    if (old === undefined) verdict = plainVerdict("gone");
+    else if (now === undefined) verdict = plainVerdict("missing");
     // Both agree now: the key changed between the passes; keep it a suspect for the recheck.
     else verdict = diffFields(old, now) ?? { kind: "field_differs", fields: [] };
-    results[index] = { verdict, workspace: values[0] };
+    results[index] = { ...verdict, workspace: values[0] };
   });
 }
 
@@ -286,24 +278,23 @@ export interface Counted {
   findings: Finding[];
 }
 
-export interface CountDeps {
-  batches: SubBatches;
-  ctx: CheckContext;
-}
-
 /**
  * Compares old keys with their new keys, rechecks the differences (one counts only if it survives
  * every recheck: a dual write in flight lands meanwhile), and counts the final verdicts.
  */
-export async function countJobs(keys: readonly Buffer[], deps: CountDeps): Promise<Counted> {
-  const schema = deps.ctx.keys;
+export async function countJobs(
+  keys: readonly Buffer[],
+  ctx: CheckContext,
+  batches: SubBatches,
+): Promise<Counted> {
+  const schema = ctx.keys;
   const candidates = keys.filter((key) => schema.idOf(key) !== undefined);
-  const check = (keys: Buffer[], timing: CallTiming) => checkJobs(keys, deps.ctx, timing);
-  const results = await deps.batches.run(candidates, check);
-  const suspects = await deps.batches.recheck(
+  const check = (keys: Buffer[], timing: CallTiming) => checkJobs(keys, ctx, timing);
+  const results = await batches.run(candidates, check);
+  const suspects = await batches.recheck(
     candidates,
     results,
-    (result) => isMismatch(result.verdict),
+    isMismatch,
     check,
   );
   const counts = zeroCounts();
@@ -311,7 +302,7 @@ export async function countJobs(keys: readonly Buffer[], deps: CountDeps): Promi
   results.forEach((result, i) =>
     countJob(counts, findings, { oldKey: candidates[i]!, keys: schema }, result)
   );
-  counts.transient = suspects.filter((i) => results[i]!.verdict.kind === "matched").length;
+  counts.transient = suspects.filter((i) => results[i]!.kind === "matched").length;
   return { counts, findings };
 }
 
@@ -321,14 +312,15 @@ export async function countJobs(keys: readonly Buffer[], deps: CountDeps): Promi
  */
 export async function countOrphans(
   keys: readonly Buffer[],
-  deps: CountDeps,
+  ctx: CheckContext,
+  batches: SubBatches,
   confirmFirst = false,
 ): Promise<Counted> {
   const check = (confirmNew: boolean) => (keys: Buffer[], timing: CallTiming) =>
-    checkOrphans(keys, deps.ctx, { confirmNew, timing });
-  const results = await deps.batches.run(keys, check(confirmFirst));
+    checkOrphans(keys, ctx, { confirmNew, timing });
+  const results = await batches.run(keys, check(confirmFirst));
   const orphan = (verdict: OrphanVerdict) => verdict.kind === "orphan";
-  const suspects = await deps.batches.recheck(keys, results, orphan, check(true));
+  const suspects = await batches.recheck(keys, results, orphan, check(true));
   const counts = zeroCounts();
   const findings: Finding[] = [];
   for (const verdict of results) {
@@ -350,11 +342,10 @@ function countJob(
   job: { oldKey: Buffer; keys: Pick<KeySchema, "idOf"> },
   result: CheckedJob,
 ): void {
-  const { verdict, workspace } = result;
-  switch (verdict.kind) {
+  switch (result.kind) {
     case "gone":
     case "filtered":
-      counts[verdict.kind]++;
+      counts[result.kind]++;
       return;
     case "matched":
       counts.checked++;
@@ -364,7 +355,8 @@ function countJob(
   // Only findings need the job id (most keys match).
   const jobId = job.keys.idOf(job.oldKey)!;
   counts.checked++;
-  switch (verdict.kind) {
+  const { workspace } = result;
+  switch (result.kind) {
     case "invalid":
       counts.invalid++;
       // The raw workspace field of an invalid job is a value: it is never written.
@@ -372,16 +364,11 @@ function countJob(
       return;
     case "field_missing":
     case "field_differs":
-      counts[verdict.kind]++;
-      findings.push({ kind: verdict.kind, jobId, workspace, fields: verdict.fields });
-      return;
-    case "fields":
-      // Not resolved by the field pass (it always is): count it as differing values.
-      counts.field_differs++;
-      findings.push({ kind: "field_differs", jobId, workspace, fields: [] });
+      counts[result.kind]++;
+      findings.push({ kind: result.kind, jobId, workspace, fields: result.fields });
       return;
     default:
-      counts[verdict.kind]++;
-      findings.push({ kind: verdict.kind, jobId, workspace });
+      counts[result.kind]++;
+      findings.push({ kind: result.kind, jobId, workspace });
   }
 }

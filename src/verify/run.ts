@@ -59,16 +59,6 @@ export interface VerifyDeps {
 /**
  * Verifies parity between the schemas on uniform samples and returns the report; never writes.
  *
- * @example
- * ```ts ignore
- * const report = await runVerify(
- *   { kind: "standalone", client, masters: () => [client] },
- *   { ...VERIFY_DEFAULTS, keys: new KeySchema() },
- *   { logger },
- * );
- * console.log(renderVerifyText(report));
- * Deno.exitCode = report.passed ? 0 : 1;
- * ```
  * @throws {RangeError} on an out-of-range option.
  * @throws {SafetyRefusal} when a master runs Redis older than 7.0 (no read-only scripts).
  * @throws the abort reason when `deps.signal` aborts; Redis errors (other than WRONGTYPE) as is.
@@ -113,18 +103,14 @@ export async function runVerify(
   };
 
   const old = await sample("old", oldPopulation(options.workspace, checks), options.sample);
-  const forward = await countJobs(old.keys, { batches: checks.batches(), ctx: checks.ctx });
+  const forward = await countJobs(old.keys, checks.ctx, checks.batches());
   const fresh = await sample(
     "new",
     newPopulation(options.keys, options.workspace),
     options.orphanSample ?? options.sample,
   );
   // Each sampled new key is read first: one deleted since it was sampled is gone, not an orphan.
-  const reverse = await countOrphans(
-    fresh.keys,
-    { batches: checks.batches(), ctx: checks.ctx },
-    true,
-  );
+  const reverse = await countOrphans(fresh.keys, checks.ctx, checks.batches(), true);
   const report = toReport({ old, fresh, forward, reverse, options, waited, started });
   logger.log("info", "verify_done", `Verify ${report.passed ? "passed" : "failed"}`, {
     sampled: report.sampled,

@@ -4,16 +4,10 @@
  * - **random** (large keyspaces): rejection sampling. Each draw picks a node with probability
  *   proportional to its DBSIZE and asks it for RANDOMKEY, so every key is equally likely per draw
  *   and the kept members are uniform; duplicates are dropped (a sample without replacement).
+ *   RANDOMKEY's slight bias follows the seeded hash of a key, not its name or migration state.
  * - **scan** (small keyspaces, rare populations, or N close to the population): SCAN MATCH every
  *   node into a reservoir (Algorithm R). When N is at least the population, it holds every key
  *   exactly once.
- *
- * RANDOMKEY is slightly non-uniform (a random bucket neighbourhood first), but the bias follows
- * the seeded hash of a key, not its name or migration state: parity stays unbiased.
- *
- * Random draws switch to a scan when the draws still needed would cost more than scanning
- * (`drawCost`), or when N exceeds `maxRandomFraction` of the estimated population: they only end
- * with N distinct members, so a population of at most N always ends in a scan.
  *
  * @module
  */

@@ -43,12 +43,12 @@ const PLAIN_VERDICTS = new Map<string, JobVerdict>(
 );
 
 /** The verdict of `kind`: one frozen object per kind, as a chunk's verdicts cost the GC. */
-export function plainVerdict(kind: PlainVerdictKind): JobVerdict {
-  return PLAIN_VERDICTS.get(kind)!;
+export function plainVerdict<K extends PlainVerdictKind>(kind: K): { kind: K } {
+  return PLAIN_VERDICTS.get(kind) as { kind: K };
 }
 
 /** Verdicts that are findings (and get rechecked before they count). */
-export function isMismatch(verdict: JobVerdict): boolean {
+export function isMismatch(verdict: Pick<JobVerdict, "kind">): boolean {
   return verdict.kind !== "matched" && verdict.kind !== "gone" && verdict.kind !== "invalid" &&
     verdict.kind !== "filtered";
 }
@@ -125,7 +125,7 @@ export function sameExpiry(a: number, b: number, toleranceMs: number): boolean {
 export function diffFields(
   old: ReadonlyMap<string, string>,
   fresh: ReadonlyMap<string, string>,
-): JobVerdict | undefined {
+): Extract<JobVerdict, { fields: string[] }> | undefined {
   const missing = [...old.keys()].filter((name) => !fresh.has(name)).sort();
   if (missing.length > 0) return { kind: "field_missing", fields: missing };
   const differs = [...fresh].filter(([name, hash]) => old.get(name) !== hash).map(([name]) => name)

@@ -97,19 +97,6 @@ export class VerifyCheckpoint {
 /**
  * The flags that change what a verify counts, as stored (JSON, compared as text): a resume must
  * use the same ones.
- *
- * @example
- * ```ts
- * import { KeySchema } from "../../schema.ts";
- * import { verifyParams } from "./checkpoint.ts";
- * verifyParams({
- *   keys: new KeySchema({ workspacePattern: "^[a-z]+$" }),
- *   ttlToleranceSeconds: 1,
- *   orphans: false,
- * });
- * // '{"workspace":null,"pattern":"^[a-z]+$","ttl_tolerance":1,"orphans":false,
- * //   "jobs_path":"sub_batches"}'
- * ```
  */
 export function verifyParams(params: {
   keys: KeySchema;
@@ -166,13 +153,10 @@ export async function resumeState(options: {
 }
 
 /** A master now: its cluster node id ("standalone" otherwise) and its server's `run_id`. */
-export interface NodeIdentity {
-  id: string;
-  runId: string;
-}
-
-/** Reads a master's identity (two calls). */
-export async function identify(node: Redis, cluster: boolean): Promise<NodeIdentity> {
+export async function identify(
+  node: Redis,
+  cluster: boolean,
+): Promise<{ id: string; runId: string }> {
   const id = cluster ? String(await node.call("CLUSTER", "MYID")) : "standalone";
   return { id, runId: await serverRunId(node) };
 }

@@ -11,7 +11,7 @@
  */
 import type { Buffer } from "node:buffer";
 import type { Redis } from "../../redis/ioredis.ts";
-import { scanBatches, type TimedScan } from "../../control/scanner.ts";
+import { scanBatches, type ScanOptions } from "../../control/scanner.ts";
 
 /** Keys seen in the current and the previous chunk. */
 export class RecentKeys {
@@ -40,14 +40,10 @@ export interface ScanChunk {
   duplicates: number;
 }
 
-export interface ScanChunkOptions {
-  match: string;
-  count: number;
+export interface ScanChunkOptions extends ScanOptions {
   cursor: string;
   /** Keys per chunk (at least; a chunk ends on a SCAN reply). */
-  chunkKeys: () => number;
-  /** SCANs sized to a time bound, in the master's call window. */
-  timed?: TimedScan;
+  chunkKeys: number;
 }
 
 /** Yields `node`'s keys matching `match` in chunks, from `cursor` to the end of the scan. */
@@ -57,20 +53,13 @@ export async function* scanChunks(
 ): AsyncGenerator<ScanChunk> {
   const recent = new RecentKeys();
   let chunk: ScanChunk = { keys: [], next: options.cursor, duplicates: 0 };
-  for await (
-    const batch of scanBatches(node, {
-      match: options.match,
-      count: options.count,
-      cursor: options.cursor,
-      timed: options.timed,
-    })
-  ) {
+  for await (const batch of scanBatches(node, options)) {
     for (const key of batch.keys) {
       if (recent.admit(key)) chunk.keys.push(key);
       else chunk.duplicates++;
     }
     chunk.next = batch.next;
-    if (chunk.keys.length < options.chunkKeys() && batch.next !== "0") continue;
+    if (chunk.keys.length < options.chunkKeys && batch.next !== "0") continue;
     yield chunk;
     recent.rotate();
     chunk = { keys: [], next: batch.next, duplicates: 0 };

@@ -23,7 +23,6 @@ import {
   applyRescan,
   freshProgress,
   identify,
-  type NodeIdentity,
   type NodeProgress,
   NodeRestartedError,
   planRescan,
@@ -119,7 +118,7 @@ export async function runFullVerify(
 /** The per-node loop and its chunks. */
 class FullRun {
   readonly #batches: SubBatches;
-  readonly #identities = new Map<Redis, NodeIdentity>();
+  readonly #identities = new Map<Redis, { id: string; runId: string }>();
   /** Time of the earlier sessions, as loaded (`state.elapsedMs` moves on with each save). */
   readonly #priorMs: number;
   readonly #sessionStart: number;
@@ -139,10 +138,7 @@ class FullRun {
     this.#batches = checks.batches();
   }
 
-  /**
-   * Drops the progress of masters that restarted since the checkpoint (and, with a report, of the
-   * nodes whose findings follow theirs), cuts the report back, and stores that in one HSET.
-   */
+  /** Drops (one HSET) the progress restarts undid ({@linkcode planRescan}), cuts the report. */
   async rescanRestarted(): Promise<void> {
     const current = new Map<string, string>();
     for (const node of this.deps.target.masters()) {
@@ -178,8 +174,8 @@ class FullRun {
   }
 
   async #node(node: Redis): Promise<FullCounts> {
-    const { id, runId } = this.#identities.get(node) ??
-      await identify(node, this.deps.target.kind === "cluster");
+    // Every master was identified by `rescanRestarted`, which runs first.
+    const { id, runId } = this.#identities.get(node)!;
     const progress = this.state.nodes.get(id) ?? freshProgress(runId, 0);
     if (progress.phase === "jobs" && progress.cursor === "0") {
       // Nothing counted yet: this node's findings begin here.
@@ -210,7 +206,7 @@ class FullRun {
         : newPopulation(this.options.keys, this.options.workspace).match,
       count: SCAN_COUNT,
       cursor: progress.cursor,
-      chunkKeys: () => this.#chunkKeys(),
+      chunkKeys: this.#chunkKeys(),
       timed: scanner,
     });
     // The next chunk is scanned while this one is checked, and this one is committed while the
@@ -218,10 +214,11 @@ class FullRun {
     let committing: Promise<void> = Promise.resolve();
     try {
       for await (const chunk of readAhead(chunks)) {
-        const deps = { batches: this.#batches, ctx: this.checks.ctx };
-        const checked = jobs
-          ? await countJobs(chunk.keys, deps)
-          : await countOrphans(chunk.keys, deps);
+        const checked = await (jobs ? countJobs : countOrphans)(
+          chunk.keys,
+          this.checks.ctx,
+          this.#batches,
+        );
         await committing;
         committing = this.#commit({ node, id, progress }, chunk, checked);
         // Awaited before the next commit, or in `finally`; never an unhandled rejection.
@@ -240,7 +237,6 @@ class FullRun {
     { counts, findings }: Counted,
   ): Promise<void> {
     counts.scan_duplicates = chunk.duplicates;
-    // Findings reach the disk before the counts that include them are stored.
     await this.deps.report?.append(findings);
     addCounts(progress.counts, counts);
     progress.cursor = chunk.next;
