@@ -5,8 +5,7 @@
 import { KeySchema } from "../src/schema.ts";
 import assert from "node:assert/strict";
 import { CheckpointStore } from "../src/run/checkpointer.ts";
-import { classify } from "../src/redis/errors.ts";
-import { ServerChangedError } from "../src/redis/fence.ts";
+import { classify, ServerChangedError } from "../src/redis/errors.ts";
 import { KeyRetry } from "../src/run/copier.ts";
 import { silentLogger } from "../src/run_events.ts";
 import { withRedis } from "./support/redis_server.ts";

@@ -5,8 +5,6 @@
  *
  * @module
  */
-import { ServerChangedError } from "./fence.ts";
-
 /**
  * What kind of failure an error is: a Redis reply code's (lower-case), `outage` (the connection
  * or the server is gone, not the command), `notlocal` (a script touched an undeclared key of a
@@ -76,7 +74,6 @@ export const NO_ANSWER = "no answer";
 
 /** ioredis's and Node's connection failures, with the short code a log line shows. */
 const CONNECTION_LOST: [RegExp, string][] = [
-  [/re-established to another server/i, "node changed"],
   [/Connection is closed/i, "connection closed"],
   [/Stream isn't writeable/i, "connection not writable"],
   [/max retries per request/i, "connection retries exhausted"],
@@ -107,7 +104,6 @@ const TLS_FAILURE =
  */
 export function classify(error: unknown): Classified {
   if (!(error instanceof Error)) return result("other", "UNKNOWN");
-  // Our own typed error: a continued SCAN on another server process (see fence.ts).
   if (error instanceof ServerChangedError) return result("outage", "node changed");
   const message = error.message;
   const code = replyCode(message);
@@ -137,6 +133,17 @@ export function classify(error: unknown): Classified {
   );
   if (lost) return result("outage", system ?? (lost[1] || inText) ?? error.name);
   return result("other", system ?? inText ?? error.name);
+}
+
+/** A continued SCAN refused because the server behind the connection changed (fence.ts). */
+export class ServerChangedError extends Error {
+  constructor(name: string) {
+    super(
+      `Connection is closed and was re-established to another server process at ${name} ` +
+        `(new run_id): its SCAN cursor is meaningless`,
+    );
+    this.name = "ServerChanged";
+  }
 }
 
 /**
