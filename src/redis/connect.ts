@@ -330,7 +330,7 @@ function masterConnection(
   );
   if (slot >= 0) followedSlot.set(node, slot);
   function follow() {
-    const owner = slot >= 0 ? client.slots[slot]?.[0] : undefined;
+    const owner = servingNow(client, node);
     const colon = owner?.lastIndexOf(":") ?? -1;
     if (owner !== undefined && colon > 0) {
       node.options.host = owner.slice(0, colon);
@@ -456,16 +456,13 @@ async function connectWithin(
         outcome;
       const message = errorLine(last);
       const { kind } = classify(last);
-      if (kind === "credentials") {
+      if (FATAL.has(kind)) {
         throw new ConnectionRefusedError(
-          `Redis at ${name} refused the credentials (${message.split(" ")[0]})`,
+          kind === "tls"
+            ? `TLS connection to Redis at ${name} failed: ${message}`
+            : `Redis at ${name} refused the credentials (${message.split(" ")[0]})`,
           { cause: last },
         );
-      }
-      if (kind === "tls") {
-        throw new ConnectionRefusedError(`TLS connection to Redis at ${name} failed: ${message}`, {
-          cause: last,
-        });
       }
       const wait = Math.min(
         backoffMs(n, { firstMs: 100, maxMs: 1_000 }),
