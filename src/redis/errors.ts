@@ -157,12 +157,6 @@ export class KeyReplyError extends Error {
   }
 }
 
-/** True when a Redis error code (`READONLY`, `OOM`, …) means the node is unavailable. */
-export function isOutageCode(code: string): boolean {
-  const kind = REPLY_KINDS[code];
-  return kind !== undefined && OUTAGE_KINDS.has(kind);
-}
-
 /** True when `error` says the connection (or the server's availability) is gone, not the command. */
 export function isOutage(error: unknown): boolean {
   return classify(error).outage;
