@@ -334,7 +334,7 @@ const DEFAULT_RULE_CHARS = /^[A-Za-z0-9_-]*$/;
  * @throws {TemplateError} naming the first problem found.
  */
 function checkMapping(
-  schema: Pick<KeySchema, "from" | "to" | "fields">,
+  schema: Pick<KeySchema, "from" | "to" | "fields" | "oldMatch" | "newMatch">,
   defaultRule: ReadonlySet<string>,
 ): void {
   const { from, to, fields } = schema;
@@ -368,7 +368,7 @@ function checkMapping(
       );
     }
   });
-  if (globsOverlap(globOf(from.literals), globOf(to.literals))) {
+  if (globsOverlap(schema.oldMatch, schema.newMatch)) {
     throw new TemplateError(
       `${where} can produce names that match --from '${from.text}': the run would copy its own copies`,
     );

@@ -5,8 +5,7 @@
 import { KeySchema } from "../src/schema.ts";
 import assert from "node:assert/strict";
 import { CheckpointStore } from "../src/run/checkpointer.ts";
-import { classify } from "../src/redis/errors.ts";
-import { ServerChangedError } from "../src/redis/fence.ts";
+import { classify, KeyReplyError, ServerChangedError } from "../src/redis/errors.ts";
 import { KeyRetry } from "../src/run/copier.ts";
 import { silentLogger } from "../src/run_events.ts";
 import { withRedis } from "./support/redis_server.ts";
@@ -44,6 +43,16 @@ Deno.test("classify: reply codes become kinds; only availability errors are outa
   assert.equal(classify("not an error").kind, "other");
   const changed = classify(new ServerChangedError("127.0.0.1:6379"));
   assert.deepEqual([changed.kind, changed.code, changed.outage], ["outage", "node changed", true]);
+  // A code a script reported for one key: the node's outage when the reply code is one.
+  const perKey = (code: string) => classify(new KeyReplyError(code)).outage;
+  assert.deepEqual(["READONLY", "BUSY", "LOADING", "OOM", "CHANGED", ""].map(perKey), [
+    true,
+    true,
+    true,
+    false,
+    false,
+    false,
+  ]);
 });
 
 Deno.test("classify: an EXECABORT is its cause, from previousErrors or from the reply text", () => {

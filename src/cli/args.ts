@@ -52,7 +52,7 @@ export function parseCommand(argv: readonly string[], env: ParseEnv = {}): Comma
   const isVerify = argv[0] === "verify";
   const topic = isVerify ? "verify" : "run";
   const parsed = parseFlags(isVerify ? argv.slice(1) : argv, topic);
-  const values = parsed.values as Record<string, string | boolean | string[] | undefined>;
+  const values = parsed.values as Values;
   if (values.help) return { kind: "help", topic };
   if (values.version) return { kind: "version" };
   if (parsed.positionals.length > 0) {

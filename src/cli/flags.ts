@@ -216,11 +216,11 @@ export const FLAGS: readonly Flag[] = [
     control: use(CONTROL, "the run's progress key", D.progressKey),
   }),
   valueFlag("cursor", "C", {
-    run: {
-      group: CHECKPOINTS,
-      text: "start from this SCAN cursor instead of the stored one",
-      default: "stored, else 0",
-    },
+    run: use(
+      CHECKPOINTS,
+      "start from this SCAN cursor instead of the stored one",
+      "stored, else 0",
+    ),
   }),
   switchFlag("reset-progress", {
     run: use(CHECKPOINTS, "clear the stored checkpoint and start from cursor 0 (or --cursor)"),

@@ -29,16 +29,17 @@ import type { RedisTarget } from "./target.ts";
 /** Options for {@linkcode connectRedis}. */
 export interface ConnectOptions {
   tls?: TlsOptions;
-  /** Give up (exit 3) when no connection succeeds within this many ms. */
-  timeoutMs?: number;
   /** Silence with commands pending (ms) after which a server counts as lost; default: no limit. */
   silenceMs?: number;
   signal?: AbortSignal;
 }
 
+/** Give up (exit 3) when no connection succeeds within this many ms. */
+const CONNECT_TIMEOUT_MS = 10_000;
+
 /**
  * Connects to the deployment behind `urls` (one URL; several seeds for a cluster; one or more
- * Sentinel URLs for the same master), retrying until `timeoutMs` (default 10 s) passes.
+ * Sentinel URLs for the same master), retrying until {@linkcode CONNECT_TIMEOUT_MS} passes.
  *
  * @throws {UsageError} on mixed URL kinds, or several URLs that turn out to be a standalone server.
  * @throws {RedisUnavailableError} when no connection succeeds in time, or credentials are refused.
@@ -48,22 +49,21 @@ export async function connectRedis(
   options: ConnectOptions = {},
 ): Promise<RedisTarget> {
   if (urls.length === 0) throw new UsageError("no Redis URL given");
-  const timeoutMs = options.timeoutMs ?? 10_000;
   const redacted = urls.map(redactSecrets).join(",");
   const sentinel = urls.filter(isSentinelUrl).length;
   if (sentinel > 0) {
     if (sentinel !== urls.length) {
       throw new UsageError("--redis-url: do not mix Sentinel URLs with redis:// or rediss:// URLs");
     }
-    return await connectSentinel(urls, { ...options, timeoutMs, redacted });
+    return await connectSentinel(urls, { ...options, redacted });
   }
   const seeds = (await Promise.all(urls.map((url) => clientOptions(url, options.tls))))
     .map((seed) => ({ ...seed, socketTimeout: options.silenceMs }));
   const losses = new LossClock(options.silenceMs);
-  const { client, name } = await connectSeed(seeds, timeoutMs, losses, options.signal);
+  const { client, name } = await connectSeed(seeds, losses, options.signal);
   if (await isClusterNode(client, name)) {
     client.disconnect();
-    return await connectCluster(seeds, { ...options, timeoutMs, redacted });
+    return await connectCluster(seeds, { ...options, redacted });
   }
   if (urls.length > 1) {
     client.disconnect();
@@ -81,11 +81,10 @@ export async function connectRedis(
 
 /**
  * The first seed that answers. With one seed it gets the whole time; with several, each gets an
- * equal share, so an unreachable deployment still fails within `timeoutMs`.
+ * equal share, so an unreachable deployment still fails within the connect timeout.
  */
 async function connectSeed(
   seeds: RedisOptions[],
-  timeoutMs: number,
   losses: LossClock,
   signal?: AbortSignal,
 ): Promise<{ client: Redis; name: string }> {
@@ -94,7 +93,7 @@ async function connectSeed(
     const name = nodeAddress(seed.host, seed.port);
     const client = openConnection(seed, losses, () => name);
     try {
-      await connectWithin(client, name, timeoutMs / seeds.length, signal);
+      await connectWithin(client, name, CONNECT_TIMEOUT_MS / seeds.length, signal);
       return { client, name };
     } catch (error) {
       // Refused credentials or an untrusted certificate will not pass on another seed either.
@@ -113,7 +112,7 @@ async function connectSeed(
  */
 async function connectSentinel(
   urls: string[],
-  options: ConnectOptions & { timeoutMs: number; redacted: string },
+  options: ConnectOptions & { redacted: string },
 ): Promise<RedisTarget> {
   const url = mergeSentinelUrls(urls);
   const tls = await tlsConnectionOptions(url.tls, options.tls ?? {}, undefined);
@@ -140,7 +139,7 @@ async function connectSentinel(
     (client) => currentAddress(client) ?? label,
     () => label,
   );
-  await connectWithin(client, label, options.timeoutMs, options.signal);
+  await connectWithin(client, label, CONNECT_TIMEOUT_MS, options.signal);
   return oneClientTarget("sentinel", client, {
     redacted: options.redacted,
     nodeName: () => currentAddress(client) ?? label,
@@ -180,7 +179,7 @@ async function isClusterNode(client: Redis, name: string): Promise<boolean> {
  */
 async function connectCluster(
   seeds: RedisOptions[],
-  options: ConnectOptions & { timeoutMs: number; redacted: string },
+  options: ConnectOptions & { redacted: string },
 ): Promise<RedisTarget> {
   const first = seeds[0]!;
   if (seeds.some((seed) => (seed.db ?? 0) !== 0)) {
@@ -223,8 +222,8 @@ async function connectCluster(
     guardStreamErrors(node);
     losses.watch(node, () => nodeName(node));
   });
-  const deadline = Date.now() + options.timeoutMs;
-  const failure = await withTimeout(client.connect(), options.timeoutMs);
+  const deadline = Date.now() + CONNECT_TIMEOUT_MS;
+  const failure = await withTimeout(client.connect(), CONNECT_TIMEOUT_MS);
   if (failure !== undefined) {
     client.disconnect();
     throw new RedisUnavailableError(
@@ -330,7 +329,7 @@ function masterConnection(
   );
   if (slot >= 0) followedSlot.set(node, slot);
   function follow() {
-    const owner = slot >= 0 ? client.slots[slot]?.[0] : undefined;
+    const owner = servingNow(client, node);
     const colon = owner?.lastIndexOf(":") ?? -1;
     if (owner !== undefined && colon > 0) {
       node.options.host = owner.slice(0, colon);
@@ -456,16 +455,13 @@ async function connectWithin(
         outcome;
       const message = errorLine(last);
       const { kind } = classify(last);
-      if (kind === "credentials") {
+      if (FATAL.has(kind)) {
         throw new ConnectionRefusedError(
-          `Redis at ${name} refused the credentials (${message.split(" ")[0]})`,
+          kind === "tls"
+            ? `TLS connection to Redis at ${name} failed: ${message}`
+            : `Redis at ${name} refused the credentials (${message.split(" ")[0]})`,
           { cause: last },
         );
-      }
-      if (kind === "tls") {
-        throw new ConnectionRefusedError(`TLS connection to Redis at ${name} failed: ${message}`, {
-          cause: last,
-        });
       }
       const wait = Math.min(
         backoffMs(n, { firstMs: 100, maxMs: 1_000 }),

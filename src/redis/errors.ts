@@ -5,8 +5,6 @@
  *
  * @module
  */
-import { ServerChangedError } from "./fence.ts";
-
 /**
  * What kind of failure an error is: a Redis reply code's (lower-case), `outage` (the connection
  * or the server is gone, not the command), `notlocal` (a script touched an undeclared key of a
@@ -76,7 +74,6 @@ export const NO_ANSWER = "no answer";
 
 /** ioredis's and Node's connection failures, with the short code a log line shows. */
 const CONNECTION_LOST: [RegExp, string][] = [
-  [/re-established to another server/i, "node changed"],
   [/Connection is closed/i, "connection closed"],
   [/Stream isn't writeable/i, "connection not writable"],
   [/max retries per request/i, "connection retries exhausted"],
@@ -107,7 +104,6 @@ const TLS_FAILURE =
  */
 export function classify(error: unknown): Classified {
   if (!(error instanceof Error)) return result("other", "UNKNOWN");
-  // Our own typed error: a continued SCAN on another server process (see fence.ts).
   if (error instanceof ServerChangedError) return result("outage", "node changed");
   const message = error.message;
   const code = replyCode(message);
@@ -139,6 +135,17 @@ export function classify(error: unknown): Classified {
   return result("other", system ?? inText ?? error.name);
 }
 
+/** A continued SCAN refused because the server behind the connection changed (fence.ts). */
+export class ServerChangedError extends Error {
+  constructor(name: string) {
+    super(
+      `Connection is closed and was re-established to another server process at ${name} ` +
+        `(new run_id): its SCAN cursor is meaningless`,
+    );
+    this.name = "ServerChanged";
+  }
+}
+
 /**
  * A Redis error code a script's `redis.pcall` caught for one key, as an error, so that
  * {@linkcode classify} sees it like a reply (`READONLY` for a key is an outage of the node).
@@ -148,12 +155,6 @@ export class KeyReplyError extends Error {
     super(`${code} (reported by a script for a key)`);
     this.name = "KeyReplyError";
   }
-}
-
-/** True when a Redis error code (`READONLY`, `OOM`, …) means the node is unavailable. */
-export function isOutageCode(code: string): boolean {
-  const kind = REPLY_KINDS[code];
-  return kind !== undefined && OUTAGE_KINDS.has(kind);
 }
 
 /** True when `error` says the connection (or the server's availability) is gone, not the command. */

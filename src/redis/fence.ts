@@ -7,18 +7,9 @@
  *
  * @module
  */
+import { serverRunId } from "./availability.ts";
+import { ServerChangedError } from "./errors.ts";
 import type { Redis } from "./ioredis.ts";
-
-/** A continued SCAN refused because the server behind the connection changed. */
-export class ServerChangedError extends Error {
-  constructor(name: string) {
-    super(
-      `Connection is closed and was re-established to another server process at ${name} ` +
-        `(new run_id): its SCAN cursor is meaningless`,
-    );
-    this.name = "ServerChanged";
-  }
-}
 
 type ScanBuffer = Redis["scanBuffer"];
 
@@ -40,9 +31,8 @@ export function fenceScanCursors(node: Redis, name: () => string): void {
   /** The `run_id` could not be read after a reconnect: read it again before the next SCAN. */
   let unread = false;
   const read = () =>
-    node.info("server").then(
-      (info) => {
-        const now = /run_id:(\w+)/.exec(info)?.[1];
+    serverRunId(node).then(
+      (now) => {
         if (runId !== undefined && now !== runId) fenced = true;
         runId = now;
         unread = false;

@@ -1,9 +1,7 @@
 /**
- * The one import of ioredis. ioredis loads the `debug` package, whose Node entry enumerates every
- * environment variable at load time; under Deno that needs unrestricted `--allow-env`. `debug` picks
- * its browser entry (which reads only `DEBUG`) when `process.browser` is true, so we set that flag
- * for the duration of the import and remove it again. This keeps `--allow-env` narrowed to the
- * variables listed in deno.json.
+ * The one import of ioredis. Its `debug` package's Node entry reads every environment variable at
+ * load (unrestricted `--allow-env` under Deno); with `process.browser` set during the import it
+ * loads its browser entry, which reads only `DEBUG`, so `--allow-env` stays as deno.json lists it.
  *
  * @module
  */

@@ -17,7 +17,7 @@ import type { AdmissionCheck, AdmitOptions, RateLimiter } from "../control/rate_
 import { BackfillError, SafetyRefusal } from "../errors.ts";
 import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
 import { nameInvalidKeys } from "../outcome.ts";
-import { classify, errorLine, isOutageCode, KeyReplyError } from "../redis/errors.ts";
+import { classify, errorLine, KeyReplyError } from "../redis/errors.ts";
 import type { Logger, RunObserver } from "../run_events.ts";
 import type { KeySchema } from "../schema.ts";
 import { escapeForLog } from "../telemetry/redact.ts";
@@ -298,7 +298,9 @@ export class KeyRetry {
     }
     // A key refused because the node is a replica now (READONLY) or busy is the node's outage:
     // the engine waits for it and re-reads the batch, so the checkpoint never passes such keys.
-    const down = results.find((r) => r.outcome === "errors" && isOutageCode(r.errorCode ?? ""));
+    const down = results.find((r) =>
+      r.outcome === "errors" && classify(new KeyReplyError(r.errorCode ?? "")).outage
+    );
     if (down !== undefined) throw new KeyReplyError(down.errorCode!);
     return results;
   }

@@ -6,7 +6,7 @@
  * @module
  */
 import { backoffMs, RECONNECT } from "../async/backoff.ts";
-import { pause } from "../async/delay.ts";
+import { delay } from "../async/delay.ts";
 import { RedisUnavailableError } from "../errors.ts";
 import type { Redis } from "../redis/ioredis.ts";
 import { parseRole } from "../redis/availability.ts";
@@ -51,7 +51,6 @@ async function waitForPrimary(node: Redis, options: PrimaryWaitOptions): Promise
           `point --redis-url at the primary`,
       );
     }
-    options.signal?.throwIfAborted();
-    await pause(backoffMs(attempt, RECONNECT), { signal: options.signal });
+    await delay(backoffMs(attempt, RECONNECT), { signal: options.signal });
   }
 }
