@@ -13,7 +13,7 @@ import { pause } from "../async/delay.ts";
 import { MAX_CALL_KEYS } from "../control/call_size.ts";
 import type { CallWindow } from "../control/call_window.ts";
 import type { Throttle } from "../control/throttle.ts";
-import type { AdmissionCheck, AdmitOptions, RateLimiter } from "../control/rate_limit.ts";
+import type { AdmissionCheck, AdmitOptions, SlidingWindowLimiter } from "../control/rate_limit.ts";
 import { BackfillError, SafetyRefusal } from "../errors.ts";
 import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
 import { nameInvalidKeys } from "../outcome.ts";
@@ -28,11 +28,14 @@ import type { UncountedCopies } from "../migrate/uncounted_copies.ts";
  * memory, a live pause), then the master's own limiter (the throttle's rate) and the run-wide one.
  */
 export class Gate {
-  readonly #limiter: RateLimiter;
-  readonly #throttle: AdmissionCheck & Pick<Throttle, "limiterFor">;
+  readonly #limiter: SlidingWindowLimiter;
+  readonly #throttle: AdmissionCheck & Pick<Throttle, "limiterFor" | "setCap">;
 
   /** `limiter`: the run-wide one; the throttle checks and holds each master's own. */
-  constructor(limiter: RateLimiter, throttle: AdmissionCheck & Pick<Throttle, "limiterFor">) {
+  constructor(
+    limiter: SlidingWindowLimiter,
+    throttle: AdmissionCheck & Pick<Throttle, "limiterFor" | "setCap">,
+  ) {
     this.#limiter = limiter;
     this.#throttle = throttle;
   }
@@ -67,6 +70,12 @@ export class Gate {
       waited += await limiter.acquire(n, signal);
     }
     return waited;
+  }
+
+  /** `backfill set-rps N` (0 = no cap): the run-wide limit, and the throttle's cap. */
+  setCap(rps: number): void {
+    this.#limiter.setRps(rps);
+    this.#throttle.setCap(rps);
   }
 
   /** Waits on the check with a fresh reading (after Redis refused a write for lack of memory). */
