@@ -25,7 +25,7 @@ import { acquireLocks, lockKey, type LockSet } from "../safety/lock.ts";
 import { emptyCounters } from "../outcome.ts";
 import { createTelemetry, fanOut, type Telemetry } from "../telemetry/mod.ts";
 import type { CommandIo } from "./io.ts";
-import { bindingMetricsPort, metricsExport } from "./metrics_port.ts";
+import { startMetrics } from "./metrics_port.ts";
 import { checkBeforeWriting } from "./run_checks.ts";
 
 /** The shortest silence that counts as a lost server (a `--max-outage 0` run still waits this). */
@@ -79,10 +79,10 @@ export async function runCommand(options: RunOptions, io: CommandIo): Promise<nu
  * @throws {UsageError} when `--metrics-port` cannot be bound.
  */
 function startTelemetry(options: RunOptions, io: CommandIo): Telemetry {
-  return bindingMetricsPort(options.metricsPort, () =>
+  return startMetrics(options, (outlet) =>
     createTelemetry({
       enabled: io.telemetryEnabled,
-      ...metricsExport(options),
+      ...outlet,
       expectedBatchSeconds: options.rps > 0 ? options.batch / options.rps : 0,
       redisSilenceSeconds: options.healthTimeout,
       signal: io.signal,
@@ -103,10 +103,9 @@ function startTelemetry(options: RunOptions, io: CommandIo): Telemetry {
 type Outcome = { summary?: Summary };
 
 /**
- * Start-up (shard, checks, throttle, locks, live control), the engine, then the exit code: a lost
- * lock throws its refusal, a stop from live control is `stopped`, and a run whose slot layout
- * changed is not complete. Each step waits out an outage like the main loop does (run/outage.ts)
- * and ends at once on a stop signal.
+ * Start-up (shard, checks, throttle, locks, live control; each step through outages), the engine,
+ * then the exit code: a lost lock throws its refusal, a stop from live control is `stopped`, and a
+ * run whose slot layout changed is not complete.
  */
 async function startAndRun(
   connected: RedisTarget,
@@ -281,7 +280,7 @@ function idleShard(options: RunOptions, logger: Logger): Summary {
   };
 }
 
-/** The engine with its collaborators; a partial summary is kept when it fails part-way. */
+/** The engine with its collaborators; a partial summary is kept in `outcome` when it fails. */
 async function runEngine(
   target: RedisTarget,
   options: RunOptions,
@@ -343,8 +342,7 @@ async function runEngine(
         signal: ctx.signal,
       },
     );
-    ctx.outcome.summary = withIntents(summary);
-    return ctx.outcome.summary;
+    return withIntents(summary);
   } catch (error) {
     // A run that failed part-way still reports what it did before the error.
     const partial = (error as { summary?: Summary }).summary;

@@ -99,7 +99,6 @@ class Run {
   readonly #retry: KeyRetry;
   readonly #storm: ErrorStorm;
   readonly #sending: Omit<SendOptions, "node">;
-  /** How a lost Redis is waited for (run/outage.ts). */
   readonly #outage: OutageOptions;
   readonly #started = performance.now();
   /** Keys handed out so far: `--max-keys` is shared by every node. */
@@ -218,7 +217,6 @@ class Run {
     return summary;
   }
 
-  /** The first failure ends the run: every other node stops as on a stop signal. */
   #fail(error: unknown): void {
     if (this.#failure !== undefined) return;
     this.#failure = { error };
@@ -339,7 +337,6 @@ class Run {
 
   /** A batch's replies are in: count them, and store its checkpoint (run/checkpointer.ts). */
   async #finish(state: NodeState, flight: Flight): Promise<BatchEnd> {
-    // A copy an abandoned batch made counts as this run's copy when its key is read again.
     const results = this.#uncounted.settle(flight.keys, await flight.results);
     // A storm stops the run only after this batch is counted and reported (never saved past).
     const storm = this.#storm.observe(results);
