@@ -33,7 +33,25 @@ const MIN_SILENCE_MS = 1_000;
 
 /** Runs the backfill; returns the exit code (errors that map to codes are thrown). */
 export async function runCommand(options: RunOptions, io: CommandIo): Promise<number> {
-  const telemetry = startTelemetry(options, io);
+  // Telemetry before Redis is touched: a metrics port that is taken fails with nothing written.
+  const telemetry = startMetrics(options, (outlet) =>
+    createTelemetry({
+      enabled: io.telemetryEnabled,
+      ...outlet,
+      expectedBatchSeconds: options.rps > 0 ? options.batch / options.rps : 0,
+      redisSilenceSeconds: options.healthTimeout,
+      signal: io.signal,
+      progressInterval: options.progressInterval,
+      logFormat: options.logFormat,
+      quiet: options.quiet,
+      workspaceLabel: options.metricsWorkspaceLabel,
+      isTty: io.stderrIsTty,
+      columns: io.columns,
+      color: io.color,
+      version: io.version,
+      progressKey: options.progressKey,
+      write: io.stderr,
+    }));
   const outcome: Outcome = {};
   try {
     const target = await connectRedis(options.redisUrls, {
@@ -71,32 +89,6 @@ export async function runCommand(options: RunOptions, io: CommandIo): Promise<nu
     }
     await telemetry.close();
   }
-}
-
-/**
- * Telemetry, before Redis is touched: a metrics port that is taken must fail with nothing written.
- *
- * @throws {UsageError} when `--metrics-port` cannot be bound.
- */
-function startTelemetry(options: RunOptions, io: CommandIo): Telemetry {
-  return startMetrics(options, (outlet) =>
-    createTelemetry({
-      enabled: io.telemetryEnabled,
-      ...outlet,
-      expectedBatchSeconds: options.rps > 0 ? options.batch / options.rps : 0,
-      redisSilenceSeconds: options.healthTimeout,
-      signal: io.signal,
-      progressInterval: options.progressInterval,
-      logFormat: options.logFormat,
-      quiet: options.quiet,
-      workspaceLabel: options.metricsWorkspaceLabel,
-      isTty: io.stderrIsTty,
-      columns: io.columns,
-      color: io.color,
-      version: io.version,
-      progressKey: options.progressKey,
-      write: io.stderr,
-    }));
 }
 
 /** What the run did, also when it failed part-way (printed in any case). */
