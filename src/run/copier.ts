@@ -240,7 +240,6 @@ export class KeyRetry {
         }, { backOffFirst: true });
       }
     } catch (error) {
-      // The batch is abandoned: the copies the attempts so far made are still this run's.
       this.#options.uncounted?.remember(keys, results);
       throw error;
     }

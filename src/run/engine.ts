@@ -104,7 +104,6 @@ class Run {
   /** Keys handed out so far: `--max-keys` is shared by every node. */
   #claimed = 0;
   readonly #saves: Checkpointer;
-  /** Copies of abandoned batches, counted when their keys are read again. */
   readonly #uncounted = new UncountedCopies();
   #estimate = 0;
   /** Every node of the run, as opened; their `committed` cursors are the resume cursor. */
