@@ -25,7 +25,7 @@ import { acquireLocks, lockKey, type LockSet } from "../safety/lock.ts";
 import { emptyCounters } from "../outcome.ts";
 import { createTelemetry, fanOut, type Telemetry } from "../telemetry/mod.ts";
 import type { CommandIo } from "./io.ts";
-import { bindingMetricsPort, metricsExport } from "./metrics_port.ts";
+import { startMetrics } from "./metrics_port.ts";
 import { checkBeforeWriting } from "./run_checks.ts";
 
 /** The shortest silence that counts as a lost server (a `--max-outage 0` run still waits this). */
@@ -33,7 +33,25 @@ const MIN_SILENCE_MS = 1_000;
 
 /** Runs the backfill; returns the exit code (errors that map to codes are thrown). */
 export async function runCommand(options: RunOptions, io: CommandIo): Promise<number> {
-  const telemetry = startTelemetry(options, io);
+  // Telemetry before Redis is touched: a metrics port that is taken fails with nothing written.
+  const telemetry = startMetrics(options, (outlet) =>
+    createTelemetry({
+      enabled: io.telemetryEnabled,
+      ...outlet,
+      expectedBatchSeconds: options.rps > 0 ? options.batch / options.rps : 0,
+      redisSilenceSeconds: options.healthTimeout,
+      signal: io.signal,
+      progressInterval: options.progressInterval,
+      logFormat: options.logFormat,
+      quiet: options.quiet,
+      workspaceLabel: options.metricsWorkspaceLabel,
+      isTty: io.stderrIsTty,
+      columns: io.columns,
+      color: io.color,
+      version: io.version,
+      progressKey: options.progressKey,
+      write: io.stderr,
+    }));
   const outcome: Outcome = {};
   try {
     const target = await connectRedis(options.redisUrls, {
@@ -73,40 +91,13 @@ export async function runCommand(options: RunOptions, io: CommandIo): Promise<nu
   }
 }
 
-/**
- * Telemetry, before Redis is touched: a metrics port that is taken must fail with nothing written.
- *
- * @throws {UsageError} when `--metrics-port` cannot be bound.
- */
-function startTelemetry(options: RunOptions, io: CommandIo): Telemetry {
-  return bindingMetricsPort(options.metricsPort, () =>
-    createTelemetry({
-      enabled: io.telemetryEnabled,
-      ...metricsExport(options),
-      expectedBatchSeconds: options.rps > 0 ? options.batch / options.rps : 0,
-      redisSilenceSeconds: options.healthTimeout,
-      signal: io.signal,
-      progressInterval: options.progressInterval,
-      logFormat: options.logFormat,
-      quiet: options.quiet,
-      workspaceLabel: options.metricsWorkspaceLabel,
-      isTty: io.stderrIsTty,
-      columns: io.columns,
-      color: io.color,
-      version: io.version,
-      progressKey: options.progressKey,
-      write: io.stderr,
-    }));
-}
-
 /** What the run did, also when it failed part-way (printed in any case). */
 type Outcome = { summary?: Summary };
 
 /**
- * Start-up (shard, checks, throttle, locks, live control), the engine, then the exit code: a lost
- * lock throws its refusal, a stop from live control is `stopped`, and a run whose slot layout
- * changed is not complete. Each step waits out an outage like the main loop does (run/outage.ts)
- * and ends at once on a stop signal.
+ * Start-up (shard, checks, throttle, locks, live control; each step through outages), the engine,
+ * then the exit code: a lost lock throws its refusal, a stop from live control is `stopped`, and a
+ * run whose slot layout changed is not complete.
  */
 async function startAndRun(
   connected: RedisTarget,
@@ -172,7 +163,8 @@ async function startAndRun(
           progressKey: options.progressKey,
           mode: options.mode,
           holder: { host: holder.host, pid: holder.pid },
-          targets: throttled.targets,
+          throttle: throttled.throttle,
+          gate: throttled.gate,
           logger,
           stop,
           shard: options.shard,
@@ -280,7 +272,7 @@ function idleShard(options: RunOptions, logger: Logger): Summary {
   };
 }
 
-/** The engine with its collaborators; a partial summary is kept when it fails part-way. */
+/** The engine with its collaborators; a partial summary is kept in `outcome` when it fails. */
 async function runEngine(
   target: RedisTarget,
   options: RunOptions,
@@ -342,8 +334,7 @@ async function runEngine(
         signal: ctx.signal,
       },
     );
-    ctx.outcome.summary = withIntents(summary);
-    return ctx.outcome.summary;
+    return withIntents(summary);
   } catch (error) {
     // A run that failed part-way still reports what it did before the error.
     const partial = (error as { summary?: Summary }).summary;

@@ -25,7 +25,7 @@ import { runVerify } from "../verify/run.ts";
 import { VerifyCheckpoint } from "../verify/full/checkpoint.ts";
 import { runFullVerify } from "../verify/full/run.ts";
 import { fullJson, type FullReport, renderFullText, ReportFile } from "../verify/full/report.ts";
-import { bindingMetricsPort, metricsExport } from "./metrics_port.ts";
+import { startMetrics } from "./metrics_port.ts";
 import type { CommandIo } from "./io.ts";
 
 /** A finished verify: its printed report, and what the metrics show. */
@@ -62,10 +62,10 @@ export async function verifyCommand(options: VerifyFlags, io: CommandIo): Promis
   let telemetry: VerifyTelemetry | undefined;
   let outcome: VerifyOutcome | undefined;
   try {
-    telemetry = bindingMetricsPort(options.metricsPort, () =>
+    telemetry = startMetrics(options, (outlet) =>
       startVerifyTelemetry({
         enabled: io.telemetryEnabled,
-        ...metricsExport(options),
+        ...outlet,
         progressKey: options.progressKey,
         logger,
         signal: io.signal,

@@ -332,8 +332,8 @@ class Writes {
 
 /**
  * KEYS: a key of the store's slot, then the run's locks; ARGV: each lock's value, then the writes,
- * of which none is made unless every lock still holds its value. Without a shebang, so that Redis 6.2 runs it and a full Redis refuses its first write (OOM)
- * before anything is written, as a MULTI would.
+ * of which none is made unless every lock still holds its value. No shebang: Redis 6.2 runs it,
+ * and a full Redis refuses its first write (OOM) before anything is written, as a MULTI would.
  */
 const FENCED_WRITES = `
 for i = 2, #KEYS do

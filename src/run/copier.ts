@@ -1,9 +1,7 @@
 /**
  * The copier: one batch's keys to Redis and back, in sub-batches (one script call each), each
- * admitted by the {@linkcode Gate} and the node's call window. Each sub-batch gets one retry of
- * what failed for a passing reason (a changed workspace id, a lost reply, a moved slot); keys Redis
- * refused for lack of memory are no errors but a reason to back off: they are retried, behind the
- * gate's fresh checks, until Redis accepts them or `--max-outage` passes ({@linkcode KeyRetry}).
+ * admitted by the {@linkcode Gate} and the node's call window, with the retries of
+ * {@linkcode KeyRetry}.
  *
  * @module
  */
@@ -13,7 +11,7 @@ import { pause } from "../async/delay.ts";
 import { MAX_CALL_KEYS } from "../control/call_size.ts";
 import type { CallWindow } from "../control/call_window.ts";
 import type { Throttle } from "../control/throttle.ts";
-import type { AdmissionCheck, AdmitOptions, RateLimiter } from "../control/rate_limit.ts";
+import type { AdmissionCheck, AdmitOptions, SlidingWindowLimiter } from "../control/rate_limit.ts";
 import { BackfillError, SafetyRefusal } from "../errors.ts";
 import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
 import { nameInvalidKeys } from "../outcome.ts";
@@ -28,11 +26,14 @@ import type { UncountedCopies } from "../migrate/uncounted_copies.ts";
  * memory, a live pause), then the master's own limiter (the throttle's rate) and the run-wide one.
  */
 export class Gate {
-  readonly #limiter: RateLimiter;
-  readonly #throttle: AdmissionCheck & Pick<Throttle, "limiterFor">;
+  readonly #limiter: SlidingWindowLimiter;
+  readonly #throttle: AdmissionCheck & Pick<Throttle, "limiterFor" | "setCap">;
 
   /** `limiter`: the run-wide one; the throttle checks and holds each master's own. */
-  constructor(limiter: RateLimiter, throttle: AdmissionCheck & Pick<Throttle, "limiterFor">) {
+  constructor(
+    limiter: SlidingWindowLimiter,
+    throttle: AdmissionCheck & Pick<Throttle, "limiterFor" | "setCap">,
+  ) {
     this.#limiter = limiter;
     this.#throttle = throttle;
   }
@@ -51,8 +52,7 @@ export class Gate {
   }
 
   /**
-   * Waits until the check lets work go on, then for `n` permits of the node's limiter and the
-   * run-wide one.
+   * Waits for the check, then for `n` permits of the node's limiter and the run-wide one.
    *
    * @returns the seconds spent waiting for the limiters.
    * @throws `signal.reason` when the signal aborts.
@@ -67,6 +67,12 @@ export class Gate {
       waited += await limiter.acquire(n, signal);
     }
     return waited;
+  }
+
+  /** `backfill set-rps N` (0 = no cap): the run-wide limit, and the throttle's cap. */
+  setCap(rps: number): void {
+    this.#limiter.setRps(rps);
+    this.#throttle.setCap(rps);
   }
 
   /** Waits on the check with a fresh reading (after Redis refused a write for lack of memory). */
@@ -197,7 +203,12 @@ class StillRefused extends Error {
   }
 }
 
-/** Migrates sub-batches with their retries, and keeps writes going through an OOM. */
+/**
+ * Migrates sub-batches with their retries: one retry of what failed for a passing reason (a changed
+ * workspace id, a lost reply, a moved slot); keys Redis refused for lack of memory are no errors but
+ * a reason to back off, retried behind the gate's fresh checks until Redis accepts them or
+ * `--max-outage` passes.
+ */
 export class KeyRetry {
   readonly #options: KeyRetryOptions;
 
@@ -206,8 +217,7 @@ export class KeyRetry {
   }
 
   /**
-   * One sub-batch: one retry of the retryable keys but OOM, then the OOM wait; each key still
-   * failing is logged by job id and error code (never a value).
+   * One sub-batch; each key still failing is logged by job id and error code (never a value).
    *
    * @throws an outage error as is (the engine waits for Redis and re-reads the batch).
    */
@@ -230,7 +240,6 @@ export class KeyRetry {
         }, { backOffFirst: true });
       }
     } catch (error) {
-      // The batch is abandoned: the copies the attempts so far made are still this run's.
       this.#options.uncounted?.remember(keys, results);
       throw error;
     }
@@ -239,8 +248,8 @@ export class KeyRetry {
   }
 
   /**
-   * Runs `write` until Redis stops refusing it for lack of memory, the gate's checks run fresh and
-   * the wait doubling between tries.
+   * Runs `write` until Redis stops refusing it for lack of memory, the gate's checks fresh and the
+   * wait doubling between tries.
    *
    * @throws {SafetyRefusal} when Redis refuses writes for longer than `maxOutageMs`: the run stops
    * with the checkpoint kept instead of pressing a full Redis.
@@ -305,7 +314,6 @@ export class KeyRetry {
     return results;
   }
 
-  /** Migrates `keys[i]` for each index again and puts the new results in place. */
   async #redo(keys: Buffer[], results: StrategyResult[], indices: number[]): Promise<void> {
     const again = await this.#attempt(indices.map((i) => keys[i]!));
     indices.forEach((index, j) => results[index] = again[j]!);

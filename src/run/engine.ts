@@ -99,13 +99,11 @@ class Run {
   readonly #retry: KeyRetry;
   readonly #storm: ErrorStorm;
   readonly #sending: Omit<SendOptions, "node">;
-  /** How a lost Redis is waited for (run/outage.ts). */
   readonly #outage: OutageOptions;
   readonly #started = performance.now();
   /** Keys handed out so far: `--max-keys` is shared by every node. */
   #claimed = 0;
   readonly #saves: Checkpointer;
-  /** Copies of abandoned batches, counted when their keys are read again. */
   readonly #uncounted = new UncountedCopies();
   #estimate = 0;
   /** Every node of the run, as opened; their `committed` cursors are the resume cursor. */
@@ -218,7 +216,6 @@ class Run {
     return summary;
   }
 
-  /** The first failure ends the run: every other node stops as on a stop signal. */
   #fail(error: unknown): void {
     if (this.#failure !== undefined) return;
     this.#failure = { error };
@@ -339,7 +336,6 @@ class Run {
 
   /** A batch's replies are in: count them, and store its checkpoint (run/checkpointer.ts). */
   async #finish(state: NodeState, flight: Flight): Promise<BatchEnd> {
-    // A copy an abandoned batch made counts as this run's copy when its key is read again.
     const results = this.#uncounted.settle(flight.keys, await flight.results);
     // A storm stops the run only after this batch is counted and reported (never saved past).
     const storm = this.#storm.observe(results);

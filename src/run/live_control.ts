@@ -19,28 +19,25 @@ import {
   writeStatus,
 } from "../control/remote.ts";
 import type { Shard } from "../redis/shard.ts";
-import type { ThrottleView } from "../control/throttle.ts";
+import type { Throttle } from "../control/throttle.ts";
 import type { Cluster, Redis } from "../redis/ioredis.ts";
 import type { BatchReport, Logger, RunMode, RunObserver, RunStart } from "../run_events.ts";
+import type { Gate } from "./copier.ts";
 
 /** Why a run stopped when the operator said `backfill stop` (the abort reason). */
 const STOP_REASON = "stop";
 /** Milliseconds between control reads and between status updates. */
 const INTERVAL_MS = 1000;
 
-/** What live control acts on: the operator's pause, the hard cap (0 = none), the status view. */
-export interface ControlTargets {
-  setPaused(paused: boolean): void;
-  setCap(rps: number): void;
-  view(): ThrottleView;
-}
-
 interface LiveControlOptions {
   client: Redis | Cluster;
   progressKey: string;
   mode: RunMode;
   holder: { host: string; pid: number };
-  targets: ControlTargets;
+  /** The operator's pause, and the status's view of the rate. */
+  throttle: Pick<Throttle, "setPaused" | "view">;
+  /** The hard cap (`set-rps`). */
+  gate: Pick<Gate, "setCap">;
   logger: Logger;
   /** Aborted with {@linkcode STOP_REASON} on `backfill stop`. */
   stop: AbortController;
@@ -152,14 +149,14 @@ export class LiveControl {
   }
 
   #obey(command: ControlCommand): void {
-    const { targets, logger, stop } = this.#options;
+    const { throttle, gate, logger, stop } = this.#options;
     logger.log("info", "control", `control: ${formatControl(command)}`);
     if (command.kind === "pause" || command.kind === "resume") {
       this.#operatorPaused = command.kind === "pause";
-      targets.setPaused(this.#operatorPaused);
+      throttle.setPaused(this.#operatorPaused);
     } else if (command.kind === "set-rps") {
       this.#capBy = "set-rps";
-      targets.setCap(command.rps);
+      gate.setCap(command.rps);
     } else {
       logger.log("warn", "control_stop", "stopping: backfill stop (checkpoint, summary)");
       stop.abort(STOP_REASON);
@@ -167,7 +164,7 @@ export class LiveControl {
   }
 
   #snapshot(phase: RunStatus["phase"]): Omit<RunStatus, "updated_at"> {
-    const view = this.#options.targets.view();
+    const view = this.#options.throttle.view();
     const scanned = this.#counts.scanned ?? 0;
     const elapsed = (performance.now() - this.#startedAt) / 1000;
     return {

@@ -41,11 +41,10 @@ export interface OutageOptions {
 }
 
 /**
- * Runs one start-up step through outages, as the main loop does per node: a lost connection, a
- * frozen server, BUSY, LOADING, READONLY and the like are waited for with backoff and the step runs
- * again, up to --max-outage since the outage began. A stop signal ends the step, or the wait, at
- * once: `readOnly` steps even while their commands are pending (a step that writes, like taking the
- * lock, is awaited, so nothing it did is left behind). `what` names the step in the log and error.
+ * Runs one start-up step through outages, as the main loop does per node: an outage (`classify`)
+ * is waited for with backoff and the step runs again, up to --max-outage since the outage began. A
+ * stop signal ends the step, or the wait, at once: `readOnly` steps even while their commands are
+ * pending (a step that writes, like taking the lock, is awaited, so nothing it did is left behind).
  *
  * @throws {RedisUnavailableError} when the outage outlasts --max-outage.
  * @throws `signal.reason` when a stop signal ended it (main.ts maps a signal to its exit code).

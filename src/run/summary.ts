@@ -1,6 +1,5 @@
 /**
- * The run summary on stdout: the text form, or one JSON object with exactly its fields (docs/telemetry.md).
- * The outcome lines and fields come from the one outcome table (src/outcome.ts).
+ * The run summary on stdout: the text form, or one JSON object with exactly its fields.
  *
  * @module
  */

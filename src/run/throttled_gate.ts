@@ -6,7 +6,6 @@
  *
  * @module
  */
-import { type ControlTargets } from "./live_control.ts";
 import { Gate } from "./copier.ts";
 import { NodeHealth } from "../control/health_check.ts";
 import { type RateLimiter, SlidingWindowLimiter } from "../control/rate_limit.ts";
@@ -35,7 +34,6 @@ interface ThrottledGateOptions {
 export interface ThrottledGate {
   gate: Gate;
   throttle: Throttle;
-  targets: ControlTargets;
   close(): Promise<void>;
 }
 
@@ -45,15 +43,14 @@ export async function startThrottledGate(
   options: ThrottledGateOptions,
 ): Promise<ThrottledGate> {
   const halt = new AbortController();
-  const onAbort = () => halt.abort();
-  options.signal?.addEventListener("abort", onAbort, { once: true });
+  const signal = options.signal ? AbortSignal.any([options.signal, halt.signal]) : halt.signal;
   const execute = options.mode === "execute";
   const started = await Promise.allSettled(
     target.masters().map((client) =>
       NodeHealth.start({
         node: target.nodeName(client),
         client,
-        signal: halt.signal,
+        signal,
         replicaLag: execute ? options.maxReplicaLag : { kind: "off" },
         maxMemoryPct: execute ? options.maxMemoryPct : undefined,
         observer: options.observer,
@@ -63,7 +60,6 @@ export async function startThrottledGate(
   const nodes = started.flatMap((s) => s.status === "fulfilled" ? [s.value] : []);
   const closeAll = async () => {
     halt.abort();
-    options.signal?.removeEventListener("abort", onAbort);
     await Promise.all(nodes.map((node) => node.closed()));
   };
   const failed = started.find((s): s is PromiseRejectedResult => s.status === "rejected");
@@ -83,18 +79,10 @@ export async function startThrottledGate(
   });
   const runLimiter = new SlidingWindowLimiter(options.rps);
   const gate = new Gate(runLimiter, throttle);
-  const ticking = throttle.run(halt.signal);
+  const ticking = throttle.run(signal);
   return {
     gate,
     throttle,
-    targets: {
-      setPaused: (paused) => throttle.setPaused(paused),
-      setCap: (rps) => {
-        runLimiter.setRps(rps);
-        throttle.setCap(rps);
-      },
-      view: () => throttle.view(),
-    },
     async close() {
       await closeAll();
       await ticking;
