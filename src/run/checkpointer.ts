@@ -33,8 +33,22 @@ import type { Cluster, Redis } from "../redis/ioredis.ts";
 import { type CarriedTotals, EARLIER_RUNS, type RunMode } from "../run_events.ts";
 import { refusedAsFenced, type RunLock } from "../safety/lock.ts";
 import type { KeySchema } from "../schema.ts";
-import type { NodeState } from "./outage.ts";
 import type { KeyRetry, SentBatch } from "./copier.ts";
+
+/** Where one node's scan stands: what its checkpoint says, or will (`within` is at `committed`). */
+export interface NodeState extends Pick<NodeCheckpoint, "runId" | "lastJob" | "within"> {
+  node: Redis;
+  /** `host:port` at the start (the key of the resume cursor). */
+  name: string;
+  nodeId: string;
+  /** The cursor the next scan starts from. */
+  committed: string;
+  startFraction: number;
+  lastSave: number;
+  /** Counts not yet in the stored totals (execute only). */
+  unsaved: TotalsDelta;
+  outageSince?: number;
+}
 
 /** A batch sent and not yet finished. */
 export interface Flight extends SentBatch {

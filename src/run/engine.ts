@@ -28,7 +28,7 @@ import { silentLogger } from "../run_events.ts";
 import type { KeySchema } from "../schema.ts";
 import { estimateTotal, initialEstimate, scanFraction } from "./estimate.ts";
 import { ErrorStorm, ErrorStormError } from "./error_storm.ts";
-import { type NodeState, type OutageOptions, recoverNode, throughOutages } from "./outage.ts";
+import { type OutageOptions, recoverNode, throughOutages } from "./outage.ts";
 import { RedisUnavailableError, SafetyRefusal } from "../errors.ts";
 import {
   type BatchEnd,
@@ -36,6 +36,7 @@ import {
   carriedTotals,
   Checkpointer,
   type Flight,
+  type NodeState,
   type RunCheckpointStore,
   runParams,
   settleFlights,

@@ -5,31 +5,14 @@
  *
  * @module
  */
-import type { NodeCheckpoint } from "../checkpoint/resume.ts";
 import { backoffMs, RECONNECT } from "../async/backoff.ts";
 import { delay } from "../async/delay.ts";
 import { RedisUnavailableError } from "../errors.ts";
 import { serverRunId, waitForRedis } from "../redis/availability.ts";
 import { classify } from "../redis/errors.ts";
-import type { Redis } from "../redis/ioredis.ts";
 import type { RedisTarget } from "../redis/target.ts";
 import type { Logger, RunObserver } from "../run_events.ts";
-import type { TotalsDelta } from "./checkpointer.ts";
-
-/** Where one node's scan stands: what its checkpoint says, or will (`within` is at `committed`). */
-export interface NodeState extends Pick<NodeCheckpoint, "runId" | "lastJob" | "within"> {
-  node: Redis;
-  /** `host:port` at the start (the key of the resume cursor). */
-  name: string;
-  nodeId: string;
-  /** The cursor the next scan starts from. */
-  committed: string;
-  startFraction: number;
-  lastSave: number;
-  /** Counts not yet in the stored totals (execute only). */
-  unsaved: TotalsDelta;
-  outageSince?: number;
-}
+import type { NodeState } from "./checkpointer.ts";
 
 /** How a lost Redis is waited for. */
 export interface OutageOptions {

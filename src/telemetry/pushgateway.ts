@@ -7,10 +7,9 @@
  * @module
  */
 import type { Registry } from "prom-client";
-import type { TimerHandle } from "../async/clock.ts";
+import type { TimerClock, TimerHandle } from "../async/clock.ts";
 import type { Logger, RunMode } from "../run_events.ts";
 import { errorMessage, redactSecrets } from "./redact.ts";
-import type { MetricsExportOptions } from "./server.ts";
 
 export interface PushOptions {
   /** Base URL, e.g. `http://user:pass@pushgateway:9091` (credentials become Basic auth). */
@@ -112,17 +111,25 @@ export async function pushMetrics(options: PushOptions): Promise<boolean> {
   }
 }
 
+/** What a {@linkcode PushSchedule} pushes, how often, and where it logs. */
+export interface PushScheduleOptions extends Pick<PushOptions, "registry" | "instance"> {
+  /** Seconds between pushes while the run goes (default 30; `0`: only at start and end). */
+  pushIntervalSeconds?: number;
+  logger: Logger;
+  clock: TimerClock;
+}
+
 /** The pushes of one run or verify: at its start, every interval and at its end, in order. */
 export class PushSchedule {
   readonly #url: string;
-  readonly #options: MetricsExportOptions;
+  readonly #options: PushScheduleOptions;
   #mode?: RunMode | "verify";
   #timer?: TimerHandle;
   #queue: Promise<void> = Promise.resolve();
   #lastOk = true;
   #finished = false;
 
-  constructor(url: string, options: MetricsExportOptions) {
+  constructor(url: string, options: PushScheduleOptions) {
     this.#url = url;
     this.#options = options;
   }
