@@ -1,7 +1,6 @@
 /**
  * The health of one master as the throttle reads it, all from the server: its load (read when the
- * throttle asks), replica lag and memory, each optional. Starting it reads memory once and nothing
- * else, so the first write follows at once.
+ * throttle asks), replica lag and memory, each optional.
  *
  * @module
  */
@@ -53,7 +52,7 @@ export class NodeHealth {
     });
   }
 
-  /** Starts the sources (one memory read when memory is watched). */
+  /** Starts the sources: one memory read and nothing else, so the first write follows at once. */
   static async start(options: NodeHealthOptions): Promise<NodeHealth> {
     const health = new NodeHealth(options);
     if (options.maxMemoryPct !== undefined) {

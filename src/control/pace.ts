@@ -2,9 +2,8 @@
  * The pace of one master, as a pure decision over what the server reports; no client timer feeds
  * it (a CPU-starved client would read its own wait as latency).
  *
- * - `--max-latency` is bounded by construction, not watched here (call_window.ts
- *   {@linkcode latencyBudget}). While another client is active ({@linkcode PaceState.shared}) the
- *   call window is the budget's; alone for {@linkcode ALONE_AFTER_MS}, it covers a round trip.
+ * - While another client is active ({@linkcode PaceState.shared}) the call window is
+ *   `--max-latency`'s (call_window.ts); alone for {@linkcode ALONE_AFTER_MS}, a round trip's.
  * - Critical load, like gh-ost's `--critical-load`: when the application alone keeps Redis's main
  *   thread {@linkcode PaceOptions.criticalBusy} busy, the backfill yields to
  *   {@linkcode YIELD_SHARE} of Redis's time. A saturated Redis hides the application's demand, so

@@ -13,26 +13,19 @@ import {
   describeRateChange,
   PaceController,
   type PaceOptions,
-  type PauseSignals,
   type RateChange,
 } from "./pace.ts";
 import { SlidingWindowLimiter } from "./rate_limit.ts";
-import type { LoadDelta } from "./server_load.ts";
+import type { NodeHealth } from "./health_check.ts";
 
 const TICK_MS = 200;
 /** A quiet window: the application's load read alone. */
 const QUIET_MS = 150;
 
-/** What the throttle needs of one master's health (see `health_check.ts`). */
-export interface HealthSource {
-  readonly node: string;
-  read(): Omit<PauseSignals, "operatorPaused">;
-  refreshMemory(): Promise<void>;
-  /** The master's load since the last call (undefined when not known). */
-  readLoad(): Promise<LoadDelta | undefined>;
-  /** Why memory is over, for the log line. */
-  readonly memoryDetail?: string;
-}
+/** What the throttle needs of one master's health. */
+export type HealthSource =
+  & Pick<NodeHealth, "node" | "read" | "refreshMemory" | "readLoad">
+  & Partial<Pick<NodeHealth, "memoryDetail">>;
 
 /** Options of {@linkcode Throttle}. */
 export interface ThrottleOptions {
