@@ -36,7 +36,6 @@ export class NodeHealth {
   #counters: LoadCounters | undefined;
   #down = false;
   #memoryOver = false;
-  /** Why memory is over, for the log line (sizes only). */
   #memoryDetail = "";
   #memoryLoop: Promise<void> = Promise.resolve();
 
@@ -62,15 +61,11 @@ export class NodeHealth {
     return health;
   }
 
-  /** The memory reading behind a memory pause. */
-  get memoryDetail(): string {
-    return this.#memoryDetail;
-  }
-
   read(): Omit<PauseSignals, "operatorPaused"> {
     return {
       replicaLagOver: this.#lag?.over ?? false,
       memoryOver: this.#memoryOver,
+      memoryDetail: this.#memoryDetail,
     };
   }
 

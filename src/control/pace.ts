@@ -32,6 +32,8 @@ export interface LoadReading extends LoadDelta {
 export interface PauseSignals {
   replicaLagOver: boolean;
   memoryOver: boolean;
+  /** Why memory is over, for the log line (sizes only). */
+  memoryDetail?: string;
   operatorPaused: boolean;
 }
 
@@ -56,7 +58,7 @@ export interface RateChange {
   /** This master's own rate after the change (0 = none of its own). */
   rps: number;
   paused: boolean;
-  /** What the server read, for the log line (critical load only). */
+  /** What the server read, for the log line (critical load and memory). */
   detail?: string;
 }
 
@@ -143,7 +145,7 @@ export class PaceController {
       changes.push({ ...this.#change(reason, on), ...(detail ? { detail } : {}) });
     };
     flag("paused", signals.operatorPaused);
-    flag("memory", signals.memoryOver);
+    flag("memory", signals.memoryOver, signals.memoryDetail);
     flag("replica_lag", signals.replicaLagOver);
     if (!this.#options.adaptive || load === undefined) return changes;
     const shared = this.#sharedAfter(load);
@@ -281,5 +283,7 @@ export function describeRateChange(change: RateChange): string {
     memory: `memory ${change.active ? "above" : "back under"} --max-memory-pct`,
     paused: change.active ? "paused by the operator" : "resumed by the operator",
   }[change.reason];
-  return `throttle ${change.active ? "on" : "off"}: ${what}; ${rate}`;
+  const line = `throttle ${change.active ? "on" : "off"}: ${what}; ${rate}`;
+  const memory = change.reason === "memory" && change.active && change.detail;
+  return memory ? `${line} (${change.detail})` : line;
 }

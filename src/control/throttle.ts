@@ -23,9 +23,7 @@ const TICK_MS = 200;
 const QUIET_MS = 150;
 
 /** What the throttle needs of one master's health. */
-export type HealthSource =
-  & Pick<NodeHealth, "node" | "read" | "refreshMemory" | "readLoad">
-  & Partial<Pick<NodeHealth, "memoryDetail">>;
+export type HealthSource = Pick<NodeHealth, "node" | "read" | "refreshMemory" | "readLoad">;
 
 /** Options of {@linkcode Throttle}. */
 export interface ThrottleOptions {
@@ -252,10 +250,7 @@ export class Throttle implements AdmissionCheck {
   }
 
   #describe(control: NodeControl, change: RateChange): string {
-    let line = describeRateChange({ ...change, rps: this.#effective(control) });
-    if (change.reason === "memory" && change.active && control.health.memoryDetail) {
-      line += ` (${control.health.memoryDetail})`;
-    }
+    const line = describeRateChange({ ...change, rps: this.#effective(control) });
     // The operator's pause applies to every master: one line, not one per master.
     const runWide = change.reason === "paused" || change.reason === "cap";
     return this.#nodes.size > 1 && !runWide ? `${control.health.node}: ${line}` : line;
