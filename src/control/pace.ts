@@ -70,12 +70,6 @@ export interface PaceOptions {
   criticalBusy?: number;
   /** It stops yielding once the application alone is below this. Default 0.8 (hysteresis). */
   recoverBusy?: number;
-  /** The longest gap between quiet windows while Redis stays busy. Default 16 000. */
-  maxQuietGapMs?: number;
-  /** While yielding, the application's share must stay low this long to recover. Default 1000. */
-  recoverMs?: number;
-  /** The rate while yielding, before anything is known of a key's cost. Default 200. */
-  coldYieldRps?: number;
 }
 
 /** The share of Redis's time the backfill keeps while it yields. */
@@ -84,6 +78,12 @@ const YIELD_SHARE = 0.1;
 const OVERHEAD_FACTOR = 1.25;
 /** Milliseconds between quiet windows at first; doubled after each that shows a low share. */
 const QUIET_GAP_MS = 1000;
+/** The longest gap between quiet windows while Redis stays busy. */
+const MAX_QUIET_GAP_MS = 16_000;
+/** While yielding, the application's share must stay low this long to recover. */
+const RECOVER_MS = 1000;
+/** The rate while yielding, before anything is known of a key's cost. */
+const COLD_YIELD_RPS = 200;
 const MIN_YIELD_RPS = 10;
 /** No other client seen this long makes the master alone (a deeper window). */
 const ALONE_AFTER_MS = 2000;
@@ -109,14 +109,7 @@ export class PaceController {
   #othersSeenAt = -Infinity;
 
   constructor(options: PaceOptions) {
-    this.#options = {
-      criticalBusy: 0.9,
-      recoverBusy: 0.8,
-      maxQuietGapMs: 16_000,
-      recoverMs: 1000,
-      coldYieldRps: 200,
-      ...options,
-    };
+    this.#options = { criticalBusy: 0.9, recoverBusy: 0.8, ...options };
   }
 
   /** The current output. */
@@ -164,7 +157,7 @@ export class PaceController {
         this.#yieldRps = this.#yieldRate();
         flag("redis_busy", true, this.#busyDetail(app));
       } else if (!this.#throttled.has("redis_busy")) {
-        this.#quietGapMs = Math.min(this.#quietGapMs * 2, this.#options.maxQuietGapMs);
+        this.#quietGapMs = Math.min(this.#quietGapMs * 2, MAX_QUIET_GAP_MS);
       }
       return changes;
     }
@@ -177,7 +170,7 @@ export class PaceController {
       // application's (a saturated Redis reads ~100% here and the run keeps yielding).
       if (appEstimate < this.#options.recoverBusy) this.#lowSince ??= load.at;
       else this.#lowSince = undefined;
-      if (this.#lowSince !== undefined && load.at - this.#lowSince >= this.#options.recoverMs) {
+      if (this.#lowSince !== undefined && load.at - this.#lowSince >= RECOVER_MS) {
         this.#lowSince = undefined;
         this.#quietGapMs = QUIET_GAP_MS;
         flag("redis_busy", false, this.#freeDetail(appEstimate));
@@ -233,7 +226,7 @@ export class PaceController {
 
   #yieldRate(): number {
     const perKey = this.#perKeyMicros;
-    if (perKey === undefined || !(perKey > 0)) return this.#options.coldYieldRps;
+    if (perKey === undefined || !(perKey > 0)) return COLD_YIELD_RPS;
     return Math.max(MIN_YIELD_RPS, Math.floor((YIELD_SHARE * 1_000_000) / perKey));
   }
 
