@@ -29,7 +29,7 @@ export interface ScanBatch {
   count: number;
 }
 
-export type ScanPage = [next: Buffer | string, keys: Buffer[]];
+type ScanPage = [next: Buffer | string, keys: Buffer[]];
 
 /** Options for {@linkcode scanBatches}. */
 export interface ScanOptions {
@@ -103,8 +103,8 @@ export class TimedScan {
     return this.#sizer.nextCount();
   }
 
-  /** One SCAN from `cursor`; `count` defaults to what fits the budget. */
-  async scan(cursor: string, match: string, count = this.#sizer.nextCount()): Promise<ScanPage> {
+  /** One SCAN from `cursor`; {@linkcode nextCount} is what fits the budget. */
+  async scan(cursor: string, match: string, count: number): Promise<ScanPage> {
     const release = await this.#window?.acquire() ?? (() => {});
     try {
       // A cursor belongs to one server process: the fence refuses one carried to another (fence.ts).
