@@ -94,7 +94,7 @@ Deno.test("pace: the application alone saturates Redis: yield to a tenth of Redi
 });
 
 Deno.test("pace: while yielding a saturated Redis stays yielded; the application easing off recovers it", () => {
-  const { pace, tick } = controller({ recoverMs: 1000 });
+  const { pace, tick } = controller();
   tick(1, 0.4, 10_000, 0.95);
   assert.deepEqual(pace.state.throttled, ["redis_busy"]);
   // Still saturated (the backfill's tenth on top of the application's 95%): no change.
@@ -121,7 +121,7 @@ Deno.test("pace: hysteresis: an application between recovery and critical load k
 });
 
 Deno.test("pace: before any key's cost is known the yield is a cold, low rate", () => {
-  const { pace, reading } = controller({ coldYieldRps: 200 });
+  const { pace, reading } = controller();
   pace.tick(calm, reading(0.97, 0, 0));
   assert.equal(pace.state.quiet, true, "the first reading at critical load asks for a window");
   pace.tick(calm, reading(0.97, 0, 0, true));
@@ -129,7 +129,7 @@ Deno.test("pace: before any key's cost is known the yield is a cold, low rate", 
 });
 
 Deno.test("pace: the application's load rising past the last window's reading brings the next one forward", () => {
-  const { pace, reading } = controller({ maxQuietGapMs: 16_000 });
+  const { pace, reading } = controller();
   // Backed off: Redis is busy with the backfill's work, the application is light.
   for (let i = 0; i < 200; i++) {
     pace.tick(calm, reading(0.95, 0.75, 10_000));

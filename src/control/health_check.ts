@@ -1,7 +1,6 @@
 /**
  * The health of one master as the throttle reads it, all from the server: its load (read when the
- * throttle asks), replica lag and memory, each optional. Starting it reads memory once and nothing
- * else, so the first write follows at once.
+ * throttle asks), replica lag and memory, each optional.
  *
  * @module
  */
@@ -37,7 +36,6 @@ export class NodeHealth {
   #counters: LoadCounters | undefined;
   #down = false;
   #memoryOver = false;
-  /** Why memory is over, for the log line (sizes only). */
   #memoryDetail = "";
   #memoryLoop: Promise<void> = Promise.resolve();
 
@@ -53,7 +51,7 @@ export class NodeHealth {
     });
   }
 
-  /** Starts the sources (one memory read when memory is watched). */
+  /** Starts the sources: one memory read and nothing else, so the first write follows at once. */
   static async start(options: NodeHealthOptions): Promise<NodeHealth> {
     const health = new NodeHealth(options);
     if (options.maxMemoryPct !== undefined) {
@@ -63,15 +61,11 @@ export class NodeHealth {
     return health;
   }
 
-  /** The memory reading behind a memory pause. */
-  get memoryDetail(): string {
-    return this.#memoryDetail;
-  }
-
   read(): Omit<PauseSignals, "operatorPaused"> {
     return {
       replicaLagOver: this.#lag?.over ?? false,
       memoryOver: this.#memoryOver,
+      memoryDetail: this.#memoryDetail,
     };
   }
 

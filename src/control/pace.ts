@@ -2,9 +2,8 @@
  * The pace of one master, as a pure decision over what the server reports; no client timer feeds
  * it (a CPU-starved client would read its own wait as latency).
  *
- * - `--max-latency` is bounded by construction, not watched here (call_window.ts
- *   {@linkcode latencyBudget}). While another client is active ({@linkcode PaceState.shared}) the
- *   call window is the budget's; alone for {@linkcode ALONE_AFTER_MS}, it covers a round trip.
+ * - While another client is active ({@linkcode PaceState.shared}) the call window is
+ *   `--max-latency`'s (call_window.ts); alone for {@linkcode ALONE_AFTER_MS}, a round trip's.
  * - Critical load, like gh-ost's `--critical-load`: when the application alone keeps Redis's main
  *   thread {@linkcode PaceOptions.criticalBusy} busy, the backfill yields to
  *   {@linkcode YIELD_SHARE} of Redis's time. A saturated Redis hides the application's demand, so
@@ -33,6 +32,8 @@ export interface LoadReading extends LoadDelta {
 export interface PauseSignals {
   replicaLagOver: boolean;
   memoryOver: boolean;
+  /** Why memory is over, for the log line (sizes only). */
+  memoryDetail?: string;
   operatorPaused: boolean;
 }
 
@@ -57,7 +58,7 @@ export interface RateChange {
   /** This master's own rate after the change (0 = none of its own). */
   rps: number;
   paused: boolean;
-  /** What the server read, for the log line (critical load only). */
+  /** What the server read, for the log line (critical load and memory). */
   detail?: string;
 }
 
@@ -69,12 +70,6 @@ export interface PaceOptions {
   criticalBusy?: number;
   /** It stops yielding once the application alone is below this. Default 0.8 (hysteresis). */
   recoverBusy?: number;
-  /** The longest gap between quiet windows while Redis stays busy. Default 16 000. */
-  maxQuietGapMs?: number;
-  /** While yielding, the application's share must stay low this long to recover. Default 1000. */
-  recoverMs?: number;
-  /** The rate while yielding, before anything is known of a key's cost. Default 200. */
-  coldYieldRps?: number;
 }
 
 /** The share of Redis's time the backfill keeps while it yields. */
@@ -83,6 +78,12 @@ const YIELD_SHARE = 0.1;
 const OVERHEAD_FACTOR = 1.25;
 /** Milliseconds between quiet windows at first; doubled after each that shows a low share. */
 const QUIET_GAP_MS = 1000;
+/** The longest gap between quiet windows while Redis stays busy. */
+const MAX_QUIET_GAP_MS = 16_000;
+/** While yielding, the application's share must stay low this long to recover. */
+const RECOVER_MS = 1000;
+/** The rate while yielding, before anything is known of a key's cost. */
+const COLD_YIELD_RPS = 200;
 const MIN_YIELD_RPS = 10;
 /** No other client seen this long makes the master alone (a deeper window). */
 const ALONE_AFTER_MS = 2000;
@@ -108,14 +109,7 @@ export class PaceController {
   #othersSeenAt = -Infinity;
 
   constructor(options: PaceOptions) {
-    this.#options = {
-      criticalBusy: 0.9,
-      recoverBusy: 0.8,
-      maxQuietGapMs: 16_000,
-      recoverMs: 1000,
-      coldYieldRps: 200,
-      ...options,
-    };
+    this.#options = { criticalBusy: 0.9, recoverBusy: 0.8, ...options };
   }
 
   /** The current output. */
@@ -144,7 +138,7 @@ export class PaceController {
       changes.push({ ...this.#change(reason, on), ...(detail ? { detail } : {}) });
     };
     flag("paused", signals.operatorPaused);
-    flag("memory", signals.memoryOver);
+    flag("memory", signals.memoryOver, signals.memoryDetail);
     flag("replica_lag", signals.replicaLagOver);
     if (!this.#options.adaptive || load === undefined) return changes;
     const shared = this.#sharedAfter(load);
@@ -163,7 +157,7 @@ export class PaceController {
         this.#yieldRps = this.#yieldRate();
         flag("redis_busy", true, this.#busyDetail(app));
       } else if (!this.#throttled.has("redis_busy")) {
-        this.#quietGapMs = Math.min(this.#quietGapMs * 2, this.#options.maxQuietGapMs);
+        this.#quietGapMs = Math.min(this.#quietGapMs * 2, MAX_QUIET_GAP_MS);
       }
       return changes;
     }
@@ -176,7 +170,7 @@ export class PaceController {
       // application's (a saturated Redis reads ~100% here and the run keeps yielding).
       if (appEstimate < this.#options.recoverBusy) this.#lowSince ??= load.at;
       else this.#lowSince = undefined;
-      if (this.#lowSince !== undefined && load.at - this.#lowSince >= this.#options.recoverMs) {
+      if (this.#lowSince !== undefined && load.at - this.#lowSince >= RECOVER_MS) {
         this.#lowSince = undefined;
         this.#quietGapMs = QUIET_GAP_MS;
         flag("redis_busy", false, this.#freeDetail(appEstimate));
@@ -232,7 +226,7 @@ export class PaceController {
 
   #yieldRate(): number {
     const perKey = this.#perKeyMicros;
-    if (perKey === undefined || !(perKey > 0)) return this.#options.coldYieldRps;
+    if (perKey === undefined || !(perKey > 0)) return COLD_YIELD_RPS;
     return Math.max(MIN_YIELD_RPS, Math.floor((YIELD_SHARE * 1_000_000) / perKey));
   }
 
@@ -282,5 +276,7 @@ export function describeRateChange(change: RateChange): string {
     memory: `memory ${change.active ? "above" : "back under"} --max-memory-pct`,
     paused: change.active ? "paused by the operator" : "resumed by the operator",
   }[change.reason];
-  return `throttle ${change.active ? "on" : "off"}: ${what}; ${rate}`;
+  const line = `throttle ${change.active ? "on" : "off"}: ${what}; ${rate}`;
+  const memory = change.reason === "memory" && change.active && change.detail;
+  return memory ? `${line} (${change.detail})` : line;
 }

@@ -1,5 +1,5 @@
 /**
- * The rate limiter: no window of `windowMs` (1 s) ever holds more than `rps` permits. A log of
+ * The rate limiter: no sliding window of one second holds more than `rps` permits. A log of
  * the window's grants is exact (a token bucket allows 2×rps across a boundary) and small. Grants
  * are also paced, `n` permits per `n / rps` seconds, so Redis sees a steady trickle instead of one
  * burst per second. When the rate changes, every waiter starts over under the new one.
@@ -7,6 +7,8 @@
  * @module
  */
 import { monotonicClock, type PacingClock } from "../async/clock.ts";
+
+const WINDOW_MS = 1000;
 
 /** Options of an admission wait (the gate's, run/copier.ts). */
 export interface AdmitOptions {
@@ -31,7 +33,6 @@ export interface RateLimiter {
 export class SlidingWindowLimiter implements RateLimiter {
   #rps: number;
   readonly #clock: PacingClock;
-  readonly #windowMs: number;
   /** Oldest first. */
   readonly #grants: { at: number; count: number }[] = [];
   #inWindow = 0;
@@ -42,10 +43,9 @@ export class SlidingWindowLimiter implements RateLimiter {
   #granted = 0;
 
   /** @throws {RangeError} when `rps` is negative or not an integer. */
-  constructor(rps: number, options: { clock?: PacingClock; windowMs?: number } = {}) {
+  constructor(rps: number, options: { clock?: PacingClock } = {}) {
     this.#rps = checkRps(rps);
     this.#clock = options.clock ?? monotonicClock;
-    this.#windowMs = options.windowMs ?? 1000;
   }
 
   get rps(): number {
@@ -113,14 +113,12 @@ export class SlidingWindowLimiter implements RateLimiter {
     // Pace from the planned slot, but never from more than a quarter window ago: a caller that
     // stalled briefly (between batches) catches up instead of losing its slots, and one that
     // stalled long cannot bank a burst. The window check in acquire still caps every window.
-    const from = this.#nextAt === -Infinity
-      ? now
-      : Math.max(now - this.#windowMs / 4, this.#nextAt);
-    this.#nextAt = from + (n * this.#windowMs) / this.#rps;
+    const from = this.#nextAt === -Infinity ? now : Math.max(now - WINDOW_MS / 4, this.#nextAt);
+    this.#nextAt = from + (n * WINDOW_MS) / this.#rps;
   }
 
   #expire(now: number): void {
-    while (this.#grants.length > 0 && this.#grants[0]!.at + this.#windowMs <= now) {
+    while (this.#grants.length > 0 && this.#grants[0]!.at + WINDOW_MS <= now) {
       this.#inWindow -= this.#grants.shift()!.count;
     }
   }
@@ -130,9 +128,9 @@ export class SlidingWindowLimiter implements RateLimiter {
     let excess = this.#inWindow + n - this.#rps;
     for (const grant of this.#grants) {
       excess -= grant.count;
-      if (excess <= 0) return Math.max(grant.at + this.#windowMs - now, 0.1);
+      if (excess <= 0) return Math.max(grant.at + WINDOW_MS - now, 0.1);
     }
-    return this.#windowMs;
+    return WINDOW_MS;
   }
 }
 

@@ -257,11 +257,12 @@ export async function publishStatus(
   }
 }
 
-/** A status as read back, with its age by the server's clock. */
-export interface ReadStatus {
+/** A status as read back, with its age by the server's clock; `shard` undefined for a whole run. */
+export interface RunnerStatus {
   state: "active" | "stale" | "finished";
   age_seconds: number;
   status: RunStatus;
+  shard?: Shard;
 }
 
 /** Reads `<P>:status` (or a shard's); undefined when there is none or it is not ours. */
@@ -269,7 +270,7 @@ export async function readStatus(
   client: Redis | Cluster,
   progressKey: string,
   shard?: Shard,
-): Promise<ReadStatus | undefined> {
+): Promise<RunnerStatus | undefined> {
   const key = statusKey(progressKey, shard);
   const [value, pttl] = await Promise.all([client.get(key), client.pttl(key)]);
   if (value === null) return undefined;
@@ -286,11 +287,12 @@ export async function readStatus(
     : ageMs > STALE_AFTER_MS
     ? "stale"
     : "active";
-  return { state, age_seconds: Math.round(ageMs / 100) / 10, status };
+  const age_seconds = Math.round(ageMs / 100) / 10;
+  return { state, age_seconds, status, ...(shard === undefined ? {} : { shard }) };
 }
 
 /** `backfill status` as text (pure). */
-export function renderStatus(read: ReadStatus | undefined): string {
+export function renderStatus(read: RunnerStatus | undefined): string {
   if (read === undefined) return "no run is active (no status published)\n";
   const { status, age_seconds: age } = read;
   const holder = `holder ${status.holder.host} pid ${status.holder.pid}`;
@@ -323,9 +325,6 @@ export function renderStatus(read: ReadStatus | undefined): string {
   return lines.join("\n") + "\n";
 }
 
-/** One runner's status; `shard` is undefined for a run over the whole deployment. */
-export type RunnerStatus = ReadStatus & { shard?: Shard };
-
 /** Every published status of `progressKey`: the unsharded one first, then shards by N and I. */
 export async function readAllStatuses(
   client: Redis | Cluster,
@@ -342,10 +341,7 @@ export async function readAllStatuses(
     .sort((a, b) => a.count - b.count || a.index - b.index);
   const reads = await Promise.all([
     readStatus(client, progressKey),
-    ...shards.map(async (shard) => {
-      const read = await readStatus(client, progressKey, shard);
-      return read && { ...read, shard };
-    }),
+    ...shards.map((shard) => readStatus(client, progressKey, shard)),
   ]);
   return reads.filter((read): read is RunnerStatus => read !== undefined);
 }
@@ -409,7 +405,7 @@ export function allStatusesJson(reads: readonly RunnerStatus[]): Record<string, 
 }
 
 /** One run's status object: the published fields with its state and age. */
-function oneJson(read: ReadStatus | undefined): Record<string, unknown> {
+function oneJson(read: RunnerStatus | undefined): Record<string, unknown> {
   if (read === undefined) return { state: "none", active: false };
   const { state, age_seconds } = read;
   return { state, active: state === "active", age_seconds, ...read.status };

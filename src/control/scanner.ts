@@ -25,36 +25,29 @@ export interface ScanBatch {
   cursor: string;
   next: string;
   keys: Buffer[];
-  /** The COUNT asked for, when sized by time (a re-read asks for it again). */
-  count?: number;
+  /** The COUNT asked for (a re-read asks for it again). */
+  count: number;
 }
 
-export type ScanPage = [next: Buffer | string, keys: Buffer[]];
+type ScanPage = [next: Buffer | string, keys: Buffer[]];
 
 /** Options for {@linkcode scanBatches}. */
 export interface ScanOptions {
   match: string;
-  /** SCAN COUNT, unless `timed` sizes each. */
-  count: number;
   /** Default "0". */
   cursor?: string;
-  timed?: TimedScan;
-  /** With `timed`: the first SCAN's COUNT (re-reading a batch as it was read). */
+  /** The first SCAN's COUNT (re-reading a batch as it was read). */
   firstCount?: number;
 }
 
 /** Yields SCAN batches from `options.cursor` until the cursor returns to "0". */
-export async function* scanBatches(node: Redis, options: ScanOptions): AsyncGenerator<ScanBatch> {
-  const { timed } = options;
-  const scan = (cursor: string, count?: number): Promise<ScanBatch> => {
-    if (!timed) {
-      return node.scanBuffer(cursor, "MATCH", options.match, "COUNT", options.count)
-        .then(([next, keys]) => ({ cursor, next: next.toString(), keys }));
-    }
-    const asked = count ?? timed.nextCount();
-    return timed.scan(cursor, options.match, asked)
-      .then(([next, keys]) => ({ cursor, next: next.toString(), keys, count: asked }));
-  };
+export async function* scanBatches(
+  scanner: TimedScan,
+  options: ScanOptions,
+): AsyncGenerator<ScanBatch> {
+  const scan = (cursor: string, count = scanner.nextCount()): Promise<ScanBatch> =>
+    scanner.scan(cursor, options.match, count)
+      .then(([next, keys]) => ({ cursor, next: next.toString(), keys, count }));
   let pending = scan(options.cursor ?? "0", options.firstCount);
   for (;;) {
     const batch = await pending;
@@ -110,8 +103,8 @@ export class TimedScan {
     return this.#sizer.nextCount();
   }
 
-  /** One SCAN from `cursor`; `count` defaults to what fits the budget. */
-  async scan(cursor: string, match: string, count = this.#sizer.nextCount()): Promise<ScanPage> {
+  /** One SCAN from `cursor`; {@linkcode nextCount} is what fits the budget. */
+  async scan(cursor: string, match: string, count: number): Promise<ScanPage> {
     const release = await this.#window?.acquire() ?? (() => {});
     try {
       // A cursor belongs to one server process: the fence refuses one carried to another (fence.ts).

@@ -4,10 +4,8 @@
  * - the main thread's CPU time says how busy Redis is;
  * - the `usec` of the backfill's scripts says its own share (an application's own Lua scripts
  *   count as ours, which only lowers the rate while yielding);
- * - `CLIENT LIST` says whether anyone else is served: a client not named `CLIENT_NAME`
- *   (redis/options.ts) nor a Sentinel's, idle at most a second or with a command waiting. Idle
- *   has a second's resolution, so a client reads active a little longer, the protected side.
- *   Above {@linkcode CLIENT_LIST_MAX} connections (it costs Redis time per client) or where it is
+ * - `CLIENT LIST` says whether anyone else is served (see {@linkcode othersActiveIn}). Above
+ *   {@linkcode CLIENT_LIST_MAX} connections (it costs Redis time per client) or where it is
  *   refused, the store counts as shared.
  *
  * @module
@@ -16,10 +14,9 @@ import type { Redis } from "../redis/ioredis.ts";
 import { CLIENT_NAME } from "../redis/options.ts";
 
 /** Commands whose time is the backfill's own (its SCANs run inside a script). */
-export const OWN_COMMANDS = ["evalsha", "evalsha_ro", "eval", "eval_ro"] as const;
+const OWN_COMMANDS = ["evalsha", "evalsha_ro", "eval", "eval_ro"] as const;
 
-/** Above this many connections `CLIENT LIST` is not read and the store counts as shared. */
-export const CLIENT_LIST_MAX = 32;
+const CLIENT_LIST_MAX = 32;
 
 /** The counters of one reading, µs since the server started: its clock, CPU and own commands. */
 export interface LoadCounters {
@@ -69,8 +66,10 @@ export function parseConnectedClients(info: string): number | undefined {
 }
 
 /**
- * Parses `CLIENT LIST`: whether a client other than ours and Sentinel's is active. A client
- * blocked in a command (`BLPOP`) waits for data, not for Redis, and does not count.
+ * Parses `CLIENT LIST`: whether a client not named `CLIENT_NAME` (redis/options.ts) nor a
+ * Sentinel's is active: idle at most a second (its resolution, so a client reads active a little
+ * longer, the protected side) or with a command waiting. A client blocked in a command (`BLPOP`)
+ * waits for data, not for Redis, and does not count.
  */
 export function othersActiveIn(list: string): boolean {
   for (const line of list.split("\n")) {

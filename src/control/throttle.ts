@@ -13,26 +13,17 @@ import {
   describeRateChange,
   PaceController,
   type PaceOptions,
-  type PauseSignals,
   type RateChange,
 } from "./pace.ts";
 import { SlidingWindowLimiter } from "./rate_limit.ts";
-import type { LoadDelta } from "./server_load.ts";
+import type { NodeHealth } from "./health_check.ts";
 
 const TICK_MS = 200;
 /** A quiet window: the application's load read alone. */
 const QUIET_MS = 150;
 
-/** What the throttle needs of one master's health (see `health_check.ts`). */
-export interface HealthSource {
-  readonly node: string;
-  read(): Omit<PauseSignals, "operatorPaused">;
-  refreshMemory(): Promise<void>;
-  /** The master's load since the last call (undefined when not known). */
-  readLoad(): Promise<LoadDelta | undefined>;
-  /** Why memory is over, for the log line. */
-  readonly memoryDetail?: string;
-}
+/** What the throttle needs of one master's health. */
+export type HealthSource = Pick<NodeHealth, "node" | "read" | "refreshMemory" | "readLoad">;
 
 /** Options of {@linkcode Throttle}. */
 export interface ThrottleOptions {
@@ -259,10 +250,7 @@ export class Throttle implements AdmissionCheck {
   }
 
   #describe(control: NodeControl, change: RateChange): string {
-    let line = describeRateChange({ ...change, rps: this.#effective(control) });
-    if (change.reason === "memory" && change.active && control.health.memoryDetail) {
-      line += ` (${control.health.memoryDetail})`;
-    }
+    const line = describeRateChange({ ...change, rps: this.#effective(control) });
     // The operator's pause applies to every master: one line, not one per master.
     const runWide = change.reason === "paused" || change.reason === "cap";
     return this.#nodes.size > 1 && !runWide ? `${control.health.node}: ${line}` : line;

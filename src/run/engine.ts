@@ -454,16 +454,15 @@ class Run {
       budget: options.maxCallsInFlight,
       shared: () => options.shared?.(state.name) ?? true,
     });
-    const batches = scanBatches(node, {
+    const scanner = new TimedScan(node, {
+      maxCallMs,
+      maxCount: options.batch,
+      callClock: options.callClock,
+      window: calls,
+    });
+    const batches = scanBatches(scanner, {
       match: this.#options.keys.oldMatch,
-      count: options.batch,
       cursor: state.committed,
-      timed: new TimedScan(node, {
-        maxCallMs,
-        maxCount: options.batch,
-        callClock: options.callClock,
-        window: calls,
-      }),
       // A batch re-read from a stored position asks for the COUNT it was read with.
       firstCount: state.within?.count,
     });

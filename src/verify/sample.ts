@@ -13,7 +13,7 @@
  */
 import { Buffer } from "node:buffer";
 import type { Redis } from "../redis/ioredis.ts";
-import { scanBatches } from "../control/scanner.ts";
+import { scanBatches, TimedScan } from "../control/scanner.ts";
 import { isSameWorkspace, type KeySchema } from "../schema.ts";
 import type { Checks } from "./pairs.ts";
 import type { SamplingMethod } from "./report.ts";
@@ -77,6 +77,7 @@ export interface SamplingTuning {
   drawCost: number;
   /** Upper bound of RANDOMKEYs per pipelined round (bounds client memory per round). */
   maxRoundDraws: number;
+  /** The largest SCAN COUNT (each is sized to the call bound, control/scanner.ts). */
   scanCount: number;
 }
 
@@ -249,7 +250,8 @@ async function scanSample(
   };
   await Promise.all(nodes.map(async (node) => {
     signal?.throwIfAborted();
-    for await (const { keys } of scanBatches(node, { match, count: tuning.scanCount })) {
+    const scanner = new TimedScan(node, { maxCount: tuning.scanCount });
+    for await (const { keys } of scanBatches(scanner, { match })) {
       signal?.throwIfAborted();
       const candidates = keys.filter((key) => population.isCandidate(key));
       if (population.confirm && candidates.length > 0) {

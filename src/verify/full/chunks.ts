@@ -10,8 +10,7 @@
  * @module
  */
 import type { Buffer } from "node:buffer";
-import type { Redis } from "../../redis/ioredis.ts";
-import { scanBatches, type ScanOptions } from "../../control/scanner.ts";
+import { scanBatches, type ScanOptions, type TimedScan } from "../../control/scanner.ts";
 
 /** Keys seen in the current and the previous chunk. */
 export class RecentKeys {
@@ -46,14 +45,14 @@ export interface ScanChunkOptions extends ScanOptions {
   chunkKeys: number;
 }
 
-/** Yields `node`'s keys matching `match` in chunks, from `cursor` to the end of the scan. */
+/** Yields the scanner's keys matching `match` in chunks, from `cursor` to the end of the scan. */
 export async function* scanChunks(
-  node: Redis,
+  scanner: TimedScan,
   options: ScanChunkOptions,
 ): AsyncGenerator<ScanChunk> {
   const recent = new RecentKeys();
   let chunk: ScanChunk = { keys: [], next: options.cursor, duplicates: 0 };
-  for await (const batch of scanBatches(node, options)) {
+  for await (const batch of scanBatches(scanner, options)) {
     for (const key of batch.keys) {
       if (recent.admit(key)) chunk.keys.push(key);
       else chunk.duplicates++;

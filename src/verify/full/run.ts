@@ -200,14 +200,12 @@ class FullRun {
       callClock: this.options.callClock,
       window: this.checks.ctx.calls.windowFor(node),
     });
-    const chunks = scanChunks(node, {
+    const chunks = scanChunks(scanner, {
       match: jobs
         ? this.options.keys.oldMatch
         : newPopulation(this.options.keys, this.options.workspace).match,
-      count: SCAN_COUNT,
       cursor: progress.cursor,
       chunkKeys: this.#chunkKeys(),
-      timed: scanner,
     });
     // The next chunk is scanned while this one is checked, and this one is committed while the
     // next is checked: Redis does not wait for the client's counting and checkpoint between two.
