@@ -111,6 +111,12 @@ Deno.test("cluster: execute copies fields and TTLs on every node; a rerun skips 
     // themselves, one per master); nothing else.
     const records = await countClusterKeys(nodes, "ai:backfill:calls:*");
     assert.ok(records <= 3, `call records: ${records}`);
+    for (const node of nodes) {
+      for (const key of await node.keys("ai:backfill:calls:*")) {
+        const pttl = await node.pttl(key);
+        assert.ok(pttl > 0 && pttl <= 3_600_000, `${key} expires within the hour: ${pttl}`);
+      }
+    }
     assert.equal(
       await countClusterKeys(nodes, "*backfill*") - records,
       2,
