@@ -15,7 +15,7 @@ import type { AdmissionCheck, AdmitOptions, SlidingWindowLimiter } from "../cont
 import { BackfillError, SafetyRefusal } from "../errors.ts";
 import type { MigrateOptions, MigrationStrategy, StrategyResult } from "../migrate/strategy.ts";
 import { nameInvalidKeys } from "../outcome.ts";
-import { classify, errorLine, KeyReplyError } from "../redis/errors.ts";
+import { classify, errorLine, isOutage, KeyReplyError } from "../redis/errors.ts";
 import type { Logger, RunObserver } from "../run_events.ts";
 import type { KeySchema } from "../schema.ts";
 import { escapeForLog } from "../telemetry/redact.ts";
@@ -307,10 +307,11 @@ export class KeyRetry {
     }
     // A key refused because the node is a replica now (READONLY) or busy is the node's outage:
     // the engine waits for it and re-reads the batch, so the checkpoint never passes such keys.
-    const down = results.find((r) =>
-      r.outcome === "errors" && classify(new KeyReplyError(r.errorCode ?? "")).outage
-    );
-    if (down !== undefined) throw new KeyReplyError(down.errorCode!);
+    for (const r of results) {
+      if (r.outcome !== "errors") continue;
+      const refusal = new KeyReplyError(r.errorCode ?? "");
+      if (isOutage(refusal)) throw refusal;
+    }
     return results;
   }
 
